@@ -1,0 +1,56 @@
+// Package origin reads and writes the objects of buckets: from a local
+// directory (origin/local, the embedded default) or from an HTTP
+// back-to-source mirror (origin/httpmirror); S3 can join behind the same
+// interfaces.
+package origin
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound = errors.New("origin: object not found")
+	ErrBadKey   = errors.New("origin: invalid key")
+	ErrTooLarge = errors.New("origin: object too large")
+	ErrExists   = errors.New("origin: object exists")
+	ErrReadOnly = errors.New("origin: read-only origin")
+)
+
+// Object describes a stored object.
+type Object struct {
+	Bucket   string    `json:"bucket"`
+	Key      string    `json:"key"`
+	Size     int64     `json:"fsize"`
+	ETag     string    `json:"hash"` // Qiniu-style etag, also the HTTP ETag (quoted by the server)
+	MimeType string    `json:"mimeType"`
+	Modified time.Time `json:"putTime"`
+}
+
+// Reader opens objects. Open returns a stream the caller must close;
+// offset/length select a byte range (length < 0: to the end).
+type Reader interface {
+	Stat(ctx context.Context, bucket, key string) (Object, error)
+	Open(ctx context.Context, bucket, key string, offset, length int64) (io.ReadCloser, Object, error)
+}
+
+// PutOptions qualify a write.
+type PutOptions struct {
+	MimeType   string // detected from the key's extension and content when empty
+	InsertOnly bool   // fail with ErrExists when the key exists
+}
+
+// Writer stores objects. Put streams r to the object and makes it visible
+// only once complete (written to a temporary name, then renamed).
+type Writer interface {
+	Put(ctx context.Context, bucket, key string, r io.Reader, opts PutOptions) (Object, error)
+	Delete(ctx context.Context, bucket, key string) error
+}
+
+// Lister lists objects of a bucket under a prefix, sorted by key.
+type Lister interface {
+	List(ctx context.Context, bucket, prefix string, limit int) ([]Object, error)
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs what the tests need: Redis (Debian), nginx (Debian, for the benchmarks),
+# and Nomad v1.6.2 / Consul v1.15.4 built from the Go module proxy into a cache
+# directory that later runs reuse. Idempotent: safe to run before every test run.
+#
+# Prints the directory holding nomad and consul on its last line of output, and
+# writes it to .deps-bin for the Makefile.
+set -euo pipefail
+
+NOMAD_VERSION=v1.6.2
+NOMAD_API_VERSION=v0.0.0-20230913164725-73e372ad9403
+CONSUL_VERSION=v1.15.4
+CONSUL_API_VERSION=v1.25.1
+CACHE=${DORA_DEPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dora-deps}
+BIN=$CACHE/bin
+mkdir -p "$BIN"
+
+log() { echo "install-deps: $*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# build_from_proxy NAME MODULE VERSION EDIT...
+# Downloads MODULE@VERSION from the module proxy, applies go.mod edits, builds
+# the main package at the module root into $BIN/NAME.
+build_from_proxy() {
+  local name=$1 module=$2 version=$3; shift 3
+  local marker=$BIN/.$name-$version
+  if [ -x "$BIN/$name" ] && [ -f "$marker" ]; then
+    log "$name $version cached in $BIN"
+    return 0
+  fi
+  log "building $name $version from the Go module proxy (several minutes)"
+  local work
+  work=$(mktemp -d)
+  local gopath
+  gopath=$(go env GOMODCACHE)
+  (cd "$work" && GOFLAGS=-mod=mod go mod download -json "$module@$version" >dl.json)
+  local dir
+  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' "$work/dl.json")
+  [ -n "$dir" ] || { log "download of $module@$version failed"; cat "$work/dl.json" >&2; exit 1; }
+  cp -r "$dir" "$work/src"
+  chmod -R u+w "$work/src"
+  (
+    cd "$work/src"
+    for edit in "$@"; do go mod edit "$edit"; done
+    GOFLAGS=-mod=mod GOTOOLCHAIN=local go build -ldflags=-checklinkname=0 -o "$BIN/$name.tmp" .
+  )
+  mv "$BIN/$name.tmp" "$BIN/$name"
+  touch "$marker"
+  rm -rf "$work"
+  log "$name $version built"
+}
+
+apt_install redis-server nginx
+
+build_from_proxy nomad github.com/hashicorp/nomad "$NOMAD_VERSION" \
+  -dropreplace=github.com/hashicorp/nomad/api \
+  "-require=github.com/hashicorp/nomad/api@$NOMAD_API_VERSION"
+
+consul_edits=()
+for r in api envoyextensions proto-public sdk troubleshoot; do
+  consul_edits+=("-dropreplace=github.com/hashicorp/consul/$r")
+done
+build_from_proxy consul github.com/hashicorp/consul "$CONSUL_VERSION" \
+  "${consul_edits[@]}" "-require=github.com/hashicorp/consul/api@$CONSUL_API_VERSION"
+
+"$BIN/nomad" version >&2
+"$BIN/consul" version >&2
+command -v redis-server >/dev/null
+echo "$BIN"
