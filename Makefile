@@ -1,0 +1,44 @@
+# Dora — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+export GOTOOLCHAIN := local
+GO ?= go
+BIN := bin
+DEPS_BIN := $(or $(DORA_DEPS_CACHE),$(HOME)/.cache/dora-deps)/bin
+FUZZTIME ?= 30s
+
+.PHONY: all build run test deps vet unit fuzz bench clean
+
+all: build
+
+## build: compile bin/dorad and bin/qdoractl
+build:
+	$(GO) build -o $(BIN)/dorad ./cli/dorad
+	$(GO) build -o $(BIN)/qdoractl ./cli/qdoractl
+
+## run: start the whole platform on this machine (dorad dev, data in ./.dora)
+run: build
+	$(BIN)/dorad dev
+
+## deps: install Redis, nginx, and build Nomad and Consul into the cache (idempotent)
+deps:
+	./scripts/install-deps.sh
+
+## test: every test, with real Nomad, Consul and Redis, then the fuzzers for a bounded time
+test: deps vet unit fuzz
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+unit:
+	PATH="$(DEPS_BIN):$$PATH" $(GO) test -race -count=1 -timeout 40m ./...
+
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+## bench: router vs direct vs nginx, and a 1 GiB object through three steps
+bench: build
+	./bench/run.sh
+
+clean:
+	rm -rf $(BIN)
