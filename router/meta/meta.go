@@ -1,0 +1,357 @@
+// Package meta is the router's in-memory view of the metadata it needs on
+// every request: accounts, access keys, buckets, domains, ufops and
+// releases. A Cache watches the store's prefixes, rebuilds an immutable
+// Snapshot off the request path and swaps it atomically, so a request never
+// waits on a store round-trip (fabio's routing table works the same way).
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/store"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrUnknownAK: the access key is not registered.
+	ErrUnknownAK = errors.New("unknown access key")
+	// ErrDisabled: the account owning the access key is disabled.
+	ErrDisabled = errors.New("account disabled")
+	// ErrNotReady: the cache has not received every prefix's first listing.
+	ErrNotReady = errors.New("metadata not loaded yet")
+)
+
+// Snapshot is an immutable view of the metadata at one moment. Its maps
+// are never written after the snapshot is published; share it freely.
+type Snapshot struct {
+	accounts map[string]dora.Account            // id → account
+	aks      map[string]string                  // ak → account id
+	buckets  map[string]dora.Bucket             // name → bucket
+	domains  map[string]string                  // host → bucket name
+	ufops    map[string]dora.Ufop               // name → ufop
+	releases map[string]map[string]dora.Release // ufop → version → release
+}
+
+// Data is the plain content of a snapshot, used to build one directly
+// (tests, embedded wiring) without a store.
+type Data struct {
+	Accounts []dora.Account
+	Buckets  []dora.Bucket
+	// Domains maps extra host names to bucket names, beside Bucket.Domains.
+	Domains  map[string]string
+	Ufops    []dora.Ufop
+	Releases []dora.Release
+}
+
+// NewSnapshot builds a snapshot from plain data. Account access keys and
+// bucket domains are indexed as the store layout would index them.
+func NewSnapshot(d Data) *Snapshot {
+	s := &Snapshot{
+		accounts: map[string]dora.Account{},
+		aks:      map[string]string{},
+		buckets:  map[string]dora.Bucket{},
+		domains:  map[string]string{},
+		ufops:    map[string]dora.Ufop{},
+		releases: map[string]map[string]dora.Release{},
+	}
+	for _, a := range d.Accounts {
+		s.accounts[a.ID] = a
+		if a.AccessKey != "" {
+			s.aks[a.AccessKey] = a.ID
+		}
+	}
+	for _, b := range d.Buckets {
+		s.buckets[b.Name] = b
+		for _, h := range b.Domains {
+			s.domains[strings.ToLower(h)] = b.Name
+		}
+	}
+	for h, b := range d.Domains {
+		s.domains[strings.ToLower(h)] = b
+	}
+	for _, u := range d.Ufops {
+		s.ufops[u.Name] = u
+	}
+	for _, r := range d.Releases {
+		m := s.releases[r.Ufop]
+		if m == nil {
+			m = map[string]dora.Release{}
+			s.releases[r.Ufop] = m
+		}
+		m[r.Version] = r
+	}
+	return s
+}
+
+// Account returns the account with the given id.
+func (s *Snapshot) Account(id string) (dora.Account, bool) {
+	a, ok := s.accounts[id]
+	return a, ok
+}
+
+// AccountByAK returns the enabled account owning the access key, or an
+// error wrapping ErrUnknownAK or ErrDisabled.
+func (s *Snapshot) AccountByAK(ak string) (dora.Account, error) {
+	id, ok := s.aks[ak]
+	if !ok {
+		return dora.Account{}, fmt.Errorf("%q: %w", ak, ErrUnknownAK)
+	}
+	a, ok := s.accounts[id]
+	if !ok {
+		return dora.Account{}, fmt.Errorf("%q: %w", ak, ErrUnknownAK)
+	}
+	if a.Disabled {
+		return dora.Account{}, fmt.Errorf("%q: %w", ak, ErrDisabled)
+	}
+	return a, nil
+}
+
+// SecretKey returns the secret key of an enabled account's access key; it
+// has the shape of auth.KeyLookup.
+func (s *Snapshot) SecretKey(_ context.Context, ak string) (string, error) {
+	a, err := s.AccountByAK(ak)
+	if err != nil {
+		return "", err
+	}
+	return a.SecretKey, nil
+}
+
+// Bucket returns the bucket with the given name.
+func (s *Snapshot) Bucket(name string) (dora.Bucket, bool) {
+	b, ok := s.buckets[name]
+	return b, ok
+}
+
+// BucketForHost resolves a request's Host header to a bucket: an exact
+// domain bound to a bucket first, else "<bucket>.<suffix>". The port and a
+// trailing dot are ignored and the match is case-insensitive.
+func (s *Snapshot) BucketForHost(host, suffix string) (dora.Bucket, bool) {
+	h := HostName(host)
+	if h == "" {
+		return dora.Bucket{}, false
+	}
+	if name, ok := s.domains[h]; ok {
+		b, ok := s.buckets[name]
+		return b, ok
+	}
+	suffix = strings.ToLower(strings.TrimSuffix(suffix, "."))
+	if suffix == "" {
+		return dora.Bucket{}, false
+	}
+	name, ok := strings.CutSuffix(h, "."+suffix)
+	if !ok || name == "" || strings.Contains(name, ".") {
+		return dora.Bucket{}, false
+	}
+	b, ok := s.buckets[name]
+	return b, ok
+}
+
+// HostName lower-cases a Host header value and strips its port and a
+// trailing dot ("Photos.localhost.:8080" → "photos.localhost"); IPv6
+// literals keep their brackets off ("[::1]:80" → "::1").
+func HostName(host string) string {
+	h := strings.ToLower(strings.TrimSpace(host))
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i > 0 {
+			return h[1:i]
+		}
+		return ""
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		h = h[:i]
+	}
+	return strings.TrimSuffix(h, ".")
+}
+
+// Ufop returns the registered ufop with the given name.
+func (s *Snapshot) Ufop(name string) (dora.Ufop, bool) {
+	u, ok := s.ufops[name]
+	return u, ok
+}
+
+// Release returns one release of a ufop.
+func (s *Snapshot) Release(ufop, version string) (dora.Release, bool) {
+	r, ok := s.releases[ufop][version]
+	return r, ok
+}
+
+// prefixes the cache watches, in the order of the parts array.
+var prefixes = [...]string{
+	store.PrefixAccounts, store.PrefixAccessKeys, store.PrefixBuckets,
+	store.PrefixDomains, store.PrefixUfops, store.PrefixReleases,
+}
+
+// Cache keeps a Snapshot fresh by watching the store.
+type Cache struct {
+	st     store.Store
+	log    *slog.Logger
+	snap   atomic.Pointer[Snapshot]
+	ready  chan struct{}
+	mu     sync.Mutex // guards parts and seen (the watch goroutines)
+	parts  [len(prefixes)][]store.KV
+	seen   [len(prefixes)]bool
+	nseen  int
+	errs   atomic.Int64
+	loaded atomic.Int64 // unix nanos of the last rebuild
+}
+
+// NewCache returns a cache over st; call Run to start watching. Until the
+// first listing of every prefix arrives, Snapshot returns an empty snapshot
+// and Ready is open.
+func NewCache(st store.Store, log *slog.Logger) *Cache {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Cache{st: st, log: log, ready: make(chan struct{})}
+	c.snap.Store(NewSnapshot(Data{}))
+	return c
+}
+
+// Snapshot returns the current snapshot; never nil.
+func (c *Cache) Snapshot() *Snapshot { return c.snap.Load() }
+
+// Ready is closed once every watched prefix has been loaded.
+func (c *Cache) Ready() <-chan struct{} { return c.ready }
+
+// DecodeErrors counts values that could not be decoded (they are skipped).
+func (c *Cache) DecodeErrors() int64 { return c.errs.Load() }
+
+// Run watches every prefix until ctx ends. A watch that fails or closes
+// early is re-established after a growing pause (fabio's pattern), keeping
+// the last good snapshot meanwhile.
+func (c *Cache) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for i, p := range prefixes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.watch(ctx, i, p)
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+func (c *Cache) watch(ctx context.Context, i int, prefix string) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		ch, err := c.st.Watch(ctx, prefix)
+		if err != nil {
+			c.log.Warn("meta: watch failed", "prefix", prefix, "err", err)
+		} else {
+			for kvs := range ch {
+				backoff = 100 * time.Millisecond
+				c.update(i, kvs)
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// update records a prefix's new listing and publishes a rebuilt snapshot.
+func (c *Cache) update(i int, kvs []store.KV) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.parts[i] = kvs
+	if !c.seen[i] {
+		c.seen[i] = true
+		c.nseen++
+	}
+	c.snap.Store(c.build())
+	c.loaded.Store(time.Now().UnixNano())
+	if c.nseen == len(prefixes) {
+		select {
+		case <-c.ready:
+		default:
+			close(c.ready)
+		}
+	}
+}
+
+// build decodes every part into a new snapshot. Metadata is small (the
+// control plane's objects, not user objects), so a full rebuild per change
+// is cheap and keeps the snapshot trivially consistent.
+func (c *Cache) build() *Snapshot {
+	var d Data
+	d.Domains = map[string]string{}
+	decode := func(kv store.KV, v any) bool {
+		if err := json.Unmarshal(kv.Value, v); err != nil {
+			c.errs.Add(1)
+			c.log.Warn("meta: skipping undecodable value", "key", kv.Key, "err", err)
+			return false
+		}
+		return true
+	}
+	aks := map[string]string{}
+	for _, kv := range c.parts[1] {
+		aks[strings.TrimPrefix(kv.Key, store.PrefixAccessKeys)] = string(kv.Value)
+	}
+	for _, kv := range c.parts[0] {
+		var a dora.Account
+		if decode(kv, &a) {
+			if a.ID == "" {
+				a.ID = strings.TrimPrefix(kv.Key, store.PrefixAccounts)
+			}
+			d.Accounts = append(d.Accounts, a)
+		}
+	}
+	for _, kv := range c.parts[2] {
+		var b dora.Bucket
+		if decode(kv, &b) {
+			if b.Name == "" {
+				b.Name = strings.TrimPrefix(kv.Key, store.PrefixBuckets)
+			}
+			d.Buckets = append(d.Buckets, b)
+		}
+	}
+	for _, kv := range c.parts[3] {
+		d.Domains[strings.TrimPrefix(kv.Key, store.PrefixDomains)] = string(kv.Value)
+	}
+	for _, kv := range c.parts[4] {
+		var u dora.Ufop
+		if decode(kv, &u) {
+			if u.Name == "" {
+				u.Name = strings.TrimPrefix(kv.Key, store.PrefixUfops)
+			}
+			d.Ufops = append(d.Ufops, u)
+		}
+	}
+	for _, kv := range c.parts[5] {
+		var r dora.Release
+		if decode(kv, &r) {
+			if r.Ufop == "" || r.Version == "" {
+				rest := strings.TrimPrefix(kv.Key, store.PrefixReleases)
+				u, v, _ := strings.Cut(rest, "/")
+				r.Ufop, r.Version = u, v
+			}
+			d.Releases = append(d.Releases, r)
+		}
+	}
+	s := NewSnapshot(d)
+	// aks/<ak> is the authority for access keys (an account record may
+	// still carry a rotated-out key), so only its entries count.
+	clear(s.aks)
+	for ak, id := range aks {
+		s.aks[ak] = id
+	}
+	return s
+}

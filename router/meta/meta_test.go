@@ -1,0 +1,136 @@
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	dora "github.com/doraproject/dora"
+)
+
+func TestHostName(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"photos.localhost:8080", "photos.localhost"},
+		{"Photos.LocalHost.", "photos.localhost"},
+		{"[::1]:8080", "::1"},
+		{"[::1", ""},
+		{"", ""},
+		{"cdn.example.com", "cdn.example.com"},
+	} {
+		if got := HostName(c.in); got != c.want {
+			t.Errorf("HostName(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestBucketForHost(t *testing.T) {
+	s := NewSnapshot(Data{
+		Buckets: []dora.Bucket{{Name: "photos", Domains: []string{"img.example.com"}}, {Name: "docs"}},
+		Domains: map[string]string{"files.example.org": "docs"},
+	})
+	for _, c := range []struct {
+		host, want string
+		ok         bool
+	}{
+		{"photos.localhost:8080", "photos", true},
+		{"PHOTOS.localhost", "photos", true},
+		{"img.example.com:80", "photos", true},
+		{"files.example.org", "docs", true},
+		{"nope.localhost", "", false},
+		{"a.photos.localhost", "", false},
+		{"localhost", "", false},
+		{".localhost", "", false},
+		{"photos.example.com", "", false},
+	} {
+		b, ok := s.BucketForHost(c.host, "localhost")
+		if ok != c.ok || b.Name != c.want {
+			t.Errorf("BucketForHost(%q) = %q,%v want %q,%v", c.host, b.Name, ok, c.want, c.ok)
+		}
+	}
+}
+
+func put(t *testing.T, st *fakeStore, key string, v any) {
+	t.Helper()
+	var b []byte
+	if s, ok := v.(string); ok {
+		b = []byte(s)
+	} else {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Put(context.Background(), key, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls the cache until cond holds or the deadline passes.
+func waitFor(t *testing.T, c *Cache, what string, cond func(*Snapshot) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond(c.Snapshot()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestCacheFollowsStore(t *testing.T) {
+	st := newFakeStore()
+	put(t, st, "accounts/1", dora.Account{ID: "1", AccessKey: "ak1", SecretKey: "sk1"})
+	put(t, st, "aks/ak1", "1")
+	put(t, st, "buckets/photos", dora.Bucket{Name: "photos", Owner: "1"})
+	put(t, st, "ufops/bad", "{not json")
+	c := NewCache(st, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	select {
+	case <-c.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("cache never ready")
+	}
+	s := c.Snapshot()
+	if _, ok := s.Bucket("photos"); !ok {
+		t.Fatal("bucket missing")
+	}
+	if sk, err := s.SecretKey(ctx, "ak1"); err != nil || sk != "sk1" {
+		t.Fatalf("SecretKey = %q, %v", sk, err)
+	}
+	if c.DecodeErrors() == 0 {
+		t.Error("bad value not counted")
+	}
+
+	put(t, st, "domains/cdn.example.com", "photos")
+	put(t, st, "ufops/grepd", dora.Ufop{Name: "grepd", Owner: "1", ActiveVersion: "v1"})
+	put(t, st, "releases/grepd/v1", dora.Release{Ufop: "grepd", Version: "v1", Protocol: dora.ProtocolUfop})
+	waitFor(t, c, "domain, ufop and release", func(s *Snapshot) bool {
+		_, okb := s.BucketForHost("cdn.example.com", "localhost")
+		_, oku := s.Ufop("grepd")
+		r, okr := s.Release("grepd", "v1")
+		return okb && oku && okr && r.Protocol == dora.ProtocolUfop
+	})
+
+	put(t, st, "accounts/1", dora.Account{ID: "1", AccessKey: "ak1", SecretKey: "sk1", Disabled: true})
+	waitFor(t, c, "disabled account", func(s *Snapshot) bool {
+		_, err := s.AccountByAK("ak1")
+		return errors.Is(err, ErrDisabled)
+	})
+	if err := st.Delete(ctx, "aks/ak1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, c, "removed ak", func(s *Snapshot) bool {
+		_, err := s.AccountByAK("ak1")
+		return errors.Is(err, ErrUnknownAK)
+	})
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
