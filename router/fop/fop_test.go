@@ -1,0 +1,199 @@
+package fop
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseValid(t *testing.T) {
+	const sig = "dGVzdHNpZ25hdHVyZXRlc3RzaWduYXQ="
+	tests := []struct {
+		in   string
+		want Request
+	}{
+		{"", Request{}},
+		{"qhash/md5", Request{Steps: []Step{{Name: "qhash", Args: []string{"md5"}, Raw: "qhash/md5"}}}},
+		{"imageInfo", Request{Steps: []Step{{Name: "imageInfo", Raw: "imageInfo"}}}},
+		{"grepd/test-param|imageView2/2/w/200/h/200", Request{Steps: []Step{
+			{Name: "grepd", Args: []string{"test-param"}, Raw: "grepd/test-param"},
+			{Name: "imageView2", Args: []string{"2", "w", "200", "h", "200"}, Raw: "imageView2/2/w/200/h/200"},
+		}}},
+		{"grepd/a%20b=c", Request{Steps: []Step{{Name: "grepd", Args: []string{"a%20b=c"}, Raw: "grepd/a%20b=c"}}}},
+		{"grepd/日本", Request{Steps: []Step{{Name: "grepd", Args: []string{"日本"}, Raw: "grepd/日本"}}}},
+		{"e=1700000000&token=AK:" + sig, Request{
+			Deadline: 1700000000, Token: "AK:" + sig, TokenAK: "AK", TokenSign: sig,
+			SignedQuery: "e=1700000000",
+		}},
+		{"grepd/x&e=1700000000&token=my-ak:" + sig, Request{
+			Steps:    []Step{{Name: "grepd", Args: []string{"x"}, Raw: "grepd/x"}},
+			Deadline: 1700000000, Token: "my-ak:" + sig, TokenAK: "my-ak", TokenSign: sig,
+			SignedQuery: "grepd/x&e=1700000000",
+		}},
+		{"grepd/x|saveas/b3V0OnJlcy9hLnR4dA==", Request{
+			Steps:  []Step{{Name: "grepd", Args: []string{"x"}, Raw: "grepd/x"}},
+			SaveAs: &SaveAs{Encoded: "b3V0OnJlcy9hLnR4dA==", Bucket: "out", Key: "res/a.txt"},
+		}},
+		{"saveas/Yjpr", Request{SaveAs: &SaveAs{Encoded: "Yjpr", Bucket: "b", Key: "k"}}},
+		{"grepd/x|saveas/Yjpr/sign/AK:" + sig + "&e=5&token=AK2:" + sig, Request{
+			Steps: []Step{{Name: "grepd", Args: []string{"x"}, Raw: "grepd/x"}},
+			SaveAs: &SaveAs{Encoded: "Yjpr", Bucket: "b", Key: "k", AK: "AK", Sign: sig,
+				SignedQuery: "grepd/x|saveas/Yjpr"},
+			Deadline: 5, Token: "AK2:" + sig, TokenAK: "AK2", TokenSign: sig,
+			SignedQuery: "grepd/x|saveas/Yjpr/sign/AK:" + sig + "&e=5",
+		}},
+		{"p/1/grepd/x", Request{Persisted: "grepd/x"}},
+		{"p/1/grepd/x|imageInfo&e=9&token=a:b", Request{Persisted: "grepd/x|imageInfo",
+			Deadline: 9, Token: "a:b", TokenAK: "a", TokenSign: "b", SignedQuery: "p/1/grepd/x|imageInfo&e=9"}},
+		{"p/2/x", Request{Steps: []Step{{Name: "p", Args: []string{"2", "x"}, Raw: "p/2/x"}}}},
+		{"a|b|c|d|e|f|g|h|i|j", Request{Steps: []Step{
+			{Name: "a", Raw: "a"}, {Name: "b", Raw: "b"}, {Name: "c", Raw: "c"}, {Name: "d", Raw: "d"}, {Name: "e", Raw: "e"},
+			{Name: "f", Raw: "f"}, {Name: "g", Raw: "g"}, {Name: "h", Raw: "h"}, {Name: "i", Raw: "i"}, {Name: "j", Raw: "j"},
+		}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := Parse(tt.in)
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tt.in, err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("Parse(%q)\n got %#v\nwant %#v", tt.in, got, tt.want)
+			}
+			if s := got.String(); s != tt.in {
+				t.Fatalf("String() = %q, want %q", s, tt.in)
+			}
+		})
+	}
+}
+
+func TestParseInvalid(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"|", "step 1: empty step"},
+		{"a||b", "step 2: empty step"},
+		{"a|", "step 2: empty step"},
+		{"|a", "step 1: empty step"},
+		{"a|b|/x", "step 3: empty name"},
+		{"1abc", `step 1: invalid name "1abc"`},
+		{"a.b/x", `step 1: invalid name "a.b"`},
+		{"grepd/", "step 1 (grepd): empty argument 1"},
+		{"grepd/a//b", "step 1 (grepd): empty argument 2"},
+		{"a|b|c|d|e|f|g|h|i|j|k", "11 steps, more than 10"},
+		{"a|b|c|d|e|f|g|h|i|j|saveas/Yjpr", "11 steps, more than 10"},
+		{strings.Repeat("a", MaxQueryBytes+1), "more than 2048"},
+		{"grepd/a\nb", "control character"},
+		{"grepd/a b", "control character or space"},
+		{"grepd/\x7f", "control character"},
+		{"grepd/\xff", "invalid UTF-8"},
+		{"saveas/Yjpr|grepd/x", "step 1: saveas must be the last step"},
+		{"saveas/Yjp", "not padded URL-safe base64"},
+		{"saveas/b3V0OnJlcy9hLnR4dA", "not padded URL-safe base64"},
+		{"saveas/b3V0OnJlcy9hLnR4dA+=", "not padded URL-safe base64"},
+		{"saveas/bm9rZXk=", "is not <bucket>:<key>"},
+		{"saveas/Oms=", "empty bucket"},
+		{"saveas/Yjo=", "empty key"},
+		{"saveas", "want saveas/<EncodedEntryURI>"},
+		{"saveas/Yjpr/sign", "want saveas/<EncodedEntryURI>"},
+		{"saveas/Yjpr/sig/a:b", `got "sig" after the entry`},
+		{"saveas/Yjpr/sign/ab", "is not <AK>:<sign>"},
+		{"saveas/Yjpr/sign/:b", "empty AK"},
+		{"p/1/", "p/1/: empty persisted fop"},
+		{"p/1/a|saveas/Yjpr", "saveas is not allowed here"},
+		{"p/1/a||b", "p/1/: malformed fop: step 2: empty step"},
+		{"a&", "empty parameter after '&'"},
+		{"&e=1&token=a:b", "empty fop before '&'"},
+		{"a&x=1", `unknown parameter "x"`},
+		{"x=1", `unknown parameter "x"`},
+		{"a&e=1", "e without token"},
+		{"a&token=a:b", "token without e"},
+		{"token=a:b", "token without e"},
+		{"a&e=1&e=2&token=a:b", "duplicate parameter e"},
+		{"a&e=1&token=a:b&token=a:b", "duplicate parameter token"},
+		{"a&e=1&token=a:b&e=1", "duplicate parameter e"},
+		{"a&e=1x&token=a:b", "not a decimal"},
+		{"a&e=-1&token=a:b", "not a decimal"},
+		{"a&e=+1&token=a:b", "not a decimal"},
+		{"a&e=01&token=a:b", "leading zero"},
+		{"a&e=0&token=a:b", "leading zero"},
+		{"a&e=&token=a:b", "empty deadline"},
+		{"a&e=99999999999999999999&token=a:b", "out of range"},
+		{"a&e=1&token=ab", "is not <AK>:<sign>"},
+		{"a&e=1&token=a:b/c", "sign: invalid character"},
+		{"a&e=1&token=a:", "empty sign"},
+		{"a&e=1&&token=a:b", "parameter 2: empty"},
+		{"a&e", `"e" is not name=value`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := Parse(tt.in)
+			if err == nil {
+				t.Fatalf("Parse(%q) = %#v, want error %q", tt.in, got, tt.want)
+			}
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Parse(%q) error %v does not wrap ErrMalformed", tt.in, err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse(%q) error %q, want it to contain %q", tt.in, err, tt.want)
+			}
+			if !reflect.DeepEqual(got, Request{}) {
+				t.Fatalf("Parse(%q) returned a partial request %#v with an error", tt.in, got)
+			}
+		})
+	}
+}
+
+func TestPipeline(t *testing.T) {
+	r, err := Parse("a/1|b/2/3|saveas/Yjpr&e=1&token=a:b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Pipeline(); got != "a/1|b/2/3" {
+		t.Fatalf("Pipeline() = %q", got)
+	}
+	if got := (Request{}).Pipeline(); got != "" {
+		t.Fatalf("empty Pipeline() = %q", got)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"", "qhash/md5", "grepd/x|imageView2/2/w/200/h/200", "grepd/x|saveas/Yjpr/sign/AK:c2ln",
+		"e=1700000000&token=AK:c2ln", "p/1/grepd/x&e=1&token=a:b", "a||b", "saveas/Yjo=",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		r, err := Parse(q)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Parse(%q): error %v does not wrap ErrMalformed", q, err)
+			}
+			return
+		}
+		s := r.String()
+		if s != q {
+			t.Fatalf("Parse(%q).String() = %q: not canonical", q, s)
+		}
+		r2, err := Parse(s)
+		if err != nil {
+			t.Fatalf("re-Parse(%q): %v", s, err)
+		}
+		if !reflect.DeepEqual(r, r2) {
+			t.Fatalf("round trip of %q:\n %#v\n %#v", q, r, r2)
+		}
+		if n := len(r.Steps); n > MaxSteps {
+			t.Fatalf("%d steps accepted", n)
+		}
+	})
+}
+
+func BenchmarkParse(b *testing.B) {
+	const q = "grepd/test-param|imageView2/2/w/200/h/200|saveas/b3V0OnJlcy9hLnR4dA==/sign/AK:dGVzdHNpZ25hdHVyZXRlc3RzaWduYXQ=&e=1700000000&token=AK:dGVzdHNpZ25hdHVyZXRlc3RzaWduYXQ="
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(q); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
