@@ -1,0 +1,390 @@
+// Package auth signs and verifies requests the way Qiniu's SDKs do
+// (PROTOCOLS.md §1 and §5): the QBox and Qiniu management signatures, the
+// download token of private URLs, and the saveas sign.
+//
+// Every signature is urlsafe_base64(hmac_sha1(SK, data)); only what data
+// covers differs. Verification compares signatures in constant time.
+package auth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrUnauthorized is wrapped by every verification error.
+var ErrUnauthorized = errors.New("unauthorized")
+
+// KeyLookup returns the SK of an AK; it returns an error for an unknown or
+// disabled AK.
+type KeyLookup func(ctx context.Context, ak string) (sk string, err error)
+
+// Content types that decide whether a body is signed.
+const (
+	ContentTypeForm = "application/x-www-form-urlencoded"
+	ContentTypeJSON = "application/json"
+)
+
+// DateHeader is the header the Qiniu SDK signs with the request time, in
+// DateFormat (UTC).
+const (
+	DateHeader = "X-Qiniu-Date"
+	DateFormat = "20060102T150405Z"
+)
+
+// DefaultMaxSkew is the tolerance for X-Qiniu-Date when Verifier.MaxSkew is 0.
+const DefaultMaxSkew = 15 * time.Minute
+
+// URLSafeBase64 is standard base64 with '+'→'-' and '/'→'_', padding kept.
+func URLSafeBase64(b []byte) string { return base64.URLEncoding.EncodeToString(b) }
+
+// EncodedEntryURI is urlsafe_base64("<bucket>:<key>"), as saveas and pfop take it.
+func EncodedEntryURI(bucket, key string) string {
+	return URLSafeBase64([]byte(bucket + ":" + key))
+}
+
+// HMACSHA1 returns urlsafe_base64(hmac_sha1(sk, data)).
+func HMACSHA1(sk string, data []byte) string { return URLSafeBase64(mac(sk, data)) }
+
+func mac(sk string, data []byte) []byte {
+	h := hmac.New(sha1.New, []byte(sk))
+	h.Write(data)
+	return h.Sum(nil)
+}
+
+// qboxData is "<path>[?<query>]\n" + the body when the type is form.
+func qboxData(pathQuery, contentType string, body []byte) []byte {
+	data := make([]byte, 0, len(pathQuery)+1+len(body))
+	data = append(data, pathQuery...)
+	data = append(data, '\n')
+	if contentType == ContentTypeForm {
+		data = append(data, body...)
+	}
+	return data
+}
+
+// SignQBox returns the header value "QBox AK:sign" for a request to
+// pathQuery ("<path>[?<query>]"); the body counts only for a form.
+func SignQBox(ak, sk string, pathQuery, contentType string, body []byte) string {
+	return "QBox " + ak + ":" + HMACSHA1(sk, qboxData(pathQuery, contentType, body))
+}
+
+// qiniuData builds the string the Qiniu form signs. An empty contentType
+// stands for a form, as the SDK sends one then.
+func qiniuData(method, pathQuery, host, contentType string, qiniuHeaders http.Header, body []byte) []byte {
+	if contentType == "" {
+		contentType = ContentTypeForm
+	}
+	var b strings.Builder
+	b.WriteString(method)
+	b.WriteByte(' ')
+	b.WriteString(pathQuery)
+	b.WriteString("\nHost: ")
+	b.WriteString(host)
+	b.WriteString("\nContent-Type: ")
+	b.WriteString(contentType)
+	b.WriteByte('\n')
+	type kv struct{ k, v string }
+	var hs []kv
+	for name, vals := range qiniuHeaders {
+		c := textproto.CanonicalMIMEHeaderKey(name)
+		if len(c) > len("X-Qiniu-") && strings.HasPrefix(c, "X-Qiniu-") && len(vals) > 0 {
+			hs = append(hs, kv{c, vals[0]})
+		}
+	}
+	sort.Slice(hs, func(i, j int) bool {
+		if hs[i].k != hs[j].k {
+			return hs[i].k < hs[j].k
+		}
+		return hs[i].v < hs[j].v
+	})
+	for _, h := range hs {
+		b.WriteString(h.k)
+		b.WriteString(": ")
+		b.WriteString(h.v)
+		b.WriteByte('\n')
+	}
+	b.WriteByte('\n')
+	if contentType == ContentTypeForm || contentType == ContentTypeJSON {
+		b.Write(body)
+	}
+	return []byte(b.String())
+}
+
+// SignQiniu returns the header value "Qiniu AK:sign" over
+// "<METHOD> <pathQuery>\nHost: <host>\nContent-Type: <type>\n" + the sorted
+// X-Qiniu-* headers + "\n" + the body when the type is form or JSON.
+// An empty contentType is signed as a form (the SDK sends one then).
+func SignQiniu(ak, sk string, method, pathQuery, host, contentType string, qiniuHeaders http.Header, body []byte) string {
+	return "Qiniu " + ak + ":" + HMACSHA1(sk, qiniuData(method, pathQuery, host, contentType, qiniuHeaders, body))
+}
+
+func pathQueryOf(req *http.Request) string {
+	p := req.URL.Path
+	if p == "" {
+		p = "/"
+	}
+	if req.URL.RawQuery != "" {
+		return p + "?" + req.URL.RawQuery
+	}
+	return p
+}
+
+func escapedPathQueryOf(req *http.Request) string {
+	p := req.URL.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	if req.URL.RawQuery != "" {
+		return p + "?" + req.URL.RawQuery
+	}
+	return p
+}
+
+func hostOf(req *http.Request) string {
+	if req.Host != "" {
+		return req.Host
+	}
+	return req.URL.Host
+}
+
+// SignRequest signs req on the client side with the Qiniu form: it sets
+// X-Qiniu-Date to now, Content-Type to a form when none is set (as the SDK
+// does), and Authorization. body must be the bytes req will send.
+func SignRequest(req *http.Request, ak, sk string, body []byte, now time.Time) {
+	req.Header.Set(DateHeader, now.UTC().Format(DateFormat))
+	ct := req.Header.Get("Content-Type")
+	if ct == "" {
+		ct = ContentTypeForm
+		req.Header.Set("Content-Type", ct)
+	}
+	req.Header.Set("Authorization", SignQiniu(ak, sk, req.Method, pathQueryOf(req), hostOf(req), ct, req.Header, body))
+}
+
+// SignRequestQBox signs req on the client side with the QBox form.
+func SignRequestQBox(req *http.Request, ak, sk string, body []byte) {
+	req.Header.Set("Authorization", SignQBox(ak, sk, pathQueryOf(req), req.Header.Get("Content-Type"), body))
+}
+
+// Verifier checks management signatures.
+type Verifier struct {
+	Lookup  KeyLookup
+	MaxSkew time.Duration    // tolerance for X-Qiniu-Date; DefaultMaxSkew when 0
+	Now     func() time.Time // time.Now when nil
+}
+
+func (v Verifier) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
+}
+
+func unauthorized(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUnauthorized, fmt.Sprintf(format, args...))
+}
+
+// Scheme of an Authorization header.
+const (
+	schemeQBox  = "QBox"
+	schemeQiniu = "Qiniu"
+)
+
+// parseAuthorization splits "QBox AK:sign" or "Qiniu AK:sign". The sign
+// must be URL-safe base64 of a 20-byte HMAC-SHA1.
+func parseAuthorization(h string) (scheme, ak string, sign []byte, err error) {
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok {
+		return "", "", nil, unauthorized("malformed Authorization header: no scheme")
+	}
+	if scheme != schemeQBox && scheme != schemeQiniu {
+		return "", "", nil, unauthorized("unsupported Authorization scheme %q", truncate(scheme))
+	}
+	ak, s, ok := strings.Cut(cred, ":")
+	switch {
+	case !ok:
+		return "", "", nil, unauthorized("malformed Authorization header: want %s <AK>:<sign>", scheme)
+	case ak == "":
+		return "", "", nil, unauthorized("malformed Authorization header: empty AK")
+	case strings.ContainsAny(ak, " \t\r\n:"):
+		return "", "", nil, unauthorized("malformed Authorization header: bad AK")
+	}
+	sign, err = base64.URLEncoding.Strict().DecodeString(s)
+	if err != nil || len(sign) != sha1.Size {
+		return "", "", nil, unauthorized("malformed Authorization header: sign is not a URL-safe base64 HMAC-SHA1")
+	}
+	return scheme, ak, sign, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "…"
+	}
+	return s
+}
+
+// VerifyHTTP verifies req's Authorization (QBox or Qiniu form) and returns
+// the AK. body is the request body when its type is form or JSON (the caller
+// reads it, capped), else nil. The path is accepted signed either decoded (as
+// the Go SDK signs it) or escaped (as other SDKs do).
+func (v Verifier) VerifyHTTP(ctx context.Context, req *http.Request, body []byte) (string, error) {
+	authz := req.Header.Get("Authorization")
+	ak, err := v.Verify(ctx, authz, req.Method, pathQueryOf(req), hostOf(req), req.Header.Get("Content-Type"), req.Header, body)
+	if err == nil || !errors.Is(err, errBadSign) {
+		return ak, err
+	}
+	if esc := escapedPathQueryOf(req); esc != pathQueryOf(req) {
+		if ak2, err2 := v.Verify(ctx, authz, req.Method, esc, hostOf(req), req.Header.Get("Content-Type"), req.Header, body); err2 == nil {
+			return ak2, nil
+		}
+	}
+	return ak, err
+}
+
+var errBadSign = fmt.Errorf("%w: signature mismatch", ErrUnauthorized)
+
+// Verify is the transport-neutral form of VerifyHTTP (used by the fasthttp
+// router): it checks authorization against the request's parts and returns
+// the AK. qiniuHeaders may hold any headers; only X-Qiniu-* ones are signed.
+// For the Qiniu form, X-Qiniu-Date, when sent, must be within MaxSkew of now.
+func (v Verifier) Verify(ctx context.Context, authorization, method, pathQuery, host, contentType string, qiniuHeaders http.Header, body []byte) (string, error) {
+	if authorization == "" {
+		return "", unauthorized("missing Authorization header")
+	}
+	scheme, ak, sign, err := parseAuthorization(authorization)
+	if err != nil {
+		return "", err
+	}
+	if scheme == schemeQiniu {
+		if err := v.checkDate(qiniuHeaders); err != nil {
+			return "", err
+		}
+	}
+	if v.Lookup == nil {
+		return "", unauthorized("no key lookup configured")
+	}
+	sk, err := v.Lookup(ctx, ak)
+	if err != nil {
+		return "", fmt.Errorf("%w: access key %q: %w", ErrUnauthorized, ak, err)
+	}
+	var data []byte
+	if scheme == schemeQBox {
+		data = qboxData(pathQuery, contentType, body)
+	} else {
+		data = qiniuData(method, pathQuery, host, contentType, qiniuHeaders, body)
+	}
+	if !hmac.Equal(mac(sk, data), sign) {
+		return ak, errBadSign
+	}
+	return ak, nil
+}
+
+func (v Verifier) checkDate(h http.Header) error {
+	vals := h.Values(DateHeader)
+	if len(vals) == 0 {
+		return nil
+	}
+	if len(vals) > 1 {
+		return unauthorized("more than one %s header", DateHeader)
+	}
+	t, err := time.Parse(DateFormat, vals[0])
+	if err != nil {
+		return unauthorized("malformed %s %q: want %s", DateHeader, truncate(vals[0]), DateFormat)
+	}
+	skew := v.MaxSkew
+	if skew <= 0 {
+		skew = DefaultMaxSkew
+	}
+	d := v.now().Sub(t)
+	if d > skew || d < -skew {
+		return unauthorized("%s %s is more than %s from the server's clock", DateHeader, vals[0], skew)
+	}
+	return nil
+}
+
+// DownloadURL appends "e=<deadline>" (with '&' when baseURL has a query,
+// else '?') and "&token=<AK>:<sign>" where sign covers the URL up to and
+// including e=.
+func DownloadURL(baseURL string, ak, sk string, deadline int64) string {
+	sep := "?"
+	if strings.Contains(baseURL, "?") {
+		sep = "&"
+	}
+	u := baseURL + sep + "e=" + strconv.FormatInt(deadline, 10)
+	return u + "&token=" + ak + ":" + HMACSHA1(sk, []byte(u))
+}
+
+// splitToken splits "<AK>:<sign>" and decodes the sign.
+func splitToken(token string) (string, []byte, error) {
+	ak, s, ok := strings.Cut(token, ":")
+	if !ok || ak == "" || s == "" {
+		return "", nil, unauthorized("malformed token: want <AK>:<sign>")
+	}
+	sign, err := base64.URLEncoding.Strict().DecodeString(s)
+	if err != nil || len(sign) != sha1.Size {
+		return "", nil, unauthorized("malformed token: sign is not a URL-safe base64 HMAC-SHA1")
+	}
+	return ak, sign, nil
+}
+
+// VerifyDownloadToken checks a private URL's token: deadline not passed at
+// now, sign = HMAC-SHA1 over fullURLUpToE (scheme://host/path?...e=<deadline>).
+// It returns the AK.
+func VerifyDownloadToken(ctx context.Context, lookup KeyLookup, fullURLUpToE, token string, deadline int64, now time.Time) (string, error) {
+	ak, sign, err := splitToken(token)
+	if err != nil {
+		return "", err
+	}
+	if now.Unix() > deadline {
+		return ak, unauthorized("token expired at %d", deadline)
+	}
+	if !strings.HasSuffix(fullURLUpToE, "e="+strconv.FormatInt(deadline, 10)) {
+		return ak, unauthorized("signed URL does not end with e=%d", deadline)
+	}
+	if lookup == nil {
+		return ak, unauthorized("no key lookup configured")
+	}
+	sk, err := lookup(ctx, ak)
+	if err != nil {
+		return ak, fmt.Errorf("%w: access key %q: %w", ErrUnauthorized, ak, err)
+	}
+	if !hmac.Equal(mac(sk, []byte(fullURLUpToE)), sign) {
+		return ak, unauthorized("bad download token")
+	}
+	return ak, nil
+}
+
+// SaveAsSign returns the saveas sign: urlsafe_base64(hmac_sha1(SK,
+// host+path+"?"+query up to, not including, "/sign/")). The scheme is not signed.
+func SaveAsSign(sk, hostPathQuery string) string { return HMACSHA1(sk, []byte(hostPathQuery)) }
+
+// VerifySaveAs checks a saveas sign made by ak over hostPathQuery.
+func VerifySaveAs(ctx context.Context, lookup KeyLookup, hostPathQuery, ak, sign string) error {
+	if ak == "" || sign == "" {
+		return unauthorized("saveas: missing sign")
+	}
+	got, err := base64.URLEncoding.Strict().DecodeString(sign)
+	if err != nil || len(got) != sha1.Size {
+		return unauthorized("saveas: sign is not a URL-safe base64 HMAC-SHA1")
+	}
+	if lookup == nil {
+		return unauthorized("no key lookup configured")
+	}
+	sk, err := lookup(ctx, ak)
+	if err != nil {
+		return fmt.Errorf("%w: saveas: access key %q: %w", ErrUnauthorized, ak, err)
+	}
+	if !hmac.Equal(mac(sk, []byte(hostPathQuery)), got) {
+		return unauthorized("saveas: bad sign")
+	}
+	return nil
+}

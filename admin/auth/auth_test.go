@@ -1,0 +1,317 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The expected signatures below were computed independently in the shell
+// from the PROTOCOLS.md text, with python3:
+//
+//	base64.urlsafe_b64encode(hmac.new(b"SK-secret", data, hashlib.sha1).digest())
+//
+// and the first one cross-checked with
+// `printf ... | openssl dgst -sha1 -hmac SK-secret -binary | base64 | tr '+/' '-_'`.
+const (
+	testAK = "AK"
+	testSK = "SK-secret"
+)
+
+var (
+	testDate = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	errNoKey = errors.New("no such key")
+)
+
+func lookup(_ context.Context, ak string) (string, error) {
+	if ak == testAK {
+		return testSK, nil
+	}
+	return "", errNoKey
+}
+
+func verifier() Verifier {
+	return Verifier{Lookup: lookup, MaxSkew: 15 * time.Minute, Now: func() time.Time { return testDate.Add(time.Minute) }}
+}
+
+func TestVectors(t *testing.T) {
+	tests := []struct{ name, got, want string }{
+		{"qbox form body counted", SignQBox(testAK, testSK, "/v1/buckets?limit=10", ContentTypeForm, []byte("a=1&b=2")),
+			"QBox AK:NHHm-8ulYtr8tkSagP0Wzf9qdMM="},
+		{"qbox octet body not counted", SignQBox(testAK, testSK, "/v1/objects/b/k", "application/octet-stream", []byte("data")),
+			"QBox AK:LdMh61gDmEqn8dB2hU4QmyhVhdI="},
+		{"qbox json body not counted", SignQBox(testAK, testSK, "/v1/objects/b/k", ContentTypeJSON, []byte(`{"a":1}`)),
+			"QBox AK:LdMh61gDmEqn8dB2hU4QmyhVhdI="},
+		{"qiniu json body counted", SignQiniu(testAK, testSK, "POST", "/v1/objects/b/k?x=1", "127.0.0.1:8090", ContentTypeJSON,
+			http.Header{"X-Qiniu-Zzz": {"z"}, "X-Qiniu-Date": {"20260102T030405Z"}, "Accept": {"x"}}, []byte(`{"a":1}`)),
+			"Qiniu AK:qhaxI1Zr0dwWW-xMLaQzDjVmH8U="},
+		{"qiniu octet body not counted", SignQiniu(testAK, testSK, "PUT", "/v1/objects/b/k", "127.0.0.1:8090", "application/octet-stream",
+			http.Header{"X-Qiniu-Date": {"20260102T030405Z"}}, []byte("data")),
+			"Qiniu AK:2zwcUTfLj68YjYaNpVrXPebdMWY="},
+		{"qiniu empty type is a form", SignQiniu(testAK, testSK, "POST", "/v1/x", "h", "", nil, []byte("k=v")),
+			"Qiniu AK:3K9hBEOFxlKcazAuybkmV6GEZTM="},
+		{"download url", DownloadURL("http://photos.localhost:8080/a.jpg?grepd/x", testAK, testSK, 1700000000),
+			"http://photos.localhost:8080/a.jpg?grepd/x&e=1700000000&token=AK:aIvE7xEaGmJ8y15gepST9mbdURU="},
+		{"saveas", SaveAsSign(testSK, "photos.localhost:8080/a.jpg?grepd/x|saveas/Yjpr"), "2y-O0fu4pN6gT4pIVI4uwAsjetU="},
+		{"entry", EncodedEntryURI("out", "res/a.txt"), "b3V0OnJlcy9hLnR4dA=="},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, tt.got, tt.want)
+		}
+	}
+}
+
+func TestDownloadURLSeparator(t *testing.T) {
+	u := DownloadURL("http://h/k", testAK, testSK, 5)
+	if !strings.HasPrefix(u, "http://h/k?e=5&token=AK:") {
+		t.Fatalf("DownloadURL without query = %q", u)
+	}
+}
+
+func newReq(t *testing.T, method, target, ct string, body []byte) *http.Request {
+	t.Helper()
+	req := httptest.NewRequest(method, target, bytes.NewReader(body))
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	return req
+}
+
+func TestVerifyHTTP(t *testing.T) {
+	ctx := context.Background()
+	form := []byte("a=1&b=2")
+	js := []byte(`{"name":"x"}`)
+	tests := []struct {
+		name    string
+		build   func() (*http.Request, []byte)
+		wantErr string // "" = ok
+	}{
+		{"qiniu form", func() (*http.Request, []byte) {
+			r := newReq(t, "POST", "http://api.local:8090/v1/buckets?x=1", ContentTypeForm, form)
+			SignRequest(r, testAK, testSK, form, testDate)
+			return r, form
+		}, ""},
+		{"qiniu json", func() (*http.Request, []byte) {
+			r := newReq(t, "POST", "http://api.local:8090/v1/ufops", ContentTypeJSON, js)
+			SignRequest(r, testAK, testSK, js, testDate)
+			return r, js
+		}, ""},
+		{"qiniu no content type signs a form", func() (*http.Request, []byte) {
+			r := newReq(t, "POST", "http://api.local:8090/v1/ufops", "", form)
+			SignRequest(r, testAK, testSK, form, testDate)
+			return r, form
+		}, ""},
+		{"qiniu octet body not counted", func() (*http.Request, []byte) {
+			r := newReq(t, "PUT", "http://api.local:8090/v1/objects/b/k", "application/octet-stream", []byte("data"))
+			SignRequest(r, testAK, testSK, []byte("other"), testDate)
+			return r, nil
+		}, ""},
+		{"qbox form", func() (*http.Request, []byte) {
+			r := newReq(t, "POST", "http://api.local:8090/v1/buckets", ContentTypeForm, form)
+			SignRequestQBox(r, testAK, testSK, form)
+			return r, form
+		}, ""},
+		{"qbox escaped path", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/stat/b/a%20b", "", nil)
+			r.Header.Set("Authorization", SignQBox(testAK, testSK, "/v1/stat/b/a%20b", "", nil))
+			return r, nil
+		}, ""},
+		{"qbox decoded path", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/stat/b/a%20b", "", nil)
+			r.Header.Set("Authorization", SignQBox(testAK, testSK, "/v1/stat/b/a b", "", nil))
+			return r, nil
+		}, ""},
+		{"qbox tampered form body", func() (*http.Request, []byte) {
+			r := newReq(t, "POST", "http://api.local:8090/v1/buckets", ContentTypeForm, form)
+			SignRequestQBox(r, testAK, testSK, form)
+			return r, []byte("a=1&b=3")
+		}, "signature mismatch"},
+		{"qiniu tampered json body", func() (*http.Request, []byte) {
+			r := newReq(t, "POST", "http://api.local:8090/v1/ufops", ContentTypeJSON, js)
+			SignRequest(r, testAK, testSK, js, testDate)
+			return r, []byte(`{"name":"y"}`)
+		}, "signature mismatch"},
+		{"qiniu tampered host", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			SignRequest(r, testAK, testSK, nil, testDate)
+			r.Host = "evil.local:8090"
+			return r, nil
+		}, "signature mismatch"},
+		{"qiniu tampered method", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/buckets/x", "", nil)
+			SignRequest(r, testAK, testSK, nil, testDate)
+			r.Method = "DELETE"
+			return r, nil
+		}, "signature mismatch"},
+		{"qiniu tampered x-qiniu header", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			r.Header.Set("X-Qiniu-Foo", "1")
+			SignRequest(r, testAK, testSK, nil, testDate)
+			r.Header.Set("X-Qiniu-Foo", "2")
+			return r, nil
+		}, "signature mismatch"},
+		{"unknown AK", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			SignRequest(r, "nobody", testSK, nil, testDate)
+			return r, nil
+		}, "no such key"},
+		{"wrong SK", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			SignRequest(r, testAK, "other", nil, testDate)
+			return r, nil
+		}, "signature mismatch"},
+		{"stale date", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			SignRequest(r, testAK, testSK, nil, testDate.Add(-20*time.Minute))
+			return r, nil
+		}, "more than 15m0s from the server's clock"},
+		{"future date", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			SignRequest(r, testAK, testSK, nil, testDate.Add(20*time.Minute))
+			return r, nil
+		}, "from the server's clock"},
+		{"malformed date", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			r.Header.Set(DateHeader, "2026-01-02")
+			SignRequest(r, testAK, testSK, nil, testDate)
+			r.Header.Set(DateHeader, "2026-01-02")
+			return r, nil
+		}, "malformed X-Qiniu-Date"},
+		{"missing header", func() (*http.Request, []byte) {
+			return newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil), nil
+		}, "missing Authorization"},
+		{"unknown scheme", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			r.Header.Set("Authorization", "Bearer abc")
+			return r, nil
+		}, "unsupported Authorization scheme"},
+		{"no colon", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			r.Header.Set("Authorization", "Qiniu AK")
+			return r, nil
+		}, "want Qiniu <AK>:<sign>"},
+		{"short sign", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			r.Header.Set("Authorization", "QBox AK:abcd")
+			return r, nil
+		}, "not a URL-safe base64 HMAC-SHA1"},
+		{"std base64 sign", func() (*http.Request, []byte) {
+			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+			r.Header.Set("Authorization", "QBox AK:+/+/+/+/+/+/+/+/+/+/+/+/+/8=")
+			return r, nil
+		}, "not a URL-safe base64 HMAC-SHA1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, body := tt.build()
+			ak, err := verifier().VerifyHTTP(ctx, req, body)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("VerifyHTTP: %v", err)
+				}
+				if ak != testAK {
+					t.Fatalf("ak = %q", ak)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("VerifyHTTP succeeded, want error %q", tt.wantErr)
+			}
+			if !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("error %v does not wrap ErrUnauthorized", err)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %q, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestVerifyDefaultNowAndSkew(t *testing.T) {
+	r := newReq(t, "GET", "http://api.local/v1/whoami", "", nil)
+	SignRequest(r, testAK, testSK, nil, time.Now())
+	if _, err := (Verifier{Lookup: lookup}).VerifyHTTP(context.Background(), r, nil); err != nil {
+		t.Fatalf("default Verifier: %v", err)
+	}
+}
+
+func TestVerifyDownloadToken(t *testing.T) {
+	ctx := context.Background()
+	full := DownloadURL("http://photos.localhost:8080/a.jpg?grepd/x", testAK, testSK, 1700000000)
+	upToE, token, _ := strings.Cut(full, "&token=")
+	now := time.Unix(1700000000, 0)
+	tests := []struct {
+		name, url, token string
+		deadline         int64
+		now              time.Time
+		wantErr          string
+	}{
+		{"ok", upToE, token, 1700000000, now, ""},
+		{"expired", upToE, token, 1700000000, now.Add(time.Second), "expired"},
+		{"scheme is signed", strings.Replace(upToE, "http:", "https:", 1), token, 1700000000, now, "bad download token"},
+		{"other deadline", strings.Replace(upToE, "e=1700000000", "e=1700000001", 1), token, 1700000001, now, "bad download token"},
+		{"url and deadline disagree", upToE, token, 1800000000, now, "does not end with"},
+		{"unknown AK", upToE, "nobody" + token[len(testAK):], 1700000000, now, "no such key"},
+		{"malformed", upToE, "AK", 1700000000, now, "malformed token"},
+		{"bad sign", upToE, "AK:xyz", 1700000000, now, "malformed token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ak, err := VerifyDownloadToken(ctx, lookup, tt.url, tt.token, tt.deadline, tt.now)
+			if tt.wantErr == "" {
+				if err != nil || ak != testAK {
+					t.Fatalf("got %q, %v", ak, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %v, want ErrUnauthorized containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestVerifySaveAs(t *testing.T) {
+	ctx := context.Background()
+	hpq := "photos.localhost:8080/a.jpg?grepd/x|saveas/Yjpr"
+	sign := SaveAsSign(testSK, hpq)
+	if err := VerifySaveAs(ctx, lookup, hpq, testAK, sign); err != nil {
+		t.Fatalf("VerifySaveAs: %v", err)
+	}
+	for name, c := range map[string][3]string{
+		"tampered":   {hpq + "x", testAK, sign},
+		"unknown AK": {hpq, "nobody", sign},
+		"empty sign": {hpq, testAK, ""},
+		"bad sign":   {hpq, testAK, "!!"},
+	} {
+		if err := VerifySaveAs(ctx, lookup, c[0], c[1], c[2]); !errors.Is(err, ErrUnauthorized) {
+			t.Errorf("%s: error %v, want ErrUnauthorized", name, err)
+		}
+	}
+}
+
+func FuzzParseAuthorization(f *testing.F) {
+	for _, s := range []string{"QBox AK:NHHm-8ulYtr8tkSagP0Wzf9qdMM=", "Qiniu a:b", "Qiniu ", "QBox :x", "Bearer x", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		scheme, ak, sign, err := parseAuthorization(h)
+		if err != nil {
+			if !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("error %v does not wrap ErrUnauthorized", err)
+			}
+			return
+		}
+		if got := scheme + " " + ak + ":" + URLSafeBase64(sign); got != h {
+			t.Fatalf("parse(%q) re-formats to %q", h, got)
+		}
+		// Verify must not panic on anything the parser accepts.
+		_, _ = verifier().Verify(context.Background(), h, "GET", "/", "h", "", nil, nil)
+	})
+}
