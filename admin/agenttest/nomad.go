@@ -1,0 +1,153 @@
+package agenttest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Nomad is a running Nomad dev agent (server and client in one process) on
+// loopback, with the raw_exec driver enabled and Consul integration
+// pointing at a test Consul agent.
+//
+// -dev keeps the server state in memory and destroys its allocations on
+// shutdown: Stop followed by Start comes back with no jobs. Some drivers
+// (exec) need root; the test machines run as root.
+type Nomad struct {
+	// Addr is the HTTP API address, "127.0.0.1:<port>".
+	Addr string
+	// Ports of the agent's listeners.
+	HTTPPort, RPCPort, SerfPort int
+	// DataDir holds the client's allocation directories. It lives outside
+	// the test's temp dir (drivers may leave mounts in it) and is removed
+	// on a best-effort basis at the end.
+	DataDir string
+	// ConfigPath is the agent's -config file.
+	ConfigPath string
+	// LogPath is the file holding the agent's output across restarts.
+	LogPath string
+	// Consul is the agent Nomad registers services with (nil: none).
+	Consul *Consul
+
+	p *process
+}
+
+// StartNomad starts a Nomad dev agent and waits until its client node is
+// ready with a healthy raw_exec driver. consul may be nil: Nomad then
+// points at a closed port and registers nothing. The agent is stopped when
+// the test ends.
+func StartNomad(t testing.TB, consul *Consul) *Nomad {
+	t.Helper()
+	bin := findBinary(t, "nomad", "DORA_NOMAD", true)
+	dir := t.TempDir()
+	dataDir, err := os.MkdirTemp("", "dora-nomad-")
+	if err != nil {
+		t.Fatalf("agenttest: nomad data dir: %v", err)
+	}
+	t.Cleanup(func() {
+		// Runs after the agent stopped (cleanups run last-in first-out).
+		if err := os.RemoveAll(dataDir); err != nil {
+			t.Logf("agenttest: leaving nomad data dir %s: %v", dataDir, err)
+		}
+	})
+	ports := freePorts(t, 3)
+	n := &Nomad{
+		HTTPPort: ports[0], RPCPort: ports[1], SerfPort: ports[2],
+		DataDir:    dataDir,
+		ConfigPath: filepath.Join(dir, "nomad.hcl"),
+		LogPath:    filepath.Join(dir, "nomad.log"),
+		Consul:     consul,
+	}
+	n.Addr = fmt.Sprintf("127.0.0.1:%d", n.HTTPPort)
+	consulBlock := `consul {
+  address          = "127.0.0.1:1"
+  auto_advertise   = false
+  server_auto_join = false
+  client_auto_join = false
+}`
+	if consul != nil {
+		consulBlock = fmt.Sprintf("consul {\n  address = %q\n}", consul.Addr)
+	}
+	cfg := fmt.Sprintf(`data_dir = %q
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+%s
+`, dataDir, n.HTTPPort, n.RPCPort, n.SerfPort, consulBlock)
+	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o600); err != nil {
+		t.Fatalf("agenttest: nomad config: %v", err)
+	}
+	n.p = &process{
+		t:    t,
+		name: "nomad " + n.Addr,
+		bin:  bin,
+		args: []string{
+			"agent", "-dev",
+			"-bind", "127.0.0.1", "-network-interface", "lo",
+			"-config", n.ConfigPath,
+			"-log-level", "INFO",
+		},
+		env:     []string{"CHECKPOINT_DISABLE=1"},
+		dir:     dir,
+		logPath: n.LogPath,
+		ready:   func(ctx context.Context) error { return nomadReady(ctx, n.Addr) },
+		timeout: NomadReadyTimeout,
+	}
+	n.p.register()
+	return n
+}
+
+// URL returns the HTTP API base URL, "http://127.0.0.1:<port>".
+func (n *Nomad) URL() string { return "http://" + n.Addr }
+
+// Stop stops the agent; its jobs and allocations are gone (see Nomad).
+func (n *Nomad) Stop() { n.p.stop() }
+
+// Start starts the agent again on the same ports and waits until it is
+// ready.
+func (n *Nomad) Start() {
+	n.p.t.Helper()
+	n.p.start()
+}
+
+// Running reports whether the agent process is up.
+func (n *Nomad) Running() bool { return n.p.running() }
+
+// nomadReady: a leader exists and a client node is ready with a healthy
+// raw_exec driver.
+func nomadReady(ctx context.Context, addr string) error {
+	leader, err := httpGet(ctx, "http://"+addr+"/v1/status/leader")
+	if err != nil {
+		return err
+	}
+	if leader == "" || leader == `""` {
+		return fmt.Errorf("no leader: %w", errNotReady)
+	}
+	body, err := httpGet(ctx, "http://"+addr+"/v1/nodes")
+	if err != nil {
+		return err
+	}
+	var nodes []struct {
+		Status  string
+		Drivers map[string]struct{ Detected, Healthy bool }
+	}
+	if err := json.Unmarshal([]byte(body), &nodes); err != nil {
+		return fmt.Errorf("decode /v1/nodes: %w", err)
+	}
+	for _, node := range nodes {
+		if d, ok := node.Drivers["raw_exec"]; node.Status == "ready" && ok && d.Detected && d.Healthy {
+			return nil
+		}
+	}
+	return fmt.Errorf("no ready client node with raw_exec (%d nodes): %w", len(nodes), errNotReady)
+}
