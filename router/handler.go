@@ -1,0 +1,368 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/router/builtin"
+	"github.com/doraproject/dora/router/fop"
+	"github.com/doraproject/dora/router/meta"
+)
+
+// MaxKeyBytes bounds an object key taken from a URL path.
+const MaxKeyBytes = 1024
+
+// srcPrefix is the path of the one-shot input URLs.
+const srcPrefix = "/_dora/src/"
+
+// httpError is a failed request's answer: status, message and, for a
+// pipeline step's failure, the step's 0-based index.
+type httpError struct {
+	status     int
+	msg        string
+	step       int // -1: not a step's failure
+	retryAfter bool
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.status, e.msg) }
+
+func errf(status int, format string, args ...any) *httpError {
+	return &httpError{status: status, msg: fmt.Sprintf(format, args...), step: -1}
+}
+
+// writeError replaces the response with the JSON error shape.
+func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.Response.ResetBody()
+	ctx.Response.Header.Del("Content-Range")
+	ctx.Response.Header.Del("ETag")
+	ctx.Response.Header.Del("Last-Modified")
+	ctx.Response.Header.Del("Accept-Ranges")
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
+	ctx.SetBody(append(b, '\n'))
+}
+
+// request is one client request's bookkeeping, for the access log and the
+// metrics, finished exactly once (at the handler's end, or when the
+// streamed body is closed).
+type request struct {
+	r        *Router
+	ctx      *fasthttp.RequestCtx
+	reqid    string
+	start    time.Time
+	bucket   string
+	key      string
+	pipeline string
+	names    []string // step names, for the per-ufop request counter
+	done     atomic.Bool
+}
+
+// fail answers with e (and the step header when e is a step's failure).
+func (rq *request) fail(e *httpError) {
+	writeError(rq.ctx, e.status, e.msg)
+	if e.step >= 0 {
+		rq.ctx.Response.Header.Set("X-Dora-Step", strconv.Itoa(e.step))
+	}
+	if e.retryAfter {
+		rq.ctx.Response.Header.Set("Retry-After", "1")
+	}
+}
+
+// finish writes the access log line and the request metrics.
+func (rq *request) finish(status int, bytes int64, err error) {
+	if !rq.done.CompareAndSwap(false, true) {
+		return
+	}
+	d := rq.r.now().Sub(rq.start)
+	rq.r.metrics.request(rq.names, status, d, bytes)
+	attrs := []any{"reqid", rq.reqid, "method", string(rq.ctx.Method()), "bucket", rq.bucket, "key", rq.key,
+		"pipeline", rq.pipeline, "status", status, "bytes", bytes, "duration", d}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	rq.r.log.Info("access", attrs...)
+}
+
+// Handler returns the router's request handler.
+func (r *Router) Handler() fasthttp.RequestHandler { return r.handle }
+
+func (r *Router) handle(ctx *fasthttp.RequestCtx) {
+	rq := &request{r: r, ctx: ctx, reqid: r.newReqid(), start: r.now()}
+	ctx.Response.Header.Set("X-Reqid", rq.reqid)
+	host := string(ctx.Host())
+	snap := r.meta.Snapshot()
+	bucket, ok := snap.BucketForHost(host, r.cfg.DomainSuffix)
+	if !ok {
+		r.serveOwn(rq, host)
+		return
+	}
+	rq.bucket = bucket.Name
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set("Allow", "GET, HEAD")
+		rq.fail(errf(fasthttp.StatusMethodNotAllowed, "method %s not allowed", ctx.Method()))
+		rq.finish(ctx.Response.StatusCode(), 0, nil)
+		return
+	}
+	streaming, err := r.serveBucket(rq, snap, bucket, host)
+	if err != nil {
+		rq.fail(err)
+	}
+	if !streaming {
+		rq.finish(ctx.Response.StatusCode(), int64(len(ctx.Response.Body())), nil)
+	}
+}
+
+// serveBucket resolves and authorises a bucket request, then serves the
+// object or runs the pipeline. streaming is true when the response body is
+// a stream whose Close finishes the request.
+func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucket, host string) (streaming bool, _ *httpError) {
+	ctx := rq.ctx
+	rawPath := ctx.URI().PathOriginal()
+	if i := strings.IndexByte(string(rawPath), '?'); i >= 0 { // PathOriginal of a full request URI
+		rawPath = rawPath[:i]
+	}
+	key, herr := objectKey(string(rawPath))
+	if herr != nil {
+		return false, herr
+	}
+	rq.key = key
+	rawQuery := string(ctx.URI().QueryString())
+	if len(rawQuery) > fop.MaxQueryBytes {
+		return false, errf(fasthttp.StatusRequestURITooLong, "query longer than %d bytes", fop.MaxQueryBytes)
+	}
+	req, err := fop.Parse(rawQuery)
+	if err != nil {
+		return false, errf(fasthttp.StatusBadRequest, "%s", err.Error())
+	}
+	rq.pipeline = req.Pipeline()
+	for _, s := range req.Steps {
+		rq.names = append(rq.names, s.Name)
+	}
+	if req.SaveAs != nil {
+		rq.names = append(rq.names, "saveas")
+	}
+	if bucket.Private {
+		if herr := r.checkDownloadToken(ctx, snap, bucket, host, string(rawPath), req); herr != nil {
+			return false, herr
+		}
+	}
+	if req.Persisted != "" {
+		// Persistent results live where the pfop worker saved them; the
+		// router does not know that layout yet (see the report).
+		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", req.Persisted)
+	}
+	stages, herr := r.plan(snap, bucket, req.Steps)
+	if herr != nil {
+		return false, herr
+	}
+	if req.SaveAs != nil {
+		if herr := r.checkSaveAs(ctx, snap, host, string(rawPath), req.SaveAs); herr != nil {
+			return false, herr
+		}
+		if ctx.IsHead() {
+			return false, errf(fasthttp.StatusMethodNotAllowed, "saveas needs GET")
+		}
+	}
+	if len(stages) == 0 && req.SaveAs == nil {
+		return r.serveObject(rq, bucket, key)
+	}
+	return r.runPipeline(rq, bucket, key, stages, req.SaveAs)
+}
+
+// objectKey decodes the key from a raw URL path and rejects keys that
+// could escape a directory origin or carry control characters.
+func objectKey(rawPath string) (string, *httpError) {
+	if !strings.HasPrefix(rawPath, "/") {
+		return "", errf(fasthttp.StatusBadRequest, "invalid path")
+	}
+	key, err := url.PathUnescape(rawPath[1:])
+	if err != nil {
+		return "", errf(fasthttp.StatusBadRequest, "invalid key: %v", err)
+	}
+	switch {
+	case key == "":
+		return "", errf(fasthttp.StatusNotFound, "no object key in the path")
+	case len(key) > MaxKeyBytes:
+		return "", errf(fasthttp.StatusBadRequest, "key longer than %d bytes", MaxKeyBytes)
+	case !utf8.ValidString(key):
+		return "", errf(fasthttp.StatusBadRequest, "key is not valid UTF-8")
+	case strings.HasPrefix(key, "/") || strings.Contains(key, "\\"):
+		return "", errf(fasthttp.StatusBadRequest, "invalid key %q", key)
+	}
+	for _, c := range key {
+		if c < 0x20 || c == 0x7f {
+			return "", errf(fasthttp.StatusBadRequest, "key contains a control character")
+		}
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "." || seg == ".." {
+			return "", errf(fasthttp.StatusBadRequest, "invalid key %q: no . or .. segments", key)
+		}
+	}
+	return key, nil
+}
+
+// scheme is the scheme the client used, which the download token signs.
+func scheme(ctx *fasthttp.RequestCtx) string {
+	if ctx.IsTLS() {
+		return "https"
+	}
+	return "http"
+}
+
+// checkDownloadToken verifies a private bucket's download token: present,
+// not expired, signed (over scheme://host/path?<query up to e=>) by a
+// known enabled AK belonging to the bucket's owner.
+func (r *Router) checkDownloadToken(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, b dora.Bucket, host, rawPath string, req fop.Request) *httpError {
+	if req.Token == "" {
+		return errf(fasthttp.StatusUnauthorized, "private bucket: download token required (e= and token=)")
+	}
+	full := scheme(ctx) + "://" + host + rawPath + "?" + req.SignedQuery
+	vctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ak, err := auth.VerifyDownloadToken(vctx, snap.SecretKey, full, req.Token, req.Deadline, r.now())
+	if err != nil {
+		return errf(fasthttp.StatusUnauthorized, "bad download token: %v", err)
+	}
+	acct, err := snap.AccountByAK(ak)
+	if err != nil || acct.ID != b.Owner {
+		return errf(fasthttp.StatusUnauthorized, "bad download token: key does not belong to the bucket's owner")
+	}
+	return nil
+}
+
+// checkSaveAs verifies the saveas sign (over host+path+"?"+query up to
+// /sign/, scheme not signed) and that the signing account owns the target
+// bucket.
+func (r *Router) checkSaveAs(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, host, rawPath string, sa *fop.SaveAs) *httpError {
+	if sa.AK == "" || sa.Sign == "" {
+		return errf(fasthttp.StatusUnauthorized, "saveas needs /sign/<AK>:<sign>")
+	}
+	vctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := auth.VerifySaveAs(vctx, snap.SecretKey, host+rawPath+"?"+sa.SignedQuery, sa.AK, sa.Sign); err != nil {
+		return errf(fasthttp.StatusUnauthorized, "bad saveas sign: %v", err)
+	}
+	acct, err := snap.AccountByAK(sa.AK)
+	if err != nil {
+		return errf(fasthttp.StatusUnauthorized, "bad saveas sign: %v", err)
+	}
+	tb, ok := snap.Bucket(sa.Bucket)
+	if !ok {
+		return errf(fasthttp.StatusNotFound, "saveas: no bucket %q", sa.Bucket)
+	}
+	if tb.Owner != acct.ID {
+		return errf(fasthttp.StatusForbidden, "saveas: bucket %q is not the signer's", sa.Bucket)
+	}
+	if r.cfg.Writer == nil {
+		return errf(fasthttp.StatusNotImplemented, "saveas: no writable origin configured")
+	}
+	return nil
+}
+
+// stage is one planned step: a built-in fop or a ufop allowed for the
+// bucket's owner.
+type stage struct {
+	step    fop.Step
+	builtin bool
+	ufop    dora.Ufop
+}
+
+// plan checks every step: built-ins run here; a ufop must exist (404) and
+// its mode must allow the bucket owner's account (403).
+func (r *Router) plan(snap *meta.Snapshot, b dora.Bucket, steps []fop.Step) ([]stage, *httpError) {
+	if len(steps) == 0 {
+		return nil, nil
+	}
+	owner, ok := snap.Account(b.Owner)
+	if !ok {
+		owner = dora.Account{ID: b.Owner}
+	}
+	out := make([]stage, 0, len(steps))
+	for i, s := range steps {
+		if builtin.IsBuiltin(s.Name) {
+			out = append(out, stage{step: s, builtin: true})
+			continue
+		}
+		u, ok := snap.Ufop(s.Name)
+		if !ok {
+			e := errf(fasthttp.StatusNotFound, "no such ufop %q", s.Name)
+			e.step = i
+			return nil, e
+		}
+		if !u.CanBeUsedBy(owner) {
+			e := errf(fasthttp.StatusForbidden, "ufop %q (%s) may not be used by this bucket's owner", s.Name, u.Mode)
+			e.step = i
+			return nil, e
+		}
+		out = append(out, stage{step: s, ufop: u})
+	}
+	return out, nil
+}
+
+// serveOwn answers requests whose Host is not a bucket: the one-shot input
+// URLs (any such host), /healthz and /metrics (the router's own host
+// names only, so they cannot shadow a bucket's keys), else 404.
+func (r *Router) serveOwn(rq *request, host string) {
+	ctx := rq.ctx
+	path := string(ctx.Path())
+	switch {
+	case strings.HasPrefix(path, srcPrefix):
+		r.serveSrc(rq, strings.TrimPrefix(path, srcPrefix))
+		return
+	case path == "/healthz" && r.isOwnHost(host):
+		select {
+		case <-r.Ready():
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"status":"ok"}` + "\n")
+		default:
+			writeError(ctx, fasthttp.StatusServiceUnavailable, "metadata not loaded yet")
+		}
+	case path == "/metrics" && r.isOwnHost(host):
+		r.metrics.serve(ctx)
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no bucket bound to host %q", meta.HostName(host)))
+	}
+	rq.finish(ctx.Response.StatusCode(), int64(len(ctx.Response.Body())), nil)
+}
+
+// MirrorFor returns the back-to-source URL prefix of a bucket, for wiring
+// router/origin/httpmirror from the same metadata the router reads.
+func (r *Router) MirrorFor(bucket string) (string, bool) {
+	b, ok := r.meta.Snapshot().Bucket(bucket)
+	if !ok || b.Mirror == "" {
+		return "", false
+	}
+	return b.Mirror, true
+}
+
+// builtinError maps a built-in fop's failure to an answer.
+func builtinError(i int, name string, err error) *httpError {
+	var be *builtin.Error
+	e := errf(fasthttp.StatusInternalServerError, "%s: %v", name, err)
+	switch {
+	case errors.As(err, &be):
+		e = errf(be.Status, "%s", be.Msg)
+	case errors.Is(err, builtin.ErrUnknown):
+		e = errf(fasthttp.StatusBadRequest, "%s: %v", name, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		e = errf(fasthttp.StatusGatewayTimeout, "%s: deadline exceeded", name)
+	}
+	e.step = i
+	return e
+}

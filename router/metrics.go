@@ -1,0 +1,124 @@
+package router
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/doraproject/dora/autoscaler/load"
+)
+
+// metrics are the router's Prometheus figures. They are registered in a
+// private registry (served on /metrics when Config.Metrics is not a
+// Gatherer) and in Config.Metrics when given.
+type metrics struct {
+	requests    *prometheus.CounterVec   // by ufop (each step's name; "-" for plain downloads) and code
+	duration    prometheus.Histogram     // whole request, until the body is sent
+	steps       *prometheus.HistogramVec // per step: time to the step's response headers
+	bytesIn     prometheus.Counter
+	bytesOut    prometheus.Counter
+	loadDropped prometheus.Counter
+	loadFailed  prometheus.Counter
+	handler     fasthttp.RequestHandler
+}
+
+func newMetrics(reg prometheus.Registerer, r *Router) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dora_router_requests_total", Help: "Requests served, by ufop (every step's name; - for plain downloads) and status code.",
+		}, []string{"ufop", "code"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "dora_router_request_duration_seconds", Help: "Request duration until the response body is sent.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dora_router_step_seconds", Help: "Time from calling a pipeline step to its response headers (built-ins: to their result).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"ufop"}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dora_router_bytes_in_total", Help: "Bytes read from origins and instances.",
+		}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dora_router_bytes_out_total", Help: "Response body bytes sent to clients.",
+		}),
+		loadDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dora_router_load_dropped_total", Help: "Load flushes dropped because the recorder was still busy.",
+		}),
+		loadFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dora_router_load_errors_total", Help: "Load flushes the recorder failed to store.",
+		}),
+	}
+	cs := []prometheus.Collector{m.requests, m.duration, m.steps, m.bytesIn, m.bytesOut, m.loadDropped, m.loadFailed, &gauges{r: r}}
+	private := prometheus.NewRegistry()
+	for _, c := range cs {
+		private.MustRegister(c)
+		if reg != nil {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var g prometheus.Gatherer = private
+	if rg, ok := reg.(prometheus.Gatherer); ok {
+		g = rg
+	}
+	m.handler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	return m, nil
+}
+
+func (m *metrics) serve(ctx *fasthttp.RequestCtx) { m.handler(ctx) }
+
+func (m *metrics) request(names []string, status int, d time.Duration, _ int64) {
+	code := strconv.Itoa(status)
+	if len(names) == 0 {
+		m.requests.WithLabelValues("-", code).Inc()
+	}
+	for i, n := range names {
+		dup := false
+		for _, p := range names[:i] {
+			dup = dup || p == n
+		}
+		if !dup {
+			m.requests.WithLabelValues(n, code).Inc()
+		}
+	}
+	m.duration.Observe(d.Seconds())
+}
+
+func (m *metrics) step(name string, d time.Duration) {
+	m.steps.WithLabelValues(name).Observe(d.Seconds())
+}
+
+// gauges reads in-flight calls (the load counters) and healthy instances
+// (the pool) at scrape time.
+type gauges struct{ r *Router }
+
+var (
+	inflightDesc = prometheus.NewDesc("dora_router_inflight", "Calls in flight per ufop version and region.",
+		[]string{"ufop", "version", "region"}, nil)
+	healthyDesc = prometheus.NewDesc("dora_router_healthy_instances", "Instances not ejected per ufop version and region.",
+		[]string{"ufop", "version", "region"}, nil)
+)
+
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- inflightDesc
+	ch <- healthyDesc
+}
+
+func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+	g.r.load.m.Range(func(k, v any) bool {
+		key := k.(load.Key)
+		ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue,
+			float64(v.(*loadCounter).inflight.Load()), key.Ufop, key.Version, key.Region)
+		return true
+	})
+	now := g.r.now()
+	for _, k := range g.r.cfg.Pool.Keys() {
+		ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue,
+			float64(g.r.cfg.Pool.HealthyAt(k, now)), k.Ufop, k.Version, k.Region)
+	}
+}

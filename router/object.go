@@ -1,0 +1,238 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/router/origin"
+)
+
+// statObject finds the object locally, else through the bucket's mirror
+// (back-to-source) when the bucket has one and a mirror reader is wired.
+// It returns the reader to open it from.
+func (r *Router) statObject(ctx context.Context, b dora.Bucket, key string) (origin.Reader, origin.Object, *httpError) {
+	obj, err := r.cfg.Objects.Stat(ctx, b.Name, key)
+	src := r.cfg.Objects
+	if errors.Is(err, origin.ErrNotFound) && b.Mirror != "" && r.cfg.Mirror != nil {
+		src = r.cfg.Mirror
+		obj, err = src.Stat(ctx, b.Name, key)
+	}
+	if err != nil {
+		return nil, obj, originError(err)
+	}
+	return src, obj, nil
+}
+
+func originError(err error) *httpError {
+	switch {
+	case errors.Is(err, origin.ErrNotFound):
+		return errf(fasthttp.StatusNotFound, "no such object")
+	case errors.Is(err, origin.ErrBadKey):
+		return errf(fasthttp.StatusBadRequest, "invalid key: %v", err)
+	case errors.Is(err, origin.ErrTooLarge):
+		return errf(fasthttp.StatusRequestEntityTooLarge, "object too large: %v", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return errf(fasthttp.StatusGatewayTimeout, "origin timeout")
+	}
+	return errf(fasthttp.StatusBadGateway, "origin: %v", err)
+}
+
+// objectHeaders sets the validators and type of an object.
+func objectHeaders(h *fasthttp.ResponseHeader, obj origin.Object) string {
+	etag := ""
+	if obj.ETag != "" {
+		etag = `"` + obj.ETag + `"`
+		h.Set("ETag", etag)
+	}
+	if !obj.Modified.IsZero() {
+		h.Set("Last-Modified", obj.Modified.UTC().Format(http.TimeFormat))
+	}
+	return etag
+}
+
+// serveObject answers a plain download: conditional GET (304), a single
+// byte range (206/416; several ranges are ignored and the whole object is
+// sent), HEAD without a body.
+func (r *Router) serveObject(rq *request, b dora.Bucket, key string) (bool, *httpError) {
+	ctx := rq.ctx
+	octx, cancel := context.WithTimeout(context.Background(), r.cfg.Deadline)
+	src, obj, herr := r.statObject(octx, b, key)
+	if herr != nil {
+		cancel()
+		return false, herr
+	}
+	h := &ctx.Response.Header
+	etag := objectHeaders(h, obj)
+	h.Set("Accept-Ranges", "bytes")
+	if notModified(&ctx.Request.Header, etag, obj.Modified) {
+		cancel()
+		ctx.SetStatusCode(fasthttp.StatusNotModified)
+		return false, nil
+	}
+	mime := obj.MimeType
+	if mime == "" {
+		mime = "application/octet-stream"
+	}
+	h.SetContentType(mime)
+	off, n := int64(0), obj.Size
+	if rng := h2s(ctx.Request.Header.Peek("Range")); rng != "" {
+		start, length, ok, unsat := parseRange(rng, obj.Size)
+		switch {
+		case unsat:
+			cancel()
+			e := errf(fasthttp.StatusRequestedRangeNotSatisfiable, "range %q not satisfiable for %d bytes", rng, obj.Size)
+			writeErrorKeep(rq, e)
+			h.Set("Content-Range", "bytes */"+strconv.FormatInt(obj.Size, 10))
+			return false, nil
+		case ok:
+			off, n = start, length
+			ctx.SetStatusCode(fasthttp.StatusPartialContent)
+			h.Set("Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(start+length-1, 10)+"/"+strconv.FormatInt(obj.Size, 10))
+		}
+	}
+	if ctx.IsHead() {
+		cancel()
+		h.SetContentLength(int(n))
+		return false, nil
+	}
+	rc, _, err := src.Open(octx, b.Name, key, off, n)
+	if err != nil {
+		cancel()
+		return false, originError(err)
+	}
+	status := ctx.Response.StatusCode()
+	body := &countingBody{rc: rc, r: r, onClose: func(read int64, err error) {
+		cancel()
+		if err == nil && read != n {
+			err = io.ErrUnexpectedEOF
+		}
+		rq.finish(status, read, err)
+	}}
+	ctx.Response.SetBodyStream(body, int(n))
+	return true, nil
+}
+
+// writeErrorKeep writes e's JSON body keeping the headers already set.
+func writeErrorKeep(rq *request, e *httpError) {
+	h := &rq.ctx.Response.Header
+	etag, lm := string(h.Peek("ETag")), string(h.Peek("Last-Modified"))
+	rq.fail(e)
+	if etag != "" {
+		h.Set("ETag", etag)
+	}
+	if lm != "" {
+		h.Set("Last-Modified", lm)
+	}
+}
+
+func h2s(b []byte) string { return string(b) }
+
+// notModified evaluates If-None-Match (which wins when present) and
+// If-Modified-Since (second precision) against the object.
+func notModified(h *fasthttp.RequestHeader, etag string, modified time.Time) bool {
+	if inm := string(h.Peek("If-None-Match")); inm != "" {
+		if etag == "" {
+			return false
+		}
+		for c := range strings.SplitSeq(inm, ",") {
+			c = strings.TrimSpace(c)
+			if c == "*" || strings.TrimPrefix(c, "W/") == etag {
+				return true
+			}
+		}
+		return false
+	}
+	if ims := string(h.Peek("If-Modified-Since")); ims != "" && !modified.IsZero() {
+		t, err := http.ParseTime(ims)
+		if err != nil {
+			return false
+		}
+		return !modified.Truncate(time.Second).After(t)
+	}
+	return false
+}
+
+// parseRange reads a Range header against an object of size bytes. ok is
+// true for one satisfiable range; unsat is true for a well-formed single
+// range that lies outside the object. Anything else (another unit, several
+// ranges, garbage) is ignored: ok and unsat both false, serve the whole.
+func parseRange(s string, size int64) (start, length int64, ok, unsat bool) {
+	spec, found := strings.CutPrefix(strings.TrimSpace(s), "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false, false
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false, false
+	}
+	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+	if a == "" { // suffix: the last b bytes
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n < 0 {
+			return 0, 0, false, false
+		}
+		if n == 0 || size == 0 {
+			return 0, 0, false, true
+		}
+		n = min(n, size)
+		return size - n, n, true, false
+	}
+	st, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || st < 0 {
+		return 0, 0, false, false
+	}
+	end := size - 1
+	if b != "" {
+		e, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || e < st {
+			return 0, 0, false, false
+		}
+		end = min(e, size-1)
+	}
+	if st >= size {
+		return 0, 0, false, true
+	}
+	return st, end - st + 1, true, false
+}
+
+// countingBody wraps a stream the router hands to fasthttp: it counts the
+// bytes and reports once when fasthttp closes it (end of response, client
+// gone or write error).
+type countingBody struct {
+	rc      io.ReadCloser
+	r       *Router
+	n       int64
+	err     error
+	closed  bool
+	onClose func(n int64, err error)
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.rc.Read(p)
+	c.n += int64(n)
+	c.r.metrics.bytesOut.Add(float64(n))
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
+	return n, err
+}
+
+func (c *countingBody) Close() error {
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	err := c.rc.Close()
+	if c.onClose != nil {
+		c.onClose(c.n, c.err)
+	}
+	return err
+}

@@ -1,0 +1,483 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router/builtin"
+	"github.com/doraproject/dora/router/fop"
+	"github.com/doraproject/dora/router/origin"
+)
+
+// flow is one stage's output stream: the object, a step's response body or
+// a built-in's result. Exactly one party closes body: the next stage that
+// consumes it (through a one-shot URL, a built-in, or the client's
+// response), or the pipeline's teardown when nobody claimed it.
+type flow struct {
+	body io.ReadCloser
+	size int64 // -1: unknown
+	mime string
+}
+
+func (f flow) contentType() string {
+	if f.mime == "" {
+		return "application/octet-stream"
+	}
+	return f.mime
+}
+
+// pipeline runs one request's steps. Each ufop step is a POST to an
+// instance whose input is a one-shot URL serving the previous stage's
+// stream; the steps are started in order (step i+1 once step i's response
+// headers are in), so bodies flow concurrently through every stage while
+// the router holds only buffers.
+type pipeline struct {
+	r      *Router
+	rq     *request
+	ctx    context.Context
+	cancel context.CancelFunc
+	bucket dora.Bucket
+	key    string
+
+	mu     sync.Mutex
+	tokens []tokenFlow
+	torn   bool
+}
+
+type tokenFlow struct {
+	tok string
+	in  flow
+}
+
+// teardown ends the pipeline: every read of its streams fails from now on,
+// and inputs no instance claimed are closed here.
+func (p *pipeline) teardown() {
+	p.mu.Lock()
+	if p.torn {
+		p.mu.Unlock()
+		return
+	}
+	p.torn = true
+	toks := p.tokens
+	p.tokens = nil
+	p.mu.Unlock()
+	p.cancel()
+	for _, t := range toks {
+		if p.r.src.drop(t.tok) {
+			t.in.body.Close()
+		}
+	}
+}
+
+// runPipeline opens the object, runs every stage and streams the last
+// stage's output to the client (saving it too with saveas).
+func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (bool, *httpError) {
+	pctx, cancel := context.WithTimeout(context.Background(), r.cfg.Deadline)
+	p := &pipeline{r: r, rq: rq, ctx: pctx, cancel: cancel, bucket: b, key: key}
+	src, obj, herr := r.statObject(pctx, b, key)
+	if herr != nil {
+		p.teardown()
+		return false, herr
+	}
+	rc, obj2, err := src.Open(pctx, b.Name, key, 0, -1)
+	if err != nil {
+		p.teardown()
+		return false, originError(err)
+	}
+	if obj2.Size > 0 || obj2.MimeType != "" {
+		obj = obj2
+	}
+	cur := flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}
+	for i, st := range stages {
+		var herr *httpError
+		if st.builtin {
+			cur, herr = p.runBuiltin(i, st, cur)
+		} else {
+			cur, herr = p.runUfop(i, st, cur)
+		}
+		if herr != nil {
+			p.teardown()
+			return false, herr
+		}
+	}
+	if sa != nil {
+		cur = p.saveAs(sa, cur)
+	}
+	ctx := rq.ctx
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType(cur.contentType())
+	if ctx.IsHead() {
+		cur.body.Close()
+		p.teardown()
+		if cur.size >= 0 {
+			ctx.Response.Header.SetContentLength(int(cur.size))
+		}
+		return false, nil
+	}
+	size := cur.size
+	if size < 0 {
+		size = -1
+	}
+	out := &countingBody{rc: cur.body, r: r, onClose: func(n int64, err error) {
+		p.teardown()
+		if err == nil && size >= 0 && n != size {
+			err = io.ErrUnexpectedEOF
+		}
+		rq.finish(fasthttp.StatusOK, n, err)
+	}}
+	ctx.Response.SetBodyStream(out, int(size))
+	return true, nil
+}
+
+// runBuiltin runs a built-in fop on the stream. The result owns its input:
+// closing the result closes the input too.
+func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
+	start := time.Now()
+	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime})
+	p.r.metrics.step(st.step.Name, time.Since(start))
+	if err != nil {
+		in.body.Close()
+		return flow{}, builtinError(i, st.step.Name, err)
+	}
+	body := res.Body
+	if body == nil {
+		body = io.NopCloser(strings.NewReader(""))
+	}
+	size := res.Size
+	if size < 0 {
+		size = -1
+	}
+	return flow{body: &chainBody{ReadCloser: body, also: in.body}, size: size, mime: res.ContentType}, nil
+}
+
+// pickVersion chooses the version to call: the active one, or the previous
+// one while the active has no healthy instance (blue/green).
+func (p *pipeline) pickVersion(u dora.Ufop, now time.Time) (string, dora.Release, bool) {
+	snap := p.r.meta.Snapshot()
+	v := u.ActiveVersion
+	if u.PreviousVersion != "" && (v == "" || p.r.cfg.Pool.HealthyAt(pool.Key{Ufop: u.Name, Version: v, Region: p.r.cfg.Region}, now) == 0) {
+		if p.r.cfg.Pool.HealthyAt(pool.Key{Ufop: u.Name, Version: u.PreviousVersion, Region: p.r.cfg.Region}, now) > 0 {
+			v = u.PreviousVersion
+		}
+	}
+	if v == "" {
+		return "", dora.Release{}, false
+	}
+	rel, ok := snap.Release(u.Name, v)
+	if !ok {
+		rel = dora.Release{Ufop: u.Name, Version: v}
+	}
+	if rel.Protocol == "" {
+		rel.Protocol = dora.ProtocolDora
+	}
+	rel.Timeouts = rel.Timeouts.WithDefaults()
+	return v, rel, true
+}
+
+// runUfop calls one instance of the step's ufop with in as its input.
+func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
+	r := p.r
+	now := r.now()
+	version, rel, ok := p.pickVersion(st.ufop, now)
+	if !ok {
+		in.body.Close()
+		e := errf(fasthttp.StatusServiceUnavailable, "ufop %q has no active version", st.ufop.Name)
+		e.step, e.retryAfter = i, true
+		return flow{}, e
+	}
+	key := pool.Key{Ufop: st.ufop.Name, Version: version, Region: r.cfg.Region}
+	tok, entry, err := r.src.register(p.ctx, in, now.Add(r.cfg.SrcTTL))
+	if err != nil {
+		in.body.Close()
+		return flow{}, &httpError{status: fasthttp.StatusInternalServerError, msg: "input url: " + err.Error(), step: i}
+	}
+	p.mu.Lock()
+	p.tokens = append(p.tokens, tokenFlow{tok, in})
+	p.mu.Unlock()
+	srcURL := "http://" + r.publicAddr() + srcPrefix + tok
+
+	var avoid *pool.Host
+	var last *httpError
+	for attempt := range 2 {
+		h := r.cfg.Pool.Pick(key, avoid, r.now())
+		if h == nil {
+			if attempt == 0 {
+				r.load.waiting(loadKey(key), r.now())
+				e := errf(fasthttp.StatusServiceUnavailable, "no healthy instance of %s %s in %s", key.Ufop, key.Version, key.Region)
+				e.step, e.retryAfter = i, true
+				return flow{}, e
+			}
+			break
+		}
+		out, retry, herr := p.call(i, st, h, key, rel, srcURL, in)
+		if herr == nil {
+			return out, nil
+		}
+		last = herr
+		if !retry || entry.isClaimed() || p.ctx.Err() != nil {
+			break
+		}
+		r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
+		avoid = h
+	}
+	return flow{}, last
+}
+
+// call sends one step to one instance. retry is true when the failure
+// happened before the instance could have consumed its input.
+func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Release, srcURL string, in flow) (flow, bool, *httpError) {
+	r := p.r
+	inst := h.Instance()
+	hc := r.clients.get(inst.Addr, rel.Timeouts)
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	if rel.Protocol == dora.ProtocolUfop {
+		req.SetRequestURI("http://" + inst.Addr + "/uop")
+		req.Header.SetContentType("application/json")
+		body, err := json.Marshal(uopRequest{Cmd: st.step.Raw, Src: uopSrc{
+			URL: srcURL, MimeType: in.contentType(), Fsize: max(in.size, 0), Bucket: p.bucket.Name, Key: path.Base(p.key),
+		}})
+		if err != nil {
+			return flow{}, false, &httpError{status: fasthttp.StatusInternalServerError, msg: err.Error(), step: i}
+		}
+		req.SetBodyRaw(body)
+	} else {
+		req.SetRequestURI("http://" + inst.Addr + "/handler?cmd=" + url.QueryEscape(st.step.Raw) + "&url=" + url.QueryEscape(srcURL))
+		req.Header.SetContentLength(0)
+	}
+	req.Header.Set("X-Reqid", p.rq.reqid)
+	// A fresh Response, never returned to fasthttp's pool: its streamed
+	// body is closed by stepBody, and releasing it afterwards would close
+	// the stream a second time.
+	resp := &fasthttp.Response{}
+	resp.StreamBody = true
+
+	lk := loadKey(key)
+	h.Begin()
+	lc := r.load.begin(lk, r.now())
+	var once sync.Once
+	end := func() {
+		once.Do(func() {
+			h.End()
+			r.load.end(lc, r.now())
+		})
+	}
+	start := time.Now()
+	deadline, _ := p.ctx.Deadline()
+	err := hc.DoDeadline(req, resp, deadline)
+	if err != nil {
+		end()
+		if isDialError(err) {
+			h.ConnectFailed(r.now())
+			e := &httpError{status: fasthttp.StatusServiceUnavailable, msg: fmt.Sprintf("%s: instance unreachable", st.step.Name), step: i, retryAfter: true}
+			return flow{}, true, e
+		}
+		if errors.Is(err, fasthttp.ErrTimeout) || p.ctx.Err() != nil {
+			return flow{}, false, &httpError{status: fasthttp.StatusGatewayTimeout, msg: fmt.Sprintf("%s: no response in time", st.step.Name), step: i}
+		}
+		return flow{}, true, &httpError{status: fasthttp.StatusBadGateway, msg: fmt.Sprintf("%s: %v", st.step.Name, err), step: i}
+	}
+	h.Succeeded()
+	r.metrics.step(st.step.Name, time.Since(start))
+	var rc fasthttp.ReadCloserWithError
+	if bs := resp.BodyStream(); bs != nil {
+		rc, _ = bs.(fasthttp.ReadCloserWithError)
+	}
+	sb := &stepBody{rc: rc, ctx: p.ctx, r: r, end: end}
+	status := resp.StatusCode()
+	if status < 200 || status > 299 {
+		msg, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
+		sb.Close()
+		m := strings.TrimSpace(string(msg))
+		if m == "" {
+			m = fmt.Sprintf("%s failed with status %d", st.step.Name, status)
+		} else {
+			m = st.step.Name + ": " + m
+		}
+		return flow{}, false, &httpError{status: status, msg: m, step: i}
+	}
+	size := int64(resp.Header.ContentLength())
+	if size < 0 {
+		size = -1
+	}
+	return flow{body: sb, size: size, mime: string(resp.Header.ContentType())}, false, nil
+}
+
+type uopRequest struct {
+	Cmd string `json:"cmd"`
+	Src uopSrc `json:"src"`
+}
+
+type uopSrc struct {
+	URL      string `json:"url"`
+	MimeType string `json:"mimetype"`
+	Fsize    int64  `json:"fsize"`
+	Bucket   string `json:"bucket"`
+	Key      string `json:"key"`
+}
+
+// stepBody is an instance's streamed response body. Reads stop once the
+// pipeline has ended; Close releases the connection to the keep-alive pool
+// only after a complete read (else it is closed) and ends the call's
+// in-flight accounting.
+type stepBody struct {
+	rc     fasthttp.ReadCloserWithError // nil: empty body
+	ctx    context.Context
+	r      *Router
+	end    func()
+	eof    bool
+	err    error
+	closed bool
+}
+
+func (b *stepBody) Read(p []byte) (int, error) {
+	if b.rc == nil || b.eof {
+		b.eof = true
+		return 0, io.EOF
+	}
+	if err := b.ctx.Err(); err != nil {
+		b.err = err
+		return 0, err
+	}
+	n, err := b.rc.Read(p)
+	b.r.metrics.bytesIn.Add(float64(n))
+	switch {
+	case err == io.EOF:
+		b.eof = true
+	case err != nil:
+		b.err = err
+	}
+	return n, err
+}
+
+var errAborted = errors.New("stream abandoned before its end")
+
+func (b *stepBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if b.rc != nil {
+		var cerr error
+		if !b.eof {
+			cerr = errAborted
+		}
+		b.rc.CloseWithError(cerr)
+	}
+	b.end()
+	return nil
+}
+
+// inBody is the object stream read by the first stage.
+type inBody struct {
+	rc  io.ReadCloser
+	r   *Router
+	ctx context.Context
+}
+
+func (b *inBody) Read(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := b.rc.Read(p)
+	b.r.metrics.bytesIn.Add(float64(n))
+	return n, err
+}
+
+func (b *inBody) Close() error { return b.rc.Close() }
+
+// chainBody closes another stream after its own (a built-in's input).
+type chainBody struct {
+	io.ReadCloser
+	also   io.Closer
+	closed bool
+}
+
+func (c *chainBody) Close() error {
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	err := c.ReadCloser.Close()
+	if err2 := c.also.Close(); err == nil {
+		err = err2
+	}
+	return err
+}
+
+// saveAs tees the final stream into the Writer while the client reads it.
+// The object appears only if the whole stream arrived: any failure (the
+// stream's, the client's going away) aborts the Put's input with an error,
+// and the Writer's temp-then-rename keeps the key untouched.
+func (p *pipeline) saveAs(sa *fop.SaveAs, in flow) flow {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.r.cfg.Writer.Put(p.ctx, sa.Bucket, sa.Key, pr, origin.PutOptions{MimeType: in.mime})
+		pr.CloseWithError(err) // unblock the writer side if Put stopped early
+		done <- err
+	}()
+	return flow{body: &teeBody{in: in.body, pw: pw, done: done}, size: in.size, mime: in.mime}
+}
+
+type teeBody struct {
+	in       io.ReadCloser
+	pw       *io.PipeWriter
+	done     chan error
+	finished bool
+	closed   bool
+}
+
+func (t *teeBody) Read(p []byte) (int, error) {
+	if t.finished {
+		return 0, io.EOF
+	}
+	n, err := t.in.Read(p)
+	if n > 0 {
+		if _, werr := t.pw.Write(p[:n]); werr != nil {
+			t.finished = true
+			return 0, fmt.Errorf("saveas: %w", werr)
+		}
+	}
+	switch {
+	case err == io.EOF:
+		t.finished = true
+		t.pw.Close()
+		if perr := <-t.done; perr != nil {
+			return n, fmt.Errorf("saveas: %w", perr)
+		}
+		return n, io.EOF
+	case err != nil:
+		t.finished = true
+		t.pw.CloseWithError(err)
+		<-t.done
+		return n, err
+	}
+	return n, nil
+}
+
+func (t *teeBody) Close() error {
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	if !t.finished {
+		t.finished = true
+		t.pw.CloseWithError(errAborted)
+		<-t.done
+	}
+	return t.in.Close()
+}

@@ -1,0 +1,329 @@
+// Package router is Dora's data plane: it serves objects of buckets by Host
+// and streams them through pipelines of fops (`GET /<key>?a/x|b/y`), calling
+// ufop instances picked from the pool and running built-in fops itself.
+//
+// Every body is a stream end to end: the object, each instance's response
+// and the client's response are never fully buffered, so memory per request
+// is O(1) in the object size. Instances read their input from one-shot URLs
+// the router serves itself (see src.go); metadata comes from an in-memory
+// snapshot kept fresh by watching the store (router/meta); load figures are
+// flushed once a second off the request path (load.go).
+package router
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router/meta"
+	"github.com/doraproject/dora/router/origin"
+)
+
+// Defaults of the optional Config fields.
+const (
+	DefaultDeadline        = 10 * time.Minute
+	DefaultSrcTTL          = 60 * time.Second
+	DefaultReadTimeout     = 30 * time.Second
+	DefaultIdleTimeout     = 60 * time.Second
+	DefaultMaxHeaderBytes  = 16 << 10
+	DefaultMaxRequestBody  = 64 << 10
+	DefaultConcurrency     = 16 << 10
+	DefaultMaxErrorBytes   = 4 << 10
+	DefaultBufferedBodyMax = 256 << 10
+)
+
+// Config wires the router to its parts. Store, Objects and Pool are
+// required; the rest have defaults.
+type Config struct {
+	// Store is watched for accounts/, aks/, buckets/, domains/, ufops/ and
+	// releases/ (the meta cache). Ignored when Meta is set.
+	Store store.Store
+	// Meta, when set, replaces the store-backed cache (tests, embedding).
+	Meta MetaSource
+
+	Objects origin.Reader
+	Writer  origin.Writer // saveas target; saveas answers 501 when nil
+	Mirror  origin.Reader // back-to-source for a bucket with Mirror set; may be nil
+
+	Pool         *pool.Pool
+	Load         load.Recorder // may be nil: figures are then only counted
+	Region       string        // dora.DefaultRegion when empty
+	DomainSuffix string        // "localhost" when empty
+	// PublicAddr is the host:port instances use to reach the router's
+	// one-shot input URLs. Serve fills it from the listener when empty.
+	PublicAddr string
+	// OwnHosts are extra host names (port ignored) on which /healthz and
+	// /metrics answer, beside "localhost", loopback literals and the host
+	// of PublicAddr.
+	OwnHosts []string
+
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer // may be nil: metrics are then kept private
+
+	// Deadline bounds a whole request, pipeline included, and the time to
+	// write any one response (the server's WriteTimeout).
+	Deadline time.Duration
+	// SrcTTL is how long a one-shot input URL stays valid unclaimed.
+	SrcTTL time.Duration
+	// ReadTimeout bounds reading one request's headers; IdleTimeout a
+	// keep-alive connection's wait for the next request.
+	ReadTimeout, IdleTimeout time.Duration
+	// MaxHeaderBytes limits the request line and headers (fasthttp's
+	// ReadBufferSize); MaxRequestBody the request body (the router serves
+	// GET and HEAD only).
+	MaxHeaderBytes, MaxRequestBody int
+	// Concurrency caps the connections served at once.
+	Concurrency int
+	// Now is the clock (tests); time.Now when nil.
+	Now func() time.Time
+}
+
+// MetaSource hands out the current metadata snapshot; *meta.Cache is one.
+type MetaSource interface {
+	Snapshot() *meta.Snapshot
+}
+
+// Router serves bucket objects and processing pipelines. Create it with
+// New, start its background loops with Run, serve with Serve or Handler.
+type Router struct {
+	cfg      Config
+	log      *slog.Logger
+	meta     MetaSource
+	cache    *meta.Cache // nil when cfg.Meta was given
+	now      func() time.Time
+	src      *srcRegistry
+	clients  *clients
+	load     *loadCounters
+	metrics  *metrics
+	own      map[string]bool
+	reqPfx   string
+	reqSeq   atomic.Uint64
+	addrOnce sync.Once
+	public   atomic.Pointer[string]
+}
+
+// Sentinel configuration errors.
+var ErrConfig = errors.New("router: bad config")
+
+// New checks cfg and builds a router.
+func New(cfg Config) (*Router, error) {
+	var missing []string
+	if cfg.Store == nil && cfg.Meta == nil {
+		missing = append(missing, "Store")
+	}
+	if cfg.Objects == nil {
+		missing = append(missing, "Objects")
+	}
+	if cfg.Pool == nil {
+		missing = append(missing, "Pool")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: missing %s", ErrConfig, strings.Join(missing, ", "))
+	}
+	if cfg.Region == "" {
+		cfg.Region = dora.DefaultRegion
+	}
+	if cfg.DomainSuffix == "" {
+		cfg.DomainSuffix = "localhost"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	setDefault(&cfg.Deadline, DefaultDeadline)
+	setDefault(&cfg.SrcTTL, DefaultSrcTTL)
+	setDefault(&cfg.ReadTimeout, DefaultReadTimeout)
+	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&cfg.MaxRequestBody, DefaultMaxRequestBody)
+	setDefault(&cfg.Concurrency, DefaultConcurrency)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Router{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		src:     newSrcRegistry(),
+		clients: newClients(),
+		load:    newLoadCounters(cfg.Now()),
+		own:     map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true},
+	}
+	if cfg.Meta != nil {
+		r.meta = cfg.Meta
+	} else {
+		r.cache = meta.NewCache(cfg.Store, cfg.Logger)
+		r.meta = r.cache
+	}
+	for _, h := range cfg.OwnHosts {
+		r.own[meta.HostName(h)] = true
+	}
+	if cfg.PublicAddr != "" {
+		r.setPublicAddr(cfg.PublicAddr)
+	}
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("router: request id prefix: %w", err)
+	}
+	r.reqPfx = hex.EncodeToString(b[:])
+	m, err := newMetrics(cfg.Metrics, r)
+	if err != nil {
+		return nil, fmt.Errorf("router: metrics: %w", err)
+	}
+	r.metrics = m
+	return r, nil
+}
+
+func setDefault[T int | time.Duration](p *T, d T) {
+	if *p <= 0 {
+		*p = d
+	}
+}
+
+func (r *Router) setPublicAddr(addr string) { r.public.Store(&addr) }
+
+// isOwnHost reports whether a Host header names the router itself rather
+// than a bucket: "localhost", a loopback literal, the host of PublicAddr or
+// one of Config.OwnHosts.
+func (r *Router) isOwnHost(host string) bool {
+	h := meta.HostName(host)
+	if r.own[h] {
+		return true
+	}
+	p := r.public.Load()
+	return p != nil && meta.HostName(*p) == h
+}
+
+// publicAddr is the host:port of the one-shot URLs.
+func (r *Router) publicAddr() string {
+	if p := r.public.Load(); p != nil {
+		return *p
+	}
+	return "127.0.0.1:8080"
+}
+
+// Ready is closed once the metadata cache holds every prefix (immediately
+// when Config.Meta was given).
+func (r *Router) Ready() <-chan struct{} {
+	if r.cache != nil {
+		return r.cache.Ready()
+	}
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// Run runs the background loops until ctx ends: the metadata watch, the
+// load flush (every second to Config.Load) and the sweep of idle instance
+// clients. Pool discovery is the caller's (pool.Run).
+func (r *Router) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	if r.cache != nil {
+		wg.Go(func() { r.cache.Run(ctx) })
+	}
+	wg.Go(func() { r.runLoad(ctx) })
+	wg.Go(func() { r.clients.sweep(ctx, r.now) })
+	wg.Wait()
+	return ctx.Err()
+}
+
+// Server returns the fasthttp server Serve uses, configured with the
+// router's limits: ReadTimeout (request headers), WriteTimeout (= the
+// pipeline deadline, since fasthttp arms it once per response),
+// IdleTimeout, ReadBufferSize (the header limit), MaxRequestBodySize,
+// Concurrency and StreamRequestBody (a body is never buffered whole).
+func (r *Router) Server() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      r.Handler(),
+		ErrorHandler:                 r.serverError,
+		Name:                         "dora",
+		ReadTimeout:                  r.cfg.ReadTimeout,
+		WriteTimeout:                 r.cfg.Deadline,
+		IdleTimeout:                  r.cfg.IdleTimeout,
+		ReadBufferSize:               r.cfg.MaxHeaderBytes,
+		MaxRequestBodySize:           r.cfg.MaxRequestBody,
+		Concurrency:                  r.cfg.Concurrency,
+		StreamRequestBody:            true,
+		NoDefaultDate:                false,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{r.log},
+	}
+}
+
+// Serve serves ln until ctx ends, then shuts down gracefully (in-flight
+// responses get up to 5 s). When Config.PublicAddr is empty, the
+// listener's address becomes the address of the one-shot input URLs.
+func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
+	if r.public.Load() == nil {
+		r.setPublicAddr(ln.Addr().String())
+	}
+	srv := r.Server()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("router: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("router: shutdown: %w", err)
+	}
+	return nil
+}
+
+// serverError answers requests fasthttp rejects before the handler runs
+// (oversized headers or body, timeouts, garbage) with the JSON error shape.
+func (r *Router) serverError(ctx *fasthttp.RequestCtx, err error) {
+	status := fasthttp.StatusBadRequest
+	msg := "bad request"
+	var tooBig *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.As(err, &tooBig):
+		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status, msg = fasthttp.StatusRequestEntityTooLarge, "request body too large"
+	default:
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() {
+			status, msg = fasthttp.StatusRequestTimeout, "request timeout"
+		}
+	}
+	ctx.Response.Header.Set("X-Reqid", r.newReqid())
+	writeError(ctx, status, msg)
+	ctx.SetConnectionClose()
+}
+
+// newReqid returns a process-unique request id: a random prefix chosen at
+// start and a sequence number.
+func (r *Router) newReqid() string {
+	n := r.reqSeq.Add(1)
+	var b [32]byte
+	out := append(b[:0], r.reqPfx...)
+	out = fmt.Appendf(out, "%x", n)
+	return string(out)
+}
+
+// fasthttpLogger sends fasthttp's own messages to slog.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp: " + fmt.Sprintf(format, args...))
+}
