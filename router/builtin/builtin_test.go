@@ -1,0 +1,419 @@
+package builtin
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"hash/crc32"
+	"image"
+	"image/color"
+	"image/color/palette"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/doraproject/dora/router/fop"
+)
+
+func step(t *testing.T, text string) fop.Step {
+	t.Helper()
+	r, err := fop.Parse(text)
+	if err != nil || len(r.Steps) != 1 {
+		t.Fatalf("fop.Parse(%q): %v", text, err)
+	}
+	return r.Steps[0]
+}
+
+func runBytes(t *testing.T, text string, in []byte) ([]byte, Result, error) {
+	t.Helper()
+	res, err := Run(context.Background(), step(t, text), Input{Body: bytes.NewReader(in), Size: int64(len(in))})
+	if err != nil {
+		return nil, res, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Size != int64(len(b)) {
+		t.Fatalf("Result.Size = %d, body is %d bytes", res.Size, len(b))
+	}
+	return b, res, nil
+}
+
+func wantStatus(t *testing.T, err error, status int, msg string) {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v (%T), want *Error %d", err, err, status)
+	}
+	if e.Status != status || !strings.Contains(e.Msg, msg) {
+		t.Fatalf("error %d %q, want %d containing %q", e.Status, e.Msg, status, msg)
+	}
+}
+
+func TestIsBuiltin(t *testing.T) {
+	for name, want := range map[string]bool{"qhash": true, "imageInfo": true, "exif": true, "imageView2": true, "saveas": false, "grepd": false, "imageinfo": false} {
+		if got := IsBuiltin(name); got != want {
+			t.Errorf("IsBuiltin(%q) = %v", name, got)
+		}
+	}
+	_, err := Run(context.Background(), fop.Step{Name: "grepd", Raw: "grepd"}, Input{Body: strings.NewReader("")})
+	if !errors.Is(err, ErrUnknown) {
+		t.Fatalf("Run(grepd) error %v, want ErrUnknown", err)
+	}
+}
+
+func TestQhash(t *testing.T) {
+	// Digests of "hello" from coreutils (md5sum, sha1sum, sha256sum).
+	tests := []struct{ alg, want string }{
+		{"md5", "5d41402abc4b2a76b9719d911017c592"},
+		{"sha1", "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"},
+		{"sha256", "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"},
+	}
+	for _, tt := range tests {
+		b, res, err := runBytes(t, "qhash/"+tt.alg, []byte("hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `{"hash":"` + tt.want + `","fsize":5}`
+		if string(b) != want || res.ContentType != "application/json" {
+			t.Errorf("qhash/%s = %s (%s), want %s", tt.alg, b, res.ContentType, want)
+		}
+	}
+	for _, bad := range []string{"qhash", "qhash/crc32", "qhash/md5/x"} {
+		_, _, err := runBytes(t, bad, []byte("x"))
+		wantStatus(t, err, http.StatusBadRequest, "qhash")
+	}
+}
+
+func TestQhashStreamsLargeInput(t *testing.T) {
+	// 80 MiB, more than any image cap: qhash must not buffer it.
+	const n = 80 << 20
+	res, err := Run(context.Background(), step(t, "qhash/sha1"), Input{Body: io.LimitReader(zeros{}, n), Size: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct{ FSize int64 }
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || out.FSize != n {
+		t.Fatalf("fsize %d, err %v", out.FSize, err)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func TestCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Run(ctx, step(t, "qhash/md5"), Input{Body: zeros{}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+}
+
+func twoColour(w, h int) *image.RGBA {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			c := color.RGBA{255, 0, 0, 255}
+			if x >= w/2 {
+				c = color.RGBA{0, 0, 255, 255}
+			}
+			img.SetRGBA(x, y, c)
+		}
+	}
+	return img
+}
+
+func encJPEG(t *testing.T, img image.Image) []byte {
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func encPNG(t *testing.T, img image.Image) []byte {
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func encGIF(t *testing.T, frames int, w, h int) []byte {
+	g := &gif.GIF{}
+	for i := 0; i < frames; i++ {
+		p := image.NewPaletted(image.Rect(0, 0, w, h), palette.Plan9)
+		p.SetColorIndex(i%w, 0, uint8(i+1))
+		g.Image = append(g.Image, p)
+		g.Delay = append(g.Delay, 10)
+	}
+	var b bytes.Buffer
+	if err := gif.EncodeAll(&b, g); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestImageInfo(t *testing.T) {
+	gray := image.NewGray(image.Rect(0, 0, 7, 9))
+	translucent := image.NewNRGBA(image.Rect(0, 0, 3, 2))
+	tests := []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"jpeg", encJPEG(t, twoColour(64, 48)), `{"format":"jpeg","width":64,"height":48,"colorModel":"ycbcr"}`},
+		{"png rgb", encPNG(t, twoColour(10, 20)), `{"format":"png","width":10,"height":20,"colorModel":"rgba"}`},
+		{"png gray", encPNG(t, gray), `{"format":"png","width":7,"height":9,"colorModel":"gray"}`},
+		{"png alpha", encPNG(t, translucent), `{"format":"png","width":3,"height":2,"colorModel":"nrgba"}`},
+		{"gif", encGIF(t, 3, 5, 4), `{"format":"gif","width":5,"height":4,"colorModel":"palette","frameNumber":3}`},
+		{"gif one frame", encGIF(t, 1, 5, 4), `{"format":"gif","width":5,"height":4,"colorModel":"palette","frameNumber":1}`},
+	}
+	for _, tt := range tests {
+		b, _, err := runBytes(t, "imageInfo", tt.in)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if string(b) != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.name, b, tt.want)
+		}
+	}
+	_, _, err := runBytes(t, "imageInfo", []byte("not an image"))
+	wantStatus(t, err, http.StatusBadRequest, "not a supported image")
+	g := encGIF(t, 2, 5, 4)
+	_, _, err = runBytes(t, "imageInfo", g[:len(g)-3])
+	wantStatus(t, err, http.StatusBadRequest, "corrupt gif")
+}
+
+// jpegWithExif builds a JPEG with an APP1 Exif segment holding a
+// little-endian TIFF IFD0 with Make="DoraCam" (ASCII) and Orientation=6 (SHORT).
+func jpegWithExif(t *testing.T) []byte {
+	le := binary.LittleEndian
+	var tiff []byte
+	tiff = append(tiff, 'I', 'I', 42, 0)
+	tiff = le.AppendUint32(tiff, 8)
+	tiff = le.AppendUint16(tiff, 2) // entries
+	// Make: tag 0x010f, type 2 (ASCII), count 8, offset 8+2+2*12+4 = 38
+	tiff = le.AppendUint16(tiff, 0x010f)
+	tiff = le.AppendUint16(tiff, 2)
+	tiff = le.AppendUint32(tiff, 8)
+	tiff = le.AppendUint32(tiff, 38)
+	// Orientation: tag 0x0112, type 3 (SHORT), count 1, value 6 inline
+	tiff = le.AppendUint16(tiff, 0x0112)
+	tiff = le.AppendUint16(tiff, 3)
+	tiff = le.AppendUint32(tiff, 1)
+	tiff = le.AppendUint16(tiff, 6)
+	tiff = le.AppendUint16(tiff, 0)
+	tiff = le.AppendUint32(tiff, 0) // no next IFD
+	tiff = append(tiff, "DoraCam\x00"...)
+	payload := append([]byte("Exif\x00\x00"), tiff...)
+	seg := []byte{0xff, 0xe1}
+	seg = binary.BigEndian.AppendUint16(seg, uint16(len(payload)+2))
+	seg = append(seg, payload...)
+	j := encJPEG(t, twoColour(8, 8))
+	out := append([]byte{}, j[:2]...) // SOI
+	out = append(out, seg...)
+	return append(out, j[2:]...)
+}
+
+func TestExif(t *testing.T) {
+	b, _, err := runBytes(t, "exif", jpegWithExif(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]struct {
+		Type int    `json:"type"`
+		Val  string `json:"val"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	want := map[string]struct {
+		Type int    `json:"type"`
+		Val  string `json:"val"`
+	}{"Make": {2, "DoraCam"}, "Orientation": {3, "6"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("exif = %s, want %v", b, want)
+	}
+	for name, in := range map[string][]byte{
+		"plain jpeg": encJPEG(t, twoColour(8, 8)),
+		"png":        encPNG(t, twoColour(8, 8)),
+		"garbage":    []byte("xx"),
+		"empty":      nil,
+	} {
+		_, _, err := runBytes(t, "exif", in)
+		if err == nil {
+			t.Fatalf("%s: no error", name)
+		}
+		wantStatus(t, err, http.StatusBadRequest, "no exif data")
+	}
+}
+
+func decode(t *testing.T, b []byte) (image.Image, string) {
+	t.Helper()
+	img, format, err := image.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("decode output: %v", err)
+	}
+	return img, format
+}
+
+func TestImageView2Sizes(t *testing.T) {
+	tests := []struct {
+		fop          string
+		sw, sh       int
+		wantW, wantH int
+	}{
+		{"imageView2/1/w/50/h/50", 200, 100, 50, 50},
+		{"imageView2/1/w/80/h/20", 100, 100, 80, 20},
+		{"imageView2/1/w/300/h/150", 100, 100, 300, 150}, // fill enlarges
+		{"imageView2/1/w/40", 100, 60, 40, 40},
+		{"imageView2/2/w/50/h/50", 200, 100, 50, 25},
+		{"imageView2/2/w/50/h/50", 100, 200, 25, 50},
+		{"imageView2/2/h/30/w/100", 200, 100, 60, 30},
+		{"imageView2/2/w/60", 200, 100, 60, 30},
+		{"imageView2/2/w/100/h/100", 40, 20, 40, 20}, // never enlarged
+		{"imageView2/2/w/1/h/1", 1000, 10, 1, 1},
+	}
+	for _, tt := range tests {
+		b, res, err := runBytes(t, tt.fop, encPNG(t, twoColour(tt.sw, tt.sh)))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.fop, err)
+		}
+		img, format := decode(t, b)
+		if got := img.Bounds().Size(); got.X != tt.wantW || got.Y != tt.wantH {
+			t.Errorf("%s on %dx%d: got %v, want %dx%d", tt.fop, tt.sw, tt.sh, got, tt.wantW, tt.wantH)
+		}
+		if format != "png" || res.ContentType != "image/png" {
+			t.Errorf("%s: format %s / %s, want png kept", tt.fop, format, res.ContentType)
+		}
+	}
+}
+
+func TestImageView2CropsCentre(t *testing.T) {
+	// 200x100, left red right blue; mode 1 to 50x50 keeps the centre
+	// 100x100, so the left quarter of the output is red, the right blue.
+	b, _, err := runBytes(t, "imageView2/1/w/50/h/50", encPNG(t, twoColour(200, 100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := decode(t, b)
+	r, _, bl, _ := img.At(5, 25).RGBA()
+	if r>>8 < 200 || bl>>8 > 50 {
+		t.Errorf("left pixel not red: r=%d b=%d", r>>8, bl>>8)
+	}
+	r, _, bl, _ = img.At(45, 25).RGBA()
+	if bl>>8 < 200 || r>>8 > 50 {
+		t.Errorf("right pixel not blue: r=%d b=%d", r>>8, bl>>8)
+	}
+}
+
+func TestImageView2Formats(t *testing.T) {
+	src := map[string][]byte{
+		"jpeg": encJPEG(t, twoColour(40, 30)),
+		"png":  encPNG(t, twoColour(40, 30)),
+		"gif":  encGIF(t, 2, 40, 30),
+	}
+	for inFmt, in := range src {
+		for _, out := range []struct{ arg, format, ct string }{
+			{"", inFmt, "image/" + inFmt},
+			{"/format/jpg", "jpeg", "image/jpeg"},
+			{"/format/png", "png", "image/png"},
+			{"/format/gif", "gif", "image/gif"},
+		} {
+			b, res, err := runBytes(t, "imageView2/2/w/20/h/20"+out.arg, in)
+			if err != nil {
+				t.Fatalf("%s%s: %v", inFmt, out.arg, err)
+			}
+			img, format := decode(t, b)
+			if format != out.format || res.ContentType != out.ct {
+				t.Errorf("%s%s: got %s (%s), want %s", inFmt, out.arg, format, res.ContentType, out.format)
+			}
+			if s := img.Bounds().Size(); s.X != 20 || s.Y != 15 {
+				t.Errorf("%s%s: size %v", inFmt, out.arg, s)
+			}
+		}
+	}
+}
+
+func TestImageView2Quality(t *testing.T) {
+	noisy := image.NewRGBA(image.Rect(0, 0, 64, 64))
+	for i := range noisy.Pix {
+		noisy.Pix[i] = uint8(i * 7919 % 251)
+	}
+	in := encPNG(t, noisy)
+	lo, _, err := runBytes(t, "imageView2/2/w/64/h/64/format/jpg/q/10", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, _, err := runBytes(t, "imageView2/2/w/64/h/64/format/jpg", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hi, _, err := runBytes(t, "imageView2/2/w/64/h/64/format/jpg/q/95", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(len(lo) < len(def) && len(def) < len(hi)) {
+		t.Fatalf("jpeg sizes q10=%d q75=%d q95=%d: quality not applied", len(lo), len(def), len(hi))
+	}
+}
+
+func TestImageView2BadArgs(t *testing.T) {
+	in := encPNG(t, twoColour(10, 10))
+	for _, f := range []string{
+		"imageView2", "imageView2/3/w/10/h/10", "imageView2/1", "imageView2/1/w", "imageView2/1/w/0/h/10",
+		"imageView2/1/w/10000", "imageView2/1/w/-1", "imageView2/1/w/010", "imageView2/1/w/10/w/10",
+		"imageView2/2/w/10/q/0", "imageView2/2/w/10/q/101", "imageView2/2/w/10/format/bmp", "imageView2/2/w/10/x/1",
+		"imageView2/2/q/50",
+	} {
+		_, _, err := runBytes(t, f, in)
+		wantStatus(t, err, http.StatusBadRequest, "imageView2")
+	}
+	_, _, err := runBytes(t, "imageView2/2/w/10", []byte("text"))
+	wantStatus(t, err, http.StatusBadRequest, "not a supported image")
+}
+
+// pngClaiming returns a small PNG whose header claims w x h pixels.
+func pngClaiming(t *testing.T, w, h uint32) []byte {
+	b := encPNG(t, image.NewGray(image.Rect(0, 0, 1, 1)))
+	// 8-byte signature, then IHDR: length(4) "IHDR"(4) width(4) height(4) ... crc
+	binary.BigEndian.PutUint32(b[16:], w)
+	binary.BigEndian.PutUint32(b[20:], h)
+	binary.BigEndian.PutUint32(b[29:], crc32.ChecksumIEEE(b[12:29]))
+	return b
+}
+
+func TestLimits(t *testing.T) {
+	ctx := context.Background()
+	// Declared size over the cap: refused before reading.
+	_, err := Run(ctx, step(t, "imageInfo"), Input{Body: zeros{}, Size: MaxImageBytes + 1})
+	wantStatus(t, err, http.StatusRequestEntityTooLarge, "limit")
+	// Unknown size, stream longer than the cap (small cap for the test).
+	small := limits{bytes: 1000, pixels: MaxImagePixels}
+	_, err = run(ctx, step(t, "imageView2/2/w/10"), Input{Body: zeros{}, Size: -1}, small)
+	wantStatus(t, err, http.StatusRequestEntityTooLarge, "limit")
+	_, err = run(ctx, step(t, "exif"), Input{Body: zeros{}, Size: -1}, small)
+	wantStatus(t, err, http.StatusRequestEntityTooLarge, "limit")
+	// A header claiming 10000x10000 pixels is refused without decoding.
+	huge := pngClaiming(t, 10000, 10000)
+	for _, f := range []string{"imageInfo", "imageView2/2/w/10"} {
+		_, _, err = runBytes(t, f, huge)
+		wantStatus(t, err, http.StatusRequestEntityTooLarge, "pixel limit")
+	}
+	// An output over the pixel cap is refused too.
+	_, err = run(ctx, step(t, "imageView2/1/w/200/h/200"), Input{Body: bytes.NewReader(encPNG(t, twoColour(10, 10))), Size: -1},
+		limits{bytes: MaxImageBytes, pixels: 1000})
+	wantStatus(t, err, http.StatusRequestEntityTooLarge, "output")
+}
