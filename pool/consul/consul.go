@@ -182,26 +182,24 @@ func (d *Discovery) failed(what string, err error) {
 	d.errors.Inc()
 	d.upGauge.Set(0)
 	d.mu.Lock()
-	first := d.state != stateDown
-	d.state = stateDown
-	d.mu.Unlock()
-	if first {
+	defer d.mu.Unlock() // logging under the lock keeps Up() and the log in step
+	if d.state != stateDown {
+		d.state = stateDown
 		d.log.Warn("consul unreachable, serving last known instances", "query", what, "err", err)
-	} else {
-		d.log.Debug("consul query failed", "query", what, "err", err)
+		return
 	}
+	d.log.Debug("consul query failed", "query", what, "err", err)
 }
 
 // succeeded records a successful query and logs the end of an outage.
 func (d *Discovery) succeeded() {
 	d.upGauge.Set(1)
 	d.mu.Lock()
-	recovered := d.state == stateDown
-	d.state = stateUp
-	d.mu.Unlock()
-	if recovered {
+	defer d.mu.Unlock()
+	if d.state == stateDown {
 		d.log.Info("consul reachable again")
 	}
+	d.state = stateUp
 }
 
 // Watch sends the complete set of passing instances of every ufop service
@@ -326,6 +324,7 @@ func (d *Discovery) watchCatalog(ctx context.Context, namesCh chan<- map[string]
 		if err != nil {
 			return 0, err
 		}
+		d.succeeded() // before anything is sent: Up() holds once a set based on it arrives
 		names := map[string]bool{}
 		for name := range services {
 			if len(name) > len(d.cfg.ServicePrefix) && strings.HasPrefix(name, d.cfg.ServicePrefix) {
@@ -352,6 +351,7 @@ func (d *Discovery) watchService(ctx context.Context, w *serviceWatch, updates c
 		if err != nil {
 			return 0, err
 		}
+		d.succeeded()
 		ins := instancesFrom(w.name, d.cfg.ServicePrefix, d.cfg.DefaultRegion, entries)
 		if !sent || !slices.Equal(ins, last) {
 			select {
@@ -365,7 +365,8 @@ func (d *Discovery) watchService(ctx context.Context, w *serviceWatch, updates c
 }
 
 // loop runs one blocking query until ctx ends: index handling, backoff on
-// error, rate limit between queries.
+// error, rate limit between queries. query calls d.succeeded itself, before
+// it acts on the answer.
 func (d *Discovery) loop(ctx context.Context, what string, query func(*api.QueryOptions) (uint64, error)) {
 	var index uint64
 	attempt := 0
@@ -389,7 +390,6 @@ func (d *Discovery) loop(ctx context.Context, what string, query func(*api.Query
 			continue
 		}
 		attempt = 0
-		d.succeeded()
 		index = nextIndex(index, newIndex)
 		if !sleep(ctx, d.cfg.MinInterval-time.Since(start)) {
 			return

@@ -80,6 +80,12 @@ func TestWatchPassingOnly(t *testing.T) {
 	registerTTL(t, c, "ufop-grepd", "g2", 9102, []string{"version=v1", "region=z0"}, nil, "critical")
 	registerTTL(t, c, "redis", "r1", 6379, []string{"version=v1"}, nil, "passing") // not a ufop
 
+	// Agent registrations reach the catalog asynchronously: wait for them,
+	// so that the first set sent is known.
+	poll(t, "catalog synced", func() bool {
+		all, _, err := c.Health().Service("ufop-grepd", "", false, nil)
+		return err == nil && len(all) == 2
+	})
 	d := newDiscovery(t, a, &syncBuffer{}, nil)
 	w := startWatch(t, d)
 
@@ -147,8 +153,11 @@ func TestOutageKeepsLastKnownInstances(t *testing.T) {
 		t.Fatalf("outage logged %d times, want once; logs:\n%s", n, logs)
 	}
 
-	// Dev mode loses its state: register again after the restart.
+	// Dev mode loses the catalog; the agent may restore its own services
+	// from its data dir. Deregister g1 and register g3 so that the set to
+	// wait for is known either way.
 	a.Start()
+	_ = c.Agent().ServiceDeregister("g1") // fails when g1 was not restored
 	registerTTL(t, c, "ufop-grepd", "g3", 9103, []string{"version=v1"}, nil, "passing")
 	w.waitFor("[g3@127.0.0.1:9103/grepd/v1/z0]")
 	poll(t, "up again", d.Up)
