@@ -1,0 +1,363 @@
+package autoscaler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/autoscaler/load"
+)
+
+// Target is what the autoscaler scales: the local runtime in the embedded
+// platform, Nomad in production.
+type Target interface {
+	// Scale asks for count instances of the deployment; reason is kept
+	// with the change (Nomad shows it as the scaling event's message).
+	Scale(ctx context.Context, d dora.Deployment, count int, reason string) error
+	// Ready counts the deployment's instances passing their health check.
+	Ready(ctx context.Context, d dora.Deployment) (int, error)
+}
+
+// ErrTargetBusy is returned (wrapped) by a Target that cannot scale right
+// now without anything being wrong, e.g. while a Nomad deployment is in
+// progress: the autoscaler retries at the next evaluation and does not start
+// a cooldown for the change it could not make.
+var ErrTargetBusy = errors.New("autoscaler: target busy")
+
+// Defaults of Config.
+const (
+	DefaultInterval  = 2 * time.Second
+	DefaultMaxEvents = 200 // scaling events kept per deployment
+)
+
+// Config configures an Autoscaler.
+type Config struct {
+	// Store holds the deployments (read, Desired updated with CAS), the
+	// releases (their autoscale policies), ufops and accounts (the
+	// account's instance limit) and the scaling events (written).
+	Store store.Store
+	// Load gives the windowed load averages the routers recorded.
+	Load load.Reader
+	// Target applies the decisions and counts ready instances.
+	Target Target
+	// Interval is the loop's tick (default 2s); a policy's
+	// EvaluationInterval longer than it slows that deployment down.
+	Interval time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger receives the scaling events and errors (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics, when set, receives the per-deployment gauges.
+	Metrics prometheus.Registerer
+	// MaxEvents bounds the scaling events kept per deployment (default 200).
+	MaxEvents int
+}
+
+// Event is one scaling change as kept under
+// scaleevents/<deployment id>/<unix nanos, 20 digits>.
+type Event struct {
+	Time   time.Time `json:"time"`
+	From   int       `json:"from"`
+	To     int       `json:"to"`
+	Reason string    `json:"reason"`
+}
+
+// EventKey is the store key of a deployment's scaling event at t; keys sort
+// by time.
+func EventKey(deploymentID string, t time.Time) string {
+	return fmt.Sprintf("%s%s/%020d", store.PrefixScaleEvents, deploymentID, t.UnixNano())
+}
+
+// Events returns a deployment's kept scaling events, oldest first.
+func Events(ctx context.Context, st store.Store, deploymentID string) ([]Event, error) {
+	kvs, err := st.List(ctx, store.PrefixScaleEvents+deploymentID+"/")
+	if err != nil {
+		return nil, fmt.Errorf("scale events of %s: %w", deploymentID, err)
+	}
+	evs := make([]Event, 0, len(kvs))
+	for _, kv := range kvs {
+		var ev Event
+		if err := json.Unmarshal(kv.Value, &ev); err != nil {
+			return nil, fmt.Errorf("scale event %s: %w", kv.Key, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs, nil
+}
+
+// Autoscaler is the scaling loop over every live deployment.
+type Autoscaler struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+
+	mu      sync.Mutex // serialises Tick; guards entries
+	entries map[string]*entry
+}
+
+// entry is the loop's memory of one deployment.
+type entry struct {
+	state    State
+	lastEval time.Time
+	// pending: the store holds a Desired the target has not applied yet
+	// (the Scale call failed or the target was busy); retried every tick.
+	pending bool
+	invalid string // last policy problem logged, to log it once
+}
+
+// New returns an autoscaler; Run starts it.
+func New(cfg Config) *Autoscaler {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = DefaultMaxEvents
+	}
+	a := &Autoscaler{cfg: cfg, log: cfg.Logger.With("component", "autoscaler"), entries: map[string]*entry{}}
+	a.metrics = newMetrics(cfg.Metrics, a.log)
+	return a
+}
+
+// Run evaluates every running or pending deployment each interval until ctx
+// ends (then it returns nil). Each Run starts without history: after a
+// restart or a leadership change nothing is scaled down before a full
+// stable window of observations.
+func (a *Autoscaler) Run(ctx context.Context) error {
+	if a.cfg.Store == nil || a.cfg.Load == nil || a.cfg.Target == nil {
+		return errors.New("autoscaler: Store, Load and Target are required")
+	}
+	a.mu.Lock()
+	clear(a.entries)
+	a.mu.Unlock()
+	a.metrics.reset()
+
+	t := time.NewTicker(a.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := a.Tick(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("autoscaler tick", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Tick runs one evaluation of every live deployment. Run calls it each
+// interval; tests call it directly with a fake clock. It returns an error
+// only when the deployments cannot be listed; per-deployment problems are
+// logged and retried at the next tick.
+func (a *Autoscaler) Tick(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.cfg.Now()
+	kvs, err := a.cfg.Store.List(ctx, store.PrefixDeployments)
+	if err != nil {
+		return fmt.Errorf("list deployments: %w", err)
+	}
+	limits := map[string]int{} // ufop name → owner's instance limit, for this tick
+	live := map[string]bool{}
+	for _, kv := range kvs {
+		if ctx.Err() != nil {
+			return nil
+		}
+		var d dora.Deployment
+		if err := json.Unmarshal(kv.Value, &d); err != nil || d.ID == "" || strings.Contains(d.ID, "/") {
+			a.log.Warn("skipping unreadable deployment", "key", kv.Key, "id", d.ID, "err", err)
+			continue
+		}
+		if d.Status != dora.DeployRunning && d.Status != dora.DeployPending {
+			continue
+		}
+		live[d.ID] = true
+		a.evaluate(ctx, kv, d, now, limits)
+	}
+	for id := range a.entries {
+		if !live[id] {
+			delete(a.entries, id)
+			a.metrics.forget(id)
+		}
+	}
+	return nil
+}
+
+// evaluate decides one deployment and applies a change.
+func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deployment, now time.Time, limits map[string]int) {
+	log := a.log.With("deployment", d.ID, "ufop", d.Ufop, "version", d.Version, "region", d.Region)
+	e := a.entries[d.ID]
+	if e == nil {
+		e = &entry{state: State{Desired: d.Desired, StartedAt: now}}
+		a.entries[d.ID] = e
+	}
+	if d.Desired != e.state.Desired {
+		// Someone else (resize, deploy --expect) changed the count: adopt
+		// it and do not undo it within the cooldowns.
+		log.Info("adopting a count set elsewhere", "from", e.state.Desired, "to", d.Desired)
+		if d.Desired > e.state.Desired {
+			e.state.LastScaleUp = now
+		} else {
+			e.state.LastScaleDown = now
+		}
+		e.state.Desired = d.Desired
+		e.pending = false
+	}
+
+	p := PolicyFrom(d, a.release(ctx, d, log)).WithLimit(a.limit(ctx, d.Ufop, limits, log))
+	if err := p.Validate(); err != nil {
+		if msg := err.Error(); msg != e.invalid {
+			e.invalid = msg
+			log.Warn("invalid autoscale policy; holding the count", "err", err)
+		}
+	} else {
+		e.invalid = ""
+	}
+	if !e.pending && !e.lastEval.IsZero() && now.Sub(e.lastEval) < p.EvaluationInterval-a.cfg.Interval/2 {
+		return
+	}
+	e.lastEval = now
+
+	ready, err := a.cfg.Target.Ready(ctx, d)
+	if err != nil {
+		a.metrics.errors.WithLabelValues("ready").Inc()
+		log.Warn("counting ready instances", "err", err)
+		return
+	}
+	key := load.Key{Ufop: d.Ufop, Version: d.Version, Region: d.Region}
+	av, err := a.cfg.Load.Averages(ctx, key, now, p.StableWindow, p.PanicWindow)
+	if err != nil {
+		// Decide on no data: the count holds, but floor and ceiling
+		// changes still apply.
+		a.metrics.errors.WithLabelValues("load").Inc()
+		log.Warn("reading load averages", "err", err)
+		av = load.Averages{}
+	}
+	prev := e.state
+	dec := Decide(p, Input{Ready: ready, Averages: av}, prev, now)
+	a.metrics.observe(d, ready, av, dec)
+
+	if dec.Desired == d.Desired && !e.pending {
+		e.state = dec.State
+		return
+	}
+	nd := d
+	if dec.Desired != d.Desired {
+		nd.Desired = dec.Desired
+		nd.Updated = now
+		b, err := json.Marshal(nd)
+		if err != nil {
+			log.Error("encoding deployment", "err", err)
+			return
+		}
+		if _, err := a.cfg.Store.CAS(ctx, kv.Key, b, kv.Version); err != nil {
+			// On a conflict the user (or another autoscaler) just wrote
+			// the deployment: their change wins; decide again next tick.
+			if !errors.Is(err, store.ErrConflict) {
+				a.metrics.errors.WithLabelValues("store").Inc()
+			}
+			log.Info("deployment changed meanwhile; not scaling", "err", err)
+			e.lastEval = time.Time{}
+			return
+		}
+		log.Info("scaling", "from", d.Desired, "to", dec.Desired, "reason", dec.Reason,
+			"ready", ready, "stable", av.Stable, "panic", av.Panic, "inPanic", dec.State.InPanic())
+		a.metrics.events.WithLabelValues(dec.Reason).Inc()
+		a.recordEvent(ctx, d.ID, Event{Time: now, From: d.Desired, To: dec.Desired, Reason: dec.Reason}, log)
+	}
+	e.state = dec.State
+	e.pending = true
+	if err := a.cfg.Target.Scale(ctx, nd, dec.Desired, dec.Reason); err != nil {
+		if errors.Is(err, ErrTargetBusy) {
+			// Nothing happened: no cooldown for it.
+			e.state.LastScaleUp, e.state.LastScaleDown = prev.LastScaleUp, prev.LastScaleDown
+			log.Info("target busy; retrying at the next evaluation", "err", err)
+			return
+		}
+		a.metrics.errors.WithLabelValues("scale").Inc()
+		log.Warn("scaling failed; retrying at the next evaluation", "count", dec.Desired, "err", err)
+		return
+	}
+	e.pending = false
+}
+
+// release reads the deployment's release; a missing one means defaults.
+func (a *Autoscaler) release(ctx context.Context, d dora.Deployment, log *slog.Logger) dora.Release {
+	var r dora.Release
+	kv, err := a.cfg.Store.Get(ctx, store.PrefixReleases+d.Ufop+"/"+d.Version)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			log.Warn("reading release", "err", err)
+		}
+		return r
+	}
+	if err := json.Unmarshal(kv.Value, &r); err != nil {
+		log.Warn("unreadable release; using default policy", "key", kv.Key, "err", err)
+		return dora.Release{}
+	}
+	return r
+}
+
+// limit is the instance limit of the account owning the ufop (0: unknown),
+// cached in limits for one tick.
+func (a *Autoscaler) limit(ctx context.Context, ufop string, limits map[string]int, log *slog.Logger) int {
+	if l, ok := limits[ufop]; ok {
+		return l
+	}
+	l := 0
+	var u dora.Ufop
+	var acct dora.Account
+	if kv, err := a.cfg.Store.Get(ctx, store.PrefixUfops+ufop); err == nil && json.Unmarshal(kv.Value, &u) == nil && u.Owner != "" {
+		if kv, err := a.cfg.Store.Get(ctx, store.PrefixAccounts+u.Owner); err == nil && json.Unmarshal(kv.Value, &acct) == nil {
+			l = acct.Limit()
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+			log.Warn("reading the ufop owner's account", "err", err)
+		}
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		log.Warn("reading ufop", "err", err)
+	}
+	limits[ufop] = l
+	return l
+}
+
+// recordEvent keeps the event and drops the oldest beyond MaxEvents. Event
+// keeping is best effort: a failure is logged, the scaling goes on.
+func (a *Autoscaler) recordEvent(ctx context.Context, id string, ev Event, log *slog.Logger) {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	if _, err := a.cfg.Store.Put(ctx, EventKey(id, ev.Time), b); err != nil {
+		a.metrics.errors.WithLabelValues("store").Inc()
+		log.Warn("keeping scale event", "err", err)
+		return
+	}
+	kvs, err := a.cfg.Store.List(ctx, store.PrefixScaleEvents+id+"/")
+	if err != nil {
+		log.Warn("listing scale events", "err", err)
+		return
+	}
+	for i := 0; i < len(kvs)-a.cfg.MaxEvents; i++ {
+		if !strings.HasPrefix(kvs[i].Key, store.PrefixScaleEvents+id+"/") {
+			continue
+		}
+		if err := a.cfg.Store.Delete(ctx, kvs[i].Key); err != nil {
+			log.Warn("dropping old scale event", "key", kvs[i].Key, "err", err)
+		}
+	}
+}
