@@ -1,0 +1,196 @@
+package router
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestParseRange(t *testing.T) {
+	for _, c := range []struct {
+		in            string
+		size          int64
+		start, length int64
+		ok, unsat     bool
+	}{
+		{"bytes=0-9", 100, 0, 10, true, false},
+		{"bytes=90-", 100, 90, 10, true, false},
+		{"bytes=90-200", 100, 90, 10, true, false},
+		{"bytes=-10", 100, 90, 10, true, false},
+		{"bytes=-200", 100, 0, 100, true, false},
+		{"bytes=100-", 100, 0, 0, false, true},
+		{"bytes=100-150", 100, 0, 0, false, true},
+		{"bytes=-0", 100, 0, 0, false, true},
+		{"bytes=0-0", 0, 0, 0, false, true},
+		{"bytes=0-1,5-6", 100, 0, 0, false, false}, // several: ignored
+		{"bytes=5-1", 100, 0, 0, false, false},     // invalid: ignored
+		{"items=0-1", 100, 0, 0, false, false},
+		{"bytes=x-1", 100, 0, 0, false, false},
+		{"bytes=1", 100, 0, 0, false, false},
+		{" bytes= 3 - 4 ", 100, 3, 2, true, false},
+	} {
+		s, n, ok, unsat := parseRange(c.in, c.size)
+		if s != c.start || n != c.length || ok != c.ok || unsat != c.unsat {
+			t.Errorf("parseRange(%q, %d) = %d,%d,%v,%v want %d,%d,%v,%v", c.in, c.size, s, n, ok, unsat, c.start, c.length, c.ok, c.unsat)
+		}
+	}
+}
+
+func TestObjectKey(t *testing.T) {
+	for _, c := range []struct {
+		path, key string
+		status    int
+	}{
+		{"/a/b.txt", "a/b.txt", 0},
+		{"/a%20b", "a b", 0},
+		{"/", "", 404},
+		{"/../etc/passwd", "", 400},
+		{"/a/../../b", "", 400},
+		{"/a/%2e%2e/b", "", 400},
+		{"/./a", "", 400},
+		{"//etc/passwd", "", 400},
+		{"/a%00b", "", 400},
+		{"/a%5cb", "", 400},
+		{"/%zz", "", 400},
+		{"/" + strings.Repeat("k", MaxKeyBytes+1), "", 400},
+	} {
+		k, err := objectKey(c.path)
+		switch {
+		case c.status == 0 && (err != nil || k != c.key):
+			t.Errorf("objectKey(%q) = %q, %v want %q", c.path, k, err, c.key)
+		case c.status != 0 && (err == nil || err.status != c.status):
+			t.Errorf("objectKey(%q) = %q, %v want status %d", c.path, k, err, c.status)
+		}
+	}
+}
+
+func TestServeObject(t *testing.T) {
+	e := newEnv(t, nil)
+	data := []byte("0123456789abcdefghij")
+	obj := e.objs.add("photos", "dir/a.txt", "text/plain", data)
+	etag := `"` + obj.ETag + `"`
+	lm := obj.Modified.Format(http.TimeFormat)
+	for _, c := range []struct {
+		name, method string
+		hdr          map[string]string
+		status       int
+		body         string
+		hdrWant      map[string]string
+	}{
+		{"get", "GET", nil, 200, string(data), map[string]string{"Content-Type": "text/plain", "ETag": etag, "Last-Modified": lm, "Content-Length": "20", "Accept-Ranges": "bytes"}},
+		{"head", "HEAD", nil, 200, "", map[string]string{"Content-Length": "20", "ETag": etag, "Content-Type": "text/plain"}},
+		{"range", "GET", map[string]string{"Range": "bytes=2-5"}, 206, "2345", map[string]string{"Content-Range": "bytes 2-5/20", "Content-Length": "4"}},
+		{"suffix range", "GET", map[string]string{"Range": "bytes=-3"}, 206, "hij", map[string]string{"Content-Range": "bytes 17-19/20"}},
+		{"head range", "HEAD", map[string]string{"Range": "bytes=0-0"}, 206, "", map[string]string{"Content-Length": "1", "Content-Range": "bytes 0-0/20"}},
+		{"multi range ignored", "GET", map[string]string{"Range": "bytes=0-1,4-5"}, 200, string(data), nil},
+		{"unsatisfiable", "GET", map[string]string{"Range": "bytes=20-"}, 416, "", map[string]string{"Content-Range": "bytes */20"}},
+		{"if-none-match", "GET", map[string]string{"If-None-Match": etag}, 304, "", map[string]string{"ETag": etag}},
+		{"if-none-match list", "GET", map[string]string{"If-None-Match": `"x", W/` + etag}, 304, "", nil},
+		{"if-none-match other", "GET", map[string]string{"If-None-Match": `"other"`}, 200, string(data), nil},
+		{"if-modified-since equal", "GET", map[string]string{"If-Modified-Since": lm}, 304, "", nil},
+		{"if-modified-since older", "GET", map[string]string{"If-Modified-Since": "Mon, 01 Jan 2024 00:00:00 GMT"}, 200, string(data), nil},
+		{"inm wins over ims", "GET", map[string]string{"If-None-Match": `"other"`, "If-Modified-Since": lm}, 200, string(data), nil},
+		{"head 304", "HEAD", map[string]string{"If-None-Match": etag}, 304, "", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := e.do(c.method, "photos.localhost", "/dir/a.txt", c.hdr)
+			if resp.StatusCode != c.status {
+				t.Fatalf("status %d want %d (%s)", resp.StatusCode, c.status, body)
+			}
+			if resp.Header.Get("X-Reqid") == "" {
+				t.Error("no X-Reqid")
+			}
+			if c.status == 416 {
+				jsonError(t, body)
+			} else if string(body) != c.body {
+				t.Errorf("body %q want %q", body, c.body)
+			}
+			for k, v := range c.hdrWant {
+				if got := resp.Header.Get(k); got != v {
+					t.Errorf("%s = %q want %q", k, got, v)
+				}
+			}
+		})
+	}
+}
+
+func TestBucketResolutionAndErrors(t *testing.T) {
+	e := newEnv(t, nil)
+	e.objs.add("photos", "k", "text/plain", []byte("hello"))
+	for _, c := range []struct {
+		name, method, host, path string
+		status                   int
+		body                     string // exact body for 200, error substring otherwise
+	}{
+		{"suffix host", "GET", "photos.localhost:8080", "/k", 200, "hello"},
+		{"bound domain", "GET", "IMG.example.com", "/k", 200, "hello"},
+		{"unknown host", "GET", "nope.localhost", "/k", 404, "no bucket"},
+		{"no object", "GET", "photos.localhost", "/missing", 404, "no such object"},
+		{"no key", "GET", "photos.localhost", "/", 404, "key"},
+		{"traversal", "GET", "photos.localhost", "/a/../../etc/passwd", 400, "invalid key"},
+		{"encoded traversal", "GET", "photos.localhost", "/%2e%2e/etc/passwd", 400, "invalid key"},
+		{"post", "POST", "photos.localhost", "/k", 405, "not allowed"},
+		{"malformed fop", "GET", "photos.localhost", "/k?grepd/x||", 400, "malformed"},
+		{"oversized query", "GET", "photos.localhost", "/k?grepd/" + strings.Repeat("x", 3000), 414, "query longer"},
+		{"11 steps", "GET", "photos.localhost", "/k?" + strings.TrimSuffix(strings.Repeat("qhash/md5|", 11), "|"), 400, "malformed"},
+		{"unknown ufop", "GET", "photos.localhost", "/k?nosuchufop/x", 404, "no such ufop"},
+		{"persisted absent", "GET", "photos.localhost", "/k?p/1/qhash/md5", 404, "persisted"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := e.do(c.method, c.host, c.path, nil)
+			if resp.StatusCode != c.status {
+				t.Fatalf("status %d want %d (%s)", resp.StatusCode, c.status, body)
+			}
+			if resp.Header.Get("X-Reqid") == "" {
+				t.Error("no X-Reqid")
+			}
+			if c.status == 200 {
+				if string(body) != c.body {
+					t.Errorf("body %q want %q", body, c.body)
+				}
+				return
+			}
+			if msg := jsonError(t, body); !strings.Contains(msg, c.body) {
+				t.Errorf("error %q does not mention %q", msg, c.body)
+			}
+		})
+	}
+}
+
+func TestOwnEndpoints(t *testing.T) {
+	e := newEnv(t, nil)
+	e.objs.add("photos", "healthz", "text/plain", []byte("a key named healthz"))
+	resp, body := e.get("localhost", "/healthz")
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte("ok")) {
+		t.Fatalf("healthz: %d %s", resp.StatusCode, body)
+	}
+	// A bucket's key named like an endpoint is the bucket's.
+	if _, body := e.get("photos.localhost", "/healthz"); string(body) != "a key named healthz" {
+		t.Fatalf("bucket key shadowed: %s", body)
+	}
+	e.get("photos.localhost", "/healthz") // one more request for the counters
+	resp, body = e.get(e.addr, "/metrics")
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`dora_router_requests_total{code="200",ufop="-"}`)) {
+		t.Fatalf("metrics: %d\n%s", resp.StatusCode, body)
+	}
+	// Not the router's own name and not a bucket: no metrics.
+	if resp, _ := e.get("evil.example.com", "/metrics"); resp.StatusCode != 404 {
+		t.Fatalf("metrics on a foreign host: %d", resp.StatusCode)
+	}
+	// Unknown one-shot URL.
+	resp, body = e.get(e.addr, "/_dora/src/0123456789abcdef0123456789abcdef")
+	if resp.StatusCode != 404 {
+		t.Fatalf("unknown src: %d", resp.StatusCode)
+	}
+	jsonError(t, body)
+}
+
+func TestHeaderTooLarge(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxHeaderBytes = 4096 })
+	resp, body := e.do("GET", "photos.localhost", "/k", map[string]string{"X-Big": strings.Repeat("x", 8000)})
+	if resp.StatusCode != 431 {
+		t.Fatalf("status %d (%s)", resp.StatusCode, body)
+	}
+	jsonError(t, body)
+}
