@@ -1,0 +1,558 @@
+// Package local stores the objects of buckets in a directory, the embedded
+// default origin: the object bucket/key lives at <root>/<bucket>/<key>, its
+// metadata (etag, MIME type, size, time) in a JSON sidecar at
+// <root>/.meta/<bucket>/<key>, outside the key namespace, and writes go
+// through temporary files in <root>/.tmp, renamed into place once complete.
+//
+// Bucket names are DNS labels (dora.ValidateBucketName), so they never
+// collide with ".meta" or ".tmp". All access goes through os.Root, and
+// reads through a root opened on the bucket's own directory, so neither a
+// key nor a symbolic link placed in the tree can reach outside the bucket.
+//
+// Because keys map to paths, a key cannot be both an object and a prefix
+// directory of another object ("a" and "a/b"): the second Put fails with
+// an error wrapping origin.ErrExists.
+package local
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"mime"
+	"net/http"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/router/origin"
+)
+
+// MaxKeyBytes bounds the length of a key.
+const MaxKeyBytes = 1024
+
+const (
+	metaDir = ".meta"
+	tmpDir  = ".tmp"
+	nLocks  = 64
+)
+
+// Dir is a directory of buckets. It implements origin.Reader, Writer and Lister.
+type Dir struct {
+	root *os.Root
+	// locks serialise, per key (striped), the check-and-rename of Put and
+	// Delete against readers, so data and sidecar are seen together.
+	locks [nLocks]sync.RWMutex
+	// tree guards directory creation (Put, shared) against the pruning of
+	// empty directories (Delete, exclusive).
+	tree sync.RWMutex
+}
+
+var (
+	_ origin.Reader = (*Dir)(nil)
+	_ origin.Writer = (*Dir)(nil)
+	_ origin.Lister = (*Dir)(nil)
+)
+
+// New opens (creating it when needed) the directory root.
+func New(root string) (*Dir, error) {
+	if root == "" {
+		return nil, errors.New("local origin: empty root directory")
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("local origin: %w", err)
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("local origin: %w", err)
+	}
+	for _, d := range []string{metaDir, tmpDir} {
+		if err := r.MkdirAll(d, 0o755); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("local origin: %w", err)
+		}
+	}
+	return &Dir{root: r}, nil
+}
+
+// Close releases the directory handle.
+func (d *Dir) Close() error { return d.root.Close() }
+
+// ValidateKey checks a key: non-empty, at most MaxKeyBytes, UTF-8, no NUL,
+// no leading "/", no empty, "." or ".." segment. Errors wrap origin.ErrBadKey.
+func ValidateKey(key string) error {
+	bad := func(why string) error { return fmt.Errorf("key %q: %s: %w", truncate(key), why, origin.ErrBadKey) }
+	switch {
+	case key == "":
+		return bad("empty")
+	case len(key) > MaxKeyBytes:
+		return bad(fmt.Sprintf("longer than %d bytes", MaxKeyBytes))
+	case strings.IndexByte(key, 0) >= 0:
+		return bad("holds a NUL byte")
+	case !utf8.ValidString(key):
+		return bad("not UTF-8")
+	case key[0] == '/':
+		return bad("leading /")
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		switch seg {
+		case "":
+			return bad("empty path segment")
+		case ".", "..":
+			return bad(fmt.Sprintf("%q segment", seg))
+		}
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+func validate(bucket, key string) error {
+	if err := dora.ValidateBucketName(bucket); err != nil {
+		return fmt.Errorf("bucket: %v: %w", err, origin.ErrBadKey)
+	}
+	return ValidateKey(key)
+}
+
+func (d *Dir) lock(bucket, key string) *sync.RWMutex {
+	h := fnv.New32a()
+	h.Write([]byte(bucket))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return &d.locks[h.Sum32()%nLocks]
+}
+
+// sidecar is the JSON kept beside each object.
+type sidecar struct {
+	Size     int64     `json:"fsize"`
+	ETag     string    `json:"hash"`
+	MimeType string    `json:"mimeType"`
+	Modified time.Time `json:"putTime"`
+}
+
+// openBucket opens a root confined to one bucket's (or its sidecars') directory.
+func (d *Dir) openBucket(base, bucket string) (*os.Root, error) {
+	name := bucket
+	if base != "" {
+		name = base + "/" + bucket
+	}
+	r, err := d.root.OpenRoot(name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, origin.ErrNotFound
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// Stat returns an object's metadata.
+func (d *Dir) Stat(ctx context.Context, bucket, key string) (origin.Object, error) {
+	rc, obj, err := d.Open(ctx, bucket, key, 0, 0)
+	if err != nil {
+		return origin.Object{}, err
+	}
+	rc.Close()
+	return obj, nil
+}
+
+// Open returns the bytes [offset, offset+length) of an object (length < 0:
+// to the end) and its metadata. The caller closes the stream.
+func (d *Dir) Open(ctx context.Context, bucket, key string, offset, length int64) (io.ReadCloser, origin.Object, error) {
+	if err := validate(bucket, key); err != nil {
+		return nil, origin.Object{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, origin.Object{}, err
+	}
+	l := d.lock(bucket, key)
+	l.RLock()
+	f, obj, err := d.openLocked(bucket, key)
+	l.RUnlock()
+	if err != nil {
+		return nil, origin.Object{}, fmt.Errorf("open %s/%s: %w", bucket, truncate(key), err)
+	}
+	if offset < 0 || offset > obj.Size {
+		f.Close()
+		return nil, origin.Object{}, fmt.Errorf("open %s/%s: offset %d outside [0, %d]", bucket, truncate(key), offset, obj.Size)
+	}
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, origin.Object{}, fmt.Errorf("open %s/%s: %w", bucket, truncate(key), err)
+		}
+	}
+	var r io.Reader = f
+	if length >= 0 {
+		r = io.LimitReader(f, length)
+	}
+	return readCloser{r, f}, obj, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, error) {
+	br, err := d.openBucket("", bucket)
+	if err != nil {
+		return nil, origin.Object{}, err
+	}
+	defer br.Close()
+	f, err := br.Open(key)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) || isNotDir(err) {
+			return nil, origin.Object{}, origin.ErrNotFound
+		}
+		return nil, origin.Object{}, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, origin.Object{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, origin.Object{}, origin.ErrNotFound
+	}
+	obj := origin.Object{Bucket: bucket, Key: key, Size: fi.Size(), Modified: fi.ModTime().UTC()}
+	if sc, ok := d.readSidecar(bucket, key); ok && sc.Size == fi.Size() {
+		obj.ETag, obj.MimeType, obj.Modified = sc.ETag, sc.MimeType, sc.Modified
+		return f, obj, nil
+	}
+	// No (or a stale) sidecar, e.g. a file copied into the tree by hand:
+	// compute what it would hold.
+	etag, _, err := ETag(f)
+	if err != nil {
+		f.Close()
+		return nil, origin.Object{}, err
+	}
+	head := make([]byte, 512)
+	n, _ := f.ReadAt(head, 0)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, origin.Object{}, err
+	}
+	obj.ETag, obj.MimeType = etag, detectMime(key, head[:n])
+	return f, obj, nil
+}
+
+func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }
+
+func (d *Dir) readSidecar(bucket, key string) (sidecar, bool) {
+	mr, err := d.openBucket(metaDir, bucket)
+	if err != nil {
+		return sidecar{}, false
+	}
+	defer mr.Close()
+	b, err := mr.ReadFile(key)
+	if err != nil {
+		return sidecar{}, false
+	}
+	var sc sidecar
+	if json.Unmarshal(b, &sc) != nil {
+		return sidecar{}, false
+	}
+	return sc, true
+}
+
+func detectMime(key string, head []byte) string {
+	if ext := path.Ext(key); ext != "" {
+		if t := mime.TypeByExtension(ext); t != "" {
+			return t
+		}
+	}
+	return http.DetectContentType(head)
+}
+
+// headWriter keeps the first 512 bytes written, for content sniffing.
+type headWriter struct{ b []byte }
+
+func (h *headWriter) Write(p []byte) (int, error) {
+	if n := 512 - len(h.b); n > 0 {
+		h.b = append(h.b, p[:min(n, len(p))]...)
+	}
+	return len(p), nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func (d *Dir) tempFile() (*os.File, string, error) {
+	var rnd [12]byte
+	rand.Read(rnd[:])
+	name := tmpDir + "/" + hex.EncodeToString(rnd[:])
+	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	return f, name, err
+}
+
+// writeTemp writes all of r to a new temporary file, fsyncs and closes it.
+func (d *Dir) writeTemp(r io.Reader, also io.Writer) (string, error) {
+	f, name, err := d.tempFile()
+	if err != nil {
+		return "", err
+	}
+	w := io.Writer(f)
+	if also != nil {
+		w = io.MultiWriter(f, also)
+	}
+	_, err = io.Copy(w, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		d.root.Remove(name)
+		return "", err
+	}
+	return name, nil
+}
+
+// Put streams r into bucket/key: to a temporary file while computing the
+// etag, then fsync and rename, so readers see the old object or the new one,
+// never a part. With opts.InsertOnly an existing key fails with ErrExists.
+func (d *Dir) Put(ctx context.Context, bucket, key string, r io.Reader, opts origin.PutOptions) (origin.Object, error) {
+	if err := validate(bucket, key); err != nil {
+		return origin.Object{}, err
+	}
+	fail := func(err error) (origin.Object, error) {
+		return origin.Object{}, fmt.Errorf("put %s/%s: %w", bucket, truncate(key), err)
+	}
+	eh := newEtagHasher()
+	head := &headWriter{}
+	dataTmp, err := d.writeTemp(ctxReader{ctx, r}, io.MultiWriter(eh, head))
+	if err != nil {
+		return fail(err)
+	}
+	defer d.root.Remove(dataTmp) // no-op once renamed
+	mt := opts.MimeType
+	if mt == "" {
+		mt = detectMime(key, head.b)
+	}
+	sc := sidecar{Size: eh.n, ETag: eh.ETag(), MimeType: mt, Modified: time.Now().UTC()}
+	scb, err := json.Marshal(sc)
+	if err != nil {
+		return fail(err)
+	}
+	metaTmp, err := d.writeTemp(strings.NewReader(string(scb)), nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer d.root.Remove(metaTmp)
+
+	l := d.lock(bucket, key)
+	l.Lock()
+	err = d.place(bucket, key, dataTmp, metaTmp, opts.InsertOnly)
+	l.Unlock()
+	if err != nil {
+		return fail(err)
+	}
+	return origin.Object{Bucket: bucket, Key: key, Size: sc.Size, ETag: sc.ETag, MimeType: sc.MimeType, Modified: sc.Modified}, nil
+}
+
+// place renames the temporary files into place; the caller holds the key's lock.
+func (d *Dir) place(bucket, key, dataTmp, metaTmp string, insertOnly bool) error {
+	d.tree.RLock()
+	defer d.tree.RUnlock()
+	objPath := bucket + "/" + key
+	metaPath := metaDir + "/" + bucket + "/" + key
+	if fi, err := d.root.Lstat(objPath); err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("key is a prefix of other objects or not a regular file: %w", origin.ErrExists)
+		}
+		if insertOnly {
+			return origin.ErrExists
+		}
+	}
+	if dir := path.Dir(key); dir != "." {
+		for _, base := range []string{"", metaDir} {
+			if err := d.mkdirInBucket(base, bucket, dir); err != nil {
+				return err
+			}
+		}
+	} else {
+		for _, base := range []string{bucket, metaDir + "/" + bucket} {
+			if err := d.root.MkdirAll(base, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	if err := d.root.Rename(dataTmp, objPath); err != nil {
+		return conflict(err)
+	}
+	if err := d.root.Rename(metaTmp, metaPath); err != nil {
+		return conflict(err)
+	}
+	syncDir(d.root, path.Dir(objPath))
+	return nil
+}
+
+// mkdirInBucket creates the directory dir of a key through a root confined
+// to the bucket, so a symbolic link in the tree cannot lead the write out.
+func (d *Dir) mkdirInBucket(base, bucket, dir string) error {
+	name := bucket
+	if base != "" {
+		name = base + "/" + bucket
+	}
+	if err := d.root.MkdirAll(name, 0o755); err != nil {
+		return err
+	}
+	br, err := d.root.OpenRoot(name)
+	if err != nil {
+		return err
+	}
+	defer br.Close()
+	if err := br.MkdirAll(dir, 0o755); err != nil {
+		return conflict(err)
+	}
+	return nil
+}
+
+// conflict maps "a path component is a file" to ErrExists.
+func conflict(err error) error {
+	if isNotDir(err) || errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.ENOTEMPTY) {
+		return fmt.Errorf("key conflicts with an existing object or prefix: %v: %w", err, origin.ErrExists)
+	}
+	return err
+}
+
+func syncDir(r *os.Root, dir string) {
+	if f, err := r.Open(dir); err == nil {
+		f.Sync()
+		f.Close()
+	}
+}
+
+// Delete removes an object and its sidecar; ErrNotFound when absent.
+func (d *Dir) Delete(ctx context.Context, bucket, key string) error {
+	if err := validate(bucket, key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l := d.lock(bucket, key)
+	l.Lock()
+	defer l.Unlock()
+	br, err := d.openBucket("", bucket)
+	if err != nil {
+		return fmt.Errorf("delete %s/%s: %w", bucket, truncate(key), err)
+	}
+	defer br.Close()
+	fi, err := br.Lstat(key)
+	if err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("delete %s/%s: %w", bucket, truncate(key), origin.ErrNotFound)
+	}
+	if err := br.Remove(key); err != nil {
+		return fmt.Errorf("delete %s/%s: %w", bucket, truncate(key), err)
+	}
+	mr, mErr := d.openBucket(metaDir, bucket)
+	if mErr == nil {
+		defer mr.Close()
+		mr.Remove(key)
+	}
+	// Prune the directories the key leaves empty so the prefix can be a key again.
+	d.tree.Lock()
+	defer d.tree.Unlock()
+	for dir := path.Dir(key); dir != "."; dir = path.Dir(dir) {
+		if br.Remove(dir) != nil {
+			break
+		}
+		if mr != nil {
+			mr.Remove(dir)
+		}
+	}
+	return nil
+}
+
+// List returns the objects of bucket whose keys start with prefix, sorted by
+// key, at most limit of them (limit <= 0: all).
+func (d *Dir) List(ctx context.Context, bucket, prefix string, limit int) ([]origin.Object, error) {
+	if err := dora.ValidateBucketName(bucket); err != nil {
+		return nil, fmt.Errorf("list: bucket: %v: %w", err, origin.ErrBadKey)
+	}
+	br, err := d.openBucket("", bucket)
+	if errors.Is(err, origin.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", bucket, err)
+	}
+	defer br.Close()
+	start := "."
+	if i := strings.LastIndexByte(prefix, '/'); i > 0 {
+		start = prefix[:i]
+		if ValidateKey(start) != nil {
+			return nil, nil // no key can live under an invalid directory
+		}
+	}
+	var keys []string
+	err = fs.WalkDir(br.FS(), start, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if de.IsDir() {
+			if p != "." && !strings.HasPrefix(p+"/", prefix) && !strings.HasPrefix(prefix, p+"/") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if de.Type().IsRegular() && strings.HasPrefix(p, prefix) {
+			keys = append(keys, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", bucket, err)
+	}
+	slices.Sort(keys)
+	if limit > 0 && len(keys) > limit {
+		keys = keys[:limit]
+	}
+	objs := make([]origin.Object, 0, len(keys))
+	for _, k := range keys {
+		obj, err := d.Stat(ctx, bucket, k)
+		if errors.Is(err, origin.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", bucket, err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
