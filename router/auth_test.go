@@ -1,0 +1,149 @@
+package router
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/pool"
+)
+
+func TestPrivateBucketToken(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	e := newEnv(t, func(c *Config) { c.Now = func() time.Time { return now } })
+	e.objs.add("secret", "a/k.txt", "text/plain", []byte("secret data"))
+	future, past := now.Unix()+3600, now.Unix()-1
+	signed := func(base, ak, sk string, deadline int64) string {
+		u := auth.DownloadURL("http://secret.localhost"+base, ak, sk, deadline)
+		return strings.TrimPrefix(u, "http://secret.localhost")
+	}
+	good := signed("/a/k.txt", alice.AccessKey, alice.SecretKey, future)
+	tampered := strings.Replace(good, "e=", "e=1", 1)
+	for _, c := range []struct {
+		name, pathQuery string
+		status          int
+	}{
+		{"valid", good, 200},
+		{"no token", "/a/k.txt", 401},
+		{"expired", signed("/a/k.txt", alice.AccessKey, alice.SecretKey, past), 401},
+		{"tampered deadline", tampered, 401},
+		{"signed for another key", strings.Replace(signed("/a/other", alice.AccessKey, alice.SecretKey, future), "/a/other", "/a/k.txt", 1), 401},
+		{"wrong secret", signed("/a/k.txt", alice.AccessKey, "not-the-sk", future), 401},
+		{"unknown AK", signed("/a/k.txt", "AK-nobody", "whatever", future), 401},
+		{"another account's valid key", signed("/a/k.txt", bob.AccessKey, bob.SecretKey, future), 401},
+		{"malformed token", "/a/k.txt?e=123&token=nocolon", 400},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := e.get("secret.localhost", c.pathQuery)
+			if resp.StatusCode != c.status {
+				t.Fatalf("status %d want %d (%s)", resp.StatusCode, c.status, body)
+			}
+			if c.status == 200 {
+				if string(body) != "secret data" {
+					t.Fatalf("body %q", body)
+				}
+				return
+			}
+			jsonError(t, body)
+		})
+	}
+	// The scheme is signed: a token made for https does not open http.
+	u := auth.DownloadURL("https://secret.localhost/a/k.txt", alice.AccessKey, alice.SecretKey, future)
+	if resp, _ := e.get("secret.localhost", strings.TrimPrefix(u, "https://secret.localhost")); resp.StatusCode != 401 {
+		t.Fatalf("https token over http: %d", resp.StatusCode)
+	}
+}
+
+// TestModeMatrix checks public/protected/private ufops against buckets of
+// the owner, of an account that applied, and of another account.
+func TestModeMatrix(t *testing.T) {
+	e := newEnv(t, nil)
+	g := startExample(t, "grepd")
+	var insts []pool.Instance
+	for _, u := range []dora.Ufop{
+		{Name: "pubufop", Owner: carol.ID, Mode: dora.ModePublic},
+		{Name: "protufop", Owner: carol.ID, Mode: dora.ModeProtected},
+		{Name: "privufop", Owner: carol.ID, Mode: dora.ModePrivate},
+	} {
+		e.ufop(u, dora.ProtocolDora)
+		insts = append(insts, poolInst(u.Name+"-0", u.Name, "v1", g.addr))
+	}
+	e.pool.Update(insts)
+	for _, b := range []string{"carols", "bobs", "photos"} {
+		e.objs.add(b, "f.txt", "text/plain", []byte("keep x\ndrop\n"))
+	}
+	want := map[string]map[string]int{ // ufop → bucket (owner, applied, other) → status
+		"pubufop":  {"carols": 200, "bobs": 200, "photos": 200},
+		"protufop": {"carols": 200, "bobs": 200, "photos": 403},
+		"privufop": {"carols": 200, "bobs": 403, "photos": 403},
+	}
+	for u, row := range want {
+		for b, status := range row {
+			t.Run(u+"/"+b, func(t *testing.T) {
+				resp, body := e.get(b+".localhost", "/f.txt?"+u+"/x")
+				if resp.StatusCode != status {
+					t.Fatalf("status %d want %d (%s)", resp.StatusCode, status, body)
+				}
+				if status == 200 && string(body) != "keep x\n" {
+					t.Fatalf("body %q", body)
+				}
+				if status == 403 {
+					jsonError(t, body)
+					if resp.Header.Get("X-Dora-Step") != "0" {
+						t.Errorf("X-Dora-Step = %q", resp.Header.Get("X-Dora-Step"))
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestSaveAs(t *testing.T) {
+	e := newEnv(t, nil)
+	e.objs.add("photos", "in.txt", "text/plain", []byte("abc"))
+	host := "photos.localhost"
+	saveURL := func(fops, bucket, key, ak, sk string) string {
+		q := fops + "saveas/" + auth.EncodedEntryURI(bucket, key)
+		sign := auth.SaveAsSign(sk, host+"/in.txt?"+q)
+		return "/in.txt?" + q + "/sign/" + ak + ":" + sign
+	}
+	for _, c := range []struct {
+		name, pathQuery string
+		status          int
+		saved           string // bucket/key expected to exist afterwards
+	}{
+		{"qhash saved", saveURL("qhash/md5|", "photos", "out/hash.json", alice.AccessKey, alice.SecretKey), 200, "photos/out/hash.json"},
+		{"copy saved", saveURL("", "photos", "copy.txt", alice.AccessKey, alice.SecretKey), 200, "photos/copy.txt"},
+		{"bad sign", strings.Replace(saveURL("", "photos", "bad.txt", alice.AccessKey, alice.SecretKey), "/sign/AK-alice:", "/sign/AK-alice:AAAA", 1), 401, ""},
+		{"unknown AK", saveURL("", "photos", "u.txt", "AK-nobody", "x"), 401, ""},
+		{"no sign", "/in.txt?saveas/" + auth.EncodedEntryURI("photos", "n.txt"), 401, ""},
+		{"not the signer's bucket", saveURL("", "bobs", "x.txt", alice.AccessKey, alice.SecretKey), 403, ""},
+		{"no such bucket", saveURL("", "nobucket", "x.txt", alice.AccessKey, alice.SecretKey), 404, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := e.get(host, c.pathQuery)
+			if resp.StatusCode != c.status {
+				t.Fatalf("status %d want %d (%s)", resp.StatusCode, c.status, body)
+			}
+			if c.status != 200 {
+				jsonError(t, body)
+				return
+			}
+			b, k, _ := strings.Cut(c.saved, "/")
+			got, ok := e.objs.get(b, k)
+			if !ok {
+				t.Fatalf("%s not saved", c.saved)
+			}
+			if string(got) != string(body) {
+				t.Fatalf("saved %q, served %q", got, body)
+			}
+		})
+	}
+	_, hash := e.get(host, "/in.txt?qhash/md5")
+	if want := fmt.Sprintf(`"hash":"%s"`, "900150983cd24fb0d6963f7d28e17f72"); !strings.Contains(string(hash), want) {
+		t.Fatalf("qhash body %s", hash)
+	}
+}
