@@ -248,3 +248,34 @@ func TestPolicyFrom(t *testing.T) {
 		t.Errorf("WithLimit(0): %d", p.Ceiling)
 	}
 }
+
+// FuzzDecide checks Decide's invariants on arbitrary input: no panic, the
+// result within [floor, ceiling] for a valid policy, the count held for an
+// invalid one, and the state's Desired equal to the decision.
+func FuzzDecide(f *testing.F) {
+	f.Add(1, 5, 2, 2, 30.0, 100.0, int64(0), 60, 6, int64(0), int64(0))
+	f.Add(0, 3, 0, 0, 0.0, 0.0, int64(4), 0, 0, int64(-5), int64(30))
+	f.Add(2, 1, -3, 9, -1.0, 1e300, int64(-1), -1, 6, int64(90), int64(-90))
+	f.Fuzz(func(t *testing.T, floor, ceiling, ready, desired int, stable, panicAvg float64, waiting int64,
+		stableSec, panicSec int, panicUntil, lastUp int64) {
+		p := pol(floor, ceiling)
+		prev := State{Desired: desired, StartedAt: t0.Add(-time.Hour), LastScaleUp: t0.Add(time.Duration(lastUp) * time.Second)}
+		if panicUntil != 0 {
+			prev.PanicUntil = t0.Add(time.Duration(panicUntil) * time.Second)
+		}
+		in := Input{Ready: ready, Averages: load.Averages{Stable: stable, Panic: panicAvg, StableSeconds: stableSec, PanicSeconds: panicSec, Waiting: waiting}}
+		d := Decide(p, in, prev, t0)
+		if d.State.Desired != d.Desired {
+			t.Fatalf("State.Desired %d != Desired %d", d.State.Desired, d.Desired)
+		}
+		if p.Validate() != nil {
+			if d.Desired != max(desired, 0) || d.Reason != ReasonInvalidPolicy {
+				t.Fatalf("invalid policy: %d (%s)", d.Desired, d.Reason)
+			}
+			return
+		}
+		if d.Desired < floor || d.Desired > ceiling {
+			t.Fatalf("desired %d outside [%d, %d] (%s)", d.Desired, floor, ceiling, d.Reason)
+		}
+	})
+}
