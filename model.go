@@ -92,10 +92,13 @@ func (a Account) HasApplied(ufop string) bool {
 
 // Bucket is a namespace of objects owned by one account.
 type Bucket struct {
-	Name    string    `json:"name"`
-	Owner   string    `json:"owner"` // Account.ID
-	Private bool      `json:"private"`
-	Domains []string  `json:"domains,omitempty"` // extra host names bound to the bucket
+	Name    string   `json:"name"`
+	Owner   string   `json:"owner"` // Account.ID
+	Private bool     `json:"private"`
+	Domains []string `json:"domains,omitempty"` // extra host names bound to the bucket
+	// Mirror is an http(s) URL prefix the router fetches missing objects
+	// from (back-to-source); set by the owner, never taken from a request.
+	Mirror  string    `json:"mirror,omitempty"`
 	Created time.Time `json:"created"`
 }
 
