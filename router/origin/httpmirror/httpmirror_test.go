@@ -1,0 +1,242 @@
+package httpmirror
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/doraproject/dora/router/origin"
+)
+
+var modTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// content serves /base/<path> with http.ServeContent (ranges, HEAD).
+func contentServer(t *testing.T, files map[string]string) (*httptest.Server, *atomic.Int64) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		data, ok := files[r.URL.EscapedPath()]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("ETag", `"etag-1"`)
+		w.Header().Set("Content-Type", "text/plain")
+		http.ServeContent(w, r, "", modTime, strings.NewReader(data))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &hits
+}
+
+func mirrorOf(base string) func(string) (string, bool) {
+	return func(b string) (string, bool) {
+		if b == "photos" {
+			return base, true
+		}
+		return "", false
+	}
+}
+
+func readAll(t *testing.T, m *Mirror, key string, off, n int64) (string, origin.Object, error) {
+	t.Helper()
+	rc, obj, err := m.Open(context.Background(), "photos", key, off, n)
+	if err != nil {
+		return "", obj, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	return string(b), obj, err
+}
+
+func TestOpenAndStat(t *testing.T) {
+	srv, _ := contentServer(t, map[string]string{
+		"/base/a%20b/c%3Fd%23e":    "hello world",
+		"/base/%E6%97%A5%E6%9C%AC": "nihon",
+	})
+	m := New(Config{}, mirrorOf(srv.URL+"/base"))
+	tests := []struct {
+		key    string
+		off, n int64
+		want   string
+	}{
+		{"a b/c?d#e", 0, -1, "hello world"},
+		{"a b/c?d#e", 6, -1, "world"},
+		{"a b/c?d#e", 0, 5, "hello"},
+		{"a b/c?d#e", 2, 3, "llo"},
+		{"日本", 0, -1, "nihon"},
+		{"a b/c?d#e", 0, 0, ""},
+	}
+	for _, tt := range tests {
+		got, obj, err := readAll(t, m, tt.key, tt.off, tt.n)
+		if err != nil {
+			t.Fatalf("Open(%q, %d, %d): %v", tt.key, tt.off, tt.n, err)
+		}
+		if got != tt.want {
+			t.Errorf("Open(%q, %d, %d) = %q, want %q", tt.key, tt.off, tt.n, got, tt.want)
+		}
+		if wantSize := map[string]int64{"日本": 5}[tt.key]; wantSize == 0 && obj.Size != 11 || wantSize != 0 && obj.Size != wantSize {
+			t.Errorf("Open(%q, %d, %d): Size = %d, want the whole object's", tt.key, tt.off, tt.n, obj.Size)
+		}
+		if obj.ETag != "etag-1" || obj.MimeType != "text/plain" || !obj.Modified.Equal(modTime) || obj.Key != tt.key || obj.Bucket != "photos" {
+			t.Errorf("metadata %+v", obj)
+		}
+	}
+	obj, err := m.Stat(context.Background(), "photos", "a b/c?d#e")
+	if err != nil || obj.Size != 11 || obj.ETag != "etag-1" {
+		t.Fatalf("Stat = %+v, %v", obj, err)
+	}
+}
+
+func TestRangeIgnoredByMirror(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "0123456789") // always 200, whole body
+	}))
+	defer srv.Close()
+	m := New(Config{}, mirrorOf(srv.URL))
+	got, _, err := readAll(t, m, "k", 3, 4)
+	if err != nil || got != "3456" {
+		t.Fatalf("got %q, %v; want 3456", got, err)
+	}
+}
+
+func TestNotFoundAndErrors(t *testing.T) {
+	srv, _ := contentServer(t, nil)
+	boom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "boom", http.StatusBadGateway)
+	}))
+	defer boom.Close()
+	ctx := context.Background()
+	m := New(Config{}, mirrorOf(srv.URL))
+	if _, _, err := m.Open(ctx, "photos", "missing", 0, -1); !errors.Is(err, origin.ErrNotFound) {
+		t.Errorf("404: %v", err)
+	}
+	if _, err := m.Stat(ctx, "photos", "missing"); !errors.Is(err, origin.ErrNotFound) {
+		t.Errorf("Stat 404: %v", err)
+	}
+	if _, _, err := m.Open(ctx, "nomirror", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
+		t.Errorf("bucket without mirror: %v", err)
+	}
+	if _, _, err := New(Config{}, nil).Open(ctx, "photos", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
+		t.Errorf("nil mirrorFor: %v", err)
+	}
+	mb := New(Config{}, mirrorOf(boom.URL))
+	if _, _, err := mb.Open(ctx, "photos", "k", 0, -1); err == nil || errors.Is(err, origin.ErrNotFound) || !strings.Contains(err.Error(), "502") {
+		t.Errorf("502: %v", err)
+	}
+	if _, _, err := m.Open(ctx, "photos", "../x", 0, -1); !errors.Is(err, origin.ErrBadKey) {
+		t.Errorf("bad key: %v", err)
+	}
+}
+
+func TestBaseURLs(t *testing.T) {
+	for _, base := range []string{"ftp://h/x", "file:///etc/", "http://", "javascript:alert(1)", "http://h/?q=1", "://bad", "/relative"} {
+		m := New(Config{}, mirrorOf(base))
+		if _, _, err := m.Open(context.Background(), "photos", "k", 0, -1); err == nil || errors.Is(err, origin.ErrNotFound) {
+			t.Errorf("base %q accepted: %v", base, err)
+		}
+	}
+}
+
+func TestSizeCap(t *testing.T) {
+	big := strings.Repeat("x", 100)
+	withLength := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, big) // small bodies get a Content-Length
+	}))
+	defer withLength.Close()
+	chunked := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 10; i++ {
+			io.WriteString(w, big[:10])
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+		}
+	}))
+	defer chunked.Close()
+	ctx := context.Background()
+	m := New(Config{MaxSize: 50}, mirrorOf(withLength.URL))
+	if _, _, err := m.Open(ctx, "photos", "k", 0, -1); !errors.Is(err, origin.ErrTooLarge) {
+		t.Errorf("Content-Length over cap: %v", err)
+	}
+	if _, err := m.Stat(ctx, "photos", "k"); !errors.Is(err, origin.ErrTooLarge) {
+		t.Errorf("Stat over cap: %v", err)
+	}
+	mc := New(Config{MaxSize: 50}, mirrorOf(chunked.URL))
+	rc, obj, err := mc.Open(ctx, "photos", "k", 0, -1)
+	if err != nil {
+		t.Fatalf("chunked Open: %v", err)
+	}
+	defer rc.Close()
+	if obj.Size != -1 {
+		t.Errorf("chunked Size = %d, want -1", obj.Size)
+	}
+	b, err := io.ReadAll(rc)
+	if !errors.Is(err, origin.ErrTooLarge) || len(b) != 50 {
+		t.Errorf("streaming past the cap: %d bytes, %v", len(b), err)
+	}
+	// Exactly at the cap is fine.
+	me := New(Config{MaxSize: 100}, mirrorOf(chunked.URL))
+	got, _, err := readAll(t, me, "k", 0, -1)
+	if err != nil || len(got) != 100 {
+		t.Errorf("at the cap: %d bytes, %v", len(got), err)
+	}
+}
+
+func TestRedirects(t *testing.T) {
+	other, otherHits := contentServer(t, map[string]string{"/k": "stolen"})
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/same":
+			http.Redirect(w, r, "/final", http.StatusFound)
+		case "/final":
+			io.WriteString(w, "ok")
+		case "/away":
+			http.Redirect(w, r, other.URL+"/k", http.StatusFound)
+		case "/loop":
+			http.Redirect(w, r, "/loop", http.StatusFound)
+		}
+	}))
+	defer srv.Close()
+	m := New(Config{Client: &http.Client{}}, mirrorOf(srv.URL))
+	if got, _, err := readAll(t, m, "same", 0, -1); err != nil || got != "ok" {
+		t.Errorf("same-host redirect: %q, %v", got, err)
+	}
+	if _, _, err := readAll(t, m, "away", 0, -1); !errors.Is(err, errOtherHost) {
+		t.Errorf("other-host redirect: %v", err)
+	}
+	if otherHits.Load() != 0 {
+		t.Errorf("the other host was contacted %d times", otherHits.Load())
+	}
+	if _, _, err := readAll(t, m, "loop", 0, -1); err == nil {
+		t.Error("redirect loop followed")
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(bytes.Repeat([]byte("x"), 10))
+		w.(http.Flusher).Flush()
+		select { // stall mid-body until the client gives up
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	m := New(Config{Timeout: 50 * time.Millisecond}, mirrorOf(srv.URL))
+	rc, _, err := m.Open(context.Background(), "photos", "k", 0, -1)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer rc.Close()
+	_, err = io.ReadAll(rc)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("stalled body: %v, want deadline exceeded", err)
+	}
+}
