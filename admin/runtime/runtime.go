@@ -19,6 +19,10 @@ var (
 	// ErrUnsupported: the runtime cannot run this kind of image here (e.g.
 	// an OCI image without a container engine).
 	ErrUnsupported = errors.New("runtime: unsupported")
+	// ErrBusy: the runtime is in the middle of a rollout (e.g. an active
+	// Nomad deployment) and will not scale now; retry later. The
+	// autoscaler treats it as a no-op that starts no cooldown.
+	ErrBusy = errors.New("runtime: busy with a rollout")
 )
 
 // Spec is everything a runtime needs to run one deployment.
