@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/doraproject/dora/router/origin"
@@ -36,7 +37,7 @@ type Config struct {
 type Mirror struct {
 	cfg       Config
 	client    *http.Client
-	mirrorFor func(bucket string) (string, bool)
+	mirrorFor atomic.Pointer[func(bucket string) (string, bool)]
 }
 
 var _ origin.Reader = (*Mirror)(nil)
@@ -55,7 +56,21 @@ func New(cfg Config, mirrorFor func(bucket string) (baseURL string, ok bool)) *M
 		c = *cfg.Client
 	}
 	c.CheckRedirect = sameHostRedirects
-	return &Mirror{cfg: cfg, client: &c, mirrorFor: mirrorFor}
+	m := &Mirror{cfg: cfg, client: &c}
+	m.SetMirrorFor(mirrorFor)
+	return m
+}
+
+// SetMirrorFor replaces the bucket → mirror base URL function (nil: no
+// bucket has a mirror). It lets a Mirror be built before the component that
+// knows the buckets (e.g. pass router.(*Router).MirrorFor once the router
+// exists). Safe to call while requests are in flight.
+func (m *Mirror) SetMirrorFor(fn func(bucket string) (baseURL string, ok bool)) {
+	if fn == nil {
+		m.mirrorFor.Store(nil)
+		return
+	}
+	m.mirrorFor.Store(&fn)
 }
 
 var errOtherHost = errors.New("mirror redirected to another host")
@@ -78,10 +93,11 @@ func (m *Mirror) objectURL(bucket, key string) (string, error) {
 	if err := local.ValidateKey(key); err != nil {
 		return "", err
 	}
-	if m.mirrorFor == nil {
+	fn := m.mirrorFor.Load()
+	if fn == nil {
 		return "", origin.ErrNotFound
 	}
-	base, ok := m.mirrorFor(bucket)
+	base, ok := (*fn)(bucket)
 	if !ok || base == "" {
 		return "", origin.ErrNotFound
 	}

@@ -123,8 +123,13 @@ func TestNotFoundAndErrors(t *testing.T) {
 	if _, _, err := m.Open(ctx, "nomirror", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
 		t.Errorf("bucket without mirror: %v", err)
 	}
-	if _, _, err := New(Config{}, nil).Open(ctx, "photos", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
+	late := New(Config{}, nil)
+	if _, _, err := late.Open(ctx, "photos", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
 		t.Errorf("nil mirrorFor: %v", err)
+	}
+	late.SetMirrorFor(mirrorOf(boom.URL))
+	if _, _, err := late.Open(ctx, "photos", "k", 0, -1); err == nil || !strings.Contains(err.Error(), "502") {
+		t.Errorf("after SetMirrorFor: %v", err)
 	}
 	mb := New(Config{}, mirrorOf(boom.URL))
 	if _, _, err := mb.Open(ctx, "photos", "k", 0, -1); err == nil || errors.Is(err, origin.ErrNotFound) || !strings.Contains(err.Error(), "502") {
