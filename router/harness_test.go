@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/pool"
@@ -206,20 +207,33 @@ func (e *env) putRaw(key, v string) {
 	}
 }
 
-// ufop registers a ufop with an active release and waits until the
-// router's snapshot has it.
+// ufop registers a ufop with an active release speaking proto and waits
+// until the router's snapshot has it.
 func (e *env) ufop(u dora.Ufop, proto dora.Protocol) {
+	e.t.Helper()
+	e.ufopRelease(u, dora.Release{Protocol: proto})
+}
+
+// ufopRelease registers a ufop and its active release.
+func (e *env) ufopRelease(u dora.Ufop, rel dora.Release) {
 	e.t.Helper()
 	if u.ActiveVersion == "" {
 		u.ActiveVersion = "v1"
 	}
-	e.put("releases/"+u.Name+"/"+u.ActiveVersion, dora.Release{Ufop: u.Name, Version: u.ActiveVersion, Protocol: proto})
+	rel.Ufop, rel.Version = u.Name, u.ActiveVersion
+	e.put("releases/"+u.Name+"/"+u.ActiveVersion, rel)
 	e.put("ufops/"+u.Name, u)
 	waitUntil(e.t, "ufop "+u.Name+" in the snapshot", func() bool {
 		got, ok := e.r.meta.Snapshot().Ufop(u.Name)
-		_, rok := e.r.meta.Snapshot().Release(u.Name, u.ActiveVersion)
-		return ok && rok && got == u
+		r, rok := e.r.meta.Snapshot().Release(u.Name, u.ActiveVersion)
+		return ok && rok && got == u && r.Timeouts == rel.Timeouts && r.Protocol == rel.Protocol
 	})
+}
+
+// signedSaveAs returns path?fops+saveas/<entry>/sign/<alice's sign>.
+func signedSaveAs(host, path, fops, bucket, key string) string {
+	q := fops + "saveas/" + auth.EncodedEntryURI(bucket, key)
+	return path + "?" + q + "/sign/" + alice.AccessKey + ":" + auth.SaveAsSign(alice.SecretKey, host+path+"?"+q)
 }
 
 // do sends a request for pathQuery (path and query, verbatim) to host.
@@ -296,8 +310,8 @@ func exampleBin(t *testing.T, name string) string {
 	if p, ok := built[name]; ok {
 		return p
 	}
-	if _, err := os.Stat(filepath.Join("..", "examples", name, "main.go")); err != nil {
-		t.Skipf("example %s not there yet: %v", name, err)
+	if !exampleExists(name) {
+		t.Skipf("example %s not there yet", name)
 	}
 	if buildDir == "" {
 		d, err := os.MkdirTemp("", "router-examples-")
@@ -314,6 +328,12 @@ func exampleBin(t *testing.T, name string) string {
 	}
 	built[name] = out
 	return out
+}
+
+// exampleExists reports whether examples/<name> has its program yet.
+func exampleExists(name string) bool {
+	_, err := os.Stat(filepath.Join("..", "examples", name, "main.go"))
+	return err == nil
 }
 
 // instance is one running example process.

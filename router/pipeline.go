@@ -296,7 +296,11 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	if bs := resp.BodyStream(); bs != nil {
 		rc, _ = bs.(fasthttp.ReadCloserWithError)
 	}
-	sb := &stepBody{rc: rc, ctx: p.ctx, r: r, end: end}
+	size := int64(resp.Header.ContentLength())
+	if size < 0 {
+		size = -1
+	}
+	sb := &stepBody{rc: rc, size: size, ctx: p.ctx, r: r, end: end}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
 		msg, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
@@ -308,10 +312,6 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 			m = st.step.Name + ": " + m
 		}
 		return flow{}, false, &httpError{status: status, msg: m, step: i}
-	}
-	size := int64(resp.Header.ContentLength())
-	if size < 0 {
-		size = -1
 	}
 	return flow{body: sb, size: size, mime: string(resp.Header.ContentType())}, false, nil
 }
@@ -335,6 +335,8 @@ type uopSrc struct {
 // in-flight accounting.
 type stepBody struct {
 	rc     fasthttp.ReadCloserWithError // nil: empty body
+	size   int64                        // Content-Length, -1 unknown
+	n      int64
 	ctx    context.Context
 	r      *Router
 	end    func()
@@ -353,8 +355,14 @@ func (b *stepBody) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := b.rc.Read(p)
+	b.n += int64(n)
 	b.r.metrics.bytesIn.Add(float64(n))
 	switch {
+	case err == io.EOF && b.size >= 0 && b.n != b.size:
+		// fasthttp reports a connection closed before Content-Length
+		// bytes as a plain EOF; a truncated step must fail the stream.
+		err = io.ErrUnexpectedEOF
+		b.err = err
 	case err == io.EOF:
 		b.eof = true
 	case err != nil:
