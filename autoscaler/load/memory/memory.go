@@ -17,9 +17,10 @@
 //     window's seconds that have at least one sample (0 means no data).
 //   - Averages.Waiting is the summed Waiting of the latest second of the
 //     panic window that has a sample.
-//   - A second s is dropped once s+retention <= now: readers ignore it at
-//     once, and Record frees seconds that are past retention relative to
-//     the newest second recorded.
+//   - A second s is dropped once s+retention <= now: Averages ignores it
+//     (with its now argument), and Record, like Redis' key expiry, works on
+//     the wall clock: it drops samples already past retention and frees
+//     expired seconds (at most one pass per second).
 //   - Invalid samples (empty Key.Ufop, zero Time, NaN, infinite or negative
 //     figures) make Record fail without recording anything; windows shorter
 //     than a second or longer than MaxWindow make Averages fail.
@@ -55,9 +56,9 @@ type bucket struct {
 type Store struct {
 	retention time.Duration
 
-	mu     sync.Mutex
-	keys   map[load.Key]map[int64]*bucket // key → unix second → figures
-	newest int64                          // newest second recorded
+	mu        sync.Mutex
+	keys      map[load.Key]map[int64]*bucket // key → unix second → figures
+	lastPrune int64                          // unix second of the last pruning pass
 }
 
 // New returns an empty store that keeps each second for retention (at
@@ -107,17 +108,12 @@ func (s *Store) Record(ctx context.Context, samples []load.Sample) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
+	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, smp := range samples {
 		sec := smp.Time.Unix()
-		if sec > s.newest {
-			s.newest = sec
-		}
-	}
-	for _, smp := range samples {
-		sec := smp.Time.Unix()
-		if s.expired(sec, time.Unix(s.newest, 0)) {
+		if s.expired(sec, now) {
 			continue
 		}
 		secs := s.keys[smp.Key]
@@ -134,7 +130,10 @@ func (s *Store) Record(ctx context.Context, samples []load.Sample) error {
 		b.completed += smp.Completed
 		b.waiting += smp.Waiting
 	}
-	s.pruneLocked()
+	if now.Unix() != s.lastPrune {
+		s.lastPrune = now.Unix()
+		s.pruneLocked(now)
+	}
 	return nil
 }
 
@@ -143,12 +142,11 @@ func (s *Store) expired(sec int64, now time.Time) bool {
 	return !time.Unix(sec, 0).Add(s.retention).After(now)
 }
 
-// pruneLocked frees the seconds past retention relative to the newest one.
-func (s *Store) pruneLocked() {
-	newest := time.Unix(s.newest, 0)
+// pruneLocked frees the seconds past retention at now.
+func (s *Store) pruneLocked(now time.Time) {
 	for k, secs := range s.keys {
 		for sec := range secs {
-			if s.expired(sec, newest) {
+			if s.expired(sec, now) {
 				delete(secs, sec)
 			}
 		}
