@@ -1,0 +1,183 @@
+package cmd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/doraproject/dora"
+)
+
+// ErrBuildFailed is returned by `build` when the build ends FAILED.
+var ErrBuildFailed = errors.New("build failed")
+
+func (a *app) buildCmd() *cobra.Command {
+	var dir string
+	var noWait bool
+	c := &cobra.Command{
+		Use:   "build <ufop> [-dir <dir>] [--no-wait]",
+		Short: "Upload a program package (a directory with ufop.yaml) and build a new version",
+		Long: `build packs the directory (default: the current one; .git is skipped) as
+tar.gz, uploads it and waits for the build, printing its status. A successful
+build N makes the image <ufop>.vN; it does not switch the running version:
+run "qdoractl ufopver <ufop> -c N" for that.`,
+		Example: `  qdoractl build grepd
+  qdoractl build grepd -dir ./examples/grepd
+  qdoractl build grepd --no-wait`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := a.client()
+			if err != nil {
+				return err
+			}
+			ufop := args[0]
+			b, err := cl.Build(cmd.Context(), ufop, dir)
+			if err != nil {
+				return err
+			}
+			if !a.jsonOut {
+				fmt.Fprintf(a.stdout, "Build %s #%d started (image %s)\n", ufop, b.Number, b.Image)
+			}
+			if noWait {
+				return a.show(b, func() error {
+					fmt.Fprintf(a.stdout, "Run `qdoractl imageinfo %s` to follow it\n", ufop)
+					return nil
+				})
+			}
+			last := b.Status
+			b, err = cl.WaitBuild(cmd.Context(), ufop, b.Number, a.pollInterval, func(nb dora.Build) {
+				if nb.Status != last && !a.jsonOut {
+					fmt.Fprintf(a.stdout, "Status: %s\n", nb.Status)
+				}
+				last = nb.Status
+			})
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				if err := a.printJSON(b); err != nil {
+					return err
+				}
+			}
+			if b.Status != dora.BuildSuccess {
+				msg := b.Error
+				if msg == "" {
+					msg = b.Status
+				}
+				return fmt.Errorf("%s #%d: %s; see `qdoractl buildlog %s -v %d`: %w", ufop, b.Number, msg, ufop, b.Number, ErrBuildFailed)
+			}
+			if !a.jsonOut {
+				fmt.Fprintf(a.stdout, "Build success\nUfop: %s\nVersion: %d\nImage: %s\nRun `qdoractl ufopver %s -c %d` to switch to it\n",
+					ufop, b.Number, b.Image, ufop, b.Number)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dir, "dir", ".", "directory holding ufop.yaml")
+	c.Flags().BoolVar(&noWait, "no-wait", false, "return once the upload is accepted")
+	return c
+}
+
+func (a *app) imageinfoCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "imageinfo <ufop>",
+		Short:   "List a ufop's builds (versions, images, statuses)",
+		Example: `  qdoractl imageinfo grepd`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := a.client()
+			if err != nil {
+				return err
+			}
+			bs, err := cl.Builds(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(bs, func() error {
+				rows := make([][]string, 0, len(bs))
+				for _, b := range bs {
+					rows = append(rows, []string{strconv.Itoa(b.Number), b.Image, b.Status, orDash(b.Base),
+						fmtTime(b.Created), fmtTime(b.Finished), orDash(b.Error)})
+				}
+				return a.table([]string{"Version", "Image", "Status", "Base", "Created", "Finished", "Error"}, rows)
+			})
+		},
+	}
+}
+
+func (a *app) buildlogCmd() *cobra.Command {
+	var n int
+	c := &cobra.Command{
+		Use:   "buildlog <ufop> -v <version>",
+		Short: "Print a build's log (the latest build without -v)",
+		Example: `  qdoractl buildlog grepd -v 1
+  qdoractl buildlog grepd`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := a.client()
+			if err != nil {
+				return err
+			}
+			ufop := args[0]
+			if n <= 0 {
+				bs, err := cl.Builds(cmd.Context(), ufop)
+				if err != nil {
+					return err
+				}
+				if len(bs) == 0 {
+					return fmt.Errorf("%s has no build yet", ufop)
+				}
+				for _, b := range bs {
+					n = max(n, b.Number)
+				}
+			}
+			rc, err := cl.BuildLog(cmd.Context(), ufop, n)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			_, err = io.Copy(a.stdout, rc)
+			return err
+		},
+	}
+	c.Flags().IntVarP(&n, "version", "v", 0, "build number")
+	return c
+}
+
+func (a *app) ufopverCmd() *cobra.Command {
+	var n int
+	var protocol string
+	c := &cobra.Command{
+		Use:   "ufopver <ufop> -c <version>",
+		Short: "Switch the running version to build N (blue/green)",
+		Example: `  qdoractl ufopver grepd -c 1
+  qdoractl ufopver wordcount -c 2 --protocol ufop`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if n <= 0 {
+				return usagef("-c <version>: a build number is needed")
+			}
+			cl, err := a.client()
+			if err != nil {
+				return err
+			}
+			u, err := cl.SetVersion(cmd.Context(), args[0], n, protocol)
+			if err != nil {
+				return err
+			}
+			return a.show(u, func() error {
+				fmt.Fprintf(a.stdout, "Ufop %s version switched to %s\n", u.Name, u.ActiveVersion)
+				if u.PreviousVersion != "" {
+					fmt.Fprintf(a.stdout, "%s keeps serving until %s has a healthy instance\n", u.PreviousVersion, u.ActiveVersion)
+				}
+				return nil
+			})
+		},
+	}
+	c.Flags().IntVarP(&n, "current", "c", 0, "build number to switch to")
+	c.Flags().StringVar(&protocol, "protocol", "", "instance protocol of a new release: dora (POST /handler) or ufop (POST /uop)")
+	return c
+}

@@ -1,0 +1,71 @@
+package cmd
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/client"
+)
+
+func TestDeployCommands(t *testing.T) {
+	const id = "deploy-aeff0dc6-b5de-11e6-88be-6c92bf2f06d8"
+	created := time.Date(2016, 11, 29, 2, 51, 10, 0, time.UTC)
+	d := dora.Deployment{ID: id, Ufop: "doraufoptest", Version: "v1", Region: "z0", Expect: 2, Max: 5, Status: "RUNNING", Created: created}
+	f := newFakeAPI(t, map[string]route{
+		"POST /v1/ufops/doraufoptest/deployments":                  reply(202, d),
+		"GET /v1/ufops/doraufoptest/deployments/" + id:             reply(200, client.DeploymentInfo{Deployment: d}),
+		"GET /v1/ufops/doraufoptest/deployments":                   reply(200, []dora.Deployment{d}),
+		"GET /v1/ufops/doraufoptest/deployments/" + id + "/events": reply(200, []client.ScaleEvent{{Time: created, From: 2, To: 4, Reason: "panic: load 35"}}),
+		"POST /v1/ufops/doraufoptest/resize":                       reply(200, d),
+	})
+	r := mustOK(t, runCLI(t, f, "", "deploy", "doraufoptest", "v1", "--region", "z0", "--expect", "2"))
+	want := "Deploy success\nPlease run `qdoractl deploy doraufoptest --id " + id + "` to view you deploy\n" +
+		"Please run `qdoractl release doraufoptest v1 -d` to view you release\n"
+	if r.stdout != want {
+		t.Fatalf("deploy:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	jsonEq(t, f.last(t, "POST /v1/ufops/doraufoptest/deployments").Body, `{"version":"v1","region":"z0","expect":2}`)
+
+	mustOK(t, runCLI(t, f, "", "deploy", "doraufoptest", "v1", "-r", "z0", "-e", "1", "--max", "4", "--target", "7.5", "--activate"))
+	jsonEq(t, f.last(t, "POST /v1/ufops/doraufoptest/deployments").Body, `{"version":"v1","region":"z0","expect":1,"max":4,"target":7.5,"activate":true}`)
+
+	for _, args := range [][]string{{"deploy", "doraufoptest", "--id", id}, {"deploy", "doraufoptest", "-i", id}, {"deploy", "doraufoptest", "--all"}} {
+		r = mustOK(t, runCLI(t, f, "", args...))
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if len(lines) != 2 || !strings.HasPrefix(lines[0], "Version  Expect  Region  Created              Id") {
+			t.Fatalf("%v:\n%s", args, r.stdout)
+		}
+		if !strings.Contains(lines[1], "v1       2       z0      "+created.Local().Format("2006-01-02 15:04:05")+"  "+id+"  RUNNING") {
+			t.Fatalf("%v:\n%s", args, r.stdout)
+		}
+	}
+	r = mustOK(t, runCLI(t, f, "", "deploy", "doraufoptest", "--events", "--id", id))
+	if !strings.Contains(r.stdout, "2     4   panic: load 35") {
+		t.Fatalf("events:\n%s", r.stdout)
+	}
+
+	usage := [][]string{
+		{"deploy", "doraufoptest", "v1", "--region", "z0"},            // no --expect
+		{"deploy", "doraufoptest"},                                    // nothing to do
+		{"deploy", "doraufoptest", "--events"},                        // no --id
+		{"deploy", "doraufoptest", "v1", "-e", "1", "--id", "x"},      // mixed
+		{"deploy", "doraufoptest", "v1", "-e", "1", "--max", "-2"},    // negative
+		{"resize", "doraufoptest"},                                    // no -num
+		{"deploy", "doraufoptest", "v1", "--expect", "two"},           // not a number
+		{"resize", "doraufoptest", "-num", "-1"},                      // negative
+		{"deploy", "doraufoptest", "v1", "v2", "v3", "--expect", "1"}, // too many args
+	}
+	for _, args := range usage {
+		if r := runCLI(t, f, "", args...); r.code != ExitUsage {
+			t.Errorf("%v: want usage error, got %v", args, r)
+		}
+	}
+
+	r = mustOK(t, runCLI(t, f, "", "resize", "doraufoptest", "-num", "3", "--region", "z0"))
+	jsonEq(t, f.last(t, "POST /v1/ufops/doraufoptest/resize").Body, `{"num":3,"region":"z0"}`)
+	if !strings.Contains(r.stdout, "Resize success") {
+		t.Fatalf("resize: %q", r.stdout)
+	}
+}

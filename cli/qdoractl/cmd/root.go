@@ -1,0 +1,307 @@
+// Package cmd is qdoractl's command tree: every command of the Dora quick
+// start and of the older qufopctl guide, as a client of the admin API
+// (admin/client). It is a package of its own so that end-to-end tests can run
+// qdoractl's code in-process: Run(ctx, args, stdin, stdout, stderr).
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+	"gopkg.in/yaml.v3"
+
+	"github.com/doraproject/dora/admin/client"
+)
+
+// DefaultEndpoint is the admin API qdoractl talks to when nothing says otherwise.
+const DefaultEndpoint = "http://127.0.0.1:8090"
+
+// Exit codes.
+const (
+	ExitOK    = 0
+	ExitError = 1 // the command failed (API error, I/O error)
+	ExitUsage = 2 // bad flags or arguments
+)
+
+// Config keys in ~/.qdoractl/config.yaml and their environment variables.
+const (
+	keyEndpoint = "endpoint"
+	keyAK       = "ak"
+	keySK       = "sk"
+)
+
+// ErrNotLoggedIn is returned by commands that need keys when none are set.
+var ErrNotLoggedIn = errors.New("not logged in: run `qdoractl login -u <access key> -p <secret key>` or set DORA_AK and DORA_SK")
+
+// usageError marks errors in how the command was called (exit code 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// app is the state shared by the commands of one root command.
+type app struct {
+	v          *viper.Viper
+	stdout     io.Writer
+	stderr     io.Writer
+	jsonOut    bool
+	configPath string
+	// newClient builds the API client; tests may replace it.
+	newClient func(endpoint, ak, sk string) *client.Client
+	// pollInterval paces the waits (build).
+	pollInterval time.Duration
+}
+
+// NewRootCommand returns qdoractl's command tree writing to stdout and
+// stderr. Run it with Run (which also accepts the seeds' single-dash long
+// flags) or with cobra's Execute after NormalizeArgs.
+func NewRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	a := &app{v: viper.New(), stdout: stdout, stderr: stderr, newClient: client.New, pollInterval: time.Second}
+	root := &cobra.Command{
+		Use:   "qdoractl",
+		Short: "qdoractl manages ufops, buckets and deployments of a Dora platform",
+		Long: `qdoractl is the command-line client of a Dora platform's admin API.
+
+It keeps its endpoint and keys in ~/.qdoractl/config.yaml (written by
+"qdoractl login"); DORA_API, DORA_AK and DORA_SK override the file and --api
+overrides everything. Single-dash long flags of the older qufopctl
+("-num 3", "-index 1", "-mode 1") are accepted.`,
+		Example: `  qdoractl login -u <access key> -p <secret key> --api http://127.0.0.1:8090
+  qdoractl register grepd -m private -d 'it is a test!'
+  qdoractl build grepd -dir ./grepd
+  qdoractl ufopver grepd -c 1
+  qdoractl resize grepd -num 1`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return a.loadConfig(cmd)
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.String("api", "", "admin API endpoint (default "+DefaultEndpoint+"; env DORA_API)")
+	pf.BoolVar(&a.jsonOut, "json", false, "print raw JSON instead of tables")
+	pf.StringVar(&a.configPath, "config-file", "", "config file (default ~/.qdoractl/config.yaml; env QDORACTL_CONFIG)")
+	pf.DurationVar(&a.pollInterval, "poll-interval", time.Second, "how often waits poll the API")
+	_ = pf.MarkHidden("poll-interval")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+
+	root.AddCommand(
+		a.loginCmd(), a.logoutCmd(), a.whoamiCmd(),
+		a.accountCmd(), a.regionCmd(), a.flavorCmd(),
+		a.bucketCmd(), a.putCmd(), a.lsCmd(), a.statCmd(), a.getCmd(), a.rmCmd(),
+		a.registerCmd(), a.unregisterCmd(), a.infoCmd(), a.listCmd(), a.applyCmd(), a.unapplyCmd(),
+		a.buildCmd(), a.imageinfoCmd(), a.buildlogCmd(), a.ufopverCmd(),
+		a.pushCmd(), a.imageCmd(), a.releaseCmd(),
+		a.deployCmd(), a.resizeCmd(),
+		a.instanceCmd("stop"), a.instanceCmd("start"), a.stateCmd(), a.logtailCmd(), a.logCmd(),
+	)
+	for _, c := range root.Commands() {
+		wrapArgs(c)
+	}
+	return root
+}
+
+// wrapArgs marks positional-argument errors as usage errors, recursively.
+func wrapArgs(c *cobra.Command) {
+	if c.Args != nil {
+		orig := c.Args
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := orig(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		wrapArgs(sub)
+	}
+}
+
+// Run runs qdoractl with args (without the program name) and returns the
+// process exit code; errors are printed to stderr with the API's message
+// and request id.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := NewRootCommand(stdout, stderr)
+	root.SetIn(stdin)
+	root.SetArgs(NormalizeArgs(root, args))
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "qdoractl: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
+		fmt.Fprintln(stderr, "Run 'qdoractl --help' for usage.")
+		return ExitUsage
+	}
+	return ExitError
+}
+
+// defaultConfigPath is ~/.qdoractl/config.yaml.
+func defaultConfigPath() (string, error) {
+	if p := os.Getenv("QDORACTL_CONFIG"); p != "" {
+		return p, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("find home directory: %w", err)
+	}
+	return filepath.Join(home, ".qdoractl", "config.yaml"), nil
+}
+
+// loadConfig reads the config file (absent is fine) and binds env and flags.
+func (a *app) loadConfig(cmd *cobra.Command) error {
+	if a.configPath == "" {
+		p, err := defaultConfigPath()
+		if err != nil {
+			return err
+		}
+		a.configPath = p
+	}
+	a.v.SetConfigFile(a.configPath)
+	a.v.SetConfigType("yaml")
+	if err := a.v.ReadInConfig(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		var nf viper.ConfigFileNotFoundError
+		if !errors.As(err, &nf) {
+			return fmt.Errorf("read %s: %w", a.configPath, err)
+		}
+	}
+	a.v.SetDefault(keyEndpoint, DefaultEndpoint)
+	_ = a.v.BindEnv(keyEndpoint, "DORA_API")
+	_ = a.v.BindEnv(keyAK, "DORA_AK")
+	_ = a.v.BindEnv(keySK, "DORA_SK")
+	if f := cmd.Flags().Lookup("api"); f != nil {
+		_ = a.v.BindPFlag(keyEndpoint, f)
+	}
+	return nil
+}
+
+func (a *app) endpoint() string { return a.v.GetString(keyEndpoint) }
+
+// client returns an API client with the configured keys, or ErrNotLoggedIn.
+func (a *app) client() (*client.Client, error) {
+	ak, sk := a.v.GetString(keyAK), a.v.GetString(keySK)
+	if ak == "" || sk == "" {
+		return nil, ErrNotLoggedIn
+	}
+	c := a.newClient(a.endpoint(), ak, sk)
+	if c.Endpoint() == "" {
+		return nil, fmt.Errorf("endpoint %q: %w", a.endpoint(), client.ErrBadEndpoint)
+	}
+	return c, nil
+}
+
+// fileConfig is the config file's content.
+type fileConfig struct {
+	Endpoint string `yaml:"endpoint,omitempty"`
+	AK       string `yaml:"ak,omitempty"`
+	SK       string `yaml:"sk,omitempty"`
+}
+
+// saveConfig writes the config file with mode 0600 in a 0700 directory,
+// atomically.
+func (a *app) saveConfig(fc fileConfig) error {
+	dir := filepath.Dir(a.configPath)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	if filepath.Base(dir) == ".qdoractl" {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("save config: %w", err)
+		}
+	}
+	b, err := yaml.Marshal(fc)
+	if err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".config-*.yaml")
+	if err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save config: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save config: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), a.configPath); err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	return nil
+}
+
+// readFileConfig reads the config file only (no env, no flags).
+func (a *app) readFileConfig() (fileConfig, error) {
+	var fc fileConfig
+	b, err := os.ReadFile(a.configPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return fc, nil
+	}
+	if err != nil {
+		return fc, fmt.Errorf("read %s: %w", a.configPath, err)
+	}
+	if err := yaml.Unmarshal(b, &fc); err != nil {
+		return fc, fmt.Errorf("read %s: %w", a.configPath, err)
+	}
+	return fc, nil
+}
+
+// printJSON writes v as indented JSON.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table writes rows aligned in columns.
+func (a *app) table(header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+// show prints v as JSON when --json, else calls text.
+func (a *app) show(v any, text func() error) error {
+	if a.jsonOut {
+		return a.printJSON(v)
+	}
+	return text()
+}
+
+// fmtTime renders a time as the seeds do ("2016-11-28 20:19:05"), local.
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
