@@ -18,9 +18,10 @@
 //   - Averages.Waiting is the summed Waiting of the latest second of the
 //     panic window that has a sample.
 //   - A second s is dropped once s+retention <= now: Averages ignores it
-//     (with its now argument), and Record, like Redis' key expiry, works on
-//     the wall clock: it drops samples already past retention and frees
-//     expired seconds (at most one pass per second).
+//     (with its now argument), and Record frees the seconds past retention
+//     relative to the newest second recorded so far. The store never reads
+//     the wall clock, so tests may drive it with a fake one; in one process
+//     all samples come from one clock, so the newest second is "now".
 //   - Invalid samples (empty Key.Ufop, zero Time, NaN, infinite or negative
 //     figures) make Record fail without recording anything; windows shorter
 //     than a second or longer than MaxWindow make Averages fail.
@@ -58,7 +59,8 @@ type Store struct {
 
 	mu        sync.Mutex
 	keys      map[load.Key]map[int64]*bucket // key → unix second → figures
-	lastPrune int64                          // unix second of the last pruning pass
+	newest    int64                          // newest second recorded
+	lastPrune int64                          // newest second at the last pruning pass
 }
 
 // New returns an empty store that keeps each second for retention (at
@@ -108,12 +110,17 @@ func (s *Store) Record(ctx context.Context, samples []load.Sample) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
-	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, smp := range samples {
 		sec := smp.Time.Unix()
-		if s.expired(sec, now) {
+		if sec > s.newest {
+			s.newest = sec
+		}
+	}
+	for _, smp := range samples {
+		sec := smp.Time.Unix()
+		if s.expired(sec, time.Unix(s.newest, 0)) {
 			continue
 		}
 		secs := s.keys[smp.Key]
@@ -130,9 +137,9 @@ func (s *Store) Record(ctx context.Context, samples []load.Sample) error {
 		b.completed += smp.Completed
 		b.waiting += smp.Waiting
 	}
-	if now.Unix() != s.lastPrune {
-		s.lastPrune = now.Unix()
-		s.pruneLocked(now)
+	if s.newest != s.lastPrune { // at most one pass per new second
+		s.lastPrune = s.newest
+		s.pruneLocked()
 	}
 	return nil
 }
@@ -142,11 +149,12 @@ func (s *Store) expired(sec int64, now time.Time) bool {
 	return !time.Unix(sec, 0).Add(s.retention).After(now)
 }
 
-// pruneLocked frees the seconds past retention at now.
-func (s *Store) pruneLocked(now time.Time) {
+// pruneLocked frees the seconds past retention relative to the newest one.
+func (s *Store) pruneLocked() {
+	newest := time.Unix(s.newest, 0)
 	for k, secs := range s.keys {
 		for sec := range secs {
-			if s.expired(sec, now) {
+			if s.expired(sec, newest) {
 				delete(secs, sec)
 			}
 		}
