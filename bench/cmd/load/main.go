@@ -1,0 +1,219 @@
+// Command load is Dora's HTTP load generator: a fasthttp client that sends
+// one request shape as fast as -c workers can for -d (or -n requests), then
+// prints requests/s and latency percentiles, or, with -stream, the bytes
+// and MB/s of streamed responses (a response body is read in chunks and
+// discarded, so a 1 GiB body costs the tool no memory).
+//
+//	load -url 'http://127.0.0.1:8080/k?passthru' -host photos.localhost -c 32 -d 10s
+//	load -url 'http://127.0.0.1:9100/handler?cmd=passthru' -method POST -body small.bin
+//	load -url 'http://127.0.0.1:8080/big?passthru|passthru|passthru' -host b.localhost -n 1 -stream
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+type options struct {
+	url, host, method, bodyFile, label string
+	conc, n                            int
+	dur                                time.Duration
+	stream                             bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.url, "url", "", "request URL (path and query sent verbatim)")
+	flag.StringVar(&o.host, "host", "", "Host header (default: the URL's host)")
+	flag.StringVar(&o.method, "method", "GET", "request method")
+	flag.StringVar(&o.bodyFile, "body", "", "file sent as the request body")
+	flag.StringVar(&o.label, "label", "", "label printed before the figures")
+	flag.IntVar(&o.conc, "c", 16, "concurrent workers")
+	flag.IntVar(&o.n, "n", 0, "total requests (0: run for -d)")
+	flag.DurationVar(&o.dur, "d", 10*time.Second, "duration when -n is 0")
+	flag.BoolVar(&o.stream, "stream", false, "stream response bodies and report MB/s")
+	flag.Parse()
+	if err := run(o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(1)
+	}
+}
+
+// result is what the workers measured.
+type result struct {
+	ok, failed int64
+	bytes      int64
+	elapsed    time.Duration
+	lat        []time.Duration
+	firstErr   string
+}
+
+func run(o options, out io.Writer) error {
+	u, err := url.Parse(o.url)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("bad -url %q", o.url)
+	}
+	var body []byte
+	if o.bodyFile != "" {
+		if body, err = os.ReadFile(o.bodyFile); err != nil {
+			return err
+		}
+	}
+	if o.conc < 1 {
+		o.conc = 1
+	}
+	if o.n > 0 && o.conc > o.n {
+		o.conc = o.n
+	}
+	hc := &fasthttp.HostClient{
+		Addr:                u.Host,
+		MaxConns:            o.conc * 2,
+		ReadTimeout:         10 * time.Minute,
+		WriteTimeout:        time.Minute,
+		StreamResponseBody:  o.stream,
+		MaxResponseBodySize: 64 << 20,
+		ReadBufferSize:      16 << 10,
+	}
+	host := o.host
+	if host == "" {
+		host = u.Host
+	}
+	uri := u.RequestURI()
+	if u.RawQuery != "" {
+		uri = u.EscapedPath() + "?" + u.RawQuery
+	}
+
+	var (
+		mu       sync.Mutex
+		res      result
+		issued   atomic.Int64
+		deadline = time.Now().Add(o.dur)
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	for range o.conc {
+		wg.Go(func() {
+			req := fasthttp.AcquireRequest()
+			resp := fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			lat := make([]time.Duration, 0, 1<<14)
+			var ok, failed, nbytes int64
+			var firstErr string
+			buf := make([]byte, 256<<10)
+			for {
+				if o.n > 0 {
+					if issued.Add(1) > int64(o.n) {
+						break
+					}
+				} else if time.Now().After(deadline) {
+					break
+				}
+				req.Reset()
+				req.SetRequestURI(uri)
+				req.UseHostHeader = true
+				req.Header.SetHost(host)
+				req.Header.SetMethod(o.method)
+				if body != nil {
+					req.SetBodyRaw(body)
+				}
+				t0 := time.Now()
+				err := hc.Do(req, resp)
+				var n int64
+				if err == nil {
+					n, err = drain(resp, buf)
+				}
+				d := time.Since(t0)
+				if err == nil && resp.StatusCode() != 200 {
+					err = fmt.Errorf("status %d: %.200s", resp.StatusCode(), resp.Body())
+				}
+				if err != nil {
+					failed++
+					if firstErr == "" {
+						firstErr = err.Error()
+					}
+					continue
+				}
+				ok++
+				nbytes += n
+				lat = append(lat, d)
+			}
+			mu.Lock()
+			res.ok += ok
+			res.failed += failed
+			res.bytes += nbytes
+			res.lat = append(res.lat, lat...)
+			if res.firstErr == "" {
+				res.firstErr = firstErr
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	report(out, o, res)
+	if res.ok == 0 {
+		return errors.New("no request succeeded: " + res.firstErr)
+	}
+	return nil
+}
+
+// drain reads the response body (streamed or not) and returns its size.
+func drain(resp *fasthttp.Response, buf []byte) (int64, error) {
+	if s := resp.BodyStream(); s != nil {
+		var n int64
+		for {
+			m, err := s.Read(buf)
+			n += int64(m)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				resp.CloseBodyStream()
+				return n, err
+			}
+		}
+		return n, resp.CloseBodyStream()
+	}
+	return int64(len(resp.Body())), nil
+}
+
+func pct(lat []time.Duration, p float64) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	i := int(float64(len(lat)-1) * p)
+	return lat[i]
+}
+
+func report(w io.Writer, o options, r result) {
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	slices.Sort(r.lat)
+	secs := r.elapsed.Seconds()
+	label := o.label
+	if label == "" {
+		label = o.url
+	}
+	if o.stream {
+		fmt.Fprintf(bw, "%-28s %8d ok %4d failed  %10.1f MB  %8.1f MB/s  in %.2fs\n",
+			label, r.ok, r.failed, float64(r.bytes)/1e6, float64(r.bytes)/1e6/secs, secs)
+	} else {
+		fmt.Fprintf(bw, "%-28s %8d ok %4d failed  %9.0f req/s  p50 %8s  p99 %8s\n",
+			label, r.ok, r.failed, float64(r.ok)/secs, pct(r.lat, 0.50).Round(time.Microsecond), pct(r.lat, 0.99).Round(time.Microsecond))
+	}
+	if r.failed > 0 {
+		fmt.Fprintf(bw, "%-28s first error: %s\n", "", r.firstErr)
+	}
+}
