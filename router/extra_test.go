@@ -1,0 +1,132 @@
+package router
+
+import (
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router/origin/httpmirror"
+)
+
+func TestMirrorFallback(t *testing.T) {
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/remote/a.txt" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("from the mirror\n"))
+	}))
+	defer src.Close()
+	m := httpmirror.New(httpmirror.Config{Timeout: 5 * time.Second, MaxSize: 1 << 20}, nil)
+	e := newEnv(t, func(c *Config) { c.Mirror = m })
+	m.SetMirrorFor(e.r.MirrorFor)
+	e.put("buckets/mirrored", dora.Bucket{Name: "mirrored", Owner: alice.ID, Mirror: src.URL + "/remote/"})
+	waitUntil(t, "mirrored bucket", func() bool { _, ok := e.r.MirrorFor("mirrored"); return ok })
+	e.objs.add("mirrored", "local.txt", "text/plain", []byte("local\n"))
+	for _, c := range []struct {
+		path, query string
+		status      int
+		body        string
+	}{
+		{"/local.txt", "", 200, "local\n"},
+		{"/a.txt", "", 200, "from the mirror\n"},
+		{"/a.txt", "qhash/md5", 200, md5hex("from the mirror\n")},
+		{"/missing.txt", "", 404, ""},
+	} {
+		pq := c.path
+		if c.query != "" {
+			pq += "?" + c.query
+		}
+		resp, body := e.get("mirrored.localhost", pq)
+		if resp.StatusCode != c.status || !strings.Contains(string(body), c.body) {
+			t.Errorf("%s: %d %q want %d %q", pq, resp.StatusCode, body, c.status, c.body)
+		}
+	}
+	// A bucket without a mirror never reaches it.
+	if resp, _ := e.get("photos.localhost", "/a.txt"); resp.StatusCode != 404 {
+		t.Errorf("bucket without mirror: %d", resp.StatusCode)
+	}
+}
+
+// TestPreviousVersionServesDuringSwitch: while the active version has no
+// healthy instance, the previous one serves; once it has, it takes over.
+func TestPreviousVersionServesDuringSwitch(t *testing.T) {
+	e := newEnv(t, nil)
+	g := startExample(t, "grepd")
+	e.put("releases/grepd/v1", dora.Release{Ufop: "grepd", Version: "v1"})
+	e.ufop(dora.Ufop{Name: "grepd", Owner: alice.ID, ActiveVersion: "v2", PreviousVersion: "v1"}, dora.ProtocolDora)
+	e.objs.add("photos", "t.txt", "text/plain", []byte("a x\nb\n"))
+	e.pool.Update([]pool.Instance{poolInst("old", "grepd", "v1", g.addr)})
+	if resp, body := e.get("photos.localhost", "/t.txt?grepd/x"); resp.StatusCode != 200 || string(body) != "a x\n" {
+		t.Fatalf("during the switch: %d %q", resp.StatusCode, body)
+	}
+	e.pool.Update([]pool.Instance{poolInst("old", "grepd", "v1", g.addr), poolInst("new", "grepd", "v2", g.addr)})
+	if resp, body := e.get("photos.localhost", "/t.txt?grepd/x"); resp.StatusCode != 200 || string(body) != "a x\n" {
+		t.Fatalf("after the switch: %d %q", resp.StatusCode, body)
+	}
+	hs := e.pool.Hosts(pool.Key{Ufop: "grepd", Version: "v2", Region: "z0"})
+	waitUntil(t, "v2 load recorded", func() bool {
+		for _, s := range e.load.all() {
+			if s.Key.Version == "v2" && s.Completed > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if len(hs) != 1 {
+		t.Fatalf("v2 hosts %d", len(hs))
+	}
+}
+
+func TestLoadCountersTimeWeighted(t *testing.T) {
+	base := time.Unix(1000, 0)
+	l := newLoadCounters(base)
+	k := load.Key{Ufop: "u", Version: "v1", Region: "z0"}
+	at := func(ms int) time.Time { return base.Add(time.Duration(ms) * time.Millisecond) }
+	// Second [0,1000): call A runs 0-500, call B runs 250-1000+ (ends at 1500).
+	a := l.begin(k, at(0))
+	b := l.begin(k, at(250))
+	l.end(a, at(500))
+	s1 := l.snapshot(at(0), at(1000))
+	// Second [1000,2000): B until 1500, C 1800-1900, one waiting refusal.
+	l.end(b, at(1500))
+	c := l.begin(k, at(1800))
+	l.end(c, at(1900))
+	l.waiting(k, at(1950))
+	s2 := l.snapshot(at(1000), at(2000))
+	for _, cse := range []struct {
+		got       []load.Sample
+		conc      float64
+		completed int64
+		waiting   int64
+	}{
+		{s1, (500 + 750) / 1000.0, 1, 0},
+		{s2, (500 + 100) / 1000.0, 2, 1},
+	} {
+		if len(cse.got) != 1 {
+			t.Fatalf("samples %v", cse.got)
+		}
+		s := cse.got[0]
+		if math.Abs(s.Concurrency-cse.conc) > 1e-9 || s.Completed != cse.completed || s.Waiting != cse.waiting || s.Key != k {
+			t.Errorf("sample %+v want concurrency %v completed %d waiting %d", s, cse.conc, cse.completed, cse.waiting)
+		}
+	}
+	if !s1[0].Time.Equal(base) || !s2[0].Time.Equal(at(1000)) {
+		t.Errorf("sample times %v %v", s1[0].Time, s2[0].Time)
+	}
+	// An idle key keeps reporting zeros, then is forgotten after ten minutes.
+	if s := l.snapshot(at(2000), at(3000)); len(s) != 1 || s[0].Concurrency != 0 || s[0].Completed != 0 {
+		t.Errorf("idle sample %+v", s)
+	}
+	l.snapshot(at(3000), at(700_000))
+	if s := l.snapshot(at(700_000), at(701_000)); len(s) != 0 {
+		t.Errorf("idle key not forgotten: %+v", s)
+	}
+}
