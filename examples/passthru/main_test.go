@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+func TestListenAddr(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, ":9100"},
+		{map[string]string{"PORT_HTTP": "81"}, ":81"},
+		{map[string]string{"PORT": "80", "PORT_HTTP": "81", "HOST": "127.0.0.1"}, "127.0.0.1:80"},
+	}
+	for _, tt := range tests {
+		if got := listenAddr(func(k string) string { return tt.env[k] }); got != tt.want {
+			t.Errorf("listenAddr(%v) = %q, want %q", tt.env, got, tt.want)
+		}
+	}
+}
+
+func TestHandler(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "image/png")
+		w.Write(payload)
+	}))
+	defer src.Close()
+	srv := httptest.NewServer(newHandler(src.Client()))
+	defer srv.Close()
+
+	tests := []struct {
+		name       string
+		path       string
+		body       []byte
+		ctype      string
+		wantStatus int
+		wantBody   []byte
+		wantType   string
+	}{
+		{"body input", "/handler?cmd=passthru", []byte("hello"), "text/plain", 200, []byte("hello"), "text/plain"},
+		{"empty body", "/handler?cmd=passthru", nil, "", 200, []byte{}, "application/octet-stream"},
+		{"url input", "/handler?cmd=passthru&url=" + url.QueryEscape(src.URL+"/a"), []byte("ignored"), "", 200, payload, "image/png"},
+		{"url 404", "/handler?cmd=passthru&url=" + url.QueryEscape(src.URL+"/missing"), nil, "", 502, nil, ""},
+		{"bad url", "/handler?cmd=passthru&url=%3A", nil, "", 400, nil, ""},
+		{"uop", "/uop", []byte(`{"cmd":"passthru","src":{"url":"` + src.URL + `/a","mimetype":"image/x"}}`), "application/json", 200, payload, "image/x"},
+		{"uop no url", "/uop", []byte(`{"cmd":"passthru"}`), "application/json", 400, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := srv.Client().Post(srv.URL+tt.path, tt.ctype, bytes.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tt.wantStatus, b)
+			}
+			if tt.wantStatus != 200 {
+				return
+			}
+			if !bytes.Equal(b, tt.wantBody) {
+				t.Fatalf("body: got %d bytes, want %d", len(b), len(tt.wantBody))
+			}
+			if got := resp.Header.Get("Content-Type"); got != tt.wantType {
+				t.Fatalf("content type %q, want %q", got, tt.wantType)
+			}
+		})
+	}
+}
+
+func TestHealth(t *testing.T) {
+	rec := httptest.NewRecorder()
+	newHandler(http.DefaultClient).ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "ok") {
+		t.Fatalf("health: %d %q", rec.Code, rec.Body.String())
+	}
+}
