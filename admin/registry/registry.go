@@ -1,0 +1,744 @@
+// Package registry is the platform's OCI distribution registry, mounted by
+// the admin process at /v2/: `qdoractl push ufopdemo:v1` writes
+// <account id>/ufopdemo:v1 here and releases then name the image
+// "ufopdemo:v1".
+//
+// It wraps go-containerregistry's pkg/registry and adds what a shared,
+// restartable registry needs:
+//
+//   - HTTP Basic authentication on every /v2/ request (user AK, password
+//     SK, checked by Config.Authenticate); an account may only push and pull
+//     repositories under its own account id (403 otherwise);
+//   - blobs on disk, content-addressed, each linked to the accounts that
+//     uploaded it (a digest alone does not give access to another account's
+//     layer);
+//   - blob uploads (POST/PATCH/PUT) streamed to temporary files here rather
+//     than buffered in memory as pkg/registry does, with a size cap;
+//   - manifests persisted: pkg/registry keeps them in memory only, so every
+//     accepted manifest PUT is also written to disk (its bytes as a blob,
+//     plus a small record under manifests/<repo>/_refs/<tag or digest>) and
+//     replayed into pkg/registry when New starts. Tags are also recorded in
+//     the metadata store under images/<owner>/<name:tag> for ListImages.
+package registry
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/doraproject/dora/admin/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBlobBytes     = 8 << 30
+	DefaultMaxManifestBytes = 4 << 20
+	// uploadTTL: an upload session idle longer than this is dropped.
+	uploadTTL = time.Hour
+)
+
+// Config configures the registry.
+type Config struct {
+	// Dir holds blobs, uploads in progress and manifest records.
+	Dir string
+	// Store receives images/<owner>/<name:tag> records.
+	Store store.Store
+	// Authenticate maps Basic credentials (AK, SK) to an account id; any
+	// error means 401.
+	Authenticate func(ctx context.Context, user, pass string) (accountID string, err error)
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
+	// MaxBlobBytes caps one blob (DefaultMaxBlobBytes when 0).
+	MaxBlobBytes int64
+	// MaxManifestBytes caps one manifest (DefaultMaxManifestBytes when 0).
+	MaxManifestBytes int64
+	// Now stamps image records; time.Now when nil.
+	Now func() time.Time
+}
+
+// ImageRecord is the value stored under images/<owner>/<name:tag>.
+type ImageRecord struct {
+	Name       string    `json:"name"`       // "ufopdemo:v1", without the owner
+	Repository string    `json:"repository"` // "<owner>/ufopdemo"
+	Tag        string    `json:"tag"`
+	Digest     string    `json:"digest"` // manifest digest
+	MediaType  string    `json:"mediaType"`
+	Size       int64     `json:"size"` // manifest size
+	Created    time.Time `json:"created"`
+	Ref        string    `json:"ref,omitempty"`
+}
+
+// Image is one pushed image as GET /v1/images lists it (JSON-compatible
+// with the admin's image listing).
+type Image struct {
+	Name    string    `json:"name"`
+	Kind    string    `json:"kind"` // always "oci"
+	Digest  string    `json:"digest,omitempty"`
+	Created time.Time `json:"created"`
+	Ref     string    `json:"ref,omitempty"`
+}
+
+// ListImages lists the images owner pushed, from the store records, sorted
+// by name.
+func ListImages(ctx context.Context, st store.Store, owner string) ([]Image, error) {
+	if !validOwner(owner) {
+		return nil, fmt.Errorf("list images: bad owner %q", owner)
+	}
+	prefix := store.PrefixImages + owner + "/"
+	kvs, err := st.List(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("list images of %s: %w", owner, err)
+	}
+	out := make([]Image, 0, len(kvs))
+	for _, kv := range kvs {
+		var rec ImageRecord
+		_ = json.Unmarshal(kv.Value, &rec) // an unreadable record still names an image
+		out = append(out, Image{Name: strings.TrimPrefix(kv.Key, prefix), Kind: "oci", Digest: rec.Digest, Created: rec.Created, Ref: rec.Ref})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+var (
+	ownerRE     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	componentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
+	tagRE       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+)
+
+func validOwner(s string) bool { return ownerRE.MatchString(s) }
+
+// Registry is the handler New returns.
+type Registry struct {
+	cfg   Config
+	log   *slog.Logger
+	blobs *diskBlobs
+	inner http.Handler
+
+	mu      sync.Mutex
+	uploads map[string]*upload
+}
+
+// upload is a blob upload session.
+type upload struct {
+	mu      sync.Mutex
+	repo    string
+	path    string
+	f       *os.File
+	h       hash.Hash
+	size    int64
+	touched time.Time
+}
+
+// New builds the registry handler over cfg.Dir and replays the persisted
+// manifests.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Dir == "" || cfg.Store == nil || cfg.Authenticate == nil {
+		return nil, errors.New("registry: Dir, Store and Authenticate are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxBlobBytes <= 0 {
+		cfg.MaxBlobBytes = DefaultMaxBlobBytes
+	}
+	if cfg.MaxManifestBytes <= 0 {
+		cfg.MaxManifestBytes = DefaultMaxManifestBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	blobs, err := newDiskBlobs(cfg.Dir, cfg.MaxBlobBytes)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "registry"),
+		blobs:   blobs,
+		uploads: map[string]*upload{},
+	}
+	r.inner = ggcr.New(ggcr.WithBlobHandler(blobs), ggcr.Logger(slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)))
+	if err := r.replay(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// ociError writes the distribution spec's error body.
+func ociError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
+}
+
+// route is a parsed /v2/ path.
+type route struct {
+	kind   string // "base", "catalog", "blob", "upload", "manifest", "tags", "other"
+	repo   string
+	target string // digest, tag, upload id
+}
+
+func parseRoute(p string) (route, bool) {
+	if p == "/v2" || p == "/v2/" {
+		return route{kind: "base"}, true
+	}
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return route{}, false
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	if rest == "_catalog" {
+		return route{kind: "catalog"}, true
+	}
+	e := strings.Split(rest, "/")
+	n := len(e)
+	switch {
+	case n >= 3 && e[n-2] == "blobs" && e[n-1] == "uploads":
+		return route{kind: "upload", repo: strings.Join(e[:n-2], "/")}, true
+	case n >= 4 && e[n-3] == "blobs" && e[n-2] == "uploads":
+		return route{kind: "upload", repo: strings.Join(e[:n-3], "/"), target: e[n-1]}, true
+	case n >= 3 && e[n-2] == "blobs":
+		return route{kind: "blob", repo: strings.Join(e[:n-2], "/"), target: e[n-1]}, true
+	case n >= 3 && e[n-2] == "manifests":
+		return route{kind: "manifest", repo: strings.Join(e[:n-2], "/"), target: e[n-1]}, true
+	case n >= 3 && e[n-2] == "tags" && e[n-1] == "list":
+		return route{kind: "tags", repo: strings.Join(e[:n-2], "/")}, true
+	}
+	return route{kind: "other"}, true
+}
+
+// validRepo checks "<owner>/<name>[/<name>...]".
+func validRepo(repo string) bool {
+	parts := strings.Split(repo, "/")
+	if len(parts) < 2 || !validOwner(parts[0]) || len(repo) > 255 {
+		return false
+	}
+	for _, c := range parts[1:] {
+		if !componentRE.MatchString(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// ServeHTTP authenticates, authorises and dispatches a /v2/ request.
+func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	rt, ok := parseRoute(req.URL.Path)
+	if !ok {
+		ociError(w, http.StatusNotFound, "NAME_UNKNOWN", "not a registry path")
+		return
+	}
+	user, pass, hasAuth := req.BasicAuth()
+	var account string
+	var err error
+	if hasAuth {
+		account, err = r.cfg.Authenticate(req.Context(), user, pass)
+	}
+	if !hasAuth || err != nil {
+		w.Header().Set("WWW-Authenticate", `Basic realm="dora"`)
+		msg := "authentication required: basic auth with your access key and secret key"
+		if err != nil {
+			msg = "authentication failed"
+		}
+		ociError(w, http.StatusUnauthorized, "UNAUTHORIZED", msg)
+		return
+	}
+	switch rt.kind {
+	case "base":
+		w.WriteHeader(http.StatusOK)
+		return
+	case "catalog":
+		r.catalog(w, req, account)
+		return
+	case "other":
+		ociError(w, http.StatusNotFound, "UNSUPPORTED", "unknown registry path")
+		return
+	}
+	if !validRepo(rt.repo) {
+		ociError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("repository %q: want <account id>/<name>", rt.repo))
+		return
+	}
+	if ownerOf(rt.repo) != account {
+		ociError(w, http.StatusForbidden, "DENIED", fmt.Sprintf("repository %s belongs to another account; push to %s/<name>", rt.repo, account))
+		return
+	}
+	switch rt.kind {
+	case "upload":
+		r.handleUpload(w, req, rt)
+	case "manifest":
+		r.handleManifest(w, req, rt)
+	default:
+		r.inner.ServeHTTP(w, req)
+	}
+}
+
+func (r *Registry) catalog(w http.ResponseWriter, req *http.Request, account string) {
+	imgs, err := ListImages(req.Context(), r.cfg.Store, account)
+	if err != nil {
+		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		return
+	}
+	seen := map[string]bool{}
+	repos := []string{}
+	for _, im := range imgs {
+		name, _, _ := strings.Cut(im.Name, ":")
+		if repo := account + "/" + name; !seen[repo] {
+			seen[repo] = true
+			repos = append(repos, repo)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"repositories": repos})
+}
+
+// handleUpload serves the blob upload protocol, streaming to disk.
+func (r *Registry) handleUpload(w http.ResponseWriter, req *http.Request, rt route) {
+	defer req.Body.Close()
+	switch {
+	case req.Method == http.MethodPost && rt.target == "":
+		if d := req.URL.Query().Get("digest"); d != "" {
+			r.monolithic(w, req, rt, d)
+			return
+		}
+		_, id, err := r.newSession(rt.repo)
+		if err != nil {
+			ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			return
+		}
+		r.uploadAccepted(w, rt.repo, id, 0, http.StatusAccepted)
+	case rt.target == "":
+		ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "start an upload with POST")
+	case req.Method == http.MethodPatch:
+		u, ok := r.session(rt.repo, rt.target)
+		if !ok {
+			ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+			return
+		}
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if cr := req.Header.Get("Content-Range"); cr != "" {
+			start, _, _ := strings.Cut(cr, "-")
+			if s, err := strconv.ParseInt(strings.TrimSpace(start), 10, 64); err != nil || s != u.size {
+				ociError(w, http.StatusRequestedRangeNotSatisfiable, "BLOB_UPLOAD_INVALID", fmt.Sprintf("Content-Range %q does not continue at %d", cr, u.size))
+				return
+			}
+		}
+		if err := r.appendTo(u, req.Body); err != nil {
+			r.uploadFailed(w, rt.target, err)
+			return
+		}
+		r.uploadAccepted(w, rt.repo, rt.target, u.size, http.StatusAccepted)
+	case req.Method == http.MethodPut:
+		u, ok := r.session(rt.repo, rt.target)
+		if !ok {
+			ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+			return
+		}
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		h, err := v1.NewHash(req.URL.Query().Get("digest"))
+		if err != nil || checkHash(h) != nil {
+			ociError(w, http.StatusBadRequest, "DIGEST_INVALID", "digest must be sha256:<64 hex>")
+			return
+		}
+		if err := r.appendTo(u, req.Body); err != nil {
+			r.uploadFailed(w, rt.target, err)
+			return
+		}
+		// The session ends here whatever happens; a committed file has been
+		// renamed away before dropSession removes the temporary path.
+		defer r.dropSession(rt.target)
+		if got := "sha256:" + hex.EncodeToString(u.h.Sum(nil)); got != h.String() {
+			ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("uploaded content has digest %s, not %s", got, h))
+			return
+		}
+		if err := u.f.Close(); err != nil {
+			ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			return
+		}
+		if err := r.blobs.commit(rt.repo, h, u.path); err != nil {
+			ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			return
+		}
+		r.blobCreated(w, rt.repo, h)
+	case req.Method == http.MethodGet:
+		u, ok := r.session(rt.repo, rt.target)
+		if !ok {
+			ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+			return
+		}
+		u.mu.Lock()
+		size := u.size
+		u.mu.Unlock()
+		r.uploadAccepted(w, rt.repo, rt.target, size, http.StatusNoContent)
+	case req.Method == http.MethodDelete:
+		if _, ok := r.session(rt.repo, rt.target); !ok {
+			ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+			return
+		}
+		r.dropSession(rt.target)
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", req.Method+" on an upload")
+	}
+}
+
+// monolithic handles POST ...?digest=: the whole blob in one request.
+func (r *Registry) monolithic(w http.ResponseWriter, req *http.Request, rt route, digest string) {
+	h, err := v1.NewHash(digest)
+	if err != nil || checkHash(h) != nil {
+		ociError(w, http.StatusBadRequest, "DIGEST_INVALID", "digest must be sha256:<64 hex>")
+		return
+	}
+	u, id, err := r.newSession(rt.repo)
+	if err != nil {
+		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		return
+	}
+	defer r.dropSession(id)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := r.appendTo(u, req.Body); err != nil {
+		r.uploadFailed(w, id, err)
+		return
+	}
+	if got := "sha256:" + hex.EncodeToString(u.h.Sum(nil)); got != h.String() {
+		ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("uploaded content has digest %s, not %s", got, h))
+		return
+	}
+	if err := u.f.Close(); err != nil {
+		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		return
+	}
+	if err := r.blobs.commit(rt.repo, h, u.path); err != nil {
+		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		return
+	}
+	r.blobCreated(w, rt.repo, h)
+}
+
+func (r *Registry) blobCreated(w http.ResponseWriter, repo string, h v1.Hash) {
+	w.Header().Set("Location", "/v2/"+repo+"/blobs/"+h.String())
+	w.Header().Set("Docker-Content-Digest", h.String())
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+}
+
+func (r *Registry) uploadAccepted(w http.ResponseWriter, repo, id string, size int64, status int) {
+	w.Header().Set("Location", "/v2/"+repo+"/blobs/uploads/"+id)
+	w.Header().Set("Docker-Upload-UUID", id)
+	end := size - 1
+	if end < 0 {
+		end = 0
+	}
+	w.Header().Set("Range", fmt.Sprintf("0-%d", end))
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(status)
+}
+
+func (r *Registry) uploadFailed(w http.ResponseWriter, id string, err error) {
+	r.dropSession(id)
+	if errors.Is(err, ErrTooLarge) {
+		ociError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", err.Error())
+		return
+	}
+	ociError(w, http.StatusBadRequest, "BLOB_UPLOAD_INVALID", err.Error())
+}
+
+// appendTo streams body to the session's file, hashing it, within the cap.
+func (r *Registry) appendTo(u *upload, body io.Reader) error {
+	u.touched = r.cfg.Now()
+	remaining := r.cfg.MaxBlobBytes - u.size
+	n, err := io.Copy(io.MultiWriter(u.f, u.h), io.LimitReader(body, remaining+1))
+	u.size += n
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	if u.size > r.cfg.MaxBlobBytes {
+		return fmt.Errorf("%w: more than %d bytes", ErrTooLarge, r.cfg.MaxBlobBytes)
+	}
+	return nil
+}
+
+func (r *Registry) newSession(repo string) (*upload, string, error) {
+	f, err := r.blobs.newUpload()
+	if err != nil {
+		return nil, "", fmt.Errorf("upload: %w", err)
+	}
+	id := filepath.Base(f.Name())
+	u := &upload{repo: repo, path: f.Name(), f: f, h: sha256.New(), touched: r.cfg.Now()}
+	r.mu.Lock()
+	now := r.cfg.Now()
+	var stale []string
+	for sid, s := range r.uploads {
+		if s.mu.TryLock() {
+			if now.Sub(s.touched) > uploadTTL {
+				stale = append(stale, sid)
+			}
+			s.mu.Unlock()
+		}
+	}
+	r.uploads[id] = u
+	r.mu.Unlock()
+	for _, sid := range stale {
+		r.dropSession(sid)
+	}
+	return u, id, nil
+}
+
+func (r *Registry) session(repo, id string) (*upload, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u, ok := r.uploads[id]
+	if !ok || u.repo != repo {
+		return nil, false
+	}
+	return u, true
+}
+
+// dropSession forgets an upload and removes its file (a committed file has
+// been renamed away already).
+func (r *Registry) dropSession(id string) {
+	r.mu.Lock()
+	u, ok := r.uploads[id]
+	delete(r.uploads, id)
+	r.mu.Unlock()
+	if ok {
+		u.f.Close()
+		os.Remove(u.path)
+	}
+}
+
+// manifestRecord is the on-disk record of one manifest reference.
+type manifestRecord struct {
+	ContentType string `json:"contentType"`
+	Digest      string `json:"digest"`
+}
+
+func (r *Registry) refPath(repo, ref string) string {
+	return filepath.Join(r.cfg.Dir, "manifests", filepath.FromSlash(repo), "_refs", ref)
+}
+
+// handleManifest passes manifest calls to pkg/registry and persists PUTs
+// and DELETEs it accepted.
+func (r *Registry) handleManifest(w http.ResponseWriter, req *http.Request, rt route) {
+	isDigest := strings.HasPrefix(rt.target, "sha256:")
+	if isDigest {
+		if h, err := v1.NewHash(rt.target); err != nil || checkHash(h) != nil {
+			ociError(w, http.StatusBadRequest, "DIGEST_INVALID", "bad manifest digest")
+			return
+		}
+	} else if !tagRE.MatchString(rt.target) {
+		ociError(w, http.StatusBadRequest, "TAG_INVALID", fmt.Sprintf("tag %q", rt.target))
+		return
+	}
+	switch req.Method {
+	case http.MethodPut:
+		body, err := io.ReadAll(io.LimitReader(req.Body, r.cfg.MaxManifestBytes+1))
+		if err != nil {
+			ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", err.Error())
+			return
+		}
+		if int64(len(body)) > r.cfg.MaxManifestBytes {
+			ociError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", fmt.Sprintf("manifest larger than %d bytes", r.cfg.MaxManifestBytes))
+			return
+		}
+		ct := req.Header.Get("Content-Type")
+		sum := sha256.Sum256(body)
+		digest := "sha256:" + hex.EncodeToString(sum[:])
+		if isDigest && rt.target != digest {
+			ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("manifest has digest %s, not %s", digest, rt.target))
+			return
+		}
+		rec := r.forward(req, body)
+		if rec.Code == http.StatusCreated {
+			if err := r.persist(req.Context(), rt, ct, digest, body); err != nil {
+				r.log.Error("persist manifest", "repo", rt.repo, "ref", rt.target, "err", err)
+				ociError(w, http.StatusInternalServerError, "UNKNOWN", "storing the manifest failed; push again")
+				return
+			}
+			r.log.Info("manifest pushed", "repo", rt.repo, "ref", rt.target, "digest", digest)
+		}
+		copyRecorded(w, rec)
+	case http.MethodDelete:
+		rec := r.forward(req, nil)
+		if rec.Code == http.StatusAccepted {
+			if err := os.Remove(r.refPath(rt.repo, rt.target)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				r.log.Error("delete manifest record", "err", err)
+			}
+			if !isDigest {
+				if err := r.cfg.Store.Delete(req.Context(), imageKey(rt.repo, rt.target)); err != nil {
+					r.log.Error("delete image record", "err", err)
+				}
+			}
+		}
+		copyRecorded(w, rec)
+	default:
+		r.inner.ServeHTTP(w, req)
+	}
+}
+
+// forward sends a request with the given body to pkg/registry and records
+// its (small) reply.
+func (r *Registry) forward(req *http.Request, body []byte) *httptest.ResponseRecorder {
+	in := req.Clone(req.Context())
+	in.Body = io.NopCloser(bytes.NewReader(body))
+	in.ContentLength = int64(len(body))
+	rec := httptest.NewRecorder()
+	r.inner.ServeHTTP(rec, in)
+	return rec
+}
+
+func copyRecorded(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+func imageKey(repo, tag string) string {
+	owner, name, _ := strings.Cut(repo, "/")
+	return store.PrefixImages + owner + "/" + name + ":" + tag
+}
+
+// persist writes the manifest bytes and its reference record to disk, and
+// the image record to the store for a tag.
+func (r *Registry) persist(ctx context.Context, rt route, contentType, digest string, body []byte) error {
+	h, _ := v1.NewHash(digest)
+	f, err := r.blobs.newUpload()
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(body); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := r.blobs.commit(rt.repo, h, f.Name()); err != nil {
+		return err
+	}
+	recBytes, _ := json.Marshal(manifestRecord{ContentType: contentType, Digest: digest})
+	p := r.refPath(rt.repo, rt.target)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, recBytes, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	if strings.HasPrefix(rt.target, "sha256:") {
+		return nil
+	}
+	_, name, _ := strings.Cut(rt.repo, "/")
+	img := ImageRecord{Name: name + ":" + rt.target, Repository: rt.repo, Tag: rt.target, Digest: digest,
+		MediaType: contentType, Size: int64(len(body)), Created: r.cfg.Now().UTC()}
+	val, _ := json.Marshal(img)
+	if _, err := r.cfg.Store.Put(ctx, imageKey(rt.repo, rt.target), val); err != nil {
+		return fmt.Errorf("record image %s: %w", img.Name, err)
+	}
+	return nil
+}
+
+// replay feeds the persisted manifests back into pkg/registry: digest
+// references before tags, plain manifests before indexes (an index needs
+// its children present).
+func (r *Registry) replay() error {
+	root := filepath.Join(r.cfg.Dir, "manifests")
+	type entry struct {
+		repo, ref string
+		rec       manifestRecord
+		index     bool
+	}
+	var entries []entry
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || filepath.Base(filepath.Dir(p)) != "_refs" || strings.HasSuffix(p, ".tmp") {
+			return nil
+		}
+		rel, err := filepath.Rel(root, filepath.Dir(filepath.Dir(p)))
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		var rec manifestRecord
+		if err := json.Unmarshal(b, &rec); err != nil {
+			r.log.Warn("skipping unreadable manifest record", "path", p, "err", err)
+			return nil
+		}
+		entries = append(entries, entry{repo: filepath.ToSlash(rel), ref: d.Name(), rec: rec, index: types.MediaType(rec.ContentType).IsIndex()})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: read manifests: %w", err)
+	}
+	sort.SliceStable(entries, func(i, j int) bool {
+		a, b := entries[i], entries[j]
+		ad, bd := strings.HasPrefix(a.ref, "sha256:"), strings.HasPrefix(b.ref, "sha256:")
+		if ad != bd {
+			return ad
+		}
+		return !a.index && b.index
+	})
+	for _, e := range entries {
+		h, err := v1.NewHash(e.rec.Digest)
+		if err != nil {
+			r.log.Warn("skipping manifest record", "repo", e.repo, "ref", e.ref, "err", err)
+			continue
+		}
+		body, err := r.blobs.readBlob(h, r.cfg.MaxManifestBytes)
+		if err != nil {
+			r.log.Warn("manifest bytes missing", "repo", e.repo, "ref", e.ref, "err", err)
+			continue
+		}
+		req := httptest.NewRequest(http.MethodPut, "/v2/"+e.repo+"/manifests/"+e.ref, bytes.NewReader(body))
+		req.Header.Set("Content-Type", e.rec.ContentType)
+		rec := httptest.NewRecorder()
+		r.inner.ServeHTTP(rec, req)
+		if rec.Code != http.StatusCreated {
+			r.log.Warn("replaying manifest failed", "repo", e.repo, "ref", e.ref, "status", rec.Code, "body", rec.Body.String())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,417 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/admin/store/bolt"
+)
+
+// accounts: AK → (SK, id)
+var accounts = map[string][2]string{
+	"AKalice": {"SKalice", "1001"},
+	"AKbob":   {"SKbob", "2002"},
+}
+
+func authenticate(_ context.Context, user, pass string) (string, error) {
+	a, ok := accounts[user]
+	if !ok || a[0] != pass {
+		return "", errors.New("bad credentials")
+	}
+	return a[1], nil
+}
+
+type env struct {
+	dir   string
+	st    store.Store
+	srv   *httptest.Server
+	host  string
+	swap  func(h http.Handler)
+	cfg   Config
+	start func(t *testing.T)
+}
+
+// newEnv starts the registry over a temp dir and a bolt store; start()
+// makes a fresh registry over the same dir and store (a restart).
+func newEnv(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := bolt.Open(filepath.Join(dir, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{dir: dir, st: st}
+	var current http.Handler
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { current.ServeHTTP(w, r) }))
+	t.Cleanup(e.srv.Close)
+	e.host = strings.TrimPrefix(e.srv.URL, "http://")
+	e.cfg = Config{Dir: filepath.Join(dir, "registry"), Store: st, Authenticate: authenticate,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if mod != nil {
+		mod(&e.cfg)
+	}
+	e.start = func(t *testing.T) {
+		h, err := New(e.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		current = h
+	}
+	e.start(t)
+	return e
+}
+
+func (e *env) ref(t *testing.T, s string) name.Tag {
+	t.Helper()
+	tag, err := name.NewTag(e.host + "/" + s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tag
+}
+
+func basic(ak string) remote.Option {
+	return remote.WithAuth(&authn.Basic{Username: ak, Password: accounts[ak][0]})
+}
+
+func TestPushPullRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	img, err := random.Image(4096, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := e.ref(t, "1001/ufopdemo:v1")
+	if err := remote.Write(ref, img, basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T) {
+		t.Helper()
+		got, err := remote.Image(ref, basic("AKalice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkLayers(t, got)
+		gd, _ := got.Digest()
+		wd, _ := img.Digest()
+		if gd != wd {
+			t.Fatalf("pulled %s, pushed %s", gd, wd)
+		}
+	}
+	check(t)
+	imgs, err := ListImages(context.Background(), e.st, "1001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := img.Digest()
+	if len(imgs) != 1 || imgs[0].Name != "ufopdemo:v1" || imgs[0].Digest != wd.String() || imgs[0].Kind != "oci" || imgs[0].Created.IsZero() {
+		t.Fatalf("ListImages = %+v", imgs)
+	}
+	if other, _ := ListImages(context.Background(), e.st, "2002"); len(other) != 0 {
+		t.Fatalf("bob sees %+v", other)
+	}
+
+	// A restart keeps manifests and blobs.
+	e.start(t)
+	check(t)
+	tags, err := remote.List(ref.Context(), basic("AKalice"))
+	if err != nil || len(tags) != 1 || tags[0] != "v1" {
+		t.Fatalf("tags after restart %v, %v", tags, err)
+	}
+}
+
+func TestIndexSurvivesRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	idx, err := random.Index(1024, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := e.ref(t, "1001/multi:v1")
+	if err := remote.WriteIndex(ref, idx, basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	got, err := remote.Index(ref, basic("AKalice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := got.IndexManifest()
+	if err != nil || len(im.Manifests) != 2 {
+		t.Fatalf("index after restart: %v, %v", im, err)
+	}
+	for _, d := range im.Manifests {
+		child, err := got.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkLayers(t, child)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	e := newEnv(t, nil)
+	tests := []struct {
+		name, user, pass string
+		status           int
+	}{
+		{"none", "", "", 401},
+		{"wrong password", "AKalice", "nope", 401},
+		{"unknown user", "AKeve", "x", 401},
+		{"ok", "AKalice", "SKalice", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", e.srv.URL+"/v2/", nil)
+			if tt.user != "" {
+				req.SetBasicAuth(tt.user, tt.pass)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if tt.status == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
+				t.Fatalf("WWW-Authenticate = %q", resp.Header.Get("WWW-Authenticate"))
+			}
+		})
+	}
+	// anonymous pull of a repository is refused too
+	resp, err := http.Get(e.srv.URL + "/v2/1001/ufopdemo/manifests/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("anonymous manifest GET: %d", resp.StatusCode)
+	}
+}
+
+func TestOtherAccountsRepositories(t *testing.T) {
+	e := newEnv(t, nil)
+	img, _ := random.Image(1024, 1)
+	alice := e.ref(t, "1001/private:v1")
+	if err := remote.Write(alice, img, basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	// bob may neither pull alice's image nor push into her namespace
+	if _, err := remote.Image(alice, basic("AKbob")); err == nil || !strings.Contains(err.Error(), "403") && !strings.Contains(err.Error(), "DENIED") {
+		t.Fatalf("bob pulling alice's image: %v", err)
+	}
+	if err := remote.Write(e.ref(t, "1001/evil:v1"), img, basic("AKbob")); err == nil {
+		t.Fatal("bob pushed into alice's namespace")
+	}
+	// knowing a layer's digest does not let bob read it through his own repository
+	layers, _ := img.Layers()
+	d, _ := layers[0].Digest()
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v2/2002/steal/blobs/"+d.String(), nil)
+	req.SetBasicAuth("AKbob", "SKbob")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("bob reading alice's blob by digest: %d", resp.StatusCode)
+	}
+	// bob can push the same image under his own account (the blob is shared on disk)
+	if err := remote.Write(e.ref(t, "2002/copy:v1"), img, basic("AKbob")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Image(e.ref(t, "2002/copy:v1"), basic("AKbob")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func do(t *testing.T, method, url string, body []byte, hdr map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	req.SetBasicAuth("AKalice", "SKalice")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func digestOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+func TestChunkedUploadAndErrors(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxBlobBytes = 64; c.MaxManifestBytes = 128 })
+	base := e.srv.URL + "/v2/1001/chunks/blobs/uploads/"
+	part1, part2 := []byte("hello, "), []byte("registry")
+	all := append(append([]byte{}, part1...), part2...)
+
+	resp := do(t, "POST", base, nil, nil)
+	if resp.StatusCode != 202 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	loc := e.srv.URL + resp.Header.Get("Location")
+	resp = do(t, "PATCH", loc, part1, map[string]string{"Content-Range": "0-6"})
+	if resp.StatusCode != 202 || resp.Header.Get("Range") != "0-6" {
+		t.Fatalf("PATCH 1: %d %q", resp.StatusCode, resp.Header.Get("Range"))
+	}
+	// a chunk that does not continue the upload
+	if resp = do(t, "PATCH", loc, part2, map[string]string{"Content-Range": "3-10"}); resp.StatusCode != 416 {
+		t.Fatalf("PATCH out of order: %d", resp.StatusCode)
+	}
+	resp = do(t, "PATCH", loc, part2, map[string]string{"Content-Range": fmt.Sprintf("7-%d", len(all)-1)})
+	if resp.StatusCode != 202 {
+		t.Fatalf("PATCH 2: %d", resp.StatusCode)
+	}
+	resp = do(t, "PUT", loc+"?digest="+digestOf(all), nil, nil)
+	if resp.StatusCode != 201 || resp.Header.Get("Docker-Content-Digest") != digestOf(all) {
+		t.Fatalf("PUT: %d", resp.StatusCode)
+	}
+	resp = do(t, "GET", e.srv.URL+"/v2/1001/chunks/blobs/"+digestOf(all), nil, nil)
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !bytes.Equal(got, all) {
+		t.Fatalf("GET blob: %d %q", resp.StatusCode, got)
+	}
+
+	tests := []struct {
+		name   string
+		method string
+		url    string
+		body   []byte
+		hdr    map[string]string
+		status int
+	}{
+		{"digest mismatch", "POST", base + "?digest=" + digestOf([]byte("other")), []byte("content"), nil, 400},
+		{"bad digest", "POST", base + "?digest=md5:abc", []byte("x"), nil, 400},
+		{"too large", "POST", base + "?digest=" + digestOf(make([]byte, 65)), make([]byte, 65), nil, 413},
+		{"unknown upload", "PATCH", base + "deadbeef", []byte("x"), nil, 404},
+		{"manifest too large", "PUT", e.srv.URL + "/v2/1001/chunks/manifests/v1", make([]byte, 129),
+			map[string]string{"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, 413},
+		{"bad repository", "GET", e.srv.URL + "/v2/1001/UPPER/tags/list", nil, nil, 400},
+		{"no owner", "GET", e.srv.URL + "/v2/chunks/tags/list", nil, nil, 400},
+		{"other account", "POST", e.srv.URL + "/v2/2002/x/blobs/uploads/", nil, nil, 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if resp := do(t, tt.method, tt.url, tt.body, tt.hdr); resp.StatusCode != tt.status {
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, b)
+			}
+		})
+	}
+	// the monolithic upload works when the digest matches
+	if resp := do(t, "POST", base+"?digest="+digestOf([]byte("mono")), []byte("mono"), nil); resp.StatusCode != 201 {
+		t.Fatalf("monolithic: %d", resp.StatusCode)
+	}
+}
+
+func TestCatalogAndDelete(t *testing.T) {
+	e := newEnv(t, nil)
+	img, _ := random.Image(512, 1)
+	for _, r := range []string{"1001/a:v1", "1001/a:v2", "1001/b:v1"} {
+		if err := remote.Write(e.ref(t, r), img, basic("AKalice")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp := do(t, "GET", e.srv.URL+"/v2/_catalog", nil, nil)
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(b), `"repositories":["1001/a","1001/b"]`) {
+		t.Fatalf("catalog %s", b)
+	}
+	if err := remote.Delete(e.ref(t, "1001/a:v2"), basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	imgs, _ := ListImages(context.Background(), e.st, "1001")
+	var names []string
+	for _, i := range imgs {
+		names = append(names, i.Name)
+	}
+	if strings.Join(names, ",") != "a:v1,b:v1" {
+		t.Fatalf("after delete: %v", names)
+	}
+	e.start(t)
+	if _, err := remote.Image(e.ref(t, "1001/a:v2"), basic("AKalice")); err == nil {
+		t.Fatal("a deleted tag came back after a restart")
+	}
+	if _, err := remote.Image(e.ref(t, "1001/a:v1"), basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("New with an empty config succeeded")
+	}
+}
+
+func TestParseRoute(t *testing.T) {
+	tests := []struct {
+		path string
+		want route
+	}{
+		{"/v2/", route{kind: "base"}},
+		{"/v2/_catalog", route{kind: "catalog"}},
+		{"/v2/1/a/blobs/uploads/", route{kind: "upload", repo: "1/a"}},
+		{"/v2/1/a/b/blobs/uploads/xyz", route{kind: "upload", repo: "1/a/b", target: "xyz"}},
+		{"/v2/1/blobs/blobs/sha256:ab", route{kind: "blob", repo: "1/blobs", target: "sha256:ab"}},
+		{"/v2/1/a/manifests/v1", route{kind: "manifest", repo: "1/a", target: "v1"}},
+		{"/v2/1/a/tags/list", route{kind: "tags", repo: "1/a"}},
+		{"/v2/1/a/other", route{kind: "other"}},
+	}
+	for _, tt := range tests {
+		got, ok := parseRoute(tt.path)
+		if !ok || got != tt.want {
+			t.Errorf("parseRoute(%q) = %+v, %v; want %+v", tt.path, got, ok, tt.want)
+		}
+	}
+	if _, ok := parseRoute("/v1/x"); ok {
+		t.Error("parseRoute accepted /v1/x")
+	}
+}
+
+// checkLayers downloads every layer and checks its content against its digest.
+func checkLayers(t *testing.T, img v1.Image) {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range layers {
+		want, _ := l.Digest()
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if digestOf(b) != want.String() {
+			t.Fatalf("layer %s has content %s", want, digestOf(b))
+		}
+	}
+}
