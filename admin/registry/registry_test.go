@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/admin/store/bolt"
 )
@@ -413,5 +414,20 @@ func checkLayers(t *testing.T, img v1.Image) {
 		if digestOf(b) != want.String() {
 			t.Fatalf("layer %s has content %s", want, digestOf(b))
 		}
+	}
+}
+
+func TestByAccount(t *testing.T) {
+	f := ByAccount(func(_ context.Context, user, pass string) (dora.Account, error) {
+		if user == "AK" && pass == "SK" {
+			return dora.Account{ID: "42"}, nil
+		}
+		return dora.Account{}, errors.New("bad")
+	})
+	if id, err := f(context.Background(), "AK", "SK"); err != nil || id != "42" {
+		t.Fatalf("good: %q %v", id, err)
+	}
+	if id, err := f(context.Background(), "AK", "x"); err == nil || id != "" {
+		t.Fatalf("bad: %q %v", id, err)
 	}
 }
