@@ -1,0 +1,439 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/admin/store/consulkv"
+	"github.com/doraproject/dora/autoscaler/load"
+	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
+	loadredis "github.com/doraproject/dora/autoscaler/load/redis"
+	"github.com/doraproject/dora/pool"
+	poolconsul "github.com/doraproject/dora/pool/consul"
+	poolmemory "github.com/doraproject/dora/pool/memory"
+	localorigin "github.com/doraproject/dora/router/origin/local"
+)
+
+// Backends are chosen by URL, litestream-style; the scheme picks the
+// implementation:
+//
+//	--store     bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
+//	--runtime   local:// | nomad://127.0.0.1:4646
+//	--discovery memory:// | consul://127.0.0.1:8500
+//	--load      memory:// | redis://127.0.0.1:6379/0
+//	--objects   file://./.dora/objects
+//
+// A path after bolt:// or file:// is taken verbatim, so "bolt://./x.db" is
+// relative to the working directory and "bolt:///var/lib/dora/x.db"
+// absolute.
+
+// ErrBadURL is wrapped by every error about a backend URL: an unknown
+// scheme, a missing host or path, an unknown query parameter.
+var ErrBadURL = errors.New("bad backend URL")
+
+// Default backend URLs of the production commands.
+const (
+	DefaultStoreURL     = "bolt://./.dora/meta.db"
+	DefaultRuntimeURL   = "local://"
+	DefaultDiscoveryURL = "memory://"
+	DefaultLoadURL      = "memory://"
+	DefaultObjectsURL   = "file://./.dora/objects"
+)
+
+// DefaultLoadRetention is how long the in-memory load store keeps samples.
+const DefaultLoadRetention = 10 * time.Minute
+
+// maxURLBytes bounds a backend URL (they come from flags and files).
+const maxURLBytes = 4096
+
+// backendURL is a parsed backend URL: its scheme, and either a verbatim
+// path (bolt://, file://, local://) or a parsed URL.
+type backendURL struct {
+	raw    string
+	scheme string
+	rest   string   // everything after "<scheme>://"
+	u      *url.URL // nil for path schemes
+}
+
+// parseBackendURL splits raw into scheme and the rest, checking the
+// scheme is one of schemes; pathSchemes are not parsed further.
+func parseBackendURL(what, raw string, schemes []string, pathSchemes ...string) (backendURL, error) {
+	want := "use " + strings.Join(prefixEach(schemes, "://"), " or ")
+	if raw == "" {
+		return backendURL{}, fmt.Errorf("%s URL: %w: empty (%s)", what, ErrBadURL, want)
+	}
+	if len(raw) > maxURLBytes {
+		return backendURL{}, fmt.Errorf("%s URL: %w: longer than %d bytes", what, ErrBadURL, maxURLBytes)
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return backendURL{}, fmt.Errorf("%s URL %q: %w: no scheme (%s)", what, redact(raw), ErrBadURL, want)
+	}
+	scheme = strings.ToLower(scheme)
+	known := false
+	for _, s := range schemes {
+		known = known || s == scheme
+	}
+	if !known {
+		return backendURL{}, fmt.Errorf("%s URL %q: %w: unknown scheme %q (%s)", what, redact(raw), ErrBadURL, scheme, want)
+	}
+	b := backendURL{raw: raw, scheme: scheme, rest: rest}
+	for _, s := range pathSchemes {
+		if s == scheme {
+			return b, nil
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return backendURL{}, fmt.Errorf("%s URL %q: %w: %v", what, redact(raw), ErrBadURL, stripURLError(err))
+	}
+	b.u = u
+	return b, nil
+}
+
+func prefixEach(ss []string, suffix string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = s + suffix
+	}
+	return out
+}
+
+// stripURLError drops url.Error's repetition of the (unredacted) URL.
+func stripURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// redact hides a password in raw, for error messages and logs.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if i := strings.LastIndex(raw, "@"); i >= 0 && strings.Contains(raw[:i], ":") {
+			return "(URL with credentials, redacted)"
+		}
+		return raw
+	}
+	return u.Redacted()
+}
+
+// errf formats an ErrBadURL error about b.
+func (b backendURL) errf(what, format string, args ...any) error {
+	return fmt.Errorf("%s URL %q: %w: %s", what, redact(b.raw), ErrBadURL, fmt.Sprintf(format, args...))
+}
+
+// checkQuery refuses query parameters other than allowed.
+func (b backendURL) checkQuery(what string, allowed ...string) error {
+	for k := range b.u.Query() {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || a == k
+		}
+		if !ok {
+			if len(allowed) == 0 {
+				return b.errf(what, "unknown query parameter %q (none are accepted)", k)
+			}
+			return b.errf(what, "unknown query parameter %q (accepted: %s)", k, strings.Join(allowed, ", "))
+		}
+	}
+	if b.u.Fragment != "" {
+		return b.errf(what, "unexpected fragment #%s", b.u.Fragment)
+	}
+	return nil
+}
+
+// hostPort requires a host:port (the port may be omitted when def is set).
+func (b backendURL) hostPort(what string, defPort string) (string, error) {
+	if b.u.User != nil {
+		return "", b.errf(what, "credentials in the URL are not supported")
+	}
+	if b.u.Opaque != "" || b.u.Host == "" {
+		return "", b.errf(what, "missing host (e.g. %s://127.0.0.1:%s)", b.scheme, defPort)
+	}
+	host, port, err := net.SplitHostPort(b.u.Host)
+	if err != nil {
+		host, port = b.u.Host, defPort
+		if strings.Contains(strings.Trim(host, "[]"), ":") && !strings.HasPrefix(host, "[") {
+			return "", b.errf(what, "bad host %q (write IPv6 addresses in brackets)", b.u.Host)
+		}
+		host = strings.Trim(host, "[]")
+	}
+	if host == "" {
+		return "", b.errf(what, "missing host name in %q", b.u.Host)
+	}
+	if port == "" {
+		port = defPort
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// verbatimPath returns the path after "<scheme>://", refusing an empty one
+// when required and a query or fragment (a likely typo).
+func (b backendURL) verbatimPath(what string, required bool, example string) (string, error) {
+	if required && b.rest == "" {
+		return "", b.errf(what, "missing path (e.g. %s)", example)
+	}
+	if strings.ContainsAny(b.rest, "?#") {
+		return "", b.errf(what, "a %s:// path takes no query or fragment", b.scheme)
+	}
+	if strings.ContainsRune(b.rest, 0) {
+		return "", b.errf(what, "NUL byte in path")
+	}
+	return b.rest, nil
+}
+
+// Consul's default HTTP port.
+const consulDefaultPort = "8500"
+
+// consulConfig is the consul/api configuration of a consul:// URL: its
+// host:port and the optional ?dc= datacenter. The ACL token comes from
+// CONSUL_HTTP_TOKEN, never from the URL.
+func (b backendURL) consulConfig(what string) (*consulapi.Config, error) {
+	if err := b.checkQuery(what, "dc"); err != nil {
+		return nil, err
+	}
+	addr, err := b.hostPort(what, consulDefaultPort)
+	if err != nil {
+		return nil, err
+	}
+	cfg := consulapi.DefaultConfig()
+	cfg.Address = addr
+	cfg.Scheme = "http"
+	if dc := b.u.Query().Get("dc"); dc != "" {
+		cfg.Datacenter = dc
+	}
+	return cfg, nil
+}
+
+// ConsulClient returns a Consul API client for a consul:// URL
+// ("consul://127.0.0.1:8500", optional "?dc=<datacenter>"; the path is
+// ignored). It does not contact the agent.
+func ConsulClient(rawURL string) (*consulapi.Client, error) {
+	b, err := parseBackendURL("consul", rawURL, []string{"consul"})
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := b.consulConfig("consul")
+	if err != nil {
+		return nil, err
+	}
+	c, err := consulapi.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+	}
+	return c, nil
+}
+
+// OpenStore opens the metadata store named by rawURL:
+//
+//	bolt://<path>                    a bbolt file (one process at a time)
+//	consul://<host:port>[/<prefix>]  Consul KV under <prefix> (default "dora/"), ?dc= optional
+//
+// A Consul store is not contacted here (the agent may come up later); a
+// bolt file is opened and locked, waiting at most bolt.LockTimeout for
+// another process to let go of it. The caller closes the store.
+func OpenStore(ctx context.Context, rawURL string) (store.Store, error) {
+	const what = "store"
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := parseBackendURL(what, rawURL, []string{"bolt", "consul"}, "bolt")
+	if err != nil {
+		return nil, err
+	}
+	switch b.scheme {
+	case "bolt":
+		path, err := b.verbatimPath(what, true, "bolt://./.dora/meta.db")
+		if err != nil {
+			return nil, err
+		}
+		st, err := bolt.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", rawURL, err)
+		}
+		return st, nil
+	default: // consul
+		cfg, err := b.consulConfig(what)
+		if err != nil {
+			return nil, err
+		}
+		prefix := strings.Trim(b.u.Path, "/")
+		if strings.Contains(prefix, "//") {
+			return nil, b.errf(what, "empty segment in prefix %q", prefix)
+		}
+		st, err := consulkv.New(consulkv.Config{Address: cfg.Address, Prefix: prefix, Datacenter: cfg.Datacenter})
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
+		}
+		return st, nil
+	}
+}
+
+// IsConsulURL reports whether rawURL names a Consul backend.
+func IsConsulURL(rawURL string) bool {
+	scheme, _, ok := strings.Cut(rawURL, "://")
+	return ok && strings.EqualFold(scheme, "consul")
+}
+
+// OpenLoad opens the load store named by rawURL:
+//
+//	memory://                      in-process windows (one process: dorad dev, tests)
+//	redis://[user:pass@]host:port[/db]   Redis (rediss:// for TLS)
+//
+// Redis is not contacted here. The returned store has a Close method when
+// it holds connections (see CloseLoad).
+func OpenLoad(rawURL string) (load.Store, error) {
+	return OpenLoadWith(rawURL, nil)
+}
+
+// OpenLoadWith is OpenLoad with a logger for the Redis client's own
+// messages (see SetRedisLogger); nil keeps the client's default logger.
+func OpenLoadWith(rawURL string, log *slog.Logger) (load.Store, error) {
+	const what = "load"
+	b, err := parseBackendURL(what, rawURL, []string{"memory", "redis", "rediss"}, "memory")
+	if err != nil {
+		return nil, err
+	}
+	switch b.scheme {
+	case "memory":
+		if b.rest != "" {
+			return nil, b.errf(what, "memory:// takes nothing after the scheme")
+		}
+		return loadmemory.New(DefaultLoadRetention), nil
+	default: // redis, rediss
+		if b.u.Host == "" {
+			return nil, b.errf(what, "missing host (e.g. redis://127.0.0.1:6379/0)")
+		}
+		if log != nil {
+			SetRedisLogger(log)
+		}
+		st, err := loadredis.New(loadredis.Config{URL: rawURL})
+		if err != nil {
+			return nil, fmt.Errorf("load URL %q: %w: %w", redact(rawURL), ErrBadURL, err)
+		}
+		return st, nil
+	}
+}
+
+// CloseLoad closes a load store returned by OpenLoad if it has a Close
+// method (Redis); the in-memory store has nothing to release.
+func CloseLoad(st load.Store) error {
+	if c, ok := st.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// SetRedisLogger routes go-redis's own messages (one per failed
+// connection, many during an outage) to log: the first one at Warn, the
+// rest at Debug, since the router already reports load recording failures
+// once with their counts in its metrics. go-redis keeps one process-wide
+// logger; the last call wins.
+func SetRedisLogger(log *slog.Logger) {
+	goredis.SetLogger(&redisLogger{log: log.With("component", "redis-client")})
+}
+
+// redisLogger adapts slog to go-redis's Logging interface.
+type redisLogger struct {
+	log    *slog.Logger
+	warned atomic.Bool
+}
+
+// Printf logs one go-redis message.
+func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
+	if l.warned.CompareAndSwap(false, true) {
+		l.log.WarnContext(ctx, msg, "note", "further redis client messages are logged at debug level")
+		return
+	}
+	l.log.DebugContext(ctx, msg)
+}
+
+// DiscoveryOptions qualify NewDiscovery.
+type DiscoveryOptions struct {
+	// DefaultRegion is the region of a Consul instance that names none.
+	DefaultRegion string
+	Logger        *slog.Logger
+	// Metrics receives the Consul discovery's gauges; may be nil.
+	Metrics prometheus.Registerer
+}
+
+// NewDiscovery returns the instance discovery named by rawURL:
+//
+//	memory://                  in-process (instances published by a local
+//	                           runtime in the same process; nothing otherwise)
+//	consul://<host:port>       Consul health, passing checks only (?dc= optional)
+//
+// It contacts nothing until Watch.
+func NewDiscovery(rawURL string, opts DiscoveryOptions) (pool.Discovery, error) {
+	const what = "discovery"
+	b, err := parseBackendURL(what, rawURL, []string{"memory", "consul"}, "memory")
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	switch b.scheme {
+	case "memory":
+		if b.rest != "" {
+			return nil, b.errf(what, "memory:// takes nothing after the scheme")
+		}
+		return poolmemory.New(), nil
+	default: // consul
+		if p := strings.Trim(b.u.Path, "/"); p != "" {
+			return nil, b.errf(what, "a consul:// discovery URL takes no path (got %q)", b.u.Path)
+		}
+		cfg, err := b.consulConfig(what)
+		if err != nil {
+			return nil, err
+		}
+		client, err := consulapi.NewClient(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("discovery %s: %w", rawURL, err)
+		}
+		return poolconsul.New(poolconsul.Config{
+			Client:        client,
+			Logger:        opts.Logger,
+			Metrics:       opts.Metrics,
+			DefaultRegion: opts.DefaultRegion,
+		}), nil
+	}
+}
+
+// OpenObjects opens the object origin named by rawURL; only a local
+// directory exists so far:
+//
+//	file://<dir>   objects at <dir>/<bucket>/<key>
+func OpenObjects(rawURL string) (*localorigin.Dir, error) {
+	const what = "objects"
+	b, err := parseBackendURL(what, rawURL, []string{"file"}, "file")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := b.verbatimPath(what, true, "file://./.dora/objects")
+	if err != nil {
+		return nil, err
+	}
+	d, err := localorigin.New(dir)
+	if err != nil {
+		return nil, fmt.Errorf("objects %s: %w", rawURL, err)
+	}
+	return d, nil
+}

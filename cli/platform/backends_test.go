@@ -1,0 +1,211 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/admin/store/consulkv"
+	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
+	loadredis "github.com/doraproject/dora/autoscaler/load/redis"
+	poolconsul "github.com/doraproject/dora/pool/consul"
+	poolmemory "github.com/doraproject/dora/pool/memory"
+)
+
+// badURLCase is a URL an opener must refuse with ErrBadURL and a message
+// containing want.
+type badURLCase struct {
+	url  string
+	want string
+}
+
+func checkBad(t *testing.T, name string, open func(string) error, cases []badURLCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(name+"/"+c.url, func(t *testing.T) {
+			err := open(c.url)
+			if !errors.Is(err, ErrBadURL) {
+				t.Fatalf("%s(%q) = %v, want ErrBadURL", name, c.url, err)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("%s(%q) = %q, want it to mention %q", name, c.url, err, c.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("%s(%q) leaks the password: %q", name, c.url, err)
+			}
+		})
+	}
+}
+
+func TestOpenStoreBadURLs(t *testing.T) {
+	checkBad(t, "OpenStore", func(u string) error {
+		st, err := OpenStore(context.Background(), u)
+		if err == nil {
+			st.Close()
+		}
+		return err
+	}, []badURLCase{
+		{"", "empty (use bolt:// or consul://)"},
+		{"./meta.db", "no scheme"},
+		{"etcd://127.0.0.1:2379", `unknown scheme "etcd" (use bolt:// or consul://)`},
+		{"bolt://", "missing path (e.g. bolt://./.dora/meta.db)"},
+		{"bolt://./x.db?mode=ro", "takes no query"},
+		{"consul://", "missing host"},
+		{"consul:///dora", "missing host"},
+		{"consul://127.0.0.1:8500/dora?token=x", `unknown query parameter "token" (accepted: dc)`},
+		{"consul://user:s3cret@127.0.0.1:8500/dora", "credentials in the URL are not supported"},
+		{"consul://127.0.0.1:8500/a//b", "empty segment"},
+		{"consul://127.0.0.1:8500/dora#x", "unexpected fragment"},
+		{"consul://127.0.0.1:bad/dora", "invalid port"},
+		{"consul://" + strings.Repeat("a", maxURLBytes), "longer than"},
+	})
+}
+
+func TestOpenStoreGood(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "sub", "meta.db")
+	st, err := OpenStore(ctx, "bolt://"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := st.(*bolt.Store); !ok || b.Path() != path {
+		t.Fatalf("bolt store = %T %v", st, st)
+	}
+	if _, err := st.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	for _, c := range []struct{ url, prefix string }{
+		{"consul://127.0.0.1:8500/dora", "dora/"},
+		{"consul://127.0.0.1:8500", consulkv.DefaultPrefix},
+		{"CONSUL://localhost/team/dora/?dc=dc2", "team/dora/"},
+		{"consul://[::1]:8501/x", "x/"},
+	} {
+		st, err := OpenStore(ctx, c.url)
+		if err != nil {
+			t.Fatalf("OpenStore(%q) = %v", c.url, err)
+		}
+		ck, ok := st.(*consulkv.Store)
+		if !ok || ck.Prefix() != c.prefix {
+			t.Fatalf("OpenStore(%q) = %T prefix %q, want consulkv prefix %q", c.url, st, ck.Prefix(), c.prefix)
+		}
+		st.Close()
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := OpenStore(cctx, "bolt://"+path); !errors.Is(err, context.Canceled) {
+		t.Fatalf("OpenStore with a cancelled context = %v", err)
+	}
+}
+
+func TestOpenLoad(t *testing.T) {
+	checkBad(t, "OpenLoad", func(u string) error {
+		st, err := OpenLoad(u)
+		if err == nil {
+			CloseLoad(st)
+		}
+		return err
+	}, []badURLCase{
+		{"", "empty (use memory:// or redis:// or rediss://)"},
+		{"127.0.0.1:6379", "no scheme"},
+		{"memcached://127.0.0.1", `unknown scheme "memcached"`},
+		{"memory://x", "memory:// takes nothing"},
+		{"redis://", "missing host"},
+		{"redis://:s3cret@127.0.0.1:6379/zero", "invalid database number"},
+		{"redis://127.0.0.1:6379/0?bogus=1", "bogus"},
+	})
+	for _, c := range []struct {
+		url   string
+		redis bool
+	}{
+		{"memory://", false},
+		{"redis://127.0.0.1:6379/0", true},
+		{"redis://:pw@127.0.0.1:1", true},
+		{"rediss://redis.example:6380", true},
+	} {
+		st, err := OpenLoad(c.url)
+		if err != nil {
+			t.Fatalf("OpenLoad(%q) = %v", c.url, err)
+		}
+		switch st.(type) {
+		case *loadredis.Store:
+			if !c.redis {
+				t.Fatalf("OpenLoad(%q) = redis", c.url)
+			}
+		case *loadmemory.Store:
+			if c.redis {
+				t.Fatalf("OpenLoad(%q) = memory", c.url)
+			}
+		default:
+			t.Fatalf("OpenLoad(%q) = %T", c.url, st)
+		}
+		if err := CloseLoad(st); err != nil {
+			t.Fatalf("CloseLoad(%q) = %v", c.url, err)
+		}
+	}
+}
+
+func TestNewDiscovery(t *testing.T) {
+	checkBad(t, "NewDiscovery", func(u string) error {
+		_, err := NewDiscovery(u, DiscoveryOptions{})
+		return err
+	}, []badURLCase{
+		{"", "empty (use memory:// or consul://)"},
+		{"zookeeper://h:2181", `unknown scheme "zookeeper"`},
+		{"memory://foo", "memory:// takes nothing"},
+		{"consul://", "missing host"},
+		{"consul://127.0.0.1:8500/dora", "takes no path"},
+		{"consul://127.0.0.1:8500?wait=1s", `unknown query parameter "wait"`},
+	})
+	d, err := NewDiscovery("memory://", DiscoveryOptions{})
+	if _, ok := d.(*poolmemory.Discovery); err != nil || !ok {
+		t.Fatalf("memory:// = %T, %v", d, err)
+	}
+	d, err = NewDiscovery("consul://127.0.0.1:8500/?dc=dc1", DiscoveryOptions{})
+	if _, ok := d.(*poolconsul.Discovery); err != nil || !ok {
+		t.Fatalf("consul:// = %T, %v", d, err)
+	}
+}
+
+func TestOpenObjects(t *testing.T) {
+	checkBad(t, "OpenObjects", func(u string) error {
+		_, err := OpenObjects(u)
+		return err
+	}, []badURLCase{
+		{"", "empty (use file://)"},
+		{"s3://bucket", `unknown scheme "s3"`},
+		{"file://", "missing path"},
+		{"file://./x?y", "takes no query"},
+	})
+	dir := filepath.Join(t.TempDir(), "objects")
+	if _, err := OpenObjects("file://" + dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConsulClient(t *testing.T) {
+	if _, err := ConsulClient("consul://127.0.0.1:8500?dc=x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ConsulClient("http://127.0.0.1:8500"); !errors.Is(err, ErrBadURL) {
+		t.Fatalf("http:// = %v", err)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis://:s3cret@h:1/0":  "redis://:xxxxx@h:1/0",
+		"redis://u:s3cret@h:1/0": "redis://u:xxxxx@h:1/0",
+		"bolt://./x.db":          "bolt://./x.db",
+		"redis://u:s3cret@h:bad": "(URL with credentials, redacted)",
+	} {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
