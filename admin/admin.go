@@ -1,0 +1,271 @@
+// Package admin is the control plane's management API (docs/api.md): it
+// keeps the metadata (accounts, buckets, ufops, releases, builds,
+// deployments) in a store.Store, verifies QBox/Qiniu signatures, stores
+// objects through an origin, builds program packages and drives a
+// runtime.Runtime. Server.Run is its background half: it re-applies
+// deployments at start, follows their statuses and finishes blue/green
+// switches.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/router/origin"
+)
+
+// ObjectStore is what the API needs of the object origin: read, write and
+// list (router/origin/local implements all three).
+type ObjectStore interface {
+	origin.Reader
+	origin.Writer
+	origin.Lister
+}
+
+// Image kinds as GET /v1/images reports them.
+const (
+	ImageKindOCI     = "oci"     // pushed to the registry
+	ImageKindPackage = "package" // a successful build of a program package
+)
+
+// Image is one image an account may name in a release.
+type Image struct {
+	Name    string    `json:"name"`             // "ufopdemo:v1" or "grepd.v3"
+	Kind    string    `json:"kind"`             // ImageKindOCI or ImageKindPackage
+	Digest  string    `json:"digest,omitempty"` // OCI manifest digest
+	Created time.Time `json:"created"`
+	// Ref is a pullable reference (e.g. "127.0.0.1:8090/1366779853/ufopdemo:v1");
+	// empty means "<PublicURL host>/<owner>/<Name>".
+	Ref string `json:"ref,omitempty"`
+}
+
+// ImageLister lists the OCI images an account pushed to the registry. The
+// registry (admin/registry) implements it; ImageListerFunc adapts a function.
+type ImageLister interface {
+	ListImages(ctx context.Context, owner string) ([]Image, error)
+}
+
+// ImageListerFunc adapts a function to ImageLister.
+type ImageListerFunc func(ctx context.Context, owner string) ([]Image, error)
+
+// ListImages calls f.
+func (f ImageListerFunc) ListImages(ctx context.Context, owner string) ([]Image, error) {
+	return f(ctx, owner)
+}
+
+// Region is a place deployments can run in.
+type Region struct {
+	Name string `json:"name"`
+	Desc string `json:"desc,omitempty"`
+}
+
+// Config configures a Server. Store and Runtime are required; a nil Objects
+// or Builder makes the object or build endpoints answer 503.
+type Config struct {
+	Store   store.Store
+	Runtime runtime.Runtime
+	Objects ObjectStore
+	Builder *build.Builder
+	// Registry serves the OCI distribution API under /v2/; may be nil.
+	Registry http.Handler
+	// Images lists pushed OCI images; when nil, the store's images/<owner>/
+	// records are used.
+	Images ImageLister
+	// Regions default to [{Name: dora.DefaultRegion}]; the first is the
+	// default region of calls that omit one.
+	Regions []Region
+	// Flavors default to dora.DefaultFlavors().
+	Flavors []dora.Flavor
+	// MaxSkew bounds X-Qiniu-Date; default 15 minutes.
+	MaxSkew time.Duration
+	// PublicURL is how runtimes on other hosts reach this server, for
+	// artifact URLs and registry references; default http://127.0.0.1:8090.
+	PublicURL string
+	// RootAK and RootSK sign artifact download URLs.
+	RootAK, RootSK string
+	Logger         *slog.Logger
+	// Metrics is the registry /metrics serves and the API's metrics are
+	// registered in; a new one when nil.
+	Metrics *prometheus.Registry
+	// PollInterval is how often Run follows deployment statuses; default 1s.
+	PollInterval time.Duration
+	// MaxUploadBytes caps an object upload; default 16 GiB.
+	MaxUploadBytes int64
+	// MaxBuildBytes caps a build upload (tar.gz); default 1 GiB.
+	MaxBuildBytes int64
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Defaults applied by New.
+const (
+	DefaultMaxSkew        = 15 * time.Minute
+	DefaultPublicURL      = "http://127.0.0.1:8090"
+	DefaultPollInterval   = time.Second
+	DefaultMaxUploadBytes = 16 << 30
+	DefaultMaxBuildBytes  = 1 << 30
+	// MaxJSONBytes caps a JSON or form request body.
+	MaxJSONBytes = 1 << 20
+)
+
+// Server is the admin API. Create it with New, serve Handler, and run Run
+// in the background.
+type Server struct {
+	cfg      Config
+	st       store.Store
+	rt       runtime.Runtime
+	log      *slog.Logger
+	now      func() time.Time
+	verifier auth.Verifier
+	regions  []Region
+	flavors  []dora.Flavor
+	public   *url.URL
+	metrics  *prometheus.Registry
+	reqs     *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	handler  http.Handler
+	mux      *http.ServeMux
+
+	bgCtx    context.Context // builds run under it; canceled by Close
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
+
+	buildLocks keyedMutex // serializes build numbering per ufop
+
+	retryMu   sync.Mutex
+	retry     map[string]bool // deployments whose Apply met runtime.ErrBusy
+	closeOnce sync.Once
+}
+
+// New checks the configuration, fills defaults and registers the routes.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("admin: Config.Store is required")
+	}
+	if cfg.Runtime == nil {
+		return nil, errors.New("admin: Config.Runtime is required")
+	}
+	if cfg.MaxSkew <= 0 {
+		cfg.MaxSkew = DefaultMaxSkew
+	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = DefaultPublicURL
+	}
+	pub, err := url.Parse(strings.TrimRight(cfg.PublicURL, "/"))
+	if err != nil || (pub.Scheme != "http" && pub.Scheme != "https") || pub.Host == "" {
+		return nil, fmt.Errorf("admin: PublicURL %q must be an http(s) URL with a host", cfg.PublicURL)
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	if cfg.MaxBuildBytes <= 0 {
+		cfg.MaxBuildBytes = DefaultMaxBuildBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	regions := cfg.Regions
+	if len(regions) == 0 {
+		regions = []Region{{Name: dora.DefaultRegion, Desc: "default region"}}
+	}
+	seen := map[string]bool{}
+	for _, r := range regions {
+		if r.Name == "" || seen[r.Name] {
+			return nil, fmt.Errorf("admin: region names must be non-empty and unique (%q)", r.Name)
+		}
+		seen[r.Name] = true
+	}
+	flavors := cfg.Flavors
+	if len(flavors) == 0 {
+		flavors = dora.DefaultFlavors()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	s := &Server{
+		cfg:     cfg,
+		st:      cfg.Store,
+		rt:      cfg.Runtime,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		regions: regions,
+		flavors: flavors,
+		public:  pub,
+		metrics: cfg.Metrics,
+		retry:   map[string]bool{},
+	}
+	s.verifier = auth.Verifier{Lookup: s.lookupSK, MaxSkew: cfg.MaxSkew, Now: cfg.Now}
+	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dora_admin_requests_total",
+		Help: "Admin API requests by route and status code.",
+	}, []string{"method", "route", "code"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "dora_admin_request_duration_seconds",
+		Help:    "Admin API request latency by route.",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"route"})
+	for _, c := range []prometheus.Collector{s.reqs, s.latency} {
+		if err := s.metrics.Register(c); err != nil {
+			return nil, fmt.Errorf("admin: register metrics: %w", err)
+		}
+	}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	s.mux = http.NewServeMux()
+	s.routes()
+	s.handler = s.outer(s.mux)
+	return s, nil
+}
+
+// Handler returns the HTTP handler serving /v1/, /v2/, /healthz and /metrics.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close cancels background builds and waits for them to record their end.
+// Run calls it when it returns; it is safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.bgCancel()
+		s.bgWG.Wait()
+	})
+	return nil
+}
+
+func (s *Server) flavor(name string) (dora.Flavor, bool) {
+	for _, f := range s.flavors {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return dora.Flavor{}, false
+}
+
+func (s *Server) hasRegion(name string) bool {
+	for _, r := range s.regions {
+		if r.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) defaultRegion() string { return s.regions[0].Name }

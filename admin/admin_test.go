@@ -1,0 +1,209 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/auth"
+)
+
+func TestAuthentication(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice", 0)
+	disabled := e.user("mallory", 0)
+	e.must(http.StatusOK, e.root, "POST", "/v1/accounts/"+disabled.ID+"/disable", nil, nil)
+
+	cases := []struct {
+		name string
+		mod  func(*http.Request)
+		acct dora.Account
+		want int
+	}{
+		{"qiniu signature", nil, alice, http.StatusOK},
+		{"qbox signature", func(r *http.Request) {
+			r.Header.Del("X-Qiniu-Date")
+			auth.SignRequestQBox(r, alice.AccessKey, alice.SecretKey, nil)
+		}, alice, http.StatusOK},
+		{"unsigned", func(r *http.Request) { r.Header.Del("Authorization") }, alice, http.StatusUnauthorized},
+		{"garbage header", func(r *http.Request) { r.Header.Set("Authorization", "Bearer x") }, alice, http.StatusUnauthorized},
+		{"tampered query", func(r *http.Request) { r.URL.RawQuery = "x=1" }, alice, http.StatusUnauthorized},
+		{"wrong secret", func(r *http.Request) {
+			auth.SignRequest(r, alice.AccessKey, "not-the-secret-key-at-all-000000000000", nil, time.Now())
+		}, alice, http.StatusUnauthorized},
+		{"unknown ak", func(r *http.Request) {
+			auth.SignRequest(r, "unknownAccessKey0000000000", alice.SecretKey, nil, time.Now())
+		}, alice, http.StatusUnauthorized},
+		{"stale date", func(r *http.Request) {
+			auth.SignRequest(r, alice.AccessKey, alice.SecretKey, nil, time.Now().Add(-time.Hour))
+		}, alice, http.StatusUnauthorized},
+		{"disabled account", nil, disabled, http.StatusUnauthorized},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.reqWith(tc.acct, "GET", "/v1/whoami", nil, tc.mod)
+			if r.Status != tc.want {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.want, r.Body)
+			}
+			if r.Status != http.StatusOK && r.errMsg() == "" {
+				t.Errorf("error reply without a JSON error: %s", r.Body)
+			}
+		})
+	}
+
+	t.Run("tampered JSON body", func(t *testing.T) {
+		r := e.reqWith(alice, "POST", "/v1/ufops", map[string]any{"name": "tamper1"}, func(r *http.Request) {
+			body := strings.NewReader(`{"name":"tamper2"}`)
+			r.Body = io.NopCloser(body)
+			r.ContentLength = int64(body.Len())
+		})
+		if r.Status != http.StatusUnauthorized {
+			t.Fatalf("status %d, want 401: %s", r.Status, r.Body)
+		}
+	})
+	t.Run("whoami hides the secret", func(t *testing.T) {
+		var a dora.Account
+		e.must(http.StatusOK, alice, "GET", "/v1/whoami", nil, &a)
+		if a.ID != alice.ID || a.SecretKey != "" {
+			t.Fatalf("whoami = %+v", a)
+		}
+	})
+	t.Run("root only", func(t *testing.T) {
+		for _, p := range []struct{ method, path string }{
+			{"POST", "/v1/accounts"}, {"GET", "/v1/accounts"}, {"POST", "/v1/accounts/" + alice.ID + "/disable"},
+		} {
+			if r := e.req(alice, p.method, p.path, nil); r.Status != http.StatusForbidden {
+				t.Errorf("%s %s by a user: %d, want 403", p.method, p.path, r.Status)
+			}
+		}
+	})
+	t.Run("unknown route is JSON 404 with reqid", func(t *testing.T) {
+		r := e.req(alice, "GET", "/v1/nope", nil)
+		if r.Status != http.StatusNotFound || r.errMsg() == "" {
+			t.Fatalf("got %d %s", r.Status, r.Body)
+		}
+		r = e.req(alice, "PATCH", "/v1/whoami", nil)
+		if r.Status != http.StatusMethodNotAllowed || r.errMsg() == "" {
+			t.Fatalf("got %d %s", r.Status, r.Body)
+		}
+	})
+	t.Run("json body cap", func(t *testing.T) {
+		big := map[string]string{"name": strings.Repeat("x", MaxJSONBytes+10)}
+		if r := e.req(e.root, "POST", "/v1/accounts", big); r.Status != http.StatusRequestEntityTooLarge {
+			t.Fatalf("got %d %s", r.Status, r.Body)
+		}
+	})
+}
+
+func TestAccounts(t *testing.T) {
+	e := newEnv(t)
+	var a dora.Account
+	e.must(http.StatusCreated, e.root, "POST", "/v1/accounts", map[string]any{"name": "alice", "instanceLimit": 7}, &a)
+	if !regexp.MustCompile(`^[1-9][0-9]{9}$`).MatchString(a.ID) {
+		t.Errorf("id %q is not 10 digits", a.ID)
+	}
+	if len(a.AccessKey) < 24 || len(a.AccessKey) > 40 || !validKeyChars(a.AccessKey) {
+		t.Errorf("ak %q", a.AccessKey)
+	}
+	if len(a.SecretKey) != 40 || !validKeyChars(a.SecretKey) {
+		t.Errorf("sk %q", a.SecretKey)
+	}
+	if a.InstanceLimit != 7 || a.Root || a.Disabled {
+		t.Errorf("account %+v", a)
+	}
+	for _, bad := range []map[string]any{{"instanceLimit": -1}, {"instanceLimit": MaxInstanceLimit + 1}, {"name": strings.Repeat("n", 65)}} {
+		if r := e.req(e.root, "POST", "/v1/accounts", bad); r.Status != http.StatusBadRequest {
+			t.Errorf("create %v: %d, want 400", bad, r.Status)
+		}
+	}
+	var list []dora.Account
+	e.must(http.StatusOK, e.root, "GET", "/v1/accounts", nil, &list)
+	if len(list) != 2 {
+		t.Fatalf("list = %+v", list)
+	}
+	for _, x := range list {
+		if x.SecretKey != "" {
+			t.Errorf("list leaks the sk of %s", x.ID)
+		}
+	}
+	e.must(http.StatusOK, a, "GET", "/v1/whoami", nil, nil)
+	var d dora.Account
+	e.must(http.StatusOK, e.root, "POST", "/v1/accounts/"+a.ID+"/disable", nil, &d)
+	if !d.Disabled {
+		t.Fatal("not disabled")
+	}
+	e.must(http.StatusUnauthorized, a, "GET", "/v1/whoami", nil, nil)
+	e.must(http.StatusNotFound, e.root, "POST", "/v1/accounts/1234567890/disable", nil, nil)
+	e.must(http.StatusBadRequest, e.root, "POST", "/v1/accounts/"+e.root.ID+"/disable", nil, nil)
+}
+
+func TestEnsureRoot(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	again, err := EnsureRoot(ctx, e.st, testRootAK, testRootSK)
+	if err != nil || again.ID != e.root.ID {
+		t.Fatalf("second EnsureRoot = %+v, %v", again, err)
+	}
+	newSK := "anotherRootSecret0123456789"
+	rotated, err := EnsureRoot(ctx, e.st, testRootAK, newSK)
+	if err != nil || rotated.ID != e.root.ID || rotated.SecretKey != newSK {
+		t.Fatalf("rotated = %+v, %v", rotated, err)
+	}
+	e.must(http.StatusUnauthorized, e.root, "GET", "/v1/whoami", nil, nil)
+	e.must(http.StatusOK, rotated, "GET", "/v1/whoami", nil, nil)
+	for _, bad := range [][2]string{{"", testRootSK}, {"short", testRootSK}, {testRootAK, ""}, {"bad ak with spaces!!", testRootSK}} {
+		if _, err := EnsureRoot(ctx, e.st, bad[0], bad[1]); err == nil {
+			t.Errorf("EnsureRoot(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+}
+
+func TestRegionsFlavorsHealthMetrics(t *testing.T) {
+	e := newEnv(t)
+	var regions []Region
+	e.must(http.StatusOK, e.root, "GET", "/v1/regions", nil, &regions)
+	if len(regions) != 2 || regions[0].Name != "z0" {
+		t.Fatalf("regions %+v", regions)
+	}
+	var flavors []dora.Flavor
+	e.must(http.StatusOK, e.root, "GET", "/v1/flavors", nil, &flavors)
+	if len(flavors) != len(dora.DefaultFlavors()) {
+		t.Fatalf("flavors %+v", flavors)
+	}
+	r := e.req(dora.Account{}, "GET", "/healthz", nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("healthz %d", r.Status)
+	}
+	r = e.req(dora.Account{}, "GET", "/metrics", nil)
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), "dora_admin_requests_total") {
+		t.Fatalf("metrics %d %s", r.Status, r.Body)
+	}
+	if !strings.Contains(string(r.Body), `route="GET /v1/regions"`) {
+		t.Errorf("metrics lack the route label: %s", r.Body)
+	}
+}
+
+func TestBasicAuthenticator(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice", 0)
+	check := BasicAuthenticator(e.st)
+	ctx := context.Background()
+	if a, err := check(ctx, alice.AccessKey, alice.SecretKey); err != nil || a.ID != alice.ID {
+		t.Fatalf("good credentials: %+v, %v", a, err)
+	}
+	for _, bad := range [][2]string{{alice.AccessKey, "wrong"}, {"nobody", alice.SecretKey}, {"", ""}} {
+		if _, err := check(ctx, bad[0], bad[1]); !errors.Is(err, ErrBadCredentials) {
+			t.Errorf("check(%q, %q) = %v", bad[0], bad[1], err)
+		}
+	}
+	e.must(http.StatusOK, e.root, "POST", "/v1/accounts/"+alice.ID+"/disable", nil, nil)
+	if _, err := check(ctx, alice.AccessKey, alice.SecretKey); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("disabled account accepted: %v", err)
+	}
+}

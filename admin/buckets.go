@@ -1,0 +1,222 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/store"
+)
+
+// MaxDomainsPerBucket caps the host names bound to one bucket.
+const MaxDomainsPerBucket = 20
+
+// normalizeDomain lowercases a host name and checks it is one (no port, no
+// scheme, DNS labels of a-z 0-9 -).
+func normalizeDomain(d string) (string, error) {
+	d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+	if d == "" || len(d) > 253 {
+		return "", fmt.Errorf("domain %q: must be a host name of 1 to 253 characters", d)
+	}
+	for _, label := range strings.Split(d, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return "", fmt.Errorf("domain %q: bad label %q", d, label)
+		}
+		for _, c := range []byte(label) {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return "", fmt.Errorf("domain %q: only a-z 0-9 - and dots are allowed", d)
+			}
+		}
+	}
+	return d, nil
+}
+
+func validateMirror(m string) error {
+	if m == "" {
+		return nil
+	}
+	u, err := url.Parse(m)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return fmt.Errorf("mirror %q: must be an http(s) URL prefix with a host", m)
+	}
+	if len(m) > 1024 {
+		return errors.New("mirror: at most 1024 bytes")
+	}
+	return nil
+}
+
+func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) error {
+	var req struct {
+		Name    string   `json:"name"`
+		Private bool     `json:"private"`
+		Domains []string `json:"domains"`
+		Mirror  string   `json:"mirror"`
+	}
+	if err := c.decode(r, &req); err != nil {
+		return err
+	}
+	if err := dora.ValidateBucketName(req.Name); err != nil {
+		return errf(http.StatusBadRequest, "name: %v", err)
+	}
+	if len(req.Domains) > MaxDomainsPerBucket {
+		return errf(http.StatusBadRequest, "domains: at most %d", MaxDomainsPerBucket)
+	}
+	var domains []string
+	seen := map[string]bool{}
+	for _, d := range req.Domains {
+		nd, err := normalizeDomain(d)
+		if err != nil {
+			return errf(http.StatusBadRequest, "%v", err)
+		}
+		if !seen[nd] {
+			seen[nd] = true
+			domains = append(domains, nd)
+		}
+	}
+	if err := validateMirror(req.Mirror); err != nil {
+		return errf(http.StatusBadRequest, "%v", err)
+	}
+	b := dora.Bucket{Name: req.Name, Owner: c.acct.ID, Private: req.Private, Domains: domains, Mirror: req.Mirror, Created: s.nowUTC()}
+	ops := []store.Op{{Kind: store.OpPut, Key: bucketKey(b.Name), Value: mustJSON(b), CreateOnly: true}}
+	for _, d := range domains {
+		ops = append(ops, store.Op{Kind: store.OpPut, Key: domainKey(d), Value: []byte(b.Name), CreateOnly: true})
+	}
+	if err := s.st.Txn(r.Context(), ops); errors.Is(err, store.ErrConflict) {
+		return s.whichTaken(r.Context(), b.Name, domains)
+	} else if err != nil {
+		return fmt.Errorf("create bucket %s: %w", b.Name, err)
+	}
+	writeJSON(w, http.StatusCreated, b)
+	return nil
+}
+
+// whichTaken names the bucket or domain that made a create conflict.
+func (s *Server) whichTaken(ctx context.Context, name string, domains []string) error {
+	if _, err := s.st.Get(ctx, bucketKey(name)); err == nil {
+		return errf(http.StatusConflict, "bucket %q already exists", name)
+	}
+	for _, d := range domains {
+		if _, err := s.st.Get(ctx, domainKey(d)); err == nil {
+			return errf(http.StatusConflict, "domain %q is bound to another bucket", d)
+		}
+	}
+	return errf(http.StatusConflict, "bucket %q or one of its domains was taken concurrently", name)
+}
+
+// ownedBucket returns the caller's bucket: 404 when missing, 403 when
+// another account owns it.
+func (s *Server) ownedBucket(ctx context.Context, c *call, name string) (dora.Bucket, uint64, error) {
+	b, ver, err := getJSON[dora.Bucket](ctx, s.st, bucketKey(name))
+	if errors.Is(err, store.ErrNotFound) {
+		return b, 0, errf(http.StatusNotFound, "bucket %q not found", name)
+	}
+	if err != nil {
+		return b, 0, err
+	}
+	if b.Owner != c.acct.ID {
+		return b, 0, errf(http.StatusForbidden, "bucket %q belongs to another account", name)
+	}
+	return b, ver, nil
+}
+
+func (s *Server) listBuckets(w http.ResponseWriter, r *http.Request, c *call) error {
+	all, _, err := listJSON[dora.Bucket](r.Context(), s.st, store.PrefixBuckets)
+	if err != nil {
+		return err
+	}
+	own := []dora.Bucket{}
+	for _, b := range all {
+		if b.Owner == c.acct.ID {
+			own = append(own, b)
+		}
+	}
+	writeJSON(w, http.StatusOK, own)
+	return nil
+}
+
+func (s *Server) getBucket(w http.ResponseWriter, r *http.Request, c *call) error {
+	b, _, err := s.ownedBucket(r.Context(), c, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+func (s *Server) addDomain(w http.ResponseWriter, r *http.Request, c *call) error {
+	var req struct {
+		Domain string `json:"domain"`
+	}
+	if err := c.decode(r, &req); err != nil {
+		return err
+	}
+	d, err := normalizeDomain(req.Domain)
+	if err != nil {
+		return errf(http.StatusBadRequest, "%v", err)
+	}
+	name := r.PathValue("name")
+	for i := 0; i < casRetries; i++ {
+		b, ver, err := s.ownedBucket(r.Context(), c, name)
+		if err != nil {
+			return err
+		}
+		for _, have := range b.Domains {
+			if have == d {
+				writeJSON(w, http.StatusOK, b)
+				return nil
+			}
+		}
+		if len(b.Domains) >= MaxDomainsPerBucket {
+			return errf(http.StatusBadRequest, "domains: at most %d per bucket", MaxDomainsPerBucket)
+		}
+		b.Domains = append(b.Domains, d)
+		sort.Strings(b.Domains)
+		err = s.st.Txn(r.Context(), []store.Op{
+			{Kind: store.OpPut, Key: bucketKey(name), Value: mustJSON(b), Version: ver},
+			{Kind: store.OpPut, Key: domainKey(d), Value: []byte(name), CreateOnly: true},
+		})
+		if errors.Is(err, store.ErrConflict) {
+			if _, gerr := s.st.Get(r.Context(), domainKey(d)); gerr == nil {
+				return errf(http.StatusConflict, "domain %q is bound to another bucket", d)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("bind domain %s: %w", d, err)
+		}
+		writeJSON(w, http.StatusOK, b)
+		return nil
+	}
+	return fmt.Errorf("bind domain %s: %w", d, store.ErrConflict)
+}
+
+func (s *Server) deleteBucket(w http.ResponseWriter, r *http.Request, c *call) error {
+	name := r.PathValue("name")
+	b, ver, err := s.ownedBucket(r.Context(), c, name)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Objects != nil {
+		objs, err := s.cfg.Objects.List(r.Context(), name, "", 1)
+		if err != nil {
+			return fmt.Errorf("delete bucket %s: list objects: %w", name, err)
+		}
+		if len(objs) > 0 {
+			return errf(http.StatusConflict, "bucket %q still holds objects; delete them first", name)
+		}
+	}
+	ops := []store.Op{{Kind: store.OpDelete, Key: bucketKey(name), Version: ver}}
+	for _, d := range b.Domains {
+		ops = append(ops, store.Op{Kind: store.OpDelete, Key: domainKey(d)})
+	}
+	if err := s.st.Txn(r.Context(), ops); err != nil {
+		return fmt.Errorf("delete bucket %s: %w", name, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

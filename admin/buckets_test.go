@@ -1,0 +1,188 @@
+package admin
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/router/origin/local"
+)
+
+func TestBuckets(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	var b dora.Bucket
+	e.must(http.StatusCreated, alice, "POST", "/v1/buckets",
+		map[string]any{"name": "photos", "domains": []string{"IMG.example.com", "img.example.com"}, "mirror": "https://origin.example.com/"}, &b)
+	if b.Owner != alice.ID || len(b.Domains) != 1 || b.Domains[0] != "img.example.com" || b.Mirror == "" {
+		t.Fatalf("bucket %+v", b)
+	}
+	if kv, err := e.st.Get(context.Background(), "domains/img.example.com"); err != nil || string(kv.Value) != "photos" {
+		t.Fatalf("domain key: %v %q", err, kv.Value)
+	}
+
+	cases := []struct {
+		name string
+		body map[string]any
+		want int
+	}{
+		{"bad name", map[string]any{"name": "Bad_Name"}, http.StatusBadRequest},
+		{"too short", map[string]any{"name": "ab"}, http.StatusBadRequest},
+		{"bad domain", map[string]any{"name": "docs", "domains": []string{"http://x.com"}}, http.StatusBadRequest},
+		{"bad mirror", map[string]any{"name": "docs", "mirror": "ftp://x"}, http.StatusBadRequest},
+		{"name taken", map[string]any{"name": "photos"}, http.StatusConflict},
+		{"domain taken", map[string]any{"name": "videos", "domains": []string{"new.example.com", "img.example.com"}}, http.StatusConflict},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.req(bob, "POST", "/v1/buckets", tc.body)
+			if r.Status != tc.want {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.want, r.Body)
+			}
+		})
+	}
+	// Nothing half-created: the failed "videos" left neither its bucket nor its free domain.
+	for _, k := range []string{"buckets/videos", "domains/new.example.com"} {
+		if _, err := e.st.Get(context.Background(), k); err == nil {
+			t.Errorf("%s exists after a failed create", k)
+		}
+	}
+
+	var list []dora.Bucket
+	e.must(http.StatusOK, bob, "GET", "/v1/buckets", nil, &list)
+	if len(list) != 0 {
+		t.Errorf("bob sees %+v", list)
+	}
+	e.must(http.StatusOK, alice, "GET", "/v1/buckets", nil, &list)
+	if len(list) != 1 {
+		t.Errorf("alice sees %+v", list)
+	}
+	e.must(http.StatusOK, alice, "GET", "/v1/buckets/photos", nil, nil)
+	e.must(http.StatusForbidden, bob, "GET", "/v1/buckets/photos", nil, nil)
+	e.must(http.StatusNotFound, bob, "GET", "/v1/buckets/nothere", nil, nil)
+
+	e.must(http.StatusCreated, bob, "POST", "/v1/buckets", map[string]any{"name": "videos"}, nil)
+	e.must(http.StatusConflict, bob, "POST", "/v1/buckets/videos/domains", map[string]any{"domain": "img.example.com"}, nil)
+	e.must(http.StatusForbidden, bob, "POST", "/v1/buckets/photos/domains", map[string]any{"domain": "x.example.com"}, nil)
+	e.must(http.StatusOK, alice, "POST", "/v1/buckets/photos/domains", map[string]any{"domain": "cdn.example.com"}, &b)
+	if len(b.Domains) != 2 {
+		t.Fatalf("domains %v", b.Domains)
+	}
+
+	// Delete: 409 while it holds objects, then 204 and the domains are free.
+	e.must(http.StatusOK, alice, "PUT", "/v1/objects/photos/a.txt", []byte("hi"), nil)
+	e.must(http.StatusConflict, alice, "DELETE", "/v1/buckets/photos", nil, nil)
+	e.must(http.StatusForbidden, bob, "DELETE", "/v1/buckets/photos", nil, nil)
+	e.must(http.StatusNoContent, alice, "DELETE", "/v1/objects/photos/a.txt", nil, nil)
+	e.must(http.StatusNoContent, alice, "DELETE", "/v1/buckets/photos", nil, nil)
+	kvs, err := e.st.List(context.Background(), store.PrefixDomains)
+	if err != nil || len(kvs) != 0 {
+		t.Fatalf("domains left: %v %v", kvs, err)
+	}
+	e.must(http.StatusOK, bob, "POST", "/v1/buckets/videos/domains", map[string]any{"domain": "img.example.com"}, nil)
+}
+
+func TestObjects(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.must(http.StatusCreated, alice, "POST", "/v1/buckets", map[string]any{"name": "photos"}, nil)
+
+	key := "dir/a b/ü.txt"
+	path := "/v1/objects/photos/" + escapeKey(key)
+	var obj origin.Object
+	e.must(http.StatusOK, alice, "PUT", path, []byte("hello"), &obj)
+	if obj.Key != key || obj.Size != 5 || obj.Bucket != "photos" {
+		t.Fatalf("put = %+v", obj)
+	}
+	r := e.must(http.StatusOK, alice, "GET", path, nil, nil)
+	etag, _, err := local.ETag(strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Body) != "hello" || r.Header.Get("ETag") != `"`+etag+`"` || r.Header.Get("Content-Length") != "5" || obj.ETag != etag {
+		t.Fatalf("get = %q %v", r.Body, r.Header)
+	}
+	e.must(http.StatusOK, alice, "GET", "/v1/stat/photos/"+escapeKey(key), nil, &obj)
+	if obj.Size != 5 {
+		t.Fatalf("stat = %+v", obj)
+	}
+
+	// Content-Type is recorded unless octet-stream.
+	e.must(http.StatusOK, alice, "PUT", "/v1/objects/photos/page", typed{"text/html", "<p>"}, &obj)
+	if obj.MimeType != "text/html" {
+		t.Errorf("mime %q", obj.MimeType)
+	}
+
+	// Insert-only.
+	r = e.reqWith(alice, "PUT", path, []byte("again"), func(r *http.Request) { r.Header.Set("X-Dora-Insert-Only", "1") })
+	if r.Status != http.StatusConflict {
+		t.Fatalf("insert-only over an existing key: %d", r.Status)
+	}
+
+	var list struct {
+		Items []origin.Object `json:"items"`
+	}
+	e.must(http.StatusOK, alice, "GET", "/v1/list/photos?prefix=dir/&limit=10", nil, &list)
+	if len(list.Items) != 1 || list.Items[0].Key != key {
+		t.Fatalf("list = %+v", list)
+	}
+	e.must(http.StatusOK, alice, "GET", "/v1/list/photos", nil, &list)
+	if len(list.Items) != 2 {
+		t.Fatalf("list all = %+v", list)
+	}
+	e.must(http.StatusBadRequest, alice, "GET", "/v1/list/photos?limit=0", nil, nil)
+	e.must(http.StatusBadRequest, alice, "GET", "/v1/list/photos?limit=1001", nil, nil)
+
+	badKeys := []struct{ name, path string }{
+		{"dot segment", "/v1/objects/photos/a/%2E/b"},
+		{"dotdot segment", "/v1/objects/photos/a/%2E%2E/b"},
+		{"nul", "/v1/objects/photos/a%00b"},
+		{"too long", "/v1/objects/photos/" + strings.Repeat("k", MaxKeyBytes+1)},
+		{"bad utf8", "/v1/objects/photos/%FF%FE"},
+	}
+	for _, bk := range badKeys {
+		t.Run(bk.name, func(t *testing.T) {
+			if r := e.req(alice, "PUT", bk.path, []byte("x")); r.Status != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400: %s", r.Status, r.Body)
+			}
+		})
+	}
+
+	// Another account's bucket, a missing bucket, a missing object.
+	e.must(http.StatusForbidden, bob, "PUT", path, []byte("x"), nil)
+	e.must(http.StatusForbidden, bob, "GET", path, nil, nil)
+	e.must(http.StatusForbidden, bob, "GET", "/v1/list/photos", nil, nil)
+	e.must(http.StatusNotFound, alice, "PUT", "/v1/objects/nobucket/k", []byte("x"), nil)
+	e.must(http.StatusNotFound, alice, "GET", "/v1/objects/photos/missing", nil, nil)
+	e.must(http.StatusNotFound, alice, "GET", "/v1/stat/photos/missing", nil, nil)
+	e.must(http.StatusNoContent, alice, "DELETE", path, nil, nil)
+	e.must(http.StatusNotFound, alice, "DELETE", path, nil, nil)
+}
+
+func escapeKey(key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
+func TestValidateKey(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		ok  bool
+	}{
+		{"a", true}, {"a/b/c.jpg", true}, {"ü/..x", true}, {"a//b", false}, {"/a", false}, {"a/", false},
+		{"", false}, {".", false}, {"..", false}, {"a/./b", false}, {"a/..", false},
+		{"a\x00b", false}, {"\xff", false}, {strings.Repeat("k", MaxKeyBytes), true}, {strings.Repeat("k", MaxKeyBytes+1), false},
+	} {
+		if err := ValidateKey(tc.key); (err == nil) != tc.ok {
+			t.Errorf("ValidateKey(%q) = %v, want ok=%v", tc.key, err, tc.ok)
+		}
+	}
+}

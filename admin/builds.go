@@ -1,0 +1,300 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/store"
+)
+
+// keyedMutex serializes work per key (build numbering per ufop).
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedEntry{}
+	}
+	e := k.locks[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// nextBuildNumber is one more than the highest recorded build of ufop.
+func (s *Server) nextBuildNumber(ctx context.Context, ufop string) (int, error) {
+	builds, _, err := listJSON[dora.Build](ctx, s.st, store.PrefixBuilds+ufop+"/")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, b := range builds {
+		if b.Number > n {
+			n = b.Number
+		}
+	}
+	return n + 1, nil
+}
+
+func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) error {
+	ctx := r.Context()
+	u, _, err := s.ownedUfop(ctx, c, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	if s.cfg.Builder == nil {
+		return errf(http.StatusServiceUnavailable, "no builder configured")
+	}
+	if r.ContentLength > s.cfg.MaxBuildBytes {
+		return errf(http.StatusRequestEntityTooLarge, "build package over %d bytes", s.cfg.MaxBuildBytes)
+	}
+	unlock := s.buildLocks.lock(u.Name)
+	defer unlock()
+	n, err := s.nextBuildNumber(ctx, u.Name)
+	if err != nil {
+		return err
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBuildBytes)
+	y, err := s.cfg.Builder.Unpack(ctx, u.Name, n, body, s.cfg.MaxBuildBytes)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return errf(http.StatusRequestEntityTooLarge, "build package over %d bytes", mbe.Limit)
+		case errors.Is(err, build.ErrBadPackage):
+			return errf(http.StatusBadRequest, "%v", err)
+		}
+		return fmt.Errorf("unpack build %s #%d: %w", u.Name, n, err)
+	}
+	baseDir := ""
+	if buildImageRE.MatchString(y.Image) {
+		base, ok, err := s.ownedBuildImage(ctx, c.acct.ID, y.Image)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errf(http.StatusUnprocessableEntity,
+				"ufop.yaml image %q: not a successful build of yours (use a base such as ubuntu or <ufop>.v<n>)", y.Image)
+		}
+		baseDir = s.cfg.Builder.Dir(base.Ufop, base.Number)
+	}
+	b := dora.Build{
+		Ufop: u.Name, Number: n, Status: dora.BuildRunning, Image: dora.BuildImageName(u.Name, n),
+		Base: y.Image, Run: y.Run, Created: s.nowUTC(),
+	}
+	if _, err := s.st.CAS(ctx, buildKey(u.Name, n), mustJSON(b), 0); errors.Is(err, store.ErrConflict) {
+		return errf(http.StatusConflict, "build %d of %s was recorded concurrently; retry", n, u.Name)
+	} else if err != nil {
+		return fmt.Errorf("record build %s #%d: %w", u.Name, n, err)
+	}
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		s.runBuild(s.bgCtx, b, baseDir)
+	}()
+	writeJSON(w, http.StatusAccepted, b)
+	return nil
+}
+
+// runBuild runs the build script (the builder writes LogPath itself) and
+// records how it ended.
+func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
+	err := s.cfg.Builder.Build(ctx, b.Ufop, b.Number, baseDir, nil)
+	status, msg := dora.BuildSuccess, ""
+	if err != nil {
+		status, msg = dora.BuildFailed, err.Error()
+		if ctx.Err() != nil {
+			msg = "interrupted: the server stopped during the build"
+		}
+	}
+	s.log.Info("admin: build finished", "ufop", b.Ufop, "number", b.Number, "status", status, "err", msg)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.finishBuild(wctx, b.Ufop, b.Number, status, msg); err != nil {
+		s.log.Error("admin: record build end", "ufop", b.Ufop, "number", b.Number, "err", err)
+	}
+}
+
+// finishBuild records a RUNNING build's end; a deleted build stays deleted.
+func (s *Server) finishBuild(ctx context.Context, ufop string, n int, status, msg string) error {
+	for i := 0; i < casRetries; i++ {
+		b, ver, err := getJSON[dora.Build](ctx, s.st, buildKey(ufop, n))
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if b.Status != dora.BuildRunning {
+			return nil
+		}
+		b.Status, b.Error, b.Finished = status, msg, s.nowUTC()
+		if _, err := s.st.CAS(ctx, buildKey(ufop, n), mustJSON(b), ver); errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		return nil
+	}
+	return store.ErrConflict
+}
+
+// buildNumber parses the {n} path value.
+func buildNumber(r *http.Request) (int, error) {
+	n, err := strconv.Atoi(r.PathValue("n"))
+	if err != nil || n < 1 {
+		return 0, errf(http.StatusBadRequest, "build number %q: must be a positive integer", r.PathValue("n"))
+	}
+	return n, nil
+}
+
+func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request, c *call) error {
+	u, _, err := s.ownedUfop(r.Context(), c, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	builds, _, err := listJSON[dora.Build](r.Context(), s.st, store.PrefixBuilds+u.Name+"/")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, builds)
+	return nil
+}
+
+// ownedBuild returns build n of the caller's ufop; 404 when absent.
+func (s *Server) ownedBuild(r *http.Request, c *call) (dora.Build, error) {
+	u, _, err := s.ownedUfop(r.Context(), c, r.PathValue("name"))
+	if err != nil {
+		return dora.Build{}, err
+	}
+	n, err := buildNumber(r)
+	if err != nil {
+		return dora.Build{}, err
+	}
+	b, _, err := getJSON[dora.Build](r.Context(), s.st, buildKey(u.Name, n))
+	if errors.Is(err, store.ErrNotFound) {
+		return b, errf(http.StatusNotFound, "build %d of %s not found", n, u.Name)
+	}
+	return b, err
+}
+
+func (s *Server) getBuild(w http.ResponseWriter, r *http.Request, c *call) error {
+	b, err := s.ownedBuild(r, c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, c *call) error {
+	b, err := s.ownedBuild(r, c)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Builder == nil {
+		return errf(http.StatusServiceUnavailable, "no builder configured")
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	f, err := os.Open(s.cfg.Builder.LogPath(b.Ufop, b.Number))
+	if errors.Is(err, os.ErrNotExist) {
+		w.WriteHeader(http.StatusOK) // nothing logged yet
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open build log: %w", err)
+	}
+	defer f.Close()
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.Copy(w, f)
+	return nil
+}
+
+func (s *Server) switchVersion(w http.ResponseWriter, r *http.Request, c *call) error {
+	var req struct {
+		Build    int    `json:"build"`
+		Protocol string `json:"protocol"`
+	}
+	if err := c.decode(r, &req); err != nil {
+		return err
+	}
+	if req.Build < 1 {
+		return errf(http.StatusBadRequest, "build: a positive build number is required")
+	}
+	proto := dora.Protocol(req.Protocol)
+	switch proto {
+	case "":
+		proto = dora.ProtocolDora
+	case dora.ProtocolDora, dora.ProtocolUfop:
+	default:
+		return errf(http.StatusBadRequest, "protocol %q: must be dora or ufop", req.Protocol)
+	}
+	ctx := r.Context()
+	u, _, err := s.ownedUfop(ctx, c, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	b, _, err := getJSON[dora.Build](ctx, s.st, buildKey(u.Name, req.Build))
+	if errors.Is(err, store.ErrNotFound) {
+		return errf(http.StatusNotFound, "build %d of %s not found", req.Build, u.Name)
+	} else if err != nil {
+		return err
+	}
+	if b.Status != dora.BuildSuccess {
+		return errf(http.StatusConflict, "build %d of %s is %s, not SUCCESS", b.Number, u.Name, b.Status)
+	}
+	version := fmt.Sprintf("v%d", b.Number)
+	if _, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, version)); errors.Is(err, store.ErrNotFound) {
+		flavor := "default"
+		if _, ok := s.flavor(flavor); !ok {
+			flavor = s.flavors[0].Name
+		}
+		rel := dora.Release{Ufop: u.Name, Version: version, Image: b.Image, Flavor: flavor,
+			Desc: "from build " + strconv.Itoa(b.Number), Protocol: proto, Created: s.nowUTC()}
+		if _, err := s.st.CAS(ctx, releaseKey(u.Name, version), mustJSON(rel), 0); err != nil && !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("create release %s %s: %w", u.Name, version, err)
+		}
+	} else if err != nil {
+		return err
+	}
+	nu, err := s.activate(ctx, u.Name, version)
+	if err != nil {
+		return err
+	}
+	info, err := s.ufopInfo(ctx, nu, c.acct)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}

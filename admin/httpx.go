@@ -1,0 +1,372 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/store"
+)
+
+// apiError is an error with the HTTP status it maps to and the message the
+// client sees.
+type apiError struct {
+	Status int
+	Msg    string
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Msg) }
+
+// errf builds an apiError.
+func errf(status int, format string, args ...any) error {
+	return &apiError{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// role says who may call a route.
+type role int
+
+const (
+	roleUser role = iota // any enabled account
+	roleRoot             // the root account only
+)
+
+// call carries what the middleware learnt about a request.
+type call struct {
+	acct dora.Account
+	body []byte // the JSON/form body when it was read for the signature
+}
+
+type apiFunc func(w http.ResponseWriter, r *http.Request, c *call) error
+
+// accessInfo is filled by the inner layers for the access log.
+type accessInfo struct {
+	ak    string
+	reqid string
+}
+
+type accessKey struct{}
+
+// statusWriter records the status and size written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Flush lets streamed responses (logs) reach the client early.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// jsonErrorWriter turns the mux's own plain-text 404/405 replies into JSON.
+type jsonErrorWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *jsonErrorWriter) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	msg := http.StatusText(code)
+	if code == http.StatusNotFound {
+		msg = "no such endpoint"
+	}
+	h := w.ResponseWriter.Header()
+	h.Del("X-Content-Type-Options")
+	h.Set("Content-Type", "application/json")
+	w.ResponseWriter.WriteHeader(code)
+	_ = json.NewEncoder(w.ResponseWriter).Encode(map[string]string{"error": msg})
+}
+
+func (w *jsonErrorWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return len(b), nil // the mux's text body is replaced by the JSON one
+}
+
+func newReqid() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// outer adds X-Reqid, the access log, metrics, panic recovery and JSON
+// replies for unknown routes.
+func (s *Server) outer(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		reqid := newReqid()
+		rw.Header().Set("X-Reqid", reqid)
+		w := &statusWriter{ResponseWriter: rw}
+		info := &accessInfo{reqid: reqid}
+		r = r.WithContext(context.WithValue(r.Context(), accessKey{}, info))
+		_, pattern := mux.Handler(r)
+		route := pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("admin: panic", "reqid", reqid, "path", r.URL.Path, "panic", p)
+				if w.status == 0 {
+					writeError(w, errf(http.StatusInternalServerError, "internal error"))
+				}
+			}
+			code := w.status
+			if code == 0 {
+				code = http.StatusOK
+			}
+			d := time.Since(start)
+			s.reqs.WithLabelValues(r.Method, route, strconv.Itoa(code)).Inc()
+			s.latency.WithLabelValues(route).Observe(d.Seconds())
+			s.log.Info("admin", "reqid", reqid, "method", r.Method, "path", r.URL.Path,
+				"status", code, "bytes", w.bytes, "duration", d, "ak", info.ak, "remote", r.RemoteAddr)
+		}()
+		if pattern == "" {
+			mux.ServeHTTP(&jsonErrorWriter{ResponseWriter: w}, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// routes registers every endpoint of docs/api.md.
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	m.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	if s.cfg.Registry != nil {
+		m.Handle("/v2/", s.cfg.Registry)
+	}
+	m.HandleFunc("GET /v1/artifacts/{ufop}/{file}", s.handleArtifact)
+
+	s.api("GET /v1/whoami", roleUser, false, s.whoami)
+	s.api("POST /v1/accounts", roleRoot, false, s.createAccount)
+	s.api("GET /v1/accounts", roleRoot, false, s.listAccounts)
+	s.api("POST /v1/accounts/{id}/disable", roleRoot, false, s.disableAccount)
+	s.api("GET /v1/regions", roleUser, false, s.listRegions)
+	s.api("GET /v1/flavors", roleUser, false, s.listFlavors)
+
+	s.api("POST /v1/buckets", roleUser, false, s.createBucket)
+	s.api("GET /v1/buckets", roleUser, false, s.listBuckets)
+	s.api("GET /v1/buckets/{name}", roleUser, false, s.getBucket)
+	s.api("POST /v1/buckets/{name}/domains", roleUser, false, s.addDomain)
+	s.api("DELETE /v1/buckets/{name}", roleUser, false, s.deleteBucket)
+
+	s.api("PUT /v1/objects/{bucket}/{key...}", roleUser, true, s.putObject)
+	s.api("GET /v1/objects/{bucket}/{key...}", roleUser, false, s.getObject)
+	s.api("DELETE /v1/objects/{bucket}/{key...}", roleUser, false, s.deleteObject)
+	s.api("GET /v1/stat/{bucket}/{key...}", roleUser, false, s.statObject)
+	s.api("GET /v1/list/{bucket}", roleUser, false, s.listObjects)
+
+	s.api("POST /v1/ufops", roleUser, false, s.createUfop)
+	s.api("GET /v1/ufops", roleUser, false, s.listUfops)
+	s.api("GET /v1/ufops/{name}", roleUser, false, s.getUfopInfo)
+	s.api("DELETE /v1/ufops/{name}", roleUser, false, s.deleteUfop)
+	s.api("POST /v1/ufops/{name}/apply", roleUser, false, s.applyUfop)
+	s.api("DELETE /v1/ufops/{name}/apply", roleUser, false, s.unapplyUfop)
+
+	s.api("POST /v1/ufops/{name}/builds", roleUser, true, s.createBuild)
+	s.api("GET /v1/ufops/{name}/builds", roleUser, false, s.listBuilds)
+	s.api("GET /v1/ufops/{name}/builds/{n}", roleUser, false, s.getBuild)
+	s.api("GET /v1/ufops/{name}/builds/{n}/log", roleUser, false, s.buildLog)
+	s.api("POST /v1/ufops/{name}/version", roleUser, false, s.switchVersion)
+
+	s.api("GET /v1/images", roleUser, false, s.listImages)
+	s.api("POST /v1/releases", roleUser, false, s.createRelease)
+	s.api("GET /v1/ufops/{name}/releases", roleUser, false, s.listReleases)
+
+	s.api("POST /v1/ufops/{name}/deployments", roleUser, false, s.deploy)
+	s.api("GET /v1/ufops/{name}/deployments", roleUser, false, s.listDeployments)
+	s.api("GET /v1/ufops/{name}/deployments/{id}", roleUser, false, s.getDeployment)
+	s.api("GET /v1/ufops/{name}/deployments/{id}/events", roleUser, false, s.deploymentEvents)
+	s.api("POST /v1/ufops/{name}/resize", roleUser, false, s.resize)
+	s.api("GET /v1/ufops/{name}/instances", roleUser, false, s.listInstances)
+	s.api("POST /v1/ufops/{name}/instances/stop", roleUser, false, s.stopInstances)
+	s.api("POST /v1/ufops/{name}/instances/start", roleUser, false, s.startInstances)
+	s.api("GET /v1/ufops/{name}/instances/{index}/logs", roleUser, false, s.instanceLogs)
+	s.api("GET /v1/ufops/{name}/logs", roleUser, false, s.ufopLogs)
+}
+
+// bodyIsSigned reports whether a request of this Content-Type carries its
+// body inside the signature (form or JSON, PROTOCOLS.md §5).
+func bodyIsSigned(contentType string) bool {
+	if contentType == "" {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/x-www-form-urlencoded" || mt == "application/json"
+}
+
+// api registers an authenticated route. Non-upload routes have their body
+// capped at MaxJSONBytes; upload routes stream it, except a JSON/form body,
+// which is read (capped) for the signature like any other.
+func (s *Server) api(pattern string, rl role, upload bool, fn apiFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		c := &call{}
+		if err := s.authenticate(w, r, rl, upload, c); err != nil {
+			writeError(w, err)
+			return
+		}
+		if err := fn(w, r, c); err != nil {
+			s.logError(r, err)
+			writeError(w, err)
+		}
+	})
+}
+
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, upload bool, c *call) error {
+	if !upload {
+		r.Body = http.MaxBytesReader(w, r.Body, MaxJSONBytes)
+	}
+	if bodyIsSigned(r.Header.Get("Content-Type")) {
+		b, err := io.ReadAll(io.LimitReader(r.Body, MaxJSONBytes+1))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return errf(http.StatusRequestEntityTooLarge, "request body over %d bytes", MaxJSONBytes)
+			}
+			return errf(http.StatusBadRequest, "reading the request body: %v", err)
+		}
+		if len(b) > MaxJSONBytes {
+			return errf(http.StatusRequestEntityTooLarge, "a JSON or form body is limited to %d bytes", MaxJSONBytes)
+		}
+		c.body = b
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	if r.Header.Get("Authorization") == "" {
+		return errf(http.StatusUnauthorized, "missing Authorization header")
+	}
+	ak, err := s.verifier.VerifyHTTP(r.Context(), r, c.body)
+	if err != nil {
+		return errf(http.StatusUnauthorized, "bad signature: %v", err)
+	}
+	if info, ok := r.Context().Value(accessKey{}).(*accessInfo); ok {
+		info.ak = ak
+	}
+	acct, err := s.accountByAK(r.Context(), ak)
+	if err != nil {
+		if errors.Is(err, errNoAccount) {
+			return errf(http.StatusUnauthorized, "unknown or disabled access key")
+		}
+		return err
+	}
+	if rl == roleRoot && !acct.Root {
+		return errf(http.StatusForbidden, "only the root account may do this")
+	}
+	c.acct = acct
+	return nil
+}
+
+func (s *Server) logError(r *http.Request, err error) {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status < 500 {
+		return
+	}
+	reqid := ""
+	if info, ok := r.Context().Value(accessKey{}).(*accessInfo); ok {
+		reqid = info.reqid
+	}
+	s.log.Error("admin: request failed", "path", r.URL.Path, "reqid", reqid, "err", err)
+}
+
+// writeError writes err as {"error": msg} with its status; errors that are
+// not apiErrors are 500 (store conflicts that survived retries: 409).
+func writeError(w http.ResponseWriter, err error) {
+	status, msg := http.StatusInternalServerError, "internal error"
+	var ae *apiError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+		status, msg = ae.Status, ae.Msg
+	case errors.As(err, &mbe):
+		status, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", mbe.Limit)
+	case errors.Is(err, store.ErrConflict):
+		status, msg = http.StatusConflict, "concurrent update, retry"
+	case errors.Is(err, context.Canceled):
+		status, msg = 499, "request canceled"
+	case errors.Is(err, store.ErrClosed):
+		status, msg = http.StatusServiceUnavailable, "metadata store closed"
+	}
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// decode reads the JSON request body into v; an empty body leaves v as is.
+func (c *call) decode(r *http.Request, v any) error {
+	b := c.body
+	if b == nil {
+		var err error
+		b, err = io.ReadAll(r.Body)
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return errf(http.StatusRequestEntityTooLarge, "request body over %d bytes", mbe.Limit)
+			}
+			return errf(http.StatusBadRequest, "reading the request body: %v", err)
+		}
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return errf(http.StatusBadRequest, "bad JSON body: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+package admin
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/doraproject/dora/router/origin"
+)
+
+// MaxKeyBytes is the longest object key accepted.
+const MaxKeyBytes = 1024
+
+// ErrBadKey is returned by ValidateKey.
+var ErrBadKey = errors.New("bad object key")
+
+// ValidateKey applies docs/api.md's key rules: non-empty, at most
+// MaxKeyBytes, valid UTF-8, no NUL, no empty, "." or ".." segment (so no
+// leading "/" and no "//").
+func ValidateKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty", ErrBadKey)
+	case len(key) > MaxKeyBytes:
+		return fmt.Errorf("%w: longer than %d bytes", ErrBadKey, MaxKeyBytes)
+	case strings.IndexByte(key, 0) >= 0:
+		return fmt.Errorf("%w: holds a NUL byte", ErrBadKey)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("%w: not valid UTF-8", ErrBadKey)
+	}
+	for _, seg := range strings.Split(key, "/") {
+		switch seg {
+		case "":
+			return fmt.Errorf("%w: has an empty segment (leading / or //)", ErrBadKey)
+		case ".", "..":
+			return fmt.Errorf("%w: has a %q segment", ErrBadKey, seg)
+		}
+	}
+	return nil
+}
+
+// objectTarget checks the bucket is the caller's, the key valid and the
+// origin configured.
+func (s *Server) objectTarget(r *http.Request, c *call) (bucket, key string, err error) {
+	bucket, key = r.PathValue("bucket"), r.PathValue("key")
+	if err := ValidateKey(key); err != nil {
+		return "", "", errf(http.StatusBadRequest, "key: %v", err)
+	}
+	if _, _, err := s.ownedBucket(r.Context(), c, bucket); err != nil {
+		return "", "", err
+	}
+	if s.cfg.Objects == nil {
+		return "", "", errf(http.StatusServiceUnavailable, "no object storage configured")
+	}
+	return bucket, key, nil
+}
+
+// originError maps origin sentinels to API statuses.
+func originError(op, bucket, key string, err error) error {
+	switch {
+	case errors.Is(err, origin.ErrNotFound):
+		return errf(http.StatusNotFound, "object %s/%s not found", bucket, key)
+	case errors.Is(err, origin.ErrBadKey):
+		return errf(http.StatusBadRequest, "key %q: %v", key, err)
+	case errors.Is(err, origin.ErrTooLarge):
+		return errf(http.StatusRequestEntityTooLarge, "object too large")
+	case errors.Is(err, origin.ErrExists):
+		return errf(http.StatusConflict, "object %s/%s already exists", bucket, key)
+	case errors.Is(err, origin.ErrReadOnly):
+		return errf(http.StatusServiceUnavailable, "object storage is read-only")
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errf(http.StatusRequestEntityTooLarge, "object over %d bytes", mbe.Limit)
+	}
+	return fmt.Errorf("%s %s/%s: %w", op, bucket, key, err)
+}
+
+func (s *Server) putObject(w http.ResponseWriter, r *http.Request, c *call) error {
+	bucket, key, err := s.objectTarget(r, c)
+	if err != nil {
+		return err
+	}
+	if r.ContentLength > s.cfg.MaxUploadBytes {
+		return errf(http.StatusRequestEntityTooLarge, "object over %d bytes", s.cfg.MaxUploadBytes)
+	}
+	opts := origin.PutOptions{InsertOnly: r.Header.Get("X-Dora-Insert-Only") == "1"}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err == nil && mt != "application/octet-stream" {
+			opts.MimeType = ct
+		}
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
+	obj, err := s.cfg.Objects.Put(r.Context(), bucket, key, body, opts)
+	if err != nil {
+		return originError("put", bucket, key, err)
+	}
+	writeJSON(w, http.StatusOK, obj)
+	return nil
+}
+
+func (s *Server) getObject(w http.ResponseWriter, r *http.Request, c *call) error {
+	bucket, key, err := s.objectTarget(r, c)
+	if err != nil {
+		return err
+	}
+	rc, obj, err := s.cfg.Objects.Open(r.Context(), bucket, key, 0, -1)
+	if err != nil {
+		return originError("get", bucket, key, err)
+	}
+	defer rc.Close()
+	h := w.Header()
+	ct := obj.MimeType
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	h.Set("Content-Type", ct)
+	if obj.Size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(obj.Size, 10))
+	}
+	if obj.ETag != "" {
+		h.Set("ETag", `"`+obj.ETag+`"`)
+	}
+	if !obj.Modified.IsZero() {
+		h.Set("Last-Modified", obj.Modified.UTC().Format(http.TimeFormat))
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if _, err := io.Copy(w, rc); err != nil {
+		// Headers are gone; the short body tells the client.
+		s.log.Warn("admin: object download cut", "bucket", bucket, "key", key, "err", err)
+	}
+	return nil
+}
+
+func (s *Server) deleteObject(w http.ResponseWriter, r *http.Request, c *call) error {
+	bucket, key, err := s.objectTarget(r, c)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Objects.Delete(r.Context(), bucket, key); err != nil {
+		return originError("delete", bucket, key, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) statObject(w http.ResponseWriter, r *http.Request, c *call) error {
+	bucket, key, err := s.objectTarget(r, c)
+	if err != nil {
+		return err
+	}
+	obj, err := s.cfg.Objects.Stat(r.Context(), bucket, key)
+	if err != nil {
+		return originError("stat", bucket, key, err)
+	}
+	writeJSON(w, http.StatusOK, obj)
+	return nil
+}
+
+// MaxListLimit is the most objects one list call returns.
+const MaxListLimit = 1000
+
+func (s *Server) listObjects(w http.ResponseWriter, r *http.Request, c *call) error {
+	bucket := r.PathValue("bucket")
+	q := r.URL.Query()
+	limit := MaxListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxListLimit {
+			return errf(http.StatusBadRequest, "limit: must be 1 to %d", MaxListLimit)
+		}
+		limit = n
+	}
+	prefix := q.Get("prefix")
+	if len(prefix) > MaxKeyBytes {
+		return errf(http.StatusBadRequest, "prefix: longer than %d bytes", MaxKeyBytes)
+	}
+	if _, _, err := s.ownedBucket(r.Context(), c, bucket); err != nil {
+		return err
+	}
+	if s.cfg.Objects == nil {
+		return errf(http.StatusServiceUnavailable, "no object storage configured")
+	}
+	objs, err := s.cfg.Objects.List(r.Context(), bucket, prefix, limit)
+	if err != nil {
+		return originError("list", bucket, prefix, err)
+	}
+	if objs == nil {
+		objs = []origin.Object{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": objs})
+	return nil
+}

@@ -1,0 +1,329 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/admin/store"
+)
+
+// UfopInfo is a ufop as `qufopctl info` shows it.
+type UfopInfo struct {
+	dora.Ufop
+	// InstanceNum is the desired instance count of the active version,
+	// summed over regions.
+	InstanceNum int `json:"instanceNum"`
+	// MaxInstanceNum is the owner's instance limit per ufop.
+	MaxInstanceNum int `json:"maxInstanceNum"`
+	// Flavor is the active release's flavor ("default" without one).
+	Flavor string `json:"flavor"`
+	// AccessList holds the owner and (for the owner's eyes) the accounts
+	// that applied for the ufop.
+	AccessList []string `json:"accessList"`
+	// Autoscale is the active deployment's policy (or its release's).
+	Autoscale *dora.AutoscalePolicy `json:"autoscale,omitempty"`
+}
+
+// parseModeJSON accepts a mode as a number (0, 1, 2) or a string
+// ("public", "protected", "private", "0"...); absent means private.
+func parseModeJSON(raw json.RawMessage) (dora.Mode, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return dora.ModePrivate, nil
+	}
+	var n int
+	if err := json.Unmarshal(raw, &n); err == nil {
+		if n < 0 || n > 2 {
+			return 0, dora.ErrBadMode
+		}
+		return dora.Mode(n), nil
+	}
+	var str string
+	if err := json.Unmarshal(raw, &str); err != nil {
+		return 0, dora.ErrBadMode
+	}
+	return dora.ParseMode(str)
+}
+
+func (s *Server) createUfop(w http.ResponseWriter, r *http.Request, c *call) error {
+	var req struct {
+		Name string          `json:"name"`
+		Desc string          `json:"desc"`
+		Mode json.RawMessage `json:"mode"`
+	}
+	if err := c.decode(r, &req); err != nil {
+		return err
+	}
+	if err := dora.ValidateUfopName(req.Name); err != nil {
+		return errf(http.StatusBadRequest, "name: %v", err)
+	}
+	mode, err := parseModeJSON(req.Mode)
+	if err != nil {
+		return errf(http.StatusBadRequest, "mode: %v", err)
+	}
+	if len(req.Desc) > 1024 {
+		return errf(http.StatusBadRequest, "desc: at most 1024 bytes")
+	}
+	if mode == dora.ModePublic && !c.acct.Root {
+		return errf(http.StatusForbidden, "mode: only the root account may create public ufops; use protected or private")
+	}
+	u := dora.Ufop{Name: req.Name, Owner: c.acct.ID, Desc: req.Desc, Mode: mode, Created: s.nowUTC()}
+	if _, err := s.st.CAS(r.Context(), ufopKey(u.Name), mustJSON(u), 0); errors.Is(err, store.ErrConflict) {
+		return errf(http.StatusConflict, "ufop %q is already registered", u.Name)
+	} else if err != nil {
+		return fmt.Errorf("register ufop %s: %w", u.Name, err)
+	}
+	writeJSON(w, http.StatusCreated, u)
+	return nil
+}
+
+// getUfop reads ufops/<name>: 404 when missing (or the name is invalid).
+func (s *Server) getUfop(ctx context.Context, name string) (dora.Ufop, uint64, error) {
+	if dora.ValidateUfopName(name) != nil {
+		return dora.Ufop{}, 0, errf(http.StatusNotFound, "ufop %q not found", name)
+	}
+	u, ver, err := getJSON[dora.Ufop](ctx, s.st, ufopKey(name))
+	if errors.Is(err, store.ErrNotFound) {
+		return u, 0, errf(http.StatusNotFound, "ufop %q not found", name)
+	}
+	return u, ver, err
+}
+
+// ownedUfop returns the caller's ufop: 404 when missing, 403 when another
+// account owns it.
+func (s *Server) ownedUfop(ctx context.Context, c *call, name string) (dora.Ufop, uint64, error) {
+	u, ver, err := s.getUfop(ctx, name)
+	if err != nil {
+		return u, 0, err
+	}
+	if u.Owner != c.acct.ID {
+		return u, 0, errf(http.StatusForbidden, "ufop %q belongs to another account", name)
+	}
+	return u, ver, nil
+}
+
+// updateUfop applies fn to ufops/<name> with CAS retries.
+func (s *Server) updateUfop(ctx context.Context, name string, fn func(*dora.Ufop) error) (dora.Ufop, error) {
+	for i := 0; i < casRetries; i++ {
+		u, ver, err := s.getUfop(ctx, name)
+		if err != nil {
+			return u, err
+		}
+		if err := fn(&u); err != nil {
+			return u, err
+		}
+		if _, err := s.st.CAS(ctx, ufopKey(name), mustJSON(u), ver); errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			return u, fmt.Errorf("update ufop %s: %w", name, err)
+		}
+		return u, nil
+	}
+	return dora.Ufop{}, fmt.Errorf("update ufop %s: %w", name, store.ErrConflict)
+}
+
+// ufopInfo assembles UfopInfo; viewer decides whether the access list is
+// shown in full.
+func (s *Server) ufopInfo(ctx context.Context, u dora.Ufop, viewer dora.Account) (UfopInfo, error) {
+	info := UfopInfo{Ufop: u, Flavor: "default", AccessList: []string{u.Owner}, MaxInstanceNum: dora.DefaultInstanceLimit}
+	owner, _, err := getJSON[dora.Account](ctx, s.st, accountKey(u.Owner))
+	if err == nil {
+		info.MaxInstanceNum = owner.Limit()
+	}
+	if u.ActiveVersion != "" {
+		if rel, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, u.ActiveVersion)); err == nil {
+			info.Flavor = rel.Flavor
+			info.Autoscale = rel.Autoscale
+		}
+		deps, err := s.deployments(ctx, u.Name)
+		if err != nil {
+			return info, err
+		}
+		for _, d := range deps {
+			if d.Version == u.ActiveVersion && liveDeployment(d) {
+				info.InstanceNum += d.Desired
+				if d.Autoscale != nil {
+					info.Autoscale = d.Autoscale
+				}
+			}
+		}
+	}
+	if viewer.ID == u.Owner && u.Mode == dora.ModeProtected {
+		accts, _, err := listJSON[dora.Account](ctx, s.st, store.PrefixAccounts)
+		if err != nil {
+			return info, err
+		}
+		for _, a := range accts {
+			if a.ID != u.Owner && a.HasApplied(u.Name) {
+				info.AccessList = append(info.AccessList, a.ID)
+			}
+		}
+	}
+	return info, nil
+}
+
+func (s *Server) listUfops(w http.ResponseWriter, r *http.Request, c *call) error {
+	all, _, err := listJSON[dora.Ufop](r.Context(), s.st, store.PrefixUfops)
+	if err != nil {
+		return err
+	}
+	out := []UfopInfo{}
+	for _, u := range all {
+		if !u.CanBeUsedBy(c.acct) {
+			continue
+		}
+		info, err := s.ufopInfo(r.Context(), u, c.acct)
+		if err != nil {
+			return err
+		}
+		out = append(out, info)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getUfopInfo(w http.ResponseWriter, r *http.Request, c *call) error {
+	u, _, err := s.getUfop(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	if !u.CanBeUsedBy(c.acct) {
+		return errf(http.StatusForbidden, "ufop %q is not available to this account", u.Name)
+	}
+	info, err := s.ufopInfo(r.Context(), u, c.acct)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
+func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) error {
+	ctx := r.Context()
+	u, ver, err := s.ownedUfop(ctx, c, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	deps, err := s.deployments(ctx, u.Name)
+	if err != nil {
+		return err
+	}
+	// Stop the instances first: if the runtime fails, nothing is deleted
+	// and the call can be retried.
+	for _, d := range deps {
+		if err := s.rt.Remove(ctx, d.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			return errf(http.StatusServiceUnavailable, "stopping deployment %s: %v", d.ID, err)
+		}
+	}
+	ops := []store.Op{{Kind: store.OpDelete, Key: ufopKey(u.Name), Version: ver}}
+	for _, prefix := range []string{
+		store.PrefixReleases + u.Name + "/",
+		store.PrefixBuilds + u.Name + "/",
+		store.PrefixDeployments + u.Name + "/",
+	} {
+		kvs, err := s.st.List(ctx, prefix)
+		if err != nil {
+			return fmt.Errorf("delete ufop %s: %w", u.Name, err)
+		}
+		for _, kv := range kvs {
+			ops = append(ops, store.Op{Kind: store.OpDelete, Key: kv.Key})
+		}
+	}
+	for _, d := range deps {
+		kvs, err := s.st.List(ctx, store.PrefixScaleEvents+d.ID+"/")
+		if err != nil {
+			return fmt.Errorf("delete ufop %s: %w", u.Name, err)
+		}
+		for _, kv := range kvs {
+			ops = append(ops, store.Op{Kind: store.OpDelete, Key: kv.Key})
+		}
+	}
+	// Forget the applications too, so that a later ufop of the same name
+	// does not inherit them.
+	accts, akvs, err := listJSON[dora.Account](ctx, s.st, store.PrefixAccounts)
+	if err != nil {
+		return err
+	}
+	for i, a := range accts {
+		if !a.HasApplied(u.Name) {
+			continue
+		}
+		kept := a.Applied[:0:0]
+		for _, n := range a.Applied {
+			if n != u.Name {
+				kept = append(kept, n)
+			}
+		}
+		a.Applied = kept
+		ops = append(ops, store.Op{Kind: store.OpPut, Key: akvs[i].Key, Value: mustJSON(a), Version: akvs[i].Version})
+	}
+	if err := s.st.Txn(ctx, ops); errors.Is(err, store.ErrConflict) {
+		return errf(http.StatusConflict, "ufop %q changed while being deleted; retry", u.Name)
+	} else if err != nil {
+		return fmt.Errorf("delete ufop %s: %w", u.Name, err)
+	}
+	s.retryMu.Lock()
+	for _, d := range deps {
+		delete(s.retry, d.ID)
+	}
+	s.retryMu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) applyUfop(w http.ResponseWriter, r *http.Request, c *call) error {
+	u, _, err := s.getUfop(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	if u.Mode != dora.ModeProtected {
+		return errf(http.StatusBadRequest, "ufop %q is %s; only protected ufops are applied for", u.Name, u.Mode)
+	}
+	acct, err := s.updateAccount(r.Context(), c.acct.ID, func(a *dora.Account) error {
+		if !a.HasApplied(u.Name) {
+			a.Applied = append(a.Applied, u.Name)
+			sort.Strings(a.Applied)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, publicAccount(acct))
+	return nil
+}
+
+func (s *Server) unapplyUfop(w http.ResponseWriter, r *http.Request, c *call) error {
+	name := r.PathValue("name")
+	acct, err := s.updateAccount(r.Context(), c.acct.ID, func(a *dora.Account) error {
+		kept := a.Applied[:0:0]
+		for _, n := range a.Applied {
+			if n != name {
+				kept = append(kept, n)
+			}
+		}
+		a.Applied = kept
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, publicAccount(acct))
+	return nil
+}
+
+// liveDeployment reports whether a deployment is still the current one of
+// its version and region (anything but REPLACED; a STOPPED one can be
+// started again).
+func liveDeployment(d dora.Deployment) bool {
+	return d.Status != dora.DeployReplaced
+}
+
+// modeName is how GET releases spells a mode.
+func modeName(m dora.Mode) string { return strings.ToLower(m.String()) }

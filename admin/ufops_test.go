@@ -1,0 +1,215 @@
+package admin
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/store"
+)
+
+func TestUfopRegistration(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "grepd", dora.ModeProtected)
+
+	cases := []struct {
+		name string
+		acct dora.Account
+		body map[string]any
+		want int
+	}{
+		{"too short", alice, map[string]any{"name": "abcd"}, http.StatusBadRequest},
+		{"too long", alice, map[string]any{"name": "abcdefghijklmnopqrstu"}, http.StatusBadRequest},
+		{"upper case", alice, map[string]any{"name": "Grepd2"}, http.StatusBadRequest},
+		{"dot", alice, map[string]any{"name": "grep.d"}, http.StatusBadRequest},
+		{"reserved", alice, map[string]any{"name": "imageInfo"}, http.StatusBadRequest},
+		{"reserved any case", alice, map[string]any{"name": "imageinfo"}, http.StatusBadRequest},
+		{"reserved saveas", alice, map[string]any{"name": "saveas"}, http.StatusBadRequest},
+		{"taken by another", bob, map[string]any{"name": "grepd"}, http.StatusConflict},
+		{"taken by self", alice, map[string]any{"name": "grepd"}, http.StatusConflict},
+		{"public by user", bob, map[string]any{"name": "bobpub", "mode": 0}, http.StatusForbidden},
+		{"public by user, spelled", bob, map[string]any{"name": "bobpub", "mode": "public"}, http.StatusForbidden},
+		{"bad mode", bob, map[string]any{"name": "bobpub", "mode": 7}, http.StatusBadRequest},
+		{"bad mode string", bob, map[string]any{"name": "bobpub", "mode": "open"}, http.StatusBadRequest},
+		{"public by root", e.root, map[string]any{"name": "rootpub", "mode": 0}, http.StatusCreated},
+		{"protected spelled", bob, map[string]any{"name": "bobprot", "mode": "protected"}, http.StatusCreated},
+		{"default private", bob, map[string]any{"name": "bobpriv"}, http.StatusCreated},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.req(tc.acct, "POST", "/v1/ufops", tc.body)
+			if r.Status != tc.want {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.want, r.Body)
+			}
+		})
+	}
+	if u := e.ufopRecord("bobpriv"); u.Mode != dora.ModePrivate || u.Owner != bob.ID {
+		t.Errorf("bobpriv = %+v", u)
+	}
+	if _, err := e.st.Get(context.Background(), "ufops/bobpub"); err == nil {
+		t.Error("a refused ufop was recorded")
+	}
+
+	// Visibility: bob sees his own, the public one; grepd (protected) after apply.
+	names := func(acct dora.Account) map[string]bool {
+		var infos []UfopInfo
+		e.must(http.StatusOK, acct, "GET", "/v1/ufops", nil, &infos)
+		m := map[string]bool{}
+		for _, i := range infos {
+			m[i.Name] = true
+		}
+		return m
+	}
+	if got := names(bob); !got["bobpriv"] || !got["bobprot"] || !got["rootpub"] || got["grepd"] || len(got) != 3 {
+		t.Errorf("bob sees %v", got)
+	}
+	e.must(http.StatusForbidden, bob, "GET", "/v1/ufops/grepd", nil, nil)
+	e.must(http.StatusNotFound, bob, "GET", "/v1/ufops/nosuchufop", nil, nil)
+	var acct dora.Account
+	e.must(http.StatusOK, bob, "POST", "/v1/ufops/grepd/apply", nil, &acct)
+	if !acct.HasApplied("grepd") || acct.SecretKey != "" {
+		t.Fatalf("after apply: %+v", acct)
+	}
+	if got := names(bob); !got["grepd"] {
+		t.Errorf("bob does not see grepd after apply: %v", got)
+	}
+	var info UfopInfo
+	e.must(http.StatusOK, alice, "GET", "/v1/ufops/grepd", nil, &info)
+	if info.Owner != alice.ID || info.MaxInstanceNum != dora.DefaultInstanceLimit || info.Flavor != "default" ||
+		len(info.AccessList) != 2 || info.AccessList[1] != bob.ID {
+		t.Errorf("info = %+v", info)
+	}
+	e.must(http.StatusBadRequest, alice, "POST", "/v1/ufops/bobpriv/apply", nil, nil)
+	e.must(http.StatusBadRequest, alice, "POST", "/v1/ufops/rootpub/apply", nil, nil)
+	e.must(http.StatusNotFound, alice, "POST", "/v1/ufops/nosuchufop/apply", nil, nil)
+	var after dora.Account
+	e.must(http.StatusOK, bob, "DELETE", "/v1/ufops/grepd/apply", nil, &after)
+	if after.HasApplied("grepd") || after.ID != bob.ID {
+		t.Fatal("still applied")
+	}
+	e.must(http.StatusForbidden, bob, "GET", "/v1/ufops/grepd", nil, nil)
+	e.must(http.StatusOK, bob, "POST", "/v1/ufops/grepd/apply", nil, nil)
+
+	// Delete: only the owner; removes releases and deployments, stops instances.
+	e.release(alice, "grepd", "v1")
+	var d dora.Deployment
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1}, &d)
+	e.must(http.StatusForbidden, bob, "DELETE", "/v1/ufops/grepd", nil, nil)
+	e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil)
+	if rm := e.rt.removedIDs(); len(rm) != 1 || rm[0] != d.ID {
+		t.Errorf("removed %v, want [%s]", rm, d.ID)
+	}
+	for _, p := range []string{"ufops/grepd", store.PrefixReleases + "grepd/", store.PrefixDeployments + "grepd/"} {
+		kvs, err := e.st.List(context.Background(), p)
+		if err != nil || len(kvs) != 0 {
+			t.Errorf("%s left: %v %v", p, kvs, err)
+		}
+	}
+	e.must(http.StatusNotFound, alice, "GET", "/v1/ufops/grepd", nil, nil)
+	// The name is free again, and the old applications are gone.
+	e.must(http.StatusOK, bob, "GET", "/v1/whoami", nil, &after)
+	if after.HasApplied("grepd") {
+		t.Error("the deleted ufop is still in bob's applied list")
+	}
+	e.ufop(bob, "grepd", dora.ModePrivate)
+}
+
+func TestReleases(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	e.ufop(bob, "bobufop", dora.ModePrivate)
+	e.push(alice, "ufopdemo:v1")
+	e.push(bob, "bobimage:v1")
+
+	base := func(mod func(m map[string]any)) map[string]any {
+		m := map[string]any{
+			"ufopname": "grepd", "verstr": "v1", "image": "ufopdemo:v1", "desc": "a demo", "flavor": "C1M1",
+			"health_check":   map[string]any{"path": "/health", "timeout": 3},
+			"log_file_paths": []string{}, "env": map[string]any{"global": []map[string]string{{"key": "K", "value": "V"}}},
+			"timeouts": map[string]any{"connect": "2s", "first_byte": "30s"},
+		}
+		if mod != nil {
+			mod(m)
+		}
+		return m
+	}
+	cases := []struct {
+		name string
+		acct dora.Account
+		body map[string]any
+		want int
+	}{
+		{"unknown flavor", alice, base(func(m map[string]any) { m["flavor"] = "C64M512" }), http.StatusUnprocessableEntity},
+		{"no flavor", alice, base(func(m map[string]any) { delete(m, "flavor") }), http.StatusBadRequest},
+		{"unknown image", alice, base(func(m map[string]any) { m["image"] = "nope:v9" }), http.StatusUnprocessableEntity},
+		{"another account's image", alice, base(func(m map[string]any) { m["image"] = "bobimage:v1" }), http.StatusUnprocessableEntity},
+		{"unbuilt package image", alice, base(func(m map[string]any) { m["image"] = "grepd.v1" }), http.StatusUnprocessableEntity},
+		{"health path without slash", alice, base(func(m map[string]any) { m["health_check"] = map[string]any{"path": "health"} }), http.StatusBadRequest},
+		{"health timeout too big", alice, base(func(m map[string]any) { m["health_check"] = map[string]any{"path": "/h", "timeout": 301} }), http.StatusBadRequest},
+		{"health timeout negative", alice, base(func(m map[string]any) { m["health_check"] = map[string]any{"timeout": -1} }), http.StatusBadRequest},
+		{"bad protocol", alice, base(func(m map[string]any) { m["protocol"] = "grpc" }), http.StatusBadRequest},
+		{"bad env key", alice, base(func(m map[string]any) { m["env"] = map[string]any{"global": []map[string]string{{"key": "A-B"}}} }), http.StatusBadRequest},
+		{"bad timeout", alice, base(func(m map[string]any) { m["timeouts"] = map[string]any{"idle": "forever"} }), http.StatusBadRequest},
+		{"bad version", alice, base(func(m map[string]any) { m["verstr"] = "v 1" }), http.StatusBadRequest},
+		{"no ufopname", alice, base(func(m map[string]any) { delete(m, "ufopname") }), http.StatusBadRequest},
+		{"unknown ufop", alice, base(func(m map[string]any) { m["ufopname"] = "nosuchufop" }), http.StatusNotFound},
+		{"other user's ufop", bob, base(nil), http.StatusForbidden},
+		{"negative autoscale", alice, base(func(m map[string]any) { m["autoscale"] = map[string]any{"target": -1} }), http.StatusBadRequest},
+		{"ok", alice, base(nil), http.StatusCreated},
+		{"duplicate", alice, base(nil), http.StatusConflict},
+		{"ufop protocol, autoscale", alice, base(func(m map[string]any) {
+			m["verstr"], m["protocol"], m["autoscale"] = "v2", "ufop", map[string]any{"target": 4}
+		}), http.StatusCreated},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.req(tc.acct, "POST", "/v1/releases", tc.body)
+			if r.Status != tc.want {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.want, r.Body)
+			}
+		})
+	}
+	var list struct {
+		Mode        string            `json:"mode"`
+		Releases    []dora.Release    `json:"releases"`
+		Deployments []dora.Deployment `json:"deployments"`
+	}
+	e.must(http.StatusOK, alice, "GET", "/v1/ufops/grepd/releases", nil, &list)
+	if list.Mode != "private" || len(list.Releases) != 2 || list.Deployments == nil {
+		t.Fatalf("releases = %+v", list)
+	}
+	r1, r2 := list.Releases[0], list.Releases[1]
+	if r1.Protocol != dora.ProtocolDora || r1.HealthCheck.Path != "/health" || r1.Timeouts.Connect.String() != "2s" ||
+		len(r1.Env) != 1 || r1.Env[0].Key != "K" {
+		t.Errorf("v1 = %+v", r1)
+	}
+	if r2.Protocol != dora.ProtocolUfop || r2.Autoscale == nil || r2.Autoscale.Target != 4 {
+		t.Errorf("v2 = %+v", r2)
+	}
+	e.must(http.StatusForbidden, bob, "GET", "/v1/ufops/grepd/releases", nil, nil)
+
+	var imgs []Image
+	e.must(http.StatusOK, alice, "GET", "/v1/images", nil, &imgs)
+	if len(imgs) != 1 || imgs[0].Name != "ufopdemo:v1" || imgs[0].Kind != ImageKindOCI {
+		t.Errorf("images = %+v", imgs)
+	}
+}
+
+func TestImagesFromStoreRecords(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Images = nil })
+	alice := e.user("alice", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	if _, err := e.st.Put(context.Background(), "images/"+alice.ID+"/ufopdemo:v1", []byte(`{"digest":"sha256:abc"}`)); err != nil {
+		t.Fatal(err)
+	}
+	var imgs []Image
+	e.must(http.StatusOK, alice, "GET", "/v1/images", nil, &imgs)
+	if len(imgs) != 1 || imgs[0].Name != "ufopdemo:v1" || imgs[0].Digest != "sha256:abc" {
+		t.Fatalf("images = %+v", imgs)
+	}
+	e.must(http.StatusCreated, alice, "POST", "/v1/releases", map[string]any{
+		"ufopname": "grepd", "verstr": "v1", "image": "ufopdemo:v1", "flavor": "C1M1"}, nil)
+}
