@@ -1,0 +1,773 @@
+// Package build turns an uploaded program package (a tar.gz of a directory
+// holding ufop.yaml) into a runnable directory: Unpack validates and extracts
+// the upload into a staging directory ($RESOURCE), Build runs the
+// build_script lines in a fresh working directory and, only when every line
+// succeeds, makes it the result directory that runtimes copy for each
+// instance (PROTOCOLS.md §3, seed 001).
+//
+// Layout under the builder's root, per ufop and build number n:
+//
+//	<root>/<ufop>/<n>/resource/   the unpacked upload ($RESOURCE); removed after Build
+//	<root>/<ufop>/<n>/result/     the working directory of a successful build (Dir)
+//	<root>/<ufop>/<n>/build.log   every line's output (LogPath), capped at MaxLogBytes
+//
+// build_script lines run as the platform's user with its environment minus
+// DORA_* variables (which may hold the platform's secrets): a build is the
+// package owner's code, trusted as much as the program it builds.
+package build
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/doraproject/dora"
+	"gopkg.in/yaml.v3"
+)
+
+// ErrBadPackage is wrapped by every error about the upload itself: a bad
+// tar.gz, unsafe paths or links, no ufop.yaml, a bad ufop.yaml, too large.
+var ErrBadPackage = errors.New("bad package")
+
+// ErrNoBuild is returned when a build's result directory does not exist.
+var ErrNoBuild = errors.New("no such successful build")
+
+// Limits.
+const (
+	// DefaultMaxBytes bounds an upload's unpacked size when Unpack is given
+	// maxBytes <= 0.
+	DefaultMaxBytes = 1 << 30
+	// MaxEntries bounds the number of tar entries of an upload.
+	MaxEntries = 100000
+	// MaxUfopYAML bounds ufop.yaml's size.
+	MaxUfopYAML = 64 << 10
+	// MaxLogBytes bounds build.log; later output is dropped with a note.
+	MaxLogBytes = 8 << 20
+	// MaxBuildLines bounds build_script's length.
+	MaxBuildLines = 200
+)
+
+// UfopYAML is ufop.yaml: the base image, the build script, the run command.
+type UfopYAML struct {
+	// Image is the base: "ubuntu" (an empty base) or an earlier build such
+	// as "test.v7", whose result directory the caller passes to Build.
+	Image string `yaml:"image"`
+	// BuildScript lines run in order with /bin/sh -c in the working dir.
+	BuildScript []string `yaml:"build_script"`
+	// Run is the shell command that starts the program in the working dir.
+	Run string `yaml:"run"`
+}
+
+// ParseUfopYAML reads ufop.yaml strictly: unknown fields, a missing image or
+// run, a build_script that is not a list of strings are errors wrapping
+// ErrBadPackage.
+func ParseUfopYAML(b []byte) (UfopYAML, error) {
+	var u UfopYAML
+	if len(b) > MaxUfopYAML {
+		return u, fmt.Errorf("%w: ufop.yaml larger than %d bytes", ErrBadPackage, MaxUfopYAML)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&u); err != nil {
+		if errors.Is(err, io.EOF) {
+			return u, fmt.Errorf("%w: ufop.yaml is empty", ErrBadPackage)
+		}
+		return u, fmt.Errorf("%w: ufop.yaml: %v", ErrBadPackage, err)
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return u, fmt.Errorf("%w: ufop.yaml: more than one document", ErrBadPackage)
+	}
+	u.Image = strings.TrimSpace(u.Image)
+	u.Run = strings.TrimSpace(u.Run)
+	var problems []string
+	if u.Image == "" {
+		problems = append(problems, "image is required")
+	}
+	if u.Run == "" {
+		problems = append(problems, "run is required")
+	}
+	if len(u.BuildScript) > MaxBuildLines {
+		problems = append(problems, fmt.Sprintf("build_script has more than %d lines", MaxBuildLines))
+	}
+	for i, l := range u.BuildScript {
+		if strings.TrimSpace(l) == "" {
+			problems = append(problems, fmt.Sprintf("build_script line %d is empty", i+1))
+		}
+		if strings.ContainsRune(l, 0) {
+			problems = append(problems, fmt.Sprintf("build_script line %d holds a NUL", i+1))
+		}
+	}
+	if strings.ContainsRune(u.Run, 0) {
+		problems = append(problems, "run holds a NUL")
+	}
+	if len(problems) > 0 {
+		return u, fmt.Errorf("%w: ufop.yaml: %s", ErrBadPackage, strings.Join(problems, "; "))
+	}
+	return u, nil
+}
+
+// Builder unpacks and builds program packages under one root directory.
+// Builds of different (ufop, n) may run concurrently.
+type Builder struct {
+	root string
+	// Env, when set, replaces os.Environ as the base environment of
+	// build_script lines (DORA_* variables are still removed).
+	Env []string
+	mu  sync.Mutex
+	// busy holds the (ufop, n) pairs being unpacked or built.
+	busy map[string]bool
+}
+
+// New returns a Builder keeping its files under root (created if missing).
+func New(root string) (*Builder, error) {
+	if root == "" {
+		return nil, errors.New("build: root directory is required")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("build: root %s: %w", root, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("build: root %s: %w", root, err)
+	}
+	return &Builder{root: abs, busy: map[string]bool{}}, nil
+}
+
+func (b *Builder) base(ufop string, n int) string {
+	return filepath.Join(b.root, ufop, strconv.Itoa(n))
+}
+
+// Dir is the result directory of build n of ufop: the working directory
+// template instances are started in.
+func (b *Builder) Dir(ufop string, n int) string { return filepath.Join(b.base(ufop, n), "result") }
+
+// LogPath is build n's log file.
+func (b *Builder) LogPath(ufop string, n int) string {
+	return filepath.Join(b.base(ufop, n), "build.log")
+}
+
+func (b *Builder) resourceDir(ufop string, n int) string {
+	return filepath.Join(b.base(ufop, n), "resource")
+}
+
+func checkName(ufop string, n int) error {
+	if err := dora.ValidateUfopName(ufop); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	if n < 1 {
+		return fmt.Errorf("build: %s: build number %d must be positive", ufop, n)
+	}
+	return nil
+}
+
+// claim marks (ufop, n) busy so two callers never share its directories.
+func (b *Builder) claim(ufop string, n int) (release func(), err error) {
+	key := ufop + "/" + strconv.Itoa(n)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.busy[key] {
+		return nil, fmt.Errorf("build %s.v%d: already in progress", ufop, n)
+	}
+	b.busy[key] = true
+	return func() {
+		b.mu.Lock()
+		delete(b.busy, key)
+		b.mu.Unlock()
+	}, nil
+}
+
+// Unpack validates and extracts a tar.gz upload into build n's staging
+// directory ($RESOURCE), replacing any earlier one, and returns its parsed
+// ufop.yaml. Absolute paths, ".." components, links leaving the tree, device
+// files and FIFOs, more than maxBytes of file content (DefaultMaxBytes when
+// maxBytes <= 0), more than MaxEntries entries and a missing or invalid
+// ufop.yaml at the root are rejected with errors wrapping ErrBadPackage;
+// nothing is left behind then.
+func (b *Builder) Unpack(ctx context.Context, ufop string, n int, tarGz io.Reader, maxBytes int64) (UfopYAML, error) {
+	if err := checkName(ufop, n); err != nil {
+		return UfopYAML{}, err
+	}
+	release, err := b.claim(ufop, n)
+	if err != nil {
+		return UfopYAML{}, err
+	}
+	defer release()
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	base := b.base(ufop, n)
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+	}
+	tmp, err := os.MkdirTemp(base, "resource.tmp-")
+	if err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := extract(ctx, tarGz, tmp, maxBytes); err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+	}
+	fi, err := os.Lstat(filepath.Join(tmp, "ufop.yaml"))
+	if err != nil || !fi.Mode().IsRegular() {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w: no ufop.yaml file at the root of the package", ufop, n, ErrBadPackage)
+	}
+	raw, err := readCapped(filepath.Join(tmp, "ufop.yaml"), MaxUfopYAML)
+	if err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+	}
+	u, err := ParseUfopYAML(raw)
+	if err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+	}
+	dst := b.resourceDir(ufop, n)
+	if err := os.RemoveAll(dst); err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+	}
+	ok = true
+	return u, nil
+}
+
+func readCapped(p string, max int64) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(raw)) > max {
+		return nil, fmt.Errorf("%w: %s larger than %d bytes", ErrBadPackage, filepath.Base(p), max)
+	}
+	return raw, nil
+}
+
+// cleanName validates a tar entry name and returns it as a clean relative
+// slash path ("" for the root itself).
+func cleanName(name string) (string, error) {
+	if name == "" || strings.ContainsRune(name, 0) {
+		return "", fmt.Errorf("%w: empty or NUL in entry name %q", ErrBadPackage, name)
+	}
+	if strings.HasPrefix(name, "/") || strings.Contains(name, "\\") {
+		return "", fmt.Errorf("%w: absolute or backslash path %q", ErrBadPackage, name)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return "", fmt.Errorf("%w: path %q has a .. component", ErrBadPackage, name)
+		}
+	}
+	c := path.Clean(name)
+	if c == "." {
+		return "", nil
+	}
+	return c, nil
+}
+
+// extract unpacks a gzip'ed tar into dir (which exists and is empty).
+func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return fmt.Errorf("%w: not gzip: %v", ErrBadPackage, err)
+	}
+	defer zr.Close()
+	tr := tar.NewReader(zr)
+	var total int64
+	var links []string // symlinks created, checked again once all exist
+	for entries := 0; ; entries++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if entries >= MaxEntries {
+			return fmt.Errorf("%w: more than %d entries", ErrBadPackage, MaxEntries)
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%w: tar: %v", ErrBadPackage, err)
+		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue
+		}
+		name, err := cleanName(hdr.Name)
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			if hdr.Typeflag == tar.TypeDir {
+				continue
+			}
+			return fmt.Errorf("%w: entry %q names the root", ErrBadPackage, hdr.Name)
+		}
+		target := filepath.Join(dir, filepath.FromSlash(name))
+		if err := safeParent(dir, name); err != nil {
+			return err
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if fi, err := os.Lstat(target); err == nil {
+				if !fi.IsDir() {
+					return fmt.Errorf("%w: %q is both a directory and not", ErrBadPackage, name)
+				}
+				continue
+			}
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old archives use TypeRegA
+			if hdr.Size < 0 || total+hdr.Size > maxBytes {
+				return fmt.Errorf("%w: more than %d bytes unpacked", ErrBadPackage, maxBytes)
+			}
+			if err := removeNonDir(target, name); err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fileMode(hdr.Mode))
+			if err != nil {
+				return err
+			}
+			n, err := io.Copy(f, io.LimitReader(tr, hdr.Size))
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrBadPackage, name, err)
+			}
+			if n != hdr.Size {
+				return fmt.Errorf("%w: %s: truncated", ErrBadPackage, name)
+			}
+			total += n
+		case tar.TypeSymlink:
+			if err := checkLinkTarget(name, hdr.Linkname); err != nil {
+				return err
+			}
+			if err := removeNonDir(target, name); err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			if err := os.Symlink(hdr.Linkname, target); err != nil {
+				return err
+			}
+			links = append(links, target)
+		case tar.TypeLink:
+			src, err := cleanName(hdr.Linkname)
+			if err != nil || src == "" {
+				return fmt.Errorf("%w: hard link %q -> %q leaves the tree", ErrBadPackage, name, hdr.Linkname)
+			}
+			if err := safeParent(dir, src); err != nil {
+				return err
+			}
+			srcPath := filepath.Join(dir, filepath.FromSlash(src))
+			fi, err := os.Lstat(srcPath)
+			if err != nil || !fi.Mode().IsRegular() {
+				return fmt.Errorf("%w: hard link %q -> %q: target is not an earlier regular file", ErrBadPackage, name, hdr.Linkname)
+			}
+			if err := removeNonDir(target, name); err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			if err := os.Link(srcPath, target); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: %q: unsupported entry type %q (devices, FIFOs and sockets are refused)", ErrBadPackage, name, string(hdr.Typeflag))
+		}
+	}
+	// A chain of links can escape although each target looks lexically
+	// inside (a -> ., b -> a/..): resolve every link that resolves.
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		res, err := filepath.EvalSymlinks(l)
+		if err != nil {
+			continue // dangling or a loop: it cannot reach outside today
+		}
+		if !within(realDir, res) {
+			rel, _ := filepath.Rel(dir, l)
+			return fmt.Errorf("%w: symlink %q resolves outside the package", ErrBadPackage, filepath.ToSlash(rel))
+		}
+	}
+	return nil
+}
+
+// within reports whether p is root or below it.
+func within(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
+}
+
+// checkLinkTarget rejects a symlink whose target is absolute or climbs out
+// of the tree, judged lexically from the link's directory.
+func checkLinkTarget(name, target string) error {
+	if target == "" || strings.ContainsRune(target, 0) || path.IsAbs(target) {
+		return fmt.Errorf("%w: symlink %q -> %q leaves the tree", ErrBadPackage, name, target)
+	}
+	joined := path.Join(path.Dir(name), target)
+	if joined == ".." || strings.HasPrefix(joined, "../") {
+		return fmt.Errorf("%w: symlink %q -> %q leaves the tree", ErrBadPackage, name, target)
+	}
+	return nil
+}
+
+// safeParent refuses to write below an existing symlink: every existing
+// ancestor of name inside dir must be a real directory, so extraction never
+// writes through a link.
+func safeParent(dir, name string) error {
+	parts := strings.Split(name, "/")
+	p := dir
+	for _, part := range parts[:len(parts)-1] {
+		p = filepath.Join(p, part)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: %q lies below a non-directory (%s)", ErrBadPackage, name, part)
+		}
+	}
+	return nil
+}
+
+// removeNonDir clears a path before a file or link replaces it; a later
+// entry overrides an earlier one as tar does, but never a directory.
+func removeNonDir(target, name string) error {
+	fi, err := os.Lstat(target)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%w: %q is both a directory and not", ErrBadPackage, name)
+	}
+	return os.Remove(target)
+}
+
+// fileMode keeps the permission bits, without setuid/setgid/sticky, and
+// always lets the owner read and write.
+func fileMode(m int64) os.FileMode {
+	return os.FileMode(m)&0o777 | 0o600
+}
+
+// Build runs build n's build_script in a fresh working directory (a copy of
+// baseDir when non-empty, the result of an earlier build named by ufop.yaml's
+// image, else empty), each line with /bin/sh -c, RESOURCE set to the
+// unpacked upload and PWD to the working directory. Every line is logged as
+// "$ <line>" followed by its combined output, to log (when non-nil) and to
+// LogPath. It stops at the first failing line, returning an error naming the
+// line number and command; only a build whose every line succeeds becomes
+// Dir(ufop, n). Cancelling ctx kills the running line's process group.
+func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string, log io.Writer) (err error) {
+	if err := checkName(ufop, n); err != nil {
+		return err
+	}
+	release, err := b.claim(ufop, n)
+	if err != nil {
+		return err
+	}
+	defer release()
+	res := b.resourceDir(ufop, n)
+	raw, err := readCapped(filepath.Join(res, "ufop.yaml"), MaxUfopYAML)
+	if err != nil {
+		return fmt.Errorf("build %s.v%d: not unpacked: %w", ufop, n, err)
+	}
+	u, err := ParseUfopYAML(raw)
+	if err != nil {
+		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
+	}
+	lf, err := os.OpenFile(b.LogPath(ufop, n), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("build %s.v%d: log: %w", ufop, n, err)
+	}
+	defer lf.Close()
+	var out io.Writer = &cappedWriter{w: lf, left: MaxLogBytes}
+	if log != nil {
+		out = io.MultiWriter(out, &safeWriter{w: log})
+	}
+	out = &lockedWriter{w: out}
+	defer func() {
+		if err != nil {
+			fmt.Fprintf(out, "build failed: %v\n", err)
+		} else {
+			fmt.Fprintf(out, "build succeeded: %s\n", dora.BuildImageName(ufop, n))
+		}
+	}()
+
+	work, err := os.MkdirTemp(b.base(ufop, n), "result.tmp-")
+	if err != nil {
+		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
+	}
+	defer os.RemoveAll(work) // a no-op once renamed into place
+	if baseDir != "" {
+		fmt.Fprintf(out, "# base image %s\n", u.Image)
+		if err := CopyDir(work, baseDir); err != nil {
+			return fmt.Errorf("build %s.v%d: copy base %s: %w", ufop, n, u.Image, err)
+		}
+	}
+	env := buildEnv(b.Env, res, work)
+	for i, line := range u.BuildScript {
+		fmt.Fprintf(out, "$ %s\n", line)
+		if err := runLine(ctx, work, env, line, out); err != nil {
+			return fmt.Errorf("build %s.v%d: build_script line %d %q: %w", ufop, n, i+1, line, err)
+		}
+	}
+	dst := b.Dir(ufop, n)
+	if err := os.RemoveAll(dst); err != nil {
+		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
+	}
+	if err := os.Rename(work, dst); err != nil {
+		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
+	}
+	// $RESOURCE is not kept for run time (seed 001).
+	os.RemoveAll(res)
+	return nil
+}
+
+// buildEnv is the base environment minus DORA_* and the build variables,
+// plus RESOURCE and PWD.
+func buildEnv(base []string, resource, work string) []string {
+	if base == nil {
+		base = os.Environ()
+	}
+	env := make([]string, 0, len(base)+2)
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "DORA_") || k == "RESOURCE" || k == "PWD" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "RESOURCE="+resource, "PWD="+work)
+}
+
+// runLine runs one build_script line in its own process group; the group is
+// killed when ctx ends and after the line exits (no stray background jobs).
+func runLine(ctx context.Context, dir string, env []string, line string, out io.Writer) error {
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.Stdout = out
+	cmd.Stderr = out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	err := cmd.Wait()
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// cappedWriter writes until left runs out, then notes the truncation once
+// and swallows the rest (never failing the build for it).
+type cappedWriter struct {
+	w    io.Writer
+	left int64
+	done bool
+}
+
+func (c *cappedWriter) Write(p []byte) (int, error) {
+	if c.done {
+		return len(p), nil
+	}
+	if int64(len(p)) > c.left {
+		c.w.Write(p[:c.left])
+		c.w.Write([]byte("\n... build log truncated ...\n"))
+		c.done = true
+		return len(p), nil
+	}
+	c.left -= int64(len(p))
+	c.w.Write(p)
+	return len(p), nil
+}
+
+// safeWriter ignores the caller's log errors so a closed client connection
+// never fails a build.
+type safeWriter struct{ w io.Writer }
+
+func (s *safeWriter) Write(p []byte) (int, error) {
+	s.w.Write(p)
+	return len(p), nil
+}
+
+// lockedWriter serialises writes from a line's stdout and stderr copiers.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// WriteTarGz writes build n's result directory as a tar.gz (the artifact
+// other hosts download): regular files, directories and symlinks, with
+// paths relative to the directory.
+func (b *Builder) WriteTarGz(ufop string, n int, w io.Writer) error {
+	if err := checkName(ufop, n); err != nil {
+		return err
+	}
+	dir := b.Dir(ufop, n)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("artifact %s.v%d: %w", ufop, n, ErrNoBuild)
+	}
+	zw := gzip.NewWriter(w)
+	tw := tar.NewWriter(zw)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		} else if !fi.Mode().IsRegular() && !fi.IsDir() {
+			return nil // sockets, FIFOs left by a build are not part of it
+		}
+		hdr, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		hdr.Name = filepath.ToSlash(rel)
+		if fi.IsDir() {
+			hdr.Name += "/"
+		}
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.CopyN(tw, f, hdr.Size)
+		return err
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("artifact %s.v%d: %w", ufop, n, err)
+	}
+	return nil
+}
+
+// CopyDir copies the tree at src into dst (created if missing): directories,
+// regular files with their permission bits, and symlinks as symlinks (never
+// followed). Other file types are skipped.
+func CopyDir(dst, src string) error {
+	src = filepath.Clean(src)
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("copy %s: not a directory", src)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.IsDir():
+			return os.MkdirAll(target, info.Mode().Perm()|0o700)
+		case info.Mode()&fs.ModeSymlink != 0:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(l, target)
+		case info.Mode().IsRegular():
+			return copyFile(target, p, info.Mode().Perm())
+		}
+		return nil
+	})
+}
+
+func copyFile(dst, src string, perm os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
