@@ -31,6 +31,19 @@ func (r *Router) statObject(ctx context.Context, b dora.Bucket, key string) (ori
 	return src, obj, nil
 }
 
+// openObject opens the whole object locally, else through the bucket's
+// mirror, in one call (no separate Stat).
+func (r *Router) openObject(ctx context.Context, b dora.Bucket, key string) (io.ReadCloser, origin.Object, *httpError) {
+	rc, obj, err := r.cfg.Objects.Open(ctx, b.Name, key, 0, -1)
+	if errors.Is(err, origin.ErrNotFound) && b.Mirror != "" && r.cfg.Mirror != nil {
+		rc, obj, err = r.cfg.Mirror.Open(ctx, b.Name, key, 0, -1)
+	}
+	if err != nil {
+		return nil, obj, originError(err)
+	}
+	return rc, obj, nil
+}
+
 func originError(err error) *httpError {
 	switch {
 	case errors.Is(err, origin.ErrNotFound):
@@ -83,7 +96,7 @@ func (r *Router) serveObject(rq *request, b dora.Bucket, key string) (bool, *htt
 	}
 	h.SetContentType(mime)
 	off, n := int64(0), obj.Size
-	if rng := h2s(ctx.Request.Header.Peek("Range")); rng != "" {
+	if rng := h2s(ctx.Request.Header.Peek("Range")); rng != "" && obj.Size >= 0 { // unknown size (mirror): whole object
 		start, length, ok, unsat := parseRange(rng, obj.Size)
 		switch {
 		case unsat:
@@ -100,7 +113,9 @@ func (r *Router) serveObject(rq *request, b dora.Bucket, key string) (bool, *htt
 	}
 	if ctx.IsHead() {
 		cancel()
-		h.SetContentLength(int(n))
+		if n >= 0 {
+			h.SetContentLength(int(n))
+		}
 		return false, nil
 	}
 	rc, _, err := src.Open(octx, b.Name, key, off, n)
@@ -111,7 +126,7 @@ func (r *Router) serveObject(rq *request, b dora.Bucket, key string) (bool, *htt
 	status := ctx.Response.StatusCode()
 	body := &countingBody{rc: rc, r: r, onClose: func(read int64, err error) {
 		cancel()
-		if err == nil && read != n {
+		if err == nil && n >= 0 && read != n {
 			err = io.ErrUnexpectedEOF
 		}
 		rq.finish(status, read, err)

@@ -86,18 +86,10 @@ func (p *pipeline) teardown() {
 func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (bool, *httpError) {
 	pctx, cancel := context.WithTimeout(context.Background(), r.cfg.Deadline)
 	p := &pipeline{r: r, rq: rq, ctx: pctx, cancel: cancel, bucket: b, key: key}
-	src, obj, herr := r.statObject(pctx, b, key)
+	rc, obj, herr := r.openObject(pctx, b, key)
 	if herr != nil {
 		p.teardown()
 		return false, herr
-	}
-	rc, obj2, err := src.Open(pctx, b.Name, key, 0, -1)
-	if err != nil {
-		p.teardown()
-		return false, originError(err)
-	}
-	if obj2.Size > 0 || obj2.MimeType != "" {
-		obj = obj2
 	}
 	cur := flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}
 	for i, st := range stages {

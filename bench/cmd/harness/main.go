@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -42,11 +43,24 @@ func main() {
 	small := flag.Int("small", 4096, "size of object \"small\" in bytes")
 	bigMiB := flag.Int("big-mib", 0, "size of object \"big\" in MiB (0: none)")
 	verbose := flag.Bool("v", false, "access log to stderr")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "harness:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *listen, *dir, *instances, *ufop, *small, *bigMiB, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
