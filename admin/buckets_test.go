@@ -118,6 +118,15 @@ func TestObjects(t *testing.T) {
 		t.Errorf("mime %q", obj.MimeType)
 	}
 
+	// A JSON upload is signed with its body (Qiniu form) and still lands.
+	e.must(http.StatusOK, alice, "PUT", "/v1/objects/photos/data.json", map[string]any{"a": 1}, &obj)
+	if obj.MimeType != "application/json" || obj.Size != int64(len(`{"a":1}`)) {
+		t.Errorf("json upload = %+v", obj)
+	}
+	// ... but is capped like any JSON body.
+	big := typed{"application/json", `"` + strings.Repeat("x", MaxJSONBytes) + `"`}
+	e.must(http.StatusRequestEntityTooLarge, alice, "PUT", "/v1/objects/photos/big.json", big, nil)
+
 	// Insert-only.
 	r = e.reqWith(alice, "PUT", path, []byte("again"), func(r *http.Request) { r.Header.Set("X-Dora-Insert-Only", "1") })
 	if r.Status != http.StatusConflict {
@@ -132,7 +141,7 @@ func TestObjects(t *testing.T) {
 		t.Fatalf("list = %+v", list)
 	}
 	e.must(http.StatusOK, alice, "GET", "/v1/list/photos", nil, &list)
-	if len(list.Items) != 2 {
+	if len(list.Items) != 3 {
 		t.Fatalf("list all = %+v", list)
 	}
 	e.must(http.StatusBadRequest, alice, "GET", "/v1/list/photos?limit=0", nil, nil)

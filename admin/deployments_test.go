@@ -382,3 +382,25 @@ func TestDeployRuntimeBusyIsRetried(t *testing.T) {
 		t.Fatal("not applied again once the runtime was free")
 	}
 }
+
+func TestArtifactURLIsStableWithinAWeek(t *testing.T) {
+	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	e := newEnv(t, func(c *Config) { c.Now = func() time.Time { return now } })
+	a := e.srv.artifactURL("grepd", 1)
+	now = now.Add(time.Hour)
+	if b := e.srv.artifactURL("grepd", 1); a != b {
+		t.Errorf("artifact URL changed within the hour: %s vs %s", a, b)
+	}
+	q := a[strings.Index(a, "?e=")+3 : strings.Index(a, "&token=")]
+	var deadline int64
+	if _, err := fmt.Sscan(q, &deadline); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Unix(deadline, 0).Sub(now); d < 7*24*time.Hour || d > 14*24*time.Hour {
+		t.Errorf("artifact URL valid for %s", d)
+	}
+	noKeys := newEnv(t, func(c *Config) { c.RootAK, c.RootSK = "", "" })
+	if u := noKeys.srv.artifactURL("grepd", 1); u != "" {
+		t.Errorf("artifact URL without root keys: %q", u)
+	}
+}
