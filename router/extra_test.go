@@ -1,10 +1,14 @@
 package router
 
 import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,4 +133,63 @@ func TestLoadCountersTimeWeighted(t *testing.T) {
 	if s := l.snapshot(at(700_000), at(701_000)); len(s) != 0 {
 		t.Errorf("idle key not forgotten: %+v", s)
 	}
+}
+
+func TestAccessLogAndMetrics(t *testing.T) {
+	var buf syncBuffer
+	e := newEnv(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&buf, nil)) })
+	g := startExample(t, "grepd")
+	e.ufop(dora.Ufop{Name: "grepd", Owner: alice.ID}, dora.ProtocolDora)
+	e.pool.Update([]pool.Instance{poolInst("g0", "grepd", "v1", g.addr)})
+	e.objs.add("photos", "a/t.txt", "text/plain", []byte("a x\nb\n"))
+	resp, _ := e.get("photos.localhost", "/a/t.txt?grepd/x|qhash/md5")
+	reqid := resp.Header.Get("X-Reqid")
+	var line map[string]any
+	waitUntil(t, "access log line", func() bool {
+		for l := range strings.SplitSeq(buf.String(), "\n") {
+			if strings.Contains(l, reqid) && strings.Contains(l, `"msg":"access"`) {
+				return json.Unmarshal([]byte(l), &line) == nil
+			}
+		}
+		return false
+	})
+	for k, v := range map[string]any{"bucket": "photos", "key": "a/t.txt", "pipeline": "grepd/x|qhash/md5", "status": float64(200)} {
+		if line[k] != v {
+			t.Errorf("access log %s = %v want %v (%v)", k, line[k], v, line)
+		}
+	}
+	if line["bytes"].(float64) <= 0 || line["duration"] == nil {
+		t.Errorf("access log bytes/duration: %v", line)
+	}
+	_, body := e.get("localhost", "/metrics")
+	for _, want := range []string{
+		`dora_router_requests_total{code="200",ufop="grepd"} 1`,
+		`dora_router_requests_total{code="200",ufop="qhash"} 1`,
+		`dora_router_step_seconds_count{ufop="grepd"} 1`,
+		`dora_router_healthy_instances{region="z0",ufop="grepd",version="v1"} 1`,
+		`dora_router_inflight{region="z0",ufop="grepd",version="v1"} 0`,
+		`dora_router_bytes_out_total`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -108,6 +108,12 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 	snap := r.meta.Snapshot()
 	bucket, ok := snap.BucketForHost(host, r.cfg.DomainSuffix)
 	if !ok {
+		if !r.isReady() && !strings.HasPrefix(string(ctx.Path()), srcPrefix) {
+			// An empty snapshot would answer 404 for every bucket.
+			rq.fail(&httpError{status: fasthttp.StatusServiceUnavailable, msg: "metadata not loaded yet", step: -1, retryAfter: true})
+			rq.finish(ctx.Response.StatusCode(), 0, nil)
+			return
+		}
 		r.serveOwn(rq, host)
 		return
 	}
@@ -326,13 +332,8 @@ func (r *Router) serveOwn(rq *request, host string) {
 		r.serveSrc(rq, strings.TrimPrefix(path, srcPrefix))
 		return
 	case path == "/healthz" && r.isOwnHost(host):
-		select {
-		case <-r.Ready():
-			ctx.SetContentType("application/json")
-			ctx.SetBodyString(`{"status":"ok"}` + "\n")
-		default:
-			writeError(ctx, fasthttp.StatusServiceUnavailable, "metadata not loaded yet")
-		}
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"status":"ok"}` + "\n")
 	case path == "/metrics" && r.isOwnHost(host):
 		r.metrics.serve(ctx)
 	default:

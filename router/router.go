@@ -222,9 +222,18 @@ func (r *Router) Ready() <-chan struct{} {
 	if r.cache != nil {
 		return r.cache.Ready()
 	}
-	c := make(chan struct{})
-	close(c)
-	return c
+	return closedChan
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (r *Router) isReady() bool {
+	select {
+	case <-r.Ready():
+		return true
+	default:
+		return false
+	}
 }
 
 // Run runs the background loops until ctx ends: the metadata watch, the
