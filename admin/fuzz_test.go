@@ -1,0 +1,54 @@
+package admin
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzReleaseConfig feeds arbitrary JSON to POST /v1/releases' decoding and
+// validation: no panic, and an accepted release obeys the documented limits.
+func FuzzReleaseConfig(f *testing.F) {
+	f.Add([]byte(`{"ufopname":"grepd","verstr":"v1","image":"x:v1","flavor":"C1M1","health_check":{"path":"/h","timeout":3}}`))
+	f.Add([]byte(`{"ufopname":"a","verstr":"v1","image":"i","flavor":"f","timeouts":{"connect":"2s","idle":5},"autoscale":{"target":3}}`))
+	f.Add([]byte(`{"env":{"global":[{"key":"K","value":"V"}]},"protocol":"UFOP"}`))
+	s := &Server{now: time.Now}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var rc ReleaseConfig
+		if json.Unmarshal(b, &rc) != nil {
+			return
+		}
+		rel, err := s.validateRelease(rc)
+		if err != nil {
+			return
+		}
+		if rel.Ufop == "" || !versionRE.MatchString(rel.Version) || rel.Image == "" || rel.Flavor == "" {
+			t.Fatalf("accepted %+v", rel)
+		}
+		if rel.HealthCheck.Timeout < 0 || rel.HealthCheck.Timeout > MaxHealthTimeout ||
+			(rel.HealthCheck.Path != "" && !strings.HasPrefix(rel.HealthCheck.Path, "/")) {
+			t.Fatalf("accepted health check %+v", rel.HealthCheck)
+		}
+		if rel.Protocol != "dora" && rel.Protocol != "ufop" {
+			t.Fatalf("accepted protocol %q", rel.Protocol)
+		}
+	})
+}
+
+// FuzzValidateKey: an accepted key has no empty, "." or ".." segment.
+func FuzzValidateKey(f *testing.F) {
+	for _, k := range []string{"a", "a/b", "../x", "a//b", "\x00", "ü"} {
+		f.Add(k)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		if ValidateKey(key) != nil {
+			return
+		}
+		for _, seg := range strings.Split(key, "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				t.Fatalf("accepted %q", key)
+			}
+		}
+	})
+}
