@@ -396,3 +396,11 @@ func (in *instance) kill() {
 func poolInst(id, ufop, version, addr string) pool.Instance {
 	return pool.Instance{ID: id, Ufop: ufop, Version: version, Region: "z0", Addr: addr}
 }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
