@@ -190,7 +190,20 @@ func ReadDoraYAML(path string) (client.ReleaseConfig, error) {
 	if cfg.LogFilePaths == nil {
 		cfg.LogFilePaths = []string{}
 	}
+	if t := cfg.Timeouts; t != nil {
+		t.Connect, t.FirstByte, t.Idle = seconds(t.Connect), seconds(t.FirstByte), seconds(t.Idle)
+	}
 	return cfg, nil
+}
+
+// seconds turns a bare number of seconds ("30") into a duration string
+// ("30s"); anything else is left for the server to judge.
+func seconds(s string) string {
+	s = strings.TrimSpace(s)
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return s + "s"
+	}
+	return s
 }
 
 func (a *app) releaseFromConfig(cmd *cobra.Command, dir string) error {

@@ -56,12 +56,12 @@ func TestReadDoraYAML(t *testing.T) {
 					t.Fatalf("%+v", c)
 				}
 			}},
-		{"env global and extras", "ufopname: u1234\nverstr: v2\nimage: u1234.v2\nflavor: default\nenv:\n  global:\n    - key: K\n      value: V\nprotocol: ufop\ntimeouts:\n  first_byte: 60s\nautoscale:\n  target: 5\n  stable_window: 30s\n",
+		{"env global and extras", "ufopname: u1234\nverstr: v2\nimage: u1234.v2\nflavor: default\nenv:\n  global:\n    - key: K\n      value: V\nprotocol: ufop\ntimeouts:\n  first_byte: 60s\n  connect: 2\nautoscale:\n  target: 5\n  stable_window: 30s\n",
 			nil, func(t *testing.T, c client.ReleaseConfig) {
 				if c.Env == nil || len(c.Env.Global) != 1 || c.Env.Global[0] != (dora.EnvVar{Key: "K", Value: "V"}) {
 					t.Fatalf("env %+v", c.Env)
 				}
-				if c.Protocol != "ufop" || c.Timeouts.FirstByte != "60s" || c.Autoscale.Target != 5 || c.Autoscale.StableWindow != 30*time.Second {
+				if c.Protocol != "ufop" || c.Timeouts.FirstByte != "60s" || c.Timeouts.Connect != "2s" || c.Autoscale.Target != 5 || c.Autoscale.StableWindow != 30*time.Second {
 					t.Fatalf("%+v %+v %+v", c, c.Timeouts, c.Autoscale)
 				}
 			}},
@@ -145,5 +145,21 @@ func TestReleaseDetail(t *testing.T) {
 	r = mustOK(t, runCLI(t, f, "", "image"))
 	if !strings.Contains(r.stdout, "Name         Ctime") || !strings.Contains(r.stdout, "ufopdemo:v1  "+time.Date(2016, 11, 28, 12, 19, 5, 0, time.UTC).Local().Format("2006-01-02 15:04:05")) {
 		t.Fatalf("image:\n%s", r.stdout)
+	}
+}
+
+// TestExampleDoraYAMLs: every example's dora.yaml is accepted as it is.
+func TestExampleDoraYAMLs(t *testing.T) {
+	paths, err := filepath.Glob("../../../examples/*/dora.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) == 0 {
+		t.Skip("no examples in this tree")
+	}
+	for _, p := range paths {
+		if _, err := ReadDoraYAML(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
 	}
 }
