@@ -1,0 +1,618 @@
+// Package local runs ufop instances as child processes of the platform: the
+// embedded runtime of `dorad dev`. Each instance gets a fresh copy of the
+// built package as its working directory, a free loopback port in PORT and
+// PORT_HTTP, a health probe, restarts with exponential backoff when it
+// crashes, and bounded, timestamped captures of its output. Healthy
+// instances are published to a Publisher (pool/memory) so the router finds
+// them. Only program packages run here; OCI images need a container runtime
+// (admin/runtime/nomad).
+//
+// Files under Config.Dir:
+//
+//	<Dir>/<deployment>/<index>/             instance working dir (recreated at every start)
+//	<Dir>/<deployment>/logs/<index>.stdout  captured output, "RFC3339 text" lines,
+//	<Dir>/<deployment>/logs/<index>.stderr  rotated to .1 at MaxLogBytes
+//
+// Instances are started with Setpgid and Pdeathsig=SIGKILL: when dorad dies
+// they die too (a run command that is a single simple command is exec'ed by
+// the shell so the signal reaches the program itself; compound commands'
+// children are killed through the process group on every stop).
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/pool"
+)
+
+// Publisher receives the complete set of healthy instances every time it
+// changes; pool/memory.Discovery satisfies it.
+type Publisher interface {
+	Publish(instances []pool.Instance)
+}
+
+// Config configures a Runtime. Zero fields take the defaults noted.
+type Config struct {
+	// Dir holds the instances' working directories and logs (required).
+	Dir string
+	// Region is reported on published instances; empty: the deployment's.
+	Region string
+	// Publisher receives healthy instances; may be nil.
+	Publisher Publisher
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// HealthInterval is the probe interval when a release's health check
+	// gives none (default 2s).
+	HealthInterval time.Duration
+	// RestartBackoff is the first restart delay after a crash, doubled per
+	// consecutive crash up to MaxRestartBackoff (default 1s).
+	RestartBackoff time.Duration
+	// MaxLogBytes bounds each captured stream in memory and on disk
+	// (default 1 MiB).
+	MaxLogBytes int64
+	// StopTimeout is how long a stopping instance has between SIGTERM and
+	// SIGKILL (default 5s).
+	StopTimeout time.Duration
+	// MaxCrashes is how many consecutive crashes without ever becoming
+	// healthy mark an instance FAILED (default 5). It is still restarted,
+	// at the maximum backoff.
+	MaxCrashes int
+	// Env, when non-nil, replaces os.Environ as the instances' base
+	// environment (DORA_* variables are removed either way).
+	Env []string
+}
+
+// MaxRestartBackoff caps the restart delay.
+const MaxRestartBackoff = 30 * time.Second
+
+// maxTail bounds LogQuery.Tail.
+const maxTail = 10000
+
+var _ runtime.Runtime = (*Runtime)(nil)
+
+// Runtime runs deployments as local processes. It is safe for concurrent use.
+type Runtime struct {
+	cfg    Config
+	log    *slog.Logger
+	client *http.Client
+
+	mu     sync.Mutex
+	deps   map[string]*deployment
+	closed bool
+
+	dirty   chan struct{} // cap 1: the healthy set may have changed
+	quit    chan struct{}
+	pubDone chan struct{}
+}
+
+type deployment struct {
+	id      string
+	spec    runtime.Spec
+	dir     string
+	desired int
+	stopped map[int]bool // indexes the user stopped; survives Scale
+	insts   map[int]*instance
+}
+
+type instance struct {
+	index          int
+	id             string
+	dir            string
+	stdout, stderr *stream
+
+	// Guarded by Runtime.mu.
+	run      *run // nil when not running
+	state    string
+	healthy  bool
+	pid      int
+	port     int
+	restarts int
+	started  time.Time
+	message  string
+	crashes  int // consecutive crashes without becoming healthy
+}
+
+// run is one supervised life of an instance, from start to stop.
+type run struct {
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New returns a Runtime; Close it to stop every instance.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("local runtime: Dir is required")
+	}
+	abs, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("local runtime: dir %s: %w", cfg.Dir, err)
+	}
+	cfg.Dir = abs
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("local runtime: dir %s: %w", cfg.Dir, err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 2 * time.Second
+	}
+	if cfg.RestartBackoff <= 0 {
+		cfg.RestartBackoff = time.Second
+	}
+	if cfg.MaxLogBytes <= 0 {
+		cfg.MaxLogBytes = 1 << 20
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 5 * time.Second
+	}
+	if cfg.MaxCrashes <= 0 {
+		cfg.MaxCrashes = 5
+	}
+	r := &Runtime{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "runtime/local"),
+		client:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}},
+		deps:    map[string]*deployment{},
+		dirty:   make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		pubDone: make(chan struct{}),
+	}
+	go r.publishLoop()
+	return r, nil
+}
+
+var deploymentIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("local runtime: closed")
+
+// Apply creates the deployment or updates it to spec, then scales it to
+// spec.Deployment.Desired. Running instances keep the spec they started
+// with until their next start.
+func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
+	id := spec.Deployment.ID
+	if !deploymentIDRE.MatchString(id) {
+		return fmt.Errorf("apply %q: bad deployment id", id)
+	}
+	if spec.Package == nil {
+		if spec.OCIImage != "" {
+			return fmt.Errorf("apply %s: image %s needs a container runtime; this runtime runs program packages only: %w", id, spec.OCIImage, runtime.ErrUnsupported)
+		}
+		return fmt.Errorf("apply %s: spec has neither a package nor an image", id)
+	}
+	if strings.TrimSpace(spec.Package.Run) == "" {
+		return fmt.Errorf("apply %s: package has no run command", id)
+	}
+	if fi, err := os.Stat(spec.Package.Dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("apply %s: package dir %q is not a directory", id, spec.Package.Dir)
+	}
+	if spec.Deployment.Desired < 0 {
+		return fmt.Errorf("apply %s: desired %d is negative", id, spec.Deployment.Desired)
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	d := r.deps[id]
+	if d == nil {
+		d = &deployment{id: id, dir: filepath.Join(r.cfg.Dir, id), stopped: map[int]bool{}, insts: map[int]*instance{}}
+		if err := os.MkdirAll(filepath.Join(d.dir, "logs"), 0o755); err != nil {
+			r.mu.Unlock()
+			return fmt.Errorf("apply %s: %w", id, err)
+		}
+		r.deps[id] = d
+	}
+	d.spec = spec
+	p := r.scaleLocked(d, spec.Deployment.Desired)
+	r.mu.Unlock()
+	r.markDirty()
+	return p.wait(ctx)
+}
+
+// Scale sets the instance count: new indexes start (unless the user stopped
+// them earlier), the highest indexes stop gracefully and are forgotten.
+func (r *Runtime) Scale(ctx context.Context, deploymentID string, count int, reason string) error {
+	if count < 0 {
+		return fmt.Errorf("scale %s: count %d is negative", deploymentID, count)
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	d := r.deps[deploymentID]
+	if d == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("scale %s: %w", deploymentID, runtime.ErrNotFound)
+	}
+	from := d.desired
+	p := r.scaleLocked(d, count)
+	d.spec.Deployment.Desired = count
+	r.mu.Unlock()
+	if from != count {
+		r.log.Info("scale", "deployment", deploymentID, "from", from, "to", count, "reason", reason)
+	}
+	r.markDirty()
+	return p.wait(ctx)
+}
+
+// pending is work left after the lock is released: runs to wait for and
+// instances to free once they have exited.
+type pending struct {
+	runs  []*run
+	freed []*instance
+}
+
+// wait waits for the runs to end, then frees the instances' files. When
+// ctx ends first it returns ctx's error and frees them in the background.
+func (p pending) wait(ctx context.Context) error {
+	all := make(chan struct{})
+	go func() {
+		for _, rn := range p.runs {
+			<-rn.done
+		}
+		for _, in := range p.freed {
+			in.stdout.Close()
+			in.stderr.Close()
+			os.RemoveAll(in.dir)
+		}
+		close(all)
+	}()
+	select {
+	case <-all:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// scaleLocked adds or removes instances. Callers hold r.mu.
+func (r *Runtime) scaleLocked(d *deployment, count int) pending {
+	d.desired = count
+	for i := 1; i <= count; i++ {
+		if d.insts[i] != nil {
+			continue
+		}
+		in := &instance{
+			index:  i,
+			id:     fmt.Sprintf("%s-%d", d.id, i),
+			dir:    filepath.Join(d.dir, strconv.Itoa(i)),
+			stdout: newStream(filepath.Join(d.dir, "logs", strconv.Itoa(i)+".stdout"), r.cfg.MaxLogBytes, time.Now),
+			stderr: newStream(filepath.Join(d.dir, "logs", strconv.Itoa(i)+".stderr"), r.cfg.MaxLogBytes, time.Now),
+			state:  runtime.StateStopped,
+		}
+		d.insts[i] = in
+		if !d.stopped[i] {
+			r.startLocked(d, in)
+		}
+	}
+	var p pending
+	for i, in := range d.insts {
+		if i > count {
+			if rn := r.stopLocked(in); rn != nil {
+				p.runs = append(p.runs, rn)
+			}
+			delete(d.insts, i)
+			p.freed = append(p.freed, in)
+		}
+	}
+	return p
+}
+
+// startLocked begins a supervised run of in. Callers hold r.mu.
+func (r *Runtime) startLocked(d *deployment, in *instance) {
+	if in.run != nil {
+		return
+	}
+	rn := &run{stop: make(chan struct{}), done: make(chan struct{})}
+	in.run = rn
+	in.state = runtime.StateStarting
+	in.healthy = false
+	in.message = ""
+	in.crashes = 0
+	go r.supervise(d, in, rn)
+}
+
+// stopLocked ends in's run and returns it (nil when it was not running);
+// its supervisor terminates the process and closes run.done. Callers hold
+// r.mu.
+func (r *Runtime) stopLocked(in *instance) *run {
+	rn := in.run
+	in.run = nil
+	if rn != nil {
+		close(rn.stop)
+	}
+	in.state = runtime.StateStopped
+	in.healthy = false
+	in.pid = 0
+	in.message = ""
+	return rn
+}
+
+// selectIndexes returns the instances named by 1-based indexes (all when
+// empty). Callers hold r.mu.
+func selectIndexes(d *deployment, indexes []int) ([]*instance, error) {
+	if len(indexes) == 0 {
+		all := make([]*instance, 0, len(d.insts))
+		for _, in := range d.insts {
+			all = append(all, in)
+		}
+		return all, nil
+	}
+	out := make([]*instance, 0, len(indexes))
+	for _, i := range indexes {
+		in := d.insts[i]
+		if in == nil {
+			return nil, fmt.Errorf("instance %d of %s (1..%d): %w", i, d.id, d.desired, runtime.ErrNotFound)
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+// StopInstances stops the given instances (all when empty); they stay
+// stopped, across restarts and Scale, until StartInstances.
+func (r *Runtime) StopInstances(ctx context.Context, deploymentID string, indexes []int) error {
+	r.mu.Lock()
+	d := r.deps[deploymentID]
+	if d == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("stop %s: %w", deploymentID, runtime.ErrNotFound)
+	}
+	ins, err := selectIndexes(d, indexes)
+	if err != nil {
+		r.mu.Unlock()
+		return fmt.Errorf("stop: %w", err)
+	}
+	var p pending
+	for _, in := range ins {
+		d.stopped[in.index] = true
+		if rn := r.stopLocked(in); rn != nil {
+			p.runs = append(p.runs, rn)
+		}
+	}
+	r.mu.Unlock()
+	r.markDirty()
+	return p.wait(ctx)
+}
+
+// StartInstances starts stopped instances (all when empty).
+func (r *Runtime) StartInstances(ctx context.Context, deploymentID string, indexes []int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	d := r.deps[deploymentID]
+	if d == nil {
+		return fmt.Errorf("start %s: %w", deploymentID, runtime.ErrNotFound)
+	}
+	ins, err := selectIndexes(d, indexes)
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	for _, in := range ins {
+		delete(d.stopped, in.index)
+		r.startLocked(d, in)
+	}
+	return nil
+}
+
+// Remove stops every instance of the deployment and deletes its files.
+func (r *Runtime) Remove(ctx context.Context, deploymentID string) error {
+	r.mu.Lock()
+	d := r.deps[deploymentID]
+	if d == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("remove %s: %w", deploymentID, runtime.ErrNotFound)
+	}
+	p := r.scaleLocked(d, 0)
+	delete(r.deps, deploymentID)
+	r.mu.Unlock()
+	r.markDirty()
+	if err := p.wait(ctx); err != nil {
+		return fmt.Errorf("remove %s: %w", deploymentID, err)
+	}
+	if err := os.RemoveAll(d.dir); err != nil {
+		return fmt.Errorf("remove %s: %w", deploymentID, err)
+	}
+	return nil
+}
+
+// Close stops every instance, waits for them to exit and publishes the
+// empty set. Later calls return ErrClosed.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	var all pending
+	for _, d := range r.deps {
+		p := r.scaleLocked(d, 0)
+		all.runs = append(all.runs, p.runs...)
+		all.freed = append(all.freed, p.freed...)
+	}
+	r.deps = map[string]*deployment{}
+	r.mu.Unlock()
+	for _, rn := range all.runs {
+		<-rn.done
+	}
+	for _, in := range all.freed {
+		in.stdout.Close()
+		in.stderr.Close()
+	}
+	close(r.quit)
+	<-r.pubDone
+	if r.cfg.Publisher != nil {
+		r.cfg.Publisher.Publish([]pool.Instance{})
+	}
+	return nil
+}
+
+// Status reports the deployment and its instances by index.
+func (r *Runtime) Status(ctx context.Context, deploymentID string) (runtime.DeploymentStatus, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.deps[deploymentID]
+	if d == nil {
+		return runtime.DeploymentStatus{}, fmt.Errorf("status %s: %w", deploymentID, runtime.ErrNotFound)
+	}
+	var st runtime.DeploymentStatus
+	st.Instances = []runtime.InstanceStatus{}
+	idx := make([]int, 0, len(d.insts))
+	for i := range d.insts {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	active := 0
+	var failed []string
+	for _, i := range idx {
+		in := d.insts[i]
+		is := runtime.InstanceStatus{
+			Index: in.index, ID: in.id, State: in.state, Healthy: in.healthy,
+			Restarts: in.restarts, Message: in.message,
+		}
+		if in.run != nil {
+			active++
+			is.PID = in.pid
+			is.Started = in.started
+			if in.port != 0 {
+				is.Addr = "127.0.0.1:" + strconv.Itoa(in.port)
+			}
+		}
+		if in.healthy {
+			st.Healthy++
+		}
+		if in.state == runtime.StateFailed {
+			failed = append(failed, fmt.Sprintf("instance %d: %s", in.index, in.message))
+		}
+		st.Instances = append(st.Instances, is)
+	}
+	switch {
+	case active == 0:
+		st.Status = dora.DeployStopped
+	case len(failed) > 0 && st.Healthy < active:
+		st.Status = dora.DeployFailed
+		st.Message = strings.Join(failed, "; ")
+	case st.Healthy >= active:
+		st.Status = dora.DeployRunning
+	default:
+		st.Status = dora.DeployPending
+		st.Message = fmt.Sprintf("%d of %d instances healthy", st.Healthy, active)
+	}
+	return st, nil
+}
+
+// Logs returns the last q.Tail lines (default 100) of an instance's stdout
+// or stderr, each "RFC3339 text".
+func (r *Runtime) Logs(ctx context.Context, deploymentID string, q runtime.LogQuery) (io.ReadCloser, error) {
+	in, err := r.instance(deploymentID, q.Index)
+	if err != nil {
+		return nil, fmt.Errorf("logs: %w", err)
+	}
+	var s *stream
+	switch q.Stream {
+	case "", "stdout":
+		s = in.stdout
+	case "stderr":
+		s = in.stderr
+	default:
+		return nil, fmt.Errorf("logs %s: stream %q: want stdout or stderr", deploymentID, q.Stream)
+	}
+	n := q.Tail
+	if n <= 0 {
+		n = 100
+	}
+	if n > maxTail {
+		n = maxTail
+	}
+	lines := s.Tail(n)
+	text := ""
+	if len(lines) > 0 {
+		text = strings.Join(lines, "\n") + "\n"
+	}
+	return io.NopCloser(strings.NewReader(text)), nil
+}
+
+func (r *Runtime) instance(deploymentID string, index int) (*instance, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.deps[deploymentID]
+	if d == nil {
+		return nil, fmt.Errorf("deployment %s: %w", deploymentID, runtime.ErrNotFound)
+	}
+	in := d.insts[index]
+	if in == nil {
+		return nil, fmt.Errorf("instance %d of %s: %w", index, deploymentID, runtime.ErrNotFound)
+	}
+	return in, nil
+}
+
+// Instances returns the healthy instances as published, sorted by ID.
+func (r *Runtime) Instances() []pool.Instance {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []pool.Instance{}
+	for _, d := range r.deps {
+		ufop, version, region := d.spec.Deployment.Ufop, d.spec.Deployment.Version, r.cfg.Region
+		if ufop == "" {
+			ufop = d.spec.Release.Ufop
+		}
+		if version == "" {
+			version = d.spec.Release.Version
+		}
+		if region == "" {
+			region = d.spec.Deployment.Region
+		}
+		for _, in := range d.insts {
+			if in.healthy && in.run != nil {
+				out = append(out, pool.Instance{ID: in.id, Ufop: ufop, Version: version, Region: region, Addr: "127.0.0.1:" + strconv.Itoa(in.port)})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// markDirty asks the publisher loop to publish the current healthy set.
+func (r *Runtime) markDirty() {
+	select {
+	case r.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// publishLoop publishes from one goroutine, so sets arrive in order and
+// the publisher is never called under r.mu.
+func (r *Runtime) publishLoop() {
+	defer close(r.pubDone)
+	for {
+		select {
+		case <-r.quit:
+			return
+		case <-r.dirty:
+			if r.cfg.Publisher != nil {
+				r.cfg.Publisher.Publish(r.Instances())
+			}
+		}
+	}
+}

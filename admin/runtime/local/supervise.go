@@ -1,0 +1,492 @@
+package local
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/runtime"
+)
+
+// unhealthyAfter is how many failed probes in a row take a healthy
+// instance out of the published set.
+const unhealthyAfter = 2
+
+// startupProbe is the probe interval until an instance is first healthy,
+// so it joins the pool quickly; afterwards the release's interval applies.
+const startupProbe = 100 * time.Millisecond
+
+// supervise runs in until rn is stopped, restarting it with exponential
+// backoff when it exits.
+func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
+	defer close(rn.done)
+	for {
+		r.mu.Lock()
+		spec := d.spec
+		r.mu.Unlock()
+		crashed, why := r.runOnce(in, rn, spec)
+		if !crashed {
+			return
+		}
+		r.mu.Lock()
+		if in.run != rn {
+			r.mu.Unlock()
+			return
+		}
+		in.restarts++
+		in.crashes++
+		in.healthy = false
+		in.pid = 0
+		if last := in.stderr.Last(); last != "" {
+			why += "; last stderr: " + last
+		}
+		if in.crashes >= r.cfg.MaxCrashes {
+			in.state = runtime.StateFailed
+			in.message = fmt.Sprintf("crashed %d times without becoming healthy: %s", in.crashes, why)
+		} else {
+			in.state = runtime.StateCrashed
+			in.message = why
+		}
+		delay := backoff(r.cfg.RestartBackoff, in.crashes)
+		r.mu.Unlock()
+		r.markDirty()
+		r.log.Warn("instance exited", "instance", in.id, "why", why, "restart_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-rn.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is base doubled per consecutive crash after the first, capped.
+func backoff(base time.Duration, crashes int) time.Duration {
+	d := base
+	for i := 1; i < crashes && d < MaxRestartBackoff; i++ {
+		d *= 2
+	}
+	if d > MaxRestartBackoff {
+		d = MaxRestartBackoff
+	}
+	return d
+}
+
+// runOnce starts the process and watches it until it exits (crashed, with
+// the reason) or rn is stopped (not crashed; the process is terminated).
+func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed bool, why string) {
+	if err := os.RemoveAll(in.dir); err != nil {
+		return true, fmt.Sprintf("prepare working dir: %v", err)
+	}
+	if err := build.CopyDir(in.dir, spec.Package.Dir); err != nil {
+		return true, fmt.Sprintf("prepare working dir: %v", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return true, fmt.Sprintf("pick a port: %v", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return true, fmt.Sprintf("pipe: %v", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return true, fmt.Sprintf("pipe: %v", err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", shellCommand(spec.Package.Run))
+	cmd.Dir = in.dir
+	cmd.Env = instanceEnv(r.cfg.Env, spec.Release.Env, port)
+	cmd.Stdout = outW
+	cmd.Stderr = errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return true, fmt.Sprintf("start: %v", err)
+	}
+	pid := cmd.Process.Pid
+	var copiers sync.WaitGroup
+	copiers.Add(2)
+	go func() { defer copiers.Done(); io.Copy(in.stdout, outR) }()
+	go func() { defer copiers.Done(); io.Copy(in.stderr, errR) }()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// finish reaps the process group and drains the output pipes; a
+	// daemonised grandchild holding them gets 2s before they are closed.
+	finish := func() {
+		syscall.Kill(-pid, syscall.SIGKILL)
+		drained := make(chan struct{})
+		go func() { copiers.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
+		}
+		outR.Close()
+		errR.Close()
+		<-drained
+		in.stdout.Flush()
+		in.stderr.Flush()
+	}
+
+	r.mu.Lock()
+	if in.run != rn { // stopped while starting
+		r.mu.Unlock()
+		r.terminate(pid, exited)
+		finish()
+		return false, ""
+	}
+	in.pid, in.port, in.started = pid, port, time.Now()
+	in.state = runtime.StateStarting
+	in.healthy = false
+	r.mu.Unlock()
+	r.log.Info("instance started", "instance", in.id, "pid", pid, "port", port)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	probes := make(chan error)
+	go r.probe(ctx, spec.Release.HealthCheck, port, probes)
+	fails := 0
+	for {
+		select {
+		case err := <-exited:
+			finish()
+			if err == nil {
+				return true, "exited with status 0"
+			}
+			return true, err.Error()
+		case <-rn.stop:
+			r.terminate(pid, exited)
+			finish()
+			return false, ""
+		case perr := <-probes:
+			if perr == nil {
+				fails = 0
+			} else {
+				fails++
+			}
+			r.setHealth(in, rn, perr, fails)
+		}
+	}
+}
+
+// terminate sends SIGTERM to the process group, then SIGKILL after
+// StopTimeout, and waits for the process to exit.
+func (r *Runtime) terminate(pid int, exited <-chan error) {
+	syscall.Kill(-pid, syscall.SIGTERM)
+	t := time.NewTimer(r.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case <-exited:
+	case <-t.C:
+		syscall.Kill(-pid, syscall.SIGKILL)
+		<-exited
+	}
+}
+
+// setHealth records a probe result of rn's process.
+func (r *Runtime) setHealth(in *instance, rn *run, perr error, fails int) {
+	r.mu.Lock()
+	if in.run != rn {
+		r.mu.Unlock()
+		return
+	}
+	changed := false
+	switch {
+	case perr == nil:
+		changed = !in.healthy
+		in.healthy = true
+		in.state = runtime.StateRunning
+		in.crashes = 0
+		in.message = ""
+	case in.healthy && fails >= unhealthyAfter:
+		changed = true
+		in.healthy = false
+		in.state = runtime.StateUnhealthy
+		in.message = "health check: " + perr.Error()
+	case !in.healthy:
+		in.message = "health check: " + perr.Error()
+	}
+	r.mu.Unlock()
+	if changed {
+		r.markDirty()
+	}
+}
+
+// probe checks the instance until ctx ends: GET hc.Path (200 is healthy)
+// or, without a path, a TCP connect; every result goes to out.
+func (r *Runtime) probe(ctx context.Context, hc dora.HealthCheck, port int, out chan<- error) {
+	interval := r.cfg.HealthInterval
+	if hc.Timeout > 0 {
+		interval = time.Duration(hc.Timeout) * time.Second
+	}
+	timeout := interval
+	if timeout < time.Second {
+		timeout = time.Second
+	}
+	if timeout > 10*time.Second {
+		timeout = 10 * time.Second
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p := hc.Path
+	if p != "" && !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	healthy := false
+	for {
+		wait := interval
+		if !healthy && startupProbe < wait {
+			wait = startupProbe
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err := r.check(cctx, addr, p)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			healthy = true
+		}
+		select {
+		case out <- err:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (r *Runtime) check(ctx context.Context, addr, p string) error {
+	if p == "" {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+p, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d", p, resp.StatusCode)
+	}
+	return nil
+}
+
+// freePort asks the kernel for a free loopback port.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// shellCommand prefixes a single simple command with exec, so the program
+// replaces the shell and Pdeathsig and signals reach it directly.
+func shellCommand(run string) string {
+	run = strings.TrimSpace(run)
+	if strings.ContainsAny(run, ";&|<>()$`\\\"'\n*?[]{}~#=") || strings.HasPrefix(run, "exec ") {
+		return run
+	}
+	return "exec " + run
+}
+
+// instanceEnv is base (os.Environ when nil) minus DORA_* variables, plus
+// the release's variables, HOST=127.0.0.1 unless the release sets HOST (so
+// example programs bind loopback only), then PORT and PORT_HTTP.
+func instanceEnv(base []string, rel []dora.EnvVar, port int) []string {
+	if base == nil {
+		base = os.Environ()
+	}
+	var keys []string
+	vals := map[string]string{}
+	set := func(k, v string) {
+		if _, ok := vals[k]; !ok {
+			keys = append(keys, k)
+		}
+		vals[k] = v
+	}
+	for _, kv := range base {
+		k, v, ok := strings.Cut(kv, "=")
+		// The parent's HOST (often its host name, e.g. zsh's) would make
+		// programs bind elsewhere than the published loopback address.
+		if !ok || strings.HasPrefix(k, "DORA_") || k == "HOST" {
+			continue
+		}
+		set(k, v)
+	}
+	hostSet := false
+	for _, e := range rel {
+		if e.Key == "" || strings.ContainsAny(e.Key, "=\x00") || strings.HasPrefix(e.Key, "DORA_") {
+			continue
+		}
+		if e.Key == "HOST" {
+			hostSet = true
+		}
+		set(e.Key, e.Value)
+	}
+	if !hostSet {
+		set("HOST", "127.0.0.1")
+	}
+	set("PORT", strconv.Itoa(port))
+	set("PORT_HTTP", strconv.Itoa(port))
+	env := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if v, ok := vals[k]; ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// maxCollected bounds what CollectedLogs reads from each file.
+const maxCollected = 256 << 10
+
+// CollectedLogs returns the lines of the files under the release's
+// LogFilePaths in the instance's current working directory (each path is
+// relative to it, may be a glob or a directory), oldest file content first,
+// bounded to the last 256 KiB of each file and MaxLogBytes in total. Paths
+// leaving the working directory are refused. The working directory is
+// recreated at every start, as the seed's stateless instances expect, so
+// only the current run's files are seen.
+func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error) {
+	r.mu.Lock()
+	d := r.deps[deploymentID]
+	if d == nil {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("collected logs %s: %w", deploymentID, runtime.ErrNotFound)
+	}
+	in := d.insts[index]
+	if in == nil {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("collected logs: instance %d of %s: %w", index, deploymentID, runtime.ErrNotFound)
+	}
+	paths := append([]string(nil), d.spec.Release.LogFilePaths...)
+	dir := in.dir
+	r.mu.Unlock()
+
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return []string{}, nil // not started yet
+	}
+	var files []string
+	for _, p := range paths {
+		c := path.Clean(strings.TrimSpace(p))
+		if c == "." || path.IsAbs(c) || c == ".." || strings.HasPrefix(c, "../") {
+			return nil, fmt.Errorf("collected logs %s: log path %q must be relative to the working dir", deploymentID, p)
+		}
+		matches, err := filepath.Glob(filepath.Join(root, filepath.FromSlash(c)))
+		if err != nil {
+			return nil, fmt.Errorf("collected logs %s: log path %q: %w", deploymentID, p, err)
+		}
+		for _, m := range matches {
+			filepath.WalkDir(m, func(f string, de os.DirEntry, err error) error {
+				if err == nil && de.Type().IsRegular() {
+					files = append(files, f)
+				}
+				return nil
+			})
+		}
+	}
+	var lines []string
+	var total int64
+	seen := map[string]bool{}
+	for _, f := range files {
+		real, err := filepath.EvalSymlinks(f)
+		if err != nil || seen[real] || !within(root, real) {
+			continue
+		}
+		seen[real] = true
+		fl, n, err := tailFile(real, maxCollected)
+		if err != nil {
+			continue
+		}
+		lines = append(lines, fl...)
+		total += n
+	}
+	for total > r.cfg.MaxLogBytes && len(lines) > 0 {
+		total -= int64(len(lines[0])) + 1
+		lines = lines[1:]
+	}
+	if lines == nil {
+		lines = []string{}
+	}
+	return lines, nil
+}
+
+func within(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// tailFile returns the complete lines among the last max bytes of a file.
+func tailFile(p string, max int64) ([]string, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	skipFirst := false
+	if fi.Size() > max {
+		if _, err := f.Seek(fi.Size()-max, io.SeekStart); err != nil {
+			return nil, 0, err
+		}
+		skipFirst = true
+	}
+	sc := bufio.NewScanner(io.LimitReader(f, max))
+	sc.Buffer(make([]byte, 64<<10), int(max)+1)
+	var lines []string
+	var n int64
+	for sc.Scan() {
+		if skipFirst {
+			skipFirst = false
+			continue
+		}
+		lines = append(lines, sc.Text())
+		n += int64(len(sc.Bytes())) + 1
+	}
+	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return lines, n, err
+	}
+	return lines, n, nil
+}
