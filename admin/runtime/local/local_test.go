@@ -26,6 +26,9 @@ import (
 var grepdDir string
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(helperEnv); dir != "" {
+		runHelper(dir)
+	}
 	dir, err := os.MkdirTemp("", "local-runtime-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -132,7 +135,19 @@ func inst(st runtime.DeploymentStatus, index int) runtime.InstanceStatus {
 	return runtime.InstanceStatus{}
 }
 
-func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+// alive reports whether pid runs; a zombie (exited, not yet reaped by
+// whoever inherited it) counts as dead.
+func alive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	return !strings.HasPrefix(rest, "Z")
+}
 
 func TestLifecycle(t *testing.T) {
 	ctx := context.Background()
