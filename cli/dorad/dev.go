@@ -1,0 +1,96 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/doraproject/dora/cli/platform"
+)
+
+func newDevCommand(v *viper.Viper) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole platform in one process on embedded backends",
+		Long: `dev runs the admin API, the router, the local runtime, the autoscaler and a
+bbolt metadata store in one process. Everything durable lives under --data-dir:
+a restart keeps accounts, buckets, objects, ufops, builds, releases and
+deployments, and brings deployed instances back.
+
+The root account's keys come from DORA_ROOT_AK/DORA_ROOT_SK when set; otherwise
+they are generated on first start, written to <data-dir>/root.credentials
+(mode 0600) and printed once.`,
+		Example: `  dorad dev
+  dorad dev --data-dir /var/lib/dora --router-addr 127.0.0.1:80
+  DORA_ROOT_AK=... DORA_ROOT_SK=... dorad dev`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(v)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			dev, err := platform.StartDev(ctx, platform.DevConfig{
+				DataDir:           v.GetString("data-dir"),
+				AdminAddr:         v.GetString("admin-addr"),
+				RouterAddr:        v.GetString("router-addr"),
+				DomainSuffix:      v.GetString("domain-suffix"),
+				Region:            v.GetString("region"),
+				RootAK:            v.GetString("root_ak"),
+				RootSK:            v.GetString("root_sk"),
+				AutoscaleInterval: v.GetDuration("autoscale-interval"),
+				Logger:            log,
+			})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Dora is running.\n  admin API: %s\n  router:    %s (buckets at http://<bucket>.%s:%s/<key>)\n",
+				dev.AdminURL, dev.RouterURL, v.GetString("domain-suffix"), portOf(dev.RouterURL))
+			if dev.NewRoot {
+				fmt.Fprintf(out, "\nRoot keys (shown once; kept in %s/%s):\n  AK: %s\n  SK: %s\n\nLog in with:\n  qdoractl login -u %s -p %s --api %s\n\n",
+					v.GetString("data-dir"), platform.CredentialsFile, dev.RootAK, dev.RootSK, dev.RootAK, dev.RootSK, dev.AdminURL)
+			}
+			select {
+			case <-ctx.Done():
+				log.Info("shutting down")
+			case <-dev.Done():
+				log.Error("a part failed; shutting down", "err", dev.Err())
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- dev.Close() }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					return err
+				}
+			case <-time.After(30 * time.Second):
+				return fmt.Errorf("shutdown took longer than 30s")
+			}
+			return dev.Err()
+		},
+	}
+	f := cmd.Flags()
+	f.String("data-dir", "./.dora", "directory for metadata, objects, builds and instances")
+	f.String("admin-addr", "127.0.0.1:8090", "admin API listen address")
+	f.String("router-addr", "127.0.0.1:8080", "router listen address")
+	f.String("domain-suffix", "localhost", "buckets answer at <bucket>.<suffix>")
+	f.String("region", "z0", "name of the single region the embedded platform runs")
+	f.Duration("autoscale-interval", 2*time.Second, "autoscaler evaluation interval")
+	return cmd
+}
+
+func portOf(url string) string {
+	for i := len(url) - 1; i >= 0; i-- {
+		if url[i] == ':' {
+			return url[i+1:]
+		}
+	}
+	return ""
+}
