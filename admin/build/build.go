@@ -340,7 +340,7 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 				return err
 			}
 		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old archives use TypeRegA
-			if hdr.Size < 0 || total+hdr.Size > maxBytes {
+			if hdr.Size < 0 || hdr.Size > maxBytes-total {
 				return fmt.Errorf("%w: more than %d bytes unpacked", ErrBadPackage, maxBytes)
 			}
 			if err := removeNonDir(target, name); err != nil {
@@ -353,7 +353,7 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 			if err != nil {
 				return err
 			}
-			n, err := io.Copy(f, io.LimitReader(tr, hdr.Size))
+			n, err := io.Copy(f, io.LimitReader(ctxReader{ctx, tr}, hdr.Size))
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
@@ -421,6 +421,19 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 		}
 	}
 	return nil
+}
+
+// ctxReader stops a long copy when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // within reports whether p is root or below it.

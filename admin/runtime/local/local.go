@@ -485,6 +485,7 @@ func (r *Runtime) Status(ctx context.Context, deploymentID string) (runtime.Depl
 	sort.Ints(idx)
 	active := 0
 	var failed []string
+	why := "" // the first instance message, for PENDING
 	for _, i := range idx {
 		in := d.insts[i]
 		is := runtime.InstanceStatus{
@@ -502,6 +503,9 @@ func (r *Runtime) Status(ctx context.Context, deploymentID string) (runtime.Depl
 		if in.healthy {
 			st.Healthy++
 		}
+		if why == "" && in.message != "" && in.run != nil {
+			why = fmt.Sprintf("; instance %d: %s", in.index, in.message)
+		}
 		if in.state == runtime.StateFailed {
 			failed = append(failed, fmt.Sprintf("instance %d: %s", in.index, in.message))
 		}
@@ -517,7 +521,7 @@ func (r *Runtime) Status(ctx context.Context, deploymentID string) (runtime.Depl
 		st.Status = dora.DeployRunning
 	default:
 		st.Status = dora.DeployPending
-		st.Message = fmt.Sprintf("%d of %d instances healthy", st.Healthy, active)
+		st.Message = fmt.Sprintf("%d of %d instances healthy%s", st.Healthy, active, why)
 	}
 	return st, nil
 }

@@ -370,7 +370,7 @@ func TestUnhealthyIsPending(t *testing.T) {
 		return strings.Contains(inst(status(t, r, "deploy-sick"), 1).Message, "status 404")
 	})
 	st := status(t, r, "deploy-sick")
-	if st.Status != dora.DeployPending || st.Healthy != 0 || inst(st, 1).State != runtime.StateStarting {
+	if st.Status != dora.DeployPending || st.Healthy != 0 || inst(st, 1).State != runtime.StateStarting || !strings.Contains(st.Message, "instance 1: health check") {
 		t.Fatalf("status %+v", st)
 	}
 }
