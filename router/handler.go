@@ -168,9 +168,7 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 		}
 	}
 	if req.Persisted != "" {
-		// Persistent results live where the pfop worker saved them; the
-		// router does not know that layout yet (see the report).
-		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", req.Persisted)
+		return r.servePersisted(rq, snap, bucket, key, req.Persisted)
 	}
 	stages, herr := r.plan(snap, bucket, req.Steps)
 	if herr != nil {
@@ -200,6 +198,12 @@ func objectKey(rawPath string) (string, *httpError) {
 	if err != nil {
 		return "", errf(fasthttp.StatusBadRequest, "invalid key: %v", err)
 	}
+	return checkKey(key)
+}
+
+// checkKey rejects keys that could escape a directory origin or carry
+// control characters.
+func checkKey(key string) (string, *httpError) {
 	switch {
 	case key == "":
 		return "", errf(fasthttp.StatusNotFound, "no object key in the path")

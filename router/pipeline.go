@@ -45,7 +45,7 @@ func (f flow) contentType() string {
 // the router holds only buffers.
 type pipeline struct {
 	r      *Router
-	rq     *request
+	reqid  string
 	ctx    context.Context
 	cancel context.CancelFunc
 	bucket dora.Bucket
@@ -85,27 +85,9 @@ func (p *pipeline) teardown() {
 // stage's output to the client (saving it too with saveas).
 func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (bool, *httpError) {
 	pctx, cancel := context.WithTimeout(context.Background(), r.cfg.Deadline)
-	p := &pipeline{r: r, rq: rq, ctx: pctx, cancel: cancel, bucket: b, key: key}
-	rc, obj, herr := r.openObject(pctx, b, key)
+	p, cur, _, herr := r.startPipeline(pctx, cancel, rq.reqid, b, key, stages, sa)
 	if herr != nil {
-		p.teardown()
 		return false, herr
-	}
-	cur := flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}
-	for i, st := range stages {
-		var herr *httpError
-		if st.builtin {
-			cur, herr = p.runBuiltin(i, st, cur)
-		} else {
-			cur, herr = p.runUfop(i, st, cur)
-		}
-		if herr != nil {
-			p.teardown()
-			return false, herr
-		}
-	}
-	if sa != nil {
-		cur = p.saveAs(sa, cur)
 	}
 	ctx := rq.ctx
 	ctx.SetStatusCode(fasthttp.StatusOK)
@@ -131,6 +113,38 @@ func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []st
 	}}
 	ctx.Response.SetBodyStream(out, int(size))
 	return true, nil
+}
+
+// startPipeline opens the object and starts every stage in order (and the
+// saveas tee when sa is set), returning the last stage's stream: the one
+// engine behind both the HTTP path (runPipeline) and Process. pctx bounds
+// the whole pipeline and cancel ends it. On success the caller owns p and
+// the stream: it closes the stream, then calls p.teardown. On failure
+// everything is already torn down. tee is nil without saveas.
+func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, reqid string, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (_ *pipeline, _ flow, tee *teeBody, _ *httpError) {
+	p := &pipeline{r: r, reqid: reqid, ctx: pctx, cancel: cancel, bucket: b, key: key}
+	rc, obj, herr := r.openObject(pctx, b, key)
+	if herr != nil {
+		p.teardown()
+		return nil, flow{}, nil, herr
+	}
+	cur := flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}
+	for i, st := range stages {
+		var herr *httpError
+		if st.builtin {
+			cur, herr = p.runBuiltin(i, st, cur)
+		} else {
+			cur, herr = p.runUfop(i, st, cur)
+		}
+		if herr != nil {
+			p.teardown()
+			return nil, flow{}, nil, herr
+		}
+	}
+	if sa != nil {
+		cur, tee = p.saveAs(sa, cur)
+	}
+	return p, cur, tee, nil
 }
 
 // runBuiltin runs a built-in fop on the stream. The result owns its input:
@@ -250,7 +264,7 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 		req.SetRequestURI("http://" + inst.Addr + "/handler?cmd=" + url.QueryEscape(st.step.Raw) + "&url=" + url.QueryEscape(srcURL))
 		req.Header.SetContentLength(0)
 	}
-	req.Header.Set("X-Reqid", p.rq.reqid)
+	req.Header.Set("X-Reqid", p.reqid)
 	// A fresh Response, never returned to fasthttp's pool: its streamed
 	// body is closed by stepBody, and releasing it afterwards would close
 	// the stream a second time.
@@ -292,7 +306,7 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	if size < 0 {
 		size = -1
 	}
-	sb := &stepBody{rc: rc, size: size, ctx: p.ctx, r: r, end: end}
+	sb := &stepBody{rc: rc, size: size, ctx: p.ctx, r: r, end: end, step: i}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
 		msg, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
@@ -332,10 +346,21 @@ type stepBody struct {
 	ctx    context.Context
 	r      *Router
 	end    func()
+	step   int // the step's 0-based index, carried by its read errors
 	eof    bool
 	err    error
 	closed bool
 }
+
+// streamError is a step's failure after its response started: the stream
+// broke or was truncated. Process reports its step index.
+type streamError struct {
+	step int
+	err  error
+}
+
+func (e *streamError) Error() string { return fmt.Sprintf("step %d: %v", e.step, e.err) }
+func (e *streamError) Unwrap() error { return e.err }
 
 func (b *stepBody) Read(p []byte) (int, error) {
 	if b.rc == nil || b.eof {
@@ -353,11 +378,12 @@ func (b *stepBody) Read(p []byte) (int, error) {
 	case err == io.EOF && b.size >= 0 && b.n != b.size:
 		// fasthttp reports a connection closed before Content-Length
 		// bytes as a plain EOF; a truncated step must fail the stream.
-		err = io.ErrUnexpectedEOF
+		err = &streamError{step: b.step, err: io.ErrUnexpectedEOF}
 		b.err = err
 	case err == io.EOF:
 		b.eof = true
 	case err != nil:
+		err = &streamError{step: b.step, err: err}
 		b.err = err
 	}
 	return n, err
@@ -422,23 +448,32 @@ func (c *chainBody) Close() error {
 // The object appears only if the whole stream arrived: any failure (the
 // stream's, the client's going away) aborts the Put's input with an error,
 // and the Writer's temp-then-rename keeps the key untouched.
-func (p *pipeline) saveAs(sa *fop.SaveAs, in flow) flow {
+func (p *pipeline) saveAs(sa *fop.SaveAs, in flow) (flow, *teeBody) {
 	pr, pw := io.Pipe()
-	done := make(chan error, 1)
+	done := make(chan putResult, 1)
 	go func() {
-		_, err := p.r.cfg.Writer.Put(p.ctx, sa.Bucket, sa.Key, pr, origin.PutOptions{MimeType: in.mime})
+		obj, err := p.r.cfg.Writer.Put(p.ctx, sa.Bucket, sa.Key, pr, origin.PutOptions{MimeType: in.mime})
 		pr.CloseWithError(err) // unblock the writer side if Put stopped early
-		done <- err
+		done <- putResult{obj, err}
 	}()
-	return flow{body: &teeBody{in: in.body, pw: pw, done: done}, size: in.size, mime: in.mime}
+	t := &teeBody{in: in.body, pw: pw, done: done}
+	return flow{body: t, size: in.size, mime: in.mime}, t
+}
+
+// putResult is the saveas Put's outcome.
+type putResult struct {
+	obj origin.Object
+	err error
 }
 
 type teeBody struct {
 	in       io.ReadCloser
 	pw       *io.PipeWriter
-	done     chan error
+	done     chan putResult
 	finished bool
 	closed   bool
+	// saved is the stored object, set once the whole stream was saved.
+	saved *origin.Object
 }
 
 func (t *teeBody) Read(p []byte) (int, error) {
@@ -456,9 +491,11 @@ func (t *teeBody) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		t.finished = true
 		t.pw.Close()
-		if perr := <-t.done; perr != nil {
-			return n, fmt.Errorf("saveas: %w", perr)
+		res := <-t.done
+		if res.err != nil {
+			return n, fmt.Errorf("saveas: %w", res.err)
 		}
+		t.saved = &res.obj
 		return n, io.EOF
 	case err != nil:
 		t.finished = true

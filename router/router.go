@@ -91,6 +91,11 @@ type Config struct {
 	Concurrency int
 	// Now is the clock (tests); time.Now when nil.
 	Now func() time.Time
+
+	// Persisted finds where persistent processing (pfop) saved the result
+	// of fop (a pipeline without saveas) run on bucket:key, for
+	// `?p/1/<fop>` requests: 404 when it reports !ok or is nil.
+	Persisted func(ctx context.Context, bucket, key, fop string) (savedBucket, savedKey string, ok bool)
 }
 
 // MetaSource hands out the current metadata snapshot; *meta.Cache is one.
