@@ -157,7 +157,9 @@ func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed boo
 		return false, ""
 	}
 	in.pid, in.port, in.started = pid, port, time.Now()
-	in.state = runtime.StateStarting
+	if in.crashes < r.cfg.MaxCrashes {
+		in.state = runtime.StateStarting
+	} // else it stays FAILED, with its message, until it becomes healthy
 	in.healthy = false
 	r.mu.Unlock()
 	r.log.Info("instance started", "instance", in.id, "pid", pid, "port", port)
