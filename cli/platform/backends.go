@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -15,12 +16,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin"
+	"github.com/doraproject/dora/admin/runtime"
+	localruntime "github.com/doraproject/dora/admin/runtime/local"
+	nomadruntime "github.com/doraproject/dora/admin/runtime/nomad"
 	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/admin/store/consulkv"
 	"github.com/doraproject/dora/autoscaler/load"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
 	loadredis "github.com/doraproject/dora/autoscaler/load/redis"
+	nomadjobs "github.com/doraproject/dora/nomad-jobs"
 	"github.com/doraproject/dora/pool"
 	poolconsul "github.com/doraproject/dora/pool/consul"
 	poolmemory "github.com/doraproject/dora/pool/memory"
@@ -436,4 +443,211 @@ func OpenObjects(rawURL string) (*localorigin.Dir, error) {
 		return nil, fmt.Errorf("objects %s: %w", rawURL, err)
 	}
 	return d, nil
+}
+
+// RegionSpec is one platform region: its name (z0), a description for
+// `qdoractl regions`, and where its instances run in Nomad.
+type RegionSpec struct {
+	Name        string   `json:"name" yaml:"name" mapstructure:"name"`
+	Desc        string   `json:"desc,omitempty" yaml:"desc,omitempty" mapstructure:"desc"`
+	NomadRegion string   `json:"nomad_region,omitempty" yaml:"nomad_region,omitempty" mapstructure:"nomad_region"`
+	Datacenters []string `json:"datacenters,omitempty" yaml:"datacenters,omitempty" mapstructure:"datacenters"`
+}
+
+// ErrBadRegion is wrapped by errors about a region specification.
+var ErrBadRegion = errors.New("bad region")
+
+// ParseRegion reads the flag form of a region:
+//
+//	NAME[=NOMAD_REGION[/DC[+DC...]]]
+//
+// e.g. "z0", "z0=global", "z1=asia/sh1+sh2".
+func ParseRegion(s string) (RegionSpec, error) {
+	name, rest, hasNomad := strings.Cut(strings.TrimSpace(s), "=")
+	r := RegionSpec{Name: name}
+	if hasNomad {
+		nr, dcs, hasDCs := strings.Cut(rest, "/")
+		r.NomadRegion = nr
+		if hasDCs {
+			r.Datacenters = strings.Split(dcs, "+")
+		}
+		if r.NomadRegion == "" {
+			return RegionSpec{}, fmt.Errorf("region %q: %w: empty Nomad region after '=' (NAME[=NOMAD_REGION[/DC[+DC...]]])", s, ErrBadRegion)
+		}
+	}
+	if err := r.validate(); err != nil {
+		return RegionSpec{}, fmt.Errorf("region %q: %w", s, err)
+	}
+	return r, nil
+}
+
+// ParseRegions parses each flag-form region (see ParseRegion) and checks
+// that names are unique.
+func ParseRegions(specs []string) ([]RegionSpec, error) {
+	out := make([]RegionSpec, 0, len(specs))
+	for _, s := range specs {
+		r, err := ParseRegion(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := ValidateRegions(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ValidateRegions checks names and Nomad placements, and that names are
+// unique.
+func ValidateRegions(rs []RegionSpec) error {
+	seen := map[string]bool{}
+	for _, r := range rs {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("region %q: %w", r.Name, err)
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("region %q: %w: given twice", r.Name, ErrBadRegion)
+		}
+		seen[r.Name] = true
+	}
+	return nil
+}
+
+func (r RegionSpec) validate() error {
+	if !nomadjobs.ValidName(r.Name) {
+		return fmt.Errorf("%w: name must be 1 to 63 letters, digits, '.', '_' or '-'", ErrBadRegion)
+	}
+	if r.NomadRegion != "" && !nomadjobs.ValidName(r.NomadRegion) {
+		return fmt.Errorf("%w: Nomad region %q must be 1 to 63 letters, digits, '.', '_' or '-'", ErrBadRegion, r.NomadRegion)
+	}
+	for _, dc := range r.Datacenters {
+		if dc != "*" && !nomadjobs.ValidName(dc) {
+			return fmt.Errorf("%w: datacenter %q must be * or 1 to 63 letters, digits, '.', '_' or '-'", ErrBadRegion, dc)
+		}
+	}
+	return nil
+}
+
+// regionsOrDefault returns rs validated, or one region named name
+// (dora.DefaultRegion when empty).
+func regionsOrDefault(rs []RegionSpec, name string) ([]RegionSpec, error) {
+	if len(rs) == 0 {
+		rs = []RegionSpec{{Name: orDefault(name, dora.DefaultRegion)}}
+	}
+	if err := ValidateRegions(rs); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return rs, nil
+}
+
+func adminRegions(rs []RegionSpec) []admin.Region {
+	out := make([]admin.Region, len(rs))
+	for i, r := range rs {
+		desc := r.Desc
+		if desc == "" && r.NomadRegion != "" {
+			desc = "Nomad region " + r.NomadRegion
+			if len(r.Datacenters) > 0 {
+				desc += ", datacenters " + strings.Join(r.Datacenters, ", ")
+			}
+		}
+		out[i] = admin.Region{Name: r.Name, Desc: desc}
+	}
+	return out
+}
+
+func regionNames(rs []RegionSpec) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Name
+	}
+	return out
+}
+
+// RuntimeOptions qualify OpenRuntime.
+type RuntimeOptions struct {
+	// DataDir holds local-runtime instances (<DataDir>/instances) unless
+	// the local:// URL names a directory.
+	DataDir string
+	// Region is the local runtime's single region and Nomad's default
+	// region (jobs without a region suffix).
+	Region string
+	// Regions place platform regions in Nomad.
+	Regions []RegionSpec
+	// Publisher receives the local runtime's healthy instances (a
+	// pool/memory Discovery in the same process); may be nil.
+	Publisher localruntime.Publisher
+	// Consul, when set, makes Nomad instance health follow Consul checks.
+	Consul *consulapi.Client
+	Logger *slog.Logger
+}
+
+// OpenRuntime returns the runtime named by rawURL:
+//
+//	local://[<dir>]              child processes (instances under <dir>, default <DataDir>/instances)
+//	nomad://<host:port>          Nomad jobs; ?driver=raw_exec (default) or exec; the
+//	                             ACL token comes from NOMAD_TOKEN, never from the URL
+//
+// Nomad is not contacted here. The local runtime must be closed (it has a
+// Close method) to stop its instances.
+func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
+	const what = "runtime"
+	b, err := parseBackendURL(what, rawURL, []string{"local", "nomad"}, "local")
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	switch b.scheme {
+	case "local":
+		dir, err := b.verbatimPath(what, false, "")
+		if err != nil {
+			return nil, err
+		}
+		if dir == "" {
+			dir = filepath.Join(orDefault(opts.DataDir, "./.dora"), "instances")
+		}
+		rt, err := localruntime.New(localruntime.Config{
+			Dir:       dir,
+			Region:    orDefault(opts.Region, dora.DefaultRegion),
+			Publisher: opts.Publisher,
+			Logger:    opts.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("runtime %s: %w", rawURL, err)
+		}
+		return rt, nil
+	default: // nomad
+		if err := b.checkQuery(what, "driver"); err != nil {
+			return nil, err
+		}
+		if p := strings.Trim(b.u.Path, "/"); p != "" {
+			return nil, b.errf(what, "a nomad:// URL takes no path (got %q)", b.u.Path)
+		}
+		addr, err := b.hostPort(what, "4646")
+		if err != nil {
+			return nil, err
+		}
+		driver := b.u.Query().Get("driver")
+		if driver != "" && driver != nomadjobs.DriverRawExec && driver != nomadjobs.DriverExec {
+			return nil, b.errf(what, "driver %q must be %s or %s", driver, nomadjobs.DriverRawExec, nomadjobs.DriverExec)
+		}
+		regions := map[string]nomadruntime.RegionConfig{}
+		for _, r := range opts.Regions {
+			regions[r.Name] = nomadruntime.RegionConfig{NomadRegion: r.NomadRegion, Datacenters: r.Datacenters}
+		}
+		rt, err := nomadruntime.New(nomadruntime.Config{
+			Address:       "http://" + addr,
+			Regions:       regions,
+			DefaultRegion: opts.Region,
+			Driver:        driver,
+			Consul:        opts.Consul,
+			Logger:        opts.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("runtime %s: %w", rawURL, err)
+		}
+		return rt, nil
+	}
 }

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/doraproject/dora/cli/platform"
+)
+
+func newAdminCommand(v *viper.Viper) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "admin",
+		Short: "Run the admin API (control plane) on the given backends",
+		Long: `admin serves the management API (docs/api.md) with the OCI registry under /v2/,
+/healthz and /metrics. It keeps the metadata in --store, runs deployments
+through --runtime, stores objects in --objects, and builds program packages
+under --data-dir (with the registry's blobs).
+
+Backends are URLs, chosen by scheme:
+  --store    bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
+  --runtime  local:// | nomad://127.0.0.1:4646[?driver=raw_exec|exec]
+  --objects  file://./.dora/objects
+
+Runtimes on other hosts fetch build artifacts from --public-url, so set it to
+an address they can reach. With a consul:// store the root keys must come from
+DORA_ROOT_AK and DORA_ROOT_SK (the same on every admin); with a bolt store they
+are read from or generated into <data-dir>/root.credentials.
+
+Every flag can also be set as DORA_<FLAG> (dashes as underscores) or as a key
+of the --config file.`,
+		Example: `  # production: Consul KV metadata, Nomad instances
+  DORA_ROOT_AK=... DORA_ROOT_SK=... dorad admin \
+    --store consul://127.0.0.1:8500/dora --runtime nomad://127.0.0.1:4646 \
+    --public-url http://10.0.0.5:8090 --listen 0.0.0.0:8090 \
+    --regions z0=global/dc1,z1=asia/sh1+sh2
+
+  # the same from the environment
+  DORA_STORE=consul://127.0.0.1:8500/dora DORA_RUNTIME=nomad://127.0.0.1:4646 dorad admin
+
+  # from a config file (yaml keys = flag names)
+  dorad admin --config /etc/dora/admin.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(v)
+			if err != nil {
+				return err
+			}
+			regions, err := regionsFrom(v)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			a, err := platform.StartAdmin(ctx, platform.AdminConfig{
+				Listen:    v.GetString("listen"),
+				Store:     v.GetString("store"),
+				Runtime:   v.GetString("runtime"),
+				Objects:   v.GetString("objects"),
+				DataDir:   v.GetString("data-dir"),
+				Regions:   regions,
+				Region:    v.GetString("region"),
+				PublicURL: v.GetString("public-url"),
+				RootAK:    v.GetString("root-ak"),
+				RootSK:    v.GetString("root-sk"),
+				Logger:    log,
+			})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Dora admin API is running at %s\n", a.URL)
+			if a.NewRoot {
+				fmt.Fprintf(out, "\nRoot keys (shown once; kept in %s/%s):\n  AK: %s\n  SK: %s\n\n",
+					v.GetString("data-dir"), platform.CredentialsFile, a.RootAK, a.RootSK)
+			}
+			return runUntilStopped(ctx, log, "admin", a)
+		},
+	}
+	f := cmd.Flags()
+	f.String("listen", platform.DefaultAdminListen, "listen address of the admin API")
+	addBackendFlag(f, "store", platform.DefaultStoreURL, storeHelp)
+	addBackendFlag(f, "runtime", platform.DefaultRuntimeURL, runtimeHelp)
+	addBackendFlag(f, "objects", platform.DefaultObjectsURL, objectsHelp)
+	f.String("data-dir", "./.dora", "directory for builds, registry blobs and local-runtime instances")
+	f.String("region", "z0", "the single region offered when --regions is not given")
+	f.StringSlice("regions", nil, regionsHelp)
+	f.String("public-url", "", "URL runtimes on other hosts reach this admin at (default http://<listen address>)")
+	addRootKeyFlags(f)
+	return cmd
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/doraproject/dora/cli/platform"
+)
+
+// Flag help shared by the production commands.
+const (
+	storeHelp     = "metadata store URL: bolt://<file> (one process) or consul://<host:port>/<prefix>"
+	runtimeHelp   = "runtime URL: local:// (child processes) or nomad://<host:port>[?driver=raw_exec|exec]"
+	discoveryHelp = "instance discovery URL: memory:// (in-process only) or consul://<host:port>"
+	loadHelp      = "load store URL: memory:// (in-process only) or redis://<host:port>/<db>"
+	objectsHelp   = "object origin URL: file://<dir> (the same directory as the admin's)"
+	regionsHelp   = "deployment regions, the first is the default: NAME[=NOMAD_REGION[/DC[+DC...]]], e.g. z0=global/dc1 (a config file may give {name, desc, nomad_region, datacenters} maps)"
+	shutdownLimit = 30 * time.Second
+)
+
+// addBackendFlag adds one of the backend URL flags.
+func addBackendFlag(f *pflag.FlagSet, name, def, help string) { f.String(name, def, help) }
+
+// addRootKeyFlags adds --root-ak/--root-sk (DORA_ROOT_AK/DORA_ROOT_SK).
+func addRootKeyFlags(f *pflag.FlagSet) {
+	f.String("root-ak", "", "root access key (prefer DORA_ROOT_AK: flags show in ps)")
+	f.String("root-sk", "", "root secret key (prefer DORA_ROOT_SK: flags show in ps)")
+}
+
+// regionsFrom reads --regions: a flag or env list of NAME[=NOMAD_REGION[/DC+DC]]
+// strings, or, from a config file, a list mixing such strings and maps.
+func regionsFrom(v *viper.Viper) ([]platform.RegionSpec, error) {
+	raw := v.Get("regions")
+	var out []platform.RegionSpec
+	add := func(s string) error {
+		for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
+			r, err := platform.ParseRegion(part)
+			if err != nil {
+				return fmt.Errorf("--regions: %w", err)
+			}
+			out = append(out, r)
+		}
+		return nil
+	}
+	switch x := raw.(type) {
+	case nil:
+	case string:
+		if err := add(x); err != nil {
+			return nil, err
+		}
+	case []string:
+		for _, s := range x {
+			if err := add(s); err != nil {
+				return nil, err
+			}
+		}
+	case []any:
+		for i, item := range x {
+			switch it := item.(type) {
+			case string:
+				if err := add(it); err != nil {
+					return nil, err
+				}
+			case map[string]any:
+				r, err := regionFromMap(it)
+				if err != nil {
+					return nil, fmt.Errorf("regions[%d] in the config file: %w", i, err)
+				}
+				out = append(out, r)
+			default:
+				return nil, fmt.Errorf("regions[%d] in the config file: want a string or a map, got %T", i, item)
+			}
+		}
+	default:
+		return nil, fmt.Errorf("regions: want a list, got %T", raw)
+	}
+	if err := platform.ValidateRegions(out); err != nil {
+		return nil, fmt.Errorf("--regions: %w", err)
+	}
+	return out, nil
+}
+
+// regionFromMap decodes one {name, desc, nomad_region, datacenters} map,
+// refusing unknown keys (a typo would otherwise be silently ignored).
+func regionFromMap(m map[string]any) (platform.RegionSpec, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return platform.RegionSpec{}, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var r platform.RegionSpec
+	if err := dec.Decode(&r); err != nil {
+		return platform.RegionSpec{}, fmt.Errorf("want keys name, desc, nomad_region, datacenters: %w", err)
+	}
+	return r, nil
+}
+
+// service is what runUntilStopped waits on: a platform.Service or Admin.
+type service interface {
+	Done() <-chan struct{}
+	Err() error
+	Close() error
+}
+
+// runUntilStopped waits for SIGINT/SIGTERM (or the command's context) or a
+// failing part, then closes svc within shutdownLimit.
+func runUntilStopped(ctx context.Context, log *slog.Logger, name string, svc service) error {
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "role", name)
+	case <-svc.Done():
+		log.Error("a part failed; shutting down", "role", name, "err", svc.Err())
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- svc.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			return fmt.Errorf("%s: shutdown: %w", name, err)
+		}
+	case <-time.After(shutdownLimit):
+		return fmt.Errorf("%s: shutdown took longer than %v", name, shutdownLimit)
+	}
+	return svc.Err()
+}
+
+// signalContext is the command's context, cancelled by SIGINT or SIGTERM.
+func signalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+}

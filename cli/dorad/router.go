@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/doraproject/dora/cli/platform"
+)
+
+func newRouterCommand(v *viper.Viper) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "router",
+		Short: "Run the data-plane router on the given backends",
+		Long: `router serves bucket objects at http://<bucket>.<domain-suffix>/<key> and runs
+fop pipelines (?a/x|b/y) through the ufop instances --discovery reports. It
+reads the metadata from --store, the objects from --objects, and flushes its
+load figures to --load once a second. /healthz and /metrics answer on its own
+host names (localhost, loopback, --public-addr).
+
+It keeps serving when Redis is down (load samples are dropped and counted) and
+when Consul is down (it keeps the last metadata and instances it saw).
+
+Backends are URLs, chosen by scheme:
+  --store      bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
+  --discovery  memory:// (in-process only) | consul://127.0.0.1:8500
+  --load       memory:// | redis://127.0.0.1:6379/0
+  --objects    file://./.dora/objects
+
+Every flag can also be set as DORA_<FLAG> (dashes as underscores) or as a key
+of the --config file.`,
+		Example: `  dorad router --store consul://127.0.0.1:8500/dora --discovery consul://127.0.0.1:8500 \
+    --load redis://127.0.0.1:6379/0 --objects file:///srv/dora/objects \
+    --listen 0.0.0.0:8080 --public-addr 10.0.0.7:8080 --domain-suffix dora.example.com
+
+  DORA_STORE=consul://127.0.0.1:8500/dora DORA_DISCOVERY=consul://127.0.0.1:8500 dorad router`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(v)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			s, err := platform.StartRouter(ctx, platform.RouterConfig{
+				Listen:       v.GetString("listen"),
+				Store:        v.GetString("store"),
+				Discovery:    v.GetString("discovery"),
+				Load:         v.GetString("load"),
+				Objects:      v.GetString("objects"),
+				Region:       v.GetString("region"),
+				DomainSuffix: v.GetString("domain-suffix"),
+				PublicAddr:   v.GetString("public-addr"),
+				Logger:       log,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Dora router is running at %s (buckets at http://<bucket>.%s:%s/<key>)\n",
+				s.URL, v.GetString("domain-suffix"), portOf(s.URL))
+			return runUntilStopped(ctx, log, "router", s)
+		},
+	}
+	f := cmd.Flags()
+	f.String("listen", platform.DefaultRouterListen, "listen address of the router")
+	addBackendFlag(f, "store", platform.DefaultStoreURL, storeHelp)
+	addBackendFlag(f, "discovery", platform.DefaultDiscoveryURL, discoveryHelp)
+	addBackendFlag(f, "load", platform.DefaultLoadURL, loadHelp)
+	addBackendFlag(f, "objects", platform.DefaultObjectsURL, objectsHelp)
+	f.String("region", "z0", "the platform region this router serves")
+	f.String("domain-suffix", "localhost", "buckets answer at <bucket>.<suffix>")
+	f.String("public-addr", "", "host:port instances reach this router at for their input (default the listen address)")
+	return cmd
+}

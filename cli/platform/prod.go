@@ -1,0 +1,607 @@
+package platform
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin"
+	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/registry"
+	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/admin/store/consulkv"
+	"github.com/doraproject/dora/autoscaler"
+	"github.com/doraproject/dora/autoscaler/lock"
+	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/pool/poolmetrics"
+	"github.com/doraproject/dora/router"
+	"github.com/doraproject/dora/router/origin/httpmirror"
+)
+
+// Default listen addresses of the production roles.
+const (
+	DefaultAdminListen      = "127.0.0.1:8090"
+	DefaultRouterListen     = "127.0.0.1:8080"
+	DefaultAutoscalerListen = "127.0.0.1:8091"
+)
+
+// LockKey is the store-relative key of the autoscaler's leader lock; it
+// lives under the Consul store's prefix so that two Dora clusters on one
+// Consul never share a leader.
+const LockKey = "locks/autoscaler"
+
+// ErrConfig is wrapped by every configuration error of the Start functions.
+var ErrConfig = errors.New("bad configuration")
+
+// Service is one running production role (admin, router or autoscaler):
+// its listener's URL and its lifecycle, shaped like Dev.
+type Service struct {
+	// Name is the role: "admin", "router" or "autoscaler".
+	Name string
+	// URL is http://host:port of the role's listener (/healthz and
+	// /metrics answer there).
+	URL string
+
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	errOnce sync.Once
+	err     error
+	done    chan struct{}
+	closers []func() error
+}
+
+func newService(name string) *Service { return &Service{Name: name, done: make(chan struct{})} }
+
+// Done is closed when a part fails; Err then says why.
+func (s *Service) Done() <-chan struct{} { return s.done }
+
+// Err returns the failure that closed Done, if any.
+func (s *Service) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// Close stops every part, waits for them and then releases the backends
+// (stores, load store, runtime, listener).
+func (s *Service) Close() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	return s.closeAll()
+}
+
+func (s *Service) closeAll() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
+
+// onClose registers f to run at Close (last registered, first run).
+func (s *Service) onClose(f func() error) { s.closers = append(s.closers, f) }
+
+// goRun runs part until it returns; an error from any part fails the role.
+func (s *Service) goRun(name string, part func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := part(); err != nil && !errors.Is(err, context.Canceled) {
+			s.fail(fmt.Errorf("%s %s: %w", s.Name, name, err))
+		}
+	}()
+}
+
+func (s *Service) fail(err error) {
+	s.errOnce.Do(func() {
+		s.err = err
+		close(s.done)
+	})
+}
+
+// serveHTTP serves h on ln until ctx ends, then shuts down gracefully
+// (in-flight requests get 5 s).
+func (s *Service) serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.goRun("http", func() error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+}
+
+// listen opens the role's listener and sets its URL.
+func (s *Service) listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener %s: %w", s.Name, addr, err)
+	}
+	s.onClose(func() error {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+	s.URL = "http://" + ln.Addr().String()
+	return ln, nil
+}
+
+// newRegistry is a role's metrics registry, with the Go runtime's and the
+// process's collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func quietLogger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return l
+}
+
+// openStore opens the role's metadata store and closes it with the role.
+func (s *Service) openStore(ctx context.Context, rawURL string) (store.Store, error) {
+	st, err := OpenStore(ctx, orDefault(rawURL, DefaultStoreURL))
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(st.Close)
+	return st, nil
+}
+
+// ---- admin ----
+
+// AdminConfig configures `dorad admin`. Zero fields take the defaults
+// named beside them.
+type AdminConfig struct {
+	Listen  string // DefaultAdminListen
+	Store   string // DefaultStoreURL
+	Runtime string // DefaultRuntimeURL
+	Objects string // DefaultObjectsURL
+	// DataDir holds what stays on the admin's host: builds, the OCI
+	// registry's blobs, local-runtime instances and (with a bolt store)
+	// the generated root keys. Default "./.dora".
+	DataDir string
+	// Regions are the deployment regions offered; the first is the
+	// default. Default: one region named Region.
+	Regions []RegionSpec
+	// Region names the single region when Regions is empty
+	// (dora.DefaultRegion when empty too).
+	Region  string
+	Flavors []dora.Flavor
+	// PublicURL is how runtimes on other hosts reach this admin (artifact
+	// URLs, registry references); default http://<listener address>.
+	PublicURL string
+	// RootAK and RootSK are the operator's keys (DORA_ROOT_AK/SK). They
+	// are required with a shared (consul://) store; with a bolt store they
+	// are read from or generated into <DataDir>/root.credentials.
+	RootAK, RootSK string
+	Logger         *slog.Logger
+}
+
+// Admin is a running `dorad admin`.
+type Admin struct {
+	*Service
+	RootAK, RootSK string
+	// NewRoot reports whether the root keys were generated by this start.
+	NewRoot bool
+}
+
+// StartAdmin opens the backends, ensures the root account and serves the
+// admin API (with /healthz and /metrics) until Close.
+func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
+	log := quietLogger(cfg.Logger).With("role", "admin")
+	a := &Admin{Service: newService("admin")}
+	ok := false
+	defer func() {
+		if !ok {
+			a.closeAll()
+		}
+	}()
+	dataDir := orDefault(cfg.DataDir, "./.dora")
+	regions, err := regionsOrDefault(cfg.Regions, cfg.Region)
+	if err != nil {
+		return nil, err
+	}
+	storeURL := orDefault(cfg.Store, DefaultStoreURL)
+	if IsConsulURL(storeURL) && (cfg.RootAK == "" || cfg.RootSK == "") {
+		return nil, fmt.Errorf("admin: %w: a shared store (%s) needs the root keys from DORA_ROOT_AK and DORA_ROOT_SK (or --root-ak/--root-sk), the same on every admin", ErrConfig, storeURL)
+	}
+	creds, err := LoadOrCreateRootCredentials(dataDir, cfg.RootAK, cfg.RootSK)
+	if err != nil {
+		return nil, err
+	}
+	a.RootAK, a.RootSK, a.NewRoot = creds.AccessKey, creds.SecretKey, creds.Generated
+
+	st, err := a.openStore(ctx, storeURL)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := admin.EnsureRoot(ctx, st, creds.AccessKey, creds.SecretKey); err != nil {
+		return nil, fmt.Errorf("admin: root account in %s: %w", redact(storeURL), err)
+	}
+	objects, err := OpenObjects(orDefault(cfg.Objects, DefaultObjectsURL))
+	if err != nil {
+		return nil, err
+	}
+	builder, err := build.New(filepath.Join(dataDir, "builds"))
+	if err != nil {
+		return nil, fmt.Errorf("admin: builder: %w", err)
+	}
+	ln, err := a.listen(orDefault(cfg.Listen, DefaultAdminListen))
+	if err != nil {
+		return nil, err
+	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = loopbackURL(ln.Addr())
+	}
+
+	runtimeURL := orDefault(cfg.Runtime, DefaultRuntimeURL)
+	consul, err := consulFor(storeURL)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := OpenRuntime(runtimeURL, RuntimeOptions{
+		DataDir: dataDir,
+		Region:  regions[0].Name,
+		Regions: regions,
+		Consul:  consul,
+		Logger:  log.With("part", "runtime"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := rt.(io.Closer); ok {
+		a.onClose(c.Close)
+	}
+	if isScheme(runtimeURL, "local") {
+		log.Warn("the local runtime runs instances as children of this admin; only a router in this process could find them (use dorad dev, or nomad:// in production)")
+	}
+
+	reg, err := registry.New(registry.Config{
+		Dir:          filepath.Join(dataDir, "registry"),
+		Store:        st,
+		Authenticate: registry.ByAccount(admin.BasicAuthenticator(st)),
+		Logger:       log.With("part", "registry"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admin: registry: %w", err)
+	}
+	srv, err := admin.New(admin.Config{
+		Store:     st,
+		Runtime:   rt,
+		Objects:   objects,
+		Builder:   builder,
+		Registry:  reg,
+		Regions:   adminRegions(regions),
+		Flavors:   cfg.Flavors,
+		PublicURL: publicURL,
+		RootAK:    creds.AccessKey,
+		RootSK:    creds.SecretKey,
+		Logger:    log,
+		Metrics:   newRegistry(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.serveHTTP(runCtx, ln, srv.Handler())
+	a.goRun("background", func() error { return srv.Run(runCtx) })
+	log.Info("dora admin started", "url", a.URL, "public_url", publicURL, "store", redact(storeURL),
+		"runtime", redact(runtimeURL), "regions", regionNames(regions))
+	ok = true
+	return a, nil
+}
+
+// loopbackURL is http://<addr>, with an unspecified IP (0.0.0.0, ::)
+// replaced by 127.0.0.1 so that the URL can be dialled.
+func loopbackURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+func isScheme(rawURL, scheme string) bool {
+	s, _, ok := strings.Cut(rawURL, "://")
+	return ok && strings.EqualFold(s, scheme)
+}
+
+// consulFor returns a Consul client on the store's agent when the store is
+// consul://, else nil.
+func consulFor(storeURL string) (*consulapi.Client, error) {
+	if !IsConsulURL(storeURL) {
+		return nil, nil
+	}
+	return ConsulClient(storeURL)
+}
+
+// ---- router ----
+
+// RouterConfig configures `dorad router`. Zero fields take the defaults
+// named beside them.
+type RouterConfig struct {
+	Listen    string // DefaultRouterListen
+	Store     string // DefaultStoreURL
+	Discovery string // DefaultDiscoveryURL
+	Load      string // DefaultLoadURL
+	Objects   string // DefaultObjectsURL
+	// Region is the platform region this router serves (pools are keyed
+	// by it); dora.DefaultRegion when empty.
+	Region       string
+	DomainSuffix string // "localhost"
+	// PublicAddr is the host:port instances use to reach the router's
+	// one-shot input URLs; default the listener's address.
+	PublicAddr string
+	Logger     *slog.Logger
+}
+
+// StartRouter opens the backends and serves the data plane until Close.
+// It keeps serving when Redis is down (load figures are dropped and
+// counted) and when Consul is down (the last metadata snapshot and the
+// last known instances stay).
+func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
+	log := quietLogger(cfg.Logger).With("role", "router")
+	s := newService("router")
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeAll()
+		}
+	}()
+	region := orDefault(cfg.Region, dora.DefaultRegion)
+	storeURL := orDefault(cfg.Store, DefaultStoreURL)
+	st, err := s.openStore(ctx, storeURL)
+	if err != nil {
+		return nil, err
+	}
+	objects, err := OpenObjects(orDefault(cfg.Objects, DefaultObjectsURL))
+	if err != nil {
+		return nil, err
+	}
+	reg := newRegistry()
+	discoveryURL := orDefault(cfg.Discovery, DefaultDiscoveryURL)
+	disc, err := NewDiscovery(discoveryURL, DiscoveryOptions{DefaultRegion: region, Logger: log.With("part", "discovery"), Metrics: reg})
+	if err != nil {
+		return nil, err
+	}
+	if isScheme(discoveryURL, "memory") {
+		log.Warn("memory:// discovery only sees instances published in this process: this router will find none (use consul:// in production)")
+	}
+	loadURL := orDefault(cfg.Load, DefaultLoadURL)
+	loads, err := OpenLoadWith(loadURL, log)
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(func() error { return CloseLoad(loads) })
+
+	ln, err := s.listen(orDefault(cfg.Listen, DefaultRouterListen))
+	if err != nil {
+		return nil, err
+	}
+	p := pool.New(pool.Options{})
+	if err := reg.Register(poolmetrics.New(p)); err != nil {
+		return nil, fmt.Errorf("router: pool metrics: %w", err)
+	}
+	mirror := httpmirror.New(httpmirror.Config{}, nil)
+	var ownHosts []string
+	if cfg.PublicAddr != "" {
+		ownHosts = append(ownHosts, cfg.PublicAddr)
+	}
+	rtr, err := router.New(router.Config{
+		Store:        st,
+		Objects:      objects,
+		Writer:       objects,
+		Mirror:       mirror,
+		Pool:         p,
+		Load:         loads,
+		Region:       region,
+		DomainSuffix: orDefault(cfg.DomainSuffix, "localhost"),
+		PublicAddr:   cfg.PublicAddr,
+		OwnHosts:     ownHosts,
+		Logger:       log,
+		Metrics:      reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	mirror.SetMirrorFor(rtr.MirrorFor)
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.goRun("pool", func() error { p.Run(runCtx, disc); return nil })
+	s.goRun("background", func() error { return rtr.Run(runCtx) })
+	s.goRun("http", func() error { return rtr.Serve(runCtx, ln) })
+	log.Info("dora router started", "url", s.URL, "region", region, "store", redact(storeURL),
+		"discovery", redact(discoveryURL), "load", redact(loadURL))
+	ok = true
+	return s, nil
+}
+
+// ---- autoscaler ----
+
+// AutoscalerConfig configures `dorad autoscaler`. Zero fields take the
+// defaults named beside them.
+type AutoscalerConfig struct {
+	// Listen serves /healthz and /metrics (DefaultAutoscalerListen).
+	Listen  string
+	Store   string // DefaultStoreURL
+	Runtime string // required: nomad://… (the local runtime lives in dorad dev only)
+	Load    string // DefaultLoadURL
+	// Regions map platform regions to the runtime's (Nomad) regions.
+	Regions []RegionSpec
+	Region  string
+	// Interval is the evaluation tick (autoscaler.DefaultInterval).
+	Interval time.Duration
+	// LockTTL is the leader session's TTL (lock.DefaultTTL); a dead
+	// leader is replaced after about this long.
+	LockTTL time.Duration
+	Logger  *slog.Logger
+}
+
+// StartAutoscaler runs the scaling loop until Close. With a consul:// store
+// several autoscalers may run: they elect one leader through a Consul lock
+// on <store prefix>locks/autoscaler and the others wait; otherwise the loop
+// runs in this process alone. /healthz reports whether it leads.
+func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error) {
+	log := quietLogger(cfg.Logger).With("role", "autoscaler")
+	s := newService("autoscaler")
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeAll()
+		}
+	}()
+	if cfg.Runtime == "" {
+		return nil, fmt.Errorf("autoscaler: %w: --runtime is required (e.g. nomad://127.0.0.1:4646)", ErrConfig)
+	}
+	if cfg.LockTTL != 0 && (cfg.LockTTL < 10*time.Second || cfg.LockTTL > 24*time.Hour) {
+		return nil, fmt.Errorf("autoscaler: %w: lock TTL %v must be between 10s and 24h (Consul's bounds)", ErrConfig, cfg.LockTTL)
+	}
+	if isScheme(cfg.Runtime, "local") {
+		return nil, fmt.Errorf("autoscaler: %w: the local runtime runs inside one process (dorad dev); a separate autoscaler needs nomad://", ErrConfig)
+	}
+	regions, err := regionsOrDefault(cfg.Regions, cfg.Region)
+	if err != nil {
+		return nil, err
+	}
+	storeURL := orDefault(cfg.Store, DefaultStoreURL)
+	st, err := s.openStore(ctx, storeURL)
+	if err != nil {
+		return nil, err
+	}
+	loadURL := orDefault(cfg.Load, DefaultLoadURL)
+	loads, err := OpenLoadWith(loadURL, log)
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(func() error { return CloseLoad(loads) })
+	lockClient, err := consulFor(storeURL)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := OpenRuntime(cfg.Runtime, RuntimeOptions{Region: regions[0].Name, Regions: regions, Consul: lockClient, Logger: log.With("part", "runtime")})
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := rt.(io.Closer); ok {
+		s.onClose(c.Close)
+	}
+	var lockKey string
+	if lockClient != nil {
+		lockKey = LockKey
+		if ck, ok := st.(*consulkv.Store); ok {
+			lockKey = ck.Prefix() + LockKey
+		}
+	}
+	ln, err := s.listen(orDefault(cfg.Listen, DefaultAutoscalerListen))
+	if err != nil {
+		return nil, err
+	}
+	reg := newRegistry()
+	scaler := autoscaler.New(autoscaler.Config{
+		Store:    st,
+		Load:     loads,
+		Target:   autoscaler.RuntimeTarget{Runtime: rt, Busy: func(err error) bool { return errors.Is(err, runtime.ErrBusy) }},
+		Interval: cfg.Interval,
+		Logger:   log,
+		Metrics:  reg,
+	})
+	var leading atomic.Bool
+	leaderGauge := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dora_autoscaler_leader", Help: "1 while this autoscaler holds the leader lock and scales.",
+	})
+	reg.MustRegister(leaderGauge)
+	lead := func(ctx context.Context) error {
+		leading.Store(true)
+		leaderGauge.Set(1)
+		defer func() { leading.Store(false); leaderGauge.Set(0) }()
+		return scaler.Run(ctx)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ok", "leader": leading.Load()})
+	})
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.serveHTTP(runCtx, ln, mux)
+	if lockClient != nil {
+		host, _ := os.Hostname()
+		s.goRun("lock", func() error {
+			return lock.RunWith(runCtx, lockClient, lockKey, lock.Options{
+				TTL:    cfg.LockTTL,
+				Value:  []byte(fmt.Sprintf("%s pid %d %s", host, os.Getpid(), s.URL)),
+				Logger: log,
+			}, func(ctx context.Context) {
+				if err := lead(ctx); err != nil && ctx.Err() == nil {
+					log.Error("autoscaler loop", "err", err)
+				}
+			})
+		})
+	} else {
+		s.goRun("loop", func() error { return lead(runCtx) })
+	}
+	log.Info("dora autoscaler started", "url", s.URL, "store", redact(storeURL), "runtime", redact(cfg.Runtime),
+		"load", redact(loadURL), "lock", lockKey)
+	ok = true
+	return s, nil
+}
