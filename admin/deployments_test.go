@@ -183,6 +183,9 @@ func TestResizeInstancesLogsEvents(t *testing.T) {
 	if got := string(r.Body); !strings.Contains(got, "[1] 2026-01-02T03:05:05Z stdout line two of 1") || strings.Contains(got, "one") {
 		t.Errorf("ufop logs = %q", got)
 	}
+	if got := string(r.Body); !strings.Contains(got, "[2] app.log: request two served by 2") || strings.Contains(got, "idle") {
+		t.Errorf("ufop logs lack the collected log_file_paths lines filtered by k: %q", got)
+	}
 	e.must(http.StatusBadRequest, alice, "GET", "/v1/ufops/grepd/logs?from=yesterday", nil, nil)
 
 	// Events written by the autoscaler are listed in key order.

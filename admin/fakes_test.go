@@ -127,6 +127,16 @@ func (f *fakeRuntime) Logs(ctx context.Context, id string, q runtime.LogQuery) (
 	return io.NopCloser(strings.NewReader(text)), nil
 }
 
+// CollectedLogs stands for the lines of files under log_file_paths.
+func (f *fakeRuntime) CollectedLogs(id string, index int) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.specs[id]; !ok || index > 2 {
+		return nil, runtime.ErrNotFound
+	}
+	return []string{fmt.Sprintf("app.log: request two served by %d", index), "app.log: idle"}, nil
+}
+
 func (f *fakeRuntime) Remove(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

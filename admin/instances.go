@@ -180,9 +180,17 @@ func (s *Server) instanceLogs(w http.ResponseWriter, r *http.Request, c *call) e
 	return nil
 }
 
-// ufopLogs serves GET /v1/ufops/{name}/logs. The runtimes collect no files
-// under log_file_paths yet, so it filters the instances' stdout lines (each
-// prefixed with its RFC 3339 time) by from/to and the keyword k.
+// fileLogCollector is implemented by runtimes that collect the files an
+// instance writes under its release's log_file_paths (the local runtime).
+type fileLogCollector interface {
+	CollectedLogs(deploymentID string, index int) ([]string, error)
+}
+
+// ufopLogs serves GET /v1/ufops/{name}/logs: per instance, the lines of the
+// files under the release's log_file_paths when the runtime collects them
+// (filtered by the keyword k; they carry no time, so from/to do not apply),
+// then the instance's stdout lines (each prefixed with its RFC 3339 time)
+// filtered by from/to and k.
 func (s *Server) ufopLogs(w http.ResponseWriter, r *http.Request, c *call) error {
 	q := r.URL.Query()
 	region, err := s.regionParam(q.Get("region"))
@@ -237,7 +245,22 @@ func (s *Server) ufopLogs(w http.ResponseWriter, r *http.Request, c *call) error
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
+	collector, _ := s.rt.(fileLogCollector)
 	for _, idx := range indexes {
+		prefix := ""
+		if instance == 0 {
+			prefix = fmt.Sprintf("[%d] ", idx)
+		}
+		if collector != nil {
+			lines, err := collector.CollectedLogs(d.ID, idx)
+			if err == nil {
+				for _, line := range lines {
+					if keyword == "" || strings.Contains(line, keyword) {
+						_, _ = io.WriteString(w, prefix+line+"\n")
+					}
+				}
+			}
+		}
 		rc, err := s.rt.Logs(r.Context(), d.ID, runtime.LogQuery{Index: idx, Stream: "stdout", Tail: MaxLogTail})
 		if err != nil {
 			continue
@@ -256,10 +279,7 @@ func (s *Server) ufopLogs(w http.ResponseWriter, r *http.Request, c *call) error
 					continue
 				}
 			}
-			if instance == 0 {
-				fmt.Fprintf(w, "[%d] ", idx)
-			}
-			_, _ = io.WriteString(w, line+"\n")
+			_, _ = io.WriteString(w, prefix+line+"\n")
 		}
 		rc.Close()
 	}
