@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
+	localruntime "github.com/doraproject/dora/admin/runtime/local"
+	nomadruntime "github.com/doraproject/dora/admin/runtime/nomad"
 	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/admin/store/consulkv"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
@@ -206,6 +209,71 @@ func TestRedact(t *testing.T) {
 	} {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestOpenRuntime(t *testing.T) {
+	checkBad(t, "OpenRuntime", func(u string) error {
+		rt, err := OpenRuntime(u, RuntimeOptions{DataDir: t.TempDir()})
+		if c, ok := rt.(interface{ Close() error }); ok && err == nil {
+			c.Close()
+		}
+		return err
+	}, []badURLCase{
+		{"", "empty (use local:// or nomad://)"},
+		{"docker://", `unknown scheme "docker"`},
+		{"local://x?y=1", "takes no query"},
+		{"nomad://", "missing host"},
+		{"nomad://127.0.0.1:4646/v1", "takes no path"},
+		{"nomad://127.0.0.1:4646?driver=docker", `driver "docker" must be raw_exec or exec`},
+		{"nomad://127.0.0.1:4646?token=x", `unknown query parameter "token" (accepted: driver)`},
+		{"nomad://u:s3cret@127.0.0.1:4646", "credentials in the URL are not supported"},
+	})
+	rt, err := OpenRuntime("nomad://127.0.0.1:4646?driver=exec", RuntimeOptions{Regions: []RegionSpec{{Name: "z0", NomadRegion: "global"}}})
+	if _, ok := rt.(*nomadruntime.Runtime); err != nil || !ok {
+		t.Fatalf("nomad:// = %T, %v", rt, err)
+	}
+	if got := rt.(*nomadruntime.Runtime).Client().Address(); got != "http://127.0.0.1:4646" {
+		t.Fatalf("nomad address %q", got)
+	}
+	dir := t.TempDir()
+	rt, err = OpenRuntime("local://"+dir, RuntimeOptions{})
+	lr, ok := rt.(*localruntime.Runtime)
+	if err != nil || !ok {
+		t.Fatalf("local:// = %T, %v", rt, err)
+	}
+	lr.Close()
+}
+
+func TestParseRegions(t *testing.T) {
+	for _, c := range []struct {
+		in      []string
+		want    []RegionSpec
+		wantErr string
+	}{
+		{in: []string{"z0"}, want: []RegionSpec{{Name: "z0"}}},
+		{in: []string{"z0=global", "z1=asia/sh1+sh2", "z2=eu/*"}, want: []RegionSpec{
+			{Name: "z0", NomadRegion: "global"},
+			{Name: "z1", NomadRegion: "asia", Datacenters: []string{"sh1", "sh2"}},
+			{Name: "z2", NomadRegion: "eu", Datacenters: []string{"*"}},
+		}},
+		{in: []string{""}, wantErr: "name must be"},
+		{in: []string{"=global"}, wantErr: "name must be"},
+		{in: []string{"z0="}, wantErr: "empty Nomad region"},
+		{in: []string{"z0=glo bal"}, wantErr: `Nomad region "glo bal"`},
+		{in: []string{"z0=global/"}, wantErr: `datacenter ""`},
+		{in: []string{"z0", "z0"}, wantErr: "given twice"},
+	} {
+		got, err := ParseRegions(c.in)
+		if c.wantErr != "" {
+			if !errors.Is(err, ErrBadRegion) || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("ParseRegions(%q) = %v, want ErrBadRegion with %q", c.in, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("ParseRegions(%q) = %+v, %v; want %+v", c.in, got, err, c.want)
 		}
 	}
 }
