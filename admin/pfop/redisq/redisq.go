@@ -1,0 +1,313 @@
+// Package redisq is the production pfop queue: pfop.Queue on Redis Streams
+// (go-redis v9) with one consumer group, shared by every worker.
+//
+// Layout, per pipeline (the name in a hash tag, so that a pipeline's keys
+// share one Redis Cluster slot and its scripts stay atomic):
+//
+//	<prefix>{<pipeline>}:n   stream of normal jobs   (field job=<id>)
+//	<prefix>{<pipeline>}:i   stream of idle (type=1) jobs
+//	<prefix>pipelines        set of pipeline names
+//
+// A claimed message is in the group's pending entries list (PEL) until
+// acknowledged; the in-flight count of a pipeline is the PEL size of its
+// two streams, so the per-pipeline limit holds across every worker: Claim
+// is a Lua script that counts, then XREADGROUPs, atomically. A worker
+// renews its claims with Touch (XCLAIM of its own entry, resetting the
+// idle time); Reclaim is XAUTOCLAIM of entries idle longer than minIdle,
+// which is how a live worker takes over the jobs of a dead one. Ack is
+// XACK+XDEL; Release acknowledges and re-adds the job at the stream's end.
+package redisq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/doraproject/dora/admin/pfop"
+)
+
+var _ pfop.Queue = (*Queue)(nil)
+
+// Defaults of Config.
+const (
+	DefaultPrefix  = "dora:pfop:"
+	DefaultTimeout = 2 * time.Second
+	// Group is the consumer group every worker joins.
+	Group = "workers"
+	// reclaimBatch is the XAUTOCLAIM COUNT.
+	reclaimBatch = 100
+)
+
+// ErrInvalid is wrapped by configuration errors.
+var ErrInvalid = errors.New("redis pfop queue: invalid configuration")
+
+// Config configures a Queue. Either URL or Addr is required.
+type Config struct {
+	// URL is a redis:// or rediss:// URL; it overrides Addr, Password, DB.
+	URL      string
+	Addr     string
+	Password string
+	DB       int
+	// Prefix of every key; default DefaultPrefix.
+	Prefix string
+	// DialTimeout, ReadTimeout, WriteTimeout; default DefaultTimeout each.
+	DialTimeout, ReadTimeout, WriteTimeout time.Duration
+}
+
+// Queue is a pfop.Queue on Redis Streams. Safe for concurrent use.
+type Queue struct {
+	client *goredis.Client
+	prefix string
+}
+
+// New returns a Queue. It does not contact Redis.
+func New(cfg Config) (*Queue, error) {
+	var opts *goredis.Options
+	switch {
+	case cfg.URL != "":
+		o, err := goredis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis pfop queue: %w: url: %w", ErrInvalid, err)
+		}
+		opts = o
+	case cfg.Addr != "":
+		opts = &goredis.Options{Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB}
+	default:
+		return nil, fmt.Errorf("redis pfop queue: %w: no URL or address", ErrInvalid)
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	opts.DialTimeout = orDefault(cfg.DialTimeout, DefaultTimeout)
+	opts.ReadTimeout = orDefault(cfg.ReadTimeout, DefaultTimeout)
+	opts.WriteTimeout = orDefault(cfg.WriteTimeout, DefaultTimeout)
+	opts.ContextTimeoutEnabled = true
+	opts.DisableIdentity = true
+	return &Queue{client: goredis.NewClient(opts), prefix: cfg.Prefix}, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Close closes the client's connections.
+func (q *Queue) Close() error { return q.client.Close() }
+
+func (q *Queue) streams(pipeline string) (normal, idle string) {
+	base := q.prefix + "{" + pipeline + "}:"
+	return base + "n", base + "i"
+}
+
+func (q *Queue) stream(m pfop.Message) string {
+	n, i := q.streams(m.Pipeline)
+	if m.Idle {
+		return i
+	}
+	return n
+}
+
+func mapErr(err error) error {
+	if errors.Is(err, goredis.ErrClosed) {
+		return fmt.Errorf("%w: %w", pfop.ErrQueueClosed, err)
+	}
+	return err
+}
+
+// enqueueScript creates both streams and the group on first use, then
+// adds the job. KEYS: normal, idle, target; ARGV: group, job.
+var enqueueScript = goredis.NewScript(`
+for i = 1, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('XGROUP', 'CREATE', KEYS[i], ARGV[1], '0', 'MKSTREAM')
+  end
+end
+return redis.call('XADD', KEYS[3], '*', 'job', ARGV[2])
+`)
+
+// Enqueue implements pfop.Queue.
+func (q *Queue) Enqueue(ctx context.Context, pipeline, jobID string, idle bool) error {
+	if err := pfop.ValidatePipeline(pipeline); err != nil {
+		return err
+	}
+	if jobID == "" {
+		return fmt.Errorf("%w: empty job id", pfop.ErrInvalid)
+	}
+	n, i := q.streams(pipeline)
+	target := n
+	if idle {
+		target = i
+	}
+	if err := q.client.SAdd(ctx, q.prefix+"pipelines", pipeline).Err(); err != nil {
+		return fmt.Errorf("redis pfop queue: enqueue %s on %s: %w", jobID, pipeline, mapErr(err))
+	}
+	if err := enqueueScript.Run(ctx, q.client, []string{n, i, target}, Group, jobID).Err(); err != nil {
+		return fmt.Errorf("redis pfop queue: enqueue %s on %s: %w", jobID, pipeline, mapErr(err))
+	}
+	return nil
+}
+
+// claimScript counts the pipeline's pending entries and reads one new
+// entry when under the limit: a normal one, else an idle one when nothing
+// is in flight. KEYS: normal, idle; ARGV: group, consumer, limit.
+// Returns false or {kind (1 normal, 2 idle), id, job}.
+var claimScript = goredis.NewScript(`
+local g, c, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local inflight = 0
+for i = 1, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    inflight = inflight + redis.call('XPENDING', KEYS[i], g)[1]
+  end
+end
+if inflight >= limit then return false end
+local function take(s)
+  if redis.call('EXISTS', s) == 0 then return false end
+  local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', 1, 'STREAMS', s, '>')
+  if not r then return false end
+  local e = r[1][2][1]
+  if not e then return false end
+  local job = ''
+  for j = 1, #e[2], 2 do
+    if e[2][j] == 'job' then job = e[2][j+1] end
+  end
+  return {e[1], job}
+end
+local e = take(KEYS[1])
+if e then return {1, e[1], e[2]} end
+if inflight == 0 then
+  e = take(KEYS[2])
+  if e then return {2, e[1], e[2]} end
+end
+return false
+`)
+
+// Claim implements pfop.Queue.
+func (q *Queue) Claim(ctx context.Context, pipeline, consumer string, limit int) (pfop.Message, bool, error) {
+	if pfop.ValidatePipeline(pipeline) != nil {
+		return pfop.Message{}, false, nil // nothing was ever enqueued there
+	}
+	n, i := q.streams(pipeline)
+	res, err := claimScript.Run(ctx, q.client, []string{n, i}, Group, consumer, limit).Result()
+	if errors.Is(err, goredis.Nil) {
+		return pfop.Message{}, false, nil
+	}
+	if err != nil {
+		return pfop.Message{}, false, fmt.Errorf("redis pfop queue: claim on %s: %w", pipeline, mapErr(err))
+	}
+	arr, ok := res.([]any)
+	if !ok || len(arr) != 3 {
+		return pfop.Message{}, false, fmt.Errorf("redis pfop queue: claim on %s: unexpected reply %v", pipeline, res)
+	}
+	kind, _ := arr[0].(int64)
+	id, _ := arr[1].(string)
+	job, _ := arr[2].(string)
+	return pfop.Message{ID: id, JobID: job, Pipeline: pipeline, Idle: kind == 2}, true, nil
+}
+
+// ackScript: KEYS: stream; ARGV: group, id.
+var ackScript = goredis.NewScript(`
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+`)
+
+// Ack implements pfop.Queue.
+func (q *Queue) Ack(ctx context.Context, m pfop.Message) error {
+	if err := ackScript.Run(ctx, q.client, []string{q.stream(m)}, Group, m.ID).Err(); err != nil && !errors.Is(err, goredis.Nil) {
+		return fmt.Errorf("redis pfop queue: ack %s: %w", m.ID, mapErr(err))
+	}
+	return nil
+}
+
+// releaseScript re-adds a pending entry's job at the end and drops the
+// entry. KEYS: stream; ARGV: group, id, job.
+var releaseScript = goredis.NewScript(`
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 then return 0 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[3])
+return 1
+`)
+
+// Release implements pfop.Queue; the job waits again at the stream's end.
+func (q *Queue) Release(ctx context.Context, m pfop.Message) error {
+	if err := releaseScript.Run(ctx, q.client, []string{q.stream(m)}, Group, m.ID, m.JobID).Err(); err != nil {
+		return fmt.Errorf("redis pfop queue: release %s: %w", m.ID, mapErr(err))
+	}
+	return nil
+}
+
+// touchScript resets the idle time of an entry the consumer holds.
+// KEYS: stream; ARGV: group, id, consumer.
+var touchScript = goredis.NewScript(`
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if #p == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+`)
+
+// Touch implements pfop.Queue.
+func (q *Queue) Touch(ctx context.Context, m pfop.Message, consumer string) error {
+	n, err := touchScript.Run(ctx, q.client, []string{q.stream(m)}, Group, m.ID, consumer).Int()
+	if err != nil {
+		return fmt.Errorf("redis pfop queue: touch %s: %w", m.ID, mapErr(err))
+	}
+	if n == 0 {
+		return fmt.Errorf("redis pfop queue: touch %s: %w", m.ID, pfop.ErrLost)
+	}
+	return nil
+}
+
+// Reclaim implements pfop.Queue with XAUTOCLAIM on both streams.
+func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle time.Duration) ([]pfop.Message, error) {
+	if pfop.ValidatePipeline(pipeline) != nil {
+		return nil, nil
+	}
+	n, i := q.streams(pipeline)
+	var out []pfop.Message
+	for _, s := range []struct {
+		key  string
+		idle bool
+	}{{n, false}, {i, true}} {
+		start := "0-0"
+		for {
+			msgs, next, err := q.client.XAutoClaim(ctx, &goredis.XAutoClaimArgs{
+				Stream: s.key, Group: Group, Consumer: consumer, MinIdle: minIdle, Start: start, Count: reclaimBatch,
+			}).Result()
+			if err != nil {
+				if isNoGroup(err) { // nothing was ever enqueued there
+					break
+				}
+				return out, fmt.Errorf("redis pfop queue: reclaim on %s: %w", pipeline, mapErr(err))
+			}
+			for _, m := range msgs {
+				job, _ := m.Values["job"].(string)
+				out = append(out, pfop.Message{ID: m.ID, JobID: job, Pipeline: pipeline, Idle: s.idle})
+			}
+			if next == "0-0" || next == "" {
+				break
+			}
+			start = next
+		}
+	}
+	return out, nil
+}
+
+func isNoGroup(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOGROUP")
+}
+
+// Pipelines implements pfop.Queue.
+func (q *Queue) Pipelines(ctx context.Context) ([]string, error) {
+	ps, err := q.client.SMembers(ctx, q.prefix+"pipelines").Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis pfop queue: pipelines: %w", mapErr(err))
+	}
+	return ps, nil
+}
