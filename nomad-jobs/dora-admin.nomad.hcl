@@ -26,6 +26,18 @@ variable "public_url" {
   default     = "http://dora-admin.service.consul:8090"
 }
 
+variable "objects" {
+  description = "object origin: a directory shared with the routers (NFS, CSI volume)"
+  type        = string
+  default     = "file:///var/lib/dora/objects"
+}
+
+variable "regions" {
+  description = "platform regions and their Nomad placement, the first is the default"
+  type        = string
+  default     = "z0=global/dc1"
+}
+
 variable "dorad" {
   type    = string
   default = "/usr/local/bin/dorad"
@@ -98,8 +110,8 @@ job "dora-admin" {
           "--data-dir", "/var/lib/dora",
           "--store", "consul://127.0.0.1:8500/dora",
           "--runtime", "nomad://127.0.0.1:4646",
-          "--discovery", "consul://127.0.0.1:8500",
-          "--load", "redis://127.0.0.1:6379/0",
+          "--objects", var.objects,
+          "--regions", var.regions,
         ]
       }
 

@@ -13,6 +13,12 @@ variable "datacenters" {
   default = ["*"]
 }
 
+variable "regions" {
+  description = "platform regions and their Nomad placement, as given to the admin"
+  type        = string
+  default     = "z0=global/dc1"
+}
+
 variable "dorad" {
   type    = string
   default = "/usr/local/bin/dorad"
@@ -46,8 +52,8 @@ job "dora-autoscaler" {
           "autoscaler",
           "--store", "consul://127.0.0.1:8500/dora",
           "--runtime", "nomad://127.0.0.1:4646",
-          "--discovery", "consul://127.0.0.1:8500",
           "--load", "redis://127.0.0.1:6379/0",
+          "--regions", var.regions,
         ]
       }
 

@@ -33,6 +33,12 @@ variable "domain_suffix" {
   default     = "localhost"
 }
 
+variable "objects" {
+  description = "object origin: the admin's object directory, shared (NFS, CSI volume)"
+  type        = string
+  default     = "file:///var/lib/dora/objects"
+}
+
 variable "dorad" {
   description = "path of the dorad binary on the client nodes"
   type        = string
@@ -91,6 +97,7 @@ job "dora-router" {
           "--store", "consul://127.0.0.1:8500/dora",
           "--discovery", "consul://127.0.0.1:8500",
           "--load", "redis://127.0.0.1:6379/0",
+          "--objects", var.objects,
         ]
       }
 
