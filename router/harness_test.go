@@ -160,7 +160,8 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	cfg := Config{
 		Store: st, Objects: e.objs, Writer: e.objs, Pool: e.pool, Load: e.load,
 		Region: "z0", DomainSuffix: "localhost", Metrics: e.reg,
-		Logger: testLogger(t),
+		Logger:      testLogger(t),
+		HoldTimeout: 200 * time.Millisecond, // no-instance cases answer quickly; hold_test.go sets its own
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -30,7 +30,8 @@ type loadCounter struct {
 	sumStart  atomic.Int64 // µs since base
 	done      atomic.Int64 // µs
 	completed atomic.Int64
-	waiting   atomic.Int64
+	waiting   atomic.Int64 // requests refused for want of an instance, this second
+	held      atomic.Int64 // requests waiting for an instance now (hold.go)
 	active    atomic.Int64 // unix seconds of the last begin or waiting
 
 	// flush loop state
@@ -112,14 +113,14 @@ func (l *loadCounters) snapshot(prev, now time.Time) []load.Sample {
 			Key:       c.key,
 			Time:      prev.Truncate(time.Second),
 			Completed: completed - c.prevCompleted,
-			Waiting:   c.waiting.Swap(0),
+			Waiting:   c.waiting.Swap(0) + c.held.Load(),
 		}
 		if span > 0 {
 			s.Concurrency = max(float64(a-c.prevA)/span, 0)
 		}
 		c.prevA, c.prevCompleted = a, completed
 		out = append(out, s)
-		if c.inflight.Load() == 0 && now.Unix()-c.active.Load() > 600 {
+		if c.inflight.Load() == 0 && c.held.Load() == 0 && now.Unix()-c.active.Load() > 600 {
 			l.m.Delete(k)
 		}
 		return true

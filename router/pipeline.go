@@ -85,6 +85,7 @@ func (p *pipeline) teardown() {
 // stage's output to the client (saving it too with saveas).
 func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (bool, *httpError) {
 	pctx, cancel := context.WithTimeout(context.Background(), r.cfg.Deadline)
+	pctx = withClientConn(pctx, rq.ctx.Conn()) // a held request notices its client leaving
 	p, cur, _, herr := r.startPipeline(pctx, cancel, rq.reqid, b, key, stages, sa)
 	if herr != nil {
 		return false, herr
@@ -219,13 +220,16 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	for attempt := range 2 {
 		h := r.cfg.Pool.Pick(key, avoid, r.now())
 		if h == nil {
-			if attempt == 0 {
-				r.load.waiting(loadKey(key), r.now())
-				e := errf(fasthttp.StatusServiceUnavailable, "no healthy instance of %s %s in %s", key.Ufop, key.Version, key.Region)
-				e.step, e.retryAfter = i, true
-				return flow{}, e
+			if attempt > 0 {
+				break
 			}
-			break
+			// Nothing runs (scale from zero) or every instance is
+			// ejected: wait for one, bounded (hold.go).
+			var herr *httpError
+			if h, herr = r.holdForInstance(p.ctx, key, i); herr != nil {
+				return flow{}, herr
+			}
+			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		}
 		out, retry, herr := p.call(i, st, h, key, rel, srcURL, in)
 		if herr == nil {

@@ -92,6 +92,13 @@ type Config struct {
 	// Now is the clock (tests); time.Now when nil.
 	Now func() time.Time
 
+	// HoldTimeout bounds how long a request waits for an instance of a
+	// ufop that has none (scale from zero), DefaultHoldTimeout when 0;
+	// negative answers 503 at once. MaxHeld bounds the requests waiting
+	// at once (DefaultMaxHeld when 0); beyond it, 503 at once.
+	HoldTimeout time.Duration
+	MaxHeld     int
+
 	// Persisted finds where persistent processing (pfop) saved the result
 	// of fop (a pipeline without saveas) run on bucket:key, for
 	// `?p/1/<fop>` requests: 404 when it reports !ok or is nil.
@@ -120,6 +127,7 @@ type Router struct {
 	reqSeq   atomic.Uint64
 	addrOnce sync.Once
 	public   atomic.Pointer[string]
+	held     atomic.Int64 // requests waiting for an instance (hold.go)
 }
 
 // Sentinel configuration errors.
@@ -156,6 +164,10 @@ func New(cfg Config) (*Router, error) {
 	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setDefault(&cfg.MaxRequestBody, DefaultMaxRequestBody)
 	setDefault(&cfg.Concurrency, DefaultConcurrency)
+	setDefault(&cfg.MaxHeld, DefaultMaxHeld)
+	if cfg.HoldTimeout == 0 {
+		cfg.HoldTimeout = DefaultHoldTimeout
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

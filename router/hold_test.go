@@ -1,0 +1,161 @@
+package router
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/pool"
+)
+
+// holdEnv is a router with one ufop "sleeper" (v1) and no instance.
+func holdEnv(t *testing.T, timeout time.Duration, maxHeld int) *env {
+	t.Helper()
+	e := newEnv(t, func(c *Config) {
+		c.HoldTimeout = timeout
+		c.MaxHeld = maxHeld
+	})
+	e.ufop(dora.Ufop{Name: "sleeper", Owner: alice.ID}, dora.ProtocolDora)
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	return e
+}
+
+type result struct {
+	status int
+	retry  string
+	body   string
+}
+
+// getAsync GETs in the background; the result arrives on the channel.
+func (e *env) getAsync(pathQuery string) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		resp, body := e.get("photos.localhost", pathQuery)
+		ch <- result{resp.StatusCode, resp.Header.Get("Retry-After"), string(body)}
+	}()
+	return ch
+}
+
+func capsInstance(t *testing.T) string {
+	return fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in io.Reader) {
+		b, _ := io.ReadAll(in)
+		w.Write([]byte(strings.ToUpper(string(b))))
+	})
+}
+
+var sleeperKey = pool.Key{Ufop: "sleeper", Version: "v1", Region: "z0"}
+
+// TestHoldUntilInstance: a request for a ufop without an instance waits,
+// is reported as Waiting demand, and goes through once an instance is in
+// the pool.
+func TestHoldUntilInstance(t *testing.T) {
+	e := holdEnv(t, time.Minute, 10)
+	res := e.getAsync("/k?sleeper/x")
+	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
+	waitUntil(t, "waiting demand recorded", func() bool {
+		for _, s := range e.load.all() {
+			if s.Key.Ufop == "sleeper" && s.Waiting >= 1 && s.Concurrency > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	select {
+	case r := <-res:
+		t.Fatalf("answered while no instance exists: %+v", r)
+	default:
+	}
+	e.pool.Update([]pool.Instance{poolInst("s0", "sleeper", "v1", capsInstance(t))})
+	r := <-res
+	if r.status != 200 || r.body != "ABC" {
+		t.Fatalf("after the instance came: %+v", r)
+	}
+	if n := e.r.Held(); n != 0 {
+		t.Fatalf("held = %d after the answer", n)
+	}
+}
+
+// TestHoldBounds: past HoldTimeout, 503 with Retry-After; beyond MaxHeld,
+// 503 at once; a negative HoldTimeout disables holding.
+func TestHoldBounds(t *testing.T) {
+	t.Run("timeout", func(t *testing.T) {
+		e := holdEnv(t, 300*time.Millisecond, 10)
+		r := <-e.getAsync("/k?sleeper/x")
+		if r.status != 503 || r.retry == "" {
+			t.Fatalf("after the hold bound: %+v", r)
+		}
+		if msg := jsonError(t, []byte(r.body)); !strings.Contains(msg, "sleeper") {
+			t.Fatalf("error %q does not name the ufop", msg)
+		}
+		if e.r.Held() != 0 {
+			t.Fatalf("held = %d", e.r.Held())
+		}
+	})
+	t.Run("queue full", func(t *testing.T) {
+		e := holdEnv(t, time.Minute, 1)
+		first := e.getAsync("/k?sleeper/x")
+		waitUntil(t, "first request held", func() bool { return e.r.Held() == 1 })
+		r := <-e.getAsync("/k?qhash/md5|sleeper/y")
+		if r.status != 503 || r.retry == "" || !strings.Contains(r.body, "already wait") {
+			t.Fatalf("beyond MaxHeld: %+v", r)
+		}
+		e.pool.Update([]pool.Instance{poolInst("s0", "sleeper", "v1", capsInstance(t))})
+		if r := <-first; r.status != 200 || r.body != "ABC" {
+			t.Fatalf("held request: %+v", r)
+		}
+	})
+	t.Run("disabled", func(t *testing.T) {
+		e := holdEnv(t, -1, 10)
+		r := <-e.getAsync("/k?sleeper/x")
+		if r.status != 503 || r.retry == "" {
+			t.Fatalf("without holding: %+v", r)
+		}
+	})
+}
+
+// TestHoldClientGone: a client that hangs up releases its slot long before
+// the hold bound.
+func TestHoldClientGone(t *testing.T) {
+	e := holdEnv(t, 10*time.Minute, 10)
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET /k?sleeper/x HTTP/1.1\r\nHost: photos.localhost\r\n\r\n")
+	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
+	c.Close()
+	waitUntil(t, "slot released", func() bool { return e.r.Held() == 0 })
+
+	// A client that stays gets its answer on the same connection, and a
+	// pipelined second request is not mistaken for a hang-up.
+	c2, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprintf(c2, "GET /k?sleeper/x HTTP/1.1\r\nHost: photos.localhost\r\n\r\nGET /k HTTP/1.1\r\nHost: photos.localhost\r\n\r\n")
+	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
+	time.Sleep(3 * holdPoll) // let the hold peek at the pipelined bytes a few times
+	if e.r.Held() != 1 {
+		t.Fatal("a pipelined request released the hold")
+	}
+	e.pool.Update([]pool.Instance{poolInst("s0", "sleeper", "v1", capsInstance(t))})
+	br := bufio.NewReader(c2)
+	for i, want := range []string{"ABC", "abc"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != want {
+			t.Fatalf("response %d: %d %q, want %q", i, resp.StatusCode, body, want)
+		}
+	}
+}
