@@ -20,6 +20,7 @@ import (
 	"github.com/doraproject/dora/admin"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/registry"
+	"github.com/doraproject/dora/admin/runtime"
 	localruntime "github.com/doraproject/dora/admin/runtime/local"
 	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/autoscaler"
@@ -45,7 +46,12 @@ type DevConfig struct {
 	RootAK, RootSK string
 	// Autoscaler tuning; zero means defaults.
 	AutoscaleInterval time.Duration
-	Logger            *slog.Logger
+	// HoldTimeout and MaxHeld bound the router's wait for an instance of
+	// a ufop that has none (scale from zero); zero means the router's
+	// defaults (30 s, 1000).
+	HoldTimeout time.Duration
+	MaxHeld     int
+	Logger      *slog.Logger
 }
 
 // Dev is a running embedded platform.
@@ -186,6 +192,8 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		PublicAddr:   routerLn.Addr().String(),
 		Logger:       log.With("part", "router"),
 		Metrics:      routerReg,
+		HoldTimeout:  cfg.HoldTimeout,
+		MaxHeld:      cfg.MaxHeld,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -193,11 +201,16 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	mirror.SetMirrorFor(rtr.MirrorFor)
 
 	scaler := autoscaler.New(autoscaler.Config{
-		Store:    st,
-		Load:     loads,
-		Target:   autoscaler.RuntimeTarget{Runtime: rt},
+		Store: st,
+		Load:  loads,
+		Target: autoscaler.RuntimeTarget{Runtime: rt, Busy: func(err error) bool {
+			return errors.Is(err, runtime.ErrBusy)
+		}},
 		Interval: cfg.AutoscaleInterval,
 		Logger:   log.With("part", "autoscaler"),
+		// The per-deployment gauges (desired, ready, panic, stable and
+		// panic averages) are served on the admin API's /metrics.
+		Metrics: adminReg,
 	})
 
 	runCtx, cancel := context.WithCancel(context.Background())
