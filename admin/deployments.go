@@ -375,6 +375,9 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 			p.Target = req.Target
 			d.Autoscale = &p
 		}
+		if err := policyInForce(d, rel, limit).Validate(); err != nil {
+			return errf(http.StatusBadRequest, "autoscale policy of %s %s: %s", u.Name, req.Version, policyProblems(err))
+		}
 		op.Value = mustJSON(d)
 		ops := []store.Op{op}
 		first := u.ActiveVersion == ""
@@ -498,6 +501,13 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request, c *call) 
 		return err
 	}
 	info := DeploymentInfo{Deployment: d, Instances: []runtime.InstanceStatus{}}
+	// "autoscale" answers the policy in force (defaults and the release's
+	// block merged under the deployment's overrides).
+	rel, _, err := getJSON[dora.Release](r.Context(), s.st, releaseKey(d.Ufop, d.Version))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	info.Autoscale = policyView(policyInForce(d, rel, s.ownerLimit(r.Context(), d.Ufop)))
 	if liveDeployment(d) {
 		st, err := s.rt.Status(r.Context(), d.ID)
 		if err == nil && st.Instances != nil {
@@ -508,6 +518,20 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request, c *call) 
 	}
 	writeJSON(w, http.StatusOK, info)
 	return nil
+}
+
+// ownerLimit is the instance limit of the account owning ufop (0 when it
+// cannot be read: no bound beyond the deployment's own).
+func (s *Server) ownerLimit(ctx context.Context, ufop string) int {
+	u, _, err := s.getUfop(ctx, ufop)
+	if err != nil {
+		return 0
+	}
+	a, _, err := getJSON[dora.Account](ctx, s.st, accountKey(u.Owner))
+	if err != nil {
+		return 0
+	}
+	return a.Limit()
 }
 
 func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request, c *call) error {

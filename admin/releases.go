@@ -15,6 +15,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/autoscaler"
 )
 
 // Duration is a time.Duration in JSON as a Go duration string ("30s") or
@@ -166,6 +167,12 @@ func (s *Server) validateRelease(rc ReleaseConfig) (dora.Release, error) {
 		if err := validatePolicy(p); err != nil {
 			return bad("autoscale: %v", err)
 		}
+		// The block merged over the defaults must make a valid policy
+		// (floor and ceiling come with each deployment).
+		probe := dora.Release{Autoscale: &p}
+		if err := autoscaler.PolicyFrom(dora.Deployment{Expect: 0, Max: dora.DefaultMaxInstances}, probe).Validate(); err != nil {
+			return bad("autoscale: %s", policyProblems(err))
+		}
 		rel.Autoscale = &p
 	}
 	return rel, nil
@@ -193,6 +200,38 @@ func validatePolicy(p dora.AutoscalePolicy) error {
 		return errors.New(strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// policyProblems renders every problem autoscaler.Policy.Validate found
+// on one line, "; "-separated.
+func policyProblems(err error) string {
+	var msgs []string
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			msgs = append(msgs, strings.TrimPrefix(e.Error(), autoscaler.ErrInvalidPolicy.Error()+": "))
+		}
+	} else {
+		msgs = append(msgs, err.Error())
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// policyInForce is the scaling policy the autoscaler applies to d:
+// defaults, then the release's autoscale block, then the deployment's,
+// with the ceiling bounded by the owner's instance limit (0: none known).
+func policyInForce(d dora.Deployment, rel dora.Release, limit int) autoscaler.Policy {
+	return autoscaler.PolicyFrom(d, rel).WithLimit(limit)
+}
+
+// policyView is p as a dora.AutoscalePolicy with every field filled, for
+// the API's "autoscale" answers (the policy in force, not the overrides).
+func policyView(p autoscaler.Policy) *dora.AutoscalePolicy {
+	return &dora.AutoscalePolicy{
+		Target: p.Target, StableWindow: p.StableWindow, PanicWindow: p.PanicWindow,
+		PanicThreshold: p.PanicThreshold, MaxScaleUpRate: p.MaxScaleUpRate, MaxScaleDownRate: p.MaxScaleDownRate,
+		ScaleUpCooldown: p.ScaleUpCooldown, ScaleDownCooldown: p.ScaleDownCooldown,
+		EvaluationInterval: p.EvaluationInterval,
+	}
 }
 
 // resolvedImage is a release image found to exist.

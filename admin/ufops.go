@@ -27,7 +27,9 @@ type UfopInfo struct {
 	// AccessList holds the owner and (for the owner's eyes) the accounts
 	// that applied for the ufop.
 	AccessList []string `json:"accessList"`
-	// Autoscale is the active deployment's policy (or its release's).
+	// Autoscale is the scaling policy in force for the active version:
+	// defaults, the release's block and the deployment's overrides merged
+	// (every field set); absent without an active version.
 	Autoscale *dora.AutoscalePolicy `json:"autoscale,omitempty"`
 }
 
@@ -137,22 +139,25 @@ func (s *Server) ufopInfo(ctx context.Context, u dora.Ufop, viewer dora.Account)
 		info.MaxInstanceNum = owner.Limit()
 	}
 	if u.ActiveVersion != "" {
-		if rel, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, u.ActiveVersion)); err == nil {
+		rel, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, u.ActiveVersion))
+		if err == nil {
 			info.Flavor = rel.Flavor
-			info.Autoscale = rel.Autoscale
 		}
 		deps, err := s.deployments(ctx, u.Name)
 		if err != nil {
 			return info, err
 		}
+		// Autoscale: the policy in force of the active version's (last
+		// created) live deployment; the release's merged over the
+		// defaults when none runs.
+		inForce := policyInForce(dora.Deployment{Max: dora.DefaultMaxInstances}, rel, info.MaxInstanceNum)
 		for _, d := range deps {
 			if d.Version == u.ActiveVersion && liveDeployment(d) {
 				info.InstanceNum += d.Desired
-				if d.Autoscale != nil {
-					info.Autoscale = d.Autoscale
-				}
+				inForce = policyInForce(d, rel, info.MaxInstanceNum)
 			}
 		}
+		info.Autoscale = policyView(inForce)
 	}
 	if viewer.ID == u.Owner && u.Mode == dora.ModeProtected {
 		accts, _, err := listJSON[dora.Account](ctx, s.st, store.PrefixAccounts)
