@@ -79,6 +79,7 @@ of the --config file.`,
 		},
 	}
 	f := cmd.Flags()
+	f.SetNormalizeFunc(listenAlias)
 	f.String("listen", platform.DefaultAdminListen, "listen address of the admin API")
 	addBackendFlag(f, "store", platform.DefaultStoreURL, storeHelp)
 	addBackendFlag(f, "runtime", platform.DefaultRuntimeURL, runtimeHelp)

@@ -65,6 +65,7 @@ of the --config file.`,
 		},
 	}
 	f := cmd.Flags()
+	f.SetNormalizeFunc(listenAlias)
 	f.String("listen", platform.DefaultAutoscalerListen, "listen address of /healthz and /metrics")
 	addBackendFlag(f, "store", platform.DefaultStoreURL, storeHelp)
 	addBackendFlag(f, "runtime", "", runtimeHelp+" (required)")

@@ -33,6 +33,15 @@ const (
 // addBackendFlag adds one of the backend URL flags.
 func addBackendFlag(f *pflag.FlagSet, name, def, help string) { f.String(name, def, help) }
 
+// listenAlias makes --addr (the spelling of nomad-jobs/dora-*.nomad.hcl)
+// an alias of --listen.
+func listenAlias(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	if name == "addr" {
+		name = "listen"
+	}
+	return pflag.NormalizedName(name)
+}
+
 // addRootKeyFlags adds --root-ak/--root-sk (DORA_ROOT_AK/DORA_ROOT_SK).
 func addRootKeyFlags(f *pflag.FlagSet) {
 	f.String("root-ak", "", "root access key (prefer DORA_ROOT_AK: flags show in ps)")

@@ -63,6 +63,7 @@ of the --config file.`,
 		},
 	}
 	f := cmd.Flags()
+	f.SetNormalizeFunc(listenAlias)
 	f.String("listen", platform.DefaultRouterListen, "listen address of the router")
 	addBackendFlag(f, "store", platform.DefaultStoreURL, storeHelp)
 	addBackendFlag(f, "discovery", platform.DefaultDiscoveryURL, discoveryHelp)

@@ -11,7 +11,7 @@ import (
 // /healthz and /metrics and stops cleanly on cancellation.
 func TestRouterCommand(t *testing.T) {
 	dir := t.TempDir()
-	r := startDorad(t, "router", "--listen", "127.0.0.1:0",
+	r := startDorad(t, "router", "--addr", "127.0.0.1:0", // the alias nomad-jobs uses
 		"--store", "bolt://"+filepath.Join(dir, "meta.db"),
 		"--objects", "file://"+filepath.Join(dir, "objects"))
 	url := r.waitURL(t)

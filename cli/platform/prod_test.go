@@ -1,0 +1,541 @@
+package platform
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/admin/client"
+	doraruntime "github.com/doraproject/dora/admin/runtime"
+)
+
+const (
+	prodRootAK = "prodRootAccessKey000000001"
+	prodRootSK = "prodRootSecretKey0000000000000000000001"
+	prodText   = "hello dora\nnothing here\nhello again\n"
+	prodQuery  = "/demo.txt?grepd/hello|qhash/md5"
+)
+
+// prodWait bounds each wait for Nomad, Consul or the roles to converge; a
+// healthy run takes a fraction of it.
+const prodWait = 3 * time.Minute
+
+func prodEventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(prodWait)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, prodWait, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func prodLogger() *slog.Logger {
+	if os.Getenv("PROD_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func repoRoot(t *testing.T) string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("no caller info")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// wantHash is qhash/md5's answer for grepd/hello of prodText.
+func wantHash() string {
+	sum := md5.Sum([]byte("hello dora\nhello again\n"))
+	return hex.EncodeToString(sum[:])
+}
+
+// routerGet sends one pipeline request through the router with the bucket's
+// Host and checks the answer; it returns an error describing any mismatch.
+func routerGet(hc *http.Client, routerURL string) error {
+	req, err := http.NewRequest(http.MethodGet, routerURL+prodQuery, nil)
+	if err != nil {
+		return err
+	}
+	req.Host = "demo.localhost"
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	var h struct {
+		Hash  string `json:"hash"`
+		Fsize int64  `json:"fsize"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Hash != wantHash() || h.Fsize != 23 {
+		return fmt.Errorf("%s: %q", resp.Status, body)
+	}
+	return nil
+}
+
+// startLoad sends pipeline requests from workers goroutines until stop is
+// called, which returns the number of successes and the failures.
+func startLoad(hc *http.Client, routerURL string, workers int) (stop func() (int64, []string)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var ok atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if err := routerGet(hc, routerURL); err != nil {
+					mu.Lock()
+					failures = append(failures, time.Now().Format(time.StampMilli)+" "+err.Error())
+					mu.Unlock()
+					continue
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	return func() (int64, []string) {
+		cancel()
+		wg.Wait()
+		return ok.Load(), failures
+	}
+}
+
+// passingAllocs returns the alloc ids of ufop-grepd instances whose checks
+// all pass in Consul, and the query's index.
+func passingAllocs(cc *consulapi.Client, q *consulapi.QueryOptions) ([]string, uint64, error) {
+	entries, meta, err := cc.Health().Service("ufop-grepd", "", true, q)
+	if err != nil {
+		return nil, 0, err
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.Service.Meta["alloc_id"])
+	}
+	slices.Sort(ids)
+	return ids, meta.LastIndex, nil
+}
+
+// healthyInstances waits until the admin reports n healthy RUNNING
+// instances of grepd and Consul passes exactly their allocations.
+func healthyInstances(t *testing.T, ctx context.Context, c *client.Client, cc *consulapi.Client, n int) []doraruntime.InstanceStatus {
+	t.Helper()
+	var ins []doraruntime.InstanceStatus
+	prodEventually(t, fmt.Sprintf("%d healthy grepd instances in the admin and in Consul", n), func() error {
+		var err error
+		ins, err = c.Instances(ctx, "grepd", "", false)
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for _, in := range ins {
+			if in.State != doraruntime.StateRunning || !in.Healthy {
+				return fmt.Errorf("instance %+v", in)
+			}
+			ids = append(ids, in.ID)
+		}
+		if len(ins) != n {
+			return fmt.Errorf("%d instances: %+v", len(ins), ins)
+		}
+		slices.Sort(ids)
+		passing, _, err := passingAllocs(cc, nil)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(passing, ids) {
+			return fmt.Errorf("consul passes %v, admin reports %v", passing, ids)
+		}
+		return nil
+	})
+	return ins
+}
+
+// pidInDir finds the process whose working directory is dir.
+func pidInDir(dir string) (int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err == nil && cwd == dir {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no process runs in %s", dir)
+}
+
+// purgeJobs deregisters every Nomad job and waits (bounded) for their
+// allocations to stop, so that no instance outlives the test.
+func purgeJobs(t *testing.T, nc *nomadapi.Client) {
+	jobs, _, err := nc.Jobs().List(nil)
+	if err != nil {
+		t.Logf("cleanup: list nomad jobs: %v", err)
+		return
+	}
+	for _, j := range jobs {
+		if _, _, err := nc.Jobs().Deregister(j.ID, true, nil); err != nil {
+			t.Logf("cleanup: deregister %s: %v", j.ID, err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		allocs, _, err := nc.Allocations().List(nil)
+		if err != nil {
+			return
+		}
+		running := 0
+		for _, a := range allocs {
+			if a.ClientStatus == nomadapi.AllocClientStatusRunning || a.ClientStatus == nomadapi.AllocClientStatusPending {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("cleanup: allocations still running after purge")
+}
+
+func metricValue(t *testing.T, url, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("%s/metrics has no %s", url, name)
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func getBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %q", url, resp.Status, b)
+	}
+	return string(b)
+}
+
+// TestProductionRolesOnRealAgents runs dorad admin (Consul KV store, Nomad
+// runtime), dorad router (Consul discovery, Redis load) and dorad
+// autoscaler (Consul lock) against real Consul, Nomad and Redis agents, and
+// drives them with the admin client: bucket, object, ufop, a build of
+// examples/grepd fetched by Nomad from the admin's signed artifact URL, two
+// then three raw_exec allocations passing their Consul checks, processing
+// through the router; then a killed instance, a Redis outage and a Consul
+// outage under load, none of which may fail a request.
+func TestProductionRolesOnRealAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Consul, Nomad and Redis")
+	}
+	consul := agenttest.StartConsul(t)
+	nomad := agenttest.StartNomad(t, consul)
+	redis := agenttest.StartRedis(t)
+	ncfg := nomadapi.DefaultConfig()
+	ncfg.Address = nomad.URL()
+	nc, err := nomadapi.NewClient(ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Runs after the roles closed and before Nomad stops.
+	t.Cleanup(func() { purgeJobs(t, nc) })
+	cc, err := ConsulClient("consul://" + consul.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	log := prodLogger()
+	storeURL := "consul://" + consul.Addr + "/dora-prod-test"
+	objectsURL := "file://" + filepath.Join(dir, "objects")
+	regions := []RegionSpec{{Name: "z0", NomadRegion: "global", Datacenters: []string{"dc1"}}}
+
+	adm, err := StartAdmin(ctx, AdminConfig{
+		Listen:  "127.0.0.1:0",
+		Store:   storeURL,
+		Runtime: "nomad://" + nomad.Addr,
+		Objects: objectsURL,
+		DataDir: filepath.Join(dir, "admin"),
+		Regions: regions,
+		RootAK:  prodRootAK, RootSK: prodRootSK,
+		Logger: log.With("test", "admin"),
+	})
+	if err != nil {
+		t.Fatalf("StartAdmin: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := adm.Close(); err != nil {
+			t.Errorf("admin close: %v", err)
+		}
+	})
+	rtr, err := StartRouter(ctx, RouterConfig{
+		Listen:    "127.0.0.1:0",
+		Store:     storeURL,
+		Discovery: "consul://" + consul.Addr,
+		Load:      "redis://" + redis.Addr + "/0",
+		Objects:   objectsURL,
+		Region:    "z0",
+		Logger:    log.With("test", "router"),
+	})
+	if err != nil {
+		t.Fatalf("StartRouter: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := rtr.Close(); err != nil {
+			t.Errorf("router close: %v", err)
+		}
+	})
+	scaler, err := StartAutoscaler(ctx, AutoscalerConfig{
+		Listen:  "127.0.0.1:0",
+		Store:   storeURL,
+		Runtime: "nomad://" + nomad.Addr,
+		Load:    "redis://" + redis.Addr + "/0",
+		Regions: regions,
+		Logger:  log.With("test", "autoscaler"),
+	})
+	if err != nil {
+		t.Fatalf("StartAutoscaler: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := scaler.Close(); err != nil {
+			t.Errorf("autoscaler close: %v", err)
+		}
+	})
+	for _, s := range []*Service{adm.Service, rtr, scaler} {
+		select {
+		case <-s.Done():
+			t.Fatalf("%s failed: %v", s.Name, s.Err())
+		default:
+		}
+	}
+
+	// Health and metrics on each role; the lone autoscaler takes the lock.
+	getBody(t, adm.URL+"/healthz")
+	prodEventually(t, "router metadata loaded", func() error {
+		resp, err := http.Get(rtr.URL + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("router /healthz: %s", resp.Status)
+		}
+		return nil
+	})
+	prodEventually(t, "autoscaler leading", func() error {
+		resp, err := http.Get(scaler.URL + "/healthz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), `"leader":true`) {
+			return fmt.Errorf("autoscaler /healthz: %s", b)
+		}
+		return nil
+	})
+	if v := metricValue(t, scaler.URL, "dora_autoscaler_leader"); v != 1 {
+		t.Fatalf("dora_autoscaler_leader = %v", v)
+	}
+	holder, _, err := cc.KV().Get("dora-prod-test/"+LockKey, nil)
+	if err != nil || holder == nil || holder.Session == "" {
+		t.Fatalf("lock key %s: %+v %v", "dora-prod-test/"+LockKey, holder, err)
+	}
+	getBody(t, adm.URL+"/metrics")
+	getBody(t, rtr.URL+"/metrics")
+
+	// The user's flow through the admin API.
+	c := client.New(adm.URL, prodRootAK, prodRootSK)
+	if _, err := c.CreateBucket(ctx, client.BucketSpec{Name: "demo"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutObject(ctx, "demo", "demo.txt", strings.NewReader(prodText), int64(len(prodText)), "text/plain"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RegisterUfop(ctx, "grepd", "production test", dora.ModePrivate); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Build(ctx, "grepd", filepath.Join(repoRoot(t), "examples", "grepd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = c.WaitBuild(ctx, "grepd", b.Number, 200*time.Millisecond, nil); err != nil || b.Status != dora.BuildSuccess {
+		rc, _ := c.BuildLog(ctx, "grepd", b.Number)
+		var blog []byte
+		if rc != nil {
+			blog, _ = io.ReadAll(rc)
+			rc.Close()
+		}
+		t.Fatalf("build: %+v %v\n%s", b, err, blog)
+	}
+	if _, err := c.SetVersion(ctx, "grepd", b.Number, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Resize(ctx, "grepd", 2, ""); err != nil {
+		t.Fatal(err)
+	}
+	ins := healthyInstances(t, ctx, c, cc, 2)
+	job, _, err := nc.Jobs().Info("ufop-grepd-v1", nil)
+	if err != nil {
+		t.Fatalf("nomad job: %v", err)
+	}
+	if drv := job.TaskGroups[0].Tasks[0].Driver; drv != "raw_exec" {
+		t.Fatalf("task driver %q", drv)
+	}
+	if art := job.TaskGroups[0].Tasks[0].Artifacts; len(art) != 1 || !strings.HasPrefix(*art[0].GetterSource, adm.URL+"/v1/artifacts/grepd/") {
+		t.Fatalf("artifact source does not point at the admin's public URL %s: %+v", adm.URL, art)
+	}
+
+	hc := &http.Client{Timeout: 30 * time.Second}
+	prodEventually(t, "grepd answering through the router", func() error { return routerGet(hc, rtr.URL) })
+
+	// Resize to three: three healthy, listed by their allocation ids.
+	if _, err := c.Resize(ctx, "grepd", 3, ""); err != nil {
+		t.Fatal(err)
+	}
+	ins = healthyInstances(t, ctx, c, cc, 3)
+	allocRE := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	for _, in := range ins {
+		if !allocRE.MatchString(in.ID) {
+			t.Fatalf("instance id %q is not a Nomad allocation id", in.ID)
+		}
+		if a, _, err := nc.Allocations().Info(in.ID, nil); err != nil || a.JobID != "ufop-grepd-v1" {
+			t.Fatalf("allocation %s: %v", in.ID, err)
+		}
+	}
+
+	// Kill one instance's process: Consul turns it critical, requests
+	// keep succeeding (the router retries connect failures elsewhere and
+	// drops the instance once Consul does).
+	victim := ins[1]
+	pid, err := pidInDir(filepath.Join(nomad.DataDir, "alloc", victim.ID, "grepd", "local", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, index, err := passingAllocs(cc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Blocking queries see every change, so the critical window (until
+	// Nomad restarts the task) cannot be missed.
+	prodEventually(t, "killed instance critical in Consul", func() error {
+		entries, meta, err := cc.Health().Service("ufop-grepd", "", false,
+			(&consulapi.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		index = meta.LastIndex
+		for _, e := range entries {
+			if e.Service.Meta["alloc_id"] == victim.ID {
+				if st := e.Checks.AggregatedStatus(); st != consulapi.HealthCritical {
+					return fmt.Errorf("%s is %s", victim.ID, st)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not registered", victim.ID)
+	})
+	for i := range 30 {
+		if err := routerGet(hc, rtr.URL); err != nil {
+			t.Fatalf("request %d after the kill: %v", i, err)
+		}
+	}
+	healthyInstances(t, ctx, c, cc, 3)
+
+	// Redis down for 10 s under load: the router drops load samples
+	// (counted), no request fails.
+	errsBefore := metricValue(t, rtr.URL, "dora_router_load_errors_total")
+	stop := startLoad(hc, rtr.URL, 4)
+	redis.Stop()
+	time.Sleep(10 * time.Second) // the outage being tested, not a synchronisation
+	okDuringRedis, failures := stop()
+	redis.Start()
+	if len(failures) > 0 {
+		t.Fatalf("%d requests failed while Redis was down (%d succeeded); first: %s", len(failures), okDuringRedis, failures[0])
+	}
+	if okDuringRedis == 0 {
+		t.Fatal("no request was served while Redis was down")
+	}
+	if after := metricValue(t, rtr.URL, "dora_router_load_errors_total"); after <= errsBefore {
+		t.Fatalf("dora_router_load_errors_total %v → %v: the router did not notice Redis was down", errsBefore, after)
+	}
+	t.Logf("Redis outage: %d requests served, none failed", okDuringRedis)
+
+	// Consul down for 10 s under load: the router serves from its last
+	// metadata snapshot and its last known instances. (A dev agent loses
+	// its state when stopped, so the test ends with the outage.)
+	stop = startLoad(hc, rtr.URL, 4)
+	consul.Stop()
+	time.Sleep(10 * time.Second) // the outage being tested
+	okDuringConsul, failures := stop()
+	if len(failures) > 0 {
+		t.Fatalf("%d requests failed while Consul was down (%d succeeded); first: %s", len(failures), okDuringConsul, failures[0])
+	}
+	if okDuringConsul == 0 {
+		t.Fatal("no request was served while Consul was down")
+	}
+	if v := metricValue(t, rtr.URL, "dora_discovery_consul_up"); v != 0 {
+		t.Errorf("dora_discovery_consul_up = %v during the outage", v)
+	}
+	t.Logf("Consul outage: %d requests served, none failed", okDuringConsul)
+	for _, s := range []*Service{adm.Service, rtr, scaler} {
+		if err := s.Err(); err != nil {
+			t.Errorf("%s failed: %v", s.Name, err)
+		}
+	}
+}
