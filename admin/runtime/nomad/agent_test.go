@@ -394,10 +394,17 @@ func TestGrepdOnNomad(t *testing.T) {
 	if st, err := rt.Status(ctx, id); err != nil || st.Status != dora.DeployStopped {
 		t.Fatalf("after stop all: %+v %v", st, err)
 	}
+	// Scaling a stopped job keeps it stopped, with the count for later.
+	if err := rt.Scale(ctx, id, 2, "test: resize while stopped"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := rt.Status(ctx, id); err != nil || st.Status != dora.DeployStopped {
+		t.Fatalf("after scaling a stopped job: %+v %v", st, err)
+	}
 	if err := rt.StartInstances(ctx, id, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitHealthy(t, ctx, rt, cc, id, 3)
+	waitHealthy(t, ctx, rt, cc, id, 2)
 
 	// Remove purges the job.
 	if err := rt.Remove(ctx, id); err != nil {

@@ -374,8 +374,9 @@ func counts(job *api.Job) (count, stopped int) {
 }
 
 // setCounts changes the group's count and the stopped meta of job and
-// registers it (a new job version).
-func (r *Runtime) setCounts(ctx context.Context, ref jobRef, job *api.Job, count, stopped int) error {
+// registers it (a new job version); with keepStopped a stopped job stays
+// stopped, otherwise it runs again.
+func (r *Runtime) setCounts(ctx context.Context, ref jobRef, job *api.Job, count, stopped int, keepStopped bool) error {
 	tg := job.LookupTaskGroup(group)
 	if tg == nil {
 		return fmt.Errorf("job %s has no group %q", ref.ID, group)
@@ -385,7 +386,9 @@ func (r *Runtime) setCounts(ctx context.Context, ref jobRef, job *api.Job, count
 		job.Meta = map[string]string{}
 	}
 	job.Meta["stopped"] = strconv.Itoa(stopped)
-	job.Stop = nil
+	if !keepStopped {
+		job.Stop = nil
+	}
 	wq := (&api.WriteOptions{Region: ref.NomadRegion}).WithContext(ctx)
 	if _, _, err := r.client.Jobs().Register(job, wq); err != nil {
 		return fmt.Errorf("register job %s: %w", ref.ID, err)
@@ -395,7 +398,8 @@ func (r *Runtime) setCounts(ctx context.Context, ref jobRef, job *api.Job, count
 
 // Scale sets the instance count through Nomad's scale API, so the event
 // and its reason show in the Nomad UI. Instances stopped by index are
-// forgotten: count instances run afterwards. During a Nomad deployment it
+// forgotten: count instances run afterwards. A stopped job stays stopped
+// (with the new count for when it starts). During a Nomad deployment it
 // returns runtime.ErrBusy.
 func (r *Runtime) Scale(ctx context.Context, id string, count int, reason string) error {
 	if count < 0 || count > nomadjobs.MaxCount {
@@ -407,7 +411,7 @@ func (r *Runtime) Scale(ctx context.Context, id string, count int, reason string
 	}
 	cur, stopped := counts(job)
 	if jobStopped(job) || stopped > 0 {
-		if err := r.setCounts(ctx, ref, job, count, 0); err != nil {
+		if err := r.setCounts(ctx, ref, job, count, 0, true); err != nil {
 			return fmt.Errorf("nomad scale %s: %w", id, err)
 		}
 		return nil
@@ -456,7 +460,7 @@ func (r *Runtime) StopInstances(ctx context.Context, id string, indexes []int) e
 	if k == 0 {
 		return nil
 	}
-	if err := r.setCounts(ctx, ref, job, count-k, stopped+k); err != nil {
+	if err := r.setCounts(ctx, ref, job, count-k, stopped+k, false); err != nil {
 		return fmt.Errorf("nomad stop %s: %w", id, err)
 	}
 	return nil
@@ -479,7 +483,7 @@ func (r *Runtime) StartInstances(ctx context.Context, id string, indexes []int) 
 	if k == 0 && !jobStopped(job) {
 		return nil
 	}
-	if err := r.setCounts(ctx, ref, job, count+k, stopped-k); err != nil {
+	if err := r.setCounts(ctx, ref, job, count+k, stopped-k, false); err != nil {
 		return fmt.Errorf("nomad start %s: %w", id, err)
 	}
 	return nil
