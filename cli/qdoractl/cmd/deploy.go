@@ -74,7 +74,14 @@ blue/green.`,
 					return err
 				}
 				return a.show(d, func() error {
-					return a.table(deploymentHeader, [][]string{deploymentRow(d.Deployment)})
+					if err := a.table(deploymentHeader, [][]string{deploymentRow(d.Deployment)}); err != nil {
+						return err
+					}
+					fmt.Fprintf(a.stdout, "Instances: %d desired, floor %d, ceiling %d\n", d.Desired, d.Expect, d.Max)
+					if d.Autoscale != nil {
+						fmt.Fprintf(a.stdout, "Autoscale: %s\n", policyText(*d.Autoscale))
+					}
+					return nil
 				})
 			case all:
 				ds, err := cl.Deployments(cmd.Context(), ufop)
@@ -156,4 +163,12 @@ func (a *app) resizeCmd() *cobra.Command {
 	c.Flags().IntVar(&num, "num", 0, "instance count")
 	c.Flags().StringVarP(&region, "region", "r", "", "region (default: the platform's)")
 	return c
+}
+
+// policyText renders the policy in force on one line.
+func policyText(p dora.AutoscalePolicy) string {
+	return fmt.Sprintf("target %g in flight per instance, stable window %v, panic window %v (threshold %g), "+
+		"scale up ×%g / down ÷%g per step, cooldown up %v / down %v, every %v",
+		p.Target, p.StableWindow, p.PanicWindow, p.PanicThreshold, p.MaxScaleUpRate, p.MaxScaleDownRate,
+		p.ScaleUpCooldown, p.ScaleDownCooldown, p.EvaluationInterval)
 }

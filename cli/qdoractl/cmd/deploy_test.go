@@ -15,7 +15,7 @@ func TestDeployCommands(t *testing.T) {
 	d := dora.Deployment{ID: id, Ufop: "doraufoptest", Version: "v1", Region: "z0", Expect: 2, Max: 5, Status: "RUNNING", Created: created}
 	f := newFakeAPI(t, map[string]route{
 		"POST /v1/ufops/doraufoptest/deployments":                  reply(202, d),
-		"GET /v1/ufops/doraufoptest/deployments/" + id:             reply(200, client.DeploymentInfo{Deployment: d}),
+		"GET /v1/ufops/doraufoptest/deployments/" + id:             reply(200, client.DeploymentInfo{Deployment: withPolicy(d)}),
 		"GET /v1/ufops/doraufoptest/deployments":                   reply(200, []dora.Deployment{d}),
 		"GET /v1/ufops/doraufoptest/deployments/" + id + "/events": reply(200, []client.ScaleEvent{{Time: created, From: 2, To: 4, Reason: "panic: load 35"}}),
 		"POST /v1/ufops/doraufoptest/resize":                       reply(200, d),
@@ -34,7 +34,17 @@ func TestDeployCommands(t *testing.T) {
 	for _, args := range [][]string{{"deploy", "doraufoptest", "--id", id}, {"deploy", "doraufoptest", "-i", id}, {"deploy", "doraufoptest", "--all"}} {
 		r = mustOK(t, runCLI(t, f, "", args...))
 		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-		if len(lines) != 2 || !strings.HasPrefix(lines[0], "Version  Expect  Region  Created              Id") {
+		want := 2
+		if args[2] != "--all" {
+			// One deployment: its counts and the policy in force too.
+			want = 4
+			if lines[2] != "Instances: 0 desired, floor 2, ceiling 5" ||
+				lines[3] != "Autoscale: target 2 in flight per instance, stable window 6s, panic window 1s (threshold 2), "+
+					"scale up ×10 / down ÷2 per step, cooldown up 0s / down 1s, every 200ms" {
+				t.Fatalf("%v:\n%s", args, r.stdout)
+			}
+		}
+		if len(lines) != want || !strings.HasPrefix(lines[0], "Version  Expect  Region  Created              Id") {
 			t.Fatalf("%v:\n%s", args, r.stdout)
 		}
 		if !strings.Contains(lines[1], "v1       2       z0      "+created.Local().Format("2006-01-02 15:04:05")+"  "+id+"  RUNNING") {
@@ -68,4 +78,11 @@ func TestDeployCommands(t *testing.T) {
 	if !strings.Contains(r.stdout, "Resize success") {
 		t.Fatalf("resize: %q", r.stdout)
 	}
+}
+
+// withPolicy returns d with a policy in force as the admin answers it.
+func withPolicy(d dora.Deployment) dora.Deployment {
+	d.Autoscale = &dora.AutoscalePolicy{Target: 2, StableWindow: 6 * time.Second, PanicWindow: time.Second, PanicThreshold: 2,
+		MaxScaleUpRate: 10, MaxScaleDownRate: 2, ScaleDownCooldown: time.Second, EvaluationInterval: 200 * time.Millisecond}
+	return d
 }

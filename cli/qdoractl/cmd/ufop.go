@@ -80,6 +80,9 @@ func (a *app) printInfo(u client.UfopInfo) {
 	if u.PreviousVersion != "" {
 		fmt.Fprintf(a.stdout, "Previous version: %s\n", u.PreviousVersion)
 	}
+	if u.Autoscale != nil {
+		fmt.Fprintf(a.stdout, "Autoscale: %s\n", policyText(*u.Autoscale))
+	}
 }
 
 func (a *app) infoCmd() *cobra.Command {

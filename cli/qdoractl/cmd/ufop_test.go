@@ -49,6 +49,16 @@ func TestInfoLayout(t *testing.T) {
 	if r.stdout != want {
 		t.Fatalf("info:\n%s\nwant:\n%s", r.stdout, want)
 	}
+	// With the policy in force, info shows it on one more line.
+	info.Autoscale = withPolicy(dora.Deployment{}).Autoscale
+	f.mu.Lock()
+	f.routes["GET /v1/ufops/grepd"] = reply(200, info)
+	f.mu.Unlock()
+	r = mustOK(t, runCLI(t, f, "", "info", "grepd"))
+	if !strings.HasPrefix(r.stdout, want) || !strings.HasSuffix(r.stdout, "\nAutoscale: target 2 in flight per instance, stable window 6s, "+
+		"panic window 1s (threshold 2), scale up ×10 / down ÷2 per step, cooldown up 0s / down 1s, every 200ms\n") {
+		t.Fatalf("info with a policy:\n%s", r.stdout)
+	}
 	r = mustOK(t, runCLI(t, f, "", "list"))
 	if !strings.Contains(r.stdout, "grepd  1366779853  PUBLIC  v1       1          demo ufop") {
 		t.Fatalf("list:\n%s", r.stdout)
