@@ -1,0 +1,462 @@
+package pfop_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/admin/pfop/boltq"
+	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router"
+	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/router/origin/local"
+)
+
+var (
+	alice = dora.Account{ID: "1001", Name: "alice", AccessKey: "AK-alice", SecretKey: "SK-alice"}
+	bob   = dora.Account{ID: "1002", Name: "bob", AccessKey: "AK-bob", SecretKey: "SK-bob"}
+)
+
+// countingObjects counts the Puts of every key (the "written once" checks).
+type countingObjects struct {
+	*local.Dir
+	mu   sync.Mutex
+	puts map[string]int
+}
+
+func (c *countingObjects) Put(ctx context.Context, bucket, key string, r io.Reader, opts origin.PutOptions) (origin.Object, error) {
+	o, err := c.Dir.Put(ctx, bucket, key, r, opts)
+	if err == nil {
+		c.mu.Lock()
+		c.puts[bucket+"/"+key]++
+		c.mu.Unlock()
+	}
+	return o, err
+}
+
+func (c *countingObjects) putCount(bucket, key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.puts[bucket+"/"+key]
+}
+
+// env is a store, an object directory, a serving router with fake ufop
+// instances, the pfop API on an httptest server and a boltq queue.
+type env struct {
+	t      *testing.T
+	st     *bolt.Store
+	objs   *countingObjects
+	r      *router.Router
+	rAddr  string
+	api    *httptest.Server
+	h      *pfop.Handler
+	q      pfop.Queue
+	qPath  string
+	jobs   pfop.Jobs
+	client *http.Client // dials the router for any host
+	block  *blocker
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("PFOP_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// fakeInstance is a Dora-protocol instance: it fetches url= and runs serve.
+func fakeInstance(t *testing.T, serve func(w http.ResponseWriter, r *http.Request, in []byte)) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, r.URL.Query().Get("url"), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		in, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		serve(w, r, in)
+	}))
+	t.Cleanup(s.Close)
+	return strings.TrimPrefix(s.URL, "http://")
+}
+
+// blocker is a ufop whose calls wait until released (or cancelled); it
+// upper-cases its input.
+type blocker struct {
+	mu      sync.Mutex
+	calls   int
+	started chan struct{} // one value per call
+	release chan struct{} // closed: calls pass
+}
+
+func (b *blocker) serve(w http.ResponseWriter, r *http.Request, in []byte) {
+	b.mu.Lock()
+	b.calls++
+	b.mu.Unlock()
+	select {
+	case b.started <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.release:
+	case <-r.Context().Done():
+		return
+	}
+	w.Write(bytes.ToUpper(in))
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := bolt.Open(filepath.Join(dir, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ld, err := local.New(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ld.Close() })
+	e := &env{t: t, st: st, objs: &countingObjects{Dir: ld, puts: map[string]int{}}, jobs: pfop.Jobs{Store: st}}
+	e.block = &blocker{started: make(chan struct{}, 16), release: make(chan struct{})}
+
+	for _, a := range []dora.Account{alice, bob} {
+		e.putJSON("accounts/"+a.ID, a)
+		e.putRaw("aks/"+a.AccessKey, a.ID)
+	}
+	for _, b := range []dora.Bucket{{Name: "photos", Owner: alice.ID}, {Name: "results", Owner: alice.ID}, {Name: "bobs", Owner: bob.ID}} {
+		e.putJSON("buckets/"+b.Name, b)
+	}
+	upper := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in []byte) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write(bytes.ToUpper(in))
+	})
+	failer := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in []byte) {
+		http.Error(w, "cannot frobnicate "+r.URL.Query().Get("cmd"), http.StatusUnprocessableEntity)
+	})
+	blockAddr := fakeInstance(t, e.block.serve)
+	p := pool.New(pool.Options{})
+	var insts []pool.Instance
+	for name, addr := range map[string]string{"upper": upper, "failer": failer, "blocker": blockAddr} {
+		e.putJSON("ufops/"+name, dora.Ufop{Name: name, Owner: alice.ID, Mode: dora.ModePrivate, ActiveVersion: "v1"})
+		e.putJSON("releases/"+name+"/v1", dora.Release{Ufop: name, Version: "v1", Protocol: dora.ProtocolDora})
+		insts = append(insts, pool.Instance{ID: name + "-0", Ufop: name, Version: "v1", Region: "z0", Addr: addr})
+	}
+	p.Update(insts)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rAddr = ln.Addr().String()
+	r, err := router.New(router.Config{
+		Store: st, Objects: e.objs, Writer: e.objs, Pool: p, Region: "z0", Logger: testLogger(),
+		Persisted: pfop.PersistedLookup(e.jobs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.r = r
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.Run(ctx) })
+	wg.Go(func() { r.Serve(ctx, ln) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	select {
+	case <-r.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("router never ready")
+	}
+	e.client = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", e.rAddr)
+		},
+	}}
+	t.Cleanup(e.client.CloseIdleConnections)
+
+	e.qPath = filepath.Join(dir, "queue.db")
+	q, err := boltq.Open(e.qPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	e.q = q
+	e.h, err = pfop.NewHandler(pfop.HandlerConfig{
+		Store: st, Queue: q, Objects: e.objs, Notify: pfop.NotifyConfig{AllowPrivate: true}, Logger: testLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.api = httptest.NewServer(e.h.Wrap(http.NotFoundHandler()))
+	t.Cleanup(e.api.Close)
+	return e
+}
+
+func (e *env) putJSON(key string, v any) {
+	e.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.putRaw(key, string(b))
+}
+
+func (e *env) putRaw(key, v string) {
+	e.t.Helper()
+	if _, err := e.st.Put(context.Background(), key, []byte(v)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) object(bucket, key, data string) {
+	e.t.Helper()
+	if _, err := e.objs.Dir.Put(context.Background(), bucket, key, strings.NewReader(data), origin.PutOptions{MimeType: "text/plain"}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) read(bucket, key string) (string, bool) {
+	e.t.Helper()
+	rc, _, err := e.objs.Open(context.Background(), bucket, key, 0, -1)
+	if err != nil {
+		return "", false
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(b), true
+}
+
+// startWorker runs a worker on q until the test ends or stop is called.
+func (e *env) startWorker(q pfop.Queue, mod func(*pfop.WorkerConfig)) (stop func()) {
+	e.t.Helper()
+	cfg := pfop.WorkerConfig{
+		Store: e.st, Queue: q, Processor: e.r, Objects: e.objs,
+		Notify:       pfop.NotifyConfig{AllowPrivate: true, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, Attempts: 3},
+		PollInterval: 5 * time.Millisecond, Logger: testLogger(),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	w, err := pfop.NewWorker(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	e.t.Cleanup(stop)
+	return stop
+}
+
+// --- requests as the Qiniu Go SDK sends them, signed per PROTOCOLS.md §5 ---
+
+func hmacB64(sk, data string) string {
+	m := hmac.New(sha1.New, []byte(sk))
+	m.Write([]byte(data))
+	return base64.URLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// signQiniu sets X-Qiniu-Date and "Authorization: Qiniu AK:sign" over
+// "<METHOD> <path>[?<query>]\nHost: <host>\nContent-Type: <type>\n" + the
+// X-Qiniu-* headers sorted + "\n" + the form body.
+func signQiniu(req *http.Request, a dora.Account, body string, date time.Time) {
+	req.Header.Set("X-Qiniu-Date", date.UTC().Format("20060102T150405Z"))
+	pq := req.URL.Path
+	if req.URL.RawQuery != "" {
+		pq += "?" + req.URL.RawQuery
+	}
+	s := req.Method + " " + pq + "\nHost: " + req.URL.Host + "\nContent-Type: " + req.Header.Get("Content-Type") + "\n"
+	var names []string
+	for k := range req.Header {
+		if strings.HasPrefix(k, "X-Qiniu-") {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		s += k + ": " + req.Header.Get(k) + "\n"
+	}
+	s += "\n" + body
+	req.Header.Set("Authorization", "Qiniu "+a.AccessKey+":"+hmacB64(a.SecretKey, s))
+}
+
+// signQBox sets "Authorization: QBox AK:sign" over "<path>[?<query>]\n" + form body.
+func signQBox(req *http.Request, a dora.Account, body string) {
+	pq := req.URL.Path
+	if req.URL.RawQuery != "" {
+		pq += "?" + req.URL.RawQuery
+	}
+	req.Header.Set("Authorization", "QBox "+a.AccessKey+":"+hmacB64(a.SecretKey, pq+"\n"+body))
+}
+
+type signer func(req *http.Request, a dora.Account, body string)
+
+var signers = map[string]signer{
+	"qiniu": func(req *http.Request, a dora.Account, body string) { signQiniu(req, a, body, time.Now()) },
+	"qbox":  signQBox,
+}
+
+// pfopCall POSTs the form to path (/pfop or /pfop/) signed by a.
+func (e *env) pfopCall(path string, a dora.Account, sign signer, form url.Values) (int, map[string]any, http.Header) {
+	e.t.Helper()
+	body := form.Encode()
+	req, err := http.NewRequest(http.MethodPost, e.api.URL+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	sign(req, a, body)
+	return e.do(req)
+}
+
+func (e *env) do(req *http.Request) (int, map[string]any, http.Header) {
+	e.t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		e.t.Fatalf("%s %s: body %q is not JSON: %v", req.Method, req.URL, b, err)
+	}
+	if resp.Header.Get("X-Reqid") == "" {
+		e.t.Fatalf("%s %s: no X-Reqid", req.Method, req.URL)
+	}
+	return resp.StatusCode, v, resp.Header
+}
+
+// submit sends a pfop and returns the persistentId.
+func (e *env) submit(form url.Values) string {
+	e.t.Helper()
+	status, v, _ := e.pfopCall("/pfop/", alice, signers["qiniu"], form)
+	id, _ := v["persistentId"].(string)
+	if status != 200 || id == "" {
+		e.t.Fatalf("pfop %v: %d %v", form, status, v)
+	}
+	return id
+}
+
+// prefop GETs the status of id (unsigned, as the SDK's Prefop).
+func (e *env) prefop(id string) (int, pfop.Status) {
+	e.t.Helper()
+	resp, err := http.Get(e.api.URL + "/status/get/prefop?id=" + url.QueryEscape(id))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("X-Reqid") == "" {
+		e.t.Fatal("prefop: no X-Reqid")
+	}
+	var s pfop.Status
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == 200 {
+		if err := json.Unmarshal(b, &s); err != nil {
+			e.t.Fatalf("prefop body %q: %v", b, err)
+		}
+	}
+	return resp.StatusCode, s
+}
+
+// waitFinal polls prefop until the job ends and returns every code seen.
+func (e *env) waitFinal(id string) (pfop.Status, []int) {
+	e.t.Helper()
+	var seen []int
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		status, s := e.prefop(id)
+		if status != 200 {
+			e.t.Fatalf("prefop %s: %d", id, status)
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != s.Code {
+			seen = append(seen, s.Code)
+		}
+		if s.Code == pfop.CodeSuccess || s.Code == pfop.CodeFailed || s.Code == pfop.CodeNotifyFailed {
+			return s, seen
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("job %s never ended; codes %v", id, seen)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// get fetches a URL of the router for host.
+func (e *env) get(host, pathQuery string) (int, string) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+e.rAddr+pathQuery, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Host = host
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func entry(bucket, key string) string {
+	return base64.URLEncoding.EncodeToString([]byte(bucket + ":" + key))
+}
+
+func etagOf(t *testing.T, s string) string {
+	t.Helper()
+	h, _, err := local.ETag(strings.NewReader(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+var _ = fmt.Sprintf

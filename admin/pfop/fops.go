@@ -1,0 +1,123 @@
+package pfop
+
+import (
+	"context"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/router/fop"
+)
+
+// ParseFops splits a job's fops field on ";" and checks each pipeline with
+// the router's grammar: steps, an optional trailing saveas (its sign is
+// optional: the submitter is authenticated), no p/1/, no download token.
+func ParseFops(fops string) ([]string, error) {
+	if fops == "" {
+		return nil, fmt.Errorf("%w: fops is required", ErrInvalid)
+	}
+	if len(fops) > MaxFopsBytes {
+		return nil, fmt.Errorf("%w: fops is %d bytes, more than %d", ErrInvalid, len(fops), MaxFopsBytes)
+	}
+	parts := strings.Split(fops, ";")
+	if len(parts) > MaxFops {
+		return nil, fmt.Errorf("%w: %d fops, more than %d", ErrInvalid, len(parts), MaxFops)
+	}
+	for i, p := range parts {
+		if _, err := parseItem(p); err != nil {
+			return nil, fmt.Errorf("%w: fop %d: %w", ErrInvalid, i+1, err)
+		}
+	}
+	return parts, nil
+}
+
+func parseItem(cmd string) (fop.Request, error) {
+	if cmd == "" {
+		return fop.Request{}, errors.New("empty fop")
+	}
+	r, err := fop.Parse(cmd)
+	if err != nil {
+		return r, err
+	}
+	switch {
+	case r.Persisted != "":
+		return r, errors.New("p/1/ cannot be persisted")
+	case r.Token != "" || r.Deadline != 0:
+		return r, errors.New("e= and token= have no place in a pfop")
+	case len(r.Steps) == 0 && r.SaveAs == nil:
+		return r, errors.New("empty fop")
+	}
+	return r, nil
+}
+
+// CanonicalFop returns the pipeline of a fop text without its saveas, as
+// results are indexed for `?p/1/<fop>`; ok is false for text that does not
+// parse as a pipeline.
+func CanonicalFop(text string) (string, bool) {
+	r, err := fop.Parse(text)
+	if err != nil || r.Persisted != "" || r.Token != "" {
+		return "", false
+	}
+	return r.Pipeline(), true
+}
+
+// DefaultResultKey is where a pipeline without saveas saves its result:
+// "<key>_<urlsafe base64 of sha1(pipeline)>" in the input's bucket, or
+// "pfop/<urlsafe base64 of sha1(key NUL pipeline)>" when that would be
+// longer than MaxJobKeyByte.
+func DefaultResultKey(key, pipeline string) string {
+	h := sha1.Sum([]byte(pipeline))
+	k := key + "_" + auth.URLSafeBase64(h[:])
+	if len(k) > MaxJobKeyByte {
+		h2 := sha1.Sum([]byte(key + "\x00" + pipeline))
+		k = "pfop/" + auth.URLSafeBase64(h2[:])
+	}
+	return k
+}
+
+// itemPlan is how one item of a job runs.
+type itemPlan struct {
+	pipeline          string // canonical, without saveas ("" for a bare saveas: a copy)
+	bucket, key       string // where the result goes
+	run               string // what Process runs: the pipeline and a saveas
+	explicitTarget    bool
+	originalHadSaveas bool
+}
+
+func planItem(bucket, key, cmd string) (itemPlan, error) {
+	r, err := parseItem(cmd)
+	if err != nil {
+		return itemPlan{}, err
+	}
+	p := itemPlan{pipeline: r.Pipeline()}
+	if r.SaveAs != nil {
+		p.bucket, p.key = r.SaveAs.Bucket, r.SaveAs.Key
+	} else {
+		p.bucket, p.key = bucket, DefaultResultKey(key, p.pipeline)
+	}
+	sa := "saveas/" + auth.EncodedEntryURI(p.bucket, p.key)
+	if p.pipeline == "" {
+		p.run = sa
+	} else {
+		p.run = p.pipeline + "|" + sa
+	}
+	return p, nil
+}
+
+// PersistedLookup adapts the job store to the router's Config.Persisted:
+// where `?p/1/<fop>` on bucket:key finds its result.
+func PersistedLookup(js Jobs) func(ctx context.Context, bucket, key, fopText string) (string, string, bool) {
+	return func(ctx context.Context, bucket, key, fopText string) (string, string, bool) {
+		canon, ok := CanonicalFop(fopText)
+		if !ok || canon == "" {
+			return "", "", false
+		}
+		r, err := js.GetResult(ctx, bucket, key, canon)
+		if err != nil {
+			return "", "", false
+		}
+		return r.SavedBucket, r.SavedKey, true
+	}
+}

@@ -1,0 +1,360 @@
+package pfop
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/router/origin"
+)
+
+// The paths Handler serves (everything else goes to the wrapped handler):
+//
+//	POST /pfop, POST /pfop/      submit a job (signed, form body) → {"persistentId"}
+//	GET  /status/get/prefop?id=  a job's status (no signature: ids are unguessable)
+//	POST /                       Qiniu form upload (multipart, upload token)
+const (
+	PathPfop      = "/pfop"
+	PathPfopSlash = "/pfop/"
+	PathPrefop    = "/status/get/prefop"
+	PathUpload    = "/"
+)
+
+// Defaults of HandlerConfig.
+const (
+	DefaultMaxFormBytes   = 64 << 10
+	DefaultMaxUploadBytes = 1 << 30
+)
+
+// ObjectStore reads and writes objects; origin/local.Dir is one.
+type ObjectStore interface {
+	origin.Reader
+	origin.Writer
+}
+
+// HandlerConfig configures Handler. Store, Queue and Objects are required.
+type HandlerConfig struct {
+	Store   store.Store
+	Queue   Queue
+	Objects ObjectStore
+	// MaxSkew is the X-Qiniu-Date tolerance; auth.DefaultMaxSkew when 0.
+	MaxSkew time.Duration
+	// Notify decides which notifyURLs are accepted (AllowPrivate).
+	Notify NotifyConfig
+	// IDPrefix starts every job id ("z0" when empty): a region name.
+	IDPrefix string
+	// MaxUploadBytes bounds an uploaded file (before fsizeLimit).
+	MaxUploadBytes int64
+	Logger         *slog.Logger
+	Now            func() time.Time
+}
+
+// Handler serves pfop, prefop and the form upload.
+type Handler struct {
+	cfg    HandlerConfig
+	jobs   Jobs
+	notify *Notifier
+	verify auth.Verifier
+	log    *slog.Logger
+}
+
+// NewHandler checks cfg and returns the handler.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	if cfg.Store == nil || cfg.Queue == nil || cfg.Objects == nil {
+		return nil, errors.New("pfop handler: Store, Queue and Objects are required")
+	}
+	if cfg.IDPrefix == "" {
+		cfg.IDPrefix = dora.DefaultRegion
+	}
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &Handler{cfg: cfg, jobs: Jobs{Store: cfg.Store}, notify: NewNotifier(cfg.Notify), log: cfg.Logger}
+	h.verify = auth.Verifier{Lookup: h.lookupSK, MaxSkew: cfg.MaxSkew, Now: cfg.Now}
+	return h, nil
+}
+
+// Match reports whether the request is one of Handler's.
+func (h *Handler) Match(r *http.Request) bool {
+	switch r.URL.Path {
+	case PathPfop, PathPfopSlash, PathPrefop:
+		return true
+	case PathUpload:
+		return r.Method == http.MethodPost
+	}
+	return false
+}
+
+// Wrap serves Handler's paths and passes every other request to next
+// (the admin API).
+func (h *Handler) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.Match(r) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqid := newReqid()
+	w.Header().Set("X-Reqid", reqid)
+	start := h.cfg.Now()
+	var status int
+	switch r.URL.Path {
+	case PathPfop, PathPfopSlash:
+		status = h.servePfop(w, r, reqid)
+	case PathPrefop:
+		status = h.servePrefop(w, r)
+	case PathUpload:
+		status = h.serveUpload(w, r, reqid)
+	default:
+		status = writeError(w, http.StatusNotFound, "no such endpoint")
+	}
+	h.log.Info("pfop api", "reqid", reqid, "method", r.Method, "path", r.URL.Path, "status", status, "duration", h.cfg.Now().Sub(start))
+}
+
+func newReqid() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) int {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return writeError(w, http.StatusInternalServerError, "encode reply")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+	return status
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) int {
+	return writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// lookupSK is the Verifier's KeyLookup: enabled accounts only.
+func (h *Handler) lookupSK(ctx context.Context, ak string) (string, error) {
+	a, err := h.accountByAK(ctx, ak)
+	if err != nil {
+		return "", err
+	}
+	return a.SecretKey, nil
+}
+
+var errNoAccount = errors.New("unknown or disabled access key")
+
+func (h *Handler) accountByAK(ctx context.Context, ak string) (dora.Account, error) {
+	kv, err := h.cfg.Store.Get(ctx, store.PrefixAccessKeys+ak)
+	if errors.Is(err, store.ErrNotFound) {
+		return dora.Account{}, errNoAccount
+	}
+	if err != nil {
+		return dora.Account{}, fmt.Errorf("look up access key: %w", err)
+	}
+	var a dora.Account
+	if err := getJSON(ctx, h.cfg.Store, store.PrefixAccounts+string(kv.Value), &a); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return dora.Account{}, errNoAccount
+		}
+		return dora.Account{}, err
+	}
+	if a.Disabled || a.AccessKey != ak {
+		return dora.Account{}, errNoAccount
+	}
+	return a, nil
+}
+
+func getJSON(ctx context.Context, st store.Store, key string, v any) error {
+	kv, err := st.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(kv.Value, v); err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	return nil
+}
+
+// bucketOf returns the bucket when acct owns it: 631 when it does not
+// exist, 403 when it is someone else's.
+func (h *Handler) bucketOf(ctx context.Context, acct dora.Account, name string) (dora.Bucket, int, string) {
+	var b dora.Bucket
+	if err := dora.ValidateBucketName(name); err != nil {
+		return b, 631, "no such bucket"
+	}
+	err := getJSON(ctx, h.cfg.Store, store.PrefixBuckets+name, &b)
+	if errors.Is(err, store.ErrNotFound) {
+		return b, 631, "no such bucket"
+	}
+	if err != nil {
+		return b, http.StatusServiceUnavailable, "metadata store: " + err.Error()
+	}
+	if b.Owner != acct.ID {
+		return b, http.StatusForbidden, fmt.Sprintf("bucket %q is not yours", name)
+	}
+	return b, 0, ""
+}
+
+// Submission is a job to create.
+type Submission struct {
+	Bucket, Key string
+	Fops        string
+	NotifyURL   string
+	Force       bool
+	Pipeline    string
+	Type        int
+	Owner       string
+	Reqid       string
+}
+
+// Submit validates a submission, stores the job (waiting) and queues it.
+func (h *Handler) Submit(ctx context.Context, s Submission) (Job, error) {
+	cmds, err := ParseFops(s.Fops)
+	if err != nil {
+		return Job{}, err
+	}
+	if s.Pipeline == "" {
+		s.Pipeline = DefaultPipeline
+	}
+	if err := ValidatePipeline(s.Pipeline); err != nil {
+		return Job{}, err
+	}
+	if s.Type != 0 && s.Type != 1 {
+		return Job{}, fmt.Errorf("%w: type must be 0 or 1", ErrInvalid)
+	}
+	if s.NotifyURL != "" {
+		if err := h.notify.CheckURL(s.NotifyURL); err != nil {
+			return Job{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	if s.Key == "" || len(s.Key) > MaxJobKeyByte {
+		return Job{}, fmt.Errorf("%w: key must be 1 to %d bytes", ErrInvalid, MaxJobKeyByte)
+	}
+	id, err := NewID(h.cfg.IDPrefix)
+	if err != nil {
+		return Job{}, err
+	}
+	now := h.cfg.Now().UTC()
+	j := Job{
+		ID: id, Code: CodeWaiting, Bucket: s.Bucket, Key: s.Key, Pipeline: s.Pipeline, Type: s.Type,
+		Reqid: s.Reqid, Owner: s.Owner, NotifyURL: s.NotifyURL, Force: s.Force, Created: now, Updated: now,
+	}
+	for _, c := range cmds {
+		j.Items = append(j.Items, Item{Cmd: c, Code: CodeWaiting, Desc: Desc(CodeWaiting)})
+	}
+	if err := h.jobs.Create(ctx, j); err != nil {
+		return Job{}, err
+	}
+	if err := h.cfg.Queue.Enqueue(ctx, j.Pipeline, j.ID, j.Type == 1); err != nil {
+		// Not queued: say so in the job rather than leave it waiting forever.
+		_, _ = h.jobs.Update(context.WithoutCancel(ctx), j.ID, func(j *Job) error {
+			j.Code = CodeFailed
+			for i := range j.Items {
+				j.Items[i] = failed(j.Items[i].Cmd, "could not be queued", -1)
+			}
+			return nil
+		})
+		return Job{}, fmt.Errorf("queue job: %w", err)
+	}
+	return j, nil
+}
+
+func (h *Handler) servePfop(w http.ResponseWriter, r *http.Request, reqid string) int {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		return writeError(w, http.StatusMethodNotAllowed, "use POST")
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, DefaultMaxFormBytes+1))
+	if err != nil {
+		return writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+	}
+	if len(body) > DefaultMaxFormBytes {
+		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("form body over %d bytes", DefaultMaxFormBytes))
+	}
+	ak, err := h.verify.VerifyHTTP(r.Context(), r, body)
+	if err != nil {
+		return writeError(w, http.StatusUnauthorized, err.Error())
+	}
+	acct, err := h.accountByAK(r.Context(), ak)
+	if err != nil {
+		return writeError(w, http.StatusUnauthorized, err.Error())
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return writeError(w, http.StatusBadRequest, "form body: "+err.Error())
+	}
+	for k, v := range r.URL.Query() { // some clients put the fields in the query
+		if _, ok := form[k]; !ok {
+			form[k] = v
+		}
+	}
+	bucket, key := form.Get("bucket"), form.Get("key")
+	if bucket == "" || key == "" {
+		return writeError(w, http.StatusBadRequest, "bucket and key are required")
+	}
+	b, status, msg := h.bucketOf(r.Context(), acct, bucket)
+	if status != 0 {
+		return writeError(w, status, msg)
+	}
+	if b.Mirror == "" {
+		if _, err := h.cfg.Objects.Stat(r.Context(), bucket, key); errors.Is(err, origin.ErrNotFound) || errors.Is(err, origin.ErrBadKey) {
+			return writeError(w, CodeUnknownID, "no such file or directory")
+		}
+	}
+	typ := 0
+	if t := form.Get("type"); t != "" {
+		if typ, err = strconv.Atoi(t); err != nil {
+			return writeError(w, http.StatusBadRequest, "type must be 0 or 1")
+		}
+	}
+	force := form.Get("force")
+	j, err := h.Submit(r.Context(), Submission{
+		Bucket: bucket, Key: key, Fops: form.Get("fops"), NotifyURL: form.Get("notifyURL"),
+		Force: force == "1" || force == "true", Pipeline: form.Get("pipeline"), Type: typ, Owner: acct.ID, Reqid: reqid,
+	})
+	if errors.Is(err, ErrInvalid) {
+		return writeError(w, http.StatusBadRequest, err.Error())
+	}
+	if err != nil {
+		return writeError(w, http.StatusServiceUnavailable, err.Error())
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"persistentId": j.ID})
+}
+
+func (h *Handler) servePrefop(w http.ResponseWriter, r *http.Request) int {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET")
+		return writeError(w, http.StatusMethodNotAllowed, "use GET")
+	}
+	j, _, err := h.jobs.Get(r.Context(), r.URL.Query().Get("id"))
+	if errors.Is(err, ErrNotFound) {
+		return writeError(w, CodeUnknownID, "no such persistentId")
+	}
+	if err != nil {
+		return writeError(w, http.StatusServiceUnavailable, err.Error())
+	}
+	return writeJSON(w, http.StatusOK, j.Status())
+}
