@@ -29,7 +29,10 @@ DORA_ROOT_AK and DORA_ROOT_SK (the same on every admin); with a bolt store they
 are read from or generated into <data-dir>/root.credentials.
 
 Every flag can also be set as DORA_<FLAG> (dashes as underscores) or as a key
-of the --config file.`,
+of the --config file. The config file may also list instance flavors
+(default C1M1, C2M2, C4M4, default):
+  flavors:
+    - {name: C1M1, cpu: 1000, memoryMB: 1024, desc: "1 core, 1 GiB"}`,
 		Example: `  # production: Consul KV metadata, Nomad instances
   DORA_ROOT_AK=... DORA_ROOT_SK=... dorad admin \
     --store consul://127.0.0.1:8500/dora --runtime nomad://127.0.0.1:4646 \
@@ -51,6 +54,10 @@ of the --config file.`,
 			if err != nil {
 				return err
 			}
+			flavors, err := flavorsFrom(v)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			a, err := platform.StartAdmin(ctx, platform.AdminConfig{
@@ -61,6 +68,7 @@ of the --config file.`,
 				DataDir:   v.GetString("data-dir"),
 				Regions:   regions,
 				Region:    v.GetString("region"),
+				Flavors:   flavors,
 				PublicURL: v.GetString("public-url"),
 				RootAK:    v.GetString("root-ak"),
 				RootSK:    v.GetString("root-sk"),

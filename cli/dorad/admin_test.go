@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,7 +15,11 @@ import (
 // runtime: it prints generated root keys once, and they work.
 func TestAdminCommand(t *testing.T) {
 	dir := t.TempDir()
-	r := startDorad(t, "admin", "--listen", "127.0.0.1:0", "--data-dir", dir,
+	cfg := filepath.Join(dir, "admin.yaml")
+	if err := os.WriteFile(cfg, []byte("flavors:\n  - {name: tiny, cpu: 100, memoryMB: 64}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := startDorad(t, "admin", "--config", cfg, "--listen", "127.0.0.1:0", "--data-dir", dir,
 		"--store", "bolt://"+filepath.Join(dir, "meta.db"),
 		"--objects", "file://"+filepath.Join(dir, "objects"),
 		"--regions", "z0,z1=global/dc1")
@@ -35,6 +40,10 @@ func TestAdminCommand(t *testing.T) {
 	regions, err := c.Regions(context.Background())
 	if err != nil || len(regions) != 2 || regions[0].Name != "z0" || regions[1].Name != "z1" {
 		t.Fatalf("regions = %+v, %v", regions, err)
+	}
+	flavors, err := c.Flavors(context.Background())
+	if err != nil || len(flavors) != 1 || flavors[0].Name != "tiny" || flavors[0].MemoryMB != 64 {
+		t.Fatalf("flavors = %+v, %v", flavors, err)
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("admin stopped with %v", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/cli/platform"
 )
 
@@ -115,6 +116,49 @@ func regionFromMap(m map[string]any) (platform.RegionSpec, error) {
 		return platform.RegionSpec{}, fmt.Errorf("want keys name, desc, nomad_region, datacenters: %w", err)
 	}
 	return r, nil
+}
+
+// flavorsFrom reads the optional `flavors` list of the config file
+// ({name, cpu, memoryMB, desc} maps; cpu in MHz, memory in MiB). None means
+// the platform defaults.
+func flavorsFrom(v *viper.Viper) ([]dora.Flavor, error) {
+	raw := v.Get("flavors")
+	if raw == nil {
+		return nil, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, fmt.Errorf("flavors in the config file: want a list, got %T", raw)
+	}
+	seen := map[string]bool{}
+	out := make([]dora.Flavor, 0, len(list))
+	for i, item := range list {
+		m, ok := item.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("flavors[%d] in the config file: want a map, got %T", i, item)
+		}
+		// viper lower-cases keys; accept memorymb for memoryMB.
+		if v, ok := m["memorymb"]; ok {
+			delete(m, "memorymb")
+			m["memoryMB"] = v
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		var f dora.Flavor
+		if err := dec.Decode(&f); err != nil {
+			return nil, fmt.Errorf("flavors[%d] in the config file: want keys name, cpu, memoryMB, desc: %w", i, err)
+		}
+		if f.Name == "" || f.CPU <= 0 || f.MemoryMB <= 0 || seen[f.Name] {
+			return nil, fmt.Errorf("flavors[%d] in the config file: a unique name and a positive cpu and memoryMB are required (%+v)", i, f)
+		}
+		seen[f.Name] = true
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // service is what runUntilStopped waits on: a platform.Service or Admin.

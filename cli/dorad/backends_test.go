@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/viper"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/cli/platform"
 )
 
@@ -208,5 +209,43 @@ func TestHelpHasExamples(t *testing.T) {
 				t.Errorf("dorad %s --help lacks %q:\n%s", name, want, out.String())
 			}
 		}
+	}
+}
+
+func TestFlavorsFrom(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		want       []dora.Flavor
+		wantErr    string
+	}{
+		{name: "none", yaml: "store: bolt://x\n"},
+		{name: "two", yaml: "flavors:\n  - {name: S, cpu: 100, memoryMB: 64}\n  - name: L\n    cpu: 4000\n    memorymb: 4096\n    desc: big\n",
+			want: []dora.Flavor{{Name: "S", CPU: 100, MemoryMB: 64}, {Name: "L", CPU: 4000, MemoryMB: 4096, Desc: "big"}}},
+		{name: "unknown key", yaml: "flavors:\n  - {name: S, cpu: 100, memory: 64}\n", wantErr: `unknown field "memory"`},
+		{name: "zero memory", yaml: "flavors:\n  - {name: S, cpu: 100}\n", wantErr: "positive cpu and memoryMB"},
+		{name: "duplicate", yaml: "flavors:\n  - {name: S, cpu: 1, memoryMB: 1}\n  - {name: S, cpu: 1, memoryMB: 1}\n", wantErr: "unique name"},
+		{name: "not a list", yaml: "flavors: big\n", wantErr: "want a list"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(p, []byte(c.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			v := viper.New()
+			v.SetConfigFile(p)
+			if err := v.ReadInConfig(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := flavorsFrom(v)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("flavorsFrom = %v, %v; want error with %q", got, err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("flavorsFrom = %+v, %v; want %+v", got, err, c.want)
+			}
+		})
 	}
 }
