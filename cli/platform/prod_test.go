@@ -539,3 +539,71 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 		}
 	}
 }
+
+// leaderOf reads an autoscaler's /healthz "leader" field.
+func leaderOf(url string) (bool, error) {
+	resp, err := http.Get(url + "/healthz")
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Status string `json:"status"`
+		Leader bool   `json:"leader"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil || h.Status != "ok" {
+		return false, fmt.Errorf("/healthz: %+v %v", h, err)
+	}
+	return h.Leader, nil
+}
+
+// TestAutoscalersElectOneLeader runs two autoscalers on one Consul store:
+// exactly one leads; when it closes, the other takes over.
+func TestAutoscalersElectOneLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Consul")
+	}
+	consul := agenttest.StartConsul(t)
+	start := func() *Service {
+		s, err := StartAutoscaler(context.Background(), AutoscalerConfig{
+			Listen:  "127.0.0.1:0",
+			Store:   "consul://" + consul.Addr + "/dora-ha-test",
+			Runtime: "nomad://127.0.0.1:1", // no deployment: never called
+			Logger:  prodLogger(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := start(), start()
+	var leader, standby *Service
+	prodEventually(t, "one leader", func() error {
+		la, errA := leaderOf(a.URL)
+		lb, errB := leaderOf(b.URL)
+		switch {
+		case errA != nil || errB != nil:
+			return fmt.Errorf("%v %v", errA, errB)
+		case la && lb:
+			t.Fatal("two leaders")
+		case la:
+			leader, standby = a, b
+		case lb:
+			leader, standby = b, a
+		default:
+			return fmt.Errorf("no leader yet")
+		}
+		return nil
+	})
+	if err := leader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	prodEventually(t, "the standby takes over", func() error {
+		l, err := leaderOf(standby.URL)
+		if err != nil || !l {
+			return fmt.Errorf("leader=%v %v", l, err)
+		}
+		return nil
+	})
+}
