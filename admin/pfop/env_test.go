@@ -7,7 +7,6 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -74,7 +73,6 @@ type env struct {
 	qPath  string
 	jobs   pfop.Jobs
 	client *http.Client // dials the router for any host
-	block  *blocker
 }
 
 func testLogger() *slog.Logger {
@@ -106,31 +104,6 @@ func fakeInstance(t *testing.T, serve func(w http.ResponseWriter, r *http.Reques
 	return strings.TrimPrefix(s.URL, "http://")
 }
 
-// blocker is a ufop whose calls wait until released (or cancelled); it
-// upper-cases its input.
-type blocker struct {
-	mu      sync.Mutex
-	calls   int
-	started chan struct{} // one value per call
-	release chan struct{} // closed: calls pass
-}
-
-func (b *blocker) serve(w http.ResponseWriter, r *http.Request, in []byte) {
-	b.mu.Lock()
-	b.calls++
-	b.mu.Unlock()
-	select {
-	case b.started <- struct{}{}:
-	default:
-	}
-	select {
-	case <-b.release:
-	case <-r.Context().Done():
-		return
-	}
-	w.Write(bytes.ToUpper(in))
-}
-
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
@@ -145,7 +118,6 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { ld.Close() })
 	e := &env{t: t, st: st, objs: &countingObjects{Dir: ld, puts: map[string]int{}}, jobs: pfop.Jobs{Store: st}}
-	e.block = &blocker{started: make(chan struct{}, 16), release: make(chan struct{})}
 
 	for _, a := range []dora.Account{alice, bob} {
 		e.putJSON("accounts/"+a.ID, a)
@@ -161,10 +133,9 @@ func newEnv(t *testing.T) *env {
 	failer := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in []byte) {
 		http.Error(w, "cannot frobnicate "+r.URL.Query().Get("cmd"), http.StatusUnprocessableEntity)
 	})
-	blockAddr := fakeInstance(t, e.block.serve)
 	p := pool.New(pool.Options{})
 	var insts []pool.Instance
-	for name, addr := range map[string]string{"upper": upper, "failer": failer, "blocker": blockAddr} {
+	for name, addr := range map[string]string{"upper": upper, "failer": failer} {
 		e.putJSON("ufops/"+name, dora.Ufop{Name: name, Owner: alice.ID, Mode: dora.ModePrivate, ActiveVersion: "v1"})
 		e.putJSON("releases/"+name+"/v1", dora.Release{Ufop: name, Version: "v1", Protocol: dora.ProtocolDora})
 		insts = append(insts, pool.Instance{ID: name + "-0", Ufop: name, Version: "v1", Region: "z0", Addr: addr})
@@ -458,5 +429,3 @@ func etagOf(t *testing.T, s string) string {
 	}
 	return h
 }
-
-var _ = fmt.Sprintf
