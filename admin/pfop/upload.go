@@ -19,7 +19,9 @@ import (
 	"strconv"
 	"strings"
 
+	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -291,9 +293,14 @@ func (h *Handler) receiveFile(ctx context.Context, part *multipart.Part, fields 
 			return "", pol, nil, uerr(http.StatusBadRequest, "key must be 1 to %d bytes", MaxJobKeyByte)
 		}
 	}
-	var b struct{ Owner string }
-	if err := getJSON(ctx, h.cfg.Store, "buckets/"+bucket, &b); err != nil {
+	var b dora.Bucket
+	if err := dora.ValidateBucketName(bucket); err != nil {
 		return "", pol, nil, uerr(StatusNoBucket, "no such bucket")
+	}
+	if err := getJSON(ctx, h.cfg.Store, store.PrefixBuckets+bucket, &b); errors.Is(err, store.ErrNotFound) {
+		return "", pol, nil, uerr(StatusNoBucket, "no such bucket")
+	} else if err != nil {
+		return "", pol, nil, uerr(http.StatusServiceUnavailable, "metadata store: %v", err)
 	}
 	if b.Owner != owner {
 		return "", pol, nil, uerr(http.StatusForbidden, "bucket %q is not the token owner's", bucket)
