@@ -31,6 +31,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newAdminCommand(v))
 	root.AddCommand(newRouterCommand(v))
 	root.AddCommand(newAutoscalerCommand(v))
+	root.AddCommand(newWorkerCommand(v))
 	return root
 }
 
