@@ -1,0 +1,121 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/viper"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/admin/pfop/boltq"
+	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/router"
+	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/router/origin/local"
+)
+
+// okProc pretends every pipeline succeeded.
+type okProc struct{}
+
+func (okProc) Process(context.Context, string, string, string, io.Writer) (router.Result, error) {
+	return router.Result{Saved: &origin.Object{ETag: "Fetag"}}, nil
+}
+
+func TestPfopCommands(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	st, err := bolt.Open(filepath.Join(dir, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	put := func(k string, v any) {
+		b, _ := json.Marshal(v)
+		if _, err := st.Put(ctx, k, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("accounts/1001", dora.Account{ID: "1001", AccessKey: "AK", SecretKey: "SK"})
+	st.Put(ctx, "aks/AK", []byte("1001"))
+	put("buckets/photos", dora.Bucket{Name: "photos", Owner: "1001"})
+	objs, err := local.New(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer objs.Close()
+	objs.Put(ctx, "photos", "doc.txt", strings.NewReader("hi"), origin.PutOptions{})
+	q, err := boltq.Open(filepath.Join(dir, "q.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	h, err := pfop.NewHandler(pfop.HandlerConfig{Store: st, Queue: q, Objects: objs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	var out bytes.Buffer
+	a := &app{v: viper.New(), stdout: &out, stderr: &out, newClient: client.New, pollInterval: time.Millisecond}
+	a.v.Set(keyEndpoint, srv.URL)
+	a.v.Set(keyAK, "AK")
+	a.v.Set(keySK, "SK")
+	run := func(c interface {
+		SetArgs([]string)
+		ExecuteContext(context.Context) error
+	}, args ...string) error {
+		out.Reset()
+		c.SetArgs(args)
+		return c.ExecuteContext(ctx)
+	}
+
+	// Submitted, not yet run: prefop shows it waiting.
+	if err := run(a.pfopCmd(), "photos", "doc.txt", "qhash/md5;qhash/sha1"); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(out.String())
+	if !pfop.ValidID(id) {
+		t.Fatalf("pfop printed %q", id)
+	}
+	if err := run(a.prefopCmd(), id); err != nil || !strings.Contains(out.String(), "code 1") || !strings.Contains(out.String(), "qhash/sha1") {
+		t.Fatalf("prefop: %v\n%s", err, out.String())
+	}
+
+	w, err := pfop.NewWorker(pfop.WorkerConfig{Store: st, Queue: q, Processor: okProc{}, Objects: objs, PollInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { w.Run(wctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	a.jsonOut = true
+	if err := run(a.pfopCmd(), "photos", "doc.txt", "qhash/md5", "--wait", "--force", "--pipeline", "cli"); err != nil {
+		t.Fatalf("pfop --wait: %v\n%s", err, out.String())
+	}
+	var s pfop.Status
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil || s.Code != 0 || s.Pipeline != "cli" || s.Items[0].Hash != "Fetag" {
+		t.Fatalf("pfop --wait --json: %v %+v", err, s)
+	}
+	if err := run(a.prefopCmd(), "z0.000000000000000000000000"); err == nil || !strings.Contains(err.Error(), "612") {
+		t.Fatalf("prefop of an unknown id: %v", err)
+	}
+	if err := run(a.pfopCmd(), "photos", "missing.txt", "qhash/md5"); err == nil || !strings.Contains(err.Error(), "612") {
+		t.Fatalf("pfop of a missing object: %v", err)
+	}
+	a.v.Set(keySK, "wrong")
+	if err := run(a.pfopCmd(), "photos", "doc.txt", "qhash/md5"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("pfop with a wrong key: %v", err)
+	}
+}
