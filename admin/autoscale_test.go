@@ -1,12 +1,14 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/autoscaler"
 )
 
@@ -64,6 +66,16 @@ func TestAutoscalePolicy(t *testing.T) {
 	if ui.Autoscale == nil || *ui.Autoscale != wantView {
 		t.Fatalf("info policy in force = %+v, want %+v", ui.Autoscale, wantView)
 	}
+	// The runtime reports a deployment without instances as STOPPED; with
+	// floor 0 and nothing desired it is scaled to zero, still live for the
+	// autoscaler.
+	e.rt.setStatus(d.ID, runtime.DeploymentStatus{Status: dora.DeployStopped, Instances: []runtime.InstanceStatus{}})
+	if err := e.srv.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.deployment("scaler", d.ID); st.Status != dora.DeployRunning || st.Message != ScaledToZero {
+		t.Fatalf("floor-0 deployment without instances: %s %q", st.Status, st.Message)
+	}
 	// The stored deployment keeps only the overrides.
 	if st := e.deployment("scaler", d.ID); st.Autoscale == nil || st.Autoscale.Target != 2 || st.Autoscale.PanicThreshold != 0 {
 		t.Fatalf("stored overrides = %+v", st.Autoscale)
@@ -78,4 +90,11 @@ func TestPolicyProblems(t *testing.T) {
 		strings.Contains(got, autoscaler.ErrInvalidPolicy.Error()) {
 		t.Fatalf("problems = %q", got)
 	}
+}
+
+// setStatus sets the status the fake runtime reports for a deployment.
+func (f *fakeRuntime) setStatus(id string, st runtime.DeploymentStatus) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.status[id] = st
 }

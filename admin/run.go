@@ -82,6 +82,10 @@ func (s *Server) reapplyAll(ctx context.Context) error {
 	return nil
 }
 
+// ScaledToZero is the message of a RUNNING deployment that runs no
+// instance because its floor is 0 and nothing asks for one.
+const ScaledToZero = "scaled to zero: the next request starts an instance"
+
 // Reconcile runs one pass of Run's loop: it copies runtime statuses into
 // the store and finishes blue/green switches. Exported for tests and for
 // callers that drive the loop themselves.
@@ -125,6 +129,12 @@ func (s *Server) reconcileUfop(ctx context.Context, u dora.Ufop) error {
 		}
 		if err != nil {
 			return err
+		}
+		if st.Status == dora.DeployStopped && len(st.Instances) == 0 && d.Desired == 0 {
+			// Scaled to zero (floor 0, no demand), not stopped by its
+			// owner: it stays live, so the autoscaler starts an instance
+			// when requests wait for one.
+			st.Status, st.Message = dora.DeployRunning, ScaledToZero
 		}
 		if st.Status == "" || (st.Status == d.Status && st.Message == d.Message) {
 			continue

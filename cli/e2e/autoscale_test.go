@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin"
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/cli/platform"
 )
@@ -290,13 +292,15 @@ func TestScaleFromZero(t *testing.T) {
 	// A long stable window: no scale-down back to zero during the test.
 	id := setupSlowpoke(h, "autoscale:\n  stable_window: 2m\n  evaluation_interval: 200ms\n", "--expect", "0", "--max", "2", "--target", "2")
 
-	d, _, err := h.deployment(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d.Expect != 0 || d.Desired != 0 || len(d.Instances) != 0 {
-		t.Fatalf("floor-0 deployment runs something: desired %d, instances %+v", d.Desired, d.Instances)
-	}
+	// The runtime runs nothing, and the deployment stays live (not
+	// STOPPED, which the autoscaler would leave alone).
+	h.eventually("deployment scaled to zero", func() (bool, string) {
+		d, _, err := h.deployment(id)
+		if err == nil && (d.Expect != 0 || d.Desired != 0 || len(d.Instances) != 0) {
+			t.Fatalf("floor-0 deployment runs something: desired %d, instances %+v", d.Desired, d.Instances)
+		}
+		return err == nil && d.Status == dora.DeployRunning && d.Message == admin.ScaledToZero, fmt.Sprintf("%+v %v", d.Deployment, err)
+	})
 	code, body := h.get("load.localhost", "/in.txt?slowpoke/1")
 	if code != 200 || string(body) != "slow and steady\n" {
 		t.Fatalf("first request from zero: %d %q", code, body)
