@@ -19,6 +19,8 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin"
 	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/registry"
 	"github.com/doraproject/dora/admin/runtime"
 	localruntime "github.com/doraproject/dora/admin/runtime/local"
@@ -176,6 +178,13 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 
+	queue, err := boltq.Open(filepath.Join(cfg.DataDir, "pfop.db"))
+	if err != nil {
+		return nil, fmt.Errorf("pfop queue: %w", err)
+	}
+	d.closers = append(d.closers, queue.Close)
+	jobs := pfop.Jobs{Store: st}
+
 	loads := loadmemory.New(10 * time.Minute)
 	mirror := httpmirror.New(httpmirror.Config{}, nil)
 	p := pool.New(pool.Options{})
@@ -194,11 +203,38 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Metrics:      routerReg,
 		HoldTimeout:  cfg.HoldTimeout,
 		MaxHeld:      cfg.MaxHeld,
+		Persisted:    pfop.PersistedLookup(jobs),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
 	mirror.SetMirrorFor(rtr.MirrorFor)
+
+	// The embedded platform runs on one machine: notifications may reach
+	// loopback and private addresses (a receiver on the developer's laptop).
+	notify := pfop.NotifyConfig{AllowPrivate: true}
+	pfopHandler, err := pfop.NewHandler(pfop.HandlerConfig{
+		Store:    st,
+		Queue:    queue,
+		Objects:  objects,
+		Notify:   notify,
+		IDPrefix: cfg.Region,
+		Logger:   log.With("part", "pfop"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pfop handler: %w", err)
+	}
+	worker, err := pfop.NewWorker(pfop.WorkerConfig{
+		Store:     st,
+		Queue:     queue,
+		Processor: rtr,
+		Objects:   objects,
+		Notify:    notify,
+		Logger:    log.With("part", "pfop"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pfop worker: %w", err)
+	}
 
 	scaler := autoscaler.New(autoscaler.Config{
 		Store: st,
@@ -216,7 +252,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	httpSrv := &http.Server{
-		Handler:           srv.Handler(),
+		// pfop, prefop and the Qiniu form upload (POST /) sit in front of
+		// the admin API on the same listener, where Qiniu's SDKs expect them.
+		Handler:           pfopHandler.Wrap(srv.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
@@ -236,6 +274,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.goRun("router background", func() error { return rtr.Run(runCtx) })
 	d.goRun("router http", func() error { return rtr.Serve(runCtx, routerLn) })
 	d.goRun("autoscaler", func() error { return scaler.Run(runCtx) })
+	d.goRun("pfop worker", func() error { _ = worker.Run(runCtx); return nil })
 
 	log.Info("dora dev platform started", "admin", d.AdminURL, "router", d.RouterURL,
 		"data_dir", cfg.DataDir, "domain_suffix", cfg.DomainSuffix, "region", cfg.Region)

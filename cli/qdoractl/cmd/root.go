@@ -106,6 +106,7 @@ overrides everything. Single-dash long flags of the older qufopctl
 		a.registerCmd(), a.unregisterCmd(), a.infoCmd(), a.listCmd(), a.applyCmd(), a.unapplyCmd(),
 		a.buildCmd(), a.imageinfoCmd(), a.buildlogCmd(), a.ufopverCmd(),
 		a.pushCmd(), a.imageCmd(), a.releaseCmd(),
+		a.pfopCmd(), a.prefopCmd(),
 		a.deployCmd(), a.resizeCmd(),
 		a.instanceCmd("stop"), a.instanceCmd("start"), a.stateCmd(), a.logtailCmd(), a.logCmd(),
 	)
