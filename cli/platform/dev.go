@@ -274,7 +274,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.goRun("router background", func() error { return rtr.Run(runCtx) })
 	d.goRun("router http", func() error { return rtr.Serve(runCtx, routerLn) })
 	d.goRun("autoscaler", func() error { return scaler.Run(runCtx) })
-	d.goRun("pfop worker", func() error { _ = worker.Run(runCtx); return nil })
+	d.goRun("pfop worker", func() error { return worker.Run(runCtx) })
 
 	log.Info("dora dev platform started", "admin", d.AdminURL, "router", d.RouterURL,
 		"data_dir", cfg.DataDir, "domain_suffix", cfg.DomainSuffix, "region", cfg.Region)
