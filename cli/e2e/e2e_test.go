@@ -243,6 +243,19 @@ func TestQuickStart(t *testing.T) {
 		return strings.Contains(out, "RUNNING"), out
 	})
 
+	// Persistent processing: pfop through qdoractl, the saved result read
+	// back through the router with ?p/1/<fop>.
+	if out := h.q("pfop", "demo", "demo.txt", "grepd/again|qhash/sha1", "--wait"); !strings.Contains(out, "code 0") {
+		t.Fatalf("pfop --wait did not end with code 0:\n%s", out)
+	}
+	code, body = h.get("demo.localhost", "/demo.txt?p/1/grepd/again|qhash/sha1")
+	if code != 200 || !strings.Contains(string(body), `"hash"`) {
+		t.Fatalf("saved pfop result: %d %q", code, body)
+	}
+	if code, _ := h.get("demo.localhost", "/demo.txt?p/1/grepd/never|qhash/sha1"); code != 404 {
+		t.Fatalf("absent saved result: status %d, want 404", code)
+	}
+
 	// Restart: metadata, objects and running instances come back.
 	h.restart()
 	if out := h.q("bucket", "list"); !strings.Contains(out, "demo") {
