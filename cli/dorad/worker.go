@@ -15,8 +15,6 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/pfop"
-	"github.com/doraproject/dora/admin/pfop/boltq"
-	"github.com/doraproject/dora/admin/pfop/redisq"
 	"github.com/doraproject/dora/cli/platform"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router"
@@ -25,7 +23,6 @@ import (
 
 // Defaults of `dorad worker`.
 const (
-	defaultQueueURL     = "bolt://./.dora/pfop.db"
 	defaultWorkerListen = "127.0.0.1:8092"
 	queueHelp           = "pfop queue URL: bolt://<file> (one process) or redis://<host:port>/<db> (shared by every worker)"
 )
@@ -88,7 +85,7 @@ of the --config file.`,
 	f.String("listen", defaultWorkerListen, "listen address of the embedded router (one-shot input URLs, /healthz, /metrics)")
 	f.String("public-addr", "", "host:port instances reach this worker at for their input (default the listen address)")
 	addBackendFlag(f, "store", platform.DefaultStoreURL, storeHelp)
-	addBackendFlag(f, "queue", defaultQueueURL, queueHelp)
+	addBackendFlag(f, "queue", platform.DefaultQueueURL, queueHelp)
 	addBackendFlag(f, "discovery", platform.DefaultDiscoveryURL, discoveryHelp)
 	addBackendFlag(f, "objects", platform.DefaultObjectsURL, objectsHelp)
 	f.String("region", dora.DefaultRegion, "the platform region whose instances run the steps")
@@ -120,31 +117,6 @@ func parseLimits(s string) (map[string]int, error) {
 		out[name] = limit
 	}
 	return out, nil
-}
-
-// openQueue opens the pfop queue named by a bolt:// or redis(s):// URL.
-func openQueue(raw string) (pfop.Queue, func() error, error) {
-	scheme, rest, ok := strings.Cut(raw, "://")
-	switch {
-	case !ok:
-		return nil, nil, fmt.Errorf("queue URL %q: no scheme (%s)", raw, queueHelp)
-	case scheme == "bolt":
-		if rest == "" {
-			return nil, nil, fmt.Errorf("queue URL %q: no file path", raw)
-		}
-		q, err := boltq.Open(rest)
-		if err != nil {
-			return nil, nil, err
-		}
-		return q, q.Close, nil
-	case scheme == "redis" || scheme == "rediss":
-		q, err := redisq.New(redisq.Config{URL: raw})
-		if err != nil {
-			return nil, nil, fmt.Errorf("queue URL: %w", err)
-		}
-		return q, q.Close, nil
-	}
-	return nil, nil, fmt.Errorf("queue URL %q: unknown scheme %q (%s)", raw, scheme, queueHelp)
 }
 
 // workerConfig configures startWorker.
@@ -196,11 +168,11 @@ func startWorker(ctx context.Context, cfg workerConfig) (_ *runningWorker, err e
 	if err != nil {
 		return nil, err
 	}
-	q, closeQ, err := openQueue(cfg.Queue)
+	q, closeQ, err := platform.OpenQueue(cfg.Queue)
 	if err != nil {
 		return nil, err
 	}
-	rw.closers = append(rw.closers, closeQ)
+	rw.closers = append(rw.closers, closeQ.Close)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("worker listener %s: %w", cfg.Listen, err)

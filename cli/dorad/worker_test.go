@@ -40,11 +40,6 @@ func TestParseLimits(t *testing.T) {
 			t.Fatalf("parseLimits(%q) accepted", in)
 		}
 	}
-	for _, in := range []string{"", "nope", "ftp://x", "bolt://"} {
-		if _, _, err := openQueue(in); err == nil {
-			t.Fatalf("openQueue(%q) accepted", in)
-		}
-	}
 }
 
 // TestWorkerCommand: `dorad worker` on a bolt store and a Redis queue runs
@@ -124,5 +119,24 @@ func TestWorkerCommand(t *testing.T) {
 	j, _, err := (pfop.Jobs{Store: st}).Get(ctx, id)
 	if err != nil || j.Code != pfop.CodeSuccess || j.Items[0].Key != resultKey {
 		t.Fatalf("job %+v %v", j, err)
+	}
+}
+
+func TestWorkerCommandErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--queue", "amqp://127.0.0.1"}, `queue URL "amqp://127.0.0.1": bad backend URL: unknown scheme "amqp" (use bolt:// or redis:// or rediss://)`},
+		{[]string{"--queue", "redis://"}, "missing host"},
+		{[]string{"--limits", "video=0"}, "--limits"},
+	} {
+		args := append([]string{"worker", "--listen", "127.0.0.1:0",
+			"--store", "bolt://" + filepath.Join(dir, "meta.db"), "--objects", "file://" + filepath.Join(dir, "objects")}, c.args...)
+		err := runDorad(t, args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("dorad %v = %v, want an error with %q", c.args, err, c.want)
+		}
 	}
 }

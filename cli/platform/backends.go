@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -18,6 +19,9 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin"
+	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/admin/pfop/boltq"
+	"github.com/doraproject/dora/admin/pfop/redisq"
 	"github.com/doraproject/dora/admin/runtime"
 	localruntime "github.com/doraproject/dora/admin/runtime/local"
 	nomadruntime "github.com/doraproject/dora/admin/runtime/nomad"
@@ -42,6 +46,7 @@ import (
 //	--discovery memory:// | consul://127.0.0.1:8500
 //	--load      memory:// | redis://127.0.0.1:6379/0
 //	--objects   file://./.dora/objects
+//	--queue     bolt://./.dora/pfop.db | redis://127.0.0.1:6379/0
 //
 // A path after bolt:// or file:// is taken verbatim, so "bolt://./x.db" is
 // relative to the working directory and "bolt:///var/lib/dora/x.db"
@@ -58,6 +63,7 @@ const (
 	DefaultDiscoveryURL = "memory://"
 	DefaultLoadURL      = "memory://"
 	DefaultObjectsURL   = "file://./.dora/objects"
+	DefaultQueueURL     = "bolt://./.dora/pfop.db"
 )
 
 // DefaultLoadRetention is how long the in-memory load store keeps samples.
@@ -335,6 +341,48 @@ func OpenLoadWith(rawURL string, log *slog.Logger) (load.Store, error) {
 			return nil, fmt.Errorf("load URL %q: %w: %w", redact(rawURL), ErrBadURL, err)
 		}
 		return st, nil
+	}
+}
+
+// OpenQueue opens the pfop queue named by rawURL:
+//
+//	bolt://<path>                        a bbolt file of its own (one process at a
+//	                                     time: the admin and its worker in one process)
+//	redis://[user:pass@]host:port[/db]   Redis Streams shared by every admin and
+//	                                     worker (rediss:// for TLS)
+//
+// A bolt file is opened and locked (waiting at most boltq.LockTimeout for
+// another process to let go of it); Redis is not contacted here. The
+// caller closes the queue with the returned Closer.
+func OpenQueue(rawURL string) (pfop.Queue, io.Closer, error) {
+	const what = "queue"
+	b, err := parseBackendURL(what, rawURL, []string{"bolt", "redis", "rediss"}, "bolt")
+	if err != nil {
+		return nil, nil, err
+	}
+	switch b.scheme {
+	case "bolt":
+		path, err := b.verbatimPath(what, true, "bolt://./.dora/pfop.db")
+		if err != nil {
+			return nil, nil, err
+		}
+		q, err := boltq.Open(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("queue %s: %w", rawURL, err)
+		}
+		return q, q, nil
+	default: // redis, rediss
+		if b.u.Host == "" {
+			return nil, nil, b.errf(what, "missing host (e.g. redis://127.0.0.1:6379/0)")
+		}
+		if b.u.Fragment != "" {
+			return nil, nil, b.errf(what, "unexpected fragment #%s", b.u.Fragment)
+		}
+		q, err := redisq.New(redisq.Config{URL: rawURL})
+		if err != nil {
+			return nil, nil, fmt.Errorf("queue URL %q: %w: %w", redact(rawURL), ErrBadURL, stripURLError(err))
+		}
+		return q, q, nil
 	}
 }
 

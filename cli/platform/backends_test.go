@@ -153,6 +153,77 @@ func TestOpenLoad(t *testing.T) {
 	}
 }
 
+func TestOpenQueue(t *testing.T) {
+	checkBad(t, "OpenQueue", func(u string) error {
+		_, c, err := OpenQueue(u)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}, []badURLCase{
+		{"", "empty (use bolt:// or redis:// or rediss://)"},
+		{"./pfop.db", "no scheme"},
+		{"127.0.0.1:6379", "no scheme"},
+		{"amqp://127.0.0.1", `unknown scheme "amqp" (use bolt:// or redis:// or rediss://)`},
+		{"memory://", `unknown scheme "memory"`},
+		{"bolt://", "missing path (e.g. bolt://./.dora/pfop.db)"},
+		{"bolt://./q.db?sync=1", "takes no query"},
+		{"bolt://./q.db#x", "takes no query or fragment"},
+		{"redis://", "missing host"},
+		{"redis:///0", "missing host"},
+		{"rediss://", "missing host"},
+		{"redis://:s3cret@127.0.0.1:6379/zero", "invalid database number"},
+		{"redis://:s3cret@127.0.0.1:6379/0?bogus=1", "unexpected option: bogus"},
+		{"redis://127.0.0.1:6379/0#frag", "unexpected fragment"},
+		{"redis://" + strings.Repeat("a", maxURLBytes), "longer than"},
+	})
+
+	dir := t.TempDir()
+	for _, c := range []struct {
+		url  string
+		want string // the queue's type
+	}{
+		{"bolt://" + filepath.Join(dir, "sub", "pfop.db"), "*boltq.Queue"},
+		{"BOLT://" + filepath.Join(dir, "other.db"), "*boltq.Queue"},
+		{"redis://127.0.0.1:6379/0", "*redisq.Queue"},
+		{"redis://:pw@127.0.0.1:1", "*redisq.Queue"},
+		{"rediss://redis.example:6380/2", "*redisq.Queue"},
+	} {
+		q, closer, err := OpenQueue(c.url)
+		if err != nil {
+			t.Fatalf("OpenQueue(%q) = %v", c.url, err)
+		}
+		if got := reflect.TypeOf(q).String(); got != c.want {
+			t.Fatalf("OpenQueue(%q) = %s, want %s", c.url, got, c.want)
+		}
+		if err := closer.Close(); err != nil {
+			t.Fatalf("close %q: %v", c.url, err)
+		}
+	}
+
+	// A bolt queue is durable: a job queued before a close is claimed
+	// after a reopen.
+	path := "bolt://" + filepath.Join(dir, "durable.db")
+	q, closer, err := OpenQueue(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := q.Enqueue(ctx, "0.default", "z0.000000000000000000000001", false); err != nil {
+		t.Fatal(err)
+	}
+	closer.Close()
+	q, closer, err = OpenQueue(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	m, ok, err := q.Claim(ctx, "0.default", "w", 1)
+	if err != nil || !ok || m.JobID != "z0.000000000000000000000001" {
+		t.Fatalf("claim after reopen = %+v %v %v", m, ok, err)
+	}
+}
+
 func TestNewDiscovery(t *testing.T) {
 	checkBad(t, "NewDiscovery", func(u string) error {
 		_, err := NewDiscovery(u, DiscoveryOptions{})
