@@ -18,10 +18,18 @@ func newAdminCommand(v *viper.Viper) *cobra.Command {
 through --runtime, stores objects in --objects, and builds program packages
 under --data-dir (with the registry's blobs).
 
+Persistent processing answers on the same listener, as Qiniu's SDKs expect:
+POST /pfop (and /pfop/), GET /status/get/prefop?id= and the form upload POST /.
+Jobs go on --queue, where dorad worker processes claim them: use a redis://
+queue shared with the workers (a bolt:// file is locked by this process).
+notifyURLs may not reach loopback or private addresses unless
+--allow-private-notify is given.
+
 Backends are URLs, chosen by scheme:
   --store    bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
   --runtime  local:// | nomad://127.0.0.1:4646[?driver=raw_exec|exec]
   --objects  file://./.dora/objects
+  --queue    bolt://<data-dir>/pfop.db | redis://127.0.0.1:6379/0
 
 Runtimes on other hosts fetch build artifacts from --public-url, so set it to
 an address they can reach. With a consul:// store the root keys must come from
@@ -36,7 +44,7 @@ of the --config file. The config file may also list instance flavors
 		Example: `  # production: Consul KV metadata, Nomad instances
   DORA_ROOT_AK=... DORA_ROOT_SK=... dorad admin \
     --store consul://127.0.0.1:8500/dora --runtime nomad://127.0.0.1:4646 \
-    --public-url http://10.0.0.5:8090 --listen 0.0.0.0:8090 \
+    --queue redis://127.0.0.1:6379/0 --public-url http://10.0.0.5:8090 --listen 0.0.0.0:8090 \
     --regions z0=global/dc1,z1=asia/sh1+sh2
 
   # the same from the environment
@@ -65,6 +73,7 @@ of the --config file. The config file may also list instance flavors
 				Store:     v.GetString("store"),
 				Runtime:   v.GetString("runtime"),
 				Objects:   v.GetString("objects"),
+				Queue:     v.GetString("queue"),
 				DataDir:   v.GetString("data-dir"),
 				Regions:   regions,
 				Region:    v.GetString("region"),
@@ -73,6 +82,8 @@ of the --config file. The config file may also list instance flavors
 				RootAK:    v.GetString("root-ak"),
 				RootSK:    v.GetString("root-sk"),
 				Logger:    log,
+
+				AllowPrivateNotify: v.GetBool("allow-private-notify"),
 			})
 			if err != nil {
 				return err
@@ -92,6 +103,8 @@ of the --config file. The config file may also list instance flavors
 	addBackendFlag(f, "store", platform.DefaultStoreURL, storeHelp)
 	addBackendFlag(f, "runtime", platform.DefaultRuntimeURL, runtimeHelp)
 	addBackendFlag(f, "objects", platform.DefaultObjectsURL, objectsHelp)
+	addBackendFlag(f, "queue", "", queueHelp+" (default bolt://<data-dir>/pfop.db)")
+	f.Bool("allow-private-notify", false, "let pfop notifyURLs reach loopback and private addresses (development only)")
 	f.String("data-dir", "./.dora", "directory for builds, registry blobs and local-runtime instances")
 	f.String("region", "z0", "the single region offered when --regions is not given")
 	f.StringSlice("regions", nil, regionsHelp)

@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/client"
 )
 
@@ -45,9 +51,59 @@ func TestAdminCommand(t *testing.T) {
 	if err != nil || len(flavors) != 1 || flavors[0].Name != "tiny" || flavors[0].MemoryMB != 64 {
 		t.Fatalf("flavors = %+v, %v", flavors, err)
 	}
+
+	// pfop and prefop answer on the admin listener; the job waits on the
+	// default bolt queue under --data-dir; a loopback notifyURL is refused.
+	ctx := context.Background()
+	if _, err := c.CreateBucket(ctx, client.BucketSpec{Name: "photos"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutObject(ctx, "photos", "in.txt", strings.NewReader("hello"), 5, "text/plain"); err != nil {
+		t.Fatal(err)
+	}
+	status, body := signedPfop(t, url, m[1], m[2], neturl.Values{"bucket": {"photos"}, "key": {"in.txt"}, "fops": {"qhash/md5"}})
+	var sub struct{ PersistentID string }
+	if status != http.StatusOK || json.Unmarshal(body, &sub) != nil || sub.PersistentID == "" {
+		t.Fatalf("pfop = %d %s", status, body)
+	}
+	prefop := waitOK(t, url+"/status/get/prefop?id="+sub.PersistentID)
+	if !strings.Contains(prefop, `"code":1`) || !strings.Contains(prefop, `"inputKey":"in.txt"`) {
+		t.Fatalf("prefop = %s", prefop)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pfop.db")); err != nil {
+		t.Fatalf("default queue file: %v", err)
+	}
+	status, body = signedPfop(t, url, m[1], m[2], neturl.Values{"bucket": {"photos"}, "key": {"in.txt"}, "fops": {"qhash/md5"},
+		"notifyURL": {"http://127.0.0.1:1/done"}})
+	if status != http.StatusBadRequest || !strings.Contains(string(body), "notifyURL") {
+		t.Fatalf("pfop with a loopback notifyURL = %d %s", status, body)
+	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("admin stopped with %v", err)
 	}
+}
+
+// signedPfop POSTs a pfop form signed as Qiniu's SDK does (Qiniu
+// signature with X-Qiniu-Date) and returns the status and body.
+func signedPfop(t *testing.T, base, ak, sk string, form neturl.Values) (int, []byte) {
+	t.Helper()
+	body := form.Encode()
+	req, err := http.NewRequest(http.MethodPost, base+"/pfop/", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	auth.SignRequest(req, ak, sk, []byte(body), time.Now())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.Header.Get("X-Reqid") == "" {
+		t.Fatalf("pfop reply without X-Reqid: %d %s", resp.StatusCode, b)
+	}
+	return resp.StatusCode, b
 }
 
 func TestAdminCommandErrors(t *testing.T) {
@@ -60,6 +116,8 @@ func TestAdminCommandErrors(t *testing.T) {
 		{[]string{"--runtime", "docker://"}, `unknown scheme "docker" (use local:// or nomad://)`},
 		{[]string{"--regions", "z0=global/"}, `datacenter ""`},
 		{[]string{"--root-ak", "only-the-ak-given"}, "set both DORA_ROOT_AK and DORA_ROOT_SK"},
+		{[]string{"--queue", "kafka://127.0.0.1"}, `queue URL "kafka://127.0.0.1": bad backend URL: unknown scheme "kafka"`},
+		{[]string{"--queue", "bolt://"}, "missing path"},
 	} {
 		args := append([]string{"admin", "--listen", "127.0.0.1:0", "--data-dir", dir,
 			"--store", "bolt://" + filepath.Join(dir, "meta.db"), "--objects", "file://" + filepath.Join(dir, "objects")}, c.args...)

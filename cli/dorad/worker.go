@@ -1,14 +1,8 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -16,16 +10,10 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/cli/platform"
-	"github.com/doraproject/dora/pool"
-	"github.com/doraproject/dora/router"
-	"github.com/doraproject/dora/router/origin/httpmirror"
 )
 
-// Defaults of `dorad worker`.
-const (
-	defaultWorkerListen = "127.0.0.1:8092"
-	queueHelp           = "pfop queue URL: bolt://<file> (one process) or redis://<host:port>/<db> (shared by every worker)"
-)
+// queueHelp describes --queue of `dorad worker` and `dorad admin`.
+const queueHelp = "pfop queue URL: bolt://<file> (one process) or redis://<host:port>/<db> (shared by the admins and every worker)"
 
 func newWorkerCommand(v *viper.Viper) *cobra.Command {
 	cmd := &cobra.Command{
@@ -63,26 +51,43 @@ of the --config file.`,
 			}
 			ctx, stop := signalContext(cmd)
 			defer stop()
-			w, err := startWorker(ctx, workerConfig{
-				Listen: v.GetString("listen"), PublicAddr: v.GetString("public-addr"),
-				Store: v.GetString("store"), Queue: v.GetString("queue"), Discovery: v.GetString("discovery"),
-				Objects: v.GetString("objects"), Region: v.GetString("region"),
-				Limits: limits, DefaultLimit: v.GetInt("default-limit"), Concurrency: v.GetInt("concurrency"),
-				ReclaimAfter: v.GetDuration("reclaim-after"), Grace: v.GetDuration("grace"),
-				AllowPrivateNotify: v.GetBool("allow-private-notify"), Logger: log,
+			w, err := platform.StartWorker(ctx, platform.WorkerConfig{
+				Listen:             v.GetString("listen"),
+				PublicAddr:         v.GetString("public-addr"),
+				Store:              v.GetString("store"),
+				Queue:              v.GetString("queue"),
+				Discovery:          v.GetString("discovery"),
+				Objects:            v.GetString("objects"),
+				Region:             v.GetString("region"),
+				Limits:             limits,
+				DefaultLimit:       v.GetInt("default-limit"),
+				Concurrency:        v.GetInt("concurrency"),
+				Consumer:           v.GetString("consumer"),
+				ReclaimAfter:       v.GetDuration("reclaim-after"),
+				Grace:              v.GetDuration("grace"),
+				AllowPrivateNotify: v.GetBool("allow-private-notify"),
+				Logger:             log,
 			})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Dora pfop worker %s is running at %s\n", w.consumer, w.url)
-			<-ctx.Done()
-			log.Info("shutting down", "role", "worker")
-			return w.close()
+			fmt.Fprintf(cmd.OutOrStdout(), "Dora pfop worker %s is running at %s\n", w.Consumer, w.URL)
+			// No shutdown limit of our own: Close is bounded by --grace.
+			select {
+			case <-ctx.Done():
+				log.Info("shutting down", "role", "worker")
+			case <-w.Done():
+				log.Error("a part failed; shutting down", "role", "worker", "err", w.Err())
+			}
+			if err := w.Close(); err != nil {
+				return fmt.Errorf("worker: shutdown: %w", err)
+			}
+			return w.Err()
 		},
 	}
 	f := cmd.Flags()
 	f.SetNormalizeFunc(listenAlias)
-	f.String("listen", defaultWorkerListen, "listen address of the embedded router (one-shot input URLs, /healthz, /metrics)")
+	f.String("listen", platform.DefaultWorkerListen, "listen address of the embedded router (one-shot input URLs, /healthz, /metrics)")
 	f.String("public-addr", "", "host:port instances reach this worker at for their input (default the listen address)")
 	addBackendFlag(f, "store", platform.DefaultStoreURL, storeHelp)
 	addBackendFlag(f, "queue", platform.DefaultQueueURL, queueHelp)
@@ -94,6 +99,7 @@ of the --config file.`,
 	f.Int("concurrency", pfop.DefaultConcurrency, "jobs this worker runs at once")
 	f.Duration("reclaim-after", pfop.DefaultReclaimAfter, "take over a job whose worker has been silent this long")
 	f.Duration("grace", pfop.DefaultGrace, "on shutdown, how long running jobs may finish before they are handed back")
+	f.String("consumer", "", "this worker's name in the queue (default <host>-<pid>-<random>)")
 	f.Bool("allow-private-notify", false, "let notifyURLs reach loopback and private addresses (development only)")
 	return cmd
 }
@@ -117,136 +123,4 @@ func parseLimits(s string) (map[string]int, error) {
 		out[name] = limit
 	}
 	return out, nil
-}
-
-// workerConfig configures startWorker.
-type workerConfig struct {
-	Listen, PublicAddr               string
-	Store, Queue, Discovery, Objects string
-	Region                           string
-	Limits                           map[string]int
-	DefaultLimit, Concurrency        int
-	ReclaimAfter, Grace              time.Duration
-	AllowPrivateNotify               bool
-	Logger                           *slog.Logger
-}
-
-// runningWorker is a started `dorad worker`.
-type runningWorker struct {
-	url, consumer string
-	stopWorker    context.CancelFunc // ends the claim loop (grace follows)
-	workerDone    chan struct{}
-	stopRest      context.CancelFunc // ends the router and discovery
-	wg            sync.WaitGroup
-	closers       []func() error
-}
-
-// startWorker opens the backends (with cli/platform's openers), starts an
-// embedded router for the pipeline engine and the worker.
-func startWorker(ctx context.Context, cfg workerConfig) (_ *runningWorker, err error) {
-	log := cfg.Logger.With("role", "worker")
-	rw := &runningWorker{workerDone: make(chan struct{})}
-	defer func() {
-		if err != nil {
-			rw.closeAll()
-		}
-	}()
-	region := cfg.Region
-	if region == "" {
-		region = dora.DefaultRegion
-	}
-	st, err := platform.OpenStore(ctx, cfg.Store)
-	if err != nil {
-		return nil, err
-	}
-	rw.closers = append(rw.closers, st.Close)
-	objects, err := platform.OpenObjects(cfg.Objects)
-	if err != nil {
-		return nil, err
-	}
-	disc, err := platform.NewDiscovery(cfg.Discovery, platform.DiscoveryOptions{DefaultRegion: region, Logger: log.With("part", "discovery")})
-	if err != nil {
-		return nil, err
-	}
-	q, closeQ, err := platform.OpenQueue(cfg.Queue)
-	if err != nil {
-		return nil, err
-	}
-	rw.closers = append(rw.closers, closeQ.Close)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("worker listener %s: %w", cfg.Listen, err)
-	}
-	rw.closers = append(rw.closers, func() error {
-		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			return err
-		}
-		return nil
-	})
-	rw.url = "http://" + ln.Addr().String()
-	jobs := pfop.Jobs{Store: st}
-	p := pool.New(pool.Options{})
-	mirror := httpmirror.New(httpmirror.Config{}, nil)
-	var own []string
-	if cfg.PublicAddr != "" {
-		own = append(own, cfg.PublicAddr)
-	}
-	rtr, err := router.New(router.Config{
-		Store: st, Objects: objects, Writer: objects, Mirror: mirror, Pool: p, Region: region,
-		PublicAddr: cfg.PublicAddr, OwnHosts: own, Logger: log.With("part", "router"),
-		Persisted: pfop.PersistedLookup(jobs),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("worker router: %w", err)
-	}
-	mirror.SetMirrorFor(rtr.MirrorFor)
-	w, err := pfop.NewWorker(pfop.WorkerConfig{
-		Store: st, Queue: q, Processor: rtr, Objects: objects,
-		Notify:       pfop.NotifyConfig{AllowPrivate: cfg.AllowPrivateNotify},
-		Limits:       cfg.Limits,
-		DefaultLimit: cfg.DefaultLimit, Concurrency: cfg.Concurrency,
-		ReclaimAfter: cfg.ReclaimAfter, Grace: cfg.Grace, Logger: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	rw.consumer = w.Consumer()
-	restCtx, stopRest := context.WithCancel(context.Background())
-	rw.stopRest = stopRest
-	rw.wg.Go(func() { p.Run(restCtx, disc) })
-	rw.wg.Go(func() { rtr.Run(restCtx) })
-	rw.wg.Go(func() {
-		if err := rtr.Serve(restCtx, ln); err != nil {
-			log.Error("worker router stopped", "err", err)
-		}
-	})
-	workCtx, stopWorker := context.WithCancel(context.Background())
-	rw.stopWorker = stopWorker
-	go func() {
-		defer close(rw.workerDone)
-		w.Run(workCtx)
-	}()
-	log.Info("dora pfop worker started", "url", rw.url, "consumer", rw.consumer)
-	return rw, nil
-}
-
-// close stops claiming, waits for the running jobs (the worker's grace),
-// then stops the router and releases the backends.
-func (rw *runningWorker) close() error {
-	rw.stopWorker()
-	<-rw.workerDone
-	rw.stopRest()
-	rw.wg.Wait()
-	return rw.closeAll()
-}
-
-func (rw *runningWorker) closeAll() error {
-	var errs []error
-	for i := len(rw.closers) - 1; i >= 0; i-- {
-		if err := rw.closers[i](); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	rw.closers = nil
-	return errors.Join(errs...)
 }

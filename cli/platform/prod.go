@@ -24,6 +24,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin"
 	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/registry"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/admin/store"
@@ -41,6 +42,7 @@ const (
 	DefaultAdminListen      = "127.0.0.1:8090"
 	DefaultRouterListen     = "127.0.0.1:8080"
 	DefaultAutoscalerListen = "127.0.0.1:8091"
+	DefaultWorkerListen     = "127.0.0.1:8092"
 )
 
 // LockKey is the store-relative key of the autoscaler's leader lock; it
@@ -51,10 +53,11 @@ const LockKey = "locks/autoscaler"
 // ErrConfig is wrapped by every configuration error of the Start functions.
 var ErrConfig = errors.New("bad configuration")
 
-// Service is one running production role (admin, router or autoscaler):
+// Service is one running production role (admin, router, autoscaler or
+// worker):
 // its listener's URL and its lifecycle, shaped like Dev.
 type Service struct {
-	// Name is the role: "admin", "router" or "autoscaler".
+	// Name is the role: "admin", "router", "autoscaler" or "worker".
 	Name string
 	// URL is http://host:port of the role's listener (/healthz and
 	// /metrics answer there).
@@ -206,6 +209,14 @@ type AdminConfig struct {
 	Store   string // DefaultStoreURL
 	Runtime string // DefaultRuntimeURL
 	Objects string // DefaultObjectsURL
+	// Queue is the pfop queue jobs submitted here are put on (see
+	// OpenQueue); default bolt://<DataDir>/pfop.db. A bolt file is locked
+	// by this process, so `dorad worker` processes need redis://.
+	Queue string
+	// AllowPrivateNotify lets pfop notifyURLs name loopback and private
+	// addresses; off in production, so that a user's notifyURL is no way
+	// into the platform's own network.
+	AllowPrivateNotify bool
 	// DataDir holds what stays on the admin's host: builds, the OCI
 	// registry's blobs, local-runtime instances and (with a bolt store)
 	// the generated root keys. Default "./.dora".
@@ -236,7 +247,10 @@ type Admin struct {
 }
 
 // StartAdmin opens the backends, ensures the root account and serves the
-// admin API (with /healthz and /metrics) until Close.
+// admin API (with /healthz and /metrics) until Close. Persistent
+// processing sits in front of it on the same listener, where Qiniu's SDKs
+// expect it: POST /pfop and /pfop/, GET /status/get/prefop and the form
+// upload POST / (pfop.Handler); jobs go on Queue for `dorad worker`.
 func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	log := quietLogger(cfg.Logger).With("role", "admin")
 	a := &Admin{Service: newService("admin")}
@@ -306,6 +320,26 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if isScheme(runtimeURL, "local") {
 		log.Warn("the local runtime runs instances as children of this admin; only a router in this process could find them (use dorad dev, or nomad:// in production)")
 	}
+	queueURL := orDefault(cfg.Queue, "bolt://"+filepath.Join(dataDir, "pfop.db"))
+	queue, queueCloser, err := OpenQueue(queueURL)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	a.onClose(queueCloser.Close)
+	if isScheme(queueURL, "bolt") {
+		log.Warn("the bolt:// pfop queue is locked by this admin: no dorad worker can claim its jobs (use redis:// shared with the workers in production)", "queue", queueURL)
+	}
+	pfopHandler, err := pfop.NewHandler(pfop.HandlerConfig{
+		Store:    st,
+		Queue:    queue,
+		Objects:  objects,
+		Notify:   pfop.NotifyConfig{AllowPrivate: cfg.AllowPrivateNotify},
+		IDPrefix: regions[0].Name,
+		Logger:   log.With("part", "pfop"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
 
 	reg, err := registry.New(registry.Config{
 		Dir:          filepath.Join(dataDir, "registry"),
@@ -336,10 +370,10 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	a.serveHTTP(runCtx, ln, srv.Handler())
+	a.serveHTTP(runCtx, ln, pfopHandler.Wrap(srv.Handler()))
 	a.goRun("background", func() error { return srv.Run(runCtx) })
 	log.Info("dora admin started", "url", a.URL, "public_url", publicURL, "store", redact(storeURL),
-		"runtime", redact(runtimeURL), "regions", regionNames(regions))
+		"runtime", redact(runtimeURL), "queue", redact(queueURL), "regions", regionNames(regions))
 	ok = true
 	return a, nil
 }
@@ -456,6 +490,8 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 		OwnHosts:     ownHosts,
 		Logger:       log,
 		Metrics:      reg,
+		// ?p/1/<fop> serves what the pfop workers saved.
+		Persisted: pfop.PersistedLookup(pfop.Jobs{Store: st}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -604,4 +640,164 @@ func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error
 		"load", redact(loadURL), "lock", lockKey)
 	ok = true
 	return s, nil
+}
+
+// ---- worker ----
+
+// WorkerConfig configures `dorad worker`. Zero fields take the defaults
+// named beside them.
+type WorkerConfig struct {
+	// Listen serves the embedded router: the one-shot URLs instances read
+	// their input from, /healthz and /metrics (DefaultWorkerListen).
+	Listen string
+	// PublicAddr is the host:port instances reach Listen at; default the
+	// listener's address.
+	PublicAddr string
+	Store      string // DefaultStoreURL
+	Queue      string // DefaultQueueURL; redis:// to share it with the admins and other workers
+	Discovery  string // DefaultDiscoveryURL
+	Objects    string // DefaultObjectsURL
+	// Region is the platform region whose instances run the steps
+	// (dora.DefaultRegion when empty).
+	Region string
+	// Limits are the per-pipeline concurrency limits counted across every
+	// worker (give all workers the same); DefaultLimit applies to the
+	// others (pfop.DefaultLimit when 0).
+	Limits       map[string]int
+	DefaultLimit int
+	// Concurrency is how many jobs this worker runs at once
+	// (pfop.DefaultConcurrency when 0).
+	Concurrency int
+	// Consumer names the worker in the queue (host-pid-random when empty).
+	Consumer string
+	// ReclaimAfter is how long a job's worker may stay silent before
+	// another takes the job over (pfop.DefaultReclaimAfter when 0).
+	ReclaimAfter time.Duration
+	// Grace is how long Close lets running jobs finish before handing
+	// them back to the queue (pfop.DefaultGrace when 0).
+	Grace time.Duration
+	// AllowPrivateNotify lets notifications reach loopback and private
+	// addresses (development only).
+	AllowPrivateNotify bool
+	Logger             *slog.Logger
+}
+
+// Worker is a running `dorad worker`.
+type Worker struct {
+	*Service
+	// Consumer is the worker's name in the queue.
+	Consumer string
+}
+
+// StartWorker opens the backends and runs pfop jobs from the queue until
+// Close. The pipelines run through an embedded router (the same engine as
+// the data plane, instances found by Discovery) serving its one-shot input
+// URLs on Listen. Close first stops claiming and lets running jobs finish
+// for Grace (handing the others back to the queue), then stops the router:
+// instances may read their input until the last job is over.
+func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
+	log := quietLogger(cfg.Logger).With("role", "worker")
+	w := &Worker{Service: newService("worker")}
+	ok := false
+	defer func() {
+		if !ok {
+			w.closeAll()
+		}
+	}()
+	region := orDefault(cfg.Region, dora.DefaultRegion)
+	storeURL := orDefault(cfg.Store, DefaultStoreURL)
+	st, err := w.openStore(ctx, storeURL)
+	if err != nil {
+		return nil, err
+	}
+	objects, err := OpenObjects(orDefault(cfg.Objects, DefaultObjectsURL))
+	if err != nil {
+		return nil, err
+	}
+	reg := newRegistry()
+	discoveryURL := orDefault(cfg.Discovery, DefaultDiscoveryURL)
+	disc, err := NewDiscovery(discoveryURL, DiscoveryOptions{DefaultRegion: region, Logger: log.With("part", "discovery"), Metrics: reg})
+	if err != nil {
+		return nil, err
+	}
+	if isScheme(discoveryURL, "memory") {
+		log.Warn("memory:// discovery only sees instances published in this process: only built-in fops will run (use consul:// in production)")
+	}
+	queueURL := orDefault(cfg.Queue, DefaultQueueURL)
+	queue, queueCloser, err := OpenQueue(queueURL)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.onClose(queueCloser.Close)
+	ln, err := w.listen(orDefault(cfg.Listen, DefaultWorkerListen))
+	if err != nil {
+		return nil, err
+	}
+	p := pool.New(pool.Options{})
+	if err := reg.Register(poolmetrics.New(p)); err != nil {
+		return nil, fmt.Errorf("worker: pool metrics: %w", err)
+	}
+	mirror := httpmirror.New(httpmirror.Config{}, nil)
+	var ownHosts []string
+	if cfg.PublicAddr != "" {
+		ownHosts = append(ownHosts, cfg.PublicAddr)
+	}
+	jobs := pfop.Jobs{Store: st}
+	rtr, err := router.New(router.Config{
+		Store:      st,
+		Objects:    objects,
+		Writer:     objects,
+		Mirror:     mirror,
+		Pool:       p,
+		Region:     region,
+		PublicAddr: cfg.PublicAddr,
+		OwnHosts:   ownHosts,
+		Logger:     log.With("part", "router"),
+		Metrics:    reg,
+		Persisted:  pfop.PersistedLookup(jobs),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: router: %w", err)
+	}
+	mirror.SetMirrorFor(rtr.MirrorFor)
+	worker, err := pfop.NewWorker(pfop.WorkerConfig{
+		Store:        st,
+		Queue:        queue,
+		Processor:    rtr,
+		Objects:      objects,
+		Notify:       pfop.NotifyConfig{AllowPrivate: cfg.AllowPrivateNotify},
+		Limits:       cfg.Limits,
+		DefaultLimit: cfg.DefaultLimit,
+		Concurrency:  cfg.Concurrency,
+		Consumer:     cfg.Consumer,
+		ReclaimAfter: cfg.ReclaimAfter,
+		Grace:        cfg.Grace,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w: %w", ErrConfig, err)
+	}
+	w.Consumer = worker.Consumer()
+
+	// Two lifetimes: the claim loop stops first (its grace needs the
+	// router), the router and discovery once it is over.
+	restCtx, stopRest := context.WithCancel(context.Background())
+	workCtx, stopWork := context.WithCancel(context.Background())
+	workDone := make(chan struct{})
+	w.cancel = func() {
+		stopWork()
+		<-workDone
+		stopRest()
+	}
+	w.goRun("pool", func() error { p.Run(restCtx, disc); return nil })
+	w.goRun("background", func() error { return rtr.Run(restCtx) })
+	w.goRun("http", func() error { return rtr.Serve(restCtx, ln) })
+	w.goRun("jobs", func() error {
+		defer close(workDone)
+		return worker.Run(workCtx)
+	})
+	log.Info("dora pfop worker started", "url", w.URL, "consumer", w.Consumer, "region", region,
+		"store", redact(storeURL), "queue", redact(queueURL), "discovery", redact(discoveryURL))
+	ok = true
+	return w, nil
 }

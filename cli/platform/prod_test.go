@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/client"
 	doraruntime "github.com/doraproject/dora/admin/runtime"
 )
@@ -606,4 +608,69 @@ func TestAutoscalersElectOneLeader(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// pfopForm POSTs a pfop form to base+"/pfop/" signed as Qiniu's SDK signs
+// (Authorization: Qiniu with X-Qiniu-Date) and returns the status and body.
+func pfopForm(t *testing.T, base, ak, sk string, form url.Values) (int, []byte) {
+	t.Helper()
+	body := form.Encode()
+	req, err := http.NewRequest(http.MethodPost, base+"/pfop/", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	auth.SignRequest(req, ak, sk, []byte(body), time.Now())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.Header.Get("X-Reqid") == "" {
+		t.Fatalf("pfop reply without X-Reqid: %s %s", resp.Status, b)
+	}
+	return resp.StatusCode, b
+}
+
+// TestAdminPfopNotifyPolicy: the admin refuses notifyURLs on loopback and
+// private addresses unless AllowPrivateNotify is set.
+func TestAdminPfopNotifyPolicy(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allow=%v", allow), func(t *testing.T) {
+			dir := t.TempDir()
+			ctx := context.Background()
+			adm, err := StartAdmin(ctx, AdminConfig{
+				Listen:             "127.0.0.1:0",
+				Store:              "bolt://" + filepath.Join(dir, "meta.db"),
+				Objects:            "file://" + filepath.Join(dir, "objects"),
+				DataDir:            dir,
+				RootAK:             prodRootAK,
+				RootSK:             prodRootSK,
+				AllowPrivateNotify: allow,
+				Logger:             prodLogger(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer adm.Close()
+			c := client.New(adm.URL, prodRootAK, prodRootSK)
+			if _, err := c.CreateBucket(ctx, client.BucketSpec{Name: "demo"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.PutObject(ctx, "demo", "a.txt", strings.NewReader("a"), 1, "text/plain"); err != nil {
+				t.Fatal(err)
+			}
+			status, body := pfopForm(t, adm.URL, prodRootAK, prodRootSK, url.Values{
+				"bucket": {"demo"}, "key": {"a.txt"}, "fops": {"qhash/md5"}, "notifyURL": {"http://127.0.0.1:9/done"},
+			})
+			want := http.StatusBadRequest
+			if allow {
+				want = http.StatusOK
+			}
+			if status != want {
+				t.Fatalf("pfop with a loopback notifyURL = %d %s, want %d", status, body, want)
+			}
+		})
+	}
 }
