@@ -1,6 +1,8 @@
 package router
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -13,51 +15,58 @@ import (
 	dora "github.com/doraproject/dora"
 )
 
-// clientKey names one HostClient: an instance address with the step
+// clientKey names one instance client: an instance address with the step
 // timeouts of its release.
 type clientKey struct {
 	addr string
 	t    dora.StepTimeouts
 }
 
-// clients keeps one keep-alive fasthttp.HostClient per instance address
-// and timeouts, created on first use and swept when idle.
+// clients keeps one keep-alive instance client per instance address and
+// timeouts, created on first use and swept when idle.
 type clients struct {
 	mu sync.RWMutex
-	m  map[clientKey]*fasthttp.HostClient
+	m  map[clientKey]*instClient
 }
 
-func newClients() *clients { return &clients{m: map[clientKey]*fasthttp.HostClient{}} }
+func newClients() *clients { return &clients{m: map[clientKey]*instClient{}} }
 
 // get returns the client of addr with timeouts t (already defaulted).
-func (c *clients) get(addr string, t dora.StepTimeouts) *fasthttp.HostClient {
+func (c *clients) get(addr string, t dora.StepTimeouts) *instClient {
 	k := clientKey{addr, t}
 	c.mu.RLock()
-	hc := c.m[k]
+	ic := c.m[k]
 	c.mu.RUnlock()
-	if hc != nil {
-		return hc
+	if ic != nil {
+		return ic
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if hc = c.m[k]; hc == nil {
-		hc = newHostClient(addr, t)
-		c.m[k] = hc
+	if ic = c.m[k]; ic == nil {
+		ic = &instClient{hc: newHostClient(addr, t), t: t}
+		c.m[k] = ic
 	}
-	return hc
+	return ic
 }
 
-// newHostClient configures a client for one instance:
-//   - Dial honours the connect timeout and marks dial errors (for the
-//     pool's ejection) and wraps the conn so that reads after the first
-//     byte of a response get the idle timeout;
-//   - ReadTimeout is the first-byte timeout (the time to the response
-//     headers);
-//   - StreamResponseBody with MaxResponseBodySize as the buffering limit:
-//     bodies of known length up to it are read at once, larger or chunked
-//     ones stream;
-//   - no retries inside fasthttp: the router decides (a step is retried
-//     on another instance only while its input is untouched).
+// instClient calls one instance. fasthttp's HostClient keeps the
+// keep-alive connections and the buffer pools; the round trip itself is
+// the router's (roundTrip), because HostClient.Do cannot be cancelled: it
+// waits for the response headers until its timeout whatever happens to the
+// request that needs them.
+type instClient struct {
+	hc      *fasthttp.HostClient
+	t       dora.StepTimeouts
+	pending atomic.Int64 // calls holding a connection (the sweep keeps busy clients)
+	lastUse atomic.Int64 // unix seconds of the last call
+}
+
+// newHostClient configures the connection pool of one instance:
+//   - Dial honours the connect timeout, marks dial errors (for the pool's
+//     ejection) and wraps the conn so that reads after the first byte of a
+//     response get the idle timeout;
+//   - no retries inside fasthttp: the router decides (a step is retried on
+//     another instance only while its input is untouched).
 func newHostClient(addr string, t dora.StepTimeouts) *fasthttp.HostClient {
 	return &fasthttp.HostClient{
 		Addr: addr,
@@ -84,6 +93,135 @@ func newHostClient(addr string, t dora.StepTimeouts) *fasthttp.HostClient {
 	}
 }
 
+// Errors of a round trip, besides the dial's (dialError) and the context's.
+var (
+	// errStepTimeout: no response headers within the first-byte timeout
+	// (or the request could not be written within the idle timeout).
+	errStepTimeout = errors.New("step timed out")
+	// errNoConn: the instance's connection limit is reached.
+	errNoConn = errors.New("no free connection to the instance")
+)
+
+// stepConn is a call's hold on one keep-alive connection, from writing the
+// request until its response body is done with. While it is held, the
+// call's context watches it: when the context ends (the client left, the
+// deadline passed, the router shuts down, Process was cancelled) the
+// connection is closed, which aborts any read or write in progress and
+// tells the instance its request is cancelled.
+type stepConn struct {
+	ic   *instClient
+	conn net.Conn
+	br   *bufio.Reader
+	stop func() bool      // unregisters the context watch; false once it fired
+	put  func(reuse bool) // returns the connection to the pool, or closes it
+	done bool
+}
+
+// finish releases the connection: back to the pool when reuse is asked and
+// the context watch did not close it, else closed. Calls after the first
+// do nothing.
+func (s *stepConn) finish(reuse bool) {
+	if s.done {
+		return
+	}
+	s.done = true
+	if s.br != nil {
+		s.ic.hc.ReleaseReader(s.br)
+		s.br = nil
+	}
+	if !s.stop() {
+		reuse = false // the watch fired: the connection is (being) closed
+	}
+	s.put(reuse)
+	s.ic.pending.Add(-1)
+}
+
+// roundTrip writes req to a pooled connection and reads the response
+// headers into resp (StreamBody: a body of known length up to
+// DefaultBufferedBodyMax is read at once, a larger or chunked one streams
+// from the connection). It returns the connection, which the caller must
+// finish once it is done with the body (a body read at once has already
+// released it). Every wait ends when ctx does, with ctx's error.
+func (c *instClient) roundTrip(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response) (*stepConn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	deadline, hasDeadline := ctx.Deadline()
+	timeout := time.Duration(0)
+	if hasDeadline {
+		if timeout = time.Until(deadline); timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	c.pending.Add(1)
+	c.lastUse.Store(time.Now().Unix())
+	cc, err := c.hc.AcquireConn(timeout, false)
+	if err != nil {
+		c.pending.Add(-1)
+		if errors.Is(err, fasthttp.ErrNoFreeConns) {
+			return nil, errNoConn
+		}
+		return nil, err
+	}
+	hc := c.hc
+	conn := cc.Conn()
+	sc := &stepConn{ic: c, conn: conn, put: func(reuse bool) {
+		if reuse {
+			hc.ReleaseConn(cc)
+		} else {
+			hc.CloseConn(cc)
+		}
+	}}
+	sc.stop = context.AfterFunc(ctx, func() { conn.Close() })
+
+	fail := func(err error) (*stepConn, error) {
+		sc.finish(false)
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		var te interface{ Timeout() bool }
+		if errors.As(err, &te) && te.Timeout() {
+			return nil, errStepTimeout
+		}
+		return nil, err
+	}
+	now := time.Now()
+	wd := now.Add(c.t.Idle)
+	if hasDeadline && deadline.Before(wd) {
+		wd = deadline
+	}
+	if err := conn.SetWriteDeadline(wd); err != nil {
+		return fail(err)
+	}
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		return fail(err)
+	}
+	rd := time.Now().Add(c.t.FirstByte)
+	if hasDeadline && deadline.Before(rd) {
+		rd = deadline
+	}
+	if err := conn.SetReadDeadline(rd); err != nil {
+		return fail(err)
+	}
+	sc.br = hc.AcquireReader(conn)
+	resp.StreamBody = true
+	if err := resp.ReadLimitBody(sc.br, DefaultBufferedBodyMax); err != nil {
+		return fail(err)
+	}
+	switch resp.BodyStream().(type) {
+	case nil, *bytes.Reader:
+		// The whole body is in memory: the connection is free at once.
+		sc.finish(!resp.ConnectionClose())
+	}
+	return sc, nil
+}
+
 // sweep drops clients unused for two minutes (instances come and go).
 func (c *clients) sweep(ctx context.Context, now func() time.Time) {
 	t := time.NewTicker(time.Minute)
@@ -96,10 +234,10 @@ func (c *clients) sweep(ctx context.Context, now func() time.Time) {
 		}
 		cutoff := now().Add(-2 * time.Minute)
 		c.mu.Lock()
-		for k, hc := range c.m {
-			if hc.PendingRequests() == 0 && hc.LastUseTime().Before(cutoff) {
+		for k, ic := range c.m {
+			if ic.pending.Load() == 0 && ic.lastUse.Load() < cutoff.Unix() {
 				delete(c.m, k)
-				hc.CloseIdleConnections()
+				ic.hc.CloseIdleConnections()
 			}
 		}
 		c.mu.Unlock()

@@ -107,6 +107,7 @@ type env struct {
 	load   *recLoad
 	reg    *prometheus.Registry
 	client *http.Client
+	stop   func() // ends Serve and Run and waits for them (idempotent)
 }
 
 // recLoad records load samples.
@@ -175,7 +176,9 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.Run(ctx) })
 	wg.Go(func() { r.Serve(ctx, ln) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	var stopOnce sync.Once
+	e.stop = func() { stopOnce.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(e.stop)
 	select {
 	case <-r.Ready():
 	case <-time.After(10 * time.Second):
@@ -365,12 +368,19 @@ func freePort(t *testing.T) int {
 // until it accepts connections.
 func startExample(t *testing.T, name string) *instance {
 	t.Helper()
+	return startExampleLog(t, name, io.Discard)
+}
+
+// startExampleLog is startExample with the program's stderr (its log)
+// going to stderr.
+func startExampleLog(t *testing.T, name string, stderr io.Writer) *instance {
+	t.Helper()
 	bin := exampleBin(t, name)
 	port := freePort(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "HOST=127.0.0.1")
 	cmd.Stdout = io.Discard
-	cmd.Stderr = io.Discard
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"path"
 	"strings"
 	"sync"
@@ -84,9 +83,13 @@ func (p *pipeline) teardown() {
 // runPipeline opens the object, runs every stage and streams the last
 // stage's output to the client (saving it too with saveas).
 func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (bool, *httpError) {
-	pctx, cancel := context.WithTimeout(context.Background(), r.cfg.Deadline)
+	pctx, cancel := context.WithTimeout(r.stopped, r.cfg.Deadline)
 	pctx = withClientConn(pctx, rq.ctx.Conn()) // a held request notices its client leaving
-	p, cur, _, herr := r.startPipeline(pctx, cancel, rq.reqid, b, key, stages, sa)
+	// The client's hang-up cancels the pipeline (cancel.go) until the
+	// pipeline is torn down.
+	we := &watchEntry{conn: rq.ctx.Conn(), cancel: cancel}
+	r.watch.add(we)
+	p, cur, _, herr := r.startPipeline(pctx, func() { r.watch.remove(we); cancel() }, rq.reqid, b, key, stages, sa)
 	if herr != nil {
 		return false, herr
 	}
@@ -250,7 +253,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Release, srcURL string, in flow) (flow, bool, *httpError) {
 	r := p.r
 	inst := h.Instance()
-	hc := r.clients.get(inst.Addr, rel.Timeouts)
+	ic := r.clients.get(inst.Addr, rel.Timeouts)
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	req.Header.SetMethod(fasthttp.MethodPost)
@@ -265,15 +268,15 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 		}
 		req.SetBodyRaw(body)
 	} else {
-		req.SetRequestURI("http://" + inst.Addr + "/handler?cmd=" + url.QueryEscape(st.step.Raw) + "&url=" + url.QueryEscape(srcURL))
+		req.SetRequestURIBytes(handlerURI(req.Header.RequestURI()[:0], inst.Addr, st.step.Raw, srcURL))
 		req.Header.SetContentLength(0)
 	}
+	req.URI().DisablePathNormalizing = true
+	req.Header.SetUserAgent("dora-router")
 	req.Header.Set("X-Reqid", p.reqid)
-	// A fresh Response, never returned to fasthttp's pool: its streamed
-	// body is closed by stepBody, and releasing it afterwards would close
-	// the stream a second time.
-	resp := &fasthttp.Response{}
-	resp.StreamBody = true
+	// The response goes back to fasthttp's pool once its body is closed
+	// (stepBody.Close), or at once on failure.
+	resp := fasthttp.AcquireResponse()
 
 	lk := loadKey(key)
 	h.Begin()
@@ -286,31 +289,33 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 		})
 	}
 	start := time.Now()
-	deadline, _ := p.ctx.Deadline()
-	err := hc.DoDeadline(req, resp, deadline)
+	sc, err := ic.roundTrip(p.ctx, req, resp)
 	if err != nil {
+		fasthttp.ReleaseResponse(resp)
 		end()
-		if isDialError(err) {
+		switch {
+		case isDialError(err):
 			h.ConnectFailed(r.now())
 			e := &httpError{status: fasthttp.StatusServiceUnavailable, msg: fmt.Sprintf("%s: instance unreachable", st.step.Name), step: i, retryAfter: true}
 			return flow{}, true, e
-		}
-		if errors.Is(err, fasthttp.ErrTimeout) || p.ctx.Err() != nil {
+		case errors.Is(err, context.Canceled):
+			// The client left, the router is shutting down or Process
+			// was cancelled: nobody waits for an answer (nginx's 499).
+			return flow{}, false, &httpError{status: StatusClientClosedRequest, msg: fmt.Sprintf("%s: cancelled", st.step.Name), step: i}
+		case errors.Is(err, errStepTimeout), errors.Is(err, context.DeadlineExceeded):
 			return flow{}, false, &httpError{status: fasthttp.StatusGatewayTimeout, msg: fmt.Sprintf("%s: no response in time", st.step.Name), step: i}
+		case errors.Is(err, errNoConn):
+			return flow{}, true, &httpError{status: fasthttp.StatusServiceUnavailable, msg: fmt.Sprintf("%s: %v", st.step.Name, err), step: i, retryAfter: true}
 		}
 		return flow{}, true, &httpError{status: fasthttp.StatusBadGateway, msg: fmt.Sprintf("%s: %v", st.step.Name, err), step: i}
 	}
 	h.Succeeded()
 	r.metrics.step(st.step.Name, time.Since(start))
-	var rc fasthttp.ReadCloserWithError
-	if bs := resp.BodyStream(); bs != nil {
-		rc, _ = bs.(fasthttp.ReadCloserWithError)
-	}
 	size := int64(resp.Header.ContentLength())
 	if size < 0 {
 		size = -1
 	}
-	sb := &stepBody{rc: rc, size: size, ctx: p.ctx, r: r, end: end, step: i}
+	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, end: end, step: i}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
 		msg, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
@@ -326,6 +331,41 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	return flow{body: sb, size: size, mime: string(resp.Header.ContentType())}, false, nil
 }
 
+// StatusClientClosedRequest is the status a request gets when it was
+// cancelled before its answer (the client went away, the router shut
+// down, Process's context ended): nginx's 499, which access logs and
+// metrics show and no client sees.
+const StatusClientClosedRequest = 499
+
+// handlerURI appends the Dora protocol's request URI to dst:
+// http://<addr>/handler?cmd=<step>&url=<src>, both query-escaped.
+func handlerURI(dst []byte, addr, cmd, src string) []byte {
+	dst = append(dst, "http://"...)
+	dst = append(dst, addr...)
+	dst = append(dst, "/handler?cmd="...)
+	dst = appendQueryEscape(dst, cmd)
+	dst = append(dst, "&url="...)
+	return appendQueryEscape(dst, src)
+}
+
+// appendQueryEscape appends s escaped as url.QueryEscape does, without
+// allocating.
+func appendQueryEscape(dst []byte, s string) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.', c == '~':
+			dst = append(dst, c)
+		case c == ' ':
+			dst = append(dst, '+')
+		default:
+			dst = append(dst, '%', hex[c>>4], hex[c&15])
+		}
+	}
+	return dst
+}
+
 type uopRequest struct {
 	Cmd string `json:"cmd"`
 	Src uopSrc `json:"src"`
@@ -339,13 +379,17 @@ type uopSrc struct {
 	Key      string `json:"key"`
 }
 
-// stepBody is an instance's streamed response body. Reads stop once the
-// pipeline has ended; Close releases the connection to the keep-alive pool
-// only after a complete read (else it is closed) and ends the call's
-// in-flight accounting.
+// stepBody is an instance's response body, streamed from its connection
+// or already in memory. Reads stop once the pipeline has ended; Close
+// returns the connection to the keep-alive pool only after a complete read
+// (else it is closed, which the instance sees as a cancelled request),
+// returns the response to fasthttp's pool and ends the call's in-flight
+// accounting.
 type stepBody struct {
-	rc     fasthttp.ReadCloserWithError // nil: empty body
-	size   int64                        // Content-Length, -1 unknown
+	rc     io.Reader // resp.BodyStream(); nil: empty body
+	resp   *fasthttp.Response
+	sc     *stepConn // the connection while the body streams from it
+	size   int64     // Content-Length, -1 unknown
 	n      int64
 	ctx    context.Context
 	r      *Router
@@ -380,14 +424,18 @@ func (b *stepBody) Read(p []byte) (int, error) {
 	b.r.metrics.bytesIn.Add(float64(n))
 	switch {
 	case err == io.EOF && b.size >= 0 && b.n != b.size:
-		// fasthttp reports a connection closed before Content-Length
-		// bytes as a plain EOF; a truncated step must fail the stream.
+		// A connection closed before Content-Length bytes reads as a
+		// plain EOF; a truncated step must fail the stream.
 		err = &streamError{step: b.step, err: io.ErrUnexpectedEOF}
 		b.err = err
 	case err == io.EOF:
 		b.eof = true
 	case err != nil:
-		err = &streamError{step: b.step, err: err}
+		if cerr := b.ctx.Err(); cerr != nil {
+			err = cerr // the context's end closed the connection
+		} else {
+			err = &streamError{step: b.step, err: err}
+		}
 		b.err = err
 	}
 	return n, err
@@ -400,13 +448,13 @@ func (b *stepBody) Close() error {
 		return nil
 	}
 	b.closed = true
-	if b.rc != nil {
-		var cerr error
-		if !b.eof {
-			cerr = errAborted
-		}
-		b.rc.CloseWithError(cerr)
+	reuse := b.eof && !b.resp.ConnectionClose()
+	b.resp.CloseBodyStream() // no read of the connection after this
+	if b.sc != nil {
+		b.sc.finish(reuse)
 	}
+	fasthttp.ReleaseResponse(b.resp)
+	b.resp, b.rc = nil, nil
 	b.end()
 	return nil
 }

@@ -45,6 +45,7 @@ const (
 	DefaultConcurrency     = 16 << 10
 	DefaultMaxErrorBytes   = 4 << 10
 	DefaultBufferedBodyMax = 256 << 10
+	DefaultShutdownGrace   = 5 * time.Second
 )
 
 // Config wires the router to its parts. Store, Objects and Pool are
@@ -89,6 +90,11 @@ type Config struct {
 	MaxHeaderBytes, MaxRequestBody int
 	// Concurrency caps the connections served at once.
 	Concurrency int
+	// ShutdownGrace is how long Serve lets in-flight requests finish
+	// once its context ends (DefaultShutdownGrace when 0); then every
+	// pipeline still running is cancelled and its instance connections
+	// closed.
+	ShutdownGrace time.Duration
 	// Now is the clock (tests); time.Now when nil.
 	Now func() time.Time
 
@@ -128,6 +134,11 @@ type Router struct {
 	addrOnce sync.Once
 	public   atomic.Pointer[string]
 	held     atomic.Int64 // requests waiting for an instance (hold.go)
+	watch    *connWatch   // cancels the pipelines of clients that left (cancel.go)
+	// stopped ends when Serve's shutdown grace is over: the parent of the
+	// HTTP path's pipelines.
+	stopped context.Context
+	stop    context.CancelFunc
 }
 
 // Sentinel configuration errors.
@@ -165,6 +176,7 @@ func New(cfg Config) (*Router, error) {
 	setDefault(&cfg.MaxRequestBody, DefaultMaxRequestBody)
 	setDefault(&cfg.Concurrency, DefaultConcurrency)
 	setDefault(&cfg.MaxHeld, DefaultMaxHeld)
+	setDefault(&cfg.ShutdownGrace, DefaultShutdownGrace)
 	if cfg.HoldTimeout == 0 {
 		cfg.HoldTimeout = DefaultHoldTimeout
 	}
@@ -179,7 +191,9 @@ func New(cfg Config) (*Router, error) {
 		clients: newClients(),
 		load:    newLoadCounters(cfg.Now()),
 		own:     map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true},
+		watch:   newConnWatch(watchPoll),
 	}
+	r.stopped, r.stop = context.WithCancel(context.Background())
 	if cfg.Meta != nil {
 		r.meta = cfg.Meta
 	} else {
@@ -292,9 +306,12 @@ func (r *Router) Server() *fasthttp.Server {
 	}
 }
 
-// Serve serves ln until ctx ends, then shuts down gracefully (in-flight
-// responses get up to 5 s). When Config.PublicAddr is empty, the
-// listener's address becomes the address of the one-shot input URLs.
+// Serve serves ln until ctx ends, then shuts down gracefully: in-flight
+// requests get Config.ShutdownGrace to finish, then every pipeline still
+// running is cancelled (its instances see their requests cancelled) and
+// Serve returns once their handlers have. A Router serves once. When
+// Config.PublicAddr is empty, the listener's address becomes the address
+// of the one-shot input URLs.
 func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 	if r.public.Load() == nil {
 		r.setPublicAddr(ln.Addr().String())
@@ -307,9 +324,18 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("router: serve: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGrace)
 	defer cancel()
-	if err := srv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	err := srv.ShutdownWithContext(sctx)
+	r.stop()
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The cancelled pipelines end their handlers promptly; wait for
+		// them (bounded) so that no instance call outlives Serve.
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer wcancel()
+		err = srv.ShutdownWithContext(wctx)
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("router: shutdown: %w", err)
 	}
 	return nil

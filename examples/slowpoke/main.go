@@ -37,7 +37,7 @@ const maxUopBody = 64 << 10
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	srv := &http.Server{Addr: listenAddr(os.Getenv), Handler: newHandler(http.DefaultClient), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: listenAddr(os.Getenv), Handler: newHandler(http.DefaultClient, log), ReadHeaderTimeout: 10 * time.Second}
 	if err := serve(srv, log); err != nil {
 		log.Error("slowpoke", "err", err)
 		os.Exit(1)
@@ -77,8 +77,9 @@ func listenAddr(getenv func(string) string) string {
 	return net.JoinHostPort(getenv("HOST"), port)
 }
 
-// newHandler serves the Dora and UFOP protocols; client fetches url inputs.
-func newHandler(client *http.Client) http.Handler {
+// newHandler serves the Dora and UFOP protocols; client fetches url inputs;
+// log hears of requests cancelled during their sleep (the caller went away).
+func newHandler(client *http.Client, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("POST /handler", func(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +95,7 @@ func newHandler(client *http.Client) http.Handler {
 			return
 		}
 		if !sleep(r.Context(), d) {
+			log.Info("request cancelled", "cmd", r.URL.Query().Get("cmd"))
 			return
 		}
 		if u := r.URL.Query().Get("url"); u != "" {
@@ -129,6 +131,7 @@ func newHandler(client *http.Client) http.Handler {
 			return
 		}
 		if !sleep(r.Context(), d) {
+			log.Info("request cancelled", "cmd", req.Cmd)
 			return
 		}
 		body, status, err := fetch(r.Context(), client, req.Src.URL)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -45,7 +46,7 @@ func TestListenAddr(t *testing.T) {
 func TestHandler(t *testing.T) {
 	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "from url") }))
 	defer src.Close()
-	srv := httptest.NewServer(newHandler(src.Client()))
+	srv := httptest.NewServer(newHandler(src.Client(), slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	tests := []struct {
 		name, path, body string
@@ -83,8 +84,12 @@ func TestCancelledSleep(t *testing.T) {
 	cancel()
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequestWithContext(ctx, "POST", "/handler?cmd=slowpoke/600000", strings.NewReader("x"))
-	newHandler(http.DefaultClient).ServeHTTP(rec, req)
+	var logged strings.Builder
+	newHandler(http.DefaultClient, slog.New(slog.NewTextHandler(&logged, nil))).ServeHTTP(rec, req)
 	if rec.Body.Len() != 0 {
 		t.Fatalf("cancelled request echoed %q", rec.Body.String())
+	}
+	if !strings.Contains(logged.String(), "request cancelled") {
+		t.Fatalf("the cancellation was not logged: %q", logged.String())
 	}
 }
