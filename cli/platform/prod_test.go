@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/admin/pfop"
 	doraruntime "github.com/doraproject/dora/admin/runtime"
 )
 
@@ -269,13 +271,15 @@ func getBody(t *testing.T, url string) string {
 }
 
 // TestProductionRolesOnRealAgents runs dorad admin (Consul KV store, Nomad
-// runtime), dorad router (Consul discovery, Redis load) and dorad
-// autoscaler (Consul lock) against real Consul, Nomad and Redis agents, and
-// drives them with the admin client: bucket, object, ufop, a build of
-// examples/grepd fetched by Nomad from the admin's signed artifact URL, two
-// then three raw_exec allocations passing their Consul checks, processing
-// through the router; then a killed instance, a Redis outage and a Consul
-// outage under load, none of which may fail a request.
+// runtime, Redis pfop queue), dorad router (Consul discovery, Redis load),
+// dorad autoscaler (Consul lock) and dorad worker (Redis queue, Consul
+// discovery) against real Consul, Nomad and Redis agents, and drives them
+// with the admin client: bucket, object, ufop, a build of examples/grepd
+// fetched by Nomad from the admin's signed artifact URL, two then three
+// raw_exec allocations passing their Consul checks, processing through the
+// router; then a killed instance; pfop jobs run by workers, one of them
+// closed mid-job (checkPfop); then a Redis outage and a Consul outage under
+// load, none of which may fail a request.
 func TestProductionRolesOnRealAgents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, Nomad and Redis")
@@ -309,6 +313,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 		Store:   storeURL,
 		Runtime: "nomad://" + nomad.Addr,
 		Objects: objectsURL,
+		Queue:   "redis://" + redis.Addr + "/0",
 		DataDir: filepath.Join(dir, "admin"),
 		Regions: regions,
 		RootAK:  prodRootAK, RootSK: prodRootSK,
@@ -499,6 +504,13 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	}
 	healthyInstances(t, ctx, c, cc, 3)
 
+	checkPfop(t, ctx, pfopEnv{
+		admin: adm, router: rtr, client: c, consul: cc,
+		storeURL: storeURL, storePrefix: "dora-prod-test/", objectsURL: objectsURL,
+		objectsDir: filepath.Join(dir, "objects"), queueURL: "redis://" + redis.Addr + "/0",
+		discoveryURL: "consul://" + consul.Addr, log: log,
+	})
+
 	// Redis down for 10 s under load: the router drops load samples
 	// (counted), no request fails.
 	errsBefore := metricValue(t, rtr.URL, "dora_router_load_errors_total")
@@ -673,4 +685,228 @@ func TestAdminPfopNotifyPolicy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pfopEnv is what checkPfop needs of TestProductionRolesOnRealAgents.
+type pfopEnv struct {
+	admin                  *Admin
+	router                 *Service
+	client                 *client.Client
+	consul                 *consulapi.Client
+	storeURL, storePrefix  string
+	objectsURL, objectsDir string
+	queueURL, discoveryURL string
+	log                    *slog.Logger
+}
+
+// prefop reads a job's status from the admin.
+func (e pfopEnv) prefop(id string) (pfop.Status, error) {
+	resp, err := http.Get(e.admin.URL + "/status/get/prefop?id=" + url.QueryEscape(id))
+	if err != nil {
+		return pfop.Status{}, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var st pfop.Status
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &st) != nil {
+		return st, fmt.Errorf("prefop %s: %s %q", id, resp.Status, b)
+	}
+	return st, nil
+}
+
+// waitFinal polls prefop until the job has ended.
+func (e pfopEnv) waitFinal(t *testing.T, id string) pfop.Status {
+	t.Helper()
+	var st pfop.Status
+	prodEventually(t, "pfop job "+id+" ended", func() error {
+		var err error
+		if st, err = e.prefop(id); err != nil {
+			return err
+		}
+		if st.Code == pfop.CodeWaiting || st.Code == pfop.CodeProcessing {
+			return fmt.Errorf("code %d", st.Code)
+		}
+		return nil
+	})
+	return st
+}
+
+// submit sends a pfop signed as Qiniu's SDK does and returns the job id.
+func (e pfopEnv) submit(t *testing.T, bucket, key, fops string) string {
+	t.Helper()
+	status, body := pfopForm(t, e.admin.URL, prodRootAK, prodRootSK, url.Values{
+		"bucket": {bucket}, "key": {key}, "fops": {fops}, "pipeline": {"prodtest"},
+	})
+	var sub struct {
+		PersistentID string `json:"persistentId"`
+	}
+	if status != http.StatusOK || json.Unmarshal(body, &sub) != nil || sub.PersistentID == "" {
+		t.Fatalf("pfop %s:%s %s = %d %s", bucket, key, fops, status, body)
+	}
+	return sub.PersistentID
+}
+
+// persisted reads ?p/1/<fop> of bucket:key through the production router.
+func (e pfopEnv) persisted(bucket, key, fop string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodGet, e.router.URL+"/"+key+"?p/1/"+fop, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = bucket + ".localhost"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// startWorker starts a `dorad worker` on the shared Redis queue and Consul
+// discovery and waits until its router has loaded the metadata.
+func (e pfopEnv) startWorker(t *testing.T, ctx context.Context, name string, grace time.Duration) *Worker {
+	t.Helper()
+	w, err := StartWorker(ctx, WorkerConfig{
+		Listen:    "127.0.0.1:0",
+		Store:     e.storeURL,
+		Queue:     e.queueURL,
+		Discovery: e.discoveryURL,
+		Objects:   e.objectsURL,
+		Region:    "z0",
+		Consumer:  name,
+		Grace:     grace,
+		Logger:    e.log.With("test", "worker "+name),
+	})
+	if err != nil {
+		t.Fatalf("StartWorker %s: %v", name, err)
+	}
+	t.Cleanup(func() { w.Close() })
+	if w.Consumer != name {
+		t.Fatalf("worker consumer %q, want %q", w.Consumer, name)
+	}
+	prodEventually(t, "worker "+name+" metadata loaded", func() error {
+		resp, err := http.Get(w.URL + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/healthz: %s", resp.Status)
+		}
+		return nil
+	})
+	return w
+}
+
+// jobRecord reads a job as stored in Consul KV (prefop does not show its
+// attempts).
+func (e pfopEnv) jobRecord(t *testing.T, id string) pfop.Job {
+	t.Helper()
+	kv, _, err := e.consul.KV().Get(e.storePrefix+pfop.PrefixJobs+id, nil)
+	if err != nil || kv == nil {
+		t.Fatalf("job %s in Consul KV: %v %v", id, kv, err)
+	}
+	var j pfop.Job
+	if err := json.Unmarshal(kv.Value, &j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// checkPfop: a pfop submitted to the admin (signed like Qiniu's SDK) is run
+// by a worker on the Redis queue through a grepd instance found in Consul,
+// and its saved result is served by the router's ?p/1/<fop>. Then a worker
+// is closed while a job's input is still being fetched (a mirror that
+// hangs the first GET): another worker completes the job, which took two
+// runs and wrote its result once.
+func checkPfop(t *testing.T, ctx context.Context, e pfopEnv) {
+	const fop = "grepd/hello"
+	wA := e.startWorker(t, ctx, "worker-a", time.Millisecond)
+
+	id := e.submit(t, "demo", "demo.txt", fop)
+	st := e.waitFinal(t, id)
+	wantKey := pfop.DefaultResultKey("demo.txt", fop)
+	if st.Code != pfop.CodeSuccess || len(st.Items) != 1 || st.Items[0].Code != pfop.CodeSuccess || st.Items[0].Key != wantKey ||
+		st.InputBucket != "demo" || st.Pipeline != "prodtest" {
+		t.Fatalf("pfop status %+v", st)
+	}
+	code, body, err := e.persisted("demo", "demo.txt", fop)
+	if err != nil || code != http.StatusOK || body != "hello dora\nhello again\n" {
+		t.Fatalf("router ?p/1/%s = %d %q %v", fop, code, body, err)
+	}
+	if code, _, err := e.persisted("demo", "demo.txt", "grepd/absent"); err != nil || code != http.StatusNotFound {
+		t.Fatalf("router ?p/1/grepd/absent = %d %v, want 404", code, err)
+	}
+
+	// A mirror whose first GET hangs until the worker fetching it goes away.
+	const mirrored = "hello mirror\nno\n"
+	var gets atomic.Int32
+	firstGet := make(chan struct{})
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", strconv.Itoa(len(mirrored)))
+		if r.Method == http.MethodGet && gets.Add(1) == 1 {
+			close(firstGet)
+			<-r.Context().Done()
+			return
+		}
+		io.WriteString(w, mirrored)
+	}))
+	defer mirror.Close()
+	if _, err := e.client.CreateBucket(ctx, client.BucketSpec{Name: "mirrored", Mirror: mirror.URL + "/"}); err != nil {
+		t.Fatal(err)
+	}
+	prodEventually(t, "worker-a sees the mirrored bucket", func() error {
+		req, _ := http.NewRequest(http.MethodHead, wA.URL+"/slow.txt", nil)
+		req.Host = "mirrored.localhost"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HEAD through worker-a: %s", resp.Status)
+		}
+		return nil
+	})
+	id = e.submit(t, "mirrored", "slow.txt", fop)
+	select {
+	case <-firstGet:
+	case <-time.After(prodWait):
+		t.Fatal("worker-a never fetched the job's input")
+	}
+	if st, err := e.prefop(id); err != nil || st.Code != pfop.CodeProcessing {
+		t.Fatalf("job under way: %+v %v", st, err)
+	}
+	if err := wA.Close(); err != nil { // grace 1 ms: the job is cut short and handed back
+		t.Fatalf("close worker-a: %v", err)
+	}
+	resultKey := pfop.DefaultResultKey("slow.txt", fop)
+	resultPath := filepath.Join(e.objectsDir, "mirrored", resultKey)
+	if _, err := os.Stat(resultPath); !os.IsNotExist(err) {
+		t.Fatalf("worker-a left a result behind: %v", err)
+	}
+	if st, err := e.prefop(id); err != nil || st.Code != pfop.CodeProcessing && st.Code != pfop.CodeWaiting {
+		t.Fatalf("job after worker-a closed: %+v %v", st, err)
+	}
+
+	wB := e.startWorker(t, ctx, "worker-b", 0)
+	st = e.waitFinal(t, id)
+	if st.Code != pfop.CodeSuccess || st.Items[0].Code != pfop.CodeSuccess || st.Items[0].Key != resultKey || st.Items[0].ReturnOld != 0 {
+		t.Fatalf("job after the takeover %+v", st)
+	}
+	if j := e.jobRecord(t, id); j.Attempts != 2 {
+		t.Fatalf("job ran %d times, want 2 (worker-a's cut-short run and worker-b's)", j.Attempts)
+	}
+	code, body, err = e.persisted("mirrored", "slow.txt", fop)
+	if err != nil || code != http.StatusOK || body != "hello mirror\n" {
+		t.Fatalf("router ?p/1/%s on the mirrored bucket = %d %q %v", fop, code, body, err)
+	}
+	if n := gets.Load(); n != 2 {
+		t.Errorf("the mirror served %d GETs, want 2 (one per run)", n)
+	}
+	if err := wB.Close(); err != nil {
+		t.Fatalf("close worker-b: %v", err)
+	}
+	t.Logf("pfop: job %s completed by worker-b after worker-a was closed mid-job; result written once", id)
 }
