@@ -1,5 +1,6 @@
 # Dora admin API (the control plane): accounts, buckets, ufops, builds,
-# releases, deployments. It renders the ufop jobs (ufop.nomad.hcl.tmpl) and
+# releases, deployments; pfop/prefop and the form upload on the same port,
+# jobs queued on Redis for dora-worker. It renders the ufop jobs (ufop.nomad.hcl.tmpl) and
 # registers them with Nomad, and serves build artifacts to the clients over
 # signed, expiring URLs (so its public URL must be reachable from every
 # client).
@@ -111,6 +112,7 @@ job "dora-admin" {
           "--store", "consul://127.0.0.1:8500/dora",
           "--runtime", "nomad://127.0.0.1:4646",
           "--objects", var.objects,
+          "--queue", "redis://127.0.0.1:6379/0",
           "--regions", var.regions,
         ]
       }

@@ -43,6 +43,24 @@ job "dora-autoscaler" {
       value    = "true"
     }
 
+    # /healthz (which says whether this one leads) and /metrics.
+    network {
+      port "http" {}
+    }
+
+    service {
+      name     = "dora-autoscaler"
+      provider = "consul"
+      port     = "http"
+
+      check {
+        type     = "http"
+        path     = "/healthz"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+
     task "autoscaler" {
       driver = "raw_exec"
 
@@ -50,6 +68,7 @@ job "dora-autoscaler" {
         command = var.dorad
         args = [
           "autoscaler",
+          "--listen", "${NOMAD_ADDR_http}",
           "--store", "consul://127.0.0.1:8500/dora",
           "--runtime", "nomad://127.0.0.1:4646",
           "--load", "redis://127.0.0.1:6379/0",

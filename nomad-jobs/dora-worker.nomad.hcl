@@ -1,15 +1,43 @@
 # Dora worker: runs persistent processing (pfop) jobs from the Redis
-# Streams queue and writes their results. Workers scale horizontally; a
-# crashed worker's claimed jobs are reclaimed by the others.
+# Streams queue the admin puts them on, through the ufop instances Consul
+# reports, and writes their results to the shared object directory.
+# Workers scale horizontally (raise count); a crashed worker's jobs are
+# taken over by the others after --reclaim-after. Per-pipeline limits
+# (--limits) are counted across every worker: give all the same.
+#
+#   nomad job run -var dora_region=z0 dora-worker.nomad.hcl
+#
+# Each worker embeds a router engine: instances read a job's input from its
+# one-shot URLs at --public-addr, so that address must be reachable from
+# every client node.
 
 variable "region" {
-  type    = string
-  default = "global"
+  description = "Nomad region the job runs in"
+  type        = string
+  default     = "global"
 }
 
 variable "datacenters" {
   type    = list(string)
   default = ["*"]
+}
+
+variable "dora_region" {
+  description = "Dora platform region whose instances run the jobs' steps"
+  type        = string
+  default     = "z0"
+}
+
+variable "objects" {
+  description = "object origin: the admin's object directory, shared (NFS, CSI volume)"
+  type        = string
+  default     = "file:///var/lib/dora/objects"
+}
+
+variable "limits" {
+  description = "per-pipeline concurrency limits across all workers: name=n[,name=n...]"
+  type        = string
+  default     = ""
 }
 
 variable "dorad" {
@@ -30,6 +58,24 @@ job "dora-worker" {
   group "worker" {
     count = 2
 
+    network {
+      port "http" {}
+    }
+
+    service {
+      name     = "dora-worker"
+      provider = "consul"
+      port     = "http"
+      tags     = ["region=${var.dora_region}"]
+
+      check {
+        type     = "http"
+        path     = "/healthz"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
     task "worker" {
       driver = "raw_exec"
 
@@ -37,10 +83,15 @@ job "dora-worker" {
         command = var.dorad
         args = [
           "worker",
+          "--listen", "${NOMAD_ADDR_http}",
+          "--public-addr", "${NOMAD_ADDR_http}",
+          "--region", var.dora_region,
           "--store", "consul://127.0.0.1:8500/dora",
-          "--runtime", "nomad://127.0.0.1:4646",
+          "--queue", "redis://127.0.0.1:6379/0",
           "--discovery", "consul://127.0.0.1:8500",
-          "--load", "redis://127.0.0.1:6379/0",
+          "--objects", var.objects,
+          "--limits", var.limits,
+          "--grace", "25s",
         ]
       }
 
@@ -50,7 +101,7 @@ job "dora-worker" {
       }
 
       kill_signal  = "SIGTERM"
-      kill_timeout = "30s" # finish or release the job in hand
+      kill_timeout = "30s" # --grace lets running jobs finish, the rest are handed back
     }
   }
 }
