@@ -207,3 +207,49 @@ func TestBasicAuthenticator(t *testing.T) {
 		t.Errorf("disabled account accepted: %v", err)
 	}
 }
+
+// QBox signs neither the method nor a JSON body: a QBox-signed GET replayed
+// as DELETE must not delete, and QBox is refused for PUT, DELETE and
+// non-form POSTs with a message pointing at the Qiniu form.
+func TestQBoxRefusedWhereItDoesNotCoverTheRequest(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice", 0)
+	e.must(http.StatusCreated, alice, "POST", "/v1/buckets", map[string]any{"name": "replayme"}, nil)
+
+	qbox := func(r *http.Request) {
+		r.Header.Del("X-Qiniu-Date")
+		auth.SignRequestQBox(r, alice.AccessKey, alice.SecretKey, nil)
+	}
+	if r := e.reqWith(alice, "GET", "/v1/buckets/replayme", nil, qbox); r.Status != http.StatusOK {
+		t.Fatalf("QBox GET: %d %s", r.Status, r.Body)
+	}
+	// The signed GET, replayed as DELETE.
+	r := e.reqWith(alice, "DELETE", "/v1/buckets/replayme", nil, func(r *http.Request) {
+		r.Header.Del("X-Qiniu-Date")
+		r.Header.Set("Authorization", auth.SignQBox(alice.AccessKey, alice.SecretKey, "/v1/buckets/replayme", "", nil))
+	})
+	if r.Status != http.StatusUnauthorized || !strings.Contains(r.errMsg(), "Qiniu form") {
+		t.Fatalf("QBox DELETE: %d %s, want 401 naming the Qiniu form", r.Status, r.Body)
+	}
+	e.must(http.StatusOK, alice, "GET", "/v1/buckets/replayme", nil, nil)
+
+	for _, tc := range []struct {
+		method, path string
+		body         any
+	}{
+		{"PUT", "/v1/objects/replayme/a.txt", []byte("data")},
+		{"POST", "/v1/ufops", map[string]any{"name": "qboxufop"}},
+		{"POST", "/v1/buckets/replayme/domains", typed{"text/plain", `{"domain":"x.example.com"}`}},
+	} {
+		r := e.reqWith(alice, tc.method, tc.path, tc.body, qbox)
+		if r.Status != http.StatusUnauthorized || !strings.Contains(r.errMsg(), "Qiniu form") {
+			t.Errorf("QBox %s %s: %d %s, want 401 naming the Qiniu form", tc.method, tc.path, r.Status, r.Body)
+		}
+	}
+	if _, err := e.objs.Stat(context.Background(), "replayme", "a.txt"); err == nil {
+		t.Fatal("a QBox PUT stored an object")
+	}
+	if r := e.req(alice, "GET", "/v1/ufops/qboxufop", nil); r.Status != http.StatusNotFound {
+		t.Fatalf("a QBox JSON POST registered a ufop: %d %s", r.Status, r.Body)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/textproto"
 	"sort"
@@ -33,6 +34,39 @@ const (
 	ContentTypeForm = "application/x-www-form-urlencoded"
 	ContentTypeJSON = "application/json"
 )
+
+// MediaType returns the bare, lower-case media type of a Content-Type value
+// ("application/json" for "application/json; charset=utf-8"), "" for an
+// empty one, and "invalid" for one that does not parse. Both the signing and
+// the verifying side decide with it whether a body is signed.
+func MediaType(contentType string) string {
+	if strings.TrimSpace(contentType) == "" {
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return "invalid"
+	}
+	return mt
+}
+
+// ErrQBoxRefused: a QBox signature on a request it cannot protect. QBox
+// signs neither the method nor a body other than a form, so it is accepted
+// only for GET, HEAD and POST with a form body; it wraps ErrUnauthorized.
+var ErrQBoxRefused = fmt.Errorf("%w: QBox signatures cover neither the method nor a non-form body; "+
+	"they are accepted for GET, HEAD and application/x-www-form-urlencoded POSTs only: sign this request with the Qiniu form (Authorization: Qiniu <AK>:<sign>)", ErrUnauthorized)
+
+// QBoxAllowed reports whether a request of this method and Content-Type may
+// be signed with the QBox form: GET, HEAD, or POST with a form body.
+func QBoxAllowed(method, contentType string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead:
+		return true
+	case http.MethodPost:
+		return MediaType(contentType) == ContentTypeForm
+	}
+	return false
+}
 
 // DateHeader is the header the Qiniu SDK signs with the request time, in
 // DateFormat (UTC).
@@ -256,6 +290,9 @@ var errBadSign = fmt.Errorf("%w: signature mismatch", ErrUnauthorized)
 // router): it checks authorization against the request's parts and returns
 // the AK. qiniuHeaders may hold any headers; only X-Qiniu-* ones are signed.
 // For the Qiniu form, X-Qiniu-Date, when sent, must be within MaxSkew of now.
+// The QBox form is refused with ErrQBoxRefused unless QBoxAllowed(method,
+// contentType): it does not sign the method, so a signed GET could
+// otherwise be replayed as a DELETE.
 func (v Verifier) Verify(ctx context.Context, authorization, method, pathQuery, host, contentType string, qiniuHeaders http.Header, body []byte) (string, error) {
 	if authorization == "" {
 		return "", unauthorized("missing Authorization header")
@@ -268,6 +305,8 @@ func (v Verifier) Verify(ctx context.Context, authorization, method, pathQuery, 
 		if err := v.checkDate(qiniuHeaders); err != nil {
 			return "", err
 		}
+	} else if !QBoxAllowed(method, contentType) {
+		return ak, fmt.Errorf("%w (got %s with Content-Type %q)", ErrQBoxRefused, method, truncate(contentType))
 	}
 	if v.Lookup == nil {
 		return "", unauthorized("no key lookup configured")

@@ -315,3 +315,54 @@ func FuzzParseAuthorization(f *testing.F) {
 		_, _ = verifier().Verify(context.Background(), h, "GET", "/", "h", "", nil, nil)
 	})
 }
+
+// QBox signs neither the method nor a non-form body: it is accepted for
+// GET, HEAD and form POSTs only, so a signed GET cannot be replayed as a
+// DELETE.
+func TestQBoxOnlyWhereItCoversTheRequest(t *testing.T) {
+	ctx := context.Background()
+	form := []byte("a=1")
+	tests := []struct {
+		method, ct string
+		body       []byte
+		ok         bool
+	}{
+		{"GET", "", nil, true},
+		{"HEAD", "", nil, true},
+		{"POST", ContentTypeForm, form, true},
+		{"POST", ContentTypeForm + "; charset=utf-8", form, true},
+		{"POST", ContentTypeJSON, []byte(`{"a":1}`), false},
+		{"POST", "", nil, false},
+		{"POST", "application/octet-stream", []byte("x"), false},
+		{"PUT", "application/octet-stream", []byte("x"), false},
+		{"PUT", ContentTypeForm, form, false},
+		{"DELETE", "", nil, false},
+		{"PATCH", ContentTypeForm, form, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.ct, func(t *testing.T) {
+			r := newReq(t, tt.method, "http://api.local:8090/v1/buckets/x", tt.ct, tt.body)
+			SignRequestQBox(r, testAK, testSK, tt.body)
+			_, err := verifier().VerifyHTTP(ctx, r, tt.body)
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("VerifyHTTP: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrQBoxRefused) || !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("VerifyHTTP = %v, want ErrQBoxRefused", err)
+			}
+			if !strings.Contains(err.Error(), "Qiniu form") {
+				t.Fatalf("error %q does not say to use the Qiniu form", err)
+			}
+		})
+	}
+	// The replay the reviewer found: a signed GET sent as DELETE.
+	r := newReq(t, "GET", "http://api.local:8090/v1/buckets/x", "", nil)
+	SignRequestQBox(r, testAK, testSK, nil)
+	r.Method = "DELETE"
+	if _, err := verifier().VerifyHTTP(ctx, r, nil); !errors.Is(err, ErrQBoxRefused) {
+		t.Fatalf("QBox GET replayed as DELETE: %v", err)
+	}
+}
