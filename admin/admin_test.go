@@ -253,3 +253,46 @@ func TestQBoxRefusedWhereItDoesNotCoverTheRequest(t *testing.T) {
 		t.Fatalf("a QBox JSON POST registered a ufop: %d %s", r.Status, r.Body)
 	}
 }
+
+// Handlers act only on a body the signature covers: media types are
+// compared bare on both sides, and an unsigned body is refused.
+func TestOnlySignedBodiesAreUsed(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice", 0)
+	signWith := func(body string) func(*http.Request) {
+		return func(r *http.Request) {
+			auth.SignRequest(r, alice.AccessKey, alice.SecretKey, []byte(body), time.Now())
+		}
+	}
+	const charset = "application/json; charset=utf-8"
+
+	// JSON with a charset is signed like bare JSON.
+	body := `{"name":"charset1"}`
+	if r := e.reqWith(alice, "POST", "/v1/buckets", typed{charset, body}, signWith(body)); r.Status != http.StatusCreated {
+		t.Fatalf("signed JSON with a charset: %d %s", r.Status, r.Body)
+	}
+	// ... so a body swapped after signing is caught.
+	r := e.reqWith(alice, "POST", "/v1/buckets", typed{charset, `{"name":"swapped1"}`}, signWith(`{"name":"charset2"}`))
+	if r.Status != http.StatusUnauthorized {
+		t.Fatalf("swapped JSON body with a charset: %d %s, want 401", r.Status, r.Body)
+	}
+	// A text/plain body is not signed: refused, not decoded.
+	body = `{"name":"plain1"}`
+	r = e.reqWith(alice, "POST", "/v1/buckets", typed{"text/plain", body}, signWith(""))
+	if r.Status != http.StatusBadRequest || !strings.Contains(r.errMsg(), "application/json") {
+		t.Fatalf("text/plain body: %d %s, want 400", r.Status, r.Body)
+	}
+	// A QBox-signed GET with a JSON body: the body is not covered.
+	r = e.reqWith(alice, "GET", "/v1/buckets", typed{"application/json", `{"x":1}`}, func(r *http.Request) {
+		r.Header.Del("X-Qiniu-Date")
+		auth.SignRequestQBox(r, alice.AccessKey, alice.SecretKey, nil)
+	})
+	if r.Status != http.StatusUnauthorized {
+		t.Fatalf("QBox GET with a JSON body: %d %s, want 401", r.Status, r.Body)
+	}
+	for _, name := range []string{"swapped1", "charset2", "plain1"} {
+		if r := e.req(alice, "GET", "/v1/buckets/"+name, nil); r.Status != http.StatusNotFound {
+			t.Errorf("bucket %s exists: %d %s", name, r.Status, r.Body)
+		}
+	}
+}

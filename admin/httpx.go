@@ -9,14 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/store"
 )
 
@@ -230,22 +231,10 @@ func (s *Server) routes() {
 	s.api("GET /v1/ufops/{name}/logs", roleUser, false, s.ufopLogs)
 }
 
-// bodyIsSigned reports whether a request of this Content-Type carries its
-// body inside the signature (form or JSON, PROTOCOLS.md §5).
-func bodyIsSigned(contentType string) bool {
-	if contentType == "" {
-		return false
-	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return false
-	}
-	return mt == "application/x-www-form-urlencoded" || mt == "application/json"
-}
-
-// api registers an authenticated route. Non-upload routes have their body
-// capped at MaxJSONBytes; upload routes stream it, except a JSON/form body,
-// which is read (capped) for the signature like any other.
+// api registers an authenticated route. Non-upload routes take a JSON body
+// capped at MaxJSONBytes, and only one the signature covers (auth.BodySigned:
+// JSON or a form signed with the Qiniu form, a form with QBox); upload routes
+// stream theirs and never sign it (see authenticate).
 func (s *Server) api(pattern string, rl role, upload bool, fn apiFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		c := &call{}
@@ -260,34 +249,58 @@ func (s *Server) api(pattern string, rl role, upload bool, fn apiFunc) {
 	})
 }
 
+// readCapped reads a non-upload body, at most MaxJSONBytes.
+func readCapped(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(http.MaxBytesReader(w, r.Body, MaxJSONBytes), MaxJSONBytes+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errf(http.StatusRequestEntityTooLarge, "a JSON or form body is limited to %d bytes", MaxJSONBytes)
+		}
+		return nil, errf(http.StatusBadRequest, "reading the request body: %v", err)
+	}
+	if len(b) > MaxJSONBytes {
+		return nil, errf(http.StatusRequestEntityTooLarge, "a JSON or form body is limited to %d bytes", MaxJSONBytes)
+	}
+	return b, nil
+}
+
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, upload bool, c *call) error {
-	if !upload {
-		r.Body = http.MaxBytesReader(w, r.Body, MaxJSONBytes)
-	}
-	if bodyIsSigned(r.Header.Get("Content-Type")) {
-		b, err := io.ReadAll(io.LimitReader(r.Body, MaxJSONBytes+1))
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return errf(http.StatusRequestEntityTooLarge, "request body over %d bytes", MaxJSONBytes)
-			}
-			return errf(http.StatusBadRequest, "reading the request body: %v", err)
-		}
-		if len(b) > MaxJSONBytes {
-			return errf(http.StatusRequestEntityTooLarge, "a JSON or form body is limited to %d bytes", MaxJSONBytes)
-		}
-		c.body = b
-		r.Body = io.NopCloser(bytes.NewReader(b))
-	}
-	if r.Header.Get("Authorization") == "" {
+	authz := r.Header.Get("Authorization")
+	if authz == "" {
 		return errf(http.StatusUnauthorized, "missing Authorization header")
 	}
-	ak, err := s.verifier.VerifyHTTP(r.Context(), r, c.body)
+	ctype := r.Header.Get("Content-Type")
+	signed := auth.BodySigned(authz, ctype)
+	var body []byte
+	if !upload || signed {
+		b, err := readCapped(w, r)
+		if err != nil {
+			return err
+		}
+		body = b
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	var sigBody []byte
+	if signed {
+		sigBody = body
+	}
+	ak, err := s.verifier.VerifyHTTP(r.Context(), r, sigBody)
 	if err != nil {
 		return errf(http.StatusUnauthorized, "bad signature: %v", err)
 	}
 	if info, ok := r.Context().Value(accessKey{}).(*accessInfo); ok {
 		info.ak = ak
+	}
+	// Act only on what the signature covers.
+	if len(body) > 0 && !signed {
+		if scheme, _, _ := strings.Cut(authz, " "); scheme == auth.SchemeQBox {
+			return errf(http.StatusUnauthorized, "a QBox signature does not cover a %q body: sign the request with the Qiniu form", ctype)
+		}
+		return errf(http.StatusBadRequest, "the request body must be application/json (Content-Type %q is not signed nor accepted here)", ctype)
+	}
+	if signed {
+		c.body = body
 	}
 	acct, err := s.accountByAK(r.Context(), ak)
 	if err != nil {
@@ -348,24 +361,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-// decode reads the JSON request body into v; an empty body leaves v as is.
+// decode reads the signed JSON request body into v (the middleware kept
+// only a body the signature covers); an empty body leaves v as is.
 func (c *call) decode(r *http.Request, v any) error {
-	b := c.body
-	if b == nil {
-		var err error
-		b, err = io.ReadAll(r.Body)
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return errf(http.StatusRequestEntityTooLarge, "request body over %d bytes", mbe.Limit)
-			}
-			return errf(http.StatusBadRequest, "reading the request body: %v", err)
-		}
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
+	if len(bytes.TrimSpace(c.body)) == 0 {
 		return nil
 	}
-	if err := json.Unmarshal(b, v); err != nil {
+	if err := json.Unmarshal(c.body, v); err != nil {
 		return errf(http.StatusBadRequest, "bad JSON body: %v", err)
 	}
 	return nil

@@ -95,19 +95,49 @@ func mac(sk string, data []byte) []byte {
 	return h.Sum(nil)
 }
 
+// Authorization schemes.
+const (
+	SchemeQBox  = "QBox"
+	SchemeQiniu = "Qiniu"
+)
+
+// signsBody reports whether a signature of scheme over a request of
+// contentType covers the body: QBox a form, Qiniu a form or JSON (an empty
+// type stands for a form, as the SDK sends one then). Types are compared
+// bare (MediaType), on the signing and the verifying side alike.
+func signsBody(scheme, contentType string) bool {
+	mt := MediaType(contentType)
+	switch scheme {
+	case SchemeQBox:
+		return mt == ContentTypeForm
+	case SchemeQiniu:
+		return mt == "" || mt == ContentTypeForm || mt == ContentTypeJSON
+	}
+	return false
+}
+
+// BodySigned reports whether a request carrying this Authorization header
+// and Content-Type has its body inside the signature (false for a header
+// of no known scheme). A server must not act on a body that is not signed.
+func BodySigned(authorization, contentType string) bool {
+	scheme, _, _ := strings.Cut(authorization, " ")
+	return signsBody(scheme, contentType)
+}
+
 // qboxData is "<path>[?<query>]\n" + the body when the type is form.
 func qboxData(pathQuery, contentType string, body []byte) []byte {
 	data := make([]byte, 0, len(pathQuery)+1+len(body))
 	data = append(data, pathQuery...)
 	data = append(data, '\n')
-	if contentType == ContentTypeForm {
+	if signsBody(SchemeQBox, contentType) {
 		data = append(data, body...)
 	}
 	return data
 }
 
 // SignQBox returns the header value "QBox AK:sign" for a request to
-// pathQuery ("<path>[?<query>]"); the body counts only for a form.
+// pathQuery ("<path>[?<query>]"); the body counts only for a form (bare
+// media type: "; charset=..." parameters do not matter).
 func SignQBox(ak, sk string, pathQuery, contentType string, body []byte) string {
 	return "QBox " + ak + ":" + HMACSHA1(sk, qboxData(pathQuery, contentType, body))
 }
@@ -115,6 +145,7 @@ func SignQBox(ak, sk string, pathQuery, contentType string, body []byte) string 
 // qiniuData builds the string the Qiniu form signs. An empty contentType
 // stands for a form, as the SDK sends one then.
 func qiniuData(method, pathQuery, host, contentType string, qiniuHeaders http.Header, body []byte) []byte {
+	withBody := signsBody(SchemeQiniu, contentType)
 	if contentType == "" {
 		contentType = ContentTypeForm
 	}
@@ -148,7 +179,7 @@ func qiniuData(method, pathQuery, host, contentType string, qiniuHeaders http.He
 		b.WriteByte('\n')
 	}
 	b.WriteByte('\n')
-	if contentType == ContentTypeForm || contentType == ContentTypeJSON {
+	if withBody {
 		b.Write(body)
 	}
 	return []byte(b.String())
@@ -156,8 +187,11 @@ func qiniuData(method, pathQuery, host, contentType string, qiniuHeaders http.He
 
 // SignQiniu returns the header value "Qiniu AK:sign" over
 // "<METHOD> <pathQuery>\nHost: <host>\nContent-Type: <type>\n" + the sorted
-// X-Qiniu-* headers + "\n" + the body when the type is form or JSON.
-// An empty contentType is signed as a form (the SDK sends one then).
+// X-Qiniu-* headers + "\n" + the body when the type is form or JSON
+// (compared bare: "application/json; charset=utf-8" is JSON; the type line
+// holds the header verbatim). An empty contentType is signed as a form (the
+// SDK sends one then). Pass a nil body for a body that is not to be signed
+// (uploads), whatever its type.
 func SignQiniu(ak, sk string, method, pathQuery, host, contentType string, qiniuHeaders http.Header, body []byte) string {
 	return "Qiniu " + ak + ":" + HMACSHA1(sk, qiniuData(method, pathQuery, host, contentType, qiniuHeaders, body))
 }
@@ -227,12 +261,6 @@ func unauthorized(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrUnauthorized, fmt.Sprintf(format, args...))
 }
 
-// Scheme of an Authorization header.
-const (
-	schemeQBox  = "QBox"
-	schemeQiniu = "Qiniu"
-)
-
 // parseAuthorization splits "QBox AK:sign" or "Qiniu AK:sign". The sign
 // must be URL-safe base64 of a 20-byte HMAC-SHA1.
 func parseAuthorization(h string) (scheme, ak string, sign []byte, err error) {
@@ -240,7 +268,7 @@ func parseAuthorization(h string) (scheme, ak string, sign []byte, err error) {
 	if !ok {
 		return "", "", nil, unauthorized("malformed Authorization header: no scheme")
 	}
-	if scheme != schemeQBox && scheme != schemeQiniu {
+	if scheme != SchemeQBox && scheme != SchemeQiniu {
 		return "", "", nil, unauthorized("unsupported Authorization scheme %q", truncate(scheme))
 	}
 	ak, s, ok := strings.Cut(cred, ":")
@@ -267,8 +295,9 @@ func truncate(s string) string {
 }
 
 // VerifyHTTP verifies req's Authorization (QBox or Qiniu form) and returns
-// the AK. body is the request body when its type is form or JSON (the caller
-// reads it, capped), else nil. The path is accepted signed either decoded (as
+// the AK. body is the request body when BodySigned says the signature
+// covers it (the caller reads it, capped), else nil; a caller must then not
+// act on a non-empty body. The path is accepted signed either decoded (as
 // the Go SDK signs it) or escaped (as other SDKs do).
 func (v Verifier) VerifyHTTP(ctx context.Context, req *http.Request, body []byte) (string, error) {
 	authz := req.Header.Get("Authorization")
@@ -301,7 +330,7 @@ func (v Verifier) Verify(ctx context.Context, authorization, method, pathQuery, 
 	if err != nil {
 		return "", err
 	}
-	if scheme == schemeQiniu {
+	if scheme == SchemeQiniu {
 		if err := v.checkDate(qiniuHeaders); err != nil {
 			return "", err
 		}
@@ -316,7 +345,7 @@ func (v Verifier) Verify(ctx context.Context, authorization, method, pathQuery, 
 		return "", fmt.Errorf("%w: access key %q: %w", ErrUnauthorized, ak, err)
 	}
 	var data []byte
-	if scheme == schemeQBox {
+	if scheme == SchemeQBox {
 		data = qboxData(pathQuery, contentType, body)
 	} else {
 		data = qiniuData(method, pathQuery, host, contentType, qiniuHeaders, body)

@@ -366,3 +366,43 @@ func TestQBoxOnlyWhereItCoversTheRequest(t *testing.T) {
 		t.Fatalf("QBox GET replayed as DELETE: %v", err)
 	}
 }
+
+// Media types are compared bare on both sides: a charset parameter does not
+// take the body out of the signature.
+func TestBodySignedByBareMediaType(t *testing.T) {
+	tests := []struct {
+		authz, ct string
+		want      bool
+	}{
+		{"Qiniu a:b", "application/json", true},
+		{"Qiniu a:b", "application/json; charset=utf-8", true},
+		{"Qiniu a:b", "Application/JSON ; charset=UTF-8", true},
+		{"Qiniu a:b", "application/x-www-form-urlencoded; charset=utf-8", true},
+		{"Qiniu a:b", "", true},
+		{"Qiniu a:b", "text/plain", false},
+		{"Qiniu a:b", "application/json;;", false},
+		{"Qiniu a:b", "application/octet-stream", false},
+		{"QBox a:b", "application/x-www-form-urlencoded", true},
+		{"QBox a:b", "application/x-www-form-urlencoded; charset=utf-8", true},
+		{"QBox a:b", "application/json", false},
+		{"QBox a:b", "", false},
+		{"Bearer x", "application/json", false},
+		{"", "application/json", false},
+	}
+	for _, tt := range tests {
+		if got := BodySigned(tt.authz, tt.ct); got != tt.want {
+			t.Errorf("BodySigned(%q, %q) = %v, want %v", tt.authz, tt.ct, got, tt.want)
+		}
+	}
+	js := []byte(`{"a":1}`)
+	h := http.Header{"X-Qiniu-Date": {"20260102T030405Z"}}
+	withCharset := SignQiniu(testAK, testSK, "POST", "/v1/x", "h", "application/json; charset=utf-8", h, js)
+	tampered := SignQiniu(testAK, testSK, "POST", "/v1/x", "h", "application/json; charset=utf-8", h, []byte(`{"a":2}`))
+	if withCharset == tampered {
+		t.Fatal("a JSON body with a charset is not signed")
+	}
+	form := []byte("a=1")
+	if SignQBox(testAK, testSK, "/p", ContentTypeForm+"; charset=utf-8", form) != SignQBox(testAK, testSK, "/p", ContentTypeForm, form) {
+		t.Fatal("QBox: a form with a charset is signed differently from a bare form")
+	}
+}

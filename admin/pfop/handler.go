@@ -294,9 +294,20 @@ func (h *Handler) servePfop(w http.ResponseWriter, r *http.Request, reqid string
 	if len(body) > DefaultMaxFormBytes {
 		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("form body over %d bytes", DefaultMaxFormBytes))
 	}
-	ak, err := h.verify.VerifyHTTP(r.Context(), r, body)
+	ctype := r.Header.Get("Content-Type")
+	authz := r.Header.Get("Authorization")
+	var signed []byte
+	if auth.BodySigned(authz, ctype) {
+		signed = body
+	}
+	ak, err := h.verify.VerifyHTTP(r.Context(), r, signed)
 	if err != nil {
 		return writeError(w, http.StatusUnauthorized, err.Error())
+	}
+	// The body is parsed only when it is a form the signature covers; an
+	// empty body leaves the fields to the (signed) query.
+	if len(body) > 0 && (auth.MediaType(ctype) != auth.ContentTypeForm || signed == nil) {
+		return writeError(w, http.StatusBadRequest, fmt.Sprintf("pfop takes a signed %s body, not Content-Type %q", auth.ContentTypeForm, ctype))
 	}
 	acct, err := h.accountByAK(r.Context(), ak)
 	if err != nil {

@@ -236,3 +236,40 @@ func TestPfopErrors(t *testing.T) {
 		}
 	}
 }
+
+// The form must be covered by the signature: QBox only signs a form body,
+// and the handler parses the body only when it is a form.
+func TestPfopBodyMustBeASignedForm(t *testing.T) {
+	e := newEnv(t)
+	e.object("photos", "a.txt", "abc")
+	form := url.Values{"bucket": {"photos"}, "key": {"a.txt"}, "fops": {"upper/x"}}.Encode()
+	cases := []struct {
+		name, ctype string
+		sign        signer
+		status      int
+	}{
+		{"qiniu form", "application/x-www-form-urlencoded", signers["qiniu"], 200},
+		{"qbox form", "application/x-www-form-urlencoded", signers["qbox"], 200},
+		{"qbox form with charset", "application/x-www-form-urlencoded; charset=utf-8", signers["qbox"], 200},
+		// QBox does not sign a JSON or text body.
+		{"qbox json", "application/json", func(r *http.Request, a dora.Account, _ string) { signQBox(r, a, "") }, 401},
+		{"qbox text", "text/plain", func(r *http.Request, a dora.Account, _ string) { signQBox(r, a, "") }, 401},
+		// Qiniu does not sign a text body; a JSON body is signed but is no form.
+		{"qiniu text", "text/plain", func(r *http.Request, a dora.Account, _ string) { signQiniu(r, a, "", time.Now()) }, 400},
+		{"qiniu json", "application/json", signers["qiniu"], 400},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost, e.api.URL+"/pfop", strings.NewReader(form))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", c.ctype)
+			c.sign(req, alice, form)
+			status, v, _ := e.do(req)
+			if status != c.status {
+				t.Fatalf("got %d %v, want %d", status, v, c.status)
+			}
+		})
+	}
+}
