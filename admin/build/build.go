@@ -11,9 +11,16 @@
 //	<root>/<ufop>/<n>/result/     the working directory of a successful build (Dir)
 //	<root>/<ufop>/<n>/build.log   every line's output (LogPath), capped at MaxLogBytes
 //
-// build_script lines run as the platform's user with its environment minus
-// DORA_* variables (which may hold the platform's secrets): a build is the
-// package owner's code, trusted as much as the program it builds.
+// build_script lines are the package owner's code, not the platform's: they
+// see only an allowlisted environment (PATH, locale, time zone, the Go
+// toolchain's settings, never tokens or keys) with HOME and TMPDIR in a
+// private directory beside the working directory, and with Config.RunAs
+// they run as another user (e.g. nobody) that cannot read the platform's
+// data directory; the finished result is then sealed (given back to the
+// platform's user, read-only for others) so no later user code changes it.
+//
+//	<root>/<ufop>/<n>/home.tmp-*/  the build's HOME, TMPDIR and (by default)
+//	                               Go build cache; removed after Build
 package build
 
 import (
@@ -125,28 +132,83 @@ func ParseUfopYAML(b []byte) (UfopYAML, error) {
 // Builds of different (ufop, n) may run concurrently.
 type Builder struct {
 	root string
-	// Env, when set, replaces os.Environ as the base environment of
-	// build_script lines (DORA_* variables are still removed).
-	Env []string
-	mu  sync.Mutex
+	// Env, when set, replaces os.Environ as the source of the variables
+	// build_script lines may see (only allowlisted ones pass).
+	Env     []string
+	runAs   *User
+	goCache string
+	mu      sync.Mutex
 	// busy holds the (ufop, n) pairs being unpacked or built.
 	busy map[string]bool
 }
 
-// New returns a Builder keeping its files under root (created if missing).
+// Config configures a Builder made by NewWithConfig.
+type Config struct {
+	// Root holds every upload, build log and result (required; created
+	// with mode 0711 when missing).
+	Root string
+	// RunAs, when non-nil, is the user every build_script line runs as
+	// (the platform must be root): the working directory, $RESOURCE and
+	// the private HOME are given to it, and Root's ancestors must let it
+	// through (checked here). Nil runs lines as the platform's own user.
+	RunAs *User
+	// GoCache, when non-empty, is a Go build cache directory shared by all
+	// builds (created 0700 and given to RunAs). Empty: with RunAs, each
+	// build gets a fresh private cache (slow: the standard library is
+	// compiled every time); without RunAs, the platform's own GOCACHE.
+	// A shared cache is writable by every account's build script, so one
+	// account could plant compiled code another's build picks up: share it
+	// only where all accounts trust each other (a developer's platform).
+	GoCache string
+	// Env, when non-nil, replaces os.Environ as the source of allowlisted
+	// variables.
+	Env []string
+}
+
+// New returns a Builder keeping its files under root (created if missing),
+// running build lines as the platform's own user.
 func New(root string) (*Builder, error) {
-	if root == "" {
+	return NewWithConfig(Config{Root: root})
+}
+
+// NewWithConfig returns a Builder configured by cfg.
+func NewWithConfig(cfg Config) (*Builder, error) {
+	if cfg.Root == "" {
 		return nil, errors.New("build: root directory is required")
 	}
-	abs, err := filepath.Abs(root)
+	abs, err := filepath.Abs(cfg.Root)
 	if err != nil {
-		return nil, fmt.Errorf("build: root %s: %w", root, err)
+		return nil, fmt.Errorf("build: root %s: %w", cfg.Root, err)
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return nil, fmt.Errorf("build: root %s: %w", root, err)
+	if err := ensureDir(abs, 0o711); err != nil {
+		return nil, fmt.Errorf("build: root %s: %w", cfg.Root, err)
 	}
-	return &Builder{root: abs, busy: map[string]bool{}}, nil
+	if err := CheckReachable(abs, cfg.RunAs); err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	b := &Builder{root: abs, Env: cfg.Env, runAs: cfg.RunAs, busy: map[string]bool{}}
+	if cfg.GoCache != "" {
+		if b.goCache, err = filepath.Abs(cfg.GoCache); err != nil {
+			return nil, fmt.Errorf("build: go cache %s: %w", cfg.GoCache, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(b.goCache), 0o711); err != nil {
+			return nil, fmt.Errorf("build: go cache %s: %w", cfg.GoCache, err)
+		}
+		if err := ensureDir(b.goCache, 0o700); err != nil {
+			return nil, fmt.Errorf("build: go cache %s: %w", cfg.GoCache, err)
+		}
+		if err := ChownTree(b.goCache, cfg.RunAs); err != nil {
+			return nil, fmt.Errorf("build: go cache: %w", err)
+		}
+		if err := CheckReachable(b.goCache, cfg.RunAs); err != nil {
+			return nil, fmt.Errorf("build: go cache: %w", err)
+		}
+	}
+	return b, nil
 }
+
+// RunAs is the user build lines run as; nil for the platform's own.
+func (b *Builder) RunAs() *User { return b.runAs }
 
 func (b *Builder) base(ufop string, n int) string {
 	return filepath.Join(b.root, ufop, strconv.Itoa(n))
@@ -211,7 +273,12 @@ func (b *Builder) Unpack(ctx context.Context, ufop string, n int, tarGz io.Reade
 		maxBytes = DefaultMaxBytes
 	}
 	base := b.base(ufop, n)
-	if err := os.MkdirAll(base, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(base), 0o711); err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+	}
+	// Traverse only: user code reaches its own working dir and $RESOURCE
+	// by name, never lists or writes the build's own files (build.log).
+	if err := os.MkdirAll(base, 0o711); err != nil {
 		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
 	}
 	tmp, err := os.MkdirTemp(base, "resource.tmp-")
@@ -525,11 +592,14 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 	if err != nil {
 		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
 	}
-	lf, err := os.OpenFile(b.LogPath(ufop, n), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	lf, err := os.OpenFile(b.LogPath(ufop, n), os.O_CREATE|os.O_TRUNC|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("build %s.v%d: log: %w", ufop, n, err)
 	}
 	defer lf.Close()
+	if err := lf.Chmod(0o600); err != nil { // an older log may be 0644
+		return fmt.Errorf("build %s.v%d: log: %w", ufop, n, err)
+	}
 	var out io.Writer = &cappedWriter{w: lf, left: MaxLogBytes}
 	if log != nil {
 		out = io.MultiWriter(out, &safeWriter{w: log})
@@ -554,12 +624,35 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 			return fmt.Errorf("build %s.v%d: copy base %s: %w", ufop, n, u.Image, err)
 		}
 	}
-	env := buildEnv(b.Env, res, work)
+	home, err := os.MkdirTemp(b.base(ufop, n), "home.tmp-")
+	if err != nil {
+		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
+	}
+	defer os.RemoveAll(home)
+	if err := os.Mkdir(filepath.Join(home, "tmp"), 0o700); err != nil {
+		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
+	}
+	for _, d := range []string{res, work, home} {
+		if err := ChownTree(d, b.runAs); err != nil {
+			return fmt.Errorf("build %s.v%d: give %s to %s: %w", ufop, n, filepath.Base(d), b.runAs, err)
+		}
+	}
+	env := b.buildEnv(res, work, home)
 	for i, line := range u.BuildScript {
 		fmt.Fprintf(out, "$ %s\n", line)
-		if err := runLine(ctx, work, env, line, out); err != nil {
+		if err := runLine(ctx, work, env, b.runAs, line, out); err != nil {
 			return fmt.Errorf("build %s.v%d: build_script line %d %q: %w", ufop, n, i+1, line, err)
 		}
+	}
+	if b.runAs != nil {
+		if err := SealTree(work); err != nil {
+			return fmt.Errorf("build %s.v%d: seal result: %w", ufop, n, err)
+		}
+	}
+	// Only the platform reads results (runtimes copy them for instances):
+	// other accounts' code running as the same user cannot look inside.
+	if err := os.Chmod(work, 0o700); err != nil {
+		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
 	}
 	dst := b.Dir(ufop, n)
 	if err := os.RemoveAll(dst); err != nil {
@@ -573,32 +666,89 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 	return nil
 }
 
-// buildEnv is the base environment minus DORA_* and the build variables,
-// plus RESOURCE and PWD.
-func buildEnv(base []string, resource, work string) []string {
+// buildEnv is what a build_script line sees: the allowlisted variables of
+// the platform's environment (b.Env or os.Environ), HOME and TMPDIR in the
+// build's private home, USER when running as another user, RESOURCE and
+// PWD. The Go build cache is b.goCache when set; otherwise, with RunAs, a
+// fresh one in the private home (the platform's GOCACHE, GOPATH and
+// GOMODCACHE belong to another user), and without RunAs the platform's own
+// (its GOCACHE, else its default location), as before.
+func (b *Builder) buildEnv(resource, work, home string) []string {
+	base := b.Env
 	if base == nil {
 		base = os.Environ()
 	}
-	env := make([]string, 0, len(base)+2)
-	for _, kv := range base {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "DORA_") || k == "RESOURCE" || k == "PWD" {
-			continue
+	vals := map[string]string{}
+	var keys []string
+	set := func(k, v string) {
+		if _, ok := vals[k]; !ok {
+			keys = append(keys, k)
 		}
-		env = append(env, kv)
+		vals[k] = v
 	}
-	return append(env, "RESOURCE="+resource, "PWD="+work)
+	for _, kv := range base {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && envAllowed(k) {
+			set(k, v)
+		}
+	}
+	platformCache := ""
+	if b.runAs == nil {
+		if c := vals["GOCACHE"]; c != "" {
+			platformCache = c
+		} else if dir, err := os.UserCacheDir(); err == nil {
+			platformCache = filepath.Join(dir, "go-build")
+		}
+		if _, ok := vals["GOPATH"]; !ok {
+			if h, err := os.UserHomeDir(); err == nil {
+				set("GOPATH", filepath.Join(h, "go"))
+			}
+		}
+	} else {
+		delete(vals, "GOMODCACHE")
+		set("GOPATH", filepath.Join(home, "go"))
+		if b.runAs.Name != "" {
+			set("USER", b.runAs.Name)
+			set("LOGNAME", b.runAs.Name)
+		}
+	}
+	switch {
+	case b.goCache != "":
+		set("GOCACHE", b.goCache)
+	case platformCache != "":
+		set("GOCACHE", platformCache)
+	default:
+		set("GOCACHE", filepath.Join(home, ".cache", "go-build"))
+	}
+	if _, ok := vals["PATH"]; !ok {
+		set("PATH", "/usr/local/bin:/usr/bin:/bin")
+	}
+	set("HOME", home)
+	set("TMPDIR", filepath.Join(home, "tmp"))
+	set("RESOURCE", resource)
+	set("PWD", work)
+	env := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if v, ok := vals[k]; ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
 }
 
-// runLine runs one build_script line in its own process group; the group is
-// killed when ctx ends and after the line exits (no stray background jobs).
-func runLine(ctx context.Context, dir string, env []string, line string, out io.Writer) error {
+// runLine runs one build_script line in its own process group, as runAs
+// when non-nil; the group is killed when ctx ends and after the line exits
+// (no stray background jobs).
+func runLine(ctx context.Context, dir string, env []string, runAs *User, line string, out io.Writer) error {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
 	cmd.Dir = dir
 	cmd.Env = env
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if runAs != nil {
+		cmd.SysProcAttr.Credential = runAs.Credential()
+	}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -704,7 +854,7 @@ func (b *Builder) WriteTarGz(ufop string, n int, w io.Writer) error {
 		if !fi.Mode().IsRegular() {
 			return nil
 		}
-		f, err := os.Open(p)
+		f, err := openRegular(p)
 		if err != nil {
 			return err
 		}
@@ -769,7 +919,7 @@ func CopyDir(dst, src string) error {
 }
 
 func copyFile(dst, src string, perm os.FileMode) error {
-	in, err := os.Open(src)
+	in, err := openRegular(src)
 	if err != nil {
 		return err
 	}
@@ -783,4 +933,24 @@ func copyFile(dst, src string, perm os.FileMode) error {
 		return err
 	}
 	return out.Close()
+}
+
+// openRegular opens p for reading only if it is a regular file itself: a
+// symbolic link or FIFO swapped in by user code after the caller's Lstat
+// is refused rather than followed (or blocked on).
+func openRegular(p string) (*os.File, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file", p)
+	}
+	return f, nil
 }
