@@ -240,6 +240,7 @@ func TestQBoxRefusedWhereItDoesNotCoverTheRequest(t *testing.T) {
 		{"PUT", "/v1/objects/replayme/a.txt", []byte("data")},
 		{"POST", "/v1/ufops", map[string]any{"name": "qboxufop"}},
 		{"POST", "/v1/buckets/replayme/domains", typed{"text/plain", `{"domain":"x.example.com"}`}},
+		{"POST", "/v1/ufops/qboxufop/builds", typed{"application/x-www-form-urlencoded", "a=1"}},
 	} {
 		r := e.reqWith(alice, tc.method, tc.path, tc.body, qbox)
 		if r.Status != http.StatusUnauthorized || !strings.Contains(r.errMsg(), "Qiniu form") {

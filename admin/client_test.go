@@ -119,3 +119,23 @@ func TestWithTheGoClient(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Uploads never sign their body, on either side: a .json object (small or
+// over the JSON request cap) uploads through the Go client.
+func TestClientUploadsJSONObjects(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	c := client.New(e.ts.URL, testRootAK, testRootSK)
+	if _, err := c.CreateBucket(ctx, client.BucketSpec{Name: "docs"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{`{"a":1}`, `"` + strings.Repeat("x", MaxJSONBytes+10) + `"`} {
+		obj, err := c.PutObject(ctx, "docs", "data.json", strings.NewReader(body), int64(len(body)), "application/json")
+		if err != nil {
+			t.Fatalf("put %d JSON bytes: %v", len(body), err)
+		}
+		if obj.Size != int64(len(body)) || obj.MimeType != "application/json" {
+			t.Fatalf("put = %+v", obj)
+		}
+	}
+}

@@ -234,7 +234,7 @@ func (s *Server) routes() {
 // api registers an authenticated route. Non-upload routes take a JSON body
 // capped at MaxJSONBytes, and only one the signature covers (auth.BodySigned:
 // JSON or a form signed with the Qiniu form, a form with QBox); upload routes
-// stream theirs and never sign it (see authenticate).
+// stream theirs and never sign it, whatever its type (see authenticate).
 func (s *Server) api(pattern string, rl role, upload bool, fn apiFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		c := &call{}
@@ -271,15 +271,23 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, u
 		return errf(http.StatusUnauthorized, "missing Authorization header")
 	}
 	ctype := r.Header.Get("Content-Type")
-	signed := auth.BodySigned(authz, ctype)
+	scheme, _, _ := strings.Cut(authz, " ")
+	// Uploads (objects PUT, builds POST) stream their body and never sign
+	// it, whatever its type: the signature covers the path, query, host and
+	// type (Qiniu form only; QBox signs too little), the object is checked
+	// by its etag.
+	if upload && scheme == auth.SchemeQBox {
+		return errf(http.StatusUnauthorized, "uploads must be signed with the Qiniu form (Authorization: Qiniu <AK>:<sign>), not QBox")
+	}
+	signed := !upload && auth.BodySigned(authz, ctype)
 	var body []byte
-	if !upload || signed {
+	if !upload {
 		b, err := readCapped(w, r)
 		if err != nil {
 			return err
 		}
 		body = b
-		r.Body = io.NopCloser(bytes.NewReader(b))
+		r.Body = http.NoBody
 	}
 	var sigBody []byte
 	if signed {
@@ -294,7 +302,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, u
 	}
 	// Act only on what the signature covers.
 	if len(body) > 0 && !signed {
-		if scheme, _, _ := strings.Cut(authz, " "); scheme == auth.SchemeQBox {
+		if scheme == auth.SchemeQBox {
 			return errf(http.StatusUnauthorized, "a QBox signature does not cover a %q body: sign the request with the Qiniu form", ctype)
 		}
 		return errf(http.StatusBadRequest, "the request body must be application/json (Content-Type %q is not signed nor accepted here)", ctype)

@@ -130,7 +130,9 @@ type request struct {
 	query  url.Values
 	// json is marshalled as the body when non-nil.
 	json any
-	// body is streamed when non-nil (not signed: not JSON nor form).
+	// body is streamed when non-nil: an upload (object PUT, build POST),
+	// never part of the signature whatever contentType says (the server
+	// signs uploads the same way: path, query, host and type).
 	body        io.Reader
 	size        int64 // body length; -1 unknown
 	contentType string
