@@ -110,6 +110,10 @@ type Config struct {
 	MaxBuildBytes int64
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// DomainSuffix is the router's: buckets answer at <bucket>.<suffix>, so
+	// no bucket may bind a domain equal to or under it; DefaultDomainSuffix
+	// when empty. Set it to the router's Config.DomainSuffix.
+	DomainSuffix string
 }
 
 // Defaults applied by New.
@@ -119,6 +123,7 @@ const (
 	DefaultPollInterval   = time.Second
 	DefaultMaxUploadBytes = 16 << 30
 	DefaultMaxBuildBytes  = 1 << 30
+	DefaultDomainSuffix   = "localhost"
 	// MaxJSONBytes caps a JSON or form request body.
 	MaxJSONBytes = 1 << 20
 )
@@ -181,6 +186,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.DomainSuffix == "" {
+		cfg.DomainSuffix = DefaultDomainSuffix
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -16,14 +17,23 @@ import (
 // MaxDomainsPerBucket caps the host names bound to one bucket.
 const MaxDomainsPerBucket = 20
 
-// normalizeDomain lowercases a host name and checks it is one (no port, no
-// scheme, DNS labels of a-z 0-9 -).
-func normalizeDomain(d string) (string, error) {
+// normalizeDomain lowercases a host name and checks it is one a bucket may
+// bind: no port, no scheme, DNS labels of a-z 0-9 -, at least one dot, and
+// not a name that would shadow something else on the router: no IP literal
+// (the router's one-shot URLs use its own address as Host), no localhost or
+// *.localhost, nothing equal to or under suffix (the platform's
+// <bucket>.<suffix> names, which belong to other accounts' buckets).
+func normalizeDomain(d, suffix string) (string, error) {
+	raw := d
 	d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
 	if d == "" || len(d) > 253 {
-		return "", fmt.Errorf("domain %q: must be a host name of 1 to 253 characters", d)
+		return "", fmt.Errorf("domain %q: must be a host name of 1 to 253 characters", truncateName(raw))
 	}
-	for _, label := range strings.Split(d, ".") {
+	if ip := net.ParseIP(strings.Trim(d, "[]")); ip != nil {
+		return "", fmt.Errorf("domain %q: IP addresses cannot be bound, only host names", d)
+	}
+	labels := strings.Split(d, ".")
+	for _, label := range labels {
 		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return "", fmt.Errorf("domain %q: bad label %q", d, label)
 		}
@@ -33,7 +43,35 @@ func normalizeDomain(d string) (string, error) {
 			}
 		}
 	}
+	switch {
+	case len(labels) < 2:
+		return "", fmt.Errorf("domain %q: must be a fully qualified name with a dot (e.g. img.example.com)", d)
+	case allDigits(labels[len(labels)-1]):
+		// No top-level domain is numeric: "127.1", "10.0.1" are addresses.
+		return "", fmt.Errorf("domain %q: IP addresses cannot be bound, only host names", d)
+	case d == "localhost" || strings.HasSuffix(d, ".localhost"):
+		return "", fmt.Errorf("domain %q: localhost names cannot be bound", d)
+	}
+	if suffix = strings.Trim(strings.ToLower(suffix), "."); suffix != "" && (d == suffix || strings.HasSuffix(d, "."+suffix)) {
+		return "", fmt.Errorf("domain %q: names under %q are the platform's own (<bucket>.%s); bind a domain of yours", d, suffix, suffix)
+	}
 	return d, nil
+}
+
+func allDigits(s string) bool {
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func truncateName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 func validateMirror(m string) error {
@@ -69,7 +107,7 @@ func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) e
 	var domains []string
 	seen := map[string]bool{}
 	for _, d := range req.Domains {
-		nd, err := normalizeDomain(d)
+		nd, err := normalizeDomain(d, s.cfg.DomainSuffix)
 		if err != nil {
 			return errf(http.StatusBadRequest, "%v", err)
 		}
@@ -155,7 +193,7 @@ func (s *Server) addDomain(w http.ResponseWriter, r *http.Request, c *call) erro
 	if err := c.decode(r, &req); err != nil {
 		return err
 	}
-	d, err := normalizeDomain(req.Domain)
+	d, err := normalizeDomain(req.Domain, s.cfg.DomainSuffix)
 	if err != nil {
 		return errf(http.StatusBadRequest, "%v", err)
 	}

@@ -198,3 +198,40 @@ func TestValidateKey(t *testing.T) {
 		}
 	}
 }
+
+// A bucket may bind only a host name of its own: not an address the router
+// answers to, not localhost, not a name under the platform's suffix that
+// belongs to another account's bucket.
+func TestDomainBindingRefusesShadowingNames(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.DomainSuffix = "dora.example.net" })
+	alice := e.user("alice", 0)
+	e.must(http.StatusCreated, alice, "POST", "/v1/buckets", map[string]any{"name": "mine"}, nil)
+	for _, d := range []string{
+		"127.0.0.1", "10.1.2.3", "::1", "[::1]", "fe80::1", "127.1", "0x7f.1",
+		"localhost", "LOCALHOST.", "victim.localhost", "a.b.localhost",
+		"dora.example.net", "victim.dora.example.net", "Victim.Dora.Example.Net.",
+		"intranet",
+	} {
+		r := e.req(alice, "POST", "/v1/buckets/mine/domains", map[string]any{"domain": d})
+		if r.Status != http.StatusBadRequest {
+			t.Errorf("bind %q: %d %s, want 400", d, r.Status, r.Body)
+		}
+		r = e.req(alice, "POST", "/v1/buckets", map[string]any{"name": "other", "domains": []string{d}})
+		if r.Status != http.StatusBadRequest {
+			t.Errorf("create with %q: %d %s, want 400", d, r.Status, r.Body)
+		}
+	}
+	if kvs, err := e.st.List(context.Background(), "domains/"); err != nil || len(kvs) != 0 {
+		t.Fatalf("domains bound: %v %v", kvs, err)
+	}
+	for _, d := range []string{"img.example.com", "x.localhost.example.com", "dora.example.net.evil.com", "cdn1.example.io"} {
+		e.must(http.StatusOK, alice, "POST", "/v1/buckets/mine/domains", map[string]any{"domain": d}, nil)
+	}
+	// The default suffix is localhost.
+	e2 := newEnv(t)
+	bob := e2.user("bob", 0)
+	r := e2.req(bob, "POST", "/v1/buckets", map[string]any{"name": "b1", "domains": []string{"victim.localhost"}})
+	if r.Status != http.StatusBadRequest {
+		t.Fatalf("victim.localhost with the default suffix: %d %s", r.Status, r.Body)
+	}
+}
