@@ -114,6 +114,10 @@ type Config struct {
 	// no bucket may bind a domain equal to or under it; DefaultDomainSuffix
 	// when empty. Set it to the router's Config.DomainSuffix.
 	DomainSuffix string
+	// AllowPrivateMirror lets a bucket mirror localhost and loopback,
+	// private or link-local addresses (development setups whose origin runs
+	// on the same machine); off, such mirrors are refused with 400.
+	AllowPrivateMirror bool
 }
 
 // Defaults applied by New.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strings"
@@ -74,18 +75,51 @@ func truncateName(s string) string {
 	return s
 }
 
-func validateMirror(m string) error {
+// validateMirror checks a mirror URL prefix: http(s), a host, no user
+// info; and, unless allowPrivate, a host that is no localhost name nor an
+// IP literal of a loopback, private, link-local, unspecified, multicast or
+// shared (CGNAT) address, so that a bucket cannot turn the router into a
+// proxy to the platform's own network. (Names that resolve to such
+// addresses are the dial-time guard's business.)
+func validateMirror(m string, allowPrivate bool) error {
 	if m == "" {
 		return nil
+	}
+	if len(m) > 1024 {
+		return errors.New("mirror: at most 1024 bytes")
 	}
 	u, err := url.Parse(m)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 		return fmt.Errorf("mirror %q: must be an http(s) URL prefix with a host", m)
 	}
-	if len(m) > 1024 {
-		return errors.New("mirror: at most 1024 bytes")
+	if allowPrivate {
+		return nil
+	}
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return fmt.Errorf("mirror %q: localhost is not allowed as a mirror", m)
+	}
+	if addr, err := netip.ParseAddr(host); err == nil {
+		if privateAddr(addr.Unmap()) {
+			return fmt.Errorf("mirror %q: %s is a loopback, private, link-local or unspecified address, not allowed as a mirror", m, addr)
+		}
+		return nil
+	}
+	if labels := strings.Split(host, "."); allDigits(labels[len(labels)-1]) || strings.HasPrefix(labels[len(labels)-1], "0x") {
+		// "127.1", "2130706433", "0x7f.0x1": address shorthands a resolver may accept.
+		return fmt.Errorf("mirror %q: write an address in full (a.b.c.d) or use a host name", m)
 	}
 	return nil
+}
+
+// cgnat is the shared address space (RFC 6598), private in practice.
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// privateAddr reports whether addr is not a public unicast address.
+func privateAddr(addr netip.Addr) bool {
+	return addr.IsLoopback() || addr.IsPrivate() || addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast() ||
+		addr.IsInterfaceLocalMulticast() || addr.IsMulticast() || addr.IsUnspecified() || cgnat.Contains(addr) ||
+		(addr.Is4() && addr.As4()[0] == 0)
 }
 
 func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -116,7 +150,7 @@ func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) e
 			domains = append(domains, nd)
 		}
 	}
-	if err := validateMirror(req.Mirror); err != nil {
+	if err := validateMirror(req.Mirror, s.cfg.AllowPrivateMirror); err != nil {
 		return errf(http.StatusBadRequest, "%v", err)
 	}
 	b := dora.Bucket{Name: req.Name, Owner: c.acct.ID, Private: req.Private, Domains: domains, Mirror: req.Mirror, Created: s.nowUTC()}

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -234,4 +235,30 @@ func TestDomainBindingRefusesShadowingNames(t *testing.T) {
 	if r.Status != http.StatusBadRequest {
 		t.Fatalf("victim.localhost with the default suffix: %d %s", r.Status, r.Body)
 	}
+}
+
+// A mirror may not point at the platform's own network unless the
+// operator allows it (development).
+func TestMirrorRefusesPrivateAddresses(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice", 0)
+	bad := []string{
+		"http://127.0.0.1:9000/", "http://127.0.0.1/", "http://localhost:8080/", "http://LocalHost./x/",
+		"http://db.localhost/", "http://10.0.0.5/", "http://172.16.1.1/", "http://192.168.1.1/",
+		"http://169.254.169.254/latest/meta-data/", "http://0.0.0.0/", "http://[::1]:80/", "http://[::]/",
+		"http://[fe80::1]/", "http://[fd00::1]/", "http://[::ffff:127.0.0.1]/", "http://100.64.0.1/",
+		"http://127.1/", "http://2130706433/", "http://0x7f.0x1/",
+	}
+	for i, m := range bad {
+		r := e.req(alice, "POST", "/v1/buckets", map[string]any{"name": fmt.Sprintf("mirror%d", i), "mirror": m})
+		if r.Status != http.StatusBadRequest || !strings.Contains(r.errMsg(), "mirror") {
+			t.Errorf("mirror %q: %d %s, want 400", m, r.Status, r.Body)
+		}
+	}
+	for i, m := range []string{"https://origin.example.com/", "http://93.184.216.34/files/", "http://[2606:4700::1111]/"} {
+		e.must(http.StatusCreated, alice, "POST", "/v1/buckets", map[string]any{"name": fmt.Sprintf("okay%d", i), "mirror": m}, nil)
+	}
+	dev := newEnv(t, func(c *Config) { c.AllowPrivateMirror = true })
+	bob := dev.user("bob", 0)
+	dev.must(http.StatusCreated, bob, "POST", "/v1/buckets", map[string]any{"name": "devm", "mirror": "http://127.0.0.1:9000/"}, nil)
 }
