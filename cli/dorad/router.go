@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/router"
 )
 
 func newRouterCommand(v *viper.Viper) *cobra.Command {
@@ -21,6 +22,11 @@ host names (localhost, loopback, --public-addr).
 
 It keeps serving when Redis is down (load samples are dropped and counted) and
 when Consul is down (it keeps the last metadata and instances it saw).
+
+A request for a ufop with no healthy instance waits up to --hold-timeout for
+one (at most --max-held such requests at once), counted as demand: the
+autoscaler starts an instance of a deployment scaled to zero, and the request
+goes on. Past the bound it gets 503 with Retry-After.
 
 Backends are URLs, chosen by scheme:
   --store      bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
@@ -41,19 +47,14 @@ of the --config file.`,
 			if err != nil {
 				return err
 			}
+			cfg, err := routerConfig(v)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
 			ctx, stop := signalContext(cmd)
 			defer stop()
-			s, err := platform.StartRouter(ctx, platform.RouterConfig{
-				Listen:       v.GetString("listen"),
-				Store:        v.GetString("store"),
-				Discovery:    v.GetString("discovery"),
-				Load:         v.GetString("load"),
-				Objects:      v.GetString("objects"),
-				Region:       v.GetString("region"),
-				DomainSuffix: v.GetString("domain-suffix"),
-				PublicAddr:   v.GetString("public-addr"),
-				Logger:       log,
-			})
+			s, err := platform.StartRouter(ctx, cfg)
 			if err != nil {
 				return err
 			}
@@ -72,5 +73,37 @@ of the --config file.`,
 	f.String("region", "z0", "the platform region this router serves")
 	f.String("domain-suffix", "localhost", "buckets answer at <bucket>.<suffix>")
 	f.String("public-addr", "", "host:port instances reach this router at for their input (default the listen address)")
+	f.Duration("hold-timeout", router.DefaultHoldTimeout,
+		"how long a request waits for an instance of a ufop that has none (scale from zero); 0 answers 503 at once")
+	f.Int("max-held", router.DefaultMaxHeld, "how many requests may wait for an instance at once; beyond, 503 at once")
 	return cmd
+}
+
+// routerConfig reads the router's settings; the hold bounds are checked
+// here because 0 means something else on the command line (no hold) than
+// in platform.RouterConfig (the default).
+func routerConfig(v *viper.Viper) (platform.RouterConfig, error) {
+	hold := v.GetDuration("hold-timeout")
+	if hold < 0 {
+		return platform.RouterConfig{}, fmt.Errorf("--hold-timeout %v must not be negative (0 answers 503 at once)", hold)
+	}
+	if hold == 0 {
+		hold = -1 // no hold
+	}
+	maxHeld := v.GetInt("max-held")
+	if maxHeld < 1 {
+		return platform.RouterConfig{}, fmt.Errorf("--max-held %d must be at least 1 (use --hold-timeout 0 to hold nothing)", maxHeld)
+	}
+	return platform.RouterConfig{
+		Listen:       v.GetString("listen"),
+		Store:        v.GetString("store"),
+		Discovery:    v.GetString("discovery"),
+		Load:         v.GetString("load"),
+		Objects:      v.GetString("objects"),
+		Region:       v.GetString("region"),
+		DomainSuffix: v.GetString("domain-suffix"),
+		PublicAddr:   v.GetString("public-addr"),
+		HoldTimeout:  hold,
+		MaxHeld:      maxHeld,
+	}, nil
 }

@@ -422,7 +422,16 @@ type RouterConfig struct {
 	// PublicAddr is the host:port instances use to reach the router's
 	// one-shot input URLs; default the listener's address.
 	PublicAddr string
-	Logger     *slog.Logger
+	// HoldTimeout bounds how long a request waits for an instance of a
+	// ufop that has none, so that a deployment scaled to zero (floor 0)
+	// is started by the autoscaler on the waiting demand instead of the
+	// request failing at once: router.DefaultHoldTimeout (30 s) when 0;
+	// negative answers 503 with Retry-After at once.
+	HoldTimeout time.Duration
+	// MaxHeld bounds the requests waiting for an instance at once, beyond
+	// which 503 comes at once (router.DefaultMaxHeld, 1000, when 0).
+	MaxHeld int
+	Logger  *slog.Logger
 }
 
 // StartRouter opens the backends and serves the data plane until Close.
@@ -438,6 +447,9 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 			s.closeAll()
 		}
 	}()
+	if cfg.MaxHeld < 0 {
+		return nil, fmt.Errorf("router: %w: the bound of held requests %d must not be negative", ErrConfig, cfg.MaxHeld)
+	}
 	region := orDefault(cfg.Region, dora.DefaultRegion)
 	storeURL := orDefault(cfg.Store, DefaultStoreURL)
 	st, err := s.openStore(ctx, storeURL)
@@ -490,6 +502,10 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 		OwnHosts:     ownHosts,
 		Logger:       log,
 		Metrics:      reg,
+		// Scale from zero: requests wait (bounded) for the instance the
+		// autoscaler starts on their demand.
+		HoldTimeout: cfg.HoldTimeout,
+		MaxHeld:     cfg.MaxHeld,
 		// ?p/1/<fop> serves what the pfop workers saved.
 		Persisted: pfop.PersistedLookup(pfop.Jobs{Store: st}),
 	})
