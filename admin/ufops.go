@@ -226,53 +226,43 @@ func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) err
 			return errf(http.StatusServiceUnavailable, "stopping deployment %s: %v", d.ID, err)
 		}
 	}
-	ops := []store.Op{{Kind: store.OpDelete, Key: ufopKey(u.Name), Version: ver}}
-	for _, prefix := range []string{
-		store.PrefixReleases + u.Name + "/",
-		store.PrefixBuilds + u.Name + "/",
-		store.PrefixDeployments + u.Name + "/",
-	} {
-		kvs, err := s.st.List(ctx, prefix)
-		if err != nil {
-			return fmt.Errorf("delete ufop %s: %w", u.Name, err)
-		}
-		for _, kv := range kvs {
-			ops = append(ops, store.Op{Kind: store.OpDelete, Key: kv.Key})
-		}
-	}
-	for _, d := range deps {
-		kvs, err := s.st.List(ctx, store.PrefixScaleEvents+d.ID+"/")
-		if err != nil {
-			return fmt.Errorf("delete ufop %s: %w", u.Name, err)
-		}
-		for _, kv := range kvs {
-			ops = append(ops, store.Op{Kind: store.OpDelete, Key: kv.Key})
-		}
+	// The children go first, in batches a Consul transaction takes (scale
+	// events before the deployments that name them), then the accounts'
+	// applications, then the ufop record: a DELETE interrupted anywhere
+	// leaves the ufop in place, and a retry finishes the job.
+	if err := s.deleteChildren(ctx, u.Name, deps); err != nil {
+		return fmt.Errorf("delete ufop %s: %w", u.Name, err)
 	}
 	// Forget the applications too, so that a later ufop of the same name
 	// does not inherit them.
-	accts, akvs, err := listJSON[dora.Account](ctx, s.st, store.PrefixAccounts)
+	accts, _, err := listJSON[dora.Account](ctx, s.st, store.PrefixAccounts)
 	if err != nil {
 		return err
 	}
-	for i, a := range accts {
+	for _, a := range accts {
 		if !a.HasApplied(u.Name) {
 			continue
 		}
-		kept := a.Applied[:0:0]
-		for _, n := range a.Applied {
-			if n != u.Name {
-				kept = append(kept, n)
-			}
+		if _, err := s.updateAccount(ctx, a.ID, func(a *dora.Account) error {
+			a.Applied = removeName(a.Applied, u.Name)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("delete ufop %s: forget application of %s: %w", u.Name, a.ID, err)
 		}
-		a.Applied = kept
-		ops = append(ops, store.Op{Kind: store.OpPut, Key: akvs[i].Key, Value: mustJSON(a), Version: akvs[i].Version})
 	}
-	if err := s.st.Txn(ctx, ops); errors.Is(err, store.ErrConflict) {
+	if err := s.st.Txn(ctx, []store.Op{{Kind: store.OpDelete, Key: ufopKey(u.Name), Version: ver}}); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "ufop %q changed while being deleted; retry", u.Name)
 	} else if err != nil {
 		return fmt.Errorf("delete ufop %s: %w", u.Name, err)
 	}
+	// Records a concurrent call added meanwhile (a build, a scale event)
+	// would otherwise outlive the ufop; best effort.
+	if deps, err := s.deployments(ctx, u.Name); err == nil {
+		if err := s.deleteChildren(ctx, u.Name, deps); err != nil {
+			s.log.Warn("admin: delete ufop: late records", "ufop", u.Name, "err", err)
+		}
+	}
+	// The build directories stay on disk: admin/build has no Remove yet.
 	s.retryMu.Lock()
 	for _, d := range deps {
 		delete(s.retry, d.ID)
@@ -307,13 +297,7 @@ func (s *Server) applyUfop(w http.ResponseWriter, r *http.Request, c *call) erro
 func (s *Server) unapplyUfop(w http.ResponseWriter, r *http.Request, c *call) error {
 	name := r.PathValue("name")
 	acct, err := s.updateAccount(r.Context(), c.acct.ID, func(a *dora.Account) error {
-		kept := a.Applied[:0:0]
-		for _, n := range a.Applied {
-			if n != name {
-				kept = append(kept, n)
-			}
-		}
-		a.Applied = kept
+		a.Applied = removeName(a.Applied, name)
 		return nil
 	})
 	if err != nil {
@@ -321,6 +305,55 @@ func (s *Server) unapplyUfop(w http.ResponseWriter, r *http.Request, c *call) er
 	}
 	writeJSON(w, http.StatusOK, publicAccount(acct))
 	return nil
+}
+
+// maxTxnOps is the most operations admin puts in one store transaction:
+// Consul's cap (admin/store/consulkv.MaxTxnOps), the smallest of the
+// backends'.
+const maxTxnOps = 64
+
+// deleteChildren deletes the records of ufop name: the scale events of
+// deps, then its builds, releases and deployments, in transactions of at
+// most maxTxnOps unconditional deletes (so it can be repeated).
+func (s *Server) deleteChildren(ctx context.Context, name string, deps []dora.Deployment) error {
+	var prefixes []string
+	for _, d := range deps {
+		prefixes = append(prefixes, store.PrefixScaleEvents+d.ID+"/")
+	}
+	prefixes = append(prefixes,
+		store.PrefixBuilds+name+"/",
+		store.PrefixReleases+name+"/",
+		store.PrefixDeployments+name+"/",
+	)
+	for _, prefix := range prefixes {
+		kvs, err := s.st.List(ctx, prefix)
+		if err != nil {
+			return fmt.Errorf("list %s: %w", prefix, err)
+		}
+		for len(kvs) > 0 {
+			n := min(len(kvs), maxTxnOps)
+			ops := make([]store.Op, n)
+			for i, kv := range kvs[:n] {
+				ops[i] = store.Op{Kind: store.OpDelete, Key: kv.Key}
+			}
+			if err := s.st.Txn(ctx, ops); err != nil {
+				return fmt.Errorf("delete under %s: %w", prefix, err)
+			}
+			kvs = kvs[n:]
+		}
+	}
+	return nil
+}
+
+// removeName returns names without name (a new slice).
+func removeName(names []string, name string) []string {
+	kept := names[:0:0]
+	for _, n := range names {
+		if n != name {
+			kept = append(kept, n)
+		}
+	}
+	return kept
 }
 
 // liveDeployment reports whether a deployment is still the current one of

@@ -2,7 +2,10 @@ package admin
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 
 	"github.com/doraproject/dora"
@@ -212,4 +215,88 @@ func TestImagesFromStoreRecords(t *testing.T) {
 	}
 	e.must(http.StatusCreated, alice, "POST", "/v1/releases", map[string]any{
 		"ufopname": "grepd", "verstr": "v1", "image": "ufopdemo:v1", "flavor": "C1M1"}, nil)
+}
+
+// txnCapStore refuses transactions of more than max ops, as Consul does,
+// and fails the failAt-th transaction (counted from 1; 0: never).
+type txnCapStore struct {
+	store.Store
+	max int
+
+	mu     sync.Mutex
+	txns   int
+	failAt int
+}
+
+var errInjected = errors.New("injected store failure")
+
+func (s *txnCapStore) Txn(ctx context.Context, ops []store.Op) error {
+	if len(ops) > s.max {
+		return fmt.Errorf("txn of %d ops: too many (max %d)", len(ops), s.max)
+	}
+	s.mu.Lock()
+	s.txns++
+	fail := s.failAt > 0 && s.txns == s.failAt
+	s.mu.Unlock()
+	if fail {
+		return errInjected
+	}
+	return s.Store.Txn(ctx, ops)
+}
+
+func (s *txnCapStore) failOn(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.txns, s.failAt = 0, n
+}
+
+// A ufop with more records than a Consul transaction holds is deleted in
+// batches; a DELETE interrupted half-way leaves the ufop, and a retry
+// finishes the job.
+func TestDeleteUfopWithManyRecords(t *testing.T) {
+	e := newEnv(t)
+	capped := &txnCapStore{Store: e.st, max: 64}
+	e.start(func(c *Config) { c.Store = capped })
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "bigufop", dora.ModeProtected)
+	e.must(http.StatusOK, bob, "POST", "/v1/ufops/bigufop/apply", nil, nil)
+	e.release(alice, "bigufop", "v1")
+	var d dora.Deployment
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/bigufop/deployments", map[string]any{"version": "v1", "expect": 1}, &d)
+	ctx := context.Background()
+	for i := range 150 {
+		if _, err := e.st.Put(ctx, fmt.Sprintf("%s%s/%020d", store.PrefixScaleEvents, d.ID, i), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 70 {
+		b := dora.Build{Ufop: "bigufop", Number: i + 1, Status: dora.BuildFailed}
+		if _, err := e.st.Put(ctx, buildKey("bigufop", i+1), mustJSON(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 70 {
+		if _, err := e.st.Put(ctx, releaseKey("bigufop", fmt.Sprintf("v%d", i+2)), mustJSON(dora.Release{Ufop: "bigufop", Version: fmt.Sprintf("v%d", i+2)})); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	capped.failOn(3) // part-way through the batches
+	if r := e.req(alice, "DELETE", "/v1/ufops/bigufop", nil); r.Status != http.StatusInternalServerError {
+		t.Fatalf("interrupted delete: %d %s, want 500", r.Status, r.Body)
+	}
+	e.must(http.StatusOK, alice, "GET", "/v1/ufops/bigufop", nil, nil)
+	capped.failOn(0)
+	e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/bigufop", nil, nil)
+	for _, p := range []string{"ufops/bigufop", store.PrefixReleases + "bigufop/", store.PrefixBuilds + "bigufop/",
+		store.PrefixDeployments + "bigufop/", store.PrefixScaleEvents + d.ID + "/"} {
+		if kvs, err := e.st.List(ctx, p); err != nil || len(kvs) != 0 {
+			t.Errorf("%s left: %d records, %v", p, len(kvs), err)
+		}
+	}
+	var after dora.Account
+	e.must(http.StatusOK, bob, "GET", "/v1/whoami", nil, &after)
+	if after.HasApplied("bigufop") {
+		t.Error("the deleted ufop is still in bob's applied list")
+	}
 }
