@@ -297,3 +297,65 @@ func TestOnlySignedBodiesAreUsed(t *testing.T) {
 		}
 	}
 }
+
+// Changing the root keys never leaves a second root: a new AK moves to the
+// root account (which keeps its buckets), an AK of an existing account
+// makes it the root and demotes the former one; old root keys stop working.
+func TestEnsureRootWithNewKeysLeavesOneRoot(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.must(http.StatusCreated, e.root, "POST", "/v1/buckets", map[string]any{"name": "rootbucket"}, nil)
+	roots := func() []dora.Account {
+		t.Helper()
+		accts, _, err := listJSON[dora.Account](ctx, e.st, "accounts/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []dora.Account
+		for _, a := range accts {
+			if a.Root {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+
+	// A new AK: the same root account, new keys.
+	moved, err := EnsureRoot(ctx, e.st, "newRootAccessKey000000001", "newRootSecretKey000000000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved.ID != e.root.ID || !moved.Root || moved.AccessKey != "newRootAccessKey000000001" {
+		t.Fatalf("moved root = %+v", moved)
+	}
+	if rs := roots(); len(rs) != 1 || rs[0].ID != moved.ID {
+		t.Fatalf("roots after a new AK: %+v", rs)
+	}
+	e.must(http.StatusUnauthorized, e.root, "GET", "/v1/whoami", nil, nil)
+	e.must(http.StatusOK, moved, "GET", "/v1/buckets/rootbucket", nil, nil)
+	e.must(http.StatusCreated, moved, "POST", "/v1/accounts", map[string]any{"name": "x"}, nil)
+	if _, err := e.st.Get(ctx, "aks/"+testRootAK); err == nil {
+		t.Error("the old root AK is still mapped")
+	}
+
+	// The AK of an existing account: it becomes the root, the former root
+	// is demoted and disabled.
+	e.root = moved
+	bob := e.user("bob", 0)
+	promoted, err := EnsureRoot(ctx, e.st, bob.AccessKey, "bobIsRootNowSecret00000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if promoted.ID != bob.ID || !promoted.Root {
+		t.Fatalf("promoted = %+v", promoted)
+	}
+	if rs := roots(); len(rs) != 1 || rs[0].ID != bob.ID {
+		t.Fatalf("roots after promoting bob: %+v", rs)
+	}
+	e.must(http.StatusUnauthorized, moved, "GET", "/v1/whoami", nil, nil)
+	e.must(http.StatusOK, promoted, "GET", "/v1/accounts", nil, nil)
+	// Idempotent.
+	if again, err := EnsureRoot(ctx, e.st, bob.AccessKey, "bobIsRootNowSecret00000001"); err != nil || again.ID != bob.ID {
+		t.Fatalf("again = %+v, %v", again, err)
+	}
+}

@@ -190,9 +190,13 @@ func BasicAuthenticator(st store.Store) func(ctx context.Context, user, password
 	}
 }
 
-// EnsureRoot makes sure an enabled root account with these keys exists and
-// returns it: it creates one on the first start, and on later starts
-// re-enables it and updates its secret key when the configuration changed.
+// EnsureRoot makes sure exactly one enabled root account exists, with these
+// keys, and returns it. On the first start it creates it. When the keys
+// change: a new SK is set on the account of the AK; a new AK that belongs
+// to no account moves to the existing root account (its old AK stops
+// working; its buckets and ufops stay its own); a new AK of an existing
+// account makes that account the root. Any other root account is then
+// demoted and disabled, so the old root keys stop working.
 func EnsureRoot(ctx context.Context, st store.Store, ak, sk string) (dora.Account, error) {
 	if len(ak) < 16 || len(ak) > 64 || !validKeyChars(ak) {
 		return dora.Account{}, errors.New("ensure root: the root AK must be 16 to 64 characters of A-Z a-z 0-9 - _")
@@ -201,44 +205,114 @@ func EnsureRoot(ctx context.Context, st store.Store, ak, sk string) (dora.Accoun
 		return dora.Account{}, errors.New("ensure root: the root SK must be 16 to 128 characters")
 	}
 	for i := 0; i < casRetries; i++ {
-		kv, err := st.Get(ctx, akKey(ak))
-		if errors.Is(err, store.ErrNotFound) {
-			acct := dora.Account{
-				ID: randomAccountID(), Name: "root", AccessKey: ak, SecretKey: sk,
-				Root: true, InstanceLimit: 100, Created: nowUTC(),
-			}
-			err := st.Txn(ctx, []store.Op{
-				{Kind: store.OpPut, Key: accountKey(acct.ID), Value: mustJSON(acct), CreateOnly: true},
-				{Kind: store.OpPut, Key: akKey(ak), Value: []byte(acct.ID), CreateOnly: true},
-			})
-			if errors.Is(err, store.ErrConflict) {
-				continue
-			}
-			if err != nil {
-				return dora.Account{}, fmt.Errorf("ensure root: create: %w", err)
-			}
-			return acct, nil
-		}
-		if err != nil {
-			return dora.Account{}, fmt.Errorf("ensure root: %w", err)
-		}
-		key := accountKey(string(kv.Value))
-		acct, ver, err := getJSON[dora.Account](ctx, st, key)
-		if err != nil {
-			return dora.Account{}, fmt.Errorf("ensure root: %w", err)
-		}
-		if acct.Root && !acct.Disabled && acct.SecretKey == sk && acct.AccessKey == ak {
-			return acct, nil
-		}
-		acct.Root, acct.Disabled, acct.SecretKey, acct.AccessKey = true, false, sk, ak
-		if _, err := st.CAS(ctx, key, mustJSON(acct), ver); errors.Is(err, store.ErrConflict) {
+		acct, err := ensureRootOnce(ctx, st, ak, sk)
+		if errors.Is(err, store.ErrConflict) {
 			continue
-		} else if err != nil {
-			return dora.Account{}, fmt.Errorf("ensure root: update: %w", err)
+		}
+		if err != nil {
+			return dora.Account{}, fmt.Errorf("ensure root: %w", err)
+		}
+		if err := demoteOtherRoots(ctx, st, acct.ID); err != nil {
+			return dora.Account{}, fmt.Errorf("ensure root: %w", err)
 		}
 		return acct, nil
 	}
 	return dora.Account{}, fmt.Errorf("ensure root: %w", store.ErrConflict)
+}
+
+// ensureRootOnce is one attempt of EnsureRoot before the demotions; a lost
+// race returns store.ErrConflict.
+func ensureRootOnce(ctx context.Context, st store.Store, ak, sk string) (dora.Account, error) {
+	kv, err := st.Get(ctx, akKey(ak))
+	if errors.Is(err, store.ErrNotFound) {
+		return moveRootTo(ctx, st, ak, sk)
+	}
+	if err != nil {
+		return dora.Account{}, err
+	}
+	key := accountKey(string(kv.Value))
+	acct, ver, err := getJSON[dora.Account](ctx, st, key)
+	if err != nil {
+		return dora.Account{}, err
+	}
+	if acct.Root && !acct.Disabled && acct.SecretKey == sk && acct.AccessKey == ak {
+		return acct, nil
+	}
+	acct.Root, acct.Disabled, acct.SecretKey, acct.AccessKey = true, false, sk, ak
+	if _, err := st.CAS(ctx, key, mustJSON(acct), ver); err != nil {
+		return dora.Account{}, fmt.Errorf("update: %w", err)
+	}
+	return acct, nil
+}
+
+// moveRootTo gives an AK no account holds to the existing root account (the
+// oldest, when there are several), or creates the root account.
+func moveRootTo(ctx context.Context, st store.Store, ak, sk string) (dora.Account, error) {
+	accts, kvs, err := listJSON[dora.Account](ctx, st, store.PrefixAccounts)
+	if err != nil {
+		return dora.Account{}, err
+	}
+	old := -1
+	for i, a := range accts {
+		if a.Root && (old < 0 || a.Created.Before(accts[old].Created)) {
+			old = i
+		}
+	}
+	if old < 0 {
+		acct := dora.Account{
+			ID: randomAccountID(), Name: "root", AccessKey: ak, SecretKey: sk,
+			Root: true, InstanceLimit: 100, Created: nowUTC(),
+		}
+		err := st.Txn(ctx, []store.Op{
+			{Kind: store.OpPut, Key: accountKey(acct.ID), Value: mustJSON(acct), CreateOnly: true},
+			{Kind: store.OpPut, Key: akKey(ak), Value: []byte(acct.ID), CreateOnly: true},
+		})
+		if err != nil {
+			return dora.Account{}, fmt.Errorf("create: %w", err)
+		}
+		return acct, nil
+	}
+	acct := accts[old]
+	ops := []store.Op{{Kind: store.OpPut, Key: akKey(ak), Value: []byte(acct.ID), CreateOnly: true}}
+	// Free the old AK when it still names this account.
+	if okv, err := st.Get(ctx, akKey(acct.AccessKey)); err == nil && string(okv.Value) == acct.ID {
+		ops = append(ops, store.Op{Kind: store.OpDelete, Key: okv.Key, Version: okv.Version})
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return dora.Account{}, err
+	}
+	acct.AccessKey, acct.SecretKey, acct.Disabled = ak, sk, false
+	ops = append(ops, store.Op{Kind: store.OpPut, Key: kvs[old].Key, Value: mustJSON(acct), Version: kvs[old].Version})
+	if err := st.Txn(ctx, ops); err != nil {
+		return dora.Account{}, fmt.Errorf("move the root to a new access key: %w", err)
+	}
+	return acct, nil
+}
+
+// demoteOtherRoots makes every root account but id an ordinary, disabled
+// one: its keys are not the configured root keys any more.
+func demoteOtherRoots(ctx context.Context, st store.Store, id string) error {
+	for i := 0; i < casRetries; i++ {
+		accts, kvs, err := listJSON[dora.Account](ctx, st, store.PrefixAccounts)
+		if err != nil {
+			return err
+		}
+		conflict := false
+		for j, a := range accts {
+			if !a.Root || a.ID == id {
+				continue
+			}
+			a.Root, a.Disabled = false, true
+			if _, err := st.CAS(ctx, kvs[j].Key, mustJSON(a), kvs[j].Version); errors.Is(err, store.ErrConflict) {
+				conflict = true
+			} else if err != nil {
+				return fmt.Errorf("demote former root %s: %w", a.ID, err)
+			}
+		}
+		if !conflict {
+			return nil
+		}
+	}
+	return fmt.Errorf("demote former roots: %w", store.ErrConflict)
 }
 
 // ---- identity and accounts ----
