@@ -294,6 +294,38 @@ func overLimit(limit int) error {
 	return errf(http.StatusForbidden, "over the account's limit of %d instances per ufop", limit)
 }
 
+// ceilingOf is the most instances a deployment may run.
+func ceilingOf(d dora.Deployment) int {
+	if d.Max <= 0 {
+		return dora.DefaultMaxInstances
+	}
+	return d.Max
+}
+
+// otherCeilings sums the ceilings of the ufop's live deployments (every
+// version and region, anything not REPLACED) but deps[skip]: the account's
+// limit is per ufop, not per deployment.
+func otherCeilings(deps []dora.Deployment, skip int) int {
+	total := 0
+	for i, d := range deps {
+		if i != skip && liveDeployment(d) {
+			total += ceilingOf(d)
+		}
+	}
+	return total
+}
+
+// checkUfopLimit refuses a deployment ceiling that would take the ufop's
+// total over limit (403 naming the current total).
+func checkUfopLimit(limit, others, ceiling int) error {
+	if others+ceiling <= limit {
+		return nil
+	}
+	return errf(http.StatusForbidden,
+		"over the account's limit of %d instances per ufop: its other deployments may already run %d (their ceilings, every version and region), this one %d; lower a ceiling (--max) or resize first",
+		limit, others, ceiling)
+}
+
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 	var req struct {
 		Version  string  `json:"version"`
@@ -324,11 +356,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 	}
 	ctx := r.Context()
 	limit := c.acct.Limit()
-	maxN := req.Max
-	if maxN == 0 {
-		maxN = max(min(dora.DefaultMaxInstances, limit), req.Expect)
-	}
-	if req.Expect > limit || maxN > limit {
+	if req.Expect > limit || req.Max > limit {
 		return overLimit(limit)
 	}
 	for i := 0; i < casRetries; i++ {
@@ -346,10 +374,19 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 		if err != nil {
 			return err
 		}
+		j := findLive(deps, req.Version, region)
+		others := otherCeilings(deps, j)
+		maxN := req.Max
+		if maxN == 0 {
+			maxN = max(min(dora.DefaultMaxInstances, limit-others), req.Expect)
+		}
+		if err := checkUfopLimit(limit, others, maxN); err != nil {
+			return err
+		}
 		now := s.nowUTC()
 		var d dora.Deployment
 		var op store.Op
-		if j := findLive(deps, req.Version, region); j >= 0 {
+		if j >= 0 {
 			d = deps[j]
 			d.Expect, d.Max = req.Expect, maxN
 			d.Desired = clamp(d.Desired, d.Expect, d.Max)
@@ -438,9 +475,14 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 		now := s.nowUTC()
 		var d dora.Deployment
 		var op store.Op
-		if j := findLive(deps, u.ActiveVersion, region); j >= 0 {
+		j := findLive(deps, u.ActiveVersion, region)
+		others := otherCeilings(deps, j)
+		if j >= 0 {
 			d = deps[j]
 			d.Expect, d.Desired, d.Max = num, num, max(d.Max, num)
+			if err := checkUfopLimit(limit, others, d.Max); err != nil {
+				return err
+			}
 			d.Updated = now
 			op = store.Op{Kind: store.OpPut, Key: deploymentKey(u.Name, d.ID), Version: vers[j]}
 		} else {
@@ -450,8 +492,11 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 			}
 			d = dora.Deployment{
 				ID: "deploy-" + uuid.NewString(), Ufop: u.Name, Version: u.ActiveVersion, Region: region,
-				Expect: num, Max: max(min(dora.DefaultMaxInstances, limit), num), Desired: num,
+				Expect: num, Max: max(min(dora.DefaultMaxInstances, limit-others), num), Desired: num,
 				Autoscale: rel.Autoscale, Status: dora.DeployPending, Created: now, Updated: now,
+			}
+			if err := checkUfopLimit(limit, others, d.Max); err != nil {
+				return err
 			}
 			op = store.Op{Kind: store.OpPut, Key: deploymentKey(u.Name, d.ID), CreateOnly: true}
 		}

@@ -128,10 +128,10 @@ func TestResizeInstancesLogsEvents(t *testing.T) {
 	e.must(http.StatusBadRequest, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": -1}, nil)
 
 	var d dora.Deployment
-	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1}, &d)
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1, "max": 2}, &d)
 	var rd dora.Deployment
 	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 3}, &rd)
-	if rd.ID != d.ID || rd.Expect != 3 || rd.Desired != 3 || rd.Max != 4 {
+	if rd.ID != d.ID || rd.Expect != 3 || rd.Desired != 3 || rd.Max != 3 {
 		t.Fatalf("resize = %+v", rd)
 	}
 	if spec, _ := e.rt.lastSpec(d.ID); spec.Deployment.Desired != 3 {
@@ -140,10 +140,15 @@ func TestResizeInstancesLogsEvents(t *testing.T) {
 	e.must(http.StatusForbidden, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 5}, nil)
 	e.must(http.StatusUnprocessableEntity, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1, "region": "mars"}, nil)
 	e.must(http.StatusForbidden, bob, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1}, nil)
-	// Resize in a region without a deployment creates one.
+	// Resize in a region without a deployment creates one, within what the
+	// limit leaves (it is per ufop: z0 may already run 3 of 4).
+	r := e.req(alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 2, "region": "z1"})
+	if r.Status != http.StatusForbidden || !strings.Contains(r.errMsg(), "may already run 3") {
+		t.Fatalf("resize z1 over the ufop's limit: %d %s", r.Status, r.Body)
+	}
 	var z1 dora.Deployment
-	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 2, "region": "z1"}, &z1)
-	if z1.ID == d.ID || z1.Region != "z1" || z1.Version != "v1" || z1.Expect != 2 {
+	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1, "region": "z1"}, &z1)
+	if z1.ID == d.ID || z1.Region != "z1" || z1.Version != "v1" || z1.Expect != 1 || z1.Max != 1 {
 		t.Fatalf("z1 = %+v", z1)
 	}
 
@@ -170,7 +175,7 @@ func TestResizeInstancesLogsEvents(t *testing.T) {
 		t.Errorf("stopped %v started %v", stopped, started)
 	}
 
-	r := e.must(http.StatusOK, alice, "GET", "/v1/ufops/grepd/instances/1/logs?type=stderr&tail=10", nil, nil)
+	r = e.must(http.StatusOK, alice, "GET", "/v1/ufops/grepd/instances/1/logs?type=stderr&tail=10", nil, nil)
 	if !strings.Contains(string(r.Body), "stderr line one of 1") {
 		t.Errorf("logs = %q", r.Body)
 	}
@@ -208,7 +213,7 @@ func TestResizeInstancesLogsEvents(t *testing.T) {
 
 func TestBlueGreenSwitch(t *testing.T) {
 	e := newEnv(t)
-	alice := e.user("alice", 0)
+	alice := e.user("alice", 20) // both versions' ceilings count against it
 	e.ufop(alice, "grepd", dora.ModePrivate)
 	e.release(alice, "grepd", "v1")
 	e.release(alice, "grepd", "v2")
@@ -405,5 +410,48 @@ func TestArtifactURLIsStableWithinAWeek(t *testing.T) {
 	noKeys := newEnv(t, func(c *Config) { c.RootAK, c.RootSK = "", "" })
 	if u := noKeys.srv.artifactURL("grepd", 1); u != "" {
 		t.Errorf("artifact URL without root keys: %q", u)
+	}
+}
+
+// The account's instance limit is per ufop: the ceilings of its live
+// deployments, every version and region, add up against it.
+func TestInstanceLimitIsPerUfop(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice", 5)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	e.release(alice, "grepd", "v1")
+	e.release(alice, "grepd", "v2")
+	deploy := func(body map[string]any) resp {
+		return e.req(alice, "POST", "/v1/ufops/grepd/deployments", body)
+	}
+	var v1 dora.Deployment
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1, "max": 3}, &v1)
+	for _, body := range []map[string]any{
+		{"version": "v2", "expect": 1, "max": 3},
+		{"version": "v1", "region": "z1", "expect": 3},
+		{"version": "v2", "region": "z1", "expect": 1, "max": 5},
+	} {
+		r := deploy(body)
+		if r.Status != http.StatusForbidden || !strings.Contains(r.errMsg(), "limit of 5") || !strings.Contains(r.errMsg(), "may already run 3") {
+			t.Errorf("deploy %v: %d %s, want 403 naming the total 3", body, r.Status, r.Body)
+		}
+	}
+	// What is left fits; the default ceiling takes only what is left.
+	var v2 dora.Deployment
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v2", "expect": 1}, &v2)
+	if v2.Max != 2 {
+		t.Fatalf("v2 default ceiling = %d, want the 2 left", v2.Max)
+	}
+	// Updating a deployment does not count its own old ceiling.
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1, "max": 3}, nil)
+	if r := deploy(map[string]any{"version": "v1", "expect": 1, "max": 4}); r.Status != http.StatusForbidden {
+		t.Fatalf("raising v1 to 4 with v2 at 2: %d %s", r.Status, r.Body)
+	}
+	// Resizing the active version (v1) is bounded the same way.
+	if r := e.req(alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 4}); r.Status != http.StatusForbidden {
+		t.Fatalf("resize v1 to 4 with v2 at 2: %d %s", r.Status, r.Body)
+	}
+	if d := e.deployment("grepd", v1.ID); d.Max != 3 || d.Expect != 1 {
+		t.Fatalf("refused calls changed v1: %+v", d)
 	}
 }
