@@ -89,8 +89,10 @@ func New(root string) (*Dir, error) {
 // Close releases the directory handle.
 func (d *Dir) Close() error { return d.root.Close() }
 
-// ValidateKey checks a key: non-empty, at most MaxKeyBytes, UTF-8, no NUL,
-// no leading "/", no empty, "." or ".." segment. Errors wrap origin.ErrBadKey.
+// ValidateKey checks a key: non-empty, at most MaxKeyBytes, UTF-8, no NUL
+// nor other control character (C0, DEL), no backslash, no leading "/", no
+// empty, "." or ".." segment. Errors wrap origin.ErrBadKey. It is the one
+// key rule of the platform: the admin API and the mirror call it too.
 func ValidateKey(key string) error {
 	bad := func(why string) error { return fmt.Errorf("key %q: %s: %w", truncate(key), why, origin.ErrBadKey) }
 	switch {
@@ -104,6 +106,13 @@ func ValidateKey(key string) error {
 		return bad("not UTF-8")
 	case key[0] == '/':
 		return bad("leading /")
+	case strings.IndexByte(key, '\\') >= 0:
+		return bad("holds a backslash")
+	}
+	for _, c := range []byte(key) {
+		if c < 0x20 || c == 0x7f {
+			return bad("holds a control character")
+		}
 	}
 	for seg := range strings.SplitSeq(key, "/") {
 		switch seg {

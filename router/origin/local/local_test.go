@@ -162,7 +162,8 @@ func TestInsertOnlyAndOverwrite(t *testing.T) {
 func TestBadKeys(t *testing.T) {
 	d, _ := newDir(t)
 	ctx := context.Background()
-	keys := []string{"", strings.Repeat("a", 1025), "a\x00b", "/a", "../x", "a/../b", "./a", "a/.", "a/..", "..", ".", "a//b", "a/", "\xff"}
+	keys := []string{"", strings.Repeat("a", 1025), "a\x00b", "/a", "../x", "a/../b", "./a", "a/.", "a/..", "..", ".", "a//b", "a/", "\xff",
+		"a\\b", "\\", "a\x01b", "a\nb", "\tx", "a\x7f", "a\rb"}
 	for _, k := range keys {
 		if _, err := d.Put(ctx, "bkt", k, strings.NewReader("x"), origin.PutOptions{}); !errors.Is(err, origin.ErrBadKey) {
 			t.Errorf("Put(%q) = %v, want ErrBadKey", k, err)
