@@ -192,7 +192,7 @@ func TestValidateKey(t *testing.T) {
 	}{
 		{"a", true}, {"a/b/c.jpg", true}, {"ü/..x", true}, {"a//b", false}, {"/a", false}, {"a/", false},
 		{"", false}, {".", false}, {"..", false}, {"a/./b", false}, {"a/..", false},
-		{"a\x00b", false}, {"\xff", false}, {strings.Repeat("k", MaxKeyBytes), true}, {strings.Repeat("k", MaxKeyBytes+1), false},
+		{"a\x00b", false}, {"\xff", false}, {"a\\b", false}, {"a\nb", false}, {"a\x1fb", false}, {"a\x7f", false}, {strings.Repeat("k", MaxKeyBytes), true}, {strings.Repeat("k", MaxKeyBytes+1), false},
 	} {
 		if err := ValidateKey(tc.key); (err == nil) != tc.ok {
 			t.Errorf("ValidateKey(%q) = %v, want ok=%v", tc.key, err, tc.ok)

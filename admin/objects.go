@@ -7,42 +7,22 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/router/origin/local"
 )
 
 // MaxKeyBytes is the longest object key accepted.
-const MaxKeyBytes = 1024
+const MaxKeyBytes = local.MaxKeyBytes
 
-// ErrBadKey is returned by ValidateKey.
-var ErrBadKey = errors.New("bad object key")
+// ErrBadKey is wrapped by ValidateKey's errors; it is origin.ErrBadKey.
+var ErrBadKey = origin.ErrBadKey
 
-// ValidateKey applies docs/api.md's key rules: non-empty, at most
-// MaxKeyBytes, valid UTF-8, no NUL, no empty, "." or ".." segment (so no
-// leading "/" and no "//").
-func ValidateKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty", ErrBadKey)
-	case len(key) > MaxKeyBytes:
-		return fmt.Errorf("%w: longer than %d bytes", ErrBadKey, MaxKeyBytes)
-	case strings.IndexByte(key, 0) >= 0:
-		return fmt.Errorf("%w: holds a NUL byte", ErrBadKey)
-	case !utf8.ValidString(key):
-		return fmt.Errorf("%w: not valid UTF-8", ErrBadKey)
-	}
-	for _, seg := range strings.Split(key, "/") {
-		switch seg {
-		case "":
-			return fmt.Errorf("%w: has an empty segment (leading / or //)", ErrBadKey)
-		case ".", "..":
-			return fmt.Errorf("%w: has a %q segment", ErrBadKey, seg)
-		}
-	}
-	return nil
-}
+// ValidateKey applies the platform's one key rule, local.ValidateKey (see
+// docs/api.md): non-empty, at most MaxKeyBytes, valid UTF-8, no control
+// character nor backslash, no empty, "." or ".." segment (so no leading
+// "/" and no "//").
+func ValidateKey(key string) error { return local.ValidateKey(key) }
 
 // objectTarget checks the bucket is the caller's, the key valid and the
 // origin configured.
