@@ -731,6 +731,7 @@ func (b *Builder) buildEnv(resource, work, home string) []string {
 	for _, k := range keys {
 		if v, ok := vals[k]; ok {
 			env = append(env, k+"="+v)
+			delete(vals, k) // a key deleted and set again is listed twice
 		}
 	}
 	return env

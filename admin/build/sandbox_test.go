@@ -5,13 +5,11 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // secretEnv are variables of the platform's environment no user code may
@@ -273,42 +271,5 @@ func TestChownTreeNoFollow(t *testing.T) {
 	// The tree's root itself must not be a link.
 	if err := ChownTree(filepath.Join(tree, "d", "dir-link"), u); err == nil {
 		t.Error("ChownTree followed a link at its root")
-	}
-}
-
-// TestBuildGrepdRunAs builds examples/grepd with its own ufop.yaml as
-// nobody, with a shared Go build cache owned by nobody (the toolchain only
-// needs to be readable). admin/runtime/local runs such results as nobody.
-func TestBuildGrepdRunAs(t *testing.T) {
-	u := nobody(t)
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Fatal("go is not on PATH; the example's build_script needs it")
-	}
-	_, file, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(file), "..", "..", "examples", "grepd")
-	data := reachableDir(t)
-	b, err := NewWithConfig(Config{Root: filepath.Join(data, "builds"), RunAs: u, GoCache: filepath.Join(data, "cache", "go-build")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if _, err := b.Unpack(ctx, "grepd", 1, packDir(t, src), 0); err != nil {
-		t.Fatal(err)
-	}
-	var log bytes.Buffer
-	if err := b.Build(ctx, "grepd", 1, "", &log); err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
-	}
-	// The shared cache is the run-as user's and was used.
-	fi, err := os.Stat(filepath.Join(data, "cache", "go-build"))
-	if err != nil || fi.Sys().(*syscall.Stat_t).Uid != u.Uid {
-		t.Fatalf("go cache: %v %v", fi, err)
-	}
-	if entries, _ := os.ReadDir(filepath.Join(data, "cache", "go-build")); len(entries) == 0 {
-		t.Error("the shared go cache is empty after the build")
-	}
-	if _, err := os.Stat(filepath.Join(b.Dir("grepd", 1), "grepd")); err != nil {
-		t.Fatalf("no grepd binary: %v\n%s", err, log.String())
 	}
 }

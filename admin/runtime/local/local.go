@@ -13,6 +13,14 @@
 //	<Dir>/<deployment>/logs/<index>.stdout  captured output, "RFC3339 text" lines,
 //	<Dir>/<deployment>/logs/<index>.stderr  rotated to .1 at MaxLogBytes
 //
+// Instances are user code: they see only an allowlisted environment (PATH,
+// locale, time zone, the release's variables, HOST, PORT, PORT_HTTP; HOME is
+// the working dir, TMPDIR <working dir>/.tmp), never the platform's tokens,
+// and with Config.RunAs they run as another user (e.g. nobody) owning only
+// their working dir, so they cannot read the platform's data directory
+// (keys, metadata, objects, other instances' files). Deployment and Dir
+// directories are 0711 (traverse only), logs 0700, working dirs 0700.
+//
 // Instances are started with Setpgid and Pdeathsig=SIGKILL: when dorad dies
 // they die too (a run command that is a single simple command is exec'ed by
 // the shell so the signal reaches the program itself; compound commands'
@@ -36,6 +44,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/pool"
 )
@@ -72,9 +81,14 @@ type Config struct {
 	// healthy mark an instance FAILED (default 5). It is still restarted,
 	// at the maximum backoff.
 	MaxCrashes int
-	// Env, when non-nil, replaces os.Environ as the instances' base
-	// environment (DORA_* variables are removed either way).
+	// Env, when non-nil, replaces os.Environ as the source of the
+	// allowlisted variables instances see.
 	Env []string
+	// RunAs, when non-nil, is the user every instance runs as (the
+	// platform must be root); its working dir is given to that user and
+	// Dir's ancestors must let it through (checked by New). Nil runs
+	// instances as the platform's own user.
+	RunAs *build.User
 }
 
 // MaxRestartBackoff caps the restart delay.
@@ -143,8 +157,11 @@ func New(cfg Config) (*Runtime, error) {
 		return nil, fmt.Errorf("local runtime: dir %s: %w", cfg.Dir, err)
 	}
 	cfg.Dir = abs
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if err := ensureDir(cfg.Dir, 0o711); err != nil {
 		return nil, fmt.Errorf("local runtime: dir %s: %w", cfg.Dir, err)
+	}
+	if err := build.CheckReachable(cfg.Dir, cfg.RunAs); err != nil {
+		return nil, fmt.Errorf("local runtime: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -213,7 +230,11 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 	d := r.deps[id]
 	if d == nil {
 		d = &deployment{id: id, dir: filepath.Join(r.cfg.Dir, id), stopped: map[int]bool{}, insts: map[int]*instance{}}
-		if err := os.MkdirAll(filepath.Join(d.dir, "logs"), 0o755); err != nil {
+		if err := ensureDir(d.dir, 0o711); err != nil {
+			r.mu.Unlock()
+			return fmt.Errorf("apply %s: %w", id, err)
+		}
+		if err := ensureDir(filepath.Join(d.dir, "logs"), 0o700); err != nil {
 			r.mu.Unlock()
 			return fmt.Errorf("apply %s: %w", id, err)
 		}
@@ -619,4 +640,13 @@ func (r *Runtime) publishLoop() {
 			}
 		}
 	}
+}
+
+// ensureDir creates dir (parents with mode too) and sets its mode exactly,
+// so a directory made by an older version gets it as well.
+func ensureDir(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return err
+	}
+	return os.Chmod(dir, mode)
 }

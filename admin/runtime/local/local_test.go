@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/pool"
 )
@@ -444,18 +445,27 @@ func TestCollectedLogs(t *testing.T) {
 }
 
 func TestInstanceEnv(t *testing.T) {
-	base := []string{"PATH=/bin", "DORA_ROOT_SK=secret", "HOST=example", "PORT=1", "HOME=/h"}
+	base := []string{"PATH=/bin", "DORA_ROOT_SK=secret", "HOST=example", "PORT=1", "HOME=/h", "TMPDIR=/t",
+		"CONSUL_HTTP_TOKEN=c", "NOMAD_TOKEN=n", "AWS_SECRET_ACCESS_KEY=a", "REDIS_PASSWORD=r", "LC_ALL=C", "TZ=UTC", "USER=root"}
+	nobody := &build.User{Name: "nobody", Uid: 65534, Gid: 65534}
 	tests := []struct {
-		name string
-		rel  []dora.EnvVar
-		want []string
+		name  string
+		base  []string
+		rel   []dora.EnvVar
+		runAs *build.User
+		want  []string
 	}{
-		{"defaults", nil, []string{"PATH=/bin", "PORT=7", "HOME=/h", "HOST=127.0.0.1", "PORT_HTTP=7"}},
-		{"release env", []dora.EnvVar{{Key: "A", Value: "b"}, {Key: "PORT", Value: "99"}, {Key: "DORA_X", Value: "y"}, {Key: "HOST", Value: "0.0.0.0"}},
-			[]string{"PATH=/bin", "PORT=7", "HOME=/h", "A=b", "HOST=0.0.0.0", "PORT_HTTP=7"}},
+		{"defaults", base, nil, nil,
+			[]string{"PATH=/bin", "LC_ALL=C", "TZ=UTC", "USER=root", "HOME=/w", "TMPDIR=/w/.tmp", "HOST=127.0.0.1", "PORT=7", "PORT_HTTP=7"}},
+		{"run as", base, nil, nobody,
+			[]string{"PATH=/bin", "LC_ALL=C", "TZ=UTC", "USER=nobody", "LOGNAME=nobody", "HOME=/w", "TMPDIR=/w/.tmp", "HOST=127.0.0.1", "PORT=7", "PORT_HTTP=7"}},
+		{"no PATH", []string{"SECRET=x"}, nil, nil,
+			[]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/w", "TMPDIR=/w/.tmp", "HOST=127.0.0.1", "PORT=7", "PORT_HTTP=7"}},
+		{"release env", base, []dora.EnvVar{{Key: "A", Value: "b"}, {Key: "PORT", Value: "99"}, {Key: "DORA_X", Value: "y"}, {Key: "HOST", Value: "0.0.0.0"}, {Key: "HOME", Value: "/mine"}}, nil,
+			[]string{"PATH=/bin", "LC_ALL=C", "TZ=UTC", "USER=root", "HOME=/mine", "TMPDIR=/w/.tmp", "A=b", "PORT=7", "HOST=0.0.0.0", "PORT_HTTP=7"}},
 	}
 	for _, tt := range tests {
-		got := instanceEnv(base, tt.rel, 7)
+		got := instanceEnv(tt.base, tt.rel, 7, "/w", tt.runAs)
 		if strings.Join(got, " ") != strings.Join(tt.want, " ") {
 			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
 		}

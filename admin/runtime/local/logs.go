@@ -112,7 +112,7 @@ func (s *stream) writeFile(l logLine) {
 		os.Rename(s.path, s.path+".1")
 	}
 	if s.file == nil {
-		f, err := os.OpenFile(s.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		f, err := os.OpenFile(s.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {
 			return
 		}

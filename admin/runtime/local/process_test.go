@@ -16,6 +16,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +31,15 @@ const helperEnv = "LOCAL_RUNTIME_HELPER_DIR"
 // runHelper is the stand-in dorad: it never returns.
 func runHelper(dir string) {
 	// Stand-in dorad: run one grepd instance, print its pid, wait to die.
-	r, err := New(Config{Dir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: 100 * time.Millisecond})
+	var runAs *build.User
+	if spec := os.Getenv(helperEnv + "_RUNAS"); spec != "" {
+		u, err := build.LookupUser(spec)
+		if err != nil {
+			os.Exit(4)
+		}
+		runAs = u
+	}
+	r, err := New(Config{Dir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: 100 * time.Millisecond, RunAs: runAs})
 	if err != nil {
 		os.Exit(2)
 	}
@@ -50,65 +59,95 @@ func runHelper(dir string) {
 }
 
 // TestInstancesDieWithParent kills -9 a process running the runtime and
-// checks its instance does not outlive it (Pdeathsig).
+// checks its instance does not outlive it (Pdeathsig), also when the
+// instance runs as another user.
 func TestInstancesDieWithParent(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+t.TempDir(), helperEnv+"_PKG="+grepdDir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	for _, runAs := range []string{"", "65534"} {
+		t.Run("runas="+runAs, func(t *testing.T) {
+			dir := t.TempDir()
+			if runAs != "" {
+				nobodyUser(t)
+				dir = reachableDir(t)
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), helperEnv+"="+dir, helperEnv+"_PKG="+grepdDir, helperEnv+"_RUNAS="+runAs)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			line, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil {
+				t.Fatalf("helper: %v", err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(line))
+			if err != nil || !alive(pid) {
+				t.Fatalf("helper printed %q", line)
+			}
+			if runAs != "" {
+				if uid := procUid(t, pid); uid != runAs {
+					t.Fatalf("instance runs as uid %s, want %s", uid, runAs)
+				}
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			eventually(t, "the orphaned instance to die", func() bool { return !alive(pid) })
+		})
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("helper: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil || !alive(pid) {
-		t.Fatalf("helper printed %q", line)
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	eventually(t, "the orphaned instance to die", func() bool {
-		if !alive(pid) {
-			return true
-		}
-		return false
-	})
 }
 
-// TestBuiltPackageRuns builds examples/passthru with admin/build from its
-// own ufop.yaml and runs the result directory as instances do.
+// TestBuiltPackageRuns builds examples/passthru and examples/grepd with
+// admin/build from their own ufop.yaml and runs the result directories as
+// instances do; as root both the builds and the instances run as nobody
+// (sharing a Go build cache owned by nobody).
 func TestBuiltPackageRuns(t *testing.T) {
+	var runAs *build.User
+	data := t.TempDir()
+	if os.Geteuid() == 0 {
+		runAs = nobodyUser(t)
+		data = reachableDir(t)
+	}
 	_, file, _, _ := goruntime.Caller(0)
-	src := filepath.Join(filepath.Dir(file), "..", "..", "..", "examples", "passthru")
-	b, err := build.New(t.TempDir())
+	examples := filepath.Join(filepath.Dir(file), "..", "..", "..", "examples")
+	b, err := build.NewWithConfig(build.Config{Root: filepath.Join(data, "builds"), RunAs: runAs,
+		GoCache: filepath.Join(data, "cache", "go-build")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	u, err := b.Unpack(ctx, "passthru", 1, packDir(t, src), 0)
+	pub := &recorder{}
+	r, err := New(Config{
+		Dir: filepath.Join(data, "instances"), Region: "z0", Publisher: pub, RunAs: runAs,
+		HealthInterval: 200 * time.Millisecond, RestartBackoff: 20 * time.Millisecond,
+		StopTimeout: 3 * time.Second, MaxLogBytes: 64 << 10, Logger: slog.New(slog.DiscardHandler),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log bytes.Buffer
-	if err := b.Build(ctx, "passthru", 1, "", &log); err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
+	t.Cleanup(func() { r.Close() })
+	for _, name := range []string{"passthru", "grepd"} {
+		u, err := b.Unpack(ctx, name, 1, packDir(t, filepath.Join(examples, name)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var log bytes.Buffer
+		if err := b.Build(ctx, name, 1, "", &log); err != nil {
+			t.Fatalf("%v\n%s", err, log.String())
+		}
+		spec := grepdSpec("deploy-"+name, 1)
+		spec.Deployment.Ufop, spec.Release.Ufop = name, name
+		spec.Package = &runtime.Package{Dir: b.Dir(name, 1), Run: u.Run}
+		if err := r.Apply(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
 	}
-	pub := &recorder{}
-	r := newRuntime(t, pub)
-	spec := grepdSpec("deploy-built", 1)
-	spec.Deployment.Ufop, spec.Release.Ufop = "passthru", "passthru"
-	spec.Package = &runtime.Package{Dir: b.Dir("passthru", 1), Run: u.Run}
-	if err := r.Apply(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "published", func() bool { return len(pub.ids()) == 1 })
-	i, _ := pub.get("deploy-built-1")
+	eventually(t, "published", func() bool { return len(pub.ids()) == 2 })
+
+	i, _ := pub.get("deploy-passthru-1")
 	payload := strings.Repeat("0123456789", 100000)
 	resp, err := http.Post("http://"+i.Addr+"/handler?cmd=passthru", "text/plain", strings.NewReader(payload))
 	if err != nil {
@@ -118,6 +157,32 @@ func TestBuiltPackageRuns(t *testing.T) {
 	resp.Body.Close()
 	if string(got) != payload {
 		t.Fatalf("passthru returned %d bytes, want %d", len(got), len(payload))
+	}
+
+	i, _ = pub.get("deploy-grepd-1")
+	resp, err = http.Post("http://"+i.Addr+"/handler?cmd=grepd/yes", "text/plain", strings.NewReader("no\nyes 1\nnope\nyes 2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "yes 1\nyes 2\n" {
+		t.Fatalf("grepd answered %q", got)
+	}
+	if runAs != nil {
+		// The shared Go build cache is nobody's and was used.
+		cache := filepath.Join(data, "cache", "go-build")
+		fi, err := os.Stat(cache)
+		if err != nil || fi.Sys().(*syscall.Stat_t).Uid != runAs.Uid {
+			t.Fatalf("go cache: %v %v", fi, err)
+		}
+		if entries, _ := os.ReadDir(cache); len(entries) == 0 {
+			t.Error("the shared go cache is empty after the builds")
+		}
+		st := status(t, r, "deploy-grepd")
+		if uid := procUid(t, st.Instances[0].PID); uid != "65534" {
+			t.Fatalf("grepd runs as uid %s, want 65534", uid)
+		}
 	}
 }
 

@@ -94,7 +94,7 @@ func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed boo
 	if err := os.RemoveAll(in.dir); err != nil {
 		return true, fmt.Sprintf("prepare working dir: %v", err)
 	}
-	if err := build.CopyDir(in.dir, spec.Package.Dir); err != nil {
+	if err := r.prepareDir(in.dir, spec.Package.Dir); err != nil {
 		return true, fmt.Sprintf("prepare working dir: %v", err)
 	}
 	port, err := freePort()
@@ -113,10 +113,13 @@ func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed boo
 	}
 	cmd := exec.Command("/bin/sh", "-c", shellCommand(spec.Package.Run))
 	cmd.Dir = in.dir
-	cmd.Env = instanceEnv(r.cfg.Env, spec.Release.Env, port)
+	cmd.Env = instanceEnv(r.cfg.Env, spec.Release.Env, port, in.dir, r.cfg.RunAs)
 	cmd.Stdout = outW
 	cmd.Stderr = errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if r.cfg.RunAs != nil {
+		cmd.SysProcAttr.Credential = r.cfg.RunAs.Credential()
+	}
 	err = cmd.Start()
 	outW.Close()
 	errW.Close()
@@ -329,10 +332,41 @@ func shellCommand(run string) string {
 	return "exec " + run
 }
 
-// instanceEnv is base (os.Environ when nil) minus DORA_* variables, plus
-// the release's variables, HOST=127.0.0.1 unless the release sets HOST (so
-// example programs bind loopback only), then PORT and PORT_HTTP.
-func instanceEnv(base []string, rel []dora.EnvVar, port int) []string {
+// prepareDir makes dir a fresh copy of the package with a private .tmp,
+// owned by the run-as user and closed to everyone else.
+func (r *Runtime) prepareDir(dir, pkg string) error {
+	if err := build.CopyDir(dir, pkg); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, tmpDirName), 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	return build.ChownTree(dir, r.cfg.RunAs)
+}
+
+// tmpDirName is the instance's TMPDIR inside its working dir.
+const tmpDirName = ".tmp"
+
+// envAllowed reports whether an instance may see the platform's variable
+// k: PATH, locale, time zone and the user name. Everything else (Consul
+// and Nomad tokens, cloud keys, DORA_*) stays with the platform.
+func envAllowed(k string) bool {
+	switch k {
+	case "PATH", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME":
+		return true
+	}
+	return strings.HasPrefix(k, "LC_")
+}
+
+// instanceEnv is what an instance sees: the allowlisted variables of base
+// (os.Environ when nil), HOME=dir and TMPDIR=dir/.tmp, USER/LOGNAME of
+// runAs, the release's variables (DORA_* refused), HOST=127.0.0.1 unless
+// the release sets HOST (so example programs bind loopback only), then
+// PORT and PORT_HTTP.
+func instanceEnv(base []string, rel []dora.EnvVar, port int, dir string, runAs *build.User) []string {
 	if base == nil {
 		base = os.Environ()
 	}
@@ -346,13 +380,23 @@ func instanceEnv(base []string, rel []dora.EnvVar, port int) []string {
 	}
 	for _, kv := range base {
 		k, v, ok := strings.Cut(kv, "=")
-		// The parent's HOST (often its host name, e.g. zsh's) would make
-		// programs bind elsewhere than the published loopback address.
-		if !ok || strings.HasPrefix(k, "DORA_") || k == "HOST" {
-			continue
+		if ok && envAllowed(k) {
+			set(k, v)
 		}
-		set(k, v)
 	}
+	if _, ok := vals["PATH"]; !ok {
+		set("PATH", "/usr/local/bin:/usr/bin:/bin")
+	}
+	if runAs != nil {
+		delete(vals, "USER")
+		delete(vals, "LOGNAME")
+		if runAs.Name != "" {
+			set("USER", runAs.Name)
+			set("LOGNAME", runAs.Name)
+		}
+	}
+	set("HOME", dir)
+	set("TMPDIR", filepath.Join(dir, tmpDirName))
 	hostSet := false
 	for _, e := range rel {
 		if e.Key == "" || strings.ContainsAny(e.Key, "=\x00") || strings.HasPrefix(e.Key, "DORA_") {
@@ -372,6 +416,7 @@ func instanceEnv(base []string, rel []dora.EnvVar, port int) []string {
 	for _, k := range keys {
 		if v, ok := vals[k]; ok {
 			env = append(env, k+"="+v)
+			delete(vals, k) // a key deleted and set again is listed twice
 		}
 	}
 	return env
@@ -426,6 +471,14 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 			})
 		}
 	}
+	// The working dir belongs to user code, which may swap a file for a
+	// link to the platform's secrets at any time: files are opened through
+	// an os.Root, which never leaves the working dir.
+	wd, err := os.OpenRoot(root)
+	if err != nil {
+		return []string{}, nil
+	}
+	defer wd.Close()
 	var lines []string
 	var total int64
 	seen := map[string]bool{}
@@ -435,7 +488,11 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 			continue
 		}
 		seen[real] = true
-		fl, n, err := tailFile(real, maxCollected)
+		rel, err := filepath.Rel(root, real)
+		if err != nil {
+			continue
+		}
+		fl, n, err := tailFile(wd, rel, maxCollected)
 		if err != nil {
 			continue
 		}
@@ -457,9 +514,10 @@ func within(root, p string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-// tailFile returns the complete lines among the last max bytes of a file.
-func tailFile(p string, max int64) ([]string, int64, error) {
-	f, err := os.Open(p)
+// tailFile returns the complete lines among the last max bytes of the
+// regular file p below root.
+func tailFile(root *os.Root, p string, max int64) ([]string, int64, error) {
+	f, err := root.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -467,6 +525,9 @@ func tailFile(p string, max int64) ([]string, int64, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, 0, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%s: not a regular file", p)
 	}
 	skipFirst := false
 	if fi.Size() > max {

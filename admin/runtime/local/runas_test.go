@@ -1,0 +1,165 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/runtime"
+)
+
+// nobodyUser is the run-as user of these tests; switching to it needs root.
+func nobodyUser(t *testing.T) *build.User {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("running instances as another user needs root")
+	}
+	u, err := build.LookupUser("65534")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// reachableDir is a temporary directory another user can traverse
+// (t.TempDir's parent is 0700).
+func reachableDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "local-runtime-runas-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// procUid is the real uid of a running process.
+func procUid(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Uid:"); ok {
+			return strings.Fields(rest)[0]
+		}
+	}
+	t.Fatalf("no Uid line in /proc/%d/status", pid)
+	return ""
+}
+
+// TestInstanceSandbox: the platform's secrets in its environment never
+// reach an instance; with RunAs the instance runs as that user, owns its
+// working dir and cannot read the platform's 0600 files (root.credentials
+// beside the instances dir), list the instances' directories or read other
+// deployments' logs. (Other deployments' working dirs belong to the same
+// run-as user: see docs/security.md.)
+func TestInstanceSandbox(t *testing.T) {
+	secrets := map[string]string{
+		"CONSUL_HTTP_TOKEN": "consul-token-s3cret", "NOMAD_TOKEN": "nomad-token-s3cret",
+		"AWS_SECRET_ACCESS_KEY": "aws-s3cret", "REDIS_PASSWORD": "redis-s3cret", "DORA_ROOT_SK": "dora-root-s3cret",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	const secret = "root-secret-key-0123456789"
+	for _, mode := range []string{"self", "nobody"} {
+		t.Run(mode, func(t *testing.T) {
+			var runAs *build.User
+			data := t.TempDir()
+			if mode == "nobody" {
+				runAs = nobodyUser(t)
+				data = reachableDir(t)
+			}
+			creds := filepath.Join(data, "root.credentials")
+			if err := os.WriteFile(creds, []byte(secret+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			pub := &recorder{}
+			r, err := New(Config{
+				Dir: filepath.Join(data, "instances"), Region: "z0", Publisher: pub, RunAs: runAs,
+				HealthInterval: 200 * time.Millisecond, RestartBackoff: 20 * time.Millisecond,
+				StopTimeout: 3 * time.Second, MaxLogBytes: 64 << 10, Logger: slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			// A neighbour deployment whose files nobody must not list.
+			if err := r.Apply(context.Background(), grepdSpec("deploy-other", 1)); err != nil {
+				t.Fatal(err)
+			}
+			spec := grepdSpec("deploy-sandbox", 1)
+			spec.Package.Run = "echo uid=$(id -u) groups=$(id -G); env; " +
+				"cat " + creds + " || echo abs-refused; " +
+				"cat ../../../root.credentials || echo rel-refused; " +
+				"ls .. || echo ls-refused; " +
+				"cat ../../deploy-other/logs/1.stdout || echo logs-refused; " +
+				"touch \"$TMPDIR/x\" && test \"$HOME\" = \"$PWD\" && echo home-ok; exec ./grepd"
+			if err := r.Apply(context.Background(), spec); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "healthy", func() bool { return status(t, r, "deploy-sandbox").Healthy == 1 })
+			var out strings.Builder
+			for _, stream := range []string{"stdout", "stderr"} {
+				rc, err := r.Logs(context.Background(), "deploy-sandbox", runtime.LogQuery{Index: 1, Stream: stream, Tail: 1000})
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(&out, rc)
+				rc.Close()
+			}
+			log := out.String()
+			for k, v := range secrets {
+				if strings.Contains(log, v) || strings.Contains(log, k+"=") {
+					t.Errorf("%s reached the instance:\n%s", k, log)
+				}
+			}
+			if !strings.Contains(log, "home-ok") {
+				t.Errorf("HOME/TMPDIR not the private working dir:\n%s", log)
+			}
+			if runAs == nil {
+				return
+			}
+			for _, want := range []string{"uid=65534 groups=65534\n", "abs-refused", "rel-refused", "ls-refused", "logs-refused"} {
+				if !strings.Contains(log, want) {
+					t.Errorf("instance output lacks %q:\n%s", want, log)
+				}
+			}
+			if strings.Contains(log, secret) {
+				t.Fatalf("the instance read root.credentials:\n%s", log)
+			}
+			st := status(t, r, "deploy-sandbox")
+			if uid := procUid(t, st.Instances[0].PID); uid != "65534" {
+				t.Fatalf("instance runs as uid %s", uid)
+			}
+			fi, err := os.Stat(filepath.Join(data, "instances", "deploy-sandbox", "1"))
+			if err != nil || fi.Sys().(*syscall.Stat_t).Uid != 65534 || fi.Mode().Perm() != 0o700 {
+				t.Fatalf("working dir %v %v: want 0700 owned by nobody", fi.Mode(), err)
+			}
+			i, _ := pub.get("deploy-sandbox-1")
+			resp, err := http.Post("http://"+i.Addr+"/handler?cmd=grepd/yes", "text/plain", strings.NewReader("yes\nno\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(got) != "yes\n" {
+				t.Fatalf("grepd as nobody answered %q", got)
+			}
+		})
+	}
+}
