@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/accounts"
 	"github.com/doraproject/dora/admin/store"
 )
 
@@ -20,7 +21,7 @@ import (
 const casRetries = 8
 
 // errNoAccount: the AK is unknown or its account is disabled.
-var errNoAccount = errors.New("unknown or disabled access key")
+var errNoAccount = accounts.ErrNoAccount
 
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
@@ -79,24 +80,7 @@ func deploymentKey(ufop, id string) string { return store.PrefixDeployments + uf
 // accountByAK resolves aks/<ak> → accounts/<id>; errNoAccount when the AK
 // is unknown or the account disabled.
 func (s *Server) accountByAK(ctx context.Context, ak string) (dora.Account, error) {
-	kv, err := s.st.Get(ctx, akKey(ak))
-	if errors.Is(err, store.ErrNotFound) {
-		return dora.Account{}, errNoAccount
-	}
-	if err != nil {
-		return dora.Account{}, fmt.Errorf("look up ak: %w", err)
-	}
-	acct, _, err := getJSON[dora.Account](ctx, s.st, accountKey(string(kv.Value)))
-	if errors.Is(err, store.ErrNotFound) {
-		return dora.Account{}, errNoAccount
-	}
-	if err != nil {
-		return dora.Account{}, err
-	}
-	if acct.Disabled || acct.AccessKey != ak {
-		return dora.Account{}, errNoAccount
-	}
-	return acct, nil
+	return accounts.ByAK(ctx, s.st, ak)
 }
 
 // lookupSK is the auth.KeyLookup of the API: enabled accounts only.
@@ -168,22 +152,14 @@ func BasicAuthenticator(st store.Store) func(ctx context.Context, user, password
 		if user == "" || password == "" || !validKeyChars(user) {
 			return dora.Account{}, fmt.Errorf("access key %q: %w", user, ErrBadCredentials)
 		}
-		kv, err := st.Get(ctx, akKey(user))
-		if errors.Is(err, store.ErrNotFound) {
-			return dora.Account{}, fmt.Errorf("access key %q: %w", user, ErrBadCredentials)
-		}
-		if err != nil {
-			return dora.Account{}, fmt.Errorf("look up access key: %w", err)
-		}
-		acct, _, err := getJSON[dora.Account](ctx, st, accountKey(string(kv.Value)))
-		if errors.Is(err, store.ErrNotFound) {
+		acct, err := accounts.ByAK(ctx, st, user)
+		if errors.Is(err, accounts.ErrNoAccount) {
 			return dora.Account{}, fmt.Errorf("access key %q: %w", user, ErrBadCredentials)
 		}
 		if err != nil {
 			return dora.Account{}, err
 		}
-		if acct.Disabled || acct.AccessKey != user ||
-			subtle.ConstantTimeCompare([]byte(acct.SecretKey), []byte(password)) != 1 {
+		if subtle.ConstantTimeCompare([]byte(acct.SecretKey), []byte(password)) != 1 {
 			return dora.Account{}, fmt.Errorf("access key %q: %w", user, ErrBadCredentials)
 		}
 		return acct, nil

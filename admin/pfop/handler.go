@@ -15,6 +15,7 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/accounts"
 	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/router/origin"
@@ -164,27 +165,8 @@ func (h *Handler) lookupSK(ctx context.Context, ak string) (string, error) {
 	return a.SecretKey, nil
 }
 
-var errNoAccount = errors.New("unknown or disabled access key")
-
 func (h *Handler) accountByAK(ctx context.Context, ak string) (dora.Account, error) {
-	kv, err := h.cfg.Store.Get(ctx, store.PrefixAccessKeys+ak)
-	if errors.Is(err, store.ErrNotFound) {
-		return dora.Account{}, errNoAccount
-	}
-	if err != nil {
-		return dora.Account{}, fmt.Errorf("look up access key: %w", err)
-	}
-	var a dora.Account
-	if err := getJSON(ctx, h.cfg.Store, store.PrefixAccounts+string(kv.Value), &a); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return dora.Account{}, errNoAccount
-		}
-		return dora.Account{}, err
-	}
-	if a.Disabled || a.AccessKey != ak {
-		return dora.Account{}, errNoAccount
-	}
-	return a, nil
+	return accounts.ByAK(ctx, h.cfg.Store, ak)
 }
 
 func getJSON(ctx context.Context, st store.Store, key string, v any) error {

@@ -1,0 +1,47 @@
+// Package accounts resolves access keys to accounts in the metadata store
+// (aks/<ak> → account id, accounts/<id> → dora.Account). The admin API,
+// the pfop handler and the registry's basic auth share it, so that they
+// agree on which keys are valid.
+package accounts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/store"
+)
+
+// ErrNoAccount: the AK is unknown, or its account is disabled or no longer
+// holds it.
+var ErrNoAccount = errors.New("unknown or disabled access key")
+
+// ByAK returns the enabled account whose access key is ak; an error
+// wrapping ErrNoAccount when there is none, a store error otherwise.
+func ByAK(ctx context.Context, st store.Store, ak string) (dora.Account, error) {
+	kv, err := st.Get(ctx, store.PrefixAccessKeys+ak)
+	if errors.Is(err, store.ErrNotFound) {
+		return dora.Account{}, ErrNoAccount
+	}
+	if err != nil {
+		return dora.Account{}, fmt.Errorf("look up access key: %w", err)
+	}
+	key := store.PrefixAccounts + string(kv.Value)
+	akv, err := st.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return dora.Account{}, ErrNoAccount
+	}
+	if err != nil {
+		return dora.Account{}, fmt.Errorf("get %s: %w", key, err)
+	}
+	var a dora.Account
+	if err := json.Unmarshal(akv.Value, &a); err != nil {
+		return dora.Account{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	if a.Disabled || a.AccessKey != ak {
+		return dora.Account{}, ErrNoAccount
+	}
+	return a, nil
+}

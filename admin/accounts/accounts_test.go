@@ -1,0 +1,57 @@
+package accounts_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/accounts"
+	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/admin/store/bolt"
+)
+
+func TestByAK(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	put := func(key string, v []byte) {
+		t.Helper()
+		if _, err := st.Put(ctx, key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acct := func(a dora.Account) {
+		t.Helper()
+		b, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(store.PrefixAccounts+a.ID, b)
+		put(store.PrefixAccessKeys+a.AccessKey, []byte(a.ID))
+	}
+	acct(dora.Account{ID: "1", AccessKey: "ak-alice", SecretKey: "sk"})
+	acct(dora.Account{ID: "2", AccessKey: "ak-bob", Disabled: true})
+	acct(dora.Account{ID: "3", AccessKey: "ak-carol-new"})
+	put(store.PrefixAccessKeys+"ak-carol-old", []byte("3")) // rotated away
+	put(store.PrefixAccessKeys+"ak-ghost", []byte("9"))     // account gone
+	put(store.PrefixAccessKeys+"ak-broken", []byte("4"))
+	put(store.PrefixAccounts+"4", []byte("{not json"))
+
+	if a, err := accounts.ByAK(ctx, st, "ak-alice"); err != nil || a.ID != "1" || a.SecretKey != "sk" {
+		t.Fatalf("alice = %+v, %v", a, err)
+	}
+	for _, ak := range []string{"ak-bob", "ak-carol-old", "ak-ghost", "nobody"} {
+		if _, err := accounts.ByAK(ctx, st, ak); !errors.Is(err, accounts.ErrNoAccount) {
+			t.Errorf("ByAK(%q) = %v, want ErrNoAccount", ak, err)
+		}
+	}
+	if _, err := accounts.ByAK(ctx, st, "ak-broken"); err == nil || errors.Is(err, accounts.ErrNoAccount) {
+		t.Errorf("a corrupt record: %v, want a decode error", err)
+	}
+}
