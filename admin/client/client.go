@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -55,12 +56,38 @@ func StatusOf(err error) int {
 	return 0
 }
 
+// Timeouts of the client New makes. There is no total timeout (uploads and
+// log streams last as long as they need; callers bound them with their
+// context), but a server that does not accept the connection or never
+// answers the request fails the call instead of hanging.
+const (
+	// DialTimeout bounds connecting (TCP), DialTimeout again the TLS handshake.
+	DialTimeout = 10 * time.Second
+	// ResponseHeaderTimeout bounds the wait for the reply's headers after
+	// the request (body included) is sent: above the server's own bound on
+	// a runtime call made for a request (one minute).
+	ResponseHeaderTimeout = 3 * time.Minute
+)
+
+// NewHTTPClient returns the *http.Client New uses: the default transport
+// (proxy from the environment, keep-alives) with the given dial/TLS and
+// response-header timeouts, and no total timeout.
+func NewHTTPClient(dial, responseHeader time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = dial
+	tr.ResponseHeaderTimeout = responseHeader
+	return &http.Client{Transport: tr}
+}
+
 // Client calls one admin API endpoint with one key pair. It is safe for
 // concurrent use.
 type Client struct {
 	endpoint *url.URL
 	ak, sk   string
-	// HTTP is the transport; http.DefaultClient when nil.
+	// HTTP is the transport; New sets NewHTTPClient(DialTimeout,
+	// ResponseHeaderTimeout). A nil HTTP (a Client not made by New) uses
+	// such a client too, never http.DefaultClient (no timeouts).
 	HTTP *http.Client
 	// Now stamps X-Qiniu-Date; time.Now when nil (tests set it).
 	Now func() time.Time
@@ -70,7 +97,7 @@ type Client struct {
 // or "127.0.0.1:8090": http is assumed when the scheme is missing). A bad
 // endpoint surfaces as an error on the first call.
 func New(endpoint, ak, sk string) *Client {
-	return &Client{endpoint: parseEndpoint(endpoint), ak: ak, sk: sk}
+	return &Client{endpoint: parseEndpoint(endpoint), ak: ak, sk: sk, HTTP: NewHTTPClient(DialTimeout, ResponseHeaderTimeout)}
 }
 
 func parseEndpoint(s string) *url.URL {
@@ -113,7 +140,7 @@ func (c *Client) httpClient() *http.Client {
 	if c.HTTP != nil {
 		return c.HTTP
 	}
-	return http.DefaultClient
+	return NewHTTPClient(DialTimeout, ResponseHeaderTimeout)
 }
 
 func (c *Client) now() time.Time {

@@ -533,3 +533,35 @@ func TestLinkInside(t *testing.T) {
 		}
 	}
 }
+
+// A server that accepts the request but never answers fails the call
+// instead of hanging qdoractl; New's client has such bounds (and no total
+// timeout, which would cut long uploads).
+func TestUnresponsiveServerDoesNotHang(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+
+	c := New(srv.URL, testAK, testSK)
+	tr, ok := c.HTTP.Transport.(*http.Transport)
+	if !ok || c.HTTP.Timeout != 0 || tr.ResponseHeaderTimeout != ResponseHeaderTimeout || tr.TLSHandshakeTimeout != DialTimeout || tr.DialContext == nil {
+		t.Fatalf("New's HTTP client: %+v", c.HTTP)
+	}
+	c.HTTP = NewHTTPClient(DialTimeout, 50*time.Millisecond)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Whoami(context.Background())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("Whoami against a silent server = %v, want a timeout", err)
+		}
+	case <-time.After(30 * time.Second): // a hang guard, not a timing assertion
+		t.Fatal("Whoami hung on a silent server")
+	}
+}
