@@ -277,14 +277,20 @@ func DefaultFlavors() []Flavor {
 	}
 }
 
-// BuiltinFops are the operations the router runs itself; their names are
-// reserved and cannot be registered as ufops.
-var BuiltinFops = []string{"qhash", "imageInfo", "exif", "imageView2", "saveas", "avinfo", "imageMogr2", "imageView", "imageAve", "watermark", "pfop", "prefop"}
+// builtinFops are the operations the router runs itself; their names are
+// reserved and cannot be registered as ufops. Immutable: BuiltinFops
+// hands out copies.
+var builtinFops = [...]string{"qhash", "imageInfo", "exif", "imageView2", "saveas", "avinfo", "imageMogr2", "imageView", "imageAve", "watermark", "pfop", "prefop"}
+
+// BuiltinFops returns the names of the operations the router runs itself
+// (reserved: they cannot be registered as ufops), as a new slice the caller
+// may modify.
+func BuiltinFops() []string { return append([]string(nil), builtinFops[:]...) }
 
 // IsBuiltin reports whether name is a built-in fop (case-insensitive, so that
 // "imageinfo" cannot shadow "imageInfo").
 func IsBuiltin(name string) bool {
-	for _, b := range BuiltinFops {
+	for _, b := range builtinFops {
 		if strings.EqualFold(b, name) {
 			return true
 		}
