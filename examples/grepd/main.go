@@ -38,11 +38,33 @@ const maxUopBody = 64 << 10
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	srv := &http.Server{Addr: listenAddr(os.Getenv), Handler: newHandler(http.DefaultClient), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Addr:              listenAddr(os.Getenv),
+		Handler:           newHandler(inputClient()),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Keep-alive connections from the router are reused across
+		// requests; an idle one is closed after two minutes.
+		IdleTimeout: 2 * time.Minute,
+	}
 	if err := serve(srv, log); err != nil {
 		log.Error("grepd", "err", err)
 		os.Exit(1)
 	}
+}
+
+// inputClient returns the client that fetches url= inputs. Its one
+// Transport is shared by every request, so connections to the router are
+// kept alive and reused: Go's default keeps only 2 idle connections per
+// host, and under load every other fetch then opens a new connection and
+// leaves the closed one in TIME_WAIT. Inputs are streamed as they are, so
+// no gzip is asked for.
+func inputClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	t.DisableCompression = true
+	return &http.Client{Transport: t}
 }
 
 // serve runs srv until SIGTERM/SIGINT, then shuts it down gracefully.

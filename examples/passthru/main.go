@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -30,11 +31,33 @@ const maxUopBody = 64 << 10
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	srv := &http.Server{Addr: listenAddr(os.Getenv), Handler: newHandler(http.DefaultClient), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Addr:              listenAddr(os.Getenv),
+		Handler:           newHandler(inputClient()),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Keep-alive connections from the router are reused across
+		// requests; an idle one is closed after two minutes.
+		IdleTimeout: 2 * time.Minute,
+	}
 	if err := serve(srv, log); err != nil {
 		log.Error("passthru", "err", err)
 		os.Exit(1)
 	}
+}
+
+// inputClient returns the client that fetches url= inputs. Its one
+// Transport is shared by every request, so connections to the router are
+// kept alive and reused: Go's default keeps only 2 idle connections per
+// host, and under load every other fetch then opens a new connection and
+// leaves the closed one in TIME_WAIT. Inputs are streamed as they are, so
+// no gzip is asked for.
+func inputClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	t.DisableCompression = true
+	return &http.Client{Transport: t}
 }
 
 // serve runs srv until SIGTERM/SIGINT, then shuts it down gracefully.
@@ -82,16 +105,16 @@ func newHandler(client *http.Client) http.Handler {
 		http.NewResponseController(w).EnableFullDuplex()
 		defer r.Body.Close()
 		if u := r.URL.Query().Get("url"); u != "" {
-			body, ctype, status, err := fetch(r.Context(), client, u)
+			body, ctype, size, status, err := fetch(r.Context(), client, u)
 			if err != nil {
 				http.Error(w, err.Error(), status)
 				return
 			}
 			defer body.Close()
-			copyOut(w, body, ctype)
+			copyOut(w, body, ctype, size)
 			return
 		}
-		copyOut(w, r.Body, r.Header.Get("Content-Type"))
+		copyOut(w, r.Body, r.Header.Get("Content-Type"), r.ContentLength)
 	})
 	mux.HandleFunc("POST /uop", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -109,7 +132,7 @@ func newHandler(client *http.Client) http.Handler {
 			http.Error(w, "src.url is required", http.StatusBadRequest)
 			return
 		}
-		body, ctype, status, err := fetch(r.Context(), client, req.Src.URL)
+		body, ctype, size, status, err := fetch(r.Context(), client, req.Src.URL)
 		if err != nil {
 			http.Error(w, err.Error(), status)
 			return
@@ -118,38 +141,45 @@ func newHandler(client *http.Client) http.Handler {
 		if req.Src.MimeType != "" {
 			ctype = req.Src.MimeType
 		}
-		copyOut(w, body, ctype)
+		copyOut(w, body, ctype, size)
 	})
 	return mux
 }
 
-// fetch GETs an input url; on failure it returns the status to answer with.
-func fetch(ctx context.Context, client *http.Client, u string) (body io.ReadCloser, ctype string, status int, err error) {
+// fetch GETs an input url: its body, type and size (-1 unknown); on
+// failure it returns the status to answer with.
+func fetch(ctx context.Context, client *http.Client, u string) (body io.ReadCloser, ctype string, size int64, status int, err error) {
 	pu, err := url.Parse(u)
 	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-		return nil, "", http.StatusBadRequest, fmt.Errorf("url %q: want an http(s) URL", u)
+		return nil, "", -1, http.StatusBadRequest, fmt.Errorf("url %q: want an http(s) URL", u)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, "", http.StatusBadRequest, fmt.Errorf("url %q: %v", u, err)
+		return nil, "", -1, http.StatusBadRequest, fmt.Errorf("url %q: %v", u, err)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, "", http.StatusBadGateway, fmt.Errorf("fetch input: %v", err)
+		return nil, "", -1, http.StatusBadGateway, fmt.Errorf("fetch input: %v", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
-		return nil, "", http.StatusBadGateway, fmt.Errorf("fetch input: status %d", resp.StatusCode)
+		return nil, "", -1, http.StatusBadGateway, fmt.Errorf("fetch input: status %d", resp.StatusCode)
 	}
-	return resp.Body, resp.Header.Get("Content-Type"), 0, nil
+	return resp.Body, resp.Header.Get("Content-Type"), resp.ContentLength, 0, nil
 }
 
-// copyOut streams in to w with the given content type.
-func copyOut(w http.ResponseWriter, in io.Reader, ctype string) {
+// copyOut streams in to w with the given content type. The output is the
+// input, so a known input size is the output's Content-Length: the caller
+// then gets a plain body instead of a chunked one, and knows a truncated
+// one when it sees it.
+func copyOut(w http.ResponseWriter, in io.Reader, ctype string, size int64) {
 	if ctype == "" {
 		ctype = "application/octet-stream"
 	}
 	w.Header().Set("Content-Type", ctype)
+	if size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	}
 	if _, err := io.Copy(w, in); err != nil {
 		// Abort so the caller sees a truncated body, not a short success.
 		panic(http.ErrAbortHandler)

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -86,5 +89,42 @@ func TestHealth(t *testing.T) {
 	newHandler(http.DefaultClient).ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "ok") {
 		t.Fatalf("health: %d %q", rec.Code, rec.Body.String())
+	}
+}
+
+// TestInputConnectionsReused: concurrent url= fetches keep their
+// connections to the input server alive and reuse them, round after round
+// (Go's default client keeps 2 idle per host and would dial again).
+func TestInputConnectionsReused(t *testing.T) {
+	var dials atomic.Int64
+	src := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "input")
+	}))
+	src.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	src.Start()
+	defer src.Close()
+	client := inputClient()
+	defer client.CloseIdleConnections()
+	h := newHandler(client)
+	const workers, rounds = 8, 10
+	for range rounds {
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest("POST", "/handler?cmd=passthru&url="+url.QueryEscape(src.URL), nil))
+				if rec.Code != 200 || rec.Body.String() != "input" || rec.Header().Get("Content-Length") != "5" {
+					t.Errorf("status %d body %q length %q", rec.Code, rec.Body.String(), rec.Header().Get("Content-Length"))
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if n := dials.Load(); n > workers {
+		t.Fatalf("%d connections for %d concurrent fetchers over %d rounds: not reused", n, workers, rounds)
 	}
 }
