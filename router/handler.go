@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -90,6 +91,9 @@ func (rq *request) finish(status int, bytes int64, err error) {
 	}
 	d := rq.r.now().Sub(rq.start)
 	rq.r.metrics.request(rq.names, status, d, bytes)
+	if !rq.r.log.Enabled(context.Background(), slog.LevelInfo) {
+		return // building the line costs a dozen allocations
+	}
 	attrs := []any{"reqid", rq.reqid, "method", string(rq.ctx.Method()), "bucket", rq.bucket, "key", rq.key,
 		"pipeline", rq.pipeline, "status", status, "bytes", bytes, "duration", d}
 	if err != nil {

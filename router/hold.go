@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -30,28 +29,10 @@ const (
 // Held returns the number of requests waiting for an instance right now.
 func (r *Router) Held() int { return int(r.held.Load()) }
 
-// clientConnKey carries the client's connection in a pipeline's context, so
-// that a held request notices its client going away.
-type clientConnKey struct{}
-
-// withClientConn returns ctx carrying the client connection c (may be nil).
-func withClientConn(ctx context.Context, c net.Conn) context.Context {
-	if c == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, clientConnKey{}, c)
-}
-
-// clientGone reports whether the client connection carried by ctx was
-// closed by its peer. Without a connection (Process, pfop) it is false.
-func clientGone(ctx context.Context) bool {
-	c, _ := ctx.Value(clientConnKey{}).(net.Conn)
-	return c != nil && connClosed(c)
-}
-
 // holdForInstance waits for a host of key for step i: until one is in the
 // pool (returned), HoldTimeout passes or the bound of held requests is
-// reached (503 with Retry-After), or ctx ends or the client goes away.
+// reached (503 with Retry-After), or ctx ends (the client going away
+// cancels it: cancel.go).
 func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*pool.Host, *httpError) {
 	lk := loadKey(key)
 	unavailable := func(format string, args ...any) *httpError {
@@ -95,9 +76,6 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		}
 		if h := r.cfg.Pool.Pick(key, nil, r.now()); h != nil {
 			return h, nil
-		}
-		if clientGone(ctx) {
-			return nil, unavailable("client went away while waiting for an instance of %s", key.Ufop)
 		}
 	}
 }

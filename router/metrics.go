@@ -72,8 +72,24 @@ func newMetrics(reg prometheus.Registerer, r *Router) (*metrics, error) {
 
 func (m *metrics) serve(ctx *fasthttp.RequestCtx) { m.handler(ctx) }
 
+// statusCodes holds the label text of every HTTP status, so that counting
+// a request allocates nothing.
+var statusCodes = func() (t [600]string) {
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+func statusLabel(status int) string {
+	if status >= 0 && status < len(statusCodes) {
+		return statusCodes[status]
+	}
+	return strconv.Itoa(status)
+}
+
 func (m *metrics) request(names []string, status int, d time.Duration, _ int64) {
-	code := strconv.Itoa(status)
+	code := statusLabel(status)
 	if len(names) == 0 {
 		m.requests.WithLabelValues("-", code).Inc()
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -251,3 +252,39 @@ func (c *countingBody) Close() error {
 	}
 	return err
 }
+
+// copyBufs are the buffers the router's response streams copy with
+// (WriteTo), instead of a fresh 32 KiB one per response.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// writeTo copies r to w with a pooled buffer until EOF: the WriteTo of the
+// router's response streams, which fasthttp's writer reaches through
+// io.Copy once its own buffer is full.
+func writeTo(w io.Writer, r io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+			if m != n {
+				return total, io.ErrShortWrite
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// WriteTo implements io.WriterTo (see writeTo).
+func (c *countingBody) WriteTo(w io.Writer) (int64, error) { return writeTo(w, c) }

@@ -84,9 +84,8 @@ func (p *pipeline) teardown() {
 // stage's output to the client (saving it too with saveas).
 func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (bool, *httpError) {
 	pctx, cancel := context.WithTimeout(r.stopped, r.cfg.Deadline)
-	pctx = withClientConn(pctx, rq.ctx.Conn()) // a held request notices its client leaving
-	// The client's hang-up cancels the pipeline (cancel.go) until the
-	// pipeline is torn down.
+	// The client's hang-up cancels the pipeline (cancel.go), a held one
+	// included, until the pipeline is torn down.
 	we := &watchEntry{conn: rq.ctx.Conn(), cancel: cancel}
 	r.watch.add(we)
 	p, cur, _, herr := r.startPipeline(pctx, func() { r.watch.remove(we); cancel() }, rq.reqid, b, key, stages, sa)
@@ -268,7 +267,8 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 		}
 		req.SetBodyRaw(body)
 	} else {
-		req.SetRequestURIBytes(handlerURI(req.Header.RequestURI()[:0], inst.Addr, st.step.Raw, srcURL))
+		var buf [512]byte
+		req.SetRequestURIBytes(handlerURI(buf[:0], inst.Addr, st.step.Raw, srcURL))
 		req.Header.SetContentLength(0)
 	}
 	req.URI().DisablePathNormalizing = true

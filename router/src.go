@@ -187,3 +187,6 @@ func (b *srcBody) Close() error {
 	b.onClose(b.n, b.err)
 	return err
 }
+
+// WriteTo implements io.WriterTo (see writeTo).
+func (b *srcBody) WriteTo(w io.Writer) (int64, error) { return writeTo(w, b) }

@@ -57,6 +57,11 @@ type Dir struct {
 	// tree guards directory creation (Put, shared) against the pruning of
 	// empty directories (Delete, exclusive).
 	tree sync.RWMutex
+	// sidecars caches parsed sidecars by object, each valid while the data
+	// file is the same file (fileID): reading one costs two directory
+	// opens, a file read and a JSON decode on every Open.
+	scMu     sync.Mutex
+	sidecars map[objectName]cachedSidecar
 }
 
 var (
@@ -242,7 +247,17 @@ func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, error) {
 		return nil, origin.Object{}, origin.ErrNotFound
 	}
 	obj := origin.Object{Bucket: bucket, Key: key, Size: fi.Size(), Modified: fi.ModTime().UTC()}
+	id, idOK := fileID(fi)
+	if idOK {
+		if sc, ok := d.cachedSidecar(bucket, key, id); ok {
+			obj.ETag, obj.MimeType, obj.Modified = sc.ETag, sc.MimeType, sc.Modified
+			return f, obj, nil
+		}
+	}
 	if sc, ok := d.readSidecar(bucket, key); ok && sc.Size == fi.Size() {
+		if idOK {
+			d.cacheSidecar(bucket, key, id, sc)
+		}
 		obj.ETag, obj.MimeType, obj.Modified = sc.ETag, sc.MimeType, sc.Modified
 		return f, obj, nil
 	}
@@ -264,6 +279,53 @@ func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, error) {
 }
 
 func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }
+
+// maxCachedSidecars bounds the sidecar cache; when full it starts over.
+const maxCachedSidecars = 4096
+
+// objectName names an object in the sidecar cache.
+type objectName struct{ bucket, key string }
+
+// cachedSidecar is a sidecar and the identity of the data file it was read
+// for.
+type cachedSidecar struct {
+	id fileIdent
+	sc sidecar
+}
+
+// fileIdent tells one data file from another: a Put renames a new file
+// into place (a new inode, a new modification time).
+type fileIdent struct {
+	dev, ino uint64
+	size     int64
+	mtime    int64
+}
+
+func (d *Dir) cachedSidecar(bucket, key string, id fileIdent) (sidecar, bool) {
+	d.scMu.Lock()
+	defer d.scMu.Unlock()
+	c, ok := d.sidecars[objectName{bucket, key}]
+	if !ok || c.id != id {
+		return sidecar{}, false
+	}
+	return c.sc, true
+}
+
+func (d *Dir) cacheSidecar(bucket, key string, id fileIdent, sc sidecar) {
+	d.scMu.Lock()
+	defer d.scMu.Unlock()
+	if d.sidecars == nil || len(d.sidecars) >= maxCachedSidecars {
+		d.sidecars = make(map[objectName]cachedSidecar)
+	}
+	d.sidecars[objectName{bucket, key}] = cachedSidecar{id: id, sc: sc}
+}
+
+// forgetSidecar drops an object's cached sidecar (Put, Delete).
+func (d *Dir) forgetSidecar(bucket, key string) {
+	d.scMu.Lock()
+	defer d.scMu.Unlock()
+	delete(d.sidecars, objectName{bucket, key})
+}
 
 func (d *Dir) readSidecar(bucket, key string) (sidecar, bool) {
 	mr, err := d.openBucket(metaDir, bucket)
@@ -380,6 +442,7 @@ func (d *Dir) Put(ctx context.Context, bucket, key string, r io.Reader, opts ori
 	l := d.lock(bucket, key)
 	l.Lock()
 	err = d.place(bucket, key, dataTmp, metaTmp, opts.InsertOnly)
+	d.forgetSidecar(bucket, key)
 	l.Unlock()
 	if err != nil {
 		return fail(err)
@@ -471,6 +534,7 @@ func (d *Dir) Delete(ctx context.Context, bucket, key string) error {
 	l := d.lock(bucket, key)
 	l.Lock()
 	defer l.Unlock()
+	d.forgetSidecar(bucket, key)
 	br, err := d.openBucket("", bucket)
 	if err != nil {
 		return fmt.Errorf("delete %s/%s: %w", bucket, truncate(key), err)

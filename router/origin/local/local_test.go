@@ -423,3 +423,43 @@ func TestConcurrentPutsNeverTorn(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSidecarCacheFollowsTheFile: cached metadata is only used for the
+// data file it was read for: an overwrite of the same size, a file
+// replaced by hand (no sidecar of its own) and a delete all show through.
+func TestSidecarCacheFollowsTheFile(t *testing.T) {
+	d, root := newDir(t)
+	first := put(t, d, "bkt", "k.txt", "aaaa")
+	if _, obj := read(t, d, "bkt", "k.txt", 0, -1); obj.ETag != first.ETag {
+		t.Fatalf("first read: %+v", obj)
+	}
+	if _, obj := read(t, d, "bkt", "k.txt", 0, -1); obj.ETag != first.ETag { // from the cache
+		t.Fatalf("cached read: %+v", obj)
+	}
+	second := put(t, d, "bkt", "k.txt", "bbbb")
+	if got, obj := read(t, d, "bkt", "k.txt", 0, -1); got != "bbbb" || obj.ETag != second.ETag || obj.ETag == first.ETag {
+		t.Fatalf("after an overwrite of the same size: %q %+v", got, obj)
+	}
+	// Replaced behind the origin's back by a file of another size: its
+	// sidecar no longer fits, the metadata is computed.
+	tmp := filepath.Join(root, "bkt", "new")
+	if err := os.WriteFile(tmp, []byte("ccccc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(root, "bkt", "k.txt")); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := ETag(strings.NewReader("ccccc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, obj := read(t, d, "bkt", "k.txt", 0, -1); got != "ccccc" || obj.ETag != want || obj.Size != 5 {
+		t.Fatalf("a replaced file: %q %+v, want etag %s", got, obj, want)
+	}
+	if err := d.Delete(context.Background(), "bkt", "k.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.Open(context.Background(), "bkt", "k.txt", 0, -1); !errors.Is(err, origin.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}

@@ -1,0 +1,105 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router/meta"
+)
+
+// BenchmarkPipeline measures one ufop step end to end over loopback: a
+// client GET through the router, the router's call to an in-process
+// passthru instance (fasthttp, keep-alive), the instance's fetch of its
+// one-shot input URL. ns/op and allocs/op cover the router, the instance
+// and the client together (run with -benchmem; compare runs, not
+// absolutes).
+func BenchmarkPipeline(b *testing.B) {
+	for _, size := range []int{4 << 10, 64 << 10} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) { benchPipeline(b, size) })
+	}
+}
+
+func benchPipeline(b *testing.B, size int) {
+	objs := newMemOrigin()
+	objs.add("photos", "small", "application/octet-stream", make([]byte, size))
+	instAddr := benchInstance(b)
+	p := pool.New(pool.Options{})
+	p.Update([]pool.Instance{{ID: "p0", Ufop: "passthru", Version: "v1", Region: dora.DefaultRegion, Addr: instAddr}})
+	r, err := New(Config{
+		Meta: staticMeta{meta.NewSnapshot(meta.Data{
+			Accounts: []dora.Account{alice},
+			Buckets:  []dora.Bucket{{Name: "photos", Owner: alice.ID}},
+			Ufops:    []dora.Ufop{{Name: "passthru", Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"}},
+			Releases: []dora.Release{{Ufop: "passthru", Version: "v1", Protocol: dora.ProtocolDora}},
+		})},
+		Objects: objs, Pool: p,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.Serve(ctx, ln) })
+	defer func() { cancel(); wg.Wait() }()
+
+	hc := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64, ReadTimeout: 10 * time.Second}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.SetParallelism(8) // 8 × GOMAXPROCS concurrent requests
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		for pb.Next() {
+			req.SetRequestURI("/small?passthru")
+			req.Header.SetHost("photos.localhost")
+			if err := hc.Do(req, resp); err != nil {
+				b.Error(err)
+				return
+			}
+			if resp.StatusCode() != 200 || len(resp.Body()) != size {
+				b.Errorf("status %d, %d bytes", resp.StatusCode(), len(resp.Body()))
+				return
+			}
+		}
+	})
+}
+
+// benchInstance serves the Dora protocol in-process as passthru does: it
+// fetches url= (keep-alive client) and answers with the input.
+func benchInstance(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := &fasthttp.Client{MaxConnsPerHost: 256, ReadTimeout: 10 * time.Second}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		u := ctx.QueryArgs().Peek("url")
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURIBytes(u)
+		if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+			ctx.Error("fetch failed", fasthttp.StatusBadGateway)
+			return
+		}
+		ctx.SetContentType("application/octet-stream")
+		ctx.SetBody(resp.Body())
+	}}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Shutdown() })
+	return ln.Addr().String()
+}
