@@ -161,18 +161,34 @@ func TestAccessLogAndMetrics(t *testing.T) {
 	if line["bytes"].(float64) <= 0 || line["duration"] == nil {
 		t.Errorf("access log bytes/duration: %v", line)
 	}
-	_, body := e.get("localhost", "/metrics")
-	for _, want := range []string{
+	wants := []string{
 		`dora_router_requests_total{code="200",ufop="grepd"} 1`,
 		`dora_router_requests_total{code="200",ufop="qhash"} 1`,
 		`dora_router_step_seconds_count{ufop="grepd"} 1`,
 		`dora_router_healthy_instances{region="z0",ufop="grepd",version="v1"} 1`,
 		`dora_router_inflight{region="z0",ufop="grepd",version="v1"} 0`,
+		`dora_router_request_duration_seconds_count`,
+		`dora_router_held_requests 0`,
 		`dora_router_bytes_out_total`,
-	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("metrics lack %s", want)
+		`dora_router_bytes_in_total`,
+	}
+	var missing []string
+	deadline := time.Now().Add(10 * time.Second) // the request is counted once its body is sent
+	for {
+		_, body := e.get("localhost", "/metrics")
+		missing = missing[:0]
+		for _, want := range wants {
+			if !strings.Contains(string(body), want) {
+				missing = append(missing, want)
+			}
 		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, m := range missing {
+		t.Errorf("metrics lack %s", m)
 	}
 }
 

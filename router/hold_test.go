@@ -58,6 +58,9 @@ func TestHoldUntilInstance(t *testing.T) {
 	e := holdEnv(t, time.Minute, 10)
 	res := e.getAsync("/k?sleeper/x")
 	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
+	if _, body := e.get("localhost", "/metrics"); !strings.Contains(string(body), "\ndora_router_held_requests 1\n") {
+		t.Errorf("metrics do not show the held request:\n%s", body)
+	}
 	waitUntil(t, "waiting demand recorded", func() bool {
 		for _, s := range e.load.all() {
 			if s.Key.Ufop == "sleeper" && s.Waiting >= 1 && s.Concurrency > 0 {

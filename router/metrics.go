@@ -109,8 +109,8 @@ func (m *metrics) step(name string, d time.Duration) {
 	m.steps.WithLabelValues(name).Observe(d.Seconds())
 }
 
-// gauges reads in-flight calls (the load counters) and healthy instances
-// (the pool) at scrape time.
+// gauges reads in-flight calls (the load counters), healthy instances (the
+// pool) and held requests (Router.Held) at scrape time.
 type gauges struct{ r *Router }
 
 var (
@@ -118,11 +118,14 @@ var (
 		[]string{"ufop", "version", "region"}, nil)
 	healthyDesc = prometheus.NewDesc("dora_router_healthy_instances", "Instances not ejected per ufop version and region.",
 		[]string{"ufop", "version", "region"}, nil)
+	heldDesc = prometheus.NewDesc("dora_router_held_requests",
+		"Requests waiting for an instance of a ufop that has none (scale from zero), at most Config.MaxHeld.", nil, nil)
 )
 
 func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
 	ch <- inflightDesc
 	ch <- healthyDesc
+	ch <- heldDesc
 }
 
 func (g *gauges) Collect(ch chan<- prometheus.Metric) {
@@ -132,6 +135,7 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 			float64(v.(*loadCounter).inflight.Load()), key.Ufop, key.Version, key.Region)
 		return true
 	})
+	ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(g.r.Held()))
 	now := g.r.now()
 	for _, k := range g.r.cfg.Pool.Keys() {
 		ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue,
