@@ -55,6 +55,40 @@ peak_rss() { # pid → peak RSS (VmHWM)
 	awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"
 }
 
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { # pids... → user+system clock ticks used so far
+	local p t=0
+	for p in "$@"; do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+
+# run_load label proxy-pids... -- load args: runs the load tool and adds the
+# CPU time per request of the instance and of the proxy (router, nginx),
+# a figure less sensitive than req/s to what else the machine runs.
+run_load() {
+	local label=$1
+	shift
+	local pids=()
+	while [ "$1" != "--" ]; do
+		pids+=("$1")
+		shift
+	done
+	shift
+	local i0 p0 out
+	i0=$(cpu_ticks "$IPID")
+	p0=$(cpu_ticks "${pids[@]}")
+	out=$("$TMP/load" -label "$label" "$@")
+	echo "$out"
+	local n
+	n=$(echo "$out" | awk 'NR == 1 {for (i = 1; i <= NF; i++) if ($(i+1) == "ok") {print $i; exit}}')
+	if [ -n "$n" ] && [ "$n" -gt 0 ]; then
+		awk -v i=$(($(cpu_ticks "$IPID") - i0)) -v p=$(($(cpu_ticks "${pids[@]}") - p0)) -v n="$n" -v tck="$TCK" -v hasp="${#pids[@]}" \
+			'BEGIN {printf "%-28s CPU per request: instance %.0f µs", "", i / tck / n * 1e6; if (hasp > 0) printf ", proxy %.0f µs", p / tck / n * 1e6; printf "\n"}'
+	fi
+}
+
 echo "building..."
 if [ -n "${BENCH_INSTANCE_BIN:-}" ]; then
 	cp "$BENCH_INSTANCE_BIN" "$TMP/$UFOP"
@@ -66,7 +100,8 @@ fi
 
 PI=$(free_port)
 PORT=$PI PORT_HTTP=$PI HOST=127.0.0.1 "$TMP/$UFOP" >"$TMP/instance.log" 2>&1 &
-PIDS+=($!)
+IPID=$!
+PIDS+=($IPID)
 wait_port "$PI"
 
 PR=$(free_port)
@@ -105,22 +140,26 @@ http {
 }
 CONF
 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" &
-PIDS+=($!)
+NPID=$!
+PIDS+=($NPID)
 wait_port "$PN"
+NPIDS=("$NPID" $(pgrep -P "$NPID" || true))
 
 head -c "$SMALL" /dev/urandom >"$TMP/small.bin"
 CMD=$(printf '%s' "$STEP" | sed 's|/|%2F|g')
 
 echo
-echo "== ${SMALL}-byte object, one step ($STEP), $CONC connections, $DUR each (2 cores shared by client, proxy and instance)"
-"$TMP/load" -label "(a) direct to instance" -url "http://127.0.0.1:$PI/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
-"$TMP/load" -label "(b) through the router" -url "http://127.0.0.1:$PR/small?$STEP" -host bench.localhost -c "$CONC" -d "$DUR"
-"$TMP/load" -label "(c) through nginx" -url "http://127.0.0.1:$PN/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(go version | awk '{print $3}'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== ${SMALL}-byte object, one step ($STEP), $CONC connections, $DUR each ($(nproc) cores shared by client, proxy and instance)"
+run_load "(a) direct to instance" -- -url "http://127.0.0.1:$PI/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
+run_load "(b) through the router" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP" -host bench.localhost -c "$CONC" -d "$DUR"
+run_load "(c) through nginx" "${NPIDS[@]}" -- -url "http://127.0.0.1:$PN/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
 echo "router peak RSS after the small runs: $(peak_rss $HPID)"
 
 if [ "$BIG" -gt 0 ]; then
 	echo
 	echo "== ${BIG} MiB object through three steps ($STEP|$STEP|$STEP)"
-	"$TMP/load" -label "(b) big through the router" -url "http://127.0.0.1:$PR/big?$STEP|$STEP|$STEP" -host bench.localhost -n 1 -c 1 -stream
+	run_load "(b) big through the router" "$HPID" -- -url "http://127.0.0.1:$PR/big?$STEP|$STEP|$STEP" -host bench.localhost -n 1 -c 1 -stream
 	echo "router peak RSS (object creation included): $(peak_rss $HPID)"
+	echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
