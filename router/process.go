@@ -64,6 +64,9 @@ func processError(h *httpError) *ProcessError {
 // must be serving (Serve, or Handler behind a listener at PublicAddr), since
 // instances read their input from its one-shot URLs. A failure is a
 // *ProcessError; a write to w that fails aborts the pipeline (and the save).
+// Cancelling ctx aborts it promptly, whatever step it is in: the instances'
+// connections are closed (they see their requests cancelled) and the error
+// has Status StatusClientClosedRequest (504 when a deadline passed).
 func (r *Router) Process(ctx context.Context, bucket, key, fops string, w io.Writer) (Result, error) {
 	res := Result{Reqid: r.newReqid()}
 	start := r.now()
