@@ -46,7 +46,7 @@ const (
 // call carries what the middleware learnt about a request.
 type call struct {
 	acct dora.Account
-	body []byte // the JSON/form body when it was read for the signature
+	body []byte // the request body the signature covers (nil on uploads and unsigned bodies)
 }
 
 type apiFunc func(w http.ResponseWriter, r *http.Request, c *call) error
