@@ -217,6 +217,13 @@ type AdminConfig struct {
 	// addresses; off in production, so that a user's notifyURL is no way
 	// into the platform's own network.
 	AllowPrivateNotify bool
+	// AllowPrivateMirror lets buckets mirror loopback and private
+	// addresses; off in production, so that a bucket's mirror is no way
+	// into the platform's own network.
+	AllowPrivateMirror bool
+	// DomainSuffix is the routers' (buckets answer at <bucket>.<suffix>);
+	// no bucket may bind a domain under it. Default "localhost".
+	DomainSuffix string
 	// DataDir holds what stays on the admin's host: builds, the OCI
 	// registry's blobs, local-runtime instances and (with a bolt store)
 	// the generated root keys. Default "./.dora".
@@ -363,6 +370,9 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 		RootSK:    creds.SecretKey,
 		Logger:    log,
 		Metrics:   newRegistry(),
+
+		DomainSuffix:       cfg.DomainSuffix,
+		AllowPrivateMirror: cfg.AllowPrivateMirror,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)

@@ -315,8 +315,10 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 		Objects: objectsURL,
 		Queue:   "redis://" + redis.Addr + "/0",
 		DataDir: filepath.Join(dir, "admin"),
-		Regions: regions,
-		RootAK:  prodRootAK, RootSK: prodRootSK,
+		// The pfop check mirrors a bucket from an httptest server on loopback.
+		AllowPrivateMirror: true,
+		Regions:            regions,
+		RootAK:             prodRootAK, RootSK: prodRootSK,
 		Logger: log.With("test", "admin"),
 	})
 	if err != nil {
