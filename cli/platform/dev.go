@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -54,6 +56,83 @@ type DevConfig struct {
 	HoldTimeout time.Duration
 	MaxHeld     int
 	Logger      *slog.Logger
+	// RunAs is the operating-system user build scripts and instances (user
+	// code) run as: "" (default) is nobody when dorad runs as root, else the
+	// platform's own user with a warning; "self" is the platform's own user
+	// (a loud warning: user code can then read the keys and metadata in the
+	// data directory); anything else is a user name, uid or uid:gid
+	// (dorad must run as root). See docs/security.md.
+	RunAs string
+	// GoCache is the Go build cache shared by builds running as the
+	// run-as user (created 0700, owned by it); default
+	// <DataDir>/cache/go-build. Unused when user code runs as the
+	// platform's own user (builds then use the platform's GOCACHE).
+	GoCache string
+}
+
+// RunAsSelf is the DevConfig.RunAs value that runs user code as the
+// platform's own user.
+const RunAsSelf = "self"
+
+// resolveRunAs turns DevConfig.RunAs into the user user code runs as (nil:
+// the platform's own), logging a warning whenever that is the platform's.
+func resolveRunAs(spec string, log *slog.Logger) (*build.User, error) {
+	euid := os.Geteuid()
+	const risk = "user code (build_script lines, ufop instances) runs with the platform's privileges: " +
+		"it can read root.credentials, meta.db (every account's secret key) and every account's objects"
+	switch spec {
+	case "":
+		if euid != 0 {
+			log.Warn(risk+"; fine on a developer's laptop, run dorad as root to run user code as nobody (docs/security.md)",
+				"uid", euid)
+			return nil, nil
+		}
+		u, err := build.LookupUser("nobody")
+		if err != nil {
+			u = &build.User{Name: "nobody", Uid: 65534, Gid: 65534}
+		}
+		return u, nil
+	case RunAsSelf:
+		log.Error("RUN-AS SELF: "+risk+"; only for trusted code (docs/security.md)", "uid", euid)
+		return nil, nil
+	}
+	u, err := build.LookupUser(spec)
+	if err != nil {
+		return nil, fmt.Errorf("run as: %w", err)
+	}
+	if int(u.Uid) == euid {
+		log.Error("RUN-AS "+spec+" is the platform's own user: "+risk, "uid", euid)
+		return nil, nil
+	}
+	if euid != 0 {
+		return nil, fmt.Errorf("run as %s: dorad must run as root to start user code as another user (or set run-as to %q)", u, RunAsSelf)
+	}
+	return u, nil
+}
+
+// secureDataDir sets the data directory's modes (docs/security.md): the
+// directory itself traverse-only, the platform's files 0600, objects/ and
+// registry/ 0700 (builds/ and instances/ are 0711, set by their owners).
+// Missing entries are skipped.
+func secureDataDir(dataDir string) error {
+	modes := []struct {
+		name string
+		mode os.FileMode
+	}{
+		{"", 0o711},
+		{CredentialsFile, 0o600},
+		{"meta.db", 0o600},
+		{"pfop.db", 0o600},
+		{"objects", 0o700},
+		{"registry", 0o700},
+	}
+	for _, m := range modes {
+		p := filepath.Join(dataDir, m.name)
+		if err := os.Chmod(p, m.mode); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	return nil
 }
 
 // Dev is a running embedded platform.
@@ -100,9 +179,19 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		}
 	}()
 
+	runAs, err := resolveRunAs(cfg.RunAs, log)
+	if err != nil {
+		return nil, err
+	}
 	creds, err := LoadOrCreateRootCredentials(cfg.DataDir, cfg.RootAK, cfg.RootSK)
 	if err != nil {
 		return nil, err
+	}
+	if err := secureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if err := build.CheckReachable(cfg.DataDir, runAs); err != nil {
+		return nil, fmt.Errorf("data dir: build scripts and instances run as %s (run-as): %w", runAs, err)
 	}
 	d.RootAK, d.RootSK, d.NewRoot = creds.AccessKey, creds.SecretKey, creds.Generated
 
@@ -119,7 +208,18 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store: %w", err)
 	}
-	builder, err := build.New(filepath.Join(cfg.DataDir, "builds"))
+	bcfg := build.Config{Root: filepath.Join(cfg.DataDir, "builds"), RunAs: runAs}
+	if runAs != nil {
+		// A fresh Go build cache per build would compile the standard
+		// library every time; the shared one is the run-as user's, so one
+		// account's build could plant objects another's picks up: the
+		// embedded platform is a single developer's (docs/security.md).
+		bcfg.GoCache = cfg.GoCache
+		if bcfg.GoCache == "" {
+			bcfg.GoCache = filepath.Join(cfg.DataDir, "cache", "go-build")
+		}
+	}
+	builder, err := build.NewWithConfig(bcfg)
 	if err != nil {
 		return nil, fmt.Errorf("builder: %w", err)
 	}
@@ -143,6 +243,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Region:    cfg.Region,
 		Publisher: discovery,
 		Logger:    log.With("part", "runtime"),
+		RunAs:     runAs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("local runtime: %w", err)
@@ -183,6 +284,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		return nil, fmt.Errorf("pfop queue: %w", err)
 	}
 	d.closers = append(d.closers, queue.Close)
+	if err := secureDataDir(cfg.DataDir); err != nil { // objects/, registry/ as created
+		return nil, err
+	}
 	jobs := pfop.Jobs{Store: st}
 
 	loads := loadmemory.New(10 * time.Minute)
@@ -277,7 +381,8 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.goRun("pfop worker", func() error { return worker.Run(runCtx) })
 
 	log.Info("dora dev platform started", "admin", d.AdminURL, "router", d.RouterURL,
-		"data_dir", cfg.DataDir, "domain_suffix", cfg.DomainSuffix, "region", cfg.Region)
+		"data_dir", cfg.DataDir, "domain_suffix", cfg.DomainSuffix, "region", cfg.Region,
+		"user_code_runs_as", runAs.String())
 	ok = true
 	return d, nil
 }
