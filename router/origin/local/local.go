@@ -64,6 +64,15 @@ type Dir struct {
 	sidecars map[objectName]cachedSidecar
 }
 
+// Objects are only ever read by the platform (the router and the admin
+// API), never by user code: directories are 0700 and files 0600, so an
+// instance or build script running as another user cannot read any
+// account's objects (docs/security.md).
+const (
+	dirMode  = 0o700
+	fileMode = 0o600
+)
+
 var (
 	_ origin.Reader = (*Dir)(nil)
 	_ origin.Writer = (*Dir)(nil)
@@ -75,7 +84,7 @@ func New(root string) (*Dir, error) {
 	if root == "" {
 		return nil, errors.New("local origin: empty root directory")
 	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
+	if err := os.MkdirAll(root, dirMode); err != nil {
 		return nil, fmt.Errorf("local origin: %w", err)
 	}
 	r, err := os.OpenRoot(root)
@@ -83,7 +92,7 @@ func New(root string) (*Dir, error) {
 		return nil, fmt.Errorf("local origin: %w", err)
 	}
 	for _, d := range []string{metaDir, tmpDir} {
-		if err := r.MkdirAll(d, 0o755); err != nil {
+		if err := r.MkdirAll(d, dirMode); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("local origin: %w", err)
 		}
@@ -379,7 +388,7 @@ func (d *Dir) tempFile() (*os.File, string, error) {
 	var rnd [12]byte
 	rand.Read(rnd[:])
 	name := tmpDir + "/" + hex.EncodeToString(rnd[:])
-	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	return f, name, err
 }
 
@@ -472,7 +481,7 @@ func (d *Dir) place(bucket, key, dataTmp, metaTmp string, insertOnly bool) error
 		}
 	} else {
 		for _, base := range []string{bucket, metaDir + "/" + bucket} {
-			if err := d.root.MkdirAll(base, 0o755); err != nil {
+			if err := d.root.MkdirAll(base, dirMode); err != nil {
 				return err
 			}
 		}
@@ -494,7 +503,7 @@ func (d *Dir) mkdirInBucket(base, bucket, dir string) error {
 	if base != "" {
 		name = base + "/" + bucket
 	}
-	if err := d.root.MkdirAll(name, 0o755); err != nil {
+	if err := d.root.MkdirAll(name, dirMode); err != nil {
 		return err
 	}
 	br, err := d.root.OpenRoot(name)
@@ -502,7 +511,7 @@ func (d *Dir) mkdirInBucket(base, bucket, dir string) error {
 		return err
 	}
 	defer br.Close()
-	if err := br.MkdirAll(dir, 0o755); err != nil {
+	if err := br.MkdirAll(dir, dirMode); err != nil {
 		return conflict(err)
 	}
 	return nil
