@@ -27,6 +27,12 @@ variable "public_url" {
   default     = "http://dora-admin.service.consul:8090"
 }
 
+variable "domain_suffix" {
+  description = "the routers' domain suffix: no bucket may bind a domain under it"
+  type        = string
+  default     = "localhost"
+}
+
 variable "objects" {
   description = "object origin: a directory shared with the routers (NFS, CSI volume)"
   type        = string
@@ -114,6 +120,7 @@ job "dora-admin" {
           "--objects", var.objects,
           "--queue", "redis://127.0.0.1:6379/0",
           "--regions", var.regions,
+          "--domain-suffix", var.domain_suffix,
         ]
       }
 
