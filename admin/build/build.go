@@ -645,7 +645,7 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 		}
 	}
 	if b.runAs != nil {
-		if err := SealTree(work); err != nil {
+		if err := SealTree(work, b.runAs); err != nil {
 			return fmt.Errorf("build %s.v%d: seal result: %w", ufop, n, err)
 		}
 	}

@@ -18,23 +18,34 @@ func ChownTree(dir string, u *User) error {
 	if u == nil {
 		return nil
 	}
-	return fixTree(dir, int(u.Uid), int(u.Gid), false)
+	return fixTree(dir, int(u.Uid), int(u.Gid), false, -1)
 }
 
-// SealTree gives dir and everything below it back to the platform's user
-// and removes group/other write and set-id bits, so user code (any process
-// still running as the run-as user) can no longer change a finished build.
-// Like ChownTree it never follows symbolic links.
-func SealTree(dir string) error {
-	return fixTree(dir, os.Getuid(), os.Getgid(), true)
+// SealTree gives dir and everything below it, which must all belong to u,
+// back to the platform's user and removes group/other write and set-id
+// bits, so user code (any process still running as u) can no longer change
+// a finished build. An entry u does not own is an error: the build could
+// only have hard-linked it there (a platform file, where hard links are
+// not restricted), and sealing would publish it. Like ChownTree it never
+// follows symbolic links.
+func SealTree(dir string, u *User) error {
+	owner := -1
+	if u != nil {
+		owner = int(u.Uid)
+	}
+	return fixTree(dir, os.Getuid(), os.Getgid(), true, owner)
 }
 
-func fixTree(dir string, uid, gid int, seal bool) error {
+// ErrForeignFile is returned by SealTree for an entry the run-as user does
+// not own.
+var ErrForeignFile = errors.New("file not owned by the run-as user")
+
+func fixTree(dir string, uid, gid int, seal bool, owner int) error {
 	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", dir, err)
 	}
-	if err := fixFd(fd, dir, uid, gid, seal, 0); err != nil {
+	if err := fixFd(fd, dir, uid, gid, seal, owner, 0); err != nil {
 		return err
 	}
 	return nil
@@ -42,12 +53,15 @@ func fixTree(dir string, uid, gid int, seal bool) error {
 
 // fixFd fixes the open file fd (closing it) and, for a directory, its
 // entries.
-func fixFd(fd int, name string, uid, gid int, seal bool, depth int) error {
+func fixFd(fd int, name string, uid, gid int, seal bool, owner, depth int) error {
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("stat %s: %w", name, err)
+	}
+	if owner >= 0 && int(st.Uid) != owner {
+		return fmt.Errorf("%s: %w (uid %d)", name, ErrForeignFile, st.Uid)
 	}
 	if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		if depth >= maxTreeDepth {
@@ -58,7 +72,7 @@ func fixFd(fd int, name string, uid, gid int, seal bool, depth int) error {
 			return fmt.Errorf("read %s: %w", name, err)
 		}
 		for _, n := range names {
-			if err := fixEntry(fd, name, n, uid, gid, seal, depth); err != nil {
+			if err := fixEntry(fd, name, n, uid, gid, seal, owner, depth); err != nil {
 				return err
 			}
 		}
@@ -77,12 +91,12 @@ func fixFd(fd int, name string, uid, gid int, seal bool, depth int) error {
 	return nil
 }
 
-func fixEntry(dirfd int, dirName, n string, uid, gid int, seal bool, depth int) error {
+func fixEntry(dirfd int, dirName, n string, uid, gid int, seal bool, owner, depth int) error {
 	p := dirName + "/" + n
 	fd, err := syscall.Openat(dirfd, n, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
 	switch {
 	case err == nil:
-		return fixFd(fd, p, uid, gid, seal, depth+1)
+		return fixFd(fd, p, uid, gid, seal, owner, depth+1)
 	case errors.Is(err, syscall.ENOENT):
 		return nil // removed meanwhile
 	}

@@ -19,4 +19,4 @@ func ChownTree(dir string, u *User) error {
 
 // SealTree gives a finished build back to the platform's user (Linux only;
 // elsewhere builds never run as another user, so there is nothing to do).
-func SealTree(dir string) error { return nil }
+func SealTree(dir string, u *User) error { return nil }

@@ -273,3 +273,33 @@ func TestChownTreeNoFollow(t *testing.T) {
 		t.Error("ChownTree followed a link at its root")
 	}
 }
+
+// TestSealTreeForeignFile: a finished build holding a file the run-as user
+// does not own (a hard link to a platform file, where hard links are not
+// restricted) is refused rather than published.
+func TestSealTreeForeignFile(t *testing.T) {
+	u := nobody(t)
+	tree := filepath.Join(t.TempDir(), "tree")
+	os.MkdirAll(filepath.Join(tree, "d"), 0o755)
+	os.WriteFile(filepath.Join(tree, "d", "mine"), []byte("x"), 0o644)
+	if err := ChownTree(tree, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "d", "linked-secret"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := SealTree(tree, u); !errors.Is(err, ErrForeignFile) {
+		t.Fatalf("SealTree = %v, want ErrForeignFile", err)
+	}
+	os.Remove(filepath.Join(tree, "d", "linked-secret"))
+	if err := ChownTree(tree, u); err != nil { // the failed seal took some back
+		t.Fatal(err)
+	}
+	if err := SealTree(tree, u); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(filepath.Join(tree, "d", "mine"))
+	if fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Getuid()) {
+		t.Fatal("sealed file still belongs to the run-as user")
+	}
+}

@@ -108,7 +108,8 @@ func TestInstanceSandbox(t *testing.T) {
 				"cat ../../../root.credentials || echo rel-refused; " +
 				"ls .. || echo ls-refused; " +
 				"cat ../../deploy-other/logs/1.stdout || echo logs-refused; " +
-				"touch \"$TMPDIR/x\" && test \"$HOME\" = \"$PWD\" && echo home-ok; exec ./grepd"
+				"touch \"$TMPDIR/x\" && test \"$HOME\" = \"$PWD\" && echo home-ok; echo mine > own.log; exec ./grepd"
+			spec.Release.LogFilePaths = []string{"*.log"}
 			if err := r.Apply(context.Background(), spec); err != nil {
 				t.Fatal(err)
 			}
@@ -133,6 +134,14 @@ func TestInstanceSandbox(t *testing.T) {
 			}
 			if runAs == nil {
 				return
+			}
+			// A platform file hard-linked into the working dir (possible
+			// where fs.protected_hardlinks is 0) is not collected.
+			if err := os.Link(creds, filepath.Join(data, "instances", "deploy-sandbox", "1", "stolen.log")); err != nil {
+				t.Fatal(err)
+			}
+			if lines, err := r.CollectedLogs("deploy-sandbox", 1); err != nil || strings.Join(lines, ",") != "mine" {
+				t.Fatalf("collected %q, %v; want only the instance's own log", lines, err)
 			}
 			for _, want := range []string{"uid=65534 groups=65534\n", "abs-refused", "rel-refused", "ls-refused", "logs-refused"} {
 				if !strings.Contains(log, want) {

@@ -492,7 +492,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 		if err != nil {
 			continue
 		}
-		fl, n, err := tailFile(wd, rel, maxCollected)
+		fl, n, err := tailFile(wd, rel, maxCollected, r.cfg.RunAs)
 		if err != nil {
 			continue
 		}
@@ -515,8 +515,10 @@ func within(root, p string) bool {
 }
 
 // tailFile returns the complete lines among the last max bytes of the
-// regular file p below root.
-func tailFile(root *os.Root, p string, max int64) ([]string, int64, error) {
+// regular file p below root, which must belong to runAs when non-nil: a
+// file it does not own was hard-linked into the working dir (a platform
+// file, where hard links are not restricted) and is not the instance's.
+func tailFile(root *os.Root, p string, max int64, runAs *build.User) ([]string, int64, error) {
 	f, err := root.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, 0, err
@@ -528,6 +530,9 @@ func tailFile(root *os.Root, p string, max int64) ([]string, int64, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, 0, fmt.Errorf("%s: not a regular file", p)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); runAs != nil && (!ok || st.Uid != runAs.Uid) {
+		return nil, 0, fmt.Errorf("%s: not the instance's file", p)
 	}
 	skipFirst := false
 	if fi.Size() > max {
