@@ -43,7 +43,8 @@ func newTunedHarness(t *testing.T, tune func(*platform.DevConfig)) *harness {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	cfg := platform.DevConfig{
-		DataDir:    filepath.Join(t.TempDir(), "data"),
+		DataDir:    reachableDataDir(t),
+		GoCache:    goCache,
 		AdminAddr:  "127.0.0.1:0",
 		RouterAddr: "127.0.0.1:0",
 		RootAK:     rootAK,

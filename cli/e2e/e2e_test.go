@@ -50,6 +50,7 @@ func startDev(t *testing.T, dataDir string) *platform.Dev {
 		RootAK:     rootAK,
 		RootSK:     rootSK,
 		Logger:     logger,
+		GoCache:    goCache,
 	})
 	if err != nil {
 		t.Fatalf("start dorad dev: %v", err)
@@ -64,7 +65,7 @@ func newHarness(t *testing.T) *harness {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}
-	h := &harness{t: t, dataDir: filepath.Join(t.TempDir(), "data")}
+	h := &harness{t: t, dataDir: reachableDataDir(t)}
 	h.dev = startDev(t, h.dataDir)
 	t.Cleanup(func() {
 		if h.dev != nil {
@@ -342,4 +343,35 @@ func TestBadInputLeavesNothingHalfCreated(t *testing.T) {
 	if out := h.q("deploy", "goodname", "--all"); strings.Contains(out, "deploy-") {
 		t.Fatalf("a failed deploy left a deployment:\n%s", out)
 	}
+}
+
+// goCache is a Go build cache shared by every embedded platform of this
+// package, so only the first build compiles the standard library as the
+// platform's run-as user.
+var goCache string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dora-e2e-gocache-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Chmod(dir, 0o711)
+	goCache = filepath.Join(dir, "go-build")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// reachableDataDir is a data directory the platform's run-as user (nobody,
+// when the tests run as root) can traverse to: t.TempDir's parent is 0700.
+func reachableDataDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "data")
 }

@@ -274,6 +274,11 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		RootSK:    creds.SecretKey,
 		Logger:    log.With("part", "admin"),
 		Metrics:   adminReg,
+		// Domains under the router's suffix are the platform's own.
+		DomainSuffix: cfg.DomainSuffix,
+		// The embedded platform serves one machine: a bucket may mirror a
+		// server on the developer's own network.
+		AllowPrivateMirror: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
