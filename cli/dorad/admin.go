@@ -36,6 +36,12 @@ an address they can reach. With a consul:// store the root keys must come from
 DORA_ROOT_AK and DORA_ROOT_SK (the same on every admin); with a bolt store they
 are read from or generated into <data-dir>/root.credentials.
 
+Build scripts (and instances of the local runtime) are other people's code:
+when dorad runs as root they run as nobody (--run-as chooses another user, or
+"self"), which cannot read the data directory's keys, metadata, objects or
+registry; every directory above --data-dir must let that user through (o+x).
+See docs/security.md.
+
 Every flag can also be set as DORA_<FLAG> (dashes as underscores) or as a key
 of the --config file. The config file may also list instance flavors
 (default C1M1, C2M2, C4M4, default):
@@ -81,6 +87,8 @@ of the --config file. The config file may also list instance flavors
 				PublicURL: v.GetString("public-url"),
 				RootAK:    v.GetString("root-ak"),
 				RootSK:    v.GetString("root-sk"),
+				RunAs:     v.GetString("run-as"),
+				GoCache:   v.GetString("go-cache"),
 				Logger:    log,
 
 				AllowPrivateNotify: v.GetBool("allow-private-notify"),
@@ -113,6 +121,8 @@ of the --config file. The config file may also list instance flavors
 	f.String("region", "z0", "the single region offered when --regions is not given")
 	f.StringSlice("regions", nil, regionsHelp)
 	f.String("public-url", "", "URL runtimes on other hosts reach this admin at (default http://<listen address>)")
+	f.String("run-as", "", `user build scripts and local:// instances run as: a name, uid or uid:gid; "self" for dorad's own user (default: nobody when dorad runs as root, else dorad's own user with a warning)`)
+	f.String("go-cache", "", "Go build cache shared by every build of every account (owned by the run-as user; default: a fresh cache per build, slower but one account's build cannot poison another's)")
 	addRootKeyFlags(f)
 	return cmd
 }

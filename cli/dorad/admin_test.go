@@ -20,7 +20,7 @@ import (
 // TestAdminCommand runs `dorad admin` on a bolt store and the local
 // runtime: it prints generated root keys once, and they work.
 func TestAdminCommand(t *testing.T) {
-	dir := t.TempDir()
+	dir := reachableTempDir(t)
 	cfg := filepath.Join(dir, "admin.yaml")
 	if err := os.WriteFile(cfg, []byte("flavors:\n  - {name: tiny, cpu: 100, memoryMB: 64}\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -106,8 +106,40 @@ func signedPfop(t *testing.T, base, ak, sk string, form neturl.Values) (int, []b
 	return resp.StatusCode, b
 }
 
-func TestAdminCommandErrors(t *testing.T) {
+// reachableTempDir is a temporary directory the run-as user (nobody, when
+// the tests run as root) can traverse to: t.TempDir's parent is 0700.
+func reachableTempDir(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestAdminCommandRunAs: as root, a data directory nobody cannot reach is
+// refused with the flag to change named; --run-as self accepts it.
+func TestAdminCommandRunAs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("user code runs as dorad's own user when not root")
+	}
+	dir := t.TempDir() // below a 0700 directory
+	args := []string{"admin", "--listen", "127.0.0.1:0", "--data-dir", dir,
+		"--store", "bolt://" + filepath.Join(dir, "meta.db"), "--objects", "file://" + filepath.Join(dir, "objects")}
+	if err := runDorad(t, args...); err == nil || !strings.Contains(err.Error(), "nobody") || !strings.Contains(err.Error(), "run-as") {
+		t.Fatalf("dorad admin on a data dir nobody cannot reach = %v", err)
+	}
+	r := startDorad(t, append(args, "--run-as", "self")...)
+	waitOK(t, r.waitURL(t)+"/healthz")
+	if err := r.stop(t); err != nil {
+		t.Fatalf("admin stopped with %v", err)
+	}
+}
+
+func TestAdminCommandErrors(t *testing.T) {
+	dir := reachableTempDir(t)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -118,6 +150,7 @@ func TestAdminCommandErrors(t *testing.T) {
 		{[]string{"--root-ak", "only-the-ak-given"}, "set both DORA_ROOT_AK and DORA_ROOT_SK"},
 		{[]string{"--queue", "kafka://127.0.0.1"}, `queue URL "kafka://127.0.0.1": bad backend URL: unknown scheme "kafka"`},
 		{[]string{"--queue", "bolt://"}, "missing path"},
+		{[]string{"--run-as", "no-such-user-here"}, `bad run-as user: "no-such-user-here"`},
 	} {
 		args := append([]string{"admin", "--listen", "127.0.0.1:0", "--data-dir", dir,
 			"--store", "bolt://" + filepath.Join(dir, "meta.db"), "--objects", "file://" + filepath.Join(dir, "objects")}, c.args...)

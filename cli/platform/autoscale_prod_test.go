@@ -121,7 +121,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
+	dir := reachableTempDir(t)
 	log := prodLogger()
 	storeURL := "consul://" + consul.Addr + "/dora-autoscale-test"
 	objectsURL := "file://" + filepath.Join(dir, "objects")

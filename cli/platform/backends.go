@@ -19,6 +19,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin"
+	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/pfop/redisq"
@@ -627,6 +628,10 @@ type RuntimeOptions struct {
 	Publisher localruntime.Publisher
 	// Consul, when set, makes Nomad instance health follow Consul checks.
 	Consul *consulapi.Client
+	// RunAs is the user local-runtime instances run as (nil: the
+	// platform's own); the instances directory must be reachable by it.
+	// Nomad ignores it: there the task driver decides.
+	RunAs  *build.User
 	Logger *slog.Logger
 }
 
@@ -661,6 +666,7 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 			Region:    orDefault(opts.Region, dora.DefaultRegion),
 			Publisher: opts.Publisher,
 			Logger:    opts.Logger,
+			RunAs:     opts.RunAs,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("runtime %s: %w", rawURL, err)

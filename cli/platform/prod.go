@@ -242,7 +242,24 @@ type AdminConfig struct {
 	// are required with a shared (consul://) store; with a bolt store they
 	// are read from or generated into <DataDir>/root.credentials.
 	RootAK, RootSK string
-	Logger         *slog.Logger
+	// RunAs is the operating-system user build scripts and (with the
+	// local runtime) instances run as: "" (default) is nobody when dorad
+	// runs as root, else the admin's own user with a warning; RunAsSelf is
+	// the admin's own user (a loud warning: user code can then read the
+	// data directory, the metadata store's file or token, and the admin's
+	// environment); anything else is a user name, uid or uid:gid (dorad
+	// must run as root). The data directory must be reachable by it. Nomad
+	// instances run as the task driver decides (docs/security.md).
+	RunAs string
+	// GoCache is a Go build cache shared by every build running as the
+	// run-as user (created 0700, owned by it). Empty (the default) gives
+	// each build a fresh private cache: slower (the standard library is
+	// compiled every time), but one account's build cannot plant compiled
+	// code that another account's build picks up, which a shared cache
+	// allows. Unused when user code runs as the admin's own user (builds
+	// then use the admin's GOCACHE).
+	GoCache string
+	Logger  *slog.Logger
 }
 
 // Admin is a running `dorad admin`.
@@ -276,9 +293,19 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if IsConsulURL(storeURL) && (cfg.RootAK == "" || cfg.RootSK == "") {
 		return nil, fmt.Errorf("admin: %w: a shared store (%s) needs the root keys from DORA_ROOT_AK and DORA_ROOT_SK (or --root-ak/--root-sk), the same on every admin", ErrConfig, storeURL)
 	}
+	runAs, err := resolveRunAs(cfg.RunAs, log)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w: %w", ErrConfig, err)
+	}
 	creds, err := LoadOrCreateRootCredentials(dataDir, cfg.RootAK, cfg.RootSK)
 	if err != nil {
 		return nil, err
+	}
+	if err := secureDataDir(dataDir); err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	if err := build.CheckReachable(dataDir, runAs); err != nil {
+		return nil, fmt.Errorf("admin: %w: data dir: build scripts and instances run as %s (run-as): %w", ErrConfig, runAs, err)
 	}
 	a.RootAK, a.RootSK, a.NewRoot = creds.AccessKey, creds.SecretKey, creds.Generated
 
@@ -293,7 +320,11 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if err != nil {
 		return nil, err
 	}
-	builder, err := build.New(filepath.Join(dataDir, "builds"))
+	bcfg := build.Config{Root: filepath.Join(dataDir, "builds"), RunAs: runAs}
+	if runAs != nil {
+		bcfg.GoCache = cfg.GoCache
+	}
+	builder, err := build.NewWithConfig(bcfg)
 	if err != nil {
 		return nil, fmt.Errorf("admin: builder: %w", err)
 	}
@@ -316,6 +347,7 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 		Region:  regions[0].Name,
 		Regions: regions,
 		Consul:  consul,
+		RunAs:   runAs,
 		Logger:  log.With("part", "runtime"),
 	})
 	if err != nil {
@@ -378,12 +410,19 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 
+	// Again, now that the queue, the store and the registry exist: a bolt
+	// file or objects/ in the data directory get their modes.
+	if err := secureDataDir(dataDir); err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	a.serveHTTP(runCtx, ln, pfopHandler.Wrap(srv.Handler()))
 	a.goRun("background", func() error { return srv.Run(runCtx) })
 	log.Info("dora admin started", "url", a.URL, "public_url", publicURL, "store", redact(storeURL),
-		"runtime", redact(runtimeURL), "queue", redact(queueURL), "regions", regionNames(regions))
+		"runtime", redact(runtimeURL), "queue", redact(queueURL), "regions", regionNames(regions),
+		"user_code_runs_as", runAs.String())
 	ok = true
 	return a, nil
 }

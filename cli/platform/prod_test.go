@@ -302,7 +302,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
+	dir := reachableTempDir(t)
 	log := prodLogger()
 	storeURL := "consul://" + consul.Addr + "/dora-prod-test"
 	objectsURL := "file://" + filepath.Join(dir, "objects")
@@ -652,7 +652,7 @@ func pfopForm(t *testing.T, base, ak, sk string, form url.Values) (int, []byte) 
 func TestAdminPfopNotifyPolicy(t *testing.T) {
 	for _, allow := range []bool{false, true} {
 		t.Run(fmt.Sprintf("allow=%v", allow), func(t *testing.T) {
-			dir := t.TempDir()
+			dir := reachableTempDir(t)
 			ctx := context.Background()
 			adm, err := StartAdmin(ctx, AdminConfig{
 				Listen:             "127.0.0.1:0",
