@@ -262,7 +262,13 @@ func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) err
 			s.log.Warn("admin: delete ufop: late records", "ufop", u.Name, "err", err)
 		}
 	}
-	// The build directories stay on disk: admin/build has no Remove yet.
+	// The build directories go last, with no record left to name them;
+	// best effort: the ufop is gone either way.
+	if s.cfg.Builder != nil {
+		if err := s.cfg.Builder.Remove(u.Name); err != nil {
+			s.log.Warn("admin: delete ufop: build directories", "ufop", u.Name, "err", err)
+		}
+	}
 	s.retryMu.Lock()
 	for _, d := range deps {
 		delete(s.retry, d.ID)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -298,5 +300,48 @@ func TestDeleteUfopWithManyRecords(t *testing.T) {
 	e.must(http.StatusOK, bob, "GET", "/v1/whoami", nil, &after)
 	if after.HasApplied("bigufop") {
 		t.Error("the deleted ufop is still in bob's applied list")
+	}
+}
+
+// TestDeleteUfopRemovesBuilds: DELETE removes the ufop's build directories
+// (results, logs, failed builds) and leaves another ufop's alone; a ufop of
+// the same name then builds afresh.
+func TestDeleteUfopRemovesBuilds(t *testing.T) {
+	e := newEnv(t)
+	alice := e.user("alice", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	e.ufop(alice, "other", dora.ModePrivate)
+	for _, c := range []struct {
+		ufop, line, status string
+	}{
+		{"grepd", "true", dora.BuildSuccess},
+		{"grepd", "false", dora.BuildFailed},
+		{"other", "true", dora.BuildSuccess},
+	} {
+		var b dora.Build
+		e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/"+c.ufop+"/builds", typed{"application/gzip", string(pkg(t, "ubuntu", c.line))}, &b)
+		if got := e.waitBuild(alice, c.ufop, b.Number); got.Status != c.status {
+			t.Fatalf("%s build %d: %+v", c.ufop, b.Number, got)
+		}
+	}
+	grepdDir := filepath.Dir(filepath.Dir(e.bld.Dir("grepd", 1)))
+	if _, err := os.Stat(grepdDir); err != nil {
+		t.Fatal(err)
+	}
+	e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil)
+	if _, err := os.Stat(grepdDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("grepd's build directories after DELETE: %v", err)
+	}
+	if _, err := os.Stat(e.bld.Dir("other", 1)); err != nil {
+		t.Fatalf("another ufop's build after DELETE: %v", err)
+	}
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	var b dora.Build
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "true"))}, &b)
+	if got := e.waitBuild(alice, "grepd", b.Number); b.Number != 1 || got.Status != dora.BuildSuccess {
+		t.Fatalf("new grepd build: %+v", got)
+	}
+	if _, err := os.Stat(e.bld.LogPath("grepd", 2)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the old grepd's build 2 log survived: %v", err)
 	}
 }

@@ -140,6 +140,9 @@ type Builder struct {
 	mu      sync.Mutex
 	// busy holds the (ufop, n) pairs being unpacked or built.
 	busy map[string]bool
+	// doomed holds the busy pairs Remove could not delete: their
+	// directories go when they are released.
+	doomed map[string]bool
 }
 
 // Config configures a Builder made by NewWithConfig.
@@ -186,7 +189,8 @@ func NewWithConfig(cfg Config) (*Builder, error) {
 	if err := CheckReachable(abs, cfg.RunAs); err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	b := &Builder{root: abs, Env: cfg.Env, runAs: cfg.RunAs, busy: map[string]bool{}}
+	b := &Builder{root: abs, Env: cfg.Env, runAs: cfg.RunAs, busy: map[string]bool{}, doomed: map[string]bool{}}
+	b.removeLeftovers()
 	if cfg.GoCache != "" {
 		if b.goCache, err = filepath.Abs(cfg.GoCache); err != nil {
 			return nil, fmt.Errorf("build: go cache %s: %w", cfg.GoCache, err)
@@ -249,7 +253,16 @@ func (b *Builder) claim(ufop string, n int) (release func(), err error) {
 	return func() {
 		b.mu.Lock()
 		delete(b.busy, key)
+		var trash string
+		if b.doomed[key] {
+			delete(b.doomed, key)
+			trash, _ = b.moveToTrash(filepath.Join(b.root, ufop), []string{strconv.Itoa(n)})
+			os.Remove(filepath.Join(b.root, ufop)) // only when it was the last
+		}
 		b.mu.Unlock()
+		if trash != "" {
+			_ = removeTree(trash) // best effort: NewWithConfig retries leftovers
+		}
 	}, nil
 }
 
