@@ -86,3 +86,26 @@ func withPolicy(d dora.Deployment) dora.Deployment {
 		MaxScaleUpRate: 10, MaxScaleDownRate: 2, ScaleDownCooldown: time.Second, EvaluationInterval: 200 * time.Millisecond}
 	return d
 }
+
+// TestDeployHelpDefaults: the help states the ceiling the admin picks
+// when --max is not given (docs/api.md), not a fixed 5.
+func TestDeployHelpDefaults(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"deploy", "--help"}, []string{"--max int", "default: 5, or what your per-ufop instance limit leaves after the ceilings of the ufop's other deployments if less, but at least --expect"}},
+		{[]string{"resize", "--help"}, []string{"raising its ceiling to n", "at least n (as deploy without --max)", "the ceiling rises to it if lower"}},
+	} {
+		r := mustOK(t, runCLI(t, nil, "", c.args...))
+		out := strings.Join(strings.Fields(r.stdout), " ")
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v lacks %q:\n%s", c.args, w, r.stdout)
+			}
+		}
+		if strings.Contains(out, "(default 5)") {
+			t.Errorf("%v still says (default 5):\n%s", c.args, r.stdout)
+		}
+	}
+}
