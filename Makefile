@@ -15,9 +15,10 @@ build:
 	$(GO) build -o $(BIN)/dorad ./cli/dorad
 	$(GO) build -o $(BIN)/qdoractl ./cli/qdoractl
 
-## run: start the whole platform on this machine (dorad dev, data in ./.dora)
+## run: start the whole platform on this machine (dorad dev, data in ./.dora);
+## extra flags through RUN_ARGS, e.g. make run RUN_ARGS="--run-as self"
 run: build
-	$(BIN)/dorad dev
+	$(BIN)/dorad dev $(RUN_ARGS)
 
 ## deps: install Redis, nginx, and build Nomad and Consul into the cache (idempotent)
 deps:
