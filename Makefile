@@ -6,7 +6,7 @@ BIN := bin
 DEPS_BIN := $(or $(DORA_DEPS_CACHE),$(HOME)/.cache/dora-deps)/bin
 FUZZTIME ?= 30s
 
-.PHONY: all build run test deps vet unit fuzz bench clean
+.PHONY: all build run test deps vet unit large fuzz bench clean
 
 all: build
 
@@ -25,7 +25,7 @@ deps:
 	./scripts/install-deps.sh
 
 ## test: every test, with real Nomad, Consul and Redis, then the fuzzers for a bounded time
-test: deps vet unit fuzz
+test: deps vet unit large fuzz
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
@@ -33,6 +33,11 @@ vet:
 
 unit:
 	PATH="$(DEPS_BIN):$$PATH" $(GO) test -race -count=1 -timeout 40m ./...
+
+# Tests too slow under the race detector (they skip themselves there) run
+# here without it: a 1 GiB object through three streaming steps.
+large:
+	$(GO) test -count=1 -run '^TestGiBThroughThreeSteps$$' -v ./router/
 
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
