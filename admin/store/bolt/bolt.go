@@ -494,26 +494,10 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan []store.KV, er
 			if kvs == nil {
 				kvs = []store.KV{}
 			}
-			offerLatest(out, kvs)
+			store.OfferLatest(out, kvs)
 		}
 	}()
 	return out, nil
-}
-
-// offerLatest puts kvs in the one-slot channel, replacing a listing the
-// reader has not taken yet. Only the watcher goroutine sends on out, so
-// this never blocks.
-func offerLatest(out chan []store.KV, kvs []store.KV) {
-	select {
-	case out <- kvs:
-		return
-	default:
-	}
-	select {
-	case <-out:
-	default:
-	}
-	out <- kvs
 }
 
 // Close ends every watch and closes the file. Closing twice is harmless.

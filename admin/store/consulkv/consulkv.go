@@ -506,7 +506,7 @@ func (s *Store) watch(ctx context.Context, prefix string, out chan []store.KV) {
 			continue
 		}
 		last, sent = kvs, true
-		offerLatest(out, kvs)
+		store.OfferLatest(out, kvs)
 	}
 }
 
@@ -543,22 +543,6 @@ func equal(a, b []store.KV) bool {
 		}
 	}
 	return true
-}
-
-// offerLatest puts kvs in the one-slot channel, replacing a listing the
-// reader has not taken yet; only the watch goroutine sends, so it never
-// blocks.
-func offerLatest(out chan []store.KV, kvs []store.KV) {
-	select {
-	case out <- kvs:
-		return
-	default:
-	}
-	select {
-	case <-out:
-	default:
-	}
-	out <- kvs
 }
 
 // Close ends every watch. Closing twice is harmless.
