@@ -495,7 +495,7 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 		if err != nil {
 			continue // dangling or a loop: it cannot reach outside today
 		}
-		if !within(realDir, res) {
+		if !Within(realDir, res) {
 			rel, _ := filepath.Rel(dir, l)
 			return fmt.Errorf("%w: symlink %q resolves outside the package", ErrBadPackage, filepath.ToSlash(rel))
 		}
@@ -514,12 +514,6 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-// within reports whether p is root or below it.
-func within(root, p string) bool {
-	rel, err := filepath.Rel(root, p)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
 }
 
 // checkLinkTarget rejects a symlink whose target is absolute or climbs out
@@ -687,67 +681,43 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 // GOMODCACHE belong to another user), and without RunAs the platform's own
 // (its GOCACHE, else its default location), as before.
 func (b *Builder) buildEnv(resource, work, home string) []string {
-	base := b.Env
-	if base == nil {
-		base = os.Environ()
-	}
-	vals := map[string]string{}
-	var keys []string
-	set := func(k, v string) {
-		if _, ok := vals[k]; !ok {
-			keys = append(keys, k)
-		}
-		vals[k] = v
-	}
-	for _, kv := range base {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok && envAllowed(k) {
-			set(k, v)
-		}
-	}
+	env := NewEnv(b.Env, envAllowed)
 	platformCache := ""
 	if b.runAs == nil {
-		if c := vals["GOCACHE"]; c != "" {
+		if c, _ := env.Get("GOCACHE"); c != "" {
 			platformCache = c
 		} else if dir, err := os.UserCacheDir(); err == nil {
 			platformCache = filepath.Join(dir, "go-build")
 		}
-		if _, ok := vals["GOPATH"]; !ok {
+		if _, ok := env.Get("GOPATH"); !ok {
 			if h, err := os.UserHomeDir(); err == nil {
-				set("GOPATH", filepath.Join(h, "go"))
+				env.Set("GOPATH", filepath.Join(h, "go"))
 			}
 		}
 	} else {
-		delete(vals, "GOMODCACHE")
-		set("GOPATH", filepath.Join(home, "go"))
+		env.Delete("GOMODCACHE")
+		env.Set("GOPATH", filepath.Join(home, "go"))
 		if b.runAs.Name != "" {
-			set("USER", b.runAs.Name)
-			set("LOGNAME", b.runAs.Name)
+			env.Set("USER", b.runAs.Name)
+			env.Set("LOGNAME", b.runAs.Name)
 		}
 	}
 	switch {
 	case b.goCache != "":
-		set("GOCACHE", b.goCache)
+		env.Set("GOCACHE", b.goCache)
 	case platformCache != "":
-		set("GOCACHE", platformCache)
+		env.Set("GOCACHE", platformCache)
 	default:
-		set("GOCACHE", filepath.Join(home, ".cache", "go-build"))
+		env.Set("GOCACHE", filepath.Join(home, ".cache", "go-build"))
 	}
-	if _, ok := vals["PATH"]; !ok {
-		set("PATH", "/usr/local/bin:/usr/bin:/bin")
+	if _, ok := env.Get("PATH"); !ok {
+		env.Set("PATH", "/usr/local/bin:/usr/bin:/bin")
 	}
-	set("HOME", home)
-	set("TMPDIR", filepath.Join(home, "tmp"))
-	set("RESOURCE", resource)
-	set("PWD", work)
-	env := make([]string, 0, len(keys))
-	for _, k := range keys {
-		if v, ok := vals[k]; ok {
-			env = append(env, k+"="+v)
-			delete(vals, k) // a key deleted and set again is listed twice
-		}
-	}
-	return env
+	env.Set("HOME", home)
+	env.Set("TMPDIR", filepath.Join(home, "tmp"))
+	env.Set("RESOURCE", resource)
+	env.Set("PWD", work)
+	return env.Environ()
 }
 
 // runLine runs one build_script line in its own process group, as runAs

@@ -367,36 +367,20 @@ func envAllowed(k string) bool {
 // the release sets HOST (so example programs bind loopback only), then
 // PORT and PORT_HTTP.
 func instanceEnv(base []string, rel []dora.EnvVar, port int, dir string, runAs *build.User) []string {
-	if base == nil {
-		base = os.Environ()
-	}
-	var keys []string
-	vals := map[string]string{}
-	set := func(k, v string) {
-		if _, ok := vals[k]; !ok {
-			keys = append(keys, k)
-		}
-		vals[k] = v
-	}
-	for _, kv := range base {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok && envAllowed(k) {
-			set(k, v)
-		}
-	}
-	if _, ok := vals["PATH"]; !ok {
-		set("PATH", "/usr/local/bin:/usr/bin:/bin")
+	env := build.NewEnv(base, envAllowed)
+	if _, ok := env.Get("PATH"); !ok {
+		env.Set("PATH", "/usr/local/bin:/usr/bin:/bin")
 	}
 	if runAs != nil {
-		delete(vals, "USER")
-		delete(vals, "LOGNAME")
+		env.Delete("USER")
+		env.Delete("LOGNAME")
 		if runAs.Name != "" {
-			set("USER", runAs.Name)
-			set("LOGNAME", runAs.Name)
+			env.Set("USER", runAs.Name)
+			env.Set("LOGNAME", runAs.Name)
 		}
 	}
-	set("HOME", dir)
-	set("TMPDIR", filepath.Join(dir, tmpDirName))
+	env.Set("HOME", dir)
+	env.Set("TMPDIR", filepath.Join(dir, tmpDirName))
 	hostSet := false
 	for _, e := range rel {
 		if e.Key == "" || strings.ContainsAny(e.Key, "=\x00") || strings.HasPrefix(e.Key, "DORA_") {
@@ -405,21 +389,14 @@ func instanceEnv(base []string, rel []dora.EnvVar, port int, dir string, runAs *
 		if e.Key == "HOST" {
 			hostSet = true
 		}
-		set(e.Key, e.Value)
+		env.Set(e.Key, e.Value)
 	}
 	if !hostSet {
-		set("HOST", "127.0.0.1")
+		env.Set("HOST", "127.0.0.1")
 	}
-	set("PORT", strconv.Itoa(port))
-	set("PORT_HTTP", strconv.Itoa(port))
-	env := make([]string, 0, len(keys))
-	for _, k := range keys {
-		if v, ok := vals[k]; ok {
-			env = append(env, k+"="+v)
-			delete(vals, k) // a key deleted and set again is listed twice
-		}
-	}
-	return env
+	env.Set("PORT", strconv.Itoa(port))
+	env.Set("PORT_HTTP", strconv.Itoa(port))
+	return env.Environ()
 }
 
 // maxCollected bounds what CollectedLogs reads from each file.
@@ -484,7 +461,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 	seen := map[string]bool{}
 	for _, f := range files {
 		real, err := filepath.EvalSymlinks(f)
-		if err != nil || seen[real] || !within(root, real) {
+		if err != nil || seen[real] || !build.Within(root, real) {
 			continue
 		}
 		seen[real] = true
@@ -507,11 +484,6 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 		lines = []string{}
 	}
 	return lines, nil
-}
-
-func within(root, p string) bool {
-	rel, err := filepath.Rel(root, p)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // tailFile returns the complete lines among the last max bytes of the
