@@ -28,7 +28,7 @@ func TestMirrorFallback(t *testing.T) {
 		w.Write([]byte("from the mirror\n"))
 	}))
 	defer src.Close()
-	m := httpmirror.New(httpmirror.Config{Timeout: 5 * time.Second, MaxSize: 1 << 20}, nil)
+	m := httpmirror.New(httpmirror.Config{Timeout: 5 * time.Second, MaxSize: 1 << 20, AllowPrivate: true}, nil)
 	e := newEnv(t, func(c *Config) { c.Mirror = m })
 	m.SetMirrorFor(e.r.MirrorFor)
 	e.put("buckets/mirrored", dora.Bucket{Name: "mirrored", Owner: alice.ID, Mirror: src.URL + "/remote/"})

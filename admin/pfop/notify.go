@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/doraproject/dora/router/netguard"
 )
 
 // Defaults of NotifyConfig.
@@ -66,12 +68,8 @@ func NewNotifier(cfg NotifyConfig) *Notifier {
 	d := &net.Dialer{Timeout: cfg.Timeout}
 	if !cfg.AllowPrivate {
 		d.Control = func(_, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil {
-				return fmt.Errorf("%w: address %q: %v", ErrNotifyURL, address, err)
-			}
-			if !publicAddr(ap.Addr()) {
-				return fmt.Errorf("%w: %s is not a public address", ErrNotifyURL, ap.Addr())
+			if err := netguard.Check(address); err != nil {
+				return fmt.Errorf("%w: %w", ErrNotifyURL, err)
 			}
 			return nil
 		}
@@ -91,14 +89,9 @@ func NewNotifier(cfg NotifyConfig) *Notifier {
 	}}
 }
 
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
-
-// publicAddr reports whether a is a routable public unicast address.
-func publicAddr(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsValid() && a.IsGlobalUnicast() && !a.IsPrivate() && !a.IsLoopback() &&
-		!a.IsLinkLocalUnicast() && !cgnat.Contains(a)
-}
+// publicAddr reports whether a is a routable public unicast address, by
+// the rule the router's mirror client applies too (router/netguard).
+func publicAddr(a netip.Addr) bool { return netguard.Public(a) }
 
 // CheckURL checks a notifyURL when a job is submitted: http or https, a
 // host, no credentials, and, unless AllowPrivate, not a loopback or

@@ -259,7 +259,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	jobs := pfop.Jobs{Store: st}
 
 	loads := loadmemory.New(10 * time.Minute)
-	mirror := httpmirror.New(httpmirror.Config{}, nil)
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: true}, nil) // dev: mirrors on loopback and the LAN
 	p := pool.New(pool.Options{})
 	routerReg := prometheus.NewRegistry()
 	rtr, err := router.New(router.Config{

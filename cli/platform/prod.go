@@ -533,7 +533,7 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	if err := reg.Register(poolmetrics.New(p)); err != nil {
 		return nil, fmt.Errorf("router: pool metrics: %w", err)
 	}
-	mirror := httpmirror.New(httpmirror.Config{}, nil)
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: false}, nil) // never into the platform's own network
 	var ownHosts []string
 	if cfg.PublicAddr != "" {
 		ownHosts = append(ownHosts, cfg.PublicAddr)
@@ -802,7 +802,7 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 	if err := reg.Register(poolmetrics.New(p)); err != nil {
 		return nil, fmt.Errorf("worker: pool metrics: %w", err)
 	}
-	mirror := httpmirror.New(httpmirror.Config{}, nil)
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: false}, nil) // never into the platform's own network
 	var ownHosts []string
 	if cfg.PublicAddr != "" {
 		ownHosts = append(ownHosts, cfg.PublicAddr)

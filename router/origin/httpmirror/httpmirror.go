@@ -1,6 +1,9 @@
 // Package httpmirror is a read-only origin that fetches objects from a
 // bucket's back-to-source mirror: GET <mirror base><escaped key>, with a
-// timeout and a size cap, never following a redirect to another host.
+// timeout and a size cap, never following a redirect to another host, and,
+// unless Config.AllowPrivate, never connecting to a loopback, private,
+// link-local or otherwise non-public address (checked when dialling, after
+// DNS: see router/netguard).
 package httpmirror
 
 import (
@@ -15,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/doraproject/dora/router/netguard"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
 )
@@ -30,7 +34,18 @@ const (
 type Config struct {
 	Timeout time.Duration // whole request, body included; DefaultTimeout when 0
 	MaxSize int64         // largest object fetched; DefaultMaxSize when 0
-	Client  *http.Client  // http.DefaultTransport-based client when nil; its CheckRedirect is replaced
+	// Client is a client built on http.DefaultTransport (without proxy)
+	// when nil; its CheckRedirect is replaced. Unless AllowPrivate, its
+	// Transport must be nil or an *http.Transport, which is cloned with
+	// the address guard as its dialer and no proxy; any other
+	// RoundTripper is refused (every request fails with
+	// netguard.ErrNotPublic), since the guard could not be applied.
+	Client *http.Client
+	// AllowPrivate lets mirrors be reached on loopback, private and other
+	// non-public addresses (dorad dev, tests). Off in production: the
+	// admin refuses private literals in a mirror URL, but a host name can
+	// resolve to anything, so the check is repeated at connect time.
+	AllowPrivate bool
 }
 
 // Mirror implements origin.Reader over HTTP mirrors.
@@ -56,6 +71,9 @@ func New(cfg Config, mirrorFor func(bucket string) (baseURL string, ok bool)) *M
 		c = *cfg.Client
 	}
 	c.CheckRedirect = sameHostRedirects
+	if !cfg.AllowPrivate {
+		c.Transport = guarded(c.Transport)
+	}
 	m := &Mirror{cfg: cfg, client: &c}
 	m.SetMirrorFor(mirrorFor)
 	return m
@@ -71,6 +89,40 @@ func (m *Mirror) SetMirrorFor(fn func(bucket string) (baseURL string, ok bool)) 
 		return
 	}
 	m.mirrorFor.Store(&fn)
+}
+
+// dialTimeout bounds connecting to a mirror.
+const dialTimeout = 30 * time.Second
+
+// guarded returns rt with its dialer replaced by one refusing non-public
+// addresses and its proxy removed (a proxy would resolve the name instead
+// of the guard); rt nil means http.DefaultTransport. A RoundTripper that is
+// no *http.Transport cannot be guarded and is replaced by one that refuses.
+func guarded(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	t, ok := rt.(*http.Transport)
+	if !ok {
+		return refuse{}
+	}
+	t = t.Clone()
+	t.Proxy = nil
+	t.DialContext = netguard.Dialer(dialTimeout, false).DialContext
+	t.DialTLSContext = nil
+	t.Dial, t.DialTLS = nil, nil //nolint:staticcheck // cleared so that DialContext is the only dialer
+	return t
+}
+
+// refuse is the transport of a Mirror whose custom RoundTripper could not
+// be guarded.
+type refuse struct{}
+
+func (refuse) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return nil, fmt.Errorf("%w: a custom mirror transport cannot be guarded (set AllowPrivate or use an *http.Transport)", netguard.ErrNotPublic)
 }
 
 var errOtherHost = errors.New("mirror redirected to another host")

@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/doraproject/dora/router/netguard"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -60,7 +63,7 @@ func TestOpenAndStat(t *testing.T) {
 		"/base/a%20b/c%3Fd%23e":    "hello world",
 		"/base/%E6%97%A5%E6%9C%AC": "nihon",
 	})
-	m := New(Config{}, mirrorOf(srv.URL+"/base"))
+	m := New(Config{AllowPrivate: true}, mirrorOf(srv.URL+"/base"))
 	tests := []struct {
 		key    string
 		off, n int64
@@ -99,7 +102,7 @@ func TestRangeIgnoredByMirror(t *testing.T) {
 		io.WriteString(w, "0123456789") // always 200, whole body
 	}))
 	defer srv.Close()
-	m := New(Config{}, mirrorOf(srv.URL))
+	m := New(Config{AllowPrivate: true}, mirrorOf(srv.URL))
 	got, _, err := readAll(t, m, "k", 3, 4)
 	if err != nil || got != "3456" {
 		t.Fatalf("got %q, %v; want 3456", got, err)
@@ -113,7 +116,7 @@ func TestNotFoundAndErrors(t *testing.T) {
 	}))
 	defer boom.Close()
 	ctx := context.Background()
-	m := New(Config{}, mirrorOf(srv.URL))
+	m := New(Config{AllowPrivate: true}, mirrorOf(srv.URL))
 	if _, _, err := m.Open(ctx, "photos", "missing", 0, -1); !errors.Is(err, origin.ErrNotFound) {
 		t.Errorf("404: %v", err)
 	}
@@ -123,7 +126,7 @@ func TestNotFoundAndErrors(t *testing.T) {
 	if _, _, err := m.Open(ctx, "nomirror", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
 		t.Errorf("bucket without mirror: %v", err)
 	}
-	late := New(Config{}, nil)
+	late := New(Config{AllowPrivate: true}, nil)
 	if _, _, err := late.Open(ctx, "photos", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
 		t.Errorf("nil mirrorFor: %v", err)
 	}
@@ -131,7 +134,7 @@ func TestNotFoundAndErrors(t *testing.T) {
 	if _, _, err := late.Open(ctx, "photos", "k", 0, -1); err == nil || !strings.Contains(err.Error(), "502") {
 		t.Errorf("after SetMirrorFor: %v", err)
 	}
-	mb := New(Config{}, mirrorOf(boom.URL))
+	mb := New(Config{AllowPrivate: true}, mirrorOf(boom.URL))
 	if _, _, err := mb.Open(ctx, "photos", "k", 0, -1); err == nil || errors.Is(err, origin.ErrNotFound) || !strings.Contains(err.Error(), "502") {
 		t.Errorf("502: %v", err)
 	}
@@ -142,7 +145,7 @@ func TestNotFoundAndErrors(t *testing.T) {
 
 func TestBaseURLs(t *testing.T) {
 	for _, base := range []string{"ftp://h/x", "file:///etc/", "http://", "javascript:alert(1)", "http://h/?q=1", "://bad", "/relative"} {
-		m := New(Config{}, mirrorOf(base))
+		m := New(Config{AllowPrivate: true}, mirrorOf(base))
 		if _, _, err := m.Open(context.Background(), "photos", "k", 0, -1); err == nil || errors.Is(err, origin.ErrNotFound) {
 			t.Errorf("base %q accepted: %v", base, err)
 		}
@@ -163,14 +166,14 @@ func TestSizeCap(t *testing.T) {
 	}))
 	defer chunked.Close()
 	ctx := context.Background()
-	m := New(Config{MaxSize: 50}, mirrorOf(withLength.URL))
+	m := New(Config{AllowPrivate: true, MaxSize: 50}, mirrorOf(withLength.URL))
 	if _, _, err := m.Open(ctx, "photos", "k", 0, -1); !errors.Is(err, origin.ErrTooLarge) {
 		t.Errorf("Content-Length over cap: %v", err)
 	}
 	if _, err := m.Stat(ctx, "photos", "k"); !errors.Is(err, origin.ErrTooLarge) {
 		t.Errorf("Stat over cap: %v", err)
 	}
-	mc := New(Config{MaxSize: 50}, mirrorOf(chunked.URL))
+	mc := New(Config{AllowPrivate: true, MaxSize: 50}, mirrorOf(chunked.URL))
 	rc, obj, err := mc.Open(ctx, "photos", "k", 0, -1)
 	if err != nil {
 		t.Fatalf("chunked Open: %v", err)
@@ -184,7 +187,7 @@ func TestSizeCap(t *testing.T) {
 		t.Errorf("streaming past the cap: %d bytes, %v", len(b), err)
 	}
 	// Exactly at the cap is fine.
-	me := New(Config{MaxSize: 100}, mirrorOf(chunked.URL))
+	me := New(Config{AllowPrivate: true, MaxSize: 100}, mirrorOf(chunked.URL))
 	got, _, err := readAll(t, me, "k", 0, -1)
 	if err != nil || len(got) != 100 {
 		t.Errorf("at the cap: %d bytes, %v", len(got), err)
@@ -207,7 +210,7 @@ func TestRedirects(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	m := New(Config{Client: &http.Client{}}, mirrorOf(srv.URL))
+	m := New(Config{AllowPrivate: true, Client: &http.Client{}}, mirrorOf(srv.URL))
 	if got, _, err := readAll(t, m, "same", 0, -1); err != nil || got != "ok" {
 		t.Errorf("same-host redirect: %q, %v", got, err)
 	}
@@ -234,7 +237,7 @@ func TestTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	m := New(Config{Timeout: 50 * time.Millisecond}, mirrorOf(srv.URL))
+	m := New(Config{AllowPrivate: true, Timeout: 50 * time.Millisecond}, mirrorOf(srv.URL))
 	rc, _, err := m.Open(context.Background(), "photos", "k", 0, -1)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -245,3 +248,47 @@ func TestTimeout(t *testing.T) {
 		t.Fatalf("stalled body: %v, want deadline exceeded", err)
 	}
 }
+
+// Without AllowPrivate a mirror on a non-public address is never
+// contacted, whether the URL names it by address or by a host name that
+// resolves to it ("localhost" → 127.0.0.1 here, as an attacker's DNS
+// name could), through the default client or a caller's *http.Transport
+// (whose proxy is dropped too: it would resolve the name instead of the
+// guard); a RoundTripper that cannot be guarded refuses.
+func TestPrivateMirrorRefusedAtConnect(t *testing.T) {
+	srv, hits := contentServer(t, map[string]string{"/k": "secret"})
+	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxied := &http.Transport{Proxy: func(*http.Request) (*url.URL, error) { return url.Parse(srv.URL) }}
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		base string
+	}{
+		{"literal", Config{}, srv.URL},
+		{"name resolving to loopback", Config{}, "http://localhost:" + port},
+		{"caller's transport with a proxy", Config{Client: &http.Client{Transport: proxied}}, "http://localhost:" + port},
+		{"unguardable transport", Config{Client: &http.Client{Transport: roundTripFunc(http.DefaultTransport.RoundTrip)}}, srv.URL},
+	} {
+		m := New(c.cfg, mirrorOf(c.base))
+		if _, _, err := readAll(t, m, "k", 0, -1); !errors.Is(err, netguard.ErrNotPublic) {
+			t.Errorf("%s: Open = %v, want ErrNotPublic", c.name, err)
+		}
+		if _, err := m.Stat(context.Background(), "photos", "k"); !errors.Is(err, netguard.ErrNotPublic) {
+			t.Errorf("%s: Stat = %v, want ErrNotPublic", c.name, err)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the private mirror was contacted %d times", n)
+	}
+	// The same mirror with AllowPrivate (dorad dev).
+	if got, _, err := readAll(t, New(Config{AllowPrivate: true}, mirrorOf(srv.URL)), "k", 0, -1); err != nil || got != "secret" {
+		t.Fatalf("AllowPrivate: %q, %v", got, err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

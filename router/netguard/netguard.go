@@ -1,0 +1,105 @@
+// Package netguard keeps outgoing connections that a user's input decides
+// (a bucket's mirror, a pfop notifyURL) away from the platform's own
+// network: a net.Dialer.Control hook refuses, at connect time — after DNS,
+// so a host name resolving (or rebound) to 127.0.0.1, 10.x or
+// 169.254.169.254 is caught as well as a literal — every address that is
+// not public unicast.
+//
+// It is shared by router/origin/httpmirror and admin/pfop so that both
+// apply one rule.
+package netguard
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// ErrNotPublic is wrapped by every refusal.
+var ErrNotPublic = errors.New("not a public address")
+
+// Non-public IPv4 ranges beyond what net/netip's predicates name
+// (immutable tables).
+var (
+	blocked4 = []netip.Prefix{
+		netip.MustParsePrefix("0.0.0.0/8"),     // "this network"
+		netip.MustParsePrefix("100.64.0.0/10"), // shared address space, CGNAT (RFC 6598)
+		netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments
+		netip.MustParsePrefix("198.18.0.0/15"), // benchmarking
+		netip.MustParsePrefix("240.0.0.0/4"),   // reserved, broadcast
+	}
+	// IPv6 prefixes that carry an IPv4 address in their last 32 bits:
+	// the embedded address must be public too.
+	embeds4 = []netip.Prefix{
+		netip.MustParsePrefix("::/96"),        // IPv4-compatible (deprecated)
+		netip.MustParsePrefix("64:ff9b::/96"), // NAT64
+	}
+	sixToFour = netip.MustParsePrefix("2002::/16")      // 6to4: IPv4 in bits 16..47
+	blocked6  = netip.MustParsePrefix("64:ff9b:1::/48") // local-use NAT64
+	discard6  = netip.MustParsePrefix("100::/64")       // discard-only
+)
+
+// Public reports whether a is a public unicast address: not loopback,
+// private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, multicast,
+// unspecified, CGNAT (100.64/10), 0/8 or reserved ranges (documentation
+// ranges pass: they route nowhere). IPv4-mapped (::ffff:a.b.c.d),
+// IPv4-compatible, NAT64 and 6to4 forms are judged by the IPv4 address
+// they carry.
+func Public(a netip.Addr) bool {
+	a = a.WithZone("").Unmap()
+	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() {
+		return false
+	}
+	if a.Is4() {
+		for _, p := range blocked4 {
+			if p.Contains(a) {
+				return false
+			}
+		}
+		return true
+	}
+	if blocked6.Contains(a) || discard6.Contains(a) {
+		return false
+	}
+	b := a.As16()
+	for _, p := range embeds4 {
+		if p.Contains(a) {
+			return Public(netip.AddrFrom4([4]byte(b[12:16])))
+		}
+	}
+	if sixToFour.Contains(a) {
+		return Public(netip.AddrFrom4([4]byte(b[2:6])))
+	}
+	return true
+}
+
+// Check refuses a dialled "ip:port" whose IP is not Public; the error
+// wraps ErrNotPublic.
+func Check(address string) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: address %q: %v", ErrNotPublic, address, err)
+	}
+	if !Public(ap.Addr()) {
+		return fmt.Errorf("%w: %s", ErrNotPublic, ap.Addr())
+	}
+	return nil
+}
+
+// Control is a net.Dialer.Control hook applying Check to the resolved
+// address of every connection attempt.
+func Control(_, address string, _ syscall.RawConn) error { return Check(address) }
+
+// Dialer returns a dialer with the given connect timeout that, unless
+// allowPrivate, refuses non-public addresses (Control). A client using it
+// must not use a proxy: the proxy, not the guard, would resolve the name.
+func Dialer(timeout time.Duration, allowPrivate bool) *net.Dialer {
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	if !allowPrivate {
+		d.Control = Control
+	}
+	return d
+}

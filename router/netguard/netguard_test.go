@@ -1,0 +1,110 @@
+package netguard
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestPublic(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		want bool
+	}{
+		{"8.8.8.8", true},
+		{"1.1.1.1", true},
+		{"2001:4860::8888", true},
+		{"2606:4700::1111", true},
+		{"::ffff:8.8.8.8", true},
+		{"64:ff9b::808:808", true},
+		{"2002:808:808::1", true},
+		{"127.0.0.1", false},
+		{"127.0.0.2", false},
+		{"10.1.2.3", false},
+		{"172.16.0.1", false},
+		{"192.168.1.1", false},
+		{"169.254.169.254", false},
+		{"100.64.0.1", false},
+		{"100.127.255.254", false},
+		{"0.0.0.0", false},
+		{"0.1.2.3", false},
+		{"224.0.0.1", false},
+		{"255.255.255.255", false},
+		{"240.0.0.1", false},
+		{"198.18.0.1", false},
+		{"::", false},
+		{"::1", false},
+		{"fd00::1", false},
+		{"fe80::1", false},
+		{"fe80::1%eth0", false},
+		{"ff02::1", false},
+		{"::ffff:127.0.0.1", false},
+		{"::ffff:169.254.169.254", false},
+		{"::ffff:10.0.0.1", false},
+		{"::127.0.0.1", false},
+		{"64:ff9b::a00:1", false},
+		{"64:ff9b:1::1", false},
+		{"2002:7f00:1::1", false},
+	} {
+		if got := Public(netip.MustParseAddr(c.addr)); got != c.want {
+			t.Errorf("Public(%s) = %v, want %v", c.addr, got, c.want)
+		}
+	}
+	if Public(netip.Addr{}) {
+		t.Error("the zero Addr is public")
+	}
+}
+
+func TestCheck(t *testing.T) {
+	for _, a := range []string{"127.0.0.1:80", "[::1]:443", "[::ffff:10.0.0.1]:80", "garbage", "example.com:80"} {
+		if err := Check(a); !errors.Is(err, ErrNotPublic) {
+			t.Errorf("Check(%q) = %v, want ErrNotPublic", a, err)
+		}
+	}
+	if err := Check("8.8.8.8:53"); err != nil {
+		t.Errorf("Check(8.8.8.8:53) = %v", err)
+	}
+}
+
+// A host name resolving to loopback is refused at connect time, the
+// literal too; allowPrivate lets both through.
+func TestDialer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		addr := net.JoinHostPort(host, port)
+		if c, err := Dialer(time.Second, false).DialContext(ctx, "tcp", addr); !errors.Is(err, ErrNotPublic) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("guarded dial of %s = %v, want ErrNotPublic", addr, err)
+		}
+		if host == "localhost" {
+			continue // may resolve to ::1 first, where nothing listens
+		}
+		c, err := Dialer(time.Second, true).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			t.Errorf("dial of %s with allowPrivate: %v", addr, err)
+		} else {
+			c.Close()
+		}
+	}
+}
