@@ -28,6 +28,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/internal/redisconn"
 )
 
 var _ pfop.Queue = (*Queue)(nil)
@@ -66,35 +67,17 @@ type Queue struct {
 
 // New returns a Queue. It does not contact Redis.
 func New(cfg Config) (*Queue, error) {
-	var opts *goredis.Options
-	switch {
-	case cfg.URL != "":
-		o, err := goredis.ParseURL(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis pfop queue: %w: url: %w", ErrInvalid, err)
-		}
-		opts = o
-	case cfg.Addr != "":
-		opts = &goredis.Options{Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB}
-	default:
-		return nil, fmt.Errorf("redis pfop queue: %w: no URL or address", ErrInvalid)
+	opts, err := redisconn.Options(redisconn.Config{
+		URL: cfg.URL, Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB,
+		DialTimeout: cfg.DialTimeout, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
+	}, DefaultTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("redis pfop queue: %w: %w", ErrInvalid, err)
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
 	}
-	opts.DialTimeout = orDefault(cfg.DialTimeout, DefaultTimeout)
-	opts.ReadTimeout = orDefault(cfg.ReadTimeout, DefaultTimeout)
-	opts.WriteTimeout = orDefault(cfg.WriteTimeout, DefaultTimeout)
-	opts.ContextTimeoutEnabled = true
-	opts.DisableIdentity = true
 	return &Queue{client: goredis.NewClient(opts), prefix: cfg.Prefix}, nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 // Close closes the client's connections.

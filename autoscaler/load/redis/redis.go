@@ -39,6 +39,7 @@ import (
 
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/autoscaler/load/memory"
+	"github.com/doraproject/dora/internal/redisconn"
 )
 
 // Defaults of Config.
@@ -82,18 +83,12 @@ type Store struct {
 // New returns a Store. It does not contact Redis: the server may come up
 // later, and Record fails until it does.
 func New(cfg Config) (*Store, error) {
-	var opts *goredis.Options
-	switch {
-	case cfg.URL != "":
-		o, err := goredis.ParseURL(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis load store: %w: url: %w", ErrInvalid, err)
-		}
-		opts = o
-	case cfg.Addr != "":
-		opts = &goredis.Options{Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB}
-	default:
-		return nil, fmt.Errorf("redis load store: %w: no URL or address", ErrInvalid)
+	opts, err := redisconn.Options(redisconn.Config{
+		URL: cfg.URL, Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB,
+		DialTimeout: cfg.DialTimeout, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
+	}, DefaultTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("redis load store: %w: %w", ErrInvalid, err)
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
@@ -104,22 +99,10 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Retention < time.Second {
 		return nil, fmt.Errorf("redis load store: %w: retention %v below one second", ErrInvalid, cfg.Retention)
 	}
-	opts.DialTimeout = orDefault(cfg.DialTimeout, DefaultTimeout)
-	opts.ReadTimeout = orDefault(cfg.ReadTimeout, DefaultTimeout)
-	opts.WriteTimeout = orDefault(cfg.WriteTimeout, DefaultTimeout)
 	opts.PoolTimeout = opts.ReadTimeout + opts.DialTimeout
 	opts.MaxRetries = -1   // fail fast: the caller drops and counts
 	opts.DialerRetries = 1 // one dial per attempt
-	opts.ContextTimeoutEnabled = true
-	opts.DisableIdentity = true // no CLIENT SETINFO round trips
 	return &Store{client: goredis.NewClient(opts), prefix: cfg.Prefix, retention: cfg.Retention}, nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 // Close closes the connection pool.
