@@ -110,7 +110,17 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("X-Reqid", rq.reqid)
 	host := string(ctx.Host())
 	snap := r.meta.Snapshot()
-	bucket, ok := snap.BucketForHost(host, r.cfg.DomainSuffix)
+	// The router's own host names are never a bucket's, whatever the
+	// store binds: the one-shot input URLs, /healthz and /metrics must
+	// not be shadowed (the admin refuses such bindings; this does not
+	// depend on it).
+	var bucket dora.Bucket
+	ok := false
+	if r.isOwnHost(host) {
+		r.ignoreOwnDomain(snap, host)
+	} else {
+		bucket, ok = snap.BucketForHost(host, r.cfg.DomainSuffix)
+	}
 	if !ok {
 		if !r.isReady() && !strings.HasPrefix(string(ctx.Path()), srcPrefix) {
 			// An empty snapshot would answer 404 for every bucket.
@@ -348,6 +358,21 @@ func (r *Router) serveOwn(rq *request, host string) {
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no bucket bound to host %q", meta.HostName(host)))
 	}
 	rq.finish(ctx.Response.StatusCode(), int64(len(ctx.Response.Body())), nil)
+}
+
+// ignoreOwnDomain logs, once per snapshot and host, that a domain binding
+// of one of the router's own host names is ignored.
+func (r *Router) ignoreOwnDomain(snap *meta.Snapshot, host string) {
+	name, bound := snap.DomainBucket(host)
+	if !bound {
+		return
+	}
+	h := meta.HostName(host)
+	if prev, ok := r.ownWarned.Load(h); ok && prev.(*meta.Snapshot) == snap {
+		return
+	}
+	r.ownWarned.Store(h, snap)
+	r.log.Warn("router: ignoring a domain binding of the router's own host name", "host", h, "bucket", name)
 }
 
 // MirrorFor returns the back-to-source URL prefix of a bucket, for wiring

@@ -2,9 +2,15 @@ package router
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	dora "github.com/doraproject/dora"
 )
 
 func TestParseRange(t *testing.T) {
@@ -193,4 +199,60 @@ func TestHeaderTooLarge(t *testing.T) {
 		t.Fatalf("status %d (%s)", resp.StatusCode, body)
 	}
 	jsonError(t, body)
+}
+
+// A bucket bound (in the store, past the admin's checks) to one of the
+// router's own host names — loopback, localhost, PublicAddr's host,
+// OwnHosts — does not shadow the one-shot input URLs, /healthz or
+// /metrics: the binding is ignored, with a log line.
+func TestOwnHostsBeatBoundDomains(t *testing.T) {
+	var logs syncBuffer
+	e := newEnv(t, func(c *Config) {
+		c.OwnHosts = []string{"router.internal:9000"}
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	})
+	e.put("buckets/shadow", dora.Bucket{Name: "shadow", Owner: alice.ID, Domains: []string{"localhost", "127.0.0.1"}})
+	e.putRaw("domains/router.internal", "shadow")
+	waitUntil(t, "the shadow bindings", func() bool {
+		_, ok := e.r.meta.Snapshot().DomainBucket("router.internal")
+		_, ok2 := e.r.meta.Snapshot().DomainBucket("127.0.0.1")
+		return ok && ok2
+	})
+	for _, k := range []string{"healthz", "metrics", "_dora/src/0123456789abcdef0123456789abcdef", "k"} {
+		e.objs.add("shadow", k, "text/plain", []byte("shadow's "+k))
+	}
+	for _, host := range []string{e.addr, "localhost", "router.internal"} {
+		resp, body := e.get(host, "/healthz")
+		if resp.StatusCode != 200 || string(body) != `{"status":"ok"}`+"\n" {
+			t.Errorf("%s/healthz = %d %q", host, resp.StatusCode, body)
+		}
+		resp, body = e.get(host, "/metrics")
+		if resp.StatusCode != 200 || !bytes.Contains(body, []byte("dora_router_requests_total")) {
+			t.Errorf("%s/metrics = %d %.100q", host, resp.StatusCode, body)
+		}
+		resp, body = e.get(host, "/_dora/src/0123456789abcdef0123456789abcdef")
+		if resp.StatusCode != 404 || !strings.Contains(jsonError(t, body), "input URL") {
+			t.Errorf("%s unknown one-shot URL = %d %q", host, resp.StatusCode, body)
+		}
+		if resp, body := e.get(host, "/k"); resp.StatusCode != 404 || !strings.Contains(jsonError(t, body), "no bucket") {
+			t.Errorf("%s/k = %d %q, want the binding ignored", host, resp.StatusCode, body)
+		}
+	}
+	// A registered one-shot URL streams on the router's own address.
+	tok, _, err := e.r.src.register(context.Background(), flow{body: io.NopCloser(strings.NewReader("input")), size: 5}, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := e.get(e.addr, srcPrefix+tok); resp.StatusCode != 200 || string(body) != "input" {
+		t.Errorf("one-shot URL = %d %q", resp.StatusCode, body)
+	}
+	// The bucket itself still answers on its platform name.
+	if _, body := e.get("shadow.localhost", "/k"); string(body) != "shadow's k" {
+		t.Errorf("shadow.localhost/k = %q", body)
+	}
+	for _, h := range []string{"127.0.0.1", "localhost", "router.internal"} {
+		if want := `"host":"` + h + `","bucket":"shadow"`; !strings.Contains(logs.String(), want) {
+			t.Errorf("no log line with %s", want)
+		}
+	}
 }

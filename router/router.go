@@ -69,9 +69,11 @@ type Config struct {
 	// PublicAddr is the host:port instances use to reach the router's
 	// one-shot input URLs. Serve fills it from the listener when empty.
 	PublicAddr string
-	// OwnHosts are extra host names (port ignored) on which /healthz and
-	// /metrics answer, beside "localhost", loopback literals and the host
-	// of PublicAddr.
+	// OwnHosts are extra host names (port ignored) naming the router
+	// itself, beside "localhost", loopback literals and the host of
+	// PublicAddr: on them /healthz, /metrics and the one-shot input URLs
+	// answer, and a domain binding of the store naming one is ignored
+	// (logged), so that no bucket can shadow them.
 	OwnHosts []string
 
 	Logger  *slog.Logger
@@ -120,22 +122,26 @@ type MetaSource interface {
 // Router serves bucket objects and processing pipelines. Create it with
 // New, start its background loops with Run, serve with Serve or Handler.
 type Router struct {
-	cfg      Config
-	log      *slog.Logger
-	meta     MetaSource
-	cache    *meta.Cache // nil when cfg.Meta was given
-	now      func() time.Time
-	src      *srcRegistry
-	clients  *clients
-	load     *loadCounters
-	metrics  *metrics
-	own      map[string]bool
-	reqPfx   string
-	reqSeq   atomic.Uint64
-	addrOnce sync.Once
-	public   atomic.Pointer[string]
-	held     atomic.Int64 // requests waiting for an instance (hold.go)
-	watch    *connWatch   // cancels the pipelines of clients that left (cancel.go)
+	cfg     Config
+	log     *slog.Logger
+	meta    MetaSource
+	cache   *meta.Cache // nil when cfg.Meta was given
+	now     func() time.Time
+	src     *srcRegistry
+	clients *clients
+	load    *loadCounters
+	metrics *metrics
+	own     map[string]bool
+	// ownWarned maps an own host name bound to a bucket in the store to
+	// the snapshot last logged about (handler.go ignoreOwnDomain); only
+	// own host names are keys, so it stays small.
+	ownWarned sync.Map
+	reqPfx    string
+	reqSeq    atomic.Uint64
+	addrOnce  sync.Once
+	public    atomic.Pointer[string]
+	held      atomic.Int64 // requests waiting for an instance (hold.go)
+	watch     *connWatch   // cancels the pipelines of clients that left (cancel.go)
 	// stopped ends when Serve's shutdown grace is over: the parent of the
 	// HTTP path's pipelines.
 	stopped context.Context

@@ -155,6 +155,14 @@ func (s *Snapshot) BucketForHost(host, suffix string) (dora.Bucket, bool) {
 	return b, ok
 }
 
+// DomainBucket returns the bucket name a domain is bound to (exact
+// binding only, port and trailing dot ignored), so that a caller can tell
+// a binding it refuses to honour (the router's own host) from no binding.
+func (s *Snapshot) DomainBucket(host string) (string, bool) {
+	name, ok := s.domains[HostName(host)]
+	return name, ok
+}
+
 // HostName lower-cases a Host header value and strips its port and a
 // trailing dot ("Photos.localhost.:8080" → "photos.localhost"); IPv6
 // literals keep their brackets off ("[::1]:80" → "::1").
