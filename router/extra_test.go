@@ -3,7 +3,9 @@ package router
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -208,4 +210,50 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Step names an anonymous client makes up never become metric labels:
+// N junk names are one "unknown" series, whatever status they got.
+func TestJunkStepNamesOneSeries(t *testing.T) {
+	e := newEnv(t, nil)
+	e.objs.add("photos", "k", "text/plain", []byte("hello"))
+	const n = 20
+	for i := range n {
+		if resp, _ := e.get("photos.localhost", fmt.Sprintf("/k?junkname%d/x", i)); resp.StatusCode != 404 {
+			t.Fatalf("junk step: %d", resp.StatusCode)
+		}
+		if resp, _ := e.get("secret.localhost", fmt.Sprintf("/k?junkname%d", i)); resp.StatusCode != 401 {
+			t.Fatalf("junk step without a token: %d", resp.StatusCode)
+		}
+	}
+	e.get("photos.localhost", "/k?qhash/md5") // a checked name keeps its label
+	want := map[string]float64{"unknown/404": n, "unknown/401": n, "qhash/200": 1}
+	waitUntil(t, "the requests counted", func() bool {
+		got := map[string]float64{}
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "dora_router_requests_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				var ufop, code string
+				for _, l := range m.GetLabel() {
+					switch l.GetName() {
+					case "ufop":
+						ufop = l.GetValue()
+					case "code":
+						code = l.GetValue()
+					}
+				}
+				got[ufop+"/"+code] = m.GetCounter().GetValue()
+			}
+		}
+		if len(got) > len(want) {
+			t.Fatalf("series %v, want only %v", got, want)
+		}
+		return maps.Equal(got, want)
+	})
 }

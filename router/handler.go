@@ -69,7 +69,7 @@ type request struct {
 	bucket   string
 	key      string
 	pipeline string
-	names    []string // step names, for the per-ufop request counter
+	names    []string // checked step names (or unknownSteps), for the per-ufop request counter
 	done     atomic.Bool
 }
 
@@ -170,11 +170,10 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 		return false, errf(fasthttp.StatusBadRequest, "%s", err.Error())
 	}
 	rq.pipeline = req.Pipeline()
-	for _, s := range req.Steps {
-		rq.names = append(rq.names, s.Name)
-	}
-	if req.SaveAs != nil {
-		rq.names = append(rq.names, "saveas")
+	if len(req.Steps) > 0 || req.SaveAs != nil {
+		// Until plan has checked the step names they are the client's
+		// free text: as metric labels they would make unbounded series.
+		rq.names = unknownSteps
 	}
 	if bucket.Private {
 		if herr := r.checkDownloadToken(ctx, snap, bucket, host, string(rawPath), req); herr != nil {
@@ -188,6 +187,7 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 	if herr != nil {
 		return false, herr
 	}
+	rq.names = stepNames(stages, req.SaveAs != nil)
 	if req.SaveAs != nil {
 		if herr := r.checkSaveAs(ctx, snap, host, string(rawPath), req.SaveAs); herr != nil {
 			return false, herr
@@ -297,6 +297,23 @@ func (r *Router) checkSaveAs(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, host
 		return errf(fasthttp.StatusNotImplemented, "saveas: no writable origin configured")
 	}
 	return nil
+}
+
+// unknownSteps labels the requests of a pipeline refused before its
+// step names were checked (a bad fop, token or ufop name).
+var unknownSteps = []string{"unknown"}
+
+// stepNames are the metric labels of a planned pipeline: every name is a
+// built-in's or a registered ufop's, so the label set stays bounded.
+func stepNames(stages []stage, saveAs bool) []string {
+	names := make([]string, 0, len(stages)+1)
+	for _, st := range stages {
+		names = append(names, st.step.Name)
+	}
+	if saveAs {
+		names = append(names, "saveas")
+	}
+	return names
 }
 
 // stage is one planned step: a built-in fop or a ufop allowed for the

@@ -16,7 +16,7 @@ import (
 // private registry (served on /metrics when Config.Metrics is not a
 // Gatherer) and in Config.Metrics when given.
 type metrics struct {
-	requests    *prometheus.CounterVec   // by ufop (each step's name; "-" for plain downloads) and code
+	requests    *prometheus.CounterVec   // by ufop (each checked step's name; "-" for plain downloads, "unknown" for pipelines refused before their names were checked) and code
 	duration    prometheus.Histogram     // whole request, until the body is sent
 	steps       *prometheus.HistogramVec // per step: time to the step's response headers
 	bytesIn     prometheus.Counter
@@ -29,7 +29,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, r *Router) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dora_router_requests_total", Help: "Requests served, by ufop (every step's name; - for plain downloads) and status code.",
+			Name: "dora_router_requests_total", Help: "Requests served, by ufop (every step's name; - for plain downloads; unknown for pipelines refused before their step names were checked) and status code.",
 		}, []string{"ufop", "code"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "dora_router_request_duration_seconds", Help: "Request duration until the response body is sent.",
