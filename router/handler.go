@@ -181,7 +181,7 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 		}
 	}
 	if req.Persisted != "" {
-		return r.servePersisted(rq, snap, bucket, key, req.Persisted)
+		return r.servePersisted(rq, snap, bucket, key, host, string(rawPath), req)
 	}
 	stages, herr := r.plan(snap, bucket, req.Steps)
 	if herr != nil {

@@ -171,7 +171,18 @@ const persistedLookupTimeout = 5 * time.Second
 // servePersisted answers `?p/1/<fop>`: the object persistent processing
 // saved for fop on bucket:key, found through Config.Persisted; 404 when
 // there is none (or it lives in a bucket of another owner).
-func (r *Router) servePersisted(rq *request, snap *meta.Snapshot, b dora.Bucket, key, fopText string) (bool, *httpError) {
+//
+// A result saved in a private bucket is served only with a download token
+// of that bucket's owner, presented as for any private object: the same
+// request URL with `&e=<deadline>&token=<AK>:<sign>` appended, sign over
+// `scheme://host/path?p/1/<fop>&e=<deadline>`. When the source bucket is
+// private too the token was already checked against the same owner (a
+// result never lives in another owner's bucket); when it is public, the
+// token is checked here, so that a public object's results saved in a
+// private bucket stay private. (An absent token then answers 401 where an
+// absent result answers 404.)
+func (r *Router) servePersisted(rq *request, snap *meta.Snapshot, b dora.Bucket, key, host, rawPath string, req fop.Request) (bool, *httpError) {
+	fopText := req.Persisted
 	if r.cfg.Persisted == nil {
 		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", fopText)
 	}
@@ -187,6 +198,12 @@ func (r *Router) servePersisted(rq *request, snap *meta.Snapshot, b dora.Bucket,
 	}
 	if _, herr := checkKey(sk); herr != nil {
 		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", fopText)
+	}
+	if tb.Private && !b.Private {
+		if herr := r.checkDownloadToken(rq.ctx, snap, tb, host, rawPath, req); herr != nil {
+			herr.msg = "persisted result in a private bucket: " + herr.msg
+			return false, herr
+		}
 	}
 	return r.serveObject(rq, tb, sk)
 }

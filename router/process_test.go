@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/auth"
@@ -167,7 +168,9 @@ func TestProcessWriterFailureSavesNothing(t *testing.T) {
 }
 
 // TestPersistedResults: ?p/1/<fop> serves what Config.Persisted names, 404
-// otherwise (absent, another owner's bucket, no hook).
+// otherwise (absent, another owner's bucket, no hook); a result in a
+// private bucket only with its owner's download token, even when the
+// source bucket is public.
 func TestPersistedResults(t *testing.T) {
 	type call struct{ bucket, key, fop string }
 	var mu sync.Mutex
@@ -180,6 +183,8 @@ func TestPersistedResults(t *testing.T) {
 			switch fop {
 			case "upper/x":
 				return "secret", "results/in.txt.upper", true
+			case "upper/pub":
+				return "photos", "results/in.txt.pub", true
 			case "upper/other-owner":
 				return "bobs", "x", true
 			}
@@ -189,35 +194,55 @@ func TestPersistedResults(t *testing.T) {
 	e.objs.add("photos", "in.txt", "text/plain", []byte("hello"))
 	e.objs.add("secret", "results/in.txt.upper", "text/plain", []byte("HELLO"))
 	e.objs.add("bobs", "x", "text/plain", []byte("bob's"))
+	e.objs.add("photos", "results/in.txt.pub", "text/plain", []byte("PUBLIC"))
+	e.objs.add("secret", "in.txt", "text/plain", []byte("hello"))
+	// A result in a private bucket needs its owner's download token, on
+	// the request URL as for any private object.
+	future := time.Now().Unix() + 3600
+	token := func(host, pathQuery, ak, sk string, deadline int64) string {
+		return strings.TrimPrefix(auth.DownloadURL("http://"+host+pathQuery, ak, sk, deadline), "http://"+host)
+	}
 
 	cases := []struct {
-		query      string
-		wantStatus int
-		wantBody   string
+		host, pathQuery string
+		wantStatus      int
+		wantBody        string
 	}{
-		{"p/1/upper/x", 200, "HELLO"},
-		{"p/1/upper/y", 404, ""},
-		{"p/1/upper/other-owner", 404, ""},
-		{"p/1/", 400, ""},
+		{"photos.localhost", "/in.txt?p/1/upper/pub", 200, "PUBLIC"},
+		{"photos.localhost", "/in.txt?p/1/upper/x", 401, ""},
+		{"photos.localhost", token("photos.localhost", "/in.txt?p/1/upper/x", alice.AccessKey, alice.SecretKey, future), 200, "HELLO"},
+		{"photos.localhost", token("photos.localhost", "/in.txt?p/1/upper/x", bob.AccessKey, bob.SecretKey, future), 401, ""},
+		{"photos.localhost", token("photos.localhost", "/in.txt?p/1/upper/x", alice.AccessKey, alice.SecretKey, time.Now().Unix()-1), 401, ""},
+		{"photos.localhost", token("photos.localhost", "/in.txt?p/1/upper/x", alice.AccessKey, "not-the-sk", future), 401, ""},
+		{"photos.localhost", token("photos.localhost", "/other.txt?p/1/upper/x", alice.AccessKey, alice.SecretKey, future), 401, ""},
+		{"secret.localhost", "/in.txt?p/1/upper/x", 401, ""},
+		{"secret.localhost", token("secret.localhost", "/in.txt?p/1/upper/x", alice.AccessKey, alice.SecretKey, future), 200, "HELLO"},
+		{"photos.localhost", "/in.txt?p/1/upper/y", 404, ""},
+		{"photos.localhost", "/in.txt?p/1/upper/other-owner", 404, ""},
+		{"photos.localhost", "/in.txt?p/1/", 400, ""},
 	}
 	for _, c := range cases {
-		resp, body := e.get("photos.localhost", "/in.txt?"+c.query)
+		if strings.HasPrefix(c.pathQuery, "/other.txt") { // signed for another key, sent for in.txt
+			c.pathQuery = "/in.txt" + strings.TrimPrefix(c.pathQuery, "/other.txt")
+		}
+		query := c.host + c.pathQuery
+		resp, body := e.get(c.host, c.pathQuery)
 		if resp.StatusCode != c.wantStatus {
-			t.Fatalf("%s: status %d (%s), want %d", c.query, resp.StatusCode, body, c.wantStatus)
+			t.Fatalf("%s: status %d (%s), want %d", query, resp.StatusCode, body, c.wantStatus)
 		}
 		if c.wantStatus == 200 && string(body) != c.wantBody {
-			t.Fatalf("%s: body %q want %q", c.query, body, c.wantBody)
+			t.Fatalf("%s: body %q want %q", query, body, c.wantBody)
 		}
 		if c.wantStatus != 200 {
 			jsonError(t, body)
 		}
 		if resp.Header.Get("X-Reqid") == "" {
-			t.Fatalf("%s: no X-Reqid", c.query)
+			t.Fatalf("%s: no X-Reqid", query)
 		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(calls) == 0 || calls[0] != (call{"photos", "in.txt", "upper/x"}) {
+	if len(calls) < 3 || calls[0] != (call{"photos", "in.txt", "upper/pub"}) || calls[2] != (call{"photos", "in.txt", "upper/x"}) {
 		t.Fatalf("hook calls %+v", calls)
 	}
 
