@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -20,10 +19,12 @@ import (
 	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/fop"
 	"github.com/doraproject/dora/router/meta"
+	"github.com/doraproject/dora/router/origin/local"
 )
 
-// MaxKeyBytes bounds an object key taken from a URL path.
-const MaxKeyBytes = 1024
+// MaxKeyBytes bounds an object key taken from a URL path (the platform's
+// key rule, local.ValidateKey).
+const MaxKeyBytes = local.MaxKeyBytes
 
 // srcPrefix is the path of the one-shot input URLs.
 const srcPrefix = "/_dora/src/"
@@ -202,8 +203,8 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 	return r.runPipeline(rq, bucket, key, stages, req.SaveAs)
 }
 
-// objectKey decodes the key from a raw URL path and rejects keys that
-// could escape a directory origin or carry control characters.
+// objectKey decodes the key from a raw URL path and checks it with the
+// platform's one key rule (local.ValidateKey); no key is a 404.
 func objectKey(rawPath string) (string, *httpError) {
 	if !strings.HasPrefix(rawPath, "/") {
 		return "", errf(fasthttp.StatusBadRequest, "invalid path")
@@ -212,33 +213,19 @@ func objectKey(rawPath string) (string, *httpError) {
 	if err != nil {
 		return "", errf(fasthttp.StatusBadRequest, "invalid key: %v", err)
 	}
-	return checkKey(key)
+	if key == "" {
+		return "", errf(fasthttp.StatusNotFound, "no object key in the path")
+	}
+	return key, checkKey(key)
 }
 
-// checkKey rejects keys that could escape a directory origin or carry
-// control characters.
-func checkKey(key string) (string, *httpError) {
-	switch {
-	case key == "":
-		return "", errf(fasthttp.StatusNotFound, "no object key in the path")
-	case len(key) > MaxKeyBytes:
-		return "", errf(fasthttp.StatusBadRequest, "key longer than %d bytes", MaxKeyBytes)
-	case !utf8.ValidString(key):
-		return "", errf(fasthttp.StatusBadRequest, "key is not valid UTF-8")
-	case strings.HasPrefix(key, "/") || strings.Contains(key, "\\"):
-		return "", errf(fasthttp.StatusBadRequest, "invalid key %q", key)
+// checkKey applies the platform's key rule (local.ValidateKey: no path
+// escape, no control character, bounded length): 400 when it refuses.
+func checkKey(key string) *httpError {
+	if err := local.ValidateKey(key); err != nil {
+		return errf(fasthttp.StatusBadRequest, "invalid %v", err)
 	}
-	for _, c := range key {
-		if c < 0x20 || c == 0x7f {
-			return "", errf(fasthttp.StatusBadRequest, "key contains a control character")
-		}
-	}
-	for seg := range strings.SplitSeq(key, "/") {
-		if seg == "." || seg == ".." {
-			return "", errf(fasthttp.StatusBadRequest, "invalid key %q: no . or .. segments", key)
-		}
-	}
-	return key, nil
+	return nil
 }
 
 // scheme is the scheme the client used, which the download token signs.
@@ -270,12 +257,18 @@ func (r *Router) checkDownloadToken(ctx *fasthttp.RequestCtx, snap *meta.Snapsho
 	return nil
 }
 
-// checkSaveAs verifies the saveas sign (over host+path+"?"+query up to
-// /sign/, scheme not signed) and that the signing account owns the target
-// bucket.
+// checkSaveAs verifies the target key (the platform's key rule), the
+// saveas sign (over host+path+"?"+query up to /sign/, scheme not signed)
+// and that the signing account owns the target bucket.
 func (r *Router) checkSaveAs(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, host, rawPath string, sa *fop.SaveAs) *httpError {
 	if sa.AK == "" || sa.Sign == "" {
 		return errf(fasthttp.StatusUnauthorized, "saveas needs /sign/<AK>:<sign>")
+	}
+	// Checked before anything streams: a key the origin would refuse must
+	// not fail only after the client got the output.
+	if herr := checkKey(sa.Key); herr != nil {
+		herr.msg = "saveas: " + herr.msg
+		return herr
 	}
 	vctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

@@ -58,6 +58,8 @@ func TestObjectKey(t *testing.T) {
 		{"//etc/passwd", "", 400},
 		{"/a%00b", "", 400},
 		{"/a%5cb", "", 400},
+		{"/a//b", "", 400}, // the platform key rule: no empty segment
+		{"/dir/", "", 400},
 		{"/%zz", "", 400},
 		{"/" + strings.Repeat("k", MaxKeyBytes+1), "", 400},
 	} {

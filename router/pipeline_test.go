@@ -376,3 +376,31 @@ func TestKillInstanceUnderLoad(t *testing.T) {
 		t.Fatalf("%d of %d requests started after the kill failed", n, afterKill.Load())
 	}
 }
+
+// A saveas target key the platform's key rule refuses is a 400 before
+// anything streams: the client never gets an output that was not saved.
+func TestSaveAsBadKeyRefusedUpFront(t *testing.T) {
+	e := newEnv(t, nil)
+	e.objs.add("photos", "in.txt", "text/plain", []byte("hello"))
+	for _, key := range []string{"a/../b", "../x", "/abs", "a//b", "a\\b", "ctl\x01", strings.Repeat("k", MaxKeyBytes+1)} {
+		resp, body := e.get("photos.localhost", signedSaveAs("photos.localhost", "/in.txt", "qhash/md5|", "photos", key))
+		if resp.StatusCode != 400 {
+			t.Errorf("saveas key %.20q: %d %q, want 400", key, resp.StatusCode, body)
+			continue
+		}
+		if msg := jsonError(t, body); !strings.Contains(msg, "key") {
+			t.Errorf("saveas key %.20q: error %q does not name the key", key, msg)
+		}
+	}
+	e.objs.mu.Lock()
+	puts := e.objs.puts
+	e.objs.mu.Unlock()
+	if puts != 0 {
+		t.Fatalf("%d objects saved", puts)
+	}
+	// A good key still saves.
+	if resp, body := e.get("photos.localhost", signedSaveAs("photos.localhost", "/in.txt", "qhash/md5|", "photos", "out/ok.txt")); resp.StatusCode != 200 {
+		t.Fatalf("good saveas: %d %q", resp.StatusCode, body)
+	}
+	waitUntil(t, "the good key saved", func() bool { _, ok := e.objs.get("photos", "out/ok.txt"); return ok })
+}

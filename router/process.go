@@ -77,7 +77,7 @@ func (r *Router) Process(ctx context.Context, bucket, key, fops string, w io.Wri
 	if req.Persisted != "" || req.Token != "" || req.Deadline != 0 {
 		return res, &ProcessError{Step: -1, Status: fasthttp.StatusBadRequest, Msg: "p/1/, e= and token= have no meaning in Process"}
 	}
-	if _, herr := checkKey(key); herr != nil {
+	if herr := checkKey(key); herr != nil {
 		return res, processError(herr)
 	}
 	if r.cache != nil {
@@ -156,7 +156,8 @@ func (r *Router) checkSaveTarget(snap *meta.Snapshot, src dora.Bucket, sa *fop.S
 	if tb.Owner != src.Owner {
 		return errf(fasthttp.StatusForbidden, "saveas: bucket %q does not belong to the owner of %q", sa.Bucket, src.Name)
 	}
-	if _, herr := checkKey(sa.Key); herr != nil {
+	if herr := checkKey(sa.Key); herr != nil {
+		herr.msg = "saveas: " + herr.msg
 		return herr
 	}
 	if r.cfg.Writer == nil {
@@ -196,7 +197,7 @@ func (r *Router) servePersisted(rq *request, snap *meta.Snapshot, b dora.Bucket,
 	if !found || tb.Owner != b.Owner {
 		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", fopText)
 	}
-	if _, herr := checkKey(sk); herr != nil {
+	if herr := checkKey(sk); herr != nil {
 		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", fopText)
 	}
 	if tb.Private && !b.Private {
