@@ -28,8 +28,8 @@ import (
 type srcEntry struct {
 	in      flow
 	ctx     context.Context // the pipeline's: reads fail once it ends
-	expires time.Time
-	claimed chan struct{} // closed when claimed
+	expires time.Time       // guarded by srcRegistry.mu
+	claimed chan struct{}   // closed when claimed
 }
 
 type srcRegistry struct {
@@ -57,15 +57,19 @@ func (s *srcRegistry) register(ctx context.Context, in flow, expires time.Time) 
 func (s *srcRegistry) claim(tok string, now time.Time) (*srcEntry, bool) {
 	s.mu.Lock()
 	e, ok := s.m[tok]
+	var expired bool
 	if ok {
 		delete(s.m, tok)
+		// extend writes expires under the lock (a retried step), maybe
+		// at this very moment: read it under the lock too.
+		expired = now.After(e.expires)
 	}
 	s.mu.Unlock()
 	if !ok {
 		return nil, false
 	}
 	close(e.claimed)
-	if now.After(e.expires) {
+	if expired {
 		e.in.body.Close() // expired: nobody else owns it any more
 		return nil, false
 	}
