@@ -319,7 +319,7 @@ func exampleBin(t *testing.T, name string) string {
 		return p
 	}
 	if !exampleExists(name) {
-		t.Skipf("example %s not there yet", name)
+		t.Fatalf("example %s not found under ../examples (or ROUTER_TEST_BIN_%s)", name, name)
 	}
 	if buildDir == "" {
 		d, err := os.MkdirTemp("", "router-examples-")
