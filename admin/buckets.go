@@ -13,6 +13,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/router/netguard"
 )
 
 // MaxDomainsPerBucket caps the host names bound to one bucket.
@@ -100,7 +101,7 @@ func validateMirror(m string, allowPrivate bool) error {
 		return fmt.Errorf("mirror %q: localhost is not allowed as a mirror", m)
 	}
 	if addr, err := netip.ParseAddr(host); err == nil {
-		if privateAddr(addr.Unmap()) {
+		if !netguard.Public(addr) {
 			return fmt.Errorf("mirror %q: %s is a loopback, private, link-local or unspecified address, not allowed as a mirror", m, addr)
 		}
 		return nil
@@ -110,16 +111,6 @@ func validateMirror(m string, allowPrivate bool) error {
 		return fmt.Errorf("mirror %q: write an address in full (a.b.c.d) or use a host name", m)
 	}
 	return nil
-}
-
-// cgnat is the shared address space (RFC 6598), private in practice.
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
-
-// privateAddr reports whether addr is not a public unicast address.
-func privateAddr(addr netip.Addr) bool {
-	return addr.IsLoopback() || addr.IsPrivate() || addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast() ||
-		addr.IsInterfaceLocalMulticast() || addr.IsMulticast() || addr.IsUnspecified() || cgnat.Contains(addr) ||
-		(addr.Is4() && addr.As4()[0] == 0)
 }
 
 func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) error {
