@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,5 +151,45 @@ func TestNomadWithConsul(t *testing.T) {
 			t.Fatalf("nomad not registered in consul: %s %v", body, err)
 		}
 		time.Sleep(200 * time.Millisecond) // poll interval
+	}
+}
+
+func TestPidInDirAndBelow(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "app")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "60")
+	cmd.Dir = sub
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	want := cmd.Process.Pid
+	tests := []struct {
+		name    string
+		find    func(string) (int, error)
+		dir     string
+		wantPid int // 0: an error
+	}{
+		{"in the exact dir", PidInDir, sub, want},
+		{"below its parent", PidBelow, dir, want},
+		{"not in the parent itself", PidInDir, dir, 0},
+		{"not below itself", PidBelow, sub, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pid, err := tt.find(tt.dir)
+			if tt.wantPid == 0 {
+				if err == nil {
+					t.Fatalf("found pid %d, want an error", pid)
+				}
+				return
+			}
+			if err != nil || pid != tt.wantPid {
+				t.Fatalf("= %d, %v; want %d", pid, err, tt.wantPid)
+			}
+		})
 	}
 }

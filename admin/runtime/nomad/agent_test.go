@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -190,24 +189,6 @@ func grep(addr, word, body string) (string, error) {
 	return string(b), err
 }
 
-// pidInDir finds the process whose working directory is dir.
-func pidInDir(dir string) (int, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err == nil && cwd == dir {
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no process runs in %s", dir)
-}
-
 func TestGrepdOnNomad(t *testing.T) {
 	consul := agenttest.StartConsul(t)
 	nomad := agenttest.StartNomad(t, consul)
@@ -328,7 +309,7 @@ func TestGrepdOnNomad(t *testing.T) {
 	// Kill one instance's process: Consul stops passing it.
 	victim := st.Instances[1]
 	dir := filepath.Join(nomad.DataDir, "alloc", victim.ID, "grepd", "local", "app")
-	pid, err := pidInDir(dir)
+	pid, err := agenttest.PidInDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
