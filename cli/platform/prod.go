@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,69 +62,17 @@ type Service struct {
 	// /metrics answer there).
 	URL string
 
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	errOnce sync.Once
-	err     error
-	done    chan struct{}
-	closers []func() error
+	parts
 }
 
-func newService(name string) *Service { return &Service{Name: name, done: make(chan struct{})} }
-
-// Done is closed when a part fails; Err then says why.
-func (s *Service) Done() <-chan struct{} { return s.done }
-
-// Err returns the failure that closed Done, if any.
-func (s *Service) Err() error {
-	select {
-	case <-s.done:
-		return s.err
-	default:
-		return nil
-	}
-}
+func newService(name string) *Service { return &Service{Name: name, parts: newParts(name + " ")} }
 
 // Close stops every part, waits for them and then releases the backends
 // (stores, load store, runtime, listener).
 func (s *Service) Close() error {
-	if s.cancel != nil {
-		s.cancel()
-	}
+	s.stop()
 	s.wg.Wait()
 	return s.closeAll()
-}
-
-func (s *Service) closeAll() error {
-	var errs []error
-	for i := len(s.closers) - 1; i >= 0; i-- {
-		if err := s.closers[i](); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	s.closers = nil
-	return errors.Join(errs...)
-}
-
-// onClose registers f to run at Close (last registered, first run).
-func (s *Service) onClose(f func() error) { s.closers = append(s.closers, f) }
-
-// goRun runs part until it returns; an error from any part fails the role.
-func (s *Service) goRun(name string, part func() error) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := part(); err != nil && !errors.Is(err, context.Canceled) {
-			s.fail(fmt.Errorf("%s %s: %w", s.Name, name, err))
-		}
-	}()
-}
-
-func (s *Service) fail(err error) {
-	s.errOnce.Do(func() {
-		s.err = err
-		close(s.done)
-	})
 }
 
 // serveHTTP serves h on ln until ctx ends, then shuts down gracefully
