@@ -34,6 +34,7 @@ import (
 	"github.com/doraproject/dora/pool/poolmetrics"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin/httpmirror"
+	localorigin "github.com/doraproject/dora/router/origin/local"
 )
 
 // Default listen addresses of the production roles.
@@ -446,24 +447,10 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	if cfg.MaxHeld < 0 {
 		return nil, fmt.Errorf("router: %w: the bound of held requests %d must not be negative", ErrConfig, cfg.MaxHeld)
 	}
-	region := orDefault(cfg.Region, dora.DefaultRegion)
-	storeURL := orDefault(cfg.Store, DefaultStoreURL)
-	st, err := s.openStore(ctx, storeURL)
+	dp, err := s.openDataPlane(ctx, log, cfg.Region, cfg.Store, cfg.Objects, cfg.Discovery,
+		"memory:// discovery only sees instances published in this process: this router will find none (use consul:// in production)")
 	if err != nil {
 		return nil, err
-	}
-	objects, err := OpenObjects(orDefault(cfg.Objects, DefaultObjectsURL))
-	if err != nil {
-		return nil, err
-	}
-	reg := newRegistry()
-	discoveryURL := orDefault(cfg.Discovery, DefaultDiscoveryURL)
-	disc, err := NewDiscovery(discoveryURL, DiscoveryOptions{DefaultRegion: region, Logger: log.With("part", "discovery"), Metrics: reg})
-	if err != nil {
-		return nil, err
-	}
-	if isScheme(discoveryURL, "memory") {
-		log.Warn("memory:// discovery only sees instances published in this process: this router will find none (use consul:// in production)")
 	}
 	loadURL := orDefault(cfg.Load, DefaultLoadURL)
 	loads, err := OpenLoadWith(loadURL, log)
@@ -476,49 +463,100 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := pool.New(pool.Options{})
-	if err := reg.Register(poolmetrics.New(p)); err != nil {
-		return nil, fmt.Errorf("router: pool metrics: %w", err)
-	}
-	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: false}, nil) // never into the platform's own network
-	var ownHosts []string
-	if cfg.PublicAddr != "" {
-		ownHosts = append(ownHosts, cfg.PublicAddr)
-	}
-	rtr, err := router.New(router.Config{
-		Store:        st,
-		Objects:      objects,
-		Writer:       objects,
-		Mirror:       mirror,
-		Pool:         p,
+	p, rtr, err := s.newRouter(dp, cfg.PublicAddr, router.Config{
 		Load:         loads,
-		Region:       region,
 		DomainSuffix: orDefault(cfg.DomainSuffix, "localhost"),
-		PublicAddr:   cfg.PublicAddr,
-		OwnHosts:     ownHosts,
 		Logger:       log,
-		Metrics:      reg,
 		// Scale from zero: requests wait (bounded) for the instance the
 		// autoscaler starts on their demand.
 		HoldTimeout: cfg.HoldTimeout,
 		MaxHeld:     cfg.MaxHeld,
-		// ?p/1/<fop> serves what the pfop workers saved.
-		Persisted: pfop.PersistedLookup(pfop.Jobs{Store: st}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	mirror.SetMirrorFor(rtr.MirrorFor)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.goRun("pool", func() error { p.Run(runCtx, disc); return nil })
+	s.goRun("pool", func() error { p.Run(runCtx, dp.disc); return nil })
 	s.goRun("background", func() error { return rtr.Run(runCtx) })
 	s.goRun("http", func() error { return rtr.Serve(runCtx, ln) })
-	log.Info("dora router started", "url", s.URL, "region", region, "store", redact(storeURL),
-		"discovery", redact(discoveryURL), "load", redact(loadURL))
+	log.Info("dora router started", "url", s.URL, "region", dp.region, "store", redact(dp.storeURL),
+		"discovery", redact(dp.discoveryURL), "load", redact(loadURL))
 	ok = true
 	return s, nil
+}
+
+// dataPlane is what a router role and a worker's embedded router both
+// open: the metadata store, the objects, a metrics registry and the
+// discovery of instances.
+type dataPlane struct {
+	region, storeURL, discoveryURL string
+
+	store   store.Store
+	objects *localorigin.Dir
+	reg     *prometheus.Registry
+	disc    pool.Discovery
+}
+
+// openDataPlane opens the store, objects and discovery named by the
+// role's settings (empty ones take the defaults) and logs memoryWarning
+// when discovery is memory://, which sees no instance of another process.
+func (s *Service) openDataPlane(ctx context.Context, log *slog.Logger, region, storeURL, objectsURL, discoveryURL, memoryWarning string) (dataPlane, error) {
+	dp := dataPlane{
+		region:       orDefault(region, dora.DefaultRegion),
+		storeURL:     orDefault(storeURL, DefaultStoreURL),
+		discoveryURL: orDefault(discoveryURL, DefaultDiscoveryURL),
+	}
+	var err error
+	if dp.store, err = s.openStore(ctx, dp.storeURL); err != nil {
+		return dataPlane{}, err
+	}
+	if dp.objects, err = OpenObjects(orDefault(objectsURL, DefaultObjectsURL)); err != nil {
+		return dataPlane{}, err
+	}
+	dp.reg = newRegistry()
+	dp.disc, err = NewDiscovery(dp.discoveryURL, DiscoveryOptions{DefaultRegion: dp.region, Logger: log.With("part", "discovery"), Metrics: dp.reg})
+	if err != nil {
+		return dataPlane{}, err
+	}
+	if isScheme(dp.discoveryURL, "memory") {
+		log.Warn(memoryWarning)
+	}
+	return dp, nil
+}
+
+// newRouter builds the router of dp with its pool (whose metrics it
+// registers) and a public-only mirror; cfg holds the role's own settings
+// (load, logger, holding), newRouter fills in the rest. A router.New error
+// is returned as is, for the caller to name.
+func (s *Service) newRouter(dp dataPlane, publicAddr string, cfg router.Config) (*pool.Pool, *router.Router, error) {
+	p := pool.New(pool.Options{})
+	if err := dp.reg.Register(poolmetrics.New(p)); err != nil {
+		return nil, nil, fmt.Errorf("%s: pool metrics: %w", s.Name, err)
+	}
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: false}, nil) // never into the platform's own network
+	var ownHosts []string
+	if publicAddr != "" {
+		ownHosts = append(ownHosts, publicAddr)
+	}
+	cfg.Store = dp.store
+	cfg.Objects = dp.objects
+	cfg.Writer = dp.objects
+	cfg.Mirror = mirror
+	cfg.Pool = p
+	cfg.Region = dp.region
+	cfg.PublicAddr = publicAddr
+	cfg.OwnHosts = ownHosts
+	cfg.Metrics = dp.reg
+	// ?p/1/<fop> serves what the pfop workers saved.
+	cfg.Persisted = pfop.PersistedLookup(pfop.Jobs{Store: dp.store})
+	rtr, err := router.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	mirror.SetMirrorFor(rtr.MirrorFor)
+	return p, rtr, nil
 }
 
 // ---- autoscaler ----
@@ -716,24 +754,10 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 			w.closeAll()
 		}
 	}()
-	region := orDefault(cfg.Region, dora.DefaultRegion)
-	storeURL := orDefault(cfg.Store, DefaultStoreURL)
-	st, err := w.openStore(ctx, storeURL)
+	dp, err := w.openDataPlane(ctx, log, cfg.Region, cfg.Store, cfg.Objects, cfg.Discovery,
+		"memory:// discovery only sees instances published in this process: only built-in fops will run (use consul:// in production)")
 	if err != nil {
 		return nil, err
-	}
-	objects, err := OpenObjects(orDefault(cfg.Objects, DefaultObjectsURL))
-	if err != nil {
-		return nil, err
-	}
-	reg := newRegistry()
-	discoveryURL := orDefault(cfg.Discovery, DefaultDiscoveryURL)
-	disc, err := NewDiscovery(discoveryURL, DiscoveryOptions{DefaultRegion: region, Logger: log.With("part", "discovery"), Metrics: reg})
-	if err != nil {
-		return nil, err
-	}
-	if isScheme(discoveryURL, "memory") {
-		log.Warn("memory:// discovery only sees instances published in this process: only built-in fops will run (use consul:// in production)")
 	}
 	queueURL := orDefault(cfg.Queue, DefaultQueueURL)
 	queue, queueCloser, err := OpenQueue(queueURL)
@@ -745,38 +769,15 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := pool.New(pool.Options{})
-	if err := reg.Register(poolmetrics.New(p)); err != nil {
-		return nil, fmt.Errorf("worker: pool metrics: %w", err)
-	}
-	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: false}, nil) // never into the platform's own network
-	var ownHosts []string
-	if cfg.PublicAddr != "" {
-		ownHosts = append(ownHosts, cfg.PublicAddr)
-	}
-	jobs := pfop.Jobs{Store: st}
-	rtr, err := router.New(router.Config{
-		Store:      st,
-		Objects:    objects,
-		Writer:     objects,
-		Mirror:     mirror,
-		Pool:       p,
-		Region:     region,
-		PublicAddr: cfg.PublicAddr,
-		OwnHosts:   ownHosts,
-		Logger:     log.With("part", "router"),
-		Metrics:    reg,
-		Persisted:  pfop.PersistedLookup(jobs),
-	})
+	p, rtr, err := w.newRouter(dp, cfg.PublicAddr, router.Config{Logger: log.With("part", "router")})
 	if err != nil {
 		return nil, fmt.Errorf("worker: router: %w", err)
 	}
-	mirror.SetMirrorFor(rtr.MirrorFor)
 	worker, err := pfop.NewWorker(pfop.WorkerConfig{
-		Store:        st,
+		Store:        dp.store,
 		Queue:        queue,
 		Processor:    rtr,
-		Objects:      objects,
+		Objects:      dp.objects,
 		Notify:       pfop.NotifyConfig{AllowPrivate: cfg.AllowPrivateNotify},
 		Limits:       cfg.Limits,
 		DefaultLimit: cfg.DefaultLimit,
@@ -801,15 +802,15 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 		<-workDone
 		stopRest()
 	}
-	w.goRun("pool", func() error { p.Run(restCtx, disc); return nil })
+	w.goRun("pool", func() error { p.Run(restCtx, dp.disc); return nil })
 	w.goRun("background", func() error { return rtr.Run(restCtx) })
 	w.goRun("http", func() error { return rtr.Serve(restCtx, ln) })
 	w.goRun("jobs", func() error {
 		defer close(workDone)
 		return worker.Run(workCtx)
 	})
-	log.Info("dora pfop worker started", "url", w.URL, "consumer", w.Consumer, "region", region,
-		"store", redact(storeURL), "queue", redact(queueURL), "discovery", redact(discoveryURL))
+	log.Info("dora pfop worker started", "url", w.URL, "consumer", w.Consumer, "region", dp.region,
+		"store", redact(dp.storeURL), "queue", redact(queueURL), "discovery", redact(dp.discoveryURL))
 	ok = true
 	return w, nil
 }
