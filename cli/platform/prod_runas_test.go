@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/client"
 )
@@ -74,24 +75,6 @@ func procUID(pid int) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("pid %d: no Uid line", pid)
-}
-
-// pidBelow finds a process whose working directory is below dir.
-func pidBelow(dir string) (int, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err == nil && strings.HasPrefix(cwd, dir+string(filepath.Separator)) {
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no process runs below %s", dir)
 }
 
 // TestAdminRunsUserCodeAsNobody starts `dorad admin` as root on a bolt
@@ -176,7 +159,7 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 	instances := filepath.Join(data, "instances")
 	var pid int
 	for deadline := time.Now().Add(time.Minute); ; {
-		if pid, err = pidBelow(instances); err == nil {
+		if pid, err = agenttest.PidBelow(instances); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -186,24 +186,6 @@ func healthyInstances(t *testing.T, ctx context.Context, c *client.Client, cc *c
 	return ins
 }
 
-// pidInDir finds the process whose working directory is dir.
-func pidInDir(dir string) (int, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd")); err == nil && cwd == dir {
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no process runs in %s", dir)
-}
-
 // purgeJobs deregisters every Nomad job and waits (bounded) for their
 // allocations to stop, so that no instance outlives the test.
 func purgeJobs(t *testing.T, nc *nomadapi.Client) {
@@ -469,7 +451,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	// keep succeeding (the router retries connect failures elsewhere and
 	// drops the instance once Consul does).
 	victim := ins[1]
-	pid, err := pidInDir(filepath.Join(nomad.DataDir, "alloc", victim.ID, "grepd", "local", "app"))
+	pid, err := agenttest.PidInDir(filepath.Join(nomad.DataDir, "alloc", victim.ID, "grepd", "local", "app"))
 	if err != nil {
 		t.Fatal(err)
 	}
