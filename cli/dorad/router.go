@@ -76,6 +76,7 @@ of the --config file.`,
 	f.Duration("hold-timeout", router.DefaultHoldTimeout,
 		"how long a request waits for an instance of a ufop that has none (scale from zero); 0 answers 503 at once")
 	f.Int("max-held", router.DefaultMaxHeld, "how many requests may wait for an instance at once; beyond, 503 at once")
+	f.Bool("allow-private-mirror", false, "let buckets' mirrors be fetched from loopback and private addresses (development only)")
 	return cmd
 }
 
@@ -105,5 +106,7 @@ func routerConfig(v *viper.Viper) (platform.RouterConfig, error) {
 		PublicAddr:   v.GetString("public-addr"),
 		HoldTimeout:  hold,
 		MaxHeld:      maxHeld,
+
+		AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 	}, nil
 }

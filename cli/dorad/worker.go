@@ -66,6 +66,7 @@ of the --config file.`,
 				ReclaimAfter:       v.GetDuration("reclaim-after"),
 				Grace:              v.GetDuration("grace"),
 				AllowPrivateNotify: v.GetBool("allow-private-notify"),
+				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 				Logger:             log,
 			})
 			if err != nil {
@@ -101,6 +102,7 @@ of the --config file.`,
 	f.Duration("grace", pfop.DefaultGrace, "on shutdown, how long running jobs may finish before they are handed back")
 	f.String("consumer", "", "this worker's name in the queue (default <host>-<pid>-<random>)")
 	f.Bool("allow-private-notify", false, "let notifyURLs reach loopback and private addresses (development only)")
+	f.Bool("allow-private-mirror", false, "let buckets' mirrors be fetched from loopback and private addresses (development only)")
 	return cmd
 }
 

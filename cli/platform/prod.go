@@ -428,7 +428,11 @@ type RouterConfig struct {
 	// MaxHeld bounds the requests waiting for an instance at once, beyond
 	// which 503 comes at once (router.DefaultMaxHeld, 1000, when 0).
 	MaxHeld int
-	Logger  *slog.Logger
+	// AllowPrivateMirror lets buckets' mirrors be fetched from loopback
+	// and private addresses (development only; the admin refuses such
+	// mirrors unless it allows them too).
+	AllowPrivateMirror bool
+	Logger             *slog.Logger
 }
 
 // StartRouter opens the backends and serves the data plane until Close.
@@ -463,7 +467,7 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, rtr, err := s.newRouter(dp, cfg.PublicAddr, router.Config{
+	p, rtr, err := s.newRouter(dp, cfg.PublicAddr, cfg.AllowPrivateMirror, router.Config{
 		Load:         loads,
 		DomainSuffix: orDefault(cfg.DomainSuffix, "localhost"),
 		Logger:       log,
@@ -530,12 +534,13 @@ func (s *Service) openDataPlane(ctx context.Context, log *slog.Logger, region, s
 // registers) and a public-only mirror; cfg holds the role's own settings
 // (load, logger, holding), newRouter fills in the rest. A router.New error
 // is returned as is, for the caller to name.
-func (s *Service) newRouter(dp dataPlane, publicAddr string, cfg router.Config) (*pool.Pool, *router.Router, error) {
+func (s *Service) newRouter(dp dataPlane, publicAddr string, allowPrivateMirror bool, cfg router.Config) (*pool.Pool, *router.Router, error) {
 	p := pool.New(pool.Options{})
 	if err := dp.reg.Register(poolmetrics.New(p)); err != nil {
 		return nil, nil, fmt.Errorf("%s: pool metrics: %w", s.Name, err)
 	}
-	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: false}, nil) // never into the platform's own network
+	// Never into the platform's own network unless the operator allows it.
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: allowPrivateMirror}, nil)
 	var ownHosts []string
 	if publicAddr != "" {
 		ownHosts = append(ownHosts, publicAddr)
@@ -729,6 +734,8 @@ type WorkerConfig struct {
 	// AllowPrivateNotify lets notifications reach loopback and private
 	// addresses (development only).
 	AllowPrivateNotify bool
+	// AllowPrivateMirror: as RouterConfig's.
+	AllowPrivateMirror bool
 	Logger             *slog.Logger
 }
 
@@ -769,7 +776,7 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, rtr, err := w.newRouter(dp, cfg.PublicAddr, router.Config{Logger: log.With("part", "router")})
+	p, rtr, err := w.newRouter(dp, cfg.PublicAddr, cfg.AllowPrivateMirror, router.Config{Logger: log.With("part", "router")})
 	if err != nil {
 		return nil, fmt.Errorf("worker: router: %w", err)
 	}

@@ -319,6 +319,8 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 		Objects:   objectsURL,
 		Region:    "z0",
 		Logger:    log.With("test", "router"),
+		// The pfop check's mirror is an httptest server on loopback.
+		AllowPrivateMirror: true,
 	})
 	if err != nil {
 		t.Fatalf("StartRouter: %v", err)
@@ -760,6 +762,8 @@ func (e pfopEnv) startWorker(t *testing.T, ctx context.Context, name string, gra
 		Consumer:  name,
 		Grace:     grace,
 		Logger:    e.log.With("test", "worker "+name),
+		// The mirror the job reads from is an httptest server on loopback.
+		AllowPrivateMirror: true,
 	})
 	if err != nil {
 		t.Fatalf("StartWorker %s: %v", name, err)
