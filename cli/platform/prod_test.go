@@ -413,10 +413,15 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 		}
 		t.Fatalf("build: %+v %v\n%s", b, err, blog)
 	}
-	if _, err := c.SetVersion(ctx, "grepd", b.Number, ""); err != nil {
+	// Seed 000's flow: a release (dora.yaml) naming the built package,
+	// then deploy --expect 2; the first deployed version becomes active.
+	if _, err := c.CreateRelease(ctx, client.ReleaseConfig{
+		UfopName: "grepd", VerStr: "v1", Image: dora.BuildImageName("grepd", b.Number), Flavor: "default",
+		HealthCheck: &client.HealthCheckConfig{Path: "/health", Timeout: 1},
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Resize(ctx, "grepd", 2, ""); err != nil {
+	if _, err := c.Deploy(ctx, "grepd", client.DeployRequest{Version: "v1", Region: "z0", Expect: 2}); err != nil {
 		t.Fatal(err)
 	}
 	ins := healthyInstances(t, ctx, c, cc, 2)
