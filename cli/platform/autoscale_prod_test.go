@@ -19,7 +19,6 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/autoscaler"
 )
@@ -108,16 +107,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, Nomad and Redis")
 	}
-	consul := agenttest.StartConsul(t)
-	nomad := agenttest.StartNomad(t, consul)
-	redis := agenttest.StartRedis(t)
-	ncfg := nomadapi.DefaultConfig()
-	ncfg.Address = nomad.URL()
-	nc, err := nomadapi.NewClient(ncfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { purgeJobs(t, nc) }) // after the roles closed, before Nomad stops
+	consul, nomad, redis, nc := startProdAgents(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

@@ -252,6 +252,24 @@ func getBody(t *testing.T, url string) string {
 	return string(b)
 }
 
+// startProdAgents starts real Consul, Nomad and Redis agents for a
+// production-roles test and a Nomad client whose jobs are purged after
+// the roles closed and before Nomad stops (cleanups run last-in first-out).
+func startProdAgents(t *testing.T) (*agenttest.Consul, *agenttest.Nomad, *agenttest.Redis, *nomadapi.Client) {
+	t.Helper()
+	consul := agenttest.StartConsul(t)
+	nomad := agenttest.StartNomad(t, consul)
+	redis := agenttest.StartRedis(t)
+	ncfg := nomadapi.DefaultConfig()
+	ncfg.Address = nomad.URL()
+	nc, err := nomadapi.NewClient(ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { purgeJobs(t, nc) })
+	return consul, nomad, redis, nc
+}
+
 // TestProductionRolesOnRealAgents runs dorad admin (Consul KV store, Nomad
 // runtime, Redis pfop queue), dorad router (Consul discovery, Redis load),
 // dorad autoscaler (Consul lock) and dorad worker (Redis queue, Consul
@@ -266,17 +284,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, Nomad and Redis")
 	}
-	consul := agenttest.StartConsul(t)
-	nomad := agenttest.StartNomad(t, consul)
-	redis := agenttest.StartRedis(t)
-	ncfg := nomadapi.DefaultConfig()
-	ncfg.Address = nomad.URL()
-	nc, err := nomadapi.NewClient(ncfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Runs after the roles closed and before Nomad stops.
-	t.Cleanup(func() { purgeJobs(t, nc) })
+	consul, nomad, redis, nc := startProdAgents(t)
 	cc, err := ConsulClient("consul://" + consul.Addr)
 	if err != nil {
 		t.Fatal(err)
