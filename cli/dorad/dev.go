@@ -48,6 +48,8 @@ they are generated on first start, written to <data-dir>/root.credentials
 				RunAs:             v.GetString("run-as"),
 				GoCache:           v.GetString("go-cache"),
 				Logger:            log,
+
+				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 			})
 			if err != nil {
 				return err
@@ -87,6 +89,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 	f.Duration("autoscale-interval", 2*time.Second, "autoscaler evaluation interval")
 	f.String("run-as", "", `user build scripts and instances run as: a name, uid or uid:gid; "self" for dorad's own user (default: nobody when dorad runs as root, else dorad's own user with a warning)`)
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")
+	f.Bool("allow-private-mirror", false, "let buckets mirror loopback and private addresses (link-local and cloud metadata addresses stay refused)")
 	return cmd
 }
 

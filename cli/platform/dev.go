@@ -28,6 +28,8 @@ import (
 	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/autoscaler"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
+	"github.com/doraproject/dora/internal/connlimit"
+	"github.com/doraproject/dora/internal/httpguard"
 	"github.com/doraproject/dora/pool"
 	poolmemory "github.com/doraproject/dora/pool/memory"
 	"github.com/doraproject/dora/router"
@@ -67,6 +69,12 @@ type DevConfig struct {
 	// <DataDir>/cache/go-build. Unused when user code runs as the
 	// platform's own user (builds then use the platform's GOCACHE).
 	GoCache string
+	// AllowPrivateMirror lets buckets mirror loopback and private
+	// addresses (a server on the developer's own network). Off by default:
+	// an account could otherwise read the platform's own listeners (the
+	// admin's /metrics) through its bucket. Link-local and cloud metadata
+	// addresses are refused even when it is on (router/netguard).
+	AllowPrivateMirror bool
 }
 
 // RunAsSelf is the DevConfig.RunAs value that runs user code as the
@@ -192,6 +200,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		return nil, fmt.Errorf("router listener %s: %w", cfg.RouterAddr, err)
 	}
 	d.onClose(ignoreClosed(routerLn.Close))
+	// One connection budget for both listeners, below RLIMIT_NOFILE: a
+	// flood is shed with 503 and EMFILE is retried, never fatal.
+	conns := connlimit.New(connlimit.Config{Logger: log.With("part", "listeners")})
 	d.AdminURL = "http://" + adminLn.Addr().String()
 	d.RouterURL = "http://" + routerLn.Addr().String()
 
@@ -234,9 +245,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Metrics:   adminReg,
 		// Domains under the router's suffix are the platform's own.
 		DomainSuffix: cfg.DomainSuffix,
-		// The embedded platform serves one machine: a bucket may mirror a
-		// server on the developer's own network.
-		AllowPrivateMirror: true,
+		// A bucket may mirror a server on the developer's own network
+		// only when the operator says so.
+		AllowPrivateMirror: cfg.AllowPrivateMirror,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
@@ -253,7 +264,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	jobs := pfop.Jobs{Store: st}
 
 	loads := loadmemory.New(10 * time.Minute)
-	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: true}, nil) // dev: mirrors on loopback and the LAN
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: cfg.AllowPrivateMirror}, nil)
 	p := pool.New(pool.Options{})
 	routerReg := prometheus.NewRegistry()
 	rtr, err := router.New(router.Config{
@@ -271,6 +282,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		HoldTimeout:  cfg.HoldTimeout,
 		MaxHeld:      cfg.MaxHeld,
 		Persisted:    pfop.PersistedLookup(jobs),
+		Conns:        conns,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -318,13 +330,10 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	httpSrv := &http.Server{
-		// pfop, prefop and the Qiniu form upload (POST /) sit in front of
-		// the admin API on the same listener, where Qiniu's SDKs expect them.
-		Handler:           pfopHandler.Wrap(srv.Handler()),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	// pfop, prefop and the Qiniu form upload (POST /) sit in front of the
+	// admin API on the same listener, where Qiniu's SDKs expect them. Header,
+	// body-rate, write and idle deadlines bound every client (httpguard).
+	httpSrv := httpguard.Server(pfopHandler.Wrap(srv.Handler()), httpguard.Config{})
 	d.onClose(func() error {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
@@ -333,7 +342,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.goRun("pool", func() error { p.Run(runCtx, discovery); return nil })
 	d.goRun("admin background", func() error { return srv.Run(runCtx) })
 	d.goRun("admin http", func() error {
-		if err := httpSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpSrv.Serve(conns.Listen(adminLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
