@@ -278,6 +278,16 @@ func (c *conn) Close() error {
 // for servers that copy bodies with io.Copy.
 func (c *conn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
 
+// SyscallConn exposes the underlying descriptor (a server peeking whether
+// the client hung up needs it).
+func (c *conn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
+}
+
 // Unwrap returns the underlying connection.
 func (c *conn) Unwrap() net.Conn { return c.Conn }
 
