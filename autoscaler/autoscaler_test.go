@@ -16,8 +16,8 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/autoscaler/load/memory"
 )

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/admin/client"
 )
 

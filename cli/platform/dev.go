@@ -25,7 +25,7 @@ import (
 	"github.com/doraproject/dora/admin/registry"
 	"github.com/doraproject/dora/admin/runtime"
 	localruntime "github.com/doraproject/dora/admin/runtime/local"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/autoscaler"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
 	"github.com/doraproject/dora/pool"

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/client"
 )

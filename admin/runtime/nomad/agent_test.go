@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/admin/runtime"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/nomad/api"

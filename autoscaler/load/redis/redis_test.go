@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/autoscaler/load/loadtest"
 	"github.com/doraproject/dora/autoscaler/load/redis"
