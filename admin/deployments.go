@@ -14,8 +14,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 )
 

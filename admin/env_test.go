@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router/origin/local"
