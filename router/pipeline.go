@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path"
 	"strings"
 	"sync"
@@ -215,7 +216,6 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	p.mu.Lock()
 	p.tokens = append(p.tokens, tokenFlow{tok, in})
 	p.mu.Unlock()
-	srcURL := "http://" + r.publicAddr() + srcPrefix + tok
 
 	var avoid *pool.Host
 	var last *httpError
@@ -233,7 +233,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			}
 			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		}
-		out, retry, herr := p.call(i, st, h, key, rel, srcURL, in)
+		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), in)
 		if herr == nil {
 			return out, nil
 		}
@@ -245,6 +245,18 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		avoid = h
 	}
 	return flow{}, last
+}
+
+// srcURL is the one-shot input URL of tok as instance inst reaches the
+// router: PublicAddr, or its port at inst.RouterHost.
+func (r *Router) srcURL(inst pool.Instance, tok string) string {
+	addr := r.publicAddr()
+	if inst.RouterHost != "" {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			addr = net.JoinHostPort(inst.RouterHost, port)
+		}
+	}
+	return "http://" + addr + srcPrefix + tok
 }
 
 // call sends one step to one instance. retry is true when the failure
