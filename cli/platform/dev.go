@@ -5,6 +5,8 @@ package platform
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -67,6 +69,14 @@ type DevConfig struct {
 	// <DataDir>/cache/go-build. Unused when user code runs as the
 	// platform's own user (builds then use the platform's GOCACHE).
 	GoCache string
+	// ContainerRuntime runs OCI images: "" finds podman (and runc) on
+	// PATH and runs images with it when found, refusing image deployments
+	// otherwise; "podman" requires it (StartDev fails without it); "none"
+	// refuses image deployments.
+	ContainerRuntime string
+	// HealthyDeadline is how long a container instance has to pass its
+	// first health check (default 60 s).
+	HealthyDeadline time.Duration
 }
 
 // RunAsSelf is the DevConfig.RunAs value that runs user code as the
@@ -195,13 +205,19 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.AdminURL = "http://" + adminLn.Addr().String()
 	d.RouterURL = "http://" + routerLn.Addr().String()
 
+	pod, pullUser, pullPass, err := devContainers(ctx, cfg, adminLn.Addr().String(), log)
+	if err != nil {
+		return nil, err
+	}
 	discovery := poolmemory.New()
 	rt, err := localruntime.New(localruntime.Config{
-		Dir:       filepath.Join(cfg.DataDir, "instances"),
-		Region:    cfg.Region,
-		Publisher: discovery,
-		Logger:    log.With("part", "runtime"),
-		RunAs:     runAs,
+		Dir:             filepath.Join(cfg.DataDir, "instances"),
+		Region:          cfg.Region,
+		Publisher:       discovery,
+		Logger:          log.With("part", "runtime"),
+		RunAs:           runAs,
+		Podman:          pod,
+		HealthyDeadline: cfg.HealthyDeadline,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("local runtime: %w", err)
@@ -213,6 +229,8 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Store:        st,
 		Authenticate: registry.ByAccount(admin.BasicAuthenticator(st)),
 		Logger:       log.With("part", "registry"),
+		PullUser:     pullUser,
+		PullPassword: pullPass,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
@@ -271,6 +289,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		HoldTimeout:  cfg.HoldTimeout,
 		MaxHeld:      cfg.MaxHeld,
 		Persisted:    pfop.PersistedLookup(jobs),
+		// Containers reach the router's input URLs at the host's
+		// loopback as their network shows it.
+		OwnHosts: []string{localruntime.HostLoopback},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -365,4 +386,38 @@ func ignoreClosed(f func() error) func() error {
 		}
 		return nil
 	}
+}
+
+// devContainers finds the container runtime cfg.ContainerRuntime asks for
+// and logs which one images will run with. With podman it also makes the
+// registry's pull credentials (random, for this start only) and gives them
+// to podman for the registry at adminAddr.
+func devContainers(ctx context.Context, cfg DevConfig, adminAddr string, log *slog.Logger) (*localruntime.Podman, string, string, error) {
+	switch cfg.ContainerRuntime {
+	case "none":
+		log.Info("container runtime: none; image deployments are refused")
+		return nil, "", "", nil
+	case "", "podman":
+	default:
+		return nil, "", "", fmt.Errorf("container runtime %q: want podman or none", cfg.ContainerRuntime)
+	}
+	pod, err := localruntime.DetectPodman(ctx)
+	if err != nil {
+		if cfg.ContainerRuntime == "podman" {
+			return nil, "", "", err
+		}
+		log.Warn("container runtime: none found; image deployments are refused (program packages run)", "why", err.Error())
+		return nil, "", "", nil
+	}
+	pass := make([]byte, 24)
+	if _, err := rand.Read(pass); err != nil {
+		return nil, "", "", fmt.Errorf("registry pull credentials: %w", err)
+	}
+	user, pw := "dora-runtime", hex.EncodeToString(pass)
+	if err := pod.SetRegistryAuth(filepath.Join(cfg.DataDir, "podman-auth.json"), adminAddr, user, pw); err != nil {
+		return nil, "", "", err
+	}
+	log.Info("container runtime: podman", "podman", pod.Bin, "version", pod.Version, "oci_runtime", pod.OCIRuntime,
+		"ulimit_nofile", pod.NoFile)
+	return pod, user, pw, nil
 }
