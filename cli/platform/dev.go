@@ -287,6 +287,8 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Notify:   notify,
 		IDPrefix: cfg.Region,
 		Logger:   log.With("part", "pfop"),
+		// Blocks and parts of resumable uploads wait here until complete.
+		SpoolDir: filepath.Join(cfg.DataDir, "uploads"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pfop handler: %w", err)

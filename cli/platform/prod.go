@@ -323,6 +323,8 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 		Notify:   pfop.NotifyConfig{AllowPrivate: cfg.AllowPrivateNotify},
 		IDPrefix: regions[0].Name,
 		Logger:   log.With("part", "pfop"),
+		// Blocks and parts of resumable uploads wait here until complete.
+		SpoolDir: filepath.Join(dataDir, "uploads"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
