@@ -25,6 +25,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/registry"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/admin/runtime"
 	localruntime "github.com/doraproject/dora/admin/runtime/local"
 	"github.com/doraproject/dora/autoscaler"
@@ -308,9 +309,21 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Notify:   notify,
 		IDPrefix: cfg.Region,
 		Logger:   log.With("part", "pfop"),
+		// Blocks and parts of resumable uploads wait here until complete.
+		SpoolDir: filepath.Join(cfg.DataDir, "uploads"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pfop handler: %w", err)
+	}
+	// Qiniu's bucket APIs: the region query names the router as the
+	// download host; fetch may reach the developer's own network, as
+	// mirrors may here.
+	rsHandler, err := rs.New(rs.Config{
+		Store: st, Objects: objects, IOHost: routerLn.Addr().String(), Region: cfg.Region,
+		AllowPrivateFetch: true, Logger: log.With("part", "rs"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rs handler: %w", err)
 	}
 	worker, err := pfop.NewWorker(pfop.WorkerConfig{
 		Store:     st,
@@ -340,9 +353,10 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	httpSrv := &http.Server{
-		// pfop, prefop and the Qiniu form upload (POST /) sit in front of
-		// the admin API on the same listener, where Qiniu's SDKs expect them.
-		Handler:           pfopHandler.Wrap(srv.Handler()),
+		// pfop, prefop, the Qiniu uploads (form, resumable) and bucket
+		// APIs (rs/rsf/uc) sit in front of the admin API on the same
+		// listener, where Qiniu's SDKs expect them.
+		Handler:           rsHandler.Wrap(pfopHandler.Wrap(srv.Handler())),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
