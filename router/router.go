@@ -44,7 +44,7 @@ const (
 	DefaultMaxHeaderBytes  = 16 << 10
 	DefaultMaxRequestBody  = 64 << 10
 	DefaultConcurrency     = 16 << 10
-	DefaultMaxErrorBytes   = 4 << 10
+	DefaultMaxErrorBytes   = 64 << 10 // a program's error body passed to the client, at most
 	DefaultBufferedBodyMax = 256 << 10
 	DefaultShutdownGrace   = 5 * time.Second
 )
