@@ -154,7 +154,7 @@ func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, 
 // closing the result closes the input too.
 func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
 	start := time.Now()
-	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime})
+	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime, Env: p.builtinEnv()})
 	p.r.metrics.step(st.step.Name, time.Since(start))
 	if err != nil {
 		in.body.Close()
