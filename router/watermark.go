@@ -37,11 +37,8 @@ func (r *Router) openWatermark(ctx context.Context, b dora.Bucket, raw string) (
 		return nil, bad("%q: a query or fragment is not supported", raw)
 	}
 	snap := r.meta.Snapshot()
-	if r.isOwnHost(u.Host) {
-		return nil, bad("%q: not a bucket's address", raw)
-	}
 	tb, ok := snap.BucketForHost(u.Host, r.cfg.DomainSuffix)
-	if !ok {
+	if !ok || r.isOwnHost(u.Host) {
 		return nil, bad("%q: no bucket here answers to %s (the router fetches no outside address)", raw, u.Host)
 	}
 	if tb.Private && tb.Owner != b.Owner {
