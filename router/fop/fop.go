@@ -75,8 +75,10 @@ type SaveAs struct {
 type Request struct {
 	Steps  []Step  // pipeline without the saveas step; may be empty (plain download)
 	SaveAs *SaveAs // nil when absent
-	// Persisted is, for "p/1/<fop>", the fop text after "p/1/" (decoded,
-	// validated as a pipeline without saveas); Steps is then empty.
+	// Persisted is, for "p/1/<fop>", the pipeline after "p/1/" (validated,
+	// without saveas) in canonical query form: decoded once, then escaped
+	// again, so that parsing it gives the steps that were asked for (the
+	// pfop result index keys on those). Steps is then empty.
 	Persisted string
 	Deadline  int64  // e=, 0 when absent
 	Token     string // token=, "" when absent
@@ -128,7 +130,7 @@ func (r Request) String() string {
 	var b strings.Builder
 	if r.Persisted != "" {
 		b.WriteString(persistedPrefix)
-		writeEscaped(&b, r.Persisted)
+		b.WriteString(r.Persisted)
 	} else {
 		for i, s := range r.Steps {
 			if i > 0 {
@@ -219,9 +221,18 @@ func Parse(rawQuery string) (Request, error) {
 	}
 
 	if fops != "" {
-		dec, pos, err := decodeFops(fops)
+		// The p/1/ prefix is Dora's own syntax, not the pipeline's: a
+		// pipeline encoded whole after it is not ambiguous.
+		pre := ""
+		if strings.HasPrefix(fops, persistedPrefix) {
+			pre = persistedPrefix
+		}
+		dec, pos, err := decodeFops(fops[len(pre):])
 		if err != nil {
 			return Request{}, err
+		}
+		if pre != "" {
+			dec, pos = pre+dec, nil // no saveas after p/1/: pos is not needed
 		}
 		if err := r.parseFops(dec, fops, pos); err != nil {
 			return Request{}, err
@@ -359,10 +370,18 @@ func (r *Request) parseFops(fops, raw string, pos []int) error {
 		if rest == "" {
 			return malformed("p/1/: empty persisted fop")
 		}
-		if _, err := parseSteps(rest, false); err != nil {
+		steps, err := parseSteps(rest, false)
+		if err != nil {
 			return fmt.Errorf("p/1/: %w", err)
 		}
-		r.Persisted = rest
+		var b strings.Builder
+		for i, s := range steps {
+			if i > 0 {
+				b.WriteByte('|')
+			}
+			writeEscaped(&b, s.Raw)
+		}
+		r.Persisted = b.String()
 		return nil
 	}
 	steps, err := parseSteps(fops, true)

@@ -87,6 +87,10 @@ func TestParseConventions(t *testing.T) {
 		{"grepd%2F100%2525", Request{Steps: []Step{{Name: "grepd", Args: []string{"100%25"}, Raw: "grepd/100%25"}}}, "grepd/100%2525"},
 		{"grepd/a%26b", Request{Steps: []Step{{Name: "grepd", Args: []string{"a&b"}, Raw: "grepd/a&b"}}}, ""},
 		{"grepd/a+b", Request{Steps: []Step{{Name: "grepd", Args: []string{"a+b"}, Raw: "grepd/a+b"}}}, ""},
+		// p/1/ keeps its pipeline in canonical form: parsing it again
+		// gives the steps asked for.
+		{"p/1/grepd%2Fa%2520b%7Cqhash%2Fmd5", Request{Persisted: "grepd/a%2520b|qhash/md5"}, "p/1/grepd/a%2520b|qhash/md5"},
+		{"p/1/grepd/a%20b", Request{Persisted: "grepd/a%20b"}, ""},
 		// Parameters Qiniu ignores are ignored; attname is kept.
 		{"v=123", Request{Ignored: []string{"v"}}, "<empty>"},
 		{"imageView2/1/w/100&v=2", Request{Steps: []Step{{Name: "imageView2", Args: []string{"1", "w", "100"}, Raw: "imageView2/1/w/100"}}, Ignored: []string{"v"}}, "imageView2/1/w/100"},
