@@ -39,8 +39,8 @@ func TestBuiltinsOverHTTP(t *testing.T) {
 	host := "photos.localhost"
 	b64 := func(s string) string { return base64.URLEncoding.EncodeToString([]byte(s)) }
 
-	resp, body := e.get(host, "/p.png?imageMogr2/thumbnail/!50p/format/webp|imageInfo")
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"format":"webp","width":100,"height":50`) {
+	resp, body := e.get(host, "/p.png?imageMogr2/thumbnail/!50p/format/gif|imageInfo")
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"format":"gif","width":100,"height":50`) {
 		t.Fatalf("imageMogr2 | imageInfo: %d %s", resp.StatusCode, body)
 	}
 	resp, body = e.get(host, "/p.png?imageView2/0/w/50&attname=thumb.png")

@@ -44,9 +44,10 @@ func TestURLConventions(t *testing.T) {
 		{"steps joined by %7C", "/dir/r.txt?qhash%2Fmd5%7Cqhash%2Fsha1", 200, string(chain), "", ""},
 		{"lower-case escapes", "/dir/r.txt?qhash%2fmd5%7cqhash%2fsha1", 200, string(chain), "", ""},
 		{"%7C inside an argument is ambiguous", "/dir/r.txt?qhash/md5%7Cqhash/sha1", 400, "", "",
-			"ambiguous fop: it has a raw '/' and an encoded separator %7C"},
+			"ambiguous fop: %7C at byte 9, in a pipeline whose other separators are raw"},
 		{"%2F beside a raw '/' is ambiguous", "/dir/r.txt?grepd/a%2Fb", 400, "", "", "ambiguous fop"},
-		{"a stray '%'", "/dir/r.txt?qhash/md5%", 400, "", "", "'%' not followed by two hex digits"},
+		{"a stray '%' in an encoded pipeline", "/dir/r.txt?qhash%2Fmd5%", 400, "", "", "'%' not followed by two hex digits"},
+		{"%7C left after decoding", "/dir/r.txt?qhash%2Fmd5%257Cqhash", 400, "", "", "ambiguous fop: %7C at byte 9 after decoding"},
 		{"steps joined by '&'", "/dir/r.txt?qhash/md5&qhash/sha1", 400, "", "", "joined with '|', not '&'"},
 		{"badly named parameter", "/dir/r.txt?qhash/md5&v%3D=1", 400, "", "", `invalid name "v%3D"`},
 	} {

@@ -16,12 +16,14 @@
 //	params   = param *( "&" param ), "token" last when present
 //	param    = pname "=" value ; pname = 1*[A-Za-z0-9_.-]
 //
-// Percent-decoding: the fops part is decoded exactly once, whether it is
-// written raw (grepd/a%20b runs as "grepd/a b") or fully percent-encoded
-// (grepd%2Fhello%7Cqhash%2Fmd5 runs as "grepd/hello|qhash/md5"). A fops part
-// that writes a separator ('/' or '|') raw and another one percent-encoded
-// (grepd/a%7Cb: a literal '|' in the argument, or a second step?) is
-// refused: write it raw or encode it whole. '+' is a plain '+'.
+// Percent-decoding: a pipeline written raw (its '/' and '|' unescaped) is
+// kept verbatim, so a ufop gets its step text exactly as in the URL
+// (grepd/a%20b runs as "grepd/a%20b", as on Qiniu). A pipeline written
+// fully percent-encoded (no raw '/' or '|': grepd%2Fhello%7Cqhash%2Fmd5) is
+// decoded exactly once and then read as a raw one. An encoded separator
+// (%2F, %7C) in a raw pipeline, or left after the one decoding, could be a
+// literal character in an argument or a separator: it is refused.
+// '+' is a plain '+'.
 //
 // Parameters: e= and token= (the download token; token must be the last
 // parameter and e must come before it), attname= (the download name,
@@ -54,15 +56,15 @@ var ErrMalformed = errors.New("malformed fop")
 // Step is one operation of a pipeline.
 type Step struct {
 	Name string   // the fop name, e.g. "imageView2"
-	Args []string // the "/"-separated arguments after the name, decoded
-	// Raw is the step text as it runs, percent-decoded once, e.g.
-	// "grepd/foo": what a ufop gets as cmd.
+	Args []string // the "/"-separated arguments after the name, as in Raw
+	// Raw is the step text as it runs, e.g. "grepd/foo": what a ufop gets
+	// as cmd (verbatim from a raw pipeline, decoded once from an encoded one).
 	Raw string
 }
 
 // SaveAs is the trailing "saveas/<EncodedEntryURI>[/sign/<AK>:<sign>]" step.
 type SaveAs struct {
-	Encoded     string // the EncodedEntryURI (decoded from the URL's escapes)
+	Encoded     string // the EncodedEntryURI
 	Bucket, Key string // decoded from Encoded
 	AK, Sign    string // empty when no /sign/ part
 	// SignedQuery is the raw query (as sent, escapes kept) up to, not
@@ -75,10 +77,9 @@ type SaveAs struct {
 type Request struct {
 	Steps  []Step  // pipeline without the saveas step; may be empty (plain download)
 	SaveAs *SaveAs // nil when absent
-	// Persisted is, for "p/1/<fop>", the pipeline after "p/1/" (validated,
-	// without saveas) in canonical query form: decoded once, then escaped
-	// again, so that parsing it gives the steps that were asked for (the
-	// pfop result index keys on those). Steps is then empty.
+	// Persisted is, for "p/1/<fop>", the pipeline text after "p/1/"
+	// (validated, without saveas; decoded when it was encoded whole), as
+	// the pfop result index keys it. Steps is then empty.
 	Persisted string
 	Deadline  int64  // e=, 0 when absent
 	Token     string // token=, "" when absent
@@ -130,27 +131,24 @@ func (r Request) String() string {
 	var b strings.Builder
 	if r.Persisted != "" {
 		b.WriteString(persistedPrefix)
-		b.WriteString(r.Persisted)
+		writeFops(&b, r.Persisted)
 	} else {
-		for i, s := range r.Steps {
-			if i > 0 {
-				b.WriteByte('|')
-			}
-			writeEscaped(&b, s.Raw)
-		}
+		var f strings.Builder
+		f.WriteString(r.Pipeline())
 		if r.SaveAs != nil {
 			if len(r.Steps) > 0 {
-				b.WriteByte('|')
+				f.WriteByte('|')
 			}
-			b.WriteString("saveas/")
-			writeEscaped(&b, r.SaveAs.Encoded)
+			f.WriteString("saveas/")
+			f.WriteString(r.SaveAs.Encoded)
 			if r.SaveAs.AK != "" || r.SaveAs.Sign != "" {
-				b.WriteString("/sign/")
-				b.WriteString(r.SaveAs.AK)
-				b.WriteByte(':')
-				b.WriteString(r.SaveAs.Sign)
+				f.WriteString("/sign/")
+				f.WriteString(r.SaveAs.AK)
+				f.WriteByte(':')
+				f.WriteString(r.SaveAs.Sign)
 			}
 		}
+		writeFops(&b, f.String())
 	}
 	if r.HasAttName {
 		if b.Len() > 0 {
@@ -171,20 +169,44 @@ func (r Request) String() string {
 	return b.String()
 }
 
-// writeEscaped writes decoded fop text so that decoding it once gives it
-// back: '%', '&', space and controls are escaped.
-func writeEscaped(b *strings.Builder, s string) {
+// writeFops writes pipeline text raw when that reads back as the same
+// text, else percent-encoded whole (which is decoded once).
+func writeFops(b *strings.Builder, s string) {
+	raw := (strings.ContainsAny(s, "/|") || strings.IndexByte(s, '%') < 0) && encodedSep(s) < 0
+	for i := 0; raw && i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || c == '&' {
+			raw = false
+		}
+	}
+	if raw {
+		b.WriteString(s)
+		return
+	}
 	const hex = "0123456789ABCDEF"
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c == '%' || c == '&' || c <= ' ' || c == 0x7f {
-			b.WriteByte('%')
-			b.WriteByte(hex[c>>4])
-			b.WriteByte(hex[c&15])
+		if isAlnum(c) || c == '-' || c == '_' || c == '.' || c == '~' {
+			b.WriteByte(c)
 			continue
 		}
-		b.WriteByte(c)
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
 	}
+}
+
+// encodedSep returns the offset of the first %2F or %7C (any case) in s, or -1.
+func encodedSep(s string) int {
+	for i := 0; i+2 < len(s); i++ {
+		if s[i] != '%' {
+			continue
+		}
+		hi, lo := s[i+1], s[i+2]|0x20
+		if hi == '2' && lo == 'f' || hi == '7' && lo == 'c' {
+			return i
+		}
+	}
+	return -1
 }
 
 const persistedPrefix = "p/1/"
@@ -289,24 +311,26 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// decodeFops percent-decodes the fops part once. pos maps each byte of the
-// decoded text (and its end) to its offset in raw, so a sign over the raw
-// text can be cut where the decoded text says. A separator written both raw
-// and escaped is refused: the text would have two readings.
+// decodeFops returns the pipeline text: a raw one verbatim, one encoded
+// whole decoded once. pos maps each byte of the decoded text (and its end)
+// to its offset in raw (nil: the identity), so a sign over the raw text
+// can be cut where the decoded text says.
 func decodeFops(raw string) (dec string, pos []int, err error) {
-	if strings.IndexByte(raw, '%') < 0 {
+	ambiguous := func(s string, i int, after string) error {
+		return malformed("ambiguous fop: %s at byte %d%s, in a pipeline whose other separators are raw: a literal character in an argument, or a separator? Write the pipeline raw, or percent-encode all of it", s[i:i+3], i, after)
+	}
+	if strings.ContainsAny(raw, "/|") || strings.IndexByte(raw, '%') < 0 {
+		if i := encodedSep(raw); i >= 0 {
+			return "", nil, ambiguous(raw, i, "")
+		}
 		return raw, nil, nil
 	}
 	var b strings.Builder
 	b.Grow(len(raw))
 	pos = make([]int, 0, len(raw)+1)
-	rawSep, encSep := "", ""
 	for i := 0; i < len(raw); {
 		c := raw[i]
 		if c != '%' {
-			if (c == '/' || c == '|') && rawSep == "" {
-				rawSep = fmt.Sprintf("%q", c)
-			}
 			b.WriteByte(c)
 			pos = append(pos, i)
 			i++
@@ -321,23 +345,19 @@ func decodeFops(raw string) (dec string, pos []int, err error) {
 			ok = ok1 && ok2
 		}
 		if !ok {
-			return "", nil, malformed("byte %d: '%%' not followed by two hex digits (write %%25 for a literal '%%')", i)
+			return "", nil, malformed("byte %d: '%%' not followed by two hex digits in a percent-encoded pipeline (write %%25 for a literal '%%')", i)
 		}
-		d := hi<<4 | lo
-		if (d == '/' || d == '|') && encSep == "" {
-			encSep = raw[i : i+3]
-		}
-		b.WriteByte(d)
+		b.WriteByte(hi<<4 | lo)
 		pos = append(pos, i)
 		i += 3
 	}
 	pos = append(pos, len(raw))
-	if rawSep != "" && encSep != "" {
-		return "", nil, malformed("ambiguous fop: it has a raw %s and an encoded separator %s (a literal character in an argument, or a separator?): write the fop raw, or percent-encode all of it", rawSep, encSep)
-	}
 	dec = b.String()
 	if err := checkDecoded(dec); err != nil {
 		return "", nil, err
+	}
+	if i := encodedSep(dec); i >= 0 {
+		return "", nil, ambiguous(dec, i, " after decoding")
 	}
 	return dec, pos, nil
 }
@@ -370,18 +390,10 @@ func (r *Request) parseFops(fops, raw string, pos []int) error {
 		if rest == "" {
 			return malformed("p/1/: empty persisted fop")
 		}
-		steps, err := parseSteps(rest, false)
-		if err != nil {
+		if _, err := parseSteps(rest, false); err != nil {
 			return fmt.Errorf("p/1/: %w", err)
 		}
-		var b strings.Builder
-		for i, s := range steps {
-			if i > 0 {
-				b.WriteByte('|')
-			}
-			writeEscaped(&b, s.Raw)
-		}
-		r.Persisted = b.String()
+		r.Persisted = rest
 		return nil
 	}
 	steps, err := parseSteps(fops, true)

@@ -77,19 +77,25 @@ func TestParseConventions(t *testing.T) {
 		want  Request
 		canon string // String(); "" means in, "<empty>" the empty string
 	}{
-		{"grepd/a%20b=c", Request{Steps: []Step{{Name: "grepd", Args: []string{"a b=c"}, Raw: "grepd/a b=c"}}}, ""},
+		// A raw pipeline is kept verbatim: the ufop decodes its own text.
+		{"grepd/a%20b=c", Request{Steps: []Step{{Name: "grepd", Args: []string{"a%20b=c"}, Raw: "grepd/a%20b=c"}}}, ""},
+		{"grepd/100%", Request{Steps: []Step{{Name: "grepd", Args: []string{"100%"}, Raw: "grepd/100%"}}}, ""},
+		// Encoded whole, decoded once: spaces may appear; the canonical
+		// form is then the encoded one.
+		{"grepd%2Fa%20b", Request{Steps: []Step{{Name: "grepd", Args: []string{"a b"}, Raw: "grepd/a b"}}}, ""},
+		{"grepd%2F%E6%97%A5", Request{Steps: []Step{{Name: "grepd", Args: []string{"日"}, Raw: "grepd/日"}}}, "grepd/日"},
 		// Fully percent-encoded pipelines decode once.
 		{"grepd%2Fhello", Request{Steps: []Step{{Name: "grepd", Args: []string{"hello"}, Raw: "grepd/hello"}}}, "grepd/hello"},
 		{"grepd%2fhello%7Cqhash%2Fmd5", Request{Steps: []Step{
 			{Name: "grepd", Args: []string{"hello"}, Raw: "grepd/hello"},
 			{Name: "qhash", Args: []string{"md5"}, Raw: "qhash/md5"},
 		}}, "grepd/hello|qhash/md5"},
-		{"grepd%2F100%2525", Request{Steps: []Step{{Name: "grepd", Args: []string{"100%25"}, Raw: "grepd/100%25"}}}, "grepd/100%2525"},
-		{"grepd/a%26b", Request{Steps: []Step{{Name: "grepd", Args: []string{"a&b"}, Raw: "grepd/a&b"}}}, ""},
+		{"grepd%2F100%2525", Request{Steps: []Step{{Name: "grepd", Args: []string{"100%25"}, Raw: "grepd/100%25"}}}, "grepd/100%25"},
+		{"grepd/a%26b", Request{Steps: []Step{{Name: "grepd", Args: []string{"a%26b"}, Raw: "grepd/a%26b"}}}, ""},
+		{"grepd%2Fa%26b", Request{Steps: []Step{{Name: "grepd", Args: []string{"a&b"}, Raw: "grepd/a&b"}}}, "grepd%2Fa%26b"},
 		{"grepd/a+b", Request{Steps: []Step{{Name: "grepd", Args: []string{"a+b"}, Raw: "grepd/a+b"}}}, ""},
-		// p/1/ keeps its pipeline in canonical form: parsing it again
-		// gives the steps asked for.
-		{"p/1/grepd%2Fa%2520b%7Cqhash%2Fmd5", Request{Persisted: "grepd/a%2520b|qhash/md5"}, "p/1/grepd/a%2520b|qhash/md5"},
+		// p/1/ is Dora's prefix: the pipeline after it may be encoded whole.
+		{"p/1/grepd%2Fa%2520b%7Cqhash%2Fmd5", Request{Persisted: "grepd/a%20b|qhash/md5"}, "p/1/grepd/a%20b|qhash/md5"},
 		{"p/1/grepd/a%20b", Request{Persisted: "grepd/a%20b"}, ""},
 		// Parameters Qiniu ignores are ignored; attname is kept.
 		{"v=123", Request{Ignored: []string{"v"}}, "<empty>"},
@@ -212,13 +218,15 @@ func TestParseInvalid(t *testing.T) {
 		{"&e=1&token=a:b", "empty fop before '&'"},
 		{"a&x%41=1", `parameter 1: invalid name "x%41"`},
 		{"a&b/c", `"b/c" is not name=value (steps of a pipeline are joined with '|', not '&')`},
-		{"grepd/a%7Cb", `ambiguous fop: it has a raw '/' and an encoded separator %7C`},
-		{"grepd/a%2fb", `ambiguous fop: it has a raw '/' and an encoded separator %2f`},
-		{"grepd%2Fa|qhash%2Fmd5", `ambiguous fop: it has a raw '|' and an encoded separator %2F`},
-		{"grepd/a%2", `byte 7: '%' not followed by two hex digits`},
-		{"grepd/a%zz", `byte 7: '%' not followed by two hex digits`},
-		{"grepd/a%0Ab", "decoded fop byte 7: control character 0x0a"},
-		{"grepd/a%FFb", "decoded fop byte 7: invalid UTF-8"},
+		{"grepd/a%7Cb", `ambiguous fop: %7C at byte 7, in a pipeline whose other separators are raw`},
+		{"grepd/a%2fb", `ambiguous fop: %2f at byte 7`},
+		{"grepd%2Fa|qhash%2Fmd5", `ambiguous fop: %2F at byte 5`},
+		{"p/1/grepd/a%7Cb", `ambiguous fop: %7C`},
+		{"grepd%2Fa%257Cb", `ambiguous fop: %7C at byte 7 after decoding`},
+		{"grepd%2Fa%2", `byte 9: '%' not followed by two hex digits in a percent-encoded pipeline`},
+		{"grepd%2Fa%zz", `byte 9: '%' not followed by two hex digits`},
+		{"grepd%2Fa%0Ab", "decoded fop byte 7: control character 0x0a"},
+		{"grepd%2Fa%FFb", "decoded fop byte 7: invalid UTF-8"},
 		{"grepd%2F%2Fx", "step 1 (grepd): empty argument 1"},
 		{"a&attname=x&attname=y", "duplicate parameter attname"},
 		{"a&attname=%0A", "attname: control character"},
