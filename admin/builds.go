@@ -13,7 +13,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // keyedMutex serializes work per key (build numbering per ufop).

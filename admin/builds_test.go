@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // tarGz packs files (name → content) as a gzip-compressed tar.

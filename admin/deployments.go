@@ -14,9 +14,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/runtime"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // DeploymentInfo is a deployment with its instances as the runtime reports

@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // apiError is an error with the HTTP status it maps to and the message the

@@ -11,7 +11,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // UfopInfo is a ufop as `qufopctl info` shows it.
@@ -314,7 +314,7 @@ func (s *Server) unapplyUfop(w http.ResponseWriter, r *http.Request, c *call) er
 }
 
 // maxTxnOps is the most operations admin puts in one store transaction:
-// Consul's cap (admin/store/consulkv.MaxTxnOps), the smallest of the
+// Consul's cap (internal/store/consulkv.MaxTxnOps), the smallest of the
 // backends'.
 const maxTxnOps = 64
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 func TestUfopRegistration(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Target is what the autoscaler scales: the local runtime in the embedded

@@ -16,7 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/fop"
 	"github.com/doraproject/dora/router/meta"

@@ -28,8 +28,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/meta"

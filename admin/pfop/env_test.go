@@ -24,7 +24,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"

@@ -20,8 +20,8 @@ import (
 	"strings"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 )
 
