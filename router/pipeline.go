@@ -155,7 +155,7 @@ func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, 
 // closing the result closes the input too.
 func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
 	start := time.Now()
-	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime})
+	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime, Env: p.builtinEnv()})
 	p.r.metrics.step(st.step.Name, time.Since(start))
 	if err != nil {
 		in.body.Close()
@@ -337,15 +337,18 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, end: end, step: i}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
-		msg, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
+		// The program's error is its own: status, type and body reach the
+		// client unchanged (bounded); the step goes in X-Dora-Step.
+		body, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
+		ct := string(resp.Header.ContentType())
 		sb.Close()
-		m := strings.TrimSpace(string(msg))
+		m := strings.TrimSpace(string(body))
 		if m == "" {
 			m = fmt.Sprintf("%s failed with status %d", st.step.Name, status)
 		} else {
 			m = st.step.Name + ": " + m
 		}
-		return flow{}, false, &httpError{status: status, msg: m, step: i}
+		return flow{}, false, &httpError{status: status, msg: m, step: i, body: body, contentType: ct, ufop: st.step.Name}
 	}
 	return flow{body: sb, size: size, mime: string(resp.Header.ContentType())}, false, nil
 }
