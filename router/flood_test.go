@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 )
 
