@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 // TestURLConventions: Qiniu's URL habits (issue 12): attname, ignored
