@@ -208,6 +208,7 @@ func (s *Server) routes() {
 	s.api("DELETE /v1/ufops/{name}", roleUser, false, s.deleteUfop)
 	s.api("POST /v1/ufops/{name}/apply", roleUser, false, s.applyUfop)
 	s.api("DELETE /v1/ufops/{name}/apply", roleUser, false, s.unapplyUfop)
+	s.api("POST /v1/ufops/{name}/mode", roleUser, false, s.setUfopMode)
 
 	s.api("POST /v1/ufops/{name}/builds", roleUser, true, s.createBuild)
 	s.api("GET /v1/ufops/{name}/builds", roleUser, false, s.listBuilds)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path"
 	"strings"
 	"sync"
@@ -215,7 +216,6 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	p.mu.Lock()
 	p.tokens = append(p.tokens, tokenFlow{tok, in})
 	p.mu.Unlock()
-	srcURL := "http://" + r.publicAddr() + srcPrefix + tok
 
 	var avoid *pool.Host
 	var last *httpError
@@ -225,6 +225,13 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			if attempt > 0 {
 				break
 			}
+			// A version whose deployments all FAILED gets no instance
+			// by waiting: 503 at once, with the reason.
+			if msg, failed := r.meta.Snapshot().DeploymentFailed(key.Ufop, key.Version, key.Region); failed {
+				e := errf(fasthttp.StatusServiceUnavailable, "ufop %s %s in %s: deployment FAILED: %s", key.Ufop, key.Version, key.Region, msg)
+				e.step, e.retryAfter = i, true
+				return flow{}, e
+			}
 			// Nothing runs (scale from zero) or every instance is
 			// ejected: wait for one, bounded (hold.go).
 			var herr *httpError
@@ -233,7 +240,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			}
 			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		}
-		out, retry, herr := p.call(i, st, h, key, rel, srcURL, in)
+		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), in)
 		if herr == nil {
 			return out, nil
 		}
@@ -245,6 +252,18 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		avoid = h
 	}
 	return flow{}, last
+}
+
+// srcURL is the one-shot input URL of tok as instance inst reaches the
+// router: PublicAddr, or its port at inst.RouterHost.
+func (r *Router) srcURL(inst pool.Instance, tok string) string {
+	addr := r.publicAddr()
+	if inst.RouterHost != "" {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			addr = net.JoinHostPort(inst.RouterHost, port)
+		}
+	}
+	return "http://" + addr + srcPrefix + tok
 }
 
 // call sends one step to one instance. retry is true when the failure
