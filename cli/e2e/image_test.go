@@ -447,3 +447,46 @@ func writeFile(t *testing.T, path, text string) {
 		t.Fatal(err)
 	}
 }
+
+// TestFixedPortPackage: a program package whose program listens on the
+// fixed port 9100 and ignores $PORT (Qiniu's demo) runs two instances on
+// one dorad dev, each a container in its own network namespace, both
+// healthy and serving through the router.
+func TestFixedPortPackage(t *testing.T) {
+	requirePodman(t)
+	h := newHarness(t)
+	src := t.TempDir()
+	code, err := os.ReadFile(filepath.Join("testdata", "ufopdemo", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "main.go"), string(code))
+	writeFile(t, filepath.Join(src, "ufop.yaml"), "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\n  - printf 'module ufopdemo\\n\\ngo 1.22\\n' > go.mod\n  - go build -o ufopdemo .\nrun: ./ufopdemo\n")
+	work := t.TempDir()
+	demo := filepath.Join(work, "demo.txt")
+	writeFile(t, demo, demoText)
+	h.q("bucket", "create", "demo")
+	h.q("put", "demo", "demo.txt", demo)
+
+	h.q("reg", "fixedport", "-mode", "1", "-desc", "listens on 9100")
+	if out := h.q("build", "fixedport", "-dir", src); !strings.Contains(out, "SUCCESS") {
+		t.Fatalf("build:\n%s", out)
+	}
+	h.q("ufopver", "fixedport", "-c", "1")
+	h.q("resize", "fixedport", "-num", "2")
+	h.eventually("two healthy instances of a fixed-port program", func() (bool, string) {
+		out, _, _ := h.qcode("state", "fixedport")
+		return len(healthyRow.FindAllString(out, -1)) == 2, out
+	})
+	want := strings.ToUpper(demoText)
+	for i := 0; i < 10; i++ {
+		if code, body := h.get("demo.localhost", "/demo.txt?fixedport"); code != 200 || string(body) != want {
+			t.Fatalf("request %d: %d %q", i, code, body)
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		if out := h.q("logtail", "fixedport", "-index", fmt.Sprint(i)); !strings.Contains(out, "listening on :9100") {
+			t.Errorf("instance %d does not listen on 9100:\n%s", i, out)
+		}
+	}
+}
