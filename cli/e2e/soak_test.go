@@ -9,8 +9,9 @@ package e2e
 // connection flood past the file limit, slow clients on both listeners,
 // and dorad itself killed with SIGKILL and restarted. It prints one table
 // (requests, failures by cause, acknowledged writes lost, fds and RSS,
-// recovery times) and fails when an acknowledged write is lost, dorad
-// exits on its own, or a recovery does not happen.
+// recovery times) and fails when an acknowledged write is lost, a 200
+// carries the wrong bytes, dorad exits on its own, or a recovery does not
+// happen.
 
 import (
 	"bufio"
@@ -466,6 +467,11 @@ func TestSoak(t *testing.T) {
 	}
 	if lost > 0 {
 		t.Errorf("%d acknowledged uploads lost", lost)
+	}
+	for k, n := range st.failed {
+		if strings.HasSuffix(k, "HTTP 200 with wrong bytes") {
+			t.Errorf("%s: %d (a truncated or corrupted answer that looked complete)", k, n)
+		}
 	}
 	if orphans > 0 {
 		t.Errorf("%d instances outlived the killed dorad", orphans)
