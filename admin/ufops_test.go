@@ -12,6 +12,8 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/memory"
+	"github.com/doraproject/dora/internal/store/storetest"
 )
 
 func TestUfopRegistration(t *testing.T) {
@@ -344,4 +346,12 @@ func TestDeleteUfopRemovesBuilds(t *testing.T) {
 	if _, err := os.Stat(e.bld.LogPath("grepd", 2)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the old grepd's build 2 log survived: %v", err)
 	}
+}
+
+// TestTxnCapStoreContract: the test wrapper honours the store contract when
+// it injects nothing (a transaction at Consul's cap passes through).
+func TestTxnCapStoreContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return &txnCapStore{Store: memory.New(), max: storetest.TxnOps}
+	})
 }

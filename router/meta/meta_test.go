@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/memory"
+
 	dora "github.com/doraproject/dora"
 )
 
@@ -51,7 +54,7 @@ func TestBucketForHost(t *testing.T) {
 	}
 }
 
-func put(t *testing.T, st *fakeStore, key string, v any) {
+func put(t *testing.T, st store.Store, key string, v any) {
 	t.Helper()
 	var b []byte
 	if s, ok := v.(string); ok {
@@ -80,7 +83,7 @@ func waitFor(t *testing.T, c *Cache, what string, cond func(*Snapshot) bool) {
 }
 
 func TestCacheFollowsStore(t *testing.T) {
-	st := newFakeStore()
+	st := memory.New()
 	put(t, st, "accounts/1", dora.Account{ID: "1", AccessKey: "ak1", SecretKey: "sk1"})
 	put(t, st, "aks/ak1", "1")
 	put(t, st, "buckets/photos", dora.Bucket{Name: "photos", Owner: "1"})
