@@ -23,7 +23,7 @@ func TestBuckets(t *testing.T) {
 	if b.Owner != alice.ID || len(b.Domains) != 1 || b.Domains[0] != "img.example.com" || b.Mirror == "" {
 		t.Fatalf("bucket %+v", b)
 	}
-	if kv, err := e.st.Get(context.Background(), "domains/img.example.com"); err != nil || string(kv.Value) != "photos" {
+	if kv, err := e.st.Get(context.Background(), store.DomainKey("img.example.com")); err != nil || string(kv.Value) != "photos" {
 		t.Fatalf("domain key: %v %q", err, kv.Value)
 	}
 
@@ -48,7 +48,7 @@ func TestBuckets(t *testing.T) {
 		})
 	}
 	// Nothing half-created: the failed "videos" left neither its bucket nor its free domain.
-	for _, k := range []string{"buckets/videos", "domains/new.example.com"} {
+	for _, k := range []string{store.BucketKey("videos"), store.DomainKey("new.example.com")} {
 		if _, err := e.st.Get(context.Background(), k); err == nil {
 			t.Errorf("%s exists after a failed create", k)
 		}
@@ -207,7 +207,7 @@ func TestDomainBindingRefusesShadowingNames(t *testing.T) {
 			t.Errorf("create with %q: %d %s, want 400", d, r.Status, r.Body)
 		}
 	}
-	if kvs, err := e.st.List(context.Background(), "domains/"); err != nil || len(kvs) != 0 {
+	if kvs, err := e.st.List(context.Background(), store.PrefixDomains); err != nil || len(kvs) != 0 {
 		t.Fatalf("domains bound: %v %v", kvs, err)
 	}
 	for _, d := range []string{"img.example.com", "x.localhost.example.com", "dora.example.net.evil.com", "cdn1.example.io"} {

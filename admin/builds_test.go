@@ -80,7 +80,7 @@ func TestBuildsAndVersionSwitch(t *testing.T) {
 	ctx := context.Background()
 	noBuilds := func() {
 		t.Helper()
-		kvs, err := e.st.List(ctx, store.PrefixBuilds+"grepd/")
+		kvs, err := e.st.List(ctx, store.BuildsOf("grepd"))
 		if err != nil || len(kvs) != 0 {
 			t.Fatalf("builds recorded: %v %v", kvs, err)
 		}
@@ -156,7 +156,7 @@ func TestBuildsAndVersionSwitch(t *testing.T) {
 	if info.ActiveVersion != "v1" || info.PreviousVersion != "" || info.Flavor != "default" {
 		t.Fatalf("info = %+v", info)
 	}
-	rel, _, err := getJSON[dora.Release](ctx, e.st, releaseKey("grepd", "v1"))
+	rel, _, err := store.Get[dora.Release](ctx, e.st, store.ReleaseKey("grepd", "v1"))
 	if err != nil || rel.Image != "grepd.v1" || rel.Protocol != dora.ProtocolDora {
 		t.Fatalf("release v1 = %+v, %v", rel, err)
 	}

@@ -133,7 +133,7 @@ func (h *harness) put(key string, v any) {
 	}
 }
 
-func depKey(d dora.Deployment) string { return store.PrefixDeployments + d.Ufop + "/" + d.ID }
+func depKey(d dora.Deployment) string { return store.DeploymentKey(d.Ufop, d.ID) }
 
 func (h *harness) deployment(id string) dora.Deployment {
 	h.t.Helper()
@@ -223,7 +223,7 @@ func TestLoopScalesUpOnLoadAndActsOnlyOnChange(t *testing.T) {
 		t.Fatalf("events = %+v", evs)
 	}
 	kvs, _ := h.st.List(h.ctx, store.PrefixScaleEvents)
-	if want := fmt.Sprintf("scaleevents/deploy-a/%020d", t0.UnixNano()); len(kvs) != 1 || kvs[0].Key != want {
+	if want := store.ScaleEventKey("deploy-a", t0); len(kvs) != 1 || kvs[0].Key != want {
 		t.Errorf("event keys = %v, want %s", kvs, want)
 	}
 	var raw map[string]any
@@ -249,7 +249,7 @@ func TestLoopSkipsDeploymentsThatDoNotRun(t *testing.T) {
 		h.put(depKey(d), d)
 		h.concurrency(d, 100)
 	}
-	h.put(store.PrefixDeployments+"grepd/garbage", "not a deployment")
+	h.put(store.DeploymentKey("grepd", "garbage"), "not a deployment")
 	h.tick()
 	if got := h.target.Calls(); len(got) != 0 {
 		t.Errorf("scaled a deployment that does not run: %+v", got)
@@ -439,9 +439,9 @@ func TestLoopRunStartsWithoutHistory(t *testing.T) {
 
 func TestLoopCeilingBoundedByAccountLimitAndReleasePolicy(t *testing.T) {
 	h := newHarness(t)
-	h.put(store.PrefixAccounts+"1001", dora.Account{ID: "1001", InstanceLimit: 4})
-	h.put(store.PrefixUfops+"grepd", dora.Ufop{Name: "grepd", Owner: "1001"})
-	h.put(store.PrefixReleases+"grepd/v1", dora.Release{Ufop: "grepd", Version: "v1", Autoscale: &dora.AutoscalePolicy{Target: 5}})
+	h.put(store.AccountKey("1001"), dora.Account{ID: "1001", InstanceLimit: 4})
+	h.put(store.UfopKey("grepd"), dora.Ufop{Name: "grepd", Owner: "1001"})
+	h.put(store.ReleaseKey("grepd", "v1"), dora.Release{Ufop: "grepd", Version: "v1", Autoscale: &dora.AutoscalePolicy{Target: 5}})
 	d := dep("deploy-a", 1, 10, 3, dora.DeployRunning)
 	h.put(depKey(d), d)
 	h.concurrency(d, 15) // target 5: wants 3

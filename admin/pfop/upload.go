@@ -293,11 +293,11 @@ func (h *Handler) receiveFile(ctx context.Context, part *multipart.Part, fields 
 			return "", pol, nil, uerr(http.StatusBadRequest, "key must be 1 to %d bytes", MaxJobKeyByte)
 		}
 	}
-	var b dora.Bucket
 	if err := dora.ValidateBucketName(bucket); err != nil {
 		return "", pol, nil, uerr(StatusNoBucket, "no such bucket")
 	}
-	if err := getJSON(ctx, h.cfg.Store, store.PrefixBuckets+bucket, &b); errors.Is(err, store.ErrNotFound) {
+	b, _, err := store.Get[dora.Bucket](ctx, h.cfg.Store, store.BucketKey(bucket))
+	if errors.Is(err, store.ErrNotFound) {
 		return "", pol, nil, uerr(StatusNoBucket, "no such bucket")
 	} else if err != nil {
 		return "", pol, nil, uerr(http.StatusServiceUnavailable, "metadata store: %v", err)
