@@ -85,6 +85,48 @@ func (s *Server) createUfop(w http.ResponseWriter, r *http.Request, c *call) err
 	return nil
 }
 
+// setUfopMode changes a ufop's mode (POST /v1/ufops/{name}/mode, body
+// {"mode": "public"|"protected"|"private"|0|1|2}): the owner only, public
+// for the root account only, as at register. The router's metadata cache
+// sees the change through its watch.
+func (s *Server) setUfopMode(w http.ResponseWriter, r *http.Request, c *call) error {
+	var req struct {
+		Mode json.RawMessage `json:"mode"`
+	}
+	if err := c.decode(r, &req); err != nil {
+		return err
+	}
+	if len(req.Mode) == 0 || string(req.Mode) == "null" {
+		return errf(http.StatusBadRequest, "mode: required (public, protected, private or 0, 1, 2)")
+	}
+	mode, err := parseModeJSON(req.Mode)
+	if err != nil {
+		return errf(http.StatusBadRequest, "mode: %v", err)
+	}
+	if mode == dora.ModePublic && !c.acct.Root {
+		return errf(http.StatusForbidden, "mode: only the root account may make a ufop public; use protected or private")
+	}
+	if _, _, err := s.ownedUfop(r.Context(), c, r.PathValue("name")); err != nil {
+		return err
+	}
+	u, err := s.updateUfop(r.Context(), r.PathValue("name"), func(u *dora.Ufop) error {
+		if u.Owner != c.acct.ID {
+			return errf(http.StatusForbidden, "ufop %q belongs to another account", u.Name)
+		}
+		u.Mode = mode
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	info, err := s.ufopInfo(r.Context(), u, c.acct)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
 // getUfop reads ufops/<name>: 404 when missing (or the name is invalid).
 func (s *Server) getUfop(ctx context.Context, name string) (dora.Ufop, uint64, error) {
 	if dora.ValidateUfopName(name) != nil {

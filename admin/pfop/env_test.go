@@ -183,6 +183,7 @@ func newEnv(t *testing.T) *env {
 	e.q = q
 	e.h, err = pfop.NewHandler(pfop.HandlerConfig{
 		Store: st, Queue: q, Objects: e.objs, Notify: pfop.NotifyConfig{AllowPrivate: true}, Logger: testLogger(),
+		SpoolDir: filepath.Join(dir, "uploads"),
 	})
 	if err != nil {
 		t.Fatal(err)
