@@ -29,6 +29,10 @@ type flow struct {
 	body io.ReadCloser
 	size int64 // -1: unknown
 	mime string
+	// reopen, when set, opens the same input afresh: the object itself
+	// (the first stage's input) can be replayed to another instance after
+	// the one that claimed it died.
+	reopen func() (flow, *httpError)
 }
 
 func (f flow) contentType() string {
@@ -133,6 +137,13 @@ func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, 
 		return nil, flow{}, nil, herr
 	}
 	cur := flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}
+	cur.reopen = func() (flow, *httpError) {
+		rc, obj, herr := r.openObject(pctx, b, key)
+		if herr != nil {
+			return flow{}, herr
+		}
+		return flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}, nil
+	}
 	for i, st := range stages {
 		var herr *httpError
 		if st.builtin {
@@ -155,7 +166,7 @@ func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, 
 // closing the result closes the input too.
 func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
 	start := time.Now()
-	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime})
+	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime, Env: p.builtinEnv()})
 	p.r.metrics.step(st.step.Name, time.Since(start))
 	if err != nil {
 		in.body.Close()
@@ -245,11 +256,34 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			return out, nil
 		}
 		last = herr
-		if !retry || entry.isClaimed() || p.ctx.Err() != nil {
+		if !retry || p.ctx.Err() != nil {
 			break
 		}
-		r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		avoid = h
+		if !entry.isClaimed() {
+			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
+			continue
+		}
+		// The instance took the input and failed before answering (it
+		// died): replay the input to another instance when it can be
+		// opened afresh.
+		if in.reopen == nil {
+			break
+		}
+		fresh, rerr := in.reopen()
+		if rerr != nil {
+			break
+		}
+		fresh.reopen = in.reopen
+		tok, entry, err = r.src.register(p.ctx, fresh, r.now().Add(r.cfg.SrcTTL))
+		if err != nil {
+			fresh.body.Close()
+			break
+		}
+		p.mu.Lock()
+		p.tokens = append(p.tokens, tokenFlow{tok, fresh})
+		p.mu.Unlock()
+		in = fresh
 	}
 	return flow{}, last
 }
@@ -337,15 +371,18 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, end: end, step: i}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
-		msg, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
+		// The program's error is its own: status, type and body reach the
+		// client unchanged (bounded); the step goes in X-Dora-Step.
+		body, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
+		ct := string(resp.Header.ContentType())
 		sb.Close()
-		m := strings.TrimSpace(string(msg))
+		m := strings.TrimSpace(string(body))
 		if m == "" {
 			m = fmt.Sprintf("%s failed with status %d", st.step.Name, status)
 		} else {
 			m = st.step.Name + ": " + m
 		}
-		return flow{}, false, &httpError{status: status, msg: m, step: i}
+		return flow{}, false, &httpError{status: status, msg: m, step: i, body: body, contentType: ct, ufop: st.step.Name}
 	}
 	return flow{body: sb, size: size, mime: string(resp.Header.ContentType())}, false, nil
 }

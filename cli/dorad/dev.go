@@ -50,6 +50,8 @@ they are generated on first start, written to <data-dir>/root.credentials
 				ContainerRuntime:    v.GetString("container-runtime"),
 				PackagesAsProcesses: v.GetBool("packages-as-processes"),
 				Logger:              log,
+
+				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 			})
 			if err != nil {
 				return err
@@ -91,6 +93,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 	f.String("container-runtime", "", `runs OCI images: "podman" (required), "none" (image deployments refused); default: podman when podman and runc are installed`)
 	f.Bool("packages-as-processes", false, "run program packages as plain processes on a free port ($PORT) even with podman (default: each instance a container with port 9100 in its own network namespace)")
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")
+	f.Bool("allow-private-mirror", false, "let buckets mirror loopback and private addresses (link-local and cloud metadata addresses stay refused)")
 	return cmd
 }
 

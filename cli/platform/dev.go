@@ -25,11 +25,14 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/registry"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/admin/runtime"
 	localruntime "github.com/doraproject/dora/admin/runtime/local"
-	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/autoscaler"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
+	"github.com/doraproject/dora/internal/connlimit"
+	"github.com/doraproject/dora/internal/httpguard"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 	poolmemory "github.com/doraproject/dora/pool/memory"
 	"github.com/doraproject/dora/router"
@@ -69,6 +72,12 @@ type DevConfig struct {
 	// <DataDir>/cache/go-build. Unused when user code runs as the
 	// platform's own user (builds then use the platform's GOCACHE).
 	GoCache string
+	// AllowPrivateMirror lets buckets mirror loopback and private
+	// addresses (a server on the developer's own network). Off by default:
+	// an account could otherwise read the platform's own listeners (the
+	// admin's /metrics) through its bucket. Link-local and cloud metadata
+	// addresses are refused even when it is on (router/netguard).
+	AllowPrivateMirror bool
 	// ContainerRuntime runs OCI images: "" finds podman (and runc) on
 	// PATH and runs images with it when found, refusing image deployments
 	// otherwise; "podman" requires it (StartDev fails without it); "none"
@@ -208,6 +217,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		return nil, fmt.Errorf("router listener %s: %w", cfg.RouterAddr, err)
 	}
 	d.onClose(ignoreClosed(routerLn.Close))
+	// One connection budget for both listeners, below RLIMIT_NOFILE: a
+	// flood is shed with 503 and EMFILE is retried, never fatal.
+	conns := connlimit.New(connlimit.Config{Logger: log.With("part", "listeners")})
 	d.AdminURL = "http://" + adminLn.Addr().String()
 	d.RouterURL = "http://" + routerLn.Addr().String()
 
@@ -260,9 +272,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Metrics:   adminReg,
 		// Domains under the router's suffix are the platform's own.
 		DomainSuffix: cfg.DomainSuffix,
-		// The embedded platform serves one machine: a bucket may mirror a
-		// server on the developer's own network.
-		AllowPrivateMirror: true,
+		// A bucket may mirror a server on the developer's own network
+		// only when the operator says so.
+		AllowPrivateMirror: cfg.AllowPrivateMirror,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
@@ -279,7 +291,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	jobs := pfop.Jobs{Store: st}
 
 	loads := loadmemory.New(10 * time.Minute)
-	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: true}, nil) // dev: mirrors on loopback and the LAN
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: cfg.AllowPrivateMirror}, nil)
 	p := pool.New(pool.Options{})
 	routerReg := prometheus.NewRegistry()
 	rtr, err := router.New(router.Config{
@@ -297,6 +309,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		HoldTimeout:  cfg.HoldTimeout,
 		MaxHeld:      cfg.MaxHeld,
 		Persisted:    pfop.PersistedLookup(jobs),
+		Conns:        conns,
 		// Containers reach the router's input URLs at the host's
 		// loopback as their network shows it.
 		OwnHosts: []string{localruntime.HostLoopback},
@@ -316,9 +329,21 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Notify:   notify,
 		IDPrefix: cfg.Region,
 		Logger:   log.With("part", "pfop"),
+		// Blocks and parts of resumable uploads wait here until complete.
+		SpoolDir: filepath.Join(cfg.DataDir, "uploads"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pfop handler: %w", err)
+	}
+	// Qiniu's bucket APIs: the region query names the router as the
+	// download host; fetch may reach the developer's own network, as
+	// mirrors may here.
+	rsHandler, err := rs.New(rs.Config{
+		Store: st, Objects: objects, IOHost: routerLn.Addr().String(), Region: cfg.Region,
+		AllowPrivateFetch: true, Logger: log.With("part", "rs"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rs handler: %w", err)
 	}
 	worker, err := pfop.NewWorker(pfop.WorkerConfig{
 		Store:     st,
@@ -347,13 +372,11 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	httpSrv := &http.Server{
-		// pfop, prefop and the Qiniu form upload (POST /) sit in front of
-		// the admin API on the same listener, where Qiniu's SDKs expect them.
-		Handler:           pfopHandler.Wrap(srv.Handler()),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	// pfop, prefop, the Qiniu uploads (form, resumable) and bucket APIs
+	// (rs/rsf/uc) sit in front of the admin API on the same listener, where
+	// Qiniu's SDKs expect them. Header, body-rate, write and idle deadlines
+	// bound every client (httpguard).
+	httpSrv := httpguard.Server(rsHandler.Wrap(pfopHandler.Wrap(srv.Handler())), httpguard.Config{})
 	d.onClose(func() error {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
@@ -362,7 +385,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.goRun("pool", func() error { p.Run(runCtx, discovery); return nil })
 	d.goRun("admin background", func() error { return srv.Run(runCtx) })
 	d.goRun("admin http", func() error {
-		if err := httpSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpSrv.Serve(conns.Listen(adminLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Sentinel errors callers branch on.

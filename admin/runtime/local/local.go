@@ -216,6 +216,7 @@ func New(cfg Config) (*Runtime, error) {
 		quit:    make(chan struct{}),
 		pubDone: make(chan struct{}),
 	}
+	r.removeLeftovers()
 	if cfg.Podman != nil {
 		// Containers a previous run left behind (it was killed before it
 		// could stop them) are removed before anything starts.
@@ -239,6 +240,34 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	go r.publishLoop()
 	return r, nil
+}
+
+// removeLeftovers deletes the instance working directories
+// (<Dir>/<deployment>/<index>) an earlier process left when it died: no
+// instance runs while a Runtime starts, and each start prepares a fresh
+// one. Logs stay.
+func (r *Runtime) removeLeftovers() {
+	deps, err := os.ReadDir(r.cfg.Dir)
+	if err != nil {
+		return
+	}
+	for _, d := range deps {
+		if !d.IsDir() {
+			continue
+		}
+		dir := filepath.Join(r.cfg.Dir, d.Name())
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if _, err := strconv.Atoi(e.Name()); err == nil && e.IsDir() {
+				if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+					r.log.Warn("removing a leftover instance directory", "dir", filepath.Join(dir, e.Name()), "err", err)
+				}
+			}
+		}
+	}
 }
 
 // CanRunImages returns nil when OCI images can run here, else an error
