@@ -167,6 +167,11 @@ func TestFloodChild(t *testing.T) {
 	go r.Run(ctx)
 	served := make(chan error, 1)
 	go func() { served <- r.Serve(ctx, ln) }()
+	select {
+	case <-r.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("router metadata never ready")
+	}
 	fmt.Printf("ADDR %s\n", ln.Addr())
 	stdinClosed := make(chan struct{})
 	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(stdinClosed) }()
