@@ -563,7 +563,7 @@ func (s *Service) newRouter(dp dataPlane, publicAddr string, allowPrivateMirror 
 		return nil, nil, fmt.Errorf("%s: pool metrics: %w", s.Name, err)
 	}
 	// Never into the platform's own network unless the operator allows it.
-	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: allowPrivateMirror}, nil)
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: allowPrivateMirror})
 	var ownHosts []string
 	if publicAddr != "" {
 		ownHosts = append(ownHosts, publicAddr)
@@ -584,7 +584,6 @@ func (s *Service) newRouter(dp dataPlane, publicAddr string, allowPrivateMirror 
 	if err != nil {
 		return nil, nil, err
 	}
-	mirror.SetMirrorFor(rtr.MirrorFor)
 	return p, rtr, nil
 }
 
