@@ -146,18 +146,63 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.metrics.reset()
 
+	// Wake-ups (load.Waker): a router holding a request for a deployment
+	// at zero evaluates it now rather than at the next tick.
+	var wakes <-chan load.Key
+	if w, ok := a.cfg.Load.(load.Waker); ok {
+		wakes = w.Wakes(ctx)
+	}
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
-	for {
+	tick := func() {
 		if err := a.Tick(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("autoscaler tick", "err", err)
 		}
+	}
+	tick()
+	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			tick()
+		case k, ok := <-wakes:
+			if !ok {
+				wakes = nil
+				continue
+			}
+			if err := a.Wake(ctx, k); err != nil && ctx.Err() == nil {
+				a.log.Warn("autoscaler wake-up", "err", err)
+			}
 		}
 	}
+}
+
+// Wake evaluates at once the live deployments of key that are scaled to
+// zero, counting at least one waiting request (the router that woke it
+// holds one): scale from zero without waiting for the next tick. A
+// deployment with instances asked for already is left to the ticks.
+func (a *Autoscaler) Wake(ctx context.Context, key load.Key) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.cfg.Now()
+	kvs, err := a.cfg.Store.List(ctx, store.PrefixDeployments)
+	if err != nil {
+		return fmt.Errorf("list deployments: %w", err)
+	}
+	limits := map[string]int{}
+	for _, kv := range kvs {
+		var d dora.Deployment
+		if err := json.Unmarshal(kv.Value, &d); err != nil || d.ID == "" || strings.Contains(d.ID, "/") {
+			continue
+		}
+		if d.Ufop != key.Ufop || d.Version != key.Version || d.Region != key.Region || d.Desired != 0 ||
+			(d.Status != dora.DeployRunning && d.Status != dora.DeployPending) {
+			continue
+		}
+		a.evaluate(ctx, kv, d, now, limits, true)
+	}
+	return nil
 }
 
 // Tick runs one evaluation of every live deployment. Run calls it each
@@ -187,7 +232,7 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 			continue
 		}
 		live[d.ID] = true
-		a.evaluate(ctx, kv, d, now, limits)
+		a.evaluate(ctx, kv, d, now, limits, false)
 	}
 	for id := range a.entries {
 		if !live[id] {
@@ -199,7 +244,10 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 }
 
 // evaluate decides one deployment and applies a change.
-func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deployment, now time.Time, limits map[string]int) {
+//
+// woken (Wake) skips the evaluation interval and counts at least one
+// waiting request.
+func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deployment, now time.Time, limits map[string]int, woken bool) {
 	log := a.log.With("deployment", d.ID, "ufop", d.Ufop, "version", d.Version, "region", d.Region)
 	e := a.entries[d.ID]
 	if e == nil {
@@ -228,7 +276,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 	} else {
 		e.invalid = ""
 	}
-	if !e.pending && !e.lastEval.IsZero() && now.Sub(e.lastEval) < p.EvaluationInterval-a.cfg.Interval/2 {
+	if !woken && !e.pending && !e.lastEval.IsZero() && now.Sub(e.lastEval) < p.EvaluationInterval-a.cfg.Interval/2 {
 		return
 	}
 	e.lastEval = now
@@ -247,6 +295,9 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		a.metrics.errors.WithLabelValues("load").Inc()
 		log.Warn("reading load averages", "err", err)
 		av = load.Averages{}
+	}
+	if woken {
+		av.Waiting = max(av.Waiting, 1)
 	}
 	prev := e.state
 	dec := Decide(p, Input{Ready: ready, Averages: av}, prev, now)
