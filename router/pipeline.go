@@ -54,6 +54,9 @@ type pipeline struct {
 	mu     sync.Mutex
 	tokens []tokenFlow
 	torn   bool
+	// fellBack: a step ran on its ufop's previous version (blue/green),
+	// so the result is not the active versions' (result.go).
+	fellBack bool
 }
 
 type tokenFlow struct {
@@ -107,6 +110,9 @@ func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []st
 	size := cur.size
 	if size < 0 {
 		size = -1
+	}
+	if rq.fill != nil {
+		cur.body = rq.fill.capture(r, p, cur)
 	}
 	out := &countingBody{rc: cur.body, r: r, onClose: func(n int64, err error) {
 		p.teardown()
@@ -206,6 +212,9 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		e := errf(fasthttp.StatusServiceUnavailable, "ufop %q has no active version", st.ufop.Name)
 		e.step, e.retryAfter = i, true
 		return flow{}, e
+	}
+	if version != st.ufop.ActiveVersion {
+		p.fellBack = true
 	}
 	key := pool.Key{Ufop: st.ufop.Name, Version: version, Region: r.cfg.Region}
 	if lim := rel.EffectiveBodyLimit(); rel.Protocol != dora.ProtocolUfop && in.size >= 0 && in.size <= lim {
