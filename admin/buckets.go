@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/netguard"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
 )

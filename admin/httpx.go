@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // apiError is an error with the HTTP status it maps to and the message the
@@ -208,6 +208,7 @@ func (s *Server) routes() {
 	s.api("DELETE /v1/ufops/{name}", roleUser, false, s.deleteUfop)
 	s.api("POST /v1/ufops/{name}/apply", roleUser, false, s.applyUfop)
 	s.api("DELETE /v1/ufops/{name}/apply", roleUser, false, s.unapplyUfop)
+	s.api("POST /v1/ufops/{name}/mode", roleUser, false, s.setUfopMode)
 
 	s.api("POST /v1/ufops/{name}/builds", roleUser, true, s.createBuild)
 	s.api("GET /v1/ufops/{name}/builds", roleUser, false, s.listBuilds)

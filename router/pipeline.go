@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path"
 	"strings"
 	"sync"
@@ -161,7 +162,7 @@ func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, 
 // closing the result closes the input too.
 func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
 	start := time.Now()
-	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime})
+	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime, Env: p.builtinEnv()})
 	p.r.metrics.step(st.step.Name, time.Since(start))
 	if err != nil {
 		in.body.Close()
@@ -228,7 +229,6 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	p.mu.Lock()
 	p.tokens = append(p.tokens, tokenFlow{tok, in})
 	p.mu.Unlock()
-	srcURL := "http://" + r.publicAddr() + srcPrefix + tok
 
 	var avoid *pool.Host
 	var last *httpError
@@ -238,6 +238,13 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			if attempt > 0 {
 				break
 			}
+			// A version whose deployments all FAILED gets no instance
+			// by waiting: 503 at once, with the reason.
+			if msg, failed := r.meta.Snapshot().DeploymentFailed(key.Ufop, key.Version, key.Region); failed {
+				e := errf(fasthttp.StatusServiceUnavailable, "ufop %s %s in %s: deployment FAILED: %s", key.Ufop, key.Version, key.Region, msg)
+				e.step, e.retryAfter = i, true
+				return flow{}, e
+			}
 			// Nothing runs (scale from zero) or every instance is
 			// ejected: wait for one, bounded (hold.go).
 			var herr *httpError
@@ -246,7 +253,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			}
 			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		}
-		out, retry, herr := p.call(i, st, h, key, rel, srcURL, nil, in)
+		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), nil, in)
 		if herr == nil {
 			return out, nil
 		}
@@ -362,6 +369,18 @@ func inputBytes(in flow) ([]byte, func(), error) {
 	return buf, free, nil
 }
 
+// srcURL is the one-shot input URL of tok as instance inst reaches the
+// router: PublicAddr, or its port at inst.RouterHost.
+func (r *Router) srcURL(inst pool.Instance, tok string) string {
+	addr := r.publicAddr()
+	if inst.RouterHost != "" {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			addr = net.JoinHostPort(inst.RouterHost, port)
+		}
+	}
+	return "http://" + addr + srcPrefix + tok
+}
+
 // call sends one step to one instance. retry is true when the failure
 // happened before the instance could have consumed its input.
 //
@@ -441,15 +460,18 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, end: end, step: i}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
-		msg, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
+		// The program's error is its own: status, type and body reach the
+		// client unchanged (bounded); the step goes in X-Dora-Step.
+		body, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
+		ct := string(resp.Header.ContentType())
 		sb.Close()
-		m := strings.TrimSpace(string(msg))
+		m := strings.TrimSpace(string(body))
 		if m == "" {
 			m = fmt.Sprintf("%s failed with status %d", st.step.Name, status)
 		} else {
 			m = st.step.Name + ": " + m
 		}
-		return flow{}, false, &httpError{status: status, msg: m, step: i}
+		return flow{}, false, &httpError{status: status, msg: m, step: i, body: body, contentType: ct, ufop: st.step.Name}
 	}
 	return flow{body: sb, size: size, mime: string(resp.Header.ContentType())}, false, nil
 }

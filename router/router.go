@@ -28,9 +28,10 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/meta"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/rescache"
@@ -45,7 +46,7 @@ const (
 	DefaultMaxHeaderBytes  = 16 << 10
 	DefaultMaxRequestBody  = 64 << 10
 	DefaultConcurrency     = 16 << 10
-	DefaultMaxErrorBytes   = 4 << 10
+	DefaultMaxErrorBytes   = 64 << 10 // a program's error body passed to the client, at most
 	DefaultBufferedBodyMax = 256 << 10
 	DefaultShutdownGrace   = 5 * time.Second
 	// DefaultResultCacheBytes bounds the result cache (result.go);
@@ -71,6 +72,11 @@ type Config struct {
 	Load         load.Recorder // may be nil: figures are then only counted
 	Region       string        // dora.DefaultRegion when empty
 	DomainSuffix string        // "localhost" when empty
+	// Builtins are the tools and fonts the built-in fops use (ffprobe,
+	// jpegtran, the DejaVu fonts); the zero value finds them on PATH and in
+	// builtin.DefaultFontDir. Its Fetch is ignored: the router reads
+	// watermark images from its own buckets.
+	Builtins builtin.Env
 	// PublicAddr is the host:port instances use to reach the router's
 	// one-shot input URLs. Serve fills it from the listener when empty.
 	PublicAddr string

@@ -77,6 +77,10 @@ type UfopYAML struct {
 	BuildScript []string `yaml:"build_script"`
 	// Run is the shell command that starts the program in the working dir.
 	Run string `yaml:"run"`
+	// Protocol is the instance protocol the program speaks: "ufop" (POST
+	// /uop, the default for program packages: seed 001's generation) or
+	// "dora" (POST /handler). Optional; `ufopver --protocol` overrides it.
+	Protocol string `yaml:"protocol,omitempty"`
 }
 
 // ParseUfopYAML reads ufop.yaml strictly: unknown fields, a missing image or
@@ -121,6 +125,12 @@ func ParseUfopYAML(b []byte) (UfopYAML, error) {
 	}
 	if strings.ContainsRune(u.Run, 0) {
 		problems = append(problems, "run holds a NUL")
+	}
+	u.Protocol = strings.ToLower(strings.TrimSpace(u.Protocol))
+	switch u.Protocol {
+	case "", "dora", "ufop":
+	default:
+		problems = append(problems, fmt.Sprintf("protocol %q: must be dora or ufop", u.Protocol))
 	}
 	if len(problems) > 0 {
 		return u, fmt.Errorf("%w: ufop.yaml: %s", ErrBadPackage, strings.Join(problems, "; "))

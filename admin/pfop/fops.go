@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/router/fop"
 )
 

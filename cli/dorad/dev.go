@@ -47,6 +47,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 				AutoscaleInterval: v.GetDuration("autoscale-interval"),
 				RunAs:             v.GetString("run-as"),
 				GoCache:           v.GetString("go-cache"),
+				ContainerRuntime:  v.GetString("container-runtime"),
 				Logger:            log,
 			})
 			if err != nil {
@@ -86,6 +87,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 	f.String("region", "z0", "name of the single region the embedded platform runs")
 	f.Duration("autoscale-interval", 2*time.Second, "autoscaler evaluation interval")
 	f.String("run-as", "", `user build scripts and instances run as: a name, uid or uid:gid; "self" for dorad's own user (default: nobody when dorad runs as root, else dorad's own user with a warning)`)
+	f.String("container-runtime", "", `runs OCI images: "podman" (required), "none" (image deployments refused); default: podman when podman and runc are installed`)
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")
 	return cmd
 }

@@ -5,6 +5,8 @@ package platform
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,11 +25,12 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/registry"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/admin/runtime"
 	localruntime "github.com/doraproject/dora/admin/runtime/local"
-	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/autoscaler"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 	poolmemory "github.com/doraproject/dora/pool/memory"
 	"github.com/doraproject/dora/router"
@@ -67,6 +70,14 @@ type DevConfig struct {
 	// <DataDir>/cache/go-build. Unused when user code runs as the
 	// platform's own user (builds then use the platform's GOCACHE).
 	GoCache string
+	// ContainerRuntime runs OCI images: "" finds podman (and runc) on
+	// PATH and runs images with it when found, refusing image deployments
+	// otherwise; "podman" requires it (StartDev fails without it); "none"
+	// refuses image deployments.
+	ContainerRuntime string
+	// HealthyDeadline is how long a container instance has to pass its
+	// first health check (default 60 s).
+	HealthyDeadline time.Duration
 }
 
 // RunAsSelf is the DevConfig.RunAs value that runs user code as the
@@ -195,13 +206,19 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.AdminURL = "http://" + adminLn.Addr().String()
 	d.RouterURL = "http://" + routerLn.Addr().String()
 
+	pod, pullUser, pullPass, err := devContainers(ctx, cfg, adminLn.Addr().String(), log)
+	if err != nil {
+		return nil, err
+	}
 	discovery := poolmemory.New()
 	rt, err := localruntime.New(localruntime.Config{
-		Dir:       filepath.Join(cfg.DataDir, "instances"),
-		Region:    cfg.Region,
-		Publisher: discovery,
-		Logger:    log.With("part", "runtime"),
-		RunAs:     runAs,
+		Dir:             filepath.Join(cfg.DataDir, "instances"),
+		Region:          cfg.Region,
+		Publisher:       discovery,
+		Logger:          log.With("part", "runtime"),
+		RunAs:           runAs,
+		Podman:          pod,
+		HealthyDeadline: cfg.HealthyDeadline,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("local runtime: %w", err)
@@ -213,6 +230,8 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Store:        st,
 		Authenticate: registry.ByAccount(admin.BasicAuthenticator(st)),
 		Logger:       log.With("part", "registry"),
+		PullUser:     pullUser,
+		PullPassword: pullPass,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
@@ -271,6 +290,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		HoldTimeout:  cfg.HoldTimeout,
 		MaxHeld:      cfg.MaxHeld,
 		Persisted:    pfop.PersistedLookup(jobs),
+		// Containers reach the router's input URLs at the host's
+		// loopback as their network shows it.
+		OwnHosts: []string{localruntime.HostLoopback},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -287,9 +309,21 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Notify:   notify,
 		IDPrefix: cfg.Region,
 		Logger:   log.With("part", "pfop"),
+		// Blocks and parts of resumable uploads wait here until complete.
+		SpoolDir: filepath.Join(cfg.DataDir, "uploads"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pfop handler: %w", err)
+	}
+	// Qiniu's bucket APIs: the region query names the router as the
+	// download host; fetch may reach the developer's own network, as
+	// mirrors may here.
+	rsHandler, err := rs.New(rs.Config{
+		Store: st, Objects: objects, IOHost: routerLn.Addr().String(), Region: cfg.Region,
+		AllowPrivateFetch: true, Logger: log.With("part", "rs"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rs handler: %w", err)
 	}
 	worker, err := pfop.NewWorker(pfop.WorkerConfig{
 		Store:     st,
@@ -319,9 +353,10 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	httpSrv := &http.Server{
-		// pfop, prefop and the Qiniu form upload (POST /) sit in front of
-		// the admin API on the same listener, where Qiniu's SDKs expect them.
-		Handler:           pfopHandler.Wrap(srv.Handler()),
+		// pfop, prefop, the Qiniu uploads (form, resumable) and bucket
+		// APIs (rs/rsf/uc) sit in front of the admin API on the same
+		// listener, where Qiniu's SDKs expect them.
+		Handler:           rsHandler.Wrap(pfopHandler.Wrap(srv.Handler())),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
@@ -365,4 +400,38 @@ func ignoreClosed(f func() error) func() error {
 		}
 		return nil
 	}
+}
+
+// devContainers finds the container runtime cfg.ContainerRuntime asks for
+// and logs which one images will run with. With podman it also makes the
+// registry's pull credentials (random, for this start only) and gives them
+// to podman for the registry at adminAddr.
+func devContainers(ctx context.Context, cfg DevConfig, adminAddr string, log *slog.Logger) (*localruntime.Podman, string, string, error) {
+	switch cfg.ContainerRuntime {
+	case "none":
+		log.Info("container runtime: none; image deployments are refused")
+		return nil, "", "", nil
+	case "", "podman":
+	default:
+		return nil, "", "", fmt.Errorf("container runtime %q: want podman or none", cfg.ContainerRuntime)
+	}
+	pod, err := localruntime.DetectPodman(ctx)
+	if err != nil {
+		if cfg.ContainerRuntime == "podman" {
+			return nil, "", "", err
+		}
+		log.Warn("container runtime: none found; image deployments are refused (program packages run)", "why", err.Error())
+		return nil, "", "", nil
+	}
+	pass := make([]byte, 24)
+	if _, err := rand.Read(pass); err != nil {
+		return nil, "", "", fmt.Errorf("registry pull credentials: %w", err)
+	}
+	user, pw := "dora-runtime", hex.EncodeToString(pass)
+	if err := pod.SetRegistryAuth(filepath.Join(cfg.DataDir, "podman-auth.json"), adminAddr, user, pw); err != nil {
+		return nil, "", "", err
+	}
+	log.Info("container runtime: podman", "podman", pod.Bin, "version", pod.Version, "oci_runtime", pod.OCIRuntime,
+		"ulimit_nofile", pod.NoFile)
+	return pod, user, pw, nil
 }

@@ -597,6 +597,31 @@ func (d *Dir) Delete(ctx context.Context, bucket, key string) error {
 // List returns the objects of bucket whose keys start with prefix, sorted by
 // key, at most limit of them (limit <= 0: all).
 func (d *Dir) List(ctx context.Context, bucket, prefix string, limit int) ([]origin.Object, error) {
+	keys, err := d.Keys(ctx, bucket, prefix)
+	if err != nil {
+		return nil, err
+	}
+	if limit > 0 && len(keys) > limit {
+		keys = keys[:limit]
+	}
+	objs := make([]origin.Object, 0, len(keys))
+	for _, k := range keys {
+		obj, err := d.Stat(ctx, bucket, k)
+		if errors.Is(err, origin.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", bucket, err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
+
+// Keys returns the sorted keys of bucket that start with prefix, without
+// reading any object's metadata (a page of a listing stats only its own
+// objects).
+func (d *Dir) Keys(ctx context.Context, bucket, prefix string) ([]string, error) {
 	if err := dora.ValidateBucketName(bucket); err != nil {
 		return nil, fmt.Errorf("list: bucket: %v: %w", err, origin.ErrBadKey)
 	}
@@ -641,19 +666,5 @@ func (d *Dir) List(ctx context.Context, bucket, prefix string, limit int) ([]ori
 		return nil, fmt.Errorf("list %s: %w", bucket, err)
 	}
 	slices.Sort(keys)
-	if limit > 0 && len(keys) > limit {
-		keys = keys[:limit]
-	}
-	objs := make([]origin.Object, 0, len(keys))
-	for _, k := range keys {
-		obj, err := d.Stat(ctx, bucket, k)
-		if errors.Is(err, origin.ErrNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", bucket, err)
-		}
-		objs = append(objs, obj)
-	}
-	return objs, nil
+	return keys, nil
 }
