@@ -423,18 +423,12 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	lk := loadKey(key)
 	h.Begin()
 	lc := r.load.begin(lk, r.now())
-	var once sync.Once
-	end := func() {
-		once.Do(func() {
-			h.End()
-			r.load.end(lc, r.now())
-		})
-	}
 	start := time.Now()
 	sc, err := ic.roundTrip(p.ctx, req, resp)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
-		end()
+		h.End()
+		r.load.end(lc, r.now())
 		switch {
 		case isDialError(err):
 			h.ConnectFailed(r.now())
@@ -457,7 +451,7 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	if size < 0 {
 		size = -1
 	}
-	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, end: end, step: i}
+	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, host: h, lc: lc, step: i}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
 		// The program's error is its own: status, type and body reach the
@@ -547,7 +541,8 @@ type stepBody struct {
 	n      int64
 	ctx    context.Context
 	r      *Router
-	end    func()
+	host   *pool.Host // the call's in-flight accounting, ended by Close
+	lc     loadCall
 	step   int // the step's 0-based index, carried by its read errors
 	eof    bool
 	err    error
@@ -622,7 +617,8 @@ func (b *stepBody) Close() error {
 	}
 	fasthttp.ReleaseResponse(b.resp)
 	b.resp, b.rc = nil, nil
-	b.end()
+	b.host.End()
+	b.r.load.end(b.lc, b.r.now())
 	return nil
 }
 
