@@ -263,10 +263,14 @@ type Build struct {
 	Run    string `json:"run"`   // ufop.yaml run command
 	// Protocol is ufop.yaml's protocol ("" when it names none): the
 	// default of the release `ufopver` makes from the build.
-	Protocol Protocol  `json:"protocol,omitempty"`
-	Error    string    `json:"error,omitempty"`
-	Created  time.Time `json:"created"`
-	Finished time.Time `json:"finished,omitempty"`
+	Protocol Protocol `json:"protocol,omitempty"`
+	// BodyLimit and Cache are ufop.yaml's, the defaults of the release
+	// `ufopver` makes from the build.
+	BodyLimit int64        `json:"bodyLimit,omitempty"`
+	Cache     *CachePolicy `json:"cache,omitempty"`
+	Error     string       `json:"error,omitempty"`
+	Created   time.Time    `json:"created"`
+	Finished  time.Time    `json:"finished,omitempty"`
 }
 
 // BuildImageName is the image name a build produces: "<ufop>.v<n>".
