@@ -29,7 +29,8 @@ import (
 // dora.yaml) are cached, for the shortest TTL among them; built-ins are
 // cacheable by default. A pipeline with saveas is never cached (it writes),
 // nor one where a step ran on its previous version (blue/green), nor a
-// result larger than Config.ResultCacheEntry.
+// result larger than Config.ResultCacheEntry, nor one of an object only a
+// mirror has.
 //
 // Cacheable responses carry ETag (a digest of the cache key), Cache-Control
 // (public or private after the bucket, max-age the TTL), Age on a hit, and
@@ -56,13 +57,12 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	if !ok {
 		return false, nil
 	}
+	// Only objects of the local origin: a mirror's would cost a remote
+	// stat on every request (and the pipeline answers its 404s).
 	octx, cancel := context.WithTimeout(r.stopped, r.cfg.Deadline)
-	_, obj, herr := r.statObject(octx, b, key)
+	obj, err := r.cfg.Objects.Stat(octx, b.Name, key)
 	cancel()
-	if herr != nil {
-		return true, herr
-	}
-	if obj.ETag == "" {
+	if err != nil || obj.ETag == "" {
 		return false, nil
 	}
 	ck := cacheKey(b.Name, key, obj.ETag, rq.pipeline, versions)
