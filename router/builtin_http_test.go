@@ -48,6 +48,16 @@ func TestBuiltinsOverHTTP(t *testing.T) {
 		resp.Header.Get("Content-Disposition") != `attachment; filename="thumb.png"; filename*=UTF-8''thumb.png` {
 		t.Fatalf("imageView2 + attname: %d %v", resp.StatusCode, resp.Header)
 	}
+	// Browsers send '>' as %3E: a built-in decodes its arguments as a
+	// program does with its cmd.
+	resp, body = e.get(host, "/p.png?imageMogr2/thumbnail/100x100%3E|imageInfo")
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"width":100,"height":50`) {
+		t.Fatalf("thumbnail 100x100%%3E: %d %s", resp.StatusCode, body)
+	}
+	resp, body = e.get(host, "/p.png?imageMogr2/thumbnail/100x%ZZ")
+	if resp.StatusCode != 400 || !strings.Contains(jsonError(t, body), "argument 2") {
+		t.Fatalf("bad escape in an argument: %d %s", resp.StatusCode, body)
+	}
 	resp, body = e.get(host, "/p.png?imageAve")
 	if resp.StatusCode != 200 || string(body) != `{"RGB":"0x000000"}` {
 		t.Fatalf("imageAve: %d %s", resp.StatusCode, body)

@@ -30,6 +30,10 @@ type flow struct {
 	body io.ReadCloser
 	size int64 // -1: unknown
 	mime string
+	// reopen, when set, opens the same input afresh: the object itself
+	// (the first stage's input) can be replayed to another instance after
+	// the one that claimed it died.
+	reopen func() (flow, *httpError)
 }
 
 func (f flow) contentType() string {
@@ -140,6 +144,13 @@ func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, 
 		return nil, flow{}, nil, herr
 	}
 	cur := flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}
+	cur.reopen = func() (flow, *httpError) {
+		rc, obj, herr := r.openObject(pctx, b, key)
+		if herr != nil {
+			return flow{}, herr
+		}
+		return flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}, nil
+	}
 	for i, st := range stages {
 		var herr *httpError
 		if st.builtin {
@@ -258,11 +269,34 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			return out, nil
 		}
 		last = herr
-		if !retry || entry.isClaimed() || p.ctx.Err() != nil {
+		if !retry || p.ctx.Err() != nil {
 			break
 		}
-		r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		avoid = h
+		if !entry.isClaimed() {
+			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
+			continue
+		}
+		// The instance took the input and failed before answering (it
+		// died): replay the input to another instance when it can be
+		// opened afresh.
+		if in.reopen == nil {
+			break
+		}
+		fresh, rerr := in.reopen()
+		if rerr != nil {
+			break
+		}
+		fresh.reopen = in.reopen
+		tok, entry, err = r.src.register(p.ctx, fresh, r.now().Add(r.cfg.SrcTTL))
+		if err != nil {
+			fresh.body.Close()
+			break
+		}
+		p.mu.Lock()
+		p.tokens = append(p.tokens, tokenFlow{tok, fresh})
+		p.mu.Unlock()
+		in = fresh
 	}
 	return flow{}, last
 }

@@ -29,6 +29,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/connlimit"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/builtin"
@@ -102,8 +103,15 @@ type Config struct {
 	// ReadBufferSize); MaxRequestBody the request body (the router serves
 	// GET and HEAD only).
 	MaxHeaderBytes, MaxRequestBody int
-	// Concurrency caps the connections served at once.
+	// Concurrency caps the connections served at once (also bounded by
+	// Conns).
 	Concurrency int
+	// Conns guards the listener Serve serves: accept errors such as
+	// EMFILE are retried with backoff rather than fatal, connections over
+	// its shedding threshold get a 503, and the connections open at once
+	// stay under its cap. Share one Limiter among a process's listeners;
+	// nil: a Limiter derived from RLIMIT_NOFILE.
+	Conns *connlimit.Limiter
 	// ShutdownGrace is how long Serve lets in-flight requests finish
 	// once its context ends (DefaultShutdownGrace when 0); then every
 	// pipeline still running is cancelled and its instance connections
@@ -208,6 +216,10 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Conns == nil {
+		cfg.Conns = connlimit.New(connlimit.Config{Logger: cfg.Logger})
+	}
+	cfg.Concurrency = min(cfg.Concurrency, cfg.Conns.Max())
 	r := &Router{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -354,6 +366,7 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 		r.setPublicAddr(ln.Addr().String())
 	}
 	srv := r.Server()
+	ln = r.cfg.Conns.Listen(ln)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 
 	"github.com/doraproject/dora/router/fop"
 )
@@ -130,6 +131,19 @@ func run(ctx context.Context, step fop.Step, in Input, lim limits) (Result, erro
 	}
 	if in.Body == nil {
 		return Result{}, errorf(http.StatusBadRequest, "%s: no input", step.Name)
+	}
+	// A built-in decodes its own arguments, as a ufop does with its cmd:
+	// a browser sends thumbnail/200x300> as thumbnail/200x300%3E.
+	if len(step.Args) > 0 {
+		args := make([]string, len(step.Args))
+		for i, a := range step.Args {
+			d, err := url.PathUnescape(a)
+			if err != nil {
+				return Result{}, errorf(http.StatusBadRequest, "%s: argument %d: %v", step.Name, i+1, err)
+			}
+			args[i] = d
+		}
+		step.Args = args
 	}
 	switch step.Name {
 	case "qhash":

@@ -2,7 +2,8 @@
 // POST /handler?cmd=<step>&url=<input>, GET /health, listening on
 // $PORT_HTTP or the fixed port 9100 (it ignores $PORT). It answers its
 // input in upper case; the step "<ufop>/eat/<MiB>" first allocates and
-// touches that many MiB (to exceed a memory limit). Built static by the
+// touches that many MiB (to exceed a memory limit). With UFOPDEMO_EXIT=<n>
+// set it exits at once with status n. Built static by the
 // e2e tests and packed into an image.
 package main
 
@@ -17,6 +18,11 @@ import (
 )
 
 func main() {
+	if code := os.Getenv("UFOPDEMO_EXIT"); code != "" {
+		fmt.Fprintln(os.Stderr, "ufopdemo: told to exit at once")
+		n, _ := strconv.Atoi(code)
+		os.Exit(n)
+	}
 	port := os.Getenv("PORT_HTTP")
 	if port == "" {
 		port = "9100"
