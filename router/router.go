@@ -35,6 +35,7 @@ import (
 	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/meta"
 	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/router/rescache"
 )
 
 // Defaults of the optional Config fields.
@@ -49,6 +50,10 @@ const (
 	DefaultMaxErrorBytes   = 64 << 10 // a program's error body passed to the client, at most
 	DefaultBufferedBodyMax = 256 << 10
 	DefaultShutdownGrace   = 5 * time.Second
+	// DefaultResultCacheBytes bounds the result cache (result.go);
+	// DefaultResultCacheEntry is the largest result it keeps.
+	DefaultResultCacheBytes = 64 << 20
+	DefaultResultCacheEntry = 1 << 20
 )
 
 // Config wires the router to its parts. Store, Objects and Pool are
@@ -129,6 +134,12 @@ type Config struct {
 	HoldTimeout time.Duration
 	MaxHeld     int
 
+	// ResultCacheBytes bounds the memory of the result cache
+	// (DefaultResultCacheBytes when 0; negative disables the cache);
+	// ResultCacheEntry is the largest result kept (DefaultResultCacheEntry
+	// when 0). See result.go.
+	ResultCacheBytes, ResultCacheEntry int64
+
 	// Persisted finds where persistent processing (pfop) saved the result
 	// of fop (a pipeline without saveas) run on bucket:key, for
 	// `?p/1/<fop>` requests: 404 when it reports !ok or is nil.
@@ -167,6 +178,7 @@ type Router struct {
 	// HTTP path's pipelines.
 	stopped context.Context
 	stop    context.CancelFunc
+	results *rescache.Cache // nil: no result cache
 }
 
 // Sentinel configuration errors.
@@ -226,6 +238,11 @@ func New(cfg Config) (*Router, error) {
 		watch:   newConnWatch(watchPoll),
 	}
 	r.stopped, r.stop = context.WithCancel(context.Background())
+	if cfg.ResultCacheBytes >= 0 {
+		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
+		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
+		r.results = rescache.New(cfg.ResultCacheBytes, cfg.ResultCacheEntry)
+	}
 	if cfg.Meta != nil {
 		r.meta = cfg.Meta
 	} else {
@@ -251,7 +268,7 @@ func New(cfg Config) (*Router, error) {
 	return r, nil
 }
 
-func setDefault[T int | time.Duration](p *T, d T) {
+func setDefault[T int | int64 | time.Duration](p *T, d T) {
 	if *p <= 0 {
 		*p = d
 	}
