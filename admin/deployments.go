@@ -143,6 +143,30 @@ func (s *Server) spec(ctx context.Context, u dora.Ufop, d dora.Deployment) (runt
 	return spec, nil
 }
 
+// imageRunner is implemented by runtimes that run OCI images only when a
+// container engine is installed (the local runtime: podman).
+type imageRunner interface {
+	CanRunImages() error
+}
+
+// checkRunnable refuses (422, saying what to install) a deployment of an
+// OCI image on a runtime that cannot run images, before anything is
+// stored: the deployment would only go FAILED after "Deploy success".
+func (s *Server) checkRunnable(ctx context.Context, owner, image string) error {
+	ir, ok := s.rt.(imageRunner)
+	if !ok {
+		return nil
+	}
+	img, err := s.resolveImage(ctx, owner, image)
+	if err != nil || img.build != nil {
+		return nil // a build, or an error that applyDeployment records
+	}
+	if err := ir.CanRunImages(); err != nil {
+		return errf(http.StatusUnprocessableEntity, "image %s: %v", image, err)
+	}
+	return nil
+}
+
 // applyDeployment asks the runtime to run d; a failure is recorded on the
 // deployment (FAILED with the runtime's message), not returned.
 func (s *Server) applyDeployment(ctx context.Context, u dora.Ufop, d dora.Deployment) dora.Deployment {
@@ -382,6 +406,9 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 		} else if err != nil {
 			return err
 		}
+		if err := s.checkRunnable(ctx, u.Owner, rel.Image); err != nil {
+			return err
+		}
 		deps, vers, err := s.deploymentsKV(ctx, u.Name)
 		if err != nil {
 			return err
@@ -501,6 +528,9 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 			rel, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, u.ActiveVersion))
 			if err != nil {
 				return fmt.Errorf("resize %s: active release: %w", u.Name, err)
+			}
+			if err := s.checkRunnable(ctx, u.Owner, rel.Image); err != nil {
+				return err
 			}
 			d = dora.Deployment{
 				ID: "deploy-" + uuid.NewString(), Ufop: u.Name, Version: u.ActiveVersion, Region: region,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need: Redis (Debian), nginx (Debian, for the benchmarks),
+# ffmpeg, libjpeg-turbo-progs and fonts-dejavu-core (Debian, the router's built-ins),
 # and Nomad v1.6.2 / Consul v1.15.4 built from the Go module proxy into a cache
 # directory that later runs reuse. Idempotent: safe to run before every test run.
 #
@@ -65,6 +66,12 @@ build_from_proxy() {
 }
 
 apt_install redis-server nginx
+# The router's built-ins: avinfo runs ffprobe, interlaced JPEG runs jpegtran,
+# text watermarks draw with the DejaVu fonts.
+apt_install ffmpeg libjpeg-turbo-progs fonts-dejavu-core
+# Containers: the embedded runtime runs OCI images with podman (daemonless)
+# on runc (crun refuses hybrid cgroup hosts) and slirp4netns networking.
+apt_install podman runc slirp4netns
 
 build_from_proxy nomad github.com/hashicorp/nomad "$NOMAD_VERSION" \
   -dropreplace=github.com/hashicorp/nomad/api \
@@ -80,4 +87,6 @@ build_from_proxy consul github.com/hashicorp/consul "$CONSUL_VERSION" \
 "$BIN/nomad" version >&2
 "$BIN/consul" version >&2
 command -v redis-server >/dev/null
+command -v ffprobe >/dev/null
+command -v jpegtran >/dev/null
 echo "$BIN"

@@ -732,14 +732,17 @@ func (b *Builder) buildEnv(resource, work, home string) []string {
 
 // runLine runs one build_script line in its own process group, as runAs
 // when non-nil; the group is killed when ctx ends and after the line exits
-// (no stray background jobs).
+// (no stray background jobs), and the shell gets SIGKILL when dorad dies
+// (Pdeathsig; Go sets it after the credentials change, which would reset
+// it, and the forking thread is never ended by the runtime since no
+// goroutine here locks its thread).
 func runLine(ctx context.Context, dir string, env []string, runAs *User, line string, out io.Writer) error {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
 	cmd.Dir = dir
 	cmd.Env = env
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if runAs != nil {
 		cmd.SysProcAttr.Credential = runAs.Credential()
 	}

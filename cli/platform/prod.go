@@ -29,6 +29,8 @@ import (
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/autoscaler"
 	"github.com/doraproject/dora/autoscaler/lock"
+	"github.com/doraproject/dora/internal/connlimit"
+	"github.com/doraproject/dora/internal/httpguard"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/consulkv"
 	"github.com/doraproject/dora/pool"
@@ -65,9 +67,13 @@ type Service struct {
 	URL string
 
 	parts
+	// conns is the connection budget of the role's listeners.
+	conns *connlimit.Limiter
 }
 
-func newService(name string) *Service { return &Service{Name: name, parts: newParts(name + " ")} }
+func newService(name string) *Service {
+	return &Service{Name: name, parts: newParts(name + " "), conns: connlimit.New(connlimit.Config{})}
+}
 
 // Close stops every part, waits for them and then releases the backends
 // (stores, load store, runtime, listener).
@@ -80,10 +86,10 @@ func (s *Service) Close() error {
 // serveHTTP serves h on ln until ctx ends, then shuts down gracefully
 // (in-flight requests get 5 s).
 func (s *Service) serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := httpguard.Server(h, httpguard.Config{})
 	s.goRun("http", func() error {
 		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(ln) }()
+		go func() { errc <- srv.Serve(s.conns.Listen(ln)) }()
 		select {
 		case err := <-errc:
 			return err
@@ -571,6 +577,7 @@ func (s *Service) newRouter(dp dataPlane, publicAddr string, allowPrivateMirror 
 	cfg.PublicAddr = publicAddr
 	cfg.OwnHosts = ownHosts
 	cfg.Metrics = dp.reg
+	cfg.Conns = s.conns
 	// ?p/1/<fop> serves what the pfop workers saved.
 	cfg.Persisted = pfop.PersistedLookup(pfop.Jobs{Store: dp.store})
 	rtr, err := router.New(cfg)

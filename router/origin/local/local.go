@@ -97,7 +97,9 @@ func New(root string) (*Dir, error) {
 			return nil, fmt.Errorf("local origin: %w", err)
 		}
 	}
-	return &Dir{root: r}, nil
+	d := &Dir{root: r}
+	d.sweepTemp()
+	return d, nil
 }
 
 // Close releases the directory handle.
@@ -384,12 +386,51 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// tempFile creates a temporary file in .tmp, flock'ed while it is written:
+// the lock tells a starting process (sweepTemp), perhaps another role on
+// the same directory, that the file is not an orphan.
 func (d *Dir) tempFile() (*os.File, string, error) {
 	var rnd [12]byte
 	rand.Read(rnd[:])
 	name := tmpDir + "/" + hex.EncodeToString(rnd[:])
 	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		d.root.Remove(name)
+		return nil, "", fmt.Errorf("lock %s: %w", name, err)
+	}
 	return f, name, err
+}
+
+// sweepTemp removes the temporary files of uploads interrupted by a crash
+// (kill -9, power loss): those in .tmp that no process holds locked. A
+// file between its close and its rename into place is unlocked for that
+// instant; a start racing it fails that one upload (an error, never a lost
+// acknowledged write).
+func (d *Dir) sweepTemp() {
+	dir, err := d.root.Open(tmpDir)
+	if err != nil {
+		return
+	}
+	names, err := dir.Readdirnames(-1)
+	dir.Close()
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		name := tmpDir + "/" + n
+		f, err := d.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			d.root.Remove(name)
+		}
+		f.Close()
+	}
 }
 
 // writeTemp writes all of r to a new temporary file, fsyncs and closes it.
