@@ -461,7 +461,10 @@ func TestFixedPortPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(src, "main.go"), string(code))
-	writeFile(t, filepath.Join(src, "ufop.yaml"), "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\n  - printf 'module ufopdemo\\n\\ngo 1.22\\n' > go.mod\n  - go build -o ufopdemo .\nrun: ./ufopdemo\n")
+	writeFile(t, filepath.Join(src, "ufop.yaml"), "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\n  - printf 'module ufopdemo\\n\\ngo 1.22\\n' > go.mod\n  - go build -o ufopdemo .\nrun: ./ufopdemo\n"+
+		// The demo speaks POST /handler: a package switched to with ufopver
+		// speaks /uop unless ufop.yaml says otherwise.
+		"protocol: dora\n")
 	work := t.TempDir()
 	demo := filepath.Join(work, "demo.txt")
 	writeFile(t, demo, demoText)
