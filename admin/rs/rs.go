@@ -32,13 +32,8 @@ import (
 	"github.com/doraproject/dora/router/origin"
 )
 
-// PrefixObjectMeta keeps what the object store does not: an object's
-// storage class (chtype) and lifecycle (deleteAfterDays).
-// objmeta/<bucket>/<key> → ObjectMeta.
-const PrefixObjectMeta = "objmeta/"
-
 // ObjectMeta is the stored part of an object's metadata beyond the object
-// store's.
+// store's (store.ObjectMetaKey): what the object store does not keep.
 type ObjectMeta struct {
 	// Type is the storage class: 0 standard, 1 infrequent, 2 archive,
 	// 3 deep archive. Accepted and reported, with no effect on storage.
@@ -285,7 +280,7 @@ func (h *Handler) ownBucket(ctx context.Context, acct dora.Account, bucket strin
 	if dora.ValidateBucketName(bucket) != nil {
 		return StatusNoBucket, errBody("no such bucket")
 	}
-	kv, err := h.cfg.Store.Get(ctx, store.PrefixBuckets+bucket)
+	kv, err := h.cfg.Store.Get(ctx, store.BucketKey(bucket))
 	if errors.Is(err, store.ErrNotFound) {
 		return StatusNoBucket, errBody("no such bucket")
 	}
@@ -332,7 +327,8 @@ func originCode(err error) (int, any) {
 	return 599, errBody("%v", err)
 }
 
-func metaKey(e entry) string { return PrefixObjectMeta + e.bucket + "/" + e.key }
+// metaKey is where an object's ObjectMeta lives (store.ObjectMetaKey).
+func metaKey(e entry) string { return store.ObjectMetaKey(e.bucket, e.key) }
 
 func (h *Handler) meta(ctx context.Context, e entry) (ObjectMeta, error) {
 	var m ObjectMeta
