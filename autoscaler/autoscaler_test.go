@@ -548,3 +548,29 @@ func TestRunNeedsItsDependencies(t *testing.T) {
 		t.Fatal("Run without a store, load reader and target succeeded")
 	}
 }
+
+// The owner's limit is per ufop: two versions under load share it, the
+// second growing only into what the first leaves, and the total never
+// goes over it.
+func TestLoopDeploymentsOfAUfopShareTheLimit(t *testing.T) {
+	h := newHarness(t)
+	h.put(store.AccountKey("1001"), dora.Account{ID: "1001", InstanceLimit: 5})
+	h.put(store.UfopKey("grepd"), dora.Ufop{Name: "grepd", Owner: "1001"})
+	a := dep("deploy-a", 1, 5, 3, dora.DeployRunning)
+	b := dora.Deployment{ID: "deploy-b", Ufop: "grepd", Version: "v2", Region: "z0", Expect: 1, Max: 5, Desired: 1, Status: dora.DeployRunning}
+	h.put(depKey(a), a)
+	h.put(depKey(b), b)
+	for range 5 {
+		h.clock.Add(2 * time.Second)
+		h.concurrency(a, 100)
+		h.concurrency(b, 100)
+		h.tick()
+		if total := h.deployment("deploy-a").Desired + h.deployment("deploy-b").Desired; total > 5 {
+			t.Fatalf("the ufop runs %d instances, over its limit of 5", total)
+		}
+	}
+	da, db := h.deployment("deploy-a"), h.deployment("deploy-b")
+	if da.Desired+db.Desired != 5 || db.Desired < b.Expect {
+		t.Fatalf("desired a=%d b=%d, want 5 in all and b at least its floor", da.Desired, db.Desired)
+	}
+}

@@ -32,13 +32,8 @@ import (
 	"github.com/doraproject/dora/router/origin"
 )
 
-// PrefixObjectMeta keeps what the object store does not: an object's
-// storage class (chtype) and lifecycle (deleteAfterDays).
-// objmeta/<bucket>/<key> → ObjectMeta.
-const PrefixObjectMeta = "objmeta/"
-
 // ObjectMeta is the stored part of an object's metadata beyond the object
-// store's.
+// store's (store.ObjectMetaKey): what the object store does not keep.
 type ObjectMeta struct {
 	// Type is the storage class: 0 standard, 1 infrequent, 2 archive,
 	// 3 deep archive. Accepted and reported, with no effect on storage.
@@ -103,6 +98,7 @@ type Config struct {
 // Handler serves the rs/rsf/uc paths and passes everything else on.
 type Handler struct {
 	cfg    Config
+	ops    map[string]opFunc
 	verify auth.Verifier
 	fetch  *http.Client
 	log    *slog.Logger
@@ -126,6 +122,15 @@ func New(cfg Config) (*Handler, error) {
 		cfg.MaxFetchBytes = DefaultMaxFetch
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger}
+	h.ops = map[string]opFunc{
+		"stat":            h.opStat,
+		"delete":          h.opDelete,
+		"move":            h.opMove,
+		"copy":            h.opCopy,
+		"chgm":            h.opChgm,
+		"chtype":          h.opChtype,
+		"deleteAfterDays": h.opDeleteAfterDays,
+	}
 	h.verify = auth.Verifier{Lookup: func(ctx context.Context, ak string) (string, error) {
 		a, err := accounts.ByAK(ctx, cfg.Store, ak)
 		return a.SecretKey, err
@@ -141,20 +146,8 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// op is one rs operation by its first path segment.
+// opFunc is one rs operation, by its first path segment.
 type opFunc func(ctx context.Context, acct dora.Account, args []string) (int, any)
-
-func (h *Handler) ops() map[string]opFunc {
-	return map[string]opFunc{
-		"stat":            h.opStat,
-		"delete":          h.opDelete,
-		"move":            h.opMove,
-		"copy":            h.opCopy,
-		"chgm":            h.opChgm,
-		"chtype":          h.opChtype,
-		"deleteAfterDays": h.opDeleteAfterDays,
-	}
-}
 
 // Match reports whether the request is one of Handler's.
 func (h *Handler) Match(r *http.Request) bool {
@@ -167,7 +160,7 @@ func (h *Handler) Match(r *http.Request) bool {
 		return true
 	}
 	name, _, ok := strings.Cut(strings.TrimPrefix(p, "/"), "/")
-	_, isOp := h.ops()[name]
+	_, isOp := h.ops[name]
 	return ok && isOp
 }
 
@@ -245,7 +238,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 // runOp runs one "/<op>/<args...>" (a path or a batch op).
 func (h *Handler) runOp(ctx context.Context, acct dora.Account, op string) (int, any) {
 	segs := strings.Split(strings.TrimPrefix(op, "/"), "/")
-	fn, ok := h.ops()[segs[0]]
+	fn, ok := h.ops[segs[0]]
 	if !ok {
 		return http.StatusBadRequest, errBody("unknown op %q", segs[0])
 	}
@@ -334,7 +327,8 @@ func originCode(err error) (int, any) {
 	return 599, errBody("%v", err)
 }
 
-func metaKey(e entry) string { return PrefixObjectMeta + e.bucket + "/" + e.key }
+// metaKey is where an object's ObjectMeta lives (store.ObjectMetaKey).
+func metaKey(e entry) string { return store.ObjectMetaKey(e.bucket, e.key) }
 
 func (h *Handler) meta(ctx context.Context, e entry) (ObjectMeta, error) {
 	var m ObjectMeta

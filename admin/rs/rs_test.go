@@ -31,13 +31,13 @@ var (
 )
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	objs *local.Dir
 	api  *httptest.Server
 	h    *rs.Handler
 }
 
-func newEnv(t *testing.T, mod func(*rs.Config)) *env {
+func newEnv(t testing.TB, mod func(*rs.Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := bolt.Open(filepath.Join(dir, "meta.db"))

@@ -25,6 +25,12 @@ queue shared with the workers (a bolt:// file is locked by this process).
 notifyURLs may not reach loopback or private addresses unless
 --allow-private-notify is given.
 
+Qiniu's SDKs also find here the resumable uploads (mkblk/bput/mkfile, and
+/buckets/<b>/objects/<k>/uploads; parts wait under <data-dir>/uploads) and
+the bucket APIs (stat, delete, move, copy, chgm, chtype, deleteAfterDays,
+batch, list, fetch) with the region query, which names --router-host as the
+download host.
+
 Backends are URLs, chosen by scheme:
   --store    bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
   --runtime  local:// | nomad://127.0.0.1:4646[?driver=raw_exec|exec]

@@ -465,7 +465,9 @@ func TestFixedPortPackage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "ufopdemo"), bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(src, "ufop.yaml"), "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\nrun: ./ufopdemo\n")
+	// The demo speaks POST /handler: a package switched to with ufopver
+	// speaks /uop unless ufop.yaml says otherwise.
+	writeFile(t, filepath.Join(src, "ufop.yaml"), "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\nrun: ./ufopdemo\nprotocol: dora\n")
 	work := t.TempDir()
 	demo := filepath.Join(work, "demo.txt")
 	writeFile(t, demo, demoText)

@@ -55,9 +55,7 @@ func TestSeedFlows(t *testing.T) {
 
 	// Seed 001.
 	h.q("reg", "wordcount", "-mode", "1", "-desc", "demo ufop")
-	if out := h.q("build", "wordcount", "-dir", filepath.Join(repoRoot(t), "examples", "wordcount")); !strings.Contains(out, "SUCCESS") {
-		t.Fatalf("build:\n%s", out)
-	}
+	h.build("wordcount", filepath.Join(repoRoot(t), "examples", "wordcount"))
 	h.q("ufopver", "wordcount", "-c", "1")
 	h.q("resize", "wordcount", "-num", "1")
 	h.eventually("wordcount (a /uop program) answering through the router", func() (bool, string) {
@@ -76,7 +74,7 @@ func TestSeedFlows(t *testing.T) {
 
 	// Seed 000: v1, then v2 beside it with the defaults, then the switch.
 	h.q("reg", "grepd", "-mode", "1")
-	h.q("build", "grepd", "-dir", filepath.Join(repoRoot(t), "examples", "grepd"))
+	h.build("grepd", filepath.Join(repoRoot(t), "examples", "grepd"))
 	relDir := filepath.Join(work, "release")
 	if err := os.MkdirAll(relDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -134,6 +132,26 @@ func TestSeedFlows(t *testing.T) {
 	}
 	if code, body := h.get("seeds.localhost", "/big.bin"); code != 200 || !bytes.Equal(body, data) {
 		t.Fatalf("uploaded object through the router: %d, %d bytes", code, len(body))
+	}
+}
+
+// build starts build 1 of ufop from dir and waits for SUCCESS with a
+// generous deadline: a cold Go build on a loaded machine can outlast
+// qdoractl's own wait.
+func (h *harness) build(ufop, dir string) {
+	h.t.Helper()
+	h.q("build", ufop, "-dir", dir, "--no-wait")
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		out, _, _ := h.qcode("imageinfo", ufop)
+		if strings.Contains(out, "SUCCESS") {
+			return
+		}
+		if strings.Contains(out, "FAILED") || time.Now().After(deadline) {
+			log, _, _ := h.qcode("buildlog", ufop, "-v", "1")
+			h.t.Fatalf("build %s:\n%s\n%s", ufop, out, log)
+		}
+		time.Sleep(time.Second)
 	}
 }
 

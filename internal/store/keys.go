@@ -67,6 +67,10 @@ func JobKey(id string) string { return PrefixJobs + id }
 // (the digest is pfop's hex SHA-1 of key NUL fop).
 func ResultKey(bucket, digest string) string { return PrefixResults + bucket + "/" + digest }
 
+// ObjectMetaKey is objmeta/<bucket>/<key> → what admin/rs keeps of an
+// object beyond the object store's metadata (chtype, deleteAfterDays).
+func ObjectMetaKey(bucket, key string) string { return PrefixObjectMeta + bucket + "/" + key }
+
 // Name returns the last segment of key below prefix: the account id of
 // accounts/<id>, the host of domains/<host>; "" when key is not under prefix.
 func Name(prefix, key string) string {

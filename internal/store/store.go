@@ -91,4 +91,5 @@ const (
 	PrefixScaleEvents = "scaleevents/"  // scaleevents/<deployment id>/<unix nanos> → autoscaler.Event
 	PrefixJobs        = "pfop/jobs/"    // pfop/jobs/<id> → pfop job
 	PrefixResults     = "pfop/results/" // pfop/results/<bucket>/<digest> → pfop result record
+	PrefixObjectMeta  = "objmeta/"      // objmeta/<bucket>/<key> → rs.ObjectMeta (storage class, lifecycle)
 )
