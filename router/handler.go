@@ -454,16 +454,6 @@ func (r *Router) ignoreOwnDomain(snap *meta.Snapshot, host string) {
 	r.log.Warn("router: ignoring a domain binding of the router's own host name", "host", h, "bucket", name)
 }
 
-// MirrorFor returns the back-to-source URL prefix of a bucket, for wiring
-// router/origin/httpmirror from the same metadata the router reads.
-func (r *Router) MirrorFor(bucket string) (string, bool) {
-	b, ok := r.meta.Snapshot().Bucket(bucket)
-	if !ok || b.Mirror == "" {
-		return "", false
-	}
-	return b.Mirror, true
-}
-
 // builtinError maps a built-in fop's failure to an answer.
 func builtinError(i int, name string, err error) *httpError {
 	var be *builtin.Error

@@ -58,6 +58,13 @@ const (
 
 // Config wires the router to its parts. Store, Objects and Pool are
 // required; the rest have defaults.
+// MirrorSource reads objects from a bucket's back-to-source mirror:
+// At(base) is the reader of the objects under the bucket's mirror URL, which
+// the router takes from its metadata (httpmirror.Mirror is one).
+type MirrorSource interface {
+	At(baseURL string) origin.Reader
+}
+
 type Config struct {
 	// Store is watched for accounts/, aks/, buckets/, domains/, ufops/ and
 	// releases/ (the meta cache). Ignored when Meta is set.
@@ -67,7 +74,7 @@ type Config struct {
 
 	Objects origin.Reader
 	Writer  origin.Writer // saveas target; saveas answers 501 when nil
-	Mirror  origin.Reader // back-to-source for a bucket with Mirror set; may be nil
+	Mirror  MirrorSource  // back-to-source for a bucket with Mirror set; may be nil
 
 	Pool         *pool.Pool
 	Load         load.Recorder // may be nil: figures are then only counted
