@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
@@ -39,20 +40,13 @@ type ObjectStore interface {
 
 // Image kinds as GET /v1/images reports them.
 const (
-	ImageKindOCI     = "oci"     // pushed to the registry
-	ImageKindPackage = "package" // a successful build of a program package
+	ImageKindOCI     = api.ImageKindOCI     // pushed to the registry
+	ImageKindPackage = api.ImageKindPackage // a successful build of a program package
 )
 
-// Image is one image an account may name in a release.
-type Image struct {
-	Name    string    `json:"name"`             // "ufopdemo:v1" or "grepd.v3"
-	Kind    string    `json:"kind"`             // ImageKindOCI or ImageKindPackage
-	Digest  string    `json:"digest,omitempty"` // OCI manifest digest
-	Created time.Time `json:"created"`
-	// Ref is a pullable reference (e.g. "127.0.0.1:8090/1366779853/ufopdemo:v1");
-	// empty means "<PublicURL host>/<owner>/<Name>".
-	Ref string `json:"ref,omitempty"`
-}
+// Image is one image an account may name in a release (a wire type of
+// admin/api).
+type Image = api.Image
 
 // ImageLister lists the OCI images an account pushed to the registry. The
 // registry (admin/registry) implements it; ImageListerFunc adapts a function.
@@ -68,11 +62,8 @@ func (f ImageListerFunc) ListImages(ctx context.Context, owner string) ([]Image,
 	return f(ctx, owner)
 }
 
-// Region is a place deployments can run in.
-type Region struct {
-	Name string `json:"name"`
-	Desc string `json:"desc,omitempty"`
-}
+// Region is a place deployments can run in (a wire type of admin/api).
+type Region = api.Region
 
 // Config configures a Server. Store and Runtime are required; a nil Objects
 // or Builder makes the object or build endpoints answer 503.

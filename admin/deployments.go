@@ -14,17 +14,15 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/admin/store"
 )
 
 // DeploymentInfo is a deployment with its instances as the runtime reports
-// them (GET /v1/ufops/{name}/deployments/{id}).
-type DeploymentInfo struct {
-	dora.Deployment
-	Instances []runtime.InstanceStatus `json:"instances"`
-}
+// them (GET /v1/ufops/{name}/deployments/{id}; a wire type of admin/api).
+type DeploymentInfo = api.DeploymentInfo
 
 // applyTimeout bounds one runtime call made on behalf of a request; the
 // call outlives a client that hangs up so that the store and the runtime

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/autoscaler/load"
 )
@@ -63,13 +64,9 @@ type Config struct {
 }
 
 // Event is one scaling change as kept under
-// scaleevents/<deployment id>/<unix nanos, 20 digits>.
-type Event struct {
-	Time   time.Time `json:"time"`
-	From   int       `json:"from"`
-	To     int       `json:"to"`
-	Reason string    `json:"reason"`
-}
+// scaleevents/<deployment id>/<unix nanos, 20 digits> (a wire type of
+// admin/api: the events endpoint lists these records as they are).
+type Event = api.ScaleEvent
 
 // EventKey is the store key of a deployment's scaling event at t; keys sort
 // by time.

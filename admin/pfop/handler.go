@@ -16,6 +16,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
+	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/router/origin"
@@ -27,10 +28,10 @@ import (
 //	GET  /status/get/prefop?id=  a job's status (no signature: ids are unguessable)
 //	POST /                       Qiniu form upload (multipart, upload token)
 const (
-	PathPfop      = "/pfop"
-	PathPfopSlash = "/pfop/"
-	PathPrefop    = "/status/get/prefop"
-	PathUpload    = "/"
+	PathPfop      = api.PathPfop
+	PathPfopSlash = api.PathPfopSlash
+	PathPrefop    = api.PathPrefop
+	PathUpload    = api.PathUpload
 )
 
 // Defaults of HandlerConfig.

@@ -7,9 +7,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/api"
 )
 
 // Sentinel errors callers branch on.
@@ -51,28 +51,20 @@ type Package struct {
 	Run string
 }
 
-// Instance states reported by Status.
+// Instance states reported by Status (defined with the wire types in
+// admin/api).
 const (
-	StateStarting  = "STARTING"
-	StateRunning   = "RUNNING" // process up and health check passing
-	StateUnhealthy = "UNHEALTHY"
-	StateStopped   = "STOPPED" // stopped by the user
-	StateCrashed   = "CRASHED" // exited; waiting for a restart
-	StateFailed    = "FAILED"
+	StateStarting  = api.StateStarting
+	StateRunning   = api.StateRunning // process up and health check passing
+	StateUnhealthy = api.StateUnhealthy
+	StateStopped   = api.StateStopped // stopped by the user
+	StateCrashed   = api.StateCrashed // exited; waiting for a restart
+	StateFailed    = api.StateFailed
 )
 
-// InstanceStatus is one instance as `qdoractl state` shows it.
-type InstanceStatus struct {
-	Index    int       `json:"index"` // 1-based
-	ID       string    `json:"id"`    // local: "<deployment>-<index>"; Nomad: alloc id
-	State    string    `json:"state"`
-	Healthy  bool      `json:"healthy"`
-	PID      int       `json:"pid,omitempty"`
-	Addr     string    `json:"addr,omitempty"`
-	Restarts int       `json:"restarts"`
-	Started  time.Time `json:"started,omitempty"`
-	Message  string    `json:"message,omitempty"`
-}
+// InstanceStatus is one instance as `qdoractl state` shows it (a wire type
+// of admin/api).
+type InstanceStatus = api.InstanceStatus
 
 // DeploymentStatus is the runtime's view of one deployment.
 type DeploymentStatus struct {

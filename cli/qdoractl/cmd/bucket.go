@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/client"
-	"github.com/doraproject/dora/router/origin"
 )
 
 // progressThreshold: uploads larger than this show a progress bar on a terminal.
@@ -225,7 +225,7 @@ func (a *app) lsCmd() *cobra.Command {
 	return c
 }
 
-func objectRow(o origin.Object) []string {
+func objectRow(o api.Object) []string {
 	return []string{o.Key, strconv.FormatInt(o.Size, 10), o.ETag, o.MimeType, fmtTime(o.Modified)}
 }
 

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/client"
-	"github.com/doraproject/dora/admin/runtime"
 )
 
 // maxRange caps how many instances one -range may name.
@@ -143,7 +143,7 @@ func (a *app) stateCmd() *cobra.Command {
 	return c
 }
 
-func filterInstances(is []runtime.InstanceStatus, sel []int) []runtime.InstanceStatus {
+func filterInstances(is []api.InstanceStatus, sel []int) []api.InstanceStatus {
 	if sel == nil {
 		return is
 	}
@@ -160,12 +160,12 @@ func filterInstances(is []runtime.InstanceStatus, sel []int) []runtime.InstanceS
 	return out
 }
 
-func instanceRow(i runtime.InstanceStatus, now time.Time) []string {
+func instanceRow(i api.InstanceStatus, now time.Time) []string {
 	pid, uptime := "-", "-"
 	if i.PID > 0 {
 		pid = strconv.Itoa(i.PID)
 	}
-	if !i.Started.IsZero() && i.State == runtime.StateRunning {
+	if !i.Started.IsZero() && i.State == api.StateRunning {
 		uptime = now.Sub(i.Started).Truncate(time.Second).String()
 	}
 	return []string{strconv.Itoa(i.Index), i.ID, i.State, strconv.FormatBool(i.Healthy), pid, orDash(i.Addr),

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/client"
 )
 
@@ -198,12 +199,12 @@ func ReadDoraYAML(path string) (client.ReleaseConfig, error) {
 
 // seconds turns a bare number of seconds ("30") into a duration string
 // ("30s"); anything else is left for the server to judge.
-func seconds(s string) string {
-	s = strings.TrimSpace(s)
+func seconds(d api.Duration) api.Duration {
+	s := strings.TrimSpace(string(d))
 	if _, err := strconv.ParseFloat(s, 64); err == nil {
-		return s + "s"
+		return api.Duration(s + "s")
 	}
-	return s
+	return api.Duration(s)
 }
 
 func (a *app) releaseFromConfig(cmd *cobra.Command, dir string) error {
