@@ -217,6 +217,9 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request, c *call) error
 	return nil
 }
 
+// buildLog serves a build's log; with ?follow=1 the reply streams the lines
+// as the build writes them and ends when the build has ended and its whole
+// log is sent (`qdoractl build` and the console's build page follow it).
 func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, c *call) error {
 	b, err := s.ownedBuild(r, c)
 	if err != nil {
@@ -226,7 +229,21 @@ func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, c *call) error
 		return errf(http.StatusServiceUnavailable, "no builder configured")
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	f, err := os.Open(s.cfg.Builder.LogPath(b.Ufop, b.Number))
+	path := s.cfg.Builder.LogPath(b.Ufop, b.Number)
+	if wantFollow(r) {
+		key := buildKey(b.Ufop, b.Number)
+		finished := func(ctx context.Context) bool {
+			cur, _, err := getJSON[dora.Build](ctx, s.st, key)
+			// A build whose record is gone (ufop deleted) or unreadable
+			// ends the stream rather than holding it open forever.
+			return err != nil || cur.Status != dora.BuildRunning
+		}
+		if err := followFile(r.Context(), streaming(w), path, finished); err != nil {
+			s.log.Warn("admin: follow build log", "ufop", b.Ufop, "build", b.Number, "err", err)
+		}
+		return nil
+	}
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		w.WriteHeader(http.StatusOK) // nothing logged yet
 		return nil

@@ -320,6 +320,14 @@ func (c *Client) BuildLog(ctx context.Context, ufop string, n int) (io.ReadClose
 	return c.stream(ctx, request{method: http.MethodGet, path: "/v1/ufops/" + seg(ufop) + "/builds/" + strconv.Itoa(n) + "/log"})
 }
 
+// FollowBuildLog streams build n's log as the build writes it; the stream
+// ends once the build has ended and its whole log is sent. The caller
+// closes it (ending the follow early).
+func (c *Client) FollowBuildLog(ctx context.Context, ufop string, n int) (io.ReadCloser, error) {
+	return c.stream(ctx, request{method: http.MethodGet, path: "/v1/ufops/" + seg(ufop) + "/builds/" + strconv.Itoa(n) + "/log",
+		query: url.Values{"follow": {"1"}}})
+}
+
 // WaitBuild polls build n every interval until it is no longer RUNNING or
 // ctx ends; onPoll (may be nil) sees every status read.
 func (c *Client) WaitBuild(ctx context.Context, ufop string, n int, interval time.Duration, onPoll func(dora.Build)) (dora.Build, error) {
@@ -463,7 +471,21 @@ func nonNil(s []int) []int {
 // InstanceLogs streams the last tail lines (0: the server's default) of an
 // instance's stdout or stderr; the caller closes it.
 func (c *Client) InstanceLogs(ctx context.Context, ufop string, index int, region, stream string, tail int) (io.ReadCloser, error) {
+	return c.instanceLogs(ctx, ufop, index, region, stream, tail, false)
+}
+
+// FollowInstanceLogs is InstanceLogs that goes on with the lines the
+// instance writes later, until ctx ends, the caller closes the stream or
+// the instance goes away.
+func (c *Client) FollowInstanceLogs(ctx context.Context, ufop string, index int, region, stream string, tail int) (io.ReadCloser, error) {
+	return c.instanceLogs(ctx, ufop, index, region, stream, tail, true)
+}
+
+func (c *Client) instanceLogs(ctx context.Context, ufop string, index int, region, stream string, tail int, follow bool) (io.ReadCloser, error) {
 	q := url.Values{}
+	if follow {
+		q.Set("follow", "1")
+	}
 	if region != "" {
 		q.Set("region", region)
 	}

@@ -79,6 +79,10 @@ type LogQuery struct {
 	Index  int    // 1-based instance index
 	Stream string // "stdout" or "stderr"
 	Tail   int    // last N lines; 0 means 100
+	// Follow keeps the stream open after the last lines and sends new
+	// lines as the instance writes them, until ctx ends or the instance
+	// goes away (`qdoractl logtail -f`, the console's log pane).
+	Follow bool
 }
 
 // Runtime runs deployments. Apply is idempotent: applying the same spec twice
@@ -96,7 +100,8 @@ type Runtime interface {
 	// StartInstances starts stopped instances (all when empty).
 	StartInstances(ctx context.Context, deploymentID string, indexes []int) error
 	// Logs streams the last lines of an instance's output, each line
-	// prefixed with its RFC 3339 timestamp.
+	// prefixed with its RFC 3339 timestamp; with q.Follow it goes on with
+	// the lines written later.
 	Logs(ctx context.Context, deploymentID string, q LogQuery) (io.ReadCloser, error)
 	// Remove stops and forgets the deployment.
 	Remove(ctx context.Context, deploymentID string) error
