@@ -56,7 +56,9 @@ func TestLogtailFollowEndsCleanlyOnInterrupt(t *testing.T) {
 	defer cancel()
 	var out, errb syncBuffer
 	code := make(chan int, 1)
-	go func() { code <- Run(ctx, []string{"logtail", "grepd", "-index", "1", "-f"}, strings.NewReader(""), &out, &errb) }()
+	go func() {
+		code <- Run(ctx, []string{"logtail", "grepd", "-index", "1", "-f"}, strings.NewReader(""), &out, &errb)
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), "first line") {
 		if time.Now().After(deadline) {
