@@ -15,6 +15,7 @@ var allowedDora = map[string]bool{
 	"github.com/doraproject/dora":                  true,
 	"github.com/doraproject/dora/admin/api":        true,
 	"github.com/doraproject/dora/admin/auth":       true,
+	"github.com/doraproject/dora/cli/buildinfo":    true,
 	"github.com/doraproject/dora/admin/client":     true,
 	"github.com/doraproject/dora/cli/qdoractl":     true,
 	"github.com/doraproject/dora/cli/qdoractl/cmd": true,

@@ -10,8 +10,8 @@ import (
 
 func (a *app) versionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "version",
-		Short:   "Print qdoractl's version (stamped at build time) and the Go toolchain it was built with",
+		Use:   "version",
+		Short: "Print qdoractl's version (stamped at build time) and the Go toolchain it was built with",
 		Example: `  qdoractl version
   qdoractl version --json`,
 		Args: cobra.NoArgs,
