@@ -26,6 +26,7 @@ import (
 	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/admin/stats"
 	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/router/origin"
 )
@@ -109,6 +110,23 @@ type Config struct {
 	// private or link-local addresses (development setups whose origin runs
 	// on the same machine); off, such mirrors are refused with 400.
 	AllowPrivateMirror bool
+	// ConsoleKey signs the web console's session cookies; a random key
+	// when empty (sign-ins then end with the process). Admins behind one
+	// load balancer share one.
+	ConsoleKey []byte
+	// SessionTTL is how long a console sign-in lasts; DefaultSessionTTL
+	// when 0.
+	SessionTTL time.Duration
+	// RouterURL is the router's public base URL, which the console uses
+	// to build processing URLs (http://<bucket>.<DomainSuffix>:<port>/).
+	RouterURL string
+	// StatsGatherer, when set, is sampled for the console's charts
+	// (requests/s, errors, latency, instances per ufop over the last
+	// hour): the router's and the autoscaler's registries.
+	StatsGatherer prometheus.Gatherer
+	// StatsInterval is the charts' sampling interval; stats.DefaultInterval
+	// when 0.
+	StatsInterval time.Duration
 }
 
 // Defaults applied by New.
@@ -138,14 +156,20 @@ type Server struct {
 	metrics  *prometheus.Registry
 	reqs     *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	handler  http.Handler
-	mux      *http.ServeMux
+	// buildSeconds: build durations by outcome (its _count counts builds).
+	buildSeconds *prometheus.HistogramVec
+	handler      http.Handler
+	mux          *http.ServeMux
 
 	bgCtx    context.Context // builds run under it; canceled by Close
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
 
 	buildLocks keyedMutex // serializes build numbering per ufop
+
+	consoleKey []byte
+	sessionTTL time.Duration
+	stats      *stats.Sampler
 
 	retryMu   sync.Mutex
 	retry     map[string]bool // deployments whose Apply met runtime.ErrBusy
@@ -218,6 +242,16 @@ func New(cfg Config) (*Server, error) {
 		metrics: cfg.Metrics,
 		retry:   map[string]bool{},
 	}
+	s.consoleKey, s.sessionTTL = cfg.ConsoleKey, cfg.SessionTTL
+	if len(s.consoleKey) == 0 {
+		s.consoleKey = newConsoleKey()
+	}
+	if s.sessionTTL <= 0 {
+		s.sessionTTL = DefaultSessionTTL
+	}
+	if cfg.StatsGatherer != nil {
+		s.stats = stats.New(stats.Config{Gatherer: cfg.StatsGatherer, Interval: cfg.StatsInterval})
+	}
 	s.verifier = auth.Verifier{Lookup: s.lookupSK, MaxSkew: cfg.MaxSkew, Now: cfg.Now}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dora_admin_requests_total",
@@ -228,7 +262,12 @@ func New(cfg Config) (*Server, error) {
 		Help:    "Admin API request latency by route.",
 		Buckets: prometheus.DefBuckets,
 	}, []string{"route"})
-	for _, c := range []prometheus.Collector{s.reqs, s.latency} {
+	s.buildSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "dora_admin_build_duration_seconds",
+		Help:    "Program package builds by outcome (success, failed, interrupted): their duration; _count counts them.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1s .. ~8.5min
+	}, []string{"outcome"})
+	for _, c := range []prometheus.Collector{s.reqs, s.latency, s.buildSeconds} {
 		if err := s.metrics.Register(c); err != nil {
 			return nil, fmt.Errorf("admin: register metrics: %w", err)
 		}

@@ -129,14 +129,17 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 // runBuild runs the build script (the builder writes LogPath itself) and
 // records how it ended.
 func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
+	start := time.Now()
 	err := s.cfg.Builder.Build(ctx, b.Ufop, b.Number, baseDir, nil)
 	status, msg := dora.BuildSuccess, ""
+	outcome := "success"
 	if err != nil {
-		status, msg = dora.BuildFailed, err.Error()
+		status, msg, outcome = dora.BuildFailed, err.Error(), "failed"
 		if ctx.Err() != nil {
-			msg = "interrupted: the server stopped during the build"
+			msg, outcome = "interrupted: the server stopped during the build", "interrupted"
 		}
 	}
+	s.buildSeconds.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 	s.log.Info("admin: build finished", "ufop", b.Ufop, "number", b.Number, "status", status, "err", msg)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()

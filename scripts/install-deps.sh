@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need: Redis (Debian), nginx (Debian, for the benchmarks),
+# chromium (Debian, for the web console's browser test),
 # and Nomad v1.6.2 / Consul v1.15.4 built from the Go module proxy into a cache
 # directory that later runs reuse. Idempotent: safe to run before every test run.
 #
@@ -65,6 +66,8 @@ build_from_proxy() {
 }
 
 apt_install redis-server nginx
+# chromium: the web console's browser test (cli/e2e TestConsoleInBrowser).
+apt_install chromium
 
 build_from_proxy nomad github.com/hashicorp/nomad "$NOMAD_VERSION" \
   -dropreplace=github.com/hashicorp/nomad/api \
@@ -80,4 +83,5 @@ build_from_proxy consul github.com/hashicorp/consul "$CONSUL_VERSION" \
 "$BIN/nomad" version >&2
 "$BIN/consul" version >&2
 command -v redis-server >/dev/null
+command -v chromium >/dev/null
 echo "$BIN"
