@@ -23,11 +23,11 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/api"
-	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/admin/stats"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 )
 

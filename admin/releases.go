@@ -14,8 +14,8 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/api"
-	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/autoscaler"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // ReleaseConfig is dora.yaml as JSON, the body of POST /v1/releases (a

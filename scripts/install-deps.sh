@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need: Redis (Debian), nginx (Debian, for the benchmarks),
 # chromium (Debian, for the web console's browser test),
+# ffmpeg, libjpeg-turbo-progs and fonts-dejavu-core (Debian, the router's built-ins),
 # and Nomad v1.6.2 / Consul v1.15.4 built from the Go module proxy into a cache
 # directory that later runs reuse. Idempotent: safe to run before every test run.
 #
@@ -68,6 +69,12 @@ build_from_proxy() {
 apt_install redis-server nginx
 # chromium: the web console's browser test (cli/e2e TestConsoleInBrowser).
 apt_install chromium
+# The router's built-ins: avinfo runs ffprobe, interlaced JPEG runs jpegtran,
+# text watermarks draw with the DejaVu fonts.
+apt_install ffmpeg libjpeg-turbo-progs fonts-dejavu-core
+# Containers: the embedded runtime runs OCI images with podman (daemonless)
+# on runc (crun refuses hybrid cgroup hosts) and slirp4netns networking.
+apt_install podman runc slirp4netns
 
 build_from_proxy nomad github.com/hashicorp/nomad "$NOMAD_VERSION" \
   -dropreplace=github.com/hashicorp/nomad/api \
@@ -84,4 +91,6 @@ build_from_proxy consul github.com/hashicorp/consul "$CONSUL_VERSION" \
 "$BIN/consul" version >&2
 command -v redis-server >/dev/null
 command -v chromium >/dev/null
+command -v ffprobe >/dev/null
+command -v jpegtran >/dev/null
 echo "$BIN"

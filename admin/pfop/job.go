@@ -34,7 +34,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora/admin/api"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Job and item codes (PROTOCOLS.md §6; defined with the wire types in
@@ -53,7 +53,7 @@ const CodeUnknownID = api.PfopUnknownID
 // Desc returns the Qiniu description of a code.
 func Desc(code int) string { return api.PfopDesc(code) }
 
-// Store key prefixes of this package (beside admin/store's layout).
+// Store key prefixes of this package (beside internal/store's layout).
 const (
 	// PrefixJobs: pfop/jobs/<id> → Job.
 	PrefixJobs = "pfop/jobs/"

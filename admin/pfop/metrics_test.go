@@ -14,7 +14,7 @@ import (
 	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router"
 )
 

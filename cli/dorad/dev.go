@@ -37,17 +37,21 @@ they are generated on first start, written to <data-dir>/root.credentials
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			dev, err := platform.StartDev(ctx, platform.DevConfig{
-				DataDir:           v.GetString("data-dir"),
-				AdminAddr:         v.GetString("admin-addr"),
-				RouterAddr:        v.GetString("router-addr"),
-				DomainSuffix:      v.GetString("domain-suffix"),
-				Region:            v.GetString("region"),
-				RootAK:            v.GetString("root_ak"),
-				RootSK:            v.GetString("root_sk"),
-				AutoscaleInterval: v.GetDuration("autoscale-interval"),
-				RunAs:             v.GetString("run-as"),
-				GoCache:           v.GetString("go-cache"),
-				Logger:            log,
+				DataDir:             v.GetString("data-dir"),
+				AdminAddr:           v.GetString("admin-addr"),
+				RouterAddr:          v.GetString("router-addr"),
+				DomainSuffix:        v.GetString("domain-suffix"),
+				Region:              v.GetString("region"),
+				RootAK:              v.GetString("root_ak"),
+				RootSK:              v.GetString("root_sk"),
+				AutoscaleInterval:   v.GetDuration("autoscale-interval"),
+				RunAs:               v.GetString("run-as"),
+				GoCache:             v.GetString("go-cache"),
+				ContainerRuntime:    v.GetString("container-runtime"),
+				PackagesAsProcesses: v.GetBool("packages-as-processes"),
+				Logger:              log,
+
+				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 			})
 			if err != nil {
 				return err
@@ -86,7 +90,10 @@ they are generated on first start, written to <data-dir>/root.credentials
 	f.String("region", "z0", "name of the single region the embedded platform runs")
 	f.Duration("autoscale-interval", 2*time.Second, "autoscaler evaluation interval")
 	f.String("run-as", "", `user build scripts and instances run as: a name, uid or uid:gid; "self" for dorad's own user (default: nobody when dorad runs as root, else dorad's own user with a warning)`)
+	f.String("container-runtime", "", `runs OCI images: "podman" (required), "none" (image deployments refused); default: podman when podman and runc are installed`)
+	f.Bool("packages-as-processes", false, "run program packages as plain processes on a free port ($PORT) even with podman (default: each instance a container with port 9100 in its own network namespace)")
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")
+	f.Bool("allow-private-mirror", false, "let buckets mirror loopback and private addresses (link-local and cloud metadata addresses stay refused)")
 	return cmd
 }
 

@@ -229,7 +229,7 @@ func iframeText(t *testing.T, ctx context.Context, host, want string) string {
 		}
 		for _, info := range infos {
 			if info.Type == "iframe" && strings.Contains(info.URL, host) {
-				fctx, cancel := chromedp.NewContext(ctx, chromedp.WithTargetID(info.TargetID))
+				fctx, cancel := chromedp.NewContext(ctx, chromedp.WithTargetID(info.TargetID), chromedp.WithDetachOnCancel())
 				text, err := chromedp.Run(fctx, chromedp.Text(chromedp.CSS("body")))
 				cancel()
 				if err == nil {

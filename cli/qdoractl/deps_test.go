@@ -14,7 +14,7 @@ import (
 var allowedDora = map[string]bool{
 	"github.com/doraproject/dora":                  true,
 	"github.com/doraproject/dora/admin/api":        true,
-	"github.com/doraproject/dora/admin/auth":       true,
+	"github.com/doraproject/dora/internal/auth":    true,
 	"github.com/doraproject/dora/cli/buildinfo":    true,
 	"github.com/doraproject/dora/admin/client":     true,
 	"github.com/doraproject/dora/cli/qdoractl":     true,

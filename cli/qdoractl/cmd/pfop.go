@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/doraproject/dora/admin/api"
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 // maxPfopReplyBytes bounds a pfop/prefop answer read by qdoractl.
