@@ -9,7 +9,7 @@ FUZZTIME ?= 30s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/doraproject/dora/cli/buildinfo.version=$(VERSION)
 
-.PHONY: all build run test deps vet unit large fuzz bench clean
+.PHONY: all build run test deps vet unit large fuzz bench soak clean
 
 all: build
 
@@ -44,6 +44,13 @@ large:
 
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
+
+## soak: the soak and fault suite (dorad dev under load while instances, dorad
+## itself, a connection flood and slow clients hit it); prints one table.
+## Not part of `make test` (it takes several minutes). SOAK_PHASE sets each
+## phase's length (default 20s).
+soak:
+	$(GO) test -tags soak -run '^TestSoak$$' -v -count=1 -timeout 30m ./cli/e2e/
 
 ## bench: router vs direct vs nginx, and a 1 GiB object through three steps
 bench: build

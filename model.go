@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Mode says which accounts' buckets may use a ufop (PROTOCOLS.md §4).
@@ -331,4 +332,56 @@ func ValidateBucketName(name string) error {
 		return fmt.Errorf("%q: %w", name, ErrBadBucketName)
 	}
 	return nil
+}
+
+// MaxKeyBytes bounds the length of an object key, in bytes.
+const MaxKeyBytes = 1024
+
+// ErrBadKey is wrapped by ValidateKey's errors. origin.ErrBadKey is the same
+// value, so callers of either package branch on one sentinel.
+var ErrBadKey = errors.New("invalid object key")
+
+// ValidateKey is the platform's one object-key rule (docs/api.md), applied
+// by the admin API, the router, every origin and the mirror: non-empty, at
+// most MaxKeyBytes, valid UTF-8, no NUL nor other control character (C0,
+// DEL), no backslash, no leading "/", no empty, "." or ".." segment (so no
+// "//" and no trailing "/"). Errors wrap ErrBadKey.
+func ValidateKey(key string) error {
+	bad := func(why string) error { return fmt.Errorf("key %q: %s: %w", truncateKey(key), why, ErrBadKey) }
+	switch {
+	case key == "":
+		return bad("empty")
+	case len(key) > MaxKeyBytes:
+		return bad(fmt.Sprintf("longer than %d bytes", MaxKeyBytes))
+	case strings.IndexByte(key, 0) >= 0:
+		return bad("holds a NUL byte")
+	case !utf8.ValidString(key):
+		return bad("not UTF-8")
+	case key[0] == '/':
+		return bad("leading /")
+	case strings.IndexByte(key, '\\') >= 0:
+		return bad("holds a backslash")
+	}
+	for _, c := range []byte(key) {
+		if c < 0x20 || c == 0x7f {
+			return bad("holds a control character")
+		}
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		switch seg {
+		case "":
+			return bad("empty path segment")
+		case ".", "..":
+			return bad(fmt.Sprintf("%q segment", seg))
+		}
+	}
+	return nil
+}
+
+// truncateKey shortens a key for an error message.
+func truncateKey(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

@@ -22,10 +22,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/admin/stats"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
@@ -46,7 +46,7 @@ const (
 )
 
 // Image is one image an account may name in a release (a wire type of
-// admin/api).
+// internal/api).
 type Image = api.Image
 
 // ImageLister lists the OCI images an account pushed to the registry. The
@@ -63,7 +63,7 @@ func (f ImageListerFunc) ListImages(ctx context.Context, owner string) ([]Image,
 	return f(ctx, owner)
 }
 
-// Region is a place deployments can run in (a wire type of admin/api).
+// Region is a place deployments can run in (a wire type of internal/api).
 type Region = api.Region
 
 // Config configures a Server. Store and Runtime are required; a nil Objects

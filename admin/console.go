@@ -16,6 +16,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/console"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // The web console is served under ConsolePath on the admin API's own
@@ -251,7 +252,7 @@ func (s *Server) getStats(w http.ResponseWriter, r *http.Request, c *call) error
 			continue
 		}
 		if !c.acct.Root {
-			u, _, err := getJSON[dora.Ufop](r.Context(), s.st, ufopKey(name))
+			u, _, err := store.Get[dora.Ufop](r.Context(), s.st, store.UfopKey(name))
 			if err != nil || u.Owner != c.acct.ID {
 				continue
 			}

@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/autoscaler"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/store"
 )
 
 // ReleaseConfig is dora.yaml as JSON, the body of POST /v1/releases (a
-// wire type of admin/api).
+// wire type of internal/api).
 type ReleaseConfig = api.ReleaseConfig
 
 // Limits of a release's fields.
@@ -242,7 +242,7 @@ func (s *Server) ownedBuildImage(ctx context.Context, owner, name string) (dora.
 	if err != nil || n < 1 {
 		return dora.Build{}, false, nil
 	}
-	u, _, err := getJSON[dora.Ufop](ctx, s.st, ufopKey(m[1]))
+	u, _, err := store.Get[dora.Ufop](ctx, s.st, store.UfopKey(m[1]))
 	if errors.Is(err, store.ErrNotFound) {
 		return dora.Build{}, false, nil
 	}
@@ -252,7 +252,7 @@ func (s *Server) ownedBuildImage(ctx context.Context, owner, name string) (dora.
 	if u.Owner != owner {
 		return dora.Build{}, false, nil
 	}
-	b, _, err := getJSON[dora.Build](ctx, s.st, buildKey(m[1], n))
+	b, _, err := store.Get[dora.Build](ctx, s.st, store.BuildKey(m[1], n))
 	if errors.Is(err, store.ErrNotFound) {
 		return dora.Build{}, false, nil
 	}
@@ -272,7 +272,7 @@ func (s *Server) ociImages(ctx context.Context, owner string) ([]Image, error) {
 		}
 		return imgs, nil
 	}
-	prefix := store.PrefixImages + owner + "/"
+	prefix := store.ImagesOf(owner)
 	kvs, err := s.st.List(ctx, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
@@ -300,7 +300,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, c *call) err
 	for i := range imgs {
 		imgs[i].Kind = ImageKindOCI
 	}
-	ufops, _, err := listJSON[dora.Ufop](ctx, s.st, store.PrefixUfops)
+	ufops, _, err := store.List[dora.Ufop](ctx, s.st, store.PrefixUfops)
 	if err != nil {
 		return err
 	}
@@ -308,7 +308,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, c *call) err
 		if u.Owner != c.acct.ID {
 			continue
 		}
-		builds, _, err := listJSON[dora.Build](ctx, s.st, store.PrefixBuilds+u.Name+"/")
+		builds, _, err := store.List[dora.Build](ctx, s.st, store.BuildsOf(u.Name))
 		if err != nil {
 			return err
 		}
@@ -344,7 +344,7 @@ func (s *Server) createRelease(w http.ResponseWriter, r *http.Request, c *call) 
 	if _, err := s.resolveImage(ctx, c.acct.ID, rel.Image); err != nil {
 		return err
 	}
-	if _, err := s.st.CAS(ctx, releaseKey(rel.Ufop, rel.Version), mustJSON(rel), 0); errors.Is(err, store.ErrConflict) {
+	if _, err := s.st.CAS(ctx, store.ReleaseKey(rel.Ufop, rel.Version), mustJSON(rel), 0); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "release %s %s already exists", rel.Ufop, rel.Version)
 	} else if err != nil {
 		return fmt.Errorf("create release %s %s: %w", rel.Ufop, rel.Version, err)
@@ -358,7 +358,7 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request, c *call) e
 	if err != nil {
 		return err
 	}
-	rels, _, err := listJSON[dora.Release](r.Context(), s.st, store.PrefixReleases+u.Name+"/")
+	rels, _, err := store.List[dora.Release](r.Context(), s.st, store.ReleasesOf(u.Name))
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/store"
 )
 
@@ -65,18 +65,12 @@ type Config struct {
 
 // Event is one scaling change as kept under
 // scaleevents/<deployment id>/<unix nanos, 20 digits> (a wire type of
-// admin/api: the events endpoint lists these records as they are).
+// internal/api: the events endpoint lists these records as they are).
 type Event = api.ScaleEvent
-
-// EventKey is the store key of a deployment's scaling event at t; keys sort
-// by time.
-func EventKey(deploymentID string, t time.Time) string {
-	return fmt.Sprintf("%s%s/%020d", store.PrefixScaleEvents, deploymentID, t.UnixNano())
-}
 
 // Events returns a deployment's kept scaling events, oldest first.
 func Events(ctx context.Context, st store.Store, deploymentID string) ([]Event, error) {
-	kvs, err := st.List(ctx, store.PrefixScaleEvents+deploymentID+"/")
+	kvs, err := st.List(ctx, store.ScaleEventsOf(deploymentID))
 	if err != nil {
 		return nil, fmt.Errorf("scale events of %s: %w", deploymentID, err)
 	}
@@ -326,7 +320,7 @@ func ShareOfLimit(limit, others, floor int) int {
 // release reads the deployment's release; a missing one means defaults.
 func (a *Autoscaler) release(ctx context.Context, d dora.Deployment, log *slog.Logger) dora.Release {
 	var r dora.Release
-	kv, err := a.cfg.Store.Get(ctx, store.PrefixReleases+d.Ufop+"/"+d.Version)
+	kv, err := a.cfg.Store.Get(ctx, store.ReleaseKey(d.Ufop, d.Version))
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			log.Warn("reading release", "err", err)
@@ -349,8 +343,8 @@ func (a *Autoscaler) limit(ctx context.Context, ufop string, limits map[string]i
 	l := 0
 	var u dora.Ufop
 	var acct dora.Account
-	if kv, err := a.cfg.Store.Get(ctx, store.PrefixUfops+ufop); err == nil && json.Unmarshal(kv.Value, &u) == nil && u.Owner != "" {
-		if kv, err := a.cfg.Store.Get(ctx, store.PrefixAccounts+u.Owner); err == nil && json.Unmarshal(kv.Value, &acct) == nil {
+	if kv, err := a.cfg.Store.Get(ctx, store.UfopKey(ufop)); err == nil && json.Unmarshal(kv.Value, &u) == nil && u.Owner != "" {
+		if kv, err := a.cfg.Store.Get(ctx, store.AccountKey(u.Owner)); err == nil && json.Unmarshal(kv.Value, &acct) == nil {
 			l = acct.Limit()
 		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 			log.Warn("reading the ufop owner's account", "err", err)
@@ -369,18 +363,18 @@ func (a *Autoscaler) recordEvent(ctx context.Context, id string, ev Event, log *
 	if err != nil {
 		return
 	}
-	if _, err := a.cfg.Store.Put(ctx, EventKey(id, ev.Time), b); err != nil {
+	if _, err := a.cfg.Store.Put(ctx, store.ScaleEventKey(id, ev.Time), b); err != nil {
 		a.metrics.errors.WithLabelValues("store").Inc()
 		log.Warn("keeping scale event", "err", err)
 		return
 	}
-	kvs, err := a.cfg.Store.List(ctx, store.PrefixScaleEvents+id+"/")
+	kvs, err := a.cfg.Store.List(ctx, store.ScaleEventsOf(id))
 	if err != nil {
 		log.Warn("listing scale events", "err", err)
 		return
 	}
 	for i := 0; i < len(kvs)-a.cfg.MaxEvents; i++ {
-		if !strings.HasPrefix(kvs[i].Key, store.PrefixScaleEvents+id+"/") {
+		if !strings.HasPrefix(kvs[i].Key, store.ScaleEventsOf(id)) {
 			continue
 		}
 		if err := a.cfg.Store.Delete(ctx, kvs[i].Key); err != nil {

@@ -20,12 +20,11 @@ import (
 	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/fop"
 	"github.com/doraproject/dora/router/meta"
-	"github.com/doraproject/dora/router/origin/local"
 )
 
 // MaxKeyBytes bounds an object key taken from a URL path (the platform's
-// key rule, local.ValidateKey).
-const MaxKeyBytes = local.MaxKeyBytes
+// key rule, dora.ValidateKey).
+const MaxKeyBytes = dora.MaxKeyBytes
 
 // srcPrefix is the path of the one-shot input URLs.
 const srcPrefix = "/_dora/src/"
@@ -267,7 +266,7 @@ func isAttrChar(c byte) bool {
 }
 
 // objectKey decodes the key from a raw URL path and checks it with the
-// platform's one key rule (local.ValidateKey); no key is a 404.
+// platform's one key rule (dora.ValidateKey); no key is a 404.
 func objectKey(rawPath string) (string, *httpError) {
 	if !strings.HasPrefix(rawPath, "/") {
 		return "", errf(fasthttp.StatusBadRequest, "invalid path")
@@ -282,10 +281,10 @@ func objectKey(rawPath string) (string, *httpError) {
 	return key, checkKey(key)
 }
 
-// checkKey applies the platform's key rule (local.ValidateKey: no path
+// checkKey applies the platform's key rule (dora.ValidateKey: no path
 // escape, no control character, bounded length): 400 when it refuses.
 func checkKey(key string) *httpError {
-	if err := local.ValidateKey(key); err != nil {
+	if err := dora.ValidateKey(key); err != nil {
 		return errf(fasthttp.StatusBadRequest, "invalid %v", err)
 	}
 	return nil

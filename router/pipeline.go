@@ -479,7 +479,10 @@ func (b *stepBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	b.r.metrics.bytesIn.Add(float64(n))
 	switch {
-	case err == io.EOF && b.size >= 0 && b.n != b.size:
+	case err == io.EOF && b.size >= 0 && b.n != b.size,
+		// A chunked body cut at a chunk boundary (the instance died)
+		// also reads as a plain EOF: the connection's EOF tells.
+		err == io.EOF && b.size < 0 && b.resp.Header.ContentLength() == -1 && b.sc != nil && peerClosed(b.sc.conn):
 		// A connection closed before Content-Length bytes reads as a
 		// plain EOF; a truncated step must fail the stream.
 		err = &streamError{step: b.step, err: io.ErrUnexpectedEOF}

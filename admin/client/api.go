@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/api"
+	"github.com/doraproject/dora/internal/api"
 )
 
-// The wire types of the admin API, defined once in admin/api and named here
+// The wire types of the admin API, defined once in internal/api and named here
 // for the client's callers.
 type (
 	// Region is one deployment region offered by the platform.

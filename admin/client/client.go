@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/doraproject/dora/admin/api"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 )
 

@@ -11,9 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router"
 )

@@ -9,7 +9,7 @@ import (
 	"io"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/api"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // Sentinel errors callers branch on.
@@ -52,7 +52,7 @@ type Package struct {
 }
 
 // Instance states reported by Status (defined with the wire types in
-// admin/api).
+// internal/api).
 const (
 	StateStarting  = api.StateStarting
 	StateRunning   = api.StateRunning // process up and health check passing
@@ -63,7 +63,7 @@ const (
 )
 
 // InstanceStatus is one instance as `qdoractl state` shows it (a wire type
-// of admin/api).
+// of internal/api).
 type InstanceStatus = api.InstanceStatus
 
 // DeploymentStatus is the runtime's view of one deployment.

@@ -368,11 +368,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	}
 
 	scaler := autoscaler.New(autoscaler.Config{
-		Store: st,
-		Load:  loads,
-		Target: autoscaler.RuntimeTarget{Runtime: rt, Busy: func(err error) bool {
-			return errors.Is(err, runtime.ErrBusy)
-		}},
+		Store:    st,
+		Load:     loads,
+		Target:   runtime.ScaleTarget{Runtime: rt},
 		Interval: cfg.AutoscaleInterval,
 		Logger:   log.With("part", "autoscaler"),
 		// The per-deployment gauges (desired, ready, panic, stable and

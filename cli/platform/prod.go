@@ -672,7 +672,7 @@ func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error
 	scaler := autoscaler.New(autoscaler.Config{
 		Store:    st,
 		Load:     loads,
-		Target:   autoscaler.RuntimeTarget{Runtime: rt, Busy: func(err error) bool { return errors.Is(err, runtime.ErrBusy) }},
+		Target:   runtime.ScaleTarget{Runtime: rt},
 		Interval: cfg.Interval,
 		Logger:   log,
 		Metrics:  reg,

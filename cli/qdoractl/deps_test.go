@@ -13,7 +13,7 @@ import (
 // CLI itself. Anything else of the module is server code.
 var allowedDora = map[string]bool{
 	"github.com/doraproject/dora":                  true,
-	"github.com/doraproject/dora/admin/api":        true,
+	"github.com/doraproject/dora/internal/api":     true,
 	"github.com/doraproject/dora/internal/auth":    true,
 	"github.com/doraproject/dora/cli/buildinfo":    true,
 	"github.com/doraproject/dora/admin/client":     true,
@@ -53,7 +53,7 @@ func goList(t *testing.T, args ...string) []string {
 
 // TestNoServerPackages fails when qdoractl links a server package: the CLI
 // talks to the admin API through admin/client and the wire types of
-// admin/api only, so it stays small and builds without the servers'
+// internal/api only, so it stays small and builds without the servers'
 // dependencies.
 func TestNoServerPackages(t *testing.T) {
 	deps := goList(t, "-deps", "github.com/doraproject/dora/cli/qdoractl")
@@ -72,13 +72,13 @@ func TestNoServerPackages(t *testing.T) {
 	}
 }
 
-// TestWireTypesAreStdlibOnly keeps admin/api a package of pure types: the
+// TestWireTypesAreStdlibOnly keeps internal/api a package of pure types: the
 // standard library and the domain model, nothing else.
 func TestWireTypesAreStdlibOnly(t *testing.T) {
-	for _, pkg := range []string{"github.com/doraproject/dora/admin/api", "github.com/doraproject/dora"} {
+	for _, pkg := range []string{"github.com/doraproject/dora/internal/api", "github.com/doraproject/dora"} {
 		deps := goList(t, "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", pkg)
 		for _, p := range deps {
-			if p != "github.com/doraproject/dora" && p != "github.com/doraproject/dora/admin/api" {
+			if p != "github.com/doraproject/dora" && p != "github.com/doraproject/dora/internal/api" {
 				t.Errorf("%s depends on %s; wire types must need the standard library only", pkg, p)
 			}
 		}

@@ -9,19 +9,21 @@ import (
 	"errors"
 	"io"
 
-	"github.com/doraproject/dora/admin/api"
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // Sentinel errors callers branch on.
 var (
 	ErrNotFound = errors.New("origin: object not found")
-	ErrBadKey   = errors.New("origin: invalid key")
+	// ErrBadKey is dora.ErrBadKey, the key rule's sentinel.
+	ErrBadKey   = dora.ErrBadKey
 	ErrTooLarge = errors.New("origin: object too large")
 	ErrExists   = errors.New("origin: object exists")
 	ErrReadOnly = errors.New("origin: read-only origin")
 )
 
-// Object describes a stored object (a wire type of admin/api: the API's
+// Object describes a stored object (a wire type of internal/api: the API's
 // stat and list replies carry it as is).
 type Object = api.Object
 

@@ -137,10 +137,10 @@ func run(ctx context.Context, listen, dir, instances, ufop string, small, bigMiB
 func seed(ctx context.Context, st store.Store, ufop string) error {
 	acct := dora.Account{ID: "1", Name: "bench", AccessKey: "AK-bench", SecretKey: "SK-bench", Created: time.Now()}
 	puts := map[string]any{
-		store.PrefixAccounts + acct.ID:      acct,
-		store.PrefixBuckets + "bench":       dora.Bucket{Name: "bench", Owner: acct.ID, Created: time.Now()},
-		store.PrefixUfops + ufop:            dora.Ufop{Name: ufop, Owner: acct.ID, Mode: dora.ModePublic, ActiveVersion: "v1"},
-		store.PrefixReleases + ufop + "/v1": dora.Release{Ufop: ufop, Version: "v1", Protocol: dora.ProtocolDora},
+		store.AccountKey(acct.ID):    acct,
+		store.BucketKey("bench"):     dora.Bucket{Name: "bench", Owner: acct.ID, Created: time.Now()},
+		store.UfopKey(ufop):          dora.Ufop{Name: ufop, Owner: acct.ID, Mode: dora.ModePublic, ActiveVersion: "v1"},
+		store.ReleaseKey(ufop, "v1"): dora.Release{Ufop: ufop, Version: "v1", Protocol: dora.ProtocolDora},
 	}
 	for k, v := range puts {
 		b, err := json.Marshal(v)
@@ -151,7 +151,7 @@ func seed(ctx context.Context, st store.Store, ufop string) error {
 			return fmt.Errorf("seed %s: %w", k, err)
 		}
 	}
-	_, err := st.Put(ctx, store.PrefixAccessKeys+acct.AccessKey, []byte(acct.ID))
+	_, err := st.Put(ctx, store.AccessKeyKey(acct.AccessKey), []byte(acct.ID))
 	return err
 }
 

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // progressThreshold: uploads larger than this show a progress bar on a terminal.

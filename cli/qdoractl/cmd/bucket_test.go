@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/api"
+	"github.com/doraproject/dora/internal/api"
 )
 
 func TestBucketCommands(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/api"
+	"github.com/doraproject/dora/internal/api"
 )
 
 func TestVersion(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // maxRange caps how many instances one -range may name.

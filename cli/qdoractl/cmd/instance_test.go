@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/api"
+	"github.com/doraproject/dora/internal/api"
 )
 
 func TestParseSelection(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/doraproject/dora/admin/api"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 )
 

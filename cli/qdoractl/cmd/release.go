@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
-	"github.com/doraproject/dora/admin/api"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // maxDoraYAML caps the size of a dora.yaml.

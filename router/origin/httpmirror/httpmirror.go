@@ -18,9 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/router/netguard"
 	"github.com/doraproject/dora/router/origin"
-	"github.com/doraproject/dora/router/origin/local"
 )
 
 // Defaults for a zero Config.
@@ -150,7 +150,7 @@ func sameHostRedirects(req *http.Request, via []*http.Request) error {
 
 // objectURL builds <base><escaped key>, checking the base.
 func (m *Mirror) objectURL(bucket, key string) (string, error) {
-	if err := local.ValidateKey(key); err != nil {
+	if err := dora.ValidateKey(key); err != nil {
 		return "", err
 	}
 	fn := m.mirrorFor.Load()

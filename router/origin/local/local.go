@@ -33,14 +33,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/router/origin"
 )
-
-// MaxKeyBytes bounds the length of a key.
-const MaxKeyBytes = 1024
 
 const (
 	metaDir = ".meta"
@@ -105,42 +101,6 @@ func New(root string) (*Dir, error) {
 // Close releases the directory handle.
 func (d *Dir) Close() error { return d.root.Close() }
 
-// ValidateKey checks a key: non-empty, at most MaxKeyBytes, UTF-8, no NUL
-// nor other control character (C0, DEL), no backslash, no leading "/", no
-// empty, "." or ".." segment. Errors wrap origin.ErrBadKey. It is the one
-// key rule of the platform: the admin API and the mirror call it too.
-func ValidateKey(key string) error {
-	bad := func(why string) error { return fmt.Errorf("key %q: %s: %w", truncate(key), why, origin.ErrBadKey) }
-	switch {
-	case key == "":
-		return bad("empty")
-	case len(key) > MaxKeyBytes:
-		return bad(fmt.Sprintf("longer than %d bytes", MaxKeyBytes))
-	case strings.IndexByte(key, 0) >= 0:
-		return bad("holds a NUL byte")
-	case !utf8.ValidString(key):
-		return bad("not UTF-8")
-	case key[0] == '/':
-		return bad("leading /")
-	case strings.IndexByte(key, '\\') >= 0:
-		return bad("holds a backslash")
-	}
-	for _, c := range []byte(key) {
-		if c < 0x20 || c == 0x7f {
-			return bad("holds a control character")
-		}
-	}
-	for seg := range strings.SplitSeq(key, "/") {
-		switch seg {
-		case "":
-			return bad("empty path segment")
-		case ".", "..":
-			return bad(fmt.Sprintf("%q segment", seg))
-		}
-	}
-	return nil
-}
-
 func truncate(s string) string {
 	if len(s) > 64 {
 		return s[:64] + "…"
@@ -152,7 +112,7 @@ func validate(bucket, key string) error {
 	if err := dora.ValidateBucketName(bucket); err != nil {
 		return fmt.Errorf("bucket: %v: %w", err, origin.ErrBadKey)
 	}
-	return ValidateKey(key)
+	return dora.ValidateKey(key)
 }
 
 func (d *Dir) lock(bucket, key string) *sync.RWMutex {
@@ -658,7 +618,7 @@ func (d *Dir) Keys(ctx context.Context, bucket, prefix string) ([]string, error)
 	start := "."
 	if i := strings.LastIndexByte(prefix, '/'); i > 0 {
 		start = prefix[:i]
-		if ValidateKey(start) != nil {
+		if dora.ValidateKey(start) != nil {
 			return nil, nil // no key can live under an invalid directory
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -180,7 +181,7 @@ func TestBadKeys(t *testing.T) {
 			t.Errorf("Put in bucket %q = %v, want ErrBadKey", b, err)
 		}
 	}
-	if err := ValidateKey(strings.Repeat("é", 512)); err != nil {
+	if err := dora.ValidateKey(strings.Repeat("é", 512)); err != nil {
 		t.Errorf("1024-byte key refused: %v", err)
 	}
 }
