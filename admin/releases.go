@@ -120,7 +120,20 @@ func (s *Server) validateRelease(rc ReleaseConfig) (dora.Release, error) {
 	rel := dora.Release{
 		Ufop: rc.UfopName, Version: rc.VerStr, Image: rc.Image, Flavor: rc.Flavor, Desc: rc.Desc,
 		HealthCheck: hc, LogFilePaths: rc.LogFilePaths, Env: env, Protocol: proto, Timeouts: t,
-		Created: s.nowUTC(),
+		Created: s.nowUTC(), BodyLimit: rc.BodyLimit,
+	}
+	if rc.BodyLimit < -1 || rc.BodyLimit > dora.MaxBodyLimit {
+		return bad("body_limit %d: must be -1 (never), 0 (default %d) or up to %d bytes", rc.BodyLimit, dora.DefaultBodyLimit, dora.MaxBodyLimit)
+	}
+	if c := rc.Cache; c != nil {
+		ttl, err := c.TTL.Value()
+		if err != nil {
+			return bad("cache.ttl: %v", err)
+		}
+		if ttl < 0 || ttl > dora.MaxCacheTTL {
+			return bad("cache.ttl: must be 0 to %s", dora.MaxCacheTTL)
+		}
+		rel.Cache = &dora.CachePolicy{Enabled: c.Enabled, TTL: ttl}
 	}
 	if rc.Autoscale != nil {
 		p := *rc.Autoscale

@@ -31,11 +31,10 @@ func TestMirrorFallback(t *testing.T) {
 		w.Write([]byte("from the mirror\n"))
 	}))
 	defer src.Close()
-	m := httpmirror.New(httpmirror.Config{Timeout: 5 * time.Second, MaxSize: 1 << 20, AllowPrivate: true}, nil)
+	m := httpmirror.New(httpmirror.Config{Timeout: 5 * time.Second, MaxSize: 1 << 20, AllowPrivate: true})
 	e := newEnv(t, func(c *Config) { c.Mirror = m })
-	m.SetMirrorFor(e.r.MirrorFor)
 	e.put(store.BucketKey("mirrored"), dora.Bucket{Name: "mirrored", Owner: alice.ID, Mirror: src.URL + "/remote/"})
-	waitUntil(t, "mirrored bucket", func() bool { _, ok := e.r.MirrorFor("mirrored"); return ok })
+	waitUntil(t, "mirrored bucket", func() bool { b, ok := e.r.meta.Snapshot().Bucket("mirrored"); return ok && b.Mirror != "" })
 	e.objs.add("mirrored", "local.txt", "text/plain", []byte("local\n"))
 	for _, c := range []struct {
 		path, query string

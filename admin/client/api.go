@@ -44,6 +44,8 @@ type (
 	InstanceStatus = api.InstanceStatus
 	// Object describes a stored object.
 	Object = api.Object
+	// CacheConfig is dora.yaml's cache: {enabled: true, ttl: "10m"}.
+	CacheConfig = api.CacheConfig
 )
 
 // LogQuery selects lines of a release's log files (`qdoractl log`).

@@ -300,7 +300,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	jobs := pfop.Jobs{Store: st}
 
 	loads := loadmemory.New(10 * time.Minute)
-	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: cfg.AllowPrivateMirror}, nil)
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: cfg.AllowPrivateMirror})
 	p := pool.New(pool.Options{})
 	rtr, err := router.New(router.Config{
 		Store:        st,
@@ -325,7 +325,6 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	mirror.SetMirrorFor(rtr.MirrorFor)
 
 	// The embedded platform runs on one machine: notifications may reach
 	// loopback and private addresses (a receiver on the developer's laptop).

@@ -52,7 +52,7 @@ func DeploymentKey(ufop, id string) string { return DeploymentsOf(ufop) + id }
 func DeploymentsOf(ufop string) string { return PrefixDeployments + ufop + "/" }
 
 // ScaleEventKey is scaleevents/<deployment id>/<unix nanos, 20 digits> →
-// dora.ScaleEvent; keys sort by time.
+// autoscaler.Event; keys sort by time.
 func ScaleEventKey(deploymentID string, at time.Time) string {
 	return fmt.Sprintf("%s%020d", ScaleEventsOf(deploymentID), at.UnixNano())
 }

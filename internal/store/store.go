@@ -88,7 +88,7 @@ const (
 	PrefixBuilds      = "builds/"       // builds/<ufop>/<%06d number> → dora.Build
 	PrefixImages      = "images/"       // images/<owner>/<name:tag> → image record
 	PrefixDeployments = "deployments/"  // deployments/<ufop>/<id> → dora.Deployment
-	PrefixScaleEvents = "scaleevents/"  // scaleevents/<deployment id>/<unix nanos> → dora.ScaleEvent
+	PrefixScaleEvents = "scaleevents/"  // scaleevents/<deployment id>/<unix nanos> → autoscaler.Event
 	PrefixJobs        = "pfop/jobs/"    // pfop/jobs/<id> → pfop job
 	PrefixResults     = "pfop/results/" // pfop/results/<bucket>/<digest> → pfop result record
 )
