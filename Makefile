@@ -5,6 +5,9 @@ GO ?= go
 BIN := bin
 DEPS_BIN := $(or $(DORA_DEPS_CACHE),$(HOME)/.cache/dora-deps)/bin
 FUZZTIME ?= 30s
+# VERSION is stamped into both binaries (`dorad version`, `qdoractl version`).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/doraproject/dora/cli/buildinfo.version=$(VERSION)
 
 .PHONY: all build run test deps vet unit large fuzz bench soak clean
 
@@ -12,8 +15,8 @@ all: build
 
 ## build: compile bin/dorad and bin/qdoractl
 build:
-	$(GO) build -o $(BIN)/dorad ./cli/dorad
-	$(GO) build -o $(BIN)/qdoractl ./cli/qdoractl
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/dorad ./cli/dorad
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/qdoractl ./cli/qdoractl
 
 ## run: start the whole platform on this machine (dorad dev, data in ./.dora);
 ## extra flags through RUN_ARGS, e.g. make run RUN_ARGS="--run-as self"

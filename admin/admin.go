@@ -24,6 +24,8 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/admin/stats"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
@@ -39,20 +41,13 @@ type ObjectStore interface {
 
 // Image kinds as GET /v1/images reports them.
 const (
-	ImageKindOCI     = "oci"     // pushed to the registry
-	ImageKindPackage = "package" // a successful build of a program package
+	ImageKindOCI     = api.ImageKindOCI     // pushed to the registry
+	ImageKindPackage = api.ImageKindPackage // a successful build of a program package
 )
 
-// Image is one image an account may name in a release.
-type Image struct {
-	Name    string    `json:"name"`             // "ufopdemo:v1" or "grepd.v3"
-	Kind    string    `json:"kind"`             // ImageKindOCI or ImageKindPackage
-	Digest  string    `json:"digest,omitempty"` // OCI manifest digest
-	Created time.Time `json:"created"`
-	// Ref is a pullable reference (e.g. "127.0.0.1:8090/1366779853/ufopdemo:v1");
-	// empty means "<PublicURL host>/<owner>/<Name>".
-	Ref string `json:"ref,omitempty"`
-}
+// Image is one image an account may name in a release (a wire type of
+// internal/api).
+type Image = api.Image
 
 // ImageLister lists the OCI images an account pushed to the registry. The
 // registry (admin/registry) implements it; ImageListerFunc adapts a function.
@@ -68,11 +63,8 @@ func (f ImageListerFunc) ListImages(ctx context.Context, owner string) ([]Image,
 	return f(ctx, owner)
 }
 
-// Region is a place deployments can run in.
-type Region struct {
-	Name string `json:"name"`
-	Desc string `json:"desc,omitempty"`
-}
+// Region is a place deployments can run in (a wire type of internal/api).
+type Region = api.Region
 
 // Config configures a Server. Store and Runtime are required; a nil Objects
 // or Builder makes the object or build endpoints answer 503.
@@ -118,6 +110,23 @@ type Config struct {
 	// private or link-local addresses (development setups whose origin runs
 	// on the same machine); off, such mirrors are refused with 400.
 	AllowPrivateMirror bool
+	// ConsoleKey signs the web console's session cookies; a random key
+	// when empty (sign-ins then end with the process). Admins behind one
+	// load balancer share one.
+	ConsoleKey []byte
+	// SessionTTL is how long a console sign-in lasts; DefaultSessionTTL
+	// when 0.
+	SessionTTL time.Duration
+	// RouterURL is the router's public base URL, which the console uses
+	// to build processing URLs (http://<bucket>.<DomainSuffix>:<port>/).
+	RouterURL string
+	// StatsGatherer, when set, is sampled for the console's charts
+	// (requests/s, errors, latency, instances per ufop over the last
+	// hour): the router's and the autoscaler's registries.
+	StatsGatherer prometheus.Gatherer
+	// StatsInterval is the charts' sampling interval; stats.DefaultInterval
+	// when 0.
+	StatsInterval time.Duration
 }
 
 // Defaults applied by New.
@@ -147,14 +156,20 @@ type Server struct {
 	metrics  *prometheus.Registry
 	reqs     *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	handler  http.Handler
-	mux      *http.ServeMux
+	// buildSeconds: build durations by outcome (its _count counts builds).
+	buildSeconds *prometheus.HistogramVec
+	handler      http.Handler
+	mux          *http.ServeMux
 
 	bgCtx    context.Context // builds run under it; canceled by Close
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
 
 	buildLocks keyedMutex // serializes build numbering per ufop
+
+	consoleKey []byte
+	sessionTTL time.Duration
+	stats      *stats.Sampler
 
 	retryMu   sync.Mutex
 	retry     map[string]bool // deployments whose Apply met runtime.ErrBusy
@@ -227,6 +242,16 @@ func New(cfg Config) (*Server, error) {
 		metrics: cfg.Metrics,
 		retry:   map[string]bool{},
 	}
+	s.consoleKey, s.sessionTTL = cfg.ConsoleKey, cfg.SessionTTL
+	if len(s.consoleKey) == 0 {
+		s.consoleKey = newConsoleKey()
+	}
+	if s.sessionTTL <= 0 {
+		s.sessionTTL = DefaultSessionTTL
+	}
+	if cfg.StatsGatherer != nil {
+		s.stats = stats.New(stats.Config{Gatherer: cfg.StatsGatherer, Interval: cfg.StatsInterval})
+	}
 	s.verifier = auth.Verifier{Lookup: s.lookupSK, MaxSkew: cfg.MaxSkew, Now: cfg.Now}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dora_admin_requests_total",
@@ -237,7 +262,12 @@ func New(cfg Config) (*Server, error) {
 		Help:    "Admin API request latency by route.",
 		Buckets: prometheus.DefBuckets,
 	}, []string{"route"})
-	for _, c := range []prometheus.Collector{s.reqs, s.latency} {
+	s.buildSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "dora_admin_build_duration_seconds",
+		Help:    "Program package builds by outcome (success, failed, interrupted): their duration; _count counts them.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1s .. ~8.5min
+	}, []string{"outcome"})
+	for _, c := range []prometheus.Collector{s.reqs, s.latency, s.buildSeconds} {
 		if err := s.metrics.Register(c); err != nil {
 			return nil, fmt.Errorf("admin: register metrics: %w", err)
 		}

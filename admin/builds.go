@@ -133,14 +133,17 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 // runBuild runs the build script (the builder writes LogPath itself) and
 // records how it ended.
 func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
+	start := time.Now()
 	err := s.cfg.Builder.Build(ctx, b.Ufop, b.Number, baseDir, nil)
 	status, msg := dora.BuildSuccess, ""
+	outcome := "success"
 	if err != nil {
-		status, msg = dora.BuildFailed, err.Error()
+		status, msg, outcome = dora.BuildFailed, err.Error(), "failed"
 		if ctx.Err() != nil {
-			msg = "interrupted: the server stopped during the build"
+			msg, outcome = "interrupted: the server stopped during the build", "interrupted"
 		}
 	}
+	s.buildSeconds.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 	s.log.Info("admin: build finished", "ufop", b.Ufop, "number", b.Number, "status", status, "err", msg)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -221,6 +224,9 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request, c *call) error
 	return nil
 }
 
+// buildLog serves a build's log; with ?follow=1 the reply streams the lines
+// as the build writes them and ends when the build has ended and its whole
+// log is sent (`qdoractl build` and the console's build page follow it).
 func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, c *call) error {
 	b, err := s.ownedBuild(r, c)
 	if err != nil {
@@ -230,7 +236,21 @@ func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, c *call) error
 		return errf(http.StatusServiceUnavailable, "no builder configured")
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	f, err := os.Open(s.cfg.Builder.LogPath(b.Ufop, b.Number))
+	path := s.cfg.Builder.LogPath(b.Ufop, b.Number)
+	if wantFollow(r) {
+		key := store.BuildKey(b.Ufop, b.Number)
+		finished := func(ctx context.Context) bool {
+			cur, _, err := store.Get[dora.Build](ctx, s.st, key)
+			// A build whose record is gone (ufop deleted) or unreadable
+			// ends the stream rather than holding it open forever.
+			return err != nil || cur.Status != dora.BuildRunning
+		}
+		if err := followFile(r.Context(), streaming(w), path, finished); err != nil {
+			s.log.Warn("admin: follow build log", "ufop", b.Ufop, "build", b.Number, "err", err)
+		}
+		return nil
+	}
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		w.WriteHeader(http.StatusOK) // nothing logged yet
 		return nil

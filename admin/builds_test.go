@@ -136,6 +136,13 @@ func TestBuildsAndVersionSwitch(t *testing.T) {
 	if b = e.waitBuild(alice, "grepd", 3); b.Status != dora.BuildSuccess {
 		t.Fatalf("build 3 (base grepd.v1) = %+v", b)
 	}
+	// Build durations by outcome: two successes, one failure.
+	m := e.req(dora.Account{}, "GET", "/metrics", nil)
+	for _, want := range []string{`dora_admin_build_duration_seconds_count{outcome="success"} 2`, `dora_admin_build_duration_seconds_count{outcome="failed"} 1`} {
+		if !strings.Contains(string(m.Body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	var builds []dora.Build
 	e.must(http.StatusOK, alice, "GET", "/v1/ufops/grepd/builds", nil, &builds)
 	if len(builds) != 3 || builds[0].Number != 1 || builds[2].Number != 3 {

@@ -15,16 +15,14 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 )
 
 // DeploymentInfo is a deployment with its instances as the runtime reports
-// them (GET /v1/ufops/{name}/deployments/{id}).
-type DeploymentInfo struct {
-	dora.Deployment
-	Instances []runtime.InstanceStatus `json:"instances"`
-}
+// them (GET /v1/ufops/{name}/deployments/{id}; a wire type of internal/api).
+type DeploymentInfo = api.DeploymentInfo
 
 // applyTimeout bounds one runtime call made on behalf of a request; the
 // call outlives a client that hangs up so that the store and the runtime

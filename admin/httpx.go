@@ -140,7 +140,12 @@ func (s *Server) outer(mux *http.ServeMux) http.Handler {
 		info := &accessInfo{reqid: reqid}
 		r = r.WithContext(context.WithValue(r.Context(), accessKey{}, info))
 		_, pattern := mux.Handler(r)
+		// The route label is the pattern without its method (the method
+		// has a label of its own): "/v1/ufops/{name}".
 		route := pattern
+		if _, path, ok := strings.Cut(pattern, " "); ok {
+			route = path
+		}
 		if route == "" {
 			route = "unmatched"
 		}
@@ -184,6 +189,11 @@ func (s *Server) routes() {
 		m.Handle("/v2/", s.cfg.Registry)
 	}
 	m.HandleFunc("GET /v1/artifacts/{ufop}/{file}", s.handleArtifact)
+	s.consoleRoutes()
+	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ConsolePath, http.StatusFound)
+	})
+	s.api("GET /v1/stats", roleUser, false, s.getStats)
 
 	s.api("GET /v1/whoami", roleUser, false, s.whoami)
 	s.api("POST /v1/accounts", roleRoot, false, s.createAccount)
@@ -316,6 +326,9 @@ func readCapped(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, upload bool, c *call) error {
 	authz := r.Header.Get("Authorization")
 	if authz == "" {
+		if ck, err := r.Cookie(SessionCookie); err == nil {
+			return s.authenticateSession(w, r, ck, rl, upload, c)
+		}
 		return errf(http.StatusUnauthorized, "missing Authorization header")
 	}
 	ctype := r.Header.Get("Content-Type")

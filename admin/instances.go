@@ -166,7 +166,8 @@ func (s *Server) instanceLogs(w http.ResponseWriter, r *http.Request, c *call) e
 	if err != nil {
 		return err
 	}
-	rc, err := s.rt.Logs(r.Context(), d.ID, runtime.LogQuery{Index: index, Stream: stream, Tail: tail})
+	follow := wantFollow(r)
+	rc, err := s.rt.Logs(r.Context(), d.ID, runtime.LogQuery{Index: index, Stream: stream, Tail: tail, Follow: follow})
 	if errors.Is(err, runtime.ErrNotFound) {
 		return errf(http.StatusNotFound, "deployment %s has no instance %d", d.ID, index)
 	}
@@ -175,6 +176,12 @@ func (s *Server) instanceLogs(w http.ResponseWriter, r *http.Request, c *call) e
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if follow {
+		// ?follow=1: the reply lasts until the client hangs up or the
+		// instance goes away, each line flushed as it comes.
+		_, _ = io.Copy(streaming(w), rc)
+		return nil
+	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.Copy(w, rc)
 	return nil

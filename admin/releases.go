@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,75 +14,13 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/store"
 )
 
-// Duration is a time.Duration in JSON as a Go duration string ("30s") or
-// a number of seconds.
-type Duration time.Duration
-
-// UnmarshalJSON accepts "1m30s" or 90.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if string(b) == "null" {
-		return nil
-	}
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		if s == "" {
-			*d = 0
-			return nil
-		}
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("duration %q: %w", s, err)
-		}
-		*d = Duration(v)
-		return nil
-	}
-	var secs float64
-	if err := json.Unmarshal(b, &secs); err != nil {
-		return fmt.Errorf("duration: want a string like \"30s\" or seconds: %w", err)
-	}
-	*d = Duration(secs * float64(time.Second))
-	return nil
-}
-
-// MarshalJSON writes the duration string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// ReleaseConfig is dora.yaml as JSON, the body of POST /v1/releases.
-type ReleaseConfig struct {
-	UfopName    string           `json:"ufopname"`
-	VerStr      string           `json:"verstr"`
-	Image       string           `json:"image"`
-	Desc        string           `json:"desc"`
-	Flavor      string           `json:"flavor"`
-	HealthCheck dora.HealthCheck `json:"health_check"`
-	LogFilePath []string         `json:"log_file_paths"`
-	Env         struct {
-		Global []dora.EnvVar `json:"global"`
-	} `json:"env"`
-	Protocol string `json:"protocol"`
-	Timeouts struct {
-		Connect   Duration `json:"connect"`
-		FirstByte Duration `json:"first_byte"`
-		Idle      Duration `json:"idle"`
-	} `json:"timeouts"`
-	// Autoscale is a dora.AutoscalePolicy (camelCase keys, durations in
-	// nanoseconds as encoding/json writes time.Duration).
-	Autoscale *dora.AutoscalePolicy `json:"autoscale"`
-	// BodyLimit is dora.Release.BodyLimit in bytes (0 default, -1 never).
-	BodyLimit int64 `json:"body_limit"`
-	// Cache is dora.yaml's cache: {enabled, ttl}.
-	Cache *struct {
-		Enabled bool     `json:"enabled"`
-		TTL     Duration `json:"ttl"`
-	} `json:"cache"`
-}
+// ReleaseConfig is dora.yaml as JSON, the body of POST /v1/releases (a
+// wire type of internal/api).
+type ReleaseConfig = api.ReleaseConfig
 
 // Limits of a release's fields.
 const (
@@ -120,25 +57,32 @@ func (s *Server) validateRelease(rc ReleaseConfig) (dora.Release, error) {
 	if len(rc.Desc) > 1024 {
 		return bad("desc: at most 1024 bytes")
 	}
-	hc := rc.HealthCheck
+	var hc dora.HealthCheck
+	if rc.HealthCheck != nil {
+		hc = dora.HealthCheck{Path: rc.HealthCheck.Path, Timeout: rc.HealthCheck.Timeout}
+	}
 	if hc.Path != "" && (!strings.HasPrefix(hc.Path, "/") || len(hc.Path) > 1024 || strings.ContainsAny(hc.Path, " \t\r\n")) {
 		return bad("health_check.path %q: must start with / and hold no spaces", hc.Path)
 	}
 	if hc.Timeout < 0 || hc.Timeout > MaxHealthTimeout {
 		return bad("health_check.timeout %d: must be 0 to %d seconds", hc.Timeout, MaxHealthTimeout)
 	}
-	if len(rc.LogFilePath) > MaxLogPaths {
+	if len(rc.LogFilePaths) > MaxLogPaths {
 		return bad("log_file_paths: at most %d", MaxLogPaths)
 	}
-	for _, p := range rc.LogFilePath {
+	for _, p := range rc.LogFilePaths {
 		if p == "" || len(p) > 1024 || strings.IndexByte(p, 0) >= 0 {
 			return bad("log_file_paths: %q is not a usable path", p)
 		}
 	}
-	if len(rc.Env.Global) > MaxEnvVars {
+	var env []dora.EnvVar
+	if rc.Env != nil {
+		env = rc.Env.Global
+	}
+	if len(env) > MaxEnvVars {
 		return bad("env.global: at most %d variables", MaxEnvVars)
 	}
-	for _, e := range rc.Env.Global {
+	for _, e := range env {
 		if !envKeyRE.MatchString(e.Key) {
 			return bad("env.global: bad variable name %q", e.Key)
 		}
@@ -154,10 +98,19 @@ func (s *Server) validateRelease(rc ReleaseConfig) (dora.Release, error) {
 	default:
 		return bad("protocol %q: must be dora or ufop", rc.Protocol)
 	}
-	t := dora.StepTimeouts{
-		Connect:   time.Duration(rc.Timeouts.Connect),
-		FirstByte: time.Duration(rc.Timeouts.FirstByte),
-		Idle:      time.Duration(rc.Timeouts.Idle),
+	var t dora.StepTimeouts
+	if rc.Timeouts != nil {
+		for _, f := range []struct {
+			name string
+			in   api.Duration
+			out  *time.Duration
+		}{{"connect", rc.Timeouts.Connect, &t.Connect}, {"first_byte", rc.Timeouts.FirstByte, &t.FirstByte}, {"idle", rc.Timeouts.Idle, &t.Idle}} {
+			d, err := f.in.Value()
+			if err != nil {
+				return bad("timeouts.%s: %v", f.name, err)
+			}
+			*f.out = d
+		}
 	}
 	for name, d := range map[string]time.Duration{"connect": t.Connect, "first_byte": t.FirstByte, "idle": t.Idle} {
 		if d < 0 || d > MaxStepTimeout {
@@ -166,17 +119,21 @@ func (s *Server) validateRelease(rc ReleaseConfig) (dora.Release, error) {
 	}
 	rel := dora.Release{
 		Ufop: rc.UfopName, Version: rc.VerStr, Image: rc.Image, Flavor: rc.Flavor, Desc: rc.Desc,
-		HealthCheck: hc, LogFilePaths: rc.LogFilePath, Env: rc.Env.Global, Protocol: proto, Timeouts: t,
+		HealthCheck: hc, LogFilePaths: rc.LogFilePaths, Env: env, Protocol: proto, Timeouts: t,
 		Created: s.nowUTC(), BodyLimit: rc.BodyLimit,
 	}
 	if rc.BodyLimit < -1 || rc.BodyLimit > dora.MaxBodyLimit {
 		return bad("body_limit %d: must be -1 (never), 0 (default %d) or up to %d bytes", rc.BodyLimit, dora.DefaultBodyLimit, dora.MaxBodyLimit)
 	}
 	if c := rc.Cache; c != nil {
-		if c.TTL < 0 || time.Duration(c.TTL) > dora.MaxCacheTTL {
+		ttl, err := c.TTL.Value()
+		if err != nil {
+			return bad("cache.ttl: %v", err)
+		}
+		if ttl < 0 || ttl > dora.MaxCacheTTL {
 			return bad("cache.ttl: must be 0 to %s", dora.MaxCacheTTL)
 		}
-		rel.Cache = &dora.CachePolicy{Enabled: c.Enabled, TTL: time.Duration(c.TTL)}
+		rel.Cache = &dora.CachePolicy{Enabled: c.Enabled, TTL: ttl}
 	}
 	if rc.Autoscale != nil {
 		p := *rc.Autoscale

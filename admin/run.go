@@ -18,6 +18,13 @@ import (
 // ends and calls Close.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.Close()
+	if s.stats != nil {
+		s.bgWG.Add(1)
+		go func() {
+			defer s.bgWG.Done()
+			_ = s.stats.Run(ctx)
+		}()
+	}
 	if err := s.failInterruptedBuilds(ctx); err != nil {
 		s.log.Error("admin: recover builds", "err", err)
 	}

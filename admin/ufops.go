@@ -11,27 +11,12 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/store"
 )
 
-// UfopInfo is a ufop as `qufopctl info` shows it.
-type UfopInfo struct {
-	dora.Ufop
-	// InstanceNum is the desired instance count of the active version,
-	// summed over regions.
-	InstanceNum int `json:"instanceNum"`
-	// MaxInstanceNum is the owner's instance limit per ufop.
-	MaxInstanceNum int `json:"maxInstanceNum"`
-	// Flavor is the active release's flavor ("default" without one).
-	Flavor string `json:"flavor"`
-	// AccessList holds the owner and (for the owner's eyes) the accounts
-	// that applied for the ufop.
-	AccessList []string `json:"accessList"`
-	// Autoscale is the scaling policy in force for the active version:
-	// defaults, the release's block and the deployment's overrides merged
-	// (every field set); absent without an active version.
-	Autoscale *dora.AutoscalePolicy `json:"autoscale,omitempty"`
-}
+// UfopInfo is a ufop as `qufopctl info` shows it (a wire type of internal/api).
+type UfopInfo = api.UfopInfo
 
 // parseModeJSON accepts a mode as a number (0, 1, 2) or a string
 // ("public", "protected", "private", "0"...); absent means private.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/store"
 )
 
@@ -63,13 +64,9 @@ type Config struct {
 }
 
 // Event is one scaling change as kept under
-// scaleevents/<deployment id>/<unix nanos, 20 digits>.
-type Event struct {
-	Time   time.Time `json:"time"`
-	From   int       `json:"from"`
-	To     int       `json:"to"`
-	Reason string    `json:"reason"`
-}
+// scaleevents/<deployment id>/<unix nanos, 20 digits> (a wire type of
+// internal/api: the events endpoint lists these records as they are).
+type Event = api.ScaleEvent
 
 // Events returns a deployment's kept scaling events, oldest first.
 func Events(ctx context.Context, st store.Store, deploymentID string) ([]Event, error) {

@@ -15,6 +15,9 @@ type metrics struct {
 	desired, ready, panic, stable, panicAvg *prometheus.GaugeVec
 	events                                  *prometheus.CounterVec
 	errors                                  *prometheus.CounterVec
+	// decisions counts every evaluation by its direction (up, down,
+	// hold) and the reason Decide gave, changes or not.
+	decisions *prometheus.CounterVec
 }
 
 var deploymentLabels = []string{"deployment", "ufop", "version", "region"}
@@ -33,9 +36,11 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 			Help: "Scaling changes made, by reason."}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "dora", Subsystem: "autoscaler", Name: "errors_total",
 			Help: "Failed operations, by kind (ready, load, store, scale)."}, []string{"op"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "dora", Subsystem: "autoscaler", Name: "decisions_total",
+			Help: "Scaling evaluations, by direction (up, down, hold) and the reason of the decision."}, []string{"direction", "reason"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.desired, m.ready, m.panic, m.stable, m.panicAvg, m.events, m.errors} {
+		for _, c := range []prometheus.Collector{m.desired, m.ready, m.panic, m.stable, m.panicAvg, m.events, m.errors, m.decisions} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
@@ -58,6 +63,14 @@ func (m *metrics) observe(d dora.Deployment, ready int, av load.Averages, dec De
 	m.panic.With(l).Set(p)
 	m.stable.With(l).Set(av.Stable)
 	m.panicAvg.With(l).Set(av.Panic)
+	dir := "hold"
+	switch {
+	case dec.Desired > d.Desired:
+		dir = "up"
+	case dec.Desired < d.Desired:
+		dir = "down"
+	}
+	m.decisions.WithLabelValues(dir, dec.Reason).Inc()
 }
 
 func (m *metrics) forget(id string) {

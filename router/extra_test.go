@@ -168,11 +168,11 @@ func TestAccessLogAndMetrics(t *testing.T) {
 		`dora_router_requests_total{code="200",ufop="qhash"} 1`,
 		`dora_router_step_seconds_count{ufop="grepd"} 1`,
 		`dora_router_healthy_instances{region="z0",ufop="grepd",version="v1"} 1`,
-		`dora_router_inflight{region="z0",ufop="grepd",version="v1"} 0`,
+		`dora_router_inflight_calls{region="z0",ufop="grepd",version="v1"} 0`,
 		`dora_router_request_duration_seconds_count`,
 		`dora_router_held_requests 0`,
-		`dora_router_bytes_out_total`,
-		`dora_router_bytes_in_total`,
+		`dora_router_sent_bytes_total`,
+		`dora_router_read_bytes_total`,
 	}
 	var missing []string
 	deadline := time.Now().Add(10 * time.Second) // the request is counted once its body is sent

@@ -40,10 +40,10 @@ func newMetrics(reg prometheus.Registerer, r *Router) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"ufop"}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dora_router_bytes_in_total", Help: "Bytes read from origins and instances.",
+			Name: "dora_router_read_bytes_total", Help: "Bytes read from origins and instances.",
 		}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dora_router_bytes_out_total", Help: "Response body bytes sent to clients.",
+			Name: "dora_router_sent_bytes_total", Help: "Response body bytes sent to clients.",
 		}),
 		loadDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dora_router_load_dropped_total", Help: "Load flushes dropped because the recorder was still busy.",
@@ -114,7 +114,7 @@ func (m *metrics) step(name string, d time.Duration) {
 type gauges struct{ r *Router }
 
 var (
-	inflightDesc = prometheus.NewDesc("dora_router_inflight", "Calls in flight per ufop version and region.",
+	inflightDesc = prometheus.NewDesc("dora_router_inflight_calls", "Calls in flight per ufop version and region.",
 		[]string{"ufop", "version", "region"}, nil)
 	healthyDesc = prometheus.NewDesc("dora_router_healthy_instances", "Instances not ejected per ufop version and region.",
 		[]string{"ufop", "version", "region"}, nil)

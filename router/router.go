@@ -378,7 +378,12 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("router: serve: %w", err)
+		if ctx.Err() == nil {
+			return fmt.Errorf("router: serve: %w", err)
+		}
+		// ctx ended and the listener was closed before this select saw
+		// it ("use of closed network connection"): that is the shutdown
+		// asked for, not a failure; finish it like one.
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownGrace)
@@ -392,7 +397,9 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 		defer wcancel()
 		err = srv.ShutdownWithContext(wctx)
 	}
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	// fasthttp's shutdown closes the listener; one its owner closed
+	// already ("use of closed network connection") is no failure.
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("router: shutdown: %w", err)
 	}
 	return nil

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need: Redis (Debian), nginx (Debian, for the benchmarks),
+# chromium (Debian, for the web console's browser test),
 # ffmpeg, libjpeg-turbo-progs and fonts-dejavu-core (Debian, the router's built-ins),
 # and Nomad v1.6.2 / Consul v1.15.4 built from the Go module proxy into a cache
 # directory that later runs reuse. Idempotent: safe to run before every test run.
@@ -66,6 +67,8 @@ build_from_proxy() {
 }
 
 apt_install redis-server nginx
+# chromium: the web console's browser test (cli/e2e TestConsoleInBrowser).
+apt_install chromium
 # The router's built-ins: avinfo runs ffprobe, interlaced JPEG runs jpegtran,
 # text watermarks draw with the DejaVu fonts.
 apt_install ffmpeg libjpeg-turbo-progs fonts-dejavu-core
@@ -87,6 +90,7 @@ build_from_proxy consul github.com/hashicorp/consul "$CONSUL_VERSION" \
 "$BIN/nomad" version >&2
 "$BIN/consul" version >&2
 command -v redis-server >/dev/null
+command -v chromium >/dev/null
 command -v ffprobe >/dev/null
 command -v jpegtran >/dev/null
 echo "$BIN"

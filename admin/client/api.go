@@ -10,125 +10,43 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/runtime"
-	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/internal/api"
 )
 
-// Region is one deployment region offered by the platform.
-type Region struct {
-	Name string `json:"name"`
-	Desc string `json:"desc,omitempty"`
-}
-
-// BucketSpec is what CreateBucket sends.
-type BucketSpec struct {
-	Name    string   `json:"name"`
-	Private bool     `json:"private"`
-	Domains []string `json:"domains,omitempty"`
-	Mirror  string   `json:"mirror,omitempty"`
-}
-
-// UfopInfo is a ufop as `qdoractl info` shows it (the fields of the older
-// `qufopctl info`).
-type UfopInfo struct {
-	Name            string                `json:"name"`
-	Owner           string                `json:"owner"`
-	Desc            string                `json:"desc,omitempty"`
-	Mode            dora.Mode             `json:"mode"`
-	Created         time.Time             `json:"created"`
-	ActiveVersion   string                `json:"activeVersion,omitempty"`
-	PreviousVersion string                `json:"previousVersion,omitempty"`
-	InstanceNum     int                   `json:"instanceNum"`
-	MaxInstanceNum  int                   `json:"maxInstanceNum"`
-	Flavor          string                `json:"flavor,omitempty"`
-	AccessList      []string              `json:"accessList,omitempty"`
-	Autoscale       *dora.AutoscalePolicy `json:"autoscale,omitempty"`
-}
-
-// Image is a pushed OCI image or a successful build, as GET /v1/images lists it.
-type Image struct {
-	Name    string    `json:"name"` // "ufopdemo:v1" or "grepd.v3"
-	Kind    string    `json:"kind"` // "oci" or "package"
-	Digest  string    `json:"digest,omitempty"`
-	Created time.Time `json:"created"`
-	Ref     string    `json:"ref,omitempty"` // pullable reference, when the server gives one
-}
-
-// HealthCheckConfig is dora.yaml's health_check.
-type HealthCheckConfig struct {
-	Path    string `json:"path,omitempty" yaml:"path,omitempty"`
-	Timeout int    `json:"timeout,omitempty" yaml:"timeout,omitempty"`
-}
-
-// EnvConfig is dora.yaml's env: {global: [{key, value}]}.
-type EnvConfig struct {
-	Global []dora.EnvVar `json:"global,omitempty" yaml:"global,omitempty"`
-}
-
-// TimeoutsConfig is dora.yaml's timeouts, durations as Go strings ("2s").
-type TimeoutsConfig struct {
-	Connect   string `json:"connect,omitempty" yaml:"connect,omitempty"`
-	FirstByte string `json:"first_byte,omitempty" yaml:"first_byte,omitempty"`
-	Idle      string `json:"idle,omitempty" yaml:"idle,omitempty"`
-}
-
-// ReleaseConfig is dora.yaml, sent as JSON to POST /v1/releases.
-type ReleaseConfig struct {
-	UfopName     string                `json:"ufopname" yaml:"ufopname"`
-	VerStr       string                `json:"verstr" yaml:"verstr"`
-	Image        string                `json:"image" yaml:"image"`
-	Desc         string                `json:"desc,omitempty" yaml:"desc"`
-	Flavor       string                `json:"flavor" yaml:"flavor"`
-	HealthCheck  *HealthCheckConfig    `json:"health_check,omitempty" yaml:"health_check,omitempty"`
-	LogFilePaths []string              `json:"log_file_paths" yaml:"log_file_paths"`
-	Env          *EnvConfig            `json:"env,omitempty" yaml:"env,omitempty"`
-	Protocol     string                `json:"protocol,omitempty" yaml:"protocol,omitempty"`
-	Timeouts     *TimeoutsConfig       `json:"timeouts,omitempty" yaml:"timeouts,omitempty"`
-	Autoscale    *dora.AutoscalePolicy `json:"autoscale,omitempty" yaml:"autoscale,omitempty"`
-	// BodyLimit: inputs of known size up to this many bytes reach a Dora
-	// protocol program as its POST body (0 default 64 KiB, -1 never).
-	BodyLimit int64 `json:"body_limit,omitempty" yaml:"body_limit,omitempty"`
-	// Cache opts the release's results into the router's result cache.
-	Cache *CacheConfig `json:"cache,omitempty" yaml:"cache,omitempty"`
-}
-
-// CacheConfig is dora.yaml's cache: {enabled: true, ttl: "10m"}.
-type CacheConfig struct {
-	Enabled bool   `json:"enabled" yaml:"enabled"`
-	TTL     string `json:"ttl,omitempty" yaml:"ttl,omitempty"`
-}
-
-// Releases is GET /v1/ufops/{name}/releases: the mode, the releases and the
-// deployments of a ufop (`qdoractl release <ufop> -d`).
-type Releases struct {
-	Mode        string            `json:"mode"`
-	Releases    []dora.Release    `json:"releases"`
-	Deployments []dora.Deployment `json:"deployments"`
-}
-
-// DeployRequest is POST /v1/ufops/{name}/deployments.
-type DeployRequest struct {
-	Version  string  `json:"version"`
-	Region   string  `json:"region,omitempty"`
-	Expect   int     `json:"expect"`
-	Max      int     `json:"max,omitempty"`
-	Target   float64 `json:"target,omitempty"`
-	Activate bool    `json:"activate,omitempty"`
-}
-
-// DeploymentInfo is one deployment with its instances.
-type DeploymentInfo struct {
-	dora.Deployment
-	Instances []runtime.InstanceStatus `json:"instances"`
-}
-
-// ScaleEvent is one autoscaler decision on a deployment.
-type ScaleEvent struct {
-	Time   time.Time `json:"time"`
-	From   int       `json:"from"`
-	To     int       `json:"to"`
-	Reason string    `json:"reason"`
-}
+// The wire types of the admin API, defined once in internal/api and named here
+// for the client's callers.
+type (
+	// Region is one deployment region offered by the platform.
+	Region = api.Region
+	// BucketSpec is what CreateBucket sends.
+	BucketSpec = api.BucketSpec
+	// UfopInfo is a ufop as `qdoractl info` shows it.
+	UfopInfo = api.UfopInfo
+	// Image is a pushed OCI image or a successful build.
+	Image = api.Image
+	// HealthCheckConfig is dora.yaml's health_check.
+	HealthCheckConfig = api.HealthCheckConfig
+	// EnvConfig is dora.yaml's env.
+	EnvConfig = api.EnvConfig
+	// TimeoutsConfig is dora.yaml's timeouts.
+	TimeoutsConfig = api.TimeoutsConfig
+	// ReleaseConfig is dora.yaml, sent as JSON to POST /v1/releases.
+	ReleaseConfig = api.ReleaseConfig
+	// Releases is a ufop's mode, releases and deployments.
+	Releases = api.Releases
+	// DeployRequest is POST /v1/ufops/{name}/deployments.
+	DeployRequest = api.DeployRequest
+	// DeploymentInfo is one deployment with its instances.
+	DeploymentInfo = api.DeploymentInfo
+	// ScaleEvent is one autoscaler decision on a deployment.
+	ScaleEvent = api.ScaleEvent
+	// InstanceStatus is one instance of a deployment.
+	InstanceStatus = api.InstanceStatus
+	// Object describes a stored object.
+	Object = api.Object
+	// CacheConfig is dora.yaml's cache: {enabled: true, ttl: "10m"}.
+	CacheConfig = api.CacheConfig
+)
 
 // LogQuery selects lines of a release's log files (`qdoractl log`).
 type LogQuery struct {
@@ -251,7 +169,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 
 // PutObject streams r (size bytes, -1 when unknown) to bucket/key. An empty
 // contentType lets the server detect it.
-func (c *Client) PutObject(ctx context.Context, bucket, key string, r io.Reader, size int64, contentType string, opts ...PutOption) (origin.Object, error) {
+func (c *Client) PutObject(ctx context.Context, bucket, key string, r io.Reader, size int64, contentType string, opts ...PutOption) (api.Object, error) {
 	var o putOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -266,23 +184,23 @@ func (c *Client) PutObject(ctx context.Context, bucket, key string, r io.Reader,
 	if o.insertOnly {
 		h.Set("X-Dora-Insert-Only", "1")
 	}
-	var obj origin.Object
+	var obj api.Object
 	err := c.call(ctx, request{method: http.MethodPut, path: "/v1/objects/" + seg(bucket) + "/" + keyPath(key),
 		body: io.NopCloser(r), size: size, contentType: contentType, header: h}, &obj)
 	if err != nil {
-		return origin.Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
+		return api.Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
 	}
 	return obj, nil
 }
 
 // GetObject opens an object. The returned Object carries what the headers
 // say (size, type, etag); the caller closes the body.
-func (c *Client) GetObject(ctx context.Context, bucket, key string) (io.ReadCloser, origin.Object, error) {
+func (c *Client) GetObject(ctx context.Context, bucket, key string) (io.ReadCloser, api.Object, error) {
 	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/objects/" + seg(bucket) + "/" + keyPath(key)})
 	if err != nil {
-		return nil, origin.Object{}, fmt.Errorf("get %s/%s: %w", bucket, key, err)
+		return nil, api.Object{}, fmt.Errorf("get %s/%s: %w", bucket, key, err)
 	}
-	obj := origin.Object{Bucket: bucket, Key: key, Size: resp.ContentLength,
+	obj := api.Object{Bucket: bucket, Key: key, Size: resp.ContentLength,
 		MimeType: resp.Header.Get("Content-Type"), ETag: trimQuotes(resp.Header.Get("ETag"))}
 	if t, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
 		obj.Modified = t
@@ -307,8 +225,8 @@ func (c *Client) DeleteObject(ctx context.Context, bucket, key string) error {
 }
 
 // StatObject describes an object.
-func (c *Client) StatObject(ctx context.Context, bucket, key string) (origin.Object, error) {
-	var obj origin.Object
+func (c *Client) StatObject(ctx context.Context, bucket, key string) (api.Object, error) {
+	var obj api.Object
 	err := c.call(ctx, request{method: http.MethodGet, path: "/v1/stat/" + seg(bucket) + "/" + keyPath(key)}, &obj)
 	if err != nil {
 		return obj, fmt.Errorf("stat %s/%s: %w", bucket, key, err)
@@ -318,7 +236,7 @@ func (c *Client) StatObject(ctx context.Context, bucket, key string) (origin.Obj
 
 // ListObjects lists a bucket's objects under prefix, sorted by key; limit 0
 // takes the server's default.
-func (c *Client) ListObjects(ctx context.Context, bucket, prefix string, limit int) ([]origin.Object, error) {
+func (c *Client) ListObjects(ctx context.Context, bucket, prefix string, limit int) ([]api.Object, error) {
 	q := url.Values{}
 	if prefix != "" {
 		q.Set("prefix", prefix)
@@ -326,9 +244,7 @@ func (c *Client) ListObjects(ctx context.Context, bucket, prefix string, limit i
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	var out struct {
-		Items []origin.Object `json:"items"`
-	}
+	var out api.ObjectList
 	err := c.call(ctx, request{method: http.MethodGet, path: "/v1/list/" + seg(bucket), query: q}, &out)
 	return out.Items, err
 }
@@ -411,6 +327,14 @@ func (c *Client) GetBuild(ctx context.Context, ufop string, n int) (dora.Build, 
 // BuildLog streams build n's log; the caller closes it.
 func (c *Client) BuildLog(ctx context.Context, ufop string, n int) (io.ReadCloser, error) {
 	return c.stream(ctx, request{method: http.MethodGet, path: "/v1/ufops/" + seg(ufop) + "/builds/" + strconv.Itoa(n) + "/log"})
+}
+
+// FollowBuildLog streams build n's log as the build writes it; the stream
+// ends once the build has ended and its whole log is sent. The caller
+// closes it (ending the follow early).
+func (c *Client) FollowBuildLog(ctx context.Context, ufop string, n int) (io.ReadCloser, error) {
+	return c.stream(ctx, request{method: http.MethodGet, path: "/v1/ufops/" + seg(ufop) + "/builds/" + strconv.Itoa(n) + "/log",
+		query: url.Values{"follow": {"1"}}})
 }
 
 // WaitBuild polls build n every interval until it is no longer RUNNING or
@@ -516,7 +440,7 @@ func (c *Client) Resize(ctx context.Context, ufop string, num int, region string
 
 // Instances lists the active version's instances in a region (every
 // deployment's when all).
-func (c *Client) Instances(ctx context.Context, ufop, region string, all bool) ([]runtime.InstanceStatus, error) {
+func (c *Client) Instances(ctx context.Context, ufop, region string, all bool) ([]api.InstanceStatus, error) {
 	q := url.Values{}
 	if region != "" {
 		q.Set("region", region)
@@ -524,7 +448,7 @@ func (c *Client) Instances(ctx context.Context, ufop, region string, all bool) (
 	if all {
 		q.Set("all", "1")
 	}
-	var is []runtime.InstanceStatus
+	var is []api.InstanceStatus
 	err := c.call(ctx, request{method: http.MethodGet, path: "/v1/ufops/" + seg(ufop) + "/instances", query: q}, &is)
 	return is, err
 }
@@ -556,7 +480,21 @@ func nonNil(s []int) []int {
 // InstanceLogs streams the last tail lines (0: the server's default) of an
 // instance's stdout or stderr; the caller closes it.
 func (c *Client) InstanceLogs(ctx context.Context, ufop string, index int, region, stream string, tail int) (io.ReadCloser, error) {
+	return c.instanceLogs(ctx, ufop, index, region, stream, tail, false)
+}
+
+// FollowInstanceLogs is InstanceLogs that goes on with the lines the
+// instance writes later, until ctx ends, the caller closes the stream or
+// the instance goes away.
+func (c *Client) FollowInstanceLogs(ctx context.Context, ufop string, index int, region, stream string, tail int) (io.ReadCloser, error) {
+	return c.instanceLogs(ctx, ufop, index, region, stream, tail, true)
+}
+
+func (c *Client) instanceLogs(ctx context.Context, ufop string, index int, region, stream string, tail int, follow bool) (io.ReadCloser, error) {
 	q := url.Values{}
+	if follow {
+		q.Set("follow", "1")
+	}
 	if region != "" {
 		q.Set("region", region)
 	}

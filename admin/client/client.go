@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 )
 
@@ -238,9 +239,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 func decodeError(resp *http.Response) *APIError {
 	e := &APIError{Status: resp.StatusCode, Reqid: resp.Header.Get("X-Reqid")}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
-	var body struct {
-		Error string `json:"error"`
-	}
+	var body api.ErrorBody
 	if json.Unmarshal(b, &body) == nil && body.Error != "" {
 		e.Message = body.Error
 	} else if t := strings.TrimSpace(string(b)); t != "" && !strings.HasPrefix(t, "{") {
@@ -280,13 +279,7 @@ func (c *Client) stream(ctx context.Context, r request) (io.ReadCloser, error) {
 }
 
 // seg escapes one path segment.
-func seg(s string) string { return url.PathEscape(s) }
+func seg(s string) string { return api.Seg(s) }
 
 // keyPath escapes an object key segment by segment, keeping its slashes.
-func keyPath(key string) string {
-	parts := strings.Split(key, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
-	}
-	return strings.Join(parts, "/")
-}
+func keyPath(key string) string { return api.KeyPath(key) }

@@ -16,6 +16,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
@@ -29,10 +30,10 @@ import (
 //	/mkblk/ /bput/ /mkfile/ and /buckets/<b>/objects/<k>/uploads...
 //	                             resumable uploads v1 and v2 (resumable.go)
 const (
-	PathPfop      = "/pfop"
-	PathPfopSlash = "/pfop/"
-	PathPrefop    = "/status/get/prefop"
-	PathUpload    = "/"
+	PathPfop      = api.PathPfop
+	PathPfopSlash = api.PathPfopSlash
+	PathPrefop    = api.PathPrefop
+	PathUpload    = api.PathUpload
 )
 
 // Defaults of HandlerConfig.

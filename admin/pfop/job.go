@@ -33,40 +33,28 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/store"
 )
 
-// Job and item codes (PROTOCOLS.md §6).
+// Job and item codes (PROTOCOLS.md §6; defined with the wire types in
+// internal/api).
 const (
-	CodeSuccess      = 0
-	CodeWaiting      = 1
-	CodeProcessing   = 2
-	CodeFailed       = 3
-	CodeNotifyFailed = 4
+	CodeSuccess      = api.PfopSuccess
+	CodeWaiting      = api.PfopWaiting
+	CodeProcessing   = api.PfopProcessing
+	CodeFailed       = api.PfopFailed
+	CodeNotifyFailed = api.PfopNotifyFailed
 )
 
 // CodeUnknownID is the HTTP status of a prefop for an unknown id.
-const CodeUnknownID = 612
+const CodeUnknownID = api.PfopUnknownID
 
 // Desc returns the Qiniu description of a code.
-func Desc(code int) string {
-	switch code {
-	case CodeSuccess:
-		return "The fop was completed successfully"
-	case CodeWaiting:
-		return "The fop is waiting for processing"
-	case CodeProcessing:
-		return "The fop is processing now"
-	case CodeFailed:
-		return "The fop is failed"
-	case CodeNotifyFailed:
-		return "Callback failed"
-	}
-	return fmt.Sprintf("code %d", code)
-}
+func Desc(code int) string { return api.PfopDesc(code) }
 
 // DefaultPipeline is the queue of a job that names none.
-const DefaultPipeline = "0.default"
+const DefaultPipeline = api.DefaultPipeline
 
 // Limits of a submitted job.
 const (
@@ -96,16 +84,7 @@ func ValidatePipeline(name string) error {
 }
 
 // Item is one pipeline of a job and its outcome, as prefop shows it.
-type Item struct {
-	Cmd        string `json:"cmd"`
-	Code       int    `json:"code"`
-	Desc       string `json:"desc"`
-	Error      string `json:"error"`
-	Hash       string `json:"hash"`
-	Key        string `json:"key"`
-	ReturnOld  int    `json:"returnOld"`
-	ErrorIndex *int   `json:"errorIndex,omitempty"` // the failing step (0-based), only on a failed item
-}
+type Item = api.PfopItem
 
 // Job is a persistent processing job as stored. Status is its public view.
 type Job struct {
@@ -129,18 +108,7 @@ type Job struct {
 }
 
 // Status is the prefop answer (and the notification body).
-type Status struct {
-	ID           string `json:"id"`
-	Code         int    `json:"code"`
-	Desc         string `json:"desc"`
-	InputKey     string `json:"inputKey"`
-	InputBucket  string `json:"inputBucket"`
-	Pipeline     string `json:"pipeline"`
-	Reqid        string `json:"reqid"`
-	Type         int    `json:"type"`
-	CreationDate string `json:"creationDate"` // RFC 3339, UTC, seconds
-	Items        []Item `json:"items"`
-}
+type Status = api.PfopStatus
 
 // Status returns the job's public view.
 func (j Job) Status() Status {

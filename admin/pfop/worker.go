@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
@@ -68,15 +70,20 @@ type WorkerConfig struct {
 	Grace  time.Duration
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Metrics, when set, receives the job outcomes and latencies
+	// (dora_pfop_jobs_total, dora_pfop_job_duration_seconds) and, for a
+	// queue that can count (DepthReader), dora_pfop_queue_jobs.
+	Metrics prometheus.Registerer
 }
 
 // Worker claims jobs from the queue and runs them.
 type Worker struct {
-	cfg    WorkerConfig
-	jobs   Jobs
-	notify *Notifier
-	log    *slog.Logger
-	wake   chan struct{}
+	cfg     WorkerConfig
+	jobs    Jobs
+	notify  *Notifier
+	log     *slog.Logger
+	wake    chan struct{}
+	metrics *workerMetrics
 }
 
 // NewWorker checks cfg and returns a Worker.
@@ -137,9 +144,13 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if len(cfg.Consumer) > maxConsumerNameBytes {
 		return nil, fmt.Errorf("pfop worker: consumer name longer than %d bytes", maxConsumerNameBytes)
 	}
+	m, err := newWorkerMetrics(cfg.Metrics, cfg.Queue)
+	if err != nil {
+		return nil, fmt.Errorf("pfop worker: metrics: %w", err)
+	}
 	return &Worker{
 		cfg: cfg, jobs: Jobs{Store: cfg.Store}, notify: NewNotifier(cfg.Notify),
-		log: cfg.Logger, wake: make(chan struct{}, 1),
+		log: cfg.Logger, wake: make(chan struct{}, 1), metrics: m,
 	}, nil
 }
 
@@ -399,6 +410,7 @@ func (w *Worker) runJob(ctx context.Context, m Message) outcome {
 		log.Warn("pfop: record job", "err", err)
 		return outcomeHandBack
 	}
+	w.metrics.ended(job, code, w.cfg.Now())
 	log.Info("pfop: job ended", "code", code, "bucket", job.Bucket, "key", job.Key)
 	return outcomeDone
 }

@@ -7,9 +7,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // Sentinel errors callers branch on.
@@ -51,28 +51,20 @@ type Package struct {
 	Run string
 }
 
-// Instance states reported by Status.
+// Instance states reported by Status (defined with the wire types in
+// internal/api).
 const (
-	StateStarting  = "STARTING"
-	StateRunning   = "RUNNING" // process up and health check passing
-	StateUnhealthy = "UNHEALTHY"
-	StateStopped   = "STOPPED" // stopped by the user
-	StateCrashed   = "CRASHED" // exited; waiting for a restart
-	StateFailed    = "FAILED"
+	StateStarting  = api.StateStarting
+	StateRunning   = api.StateRunning // process up and health check passing
+	StateUnhealthy = api.StateUnhealthy
+	StateStopped   = api.StateStopped // stopped by the user
+	StateCrashed   = api.StateCrashed // exited; waiting for a restart
+	StateFailed    = api.StateFailed
 )
 
-// InstanceStatus is one instance as `qdoractl state` shows it.
-type InstanceStatus struct {
-	Index    int       `json:"index"` // 1-based
-	ID       string    `json:"id"`    // local: "<deployment>-<index>"; Nomad: alloc id
-	State    string    `json:"state"`
-	Healthy  bool      `json:"healthy"`
-	PID      int       `json:"pid,omitempty"`
-	Addr     string    `json:"addr,omitempty"`
-	Restarts int       `json:"restarts"`
-	Started  time.Time `json:"started,omitempty"`
-	Message  string    `json:"message,omitempty"`
-}
+// InstanceStatus is one instance as `qdoractl state` shows it (a wire type
+// of internal/api).
+type InstanceStatus = api.InstanceStatus
 
 // DeploymentStatus is the runtime's view of one deployment.
 type DeploymentStatus struct {
@@ -87,6 +79,10 @@ type LogQuery struct {
 	Index  int    // 1-based instance index
 	Stream string // "stdout" or "stderr"
 	Tail   int    // last N lines; 0 means 100
+	// Follow keeps the stream open after the last lines and sends new
+	// lines as the instance writes them, until ctx ends or the instance
+	// goes away (`qdoractl logtail -f`, the console's log pane).
+	Follow bool
 }
 
 // Runtime runs deployments. Apply is idempotent: applying the same spec twice
@@ -104,7 +100,8 @@ type Runtime interface {
 	// StartInstances starts stopped instances (all when empty).
 	StartInstances(ctx context.Context, deploymentID string, indexes []int) error
 	// Logs streams the last lines of an instance's output, each line
-	// prefixed with its RFC 3339 timestamp.
+	// prefixed with its RFC 3339 timestamp; with q.Follow it goes on with
+	// the lines written later.
 	Logs(ctx context.Context, deploymentID string, q LogQuery) (io.ReadCloser, error)
 	// Remove stops and forgets the deployment.
 	Remove(ctx context.Context, deploymentID string) error

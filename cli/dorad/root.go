@@ -1,14 +1,18 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/doraproject/dora/cli/buildinfo"
 )
 
 // newRootCommand builds the dorad command tree. Settings come from flags,
@@ -32,7 +36,92 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newRouterCommand(v))
 	root.AddCommand(newAutoscalerCommand(v))
 	root.AddCommand(newWorkerCommand(v))
+	root.AddCommand(newVersionCommand())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
+}
+
+// usageError marks errors in how dorad was called (exit code 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// Exit codes of dorad.
+const (
+	exitOK    = 0
+	exitError = 1 // a server failed to start or failed while running
+	exitUsage = 2 // unknown command, flag or config key
+)
+
+// exitCode maps an Execute error to the process's exit code.
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ue usageError
+	msg := err.Error()
+	if errors.As(err, &ue) || strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "unknown flag") ||
+		strings.HasPrefix(msg, "unknown shorthand flag") || strings.Contains(msg, "accepts 0 arg(s)") {
+		return exitUsage
+	}
+	return exitError
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print dorad's version (stamped at build time) and the Go toolchain it was built with",
+		Args:  cobra.NoArgs,
+		// version reads no config.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "dorad %s\n", buildinfo.Read())
+			return err
+		},
+	}
+}
+
+// extraConfigKeys are config file keys that are no flag: structured
+// settings (flavors) and the root keys (also DORA_ROOT_AK/SK).
+var extraConfigKeys = []string{"flavors", "root_ak", "root_sk", "root-ak", "root-sk"}
+
+// checkConfigKeys refuses a config file key that no dorad command knows: a
+// typo ("data_dri") would otherwise start the server on defaults.
+func checkConfigKeys(root *cobra.Command, path string) error {
+	known := map[string]bool{}
+	for _, k := range extraConfigKeys {
+		known[k] = true
+	}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		add := func(f *pflag.Flag) { known[f.Name] = true }
+		c.LocalFlags().VisitAll(add)
+		c.PersistentFlags().VisitAll(add)
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	fv := viper.New()
+	fv.SetConfigFile(path)
+	if err := fv.ReadInConfig(); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	var unknown []string
+	seen := map[string]bool{}
+	for _, k := range fv.AllKeys() {
+		top, _, _ := strings.Cut(k, ".")
+		if !known[top] && !seen[top] {
+			seen[top] = true
+			unknown = append(unknown, top)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return usageError{fmt.Errorf("config file %s: unknown key(s) %s (keys are the flags' names, e.g. data-dir)", path, strings.Join(unknown, ", "))}
+	}
+	return nil
 }
 
 // loadConfig binds the command's flags to viper with DORA_ env names
@@ -51,6 +140,9 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command) error {
 		return bindErr
 	}
 	if path := v.GetString("config"); path != "" {
+		if err := checkConfigKeys(cmd.Root(), path); err != nil {
+			return err
+		}
 		v.SetConfigFile(path)
 		if err := v.ReadInConfig(); err != nil {
 			return fmt.Errorf("config file %s: %w", path, err)

@@ -54,6 +54,9 @@ type DevConfig struct {
 	RootAK, RootSK string
 	// Autoscaler tuning; zero means defaults.
 	AutoscaleInterval time.Duration
+	// StatsInterval is how often the console's charts sample the
+	// platform's figures; admin/stats' default (10s) when 0.
+	StatsInterval time.Duration
 	// HoldTimeout and MaxHeld bound the router's wait for an instance of
 	// a ufop that has none (scale from zero); zero means the router's
 	// defaults (30 s, 1000).
@@ -257,6 +260,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	}
 
 	adminReg := prometheus.NewRegistry()
+	routerReg := prometheus.NewRegistry()
 	srv, err := admin.New(admin.Config{
 		Store:     st,
 		Runtime:   rt,
@@ -275,6 +279,11 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		// A bucket may mirror a server on the developer's own network
 		// only when the operator says so.
 		AllowPrivateMirror: cfg.AllowPrivateMirror,
+		// The web console's links and charts: the router's address and
+		// the router's and autoscaler's own figures.
+		RouterURL:     d.RouterURL,
+		StatsGatherer: prometheus.Gatherers{adminReg, routerReg},
+		StatsInterval: cfg.StatsInterval,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
@@ -293,7 +302,6 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	loads := loadmemory.New(10 * time.Minute)
 	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: cfg.AllowPrivateMirror})
 	p := pool.New(pool.Options{})
-	routerReg := prometheus.NewRegistry()
 	rtr, err := router.New(router.Config{
 		Store:        st,
 		Objects:      objects,
@@ -351,6 +359,8 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Objects:   objects,
 		Notify:    notify,
 		Logger:    log.With("part", "pfop"),
+		// Job outcomes, latencies and queue depth on the admin /metrics.
+		Metrics: adminReg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pfop worker: %w", err)

@@ -92,11 +92,13 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 		return nil, fmt.Errorf("worker: router: %w", err)
 	}
 	worker, err := pfop.NewWorker(pfop.WorkerConfig{
-		Store:        dp.store,
-		Queue:        queue,
-		Processor:    rtr,
-		Objects:      dp.objects,
-		Notify:       pfop.NotifyConfig{AllowPrivate: cfg.AllowPrivateNotify},
+		Store:     dp.store,
+		Queue:     queue,
+		Processor: rtr,
+		Objects:   dp.objects,
+		Notify:    pfop.NotifyConfig{AllowPrivate: cfg.AllowPrivateNotify},
+		// Job outcomes, latencies and queue depth on the worker's /metrics.
+		Metrics:      dp.reg,
 		Limits:       cfg.Limits,
 		DefaultLimit: cfg.DefaultLimit,
 		Concurrency:  cfg.Concurrency,

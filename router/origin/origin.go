@@ -8,9 +8,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // Sentinel errors callers branch on.
@@ -23,15 +23,9 @@ var (
 	ErrReadOnly = errors.New("origin: read-only origin")
 )
 
-// Object describes a stored object.
-type Object struct {
-	Bucket   string    `json:"bucket"`
-	Key      string    `json:"key"`
-	Size     int64     `json:"fsize"`
-	ETag     string    `json:"hash"` // Qiniu-style etag, also the HTTP ETag (quoted by the server)
-	MimeType string    `json:"mimeType"`
-	Modified time.Time `json:"putTime"`
-}
+// Object describes a stored object (a wire type of internal/api: the API's
+// stat and list replies carry it as is).
+type Object = api.Object
 
 // Reader opens objects. Open returns a stream the caller must close;
 // offset/length select a byte range (length < 0: to the end).

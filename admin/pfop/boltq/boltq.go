@@ -423,3 +423,18 @@ func (q *Queue) Stats(ctx context.Context, pipeline string) (waitingN, idleN, in
 	})
 	return
 }
+
+// Depth implements pfop.DepthReader: the jobs of pipeline waiting
+// (normal and idle) and in flight.
+func (q *Queue) Depth(ctx context.Context, pipeline string) (waiting, inFlight int64, err error) {
+	err = q.view(ctx, func(tx *bbolt.Tx) error {
+		p := pipelineBucket(tx, pipeline)
+		if p == nil {
+			return nil
+		}
+		waiting = int64(p.Bucket(bucketNormal).Stats().KeyN + p.Bucket(bucketIdle).Stats().KeyN)
+		inFlight = int64(p.Bucket(bucketFlight).Stats().KeyN)
+		return nil
+	})
+	return waiting, inFlight, err
+}

@@ -294,3 +294,29 @@ func (q *Queue) Pipelines(ctx context.Context) ([]string, error) {
 	}
 	return ps, nil
 }
+
+// Depth implements pfop.DepthReader: entries left in the pipeline's
+// streams (acknowledged entries are deleted) minus those pending in the
+// group are waiting; the pending ones are in flight.
+func (q *Queue) Depth(ctx context.Context, pipeline string) (waiting, inFlight int64, err error) {
+	n, i := q.streams(pipeline)
+	for _, key := range []string{n, i} {
+		l, err := q.client.XLen(ctx, key).Result()
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return 0, 0, fmt.Errorf("redis pfop queue: depth of %s: %w", pipeline, mapErr(err))
+		}
+		var p int64
+		if l > 0 {
+			ps, err := q.client.XPending(ctx, key, Group).Result()
+			if err != nil && !errors.Is(err, goredis.Nil) {
+				return 0, 0, fmt.Errorf("redis pfop queue: depth of %s: %w", pipeline, mapErr(err))
+			}
+			if ps != nil {
+				p = ps.Count
+			}
+		}
+		waiting += l - p
+		inFlight += p
+	}
+	return waiting, inFlight, nil
+}

@@ -756,6 +756,10 @@ func (r *Runtime) Logs(ctx context.Context, deploymentID string, q runtime.LogQu
 	if n > maxTail {
 		n = maxTail
 	}
+	if q.Follow {
+		tail, lines, cancel := s.Follow(n)
+		return newFollowReader(ctx, tail, lines, cancel), nil
+	}
 	lines := s.Tail(n)
 	text := ""
 	if len(lines) > 0 {

@@ -2,7 +2,9 @@ package local
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -33,6 +35,10 @@ type stream struct {
 	path    string
 	file    *os.File
 	fsize   int64
+	// subs receive every new line (formatted) for Follow; a follower too
+	// slow to keep up loses lines rather than stalling the instance.
+	subs   map[chan string]struct{}
+	closed bool
 }
 
 func newStream(path string, max int64, now func() time.Time) *stream {
@@ -97,6 +103,52 @@ func (s *stream) emit() {
 		s.head = 0
 	}
 	s.writeFile(l)
+	if len(s.subs) > 0 {
+		text := format(l)
+		for ch := range s.subs {
+			select {
+			case ch <- text:
+			default: // the follower is behind: drop, never block the instance
+			}
+		}
+	}
+}
+
+// followBuffer is how many lines a follower may fall behind before lines
+// are dropped for it.
+const followBuffer = 1024
+
+// Follow returns the last n lines and a channel of the lines written from
+// then on; the channel is closed when the stream closes (the instance is
+// gone). Call cancel to stop following.
+func (s *stream) Follow(n int) (tail []string, lines <-chan string, cancel func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := s.lines[s.head:]
+	if n < len(live) {
+		live = live[len(live)-n:]
+	}
+	tail = make([]string, len(live))
+	for i, l := range live {
+		tail[i] = format(l)
+	}
+	ch := make(chan string, followBuffer)
+	if s.closed {
+		close(ch)
+		return tail, ch, func() {}
+	}
+	if s.subs == nil {
+		s.subs = map[chan string]struct{}{}
+	}
+	s.subs[ch] = struct{}{}
+	return tail, ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.subs[ch]; ok {
+			delete(s.subs, ch)
+			close(ch)
+		}
+	}
 }
 
 // writeFile appends l to the log file, rotating it at max bytes. Errors
@@ -155,10 +207,15 @@ func (s *stream) Last() string {
 	return ""
 }
 
-// Close closes the log file.
+// Close closes the log file and ends the followers' channels.
 func (s *stream) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
+	for ch := range s.subs {
+		close(ch)
+	}
+	s.subs = nil
 	if s.file != nil {
 		s.file.Close()
 		s.file = nil
@@ -167,4 +224,47 @@ func (s *stream) Close() {
 
 func format(l logLine) string {
 	return fmt.Sprintf("%s %s", l.t.UTC().Format(time.RFC3339Nano), l.text)
+}
+
+// followReader is an io.ReadCloser over a stream's tail then its new lines.
+type followReader struct {
+	ctx    context.Context
+	pend   []byte
+	lines  <-chan string
+	cancel func()
+}
+
+func newFollowReader(ctx context.Context, tail []string, lines <-chan string, cancel func()) *followReader {
+	var b []byte
+	for _, l := range tail {
+		b = append(b, l...)
+		b = append(b, '\n')
+	}
+	return &followReader{ctx: ctx, pend: b, lines: lines, cancel: cancel}
+}
+
+// Read returns what is pending, else waits for the next line; io.EOF when
+// the instance is gone or ctx ended.
+func (f *followReader) Read(p []byte) (int, error) {
+	for len(f.pend) == 0 {
+		select {
+		case <-f.ctx.Done():
+			return 0, io.EOF
+		case l, ok := <-f.lines:
+			if !ok {
+				return 0, io.EOF
+			}
+			f.pend = append(f.pend[:0], l...)
+			f.pend = append(f.pend, '\n')
+		}
+	}
+	n := copy(p, f.pend)
+	f.pend = f.pend[n:]
+	return n, nil
+}
+
+// Close stops following.
+func (f *followReader) Close() error {
+	f.cancel()
+	return nil
 }

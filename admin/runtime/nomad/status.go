@@ -361,7 +361,78 @@ func (r *Runtime) Logs(ctx context.Context, id string, q runtime.LogQuery) (io.R
 		return nil, fmt.Errorf("nomad logs %s: instance %d (%s): %w", id, q.Index, alloc.ID, err)
 	}
 	partial := int64(len(data)) >= min(int64(tail)*logBytesPerLine, maxLogBytes)
-	return io.NopCloser(bytes.NewReader(stampLines(data, tail, partial, time.Now()))), nil
+	head := stampLines(data, tail, partial, time.Now())
+	if !q.Follow {
+		return io.NopCloser(bytes.NewReader(head)), nil
+	}
+	return followLogs(ctx, r.client, alloc, task, stream, head, qq), nil
+}
+
+// followLogs streams head, then the task's output from its current end as
+// Nomad sends it, each complete line stamped with the time it arrived. Lines
+// written between the tail read and the start of the follow may be missed.
+func followLogs(ctx context.Context, c *api.Client, alloc *api.Allocation, task, stream string, head []byte, q *api.QueryOptions) io.ReadCloser {
+	ctx, cancel := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	go func() {
+		defer cancel()
+		if _, err := pw.Write(head); err != nil {
+			return
+		}
+		frames, errc := c.AllocFS().Logs(alloc, true, task, stream, api.OriginEnd, 0, ctx.Done(), q.WithContext(ctx))
+		if frames == nil {
+			pw.CloseWithError(<-errc)
+			return
+		}
+		defer func() {
+			go func() {
+				for range frames {
+				}
+			}()
+		}()
+		var partial []byte
+		for {
+			select {
+			case f, ok := <-frames:
+				if !ok {
+					pw.Close()
+					return
+				}
+				partial = append(partial, f.Data...)
+				i := bytes.LastIndexByte(partial, '\n')
+				if i < 0 {
+					if len(partial) < maxLogBytes {
+						continue
+					}
+					i = len(partial) - 1
+				}
+				out := stampLines(partial[:i+1], maxLogBytes, false, time.Now())
+				partial = append(partial[:0], partial[i+1:]...)
+				if _, err := pw.Write(out); err != nil {
+					return
+				}
+			case err := <-errc:
+				pw.CloseWithError(err)
+				return
+			case <-ctx.Done():
+				pw.Close()
+				return
+			}
+		}
+	}()
+	return &cancelReader{PipeReader: pr, cancel: cancel}
+}
+
+// cancelReader stops the follow when the reader is closed.
+type cancelReader struct {
+	*io.PipeReader
+	cancel func()
+}
+
+// Close stops the follow and closes the pipe.
+func (c *cancelReader) Close() error {
+	c.cancel()
+	return c.PipeReader.Close()
 }
 
 // readLogTail reads the last n bytes of a task's log without following it.

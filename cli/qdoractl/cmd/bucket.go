@@ -14,7 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/doraproject/dora/admin/client"
-	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // progressThreshold: uploads larger than this show a progress bar on a terminal.
@@ -225,7 +225,7 @@ func (a *app) lsCmd() *cobra.Command {
 	return c
 }
 
-func objectRow(o origin.Object) []string {
+func objectRow(o api.Object) []string {
 	return []string{o.Key, strconv.FormatInt(o.Size, 10), o.ETag, o.MimeType, fmtTime(o.Modified)}
 }
 

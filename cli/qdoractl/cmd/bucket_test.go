@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/internal/api"
 )
 
 func TestBucketCommands(t *testing.T) {
@@ -37,7 +37,7 @@ func TestBucketCommands(t *testing.T) {
 func TestObjectCommands(t *testing.T) {
 	content := bytes.Repeat([]byte("dora "), 2000)
 	putTime := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	obj := origin.Object{Bucket: "photos", Key: "dir/a b.txt", Size: int64(len(content)), ETag: "FtagX", MimeType: "text/plain", Modified: putTime}
+	obj := api.Object{Bucket: "photos", Key: "dir/a b.txt", Size: int64(len(content)), ETag: "FtagX", MimeType: "text/plain", Modified: putTime}
 	f := newFakeAPI(t, map[string]route{
 		"PUT /v1/objects/photos/dir/a%20b.txt": func(c call) (int, any) {
 			if !bytes.Equal(c.Body, content) {
@@ -47,7 +47,7 @@ func TestObjectCommands(t *testing.T) {
 		},
 		"GET /v1/objects/photos/dir/a%20b.txt":    reply(200, string(content)),
 		"GET /v1/stat/photos/dir/a%20b.txt":       reply(200, obj),
-		"GET /v1/list/photos":                     reply(200, map[string]any{"items": []origin.Object{obj}}),
+		"GET /v1/list/photos":                     reply(200, map[string]any{"items": []api.Object{obj}}),
 		"DELETE /v1/objects/photos/dir/a%20b.txt": reply(204, nil),
 	})
 	dir := t.TempDir()

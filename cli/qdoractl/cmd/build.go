@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/client"
 )
 
 // ErrBuildFailed is returned by `build` when the build ends FAILED.
@@ -21,7 +23,9 @@ func (a *app) buildCmd() *cobra.Command {
 		Use:   "build <ufop> [-dir <dir>] [--no-wait]",
 		Short: "Upload a program package (a directory with ufop.yaml) and build a new version",
 		Long: `build packs the directory (default: the current one; .git is skipped) as
-tar.gz, uploads it and waits for the build, printing its status. A successful
+tar.gz, uploads it and streams the build's log as it runs (with --json the log
+goes to stderr), then prints the build's status and exits 1 when the build
+failed. On a terminal a spinner shows the build is alive. A successful
 build N makes the image <ufop>.vN; it does not switch the running version:
 run "qdoractl ufopver <ufop> -c N" for that.`,
 		Example: `  qdoractl build grepd
@@ -47,13 +51,7 @@ run "qdoractl ufopver <ufop> -c N" for that.`,
 					return nil
 				})
 			}
-			last := b.Status
-			b, err = cl.WaitBuild(cmd.Context(), ufop, b.Number, a.pollInterval, func(nb dora.Build) {
-				if nb.Status != last && !a.jsonOut {
-					fmt.Fprintf(a.stdout, "Status: %s\n", nb.Status)
-				}
-				last = nb.Status
-			})
+			b, err = a.followBuild(cmd.Context(), cl, b)
 			if err != nil {
 				return err
 			}
@@ -110,11 +108,13 @@ func (a *app) imageinfoCmd() *cobra.Command {
 
 func (a *app) buildlogCmd() *cobra.Command {
 	var n int
+	var follow bool
 	c := &cobra.Command{
 		Use:   "buildlog <ufop> -v <version>",
 		Short: "Print a build's log (the latest build without -v)",
 		Example: `  qdoractl buildlog grepd -v 1
-  qdoractl buildlog grepd`,
+  qdoractl buildlog grepd
+  qdoractl buildlog grepd -f`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := a.client()
@@ -134,6 +134,11 @@ func (a *app) buildlogCmd() *cobra.Command {
 					n = max(n, b.Number)
 				}
 			}
+			if follow {
+				return a.copyFollowed(cmd.Context(), func(ctx context.Context) (io.ReadCloser, error) {
+					return cl.FollowBuildLog(ctx, ufop, n)
+				})
+			}
 			rc, err := cl.BuildLog(cmd.Context(), ufop, n)
 			if err != nil {
 				return err
@@ -143,6 +148,7 @@ func (a *app) buildlogCmd() *cobra.Command {
 			return err
 		},
 	}
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing the log while the build runs")
 	c.Flags().IntVarP(&n, "version", "v", 0, "build number")
 	return c
 }
@@ -180,4 +186,45 @@ func (a *app) ufopverCmd() *cobra.Command {
 	c.Flags().IntVarP(&n, "current", "c", 0, "build number to switch to")
 	c.Flags().StringVar(&protocol, "protocol", "", "instance protocol of a new release: dora (POST /handler) or ufop (POST /uop); default: ufop.yaml's protocol, else ufop")
 	return c
+}
+
+// followBuild streams build b's log to the user while it runs (stdout, or
+// stderr with --json so stdout stays one JSON document), with a spinner
+// on a terminal, and returns the build once it has ended. A server that
+// cannot follow, or a stream cut early, falls back to polling.
+func (a *app) followBuild(ctx context.Context, cl *client.Client, b dora.Build) (dora.Build, error) {
+	out := a.stdout
+	if a.jsonOut {
+		out = a.stderr
+	}
+	var sp *spinner
+	if !a.jsonOut && isTerminal(a.stderr) {
+		sp = startSpinner(a.stderr, fmt.Sprintf("building %s #%d", b.Ufop, b.Number))
+		out = sp.Writer(out)
+		defer func() {
+			if sp != nil {
+				sp.Stop()
+			}
+		}()
+	}
+	if rc, err := cl.FollowBuildLog(ctx, b.Ufop, b.Number); err == nil {
+		_, err = io.Copy(out, rc)
+		rc.Close()
+		if ctx.Err() != nil {
+			return b, fmt.Errorf("stopped following build %s #%d (it goes on; see `qdoractl imageinfo %s`): %w", b.Ufop, b.Number, b.Ufop, ctx.Err())
+		}
+	}
+	last := b.Status
+	b, err := cl.WaitBuild(ctx, b.Ufop, b.Number, a.pollInterval, func(nb dora.Build) { last = nb.Status })
+	if err != nil {
+		return b, err
+	}
+	if sp != nil {
+		sp.Stop()
+		sp = nil
+	}
+	if !a.jsonOut {
+		fmt.Fprintf(a.stdout, "Status: %s\n", last)
+	}
+	return b, nil
 }

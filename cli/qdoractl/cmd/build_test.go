@@ -55,7 +55,7 @@ func buildAPI(t *testing.T, final dora.Build) *fakeAPI {
 		"GET /v1/ufops/grepd/builds":       reply(200, []dora.Build{{Number: 1, Image: "grepd.v1", Status: "FAILED", Error: "line 2"}, {Number: 3, Image: "grepd.v3", Status: "SUCCESS"}}),
 		"GET /v1/ufops/grepd/builds/3/log": reply(200, "$ go build\nok\n"),
 		"GET /v1/ufops/grepd/builds/1/log": reply(200, "$ false\nexit 1\n"),
-		"POST /v1/ufops/grepd/version":     reply(200, client.UfopInfo{Name: "grepd", ActiveVersion: "v3", PreviousVersion: "v1"}),
+		"POST /v1/ufops/grepd/version":     reply(200, client.UfopInfo{Ufop: dora.Ufop{Name: "grepd", ActiveVersion: "v3", PreviousVersion: "v1"}}),
 	})
 }
 

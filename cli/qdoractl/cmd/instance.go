@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -10,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/doraproject/dora/admin/client"
-	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // maxRange caps how many instances one -range may name.
@@ -143,7 +144,7 @@ func (a *app) stateCmd() *cobra.Command {
 	return c
 }
 
-func filterInstances(is []runtime.InstanceStatus, sel []int) []runtime.InstanceStatus {
+func filterInstances(is []api.InstanceStatus, sel []int) []api.InstanceStatus {
 	if sel == nil {
 		return is
 	}
@@ -160,12 +161,12 @@ func filterInstances(is []runtime.InstanceStatus, sel []int) []runtime.InstanceS
 	return out
 }
 
-func instanceRow(i runtime.InstanceStatus, now time.Time) []string {
+func instanceRow(i api.InstanceStatus, now time.Time) []string {
 	pid, uptime := "-", "-"
 	if i.PID > 0 {
 		pid = strconv.Itoa(i.PID)
 	}
-	if !i.Started.IsZero() && i.State == runtime.StateRunning {
+	if !i.Started.IsZero() && i.State == api.StateRunning {
 		uptime = now.Sub(i.Started).Truncate(time.Second).String()
 	}
 	return []string{strconv.Itoa(i.Index), i.ID, i.State, strconv.FormatBool(i.Healthy), pid, orDash(i.Addr),
@@ -175,11 +176,16 @@ func instanceRow(i runtime.InstanceStatus, now time.Time) []string {
 func (a *app) logtailCmd() *cobra.Command {
 	var index, tail int
 	var typ, region string
+	var follow bool
 	c := &cobra.Command{
-		Use:   "logtail <ufop> -index <i> [-type stdout|stderr] [-tail <n>]",
+		Use:   "logtail <ufop> -index <i> [-type stdout|stderr] [-tail <n>] [-f]",
 		Short: "Print the last lines of an instance's output (each line starts with its timestamp)",
+		Long: `logtail prints the last lines of an instance's stdout or stderr. With -f it
+keeps following: new lines print as the instance writes them, until Ctrl-C
+(exit 0) or the instance goes away.`,
 		Example: `  qdoractl logtail grepd -index 1 -type stdout -tail 200
-  qdoractl logtail grepd -index 2 -type stderr`,
+  qdoractl logtail grepd -index 2 -type stderr
+  qdoractl logtail grepd -index 1 -f`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if index < 1 {
@@ -195,15 +201,21 @@ func (a *app) logtailCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rc, err := cl.InstanceLogs(cmd.Context(), args[0], index, region, typ, tail)
-			if err != nil {
+			if !follow {
+				rc, err := cl.InstanceLogs(cmd.Context(), args[0], index, region, typ, tail)
+				if err != nil {
+					return err
+				}
+				defer rc.Close()
+				_, err = io.Copy(a.stdout, rc)
 				return err
 			}
-			defer rc.Close()
-			_, err = io.Copy(a.stdout, rc)
-			return err
+			return a.copyFollowed(cmd.Context(), func(ctx context.Context) (io.ReadCloser, error) {
+				return cl.FollowInstanceLogs(ctx, args[0], index, region, typ, tail)
+			})
 		},
 	}
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines until Ctrl-C")
 	c.Flags().IntVar(&index, "index", 0, "instance, 1-based")
 	c.Flags().StringVar(&typ, "type", "stdout", "stdout or stderr")
 	c.Flags().IntVar(&tail, "tail", 100, "number of lines")
@@ -276,4 +288,22 @@ func (a *app) logCmd() *cobra.Command {
 	c.Flags().StringVar(&to, "to", "", "lines before this time")
 	c.Flags().StringVarP(&q.Keyword, "keyword", "k", "", "only lines containing this text")
 	return c
+}
+
+// copyFollowed prints a followed stream until it ends or ctx ends (Ctrl-C:
+// a clean end, exit 0, whatever the read was doing then).
+func (a *app) copyFollowed(ctx context.Context, open func(context.Context) (io.ReadCloser, error)) error {
+	rc, err := open(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(a.stdout, rc)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/api"
 )
 
 func TestParseSelection(t *testing.T) {
@@ -65,10 +65,10 @@ func TestStopStart(t *testing.T) {
 func TestState(t *testing.T) {
 	started := time.Now().Add(-90 * time.Second)
 	f := newFakeAPI(t, map[string]route{
-		"GET /v1/ufops/grepd/instances": reply(200, []runtime.InstanceStatus{
-			{Index: 1, ID: "d-1", State: runtime.StateRunning, Healthy: true, PID: 4242, Addr: "127.0.0.1:9101", Started: started},
-			{Index: 2, ID: "d-2", State: runtime.StateStopped, Restarts: 3},
-			{Index: 3, ID: "d-3", State: runtime.StateCrashed, Message: "exit 1"},
+		"GET /v1/ufops/grepd/instances": reply(200, []api.InstanceStatus{
+			{Index: 1, ID: "d-1", State: api.StateRunning, Healthy: true, PID: 4242, Addr: "127.0.0.1:9101", Started: started},
+			{Index: 2, ID: "d-2", State: api.StateStopped, Restarts: 3},
+			{Index: 3, ID: "d-3", State: api.StateCrashed, Message: "exit 1"},
 		}),
 	})
 	r := mustOK(t, runCLI(t, f, "", "state", "grepd"))

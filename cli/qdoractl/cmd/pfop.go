@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 )
 
@@ -56,7 +56,7 @@ persistentId; "qdoractl prefop <id>" shows the progress.`,
 			var reply struct {
 				PersistentID string `json:"persistentId"`
 			}
-			if err := a.pfopCall(cmd.Context(), http.MethodPost, pfop.PathPfopSlash, form, &reply); err != nil {
+			if err := a.pfopCall(cmd.Context(), http.MethodPost, api.PathPfopSlash, form, &reply); err != nil {
 				return err
 			}
 			if !wait {
@@ -72,7 +72,7 @@ persistentId; "qdoractl prefop <id>" shows the progress.`,
 			if err := a.showStatus(st); err != nil {
 				return err
 			}
-			if st.Code != pfop.CodeSuccess {
+			if st.Code != api.PfopSuccess {
 				return fmt.Errorf("job %s ended with code %d (%s)", st.ID, st.Code, st.Desc)
 			}
 			return nil
@@ -80,7 +80,7 @@ persistentId; "qdoractl prefop <id>" shows the progress.`,
 	}
 	f := c.Flags()
 	f.StringVar(&notifyURL, "notify-url", "", "http(s) URL the job's status is POSTed to when it ends")
-	f.StringVar(&pipeline, "pipeline", "", "named queue (default "+pfop.DefaultPipeline+")")
+	f.StringVar(&pipeline, "pipeline", "", "named queue (default "+api.DefaultPipeline+")")
 	f.BoolVar(&force, "force", false, "overwrite existing results")
 	f.IntVar(&typ, "type", 0, "1: run only when the queue is otherwise idle")
 	f.BoolVar(&wait, "wait", false, "wait for the job to end and print its status")
@@ -104,20 +104,20 @@ func (a *app) prefopCmd() *cobra.Command {
 	}
 }
 
-func (a *app) prefop(ctx context.Context, id string) (pfop.Status, error) {
-	var st pfop.Status
-	err := a.pfopCall(ctx, http.MethodGet, pfop.PathPrefop+"?id="+url.QueryEscape(id), nil, &st)
+func (a *app) prefop(ctx context.Context, id string) (api.PfopStatus, error) {
+	var st api.PfopStatus
+	err := a.pfopCall(ctx, http.MethodGet, api.PathPrefop+"?id="+url.QueryEscape(id), nil, &st)
 	return st, err
 }
 
 // waitPrefop polls prefop until the job ends.
-func (a *app) waitPrefop(ctx context.Context, id string) (pfop.Status, error) {
+func (a *app) waitPrefop(ctx context.Context, id string) (api.PfopStatus, error) {
 	for {
 		st, err := a.prefop(ctx, id)
 		if err != nil {
 			return st, err
 		}
-		if st.Code != pfop.CodeWaiting && st.Code != pfop.CodeProcessing {
+		if st.Code != api.PfopWaiting && st.Code != api.PfopProcessing {
 			return st, nil
 		}
 		t := time.NewTimer(a.pollInterval)
@@ -130,7 +130,7 @@ func (a *app) waitPrefop(ctx context.Context, id string) (pfop.Status, error) {
 	}
 }
 
-func (a *app) showStatus(st pfop.Status) error {
+func (a *app) showStatus(st api.PfopStatus) error {
 	return a.show(st, func() error {
 		fmt.Fprintf(a.stdout, "%s  %s:%s  pipeline %s  code %d (%s)  created %s\n",
 			st.ID, st.InputBucket, st.InputKey, st.Pipeline, st.Code, st.Desc, st.CreationDate)

@@ -17,6 +17,7 @@ import (
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
+	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router"
@@ -28,7 +29,7 @@ import (
 type okProc struct{}
 
 func (okProc) Process(context.Context, string, string, string, io.Writer) (router.Result, error) {
-	return router.Result{Saved: &origin.Object{ETag: "Fetag"}}, nil
+	return router.Result{Saved: &api.Object{ETag: "Fetag"}}, nil
 }
 
 func TestPfopCommands(t *testing.T) {
@@ -105,7 +106,7 @@ func TestPfopCommands(t *testing.T) {
 	if err := run(a.pfopCmd(), "photos", "doc.txt", "qhash/md5", "--wait", "--force", "--pipeline", "cli"); err != nil {
 		t.Fatalf("pfop --wait: %v\n%s", err, out.String())
 	}
-	var s pfop.Status
+	var s api.PfopStatus
 	if err := json.Unmarshal(out.Bytes(), &s); err != nil || s.Code != 0 || s.Pipeline != "cli" || s.Items[0].Hash != "Fetag" {
 		t.Fatalf("pfop --wait --json: %v %+v", err, s)
 	}

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/internal/api"
 )
 
 // maxDoraYAML caps the size of a dora.yaml.
@@ -201,12 +202,12 @@ func ReadDoraYAML(path string) (client.ReleaseConfig, error) {
 
 // seconds turns a bare number of seconds ("30") into a duration string
 // ("30s"); anything else is left for the server to judge.
-func seconds(s string) string {
-	s = strings.TrimSpace(s)
+func seconds(d api.Duration) api.Duration {
+	s := strings.TrimSpace(string(d))
 	if _, err := strconv.ParseFloat(s, 64); err == nil {
-		return s + "s"
+		return api.Duration(s + "s")
 	}
-	return s
+	return api.Duration(s)
 }
 
 func (a *app) releaseFromConfig(cmd *cobra.Command, dir string) error {

@@ -109,11 +109,41 @@ overrides everything. Single-dash long flags of the older qufopctl
 		a.pfopCmd(), a.prefopCmd(),
 		a.deployCmd(), a.resizeCmd(),
 		a.instanceCmd("stop"), a.instanceCmd("start"), a.stateCmd(), a.logtailCmd(), a.logCmd(),
+		a.versionCmd(),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}
+	refuseUnknownSubcommands(root)
+	a.addCompletion(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group (a command with
+// subcommands and no action of its own) fail with a usage error (exit 2)
+// and a suggestion on an unknown subcommand ("bucket lst"), where cobra
+// would print help and exit 0. Without arguments a group prints its help.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !c.HasSubCommands() || c.Run != nil || c.RunE != nil || !c.HasParent() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2
+	}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+		}
+		return usageError{errors.New(msg)}
+	}
 }
 
 // wrapArgs marks positional-argument errors as usage errors, recursively.
@@ -143,13 +173,57 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(stderr, "qdoractl: %v\n", err)
+	code := ExitError
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
-		fmt.Fprintln(stderr, "Run 'qdoractl --help' for usage.")
-		return ExitUsage
+		code = ExitUsage
 	}
-	return ExitError
+	if jsonRequested(root, args) {
+		writeJSONError(stderr, err, code)
+		return code
+	}
+	fmt.Fprintf(stderr, "qdoractl: %v\n", err)
+	if code == ExitUsage {
+		fmt.Fprintln(stderr, "Run 'qdoractl --help' for usage.")
+	}
+	return code
+}
+
+// jsonRequested reports whether --json was given, parsed or (when parsing
+// failed before reaching it) present among the arguments.
+func jsonRequested(root *cobra.Command, args []string) bool {
+	if f := root.PersistentFlags().Lookup("json"); f != nil && f.Changed && f.Value.String() == "true" {
+		return true
+	}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "--json" || a == "--json=true" || a == "-json" {
+			return true
+		}
+	}
+	return false
+}
+
+// JSONError is how an error is printed with --json (on stderr, one line,
+// so that stdout carries nothing but results): the message, the exit code
+// and, for an API error, its HTTP status and request id.
+type JSONError struct {
+	Error  string `json:"error"`
+	Code   int    `json:"code"`
+	Status int    `json:"status,omitempty"`
+	Reqid  string `json:"reqid,omitempty"`
+}
+
+func writeJSONError(w io.Writer, err error, code int) {
+	je := JSONError{Error: err.Error(), Code: code}
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		je.Error, je.Status, je.Reqid = ae.Message, ae.Status, ae.Reqid
+	}
+	b, _ := json.Marshal(je)
+	fmt.Fprintf(w, "%s\n", b)
 }
 
 // defaultConfigPath is ~/.qdoractl/config.yaml.

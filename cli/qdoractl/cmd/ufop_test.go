@@ -36,8 +36,8 @@ func TestRegisterSpellings(t *testing.T) {
 
 func TestInfoLayout(t *testing.T) {
 	created := time.Date(2014, 11, 5, 10, 49, 33, 0, time.UTC)
-	info := client.UfopInfo{Name: "grepd", Owner: "1366779853", ActiveVersion: "v1", Mode: dora.ModePublic, Desc: "demo ufop",
-		Created: created, InstanceNum: 1, MaxInstanceNum: 5, Flavor: "default", AccessList: []string{"1366779853"}}
+	info := client.UfopInfo{Ufop: dora.Ufop{Name: "grepd", Owner: "1366779853", ActiveVersion: "v1", Mode: dora.ModePublic, Desc: "demo ufop",
+		Created: created}, InstanceNum: 1, MaxInstanceNum: 5, Flavor: "default", AccessList: []string{"1366779853"}}
 	f := newFakeAPI(t, map[string]route{
 		"GET /v1/ufops/grepd": reply(200, info),
 		"GET /v1/ufops":       reply(200, []client.UfopInfo{info}),
@@ -81,7 +81,7 @@ func TestApplyUnregister(t *testing.T) {
 
 func TestModeCommand(t *testing.T) {
 	f := newFakeAPI(t, map[string]route{
-		"POST /v1/ufops/grepd/mode": reply(200, client.UfopInfo{Name: "grepd", Mode: dora.ModeProtected}),
+		"POST /v1/ufops/grepd/mode": reply(200, client.UfopInfo{Ufop: dora.Ufop{Name: "grepd", Mode: dora.ModeProtected}}),
 	})
 	r := mustOK(t, runCLI(t, f, "", "mode", "grepd", "protected"))
 	if r.stdout != "Ufop grepd access mode: PROTECTED\n" {

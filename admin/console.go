@@ -1,0 +1,269 @@
+package admin
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/console"
+	"github.com/doraproject/dora/internal/store"
+)
+
+// The web console is served under ConsolePath on the admin API's own
+// listener: same origin as the /v1/ API its pages call, so the session
+// cookie, SameSite and the CSRF header are all it needs, and no second
+// listener or CORS policy exists to get wrong.
+const (
+	ConsolePath = "/console/"
+	// SessionCookie carries the signed, expiring session (HttpOnly).
+	SessionCookie = "dora_session"
+	// CSRFHeader must carry the session's CSRF token on every write made
+	// with the session cookie.
+	CSRFHeader = "X-CSRF-Token"
+	// DefaultSessionTTL is how long a console sign-in lasts.
+	DefaultSessionTTL = 12 * time.Hour
+)
+
+// session is what the cookie says once its signature checks.
+type session struct {
+	ak   string
+	exp  time.Time
+	csrf string
+}
+
+// newConsoleKey returns the key sessions are signed with when the
+// configuration gives none (sessions then end with the process).
+func newConsoleKey() []byte {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	return k
+}
+
+func (s *Server) signSession(ss session) string {
+	payload := ss.ak + "|" + strconv.FormatInt(ss.exp.Unix(), 10) + "|" + ss.csrf
+	mac := hmac.New(sha256.New, s.consoleKey)
+	mac.Write([]byte(payload))
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// errBadSession is any cookie that does not check: forged, altered, expired.
+var errBadSession = errors.New("console session invalid or expired: sign in again")
+
+func (s *Server) parseSession(v string) (session, error) {
+	p64, m64, ok := strings.Cut(v, ".")
+	if !ok {
+		return session{}, errBadSession
+	}
+	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
+	sum, err2 := base64.RawURLEncoding.DecodeString(m64)
+	if err1 != nil || err2 != nil {
+		return session{}, errBadSession
+	}
+	mac := hmac.New(sha256.New, s.consoleKey)
+	mac.Write(payload)
+	if !hmac.Equal(sum, mac.Sum(nil)) {
+		return session{}, errBadSession
+	}
+	parts := strings.Split(string(payload), "|")
+	if len(parts) != 3 {
+		return session{}, errBadSession
+	}
+	exp, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil || !s.now().Before(time.Unix(exp, 0)) {
+		return session{}, errBadSession
+	}
+	return session{ak: parts[0], exp: time.Unix(exp, 0), csrf: parts[2]}, nil
+}
+
+// authenticateSession is authenticate for a request that carries the
+// console's cookie instead of a signature: the same account checks follow
+// (enabled account, role); writes must carry the CSRF token.
+func (s *Server) authenticateSession(w http.ResponseWriter, r *http.Request, ck *http.Cookie, rl role, upload bool, c *call) error {
+	ss, err := s.parseSession(ck.Value)
+	if err != nil {
+		return errf(http.StatusUnauthorized, "%v", err)
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		got := r.Header.Get(CSRFHeader)
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(ss.csrf)) != 1 {
+			return errf(http.StatusForbidden, "missing or wrong %s header (console writes need the session's CSRF token)", CSRFHeader)
+		}
+	}
+	if !upload {
+		body, err := readCapped(w, r)
+		if err != nil {
+			return err
+		}
+		r.Body = http.NoBody
+		if len(body) > 0 {
+			if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				return errf(http.StatusBadRequest, "the request body must be application/json, not %q", ct)
+			}
+			c.body = body
+		}
+	}
+	if info, ok := r.Context().Value(accessKey{}).(*accessInfo); ok {
+		info.ak = ss.ak
+	}
+	acct, err := s.accountByAK(r.Context(), ss.ak)
+	if err != nil {
+		if errors.Is(err, errNoAccount) {
+			return errf(http.StatusUnauthorized, "unknown or disabled access key")
+		}
+		return err
+	}
+	if rl == roleRoot && !acct.Root {
+		return errf(http.StatusForbidden, "only the root account may do this")
+	}
+	c.acct = acct
+	return nil
+}
+
+// consoleInfo is GET /console/session and the reply of a sign-in.
+type consoleInfo struct {
+	Account      dora.Account `json:"account"`
+	CSRF         string       `json:"csrf"`
+	Expires      time.Time    `json:"expires"`
+	RouterURL    string       `json:"routerURL,omitempty"`
+	DomainSuffix string       `json:"domainSuffix"`
+	StatsEvery   float64      `json:"statsEverySeconds"`
+}
+
+func (s *Server) consoleInfo(acct dora.Account, ss session) consoleInfo {
+	acct.SecretKey = ""
+	every := 0.0
+	if s.stats != nil {
+		every = s.stats.Interval().Seconds()
+	}
+	return consoleInfo{Account: acct, CSRF: ss.csrf, Expires: ss.exp.UTC(), RouterURL: s.cfg.RouterURL,
+		DomainSuffix: s.cfg.DomainSuffix, StatsEvery: every}
+}
+
+func (s *Server) consoleRoutes() {
+	m := s.mux
+	static, err := fs.Sub(console.Files, "static")
+	if err != nil {
+		panic(fmt.Sprintf("admin: console files: %v", err)) // the embed is fixed at build time
+	}
+	files := http.StripPrefix("/console/", http.FileServer(http.FS(static)))
+	m.HandleFunc("GET /console", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ConsolePath, http.StatusFound)
+	})
+	m.HandleFunc("GET /console/", func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' http: https: data: blob:; frame-src http: https:; connect-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	})
+	m.HandleFunc("POST /console/login", s.consoleLogin)
+	m.HandleFunc("POST /console/logout", func(w http.ResponseWriter, r *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		writeJSON(w, http.StatusOK, map[string]string{})
+	})
+	m.HandleFunc("GET /console/session", func(w http.ResponseWriter, r *http.Request) {
+		ck, err := r.Cookie(SessionCookie)
+		if err != nil {
+			writeError(w, errf(http.StatusUnauthorized, "not signed in"))
+			return
+		}
+		ss, err := s.parseSession(ck.Value)
+		if err != nil {
+			writeError(w, errf(http.StatusUnauthorized, "%v", err))
+			return
+		}
+		acct, err := s.accountByAK(r.Context(), ss.ak)
+		if err != nil {
+			writeError(w, errf(http.StatusUnauthorized, "unknown or disabled access key"))
+			return
+		}
+		writeJSON(w, http.StatusOK, s.consoleInfo(acct, ss))
+	})
+}
+
+// consoleLogin checks an AK/SK pair (form fields ak and sk) against the
+// accounts and sets the session cookie. The SK never leaves this request:
+// the browser keeps only the signed cookie, which scripts cannot read.
+func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		writeError(w, errf(http.StatusBadRequest, "bad sign-in form: %v", err))
+		return
+	}
+	ak, sk := strings.TrimSpace(r.PostForm.Get("ak")), strings.TrimSpace(r.PostForm.Get("sk"))
+	if ak == "" || sk == "" {
+		writeError(w, errf(http.StatusBadRequest, "access key and secret key are both required"))
+		return
+	}
+	acct, err := s.accountByAK(r.Context(), ak)
+	if err != nil && !errors.Is(err, errNoAccount) {
+		writeError(w, err)
+		return
+	}
+	if err != nil || subtle.ConstantTimeCompare([]byte(sk), []byte(acct.SecretKey)) != 1 {
+		writeError(w, errf(http.StatusUnauthorized, "unknown access key, wrong secret key or disabled account"))
+		return
+	}
+	var nonce [18]byte
+	_, _ = rand.Read(nonce[:])
+	ss := session{ak: ak, exp: s.now().Add(s.sessionTTL), csrf: base64.RawURLEncoding.EncodeToString(nonce[:])}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: s.signSession(ss), Path: "/", Expires: ss.exp,
+		MaxAge: int(s.sessionTTL / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	writeJSON(w, http.StatusOK, s.consoleInfo(acct, ss))
+}
+
+// statsReply is GET /v1/stats: per ufop the caller may see, the samples
+// of the last hour.
+type statsReply struct {
+	IntervalSeconds float64                 `json:"intervalSeconds"`
+	Ufops           map[string][]statsPoint `json:"ufops"`
+}
+
+type statsPoint = struct {
+	T         time.Time `json:"t"`
+	RPS       float64   `json:"rps"`
+	ErrorsPS  float64   `json:"eps"`
+	LatencyMS float64   `json:"latencyMs"`
+	Ready     float64   `json:"ready"`
+	Desired   float64   `json:"desired"`
+}
+
+func (s *Server) getStats(w http.ResponseWriter, r *http.Request, c *call) error {
+	out := statsReply{Ufops: map[string][]statsPoint{}}
+	if s.stats == nil {
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+	out.IntervalSeconds = s.stats.Interval().Seconds()
+	want := r.URL.Query().Get("ufop")
+	for _, name := range s.stats.Ufops() {
+		if want != "" && name != want {
+			continue
+		}
+		if !c.acct.Root {
+			u, _, err := store.Get[dora.Ufop](r.Context(), s.st, store.UfopKey(name))
+			if err != nil || u.Owner != c.acct.ID {
+				continue
+			}
+		}
+		ps := s.stats.Series(name)
+		conv := make([]statsPoint, len(ps))
+		for i, p := range ps {
+			conv[i] = statsPoint{T: p.Time, RPS: p.RPS, ErrorsPS: p.ErrorsPS, LatencyMS: p.LatencyMS, Ready: p.Ready, Desired: p.Desired}
+		}
+		out.Ufops[name] = conv
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,104 @@
+package admin
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestConsoleSession: sign-in sets a signed, expiring, HttpOnly,
+// SameSite=Strict cookie; the cookie authenticates API reads; writes need
+// the CSRF token; tampered, expired or logged-out cookies are refused.
+func TestConsoleSession(t *testing.T) {
+	now := time.Now()
+	e := newEnv(t, func(c *Config) {
+		c.Now = func() time.Time { return now }
+		c.SessionTTL = time.Hour
+	})
+	post := func(path string, form url.Values) *http.Response {
+		r, err := http.PostForm(e.ts.URL+path, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := post("/console/login", url.Values{"ak": {testRootAK}, "sk": {"wrong"}}); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("wrong SK: %d", r.StatusCode)
+	}
+	r := post("/console/login", url.Values{"ak": {testRootAK}, "sk": {testRootSK}})
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in: %d", r.StatusCode)
+	}
+	var info struct {
+		CSRF    string
+		Account struct{ SK string }
+	}
+	json.NewDecoder(r.Body).Decode(&info)
+	r.Body.Close()
+	var ck *http.Cookie
+	for _, c := range r.Cookies() {
+		if c.Name == SessionCookie {
+			ck = c
+		}
+	}
+	if ck == nil || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.MaxAge != 3600 || info.CSRF == "" || info.Account.SK != "" {
+		t.Fatalf("cookie %+v, info %+v", ck, info)
+	}
+	call := func(method, path string, c *http.Cookie, csrf, body string) int {
+		req, _ := http.NewRequest(method, e.ts.URL+path, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if c != nil {
+			req.AddCookie(c)
+		}
+		if csrf != "" {
+			req.Header.Set(CSRFHeader, csrf)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := call("GET", "/v1/buckets", ck, "", ""); s != http.StatusOK {
+		t.Fatalf("read with the cookie: %d", s)
+	}
+	if s := call("POST", "/v1/buckets", ck, "", `{"name":"nocsrf"}`); s != http.StatusForbidden {
+		t.Fatalf("write without CSRF token: %d", s)
+	}
+	if s := call("POST", "/v1/buckets", ck, "not-the-token", `{"name":"badcsrf"}`); s != http.StatusForbidden {
+		t.Fatalf("write with a wrong CSRF token: %d", s)
+	}
+	if s := call("POST", "/v1/buckets", ck, info.CSRF, `{"name":"withcsrf"}`); s != http.StatusCreated && s != http.StatusOK {
+		t.Fatalf("write with the CSRF token: %d", s)
+	}
+	if s := call("GET", "/v1/accounts", ck, "", ""); s != http.StatusOK {
+		t.Fatalf("root route with root's session: %d", s)
+	}
+	tampered := *ck
+	tampered.Value = strings.Replace(ck.Value, ck.Value[:4], "AAAA", 1)
+	if s := call("GET", "/v1/buckets", &tampered, "", ""); s != http.StatusUnauthorized {
+		t.Fatalf("tampered cookie: %d", s)
+	}
+	now = now.Add(2 * time.Hour)
+	if s := call("GET", "/v1/buckets", ck, "", ""); s != http.StatusUnauthorized {
+		t.Fatalf("expired cookie: %d", s)
+	}
+	// The console's files are served, with a restrictive CSP.
+	resp, err := http.Get(e.ts.URL + "/console/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "app.js") || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+		t.Fatalf("/console/: %d %q", resp.StatusCode, resp.Header)
+	}
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func runMain(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestDoradVersion(t *testing.T) {
+	code, out, _ := runMain(t, "version")
+	if code != exitOK || !strings.HasPrefix(out, "dorad ") || !strings.Contains(out, "go1.") {
+		t.Fatalf("version: exit %d, %q", code, out)
+	}
+}
+
+func TestDoradUsageErrorsExit2(t *testing.T) {
+	for _, args := range [][]string{{"nosuch"}, {"dev", "--nosuch"}, {"dev", "extra-arg"}, {"routr"}} {
+		if code, _, errb := runMain(t, args...); code != exitUsage || !strings.Contains(errb, "dorad:") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errb)
+		}
+	}
+}
+
+// TestDoradRefusesUnknownConfigKeys: a typo in the config file names the
+// key and stops dorad before anything starts (exit 2), instead of running
+// on defaults; keys of other roles' flags and flavors are accepted.
+func TestDoradRefusesUnknownConfigKeys(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("data_dri: /tmp/x\nadmin-addr: 127.0.0.1:0\nlog:\n  level: debug\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errb := runMain(t, "dev", "--config", bad, "--data-dir", filepath.Join(dir, "d"))
+	if code != exitUsage || !strings.Contains(errb, "data_dri") || !strings.Contains(errb, "log") {
+		t.Fatalf("exit %d, stderr %q", code, errb)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
+		t.Fatalf("dorad started (data dir made) despite the bad config: %v", err)
+	}
+	if err := checkConfigKeys(newRootCommand(), writeFile(t, dir, "good.yaml", "data-dir: /tmp/x\nlisten: 127.0.0.1:0\nflavors:\n  - {name: tiny, cpu: 100, memoryMB: 64}\nroot_ak: a\n")); err != nil {
+		t.Fatalf("known keys refused: %v", err)
+	}
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestDevCtrlCExitsZero starts `dorad dev` and interrupts it (the command's
+// context ends, as signal.NotifyContext does on Ctrl-C) several times: it
+// must stop without an error every time — no "use of closed network
+// connection" from a listener closed during shutdown.
+var devURLRE = regexp.MustCompile(`admin API: (http://\S+)`)
+
+func TestDevCtrlCExitsZero(t *testing.T) {
+	for i := 0; i < 3; i++ {
+		dir := reachableTempDir(t)
+		r := startDorad(t, "dev", "--data-dir", dir, "--admin-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0", "--run-as", "self")
+		var url string
+		for deadline := time.Now().Add(60 * time.Second); url == ""; time.Sleep(20 * time.Millisecond) {
+			if m := devURLRE.FindStringSubmatch(r.out.String()); m != nil {
+				url = m[1]
+			} else if time.Now().After(deadline) {
+				t.Fatalf("dorad dev never said it runs:\n%s", r.out)
+			}
+		}
+		waitOK(t, url+"/healthz")
+		if err := r.stop(t); err != nil {
+			t.Fatalf("round %d: Ctrl-C of dorad dev: %v (exit %d)\n%s", i, err, exitCode(err), r.out)
+		}
+	}
+}
