@@ -47,6 +47,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 				AutoscaleInterval: v.GetDuration("autoscale-interval"),
 				RunAs:             v.GetString("run-as"),
 				GoCache:           v.GetString("go-cache"),
+				Objects:           v.GetString("objects"),
 				Logger:            log,
 			})
 			if err != nil {
@@ -86,6 +87,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 	f.String("region", "z0", "name of the single region the embedded platform runs")
 	f.Duration("autoscale-interval", 2*time.Second, "autoscaler evaluation interval")
 	f.String("run-as", "", `user build scripts and instances run as: a name, uid or uid:gid; "self" for dorad's own user (default: nobody when dorad runs as root, else dorad's own user with a warning)`)
+	f.String("objects", "", "object origin URL: empty for <data-dir>/objects, file://<dir>, or s3://<s3-bucket>[/<prefix>]?endpoint=http(s)://host:port[&region=r][&path-style=true] (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")
 	return cmd
 }

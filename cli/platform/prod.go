@@ -34,7 +34,6 @@ import (
 	"github.com/doraproject/dora/pool/poolmetrics"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin/httpmirror"
-	localorigin "github.com/doraproject/dora/router/origin/local"
 )
 
 // Default listen addresses of the production roles.
@@ -264,10 +263,11 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if _, err := admin.EnsureRoot(ctx, st, creds.AccessKey, creds.SecretKey); err != nil {
 		return nil, fmt.Errorf("admin: root account in %s: %w", redact(storeURL), err)
 	}
-	objects, err := OpenObjects(orDefault(cfg.Objects, DefaultObjectsURL))
+	objects, err := OpenObjects(ctx, orDefault(cfg.Objects, DefaultObjectsURL), log.With("part", "objects"))
 	if err != nil {
 		return nil, err
 	}
+	a.onClose(objects.Close)
 	bcfg := build.Config{Root: filepath.Join(dataDir, "builds"), RunAs: runAs}
 	if runAs != nil {
 		bcfg.GoCache = cfg.GoCache
@@ -368,6 +368,8 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	a.cancel = cancel
 	a.serveHTTP(runCtx, ln, pfopHandler.Wrap(srv.Handler()))
 	a.goRun("background", func() error { return srv.Run(runCtx) })
+	warnUnshared(log, "admin", backendUse{"store", storeURL}, backendUse{"objects", orDefault(cfg.Objects, DefaultObjectsURL)},
+		backendUse{"queue", queueURL}, backendUse{"runtime", runtimeURL})
 	log.Info("dora admin started", "url", a.URL, "public_url", publicURL, "store", redact(storeURL),
 		"runtime", redact(runtimeURL), "queue", redact(queueURL), "regions", regionNames(regions),
 		"user_code_runs_as", runAs.String())
@@ -485,6 +487,8 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	s.goRun("pool", func() error { p.Run(runCtx, dp.disc); return nil })
 	s.goRun("background", func() error { return rtr.Run(runCtx) })
 	s.goRun("http", func() error { return rtr.Serve(runCtx, ln) })
+	warnUnshared(log, "router", backendUse{"store", dp.storeURL}, backendUse{"objects", dp.objectsURL},
+		backendUse{"discovery", dp.discoveryURL}, backendUse{"load", loadURL})
 	log.Info("dora router started", "url", s.URL, "region", dp.region, "store", redact(dp.storeURL),
 		"discovery", redact(dp.discoveryURL), "load", redact(loadURL))
 	ok = true
@@ -495,10 +499,10 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 // open: the metadata store, the objects, a metrics registry and the
 // discovery of instances.
 type dataPlane struct {
-	region, storeURL, discoveryURL string
+	region, storeURL, objectsURL, discoveryURL string
 
 	store   store.Store
-	objects *localorigin.Dir
+	objects Objects
 	reg     *prometheus.Registry
 	disc    pool.Discovery
 }
@@ -510,15 +514,17 @@ func (s *Service) openDataPlane(ctx context.Context, log *slog.Logger, region, s
 	dp := dataPlane{
 		region:       orDefault(region, dora.DefaultRegion),
 		storeURL:     orDefault(storeURL, DefaultStoreURL),
+		objectsURL:   orDefault(objectsURL, DefaultObjectsURL),
 		discoveryURL: orDefault(discoveryURL, DefaultDiscoveryURL),
 	}
 	var err error
 	if dp.store, err = s.openStore(ctx, dp.storeURL); err != nil {
 		return dataPlane{}, err
 	}
-	if dp.objects, err = OpenObjects(orDefault(objectsURL, DefaultObjectsURL)); err != nil {
+	if dp.objects, err = OpenObjects(ctx, dp.objectsURL, log.With("part", "objects")); err != nil {
 		return dataPlane{}, err
 	}
+	s.onClose(dp.objects.Close)
 	dp.reg = newRegistry()
 	dp.disc, err = NewDiscovery(dp.discoveryURL, DiscoveryOptions{DefaultRegion: dp.region, Logger: log.With("part", "discovery"), Metrics: dp.reg})
 	if err != nil {
@@ -691,6 +697,7 @@ func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error
 	} else {
 		s.goRun("loop", func() error { return lead(runCtx) })
 	}
+	warnUnshared(log, "autoscaler", backendUse{"store", storeURL}, backendUse{"load", loadURL})
 	log.Info("dora autoscaler started", "url", s.URL, "store", redact(storeURL), "runtime", redact(cfg.Runtime),
 		"load", redact(loadURL), "lock", lockKey)
 	ok = true
@@ -816,6 +823,8 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 		defer close(workDone)
 		return worker.Run(workCtx)
 	})
+	warnUnshared(log, "worker", backendUse{"store", dp.storeURL}, backendUse{"objects", dp.objectsURL},
+		backendUse{"queue", queueURL}, backendUse{"discovery", dp.discoveryURL})
 	log.Info("dora pfop worker started", "url", w.URL, "consumer", w.Consumer, "region", dp.region,
 		"store", redact(dp.storeURL), "queue", redact(queueURL), "discovery", redact(dp.discoveryURL))
 	ok = true
