@@ -365,8 +365,9 @@ func toObject(bucket, key string, size int64, etag *string, meta map[string]stri
 		obj.ETag = strings.Trim(aws.ToString(etag), `"`)
 	}
 	obj.MimeType = aws.ToString(ctype)
-	if obj.MimeType == "" || obj.MimeType == "binary/octet-stream" {
-		// S3's type for an upload that named none.
+	if obj.MimeType == "" || obj.MimeType == "binary/octet-stream" || obj.MimeType == "application/octet-stream" {
+		// S3's types for an upload that named none: the extension may
+		// say more (an octet-stream without one stays so).
 		obj.MimeType = "application/octet-stream"
 		if t := mime.TypeByExtension(path.Ext(key)); t != "" {
 			obj.MimeType = t
