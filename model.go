@@ -213,12 +213,15 @@ const (
 // Build is one build of a program package (ufop.yaml): version Number of the
 // ufop, producing the image "<ufop>.v<Number>".
 type Build struct {
-	Ufop     string    `json:"ufop"`
-	Number   int       `json:"number"`
-	Status   string    `json:"status"`
-	Image    string    `json:"image"` // "<ufop>.v<Number>"
-	Base     string    `json:"base"`  // ufop.yaml image: "ubuntu" or "<other>.v<M>"
-	Run      string    `json:"run"`   // ufop.yaml run command
+	Ufop   string `json:"ufop"`
+	Number int    `json:"number"`
+	Status string `json:"status"`
+	Image  string `json:"image"` // "<ufop>.v<Number>"
+	Base   string `json:"base"`  // ufop.yaml image: "ubuntu" or "<other>.v<M>"
+	Run    string `json:"run"`   // ufop.yaml run command
+	// Protocol is ufop.yaml's protocol ("" when it names none): the
+	// default of the release `ufopver` makes from the build.
+	Protocol Protocol  `json:"protocol,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	Created  time.Time `json:"created"`
 	Finished time.Time `json:"finished,omitempty"`

@@ -22,10 +22,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 )
 

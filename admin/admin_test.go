@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 func TestAuthentication(t *testing.T) {

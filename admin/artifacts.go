@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // handleArtifact serves GET /v1/artifacts/{ufop}/{n}.tar.gz?e=&token=: a

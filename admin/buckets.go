@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/netguard"
 )
 
@@ -93,10 +93,13 @@ func validateMirror(m string, allowPrivate bool) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 		return fmt.Errorf("mirror %q: must be an http(s) URL prefix with a host", m)
 	}
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if addr, err := netip.ParseAddr(host); err == nil && netguard.Sensitive(addr) {
+		return fmt.Errorf("mirror %q: %s is a link-local or cloud metadata address, never allowed as a mirror", m, addr)
+	}
 	if allowPrivate {
 		return nil
 	}
-	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return fmt.Errorf("mirror %q: localhost is not allowed as a mirror", m)
 	}

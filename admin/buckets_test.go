@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
 )
@@ -261,4 +261,11 @@ func TestMirrorRefusesPrivateAddresses(t *testing.T) {
 	dev := newEnv(t, func(c *Config) { c.AllowPrivateMirror = true })
 	bob := dev.user("bob", 0)
 	dev.must(http.StatusCreated, bob, "POST", "/v1/buckets", map[string]any{"name": "devm", "mirror": "http://127.0.0.1:9000/"}, nil)
+	// Link-local and metadata addresses stay refused with private allowed.
+	for i, m := range []string{"http://169.254.169.254/latest/", "http://[fe80::1]/", "http://100.100.100.200/"} {
+		r := dev.req(bob, "POST", "/v1/buckets", map[string]any{"name": fmt.Sprintf("meta%d", i), "mirror": m})
+		if r.Status != http.StatusBadRequest || !strings.Contains(r.errMsg(), "metadata") {
+			t.Errorf("dev mirror %q: %d %s, want 400", m, r.Status, r.Body)
+		}
+	}
 }

@@ -8,12 +8,13 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // keyedMutex serializes work per key (build numbering per ufop).
@@ -110,7 +111,7 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 	}
 	b := dora.Build{
 		Ufop: u.Name, Number: n, Status: dora.BuildRunning, Image: dora.BuildImageName(u.Name, n),
-		Base: y.Image, Run: y.Run, Created: s.nowUTC(),
+		Base: y.Image, Run: y.Run, Protocol: dora.Protocol(y.Protocol), Created: s.nowUTC(),
 	}
 	if _, err := s.st.CAS(ctx, buildKey(u.Name, n), mustJSON(b), 0); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "build %d of %s was recorded concurrently; retry", n, u.Name)
@@ -251,11 +252,9 @@ func (s *Server) switchVersion(w http.ResponseWriter, r *http.Request, c *call) 
 	if req.Build < 1 {
 		return errf(http.StatusBadRequest, "build: a positive build number is required")
 	}
-	proto := dora.Protocol(req.Protocol)
+	proto := dora.Protocol(strings.ToLower(req.Protocol))
 	switch proto {
-	case "":
-		proto = dora.ProtocolDora
-	case dora.ProtocolDora, dora.ProtocolUfop:
+	case "", dora.ProtocolDora, dora.ProtocolUfop:
 	default:
 		return errf(http.StatusBadRequest, "protocol %q: must be dora or ufop", req.Protocol)
 	}
@@ -272,6 +271,15 @@ func (s *Server) switchVersion(w http.ResponseWriter, r *http.Request, c *call) 
 	}
 	if b.Status != dora.BuildSuccess {
 		return errf(http.StatusConflict, "build %d of %s is %s, not SUCCESS", b.Number, u.Name, b.Status)
+	}
+	// The protocol of a release made from a build: the caller's, else
+	// ufop.yaml's, else ufop (POST /uop): a program package and ufopver are
+	// seed 001's flow, whose programs speak /uop (docs/api.md).
+	if proto == "" {
+		proto = b.Protocol
+	}
+	if proto == "" {
+		proto = dora.ProtocolUfop
 	}
 	version := fmt.Sprintf("v%d", b.Number)
 	if _, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, version)); errors.Is(err, store.ErrNotFound) {

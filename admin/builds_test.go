@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,8 +15,8 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // tarGz packs files (name → content) as a gzip-compressed tar.
@@ -157,7 +158,9 @@ func TestBuildsAndVersionSwitch(t *testing.T) {
 		t.Fatalf("info = %+v", info)
 	}
 	rel, _, err := getJSON[dora.Release](ctx, e.st, releaseKey("grepd", "v1"))
-	if err != nil || rel.Image != "grepd.v1" || rel.Protocol != dora.ProtocolDora {
+	// A program package switched to with ufopver speaks /uop unless told
+	// otherwise (seed 001's flow needs no flag).
+	if err != nil || rel.Image != "grepd.v1" || rel.Protocol != dora.ProtocolUfop {
 		t.Fatalf("release v1 = %+v, %v", rel, err)
 	}
 
@@ -230,6 +233,25 @@ func TestBuildsAndVersionSwitch(t *testing.T) {
 	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/version", map[string]any{"build": 3}, &info)
 	if info.ActiveVersion != "v3" || info.PreviousVersion != "v1" {
 		t.Fatalf("switch to v3: %+v", info)
+	}
+
+	// ufop.yaml's protocol is the default of the release ufopver makes;
+	// the caller's --protocol wins over it.
+	y := "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\nrun: ./run.sh\nprotocol: dora\n"
+	for n, c := range []struct {
+		body map[string]any
+		want dora.Protocol
+	}{{map[string]any{"build": 4}, dora.ProtocolDora}, {map[string]any{"build": 5, "protocol": "ufop"}, dora.ProtocolUfop}} {
+		e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/builds",
+			typed{"application/gzip", string(tarGz(t, map[string]string{"ufop.yaml": y, "run.sh": "#!/bin/sh\n"}))}, nil)
+		if b := e.waitBuild(alice, "grepd", 4+n); b.Status != dora.BuildSuccess || b.Protocol != dora.ProtocolDora {
+			t.Fatalf("build %d = %+v", 4+n, b)
+		}
+		e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/version", c.body, nil)
+		ver := fmt.Sprintf("v%d", 4+n)
+		if rel, _, err := getJSON[dora.Release](ctx, e.st, releaseKey("grepd", ver)); err != nil || rel.Protocol != c.want {
+			t.Fatalf("release %s = %+v, %v; want protocol %s", ver, rel, err, c.want)
+		}
 	}
 }
 

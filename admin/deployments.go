@@ -14,9 +14,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/runtime"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // DeploymentInfo is a deployment with its instances as the runtime reports
@@ -141,6 +141,30 @@ func (s *Server) spec(ctx context.Context, u dora.Ufop, d dora.Deployment) (runt
 		spec.OCIImage = img.ociRef
 	}
 	return spec, nil
+}
+
+// imageRunner is implemented by runtimes that run OCI images only when a
+// container engine is installed (the local runtime: podman).
+type imageRunner interface {
+	CanRunImages() error
+}
+
+// checkRunnable refuses (422, saying what to install) a deployment of an
+// OCI image on a runtime that cannot run images, before anything is
+// stored: the deployment would only go FAILED after "Deploy success".
+func (s *Server) checkRunnable(ctx context.Context, owner, image string) error {
+	ir, ok := s.rt.(imageRunner)
+	if !ok {
+		return nil
+	}
+	img, err := s.resolveImage(ctx, owner, image)
+	if err != nil || img.build != nil {
+		return nil // a build, or an error that applyDeployment records
+	}
+	if err := ir.CanRunImages(); err != nil {
+		return errf(http.StatusUnprocessableEntity, "image %s: %v", image, err)
+	}
+	return nil
 }
 
 // applyDeployment asks the runtime to run d; a failure is recorded on the
@@ -294,36 +318,48 @@ func overLimit(limit int) error {
 	return errf(http.StatusForbidden, "over the account's limit of %d instances per ufop", limit)
 }
 
-// ceilingOf is the most instances a deployment may run.
-func ceilingOf(d dora.Deployment) int {
-	if d.Max <= 0 {
-		return dora.DefaultMaxInstances
+// runningOf is what a deployment counts against its owner's per-ufop
+// instance limit: the instances it is asked to run now (Desired), nothing
+// when it cannot run (FAILED, STOPPED) or was replaced.
+func runningOf(d dora.Deployment) int {
+	switch d.Status {
+	case dora.DeployFailed, dora.DeployStopped, dora.DeployReplaced:
+		return 0
 	}
-	return d.Max
+	return max(d.Desired, 0)
 }
 
-// otherCeilings sums the ceilings of the ufop's live deployments (every
-// version and region, anything not REPLACED) but deps[skip]: the account's
-// limit is per ufop, not per deployment.
-func otherCeilings(deps []dora.Deployment, skip int) int {
+// otherRunning sums what the ufop's deployments (every version and region)
+// but deps[skip] run: the account's limit is per ufop and counts the
+// instances that can actually run. Ceilings are not reserved: the
+// autoscaler grows a deployment only into what the others leave
+// (autoscaler.ShareOfLimit), so "deploy v2 beside v1, then switch" fits
+// the default limit and a dead version never blocks.
+func otherRunning(deps []dora.Deployment, skip int) int {
 	total := 0
 	for i, d := range deps {
-		if i != skip && liveDeployment(d) {
-			total += ceilingOf(d)
+		if i != skip {
+			total += runningOf(d)
 		}
 	}
 	return total
 }
 
-// checkUfopLimit refuses a deployment ceiling that would take the ufop's
-// total over limit (403 naming the current total).
-func checkUfopLimit(limit, others, ceiling int) error {
-	if others+ceiling <= limit {
+// checkUfopLimit refuses a floor (the instances a deployment must run)
+// that would take the ufop's running total over limit (403 naming the
+// current total).
+func checkUfopLimit(limit, others, floor int) error {
+	if others+floor <= limit {
 		return nil
 	}
 	return errf(http.StatusForbidden,
-		"over the account's limit of %d instances per ufop: its other deployments may already run %d (their ceilings, every version and region), this one %d; lower a ceiling (--max) or resize first",
-		limit, others, ceiling)
+		"over the account's limit of %d instances per ufop: its other deployments run %d (every version and region; failed and stopped ones do not count), this one asks for %d; resize or stop another first",
+		limit, others, floor)
+}
+
+// defaultCeiling is a deployment's ceiling when the caller names none.
+func defaultCeiling(limit, floor int) int {
+	return max(min(dora.DefaultMaxInstances, limit), floor)
 }
 
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -370,17 +406,20 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 		} else if err != nil {
 			return err
 		}
+		if err := s.checkRunnable(ctx, u.Owner, rel.Image); err != nil {
+			return err
+		}
 		deps, vers, err := s.deploymentsKV(ctx, u.Name)
 		if err != nil {
 			return err
 		}
 		j := findLive(deps, req.Version, region)
-		others := otherCeilings(deps, j)
+		others := otherRunning(deps, j)
 		maxN := req.Max
 		if maxN == 0 {
-			maxN = max(min(dora.DefaultMaxInstances, limit-others), req.Expect)
+			maxN = defaultCeiling(limit, req.Expect)
 		}
-		if err := checkUfopLimit(limit, others, maxN); err != nil {
+		if err := checkUfopLimit(limit, others, req.Expect); err != nil {
 			return err
 		}
 		now := s.nowUTC()
@@ -476,13 +515,13 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 		var d dora.Deployment
 		var op store.Op
 		j := findLive(deps, u.ActiveVersion, region)
-		others := otherCeilings(deps, j)
+		others := otherRunning(deps, j)
+		if err := checkUfopLimit(limit, others, num); err != nil {
+			return err
+		}
 		if j >= 0 {
 			d = deps[j]
 			d.Expect, d.Desired, d.Max = num, num, max(d.Max, num)
-			if err := checkUfopLimit(limit, others, d.Max); err != nil {
-				return err
-			}
 			d.Updated = now
 			op = store.Op{Kind: store.OpPut, Key: deploymentKey(u.Name, d.ID), Version: vers[j]}
 		} else {
@@ -490,13 +529,13 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 			if err != nil {
 				return fmt.Errorf("resize %s: active release: %w", u.Name, err)
 			}
+			if err := s.checkRunnable(ctx, u.Owner, rel.Image); err != nil {
+				return err
+			}
 			d = dora.Deployment{
 				ID: "deploy-" + uuid.NewString(), Ufop: u.Name, Version: u.ActiveVersion, Region: region,
-				Expect: num, Max: max(min(dora.DefaultMaxInstances, limit-others), num), Desired: num,
+				Expect: num, Max: defaultCeiling(limit, num), Desired: num,
 				Autoscale: rel.Autoscale, Status: dora.DeployPending, Created: now, Updated: now,
-			}
-			if err := checkUfopLimit(limit, others, d.Max); err != nil {
-				return err
 			}
 			op = store.Op{Kind: store.OpPut, Key: deploymentKey(u.Name, d.ID), CreateOnly: true}
 		}

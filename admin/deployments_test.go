@@ -141,14 +141,14 @@ func TestResizeInstancesLogsEvents(t *testing.T) {
 	e.must(http.StatusUnprocessableEntity, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1, "region": "mars"}, nil)
 	e.must(http.StatusForbidden, bob, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1}, nil)
 	// Resize in a region without a deployment creates one, within what the
-	// limit leaves (it is per ufop: z0 may already run 3 of 4).
+	// limit leaves (it is per ufop: z0 already runs 3 of 4).
 	r := e.req(alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 2, "region": "z1"})
-	if r.Status != http.StatusForbidden || !strings.Contains(r.errMsg(), "may already run 3") {
+	if r.Status != http.StatusForbidden || !strings.Contains(r.errMsg(), "run 3") {
 		t.Fatalf("resize z1 over the ufop's limit: %d %s", r.Status, r.Body)
 	}
 	var z1 dora.Deployment
 	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1, "region": "z1"}, &z1)
-	if z1.ID == d.ID || z1.Region != "z1" || z1.Version != "v1" || z1.Expect != 1 || z1.Max != 1 {
+	if z1.ID == d.ID || z1.Region != "z1" || z1.Version != "v1" || z1.Expect != 1 || z1.Max != 4 {
 		t.Fatalf("z1 = %+v", z1)
 	}
 
@@ -413,45 +413,52 @@ func TestArtifactURLIsStableWithinAWeek(t *testing.T) {
 	}
 }
 
-// The account's instance limit is per ufop: the ceilings of its live
-// deployments, every version and region, add up against it.
+// The account's instance limit is per ufop and counts what can actually
+// run: the instances its deployments (every version and region) are asked
+// to run, not their ceilings; failed ones count nothing. Seed 000's
+// "deploy v2 beside v1, then switch" fits the defaults.
 func TestInstanceLimitIsPerUfop(t *testing.T) {
 	e := newEnv(t)
-	alice := e.user("alice", 5)
+	alice := e.user("alice", 0) // the default limit, 5
 	e.ufop(alice, "grepd", dora.ModePrivate)
 	e.release(alice, "grepd", "v1")
 	e.release(alice, "grepd", "v2")
 	deploy := func(body map[string]any) resp {
 		return e.req(alice, "POST", "/v1/ufops/grepd/deployments", body)
 	}
-	var v1 dora.Deployment
-	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1, "max": 3}, &v1)
-	for _, body := range []map[string]any{
-		{"version": "v2", "expect": 1, "max": 3},
-		{"version": "v1", "region": "z1", "expect": 3},
-		{"version": "v2", "region": "z1", "expect": 1, "max": 5},
-	} {
-		r := deploy(body)
-		if r.Status != http.StatusForbidden || !strings.Contains(r.errMsg(), "limit of 5") || !strings.Contains(r.errMsg(), "may already run 3") {
-			t.Errorf("deploy %v: %d %s, want 403 naming the total 3", body, r.Status, r.Body)
-		}
+	var v1, v2 dora.Deployment
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1}, &v1)
+	if v1.Max != dora.DefaultMaxInstances {
+		t.Fatalf("v1 default ceiling = %d", v1.Max)
 	}
-	// What is left fits; the default ceiling takes only what is left.
-	var v2 dora.Deployment
+	// Defaults, no --max: v2 beside v1 is accepted, with the full default ceiling.
 	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v2", "expect": 1}, &v2)
-	if v2.Max != 2 {
-		t.Fatalf("v2 default ceiling = %d, want the 2 left", v2.Max)
+	if v2.Max != dora.DefaultMaxInstances {
+		t.Fatalf("v2 default ceiling = %d", v2.Max)
 	}
-	// Updating a deployment does not count its own old ceiling.
-	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1, "max": 3}, nil)
-	if r := deploy(map[string]any{"version": "v1", "expect": 1, "max": 4}); r.Status != http.StatusForbidden {
-		t.Fatalf("raising v1 to 4 with v2 at 2: %d %s", r.Status, r.Body)
+	// Floors still add up: 1 + 1 + 4 > 5.
+	if r := deploy(map[string]any{"version": "v1", "region": "z1", "expect": 4}); r.Status != http.StatusForbidden ||
+		!strings.Contains(r.errMsg(), "limit of 5") || !strings.Contains(r.errMsg(), "run 2") {
+		t.Fatalf("deploy over the limit: %d %s, want 403 naming the 2 running", r.Status, r.Body)
+	}
+	// Updating a deployment does not count its own count.
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 4}, nil)
+	if r := deploy(map[string]any{"version": "v1", "expect": 5}); r.Status != http.StatusForbidden {
+		t.Fatalf("raising v1 to 5 with v2 at 1: %d %s", r.Status, r.Body)
 	}
 	// Resizing the active version (v1) is bounded the same way.
-	if r := e.req(alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 4}); r.Status != http.StatusForbidden {
-		t.Fatalf("resize v1 to 4 with v2 at 2: %d %s", r.Status, r.Body)
+	if r := e.req(alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 5}); r.Status != http.StatusForbidden {
+		t.Fatalf("resize v1 to 5 with v2 at 1: %d %s", r.Status, r.Body)
 	}
-	if d := e.deployment("grepd", v1.ID); d.Max != 3 || d.Expect != 1 {
-		t.Fatalf("refused calls changed v1: %+v", d)
+	// A crashed version does not block: once v2 failed, v1 may take all 5.
+	d := e.deployment("grepd", v2.ID)
+	d.Status, d.Message = dora.DeployFailed, "crashed"
+	if _, err := e.st.Put(t.Context(), deploymentKey("grepd", v2.ID), mustJSON(d)); err != nil {
+		t.Fatal(err)
+	}
+	var rd dora.Deployment
+	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 5}, &rd)
+	if rd.ID != v1.ID || rd.Expect != 5 {
+		t.Fatalf("resize after v2 failed = %+v", rd)
 	}
 }

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/build"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router/origin/local"
 )
 

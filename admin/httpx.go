@@ -13,12 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // apiError is an error with the HTTP status it maps to and the message the
@@ -208,6 +210,7 @@ func (s *Server) routes() {
 	s.api("DELETE /v1/ufops/{name}", roleUser, false, s.deleteUfop)
 	s.api("POST /v1/ufops/{name}/apply", roleUser, false, s.applyUfop)
 	s.api("DELETE /v1/ufops/{name}/apply", roleUser, false, s.unapplyUfop)
+	s.api("POST /v1/ufops/{name}/mode", roleUser, false, s.setUfopMode)
 
 	s.api("POST /v1/ufops/{name}/builds", roleUser, true, s.createBuild)
 	s.api("GET /v1/ufops/{name}/builds", roleUser, false, s.listBuilds)
@@ -236,8 +239,13 @@ func (s *Server) routes() {
 // JSON or a form signed with the Qiniu form, a form with QBox); upload routes
 // stream theirs and never sign it, whatever its type (see authenticate).
 func (s *Server) api(pattern string, rl role, upload bool, fn apiFunc) {
+	wildcards := patternWildcards(pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		c := &call{}
+		if err := checkPathValues(r, wildcards); err != nil {
+			writeError(w, err)
+			return
+		}
 		if err := s.authenticate(w, r, rl, upload, c); err != nil {
 			writeError(w, err)
 			return
@@ -247,6 +255,46 @@ func (s *Server) api(pattern string, rl role, upload bool, fn apiFunc) {
 			writeError(w, err)
 		}
 	})
+}
+
+// MaxPathValueBytes bounds a name in an API path (bucket, ufop, deployment,
+// account, build number...); object keys are bounded by ValidateKey.
+const MaxPathValueBytes = 256
+
+// patternWildcards returns the wildcard names of a ServeMux pattern
+// ("{bucket}", "{key...}" -> "bucket", "key").
+func patternWildcards(pattern string) []string {
+	var names []string
+	for rest := pattern; ; {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			return names
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return names
+		}
+		names = append(names, strings.TrimSuffix(rest[i+1:i+j], "..."))
+		rest = rest[i+j+1:]
+	}
+}
+
+// checkPathValues refuses, before anything looks them up, path names that
+// no resource can have: not UTF-8, with control characters, or too long
+// (the stores refuse such keys, which would otherwise surface as a 500).
+func checkPathValues(r *http.Request, wildcards []string) error {
+	for _, name := range wildcards {
+		v := r.PathValue(name)
+		switch {
+		case !utf8.ValidString(v):
+			return errf(http.StatusBadRequest, "%s: not valid UTF-8", name)
+		case strings.ContainsFunc(v, unicode.IsControl):
+			return errf(http.StatusBadRequest, "%s: control characters are not allowed", name)
+		case name != "key" && len(v) > MaxPathValueBytes:
+			return errf(http.StatusBadRequest, "%s: longer than %d bytes", name, MaxPathValueBytes)
+		}
+	}
+	return nil
 }
 
 // readCapped reads a non-upload body, at most MaxJSONBytes.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // casRetries bounds read-modify-write loops that lose CAS races.

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/autoscaler"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Duration is a time.Duration in JSON as a Go duration string ("30s") or

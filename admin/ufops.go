@@ -11,7 +11,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // UfopInfo is a ufop as `qufopctl info` shows it.
@@ -82,6 +82,48 @@ func (s *Server) createUfop(w http.ResponseWriter, r *http.Request, c *call) err
 		return fmt.Errorf("register ufop %s: %w", u.Name, err)
 	}
 	writeJSON(w, http.StatusCreated, u)
+	return nil
+}
+
+// setUfopMode changes a ufop's mode (POST /v1/ufops/{name}/mode, body
+// {"mode": "public"|"protected"|"private"|0|1|2}): the owner only, public
+// for the root account only, as at register. The router's metadata cache
+// sees the change through its watch.
+func (s *Server) setUfopMode(w http.ResponseWriter, r *http.Request, c *call) error {
+	var req struct {
+		Mode json.RawMessage `json:"mode"`
+	}
+	if err := c.decode(r, &req); err != nil {
+		return err
+	}
+	if len(req.Mode) == 0 || string(req.Mode) == "null" {
+		return errf(http.StatusBadRequest, "mode: required (public, protected, private or 0, 1, 2)")
+	}
+	mode, err := parseModeJSON(req.Mode)
+	if err != nil {
+		return errf(http.StatusBadRequest, "mode: %v", err)
+	}
+	if mode == dora.ModePublic && !c.acct.Root {
+		return errf(http.StatusForbidden, "mode: only the root account may make a ufop public; use protected or private")
+	}
+	if _, _, err := s.ownedUfop(r.Context(), c, r.PathValue("name")); err != nil {
+		return err
+	}
+	u, err := s.updateUfop(r.Context(), r.PathValue("name"), func(u *dora.Ufop) error {
+		if u.Owner != c.acct.ID {
+			return errf(http.StatusForbidden, "ufop %q belongs to another account", u.Name)
+		}
+		u.Mode = mode
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	info, err := s.ufopInfo(r.Context(), u, c.acct)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
 	return nil
 }
 
@@ -314,7 +356,7 @@ func (s *Server) unapplyUfop(w http.ResponseWriter, r *http.Request, c *call) er
 }
 
 // maxTxnOps is the most operations admin puts in one store transaction:
-// Consul's cap (admin/store/consulkv.MaxTxnOps), the smallest of the
+// Consul's cap (internal/store/consulkv.MaxTxnOps), the smallest of the
 // backends'.
 const maxTxnOps = 64
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 func TestUfopRegistration(t *testing.T) {
@@ -343,5 +343,37 @@ func TestDeleteUfopRemovesBuilds(t *testing.T) {
 	}
 	if _, err := os.Stat(e.bld.LogPath("grepd", 2)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the old grepd's build 2 log survived: %v", err)
+	}
+}
+
+// A ufop's mode can change after register: the owner's call, public for
+// the root account only, as at register.
+func TestSetUfopMode(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	var info UfopInfo
+	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/mode", map[string]any{"mode": "protected"}, &info)
+	if info.Mode != dora.ModeProtected || e.ufopRecord("grepd").Mode != dora.ModeProtected {
+		t.Fatalf("mode = %v, stored %v", info.Mode, e.ufopRecord("grepd").Mode)
+	}
+	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/mode", map[string]any{"mode": 2}, nil)
+	for _, c := range []struct {
+		name string
+		acct dora.Account
+		body map[string]any
+		want int
+	}{
+		{"public by a user", alice, map[string]any{"mode": "public"}, http.StatusForbidden},
+		{"another's ufop", bob, map[string]any{"mode": 1}, http.StatusForbidden},
+		{"no mode", alice, map[string]any{}, http.StatusBadRequest},
+		{"bad mode", alice, map[string]any{"mode": 7}, http.StatusBadRequest},
+	} {
+		if r := e.req(c.acct, "POST", "/v1/ufops/grepd/mode", c.body); r.Status != c.want {
+			t.Errorf("%s: %d %s, want %d", c.name, r.Status, r.Body, c.want)
+		}
+	}
+	if m := e.ufopRecord("grepd").Mode; m != dora.ModePrivate {
+		t.Fatalf("refused calls changed the mode to %v", m)
 	}
 }

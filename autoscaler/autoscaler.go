@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Target is what the autoscaler scales: the local runtime in the embedded
@@ -174,10 +174,16 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 	}
 	limits := map[string]int{} // ufop name → owner's instance limit, for this tick
 	live := map[string]bool{}
+	type liveDep struct {
+		kv store.KV
+		d  dora.Deployment
+	}
+	var deps []liveDep
+	// running sums, per ufop, the counts its live deployments are asked to
+	// run: the owner's limit is per ufop, so one deployment may grow only
+	// into what the others leave.
+	running := map[string]int{}
 	for _, kv := range kvs {
-		if ctx.Err() != nil {
-			return nil
-		}
 		var d dora.Deployment
 		if err := json.Unmarshal(kv.Value, &d); err != nil || d.ID == "" || strings.Contains(d.ID, "/") {
 			a.log.Warn("skipping unreadable deployment", "key", kv.Key, "id", d.ID, "err", err)
@@ -186,8 +192,17 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 		if d.Status != dora.DeployRunning && d.Status != dora.DeployPending {
 			continue
 		}
+		deps = append(deps, liveDep{kv, d})
+		running[d.Ufop] += d.Desired
+	}
+	for _, ld := range deps {
+		if ctx.Err() != nil {
+			return nil
+		}
+		d := ld.d
 		live[d.ID] = true
-		a.evaluate(ctx, kv, d, now, limits)
+		others := running[d.Ufop] - d.Desired
+		running[d.Ufop] = others + a.evaluate(ctx, ld.kv, d, now, limits, others)
 	}
 	for id := range a.entries {
 		if !live[id] {
@@ -198,8 +213,10 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 	return nil
 }
 
-// evaluate decides one deployment and applies a change.
-func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deployment, now time.Time, limits map[string]int) {
+// evaluate decides one deployment and applies a change; others is what
+// the ufop's other live deployments are asked to run. It returns the count
+// the deployment is left with.
+func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deployment, now time.Time, limits map[string]int, others int) int {
 	log := a.log.With("deployment", d.ID, "ufop", d.Ufop, "version", d.Version, "region", d.Region)
 	e := a.entries[d.ID]
 	if e == nil {
@@ -219,7 +236,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		e.pending = false
 	}
 
-	p := PolicyFrom(d, a.release(ctx, d, log)).WithLimit(a.limit(ctx, d.Ufop, limits, log))
+	p := PolicyFrom(d, a.release(ctx, d, log)).WithLimit(ShareOfLimit(a.limit(ctx, d.Ufop, limits, log), others, d.Expect))
 	if err := p.Validate(); err != nil {
 		if msg := err.Error(); msg != e.invalid {
 			e.invalid = msg
@@ -229,7 +246,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		e.invalid = ""
 	}
 	if !e.pending && !e.lastEval.IsZero() && now.Sub(e.lastEval) < p.EvaluationInterval-a.cfg.Interval/2 {
-		return
+		return d.Desired
 	}
 	e.lastEval = now
 
@@ -237,7 +254,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 	if err != nil {
 		a.metrics.errors.WithLabelValues("ready").Inc()
 		log.Warn("counting ready instances", "err", err)
-		return
+		return d.Desired
 	}
 	key := load.Key{Ufop: d.Ufop, Version: d.Version, Region: d.Region}
 	av, err := a.cfg.Load.Averages(ctx, key, now, p.StableWindow, p.PanicWindow)
@@ -254,7 +271,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 
 	if dec.Desired == d.Desired && !e.pending {
 		e.state = dec.State
-		return
+		return d.Desired
 	}
 	nd := d
 	if dec.Desired != d.Desired {
@@ -263,7 +280,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		b, err := json.Marshal(nd)
 		if err != nil {
 			log.Error("encoding deployment", "err", err)
-			return
+			return d.Desired
 		}
 		if _, err := a.cfg.Store.CAS(ctx, kv.Key, b, kv.Version); err != nil {
 			// On a conflict the user (or another autoscaler) just wrote
@@ -273,7 +290,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 			}
 			log.Info("deployment changed meanwhile; not scaling", "err", err)
 			e.lastEval = time.Time{}
-			return
+			return d.Desired
 		}
 		log.Info("scaling", "from", d.Desired, "to", dec.Desired, "reason", dec.Reason,
 			"ready", ready, "stable", av.Stable, "panic", av.Panic, "inPanic", dec.State.InPanic())
@@ -287,13 +304,26 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 			// Nothing happened: no cooldown for it.
 			e.state.LastScaleUp, e.state.LastScaleDown = prev.LastScaleUp, prev.LastScaleDown
 			log.Info("target busy; retrying at the next evaluation", "err", err)
-			return
+			return dec.Desired
 		}
 		a.metrics.errors.WithLabelValues("scale").Inc()
 		log.Warn("scaling failed; retrying at the next evaluation", "count", dec.Desired, "err", err)
-		return
+		return dec.Desired
 	}
 	e.pending = false
+	return dec.Desired
+}
+
+// ShareOfLimit is the ceiling a deployment may grow to under the owner's
+// per-ufop instance limit when the ufop's other live deployments are asked
+// to run others: what they leave, never below the deployment's own floor
+// (the admin API keeps the floors within the limit). 0 (no limit known)
+// stays 0.
+func ShareOfLimit(limit, others, floor int) int {
+	if limit <= 0 {
+		return 0
+	}
+	return max(limit-others, floor, 1)
 }
 
 // release reads the deployment's release; a missing one means defaults.

@@ -16,10 +16,10 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/autoscaler/load/memory"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/bolt"
 )
 
 // clock is a fake clock moved by the test.

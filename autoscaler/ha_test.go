@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/autoscaler/lock"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 // TestHighAvailability runs two autoscalers on one store, elected by a

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 func TestQuote(t *testing.T) {
@@ -154,7 +154,7 @@ func TestRenderUfopContents(t *testing.T) {
 	}
 }
 
-// nomadBinary finds the nomad CLI as admin/agenttest does.
+// nomadBinary finds the nomad CLI as internal/agenttest does.
 func nomadBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("DORA_NOMAD"); p != "" {

@@ -24,6 +24,12 @@ type Instance struct {
 	Region  string
 	// Addr is host:port of the instance's HTTP listener.
 	Addr string
+	// RouterHost, when set, is the address at which the instance reaches
+	// the router's host: a container in its own network namespace on
+	// podman's slirp4netns network sees the host's loopback as 10.0.2.2.
+	// The router's input URLs for it then name RouterHost with the port
+	// of the router's public address.
+	RouterHost string
 }
 
 // Key returns the pool the instance belongs to.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,7 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/fop"
 	"github.com/doraproject/dora/router/meta"
@@ -36,6 +37,11 @@ type httpError struct {
 	msg        string
 	step       int // -1: not a step's failure
 	retryAfter bool
+	// body, when not nil, is a program's own error answer, sent as is
+	// with contentType instead of the JSON shape; ufop names the program.
+	body        []byte
+	contentType string
+	ufop        string
 }
 
 func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.status, e.msg) }
@@ -76,7 +82,14 @@ type request struct {
 
 // fail answers with e (and the step header when e is a step's failure).
 func (rq *request) fail(e *httpError) {
-	writeError(rq.ctx, e.status, e.msg)
+	if e.body != nil {
+		writeError(rq.ctx, e.status, "")
+		rq.ctx.SetContentType(e.contentType)
+		rq.ctx.SetBody(e.body)
+		rq.ctx.Response.Header.Set("X-Dora-Ufop", e.ufop)
+	} else {
+		writeError(rq.ctx, e.status, e.msg)
+	}
 	if e.step >= 0 {
 		rq.ctx.Response.Header.Set("X-Dora-Step", strconv.Itoa(e.step))
 	}
@@ -181,8 +194,19 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 			return false, herr
 		}
 	}
+	streaming, herr = r.serveParsed(rq, snap, bucket, key, host, string(rawPath), req)
+	if herr == nil && req.HasAttName && ctx.Response.StatusCode() < 300 {
+		ctx.Response.Header.Set("Content-Disposition", contentDisposition(req.AttName, key))
+	}
+	return streaming, herr
+}
+
+// serveParsed serves a parsed, authorised request: a persisted result, the
+// object, or the pipeline's output.
+func (r *Router) serveParsed(rq *request, snap *meta.Snapshot, bucket dora.Bucket, key, host, rawPath string, req fop.Request) (bool, *httpError) {
+	ctx := rq.ctx
 	if req.Persisted != "" {
-		return r.servePersisted(rq, snap, bucket, key, host, string(rawPath), req)
+		return r.servePersisted(rq, snap, bucket, key, host, rawPath, req)
 	}
 	stages, herr := r.plan(snap, bucket, req.Steps)
 	if herr != nil {
@@ -190,7 +214,7 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 	}
 	rq.names = stepNames(stages, req.SaveAs != nil)
 	if req.SaveAs != nil {
-		if herr := r.checkSaveAs(ctx, snap, host, string(rawPath), req.SaveAs); herr != nil {
+		if herr := r.checkSaveAs(ctx, snap, host, rawPath, req.SaveAs); herr != nil {
 			return false, herr
 		}
 		if ctx.IsHead() {
@@ -201,6 +225,45 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 		return r.serveObject(rq, bucket, key)
 	}
 	return r.runPipeline(rq, bucket, key, stages, req.SaveAs)
+}
+
+// contentDisposition is the attname= answer: an attachment named name (the
+// key's last segment when name is empty), as an ASCII fallback and as
+// RFC 5987 UTF-8.
+func contentDisposition(name, key string) string {
+	if name == "" {
+		name = path.Base(key)
+	}
+	var b strings.Builder
+	b.WriteString(`attachment; filename="`)
+	for _, c := range name {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			c = '_'
+		}
+		b.WriteRune(c)
+	}
+	b.WriteString(`"; filename*=UTF-8''`)
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if isAttrChar(c) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+// isAttrChar is RFC 5987's attr-char: what filename*= carries unescaped.
+func isAttrChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$&+-.^_`|~", c) >= 0
 }
 
 // objectKey decodes the key from a raw URL path and checks it with the

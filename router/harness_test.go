@@ -19,9 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/origin"
 )

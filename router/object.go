@@ -88,6 +88,11 @@ func (r *Router) serveObject(rq *request, b dora.Bucket, key string) (bool, *htt
 	h := &ctx.Response.Header
 	etag := objectHeaders(h, obj)
 	h.Set("Accept-Ranges", "bytes")
+	if preconditionFailed(&ctx.Request.Header, etag, obj.Modified) {
+		cancel()
+		writeErrorKeep(rq, errf(fasthttp.StatusPreconditionFailed, "precondition failed: the object does not match If-Match or was modified after If-Unmodified-Since"))
+		return false, nil
+	}
 	if notModified(&ctx.Request.Header, etag, obj.Modified) {
 		cancel()
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
@@ -99,7 +104,8 @@ func (r *Router) serveObject(rq *request, b dora.Bucket, key string) (bool, *htt
 	}
 	h.SetContentType(mime)
 	off, n := int64(0), obj.Size
-	if rng := h2s(ctx.Request.Header.Peek("Range")); rng != "" && obj.Size >= 0 { // unknown size (mirror): whole object
+	if rng := h2s(ctx.Request.Header.Peek("Range")); rng != "" && obj.Size >= 0 && // unknown size (mirror): whole object
+		ifRangeMatches(&ctx.Request.Header, etag, obj.Modified) { // stale If-Range: whole object
 		start, length, ok, unsat := parseRange(rng, obj.Size)
 		switch {
 		case unsat:
@@ -152,6 +158,50 @@ func writeErrorKeep(rq *request, e *httpError) {
 }
 
 func h2s(b []byte) string { return string(b) }
+
+// preconditionFailed evaluates If-Match (which wins when present) and
+// If-Unmodified-Since (second precision) against the object (RFC 9110
+// 13.2.2 steps 1-2): true means 412. If-Match compares strongly; "*"
+// matches any existing object.
+func preconditionFailed(h *fasthttp.RequestHeader, etag string, modified time.Time) bool {
+	if im := string(h.Peek("If-Match")); im != "" {
+		for c := range strings.SplitSeq(im, ",") {
+			c = strings.TrimSpace(c)
+			if c == "*" || (etag != "" && c == etag) {
+				return false
+			}
+		}
+		return true
+	}
+	if ius := string(h.Peek("If-Unmodified-Since")); ius != "" && !modified.IsZero() {
+		t, err := http.ParseTime(ius)
+		if err != nil {
+			return false // an invalid date is ignored
+		}
+		return modified.Truncate(time.Second).After(t)
+	}
+	return false
+}
+
+// ifRangeMatches evaluates If-Range (RFC 9110 13.1.5): without it a Range
+// applies; with it, only when it names the current object, by a strong
+// ETag equal to the object's or by a date equal to its Last-Modified.
+// Otherwise the whole object is sent (200), so that a resumed download of
+// a changed object is not patched with the new bytes.
+func ifRangeMatches(h *fasthttp.RequestHeader, etag string, modified time.Time) bool {
+	ir := strings.TrimSpace(string(h.Peek("If-Range")))
+	if ir == "" {
+		return true
+	}
+	if strings.HasPrefix(ir, `"`) || strings.HasPrefix(ir, "W/") {
+		return etag != "" && ir == etag // weak tags never match
+	}
+	t, err := http.ParseTime(ir)
+	if err != nil || modified.IsZero() {
+		return false
+	}
+	return modified.Truncate(time.Second).Equal(t)
+}
 
 // notModified evaluates If-None-Match (which wins when present) and
 // If-Modified-Since (second precision) against the object.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path"
 	"strings"
 	"sync"
@@ -28,6 +29,10 @@ type flow struct {
 	body io.ReadCloser
 	size int64 // -1: unknown
 	mime string
+	// reopen, when set, opens the same input afresh: the object itself
+	// (the first stage's input) can be replayed to another instance after
+	// the one that claimed it died.
+	reopen func() (flow, *httpError)
 }
 
 func (f flow) contentType() string {
@@ -132,6 +137,13 @@ func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, 
 		return nil, flow{}, nil, herr
 	}
 	cur := flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}
+	cur.reopen = func() (flow, *httpError) {
+		rc, obj, herr := r.openObject(pctx, b, key)
+		if herr != nil {
+			return flow{}, herr
+		}
+		return flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}, nil
+	}
 	for i, st := range stages {
 		var herr *httpError
 		if st.builtin {
@@ -154,7 +166,7 @@ func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, 
 // closing the result closes the input too.
 func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
 	start := time.Now()
-	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime})
+	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime, Env: p.builtinEnv()})
 	p.r.metrics.step(st.step.Name, time.Since(start))
 	if err != nil {
 		in.body.Close()
@@ -215,7 +227,6 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	p.mu.Lock()
 	p.tokens = append(p.tokens, tokenFlow{tok, in})
 	p.mu.Unlock()
-	srcURL := "http://" + r.publicAddr() + srcPrefix + tok
 
 	var avoid *pool.Host
 	var last *httpError
@@ -225,6 +236,13 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			if attempt > 0 {
 				break
 			}
+			// A version whose deployments all FAILED gets no instance
+			// by waiting: 503 at once, with the reason.
+			if msg, failed := r.meta.Snapshot().DeploymentFailed(key.Ufop, key.Version, key.Region); failed {
+				e := errf(fasthttp.StatusServiceUnavailable, "ufop %s %s in %s: deployment FAILED: %s", key.Ufop, key.Version, key.Region, msg)
+				e.step, e.retryAfter = i, true
+				return flow{}, e
+			}
 			// Nothing runs (scale from zero) or every instance is
 			// ejected: wait for one, bounded (hold.go).
 			var herr *httpError
@@ -233,18 +251,53 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			}
 			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		}
-		out, retry, herr := p.call(i, st, h, key, rel, srcURL, in)
+		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), in)
 		if herr == nil {
 			return out, nil
 		}
 		last = herr
-		if !retry || entry.isClaimed() || p.ctx.Err() != nil {
+		if !retry || p.ctx.Err() != nil {
 			break
 		}
-		r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		avoid = h
+		if !entry.isClaimed() {
+			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
+			continue
+		}
+		// The instance took the input and failed before answering (it
+		// died): replay the input to another instance when it can be
+		// opened afresh.
+		if in.reopen == nil {
+			break
+		}
+		fresh, rerr := in.reopen()
+		if rerr != nil {
+			break
+		}
+		fresh.reopen = in.reopen
+		tok, entry, err = r.src.register(p.ctx, fresh, r.now().Add(r.cfg.SrcTTL))
+		if err != nil {
+			fresh.body.Close()
+			break
+		}
+		p.mu.Lock()
+		p.tokens = append(p.tokens, tokenFlow{tok, fresh})
+		p.mu.Unlock()
+		in = fresh
 	}
 	return flow{}, last
+}
+
+// srcURL is the one-shot input URL of tok as instance inst reaches the
+// router: PublicAddr, or its port at inst.RouterHost.
+func (r *Router) srcURL(inst pool.Instance, tok string) string {
+	addr := r.publicAddr()
+	if inst.RouterHost != "" {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			addr = net.JoinHostPort(inst.RouterHost, port)
+		}
+	}
+	return "http://" + addr + srcPrefix + tok
 }
 
 // call sends one step to one instance. retry is true when the failure
@@ -318,15 +371,18 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, end: end, step: i}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
-		msg, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
+		// The program's error is its own: status, type and body reach the
+		// client unchanged (bounded); the step goes in X-Dora-Step.
+		body, _ := io.ReadAll(io.LimitReader(sb, DefaultMaxErrorBytes))
+		ct := string(resp.Header.ContentType())
 		sb.Close()
-		m := strings.TrimSpace(string(msg))
+		m := strings.TrimSpace(string(body))
 		if m == "" {
 			m = fmt.Sprintf("%s failed with status %d", st.step.Name, status)
 		} else {
 			m = st.step.Name + ": " + m
 		}
-		return flow{}, false, &httpError{status: status, msg: m, step: i}
+		return flow{}, false, &httpError{status: status, msg: m, step: i, body: body, contentType: ct, ufop: st.step.Name}
 	}
 	return flow{body: sb, size: size, mime: string(resp.Header.ContentType())}, false, nil
 }

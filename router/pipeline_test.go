@@ -119,14 +119,18 @@ func TestPipelineOverExamples(t *testing.T) {
 			t.Fatalf("HEAD: %d %q %v", resp.StatusCode, body, resp.Header)
 		}
 	})
-	t.Run("step errors keep status and name the step", func(t *testing.T) {
+	t.Run("a program's error reaches the client unchanged, the step in headers", func(t *testing.T) {
 		for i, q := range []string{"grepd", "grepd/x|grepd"} {
 			resp, body := e.get("photos.localhost", "/dir/text.txt?"+q)
-			if resp.StatusCode != 400 || resp.Header.Get("X-Dora-Step") != fmt.Sprint(i) {
-				t.Fatalf("%s: %d step %q (%s)", q, resp.StatusCode, resp.Header.Get("X-Dora-Step"), body)
+			if resp.StatusCode != 400 || resp.Header.Get("X-Dora-Step") != fmt.Sprint(i) || resp.Header.Get("X-Dora-Ufop") != "grepd" {
+				t.Fatalf("%s: %d step %q ufop %q (%s)", q, resp.StatusCode, resp.Header.Get("X-Dora-Step"), resp.Header.Get("X-Dora-Ufop"), body)
 			}
-			if msg := jsonError(t, body); !strings.Contains(msg, "want grepd/<word>") {
-				t.Fatalf("%s: message %q lacks the instance's", q, msg)
+			// grepd answers with http.Error: its text, its type.
+			if want := "cmd \"grepd\": want grepd/<word>\n"; string(body) != want {
+				t.Fatalf("%s: body %q, want the program's own %q", q, body, want)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "text/plain; charset=utf-8" {
+				t.Fatalf("%s: Content-Type %q, want the program's", q, ct)
 			}
 		}
 	})

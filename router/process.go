@@ -74,8 +74,8 @@ func (r *Router) Process(ctx context.Context, bucket, key, fops string, w io.Wri
 	if err != nil {
 		return res, &ProcessError{Step: -1, Status: fasthttp.StatusBadRequest, Msg: err.Error(), Err: err}
 	}
-	if req.Persisted != "" || req.Token != "" || req.Deadline != 0 {
-		return res, &ProcessError{Step: -1, Status: fasthttp.StatusBadRequest, Msg: "p/1/, e= and token= have no meaning in Process"}
+	if req.Persisted != "" || req.HasParams() {
+		return res, &ProcessError{Step: -1, Status: fasthttp.StatusBadRequest, Msg: "p/1/ and parameters (e=, token=, attname=, ...) have no meaning in Process"}
 	}
 	if herr := checkKey(key); herr != nil {
 		return res, processError(herr)

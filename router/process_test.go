@@ -13,7 +13,7 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/pool"
 )
 

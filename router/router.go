@@ -28,9 +28,11 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/connlimit"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/meta"
 	"github.com/doraproject/dora/router/origin"
 )
@@ -44,7 +46,7 @@ const (
 	DefaultMaxHeaderBytes  = 16 << 10
 	DefaultMaxRequestBody  = 64 << 10
 	DefaultConcurrency     = 16 << 10
-	DefaultMaxErrorBytes   = 4 << 10
+	DefaultMaxErrorBytes   = 64 << 10 // a program's error body passed to the client, at most
 	DefaultBufferedBodyMax = 256 << 10
 	DefaultShutdownGrace   = 5 * time.Second
 )
@@ -66,6 +68,11 @@ type Config struct {
 	Load         load.Recorder // may be nil: figures are then only counted
 	Region       string        // dora.DefaultRegion when empty
 	DomainSuffix string        // "localhost" when empty
+	// Builtins are the tools and fonts the built-in fops use (ffprobe,
+	// jpegtran, the DejaVu fonts); the zero value finds them on PATH and in
+	// builtin.DefaultFontDir. Its Fetch is ignored: the router reads
+	// watermark images from its own buckets.
+	Builtins builtin.Env
 	// PublicAddr is the host:port instances use to reach the router's
 	// one-shot input URLs. Serve fills it from the listener when empty.
 	PublicAddr string
@@ -91,8 +98,15 @@ type Config struct {
 	// ReadBufferSize); MaxRequestBody the request body (the router serves
 	// GET and HEAD only).
 	MaxHeaderBytes, MaxRequestBody int
-	// Concurrency caps the connections served at once.
+	// Concurrency caps the connections served at once (also bounded by
+	// Conns).
 	Concurrency int
+	// Conns guards the listener Serve serves: accept errors such as
+	// EMFILE are retried with backoff rather than fatal, connections over
+	// its shedding threshold get a 503, and the connections open at once
+	// stay under its cap. Share one Limiter among a process's listeners;
+	// nil: a Limiter derived from RLIMIT_NOFILE.
+	Conns *connlimit.Limiter
 	// ShutdownGrace is how long Serve lets in-flight requests finish
 	// once its context ends (DefaultShutdownGrace when 0); then every
 	// pipeline still running is cancelled and its instance connections
@@ -190,6 +204,10 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Conns == nil {
+		cfg.Conns = connlimit.New(connlimit.Config{Logger: cfg.Logger})
+	}
+	cfg.Concurrency = min(cfg.Concurrency, cfg.Conns.Max())
 	r := &Router{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -331,6 +349,7 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 		r.setPublicAddr(ln.Addr().String())
 	}
 	srv := r.Server()
+	ln = r.cfg.Conns.Listen(ln)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need: Redis (Debian), nginx (Debian, for the benchmarks),
+# ffmpeg, libjpeg-turbo-progs and fonts-dejavu-core (Debian, the router's built-ins),
 # and Nomad v1.6.2 / Consul v1.15.4 / SeaweedFS (the S3-compatible store the S3
 # object backend is tested against) built from the Go module proxy into a cache
 # directory that later runs reuse. Idempotent: safe to run before every test run.
@@ -69,6 +70,9 @@ build_from_proxy() {
 }
 
 apt_install redis-server nginx
+# The router's built-ins: avinfo runs ffprobe, interlaced JPEG runs jpegtran,
+# text watermarks draw with the DejaVu fonts.
+apt_install ffmpeg libjpeg-turbo-progs fonts-dejavu-core
 
 build_from_proxy nomad github.com/hashicorp/nomad "$NOMAD_VERSION" \
   -dropreplace=github.com/hashicorp/nomad/api \
@@ -89,4 +93,6 @@ BUILD_PKG=./weed build_from_proxy weed github.com/seaweedfs/seaweedfs "$SEAWEEDF
 "$BIN/consul" version >&2
 "$BIN/weed" version >&2
 command -v redis-server >/dev/null
+command -v ffprobe >/dev/null
+command -v jpegtran >/dev/null
 echo "$BIN"

@@ -11,7 +11,7 @@ import (
 	"fmt"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // ErrNoAccount: the AK is unknown, or its account is disabled or no longer

@@ -9,8 +9,8 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/bolt"
 )
 
 func TestByAK(t *testing.T) {

@@ -77,6 +77,10 @@ type UfopYAML struct {
 	BuildScript []string `yaml:"build_script"`
 	// Run is the shell command that starts the program in the working dir.
 	Run string `yaml:"run"`
+	// Protocol is the instance protocol the program speaks: "ufop" (POST
+	// /uop, the default for program packages: seed 001's generation) or
+	// "dora" (POST /handler). Optional; `ufopver --protocol` overrides it.
+	Protocol string `yaml:"protocol,omitempty"`
 }
 
 // ParseUfopYAML reads ufop.yaml strictly: unknown fields, a missing image or
@@ -121,6 +125,12 @@ func ParseUfopYAML(b []byte) (UfopYAML, error) {
 	}
 	if strings.ContainsRune(u.Run, 0) {
 		problems = append(problems, "run holds a NUL")
+	}
+	u.Protocol = strings.ToLower(strings.TrimSpace(u.Protocol))
+	switch u.Protocol {
+	case "", "dora", "ufop":
+	default:
+		problems = append(problems, fmt.Sprintf("protocol %q: must be dora or ufop", u.Protocol))
 	}
 	if len(problems) > 0 {
 		return u, fmt.Errorf("%w: ufop.yaml: %s", ErrBadPackage, strings.Join(problems, "; "))
@@ -722,14 +732,17 @@ func (b *Builder) buildEnv(resource, work, home string) []string {
 
 // runLine runs one build_script line in its own process group, as runAs
 // when non-nil; the group is killed when ctx ends and after the line exits
-// (no stray background jobs).
+// (no stray background jobs), and the shell gets SIGKILL when dorad dies
+// (Pdeathsig; Go sets it after the credentials change, which would reset
+// it, and the forking thread is never ended by the runtime since no
+// goroutine here locks its thread).
 func runLine(ctx context.Context, dir string, env []string, runAs *User, line string, out io.Writer) error {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
 	cmd.Dir = dir
 	cmd.Env = env
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if runAs != nil {
 		cmd.SysProcAttr.Credential = runAs.Credential()
 	}

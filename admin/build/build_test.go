@@ -112,6 +112,8 @@ func TestParseUfopYAML(t *testing.T) {
 		{"seed example", "image: ubuntu\nbuild_script:\n  - echo building...\n  - mv $RESOURCE/dir/* .\nrun: ./grepd -f grepd.conf\n",
 			UfopYAML{Image: "ubuntu", BuildScript: []string{"echo building...", "mv $RESOURCE/dir/* ."}, Run: "./grepd -f grepd.conf"}, ""},
 		{"no build script", "image: test.v7\nrun: ./x\n", UfopYAML{Image: "test.v7", Run: "./x"}, ""},
+		{"protocol", "image: u\nrun: ./x\nprotocol: Dora\n", UfopYAML{Image: "u", Run: "./x", Protocol: "dora"}, ""},
+		{"bad protocol", "image: u\nrun: ./x\nprotocol: grpc\n", UfopYAML{}, `protocol "grpc"`},
 		{"missing image", "run: ./x\n", UfopYAML{}, "image is required"},
 		{"missing both", "build_script: []\n", UfopYAML{}, "image is required; run is required"},
 		{"unknown field", "image: u\nrun: x\nfoo: 1\n", UfopYAML{}, "field foo not found"},

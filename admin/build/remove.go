@@ -94,6 +94,35 @@ func (b *Builder) removeLeftovers() {
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), trashPrefix) {
 			_ = removeTree(filepath.Join(b.root, e.Name()))
+			continue
+		}
+		if e.IsDir() {
+			b.removeHalfBuilds(filepath.Join(b.root, e.Name()))
+		}
+	}
+}
+
+// removeHalfBuilds deletes the working directories (result.tmp-*,
+// home.tmp-*, resource.tmp-*) that builds of one ufop left when the
+// process died mid-build: no build runs while a Builder starts.
+func (b *Builder) removeHalfBuilds(ufopDir string) {
+	builds, err := os.ReadDir(ufopDir)
+	if err != nil {
+		return
+	}
+	for _, n := range builds {
+		if !n.IsDir() {
+			continue
+		}
+		dir := filepath.Join(ufopDir, n.Name())
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if strings.Contains(e.Name(), ".tmp-") {
+				_ = removeTree(filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 }

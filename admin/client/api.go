@@ -330,6 +330,13 @@ func (c *Client) RegisterUfop(ctx context.Context, name, desc string, mode dora.
 	return u, err
 }
 
+// SetUfopMode changes the mode of one of the caller's ufops.
+func (c *Client) SetUfopMode(ctx context.Context, name string, mode dora.Mode) (UfopInfo, error) {
+	var u UfopInfo
+	err := c.call(ctx, request{method: http.MethodPost, path: "/v1/ufops/" + seg(name) + "/mode", json: map[string]any{"mode": mode}}, &u)
+	return u, err
+}
+
 // ListUfops lists the caller's ufops and those it may use.
 func (c *Client) ListUfops(ctx context.Context) ([]UfopInfo, error) {
 	var us []UfopInfo

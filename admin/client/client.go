@@ -1,6 +1,6 @@
 // Package client is the Go client of the admin API (docs/api.md). qdoractl is
 // built on it, and end-to-end tests drive the platform through it. Every call
-// is signed with the caller's AK/SK in the Qiniu form (admin/auth.SignRequest).
+// is signed with the caller's AK/SK in the Qiniu form (internal/auth.SignRequest).
 package client
 
 import (
@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 // Limits on what the client reads into memory.

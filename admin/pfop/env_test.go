@@ -24,7 +24,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
@@ -182,6 +182,7 @@ func newEnv(t *testing.T) *env {
 	e.q = q
 	e.h, err = pfop.NewHandler(pfop.HandlerConfig{
 		Store: st, Queue: q, Objects: e.objs, Notify: pfop.NotifyConfig{AllowPrivate: true}, Logger: testLogger(),
+		SpoolDir: filepath.Join(dir, "uploads"),
 	})
 	if err != nil {
 		t.Fatal(err)

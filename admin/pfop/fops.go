@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/router/fop"
 )
 
@@ -44,8 +44,8 @@ func parseItem(cmd string) (fop.Request, error) {
 	switch {
 	case r.Persisted != "":
 		return r, errors.New("p/1/ cannot be persisted")
-	case r.Token != "" || r.Deadline != 0:
-		return r, errors.New("e= and token= have no place in a pfop")
+	case r.HasParams():
+		return r, errors.New("parameters (e=, token=, attname=, ...) have no place in a pfop")
 	case len(r.Steps) == 0 && r.SaveAs == nil:
 		return r, errors.New("empty fop")
 	}

@@ -16,8 +16,8 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -26,6 +26,8 @@ import (
 //	POST /pfop, POST /pfop/      submit a job (signed, form body) → {"persistentId"}
 //	GET  /status/get/prefop?id=  a job's status (no signature: ids are unguessable)
 //	POST /                       Qiniu form upload (multipart, upload token)
+//	/mkblk/ /bput/ /mkfile/ and /buckets/<b>/objects/<k>/uploads...
+//	                             resumable uploads v1 and v2 (resumable.go)
 const (
 	PathPfop      = "/pfop"
 	PathPfopSlash = "/pfop/"
@@ -58,8 +60,15 @@ type HandlerConfig struct {
 	IDPrefix string
 	// MaxUploadBytes bounds an uploaded file (before fsizeLimit).
 	MaxUploadBytes int64
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// SpoolDir keeps the blocks and parts of resumable uploads until they
+	// complete (a directory of the data dir); empty: resumable uploads
+	// answer 503.
+	SpoolDir string
+	// UploadExpiry is how long unfinished resumable uploads are kept;
+	// DefaultUploadExpiry when 0.
+	UploadExpiry time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // Handler serves pfop, prefop and the form upload.
@@ -69,6 +78,7 @@ type Handler struct {
 	notify *Notifier
 	verify auth.Verifier
 	log    *slog.Logger
+	rs     resumable
 }
 
 // NewHandler checks cfg and returns the handler.
@@ -88,6 +98,9 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.UploadExpiry <= 0 {
+		cfg.UploadExpiry = DefaultUploadExpiry
+	}
 	h := &Handler{cfg: cfg, jobs: Jobs{Store: cfg.Store}, notify: NewNotifier(cfg.Notify), log: cfg.Logger}
 	h.verify = auth.Verifier{Lookup: h.lookupSK, MaxSkew: cfg.MaxSkew, Now: cfg.Now}
 	return h, nil
@@ -101,7 +114,7 @@ func (h *Handler) Match(r *http.Request) bool {
 	case PathUpload:
 		return r.Method == http.MethodPost
 	}
-	return false
+	return matchResumable(r.URL.Path)
 }
 
 // Wrap serves Handler's paths and passes every other request to next
@@ -130,6 +143,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathUpload:
 		status = h.serveUpload(w, r, reqid)
 	default:
+		if matchResumable(r.URL.Path) {
+			status = h.serveResumable(w, r, reqid)
+			break
+		}
 		status = writeError(w, http.StatusNotFound, "no such endpoint")
 	}
 	h.log.Info("pfop api", "reqid", reqid, "method", r.Method, "path", r.URL.Path, "status", status, "duration", h.cfg.Now().Sub(start))

@@ -33,7 +33,7 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Job and item codes (PROTOCOLS.md §6).
@@ -65,7 +65,7 @@ func Desc(code int) string {
 	return fmt.Sprintf("code %d", code)
 }
 
-// Store key prefixes of this package (beside admin/store's layout).
+// Store key prefixes of this package (beside internal/store's layout).
 const (
 	// PrefixJobs: pfop/jobs/<id> → Job.
 	PrefixJobs = "pfop/jobs/"

@@ -65,15 +65,16 @@ func NewNotifier(cfg NotifyConfig) *Notifier {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultNotifyTimeout
 	}
-	d := &net.Dialer{Timeout: cfg.Timeout}
-	if !cfg.AllowPrivate {
-		d.Control = func(_, address string, _ syscall.RawConn) error {
-			if err := netguard.Check(address); err != nil {
-				return fmt.Errorf("%w: %w", ErrNotifyURL, err)
-			}
-			return nil
-		}
+	check := netguard.Check
+	if cfg.AllowPrivate {
+		check = netguard.CheckNotSensitive // link-local and metadata addresses stay refused
 	}
+	d := &net.Dialer{Timeout: cfg.Timeout, Control: func(_, address string, _ syscall.RawConn) error {
+		if err := check(address); err != nil {
+			return fmt.Errorf("%w: %w", ErrNotifyURL, err)
+		}
+		return nil
+	}}
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           d.DialContext,

@@ -109,7 +109,7 @@ func TestFops(t *testing.T) {
 			t.Errorf("ParseFops(%q): %v", f, err)
 		}
 	}
-	bad := []string{"", ";", "a;", "a||b", "p/1/a", "a&e=1&token=x:y", "saveas/YjprZXk=|a", strings.Repeat("a;", MaxFops) + "a", strings.Repeat("a", MaxFopsBytes+1)}
+	bad := []string{"", ";", "a;", "a||b", "p/1/a", "a&e=1&token=x:y", "a&v=1", "a&attname=x.txt", "saveas/YjprZXk=|a", strings.Repeat("a;", MaxFops) + "a", strings.Repeat("a", MaxFopsBytes+1)}
 	for _, f := range bad {
 		if _, err := ParseFops(f); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ParseFops(%q) = %v, want ErrInvalid", f, err)

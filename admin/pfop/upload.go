@@ -20,8 +20,8 @@ import (
 	"strings"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/auth"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -216,8 +216,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, reqid stri
 	}
 	fields := map[string]string{}
 	var up *uploaded
-	var pol PutPolicy
-	var owner string
+	var t uploadTarget
 	for n := 0; ; n++ {
 		part, err := mr.NextPart()
 		if err == io.EOF {
@@ -235,7 +234,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, reqid stri
 				return writeError(w, http.StatusBadRequest, "more than one file")
 			}
 			var ue *uploadError
-			owner, pol, up, ue = h.receiveFile(r.Context(), part, fields)
+			t, up, ue = h.receiveFile(r.Context(), part, fields)
 			part.Close()
 			if ue != nil {
 				return writeError(w, ue.status, ue.msg)
@@ -255,11 +254,19 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, reqid stri
 	if up == nil {
 		return writeError(w, http.StatusBadRequest, "no file field")
 	}
+	return h.replyUpload(w, r, reqid, t, up, fields)
+}
+
+// replyUpload finishes a stored upload, whichever way it arrived (form,
+// resumable v1 or v2): queues the policy's persistentOps and answers with
+// the returnBody template, else {"hash","key"[,"persistentId"]}.
+func (h *Handler) replyUpload(w http.ResponseWriter, r *http.Request, reqid string, t uploadTarget, up *uploaded, vars map[string]string) int {
+	pol := t.policy
 	reply := map[string]any{"hash": up.etag, "key": up.key}
 	if pol.PersistentOps != "" {
 		j, err := h.Submit(r.Context(), Submission{
 			Bucket: up.bucket, Key: up.key, Fops: pol.PersistentOps, NotifyURL: pol.PersistentNotifyURL,
-			Pipeline: pol.PersistentPipeline, Type: pol.PersistentType, Owner: owner, Reqid: reqid,
+			Pipeline: pol.PersistentPipeline, Type: pol.PersistentType, Owner: t.owner, Reqid: reqid,
 		})
 		if err != nil {
 			return writeError(w, http.StatusServiceUnavailable, "file stored, but its persistentOps could not be queued: "+err.Error())
@@ -270,97 +277,137 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, reqid stri
 	if pol.ReturnBody != "" {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
-		io.WriteString(w, expandReturnBody(pol.ReturnBody, up, fields))
+		io.WriteString(w, expandReturnBody(pol.ReturnBody, up, vars))
 		return http.StatusOK
 	}
 	return writeJSON(w, http.StatusOK, reply)
 }
 
-// receiveFile checks the token and policy (fields before the file carry
-// them) and streams the file into the bucket.
-func (h *Handler) receiveFile(ctx context.Context, part *multipart.Part, fields map[string]string) (string, PutPolicy, *uploaded, *uploadError) {
-	owner, pol, ue := h.verifyUploadToken(ctx, fields["token"])
+// uploadTarget is where an upload token lets a file go: the token's
+// account and policy, the bucket, the key ("" when the key is to be the
+// file's etag) and whether only a new key may be written.
+type uploadTarget struct {
+	owner      string
+	policy     PutPolicy
+	bucket     string
+	key        string
+	insertOnly bool
+}
+
+// checkUpload verifies the token and applies its policy to the key the
+// client names (keyGiven false: none): scope, the bucket's existence and
+// owner, and persistentOps, refused before anything is stored. Every
+// upload path (form, resumable v1 and v2) goes through it.
+func (h *Handler) checkUpload(ctx context.Context, token, key string, keyGiven bool) (uploadTarget, *uploadError) {
+	owner, pol, ue := h.verifyUploadToken(ctx, token)
 	if ue != nil {
-		return "", pol, nil, ue
+		return uploadTarget{}, ue
 	}
-	key, keyGiven := fields["key"]
 	bucket, key, insertOnly, ue := scopeKey(pol, key, keyGiven)
 	if ue != nil {
-		return "", pol, nil, ue
+		return uploadTarget{}, ue
 	}
 	if keyGiven || key != "" {
 		if key == "" || len(key) > MaxJobKeyByte {
-			return "", pol, nil, uerr(http.StatusBadRequest, "key must be 1 to %d bytes", MaxJobKeyByte)
+			return uploadTarget{}, uerr(http.StatusBadRequest, "key must be 1 to %d bytes", MaxJobKeyByte)
 		}
 	}
 	var b dora.Bucket
 	if err := dora.ValidateBucketName(bucket); err != nil {
-		return "", pol, nil, uerr(StatusNoBucket, "no such bucket")
+		return uploadTarget{}, uerr(StatusNoBucket, "no such bucket")
 	}
 	if err := getJSON(ctx, h.cfg.Store, store.PrefixBuckets+bucket, &b); errors.Is(err, store.ErrNotFound) {
-		return "", pol, nil, uerr(StatusNoBucket, "no such bucket")
+		return uploadTarget{}, uerr(StatusNoBucket, "no such bucket")
 	} else if err != nil {
-		return "", pol, nil, uerr(http.StatusServiceUnavailable, "metadata store: %v", err)
+		return uploadTarget{}, uerr(http.StatusServiceUnavailable, "metadata store: %v", err)
 	}
 	if b.Owner != owner {
-		return "", pol, nil, uerr(http.StatusForbidden, "bucket %q is not the token owner's", bucket)
+		return uploadTarget{}, uerr(http.StatusForbidden, "bucket %q is not the token owner's", bucket)
 	}
 	if pol.PersistentOps != "" { // refuse before storing anything
 		if _, err := ParseFops(pol.PersistentOps); err != nil {
-			return "", pol, nil, uerr(http.StatusBadRequest, "persistentOps: %v", err)
+			return uploadTarget{}, uerr(http.StatusBadRequest, "persistentOps: %v", err)
 		}
 		if pol.PersistentPipeline != "" {
 			if err := ValidatePipeline(pol.PersistentPipeline); err != nil {
-				return "", pol, nil, uerr(http.StatusBadRequest, "persistentPipeline: %v", err)
+				return uploadTarget{}, uerr(http.StatusBadRequest, "persistentPipeline: %v", err)
 			}
 		}
 		if pol.PersistentNotifyURL != "" {
 			if err := h.notify.CheckURL(pol.PersistentNotifyURL); err != nil {
-				return "", pol, nil, uerr(http.StatusBadRequest, "persistentNotifyUrl: %v", err)
+				return uploadTarget{}, uerr(http.StatusBadRequest, "persistentNotifyUrl: %v", err)
 			}
 		}
 	}
-	br := bufio.NewReaderSize(part, 512)
+	return uploadTarget{owner: owner, policy: pol, bucket: bucket, key: key, insertOnly: insertOnly}, nil
+}
+
+// receiveFile checks the token and policy (fields before the file carry
+// them) and streams the file into the bucket.
+func (h *Handler) receiveFile(ctx context.Context, part *multipart.Part, fields map[string]string) (uploadTarget, *uploaded, *uploadError) {
+	key, keyGiven := fields["key"]
+	t, ue := h.checkUpload(ctx, fields["token"], key, keyGiven)
+	if ue != nil {
+		return t, nil, ue
+	}
+	up, ue := h.storeUpload(ctx, t, part, part.Header.Get("Content-Type"), part.FileName())
+	return t, up, ue
+}
+
+// storeUpload streams src into the target under the policy's mimeLimit
+// and fsizeLimit: declared is the client's MIME type (sniffed from the
+// content and fname when empty or application/octet-stream). A keyless
+// target is stored under the file's etag.
+func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader, declared, fname string) (*uploaded, *uploadError) {
+	pol := t.policy
+	br := bufio.NewReaderSize(src, 512)
 	head, _ := br.Peek(512)
-	mt := part.Header.Get("Content-Type")
+	mt := declared
 	if base, _, err := mime.ParseMediaType(mt); err != nil || base == "" || base == "application/octet-stream" {
 		mt = http.DetectContentType(head)
-		if byExt := mime.TypeByExtension(path.Ext(part.FileName())); byExt != "" && strings.HasPrefix(mt, "application/octet-stream") {
+		if byExt := mime.TypeByExtension(path.Ext(fname)); byExt != "" && strings.HasPrefix(mt, "application/octet-stream") {
 			mt = byExt
 		}
 	}
 	if !mimeAllowed(pol.MimeLimit, mediaType(mt)) {
-		return "", pol, nil, uerr(http.StatusForbidden, "limited mimeType: %s", mediaType(mt))
+		return nil, uerr(http.StatusForbidden, "limited mimeType: %s", mediaType(mt))
 	}
-	limit := h.cfg.MaxUploadBytes
-	if pol.FsizeLimit > 0 && pol.FsizeLimit < limit {
-		limit = pol.FsizeLimit
-	}
-	src := &limitReader{r: br, n: limit}
+	limit := h.uploadLimit(pol)
+	lr := &limitReader{r: br, n: limit}
+	key := t.key
 	target := key
 	if target == "" { // no key: the key is the etag, known only once stored
 		var rnd [12]byte
 		_, _ = rand.Read(rnd[:])
 		target = uploadTmpPrefix + hex.EncodeToString(rnd[:])
 	}
-	obj, err := h.cfg.Objects.Put(ctx, bucket, target, src, origin.PutOptions{MimeType: mt, InsertOnly: insertOnly})
+	obj, err := h.cfg.Objects.Put(ctx, t.bucket, target, lr, origin.PutOptions{MimeType: mt, InsertOnly: t.insertOnly})
 	switch {
 	case errors.Is(err, errTooLarge):
-		return "", pol, nil, uerr(http.StatusRequestEntityTooLarge, "exceed FsizeLimit of %d bytes", limit)
+		return nil, uerr(http.StatusRequestEntityTooLarge, "exceed FsizeLimit of %d bytes", limit)
 	case errors.Is(err, origin.ErrExists):
-		return "", pol, nil, uerr(StatusFileExists, "file exists")
+		return nil, uerr(StatusFileExists, "file exists")
 	case errors.Is(err, origin.ErrBadKey):
-		return "", pol, nil, uerr(http.StatusBadRequest, "invalid key: %v", err)
+		return nil, uerr(http.StatusBadRequest, "invalid key: %v", err)
 	case err != nil:
-		return "", pol, nil, uerr(http.StatusServiceUnavailable, "store the file: %v", err)
+		return nil, uerr(http.StatusServiceUnavailable, "store the file: %v", err)
 	}
 	if key == "" {
 		key = obj.ETag
-		if ue := h.moveTemp(ctx, bucket, target, key, mt); ue != nil {
-			return "", pol, nil, ue
+		if ue := h.moveTemp(ctx, t.bucket, target, key, mt); ue != nil {
+			return nil, ue
 		}
 	}
-	return owner, pol, &uploaded{bucket: bucket, key: key, etag: obj.ETag, fsize: obj.Size, mimeType: mt, fname: part.FileName()}, nil
+	return &uploaded{bucket: t.bucket, key: key, etag: obj.ETag, fsize: obj.Size, mimeType: mt, fname: fname}, nil
+}
+
+// uploadLimit is the most bytes a file may have under pol.
+func (h *Handler) uploadLimit(pol PutPolicy) int64 {
+	limit := h.cfg.MaxUploadBytes
+	if pol.FsizeLimit > 0 && pol.FsizeLimit < limit {
+		limit = pol.FsizeLimit
+	}
+	return limit
 }
 
 // moveTemp stores a keyless upload under its etag (insert-only, as scope

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
 )

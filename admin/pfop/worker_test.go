@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/pfop/redisq"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
 )

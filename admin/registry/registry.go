@@ -25,6 +25,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -48,7 +49,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Defaults of Config.
@@ -76,6 +77,11 @@ type Config struct {
 	MaxManifestBytes int64
 	// Now stamps image records; time.Now when nil.
 	Now func() time.Time
+	// PullUser and PullPassword, when both set, are the platform's own
+	// read-only credentials: the runtime pulling a deployment's image
+	// (podman, Nomad's docker driver) may GET and HEAD manifests and blobs
+	// of every repository with them, and do nothing else.
+	PullUser, PullPassword string
 }
 
 // ImageRecord is the value stored under images/<owner>/<name:tag>.
@@ -252,6 +258,10 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	user, pass, hasAuth := req.BasicAuth()
+	if hasAuth && r.isPuller(user, pass) {
+		r.servePuller(w, req, rt)
+		return
+	}
 	var account string
 	var err error
 	if hasAuth {
@@ -292,6 +302,41 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.handleManifest(w, req, rt)
 	default:
 		r.inner.ServeHTTP(w, req)
+	}
+}
+
+// isPuller reports whether user/pass are Config's pull credentials.
+func (r *Registry) isPuller(user, pass string) bool {
+	if r.cfg.PullUser == "" || r.cfg.PullPassword == "" {
+		return false
+	}
+	u := subtle.ConstantTimeCompare([]byte(user), []byte(r.cfg.PullUser))
+	p := subtle.ConstantTimeCompare([]byte(pass), []byte(r.cfg.PullPassword))
+	return u&p == 1
+}
+
+// servePuller serves the platform's pull credentials: reads of manifests
+// and blobs of any repository, 403 for everything else.
+func (r *Registry) servePuller(w http.ResponseWriter, req *http.Request, rt route) {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		ociError(w, http.StatusForbidden, "DENIED", "the platform's pull credentials only read")
+		return
+	}
+	switch rt.kind {
+	case "base":
+		w.WriteHeader(http.StatusOK)
+	case "manifest", "blob":
+		if !validRepo(rt.repo) {
+			ociError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("repository %q: want <account id>/<name>", rt.repo))
+			return
+		}
+		if rt.kind == "manifest" {
+			r.handleManifest(w, req, rt)
+			return
+		}
+		r.inner.ServeHTTP(w, req)
+	default:
+		ociError(w, http.StatusForbidden, "DENIED", "the platform's pull credentials only read manifests and blobs")
 	}
 }
 

@@ -22,8 +22,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/bolt"
 )
 
 // accounts: AK → (SK, id)

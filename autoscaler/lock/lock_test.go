@@ -12,7 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 // failover bounds how long a takeover may take: the session TTL plus a

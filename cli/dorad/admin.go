@@ -94,6 +94,7 @@ of the --config file. The config file may also list instance flavors
 				AllowPrivateNotify: v.GetBool("allow-private-notify"),
 				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 				DomainSuffix:       v.GetString("domain-suffix"),
+				RouterHost:         v.GetString("router-host"),
 			})
 			if err != nil {
 				return err
@@ -115,7 +116,8 @@ of the --config file. The config file may also list instance flavors
 	addBackendFlag(f, "objects", platform.DefaultObjectsURL, objectsHelp)
 	addBackendFlag(f, "queue", "", queueHelp+" (default bolt://<data-dir>/pfop.db)")
 	f.Bool("allow-private-notify", false, "let pfop notifyURLs reach loopback and private addresses (development only)")
-	f.Bool("allow-private-mirror", false, "let buckets mirror loopback and private addresses (development only)")
+	f.Bool("allow-private-mirror", false, "let buckets mirror (and rs fetch) loopback and private addresses (development only)")
+	f.String("router-host", "", "the routers' public host:port, named as the download (io) host in the SDKs' region query (default: this admin's host)")
 	f.String("domain-suffix", "localhost", "the routers' domain suffix (buckets answer at <bucket>.<suffix>); no bucket may bind a domain under it")
 	f.String("data-dir", "./.dora", "directory for builds, registry blobs and local-runtime instances")
 	f.String("region", "z0", "the single region offered when --regions is not given")

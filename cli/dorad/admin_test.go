@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 // TestAdminCommand runs `dorad admin` on a bolt store and the local

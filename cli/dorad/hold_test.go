@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
 	localorigin "github.com/doraproject/dora/router/origin/local"

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/redisq"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
 )

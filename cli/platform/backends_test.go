@@ -10,10 +10,10 @@ import (
 
 	localruntime "github.com/doraproject/dora/admin/runtime/local"
 	nomadruntime "github.com/doraproject/dora/admin/runtime/nomad"
-	"github.com/doraproject/dora/admin/store/bolt"
-	"github.com/doraproject/dora/admin/store/consulkv"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
 	loadredis "github.com/doraproject/dora/autoscaler/load/redis"
+	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/consulkv"
 	poolconsul "github.com/doraproject/dora/pool/consul"
 	poolmemory "github.com/doraproject/dora/pool/memory"
 )

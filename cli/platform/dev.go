@@ -5,6 +5,8 @@ package platform
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,11 +25,14 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/registry"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/admin/runtime"
 	localruntime "github.com/doraproject/dora/admin/runtime/local"
-	"github.com/doraproject/dora/admin/store/bolt"
 	"github.com/doraproject/dora/autoscaler"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
+	"github.com/doraproject/dora/internal/connlimit"
+	"github.com/doraproject/dora/internal/httpguard"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 	poolmemory "github.com/doraproject/dora/pool/memory"
 	"github.com/doraproject/dora/router"
@@ -71,6 +76,20 @@ type DevConfig struct {
 	// directory <DataDir>/objects. An s3:// store lets a dev platform
 	// serve and process objects kept in S3 in place.
 	Objects string
+	// AllowPrivateMirror lets buckets mirror loopback and private
+	// addresses (a server on the developer's own network). Off by default:
+	// an account could otherwise read the platform's own listeners (the
+	// admin's /metrics) through its bucket. Link-local and cloud metadata
+	// addresses are refused even when it is on (router/netguard).
+	AllowPrivateMirror bool
+	// ContainerRuntime runs OCI images: "" finds podman (and runc) on
+	// PATH and runs images with it when found, refusing image deployments
+	// otherwise; "podman" requires it (StartDev fails without it); "none"
+	// refuses image deployments.
+	ContainerRuntime string
+	// HealthyDeadline is how long a container instance has to pass its
+	// first health check (default 60 s).
+	HealthyDeadline time.Duration
 }
 
 // RunAsSelf is the DevConfig.RunAs value that runs user code as the
@@ -202,16 +221,25 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		return nil, fmt.Errorf("router listener %s: %w", cfg.RouterAddr, err)
 	}
 	d.onClose(ignoreClosed(routerLn.Close))
+	// One connection budget for both listeners, below RLIMIT_NOFILE: a
+	// flood is shed with 503 and EMFILE is retried, never fatal.
+	conns := connlimit.New(connlimit.Config{Logger: log.With("part", "listeners")})
 	d.AdminURL = "http://" + adminLn.Addr().String()
 	d.RouterURL = "http://" + routerLn.Addr().String()
 
+	pod, pullUser, pullPass, err := devContainers(ctx, cfg, adminLn.Addr().String(), log)
+	if err != nil {
+		return nil, err
+	}
 	discovery := poolmemory.New()
 	rt, err := localruntime.New(localruntime.Config{
-		Dir:       filepath.Join(cfg.DataDir, "instances"),
-		Region:    cfg.Region,
-		Publisher: discovery,
-		Logger:    log.With("part", "runtime"),
-		RunAs:     runAs,
+		Dir:             filepath.Join(cfg.DataDir, "instances"),
+		Region:          cfg.Region,
+		Publisher:       discovery,
+		Logger:          log.With("part", "runtime"),
+		RunAs:           runAs,
+		Podman:          pod,
+		HealthyDeadline: cfg.HealthyDeadline,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("local runtime: %w", err)
@@ -223,6 +251,8 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Store:        st,
 		Authenticate: registry.ByAccount(admin.BasicAuthenticator(st)),
 		Logger:       log.With("part", "registry"),
+		PullUser:     pullUser,
+		PullPassword: pullPass,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
@@ -244,9 +274,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Metrics:   adminReg,
 		// Domains under the router's suffix are the platform's own.
 		DomainSuffix: cfg.DomainSuffix,
-		// The embedded platform serves one machine: a bucket may mirror a
-		// server on the developer's own network.
-		AllowPrivateMirror: true,
+		// A bucket may mirror a server on the developer's own network
+		// only when the operator says so.
+		AllowPrivateMirror: cfg.AllowPrivateMirror,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
@@ -263,7 +293,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	jobs := pfop.Jobs{Store: st}
 
 	loads := loadmemory.New(10 * time.Minute)
-	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: true}, nil) // dev: mirrors on loopback and the LAN
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: cfg.AllowPrivateMirror}, nil)
 	p := pool.New(pool.Options{})
 	routerReg := prometheus.NewRegistry()
 	rtr, err := router.New(router.Config{
@@ -281,6 +311,10 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		HoldTimeout:  cfg.HoldTimeout,
 		MaxHeld:      cfg.MaxHeld,
 		Persisted:    pfop.PersistedLookup(jobs),
+		Conns:        conns,
+		// Containers reach the router's input URLs at the host's
+		// loopback as their network shows it.
+		OwnHosts: []string{localruntime.HostLoopback},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -297,9 +331,21 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Notify:   notify,
 		IDPrefix: cfg.Region,
 		Logger:   log.With("part", "pfop"),
+		// Blocks and parts of resumable uploads wait here until complete.
+		SpoolDir: filepath.Join(cfg.DataDir, "uploads"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pfop handler: %w", err)
+	}
+	// Qiniu's bucket APIs: the region query names the router as the
+	// download host; fetch may reach the developer's own network, as
+	// mirrors may here.
+	rsHandler, err := rs.New(rs.Config{
+		Store: st, Objects: objects, IOHost: routerLn.Addr().String(), Region: cfg.Region,
+		AllowPrivateFetch: true, Logger: log.With("part", "rs"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rs handler: %w", err)
 	}
 	worker, err := pfop.NewWorker(pfop.WorkerConfig{
 		Store:     st,
@@ -328,13 +374,11 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	httpSrv := &http.Server{
-		// pfop, prefop and the Qiniu form upload (POST /) sit in front of
-		// the admin API on the same listener, where Qiniu's SDKs expect them.
-		Handler:           pfopHandler.Wrap(srv.Handler()),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	// pfop, prefop, the Qiniu uploads (form, resumable) and bucket APIs
+	// (rs/rsf/uc) sit in front of the admin API on the same listener, where
+	// Qiniu's SDKs expect them. Header, body-rate, write and idle deadlines
+	// bound every client (httpguard).
+	httpSrv := httpguard.Server(rsHandler.Wrap(pfopHandler.Wrap(srv.Handler())), httpguard.Config{})
 	d.onClose(func() error {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
@@ -343,7 +387,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.goRun("pool", func() error { p.Run(runCtx, discovery); return nil })
 	d.goRun("admin background", func() error { return srv.Run(runCtx) })
 	d.goRun("admin http", func() error {
-		if err := httpSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpSrv.Serve(conns.Listen(adminLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -375,4 +419,38 @@ func ignoreClosed(f func() error) func() error {
 		}
 		return nil
 	}
+}
+
+// devContainers finds the container runtime cfg.ContainerRuntime asks for
+// and logs which one images will run with. With podman it also makes the
+// registry's pull credentials (random, for this start only) and gives them
+// to podman for the registry at adminAddr.
+func devContainers(ctx context.Context, cfg DevConfig, adminAddr string, log *slog.Logger) (*localruntime.Podman, string, string, error) {
+	switch cfg.ContainerRuntime {
+	case "none":
+		log.Info("container runtime: none; image deployments are refused")
+		return nil, "", "", nil
+	case "", "podman":
+	default:
+		return nil, "", "", fmt.Errorf("container runtime %q: want podman or none", cfg.ContainerRuntime)
+	}
+	pod, err := localruntime.DetectPodman(ctx)
+	if err != nil {
+		if cfg.ContainerRuntime == "podman" {
+			return nil, "", "", err
+		}
+		log.Warn("container runtime: none found; image deployments are refused (program packages run)", "why", err.Error())
+		return nil, "", "", nil
+	}
+	pass := make([]byte, 24)
+	if _, err := rand.Read(pass); err != nil {
+		return nil, "", "", fmt.Errorf("registry pull credentials: %w", err)
+	}
+	user, pw := "dora-runtime", hex.EncodeToString(pass)
+	if err := pod.SetRegistryAuth(filepath.Join(cfg.DataDir, "podman-auth.json"), adminAddr, user, pw); err != nil {
+		return nil, "", "", err
+	}
+	log.Info("container runtime: podman", "podman", pod.Bin, "version", pod.Version, "oci_runtime", pod.OCIRuntime,
+		"ulimit_nofile", pod.NoFile)
+	return pod, user, pw, nil
 }

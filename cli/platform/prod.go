@@ -25,11 +25,14 @@ import (
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/registry"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/admin/runtime"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/consulkv"
 	"github.com/doraproject/dora/autoscaler"
 	"github.com/doraproject/dora/autoscaler/lock"
+	"github.com/doraproject/dora/internal/connlimit"
+	"github.com/doraproject/dora/internal/httpguard"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/consulkv"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/pool/poolmetrics"
 	"github.com/doraproject/dora/router"
@@ -63,9 +66,13 @@ type Service struct {
 	URL string
 
 	parts
+	// conns is the connection budget of the role's listeners.
+	conns *connlimit.Limiter
 }
 
-func newService(name string) *Service { return &Service{Name: name, parts: newParts(name + " ")} }
+func newService(name string) *Service {
+	return &Service{Name: name, parts: newParts(name + " "), conns: connlimit.New(connlimit.Config{})}
+}
 
 // Close stops every part, waits for them and then releases the backends
 // (stores, load store, runtime, listener).
@@ -78,10 +85,10 @@ func (s *Service) Close() error {
 // serveHTTP serves h on ln until ctx ends, then shuts down gracefully
 // (in-flight requests get 5 s).
 func (s *Service) serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := httpguard.Server(h, httpguard.Config{})
 	s.goRun("http", func() error {
 		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(ln) }()
+		go func() { errc <- srv.Serve(s.conns.Listen(ln)) }()
 		select {
 		case err := <-errc:
 			return err
@@ -171,6 +178,10 @@ type AdminConfig struct {
 	// DomainSuffix is the routers' (buckets answer at <bucket>.<suffix>);
 	// no bucket may bind a domain under it. Default "localhost".
 	DomainSuffix string
+	// RouterHost is the routers' public host:port, which the SDKs' region
+	// query (uc /v4/query) is answered with as the download (io) host;
+	// the admin's own host when empty.
+	RouterHost string
 	// DataDir holds what stays on the admin's host: builds, the OCI
 	// registry's blobs, local-runtime instances and (with a bolt store)
 	// the generated root keys. Default "./.dora".
@@ -323,6 +334,16 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 		Notify:   pfop.NotifyConfig{AllowPrivate: cfg.AllowPrivateNotify},
 		IDPrefix: regions[0].Name,
 		Logger:   log.With("part", "pfop"),
+		// Blocks and parts of resumable uploads wait here until complete.
+		SpoolDir: filepath.Join(dataDir, "uploads"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+
+	rsHandler, err := rs.New(rs.Config{
+		Store: st, Objects: objects, IOHost: cfg.RouterHost, Region: regions[0].Name,
+		AllowPrivateFetch: cfg.AllowPrivateMirror, Logger: log.With("part", "rs"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
@@ -366,7 +387,9 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	a.serveHTTP(runCtx, ln, pfopHandler.Wrap(srv.Handler()))
+	// Qiniu's bucket APIs (rs/rsf/uc) and the pfop/upload paths sit in
+	// front of the admin API on its listener, where the SDKs expect them.
+	a.serveHTTP(runCtx, ln, rsHandler.Wrap(pfopHandler.Wrap(srv.Handler())))
 	a.goRun("background", func() error { return srv.Run(runCtx) })
 	warnUnshared(log, "admin", backendUse{"store", storeURL}, backendUse{"objects", orDefault(cfg.Objects, DefaultObjectsURL)},
 		backendUse{"queue", queueURL}, backendUse{"runtime", runtimeURL})
@@ -560,6 +583,7 @@ func (s *Service) newRouter(dp dataPlane, publicAddr string, allowPrivateMirror 
 	cfg.PublicAddr = publicAddr
 	cfg.OwnHosts = ownHosts
 	cfg.Metrics = dp.reg
+	cfg.Conns = s.conns
 	// ?p/1/<fop> serves what the pfop workers saved.
 	cfg.Persisted = pfop.PersistedLookup(pfop.Jobs{Store: dp.store})
 	rtr, err := router.New(cfg)

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 // reachableTempDir is a temporary directory the run-as user (nobody, when

@@ -28,11 +28,11 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/agenttest"
-	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/pfop"
 	doraruntime "github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 const (

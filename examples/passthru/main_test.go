@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestListenAddr(t *testing.T) {
@@ -94,10 +96,30 @@ func TestHealth(t *testing.T) {
 
 // TestInputConnectionsReused: concurrent url= fetches keep their
 // connections to the input server alive and reuse them, round after round
-// (Go's default client keeps 2 idle per host and would dial again).
+// (Go's default client keeps 2 idle per host and would dial again). The
+// input server answers a round's fetches only once all of them have
+// arrived, so each round holds exactly `workers` connections at once; and a
+// round starts once the previous one's connections are back in the idle
+// pool (httptrace PutIdleConn). The dial count then depends on the pool
+// size only, not on when goroutines run.
 func TestInputConnectionsReused(t *testing.T) {
+	const workers, rounds = 8, 10
+	type barrier struct {
+		n       atomic.Int64
+		release chan struct{}
+	}
+	var cur atomic.Pointer[barrier]
 	var dials atomic.Int64
 	src := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := cur.Load()
+		if b.n.Add(1) == workers {
+			close(b.release)
+		}
+		select {
+		case <-b.release:
+		case <-time.After(10 * time.Second):
+			t.Error("a round's fetches never all arrived")
+		}
 		io.WriteString(w, "input")
 	}))
 	src.Config.ConnState = func(_ net.Conn, s http.ConnState) {
@@ -110,21 +132,36 @@ func TestInputConnectionsReused(t *testing.T) {
 	client := inputClient()
 	defer client.CloseIdleConnections()
 	h := newHandler(client)
-	const workers, rounds = 8, 10
-	for range rounds {
+	var pooled atomic.Int64
+	trace := &httptrace.ClientTrace{PutIdleConn: func(err error) {
+		if err == nil {
+			pooled.Add(1)
+		}
+	}}
+	for round := range rounds {
+		cur.Store(&barrier{release: make(chan struct{})})
 		var wg sync.WaitGroup
 		for range workers {
 			wg.Go(func() {
 				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, httptest.NewRequest("POST", "/handler?cmd=passthru&url="+url.QueryEscape(src.URL), nil))
+				req := httptest.NewRequest("POST", "/handler?cmd=passthru&url="+url.QueryEscape(src.URL), nil)
+				req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+				h.ServeHTTP(rec, req)
 				if rec.Code != 200 || rec.Body.String() != "input" || rec.Header().Get("Content-Length") != "5" {
 					t.Errorf("status %d body %q length %q", rec.Code, rec.Body.String(), rec.Header().Get("Content-Length"))
 				}
 			})
 		}
 		wg.Wait()
+		want := int64((round + 1) * workers)
+		for deadline := time.Now().Add(10 * time.Second); pooled.Load() < want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d of %d connections returned to the idle pool", round, pooled.Load(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
-	if n := dials.Load(); n > workers {
-		t.Fatalf("%d connections for %d concurrent fetchers over %d rounds: not reused", n, workers, rounds)
+	if n := dials.Load(); n != workers {
+		t.Fatalf("%d connections for %d concurrent fetchers over %d rounds, want %d: not reused", n, workers, rounds, workers)
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/hashicorp/consul/api"
 )
 

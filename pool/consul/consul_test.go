@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/pool"
 	"github.com/prometheus/client_golang/prometheus"
 )

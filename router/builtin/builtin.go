@@ -1,9 +1,12 @@
 // Package builtin runs the fops the router implements natively
-// (PROTOCOLS.md §7): qhash, imageInfo, exif and imageView2. saveas is the
-// router's own business and is not handled here.
+// (PROTOCOLS.md §7, docs/builtins.md): qhash, imageInfo, exif, imageView2,
+// imageMogr2, watermark, imageAve and avinfo, with Qiniu's parameters and
+// output shapes. saveas is the router's own business and is not handled here.
 //
-// Hashing streams its input; image operations read at most MaxImageBytes
-// into memory and refuse images over MaxImagePixels before decoding them.
+// Hashing and avinfo stream their input (avinfo into ffprobe's stdin);
+// image operations read at most MaxImageBytes into memory and refuse an
+// image whose header declares more than MaxImagePixels before decoding it
+// (a decompression bomb is a 400, never an allocation).
 package builtin
 
 import (
@@ -13,15 +16,60 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 
 	"github.com/doraproject/dora/router/fop"
 )
 
 // Limits of the image operations.
 const (
-	MaxImageBytes  = 64 << 20   // bytes of an image read into memory
-	MaxImagePixels = 50_000_000 // width*height of an image (and of an output)
+	MaxImageBytes  = 64 << 20   // bytes of an image read into memory (413 over it)
+	MaxImagePixels = 50_000_000 // width*height of an image (and of an output): 400 over it
+	MaxEdge        = 9999       // width or height of an output image, as Qiniu's
 )
+
+// DefaultFontDir is where Debian's fonts-dejavu-core puts the fonts text
+// watermarks use.
+const DefaultFontDir = "/usr/share/fonts/truetype/dejavu"
+
+// Env is what some built-ins need from outside the router's process: the
+// tools and fonts of this machine, and a way to read a watermark image.
+// The zero Env finds ffprobe and jpegtran on PATH, the fonts in
+// DefaultFontDir, and refuses image watermarks.
+type Env struct {
+	// FFprobe is the ffprobe binary avinfo runs (Debian ffmpeg); "" means
+	// "ffprobe" on PATH.
+	FFprobe string
+	// JPEGTran is the jpegtran binary (Debian libjpeg-turbo-progs) that
+	// makes interlaced (progressive) JPEGs; "" means "jpegtran" on PATH.
+	JPEGTran string
+	// FontDir holds the DejaVu TrueType fonts; "" means DefaultFontDir.
+	FontDir string
+	// Fetch opens the image a watermark names by URL, or fails with an
+	// *Error; nil refuses image watermarks.
+	Fetch func(ctx context.Context, rawURL string) (io.ReadCloser, error)
+}
+
+func (e *Env) ffprobe() string {
+	if e == nil || e.FFprobe == "" {
+		return "ffprobe"
+	}
+	return e.FFprobe
+}
+
+func (e *Env) jpegtran() string {
+	if e == nil || e.JPEGTran == "" {
+		return "jpegtran"
+	}
+	return e.JPEGTran
+}
+
+func (e *Env) fontDir() string {
+	if e == nil || e.FontDir == "" {
+		return DefaultFontDir
+	}
+	return e.FontDir
+}
 
 // ErrUnknown is returned (wrapped) by Run for a name that is not a built-in fop.
 var ErrUnknown = errors.New("unknown built-in fop")
@@ -45,6 +93,7 @@ type Input struct {
 	Body     io.Reader
 	Size     int64 // -1 when unknown
 	MimeType string
+	Env      *Env // nil: the zero Env
 }
 
 // Result is a built-in fop's output; the caller closes Body.
@@ -57,7 +106,7 @@ type Result struct {
 // IsBuiltin reports whether name is a built-in fop handled by Run.
 func IsBuiltin(name string) bool {
 	switch name {
-	case "qhash", "imageInfo", "exif", "imageView2":
+	case "qhash", "imageInfo", "exif", "imageView2", "imageMogr2", "watermark", "imageAve", "avinfo":
 		return true
 	}
 	return false
@@ -83,6 +132,19 @@ func run(ctx context.Context, step fop.Step, in Input, lim limits) (Result, erro
 	if in.Body == nil {
 		return Result{}, errorf(http.StatusBadRequest, "%s: no input", step.Name)
 	}
+	// A built-in decodes its own arguments, as a ufop does with its cmd:
+	// a browser sends thumbnail/200x300> as thumbnail/200x300%3E.
+	if len(step.Args) > 0 {
+		args := make([]string, len(step.Args))
+		for i, a := range step.Args {
+			d, err := url.PathUnescape(a)
+			if err != nil {
+				return Result{}, errorf(http.StatusBadRequest, "%s: argument %d: %v", step.Name, i+1, err)
+			}
+			args[i] = d
+		}
+		step.Args = args
+	}
 	switch step.Name {
 	case "qhash":
 		return qhash(ctx, step, in)
@@ -92,6 +154,14 @@ func run(ctx context.Context, step fop.Step, in Input, lim limits) (Result, erro
 		return exifInfo(ctx, step, in, lim)
 	case "imageView2":
 		return imageView2(ctx, step, in, lim)
+	case "imageMogr2":
+		return imageMogr2(ctx, step, in, lim)
+	case "watermark":
+		return watermark(ctx, step, in, lim)
+	case "imageAve":
+		return imageAve(ctx, step, in, lim)
+	case "avinfo":
+		return avinfo(ctx, step, in)
 	}
 	return Result{}, fmt.Errorf("%q: %w", step.Name, ErrUnknown)
 }

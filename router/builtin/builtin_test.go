@@ -277,7 +277,7 @@ func TestImageView2Sizes(t *testing.T) {
 	}{
 		{"imageView2/1/w/50/h/50", 200, 100, 50, 50},
 		{"imageView2/1/w/80/h/20", 100, 100, 80, 20},
-		{"imageView2/1/w/300/h/150", 100, 100, 300, 150}, // fill enlarges
+		{"imageView2/1/w/300/h/150", 100, 100, 100, 50}, // never enlarges: the box shrinks to fit, aspect kept
 		{"imageView2/1/w/40", 100, 60, 40, 40},
 		{"imageView2/2/w/50/h/50", 200, 100, 50, 25},
 		{"imageView2/2/w/50/h/50", 100, 200, 25, 50},
@@ -285,6 +285,24 @@ func TestImageView2Sizes(t *testing.T) {
 		{"imageView2/2/w/60", 200, 100, 60, 30},
 		{"imageView2/2/w/100/h/100", 40, 20, 40, 20}, // never enlarged
 		{"imageView2/2/w/1/h/1", 1000, 10, 1, 1},
+		// Mode 0: long edge <= w, short edge <= h.
+		{"imageView2/0/w/100/h/30", 200, 100, 60, 30},
+		{"imageView2/0/w/100/h/30", 100, 200, 30, 60},
+		{"imageView2/0/w/50", 100, 200, 25, 50},
+		{"imageView2/0/h/50", 100, 200, 50, 100},
+		{"imageView2/0/w/500", 100, 200, 100, 200},
+		// Mode 3: width >= w and height >= h, proportional, no crop.
+		{"imageView2/3/w/50/h/40", 200, 100, 80, 40},
+		{"imageView2/3/w/50", 200, 100, 100, 50},
+		{"imageView2/3/w/500/h/500", 200, 100, 200, 100},
+		// Mode 4: long edge >= w, short edge >= h.
+		{"imageView2/4/w/60/h/20", 100, 200, 30, 60},
+		{"imageView2/4/w/60/h/40", 200, 100, 80, 40},
+		// Mode 5: as 4, then the centre (long w, short h) is cut out,
+		// oriented as the image.
+		{"imageView2/5/w/60/h/20", 100, 200, 20, 60},
+		{"imageView2/5/w/60/h/20", 200, 100, 60, 20},
+		{"imageView2/1/w/60/h/20", 100, 200, 60, 20},
 	}
 	for _, tt := range tests {
 		b, res, err := runBytes(t, tt.fop, encPNG(t, twoColour(tt.sw, tt.sh)))
@@ -373,9 +391,10 @@ func TestImageView2Quality(t *testing.T) {
 func TestImageView2BadArgs(t *testing.T) {
 	in := encPNG(t, twoColour(10, 10))
 	for _, f := range []string{
-		"imageView2", "imageView2/3/w/10/h/10", "imageView2/1", "imageView2/1/w", "imageView2/1/w/0/h/10",
+		"imageView2", "imageView2/6/w/10/h/10", "imageView2/01/w/10", "imageView2/1", "imageView2/1/w", "imageView2/1/w/0/h/10",
 		"imageView2/1/w/10000", "imageView2/1/w/-1", "imageView2/1/w/010", "imageView2/1/w/10/w/10",
-		"imageView2/2/w/10/q/0", "imageView2/2/w/10/q/101", "imageView2/2/w/10/format/bmp", "imageView2/2/w/10/x/1",
+		"imageView2/2/w/10/q/0", "imageView2/2/w/10/q/101", "imageView2/2/w/10/format/tiff", "imageView2/2/w/10/x/1",
+		"imageView2/2/w/10/interlace/2", "imageView2/2/w/10/ignore-error/0",
 		"imageView2/2/q/50",
 	} {
 		_, _, err := runBytes(t, f, in)
@@ -408,12 +427,12 @@ func TestLimits(t *testing.T) {
 	wantStatus(t, err, http.StatusRequestEntityTooLarge, "limit")
 	// A header claiming 10000x10000 pixels is refused without decoding.
 	huge := pngClaiming(t, 10000, 10000)
-	for _, f := range []string{"imageInfo", "imageView2/2/w/10"} {
+	for _, f := range []string{"imageInfo", "imageView2/2/w/10", "imageMogr2/thumbnail/10x", "watermark/2/text/eA", "imageAve"} {
 		_, _, err = runBytes(t, f, huge)
-		wantStatus(t, err, http.StatusRequestEntityTooLarge, "pixel limit")
+		wantStatus(t, err, http.StatusBadRequest, "pixel limit")
 	}
 	// An output over the pixel cap is refused too.
-	_, err = run(ctx, step(t, "imageView2/1/w/200/h/200"), Input{Body: bytes.NewReader(encPNG(t, twoColour(10, 10))), Size: -1},
+	_, err = run(ctx, step(t, "imageMogr2/thumbnail/!200p"), Input{Body: bytes.NewReader(encPNG(t, twoColour(30, 30))), Size: -1},
 		limits{bytes: MaxImageBytes, pixels: 1000})
-	wantStatus(t, err, http.StatusRequestEntityTooLarge, "output")
+	wantStatus(t, err, http.StatusBadRequest, "output")
 }

@@ -8,10 +8,9 @@ import (
 	"fmt"
 	"image"
 	"image/color"
-	"image/draw"
-	"image/gif"
-	"image/jpeg"
-	"image/png"
+	_ "image/gif" // decoders for image.Decode
+	_ "image/jpeg"
+	_ "image/png"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,13 +18,15 @@ import (
 
 	"github.com/rwcarlsen/goexif/exif"
 	"github.com/rwcarlsen/goexif/tiff"
-	xdraw "golang.org/x/image/draw"
+	_ "golang.org/x/image/bmp" // decoders for image.Decode
+	_ "golang.org/x/image/webp"
 
 	"github.com/doraproject/dora/router/fop"
 )
 
 // readImage reads the input (capped) and checks its header: a format we
-// decode and a pixel count within the limit.
+// decode and a pixel count within the limit. On a header error it still
+// returns the bytes read (ignore-error/1 answers them).
 func readImage(ctx context.Context, name string, in Input, lim limits) ([]byte, image.Config, string, error) {
 	b, err := readCapped(ctx, name, in, lim.bytes)
 	if err != nil {
@@ -33,13 +34,13 @@ func readImage(ctx context.Context, name string, in Input, lim limits) ([]byte, 
 	}
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
 	if err != nil {
-		return nil, image.Config{}, "", errorf(http.StatusBadRequest, "%s: not a supported image (jpeg, png, gif): %v", name, err)
+		return b, image.Config{}, "", errorf(http.StatusBadRequest, "%s: not a supported image (jpeg, png, gif, webp, bmp): %v", name, err)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 {
-		return nil, image.Config{}, "", errorf(http.StatusBadRequest, "%s: image has no pixels", name)
+		return b, image.Config{}, "", errorf(http.StatusBadRequest, "%s: image has no pixels", name)
 	}
 	if int64(cfg.Width)*int64(cfg.Height) > lim.pixels {
-		return nil, image.Config{}, "", errorf(http.StatusRequestEntityTooLarge, "%s: image of %dx%d is over the %d-pixel limit", name, cfg.Width, cfg.Height, lim.pixels)
+		return b, image.Config{}, "", errorf(http.StatusBadRequest, "%s: image of %dx%d is over the %d-pixel limit", name, cfg.Width, cfg.Height, lim.pixels)
 	}
 	return b, cfg, format, nil
 }
@@ -253,171 +254,42 @@ func tagString(t *tiff.Tag) string {
 	return fmt.Sprintf("%x", t.Val)
 }
 
-// viewOpts are the parsed imageView2 arguments.
-type viewOpts struct {
-	mode, w, h, q int
-	format        string // "" = same as input
+// srcImage is a decoded input image.
+type srcImage struct {
+	raw    []byte // the input as read
+	format string // image.Decode's name: jpeg, png, gif, webp, bmp
+	img    image.Image
 }
 
-const maxViewEdge = 9999
-
-// parseView reads imageView2/<mode>/w/<W>/h/<H>[/q/<Q>][/format/<jpg|png|gif>];
-// the key/value pairs may come in any order, each at most once, and at least
-// one of w and h is required.
-func parseView(args []string) (viewOpts, error) {
-	var o viewOpts
-	if len(args) == 0 {
-		return o, errors.New("want imageView2/<mode>/w/<W>/h/<H>")
+// decodeImage reads the input (capped), checks the header's pixel count
+// against the limit, and only then decodes it.
+func decodeImage(ctx context.Context, name string, in Input, lim limits) (srcImage, error) {
+	b, _, format, err := readImage(ctx, name, in, lim)
+	if err != nil {
+		return srcImage{}, err
 	}
-	switch args[0] {
-	case "1":
-		o.mode = 1
-	case "2":
-		o.mode = 2
-	default:
-		return o, fmt.Errorf("unsupported mode %q (want 1 or 2)", args[0])
-	}
-	if len(args)%2 != 1 {
-		return o, errors.New("arguments must be key/value pairs after the mode")
-	}
-	seen := map[string]bool{}
-	num := func(k, v string, min, max int) (int, error) {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < min || n > max || strconv.Itoa(n) != v {
-			return 0, fmt.Errorf("%s: %q is not an integer in [%d, %d]", k, v, min, max)
-		}
-		return n, nil
-	}
-	for i := 1; i < len(args); i += 2 {
-		k, v := args[i], args[i+1]
-		if seen[k] {
-			return o, fmt.Errorf("duplicate %q", k)
-		}
-		seen[k] = true
-		var err error
-		switch k {
-		case "w":
-			o.w, err = num(k, v, 1, maxViewEdge)
-		case "h":
-			o.h, err = num(k, v, 1, maxViewEdge)
-		case "q":
-			o.q, err = num(k, v, 1, 100)
-		case "format":
-			switch v {
-			case "jpg", "png", "gif":
-				o.format = v
-			default:
-				err = fmt.Errorf("format %q: want jpg, png or gif", v)
-			}
-		default:
-			err = fmt.Errorf("unknown parameter %q", k)
-		}
-		if err != nil {
-			return o, err
-		}
-	}
-	if o.w == 0 && o.h == 0 {
-		return o, errors.New("want at least one of w and h")
-	}
-	if o.q == 0 {
-		o.q = 75
-	}
-	return o, nil
+	return decodeBytes(ctx, name, b, format)
 }
 
-// viewSize computes the output size and the source rectangle to scale.
-// Mode 1 crops the centre of the source to the target aspect and fills
-// exactly WxH (a missing edge equals the other). Mode 2 fits within WxH
-// keeping the aspect (a missing edge is unconstrained) and never enlarges.
-func viewSize(o viewOpts, sw, sh int) (dw, dh int, src image.Rectangle) {
-	src = image.Rect(0, 0, sw, sh)
-	if o.mode == 1 {
-		dw, dh = o.w, o.h
-		if dw == 0 {
-			dw = dh
-		}
-		if dh == 0 {
-			dh = dw
-		}
-		// Crop the source to the dw:dh aspect.
-		if int64(sw)*int64(dh) > int64(sh)*int64(dw) { // source wider
-			cw := int(int64(sh) * int64(dw) / int64(dh))
-			cw = max(cw, 1)
-			x0 := (sw - cw) / 2
-			src = image.Rect(x0, 0, x0+cw, sh)
-		} else {
-			ch := int(int64(sw) * int64(dh) / int64(dw))
-			ch = max(ch, 1)
-			y0 := (sh - ch) / 2
-			src = image.Rect(0, y0, sw, y0+ch)
-		}
-		return dw, dh, src
-	}
-	scale := 1.0
-	if o.w > 0 {
-		scale = min(scale, float64(o.w)/float64(sw))
-	}
-	if o.h > 0 {
-		scale = min(scale, float64(o.h)/float64(sh))
-	}
-	dw = max(1, int(float64(sw)*scale+0.5))
-	dh = max(1, int(float64(sh)*scale+0.5))
-	if o.w > 0 {
-		dw = min(dw, o.w)
-	}
-	if o.h > 0 {
-		dh = min(dh, o.h)
-	}
-	return dw, dh, src
-}
-
-// imageView2 makes a thumbnail (modes 1 and 2) in jpeg, png or gif.
-func imageView2(ctx context.Context, step fop.Step, in Input, lim limits) (Result, error) {
-	o, err := parseView(step.Args)
+// decodeBytes decodes an image readImage has checked.
+func decodeBytes(ctx context.Context, name string, b []byte, format string) (srcImage, error) {
+	img, _, err := image.Decode(bytes.NewReader(b))
 	if err != nil {
-		return Result{}, errorf(http.StatusBadRequest, "imageView2: %v", err)
-	}
-	b, cfg, format, err := readImage(ctx, "imageView2", in, lim)
-	if err != nil {
-		return Result{}, err
-	}
-	dw, dh, srcRect := viewSize(o, cfg.Width, cfg.Height)
-	if int64(dw)*int64(dh) > lim.pixels {
-		return Result{}, errorf(http.StatusRequestEntityTooLarge, "imageView2: output of %dx%d is over the %d-pixel limit", dw, dh, lim.pixels)
-	}
-	src, _, err := image.Decode(bytes.NewReader(b))
-	if err != nil {
-		return Result{}, errorf(http.StatusBadRequest, "imageView2: decode %s: %v", format, err)
+		return srcImage{}, errorf(http.StatusBadRequest, "%s: decode %s: %v", name, format, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return Result{}, err
+		return srcImage{}, err
 	}
-	srcRect = srcRect.Add(src.Bounds().Min)
-	dst := image.NewRGBA(image.Rect(0, 0, dw, dh))
-	xdraw.CatmullRom.Scale(dst, dst.Bounds(), src, srcRect, xdraw.Src, nil)
+	return srcImage{raw: b, format: format, img: img}, nil
+}
 
-	out := o.format
-	if out == "" {
-		out = map[string]string{"jpeg": "jpg", "png": "png", "gif": "gif"}[format]
+// checkOutput refuses an output over the edge or pixel limits (400).
+func checkOutput(name string, w, h int, lim limits) error {
+	if w > MaxEdge || h > MaxEdge {
+		return errorf(http.StatusBadRequest, "%s: output of %dx%d is over the %d-pixel edge limit", name, w, h, MaxEdge)
 	}
-	var buf bytes.Buffer
-	var ct string
-	switch out {
-	case "jpg":
-		// JPEG has no alpha: flatten onto white rather than black.
-		flat := image.NewRGBA(dst.Bounds())
-		draw.Draw(flat, flat.Bounds(), image.White, image.Point{}, draw.Src)
-		draw.Draw(flat, flat.Bounds(), dst, image.Point{}, draw.Over)
-		err, ct = jpeg.Encode(&buf, flat, &jpeg.Options{Quality: o.q}), "image/jpeg"
-	case "png":
-		err, ct = png.Encode(&buf, dst), "image/png"
-	case "gif":
-		err, ct = gif.Encode(&buf, dst, nil), "image/gif"
-	default:
-		return Result{}, errorf(http.StatusBadRequest, "imageView2: cannot write format %q", format)
+	if int64(w)*int64(h) > lim.pixels {
+		return errorf(http.StatusBadRequest, "%s: output of %dx%d is over the %d-pixel limit", name, w, h, lim.pixels)
 	}
-	if err != nil {
-		return Result{}, fmt.Errorf("imageView2: encode %s: %w", out, err)
-	}
-	return bytesResult(buf.Bytes(), ct), nil
+	return nil
 }

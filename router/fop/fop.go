@@ -1,28 +1,43 @@
 // Package fop parses the query of a processing URL (PROTOCOLS.md §1): a
 // pipeline of fop steps, an optional trailing saveas step, the p/1/ prefix
-// that reads back a persisted result, and a download token.
+// that reads back a persisted result, a download token, attname= and the
+// parameters Qiniu ignores (cache-busters such as v=123).
 //
-// The grammar is canonical and strict: a query has exactly one reading, and
-// Request.String re-creates it byte for byte. Anything else is rejected with
-// an error wrapping ErrMalformed that names the problem.
+// A query has exactly one reading; anything that could be read two ways is
+// rejected with an error wrapping ErrMalformed that names the problem.
 //
 //	query    = [ fops [ "&" params ] ] | params
 //	fops     = "p/1/" pipeline | pipeline [ "|" saveas ] | saveas
 //	pipeline = step *( "|" step )
 //	step     = name *( "/" arg )
 //	name     = [A-Za-z] *[A-Za-z0-9_-]
-//	arg      = 1*( any printable byte or UTF-8 except "/" "|" "&" )
+//	arg      = 1*( any printable byte or UTF-8 except "/" "|" )
 //	saveas   = "saveas/" EncodedEntryURI [ "/sign/" AK ":" sign ]
-//	params   = "e=" deadline "&token=" AK ":" sign
+//	params   = param *( "&" param ), "token" last when present
+//	param    = pname "=" value ; pname = 1*[A-Za-z0-9_.-]
 //
-// Arguments are kept verbatim (not percent-decoded): a ufop receives its step
-// text exactly as it appears in the URL.
+// Percent-decoding: a pipeline written raw (its '/' and '|' unescaped) is
+// kept verbatim, so a ufop gets its step text exactly as in the URL
+// (grepd/a%20b runs as "grepd/a%20b", as on Qiniu). A pipeline written
+// fully percent-encoded (no raw '/' or '|': grepd%2Fhello%7Cqhash%2Fmd5) is
+// decoded exactly once and then read as a raw one. An encoded separator
+// (%2F, %7C) in a raw pipeline, or left after the one decoding, could be a
+// literal character in an argument or a separator: it is refused.
+// '+' is a plain '+'.
+//
+// Parameters: e= and token= (the download token; token must be the last
+// parameter and e must come before it), attname= (the download name,
+// query-unescaped); any other well-named parameter is ignored, as Qiniu
+// does. Signatures are checked over the raw bytes as sent
+// (Request.SignedQuery, SaveAs.SignedQuery), and the decoded pipeline that
+// runs is a function of those bytes, so a sign covers exactly what runs.
 package fop
 
 import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -41,17 +56,20 @@ var ErrMalformed = errors.New("malformed fop")
 // Step is one operation of a pipeline.
 type Step struct {
 	Name string   // the fop name, e.g. "imageView2"
-	Args []string // the "/"-separated arguments after the name, verbatim
-	Raw  string   // the step text verbatim, e.g. "grepd/foo": what a ufop gets as cmd
+	Args []string // the "/"-separated arguments after the name, as in Raw
+	// Raw is the step text as it runs, e.g. "grepd/foo": what a ufop gets
+	// as cmd (verbatim from a raw pipeline, decoded once from an encoded one).
+	Raw string
 }
 
 // SaveAs is the trailing "saveas/<EncodedEntryURI>[/sign/<AK>:<sign>]" step.
 type SaveAs struct {
-	Encoded     string // the EncodedEntryURI as in the URL
+	Encoded     string // the EncodedEntryURI
 	Bucket, Key string // decoded from Encoded
 	AK, Sign    string // empty when no /sign/ part
-	// SignedQuery is the raw query up to (not including) "/sign/": the sign
-	// covers host+path+"?"+SignedQuery. Empty when there is no /sign/ part.
+	// SignedQuery is the raw query (as sent, escapes kept) up to, not
+	// including, "/sign/" (or its escaped form): the sign covers
+	// host+path+"?"+SignedQuery. Empty when there is no /sign/ part.
 	SignedQuery string
 }
 
@@ -59,16 +77,25 @@ type SaveAs struct {
 type Request struct {
 	Steps  []Step  // pipeline without the saveas step; may be empty (plain download)
 	SaveAs *SaveAs // nil when absent
-	// Persisted is, for "p/1/<fop>", the fop text after "p/1/" (validated as
-	// a pipeline without saveas); Steps is then empty.
+	// Persisted is, for "p/1/<fop>", the pipeline text after "p/1/"
+	// (validated, without saveas; decoded when it was encoded whole), as
+	// the pfop result index keys it. Steps is then empty.
 	Persisted string
 	Deadline  int64  // e=, 0 when absent
 	Token     string // token=, "" when absent
 	TokenAK   string // the AK part of Token
 	TokenSign string // the sign part of Token
-	// SignedQuery is the raw query up to and including "e=<deadline>": the
+	// SignedQuery is the raw query up to, not including, "&token=": the
 	// download token covers scheme://host/path?SignedQuery. Empty without a token.
 	SignedQuery string
+	// AttName is attname='s value, query-unescaped: the client wants the
+	// response as a download under this name. HasAttName tells an empty
+	// attname= from none.
+	AttName    string
+	HasAttName bool
+	// Ignored names the parameters that were accepted and ignored
+	// (cache-busters), in order.
+	Ignored []string
 }
 
 // Pipeline returns the canonical step texts joined by "|" (without saveas;
@@ -90,28 +117,45 @@ func (r Request) Pipeline() string {
 	return b.String()
 }
 
-// String re-serialises the request; for a parsed Request it is exactly the
-// query that was parsed.
+// HasParams reports whether the query carried any parameter (e=, token=,
+// attname= or an ignored one).
+func (r Request) HasParams() bool {
+	return r.Token != "" || r.Deadline != 0 || r.HasAttName || len(r.Ignored) > 0
+}
+
+// String returns the canonical query of the request: the pipeline written
+// raw (bytes that would be misread escaped), attname, then e and token;
+// ignored parameters are dropped. Parsing it gives the same request (less
+// the fields that record the raw text: SignedQuery, Ignored).
 func (r Request) String() string {
 	var b strings.Builder
 	if r.Persisted != "" {
 		b.WriteString(persistedPrefix)
-		b.WriteString(r.Persisted)
+		writeFops(&b, r.Persisted)
 	} else {
-		b.WriteString(r.Pipeline())
+		var f strings.Builder
+		f.WriteString(r.Pipeline())
 		if r.SaveAs != nil {
 			if len(r.Steps) > 0 {
-				b.WriteByte('|')
+				f.WriteByte('|')
 			}
-			b.WriteString("saveas/")
-			b.WriteString(r.SaveAs.Encoded)
+			f.WriteString("saveas/")
+			f.WriteString(r.SaveAs.Encoded)
 			if r.SaveAs.AK != "" || r.SaveAs.Sign != "" {
-				b.WriteString("/sign/")
-				b.WriteString(r.SaveAs.AK)
-				b.WriteByte(':')
-				b.WriteString(r.SaveAs.Sign)
+				f.WriteString("/sign/")
+				f.WriteString(r.SaveAs.AK)
+				f.WriteByte(':')
+				f.WriteString(r.SaveAs.Sign)
 			}
 		}
+		writeFops(&b, f.String())
+	}
+	if r.HasAttName {
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString("attname=")
+		b.WriteString(url.QueryEscape(r.AttName))
 	}
 	if r.Token != "" || r.Deadline != 0 {
 		if b.Len() > 0 {
@@ -123,6 +167,46 @@ func (r Request) String() string {
 		b.WriteString(r.Token)
 	}
 	return b.String()
+}
+
+// writeFops writes pipeline text raw when that reads back as the same
+// text, else percent-encoded whole (which is decoded once).
+func writeFops(b *strings.Builder, s string) {
+	raw := (strings.ContainsAny(s, "/|") || strings.IndexByte(s, '%') < 0) && encodedSep(s) < 0
+	for i := 0; raw && i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || c == '&' {
+			raw = false
+		}
+	}
+	if raw {
+		b.WriteString(s)
+		return
+	}
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isAlnum(c) || c == '-' || c == '_' || c == '.' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+}
+
+// encodedSep returns the offset of the first %2F or %7C (any case) in s, or -1.
+func encodedSep(s string) int {
+	for i := 0; i+2 < len(s); i++ {
+		if s[i] != '%' {
+			continue
+		}
+		hi, lo := s[i+1], s[i+2]|0x20
+		if hi == '2' && lo == 'f' || hi == '7' && lo == 'c' {
+			return i
+		}
+	}
+	return -1
 }
 
 const persistedPrefix = "p/1/"
@@ -138,20 +222,8 @@ func Parse(rawQuery string) (Request, error) {
 	if len(rawQuery) > MaxQueryBytes {
 		return r, malformed("query is %d bytes, more than %d", len(rawQuery), MaxQueryBytes)
 	}
-	for i := 0; i < len(rawQuery); {
-		c := rawQuery[i]
-		if c < utf8.RuneSelf {
-			if c <= ' ' || c == 0x7f {
-				return r, malformed("byte %d: control character or space 0x%02x", i, c)
-			}
-			i++
-			continue
-		}
-		ru, size := utf8.DecodeRuneInString(rawQuery[i:])
-		if ru == utf8.RuneError && size <= 1 {
-			return r, malformed("byte %d: invalid UTF-8", i)
-		}
-		i += size
+	if err := checkBytes(rawQuery, "byte"); err != nil {
+		return r, err
 	}
 	if rawQuery == "" {
 		return r, nil
@@ -171,7 +243,20 @@ func Parse(rawQuery string) (Request, error) {
 	}
 
 	if fops != "" {
-		if err := r.parseFops(fops); err != nil {
+		// The p/1/ prefix is Dora's own syntax, not the pipeline's: a
+		// pipeline encoded whole after it is not ambiguous.
+		pre := ""
+		if strings.HasPrefix(fops, persistedPrefix) {
+			pre = persistedPrefix
+		}
+		dec, pos, err := decodeFops(fops[len(pre):])
+		if err != nil {
+			return Request{}, err
+		}
+		if pre != "" {
+			dec, pos = pre+dec, nil // no saveas after p/1/: pos is not needed
+		}
+		if err := r.parseFops(dec, fops, pos); err != nil {
 			return Request{}, err
 		}
 	}
@@ -179,22 +264,128 @@ func Parse(rawQuery string) (Request, error) {
 		if err := r.parseParams(params); err != nil {
 			return Request{}, err
 		}
-		r.SignedQuery = rawQuery[:len(rawQuery)-len("&token=")-len(r.Token)]
+		if r.Token != "" {
+			r.SignedQuery = rawQuery[:len(rawQuery)-len("&token=")-len(r.Token)]
+		}
 	}
 	return r, nil
 }
 
-// looksLikeParam reports whether the query starts with a name=value
-// parameter rather than a fop: a fop name can never contain '='.
-func looksLikeParam(q string) bool {
-	end := strings.IndexAny(q, "/|&")
-	if end < 0 {
-		end = len(q)
+// checkBytes refuses control characters, spaces and invalid UTF-8.
+func checkBytes(s, what string) error {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c <= ' ' || c == 0x7f {
+				return malformed("%s %d: control character or space 0x%02x", what, i, c)
+			}
+			i++
+			continue
+		}
+		ru, size := utf8.DecodeRuneInString(s[i:])
+		if ru == utf8.RuneError && size <= 1 {
+			return malformed("%s %d: invalid UTF-8", what, i)
+		}
+		i += size
 	}
-	return strings.IndexByte(q[:end], '=') >= 0
+	return nil
 }
 
-func (r *Request) parseFops(fops string) error {
+// looksLikeParam reports whether the query starts with a name=value
+// parameter rather than a fop: a fop name never contains '=' and ends at
+// the first '/', '|', '%' or '&'.
+func looksLikeParam(q string) bool {
+	end := strings.IndexAny(q, "/|%&=")
+	return end >= 0 && q[end] == '='
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// decodeFops returns the pipeline text: a raw one verbatim, one encoded
+// whole decoded once. pos maps each byte of the decoded text (and its end)
+// to its offset in raw (nil: the identity), so a sign over the raw text
+// can be cut where the decoded text says.
+func decodeFops(raw string) (dec string, pos []int, err error) {
+	ambiguous := func(s string, i int, after string) error {
+		return malformed("ambiguous fop: %s at byte %d%s, in a pipeline whose other separators are raw: a literal character in an argument, or a separator? Write the pipeline raw, or percent-encode all of it", s[i:i+3], i, after)
+	}
+	if strings.ContainsAny(raw, "/|") || strings.IndexByte(raw, '%') < 0 {
+		if i := encodedSep(raw); i >= 0 {
+			return "", nil, ambiguous(raw, i, "")
+		}
+		return raw, nil, nil
+	}
+	var b strings.Builder
+	b.Grow(len(raw))
+	pos = make([]int, 0, len(raw)+1)
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		if c != '%' {
+			b.WriteByte(c)
+			pos = append(pos, i)
+			i++
+			continue
+		}
+		var hi, lo byte
+		ok := i+2 < len(raw)
+		if ok {
+			var ok1, ok2 bool
+			hi, ok1 = unhex(raw[i+1])
+			lo, ok2 = unhex(raw[i+2])
+			ok = ok1 && ok2
+		}
+		if !ok {
+			return "", nil, malformed("byte %d: '%%' not followed by two hex digits in a percent-encoded pipeline (write %%25 for a literal '%%')", i)
+		}
+		b.WriteByte(hi<<4 | lo)
+		pos = append(pos, i)
+		i += 3
+	}
+	pos = append(pos, len(raw))
+	dec = b.String()
+	if err := checkDecoded(dec); err != nil {
+		return "", nil, err
+	}
+	if i := encodedSep(dec); i >= 0 {
+		return "", nil, ambiguous(dec, i, " after decoding")
+	}
+	return dec, pos, nil
+}
+
+// checkDecoded refuses decoded text with control characters or invalid
+// UTF-8 (a space is fine inside an argument once decoded).
+func checkDecoded(s string) error {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < ' ' || c == 0x7f {
+				return malformed("decoded fop byte %d: control character 0x%02x", i, c)
+			}
+			i++
+			continue
+		}
+		ru, size := utf8.DecodeRuneInString(s[i:])
+		if ru == utf8.RuneError && size <= 1 {
+			return malformed("decoded fop byte %d: invalid UTF-8", i)
+		}
+		i += size
+	}
+	return nil
+}
+
+// parseFops reads the decoded fops text; raw and pos (nil: identity) give
+// the raw text a saveas sign covers.
+func (r *Request) parseFops(fops, raw string, pos []int) error {
 	if rest, ok := strings.CutPrefix(fops, persistedPrefix); ok {
 		if rest == "" {
 			return malformed("p/1/: empty persisted fop")
@@ -213,6 +404,13 @@ func (r *Request) parseFops(fops string) error {
 		sa, err := parseSaveAs(steps[n-1], n, fops)
 		if err != nil {
 			return err
+		}
+		if sa.SignedQuery != "" {
+			end := len(sa.SignedQuery)
+			if pos != nil {
+				end = pos[end]
+			}
+			sa.SignedQuery = raw[:end]
 		}
 		r.SaveAs = sa
 		steps = steps[:n-1]
@@ -359,24 +557,28 @@ func isAlnum(c byte) bool {
 	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
 }
 
-// parseParams reads "e=<deadline>&token=<AK>:<sign>", in that order.
+// parseParams reads the parameters after the fops: e= and token= (token
+// last), attname=, and well-named parameters it ignores.
 func (r *Request) parseParams(params string) error {
 	var sawE, sawToken bool
 	for i, p := range strings.Split(params, "&") {
 		if p == "" {
 			return malformed("parameter %d: empty", i+1)
 		}
+		if sawToken {
+			return malformed("parameter %d: %q after token= is not covered by the download token (token= must be last)", i+1, p)
+		}
 		name, val, ok := strings.Cut(p, "=")
 		if !ok {
-			return malformed("parameter %d: %q is not name=value", i+1, p)
+			return malformed("parameter %d: %q is not name=value (steps of a pipeline are joined with '|', not '&')", i+1, p)
+		}
+		if !validParamName(name) {
+			return malformed("parameter %d: invalid name %q (want [A-Za-z0-9_.-]+)", i+1, name)
 		}
 		switch name {
 		case "e":
 			if sawE {
 				return malformed("duplicate parameter e")
-			}
-			if sawToken {
-				return malformed("e must come before token")
 			}
 			sawE = true
 			d, err := parseDeadline(val)
@@ -385,9 +587,6 @@ func (r *Request) parseParams(params string) error {
 			}
 			r.Deadline = d
 		case "token":
-			if sawToken {
-				return malformed("duplicate parameter token")
-			}
 			if !sawE {
 				return malformed("token without e")
 			}
@@ -397,14 +596,50 @@ func (r *Request) parseParams(params string) error {
 				return malformed("token: %v", err)
 			}
 			r.Token, r.TokenAK, r.TokenSign = val, ak, sign
+		case "attname":
+			if r.HasAttName {
+				return malformed("duplicate parameter attname")
+			}
+			v, err := url.QueryUnescape(val)
+			if err != nil {
+				return malformed("attname: %v", err)
+			}
+			if err := checkAttName(v); err != nil {
+				return err
+			}
+			r.AttName, r.HasAttName = v, true
 		default:
-			return malformed("parameter %d: unknown parameter %q", i+1, name)
+			r.Ignored = append(r.Ignored, name)
 		}
 	}
-	if !sawToken {
+	if sawE && !sawToken {
 		return malformed("e without token")
 	}
 	return nil
+}
+
+// checkAttName refuses a download name with control characters or
+// invalid UTF-8 (it goes into a response header).
+func checkAttName(v string) error {
+	if !utf8.ValidString(v) {
+		return malformed("attname: invalid UTF-8")
+	}
+	for _, c := range v {
+		if c < ' ' || c == 0x7f {
+			return malformed("attname: control character 0x%02x", c)
+		}
+	}
+	return nil
+}
+
+func validParamName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(isAlnum(c) || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // parseDeadline accepts a positive decimal without sign or leading zeros.

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // fakeStore is a minimal in-memory store.Store with Watch, enough for the

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Sentinel errors callers branch on.
@@ -39,6 +39,7 @@ type Snapshot struct {
 	domains  map[string]string                  // host → bucket name
 	ufops    map[string]dora.Ufop               // name → ufop
 	releases map[string]map[string]dora.Release // ufop → version → release
+	failed   map[deploymentKey]string           // every deployment FAILED → a message
 }
 
 // Data is the plain content of a snapshot, used to build one directly
@@ -50,6 +51,9 @@ type Data struct {
 	Domains  map[string]string
 	Ufops    []dora.Ufop
 	Releases []dora.Release
+	// Deployments let the router answer 503 at once for a version whose
+	// every deployment in a region FAILED, rather than hold requests.
+	Deployments []dora.Deployment
 }
 
 // NewSnapshot builds a snapshot from plain data. Account access keys and
@@ -62,6 +66,23 @@ func NewSnapshot(d Data) *Snapshot {
 		domains:  map[string]string{},
 		ufops:    map[string]dora.Ufop{},
 		releases: map[string]map[string]dora.Release{},
+		failed:   map[deploymentKey]string{},
+	}
+	working := map[deploymentKey]bool{}
+	for _, dep := range d.Deployments {
+		k := deploymentKey{dep.Ufop, dep.Version, dep.Region}
+		switch dep.Status {
+		case dora.DeployFailed:
+			if _, seen := s.failed[k]; !seen {
+				s.failed[k] = dep.Message
+			}
+		case dora.DeployReplaced:
+		default:
+			working[k] = true
+		}
+	}
+	for k := range working {
+		delete(s.failed, k)
 	}
 	for _, a := range d.Accounts {
 		s.accounts[a.ID] = a
@@ -186,6 +207,16 @@ func (s *Snapshot) Ufop(name string) (dora.Ufop, bool) {
 	return u, ok
 }
 
+// deploymentKey names the deployments of one version of a ufop in a region.
+type deploymentKey struct{ ufop, version, region string }
+
+// DeploymentFailed reports whether the version of ufop has deployments in
+// region and every one of them FAILED, with the first one's message.
+func (s *Snapshot) DeploymentFailed(ufop, version, region string) (string, bool) {
+	msg, ok := s.failed[deploymentKey{ufop, version, region}]
+	return msg, ok
+}
+
 // Release returns one release of a ufop.
 func (s *Snapshot) Release(ufop, version string) (dora.Release, bool) {
 	r, ok := s.releases[ufop][version]
@@ -196,6 +227,7 @@ func (s *Snapshot) Release(ufop, version string) (dora.Release, bool) {
 var prefixes = [...]string{
 	store.PrefixAccounts, store.PrefixAccessKeys, store.PrefixBuckets,
 	store.PrefixDomains, store.PrefixUfops, store.PrefixReleases,
+	store.PrefixDeployments,
 }
 
 // Cache keeps a Snapshot fresh by watching the store.
@@ -352,6 +384,12 @@ func (c *Cache) build() *Snapshot {
 				r.Ufop, r.Version = u, v
 			}
 			d.Releases = append(d.Releases, r)
+		}
+	}
+	for _, kv := range c.parts[6] {
+		var dep dora.Deployment
+		if decode(kv, &dep) {
+			d.Deployments = append(d.Deployments, dep)
 		}
 	}
 	s := NewSnapshot(d)

@@ -134,3 +134,27 @@ func TestCacheFollowsStore(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+// TestDeploymentFailed: a version is failed in a region only when every
+// one of its live deployments there FAILED; a replaced one does not count.
+func TestDeploymentFailed(t *testing.T) {
+	s := NewSnapshot(Data{Deployments: []dora.Deployment{
+		{ID: "a", Ufop: "u", Version: "v1", Region: "z0", Status: dora.DeployFailed, Message: "image has no entrypoint"},
+		{ID: "b", Ufop: "u", Version: "v1", Region: "z1", Status: dora.DeployFailed, Message: "x"},
+		{ID: "c", Ufop: "u", Version: "v1", Region: "z1", Status: dora.DeployRunning},
+		{ID: "d", Ufop: "u", Version: "v2", Region: "z0", Status: dora.DeployReplaced},
+		{ID: "e", Ufop: "u", Version: "v2", Region: "z0", Status: dora.DeployFailed, Message: "y"},
+	}})
+	if msg, ok := s.DeploymentFailed("u", "v1", "z0"); !ok || msg != "image has no entrypoint" {
+		t.Errorf("v1 z0: %q %v", msg, ok)
+	}
+	if _, ok := s.DeploymentFailed("u", "v1", "z1"); ok {
+		t.Error("v1 z1 has a running deployment")
+	}
+	if msg, ok := s.DeploymentFailed("u", "v2", "z0"); !ok || msg != "y" {
+		t.Errorf("v2 z0: %q %v", msg, ok)
+	}
+	if _, ok := s.DeploymentFailed("u", "v3", "z0"); ok {
+		t.Error("v3 has no deployment")
+	}
+}

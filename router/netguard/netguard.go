@@ -42,6 +42,46 @@ var (
 	discard6  = netip.MustParsePrefix("100::/64")       // discard-only
 )
 
+// Link-local and cloud instance-metadata addresses: refused even where
+// private addresses are allowed (immutable table).
+var sensitive = []netip.Prefix{
+	netip.MustParsePrefix("169.254.0.0/16"),     // IPv4 link-local; 169.254.169.254 is AWS/GCP/Azure/OpenStack metadata
+	netip.MustParsePrefix("fe80::/10"),          // IPv6 link-local
+	netip.MustParsePrefix("100.100.100.200/32"), // Alibaba Cloud metadata
+	netip.MustParsePrefix("fd00:ec2::254/128"),  // AWS metadata over IPv6
+	netip.MustParsePrefix("168.63.129.16/32"),   // Azure wire server
+}
+
+// Sensitive reports whether a is link-local or a cloud instance-metadata
+// address (also in an IPv4-mapped form): never dialled for user input, not
+// even where loopback and private addresses are allowed (dorad dev's
+// --allow-private-mirror), since it hands out the host's credentials.
+func Sensitive(a netip.Addr) bool {
+	a = a.WithZone("").Unmap()
+	if a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() {
+		return true
+	}
+	for _, p := range sensitive {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckNotSensitive refuses a dialled "ip:port" whose IP is Sensitive; the
+// error wraps ErrNotPublic.
+func CheckNotSensitive(address string) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: address %q: %v", ErrNotPublic, address, err)
+	}
+	if Sensitive(ap.Addr()) {
+		return fmt.Errorf("%w: %s is link-local or a metadata address", ErrNotPublic, ap.Addr())
+	}
+	return nil
+}
+
 // Public reports whether a is a public unicast address: not loopback,
 // private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, multicast,
 // unspecified, CGNAT (100.64/10), 0/8 or reserved ranges (documentation
@@ -83,7 +123,7 @@ func Check(address string) error {
 	if err != nil {
 		return fmt.Errorf("%w: address %q: %v", ErrNotPublic, address, err)
 	}
-	if !Public(ap.Addr()) {
+	if !Public(ap.Addr()) || Sensitive(ap.Addr()) {
 		return fmt.Errorf("%w: %s", ErrNotPublic, ap.Addr())
 	}
 	return nil
@@ -93,13 +133,20 @@ func Check(address string) error {
 // address of every connection attempt.
 func Control(_, address string, _ syscall.RawConn) error { return Check(address) }
 
-// Dialer returns a dialer with the given connect timeout that, unless
-// allowPrivate, refuses non-public addresses (Control). A client using it
-// must not use a proxy: the proxy, not the guard, would resolve the name.
+// ControlNotSensitive is a net.Dialer.Control hook applying
+// CheckNotSensitive: the guard where private addresses are allowed.
+func ControlNotSensitive(_, address string, _ syscall.RawConn) error {
+	return CheckNotSensitive(address)
+}
+
+// Dialer returns a dialer with the given connect timeout that refuses
+// non-public addresses (Control) or, when allowPrivate, link-local and
+// metadata addresses still (ControlNotSensitive). A client using it must
+// not use a proxy: the proxy, not the guard, would resolve the name.
 func Dialer(timeout time.Duration, allowPrivate bool) *net.Dialer {
-	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-	if !allowPrivate {
-		d.Control = Control
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: Control}
+	if allowPrivate {
+		d.Control = ControlNotSensitive
 	}
 	return d
 }

@@ -108,3 +108,28 @@ func TestDialer(t *testing.T) {
 		}
 	}
 }
+
+// Link-local and metadata addresses are refused by both guards: the strict
+// one and the one allowing loopback and private addresses.
+func TestSensitiveRefusedEvenWhenPrivateAllowed(t *testing.T) {
+	for _, a := range []string{"169.254.169.254:80", "169.254.0.1:80", "[fe80::1]:80", "100.100.100.200:80",
+		"[fd00:ec2::254]:80", "[::ffff:169.254.169.254]:80", "168.63.129.16:80"} {
+		if err := CheckNotSensitive(a); !errors.Is(err, ErrNotPublic) {
+			t.Errorf("CheckNotSensitive(%s) = %v, want ErrNotPublic", a, err)
+		}
+		if err := Check(a); !errors.Is(err, ErrNotPublic) {
+			t.Errorf("Check(%s) = %v, want ErrNotPublic", a, err)
+		}
+	}
+	for _, a := range []string{"127.0.0.1:80", "10.0.0.1:80", "192.168.1.1:80", "[::1]:80", "100.100.100.201:80", "8.8.8.8:53"} {
+		if err := CheckNotSensitive(a); err != nil {
+			t.Errorf("CheckNotSensitive(%s) = %v, want nil", a, err)
+		}
+	}
+	// The private-allowing dialer still refuses a metadata address at
+	// connect time.
+	d := Dialer(time.Second, true)
+	if _, err := d.Dial("tcp", "169.254.169.254:80"); !errors.Is(err, ErrNotPublic) {
+		t.Errorf("dial 169.254.169.254 with private allowed: %v, want ErrNotPublic", err)
+	}
+}

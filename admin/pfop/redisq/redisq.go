@@ -28,7 +28,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/doraproject/dora/admin/pfop"
-	"github.com/doraproject/dora/admin/redisconn"
+	"github.com/doraproject/dora/internal/redisconn"
 )
 
 var _ pfop.Queue = (*Queue)(nil)

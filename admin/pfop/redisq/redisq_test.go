@@ -5,9 +5,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/queuetest"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 // TestContract runs the queue contract suite against a real redis-server;

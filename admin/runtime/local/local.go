@@ -4,8 +4,11 @@
 // PORT_HTTP, a health probe, restarts with exponential backoff when it
 // crashes, and bounded, timestamped captures of its output. Healthy
 // instances are published to a Publisher (pool/memory) so the router finds
-// them. Only program packages run here; OCI images need a container runtime
-// (admin/runtime/nomad).
+// them. OCI images run as podman containers when Config.Podman is set
+// (podman.go): each instance in its own network namespace, listening on
+// ContainerPort (9100) published on a free loopback port, limited to its
+// flavor's CPU and memory; without podman an image is refused with
+// runtime.ErrUnsupported.
 //
 // Files under Config.Dir:
 //
@@ -89,6 +92,13 @@ type Config struct {
 	// Dir's ancestors must let it through (checked by New). Nil runs
 	// instances as the platform's own user.
 	RunAs *build.User
+	// Podman, when non-nil, runs OCI images as containers; nil refuses
+	// them (Apply returns runtime.ErrUnsupported naming what to install).
+	Podman *Podman
+	// HealthyDeadline is how long a container instance has to pass its
+	// first health check before it is stopped and marked FAILED (default
+	// 60s, Nomad's healthy_deadline). Program packages keep waiting.
+	HealthyDeadline time.Duration
 }
 
 // MaxRestartBackoff caps the restart delay.
@@ -121,6 +131,8 @@ type deployment struct {
 	desired int
 	stopped map[int]bool // indexes the user stopped; survives Scale
 	insts   map[int]*instance
+	image   string // podman image id of an OCI deployment
+	failure string // why the deployment cannot run (image pull or check), "" when it can
 }
 
 type instance struct {
@@ -138,7 +150,8 @@ type instance struct {
 	restarts int
 	started  time.Time
 	message  string
-	crashes  int // consecutive crashes without becoming healthy
+	crashes  int    // consecutive crashes without becoming healthy
+	lastExit string // containers: how the last run ended, shown while running again
 }
 
 // run is one supervised life of an instance, from start to stop.
@@ -181,6 +194,9 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.MaxCrashes <= 0 {
 		cfg.MaxCrashes = 5
 	}
+	if cfg.HealthyDeadline <= 0 {
+		cfg.HealthyDeadline = time.Minute
+	}
 	r := &Runtime{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "runtime/local"),
@@ -190,8 +206,60 @@ func New(cfg Config) (*Runtime, error) {
 		quit:    make(chan struct{}),
 		pubDone: make(chan struct{}),
 	}
+	r.removeLeftovers()
+	if cfg.Podman != nil {
+		// Containers a previous run left behind (it was killed before it
+		// could stop them) are removed before anything starts.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		n, err := cfg.Podman.Sweep(ctx, ownerLabel, ownerValue(cfg.Dir))
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("local runtime: remove stale containers: %w", err)
+		}
+		if n > 0 {
+			r.log.Info("removed stale containers", "count", n)
+		}
+	}
 	go r.publishLoop()
 	return r, nil
+}
+
+// removeLeftovers deletes the instance working directories
+// (<Dir>/<deployment>/<index>) an earlier process left when it died: no
+// instance runs while a Runtime starts, and each start prepares a fresh
+// one. Logs stay.
+func (r *Runtime) removeLeftovers() {
+	deps, err := os.ReadDir(r.cfg.Dir)
+	if err != nil {
+		return
+	}
+	for _, d := range deps {
+		if !d.IsDir() {
+			continue
+		}
+		dir := filepath.Join(r.cfg.Dir, d.Name())
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if _, err := strconv.Atoi(e.Name()); err == nil && e.IsDir() {
+				if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+					r.log.Warn("removing a leftover instance directory", "dir", filepath.Join(dir, e.Name()), "err", err)
+				}
+			}
+		}
+	}
+}
+
+// CanRunImages returns nil when OCI images can run here, else an error
+// wrapping runtime.ErrUnsupported that says what to install. The admin
+// asks before it accepts an image deployment.
+func (r *Runtime) CanRunImages() error {
+	if r.cfg.Podman == nil {
+		return fmt.Errorf("this platform has no container runtime to run OCI images: %s: %w", InstallHint, runtime.ErrUnsupported)
+	}
+	return nil
 }
 
 var deploymentIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -207,20 +275,30 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 	if !deploymentIDRE.MatchString(id) {
 		return fmt.Errorf("apply %q: bad deployment id", id)
 	}
-	if spec.Package == nil {
-		if spec.OCIImage != "" {
-			return fmt.Errorf("apply %s: image %s needs a container runtime; this runtime runs program packages only: %w", id, spec.OCIImage, runtime.ErrUnsupported)
+	switch {
+	case spec.Package != nil:
+		if strings.TrimSpace(spec.Package.Run) == "" {
+			return fmt.Errorf("apply %s: package has no run command", id)
 		}
+		if fi, err := os.Stat(spec.Package.Dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("apply %s: package dir %q is not a directory", id, spec.Package.Dir)
+		}
+	case spec.OCIImage != "":
+		if err := r.CanRunImages(); err != nil {
+			return fmt.Errorf("apply %s: image %s: %w", id, spec.OCIImage, err)
+		}
+	default:
 		return fmt.Errorf("apply %s: spec has neither a package nor an image", id)
-	}
-	if strings.TrimSpace(spec.Package.Run) == "" {
-		return fmt.Errorf("apply %s: package has no run command", id)
-	}
-	if fi, err := os.Stat(spec.Package.Dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("apply %s: package dir %q is not a directory", id, spec.Package.Dir)
 	}
 	if spec.Deployment.Desired < 0 {
 		return fmt.Errorf("apply %s: desired %d is negative", id, spec.Deployment.Desired)
+	}
+	image, failure := "", ""
+	if spec.Package == nil {
+		var err error
+		if image, err = r.prepareImage(ctx, spec.OCIImage); err != nil {
+			failure = err.Error()
+		}
 	}
 	r.mu.Lock()
 	if r.closed {
@@ -241,10 +319,79 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 		r.deps[id] = d
 	}
 	d.spec = spec
+	var oldImage string
+	if spec.Package == nil && failure == "" && d.image != image {
+		oldImage, d.image = d.image, image
+	}
+	if failure != "" {
+		p := r.failLocked(d, spec.Deployment.Desired, failure)
+		r.mu.Unlock()
+		r.markDirty()
+		p.wait(ctx)
+		return fmt.Errorf("apply %s: %s", id, failure)
+	}
+	d.failure = ""
 	p := r.scaleLocked(d, spec.Deployment.Desired)
 	r.mu.Unlock()
 	r.markDirty()
-	return p.wait(ctx)
+	err := p.wait(ctx)
+	if oldImage != "" {
+		r.releaseImage(oldImage)
+	}
+	return err
+}
+
+// prepareImage pulls ref and checks that this host can run it; it returns
+// the image id instances run.
+func (r *Runtime) prepareImage(ctx context.Context, ref string) (string, error) {
+	t0 := time.Now()
+	id, err := r.cfg.Podman.Pull(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("image %s: %v", ref, err)
+	}
+	if err := r.cfg.Podman.CheckImage(ctx, id); err != nil {
+		return "", fmt.Errorf("image %s: %v", ref, err)
+	}
+	r.log.Info("image ready", "ref", ref, "id", id, "took", time.Since(t0))
+	return id, nil
+}
+
+// failLocked records that d cannot run (why): its instances stop and stay
+// FAILED with why as their message and the last line of their stderr, so
+// state and logtail say it too. Callers hold r.mu.
+func (r *Runtime) failLocked(d *deployment, count int, why string) pending {
+	d.failure = why
+	p := r.scaleLocked(d, 0)
+	d.desired = count
+	for i := 1; i <= count; i++ {
+		in := r.newInstance(d, i)
+		in.state, in.message = runtime.StateFailed, why
+		in.stderr.Write([]byte("dora: " + why + "\n"))
+		d.insts[i] = in
+	}
+	return p
+}
+
+// releaseImage removes an image no deployment runs any more.
+func (r *Runtime) releaseImage(image string) {
+	if r.cfg.Podman == nil || image == "" {
+		return
+	}
+	r.mu.Lock()
+	for _, d := range r.deps {
+		if d.image == image {
+			r.mu.Unlock()
+			return
+		}
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := r.cfg.Podman.RemoveImage(ctx, image); err != nil {
+		r.log.Warn("remove unused image", "image", image, "err", err)
+		return
+	}
+	r.log.Info("removed unused image", "image", image)
 }
 
 // Scale sets the instance count: new indexes start (unless the user stopped
@@ -309,16 +456,12 @@ func (r *Runtime) scaleLocked(d *deployment, count int) pending {
 	d.desired = count
 	for i := 1; i <= count; i++ {
 		if d.insts[i] != nil {
+			if d.failure == "" && d.insts[i].run == nil && d.insts[i].state == runtime.StateFailed && !d.stopped[i] {
+				r.startLocked(d, d.insts[i]) // failed at pull time; the image is fixed now
+			}
 			continue
 		}
-		in := &instance{
-			index:  i,
-			id:     fmt.Sprintf("%s-%d", d.id, i),
-			dir:    filepath.Join(d.dir, strconv.Itoa(i)),
-			stdout: newStream(filepath.Join(d.dir, "logs", strconv.Itoa(i)+".stdout"), r.cfg.MaxLogBytes, time.Now),
-			stderr: newStream(filepath.Join(d.dir, "logs", strconv.Itoa(i)+".stderr"), r.cfg.MaxLogBytes, time.Now),
-			state:  runtime.StateStopped,
-		}
+		in := r.newInstance(d, i)
 		d.insts[i] = in
 		if !d.stopped[i] {
 			r.startLocked(d, in)
@@ -337,9 +480,21 @@ func (r *Runtime) scaleLocked(d *deployment, count int) pending {
 	return p
 }
 
+// newInstance returns instance i of d, stopped.
+func (r *Runtime) newInstance(d *deployment, i int) *instance {
+	return &instance{
+		index:  i,
+		id:     fmt.Sprintf("%s-%d", d.id, i),
+		dir:    filepath.Join(d.dir, strconv.Itoa(i)),
+		stdout: newStream(filepath.Join(d.dir, "logs", strconv.Itoa(i)+".stdout"), r.cfg.MaxLogBytes, time.Now),
+		stderr: newStream(filepath.Join(d.dir, "logs", strconv.Itoa(i)+".stderr"), r.cfg.MaxLogBytes, time.Now),
+		state:  runtime.StateStopped,
+	}
+}
+
 // startLocked begins a supervised run of in. Callers hold r.mu.
 func (r *Runtime) startLocked(d *deployment, in *instance) {
-	if in.run != nil {
+	if in.run != nil || d.failure != "" {
 		return
 	}
 	rn := &run{stop: make(chan struct{}), done: make(chan struct{})}
@@ -451,6 +606,7 @@ func (r *Runtime) Remove(ctx context.Context, deploymentID string) error {
 	if err := p.wait(ctx); err != nil {
 		return fmt.Errorf("remove %s: %w", deploymentID, err)
 	}
+	r.releaseImage(d.image)
 	if err := os.RemoveAll(d.dir); err != nil {
 		return fmt.Errorf("remove %s: %w", deploymentID, err)
 	}
@@ -480,6 +636,15 @@ func (r *Runtime) Close() error {
 	for _, in := range all.freed {
 		in.stdout.Close()
 		in.stderr.Close()
+	}
+	if r.cfg.Podman != nil {
+		// Every container was stopped with its instance; this catches
+		// one whose `podman stop` failed.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if _, err := r.cfg.Podman.Sweep(ctx, ownerLabel, ownerValue(r.cfg.Dir)); err != nil {
+			r.log.Warn("remove containers", "err", err)
+		}
+		cancel()
 	}
 	close(r.quit)
 	<-r.pubDone
@@ -533,6 +698,9 @@ func (r *Runtime) Status(ctx context.Context, deploymentID string) (runtime.Depl
 		st.Instances = append(st.Instances, is)
 	}
 	switch {
+	case d.failure != "":
+		st.Status = dora.DeployFailed
+		st.Message = d.failure
 	case active == 0:
 		st.Status = dora.DeployStopped
 	case len(failed) > 0 && st.Healthy < active:
@@ -608,9 +776,14 @@ func (r *Runtime) Instances() []pool.Instance {
 		if region == "" {
 			region = d.spec.Deployment.Region
 		}
+		routerHost := ""
+		if d.spec.Package == nil {
+			routerHost = HostLoopback
+		}
 		for _, in := range d.insts {
 			if in.healthy && in.run != nil {
-				out = append(out, pool.Instance{ID: in.id, Ufop: ufop, Version: version, Region: region, Addr: "127.0.0.1:" + strconv.Itoa(in.port)})
+				out = append(out, pool.Instance{ID: in.id, Ufop: ufop, Version: version, Region: region,
+					Addr: "127.0.0.1:" + strconv.Itoa(in.port), RouterHost: routerHost})
 			}
 		}
 	}

@@ -383,8 +383,12 @@ func TestApplyRejects(t *testing.T) {
 	oci.Package = nil
 	oci.OCIImage = "127.0.0.1:8090/1/ufopdemo:v1"
 	err := r.Apply(ctx, oci)
-	if !errors.Is(err, runtime.ErrUnsupported) || !strings.Contains(err.Error(), "image 127.0.0.1:8090/1/ufopdemo:v1 needs a container runtime; this runtime runs program packages only") {
-		t.Fatalf("OCI: %v", err)
+	if !errors.Is(err, runtime.ErrUnsupported) || !strings.Contains(err.Error(), "image 127.0.0.1:8090/1/ufopdemo:v1: this platform has no container runtime") ||
+		!strings.Contains(err.Error(), "apt-get install podman runc") {
+		t.Fatalf("OCI without podman: %v", err)
+	}
+	if err := r.CanRunImages(); !errors.Is(err, runtime.ErrUnsupported) {
+		t.Fatalf("CanRunImages without podman: %v", err)
 	}
 	tests := []struct {
 		name string

@@ -37,10 +37,16 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 	defer close(rn.done)
 	for {
 		r.mu.Lock()
-		spec := d.spec
+		spec, image := d.spec, d.image
 		r.mu.Unlock()
-		crashed, why := r.runOnce(in, rn, spec)
-		if !crashed {
+		var crashed, fatal bool
+		var why string
+		if spec.Package != nil {
+			crashed, why = r.runOnce(in, rn, spec)
+		} else {
+			crashed, fatal, why = r.runContainer(d, in, rn, spec, image)
+		}
+		if !crashed && !fatal {
 			return
 		}
 		r.mu.Lock()
@@ -48,16 +54,38 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 			r.mu.Unlock()
 			return
 		}
-		in.restarts++
-		in.crashes++
 		in.healthy = false
 		in.pid = 0
-		if last := in.stderr.Last(); last != "" {
+		if fatal {
+			// Stopped for good (an image whose health check never
+			// passes); it stays FAILED until started again.
+			in.state, in.message = runtime.StateFailed, why
+			r.mu.Unlock()
+			r.markDirty()
+			r.log.Warn("instance failed", "instance", in.id, "why", why)
+			<-rn.stop
+			return
+		}
+		in.restarts++
+		in.crashes++
+		if spec.Package == nil {
+			in.lastExit = "last exit: " + why
+		}
+		if last := in.stderr.Last(); last != "" && !strings.HasSuffix(last, why) {
 			why += "; last stderr: " + last
 		}
 		if in.crashes >= r.cfg.MaxCrashes {
 			in.state = runtime.StateFailed
 			in.message = fmt.Sprintf("crashed %d times without becoming healthy: %s", in.crashes, why)
+			if spec.Package == nil {
+				// A container that keeps exiting is not restarted
+				// for ever: nothing of it stays running.
+				r.mu.Unlock()
+				r.markDirty()
+				r.log.Warn("instance failed", "instance", in.id, "why", in.message)
+				<-rn.stop
+				return
+			}
 		} else {
 			in.state = runtime.StateCrashed
 			in.message = why
@@ -223,7 +251,7 @@ func (r *Runtime) setHealth(in *instance, rn *run, perr error, fails int) {
 		in.healthy = true
 		in.state = runtime.StateRunning
 		in.crashes = 0
-		in.message = ""
+		in.message = in.lastExit
 	case in.healthy && fails >= unhealthyAfter:
 		changed = true
 		in.healthy = false

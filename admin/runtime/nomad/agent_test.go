@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/agenttest"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/nomad/api"
 )

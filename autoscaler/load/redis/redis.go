@@ -37,9 +37,9 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/doraproject/dora/admin/redisconn"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/autoscaler/load/memory"
+	"github.com/doraproject/dora/internal/redisconn"
 )
 
 // Defaults of Config.

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/agenttest"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/autoscaler/load/loadtest"
 	"github.com/doraproject/dora/autoscaler/load/redis"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 var seq atomic.Int64

@@ -27,8 +27,8 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"

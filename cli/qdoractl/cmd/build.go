@@ -178,6 +178,6 @@ func (a *app) ufopverCmd() *cobra.Command {
 		},
 	}
 	c.Flags().IntVarP(&n, "current", "c", 0, "build number to switch to")
-	c.Flags().StringVar(&protocol, "protocol", "", "instance protocol of a new release: dora (POST /handler) or ufop (POST /uop)")
+	c.Flags().StringVar(&protocol, "protocol", "", "instance protocol of a new release: dora (POST /handler) or ufop (POST /uop); default: ufop.yaml's protocol, else ufop")
 	return c
 }

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 const (

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 // maxPfopReplyBytes bounds a pfop/prefop answer read by qdoractl.

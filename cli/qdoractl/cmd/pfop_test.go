@@ -17,7 +17,7 @@ import (
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
-	"github.com/doraproject/dora/admin/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"

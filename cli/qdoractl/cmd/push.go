@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/spf13/cobra"
 )
 
@@ -74,6 +75,12 @@ image layout directory.`,
 				return err
 			}
 			defer cleanup()
+			// Every layer is read and checked against its digest before
+			// anything is sent: a corrupt or truncated tarball is refused
+			// with nothing stored in the registry.
+			if err := validate.Image(img); err != nil {
+				return fmt.Errorf("image %s is corrupt or incomplete (nothing was pushed): %w", args[0], err)
+			}
 			acct, err := cl.Whoami(ctx)
 			if err != nil {
 				return err

@@ -103,7 +103,7 @@ overrides everything. Single-dash long flags of the older qufopctl
 		a.loginCmd(), a.logoutCmd(), a.whoamiCmd(),
 		a.accountCmd(), a.regionCmd(), a.flavorCmd(),
 		a.bucketCmd(), a.putCmd(), a.lsCmd(), a.statCmd(), a.getCmd(), a.rmCmd(),
-		a.registerCmd(), a.unregisterCmd(), a.infoCmd(), a.listCmd(), a.applyCmd(), a.unapplyCmd(),
+		a.registerCmd(), a.modeCmd(), a.unregisterCmd(), a.infoCmd(), a.listCmd(), a.applyCmd(), a.unapplyCmd(),
 		a.buildCmd(), a.imageinfoCmd(), a.buildlogCmd(), a.ufopverCmd(),
 		a.pushCmd(), a.imageCmd(), a.releaseCmd(),
 		a.pfopCmd(), a.prefopCmd(),

@@ -48,6 +48,37 @@ default: only your buckets). The older spelling "reg <ufop> -mode 1 -desc ..." w
 	return c
 }
 
+func (a *app) modeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "mode <ufop> <public|protected|private|0|1|2>",
+		Short: "Change a ufop's access mode after register",
+		Long: `mode changes whose buckets may use the ufop: public (0, root only), protected
+(1, accounts that "apply") or private (2, only your buckets). The router applies
+the new mode to the next request.`,
+		Example: `  qdoractl mode grepd protected
+  qdoractl mode grepd 2`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := dora.ParseMode(args[1])
+			if err != nil {
+				return usageError{err}
+			}
+			cl, err := a.client()
+			if err != nil {
+				return err
+			}
+			u, err := cl.SetUfopMode(cmd.Context(), args[0], m)
+			if err != nil {
+				return err
+			}
+			return a.show(u, func() error {
+				fmt.Fprintf(a.stdout, "Ufop %s access mode: %s\n", u.Name, strings.ToUpper(u.Mode.String()))
+				return nil
+			})
+		},
+	}
+}
+
 func (a *app) unregisterCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:     "unregister <ufop>",
@@ -68,6 +99,15 @@ func (a *app) unregisterCmd() *cobra.Command {
 	}
 }
 
+// infoVersion is a version as qufopctl info prints it: a build's "v3" is
+// "3" (seed 001 shows "Version: 1"); any other verstr is printed as is.
+func infoVersion(v string) string {
+	if n, ok := strings.CutPrefix(v, "v"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+		return n
+	}
+	return v
+}
+
 // printInfo writes the qufopctl info layout.
 func (a *app) printInfo(u client.UfopInfo) {
 	created := "-"
@@ -75,7 +115,7 @@ func (a *app) printInfo(u client.UfopInfo) {
 		created = u.Created.Local().Format("2006-01-02 15:04:05 -0700 MST")
 	}
 	fmt.Fprintf(a.stdout, "Ufop name: %s\nOwner: %s\nVersion: %s\nAccess mode: %s\nDescription: %s\nCreate time: %s\nInstance num: %d\nMax instanceNum: %d\nFlavor: %s\nAccess list: %s\n",
-		u.Name, u.Owner, orDash(u.ActiveVersion), strings.ToUpper(u.Mode.String()), u.Desc, created,
+		u.Name, u.Owner, orDash(infoVersion(u.ActiveVersion)), strings.ToUpper(u.Mode.String()), u.Desc, created,
 		u.InstanceNum, u.MaxInstanceNum, orDash(u.Flavor), strings.Join(u.AccessList, " "))
 	if u.PreviousVersion != "" {
 		fmt.Fprintf(a.stdout, "Previous version: %s\n", u.PreviousVersion)

@@ -43,7 +43,7 @@ func TestInfoLayout(t *testing.T) {
 		"GET /v1/ufops":       reply(200, []client.UfopInfo{info}),
 	})
 	r := mustOK(t, runCLI(t, f, "", "info", "grepd"))
-	want := "Ufop name: grepd\nOwner: 1366779853\nVersion: v1\nAccess mode: PUBLIC\nDescription: demo ufop\n" +
+	want := "Ufop name: grepd\nOwner: 1366779853\nVersion: 1\nAccess mode: PUBLIC\nDescription: demo ufop\n" +
 		"Create time: " + created.Local().Format("2006-01-02 15:04:05 -0700 MST") + "\n" +
 		"Instance num: 1\nMax instanceNum: 5\nFlavor: default\nAccess list: 1366779853\n"
 	if r.stdout != want {
@@ -77,4 +77,28 @@ func TestApplyUnregister(t *testing.T) {
 	mustOK(t, runCLI(t, f, "", "unapply", "grepd"))
 	mustOK(t, runCLI(t, f, "", "unregister", "grepd"))
 	f.last(t, "DELETE /v1/ufops/grepd")
+}
+
+func TestModeCommand(t *testing.T) {
+	f := newFakeAPI(t, map[string]route{
+		"POST /v1/ufops/grepd/mode": reply(200, client.UfopInfo{Name: "grepd", Mode: dora.ModeProtected}),
+	})
+	r := mustOK(t, runCLI(t, f, "", "mode", "grepd", "protected"))
+	if r.stdout != "Ufop grepd access mode: PROTECTED\n" {
+		t.Fatalf("stdout %q", r.stdout)
+	}
+	jsonEq(t, f.last(t, "POST /v1/ufops/grepd/mode").Body, `{"mode":1}`)
+	mustOK(t, runCLI(t, f, "", "mode", "grepd", "2"))
+	jsonEq(t, f.last(t, "POST /v1/ufops/grepd/mode").Body, `{"mode":2}`)
+	if r := runCLI(t, f, "", "mode", "grepd", "secret"); r.code == 0 {
+		t.Fatal("a bad mode was accepted")
+	}
+}
+
+func TestInfoVersion(t *testing.T) {
+	for in, want := range map[string]string{"v1": "1", "v12": "12", "v": "v", "v1.2": "v1.2", "release-3": "release-3", "": ""} {
+		if got := infoVersion(in); got != want {
+			t.Errorf("infoVersion(%q) = %q, want %q", in, got, want)
+		}
+	}
 }

@@ -72,7 +72,11 @@ func New(cfg Config, mirrorFor func(bucket string) (baseURL string, ok bool)) *M
 	}
 	c.CheckRedirect = sameHostRedirects
 	if !cfg.AllowPrivate {
-		c.Transport = guarded(c.Transport)
+		c.Transport = guarded(c.Transport, false)
+	} else if _, ok := orDefault(c.Transport).(*http.Transport); ok {
+		// Loopback and private addresses allowed; link-local and
+		// metadata addresses still refused.
+		c.Transport = guarded(c.Transport, true)
 	}
 	m := &Mirror{cfg: cfg, client: &c}
 	m.SetMirrorFor(mirrorFor)
@@ -98,20 +102,24 @@ const dialTimeout = 30 * time.Second
 // addresses and its proxy removed (a proxy would resolve the name instead
 // of the guard); rt nil means http.DefaultTransport. A RoundTripper that is
 // no *http.Transport cannot be guarded and is replaced by one that refuses.
-func guarded(rt http.RoundTripper) http.RoundTripper {
-	if rt == nil {
-		rt = http.DefaultTransport
-	}
-	t, ok := rt.(*http.Transport)
+func guarded(rt http.RoundTripper, allowPrivate bool) http.RoundTripper {
+	t, ok := orDefault(rt).(*http.Transport)
 	if !ok {
 		return refuse{}
 	}
 	t = t.Clone()
 	t.Proxy = nil
-	t.DialContext = netguard.Dialer(dialTimeout, false).DialContext
+	t.DialContext = netguard.Dialer(dialTimeout, allowPrivate).DialContext
 	t.DialTLSContext = nil
 	t.Dial, t.DialTLS = nil, nil //nolint:staticcheck // cleared so that DialContext is the only dialer
 	return t
+}
+
+func orDefault(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		return http.DefaultTransport
+	}
+	return rt
 }
 
 // refuse is the transport of a Mirror whose custom RoundTripper could not

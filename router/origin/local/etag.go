@@ -6,7 +6,7 @@ import (
 	"hash"
 	"io"
 
-	"github.com/doraproject/dora/admin/auth"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 // BlockSize is the block size of the Qiniu etag.

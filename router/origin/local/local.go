@@ -97,7 +97,9 @@ func New(root string) (*Dir, error) {
 			return nil, fmt.Errorf("local origin: %w", err)
 		}
 	}
-	return &Dir{root: r}, nil
+	d := &Dir{root: r}
+	d.sweepTemp()
+	return d, nil
 }
 
 // Close releases the directory handle.
@@ -384,12 +386,51 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// tempFile creates a temporary file in .tmp, flock'ed while it is written:
+// the lock tells a starting process (sweepTemp), perhaps another role on
+// the same directory, that the file is not an orphan.
 func (d *Dir) tempFile() (*os.File, string, error) {
 	var rnd [12]byte
 	rand.Read(rnd[:])
 	name := tmpDir + "/" + hex.EncodeToString(rnd[:])
 	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		d.root.Remove(name)
+		return nil, "", fmt.Errorf("lock %s: %w", name, err)
+	}
 	return f, name, err
+}
+
+// sweepTemp removes the temporary files of uploads interrupted by a crash
+// (kill -9, power loss): those in .tmp that no process holds locked. A
+// file between its close and its rename into place is unlocked for that
+// instant; a start racing it fails that one upload (an error, never a lost
+// acknowledged write).
+func (d *Dir) sweepTemp() {
+	dir, err := d.root.Open(tmpDir)
+	if err != nil {
+		return
+	}
+	names, err := dir.Readdirnames(-1)
+	dir.Close()
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		name := tmpDir + "/" + n
+		f, err := d.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			d.root.Remove(name)
+		}
+		f.Close()
+	}
 }
 
 // writeTemp writes all of r to a new temporary file, fsyncs and closes it.
@@ -578,6 +619,31 @@ func (d *Dir) Delete(ctx context.Context, bucket, key string) error {
 // List returns the objects of bucket whose keys start with prefix, sorted by
 // key, at most limit of them (limit <= 0: all).
 func (d *Dir) List(ctx context.Context, bucket, prefix string, limit int) ([]origin.Object, error) {
+	keys, err := d.Keys(ctx, bucket, prefix)
+	if err != nil {
+		return nil, err
+	}
+	if limit > 0 && len(keys) > limit {
+		keys = keys[:limit]
+	}
+	objs := make([]origin.Object, 0, len(keys))
+	for _, k := range keys {
+		obj, err := d.Stat(ctx, bucket, k)
+		if errors.Is(err, origin.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", bucket, err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
+
+// Keys returns the sorted keys of bucket that start with prefix, without
+// reading any object's metadata (a page of a listing stats only its own
+// objects).
+func (d *Dir) Keys(ctx context.Context, bucket, prefix string) ([]string, error) {
 	if err := dora.ValidateBucketName(bucket); err != nil {
 		return nil, fmt.Errorf("list: bucket: %v: %w", err, origin.ErrBadKey)
 	}
@@ -622,19 +688,5 @@ func (d *Dir) List(ctx context.Context, bucket, prefix string, limit int) ([]ori
 		return nil, fmt.Errorf("list %s: %w", bucket, err)
 	}
 	slices.Sort(keys)
-	if limit > 0 && len(keys) > limit {
-		keys = keys[:limit]
-	}
-	objs := make([]origin.Object, 0, len(keys))
-	for _, k := range keys {
-		obj, err := d.Stat(ctx, bucket, k)
-		if errors.Is(err, origin.ErrNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", bucket, err)
-		}
-		objs = append(objs, obj)
-	}
-	return objs, nil
+	return keys, nil
 }

@@ -28,7 +28,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // WatchDeadline bounds how long the suite waits for a watch to deliver an

@@ -30,7 +30,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Limits on what the store accepts; larger input is refused with an error

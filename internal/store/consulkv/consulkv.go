@@ -17,7 +17,7 @@
 //
 // Values: Consul's limits.kv_max_value_size defaults to 512 KiB; raise it
 // (and limits.txn_max_req_len) on the agents when larger values are stored.
-// The contract suite stores 1 MiB values; admin/agenttest configures 4 MiB.
+// The contract suite stores 1 MiB values; internal/agenttest configures 4 MiB.
 //
 // Watch uses blocking queries on the prefix: the listing is sent whenever
 // the X-Consul-Index moves and the content differs from the last listing
@@ -44,7 +44,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/doraproject/dora/admin/store"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // Limits and defaults.

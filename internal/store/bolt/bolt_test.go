@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/bolt"
-	"github.com/doraproject/dora/admin/store/storetest"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/storetest"
 )
 
 func TestContract(t *testing.T) {

@@ -1,9 +1,9 @@
 // Package store defines the metadata store the control plane keeps its state
 // in, and the key layout shared by every reader (admin, router, autoscaler).
 //
-// Implementations: admin/store/bolt (embedded, bbolt file) and
-// admin/store/consulkv (production, Consul KV). Both must pass the contract
-// suite in admin/store/storetest.
+// Implementations: internal/store/bolt (embedded, bbolt file) and
+// internal/store/consulkv (production, Consul KV). Both must pass the contract
+// suite in internal/store/storetest.
 package store
 
 import (

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doraproject/dora/admin/agenttest"
-	"github.com/doraproject/dora/admin/store"
-	"github.com/doraproject/dora/admin/store/consulkv"
-	"github.com/doraproject/dora/admin/store/storetest"
+	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/consulkv"
+	"github.com/doraproject/dora/internal/store/storetest"
 )
 
 var seq atomic.Int64

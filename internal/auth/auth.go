@@ -235,12 +235,12 @@ func SignRequest(req *http.Request, ak, sk string, body []byte, now time.Time) {
 		ct = ContentTypeForm
 		req.Header.Set("Content-Type", ct)
 	}
-	req.Header.Set("Authorization", SignQiniu(ak, sk, req.Method, pathQueryOf(req), hostOf(req), ct, req.Header, body))
+	req.Header.Set("Authorization", SignQiniu(ak, sk, req.Method, escapedPathQueryOf(req), hostOf(req), ct, req.Header, body))
 }
 
 // SignRequestQBox signs req on the client side with the QBox form.
 func SignRequestQBox(req *http.Request, ak, sk string, body []byte) {
-	req.Header.Set("Authorization", SignQBox(ak, sk, pathQueryOf(req), req.Header.Get("Content-Type"), body))
+	req.Header.Set("Authorization", SignQBox(ak, sk, escapedPathQueryOf(req), req.Header.Get("Content-Type"), body))
 }
 
 // Verifier checks management signatures.
@@ -297,20 +297,33 @@ func truncate(s string) string {
 // VerifyHTTP verifies req's Authorization (QBox or Qiniu form) and returns
 // the AK. body is the request body when BodySigned says the signature
 // covers it (the caller reads it, capped), else nil; a caller must then not
-// act on a non-empty body. The path is accepted signed either decoded (as
-// the Go SDK signs it) or escaped (as other SDKs do).
+// act on a non-empty body. The signature covers the path exactly as sent
+// (escaped, as SignRequest and most SDKs sign it). The decoded path (as the
+// Go SDK signs it) is accepted too, but only where decoding is unambiguous:
+// when the path as sent escapes no '?', '#' or '/', since a signature over
+// "DELETE /v1/objects/b/victim?x=1" made for the key "victim?x=1" must not
+// delete the key "victim" when replayed unescaped.
 func (v Verifier) VerifyHTTP(ctx context.Context, req *http.Request, body []byte) (string, error) {
 	authz := req.Header.Get("Authorization")
-	ak, err := v.Verify(ctx, authz, req.Method, pathQueryOf(req), hostOf(req), req.Header.Get("Content-Type"), req.Header, body)
+	esc := escapedPathQueryOf(req)
+	ak, err := v.Verify(ctx, authz, req.Method, esc, hostOf(req), req.Header.Get("Content-Type"), req.Header, body)
 	if err == nil || !errors.Is(err, errBadSign) {
 		return ak, err
 	}
-	if esc := escapedPathQueryOf(req); esc != pathQueryOf(req) {
-		if ak2, err2 := v.Verify(ctx, authz, req.Method, esc, hostOf(req), req.Header.Get("Content-Type"), req.Header, body); err2 == nil {
+	if dec := pathQueryOf(req); dec != esc && decodedPathUnambiguous(req.URL.EscapedPath()) {
+		if ak2, err2 := v.Verify(ctx, authz, req.Method, dec, hostOf(req), req.Header.Get("Content-Type"), req.Header, body); err2 == nil {
 			return ak2, nil
 		}
 	}
 	return ak, err
+}
+
+// decodedPathUnambiguous reports whether the decoded form of the escaped
+// path rawPath names the same request: it escapes none of the delimiters
+// '?' (path/query), '#' and '/' (segments).
+func decodedPathUnambiguous(rawPath string) bool {
+	l := strings.ToLower(rawPath)
+	return !strings.Contains(l, "%3f") && !strings.Contains(l, "%23") && !strings.Contains(l, "%2f")
 }
 
 var errBadSign = fmt.Errorf("%w: signature mismatch", ErrUnauthorized)

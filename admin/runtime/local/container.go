@@ -1,0 +1,245 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/runtime"
+)
+
+// containerName is the podman name of instance id ("<deployment>-<n>").
+func containerName(id string) string { return "dora-" + id }
+
+// containerEnv is the environment file of a container instance: PORT and
+// PORT_HTTP are ContainerPort, then the release's variables (DORA_* and
+// values podman's env-file format cannot carry are left out). Nothing of
+// the platform's own environment is passed: the image brings its own.
+func containerEnv(rel []dora.EnvVar) string {
+	var b strings.Builder
+	for _, e := range rel {
+		if e.Key == "" || strings.ContainsAny(e.Key, "=\x00\n# \t") || strings.HasPrefix(e.Key, "DORA_") ||
+			e.Key == "PORT" || e.Key == "PORT_HTTP" || strings.ContainsAny(e.Value, "\x00\n\r") {
+			continue
+		}
+		b.WriteString(e.Key + "=" + e.Value + "\n")
+	}
+	b.WriteString("PORT=" + strconv.Itoa(ContainerPort) + "\n")
+	b.WriteString("PORT_HTTP=" + strconv.Itoa(ContainerPort) + "\n")
+	return b.String()
+}
+
+// runContainer runs one life of a container instance with `podman run` in
+// the foreground: its stdout and stderr are the container's, its exit is
+// the container's. It returns crashed when the container exited on its
+// own (why says how: exit status, or OOM from `podman inspect`), fatal
+// when it never passed its health check within HealthyDeadline (it is
+// stopped and not restarted).
+func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtime.Spec, image string) (crashed, fatal bool, why string) {
+	pod := r.cfg.Podman
+	name := containerName(in.id)
+	port, err := freePort()
+	if err != nil {
+		return true, false, fmt.Sprintf("pick a port: %v", err)
+	}
+	envFile := filepath.Join(d.dir, "logs", strconv.Itoa(in.index)+".env")
+	if err := os.WriteFile(envFile, []byte(containerEnv(spec.Release.Env)), 0o600); err != nil {
+		return true, false, fmt.Sprintf("environment file: %v", err)
+	}
+	cs := containerSpec{
+		Name: name, Image: image, EnvFile: envFile, HostPort: port,
+		Labels: map[string]string{
+			ownerLabel:        ownerValue(r.cfg.Dir),
+			"dora.deployment": d.id,
+			"dora.instance":   strconv.Itoa(in.index),
+			"dora.ufop":       spec.Release.Ufop,
+			"dora.version":    spec.Release.Version,
+		},
+		CPUs:     float64(spec.Flavor.CPU) / 1000,
+		MemoryMB: spec.Flavor.MemoryMB,
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return true, false, fmt.Sprintf("pipe: %v", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return true, false, fmt.Sprintf("pipe: %v", err)
+	}
+	cmd := pod.command(nil, pod.runArgs(cs)...)
+	cmd.Stdout, cmd.Stderr = outW, errW
+	cmd.Stdin = nil
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	t0 := time.Now()
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return true, false, fmt.Sprintf("podman run: %v", err)
+	}
+	pid := cmd.Process.Pid
+	var copiers sync.WaitGroup
+	copiers.Add(2)
+	go func() { defer copiers.Done(); io.Copy(in.stdout, outR) }()
+	go func() { defer copiers.Done(); io.Copy(in.stderr, errR) }()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	bg := context.Background()
+	// stop asks podman to stop the container (SIGTERM, SIGKILL after
+	// StopTimeout) and waits for `podman run` to return.
+	stop := func() {
+		ctx, cancel := context.WithTimeout(bg, r.cfg.StopTimeout+30*time.Second)
+		defer cancel()
+		if err := pod.Stop(ctx, name, r.cfg.StopTimeout); err != nil {
+			r.log.Warn("podman stop", "instance", in.id, "err", err)
+		}
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-pid, syscall.SIGKILL)
+			<-exited
+		}
+	}
+	// finish drains the output, reads how the container ended and removes it.
+	finish := func() (info exitInfo, ierr error) {
+		drained := make(chan struct{})
+		go func() { copiers.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
+		}
+		outR.Close()
+		errR.Close()
+		<-drained
+		in.stdout.Flush()
+		in.stderr.Flush()
+		ctx, cancel := context.WithTimeout(bg, time.Minute)
+		defer cancel()
+		info, ierr = pod.Exit(ctx, name)
+		if err := pod.Remove(ctx, name); err != nil {
+			r.log.Warn("podman rm", "instance", in.id, "err", err)
+		}
+		return info, ierr
+	}
+
+	r.mu.Lock()
+	if in.run != rn { // stopped while starting
+		r.mu.Unlock()
+		stop()
+		finish()
+		return false, false, ""
+	}
+	in.pid, in.port, in.started = pid, port, time.Now()
+	if in.crashes < r.cfg.MaxCrashes {
+		in.state = runtime.StateStarting
+	}
+	in.healthy = false
+	r.mu.Unlock()
+	r.log.Info("container started", "instance", in.id, "container", name, "image", image, "port", port)
+
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	var watch *oomWatch // set before wdone is closed
+	wdone := make(chan struct{})
+	go func() { defer close(wdone); watch = r.watchContainerOOM(ctx, name) }()
+	defer func() {
+		cancel()
+		<-wdone
+		watch.Close()
+	}()
+	oomKilled := func() bool {
+		select {
+		case <-wdone:
+			return watch.Killed(300 * time.Millisecond)
+		case <-time.After(time.Second):
+			return false
+		}
+	}
+	probes := make(chan error)
+	go r.probe(ctx, spec.Release.HealthCheck, port, probes)
+	deadline := time.NewTimer(r.cfg.HealthyDeadline)
+	defer deadline.Stop()
+	fails, everHealthy := 0, false
+	var lastProbe error
+	for {
+		select {
+		case err := <-exited:
+			info, ierr := finish()
+			oom := oomKilled()
+			switch {
+			case info.OOMKilled || oom:
+				why = fmt.Sprintf("killed: out of memory (OOM; limit %d MiB of flavor %s)", spec.Flavor.MemoryMB, spec.Flavor.Name)
+			case ierr != nil:
+				why = fmt.Sprintf("podman run exited: %v (inspect: %v)", err, ierr)
+			case info.Error != "":
+				why = fmt.Sprintf("exited with status %d: %s", info.ExitCode, info.Error)
+			default:
+				why = fmt.Sprintf("exited with status %d", info.ExitCode)
+			}
+			in.stderr.Write([]byte("dora: container " + why + "\n"))
+			return true, false, why
+		case <-rn.stop:
+			stop()
+			finish()
+			return false, false, ""
+		case <-deadline.C:
+			if everHealthy {
+				continue
+			}
+			why = fmt.Sprintf("health check never passed within %v", r.cfg.HealthyDeadline)
+			if lastProbe != nil {
+				why += ": " + lastProbe.Error()
+			}
+			in.stderr.Write([]byte("dora: " + why + "; container stopped\n"))
+			stop()
+			finish()
+			return false, true, why
+		case perr := <-probes:
+			if perr == nil {
+				if !everHealthy {
+					r.log.Info("container healthy", "instance", in.id, "after", time.Since(t0))
+				}
+				fails, everHealthy = 0, true
+			} else {
+				fails++
+				lastProbe = perr
+			}
+			r.setHealth(in, rn, perr, fails)
+		}
+	}
+}
+
+// watchContainerOOM waits for the container to run and watches its memory
+// cgroup; nil when that is not possible (cgroup v2: podman's own
+// State.OOMKilled then applies) or ctx ends first.
+func (r *Runtime) watchContainerOOM(ctx context.Context, name string) *oomWatch {
+	for i := 0; i < 200; i++ {
+		pid, err := r.cfg.Podman.Pid(ctx, name)
+		if err == nil && pid > 0 {
+			w, err := watchOOM(pid)
+			if err != nil {
+				r.log.Debug("oom watch", "container", name, "err", err)
+				return nil
+			}
+			return w
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}

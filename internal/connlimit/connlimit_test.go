@@ -1,0 +1,203 @@
+package connlimit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+const childEnv = "DORA_CONNLIMIT_CHILD"
+
+// Accept survives EMFILE: under RLIMIT_NOFILE=64 with a cap set far above
+// it, fasthttp (which treats accept errors as fatal) keeps serving through
+// a flood of 200 idle connections and answers once they are closed.
+func TestAcceptSurvivesEMFILE(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEMFILEChild$")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	sc := bufio.NewScanner(stdout)
+	var addr string
+	for addr == "" && sc.Scan() {
+		addr, _ = strings.CutPrefix(sc.Text(), "ADDR ")
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout); exited <- cmd.Wait() }()
+	defer func() { stdin.Close(); <-exited }()
+	if addr == "" {
+		t.Fatalf("no address from the child: %s", stderr.String())
+	}
+	var conns []net.Conn
+	for range 200 {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(200 * time.Millisecond) // let the child hit EMFILE; no assertion depends on it
+	select {
+	case err := <-exited:
+		t.Fatalf("child exited during the flood: %v\n%s", err, stderr.String())
+	default:
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var err error
+	for range 100 {
+		var res *http.Response
+		if res, err = client.Get("http://" + addr + "/"); err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				if !strings.Contains(stderr.String(), "backing off") {
+					t.Errorf("the child never backed off (no EMFILE?): %s", stderr.String())
+				}
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("not serving after the flood: %v\n%s", err, stderr.String())
+}
+
+func TestEMFILEChild(t *testing.T) {
+	if os.Getenv(childEnv) == "" {
+		t.Skip("helper process of TestAcceptSurvivesEMFILE")
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 64, Max: 64}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := New(Config{Max: 10000, Shed: 9999, Logger: testLogger()})
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") }}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lim.Listen(ln)) }()
+	fmt.Printf("ADDR %s\n", ln.Addr())
+	stdinClosed := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(stdinClosed) }()
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned: %v", err)
+	case <-stdinClosed:
+	}
+}
+
+// Over Shed, a connection is answered 503 with a JSON error; at Max,
+// Accept waits; a closed connection frees its slot.
+func TestShedAndCap(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := New(Config{Max: 3, Shed: 2})
+	ln := lim.Listen(inner)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, b := dial(), dial()
+	sa, sb := <-accepted, <-accepted
+	// The third is shed: 503 with a JSON body, then closed by the server.
+	c := dial()
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"error"`) {
+		t.Fatalf("shed connection got %d %q", res.StatusCode, body)
+	}
+	for _, x := range []net.Conn{a, b, c, sa, sb} {
+		x.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := lim.WaitIdle(ctx); err != nil {
+		t.Fatalf("%d slots still held after every connection closed", lim.Open())
+	}
+	// Freed slots let the next connection through.
+	dial()
+	select {
+	case s := <-accepted:
+		s.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no slot freed after closing two connections")
+	}
+}
+
+func TestTemporary(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)}, true},
+		{net.ErrClosed, false},
+		{io.EOF, false},
+	} {
+		if got := Temporary(tc.err); got != tc.want {
+			t.Errorf("Temporary(%v) = %v", tc.err, got)
+		}
+	}
+}
+
+func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(os.Stderr, nil)) }
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

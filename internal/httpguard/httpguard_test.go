@@ -1,0 +1,135 @@
+package httpguard
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serve runs h behind Server(cfg) on loopback and returns its address.
+func serve(t *testing.T, h http.Handler, cfg Config) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := Server(h, cfg)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// closedWithin reports whether the server closes c (read error or EOF)
+// before limit; the client keeps trickling with tick meanwhile.
+func trickleUntilClosed(t *testing.T, c net.Conn, head string, tick time.Duration, limit time.Duration) bool {
+	t.Helper()
+	closed := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, c) // returns when the server closes c
+		close(closed)
+	}()
+	if _, err := io.WriteString(c, head); err != nil {
+		return true
+	}
+	end := time.After(limit)
+	for {
+		select {
+		case <-closed:
+			return true
+		case <-end:
+			return false
+		case <-time.After(tick):
+			if _, err := c.Write([]byte("x")); err != nil {
+				<-closed
+				return true
+			}
+		}
+	}
+}
+
+// A request body trickled slower than MinBodyRate is cut once the grace is
+// over: the handler sees a read error and the connection closes, although
+// the client never stops sending.
+func TestSlowBodyIsCut(t *testing.T) {
+	readErr := make(chan error, 1)
+	addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		readErr <- err
+		http.Error(w, "slow", http.StatusRequestTimeout)
+	}), Config{BodyGrace: 300 * time.Millisecond, MinBodyRate: 100})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	head := "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+	if !trickleUntilClosed(t, c, head, 50*time.Millisecond, 30*time.Second) {
+		t.Fatal("a body trickled at 20 B/s was never cut")
+	}
+	var ne net.Error
+	if err := <-readErr; !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("handler read error %v, want a timeout", err)
+	}
+}
+
+// Headers trickled forever are cut by HeaderTimeout.
+func TestSlowHeadersAreCut(t *testing.T) {
+	addr := serve(t, http.NotFoundHandler(), Config{HeaderTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !trickleUntilClosed(t, c, "GET / HTTP/1.1\r\nX-A: ", 50*time.Millisecond, 30*time.Second) {
+		t.Fatal("trickled headers were never cut")
+	}
+}
+
+// A body sent at a fair rate is read whole, however long it takes beyond
+// the grace, and a keep-alive connection serves a later bodiless request
+// although the previous one's deadlines have passed.
+func TestFairBodyAndLaterRequestsPass(t *testing.T) {
+	addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d", n)
+	}), Config{BodyGrace: 100 * time.Millisecond, MinBodyRate: 1000, WriteStall: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	// 40 chunks of 100 bytes every 20 ms: 5000 B/s, above the minimum.
+	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n")
+	for range 40 {
+		_, _ = c.Write([]byte(strings.Repeat("y", 100)))
+		time.Sleep(20 * time.Millisecond)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || string(b) != "4000" {
+		t.Fatalf("fair upload: %d %q", res.StatusCode, b)
+	}
+	time.Sleep(400 * time.Millisecond) // past the first request's write stall window
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || string(b) != "0" {
+		t.Fatalf("second request: %d %q", res.StatusCode, b)
+	}
+}

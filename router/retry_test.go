@@ -1,0 +1,77 @@
+package router
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/pool"
+)
+
+// dyingOrUpperInstance is a Dora-protocol instance on loopback: it reads its input
+// from url= and answers it upper-cased or, when die is set, drops the
+// connection after reading the input (a process killed mid-request).
+func dyingOrUpperInstance(t *testing.T, die bool, hits *atomic.Int64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/handler" {
+			http.NotFound(w, r)
+			return
+		}
+		hits.Add(1)
+		res, err := http.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		in, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		if die {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		_, _ = w.Write(bytes.ToUpper(in))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// A request whose instance dies after taking its input is replayed on
+// another instance when the input is the object (re-openable): no request
+// fails although every call to the dying instance does.
+func TestDeadInstanceRequestRetried(t *testing.T) {
+	e := newEnv(t, nil)
+	var dyingHits, goodHits atomic.Int64
+	dying := dyingOrUpperInstance(t, true, &dyingHits)
+	good := dyingOrUpperInstance(t, false, &goodHits)
+	e.ufop(dora.Ufop{Name: "upper", Owner: alice.ID}, dora.ProtocolDora)
+	e.pool.Update([]pool.Instance{poolInst("dying", "upper", "v1", dying), poolInst("good", "upper", "v1", good)})
+	data := strings.Repeat("some text\n", 1000)
+	e.objs.add("photos", "t.txt", "text/plain", []byte(data))
+	for i := 0; dyingHits.Load() < 5; i++ {
+		if i == 200 {
+			t.Fatalf("the dying instance was called %d times in 200 requests", dyingHits.Load())
+		}
+		resp, body := e.get("photos.localhost", "/t.txt?upper")
+		if resp.StatusCode != http.StatusOK || string(body) != strings.ToUpper(data) {
+			t.Fatalf("request %d (dying instance called %d times): %d %.200s", i, dyingHits.Load(), resp.StatusCode, body)
+		}
+	}
+}
