@@ -16,7 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/agenttest"
+	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/meta"
 	"github.com/doraproject/dora/router/origin"

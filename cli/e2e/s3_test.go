@@ -14,9 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/doraproject/dora/admin/agenttest"
-	"github.com/doraproject/dora/admin/auth"
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/auth"
 )
 
 // TestDevOnS3 runs `dorad dev --objects s3://...` on a real S3 server
