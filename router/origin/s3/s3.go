@@ -306,6 +306,8 @@ func (s *Store) mapErr(ctx context.Context, err error) error {
 	}
 	st := status(err)
 	switch {
+	case code == "KeyTooLongError":
+		return fmt.Errorf("key longer than the store allows (1024 bytes with the prefix and bucket): %w", origin.ErrBadKey)
 	case st == http.StatusNotFound || code == "NoSuchKey" || code == "NotFound":
 		if code == "NoSuchBucket" {
 			return fmt.Errorf("S3 bucket %q missing: %w", s.cfg.Bucket, err)

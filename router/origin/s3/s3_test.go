@@ -79,8 +79,10 @@ func (e *env) uploads(t *testing.T) []string {
 func TestAgainstSeaweedFS(t *testing.T) {
 	e := newEnv(t)
 	t.Run("Contract", func(t *testing.T) {
+		// S3 keys hold at most 1024 bytes, the prefix ("tN/x/") and
+		// the bucket ("bkt/") included.
 		origintest.Run(t, func(t *testing.T) origintest.Store { return e.open(t, e.config(e.w.Endpoint)) },
-			origintest.Options{LargeSize: 11 << 20})
+			origintest.Options{LargeSize: 11 << 20, MaxKeyBytes: 1024 - len("t999/x/bkt/")})
 		if ups := e.uploads(t); len(ups) != 0 {
 			t.Errorf("multipart uploads left behind by failed or cancelled puts: %q", ups)
 		}
@@ -180,7 +182,7 @@ func testForeign(t *testing.T, e *env) {
 func testListPage(t *testing.T, e *env) {
 	s := e.open(t, e.config(e.w.Endpoint))
 	for _, k := range []string{"a/1", "a/2", "b", "c/x/1", "c/y", "d"} {
-		origintest.Put(t, s, "lp", k, k)
+		origintest.Put(t, s, "lpage", k, k)
 	}
 	type want struct {
 		objs, prefixes, next string
@@ -199,7 +201,7 @@ func testListPage(t *testing.T, e *env) {
 		{s3origin.ListOptions{Marker: "c/x/1"}, want{"c/y,d", "", ""}},
 	}
 	for _, tt := range tests {
-		p, err := s.ListPage(t.Context(), "lp", tt.opts)
+		p, err := s.ListPage(t.Context(), "lpage", tt.opts)
 		if err != nil {
 			t.Fatalf("%+v: %v", tt.opts, err)
 		}
@@ -315,14 +317,14 @@ func (c *countingBody) Read(p []byte) (int, error) {
 func testSlowDown(t *testing.T, e *env) {
 	p := newFaultProxy(t, e.w.Endpoint)
 	s := e.open(t, e.config(p.url))
-	origintest.Put(t, s, "sd", "k", "data")
+	origintest.Put(t, s, "sdown", "k", "data")
 
 	p.requests.Store(0)
 	p.mu.Lock()
 	p.times = nil
 	p.mu.Unlock()
 	p.slowDowns.Store(2)
-	obj, err := s.Stat(t.Context(), "sd", "k")
+	obj, err := s.Stat(t.Context(), "sdown", "k")
 	if err != nil || obj.Size != 4 {
 		t.Fatalf("Stat through two SlowDowns: %+v, %v", obj, err)
 	}
@@ -338,15 +340,15 @@ func testSlowDown(t *testing.T, e *env) {
 	p.mu.Unlock()
 	// More SlowDowns than attempts: a clear "unavailable".
 	p.slowDowns.Store(1000)
-	_, err = s.Stat(t.Context(), "sd", "k")
+	_, err = s.Stat(t.Context(), "sdown", "k")
 	if !errors.Is(err, origin.ErrUnavailable) {
 		t.Errorf("Stat through endless SlowDown = %v, want ErrUnavailable", err)
 	}
 	p.slowDowns.Store(0)
 	// A write through SlowDowns (its body is replayable) lands whole.
 	p.slowDowns.Store(2)
-	origintest.Put(t, s, "sd", "k2", "written through throttling")
-	if got, _ := origintest.Read(t, s, "sd", "k2", 0, -1); got != "written through throttling" {
+	origintest.Put(t, s, "sdown", "k2", "written through throttling")
+	if got, _ := origintest.Read(t, s, "sdown", "k2", 0, -1); got != "written through throttling" {
 		t.Errorf("after throttled put: %q", got)
 	}
 }
