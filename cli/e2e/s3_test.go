@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,11 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/cli/qdoractl/cmd"
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/auth"
 )
@@ -91,8 +94,14 @@ func TestDevOnS3(t *testing.T) {
 
 	// Processed: a built ufop, then a built-in.
 	h.q("reg", "grepd", "-mode", "1")
-	if out := h.q("build", "grepd", "-dir", filepath.Join(repoRoot(t), "examples", "grepd")); !strings.Contains(out, "SUCCESS") {
-		t.Fatalf("build grepd:\n%s", out)
+	// The build compiles as the run-as user with a fresh Go cache: give
+	// it longer than qcode's three minutes on a loaded machine.
+	var bout, berr bytes.Buffer
+	bctx, bcancel := context.WithTimeout(ctx, 10*time.Minute)
+	code := cmd.Run(bctx, []string{"build", "grepd", "-dir", filepath.Join(repoRoot(t), "examples", "grepd")}, strings.NewReader(""), &bout, &berr)
+	bcancel()
+	if code != 0 || !strings.Contains(bout.String(), "SUCCESS") {
+		t.Fatalf("build grepd: exit %d\n%s\n%s", code, bout.String(), berr.String())
 	}
 	h.q("ufopver", "grepd", "-c", "1")
 	h.q("resize", "grepd", "-num", "1")
@@ -100,7 +109,7 @@ func TestDevOnS3(t *testing.T) {
 		code, body := h.get("demo.localhost", "/in%20s3/raw.txt?grepd/hello")
 		return code == 200 && string(body) == "hello from s3\nhello twice\n", fmt.Sprintf("%d %q", code, body)
 	})
-	code, body := h.get("demo.localhost", "/in%20s3/raw.txt?grepd/hello|qhash/md5")
+	code, body = h.get("demo.localhost", "/in%20s3/raw.txt?grepd/hello|qhash/md5")
 	var hash struct {
 		Hash  string `json:"hash"`
 		Fsize int64  `json:"fsize"`
