@@ -6,7 +6,7 @@ BIN := bin
 DEPS_BIN := $(or $(DORA_DEPS_CACHE),$(HOME)/.cache/dora-deps)/bin
 FUZZTIME ?= 30s
 
-.PHONY: all build run test deps vet unit large fuzz bench clean
+.PHONY: all build run test deps vet unit large fuzz bench soak clean
 
 all: build
 
@@ -41,6 +41,13 @@ large:
 
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
+
+## soak: the soak and fault suite (dorad dev under load while instances, dorad
+## itself, a connection flood and slow clients hit it); prints one table.
+## Not part of `make test` (it takes several minutes). SOAK_PHASE sets each
+## phase's length (default 20s).
+soak:
+	$(GO) test -tags soak -run '^TestSoak$$' -v -count=1 -timeout 30m ./cli/e2e/
 
 ## bench: router vs direct vs nginx, and a 1 GiB object through three steps
 bench: build

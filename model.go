@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Mode says which accounts' buckets may use a ufop (PROTOCOLS.md §4).
@@ -200,8 +201,50 @@ type Release struct {
 	Protocol     Protocol         `json:"protocol"` // default ProtocolDora
 	Timeouts     StepTimeouts     `json:"timeouts,omitempty"`
 	Autoscale    *AutoscalePolicy `json:"autoscale,omitempty"`
-	Created      time.Time        `json:"created"`
+	// BodyLimit is the largest input of known size a Dora-protocol step
+	// gets as its POST body instead of through a one-shot url=
+	// (DefaultBodyLimit when 0, never when negative): small inputs then
+	// cost the program no fetch back from the router.
+	BodyLimit int64 `json:"bodyLimit,omitempty"`
+	// Cache lets the router keep this release's results (nil: not cached).
+	Cache   *CachePolicy `json:"cache,omitempty"`
+	Created time.Time    `json:"created"`
 }
+
+// Limits of Release.BodyLimit: the default fits the socket buffers of a
+// loopback or LAN connection, so the whole body is written before the
+// response is read even by a program that answers without reading it.
+const (
+	DefaultBodyLimit = 64 << 10
+	MaxBodyLimit     = 256 << 10
+)
+
+// EffectiveBodyLimit is the body limit a step of the release uses: -1 when
+// inputs always go through url=.
+func (r Release) EffectiveBodyLimit() int64 {
+	switch {
+	case r.BodyLimit < 0:
+		return -1
+	case r.BodyLimit == 0:
+		return DefaultBodyLimit
+	}
+	return min(r.BodyLimit, MaxBodyLimit)
+}
+
+// CachePolicy is a release's opt-in to the router's result cache: a
+// pipeline's output is kept for TTL (DefaultCacheTTL when 0), keyed by the
+// object's etag, the pipeline text and each ufop's active version. Only a
+// program whose output depends on nothing else should enable it.
+type CachePolicy struct {
+	Enabled bool          `json:"enabled"`
+	TTL     time.Duration `json:"ttl,omitempty"`
+}
+
+// Limits of CachePolicy.TTL.
+const (
+	DefaultCacheTTL = time.Hour
+	MaxCacheTTL     = 30 * 24 * time.Hour
+)
 
 // Build statuses.
 const (
@@ -221,10 +264,14 @@ type Build struct {
 	Run    string `json:"run"`   // ufop.yaml run command
 	// Protocol is ufop.yaml's protocol ("" when it names none): the
 	// default of the release `ufopver` makes from the build.
-	Protocol Protocol  `json:"protocol,omitempty"`
-	Error    string    `json:"error,omitempty"`
-	Created  time.Time `json:"created"`
-	Finished time.Time `json:"finished,omitempty"`
+	Protocol Protocol `json:"protocol,omitempty"`
+	// BodyLimit and Cache are ufop.yaml's, the defaults of the release
+	// `ufopver` makes from the build.
+	BodyLimit int64        `json:"bodyLimit,omitempty"`
+	Cache     *CachePolicy `json:"cache,omitempty"`
+	Error     string       `json:"error,omitempty"`
+	Created   time.Time    `json:"created"`
+	Finished  time.Time    `json:"finished,omitempty"`
 }
 
 // BuildImageName is the image name a build produces: "<ufop>.v<n>".
@@ -331,4 +378,56 @@ func ValidateBucketName(name string) error {
 		return fmt.Errorf("%q: %w", name, ErrBadBucketName)
 	}
 	return nil
+}
+
+// MaxKeyBytes bounds the length of an object key, in bytes.
+const MaxKeyBytes = 1024
+
+// ErrBadKey is wrapped by ValidateKey's errors. origin.ErrBadKey is the same
+// value, so callers of either package branch on one sentinel.
+var ErrBadKey = errors.New("invalid object key")
+
+// ValidateKey is the platform's one object-key rule (docs/api.md), applied
+// by the admin API, the router, every origin and the mirror: non-empty, at
+// most MaxKeyBytes, valid UTF-8, no NUL nor other control character (C0,
+// DEL), no backslash, no leading "/", no empty, "." or ".." segment (so no
+// "//" and no trailing "/"). Errors wrap ErrBadKey.
+func ValidateKey(key string) error {
+	bad := func(why string) error { return fmt.Errorf("key %q: %s: %w", truncateKey(key), why, ErrBadKey) }
+	switch {
+	case key == "":
+		return bad("empty")
+	case len(key) > MaxKeyBytes:
+		return bad(fmt.Sprintf("longer than %d bytes", MaxKeyBytes))
+	case strings.IndexByte(key, 0) >= 0:
+		return bad("holds a NUL byte")
+	case !utf8.ValidString(key):
+		return bad("not UTF-8")
+	case key[0] == '/':
+		return bad("leading /")
+	case strings.IndexByte(key, '\\') >= 0:
+		return bad("holds a backslash")
+	}
+	for _, c := range []byte(key) {
+		if c < 0x20 || c == 0x7f {
+			return bad("holds a control character")
+		}
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		switch seg {
+		case "":
+			return bad("empty path segment")
+		case ".", "..":
+			return bad(fmt.Sprintf("%q segment", seg))
+		}
+	}
+	return nil
+}
+
+// truncateKey shortens a key for an error message.
+func truncateKey(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 func TestAuthentication(t *testing.T) {
@@ -307,7 +308,7 @@ func TestEnsureRootWithNewKeysLeavesOneRoot(t *testing.T) {
 	e.must(http.StatusCreated, e.root, "POST", "/v1/buckets", map[string]any{"name": "rootbucket"}, nil)
 	roots := func() []dora.Account {
 		t.Helper()
-		accts, _, err := listJSON[dora.Account](ctx, e.st, "accounts/")
+		accts, _, err := store.List[dora.Account](ctx, e.st, store.PrefixAccounts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -334,7 +335,7 @@ func TestEnsureRootWithNewKeysLeavesOneRoot(t *testing.T) {
 	e.must(http.StatusUnauthorized, e.root, "GET", "/v1/whoami", nil, nil)
 	e.must(http.StatusOK, moved, "GET", "/v1/buckets/rootbucket", nil, nil)
 	e.must(http.StatusCreated, moved, "POST", "/v1/accounts", map[string]any{"name": "x"}, nil)
-	if _, err := e.st.Get(ctx, "aks/"+testRootAK); err == nil {
+	if _, err := e.st.Get(ctx, store.AccessKeyKey(testRootAK)); err == nil {
 		t.Error("the old root AK is still mapped")
 	}
 

@@ -59,7 +59,7 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) error {
 	if !verified {
 		return errf(http.StatusUnauthorized, "bad download token: %v", verr)
 	}
-	b, _, err := getJSON[dora.Build](r.Context(), s.st, buildKey(ufop, n))
+	b, _, err := store.Get[dora.Build](r.Context(), s.st, store.BuildKey(ufop, n))
 	if errors.Is(err, store.ErrNotFound) || (err == nil && b.Status != dora.BuildSuccess) {
 		return errf(http.StatusNotFound, "no successful build %d of %s", n, ufop)
 	}

@@ -148,9 +148,9 @@ func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) e
 		return errf(http.StatusBadRequest, "%v", err)
 	}
 	b := dora.Bucket{Name: req.Name, Owner: c.acct.ID, Private: req.Private, Domains: domains, Mirror: req.Mirror, Created: s.nowUTC()}
-	ops := []store.Op{{Kind: store.OpPut, Key: bucketKey(b.Name), Value: mustJSON(b), CreateOnly: true}}
+	ops := []store.Op{{Kind: store.OpPut, Key: store.BucketKey(b.Name), Value: mustJSON(b), CreateOnly: true}}
 	for _, d := range domains {
-		ops = append(ops, store.Op{Kind: store.OpPut, Key: domainKey(d), Value: []byte(b.Name), CreateOnly: true})
+		ops = append(ops, store.Op{Kind: store.OpPut, Key: store.DomainKey(d), Value: []byte(b.Name), CreateOnly: true})
 	}
 	if err := s.st.Txn(r.Context(), ops); errors.Is(err, store.ErrConflict) {
 		return s.whichTaken(r.Context(), b.Name, domains)
@@ -163,11 +163,11 @@ func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) e
 
 // whichTaken names the bucket or domain that made a create conflict.
 func (s *Server) whichTaken(ctx context.Context, name string, domains []string) error {
-	if _, err := s.st.Get(ctx, bucketKey(name)); err == nil {
+	if _, err := s.st.Get(ctx, store.BucketKey(name)); err == nil {
 		return errf(http.StatusConflict, "bucket %q already exists", name)
 	}
 	for _, d := range domains {
-		if _, err := s.st.Get(ctx, domainKey(d)); err == nil {
+		if _, err := s.st.Get(ctx, store.DomainKey(d)); err == nil {
 			return errf(http.StatusConflict, "domain %q is bound to another bucket", d)
 		}
 	}
@@ -177,7 +177,7 @@ func (s *Server) whichTaken(ctx context.Context, name string, domains []string) 
 // ownedBucket returns the caller's bucket: 404 when missing, 403 when
 // another account owns it.
 func (s *Server) ownedBucket(ctx context.Context, c *call, name string) (dora.Bucket, uint64, error) {
-	b, ver, err := getJSON[dora.Bucket](ctx, s.st, bucketKey(name))
+	b, ver, err := store.Get[dora.Bucket](ctx, s.st, store.BucketKey(name))
 	if errors.Is(err, store.ErrNotFound) {
 		return b, 0, errf(http.StatusNotFound, "bucket %q not found", name)
 	}
@@ -191,7 +191,7 @@ func (s *Server) ownedBucket(ctx context.Context, c *call, name string) (dora.Bu
 }
 
 func (s *Server) listBuckets(w http.ResponseWriter, r *http.Request, c *call) error {
-	all, _, err := listJSON[dora.Bucket](r.Context(), s.st, store.PrefixBuckets)
+	all, _, err := store.List[dora.Bucket](r.Context(), s.st, store.PrefixBuckets)
 	if err != nil {
 		return err
 	}
@@ -243,11 +243,11 @@ func (s *Server) addDomain(w http.ResponseWriter, r *http.Request, c *call) erro
 		b.Domains = append(b.Domains, d)
 		sort.Strings(b.Domains)
 		err = s.st.Txn(r.Context(), []store.Op{
-			{Kind: store.OpPut, Key: bucketKey(name), Value: mustJSON(b), Version: ver},
-			{Kind: store.OpPut, Key: domainKey(d), Value: []byte(name), CreateOnly: true},
+			{Kind: store.OpPut, Key: store.BucketKey(name), Value: mustJSON(b), Version: ver},
+			{Kind: store.OpPut, Key: store.DomainKey(d), Value: []byte(name), CreateOnly: true},
 		})
 		if errors.Is(err, store.ErrConflict) {
-			if _, gerr := s.st.Get(r.Context(), domainKey(d)); gerr == nil {
+			if _, gerr := s.st.Get(r.Context(), store.DomainKey(d)); gerr == nil {
 				return errf(http.StatusConflict, "domain %q is bound to another bucket", d)
 			}
 			continue
@@ -276,9 +276,9 @@ func (s *Server) deleteBucket(w http.ResponseWriter, r *http.Request, c *call) e
 			return errf(http.StatusConflict, "bucket %q still holds objects; delete them first", name)
 		}
 	}
-	ops := []store.Op{{Kind: store.OpDelete, Key: bucketKey(name), Version: ver}}
+	ops := []store.Op{{Kind: store.OpDelete, Key: store.BucketKey(name), Version: ver}}
 	for _, d := range b.Domains {
-		ops = append(ops, store.Op{Kind: store.OpDelete, Key: domainKey(d)})
+		ops = append(ops, store.Op{Kind: store.OpDelete, Key: store.DomainKey(d)})
 	}
 	if err := s.st.Txn(r.Context(), ops); err != nil {
 		return fmt.Errorf("delete bucket %s: %w", name, err)

@@ -54,7 +54,7 @@ func (k *keyedMutex) lock(key string) func() {
 
 // nextBuildNumber is one more than the highest recorded build of ufop.
 func (s *Server) nextBuildNumber(ctx context.Context, ufop string) (int, error) {
-	builds, _, err := listJSON[dora.Build](ctx, s.st, store.PrefixBuilds+ufop+"/")
+	builds, _, err := store.List[dora.Build](ctx, s.st, store.BuildsOf(ufop))
 	if err != nil {
 		return 0, err
 	}
@@ -111,9 +111,12 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 	}
 	b := dora.Build{
 		Ufop: u.Name, Number: n, Status: dora.BuildRunning, Image: dora.BuildImageName(u.Name, n),
-		Base: y.Image, Run: y.Run, Protocol: dora.Protocol(y.Protocol), Created: s.nowUTC(),
+		Base: y.Image, Run: y.Run, Protocol: dora.Protocol(y.Protocol), Created: s.nowUTC(), BodyLimit: y.BodyLimit,
 	}
-	if _, err := s.st.CAS(ctx, buildKey(u.Name, n), mustJSON(b), 0); errors.Is(err, store.ErrConflict) {
+	if y.Cache != nil {
+		b.Cache = &dora.CachePolicy{Enabled: y.Cache.Enabled, TTL: y.CacheTTL}
+	}
+	if _, err := s.st.CAS(ctx, store.BuildKey(u.Name, n), mustJSON(b), 0); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "build %d of %s was recorded concurrently; retry", n, u.Name)
 	} else if err != nil {
 		return fmt.Errorf("record build %s #%d: %w", u.Name, n, err)
@@ -149,7 +152,7 @@ func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
 // finishBuild records a RUNNING build's end; a deleted build stays deleted.
 func (s *Server) finishBuild(ctx context.Context, ufop string, n int, status, msg string) error {
 	for i := 0; i < casRetries; i++ {
-		b, ver, err := getJSON[dora.Build](ctx, s.st, buildKey(ufop, n))
+		b, ver, err := store.Get[dora.Build](ctx, s.st, store.BuildKey(ufop, n))
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
@@ -160,7 +163,7 @@ func (s *Server) finishBuild(ctx context.Context, ufop string, n int, status, ms
 			return nil
 		}
 		b.Status, b.Error, b.Finished = status, msg, s.nowUTC()
-		if _, err := s.st.CAS(ctx, buildKey(ufop, n), mustJSON(b), ver); errors.Is(err, store.ErrConflict) {
+		if _, err := s.st.CAS(ctx, store.BuildKey(ufop, n), mustJSON(b), ver); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
 			return err
@@ -184,7 +187,7 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request, c *call) err
 	if err != nil {
 		return err
 	}
-	builds, _, err := listJSON[dora.Build](r.Context(), s.st, store.PrefixBuilds+u.Name+"/")
+	builds, _, err := store.List[dora.Build](r.Context(), s.st, store.BuildsOf(u.Name))
 	if err != nil {
 		return err
 	}
@@ -202,7 +205,7 @@ func (s *Server) ownedBuild(r *http.Request, c *call) (dora.Build, error) {
 	if err != nil {
 		return dora.Build{}, err
 	}
-	b, _, err := getJSON[dora.Build](r.Context(), s.st, buildKey(u.Name, n))
+	b, _, err := store.Get[dora.Build](r.Context(), s.st, store.BuildKey(u.Name, n))
 	if errors.Is(err, store.ErrNotFound) {
 		return b, errf(http.StatusNotFound, "build %d of %s not found", n, u.Name)
 	}
@@ -263,7 +266,7 @@ func (s *Server) switchVersion(w http.ResponseWriter, r *http.Request, c *call) 
 	if err != nil {
 		return err
 	}
-	b, _, err := getJSON[dora.Build](ctx, s.st, buildKey(u.Name, req.Build))
+	b, _, err := store.Get[dora.Build](ctx, s.st, store.BuildKey(u.Name, req.Build))
 	if errors.Is(err, store.ErrNotFound) {
 		return errf(http.StatusNotFound, "build %d of %s not found", req.Build, u.Name)
 	} else if err != nil {
@@ -282,14 +285,15 @@ func (s *Server) switchVersion(w http.ResponseWriter, r *http.Request, c *call) 
 		proto = dora.ProtocolUfop
 	}
 	version := fmt.Sprintf("v%d", b.Number)
-	if _, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, version)); errors.Is(err, store.ErrNotFound) {
+	if _, _, err := store.Get[dora.Release](ctx, s.st, store.ReleaseKey(u.Name, version)); errors.Is(err, store.ErrNotFound) {
 		flavor := "default"
 		if _, ok := s.flavor(flavor); !ok {
 			flavor = s.flavors[0].Name
 		}
 		rel := dora.Release{Ufop: u.Name, Version: version, Image: b.Image, Flavor: flavor,
-			Desc: "from build " + strconv.Itoa(b.Number), Protocol: proto, Created: s.nowUTC()}
-		if _, err := s.st.CAS(ctx, releaseKey(u.Name, version), mustJSON(rel), 0); err != nil && !errors.Is(err, store.ErrConflict) {
+			Desc: "from build " + strconv.Itoa(b.Number), Protocol: proto, Created: s.nowUTC(),
+			BodyLimit: b.BodyLimit, Cache: b.Cache}
+		if _, err := s.st.CAS(ctx, store.ReleaseKey(u.Name, version), mustJSON(rel), 0); err != nil && !errors.Is(err, store.ErrConflict) {
 			return fmt.Errorf("create release %s %s: %w", u.Name, version, err)
 		}
 	} else if err != nil {

@@ -81,7 +81,7 @@ func TestBuildsAndVersionSwitch(t *testing.T) {
 	ctx := context.Background()
 	noBuilds := func() {
 		t.Helper()
-		kvs, err := e.st.List(ctx, store.PrefixBuilds+"grepd/")
+		kvs, err := e.st.List(ctx, store.BuildsOf("grepd"))
 		if err != nil || len(kvs) != 0 {
 			t.Fatalf("builds recorded: %v %v", kvs, err)
 		}
@@ -157,7 +157,7 @@ func TestBuildsAndVersionSwitch(t *testing.T) {
 	if info.ActiveVersion != "v1" || info.PreviousVersion != "" || info.Flavor != "default" {
 		t.Fatalf("info = %+v", info)
 	}
-	rel, _, err := getJSON[dora.Release](ctx, e.st, releaseKey("grepd", "v1"))
+	rel, _, err := store.Get[dora.Release](ctx, e.st, store.ReleaseKey("grepd", "v1"))
 	// A program package switched to with ufopver speaks /uop unless told
 	// otherwise (seed 001's flow needs no flag).
 	if err != nil || rel.Image != "grepd.v1" || rel.Protocol != dora.ProtocolUfop {
@@ -249,7 +249,7 @@ func TestBuildsAndVersionSwitch(t *testing.T) {
 		}
 		e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/version", c.body, nil)
 		ver := fmt.Sprintf("v%d", 4+n)
-		if rel, _, err := getJSON[dora.Release](ctx, e.st, releaseKey("grepd", ver)); err != nil || rel.Protocol != c.want {
+		if rel, _, err := store.Get[dora.Release](ctx, e.st, store.ReleaseKey("grepd", ver)); err != nil || rel.Protocol != c.want {
 			t.Fatalf("release %s = %+v, %v; want protocol %s", ver, rel, err, c.want)
 		}
 	}

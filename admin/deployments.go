@@ -34,7 +34,7 @@ const applyTimeout = time.Minute
 // deploymentsKV lists a ufop's deployments (sorted by creation) with their
 // store versions.
 func (s *Server) deploymentsKV(ctx context.Context, ufop string) ([]dora.Deployment, []uint64, error) {
-	deps, kvs, err := listJSON[dora.Deployment](ctx, s.st, store.PrefixDeployments+ufop+"/")
+	deps, kvs, err := store.List[dora.Deployment](ctx, s.st, store.DeploymentsOf(ufop))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -74,9 +74,9 @@ func findLive(deps []dora.Deployment, version, region string) int {
 // updateDeployment applies fn to deployments/<ufop>/<id> with CAS retries;
 // fn returns false to leave the record as is.
 func (s *Server) updateDeployment(ctx context.Context, ufop, id string, fn func(*dora.Deployment) bool) (dora.Deployment, error) {
-	key := deploymentKey(ufop, id)
+	key := store.DeploymentKey(ufop, id)
 	for i := 0; i < casRetries; i++ {
-		d, ver, err := getJSON[dora.Deployment](ctx, s.st, key)
+		d, ver, err := store.Get[dora.Deployment](ctx, s.st, key)
 		if err != nil {
 			return d, err
 		}
@@ -110,7 +110,7 @@ func (s *Server) artifactURL(ufop string, n int) string {
 
 // spec builds the runtime.Spec of a deployment.
 func (s *Server) spec(ctx context.Context, u dora.Ufop, d dora.Deployment) (runtime.Spec, error) {
-	rel, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, d.Version))
+	rel, _, err := store.Get[dora.Release](ctx, s.st, store.ReleaseKey(u.Name, d.Version))
 	if err != nil {
 		return runtime.Spec{}, fmt.Errorf("release %s %s: %w", u.Name, d.Version, err)
 	}
@@ -255,14 +255,14 @@ func (s *Server) activate(ctx context.Context, name, version string) (dora.Ufop,
 			}
 			deps = append(deps, nd)
 			vers = append(vers, 0)
-			ops = append(ops, store.Op{Kind: store.OpPut, Key: deploymentKey(name, nd.ID), Value: mustJSON(nd), CreateOnly: true})
+			ops = append(ops, store.Op{Kind: store.OpPut, Key: store.DeploymentKey(name, nd.ID), Value: mustJSON(nd), CreateOnly: true})
 			toApply = append(toApply, nd)
 		}
 		if prev := u.PreviousVersion; prev != "" && prev != version && prev != old {
 			for j, pd := range deps {
 				if pd.Version == prev && liveDeployment(pd) && vers[j] > 0 {
 					pd.Status, pd.Message, pd.Updated = dora.DeployReplaced, "replaced by "+version, now
-					ops = append(ops, store.Op{Kind: store.OpPut, Key: deploymentKey(name, pd.ID), Value: mustJSON(pd), Version: vers[j]})
+					ops = append(ops, store.Op{Kind: store.OpPut, Key: store.DeploymentKey(name, pd.ID), Value: mustJSON(pd), Version: vers[j]})
 					toRemove = append(toRemove, pd)
 				}
 			}
@@ -271,7 +271,7 @@ func (s *Server) activate(ctx context.Context, name, version string) (dora.Ufop,
 		if serving > 0 {
 			u.PreviousVersion = old
 		}
-		ops = append(ops, store.Op{Kind: store.OpPut, Key: ufopKey(name), Value: mustJSON(u), Version: uver})
+		ops = append(ops, store.Op{Kind: store.OpPut, Key: store.UfopKey(name), Value: mustJSON(u), Version: uver})
 		if err := s.st.Txn(ctx, ops); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
@@ -400,7 +400,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 		if err != nil {
 			return err
 		}
-		rel, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, req.Version))
+		rel, _, err := store.Get[dora.Release](ctx, s.st, store.ReleaseKey(u.Name, req.Version))
 		if errors.Is(err, store.ErrNotFound) {
 			return errf(http.StatusUnprocessableEntity, "version %q of %s: no such release", req.Version, u.Name)
 		} else if err != nil {
@@ -430,7 +430,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 			d.Expect, d.Max = req.Expect, maxN
 			d.Desired = clamp(d.Desired, d.Expect, d.Max)
 			d.Updated = now
-			op = store.Op{Kind: store.OpPut, Key: deploymentKey(u.Name, d.ID), Version: vers[j]}
+			op = store.Op{Kind: store.OpPut, Key: store.DeploymentKey(u.Name, d.ID), Version: vers[j]}
 		} else {
 			d = dora.Deployment{
 				ID: "deploy-" + uuid.NewString(), Ufop: u.Name, Version: req.Version, Region: region,
@@ -441,7 +441,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 				p := *rel.Autoscale
 				d.Autoscale = &p
 			}
-			op = store.Op{Kind: store.OpPut, Key: deploymentKey(u.Name, d.ID), CreateOnly: true}
+			op = store.Op{Kind: store.OpPut, Key: store.DeploymentKey(u.Name, d.ID), CreateOnly: true}
 		}
 		if req.Target > 0 {
 			p := dora.AutoscalePolicy{}
@@ -459,7 +459,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 		first := u.ActiveVersion == ""
 		if first {
 			u.ActiveVersion = req.Version
-			ops = append(ops, store.Op{Kind: store.OpPut, Key: ufopKey(u.Name), Value: mustJSON(u), Version: uver})
+			ops = append(ops, store.Op{Kind: store.OpPut, Key: store.UfopKey(u.Name), Value: mustJSON(u), Version: uver})
 		}
 		if err := s.st.Txn(ctx, ops); errors.Is(err, store.ErrConflict) {
 			continue
@@ -523,9 +523,9 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 			d = deps[j]
 			d.Expect, d.Desired, d.Max = num, num, max(d.Max, num)
 			d.Updated = now
-			op = store.Op{Kind: store.OpPut, Key: deploymentKey(u.Name, d.ID), Version: vers[j]}
+			op = store.Op{Kind: store.OpPut, Key: store.DeploymentKey(u.Name, d.ID), Version: vers[j]}
 		} else {
-			rel, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, u.ActiveVersion))
+			rel, _, err := store.Get[dora.Release](ctx, s.st, store.ReleaseKey(u.Name, u.ActiveVersion))
 			if err != nil {
 				return fmt.Errorf("resize %s: active release: %w", u.Name, err)
 			}
@@ -537,7 +537,7 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 				Expect: num, Max: defaultCeiling(limit, num), Desired: num,
 				Autoscale: rel.Autoscale, Status: dora.DeployPending, Created: now, Updated: now,
 			}
-			op = store.Op{Kind: store.OpPut, Key: deploymentKey(u.Name, d.ID), CreateOnly: true}
+			op = store.Op{Kind: store.OpPut, Key: store.DeploymentKey(u.Name, d.ID), CreateOnly: true}
 		}
 		op.Value = mustJSON(d)
 		if err := s.st.Txn(ctx, []store.Op{op}); errors.Is(err, store.ErrConflict) {
@@ -572,7 +572,7 @@ func (s *Server) ownedDeployment(r *http.Request, c *call) (dora.Ufop, dora.Depl
 		return u, dora.Deployment{}, err
 	}
 	id := r.PathValue("id")
-	d, _, err := getJSON[dora.Deployment](r.Context(), s.st, deploymentKey(u.Name, id))
+	d, _, err := store.Get[dora.Deployment](r.Context(), s.st, store.DeploymentKey(u.Name, id))
 	if errors.Is(err, store.ErrNotFound) {
 		return u, d, errf(http.StatusNotFound, "deployment %q of %s not found", id, u.Name)
 	}
@@ -587,7 +587,7 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request, c *call) 
 	info := DeploymentInfo{Deployment: d, Instances: []runtime.InstanceStatus{}}
 	// "autoscale" answers the policy in force (defaults and the release's
 	// block merged under the deployment's overrides).
-	rel, _, err := getJSON[dora.Release](r.Context(), s.st, releaseKey(d.Ufop, d.Version))
+	rel, _, err := store.Get[dora.Release](r.Context(), s.st, store.ReleaseKey(d.Ufop, d.Version))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
@@ -611,7 +611,7 @@ func (s *Server) ownerLimit(ctx context.Context, ufop string) int {
 	if err != nil {
 		return 0
 	}
-	a, _, err := getJSON[dora.Account](ctx, s.st, accountKey(u.Owner))
+	a, _, err := store.Get[dora.Account](ctx, s.st, store.AccountKey(u.Owner))
 	if err != nil {
 		return 0
 	}
@@ -623,7 +623,7 @@ func (s *Server) deploymentEvents(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
-	kvs, err := s.st.List(r.Context(), store.PrefixScaleEvents+d.ID+"/")
+	kvs, err := s.st.List(r.Context(), store.ScaleEventsOf(d.ID))
 	if err != nil {
 		return fmt.Errorf("list events of %s: %w", d.ID, err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/store"
 )
 
 func TestDeploy(t *testing.T) {
@@ -195,7 +196,7 @@ func TestResizeInstancesLogsEvents(t *testing.T) {
 
 	// Events written by the autoscaler are listed in key order.
 	for i, ev := range []string{`{"time":"2026-01-02T03:04:05Z","from":1,"to":3,"reason":"load"}`, `{"time":"2026-01-02T03:04:07Z","from":3,"to":2,"reason":"calm"}`} {
-		key := fmt.Sprintf("scaleevents/%s/%019d", d.ID, int64(1e18)+int64(i))
+		key := store.ScaleEventKey(d.ID, time.Unix(0, int64(1e18)+int64(i)))
 		if _, err := e.st.Put(context.Background(), key, []byte(ev)); err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +296,7 @@ func TestRestartReappliesDeployments(t *testing.T) {
 
 	// A build that was running when the server stopped.
 	stale := dora.Build{Ufop: "grepd", Number: 1, Status: dora.BuildRunning, Image: "grepd.v1", Created: time.Now()}
-	if _, err := e.st.Put(context.Background(), buildKey("grepd", 1), mustJSON(stale)); err != nil {
+	if _, err := e.st.Put(context.Background(), store.BuildKey("grepd", 1), mustJSON(stale)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -327,7 +328,7 @@ func TestRestartReappliesDeployments(t *testing.T) {
 		t.Fatalf("spec = %+v", spec)
 	}
 	// Builds are recovered before deployments are re-applied.
-	if b, _, err := getJSON[dora.Build](context.Background(), e.st, buildKey("grepd", 1)); err != nil ||
+	if b, _, err := store.Get[dora.Build](context.Background(), e.st, store.BuildKey("grepd", 1)); err != nil ||
 		b.Status != dora.BuildFailed || !strings.Contains(b.Error, "interrupted") {
 		t.Fatalf("stale build = %+v, %v", b, err)
 	}
@@ -453,7 +454,7 @@ func TestInstanceLimitIsPerUfop(t *testing.T) {
 	// A crashed version does not block: once v2 failed, v1 may take all 5.
 	d := e.deployment("grepd", v2.ID)
 	d.Status, d.Message = dora.DeployFailed, "crashed"
-	if _, err := e.st.Put(t.Context(), deploymentKey("grepd", v2.ID), mustJSON(d)); err != nil {
+	if _, err := e.st.Put(t.Context(), store.DeploymentKey("grepd", v2.ID), mustJSON(d)); err != nil {
 		t.Fatal(err)
 	}
 	var rd dora.Deployment

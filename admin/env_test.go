@@ -228,7 +228,7 @@ func (e *env) push(acct dora.Account, img string) {
 
 func (e *env) deployment(ufop, id string) dora.Deployment {
 	e.t.Helper()
-	d, _, err := getJSON[dora.Deployment](context.Background(), e.st, deploymentKey(ufop, id))
+	d, _, err := store.Get[dora.Deployment](context.Background(), e.st, store.DeploymentKey(ufop, id))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func (e *env) deployment(ufop, id string) dora.Deployment {
 
 func (e *env) ufopRecord(name string) dora.Ufop {
 	e.t.Helper()
-	u, _, err := getJSON[dora.Ufop](context.Background(), e.st, ufopKey(name))
+	u, _, err := store.Get[dora.Ufop](context.Background(), e.st, store.UfopKey(name))
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -35,20 +35,3 @@ func FuzzReleaseConfig(f *testing.F) {
 		}
 	})
 }
-
-// FuzzValidateKey: an accepted key has no empty, "." or ".." segment.
-func FuzzValidateKey(f *testing.F) {
-	for _, k := range []string{"a", "a/b", "../x", "a//b", "\x00", "ü"} {
-		f.Add(k)
-	}
-	f.Fuzz(func(t *testing.T, key string) {
-		if ValidateKey(key) != nil {
-			return
-		}
-		for _, seg := range strings.Split(key, "/") {
-			if seg == "" || seg == "." || seg == ".." {
-				t.Fatalf("accepted %q", key)
-			}
-		}
-	})
-}

@@ -32,51 +32,6 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-// getJSON reads key into a T and returns its version; store.ErrNotFound
-// passes through wrapped.
-func getJSON[T any](ctx context.Context, st store.Store, key string) (T, uint64, error) {
-	var v T
-	kv, err := st.Get(ctx, key)
-	if err != nil {
-		return v, 0, fmt.Errorf("get %s: %w", key, err)
-	}
-	if err := json.Unmarshal(kv.Value, &v); err != nil {
-		return v, 0, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return v, kv.Version, nil
-}
-
-// listJSON reads every key under prefix into Ts, sorted by key; values that
-// do not decode are skipped (logged by the caller's store, never fatal).
-func listJSON[T any](ctx context.Context, st store.Store, prefix string) ([]T, []store.KV, error) {
-	kvs, err := st.List(ctx, prefix)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list %s: %w", prefix, err)
-	}
-	out := make([]T, 0, len(kvs))
-	keep := kvs[:0:0]
-	for _, kv := range kvs {
-		var v T
-		if json.Unmarshal(kv.Value, &v) != nil {
-			continue
-		}
-		out = append(out, v)
-		keep = append(keep, kv)
-	}
-	return out, keep, nil
-}
-
-func accountKey(id string) string        { return store.PrefixAccounts + id }
-func akKey(ak string) string             { return store.PrefixAccessKeys + ak }
-func bucketKey(name string) string       { return store.PrefixBuckets + name }
-func domainKey(host string) string       { return store.PrefixDomains + host }
-func ufopKey(name string) string         { return store.PrefixUfops + name }
-func releaseKey(ufop, ver string) string { return store.PrefixReleases + ufop + "/" + ver }
-func buildKey(ufop string, n int) string {
-	return fmt.Sprintf("%s%s/%06d", store.PrefixBuilds, ufop, n)
-}
-func deploymentKey(ufop, id string) string { return store.PrefixDeployments + ufop + "/" + id }
-
 // accountByAK resolves aks/<ak> → accounts/<id>; errNoAccount when the AK
 // is unknown or the account disabled.
 func (s *Server) accountByAK(ctx context.Context, ak string) (dora.Account, error) {
@@ -199,15 +154,15 @@ func EnsureRoot(ctx context.Context, st store.Store, ak, sk string) (dora.Accoun
 // ensureRootOnce is one attempt of EnsureRoot before the demotions; a lost
 // race returns store.ErrConflict.
 func ensureRootOnce(ctx context.Context, st store.Store, ak, sk string) (dora.Account, error) {
-	kv, err := st.Get(ctx, akKey(ak))
+	kv, err := st.Get(ctx, store.AccessKeyKey(ak))
 	if errors.Is(err, store.ErrNotFound) {
 		return moveRootTo(ctx, st, ak, sk)
 	}
 	if err != nil {
 		return dora.Account{}, err
 	}
-	key := accountKey(string(kv.Value))
-	acct, ver, err := getJSON[dora.Account](ctx, st, key)
+	key := store.AccountKey(string(kv.Value))
+	acct, ver, err := store.Get[dora.Account](ctx, st, key)
 	if err != nil {
 		return dora.Account{}, err
 	}
@@ -224,7 +179,7 @@ func ensureRootOnce(ctx context.Context, st store.Store, ak, sk string) (dora.Ac
 // moveRootTo gives an AK no account holds to the existing root account (the
 // oldest, when there are several), or creates the root account.
 func moveRootTo(ctx context.Context, st store.Store, ak, sk string) (dora.Account, error) {
-	accts, kvs, err := listJSON[dora.Account](ctx, st, store.PrefixAccounts)
+	accts, kvs, err := store.List[dora.Account](ctx, st, store.PrefixAccounts)
 	if err != nil {
 		return dora.Account{}, err
 	}
@@ -240,8 +195,8 @@ func moveRootTo(ctx context.Context, st store.Store, ak, sk string) (dora.Accoun
 			Root: true, InstanceLimit: 100, Created: nowUTC(),
 		}
 		err := st.Txn(ctx, []store.Op{
-			{Kind: store.OpPut, Key: accountKey(acct.ID), Value: mustJSON(acct), CreateOnly: true},
-			{Kind: store.OpPut, Key: akKey(ak), Value: []byte(acct.ID), CreateOnly: true},
+			{Kind: store.OpPut, Key: store.AccountKey(acct.ID), Value: mustJSON(acct), CreateOnly: true},
+			{Kind: store.OpPut, Key: store.AccessKeyKey(ak), Value: []byte(acct.ID), CreateOnly: true},
 		})
 		if err != nil {
 			return dora.Account{}, fmt.Errorf("create: %w", err)
@@ -249,9 +204,9 @@ func moveRootTo(ctx context.Context, st store.Store, ak, sk string) (dora.Accoun
 		return acct, nil
 	}
 	acct := accts[old]
-	ops := []store.Op{{Kind: store.OpPut, Key: akKey(ak), Value: []byte(acct.ID), CreateOnly: true}}
+	ops := []store.Op{{Kind: store.OpPut, Key: store.AccessKeyKey(ak), Value: []byte(acct.ID), CreateOnly: true}}
 	// Free the old AK when it still names this account.
-	if okv, err := st.Get(ctx, akKey(acct.AccessKey)); err == nil && string(okv.Value) == acct.ID {
+	if okv, err := st.Get(ctx, store.AccessKeyKey(acct.AccessKey)); err == nil && string(okv.Value) == acct.ID {
 		ops = append(ops, store.Op{Kind: store.OpDelete, Key: okv.Key, Version: okv.Version})
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return dora.Account{}, err
@@ -268,7 +223,7 @@ func moveRootTo(ctx context.Context, st store.Store, ak, sk string) (dora.Accoun
 // one: its keys are not the configured root keys any more.
 func demoteOtherRoots(ctx context.Context, st store.Store, id string) error {
 	for i := 0; i < casRetries; i++ {
-		accts, kvs, err := listJSON[dora.Account](ctx, st, store.PrefixAccounts)
+		accts, kvs, err := store.List[dora.Account](ctx, st, store.PrefixAccounts)
 		if err != nil {
 			return err
 		}
@@ -325,8 +280,8 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request, c *call) 
 			acct.InstanceLimit = dora.DefaultInstanceLimit
 		}
 		err := s.st.Txn(r.Context(), []store.Op{
-			{Kind: store.OpPut, Key: accountKey(acct.ID), Value: mustJSON(acct), CreateOnly: true},
-			{Kind: store.OpPut, Key: akKey(acct.AccessKey), Value: []byte(acct.ID), CreateOnly: true},
+			{Kind: store.OpPut, Key: store.AccountKey(acct.ID), Value: mustJSON(acct), CreateOnly: true},
+			{Kind: store.OpPut, Key: store.AccessKeyKey(acct.AccessKey), Value: []byte(acct.ID), CreateOnly: true},
 		})
 		if errors.Is(err, store.ErrConflict) {
 			continue // id collision: draw again
@@ -341,7 +296,7 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request, c *call) 
 }
 
 func (s *Server) listAccounts(w http.ResponseWriter, r *http.Request, c *call) error {
-	accts, _, err := listJSON[dora.Account](r.Context(), s.st, store.PrefixAccounts)
+	accts, _, err := store.List[dora.Account](r.Context(), s.st, store.PrefixAccounts)
 	if err != nil {
 		return err
 	}
@@ -373,7 +328,7 @@ func (s *Server) disableAccount(w http.ResponseWriter, r *http.Request, c *call)
 // account does not exist.
 func (s *Server) updateAccount(ctx context.Context, id string, fn func(*dora.Account) error) (dora.Account, error) {
 	for i := 0; i < casRetries; i++ {
-		acct, ver, err := getJSON[dora.Account](ctx, s.st, accountKey(id))
+		acct, ver, err := store.Get[dora.Account](ctx, s.st, store.AccountKey(id))
 		if errors.Is(err, store.ErrNotFound) {
 			return dora.Account{}, errf(http.StatusNotFound, "account %q not found", id)
 		}
@@ -383,7 +338,7 @@ func (s *Server) updateAccount(ctx context.Context, id string, fn func(*dora.Acc
 		if err := fn(&acct); err != nil {
 			return dora.Account{}, err
 		}
-		if _, err := s.st.CAS(ctx, accountKey(id), mustJSON(acct), ver); errors.Is(err, store.ErrConflict) {
+		if _, err := s.st.CAS(ctx, store.AccountKey(id), mustJSON(acct), ver); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
 			return dora.Account{}, fmt.Errorf("update account %s: %w", id, err)

@@ -3,32 +3,20 @@ package admin
 import (
 	"errors"
 	"fmt"
+	"github.com/doraproject/dora"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
 
 	"github.com/doraproject/dora/router/origin"
-	"github.com/doraproject/dora/router/origin/local"
 )
-
-// MaxKeyBytes is the longest object key accepted.
-const MaxKeyBytes = local.MaxKeyBytes
-
-// ErrBadKey is wrapped by ValidateKey's errors; it is origin.ErrBadKey.
-var ErrBadKey = origin.ErrBadKey
-
-// ValidateKey applies the platform's one key rule, local.ValidateKey (see
-// docs/api.md): non-empty, at most MaxKeyBytes, valid UTF-8, no control
-// character nor backslash, no empty, "." or ".." segment (so no leading
-// "/" and no "//").
-func ValidateKey(key string) error { return local.ValidateKey(key) }
 
 // objectTarget checks the bucket is the caller's, the key valid and the
 // origin configured.
 func (s *Server) objectTarget(r *http.Request, c *call) (bucket, key string, err error) {
 	bucket, key = r.PathValue("bucket"), r.PathValue("key")
-	if err := ValidateKey(key); err != nil {
+	if err := dora.ValidateKey(key); err != nil {
 		return "", "", errf(http.StatusBadRequest, "key: %v", err)
 	}
 	if _, _, err := s.ownedBucket(r.Context(), c, bucket); err != nil {
@@ -162,8 +150,8 @@ func (s *Server) listObjects(w http.ResponseWriter, r *http.Request, c *call) er
 		limit = n
 	}
 	prefix := q.Get("prefix")
-	if len(prefix) > MaxKeyBytes {
-		return errf(http.StatusBadRequest, "prefix: longer than %d bytes", MaxKeyBytes)
+	if len(prefix) > dora.MaxKeyBytes {
+		return errf(http.StatusBadRequest, "prefix: longer than %d bytes", dora.MaxKeyBytes)
 	}
 	if _, _, err := s.ownedBucket(r.Context(), c, bucket); err != nil {
 		return err

@@ -76,6 +76,13 @@ type ReleaseConfig struct {
 	// Autoscale is a dora.AutoscalePolicy (camelCase keys, durations in
 	// nanoseconds as encoding/json writes time.Duration).
 	Autoscale *dora.AutoscalePolicy `json:"autoscale"`
+	// BodyLimit is dora.Release.BodyLimit in bytes (0 default, -1 never).
+	BodyLimit int64 `json:"body_limit"`
+	// Cache is dora.yaml's cache: {enabled, ttl}.
+	Cache *struct {
+		Enabled bool     `json:"enabled"`
+		TTL     Duration `json:"ttl"`
+	} `json:"cache"`
 }
 
 // Limits of a release's fields.
@@ -160,7 +167,16 @@ func (s *Server) validateRelease(rc ReleaseConfig) (dora.Release, error) {
 	rel := dora.Release{
 		Ufop: rc.UfopName, Version: rc.VerStr, Image: rc.Image, Flavor: rc.Flavor, Desc: rc.Desc,
 		HealthCheck: hc, LogFilePaths: rc.LogFilePath, Env: rc.Env.Global, Protocol: proto, Timeouts: t,
-		Created: s.nowUTC(),
+		Created: s.nowUTC(), BodyLimit: rc.BodyLimit,
+	}
+	if rc.BodyLimit < -1 || rc.BodyLimit > dora.MaxBodyLimit {
+		return bad("body_limit %d: must be -1 (never), 0 (default %d) or up to %d bytes", rc.BodyLimit, dora.DefaultBodyLimit, dora.MaxBodyLimit)
+	}
+	if c := rc.Cache; c != nil {
+		if c.TTL < 0 || time.Duration(c.TTL) > dora.MaxCacheTTL {
+			return bad("cache.ttl: must be 0 to %s", dora.MaxCacheTTL)
+		}
+		rel.Cache = &dora.CachePolicy{Enabled: c.Enabled, TTL: time.Duration(c.TTL)}
 	}
 	if rc.Autoscale != nil {
 		p := *rc.Autoscale
@@ -282,7 +298,7 @@ func (s *Server) ownedBuildImage(ctx context.Context, owner, name string) (dora.
 	if err != nil || n < 1 {
 		return dora.Build{}, false, nil
 	}
-	u, _, err := getJSON[dora.Ufop](ctx, s.st, ufopKey(m[1]))
+	u, _, err := store.Get[dora.Ufop](ctx, s.st, store.UfopKey(m[1]))
 	if errors.Is(err, store.ErrNotFound) {
 		return dora.Build{}, false, nil
 	}
@@ -292,7 +308,7 @@ func (s *Server) ownedBuildImage(ctx context.Context, owner, name string) (dora.
 	if u.Owner != owner {
 		return dora.Build{}, false, nil
 	}
-	b, _, err := getJSON[dora.Build](ctx, s.st, buildKey(m[1], n))
+	b, _, err := store.Get[dora.Build](ctx, s.st, store.BuildKey(m[1], n))
 	if errors.Is(err, store.ErrNotFound) {
 		return dora.Build{}, false, nil
 	}
@@ -312,7 +328,7 @@ func (s *Server) ociImages(ctx context.Context, owner string) ([]Image, error) {
 		}
 		return imgs, nil
 	}
-	prefix := store.PrefixImages + owner + "/"
+	prefix := store.ImagesOf(owner)
 	kvs, err := s.st.List(ctx, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
@@ -340,7 +356,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, c *call) err
 	for i := range imgs {
 		imgs[i].Kind = ImageKindOCI
 	}
-	ufops, _, err := listJSON[dora.Ufop](ctx, s.st, store.PrefixUfops)
+	ufops, _, err := store.List[dora.Ufop](ctx, s.st, store.PrefixUfops)
 	if err != nil {
 		return err
 	}
@@ -348,7 +364,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, c *call) err
 		if u.Owner != c.acct.ID {
 			continue
 		}
-		builds, _, err := listJSON[dora.Build](ctx, s.st, store.PrefixBuilds+u.Name+"/")
+		builds, _, err := store.List[dora.Build](ctx, s.st, store.BuildsOf(u.Name))
 		if err != nil {
 			return err
 		}
@@ -384,7 +400,7 @@ func (s *Server) createRelease(w http.ResponseWriter, r *http.Request, c *call) 
 	if _, err := s.resolveImage(ctx, c.acct.ID, rel.Image); err != nil {
 		return err
 	}
-	if _, err := s.st.CAS(ctx, releaseKey(rel.Ufop, rel.Version), mustJSON(rel), 0); errors.Is(err, store.ErrConflict) {
+	if _, err := s.st.CAS(ctx, store.ReleaseKey(rel.Ufop, rel.Version), mustJSON(rel), 0); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "release %s %s already exists", rel.Ufop, rel.Version)
 	} else if err != nil {
 		return fmt.Errorf("create release %s %s: %w", rel.Ufop, rel.Version, err)
@@ -398,7 +414,7 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request, c *call) e
 	if err != nil {
 		return err
 	}
-	rels, _, err := listJSON[dora.Release](r.Context(), s.st, store.PrefixReleases+u.Name+"/")
+	rels, _, err := store.List[dora.Release](r.Context(), s.st, store.ReleasesOf(u.Name))
 	if err != nil {
 		return err
 	}

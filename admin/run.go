@@ -41,7 +41,7 @@ func (s *Server) Run(ctx context.Context) error {
 // failInterruptedBuilds marks RUNNING builds FAILED: no process runs them
 // any more after a restart.
 func (s *Server) failInterruptedBuilds(ctx context.Context) error {
-	builds, _, err := listJSON[dora.Build](ctx, s.st, store.PrefixBuilds)
+	builds, _, err := store.List[dora.Build](ctx, s.st, store.PrefixBuilds)
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func (s *Server) failInterruptedBuilds(ctx context.Context) error {
 // reapplyAll asks the runtime to run every deployment that is not REPLACED;
 // a STOPPED one is applied and its instances stopped again.
 func (s *Server) reapplyAll(ctx context.Context) error {
-	ufops, _, err := listJSON[dora.Ufop](ctx, s.st, store.PrefixUfops)
+	ufops, _, err := store.List[dora.Ufop](ctx, s.st, store.PrefixUfops)
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ const ScaledToZero = "scaled to zero: the next request starts an instance"
 // the store and finishes blue/green switches. Exported for tests and for
 // callers that drive the loop themselves.
 func (s *Server) Reconcile(ctx context.Context) error {
-	ufops, _, err := listJSON[dora.Ufop](ctx, s.st, store.PrefixUfops)
+	ufops, _, err := store.List[dora.Ufop](ctx, s.st, store.PrefixUfops)
 	if err != nil {
 		return err
 	}

@@ -76,7 +76,7 @@ func (s *Server) createUfop(w http.ResponseWriter, r *http.Request, c *call) err
 		return errf(http.StatusForbidden, "mode: only the root account may create public ufops; use protected or private")
 	}
 	u := dora.Ufop{Name: req.Name, Owner: c.acct.ID, Desc: req.Desc, Mode: mode, Created: s.nowUTC()}
-	if _, err := s.st.CAS(r.Context(), ufopKey(u.Name), mustJSON(u), 0); errors.Is(err, store.ErrConflict) {
+	if _, err := s.st.CAS(r.Context(), store.UfopKey(u.Name), mustJSON(u), 0); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "ufop %q is already registered", u.Name)
 	} else if err != nil {
 		return fmt.Errorf("register ufop %s: %w", u.Name, err)
@@ -132,7 +132,7 @@ func (s *Server) getUfop(ctx context.Context, name string) (dora.Ufop, uint64, e
 	if dora.ValidateUfopName(name) != nil {
 		return dora.Ufop{}, 0, errf(http.StatusNotFound, "ufop %q not found", name)
 	}
-	u, ver, err := getJSON[dora.Ufop](ctx, s.st, ufopKey(name))
+	u, ver, err := store.Get[dora.Ufop](ctx, s.st, store.UfopKey(name))
 	if errors.Is(err, store.ErrNotFound) {
 		return u, 0, errf(http.StatusNotFound, "ufop %q not found", name)
 	}
@@ -162,7 +162,7 @@ func (s *Server) updateUfop(ctx context.Context, name string, fn func(*dora.Ufop
 		if err := fn(&u); err != nil {
 			return u, err
 		}
-		if _, err := s.st.CAS(ctx, ufopKey(name), mustJSON(u), ver); errors.Is(err, store.ErrConflict) {
+		if _, err := s.st.CAS(ctx, store.UfopKey(name), mustJSON(u), ver); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
 			return u, fmt.Errorf("update ufop %s: %w", name, err)
@@ -176,12 +176,12 @@ func (s *Server) updateUfop(ctx context.Context, name string, fn func(*dora.Ufop
 // shown in full.
 func (s *Server) ufopInfo(ctx context.Context, u dora.Ufop, viewer dora.Account) (UfopInfo, error) {
 	info := UfopInfo{Ufop: u, Flavor: "default", AccessList: []string{u.Owner}, MaxInstanceNum: dora.DefaultInstanceLimit}
-	owner, _, err := getJSON[dora.Account](ctx, s.st, accountKey(u.Owner))
+	owner, _, err := store.Get[dora.Account](ctx, s.st, store.AccountKey(u.Owner))
 	if err == nil {
 		info.MaxInstanceNum = owner.Limit()
 	}
 	if u.ActiveVersion != "" {
-		rel, _, err := getJSON[dora.Release](ctx, s.st, releaseKey(u.Name, u.ActiveVersion))
+		rel, _, err := store.Get[dora.Release](ctx, s.st, store.ReleaseKey(u.Name, u.ActiveVersion))
 		if err == nil {
 			info.Flavor = rel.Flavor
 		}
@@ -202,7 +202,7 @@ func (s *Server) ufopInfo(ctx context.Context, u dora.Ufop, viewer dora.Account)
 		info.Autoscale = policyView(inForce)
 	}
 	if viewer.ID == u.Owner && u.Mode == dora.ModeProtected {
-		accts, _, err := listJSON[dora.Account](ctx, s.st, store.PrefixAccounts)
+		accts, _, err := store.List[dora.Account](ctx, s.st, store.PrefixAccounts)
 		if err != nil {
 			return info, err
 		}
@@ -216,7 +216,7 @@ func (s *Server) ufopInfo(ctx context.Context, u dora.Ufop, viewer dora.Account)
 }
 
 func (s *Server) listUfops(w http.ResponseWriter, r *http.Request, c *call) error {
-	all, _, err := listJSON[dora.Ufop](r.Context(), s.st, store.PrefixUfops)
+	all, _, err := store.List[dora.Ufop](r.Context(), s.st, store.PrefixUfops)
 	if err != nil {
 		return err
 	}
@@ -277,7 +277,7 @@ func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) err
 	}
 	// Forget the applications too, so that a later ufop of the same name
 	// does not inherit them.
-	accts, _, err := listJSON[dora.Account](ctx, s.st, store.PrefixAccounts)
+	accts, _, err := store.List[dora.Account](ctx, s.st, store.PrefixAccounts)
 	if err != nil {
 		return err
 	}
@@ -292,7 +292,7 @@ func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) err
 			return fmt.Errorf("delete ufop %s: forget application of %s: %w", u.Name, a.ID, err)
 		}
 	}
-	if err := s.st.Txn(ctx, []store.Op{{Kind: store.OpDelete, Key: ufopKey(u.Name), Version: ver}}); errors.Is(err, store.ErrConflict) {
+	if err := s.st.Txn(ctx, []store.Op{{Kind: store.OpDelete, Key: store.UfopKey(u.Name), Version: ver}}); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "ufop %q changed while being deleted; retry", u.Name)
 	} else if err != nil {
 		return fmt.Errorf("delete ufop %s: %w", u.Name, err)
@@ -366,12 +366,12 @@ const maxTxnOps = 64
 func (s *Server) deleteChildren(ctx context.Context, name string, deps []dora.Deployment) error {
 	var prefixes []string
 	for _, d := range deps {
-		prefixes = append(prefixes, store.PrefixScaleEvents+d.ID+"/")
+		prefixes = append(prefixes, store.ScaleEventsOf(d.ID))
 	}
 	prefixes = append(prefixes,
-		store.PrefixBuilds+name+"/",
-		store.PrefixReleases+name+"/",
-		store.PrefixDeployments+name+"/",
+		store.BuildsOf(name),
+		store.ReleasesOf(name),
+		store.DeploymentsOf(name),
 	)
 	for _, prefix := range prefixes {
 		kvs, err := s.st.List(ctx, prefix)

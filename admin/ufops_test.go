@@ -9,9 +9,12 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/memory"
+	"github.com/doraproject/dora/internal/store/storetest"
 )
 
 func TestUfopRegistration(t *testing.T) {
@@ -53,7 +56,7 @@ func TestUfopRegistration(t *testing.T) {
 	if u := e.ufopRecord("bobpriv"); u.Mode != dora.ModePrivate || u.Owner != bob.ID {
 		t.Errorf("bobpriv = %+v", u)
 	}
-	if _, err := e.st.Get(context.Background(), "ufops/bobpub"); err == nil {
+	if _, err := e.st.Get(context.Background(), store.UfopKey("bobpub")); err == nil {
 		t.Error("a refused ufop was recorded")
 	}
 
@@ -106,7 +109,7 @@ func TestUfopRegistration(t *testing.T) {
 	if rm := e.rt.removedIDs(); len(rm) != 1 || rm[0] != d.ID {
 		t.Errorf("removed %v, want [%s]", rm, d.ID)
 	}
-	for _, p := range []string{"ufops/grepd", store.PrefixReleases + "grepd/", store.PrefixDeployments + "grepd/"} {
+	for _, p := range []string{store.UfopKey("grepd"), store.ReleasesOf("grepd"), store.DeploymentsOf("grepd")} {
 		kvs, err := e.st.List(context.Background(), p)
 		if err != nil || len(kvs) != 0 {
 			t.Errorf("%s left: %v %v", p, kvs, err)
@@ -162,8 +165,12 @@ func TestReleases(t *testing.T) {
 		{"no ufopname", alice, base(func(m map[string]any) { delete(m, "ufopname") }), http.StatusBadRequest},
 		{"unknown ufop", alice, base(func(m map[string]any) { m["ufopname"] = "nosuchufop" }), http.StatusNotFound},
 		{"other user's ufop", bob, base(nil), http.StatusForbidden},
+		{"body limit too big", alice, base(func(m map[string]any) { m["body_limit"] = 1 << 30 }), http.StatusBadRequest},
+		{"bad cache ttl", alice, base(func(m map[string]any) { m["cache"] = map[string]any{"enabled": true, "ttl": "-1s"} }), http.StatusBadRequest},
 		{"negative autoscale", alice, base(func(m map[string]any) { m["autoscale"] = map[string]any{"target": -1} }), http.StatusBadRequest},
-		{"ok", alice, base(nil), http.StatusCreated},
+		{"ok", alice, base(func(m map[string]any) {
+			m["body_limit"], m["cache"] = 1000, map[string]any{"enabled": true, "ttl": "10m"}
+		}), http.StatusCreated},
 		{"duplicate", alice, base(nil), http.StatusConflict},
 		{"ufop protocol, autoscale", alice, base(func(m map[string]any) {
 			m["verstr"], m["protocol"], m["autoscale"] = "v2", "ufop", map[string]any{"target": 4}
@@ -188,7 +195,7 @@ func TestReleases(t *testing.T) {
 	}
 	r1, r2 := list.Releases[0], list.Releases[1]
 	if r1.Protocol != dora.ProtocolDora || r1.HealthCheck.Path != "/health" || r1.Timeouts.Connect.String() != "2s" ||
-		len(r1.Env) != 1 || r1.Env[0].Key != "K" {
+		len(r1.Env) != 1 || r1.Env[0].Key != "K" || r1.BodyLimit != 1000 || r1.Cache == nil || !r1.Cache.Enabled || r1.Cache.TTL != 10*time.Minute {
 		t.Errorf("v1 = %+v", r1)
 	}
 	if r2.Protocol != dora.ProtocolUfop || r2.Autoscale == nil || r2.Autoscale.Target != 4 {
@@ -207,7 +214,7 @@ func TestImagesFromStoreRecords(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Images = nil })
 	alice := e.user("alice", 0)
 	e.ufop(alice, "grepd", dora.ModePrivate)
-	if _, err := e.st.Put(context.Background(), "images/"+alice.ID+"/ufopdemo:v1", []byte(`{"digest":"sha256:abc"}`)); err != nil {
+	if _, err := e.st.Put(context.Background(), store.ImageKey(alice.ID, "ufopdemo", "v1"), []byte(`{"digest":"sha256:abc"}`)); err != nil {
 		t.Fatal(err)
 	}
 	var imgs []Image
@@ -267,18 +274,18 @@ func TestDeleteUfopWithManyRecords(t *testing.T) {
 	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/bigufop/deployments", map[string]any{"version": "v1", "expect": 1}, &d)
 	ctx := context.Background()
 	for i := range 150 {
-		if _, err := e.st.Put(ctx, fmt.Sprintf("%s%s/%020d", store.PrefixScaleEvents, d.ID, i), []byte(`{}`)); err != nil {
+		if _, err := e.st.Put(ctx, store.ScaleEventKey(d.ID, time.Unix(0, int64(i))), []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range 70 {
 		b := dora.Build{Ufop: "bigufop", Number: i + 1, Status: dora.BuildFailed}
-		if _, err := e.st.Put(ctx, buildKey("bigufop", i+1), mustJSON(b)); err != nil {
+		if _, err := e.st.Put(ctx, store.BuildKey("bigufop", i+1), mustJSON(b)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range 70 {
-		if _, err := e.st.Put(ctx, releaseKey("bigufop", fmt.Sprintf("v%d", i+2)), mustJSON(dora.Release{Ufop: "bigufop", Version: fmt.Sprintf("v%d", i+2)})); err != nil {
+		if _, err := e.st.Put(ctx, store.ReleaseKey("bigufop", fmt.Sprintf("v%d", i+2)), mustJSON(dora.Release{Ufop: "bigufop", Version: fmt.Sprintf("v%d", i+2)})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -290,8 +297,8 @@ func TestDeleteUfopWithManyRecords(t *testing.T) {
 	e.must(http.StatusOK, alice, "GET", "/v1/ufops/bigufop", nil, nil)
 	capped.failOn(0)
 	e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/bigufop", nil, nil)
-	for _, p := range []string{"ufops/bigufop", store.PrefixReleases + "bigufop/", store.PrefixBuilds + "bigufop/",
-		store.PrefixDeployments + "bigufop/", store.PrefixScaleEvents + d.ID + "/"} {
+	for _, p := range []string{store.UfopKey("bigufop"), store.ReleasesOf("bigufop"), store.BuildsOf("bigufop"),
+		store.DeploymentsOf("bigufop"), store.ScaleEventsOf(d.ID)} {
 		if kvs, err := e.st.List(ctx, p); err != nil || len(kvs) != 0 {
 			t.Errorf("%s left: %d records, %v", p, len(kvs), err)
 		}
@@ -344,6 +351,14 @@ func TestDeleteUfopRemovesBuilds(t *testing.T) {
 	if _, err := os.Stat(e.bld.LogPath("grepd", 2)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the old grepd's build 2 log survived: %v", err)
 	}
+}
+
+// TestTxnCapStoreContract: the test wrapper honours the store contract when
+// it injects nothing (a transaction at Consul's cap passes through).
+func TestTxnCapStoreContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return &txnCapStore{Store: memory.New(), max: storetest.TxnOps}
+	})
 }
 
 // A ufop's mode can change after register: the owner's call, public for

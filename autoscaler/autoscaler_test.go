@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/autoscaler/load/memory"
 	"github.com/doraproject/dora/internal/store"
@@ -134,7 +133,7 @@ func (h *harness) put(key string, v any) {
 	}
 }
 
-func depKey(d dora.Deployment) string { return store.PrefixDeployments + d.Ufop + "/" + d.ID }
+func depKey(d dora.Deployment) string { return store.DeploymentKey(d.Ufop, d.ID) }
 
 func (h *harness) deployment(id string) dora.Deployment {
 	h.t.Helper()
@@ -224,7 +223,7 @@ func TestLoopScalesUpOnLoadAndActsOnlyOnChange(t *testing.T) {
 		t.Fatalf("events = %+v", evs)
 	}
 	kvs, _ := h.st.List(h.ctx, store.PrefixScaleEvents)
-	if want := fmt.Sprintf("scaleevents/deploy-a/%020d", t0.UnixNano()); len(kvs) != 1 || kvs[0].Key != want {
+	if want := store.ScaleEventKey("deploy-a", t0); len(kvs) != 1 || kvs[0].Key != want {
 		t.Errorf("event keys = %v, want %s", kvs, want)
 	}
 	var raw map[string]any
@@ -250,7 +249,7 @@ func TestLoopSkipsDeploymentsThatDoNotRun(t *testing.T) {
 		h.put(depKey(d), d)
 		h.concurrency(d, 100)
 	}
-	h.put(store.PrefixDeployments+"grepd/garbage", "not a deployment")
+	h.put(store.DeploymentKey("grepd", "garbage"), "not a deployment")
 	h.tick()
 	if got := h.target.Calls(); len(got) != 0 {
 		t.Errorf("scaled a deployment that does not run: %+v", got)
@@ -440,9 +439,9 @@ func TestLoopRunStartsWithoutHistory(t *testing.T) {
 
 func TestLoopCeilingBoundedByAccountLimitAndReleasePolicy(t *testing.T) {
 	h := newHarness(t)
-	h.put(store.PrefixAccounts+"1001", dora.Account{ID: "1001", InstanceLimit: 4})
-	h.put(store.PrefixUfops+"grepd", dora.Ufop{Name: "grepd", Owner: "1001"})
-	h.put(store.PrefixReleases+"grepd/v1", dora.Release{Ufop: "grepd", Version: "v1", Autoscale: &dora.AutoscalePolicy{Target: 5}})
+	h.put(store.AccountKey("1001"), dora.Account{ID: "1001", InstanceLimit: 4})
+	h.put(store.UfopKey("grepd"), dora.Ufop{Name: "grepd", Owner: "1001"})
+	h.put(store.ReleaseKey("grepd", "v1"), dora.Release{Ufop: "grepd", Version: "v1", Autoscale: &dora.AutoscalePolicy{Target: 5}})
 	d := dep("deploy-a", 1, 10, 3, dora.DeployRunning)
 	h.put(depKey(d), d)
 	h.concurrency(d, 15) // target 5: wants 3
@@ -547,60 +546,5 @@ func TestRunTicksUntilCancelled(t *testing.T) {
 func TestRunNeedsItsDependencies(t *testing.T) {
 	if err := New(Config{}).Run(context.Background()); err == nil {
 		t.Fatal("Run without a store, load reader and target succeeded")
-	}
-}
-
-// fakeRuntime implements runtime.Runtime with function fields.
-type fakeRuntime struct {
-	runtime.Runtime
-	scale  func(id string, count int, reason string) error
-	status func(id string) (runtime.DeploymentStatus, error)
-}
-
-func (f fakeRuntime) Scale(_ context.Context, id string, count int, reason string) error {
-	return f.scale(id, count, reason)
-}
-func (f fakeRuntime) Status(_ context.Context, id string) (runtime.DeploymentStatus, error) {
-	return f.status(id)
-}
-
-func TestRuntimeTarget(t *testing.T) {
-	ctx := context.Background()
-	d := dep("deploy-a", 1, 5, 1, dora.DeployRunning)
-	var got scaleCall
-	busy := errors.New("deployment in progress")
-	rt := fakeRuntime{
-		scale: func(id string, count int, reason string) error {
-			got = scaleCall{id, count, reason}
-			if count == 4 {
-				return busy
-			}
-			if count == 5 {
-				return runtime.ErrNotFound
-			}
-			return nil
-		},
-		status: func(id string) (runtime.DeploymentStatus, error) {
-			if id != "deploy-a" {
-				return runtime.DeploymentStatus{}, runtime.ErrNotFound
-			}
-			return runtime.DeploymentStatus{Healthy: 2, Instances: make([]runtime.InstanceStatus, 3)}, nil
-		},
-	}
-	tg := RuntimeTarget{Runtime: rt, Busy: func(err error) bool { return errors.Is(err, busy) }}
-	if err := tg.Scale(ctx, d, 3, ReasonScaleUp); err != nil || got != (scaleCall{"deploy-a", 3, ReasonScaleUp}) {
-		t.Errorf("Scale: %v %+v", err, got)
-	}
-	if err := tg.Scale(ctx, d, 4, ReasonScaleUp); !errors.Is(err, ErrTargetBusy) || !errors.Is(err, busy) {
-		t.Errorf("busy Scale = %v", err)
-	}
-	if err := tg.Scale(ctx, d, 5, ReasonScaleUp); !errors.Is(err, runtime.ErrNotFound) || errors.Is(err, ErrTargetBusy) {
-		t.Errorf("failed Scale = %v", err)
-	}
-	if n, err := tg.Ready(ctx, d); err != nil || n != 2 {
-		t.Errorf("Ready = %d, %v", n, err)
-	}
-	if _, err := tg.Ready(ctx, dep("deploy-x", 1, 5, 1, "")); !errors.Is(err, runtime.ErrNotFound) {
-		t.Errorf("Ready of a missing deployment = %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -268,6 +269,16 @@ type idleConn struct {
 	net.Conn
 	idle      time.Duration
 	streaming atomic.Bool
+	// eof is set once a read hit the peer's close: a chunked body that
+	// "ends" then was cut, not terminated (see stepBody.Read).
+	eof atomic.Bool
+}
+
+// peerClosed reports whether a read on c (an instance connection) has
+// seen the instance close it.
+func peerClosed(c net.Conn) bool {
+	ic, ok := c.(*idleConn)
+	return ok && ic.eof.Load()
 }
 
 func (c *idleConn) SetReadDeadline(t time.Time) error {
@@ -287,6 +298,9 @@ func (c *idleConn) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := c.Conn.Read(p)
+	if err == io.EOF {
+		c.eof.Store(true)
+	}
 	if n > 0 && !c.streaming.Load() {
 		c.streaming.Store(true)
 	}

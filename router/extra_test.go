@@ -16,6 +16,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/origin/httpmirror"
 )
@@ -30,11 +31,10 @@ func TestMirrorFallback(t *testing.T) {
 		w.Write([]byte("from the mirror\n"))
 	}))
 	defer src.Close()
-	m := httpmirror.New(httpmirror.Config{Timeout: 5 * time.Second, MaxSize: 1 << 20, AllowPrivate: true}, nil)
+	m := httpmirror.New(httpmirror.Config{Timeout: 5 * time.Second, MaxSize: 1 << 20, AllowPrivate: true})
 	e := newEnv(t, func(c *Config) { c.Mirror = m })
-	m.SetMirrorFor(e.r.MirrorFor)
-	e.put("buckets/mirrored", dora.Bucket{Name: "mirrored", Owner: alice.ID, Mirror: src.URL + "/remote/"})
-	waitUntil(t, "mirrored bucket", func() bool { _, ok := e.r.MirrorFor("mirrored"); return ok })
+	e.put(store.BucketKey("mirrored"), dora.Bucket{Name: "mirrored", Owner: alice.ID, Mirror: src.URL + "/remote/"})
+	waitUntil(t, "mirrored bucket", func() bool { b, ok := e.r.meta.Snapshot().Bucket("mirrored"); return ok && b.Mirror != "" })
 	e.objs.add("mirrored", "local.txt", "text/plain", []byte("local\n"))
 	for _, c := range []struct {
 		path, query string
@@ -66,7 +66,7 @@ func TestMirrorFallback(t *testing.T) {
 func TestPreviousVersionServesDuringSwitch(t *testing.T) {
 	e := newEnv(t, nil)
 	g := startExample(t, "grepd")
-	e.put("releases/grepd/v1", dora.Release{Ufop: "grepd", Version: "v1"})
+	e.put(store.ReleaseKey("grepd", "v1"), dora.Release{Ufop: "grepd", Version: "v1"})
 	e.ufop(dora.Ufop{Name: "grepd", Owner: alice.ID, ActiveVersion: "v2", PreviousVersion: "v1"}, dora.ProtocolDora)
 	e.objs.add("photos", "t.txt", "text/plain", []byte("a x\nb\n"))
 	e.pool.Update([]pool.Instance{poolInst("old", "grepd", "v1", g.addr)})

@@ -20,12 +20,11 @@ import (
 	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/fop"
 	"github.com/doraproject/dora/router/meta"
-	"github.com/doraproject/dora/router/origin/local"
 )
 
 // MaxKeyBytes bounds an object key taken from a URL path (the platform's
-// key rule, local.ValidateKey).
-const MaxKeyBytes = local.MaxKeyBytes
+// key rule, dora.ValidateKey).
+const MaxKeyBytes = dora.MaxKeyBytes
 
 // srcPrefix is the path of the one-shot input URLs.
 const srcPrefix = "/_dora/src/"
@@ -57,6 +56,7 @@ func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.Response.Header.Del("ETag")
 	ctx.Response.Header.Del("Last-Modified")
 	ctx.Response.Header.Del("Accept-Ranges")
+	ctx.Response.Header.Del("Cache-Control") // an error is never a cacheable result
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	b, _ := json.Marshal(struct {
@@ -76,7 +76,8 @@ type request struct {
 	bucket   string
 	key      string
 	pipeline string
-	names    []string // checked step names (or unknownSteps), for the per-ufop request counter
+	names    []string   // checked step names (or unknownSteps), for the per-ufop request counter
+	fill     *cacheFill // set when the pipeline's result is to be cached (result.go)
 	done     atomic.Bool
 }
 
@@ -224,6 +225,11 @@ func (r *Router) serveParsed(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 	if len(stages) == 0 && req.SaveAs == nil {
 		return r.serveObject(rq, bucket, key)
 	}
+	if req.SaveAs == nil {
+		if done, herr := r.serveCached(rq, snap, bucket, key, stages); done || herr != nil {
+			return false, herr
+		}
+	}
 	return r.runPipeline(rq, bucket, key, stages, req.SaveAs)
 }
 
@@ -267,7 +273,7 @@ func isAttrChar(c byte) bool {
 }
 
 // objectKey decodes the key from a raw URL path and checks it with the
-// platform's one key rule (local.ValidateKey); no key is a 404.
+// platform's one key rule (dora.ValidateKey); no key is a 404.
 func objectKey(rawPath string) (string, *httpError) {
 	if !strings.HasPrefix(rawPath, "/") {
 		return "", errf(fasthttp.StatusBadRequest, "invalid path")
@@ -282,10 +288,10 @@ func objectKey(rawPath string) (string, *httpError) {
 	return key, checkKey(key)
 }
 
-// checkKey applies the platform's key rule (local.ValidateKey: no path
+// checkKey applies the platform's key rule (dora.ValidateKey: no path
 // escape, no control character, bounded length): 400 when it refuses.
 func checkKey(key string) *httpError {
-	if err := local.ValidateKey(key); err != nil {
+	if err := dora.ValidateKey(key); err != nil {
 		return errf(fasthttp.StatusBadRequest, "invalid %v", err)
 	}
 	return nil
@@ -446,16 +452,6 @@ func (r *Router) ignoreOwnDomain(snap *meta.Snapshot, host string) {
 	}
 	r.ownWarned.Store(h, snap)
 	r.log.Warn("router: ignoring a domain binding of the router's own host name", "host", h, "bucket", name)
-}
-
-// MirrorFor returns the back-to-source URL prefix of a bucket, for wiring
-// router/origin/httpmirror from the same metadata the router reads.
-func (r *Router) MirrorFor(bucket string) (string, bool) {
-	b, ok := r.meta.Snapshot().Bucket(bucket)
-	if !ok || b.Mirror == "" {
-		return "", false
-	}
-	return b.Mirror, true
 }
 
 // builtinError maps a built-in fop's failure to an answer.

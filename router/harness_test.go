@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"net"
@@ -21,6 +22,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/origin"
@@ -43,7 +45,7 @@ func newMemOrigin() *memOrigin { return &memOrigin{objs: map[string]memObj{}} }
 func (m *memOrigin) add(bucket, key, mime string, data []byte) origin.Object {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	o := origin.Object{Bucket: bucket, Key: key, Size: int64(len(data)), ETag: fmt.Sprintf("Fetag%d", len(data)),
+	o := origin.Object{Bucket: bucket, Key: key, Size: int64(len(data)), ETag: fmt.Sprintf("Fetag%d-%08x", len(data), crc32.ChecksumIEEE(data)),
 		MimeType: mime, Modified: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	m.objs[bucket+"/"+key] = memObj{data: data, obj: o}
 	return o
@@ -146,13 +148,13 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Cleanup(func() { st.Close() })
 	e := &env{t: t, st: st, objs: newMemOrigin(), pool: pool.New(pool.Options{}), load: &recLoad{}, reg: prometheus.NewRegistry()}
 	for _, a := range []dora.Account{alice, bob, carol} {
-		e.put("accounts/"+a.ID, a)
-		e.putRaw("aks/"+a.AccessKey, a.ID)
+		e.put(store.AccountKey(a.ID), a)
+		e.putRaw(store.AccessKeyKey(a.AccessKey), a.ID)
 	}
-	e.put("buckets/photos", dora.Bucket{Name: "photos", Owner: alice.ID, Domains: []string{"img.example.com"}})
-	e.put("buckets/secret", dora.Bucket{Name: "secret", Owner: alice.ID, Private: true})
-	e.put("buckets/bobs", dora.Bucket{Name: "bobs", Owner: bob.ID})
-	e.put("buckets/carols", dora.Bucket{Name: "carols", Owner: carol.ID})
+	e.put(store.BucketKey("photos"), dora.Bucket{Name: "photos", Owner: alice.ID, Domains: []string{"img.example.com"}})
+	e.put(store.BucketKey("secret"), dora.Bucket{Name: "secret", Owner: alice.ID, Private: true})
+	e.put(store.BucketKey("bobs"), dora.Bucket{Name: "bobs", Owner: bob.ID})
+	e.put(store.BucketKey("carols"), dora.Bucket{Name: "carols", Owner: carol.ID})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -225,8 +227,8 @@ func (e *env) ufopRelease(u dora.Ufop, rel dora.Release) {
 		u.ActiveVersion = "v1"
 	}
 	rel.Ufop, rel.Version = u.Name, u.ActiveVersion
-	e.put("releases/"+u.Name+"/"+u.ActiveVersion, rel)
-	e.put("ufops/"+u.Name, u)
+	e.put(store.ReleaseKey(u.Name, u.ActiveVersion), rel)
+	e.put(store.UfopKey(u.Name), u)
 	waitUntil(e.t, "ufop "+u.Name+" in the snapshot", func() bool {
 		got, ok := e.r.meta.Snapshot().Ufop(u.Name)
 		r, rok := e.r.meta.Snapshot().Release(u.Name, u.ActiveVersion)

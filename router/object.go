@@ -23,7 +23,7 @@ func (r *Router) statObject(ctx context.Context, b dora.Bucket, key string) (ori
 	obj, err := r.cfg.Objects.Stat(ctx, b.Name, key)
 	src := r.cfg.Objects
 	if errors.Is(err, origin.ErrNotFound) && b.Mirror != "" && r.cfg.Mirror != nil {
-		src = r.cfg.Mirror
+		src = r.cfg.Mirror.At(b.Mirror)
 		obj, err = src.Stat(ctx, b.Name, key)
 	}
 	if err != nil {
@@ -37,7 +37,7 @@ func (r *Router) statObject(ctx context.Context, b dora.Bucket, key string) (ori
 func (r *Router) openObject(ctx context.Context, b dora.Bucket, key string) (io.ReadCloser, origin.Object, *httpError) {
 	rc, obj, err := r.cfg.Objects.Open(ctx, b.Name, key, 0, -1)
 	if errors.Is(err, origin.ErrNotFound) && b.Mirror != "" && r.cfg.Mirror != nil {
-		rc, obj, err = r.cfg.Mirror.Open(ctx, b.Name, key, 0, -1)
+		rc, obj, err = r.cfg.Mirror.At(b.Mirror).Open(ctx, b.Name, key, 0, -1)
 	}
 	if err != nil {
 		return nil, obj, originError(err)

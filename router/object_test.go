@@ -11,6 +11,7 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/store"
 )
 
 func TestParseRange(t *testing.T) {
@@ -232,8 +233,8 @@ func TestOwnHostsBeatBoundDomains(t *testing.T) {
 		c.OwnHosts = []string{"router.internal:9000"}
 		c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 	})
-	e.put("buckets/shadow", dora.Bucket{Name: "shadow", Owner: alice.ID, Domains: []string{"localhost", "127.0.0.1"}})
-	e.putRaw("domains/router.internal", "shadow")
+	e.put(store.BucketKey("shadow"), dora.Bucket{Name: "shadow", Owner: alice.ID, Domains: []string{"localhost", "127.0.0.1"}})
+	e.putRaw(store.DomainKey("router.internal"), "shadow")
 	waitUntil(t, "the shadow bindings", func() bool {
 		_, ok := e.r.meta.Snapshot().DomainBucket("router.internal")
 		_, ok2 := e.r.meta.Snapshot().DomainBucket("127.0.0.1")

@@ -35,6 +35,7 @@ import (
 	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/meta"
 	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/router/rescache"
 )
 
 // Defaults of the optional Config fields.
@@ -49,10 +50,21 @@ const (
 	DefaultMaxErrorBytes   = 64 << 10 // a program's error body passed to the client, at most
 	DefaultBufferedBodyMax = 256 << 10
 	DefaultShutdownGrace   = 5 * time.Second
+	// DefaultResultCacheBytes bounds the result cache (result.go);
+	// DefaultResultCacheEntry is the largest result it keeps.
+	DefaultResultCacheBytes = 64 << 20
+	DefaultResultCacheEntry = 1 << 20
 )
 
 // Config wires the router to its parts. Store, Objects and Pool are
 // required; the rest have defaults.
+// MirrorSource reads objects from a bucket's back-to-source mirror:
+// At(base) is the reader of the objects under the bucket's mirror URL, which
+// the router takes from its metadata (httpmirror.Mirror is one).
+type MirrorSource interface {
+	At(baseURL string) origin.Reader
+}
+
 type Config struct {
 	// Store is watched for accounts/, aks/, buckets/, domains/, ufops/ and
 	// releases/ (the meta cache). Ignored when Meta is set.
@@ -62,7 +74,7 @@ type Config struct {
 
 	Objects origin.Reader
 	Writer  origin.Writer // saveas target; saveas answers 501 when nil
-	Mirror  origin.Reader // back-to-source for a bucket with Mirror set; may be nil
+	Mirror  MirrorSource  // back-to-source for a bucket with Mirror set; may be nil
 
 	Pool         *pool.Pool
 	Load         load.Recorder // may be nil: figures are then only counted
@@ -122,6 +134,12 @@ type Config struct {
 	HoldTimeout time.Duration
 	MaxHeld     int
 
+	// ResultCacheBytes bounds the memory of the result cache
+	// (DefaultResultCacheBytes when 0; negative disables the cache);
+	// ResultCacheEntry is the largest result kept (DefaultResultCacheEntry
+	// when 0). See result.go.
+	ResultCacheBytes, ResultCacheEntry int64
+
 	// Persisted finds where persistent processing (pfop) saved the result
 	// of fop (a pipeline without saveas) run on bucket:key, for
 	// `?p/1/<fop>` requests: 404 when it reports !ok or is nil.
@@ -160,6 +178,7 @@ type Router struct {
 	// HTTP path's pipelines.
 	stopped context.Context
 	stop    context.CancelFunc
+	results *rescache.Cache // nil: no result cache
 }
 
 // Sentinel configuration errors.
@@ -219,6 +238,11 @@ func New(cfg Config) (*Router, error) {
 		watch:   newConnWatch(watchPoll),
 	}
 	r.stopped, r.stop = context.WithCancel(context.Background())
+	if cfg.ResultCacheBytes >= 0 {
+		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
+		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
+		r.results = rescache.New(cfg.ResultCacheBytes, cfg.ResultCacheEntry)
+	}
 	if cfg.Meta != nil {
 		r.meta = cfg.Meta
 	} else {
@@ -244,7 +268,7 @@ func New(cfg Config) (*Router, error) {
 	return r, nil
 }
 
-func setDefault[T int | time.Duration](p *T, d T) {
+func setDefault[T int | int64 | time.Duration](p *T, d T) {
 	if *p <= 0 {
 		*p = d
 	}

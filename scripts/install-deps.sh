@@ -73,6 +73,9 @@ apt_install redis-server nginx
 # The router's built-ins: avinfo runs ffprobe, interlaced JPEG runs jpegtran,
 # text watermarks draw with the DejaVu fonts.
 apt_install ffmpeg libjpeg-turbo-progs fonts-dejavu-core
+# Containers: the embedded runtime runs OCI images with podman (daemonless)
+# on runc (crun refuses hybrid cgroup hosts) and slirp4netns networking.
+apt_install podman runc slirp4netns
 
 build_from_proxy nomad github.com/hashicorp/nomad "$NOMAD_VERSION" \
   -dropreplace=github.com/hashicorp/nomad/api \

@@ -21,14 +21,14 @@ var ErrNoAccount = errors.New("unknown or disabled access key")
 // ByAK returns the enabled account whose access key is ak; an error
 // wrapping ErrNoAccount when there is none, a store error otherwise.
 func ByAK(ctx context.Context, st store.Store, ak string) (dora.Account, error) {
-	kv, err := st.Get(ctx, store.PrefixAccessKeys+ak)
+	kv, err := st.Get(ctx, store.AccessKeyKey(ak))
 	if errors.Is(err, store.ErrNotFound) {
 		return dora.Account{}, ErrNoAccount
 	}
 	if err != nil {
 		return dora.Account{}, fmt.Errorf("look up access key: %w", err)
 	}
-	key := store.PrefixAccounts + string(kv.Value)
+	key := store.AccountKey(string(kv.Value))
 	akv, err := st.Get(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return dora.Account{}, ErrNoAccount

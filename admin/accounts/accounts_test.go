@@ -32,16 +32,16 @@ func TestByAK(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		put(store.PrefixAccounts+a.ID, b)
-		put(store.PrefixAccessKeys+a.AccessKey, []byte(a.ID))
+		put(store.AccountKey(a.ID), b)
+		put(store.AccessKeyKey(a.AccessKey), []byte(a.ID))
 	}
 	acct(dora.Account{ID: "1", AccessKey: "ak-alice", SecretKey: "sk"})
 	acct(dora.Account{ID: "2", AccessKey: "ak-bob", Disabled: true})
 	acct(dora.Account{ID: "3", AccessKey: "ak-carol-new"})
-	put(store.PrefixAccessKeys+"ak-carol-old", []byte("3")) // rotated away
-	put(store.PrefixAccessKeys+"ak-ghost", []byte("9"))     // account gone
-	put(store.PrefixAccessKeys+"ak-broken", []byte("4"))
-	put(store.PrefixAccounts+"4", []byte("{not json"))
+	put(store.AccessKeyKey("ak-carol-old"), []byte("3")) // rotated away
+	put(store.AccessKeyKey("ak-ghost"), []byte("9"))     // account gone
+	put(store.AccessKeyKey("ak-broken"), []byte("4"))
+	put(store.AccountKey("4"), []byte("{not json"))
 
 	if a, err := accounts.ByAK(ctx, st, "ak-alice"); err != nil || a.ID != "1" || a.SecretKey != "sk" {
 		t.Fatalf("alice = %+v, %v", a, err)

@@ -24,6 +24,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router"
@@ -120,11 +121,11 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, st: st, objs: &countingObjects{Dir: ld, puts: map[string]int{}}, jobs: pfop.Jobs{Store: st}}
 
 	for _, a := range []dora.Account{alice, bob} {
-		e.putJSON("accounts/"+a.ID, a)
-		e.putRaw("aks/"+a.AccessKey, a.ID)
+		e.putJSON(store.AccountKey(a.ID), a)
+		e.putRaw(store.AccessKeyKey(a.AccessKey), a.ID)
 	}
 	for _, b := range []dora.Bucket{{Name: "photos", Owner: alice.ID}, {Name: "results", Owner: alice.ID}, {Name: "bobs", Owner: bob.ID}} {
-		e.putJSON("buckets/"+b.Name, b)
+		e.putJSON(store.BucketKey(b.Name), b)
 	}
 	upper := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in []byte) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -136,8 +137,8 @@ func newEnv(t *testing.T) *env {
 	p := pool.New(pool.Options{})
 	var insts []pool.Instance
 	for name, addr := range map[string]string{"upper": upper, "failer": failer} {
-		e.putJSON("ufops/"+name, dora.Ufop{Name: name, Owner: alice.ID, Mode: dora.ModePrivate, ActiveVersion: "v1"})
-		e.putJSON("releases/"+name+"/v1", dora.Release{Ufop: name, Version: "v1", Protocol: dora.ProtocolDora})
+		e.putJSON(store.UfopKey(name), dora.Ufop{Name: name, Owner: alice.ID, Mode: dora.ModePrivate, ActiveVersion: "v1"})
+		e.putJSON(store.ReleaseKey(name, "v1"), dora.Release{Ufop: name, Version: "v1", Protocol: dora.ProtocolDora})
 		insts = append(insts, pool.Instance{ID: name + "-0", Ufop: name, Version: "v1", Region: "z0", Addr: addr})
 	}
 	p.Update(insts)

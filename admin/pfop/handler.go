@@ -186,17 +186,6 @@ func (h *Handler) accountByAK(ctx context.Context, ak string) (dora.Account, err
 	return accounts.ByAK(ctx, h.cfg.Store, ak)
 }
 
-func getJSON(ctx context.Context, st store.Store, key string, v any) error {
-	kv, err := st.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(kv.Value, v); err != nil {
-		return fmt.Errorf("decode %s: %w", key, err)
-	}
-	return nil
-}
-
 // bucketOf returns the bucket when acct owns it: 631 when it does not
 // exist, 403 when it is someone else's.
 func (h *Handler) bucketOf(ctx context.Context, acct dora.Account, name string) (dora.Bucket, int, string) {
@@ -204,7 +193,7 @@ func (h *Handler) bucketOf(ctx context.Context, acct dora.Account, name string) 
 	if err := dora.ValidateBucketName(name); err != nil {
 		return b, 631, "no such bucket"
 	}
-	err := getJSON(ctx, h.cfg.Store, store.PrefixBuckets+name, &b)
+	b, _, err := store.Get[dora.Bucket](ctx, h.cfg.Store, store.BucketKey(name))
 	if errors.Is(err, store.ErrNotFound) {
 		return b, 631, "no such bucket"
 	}

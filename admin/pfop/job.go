@@ -5,9 +5,9 @@
 //
 // The parts:
 //
-//   - Jobs live in the metadata store (PrefixJobs) so any admin can answer
+//   - Jobs live in the metadata store (store.JobKey) so any admin can answer
 //     prefop while any worker runs them; results are indexed under
-//     PrefixResults so that `?p/1/<fop>` finds them (PersistedLookup).
+//     store.ResultKey so that `?p/1/<fop>` finds them (PersistedLookup).
 //   - A Queue carries job ids per named pipeline with a concurrency limit:
 //     boltq (embedded, a bbolt file) and redisq (Redis Streams with a
 //     consumer group; XAUTOCLAIM hands a dead worker's jobs to a live one).
@@ -64,14 +64,6 @@ func Desc(code int) string {
 	}
 	return fmt.Sprintf("code %d", code)
 }
-
-// Store key prefixes of this package (beside internal/store's layout).
-const (
-	// PrefixJobs: pfop/jobs/<id> → Job.
-	PrefixJobs = "pfop/jobs/"
-	// PrefixResults: pfop/results/<bucket>/<hex sha1 of key NUL fop> → ResultRecord.
-	PrefixResults = "pfop/results/"
-)
 
 // DefaultPipeline is the queue of a job that names none.
 const DefaultPipeline = "0.default"
@@ -191,15 +183,13 @@ type Jobs struct {
 	Store store.Store
 }
 
-func jobKey(id string) string { return PrefixJobs + id }
-
 // Create stores a new job; it fails when the id exists.
 func (js Jobs) Create(ctx context.Context, j Job) error {
 	b, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("pfop: encode job %s: %w", j.ID, err)
 	}
-	if _, err := js.Store.CAS(ctx, jobKey(j.ID), b, 0); err != nil {
+	if _, err := js.Store.CAS(ctx, store.JobKey(j.ID), b, 0); err != nil {
 		return fmt.Errorf("pfop: create job %s: %w", j.ID, err)
 	}
 	return nil
@@ -210,7 +200,7 @@ func (js Jobs) Get(ctx context.Context, id string) (Job, uint64, error) {
 	if !ValidID(id) {
 		return Job{}, 0, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	kv, err := js.Store.Get(ctx, jobKey(id))
+	kv, err := js.Store.Get(ctx, store.JobKey(id))
 	if errors.Is(err, store.ErrNotFound) {
 		return Job{}, 0, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
@@ -239,7 +229,7 @@ func (js Jobs) Update(ctx context.Context, id string, fn func(*Job) error) (Job,
 		if err != nil {
 			return Job{}, fmt.Errorf("pfop: encode job %s: %w", id, err)
 		}
-		_, err = js.Store.CAS(ctx, jobKey(id), b, ver)
+		_, err = js.Store.CAS(ctx, store.JobKey(id), b, ver)
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
@@ -265,7 +255,7 @@ type ResultRecord struct {
 
 func resultKey(bucket, key, fop string) string {
 	h := sha1.Sum([]byte(key + "\x00" + fop))
-	return PrefixResults + bucket + "/" + hex.EncodeToString(h[:])
+	return store.ResultKey(bucket, hex.EncodeToString(h[:]))
 }
 
 // PutResult records where a result was saved.

@@ -312,11 +312,11 @@ func (h *Handler) checkUpload(ctx context.Context, token, key string, keyGiven b
 			return uploadTarget{}, uerr(http.StatusBadRequest, "key must be 1 to %d bytes", MaxJobKeyByte)
 		}
 	}
-	var b dora.Bucket
 	if err := dora.ValidateBucketName(bucket); err != nil {
 		return uploadTarget{}, uerr(StatusNoBucket, "no such bucket")
 	}
-	if err := getJSON(ctx, h.cfg.Store, store.PrefixBuckets+bucket, &b); errors.Is(err, store.ErrNotFound) {
+	b, _, err := store.Get[dora.Bucket](ctx, h.cfg.Store, store.BucketKey(bucket))
+	if errors.Is(err, store.ErrNotFound) {
 		return uploadTarget{}, uerr(StatusNoBucket, "no such bucket")
 	} else if err != nil {
 		return uploadTarget{}, uerr(http.StatusServiceUnavailable, "metadata store: %v", err)

@@ -224,7 +224,7 @@ func TestPipelineLimits(t *testing.T) {
 			}
 			t.Cleanup(func() { cancel(); wg.Wait() })
 			waitUntil(t, "all 200 jobs done", func() bool {
-				kvs, err := st.List(ctx, pfop.PrefixJobs)
+				kvs, err := st.List(ctx, store.PrefixJobs)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -112,7 +112,7 @@ func ListImages(ctx context.Context, st store.Store, owner string) ([]Image, err
 	if !validOwner(owner) {
 		return nil, fmt.Errorf("list images: bad owner %q", owner)
 	}
-	prefix := store.PrefixImages + owner + "/"
+	prefix := store.ImagesOf(owner)
 	kvs, err := st.List(ctx, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("list images of %s: %w", owner, err)
@@ -667,7 +667,7 @@ func copyRecorded(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
 
 func imageKey(repo, tag string) string {
 	owner, name, _ := strings.Cut(repo, "/")
-	return store.PrefixImages + owner + "/" + name + ":" + tag
+	return store.ImageKey(owner, name, tag)
 }
 
 // persist writes the manifest bytes and its reference record to disk, and

@@ -287,7 +287,7 @@ func (h *Handler) ownBucket(ctx context.Context, acct dora.Account, bucket strin
 	if dora.ValidateBucketName(bucket) != nil {
 		return StatusNoBucket, errBody("no such bucket")
 	}
-	kv, err := h.cfg.Store.Get(ctx, store.PrefixBuckets+bucket)
+	kv, err := h.cfg.Store.Get(ctx, store.BucketKey(bucket))
 	if errors.Is(err, store.ErrNotFound) {
 		return StatusNoBucket, errBody("no such bucket")
 	}

@@ -19,6 +19,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/rs"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
@@ -57,12 +58,12 @@ func newEnv(t *testing.T, mod func(*rs.Config)) *env {
 	}
 	for _, a := range []dora.Account{alice, bob} {
 		b, _ := json.Marshal(a)
-		put("accounts/"+a.ID, b)
-		put("aks/"+a.AccessKey, []byte(a.ID))
+		put(store.AccountKey(a.ID), b)
+		put(store.AccessKeyKey(a.AccessKey), []byte(a.ID))
 	}
 	for _, b := range []dora.Bucket{{Name: "photos", Owner: alice.ID}, {Name: "backup", Owner: alice.ID}, {Name: "bobs", Owner: bob.ID}} {
 		v, _ := json.Marshal(b)
-		put("buckets/"+b.Name, v)
+		put(store.BucketKey(b.Name), v)
 	}
 	cfg := rs.Config{Store: st, Objects: ld, IOHost: "io.test:8080"}
 	if mod != nil {

@@ -37,19 +37,20 @@ they are generated on first start, written to <data-dir>/root.credentials
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			dev, err := platform.StartDev(ctx, platform.DevConfig{
-				DataDir:           v.GetString("data-dir"),
-				AdminAddr:         v.GetString("admin-addr"),
-				RouterAddr:        v.GetString("router-addr"),
-				DomainSuffix:      v.GetString("domain-suffix"),
-				Region:            v.GetString("region"),
-				RootAK:            v.GetString("root_ak"),
-				RootSK:            v.GetString("root_sk"),
-				AutoscaleInterval: v.GetDuration("autoscale-interval"),
-				RunAs:             v.GetString("run-as"),
-				GoCache:           v.GetString("go-cache"),
-				Objects:           v.GetString("objects"),
-				ContainerRuntime:  v.GetString("container-runtime"),
-				Logger:            log,
+				DataDir:             v.GetString("data-dir"),
+				AdminAddr:           v.GetString("admin-addr"),
+				RouterAddr:          v.GetString("router-addr"),
+				DomainSuffix:        v.GetString("domain-suffix"),
+				Region:              v.GetString("region"),
+				RootAK:              v.GetString("root_ak"),
+				RootSK:              v.GetString("root_sk"),
+				AutoscaleInterval:   v.GetDuration("autoscale-interval"),
+				RunAs:               v.GetString("run-as"),
+				GoCache:             v.GetString("go-cache"),
+				Objects:             v.GetString("objects"),
+				ContainerRuntime:    v.GetString("container-runtime"),
+				PackagesAsProcesses: v.GetBool("packages-as-processes"),
+				Logger:              log,
 
 				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 			})
@@ -92,6 +93,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 	f.String("run-as", "", `user build scripts and instances run as: a name, uid or uid:gid; "self" for dorad's own user (default: nobody when dorad runs as root, else dorad's own user with a warning)`)
 	f.String("objects", "", "object origin URL: empty for <data-dir>/objects, file://<dir>, or s3://<s3-bucket>[/<prefix>]?endpoint=http(s)://host:port[&region=r][&path-style=true] (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
 	f.String("container-runtime", "", `runs OCI images: "podman" (required), "none" (image deployments refused); default: podman when podman and runc are installed`)
+	f.Bool("packages-as-processes", false, "run program packages as plain processes on a free port ($PORT) even with podman (default: each instance a container with port 9100 in its own network namespace)")
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")
 	f.Bool("allow-private-mirror", false, "let buckets mirror loopback and private addresses (link-local and cloud metadata addresses stay refused)")
 	return cmd

@@ -83,13 +83,13 @@ func seedHoldStore(t *testing.T, dir string) (storeURL, objectsURL string) {
 			t.Fatal(err)
 		}
 	}
-	put(store.PrefixAccounts+acct.ID, acct)
-	if _, err := st.Put(ctx, store.PrefixAccessKeys+acct.AccessKey, []byte(acct.ID)); err != nil {
+	put(store.AccountKey(acct.ID), acct)
+	if _, err := st.Put(ctx, store.AccessKeyKey(acct.AccessKey), []byte(acct.ID)); err != nil {
 		t.Fatal(err)
 	}
-	put(store.PrefixBuckets+"photos", dora.Bucket{Name: "photos", Owner: acct.ID})
-	put(store.PrefixReleases+"slow/v1", dora.Release{Ufop: "slow", Version: "v1", Image: "slow.v1", Protocol: dora.ProtocolDora})
-	put(store.PrefixUfops+"slow", dora.Ufop{Name: "slow", Owner: acct.ID, Mode: dora.ModePrivate, ActiveVersion: "v1"})
+	put(store.BucketKey("photos"), dora.Bucket{Name: "photos", Owner: acct.ID})
+	put(store.ReleaseKey("slow", "v1"), dora.Release{Ufop: "slow", Version: "v1", Image: "slow.v1", Protocol: dora.ProtocolDora})
+	put(store.UfopKey("slow"), dora.Ufop{Name: "slow", Owner: acct.ID, Mode: dora.ModePrivate, ActiveVersion: "v1"})
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}

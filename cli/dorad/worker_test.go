@@ -13,6 +13,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/redisq"
 	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
@@ -61,8 +62,8 @@ func TestWorkerCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put("accounts/1001", dora.Account{ID: "1001", AccessKey: "AK", SecretKey: "SK"})
-	put("buckets/photos", dora.Bucket{Name: "photos", Owner: "1001"})
+	put(store.AccountKey("1001"), dora.Account{ID: "1001", AccessKey: "AK", SecretKey: "SK"})
+	put(store.BucketKey("photos"), dora.Bucket{Name: "photos", Owner: "1001"})
 	id, _ := pfop.NewID("z0")
 	if err := (pfop.Jobs{Store: st}).Create(ctx, pfop.Job{ID: id, Code: pfop.CodeWaiting, Bucket: "photos", Key: "in.txt",
 		Pipeline: pfop.DefaultPipeline, Owner: "1001", Items: []pfop.Item{{Cmd: "qhash/md5", Code: pfop.CodeWaiting}}}); err != nil {

@@ -35,15 +35,16 @@ type harness struct {
 	t       *testing.T
 	dataDir string
 	dev     *platform.Dev
+	mods    []func(*platform.DevConfig) // applied at every start
 }
 
-func startDev(t *testing.T, dataDir string) *platform.Dev {
+func startDev(t *testing.T, dataDir string, mods ...func(*platform.DevConfig)) *platform.Dev {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("E2E_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	dev, err := platform.StartDev(context.Background(), platform.DevConfig{
+	cfg := platform.DevConfig{
 		DataDir:    dataDir,
 		AdminAddr:  "127.0.0.1:0",
 		RouterAddr: "127.0.0.1:0",
@@ -51,22 +52,26 @@ func startDev(t *testing.T, dataDir string) *platform.Dev {
 		RootSK:     rootSK,
 		Logger:     logger,
 		GoCache:    goCache,
-	})
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	dev, err := platform.StartDev(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start dorad dev: %v", err)
 	}
 	return dev
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T, mods ...func(*platform.DevConfig)) *harness {
 	t.Helper()
 	t.Setenv("HOME", t.TempDir())
 	for _, k := range []string{"DORA_API", "DORA_AK", "DORA_SK", "QDORACTL_CONFIG"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}
-	h := &harness{t: t, dataDir: reachableDataDir(t)}
-	h.dev = startDev(t, h.dataDir)
+	h := &harness{t: t, dataDir: reachableDataDir(t), mods: mods}
+	h.dev = startDev(t, h.dataDir, mods...)
 	t.Cleanup(func() {
 		if h.dev != nil {
 			h.dev.Close()
@@ -82,7 +87,7 @@ func (h *harness) restart() {
 	if err := h.dev.Close(); err != nil {
 		h.t.Fatalf("stop dorad dev: %v", err)
 	}
-	h.dev = startDev(h.t, h.dataDir)
+	h.dev = startDev(h.t, h.dataDir, h.mods...)
 	h.q("login", "-u", rootAK, "-p", rootSK, "--api", h.dev.AdminURL)
 }
 

@@ -90,6 +90,12 @@ type DevConfig struct {
 	// HealthyDeadline is how long a container instance has to pass its
 	// first health check (default 60 s).
 	HealthyDeadline time.Duration
+	// PackagesAsProcesses runs program packages as plain processes on a
+	// free loopback port (PORT) even when podman is there. By default,
+	// with podman, each package instance is a container with its own
+	// network namespace, so programs listening on the fixed port 9100 run
+	// as many instances as asked.
+	PackagesAsProcesses bool
 }
 
 // RunAsSelf is the DevConfig.RunAs value that runs user code as the
@@ -240,6 +246,8 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		RunAs:           runAs,
 		Podman:          pod,
 		HealthyDeadline: cfg.HealthyDeadline,
+		// With podman, packages run in containers too (fixed port 9100).
+		PackagesInContainers: pod != nil && !cfg.PackagesAsProcesses,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("local runtime: %w", err)
@@ -293,7 +301,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	jobs := pfop.Jobs{Store: st}
 
 	loads := loadmemory.New(10 * time.Minute)
-	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: cfg.AllowPrivateMirror}, nil)
+	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: cfg.AllowPrivateMirror})
 	p := pool.New(pool.Options{})
 	routerReg := prometheus.NewRegistry()
 	rtr, err := router.New(router.Config{
@@ -319,7 +327,6 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	mirror.SetMirrorFor(rtr.MirrorFor)
 
 	// The embedded platform runs on one machine: notifications may reach
 	// loopback and private addresses (a receiver on the developer's laptop).
@@ -360,11 +367,9 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	}
 
 	scaler := autoscaler.New(autoscaler.Config{
-		Store: st,
-		Load:  loads,
-		Target: autoscaler.RuntimeTarget{Runtime: rt, Busy: func(err error) bool {
-			return errors.Is(err, runtime.ErrBusy)
-		}},
+		Store:    st,
+		Load:     loads,
+		Target:   runtime.ScaleTarget{Runtime: rt},
 		Interval: cfg.AutoscaleInterval,
 		Logger:   log.With("part", "autoscaler"),
 		// The per-deployment gauges (desired, ready, panic, stable and
@@ -399,7 +404,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 
 	log.Info("dora dev platform started", "admin", d.AdminURL, "router", d.RouterURL,
 		"data_dir", cfg.DataDir, "domain_suffix", cfg.DomainSuffix, "region", cfg.Region,
-		"user_code_runs_as", runAs.String())
+		"user_code_runs_as", runAs.String(), "images", imagesMode(pod), "packages", packagesMode(pod, cfg))
 	ok = true
 	return d, nil
 }
@@ -453,4 +458,18 @@ func devContainers(ctx context.Context, cfg DevConfig, adminAddr string, log *sl
 	log.Info("container runtime: podman", "podman", pod.Bin, "version", pod.Version, "oci_runtime", pod.OCIRuntime,
 		"ulimit_nofile", pod.NoFile)
 	return pod, user, pw, nil
+}
+
+func imagesMode(pod *localruntime.Podman) string {
+	if pod == nil {
+		return "refused (no container runtime)"
+	}
+	return "podman containers"
+}
+
+func packagesMode(pod *localruntime.Podman, cfg DevConfig) string {
+	if pod == nil || cfg.PackagesAsProcesses {
+		return "processes on a free port ($PORT)"
+	}
+	return "podman containers (port 9100)"
 }

@@ -33,6 +33,7 @@ import (
 	doraruntime "github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 )
 
 const (
@@ -803,7 +804,7 @@ func (e pfopEnv) startWorker(t *testing.T, ctx context.Context, name string, gra
 // attempts).
 func (e pfopEnv) jobRecord(t *testing.T, id string) pfop.Job {
 	t.Helper()
-	kv, _, err := e.consul.KV().Get(e.storePrefix+pfop.PrefixJobs+id, nil)
+	kv, _, err := e.consul.KV().Get(e.storePrefix+store.JobKey(id), nil)
 	if err != nil || kv == nil {
 		t.Fatalf("job %s in Consul KV: %v %v", id, kv, err)
 	}

@@ -75,16 +75,20 @@ type Store interface {
 	Close() error
 }
 
-// Key prefixes of the metadata layout. Values are JSON of the dora types.
+// Key prefixes of the metadata layout, for listing and watching a whole
+// kind; keys are built with the builders of keys.go. Values are JSON of the
+// dora types.
 const (
-	PrefixAccounts    = "accounts/"    // accounts/<id> → dora.Account
-	PrefixAccessKeys  = "aks/"         // aks/<ak> → account id (raw bytes)
-	PrefixBuckets     = "buckets/"     // buckets/<name> → dora.Bucket
-	PrefixDomains     = "domains/"     // domains/<host> → bucket name (raw bytes)
-	PrefixUfops       = "ufops/"       // ufops/<name> → dora.Ufop
-	PrefixReleases    = "releases/"    // releases/<ufop>/<version> → dora.Release
-	PrefixBuilds      = "builds/"      // builds/<ufop>/<%06d number> → dora.Build
-	PrefixImages      = "images/"      // images/<owner>/<name:tag> → image record
-	PrefixDeployments = "deployments/" // deployments/<ufop>/<id> → dora.Deployment
-	PrefixScaleEvents = "scaleevents/" // scaleevents/<deployment id>/<unix nanos> → autoscaler event
+	PrefixAccounts    = "accounts/"     // accounts/<id> → dora.Account
+	PrefixAccessKeys  = "aks/"          // aks/<ak> → account id (raw bytes)
+	PrefixBuckets     = "buckets/"      // buckets/<name> → dora.Bucket
+	PrefixDomains     = "domains/"      // domains/<host> → bucket name (raw bytes)
+	PrefixUfops       = "ufops/"        // ufops/<name> → dora.Ufop
+	PrefixReleases    = "releases/"     // releases/<ufop>/<version> → dora.Release
+	PrefixBuilds      = "builds/"       // builds/<ufop>/<%06d number> → dora.Build
+	PrefixImages      = "images/"       // images/<owner>/<name:tag> → image record
+	PrefixDeployments = "deployments/"  // deployments/<ufop>/<id> → dora.Deployment
+	PrefixScaleEvents = "scaleevents/"  // scaleevents/<deployment id>/<unix nanos> → autoscaler.Event
+	PrefixJobs        = "pfop/jobs/"    // pfop/jobs/<id> → pfop job
+	PrefixResults     = "pfop/results/" // pfop/results/<bucket>/<digest> → pfop result record
 )

@@ -96,6 +96,10 @@ type Discovery struct {
 
 	mu    sync.Mutex
 	state state // of the last query, shared by every watch
+	// downAt is when the current outage was first seen: a query that
+	// started before it and answers afterwards (a blocking query the dying
+	// agent answered) is no evidence that Consul is back.
+	downAt time.Time
 }
 
 // state is Consul's reachability as the last query saw it.
@@ -185,21 +189,27 @@ func (d *Discovery) failed(what string, err error) {
 	defer d.mu.Unlock() // logging under the lock keeps Up() and the log in step
 	if d.state != stateDown {
 		d.state = stateDown
+		d.downAt = time.Now()
 		d.log.Warn("consul unreachable, serving last known instances", "query", what, "err", err)
 		return
 	}
 	d.log.Debug("consul query failed", "query", what, "err", err)
 }
 
-// succeeded records a successful query and logs the end of an outage.
-func (d *Discovery) succeeded() {
-	d.upGauge.Set(1)
+// succeeded records a successful query that started at started and logs
+// the end of an outage. An answer to a query started before the outage was
+// seen does not end it.
+func (d *Discovery) succeeded(started time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.state == stateDown {
+		if started.Before(d.downAt) {
+			return
+		}
 		d.log.Info("consul reachable again")
 	}
 	d.state = stateUp
+	d.upGauge.Set(1)
 }
 
 // Watch sends the complete set of passing instances of every ufop service
@@ -319,12 +329,12 @@ func merge(data map[string][]pool.Instance) []pool.Instance {
 // watchCatalog sends the set of ufop service names on every change.
 func (d *Discovery) watchCatalog(ctx context.Context, namesCh chan<- map[string]bool) {
 	var last map[string]bool
-	d.loop(ctx, "catalog services", func(q *api.QueryOptions) (uint64, error) {
+	d.loop(ctx, "catalog services", func(q *api.QueryOptions, started time.Time) (uint64, error) {
 		services, meta, err := d.cfg.Client.Catalog().Services(q)
 		if err != nil {
 			return 0, err
 		}
-		d.succeeded() // before anything is sent: Up() holds once a set based on it arrives
+		d.succeeded(started) // before anything is sent: Up() holds once a set based on it arrives
 		names := map[string]bool{}
 		for name := range services {
 			if len(name) > len(d.cfg.ServicePrefix) && strings.HasPrefix(name, d.cfg.ServicePrefix) {
@@ -346,12 +356,12 @@ func (d *Discovery) watchCatalog(ctx context.Context, namesCh chan<- map[string]
 func (d *Discovery) watchService(ctx context.Context, w *serviceWatch, updates chan<- serviceUpdate) {
 	var last []pool.Instance
 	sent := false
-	d.loop(ctx, "health service "+w.name, func(q *api.QueryOptions) (uint64, error) {
+	d.loop(ctx, "health service "+w.name, func(q *api.QueryOptions, started time.Time) (uint64, error) {
 		entries, meta, err := d.cfg.Client.Health().Service(w.name, "", true, q)
 		if err != nil {
 			return 0, err
 		}
-		d.succeeded()
+		d.succeeded(started)
 		ins := instancesFrom(w.name, d.cfg.ServicePrefix, d.cfg.DefaultRegion, entries)
 		if !sent || !slices.Equal(ins, last) {
 			select {
@@ -367,13 +377,13 @@ func (d *Discovery) watchService(ctx context.Context, w *serviceWatch, updates c
 // loop runs one blocking query until ctx ends: index handling, backoff on
 // error, rate limit between queries. query calls d.succeeded itself, before
 // it acts on the answer.
-func (d *Discovery) loop(ctx context.Context, what string, query func(*api.QueryOptions) (uint64, error)) {
+func (d *Discovery) loop(ctx context.Context, what string, query func(q *api.QueryOptions, started time.Time) (uint64, error)) {
 	var index uint64
 	attempt := 0
 	for ctx.Err() == nil {
 		start := time.Now()
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: d.cfg.WaitTime}).WithContext(ctx)
-		newIndex, err := query(q)
+		newIndex, err := query(q, start)
 		if ctx.Err() != nil {
 			return
 		}

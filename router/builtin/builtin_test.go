@@ -22,7 +22,7 @@ import (
 	"github.com/doraproject/dora/router/fop"
 )
 
-func step(t *testing.T, text string) fop.Step {
+func step(t testing.TB, text string) fop.Step {
 	t.Helper()
 	r, err := fop.Parse(text)
 	if err != nil || len(r.Steps) != 1 {
@@ -142,7 +142,7 @@ func encJPEG(t *testing.T, img image.Image) []byte {
 	return b.Bytes()
 }
 
-func encPNG(t *testing.T, img image.Image) []byte {
+func encPNG(t testing.TB, img image.Image) []byte {
 	var b bytes.Buffer
 	if err := png.Encode(&b, img); err != nil {
 		t.Fatal(err)

@@ -117,6 +117,38 @@ func TestImageView2FormatsGolden(t *testing.T) {
 	}
 }
 
+// TestWebPInput: a WebP result is itself an input the built-ins read.
+func TestWebPInput(t *testing.T) {
+	w, _, err := runBytes(t, "imageView2/2/w/100/format/webp", encPNG(t, quadrants(200, 100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, res, err := runBytes(t, "imageView2/2/w/50", w)
+	if err != nil || res.ContentType != "image/webp" {
+		t.Fatalf("webp in, webp out: %v %q", err, res.ContentType)
+	}
+	img, err := xwebp.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSize(t, "webp->webp", img, 50, 25)
+	wantPixel(t, "webp->webp", img, 5, 5, 255, 0, 0, 40)
+	info, _, err := runBytes(t, "imageInfo", w)
+	if err != nil || !strings.Contains(string(info), `"format":"webp","width":100,"height":50`) {
+		t.Fatalf("imageInfo of webp: %v %s", err, info)
+	}
+}
+
+// webpClaiming is a WebP whose VP8X header declares a w x h canvas.
+func webpClaiming(w, h int) []byte {
+	x := []byte("VP8X")
+	x = binary.LittleEndian.AppendUint32(x, 10)
+	x = append(x, 0, 0, 0, 0)
+	x = append(x, byte(w-1), byte((w-1)>>8), byte((w-1)>>16), byte(h-1), byte((h-1)>>8), byte((h-1)>>16))
+	body := append([]byte("WEBP"), x...)
+	return append(append([]byte("RIFF"), binary.LittleEndian.AppendUint32(nil, uint32(len(body)))...), body...)
+}
+
 // TestImageView2Interlace: interlace/1 writes a progressive JPEG (SOF2).
 func TestImageView2Interlace(t *testing.T) {
 	in := encPNG(t, quadrants(64, 64))
@@ -478,6 +510,9 @@ func TestDecompressionBomb(t *testing.T) {
 	if cfg, err := png.DecodeConfig(bytes.NewReader(bomb)); err != nil || cfg.Width != 8000 {
 		t.Fatalf("bomb header: %v %v", cfg, err)
 	}
+	// A WebP header declaring 16000x16000 is refused the same way.
+	_, _, err := runBytes(t, "imageView2/2/w/10", webpClaiming(16000, 16000))
+	wantStatus(t, err, http.StatusBadRequest, "image of 16000x16000 is over the 50000000-pixel limit")
 	for _, f := range []string{"imageInfo", "imageView2/2/w/10", "imageMogr2/thumbnail/10x", "watermark/2/text/eA", "imageAve"} {
 		var before, after runtime.MemStats
 		runtime.GC()

@@ -19,7 +19,7 @@ import (
 	"github.com/rwcarlsen/goexif/exif"
 	"github.com/rwcarlsen/goexif/tiff"
 	_ "golang.org/x/image/bmp" // decoders for image.Decode
-	_ "golang.org/x/image/webp"
+	xwebp "golang.org/x/image/webp"
 
 	"github.com/doraproject/dora/router/fop"
 )
@@ -32,7 +32,7 @@ func readImage(ctx context.Context, name string, in Input, lim limits) ([]byte, 
 	if err != nil {
 		return nil, image.Config{}, "", err
 	}
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
+	cfg, format, err := decodeConfig(b)
 	if err != nil {
 		return b, image.Config{}, "", errorf(http.StatusBadRequest, "%s: not a supported image (jpeg, png, gif, webp, bmp): %v", name, err)
 	}
@@ -273,7 +273,13 @@ func decodeImage(ctx context.Context, name string, in Input, lim limits) (srcIma
 
 // decodeBytes decodes an image readImage has checked.
 func decodeBytes(ctx context.Context, name string, b []byte, format string) (srcImage, error) {
-	img, _, err := image.Decode(bytes.NewReader(b))
+	var err error
+	var img image.Image
+	if format == "webp" {
+		img, err = xwebp.Decode(bytes.NewReader(b))
+	} else {
+		img, _, err = image.Decode(bytes.NewReader(b))
+	}
 	if err != nil {
 		return srcImage{}, errorf(http.StatusBadRequest, "%s: decode %s: %v", name, format, err)
 	}
@@ -292,4 +298,20 @@ func checkOutput(name string, w, h int, lim limits) error {
 		return errorf(http.StatusBadRequest, "%s: output of %dx%d is over the %d-pixel limit", name, w, h, lim.pixels)
 	}
 	return nil
+}
+
+// isWebP reports a RIFF WEBP header.
+func isWebP(b []byte) bool {
+	return len(b) >= 12 && string(b[:4]) == "RIFF" && string(b[8:12]) == "WEBP"
+}
+
+// decodeConfig reads an image's header. WebP goes to golang.org/x/image/webp
+// (pure Go) rather than to the encoder module's WASM decoder, which
+// image.DecodeConfig would pick (it registers "webp" too).
+func decodeConfig(b []byte) (image.Config, string, error) {
+	if isWebP(b) {
+		cfg, err := xwebp.DecodeConfig(bytes.NewReader(b))
+		return cfg, "webp", err
+	}
+	return image.DecodeConfig(bytes.NewReader(b))
 }

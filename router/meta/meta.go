@@ -343,13 +343,13 @@ func (c *Cache) build() *Snapshot {
 	}
 	aks := map[string]string{}
 	for _, kv := range c.parts[1] {
-		aks[strings.TrimPrefix(kv.Key, store.PrefixAccessKeys)] = string(kv.Value)
+		aks[store.Name(store.PrefixAccessKeys, kv.Key)] = string(kv.Value)
 	}
 	for _, kv := range c.parts[0] {
 		var a dora.Account
 		if decode(kv, &a) {
 			if a.ID == "" {
-				a.ID = strings.TrimPrefix(kv.Key, store.PrefixAccounts)
+				a.ID = store.Name(store.PrefixAccounts, kv.Key)
 			}
 			d.Accounts = append(d.Accounts, a)
 		}
@@ -358,19 +358,19 @@ func (c *Cache) build() *Snapshot {
 		var b dora.Bucket
 		if decode(kv, &b) {
 			if b.Name == "" {
-				b.Name = strings.TrimPrefix(kv.Key, store.PrefixBuckets)
+				b.Name = store.Name(store.PrefixBuckets, kv.Key)
 			}
 			d.Buckets = append(d.Buckets, b)
 		}
 	}
 	for _, kv := range c.parts[3] {
-		d.Domains[strings.TrimPrefix(kv.Key, store.PrefixDomains)] = string(kv.Value)
+		d.Domains[store.Name(store.PrefixDomains, kv.Key)] = string(kv.Value)
 	}
 	for _, kv := range c.parts[4] {
 		var u dora.Ufop
 		if decode(kv, &u) {
 			if u.Name == "" {
-				u.Name = strings.TrimPrefix(kv.Key, store.PrefixUfops)
+				u.Name = store.Name(store.PrefixUfops, kv.Key)
 			}
 			d.Ufops = append(d.Ufops, u)
 		}
@@ -379,9 +379,7 @@ func (c *Cache) build() *Snapshot {
 		var r dora.Release
 		if decode(kv, &r) {
 			if r.Ufop == "" || r.Version == "" {
-				rest := strings.TrimPrefix(kv.Key, store.PrefixReleases)
-				u, v, _ := strings.Cut(rest, "/")
-				r.Ufop, r.Version = u, v
+				r.Ufop, r.Version, _ = store.ParseReleaseKey(kv.Key)
 			}
 			d.Releases = append(d.Releases, r)
 		}

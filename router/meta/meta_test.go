@@ -8,6 +8,8 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/store/memory"
 )
 
 func TestHostName(t *testing.T) {
@@ -51,7 +53,7 @@ func TestBucketForHost(t *testing.T) {
 	}
 }
 
-func put(t *testing.T, st *fakeStore, key string, v any) {
+func put(t *testing.T, st store.Store, key string, v any) {
 	t.Helper()
 	var b []byte
 	if s, ok := v.(string); ok {
@@ -80,11 +82,11 @@ func waitFor(t *testing.T, c *Cache, what string, cond func(*Snapshot) bool) {
 }
 
 func TestCacheFollowsStore(t *testing.T) {
-	st := newFakeStore()
-	put(t, st, "accounts/1", dora.Account{ID: "1", AccessKey: "ak1", SecretKey: "sk1"})
-	put(t, st, "aks/ak1", "1")
-	put(t, st, "buckets/photos", dora.Bucket{Name: "photos", Owner: "1"})
-	put(t, st, "ufops/bad", "{not json")
+	st := memory.New()
+	put(t, st, store.AccountKey("1"), dora.Account{ID: "1", AccessKey: "ak1", SecretKey: "sk1"})
+	put(t, st, store.AccessKeyKey("ak1"), "1")
+	put(t, st, store.BucketKey("photos"), dora.Bucket{Name: "photos", Owner: "1"})
+	put(t, st, store.UfopKey("bad"), "{not json")
 	c := NewCache(st, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -105,9 +107,9 @@ func TestCacheFollowsStore(t *testing.T) {
 		t.Error("bad value not counted")
 	}
 
-	put(t, st, "domains/cdn.example.com", "photos")
-	put(t, st, "ufops/grepd", dora.Ufop{Name: "grepd", Owner: "1", ActiveVersion: "v1"})
-	put(t, st, "releases/grepd/v1", dora.Release{Ufop: "grepd", Version: "v1", Protocol: dora.ProtocolUfop})
+	put(t, st, store.DomainKey("cdn.example.com"), "photos")
+	put(t, st, store.UfopKey("grepd"), dora.Ufop{Name: "grepd", Owner: "1", ActiveVersion: "v1"})
+	put(t, st, store.ReleaseKey("grepd", "v1"), dora.Release{Ufop: "grepd", Version: "v1", Protocol: dora.ProtocolUfop})
 	waitFor(t, c, "domain, ufop and release", func(s *Snapshot) bool {
 		_, okb := s.BucketForHost("cdn.example.com", "localhost")
 		_, oku := s.Ufop("grepd")
@@ -115,12 +117,12 @@ func TestCacheFollowsStore(t *testing.T) {
 		return okb && oku && okr && r.Protocol == dora.ProtocolUfop
 	})
 
-	put(t, st, "accounts/1", dora.Account{ID: "1", AccessKey: "ak1", SecretKey: "sk1", Disabled: true})
+	put(t, st, store.AccountKey("1"), dora.Account{ID: "1", AccessKey: "ak1", SecretKey: "sk1", Disabled: true})
 	waitFor(t, c, "disabled account", func(s *Snapshot) bool {
 		_, err := s.AccountByAK("ak1")
 		return errors.Is(err, ErrDisabled)
 	})
-	if err := st.Delete(ctx, "aks/ak1"); err != nil {
+	if err := st.Delete(ctx, store.AccessKeyKey("ak1")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, c, "removed ak", func(s *Snapshot) bool {

@@ -9,12 +9,15 @@ import (
 	"errors"
 	"io"
 	"time"
+
+	"github.com/doraproject/dora"
 )
 
 // Sentinel errors callers branch on.
 var (
 	ErrNotFound = errors.New("origin: object not found")
-	ErrBadKey   = errors.New("origin: invalid key")
+	// ErrBadKey is dora.ErrBadKey, the key rule's sentinel.
+	ErrBadKey   = dora.ErrBadKey
 	ErrTooLarge = errors.New("origin: object too large")
 	ErrExists   = errors.New("origin: object exists")
 	ErrReadOnly = errors.New("origin: read-only origin")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
 )
 
@@ -37,6 +38,28 @@ func containerEnv(rel []dora.EnvVar) string {
 	return b.String()
 }
 
+// packageEnv is the environment of a program package in a container: as
+// for a process (instanceEnv) with PORT and PORT_HTTP 9100 and HOST
+// 0.0.0.0 unless the release sets it (loopback inside the container's
+// namespace is not where its published port arrives).
+func packageEnv(base []string, rel []dora.EnvVar, dir string, runAs *build.User) string {
+	hostSet := false
+	for _, e := range rel {
+		hostSet = hostSet || e.Key == "HOST"
+	}
+	var b strings.Builder
+	for _, kv := range instanceEnv(base, rel, ContainerPort, dir, runAs) {
+		if strings.ContainsAny(kv, "\n\r") {
+			continue
+		}
+		if !hostSet && strings.HasPrefix(kv, "HOST=") {
+			kv = "HOST=0.0.0.0"
+		}
+		b.WriteString(kv + "\n")
+	}
+	return b.String()
+}
+
 // runContainer runs one life of a container instance with `podman run` in
 // the foreground: its stdout and stderr are the container's, its exit is
 // the container's. It returns crashed when the container exited on its
@@ -51,7 +74,17 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		return true, false, fmt.Sprintf("pick a port: %v", err)
 	}
 	envFile := filepath.Join(d.dir, "logs", strconv.Itoa(in.index)+".env")
-	if err := os.WriteFile(envFile, []byte(containerEnv(spec.Release.Env)), 0o600); err != nil {
+	env := containerEnv(spec.Release.Env)
+	if spec.Package != nil {
+		if err := os.RemoveAll(in.dir); err != nil {
+			return true, false, fmt.Sprintf("prepare working dir: %v", err)
+		}
+		if err := r.prepareDir(in.dir, spec.Package.Dir); err != nil {
+			return true, false, fmt.Sprintf("prepare working dir: %v", err)
+		}
+		env = packageEnv(r.cfg.Env, spec.Release.Env, in.dir, r.cfg.RunAs)
+	}
+	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
 		return true, false, fmt.Sprintf("environment file: %v", err)
 	}
 	cs := containerSpec{
@@ -65,6 +98,15 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		},
 		CPUs:     float64(spec.Flavor.CPU) / 1000,
 		MemoryMB: spec.Flavor.MemoryMB,
+	}
+	if spec.Package != nil {
+		cs.Image = r.hostRoot.Image
+		cs.Mounts = append(append([]string(nil), r.hostRoot.Mounts...), in.dir+":"+in.dir)
+		cs.Workdir = in.dir
+		cs.Command = []string{"/bin/sh", "-c", shellCommand(spec.Package.Run)}
+		if u := r.cfg.RunAs; u != nil {
+			cs.User = fmt.Sprintf("%d:%d", u.Uid, u.Gid)
+		}
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {

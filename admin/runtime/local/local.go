@@ -99,6 +99,14 @@ type Config struct {
 	// first health check before it is stopped and marked FAILED (default
 	// 60s, Nomad's healthy_deadline). Program packages keep waiting.
 	HealthyDeadline time.Duration
+	// PackagesInContainers (with Podman) runs program packages in
+	// containers too: each instance in its own network namespace, so a
+	// program listening on the fixed port 9100 runs as many instances as
+	// asked, in a minimal root filesystem (the host's /usr and /etc
+	// read-only, its working directory read-write; see hostRoot), with
+	// its flavor's limits. Off: packages run as plain processes on a free
+	// loopback port given in PORT.
+	PackagesInContainers bool
 }
 
 // MaxRestartBackoff caps the restart delay.
@@ -118,6 +126,8 @@ type Runtime struct {
 	mu     sync.Mutex
 	deps   map[string]*deployment
 	closed bool
+
+	hostRoot hostRoot // with PackagesInContainers
 
 	dirty   chan struct{} // cap 1: the healthy set may have changed
 	quit    chan struct{}
@@ -218,6 +228,14 @@ func New(cfg Config) (*Runtime, error) {
 		}
 		if n > 0 {
 			r.log.Info("removed stale containers", "count", n)
+		}
+		if cfg.PackagesInContainers {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			r.hostRoot, err = cfg.Podman.EnsureHostRoot(ctx)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("local runtime: %w", err)
+			}
 		}
 	}
 	go r.publishLoop()
@@ -777,7 +795,7 @@ func (r *Runtime) Instances() []pool.Instance {
 			region = d.spec.Deployment.Region
 		}
 		routerHost := ""
-		if d.spec.Package == nil {
+		if d.spec.Package == nil || r.containers() {
 			routerHost = HostLoopback
 		}
 		for _, in := range d.insts {
@@ -789,6 +807,11 @@ func (r *Runtime) Instances() []pool.Instance {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// containers reports whether program packages run in containers.
+func (r *Runtime) containers() bool {
+	return r.cfg.Podman != nil && r.cfg.PackagesInContainers
 }
 
 // markDirty asks the publisher loop to publish the current healthy set.

@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "grepd"), "github.com/doraproject/dora/examples/grepd")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static: it also runs alone in an image (podman_test.go)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build grepd: %v\n%s", err, out)
 		os.RemoveAll(dir)

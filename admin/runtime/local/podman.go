@@ -1,6 +1,7 @@
 package local
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -225,6 +226,11 @@ type containerSpec struct {
 	HostPort int
 	CPUs     float64 // 0: unlimited
 	MemoryMB int     // 0: unlimited
+	// Program packages (hostRoot image): binds, working dir, user, command.
+	Mounts  []string
+	Workdir string
+	User    string
+	Command []string
 }
 
 // runArgs is `podman run` in the foreground for c: its own network
@@ -253,7 +259,16 @@ func (p *Podman) runArgs(c containerSpec) []string {
 		m := strconv.Itoa(c.MemoryMB) + "m"
 		args = append(args, "--memory", m, "--memory-swap", m)
 	}
-	return append(args, c.Image)
+	for _, m := range c.Mounts {
+		args = append(args, "--volume", m)
+	}
+	if c.Workdir != "" {
+		args = append(args, "--workdir", c.Workdir)
+	}
+	if c.User != "" {
+		args = append(args, "--user", c.User)
+	}
+	return append(append(args, c.Image), c.Command...)
 }
 
 // exitInfo is how a container ended.
@@ -323,4 +338,75 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// hostRoot is the minimal root filesystem program packages run in: an
+// image holding only the top-level directories and the host's top-level
+// symlinks (bin -> usr/bin on merged-/usr systems), with the host's /usr
+// and /etc (and any top-level program directory that is not a symlink)
+// bind-mounted read-only at run time and the instance's working directory
+// read-write. A program package is built on this host against this host's
+// libraries, so it needs them; it does not need the platform's data
+// directory, other instances' files or the rest of the host, which it does
+// not see. A scratch image rather than `podman run --rootfs`: podman 4.3
+// ignores --ulimit with --rootfs and asks runc for nofile=1048576, which a
+// host without CAP_SYS_RESOURCE refuses.
+type hostRoot struct {
+	Image  string
+	Mounts []string // read-only binds, "src:dst:ro"
+}
+
+// EnsureHostRoot imports the host-root image when podman lacks it and
+// returns it with the binds it needs.
+func (p *Podman) EnsureHostRoot(ctx context.Context) (hostRoot, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	hr := hostRoot{Mounts: []string{"/usr:/usr:ro", "/etc:/etc:ro"}}
+	dir := func(name string, mode int64) error {
+		return tw.WriteHeader(&tar.Header{Name: name + "/", Mode: mode, Typeflag: tar.TypeDir, ModTime: time.Unix(0, 0)})
+	}
+	for _, d := range []string{"usr", "etc", "proc", "dev", "sys", "run", "var", "home"} {
+		if err := dir(d, 0o755); err != nil {
+			return hr, err
+		}
+	}
+	if err := dir("tmp", 0o1777); err != nil {
+		return hr, err
+	}
+	for _, n := range []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"} {
+		fi, err := os.Lstat("/" + n)
+		if err != nil {
+			continue
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			target, err := os.Readlink("/" + n)
+			if err != nil {
+				return hr, err
+			}
+			if err := tw.WriteHeader(&tar.Header{Name: n, Linkname: target, Typeflag: tar.TypeSymlink, Mode: 0o777, ModTime: time.Unix(0, 0)}); err != nil {
+				return hr, err
+			}
+		} else if fi.IsDir() {
+			if err := dir(n, 0o755); err != nil {
+				return hr, err
+			}
+			hr.Mounts = append(hr.Mounts, "/"+n+":/"+n+":ro")
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return hr, err
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	hr.Image = "localhost/dora-hostroot:" + hex.EncodeToString(sum[:6])
+	if err := p.command(ctx, "image", "exists", hr.Image).Run(); err == nil {
+		return hr, nil
+	}
+	cmd := p.command(ctx, "import", "--quiet", "-", hr.Image)
+	cmd.Stdin = &buf
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return hr, fmt.Errorf("podman import %s: %v: %s", hr.Image, err, strings.TrimSpace(stderr.String()))
+	}
+	return hr, nil
 }

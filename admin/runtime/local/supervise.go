@@ -41,7 +41,7 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 		r.mu.Unlock()
 		var crashed, fatal bool
 		var why string
-		if spec.Package != nil {
+		if spec.Package != nil && !r.containers() {
 			crashed, why = r.runOnce(in, rn, spec)
 		} else {
 			crashed, fatal, why = r.runContainer(d, in, rn, spec, image)

@@ -17,6 +17,7 @@ import (
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
@@ -44,9 +45,9 @@ func TestPfopCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put("accounts/1001", dora.Account{ID: "1001", AccessKey: "AK", SecretKey: "SK"})
-	st.Put(ctx, "aks/AK", []byte("1001"))
-	put("buckets/photos", dora.Bucket{Name: "photos", Owner: "1001"})
+	put(store.AccountKey("1001"), dora.Account{ID: "1001", AccessKey: "AK", SecretKey: "SK"})
+	st.Put(ctx, store.AccessKeyKey("AK"), []byte("1001"))
+	put(store.BucketKey("photos"), dora.Bucket{Name: "photos", Owner: "1001"})
 	objs, err := local.New(filepath.Join(dir, "objects"))
 	if err != nil {
 		t.Fatal(err)

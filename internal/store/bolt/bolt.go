@@ -26,7 +26,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"go.etcd.io/bbolt"
 
@@ -37,7 +36,7 @@ import (
 // wrapping ErrInvalid.
 const (
 	// MaxKeyBytes is the longest key accepted.
-	MaxKeyBytes = 1024
+	MaxKeyBytes = store.MaxKeyBytes
 	// MaxValueBytes is the largest value accepted. Metadata values are
 	// small JSON documents; the limit only catches mistakes.
 	MaxValueBytes = 16 << 20
@@ -47,7 +46,7 @@ const (
 )
 
 // ErrInvalid is wrapped by every error about a bad key, value or operation.
-var ErrInvalid = errors.New("bolt store: invalid argument")
+var ErrInvalid = store.ErrInvalid
 
 var (
 	bucketKV   = []byte("kv")
@@ -104,27 +103,6 @@ func Open(path string) (*Store, error) {
 // Path returns the database file's path.
 func (s *Store) Path() string { return s.db.Path() }
 
-func validateKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty key", ErrInvalid)
-	case len(key) > MaxKeyBytes:
-		return fmt.Errorf("%w: key of %d bytes (max %d)", ErrInvalid, len(key), MaxKeyBytes)
-	case strings.HasPrefix(key, "/"):
-		return fmt.Errorf("%w: key %q starts with a slash", ErrInvalid, key)
-	case !utf8.ValidString(key):
-		return fmt.Errorf("%w: key %q is not valid UTF-8", ErrInvalid, key)
-	}
-	return nil
-}
-
-func validatePrefix(prefix string) error {
-	if prefix == "" {
-		return nil
-	}
-	return validateKey(prefix)
-}
-
 func validateValue(v []byte) error {
 	if len(v) > MaxValueBytes {
 		return fmt.Errorf("%w: value of %d bytes (max %d)", ErrInvalid, len(v), MaxValueBytes)
@@ -174,7 +152,7 @@ func encode(version uint64, value []byte) []byte {
 
 // Get returns the key or store.ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
-	if err := validateKey(key); err != nil {
+	if err := store.ValidateKey(key); err != nil {
 		return store.KV{}, fmt.Errorf("get: %w", err)
 	}
 	if err := s.begin(ctx); err != nil {
@@ -239,7 +217,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 
 // List returns every key under prefix, sorted by key.
 func (s *Store) List(ctx context.Context, prefix string) ([]store.KV, error) {
-	if err := validatePrefix(prefix); err != nil {
+	if err := store.ValidatePrefix(prefix); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
 	if err := s.begin(ctx); err != nil {
@@ -299,20 +277,13 @@ func (s *Store) Txn(ctx context.Context, ops []store.Op) error {
 }
 
 func validateOp(op store.Op) error {
-	if err := validateKey(op.Key); err != nil {
+	if err := store.ValidateOp(op); err != nil {
 		return err
 	}
-	switch op.Kind {
-	case store.OpPut:
-		if op.CreateOnly && op.Version != 0 {
-			return fmt.Errorf("%w: put of %s is create-only and also at version %d", ErrInvalid, op.Key, op.Version)
-		}
+	if op.Kind == store.OpPut {
 		return validateValue(op.Value)
-	case store.OpDelete, store.OpCheck:
-		return nil
-	default:
-		return fmt.Errorf("%w: unknown op kind %d", ErrInvalid, op.Kind)
 	}
+	return nil
 }
 
 // writeTx is one bbolt write transaction plus the keys it changed.
@@ -351,7 +322,7 @@ func (w *writeTx) apply(op store.Op) error {
 
 // check returns store.ErrConflict unless key is at version (0: absent).
 func (w *writeTx) check(key string, version uint64) error {
-	if err := validateKey(key); err != nil {
+	if err := store.ValidateKey(key); err != nil {
 		return err
 	}
 	raw := w.kv.Get([]byte(key))
@@ -369,7 +340,7 @@ func (w *writeTx) check(key string, version uint64) error {
 }
 
 func (w *writeTx) put(key string, value []byte) (uint64, error) {
-	if err := validateKey(key); err != nil {
+	if err := store.ValidateKey(key); err != nil {
 		return 0, err
 	}
 	if err := validateValue(value); err != nil {
@@ -394,7 +365,7 @@ func (w *writeTx) put(key string, value []byte) (uint64, error) {
 }
 
 func (w *writeTx) delete(key string) error {
-	if err := validateKey(key); err != nil {
+	if err := store.ValidateKey(key); err != nil {
 		return err
 	}
 	if w.kv.Get([]byte(key)) == nil {
@@ -451,7 +422,7 @@ func (s *Store) notify(changed []string) {
 // change under it, until ctx ends or the store is closed; then the channel
 // is closed. Changes in quick succession may be coalesced into one listing.
 func (s *Store) Watch(ctx context.Context, prefix string) (<-chan []store.KV, error) {
-	if err := validatePrefix(prefix); err != nil {
+	if err := store.ValidatePrefix(prefix); err != nil {
 		return nil, fmt.Errorf("watch: %w", err)
 	}
 	w := &watcher{prefix: prefix, wake: make(chan struct{}, 1)}

@@ -52,7 +52,7 @@ const (
 	// MaxTxnOps is the largest transaction accepted.
 	MaxTxnOps = 64
 	// MaxKeyBytes is the longest key (without the root prefix) accepted.
-	MaxKeyBytes = 1024
+	MaxKeyBytes = store.MaxKeyBytes
 	// DefaultPrefix is the root prefix used when Config.Prefix is empty.
 	DefaultPrefix = "dora/"
 	// DefaultRequestTimeout bounds each non-blocking request.
@@ -67,7 +67,7 @@ const (
 // Sentinel errors.
 var (
 	// ErrInvalid is wrapped by errors about a bad key, prefix or op.
-	ErrInvalid = errors.New("consulkv: invalid argument")
+	ErrInvalid = store.ErrInvalid
 	// ErrTooManyOps: a transaction has more than MaxTxnOps operations.
 	ErrTooManyOps = errors.New("consulkv: too many operations in one transaction")
 )
@@ -167,27 +167,6 @@ func New(cfg Config) (*Store, error) {
 // Prefix returns the root prefix keys live under (with its trailing slash).
 func (s *Store) Prefix() string { return s.root }
 
-func validateKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty key", ErrInvalid)
-	case len(key) > MaxKeyBytes:
-		return fmt.Errorf("%w: key of %d bytes (max %d)", ErrInvalid, len(key), MaxKeyBytes)
-	case strings.HasPrefix(key, "/"):
-		return fmt.Errorf("%w: key %q starts with a slash", ErrInvalid, key)
-	case !utf8.ValidString(key):
-		return fmt.Errorf("%w: key %q is not valid UTF-8", ErrInvalid, key)
-	}
-	return nil
-}
-
-func validatePrefix(prefix string) error {
-	if prefix == "" {
-		return nil
-	}
-	return validateKey(prefix)
-}
-
 // begin checks the closed flag and the context and applies the request
 // timeout.
 func (s *Store) begin(ctx context.Context) (context.Context, context.CancelFunc, error) {
@@ -223,7 +202,7 @@ func (s *Store) fromPair(p *api.KVPair) store.KV {
 
 // Get returns the key or store.ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
-	if err := validateKey(key); err != nil {
+	if err := store.ValidateKey(key); err != nil {
 		return store.KV{}, fmt.Errorf("get: %w", err)
 	}
 	ctx, cancel, err := s.begin(ctx)
@@ -243,7 +222,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 
 // List returns every key under prefix, sorted by key.
 func (s *Store) List(ctx context.Context, prefix string) ([]store.KV, error) {
-	if err := validatePrefix(prefix); err != nil {
+	if err := store.ValidatePrefix(prefix); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
 	ctx, cancel, err := s.begin(ctx)
@@ -272,7 +251,7 @@ func (s *Store) fromPairs(pairs api.KVPairs) []store.KV {
 
 // Put writes the key unconditionally and returns its new version.
 func (s *Store) Put(ctx context.Context, key string, value []byte) (uint64, error) {
-	if err := validateKey(key); err != nil {
+	if err := store.ValidateKey(key); err != nil {
 		return 0, fmt.Errorf("put: %w", err)
 	}
 	v, err := s.write(ctx, &api.KVTxnOp{Verb: api.KVSet, Key: s.root + key, Value: value})
@@ -285,7 +264,7 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) (uint64, erro
 // CAS writes the key only if its ModifyIndex is version (0: the key must
 // not exist); otherwise store.ErrConflict.
 func (s *Store) CAS(ctx context.Context, key string, value []byte, version uint64) (uint64, error) {
-	if err := validateKey(key); err != nil {
+	if err := store.ValidateKey(key); err != nil {
 		return 0, fmt.Errorf("cas: %w", err)
 	}
 	v, err := s.write(ctx, &api.KVTxnOp{Verb: api.KVCAS, Key: s.root + key, Value: value, Index: version})
@@ -311,7 +290,7 @@ func (s *Store) write(ctx context.Context, op *api.KVTxnOp) (uint64, error) {
 
 // Delete removes the key; a missing key is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := validateKey(key); err != nil {
+	if err := store.ValidateKey(key); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
 	if _, err := s.runTxn(ctx, []*api.KVTxnOp{{Verb: api.KVDelete, Key: s.root + key}}); err != nil {
@@ -354,7 +333,7 @@ func (s *Store) Txn(ctx context.Context, ops []store.Op) error {
 
 // toTxnOps translates one store op into Consul txn ops.
 func (s *Store) toTxnOps(op store.Op) ([]*api.KVTxnOp, error) {
-	if err := validateKey(op.Key); err != nil {
+	if err := store.ValidateKey(op.Key); err != nil {
 		return nil, err
 	}
 	key := s.root + op.Key
@@ -441,7 +420,7 @@ func (s *Store) runTxn(ctx context.Context, kops []*api.KVTxnOp) (api.TxnResults
 // closed). While Consul is unreachable nothing is sent; the watch keeps
 // retrying and sends the current listing once Consul answers again.
 func (s *Store) Watch(ctx context.Context, prefix string) (<-chan []store.KV, error) {
-	if err := validatePrefix(prefix); err != nil {
+	if err := store.ValidatePrefix(prefix); err != nil {
 		return nil, fmt.Errorf("watch: %w", err)
 	}
 	s.mu.Lock()

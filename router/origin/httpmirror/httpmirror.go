@@ -15,12 +15,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/router/netguard"
 	"github.com/doraproject/dora/router/origin"
-	"github.com/doraproject/dora/router/origin/local"
 )
 
 // Defaults for a zero Config.
@@ -48,18 +47,41 @@ type Config struct {
 	AllowPrivate bool
 }
 
-// Mirror implements origin.Reader over HTTP mirrors.
+// Mirror fetches objects from HTTP mirrors (back-to-source). At binds it
+// to one bucket's mirror base URL: the caller, which knows the bucket, names
+// the URL, so the Mirror needs no lookup of its own (and no late wiring).
 type Mirror struct {
-	cfg       Config
-	client    *http.Client
-	mirrorFor atomic.Pointer[func(bucket string) (string, bool)]
+	cfg    Config
+	client *http.Client
 }
 
-var _ origin.Reader = (*Mirror)(nil)
+// At returns the reader of the objects under baseURL, a bucket's mirror:
+// key k is fetched from <baseURL>/<escaped k>. An empty baseURL (the bucket
+// has no mirror) finds nothing: every object is origin.ErrNotFound.
+func (m *Mirror) At(baseURL string) origin.Reader { return bound{m: m, base: baseURL} }
 
-// New returns a Mirror; mirrorFor gives a bucket's mirror base URL (ok
-// false: the bucket has none, and every object is ErrNotFound).
-func New(cfg Config, mirrorFor func(bucket string) (baseURL string, ok bool)) *Mirror {
+// bound is a Mirror bound to one base URL.
+type bound struct {
+	m    *Mirror
+	base string
+}
+
+var _ origin.Reader = bound{}
+
+// Stat asks the mirror for an object's metadata (HEAD, or GET when HEAD is
+// not allowed).
+func (b bound) Stat(ctx context.Context, bucket, key string) (origin.Object, error) {
+	return b.m.stat(ctx, b.base, bucket, key)
+}
+
+// open GETs an object from the mirror at base, [offset, offset+length) of it (length < 0: to the
+// end); see Mirror.open.
+func (b bound) Open(ctx context.Context, bucket, key string, offset, length int64) (io.ReadCloser, origin.Object, error) {
+	return b.m.open(ctx, b.base, bucket, key, offset, length)
+}
+
+// New returns a Mirror.
+func New(cfg Config) *Mirror {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
@@ -78,21 +100,7 @@ func New(cfg Config, mirrorFor func(bucket string) (baseURL string, ok bool)) *M
 		// metadata addresses still refused.
 		c.Transport = guarded(c.Transport, true)
 	}
-	m := &Mirror{cfg: cfg, client: &c}
-	m.SetMirrorFor(mirrorFor)
-	return m
-}
-
-// SetMirrorFor replaces the bucket → mirror base URL function (nil: no
-// bucket has a mirror). It lets a Mirror be built before the component that
-// knows the buckets (e.g. pass router.(*Router).MirrorFor once the router
-// exists). Safe to call while requests are in flight.
-func (m *Mirror) SetMirrorFor(fn func(bucket string) (baseURL string, ok bool)) {
-	if fn == nil {
-		m.mirrorFor.Store(nil)
-		return
-	}
-	m.mirrorFor.Store(&fn)
+	return &Mirror{cfg: cfg, client: &c}
 }
 
 // dialTimeout bounds connecting to a mirror.
@@ -149,16 +157,11 @@ func sameHostRedirects(req *http.Request, via []*http.Request) error {
 }
 
 // objectURL builds <base><escaped key>, checking the base.
-func (m *Mirror) objectURL(bucket, key string) (string, error) {
-	if err := local.ValidateKey(key); err != nil {
+func (m *Mirror) objectURL(base, bucket, key string) (string, error) {
+	if err := dora.ValidateKey(key); err != nil {
 		return "", err
 	}
-	fn := m.mirrorFor.Load()
-	if fn == nil {
-		return "", origin.ErrNotFound
-	}
-	base, ok := (*fn)(bucket)
-	if !ok || base == "" {
+	if base == "" {
 		return "", origin.ErrNotFound
 	}
 	u, err := url.Parse(base)
@@ -182,14 +185,14 @@ func (m *Mirror) objectURL(bucket, key string) (string, error) {
 	return b + strings.Join(segs, "/"), nil
 }
 
-// Stat asks the mirror for an object's metadata (HEAD, or GET when HEAD is
-// not allowed).
-func (m *Mirror) Stat(ctx context.Context, bucket, key string) (origin.Object, error) {
-	obj, err := m.head(ctx, bucket, key)
+// stat asks the mirror at base for an object's metadata (HEAD, or GET when
+// HEAD is not allowed).
+func (m *Mirror) stat(ctx context.Context, base, bucket, key string) (origin.Object, error) {
+	obj, err := m.head(ctx, base, bucket, key)
 	if err != errHeadUnsupported {
 		return obj, err
 	}
-	rc, obj, err := m.Open(ctx, bucket, key, 0, -1)
+	rc, obj, err := m.open(ctx, base, bucket, key, 0, -1)
 	if err != nil {
 		return origin.Object{}, err
 	}
@@ -199,8 +202,8 @@ func (m *Mirror) Stat(ctx context.Context, bucket, key string) (origin.Object, e
 
 var errHeadUnsupported = errors.New("HEAD not supported")
 
-func (m *Mirror) head(ctx context.Context, bucket, key string) (origin.Object, error) {
-	u, err := m.objectURL(bucket, key)
+func (m *Mirror) head(ctx context.Context, base, bucket, key string) (origin.Object, error) {
+	u, err := m.objectURL(base, bucket, key)
 	if err != nil {
 		return origin.Object{}, err
 	}
@@ -241,16 +244,16 @@ func objectOf(bucket, key string, resp *http.Response) origin.Object {
 	return obj
 }
 
-// Open GETs an object, [offset, offset+length) of it (length < 0: to the
+// open GETs an object from the mirror at base, [offset, offset+length) of it (length < 0: to the
 // end), asking the mirror for a range and skipping bytes itself when the
 // mirror ignores it. The stream fails with ErrTooLarge past MaxSize, and
 // with the context's error past Timeout. Object.Size is the whole object's
 // size when the mirror tells it, else -1.
-func (m *Mirror) Open(ctx context.Context, bucket, key string, offset, length int64) (io.ReadCloser, origin.Object, error) {
+func (m *Mirror) open(ctx context.Context, base, bucket, key string, offset, length int64) (io.ReadCloser, origin.Object, error) {
 	if offset < 0 {
 		return nil, origin.Object{}, fmt.Errorf("mirror %s/%s: negative offset %d", bucket, key, offset)
 	}
-	u, err := m.objectURL(bucket, key)
+	u, err := m.objectURL(base, bucket, key)
 	if err != nil {
 		return nil, origin.Object{}, err
 	}
@@ -258,7 +261,7 @@ func (m *Mirror) Open(ctx context.Context, bucket, key string, offset, length in
 		return nil, origin.Object{}, fmt.Errorf("mirror %s/%s: %w", bucket, key, err)
 	}
 	if length == 0 {
-		obj, err := m.Stat(ctx, bucket, key)
+		obj, err := m.stat(ctx, base, bucket, key)
 		if err != nil {
 			return nil, origin.Object{}, err
 		}

@@ -38,16 +38,7 @@ func contentServer(t *testing.T, files map[string]string) (*httptest.Server, *at
 	return srv, &hits
 }
 
-func mirrorOf(base string) func(string) (string, bool) {
-	return func(b string) (string, bool) {
-		if b == "photos" {
-			return base, true
-		}
-		return "", false
-	}
-}
-
-func readAll(t *testing.T, m *Mirror, key string, off, n int64) (string, origin.Object, error) {
+func readAll(t *testing.T, m origin.Reader, key string, off, n int64) (string, origin.Object, error) {
 	t.Helper()
 	rc, obj, err := m.Open(context.Background(), "photos", key, off, n)
 	if err != nil {
@@ -63,7 +54,7 @@ func TestOpenAndStat(t *testing.T) {
 		"/base/a%20b/c%3Fd%23e":    "hello world",
 		"/base/%E6%97%A5%E6%9C%AC": "nihon",
 	})
-	m := New(Config{AllowPrivate: true}, mirrorOf(srv.URL+"/base"))
+	m := New(Config{AllowPrivate: true}).At(srv.URL + "/base")
 	tests := []struct {
 		key    string
 		off, n int64
@@ -102,7 +93,7 @@ func TestRangeIgnoredByMirror(t *testing.T) {
 		io.WriteString(w, "0123456789") // always 200, whole body
 	}))
 	defer srv.Close()
-	m := New(Config{AllowPrivate: true}, mirrorOf(srv.URL))
+	m := New(Config{AllowPrivate: true}).At(srv.URL)
 	got, _, err := readAll(t, m, "k", 3, 4)
 	if err != nil || got != "3456" {
 		t.Fatalf("got %q, %v; want 3456", got, err)
@@ -116,25 +107,17 @@ func TestNotFoundAndErrors(t *testing.T) {
 	}))
 	defer boom.Close()
 	ctx := context.Background()
-	m := New(Config{AllowPrivate: true}, mirrorOf(srv.URL))
+	m := New(Config{AllowPrivate: true}).At(srv.URL)
 	if _, _, err := m.Open(ctx, "photos", "missing", 0, -1); !errors.Is(err, origin.ErrNotFound) {
 		t.Errorf("404: %v", err)
 	}
 	if _, err := m.Stat(ctx, "photos", "missing"); !errors.Is(err, origin.ErrNotFound) {
 		t.Errorf("Stat 404: %v", err)
 	}
-	if _, _, err := m.Open(ctx, "nomirror", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
+	if _, _, err := New(Config{AllowPrivate: true}).At("").Open(ctx, "nomirror", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
 		t.Errorf("bucket without mirror: %v", err)
 	}
-	late := New(Config{AllowPrivate: true}, nil)
-	if _, _, err := late.Open(ctx, "photos", "k", 0, -1); !errors.Is(err, origin.ErrNotFound) {
-		t.Errorf("nil mirrorFor: %v", err)
-	}
-	late.SetMirrorFor(mirrorOf(boom.URL))
-	if _, _, err := late.Open(ctx, "photos", "k", 0, -1); err == nil || !strings.Contains(err.Error(), "502") {
-		t.Errorf("after SetMirrorFor: %v", err)
-	}
-	mb := New(Config{AllowPrivate: true}, mirrorOf(boom.URL))
+	mb := New(Config{AllowPrivate: true}).At(boom.URL)
 	if _, _, err := mb.Open(ctx, "photos", "k", 0, -1); err == nil || errors.Is(err, origin.ErrNotFound) || !strings.Contains(err.Error(), "502") {
 		t.Errorf("502: %v", err)
 	}
@@ -145,7 +128,7 @@ func TestNotFoundAndErrors(t *testing.T) {
 
 func TestBaseURLs(t *testing.T) {
 	for _, base := range []string{"ftp://h/x", "file:///etc/", "http://", "javascript:alert(1)", "http://h/?q=1", "://bad", "/relative"} {
-		m := New(Config{AllowPrivate: true}, mirrorOf(base))
+		m := New(Config{AllowPrivate: true}).At(base)
 		if _, _, err := m.Open(context.Background(), "photos", "k", 0, -1); err == nil || errors.Is(err, origin.ErrNotFound) {
 			t.Errorf("base %q accepted: %v", base, err)
 		}
@@ -166,14 +149,14 @@ func TestSizeCap(t *testing.T) {
 	}))
 	defer chunked.Close()
 	ctx := context.Background()
-	m := New(Config{AllowPrivate: true, MaxSize: 50}, mirrorOf(withLength.URL))
+	m := New(Config{AllowPrivate: true, MaxSize: 50}).At(withLength.URL)
 	if _, _, err := m.Open(ctx, "photos", "k", 0, -1); !errors.Is(err, origin.ErrTooLarge) {
 		t.Errorf("Content-Length over cap: %v", err)
 	}
 	if _, err := m.Stat(ctx, "photos", "k"); !errors.Is(err, origin.ErrTooLarge) {
 		t.Errorf("Stat over cap: %v", err)
 	}
-	mc := New(Config{AllowPrivate: true, MaxSize: 50}, mirrorOf(chunked.URL))
+	mc := New(Config{AllowPrivate: true, MaxSize: 50}).At(chunked.URL)
 	rc, obj, err := mc.Open(ctx, "photos", "k", 0, -1)
 	if err != nil {
 		t.Fatalf("chunked Open: %v", err)
@@ -187,7 +170,7 @@ func TestSizeCap(t *testing.T) {
 		t.Errorf("streaming past the cap: %d bytes, %v", len(b), err)
 	}
 	// Exactly at the cap is fine.
-	me := New(Config{AllowPrivate: true, MaxSize: 100}, mirrorOf(chunked.URL))
+	me := New(Config{AllowPrivate: true, MaxSize: 100}).At(chunked.URL)
 	got, _, err := readAll(t, me, "k", 0, -1)
 	if err != nil || len(got) != 100 {
 		t.Errorf("at the cap: %d bytes, %v", len(got), err)
@@ -210,7 +193,7 @@ func TestRedirects(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	m := New(Config{AllowPrivate: true, Client: &http.Client{}}, mirrorOf(srv.URL))
+	m := New(Config{AllowPrivate: true, Client: &http.Client{}}).At(srv.URL)
 	if got, _, err := readAll(t, m, "same", 0, -1); err != nil || got != "ok" {
 		t.Errorf("same-host redirect: %q, %v", got, err)
 	}
@@ -237,7 +220,7 @@ func TestTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	m := New(Config{AllowPrivate: true, Timeout: 50 * time.Millisecond}, mirrorOf(srv.URL))
+	m := New(Config{AllowPrivate: true, Timeout: 50 * time.Millisecond}).At(srv.URL)
 	rc, _, err := m.Open(context.Background(), "photos", "k", 0, -1)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -272,7 +255,7 @@ func TestPrivateMirrorRefusedAtConnect(t *testing.T) {
 		{"caller's transport with a proxy", Config{Client: &http.Client{Transport: proxied}}, "http://localhost:" + port},
 		{"unguardable transport", Config{Client: &http.Client{Transport: roundTripFunc(http.DefaultTransport.RoundTrip)}}, srv.URL},
 	} {
-		m := New(c.cfg, mirrorOf(c.base))
+		m := New(c.cfg).At(c.base)
 		if _, _, err := readAll(t, m, "k", 0, -1); !errors.Is(err, netguard.ErrNotPublic) {
 			t.Errorf("%s: Open = %v, want ErrNotPublic", c.name, err)
 		}
@@ -284,7 +267,7 @@ func TestPrivateMirrorRefusedAtConnect(t *testing.T) {
 		t.Fatalf("the private mirror was contacted %d times", n)
 	}
 	// The same mirror with AllowPrivate (dorad dev).
-	if got, _, err := readAll(t, New(Config{AllowPrivate: true}, mirrorOf(srv.URL)), "k", 0, -1); err != nil || got != "secret" {
+	if got, _, err := readAll(t, New(Config{AllowPrivate: true}).At(srv.URL), "k", 0, -1); err != nil || got != "secret" {
 		t.Fatalf("AllowPrivate: %q, %v", got, err)
 	}
 }

@@ -2,11 +2,10 @@ package local
 
 import (
 	"crypto/sha1"
+	"encoding/base64"
 	"fmt"
 	"hash"
 	"io"
-
-	"github.com/doraproject/dora/internal/auth"
 )
 
 // BlockSize is the block size of the Qiniu etag.
@@ -50,11 +49,11 @@ func (e *etagHasher) Write(p []byte) (int, error) {
 func (e *etagHasher) ETag() string {
 	last := e.cur.Sum(nil)
 	if len(e.digest) == 0 { // at most one block
-		return auth.URLSafeBase64(append([]byte{0x16}, last...))
+		return base64.URLEncoding.EncodeToString(append([]byte{0x16}, last...))
 	}
 	all := append(append([]byte{}, e.digest...), last...)
 	s := sha1.Sum(all)
-	return auth.URLSafeBase64(append([]byte{0x96}, s[:]...))
+	return base64.URLEncoding.EncodeToString(append([]byte{0x96}, s[:]...))
 }
 
 // ETag reads r to its end and returns its Qiniu etag (4 MiB blocks, sha1)

@@ -33,14 +33,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/router/origin"
 )
-
-// MaxKeyBytes bounds the length of a key.
-const MaxKeyBytes = 1024
 
 const (
 	metaDir = ".meta"
@@ -62,6 +58,8 @@ type Dir struct {
 	// opens, a file read and a JSON decode on every Open.
 	scMu     sync.Mutex
 	sidecars map[objectName]cachedSidecar
+	// warm keeps bucket directory handles and small objects (warm.go).
+	warm warm
 }
 
 // Objects are only ever read by the platform (the router and the admin
@@ -97,48 +95,15 @@ func New(root string) (*Dir, error) {
 			return nil, fmt.Errorf("local origin: %w", err)
 		}
 	}
-	d := &Dir{root: r}
+	d := &Dir{root: r, warm: warm{maxObject: DefaultHotObjectMax, maxBytes: DefaultHotBytes}}
 	d.sweepTemp()
 	return d, nil
 }
 
-// Close releases the directory handle.
-func (d *Dir) Close() error { return d.root.Close() }
-
-// ValidateKey checks a key: non-empty, at most MaxKeyBytes, UTF-8, no NUL
-// nor other control character (C0, DEL), no backslash, no leading "/", no
-// empty, "." or ".." segment. Errors wrap origin.ErrBadKey. It is the one
-// key rule of the platform: the admin API and the mirror call it too.
-func ValidateKey(key string) error {
-	bad := func(why string) error { return fmt.Errorf("key %q: %s: %w", truncate(key), why, origin.ErrBadKey) }
-	switch {
-	case key == "":
-		return bad("empty")
-	case len(key) > MaxKeyBytes:
-		return bad(fmt.Sprintf("longer than %d bytes", MaxKeyBytes))
-	case strings.IndexByte(key, 0) >= 0:
-		return bad("holds a NUL byte")
-	case !utf8.ValidString(key):
-		return bad("not UTF-8")
-	case key[0] == '/':
-		return bad("leading /")
-	case strings.IndexByte(key, '\\') >= 0:
-		return bad("holds a backslash")
-	}
-	for _, c := range []byte(key) {
-		if c < 0x20 || c == 0x7f {
-			return bad("holds a control character")
-		}
-	}
-	for seg := range strings.SplitSeq(key, "/") {
-		switch seg {
-		case "":
-			return bad("empty path segment")
-		case ".", "..":
-			return bad(fmt.Sprintf("%q segment", seg))
-		}
-	}
-	return nil
+// Close releases the directory handles.
+func (d *Dir) Close() error {
+	d.warm.closeAll()
+	return d.root.Close()
 }
 
 func truncate(s string) string {
@@ -152,7 +117,7 @@ func validate(bucket, key string) error {
 	if err := dora.ValidateBucketName(bucket); err != nil {
 		return fmt.Errorf("bucket: %v: %w", err, origin.ErrBadKey)
 	}
-	return ValidateKey(key)
+	return dora.ValidateKey(key)
 }
 
 func (d *Dir) lock(bucket, key string) *sync.RWMutex {
@@ -206,12 +171,25 @@ func (d *Dir) Open(ctx context.Context, bucket, key string, offset, length int64
 	if err := ctx.Err(); err != nil {
 		return nil, origin.Object{}, err
 	}
+	h, missing := d.warm.lookup(d, bucket, key)
+	if h != nil {
+		return h.open(offset, length)
+	}
+	if missing {
+		// Perhaps the bucket's directory was replaced under its kept
+		// handle: the cold path opens it afresh.
+		d.warm.forgetBucket(bucket)
+	}
 	l := d.lock(bucket, key)
 	l.RLock()
 	f, obj, err := d.openLocked(bucket, key)
 	l.RUnlock()
 	if err != nil {
 		return nil, origin.Object{}, fmt.Errorf("open %s/%s: %w", bucket, truncate(key), err)
+	}
+	if data := d.warm.keep(f, obj); data != nil {
+		f.Close()
+		return (&hotObject{obj: obj, data: data}).open(offset, length)
 	}
 	if offset < 0 || offset > obj.Size {
 		f.Close()
@@ -333,6 +311,7 @@ func (d *Dir) cacheSidecar(bucket, key string, id fileIdent, sc sidecar) {
 
 // forgetSidecar drops an object's cached sidecar (Put, Delete).
 func (d *Dir) forgetSidecar(bucket, key string) {
+	d.warm.drop(bucket, key)
 	d.scMu.Lock()
 	defer d.scMu.Unlock()
 	delete(d.sidecars, objectName{bucket, key})
@@ -658,7 +637,7 @@ func (d *Dir) Keys(ctx context.Context, bucket, prefix string) ([]string, error)
 	start := "."
 	if i := strings.LastIndexByte(prefix, '/'); i > 0 {
 		start = prefix[:i]
-		if ValidateKey(start) != nil {
+		if dora.ValidateKey(start) != nil {
 			return nil, nil // no key can live under an invalid directory
 		}
 	}

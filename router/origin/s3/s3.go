@@ -268,7 +268,7 @@ func validate(bucket, key string) error {
 	if err := dora.ValidateBucketName(bucket); err != nil {
 		return fmt.Errorf("bucket: %v: %w", err, origin.ErrBadKey)
 	}
-	return local.ValidateKey(key)
+	return dora.ValidateKey(key)
 }
 
 func truncate(s string) string {
@@ -754,7 +754,7 @@ func (s *Store) ListPage(ctx context.Context, bucket string, opts ListOptions) (
 				objs = objs[1:]
 				k := strings.TrimPrefix(aws.ToString(o.Key), base)
 				last = k
-				if local.ValidateKey(k) == nil {
+				if dora.ValidateKey(k) == nil {
 					keys = append(keys, entry{k, aws.ToInt64(o.Size)})
 				}
 				continue

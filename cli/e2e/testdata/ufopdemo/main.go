@@ -1,13 +1,15 @@
 // Command ufopdemo is shaped like Qiniu's public Go demo (ufop-golang-demo):
-// POST /handler?cmd=<step>&url=<input>, GET /health, listening on
+// POST /handler?cmd=<step>&url=<input> (and the older POST /uop), GET /health, listening on
 // $PORT_HTTP or the fixed port 9100 (it ignores $PORT). It answers its
 // input in upper case; the step "<ufop>/eat/<MiB>" first allocates and
-// touches that many MiB (to exceed a memory limit). Built static by the
+// touches that many MiB (to exceed a memory limit). With UFOPDEMO_EXIT=<n>
+// set it exits at once with status n. Built static by the
 // e2e tests and packed into an image.
 package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +19,11 @@ import (
 )
 
 func main() {
+	if code := os.Getenv("UFOPDEMO_EXIT"); code != "" {
+		fmt.Fprintln(os.Stderr, "ufopdemo: told to exit at once")
+		n, _ := strconv.Atoi(code)
+		os.Exit(n)
+	}
 	port := os.Getenv("PORT_HTTP")
 	if port == "" {
 		port = "9100"
@@ -44,6 +51,30 @@ func main() {
 			in = resp.Body
 		}
 		b, err := io.ReadAll(in)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Write(bytes.ToUpper(b))
+	})
+	// The older UFOP protocol, which program packages speak by default.
+	http.HandleFunc("/uop", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Src struct {
+				URL string `json:"url"`
+			} `json:"src"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		resp, err := http.Get(req.Src.URL)
+		if err != nil {
+			http.Error(w, "fetch input: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return

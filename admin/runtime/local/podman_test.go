@@ -1,0 +1,240 @@
+package local
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/runtime"
+)
+
+// podmanRuntime is a Runtime with podman; a missing podman fails the test
+// (scripts/install-deps.sh installs it).
+func podmanRuntime(t *testing.T, pub Publisher, packages bool) *Runtime {
+	t.Helper()
+	pod, err := DetectPodman(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{
+		Dir: t.TempDir(), Region: "z0", Publisher: pub,
+		HealthInterval: 200 * time.Millisecond, RestartBackoff: 20 * time.Millisecond,
+		StopTimeout: 3 * time.Second, MaxLogBytes: 64 << 10,
+		Logger: slog.New(slog.DiscardHandler), Podman: pod, PackagesInContainers: packages,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// pushGrepdImage packs the grepd example (built by TestMain, reading
+// $PORT) as an image with entrypoint /grepd into a registry on loopback
+// and returns its reference.
+func pushGrepdImage(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	bin, err := os.ReadFile(filepath.Join(grepdDir, "grepd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "grepd", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg})
+	tw.Write(bin)
+	tw.Close()
+	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", goruntime.GOARCH
+	cf.Config.Entrypoint = []string{"/grepd"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/grepd:v1"
+	tag, err := name.NewTag(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+func labelled(t *testing.T, deployment string) []string {
+	t.Helper()
+	out, err := exec.Command("podman", "ps", "--all", "--quiet", "--filter", "label=dora.deployment="+deployment).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestContainerImage: an OCI image is pulled and runs as containers, each
+// listening on 9100 in its own network namespace behind its own loopback
+// port, healthy, published with the router's host as containers see it;
+// a killed container is restarted; Remove leaves no container.
+func TestContainerImage(t *testing.T) {
+	rec := &recorder{}
+	r := podmanRuntime(t, rec, false)
+	if err := r.CanRunImages(); err != nil {
+		t.Fatal(err)
+	}
+	spec := grepdSpec("deploy-img", 2)
+	spec.Package = nil
+	spec.OCIImage = pushGrepdImage(t)
+	spec.Flavor = dora.Flavor{Name: "C1M1", CPU: 1000, MemoryMB: 256}
+	if err := r.Apply(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "two healthy containers", func() bool { return status(t, r, "deploy-img").Healthy == 2 })
+	insts := r.Instances()
+	if len(insts) != 2 || insts[0].RouterHost != HostLoopback || insts[0].Addr == insts[1].Addr {
+		t.Fatalf("published: %+v", insts)
+	}
+	for _, in := range insts {
+		resp, err := http.Post("http://"+in.Addr+"/handler?cmd=grepd/dora", "text/plain", strings.NewReader("hello dora\nno\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "hello dora\n" {
+			t.Fatalf("%s answered %q", in.Addr, b)
+		}
+	}
+	rc, err := r.Logs(context.Background(), "deploy-img", runtime.LogQuery{Index: 1, Stream: "stderr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := io.ReadAll(rc)
+	if !strings.Contains(string(logs), ":9100") {
+		t.Errorf("grepd did not listen on 9100 (PORT): %s", logs)
+	}
+	if err := exec.Command("podman", "kill", "dora-deploy-img-1").Run(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "instance 1 restarted", func() bool {
+		st := status(t, r, "deploy-img")
+		return st.Healthy == 2 && st.Instances[0].Restarts > 0
+	})
+	if err := r.Remove(context.Background(), "deploy-img"); err != nil {
+		t.Fatal(err)
+	}
+	if left := labelled(t, "deploy-img"); len(left) != 0 {
+		t.Fatalf("containers left after Remove: %v", left)
+	}
+}
+
+// TestContainerImageRefused: an image that is missing fails Apply with
+// the reason, and the deployment is FAILED with it in status and stderr.
+func TestContainerImageRefused(t *testing.T) {
+	r := podmanRuntime(t, nil, false)
+	ref := pushGrepdImage(t)
+	spec := grepdSpec("deploy-missing", 1)
+	spec.Package = nil
+	spec.OCIImage = strings.Replace(ref, "grepd:v1", "nothere:v1", 1)
+	if err := r.Apply(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "nothere") {
+		t.Fatalf("Apply of a missing image: %v", err)
+	}
+	st := status(t, r, "deploy-missing")
+	if st.Status != dora.DeployFailed || len(st.Instances) != 1 || st.Instances[0].State != runtime.StateFailed {
+		t.Fatalf("status: %+v", st)
+	}
+	rc, err := r.Logs(context.Background(), "deploy-missing", runtime.LogQuery{Index: 1, Stream: "stderr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	if !strings.Contains(string(b), "nothere") {
+		t.Fatalf("stderr lacks the reason: %s", b)
+	}
+}
+
+// TestPackageInContainer: with PackagesInContainers a program package runs
+// in the minimal root filesystem, sees PORT=9100 and its working dir, and
+// two instances coexist on the same port in their own namespaces.
+func TestPackageInContainer(t *testing.T) {
+	r := podmanRuntime(t, nil, true)
+	spec := grepdSpec("deploy-pkg", 2)
+	if err := r.Apply(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "two healthy package containers", func() bool { return status(t, r, "deploy-pkg").Healthy == 2 })
+	for i := 1; i <= 2; i++ {
+		eventually(t, "instance listening on 9100 in its log", func() bool {
+			rc, err := r.Logs(context.Background(), "deploy-pkg", runtime.LogQuery{Index: i, Stream: "stderr"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(rc)
+			return strings.Contains(string(b), ":9100")
+		})
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := labelled(t, "deploy-pkg"); len(left) != 0 {
+		t.Fatalf("containers left after Close: %v", left)
+	}
+}
+
+func TestContainerEnv(t *testing.T) {
+	got := containerEnv([]dora.EnvVar{{Key: "A", Value: "1"}, {Key: "DORA_X", Value: "no"}, {Key: "PORT", Value: "1"}, {Key: "B", Value: "x\ny"}})
+	if got != "A=1\nPORT=9100\nPORT_HTTP=9100\n" {
+		t.Fatalf("containerEnv = %q", got)
+	}
+	pe := packageEnv([]string{"PATH=/bin", "SECRET=x"}, nil, "/w", nil)
+	for _, want := range []string{"HOST=0.0.0.0\n", "PORT=9100\n", "HOME=/w\n"} {
+		if !strings.Contains(pe, want) {
+			t.Errorf("packageEnv lacks %q: %q", want, pe)
+		}
+	}
+	if strings.Contains(pe, "SECRET") {
+		t.Errorf("packageEnv leaks the platform's environment: %q", pe)
+	}
+}
+
+func TestInsecureHostAndOOMKills(t *testing.T) {
+	for ref, want := range map[string]bool{
+		"127.0.0.1:8090/1/a:v1": true, "localhost:5000/a": true, "[::1]:80/a": true,
+		"registry.example.com/a": false, "10.0.0.1:5000/a": false,
+	} {
+		if insecureHost(ref) != want {
+			t.Errorf("insecureHost(%s) = %v", ref, !want)
+		}
+	}
+	if n := oomKills("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"); n != 3 {
+		t.Errorf("oomKills = %d", n)
+	}
+}

@@ -1,0 +1,42 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/autoscaler"
+)
+
+// ScaleTarget lets the autoscaler scale through a Runtime: the local process
+// runner in `dorad dev`, or Nomad. It lives beside the runtime port, not in
+// the autoscaler, so that the data plane imports nothing under admin/: the
+// autoscaler only knows its own two-method Target. Ready counts healthy
+// instances; a Scale error wrapping ErrBusy is reported as
+// autoscaler.ErrTargetBusy so that no cooldown starts.
+type ScaleTarget struct {
+	Runtime Runtime
+}
+
+var _ autoscaler.Target = ScaleTarget{}
+
+// Scale asks the runtime for count instances.
+func (t ScaleTarget) Scale(ctx context.Context, d dora.Deployment, count int, reason string) error {
+	if err := t.Runtime.Scale(ctx, d.ID, count, reason); err != nil {
+		if errors.Is(err, ErrBusy) {
+			return fmt.Errorf("scale %s to %d: %w: %w", d.ID, count, autoscaler.ErrTargetBusy, err)
+		}
+		return fmt.Errorf("scale %s to %d: %w", d.ID, count, err)
+	}
+	return nil
+}
+
+// Ready returns the runtime's count of healthy instances.
+func (t ScaleTarget) Ready(ctx context.Context, d dora.Deployment) (int, error) {
+	st, err := t.Runtime.Status(ctx, d.ID)
+	if err != nil {
+		return 0, fmt.Errorf("status of %s: %w", d.ID, err)
+	}
+	return st.Healthy, nil
+}

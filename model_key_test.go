@@ -1,0 +1,43 @@
+package dora
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidateKey(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		ok  bool
+	}{
+		{"a", true}, {"a/b/c.jpg", true}, {"ü/..x", true}, {"a//b", false}, {"/a", false}, {"a/", false},
+		{"", false}, {".", false}, {"..", false}, {"a/./b", false}, {"a/..", false},
+		{"a\x00b", false}, {"\xff", false}, {"a\\b", false}, {"a\nb", false}, {"a\x1fb", false}, {"a\x7f", false}, {strings.Repeat("k", MaxKeyBytes), true}, {strings.Repeat("k", MaxKeyBytes+1), false},
+	} {
+		err := ValidateKey(tc.key)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidateKey(%q) = %v, want ok=%v", tc.key, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrBadKey) {
+			t.Errorf("ValidateKey(%q) = %v, does not wrap ErrBadKey", tc.key, err)
+		}
+	}
+}
+
+// FuzzValidateKey: an accepted key has no empty, "." or ".." segment.
+func FuzzValidateKey(f *testing.F) {
+	for _, k := range []string{"a", "a/b", "../x", "a//b", "\x00", "ü"} {
+		f.Add(k)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		if ValidateKey(key) != nil {
+			return
+		}
+		for _, seg := range strings.Split(key, "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				t.Fatalf("accepted %q", key)
+			}
+		}
+	})
+}
