@@ -40,7 +40,7 @@ unit:
 # Tests too slow under the race detector (they skip themselves there) run
 # here without it: a 1 GiB object through three streaming steps.
 large:
-	$(GO) test -count=1 -run '^TestGiBThroughThreeSteps$$' -v ./router/
+	$(GO) test -count=1 -run '^TestGiBThroughThreeSteps(FromS3)?$$' -v ./router/
 
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)

@@ -41,6 +41,8 @@ func originError(op, bucket, key string, err error) error {
 		return errf(http.StatusConflict, "object %s/%s already exists", bucket, key)
 	case errors.Is(err, origin.ErrReadOnly):
 		return errf(http.StatusServiceUnavailable, "object storage is read-only")
+	case errors.Is(err, origin.ErrUnavailable):
+		return errf(http.StatusServiceUnavailable, "object storage unavailable: %v", err)
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

@@ -55,6 +55,8 @@ func originError(err error) *httpError {
 		return errf(fasthttp.StatusRequestEntityTooLarge, "object too large: %v", err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return errf(fasthttp.StatusGatewayTimeout, "origin timeout")
+	case errors.Is(err, origin.ErrUnavailable):
+		return errf(fasthttp.StatusServiceUnavailable, "origin unavailable: %v", err)
 	}
 	return errf(fasthttp.StatusBadGateway, "origin: %v", err)
 }

@@ -2,7 +2,8 @@
 # Installs what the tests need: Redis (Debian), nginx (Debian, for the benchmarks),
 # chromium (Debian, for the web console's browser test),
 # ffmpeg, libjpeg-turbo-progs and fonts-dejavu-core (Debian, the router's built-ins),
-# and Nomad v1.6.2 / Consul v1.15.4 built from the Go module proxy into a cache
+# and Nomad v1.6.2 / Consul v1.15.4 / SeaweedFS (the S3-compatible store the S3
+# object backend is tested against) built from the Go module proxy into a cache
 # directory that later runs reuse. Idempotent: safe to run before every test run.
 #
 # Prints the directory holding nomad and consul on its last line of output, and
@@ -13,6 +14,7 @@ NOMAD_VERSION=v1.6.2
 NOMAD_API_VERSION=v0.0.0-20230913164725-73e372ad9403
 CONSUL_VERSION=v1.15.4
 CONSUL_API_VERSION=v1.25.1
+SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 CACHE=${DORA_DEPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dora-deps}
 BIN=$CACHE/bin
 mkdir -p "$BIN"
@@ -36,9 +38,11 @@ apt_install() {
 
 # build_from_proxy NAME MODULE VERSION EDIT...
 # Downloads MODULE@VERSION from the module proxy, applies go.mod edits, builds
-# the main package at the module root into $BIN/NAME.
+# the main package at the module root (or at $BUILD_PKG, e.g. ./weed, when the
+# main package lives in a subdirectory) into $BIN/NAME.
 build_from_proxy() {
   local name=$1 module=$2 version=$3; shift 3
+  local pkg=${BUILD_PKG:-.}
   local marker=$BIN/.$name-$version
   if [ -x "$BIN/$name" ] && [ -f "$marker" ]; then
     log "$name $version cached in $BIN"
@@ -58,7 +62,7 @@ build_from_proxy() {
   (
     cd "$work/src"
     for edit in "$@"; do go mod edit "$edit"; done
-    GOFLAGS=-mod=mod GOTOOLCHAIN=local go build -ldflags=-checklinkname=0 -o "$BIN/$name.tmp" .
+    GOFLAGS=-mod=mod GOTOOLCHAIN=local go build -ldflags=-checklinkname=0 -o "$BIN/$name.tmp" "$pkg"
   )
   mv "$BIN/$name.tmp" "$BIN/$name"
   touch "$marker"
@@ -87,8 +91,13 @@ done
 build_from_proxy consul github.com/hashicorp/consul "$CONSUL_VERSION" \
   "${consul_edits[@]}" "-require=github.com/hashicorp/consul/api@$CONSUL_API_VERSION"
 
+# SeaweedFS's only replace directive swaps a module deleted from GitHub for its
+# maintained fork (module to module, valid in the main module), so it is kept.
+BUILD_PKG=./weed build_from_proxy weed github.com/seaweedfs/seaweedfs "$SEAWEEDFS_VERSION"
+
 "$BIN/nomad" version >&2
 "$BIN/consul" version >&2
+"$BIN/weed" version >&2
 command -v redis-server >/dev/null
 command -v chromium >/dev/null
 command -v ffprobe >/dev/null

@@ -26,7 +26,7 @@ const (
 	runtimeHelp   = "runtime URL: local:// (child processes) or nomad://<host:port>[?driver=raw_exec|exec]"
 	discoveryHelp = "instance discovery URL: memory:// (in-process only) or consul://<host:port>"
 	loadHelp      = "load store URL: memory:// (in-process only) or redis://<host:port>/<db>"
-	objectsHelp   = "object origin URL: file://<dir> (the same directory as the admin's)"
+	objectsHelp   = "object origin URL: file://<dir> (one host: the same directory as the admin's) or s3://<s3-bucket>[/<prefix>]?endpoint=http(s)://host:port[&region=r][&path-style=true] shared by every host (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
 	regionsHelp   = "deployment regions, the first is the default: NAME[=NOMAD_REGION[/DC[+DC...]]], e.g. z0=global/dc1 (a config file may give {name, desc, nomad_region, datacenters} maps)"
 	shutdownLimit = 30 * time.Second
 )

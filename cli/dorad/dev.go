@@ -47,6 +47,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 				AutoscaleInterval:   v.GetDuration("autoscale-interval"),
 				RunAs:               v.GetString("run-as"),
 				GoCache:             v.GetString("go-cache"),
+				Objects:             v.GetString("objects"),
 				ContainerRuntime:    v.GetString("container-runtime"),
 				PackagesAsProcesses: v.GetBool("packages-as-processes"),
 				Logger:              log,
@@ -90,6 +91,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 	f.String("region", "z0", "name of the single region the embedded platform runs")
 	f.Duration("autoscale-interval", 2*time.Second, "autoscaler evaluation interval")
 	f.String("run-as", "", `user build scripts and instances run as: a name, uid or uid:gid; "self" for dorad's own user (default: nobody when dorad runs as root, else dorad's own user with a warning)`)
+	f.String("objects", "", "object origin URL: empty for <data-dir>/objects, file://<dir>, or s3://<s3-bucket>[/<prefix>]?endpoint=http(s)://host:port[&region=r][&path-style=true] (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
 	f.String("container-runtime", "", `runs OCI images: "podman" (required), "none" (image deployments refused); default: podman when podman and runc are installed`)
 	f.Bool("packages-as-processes", false, "run program packages as plain processes on a free port ($PORT) even with podman (default: each instance a container with port 9100 in its own network namespace)")
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")

@@ -134,10 +134,11 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if _, err := admin.EnsureRoot(ctx, st, creds.AccessKey, creds.SecretKey); err != nil {
 		return nil, fmt.Errorf("admin: root account in %s: %w", redact(storeURL), err)
 	}
-	objects, err := OpenObjects(orDefault(cfg.Objects, DefaultObjectsURL))
+	objects, err := OpenObjects(ctx, orDefault(cfg.Objects, DefaultObjectsURL), log.With("part", "objects"))
 	if err != nil {
 		return nil, err
 	}
+	a.onClose(objects.Close)
 	bcfg := build.Config{Root: filepath.Join(dataDir, "builds"), RunAs: runAs}
 	if runAs != nil {
 		bcfg.GoCache = cfg.GoCache
@@ -250,6 +251,8 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	// front of the admin API on its listener, where the SDKs expect them.
 	a.serveHTTP(runCtx, ln, rsHandler.Wrap(pfopHandler.Wrap(srv.Handler())))
 	a.goRun("background", func() error { return srv.Run(runCtx) })
+	warnUnshared(log, "admin", backendUse{"store", storeURL}, backendUse{"objects", orDefault(cfg.Objects, DefaultObjectsURL)},
+		backendUse{"queue", queueURL}, backendUse{"runtime", runtimeURL})
 	log.Info("dora admin started", "url", a.URL, "public_url", publicURL, "store", redact(storeURL),
 		"runtime", redact(runtimeURL), "queue", redact(queueURL), "regions", regionNames(regions),
 		"user_code_runs_as", runAs.String())

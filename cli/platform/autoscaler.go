@@ -145,6 +145,7 @@ func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error
 	} else {
 		s.goRun("loop", func() error { return lead(runCtx) })
 	}
+	warnUnshared(log, "autoscaler", backendUse{"store", storeURL}, backendUse{"load", loadURL})
 	log.Info("dora autoscaler started", "url", s.URL, "store", redact(storeURL), "runtime", redact(cfg.Runtime),
 		"load", redact(loadURL), "lock", lockKey)
 	ok = true

@@ -36,7 +36,9 @@ import (
 	"github.com/doraproject/dora/pool"
 	poolconsul "github.com/doraproject/dora/pool/consul"
 	poolmemory "github.com/doraproject/dora/pool/memory"
+	"github.com/doraproject/dora/router/origin"
 	localorigin "github.com/doraproject/dora/router/origin/local"
+	s3origin "github.com/doraproject/dora/router/origin/s3"
 )
 
 // Backends are chosen by URL, litestream-style; the scheme picks the
@@ -46,7 +48,7 @@ import (
 //	--runtime   local:// | nomad://127.0.0.1:4646
 //	--discovery memory:// | consul://127.0.0.1:8500
 //	--load      memory:// | redis://127.0.0.1:6379/0
-//	--objects   file://./.dora/objects
+//	--objects   file://./.dora/objects | s3://<bucket>[/<prefix>]?endpoint=http://127.0.0.1:8333
 //	--queue     bolt://./.dora/pfop.db | redis://127.0.0.1:6379/0
 //
 // A path after bolt:// or file:// is taken verbatim, so "bolt://./x.db" is
@@ -473,15 +475,42 @@ func NewDiscovery(rawURL string, opts DiscoveryOptions) (pool.Discovery, error) 
 	}
 }
 
-// OpenObjects opens the object origin named by rawURL; only a local
-// directory exists so far:
+// Objects is an object origin the platform reads, writes and lists.
+type Objects interface {
+	origin.Reader
+	origin.Writer
+	origin.Lister
+	Close() error
+}
+
+// OpenObjects opens the object origin named by rawURL:
 //
-//	file://<dir>   objects at <dir>/<bucket>/<key>
-func OpenObjects(rawURL string) (*localorigin.Dir, error) {
+//	file://<dir>   objects at <dir>/<bucket>/<key> (one host only)
+//	s3://<s3-bucket>[/<prefix>]?endpoint=<http(s)://host:port>[&region=<r>][&path-style=true]
+//	               an S3-compatible store shared by every host: bucket b,
+//	               key k is the S3 object <prefix>/b/k; credentials from the
+//	               AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+//	               AWS_PROFILE, instance roles), never from the URL
+//
+// An s3:// store is contacted here (bounded): wrong credentials, a
+// missing bucket or an unreachable endpoint fail the start.
+func OpenObjects(ctx context.Context, rawURL string, log *slog.Logger) (Objects, error) {
 	const what = "objects"
-	b, err := parseBackendURL(what, rawURL, []string{"file"}, "file")
+	b, err := parseBackendURL(what, rawURL, []string{"file", s3origin.Scheme}, "file")
 	if err != nil {
 		return nil, err
+	}
+	if b.scheme == s3origin.Scheme {
+		cfg, err := s3origin.ParseURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadURL, err)
+		}
+		cfg.Logger = log
+		st, err := s3origin.New(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
 	}
 	dir, err := b.verbatimPath(what, true, "file://./.dora/objects")
 	if err != nil {

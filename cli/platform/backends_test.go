@@ -248,16 +248,19 @@ func TestNewDiscovery(t *testing.T) {
 
 func TestOpenObjects(t *testing.T) {
 	checkBad(t, "OpenObjects", func(u string) error {
-		_, err := OpenObjects(u)
+		_, err := OpenObjects(t.Context(), u, nil)
 		return err
 	}, []badURLCase{
-		{"", "empty (use file://)"},
-		{"s3://bucket", `unknown scheme "s3"`},
+		{"", "empty (use file:// or s3://)"},
+		{"gs://bucket", `unknown scheme "gs"`},
+		{"s3://ab?endpoint=http://127.0.0.1:1", "3 to 63 characters"},
+		{"s3://bucket?endpoint=http://127.0.0.1:1&bogus=1", `unknown query parameter "bogus"`},
+		{"s3://AK:s3cret@bucket?endpoint=http://127.0.0.1:1", "credentials in the URL"},
 		{"file://", "missing path"},
 		{"file://./x?y", "takes no query"},
 	})
 	dir := filepath.Join(t.TempDir(), "objects")
-	if _, err := OpenObjects("file://" + dir); err != nil {
+	if _, err := OpenObjects(t.Context(), "file://"+dir, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -75,6 +75,10 @@ type DevConfig struct {
 	// <DataDir>/cache/go-build. Unused when user code runs as the
 	// platform's own user (builds then use the platform's GOCACHE).
 	GoCache string
+	// Objects is the object origin URL (see OpenObjects); empty is the
+	// directory <DataDir>/objects. An s3:// store lets a dev platform
+	// serve and process objects kept in S3 in place.
+	Objects string
 	// AllowPrivateMirror lets buckets mirror loopback and private
 	// addresses (a server on the developer's own network). Off by default:
 	// an account could otherwise read the platform's own listeners (the
@@ -190,10 +194,16 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		return nil, fmt.Errorf("root account: %w", err)
 	}
 
-	objects, err := localorigin.New(filepath.Join(cfg.DataDir, "objects"))
+	var objects Objects
+	if cfg.Objects == "" {
+		objects, err = localorigin.New(filepath.Join(cfg.DataDir, "objects"))
+	} else {
+		objects, err = OpenObjects(ctx, cfg.Objects, log.With("part", "objects"))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("object store: %w", err)
 	}
+	d.onClose(objects.Close)
 	bcfg := build.Config{Root: filepath.Join(cfg.DataDir, "builds"), RunAs: runAs}
 	if runAs != nil {
 		// A fresh Go build cache per build would compile the standard

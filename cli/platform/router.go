@@ -15,7 +15,6 @@ import (
 	"github.com/doraproject/dora/pool/poolmetrics"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin/httpmirror"
-	localorigin "github.com/doraproject/dora/router/origin/local"
 )
 
 // RouterConfig configures `dorad router`. Zero fields take the defaults
@@ -99,6 +98,8 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	s.goRun("pool", func() error { p.Run(runCtx, dp.disc); return nil })
 	s.goRun("background", func() error { return rtr.Run(runCtx) })
 	s.goRun("http", func() error { return rtr.Serve(runCtx, ln) })
+	warnUnshared(log, "router", backendUse{"store", dp.storeURL}, backendUse{"objects", dp.objectsURL},
+		backendUse{"discovery", dp.discoveryURL}, backendUse{"load", loadURL})
 	log.Info("dora router started", "url", s.URL, "region", dp.region, "store", redact(dp.storeURL),
 		"discovery", redact(dp.discoveryURL), "load", redact(loadURL))
 	ok = true
@@ -109,10 +110,10 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 // open: the metadata store, the objects, a metrics registry and the
 // discovery of instances.
 type dataPlane struct {
-	region, storeURL, discoveryURL string
+	region, storeURL, objectsURL, discoveryURL string
 
 	store   store.Store
-	objects *localorigin.Dir
+	objects Objects
 	reg     *prometheus.Registry
 	disc    pool.Discovery
 }
@@ -124,15 +125,17 @@ func (s *Service) openDataPlane(ctx context.Context, log *slog.Logger, region, s
 	dp := dataPlane{
 		region:       orDefault(region, dora.DefaultRegion),
 		storeURL:     orDefault(storeURL, DefaultStoreURL),
+		objectsURL:   orDefault(objectsURL, DefaultObjectsURL),
 		discoveryURL: orDefault(discoveryURL, DefaultDiscoveryURL),
 	}
 	var err error
 	if dp.store, err = s.openStore(ctx, dp.storeURL); err != nil {
 		return dataPlane{}, err
 	}
-	if dp.objects, err = OpenObjects(orDefault(objectsURL, DefaultObjectsURL)); err != nil {
+	if dp.objects, err = OpenObjects(ctx, dp.objectsURL, log.With("part", "objects")); err != nil {
 		return dataPlane{}, err
 	}
+	s.onClose(dp.objects.Close)
 	dp.reg = newRegistry()
 	dp.disc, err = NewDiscovery(dp.discoveryURL, DiscoveryOptions{DefaultRegion: dp.region, Logger: log.With("part", "discovery"), Metrics: dp.reg})
 	if err != nil {

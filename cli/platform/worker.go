@@ -129,6 +129,8 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 		defer close(workDone)
 		return worker.Run(workCtx)
 	})
+	warnUnshared(log, "worker", backendUse{"store", dp.storeURL}, backendUse{"objects", dp.objectsURL},
+		backendUse{"queue", queueURL}, backendUse{"discovery", dp.discoveryURL})
 	log.Info("dora pfop worker started", "url", w.URL, "consumer", w.Consumer, "region", dp.region,
 		"store", redact(dp.storeURL), "queue", redact(queueURL), "discovery", redact(dp.discoveryURL))
 	ok = true

@@ -1,7 +1,7 @@
 // Package origin reads and writes the objects of buckets: from a local
-// directory (origin/local, the embedded default) or from an HTTP
-// back-to-source mirror (origin/httpmirror); S3 can join behind the same
-// interfaces.
+// directory (origin/local, the embedded default), from an S3-compatible
+// store shared by every host (origin/s3) or from an HTTP back-to-source
+// mirror (origin/httpmirror).
 package origin
 
 import (
@@ -21,6 +21,9 @@ var (
 	ErrTooLarge = errors.New("origin: object too large")
 	ErrExists   = errors.New("origin: object exists")
 	ErrReadOnly = errors.New("origin: read-only origin")
+	// ErrUnavailable: the store could not be reached or did not answer in
+	// time (after retries); servers answer 503 and the client may retry.
+	ErrUnavailable = errors.New("origin: object storage unavailable")
 )
 
 // Object describes a stored object (a wire type of internal/api: the API's

@@ -65,3 +65,19 @@ func ETag(r io.Reader) (string, int64, error) {
 	}
 	return h.ETag(), h.n, nil
 }
+
+// Hasher computes the Qiniu etag of a stream as it is written to it, for
+// other origins (S3) that learn an object's etag while streaming it.
+type Hasher struct{ h *etagHasher }
+
+// NewHasher returns a Hasher that has seen no byte.
+func NewHasher() *Hasher { return &Hasher{h: newEtagHasher()} }
+
+// Write adds p to the stream; it never fails.
+func (h *Hasher) Write(p []byte) (int, error) { return h.h.Write(p) }
+
+// ETag returns the etag of everything written so far.
+func (h *Hasher) ETag() string { return h.h.ETag() }
+
+// Size returns how many bytes were written.
+func (h *Hasher) Size() int64 { return h.h.n }

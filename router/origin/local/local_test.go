@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -78,114 +75,6 @@ func read(t *testing.T, d *Dir, bucket, key string, off, n int64) (string, origi
 	return string(b), obj
 }
 
-func TestPutOpenStat(t *testing.T) {
-	d, _ := newDir(t)
-	ctx := context.Background()
-	obj := put(t, d, "photos", "日本/写真 1.txt", "hello")
-	if obj.Size != 5 || obj.ETag != "Fqr0xh3cxeii2r7eDztILNmuqUNN" || obj.Bucket != "photos" || obj.Key != "日本/写真 1.txt" || obj.Modified.IsZero() {
-		t.Fatalf("Put = %+v", obj)
-	}
-	if !strings.HasPrefix(obj.MimeType, "text/plain") {
-		t.Fatalf("mime %q", obj.MimeType)
-	}
-	st, err := d.Stat(ctx, "photos", "日本/写真 1.txt")
-	if err != nil || st != obj {
-		t.Fatalf("Stat = %+v, %v; want %+v", st, err, obj)
-	}
-	ranges := []struct {
-		off, n int64
-		want   string
-	}{{0, -1, "hello"}, {1, -1, "ello"}, {1, 3, "ell"}, {0, 0, ""}, {5, -1, ""}, {3, 100, "lo"}}
-	for _, r := range ranges {
-		got, o := read(t, d, "photos", "日本/写真 1.txt", r.off, r.n)
-		if got != r.want || o != obj {
-			t.Errorf("Open(%d, %d) = %q, want %q", r.off, r.n, got, r.want)
-		}
-	}
-	for _, off := range []int64{-1, 6} {
-		if _, _, err := d.Open(ctx, "photos", "日本/写真 1.txt", off, -1); err == nil {
-			t.Errorf("Open at offset %d succeeded", off)
-		}
-	}
-	if _, err := d.Stat(ctx, "photos", "nope"); !errors.Is(err, origin.ErrNotFound) {
-		t.Fatalf("Stat(nope) = %v", err)
-	}
-	if _, err := d.Stat(ctx, "other", "x"); !errors.Is(err, origin.ErrNotFound) {
-		t.Fatalf("Stat in missing bucket = %v", err)
-	}
-	if _, err := d.Stat(ctx, "photos", "日本"); !errors.Is(err, origin.ErrNotFound) {
-		t.Fatalf("Stat of a prefix directory = %v, want ErrNotFound", err)
-	}
-	if _, err := d.Stat(ctx, "photos", "日本/写真 1.txt/x"); !errors.Is(err, origin.ErrNotFound) {
-		t.Fatalf("Stat under a file = %v, want ErrNotFound", err)
-	}
-}
-
-func TestMime(t *testing.T) {
-	d, _ := newDir(t)
-	png := "\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
-	tests := []struct{ key, data, opt, want string }{
-		{"a.png", "not really", "", "image/png"},
-		{"noext", png, "", "image/png"},
-		{"page", "<html><body>x</body></html>", "", "text/html; charset=utf-8"},
-		{"bin", "\x00\x01\x02", "", "application/octet-stream"},
-		{"given.png", png, "application/x-custom", "application/x-custom"},
-	}
-	for _, tt := range tests {
-		obj, err := d.Put(context.Background(), "b01", tt.key, strings.NewReader(tt.data), origin.PutOptions{MimeType: tt.opt})
-		if err != nil || obj.MimeType != tt.want {
-			t.Errorf("%s: mime %q, %v; want %q", tt.key, obj.MimeType, err, tt.want)
-		}
-	}
-}
-
-func TestInsertOnlyAndOverwrite(t *testing.T) {
-	d, _ := newDir(t)
-	ctx := context.Background()
-	put(t, d, "bkt", "k", "one")
-	_, err := d.Put(ctx, "bkt", "k", strings.NewReader("two"), origin.PutOptions{InsertOnly: true})
-	if !errors.Is(err, origin.ErrExists) {
-		t.Fatalf("InsertOnly over existing = %v, want ErrExists", err)
-	}
-	if got, _ := read(t, d, "bkt", "k", 0, -1); got != "one" {
-		t.Fatalf("after refused insert: %q", got)
-	}
-	if _, err := d.Put(ctx, "bkt", "new", strings.NewReader("x"), origin.PutOptions{InsertOnly: true}); err != nil {
-		t.Fatalf("InsertOnly new key: %v", err)
-	}
-	o := put(t, d, "bkt", "k", "three!")
-	got, st := read(t, d, "bkt", "k", 0, -1)
-	if got != "three!" || st.Size != 6 || st.ETag != o.ETag {
-		t.Fatalf("overwrite: %q %+v", got, st)
-	}
-}
-
-func TestBadKeys(t *testing.T) {
-	d, _ := newDir(t)
-	ctx := context.Background()
-	keys := []string{"", strings.Repeat("a", 1025), "a\x00b", "/a", "../x", "a/../b", "./a", "a/.", "a/..", "..", ".", "a//b", "a/", "\xff",
-		"a\\b", "\\", "a\x01b", "a\nb", "\tx", "a\x7f", "a\rb"}
-	for _, k := range keys {
-		if _, err := d.Put(ctx, "bkt", k, strings.NewReader("x"), origin.PutOptions{}); !errors.Is(err, origin.ErrBadKey) {
-			t.Errorf("Put(%q) = %v, want ErrBadKey", k, err)
-		}
-		if _, err := d.Stat(ctx, "bkt", k); !errors.Is(err, origin.ErrBadKey) {
-			t.Errorf("Stat(%q) = %v, want ErrBadKey", k, err)
-		}
-		if err := d.Delete(ctx, "bkt", k); !errors.Is(err, origin.ErrBadKey) {
-			t.Errorf("Delete(%q) = %v, want ErrBadKey", k, err)
-		}
-	}
-	for _, b := range []string{"", ".meta", ".tmp", "..", "Upper", "a/b"} {
-		if _, err := d.Put(ctx, b, "k", strings.NewReader("x"), origin.PutOptions{}); !errors.Is(err, origin.ErrBadKey) {
-			t.Errorf("Put in bucket %q = %v, want ErrBadKey", b, err)
-		}
-	}
-	if err := dora.ValidateKey(strings.Repeat("é", 512)); err != nil {
-		t.Errorf("1024-byte key refused: %v", err)
-	}
-}
-
 func TestSymlinksCannotEscape(t *testing.T) {
 	d, root := newDir(t)
 	ctx := context.Background()
@@ -229,52 +118,6 @@ func TestSymlinksCannotEscape(t *testing.T) {
 	}
 	if len(objs) != 1 || objs[0].Key != "seed" {
 		t.Errorf("List followed symlinks: %+v", objs)
-	}
-}
-
-func TestList(t *testing.T) {
-	d, _ := newDir(t)
-	ctx := context.Background()
-	for _, k := range []string{"a/b", "a-c", "a/d/e", "b", "日本", "a/b2", "ab"} {
-		put(t, d, "bkt", k, k)
-	}
-	keys := func(objs []origin.Object) string {
-		var ks []string
-		for _, o := range objs {
-			ks = append(ks, o.Key)
-		}
-		return strings.Join(ks, ",")
-	}
-	tests := []struct {
-		prefix string
-		limit  int
-		want   string
-	}{
-		{"", 0, "a-c,a/b,a/b2,a/d/e,ab,b,日本"},
-		{"", 3, "a-c,a/b,a/b2"},
-		{"a/", 0, "a/b,a/b2,a/d/e"},
-		{"a/b", 0, "a/b,a/b2"},
-		{"a/d/", 0, "a/d/e"},
-		{"a", 0, "a-c,a/b,a/b2,a/d/e,ab"},
-		{"日", 0, "日本"},
-		{"zz", 0, ""},
-		{"x/y/", 0, ""},
-	}
-	for _, tt := range tests {
-		objs, err := d.List(ctx, "bkt", tt.prefix, tt.limit)
-		if err != nil {
-			t.Fatalf("List(%q): %v", tt.prefix, err)
-		}
-		if got := keys(objs); got != tt.want {
-			t.Errorf("List(%q, %d) = %s, want %s", tt.prefix, tt.limit, got, tt.want)
-		}
-	}
-	objs, _ := d.List(ctx, "bkt", "b", 0)
-	if len(objs) != 1 || objs[0].Size != 1 || objs[0].ETag == "" || objs[0].Bucket != "bkt" {
-		t.Errorf("List metadata: %+v", objs)
-	}
-	if objs, err := d.List(ctx, "empty", "", 0); err != nil || len(objs) != 0 {
-		t.Errorf("List of an empty bucket = %v, %v", objs, err)
 	}
 }
 
@@ -351,77 +194,6 @@ func TestFailedPutLeavesNothing(t *testing.T) {
 	ents, _ := os.ReadDir(filepath.Join(root, tmpDir))
 	if len(ents) != 0 {
 		t.Fatalf("temporary files left: %v", ents)
-	}
-}
-
-func TestConcurrentPutsNeverTorn(t *testing.T) {
-	d, _ := newDir(t)
-	ctx := context.Background()
-	const writers, size = 6, 256 << 10
-	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for i := 0; i < writers; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			for j := 0; j < 3; j++ {
-				data := bytes.Repeat([]byte{byte('A' + i)}, size+i)
-				if _, err := d.Put(ctx, "bkt", "same", bytes.NewReader(data), origin.PutOptions{}); err != nil {
-					errs <- err
-				}
-			}
-		}(i)
-	}
-	check := func() error {
-		rc, obj, err := d.Open(ctx, "bkt", "same", 0, -1)
-		if errors.Is(err, origin.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		b, err := io.ReadAll(rc)
-		if err != nil {
-			return err
-		}
-		if len(b) < size || bytes.Count(b, b[:1]) != len(b) {
-			return fmt.Errorf("torn object: %d bytes", len(b))
-		}
-		if int64(len(b)) != obj.Size {
-			return fmt.Errorf("size %d, metadata says %d", len(b), obj.Size)
-		}
-		if e, _, _ := ETag(bytes.NewReader(b)); e != obj.ETag {
-			return fmt.Errorf("etag %s, metadata says %s", e, obj.ETag)
-		}
-		return nil
-	}
-	done := make(chan struct{})
-	var rwg sync.WaitGroup
-	rwg.Add(1)
-	go func() {
-		defer rwg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if err := check(); err != nil {
-				errs <- err
-				return
-			}
-		}
-	}()
-	wg.Wait()
-	close(done)
-	rwg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if err := check(); err != nil {
-		t.Fatal(err)
 	}
 }
 
