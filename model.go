@@ -201,8 +201,50 @@ type Release struct {
 	Protocol     Protocol         `json:"protocol"` // default ProtocolDora
 	Timeouts     StepTimeouts     `json:"timeouts,omitempty"`
 	Autoscale    *AutoscalePolicy `json:"autoscale,omitempty"`
-	Created      time.Time        `json:"created"`
+	// BodyLimit is the largest input of known size a Dora-protocol step
+	// gets as its POST body instead of through a one-shot url=
+	// (DefaultBodyLimit when 0, never when negative): small inputs then
+	// cost the program no fetch back from the router.
+	BodyLimit int64 `json:"bodyLimit,omitempty"`
+	// Cache lets the router keep this release's results (nil: not cached).
+	Cache   *CachePolicy `json:"cache,omitempty"`
+	Created time.Time    `json:"created"`
 }
+
+// Limits of Release.BodyLimit: the default fits the socket buffers of a
+// loopback or LAN connection, so the whole body is written before the
+// response is read even by a program that answers without reading it.
+const (
+	DefaultBodyLimit = 64 << 10
+	MaxBodyLimit     = 256 << 10
+)
+
+// EffectiveBodyLimit is the body limit a step of the release uses: -1 when
+// inputs always go through url=.
+func (r Release) EffectiveBodyLimit() int64 {
+	switch {
+	case r.BodyLimit < 0:
+		return -1
+	case r.BodyLimit == 0:
+		return DefaultBodyLimit
+	}
+	return min(r.BodyLimit, MaxBodyLimit)
+}
+
+// CachePolicy is a release's opt-in to the router's result cache: a
+// pipeline's output is kept for TTL (DefaultCacheTTL when 0), keyed by the
+// object's etag, the pipeline text and each ufop's active version. Only a
+// program whose output depends on nothing else should enable it.
+type CachePolicy struct {
+	Enabled bool          `json:"enabled"`
+	TTL     time.Duration `json:"ttl,omitempty"`
+}
+
+// Limits of CachePolicy.TTL.
+const (
+	DefaultCacheTTL = time.Hour
+	MaxCacheTTL     = 30 * 24 * time.Hour
+)
 
 // Build statuses.
 const (
@@ -222,10 +264,14 @@ type Build struct {
 	Run    string `json:"run"`   // ufop.yaml run command
 	// Protocol is ufop.yaml's protocol ("" when it names none): the
 	// default of the release `ufopver` makes from the build.
-	Protocol Protocol  `json:"protocol,omitempty"`
-	Error    string    `json:"error,omitempty"`
-	Created  time.Time `json:"created"`
-	Finished time.Time `json:"finished,omitempty"`
+	Protocol Protocol `json:"protocol,omitempty"`
+	// BodyLimit and Cache are ufop.yaml's, the defaults of the release
+	// `ufopver` makes from the build.
+	BodyLimit int64        `json:"bodyLimit,omitempty"`
+	Cache     *CachePolicy `json:"cache,omitempty"`
+	Error     string       `json:"error,omitempty"`
+	Created   time.Time    `json:"created"`
+	Finished  time.Time    `json:"finished,omitempty"`
 }
 
 // BuildImageName is the image name a build produces: "<ufop>.v<n>".

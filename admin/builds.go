@@ -111,7 +111,10 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 	}
 	b := dora.Build{
 		Ufop: u.Name, Number: n, Status: dora.BuildRunning, Image: dora.BuildImageName(u.Name, n),
-		Base: y.Image, Run: y.Run, Protocol: dora.Protocol(y.Protocol), Created: s.nowUTC(),
+		Base: y.Image, Run: y.Run, Protocol: dora.Protocol(y.Protocol), Created: s.nowUTC(), BodyLimit: y.BodyLimit,
+	}
+	if y.Cache != nil {
+		b.Cache = &dora.CachePolicy{Enabled: y.Cache.Enabled, TTL: y.CacheTTL}
 	}
 	if _, err := s.st.CAS(ctx, store.BuildKey(u.Name, n), mustJSON(b), 0); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "build %d of %s was recorded concurrently; retry", n, u.Name)
@@ -288,7 +291,8 @@ func (s *Server) switchVersion(w http.ResponseWriter, r *http.Request, c *call) 
 			flavor = s.flavors[0].Name
 		}
 		rel := dora.Release{Ufop: u.Name, Version: version, Image: b.Image, Flavor: flavor,
-			Desc: "from build " + strconv.Itoa(b.Number), Protocol: proto, Created: s.nowUTC()}
+			Desc: "from build " + strconv.Itoa(b.Number), Protocol: proto, Created: s.nowUTC(),
+			BodyLimit: b.BodyLimit, Cache: b.Cache}
 		if _, err := s.st.CAS(ctx, store.ReleaseKey(u.Name, version), mustJSON(rel), 0); err != nil && !errors.Is(err, store.ErrConflict) {
 			return fmt.Errorf("create release %s %s: %w", u.Name, version, err)
 		}

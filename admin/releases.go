@@ -76,6 +76,13 @@ type ReleaseConfig struct {
 	// Autoscale is a dora.AutoscalePolicy (camelCase keys, durations in
 	// nanoseconds as encoding/json writes time.Duration).
 	Autoscale *dora.AutoscalePolicy `json:"autoscale"`
+	// BodyLimit is dora.Release.BodyLimit in bytes (0 default, -1 never).
+	BodyLimit int64 `json:"body_limit"`
+	// Cache is dora.yaml's cache: {enabled, ttl}.
+	Cache *struct {
+		Enabled bool     `json:"enabled"`
+		TTL     Duration `json:"ttl"`
+	} `json:"cache"`
 }
 
 // Limits of a release's fields.
@@ -160,7 +167,16 @@ func (s *Server) validateRelease(rc ReleaseConfig) (dora.Release, error) {
 	rel := dora.Release{
 		Ufop: rc.UfopName, Version: rc.VerStr, Image: rc.Image, Flavor: rc.Flavor, Desc: rc.Desc,
 		HealthCheck: hc, LogFilePaths: rc.LogFilePath, Env: rc.Env.Global, Protocol: proto, Timeouts: t,
-		Created: s.nowUTC(),
+		Created: s.nowUTC(), BodyLimit: rc.BodyLimit,
+	}
+	if rc.BodyLimit < -1 || rc.BodyLimit > dora.MaxBodyLimit {
+		return bad("body_limit %d: must be -1 (never), 0 (default %d) or up to %d bytes", rc.BodyLimit, dora.DefaultBodyLimit, dora.MaxBodyLimit)
+	}
+	if c := rc.Cache; c != nil {
+		if c.TTL < 0 || time.Duration(c.TTL) > dora.MaxCacheTTL {
+			return bad("cache.ttl: must be 0 to %s", dora.MaxCacheTTL)
+		}
+		rel.Cache = &dora.CachePolicy{Enabled: c.Enabled, TTL: time.Duration(c.TTL)}
 	}
 	if rc.Autoscale != nil {
 		p := *rc.Autoscale

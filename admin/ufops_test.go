@@ -165,8 +165,12 @@ func TestReleases(t *testing.T) {
 		{"no ufopname", alice, base(func(m map[string]any) { delete(m, "ufopname") }), http.StatusBadRequest},
 		{"unknown ufop", alice, base(func(m map[string]any) { m["ufopname"] = "nosuchufop" }), http.StatusNotFound},
 		{"other user's ufop", bob, base(nil), http.StatusForbidden},
+		{"body limit too big", alice, base(func(m map[string]any) { m["body_limit"] = 1 << 30 }), http.StatusBadRequest},
+		{"bad cache ttl", alice, base(func(m map[string]any) { m["cache"] = map[string]any{"enabled": true, "ttl": "-1s"} }), http.StatusBadRequest},
 		{"negative autoscale", alice, base(func(m map[string]any) { m["autoscale"] = map[string]any{"target": -1} }), http.StatusBadRequest},
-		{"ok", alice, base(nil), http.StatusCreated},
+		{"ok", alice, base(func(m map[string]any) {
+			m["body_limit"], m["cache"] = 1000, map[string]any{"enabled": true, "ttl": "10m"}
+		}), http.StatusCreated},
 		{"duplicate", alice, base(nil), http.StatusConflict},
 		{"ufop protocol, autoscale", alice, base(func(m map[string]any) {
 			m["verstr"], m["protocol"], m["autoscale"] = "v2", "ufop", map[string]any{"target": 4}
@@ -191,7 +195,7 @@ func TestReleases(t *testing.T) {
 	}
 	r1, r2 := list.Releases[0], list.Releases[1]
 	if r1.Protocol != dora.ProtocolDora || r1.HealthCheck.Path != "/health" || r1.Timeouts.Connect.String() != "2s" ||
-		len(r1.Env) != 1 || r1.Env[0].Key != "K" {
+		len(r1.Env) != 1 || r1.Env[0].Key != "K" || r1.BodyLimit != 1000 || r1.Cache == nil || !r1.Cache.Enabled || r1.Cache.TTL != 10*time.Minute {
 		t.Errorf("v1 = %+v", r1)
 	}
 	if r2.Protocol != dora.ProtocolUfop || r2.Autoscale == nil || r2.Autoscale.Target != 4 {

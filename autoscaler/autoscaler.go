@@ -140,18 +140,73 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.metrics.reset()
 
+	// Wake-ups (load.Waker): a router holding a request for a deployment
+	// at zero evaluates it now rather than at the next tick.
+	var wakes <-chan load.Key
+	if w, ok := a.cfg.Load.(load.Waker); ok {
+		wakes = w.Wakes(ctx)
+	}
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
-	for {
+	tick := func() {
 		if err := a.Tick(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("autoscaler tick", "err", err)
 		}
+	}
+	tick()
+	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			tick()
+		case k, ok := <-wakes:
+			if !ok {
+				wakes = nil
+				continue
+			}
+			if err := a.Wake(ctx, k); err != nil && ctx.Err() == nil {
+				a.log.Warn("autoscaler wake-up", "err", err)
+			}
 		}
 	}
+}
+
+// Wake evaluates at once the live deployments of key that are scaled to
+// zero, counting at least one waiting request (the router that woke it
+// holds one): scale from zero without waiting for the next tick. A
+// deployment with instances asked for already is left to the ticks.
+func (a *Autoscaler) Wake(ctx context.Context, key load.Key) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.cfg.Now()
+	kvs, err := a.cfg.Store.List(ctx, store.PrefixDeployments)
+	if err != nil {
+		return fmt.Errorf("list deployments: %w", err)
+	}
+	limits := map[string]int{}
+	running := map[string]int{} // per ufop, as in Tick: the owner's limit is shared
+	var woken []store.KV
+	var deps []dora.Deployment
+	for _, kv := range kvs {
+		var d dora.Deployment
+		if err := json.Unmarshal(kv.Value, &d); err != nil || d.ID == "" || strings.Contains(d.ID, "/") {
+			continue
+		}
+		if d.Status != dora.DeployRunning && d.Status != dora.DeployPending {
+			continue
+		}
+		running[d.Ufop] += d.Desired
+		if d.Ufop == key.Ufop && d.Version == key.Version && d.Region == key.Region && d.Desired == 0 {
+			woken = append(woken, kv)
+			deps = append(deps, d)
+		}
+	}
+	for i, d := range deps {
+		others := running[d.Ufop] - d.Desired
+		running[d.Ufop] = others + a.evaluate(ctx, woken[i], d, now, limits, others, true)
+	}
+	return nil
 }
 
 // Tick runs one evaluation of every live deployment. Run calls it each
@@ -196,7 +251,7 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 		d := ld.d
 		live[d.ID] = true
 		others := running[d.Ufop] - d.Desired
-		running[d.Ufop] = others + a.evaluate(ctx, ld.kv, d, now, limits, others)
+		running[d.Ufop] = others + a.evaluate(ctx, ld.kv, d, now, limits, others, false)
 	}
 	for id := range a.entries {
 		if !live[id] {
@@ -209,8 +264,9 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 
 // evaluate decides one deployment and applies a change; others is what
 // the ufop's other live deployments are asked to run. It returns the count
-// the deployment is left with.
-func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deployment, now time.Time, limits map[string]int, others int) int {
+// the deployment is left with. woken (Wake) skips the evaluation interval
+// and counts at least one waiting request.
+func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deployment, now time.Time, limits map[string]int, others int, woken bool) int {
 	log := a.log.With("deployment", d.ID, "ufop", d.Ufop, "version", d.Version, "region", d.Region)
 	e := a.entries[d.ID]
 	if e == nil {
@@ -239,7 +295,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 	} else {
 		e.invalid = ""
 	}
-	if !e.pending && !e.lastEval.IsZero() && now.Sub(e.lastEval) < p.EvaluationInterval-a.cfg.Interval/2 {
+	if !woken && !e.pending && !e.lastEval.IsZero() && now.Sub(e.lastEval) < p.EvaluationInterval-a.cfg.Interval/2 {
 		return d.Desired
 	}
 	e.lastEval = now
@@ -258,6 +314,9 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		a.metrics.errors.WithLabelValues("load").Inc()
 		log.Warn("reading load averages", "err", err)
 		av = load.Averages{}
+	}
+	if woken {
+		av.Waiting = max(av.Waiting, 1)
 	}
 	prev := e.state
 	dec := Decide(p, Input{Ready: ready, Averages: av}, prev, now)

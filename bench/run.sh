@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Dora benchmarks, called by `make bench`. Side by side, a small object
-# through a one-step pipeline:
-#   (a) direct:  POST /handler?cmd=<step> with the object as body, to the instance
-#   (b) router:  GET /small?<step> through a Dora router (bench/cmd/harness)
-#   (c) nginx:   the (a) request through nginx as a reverse proxy to the same instance
-# printing requests/s, p50, p99 and the router's peak RSS; then a big object
-# through three steps (MB/s, peak RSS).
+# Dora benchmarks, called by `make bench`. Prints the goals table of
+# issue 11 and ends with one line of medians:
+#   ratios: router/nginx=… cpu/nginx=… instance/direct=… three/one=… cachehit/nginx=… gib/baseline=…
+#
+# Runs, on one machine (compare ratios within a run, never across runs):
+#   three interleaved rounds of a small object through a one-step pipeline:
+#     (a) direct:  POST /handler?cmd=<step> with the object as body, to the instance
+#     (b) router:  GET /small?<step> through a Dora router (bench/cmd/harness)
+#     (c) nginx:   the (a) request through nginx as a reverse proxy to the same instance
+#   with requests/s, p50, p99 and the CPU per request of instance and proxy;
+#   the same object through three steps (<step>|<step>|<step>) via the router;
+#   a result-cache hit (ufop "cached", the same program with cache: on) against
+#   nginx serving the same bytes as a static file;
+#   p99 at a fixed rate, half the router's peak, router and direct (-rate);
+#   a big object through three steps against a same-run chain of seven
+#   loopback socket copies (bench/cmd/chain), with the router's peak RSS.
 #
 # Knobs (env): BENCH_DURATION (10s), BENCH_CONCURRENCY (32), BENCH_SMALL
 # (4096 bytes), BENCH_BIG_MIB (1024; 0 skips), BENCH_UFOP (passthru),
-# BENCH_STEP (the step text, default $BENCH_UFOP), BENCH_INSTANCE_BIN (a
-# prebuilt instance program instead of examples/$BENCH_UFOP).
+# BENCH_STEP (the step text, default $BENCH_UFOP), BENCH_ROUNDS (3),
+# BENCH_INSTANCE_BIN (a prebuilt instance program instead of examples/$BENCH_UFOP).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +29,7 @@ SMALL=${BENCH_SMALL:-4096}
 BIG=${BENCH_BIG_MIB:-1024}
 UFOP=${BENCH_UFOP:-passthru}
 STEP=${BENCH_STEP:-$UFOP}
+ROUNDS=${BENCH_ROUNDS:-3}
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/dora-bench.XXXXXX")
 PIDS=()
@@ -79,15 +89,26 @@ run_load() {
 	local i0 p0 out
 	i0=$(cpu_ticks "$IPID")
 	p0=$(cpu_ticks "${pids[@]}")
-	out=$("$TMP/load" -label "$label" "$@")
-	echo "$out"
+	out=$("$TMP/load" -kv -label "$label" "$@")
+	echo "$out" | grep -v '^kv '
+	kv() { echo "$out" | awk -v k="$1" '/^kv / {for (i = 2; i <= NF; i++) {split($i, a, "="); if (a[1] == k) print a[2]}}'; }
+	RPS=$(kv rps) P99=$(kv p99us) MBPS=$(kv mbps)
+	ICPU=0 PCPU=0
 	local n
-	n=$(echo "$out" | awk 'NR == 1 {for (i = 1; i <= NF; i++) if ($(i+1) == "ok") {print $i; exit}}')
+	n=$(kv ok)
 	if [ -n "$n" ] && [ "$n" -gt 0 ]; then
-		awk -v i=$(($(cpu_ticks "$IPID") - i0)) -v p=$(($(cpu_ticks "${pids[@]}") - p0)) -v n="$n" -v tck="$TCK" -v hasp="${#pids[@]}" \
-			'BEGIN {printf "%-28s CPU per request: instance %.0f µs", "", i / tck / n * 1e6; if (hasp > 0) printf ", proxy %.0f µs", p / tck / n * 1e6; printf "\n"}'
+		ICPU=$(awk -v i=$(($(cpu_ticks "$IPID") - i0)) -v n="$n" -v tck="$TCK" 'BEGIN {printf "%.1f", i / tck / n * 1e6}')
+		PCPU=$(awk -v p=$(($(cpu_ticks "${pids[@]}") - p0)) -v n="$n" -v tck="$TCK" 'BEGIN {printf "%.1f", p / tck / n * 1e6}')
+		printf '%-28s CPU per request: instance %.0f µs' "" "$ICPU"
+		if [ "${#pids[@]}" -gt 0 ]; then printf ', proxy %.0f µs' "$PCPU"; fi
+		printf '\n'
 	fi
 }
+
+# median of the arguments (numbers)
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+# ratio a b → a/b with two decimals (0 when b is 0)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print 0; else printf "%.2f", a / b}'; }
 
 echo "building..."
 if [ -n "${BENCH_INSTANCE_BIN:-}" ]; then
@@ -96,7 +117,7 @@ else
 	(cd "$ROOT" && go build -o "$TMP/$UFOP" "./examples/$UFOP")
 fi
 (cd "$ROOT" && go build -o "$TMP/harness" ./bench/cmd/harness &&
-	go build -o "$TMP/load" ./bench/cmd/load)
+	go build -o "$TMP/load" ./bench/cmd/load && go build -o "$TMP/chain" ./bench/cmd/chain)
 
 PI=$(free_port)
 PORT=$PI PORT_HTTP=$PI HOST=127.0.0.1 "$TMP/$UFOP" >"$TMP/instance.log" 2>&1 &
@@ -130,6 +151,9 @@ http {
 	upstream instance { server 127.0.0.1:$PI; keepalive 128; }
 	server {
 		listen 127.0.0.1:$PN;
+		location /static/ {
+			root $TMP;
+		}
 		location / {
 			proxy_pass http://instance;
 			proxy_http_version 1.1;
@@ -150,16 +174,66 @@ CMD=$(printf '%s' "$STEP" | sed 's|/|%2F|g')
 
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(go version | awk '{print $3}'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== ${SMALL}-byte object, one step ($STEP), $CONC connections, $DUR each ($(nproc) cores shared by client, proxy and instance)"
-run_load "(a) direct to instance" -- -url "http://127.0.0.1:$PI/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
-run_load "(b) through the router" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP" -host bench.localhost -c "$CONC" -d "$DUR"
-run_load "(c) through nginx" "${NPIDS[@]}" -- -url "http://127.0.0.1:$PN/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
+echo "== ${SMALL}-byte object, one step ($STEP), $CONC connections, $DUR each, $ROUNDS interleaved rounds ($(nproc) cores shared by client, proxy and instance)"
+R_RN=() R_CPU=() R_INST=() ROUTER_RPS=()
+for ((round = 1; round <= ROUNDS; round++)); do
+	echo "-- round $round"
+	run_load "(a) direct to instance" -- -url "http://127.0.0.1:$PI/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
+	D_RPS=$RPS D_ICPU=$ICPU
+	run_load "(b) through the router" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP" -host bench.localhost -c "$CONC" -d "$DUR"
+	B_RPS=$RPS B_ICPU=$ICPU B_PCPU=$PCPU
+	run_load "(c) through nginx" "${NPIDS[@]}" -- -url "http://127.0.0.1:$PN/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
+	C_PCPU=$PCPU
+	R_RN+=("$(ratio "$B_RPS" "$RPS")") R_CPU+=("$(ratio "$B_PCPU" "$C_PCPU")") R_INST+=("$(ratio "$B_ICPU" "$D_ICPU")") ROUTER_RPS+=("$B_RPS")
+done
 echo "router peak RSS after the small runs: $(peak_rss $HPID)"
 
+echo
+echo "== three steps ($STEP|$STEP|$STEP), then a result-cache hit against nginx serving the same bytes as a static file"
+run_load "(b) three steps, router" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP|$STEP|$STEP" -host bench.localhost -c "$CONC" -d "$DUR"
+THREE_RPS=$RPS
+curl -sf -o "$TMP/static/small.bin" --create-dirs -H "Host: bench.localhost" "http://127.0.0.1:$PR/small?cached" # warms the cache
+chmod o+x "$TMP" "$TMP/static" && chmod o+r "$TMP/static/small.bin" # nginx's workers run as another user
+run_load "(b) cache hit, router" "$HPID" -- -url "http://127.0.0.1:$PR/small?cached" -host bench.localhost -c "$CONC" -d "$DUR"
+HIT_RPS=$RPS
+run_load "(c) static file, nginx" "${NPIDS[@]}" -- -url "http://127.0.0.1:$PN/static/small.bin" -c "$CONC" -d "$DUR"
+STATIC_RPS=$RPS
+
+ROUTER_MED=$(median "${ROUTER_RPS[@]}")
+RATE=$(awk -v r="$ROUTER_MED" 'BEGIN {printf "%d", r / 2}')
+echo
+# Four times the connections: a worker whose request is late does not
+# delay the schedule of the others (open loop).
+echo "== fixed rate: $RATE requests/s (half the router's median peak), $((4 * CONC)) connections, p99"
+run_load "(a) direct, fixed rate" -- -url "http://127.0.0.1:$PI/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$((4 * CONC))" -d "$DUR" -rate "$RATE"
+D_P99=$P99
+run_load "(b) router, fixed rate" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP" -host bench.localhost -c "$((4 * CONC))" -d "$DUR" -rate "$RATE"
+B_P99=$P99
+ADDED_P99=$(awk -v a="$B_P99" -v b="$D_P99" 'BEGIN {printf "%.2f", (a - b) / 1000}')
+
+GIB=0 BASE=0
 if [ "$BIG" -gt 0 ]; then
 	echo
-	echo "== ${BIG} MiB object through three steps ($STEP|$STEP|$STEP)"
+	echo "== ${BIG} MiB object through three steps ($STEP|$STEP|$STEP), against $BIG MiB through seven loopback sockets"
+	"$TMP/chain" -hops 7 -mib "$BIG" -kv >"$TMP/chain.out"
+	grep -v '^kv ' "$TMP/chain.out"
+	BASE=$(awk '/^kv / {split($2, a, "="); print a[2]}' "$TMP/chain.out")
 	run_load "(b) big through the router" "$HPID" -- -url "http://127.0.0.1:$PR/big?$STEP|$STEP|$STEP" -host bench.localhost -n 1 -c 1 -stream
+	GIB=$MBPS
 	echo "router peak RSS (object creation included): $(peak_rss $HPID)"
-	echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+RN=$(median "${R_RN[@]}") RCPU=$(median "${R_CPU[@]}") RINST=$(median "${R_INST[@]}")
+THREE=$(ratio "$THREE_RPS" "$ROUTER_MED") HIT=$(ratio "$HIT_RPS" "$STATIC_RPS") GB=$(ratio "$GIB" "$BASE")
+echo
+echo "| measure, same run | this run | goal |"
+echo "|---|---|---|"
+echo "| 4 KiB one step, router ÷ nginx req/s, median of $ROUNDS | $RN (rounds: ${R_RN[*]}) | ≥ 1.0 |"
+echo "| router CPU per request ÷ nginx's | $RCPU (rounds: ${R_CPU[*]}) | ≤ 1.0 |"
+echo "| instance CPU per request behind the router ÷ direct | $RINST (rounds: ${R_INST[*]}) | ≤ 1.1 |"
+echo "| 4 KiB three steps ÷ one step req/s | $THREE | ≥ 0.5 |"
+echo "| p99 added by the router at half its peak rate ($RATE/s) | $ADDED_P99 ms | ≤ 1 ms |"
+echo "| $BIG MiB through three steps ÷ 7-hop loopback chain | $GB ($GIB / $BASE MB/s) | ≥ 0.9 |"
+echo "| result-cache hit req/s ÷ nginx static file | $HIT | ≥ 1.0 |"
+echo "ratios: router/nginx=$RN cpu/nginx=$RCPU instance/direct=$RINST three/one=$THREE cachehit/nginx=$HIT gib/baseline=$GB"

@@ -56,6 +56,8 @@ type Pool struct {
 	opts  Options
 	table atomic.Pointer[table]
 	mu    sync.Mutex // serialises Update (readers never take it)
+	// changed is closed by the next Update and replaced (Changed).
+	changed atomic.Pointer[chan struct{}]
 }
 
 // table is one immutable generation of the pool.
@@ -73,8 +75,16 @@ type snapshot struct {
 func New(opts Options) *Pool {
 	p := &Pool{opts: opts.withDefaults()}
 	p.table.Store(&table{byKey: map[Key]*snapshot{}})
+	ch := make(chan struct{})
+	p.changed.Store(&ch)
 	return p
 }
+
+// Changed returns a channel closed at the next Update: a waiter (a request
+// held for an instance) takes it, checks the pool, then waits on it, and
+// misses no change in between. Ejections that end do not close it; a
+// waiter that cares uses EjectedUntil.
+func (p *Pool) Changed() <-chan struct{} { return *p.changed.Load() }
 
 // Options returns the effective options (defaults filled in).
 func (p *Pool) Options() Options { return p.opts }
@@ -131,6 +141,8 @@ func (p *Pool) Update(instances []Instance) {
 	}
 	slices.SortFunc(keys, compareKeys)
 	p.table.Store(&table{byKey: byKey, keys: keys})
+	next := make(chan struct{})
+	close(*p.changed.Swap(&next))
 }
 
 func compareKeys(a, b Key) int {

@@ -508,3 +508,29 @@ func BenchmarkPick(b *testing.B) {
 		}
 	})
 }
+
+// TestChanged: the channel taken before an Update is closed by it, and a
+// fresh one is open until the next.
+func TestChanged(t *testing.T) {
+	p := New(Options{})
+	ch := p.Changed()
+	select {
+	case <-ch:
+		t.Fatal("closed before any Update")
+	default:
+	}
+	p.Update([]Instance{{ID: "a", Ufop: "u", Version: "v1", Region: "z0", Addr: "127.0.0.1:1"}})
+	select {
+	case <-ch:
+	default:
+		t.Fatal("not closed by Update")
+	}
+	next := p.Changed()
+	select {
+	case <-next:
+		t.Fatal("the next channel is already closed")
+	default:
+	}
+	p.Update(nil)
+	<-next
+}

@@ -17,17 +17,19 @@ import (
 
 // BenchmarkPipeline measures one ufop step end to end over loopback: a
 // client GET through the router, the router's call to an in-process
-// passthru instance (fasthttp, keep-alive), the instance's fetch of its
-// one-shot input URL. ns/op and allocs/op cover the router, the instance
-// and the client together (run with -benchmem; compare runs, not
-// absolutes).
+// passthru instance (fasthttp, keep-alive), the input sent as the body
+// (sizes up to the body limit) or, in the -url runs (body_limit -1),
+// fetched by the instance from its one-shot input URL. ns/op and
+// allocs/op cover the router, the instance and the client together (run
+// with -benchmem; compare runs, not absolutes).
 func BenchmarkPipeline(b *testing.B) {
 	for _, size := range []int{4 << 10, 64 << 10} {
-		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) { benchPipeline(b, size) })
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) { benchPipeline(b, size, 0) })
 	}
+	b.Run("4KiB-url", func(b *testing.B) { benchPipeline(b, 4<<10, -1) })
 }
 
-func benchPipeline(b *testing.B, size int) {
+func benchPipeline(b *testing.B, size int, bodyLimit int64) {
 	objs := newMemOrigin()
 	objs.add("photos", "small", "application/octet-stream", make([]byte, size))
 	instAddr := benchInstance(b)
@@ -38,7 +40,7 @@ func benchPipeline(b *testing.B, size int) {
 			Accounts: []dora.Account{alice},
 			Buckets:  []dora.Bucket{{Name: "photos", Owner: alice.ID}},
 			Ufops:    []dora.Ufop{{Name: "passthru", Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"}},
-			Releases: []dora.Release{{Ufop: "passthru", Version: "v1", Protocol: dora.ProtocolDora}},
+			Releases: []dora.Release{{Ufop: "passthru", Version: "v1", Protocol: dora.ProtocolDora, BodyLimit: bodyLimit}},
 		})},
 		Objects: objs, Pool: p,
 	})
@@ -79,7 +81,8 @@ func benchPipeline(b *testing.B, size int) {
 }
 
 // benchInstance serves the Dora protocol in-process as passthru does: it
-// fetches url= (keep-alive client) and answers with the input.
+// fetches url= (keep-alive client), or takes the body without one, and
+// answers with the input.
 func benchInstance(b *testing.B) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -88,6 +91,11 @@ func benchInstance(b *testing.B) string {
 	client := &fasthttp.Client{MaxConnsPerHost: 256, ReadTimeout: 10 * time.Second}
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		u := ctx.QueryArgs().Peek("url")
+		if len(u) == 0 {
+			ctx.SetContentType("application/octet-stream")
+			ctx.SetBody(ctx.PostBody())
+			return
+		}
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseRequest(req)
 		defer fasthttp.ReleaseResponse(resp)

@@ -56,6 +56,7 @@ func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.Response.Header.Del("ETag")
 	ctx.Response.Header.Del("Last-Modified")
 	ctx.Response.Header.Del("Accept-Ranges")
+	ctx.Response.Header.Del("Cache-Control") // an error is never a cacheable result
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	b, _ := json.Marshal(struct {
@@ -75,7 +76,8 @@ type request struct {
 	bucket   string
 	key      string
 	pipeline string
-	names    []string // checked step names (or unknownSteps), for the per-ufop request counter
+	names    []string   // checked step names (or unknownSteps), for the per-ufop request counter
+	fill     *cacheFill // set when the pipeline's result is to be cached (result.go)
 	done     atomic.Bool
 }
 
@@ -222,6 +224,11 @@ func (r *Router) serveParsed(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 	}
 	if len(stages) == 0 && req.SaveAs == nil {
 		return r.serveObject(rq, bucket, key)
+	}
+	if req.SaveAs == nil {
+		if done, herr := r.serveCached(rq, snap, bucket, key, stages); done || herr != nil {
+			return false, herr
+		}
 	}
 	return r.runPipeline(rq, bucket, key, stages, req.SaveAs)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"net"
@@ -44,7 +45,7 @@ func newMemOrigin() *memOrigin { return &memOrigin{objs: map[string]memObj{}} }
 func (m *memOrigin) add(bucket, key, mime string, data []byte) origin.Object {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	o := origin.Object{Bucket: bucket, Key: key, Size: int64(len(data)), ETag: fmt.Sprintf("Fetag%d", len(data)),
+	o := origin.Object{Bucket: bucket, Key: key, Size: int64(len(data)), ETag: fmt.Sprintf("Fetag%d-%08x", len(data), crc32.ChecksumIEEE(data)),
 		MimeType: mime, Modified: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	m.objs[bucket+"/"+key] = memObj{data: data, obj: o}
 	return o

@@ -6,6 +6,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/pool"
 )
 
@@ -13,17 +14,20 @@ import (
 // holds the request (bounded queue, bounded wait) instead of failing at
 // once, and counts it as demand (load.Sample.Waiting, and as in flight) so
 // that the autoscaler starts an instance of a deployment whose floor is 0.
-// The request goes on as soon as an instance is in the pool; past
-// Config.HoldTimeout it gets 503 with Retry-After.
+// When the load store carries wake-ups (load.Waker), the autoscaler hears
+// of the held request at once instead of at its next tick. The request
+// goes on as soon as an instance is in the pool (the pool's change
+// notification, no polling); past Config.HoldTimeout it gets 503 with
+// Retry-After.
 
 // Defaults of the hold (Config.HoldTimeout, Config.MaxHeld).
 const (
 	DefaultHoldTimeout = 30 * time.Second
 	DefaultMaxHeld     = 1000
-	// holdPoll is how often a held request looks for an instance and
-	// checks that its client is still there. The pool has no change
-	// notification, and a Pick costs no allocation and no lock.
-	holdPoll = 50 * time.Millisecond
+	// wakeEvery bounds the wake-ups one key sends while requests wait.
+	wakeEvery = time.Second
+	// wakeTimeout bounds one wake-up's call to the load store.
+	wakeTimeout = 2 * time.Second
 )
 
 // Held returns the number of requests waiting for an instance right now.
@@ -62,20 +66,66 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		c.held.Add(-1)
 	}()
 
+	r.wake(c, lk)
+
 	timer := time.NewTimer(r.cfg.HoldTimeout)
 	defer timer.Stop()
-	tick := time.NewTicker(holdPoll)
-	defer tick.Stop()
+	// eject wakes the wait when the earliest ejection of key's hosts ends
+	// (that changes no pool table).
+	eject := time.NewTimer(time.Hour)
+	defer eject.Stop()
+	rewake := time.NewTicker(wakeEvery)
+	defer rewake.Stop()
 	for {
+		changed := r.cfg.Pool.Changed() // before the Pick: no Update is missed
+		now := r.now()
+		if h := r.cfg.Pool.Pick(key, nil, now); h != nil {
+			return h, nil
+		}
+		eject.Reset(r.untilEjectionEnds(key, now))
 		select {
 		case <-ctx.Done():
 			return nil, unavailable("no healthy instance of %s %s in %s: %v", key.Ufop, key.Version, key.Region, ctx.Err())
 		case <-timer.C:
 			return nil, unavailable("no healthy instance of %s %s in %s within %v", key.Ufop, key.Version, key.Region, r.cfg.HoldTimeout)
-		case <-tick.C:
-		}
-		if h := r.cfg.Pool.Pick(key, nil, r.now()); h != nil {
-			return h, nil
+		case <-changed:
+		case <-eject.C:
+		case <-rewake.C:
+			r.wake(c, lk)
 		}
 	}
+}
+
+// untilEjectionEnds is how long until the first ejected host of key is
+// eligible again (an hour when none is ejected).
+func (r *Router) untilEjectionEnds(key pool.Key, now time.Time) time.Duration {
+	d := time.Hour
+	for _, h := range r.cfg.Pool.Hosts(key) {
+		if until := h.EjectedUntil(); until.After(now) {
+			d = min(d, until.Sub(now))
+		}
+	}
+	return max(d, time.Millisecond)
+}
+
+// wake tells the autoscaler at once that a request waits for an instance of
+// key, when the load store carries wake-ups: at most once per wakeEvery per
+// key, off the request's path.
+func (r *Router) wake(c *loadCounter, k load.Key) {
+	w, ok := r.cfg.Load.(load.Waker)
+	if !ok {
+		return
+	}
+	now := r.now().UnixNano()
+	last := c.lastWake.Load()
+	if now-last < int64(wakeEvery) || !c.lastWake.CompareAndSwap(last, now) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(r.stopped, wakeTimeout)
+		defer cancel()
+		if err := w.Wake(ctx, k); err != nil && ctx.Err() == nil {
+			r.logLoadOnce("wake-up failed", "err", err)
+		}
+	}()
 }

@@ -144,7 +144,7 @@ func TestHoldClientGone(t *testing.T) {
 	defer c2.Close()
 	fmt.Fprintf(c2, "GET /k?sleeper/x HTTP/1.1\r\nHost: photos.localhost\r\n\r\nGET /k HTTP/1.1\r\nHost: photos.localhost\r\n\r\n")
 	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
-	time.Sleep(3 * holdPoll) // let the hold peek at the pipelined bytes a few times
+	time.Sleep(3 * watchPoll) // let the watch peek at the pipelined bytes a few times
 	if e.r.Held() != 1 {
 		t.Fatal("a pipelined request released the hold")
 	}

@@ -33,6 +33,7 @@ type loadCounter struct {
 	waiting   atomic.Int64 // requests refused for want of an instance, this second
 	held      atomic.Int64 // requests waiting for an instance now (hold.go)
 	active    atomic.Int64 // unix seconds of the last begin or waiting
+	lastWake  atomic.Int64 // unix nanoseconds of the last wake-up sent (hold.go)
 
 	// flush loop state
 	prevA         int64

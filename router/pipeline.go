@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,9 @@ type pipeline struct {
 	mu     sync.Mutex
 	tokens []tokenFlow
 	torn   bool
+	// fellBack: a step ran on its ufop's previous version (blue/green),
+	// so the result is not the active versions' (result.go).
+	fellBack bool
 }
 
 type tokenFlow struct {
@@ -111,6 +115,9 @@ func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []st
 	size := cur.size
 	if size < 0 {
 		size = -1
+	}
+	if rq.fill != nil {
+		cur.body = rq.fill.capture(r, p, cur)
 	}
 	out := &countingBody{rc: cur.body, r: r, onClose: func(n int64, err error) {
 		p.teardown()
@@ -218,7 +225,13 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		e.step, e.retryAfter = i, true
 		return flow{}, e
 	}
+	if version != st.ufop.ActiveVersion {
+		p.fellBack = true
+	}
 	key := pool.Key{Ufop: st.ufop.Name, Version: version, Region: r.cfg.Region}
+	if lim := rel.EffectiveBodyLimit(); rel.Protocol != dora.ProtocolUfop && in.size >= 0 && in.size <= lim {
+		return p.runUfopBody(i, st, key, rel, in)
+	}
 	tok, entry, err := r.src.register(p.ctx, in, now.Add(r.cfg.SrcTTL))
 	if err != nil {
 		in.body.Close()
@@ -251,7 +264,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			}
 			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		}
-		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), in)
+		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), nil, in)
 		if herr == nil {
 			return out, nil
 		}
@@ -288,6 +301,108 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	return flow{}, last
 }
 
+// runUfopBody calls a Dora-protocol step whose input is small and of known
+// size: the input, read whole into memory (at most the release's body
+// limit), is the POST body and no url= is given. The request is written
+// completely before the response is read, and the limit fits the socket
+// buffers, so a program that answers before reading its body cannot block
+// the write. As in the url= mode, a step is retried once on another instance
+// when the first failed before any response (unreachable, connection
+// lost): the program is stateless by contract and the bytes are still
+// here.
+func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, in flow) (flow, *httpError) {
+	r := p.r
+	body, release, err := inputBytes(in)
+	if err != nil {
+		if cerr := p.ctx.Err(); cerr != nil {
+			err = cerr
+		}
+		e := &httpError{status: fasthttp.StatusBadGateway, msg: "input: " + err.Error(), step: i}
+		if errors.Is(err, context.Canceled) {
+			e.status = StatusClientClosedRequest
+		}
+		var se *streamError
+		if errors.As(err, &se) {
+			e.step = se.step
+		}
+		return flow{}, e
+	}
+	defer release()
+	var avoid *pool.Host
+	var last *httpError
+	for attempt := range 2 {
+		h := r.cfg.Pool.Pick(key, avoid, r.now())
+		if h == nil {
+			if attempt > 0 {
+				break
+			}
+			var herr *httpError
+			if h, herr = r.holdForInstance(p.ctx, key, i); herr != nil {
+				return flow{}, herr
+			}
+		}
+		out, retry, herr := p.call(i, st, h, key, rel, "", body, in)
+		if herr == nil {
+			return out, nil
+		}
+		last = herr
+		if !retry || p.ctx.Err() != nil {
+			break
+		}
+		avoid = h
+	}
+	return flow{}, last
+}
+
+// memBody is a stream whose bytes are already in memory (an origin's
+// cached small object, a step's response read at once): the body mode
+// sends them without a copy. The bytes stay valid until Close.
+type memBody interface {
+	Bytes() []byte
+}
+
+// inputBufs are the buffers small inputs are read into for the body mode.
+var inputBufs = sync.Pool{New: func() any { b := make([]byte, 0, dora.DefaultBodyLimit); return &b }}
+
+// inputBytes returns in's whole content (in.size bytes) and the function
+// that closes the input and frees the bytes, to be called once the
+// request carrying them is written. On error the input is closed.
+func inputBytes(in flow) ([]byte, func(), error) {
+	if mb, ok := in.body.(memBody); ok {
+		if b := mb.Bytes(); int64(len(b)) == in.size {
+			return b, func() { in.body.Close() }, nil
+		}
+	}
+	bp := inputBufs.Get().(*[]byte)
+	if int64(cap(*bp)) < in.size {
+		b := make([]byte, 0, in.size)
+		bp = &b
+	}
+	buf := (*bp)[:in.size]
+	n, err := io.ReadFull(in.body, buf)
+	if err == nil {
+		// The stream must end here: a longer one is not what its size said.
+		var one [1]byte
+		if m, _ := in.body.Read(one[:]); m > 0 {
+			err = errors.New("input longer than its size")
+		}
+	} else if err == io.ErrUnexpectedEOF || err == io.EOF {
+		err = fmt.Errorf("input truncated at %d of %d bytes: %w", n, in.size, io.ErrUnexpectedEOF)
+	}
+	in.body.Close()
+	free := func() {
+		if cap(*bp) <= dora.MaxBodyLimit {
+			*bp = (*bp)[:0]
+			inputBufs.Put(bp)
+		}
+	}
+	if err != nil {
+		free()
+		return nil, nil, err
+	}
+	return buf, free, nil
+}
+
 // srcURL is the one-shot input URL of tok as instance inst reaches the
 // router: PublicAddr, or its port at inst.RouterHost.
 func (r *Router) srcURL(inst pool.Instance, tok string) string {
@@ -302,7 +417,10 @@ func (r *Router) srcURL(inst pool.Instance, tok string) string {
 
 // call sends one step to one instance. retry is true when the failure
 // happened before the instance could have consumed its input.
-func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Release, srcURL string, in flow) (flow, bool, *httpError) {
+//
+// With body set (the body mode) the input is sent as the request body and
+// srcURL is unused.
+func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Release, srcURL string, body []byte, in flow) (flow, bool, *httpError) {
 	r := p.r
 	inst := h.Instance()
 	ic := r.clients.get(inst.Addr, rel.Timeouts)
@@ -319,6 +437,11 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 			return flow{}, false, &httpError{status: fasthttp.StatusInternalServerError, msg: err.Error(), step: i}
 		}
 		req.SetBodyRaw(body)
+	} else if body != nil {
+		var buf [512]byte
+		req.SetRequestURIBytes(handlerBodyURI(buf[:0], inst.Addr, st.step.Raw))
+		req.Header.SetContentType(in.contentType())
+		req.SetBodyRaw(body)
 	} else {
 		var buf [512]byte
 		req.SetRequestURIBytes(handlerURI(buf[:0], inst.Addr, st.step.Raw, srcURL))
@@ -334,18 +457,12 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	lk := loadKey(key)
 	h.Begin()
 	lc := r.load.begin(lk, r.now())
-	var once sync.Once
-	end := func() {
-		once.Do(func() {
-			h.End()
-			r.load.end(lc, r.now())
-		})
-	}
 	start := time.Now()
 	sc, err := ic.roundTrip(p.ctx, req, resp)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
-		end()
+		h.End()
+		r.load.end(lc, r.now())
 		switch {
 		case isDialError(err):
 			h.ConnectFailed(r.now())
@@ -368,7 +485,7 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	if size < 0 {
 		size = -1
 	}
-	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, end: end, step: i}
+	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, host: h, lc: lc, step: i}
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
 		// The program's error is its own: status, type and body reach the
@@ -402,6 +519,15 @@ func handlerURI(dst []byte, addr, cmd, src string) []byte {
 	dst = appendQueryEscape(dst, cmd)
 	dst = append(dst, "&url="...)
 	return appendQueryEscape(dst, src)
+}
+
+// handlerBodyURI appends the Dora protocol's request URI of the body mode:
+// http://<addr>/handler?cmd=<step>, the input being the request body.
+func handlerBodyURI(dst []byte, addr, cmd string) []byte {
+	dst = append(dst, "http://"...)
+	dst = append(dst, addr...)
+	dst = append(dst, "/handler?cmd="...)
+	return appendQueryEscape(dst, cmd)
 }
 
 // appendQueryEscape appends s escaped as url.QueryEscape does, without
@@ -449,7 +575,8 @@ type stepBody struct {
 	n      int64
 	ctx    context.Context
 	r      *Router
-	end    func()
+	host   *pool.Host // the call's in-flight accounting, ended by Close
+	lc     loadCall
 	step   int // the step's 0-based index, carried by its read errors
 	eof    bool
 	err    error
@@ -500,6 +627,19 @@ func (b *stepBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Bytes returns the whole body when it was read at once and nothing of it
+// was consumed yet (memBody), else nil. Valid until Close.
+func (b *stepBody) Bytes() []byte {
+	if br, ok := b.rc.(*bytes.Reader); ok && b.n == 0 && b.resp != nil && int64(br.Len()) == b.size {
+		body := b.resp.Body()
+		b.n = b.size
+		b.eof = true
+		b.r.metrics.bytesIn.Add(float64(len(body)))
+		return body
+	}
+	return nil
+}
+
 var errAborted = errors.New("stream abandoned before its end")
 
 func (b *stepBody) Close() error {
@@ -514,7 +654,8 @@ func (b *stepBody) Close() error {
 	}
 	fasthttp.ReleaseResponse(b.resp)
 	b.resp, b.rc = nil, nil
-	b.end()
+	b.host.End()
+	b.r.load.end(b.lc, b.r.now())
 	return nil
 }
 
@@ -535,6 +676,16 @@ func (b *inBody) Read(p []byte) (int, error) {
 }
 
 func (b *inBody) Close() error { return b.rc.Close() }
+
+// Bytes hands on the origin's in-memory bytes of a small object (memBody).
+func (b *inBody) Bytes() []byte {
+	if mb, ok := b.rc.(memBody); ok {
+		body := mb.Bytes()
+		b.r.metrics.bytesIn.Add(float64(len(body)))
+		return body
+	}
+	return nil
+}
 
 // chainBody closes another stream after its own (a built-in's input).
 type chainBody struct {

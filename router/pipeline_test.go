@@ -212,11 +212,17 @@ func TestStepTimeouts(t *testing.T) {
 }
 
 // fakeInstance is a Dora-protocol instance for failure injection: it
-// fetches url= and then runs serve.
+// fetches url= (or, without one, reads the body, as programs must) and
+// then runs serve.
 func fakeInstance(t *testing.T, serve func(w http.ResponseWriter, r *http.Request, in io.Reader)) string {
 	t.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		resp, err := http.Get(r.URL.Query().Get("url"))
+		u := r.URL.Query().Get("url")
+		if u == "" {
+			serve(w, r, r.Body)
+			return
+		}
+		resp, err := http.Get(u)
 		if err != nil {
 			http.Error(w, err.Error(), 502)
 			return

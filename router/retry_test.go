@@ -14,7 +14,7 @@ import (
 )
 
 // dyingOrUpperInstance is a Dora-protocol instance on loopback: it reads its input
-// from url= and answers it upper-cased or, when die is set, drops the
+// from url= (or its body) and answers it upper-cased or, when die is set, drops the
 // connection after reading the input (a process killed mid-request).
 func dyingOrUpperInstance(t *testing.T, die bool, hits *atomic.Int64) string {
 	t.Helper()
@@ -28,13 +28,17 @@ func dyingOrUpperInstance(t *testing.T, die bool, hits *atomic.Int64) string {
 			return
 		}
 		hits.Add(1)
-		res, err := http.Get(r.URL.Query().Get("url"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
+		src := r.Body // no url=: the input is the body (both forms, PROTOCOLS.md)
+		if u := r.URL.Query().Get("url"); u != "" {
+			res, err := http.Get(u)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			defer res.Body.Close()
+			src = res.Body
 		}
-		in, err := io.ReadAll(res.Body)
-		res.Body.Close()
+		in, err := io.ReadAll(src)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return

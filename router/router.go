@@ -35,6 +35,7 @@ import (
 	"github.com/doraproject/dora/router/builtin"
 	"github.com/doraproject/dora/router/meta"
 	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/router/rescache"
 )
 
 // Defaults of the optional Config fields.
@@ -49,6 +50,10 @@ const (
 	DefaultMaxErrorBytes   = 64 << 10 // a program's error body passed to the client, at most
 	DefaultBufferedBodyMax = 256 << 10
 	DefaultShutdownGrace   = 5 * time.Second
+	// DefaultResultCacheBytes bounds the result cache (result.go);
+	// DefaultResultCacheEntry is the largest result it keeps.
+	DefaultResultCacheBytes = 64 << 20
+	DefaultResultCacheEntry = 1 << 20
 )
 
 // Config wires the router to its parts. Store, Objects and Pool are
@@ -129,6 +134,12 @@ type Config struct {
 	// at once (DefaultMaxHeld when 0); beyond it, 503 at once.
 	HoldTimeout time.Duration
 	MaxHeld     int
+
+	// ResultCacheBytes bounds the memory of the result cache
+	// (DefaultResultCacheBytes when 0; negative disables the cache);
+	// ResultCacheEntry is the largest result kept (DefaultResultCacheEntry
+	// when 0). See result.go.
+	ResultCacheBytes, ResultCacheEntry int64
 }
 
 // MetaSource hands out the current metadata snapshot; *meta.Cache is one.
@@ -163,6 +174,7 @@ type Router struct {
 	// HTTP path's pipelines.
 	stopped context.Context
 	stop    context.CancelFunc
+	results *rescache.Cache // nil: no result cache
 }
 
 // Sentinel configuration errors.
@@ -222,6 +234,11 @@ func New(cfg Config) (*Router, error) {
 		watch:   newConnWatch(watchPoll),
 	}
 	r.stopped, r.stop = context.WithCancel(context.Background())
+	if cfg.ResultCacheBytes >= 0 {
+		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
+		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
+		r.results = rescache.New(cfg.ResultCacheBytes, cfg.ResultCacheEntry)
+	}
 	if cfg.Meta != nil {
 		r.meta = cfg.Meta
 	} else {
@@ -247,7 +264,7 @@ func New(cfg Config) (*Router, error) {
 	return r, nil
 }
 
-func setDefault[T int | time.Duration](p *T, d T) {
+func setDefault[T int | int64 | time.Duration](p *T, d T) {
 	if *p <= 0 {
 		*p = d
 	}

@@ -81,6 +81,19 @@ type UfopYAML struct {
 	// /uop, the default for program packages: seed 001's generation) or
 	// "dora" (POST /handler). Optional; `ufopver --protocol` overrides it.
 	Protocol string `yaml:"protocol,omitempty"`
+	// BodyLimit and Cache are dora.yaml's body_limit and cache, carried
+	// into the release ufopver makes (dora.Release.BodyLimit, Cache).
+	BodyLimit int64          `yaml:"body_limit,omitempty"`
+	Cache     *UfopYAMLCache `yaml:"cache,omitempty"`
+	// CacheTTL is Cache.TTL parsed (set by ParseUfopYAML).
+	CacheTTL time.Duration `yaml:"-"`
+}
+
+// UfopYAMLCache is ufop.yaml's cache: {enabled: true, ttl: "10m"}; a bare
+// number of seconds is accepted for ttl.
+type UfopYAMLCache struct {
+	Enabled bool   `yaml:"enabled"`
+	TTL     string `yaml:"ttl,omitempty"`
 }
 
 // ParseUfopYAML reads ufop.yaml strictly: unknown fields, a missing image or
@@ -131,6 +144,20 @@ func ParseUfopYAML(b []byte) (UfopYAML, error) {
 	case "", "dora", "ufop":
 	default:
 		problems = append(problems, fmt.Sprintf("protocol %q: must be dora or ufop", u.Protocol))
+	}
+	if u.BodyLimit < -1 || u.BodyLimit > dora.MaxBodyLimit {
+		problems = append(problems, fmt.Sprintf("body_limit %d: must be -1 (never), 0 (default) or up to %d bytes", u.BodyLimit, dora.MaxBodyLimit))
+	}
+	if c := u.Cache; c != nil && strings.TrimSpace(c.TTL) != "" {
+		t := strings.TrimSpace(c.TTL)
+		if _, err := strconv.ParseFloat(t, 64); err == nil {
+			t += "s"
+		}
+		d, err := time.ParseDuration(t)
+		if err != nil || d < 0 || d > dora.MaxCacheTTL {
+			problems = append(problems, fmt.Sprintf("cache.ttl %q: a duration from 0 to %s", c.TTL, dora.MaxCacheTTL))
+		}
+		u.CacheTTL = d
 	}
 	if len(problems) > 0 {
 		return u, fmt.Errorf("%w: ufop.yaml: %s", ErrBadPackage, strings.Join(problems, "; "))

@@ -123,6 +123,10 @@ func TestParseUfopYAML(t *testing.T) {
 		{"empty", "", UfopYAML{}, "empty"},
 		{"not yaml", "image: [\n", UfopYAML{}, "ufop.yaml"},
 		{"two documents", "image: u\nrun: x\n---\nimage: v\n", UfopYAML{}, "more than one document"},
+		{"body limit and cache", "image: u\nrun: x\nbody_limit: 1000\ncache: {enabled: true, ttl: 90}\n",
+			UfopYAML{Image: "u", Run: "x", BodyLimit: 1000, Cache: &UfopYAMLCache{Enabled: true, TTL: "90"}, CacheTTL: 90 * time.Second}, ""},
+		{"body limit too big", "image: u\nrun: x\nbody_limit: 10000000\n", UfopYAML{}, "body_limit"},
+		{"bad cache ttl", "image: u\nrun: x\ncache: {enabled: true, ttl: soon}\n", UfopYAML{}, "cache.ttl"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,7 +140,8 @@ func TestParseUfopYAML(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Image != tt.want.Image || got.Run != tt.want.Run || strings.Join(got.BuildScript, "|") != strings.Join(tt.want.BuildScript, "|") {
+			if got.Image != tt.want.Image || got.Run != tt.want.Run || strings.Join(got.BuildScript, "|") != strings.Join(tt.want.BuildScript, "|") ||
+				got.BodyLimit != tt.want.BodyLimit || got.CacheTTL != tt.want.CacheTTL || (got.Cache == nil) != (tt.want.Cache == nil) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})

@@ -85,6 +85,17 @@ type ReleaseConfig struct {
 	Protocol     string                `json:"protocol,omitempty" yaml:"protocol,omitempty"`
 	Timeouts     *TimeoutsConfig       `json:"timeouts,omitempty" yaml:"timeouts,omitempty"`
 	Autoscale    *dora.AutoscalePolicy `json:"autoscale,omitempty" yaml:"autoscale,omitempty"`
+	// BodyLimit: inputs of known size up to this many bytes reach a Dora
+	// protocol program as its POST body (0 default 64 KiB, -1 never).
+	BodyLimit int64 `json:"body_limit,omitempty" yaml:"body_limit,omitempty"`
+	// Cache opts the release's results into the router's result cache.
+	Cache *CacheConfig `json:"cache,omitempty" yaml:"cache,omitempty"`
+}
+
+// CacheConfig is dora.yaml's cache: {enabled: true, ttl: "10m"}.
+type CacheConfig struct {
+	Enabled bool   `json:"enabled" yaml:"enabled"`
+	TTL     string `json:"ttl,omitempty" yaml:"ttl,omitempty"`
 }
 
 // Releases is GET /v1/ufops/{name}/releases: the mode, the releases and the

@@ -431,3 +431,36 @@ func TestByAccount(t *testing.T) {
 		t.Fatalf("bad: %q %v", id, err)
 	}
 }
+
+// TestPullCredentials: the platform's pull credentials read any account's
+// image, and do nothing else (no push, no catalog); wrong ones get 401.
+func TestPullCredentials(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.PullUser, c.PullPassword = "dora-runtime", "pullsecret" })
+	img, _ := random.Image(1024, 2)
+	alice := e.ref(t, "1001/app:v1")
+	if err := remote.Write(alice, img, basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	puller := remote.WithAuth(&authn.Basic{Username: "dora-runtime", Password: "pullsecret"})
+	got, err := remote.Image(alice, puller)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLayers(t, got)
+	if err := remote.Write(e.ref(t, "1001/evil:v1"), img, puller); err == nil {
+		t.Fatal("the pull credentials pushed")
+	}
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v2/_catalog", nil)
+	req.SetBasicAuth("dora-runtime", "pullsecret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("catalog with the pull credentials: %d", resp.StatusCode)
+	}
+	if _, err := remote.Image(alice, remote.WithAuth(&authn.Basic{Username: "dora-runtime", Password: "wrong"})); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong pull password: %v", err)
+	}
+}

@@ -62,3 +62,17 @@ type Store interface {
 	Recorder
 	Reader
 }
+
+// Waker carries scale-from-zero wake-ups from the routers to the
+// autoscaler at once, Knative activator style: a router that holds a
+// request for a deployment without instances calls Wake, and the
+// autoscaler, which listens on Wakes, evaluates that deployment at once
+// instead of at its next tick. A load store may implement it; wake-ups
+// are best effort (the Waiting figures still reach the next tick).
+type Waker interface {
+	// Wake announces demand for key that found no instance.
+	Wake(ctx context.Context, key Key) error
+	// Wakes delivers the keys woken from now on until ctx ends (then the
+	// channel closes). A slow reader may miss wake-ups, never blocks Wake.
+	Wakes(ctx context.Context) <-chan Key
+}

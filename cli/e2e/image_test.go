@@ -455,13 +455,17 @@ func writeFile(t *testing.T, path, text string) {
 func TestFixedPortPackage(t *testing.T) {
 	requirePodman(t)
 	h := newHarness(t)
+	// The package carries the program already built (a build compiling
+	// it is what TestQuickStart covers), so the build only copies it.
 	src := t.TempDir()
-	code, err := os.ReadFile(filepath.Join("testdata", "ufopdemo", "main.go"))
+	bin, err := os.ReadFile(demoBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(src, "main.go"), string(code))
-	writeFile(t, filepath.Join(src, "ufop.yaml"), "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\n  - printf 'module ufopdemo\\n\\ngo 1.22\\n' > go.mod\n  - go build -o ufopdemo .\nrun: ./ufopdemo\n")
+	if err := os.WriteFile(filepath.Join(src, "ufopdemo"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "ufop.yaml"), "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\nrun: ./ufopdemo\n")
 	work := t.TempDir()
 	demo := filepath.Join(work, "demo.txt")
 	writeFile(t, demo, demoText)

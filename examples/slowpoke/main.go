@@ -13,6 +13,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -99,6 +100,10 @@ func listenAddr(getenv func(string) string) string {
 	return net.JoinHostPort(getenv("HOST"), port)
 }
 
+// maxHeldBody bounds the body input read before the sleep; the rest
+// streams afterwards.
+const maxHeldBody = 1 << 20
+
 // newHandler serves the Dora and UFOP protocols; client fetches url inputs;
 // log hears of requests cancelled during their sleep (the caller went away).
 func newHandler(client *http.Client, log *slog.Logger) http.Handler {
@@ -116,6 +121,18 @@ func newHandler(client *http.Client, log *slog.Logger) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		// An input sent as the body is read (up to maxHeldBody) before the
+		// sleep: Go's HTTP server notices a caller that went away only
+		// once the request body has been read to its end.
+		in := io.Reader(r.Body)
+		if r.URL.Query().Get("url") == "" {
+			head, err := io.ReadAll(io.LimitReader(r.Body, maxHeldBody))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			in = io.MultiReader(bytes.NewReader(head), r.Body)
+		}
 		if !sleep(r.Context(), d) {
 			log.Info("request cancelled", "cmd", r.URL.Query().Get("cmd"))
 			return
@@ -130,7 +147,7 @@ func newHandler(client *http.Client, log *slog.Logger) http.Handler {
 			copyOut(w, body)
 			return
 		}
-		copyOut(w, r.Body)
+		copyOut(w, in)
 	})
 	mux.HandleFunc("POST /uop", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {

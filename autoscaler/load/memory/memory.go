@@ -61,6 +61,8 @@ type Store struct {
 	keys      map[load.Key]map[int64]*bucket // key → unix second → figures
 	newest    int64                          // newest second recorded
 	lastPrune int64                          // newest second at the last pruning pass
+
+	wake wakers // Wake/Wakes listeners (wake.go)
 }
 
 // New returns an empty store that keeps each second for retention (at

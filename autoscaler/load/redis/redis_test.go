@@ -199,3 +199,45 @@ func TestUnresponsiveServer(t *testing.T) {
 		t.Fatal("Record against a silent server succeeded")
 	}
 }
+
+// TestWake: a wake-up published by one store reaches the listener of
+// another on the same Redis; the channel closes when the context ends.
+func TestWake(t *testing.T) {
+	r := agenttest.StartRedis(t)
+	prefix := fmt.Sprintf("wake%d:", seq.Add(1))
+	two := make([]*redis.Store, 2)
+	for i := range two {
+		s, err := redis.New(redis.Config{Addr: r.Addr, Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		two[i] = s
+	}
+	router, scaler := two[0], two[1]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wakes := scaler.Wakes(ctx)
+	k := load.Key{Ufop: "u", Version: "v1", Region: "z0"}
+	// The subscription is asynchronous: publish until it is heard.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := router.Wake(context.Background(), k); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-wakes:
+			if got != k {
+				t.Fatalf("got %+v", got)
+			}
+			cancel()
+			for range wakes {
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no wake-up heard")
+		}
+	}
+}

@@ -99,7 +99,8 @@ func run(ctx context.Context, listen, dir, instances, ufop string, small, bigMiB
 	var insts []pool.Instance
 	for i, a := range strings.Split(instances, ",") {
 		if a = strings.TrimSpace(a); a != "" {
-			insts = append(insts, pool.Instance{ID: fmt.Sprintf("%s-%d", ufop, i), Ufop: ufop, Version: "v1", Region: dora.DefaultRegion, Addr: a})
+			insts = append(insts, pool.Instance{ID: fmt.Sprintf("%s-%d", ufop, i), Ufop: ufop, Version: "v1", Region: dora.DefaultRegion, Addr: a},
+				pool.Instance{ID: fmt.Sprintf("%s-%d", CachedUfop, i), Ufop: CachedUfop, Version: "v1", Region: dora.DefaultRegion, Addr: a})
 		}
 	}
 	if len(insts) == 0 {
@@ -133,6 +134,10 @@ func run(ctx context.Context, listen, dir, instances, ufop string, small, bigMiB
 	return nil
 }
 
+// CachedUfop names the ufop whose results the router caches (the same
+// instances as -ufop).
+const CachedUfop = "cached"
+
 // seed registers the bench account, bucket, ufop and release.
 func seed(ctx context.Context, st store.Store, ufop string) error {
 	acct := dora.Account{ID: "1", Name: "bench", AccessKey: "AK-bench", SecretKey: "SK-bench", Created: time.Now()}
@@ -141,6 +146,11 @@ func seed(ctx context.Context, st store.Store, ufop string) error {
 		store.BucketKey("bench"):     dora.Bucket{Name: "bench", Owner: acct.ID, Created: time.Now()},
 		store.UfopKey(ufop):          dora.Ufop{Name: ufop, Owner: acct.ID, Mode: dora.ModePublic, ActiveVersion: "v1"},
 		store.ReleaseKey(ufop, "v1"): dora.Release{Ufop: ufop, Version: "v1", Protocol: dora.ProtocolDora},
+		// The same program under another name, its results cached: the
+		// cache-hit row.
+		store.UfopKey(CachedUfop): dora.Ufop{Name: CachedUfop, Owner: acct.ID, Mode: dora.ModePublic, ActiveVersion: "v1"},
+		store.ReleaseKey(CachedUfop, "v1"): dora.Release{Ufop: CachedUfop, Version: "v1", Protocol: dora.ProtocolDora,
+			Cache: &dora.CachePolicy{Enabled: true}},
 	}
 	for k, v := range puts {
 		b, err := json.Marshal(v)

@@ -7,6 +7,12 @@
 //	load -url 'http://127.0.0.1:8080/k?passthru' -host photos.localhost -c 32 -d 10s
 //	load -url 'http://127.0.0.1:9100/handler?cmd=passthru' -method POST -body small.bin
 //	load -url 'http://127.0.0.1:8080/big?passthru|passthru|passthru' -host b.localhost -n 1 -stream
+//	load -url 'http://127.0.0.1:8080/k?passthru' -host photos.localhost -c 32 -d 10s -rate 5000
+//
+// With -rate the workers send at a fixed total rate (open loop: each
+// request has a scheduled start, and its latency counts from that time, so
+// a stall is not hidden by the requests it delays). With -kv a last line
+// "kv rps=… p50us=… p99us=… mbps=… ok=… failed=…" is printed for scripts.
 package main
 
 import (
@@ -29,7 +35,8 @@ type options struct {
 	url, host, method, bodyFile, label string
 	conc, n                            int
 	dur                                time.Duration
-	stream                             bool
+	stream, kv                         bool
+	rate                               float64
 }
 
 func main() {
@@ -43,6 +50,8 @@ func main() {
 	flag.IntVar(&o.n, "n", 0, "total requests (0: run for -d)")
 	flag.DurationVar(&o.dur, "d", 10*time.Second, "duration when -n is 0")
 	flag.BoolVar(&o.stream, "stream", false, "stream response bodies and report MB/s")
+	flag.Float64Var(&o.rate, "rate", 0, "fixed total request rate per second (0: as fast as possible)")
+	flag.BoolVar(&o.kv, "kv", false, "print a last machine-readable kv line")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -102,7 +111,7 @@ func run(o options, out io.Writer) error {
 		wg       sync.WaitGroup
 	)
 	start := time.Now()
-	for range o.conc {
+	for w := range o.conc {
 		wg.Go(func() {
 			req := fasthttp.AcquireRequest()
 			resp := fasthttp.AcquireResponse()
@@ -112,7 +121,15 @@ func run(o options, out io.Writer) error {
 			var ok, failed, nbytes int64
 			var firstErr string
 			buf := make([]byte, 256<<10)
-			for {
+			for k := 0; ; k++ {
+				var sched time.Time
+				if o.rate > 0 {
+					// Request k of worker w is due at (k*conc+w)/rate.
+					sched = start.Add(time.Duration(float64(k*o.conc+w) / o.rate * float64(time.Second)))
+					if d := time.Until(sched); d > 0 {
+						time.Sleep(d)
+					}
+				}
 				if o.n > 0 {
 					if issued.Add(1) > int64(o.n) {
 						break
@@ -129,6 +146,9 @@ func run(o options, out io.Writer) error {
 					req.SetBodyRaw(body)
 				}
 				t0 := time.Now()
+				if o.rate > 0 {
+					t0 = sched
+				}
 				err := hc.Do(req, resp)
 				var n int64
 				if err == nil {
@@ -215,5 +235,9 @@ func report(w io.Writer, o options, r result) {
 	}
 	if r.failed > 0 {
 		fmt.Fprintf(bw, "%-28s first error: %s\n", "", r.firstErr)
+	}
+	if o.kv {
+		fmt.Fprintf(bw, "kv rps=%.1f p50us=%d p99us=%d mbps=%.1f ok=%d failed=%d\n", float64(r.ok)/secs,
+			pct(r.lat, 0.50).Microseconds(), pct(r.lat, 0.99).Microseconds(), float64(r.bytes)/1e6/secs, r.ok, r.failed)
 	}
 }

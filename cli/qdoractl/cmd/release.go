@@ -193,6 +193,9 @@ func ReadDoraYAML(path string) (client.ReleaseConfig, error) {
 	if t := cfg.Timeouts; t != nil {
 		t.Connect, t.FirstByte, t.Idle = seconds(t.Connect), seconds(t.FirstByte), seconds(t.Idle)
 	}
+	if c := cfg.Cache; c != nil {
+		c.TTL = seconds(c.TTL)
+	}
 	return cfg, nil
 }
 

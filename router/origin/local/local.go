@@ -58,6 +58,8 @@ type Dir struct {
 	// opens, a file read and a JSON decode on every Open.
 	scMu     sync.Mutex
 	sidecars map[objectName]cachedSidecar
+	// warm keeps bucket directory handles and small objects (warm.go).
+	warm warm
 }
 
 // Objects are only ever read by the platform (the router and the admin
@@ -93,13 +95,16 @@ func New(root string) (*Dir, error) {
 			return nil, fmt.Errorf("local origin: %w", err)
 		}
 	}
-	d := &Dir{root: r}
+	d := &Dir{root: r, warm: warm{maxObject: DefaultHotObjectMax, maxBytes: DefaultHotBytes}}
 	d.sweepTemp()
 	return d, nil
 }
 
-// Close releases the directory handle.
-func (d *Dir) Close() error { return d.root.Close() }
+// Close releases the directory handles.
+func (d *Dir) Close() error {
+	d.warm.closeAll()
+	return d.root.Close()
+}
 
 func truncate(s string) string {
 	if len(s) > 64 {
@@ -166,12 +171,25 @@ func (d *Dir) Open(ctx context.Context, bucket, key string, offset, length int64
 	if err := ctx.Err(); err != nil {
 		return nil, origin.Object{}, err
 	}
+	h, missing := d.warm.lookup(d, bucket, key)
+	if h != nil {
+		return h.open(offset, length)
+	}
+	if missing {
+		// Perhaps the bucket's directory was replaced under its kept
+		// handle: the cold path opens it afresh.
+		d.warm.forgetBucket(bucket)
+	}
 	l := d.lock(bucket, key)
 	l.RLock()
 	f, obj, err := d.openLocked(bucket, key)
 	l.RUnlock()
 	if err != nil {
 		return nil, origin.Object{}, fmt.Errorf("open %s/%s: %w", bucket, truncate(key), err)
+	}
+	if data := d.warm.keep(f, obj); data != nil {
+		f.Close()
+		return (&hotObject{obj: obj, data: data}).open(offset, length)
 	}
 	if offset < 0 || offset > obj.Size {
 		f.Close()
@@ -293,6 +311,7 @@ func (d *Dir) cacheSidecar(bucket, key string, id fileIdent, sc sidecar) {
 
 // forgetSidecar drops an object's cached sidecar (Put, Delete).
 func (d *Dir) forgetSidecar(bucket, key string) {
+	d.warm.drop(bucket, key)
 	d.scMu.Lock()
 	defer d.scMu.Unlock()
 	delete(d.sidecars, objectName{bucket, key})

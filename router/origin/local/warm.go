@@ -1,0 +1,226 @@
+package local
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sync"
+
+	"github.com/doraproject/dora/router/origin"
+)
+
+// The warm path. Opening an object cold costs a dozen system calls (the
+// bucket's directory, the file, fstat, the sidecar's directory and file,
+// closes). Small objects are served from memory instead: their bytes and
+// metadata are kept with the identity of the data file they were read
+// from (device, inode, size, modification time in nanoseconds), and every
+// Open revalidates them with one lstat through a kept handle on the
+// bucket's directory. A Put renames a new file into place (a new inode), a
+// Delete removes it (the lstat fails), an edit in place changes the size
+// or the time: none of them can be served stale.
+
+// Defaults of the warm cache.
+const (
+	// DefaultHotObjectMax is the largest object kept in memory.
+	DefaultHotObjectMax = 64 << 10
+	// DefaultHotBytes bounds the bytes of all objects kept in memory.
+	DefaultHotBytes = 32 << 20
+)
+
+// hotObject is a small object's bytes and metadata, valid while the data
+// file is the one id names.
+type hotObject struct {
+	id   fileIdent
+	obj  origin.Object
+	data []byte
+}
+
+// warm is the handle and object cache of a Dir.
+type warm struct {
+	maxObject int64
+	maxBytes  int64
+
+	bmu     sync.RWMutex
+	buckets map[string]*os.Root
+
+	hmu   sync.RWMutex
+	hot   map[objectName]*hotObject
+	bytes int64
+}
+
+// SetHotCache sets the largest object kept in memory and the bound of all
+// their bytes (0 disables the warm path). Call it before serving.
+func (d *Dir) SetHotCache(maxObject, maxBytes int64) {
+	d.warm.maxObject, d.warm.maxBytes = maxObject, maxBytes
+}
+
+// bucketRoot returns the kept handle on a bucket's directory, opening it
+// on first use.
+func (w *warm) bucketRoot(d *Dir, bucket string) (*os.Root, bool) {
+	w.bmu.RLock()
+	r := w.buckets[bucket]
+	w.bmu.RUnlock()
+	if r != nil {
+		return r, true
+	}
+	r, err := d.openBucket("", bucket)
+	if err != nil {
+		return nil, false
+	}
+	w.bmu.Lock()
+	defer w.bmu.Unlock()
+	if old := w.buckets[bucket]; old != nil {
+		r.Close()
+		return old, true
+	}
+	if w.buckets == nil {
+		w.buckets = map[string]*os.Root{}
+	}
+	w.buckets[bucket] = r
+	return r, true
+}
+
+// forgetBucket drops the kept handle (the directory was replaced).
+func (w *warm) forgetBucket(bucket string) {
+	w.bmu.Lock()
+	r := w.buckets[bucket]
+	delete(w.buckets, bucket)
+	w.bmu.Unlock()
+	if r != nil {
+		r.Close()
+	}
+}
+
+// closeAll releases every kept handle.
+func (w *warm) closeAll() {
+	w.bmu.Lock()
+	defer w.bmu.Unlock()
+	for b, r := range w.buckets {
+		r.Close()
+		delete(w.buckets, b)
+	}
+}
+
+// lookup serves a small object from memory when the file at bucket/key is
+// still the one its bytes were read from. missing reports that the lstat
+// through the kept bucket handle found nothing, which a fresh open of the
+// bucket may contradict (its directory replaced).
+func (w *warm) lookup(d *Dir, bucket, key string) (h *hotObject, missing bool) {
+	if w.maxObject <= 0 {
+		return nil, false
+	}
+	w.hmu.RLock()
+	h = w.hot[objectName{bucket, key}]
+	w.hmu.RUnlock()
+	if h == nil {
+		return nil, false
+	}
+	br, ok := w.bucketRoot(d, bucket)
+	if !ok {
+		return nil, true
+	}
+	fi, err := br.Lstat(key)
+	if err != nil || !fi.Mode().IsRegular() {
+		w.drop(bucket, key)
+		return nil, err != nil && errors.Is(err, fs.ErrNotExist)
+	}
+	if id, ok := fileID(fi); !ok || id != h.id {
+		w.drop(bucket, key)
+		return nil, false
+	}
+	return h, false
+}
+
+// keep reads a small object just opened cold (f at offset 0) into memory.
+// It returns the object's bytes, or nil when it is not kept.
+func (w *warm) keep(f *os.File, obj origin.Object) []byte {
+	if w.maxObject <= 0 || obj.Size > w.maxObject {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	id, ok := fileID(fi)
+	if !ok || id.size != obj.Size {
+		return nil
+	}
+	data := make([]byte, obj.Size)
+	if n, err := f.ReadAt(data, 0); int64(n) != obj.Size || (err != nil && err != io.EOF) {
+		return nil
+	}
+	h := &hotObject{id: id, obj: obj, data: data}
+	name := objectName{obj.Bucket, obj.Key}
+	w.hmu.Lock()
+	defer w.hmu.Unlock()
+	if w.hot == nil {
+		w.hot = map[objectName]*hotObject{}
+	}
+	if old := w.hot[name]; old != nil {
+		w.bytes -= int64(len(old.data))
+	}
+	// Over the bound: evict arbitrary entries (map order) until it fits.
+	for k, v := range w.hot {
+		if w.bytes+obj.Size <= w.maxBytes {
+			break
+		}
+		delete(w.hot, k)
+		w.bytes -= int64(len(v.data))
+	}
+	if w.bytes+obj.Size > w.maxBytes {
+		return data
+	}
+	w.hot[name] = h
+	w.bytes += obj.Size
+	return data
+}
+
+// open serves the bytes [offset, offset+length) (length < 0: to the end).
+func (h *hotObject) open(offset, length int64) (io.ReadCloser, origin.Object, error) {
+	size := int64(len(h.data))
+	if offset < 0 || offset > size {
+		return nil, origin.Object{}, fmt.Errorf("open %s/%s: offset %d outside [0, %d]", h.obj.Bucket, truncate(h.obj.Key), offset, size)
+	}
+	end := size
+	if length >= 0 {
+		end = min(size, offset+length)
+	}
+	return newMemReader(h.data[offset:end:end]), h.obj, nil
+}
+
+// drop forgets an object (Put, Delete, failed revalidation).
+func (w *warm) drop(bucket, key string) {
+	name := objectName{bucket, key}
+	w.hmu.Lock()
+	defer w.hmu.Unlock()
+	if old := w.hot[name]; old != nil {
+		w.bytes -= int64(len(old.data))
+		delete(w.hot, name)
+	}
+}
+
+// hotBytes is the memory the kept objects use (tests).
+func (w *warm) hotBytes() int64 {
+	w.hmu.RLock()
+	defer w.hmu.RUnlock()
+	return w.bytes
+}
+
+// MemReader is an object stream served from memory: Bytes returns the
+// bytes it reads (not to be modified), so that a caller can send them
+// without a copy.
+type MemReader struct {
+	*bytes.Reader
+	b []byte
+}
+
+func newMemReader(b []byte) *MemReader { return &MemReader{Reader: bytes.NewReader(b), b: b} }
+
+// Bytes returns the whole content of the stream.
+func (m *MemReader) Bytes() []byte { return m.b }
+
+// Close does nothing: there is no file.
+func (m *MemReader) Close() error { return nil }

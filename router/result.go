@@ -1,0 +1,198 @@
+package router
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/router/meta"
+	"github.com/doraproject/dora/router/rescache"
+)
+
+// The result cache (Qiniu serves fop results through its CDN). A
+// pipeline's output is kept in memory (router/rescache) under a key naming
+// everything it depends on: the bucket, the key and the object's etag, the
+// pipeline text and each ufop step's active version. An overwritten object
+// (a new etag) or a new active version makes a new key; a deleted ufop
+// fails the plan (404) before the cache is looked at, and so does a
+// private bucket's missing or bad token (401). A hit never reaches an
+// instance.
+//
+// Only pipelines whose every ufop's active release opts in (cache: in
+// dora.yaml) are cached, for the shortest TTL among them; built-ins are
+// cacheable by default. A pipeline with saveas is never cached (it writes),
+// nor one where a step ran on its previous version (blue/green), nor a
+// result larger than Config.ResultCacheEntry, nor one of an object only a
+// mirror has.
+//
+// Cacheable responses carry ETag (a digest of the cache key), Cache-Control
+// (public or private after the bucket, max-age the TTL), Age on a hit, and
+// X-Dora-Cache: hit or miss; If-None-Match against a cached result answers
+// 304.
+
+// cacheFill is a miss whose result is to be stored once complete.
+type cacheFill struct {
+	key     string
+	etag    string
+	ttl     time.Duration
+	max     int64
+	created time.Time
+}
+
+// serveCached answers a cacheable pipeline from the cache (done), or marks
+// the request so that runPipeline stores its result. Not cacheable, or a
+// miss: done is false and the pipeline runs.
+func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, key string, stages []stage) (done bool, _ *httpError) {
+	if r.results == nil {
+		return false, nil
+	}
+	ttl, versions, ok := cachePolicy(snap, stages)
+	if !ok {
+		return false, nil
+	}
+	// Only objects of the local origin: a mirror's would cost a remote
+	// stat on every request (and the pipeline answers its 404s).
+	octx, cancel := context.WithTimeout(r.stopped, r.cfg.Deadline)
+	obj, err := r.cfg.Objects.Stat(octx, b.Name, key)
+	cancel()
+	if err != nil || obj.ETag == "" {
+		return false, nil
+	}
+	ck := cacheKey(b.Name, key, obj.ETag, rq.pipeline, versions)
+	ctx := rq.ctx
+	h := &ctx.Response.Header
+	now := r.now()
+	if e, ok := r.results.Get(ck, now); ok {
+		h.Set("X-Dora-Cache", "hit")
+		h.Set("ETag", e.ETag)
+		h.Set("Cache-Control", cacheControl(b, e.Expires.Sub(e.Created)))
+		h.Set("Age", strconv.FormatInt(int64(now.Sub(e.Created)/time.Second), 10))
+		if notModified(&ctx.Request.Header, e.ETag, time.Time{}) {
+			ctx.SetStatusCode(fasthttp.StatusNotModified)
+			return true, nil
+		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
+		ctx.SetContentType(e.MimeType)
+		if ctx.IsHead() {
+			h.SetContentLength(len(e.Data))
+			return true, nil
+		}
+		ctx.Response.SetBodyRaw(e.Data)
+		return true, nil
+	}
+	etag := resultETag(ck)
+	h.Set("X-Dora-Cache", "miss")
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", cacheControl(b, ttl))
+	if !ctx.IsHead() {
+		rq.fill = &cacheFill{key: ck, etag: etag, ttl: ttl, max: r.results.MaxEntry(), created: now}
+	}
+	return false, nil
+}
+
+// cachePolicy decides whether the stages' result may be cached: every ufop
+// step's active release opts in. It returns the TTL (the shortest of the
+// steps') and the steps' versions for the key.
+func cachePolicy(snap *meta.Snapshot, stages []stage) (time.Duration, string, bool) {
+	var ttl time.Duration
+	var vs strings.Builder
+	for _, st := range stages {
+		t := dora.DefaultCacheTTL
+		if !st.builtin {
+			u := st.ufop
+			if u.ActiveVersion == "" {
+				return 0, "", false
+			}
+			rel, ok := snap.Release(u.Name, u.ActiveVersion)
+			if !ok || rel.Cache == nil || !rel.Cache.Enabled {
+				return 0, "", false
+			}
+			if rel.Cache.TTL > 0 {
+				t = min(rel.Cache.TTL, dora.MaxCacheTTL)
+			}
+			vs.WriteString(u.Name)
+			vs.WriteByte('@')
+			vs.WriteString(u.ActiveVersion)
+			vs.WriteByte('|')
+		}
+		if ttl == 0 || t < ttl {
+			ttl = t
+		}
+	}
+	return ttl, vs.String(), ttl > 0
+}
+
+// cacheKey names a result by everything it depends on.
+func cacheKey(bucket, key, etag, pipeline, versions string) string {
+	return bucket + "\x00" + key + "\x00" + etag + "\x00" + pipeline + "\x00" + versions
+}
+
+// resultETag is the quoted validator of a cached result: a digest of its
+// key, the same for every router.
+func resultETag(ck string) string {
+	sum := sha256.Sum256([]byte(ck))
+	return `"r` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+}
+
+// cacheControl is the Cache-Control of a cached result: private for a
+// private bucket (a shared cache must not serve it without a token).
+func cacheControl(b dora.Bucket, ttl time.Duration) string {
+	scope := "public"
+	if b.Private {
+		scope = "private"
+	}
+	return scope + ", max-age=" + strconv.FormatInt(int64(ttl/time.Second), 10)
+}
+
+// capture wraps the pipeline's last stream so that, read completely and
+// within the entry bound, it is stored in the cache.
+func (f *cacheFill) capture(r *Router, p *pipeline, cur flow) io.ReadCloser {
+	if cur.size > f.max {
+		return cur.body
+	}
+	c := &captureBody{ReadCloser: cur.body, f: f, r: r, p: p, size: cur.size, mime: cur.contentType()}
+	if cur.size >= 0 {
+		c.buf = make([]byte, 0, cur.size)
+	}
+	return c
+}
+
+// captureBody copies what the client is sent, and stores it on a clean end.
+type captureBody struct {
+	io.ReadCloser
+	f        *cacheFill
+	r        *Router
+	p        *pipeline
+	size     int64
+	mime     string
+	buf      []byte
+	overflow bool
+	stored   bool
+}
+
+func (c *captureBody) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	if n > 0 && !c.overflow {
+		if int64(len(c.buf)+n) > c.f.max {
+			c.overflow, c.buf = true, nil
+		} else {
+			c.buf = append(c.buf, b[:n]...)
+		}
+	}
+	if err == io.EOF && !c.overflow && !c.stored && !c.p.fellBack && (c.size < 0 || int64(len(c.buf)) == c.size) {
+		c.stored = true
+		c.r.results.Put(c.f.key, &rescache.Entry{Data: c.buf, MimeType: c.mime, ETag: c.f.etag,
+			Created: c.f.created, Expires: c.f.created.Add(c.f.ttl)})
+	}
+	return n, err
+}
+
+// WriteTo keeps fasthttp's copy on the router's pooled buffers.
+func (c *captureBody) WriteTo(w io.Writer) (int64, error) { return writeTo(w, c) }

@@ -1,0 +1,177 @@
+package router
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/pool"
+)
+
+// countingInstance answers its input transformed by f and counts calls.
+func countingInstance(t *testing.T, f func(string) string) (string, *atomic.Int64) {
+	var n atomic.Int64
+	addr := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in io.Reader) {
+		n.Add(1)
+		b, _ := io.ReadAll(in)
+		w.Write([]byte(f(string(b))))
+	})
+	return addr, &n
+}
+
+var cacheOn = &dora.CachePolicy{Enabled: true, TTL: time.Hour}
+
+// TestResultCache: a cacheable pipeline's second request is a hit that
+// reaches no instance, with ETag, Cache-Control, Age and X-Dora-Cache;
+// If-None-Match answers 304; an overwritten object, a new active version
+// and a deleted ufop are never answered from the cache.
+func TestResultCache(t *testing.T) {
+	e := newEnv(t, nil)
+	upAddr, ups := countingInstance(t, strings.ToUpper)
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", upAddr)})
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+
+	resp, body := e.get("photos.localhost", "/k?up/x")
+	etag := resp.Header.Get("ETag")
+	if resp.StatusCode != 200 || string(body) != "ABC" || resp.Header.Get("X-Dora-Cache") != "miss" || etag == "" ||
+		resp.Header.Get("Cache-Control") != "public, max-age=3600" {
+		t.Fatalf("first: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	resp, body = e.get("photos.localhost", "/k?up/x")
+	if resp.StatusCode != 200 || string(body) != "ABC" || resp.Header.Get("X-Dora-Cache") != "hit" ||
+		resp.Header.Get("ETag") != etag || resp.Header.Get("Age") == "" || resp.Header.Get("Cache-Control") != "public, max-age=3600" {
+		t.Fatalf("second: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	if n := ups.Load(); n != 1 {
+		t.Fatalf("the instance was called %d times, want 1 (the hit reached it)", n)
+	}
+	resp, body = e.do(http.MethodGet, "photos.localhost", "/k?up/x", map[string]string{"If-None-Match": etag})
+	if resp.StatusCode != 304 || len(body) != 0 {
+		t.Fatalf("conditional: %d %q", resp.StatusCode, body)
+	}
+	resp, _ = e.do(http.MethodHead, "photos.localhost", "/k?up/x", nil)
+	if resp.StatusCode != 200 || resp.ContentLength != 3 || resp.Header.Get("X-Dora-Cache") != "hit" {
+		t.Fatalf("HEAD: %d %d %v", resp.StatusCode, resp.ContentLength, resp.Header)
+	}
+	if n := ups.Load(); n != 1 {
+		t.Fatalf("the instance was called %d times, want 1", n)
+	}
+
+	// Overwritten (same size): the next answer is the new object's.
+	e.objs.add("photos", "k", "text/plain", []byte("xyz"))
+	resp, body = e.get("photos.localhost", "/k?up/x")
+	if string(body) != "XYZ" || resp.Header.Get("X-Dora-Cache") != "miss" || resp.Header.Get("ETag") == etag {
+		t.Fatalf("after an overwrite: %q %v", body, resp.Header)
+	}
+
+	// A new active version: its result, not the cached one.
+	v2Addr, _ := countingInstance(t, func(s string) string { return "v2:" + s })
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", upAddr), poolInst("u2", "up", "v2", v2Addr)})
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID, ActiveVersion: "v2", PreviousVersion: "v1"},
+		dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	resp, body = e.get("photos.localhost", "/k?up/x")
+	if string(body) != "v2:xyz" || resp.Header.Get("X-Dora-Cache") != "miss" {
+		t.Fatalf("after switching the active version: %q %v", body, resp.Header)
+	}
+	if _, body = e.get("photos.localhost", "/k?up/x"); string(body) != "v2:xyz" {
+		t.Fatalf("hit after the switch: %q", body)
+	}
+
+	// The ufop deleted: 404, cached result or not.
+	if err := e.st.Delete(t.Context(), store.UfopKey("up")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "ufop gone from the snapshot", func() bool { _, ok := e.r.meta.Snapshot().Ufop("up"); return !ok })
+	if resp, body := e.get("photos.localhost", "/k?up/x"); resp.StatusCode != 404 || resp.Header.Get("X-Dora-Cache") != "" {
+		t.Fatalf("after deleting the ufop: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+}
+
+// TestResultCachePrivate: a private bucket's cached result still needs a
+// valid token, and is marked private for shared caches.
+func TestResultCachePrivate(t *testing.T) {
+	e := newEnv(t, nil)
+	addr, n := countingInstance(t, strings.ToUpper)
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
+	e.objs.add("secret", "k", "text/plain", []byte("abc"))
+	signed := strings.TrimPrefix(auth.DownloadURL("http://secret.localhost/k?up/x", alice.AccessKey, alice.SecretKey, time.Now().Unix()+3600), "http://secret.localhost")
+	for i, want := range []string{"miss", "hit"} {
+		resp, body := e.get("secret.localhost", signed)
+		if resp.StatusCode != 200 || string(body) != "ABC" || resp.Header.Get("X-Dora-Cache") != want ||
+			resp.Header.Get("Cache-Control") != "private, max-age=3600" {
+			t.Fatalf("signed request %d: %d %q %v", i, resp.StatusCode, body, resp.Header)
+		}
+	}
+	for _, pq := range []string{"/k?up/x", strings.Replace(signed, "token=", "token=x", 1)} {
+		resp, body := e.get("secret.localhost", pq)
+		if resp.StatusCode != 401 || strings.Contains(string(body), "ABC") || resp.Header.Get("X-Dora-Cache") != "" {
+			t.Fatalf("%s without a valid token: %d %q %v", pq, resp.StatusCode, body, resp.Header)
+		}
+	}
+	if n.Load() != 1 {
+		t.Fatalf("instance called %d times", n.Load())
+	}
+}
+
+// TestResultCacheOptIn: a release without cache: is never cached; a
+// built-in is cached by default; saveas never is.
+func TestResultCacheOptIn(t *testing.T) {
+	e := newEnv(t, nil)
+	addr, n := countingInstance(t, strings.ToUpper)
+	e.ufop(dora.Ufop{Name: "plain", Owner: alice.ID}, dora.ProtocolDora)
+	e.pool.Update([]pool.Instance{poolInst("p1", "plain", "v1", addr)})
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	for range 2 {
+		resp, body := e.get("photos.localhost", "/k?plain/x")
+		if string(body) != "ABC" || resp.Header.Get("X-Dora-Cache") != "" || resp.Header.Get("Cache-Control") != "" {
+			t.Fatalf("not opted in: %q %v", body, resp.Header)
+		}
+	}
+	if n.Load() != 2 {
+		t.Fatalf("instance called %d times, want 2", n.Load())
+	}
+	for i, want := range []string{"miss", "hit"} {
+		resp, body := e.get("photos.localhost", "/k?qhash/md5")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Dora-Cache") != want {
+			t.Fatalf("built-in %d: %d %q %v", i, resp.StatusCode, body, resp.Header)
+		}
+	}
+	// A mixed pipeline with a ufop that did not opt in is not cached.
+	if resp, _ := e.get("photos.localhost", "/k?plain/x|qhash/md5"); resp.Header.Get("X-Dora-Cache") != "" {
+		t.Fatalf("mixed pipeline cached: %v", resp.Header)
+	}
+	resp, body := e.get("photos.localhost", signedSaveAs("photos.localhost", "/k", "qhash/md5|", "photos", "out"))
+	if resp.StatusCode != 200 || resp.Header.Get("X-Dora-Cache") != "" {
+		t.Fatalf("saveas: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+}
+
+// TestResultCacheBounded: under a stream of distinct results the cache
+// stays within its byte bound.
+func TestResultCacheBounded(t *testing.T) {
+	const bound = 20 << 10
+	e := newEnv(t, func(c *Config) { c.ResultCacheBytes, c.ResultCacheEntry = bound, 4<<10 })
+	addr, _ := countingInstance(t, strings.ToUpper)
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
+	data := strings.Repeat("a", 3000)
+	for i := range 50 {
+		k := fmt.Sprintf("k%d", i)
+		e.objs.add("photos", k, "text/plain", []byte(data))
+		if resp, body := e.get("photos.localhost", "/"+k+"?up/x"); resp.StatusCode != 200 || len(body) != 3000 {
+			t.Fatalf("%s: %d, %d bytes", k, resp.StatusCode, len(body))
+		}
+		if entries, b := e.r.results.Stats(); b > bound || entries == 0 {
+			t.Fatalf("after %d results: %d entries, %d bytes (bound %d)", i+1, entries, b, bound)
+		}
+	}
+}

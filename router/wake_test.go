@@ -1,0 +1,91 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/autoscaler"
+	"github.com/doraproject/dora/autoscaler/load/memory"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/pool"
+)
+
+// startingTarget is an autoscaler.Target that "starts" instances the way a
+// runtime does: Scale to n>0 brings up a real instance in the background
+// and, once it answers, publishes it to the pool (the discovery of a
+// passing health check); Ready counts the published ones.
+type startingTarget struct {
+	t    *testing.T
+	pool *pool.Pool
+	addr string // the instance that starts
+
+	mu      sync.Mutex
+	ready   int
+	scaleTo []int
+}
+
+func (s *startingTarget) Scale(_ context.Context, d dora.Deployment, count int, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scaleTo = append(s.scaleTo, count)
+	if count > 0 && s.ready == 0 {
+		go func() {
+			s.pool.Update([]pool.Instance{poolInst("w0", d.Ufop, d.Version, s.addr)})
+			s.mu.Lock()
+			s.ready = 1
+			s.mu.Unlock()
+		}()
+	}
+	return nil
+}
+
+func (s *startingTarget) Ready(context.Context, dora.Deployment) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready, nil
+}
+
+// TestWakeFromZero: a deployment with floor 0 and no instance serves its
+// first request without waiting for the autoscaler's next tick: the held
+// request wakes the autoscaler through the load store at once, and is
+// released as soon as the instance is in the pool. The tick is 10 s, so
+// an answer well within it can only come from the wake-up.
+func TestWakeFromZero(t *testing.T) {
+	loads := memory.New(time.Minute)
+	e := newEnv(t, func(c *Config) {
+		c.Load = loads
+		c.HoldTimeout = time.Minute
+	})
+	e.ufop(dora.Ufop{Name: "sleeper", Owner: alice.ID}, dora.ProtocolDora)
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	now := time.Now().UTC()
+	e.put(store.DeploymentKey("sleeper", "deploy-w"), dora.Deployment{ID: "deploy-w", Ufop: "sleeper", Version: "v1", Region: "z0",
+		Expect: 0, Max: 2, Desired: 0, Status: dora.DeployRunning, Created: now, Updated: now})
+	target := &startingTarget{t: t, pool: e.pool, addr: capsInstance(t)}
+	const interval = 10 * time.Second
+	scaler := autoscaler.New(autoscaler.Config{Store: e.st, Load: loads, Target: target, Interval: interval, Logger: testLogger(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); scaler.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	time.Sleep(100 * time.Millisecond) // Run's first tick is over: the next is 10 s away
+
+	start := time.Now()
+	res := e.getAsync("/k?sleeper/x")
+	select {
+	case r := <-res:
+		if r.status != 200 || r.body != "ABC" {
+			t.Fatalf("first request: %+v", r)
+		}
+	case <-time.After(interval - time.Second):
+		t.Fatalf("no answer after %v: the request waited for the autoscaler's tick", time.Since(start))
+	}
+	target.mu.Lock()
+	defer target.mu.Unlock()
+	if len(target.scaleTo) != 1 || target.scaleTo[0] != 1 {
+		t.Fatalf("scale calls %v, want one to 1", target.scaleTo)
+	}
+}
