@@ -431,3 +431,17 @@ func truncateKey(s string) string {
 	}
 	return s
 }
+
+// PfopResult says where persistent processing (pfop) saved the result of a
+// fop on bucket:key: what `?p/1/<fop>` serves. The pfop worker writes it
+// under store.ResultKey; the router reads it there (store.GetResult).
+type PfopResult struct {
+	Bucket      string    `json:"bucket"`
+	Key         string    `json:"key"`
+	Fop         string    `json:"fop"` // canonical pipeline, without saveas
+	SavedBucket string    `json:"savedBucket"`
+	SavedKey    string    `json:"savedKey"`
+	Hash        string    `json:"hash"`
+	Job         string    `json:"job"` // the job that wrote it
+	Created     time.Time `json:"created"`
+}

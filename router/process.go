@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/fop"
 	"github.com/doraproject/dora/router/meta"
 	"github.com/doraproject/dora/router/origin"
@@ -166,11 +167,11 @@ func (r *Router) checkSaveTarget(snap *meta.Snapshot, src dora.Bucket, sa *fop.S
 	return nil
 }
 
-// persistedLookupTimeout bounds the Config.Persisted call of a p/1/ request.
+// persistedLookupTimeout bounds the store read of a p/1/ request.
 const persistedLookupTimeout = 5 * time.Second
 
 // servePersisted answers `?p/1/<fop>`: the object persistent processing
-// saved for fop on bucket:key, found through Config.Persisted; 404 when
+// saved for fop on bucket:key, found in the store (store.GetResult); 404 when
 // there is none (or it lives in a bucket of another owner).
 //
 // A result saved in a private bucket is served only with a download token
@@ -184,15 +185,20 @@ const persistedLookupTimeout = 5 * time.Second
 // absent result answers 404.)
 func (r *Router) servePersisted(rq *request, snap *meta.Snapshot, b dora.Bucket, key, host, rawPath string, req fop.Request) (bool, *httpError) {
 	fopText := req.Persisted
-	if r.cfg.Persisted == nil {
+	canon, ok := fop.Canonical(fopText)
+	if !ok || canon == "" || r.cfg.Store == nil {
 		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", fopText)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), persistedLookupTimeout)
-	sb, sk, ok := r.cfg.Persisted(ctx, b.Name, key, fopText)
+	res, err := store.GetResult(ctx, r.cfg.Store, b.Name, key, canon)
 	cancel()
-	if !ok {
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			r.log.Warn("router: persisted result lookup", "bucket", b.Name, "key", key, "fop", canon, "err", err)
+		}
 		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", fopText)
 	}
+	sb, sk := res.SavedBucket, res.SavedKey
 	tb, found := snap.Bucket(sb)
 	if !found || tb.Owner != b.Owner {
 		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", fopText)

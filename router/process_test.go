@@ -3,7 +3,6 @@ package router
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 )
 
@@ -167,29 +167,25 @@ func TestProcessWriterFailureSavesNothing(t *testing.T) {
 	waitUntil(t, "pipeline torn down", func() bool { return e.r.src.len() == 0 })
 }
 
-// TestPersistedResults: ?p/1/<fop> serves what Config.Persisted names, 404
-// otherwise (absent, another owner's bucket, no hook); a result in a
-// private bucket only with its owner's download token, even when the
-// source bucket is public.
+// TestPersistedResults: ?p/1/<fop> serves what pfop recorded in the store
+// (store.ResultKey), 404 otherwise (absent, another owner's bucket, a
+// record of another key); a result in a private bucket only with its
+// owner's download token, even when the source bucket is public.
 func TestPersistedResults(t *testing.T) {
-	type call struct{ bucket, key, fop string }
-	var mu sync.Mutex
-	var calls []call
-	e := newEnv(t, func(c *Config) {
-		c.Persisted = func(_ context.Context, bucket, key, fop string) (string, string, bool) {
-			mu.Lock()
-			calls = append(calls, call{bucket, key, fop})
-			mu.Unlock()
-			switch fop {
-			case "upper/x":
-				return "secret", "results/in.txt.upper", true
-			case "upper/pub":
-				return "photos", "results/in.txt.pub", true
-			case "upper/other-owner":
-				return "bobs", "x", true
-			}
-			return "", "", false
-		}
+	e := newEnv(t, nil)
+	record := func(bucket, fop, savedBucket, savedKey string) {
+		e.put(store.ResultKey(bucket, "in.txt", fop), dora.PfopResult{
+			Bucket: bucket, Key: "in.txt", Fop: fop, SavedBucket: savedBucket, SavedKey: savedKey,
+		})
+	}
+	record("photos", "upper/x", "secret", "results/in.txt.upper")
+	record("secret", "upper/x", "secret", "results/in.txt.upper")
+	record("photos", "upper/pub", "photos", "results/in.txt.pub")
+	record("photos", "upper/other-owner", "bobs", "x")
+	// A record under the right key but naming another source (a digest
+	// collision) is not served.
+	e.put(store.ResultKey("photos", "in.txt", "upper/z"), dora.PfopResult{
+		Bucket: "photos", Key: "other.txt", Fop: "upper/z", SavedBucket: "photos", SavedKey: "results/in.txt.pub",
 	})
 	e.objs.add("photos", "in.txt", "text/plain", []byte("hello"))
 	e.objs.add("secret", "results/in.txt.upper", "text/plain", []byte("HELLO"))
@@ -240,21 +236,8 @@ func TestPersistedResults(t *testing.T) {
 			t.Fatalf("%s: no X-Reqid", query)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(calls) < 3 || calls[0] != (call{"photos", "in.txt", "upper/pub"}) || calls[2] != (call{"photos", "in.txt", "upper/x"}) {
-		t.Fatalf("hook calls %+v", calls)
-	}
-
-	// Without the hook every p/1/ request is a 404.
-	e2 := newEnv(t, nil)
-	e2.objs.add("photos", "in.txt", "text/plain", []byte("hello"))
-	resp, body := e2.get("photos.localhost", "/in.txt?p/1/upper/x")
-	if resp.StatusCode != 404 {
-		t.Fatalf("no hook: status %d (%s)", resp.StatusCode, body)
-	}
-	var v map[string]any
-	if err := json.Unmarshal(body, &v); err != nil {
-		t.Fatal(err)
+	// The record of another source under upper/z's key is not served.
+	if resp, body := e.get("photos.localhost", "/in.txt?p/1/upper/z"); resp.StatusCode != 404 {
+		t.Fatalf("collision record: status %d (%s)", resp.StatusCode, body)
 	}
 }

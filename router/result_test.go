@@ -11,6 +11,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 )
 
@@ -85,7 +86,7 @@ func TestResultCache(t *testing.T) {
 	}
 
 	// The ufop deleted: 404, cached result or not.
-	if err := e.st.Delete(t.Context(), "ufops/up"); err != nil {
+	if err := e.st.Delete(t.Context(), store.UfopKey("up")); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "ufop gone from the snapshot", func() bool { _, ok := e.r.meta.Snapshot().Ufop("up"); return !ok })

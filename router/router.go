@@ -67,7 +67,8 @@ type MirrorSource interface {
 
 type Config struct {
 	// Store is watched for accounts/, aks/, buckets/, domains/, ufops/ and
-	// releases/ (the meta cache). Ignored when Meta is set.
+	// releases/ (the meta cache; ignored when Meta is set), and read for
+	// the results pfop saved (`?p/1/<fop>`; none when Store is nil).
 	Store store.Store
 	// Meta, when set, replaces the store-backed cache (tests, embedding).
 	Meta MetaSource
@@ -139,11 +140,6 @@ type Config struct {
 	// ResultCacheEntry is the largest result kept (DefaultResultCacheEntry
 	// when 0). See result.go.
 	ResultCacheBytes, ResultCacheEntry int64
-
-	// Persisted finds where persistent processing (pfop) saved the result
-	// of fop (a pipeline without saveas) run on bucket:key, for
-	// `?p/1/<fop>` requests: 404 when it reports !ok or is nil.
-	Persisted func(ctx context.Context, bucket, key, fop string) (savedBucket, savedKey string, ok bool)
 }
 
 // MetaSource hands out the current metadata snapshot; *meta.Cache is one.

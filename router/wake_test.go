@@ -9,6 +9,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler"
 	"github.com/doraproject/dora/autoscaler/load/memory"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 )
 
@@ -61,7 +62,7 @@ func TestWakeFromZero(t *testing.T) {
 	e.ufop(dora.Ufop{Name: "sleeper", Owner: alice.ID}, dora.ProtocolDora)
 	e.objs.add("photos", "k", "text/plain", []byte("abc"))
 	now := time.Now().UTC()
-	e.put("deployments/deploy-w", dora.Deployment{ID: "deploy-w", Ufop: "sleeper", Version: "v1", Region: "z0",
+	e.put(store.DeploymentKey("sleeper", "deploy-w"), dora.Deployment{ID: "deploy-w", Ufop: "sleeper", Version: "v1", Region: "z0",
 		Expect: 0, Max: 2, Desired: 0, Status: dora.DeployRunning, Created: now, Updated: now})
 	target := &startingTarget{t: t, pool: e.pool, addr: capsInstance(t)}
 	const interval = 10 * time.Second

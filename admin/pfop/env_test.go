@@ -150,7 +150,6 @@ func newEnv(t *testing.T) *env {
 	e.rAddr = ln.Addr().String()
 	r, err := router.New(router.Config{
 		Store: st, Objects: e.objs, Writer: e.objs, Pool: p, Region: "z0", Logger: testLogger(),
-		Persisted: pfop.PersistedLookup(e.jobs),
 	})
 	if err != nil {
 		t.Fatal(err)

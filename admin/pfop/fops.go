@@ -1,7 +1,6 @@
 package pfop
 
 import (
-	"context"
 	"crypto/sha1"
 	"errors"
 	"fmt"
@@ -52,17 +51,6 @@ func parseItem(cmd string) (fop.Request, error) {
 	return r, nil
 }
 
-// CanonicalFop returns the pipeline of a fop text without its saveas, as
-// results are indexed for `?p/1/<fop>`; ok is false for text that does not
-// parse as a pipeline.
-func CanonicalFop(text string) (string, bool) {
-	r, err := fop.Parse(text)
-	if err != nil || r.Persisted != "" || r.Token != "" {
-		return "", false
-	}
-	return r.Pipeline(), true
-}
-
 // DefaultResultKey is where a pipeline without saveas saves its result:
 // "<key>_<urlsafe base64 of sha1(pipeline)>" in the input's bucket, or
 // "pfop/<urlsafe base64 of sha1(key NUL pipeline)>" when that would be
@@ -104,20 +92,4 @@ func planItem(bucket, key, cmd string) (itemPlan, error) {
 		p.run = p.pipeline + "|" + sa
 	}
 	return p, nil
-}
-
-// PersistedLookup adapts the job store to the router's Config.Persisted:
-// where `?p/1/<fop>` on bucket:key finds its result.
-func PersistedLookup(js Jobs) func(ctx context.Context, bucket, key, fopText string) (string, string, bool) {
-	return func(ctx context.Context, bucket, key, fopText string) (string, string, bool) {
-		canon, ok := CanonicalFop(fopText)
-		if !ok || canon == "" {
-			return "", "", false
-		}
-		r, err := js.GetResult(ctx, bucket, key, canon)
-		if err != nil {
-			return "", "", false
-		}
-		return r.SavedBucket, r.SavedKey, true
-	}
 }

@@ -7,7 +7,7 @@
 //
 //   - Jobs live in the metadata store (store.JobKey) so any admin can answer
 //     prefop while any worker runs them; results are indexed under
-//     store.ResultKey so that `?p/1/<fop>` finds them (PersistedLookup).
+//     store.ResultKey so that `?p/1/<fop>` finds them (the router reads them).
 //   - A Queue carries job ids per named pipeline with a concurrency limit:
 //     boltq (embedded, a bbolt file) and redisq (Redis Streams with a
 //     consumer group; XAUTOCLAIM hands a dead worker's jobs to a live one).
@@ -25,7 +25,6 @@ package pfop
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -33,6 +32,7 @@ import (
 	"regexp"
 	"time"
 
+	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/store"
 )
@@ -209,22 +209,9 @@ func (js Jobs) Update(ctx context.Context, id string, fn func(*Job) error) (Job,
 }
 
 // ResultRecord says where a job saved the result of fop on bucket:key:
-// what `?p/1/<fop>` serves.
-type ResultRecord struct {
-	Bucket      string    `json:"bucket"`
-	Key         string    `json:"key"`
-	Fop         string    `json:"fop"` // canonical pipeline, without saveas
-	SavedBucket string    `json:"savedBucket"`
-	SavedKey    string    `json:"savedKey"`
-	Hash        string    `json:"hash"`
-	Job         string    `json:"job"` // the job that wrote it
-	Created     time.Time `json:"created"`
-}
-
-func resultKey(bucket, key, fop string) string {
-	h := sha1.Sum([]byte(key + "\x00" + fop))
-	return store.ResultKey(bucket, hex.EncodeToString(h[:]))
-}
+// what `?p/1/<fop>` serves. It is the root package's record, which the
+// router reads too.
+type ResultRecord = dora.PfopResult
 
 // PutResult records where a result was saved.
 func (js Jobs) PutResult(ctx context.Context, r ResultRecord) error {
@@ -232,7 +219,7 @@ func (js Jobs) PutResult(ctx context.Context, r ResultRecord) error {
 	if err != nil {
 		return fmt.Errorf("pfop: encode result: %w", err)
 	}
-	if _, err := js.Store.Put(ctx, resultKey(r.Bucket, r.Key, r.Fop), b); err != nil {
+	if _, err := js.Store.Put(ctx, store.ResultKey(r.Bucket, r.Key, r.Fop), b); err != nil {
 		return fmt.Errorf("pfop: record result of %s:%s: %w", r.Bucket, r.Key, err)
 	}
 	return nil
@@ -240,19 +227,12 @@ func (js Jobs) PutResult(ctx context.Context, r ResultRecord) error {
 
 // GetResult returns the record for fop (canonical) on bucket:key, or ErrNotFound.
 func (js Jobs) GetResult(ctx context.Context, bucket, key, fop string) (ResultRecord, error) {
-	kv, err := js.Store.Get(ctx, resultKey(bucket, key, fop))
+	r, err := store.GetResult(ctx, js.Store, bucket, key, fop)
 	if errors.Is(err, store.ErrNotFound) {
 		return ResultRecord{}, ErrNotFound
 	}
 	if err != nil {
 		return ResultRecord{}, fmt.Errorf("pfop: get result: %w", err)
-	}
-	var r ResultRecord
-	if err := json.Unmarshal(kv.Value, &r); err != nil {
-		return ResultRecord{}, fmt.Errorf("pfop: decode result: %w", err)
-	}
-	if r.Bucket != bucket || r.Key != key || r.Fop != fop { // a hash collision: not ours
-		return ResultRecord{}, ErrNotFound
 	}
 	return r, nil
 }

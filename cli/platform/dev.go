@@ -307,7 +307,6 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	if err := secureDataDir(cfg.DataDir); err != nil { // objects/, registry/ as created
 		return nil, err
 	}
-	jobs := pfop.Jobs{Store: st}
 
 	loads := loadmemory.New(10 * time.Minute)
 	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: cfg.AllowPrivateMirror})
@@ -326,7 +325,6 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		Metrics:      routerReg,
 		HoldTimeout:  cfg.HoldTimeout,
 		MaxHeld:      cfg.MaxHeld,
-		Persisted:    pfop.PersistedLookup(jobs),
 		Conns:        conns,
 		// Containers reach the router's input URLs at the host's
 		// loopback as their network shows it.

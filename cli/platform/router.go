@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/pool/poolmetrics"
@@ -172,8 +171,6 @@ func (s *Service) newRouter(dp dataPlane, publicAddr string, allowPrivateMirror 
 	cfg.OwnHosts = ownHosts
 	cfg.Metrics = dp.reg
 	cfg.Conns = s.conns
-	// ?p/1/<fop> serves what the pfop workers saved.
-	cfg.Persisted = pfop.PersistedLookup(pfop.Jobs{Store: dp.store})
 	rtr, err := router.New(cfg)
 	if err != nil {
 		return nil, nil, err

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -63,9 +65,12 @@ func ScaleEventsOf(deploymentID string) string { return PrefixScaleEvents + depl
 // JobKey is pfop/jobs/<id> → the pfop job.
 func JobKey(id string) string { return PrefixJobs + id }
 
-// ResultKey is pfop/results/<bucket>/<digest> → a persisted pfop result
-// (the digest is pfop's hex SHA-1 of key NUL fop).
-func ResultKey(bucket, digest string) string { return PrefixResults + bucket + "/" + digest }
+// ResultKey is pfop/results/<bucket>/<hex SHA-1 of key NUL fop> →
+// dora.PfopResult, for fop the canonical pipeline (router/fop.Canonical).
+func ResultKey(bucket, key, fop string) string {
+	h := sha1.Sum([]byte(key + "\x00" + fop))
+	return PrefixResults + bucket + "/" + hex.EncodeToString(h[:])
+}
 
 // ObjectMetaKey is objmeta/<bucket>/<key> → what admin/rs keeps of an
 // object beyond the object store's metadata (chtype, deleteAfterDays).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+
+	"github.com/doraproject/dora"
 )
 
 // Typed records: the values of the layout are JSON of the dora types. These
@@ -79,4 +81,18 @@ func PutOp(key string, v any, version uint64) (Op, error) {
 		return Op{}, fmt.Errorf("encode %s: %w", key, err)
 	}
 	return Op{Kind: OpPut, Key: key, Value: b, Version: version}, nil
+}
+
+// GetResult returns where pfop saved the result of fop (canonical) on
+// bucket:key, or ErrNotFound (also for a record of another bucket, key or
+// fop: a digest collision is not ours).
+func GetResult(ctx context.Context, st Store, bucket, key, fop string) (dora.PfopResult, error) {
+	r, _, err := Get[dora.PfopResult](ctx, st, ResultKey(bucket, key, fop))
+	if err != nil {
+		return dora.PfopResult{}, err
+	}
+	if r.Bucket != bucket || r.Key != key || r.Fop != fop {
+		return dora.PfopResult{}, fmt.Errorf("result of %s on %s:%s: %w", fop, bucket, key, ErrNotFound)
+	}
+	return r, nil
 }
