@@ -83,11 +83,22 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// fakeInstance is a Dora-protocol instance: it fetches url= and runs serve.
+// fakeInstance is a Dora-protocol instance: it takes its input from the POST
+// body, or fetches url= when the router sends one, and runs serve.
 func fakeInstance(t *testing.T, serve func(w http.ResponseWriter, r *http.Request, in []byte)) string {
 	t.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, r.URL.Query().Get("url"), nil)
+		src := r.URL.Query().Get("url")
+		if src == "" {
+			in, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), 400)
+				return
+			}
+			serve(w, r, in)
+			return
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, src, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			http.Error(w, err.Error(), 502)
