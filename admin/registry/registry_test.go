@@ -20,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
@@ -460,7 +461,9 @@ func TestPullCredentials(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("catalog with the pull credentials: %d", resp.StatusCode)
 	}
-	if _, err := remote.Image(alice, remote.WithAuth(&authn.Basic{Username: "dora-runtime", Password: "wrong"})); err == nil || !strings.Contains(err.Error(), "401") {
-		t.Fatalf("wrong pull password: %v", err)
+	_, err = remote.Image(alice, remote.WithAuth(&authn.Basic{Username: "dora-runtime", Password: "wrong"}))
+	var terr *transport.Error
+	if !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("wrong pull password: %v, want a 401", err)
 	}
 }
