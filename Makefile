@@ -46,11 +46,13 @@ fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
 ## soak: the soak and fault suite (dorad dev under load while instances, dorad
-## itself, a connection flood and slow clients hit it); prints one table.
+## itself, a connection flood and slow clients hit it; dorad dev on a full
+## 64 MiB tmpfs (needs root); dorad admin/router/worker on real Consul, Nomad
+## and Redis while Redis and Consul stop); prints one table per part.
 ## Not part of `make test` (it takes several minutes). SOAK_PHASE sets each
 ## phase's length (default 20s).
 soak:
-	$(GO) test -tags soak -run '^TestSoak$$' -v -count=1 -timeout 30m ./cli/e2e/
+	$(GO) test -tags soak -run '^TestSoak(DiskFull|Prod)?$$' -v -count=1 -timeout 40m ./cli/e2e/
 
 ## bench: router vs direct vs nginx, and a 1 GiB object through three steps
 bench: build

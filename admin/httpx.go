@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -355,6 +356,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, u
 		sigBody = body
 	}
 	ak, err := s.verifier.VerifyHTTP(r.Context(), r, sigBody)
+	if errors.Is(err, errKeyLookup) {
+		return errf(http.StatusServiceUnavailable, "metadata store unavailable, retry later")
+	}
 	if err != nil {
 		return errf(http.StatusUnauthorized, "bad signature: %v", err)
 	}
@@ -398,7 +402,8 @@ func (s *Server) logError(r *http.Request, err error) {
 }
 
 // writeError writes err as {"error": msg} with its status; errors that are
-// not apiErrors are 500 (store conflicts that survived retries: 409).
+// not apiErrors are 500 (store conflicts that survived retries: 409, a
+// full disk: 507).
 func writeError(w http.ResponseWriter, err error) {
 	status, msg := http.StatusInternalServerError, "internal error"
 	var ae *apiError
@@ -414,6 +419,10 @@ func writeError(w http.ResponseWriter, err error) {
 		status, msg = 499, "request canceled"
 	case errors.Is(err, store.ErrClosed):
 		status, msg = http.StatusServiceUnavailable, "metadata store closed"
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// A full disk is the server's condition, not a bug: say so, so
+		// that clients and operators know to retry later or free space.
+		status, msg = http.StatusInsufficientStorage, "insufficient storage: the server's disk is full"
 	}
 	writeJSON(w, status, map[string]string{"error": msg})
 }
