@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/accounts"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 )
@@ -356,7 +357,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, u
 		sigBody = body
 	}
 	ak, err := s.verifier.VerifyHTTP(r.Context(), r, sigBody)
-	if errors.Is(err, errKeyLookup) {
+	if errors.Is(err, accounts.ErrLookup) {
 		return errf(http.StatusServiceUnavailable, "metadata store unavailable, retry later")
 	}
 	if err != nil {
@@ -419,6 +420,8 @@ func writeError(w http.ResponseWriter, err error) {
 		status, msg = 499, "request canceled"
 	case errors.Is(err, store.ErrClosed):
 		status, msg = http.StatusServiceUnavailable, "metadata store closed"
+	case errors.Is(err, accounts.ErrLookup):
+		status, msg = http.StatusServiceUnavailable, "metadata store unavailable, retry later"
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		// A full disk is the server's condition, not a bug: say so, so
 		// that clients and operators know to retry later or free space.

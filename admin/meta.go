@@ -38,17 +38,9 @@ func (s *Server) accountByAK(ctx context.Context, ak string) (dora.Account, erro
 	return accounts.ByAK(ctx, s.st, ak)
 }
 
-// errKeyLookup marks a signature that could not be checked because the
-// metadata store did not answer (an outage): 503, not 401, so that a
-// client retries instead of doubting its keys.
-var errKeyLookup = errors.New("access key lookup failed")
-
 // lookupSK is the auth.KeyLookup of the API: enabled accounts only.
 func (s *Server) lookupSK(ctx context.Context, ak string) (string, error) {
 	acct, err := s.accountByAK(ctx, ak)
-	if err != nil && !errors.Is(err, errNoAccount) {
-		return "", fmt.Errorf("%w: %w", errKeyLookup, err)
-	}
 	if err != nil {
 		return "", err
 	}

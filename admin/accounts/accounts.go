@@ -18,15 +18,21 @@ import (
 // holds it.
 var ErrNoAccount = errors.New("unknown or disabled access key")
 
+// ErrLookup: the store did not answer the access-key lookup (an outage).
+// A signature that could not be checked for this reason is a 503 (retry),
+// not a 401 (which tells the client its keys are wrong).
+var ErrLookup = errors.New("access key lookup failed")
+
 // ByAK returns the enabled account whose access key is ak; an error
-// wrapping ErrNoAccount when there is none, a store error otherwise.
+// wrapping ErrNoAccount when there is none, a store error wrapping
+// ErrLookup when the store did not answer.
 func ByAK(ctx context.Context, st store.Store, ak string) (dora.Account, error) {
 	kv, err := st.Get(ctx, store.AccessKeyKey(ak))
 	if errors.Is(err, store.ErrNotFound) {
 		return dora.Account{}, ErrNoAccount
 	}
 	if err != nil {
-		return dora.Account{}, fmt.Errorf("look up access key: %w", err)
+		return dora.Account{}, fmt.Errorf("%w: %w", ErrLookup, err)
 	}
 	key := store.AccountKey(string(kv.Value))
 	akv, err := st.Get(ctx, key)
@@ -34,7 +40,7 @@ func ByAK(ctx context.Context, st store.Store, ak string) (dora.Account, error) 
 		return dora.Account{}, ErrNoAccount
 	}
 	if err != nil {
-		return dora.Account{}, fmt.Errorf("get %s: %w", key, err)
+		return dora.Account{}, fmt.Errorf("%w: get %s: %w", ErrLookup, key, err)
 	}
 	var a dora.Account
 	if err := json.Unmarshal(akv.Value, &a); err != nil {

@@ -290,6 +290,9 @@ func (h *Handler) servePfop(w http.ResponseWriter, r *http.Request, reqid string
 		signed = body
 	}
 	ak, err := h.verify.VerifyHTTP(r.Context(), r, signed)
+	if errors.Is(err, accounts.ErrLookup) {
+		return writeError(w, http.StatusServiceUnavailable, "metadata store unavailable, retry later")
+	}
 	if err != nil {
 		return writeError(w, http.StatusUnauthorized, err.Error())
 	}

@@ -209,6 +209,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 		sigBody = body
 	}
 	ak, err := h.verify.VerifyHTTP(r.Context(), r, sigBody)
+	if errors.Is(err, accounts.ErrLookup) {
+		return writeError(w, http.StatusServiceUnavailable, "metadata store unavailable, retry later")
+	}
 	if err != nil {
 		return writeError(w, http.StatusUnauthorized, "bad token: "+err.Error())
 	}
