@@ -195,6 +195,8 @@ func TestSoakProd(t *testing.T) {
 	record := func(kind, c string) { st.record(phaseName.Load().(string)+" · "+kind, c) }
 	var jobsMu sync.Mutex
 	jobs := map[string]string{} // acknowledged persistentId → phase
+	jobAt := map[string]time.Time{}
+	var redisStopped time.Time
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var seq atomic.Int64
@@ -276,6 +278,7 @@ func TestSoakProd(t *testing.T) {
 				} else {
 					jobsMu.Lock()
 					jobs[sub.PersistentID] = phaseName.Load().(string)
+					jobAt[sub.PersistentID] = time.Now()
 					jobsMu.Unlock()
 				}
 			}
@@ -302,6 +305,7 @@ func TestSoakProd(t *testing.T) {
 	// Redis down: load samples and the pfop queue are gone for outage.
 	phaseName.Store("redis down")
 	redis.Stop()
+	redisStopped = time.Now()
 	time.Sleep(outage)
 	phaseName.Store("after redis")
 	redis.Start()
@@ -367,7 +371,11 @@ func TestSoakProd(t *testing.T) {
 		if code != 0 {
 			jobsLost++
 			if len(jobsLostIDs) < 5 {
-				jobsLostIDs = append(jobsLostIDs, fmt.Sprintf("%s (%s): code %d", id, ph, code))
+				jobsMu.Lock()
+				at := jobAt[id]
+				jobsMu.Unlock()
+				jobsLostIDs = append(jobsLostIDs, fmt.Sprintf("%s (%s, acknowledged %v before Redis stopped): code %d",
+					id, ph, redisStopped.Sub(at).Round(time.Millisecond), code))
 			}
 		}
 	}
