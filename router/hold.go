@@ -47,6 +47,13 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		e.step, e.retryAfter = i, true
 		return e
 	}
+	// A version whose deployments all FAILED gets no instance by waiting:
+	// 503 at once, with the reason.
+	if msg, failed := r.meta.Snapshot().DeploymentFailed(key.Ufop, key.Version, key.Region); failed {
+		e := errf(fasthttp.StatusServiceUnavailable, "ufop %s %s in %s: deployment FAILED: %s", key.Ufop, key.Version, key.Region, msg)
+		e.step, e.retryAfter = i, true
+		return nil, e
+	}
 	if r.cfg.HoldTimeout < 0 {
 		return nil, unavailable("no healthy instance of %s %s in %s", key.Ufop, key.Version, key.Region)
 	}

@@ -249,13 +249,6 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			if attempt > 0 {
 				break
 			}
-			// A version whose deployments all FAILED gets no instance
-			// by waiting: 503 at once, with the reason.
-			if msg, failed := r.meta.Snapshot().DeploymentFailed(key.Ufop, key.Version, key.Region); failed {
-				e := errf(fasthttp.StatusServiceUnavailable, "ufop %s %s in %s: deployment FAILED: %s", key.Ufop, key.Version, key.Region, msg)
-				e.step, e.retryAfter = i, true
-				return flow{}, e
-			}
 			// Nothing runs (scale from zero) or every instance is
 			// ejected: wait for one, bounded (hold.go).
 			var herr *httpError
