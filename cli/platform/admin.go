@@ -240,6 +240,7 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 
 		DomainSuffix:       cfg.DomainSuffix,
 		AllowPrivateMirror: cfg.AllowPrivateMirror,
+		Leader:             adminElector(st, consul, publicURL, log),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
