@@ -400,7 +400,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.goRun("pool", func() error { p.Run(runCtx, discovery); return nil })
 	d.goRun("admin background", func() error { return srv.Run(runCtx) })
 	d.goRun("admin http", func() error {
-		if err := httpSrv.Serve(conns.Listen(adminLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpSrv.Serve(httpguard.Listen(conns.Listen(adminLn), httpSrv)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
