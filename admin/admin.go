@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -168,7 +169,8 @@ type Server struct {
 
 	buildLocks keyedMutex // serializes build numbering per ufop
 
-	keyMu      sync.Mutex // guards consoleKey, read from the store on first use
+	pfop       atomic.Pointer[PfopSubmitter] // POST /v1/pfop; nil: 501
+	keyMu      sync.Mutex                    // guards consoleKey, read from the store on first use
 	consoleKey []byte
 	sessionTTL time.Duration
 	stats      *stats.Sampler
