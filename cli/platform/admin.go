@@ -245,6 +245,7 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
+	srv.SetPfop(pfopHandler) // the console's pfop form
 
 	// Again, now that the queue, the store and the registry exist: a bolt
 	// file or objects/ in the data directory get their modes.

@@ -350,6 +350,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pfop handler: %w", err)
 	}
+	srv.SetPfop(pfopHandler) // the console's pfop form
 	// Qiniu's bucket APIs: the region query names the router as the
 	// download host; fetch may reach the developer's own network, as
 	// mirrors may here.
