@@ -83,7 +83,7 @@ func (c *contract) openIf(t *testing.T) {
 	}
 	ctx := ctxT(t)
 	read := func(want origin.Object, off, n int64) (string, error) {
-		rc, _, err := co.OpenIf(ctx, "b", "pin.txt", off, n, want)
+		rc, _, err := co.OpenIf(ctx, "pinned", "pin.txt", off, n, want)
 		if err != nil {
 			return "", err
 		}
@@ -91,8 +91,8 @@ func (c *contract) openIf(t *testing.T) {
 		b, err := io.ReadAll(rc)
 		return string(b), err
 	}
-	Put(t, s, "b", "pin.txt", "first version")
-	v1, err := s.Stat(ctx, "b", "pin.txt")
+	Put(t, s, "pinned", "pin.txt", "first version")
+	v1, err := s.Stat(ctx, "pinned", "pin.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,13 +108,13 @@ func (c *contract) openIf(t *testing.T) {
 	if _, err := read(old, 0, -1); !errors.Is(err, origin.ErrChanged) {
 		t.Fatalf("OpenIf with a time before the write: %v, want ErrChanged", err)
 	}
-	Put(t, s, "b", "pin.txt", "second version, longer")
+	Put(t, s, "pinned", "pin.txt", "second version, longer")
 	for _, r := range [][2]int64{{0, -1}, {6, 7}, {0, 0}} {
 		if got, err := read(v1, r[0], r[1]); !errors.Is(err, origin.ErrChanged) {
 			t.Fatalf("OpenIf(v1, %d, %d) after an overwrite = %q, %v; want ErrChanged", r[0], r[1], got, err)
 		}
 	}
-	v2, err := s.Stat(ctx, "b", "pin.txt")
+	v2, err := s.Stat(ctx, "pinned", "pin.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
