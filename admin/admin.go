@@ -111,9 +111,10 @@ type Config struct {
 	// private or link-local addresses (development setups whose origin runs
 	// on the same machine); off, such mirrors are refused with 400.
 	AllowPrivateMirror bool
-	// ConsoleKey signs the web console's session cookies; a random key
-	// when empty (sign-ins then end with the process). Admins behind one
-	// load balancer share one.
+	// ConsoleKey signs the web console's session cookies. When empty the
+	// platform's own key is used: random, created once in the metadata
+	// store (store.ConsoleSessionKey), so every admin sharing the store
+	// accepts the sessions of the others, across restarts too.
 	ConsoleKey []byte
 	// SessionTTL is how long a console sign-in lasts; DefaultSessionTTL
 	// when 0.
@@ -190,6 +191,7 @@ type Server struct {
 
 	buildLocks keyedMutex // serializes build numbering per ufop
 
+	keyMu      sync.Mutex // guards consoleKey, read from the store on first use
 	consoleKey []byte
 	sessionTTL time.Duration
 	stats      *stats.Sampler
@@ -280,9 +282,6 @@ func New(cfg Config) (*Server, error) {
 		id:      newOwnerID(),
 	}
 	s.consoleKey, s.sessionTTL = cfg.ConsoleKey, cfg.SessionTTL
-	if len(s.consoleKey) == 0 {
-		s.consoleKey = newConsoleKey()
-	}
 	if s.sessionTTL <= 0 {
 		s.sessionTTL = DefaultSessionTTL
 	}
