@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
@@ -138,7 +139,11 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The registry's read-only pull credentials, derived from the root key
+	// (the same on every admin), for Nomad clients pulling images.
+	pullUser, pullPass := registry.PullCredentials(creds.SecretKey)
 	be, err := a.openBackends(ctx, urls, openOptions{Region: regions[0].Name, Logger: log, Runtime: RuntimeOptions{
+		RegistryUser: pullUser, RegistryPassword: pullPass,
 		DataDir: dataDir,
 		Region:  regions[0].Name,
 		Regions: regions,
@@ -158,7 +163,10 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = a.build(ctx, cfg, be, ln, adminEnv{dataDir: dataDir, regions: regions, runAs: runAs, creds: creds, storeURL: urls.Store, log: log})
+	err = a.build(ctx, cfg, be, ln, adminEnv{
+		dataDir: dataDir, regions: regions, runAs: runAs, creds: creds, storeURL: urls.Store,
+		consul: consul, pullUser: pullUser, pullPassword: pullPass, log: log,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -182,8 +190,11 @@ type adminEnv struct {
 	// stats is what the console's charts sample (the routers' and the
 	// autoscaler's figures, in this process); nil: no charts.
 	stats prometheus.Gatherer
-	// pullUser and pullPassword let the container runtime pull from the
-	// registry (podman on this host).
+	// consul, with a consul:// store, elects the admin that runs the
+	// background work; nil: this one runs it.
+	consul *consulapi.Client
+	// pullUser and pullPassword are the registry's read-only pull
+	// credentials (for podman on this host or Nomad clients).
 	pullUser, pullPassword string
 	log                    *slog.Logger
 }
@@ -261,6 +272,9 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 		RouterURL:     cfg.RouterURL,
 		StatsGatherer: env.stats,
 		StatsInterval: cfg.StatsInterval,
+		// Background work (re-apply, reconcile, build recovery) runs on
+		// one admin: the holder of a Consul lock, or this one alone.
+		Leader: adminElector(be.Store, env.consul, a.PublicURL, log),
 	})
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)

@@ -675,7 +675,10 @@ type RuntimeOptions struct {
 	Podman               *localruntime.Podman
 	HealthyDeadline      time.Duration
 	PackagesInContainers bool
-	Logger               *slog.Logger
+	// RegistryUser and RegistryPassword are the registry's pull
+	// credentials, put in Nomad docker jobs' auth block.
+	RegistryUser, RegistryPassword string
+	Logger                         *slog.Logger
 }
 
 // OpenRuntime returns the runtime named by rawURL:
@@ -745,6 +748,8 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 			Driver:        driver,
 			Consul:        opts.Consul,
 			Logger:        opts.Logger,
+
+			RegistryUser: opts.RegistryUser, RegistryPassword: opts.RegistryPassword,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("runtime %s: %w", rawURL, err)
