@@ -105,6 +105,11 @@ type UfopJob struct {
 	Driver string // DriverRawExec, DriverExec or DriverDocker
 	// Image is the OCI reference (DriverDocker).
 	Image string
+	// RegistryUser and RegistryPassword, when set, are written as the
+	// docker task's auth block: the platform's read-only pull credentials
+	// for its own registry, which refuses anonymous pulls (DriverDocker
+	// only; both or neither).
+	RegistryUser, RegistryPassword string
 	// ArtifactURL (a tar.gz) and Run (the shell command from ufop.yaml,
 	// run in the unpacked directory) describe a program package.
 	ArtifactURL string
@@ -189,6 +194,14 @@ func (j *UfopJob) validate() error {
 	case DriverDocker:
 		if j.Image == "" {
 			bad("the docker driver needs an image")
+		}
+		if (j.RegistryUser == "") != (j.RegistryPassword == "") {
+			bad("registry auth needs both a user and a password")
+		}
+		for _, s := range []string{j.RegistryUser, j.RegistryPassword} {
+			if !utf8.ValidString(s) || len(s) > MaxValueLen {
+				bad("registry auth value not UTF-8 or longer than %d bytes", MaxValueLen)
+			}
 		}
 	case DriverRawExec, DriverExec:
 		if !strings.HasPrefix(j.ArtifactURL, "http://") && !strings.HasPrefix(j.ArtifactURL, "https://") {

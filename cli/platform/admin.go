@@ -161,7 +161,11 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The registry's read-only pull credentials, derived from the root key
+	// (the same on every admin), for Nomad clients pulling images.
+	pullUser, pullPass := registry.PullCredentials(creds.SecretKey)
 	rt, err := OpenRuntime(runtimeURL, RuntimeOptions{
+		RegistryUser: pullUser, RegistryPassword: pullPass,
 		DataDir: dataDir,
 		Region:  regions[0].Name,
 		Regions: regions,
@@ -214,6 +218,8 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 		Store:        st,
 		Authenticate: registry.ByAccount(admin.BasicAuthenticator(st)),
 		Logger:       log.With("part", "registry"),
+		PullUser:     pullUser,
+		PullPassword: pullPass,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: registry: %w", err)
@@ -234,6 +240,7 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 
 		DomainSuffix:       cfg.DomainSuffix,
 		AllowPrivateMirror: cfg.AllowPrivateMirror,
+		Leader:             adminElector(st, consul, publicURL, log),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)

@@ -660,8 +660,11 @@ type RuntimeOptions struct {
 	// RunAs is the user local-runtime instances run as (nil: the
 	// platform's own); the instances directory must be reachable by it.
 	// Nomad ignores it: there the task driver decides.
-	RunAs  *build.User
-	Logger *slog.Logger
+	RunAs *build.User
+	// RegistryUser and RegistryPassword are the registry's pull
+	// credentials, put in Nomad docker jobs' auth block.
+	RegistryUser, RegistryPassword string
+	Logger                         *slog.Logger
 }
 
 // OpenRuntime returns the runtime named by rawURL:
@@ -727,6 +730,8 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 			Driver:        driver,
 			Consul:        opts.Consul,
 			Logger:        opts.Logger,
+
+			RegistryUser: opts.RegistryUser, RegistryPassword: opts.RegistryPassword,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("runtime %s: %w", rawURL, err)

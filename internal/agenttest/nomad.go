@@ -35,11 +35,25 @@ type Nomad struct {
 	p *process
 }
 
+// NomadOptions configure StartNomadWith.
+type NomadOptions struct {
+	// DockerEndpoint, when set, enables the docker task driver on that
+	// Docker API (e.g. a StartPodman service's Endpoint) and makes
+	// readiness wait for the driver to be healthy.
+	DockerEndpoint string
+}
+
 // StartNomad starts a Nomad dev agent and waits until its client node is
 // ready with a healthy raw_exec driver. consul may be nil: Nomad then
 // points at a closed port and registers nothing. The agent is stopped when
 // the test ends.
 func StartNomad(t testing.TB, consul *Consul) *Nomad {
+	t.Helper()
+	return StartNomadWith(t, consul, NomadOptions{})
+}
+
+// StartNomadWith is StartNomad with options.
+func StartNomadWith(t testing.TB, consul *Consul, opts NomadOptions) *Nomad {
 	t.Helper()
 	bin := findBinary(t, "nomad", "DORA_NOMAD", true)
 	dir := t.TempDir()
@@ -71,6 +85,22 @@ func StartNomad(t testing.TB, consul *Consul) *Nomad {
 	if consul != nil {
 		consulBlock = fmt.Sprintf("consul {\n  address = %q\n}", consul.Addr)
 	}
+	dockerBlock := ""
+	drivers := []string{"raw_exec"}
+	if opts.DockerEndpoint != "" {
+		// Images stay in the store after a task (no image GC): tests share
+		// the machine's podman store and re-use their images.
+		dockerBlock = fmt.Sprintf(`plugin "docker" {
+  config {
+    endpoint = %q
+    gc {
+      image = false
+    }
+  }
+}
+`, opts.DockerEndpoint)
+		drivers = append(drivers, "docker")
+	}
 	cfg := fmt.Sprintf(`data_dir = %q
 ports {
   http = %d
@@ -83,7 +113,7 @@ plugin "raw_exec" {
   }
 }
 %s
-`, dataDir, n.HTTPPort, n.RPCPort, n.SerfPort, consulBlock)
+%s`, dataDir, n.HTTPPort, n.RPCPort, n.SerfPort, consulBlock, dockerBlock)
 	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("agenttest: nomad config: %v", err)
 	}
@@ -100,7 +130,7 @@ plugin "raw_exec" {
 		env:     []string{"CHECKPOINT_DISABLE=1"},
 		dir:     dir,
 		logPath: n.LogPath,
-		ready:   func(ctx context.Context) error { return nomadReady(ctx, n.Addr) },
+		ready:   func(ctx context.Context) error { return nomadReady(ctx, n.Addr, drivers) },
 		timeout: NomadReadyTimeout,
 	}
 	n.p.register()
@@ -123,9 +153,9 @@ func (n *Nomad) Start() {
 // Running reports whether the agent process is up.
 func (n *Nomad) Running() bool { return n.p.running() }
 
-// nomadReady: a leader exists and a client node is ready with a healthy
-// raw_exec driver.
-func nomadReady(ctx context.Context, addr string) error {
+// nomadReady: a leader exists and a client node is ready with healthy
+// drivers (raw_exec, and docker when configured).
+func nomadReady(ctx context.Context, addr string, drivers []string) error {
 	leader, err := httpGet(ctx, "http://"+addr+"/v1/status/leader")
 	if err != nil {
 		return err
@@ -139,15 +169,29 @@ func nomadReady(ctx context.Context, addr string) error {
 	}
 	var nodes []struct {
 		Status  string
-		Drivers map[string]struct{ Detected, Healthy bool }
+		Drivers map[string]struct {
+			Detected, Healthy bool
+			HealthDescription string
+		}
 	}
 	if err := json.Unmarshal([]byte(body), &nodes); err != nil {
 		return fmt.Errorf("decode /v1/nodes: %w", err)
 	}
+	why := fmt.Sprintf("%d nodes", len(nodes))
+nodes:
 	for _, node := range nodes {
-		if d, ok := node.Drivers["raw_exec"]; node.Status == "ready" && ok && d.Detected && d.Healthy {
-			return nil
+		if node.Status != "ready" {
+			why = "node " + node.Status
+			continue
 		}
+		for _, name := range drivers {
+			d, ok := node.Drivers[name]
+			if !ok || !d.Detected || !d.Healthy {
+				why = fmt.Sprintf("driver %s: detected=%v healthy=%v %q", name, d.Detected, d.Healthy, d.HealthDescription)
+				continue nodes
+			}
+		}
+		return nil
 	}
-	return fmt.Errorf("no ready client node with raw_exec (%d nodes): %w", len(nodes), errNotReady)
+	return fmt.Errorf("no ready client node with healthy %v (%s): %w", drivers, why, errNotReady)
 }

@@ -96,6 +96,11 @@ type Config struct {
 	DefaultRegion string
 	// Driver runs program packages: "raw_exec" (default) or "exec".
 	Driver string
+	// RegistryUser and RegistryPassword, when set, are the platform
+	// registry's read-only pull credentials, written into every docker
+	// task's auth block so that Nomad clients can pull OCI images from
+	// the admin's registry (which refuses anonymous pulls).
+	RegistryUser, RegistryPassword string
 	// Consul, when set, makes instance health follow Consul's checks (what
 	// the router sees) rather than Nomad's deployment health alone.
 	Consul *consulapi.Client
@@ -257,6 +262,7 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 		j.Driver, j.ArtifactURL, j.Run = r.cfg.Driver, spec.Package.ArtifactURL, spec.Package.Run
 	case spec.OCIImage != "":
 		j.Driver, j.Image = nomadjobs.DriverDocker, spec.OCIImage
+		j.RegistryUser, j.RegistryPassword = r.cfg.RegistryUser, r.cfg.RegistryPassword
 	default:
 		return fmt.Errorf("nomad apply %s: neither a package nor an OCI image: %w", d.ID, runtime.ErrUnsupported)
 	}
