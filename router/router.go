@@ -55,6 +55,11 @@ const (
 	// DefaultResultCacheEntry is the largest result it keeps.
 	DefaultResultCacheBytes = 64 << 20
 	DefaultResultCacheEntry = 1 << 20
+	// DefaultResultCacheDiskBytes bounds the result cache's disk tier
+	// when Config.ResultCacheDir is set; DefaultResultCacheDiskEntry is
+	// the largest result it keeps.
+	DefaultResultCacheDiskBytes = 1 << 30
+	DefaultResultCacheDiskEntry = 64 << 20
 )
 
 // Config wires the router to its parts. Store, Objects and Pool are
@@ -141,6 +146,16 @@ type Config struct {
 	// ResultCacheEntry is the largest result kept (DefaultResultCacheEntry
 	// when 0). See result.go.
 	ResultCacheBytes, ResultCacheEntry int64
+	// ResultCacheDir, when set, adds a disk tier to the result cache: a
+	// directory of its own (created if missing, swept at start, locked
+	// against a second router), holding at most ResultCacheDiskBytes
+	// (DefaultResultCacheDiskBytes when 0) of results of up to
+	// ResultCacheDiskEntry bytes each (DefaultResultCacheDiskEntry when
+	// 0). Results larger than ResultCacheEntry are kept only there and
+	// streamed from it. Ignored when the cache is disabled. Close releases
+	// the directory.
+	ResultCacheDir                             string
+	ResultCacheDiskBytes, ResultCacheDiskEntry int64
 }
 
 // MetaSource hands out the current metadata snapshot; *meta.Cache is one.
@@ -235,11 +250,6 @@ func New(cfg Config) (*Router, error) {
 		watch:   newConnWatch(watchPoll),
 	}
 	r.stopped, r.stop = context.WithCancel(context.Background())
-	if cfg.ResultCacheBytes >= 0 {
-		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
-		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
-		r.results = rescache.New(cfg.ResultCacheBytes, cfg.ResultCacheEntry)
-	}
 	if cfg.Meta != nil {
 		r.meta = cfg.Meta
 	} else {
@@ -262,7 +272,33 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
 	r.metrics = m
+	if cfg.ResultCacheBytes >= 0 {
+		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
+		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
+		o := rescache.Options{MemBytes: cfg.ResultCacheBytes, MemEntry: cfg.ResultCacheEntry, Dir: cfg.ResultCacheDir}
+		if o.Dir != "" {
+			setDefault(&cfg.ResultCacheDiskBytes, DefaultResultCacheDiskBytes)
+			setDefault(&cfg.ResultCacheDiskEntry, DefaultResultCacheDiskEntry)
+			o.DiskBytes, o.DiskEntry = cfg.ResultCacheDiskBytes, cfg.ResultCacheDiskEntry
+		}
+		res, err := rescache.Open(o, cfg.Now())
+		if err != nil {
+			return nil, fmt.Errorf("router: result cache: %w", err)
+		}
+		r.results = res
+		r.cfg = cfg
+	}
 	return r, nil
+}
+
+// Close releases what New took beyond memory: the result cache's
+// directory (its entries stay for the next router). Call it once the
+// router no longer serves.
+func (r *Router) Close() error {
+	if r.results == nil {
+		return nil
+	}
+	return r.results.Close()
 }
 
 func setDefault[T int | int64 | time.Duration](p *T, d T) {
