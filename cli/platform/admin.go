@@ -8,12 +8,15 @@ import (
 	"net"
 	"path/filepath"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/registry"
 	"github.com/doraproject/dora/admin/rs"
+	"github.com/doraproject/dora/admin/stats"
 )
 
 // AdminConfig configures `dorad admin`. Zero fields take the defaults
@@ -42,6 +45,10 @@ type AdminConfig struct {
 	// query (uc /v4/query) is answered with as the download (io) host;
 	// the admin's own host when empty.
 	RouterHost string
+	// StatsFrom are the /metrics URLs of the routers and the autoscaler
+	// (e.g. http://router-1:8080/metrics): the web console's charts are
+	// sampled from them (admin/stats.Scrape). Empty: no charts.
+	StatsFrom []string
 	// DataDir holds what stays on the admin's host: builds, the OCI
 	// registry's blobs, local-runtime instances and (with a bolt store)
 	// the generated root keys. Default "./.dora".
@@ -234,6 +241,9 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 
 		DomainSuffix:       cfg.DomainSuffix,
 		AllowPrivateMirror: cfg.AllowPrivateMirror,
+		// The web console's processing URLs and charts.
+		RouterURL:     routerURL(cfg.RouterHost),
+		StatsGatherer: statsGatherer(cfg.StatsFrom),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
@@ -272,4 +282,22 @@ func loopbackURL(addr net.Addr) string {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// routerURL is the console's base for processing URLs: the routers'
+// public host:port when given.
+func routerURL(host string) string {
+	if host == "" {
+		return ""
+	}
+	return "http://" + host
+}
+
+// statsGatherer scrapes the routers' and the autoscaler's /metrics for
+// the console's charts; nil (no charts) without addresses.
+func statsGatherer(urls []string) prometheus.Gatherer {
+	if len(urls) == 0 {
+		return nil
+	}
+	return stats.Scrape{URLs: urls}
 }
