@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -41,25 +42,66 @@ type session struct {
 	csrf string
 }
 
-// newConsoleKey returns the key sessions are signed with when the
-// configuration gives none (sessions then end with the process).
-func newConsoleKey() []byte {
-	k := make([]byte, 32)
-	_, _ = rand.Read(k)
-	return k
+// sessionKey returns the key sessions are signed with: Config.ConsoleKey
+// when set, else the platform's own key kept in the metadata store
+// (store.ConsoleSessionKey), created by the first admin that needs it. Every
+// admin of one platform shares the store, so a session signed by one is
+// accepted by the others and outlives a restart. The key is read once;
+// a store failure is returned (and retried at the next call).
+func (s *Server) sessionKey(ctx context.Context) ([]byte, error) {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	if len(s.consoleKey) > 0 {
+		return s.consoleKey, nil
+	}
+	kv, err := s.st.Get(ctx, store.ConsoleSessionKey)
+	if errors.Is(err, store.ErrNotFound) {
+		k := make([]byte, 32)
+		if _, err := rand.Read(k); err != nil {
+			return nil, fmt.Errorf("console session key: %w", err)
+		}
+		if _, err = s.st.CAS(ctx, store.ConsoleSessionKey, k, 0); err == nil {
+			s.consoleKey = k
+			return k, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return nil, fmt.Errorf("console session key: create: %w", err)
+		}
+		// Another admin created it first: use theirs.
+		kv, err = s.st.Get(ctx, store.ConsoleSessionKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("console session key: %w", err)
+	}
+	if len(kv.Value) < 16 {
+		return nil, fmt.Errorf("console session key: %s holds %d bytes, want at least 16", store.ConsoleSessionKey, len(kv.Value))
+	}
+	s.consoleKey = kv.Value
+	return kv.Value, nil
 }
 
-func (s *Server) signSession(ss session) string {
+func (s *Server) signSession(ctx context.Context, ss session) (string, error) {
+	key, err := s.sessionKey(ctx)
+	if err != nil {
+		return "", err
+	}
 	payload := ss.ak + "|" + strconv.FormatInt(ss.exp.Unix(), 10) + "|" + ss.csrf
-	mac := hmac.New(sha256.New, s.consoleKey)
+	mac := hmac.New(sha256.New, key)
 	mac.Write([]byte(payload))
-	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), nil
 }
 
 // errBadSession is any cookie that does not check: forged, altered, expired.
 var errBadSession = errors.New("console session invalid or expired: sign in again")
 
-func (s *Server) parseSession(v string) (session, error) {
+// parseSession checks a cookie's signature and expiry. A failure to read
+// the signing key is returned as it is (not errBadSession): the store is
+// down, the cookie may well be good.
+func (s *Server) parseSession(ctx context.Context, v string) (session, error) {
+	key, err := s.sessionKey(ctx)
+	if err != nil {
+		return session{}, err
+	}
 	p64, m64, ok := strings.Cut(v, ".")
 	if !ok {
 		return session{}, errBadSession
@@ -69,7 +111,7 @@ func (s *Server) parseSession(v string) (session, error) {
 	if err1 != nil || err2 != nil {
 		return session{}, errBadSession
 	}
-	mac := hmac.New(sha256.New, s.consoleKey)
+	mac := hmac.New(sha256.New, key)
 	mac.Write(payload)
 	if !hmac.Equal(sum, mac.Sum(nil)) {
 		return session{}, errBadSession
@@ -89,9 +131,12 @@ func (s *Server) parseSession(v string) (session, error) {
 // console's cookie instead of a signature: the same account checks follow
 // (enabled account, role); writes must carry the CSRF token.
 func (s *Server) authenticateSession(w http.ResponseWriter, r *http.Request, ck *http.Cookie, rl role, upload bool, c *call) error {
-	ss, err := s.parseSession(ck.Value)
-	if err != nil {
+	ss, err := s.parseSession(r.Context(), ck.Value)
+	if errors.Is(err, errBadSession) {
 		return errf(http.StatusUnauthorized, "%v", err)
+	}
+	if err != nil {
+		return err
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		got := r.Header.Get(CSRFHeader)
@@ -178,9 +223,13 @@ func (s *Server) consoleRoutes() {
 			writeError(w, errf(http.StatusUnauthorized, "not signed in"))
 			return
 		}
-		ss, err := s.parseSession(ck.Value)
-		if err != nil {
+		ss, err := s.parseSession(r.Context(), ck.Value)
+		if errors.Is(err, errBadSession) {
 			writeError(w, errf(http.StatusUnauthorized, "%v", err))
+			return
+		}
+		if err != nil {
+			writeError(w, err)
 			return
 		}
 		acct, err := s.accountByAK(r.Context(), ss.ak)
@@ -218,7 +267,12 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	var nonce [18]byte
 	_, _ = rand.Read(nonce[:])
 	ss := session{ak: ak, exp: s.now().Add(s.sessionTTL), csrf: base64.RawURLEncoding.EncodeToString(nonce[:])}
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: s.signSession(ss), Path: "/", Expires: ss.exp,
+	signed, err := s.signSession(r.Context(), ss)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: signed, Path: "/", Expires: ss.exp,
 		MaxAge: int(s.sessionTTL / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, s.consoleInfo(acct, ss))
 }

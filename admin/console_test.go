@@ -102,3 +102,51 @@ func TestConsoleSession(t *testing.T) {
 		t.Fatalf("/console/: %d %q", resp.StatusCode, resp.Header)
 	}
 }
+
+// TestConsoleSessionAcrossAdmins: two admins on one store (no ConsoleKey
+// configured) accept each other's sessions, and a restarted admin keeps
+// them; an admin with a ConsoleKey of its own does not.
+func TestConsoleSessionAcrossAdmins(t *testing.T) {
+	e := newEnv(t)
+	first := e.ts.URL
+	r, err := http.PostForm(first+"/console/login", url.Values{"ak": {testRootAK}, "sk": {testRootSK}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, r.Body)
+	r.Body.Close()
+	var ck *http.Cookie
+	for _, c := range r.Cookies() {
+		if c.Name == SessionCookie {
+			ck = c
+		}
+	}
+	if r.StatusCode != http.StatusOK || ck == nil {
+		t.Fatalf("sign-in on the first admin: %d, cookie %v", r.StatusCode, ck)
+	}
+	session := func(base string) int {
+		req, _ := http.NewRequest(http.MethodGet, base+"/console/session", nil)
+		req.AddCookie(ck)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	e.start() // a second admin on the same store
+	if e.ts.URL == first {
+		t.Fatal("the env did not start a second server")
+	}
+	if s := session(e.ts.URL); s != http.StatusOK {
+		t.Fatalf("the second admin refuses the first one's session: %d", s)
+	}
+	if s := session(first); s != http.StatusOK {
+		t.Fatalf("the first admin refuses its own session: %d", s)
+	}
+	e.start(func(c *Config) { c.ConsoleKey = []byte("another-key-of-this-admin-only!!") })
+	if s := session(e.ts.URL); s != http.StatusUnauthorized {
+		t.Fatalf("an admin with its own ConsoleKey accepts the session: %d", s)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	loadredis "github.com/doraproject/dora/autoscaler/load/redis"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/internal/store/consulkv"
+	storememory "github.com/doraproject/dora/internal/store/memory"
 	poolconsul "github.com/doraproject/dora/pool/consul"
 	poolmemory "github.com/doraproject/dora/pool/memory"
 )
@@ -51,9 +52,10 @@ func TestOpenStoreBadURLs(t *testing.T) {
 		}
 		return err
 	}, []badURLCase{
-		{"", "empty (use bolt:// or consul://)"},
+		{"", "empty (use bolt:// or memory:// or consul://)"},
+		{"memory://x", "memory:// takes nothing after the scheme"},
 		{"./meta.db", "no scheme"},
-		{"etcd://127.0.0.1:2379", `unknown scheme "etcd" (use bolt:// or consul://)`},
+		{"etcd://127.0.0.1:2379", `unknown scheme "etcd" (use bolt:// or memory:// or consul://)`},
 		{"bolt://", "missing path (e.g. bolt://./.dora/meta.db)"},
 		{"bolt://./x.db?mode=ro", "takes no query"},
 		{"consul://", "missing host"},
@@ -81,6 +83,21 @@ func TestOpenStoreGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
+
+	mem, err := OpenStore(ctx, "MEMORY://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := mem.(*storememory.Store); !ok {
+		t.Fatalf("memory:// store = %T", mem)
+	}
+	if _, err := mem.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if kv, err := mem.Get(ctx, "k"); err != nil || string(kv.Value) != "v" {
+		t.Fatalf("memory:// store Get = %v, %v", kv, err)
+	}
+	mem.Close()
 
 	for _, c := range []struct{ url, prefix string }{
 		{"consul://127.0.0.1:8500/dora", "dora/"},

@@ -96,3 +96,8 @@ func ParseReleaseKey(key string) (ufop, version string, ok bool) {
 	ufop, version, ok = strings.Cut(rest, "/")
 	return ufop, version, ok && ufop != "" && version != ""
 }
+
+// ConsoleSessionKey holds the random key (raw bytes) the admins sign web
+// console sessions with when they are given none, so that every admin of a
+// platform accepts the sessions of the others.
+const ConsoleSessionKey = "console/session-key"

@@ -205,6 +205,8 @@ async function bucketPage(v, bucket) {
   const fopKey = el("input", { id: "fop-key", "aria-label": "object key", placeholder: "key" });
   const fop = el("input", { id: "fop", "aria-label": "processing", placeholder: "e.g. qhash/md5 or grepd/text", size: 30 });
   const urlOut = el("code", { id: "fop-url" });
+  const openLink = el("a", { id: "fop-open", target: "_blank", rel: "noopener", hidden: true }, "Open in a new tab");
+  const fopStatus = el("span", { id: "fop-status", class: "muted", role: "status", "data-state": "idle" });
   const frame = el("iframe", { class: "result", id: "fop-result", title: "processing result", sandbox: "" });
   v.append(el("h1", { text: "Bucket " + bucket }),
     el("p", { class: "muted" }, "Served at ", el("code", { text: routerBase(bucket) + "<key>" })),
@@ -214,7 +216,7 @@ async function bucketPage(v, bucket) {
     el("h2", { text: "Try a processing URL" }),
     el("form", { class: "inline", onsubmit: (ev) => { ev.preventDefault(); runFop(); } },
       el("label", {}, "Key", fopKey), el("label", {}, "Fops", fop), el("button", { type: "submit", id: "fop-run" }, "Run")),
-    el("p", {}, urlOut), frame,
+    el("p", { class: "row" }, urlOut, openLink, fopStatus), frame,
     el("h2", { text: "Preview" }), preview);
 
   function upload() {
@@ -244,9 +246,28 @@ async function bucketPage(v, bucket) {
       xhr.send(f);
     });
   }
+  // runFop loads the processing URL in the sandboxed iframe (the router
+  // is another origin: the page cannot read the answer, only see it load).
+  // The status line says when it is still waiting — the router holds a
+  // call while an instance starts — and Run loads the URL again.
+  let fopRun = 0, fopSlow = null;
+  function setFopStatus(st, text) { fopStatus.dataset.state = st; fopStatus.textContent = text; }
+  frame.addEventListener("load", () => {
+    if (!frame.dataset.run) return; // the empty frame of a new page
+    clearTimeout(fopSlow);
+    setFopStatus("loaded", "answered (run " + frame.dataset.run + ")");
+  });
   function runFop() {
+    if (!fopKey.value) { setFopStatus("error", "type an object key first"); return; }
     const url = routerBase(bucket) + keyPath(fopKey.value) + (fop.value ? "?" + fop.value : "");
     urlOut.textContent = url;
+    openLink.href = url;
+    openLink.hidden = false;
+    fopRun++;
+    frame.dataset.run = String(fopRun);
+    setFopStatus("loading", "waiting for the router…");
+    clearTimeout(fopSlow);
+    fopSlow = setTimeout(() => setFopStatus("loading", "still waiting: the router holds a call until an instance is ready; Run again to retry"), 15000);
     frame.src = url;
   }
   async function show(o) {
@@ -339,8 +360,10 @@ async function ufopPage(v, name) {
     info.textContent = "Mode " + modeName(u.mode) + " · active version " + (u.activeVersion || "none") +
       (u.previousVersion ? " (switching from " + u.previousVersion + ")" : "") + " · " + u.instanceNum + " instance(s) wanted · owner " + u.owner;
   }
+  let buildsActive = false;
   async function loadBuilds() {
     const bs = await api("GET", base + "/builds");
+    buildsActive = bs.some(b => b.status !== "SUCCESS" && b.status !== "FAILED");
     builds.replaceChildren(table(["Build", "Image", "Status", "Created", "Finished", "Error", ""], bs.map(b => [
       String(b.number), b.image, el("span", { class: "state-" + (b.status === "SUCCESS" ? "RUNNING" : b.status), text: b.status }), fmtTime(b.created), fmtTime(b.finished), b.error || "",
       el("span", { class: "row" },
@@ -380,7 +403,7 @@ async function ufopPage(v, name) {
       const [di, evs] = await Promise.all([api("GET", base + "/deployments/" + seg(d.id)), api("GET", base + "/deployments/" + seg(d.id) + "/events")]);
       blocks.push(el("h3", { text: "Region " + d.region + " · " + d.version + " · " + d.status + " · desired " + d.desired + " (floor " + d.expect + ", ceiling " + d.max + ")" }));
       blocks.push(table(["#", "State", "Healthy", "Address", "Restarts", "Started", "Message", ""], (di.instances || []).map(i => [
-        String(i.index), el("span", { class: "state-" + i.state, "data-state": i.state, text: i.state }), i.healthy ? "yes" : "no", i.addr || "-", String(i.restarts), fmtTime(i.started), i.message || "",
+        String(i.index), el("span", { class: "state-" + i.state, "data-state": i.state, "data-healthy": String(!!i.healthy), text: i.state }), i.healthy ? "yes" : "no", i.addr || "-", String(i.restarts), fmtTime(i.started), i.message || "",
         el("button", { type: "button", class: "secondary", id: "follow-" + d.region + "-" + i.index, onclick: () => tailInstance(d.region, i.index) }, "Follow log")])));
       if (evs.length) blocks.push(table(["Time", "From", "To", "Reason"], evs.slice(-10).map(e => [fmtTime(e.time), String(e.from), String(e.to), e.reason])));
     }
@@ -396,23 +419,62 @@ async function ufopPage(v, name) {
   const rs = await api("GET", "/v1/regions");
   region.replaceChildren(...rs.map(r => el("option", { value: r.name }, r.name)));
   await guard(box, async () => { await Promise.all([loadInfo(), loadBuilds(), loadReleases()]); })();
-  state.timers.push(setInterval(() => { loadReleases().catch(() => {}); loadInfo().catch(() => {}); }, 2000));
+  // Every 2 s: deployments and instance states, the ufop's summary, and
+  // the builds while one is still going (a build log stream that broke
+  // off must not leave its status stale).
+  state.timers.push(setInterval(() => {
+    loadReleases().catch(() => {});
+    loadInfo().catch(() => {});
+    if (buildsActive) loadBuilds().catch(() => {});
+  }, 2000));
   drawCharts(charts, name);
 }
 
 // ---- pfop ------------------------------------------------------------------
 
-function pfopPage(v) {
+function pfopPage(v, given) {
   const box = errorBox();
+  const bucket = el("input", { id: "pfop-bucket", required: true, "aria-label": "bucket" });
+  const key = el("input", { id: "pfop-key", required: true, "aria-label": "object key" });
+  const fops = el("input", { id: "pfop-fops", required: true, size: 40, "aria-label": "fops", placeholder: "e.g. grepd/dora|saveas/<entry>;qhash/md5" });
+  const pipeline = el("input", { id: "pfop-pipeline", "aria-label": "pipeline", placeholder: "default" });
+  const force = el("input", { type: "checkbox", id: "pfop-force" });
   const id = el("input", { id: "pfop-id", "aria-label": "persistent id", size: 40 });
-  const out = el("div");
+  const out = el("div", { id: "pfop-job", "aria-live": "polite" });
   v.append(el("h1", { text: "Pfop jobs" }),
-    el("p", { class: "muted", text: "Submit jobs with `qdoractl pfop` or the Qiniu SDK; look one up by its persistentId." }),
+    el("h2", { text: "Submit a job" }),
     el("form", { class: "inline", onsubmit: guard(box, async () => {
-      const st = await api("GET", "/status/get/prefop?id=" + encodeURIComponent(id.value));
-      out.replaceChildren(el("p", {}, "Job " + st.id + ": " + st.desc + " (code " + st.code + ") · " + st.inputBucket + "/" + st.inputKey + " · pipeline " + st.pipeline + " · created " + st.creationDate),
+      const r = await api("POST", "/v1/pfop", { bucket: bucket.value, key: key.value, fops: fops.value, pipeline: pipeline.value, force: force.checked });
+      toast("job " + r.persistentId + " submitted");
+      id.value = r.persistentId;
+      watch(r.persistentId);
+    }) }, el("label", {}, "Bucket", bucket), el("label", {}, "Key", key), el("label", {}, "Fops", fops),
+      el("label", {}, "Pipeline", pipeline), el("label", {}, "Force", force), el("button", { type: "submit", id: "pfop-submit" }, "Submit")),
+    el("h2", { text: "Follow a job" }),
+    el("p", { class: "muted", text: "Jobs submitted with `qdoractl pfop` or a Qiniu SDK too: look one up by its persistentId." }),
+    el("form", { class: "inline", onsubmit: guard(box, async () => { watch(id.value); }) },
+      el("label", {}, "persistentId", id), el("button", { type: "submit", id: "pfop-lookup" }, "Follow")), box, out);
+
+  // watch shows the job and polls it every second until it ends (codes
+  // 0 success, 3 failed, 4 callback failed are final).
+  let timer = null;
+  function watch(jobID) {
+    if (timer) { clearInterval(timer); state.timers = state.timers.filter(t => t !== timer); }
+    const show = async () => {
+      let st;
+      try { st = await api("GET", "/status/get/prefop?id=" + encodeURIComponent(jobID)); } catch (e) { if (e.status !== 401) box.textContent = e.message; clearInterval(timer); return; }
+      box.textContent = "";
+      out.replaceChildren(el("p", {}, "Job ", el("code", { id: "pfop-job-id", text: st.id }), ": ",
+        el("span", { id: "pfop-job-status", class: "state-" + (st.code === 0 ? "RUNNING" : st.code === 3 || st.code === 4 ? "FAILED" : "PENDING"), "data-code": String(st.code), text: st.desc + " (code " + st.code + ")" }),
+        " · " + st.inputBucket + "/" + st.inputKey + " · pipeline " + st.pipeline + " · created " + st.creationDate),
         table(["Command", "Code", "Description", "Error", "Saved key"], (st.items || []).map(i => [i.cmd, String(i.code), i.desc, i.error || "", i.key || ""])));
-    }) }, el("label", {}, "persistentId", id), el("button", { type: "submit" }, "Look up")), box, out);
+      if (st.code === 0 || st.code === 3 || st.code === 4) { clearInterval(timer); }
+    };
+    timer = setInterval(show, 1000);
+    state.timers.push(timer);
+    show();
+  }
+  if (given) { id.value = given; watch(given); }
 }
 
 // ---- charts ----------------------------------------------------------------
