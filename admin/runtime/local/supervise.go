@@ -130,55 +130,22 @@ func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed boo
 	if err != nil {
 		return true, fmt.Sprintf("pick a port: %v", err)
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return true, fmt.Sprintf("pipe: %v", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return true, fmt.Sprintf("pipe: %v", err)
-	}
 	cmd := exec.Command("/bin/sh", "-c", shellCommand(spec.Package.Run))
 	cmd.Dir = in.dir
 	cmd.Env = append(instanceEnv(r.cfg.Env, spec.Release.Env, port, in.dir, r.cfg.RunAs), procsweep.Env(r.owner))
-	cmd.Stdout = outW
-	cmd.Stderr = errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if r.cfg.RunAs != nil {
 		cmd.SysProcAttr.Credential = r.cfg.RunAs.Credential()
 	}
-	err = cmd.Start()
-	outW.Close()
-	errW.Close()
+	pid, exited, drain, err := startLogged(in, cmd)
 	if err != nil {
-		outR.Close()
-		errR.Close()
 		return true, fmt.Sprintf("start: %v", err)
 	}
-	pid := cmd.Process.Pid
-	var copiers sync.WaitGroup
-	copiers.Add(2)
-	go func() { defer copiers.Done(); io.Copy(in.stdout, outR) }()
-	go func() { defer copiers.Done(); io.Copy(in.stderr, errR) }()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	// finish reaps the process group and drains the output pipes; a
 	// daemonised grandchild holding them gets 2s before they are closed.
 	finish := func() {
 		syscall.Kill(-pid, syscall.SIGKILL)
-		drained := make(chan struct{})
-		go func() { copiers.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(2 * time.Second):
-		}
-		outR.Close()
-		errR.Close()
-		<-drained
-		in.stdout.Flush()
-		in.stderr.Flush()
+		drain()
 	}
 
 	r.mu.Lock()
@@ -614,4 +581,51 @@ func tailFile(root *os.Root, p string, max int64, runAs *build.User) ([]string, 
 		return lines, n, err
 	}
 	return lines, n, nil
+}
+
+// startLogged starts cmd with its stdout and stderr copied into in's logs
+// through pipes, and waits for it in the background: exited gets Wait's
+// result. drain, once the process is reaped, waits for the copies (a
+// daemonised grandchild holding the pipes gets 2 s before they are
+// closed) and flushes the logs. The caller sets cmd's process attributes.
+func startLogged(in *instance, cmd *exec.Cmd) (pid int, exited <-chan error, drain func(), err error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return 0, nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return 0, nil, nil, err
+	}
+	var copiers sync.WaitGroup
+	copiers.Add(2)
+	go func() { defer copiers.Done(); io.Copy(in.stdout, outR) }()
+	go func() { defer copiers.Done(); io.Copy(in.stderr, errR) }()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	drain = func() {
+		drained := make(chan struct{})
+		go func() { copiers.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
+		}
+		outR.Close()
+		errR.Close()
+		<-drained
+		in.stdout.Flush()
+		in.stderr.Flush()
+	}
+	return cmd.Process.Pid, done, drain, nil
 }
