@@ -87,6 +87,7 @@ type request struct {
 	idBuf    [32]byte
 	stageBuf [2]stage
 	nameBuf  [3]string
+	ageBuf   [20]byte // a cache hit's Age digits
 }
 
 // fail answers with e (and the step header when e is a step's failure).

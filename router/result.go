@@ -71,8 +71,7 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 		h.Set("X-Dora-Cache", "hit")
 		h.Set("ETag", e.ETag)
 		h.Set("Cache-Control", r.cacheControl(b.Private, e.Expires.Sub(e.Created)))
-		var age [20]byte
-		h.SetBytesV("Age", strconv.AppendInt(age[:0], int64(now.Sub(e.Created)/time.Second), 10))
+		h.SetBytesV("Age", strconv.AppendInt(rq.ageBuf[:0], int64(now.Sub(e.Created)/time.Second), 10))
 		if notModified(&ctx.Request.Header, e.ETag, time.Time{}) {
 			closeHit(e)
 			ctx.SetStatusCode(fasthttp.StatusNotModified)
