@@ -41,6 +41,9 @@ type httpError struct {
 	body        []byte
 	contentType string
 	ufop        string
+	// cause is the origin error behind the answer, for callers that
+	// branch on it (origin.ErrChanged: read again).
+	cause error
 }
 
 func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.status, e.msg) }

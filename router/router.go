@@ -31,6 +31,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/internal/connlimit"
+	"github.com/doraproject/dora/internal/headsize"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/builtin"
@@ -413,7 +414,7 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 		r.setPublicAddr(ln.Addr().String())
 	}
 	srv := r.Server()
-	ln = r.cfg.Conns.Listen(ln)
+	ln = headsize.Listen(r.cfg.Conns.Listen(ln), 0)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -452,6 +453,9 @@ func (r *Router) serverError(ctx *fasthttp.RequestCtx, err error) {
 	msg := "bad request"
 	var tooBig *fasthttp.ErrSmallBuffer
 	switch {
+	case errors.As(err, &tooBig) && headsize.LineTooLong(ctx.Conn(), r.cfg.MaxHeaderBytes):
+		// The head buffer filled before the request line ended.
+		status, msg = fasthttp.StatusRequestURITooLong, "request URI too long"
 	case errors.As(err, &tooBig):
 		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large"
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):

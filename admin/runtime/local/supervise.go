@@ -21,6 +21,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/procsweep"
 )
 
 // unhealthyAfter is how many failed probes in a row take a healthy
@@ -141,7 +142,7 @@ func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed boo
 	}
 	cmd := exec.Command("/bin/sh", "-c", shellCommand(spec.Package.Run))
 	cmd.Dir = in.dir
-	cmd.Env = instanceEnv(r.cfg.Env, spec.Release.Env, port, in.dir, r.cfg.RunAs)
+	cmd.Env = append(instanceEnv(r.cfg.Env, spec.Release.Env, port, in.dir, r.cfg.RunAs), procsweep.Env(r.owner))
 	cmd.Stdout = outW
 	cmd.Stderr = errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
