@@ -32,8 +32,22 @@ type flow struct {
 	mime string
 	// object: the stream is the object itself (the first stage's input),
 	// which pipeline.openObject opens afresh: it can be replayed to
-	// another instance after the one that claimed it died.
+	// another instance after the one that claimed it died. reopen, when
+	// set, does the same for another input (a small one held in memory:
+	// holdSmall).
 	object bool
+	reopen func() (flow, *httpError)
+}
+
+// replayable reports whether f can be opened afresh (reopenFlow).
+func (f flow) replayable() bool { return f.object || f.reopen != nil }
+
+// reopenFlow opens f's input afresh (replayable).
+func (p *pipeline) reopenFlow(f flow) (flow, *httpError) {
+	if f.object {
+		return p.openObject()
+	}
+	return f.reopen()
 }
 
 func (f flow) contentType() string {
@@ -252,7 +266,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	if lim := rel.EffectiveBodyLimit(); rel.Protocol != dora.ProtocolUfop && in.size >= 0 && in.size <= lim {
 		return p.runUfopBody(i, st, key, rel, in)
 	}
-	if in.reopen == nil {
+	if !in.replayable() {
 		// A previous step's output: hold it when it is small, so that it
 		// can be replayed to another instance like the object.
 		held, err := holdSmall(in, dora.DefaultBodyLimit)
@@ -302,10 +316,10 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		// The instance took the input and failed before answering (it
 		// died): replay the input to another instance when it can be
 		// opened afresh.
-		if !in.object {
+		if !in.replayable() {
 			break
 		}
-		fresh, rerr := p.openObject()
+		fresh, rerr := p.reopenFlow(in)
 		if rerr != nil {
 			break
 		}
@@ -415,12 +429,12 @@ func holdSmall(in flow, limit int64) (flow, error) {
 		return in, nil
 	}
 	if in.size >= 0 {
-		b, release, err := inputBytes(in)
+		b, bp, err := inputBytes(in)
 		if err != nil {
 			return flow{}, err
 		}
 		held := bytes.Clone(b)
-		release()
+		releaseInput(in, bp)
 		return heldFlow(held, in.mime), nil
 	}
 	var buf bytes.Buffer
