@@ -272,6 +272,12 @@ type Build struct {
 	Error     string       `json:"error,omitempty"`
 	Created   time.Time    `json:"created"`
 	Finished  time.Time    `json:"finished,omitempty"`
+	// Owner is an opaque id of the admin process running a RUNNING build
+	// and Heartbeat when it last said it still does: with several admins
+	// on one store, the leader fails a build whose owner stopped beating
+	// (the process died) rather than leaving it RUNNING for ever.
+	Owner     string    `json:"owner,omitempty"`
+	Heartbeat time.Time `json:"heartbeat,omitempty"`
 }
 
 // BuildImageName is the image name a build produces: "<ufop>.v<n>".

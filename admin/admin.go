@@ -129,6 +129,24 @@ type Config struct {
 	// StatsInterval is the charts' sampling interval; stats.DefaultInterval
 	// when 0.
 	StatsInterval time.Duration
+	// Leader elects the one admin, among those sharing the store, that
+	// does the background work which must run once: re-applying
+	// deployments, following their statuses, blue/green steps, failing
+	// builds whose admin died (internal/leader: a Consul lock). Nil means
+	// this admin is the only one (an embedded store only one process can
+	// open): it always leads.
+	Leader Elector
+	// BuildHeartbeat is how often a running build's admin records that it
+	// is alive; the leader fails a RUNNING build whose admin has not done
+	// so for BuildStaleAfter × BuildHeartbeat. DefaultBuildHeartbeat when 0.
+	BuildHeartbeat time.Duration
+}
+
+// Elector runs fn while this process leads the admins sharing the store and
+// cancels fn's context when it stops leading; Run returns when ctx ends.
+// internal/leader implements it (Always, Consul).
+type Elector interface {
+	Run(ctx context.Context, fn func(ctx context.Context)) error
 }
 
 // Defaults applied by New.
@@ -139,6 +157,10 @@ const (
 	DefaultMaxUploadBytes = 16 << 30
 	DefaultMaxBuildBytes  = 1 << 30
 	DefaultDomainSuffix   = "localhost"
+	DefaultBuildHeartbeat = 5 * time.Second
+	// BuildStaleAfter heartbeats missed fail a RUNNING build of another
+	// admin (its admin died or lost the store).
+	BuildStaleAfter = 6
 	// MaxJSONBytes caps a JSON or form request body.
 	MaxJSONBytes = 1 << 20
 )
@@ -178,6 +200,16 @@ type Server struct {
 	retryMu   sync.Mutex
 	retry     map[string]bool // deployments whose Apply met runtime.ErrBusy
 	closeOnce sync.Once
+
+	// id marks the builds this process runs (dora.Build.Owner); random
+	// per process, so a restarted admin's old builds are another's.
+	id      string
+	leading atomic.Bool
+	// leaderGauge is 1 while this admin leads; passes counts Reconcile
+	// passes run as leader; terms counts leadership terms.
+	leaderGauge prometheus.Gauge
+	passes      prometheus.Counter
+	terms       prometheus.Counter
 }
 
 // New checks the configuration, fills defaults and registers the routes.
@@ -200,6 +232,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.BuildHeartbeat <= 0 {
+		cfg.BuildHeartbeat = DefaultBuildHeartbeat
 	}
 	if cfg.MaxUploadBytes <= 0 {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
@@ -245,6 +280,7 @@ func New(cfg Config) (*Server, error) {
 		public:  pub,
 		metrics: cfg.Metrics,
 		retry:   map[string]bool{},
+		id:      newOwnerID(),
 	}
 	s.consoleKey, s.sessionTTL = cfg.ConsoleKey, cfg.SessionTTL
 	if s.sessionTTL <= 0 {
@@ -268,7 +304,19 @@ func New(cfg Config) (*Server, error) {
 		Help:    "Program package builds by outcome (success, failed, interrupted): their duration; _count counts them.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1s .. ~8.5min
 	}, []string{"outcome"})
-	for _, c := range []prometheus.Collector{s.reqs, s.latency, s.buildSeconds} {
+	s.leaderGauge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dora_admin_leader",
+		Help: "1 while this admin leads the background work (reconcile, build recovery) among the admins sharing the store.",
+	})
+	s.passes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dora_admin_reconcile_passes_total",
+		Help: "Reconcile passes (deployment statuses, blue/green steps) this admin ran as leader.",
+	})
+	s.terms = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dora_admin_leader_terms_total",
+		Help: "Times this admin became the leader.",
+	})
+	for _, c := range []prometheus.Collector{s.reqs, s.latency, s.buildSeconds, s.leaderGauge, s.passes, s.terms} {
 		if err := s.metrics.Register(c); err != nil {
 			return nil, fmt.Errorf("admin: register metrics: %w", err)
 		}

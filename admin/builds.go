@@ -112,7 +112,9 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 	b := dora.Build{
 		Ufop: u.Name, Number: n, Status: dora.BuildRunning, Image: dora.BuildImageName(u.Name, n),
 		Base: y.Image, Run: y.Run, Protocol: dora.Protocol(y.Protocol), Created: s.nowUTC(), BodyLimit: y.BodyLimit,
+		Owner: s.id,
 	}
+	b.Heartbeat = b.Created
 	if y.Cache != nil {
 		b.Cache = &dora.CachePolicy{Enabled: y.Cache.Enabled, TTL: y.CacheTTL}
 	}
@@ -134,7 +136,15 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 // records how it ended.
 func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
 	start := time.Now()
+	beatCtx, stopBeat := context.WithCancel(ctx)
+	beaten := make(chan struct{})
+	go func() {
+		defer close(beaten)
+		s.beatBuild(beatCtx, b.Ufop, b.Number)
+	}()
 	err := s.cfg.Builder.Build(ctx, b.Ufop, b.Number, baseDir, nil)
+	stopBeat()
+	<-beaten
 	status, msg := dora.BuildSuccess, ""
 	outcome := "success"
 	if err != nil {
@@ -152,8 +162,58 @@ func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
 	}
 }
 
+// beatBuild records every BuildHeartbeat, until ctx ends, that this
+// process still runs build n of ufop, so that the leader does not take it
+// for the build of a dead admin.
+func (s *Server) beatBuild(ctx context.Context, ufop string, n int) {
+	t := time.NewTicker(s.cfg.BuildHeartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.updateRunningBuild(ctx, ufop, n, func(b *dora.Build) bool {
+			if b.Owner != s.id {
+				return false
+			}
+			b.Heartbeat = s.nowUTC()
+			return true
+		}); err != nil && ctx.Err() == nil {
+			s.log.Warn("admin: build heartbeat", "ufop", ufop, "number", n, "err", err)
+		}
+	}
+}
+
 // finishBuild records a RUNNING build's end; a deleted build stays deleted.
 func (s *Server) finishBuild(ctx context.Context, ufop string, n int, status, msg string) error {
+	return s.updateRunningBuild(ctx, ufop, n, func(b *dora.Build) bool {
+		b.Status, b.Error, b.Finished = status, msg, s.nowUTC()
+		return true
+	})
+}
+
+// failStaleBuild fails build n of ufop if it is still RUNNING, still run
+// by owner, and stale says so of it (read again under the CAS).
+func (s *Server) failStaleBuild(ctx context.Context, ufop string, n int, owner string, stale func(dora.Build) (string, bool)) (bool, error) {
+	failed := false
+	err := s.updateRunningBuild(ctx, ufop, n, func(b *dora.Build) bool {
+		msg, ok := stale(*b)
+		if b.Owner != owner || !ok {
+			return false
+		}
+		b.Status, b.Error, b.Finished = dora.BuildFailed, msg, s.nowUTC()
+		failed = true
+		return true
+	})
+	return failed && err == nil, err
+}
+
+// updateRunningBuild applies change to build n of ufop while it is
+// RUNNING, under a CAS (retried on conflict); change returns false to leave
+// it as it is. A deleted or finished build is left alone.
+func (s *Server) updateRunningBuild(ctx context.Context, ufop string, n int, change func(*dora.Build) bool) error {
 	for i := 0; i < casRetries; i++ {
 		b, ver, err := store.Get[dora.Build](ctx, s.st, store.BuildKey(ufop, n))
 		if errors.Is(err, store.ErrNotFound) {
@@ -162,10 +222,9 @@ func (s *Server) finishBuild(ctx context.Context, ufop string, n int, status, ms
 		if err != nil {
 			return err
 		}
-		if b.Status != dora.BuildRunning {
+		if b.Status != dora.BuildRunning || !change(&b) {
 			return nil
 		}
-		b.Status, b.Error, b.Finished = status, msg, s.nowUTC()
 		if _, err := s.st.CAS(ctx, store.BuildKey(ufop, n), mustJSON(b), ver); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {

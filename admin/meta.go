@@ -361,3 +361,6 @@ func (s *Server) listFlavors(w http.ResponseWriter, r *http.Request, c *call) er
 func nowUTC() time.Time { return time.Now().UTC() }
 
 func (s *Server) nowUTC() time.Time { return s.now().UTC() }
+
+// newOwnerID is a random id of this admin process (dora.Build.Owner).
+func newOwnerID() string { return randomKey(16) }

@@ -3,6 +3,8 @@ package admin
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/doraproject/dora"
@@ -10,12 +12,17 @@ import (
 	"github.com/doraproject/dora/internal/store"
 )
 
-// Run is the server's background work until ctx ends: at start it marks
-// builds interrupted by a restart FAILED and re-applies every deployment
-// that is not REPLACED (so a restarted `dorad dev` brings its instances
-// back); then every PollInterval it copies each deployment's runtime status
-// into the store and finishes blue/green switches. It returns nil when ctx
-// ends and calls Close.
+// Run is the server's background work until ctx ends. The part that must
+// run once among the admins sharing the store runs only while this admin
+// leads (Config.Leader; always without one): at the start of each term it
+// fails builds whose admin is gone and re-applies every deployment that is
+// not REPLACED (so a restarted `dorad dev` brings its instances back,
+// and a new leader repairs what the old one left half done); then every
+// PollInterval it copies each deployment's runtime status into the store,
+// finishes blue/green switches and fails builds whose admin stopped
+// beating. Every admin, leading or not, re-applies the deployments whose
+// apply it deferred (runtime busy) while serving a request. Run returns
+// nil when ctx ends and calls Close.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.Close()
 	if s.stats != nil {
@@ -25,38 +32,168 @@ func (s *Server) Run(ctx context.Context) error {
 			_ = s.stats.Run(ctx)
 		}()
 	}
-	if err := s.failInterruptedBuilds(ctx); err != nil {
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		s.retryDeferredLoop(ctx)
+	}()
+	elector := s.cfg.Leader
+	if elector == nil {
+		elector = alwaysLeader{}
+	}
+	if err := elector.Run(ctx, s.lead); err != nil {
+		return fmt.Errorf("admin: leader election: %w", err)
+	}
+	return nil
+}
+
+// alwaysLeader is the elector of an admin that is the only one.
+type alwaysLeader struct{}
+
+func (alwaysLeader) Run(ctx context.Context, fn func(context.Context)) error {
+	fn(ctx)
+	<-ctx.Done()
+	return nil
+}
+
+// Leading reports whether this admin currently leads the background work.
+func (s *Server) Leading() bool { return s.leading.Load() }
+
+// lead is one leadership term: it ends when ctx does.
+func (s *Server) lead(ctx context.Context) {
+	s.leading.Store(true)
+	s.leaderGauge.Set(1)
+	s.terms.Inc()
+	defer func() {
+		s.leading.Store(false)
+		s.leaderGauge.Set(0)
+	}()
+	s.log.Info("admin: leading the background work")
+	if err := s.recoverBuilds(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("admin: recover builds", "err", err)
 	}
-	if err := s.reapplyAll(ctx); err != nil {
+	if err := s.reapplyAll(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("admin: re-apply deployments", "err", err)
 	}
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
+	lastRecover := s.now()
 	for {
 		if err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("admin: reconcile", "err", err)
 		}
+		if ctx.Err() == nil {
+			s.passes.Inc()
+		}
+		if now := s.now(); now.Sub(lastRecover) >= s.cfg.BuildHeartbeat {
+			lastRecover = now
+			if err := s.recoverBuilds(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("admin: recover builds", "err", err)
+			}
+		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
 	}
 }
 
-// failInterruptedBuilds marks RUNNING builds FAILED: no process runs them
-// any more after a restart.
-func (s *Server) failInterruptedBuilds(ctx context.Context) error {
+// retryDeferredLoop re-applies, every PollInterval while this admin does
+// not lead, the deployments whose apply this admin deferred; the leader's
+// Reconcile does it for its own.
+func (s *Server) retryDeferredLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.leading.Load() {
+			continue
+		}
+		if err := s.retryDeferred(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("admin: retry deferred applies", "err", err)
+		}
+	}
+}
+
+// retryDeferred re-applies the deployments whose apply met runtime.ErrBusy
+// in this process.
+func (s *Server) retryDeferred(ctx context.Context) error {
+	s.retryMu.Lock()
+	ids := make([]string, 0, len(s.retry))
+	for id := range s.retry {
+		ids = append(ids, id)
+	}
+	s.retryMu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	ufops, _, err := store.List[dora.Ufop](ctx, s.st, store.PrefixUfops)
+	if err != nil {
+		return err
+	}
+	for _, u := range ufops {
+		deps, err := s.deployments(ctx, u.Name)
+		if err != nil {
+			return err
+		}
+		for _, d := range deps {
+			if !slices.Contains(ids, d.ID) {
+				continue
+			}
+			if !liveDeployment(d) {
+				s.retryMu.Lock()
+				delete(s.retry, d.ID)
+				s.retryMu.Unlock()
+				continue
+			}
+			s.applyDeployment(ctx, u, d)
+		}
+	}
+	return nil
+}
+
+// recoverBuilds fails the RUNNING builds no process runs any more: those
+// recorded by an admin that kept no Owner (an older version) and those,
+// not run by this process, whose owner has not beaten for BuildStaleAfter
+// heartbeats (it died, or was restarted: a new process has a new id).
+func (s *Server) recoverBuilds(ctx context.Context) error {
 	builds, _, err := store.List[dora.Build](ctx, s.st, store.PrefixBuilds)
 	if err != nil {
 		return err
 	}
+	now := s.now()
+	staleAfter := time.Duration(BuildStaleAfter) * s.cfg.BuildHeartbeat
+	stale := func(b dora.Build) (string, bool) {
+		if b.Owner == "" {
+			return "interrupted: the server restarted during the build", true
+		}
+		last := b.Heartbeat
+		if last.IsZero() {
+			last = b.Created
+		}
+		if b.Owner == s.id || now.Sub(last) <= staleAfter {
+			return "", false
+		}
+		return fmt.Sprintf("interrupted: the admin running the build stopped (no heartbeat since %s)", last.UTC().Format(time.RFC3339)), true
+	}
 	for _, b := range builds {
-		if b.Status == dora.BuildRunning {
-			if err := s.finishBuild(ctx, b.Ufop, b.Number, dora.BuildFailed, "interrupted: the server restarted during the build"); err != nil {
-				return err
-			}
+		if b.Status != dora.BuildRunning {
+			continue
+		}
+		if _, ok := stale(b); !ok {
+			continue
+		}
+		failed, err := s.failStaleBuild(ctx, b.Ufop, b.Number, b.Owner, stale)
+		if err != nil {
+			return err
+		}
+		if failed {
+			s.log.Warn("admin: failed an interrupted build", "ufop", b.Ufop, "number", b.Number, "owner", b.Owner)
 		}
 	}
 	return nil
@@ -137,21 +274,16 @@ func (s *Server) reconcileUfop(ctx context.Context, u dora.Ufop) error {
 		if err != nil {
 			return err
 		}
-		if st.Status == dora.DeployStopped && len(st.Instances) == 0 && d.Desired == 0 {
-			// Scaled to zero (floor 0, no demand), not stopped by its
-			// owner: it stays live, so the autoscaler starts an instance
-			// when requests wait for one.
-			st.Status, st.Message = dora.DeployRunning, ScaledToZero
-		}
-		if st.Status == "" || (st.Status == d.Status && st.Message == d.Message) {
+		status, msg, changed := observedStatus(d, st)
+		if !changed {
 			continue
 		}
 		now := s.nowUTC()
 		nd, err := s.updateDeployment(ctx, u.Name, d.ID, func(x *dora.Deployment) bool {
-			if x.Status == dora.DeployReplaced || (x.Status == st.Status && x.Message == st.Message) {
+			if x.Status == dora.DeployReplaced || (x.Status == status && x.Message == msg) {
 				return false
 			}
-			x.Status, x.Message, x.Updated = st.Status, st.Message, now
+			x.Status, x.Message, x.Updated = status, msg, now
 			return true
 		})
 		if err != nil {
@@ -172,31 +304,23 @@ func (s *Server) reconcileUfop(ctx context.Context, u dora.Ufop) error {
 // region has a RUNNING deployment of the active version, and clears
 // PreviousVersion once none of it serves any more.
 func (s *Server) finishSwitch(ctx context.Context, u dora.Ufop, deps []dora.Deployment) error {
-	remaining := 0
-	for _, d := range deps {
-		if d.Version != u.PreviousVersion || !liveDeployment(d) {
-			continue
+	replace, done := switchStep(u, deps)
+	for _, d := range replace {
+		if err := s.rt.Remove(ctx, d.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			return err
 		}
-		j := findLive(deps, u.ActiveVersion, d.Region)
-		if d.Status == dora.DeployFailed || (j >= 0 && deps[j].Status == dora.DeployRunning) {
-			if err := s.rt.Remove(ctx, d.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
-				return err
-			}
-			now := s.nowUTC()
-			_, err := s.updateDeployment(ctx, u.Name, d.ID, func(x *dora.Deployment) bool {
-				x.Status, x.Message, x.Updated = dora.DeployReplaced, "replaced by "+u.ActiveVersion, now
-				return true
-			})
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-			s.log.Info("admin: blue/green step", "ufop", u.Name, "replaced", d.ID, "region", d.Region,
-				"from", u.PreviousVersion, "to", u.ActiveVersion)
-			continue
+		now := s.nowUTC()
+		_, err := s.updateDeployment(ctx, u.Name, d.ID, func(x *dora.Deployment) bool {
+			x.Status, x.Message, x.Updated = dora.DeployReplaced, "replaced by "+u.ActiveVersion, now
+			return true
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
 		}
-		remaining++
+		s.log.Info("admin: blue/green step", "ufop", u.Name, "replaced", d.ID, "region", d.Region,
+			"from", u.PreviousVersion, "to", u.ActiveVersion)
 	}
-	if remaining > 0 {
+	if !done {
 		return nil
 	}
 	prev, active := u.PreviousVersion, u.ActiveVersion

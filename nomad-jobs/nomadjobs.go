@@ -105,10 +105,22 @@ type UfopJob struct {
 	Driver string // DriverRawExec, DriverExec or DriverDocker
 	// Image is the OCI reference (DriverDocker).
 	Image string
+	// RegistryUser and RegistryPassword, when set, are written as the
+	// docker task's auth block: the platform's read-only pull credentials
+	// for its own registry, which refuses anonymous pulls (DriverDocker
+	// only; both or neither).
+	RegistryUser, RegistryPassword string
 	// ArtifactURL (a tar.gz) and Run (the shell command from ufop.yaml,
 	// run in the unpacked directory) describe a program package.
 	ArtifactURL string
 	Run         string
+	// Bridge puts a program package's group in its own network namespace
+	// (Nomad's bridge networking, which needs the CNI plugins on the
+	// clients): the program listens on port 9100 like an image, mapped to
+	// a dynamic host port, so a program with a fixed port runs several
+	// instances per client. Without it the program shares the client's
+	// network and must listen on the port it gets in PORT.
+	Bridge bool
 
 	Env      []EnvVar
 	CPU      int // MHz
@@ -190,6 +202,14 @@ func (j *UfopJob) validate() error {
 		if j.Image == "" {
 			bad("the docker driver needs an image")
 		}
+		if (j.RegistryUser == "") != (j.RegistryPassword == "") {
+			bad("registry auth needs both a user and a password")
+		}
+		for _, s := range []string{j.RegistryUser, j.RegistryPassword} {
+			if !utf8.ValidString(s) || len(s) > MaxValueLen {
+				bad("registry auth value not UTF-8 or longer than %d bytes", MaxValueLen)
+			}
+		}
 	case DriverRawExec, DriverExec:
 		if !strings.HasPrefix(j.ArtifactURL, "http://") && !strings.HasPrefix(j.ArtifactURL, "https://") {
 			bad("driver %s needs an http(s) artifact URL, got %.60q", j.Driver, j.ArtifactURL)
@@ -199,6 +219,9 @@ func (j *UfopJob) validate() error {
 		}
 	default:
 		bad("driver %q must be raw_exec, exec or docker", j.Driver)
+	}
+	if j.Bridge && j.Driver == DriverDocker {
+		bad("bridge networking is for program packages; the docker driver publishes the container's port itself")
 	}
 	if j.HealthPath != "" && (!strings.HasPrefix(j.HealthPath, "/") || strings.ContainsAny(j.HealthPath, " \t\r\n")) {
 		bad("health check path %q must start with / and hold no spaces", j.HealthPath)

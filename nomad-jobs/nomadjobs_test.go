@@ -147,9 +147,39 @@ func TestRenderUfopContents(t *testing.T) {
 			t.Errorf("docker job lacks %s\n%s", want, out)
 		}
 	}
-	for _, unwanted := range []string{"artifact", `type     = "http"`, "HOST"} {
+	for _, unwanted := range []string{"artifact", `type     = "http"`, "HOST", "auth"} {
 		if strings.Contains(out, unwanted) {
 			t.Errorf("docker job holds %s\n%s", unwanted, out)
+		}
+	}
+	// The registry's pull credentials become the task's auth block.
+	j.RegistryUser, j.RegistryPassword = "dora-pull", `p"w${x}`
+	if out, err = RenderUfop(j); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"auth {", `username = "dora-pull"`, `password = "p\"w$${x}"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("docker job with registry auth lacks %s\n%s", want, out)
+		}
+	}
+	j.RegistryPassword = ""
+	if _, err := RenderUfop(j); !errors.Is(err, ErrInvalid) {
+		t.Errorf("registry user without password: %v, want ErrInvalid", err)
+	}
+	j.RegistryPassword, j.Bridge = "x", true
+	if _, err := RenderUfop(j); !errors.Is(err, ErrInvalid) {
+		t.Errorf("docker with bridge: %v, want ErrInvalid", err)
+	}
+
+	// A package in its own network namespace listens on 9100.
+	j = rawExecJob()
+	j.Bridge = true
+	if out, err = RenderUfop(j); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`mode = "bridge"`, `to = 9100`, `HOST      = "0.0.0.0"`, `PORT      = "${NOMAD_PORT_http}"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bridge job lacks %s\n%s", want, out)
 		}
 	}
 }
@@ -223,8 +253,10 @@ func TestJobsValidateWithNomad(t *testing.T) {
 		},
 		"docker": func(j *UfopJob) {
 			j.Driver, j.Image = DriverDocker, "127.0.0.1:8090/1366779853/ufopdemo:v1"
+			j.RegistryUser, j.RegistryPassword = "dora-pull", "secret"
 		},
 		"zero-count": func(j *UfopJob) { j.Count, j.Stopped = 0, 2 },
+		"raw_exec-bridge": func(j *UfopJob) { j.Bridge = true },
 	}
 	for name, mutate := range variants {
 		t.Run("ufop-"+name, func(t *testing.T) {

@@ -41,6 +41,9 @@ type httpError struct {
 	body        []byte
 	contentType string
 	ufop        string
+	// cause is the origin error behind the answer, for callers that
+	// branch on it (origin.ErrChanged: read again).
+	cause error
 }
 
 func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.status, e.msg) }
@@ -226,8 +229,8 @@ func (r *Router) serveParsed(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 		return r.serveObject(rq, bucket, key)
 	}
 	if req.SaveAs == nil {
-		if done, herr := r.serveCached(rq, snap, bucket, key, stages); done || herr != nil {
-			return false, herr
+		if done, streaming, herr := r.serveCached(rq, snap, bucket, key, stages); done || herr != nil {
+			return streaming, herr
 		}
 	}
 	return r.runPipeline(rq, bucket, key, stages, req.SaveAs)

@@ -49,4 +49,8 @@ type Queue interface {
 	Reclaim(ctx context.Context, pipeline, consumer string, minIdle time.Duration) ([]Message, error)
 	// Pipelines lists every pipeline that has had a job.
 	Pipelines(ctx context.Context) ([]string, error)
+	// JobIDs lists the job id of every message pipeline holds, waiting
+	// or in flight (a job may appear twice). The worker's recovery uses
+	// it to find jobs the store says are unfinished but no queue holds.
+	JobIDs(ctx context.Context, pipeline string) ([]string, error)
 }

@@ -63,7 +63,8 @@ type WorkerConfig struct {
 	PollInterval time.Duration
 	// ReclaimAfter is how long a claimed job may go without its worker's
 	// heartbeat before another worker takes it over; heartbeats are sent
-	// every ReclaimAfter/4.
+	// every ReclaimAfter/4. It is also the period and the lease of the
+	// recovery of jobs no queue holds (RecoverLost).
 	ReclaimAfter time.Duration
 	// Grace is how long Run lets running jobs finish once its context
 	// ends; jobs still running then are handed back to the queue.
@@ -184,6 +185,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.handle(jobCtx, m)
 		})
 	}
+	recoverDone := make(chan struct{})
+	go func() { defer close(recoverDone); w.recoverLoop(ctx) }()
+	defer func() { <-recoverDone }()
 	var lastReclaim time.Time
 	next := 0
 	for ctx.Err() == nil {
@@ -254,6 +258,24 @@ func (w *Worker) Run(ctx context.Context) error {
 		<-done
 	}
 	return ctx.Err()
+}
+
+// recoverLoop runs RecoverLost at start and every ReclaimAfter until ctx
+// ends, with a lease of ReclaimAfter: a job lost by its queue waits at most
+// about two of them.
+func (w *Worker) recoverLoop(ctx context.Context) {
+	t := time.NewTicker(w.cfg.ReclaimAfter)
+	defer t.Stop()
+	for {
+		if n, err := w.RecoverLost(ctx, w.cfg.ReclaimAfter); err != nil && ctx.Err() == nil {
+			w.log.Warn("pfop: recover lost jobs", "err", err, "enqueued", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // release hands a message back, on a context of its own (Run's may be over).

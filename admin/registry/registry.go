@@ -24,6 +24,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -303,6 +304,22 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	default:
 		r.inner.ServeHTTP(w, req)
 	}
+}
+
+// PullUserName is the user name of the pull credentials PullCredentials
+// derives.
+const PullUserName = "dora-pull"
+
+// PullCredentials derives the platform's read-only pull credentials
+// (Config.PullUser, PullPassword) from the root secret key: every admin of
+// a platform shares the root keys, so every admin (and every Nomad job
+// one of them rendered) agrees on them without another secret to
+// distribute. The password is HMAC-SHA256(rootSK, "dora registry pull v1"):
+// it reveals nothing of the root key, and changes when the root key does.
+func PullCredentials(rootSK string) (user, password string) {
+	m := hmac.New(sha256.New, []byte(rootSK))
+	m.Write([]byte("dora registry pull v1"))
+	return PullUserName, hex.EncodeToString(m.Sum(nil))
 }
 
 // isPuller reports whether user/pass are Config's pull credentials.

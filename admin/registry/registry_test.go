@@ -467,3 +467,18 @@ func TestPullCredentials(t *testing.T) {
 		t.Fatalf("wrong pull password: %v, want a 401", err)
 	}
 }
+
+// TestDerivedPullCredentials: PullCredentials derives them from the root secret key, the same for the
+// same key (every admin of a platform agrees), different for another key,
+// and not the key itself.
+func TestDerivedPullCredentials(t *testing.T) {
+	u1, p1 := PullCredentials("rootSecret1")
+	u2, p2 := PullCredentials("rootSecret1")
+	_, p3 := PullCredentials("rootSecret2")
+	if u1 != PullUserName || u1 != u2 || p1 != p2 {
+		t.Fatalf("not deterministic: %s/%s vs %s/%s", u1, p1, u2, p2)
+	}
+	if p1 == p3 || len(p1) != 64 || strings.Contains(p1, "rootSecret1") {
+		t.Fatalf("passwords %q %q", p1, p3)
+	}
+}

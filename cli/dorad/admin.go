@@ -33,7 +33,7 @@ download host.
 
 Backends are URLs, chosen by scheme:
   --store    bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
-  --runtime  local:// | nomad://127.0.0.1:4646[?driver=raw_exec|exec]
+  --runtime  local:// | nomad://127.0.0.1:4646[?driver=raw_exec|exec][&network=host|bridge]
   --objects  file://./.dora/objects
   --queue    bolt://<data-dir>/pfop.db | redis://127.0.0.1:6379/0
 

@@ -37,10 +37,20 @@ import (
 )
 
 type role struct {
-	name string
-	cmd  *exec.Cmd
-	log  *lockedLog
-	done chan error
+	name      string
+	cmd       *exec.Cmd
+	log       *lockedLog
+	recovered atomic.Int64 // log lines of the worker's lost-job recovery
+	done      chan error
+}
+
+// recoveryCounter counts the worker's "enqueued again" log lines (the
+// recovery of jobs no queue holds) in a role's output.
+type recoveryCounter struct{ r *role }
+
+func (c recoveryCounter) Write(p []byte) (int, error) {
+	c.r.recovered.Add(int64(bytes.Count(p, []byte("enqueued again"))))
+	return len(p), nil
 }
 
 func TestSoakProd(t *testing.T) {
@@ -77,7 +87,8 @@ func TestSoakProd(t *testing.T) {
 		r := &role{name: name, log: &lockedLog{}, done: make(chan error, 1)}
 		r.cmd = exec.Command(bin, append([]string{name}, args...)...)
 		r.cmd.Env = append(os.Environ(), "DORA_ROOT_AK="+rootAK, "DORA_ROOT_SK="+rootSK)
-		r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
+		w := io.MultiWriter(r.log, recoveryCounter{r})
+		r.cmd.Stdout, r.cmd.Stderr = w, w
 		if err := r.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -99,8 +110,10 @@ func TestSoakProd(t *testing.T) {
 		"--regions", "z0=global/dc1", "--go-cache", filepath.Join(cacheRoot, "go-build"))
 	startRole("router", "--listen", routerAddr, "--store", store, "--discovery", "consul://"+consul.Addr,
 		"--load", queue, "--objects", objects, "--region", "z0")
-	startRole("worker", "--listen", workerAddr, "--store", store, "--queue", queue,
-		"--discovery", "consul://"+consul.Addr, "--objects", objects, "--region", "z0")
+	// --reclaim-after is also the period and lease of the worker's recovery
+	// of jobs no queue holds (a job acknowledged just as Redis stopped).
+	worker := startRole("worker", "--listen", workerAddr, "--store", store, "--queue", queue,
+		"--discovery", "consul://"+consul.Addr, "--objects", objects, "--region", "z0", "--reclaim-after", "10s")
 	checkRoles := func() {
 		t.Helper()
 		for _, r := range roles {
@@ -429,6 +442,7 @@ func TestSoakProd(t *testing.T) {
 		fmt.Fprintf(&out, "| %-72s | %10d |\n", "pfop jobs acknowledged before the Consul stop: "+k, jobCodes[k])
 	}
 	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged pfop jobs lost or not succeeded", jobsLost)
+	fmt.Fprintf(&out, "| %-72s | %10d |\n", "pfop jobs no queue held, enqueued again by the worker", worker.recovered.Load())
 	for _, r := range rows {
 		fmt.Fprintf(&out, "| %-72s | %s |\n", r.name, r.value)
 	}

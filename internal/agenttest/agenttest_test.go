@@ -137,7 +137,7 @@ func TestNomadWithConsul(t *testing.T) {
 	t.Parallel()
 	c := StartConsul(t)
 	n := StartNomad(t, c)
-	if err := nomadReady(context.Background(), n.Addr); err != nil {
+	if err := nomadReady(context.Background(), n.Addr, []string{"raw_exec"}); err != nil {
 		t.Fatal(err)
 	}
 	// Nomad registered itself in Consul.
@@ -191,5 +191,25 @@ func TestPidInDirAndBelow(t *testing.T) {
 				t.Fatalf("= %d, %v; want %d", pid, err, tt.wantPid)
 			}
 		})
+	}
+}
+
+// TestNomadDockerOnPodman: the docker driver of a Nomad agent configured
+// with a podman service's endpoint is detected and healthy.
+func TestNomadDockerOnPodman(t *testing.T) {
+	t.Parallel()
+	pd := StartPodman(t, PodmanOptions{})
+	if err := podmanReady(context.Background(), pd.Socket); err != nil {
+		t.Fatal(err)
+	}
+	n := StartNomadWith(t, nil, NomadOptions{DockerEndpoint: pd.Endpoint})
+	if err := nomadReady(context.Background(), n.Addr, []string{"raw_exec", "docker"}); err != nil {
+		t.Fatal(err)
+	}
+	// A Nomad agent pointed at a socket where nothing listens has no
+	// healthy docker driver.
+	m := StartNomad(t, nil)
+	if err := nomadReady(context.Background(), m.Addr, []string{"docker"}); err == nil {
+		t.Fatal("docker driver ready without a Docker API")
 	}
 }

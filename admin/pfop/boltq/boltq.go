@@ -438,3 +438,39 @@ func (q *Queue) Depth(ctx context.Context, pipeline string) (waiting, inFlight i
 	})
 	return waiting, inFlight, err
 }
+
+// JobIDs implements pfop.Queue: the jobs waiting (normal and idle) and in
+// flight on pipeline.
+func (q *Queue) JobIDs(ctx context.Context, pipeline string) ([]string, error) {
+	var out []string
+	err := q.view(ctx, func(tx *bbolt.Tx) error {
+		p := pipelineBucket(tx, pipeline)
+		if p == nil {
+			return nil
+		}
+		for _, name := range [][]byte{bucketNormal, bucketIdle} {
+			if err := p.Bucket(name).ForEach(func(_, v []byte) error {
+				var w waiting
+				if err := json.Unmarshal(v, &w); err != nil {
+					return fmt.Errorf("decode message: %w", err)
+				}
+				out = append(out, w.Job)
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return p.Bucket(bucketFlight).ForEach(func(_, v []byte) error {
+			var fl flight
+			if err := json.Unmarshal(v, &fl); err != nil {
+				return fmt.Errorf("decode message: %w", err)
+			}
+			out = append(out, fl.Job)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pfop queue: jobs of %s: %w", pipeline, err)
+	}
+	return out, nil
+}

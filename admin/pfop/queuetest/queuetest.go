@@ -23,6 +23,7 @@ func Run(t *testing.T, open func(t *testing.T) pfop.Queue) {
 	t.Run("Release", func(t *testing.T) { testRelease(t, open(t)) })
 	t.Run("TouchAndReclaim", func(t *testing.T) { testReclaim(t, open(t)) })
 	t.Run("Pipelines", func(t *testing.T) { testPipelines(t, open(t)) })
+	t.Run("JobIDs", func(t *testing.T) { testJobIDs(t, open(t)) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, open(t)) })
 	t.Run("ConcurrentClaimers", func(t *testing.T) { testConcurrent(t, open(t)) })
 }
@@ -212,6 +213,49 @@ func testPipelines(t *testing.T, q pfop.Queue) {
 	}
 	if len(ps) != 2 || !seen["0.default"] || !seen["video-1"] {
 		t.Fatalf("pipelines %v", ps)
+	}
+}
+
+// testJobIDs: JobIDs lists the jobs waiting and in flight, not the
+// acknowledged ones; a released job is still listed.
+func testJobIDs(t *testing.T, q pfop.Queue) {
+	ctx := context.Background()
+	ids := func() map[string]int {
+		t.Helper()
+		got, err := q.JobIDs(ctx, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int{}
+		for _, id := range got {
+			out[id]++
+		}
+		return out
+	}
+	if got := ids(); len(got) != 0 {
+		t.Fatalf("jobs of an unknown pipeline: %v", got)
+	}
+	enqueue(t, q, "p", "a", false)
+	enqueue(t, q, "p", "b", true)
+	enqueue(t, q, "p", "c", false)
+	enqueue(t, q, "other", "x", false)
+	ma := mustClaim(t, q, "p", "w1", 4, "a")
+	mc := mustClaim(t, q, "p", "w1", 4, "c")
+	if got := ids(); len(got) != 3 || got["a"] != 1 || got["b"] != 1 || got["c"] != 1 {
+		t.Fatalf("jobs with a and c in flight: %v", got)
+	}
+	ack(t, q, ma)
+	if err := q.Release(ctx, mc); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(); len(got) != 2 || got["b"] != 1 || got["c"] != 1 {
+		t.Fatalf("jobs after a was acked and c released: %v", got)
+	}
+	for i := range 250 { // more than one page of a paged listing
+		enqueue(t, q, "p", fmt.Sprintf("m%d", i), false)
+	}
+	if got := ids(); len(got) != 252 || got["m249"] != 1 || got["m0"] != 1 {
+		t.Fatalf("%d jobs listed after 250 more were enqueued, want 252", len(got))
 	}
 }
 

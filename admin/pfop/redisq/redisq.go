@@ -320,3 +320,31 @@ func (q *Queue) Depth(ctx context.Context, pipeline string) (waiting, inFlight i
 	}
 	return waiting, inFlight, nil
 }
+
+// JobIDs implements pfop.Queue: acknowledged entries are deleted, so every
+// entry left in the pipeline's two streams is a job waiting or in flight.
+func (q *Queue) JobIDs(ctx context.Context, pipeline string) ([]string, error) {
+	if pfop.ValidatePipeline(pipeline) != nil {
+		return nil, nil
+	}
+	n, i := q.streams(pipeline)
+	var out []string
+	for _, key := range []string{n, i} {
+		start := "-"
+		for {
+			msgs, err := q.client.XRangeN(ctx, key, start, "+", reclaimBatch).Result()
+			if err != nil && !errors.Is(err, goredis.Nil) {
+				return nil, fmt.Errorf("redis pfop queue: jobs of %s: %w", pipeline, mapErr(err))
+			}
+			for _, m := range msgs {
+				job, _ := m.Values["job"].(string)
+				out = append(out, job)
+			}
+			if len(msgs) < reclaimBatch {
+				break
+			}
+			start = "(" + msgs[len(msgs)-1].ID
+		}
+	}
+	return out, nil
+}

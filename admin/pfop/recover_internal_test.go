@@ -1,0 +1,52 @@
+package pfop
+
+import (
+	"testing"
+	"time"
+)
+
+// TestLostJobs is the recovery's decision table: which jobs are enqueued
+// again at now, given the jobs the queues hold.
+func TestLostJobs(t *testing.T) {
+	now := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	const lease = time.Minute
+	job := func(id string, code int, updatedAgo time.Duration) Job {
+		return Job{ID: id, Code: code, Created: now.Add(-time.Hour), Updated: now.Add(-updatedAgo)}
+	}
+	cases := []struct {
+		name string
+		job  Job
+		held bool
+		want bool
+	}{
+		{"waiting, old, in no queue", job("a", CodeWaiting, 2*lease), false, true},
+		{"processing, old, in no queue (worker and entry gone)", job("a", CodeProcessing, 2*lease), false, true},
+		{"exactly one lease old", job("a", CodeWaiting, lease), false, true},
+		{"waiting, old, still queued", job("a", CodeWaiting, 2*lease), true, false},
+		{"processing, old, held in flight (a long item)", job("a", CodeProcessing, time.Hour), true, false},
+		{"waiting, just written (its enqueue may be under way)", job("a", CodeWaiting, lease-time.Second), false, false},
+		{"written in the future (another machine's clock)", job("a", CodeWaiting, -time.Minute), false, false},
+		{"succeeded", job("a", CodeSuccess, time.Hour), false, false},
+		{"failed", job("a", CodeFailed, time.Hour), false, false},
+		{"notify failed", job("a", CodeNotifyFailed, time.Hour), false, false},
+		{"no Updated: Created counts", Job{ID: "a", Code: CodeWaiting, Created: now.Add(-2 * lease)}, false, true},
+		{"no Updated, just created", Job{ID: "a", Code: CodeWaiting, Created: now}, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			held := map[string]bool{}
+			if c.held {
+				held[c.job.ID] = true
+			}
+			got := lostJobs(now, lease, []Job{c.job}, held)
+			if (len(got) == 1) != c.want {
+				t.Fatalf("lost = %v, want %v", len(got) == 1, c.want)
+			}
+			// nil held (before the queues are asked): every stale job is a candidate.
+			cands := lostJobs(now, lease, []Job{c.job}, nil)
+			if wantCand := c.want || c.held && stale(now, lease, c.job); (len(cands) == 1) != wantCand {
+				t.Fatalf("candidate = %v, want %v", len(cands) == 1, wantCand)
+			}
+		})
+	}
+}
