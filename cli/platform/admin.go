@@ -92,8 +92,8 @@ type AdminConfig struct {
 	// (none when empty).
 	RouterURL string
 	// StatsInterval is how often the console's charts sample the figures
-	// (admin/stats' default when 0); charts need the figures in this
-	// process (dorad dev).
+	// (admin/stats' default when 0); the figures come from this process
+	// (dorad dev) or from StatsFrom.
 	StatsInterval time.Duration
 	Logger        *slog.Logger
 }
@@ -273,10 +273,9 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 
 		DomainSuffix:       cfg.DomainSuffix,
 		AllowPrivateMirror: cfg.AllowPrivateMirror,
-		// The web console's processing URLs and charts: dev passes its
-		// router's URL and figures; a production admin takes the routers'
-		// host and samples their /metrics.
-		RouterURL:     firstNonEmpty(cfg.RouterURL, routerURL(cfg.RouterHost)),
+		// The web console's links and charts: dorad dev's figures in
+		// this process, else the routers' and the autoscaler's /metrics.
+		RouterURL:     orDefault(cfg.RouterURL, routerURL(cfg.RouterHost)),
 		StatsGatherer: orGatherer(env.stats, statsGatherer(cfg.StatsFrom)),
 		StatsInterval: cfg.StatsInterval,
 		// Background work (re-apply, reconcile, build recovery) runs on
@@ -334,18 +333,10 @@ func statsGatherer(urls []string) prometheus.Gatherer {
 	return stats.Scrape{URLs: urls}
 }
 
-// firstNonEmpty is a when it is set, else b.
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
-// orGatherer is g when it is set, else fallback.
-func orGatherer(g, fallback prometheus.Gatherer) prometheus.Gatherer {
+// orGatherer is g, or else when g is nil.
+func orGatherer(g, otherwise prometheus.Gatherer) prometheus.Gatherer {
 	if g != nil {
 		return g
 	}
-	return fallback
+	return otherwise
 }
