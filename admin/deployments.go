@@ -58,17 +58,6 @@ func (s *Server) deployments(ctx context.Context, ufop string) ([]dora.Deploymen
 	return deps, err
 }
 
-// findLive returns the index of the live deployment of version in region,
-// or -1.
-func findLive(deps []dora.Deployment, version, region string) int {
-	for i, d := range deps {
-		if d.Version == version && d.Region == region && liveDeployment(d) {
-			return i
-		}
-	}
-	return -1
-}
-
 // updateDeployment applies fn to deployments/<ufop>/<id> with CAS retries;
 // fn returns false to leave the record as is.
 func (s *Server) updateDeployment(ctx context.Context, ufop, id string, fn func(*dora.Deployment) bool) (dora.Deployment, error) {
@@ -215,11 +204,9 @@ func (s *Server) applyDeployment(ctx context.Context, u dora.Ufop, d dora.Deploy
 	return d
 }
 
-// activate makes version the active one of ufop, blue/green: the old
-// active version becomes PreviousVersion while it has serving deployments,
-// and every region it serves in gets a deployment of the new version with
-// the same floor and ceiling unless one exists. A switch begun while
-// another is in progress replaces the older previous version at once.
+// activate makes version the active one of ufop (planActivate) and asks
+// the runtime to remove the deployments it replaces and run the ones it
+// creates.
 func (s *Server) activate(ctx context.Context, name, version string) (dora.Ufop, error) {
 	for i := 0; i < casRetries; i++ {
 		u, uver, err := s.getUfop(ctx, name)
@@ -233,62 +220,37 @@ func (s *Server) activate(ctx context.Context, name, version string) (dora.Ufop,
 		if err != nil {
 			return u, err
 		}
-		now := s.nowUTC()
-		old := u.ActiveVersion
+		a := planActivate(u, deps, version, s.nowUTC(), newDeploymentID)
 		var ops []store.Op
-		var toApply, toRemove []dora.Deployment
-		serving := 0
-		for _, od := range deps {
-			if od.Version != old || old == "" || !liveDeployment(od) || od.Status == dora.DeployFailed {
-				continue
-			}
-			serving++
-			if findLive(deps, version, od.Region) >= 0 {
-				continue
-			}
-			nd := dora.Deployment{
-				ID: "deploy-" + uuid.NewString(), Ufop: name, Version: version, Region: od.Region,
-				Expect: od.Expect, Max: od.Max, Desired: od.Desired, Autoscale: od.Autoscale,
-				Status: dora.DeployPending, Created: now, Updated: now,
-			}
-			deps = append(deps, nd)
-			vers = append(vers, 0)
+		for _, nd := range a.Create {
 			ops = append(ops, store.Op{Kind: store.OpPut, Key: store.DeploymentKey(name, nd.ID), Value: mustJSON(nd), CreateOnly: true})
-			toApply = append(toApply, nd)
 		}
-		if prev := u.PreviousVersion; prev != "" && prev != version && prev != old {
-			for j, pd := range deps {
-				if pd.Version == prev && liveDeployment(pd) && vers[j] > 0 {
-					pd.Status, pd.Message, pd.Updated = dora.DeployReplaced, "replaced by "+version, now
-					ops = append(ops, store.Op{Kind: store.OpPut, Key: store.DeploymentKey(name, pd.ID), Value: mustJSON(pd), Version: vers[j]})
-					toRemove = append(toRemove, pd)
-				}
-			}
+		for _, r := range a.Replace {
+			ops = append(ops, store.Op{Kind: store.OpPut, Key: store.DeploymentKey(name, r.Deployment.ID), Value: mustJSON(r.Deployment), Version: vers[r.Index]})
 		}
-		u.ActiveVersion, u.PreviousVersion = version, ""
-		if serving > 0 {
-			u.PreviousVersion = old
-		}
-		ops = append(ops, store.Op{Kind: store.OpPut, Key: store.UfopKey(name), Value: mustJSON(u), Version: uver})
+		ops = append(ops, store.Op{Kind: store.OpPut, Key: store.UfopKey(name), Value: mustJSON(a.Ufop), Version: uver})
 		if err := s.st.Txn(ctx, ops); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
 			return u, fmt.Errorf("activate %s %s: %w", name, version, err)
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
-		for _, d := range toRemove {
-			if err := s.rt.Remove(rctx, d.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
-				s.log.Warn("admin: remove replaced deployment", "deployment", d.ID, "err", err)
+		for _, r := range a.Replace {
+			if err := s.rt.Remove(rctx, r.Deployment.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+				s.log.Warn("admin: remove replaced deployment", "deployment", r.Deployment.ID, "err", err)
 			}
 		}
 		cancel()
-		for _, d := range toApply {
-			s.applyDeployment(ctx, u, d)
+		for _, d := range a.Create {
+			s.applyDeployment(ctx, a.Ufop, d)
 		}
-		return u, nil
+		return a.Ufop, nil
 	}
 	return dora.Ufop{}, fmt.Errorf("activate %s %s: %w", name, version, store.ErrConflict)
 }
+
+// newDeploymentID names a new deployment.
+func newDeploymentID() string { return "deploy-" + uuid.NewString() }
 
 // regionParam returns the region asked for, or the default one; 422 when
 // unknown.
@@ -302,97 +264,20 @@ func (s *Server) regionParam(region string) (string, error) {
 	return region, nil
 }
 
-func clamp(v, lo, hi int) int {
-	if v < lo {
-		return lo
-	}
-	if v > hi {
-		return hi
-	}
-	return v
-}
-
-func overLimit(limit int) error {
-	return errf(http.StatusForbidden, "over the account's limit of %d instances per ufop", limit)
-}
-
-// runningOf is what a deployment counts against its owner's per-ufop
-// instance limit: the instances it is asked to run now (Desired), nothing
-// when it cannot run (FAILED, STOPPED) or was replaced.
-func runningOf(d dora.Deployment) int {
-	switch d.Status {
-	case dora.DeployFailed, dora.DeployStopped, dora.DeployReplaced:
-		return 0
-	}
-	return max(d.Desired, 0)
-}
-
-// otherRunning sums what the ufop's deployments (every version and region)
-// but deps[skip] run: the account's limit is per ufop and counts the
-// instances that can actually run. Ceilings are not reserved: the
-// autoscaler grows a deployment only into what the others leave
-// (autoscaler.ShareOfLimit), so "deploy v2 beside v1, then switch" fits
-// the default limit and a dead version never blocks.
-func otherRunning(deps []dora.Deployment, skip int) int {
-	total := 0
-	for i, d := range deps {
-		if i != skip {
-			total += runningOf(d)
-		}
-	}
-	return total
-}
-
-// checkUfopLimit refuses a floor (the instances a deployment must run)
-// that would take the ufop's running total over limit (403 naming the
-// current total).
-func checkUfopLimit(limit, others, floor int) error {
-	if others+floor <= limit {
-		return nil
-	}
-	return errf(http.StatusForbidden,
-		"over the account's limit of %d instances per ufop: its other deployments run %d (every version and region; failed and stopped ones do not count), this one asks for %d; resize or stop another first",
-		limit, others, floor)
-}
-
-// defaultCeiling is a deployment's ceiling when the caller names none.
-func defaultCeiling(limit, floor int) int {
-	return max(min(dora.DefaultMaxInstances, limit), floor)
-}
-
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req struct {
-		Version  string  `json:"version"`
-		Region   string  `json:"region"`
-		Expect   int     `json:"expect"`
-		Max      int     `json:"max"`
-		Target   float64 `json:"target"`
-		Activate bool    `json:"activate"`
-	}
+	var req api.DeployRequest
 	if err := c.decode(r, &req); err != nil {
 		return err
 	}
-	if req.Version == "" {
-		return errf(http.StatusBadRequest, "version: required")
-	}
-	if req.Expect < 0 || req.Max < 0 {
-		return errf(http.StatusBadRequest, "expect and max: must not be negative")
-	}
-	if req.Target < 0 || req.Target > 1e6 {
-		return errf(http.StatusBadRequest, "target: must be 0 to 1e6 in-flight requests per instance")
-	}
-	if req.Max > 0 && req.Expect > req.Max {
-		return errf(http.StatusBadRequest, "expect (%d) must not exceed max (%d)", req.Expect, req.Max)
+	limit := c.acct.Limit()
+	if err := checkDeployRequest(req, limit); err != nil {
+		return err
 	}
 	region, err := s.regionParam(req.Region)
 	if err != nil {
 		return err
 	}
 	ctx := r.Context()
-	limit := c.acct.Limit()
-	if req.Expect > limit || req.Max > limit {
-		return overLimit(limit)
-	}
 	for i := 0; i < casRetries; i++ {
 		u, uver, err := s.ownedUfop(ctx, c, r.PathValue("name"))
 		if err != nil {
@@ -411,51 +296,14 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 		if err != nil {
 			return err
 		}
-		j := findLive(deps, req.Version, region)
-		others := otherRunning(deps, j)
-		maxN := req.Max
-		if maxN == 0 {
-			maxN = defaultCeiling(limit, req.Expect)
-		}
-		if err := checkUfopLimit(limit, others, req.Expect); err != nil {
+		ch, err := planDeploy(deps, u.Name, req, region, rel, limit, s.nowUTC(), newDeploymentID)
+		if err != nil {
 			return err
 		}
-		now := s.nowUTC()
-		var d dora.Deployment
-		var op store.Op
-		if j >= 0 {
-			d = deps[j]
-			d.Expect, d.Max = req.Expect, maxN
-			d.Desired = clamp(d.Desired, d.Expect, d.Max)
-			d.Updated = now
-			op = store.Op{Kind: store.OpPut, Key: store.DeploymentKey(u.Name, d.ID), Version: vers[j]}
-		} else {
-			d = dora.Deployment{
-				ID: "deploy-" + uuid.NewString(), Ufop: u.Name, Version: req.Version, Region: region,
-				Expect: req.Expect, Max: maxN, Desired: req.Expect, Status: dora.DeployPending,
-				Created: now, Updated: now,
-			}
-			if rel.Autoscale != nil {
-				p := *rel.Autoscale
-				d.Autoscale = &p
-			}
-			op = store.Op{Kind: store.OpPut, Key: store.DeploymentKey(u.Name, d.ID), CreateOnly: true}
-		}
-		if req.Target > 0 {
-			p := dora.AutoscalePolicy{}
-			if d.Autoscale != nil {
-				p = *d.Autoscale
-			}
-			p.Target = req.Target
-			d.Autoscale = &p
-		}
-		if err := policyInForce(d, rel, limit).Validate(); err != nil {
-			return errf(http.StatusBadRequest, "autoscale policy of %s %s: %s", u.Name, req.Version, policyProblems(err))
-		}
-		op.Value = mustJSON(d)
-		ops := []store.Op{op}
-		first := u.ActiveVersion == ""
-		if first {
+		d := ch.Deployment
+		ops := []store.Op{changeOp(u.Name, ch, vers)}
+		if u.ActiveVersion == "" {
+			// The first deployment makes its version the active one.
 			u.ActiveVersion = req.Version
 			ops = append(ops, store.Op{Kind: store.OpPut, Key: store.UfopKey(u.Name), Value: mustJSON(u), Version: uver})
 		}
@@ -476,6 +324,18 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 	return fmt.Errorf("deploy: %w", store.ErrConflict)
 }
 
+// changeOp is the store operation writing ch: a CAS on the record it
+// updates, or the creation of a new one.
+func changeOp(ufop string, ch deploymentChange, vers []uint64) store.Op {
+	op := store.Op{Kind: store.OpPut, Key: store.DeploymentKey(ufop, ch.Deployment.ID), Value: mustJSON(ch.Deployment)}
+	if ch.Index >= 0 {
+		op.Version = vers[ch.Index]
+	} else {
+		op.CreateOnly = true
+	}
+	return op
+}
+
 func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 	var req struct {
 		Num    *int   `json:"num"`
@@ -493,9 +353,6 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 		return err
 	}
 	limit := c.acct.Limit()
-	if num > limit {
-		return overLimit(limit)
-	}
 	ctx := r.Context()
 	for i := 0; i < casRetries; i++ {
 		u, _, err := s.ownedUfop(ctx, c, r.PathValue("name"))
@@ -509,20 +366,10 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 		if err != nil {
 			return err
 		}
-		now := s.nowUTC()
-		var d dora.Deployment
-		var op store.Op
-		j := findLive(deps, u.ActiveVersion, region)
-		others := otherRunning(deps, j)
-		if err := checkUfopLimit(limit, others, num); err != nil {
-			return err
-		}
-		if j >= 0 {
-			d = deps[j]
-			d.Expect, d.Desired, d.Max = num, num, max(d.Max, num)
-			d.Updated = now
-			op = store.Op{Kind: store.OpPut, Key: store.DeploymentKey(u.Name, d.ID), Version: vers[j]}
-		} else {
+		// A new deployment takes the active release's policy, once it is
+		// known to be runnable here.
+		var autoscale *dora.AutoscalePolicy
+		if findLive(deps, u.ActiveVersion, region) < 0 {
 			rel, _, err := store.Get[dora.Release](ctx, s.st, store.ReleaseKey(u.Name, u.ActiveVersion))
 			if err != nil {
 				return fmt.Errorf("resize %s: active release: %w", u.Name, err)
@@ -530,20 +377,18 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 			if err := s.checkRunnable(ctx, u.Owner, rel.Image); err != nil {
 				return err
 			}
-			d = dora.Deployment{
-				ID: "deploy-" + uuid.NewString(), Ufop: u.Name, Version: u.ActiveVersion, Region: region,
-				Expect: num, Max: defaultCeiling(limit, num), Desired: num,
-				Autoscale: rel.Autoscale, Status: dora.DeployPending, Created: now, Updated: now,
-			}
-			op = store.Op{Kind: store.OpPut, Key: store.DeploymentKey(u.Name, d.ID), CreateOnly: true}
+			autoscale = rel.Autoscale
 		}
-		op.Value = mustJSON(d)
-		if err := s.st.Txn(ctx, []store.Op{op}); errors.Is(err, store.ErrConflict) {
+		ch, err := planResize(deps, u.Name, u.ActiveVersion, region, num, limit, autoscale, s.nowUTC(), newDeploymentID)
+		if err != nil {
+			return err
+		}
+		if err := s.st.Txn(ctx, []store.Op{changeOp(u.Name, ch, vers)}); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
 			return fmt.Errorf("resize %s: %w", u.Name, err)
 		}
-		d = s.applyDeployment(ctx, u, d)
+		d := s.applyDeployment(ctx, u, ch.Deployment)
 		writeJSON(w, http.StatusOK, d)
 		return nil
 	}

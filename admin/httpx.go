@@ -196,6 +196,7 @@ func (s *Server) routes() {
 		http.Redirect(w, r, ConsolePath, http.StatusFound)
 	})
 	s.api("GET /v1/stats", roleUser, false, s.getStats)
+	s.api("POST /v1/pfop", roleUser, false, s.submitPfop)
 
 	s.api("GET /v1/whoami", roleUser, false, s.whoami)
 	s.api("POST /v1/accounts", roleRoot, false, s.createAccount)
@@ -408,10 +409,16 @@ func (s *Server) logError(r *http.Request, err error) {
 func writeError(w http.ResponseWriter, err error) {
 	status, msg := http.StatusInternalServerError, "internal error"
 	var ae *apiError
+	var re *RuleError
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ae):
 		status, msg = ae.Status, ae.Msg
+	case errors.As(err, &re):
+		status, msg = http.StatusBadRequest, re.Msg
+		if errors.Is(re.Kind, ErrOverLimit) {
+			status = http.StatusForbidden
+		}
 	case errors.As(err, &mbe):
 		status, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", mbe.Limit)
 	case errors.Is(err, store.ErrConflict):

@@ -286,21 +286,16 @@ func (s *Server) reconcileUfop(ctx context.Context, u dora.Ufop) error {
 		if err != nil {
 			return err
 		}
-		if st.Status == dora.DeployStopped && len(st.Instances) == 0 && d.Desired == 0 {
-			// Scaled to zero (floor 0, no demand), not stopped by its
-			// owner: it stays live, so the autoscaler starts an instance
-			// when requests wait for one.
-			st.Status, st.Message = dora.DeployRunning, ScaledToZero
-		}
-		if st.Status == "" || (st.Status == d.Status && st.Message == d.Message) {
+		status, msg, changed := observedStatus(d, st)
+		if !changed {
 			continue
 		}
 		now := s.nowUTC()
 		nd, err := s.updateDeployment(ctx, u.Name, d.ID, func(x *dora.Deployment) bool {
-			if x.Status == dora.DeployReplaced || (x.Status == st.Status && x.Message == st.Message) {
+			if x.Status == dora.DeployReplaced || (x.Status == status && x.Message == msg) {
 				return false
 			}
-			x.Status, x.Message, x.Updated = st.Status, st.Message, now
+			x.Status, x.Message, x.Updated = status, msg, now
 			return true
 		})
 		if err != nil {
@@ -321,31 +316,23 @@ func (s *Server) reconcileUfop(ctx context.Context, u dora.Ufop) error {
 // region has a RUNNING deployment of the active version, and clears
 // PreviousVersion once none of it serves any more.
 func (s *Server) finishSwitch(ctx context.Context, u dora.Ufop, deps []dora.Deployment) error {
-	remaining := 0
-	for _, d := range deps {
-		if d.Version != u.PreviousVersion || !liveDeployment(d) {
-			continue
+	replace, done := switchStep(u, deps)
+	for _, d := range replace {
+		if err := s.rt.Remove(ctx, d.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			return err
 		}
-		j := findLive(deps, u.ActiveVersion, d.Region)
-		if d.Status == dora.DeployFailed || (j >= 0 && deps[j].Status == dora.DeployRunning) {
-			if err := s.rt.Remove(ctx, d.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
-				return err
-			}
-			now := s.nowUTC()
-			_, err := s.updateDeployment(ctx, u.Name, d.ID, func(x *dora.Deployment) bool {
-				x.Status, x.Message, x.Updated = dora.DeployReplaced, "replaced by "+u.ActiveVersion, now
-				return true
-			})
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-			s.log.Info("admin: blue/green step", "ufop", u.Name, "replaced", d.ID, "region", d.Region,
-				"from", u.PreviousVersion, "to", u.ActiveVersion)
-			continue
+		now := s.nowUTC()
+		_, err := s.updateDeployment(ctx, u.Name, d.ID, func(x *dora.Deployment) bool {
+			x.Status, x.Message, x.Updated = dora.DeployReplaced, "replaced by "+u.ActiveVersion, now
+			return true
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
 		}
-		remaining++
+		s.log.Info("admin: blue/green step", "ufop", u.Name, "replaced", d.ID, "region", d.Region,
+			"from", u.PreviousVersion, "to", u.ActiveVersion)
 	}
-	if remaining > 0 {
+	if !done {
 		return nil
 	}
 	prev, active := u.PreviousVersion, u.ActiveVersion

@@ -229,8 +229,8 @@ func (r *Router) serveParsed(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 		return r.serveObject(rq, bucket, key)
 	}
 	if req.SaveAs == nil {
-		if done, herr := r.serveCached(rq, snap, bucket, key, stages); done || herr != nil {
-			return false, herr
+		if done, streaming, herr := r.serveCached(rq, snap, bucket, key, stages); done || herr != nil {
+			return streaming, herr
 		}
 	}
 	return r.runPipeline(rq, bucket, key, stages, req.SaveAs)

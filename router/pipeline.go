@@ -232,6 +232,15 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	if lim := rel.EffectiveBodyLimit(); rel.Protocol != dora.ProtocolUfop && in.size >= 0 && in.size <= lim {
 		return p.runUfopBody(i, st, key, rel, in)
 	}
+	if in.reopen == nil {
+		// A previous step's output: hold it when it is small, so that it
+		// can be replayed to another instance like the object.
+		held, err := holdSmall(in, dora.DefaultBodyLimit)
+		if err != nil {
+			return flow{}, p.inputError(i, err)
+		}
+		in = held
+	}
 	tok, entry, err := r.src.register(p.ctx, in, now.Add(r.cfg.SrcTTL))
 	if err != nil {
 		in.body.Close()
@@ -307,18 +316,7 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 	r := p.r
 	body, release, err := inputBytes(in)
 	if err != nil {
-		if cerr := p.ctx.Err(); cerr != nil {
-			err = cerr
-		}
-		e := &httpError{status: fasthttp.StatusBadGateway, msg: "input: " + err.Error(), step: i}
-		if errors.Is(err, context.Canceled) {
-			e.status = StatusClientClosedRequest
-		}
-		var se *streamError
-		if errors.As(err, &se) {
-			e.step = se.step
-		}
-		return flow{}, e
+		return flow{}, p.inputError(i, err)
 	}
 	defer release()
 	var avoid *pool.Host
@@ -345,6 +343,79 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 		avoid = h
 	}
 	return flow{}, last
+}
+
+// inputError is the error of step i whose input could not be read.
+func (p *pipeline) inputError(i int, err error) *httpError {
+	if cerr := p.ctx.Err(); cerr != nil {
+		err = cerr
+	}
+	e := &httpError{status: fasthttp.StatusBadGateway, msg: "input: " + err.Error(), step: i}
+	if errors.Is(err, context.Canceled) {
+		e.status = StatusClientClosedRequest
+	}
+	var se *streamError
+	if errors.As(err, &se) {
+		e.step = se.step
+	}
+	return e
+}
+
+// heldBody is a replayable input held in memory (holdSmall).
+type heldBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (h heldBody) Close() error  { return nil }
+func (h heldBody) Bytes() []byte { return h.b }
+
+// heldFlow returns a flow reading b from the start, which reopens itself.
+func heldFlow(b []byte, mime string) flow {
+	f := flow{body: heldBody{Reader: bytes.NewReader(b), b: b}, size: int64(len(b)), mime: mime}
+	f.reopen = func() (flow, *httpError) { return heldFlow(b, mime), nil }
+	return f
+}
+
+// prefixBody is a stream whose first bytes were already read (holdSmall
+// found it larger than its limit): them, then the rest.
+type prefixBody struct {
+	io.Reader
+	rest io.Closer
+}
+
+func (p prefixBody) Close() error { return p.rest.Close() }
+
+// holdSmall makes a step's input replayable when it is at most limit
+// bytes: it reads it (a stream of unknown size: up to limit+1 bytes) into
+// memory and returns a flow over the bytes with a reopen, the input being
+// closed. A larger input is returned as it is, not replayable (without
+// reading it when its size says so). On error the input is closed.
+func holdSmall(in flow, limit int64) (flow, error) {
+	if in.size > limit {
+		return in, nil
+	}
+	if in.size >= 0 {
+		b, release, err := inputBytes(in)
+		if err != nil {
+			return flow{}, err
+		}
+		held := bytes.Clone(b)
+		release()
+		return heldFlow(held, in.mime), nil
+	}
+	var buf bytes.Buffer
+	_, err := io.CopyN(&buf, in.body, limit+1)
+	switch {
+	case err == io.EOF: // ended within the limit
+		in.body.Close()
+		return heldFlow(buf.Bytes(), in.mime), nil
+	case err != nil:
+		in.body.Close()
+		return flow{}, err
+	}
+	// limit+1 bytes read: larger; it streams on, not replayable.
+	return flow{body: prefixBody{Reader: io.MultiReader(&buf, in.body), rest: in.body}, size: -1, mime: in.mime}, nil
 }
 
 // memBody is a stream whose bytes are already in memory (an origin's

@@ -42,20 +42,20 @@ type cacheFill struct {
 	key     string
 	etag    string
 	ttl     time.Duration
-	max     int64
 	created time.Time
 }
 
 // serveCached answers a cacheable pipeline from the cache (done), or marks
 // the request so that runPipeline stores its result. Not cacheable, or a
-// miss: done is false and the pipeline runs.
-func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, key string, stages []stage) (done bool, _ *httpError) {
+// miss: done is false and the pipeline runs. streaming is true when the
+// answer streams from the disk tier (its Close finishes the request).
+func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, key string, stages []stage) (done, streaming bool, _ *httpError) {
 	if r.results == nil {
-		return false, nil
+		return false, false, nil
 	}
 	ttl, versions, ok := cachePolicy(snap, stages)
 	if !ok {
-		return false, nil
+		return false, false, nil
 	}
 	// Only objects of the local origin: a mirror's would cost a remote
 	// stat on every request (and the pipeline answers its 404s).
@@ -63,7 +63,7 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	obj, err := r.cfg.Objects.Stat(octx, b.Name, key)
 	cancel()
 	if err != nil || obj.ETag == "" {
-		return false, nil
+		return false, false, nil
 	}
 	ck := cacheKey(b.Name, key, obj.ETag, rq.pipeline, versions)
 	ctx := rq.ctx
@@ -75,26 +75,46 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 		h.Set("Cache-Control", cacheControl(b, e.Expires.Sub(e.Created)))
 		h.Set("Age", strconv.FormatInt(int64(now.Sub(e.Created)/time.Second), 10))
 		if notModified(&ctx.Request.Header, e.ETag, time.Time{}) {
+			closeHit(e)
 			ctx.SetStatusCode(fasthttp.StatusNotModified)
-			return true, nil
+			return true, false, nil
 		}
 		ctx.SetStatusCode(fasthttp.StatusOK)
 		ctx.SetContentType(e.MimeType)
 		if ctx.IsHead() {
-			h.SetContentLength(len(e.Data))
-			return true, nil
+			closeHit(e)
+			h.SetContentLength(int(e.Size))
+			return true, false, nil
 		}
-		ctx.Response.SetBodyRaw(e.Data)
-		return true, nil
+		if e.Body == nil {
+			ctx.Response.SetBodyRaw(e.Data)
+			return true, false, nil
+		}
+		// A result of the disk tier streams from its file.
+		size := e.Size
+		ctx.Response.SetBodyStream(&countingBody{rc: e.Body, r: r, onClose: func(n int64, err error) {
+			if err == nil && n != size {
+				err = io.ErrUnexpectedEOF
+			}
+			rq.finish(fasthttp.StatusOK, n, err)
+		}}, int(size))
+		return true, true, nil
 	}
 	etag := resultETag(ck)
 	h.Set("X-Dora-Cache", "miss")
 	h.Set("ETag", etag)
 	h.Set("Cache-Control", cacheControl(b, ttl))
 	if !ctx.IsHead() {
-		rq.fill = &cacheFill{key: ck, etag: etag, ttl: ttl, max: r.results.MaxEntry(), created: now}
+		rq.fill = &cacheFill{key: ck, etag: etag, ttl: ttl, created: now}
 	}
-	return false, nil
+	return false, false, nil
+}
+
+// closeHit closes a hit's stream when it is not sent.
+func closeHit(h rescache.Hit) {
+	if h.Body != nil {
+		h.Body.Close()
+	}
 }
 
 // cachePolicy decides whether the stages' result may be cached: every ufop
@@ -152,46 +172,55 @@ func cacheControl(b dora.Bucket, ttl time.Duration) string {
 }
 
 // capture wraps the pipeline's last stream so that, read completely and
-// within the entry bound, it is stored in the cache.
+// within a tier's entry bound, it is stored in the cache (in memory, on
+// disk, or both: rescache.Writer) while the client is sent it.
 func (f *cacheFill) capture(r *Router, p *pipeline, cur flow) io.ReadCloser {
-	if cur.size > f.max {
+	w := r.results.NewWriter(f.key, rescache.Entry{MimeType: cur.contentType(), ETag: f.etag,
+		Created: f.created, Expires: f.created.Add(f.ttl)}, cur.size)
+	if w == nil {
 		return cur.body
 	}
-	c := &captureBody{ReadCloser: cur.body, f: f, r: r, p: p, size: cur.size, mime: cur.contentType()}
-	if cur.size >= 0 {
-		c.buf = make([]byte, 0, cur.size)
-	}
-	return c
+	return &captureBody{ReadCloser: cur.body, w: w, p: p, size: cur.size}
 }
 
-// captureBody copies what the client is sent, and stores it on a clean end.
+// captureBody copies what the client is sent into the cache's writer, and
+// commits it on a clean end (aborts it otherwise).
 type captureBody struct {
 	io.ReadCloser
-	f        *cacheFill
-	r        *Router
-	p        *pipeline
-	size     int64
-	mime     string
-	buf      []byte
-	overflow bool
-	stored   bool
+	w    *rescache.Writer
+	p    *pipeline
+	size int64
+	n    int64
+	done bool
 }
 
 func (c *captureBody) Read(b []byte) (int, error) {
 	n, err := c.ReadCloser.Read(b)
-	if n > 0 && !c.overflow {
-		if int64(len(c.buf)+n) > c.f.max {
-			c.overflow, c.buf = true, nil
-		} else {
-			c.buf = append(c.buf, b[:n]...)
-		}
+	if c.done {
+		return n, err
 	}
-	if err == io.EOF && !c.overflow && !c.stored && !c.p.fellBack && (c.size < 0 || int64(len(c.buf)) == c.size) {
-		c.stored = true
-		c.r.results.Put(c.f.key, &rescache.Entry{Data: c.buf, MimeType: c.mime, ETag: c.f.etag,
-			Created: c.f.created, Expires: c.f.created.Add(c.f.ttl)})
+	if n > 0 {
+		c.n += int64(n)
+		c.w.Write(b[:n])
+	}
+	switch {
+	case err == io.EOF && !c.p.fellBack && (c.size < 0 || c.n == c.size):
+		c.done = true
+		c.w.Commit()
+	case err != nil:
+		c.done = true
+		c.w.Abort()
 	}
 	return n, err
+}
+
+// Close aborts a result not read to its end.
+func (c *captureBody) Close() error {
+	if !c.done {
+		c.done = true
+		c.w.Abort()
+	}
+	return c.ReadCloser.Close()
 }
 
 // WriteTo keeps fasthttp's copy on the router's pooled buffers.

@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -65,32 +66,25 @@ func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error
 	if err != nil {
 		return nil, err
 	}
-	storeURL := orDefault(cfg.Store, DefaultStoreURL)
-	st, err := s.openStore(ctx, storeURL)
+	urls := BackendURLs{
+		Store:   orDefault(cfg.Store, DefaultStoreURL),
+		Load:    orDefault(cfg.Load, DefaultLoadURL),
+		Runtime: cfg.Runtime,
+	}
+	lockClient, err := consulFor(urls.Store)
 	if err != nil {
 		return nil, err
 	}
-	loadURL := orDefault(cfg.Load, DefaultLoadURL)
-	loads, err := OpenLoadWith(loadURL, log)
+	be, err := s.openBackends(ctx, urls, openOptions{Logger: log, Runtime: RuntimeOptions{
+		Region: regions[0].Name, Regions: regions, Consul: lockClient,
+	}})
 	if err != nil {
 		return nil, err
-	}
-	s.onClose(func() error { return CloseLoad(loads) })
-	lockClient, err := consulFor(storeURL)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := OpenRuntime(cfg.Runtime, RuntimeOptions{Region: regions[0].Name, Regions: regions, Consul: lockClient, Logger: log.With("part", "runtime")})
-	if err != nil {
-		return nil, err
-	}
-	if c, ok := rt.(io.Closer); ok {
-		s.onClose(c.Close)
 	}
 	var lockKey string
 	if lockClient != nil {
 		lockKey = LockKey
-		if ck, ok := st.(*consulkv.Store); ok {
+		if ck, ok := be.Store.(*consulkv.Store); ok {
 			lockKey = ck.Prefix() + LockKey
 		}
 	}
@@ -98,11 +92,25 @@ func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error
 	if err != nil {
 		return nil, err
 	}
-	reg := newRegistry()
+	s.buildAutoscaler(cfg, be, ln, lockClient, lockKey, log)
+	warnUnshared(log, "autoscaler", backendUse{"store", urls.Store}, backendUse{"load", urls.Load})
+	log.Info("dora autoscaler started", "url", s.URL, "store", redact(urls.Store), "runtime", redact(cfg.Runtime),
+		"load", redact(urls.Load), "lock", lockKey)
+	ok = true
+	return s, nil
+}
+
+// buildAutoscaler makes the autoscaler role on be (store, load, runtime)
+// and runs it until Close. With a lock client it scales only while it
+// holds the leader lock lockKey; otherwise the loop runs in this process
+// alone. Its figures go to be.Metrics; ln, when not nil, serves them on
+// /metrics beside /healthz, which reports whether it leads.
+func (s *Service) buildAutoscaler(cfg AutoscalerConfig, be Backends, ln net.Listener, lockClient *consulapi.Client, lockKey string, log *slog.Logger) {
+	reg := be.Metrics
 	scaler := autoscaler.New(autoscaler.Config{
-		Store:    st,
-		Load:     loads,
-		Target:   runtime.ScaleTarget{Runtime: rt},
+		Store:    be.Store,
+		Load:     be.Load,
+		Target:   runtime.ScaleTarget{Runtime: be.Runtime},
 		Interval: cfg.Interval,
 		Logger:   log,
 		Metrics:  reg,
@@ -119,16 +127,17 @@ func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error
 		return scaler.Run(ctx)
 	}
 
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ok", "leader": leading.Load()})
-	})
-
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.serveHTTP(runCtx, ln, mux)
+	if ln != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"status": "ok", "leader": leading.Load()})
+		})
+		s.serveHTTP(runCtx, ln, mux)
+	}
 	if lockClient != nil {
 		host, _ := os.Hostname()
 		s.goRun("lock", func() error {
@@ -145,9 +154,4 @@ func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error
 	} else {
 		s.goRun("loop", func() error { return lead(runCtx) })
 	}
-	warnUnshared(log, "autoscaler", backendUse{"store", storeURL}, backendUse{"load", loadURL})
-	log.Info("dora autoscaler started", "url", s.URL, "store", redact(storeURL), "runtime", redact(cfg.Runtime),
-		"load", redact(loadURL), "lock", lockKey)
-	ok = true
-	return s, nil
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/internal/store/consulkv"
+	storememory "github.com/doraproject/dora/internal/store/memory"
 	nomadjobs "github.com/doraproject/dora/nomad-jobs"
 	"github.com/doraproject/dora/pool"
 	poolconsul "github.com/doraproject/dora/pool/consul"
@@ -44,7 +45,7 @@ import (
 // Backends are chosen by URL, litestream-style; the scheme picks the
 // implementation:
 //
-//	--store     bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
+//	--store     bolt://./.dora/meta.db | memory:// | consul://127.0.0.1:8500/dora
 //	--runtime   local:// | nomad://127.0.0.1:4646
 //	--discovery memory:// | consul://127.0.0.1:8500
 //	--load      memory:// | redis://127.0.0.1:6379/0
@@ -259,6 +260,7 @@ func ConsulClient(rawURL string) (*consulapi.Client, error) {
 // OpenStore opens the metadata store named by rawURL:
 //
 //	bolt://<path>                    a bbolt file (one process at a time)
+//	memory://                        in this process only, lost at exit (tests, throw-away dev platforms)
 //	consul://<host:port>[/<prefix>]  Consul KV under <prefix> (default "dora/"), ?dc= optional
 //
 // A Consul store is not contacted here (the agent may come up later); a
@@ -269,11 +271,16 @@ func OpenStore(ctx context.Context, rawURL string) (store.Store, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b, err := parseBackendURL(what, rawURL, []string{"bolt", "consul"}, "bolt")
+	b, err := parseBackendURL(what, rawURL, []string{"bolt", "memory", "consul"}, "bolt", "memory")
 	if err != nil {
 		return nil, err
 	}
 	switch b.scheme {
+	case "memory":
+		if b.rest != "" {
+			return nil, b.errf(what, "memory:// takes nothing after the scheme")
+		}
+		return storememory.New(), nil
 	case "bolt":
 		path, err := b.verbatimPath(what, true, "bolt://./.dora/meta.db")
 		if err != nil {
@@ -661,6 +668,13 @@ type RuntimeOptions struct {
 	// platform's own); the instances directory must be reachable by it.
 	// Nomad ignores it: there the task driver decides.
 	RunAs *build.User
+	// Podman, when set, runs OCI images (and, with PackagesInContainers,
+	// program packages) of local-runtime instances as containers;
+	// HealthyDeadline bounds a container's first health check. Nomad
+	// ignores them.
+	Podman               *localruntime.Podman
+	HealthyDeadline      time.Duration
+	PackagesInContainers bool
 	// RegistryUser and RegistryPassword are the registry's pull
 	// credentials, put in Nomad docker jobs' auth block.
 	RegistryUser, RegistryPassword string
@@ -670,7 +684,9 @@ type RuntimeOptions struct {
 // OpenRuntime returns the runtime named by rawURL:
 //
 //	local://[<dir>]              child processes (instances under <dir>, default <DataDir>/instances)
-//	nomad://<host:port>          Nomad jobs; ?driver=raw_exec (default) or exec; the
+//	nomad://<host:port>          Nomad jobs; ?driver=raw_exec (default) or exec;
+//	                             ?network=host (default) or bridge (packages in their own
+//	                             network namespace, listening on 9100; needs CNI plugins); the
 //	                             ACL token comes from NOMAD_TOKEN, never from the URL
 //
 // Nomad is not contacted here. The local runtime must be closed (it has a
@@ -699,13 +715,17 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 			Publisher: opts.Publisher,
 			Logger:    opts.Logger,
 			RunAs:     opts.RunAs,
+
+			Podman:               opts.Podman,
+			HealthyDeadline:      opts.HealthyDeadline,
+			PackagesInContainers: opts.PackagesInContainers,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("runtime %s: %w", rawURL, err)
 		}
 		return rt, nil
 	default: // nomad
-		if err := b.checkQuery(what, "driver"); err != nil {
+		if err := b.checkQuery(what, "driver", "network"); err != nil {
 			return nil, err
 		}
 		if p := strings.Trim(b.u.Path, "/"); p != "" {
@@ -719,6 +739,10 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 		if driver != "" && driver != nomadjobs.DriverRawExec && driver != nomadjobs.DriverExec {
 			return nil, b.errf(what, "driver %q must be %s or %s", driver, nomadjobs.DriverRawExec, nomadjobs.DriverExec)
 		}
+		network := b.u.Query().Get("network")
+		if network != "" && network != nomadruntime.NetworkHost && network != nomadruntime.NetworkBridge {
+			return nil, b.errf(what, "network %q must be %s or %s", network, nomadruntime.NetworkHost, nomadruntime.NetworkBridge)
+		}
 		regions := map[string]nomadruntime.RegionConfig{}
 		for _, r := range opts.Regions {
 			regions[r.Name] = nomadruntime.RegionConfig{NomadRegion: r.NomadRegion, Datacenters: r.Datacenters}
@@ -728,6 +752,7 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 			Regions:       regions,
 			DefaultRegion: opts.Region,
 			Driver:        driver,
+			Network:       network,
 			Consul:        opts.Consul,
 			Logger:        opts.Logger,
 

@@ -14,6 +14,7 @@ import (
 	loadredis "github.com/doraproject/dora/autoscaler/load/redis"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/internal/store/consulkv"
+	storememory "github.com/doraproject/dora/internal/store/memory"
 	poolconsul "github.com/doraproject/dora/pool/consul"
 	poolmemory "github.com/doraproject/dora/pool/memory"
 )
@@ -51,9 +52,10 @@ func TestOpenStoreBadURLs(t *testing.T) {
 		}
 		return err
 	}, []badURLCase{
-		{"", "empty (use bolt:// or consul://)"},
+		{"", "empty (use bolt:// or memory:// or consul://)"},
+		{"memory://x", "memory:// takes nothing after the scheme"},
 		{"./meta.db", "no scheme"},
-		{"etcd://127.0.0.1:2379", `unknown scheme "etcd" (use bolt:// or consul://)`},
+		{"etcd://127.0.0.1:2379", `unknown scheme "etcd" (use bolt:// or memory:// or consul://)`},
 		{"bolt://", "missing path (e.g. bolt://./.dora/meta.db)"},
 		{"bolt://./x.db?mode=ro", "takes no query"},
 		{"consul://", "missing host"},
@@ -81,6 +83,21 @@ func TestOpenStoreGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
+
+	mem, err := OpenStore(ctx, "MEMORY://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := mem.(*storememory.Store); !ok {
+		t.Fatalf("memory:// store = %T", mem)
+	}
+	if _, err := mem.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if kv, err := mem.Get(ctx, "k"); err != nil || string(kv.Value) != "v" {
+		t.Fatalf("memory:// store Get = %v, %v", kv, err)
+	}
+	mem.Close()
 
 	for _, c := range []struct{ url, prefix string }{
 		{"consul://127.0.0.1:8500/dora", "dora/"},
@@ -301,10 +318,11 @@ func TestOpenRuntime(t *testing.T) {
 		{"nomad://", "missing host"},
 		{"nomad://127.0.0.1:4646/v1", "takes no path"},
 		{"nomad://127.0.0.1:4646?driver=docker", `driver "docker" must be raw_exec or exec`},
-		{"nomad://127.0.0.1:4646?token=x", `unknown query parameter "token" (accepted: driver)`},
+		{"nomad://127.0.0.1:4646?token=x", `unknown query parameter "token" (accepted: driver, network)`},
+		{"nomad://127.0.0.1:4646?network=macvlan", `network "macvlan" must be host or bridge`},
 		{"nomad://u:s3cret@127.0.0.1:4646", "credentials in the URL are not supported"},
 	})
-	rt, err := OpenRuntime("nomad://127.0.0.1:4646?driver=exec", RuntimeOptions{Regions: []RegionSpec{{Name: "z0", NomadRegion: "global"}}})
+	rt, err := OpenRuntime("nomad://127.0.0.1:4646?driver=exec&network=bridge", RuntimeOptions{Regions: []RegionSpec{{Name: "z0", NomadRegion: "global"}}})
 	if _, ok := rt.(*nomadruntime.Runtime); err != nil || !ok {
 		t.Fatalf("nomad:// = %T, %v", rt, err)
 	}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora"
-	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/pool/poolmetrics"
 	"github.com/doraproject/dora/router"
@@ -40,6 +40,13 @@ type RouterConfig struct {
 	// MaxHeld bounds the requests waiting for an instance at once, beyond
 	// which 503 comes at once (router.DefaultMaxHeld, 1000, when 0).
 	MaxHeld int
+	// ResultCacheBytes bounds the result cache's memory
+	// (router.DefaultResultCacheBytes when 0; negative disables the
+	// cache). ResultCacheDir, when set, adds its disk tier there, bounded
+	// by ResultCacheDiskBytes (router.DefaultResultCacheDiskBytes when 0).
+	ResultCacheBytes     int64
+	ResultCacheDir       string
+	ResultCacheDiskBytes int64
 	// AllowPrivateMirror lets buckets' mirrors be fetched from loopback
 	// and private addresses (development only; the admin refuses such
 	// mirrors unless it allows them too).
@@ -63,117 +70,94 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	if cfg.MaxHeld < 0 {
 		return nil, fmt.Errorf("router: %w: the bound of held requests %d must not be negative", ErrConfig, cfg.MaxHeld)
 	}
-	dp, err := s.openDataPlane(ctx, log, cfg.Region, cfg.Store, cfg.Objects, cfg.Discovery,
-		"memory:// discovery only sees instances published in this process: this router will find none (use consul:// in production)")
+	region := orDefault(cfg.Region, dora.DefaultRegion)
+	urls := BackendURLs{
+		Store:     orDefault(cfg.Store, DefaultStoreURL),
+		Objects:   orDefault(cfg.Objects, DefaultObjectsURL),
+		Discovery: orDefault(cfg.Discovery, DefaultDiscoveryURL),
+		Load:      orDefault(cfg.Load, DefaultLoadURL),
+	}
+	be, err := s.openBackends(ctx, urls, openOptions{Region: region, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	loadURL := orDefault(cfg.Load, DefaultLoadURL)
-	loads, err := OpenLoadWith(loadURL, log)
-	if err != nil {
-		return nil, err
+	if isScheme(urls.Discovery, "memory") {
+		log.Warn("memory:// discovery only sees instances published in this process: this router will find none (use consul:// in production)")
 	}
-	s.onClose(func() error { return CloseLoad(loads) })
-
 	ln, err := s.listen(orDefault(cfg.Listen, DefaultRouterListen))
 	if err != nil {
 		return nil, err
 	}
-	p, rtr, err := s.newRouter(dp, cfg.PublicAddr, cfg.AllowPrivateMirror, router.Config{
-		Load:         loads,
+	if err := s.buildRouter(cfg, be, ln, nil, log); err != nil {
+		return nil, err
+	}
+	warnUnshared(log, "router", backendUse{"store", urls.Store}, backendUse{"objects", urls.Objects},
+		backendUse{"discovery", urls.Discovery}, backendUse{"load", urls.Load})
+	log.Info("dora router started", "url", s.URL, "region", region, "store", redact(urls.Store),
+		"discovery", redact(urls.Discovery), "load", redact(urls.Load))
+	ok = true
+	return s, nil
+}
+
+// buildRouter makes the router role on be and serves it on ln until
+// Close: the pool watching be.Discovery and the router recording demand
+// in be.Load. ownHosts are further host:ports that reach this router (the
+// host's loopback as containers see it).
+func (s *Service) buildRouter(cfg RouterConfig, be Backends, ln net.Listener, ownHosts []string, log *slog.Logger) error {
+	p, rtr, err := s.newRouter(be, be.Metrics, cfg.PublicAddr, ownHosts, cfg.AllowPrivateMirror, router.Config{
+		Region:       orDefault(cfg.Region, dora.DefaultRegion),
+		Load:         be.Load,
 		DomainSuffix: orDefault(cfg.DomainSuffix, "localhost"),
 		Logger:       log,
 		// Scale from zero: requests wait (bounded) for the instance the
 		// autoscaler starts on their demand.
 		HoldTimeout: cfg.HoldTimeout,
 		MaxHeld:     cfg.MaxHeld,
+
+		ResultCacheBytes:     cfg.ResultCacheBytes,
+		ResultCacheDir:       cfg.ResultCacheDir,
+		ResultCacheDiskBytes: cfg.ResultCacheDiskBytes,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("router: %w", err)
+		return fmt.Errorf("router: %w", err)
 	}
-
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.goRun("pool", func() error { p.Run(runCtx, dp.disc); return nil })
+	s.goRun("pool", func() error { p.Run(runCtx, be.Discovery); return nil })
 	s.goRun("background", func() error { return rtr.Run(runCtx) })
 	s.goRun("http", func() error { return rtr.Serve(runCtx, ln) })
-	warnUnshared(log, "router", backendUse{"store", dp.storeURL}, backendUse{"objects", dp.objectsURL},
-		backendUse{"discovery", dp.discoveryURL}, backendUse{"load", loadURL})
-	log.Info("dora router started", "url", s.URL, "region", dp.region, "store", redact(dp.storeURL),
-		"discovery", redact(dp.discoveryURL), "load", redact(loadURL))
-	ok = true
-	return s, nil
+	return nil
 }
 
-// dataPlane is what a router role and a worker's embedded router both
-// open: the metadata store, the objects, a metrics registry and the
-// discovery of instances.
-type dataPlane struct {
-	region, storeURL, objectsURL, discoveryURL string
-
-	store   store.Store
-	objects Objects
-	reg     *prometheus.Registry
-	disc    pool.Discovery
-}
-
-// openDataPlane opens the store, objects and discovery named by the
-// role's settings (empty ones take the defaults) and logs memoryWarning
-// when discovery is memory://, which sees no instance of another process.
-func (s *Service) openDataPlane(ctx context.Context, log *slog.Logger, region, storeURL, objectsURL, discoveryURL, memoryWarning string) (dataPlane, error) {
-	dp := dataPlane{
-		region:       orDefault(region, dora.DefaultRegion),
-		storeURL:     orDefault(storeURL, DefaultStoreURL),
-		objectsURL:   orDefault(objectsURL, DefaultObjectsURL),
-		discoveryURL: orDefault(discoveryURL, DefaultDiscoveryURL),
-	}
-	var err error
-	if dp.store, err = s.openStore(ctx, dp.storeURL); err != nil {
-		return dataPlane{}, err
-	}
-	if dp.objects, err = OpenObjects(ctx, dp.objectsURL, log.With("part", "objects")); err != nil {
-		return dataPlane{}, err
-	}
-	s.onClose(dp.objects.Close)
-	dp.reg = newRegistry()
-	dp.disc, err = NewDiscovery(dp.discoveryURL, DiscoveryOptions{DefaultRegion: dp.region, Logger: log.With("part", "discovery"), Metrics: dp.reg})
-	if err != nil {
-		return dataPlane{}, err
-	}
-	if isScheme(dp.discoveryURL, "memory") {
-		log.Warn(memoryWarning)
-	}
-	return dp, nil
-}
-
-// newRouter builds the router of dp with its pool (whose metrics it
-// registers) and a public-only mirror; cfg holds the role's own settings
-// (load, logger, holding), newRouter fills in the rest. A router.New error
-// is returned as is, for the caller to name.
-func (s *Service) newRouter(dp dataPlane, publicAddr string, allowPrivateMirror bool, cfg router.Config) (*pool.Pool, *router.Router, error) {
+// newRouter builds a router on be's store, objects and discovery (the
+// router role's, or a worker's embedded one) with its pool, whose metrics
+// go to reg with the router's, and a public-only mirror; cfg holds the
+// role's own settings (region, load, logger, holding), newRouter fills in
+// the rest. A router.New error is returned as is, for the caller to name.
+func (s *Service) newRouter(be Backends, reg prometheus.Registerer, publicAddr string, ownHosts []string, allowPrivateMirror bool, cfg router.Config) (*pool.Pool, *router.Router, error) {
 	p := pool.New(pool.Options{})
-	if err := dp.reg.Register(poolmetrics.New(p)); err != nil {
+	if err := reg.Register(poolmetrics.New(p)); err != nil {
 		return nil, nil, fmt.Errorf("%s: pool metrics: %w", s.Name, err)
 	}
 	// Never into the platform's own network unless the operator allows it.
 	mirror := httpmirror.New(httpmirror.Config{AllowPrivate: allowPrivateMirror})
-	var ownHosts []string
+	var own []string
 	if publicAddr != "" {
-		ownHosts = append(ownHosts, publicAddr)
+		own = append(own, publicAddr)
 	}
-	cfg.Store = dp.store
-	cfg.Objects = dp.objects
-	cfg.Writer = dp.objects
+	cfg.Store = be.Store
+	cfg.Objects = be.Objects
+	cfg.Writer = be.Objects
 	cfg.Mirror = mirror
 	cfg.Pool = p
-	cfg.Region = dp.region
 	cfg.PublicAddr = publicAddr
-	cfg.OwnHosts = ownHosts
-	cfg.Metrics = dp.reg
+	cfg.OwnHosts = append(own, ownHosts...)
+	cfg.Metrics = reg
 	cfg.Conns = s.conns
 	rtr, err := router.New(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
+	s.onClose(rtr.Close) // the result cache's directory, once Serve has returned
 	return p, rtr, nil
 }

@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/router"
 )
@@ -72,33 +76,78 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 			w.closeAll()
 		}
 	}()
-	dp, err := w.openDataPlane(ctx, log, cfg.Region, cfg.Store, cfg.Objects, cfg.Discovery,
-		"memory:// discovery only sees instances published in this process: only built-in fops will run (use consul:// in production)")
-	if err != nil {
-		return nil, err
+	region := orDefault(cfg.Region, dora.DefaultRegion)
+	urls := BackendURLs{
+		Store:     orDefault(cfg.Store, DefaultStoreURL),
+		Objects:   orDefault(cfg.Objects, DefaultObjectsURL),
+		Discovery: orDefault(cfg.Discovery, DefaultDiscoveryURL),
+		Queue:     orDefault(cfg.Queue, DefaultQueueURL),
 	}
-	queueURL := orDefault(cfg.Queue, DefaultQueueURL)
-	queue, queueCloser, err := OpenQueue(queueURL)
+	be, err := w.openBackends(ctx, urls, openOptions{Region: region, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	w.onClose(queueCloser.Close)
+	if isScheme(urls.Discovery, "memory") {
+		log.Warn("memory:// discovery only sees instances published in this process: only built-in fops will run (use consul:// in production)")
+	}
 	ln, err := w.listen(orDefault(cfg.Listen, DefaultWorkerListen))
 	if err != nil {
 		return nil, err
 	}
-	p, rtr, err := w.newRouter(dp, cfg.PublicAddr, cfg.AllowPrivateMirror, router.Config{Logger: log.With("part", "router")})
+	if err := w.build(cfg, be, ln, workerEnv{log: log}); err != nil {
+		return nil, err
+	}
+	warnUnshared(log, "worker", backendUse{"store", urls.Store}, backendUse{"objects", urls.Objects},
+		backendUse{"queue", urls.Queue}, backendUse{"discovery", urls.Discovery})
+	log.Info("dora pfop worker started", "url", w.URL, "consumer", w.Consumer, "region", region,
+		"store", redact(urls.Store), "queue", redact(urls.Queue), "discovery", redact(urls.Discovery))
+	ok = true
+	return w, nil
+}
+
+// workerEnv is what building the worker role takes beyond its config and
+// backends.
+type workerEnv struct {
+	// jobMetrics receives the job outcomes, latencies and queue depth;
+	// be.Metrics (the worker's /metrics) when nil.
+	jobMetrics prometheus.Registerer
+	// routerMetrics receives the embedded router's and its pool's
+	// figures; be.Metrics when nil.
+	routerMetrics prometheus.Registerer
+	// ownHosts are further host:ports that reach the embedded router.
+	ownHosts []string
+	log      *slog.Logger
+}
+
+// build makes the worker role on be and runs it until Close: the claim
+// loop on be.Queue and the embedded router (its pool watching
+// be.Discovery, demand recorded in be.Load when there is one) serving the
+// one-shot input URLs on ln.
+func (w *Worker) build(cfg WorkerConfig, be Backends, ln net.Listener, env workerEnv) error {
+	log := env.log
+	jobMetrics, routerMetrics := env.jobMetrics, env.routerMetrics
+	if jobMetrics == nil {
+		jobMetrics = be.Metrics
+	}
+	if routerMetrics == nil {
+		routerMetrics = be.Metrics
+	}
+	p, rtr, err := w.newRouter(be, routerMetrics, cfg.PublicAddr, env.ownHosts, cfg.AllowPrivateMirror, router.Config{
+		Region: orDefault(cfg.Region, dora.DefaultRegion),
+		Load:   be.Load,
+		Logger: log.With("part", "router"),
+	})
 	if err != nil {
-		return nil, fmt.Errorf("worker: router: %w", err)
+		return fmt.Errorf("worker: router: %w", err)
 	}
 	worker, err := pfop.NewWorker(pfop.WorkerConfig{
-		Store:     dp.store,
-		Queue:     queue,
+		Store:     be.Store,
+		Queue:     be.Queue,
 		Processor: rtr,
-		Objects:   dp.objects,
+		Objects:   be.Objects,
 		Notify:    pfop.NotifyConfig{AllowPrivate: cfg.AllowPrivateNotify},
-		// Job outcomes, latencies and queue depth on the worker's /metrics.
-		Metrics:      dp.reg,
+		// Job outcomes, latencies and queue depth.
+		Metrics:      jobMetrics,
 		Limits:       cfg.Limits,
 		DefaultLimit: cfg.DefaultLimit,
 		Concurrency:  cfg.Concurrency,
@@ -108,7 +157,7 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 		Logger:       log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("worker: %w: %w", ErrConfig, err)
+		return fmt.Errorf("worker: %w: %w", ErrConfig, err)
 	}
 	w.Consumer = worker.Consumer()
 
@@ -122,17 +171,12 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 		<-workDone
 		stopRest()
 	}
-	w.goRun("pool", func() error { p.Run(restCtx, dp.disc); return nil })
+	w.goRun("pool", func() error { p.Run(restCtx, be.Discovery); return nil })
 	w.goRun("background", func() error { return rtr.Run(restCtx) })
 	w.goRun("http", func() error { return rtr.Serve(restCtx, ln) })
 	w.goRun("jobs", func() error {
 		defer close(workDone)
 		return worker.Run(workCtx)
 	})
-	warnUnshared(log, "worker", backendUse{"store", dp.storeURL}, backendUse{"objects", dp.objectsURL},
-		backendUse{"queue", queueURL}, backendUse{"discovery", dp.discoveryURL})
-	log.Info("dora pfop worker started", "url", w.URL, "consumer", w.Consumer, "region", dp.region,
-		"store", redact(dp.storeURL), "queue", redact(queueURL), "discovery", redact(dp.discoveryURL))
-	ok = true
-	return w, nil
+	return nil
 }

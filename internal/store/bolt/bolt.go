@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -60,17 +59,9 @@ var _ store.Store = (*Store)(nil)
 type Store struct {
 	db *bbolt.DB
 
-	mu       sync.Mutex // guards closed and watchers
+	mu       sync.Mutex // guards closed
 	closed   bool
-	watchers map[*watcher]struct{}
-	stop     chan struct{}  // closed by Close: ends every watch
-	wg       sync.WaitGroup // watcher goroutines
-}
-
-// watcher is one Watch call.
-type watcher struct {
-	prefix string
-	wake   chan struct{} // one slot: "something changed since you last listed"
+	watchers *store.Watchers
 }
 
 // Open opens (creating if needed) the database file at path. The parent
@@ -97,7 +88,7 @@ func Open(path string) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open bolt store %s: create buckets: %w", path, err)
 	}
-	return &Store{db: db, watchers: map[*watcher]struct{}{}, stop: make(chan struct{})}, nil
+	return &Store{db: db, watchers: store.NewWatchers()}, nil
 }
 
 // Path returns the database file's path.
@@ -402,73 +393,13 @@ func (s *Store) update(ctx context.Context, fn func(*writeTx) error) error {
 	return nil
 }
 
-func (s *Store) notify(changed []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for w := range s.watchers {
-		for _, k := range changed {
-			if strings.HasPrefix(k, w.prefix) {
-				select {
-				case w.wake <- struct{}{}:
-				default: // already pending
-				}
-				break
-			}
-		}
-	}
-}
+func (s *Store) notify(changed []string) { s.watchers.Notify(changed) }
 
 // Watch sends the listing under prefix at once, then again after every
 // change under it, until ctx ends or the store is closed; then the channel
 // is closed. Changes in quick succession may be coalesced into one listing.
 func (s *Store) Watch(ctx context.Context, prefix string) (<-chan []store.KV, error) {
-	if err := store.ValidatePrefix(prefix); err != nil {
-		return nil, fmt.Errorf("watch: %w", err)
-	}
-	w := &watcher{prefix: prefix, wake: make(chan struct{}, 1)}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("watch %q: %w", prefix, store.ErrClosed)
-	}
-	// Registered before the first listing, so no change can fall between
-	// the listing and the registration.
-	w.wake <- struct{}{}
-	s.watchers[w] = struct{}{}
-	s.wg.Add(1)
-	stop := s.stop
-	s.mu.Unlock()
-
-	out := make(chan []store.KV, 1)
-	go func() {
-		defer s.wg.Done()
-		defer close(out)
-		defer func() {
-			s.mu.Lock()
-			delete(s.watchers, w)
-			s.mu.Unlock()
-		}()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-stop:
-				return
-			case <-w.wake:
-			}
-			kvs, err := s.list(prefix)
-			if err != nil {
-				// Only a closing store makes a read fail here; the
-				// stop channel ends the loop.
-				continue
-			}
-			if kvs == nil {
-				kvs = []store.KV{}
-			}
-			store.OfferLatest(out, kvs)
-		}
-	}()
-	return out, nil
+	return s.watchers.Watch(ctx, prefix, s.list)
 }
 
 // Close ends every watch and closes the file. Closing twice is harmless.
@@ -479,9 +410,8 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	close(s.stop)
 	s.mu.Unlock()
-	s.wg.Wait()
+	s.watchers.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close bolt store: %w", err)
 	}

@@ -25,21 +25,14 @@ type Store struct {
 	kv       map[string]store.KV
 	version  uint64
 	closed   bool
-	stop     chan struct{}
-	watchers map[*watcher]struct{}
-	wg       sync.WaitGroup
-}
-
-type watcher struct {
-	prefix string
-	wake   chan struct{}
+	watchers *store.Watchers
 }
 
 var _ store.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{kv: map[string]store.KV{}, stop: make(chan struct{}), watchers: map[*watcher]struct{}{}}
+	return &Store{kv: map[string]store.KV{}, watchers: store.NewWatchers()}
 }
 
 // begin checks ctx and that the store is open; the caller holds s.mu.
@@ -226,63 +219,17 @@ func (s *Store) txn(ctx context.Context, ops []store.Op) (uint64, error) {
 }
 
 // notifyLocked wakes the watchers of the changed keys; the caller holds s.mu.
-func (s *Store) notifyLocked(changed []string) {
-	for w := range s.watchers {
-		for _, k := range changed {
-			if strings.HasPrefix(k, w.prefix) {
-				select {
-				case w.wake <- struct{}{}:
-				default: // already pending
-				}
-				break
-			}
-		}
-	}
-}
+func (s *Store) notifyLocked(changed []string) { s.watchers.Notify(changed) }
 
 // Watch sends the listing under prefix at once, then again after every
 // change under it, until ctx ends or the store is closed; then the channel
 // is closed. Changes in quick succession may be coalesced into one listing.
 func (s *Store) Watch(ctx context.Context, prefix string) (<-chan []store.KV, error) {
-	if err := store.ValidatePrefix(prefix); err != nil {
-		return nil, fmt.Errorf("watch: %w", err)
-	}
-	w := &watcher{prefix: prefix, wake: make(chan struct{}, 1)}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("watch %q: %w", prefix, store.ErrClosed)
-	}
-	w.wake <- struct{}{} // the initial listing
-	s.watchers[w] = struct{}{}
-	s.wg.Add(1)
-	stop := s.stop
-	s.mu.Unlock()
-
-	out := make(chan []store.KV, 1)
-	go func() {
-		defer s.wg.Done()
-		defer close(out)
-		defer func() {
-			s.mu.Lock()
-			delete(s.watchers, w)
-			s.mu.Unlock()
-		}()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-stop:
-				return
-			case <-w.wake:
-			}
-			s.mu.Lock()
-			kvs := s.listLocked(prefix)
-			s.mu.Unlock()
-			store.OfferLatest(out, kvs)
-		}
-	}()
-	return out, nil
+	return s.watchers.Watch(ctx, prefix, func(prefix string) ([]store.KV, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.listLocked(prefix), nil
+	})
 }
 
 // Close ends every watch; later calls fail with store.ErrClosed. Closing
@@ -294,8 +241,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	close(s.stop)
 	s.mu.Unlock()
-	s.wg.Wait()
+	s.watchers.Close()
 	return nil
 }
