@@ -9,7 +9,7 @@ FUZZTIME ?= 30s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/doraproject/dora/cli/buildinfo.version=$(VERSION)
 
-.PHONY: all build run test deps vet unit large fuzz bench soak clean
+.PHONY: all build run test deps vet unit large fuzz bench soak flaky clean
 
 all: build
 
@@ -58,6 +58,14 @@ fuzz:
 ## phase's length (default 20s).
 soak:
 	$(GO) test -tags soak -run '^TestSoak(DiskFull|Prod)?$$' -v -count=1 -timeout 40m ./cli/e2e/
+
+## flaky: the fast packages' tests FLAKY_COUNT (5) times under -race, all
+## packages at once (a loaded machine), to catch a test that asserts on
+## timing or scheduling; every package but cli/e2e and cli/platform (real
+## agents, minutes per run); the soak and browser tags are not built.
+FLAKY_COUNT ?= 5
+flaky:
+	PATH="$(DEPS_BIN):$$PATH" $(GO) test -race -count=$(FLAKY_COUNT) -timeout 90m $$($(GO) list ./... | grep -v -e '/cli/e2e$$' -e '/cli/platform$$')
 
 ## bench: router vs direct vs nginx, and a 1 GiB object through three steps
 bench: build

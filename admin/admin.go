@@ -191,7 +191,8 @@ type Server struct {
 
 	buildLocks keyedMutex // serializes build numbering per ufop
 
-	keyMu      sync.Mutex // guards consoleKey, read from the store on first use
+	pfop       atomic.Pointer[PfopSubmitter] // POST /v1/pfop; nil: 501
+	keyMu      sync.Mutex                    // guards consoleKey, read from the store on first use
 	consoleKey []byte
 	sessionTTL time.Duration
 	stats      *stats.Sampler

@@ -196,6 +196,7 @@ func (s *Server) routes() {
 		http.Redirect(w, r, ConsolePath, http.StatusFound)
 	})
 	s.api("GET /v1/stats", roleUser, false, s.getStats)
+	s.api("POST /v1/pfop", roleUser, false, s.submitPfop)
 
 	s.api("GET /v1/whoami", roleUser, false, s.whoami)
 	s.api("POST /v1/accounts", roleRoot, false, s.createAccount)

@@ -34,7 +34,7 @@ variable "domain_suffix" {
 }
 
 variable "objects" {
-  description = "object origin: the admin's object directory, shared (NFS, CSI volume)"
+  description = "object origin shared by every admin, router and worker: s3://<bucket>[/<prefix>]?endpoint=... (credentials from the AWS chain on the client: instance role or /root/.aws); file:// only if the directory is the same shared one (NFS, CSI volume) on every node"
   type        = string
   default     = "file:///var/lib/dora/objects"
 }

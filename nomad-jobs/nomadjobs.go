@@ -114,6 +114,13 @@ type UfopJob struct {
 	// run in the unpacked directory) describe a program package.
 	ArtifactURL string
 	Run         string
+	// Bridge puts a program package's group in its own network namespace
+	// (Nomad's bridge networking, which needs the CNI plugins on the
+	// clients): the program listens on port 9100 like an image, mapped to
+	// a dynamic host port, so a program with a fixed port runs several
+	// instances per client. Without it the program shares the client's
+	// network and must listen on the port it gets in PORT.
+	Bridge bool
 
 	Env      []EnvVar
 	CPU      int // MHz
@@ -212,6 +219,9 @@ func (j *UfopJob) validate() error {
 		}
 	default:
 		bad("driver %q must be raw_exec, exec or docker", j.Driver)
+	}
+	if j.Bridge && j.Driver == DriverDocker {
+		bad("bridge networking is for program packages; the docker driver publishes the container's port itself")
 	}
 	if j.HealthPath != "" && (!strings.HasPrefix(j.HealthPath, "/") || strings.ContainsAny(j.HealthPath, " \t\r\n")) {
 		bad("health check path %q must start with / and hold no spaces", j.HealthPath)

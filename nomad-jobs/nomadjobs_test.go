@@ -166,6 +166,22 @@ func TestRenderUfopContents(t *testing.T) {
 	if _, err := RenderUfop(j); !errors.Is(err, ErrInvalid) {
 		t.Errorf("registry user without password: %v, want ErrInvalid", err)
 	}
+	j.RegistryPassword, j.Bridge = "x", true
+	if _, err := RenderUfop(j); !errors.Is(err, ErrInvalid) {
+		t.Errorf("docker with bridge: %v, want ErrInvalid", err)
+	}
+
+	// A package in its own network namespace listens on 9100.
+	j = rawExecJob()
+	j.Bridge = true
+	if out, err = RenderUfop(j); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`mode = "bridge"`, `to = 9100`, `HOST      = "0.0.0.0"`, `PORT      = "${NOMAD_PORT_http}"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bridge job lacks %s\n%s", want, out)
+		}
+	}
 }
 
 // nomadBinary finds the nomad CLI as internal/agenttest does.
@@ -239,7 +255,8 @@ func TestJobsValidateWithNomad(t *testing.T) {
 			j.Driver, j.Image = DriverDocker, "127.0.0.1:8090/1366779853/ufopdemo:v1"
 			j.RegistryUser, j.RegistryPassword = "dora-pull", "secret"
 		},
-		"zero-count": func(j *UfopJob) { j.Count, j.Stopped = 0, 2 },
+		"zero-count":      func(j *UfopJob) { j.Count, j.Stopped = 0, 2 },
+		"raw_exec-bridge": func(j *UfopJob) { j.Bridge = true },
 	}
 	for name, mutate := range variants {
 		t.Run("ufop-"+name, func(t *testing.T) {

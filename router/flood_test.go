@@ -182,38 +182,60 @@ func TestFloodChild(t *testing.T) {
 	}
 }
 
-// An oversized request line or header block is answered 431 with a JSON
-// error, not reset: the server drains what the client still sends before
-// closing.
-func TestOversizedRequestGets431(t *testing.T) {
+// TestOversizedRequestGets414Or431: a request line longer than the head
+// buffer gets 414, header fields over it after a request line that fit get
+// 431 (also after keep-alive requests on the same connection), both with a
+// JSON error and without a reset destroying the answer; a head under the
+// limit is served.
+func TestOversizedRequestGets414Or431(t *testing.T) {
 	e := newEnv(t, nil)
-	for name, req := range map[string]string{
-		"request line": "GET /" + strings.Repeat("a", 200<<10) + " HTTP/1.1\r\nHost: localhost\r\n\r\n",
-		"headers":      "GET / HTTP/1.1\r\nHost: localhost\r\n" + strings.Repeat("X-Big: "+strings.Repeat("b", 1000)+"\r\n", 100) + "\r\n",
-	} {
-		t.Run(name, func(t *testing.T) {
-			c, err := net.Dial("tcp", e.addr)
+	longURI := "/" + strings.Repeat("a", 200<<10)
+	bigHeaders := strings.Repeat("X-Big: "+strings.Repeat("b", 1000)+"\r\n", 100)
+	cases := []struct {
+		name   string
+		before int
+		req    string
+		status int
+	}{
+		{"request line", 0, "GET " + longURI + " HTTP/1.1\r\nHost: localhost\r\n\r\n", 414},
+		{"request line after two requests", 2, "GET " + longURI + " HTTP/1.1\r\nHost: localhost\r\n\r\n", 414},
+		{"headers", 0, "GET / HTTP/1.1\r\nHost: localhost\r\n" + bigHeaders + "\r\n", 431},
+		{"long URI that fits, then headers", 0, "GET /" + strings.Repeat("u", 8<<10) + " HTTP/1.1\r\nHost: localhost\r\n" + bigHeaders + "\r\n", 431},
+		{"headers after two requests", 2, "GET / HTTP/1.1\r\nHost: localhost\r\n" + bigHeaders + "\r\n", 431},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", e.addr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			br := bufio.NewReader(conn)
+			for range c.before {
+				io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-A: 1\r\n\r\n")
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
 			wrote := make(chan struct{})
-			go func() { _, _ = io.WriteString(c, req); close(wrote) }()
+			go func() { _, _ = io.WriteString(conn, c.req); close(wrote) }()
 			// Read only once the whole request is sent (or refused), as a
 			// simple client does: a reset would have destroyed the answer.
 			select {
 			case <-wrote:
 			case <-time.After(2 * time.Second):
 			}
-			time.Sleep(100 * time.Millisecond)
-			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			res, err := http.ReadResponse(br, nil)
 			if err != nil {
 				t.Fatalf("no response (reset?): %v", err)
 			}
 			body, _ := io.ReadAll(res.Body)
-			if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge || jsonError(t, body) == "" {
-				t.Fatalf("got %d %q, want 431 with a JSON error", res.StatusCode, body)
+			if res.StatusCode != c.status || jsonError(t, body) == "" {
+				t.Fatalf("got %d %q, want %d with a JSON error", res.StatusCode, body, c.status)
 			}
 		})
 	}

@@ -179,7 +179,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	wg.Go(func() { r.Run(ctx) })
 	wg.Go(func() { r.Serve(ctx, ln) })
 	var stopOnce sync.Once
-	e.stop = func() { stopOnce.Do(func() { cancel(); wg.Wait() }) }
+	e.stop = func() { stopOnce.Do(func() { cancel(); wg.Wait(); r.Close() }) }
 	t.Cleanup(e.stop)
 	select {
 	case <-r.Ready():

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -57,6 +58,10 @@ func originError(err error) *httpError {
 		return errf(fasthttp.StatusGatewayTimeout, "origin timeout")
 	case errors.Is(err, origin.ErrUnavailable):
 		return errf(fasthttp.StatusServiceUnavailable, "origin unavailable: %v", err)
+	case errors.Is(err, origin.ErrChanged):
+		e := errf(fasthttp.StatusServiceUnavailable, "the object changed while it was read; retry: %v", err)
+		e.cause = err
+		return e
 	}
 	return errf(fasthttp.StatusBadGateway, "origin: %v", err)
 }
@@ -78,6 +83,38 @@ func objectHeaders(h *fasthttp.ResponseHeader, obj origin.Object) string {
 // byte range (206/416; several ranges are ignored and the whole object is
 // sent), HEAD without a body.
 func (r *Router) serveObject(rq *request, b dora.Bucket, key string) (bool, *httpError) {
+	streaming, herr := r.serveObjectOnce(rq, b, key)
+	if herr == nil || !errors.Is(herr.cause, origin.ErrChanged) {
+		return streaming, herr
+	}
+	// Overwritten between the stat and the read: describe it again (one
+	// more time; a key rewritten that often gets the 503).
+	rq.ctx.Response.SetStatusCode(fasthttp.StatusOK)
+	rq.ctx.Response.Header.Del("Content-Range")
+	return r.serveObjectOnce(rq, b, key)
+}
+
+// openPinned opens [off, off+n) of the object obj describes: through
+// origin.ConditionalOpener when src has it (the store refuses another
+// version), else by Open and a comparison of the etags. Another version
+// is origin.ErrChanged.
+func openPinned(ctx context.Context, src origin.Reader, obj origin.Object, off, n int64) (io.ReadCloser, error) {
+	if co, ok := src.(origin.ConditionalOpener); ok {
+		rc, _, err := co.OpenIf(ctx, obj.Bucket, obj.Key, off, n, obj)
+		return rc, err
+	}
+	rc, got, err := src.Open(ctx, obj.Bucket, obj.Key, off, n)
+	if err != nil {
+		return nil, err
+	}
+	if obj.ETag != "" && got.ETag != "" && got.ETag != obj.ETag {
+		rc.Close()
+		return nil, fmt.Errorf("open %s/%s: %w", obj.Bucket, obj.Key, origin.ErrChanged)
+	}
+	return rc, nil
+}
+
+func (r *Router) serveObjectOnce(rq *request, b dora.Bucket, key string) (bool, *httpError) {
 	ctx := rq.ctx
 	octx, cancel := context.WithTimeout(context.Background(), r.cfg.Deadline)
 	src, obj, herr := r.statObject(octx, b, key)
@@ -127,7 +164,8 @@ func (r *Router) serveObject(rq *request, b dora.Bucket, key string) (bool, *htt
 		}
 		return false, nil
 	}
-	rc, _, err := src.Open(octx, b.Name, key, off, n)
+	obj.Bucket, obj.Key = b.Name, key
+	rc, err := openPinned(octx, src, obj, off, n)
 	if err != nil {
 		cancel()
 		return false, originError(err)
@@ -281,6 +319,9 @@ type countingBody struct {
 	err     error
 	closed  bool
 	onClose func(n int64, err error)
+	// done, when set instead of onClose, is told (without a closure to
+	// allocate per request).
+	done interface{ bodyClosed(n int64, err error) }
 }
 
 func (c *countingBody) Read(p []byte) (int, error) {
@@ -299,8 +340,11 @@ func (c *countingBody) Close() error {
 	}
 	c.closed = true
 	err := c.rc.Close()
-	if c.onClose != nil {
+	switch {
+	case c.onClose != nil:
 		c.onClose(c.n, c.err)
+	case c.done != nil:
+		c.done.bodyClosed(c.n, c.err)
 	}
 	return err
 }

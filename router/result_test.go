@@ -28,12 +28,32 @@ func countingInstance(t *testing.T, f func(string) string) (string, *atomic.Int6
 
 var cacheOn = &dora.CachePolicy{Enabled: true, TTL: time.Hour}
 
+// cacheTiers are the result cache's set-ups the cache tests run on: the
+// memory tier alone, and the disk tier alone (every result above the
+// memory tier's entry bound, so each hit streams from a file).
+var cacheTiers = []struct {
+	name string
+	mod  func(t *testing.T) func(*Config)
+}{
+	{"memory", func(*testing.T) func(*Config) { return nil }},
+	{"disk", func(t *testing.T) func(*Config) {
+		dir := t.TempDir()
+		return func(c *Config) { c.ResultCacheDir, c.ResultCacheEntry = dir, 1 }
+	}},
+}
+
 // TestResultCache: a cacheable pipeline's second request is a hit that
 // reaches no instance, with ETag, Cache-Control, Age and X-Dora-Cache;
 // If-None-Match answers 304; an overwritten object, a new active version
-// and a deleted ufop are never answered from the cache.
+// and a deleted ufop are never answered from the cache. On each tier.
 func TestResultCache(t *testing.T) {
-	e := newEnv(t, nil)
+	for _, tier := range cacheTiers {
+		t.Run(tier.name, func(t *testing.T) { testResultCache(t, tier.mod(t)) })
+	}
+}
+
+func testResultCache(t *testing.T, mod func(*Config)) {
+	e := newEnv(t, mod)
 	upAddr, ups := countingInstance(t, strings.ToUpper)
 	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
 	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", upAddr)})
@@ -96,9 +116,15 @@ func TestResultCache(t *testing.T) {
 }
 
 // TestResultCachePrivate: a private bucket's cached result still needs a
-// valid token, and is marked private for shared caches.
+// valid token, and is marked private for shared caches. On each tier.
 func TestResultCachePrivate(t *testing.T) {
-	e := newEnv(t, nil)
+	for _, tier := range cacheTiers {
+		t.Run(tier.name, func(t *testing.T) { testResultCachePrivate(t, tier.mod(t)) })
+	}
+}
+
+func testResultCachePrivate(t *testing.T, mod func(*Config)) {
+	e := newEnv(t, mod)
 	addr, n := countingInstance(t, strings.ToUpper)
 	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
 	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
@@ -170,8 +196,74 @@ func TestResultCacheBounded(t *testing.T) {
 		if resp, body := e.get("photos.localhost", "/"+k+"?up/x"); resp.StatusCode != 200 || len(body) != 3000 {
 			t.Fatalf("%s: %d, %d bytes", k, resp.StatusCode, len(body))
 		}
-		if entries, b := e.r.results.Stats(); b > bound || entries == 0 {
-			t.Fatalf("after %d results: %d entries, %d bytes (bound %d)", i+1, entries, b, bound)
+		if s := e.r.results.Stats(); s.MemBytes > bound || s.MemEntries == 0 {
+			t.Fatalf("after %d results: %d entries, %d bytes (bound %d)", i+1, s.MemEntries, s.MemBytes, bound)
+		}
+	}
+}
+
+// TestResultCacheDisk: with a disk tier, a result larger than the memory
+// tier's entry bound is kept on disk and streamed from it (never reaching
+// the instance again), and survives a restart of the router on the same
+// directory; a second router on the directory is refused while the first
+// holds it; under a stream of distinct results the directory stays within
+// its bound.
+func TestResultCacheDisk(t *testing.T) {
+	dir := t.TempDir()
+	const diskBound = 200 << 10
+	mod := func(c *Config) {
+		c.ResultCacheEntry, c.ResultCacheDir, c.ResultCacheDiskBytes, c.ResultCacheDiskEntry = 1<<10, dir, diskBound, 64<<10
+	}
+	e := newEnv(t, mod)
+	addr, n := countingInstance(t, strings.ToUpper)
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
+	data := strings.Repeat("abcdefgh", 5000) // 40 000 bytes: above the memory entry bound
+	e.objs.add("photos", "big", "text/plain", []byte(data))
+	want := strings.ToUpper(data)
+	var etag string
+	for i, c := range []string{"miss", "hit", "hit"} {
+		resp, body := e.get("photos.localhost", "/big?up/x")
+		if resp.StatusCode != 200 || string(body) != want || resp.Header.Get("X-Dora-Cache") != c ||
+			(c == "hit" && resp.ContentLength != int64(len(want))) {
+			t.Fatalf("request %d: %d, %d bytes, %v", i, resp.StatusCode, len(body), resp.Header)
+		}
+		etag = resp.Header.Get("ETag")
+	}
+	if s := e.r.results.Stats(); n.Load() != 1 || s.MemEntries != 0 || s.DiskEntries != 1 {
+		t.Fatalf("instance called %d times; cache %+v (want the result on disk only)", n.Load(), s)
+	}
+	if _, err := New(Config{Meta: staticMeta{e.r.meta.Snapshot()}, Objects: e.objs, Pool: e.pool, ResultCacheDir: dir}); err == nil {
+		t.Fatal("a second router opened the directory in use")
+	}
+	e.stop()
+
+	e2 := newEnv(t, mod)
+	e2.objs.add("photos", "big", "text/plain", []byte(data)) // the same object: the same etag
+	e2.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	waitUntil(t, "ufop in the snapshot", func() bool { _, ok := e2.r.meta.Snapshot().Ufop("up"); return ok })
+	resp, body := e2.get("photos.localhost", "/big?up/x")
+	if resp.StatusCode != 200 || string(body) != want || resp.Header.Get("X-Dora-Cache") != "hit" || resp.Header.Get("ETag") != etag {
+		t.Fatalf("after a restart: %d, %d bytes, %v", resp.StatusCode, len(body), resp.Header)
+	}
+	resp, body = e2.do(http.MethodGet, "photos.localhost", "/big?up/x", map[string]string{"If-None-Match": etag})
+	if resp.StatusCode != 304 || len(body) != 0 {
+		t.Fatalf("conditional after a restart: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	resp, _ = e2.do(http.MethodHead, "photos.localhost", "/big?up/x", nil)
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(want)) || resp.Header.Get("X-Dora-Cache") != "hit" {
+		t.Fatalf("HEAD after a restart: %d %d %v", resp.StatusCode, resp.ContentLength, resp.Header)
+	}
+
+	e2.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
+	for i := range 30 {
+		k := fmt.Sprintf("k%d", i)
+		e2.objs.add("photos", k, "text/plain", []byte(strings.Repeat("z", 20_000+i)))
+		if resp, body := e2.get("photos.localhost", "/"+k+"?up/x"); resp.StatusCode != 200 || len(body) != 20_000+i {
+			t.Fatalf("%s: %d, %d bytes", k, resp.StatusCode, len(body))
+		}
+		if s := e2.r.results.Stats(); s.DiskBytes > diskBound || s.DiskEntries == 0 {
+			t.Fatalf("after %d results: %+v (bound %d)", i+1, s, diskBound)
 		}
 	}
 }

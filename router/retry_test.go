@@ -79,3 +79,76 @@ func TestDeadInstanceRequestRetried(t *testing.T) {
 		}
 	}
 }
+
+// chunkyInstance is a Dora-protocol instance answering its input unchanged
+// in several flushed writes: a chunked response of unknown size, as most
+// programs' output is once it passes their server's buffer.
+func chunkyInstance(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		src := r.Body
+		if u := r.URL.Query().Get("url"); u != "" {
+			res, err := http.Get(u)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			defer res.Body.Close()
+			src = res.Body
+		}
+		in, err := io.ReadAll(src)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		for len(in) > 0 {
+			n := min(len(in), 1000)
+			w.Write(in[:n])
+			w.(http.Flusher).Flush()
+			in = in[n:]
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// A later step whose input is a previous step's small output (under the
+// body-mode threshold) is replayed on another instance when the one that
+// took the input dies, although that input is a stream and not the object:
+// the router holds the bytes. Both url= cases: an output of unknown size
+// (chunked), and one of known size to a release that never takes a body.
+func TestDeadInstanceRequestRetriedLaterStep(t *testing.T) {
+	e := newEnv(t, nil)
+	e.ufop(dora.Ufop{Name: "chunky", Owner: alice.ID}, dora.ProtocolDora)
+	e.ufop(dora.Ufop{Name: "echo", Owner: alice.ID}, dora.ProtocolDora)
+	e.ufopRelease(dora.Ufop{Name: "upper", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, BodyLimit: -1})
+	var dyingHits, goodHits, echoHits atomic.Int64
+	dying := dyingOrUpperInstance(t, true, &dyingHits)
+	good := dyingOrUpperInstance(t, false, &goodHits)
+	e.pool.Update([]pool.Instance{
+		poolInst("chunky", "chunky", "v1", chunkyInstance(t)),
+		poolInst("echo", "echo", "v1", dyingOrUpperInstance(t, false, &echoHits)), // answers upper-cased, known size
+		poolInst("dying", "upper", "v1", dying), poolInst("good", "upper", "v1", good),
+	})
+	data := strings.Repeat("some text\n", 3000) // 30 000 bytes: under the threshold
+	e.objs.add("photos", "t.txt", "text/plain", []byte(data))
+	for _, path := range []string{"/t.txt?chunky|upper", "/t.txt?echo|upper"} {
+		t.Run(path, func(t *testing.T) {
+			dyingHits.Store(0)
+			for i := 0; dyingHits.Load() < 5; i++ {
+				if i == 200 {
+					t.Fatalf("the dying instance was called %d times in 200 requests", dyingHits.Load())
+				}
+				resp, body := e.get("photos.localhost", path)
+				if resp.StatusCode != http.StatusOK || string(body) != strings.ToUpper(data) {
+					t.Fatalf("request %d (dying instance called %d times): %d %.200s", i, dyingHits.Load(), resp.StatusCode, body)
+				}
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -30,6 +31,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/internal/connlimit"
+	"github.com/doraproject/dora/internal/headsize"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/builtin"
@@ -54,6 +56,11 @@ const (
 	// DefaultResultCacheEntry is the largest result it keeps.
 	DefaultResultCacheBytes = 64 << 20
 	DefaultResultCacheEntry = 1 << 20
+	// DefaultResultCacheDiskBytes bounds the result cache's disk tier
+	// when Config.ResultCacheDir is set; DefaultResultCacheDiskEntry is
+	// the largest result it keeps.
+	DefaultResultCacheDiskBytes = 1 << 30
+	DefaultResultCacheDiskEntry = 64 << 20
 )
 
 // Config wires the router to its parts. Store, Objects and Pool are
@@ -140,6 +147,16 @@ type Config struct {
 	// ResultCacheEntry is the largest result kept (DefaultResultCacheEntry
 	// when 0). See result.go.
 	ResultCacheBytes, ResultCacheEntry int64
+	// ResultCacheDir, when set, adds a disk tier to the result cache: a
+	// directory of its own (created if missing, swept at start, locked
+	// against a second router), holding at most ResultCacheDiskBytes
+	// (DefaultResultCacheDiskBytes when 0) of results of up to
+	// ResultCacheDiskEntry bytes each (DefaultResultCacheDiskEntry when
+	// 0). Results larger than ResultCacheEntry are kept only there and
+	// streamed from it. Ignored when the cache is disabled. Close releases
+	// the directory.
+	ResultCacheDir                             string
+	ResultCacheDiskBytes, ResultCacheDiskEntry int64
 }
 
 // MetaSource hands out the current metadata snapshot; *meta.Cache is one.
@@ -174,7 +191,12 @@ type Router struct {
 	// HTTP path's pipelines.
 	stopped context.Context
 	stop    context.CancelFunc
-	results *rescache.Cache // nil: no result cache
+	// deadline hands out the HTTP path's shared deadline contexts
+	// (children of stopped, Config.Deadline): deadline.go.
+	deadline *deadlines
+	results  *rescache.Cache // nil: no result cache
+	ccMu     sync.RWMutex
+	cc       map[ccKey]string // Cache-Control values (result.go)
 }
 
 // Sentinel configuration errors.
@@ -232,13 +254,10 @@ func New(cfg Config) (*Router, error) {
 		load:    newLoadCounters(cfg.Now()),
 		own:     map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true},
 		watch:   newConnWatch(watchPoll),
+		cc:      map[ccKey]string{},
 	}
 	r.stopped, r.stop = context.WithCancel(context.Background())
-	if cfg.ResultCacheBytes >= 0 {
-		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
-		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
-		r.results = rescache.New(cfg.ResultCacheBytes, cfg.ResultCacheEntry)
-	}
+	r.deadline = newDeadlines(r.stopped, cfg.Deadline)
 	if cfg.Meta != nil {
 		r.meta = cfg.Meta
 	} else {
@@ -261,7 +280,33 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
 	r.metrics = m
+	if cfg.ResultCacheBytes >= 0 {
+		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
+		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
+		o := rescache.Options{MemBytes: cfg.ResultCacheBytes, MemEntry: cfg.ResultCacheEntry, Dir: cfg.ResultCacheDir}
+		if o.Dir != "" {
+			setDefault(&cfg.ResultCacheDiskBytes, DefaultResultCacheDiskBytes)
+			setDefault(&cfg.ResultCacheDiskEntry, DefaultResultCacheDiskEntry)
+			o.DiskBytes, o.DiskEntry = cfg.ResultCacheDiskBytes, cfg.ResultCacheDiskEntry
+		}
+		res, err := rescache.Open(o, cfg.Now())
+		if err != nil {
+			return nil, fmt.Errorf("router: result cache: %w", err)
+		}
+		r.results = res
+		r.cfg = cfg
+	}
 	return r, nil
+}
+
+// Close releases what New took beyond memory: the result cache's
+// directory (its entries stay for the next router). Call it once the
+// router no longer serves.
+func (r *Router) Close() error {
+	if r.results == nil {
+		return nil
+	}
+	return r.results.Close()
 }
 
 func setDefault[T int | int64 | time.Duration](p *T, d T) {
@@ -369,7 +414,7 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 		r.setPublicAddr(ln.Addr().String())
 	}
 	srv := r.Server()
-	ln = r.cfg.Conns.Listen(ln)
+	ln = headsize.Listen(r.cfg.Conns.Listen(ln), 0)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -408,6 +453,9 @@ func (r *Router) serverError(ctx *fasthttp.RequestCtx, err error) {
 	msg := "bad request"
 	var tooBig *fasthttp.ErrSmallBuffer
 	switch {
+	case errors.As(err, &tooBig) && headsize.LineTooLong(ctx.Conn(), r.cfg.MaxHeaderBytes):
+		// The head buffer filled before the request line ended.
+		status, msg = fasthttp.StatusRequestURITooLong, "request URI too long"
 	case errors.As(err, &tooBig):
 		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large"
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
@@ -426,11 +474,21 @@ func (r *Router) serverError(ctx *fasthttp.RequestCtx, err error) {
 // newReqid returns a process-unique request id: a random prefix chosen at
 // start and a sequence number.
 func (r *Router) newReqid() string {
-	n := r.reqSeq.Add(1)
 	var b [32]byte
-	out := append(b[:0], r.reqPfx...)
-	out = strconv.AppendUint(out, n, 16)
-	return string(out)
+	return string(r.appendRawReqid(b[:0]))
+}
+
+// appendReqid is newReqid whose bytes live in buf (32 bytes of room: no
+// allocation): the string points into buf, which must never be written
+// again (a request's own idBuf).
+func (r *Router) appendReqid(buf []byte) string {
+	b := r.appendRawReqid(buf)
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+func (r *Router) appendRawReqid(buf []byte) []byte {
+	buf = append(buf, r.reqPfx...)
+	return strconv.AppendUint(buf, r.reqSeq.Add(1), 16)
 }
 
 // fasthttpLogger sends fasthttp's own messages to slog.

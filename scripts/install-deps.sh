@@ -79,6 +79,10 @@ apt_install ffmpeg libjpeg-turbo-progs fonts-dejavu-core
 # Containers: the embedded runtime runs OCI images with podman (daemonless)
 # on runc (crun refuses hybrid cgroup hosts) and slirp4netns networking.
 apt_install podman runc slirp4netns
+# Nomad's bridge networking (packages listening on the fixed port 9100 on
+# Nomad) runs the CNI plugins from /usr/lib/cni (the real-agent tests point
+# the Nomad agent's cni_path there).
+apt_install containernetworking-plugins
 
 build_from_proxy nomad github.com/hashicorp/nomad "$NOMAD_VERSION" \
   -dropreplace=github.com/hashicorp/nomad/api \

@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/procsweep"
 	"gopkg.in/yaml.v3"
 )
 
@@ -174,7 +175,9 @@ type Builder struct {
 	Env     []string
 	runAs   *User
 	goCache string
-	mu      sync.Mutex
+	// owner marks the build lines' processes (internal/procsweep).
+	owner string
+	mu    sync.Mutex
 	// busy holds the (ufop, n) pairs being unpacked or built.
 	busy map[string]bool
 	// doomed holds the busy pairs Remove could not delete: their
@@ -226,7 +229,13 @@ func NewWithConfig(cfg Config) (*Builder, error) {
 	if err := CheckReachable(abs, cfg.RunAs); err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	b := &Builder{root: abs, Env: cfg.Env, runAs: cfg.RunAs, busy: map[string]bool{}, doomed: map[string]bool{}}
+	b := &Builder{root: abs, Env: cfg.Env, runAs: cfg.RunAs, busy: map[string]bool{}, doomed: map[string]bool{},
+		owner: procsweep.Owner("build", abs)}
+	// Processes of build lines an earlier process started and did not
+	// outlive (a kill -9): the lines' shells died with it, but their
+	// background children and anything that left the process group did
+	// not. None of ours runs yet.
+	_, _ = procsweep.Sweep(b.owner)
 	b.removeLeftovers()
 	if cfg.GoCache != "" {
 		if b.goCache, err = filepath.Abs(cfg.GoCache); err != nil {
@@ -258,6 +267,16 @@ func (b *Builder) base(ufop string, n int) string {
 // Dir is the result directory of build n of ufop: the working directory
 // template instances are started in.
 func (b *Builder) Dir(ufop string, n int) string { return filepath.Join(b.base(ufop, n), "result") }
+
+// Has reports whether build n of ufop's result is on this host (another
+// admin's builds are not).
+func (b *Builder) Has(ufop string, n int) bool {
+	if checkName(ufop, n) != nil {
+		return false
+	}
+	fi, err := os.Stat(b.Dir(ufop, n))
+	return err == nil && fi.IsDir()
+}
 
 // LogPath is build n's log file.
 func (b *Builder) LogPath(ufop string, n int) string {
@@ -754,6 +773,7 @@ func (b *Builder) buildEnv(resource, work, home string) []string {
 	env.Set("TMPDIR", filepath.Join(home, "tmp"))
 	env.Set("RESOURCE", resource)
 	env.Set("PWD", work)
+	env.Set(procsweep.EnvKey, b.owner)
 	return env.Environ()
 }
 

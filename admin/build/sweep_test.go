@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/doraproject/dora/internal/procsweep"
 )
 
 // Working directories of builds interrupted by a crash are removed when a
@@ -90,4 +92,79 @@ func TestRunLineChild(t *testing.T) {
 	}
 	_ = runLine(context.Background(), t.TempDir(), os.Environ(), nil,
 		"echo $$ > "+pidFile+"; exec sleep 300", os.Stderr)
+}
+
+const compoundChildEnv = "DORA_BUILD_COMPOUND_CHILD"
+
+// A compound build line's whole tree is gone once the Builder starts again
+// after its dorad was killed with SIGKILL: the child test process (a
+// dorad) runs a line with a pipeline in the background and a process that
+// leaves the session (setsid), is killed; whatever of the tree survived
+// that (the shell dies by its parent-death signal, the rest does not) is
+// killed by the next NewWithConfig on the same root.
+func TestCompoundBuildLineSweptAfterDoradKilled(t *testing.T) {
+	root := t.TempDir()
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCompoundLineChild$")
+	cmd.Env = append(os.Environ(), compoundChildEnv+"="+root+"|"+pidFile)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for deadline := time.Now().Add(60 * time.Second); len(pids) < 4; {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the line wrote %d pids, want 4", len(pids))
+		}
+		time.Sleep(20 * time.Millisecond)
+		b, _ := os.ReadFile(pidFile)
+		pids = pids[:0]
+		for _, f := range strings.Fields(string(b)) {
+			if p, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, p)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		procsweep.Sweep(procsweep.Owner("build", root)) // also the pipeline's first end
+	})
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	survivors := 0
+	for _, p := range pids[:3] { // a background job, a background pipeline's last end, the setsid sleep
+		if alive(p) {
+			survivors++
+		}
+	}
+	t.Logf("%d of 3 background processes outlived the killed dorad", survivors)
+	if _, err := NewWithConfig(Config{Root: root}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Fatalf("process %d of the killed dorad's build line still runs after the Builder started again", p)
+		}
+	}
+}
+
+func TestCompoundLineChild(t *testing.T) {
+	v := os.Getenv(compoundChildEnv)
+	if v == "" {
+		t.Skip("helper process of TestCompoundBuildLineSweptAfterDoradKilled")
+	}
+	root, pidFile, _ := strings.Cut(v, "|")
+	b, err := NewWithConfig(Config{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, work := t.TempDir(), t.TempDir()
+	env := b.buildEnv(t.TempDir(), work, home)
+	_ = runLine(context.Background(), work, env, nil,
+		"sleep 300 & echo $! >> "+pidFile+"; sleep 301 | sleep 303 & echo $! >> "+pidFile+"; "+
+			"setsid sleep 302 & echo $! >> "+pidFile+"; echo $$ >> "+pidFile+"; wait", os.Stderr)
 }

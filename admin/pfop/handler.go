@@ -301,19 +301,6 @@ func (h *Handler) servePfop(w http.ResponseWriter, r *http.Request, reqid string
 			form[k] = v
 		}
 	}
-	bucket, key := form.Get("bucket"), form.Get("key")
-	if bucket == "" || key == "" {
-		return writeError(w, http.StatusBadRequest, "bucket and key are required")
-	}
-	b, status, msg := h.bucketOf(r.Context(), acct, bucket)
-	if status != 0 {
-		return writeError(w, status, msg)
-	}
-	if b.Mirror == "" {
-		if _, err := h.cfg.Objects.Stat(r.Context(), bucket, key); errors.Is(err, origin.ErrNotFound) || errors.Is(err, origin.ErrBadKey) {
-			return writeError(w, CodeUnknownID, "no such file or directory")
-		}
-	}
 	typ := 0
 	if t := form.Get("type"); t != "" {
 		if typ, err = strconv.Atoi(t); err != nil {
@@ -321,17 +308,45 @@ func (h *Handler) servePfop(w http.ResponseWriter, r *http.Request, reqid string
 		}
 	}
 	force := form.Get("force")
-	j, err := h.Submit(r.Context(), Submission{
-		Bucket: bucket, Key: key, Fops: form.Get("fops"), NotifyURL: form.Get("notifyURL"),
-		Force: force == "1" || force == "true", Pipeline: form.Get("pipeline"), Type: typ, Owner: acct.ID, Reqid: reqid,
+	id, status, err := h.SubmitFor(r.Context(), acct, api.PfopRequest{
+		Bucket: form.Get("bucket"), Key: form.Get("key"), Fops: form.Get("fops"), NotifyURL: form.Get("notifyURL"),
+		Force: force == "1" || force == "true", Pipeline: form.Get("pipeline"), Type: typ,
+	}, reqid)
+	if err != nil {
+		return writeError(w, status, err.Error())
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"persistentId": id})
+}
+
+// SubmitFor submits a job for acct, whom the caller has authenticated
+// (POST /pfop checks the Qiniu signature; the admin API's POST /v1/pfop,
+// which the web console uses, its own signature or session): the bucket
+// must be acct's and hold the key (unless it mirrors an origin). It
+// returns the persistentId, or the HTTP status and error to answer.
+func (h *Handler) SubmitFor(ctx context.Context, acct dora.Account, req api.PfopRequest, reqid string) (string, int, error) {
+	if req.Bucket == "" || req.Key == "" {
+		return "", http.StatusBadRequest, errors.New("bucket and key are required")
+	}
+	b, status, msg := h.bucketOf(ctx, acct, req.Bucket)
+	if status != 0 {
+		return "", status, errors.New(msg)
+	}
+	if b.Mirror == "" {
+		if _, err := h.cfg.Objects.Stat(ctx, req.Bucket, req.Key); errors.Is(err, origin.ErrNotFound) || errors.Is(err, origin.ErrBadKey) {
+			return "", CodeUnknownID, errors.New("no such file or directory")
+		}
+	}
+	j, err := h.Submit(ctx, Submission{
+		Bucket: req.Bucket, Key: req.Key, Fops: req.Fops, NotifyURL: req.NotifyURL,
+		Force: req.Force, Pipeline: req.Pipeline, Type: req.Type, Owner: acct.ID, Reqid: reqid,
 	})
 	if errors.Is(err, ErrInvalid) {
-		return writeError(w, http.StatusBadRequest, err.Error())
+		return "", http.StatusBadRequest, err
 	}
 	if err != nil {
-		return writeError(w, http.StatusServiceUnavailable, err.Error())
+		return "", http.StatusServiceUnavailable, err
 	}
-	return writeJSON(w, http.StatusOK, map[string]string{"persistentId": j.ID})
+	return j.ID, http.StatusOK, nil
 }
 
 func (h *Handler) servePrefop(w http.ResponseWriter, r *http.Request) int {

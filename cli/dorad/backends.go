@@ -23,7 +23,7 @@ import (
 // Flag help shared by the production commands.
 const (
 	storeHelp     = "metadata store URL: bolt://<file> (one process) or consul://<host:port>/<prefix>"
-	runtimeHelp   = "runtime URL: local:// (child processes) or nomad://<host:port>[?driver=raw_exec|exec]"
+	runtimeHelp   = "runtime URL: local:// (child processes) or nomad://<host:port>[?driver=raw_exec|exec][&network=host|bridge]"
 	discoveryHelp = "instance discovery URL: memory:// (in-process only) or consul://<host:port>"
 	loadHelp      = "load store URL: memory:// (in-process only) or redis://<host:port>/<db>"
 	objectsHelp   = "object origin URL: file://<dir> (one host: the same directory as the admin's) or s3://<s3-bucket>[/<prefix>]?endpoint=http(s)://host:port[&region=r][&path-style=true] shared by every host (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"

@@ -28,6 +28,11 @@ one (at most --max-held such requests at once), counted as demand: the
 autoscaler starts an instance of a deployment scaled to zero, and the request
 goes on. Past the bound it gets 503 with Retry-After.
 
+Results of pipelines whose releases opt in (cache: in dora.yaml) and of
+built-ins are cached: --result-cache-bytes in memory, and with
+--result-cache-dir also on disk (--result-cache-disk-bytes; the directory is
+swept at start and used by one router at a time).
+
 Backends are URLs, chosen by scheme:
   --store      bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
   --discovery  memory:// (in-process only) | consul://127.0.0.1:8500
@@ -76,6 +81,9 @@ of the --config file.`,
 	f.Duration("hold-timeout", router.DefaultHoldTimeout,
 		"how long a request waits for an instance of a ufop that has none (scale from zero); 0 answers 503 at once")
 	f.Int("max-held", router.DefaultMaxHeld, "how many requests may wait for an instance at once; beyond, 503 at once")
+	f.Int64("result-cache-bytes", router.DefaultResultCacheBytes, "memory for cached pipeline results (releases with cache: on, built-ins); 0 disables the result cache")
+	f.String("result-cache-dir", "", "directory of the result cache's disk tier, one per router (default: memory only)")
+	f.Int64("result-cache-disk-bytes", router.DefaultResultCacheDiskBytes, "bytes the result cache may keep in --result-cache-dir")
 	f.Bool("allow-private-mirror", false, "let buckets' mirrors be fetched from loopback and private addresses (development only)")
 	return cmd
 }
@@ -95,6 +103,16 @@ func routerConfig(v *viper.Viper) (platform.RouterConfig, error) {
 	if maxHeld < 1 {
 		return platform.RouterConfig{}, fmt.Errorf("--max-held %d must be at least 1 (use --hold-timeout 0 to hold nothing)", maxHeld)
 	}
+	resBytes, resDisk := v.GetInt64("result-cache-bytes"), v.GetInt64("result-cache-disk-bytes")
+	switch {
+	case resBytes < 0:
+		return platform.RouterConfig{}, fmt.Errorf("--result-cache-bytes %d must not be negative (0 disables the result cache)", resBytes)
+	case resBytes == 0:
+		resBytes = -1 // disabled
+	}
+	if resDisk <= 0 {
+		return platform.RouterConfig{}, fmt.Errorf("--result-cache-disk-bytes %d must be positive (leave --result-cache-dir empty for no disk tier)", resDisk)
+	}
 	return platform.RouterConfig{
 		Listen:       v.GetString("listen"),
 		Store:        v.GetString("store"),
@@ -106,6 +124,10 @@ func routerConfig(v *viper.Viper) (platform.RouterConfig, error) {
 		PublicAddr:   v.GetString("public-addr"),
 		HoldTimeout:  hold,
 		MaxHeld:      maxHeld,
+
+		ResultCacheBytes:     resBytes,
+		ResultCacheDir:       v.GetString("result-cache-dir"),
+		ResultCacheDiskBytes: resDisk,
 
 		AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 	}, nil

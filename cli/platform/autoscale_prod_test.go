@@ -21,6 +21,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/autoscaler"
+	"github.com/doraproject/dora/router/rescache"
 )
 
 // TestStartRouterRefusesNegativeMaxHeld: a negative bound of held requests
@@ -375,4 +376,31 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 			t.Errorf("%s failed: %v", s.Name, err)
 		}
 	}
+}
+
+// TestStartRouterResultCacheDir: RouterConfig.ResultCacheDir reaches the
+// router: the directory is created and held (a second router on it is
+// refused) until the first router is closed.
+func TestStartRouterResultCacheDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "results")
+	cfg := func() RouterConfig {
+		return RouterConfig{Listen: "127.0.0.1:0", Store: "bolt://" + filepath.Join(t.TempDir(), "m.db"),
+			Objects: "file://" + t.TempDir(), ResultCacheDir: dir, ResultCacheDiskBytes: 1 << 20}
+	}
+	s, err := StartRouter(context.Background(), cfg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := StartRouter(context.Background(), cfg()); !errors.Is(err, rescache.ErrLocked) {
+		s.Close()
+		t.Fatalf("a second router on the same directory: %v, want rescache.ErrLocked", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := StartRouter(context.Background(), cfg())
+	if err != nil {
+		t.Fatalf("a router on the directory once the first closed: %v", err)
+	}
+	s2.Close()
 }

@@ -684,7 +684,9 @@ type RuntimeOptions struct {
 // OpenRuntime returns the runtime named by rawURL:
 //
 //	local://[<dir>]              child processes (instances under <dir>, default <DataDir>/instances)
-//	nomad://<host:port>          Nomad jobs; ?driver=raw_exec (default) or exec; the
+//	nomad://<host:port>          Nomad jobs; ?driver=raw_exec (default) or exec;
+//	                             ?network=host (default) or bridge (packages in their own
+//	                             network namespace, listening on 9100; needs CNI plugins); the
 //	                             ACL token comes from NOMAD_TOKEN, never from the URL
 //
 // Nomad is not contacted here. The local runtime must be closed (it has a
@@ -723,7 +725,7 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 		}
 		return rt, nil
 	default: // nomad
-		if err := b.checkQuery(what, "driver"); err != nil {
+		if err := b.checkQuery(what, "driver", "network"); err != nil {
 			return nil, err
 		}
 		if p := strings.Trim(b.u.Path, "/"); p != "" {
@@ -737,6 +739,10 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 		if driver != "" && driver != nomadjobs.DriverRawExec && driver != nomadjobs.DriverExec {
 			return nil, b.errf(what, "driver %q must be %s or %s", driver, nomadjobs.DriverRawExec, nomadjobs.DriverExec)
 		}
+		network := b.u.Query().Get("network")
+		if network != "" && network != nomadruntime.NetworkHost && network != nomadruntime.NetworkBridge {
+			return nil, b.errf(what, "network %q must be %s or %s", network, nomadruntime.NetworkHost, nomadruntime.NetworkBridge)
+		}
 		regions := map[string]nomadruntime.RegionConfig{}
 		for _, r := range opts.Regions {
 			regions[r.Name] = nomadruntime.RegionConfig{NomadRegion: r.NomadRegion, Datacenters: r.Datacenters}
@@ -746,6 +752,7 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 			Regions:       regions,
 			DefaultRegion: opts.Region,
 			Driver:        driver,
+			Network:       network,
 			Consul:        opts.Consul,
 			Logger:        opts.Logger,
 

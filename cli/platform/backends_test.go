@@ -318,10 +318,11 @@ func TestOpenRuntime(t *testing.T) {
 		{"nomad://", "missing host"},
 		{"nomad://127.0.0.1:4646/v1", "takes no path"},
 		{"nomad://127.0.0.1:4646?driver=docker", `driver "docker" must be raw_exec or exec`},
-		{"nomad://127.0.0.1:4646?token=x", `unknown query parameter "token" (accepted: driver)`},
+		{"nomad://127.0.0.1:4646?token=x", `unknown query parameter "token" (accepted: driver, network)`},
+		{"nomad://127.0.0.1:4646?network=macvlan", `network "macvlan" must be host or bridge`},
 		{"nomad://u:s3cret@127.0.0.1:4646", "credentials in the URL are not supported"},
 	})
-	rt, err := OpenRuntime("nomad://127.0.0.1:4646?driver=exec", RuntimeOptions{Regions: []RegionSpec{{Name: "z0", NomadRegion: "global"}}})
+	rt, err := OpenRuntime("nomad://127.0.0.1:4646?driver=exec&network=bridge", RuntimeOptions{Regions: []RegionSpec{{Name: "z0", NomadRegion: "global"}}})
 	if _, ok := rt.(*nomadruntime.Runtime); err != nil || !ok {
 		t.Fatalf("nomad:// = %T, %v", rt, err)
 	}

@@ -74,7 +74,7 @@ func (s *Service) serveHTTP(ctx context.Context, ln net.Listener, h http.Handler
 	srv := httpguard.Server(h, httpguard.Config{})
 	s.goRun("http", func() error {
 		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(s.conns.Listen(ln)) }()
+		go func() { errc <- srv.Serve(httpguard.Listen(s.conns.Listen(ln), srv)) }()
 		select {
 		case err := <-errc:
 			return err

@@ -40,6 +40,13 @@ type RouterConfig struct {
 	// MaxHeld bounds the requests waiting for an instance at once, beyond
 	// which 503 comes at once (router.DefaultMaxHeld, 1000, when 0).
 	MaxHeld int
+	// ResultCacheBytes bounds the result cache's memory
+	// (router.DefaultResultCacheBytes when 0; negative disables the
+	// cache). ResultCacheDir, when set, adds its disk tier there, bounded
+	// by ResultCacheDiskBytes (router.DefaultResultCacheDiskBytes when 0).
+	ResultCacheBytes     int64
+	ResultCacheDir       string
+	ResultCacheDiskBytes int64
 	// AllowPrivateMirror lets buckets' mirrors be fetched from loopback
 	// and private addresses (development only; the admin refuses such
 	// mirrors unless it allows them too).
@@ -106,6 +113,10 @@ func (s *Service) buildRouter(cfg RouterConfig, be Backends, ln net.Listener, ow
 		// autoscaler starts on their demand.
 		HoldTimeout: cfg.HoldTimeout,
 		MaxHeld:     cfg.MaxHeld,
+
+		ResultCacheBytes:     cfg.ResultCacheBytes,
+		ResultCacheDir:       cfg.ResultCacheDir,
+		ResultCacheDiskBytes: cfg.ResultCacheDiskBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
@@ -147,5 +158,6 @@ func (s *Service) newRouter(be Backends, reg prometheus.Registerer, publicAddr s
 	if err != nil {
 		return nil, nil, err
 	}
+	s.onClose(rtr.Close) // the result cache's directory, once Serve has returned
 	return p, rtr, nil
 }

@@ -41,6 +41,37 @@ type NomadOptions struct {
 	// Docker API (e.g. a StartPodman service's Endpoint) and makes
 	// readiness wait for the driver to be healthy.
 	DockerEndpoint string
+	// CNIPath, when set, is the client's cni_path (the CNI plugins that
+	// bridge networking runs, see CNIPath) and readiness waits for the
+	// client to have fingerprinted the bridge plugin.
+	CNIPath string
+}
+
+// CNIPath returns the directory holding the CNI plugins Nomad's bridge
+// networking needs (bridge, firewall, host-local, loopback, portmap):
+// $DORA_CNI_PATH, /opt/cni/bin, then /usr/lib/cni (Debian's
+// containernetworking-plugins). It fails the test when none has them.
+func CNIPath(t testing.TB) string {
+	t.Helper()
+	dirs := []string{"/opt/cni/bin", "/usr/lib/cni"}
+	if d := os.Getenv("DORA_CNI_PATH"); d != "" {
+		dirs = append([]string{d}, dirs...)
+	}
+	for _, d := range dirs {
+		ok := true
+		for _, p := range []string{"bridge", "firewall", "host-local", "loopback", "portmap"} {
+			ok = ok && isExecutable(filepath.Join(d, p))
+		}
+		if ok {
+			return d
+		}
+	}
+	msg := fmt.Sprintf("agenttest: no CNI plugins (bridge, firewall, host-local, loopback, portmap) in %v; install containernetworking-plugins (scripts/install-deps.sh)", dirs)
+	if os.Getenv(SkipEnv) == "1" {
+		t.Skipf("%s; skipping because %s=1", msg, SkipEnv)
+	}
+	t.Fatal(msg)
+	return ""
 }
 
 // StartNomad starts a Nomad dev agent and waits until its client node is
@@ -101,6 +132,10 @@ func StartNomadWith(t testing.TB, consul *Consul, opts NomadOptions) *Nomad {
 `, opts.DockerEndpoint)
 		drivers = append(drivers, "docker")
 	}
+	clientBlock := ""
+	if opts.CNIPath != "" {
+		clientBlock = fmt.Sprintf("client {\n  cni_path = %q\n}\n", opts.CNIPath)
+	}
 	cfg := fmt.Sprintf(`data_dir = %q
 ports {
   http = %d
@@ -113,7 +148,7 @@ plugin "raw_exec" {
   }
 }
 %s
-%s`, dataDir, n.HTTPPort, n.RPCPort, n.SerfPort, consulBlock, dockerBlock)
+%s%s`, dataDir, n.HTTPPort, n.RPCPort, n.SerfPort, consulBlock, dockerBlock, clientBlock)
 	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("agenttest: nomad config: %v", err)
 	}
@@ -130,7 +165,15 @@ plugin "raw_exec" {
 		env:     []string{"CHECKPOINT_DISABLE=1"},
 		dir:     dir,
 		logPath: n.LogPath,
-		ready:   func(ctx context.Context) error { return nomadReady(ctx, n.Addr, drivers) },
+		ready: func(ctx context.Context) error {
+			if err := nomadReady(ctx, n.Addr, drivers); err != nil {
+				return err
+			}
+			if opts.CNIPath != "" {
+				return nomadHasCNI(ctx, n.Addr)
+			}
+			return nil
+		},
 		timeout: NomadReadyTimeout,
 	}
 	n.p.register()
@@ -194,4 +237,30 @@ nodes:
 		return nil
 	}
 	return fmt.Errorf("no ready client node with healthy %v (%s): %w", drivers, why, errNotReady)
+}
+
+// nomadHasCNI: the client node fingerprinted the CNI bridge plugin.
+func nomadHasCNI(ctx context.Context, addr string) error {
+	body, err := httpGet(ctx, "http://"+addr+"/v1/nodes?resources=true")
+	if err != nil {
+		return err
+	}
+	var stubs []struct{ ID string }
+	if err := json.Unmarshal([]byte(body), &stubs); err != nil {
+		return fmt.Errorf("decode /v1/nodes: %w", err)
+	}
+	for _, s := range stubs {
+		body, err := httpGet(ctx, "http://"+addr+"/v1/node/"+s.ID)
+		if err != nil {
+			return err
+		}
+		var node struct{ Attributes map[string]string }
+		if err := json.Unmarshal([]byte(body), &node); err != nil {
+			return fmt.Errorf("decode node: %w", err)
+		}
+		if node.Attributes["plugins.cni.version.bridge"] != "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("no client node has the CNI bridge plugin: %w", errNotReady)
 }

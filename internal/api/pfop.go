@@ -78,3 +78,16 @@ type PfopStatus struct {
 	CreationDate string     `json:"creationDate"` // RFC 3339, UTC, seconds
 	Items        []PfopItem `json:"items"`
 }
+
+// PfopRequest is a pfop submission as JSON: the body of the admin API's
+// POST /v1/pfop (the web console's form, authenticated like every /v1
+// call). Qiniu's POST /pfop takes the same fields as a signed form.
+type PfopRequest struct {
+	Bucket    string `json:"bucket"`
+	Key       string `json:"key"`
+	Fops      string `json:"fops"`
+	Pipeline  string `json:"pipeline,omitempty"`
+	NotifyURL string `json:"notifyURL,omitempty"`
+	Force     bool   `json:"force,omitempty"`
+	Type      int    `json:"type,omitempty"`
+}

@@ -12,8 +12,11 @@ package httpguard
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"time"
+
+	"github.com/doraproject/dora/internal/headsize"
 )
 
 // Defaults of Config.
@@ -73,6 +76,14 @@ func Server(h http.Handler, cfg Config) *http.Server {
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 	}
+}
+
+// Listen wraps ln for srv (a Server of this package): a request line or
+// headers over srv's MaxHeaderBytes get a JSON 414 URI Too Long or 431
+// Request Header Fields Too Large instead of net/http's plain-text 431
+// for both (internal/headsize).
+func Listen(ln net.Listener, srv *http.Server) net.Listener {
+	return headsize.Listen(ln, headsize.NetHTTPWindow(srv.MaxHeaderBytes))
 }
 
 // Wrap applies the per-request body and write deadlines to h.

@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +20,7 @@ func serve(t *testing.T, h http.Handler, cfg Config) string {
 		t.Fatal(err)
 	}
 	srv := Server(h, cfg)
-	go srv.Serve(ln)
+	go srv.Serve(Listen(ln, srv))
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
@@ -131,5 +132,69 @@ func TestFairBodyAndLaterRequestsPass(t *testing.T) {
 	b, _ = io.ReadAll(res.Body)
 	if res.StatusCode != http.StatusOK || string(b) != "0" {
 		t.Fatalf("second request: %d %q", res.StatusCode, b)
+	}
+}
+
+// TestOversizedHeadIs414Or431: a request line longer than the head limit
+// gets 414 URI Too Long, header fields over it after a request line that
+// fit get 431, both with a JSON error (net/http alone answers a plain-text
+// 431 to both); a head under the limit is served, also on a connection
+// that served requests before.
+func TestOversizedHeadIs414Or431(t *testing.T) {
+	addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), Config{})
+	longURI := "/" + strings.Repeat("a", 200<<10)
+	bigHeaders := strings.Repeat("X-Big: "+strings.Repeat("b", 1000)+"\r\n", 100)
+	cases := []struct {
+		name     string
+		before   int // keep-alive requests served first on the same connection
+		req      string
+		status   int
+		errorHas string
+	}{
+		{"request line", 0, "GET " + longURI + " HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI too long"},
+		{"request line after two requests", 2, "GET " + longURI + " HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI too long"},
+		{"headers", 0, "GET / HTTP/1.1\r\nHost: x\r\n" + bigHeaders + "\r\n", 431, "headers too large"},
+		{"long URI that fits, then headers", 0, "GET /" + strings.Repeat("u", 30<<10) + " HTTP/1.1\r\nHost: x\r\n" + bigHeaders + "\r\n", 431, "headers too large"},
+		{"headers after two requests", 2, "GET / HTTP/1.1\r\nHost: x\r\n" + bigHeaders + "\r\n", 431, "headers too large"},
+		{"URI under the limit", 1, "GET /" + strings.Repeat("u", 50<<10) + " HTTP/1.1\r\nHost: x\r\n\r\n", 200, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			br := bufio.NewReader(conn)
+			for range c.before {
+				io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B: 2\r\n\r\n")
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+			go io.WriteString(conn, c.req)
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no response: %v", err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			if res.StatusCode != c.status {
+				t.Fatalf("status %d %q, want %d", res.StatusCode, body, c.status)
+			}
+			if c.status == 200 {
+				return
+			}
+			var e struct{ Error string }
+			if ct := res.Header.Get("Content-Type"); ct != "application/json" || json.Unmarshal(body, &e) != nil ||
+				!strings.Contains(e.Error, c.errorHas) {
+				t.Fatalf("body %q (%s), want a JSON error saying %q", body, ct, c.errorHas)
+			}
+		})
 	}
 }

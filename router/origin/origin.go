@@ -24,7 +24,21 @@ var (
 	// ErrUnavailable: the store could not be reached or did not answer in
 	// time (after retries); servers answer 503 and the client may retry.
 	ErrUnavailable = errors.New("origin: object storage unavailable")
+	// ErrChanged: the object is no longer the one a Stat described (it was
+	// overwritten in between); the caller stats again.
+	ErrChanged = errors.New("origin: object changed since it was described")
 )
+
+// ConditionalOpener is implemented by origins that can pin a read to the
+// object a Stat described, so that a write between the two is detected by
+// the store rather than served under the first one's headers (a Range of
+// another version, a wrong ETag or length). OpenIf is Open that fails with
+// ErrChanged unless the object still has want's ETag and was not modified
+// after want.Modified (S3: the GET carries If-Unmodified-Since, and the
+// etag of the answer is compared).
+type ConditionalOpener interface {
+	OpenIf(ctx context.Context, bucket, key string, offset, length int64, want Object) (io.ReadCloser, Object, error)
+}
 
 // Object describes a stored object (a wire type of internal/api: the API's
 // stat and list replies carry it as is).

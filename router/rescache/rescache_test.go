@@ -20,13 +20,13 @@ func TestBoundedInBytes(t *testing.T) {
 	c := New(100_000, 10_000)
 	for i := range 10_000 {
 		c.Put(fmt.Sprintf("key-%d", i), entry(1000+i%5000, time.Hour))
-		if _, b := c.Stats(); b > 100_000 {
+		if b := c.Stats().MemBytes; b > 100_000 {
 			t.Fatalf("after %d puts the cache accounts %d bytes (bound 100000)", i+1, b)
 		}
 	}
-	n, b := c.Stats()
-	if n == 0 || b == 0 {
-		t.Fatalf("empty after the stream: %d entries, %d bytes", n, b)
+	st := c.Stats()
+	if n, b := st.MemEntries, st.MemBytes; n == 0 || b == 0 {
+		t.Fatalf("empty after the stream: %d entries, %d bytes", st.MemEntries, st.MemBytes)
 	}
 	if _, ok := c.Get("key-9999", t0); !ok {
 		t.Fatal("the newest entry was evicted")
@@ -59,12 +59,12 @@ func TestLRUAndExpiry(t *testing.T) {
 	if _, ok := c.Get("c", t0.Add(time.Minute)); ok {
 		t.Fatal("c served at its expiry")
 	}
-	if n, _ := c.Stats(); n != 2 {
+	if n := c.Stats().MemEntries; n != 2 {
 		t.Fatalf("%d entries, want 2 (a, d)", n)
 	}
 	// Replacing a key does not count it twice.
 	c.Put("a", entry(10, time.Hour))
-	if _, b := c.Stats(); b != 10+1+1000+1+2*entryOverhead {
+	if b := c.Stats().MemBytes; b != 10+1+1000+1+2*entryOverhead {
 		t.Fatalf("bytes %d after replacing a", b)
 	}
 }

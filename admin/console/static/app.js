@@ -432,17 +432,49 @@ async function ufopPage(v, name) {
 
 // ---- pfop ------------------------------------------------------------------
 
-function pfopPage(v) {
+function pfopPage(v, given) {
   const box = errorBox();
+  const bucket = el("input", { id: "pfop-bucket", required: true, "aria-label": "bucket" });
+  const key = el("input", { id: "pfop-key", required: true, "aria-label": "object key" });
+  const fops = el("input", { id: "pfop-fops", required: true, size: 40, "aria-label": "fops", placeholder: "e.g. grepd/dora|saveas/<entry>;qhash/md5" });
+  const pipeline = el("input", { id: "pfop-pipeline", "aria-label": "pipeline", placeholder: "default" });
+  const force = el("input", { type: "checkbox", id: "pfop-force" });
   const id = el("input", { id: "pfop-id", "aria-label": "persistent id", size: 40 });
-  const out = el("div");
+  const out = el("div", { id: "pfop-job", "aria-live": "polite" });
   v.append(el("h1", { text: "Pfop jobs" }),
-    el("p", { class: "muted", text: "Submit jobs with `qdoractl pfop` or the Qiniu SDK; look one up by its persistentId." }),
+    el("h2", { text: "Submit a job" }),
     el("form", { class: "inline", onsubmit: guard(box, async () => {
-      const st = await api("GET", "/status/get/prefop?id=" + encodeURIComponent(id.value));
-      out.replaceChildren(el("p", {}, "Job " + st.id + ": " + st.desc + " (code " + st.code + ") · " + st.inputBucket + "/" + st.inputKey + " · pipeline " + st.pipeline + " · created " + st.creationDate),
+      const r = await api("POST", "/v1/pfop", { bucket: bucket.value, key: key.value, fops: fops.value, pipeline: pipeline.value, force: force.checked });
+      toast("job " + r.persistentId + " submitted");
+      id.value = r.persistentId;
+      watch(r.persistentId);
+    }) }, el("label", {}, "Bucket", bucket), el("label", {}, "Key", key), el("label", {}, "Fops", fops),
+      el("label", {}, "Pipeline", pipeline), el("label", {}, "Force", force), el("button", { type: "submit", id: "pfop-submit" }, "Submit")),
+    el("h2", { text: "Follow a job" }),
+    el("p", { class: "muted", text: "Jobs submitted with `qdoractl pfop` or a Qiniu SDK too: look one up by its persistentId." }),
+    el("form", { class: "inline", onsubmit: guard(box, async () => { watch(id.value); }) },
+      el("label", {}, "persistentId", id), el("button", { type: "submit", id: "pfop-lookup" }, "Follow")), box, out);
+
+  // watch shows the job and polls it every second until it ends (codes
+  // 0 success, 3 failed, 4 callback failed are final).
+  let timer = null;
+  function watch(jobID) {
+    if (timer) { clearInterval(timer); state.timers = state.timers.filter(t => t !== timer); }
+    const show = async () => {
+      let st;
+      try { st = await api("GET", "/status/get/prefop?id=" + encodeURIComponent(jobID)); } catch (e) { if (e.status !== 401) box.textContent = e.message; clearInterval(timer); return; }
+      box.textContent = "";
+      out.replaceChildren(el("p", {}, "Job ", el("code", { id: "pfop-job-id", text: st.id }), ": ",
+        el("span", { id: "pfop-job-status", class: "state-" + (st.code === 0 ? "RUNNING" : st.code === 3 || st.code === 4 ? "FAILED" : "PENDING"), "data-code": String(st.code), text: st.desc + " (code " + st.code + ")" }),
+        " · " + st.inputBucket + "/" + st.inputKey + " · pipeline " + st.pipeline + " · created " + st.creationDate),
         table(["Command", "Code", "Description", "Error", "Saved key"], (st.items || []).map(i => [i.cmd, String(i.code), i.desc, i.error || "", i.key || ""])));
-    }) }, el("label", {}, "persistentId", id), el("button", { type: "submit" }, "Look up")), box, out);
+      if (st.code === 0 || st.code === 3 || st.code === 4) { clearInterval(timer); }
+    };
+    timer = setInterval(show, 1000);
+    state.timers.push(timer);
+    show();
+  }
+  if (given) { id.value = given; watch(given); }
 }
 
 // ---- charts ----------------------------------------------------------------

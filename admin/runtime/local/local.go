@@ -49,6 +49,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/procsweep"
 	"github.com/doraproject/dora/pool"
 )
 
@@ -122,6 +123,8 @@ type Runtime struct {
 	cfg    Config
 	log    *slog.Logger
 	client *http.Client
+	// owner marks the instances' processes (internal/procsweep).
+	owner string
 
 	mu     sync.Mutex
 	deps   map[string]*deployment
@@ -215,6 +218,15 @@ func New(cfg Config) (*Runtime, error) {
 		dirty:   make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		pubDone: make(chan struct{}),
+	}
+	// Instance processes an earlier process left running (it was killed:
+	// the shells died with it, their background children and anything
+	// that left the process group did not). None of ours runs yet.
+	r.owner = procsweep.Owner("local", cfg.Dir)
+	if n, err := procsweep.Sweep(r.owner); err != nil {
+		r.log.Warn("kill stale instance processes", "err", err, "killed", n)
+	} else if n > 0 {
+		r.log.Info("killed stale instance processes", "count", n)
 	}
 	r.removeLeftovers()
 	if cfg.Podman != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/procsweep"
 )
 
 // helperEnv makes the test binary act as a stand-in dorad (see
@@ -91,6 +92,15 @@ func TestInstancesDieWithParent(t *testing.T) {
 				if uid := procUid(t, pid); uid != runAs {
 					t.Fatalf("instance runs as uid %s, want %s", uid, runAs)
 				}
+			}
+			// The instance carries its runtime's owner marker, which every
+			// process it starts inherits: what the next New sweeps.
+			env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mark := procsweep.Env(procsweep.Owner("local", dir)); !bytes.Contains(append(append([]byte{0}, env...), 0), []byte("\x00"+mark+"\x00")) {
+				t.Fatalf("the instance's environment lacks %s", mark)
 			}
 			cmd.Process.Kill()
 			cmd.Wait()

@@ -21,6 +21,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/procsweep"
 )
 
 // unhealthyAfter is how many failed probes in a row take a healthy
@@ -131,7 +132,7 @@ func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed boo
 	}
 	cmd := exec.Command("/bin/sh", "-c", shellCommand(spec.Package.Run))
 	cmd.Dir = in.dir
-	cmd.Env = instanceEnv(r.cfg.Env, spec.Release.Env, port, in.dir, r.cfg.RunAs)
+	cmd.Env = append(instanceEnv(r.cfg.Env, spec.Release.Env, port, in.dir, r.cfg.RunAs), procsweep.Env(r.owner))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if r.cfg.RunAs != nil {
 		cmd.SysProcAttr.Credential = r.cfg.RunAs.Credential()
@@ -404,6 +405,12 @@ const maxCollected = 256 << 10
 // leaving the working directory are refused. The working directory is
 // recreated at every start, as the seed's stateless instances expect, so
 // only the current run's files are seen.
+//
+// An OCI image instance's files are read from its running container's
+// root filesystem: an absolute path is the path the program sees, a
+// relative one starts at the image's working directory; a symlink leading
+// out of the container's root is not followed. A container not running
+// has no files to show.
 func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error) {
 	r.mu.Lock()
 	d := r.deps[deploymentID]
@@ -418,21 +425,71 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 	}
 	paths := append([]string(nil), d.spec.Release.LogFilePaths...)
 	dir := in.dir
+	image := d.spec.Package == nil && d.spec.OCIImage != ""
+	running := in.run != nil && in.pid != 0
+	name := containerName(in.id)
 	r.mu.Unlock()
 
-	root, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return []string{}, nil // not started yet
+	if image {
+		rels := make([]string, 0, len(paths))
+		for _, p := range paths {
+			c := path.Clean(strings.TrimSpace(p))
+			if !path.IsAbs(c) && (c == "." || c == ".." || strings.HasPrefix(c, "../")) {
+				return nil, fmt.Errorf("collected logs %s: log path %q must be absolute or below the working dir", deploymentID, p)
+			}
+			if _, err := path.Match(c, ""); err != nil {
+				return nil, fmt.Errorf("collected logs %s: log path %q: %w", deploymentID, p, err)
+			}
+			rels = append(rels, c)
+		}
+		if !running || r.cfg.Podman == nil {
+			return []string{}, nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		root, wd, err := r.cfg.Podman.RootFS(ctx, name)
+		if err != nil {
+			r.log.Debug("collected logs: container root", "instance", in.id, "err", err)
+			return []string{}, nil // stopped meanwhile
+		}
+		for i, c := range rels {
+			if !path.IsAbs(c) {
+				c = path.Join("/", wd, c)
+			}
+			rels[i] = strings.TrimPrefix(c, "/")
+			if rels[i] == "" {
+				rels[i] = "."
+			}
+		}
+		return r.collectFiles(root, rels, nil), nil
 	}
-	var files []string
+	rels := make([]string, 0, len(paths))
 	for _, p := range paths {
 		c := path.Clean(strings.TrimSpace(p))
 		if c == "." || path.IsAbs(c) || c == ".." || strings.HasPrefix(c, "../") {
 			return nil, fmt.Errorf("collected logs %s: log path %q must be relative to the working dir", deploymentID, p)
 		}
+		if _, err := path.Match(c, ""); err != nil {
+			return nil, fmt.Errorf("collected logs %s: log path %q: %w", deploymentID, p, err)
+		}
+		rels = append(rels, c)
+	}
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return []string{}, nil // not started yet
+	}
+	return r.collectFiles(root, rels, r.cfg.RunAs), nil
+}
+
+// collectFiles reads the files matching rels (slash-separated globs or
+// directories below root) for CollectedLogs; with runAs set, only files
+// that user owns.
+func (r *Runtime) collectFiles(root string, rels []string, runAs *build.User) []string {
+	var files []string
+	for _, c := range rels {
 		matches, err := filepath.Glob(filepath.Join(root, filepath.FromSlash(c)))
 		if err != nil {
-			return nil, fmt.Errorf("collected logs %s: log path %q: %w", deploymentID, p, err)
+			continue // a malformed pattern matches nothing
 		}
 		for _, m := range matches {
 			filepath.WalkDir(m, func(f string, de os.DirEntry, err error) error {
@@ -448,7 +505,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 	// an os.Root, which never leaves the working dir.
 	wd, err := os.OpenRoot(root)
 	if err != nil {
-		return []string{}, nil
+		return []string{}
 	}
 	defer wd.Close()
 	var lines []string
@@ -464,7 +521,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 		if err != nil {
 			continue
 		}
-		fl, n, err := tailFile(wd, rel, maxCollected, r.cfg.RunAs)
+		fl, n, err := tailFile(wd, rel, maxCollected, runAs)
 		if err != nil {
 			continue
 		}
@@ -478,7 +535,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 	if lines == nil {
 		lines = []string{}
 	}
-	return lines, nil
+	return lines
 }
 
 // tailFile returns the complete lines among the last max bytes of the

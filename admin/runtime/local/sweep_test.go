@@ -2,8 +2,14 @@ package local
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/doraproject/dora/internal/procsweep"
 )
 
 // Instance working directories left by a process that died are removed
@@ -30,5 +36,43 @@ func TestNewSweepsLeftoverWorkingDirs(t *testing.T) {
 	}
 	if _, err := os.Stat(logf); err != nil {
 		t.Errorf("log removed: %v", err)
+	}
+}
+
+// Processes an earlier runtime on the same directory left running (an
+// instance's background child, or one that left its session, after dorad
+// was killed) are killed when a Runtime starts; others are left alone.
+func TestNewKillsStaleInstanceProcesses(t *testing.T) {
+	dir := t.TempDir()
+	start := func(owner string) int {
+		t.Helper()
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		cmd := exec.Command("/bin/sh", "-c", "setsid sleep 300 & echo $! > "+pidFile+"; wait")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), procsweep.Env(owner)}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go cmd.Wait()
+		var pid int
+		eventually(t, "the stale process to start", func() bool {
+			b, _ := os.ReadFile(pidFile)
+			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+			return pid > 0
+		})
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); cmd.Process.Kill() })
+		return pid
+	}
+	stale := start(procsweep.Owner("local", dir))
+	other := start(procsweep.Owner("local", t.TempDir()))
+	r, err := New(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if alive(stale) {
+		t.Fatal("a stale instance process of this directory still runs")
+	}
+	if !alive(other) {
+		t.Fatal("another directory's process was killed")
 	}
 }

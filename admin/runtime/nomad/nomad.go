@@ -12,11 +12,12 @@
 // count is the deployment's desired count; resources come from the flavor.
 // Program packages run under raw_exec (or exec) from an artifact block
 // fetching the build over the admin's signed, expiring URL; OCI images run
-// under docker with the container port 9100. The program reads its
-// allocated port in PORT and PORT_HTTP. The group registers the Consul
-// service "ufop-U" tagged version=V, region=R, ufop=U (meta alike) with the
-// release's HTTP health check, or a TCP check when the release has none;
-// the check interval is the release's health_check.timeout (default 2s).
+// under docker with the container port 9100. A package reads its
+// allocated port in PORT and PORT_HTTP, or, with Config.Network "bridge",
+// runs in its own network namespace and listens on 9100 like an image.
+// The group registers the Consul service "ufop-U" tagged version=V,
+// region=R, ufop=U (meta alike) with the release's HTTP health check, or a
+// TCP check when the release has none; the check interval is the release's health_check.timeout (default 2s).
 // The update block makes Nomad deployments wait for passing checks.
 //
 // # Status
@@ -96,6 +97,13 @@ type Config struct {
 	DefaultRegion string
 	// Driver runs program packages: "raw_exec" (default) or "exec".
 	Driver string
+	// Network is how program packages are networked: "host" (default:
+	// the client's network, the program listens on the port in PORT) or
+	// "bridge" (a network namespace per instance through Nomad's CNI
+	// bridge: the program listens on 9100, so fixed-port programs run
+	// several instances per client; the clients need the CNI plugins).
+	// OCI images always get their own namespace from the docker driver.
+	Network string
 	// RegistryUser and RegistryPassword, when set, are the platform
 	// registry's read-only pull credentials, written into every docker
 	// task's auth block so that Nomad clients can pull OCI images from
@@ -108,6 +116,12 @@ type Config struct {
 	MinHealthyTime, HealthyDeadline, ProgressDeadline, RestartDelay time.Duration
 	Logger                                                          *slog.Logger
 }
+
+// Networking modes of program packages (Config.Network).
+const (
+	NetworkHost   = "host"
+	NetworkBridge = "bridge"
+)
 
 // Limits.
 const (
@@ -146,6 +160,13 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.Driver != nomadjobs.DriverRawExec && cfg.Driver != nomadjobs.DriverExec {
 		return nil, fmt.Errorf("nomad runtime: driver %q must be raw_exec or exec", cfg.Driver)
+	}
+	switch cfg.Network {
+	case "":
+		cfg.Network = NetworkHost
+	case NetworkHost, NetworkBridge:
+	default:
+		return nil, fmt.Errorf("nomad runtime: network %q must be %s or %s", cfg.Network, NetworkHost, NetworkBridge)
 	}
 	if cfg.DefaultRegion == "" {
 		cfg.DefaultRegion = dora.DefaultRegion
@@ -260,6 +281,7 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 			return fmt.Errorf("nomad apply %s: the package has no artifact URL (admin without root keys or public URL): %w", d.ID, runtime.ErrUnsupported)
 		}
 		j.Driver, j.ArtifactURL, j.Run = r.cfg.Driver, spec.Package.ArtifactURL, spec.Package.Run
+		j.Bridge = r.cfg.Network == NetworkBridge
 	case spec.OCIImage != "":
 		j.Driver, j.Image = nomadjobs.DriverDocker, spec.OCIImage
 		j.RegistryUser, j.RegistryPassword = r.cfg.RegistryUser, r.cfg.RegistryPassword

@@ -79,8 +79,9 @@ func routerGet(ctx context.Context, host, pathQuery string) (int, string, error)
 // TestConsoleInBrowser drives the web console in a real headless Chromium
 // against the embedded platform: sign in, create a bucket, upload, register
 // a ufop, build it from a program package, deploy it, watch the instance
-// go RUNNING and healthy and follow its log, run a processing URL, and see
-// the chart of requests/s move. Screenshots of each step are saved and
+// go RUNNING and healthy and follow its log, run a processing URL, submit
+// a pfop job and follow it to success, and see the chart of requests/s
+// move. Screenshots of each step are saved and
 // logged.
 //
 // Every wait is on something the page or the platform shows (an element,
@@ -248,6 +249,22 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	shot("processed")
 
+	// Submit a pfop job from the console and follow it to its end.
+	do("pfop page", chromedp.Click(css(`a[href="#/pfop"]`)), chromedp.WaitVisible(css("#pfop-bucket")),
+		chromedp.SendKeys(css("#pfop-bucket"), "photos"), chromedp.SendKeys(css("#pfop-key"), "hello.txt"),
+		chromedp.SendKeys(css("#pfop-fops"), "grepd/dora;qhash/md5"), chromedp.SendKeys(css("#pfop-pipeline"), "console"),
+		chromedp.Click(css("#pfop-submit")))
+	wait("the pfop job to end", `['0', '3', '4'].includes((document.querySelector('#pfop-job-status') || {dataset: {}}).dataset.code)`)
+	job, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#pfop-job').innerText`))
+	if err != nil {
+		fail("read the pfop job", err)
+	}
+	if code, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#pfop-job-status').dataset.code`)); code != "0" ||
+		!strings.Contains(job, "grepd/dora") || !strings.Contains(job, "qhash/md5") || !strings.Contains(job, "pipeline console") {
+		fail("the pfop job", fmt.Errorf("code %s, the page shows:\n%s", code, job))
+	}
+	shot("pfop")
+
 	// Some traffic, then the chart of grepd's requests/s must show it.
 	for i := 0; i < 20; i++ {
 		code, body, err := routerGet(ctx, "photos.localhost", "/hello.txt?grepd/dora")
@@ -312,9 +329,14 @@ func frameText(ctx context.Context, host string) (string, error) {
 			if info.Type != "iframe" || !strings.Contains(info.URL, host) {
 				continue
 			}
-			fctx, cancel := chromedp.NewContext(ctx, chromedp.WithTargetID(info.TargetID), chromedp.WithDetachOnCancel())
+			// Bounded: a target attached before its document is there
+			// may never report one, and a query on it waits for ever
+			// (the old test's Text(body) hung so until its deadline).
+			actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+			fctx, cancel := chromedp.NewContext(actx, chromedp.WithTargetID(info.TargetID), chromedp.WithDetachOnCancel())
 			text, err := chromedp.Run(fctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ''`))
 			cancel()
+			acancel()
 			if err == nil && text != "" {
 				return text, nil
 			}

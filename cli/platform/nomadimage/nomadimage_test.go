@@ -40,8 +40,6 @@ import (
 const (
 	rootAK = "nomadImageRootAccessKey001"
 	rootSK = "nomadImageRootSecretKey000000000000000001"
-	ufop   = "ufopdemo"
-	jobID  = "ufop-ufopdemo-v1"
 )
 
 // wait bounds each wait for Nomad, Consul, podman or the roles to
@@ -78,10 +76,9 @@ func repoRoot(t *testing.T) string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
-// demoTar builds cli/e2e/testdata/ufopdemo (Qiniu's demo shape: /handler,
-// /health, port 9100 unless PORT_HTTP) static and packs it as /app into a
-// one-layer image written as a docker-save tarball.
-func demoTar(t *testing.T, dir string) string {
+// demoBinary builds cli/e2e/testdata/ufopdemo (Qiniu's demo shape:
+// /handler, /health, port 9100 unless PORT_HTTP) static into dir.
+func demoBinary(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "ufopdemo")
 	build := exec.Command("go", "build", "-o", bin, "./cli/e2e/testdata/ufopdemo")
@@ -90,7 +87,14 @@ func demoTar(t *testing.T, dir string) string {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build ufopdemo: %v\n%s", err, out)
 	}
-	data, err := os.ReadFile(bin)
+	return bin
+}
+
+// demoTar packs the demo as /app into a one-layer image written as a
+// docker-save tarball.
+func demoTar(t *testing.T, dir string) string {
+	t.Helper()
+	data, err := os.ReadFile(demoBinary(t, dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +237,7 @@ func containersOf(t *testing.T, pd *agenttest.Podman, allocID string) []containe
 }
 
 // runningAllocs returns the running allocations of the job.
-func runningAllocs(nc *nomadapi.Client) ([]*nomadapi.AllocationListStub, error) {
+func runningAllocs(nc *nomadapi.Client, jobID string) ([]*nomadapi.AllocationListStub, error) {
 	allocs, _, err := nc.Jobs().Allocations(jobID, false, nil)
 	if err != nil {
 		return nil, err
@@ -250,11 +254,11 @@ func runningAllocs(nc *nomadapi.Client) ([]*nomadapi.AllocationListStub, error) 
 // twoHealthy waits until the job has two running allocations, Consul
 // passes exactly those two, and the admin reports two healthy RUNNING
 // instances with those ids; it returns the allocation ids.
-func twoHealthy(t *testing.T, ctx context.Context, c *client.Client, nc *nomadapi.Client, cc *consulapi.Client) []string {
+func twoHealthy(t *testing.T, ctx context.Context, c *client.Client, nc *nomadapi.Client, cc *consulapi.Client, ufop, jobID string) []string {
 	t.Helper()
 	var ids []string
 	eventually(t, "two Nomad allocations, two passing Consul checks, two healthy instances", func() error {
-		allocs, err := runningAllocs(nc)
+		allocs, err := runningAllocs(nc, jobID)
 		if err != nil {
 			return err
 		}
@@ -297,85 +301,66 @@ func twoHealthy(t *testing.T, ctx context.Context, c *client.Client, nc *nomadap
 	return ids
 }
 
-// TestImageOnNomadWithPodman is seed 000's Docker flow on the production
-// roles: Nomad's docker driver on podman's Docker-compatible API socket,
-// Consul discovery, Redis load. An image shaped like Qiniu's demo (fixed
-// port 9100 unless PORT_HTTP) is pushed with `qdoractl push --from` to the
-// admin's registry, released (dora.yaml) and deployed with --expect 2: two
-// Nomad allocations pull it from the registry at the address the admin
-// advertises, with the registry's pull credentials in the job's auth
-// block; two Consul checks pass; requests through the router succeed in
-// both input modes (body, and the one-shot input URL the container fetches
-// back from the router); a killed container is restarted while requests
-// keep succeeding; nothing is left once the job is purged.
-func TestImageOnNomadWithPodman(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts podman, Consul, Nomad and Redis")
-	}
-	work := t.TempDir()
-	tarPath := demoTar(t, work)
+// env is a running platform: podman's API service, Consul, Nomad (docker
+// driver on podman; CNI bridge networking), Redis, and the admin and the
+// router of the production roles.
+type env struct {
+	work      string
+	adminAddr string
+	pd        *agenttest.Podman
+	nomad     *agenttest.Nomad
+	nc        *nomadapi.Client
+	cc        *consulapi.Client
+	adm       *platform.Admin
+	routerURL string
+	client    *client.Client
+}
 
+// startPlatform starts the agents and the roles; the admin runs
+// deployments on Nomad with runtimeQuery appended to its nomad:// URL.
+// When the test ends, every job is purged and no allocation nor container
+// of it may be left running.
+func startPlatform(t *testing.T, runtimeQuery string) *env {
+	t.Helper()
+	e := &env{work: t.TempDir()}
 	// The admin's address is chosen first: podman must know the registry
 	// is plain HTTP (registries.conf) before it pulls from it.
-	adminAddr := fmt.Sprintf("127.0.0.1:%d", agenttest.FreePort(t))
-	pd := agenttest.StartPodman(t, agenttest.PodmanOptions{InsecureRegistries: []string{adminAddr}})
+	e.adminAddr = fmt.Sprintf("127.0.0.1:%d", agenttest.FreePort(t))
+	e.pd = agenttest.StartPodman(t, agenttest.PodmanOptions{InsecureRegistries: []string{e.adminAddr}})
 	consul := agenttest.StartConsul(t)
-	nomad := agenttest.StartNomadWith(t, consul, agenttest.NomadOptions{DockerEndpoint: pd.Endpoint})
+	e.nomad = agenttest.StartNomadWith(t, consul, agenttest.NomadOptions{
+		DockerEndpoint: e.pd.Endpoint,
+		CNIPath:        agenttest.CNIPath(t),
+	})
 	redis := agenttest.StartRedis(t)
 	ncfg := nomadapi.DefaultConfig()
-	ncfg.Address = nomad.URL()
-	nc, err := nomadapi.NewClient(ncfg)
-	if err != nil {
+	ncfg.Address = e.nomad.URL()
+	var err error
+	if e.nc, err = nomadapi.NewClient(ncfg); err != nil {
 		t.Fatal(err)
 	}
-	var allocsSeen []string
-	t.Cleanup(func() {
-		// Runs after the roles closed, before Nomad and podman stop.
-		if _, _, err := nc.Jobs().Deregister(jobID, true, nil); err != nil {
-			t.Logf("cleanup: deregister %s: %v", jobID, err)
-		}
-		deadline := time.Now().Add(time.Minute)
-		for _, id := range allocsSeen {
-			for {
-				var running []string
-				for _, c := range containersOf(t, pd, id) {
-					if c.State == "running" {
-						running = append(running, c.ID)
-					}
-				}
-				if len(running) == 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Errorf("containers of allocation %s still running after the job was purged: %v", id, running)
-					break
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-		}
-	})
-	cc, err := platform.ConsulClient("consul://" + consul.Addr)
-	if err != nil {
+	t.Cleanup(func() { e.purge(t) })
+	if e.cc, err = platform.ConsulClient("consul://" + consul.Addr); err != nil {
 		t.Fatal(err)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	log := logger()
 	storeURL := "consul://" + consul.Addr + "/dora-nomad-image"
-	objectsURL := "file://" + filepath.Join(work, "objects")
+	objectsURL := "file://" + filepath.Join(e.work, "objects")
 	regions := []platform.RegionSpec{{Name: "z0", NomadRegion: "global", Datacenters: []string{"dc1"}}}
-	adm, err := platform.StartAdmin(ctx, platform.AdminConfig{
-		Listen:  adminAddr,
+	e.adm, err = platform.StartAdmin(ctx, platform.AdminConfig{
+		Listen:  e.adminAddr,
 		Store:   storeURL,
-		Runtime: "nomad://" + nomad.Addr,
+		Runtime: "nomad://" + e.nomad.Addr + runtimeQuery,
 		Objects: objectsURL,
 		Queue:   "redis://" + redis.Addr + "/0",
-		DataDir: filepath.Join(work, "admin"),
+		DataDir: filepath.Join(e.work, "admin"),
 		Regions: regions,
 		RootAK:  rootAK, RootSK: rootSK,
-		// Build scripts never run here; the data dir lives in the test's
-		// temp dir, which nobody may not reach.
+		// The data dir lives in the test's temp dir, which nobody may not
+		// reach; build scripts here only copy files.
 		RunAs:  platform.RunAsSelf,
 		Logger: log.With("test", "admin"),
 	})
@@ -383,12 +368,12 @@ func TestImageOnNomadWithPodman(t *testing.T) {
 		t.Fatalf("StartAdmin: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := adm.Close(); err != nil {
+		if err := e.adm.Close(); err != nil {
 			t.Errorf("admin close: %v", err)
 		}
 	})
-	// The router listens on an address the containers reach (bridge
-	// network): its input URLs name it.
+	// The router listens on an address the instances reach from their own
+	// network namespaces: its one-shot input URLs name it.
 	rtr, err := platform.StartRouter(ctx, platform.RouterConfig{
 		Listen:    net.JoinHostPort(hostIP(t), "0"),
 		Store:     storeURL,
@@ -406,28 +391,115 @@ func TestImageOnNomadWithPodman(t *testing.T) {
 			t.Errorf("router close: %v", err)
 		}
 	})
+	e.routerURL = rtr.URL
+	e.client = client.New(e.adm.URL, rootAK, rootSK)
 
-	// Seed 000 with qdoractl: push --from, a bucket and objects, register,
-	// release --config, deploy --expect 2.
+	// qdoractl, logged in to this admin.
 	t.Setenv("HOME", t.TempDir())
 	for _, k := range []string{"DORA_API", "DORA_AK", "DORA_SK", "QDORACTL_CONFIG"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}
-	qdoractl(t, "login", "-u", rootAK, "-p", rootSK, "--api", adm.URL)
-	if out := qdoractl(t, "push", "ufopdemo:v1", "--from", tarPath); !strings.Contains(out, "Push success") {
-		t.Fatalf("push:\n%s", out)
-	}
-	small := "hello dora\nfrom nomad\n"
-	big := strings.Repeat("0123456789abcdef", 16<<10) // 256 KiB: beyond the body mode, fetched by URL
+	qdoractl(t, "login", "-u", rootAK, "-p", rootSK, "--api", e.adm.URL)
+	return e
+}
+
+// The objects every test processes: small.txt goes to the program in the
+// request's body, big.txt (beyond the 64 KiB body limit) by the router's
+// one-shot input URL, which the program fetches from inside its network
+// namespace.
+var (
+	small = "hello dora\nfrom nomad\n"
+	big   = strings.Repeat("0123456789abcdef", 16<<10) // 256 KiB
+)
+
+// putObjects creates the bucket demo with small.txt and big.txt.
+func (e *env) putObjects(t *testing.T) {
+	t.Helper()
 	qdoractl(t, "bucket", "create", "demo")
 	for key, text := range map[string]string{"small.txt": small, "big.txt": big} {
-		p := filepath.Join(work, key)
+		p := filepath.Join(e.work, key)
 		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		qdoractl(t, "put", "demo", key, p)
 	}
+}
+
+// purge deregisters every job and waits (bounded) until none of their
+// allocations and containers runs; anything left fails the test. It runs
+// after the roles closed, before Nomad and podman stop.
+func (e *env) purge(t *testing.T) {
+	jobs, _, err := e.nc.Jobs().List(nil)
+	if err != nil {
+		t.Errorf("cleanup: list jobs: %v", err)
+		return
+	}
+	var allocs []string
+	for _, j := range jobs {
+		as, _, err := e.nc.Jobs().Allocations(j.ID, true, nil)
+		if err != nil {
+			t.Errorf("cleanup: allocations of %s: %v", j.ID, err)
+		}
+		for _, a := range as {
+			allocs = append(allocs, a.ID)
+		}
+		if _, _, err := e.nc.Jobs().Deregister(j.ID, true, nil); err != nil {
+			t.Errorf("cleanup: deregister %s: %v", j.ID, err)
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for _, id := range allocs {
+		for {
+			var running []string
+			if a, _, err := e.nc.Allocations().Info(id, nil); err == nil && a.ClientStatus == nomadapi.AllocClientStatusRunning {
+				running = append(running, "allocation "+id)
+			}
+			for _, c := range containersOf(t, e.pd, id) {
+				if c.State == "running" {
+					running = append(running, "container "+c.ID)
+				}
+			}
+			if len(running) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("still running a minute after the jobs were purged: %v", running)
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
+// TestImageOnNomadWithPodman is seed 000's Docker flow on the production
+// roles: Nomad's docker driver on podman's Docker-compatible API socket,
+// Consul discovery, Redis load. An image shaped like Qiniu's demo (fixed
+// port 9100 unless PORT_HTTP) is pushed with `qdoractl push --from` to the
+// admin's registry, released (dora.yaml) and deployed with --expect 2: two
+// Nomad allocations pull it from the registry at the address the admin
+// advertises, with the registry's pull credentials in the job's auth
+// block; two Consul checks pass; requests through the router succeed in
+// both input modes (body, and the one-shot input URL the container fetches
+// back from the router); a killed container is restarted while requests
+// keep succeeding; nothing is left once the job is purged.
+func TestImageOnNomadWithPodman(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts podman, Consul, Nomad and Redis")
+	}
+	e := startPlatform(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	work, adminAddr, pd, nc, cc := e.work, e.adminAddr, e.pd, e.nc, e.cc
+	tarPath := demoTar(t, work)
+	const ufop, jobID = "ufopdemo", "ufop-ufopdemo-v1"
+
+	// Seed 000 with qdoractl: push --from, a bucket and objects, register,
+	// release --config, deploy --expect 2.
+	if out := qdoractl(t, "push", "ufopdemo:v1", "--from", tarPath); !strings.Contains(out, "Push success") {
+		t.Fatalf("push:\n%s", out)
+	}
+	e.putObjects(t)
 	qdoractl(t, "register", ufop, "-m", "private", "-d", "image on nomad")
 	relDir := filepath.Join(work, "release")
 	if err := os.Mkdir(relDir, 0o755); err != nil {
@@ -442,7 +514,7 @@ func TestImageOnNomadWithPodman(t *testing.T) {
 	qdoractl(t, "deploy", ufop, "v1", "--region", "z0", "--expect", "2")
 
 	hc := &http.Client{Timeout: 30 * time.Second}
-	routerURL := rtr.URL
+	routerURL := e.routerURL
 	wantSmall := strings.ToUpper(small)
 	var first time.Duration
 	eventually(t, "first 200 through the router", func() error {
@@ -453,8 +525,7 @@ func TestImageOnNomadWithPodman(t *testing.T) {
 		return err
 	})
 	t.Logf("deploy -> first 200 on Nomad (docker driver on podman): %v", first)
-	allocs := twoHealthy(t, ctx, client.New(adm.URL, rootAK, rootSK), nc, cc)
-	allocsSeen = append(allocsSeen, allocs...)
+	allocs := twoHealthy(t, ctx, e.client, nc, cc, ufop, jobID)
 
 	// The job: docker driver, the image at the address the admin
 	// advertises, the registry's pull credentials as auth.
@@ -551,7 +622,7 @@ func TestImageOnNomadWithPodman(t *testing.T) {
 		}
 		return nil
 	})
-	allocsSeen = append(allocsSeen, twoHealthy(t, ctx, client.New(adm.URL, rootAK, rootSK), nc, cc)...)
+	twoHealthy(t, ctx, e.client, nc, cc, ufop, jobID)
 
 	// Container start latency, from Nomad's task events: the driver's
 	// "Driver" (image pulled, creating) to "Started".

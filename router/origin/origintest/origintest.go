@@ -67,6 +67,60 @@ func Run(t *testing.T, open func(t *testing.T) Store, opts Options) {
 	t.Run("CancelledPutLeavesNothing", c.cancelledPut)
 	t.Run("ConcurrentPutsNeverTorn", c.concurrentPuts)
 	t.Run("Large", c.large)
+	t.Run("OpenIfPinsTheVersion", c.openIf)
+}
+
+// openIf: an origin that implements origin.ConditionalOpener reads the
+// object a Stat described, whole or by range, and refuses with ErrChanged
+// once it was overwritten (same second or later) or when the object was
+// modified after the condition's time; the current description reads.
+// Origins without it skip (the router then compares etags itself).
+func (c *contract) openIf(t *testing.T) {
+	s := c.open(t)
+	co, ok := s.(origin.ConditionalOpener)
+	if !ok {
+		t.Skip("this origin does not implement origin.ConditionalOpener")
+	}
+	ctx := ctxT(t)
+	read := func(want origin.Object, off, n int64) (string, error) {
+		rc, _, err := co.OpenIf(ctx, "pinned", "pin.txt", off, n, want)
+		if err != nil {
+			return "", err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		return string(b), err
+	}
+	Put(t, s, "pinned", "pin.txt", "first version")
+	v1, err := s.Stat(ctx, "pinned", "pin.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := read(v1, 0, -1); err != nil || got != "first version" {
+		t.Fatalf("OpenIf(v1) = %q, %v", got, err)
+	}
+	if got, err := read(v1, 6, 7); err != nil || got != "version" {
+		t.Fatalf("OpenIf(v1, 6, 7) = %q, %v", got, err)
+	}
+	// Modified after the condition's time (same etag): the store refuses.
+	old := v1
+	old.Modified = v1.Modified.Add(-time.Hour)
+	if _, err := read(old, 0, -1); !errors.Is(err, origin.ErrChanged) {
+		t.Fatalf("OpenIf with a time before the write: %v, want ErrChanged", err)
+	}
+	Put(t, s, "pinned", "pin.txt", "second version, longer")
+	for _, r := range [][2]int64{{0, -1}, {6, 7}, {0, 0}} {
+		if got, err := read(v1, r[0], r[1]); !errors.Is(err, origin.ErrChanged) {
+			t.Fatalf("OpenIf(v1, %d, %d) after an overwrite = %q, %v; want ErrChanged", r[0], r[1], got, err)
+		}
+	}
+	v2, err := s.Stat(ctx, "pinned", "pin.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := read(v2, 0, -1); err != nil || got != "second version, longer" {
+		t.Fatalf("OpenIf(v2) = %q, %v", got, err)
+	}
 }
 
 type contract struct {

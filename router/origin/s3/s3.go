@@ -403,6 +403,20 @@ var errHeaderTimeout = errors.New("s3: no response headers in time")
 // asked for; the caller closes the stream. Offset equal to the size gives
 // an empty stream; beyond it, an error.
 func (s *Store) Open(ctx context.Context, bucket, key string, offset, length int64) (io.ReadCloser, origin.Object, error) {
+	return s.open(ctx, bucket, key, offset, length, nil)
+}
+
+// OpenIf is Open pinned to want (origin.ConditionalOpener): the GET carries
+// If-Unmodified-Since: want.Modified, so S3 refuses (412) an object written
+// after it, and the answer's etag must be want.ETag (which also catches an
+// overwrite within the same second); either mismatch is origin.ErrChanged.
+func (s *Store) OpenIf(ctx context.Context, bucket, key string, offset, length int64, want origin.Object) (io.ReadCloser, origin.Object, error) {
+	return s.open(ctx, bucket, key, offset, length, &want)
+}
+
+var _ origin.ConditionalOpener = (*Store)(nil)
+
+func (s *Store) open(ctx context.Context, bucket, key string, offset, length int64, want *origin.Object) (io.ReadCloser, origin.Object, error) {
 	if err := validate(bucket, key); err != nil {
 		return nil, origin.Object{}, err
 	}
@@ -417,12 +431,18 @@ func (s *Store) Open(ctx context.Context, bucket, key string, offset, length int
 		if err != nil {
 			return fail(err)
 		}
+		if want != nil && changed(*want, obj) {
+			return fail(origin.ErrChanged)
+		}
 		if offset > obj.Size {
 			return fail(fmt.Errorf("offset %d outside [0, %d]", offset, obj.Size))
 		}
 		return io.NopCloser(strings.NewReader("")), obj, nil
 	}
 	in := &awss3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.objectKey(bucket, key))}
+	if want != nil && !want.Modified.IsZero() {
+		in.IfUnmodifiedSince = aws.Time(want.Modified)
+	}
 	if offset > 0 || length > 0 {
 		rng := "bytes=" + strconv.FormatInt(offset, 10) + "-"
 		if length > 0 {
@@ -441,10 +461,16 @@ func (s *Store) Open(ctx context.Context, bucket, key string, offset, length int
 		if timedOut && ctx.Err() == nil {
 			return fail(fmt.Errorf("%w: no answer from %s within %v", origin.ErrUnavailable, s.where(), s.cfg.Timeout))
 		}
+		if want != nil && status(err) == http.StatusPreconditionFailed {
+			return fail(origin.ErrChanged)
+		}
 		if status(err) == http.StatusRequestedRangeNotSatisfiable {
 			obj, herr := s.head(ctx, bucket, key)
 			if herr != nil {
 				return fail(herr)
+			}
+			if want != nil && changed(*want, obj) {
+				return fail(origin.ErrChanged)
 			}
 			if offset == obj.Size {
 				return io.NopCloser(strings.NewReader("")), obj, nil
@@ -470,11 +496,22 @@ func (s *Store) Open(ctx context.Context, bucket, key string, offset, length int
 		}
 	}
 	obj := toObject(bucket, key, size, out.ETag, out.Metadata, out.ContentType, out.LastModified)
+	if want != nil && changed(*want, obj) {
+		out.Body.Close()
+		cancel(nil)
+		return fail(origin.ErrChanged)
+	}
 	var r io.Reader = out.Body
 	if length > 0 {
 		r = io.LimitReader(out.Body, length)
 	}
 	return &body{Reader: r, c: out.Body, cancel: func() { cancel(nil) }}, obj, nil
+}
+
+// changed reports whether got is not the object want described (another
+// etag).
+func changed(want, got origin.Object) bool {
+	return want.ETag != "" && got.ETag != want.ETag
 }
 
 // body is a GET's stream; Close ends the request.
@@ -708,8 +745,39 @@ type Page struct {
 // Each object's etag and type need a HEAD (S3's listing carries neither);
 // they run concurrently, at most listConcurrency at once.
 func (s *Store) ListPage(ctx context.Context, bucket string, opts ListOptions) (Page, error) {
+	keys, page, err := s.listKeys(ctx, bucket, opts)
+	if err != nil {
+		return Page{}, err
+	}
+	return s.headAll(ctx, bucket, keys, page)
+}
+
+// Keys returns the keys of bucket that start with prefix, sorted, from the
+// listing alone (no HEAD per object): the fast path of the admin's list
+// API (admin/rs), which needs metadata only for the keys of one page.
+func (s *Store) Keys(ctx context.Context, bucket, prefix string) ([]string, error) {
+	keys, _, err := s.listKeys(ctx, bucket, ListOptions{Prefix: prefix})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.key
+	}
+	return out, nil
+}
+
+// listedKey is one object of a listing: its Dora key and size.
+type listedKey struct {
+	key  string
+	size int64
+}
+
+// listKeys runs ListObjectsV2 pages for opts: the addressable keys in
+// order, and a Page holding the common prefixes and NextMarker.
+func (s *Store) listKeys(ctx context.Context, bucket string, opts ListOptions) ([]listedKey, Page, error) {
 	if err := dora.ValidateBucketName(bucket); err != nil {
-		return Page{}, fmt.Errorf("list: bucket: %v: %w", err, origin.ErrBadKey)
+		return nil, Page{}, fmt.Errorf("list: bucket: %v: %w", err, origin.ErrBadKey)
 	}
 	base := s.objectKey(bucket, "")
 	in := &awss3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(base + opts.Prefix)}
@@ -719,12 +787,8 @@ func (s *Store) ListPage(ctx context.Context, bucket string, opts ListOptions) (
 	if opts.Delimiter != "" {
 		in.Delimiter = aws.String(opts.Delimiter)
 	}
-	type entry struct {
-		key  string
-		size int64
-	}
 	var (
-		keys  []entry
+		keys  []listedKey
 		page  Page
 		last  string
 		more  bool
@@ -743,7 +807,7 @@ func (s *Store) ListPage(ctx context.Context, bucket string, opts ListOptions) (
 			return err
 		})
 		if err != nil {
-			return Page{}, fmt.Errorf("list %s: %w", bucket, err)
+			return nil, Page{}, fmt.Errorf("list %s: %w", bucket, err)
 		}
 		// Merge objects and common prefixes in key order, as S3 does
 		// when counting MaxKeys.
@@ -755,7 +819,7 @@ func (s *Store) ListPage(ctx context.Context, bucket string, opts ListOptions) (
 				k := strings.TrimPrefix(aws.ToString(o.Key), base)
 				last = k
 				if dora.ValidateKey(k) == nil {
-					keys = append(keys, entry{k, aws.ToInt64(o.Size)})
+					keys = append(keys, listedKey{k, aws.ToInt64(o.Size)})
 				}
 				continue
 			}
@@ -773,6 +837,13 @@ func (s *Store) ListPage(ctx context.Context, bucket string, opts ListOptions) (
 	if more && full() {
 		page.NextMarker = last
 	}
+	return keys, page, nil
+}
+
+// headAll fills page.Objects with a HEAD of each key (etag and type, which
+// S3's listing does not carry), at most listConcurrency at once; keys
+// deleted meanwhile are left out.
+func (s *Store) headAll(ctx context.Context, bucket string, keys []listedKey, page Page) (Page, error) {
 	page.Objects = make([]origin.Object, len(keys))
 	found := make([]bool, len(keys))
 	var (

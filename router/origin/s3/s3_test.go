@@ -214,6 +214,16 @@ func testListPage(t *testing.T, e *env) {
 			t.Errorf("ListPage(%+v) = %+v, want %+v", tt.opts, got, tt.want)
 		}
 	}
+	// Keys: the listing alone, sorted, for the admin's list API.
+	for prefix, want := range map[string]string{"": "a/1,a/2,b,c/x/1,c/y,d", "c/": "c/x/1,c/y", "z": ""} {
+		ks, err := s.Keys(t.Context(), "lpage", prefix)
+		if err != nil {
+			t.Fatalf("Keys(%q): %v", prefix, err)
+		}
+		if got := strings.Join(ks, ","); got != want {
+			t.Errorf("Keys(%q) = %q, want %q", prefix, got, want)
+		}
+	}
 }
 
 // testStartChecks: wrong credentials, a missing bucket and nothing

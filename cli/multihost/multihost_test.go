@@ -1,0 +1,712 @@
+// Package multihost tests every production role running twice, as on
+// separate hosts: two `dorad admin`, two `dorad router`, two `dorad worker`
+// and two `dorad autoscaler` processes, each with its own data directory,
+// on real Consul (store, discovery, leader locks), Nomad (runtime), Redis
+// (load, pfop queue) and SeaweedFS (S3 objects) agents on loopback. It is
+// its own package so that `go test ./...` runs it beside the others: it is
+// slow (a dorad build, a grepd build, Nomad allocations, lock TTLs).
+package multihost
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/auth"
+)
+
+const (
+	rootAK = "multihostRootAccessKey0001"
+	rootSK = "multihostRootSecretKey000000000000000001"
+	text   = "hello dora\nnothing here\nhello again\n"
+	// wait bounds every convergence (a role up, an instance healthy, a
+	// leader elected); a healthy run takes a fraction of it.
+	wait = 4 * time.Minute
+)
+
+// proc is one dorad process.
+type proc struct {
+	name, addr string
+	cmd        *exec.Cmd
+	out        *tailBuffer
+	done       chan struct{}
+	err        error
+	killed     atomic.Bool
+}
+
+// tailBuffer keeps a process's output for failure messages.
+type tailBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *tailBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.b.Len() > 1<<20 {
+		rest := w.b.Bytes()[w.b.Len()-(256<<10):]
+		w.b = *bytes.NewBuffer(append([]byte(nil), rest...))
+	}
+	return w.b.Write(p)
+}
+
+func (w *tailBuffer) tail() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.b.String()
+	if len(s) > 4000 {
+		s = s[len(s)-4000:]
+	}
+	return s
+}
+
+func (p *proc) url() string { return "http://" + p.addr }
+
+func (p *proc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill9 sends SIGKILL: no shutdown code runs, as when a host dies.
+func (p *proc) kill9(t *testing.T) {
+	t.Helper()
+	p.killed.Store(true)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 %s: %v", p.name, err)
+	}
+	<-p.done
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	return "127.0.0.1:" + strconv.Itoa(agenttest.FreePort(t))
+}
+
+func repoRoot(t *testing.T) string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("no caller info")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// reachableDir is a directory the admins' run-as user (nobody, when the
+// tests run as root) can traverse to: t.TempDir's parent is 0700.
+func reachableDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, wait, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+var hc = &http.Client{Timeout: 30 * time.Second}
+
+// get sends GET pathQuery to a router with bucket demo's Host.
+func get(routerURL, pathQuery string) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodGet, routerURL+pathQuery, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Host = "demo.localhost"
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func md5hex(s string) string {
+	sum := md5.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// checkObject reads demo.txt whole; checkPipeline runs grepd then qhash.
+func checkObject(routerURL string) error {
+	code, b, err := get(routerURL, "/demo.txt")
+	if err != nil {
+		return err
+	}
+	if code != 200 || string(b) != text {
+		return fmt.Errorf("GET /demo.txt: %d %q", code, b)
+	}
+	return nil
+}
+
+func checkPipeline(routerURL string) error {
+	code, b, err := get(routerURL, "/demo.txt?grepd/hello|qhash/md5")
+	if err != nil {
+		return err
+	}
+	var h struct {
+		Hash string `json:"hash"`
+	}
+	if code != 200 || json.Unmarshal(b, &h) != nil || h.Hash != md5hex("hello dora\nhello again\n") {
+		return fmt.Errorf("GET /demo.txt?grepd/hello|qhash/md5: %d %q", code, b)
+	}
+	return nil
+}
+
+// tally counts one target's requests: ok, and failed with when each
+// started and ended (to tell those in flight at a kill).
+type tally struct {
+	name     string
+	ok       atomic.Int64
+	mu       sync.Mutex
+	failures []failure
+}
+
+type failure struct {
+	start, end time.Time
+	err        string
+}
+
+func (c *tally) record(start time.Time, err error) {
+	if err == nil {
+		c.ok.Add(1)
+		return
+	}
+	c.mu.Lock()
+	c.failures = append(c.failures, failure{start, time.Now(), err.Error()})
+	c.mu.Unlock()
+}
+
+// failedBefore returns the failures of requests that ended before t (the
+// zero time: all of them).
+func (c *tally) failedBefore(t time.Time) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, f := range c.failures {
+		if t.IsZero() || f.end.Before(t) {
+			out = append(out, f.start.Format("15:04:05.000")+" "+f.err)
+		}
+	}
+	return out
+}
+
+// load runs check in n goroutines against one target until stop.
+func load(n int, c *tally, stop <-chan struct{}, wg *sync.WaitGroup, check func() error) {
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				c.record(start, check())
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func metric(u, name string) (float64, error) {
+	resp, err := hc.Get(u + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
+	if m == nil {
+		return 0, fmt.Errorf("%s/metrics has no %s", u, name)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+func adminLeads(p *proc) bool {
+	v, err := metric(p.url(), "dora_admin_leader")
+	return err == nil && v == 1
+}
+
+func scalerLeads(p *proc) bool {
+	resp, err := hc.Get(p.url() + "/healthz")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Leader bool `json:"leader"`
+	}
+	return json.NewDecoder(resp.Body).Decode(&h) == nil && h.Leader
+}
+
+func healthy(p *proc) error {
+	resp, err := hc.Get(p.url() + "/healthz")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s /healthz: %s", p.name, resp.Status)
+	}
+	return nil
+}
+
+// oneOf waits until exactly one of a and b satisfies leads and returns it
+// and the other; both at once fails the test.
+func oneOf(t *testing.T, what string, a, b *proc, leads func(*proc) bool) (*proc, *proc) {
+	t.Helper()
+	var l, o *proc
+	eventually(t, what, func() error {
+		la, lb := a.alive() && leads(a), b.alive() && leads(b)
+		switch {
+		case la && lb:
+			t.Fatalf("%s: %s and %s both lead", what, a.name, b.name)
+		case la:
+			l, o = a, b
+		case lb:
+			l, o = b, a
+		default:
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	})
+	return l, o
+}
+
+// pfopSubmit posts a pfop to an admin, signed as Qiniu's SDKs sign.
+func pfopSubmit(adminURL, key, fops string) (string, error) {
+	form := url.Values{"bucket": {"demo"}, "key": {key}, "fops": {fops}, "pipeline": {"multihost"}}.Encode()
+	req, err := http.NewRequest(http.MethodPost, adminURL+"/pfop/", strings.NewReader(form))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	auth.SignRequest(req, rootAK, rootSK, []byte(form), time.Now())
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sub struct {
+		PersistentID string `json:"persistentId"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(b, &sub) != nil || sub.PersistentID == "" {
+		return "", fmt.Errorf("pfop: %d %q", resp.StatusCode, b)
+	}
+	return sub.PersistentID, nil
+}
+
+// pfopCode is the job's prefop code as an admin reports it.
+func pfopCode(adminURL, id string) (int, error) {
+	resp, err := hc.Get(adminURL + "/status/get/prefop?id=" + url.QueryEscape(id))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var s struct {
+		Code int `json:"code"`
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || json.Unmarshal(b, &s) != nil {
+		return 0, fmt.Errorf("prefop %s: %d %q", id, resp.StatusCode, b)
+	}
+	return s.Code, nil
+}
+
+func waitPfop(t *testing.T, adminURL, id string) {
+	t.Helper()
+	eventually(t, "pfop "+id+" done", func() error {
+		code, err := pfopCode(adminURL, id)
+		if err != nil {
+			return err
+		}
+		switch code {
+		case 0:
+			return nil
+		case 1, 2: // waiting, processing
+			return fmt.Errorf("code %d", code)
+		}
+		t.Fatalf("pfop %s ended with code %d", id, code)
+		return nil
+	})
+}
+
+// purgeJobs deregisters every Nomad job and waits (bounded) for their
+// allocations to stop, so that no instance outlives the test.
+func purgeJobs(t *testing.T, nc *nomadapi.Client) {
+	jobs, _, err := nc.Jobs().List(nil)
+	if err != nil {
+		return
+	}
+	for _, j := range jobs {
+		nc.Jobs().Deregister(j.ID, true, nil)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		allocs, _, err := nc.Allocations().List(nil)
+		if err != nil {
+			return
+		}
+		running := 0
+		for _, a := range allocs {
+			if a.ClientStatus == nomadapi.AllocClientStatusRunning || a.ClientStatus == nomadapi.AllocClientStatusPending {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestTwoOfEveryRole: two admins, routers, workers and autoscalers as
+// separate processes on shared Consul, Nomad, Redis and S3:
+//   - any request through either router works (object, grepd|qhash);
+//   - a saveas through router 1 is readable through router 2 at once;
+//   - a pfop run by worker 2 (worker 1 paused) is readable through router 1;
+//   - exactly one admin and one autoscaler lead;
+//   - kill -9 of one process of each role (the leading admin, the leading
+//     autoscaler, router 2, worker 1) under steady load through both
+//     routers and both admins: no failed request among those that did not
+//     run on a killed process (for the killed ones, only requests that
+//     ended before the kill count), the survivors take the leads, pfop
+//     jobs acknowledged before the kill all finish, and new work (saveas,
+//     pfop) goes on.
+func TestTwoOfEveryRole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Consul, Nomad, Redis, SeaweedFS and eight dorad processes")
+	}
+	root := repoRoot(t)
+	bin := filepath.Join(t.TempDir(), "dorad")
+	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cli", "dorad")).CombinedOutput(); err != nil {
+		t.Fatalf("build dorad: %v\n%s", err, out)
+	}
+
+	consul := agenttest.StartConsul(t)
+	nomad := agenttest.StartNomad(t, consul)
+	redis := agenttest.StartRedis(t)
+	weed := agenttest.StartSeaweedFS(t)
+	weed.CreateBucket(t, "dora-mh")
+	ncfg := nomadapi.DefaultConfig()
+	ncfg.Address = nomad.URL()
+	nc, err := nomadapi.NewClient(ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { purgeJobs(t, nc) }) // runs after the roles stopped
+
+	dir := reachableDir(t)
+	goCache := filepath.Join(dir, "gocache")
+	if err := os.MkdirAll(goCache, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	store := "consul://" + consul.Addr + "/dora-mh"
+	objects := "s3://dora-mh/mh?endpoint=" + url.QueryEscape(weed.Endpoint) + "&path-style=true"
+	redisURL := "redis://" + redis.Addr + "/0"
+	env := append(os.Environ(),
+		"DORA_ROOT_AK="+rootAK, "DORA_ROOT_SK="+rootSK,
+		"AWS_ACCESS_KEY_ID="+weed.AccessKey, "AWS_SECRET_ACCESS_KEY="+weed.SecretKey,
+		"AWS_CONFIG_FILE="+filepath.Join(dir, "none"), "AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(dir, "none"),
+		"AWS_EC2_METADATA_DISABLED=true", "AWS_PROFILE=")
+	var procs []*proc
+	start := func(role, name string, args ...string) *proc {
+		p := &proc{name: name, addr: freeAddr(t), out: &tailBuffer{}, done: make(chan struct{})}
+		p.cmd = exec.Command(bin, append([]string{role, "--listen", p.addr, "--log-level", "debug"}, args...)...)
+		p.cmd.Env = env
+		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { p.err = p.cmd.Wait(); close(p.done) }()
+		procs = append(procs, p)
+		t.Cleanup(func() {
+			if !p.alive() {
+				return
+			}
+			p.cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Second):
+				p.cmd.Process.Kill()
+				<-p.done
+			}
+		})
+		return p
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range procs {
+				t.Logf("--- %s (alive %v, killed %v): %v\n%s", p.name, p.alive(), p.killed.Load(), p.err, p.out.tail())
+			}
+		}
+	})
+	adminArgs := func(name string) []string {
+		return []string{"--store", store, "--runtime", "nomad://" + nomad.Addr, "--objects", objects,
+			"--queue", redisURL, "--data-dir", filepath.Join(dir, name), "--regions", "z0=global/dc1",
+			"--go-cache", filepath.Join(goCache, "go-build")}
+	}
+	routerArgs := []string{"--store", store, "--discovery", "consul://" + consul.Addr, "--load", redisURL,
+		"--objects", objects, "--region", "z0"}
+	workerArgs := func(name string) []string {
+		return []string{"--store", store, "--queue", redisURL, "--discovery", "consul://" + consul.Addr,
+			"--objects", objects, "--region", "z0", "--consumer", name, "--reclaim-after", "5s"}
+	}
+	scalerArgs := []string{"--store", store, "--runtime", "nomad://" + nomad.Addr, "--load", redisURL,
+		"--regions", "z0=global/dc1"}
+
+	admin1 := start("admin", "admin-1", adminArgs("admin-1")...)
+	admin2 := start("admin", "admin-2", adminArgs("admin-2")...)
+	router1 := start("router", "router-1", routerArgs...)
+	router2 := start("router", "router-2", routerArgs...)
+	worker1 := start("worker", "worker-1", workerArgs("worker-1")...)
+	worker2 := start("worker", "worker-2", workerArgs("worker-2")...)
+	scaler1 := start("autoscaler", "autoscaler-1", scalerArgs...)
+	scaler2 := start("autoscaler", "autoscaler-2", scalerArgs...)
+	for _, p := range procs {
+		eventually(t, p.name+" healthy", func() error {
+			if !p.alive() {
+				t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.tail())
+			}
+			return healthy(p)
+		})
+	}
+	adminLeader, adminOther := oneOf(t, "one admin leads", admin1, admin2, adminLeads)
+	scalerLeader, _ := oneOf(t, "one autoscaler leads", scaler1, scaler2, scalerLeads)
+	t.Logf("leaders: %s, %s", adminLeader.name, scalerLeader.name)
+
+	// The user's flow, through both admins: the bucket and object through
+	// one, the ufop, build, release and deployment through the other (the
+	// one that does not lead, which survives the kills: it keeps the build's
+	// artifact on its disk).
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	cl := client.New(adminLeader.url(), rootAK, rootSK)
+	co := client.New(adminOther.url(), rootAK, rootSK)
+	if _, err := cl.CreateBucket(ctx, client.BucketSpec{Name: "demo"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.PutObject(ctx, "demo", "demo.txt", strings.NewReader(text), int64(len(text)), "text/plain"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := co.StatObject(ctx, "demo", "demo.txt"); err != nil {
+		t.Fatalf("stat through the other admin: %v", err)
+	}
+	if _, err := co.RegisterUfop(ctx, "grepd", "multihost test", dora.ModePrivate); err != nil {
+		t.Fatal(err)
+	}
+	b, err := co.Build(ctx, "grepd", filepath.Join(root, "examples", "grepd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = co.WaitBuild(ctx, "grepd", b.Number, 500*time.Millisecond, nil); err != nil || b.Status != dora.BuildSuccess {
+		t.Fatalf("build: %+v %v", b, err)
+	}
+	if _, err := co.CreateRelease(ctx, client.ReleaseConfig{
+		UfopName: "grepd", VerStr: "v1", Image: dora.BuildImageName("grepd", b.Number), Flavor: "default",
+		HealthCheck: &client.HealthCheckConfig{Path: "/health", Timeout: 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Two instances, at most two: the autoscaler never needs to place a
+	// new allocation (which fetches the artifact from the building admin).
+	if _, err := co.Deploy(ctx, "grepd", client.DeployRequest{Version: "v1", Region: "z0", Expect: 2, Max: 2}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Any request through either router works.
+	for _, r := range []*proc{router1, router2} {
+		eventually(t, "grepd|qhash through "+r.name, func() error { return checkPipeline(r.url()) })
+		if err := checkObject(r.url()); err != nil {
+			t.Fatalf("%s: %v", r.name, err)
+		}
+	}
+
+	// A saveas through router 1 is readable through router 2 at once.
+	saveas := func(via *proc, key string) {
+		t.Helper()
+		q := "grepd/hello|saveas/" + auth.EncodedEntryURI("demo", key)
+		sign := auth.SaveAsSign(rootSK, "demo.localhost/demo.txt?"+q)
+		code, body, err := get(via.url(), "/demo.txt?"+q+"/sign/"+rootAK+":"+sign)
+		if err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
+			t.Fatalf("saveas %s through %s: %d %q %v", key, via.name, code, body, err)
+		}
+	}
+	saveas(router1, "out/saved-1.txt")
+	if code, body, err := get(router2.url(), "/out/saved-1.txt"); err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
+		t.Fatalf("saveas result through router-2: %d %q %v", code, body, err)
+	}
+
+	// A pfop run by worker 2 (worker 1 is paused, so it cannot claim it) is
+	// readable through router 1.
+	if err := worker1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	id, err := pfopSubmit(adminOther.url(), "demo.txt", "grepd/hello|saveas/"+auth.EncodedEntryURI("demo", "out/pfop-2.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPfop(t, adminLeader.url(), id)
+	const jobsDone = `dora_pfop_jobs_total{outcome="success",pipeline="multihost"}`
+	if n, err := metric(worker2.url(), jobsDone); err != nil || n != 1 {
+		t.Fatalf("worker-2 %s = %v, %v; want 1", jobsDone, n, err)
+	}
+	if err := worker1.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := metric(worker1.url(), jobsDone); err == nil && n != 0 {
+		t.Fatalf("worker-1, paused, ran %v jobs", n)
+	}
+	if code, body, err := get(router1.url(), "/out/pfop-2.txt"); err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
+		t.Fatalf("pfop result through router-1: %d %q %v", code, body, err)
+	}
+
+	// Steady load through both routers and both admins.
+	tallies := map[*proc]*tally{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, r := range []*proc{router1, router2} {
+		c := &tally{name: r.name}
+		tallies[r] = c
+		load(2, c, stop, &wg, func() error { return checkObject(r.url()) })
+		load(2, c, stop, &wg, func() error { return checkPipeline(r.url()) })
+	}
+	for _, a := range []*proc{admin1, admin2} {
+		c := &tally{name: a.name}
+		tallies[a] = c
+		ac := client.New(a.url(), rootAK, rootSK)
+		load(1, c, stop, &wg, func() error {
+			o, err := ac.StatObject(ctx, "demo", "demo.txt")
+			if err == nil && o.Size != int64(len(text)) {
+				err = fmt.Errorf("stat: %+v", o)
+			}
+			return err
+		})
+	}
+	// pfop jobs, submitted to the admin that survives, some of them
+	// claimed by the worker about to be killed.
+	var jobs []string
+	for i := range 6 {
+		id, err := pfopSubmit(adminOther.url(), "demo.txt", "grepd/hello|saveas/"+auth.EncodedEntryURI("demo", fmt.Sprintf("out/job-%d.txt", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, id)
+	}
+	time.Sleep(5 * time.Second) // load before the kills, to compare with after
+
+	// kill -9 one process of each role at once.
+	killAt := time.Now()
+	for _, p := range []*proc{adminLeader, scalerLeader, router2, worker1} {
+		p.kill9(t)
+	}
+	t.Logf("killed %s, %s, router-2, worker-1 at %s", adminLeader.name, scalerLeader.name, killAt.Format("15:04:05.000"))
+
+	// The survivors take the leads (within the lock TTL, which Consul may
+	// stretch up to twice, plus the lock delay).
+	scalerSurvivor := scaler1
+	if scalerLeader == scaler1 {
+		scalerSurvivor = scaler2
+	}
+	eventually(t, adminOther.name+" leads", func() error {
+		if !adminLeads(adminOther) {
+			return fmt.Errorf("not leading")
+		}
+		return nil
+	})
+	eventually(t, scalerSurvivor.name+" leads", func() error {
+		if !scalerLeads(scalerSurvivor) {
+			return fmt.Errorf("not leading")
+		}
+		return nil
+	})
+	t.Logf("leads taken over %v after the kills", time.Since(killAt).Round(time.Millisecond))
+
+	// Jobs acknowledged before the kill finish (worker 2 reclaims worker
+	// 1's); new work goes on.
+	for _, id := range jobs {
+		waitPfop(t, adminOther.url(), id)
+	}
+	for i := range jobs {
+		key := fmt.Sprintf("/out/job-%d.txt", i)
+		if code, body, err := get(router1.url(), key); err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
+			t.Fatalf("%s through router-1: %d %q %v", key, code, body, err)
+		}
+	}
+	saveas(router1, "out/saved-after.txt")
+	id, err = pfopSubmit(adminOther.url(), "demo.txt", "grepd/hello|saveas/"+auth.EncodedEntryURI("demo", "out/pfop-after.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPfop(t, adminOther.url(), id)
+	time.Sleep(5 * time.Second) // load after the kills
+	close(stop)
+	wg.Wait()
+
+	for _, p := range procs {
+		if !p.killed.Load() && !p.alive() {
+			t.Errorf("%s exited: %v", p.name, p.err)
+		}
+	}
+	for _, p := range []*proc{router1, router2, admin1, admin2} {
+		c := tallies[p]
+		var until time.Time // survivors: every request counts
+		if p.killed.Load() {
+			until = killAt // killed: only requests that ended before the kill
+		}
+		failed := c.failedBefore(until)
+		t.Logf("%s (killed %v): %d ok, %d failed that count, %d failed in all", p.name, p.killed.Load(), c.ok.Load(), len(failed), len(c.failedBefore(time.Time{})))
+		if len(failed) > 0 {
+			t.Errorf("%s: %d failed requests that did not run on a killed process, first: %v", p.name, len(failed), failed[:min(5, len(failed))])
+		}
+		if c.ok.Load() == 0 {
+			t.Errorf("%s: no request succeeded", p.name)
+		}
+	}
+}

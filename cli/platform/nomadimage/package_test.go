@@ -1,0 +1,127 @@
+package nomadimage_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/internal/agenttest"
+)
+
+// TestFixedPortPackageOnNomad: a program package whose program listens on
+// the fixed port 9100 and ignores PORT and PORT_HTTP (Qiniu's demo, started
+// with both unset) runs two instances on one Nomad client when the admin's
+// runtime is nomad://…?network=bridge: two raw_exec allocations, each in
+// its own network namespace (Nomad's CNI bridge, 9100 mapped to a dynamic
+// host port), both passing their Consul checks and serving through the
+// router in both input modes.
+func TestFixedPortPackageOnNomad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts podman, Consul, Nomad and Redis")
+	}
+	e := startPlatform(t, "?network=bridge")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	const ufop, jobID = "fixedport", "ufop-fixedport-v1"
+
+	// The package carries the program already built; its build only
+	// copies it.
+	src := filepath.Join(e.work, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(demoBinary(t, e.work))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "ufopdemo"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "ufop.yaml"), []byte("image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\n"+
+		"run: env -u PORT -u PORT_HTTP ./ufopdemo\nprotocol: dora\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.putObjects(t)
+	c := e.client
+	if _, err := c.RegisterUfop(ctx, ufop, "listens on 9100", dora.ModePrivate); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Build(ctx, ufop, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = c.WaitBuild(ctx, ufop, b.Number, 200*time.Millisecond, nil); err != nil || b.Status != dora.BuildSuccess {
+		t.Fatalf("build: %+v %v", b, err)
+	}
+	if _, err := c.CreateRelease(ctx, client.ReleaseConfig{
+		UfopName: ufop, VerStr: "v1", Image: dora.BuildImageName(ufop, b.Number), Flavor: "default",
+		HealthCheck: &client.HealthCheckConfig{Path: "/health", Timeout: 1}, Protocol: "dora",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, err := c.Deploy(ctx, ufop, client.DeployRequest{Version: "v1", Region: "z0", Expect: 2}); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	wantSmall, wantBig := strings.ToUpper(small), strings.ToUpper(big)
+	var first time.Duration
+	eventually(t, "first 200 through the router", func() error {
+		err := expect(hc, e.routerURL, "/small.txt?"+ufop, func(b []byte) bool { return string(b) == wantSmall })
+		if err == nil {
+			first = time.Since(t0)
+		}
+		return err
+	})
+	t.Logf("deploy -> first 200 on Nomad (package, raw_exec, bridge): %v", first)
+	allocs := twoHealthy(t, ctx, c, e.nc, e.cc, ufop, jobID)
+
+	job, _, err := e.nc.Jobs().Info(jobID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg := job.TaskGroups[0]; tg.Tasks[0].Driver != "raw_exec" || len(tg.Networks) != 1 || tg.Networks[0].Mode != "bridge" {
+		t.Fatalf("job: driver %s, networks %+v; want raw_exec in bridge mode", tg.Tasks[0].Driver, tg.Networks)
+	}
+	for i := range 10 {
+		if err := expect(hc, e.routerURL, "/small.txt?"+ufop, func(b []byte) bool { return string(b) == wantSmall }); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if err := expect(hc, e.routerURL, "/big.txt?"+ufop, func(b []byte) bool { return string(b) == wantBig }); err != nil {
+			t.Fatalf("request %d (input URL): %v", i, err)
+		}
+	}
+
+	// Both programs listen on 9100, each in a network namespace of its own.
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{self: true}
+	for _, id := range allocs {
+		pid, err := agenttest.PidInDir(filepath.Join(e.nomad.DataDir, "alloc", id, ufop, "local", "app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[ns] {
+			t.Fatalf("allocation %s's program shares network namespace %s", id, ns)
+		}
+		seen[ns] = true
+	}
+	for i := 1; i <= 2; i++ {
+		if out := qdoractl(t, "logtail", ufop, "-index", fmt.Sprint(i)); !strings.Contains(out, "ufopdemo listening on :9100") {
+			t.Errorf("instance %d does not listen on 9100:\n%s", i, out)
+		}
+	}
+}
