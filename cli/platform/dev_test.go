@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -178,4 +179,28 @@ func TestDevBuildsEveryRole(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
+
+	// A start that fails half-way (the router's port is taken) leaves
+	// nothing open: the admin's port is free again.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := free.Addr().String()
+	free.Close()
+	cfg.AdminAddr, cfg.RouterAddr = adminAddr, taken.Addr().String()
+	if d, err := StartDev(context.Background(), cfg); err == nil {
+		d.Close()
+		t.Fatal("started on a router port in use")
+	}
+	again, err := net.Listen("tcp", adminAddr)
+	if err != nil {
+		t.Fatalf("the failed start kept the admin's port: %v", err)
+	}
+	again.Close()
 }
