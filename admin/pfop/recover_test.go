@@ -52,7 +52,13 @@ func TestLostEnqueueRecoveredRedis(t *testing.T) {
 	if _, st := e.prefop(j.ID); st.Code != pfop.CodeWaiting {
 		t.Fatalf("job after the loss: code %d, want waiting", st.Code)
 	}
-	e.startWorker(newQ(), func(c *pfop.WorkerConfig) { c.ReclaimAfter = 100 * time.Millisecond })
+	// The worker's clock runs two leases ahead, so that its first sweep
+	// (at start) finds the job a lease old without the test waiting for
+	// it; the lease stays long (the default minute), so nothing but the
+	// recovery enqueues or takes over the job.
+	e.startWorker(newQ(), func(c *pfop.WorkerConfig) {
+		c.Now = func() time.Time { return time.Now().Add(2 * pfop.DefaultReclaimAfter) }
+	})
 	s, _ := e.waitFinal(j.ID)
 	if s.Code != pfop.CodeSuccess || s.Items[0].Code != pfop.CodeSuccess {
 		t.Fatalf("recovered job ended %+v", s)

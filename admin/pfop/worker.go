@@ -179,11 +179,31 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancelJobs()
 	sem := make(chan struct{}, w.cfg.Concurrency)
 	var wg sync.WaitGroup
+	// running holds the messages this worker runs: a Reclaim may hand one
+	// back to it (its own heartbeat came late), and a message is never run
+	// twice at once by one worker.
+	var runMu sync.Mutex
+	running := map[string]bool{}
 	start := func(m Message) {
+		key := m.Pipeline + "\x00" + m.ID
+		runMu.Lock()
+		running[key] = true
+		runMu.Unlock()
 		wg.Go(func() {
-			defer func() { <-sem; w.signal() }()
+			defer func() {
+				runMu.Lock()
+				delete(running, key)
+				runMu.Unlock()
+				<-sem
+				w.signal()
+			}()
 			w.handle(jobCtx, m)
 		})
+	}
+	isRunning := func(m Message) bool {
+		runMu.Lock()
+		defer runMu.Unlock()
+		return running[m.Pipeline+"\x00"+m.ID]
 	}
 	recoverDone := make(chan struct{})
 	go func() { defer close(recoverDone); w.recoverLoop(ctx) }()
@@ -204,6 +224,9 @@ func (w *Worker) Run(ctx context.Context) error {
 					w.log.Warn("pfop: reclaim", "pipeline", p, "err", err)
 				}
 				for _, m := range msgs {
+					if isRunning(m) {
+						continue // ours already, still running: the claim is renewed
+					}
 					w.log.Info("pfop: reclaimed a job of a silent worker", "job", m.JobID, "pipeline", p)
 					select {
 					case sem <- struct{}{}:

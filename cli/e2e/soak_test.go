@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -259,6 +260,13 @@ func TestSoak(t *testing.T) {
 				code = 599 // a 200 with the wrong bytes
 			}
 			c := cause(err, code)
+			if err == nil && code >= 500 && code < 599 {
+				// The router's JSON error says which step failed and how.
+				var e struct{ Error string }
+				if json.Unmarshal(body, &e) == nil && e.Error != "" {
+					c += ": " + e.Error[:min(len(e.Error), 60)]
+				}
+			}
 			st.record("pipeline GET", c)
 			return c == ""
 		})
