@@ -275,11 +275,6 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router: request id prefix: %w", err)
 	}
 	r.reqPfx = hex.EncodeToString(b[:])
-	m, err := newMetrics(cfg.Metrics, r)
-	if err != nil {
-		return nil, fmt.Errorf("router: metrics: %w", err)
-	}
-	r.metrics = m
 	if cfg.ResultCacheBytes >= 0 {
 		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
 		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
@@ -296,6 +291,16 @@ func New(cfg Config) (*Router, error) {
 		r.results = res
 		r.cfg = cfg
 	}
+	// The metrics last: once registered, a scrape (the console's sampler
+	// in dorad dev) may read r.cfg at any time.
+	m, err := newMetrics(cfg.Metrics, r)
+	if err != nil {
+		if r.results != nil {
+			r.results.Close()
+		}
+		return nil, fmt.Errorf("router: metrics: %w", err)
+	}
+	r.metrics = m
 	return r, nil
 }
 
