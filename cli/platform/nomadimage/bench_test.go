@@ -42,26 +42,26 @@ func BenchmarkPassthruOnNomad(b *testing.B) {
 	qdoractl(b, "put", "demo", "4k.bin", p)
 
 	c := e.client
-	if _, err := c.RegisterUfop(ctx, "pimage", "passthru image", dora.ModePrivate); err != nil {
+	if _, err := c.RegisterUfop(ctx, "passimg", "passthru image", dora.ModePrivate); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := c.CreateRelease(ctx, client.ReleaseConfig{
-		UfopName: "pimage", VerStr: "v1", Image: "passthru:v1", Flavor: "default",
+		UfopName: "passimg", VerStr: "v1", Image: "passthru:v1", Flavor: "default",
 		HealthCheck: &client.HealthCheckConfig{Path: "/health", Timeout: 1}, Protocol: "dora",
 	}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := c.Deploy(ctx, "pimage", client.DeployRequest{Version: "v1", Region: "z0", Expect: 2}); err != nil {
+	if _, err := c.Deploy(ctx, "passimg", client.DeployRequest{Version: "v1", Region: "z0", Expect: 2}); err != nil {
 		b.Fatal(err)
 	}
-	e.deployPackage(b, ctx, "ppkg", bin, "./passthru")
+	e.deployPackage(b, ctx, "passpkg", bin, "./passthru")
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	ok := func(got []byte) bool { return bytes.Equal(got, data) }
-	for _, u := range []string{"pimage", "ppkg"} {
+	for _, u := range []string{"passimg", "passpkg"} {
 		twoHealthy(b, ctx, c, e.nc, e.cc, u, "ufop-"+u+"-v1")
 		eventually(b, u+" answering", func() error { return expect(hc, e.routerURL, "/4k.bin?"+u, ok) })
 	}
-	for _, u := range []string{"pimage", "ppkg"} {
+	for _, u := range []string{"passimg", "passpkg"} {
 		b.Run(u, func(b *testing.B) {
 			b.SetParallelism(8)
 			b.ResetTimer()
