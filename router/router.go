@@ -275,11 +275,6 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router: request id prefix: %w", err)
 	}
 	r.reqPfx = hex.EncodeToString(b[:])
-	m, err := newMetrics(cfg.Metrics, r)
-	if err != nil {
-		return nil, fmt.Errorf("router: metrics: %w", err)
-	}
-	r.metrics = m
 	if cfg.ResultCacheBytes >= 0 {
 		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
 		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
@@ -296,6 +291,14 @@ func New(cfg Config) (*Router, error) {
 		r.results = res
 		r.cfg = cfg
 	}
+	// Last: once registered, the collectors may be gathered at any time
+	// (another goroutine scraping the registry) and read r.cfg.
+	m, err := newMetrics(cfg.Metrics, r)
+	if err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("router: metrics: %w", err)
+	}
+	r.metrics = m
 	return r, nil
 }
 
