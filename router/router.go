@@ -291,13 +291,11 @@ func New(cfg Config) (*Router, error) {
 		r.results = res
 		r.cfg = cfg
 	}
-	// The metrics last: once registered, a scrape (the console's sampler
-	// in dorad dev) may read r.cfg at any time.
+	// Last: once registered, the collectors may be gathered at any time
+	// (another goroutine scraping the registry) and read r.cfg.
 	m, err := newMetrics(cfg.Metrics, r)
 	if err != nil {
-		if r.results != nil {
-			r.results.Close()
-		}
+		_ = r.Close()
 		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
 	r.metrics = m
