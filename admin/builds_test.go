@@ -59,7 +59,9 @@ func pkg(t *testing.T, image string, script ...string) []byte {
 // waitBuild polls a build until it leaves RUNNING.
 func (e *env) waitBuild(acct dora.Account, ufop string, n int) dora.Build {
 	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	// Generous: a real Go build (TestPackageEndToEnd) on a loaded machine
+	// takes minutes; a passing wait returns as soon as the build ends.
+	deadline := time.Now().Add(10 * time.Minute)
 	for {
 		var b dora.Build
 		e.must(http.StatusOK, acct, "GET", "/v1/ufops/"+ufop+"/builds/"+strconv.Itoa(n), nil, &b)
