@@ -378,6 +378,12 @@ var bucketNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
 // ErrBadBucketName is returned for a bucket name that is not a DNS label.
 var ErrBadBucketName = errors.New("bucket name must be 3 to 63 characters of a-z 0-9 -, a DNS label")
 
+// SystemBucket is the objects-store bucket where the platform keeps its own
+// files (successful builds' results, so that every admin can serve them to
+// the runtimes); no account may create a bucket of that name, and without
+// a bucket record no API or router serves it.
+const SystemBucket = "dora-system"
+
 // ValidateBucketName requires a DNS label, since buckets answer at <bucket>.<suffix>.
 func ValidateBucketName(name string) error {
 	if !bucketNameRE.MatchString(name) {

@@ -1,7 +1,10 @@
 package admin
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -10,6 +13,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/router/origin"
 )
 
 // handleArtifact serves GET /v1/artifacts/{ufop}/{n}.tar.gz?e=&token=: a
@@ -66,14 +70,73 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.Builder == nil {
-		return errf(http.StatusServiceUnavailable, "no builder configured")
+	if s.cfg.Builder != nil && s.cfg.Builder.Has(ufop, n) {
+		w.Header().Set("Content-Type", "application/gzip")
+		w.WriteHeader(http.StatusOK)
+		if err := s.cfg.Builder.WriteTarGz(ufop, n, w); err != nil {
+			// The status is sent; a cut body tells the client.
+			s.log.Error("admin: write artifact", "ufop", ufop, "number", n, "err", err)
+		}
+		return nil
 	}
+	// Built by another admin: its copy in the shared objects store.
+	if s.cfg.Objects == nil {
+		return errf(http.StatusNotFound, "build %d of %s is not on this admin and no objects store is configured", n, ufop)
+	}
+	rc, obj, err := s.cfg.Objects.Open(r.Context(), dora.SystemBucket, artifactKey(ufop, n), 0, -1)
+	if errors.Is(err, origin.ErrNotFound) {
+		return errf(http.StatusNotFound, "build %d of %s: not on this admin nor in the objects store", n, ufop)
+	}
+	if err != nil {
+		return fmt.Errorf("artifact %s #%d from the objects store: %w", ufop, n, err)
+	}
+	defer rc.Close()
 	w.Header().Set("Content-Type", "application/gzip")
+	w.Header().Set("Content-Length", strconv.FormatInt(obj.Size, 10))
 	w.WriteHeader(http.StatusOK)
-	if err := s.cfg.Builder.WriteTarGz(ufop, n, w); err != nil {
-		// The status is sent; a cut body tells the client.
-		s.log.Error("admin: write artifact", "ufop", ufop, "number", n, "err", err)
+	if _, err := io.Copy(w, rc); err != nil {
+		s.log.Error("admin: write artifact from the objects store", "ufop", ufop, "number", n, "err", err)
+	}
+	return nil
+}
+
+// artifactKey is where build n of ufop's result is kept in
+// dora.SystemBucket.
+func artifactKey(ufop string, n int) string {
+	return "artifacts/" + ufop + "/" + strconv.Itoa(n) + ".tar.gz"
+}
+
+// shareArtifact streams build n of ufop's result (tar.gz) into the shared
+// objects store, so that an admin on another host can serve it to the
+// runtime's clients (the artifact URL names whichever admin applies the
+// deployment, or a load balancer in front of them all).
+func (s *Server) shareArtifact(ctx context.Context, ufop string, n int) error {
+	if s.cfg.Objects == nil || s.cfg.Builder == nil {
+		return nil
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(s.cfg.Builder.WriteTarGz(ufop, n, pw)) }()
+	_, err := s.cfg.Objects.Put(ctx, dora.SystemBucket, artifactKey(ufop, n), pr, origin.PutOptions{MimeType: "application/gzip"})
+	pr.CloseWithError(err) // stops the writer if Put gave up early
+	if err != nil {
+		return fmt.Errorf("store build %s #%d in the objects store: %w", ufop, n, err)
+	}
+	return nil
+}
+
+// removeSharedArtifacts deletes the shared copies of ufop's builds.
+func (s *Server) removeSharedArtifacts(ctx context.Context, ufop string) error {
+	if s.cfg.Objects == nil {
+		return nil
+	}
+	objs, err := s.cfg.Objects.List(ctx, dora.SystemBucket, "artifacts/"+ufop+"/", 0)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if err := s.cfg.Objects.Delete(ctx, dora.SystemBucket, o.Key); err != nil && !errors.Is(err, origin.ErrNotFound) {
+			return err
+		}
 	}
 	return nil
 }

@@ -129,6 +129,9 @@ func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) e
 	if err := dora.ValidateBucketName(req.Name); err != nil {
 		return errf(http.StatusBadRequest, "name: %v", err)
 	}
+	if req.Name == dora.SystemBucket {
+		return errf(http.StatusBadRequest, "name: %q is reserved for the platform's own files", req.Name)
+	}
 	if len(req.Domains) > MaxDomainsPerBucket {
 		return errf(http.StatusBadRequest, "domains: at most %d", MaxDomainsPerBucket)
 	}

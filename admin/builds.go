@@ -107,6 +107,10 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 			return errf(http.StatusUnprocessableEntity,
 				"ufop.yaml image %q: not a successful build of yours (use a base such as ubuntu or <ufop>.v<n>)", y.Image)
 		}
+		if !s.cfg.Builder.Has(base.Ufop, base.Number) {
+			return errf(http.StatusConflict,
+				"ufop.yaml image %q: built by another admin, whose host holds its files; build on top of it there, or build %s again here", y.Image, base.Ufop)
+		}
 		baseDir = s.cfg.Builder.Dir(base.Ufop, base.Number)
 	}
 	b := dora.Build{
@@ -143,6 +147,12 @@ func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
 		s.beatBuild(beatCtx, b.Ufop, b.Number)
 	}()
 	err := s.cfg.Builder.Build(ctx, b.Ufop, b.Number, baseDir, nil)
+	if err == nil {
+		// Other admins serve the artifact from the shared copy.
+		if serr := s.shareArtifact(ctx, b.Ufop, b.Number); serr != nil {
+			err = fmt.Errorf("built, but the result could not be kept where the other admins find it: %w", serr)
+		}
+	}
 	stopBeat()
 	<-beaten
 	status, msg := dora.BuildSuccess, ""

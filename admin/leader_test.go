@@ -186,6 +186,22 @@ func TestBackgroundWorkOnlyWhileLeading(t *testing.T) {
 		return getBuild(t, e.st, "grepd", 3).Status == dora.BuildFailed
 	})
 
+	// A new term (as after a takeover) deploys nothing twice: the runtime
+	// still runs the deployment.
+	e.rt.mu.Lock()
+	e.rt.applyCh = make(chan string, 16)
+	e.rt.mu.Unlock()
+	el.follow()
+	el.lead()
+	waitUntil(t, "the new term's first pass", func() bool { return counterValue(t, e.srv.terms) == 2 && e.srv.Leading() })
+	p := counterValue(t, e.srv.passes)
+	waitUntil(t, "a pass of the new term", func() bool { return counterValue(t, e.srv.passes) > p })
+	select {
+	case id := <-e.rt.applyCh:
+		t.Fatalf("a new term applied %s again, though the runtime runs it", id)
+	default:
+	}
+
 	// Leadership lost: the passes stop.
 	el.follow()
 	if e.srv.Leading() {

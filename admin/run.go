@@ -16,8 +16,9 @@ import (
 // run once among the admins sharing the store runs only while this admin
 // leads (Config.Leader; always without one): at the start of each term it
 // fails builds whose admin is gone and re-applies every deployment that is
-// not REPLACED (so a restarted `dorad dev` brings its instances back,
-// and a new leader repairs what the old one left half done); then every
+// not REPLACED and that the runtime does not know (so a restarted `dorad
+// dev` brings its instances back, while a new leader on Nomad deploys
+// nothing twice); then every
 // PollInterval it copies each deployment's runtime status into the store,
 // finishes blue/green switches and fails builds whose admin stopped
 // beating. Every admin, leading or not, re-applies the deployments whose
@@ -199,8 +200,10 @@ func (s *Server) recoverBuilds(ctx context.Context) error {
 	return nil
 }
 
-// reapplyAll asks the runtime to run every deployment that is not REPLACED;
-// a STOPPED one is applied and its instances stopped again.
+// reapplyAll asks the runtime to run every deployment that is not REPLACED
+// and that the runtime does not know (a restarted local runtime lost its
+// instances; Nomad keeps its jobs); a STOPPED one is applied and its
+// instances stopped again.
 func (s *Server) reapplyAll(ctx context.Context) error {
 	ufops, _, err := store.List[dora.Ufop](ctx, s.st, store.PrefixUfops)
 	if err != nil {
@@ -214,6 +217,15 @@ func (s *Server) reapplyAll(ctx context.Context) error {
 		for _, d := range deps {
 			if !liveDeployment(d) {
 				continue
+			}
+			if _, err := s.rt.Status(ctx, d.ID); err == nil {
+				// The runtime still runs it (Nomad, after a takeover by
+				// another admin): applying it again would be a second
+				// deploy, and with another admin's artifact URL a rolling
+				// replacement of every instance.
+				continue
+			} else if !errors.Is(err, runtime.ErrNotFound) {
+				return err
 			}
 			nd := s.applyDeployment(ctx, u, d)
 			if d.Status == dora.DeployStopped && nd.Status != dora.DeployFailed {

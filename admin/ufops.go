@@ -296,6 +296,9 @@ func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) err
 			s.log.Warn("admin: delete ufop: build directories", "ufop", u.Name, "err", err)
 		}
 	}
+	if err := s.removeSharedArtifacts(ctx, u.Name); err != nil {
+		s.log.Warn("admin: delete ufop: shared build results", "ufop", u.Name, "err", err)
+	}
 	s.retryMu.Lock()
 	for _, d := range deps {
 		delete(s.retry, d.ID)

@@ -255,7 +255,7 @@ func TestJobsValidateWithNomad(t *testing.T) {
 			j.Driver, j.Image = DriverDocker, "127.0.0.1:8090/1366779853/ufopdemo:v1"
 			j.RegistryUser, j.RegistryPassword = "dora-pull", "secret"
 		},
-		"zero-count": func(j *UfopJob) { j.Count, j.Stopped = 0, 2 },
+		"zero-count":      func(j *UfopJob) { j.Count, j.Stopped = 0, 2 },
 		"raw_exec-bridge": func(j *UfopJob) { j.Bridge = true },
 	}
 	for name, mutate := range variants {

@@ -113,8 +113,8 @@ type stepConn struct {
 	ic   *instClient
 	conn net.Conn
 	br   *bufio.Reader
-	stop func() bool      // unregisters the context watch; false once it fired
-	put  func(reuse bool) // returns the connection to the pool, or closes it
+	cc   any         // fasthttp's *clientConn (unexported: see putConn)
+	stop func() bool // unregisters the context watch; false once it fired
 	done bool
 }
 
@@ -133,9 +133,28 @@ func (s *stepConn) finish(reuse bool) {
 	if !s.stop() {
 		reuse = false // the watch fired: the connection is (being) closed
 	}
-	s.put(reuse)
+	putConn(s.ic.hc, s.cc, reuse)
 	s.ic.pending.Add(-1)
 }
+
+// putConn returns cc (HostClient.AcquireConn's) to hc's pool, or closes
+// it. fasthttp's connection type is unexported, so stepConn keeps it as
+// any and the method expressions' types name it here: no closure per call.
+func putConn(hc *fasthttp.HostClient, cc any, reuse bool) {
+	if reuse {
+		hcRelease(hc, connOf(hcRelease, cc))
+	} else {
+		hcClose(hc, connOf(hcClose, cc))
+	}
+}
+
+var (
+	hcRelease = (*fasthttp.HostClient).ReleaseConn
+	hcClose   = (*fasthttp.HostClient).CloseConn
+)
+
+// connOf asserts v to the connection type f takes.
+func connOf[C any](_ func(*fasthttp.HostClient, C), v any) C { return v.(C) }
 
 // roundTrip writes req to a pooled connection and reads the response
 // headers into resp (StreamBody: a body of known length up to
@@ -166,13 +185,7 @@ func (c *instClient) roundTrip(ctx context.Context, req *fasthttp.Request, resp 
 	}
 	hc := c.hc
 	conn := cc.Conn()
-	sc := &stepConn{ic: c, conn: conn, put: func(reuse bool) {
-		if reuse {
-			hc.ReleaseConn(cc)
-		} else {
-			hc.CloseConn(cc)
-		}
-	}}
+	sc := &stepConn{ic: c, conn: conn, cc: cc}
 	sc.stop = context.AfterFunc(ctx, func() { conn.Close() })
 
 	fail := func(err error) (*stepConn, error) {

@@ -82,6 +82,15 @@ type request struct {
 	names    []string   // checked step names (or unknownSteps), for the per-ufop request counter
 	fill     *cacheFill // set when the pipeline's result is to be cached (result.go)
 	done     atomic.Bool
+
+	// Room for the usual request's parts, so that they take no
+	// allocation of their own: the request id's bytes (reqid points
+	// into them; never written after), the planned stages and the metric
+	// names of a short pipeline.
+	idBuf    [32]byte
+	stageBuf [2]stage
+	nameBuf  [3]string
+	ageBuf   [20]byte // a cache hit's Age digits
 }
 
 // fail answers with e (and the step header when e is a step's failure).
@@ -124,7 +133,8 @@ func (rq *request) finish(status int, bytes int64, err error) {
 func (r *Router) Handler() fasthttp.RequestHandler { return r.handle }
 
 func (r *Router) handle(ctx *fasthttp.RequestCtx) {
-	rq := &request{r: r, ctx: ctx, reqid: r.newReqid(), start: r.now()}
+	rq := &request{r: r, ctx: ctx, start: r.now()}
+	rq.reqid = r.appendReqid(rq.idBuf[:0])
 	ctx.Response.Header.Set("X-Reqid", rq.reqid)
 	host := string(ctx.Host())
 	snap := r.meta.Snapshot()
@@ -212,11 +222,11 @@ func (r *Router) serveParsed(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 	if req.Persisted != "" {
 		return r.servePersisted(rq, snap, bucket, key, host, rawPath, req)
 	}
-	stages, herr := r.plan(snap, bucket, req.Steps)
+	stages, herr := r.plan(snap, bucket, req.Steps, rq.stageBuf[:0])
 	if herr != nil {
 		return false, herr
 	}
-	rq.names = stepNames(stages, req.SaveAs != nil)
+	rq.names = appendStepNames(rq.nameBuf[:0], stages, req.SaveAs != nil)
 	if req.SaveAs != nil {
 		if herr := r.checkSaveAs(ctx, snap, host, rawPath, req.SaveAs); herr != nil {
 			return false, herr
@@ -368,10 +378,10 @@ func (r *Router) checkSaveAs(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, host
 // step names were checked (a bad fop, token or ufop name).
 var unknownSteps = []string{"unknown"}
 
-// stepNames are the metric labels of a planned pipeline: every name is a
-// built-in's or a registered ufop's, so the label set stays bounded.
-func stepNames(stages []stage, saveAs bool) []string {
-	names := make([]string, 0, len(stages)+1)
+// appendStepNames appends the metric labels of a planned pipeline: every
+// name is a built-in's or a registered ufop's, so the label set stays
+// bounded.
+func appendStepNames(names []string, stages []stage, saveAs bool) []string {
 	for _, st := range stages {
 		names = append(names, st.step.Name)
 	}
@@ -390,8 +400,9 @@ type stage struct {
 }
 
 // plan checks every step: built-ins run here; a ufop must exist (404) and
-// its mode must allow the bucket owner's account (403).
-func (r *Router) plan(snap *meta.Snapshot, b dora.Bucket, steps []fop.Step) ([]stage, *httpError) {
+// its mode must allow the bucket owner's account (403). The stages are
+// appended to out.
+func (r *Router) plan(snap *meta.Snapshot, b dora.Bucket, steps []fop.Step, out []stage) ([]stage, *httpError) {
 	if len(steps) == 0 {
 		return nil, nil
 	}
@@ -399,7 +410,6 @@ func (r *Router) plan(snap *meta.Snapshot, b dora.Bucket, steps []fop.Step) ([]s
 	if !ok {
 		owner = dora.Account{ID: b.Owner}
 	}
-	out := make([]stage, 0, len(steps))
 	for i, s := range steps {
 		if builtin.IsBuiltin(s.Name) {
 			out = append(out, stage{step: s, builtin: true})

@@ -319,6 +319,9 @@ type countingBody struct {
 	err     error
 	closed  bool
 	onClose func(n int64, err error)
+	// done, when set instead of onClose, is told (without a closure to
+	// allocate per request).
+	done interface{ bodyClosed(n int64, err error) }
 }
 
 func (c *countingBody) Read(p []byte) (int, error) {
@@ -337,8 +340,11 @@ func (c *countingBody) Close() error {
 	}
 	c.closed = true
 	err := c.rc.Close()
-	if c.onClose != nil {
+	switch {
+	case c.onClose != nil:
 		c.onClose(c.n, c.err)
+	case c.done != nil:
+		c.done.bodyClosed(c.n, c.err)
 	}
 	return err
 }

@@ -30,10 +30,24 @@ type flow struct {
 	body io.ReadCloser
 	size int64 // -1: unknown
 	mime string
-	// reopen, when set, opens the same input afresh: the object itself
-	// (the first stage's input) can be replayed to another instance after
-	// the one that claimed it died.
+	// object: the stream is the object itself (the first stage's input),
+	// which pipeline.openObject opens afresh: it can be replayed to
+	// another instance after the one that claimed it died. reopen, when
+	// set, does the same for another input (a small one held in memory:
+	// holdSmall).
+	object bool
 	reopen func() (flow, *httpError)
+}
+
+// replayable reports whether f can be opened afresh (reopenFlow).
+func (f flow) replayable() bool { return f.object || f.reopen != nil }
+
+// reopenFlow opens f's input afresh (replayable).
+func (p *pipeline) reopenFlow(f flow) (flow, *httpError) {
+	if f.object {
+		return p.openObject()
+	}
+	return f.reopen()
 }
 
 func (f flow) contentType() string {
@@ -62,6 +76,15 @@ type pipeline struct {
 	// fellBack: a step ran on its ufop's previous version (blue/green),
 	// so the result is not the active versions' (result.go).
 	fellBack bool
+
+	// The HTTP path's parts, kept here to spare allocations per request:
+	// the client connection's watch (cancel.go), the response stream and
+	// the request it finishes.
+	we      watchEntry
+	watched bool
+	out     countingBody
+	rq      *request
+	size    int64
 }
 
 type tokenFlow struct {
@@ -81,6 +104,9 @@ func (p *pipeline) teardown() {
 	toks := p.tokens
 	p.tokens = nil
 	p.mu.Unlock()
+	if p.watched {
+		p.r.watch.remove(&p.we)
+	}
 	p.cancel()
 	for _, t := range toks {
 		if p.r.src.drop(t.tok) {
@@ -92,12 +118,15 @@ func (p *pipeline) teardown() {
 // runPipeline opens the object, runs every stage and streams the last
 // stage's output to the client (saving it too with saveas).
 func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (bool, *httpError) {
-	pctx, cancel := context.WithTimeout(r.stopped, r.cfg.Deadline)
+	// The deadline is shared (deadline.go); the cancel is the pipeline's.
+	pctx, cancel := context.WithCancel(r.deadline.get(time.Now()))
+	p := &pipeline{r: r, reqid: rq.reqid, ctx: pctx, cancel: cancel, bucket: b, key: key, rq: rq}
 	// The client's hang-up cancels the pipeline (cancel.go), a held one
 	// included, until the pipeline is torn down.
-	we := &watchEntry{conn: rq.ctx.Conn(), cancel: cancel}
-	r.watch.add(we)
-	p, cur, _, herr := r.startPipeline(pctx, func() { r.watch.remove(we); cancel() }, rq.reqid, b, key, stages, sa)
+	p.we = watchEntry{conn: rq.ctx.Conn(), cancel: cancel}
+	p.watched = true
+	r.watch.add(&p.we)
+	cur, _, herr := r.startPipeline(p, stages, sa)
 	if herr != nil {
 		return false, herr
 	}
@@ -112,44 +141,40 @@ func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []st
 		}
 		return false, nil
 	}
-	size := cur.size
-	if size < 0 {
-		size = -1
+	p.size = cur.size
+	if p.size < 0 {
+		p.size = -1
 	}
 	if rq.fill != nil {
 		cur.body = rq.fill.capture(r, p, cur)
 	}
-	out := &countingBody{rc: cur.body, r: r, onClose: func(n int64, err error) {
-		p.teardown()
-		if err == nil && size >= 0 && n != size {
-			err = io.ErrUnexpectedEOF
-		}
-		rq.finish(fasthttp.StatusOK, n, err)
-	}}
-	ctx.Response.SetBodyStream(out, int(size))
+	p.out = countingBody{rc: cur.body, r: r, done: p}
+	ctx.Response.SetBodyStream(&p.out, int(p.size))
 	return true, nil
+}
+
+// bodyClosed ends the HTTP path's pipeline once fasthttp closed the
+// response stream (countingBody).
+func (p *pipeline) bodyClosed(n int64, err error) {
+	p.teardown()
+	if err == nil && p.size >= 0 && n != p.size {
+		err = io.ErrUnexpectedEOF
+	}
+	p.rq.finish(fasthttp.StatusOK, n, err)
 }
 
 // startPipeline opens the object and starts every stage in order (and the
 // saveas tee when sa is set), returning the last stage's stream: the one
 // engine behind both the HTTP path (runPipeline) and Process. pctx bounds
-// the whole pipeline and cancel ends it. On success the caller owns p and
-// the stream: it closes the stream, then calls p.teardown. On failure
-// everything is already torn down. tee is nil without saveas.
-func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, reqid string, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (_ *pipeline, _ flow, tee *teeBody, _ *httpError) {
-	p := &pipeline{r: r, reqid: reqid, ctx: pctx, cancel: cancel, bucket: b, key: key}
-	rc, obj, herr := r.openObject(pctx, b, key)
+// the whole pipeline and cancel ends it (the caller builds p with both).
+// On success the caller owns p and the stream: it closes the stream, then
+// calls p.teardown. On failure everything is already torn down. tee is nil
+// without saveas.
+func (r *Router) startPipeline(p *pipeline, stages []stage, sa *fop.SaveAs) (_ flow, tee *teeBody, _ *httpError) {
+	cur, herr := p.openObject()
 	if herr != nil {
 		p.teardown()
-		return nil, flow{}, nil, herr
-	}
-	cur := flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}
-	cur.reopen = func() (flow, *httpError) {
-		rc, obj, herr := r.openObject(pctx, b, key)
-		if herr != nil {
-			return flow{}, herr
-		}
-		return flow{body: &inBody{rc: rc, r: r, ctx: pctx}, size: obj.Size, mime: obj.MimeType}, nil
+		return flow{}, nil, herr
 	}
 	for i, st := range stages {
 		var herr *httpError
@@ -160,13 +185,22 @@ func (r *Router) startPipeline(pctx context.Context, cancel context.CancelFunc, 
 		}
 		if herr != nil {
 			p.teardown()
-			return nil, flow{}, nil, herr
+			return flow{}, nil, herr
 		}
 	}
 	if sa != nil {
 		cur, tee = p.saveAs(sa, cur)
 	}
-	return p, cur, tee, nil
+	return cur, tee, nil
+}
+
+// openObject opens the pipeline's object: the first stage's input.
+func (p *pipeline) openObject() (flow, *httpError) {
+	rc, obj, herr := p.r.openObject(p.ctx, p.bucket, p.key)
+	if herr != nil {
+		return flow{}, herr
+	}
+	return flow{body: &inBody{rc: rc, r: p.r, ctx: p.ctx}, size: obj.Size, mime: obj.MimeType, object: true}, nil
 }
 
 // runBuiltin runs a built-in fop on the stream. The result owns its input:
@@ -232,7 +266,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	if lim := rel.EffectiveBodyLimit(); rel.Protocol != dora.ProtocolUfop && in.size >= 0 && in.size <= lim {
 		return p.runUfopBody(i, st, key, rel, in)
 	}
-	if in.reopen == nil {
+	if !in.replayable() {
 		// A previous step's output: hold it when it is small, so that it
 		// can be replayed to another instance like the object.
 		held, err := holdSmall(in, dora.DefaultBodyLimit)
@@ -288,14 +322,13 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		// The instance took the input and failed before answering (it
 		// died): replay the input to another instance when it can be
 		// opened afresh.
-		if in.reopen == nil {
+		if !in.replayable() {
 			break
 		}
-		fresh, rerr := in.reopen()
+		fresh, rerr := p.reopenFlow(in)
 		if rerr != nil {
 			break
 		}
-		fresh.reopen = in.reopen
 		tok, entry, err = r.src.register(p.ctx, fresh, r.now().Add(r.cfg.SrcTTL))
 		if err != nil {
 			fresh.body.Close()
@@ -320,11 +353,11 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 // here.
 func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, in flow) (flow, *httpError) {
 	r := p.r
-	body, release, err := inputBytes(in)
+	body, bp, err := inputBytes(in)
 	if err != nil {
 		return flow{}, p.inputError(i, err)
 	}
-	defer release()
+	defer releaseInput(in, bp)
 	var avoid *pool.Host
 	var last *httpError
 	for attempt := range 2 {
@@ -408,12 +441,12 @@ func holdSmall(in flow, limit int64) (flow, error) {
 		return in, nil
 	}
 	if in.size >= 0 {
-		b, release, err := inputBytes(in)
+		b, bp, err := inputBytes(in)
 		if err != nil {
 			return flow{}, err
 		}
 		held := bytes.Clone(b)
-		release()
+		releaseInput(in, bp)
 		return heldFlow(held, in.mime), nil
 	}
 	var buf bytes.Buffer
@@ -440,13 +473,14 @@ type memBody interface {
 // inputBufs are the buffers small inputs are read into for the body mode.
 var inputBufs = sync.Pool{New: func() any { b := make([]byte, 0, dora.DefaultBodyLimit); return &b }}
 
-// inputBytes returns in's whole content (in.size bytes) and the function
-// that closes the input and frees the bytes, to be called once the
-// request carrying them is written. On error the input is closed.
-func inputBytes(in flow) ([]byte, func(), error) {
+// inputBytes returns in's whole content (in.size bytes), and the pooled
+// buffer holding them (nil: they are the input's own): releaseInput frees
+// both once the request carrying them is written. On error the input is
+// closed and nothing is to be released.
+func inputBytes(in flow) ([]byte, *[]byte, error) {
 	if mb, ok := in.body.(memBody); ok {
 		if b := mb.Bytes(); int64(len(b)) == in.size {
-			return b, func() { in.body.Close() }, nil
+			return b, nil, nil
 		}
 	}
 	bp := inputBufs.Get().(*[]byte)
@@ -466,17 +500,28 @@ func inputBytes(in flow) ([]byte, func(), error) {
 		err = fmt.Errorf("input truncated at %d of %d bytes: %w", n, in.size, io.ErrUnexpectedEOF)
 	}
 	in.body.Close()
-	free := func() {
-		if cap(*bp) <= dora.MaxBodyLimit {
-			*bp = (*bp)[:0]
-			inputBufs.Put(bp)
-		}
-	}
 	if err != nil {
-		free()
+		freeInput(bp)
 		return nil, nil, err
 	}
-	return buf, free, nil
+	return buf, bp, nil
+}
+
+// releaseInput frees what inputBytes returned: the pooled buffer, or the
+// input whose own bytes were used (closed only now).
+func releaseInput(in flow, bp *[]byte) {
+	if bp == nil {
+		in.body.Close()
+		return
+	}
+	freeInput(bp)
+}
+
+func freeInput(bp *[]byte) {
+	if cap(*bp) <= dora.MaxBodyLimit {
+		*bp = (*bp)[:0]
+		inputBufs.Put(bp)
+	}
 }
 
 // srcURL is the one-shot input URL of tok as instance inst reaches the

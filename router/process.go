@@ -93,7 +93,7 @@ func (r *Router) Process(ctx context.Context, bucket, key, fops string, w io.Wri
 	if !ok {
 		return res, &ProcessError{Step: -1, Status: fasthttp.StatusNotFound, Msg: fmt.Sprintf("no bucket %q", bucket)}
 	}
-	stages, herr := r.plan(snap, b, req.Steps)
+	stages, herr := r.plan(snap, b, req.Steps, nil)
 	if herr != nil {
 		return res, processError(herr)
 	}
@@ -103,7 +103,8 @@ func (r *Router) Process(ctx context.Context, bucket, key, fops string, w io.Wri
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.Deadline)
-	p, cur, tee, herr := r.startPipeline(pctx, cancel, res.Reqid, b, key, stages, req.SaveAs)
+	p := &pipeline{r: r, reqid: res.Reqid, ctx: pctx, cancel: cancel, bucket: b, key: key}
+	cur, tee, herr := r.startPipeline(p, stages, req.SaveAs)
 	if herr != nil {
 		return res, processError(herr)
 	}

@@ -1,12 +1,10 @@
 package router
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -53,27 +51,27 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	if r.results == nil {
 		return false, false, nil
 	}
-	ttl, versions, ok := cachePolicy(snap, stages)
+	ttl, ok := cachePolicy(snap, stages)
 	if !ok {
 		return false, false, nil
 	}
 	// Only objects of the local origin: a mirror's would cost a remote
 	// stat on every request (and the pipeline answers its 404s).
-	octx, cancel := context.WithTimeout(r.stopped, r.cfg.Deadline)
-	obj, err := r.cfg.Objects.Stat(octx, b.Name, key)
-	cancel()
+	obj, err := r.cfg.Objects.Stat(r.deadline.get(time.Now()), b.Name, key)
 	if err != nil || obj.ETag == "" {
 		return false, false, nil
 	}
-	ck := cacheKey(b.Name, key, obj.ETag, rq.pipeline, versions)
+	// The key is built on the stack and a memory hit allocates nothing.
+	var kb [512]byte
+	ck := appendCacheKey(kb[:0], b.Name, key, obj.ETag, rq.pipeline, stages)
 	ctx := rq.ctx
 	h := &ctx.Response.Header
 	now := r.now()
-	if e, ok := r.results.Get(ck, now); ok {
+	if e, ok := r.results.GetBytes(ck, now); ok {
 		h.Set("X-Dora-Cache", "hit")
 		h.Set("ETag", e.ETag)
-		h.Set("Cache-Control", cacheControl(b, e.Expires.Sub(e.Created)))
-		h.Set("Age", strconv.FormatInt(int64(now.Sub(e.Created)/time.Second), 10))
+		h.Set("Cache-Control", r.cacheControl(b.Private, e.Expires.Sub(e.Created)))
+		h.SetBytesV("Age", strconv.AppendInt(rq.ageBuf[:0], int64(now.Sub(e.Created)/time.Second), 10))
 		if notModified(&ctx.Request.Header, e.ETag, time.Time{}) {
 			closeHit(e)
 			ctx.SetStatusCode(fasthttp.StatusNotModified)
@@ -100,12 +98,13 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 		}}, int(size))
 		return true, true, nil
 	}
-	etag := resultETag(ck)
+	cks := string(ck)
+	etag := resultETag(cks)
 	h.Set("X-Dora-Cache", "miss")
 	h.Set("ETag", etag)
-	h.Set("Cache-Control", cacheControl(b, ttl))
+	h.Set("Cache-Control", r.cacheControl(b.Private, ttl))
 	if !ctx.IsHead() {
-		rq.fill = &cacheFill{key: ck, etag: etag, ttl: ttl, created: now}
+		rq.fill = &cacheFill{key: cks, etag: etag, ttl: ttl, created: now}
 	}
 	return false, false, nil
 }
@@ -119,39 +118,48 @@ func closeHit(h rescache.Hit) {
 
 // cachePolicy decides whether the stages' result may be cached: every ufop
 // step's active release opts in. It returns the TTL (the shortest of the
-// steps') and the steps' versions for the key.
-func cachePolicy(snap *meta.Snapshot, stages []stage) (time.Duration, string, bool) {
+// steps').
+func cachePolicy(snap *meta.Snapshot, stages []stage) (time.Duration, bool) {
 	var ttl time.Duration
-	var vs strings.Builder
 	for _, st := range stages {
 		t := dora.DefaultCacheTTL
 		if !st.builtin {
-			u := st.ufop
+			u := &st.ufop
 			if u.ActiveVersion == "" {
-				return 0, "", false
+				return 0, false
 			}
 			rel, ok := snap.Release(u.Name, u.ActiveVersion)
 			if !ok || rel.Cache == nil || !rel.Cache.Enabled {
-				return 0, "", false
+				return 0, false
 			}
 			if rel.Cache.TTL > 0 {
 				t = min(rel.Cache.TTL, dora.MaxCacheTTL)
 			}
-			vs.WriteString(u.Name)
-			vs.WriteByte('@')
-			vs.WriteString(u.ActiveVersion)
-			vs.WriteByte('|')
 		}
 		if ttl == 0 || t < ttl {
 			ttl = t
 		}
 	}
-	return ttl, vs.String(), ttl > 0
+	return ttl, ttl > 0
 }
 
-// cacheKey names a result by everything it depends on.
-func cacheKey(bucket, key, etag, pipeline, versions string) string {
-	return bucket + "\x00" + key + "\x00" + etag + "\x00" + pipeline + "\x00" + versions
+// appendCacheKey appends the name of a result by everything it depends
+// on: bucket, key, the object's etag, the pipeline's text and each ufop
+// step's active version.
+func appendCacheKey(dst []byte, bucket, key, etag, pipeline string, stages []stage) []byte {
+	for _, s := range [...]string{bucket, key, etag, pipeline} {
+		dst = append(dst, s...)
+		dst = append(dst, 0)
+	}
+	for i := range stages {
+		if st := &stages[i]; !st.builtin {
+			dst = append(dst, st.ufop.Name...)
+			dst = append(dst, '@')
+			dst = append(dst, st.ufop.ActiveVersion...)
+			dst = append(dst, '|')
+		}
+	}
+	return dst
 }
 
 // resultETag is the quoted validator of a cached result: a digest of its
@@ -162,13 +170,33 @@ func resultETag(ck string) string {
 }
 
 // cacheControl is the Cache-Control of a cached result: private for a
-// private bucket (a shared cache must not serve it without a token).
-func cacheControl(b dora.Bucket, ttl time.Duration) string {
+// private bucket (a shared cache must not serve it without a token). The
+// values are kept: TTLs are few (one per release's cache: setting).
+func (r *Router) cacheControl(private bool, ttl time.Duration) string {
+	k := ccKey{private, int64(ttl / time.Second)}
+	r.ccMu.RLock()
+	v, ok := r.cc[k]
+	r.ccMu.RUnlock()
+	if ok {
+		return v
+	}
 	scope := "public"
-	if b.Private {
+	if private {
 		scope = "private"
 	}
-	return scope + ", max-age=" + strconv.FormatInt(int64(ttl/time.Second), 10)
+	v = scope + ", max-age=" + strconv.FormatInt(k.maxAge, 10)
+	r.ccMu.Lock()
+	if len(r.cc) < 1024 { // bounded whatever the TTLs
+		r.cc[k] = v
+	}
+	r.ccMu.Unlock()
+	return v
+}
+
+// ccKey names a Cache-Control value.
+type ccKey struct {
+	private bool
+	maxAge  int64
 }
 
 // capture wraps the pipeline's last stream so that, read completely and

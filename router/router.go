@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -190,7 +191,12 @@ type Router struct {
 	// HTTP path's pipelines.
 	stopped context.Context
 	stop    context.CancelFunc
-	results *rescache.Cache // nil: no result cache
+	// deadline hands out the HTTP path's shared deadline contexts
+	// (children of stopped, Config.Deadline): deadline.go.
+	deadline *deadlines
+	results  *rescache.Cache // nil: no result cache
+	ccMu     sync.RWMutex
+	cc       map[ccKey]string // Cache-Control values (result.go)
 }
 
 // Sentinel configuration errors.
@@ -248,8 +254,10 @@ func New(cfg Config) (*Router, error) {
 		load:    newLoadCounters(cfg.Now()),
 		own:     map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true},
 		watch:   newConnWatch(watchPoll),
+		cc:      map[ccKey]string{},
 	}
 	r.stopped, r.stop = context.WithCancel(context.Background())
+	r.deadline = newDeadlines(r.stopped, cfg.Deadline)
 	if cfg.Meta != nil {
 		r.meta = cfg.Meta
 	} else {
@@ -267,11 +275,6 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("router: request id prefix: %w", err)
 	}
 	r.reqPfx = hex.EncodeToString(b[:])
-	m, err := newMetrics(cfg.Metrics, r)
-	if err != nil {
-		return nil, fmt.Errorf("router: metrics: %w", err)
-	}
-	r.metrics = m
 	if cfg.ResultCacheBytes >= 0 {
 		setDefault(&cfg.ResultCacheBytes, DefaultResultCacheBytes)
 		setDefault(&cfg.ResultCacheEntry, DefaultResultCacheEntry)
@@ -288,6 +291,14 @@ func New(cfg Config) (*Router, error) {
 		r.results = res
 		r.cfg = cfg
 	}
+	// Last: once registered, the collectors may be gathered at any time
+	// (another goroutine scraping the registry) and read r.cfg.
+	m, err := newMetrics(cfg.Metrics, r)
+	if err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("router: metrics: %w", err)
+	}
+	r.metrics = m
 	return r, nil
 }
 
@@ -466,11 +477,21 @@ func (r *Router) serverError(ctx *fasthttp.RequestCtx, err error) {
 // newReqid returns a process-unique request id: a random prefix chosen at
 // start and a sequence number.
 func (r *Router) newReqid() string {
-	n := r.reqSeq.Add(1)
 	var b [32]byte
-	out := append(b[:0], r.reqPfx...)
-	out = strconv.AppendUint(out, n, 16)
-	return string(out)
+	return string(r.appendRawReqid(b[:0]))
+}
+
+// appendReqid is newReqid whose bytes live in buf (32 bytes of room: no
+// allocation): the string points into buf, which must never be written
+// again (a request's own idBuf).
+func (r *Router) appendReqid(buf []byte) string {
+	b := r.appendRawReqid(buf)
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+func (r *Router) appendRawReqid(buf []byte) []byte {
+	buf = append(buf, r.reqPfx...)
+	return strconv.AppendUint(buf, r.reqSeq.Add(1), 16)
 }
 
 // fasthttpLogger sends fasthttp's own messages to slog.

@@ -268,6 +268,16 @@ func (b *Builder) base(ufop string, n int) string {
 // template instances are started in.
 func (b *Builder) Dir(ufop string, n int) string { return filepath.Join(b.base(ufop, n), "result") }
 
+// Has reports whether build n of ufop's result is on this host (another
+// admin's builds are not).
+func (b *Builder) Has(ufop string, n int) bool {
+	if checkName(ufop, n) != nil {
+		return false
+	}
+	fi, err := os.Stat(b.Dir(ufop, n))
+	return err == nil && fi.IsDir()
+}
+
 // LogPath is build n's log file.
 func (b *Builder) LogPath(ufop string, n int) string {
 	return filepath.Join(b.base(ufop, n), "build.log")

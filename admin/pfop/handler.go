@@ -2,8 +2,6 @@ package pfop
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"github.com/doraproject/dora/admin/accounts"
 	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/qhttp"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 )
@@ -120,15 +119,7 @@ func (h *Handler) Match(r *http.Request) bool {
 
 // Wrap serves Handler's paths and passes every other request to next
 // (the admin API).
-func (h *Handler) Wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if h.Match(r) {
-			h.ServeHTTP(w, r)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
+func (h *Handler) Wrap(next http.Handler) http.Handler { return qhttp.Front(h.Match, h, next) }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -153,11 +144,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.log.Info("pfop api", "reqid", reqid, "method", r.Method, "path", r.URL.Path, "status", status, "duration", h.cfg.Now().Sub(start))
 }
 
-func newReqid() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newReqid() string { return qhttp.NewReqid() }
 
 func writeJSON(w http.ResponseWriter, status int, v any) int {
 	b, err := json.Marshal(v)

@@ -21,6 +21,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/qhttp"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 )
@@ -172,28 +173,8 @@ func mimeAllowed(limit, mt string) bool {
 	return deny
 }
 
-// limitReader fails once more than n bytes were read.
-type limitReader struct {
-	r io.Reader
-	n int64
-}
-
-var errTooLarge = errors.New("file too large")
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n < 0 {
-		return 0, errTooLarge
-	}
-	if int64(len(p)) > l.n+1 {
-		p = p[:l.n+1]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	if l.n < 0 {
-		return n, errTooLarge
-	}
-	return n, err
-}
+// errTooLarge is what a capped upload body fails with.
+var errTooLarge = qhttp.ErrTooLarge
 
 // uploaded is what the reply template can name.
 type uploaded struct {
@@ -373,7 +354,7 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 		return nil, uerr(http.StatusForbidden, "limited mimeType: %s", mediaType(mt))
 	}
 	limit := h.uploadLimit(pol)
-	lr := &limitReader{r: br, n: limit}
+	lr := qhttp.Cap(br, limit)
 	key := t.key
 	target := key
 	if target == "" { // no key: the key is the etag, known only once stored

@@ -10,9 +10,7 @@ package rs
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +25,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
 	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/qhttp"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/netguard"
 	"github.com/doraproject/dora/router/origin"
@@ -165,15 +164,7 @@ func (h *Handler) Match(r *http.Request) bool {
 }
 
 // Wrap serves Handler's paths and passes every other request to next.
-func (h *Handler) Wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if h.Match(r) {
-			h.ServeHTTP(w, r)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
+func (h *Handler) Wrap(next http.Handler) http.Handler { return qhttp.Front(h.Match, h, next) }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -790,7 +781,7 @@ func (h *Handler) opFetch(ctx context.Context, acct dora.Account, rest string) (
 	if mt == "application/octet-stream" {
 		mt = ""
 	}
-	body := &capReader{r: resp.Body, n: h.cfg.MaxFetchBytes}
+	body := qhttp.Cap(resp.Body, h.cfg.MaxFetchBytes)
 	target := e.key
 	if target == "" {
 		target = ".dora-fetch/" + newReqid()
@@ -818,25 +809,7 @@ func (h *Handler) opFetch(ctx context.Context, acct dora.Account, rest string) (
 	return http.StatusOK, map[string]any{"fsize": obj.Size, "hash": obj.ETag, "key": obj.Key, "mimeType": obj.MimeType}
 }
 
-var errTooLarge = errors.New("too large")
-
-// capReader fails once more than n bytes were read.
-type capReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *capReader) Read(p []byte) (int, error) {
-	if int64(len(p)) > c.n+1 {
-		p = p[:c.n+1]
-	}
-	n, err := c.r.Read(p)
-	c.n -= int64(n)
-	if c.n < 0 {
-		return n, errTooLarge
-	}
-	return n, err
-}
+var errTooLarge = qhttp.ErrTooLarge
 
 // serveQuery answers the SDKs' region query (uc /v2/query and /v4/query,
 // ?ak=&bucket=, unsigned) with this platform's own addresses: every
@@ -875,11 +848,7 @@ func parseForm(body []byte) (map[string][]string, error) {
 	return url.ParseQuery(string(body))
 }
 
-func newReqid() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newReqid() string { return qhttp.NewReqid() }
 
 func writeJSON(w http.ResponseWriter, status int, v any) int {
 	w.Header().Set("Content-Type", "application/json")

@@ -101,6 +101,7 @@ of the --config file. The config file may also list instance flavors
 				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 				DomainSuffix:       v.GetString("domain-suffix"),
 				RouterHost:         v.GetString("router-host"),
+				StatsFrom:          v.GetStringSlice("stats-from"),
 			})
 			if err != nil {
 				return err
@@ -124,6 +125,7 @@ of the --config file. The config file may also list instance flavors
 	f.Bool("allow-private-notify", false, "let pfop notifyURLs reach loopback and private addresses (development only)")
 	f.Bool("allow-private-mirror", false, "let buckets mirror (and rs fetch) loopback and private addresses (development only)")
 	f.String("router-host", "", "the routers' public host:port, named as the download (io) host in the SDKs' region query (default: this admin's host)")
+	f.StringSlice("stats-from", nil, "/metrics URLs of the routers and the autoscaler, sampled for the web console's charts (e.g. http://router-1:8080/metrics)")
 	f.String("domain-suffix", "localhost", "the routers' domain suffix (buckets answer at <bucket>.<suffix>); no bucket may bind a domain under it")
 	f.String("data-dir", "./.dora", "directory for builds, registry blobs and local-runtime instances")
 	f.String("region", "z0", "the single region offered when --regions is not given")

@@ -640,6 +640,10 @@ func TestTwoOfEveryRole(t *testing.T) {
 		jobs = append(jobs, id)
 	}
 	time.Sleep(5 * time.Second) // load before the kills, to compare with after
+	jobBefore, _, err := nc.Jobs().Info("ufop-grepd-v1", nil)
+	if err != nil {
+		t.Fatalf("nomad job: %v", err)
+	}
 
 	// kill -9 one process of each role at once.
 	killAt := time.Now()
@@ -667,6 +671,29 @@ func TestTwoOfEveryRole(t *testing.T) {
 		return nil
 	})
 	t.Logf("leads taken over %v after the kills", time.Since(killAt).Round(time.Millisecond))
+	// The new leader admin deploys nothing twice: wait for a few of its
+	// reconcile passes, then the Nomad job is the version it was.
+	p0, err := metric(adminOther.url(), "dora_admin_reconcile_passes_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "reconcile passes of the new leader", func() error {
+		p, err := metric(adminOther.url(), "dora_admin_reconcile_passes_total")
+		if err == nil && p < p0+3 {
+			err = fmt.Errorf("%v passes", p)
+		}
+		return err
+	})
+	jobAfter, _, err := nc.Jobs().Info("ufop-grepd-v1", nil)
+	if err != nil {
+		t.Fatalf("nomad job: %v", err)
+	}
+	if *jobAfter.Version != *jobBefore.Version {
+		t.Errorf("the takeover re-deployed: nomad job version %d → %d", *jobBefore.Version, *jobAfter.Version)
+	}
+	if builds, err := co.Builds(ctx, "grepd"); err != nil || len(builds) != 1 {
+		t.Errorf("builds after the takeover: %+v, %v", builds, err)
+	}
 
 	// Jobs acknowledged before the kill finish (worker 2 reclaims worker
 	// 1's); new work goes on.

@@ -17,6 +17,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/registry"
 	"github.com/doraproject/dora/admin/rs"
+	"github.com/doraproject/dora/admin/stats"
 )
 
 // AdminConfig configures `dorad admin`. Zero fields take the defaults
@@ -45,6 +46,10 @@ type AdminConfig struct {
 	// query (uc /v4/query) is answered with as the download (io) host;
 	// the admin's own host when empty.
 	RouterHost string
+	// StatsFrom are the /metrics URLs of the routers and the autoscaler
+	// (e.g. http://router-1:8080/metrics): the web console's charts are
+	// sampled from them (admin/stats.Scrape). Empty: no charts.
+	StatsFrom []string
 	// DataDir holds what stays on the admin's host: builds, the OCI
 	// registry's blobs, local-runtime instances and (with a bolt store)
 	// the generated root keys. Default "./.dora".
@@ -87,8 +92,8 @@ type AdminConfig struct {
 	// (none when empty).
 	RouterURL string
 	// StatsInterval is how often the console's charts sample the figures
-	// (admin/stats' default when 0); charts need the figures in this
-	// process (dorad dev).
+	// (admin/stats' default when 0); the figures come from this process
+	// (dorad dev) or from StatsFrom.
 	StatsInterval time.Duration
 	Logger        *slog.Logger
 }
@@ -268,9 +273,10 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 
 		DomainSuffix:       cfg.DomainSuffix,
 		AllowPrivateMirror: cfg.AllowPrivateMirror,
-		// The web console's links and charts.
-		RouterURL:     cfg.RouterURL,
-		StatsGatherer: env.stats,
+		// The web console's links and charts: dorad dev's figures in
+		// this process, else the routers' and the autoscaler's /metrics.
+		RouterURL:     orDefault(cfg.RouterURL, routerURL(cfg.RouterHost)),
+		StatsGatherer: orGatherer(env.stats, statsGatherer(cfg.StatsFrom)),
 		StatsInterval: cfg.StatsInterval,
 		// Background work (re-apply, reconcile, build recovery) runs on
 		// one admin: the holder of a Consul lock, or this one alone.
@@ -307,4 +313,30 @@ func loopbackURL(addr net.Addr) string {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// routerURL is the console's base for processing URLs: the routers'
+// public host:port when given.
+func routerURL(host string) string {
+	if host == "" {
+		return ""
+	}
+	return "http://" + host
+}
+
+// statsGatherer scrapes the routers' and the autoscaler's /metrics for
+// the console's charts; nil (no charts) without addresses.
+func statsGatherer(urls []string) prometheus.Gatherer {
+	if len(urls) == 0 {
+		return nil
+	}
+	return stats.Scrape{URLs: urls}
+}
+
+// orGatherer is g, or else when g is nil.
+func orGatherer(g, otherwise prometheus.Gatherer) prometheus.Gatherer {
+	if g != nil {
+		return g
+	}
+	return otherwise
 }

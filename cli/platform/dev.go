@@ -188,11 +188,16 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	// The roles are closed before the backends they share (last
 	// registered, first closed), and the worker before the router and the
 	// admin: its running jobs may finish.
-	conns := connlimit.New(connlimit.Config{Logger: log.With("part", "listeners")})
+	backends := newParts("")
+	d.onClose(backends.closeAll)
 	adm := &Admin{Service: newService("admin")}
 	rtr := newService("router")
 	wrk := &Worker{Service: newService("worker")}
 	scl := newService("autoscaler")
+	for _, s := range []*Service{adm.Service, rtr, wrk.Service, scl} {
+		d.onClose(s.Close)
+	}
+	conns := connlimit.New(connlimit.Config{Logger: log.With("part", "listeners")})
 	// One connection budget for every listener, below RLIMIT_NOFILE: a
 	// flood is shed with 503 and EMFILE is retried, never fatal.
 	for _, s := range []*Service{adm.Service, rtr, wrk.Service} {
@@ -218,7 +223,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		return nil, err
 	}
 	urls := devBackends(cfg.DataDir, cfg.Objects)
-	be, err := d.openBackends(ctx, urls, openOptions{Region: cfg.Region, Logger: log, Runtime: RuntimeOptions{
+	be, err := backends.openBackends(ctx, urls, openOptions{Region: cfg.Region, Logger: log, Runtime: RuntimeOptions{
 		Region:          cfg.Region,
 		RunAs:           runAs,
 		Podman:          pod,
@@ -228,9 +233,6 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	}})
 	if err != nil {
 		return nil, err
-	}
-	for _, s := range []*Service{adm.Service, rtr, wrk.Service, scl} {
-		d.onClose(s.Close)
 	}
 
 	// The admin's registry also holds the autoscaler's gauges and the pfop

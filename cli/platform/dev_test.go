@@ -4,11 +4,14 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestResolveRunAs(t *testing.T) {
@@ -108,4 +111,96 @@ func TestDevDataDirModes(t *testing.T) {
 		t.Fatalf("run-as self: %v", err)
 	}
 	d.Close()
+}
+
+// TestDevBuildsEveryRole: dorad dev is the four production roles on
+// embedded backends: the worker's embedded router answers on its own
+// port, the autoscaler scales (leads) with its gauges on the admin's
+// /metrics, the admin runs its background work, and Close releases the bolt files so
+// that the data directory opens again.
+func TestDevBuildsEveryRole(t *testing.T) {
+	data := t.TempDir()
+	cfg := DevConfig{DataDir: data, AdminAddr: "127.0.0.1:0", RouterAddr: "127.0.0.1:0",
+		RunAs: RunAsSelf, ContainerRuntime: "none", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d, err := StartDev(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if d.WorkerURL == "" || d.WorkerURL == d.RouterURL || d.WorkerURL == d.AdminURL {
+		t.Fatalf("worker URL %q (router %s, admin %s)", d.WorkerURL, d.RouterURL, d.AdminURL)
+	}
+	for _, u := range []string{d.RouterURL, d.WorkerURL} {
+		if code, body := get(u + "/healthz"); code != http.StatusOK {
+			t.Fatalf("%s/healthz: %d %s", u, code, body)
+		}
+		if _, body := get(u + "/metrics"); !strings.Contains(body, "dora_router_") {
+			t.Fatalf("%s/metrics has no router figures:\n%s", u, body)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, metrics := get(d.AdminURL + "/metrics")
+		missing := ""
+		for _, want := range []string{"dora_autoscaler_leader 1", "dora_admin_leader 1"} {
+			if !strings.Contains(metrics, want) {
+				missing = want
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admin /metrics lacks %q:\n%s", missing, metrics)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	select {
+	case <-d.Done():
+		t.Fatalf("a role failed: %v", d.Err())
+	default:
+	}
+	d, err = StartDev(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start again on the same data dir: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	// A start that fails half-way (the router's port is taken) leaves
+	// nothing open: the admin's port is free again.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := free.Addr().String()
+	free.Close()
+	cfg.AdminAddr, cfg.RouterAddr = adminAddr, taken.Addr().String()
+	if d, err := StartDev(context.Background(), cfg); err == nil {
+		d.Close()
+		t.Fatal("started on a router port in use")
+	}
+	again, err := net.Listen("tcp", adminAddr)
+	if err != nil {
+		t.Fatalf("the failed start kept the admin's port: %v", err)
+	}
+	again.Close()
 }

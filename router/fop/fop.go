@@ -453,8 +453,7 @@ func parseStep(text string, i int) (Step, error) {
 	if text == "" {
 		return Step{}, malformed("step %d: empty step", i)
 	}
-	parts := strings.Split(text, "/")
-	name := parts[0]
+	name, _, hasArgs := strings.Cut(text, "/")
 	if name == "" {
 		return Step{}, malformed("step %d: empty name", i)
 	}
@@ -462,8 +461,8 @@ func parseStep(text string, i int) (Step, error) {
 		return Step{}, malformed("step %d: invalid name %q (want [A-Za-z][A-Za-z0-9_-]*)", i, name)
 	}
 	s := Step{Name: name, Raw: text}
-	if len(parts) > 1 {
-		s.Args = parts[1:]
+	if hasArgs { // a step without arguments takes no allocation
+		s.Args = strings.Split(text, "/")[1:]
 		for j, a := range s.Args {
 			if a == "" {
 				return Step{}, malformed("step %d (%s): empty argument %d", i, name, j+1)

@@ -137,24 +137,33 @@ func (c *Cache) MaxEntry() int64 {
 // disk tier (a small entry read from disk joins the memory tier). An
 // expired or damaged entry is dropped and missed.
 func (c *Cache) Get(key string, now time.Time) (Hit, bool) {
-	if e, ok := c.getMem(key, now); ok {
+	c.mu.Lock()
+	e, ok := c.memHit(c.items[key], now)
+	c.mu.Unlock()
+	if ok {
+		return Hit{Entry: e, Size: int64(len(e.Data))}, true
+	}
+	return c.getDisk(key, now)
+}
+
+// GetBytes is Get with the key as bytes: a memory hit allocates nothing.
+func (c *Cache) GetBytes(key []byte, now time.Time) (Hit, bool) {
+	c.mu.Lock()
+	e, ok := c.memHit(c.items[string(key)], now)
+	c.mu.Unlock()
+	if ok {
 		return Hit{Entry: e, Size: int64(len(e.Data))}, true
 	}
 	if c.disk == nil {
 		return Hit{}, false
 	}
-	h, ok := c.disk.get(key, now, c.maxEntry)
-	if ok && h.Data != nil {
-		c.Put(key, h.Entry)
-	}
-	return h, ok
+	return c.getDisk(string(key), now)
 }
 
-func (c *Cache) getMem(key string, now time.Time) (*Entry, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.items[key]
-	if !ok {
+// memHit returns el's entry when live at now (moved to the front), else
+// drops an expired one. c.mu is held; el may be nil.
+func (c *Cache) memHit(el *list.Element, now time.Time) (*Entry, bool) {
+	if el == nil {
 		return nil, false
 	}
 	it := el.Value.(*item)
@@ -164,6 +173,17 @@ func (c *Cache) getMem(key string, now time.Time) (*Entry, bool) {
 	}
 	c.ll.MoveToFront(el)
 	return it.e, true
+}
+
+func (c *Cache) getDisk(key string, now time.Time) (Hit, bool) {
+	if c.disk == nil {
+		return Hit{}, false
+	}
+	h, ok := c.disk.get(key, now, c.maxEntry)
+	if ok && h.Data != nil {
+		c.Put(key, h.Entry)
+	}
+	return h, ok
 }
 
 // Put stores e (whose Data is the whole result) in the memory tier under

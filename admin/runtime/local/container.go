@@ -3,12 +3,10 @@ package local
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -108,36 +106,14 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 			cs.User = fmt.Sprintf("%d:%d", u.Uid, u.Gid)
 		}
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return true, false, fmt.Sprintf("pipe: %v", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return true, false, fmt.Sprintf("pipe: %v", err)
-	}
 	cmd := pod.command(nil, pod.runArgs(cs)...)
-	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.Stdin = nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	t0 := time.Now()
-	err = cmd.Start()
-	outW.Close()
-	errW.Close()
+	pid, exited, drain, err := startLogged(in, cmd)
 	if err != nil {
-		outR.Close()
-		errR.Close()
 		return true, false, fmt.Sprintf("podman run: %v", err)
 	}
-	pid := cmd.Process.Pid
-	var copiers sync.WaitGroup
-	copiers.Add(2)
-	go func() { defer copiers.Done(); io.Copy(in.stdout, outR) }()
-	go func() { defer copiers.Done(); io.Copy(in.stderr, errR) }()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	bg := context.Background()
 	// stop asks podman to stop the container (SIGTERM, SIGKILL after
 	// StopTimeout) and waits for `podman run` to return.
@@ -156,17 +132,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 	}
 	// finish drains the output, reads how the container ended and removes it.
 	finish := func() (info exitInfo, ierr error) {
-		drained := make(chan struct{})
-		go func() { copiers.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(2 * time.Second):
-		}
-		outR.Close()
-		errR.Close()
-		<-drained
-		in.stdout.Flush()
-		in.stderr.Flush()
+		drain()
 		ctx, cancel := context.WithTimeout(bg, time.Minute)
 		defer cancel()
 		info, ierr = pod.Exit(ctx, name)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	goruntime "runtime"
 	"sort"
 	"strconv"
@@ -289,6 +290,22 @@ func (p *Podman) Exit(ctx context.Context, name string) (exitInfo, error) {
 		return exitInfo{}, fmt.Errorf("podman inspect %s: %w", name, err)
 	}
 	return st, nil
+}
+
+// RootFS returns where a running container's root filesystem is mounted
+// on this host (podman's overlay merged directory) and the container's
+// working directory, for reading the files it writes.
+func (p *Podman) RootFS(ctx context.Context, name string) (root, workdir string, err error) {
+	out, err := p.output(ctx, "container", "inspect", "--format",
+		"{{.State.Running}}\t{{.GraphDriver.Data.MergedDir}}\t{{.Config.WorkingDir}}", name)
+	if err != nil {
+		return "", "", err
+	}
+	f := strings.Split(strings.TrimRight(string(out), "\n"), "\t")
+	if len(f) != 3 || f[0] != "true" || !filepath.IsAbs(f[1]) {
+		return "", "", fmt.Errorf("podman inspect %s: not running or no merged directory (%q)", name, out)
+	}
+	return f[1], f[2], nil
 }
 
 // Stop stops a container: SIGTERM, then SIGKILL after timeout.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -54,6 +55,13 @@ func podmanRuntime(t *testing.T, pub Publisher, packages bool) *Runtime {
 // and returns its reference.
 func pushGrepdImage(t *testing.T) string {
 	t.Helper()
+	return pushGrepdImageWith(t, nil, nil)
+}
+
+// pushGrepdImageWith is pushGrepdImage with more entries in the layer
+// (written by files) and a changed config (by config); either may be nil.
+func pushGrepdImageWith(t *testing.T, files func(*tar.Writer), config func(*v1.ConfigFile)) string {
+	t.Helper()
 	srv := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	bin, err := os.ReadFile(filepath.Join(grepdDir, "grepd"))
@@ -64,6 +72,9 @@ func pushGrepdImage(t *testing.T) string {
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "grepd", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg})
 	tw.Write(bin)
+	if files != nil {
+		files(tw)
+	}
 	tw.Close()
 	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
 	if err != nil {
@@ -77,6 +88,9 @@ func pushGrepdImage(t *testing.T) string {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", goruntime.GOARCH
 	cf.Config.Entrypoint = []string{"/grepd"}
+	if config != nil {
+		config(cf)
+	}
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +167,52 @@ func TestContainerImage(t *testing.T) {
 	}
 	if left := labelled(t, "deploy-img"); len(left) != 0 {
 		t.Fatalf("containers left after Remove: %v", left)
+	}
+}
+
+// TestContainerCollectedLogs: an image instance's log_file_paths are read
+// from the container's own filesystem: absolute paths as the container
+// sees them, relative ones from its working directory; a symlink out of
+// the container's root is not followed.
+func TestContainerCollectedLogs(t *testing.T) {
+	r := podmanRuntime(t, nil, false)
+	file := func(tw *tar.Writer, name, text string) {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(text)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(text))
+	}
+	ref := pushGrepdImageWith(t, func(tw *tar.Writer) {
+		tw.WriteHeader(&tar.Header{Name: "var/log/", Mode: 0o755, Typeflag: tar.TypeDir})
+		file(tw, "var/log/app.log", "in the image\n")
+		tw.WriteHeader(&tar.Header{Name: "var/log/escape.log", Typeflag: tar.TypeSymlink, Linkname: "/etc/hostname"})
+		tw.WriteHeader(&tar.Header{Name: "work/", Mode: 0o755, Typeflag: tar.TypeDir})
+		tw.WriteHeader(&tar.Header{Name: "work/logs/", Mode: 0o755, Typeflag: tar.TypeDir})
+		file(tw, "work/logs/b.log", "relative one\nrelative two\n")
+	}, func(cf *v1.ConfigFile) { cf.Config.WorkingDir = "/work" })
+	spec := grepdSpec("deploy-clogs", 1)
+	spec.Package = nil
+	spec.OCIImage = ref
+	spec.Flavor = dora.Flavor{Name: "C1M1", CPU: 1000, MemoryMB: 256}
+	spec.Release.LogFilePaths = []string{"/var/log", "logs/*.log"}
+	if err := r.Apply(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a healthy container", func() bool { return status(t, r, "deploy-clogs").Healthy == 1 })
+	lines, err := r.CollectedLogs("deploy-clogs", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(lines, ","); got != "in the image,relative one,relative two" {
+		t.Fatalf("collected %q", lines)
+	}
+	spec.Release.LogFilePaths = []string{"../../etc/hostname"}
+	if err := r.Apply(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	if lines, err := r.CollectedLogs("deploy-clogs", 1); err == nil {
+		t.Fatalf("a relative path leaving the working dir was accepted: %q", lines)
+	}
+	if err := r.Remove(context.Background(), "deploy-clogs"); err != nil {
+		t.Fatal(err)
 	}
 }
 

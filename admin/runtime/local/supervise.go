@@ -130,55 +130,22 @@ func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed boo
 	if err != nil {
 		return true, fmt.Sprintf("pick a port: %v", err)
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return true, fmt.Sprintf("pipe: %v", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return true, fmt.Sprintf("pipe: %v", err)
-	}
 	cmd := exec.Command("/bin/sh", "-c", shellCommand(spec.Package.Run))
 	cmd.Dir = in.dir
 	cmd.Env = append(instanceEnv(r.cfg.Env, spec.Release.Env, port, in.dir, r.cfg.RunAs), procsweep.Env(r.owner))
-	cmd.Stdout = outW
-	cmd.Stderr = errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if r.cfg.RunAs != nil {
 		cmd.SysProcAttr.Credential = r.cfg.RunAs.Credential()
 	}
-	err = cmd.Start()
-	outW.Close()
-	errW.Close()
+	pid, exited, drain, err := startLogged(in, cmd)
 	if err != nil {
-		outR.Close()
-		errR.Close()
 		return true, fmt.Sprintf("start: %v", err)
 	}
-	pid := cmd.Process.Pid
-	var copiers sync.WaitGroup
-	copiers.Add(2)
-	go func() { defer copiers.Done(); io.Copy(in.stdout, outR) }()
-	go func() { defer copiers.Done(); io.Copy(in.stderr, errR) }()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	// finish reaps the process group and drains the output pipes; a
 	// daemonised grandchild holding them gets 2s before they are closed.
 	finish := func() {
 		syscall.Kill(-pid, syscall.SIGKILL)
-		drained := make(chan struct{})
-		go func() { copiers.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(2 * time.Second):
-		}
-		outR.Close()
-		errR.Close()
-		<-drained
-		in.stdout.Flush()
-		in.stderr.Flush()
+		drain()
 	}
 
 	r.mu.Lock()
@@ -438,6 +405,12 @@ const maxCollected = 256 << 10
 // leaving the working directory are refused. The working directory is
 // recreated at every start, as the seed's stateless instances expect, so
 // only the current run's files are seen.
+//
+// An OCI image instance's files are read from its running container's
+// root filesystem: an absolute path is the path the program sees, a
+// relative one starts at the image's working directory; a symlink leading
+// out of the container's root is not followed. A container not running
+// has no files to show.
 func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error) {
 	r.mu.Lock()
 	d := r.deps[deploymentID]
@@ -452,21 +425,71 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 	}
 	paths := append([]string(nil), d.spec.Release.LogFilePaths...)
 	dir := in.dir
+	image := d.spec.Package == nil && d.spec.OCIImage != ""
+	running := in.run != nil && in.pid != 0
+	name := containerName(in.id)
 	r.mu.Unlock()
 
-	root, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return []string{}, nil // not started yet
+	if image {
+		rels := make([]string, 0, len(paths))
+		for _, p := range paths {
+			c := path.Clean(strings.TrimSpace(p))
+			if !path.IsAbs(c) && (c == "." || c == ".." || strings.HasPrefix(c, "../")) {
+				return nil, fmt.Errorf("collected logs %s: log path %q must be absolute or below the working dir", deploymentID, p)
+			}
+			if _, err := path.Match(c, ""); err != nil {
+				return nil, fmt.Errorf("collected logs %s: log path %q: %w", deploymentID, p, err)
+			}
+			rels = append(rels, c)
+		}
+		if !running || r.cfg.Podman == nil {
+			return []string{}, nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		root, wd, err := r.cfg.Podman.RootFS(ctx, name)
+		if err != nil {
+			r.log.Debug("collected logs: container root", "instance", in.id, "err", err)
+			return []string{}, nil // stopped meanwhile
+		}
+		for i, c := range rels {
+			if !path.IsAbs(c) {
+				c = path.Join("/", wd, c)
+			}
+			rels[i] = strings.TrimPrefix(c, "/")
+			if rels[i] == "" {
+				rels[i] = "."
+			}
+		}
+		return r.collectFiles(root, rels, nil), nil
 	}
-	var files []string
+	rels := make([]string, 0, len(paths))
 	for _, p := range paths {
 		c := path.Clean(strings.TrimSpace(p))
 		if c == "." || path.IsAbs(c) || c == ".." || strings.HasPrefix(c, "../") {
 			return nil, fmt.Errorf("collected logs %s: log path %q must be relative to the working dir", deploymentID, p)
 		}
+		if _, err := path.Match(c, ""); err != nil {
+			return nil, fmt.Errorf("collected logs %s: log path %q: %w", deploymentID, p, err)
+		}
+		rels = append(rels, c)
+	}
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return []string{}, nil // not started yet
+	}
+	return r.collectFiles(root, rels, r.cfg.RunAs), nil
+}
+
+// collectFiles reads the files matching rels (slash-separated globs or
+// directories below root) for CollectedLogs; with runAs set, only files
+// that user owns.
+func (r *Runtime) collectFiles(root string, rels []string, runAs *build.User) []string {
+	var files []string
+	for _, c := range rels {
 		matches, err := filepath.Glob(filepath.Join(root, filepath.FromSlash(c)))
 		if err != nil {
-			return nil, fmt.Errorf("collected logs %s: log path %q: %w", deploymentID, p, err)
+			continue // a malformed pattern matches nothing
 		}
 		for _, m := range matches {
 			filepath.WalkDir(m, func(f string, de os.DirEntry, err error) error {
@@ -482,7 +505,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 	// an os.Root, which never leaves the working dir.
 	wd, err := os.OpenRoot(root)
 	if err != nil {
-		return []string{}, nil
+		return []string{}
 	}
 	defer wd.Close()
 	var lines []string
@@ -498,7 +521,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 		if err != nil {
 			continue
 		}
-		fl, n, err := tailFile(wd, rel, maxCollected, r.cfg.RunAs)
+		fl, n, err := tailFile(wd, rel, maxCollected, runAs)
 		if err != nil {
 			continue
 		}
@@ -512,7 +535,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 	if lines == nil {
 		lines = []string{}
 	}
-	return lines, nil
+	return lines
 }
 
 // tailFile returns the complete lines among the last max bytes of the
@@ -558,4 +581,51 @@ func tailFile(root *os.Root, p string, max int64, runAs *build.User) ([]string, 
 		return lines, n, err
 	}
 	return lines, n, nil
+}
+
+// startLogged starts cmd with its stdout and stderr copied into in's logs
+// through pipes, and waits for it in the background: exited gets Wait's
+// result. drain, once the process is reaped, waits for the copies (a
+// daemonised grandchild holding the pipes gets 2 s before they are
+// closed) and flushes the logs. The caller sets cmd's process attributes.
+func startLogged(in *instance, cmd *exec.Cmd) (pid int, exited <-chan error, drain func(), err error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return 0, nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return 0, nil, nil, err
+	}
+	var copiers sync.WaitGroup
+	copiers.Add(2)
+	go func() { defer copiers.Done(); io.Copy(in.stdout, outR) }()
+	go func() { defer copiers.Done(); io.Copy(in.stderr, errR) }()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	drain = func() {
+		drained := make(chan struct{})
+		go func() { copiers.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
+		}
+		outR.Close()
+		errR.Close()
+		<-drained
+		in.stdout.Flush()
+		in.stderr.Flush()
+	}
+	return cmd.Process.Pid, done, drain, nil
 }

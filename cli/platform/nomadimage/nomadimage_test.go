@@ -46,7 +46,7 @@ const (
 // converge; a healthy run takes a fraction of it.
 const wait = 3 * time.Minute
 
-func eventually(t *testing.T, what string, check func() error) {
+func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
@@ -68,7 +68,7 @@ func logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	_, file, _, ok := goruntime.Caller(0)
 	if !ok {
 		t.Fatal("no caller info")
@@ -78,23 +78,35 @@ func repoRoot(t *testing.T) string {
 
 // demoBinary builds cli/e2e/testdata/ufopdemo (Qiniu's demo shape:
 // /handler, /health, port 9100 unless PORT_HTTP) static into dir.
-func demoBinary(t *testing.T, dir string) string {
+func demoBinary(t testing.TB, dir string) string {
 	t.Helper()
-	bin := filepath.Join(dir, "ufopdemo")
-	build := exec.Command("go", "build", "-o", bin, "./cli/e2e/testdata/ufopdemo")
+	return buildStatic(t, dir, "./cli/e2e/testdata/ufopdemo", "ufopdemo")
+}
+
+// buildStatic builds the repository's package pkg static as dir/name.
+func buildStatic(t testing.TB, dir, pkg, name string) string {
+	t.Helper()
+	bin := filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", bin, pkg)
 	build.Dir = repoRoot(t)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build ufopdemo: %v\n%s", err, out)
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
 }
 
-// demoTar packs the demo as /app into a one-layer image written as a
-// docker-save tarball.
-func demoTar(t *testing.T, dir string) string {
+// demoTar packs the demo as an image written as a docker-save tarball.
+func demoTar(t testing.TB, dir string) string {
 	t.Helper()
-	data, err := os.ReadFile(demoBinary(t, dir))
+	return imageTar(t, demoBinary(t, dir), filepath.Join(dir, "ufopdemo.tar"), "ufopdemo:v1")
+}
+
+// imageTar packs bin as /app (the entrypoint) into a one-layer image and
+// writes it to path as a docker-save tarball tagged tag.
+func imageTar(t testing.TB, bin, path, tag string) string {
+	t.Helper()
+	data, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,11 +135,10 @@ func demoTar(t *testing.T, dir string) string {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
-	ref, err := name.NewTag("ufopdemo:v1")
+	ref, err := name.NewTag(tag)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "ufopdemo.tar")
 	if err := tarball.WriteToFile(path, ref, img); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +149,7 @@ func demoTar(t *testing.T, dir string) string {
 // network reaches (the router's one-shot input URLs must be fetchable
 // from inside the containers, as from another host in production): the
 // first up, non-loopback IPv4 address outside podman's own bridges.
-func hostIP(t *testing.T) string {
+func hostIP(t testing.TB) string {
 	t.Helper()
 	ifs, err := net.Interfaces()
 	if err != nil {
@@ -164,7 +175,7 @@ func hostIP(t *testing.T) string {
 }
 
 // qdoractl runs the CLI in-process and fails the test unless it exits 0.
-func qdoractl(t *testing.T, args ...string) string {
+func qdoractl(t testing.TB, args ...string) string {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -221,7 +232,7 @@ type container struct {
 
 // containersOf lists the containers (running or not) Nomad's docker driver
 // created for an allocation, through the Docker API it uses.
-func containersOf(t *testing.T, pd *agenttest.Podman, allocID string) []container {
+func containersOf(t testing.TB, pd *agenttest.Podman, allocID string) []container {
 	t.Helper()
 	filters, _ := json.Marshal(map[string][]string{"label": {"com.hashicorp.nomad.alloc_id=" + allocID}})
 	resp, err := pd.HTTPClient().Get("http://d/v1.41/containers/json?all=true&filters=" + url.QueryEscape(string(filters)))
@@ -254,7 +265,7 @@ func runningAllocs(nc *nomadapi.Client, jobID string) ([]*nomadapi.AllocationLis
 // twoHealthy waits until the job has two running allocations, Consul
 // passes exactly those two, and the admin reports two healthy RUNNING
 // instances with those ids; it returns the allocation ids.
-func twoHealthy(t *testing.T, ctx context.Context, c *client.Client, nc *nomadapi.Client, cc *consulapi.Client, ufop, jobID string) []string {
+func twoHealthy(t testing.TB, ctx context.Context, c *client.Client, nc *nomadapi.Client, cc *consulapi.Client, ufop, jobID string) []string {
 	t.Helper()
 	var ids []string
 	eventually(t, "two Nomad allocations, two passing Consul checks, two healthy instances", func() error {
@@ -320,7 +331,7 @@ type env struct {
 // deployments on Nomad with runtimeQuery appended to its nomad:// URL.
 // When the test ends, every job is purged and no allocation nor container
 // of it may be left running.
-func startPlatform(t *testing.T, runtimeQuery string) *env {
+func startPlatform(t testing.TB, runtimeQuery string) *env {
 	t.Helper()
 	e := &env{work: t.TempDir()}
 	// The admin's address is chosen first: podman must know the registry
@@ -414,7 +425,7 @@ var (
 )
 
 // putObjects creates the bucket demo with small.txt and big.txt.
-func (e *env) putObjects(t *testing.T) {
+func (e *env) putObjects(t testing.TB) {
 	t.Helper()
 	qdoractl(t, "bucket", "create", "demo")
 	for key, text := range map[string]string{"small.txt": small, "big.txt": big} {
@@ -429,7 +440,7 @@ func (e *env) putObjects(t *testing.T) {
 // purge deregisters every job and waits (bounded) until none of their
 // allocations and containers runs; anything left fails the test. It runs
 // after the roles closed, before Nomad and podman stop.
-func (e *env) purge(t *testing.T) {
+func (e *env) purge(t testing.TB) {
 	jobs, _, err := e.nc.Jobs().List(nil)
 	if err != nil {
 		t.Errorf("cleanup: list jobs: %v", err)

@@ -31,45 +31,8 @@ func TestFixedPortPackageOnNomad(t *testing.T) {
 	defer cancel()
 	const ufop, jobID = "fixedport", "ufop-fixedport-v1"
 
-	// The package carries the program already built; its build only
-	// copies it.
-	src := filepath.Join(e.work, "src")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin, err := os.ReadFile(demoBinary(t, e.work))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "ufopdemo"), bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "ufop.yaml"), []byte("image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\n"+
-		"run: env -u PORT -u PORT_HTTP ./ufopdemo\nprotocol: dora\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	e.putObjects(t)
-	c := e.client
-	if _, err := c.RegisterUfop(ctx, ufop, "listens on 9100", dora.ModePrivate); err != nil {
-		t.Fatal(err)
-	}
-	b, err := c.Build(ctx, ufop, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err = c.WaitBuild(ctx, ufop, b.Number, 200*time.Millisecond, nil); err != nil || b.Status != dora.BuildSuccess {
-		t.Fatalf("build: %+v %v", b, err)
-	}
-	if _, err := c.CreateRelease(ctx, client.ReleaseConfig{
-		UfopName: ufop, VerStr: "v1", Image: dora.BuildImageName(ufop, b.Number), Flavor: "default",
-		HealthCheck: &client.HealthCheckConfig{Path: "/health", Timeout: 1}, Protocol: "dora",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Now()
-	if _, err := c.Deploy(ctx, ufop, client.DeployRequest{Version: "v1", Region: "z0", Expect: 2}); err != nil {
-		t.Fatal(err)
-	}
+	t0 := e.deployPackage(t, ctx, ufop, demoBinary(t, e.work), "env -u PORT -u PORT_HTTP ./ufopdemo")
 	hc := &http.Client{Timeout: 30 * time.Second}
 	wantSmall, wantBig := strings.ToUpper(small), strings.ToUpper(big)
 	var first time.Duration
@@ -81,7 +44,7 @@ func TestFixedPortPackageOnNomad(t *testing.T) {
 		return err
 	})
 	t.Logf("deploy -> first 200 on Nomad (package, raw_exec, bridge): %v", first)
-	allocs := twoHealthy(t, ctx, c, e.nc, e.cc, ufop, jobID)
+	allocs := twoHealthy(t, ctx, e.client, e.nc, e.cc, ufop, jobID)
 
 	job, _, err := e.nc.Jobs().Info(jobID, nil)
 	if err != nil {
@@ -124,4 +87,49 @@ func TestFixedPortPackageOnNomad(t *testing.T) {
 			t.Errorf("instance %d does not listen on 9100:\n%s", i, out)
 		}
 	}
+}
+
+// deployPackage registers ufop, builds a program package carrying bin
+// (already built: the build only copies it) started with run, releases it
+// as v1 (Dora protocol, health at /health) and deploys it with --expect 2;
+// it returns when the deploy call returned.
+func (e *env) deployPackage(t testing.TB, ctx context.Context, ufop, bin, run string) time.Time {
+	t.Helper()
+	src := filepath.Join(e.work, "src-"+ufop)
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, filepath.Base(bin)), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "ufop.yaml"), []byte("image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\n"+
+		"run: "+run+"\nprotocol: dora\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client
+	if _, err := c.RegisterUfop(ctx, ufop, "a prebuilt program", dora.ModePrivate); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Build(ctx, ufop, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = c.WaitBuild(ctx, ufop, b.Number, 200*time.Millisecond, nil); err != nil || b.Status != dora.BuildSuccess {
+		t.Fatalf("build: %+v %v", b, err)
+	}
+	if _, err := c.CreateRelease(ctx, client.ReleaseConfig{
+		UfopName: ufop, VerStr: "v1", Image: dora.BuildImageName(ufop, b.Number), Flavor: "default",
+		HealthCheck: &client.HealthCheckConfig{Path: "/health", Timeout: 1}, Protocol: "dora",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, err := c.Deploy(ctx, ufop, client.DeployRequest{Version: "v1", Region: "z0", Expect: 2}); err != nil {
+		t.Fatal(err)
+	}
+	return t0
 }
