@@ -288,6 +288,12 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	var last *httpError
 	for attempt := range 2 {
 		h := r.cfg.Pool.Pick(key, avoid, r.now())
+		if h == nil && avoid != nil {
+			// No other instance: the same one once more. A keep-alive
+			// connection it had closed fails like a dead instance; a
+			// dead one refuses the new connection at once.
+			h = r.cfg.Pool.Pick(key, nil, r.now())
+		}
 		if h == nil {
 			if attempt > 0 {
 				break
@@ -356,6 +362,12 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 	var last *httpError
 	for attempt := range 2 {
 		h := r.cfg.Pool.Pick(key, avoid, r.now())
+		if h == nil && avoid != nil {
+			// No other instance: the same one once more. A keep-alive
+			// connection it had closed fails like a dead instance; a
+			// dead one refuses the new connection at once.
+			h = r.cfg.Pool.Pick(key, nil, r.now())
+		}
 		if h == nil {
 			if attempt > 0 {
 				break

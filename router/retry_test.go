@@ -152,3 +152,69 @@ func TestDeadInstanceRequestRetriedLaterStep(t *testing.T) {
 		})
 	}
 }
+
+// flakyConnInstance is a Dora-protocol instance that drops the connection
+// of every other request after reading it (as a keep-alive connection
+// closed by its peer, or a program restarting, looks to the router) and
+// answers the others upper-cased.
+func flakyConnInstance(t *testing.T, drops *atomic.Int64) string {
+	t.Helper()
+	var n atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		src := r.Body
+		if u := r.URL.Query().Get("url"); u != "" {
+			res, err := http.Get(u)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			defer res.Body.Close()
+			src = res.Body
+		}
+		in, err := io.ReadAll(src)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		if n.Add(1)%2 == 1 {
+			drops.Add(1)
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
+		}
+		_, _ = w.Write(bytes.ToUpper(in))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// A step whose only instance drops a connection before answering is tried
+// once more on that instance (there is no other): with every other
+// connection dropped, no request fails, in both input modes.
+func TestOnlyInstanceDropRetried(t *testing.T) {
+	e := newEnv(t, nil)
+	var drops atomic.Int64
+	e.ufop(dora.Ufop{Name: "upper", Owner: alice.ID}, dora.ProtocolDora)
+	e.pool.Update([]pool.Instance{poolInst("only", "upper", "v1", flakyConnInstance(t, &drops))})
+	small := strings.Repeat("small\n", 100)       // body mode
+	large := strings.Repeat("some text\n", 10000) // 100 000 bytes: url= mode, the object replayed
+	e.objs.add("photos", "small.txt", "text/plain", []byte(small))
+	e.objs.add("photos", "large.txt", "text/plain", []byte(large))
+	for i := range 10 {
+		for path, want := range map[string]string{"/small.txt?upper": small, "/large.txt?upper": large} {
+			resp, body := e.get("photos.localhost", path)
+			if resp.StatusCode != http.StatusOK || string(body) != strings.ToUpper(want) {
+				t.Fatalf("request %d %s (%d drops so far): %d %.200s", i, path, drops.Load(), resp.StatusCode, body)
+			}
+		}
+	}
+	if drops.Load() < 10 {
+		t.Fatalf("%d connections dropped, want at least 10", drops.Load())
+	}
+}

@@ -149,7 +149,12 @@ func newEnv(t *testing.T) *env {
 	var insts []pool.Instance
 	for name, addr := range map[string]string{"upper": upper, "failer": failer} {
 		e.putJSON(store.UfopKey(name), dora.Ufop{Name: name, Owner: alice.ID, Mode: dora.ModePrivate, ActiveVersion: "v1"})
-		e.putJSON(store.ReleaseKey(name, "v1"), dora.Release{Ufop: name, Version: "v1", Protocol: dora.ProtocolDora})
+		// The fakes read their whole input (9 MiB in the resumable tests)
+		// before answering: under -race on a loaded machine that took more
+		// than the default 30 s to the first byte. The bound is a hang
+		// detector here, not part of what is tested.
+		e.putJSON(store.ReleaseKey(name, "v1"), dora.Release{Ufop: name, Version: "v1", Protocol: dora.ProtocolDora,
+			Timeouts: dora.StepTimeouts{FirstByte: 5 * time.Minute, Idle: 5 * time.Minute}})
 		insts = append(insts, pool.Instance{ID: name + "-0", Ufop: name, Version: "v1", Region: "z0", Addr: addr})
 	}
 	p.Update(insts)
