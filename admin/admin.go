@@ -76,6 +76,9 @@ type Config struct {
 	Builder *build.Builder
 	// Registry serves the OCI distribution API under /v2/; may be nil.
 	Registry http.Handler
+	// Pfop takes POST /v1/pfop (the web console's pfop form); nil: the
+	// route answers 501.
+	Pfop PfopSubmitter
 	// Images lists pushed OCI images; when nil, the store's images/<owner>/
 	// records are used.
 	Images ImageLister
@@ -196,8 +199,7 @@ type Server struct {
 
 	buildLocks keyedMutex // serializes build numbering per ufop
 
-	pfop       atomic.Pointer[PfopSubmitter] // POST /v1/pfop; nil: 501
-	keyMu      sync.Mutex                    // guards consoleKey, read from the store on first use
+	keyMu      sync.Mutex // guards consoleKey, read from the store on first use
 	consoleKey []byte
 	sessionTTL time.Duration
 	stats      *stats.Sampler

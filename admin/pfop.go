@@ -15,18 +15,12 @@ type PfopSubmitter interface {
 	SubmitFor(ctx context.Context, acct dora.Account, req api.PfopRequest, reqid string) (string, int, error)
 }
 
-// SetPfop enables POST /v1/pfop (the web console's pfop form); without it
-// the route answers 501. It is a setter, not a Config field, because the
-// pfop handler is built next to the admin API, sometimes after it; it is
-// safe while the server serves.
-func (s *Server) SetPfop(p PfopSubmitter) { s.pfop.Store(&p) }
-
 // submitPfop is POST /v1/pfop: the JSON form of Qiniu's POST /pfop,
 // authenticated like every /v1 call (a signature, or the console's session
 // and CSRF token), for the caller's own bucket.
 func (s *Server) submitPfop(w http.ResponseWriter, r *http.Request, c *call) error {
-	p := s.pfop.Load()
-	if p == nil || *p == nil {
+	p := s.cfg.Pfop
+	if p == nil {
 		return errf(http.StatusNotImplemented, "this admin does not take pfop jobs")
 	}
 	var req api.PfopRequest
@@ -37,7 +31,7 @@ func (s *Server) submitPfop(w http.ResponseWriter, r *http.Request, c *call) err
 	if info, ok := r.Context().Value(accessKey{}).(*accessInfo); ok {
 		reqid = info.reqid
 	}
-	id, status, err := (*p).SubmitFor(r.Context(), c.acct, req, reqid)
+	id, status, err := p.SubmitFor(r.Context(), c.acct, req, reqid)
 	if err != nil {
 		return errf(status, "%v", err)
 	}

@@ -32,7 +32,7 @@ func TestPfopFromTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv.SetPfop(h)
+	e.start(func(c *Config) { c.Pfop = h })
 
 	e.must(http.StatusCreated, e.root, "POST", "/v1/buckets", map[string]any{"name": "pfb"}, nil)
 	e.must(http.StatusOK, e.root, "PUT", "/v1/objects/pfb/a.txt", []byte("hello\n"), nil)

@@ -275,6 +275,7 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 		AllowPrivateMirror: cfg.AllowPrivateMirror,
 		// The web console's links and charts: dorad dev's figures in
 		// this process, else the routers' and the autoscaler's /metrics.
+		Pfop:          pfopHandler, // the console's pfop form
 		RouterURL:     orDefault(cfg.RouterURL, routerURL(cfg.RouterHost)),
 		StatsGatherer: orGatherer(env.stats, statsGatherer(cfg.StatsFrom)),
 		StatsInterval: cfg.StatsInterval,
@@ -287,7 +288,6 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
-	srv.SetPfop(pfopHandler) // the console's pfop form
 
 	// Again, now that the queue, the store and the registry exist: a bolt
 	// file or objects/ in the data directory get their modes.
