@@ -136,6 +136,11 @@ type Config struct {
 	// this admin is the only one (an embedded store only one process can
 	// open): it always leads.
 	Leader Elector
+	// ShareBuilds keeps each successful build's result in the objects
+	// store too (dora.SystemBucket), so that the other admins sharing the
+	// store serve its artifact to the runtime; set it with a shared store
+	// and shared objects. Off, only this admin's builder has it.
+	ShareBuilds bool
 	// BuildHeartbeat is how often a running build's admin records that it
 	// is alive; the leader fails a RUNNING build whose admin has not done
 	// so for BuildStaleAfter × BuildHeartbeat. DefaultBuildHeartbeat when 0.

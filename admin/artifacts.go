@@ -107,11 +107,11 @@ func artifactKey(ufop string, n int) string {
 }
 
 // shareArtifact streams build n of ufop's result (tar.gz) into the shared
-// objects store, so that an admin on another host can serve it to the
+// objects store (with Config.ShareBuilds), so that an admin on another host can serve it to the
 // runtime's clients (the artifact URL names whichever admin applies the
 // deployment, or a load balancer in front of them all).
 func (s *Server) shareArtifact(ctx context.Context, ufop string, n int) error {
-	if s.cfg.Objects == nil || s.cfg.Builder == nil {
+	if !s.cfg.ShareBuilds || s.cfg.Objects == nil || s.cfg.Builder == nil {
 		return nil
 	}
 	pr, pw := io.Pipe()

@@ -22,7 +22,7 @@ import (
 // fetches; no account can create the bucket that holds it, and deleting
 // the ufop deletes it.
 func TestArtifactServedByEveryAdmin(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, func(c *Config) { c.ShareBuilds = true })
 	alice := e.user("alice", 0)
 	e.ufop(alice, "grepd", dora.ModePrivate)
 	var b dora.Build
@@ -43,7 +43,7 @@ func TestArtifactServedByEveryAdmin(t *testing.T) {
 	}
 	srv2, err := New(Config{
 		Store: e.st, Runtime: newFakeRuntime(), Objects: e.objs, Builder: bld2,
-		PublicURL: "http://admin.test:8090", RootAK: testRootAK, RootSK: testRootSK,
+		PublicURL: "http://admin.test:8090", RootAK: testRootAK, RootSK: testRootSK, ShareBuilds: true,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -59,7 +59,7 @@ func pkg(t *testing.T, image string, script ...string) []byte {
 // waitBuild polls a build until it leaves RUNNING.
 func (e *env) waitBuild(acct dora.Account, ufop string, n int) dora.Build {
 	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute) // a hang only: a Go build under -race on a loaded machine is slow
 	for {
 		var b dora.Build
 		e.must(http.StatusOK, acct, "GET", "/v1/ufops/"+ufop+"/builds/"+strconv.Itoa(n), nil, &b)

@@ -281,6 +281,8 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 		// Background work (re-apply, reconcile, build recovery) runs on
 		// one admin: the holder of a Consul lock, or this one alone.
 		Leader: adminElector(be.Store, env.consul, a.PublicURL, log),
+		// Other admins on the Consul store serve this one's builds.
+		ShareBuilds: env.consul != nil,
 	})
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)

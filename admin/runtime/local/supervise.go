@@ -81,9 +81,10 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 			if spec.Package == nil {
 				// A container that keeps exiting is not restarted
 				// for ever: nothing of it stays running.
+				msg := in.message // read under r.mu: Close may clear it
 				r.mu.Unlock()
 				r.markDirty()
-				r.log.Warn("instance failed", "instance", in.id, "why", in.message)
+				r.log.Warn("instance failed", "instance", in.id, "why", msg)
 				<-rn.stop
 				return
 			}
