@@ -61,11 +61,11 @@ soak:
 
 ## flaky: the fast packages' tests FLAKY_COUNT (5) times under -race, all
 ## packages at once (a loaded machine), to catch a test that asserts on
-## timing or scheduling; every package but cli/e2e and cli/platform (real
+## timing or scheduling; every package but cli/e2e/... and cli/platform (real
 ## agents, minutes per run); the soak and browser tags are not built.
 FLAKY_COUNT ?= 5
 flaky:
-	PATH="$(DEPS_BIN):$$PATH" $(GO) test -race -count=$(FLAKY_COUNT) -timeout 90m $$($(GO) list ./... | grep -v -e '/cli/e2e$$' -e '/cli/platform$$')
+	PATH="$(DEPS_BIN):$$PATH" $(GO) test -race -count=$(FLAKY_COUNT) -timeout 90m $$($(GO) list ./... | grep -v -e '/cli/e2e' -e '/cli/platform$$')
 
 ## bench: router vs direct vs nginx, and a 1 GiB object through three steps
 bench: build

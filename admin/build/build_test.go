@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -468,10 +469,14 @@ func TestBuildGrepdEndToEnd(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", u.Run)
 	cmd.Dir = b.Dir("grepd", 1)
 	cmd.Env = append(os.Environ(), "HOST=127.0.0.1", "PORT="+itoa(port))
+	// Its own process group, killed whole: sh may fork grepd rather than
+	// exec it, and killing sh alone left grepd running (seen: one leaked
+	// per run of make flaky).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() }()
 	url := "http://127.0.0.1:" + itoa(port)
 	deadline := time.Now().Add(30 * time.Second)
 	for {

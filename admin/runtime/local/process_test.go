@@ -122,8 +122,16 @@ func TestBuiltPackageRuns(t *testing.T) {
 	}
 	_, file, _, _ := goruntime.Caller(0)
 	examples := filepath.Join(filepath.Dir(file), "..", "..", "..", "examples")
+	// A Go build cache kept across runs (content-addressed, shared safely):
+	// with a fresh one every run compiled the standard library as nobody,
+	// which under -race on a loaded machine overran the build deadline.
+	cacheRoot := filepath.Join(os.TempDir(), "dora-test-local-gocache")
+	if err := os.MkdirAll(cacheRoot, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(cacheRoot, 0o711)
 	b, err := build.NewWithConfig(build.Config{Root: filepath.Join(data, "builds"), RunAs: runAs,
-		GoCache: filepath.Join(data, "cache", "go-build")})
+		GoCache: filepath.Join(cacheRoot, "go-build")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +189,7 @@ func TestBuiltPackageRuns(t *testing.T) {
 	}
 	if runAs != nil {
 		// The shared Go build cache is nobody's and was used.
-		cache := filepath.Join(data, "cache", "go-build")
+		cache := filepath.Join(cacheRoot, "go-build")
 		fi, err := os.Stat(cache)
 		if err != nil || fi.Sys().(*syscall.Stat_t).Uid != runAs.Uid {
 			t.Fatalf("go cache: %v %v", fi, err)
