@@ -65,7 +65,7 @@ soak:
 ## agents, minutes per run); the soak and browser tags are not built.
 FLAKY_COUNT ?= 5
 flaky:
-	PATH="$(DEPS_BIN):$$PATH" $(GO) test -race -count=$(FLAKY_COUNT) -timeout 90m $$($(GO) list ./... | grep -v -e '/cli/e2e' -e '/cli/platform$$')
+	PATH="$(DEPS_BIN):$$PATH" $(GO) test -race -count=$(FLAKY_COUNT) -timeout 90m $$($(GO) list ./... | grep -v -e '/cli/e2e' -e '/cli/platform' -e '/cli/multihost')
 
 ## bench: router vs direct vs nginx, and a 1 GiB object through three steps
 bench: build
