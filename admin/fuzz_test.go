@@ -13,13 +13,12 @@ func FuzzReleaseConfig(f *testing.F) {
 	f.Add([]byte(`{"ufopname":"grepd","verstr":"v1","image":"x:v1","flavor":"C1M1","health_check":{"path":"/h","timeout":3}}`))
 	f.Add([]byte(`{"ufopname":"a","verstr":"v1","image":"i","flavor":"f","timeouts":{"connect":"2s","idle":5},"autoscale":{"target":3}}`))
 	f.Add([]byte(`{"env":{"global":[{"key":"K","value":"V"}]},"protocol":"UFOP"}`))
-	s := &Server{now: time.Now}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var rc ReleaseConfig
 		if json.Unmarshal(b, &rc) != nil {
 			return
 		}
-		rel, err := s.validateRelease(rc)
+		rel, err := checkRelease(rc, time.Now())
 		if err != nil {
 			return
 		}
