@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -52,21 +51,6 @@ func (k *keyedMutex) lock(key string) func() {
 	}
 }
 
-// nextBuildNumber is one more than the highest recorded build of ufop.
-func (s *Server) nextBuildNumber(ctx context.Context, ufop string) (int, error) {
-	builds, _, err := store.List[dora.Build](ctx, s.st, store.BuildsOf(ufop))
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, b := range builds {
-		if b.Number > n {
-			n = b.Number
-		}
-	}
-	return n + 1, nil
-}
-
 func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) error {
 	ctx := r.Context()
 	u, _, err := s.ownedUfop(ctx, c, r.PathValue("name"))
@@ -81,10 +65,11 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 	}
 	unlock := s.buildLocks.lock(u.Name)
 	defer unlock()
-	n, err := s.nextBuildNumber(ctx, u.Name)
+	builds, _, err := store.List[dora.Build](ctx, s.st, store.BuildsOf(u.Name))
 	if err != nil {
 		return err
 	}
+	n := nextBuildNumber(builds)
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBuildBytes)
 	y, err := s.cfg.Builder.Unpack(ctx, u.Name, n, body, s.cfg.MaxBuildBytes)
 	if err != nil {
@@ -113,15 +98,7 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 		}
 		baseDir = s.cfg.Builder.Dir(base.Ufop, base.Number)
 	}
-	b := dora.Build{
-		Ufop: u.Name, Number: n, Status: dora.BuildRunning, Image: dora.BuildImageName(u.Name, n),
-		Base: y.Image, Run: y.Run, Protocol: dora.Protocol(y.Protocol), Created: s.nowUTC(), BodyLimit: y.BodyLimit,
-		Owner: s.id,
-	}
-	b.Heartbeat = b.Created
-	if y.Cache != nil {
-		b.Cache = &dora.CachePolicy{Enabled: y.Cache.Enabled, TTL: y.CacheTTL}
-	}
+	b := newBuild(u.Name, n, y, s.id, s.nowUTC())
 	if _, err := s.st.CAS(ctx, store.BuildKey(u.Name, n), mustJSON(b), 0); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "build %d of %s was recorded concurrently; retry", n, u.Name)
 	} else if err != nil {
@@ -341,14 +318,9 @@ func (s *Server) switchVersion(w http.ResponseWriter, r *http.Request, c *call) 
 	if err := c.decode(r, &req); err != nil {
 		return err
 	}
-	if req.Build < 1 {
-		return errf(http.StatusBadRequest, "build: a positive build number is required")
-	}
-	proto := dora.Protocol(strings.ToLower(req.Protocol))
-	switch proto {
-	case "", dora.ProtocolDora, dora.ProtocolUfop:
-	default:
-		return errf(http.StatusBadRequest, "protocol %q: must be dora or ufop", req.Protocol)
+	proto, err := checkSwitchRequest(req.Build, req.Protocol)
+	if err != nil {
+		return err
 	}
 	ctx := r.Context()
 	u, _, err := s.ownedUfop(ctx, c, r.PathValue("name"))
@@ -361,27 +333,12 @@ func (s *Server) switchVersion(w http.ResponseWriter, r *http.Request, c *call) 
 	} else if err != nil {
 		return err
 	}
-	if b.Status != dora.BuildSuccess {
-		return errf(http.StatusConflict, "build %d of %s is %s, not SUCCESS", b.Number, u.Name, b.Status)
+	rel, err := releaseFromBuild(u.Name, b, proto, s.flavors, s.nowUTC())
+	if err != nil {
+		return err
 	}
-	// The protocol of a release made from a build: the caller's, else
-	// ufop.yaml's, else ufop (POST /uop): a program package and ufopver are
-	// seed 001's flow, whose programs speak /uop (docs/api.md).
-	if proto == "" {
-		proto = b.Protocol
-	}
-	if proto == "" {
-		proto = dora.ProtocolUfop
-	}
-	version := fmt.Sprintf("v%d", b.Number)
+	version := rel.Version
 	if _, _, err := store.Get[dora.Release](ctx, s.st, store.ReleaseKey(u.Name, version)); errors.Is(err, store.ErrNotFound) {
-		flavor := "default"
-		if _, ok := s.flavor(flavor); !ok {
-			flavor = s.flavors[0].Name
-		}
-		rel := dora.Release{Ufop: u.Name, Version: version, Image: b.Image, Flavor: flavor,
-			Desc: "from build " + strconv.Itoa(b.Number), Protocol: proto, Created: s.nowUTC(),
-			BodyLimit: b.BodyLimit, Cache: b.Cache}
 		if _, err := s.st.CAS(ctx, store.ReleaseKey(u.Name, version), mustJSON(rel), 0); err != nil && !errors.Is(err, store.ErrConflict) {
 			return fmt.Errorf("create release %s %s: %w", u.Name, version, err)
 		}

@@ -416,8 +416,11 @@ func writeError(w http.ResponseWriter, err error) {
 		status, msg = ae.Status, ae.Msg
 	case errors.As(err, &re):
 		status, msg = http.StatusBadRequest, re.Msg
-		if errors.Is(re.Kind, ErrOverLimit) {
+		switch {
+		case errors.Is(re.Kind, ErrOverLimit):
 			status = http.StatusForbidden
+		case errors.Is(re.Kind, ErrNotReady):
+			status = http.StatusConflict
 		}
 	case errors.As(err, &mbe):
 		status, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", mbe.Limit)

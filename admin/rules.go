@@ -23,10 +23,13 @@ var (
 	// ErrOverLimit: the request would take the ufop over its owner's
 	// instance limit (403).
 	ErrOverLimit = errors.New("over the instance limit")
+	// ErrNotReady: what the request names is not in a state that allows
+	// it, e.g. a switch to a build that has not succeeded (409).
+	ErrNotReady = errors.New("not ready")
 )
 
-// RuleError is a request a deployment rule refuses: Kind is one of
-// ErrInvalid or ErrOverLimit (errors.Is matches it), the message is what
+// RuleError is a request a rule refuses: Kind is one of ErrInvalid,
+// ErrOverLimit or ErrNotReady (errors.Is matches it), the message is what
 // the client is told.
 type RuleError struct {
 	Kind error

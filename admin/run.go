@@ -169,19 +169,7 @@ func (s *Server) recoverBuilds(ctx context.Context) error {
 	}
 	now := s.now()
 	staleAfter := time.Duration(BuildStaleAfter) * s.cfg.BuildHeartbeat
-	stale := func(b dora.Build) (string, bool) {
-		if b.Owner == "" {
-			return "interrupted: the server restarted during the build", true
-		}
-		last := b.Heartbeat
-		if last.IsZero() {
-			last = b.Created
-		}
-		if b.Owner == s.id || now.Sub(last) <= staleAfter {
-			return "", false
-		}
-		return fmt.Sprintf("interrupted: the admin running the build stopped (no heartbeat since %s)", last.UTC().Format(time.RFC3339)), true
-	}
+	stale := func(b dora.Build) (string, bool) { return staleBuild(b, s.id, now, staleAfter) }
 	for _, b := range builds {
 		if b.Status != dora.BuildRunning {
 			continue
