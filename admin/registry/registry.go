@@ -433,19 +433,7 @@ func (r *Registry) handleUpload(w http.ResponseWriter, req *http.Request, rt rou
 		// The session ends here whatever happens; a committed file has been
 		// renamed away before dropSession removes the temporary path.
 		defer r.dropSession(rt.target)
-		if got := "sha256:" + hex.EncodeToString(u.h.Sum(nil)); got != h.String() {
-			ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("uploaded content has digest %s, not %s", got, h))
-			return
-		}
-		if err := u.f.Close(); err != nil {
-			ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
-			return
-		}
-		if err := r.blobs.commit(rt.repo, h, u.path); err != nil {
-			ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
-			return
-		}
-		r.blobCreated(w, rt.repo, h)
+		r.commitUpload(w, rt.repo, h, u)
 	case req.Method == http.MethodGet:
 		u, ok := r.session(rt.repo, rt.target)
 		if !ok {
@@ -487,6 +475,14 @@ func (r *Registry) monolithic(w http.ResponseWriter, req *http.Request, rt route
 		r.uploadFailed(w, id, err)
 		return
 	}
+	r.commitUpload(w, rt.repo, h, u)
+}
+
+// commitUpload ends an upload whose bytes have all been appended to u: the
+// content must have digest h; the file is closed and stored as the blob h
+// of repo, and the reply is 201 with its location (the last chunk of a
+// chunked upload and a monolithic POST end the same way).
+func (r *Registry) commitUpload(w http.ResponseWriter, repo string, h v1.Hash, u *upload) {
 	if got := "sha256:" + hex.EncodeToString(u.h.Sum(nil)); got != h.String() {
 		ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("uploaded content has digest %s, not %s", got, h))
 		return
@@ -495,11 +491,11 @@ func (r *Registry) monolithic(w http.ResponseWriter, req *http.Request, rt route
 		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
 		return
 	}
-	if err := r.blobs.commit(rt.repo, h, u.path); err != nil {
+	if err := r.blobs.commit(repo, h, u.path); err != nil {
 		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
 		return
 	}
-	r.blobCreated(w, rt.repo, h)
+	r.blobCreated(w, repo, h)
 }
 
 func (r *Registry) blobCreated(w http.ResponseWriter, repo string, h v1.Hash) {
