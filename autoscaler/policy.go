@@ -11,6 +11,7 @@
 package autoscaler
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -110,33 +111,15 @@ func (p *Policy) merge(o *dora.AutoscalePolicy) {
 	if o == nil {
 		return
 	}
-	if o.Target != 0 {
-		p.Target = o.Target
-	}
-	if o.StableWindow != 0 {
-		p.StableWindow = o.StableWindow
-	}
-	if o.PanicWindow != 0 {
-		p.PanicWindow = o.PanicWindow
-	}
-	if o.PanicThreshold != 0 {
-		p.PanicThreshold = o.PanicThreshold
-	}
-	if o.MaxScaleUpRate != 0 {
-		p.MaxScaleUpRate = o.MaxScaleUpRate
-	}
-	if o.MaxScaleDownRate != 0 {
-		p.MaxScaleDownRate = o.MaxScaleDownRate
-	}
-	if o.ScaleUpCooldown != 0 {
-		p.ScaleUpCooldown = o.ScaleUpCooldown
-	}
-	if o.ScaleDownCooldown != 0 {
-		p.ScaleDownCooldown = o.ScaleDownCooldown
-	}
-	if o.EvaluationInterval != 0 {
-		p.EvaluationInterval = o.EvaluationInterval
-	}
+	p.Target = cmp.Or(o.Target, p.Target)
+	p.StableWindow = cmp.Or(o.StableWindow, p.StableWindow)
+	p.PanicWindow = cmp.Or(o.PanicWindow, p.PanicWindow)
+	p.PanicThreshold = cmp.Or(o.PanicThreshold, p.PanicThreshold)
+	p.MaxScaleUpRate = cmp.Or(o.MaxScaleUpRate, p.MaxScaleUpRate)
+	p.MaxScaleDownRate = cmp.Or(o.MaxScaleDownRate, p.MaxScaleDownRate)
+	p.ScaleUpCooldown = cmp.Or(o.ScaleUpCooldown, p.ScaleUpCooldown)
+	p.ScaleDownCooldown = cmp.Or(o.ScaleDownCooldown, p.ScaleDownCooldown)
+	p.EvaluationInterval = cmp.Or(o.EvaluationInterval, p.EvaluationInterval)
 }
 
 // WithLimit lowers the ceiling to the account's instance limit (and the
