@@ -327,69 +327,60 @@ func (c *Cache) update(i int, kvs []store.KV) {
 	}
 }
 
+// decodeAll decodes each value of kvs as a T, counting and skipping those
+// that do not decode; fill, when not nil, completes a record from its key
+// (older records left out what the key says).
+func decodeAll[T any](c *Cache, kvs []store.KV, fill func(*T, string)) []T {
+	var out []T
+	for _, kv := range kvs {
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			c.errs.Add(1)
+			c.log.Warn("meta: skipping undecodable value", "key", kv.Key, "err", err)
+			continue
+		}
+		if fill != nil {
+			fill(&v, kv.Key)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
 // build decodes every part into a new snapshot. Metadata is small (the
 // control plane's objects, not user objects), so a full rebuild per change
 // is cheap and keeps the snapshot trivially consistent.
 func (c *Cache) build() *Snapshot {
 	var d Data
 	d.Domains = map[string]string{}
-	decode := func(kv store.KV, v any) bool {
-		if err := json.Unmarshal(kv.Value, v); err != nil {
-			c.errs.Add(1)
-			c.log.Warn("meta: skipping undecodable value", "key", kv.Key, "err", err)
-			return false
-		}
-		return true
-	}
 	aks := map[string]string{}
 	for _, kv := range c.parts[1] {
 		aks[store.Name(store.PrefixAccessKeys, kv.Key)] = string(kv.Value)
 	}
-	for _, kv := range c.parts[0] {
-		var a dora.Account
-		if decode(kv, &a) {
-			if a.ID == "" {
-				a.ID = store.Name(store.PrefixAccounts, kv.Key)
-			}
-			d.Accounts = append(d.Accounts, a)
+	d.Accounts = decodeAll(c, c.parts[0], func(a *dora.Account, key string) {
+		if a.ID == "" {
+			a.ID = store.Name(store.PrefixAccounts, key)
 		}
-	}
-	for _, kv := range c.parts[2] {
-		var b dora.Bucket
-		if decode(kv, &b) {
-			if b.Name == "" {
-				b.Name = store.Name(store.PrefixBuckets, kv.Key)
-			}
-			d.Buckets = append(d.Buckets, b)
+	})
+	d.Buckets = decodeAll(c, c.parts[2], func(b *dora.Bucket, key string) {
+		if b.Name == "" {
+			b.Name = store.Name(store.PrefixBuckets, key)
 		}
-	}
+	})
 	for _, kv := range c.parts[3] {
 		d.Domains[store.Name(store.PrefixDomains, kv.Key)] = string(kv.Value)
 	}
-	for _, kv := range c.parts[4] {
-		var u dora.Ufop
-		if decode(kv, &u) {
-			if u.Name == "" {
-				u.Name = store.Name(store.PrefixUfops, kv.Key)
-			}
-			d.Ufops = append(d.Ufops, u)
+	d.Ufops = decodeAll(c, c.parts[4], func(u *dora.Ufop, key string) {
+		if u.Name == "" {
+			u.Name = store.Name(store.PrefixUfops, key)
 		}
-	}
-	for _, kv := range c.parts[5] {
-		var r dora.Release
-		if decode(kv, &r) {
-			if r.Ufop == "" || r.Version == "" {
-				r.Ufop, r.Version, _ = store.ParseReleaseKey(kv.Key)
-			}
-			d.Releases = append(d.Releases, r)
+	})
+	d.Releases = decodeAll(c, c.parts[5], func(r *dora.Release, key string) {
+		if r.Ufop == "" || r.Version == "" {
+			r.Ufop, r.Version, _ = store.ParseReleaseKey(key)
 		}
-	}
-	for _, kv := range c.parts[6] {
-		var dep dora.Deployment
-		if decode(kv, &dep) {
-			d.Deployments = append(d.Deployments, dep)
-		}
-	}
+	})
+	d.Deployments = decodeAll[dora.Deployment](c, c.parts[6], nil)
 	s := NewSnapshot(d)
 	// aks/<ak> is the authority for access keys (an account record may
 	// still carry a rotated-out key), so only its entries count.
