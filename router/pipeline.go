@@ -287,23 +287,14 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	var avoid *pool.Host
 	var last *httpError
 	for attempt := range 2 {
-		h := r.cfg.Pool.Pick(key, avoid, r.now())
-		if h == nil && avoid != nil {
-			// No other instance: the same one once more. A keep-alive
-			// connection it had closed fails like a dead instance; a
-			// dead one refuses the new connection at once.
-			h = r.cfg.Pool.Pick(key, nil, r.now())
+		h, held, herr := p.pickInstance(key, avoid, attempt, i)
+		if herr != nil {
+			return flow{}, herr
 		}
 		if h == nil {
-			if attempt > 0 {
-				break
-			}
-			// Nothing runs (scale from zero) or every instance is
-			// ejected: wait for one, bounded (hold.go).
-			var herr *httpError
-			if h, herr = r.holdForInstance(p.ctx, key, i); herr != nil {
-				return flow{}, herr
-			}
+			break
+		}
+		if held {
 			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		}
 		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), nil, in)
@@ -352,7 +343,6 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 // lost): the program is stateless by contract and the bytes are still
 // here.
 func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, in flow) (flow, *httpError) {
-	r := p.r
 	body, bp, err := inputBytes(in)
 	if err != nil {
 		return flow{}, p.inputError(i, err)
@@ -361,21 +351,12 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 	var avoid *pool.Host
 	var last *httpError
 	for attempt := range 2 {
-		h := r.cfg.Pool.Pick(key, avoid, r.now())
-		if h == nil && avoid != nil {
-			// No other instance: the same one once more. A keep-alive
-			// connection it had closed fails like a dead instance; a
-			// dead one refuses the new connection at once.
-			h = r.cfg.Pool.Pick(key, nil, r.now())
+		h, _, herr := p.pickInstance(key, avoid, attempt, i)
+		if herr != nil {
+			return flow{}, herr
 		}
 		if h == nil {
-			if attempt > 0 {
-				break
-			}
-			var herr *httpError
-			if h, herr = r.holdForInstance(p.ctx, key, i); herr != nil {
-				return flow{}, herr
-			}
+			break
 		}
 		out, retry, herr := p.call(i, st, h, key, rel, "", body, in)
 		if herr == nil {
@@ -388,6 +369,28 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 		avoid = h
 	}
 	return flow{}, last
+}
+
+// pickInstance is the instance that attempt (0 or 1) of step i calls: one
+// other than avoid, else avoid itself once more (a keep-alive connection
+// it had closed fails like a dead instance; a dead one refuses the new
+// connection at once). When none runs (scale from zero) or every instance
+// is ejected, the first attempt waits for one, bounded (hold.go), and held
+// says so; a retry gets nil and gives up.
+func (p *pipeline) pickInstance(key pool.Key, avoid *pool.Host, attempt, i int) (h *pool.Host, held bool, herr *httpError) {
+	r := p.r
+	h = r.cfg.Pool.Pick(key, avoid, r.now())
+	if h == nil && avoid != nil {
+		h = r.cfg.Pool.Pick(key, nil, r.now())
+	}
+	if h != nil || attempt > 0 {
+		return h, false, nil
+	}
+	h, herr = r.holdForInstance(p.ctx, key, i)
+	if herr != nil {
+		return nil, false, herr
+	}
+	return h, true, nil
 }
 
 // inputError is the error of step i whose input could not be read.
