@@ -133,6 +133,24 @@ func (s *Server) retryDeferred(ctx context.Context) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	return s.eachDeployment(ctx, func(u dora.Ufop, d dora.Deployment) error {
+		if !slices.Contains(ids, d.ID) {
+			return nil
+		}
+		if !liveDeployment(d) {
+			s.retryMu.Lock()
+			delete(s.retry, d.ID)
+			s.retryMu.Unlock()
+			return nil
+		}
+		s.applyDeployment(ctx, u, d)
+		return nil
+	})
+}
+
+// eachDeployment calls f with every deployment of every ufop, in store
+// order, and stops at the first error (a failed read or f's).
+func (s *Server) eachDeployment(ctx context.Context, f func(dora.Ufop, dora.Deployment) error) error {
 	ufops, _, err := store.List[dora.Ufop](ctx, s.st, store.PrefixUfops)
 	if err != nil {
 		return err
@@ -143,16 +161,9 @@ func (s *Server) retryDeferred(ctx context.Context) error {
 			return err
 		}
 		for _, d := range deps {
-			if !slices.Contains(ids, d.ID) {
-				continue
+			if err := f(u, d); err != nil {
+				return err
 			}
-			if !liveDeployment(d) {
-				s.retryMu.Lock()
-				delete(s.retry, d.ID)
-				s.retryMu.Unlock()
-				continue
-			}
-			s.applyDeployment(ctx, u, d)
 		}
 	}
 	return nil
@@ -193,37 +204,27 @@ func (s *Server) recoverBuilds(ctx context.Context) error {
 // instances; Nomad keeps its jobs); a STOPPED one is applied and its
 // instances stopped again.
 func (s *Server) reapplyAll(ctx context.Context) error {
-	ufops, _, err := store.List[dora.Ufop](ctx, s.st, store.PrefixUfops)
-	if err != nil {
-		return err
-	}
-	for _, u := range ufops {
-		deps, err := s.deployments(ctx, u.Name)
-		if err != nil {
+	return s.eachDeployment(ctx, func(u dora.Ufop, d dora.Deployment) error {
+		if !liveDeployment(d) {
+			return nil
+		}
+		if _, err := s.rt.Status(ctx, d.ID); err == nil {
+			// The runtime still runs it (Nomad, after a takeover by
+			// another admin): applying it again would be a second
+			// deploy, and with another admin's artifact URL a rolling
+			// replacement of every instance.
+			return nil
+		} else if !errors.Is(err, runtime.ErrNotFound) {
 			return err
 		}
-		for _, d := range deps {
-			if !liveDeployment(d) {
-				continue
-			}
-			if _, err := s.rt.Status(ctx, d.ID); err == nil {
-				// The runtime still runs it (Nomad, after a takeover by
-				// another admin): applying it again would be a second
-				// deploy, and with another admin's artifact URL a rolling
-				// replacement of every instance.
-				continue
-			} else if !errors.Is(err, runtime.ErrNotFound) {
-				return err
-			}
-			nd := s.applyDeployment(ctx, u, d)
-			if d.Status == dora.DeployStopped && nd.Status != dora.DeployFailed {
-				if err := s.rt.StopInstances(ctx, d.ID, nil); err != nil {
-					s.log.Warn("admin: re-stop deployment", "deployment", d.ID, "err", err)
-				}
+		nd := s.applyDeployment(ctx, u, d)
+		if d.Status == dora.DeployStopped && nd.Status != dora.DeployFailed {
+			if err := s.rt.StopInstances(ctx, d.ID, nil); err != nil {
+				s.log.Warn("admin: re-stop deployment", "deployment", d.ID, "err", err)
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // ScaledToZero is the message of a RUNNING deployment that runs no
