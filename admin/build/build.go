@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/ctxio"
 	"github.com/doraproject/dora/internal/procsweep"
 	"gopkg.in/yaml.v3"
 )
@@ -489,7 +490,7 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 			if err != nil {
 				return err
 			}
-			n, err := io.Copy(f, io.LimitReader(ctxReader{ctx, tr}, hdr.Size))
+			n, err := io.Copy(f, io.LimitReader(ctxio.Reader(ctx, tr), hdr.Size))
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
@@ -557,19 +558,6 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 		}
 	}
 	return nil
-}
-
-// ctxReader stops a long copy when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // checkLinkTarget rejects a symlink whose target is absolute or climbs out

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/doraproject/dora/internal/ctxio"
 	"github.com/doraproject/dora/router/fop"
 )
 
@@ -28,7 +29,7 @@ func avinfo(ctx context.Context, step fop.Step, in Input) (Result, error) {
 	var out, errb bytes.Buffer
 	lout := &limitedBuffer{max: MaxAvinfoBytes, b: &out}
 	cmd := exec.CommandContext(ctx, bin, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", "-i", "pipe:0")
-	cmd.Stdin = ctxReader{ctx, in.Body}
+	cmd.Stdin = ctxio.Reader(ctx, in.Body)
 	cmd.Stdout = lout
 	cmd.Stderr = &limitedBuffer{max: 2 << 10, b: &errb}
 	err := cmd.Run()

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/doraproject/dora/internal/ctxio"
 	"github.com/doraproject/dora/router/fop"
 )
 
@@ -170,25 +171,12 @@ func bytesResult(b []byte, contentType string) Result {
 	return Result{Body: io.NopCloser(bytes.NewReader(b)), ContentType: contentType, Size: int64(len(b))}
 }
 
-// ctxReader fails reads once ctx is done, so a long stream stops promptly.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // readCapped reads the whole input, refusing more than max bytes.
 func readCapped(ctx context.Context, name string, in Input, max int64) ([]byte, error) {
 	if in.Size > max {
 		return nil, errorf(http.StatusRequestEntityTooLarge, "%s: input of %d bytes is over the %d-byte limit", name, in.Size, max)
 	}
-	b, err := io.ReadAll(io.LimitReader(ctxReader{ctx, in.Body}, max+1))
+	b, err := io.ReadAll(io.LimitReader(ctxio.Reader(ctx, in.Body), max+1))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/doraproject/dora/internal/ctxio"
 	"github.com/doraproject/dora/router/fop"
 )
 
@@ -32,7 +33,7 @@ func qhash(ctx context.Context, step fop.Step, in Input) (Result, error) {
 	default:
 		return Result{}, errorf(http.StatusBadRequest, "qhash: unsupported algorithm %q (want md5, sha1 or sha256)", step.Args[0])
 	}
-	n, err := io.Copy(h, ctxReader{ctx, in.Body})
+	n, err := io.Copy(h, ctxio.Reader(ctx, in.Body))
 	if err != nil {
 		if ctx.Err() != nil {
 			return Result{}, ctx.Err()

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/ctxio"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -353,18 +354,6 @@ func (h *headWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // tempFile creates a temporary file in .tmp, flock'ed while it is written:
 // the lock tells a starting process (sweepTemp), perhaps another role on
 // the same directory, that the file is not an orphan.
@@ -448,7 +437,7 @@ func (d *Dir) Put(ctx context.Context, bucket, key string, r io.Reader, opts ori
 	}
 	eh := newEtagHasher()
 	head := &headWriter{}
-	dataTmp, err := d.writeTemp(ctxReader{ctx, r}, io.MultiWriter(eh, head))
+	dataTmp, err := d.writeTemp(ctxio.Reader(ctx, r), io.MultiWriter(eh, head))
 	if err != nil {
 		return fail(err)
 	}

@@ -51,6 +51,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/ctxio"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
 )
@@ -532,20 +533,6 @@ func (b *body) Close() error {
 	return err
 }
 
-// ctxReader stops reading once ctx is done, so a cancelled upload stops
-// (and is aborted) even when its source would block.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // Put streams r into bucket/key. Up to PartSize bytes it is one PUT;
 // beyond, a multipart upload of PartSize parts, aborted when r or the
 // store fails (the object is then untouched: S3 shows an object only
@@ -572,7 +559,7 @@ func (s *Store) Put(ctx context.Context, bucket, key string, r io.Reader, opts o
 			return fail(err)
 		}
 	}
-	br := bufio.NewReaderSize(ctxReader{ctx, r}, 512)
+	br := bufio.NewReaderSize(ctxio.Reader(ctx, r), 512)
 	head, err := br.Peek(512)
 	if err != nil && err != io.EOF {
 		return fail(err)
