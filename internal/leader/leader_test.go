@@ -118,15 +118,27 @@ func TestConsulOneLeaderAndTakeover(t *testing.T) {
 	if _, err := cl.Session().Destroy(kv.Session, nil); err != nil {
 		t.Fatal(err)
 	}
+	// The new term is the one whose session holds the key; its holder
+	// (the key's value names it) must lead, and the other must not. A
+	// look at the flags alone could catch the old leader before it
+	// noticed the loss.
+	byName := map[string]*candidate{"a": a, "b": b}
+	var now, idle *candidate
 	waitFor(t, "a leader after the session died", func() bool {
-		return second.leading.Load() != first.leading.Load()
+		cur, _, err := cl.KV().Get(key, nil)
+		if err != nil || cur == nil || cur.Session == "" || cur.Session == kv.Session {
+			return false
+		}
+		now = byName[string(cur.Value)]
+		if now == nil {
+			t.Fatalf("lock key holds an unknown value %q", cur.Value)
+		}
+		idle = a
+		if now == a {
+			idle = b
+		}
+		return now.leading.Load() && !idle.leading.Load()
 	})
-	// Whoever won the new term, at no point may both lead; the loser's
-	// task must have stopped.
-	now, idle := second, first
-	if first.leading.Load() {
-		now, idle = first, second
-	}
 	n, m := idle.ticks.Load(), now.ticks.Load()
 	waitFor(t, "the new leader's task to run", func() bool { return now.ticks.Load() > m+5 })
 	if idle.leading.Load() || idle.ticks.Load() != n {
