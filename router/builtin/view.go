@@ -13,6 +13,27 @@ import (
 	"github.com/doraproject/dora/router/fop"
 )
 
+// eachParam calls f with each key/value pair of args (the arguments after
+// a command's mode) in order, and stops at f's first error: an odd count
+// or a key given twice is an error.
+func eachParam(args []string, f func(k, v string) error) error {
+	if len(args)%2 != 0 {
+		return errors.New("arguments must be key/value pairs after the mode")
+	}
+	seen := map[string]bool{}
+	for i := 0; i < len(args); i += 2 {
+		k, v := args[i], args[i+1]
+		if seen[k] {
+			return fmt.Errorf("duplicate %q", k)
+		}
+		seen[k] = true
+		if err := f(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // viewOpts are the parsed imageView2 arguments.
 type viewOpts struct {
 	mode, w, h int
@@ -32,16 +53,7 @@ func parseView(args []string) (viewOpts, error) {
 		return o, fmt.Errorf("unsupported mode %q (want 0 to 5)", args[0])
 	}
 	o.mode = m
-	if len(args)%2 != 1 {
-		return o, errors.New("arguments must be key/value pairs after the mode")
-	}
-	seen := map[string]bool{}
-	for i := 1; i < len(args); i += 2 {
-		k, v := args[i], args[i+1]
-		if seen[k] {
-			return o, fmt.Errorf("duplicate %q", k)
-		}
-		seen[k] = true
+	err = eachParam(args[1:], func(k, v string) error {
 		var err error
 		switch k {
 		case "w":
@@ -64,9 +76,10 @@ func parseView(args []string) (viewOpts, error) {
 		default:
 			err = fmt.Errorf("unknown parameter %q", k)
 		}
-		if err != nil {
-			return o, err
-		}
+		return err
+	})
+	if err != nil {
+		return o, err
 	}
 	if o.w == 0 && o.h == 0 {
 		return o, errors.New("want at least one of w and h")

@@ -82,16 +82,7 @@ func parseWatermark(args []string) (wmOpts, error) {
 		return o, errors.New("want watermark/1/image/<encodedURL>... or watermark/2/text/<encodedText>...")
 	}
 	o.mode = int(args[0][0] - '0')
-	if len(args)%2 != 1 {
-		return o, errors.New("arguments must be key/value pairs after the mode")
-	}
-	seen := map[string]bool{}
-	for i := 1; i < len(args); i += 2 {
-		k, v := args[i], args[i+1]
-		if seen[k] {
-			return o, fmt.Errorf("duplicate %q", k)
-		}
-		seen[k] = true
+	err := eachParam(args[1:], func(k, v string) error {
 		var err error
 		switch {
 		case k == "dissolve":
@@ -128,9 +119,10 @@ func parseWatermark(args []string) (wmOpts, error) {
 		default:
 			err = fmt.Errorf("unknown parameter %q for mode %d", k, o.mode)
 		}
-		if err != nil {
-			return o, err
-		}
+		return err
+	})
+	if err != nil {
+		return o, err
 	}
 	switch {
 	case o.mode == 1 && o.imageURL == "":
