@@ -394,9 +394,8 @@ func (r *Registry) handleUpload(w http.ResponseWriter, req *http.Request, rt rou
 	case rt.target == "":
 		ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "start an upload with POST")
 	case req.Method == http.MethodPatch:
-		u, ok := r.session(rt.repo, rt.target)
+		u, ok := r.openSession(w, rt)
 		if !ok {
-			ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
 			return
 		}
 		u.mu.Lock()
@@ -414,9 +413,8 @@ func (r *Registry) handleUpload(w http.ResponseWriter, req *http.Request, rt rou
 		}
 		r.uploadAccepted(w, rt.repo, rt.target, u.size, http.StatusAccepted)
 	case req.Method == http.MethodPut:
-		u, ok := r.session(rt.repo, rt.target)
+		u, ok := r.openSession(w, rt)
 		if !ok {
-			ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
 			return
 		}
 		u.mu.Lock()
@@ -435,9 +433,8 @@ func (r *Registry) handleUpload(w http.ResponseWriter, req *http.Request, rt rou
 		defer r.dropSession(rt.target)
 		r.commitUpload(w, rt.repo, h, u)
 	case req.Method == http.MethodGet:
-		u, ok := r.session(rt.repo, rt.target)
+		u, ok := r.openSession(w, rt)
 		if !ok {
-			ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
 			return
 		}
 		u.mu.Lock()
@@ -445,8 +442,7 @@ func (r *Registry) handleUpload(w http.ResponseWriter, req *http.Request, rt rou
 		u.mu.Unlock()
 		r.uploadAccepted(w, rt.repo, rt.target, size, http.StatusNoContent)
 	case req.Method == http.MethodDelete:
-		if _, ok := r.session(rt.repo, rt.target); !ok {
-			ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+		if _, ok := r.openSession(w, rt); !ok {
 			return
 		}
 		r.dropSession(rt.target)
@@ -476,6 +472,16 @@ func (r *Registry) monolithic(w http.ResponseWriter, req *http.Request, rt route
 		return
 	}
 	r.commitUpload(w, rt.repo, h, u)
+}
+
+// openSession is the upload session rt names; when there is none it
+// answers 404 BLOB_UPLOAD_UNKNOWN and returns false.
+func (r *Registry) openSession(w http.ResponseWriter, rt route) (*upload, bool) {
+	u, ok := r.session(rt.repo, rt.target)
+	if !ok {
+		ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+	}
+	return u, ok
 }
 
 // commitUpload ends an upload whose bytes have all been appended to u: the
