@@ -126,18 +126,16 @@ func (q *Queue) Close() error {
 }
 
 func (q *Queue) update(ctx context.Context, fn func(*bbolt.Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	q.mu.RLock()
-	defer q.mu.RUnlock()
-	if q.closed {
-		return pfop.ErrQueueClosed
-	}
-	return q.db.Update(fn)
+	return q.txn(ctx, true, fn)
 }
 
 func (q *Queue) view(ctx context.Context, fn func(*bbolt.Tx) error) error {
+	return q.txn(ctx, false, fn)
+}
+
+// txn runs fn in a read-write (writable) or read-only transaction, unless
+// ctx is done or the queue closed.
+func (q *Queue) txn(ctx context.Context, writable bool, fn func(*bbolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -145,6 +143,9 @@ func (q *Queue) view(ctx context.Context, fn func(*bbolt.Tx) error) error {
 	defer q.mu.RUnlock()
 	if q.closed {
 		return pfop.ErrQueueClosed
+	}
+	if writable {
+		return q.db.Update(fn)
 	}
 	return q.db.View(fn)
 }
