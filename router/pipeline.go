@@ -11,6 +11,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -286,15 +287,16 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 
 	var avoid *pool.Host
 	var last *httpError
-	for attempt := range 2 {
-		h, held, herr := p.pickInstance(key, avoid, attempt, i)
-		if herr != nil {
-			return flow{}, herr
-		}
+	for range stepAttempts {
+		h := r.pickRetry(key, avoid)
 		if h == nil {
-			break
-		}
-		if held {
+			// Nothing runs (scale from zero) or every instance is
+			// ejected (the ones that failed this request included):
+			// wait for one, bounded (hold.go).
+			var herr *httpError
+			if h, herr = r.holdForInstance(p.ctx, key, i); herr != nil {
+				return flow{}, herr
+			}
 			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		}
 		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), nil, in)
@@ -307,6 +309,12 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		}
 		avoid = h
 		if !entry.isClaimed() {
+			if unanswered(herr) {
+				// Closed without fetching its input: the program
+				// never ran the request (not listening yet behind a
+				// port forwarder, or dead behind one).
+				h.ConnectFailed(r.now())
+			}
 			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 			continue
 		}
@@ -333,6 +341,31 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	return flow{}, last
 }
 
+// stepAttempts bounds the calls of one step: the first and the retries
+// after failures before any response (unreachable, connection closed
+// without an answer). More than two, because the instance a retry picks can
+// be failing too: while one of two instances is replaced, the dead one is
+// still listed until its runtime notices, and its replacement is listed as
+// soon as its port answers; behind a user-space port forwarder (podman's
+// rootlessport) both accept connections and close them without a byte.
+// Each such failure counts as a connect failure (pool ejection), so a host
+// that keeps doing it leaves the rotation and the next attempt waits for a
+// healthy one instead (holdForInstance).
+const stepAttempts = 4
+
+// pickRetry picks the host of a step's next attempt: another than avoid
+// (the last one that failed), or avoid itself when no other is eligible (a
+// keep-alive connection it had closed fails like a dead instance; a dead
+// one refuses or closes the new connection, which ejects it in the end).
+// nil: no host is eligible.
+func (r *Router) pickRetry(key pool.Key, avoid *pool.Host) *pool.Host {
+	h := r.cfg.Pool.Pick(key, avoid, r.now())
+	if h == nil && avoid != nil {
+		h = r.cfg.Pool.Pick(key, nil, r.now())
+	}
+	return h
+}
+
 // runUfopBody calls a Dora-protocol step whose input is small and of known
 // size: the input, read whole into memory (at most the release's body
 // limit), is the POST body and no url= is given. The request is written
@@ -343,6 +376,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 // lost): the program is stateless by contract and the bytes are still
 // here.
 func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, in flow) (flow, *httpError) {
+	r := p.r
 	body, bp, err := inputBytes(in)
 	if err != nil {
 		return flow{}, p.inputError(i, err)
@@ -350,13 +384,13 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 	defer releaseInput(in, bp)
 	var avoid *pool.Host
 	var last *httpError
-	for attempt := range 2 {
-		h, _, herr := p.pickInstance(key, avoid, attempt, i)
-		if herr != nil {
-			return flow{}, herr
-		}
+	for range stepAttempts {
+		h := r.pickRetry(key, avoid)
 		if h == nil {
-			break
+			var herr *httpError
+			if h, herr = r.holdForInstance(p.ctx, key, i); herr != nil {
+				return flow{}, herr
+			}
 		}
 		out, retry, herr := p.call(i, st, h, key, rel, "", body, in)
 		if herr == nil {
@@ -366,32 +400,21 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 		if !retry || p.ctx.Err() != nil {
 			break
 		}
+		if unanswered(herr) {
+			// Whether the program ran the request is unknown here (the
+			// input was the body): counted as a failed connect all the
+			// same, so an instance that keeps closing connections
+			// leaves the rotation instead of failing every retry.
+			h.ConnectFailed(r.now())
+		}
 		avoid = h
 	}
 	return flow{}, last
 }
 
-// pickInstance is the instance that attempt (0 or 1) of step i calls: one
-// other than avoid, else avoid itself once more (a keep-alive connection
-// it had closed fails like a dead instance; a dead one refuses the new
-// connection at once). When none runs (scale from zero) or every instance
-// is ejected, the first attempt waits for one, bounded (hold.go), and held
-// says so; a retry gets nil and gives up.
-func (p *pipeline) pickInstance(key pool.Key, avoid *pool.Host, attempt, i int) (h *pool.Host, held bool, herr *httpError) {
-	r := p.r
-	h = r.cfg.Pool.Pick(key, avoid, r.now())
-	if h == nil && avoid != nil {
-		h = r.cfg.Pool.Pick(key, nil, r.now())
-	}
-	if h != nil || attempt > 0 {
-		return h, false, nil
-	}
-	h, herr = r.holdForInstance(p.ctx, key, i)
-	if herr != nil {
-		return nil, false, herr
-	}
-	return h, true, nil
-}
+// unanswered reports whether a step's failure is its instance closing the
+// connection before any byte of response (closedUnanswered).
+func unanswered(e *httpError) bool { return e.cause != nil && closedUnanswered(e.cause) }
 
 // inputError is the error of step i whose input could not be read.
 func (p *pipeline) inputError(i int, err error) *httpError {
@@ -601,7 +624,14 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 		case errors.Is(err, errNoConn):
 			return flow{}, true, &httpError{status: fasthttp.StatusServiceUnavailable, msg: fmt.Sprintf("%s: %v", st.step.Name, err), step: i, retryAfter: true}
 		}
-		return flow{}, true, &httpError{status: fasthttp.StatusBadGateway, msg: fmt.Sprintf("%s: %v", st.step.Name, err), step: i}
+		if closedUnanswered(err) {
+			// The instance took the connection and closed it without a
+			// byte of answer: its other idle connections are as likely
+			// closed (a dying or restarted program). The caller tells
+			// the pool (unanswered).
+			ic.hc.CloseIdleConnections()
+		}
+		return flow{}, true, &httpError{status: fasthttp.StatusBadGateway, msg: fmt.Sprintf("%s: %v", st.step.Name, err), step: i, cause: err}
 	}
 	h.Succeeded()
 	r.metrics.step(st.step.Name, time.Since(start))
@@ -626,6 +656,14 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 		return flow{}, false, &httpError{status: status, msg: m, step: i, body: body, contentType: ct, ufop: st.step.Name}
 	}
 	return flow{body: sb, size: size, mime: string(resp.Header.ContentType())}, false, nil
+}
+
+// closedUnanswered reports whether a round trip's error is the instance
+// closing (or resetting) the connection before any byte of its response:
+// fasthttp reports every failure on a response's first byte as io.EOF, a
+// failed write of the request is a reset or a broken pipe.
+func closedUnanswered(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // StatusClientClosedRequest is the status a request gets when it was

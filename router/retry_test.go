@@ -59,7 +59,10 @@ func dyingOrUpperInstance(t *testing.T, die bool, hits *atomic.Int64) string {
 
 // A request whose instance dies after taking its input is replayed on
 // another instance when the input is the object (re-openable): no request
-// fails although every call to the dying instance does.
+// fails although every call to the dying instance does. (The input is
+// the body here, so each of those calls counts as a failed connect: after
+// pool.DefaultEjectAfter of them the dying instance is ejected, which
+// bounds how often it is called.)
 func TestDeadInstanceRequestRetried(t *testing.T) {
 	e := newEnv(t, nil)
 	var dyingHits, goodHits atomic.Int64
@@ -69,7 +72,7 @@ func TestDeadInstanceRequestRetried(t *testing.T) {
 	e.pool.Update([]pool.Instance{poolInst("dying", "upper", "v1", dying), poolInst("good", "upper", "v1", good)})
 	data := strings.Repeat("some text\n", 1000)
 	e.objs.add("photos", "t.txt", "text/plain", []byte(data))
-	for i := 0; dyingHits.Load() < 5; i++ {
+	for i := 0; dyingHits.Load() < pool.DefaultEjectAfter; i++ {
 		if i == 200 {
 			t.Fatalf("the dying instance was called %d times in 200 requests", dyingHits.Load())
 		}
@@ -216,5 +219,89 @@ func TestOnlyInstanceDropRetried(t *testing.T) {
 	}
 	if drops.Load() < 10 {
 		t.Fatalf("%d connections dropped, want at least 10", drops.Load())
+	}
+}
+
+// forwarderInstance is an instance behind a user-space port forwarder (as
+// podman's rootlessport publishes a container's port): the forwarder
+// accepts every connection, and while its program is not listening (not
+// started yet, or killed and not yet noticed) it closes the connection
+// without a byte. The first closeFirst connections are closed that way
+// (-1: all, a dead program); the later ones reach a program that answers
+// its input upper-cased. conns counts the connections accepted.
+func forwarderInstance(t *testing.T, closeFirst int64, conns *atomic.Int64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits atomic.Int64
+	program := dyingOrUpperInstance(t, false, &hits)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := conns.Add(1)
+			if closeFirst < 0 || n <= closeFirst {
+				c.Close()
+				continue
+			}
+			go func() {
+				defer c.Close()
+				p, err := net.Dial("tcp", program)
+				if err != nil {
+					return
+				}
+				defer p.Close()
+				go io.Copy(p, c)
+				io.Copy(c, p)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String()
+}
+
+// The soak's `502 grepd: EOF`: while an instance is replaced behind a port
+// forwarder, the dead one stays listed until its runtime notices and the
+// new one is listed before its program listens; both accept connections
+// and close them unanswered. One retry was not enough (dead, then the new
+// one, or the new one twice): a request must be answered by the new
+// instance once its program listens, in both input modes.
+func TestClosedUnansweredRetried(t *testing.T) {
+	small := strings.Repeat("small\n", 100)       // body mode
+	large := strings.Repeat("some text\n", 10000) // 100 000 bytes: url= mode, the object replayed
+	cases := []struct {
+		name           string
+		dead           bool  // a dead instance is listed too
+		startingCloses int64 // connections the new instance closes first
+	}{
+		{"dead and new instance", true, 1},
+		{"only a new instance", false, 2},
+	}
+	for _, c := range cases {
+		for path, want := range map[string]string{"/small.txt?upper": small, "/large.txt?upper": large} {
+			t.Run(c.name+path, func(t *testing.T) {
+				e := newEnv(t, nil)
+				e.ufop(dora.Ufop{Name: "upper", Owner: alice.ID}, dora.ProtocolDora)
+				e.objs.add("photos", "small.txt", "text/plain", []byte(small))
+				e.objs.add("photos", "large.txt", "text/plain", []byte(large))
+				var deadConns, newConns atomic.Int64
+				insts := []pool.Instance{poolInst("new", "upper", "v1", forwarderInstance(t, c.startingCloses, &newConns))}
+				if c.dead {
+					insts = append(insts, poolInst("dead", "upper", "v1", forwarderInstance(t, -1, &deadConns)))
+				}
+				e.pool.Update(insts)
+				resp, body := e.get("photos.localhost", path)
+				if resp.StatusCode != http.StatusOK || string(body) != strings.ToUpper(want) {
+					t.Fatalf("%d %.200s (connections: new instance %d, dead %d)", resp.StatusCode, body, newConns.Load(), deadConns.Load())
+				}
+				if newConns.Load() <= c.startingCloses {
+					t.Fatalf("answered with the new instance's first %d connections closed after %d", c.startingCloses, newConns.Load())
+				}
+			})
+		}
 	}
 }

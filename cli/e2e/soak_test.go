@@ -135,6 +135,14 @@ func TestSoak(t *testing.T) {
 			"--data-dir", dataDir, "--admin-addr", adminAddr, "--router-addr", routerAddr, "--go-cache", goCache)
 		cmd.Env = append(os.Environ(), "DORA_ROOT_AK="+rootAK, "DORA_ROOT_SK="+rootSK)
 		cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+		if p := os.Getenv("SOAK_DORAD_LOG"); p != "" {
+			// The whole log, for reading a run's failures afterwards.
+			if f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+				t.Cleanup(func() { f.Close() })
+				cmd.Stdout = io.MultiWriter(&logBuf, f)
+				cmd.Stderr = cmd.Stdout
+			}
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -268,6 +276,9 @@ func TestSoak(t *testing.T) {
 				}
 			}
 			st.record("pipeline GET", c)
+			if c != "" {
+				t.Logf("%s pipeline GET failed: %s", time.Now().UTC().Format("15:04:05.000"), c)
+			}
 			return c == ""
 		})
 	}
@@ -298,7 +309,10 @@ func TestSoak(t *testing.T) {
 
 	type row struct{ name, value string }
 	var rows []row
-	note := func(name, value string) { rows = append(rows, row{name, value}) }
+	note := func(name, value string) {
+		rows = append(rows, row{name, value})
+		t.Logf("%s %s: %s", time.Now().UTC().Format("15:04:05.000"), name, value)
+	}
 	pid := func() int {
 		// prlimit execs dorad: the child's pid is dorad's.
 		return d.cmd.Process.Pid
@@ -313,6 +327,7 @@ func TestSoak(t *testing.T) {
 		t.Fatal("no instance process found")
 	}
 	t0 := time.Now()
+	t.Logf("%s killing instance pid %d of %v", t0.UTC().Format("15:04:05.000"), ipids[0], ipids)
 	syscall.Kill(ipids[0], syscall.SIGKILL)
 	rec := ""
 	for time.Since(t0) < time.Minute {
@@ -393,6 +408,7 @@ func TestSoak(t *testing.T) {
 	note("dorad fds / RSS after the faults above", fmt.Sprintf("%d / %d MiB", fds1, rss1/1024))
 
 	// 4. Kill dorad (SIGKILL) and restart it.
+	t.Logf("%s killing dorad", time.Now().UTC().Format("15:04:05.000"))
 	d.cmd.Process.Kill()
 	<-d.exited
 	t0 = time.Now()
