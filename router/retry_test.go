@@ -28,19 +28,8 @@ func dyingOrUpperInstance(t *testing.T, die bool, hits *atomic.Int64) string {
 			return
 		}
 		hits.Add(1)
-		src := r.Body // no url=: the input is the body (both forms, PROTOCOLS.md)
-		if u := r.URL.Query().Get("url"); u != "" {
-			res, err := http.Get(u)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadGateway)
-				return
-			}
-			defer res.Body.Close()
-			src = res.Body
-		}
-		in, err := io.ReadAll(src)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		in, ok := readStepInput(w, r)
+		if !ok {
 			return
 		}
 		if die {
@@ -93,19 +82,8 @@ func chunkyInstance(t *testing.T) string {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		src := r.Body
-		if u := r.URL.Query().Get("url"); u != "" {
-			res, err := http.Get(u)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadGateway)
-				return
-			}
-			defer res.Body.Close()
-			src = res.Body
-		}
-		in, err := io.ReadAll(src)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		in, ok := readStepInput(w, r)
+		if !ok {
 			return
 		}
 		for len(in) > 0 {
@@ -168,19 +146,8 @@ func flakyConnInstance(t *testing.T, drops *atomic.Int64) string {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		src := r.Body
-		if u := r.URL.Query().Get("url"); u != "" {
-			res, err := http.Get(u)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadGateway)
-				return
-			}
-			defer res.Body.Close()
-			src = res.Body
-		}
-		in, err := io.ReadAll(src)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		in, ok := readStepInput(w, r)
+		if !ok {
 			return
 		}
 		if n.Add(1)%2 == 1 {
@@ -304,4 +271,26 @@ func TestClosedUnansweredRetried(t *testing.T) {
 			})
 		}
 	}
+}
+
+// readStepInput reads a test instance's input in either form a step may
+// send it (PROTOCOLS.md): the one-shot url= to fetch, or the request body.
+// On failure it has answered 502 and reports false.
+func readStepInput(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	src := r.Body
+	if u := r.URL.Query().Get("url"); u != "" {
+		res, err := http.Get(u)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return nil, false
+		}
+		defer res.Body.Close()
+		src = res.Body
+	}
+	in, err := io.ReadAll(src)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return nil, false
+	}
+	return in, true
 }
