@@ -29,6 +29,7 @@ import (
 	"github.com/doraproject/dora/autoscaler/load"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
 	loadredis "github.com/doraproject/dora/autoscaler/load/redis"
+	"github.com/doraproject/dora/internal/redisconn"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/internal/store/consulkv"
@@ -346,7 +347,7 @@ func OpenLoadWith(rawURL string, log *slog.Logger) (load.Store, error) {
 		if log != nil {
 			SetRedisLogger(log)
 		}
-		st, err := loadredis.New(loadredis.Config{URL: rawURL})
+		st, err := loadredis.New(loadredis.Config{Server: redisconn.Config{URL: rawURL}})
 		if err != nil {
 			return nil, fmt.Errorf("load URL %q: %w: %w", redact(rawURL), ErrBadURL, err)
 		}
