@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -159,11 +160,7 @@ func (b backendURL) errf(what, format string, args ...any) error {
 // checkQuery refuses query parameters other than allowed.
 func (b backendURL) checkQuery(what string, allowed ...string) error {
 	for k := range b.u.Query() {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || a == k
-		}
-		if !ok {
+		if !slices.Contains(allowed, k) {
 			if len(allowed) == 0 {
 				return b.errf(what, "unknown query parameter %q (none are accepted)", k)
 			}
@@ -174,6 +171,25 @@ func (b backendURL) checkQuery(what string, allowed ...string) error {
 		return b.errf(what, "unexpected fragment #%s", b.u.Fragment)
 	}
 	return nil
+}
+
+// noPath refuses a path after the host: a URL naming a server (consul://,
+// nomad://) has nothing to say there, so a path is likely a typo.
+func (b backendURL) noPath(what string) error {
+	if p := strings.Trim(b.u.Path, "/"); p != "" {
+		return b.errf(what, "a %s:// URL takes no path (got %q)", b.scheme, b.u.Path)
+	}
+	return nil
+}
+
+// queryOneOf returns query parameter key, which must be empty or one of
+// allowed.
+func (b backendURL) queryOneOf(what, key string, allowed ...string) (string, error) {
+	v := b.u.Query().Get(key)
+	if v != "" && !slices.Contains(allowed, v) {
+		return "", b.errf(what, "%s %q must be %s", key, v, strings.Join(allowed, " or "))
+	}
+	return v, nil
 }
 
 // hostPort requires a host:port (the port may be omitted when def is set).
@@ -453,9 +469,6 @@ func NewDiscovery(rawURL string, opts DiscoveryOptions) (pool.Discovery, error) 
 	if err != nil {
 		return nil, err
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	switch b.scheme {
 	case "memory":
 		if b.rest != "" {
@@ -463,8 +476,8 @@ func NewDiscovery(rawURL string, opts DiscoveryOptions) (pool.Discovery, error) 
 		}
 		return poolmemory.New(), nil
 	default: // consul
-		if p := strings.Trim(b.u.Path, "/"); p != "" {
-			return nil, b.errf(what, "a consul:// discovery URL takes no path (got %q)", b.u.Path)
+		if err := b.noPath(what); err != nil {
+			return nil, err
 		}
 		cfg, err := b.consulConfig(what)
 		if err != nil {
@@ -698,9 +711,6 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	switch b.scheme {
 	case "local":
 		dir, err := b.verbatimPath(what, false, "")
@@ -729,20 +739,20 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 		if err := b.checkQuery(what, "driver", "network"); err != nil {
 			return nil, err
 		}
-		if p := strings.Trim(b.u.Path, "/"); p != "" {
-			return nil, b.errf(what, "a nomad:// URL takes no path (got %q)", b.u.Path)
+		if err := b.noPath(what); err != nil {
+			return nil, err
 		}
 		addr, err := b.hostPort(what, "4646")
 		if err != nil {
 			return nil, err
 		}
-		driver := b.u.Query().Get("driver")
-		if driver != "" && driver != nomadjobs.DriverRawExec && driver != nomadjobs.DriverExec {
-			return nil, b.errf(what, "driver %q must be %s or %s", driver, nomadjobs.DriverRawExec, nomadjobs.DriverExec)
+		driver, err := b.queryOneOf(what, "driver", nomadjobs.DriverRawExec, nomadjobs.DriverExec)
+		if err != nil {
+			return nil, err
 		}
-		network := b.u.Query().Get("network")
-		if network != "" && network != nomadruntime.NetworkHost && network != nomadruntime.NetworkBridge {
-			return nil, b.errf(what, "network %q must be %s or %s", network, nomadruntime.NetworkHost, nomadruntime.NetworkBridge)
+		network, err := b.queryOneOf(what, "network", nomadruntime.NetworkHost, nomadruntime.NetworkBridge)
+		if err != nil {
+			return nil, err
 		}
 		regions := map[string]nomadruntime.RegionConfig{}
 		for _, r := range opts.Regions {
