@@ -173,6 +173,15 @@ func (b backendURL) checkQuery(what string, allowed ...string) error {
 	return nil
 }
 
+// bare refuses anything after "<scheme>://": a memory:// backend names no
+// place.
+func (b backendURL) bare(what string) error {
+	if b.rest != "" {
+		return b.errf(what, "%s:// takes nothing after the scheme", b.scheme)
+	}
+	return nil
+}
+
 // noPath refuses a path after the host: a URL naming a server (consul://,
 // nomad://) has nothing to say there, so a path is likely a typo.
 func (b backendURL) noPath(what string) error {
@@ -294,8 +303,8 @@ func OpenStore(ctx context.Context, rawURL string) (store.Store, error) {
 	}
 	switch b.scheme {
 	case "memory":
-		if b.rest != "" {
-			return nil, b.errf(what, "memory:// takes nothing after the scheme")
+		if err := b.bare(what); err != nil {
+			return nil, err
 		}
 		return storememory.New(), nil
 	case "bolt":
@@ -352,8 +361,8 @@ func OpenLoadWith(rawURL string, log *slog.Logger) (load.Store, error) {
 	}
 	switch b.scheme {
 	case "memory":
-		if b.rest != "" {
-			return nil, b.errf(what, "memory:// takes nothing after the scheme")
+		if err := b.bare(what); err != nil {
+			return nil, err
 		}
 		return loadmemory.New(DefaultLoadRetention), nil
 	default: // redis, rediss
@@ -471,8 +480,8 @@ func NewDiscovery(rawURL string, opts DiscoveryOptions) (pool.Discovery, error) 
 	}
 	switch b.scheme {
 	case "memory":
-		if b.rest != "" {
-			return nil, b.errf(what, "memory:// takes nothing after the scheme")
+		if err := b.bare(what); err != nil {
+			return nil, err
 		}
 		return poolmemory.New(), nil
 	default: // consul
