@@ -306,15 +306,7 @@ func TestRestartReappliesDeployments(t *testing.T) {
 	e.rt = newFakeRuntime()
 	e.rt.applyCh = make(chan string, 4)
 	e.start()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	defer e.runLoops()()
 	select {
 	case id := <-e.rt.applyCh:
 		if id != d.ID {

@@ -134,15 +134,7 @@ func TestBackgroundWorkOnlyWhileLeading(t *testing.T) {
 	}()
 	defer func() { stopBeat(); <-beating }()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	defer e.runLoops()()
 	waitUntil(t, "Run to campaign", el.ready)
 
 	// Not leading: nothing moves.
