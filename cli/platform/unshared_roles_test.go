@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 )
 
@@ -82,7 +83,7 @@ func TestRolesWarnUnsharedOnce(t *testing.T) {
 	})
 	t.Run("admin", func(t *testing.T) {
 		var buf agenttest.SyncBuffer
-		adir := reachableTempDir(t)
+		adir := platformtest.ReachableTempDir(t)
 		a, err := StartAdmin(context.Background(), AdminConfig{
 			Listen:  "127.0.0.1:0",
 			Store:   "bolt://" + filepath.Join(adir, "meta.db"),
