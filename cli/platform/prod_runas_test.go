@@ -17,22 +17,9 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 )
-
-// reachableTempDir is a temporary directory the run-as user (nobody, when
-// the tests run as root) can traverse to: t.TempDir and its parent are
-// 0700.
-func reachableTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
 
 // modeOwner is a data directory entry's expected mode and owner.
 type modeOwner struct {
@@ -90,7 +77,7 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	data := filepath.Join(reachableTempDir(t), "data")
+	data := filepath.Join(platformtest.ReachableTempDir(t), "data")
 	cfg := AdminConfig{
 		Listen:  "127.0.0.1:0",
 		Store:   "bolt://" + filepath.Join(data, "meta.db"),
@@ -98,7 +85,7 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 		Runtime: "local://",
 		DataDir: data,
 		GoCache: filepath.Join(data, "cache", "go-build"),
-		Logger:  prodLogger(),
+		Logger:  platformtest.Logger(),
 	}
 	adm, err := StartAdmin(ctx, cfg)
 	if err != nil {
@@ -108,7 +95,7 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 
 	// grepd's package with one more line that prints who runs it.
 	pkg := t.TempDir()
-	src := filepath.Join(repoRoot(t), "examples", "grepd")
+	src := filepath.Join(platformtest.RepoRoot(t), "examples", "grepd")
 	if err := build.CopyDir(pkg, src); err != nil {
 		t.Fatal(err)
 	}
@@ -214,14 +201,14 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 
 // TestAdminRunAsErrors: a bad run-as user is a configuration error.
 func TestAdminRunAsErrors(t *testing.T) {
-	dir := reachableTempDir(t)
+	dir := platformtest.ReachableTempDir(t)
 	_, err := StartAdmin(context.Background(), AdminConfig{
 		Listen:  "127.0.0.1:0",
 		Store:   "bolt://" + filepath.Join(dir, "meta.db"),
 		Objects: "file://" + filepath.Join(dir, "objects"),
 		DataDir: dir,
 		RunAs:   "no-such-user-here",
-		Logger:  prodLogger(),
+		Logger:  platformtest.Logger(),
 	})
 	if !errors.Is(err, ErrConfig) || !errors.Is(err, build.ErrBadUser) {
 		t.Fatalf("StartAdmin with an unknown run-as user = %v, want ErrConfig and build.ErrBadUser", err)

@@ -1,32 +1,15 @@
 package platform
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/doraproject/dora/cli/platform/platformtest"
+	"github.com/doraproject/dora/internal/agenttest"
 )
-
-// syncBuffer is a log sink shared by a role's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRolesWarnUnsharedOnce starts each production role on embedded
 // backends (bolt store and queue, file:// objects, memory:// discovery and
@@ -52,7 +35,7 @@ func TestRolesWarnUnsharedOnce(t *testing.T) {
 		}
 	}
 	t.Run("router", func(t *testing.T) {
-		var buf syncBuffer
+		var buf agenttest.SyncBuffer
 		r, err := StartRouter(context.Background(), RouterConfig{
 			Listen:    "127.0.0.1:0",
 			Store:     "bolt://" + filepath.Join(dir, "router.db"),
@@ -68,7 +51,7 @@ func TestRolesWarnUnsharedOnce(t *testing.T) {
 		oneLine(t, "router", buf.String(), "--store=bolt://", "--objects=file://", "--discovery=memory://", "--load=memory://")
 	})
 	t.Run("worker", func(t *testing.T) {
-		var buf syncBuffer
+		var buf agenttest.SyncBuffer
 		w, err := StartWorker(context.Background(), WorkerConfig{
 			Listen:    "127.0.0.1:0",
 			Store:     "bolt://" + filepath.Join(dir, "worker.db"),
@@ -84,7 +67,7 @@ func TestRolesWarnUnsharedOnce(t *testing.T) {
 		oneLine(t, "worker", buf.String(), "--store=bolt://", "--queue=bolt://", "--objects=file://", "--discovery=memory://")
 	})
 	t.Run("autoscaler", func(t *testing.T) {
-		var buf syncBuffer
+		var buf agenttest.SyncBuffer
 		a, err := StartAutoscaler(context.Background(), AutoscalerConfig{
 			Listen:  "127.0.0.1:0",
 			Store:   "bolt://" + filepath.Join(dir, "autoscaler.db"),
@@ -99,8 +82,8 @@ func TestRolesWarnUnsharedOnce(t *testing.T) {
 		oneLine(t, "autoscaler", buf.String(), "--store=bolt://", "--load=memory://")
 	})
 	t.Run("admin", func(t *testing.T) {
-		var buf syncBuffer
-		adir := reachableTempDir(t)
+		var buf agenttest.SyncBuffer
+		adir := platformtest.ReachableTempDir(t)
 		a, err := StartAdmin(context.Background(), AdminConfig{
 			Listen:  "127.0.0.1:0",
 			Store:   "bolt://" + filepath.Join(adir, "meta.db"),
