@@ -232,6 +232,18 @@ func (e *env) release(acct dora.Account, ufop, ver string) dora.Release {
 }
 
 // push records a pushed OCI image of acct.
+// deployGrepd registers acct's private ufop grepd, releases v1 and
+// deploys it with expect instances: the starting point of the tests about
+// what happens to a running deployment.
+func (e *env) deployGrepd(acct dora.Account, expect int) dora.Deployment {
+	e.t.Helper()
+	e.ufop(acct, "grepd", dora.ModePrivate)
+	e.release(acct, "grepd", "v1")
+	var d dora.Deployment
+	e.must(http.StatusAccepted, acct, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": expect}, &d)
+	return d
+}
+
 func (e *env) push(acct dora.Account, img string) {
 	e.imgMu.Lock()
 	defer e.imgMu.Unlock()
