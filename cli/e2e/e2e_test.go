@@ -16,12 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/cli/qdoractl/cmd"
 )
 
@@ -155,14 +155,6 @@ func (h *harness) eventually(what string, cond func() (bool, string)) {
 	h.t.Fatalf("timed out waiting for %s; last state:\n%s", what, last)
 }
 
-func repoRoot(t *testing.T) string {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("no caller info")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
 const demoText = "hello dora\nnothing here\nhello again\n"
 
 func md5hex(s string) string {
@@ -191,7 +183,7 @@ func TestQuickStart(t *testing.T) {
 	}
 
 	h.q("reg", "grepd", "-mode", "1", "-desc", "demo ufop")
-	out := h.q("build", "grepd", "-dir", filepath.Join(repoRoot(t), "examples", "grepd"))
+	out := h.q("build", "grepd", "-dir", filepath.Join(platformtest.RepoRoot(t), "examples", "grepd"))
 	if !strings.Contains(out, "SUCCESS") {
 		t.Fatalf("build output does not report success:\n%s", out)
 	}
@@ -372,11 +364,5 @@ func TestMain(m *testing.M) {
 // when the tests run as root) can traverse to: t.TempDir's parent is 0700.
 func reachableDataDir(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return filepath.Join(dir, "data")
+	return filepath.Join(platformtest.ReachableTempDir(t), "data")
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/cli/qdoractl/cmd"
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/auth"
@@ -98,7 +99,7 @@ func TestDevOnS3(t *testing.T) {
 	// it longer than qcode's three minutes on a loaded machine.
 	var bout, berr bytes.Buffer
 	bctx, bcancel := context.WithTimeout(ctx, 10*time.Minute)
-	code := cmd.Run(bctx, []string{"build", "grepd", "-dir", filepath.Join(repoRoot(t), "examples", "grepd")}, strings.NewReader(""), &bout, &berr)
+	code := cmd.Run(bctx, []string{"build", "grepd", "-dir", filepath.Join(platformtest.RepoRoot(t), "examples", "grepd")}, strings.NewReader(""), &bout, &berr)
 	bcancel()
 	if code != 0 || !strings.Contains(bout.String(), "SUCCESS") {
 		t.Fatalf("build grepd: exit %d\n%s\n%s", code, bout.String(), berr.String())

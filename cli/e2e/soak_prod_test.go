@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/auth"
 )
@@ -59,17 +59,9 @@ func TestSoakProd(t *testing.T) {
 		phase = d
 	}
 	const outage = 10 * time.Second
-	root := repoRoot(t)
-	bin := filepath.Join(t.TempDir(), "dorad")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cli", "dorad")).CombinedOutput(); err != nil {
-		t.Fatalf("build dorad: %v\n%s", err, out)
-	}
-	os.Chmod(filepath.Dir(bin), 0o755)
-	cacheRoot := filepath.Join(os.TempDir(), "dora-soak-gocache")
-	if err := os.MkdirAll(cacheRoot, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(cacheRoot, 0o711)
+	root := platformtest.RepoRoot(t)
+	bin := soakBuild(t)
+	goCache := soakGoCache(t)
 
 	consul := agenttest.StartConsul(t)
 	nomad := agenttest.StartNomad(t, consul)
@@ -78,7 +70,7 @@ func TestSoakProd(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	adminAddr, routerAddr, workerAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	adminAddr, routerAddr, workerAddr := platformtest.FreeAddr(t), platformtest.FreeAddr(t), platformtest.FreeAddr(t)
 	store := "consul://" + consul.Addr + "/dora-soak"
 	objects := "file://" + filepath.Join(dir, "objects")
 	queue := "redis://" + redis.Addr + "/0"
@@ -107,7 +99,7 @@ func TestSoakProd(t *testing.T) {
 	}
 	startRole("admin", "--listen", adminAddr, "--store", store, "--runtime", "nomad://"+nomad.Addr,
 		"--objects", objects, "--queue", queue, "--data-dir", filepath.Join(dir, "admin"),
-		"--regions", "z0=global/dc1", "--go-cache", filepath.Join(cacheRoot, "go-build"))
+		"--regions", "z0=global/dc1", "--go-cache", goCache)
 	startRole("router", "--listen", routerAddr, "--store", store, "--discovery", "consul://"+consul.Addr,
 		"--load", queue, "--objects", objects, "--region", "z0")
 	// --reclaim-after is also the period and lease of the worker's recovery
@@ -184,17 +176,7 @@ func TestSoakProd(t *testing.T) {
 	})
 	wantPipe := bytes.Repeat([]byte("hello dora soak line\n"), 3000)
 	hc := &http.Client{Timeout: 30 * time.Second}
-	get := func(pathQuery string) (int, []byte, error) {
-		req, _ := http.NewRequest("GET", "http://"+routerAddr+pathQuery, nil)
-		req.Host = "soak.localhost"
-		res, err := hc.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		return res.StatusCode, b, err
-	}
+	get := soakGet(hc, routerAddr)
 	pipeOK := func() bool {
 		code, body, err := get("/obj.txt?grepd/hello")
 		return err == nil && code == 200 && bytes.Equal(body, wantPipe)
@@ -249,25 +231,7 @@ func TestSoakProd(t *testing.T) {
 		})
 	}
 	loop(20*time.Millisecond, func() bool {
-		n := seq.Add(1)
-		key := fmt.Sprintf("w/%d", n)
-		body := bytes.Repeat([]byte(key+"\n"), 200+int(n%50)*100)
-		req, _ := http.NewRequest("PUT", "http://"+adminAddr+"/v1/objects/soak/"+key, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/octet-stream")
-		auth.SignRequest(req, rootAK, rootSK, nil, time.Now())
-		res, err := hc.Do(req)
-		code := 0
-		if err == nil {
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			code = res.StatusCode
-		}
-		if err == nil && code == 200 {
-			st.mu.Lock()
-			st.acked[key] = md5.Sum(body)
-			st.mu.Unlock()
-		}
-		c := cause(err, code)
+		c := st.upload(hc, "http://"+adminAddr, seq.Add(1))
 		record("upload PUT", c)
 		return c == ""
 	})
@@ -422,34 +386,13 @@ func TestSoakProd(t *testing.T) {
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nSOAK PROD (phase %s, outages %s)\n", phase, outage)
-	kinds := make([]string, 0, len(st.sent))
-	for k := range st.sent {
-		kinds = append(kinds, k)
-	}
-	sort.Strings(kinds)
-	for _, k := range kinds {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "sent: "+k, st.sent[k])
-	}
-	causes := make([]string, 0, len(st.failed))
-	for k := range st.failed {
-		causes = append(causes, k)
-	}
-	sort.Strings(causes)
-	for _, k := range causes {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "failed: "+k, st.failed[k])
-	}
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged uploads", len(st.acked))
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged uploads lost", lost)
-	codes := make([]string, 0, len(jobCodes))
-	for k := range jobCodes {
-		codes = append(codes, k)
-	}
-	sort.Strings(codes)
-	for _, k := range codes {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "pfop jobs acknowledged before the Consul stop: "+k, jobCodes[k])
-	}
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged pfop jobs lost or not succeeded", jobsLost)
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "pfop jobs no queue held, enqueued again by the worker", worker.recovered.Load())
+	soakRows(&out, "sent: ", st.sent)
+	soakRows(&out, "failed: ", st.failed)
+	soakRow(&out, "acknowledged uploads", len(st.acked))
+	soakRow(&out, "acknowledged uploads lost", lost)
+	soakRows(&out, "pfop jobs acknowledged before the Consul stop: ", jobCodes)
+	soakRow(&out, "acknowledged pfop jobs lost or not succeeded", jobsLost)
+	soakRow(&out, "pfop jobs no queue held, enqueued again by the worker", worker.recovered.Load())
 	for _, r := range rows {
 		fmt.Fprintf(&out, "| %-72s | %s |\n", r.name, r.value)
 	}

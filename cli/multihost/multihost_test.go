@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,11 +98,6 @@ func (p *proc) kill9(t *testing.T) {
 		t.Fatalf("kill -9 %s: %v", p.name, err)
 	}
 	<-p.done
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return "127.0.0.1:" + strconv.Itoa(agenttest.FreePort(t))
 }
 
 var hc = &http.Client{Timeout: 30 * time.Second}
@@ -332,7 +326,7 @@ func TestTwoOfEveryRole(t *testing.T) {
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_PROFILE=")
 	var procs []*proc
 	start := func(role, name string, args ...string) *proc {
-		p := &proc{name: name, addr: freeAddr(t), out: &tailBuffer{}, done: make(chan struct{})}
+		p := &proc{name: name, addr: platformtest.FreeAddr(t), out: &tailBuffer{}, done: make(chan struct{})}
 		p.cmd = exec.Command(bin, append([]string{role, "--listen", p.addr, "--log-level", "debug"}, args...)...)
 		p.cmd.Env = env
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

@@ -272,3 +272,10 @@ func OneLeads[T any](t testing.TB, limit time.Duration, what string, a, b T, lea
 	})
 	return leader, other
 }
+
+// FreeAddr is a loopback address, "127.0.0.1:<port>", whose port was free
+// a moment ago: for a role or process the test starts.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return "127.0.0.1:" + strconv.Itoa(agenttest.FreePort(t))
+}
