@@ -206,18 +206,6 @@ func scalerLeads(p *proc) bool {
 	return json.NewDecoder(resp.Body).Decode(&h) == nil && h.Leader
 }
 
-func healthy(p *proc) error {
-	resp, err := hc.Get(p.url() + "/healthz")
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s /healthz: %s", p.name, resp.Status)
-	}
-	return nil
-}
-
 // oneOf waits until exactly one of a and b is alive and satisfies leads
 // and returns it and the other; both at once fails the test.
 func oneOf(t *testing.T, what string, a, b *proc, leads func(*proc) bool) (*proc, *proc) {
@@ -383,7 +371,7 @@ func TestTwoOfEveryRole(t *testing.T) {
 			if !p.alive() {
 				t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.tail())
 			}
-			return healthy(p)
+			return platformtest.Healthy(hc, p.url())
 		})
 	}
 	adminLeader, adminOther := oneOf(t, "one admin leads", admin1, admin2, adminLeads)

@@ -56,21 +56,8 @@ func nomadJob(nc *nomadapi.Client, prefix string) (string, int, error) {
 
 // gauge reads a per-deployment series of an autoscaler's /metrics.
 func gauge(url, name, deploymentID string) (float64, error) {
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{[^}]*deployment="` + regexp.QuoteMeta(deploymentID) + `"[^}]*\} (\S+)$`)
-	m := re.FindSubmatch(b)
-	if m == nil {
-		return 0, fmt.Errorf("%s/metrics has no %s for %s", url, name, deploymentID)
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	return platformtest.MetricMatching(http.DefaultClient, url, name+" for "+deploymentID, re)
 }
 
 // knownReasons are the reasons a scaling change may carry.
