@@ -195,21 +195,7 @@ func TestSoakProd(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var seq atomic.Int64
-	loop := func(pause time.Duration, fn func() bool) {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if !fn() {
-					time.Sleep(50 * time.Millisecond)
-				}
-				time.Sleep(pause)
-			}
-		})
-	}
+	loop := func(pause time.Duration, fn func() bool) { soakLoop(&wg, stop, pause, fn) }
 	loop(0, func() bool {
 		code, body, err := get("/obj.txt")
 		if err == nil && code == 200 && !bytes.Equal(body, objData) {

@@ -115,6 +115,25 @@ func soakGoCache(t *testing.T) string {
 	return filepath.Join(cacheRoot, "go-build")
 }
 
+// soakLoop runs fn again and again in a goroutine of wg until stop is
+// closed, pausing after each call; a call that failed (false: dorad down)
+// is retried after a further 50 ms, as a client would, not in a tight loop.
+func soakLoop(wg *sync.WaitGroup, stop <-chan struct{}, pause time.Duration, fn func() bool) {
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !fn() {
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(pause)
+		}
+	})
+}
+
 // soakGet returns a GET through the router at addr with bucket soak's Host.
 func soakGet(hc *http.Client, addr string) func(pathQuery string) (int, []byte, error) {
 	return func(pathQuery string) (int, []byte, error) {
@@ -274,22 +293,7 @@ func TestSoak(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var seq atomic.Int64
-	loop := func(fn func() bool) {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if !fn() {
-					// A failed request (dorad down) is retried after a
-					// pause, as a client would, not in a tight loop.
-					time.Sleep(50 * time.Millisecond)
-				}
-			}
-		})
-	}
+	loop := func(fn func() bool) { soakLoop(&wg, stop, 0, fn) }
 	for range 2 {
 		loop(func() bool {
 			code, body, err := get("/obj.txt")
