@@ -155,6 +155,16 @@ func (h *harness) eventually(what string, cond func() (bool, string)) {
 	h.t.Fatalf("timed out waiting for %s; last state:\n%s", what, last)
 }
 
+// putDemo creates bucket and uploads demoText into it as demo.txt with
+// qdoractl, as a user would.
+func (h *harness) putDemo(bucket string) {
+	h.t.Helper()
+	demo := filepath.Join(h.t.TempDir(), "demo.txt")
+	writeFile(h.t, demo, demoText)
+	h.q("bucket", "create", bucket)
+	h.q("put", bucket, "demo.txt", demo)
+}
+
 const demoText = "hello dora\nnothing here\nhello again\n"
 
 func md5hex(s string) string {
@@ -170,14 +180,7 @@ var healthyRow = regexp.MustCompile(`(?m)^\d+\s+\S+\s+RUNNING\s+true\b`)
 // RUNNING); then a restart that must keep metadata, objects and instances.
 func TestQuickStart(t *testing.T) {
 	h := newHarness(t)
-	work := t.TempDir()
-	demo := filepath.Join(work, "demo.txt")
-	if err := os.WriteFile(demo, []byte(demoText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 	if code, body := h.get("demo.localhost", "/demo.txt"); code != 200 || string(body) != demoText {
 		t.Fatalf("plain GET: %d %q", code, body)
 	}
@@ -217,7 +220,7 @@ func TestQuickStart(t *testing.T) {
 	}
 
 	// The Dora flow: a release naming the built package, deployed with --expect.
-	relDir := filepath.Join(work, "release")
+	relDir := filepath.Join(t.TempDir(), "release")
 	if err := os.MkdirAll(relDir, 0o755); err != nil {
 		t.Fatal(err)
 	}

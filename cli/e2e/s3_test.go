@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,13 +53,7 @@ func TestDevOnS3(t *testing.T) {
 	}
 
 	// qdoractl put: the object is in S3 at dev/demo/demo.txt.
-	work := t.TempDir()
-	demo := filepath.Join(work, "demo.txt")
-	if err := os.WriteFile(demo, []byte(demoText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 	if got, err := s3get("dev/demo/demo.txt"); err != nil || got != demoText {
 		t.Fatalf("uploaded object in S3: %q, %v", got, err)
 	}

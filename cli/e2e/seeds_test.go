@@ -47,12 +47,7 @@ func TestSeedFlows(t *testing.T) {
 	h := newHarness(t)
 	ak, sk := h.loginAs("seeduser")
 	work := t.TempDir()
-	demo := filepath.Join(work, "demo.txt")
-	if err := os.WriteFile(demo, []byte(demoText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.q("bucket", "create", "seeds")
-	h.q("put", "seeds", "demo.txt", demo)
+	h.putDemo("seeds")
 
 	// Seed 001.
 	h.q("reg", "wordcount", "-mode", "1", "-desc", "demo ufop")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -182,19 +181,9 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 		return nil
 	})
 	get := func(hc *http.Client, ctx context.Context, ms int) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, rtr.URL+"/in.txt?slowpoke/"+strconv.Itoa(ms), nil)
-		if err != nil {
-			return err
-		}
-		req.Host = "load.localhost"
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil || resp.StatusCode != http.StatusOK || string(body) != input {
-			return fmt.Errorf("%s %q %v", resp.Status, body, err)
+		code, body, err := platformtest.GetContext(ctx, hc, rtr.URL, "load", "/in.txt?slowpoke/"+strconv.Itoa(ms))
+		if err != nil || code != http.StatusOK || string(body) != input {
+			return fmt.Errorf("%d %q %v", code, body, err)
 		}
 		return nil
 	}

@@ -55,26 +55,16 @@ func wantHash() string {
 // routerGet sends one pipeline request through the router with the bucket's
 // Host and checks the answer; it returns an error describing any mismatch.
 func routerGet(hc *http.Client, routerURL string) error {
-	req, err := http.NewRequest(http.MethodGet, routerURL+prodQuery, nil)
+	code, body, err := platformtest.Get(hc, routerURL, "demo", prodQuery)
 	if err != nil {
 		return err
-	}
-	req.Host = "demo.localhost"
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("read body: %w", err)
 	}
 	var h struct {
 		Hash  string `json:"hash"`
 		Fsize int64  `json:"fsize"`
 	}
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Hash != wantHash() || h.Fsize != 23 {
-		return fmt.Errorf("%s: %q", resp.Status, body)
+	if code != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Hash != wantHash() || h.Fsize != 23 {
+		return fmt.Errorf("%d: %q", code, body)
 	}
 	return nil
 }

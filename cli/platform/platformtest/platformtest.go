@@ -201,7 +201,12 @@ func SignedPfop(t testing.TB, base, ak, sk string, form url.Values) (int, []byte
 // Get sends GET pathQuery to a router with bucket's Host
 // (bucket.localhost) and returns the status and body.
 func Get(hc *http.Client, routerURL, bucket, pathQuery string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodGet, routerURL+pathQuery, nil)
+	return GetContext(context.Background(), hc, routerURL, bucket, pathQuery)
+}
+
+// GetContext is Get bounded by ctx.
+func GetContext(ctx context.Context, hc *http.Client, routerURL, bucket, pathQuery string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, routerURL+pathQuery, nil)
 	if err != nil {
 		return 0, nil, err
 	}
