@@ -37,11 +37,10 @@ import (
 )
 
 type role struct {
+	*platformtest.Process
 	name      string
-	cmd       *exec.Cmd
 	log       *lockedLog
 	recovered atomic.Int64 // log lines of the worker's lost-job recovery
-	done      chan error
 }
 
 // recoveryCounter counts the worker's "enqueued again" log lines (the
@@ -76,25 +75,13 @@ func TestSoakProd(t *testing.T) {
 	queue := "redis://" + redis.Addr + "/0"
 	var roles []*role
 	startRole := func(name string, args ...string) *role {
-		r := &role{name: name, log: &lockedLog{}, done: make(chan error, 1)}
-		r.cmd = exec.Command(bin, append([]string{name}, args...)...)
-		r.cmd.Env = append(os.Environ(), "DORA_ROOT_AK="+rootAK, "DORA_ROOT_SK="+rootSK)
+		r := &role{name: name, log: &lockedLog{}}
+		cmd := exec.Command(bin, append([]string{name}, args...)...)
+		cmd.Env = append(os.Environ(), "DORA_ROOT_AK="+rootAK, "DORA_ROOT_SK="+rootSK)
 		w := io.MultiWriter(r.log, recoveryCounter{r})
-		r.cmd.Stdout, r.cmd.Stderr = w, w
-		if err := r.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { r.done <- r.cmd.Wait() }()
+		cmd.Stdout, cmd.Stderr = w, w
+		r.Process = platformtest.StartProcess(t, cmd)
 		roles = append(roles, r)
-		t.Cleanup(func() {
-			r.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-r.done:
-			case <-time.After(20 * time.Second):
-				r.cmd.Process.Kill()
-				<-r.done
-			}
-		})
 		return r
 	}
 	startRole("admin", "--listen", adminAddr, "--store", store, "--runtime", "nomad://"+nomad.Addr,
@@ -110,9 +97,8 @@ func TestSoakProd(t *testing.T) {
 		t.Helper()
 		for _, r := range roles {
 			select {
-			case err := <-r.done:
-				r.done <- err
-				t.Fatalf("dorad %s exited: %v\n%s", r.name, err, r.log.tail())
+			case <-r.Done():
+				t.Fatalf("dorad %s exited: %v\n%s", r.name, r.Err(), r.log.tail())
 			default:
 			}
 		}
@@ -258,7 +244,7 @@ func TestSoakProd(t *testing.T) {
 	stats := func(when string) {
 		var parts []string
 		for _, r := range roles {
-			fds, rss := procStat(r.cmd.Process.Pid)
+			fds, rss := procStat(r.Cmd.Process.Pid)
 			parts = append(parts, fmt.Sprintf("%s %d/%d MiB", r.name, fds, rss/1024))
 		}
 		note("fds/RSS "+when, strings.Join(parts, ", "))

@@ -45,11 +45,9 @@ const (
 
 // proc is one dorad process.
 type proc struct {
+	*platformtest.Process
 	name, addr string
-	cmd        *exec.Cmd
 	out        *tailBuffer
-	done       chan struct{}
-	err        error
 	killed     atomic.Bool
 }
 
@@ -81,23 +79,14 @@ func (w *tailBuffer) tail() string {
 
 func (p *proc) url() string { return "http://" + p.addr }
 
-func (p *proc) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
 // kill9 sends SIGKILL: no shutdown code runs, as when a host dies.
 func (p *proc) kill9(t *testing.T) {
 	t.Helper()
 	p.killed.Store(true)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %s: %v", p.name, err)
 	}
-	<-p.done
+	<-p.Done()
 }
 
 var hc = &http.Client{Timeout: 30 * time.Second}
@@ -210,7 +199,7 @@ func scalerLeads(p *proc) bool {
 // and returns it and the other; both at once fails the test.
 func oneOf(t *testing.T, what string, a, b *proc, leads func(*proc) bool) (*proc, *proc) {
 	t.Helper()
-	return platformtest.OneLeads(t, wait, what, a, b, func(p *proc) (bool, error) { return p.alive() && leads(p), nil })
+	return platformtest.OneLeads(t, wait, what, a, b, func(p *proc) (bool, error) { return p.Alive() && leads(p), nil })
 }
 
 // pfopSubmit posts a pfop to an admin, signed as Qiniu's SDKs sign.
@@ -314,33 +303,18 @@ func TestTwoOfEveryRole(t *testing.T) {
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_PROFILE=")
 	var procs []*proc
 	start := func(role, name string, args ...string) *proc {
-		p := &proc{name: name, addr: platformtest.FreeAddr(t), out: &tailBuffer{}, done: make(chan struct{})}
-		p.cmd = exec.Command(bin, append([]string{role, "--listen", p.addr, "--log-level", "debug"}, args...)...)
-		p.cmd.Env = env
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { p.err = p.cmd.Wait(); close(p.done) }()
+		p := &proc{name: name, addr: platformtest.FreeAddr(t), out: &tailBuffer{}}
+		cmd := exec.Command(bin, append([]string{role, "--listen", p.addr, "--log-level", "debug"}, args...)...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = p.out, p.out
+		p.Process = platformtest.StartProcess(t, cmd)
 		procs = append(procs, p)
-		t.Cleanup(func() {
-			if !p.alive() {
-				return
-			}
-			p.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-p.done:
-			case <-time.After(20 * time.Second):
-				p.cmd.Process.Kill()
-				<-p.done
-			}
-		})
 		return p
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range procs {
-				t.Logf("--- %s (alive %v, killed %v): %v\n%s", p.name, p.alive(), p.killed.Load(), p.err, p.out.tail())
+				t.Logf("--- %s (alive %v, killed %v): %v\n%s", p.name, p.Alive(), p.killed.Load(), p.Err(), p.out.tail())
 			}
 		}
 	})
@@ -368,8 +342,8 @@ func TestTwoOfEveryRole(t *testing.T) {
 	scaler2 := start("autoscaler", "autoscaler-2", scalerArgs...)
 	for _, p := range procs {
 		platformtest.Eventually(t, wait, p.name+" healthy", func() error {
-			if !p.alive() {
-				t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.tail())
+			if !p.Alive() {
+				t.Fatalf("%s exited: %v\n%s", p.name, p.Err(), p.out.tail())
 			}
 			return platformtest.Healthy(hc, p.url())
 		})
@@ -428,7 +402,7 @@ func TestTwoOfEveryRole(t *testing.T) {
 
 	// A pfop run by worker 2 (worker 1 is paused, so it cannot claim it) is
 	// readable through router 1.
-	if err := worker1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := worker1.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	id, err := pfopSubmit(adminOther.url(), "demo.txt", "grepd/hello|saveas/"+auth.EncodedEntryURI("demo", "out/pfop-2.txt"))
@@ -440,7 +414,7 @@ func TestTwoOfEveryRole(t *testing.T) {
 	if n, err := platformtest.Metric(hc, worker2.url(), jobsDone); err != nil || n != 1 {
 		t.Fatalf("worker-2 %s = %v, %v; want 1", jobsDone, n, err)
 	}
-	if err := worker1.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := worker1.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := platformtest.Metric(hc, worker1.url(), jobsDone); err == nil && n != 0 {
@@ -560,8 +534,8 @@ func TestTwoOfEveryRole(t *testing.T) {
 	wg.Wait()
 
 	for _, p := range procs {
-		if !p.killed.Load() && !p.alive() {
-			t.Errorf("%s exited: %v", p.name, p.err)
+		if !p.killed.Load() && !p.Alive() {
+			t.Errorf("%s exited: %v", p.name, p.Err())
 		}
 	}
 	for _, p := range []*proc{router1, router2, admin1, admin2} {
