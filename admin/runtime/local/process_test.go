@@ -139,7 +139,9 @@ func TestInstancesDieWithParent(t *testing.T) {
 			}
 			label := ownerLabel + "=" + ownerValue(dir)
 			if c.podman {
-				t.Cleanup(func() { exec.Command("podman", "rm", "--force", "--ignore", "-t", "0", "--filter", "label="+label).Run() })
+				t.Cleanup(func() {
+					exec.Command("podman", "rm", "--force", "--ignore", "-t", "0", "--filter", "label="+label).Run()
+				})
 				if n := len(containersLabelled(t, label)); n != 1 {
 					t.Fatalf("%d containers of the runtime, want 1", n)
 				}
