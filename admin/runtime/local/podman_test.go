@@ -107,11 +107,7 @@ func pushGrepdImageWith(t *testing.T, files func(*tar.Writer), config func(*v1.C
 
 func labelled(t *testing.T, deployment string) []string {
 	t.Helper()
-	out, err := exec.Command("podman", "ps", "--all", "--quiet", "--filter", "label=dora.deployment="+deployment).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Fields(string(out))
+	return containersLabelled(t, "dora.deployment="+deployment)
 }
 
 // TestContainerImage: an OCI image is pulled and runs as containers, each
