@@ -113,10 +113,7 @@ func TestImageQuickStart(t *testing.T) {
 	if out := h.q("push", "ufopdemo:v1", "--from", tarPath); !strings.Contains(out, "Push success") {
 		t.Fatalf("push:\n%s", out)
 	}
-	demo := filepath.Join(work, "demo.txt")
-	writeFile(t, demo, demoText)
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 
 	t0 := time.Now()
 	id := h.releaseImage("doraufoptest", "ufopdemo:v1", "/health", 2)
@@ -234,10 +231,7 @@ func TestImageBadInputs(t *testing.T) {
 	})
 	work := t.TempDir()
 	bin := demoBinary(t)
-	demo := filepath.Join(work, "demo.txt")
-	writeFile(t, demo, demoText)
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 
 	// A corrupt tarball: refused, nothing listed.
 	good := filepath.Join(work, "good.tar")
@@ -400,11 +394,7 @@ func TestFixedPortPackage(t *testing.T) {
 	// The demo speaks POST /handler: a package switched to with ufopver
 	// speaks /uop unless ufop.yaml says otherwise.
 	writeFile(t, filepath.Join(src, "ufop.yaml"), "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\nrun: ./ufopdemo\nprotocol: dora\n")
-	work := t.TempDir()
-	demo := filepath.Join(work, "demo.txt")
-	writeFile(t, demo, demoText)
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 
 	h.q("reg", "fixedport", "-mode", "1", "-desc", "listens on 9100")
 	if out := h.q("build", "fixedport", "-dir", src); !strings.Contains(out, "SUCCESS") {

@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,11 +45,9 @@ const (
 
 // proc is one dorad process.
 type proc struct {
+	*platformtest.Process
 	name, addr string
-	cmd        *exec.Cmd
 	out        *tailBuffer
-	done       chan struct{}
-	err        error
 	killed     atomic.Bool
 }
 
@@ -82,28 +79,14 @@ func (w *tailBuffer) tail() string {
 
 func (p *proc) url() string { return "http://" + p.addr }
 
-func (p *proc) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
 // kill9 sends SIGKILL: no shutdown code runs, as when a host dies.
 func (p *proc) kill9(t *testing.T) {
 	t.Helper()
 	p.killed.Store(true)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %s: %v", p.name, err)
 	}
-	<-p.done
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return "127.0.0.1:" + strconv.Itoa(agenttest.FreePort(t))
+	<-p.Done()
 }
 
 var hc = &http.Client{Timeout: 30 * time.Second}
@@ -212,23 +195,11 @@ func scalerLeads(p *proc) bool {
 	return json.NewDecoder(resp.Body).Decode(&h) == nil && h.Leader
 }
 
-func healthy(p *proc) error {
-	resp, err := hc.Get(p.url() + "/healthz")
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s /healthz: %s", p.name, resp.Status)
-	}
-	return nil
-}
-
 // oneOf waits until exactly one of a and b is alive and satisfies leads
 // and returns it and the other; both at once fails the test.
 func oneOf(t *testing.T, what string, a, b *proc, leads func(*proc) bool) (*proc, *proc) {
 	t.Helper()
-	return platformtest.OneLeads(t, wait, what, a, b, func(p *proc) (bool, error) { return p.alive() && leads(p), nil })
+	return platformtest.OneLeads(t, wait, what, a, b, func(p *proc) (bool, error) { return p.Alive() && leads(p), nil })
 }
 
 // pfopSubmit posts a pfop to an admin, signed as Qiniu's SDKs sign.
@@ -332,33 +303,18 @@ func TestTwoOfEveryRole(t *testing.T) {
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_PROFILE=")
 	var procs []*proc
 	start := func(role, name string, args ...string) *proc {
-		p := &proc{name: name, addr: freeAddr(t), out: &tailBuffer{}, done: make(chan struct{})}
-		p.cmd = exec.Command(bin, append([]string{role, "--listen", p.addr, "--log-level", "debug"}, args...)...)
-		p.cmd.Env = env
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { p.err = p.cmd.Wait(); close(p.done) }()
+		p := &proc{name: name, addr: platformtest.FreeAddr(t), out: &tailBuffer{}}
+		cmd := exec.Command(bin, append([]string{role, "--listen", p.addr, "--log-level", "debug"}, args...)...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = p.out, p.out
+		p.Process = platformtest.StartProcess(t, cmd)
 		procs = append(procs, p)
-		t.Cleanup(func() {
-			if !p.alive() {
-				return
-			}
-			p.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-p.done:
-			case <-time.After(20 * time.Second):
-				p.cmd.Process.Kill()
-				<-p.done
-			}
-		})
 		return p
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range procs {
-				t.Logf("--- %s (alive %v, killed %v): %v\n%s", p.name, p.alive(), p.killed.Load(), p.err, p.out.tail())
+				t.Logf("--- %s (alive %v, killed %v): %v\n%s", p.name, p.Alive(), p.killed.Load(), p.Err(), p.out.tail())
 			}
 		}
 	})
@@ -386,10 +342,10 @@ func TestTwoOfEveryRole(t *testing.T) {
 	scaler2 := start("autoscaler", "autoscaler-2", scalerArgs...)
 	for _, p := range procs {
 		platformtest.Eventually(t, wait, p.name+" healthy", func() error {
-			if !p.alive() {
-				t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.tail())
+			if !p.Alive() {
+				t.Fatalf("%s exited: %v\n%s", p.name, p.Err(), p.out.tail())
 			}
-			return healthy(p)
+			return platformtest.Healthy(hc, p.url())
 		})
 	}
 	adminLeader, adminOther := oneOf(t, "one admin leads", admin1, admin2, adminLeads)
@@ -446,7 +402,7 @@ func TestTwoOfEveryRole(t *testing.T) {
 
 	// A pfop run by worker 2 (worker 1 is paused, so it cannot claim it) is
 	// readable through router 1.
-	if err := worker1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := worker1.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	id, err := pfopSubmit(adminOther.url(), "demo.txt", "grepd/hello|saveas/"+auth.EncodedEntryURI("demo", "out/pfop-2.txt"))
@@ -458,7 +414,7 @@ func TestTwoOfEveryRole(t *testing.T) {
 	if n, err := platformtest.Metric(hc, worker2.url(), jobsDone); err != nil || n != 1 {
 		t.Fatalf("worker-2 %s = %v, %v; want 1", jobsDone, n, err)
 	}
-	if err := worker1.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := worker1.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := platformtest.Metric(hc, worker1.url(), jobsDone); err == nil && n != 0 {
@@ -578,8 +534,8 @@ func TestTwoOfEveryRole(t *testing.T) {
 	wg.Wait()
 
 	for _, p := range procs {
-		if !p.killed.Load() && !p.alive() {
-			t.Errorf("%s exited: %v", p.name, p.err)
+		if !p.killed.Load() && !p.Alive() {
+			t.Errorf("%s exited: %v", p.name, p.Err())
 		}
 	}
 	for _, p := range []*proc{router1, router2, admin1, admin2} {

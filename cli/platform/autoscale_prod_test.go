@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -56,21 +55,8 @@ func nomadJob(nc *nomadapi.Client, prefix string) (string, int, error) {
 
 // gauge reads a per-deployment series of an autoscaler's /metrics.
 func gauge(url, name, deploymentID string) (float64, error) {
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{[^}]*deployment="` + regexp.QuoteMeta(deploymentID) + `"[^}]*\} (\S+)$`)
-	m := re.FindSubmatch(b)
-	if m == nil {
-		return 0, fmt.Errorf("%s/metrics has no %s for %s", url, name, deploymentID)
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	return platformtest.MetricMatching(http.DefaultClient, url, name+" for "+deploymentID, re)
 }
 
 // knownReasons are the reasons a scaling change may carry.
@@ -195,19 +181,9 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 		return nil
 	})
 	get := func(hc *http.Client, ctx context.Context, ms int) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, rtr.URL+"/in.txt?slowpoke/"+strconv.Itoa(ms), nil)
-		if err != nil {
-			return err
-		}
-		req.Host = "load.localhost"
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil || resp.StatusCode != http.StatusOK || string(body) != input {
-			return fmt.Errorf("%s %q %v", resp.Status, body, err)
+		code, body, err := platformtest.GetContext(ctx, hc, rtr.URL, "load", "/in.txt?slowpoke/"+strconv.Itoa(ms))
+		if err != nil || code != http.StatusOK || string(body) != input {
+			return fmt.Errorf("%d %q %v", code, body, err)
 		}
 		return nil
 	}

@@ -70,17 +70,7 @@ func TestDevDataDirModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-	checkModes(t, data, map[string]modeOwner{
-		"":               {0o711, 0},
-		CredentialsFile:  {0o600, 0},
-		"meta.db":        {0o600, 0},
-		"pfop.db":        {0o600, 0},
-		"objects":        {0o700, 0},
-		"registry":       {0o700, 0},
-		"builds":         {0o711, 0},
-		"instances":      {0o711, 0},
-		"cache/go-build": {0o700, 65534},
-	})
+	checkModes(t, data, dataDirModes(nil))
 
 	// A data dir below a 0700 directory: nobody could not reach its builds.
 	closed := t.TempDir()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +26,24 @@ import (
 type modeOwner struct {
 	mode os.FileMode
 	uid  uint32
+}
+
+// dataDirModes is what an admin's data dir holds after it ran as root
+// with the run-as user nobody (uid 65534), plus extra entries.
+func dataDirModes(extra map[string]modeOwner) map[string]modeOwner {
+	m := map[string]modeOwner{
+		"":               {0o711, 0},
+		CredentialsFile:  {0o600, 0},
+		"meta.db":        {0o600, 0},
+		"pfop.db":        {0o600, 0},
+		"objects":        {0o700, 0},
+		"registry":       {0o700, 0},
+		"builds":         {0o711, 0},
+		"instances":      {0o711, 0},
+		"cache/go-build": {0o700, 65534},
+	}
+	maps.Copy(m, extra)
+	return m
 }
 
 // checkModes compares the modes and owners of the entries below dir with
@@ -161,19 +180,10 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 		t.Fatalf("admin close: %v", err)
 	}
 
-	checkModes(t, data, map[string]modeOwner{
-		"":                      {0o711, 0},
-		CredentialsFile:         {0o600, 0},
-		"meta.db":               {0o600, 0},
-		"pfop.db":               {0o600, 0},
-		"objects":               {0o700, 0},
-		"registry":              {0o700, 0},
-		"builds":                {0o711, 0},
+	checkModes(t, data, dataDirModes(map[string]modeOwner{
 		"builds/grepd/1":        {0o711, 0},
 		"builds/grepd/1/result": {0o700, 0},
-		"instances":             {0o711, 0},
-		"cache/go-build":        {0o700, 65534},
-	})
+	}))
 
 	// A data dir below a 0700 directory: nobody could not reach its
 	// builds, so the admin refuses to start; as "self" it starts.

@@ -55,26 +55,16 @@ func wantHash() string {
 // routerGet sends one pipeline request through the router with the bucket's
 // Host and checks the answer; it returns an error describing any mismatch.
 func routerGet(hc *http.Client, routerURL string) error {
-	req, err := http.NewRequest(http.MethodGet, routerURL+prodQuery, nil)
+	code, body, err := platformtest.Get(hc, routerURL, "demo", prodQuery)
 	if err != nil {
 		return err
-	}
-	req.Host = "demo.localhost"
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("read body: %w", err)
 	}
 	var h struct {
 		Hash  string `json:"hash"`
 		Fsize int64  `json:"fsize"`
 	}
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Hash != wantHash() || h.Fsize != 23 {
-		return fmt.Errorf("%s: %q", resp.Status, body)
+	if code != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Hash != wantHash() || h.Fsize != 23 {
+		return fmt.Errorf("%d: %q", code, body)
 	}
 	return nil
 }
@@ -236,11 +226,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("StartAdmin: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := adm.Close(); err != nil {
-			t.Errorf("admin close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "admin", adm)
 	rtr, err := StartRouter(ctx, RouterConfig{
 		Listen:    "127.0.0.1:0",
 		Store:     storeURL,
@@ -255,11 +241,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("StartRouter: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := rtr.Close(); err != nil {
-			t.Errorf("router close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "router", rtr)
 	scaler, err := StartAutoscaler(ctx, AutoscalerConfig{
 		Listen:  "127.0.0.1:0",
 		Store:   storeURL,
@@ -271,11 +253,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("StartAutoscaler: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := scaler.Close(); err != nil {
-			t.Errorf("autoscaler close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "autoscaler", scaler)
 	for _, s := range []*Service{adm.Service, rtr, scaler} {
 		select {
 		case <-s.Done():
@@ -286,17 +264,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 
 	// Health and metrics on each role; the lone autoscaler takes the lock.
 	getBody(t, adm.URL+"/healthz")
-	platformtest.Eventually(t, prodWait, "router metadata loaded", func() error {
-		resp, err := http.Get(rtr.URL + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("router /healthz: %s", resp.Status)
-		}
-		return nil
-	})
+	platformtest.Eventually(t, prodWait, "router metadata loaded", func() error { return platformtest.Healthy(http.DefaultClient, rtr.URL) })
 	platformtest.Eventually(t, prodWait, "autoscaler leading", func() error {
 		resp, err := http.Get(scaler.URL + "/healthz")
 		if err != nil {
@@ -647,17 +615,7 @@ func (e pfopEnv) startWorker(t *testing.T, ctx context.Context, name string, gra
 	if w.Consumer != name {
 		t.Fatalf("worker consumer %q, want %q", w.Consumer, name)
 	}
-	platformtest.Eventually(t, prodWait, "worker "+name+" metadata loaded", func() error {
-		resp, err := http.Get(w.URL + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/healthz: %s", resp.Status)
-		}
-		return nil
-	})
+	platformtest.Eventually(t, prodWait, "worker "+name+" metadata loaded", func() error { return platformtest.Healthy(http.DefaultClient, w.URL) })
 	return w
 }
 

@@ -3,7 +3,6 @@ package procsweep
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -45,8 +44,12 @@ exit 0
 // watchdog sees its stdin pipe close instead, which happens only when the
 // whole starting process is gone.
 type Watchdog struct {
-	cmd  *exec.Cmd
-	w    io.WriteCloser
+	cmd *exec.Cmd
+	// w is the pipe's write end as a raw descriptor: an *os.File would be
+	// closed by its finalizer once the Watchdog is unreachable, firing the
+	// sweep while this process still runs (its owner may have started a
+	// new set of processes meanwhile).
+	w    int
 	once sync.Once
 	err  error
 }
@@ -63,14 +66,26 @@ func Watch(owner string, onDeath ...string) (*Watchdog, error) {
 	cmd := exec.Command("/bin/sh", append([]string{"-c", watchScript, "dora-watchdog", owner}, onDeath...)...)
 	cmd.Env = withoutMarker(os.Environ()) // the watchdog must not sweep itself
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	w, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, fmt.Errorf("procsweep: watchdog: %w", err)
+	var p [2]int
+	syscall.ForkLock.RLock() // no fork may inherit the pipe before it is close-on-exec
+	err := syscall.Pipe(p[:])
+	if err == nil {
+		syscall.CloseOnExec(p[0])
+		syscall.CloseOnExec(p[1])
 	}
-	if err := cmd.Start(); err != nil {
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("procsweep: watchdog pipe: %w", err)
+	}
+	r := os.NewFile(uintptr(p[0]), "watchdog-stdin")
+	cmd.Stdin = r
+	err = cmd.Start()
+	r.Close()
+	if err != nil {
+		syscall.Close(p[1])
 		return nil, fmt.Errorf("procsweep: start watchdog: %w", err)
 	}
-	return &Watchdog{cmd: cmd, w: w}, nil
+	return &Watchdog{cmd: cmd, w: p[1]}, nil
 }
 
 // Pid is the watchdog's process id.
@@ -80,8 +95,8 @@ func (w *Watchdog) Pid() int { return w.cmd.Process.Pid }
 // processes itself) and waits for it to exit.
 func (w *Watchdog) Close() error {
 	w.once.Do(func() {
-		_, err := io.WriteString(w.w, "stop\n")
-		w.w.Close()
+		_, err := syscall.Write(w.w, []byte("stop\n"))
+		syscall.Close(w.w)
 		if werr := w.cmd.Wait(); werr != nil && err == nil {
 			err = werr
 		}

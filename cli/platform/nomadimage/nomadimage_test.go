@@ -284,11 +284,7 @@ func startPlatform(t testing.TB, runtimeQuery string) *env {
 	if err != nil {
 		t.Fatalf("StartAdmin: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := e.adm.Close(); err != nil {
-			t.Errorf("admin close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "admin", e.adm)
 	// The router listens on an address the instances reach from their own
 	// network namespaces: its one-shot input URLs name it.
 	rtr, err := platform.StartRouter(ctx, platform.RouterConfig{
@@ -303,11 +299,7 @@ func startPlatform(t testing.TB, runtimeQuery string) *env {
 	if err != nil {
 		t.Fatalf("StartRouter: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := rtr.Close(); err != nil {
-			t.Errorf("router close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "router", rtr)
 	e.routerURL = rtr.URL
 	e.client = client.New(e.adm.URL, rootAK, rootSK)
 

@@ -152,6 +152,12 @@ func PurgeJobs(t testing.TB, nc *nomadapi.Client) {
 
 // Metric reads one unlabelled series of base's /metrics.
 func Metric(hc *http.Client, base, name string) (float64, error) {
+	return MetricMatching(hc, base, name, regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+` (\S+)$`))
+}
+
+// MetricMatching reads the value of base's /metrics that re's first group
+// captures; what names the series in the error when re matches nothing.
+func MetricMatching(hc *http.Client, base, what string, re *regexp.Regexp) (float64, error) {
 	resp, err := hc.Get(base + "/metrics")
 	if err != nil {
 		return 0, err
@@ -161,9 +167,9 @@ func Metric(hc *http.Client, base, name string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
+	m := re.FindSubmatch(b)
 	if m == nil {
-		return 0, fmt.Errorf("%s/metrics has no %s", base, name)
+		return 0, fmt.Errorf("%s/metrics has no %s", base, what)
 	}
 	return strconv.ParseFloat(string(m[1]), 64)
 }
@@ -195,7 +201,12 @@ func SignedPfop(t testing.TB, base, ak, sk string, form url.Values) (int, []byte
 // Get sends GET pathQuery to a router with bucket's Host
 // (bucket.localhost) and returns the status and body.
 func Get(hc *http.Client, routerURL, bucket, pathQuery string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodGet, routerURL+pathQuery, nil)
+	return GetContext(context.Background(), hc, routerURL, bucket, pathQuery)
+}
+
+// GetContext is Get bounded by ctx.
+func GetContext(ctx context.Context, hc *http.Client, routerURL, bucket, pathQuery string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, routerURL+pathQuery, nil)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -271,4 +282,36 @@ func OneLeads[T any](t testing.TB, limit time.Duration, what string, a, b T, lea
 		return nil
 	})
 	return leader, other
+}
+
+// FreeAddr is a loopback address, "127.0.0.1:<port>", whose port was free
+// a moment ago: for a role or process the test starts.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return "127.0.0.1:" + strconv.Itoa(agenttest.FreePort(t))
+}
+
+// CloseAtEnd closes the role (or anything else) c when the test ends; an
+// error from Close fails the test, naming what.
+func CloseAtEnd(t testing.TB, what string, c interface{ Close() error }) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("%s close: %v", what, err)
+		}
+	})
+}
+
+// Healthy returns nil when GET base+"/healthz" answers 200 and an error
+// naming the status otherwise: a check for Eventually.
+func Healthy(hc *http.Client, base string) error {
+	resp, err := hc.Get(base + "/healthz")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s/healthz: %s", base, resp.Status)
+	}
+	return nil
 }
