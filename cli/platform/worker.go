@@ -74,11 +74,7 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 	log := quietLogger(cfg.Logger).With("role", "worker")
 	w := &Worker{Service: newService("worker")}
 	ok := false
-	defer func() {
-		if !ok {
-			w.closeAll()
-		}
-	}()
+	defer w.closeUnless(&ok)
 	region := orDefault(cfg.Region, dora.DefaultRegion)
 	urls := BackendURLs{
 		Store:     orDefault(cfg.Store, DefaultStoreURL),
