@@ -1,13 +1,10 @@
 package local
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -21,6 +18,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/procsweep"
 )
@@ -299,45 +297,13 @@ func TestBuiltPackageRuns(t *testing.T) {
 	}
 }
 
-// packDir packs a directory as qdoractl build does.
+// packDir packs a directory's contents as qdoractl build does (its own
+// function).
 func packDir(t *testing.T, dir string) io.Reader {
 	t.Helper()
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == "." {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		hdr, err := tar.FileInfoHeader(fi, "")
-		if err != nil {
-			return err
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			tw.Write(b)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := client.WriteTarGz(context.Background(), &buf, dir); err != nil {
 		t.Fatal(err)
 	}
-	tw.Close()
-	zw.Close()
 	return &buf
 }
