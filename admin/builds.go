@@ -14,6 +14,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/tick"
 )
 
 // keyedMutex serializes work per key (build numbering per ufop).
@@ -153,14 +154,7 @@ func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
 // process still runs build n of ufop, so that the leader does not take it
 // for the build of a dead admin.
 func (s *Server) beatBuild(ctx context.Context, ufop string, n int) {
-	t := time.NewTicker(s.cfg.BuildHeartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, s.cfg.BuildHeartbeat, func() {
 		if err := s.updateRunningBuild(ctx, ufop, n, func(b *dora.Build) bool {
 			if b.Owner != s.id {
 				return false
@@ -170,7 +164,7 @@ func (s *Server) beatBuild(ctx context.Context, ufop string, n int) {
 		}); err != nil && ctx.Err() == nil {
 			s.log.Warn("admin: build heartbeat", "ufop", ufop, "number", n, "err", err)
 		}
-	}
+	})
 }
 
 // finishBuild records a RUNNING build's end; a deleted build stays deleted.

@@ -160,18 +160,7 @@ func (s *Server) authenticateSession(w http.ResponseWriter, r *http.Request, ck 
 	if info, ok := r.Context().Value(accessKey{}).(*accessInfo); ok {
 		info.ak = ss.ak
 	}
-	acct, err := s.accountByAK(r.Context(), ss.ak)
-	if err != nil {
-		if errors.Is(err, errNoAccount) {
-			return errf(http.StatusUnauthorized, "unknown or disabled access key")
-		}
-		return err
-	}
-	if rl == roleRoot && !acct.Root {
-		return errf(http.StatusForbidden, "only the root account may do this")
-	}
-	c.acct = acct
-	return nil
+	return s.bindAccount(r.Context(), c, ss.ak, rl)
 }
 
 // consoleInfo is GET /console/session and the reply of a sign-in.

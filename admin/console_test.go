@@ -39,33 +39,12 @@ func TestConsoleSession(t *testing.T) {
 	}
 	json.NewDecoder(r.Body).Decode(&info)
 	r.Body.Close()
-	var ck *http.Cookie
-	for _, c := range r.Cookies() {
-		if c.Name == SessionCookie {
-			ck = c
-		}
-	}
+	ck := sessionCookie(r)
 	if ck == nil || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.MaxAge != 3600 || info.CSRF == "" || info.Account.SK != "" {
 		t.Fatalf("cookie %+v, info %+v", ck, info)
 	}
 	call := func(method, path string, c *http.Cookie, csrf, body string) int {
-		req, _ := http.NewRequest(method, e.ts.URL+path, strings.NewReader(body))
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		if c != nil {
-			req.AddCookie(c)
-		}
-		if csrf != "" {
-			req.Header.Set(CSRFHeader, csrf)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		return cookieCall(t, method, e.ts.URL+path, c, csrf, body)
 	}
 	if s := call("GET", "/v1/buckets", ck, "", ""); s != http.StatusOK {
 		t.Fatalf("read with the cookie: %d", s)
@@ -115,25 +94,12 @@ func TestConsoleSessionAcrossAdmins(t *testing.T) {
 	}
 	io.Copy(io.Discard, r.Body)
 	r.Body.Close()
-	var ck *http.Cookie
-	for _, c := range r.Cookies() {
-		if c.Name == SessionCookie {
-			ck = c
-		}
-	}
+	ck := sessionCookie(r)
 	if r.StatusCode != http.StatusOK || ck == nil {
 		t.Fatalf("sign-in on the first admin: %d, cookie %v", r.StatusCode, ck)
 	}
 	session := func(base string) int {
-		req, _ := http.NewRequest(http.MethodGet, base+"/console/session", nil)
-		req.AddCookie(ck)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		return cookieCall(t, http.MethodGet, base+"/console/session", ck, "", "")
 	}
 	e.start() // a second admin on the same store
 	if e.ts.URL == first {
@@ -149,4 +115,42 @@ func TestConsoleSessionAcrossAdmins(t *testing.T) {
 	if s := session(e.ts.URL); s != http.StatusUnauthorized {
 		t.Fatalf("an admin with its own ConsoleKey accepts the session: %d", s)
 	}
+}
+
+// sessionCookie is the console's session cookie set by a sign-in reply r,
+// nil when it sets none.
+func sessionCookie(r *http.Response) *http.Cookie {
+	for _, c := range r.Cookies() {
+		if c.Name == SessionCookie {
+			return c
+		}
+	}
+	return nil
+}
+
+// cookieCall sends method rawURL as the console does: with cookie c (when
+// not nil), the CSRF header (when not empty) and a JSON body (when not
+// empty); it returns the status code.
+func cookieCall(t *testing.T, method, rawURL string, c *http.Cookie, csrf, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, rawURL, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c != nil {
+		req.AddCookie(c)
+	}
+	if csrf != "" {
+		req.Header.Set(CSRFHeader, csrf)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -396,11 +396,7 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 }
 
 func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, c *call) error {
-	u, _, err := s.ownedUfop(r.Context(), c, r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	deps, err := s.deployments(r.Context(), u.Name)
+	_, _, deps, err := s.ownedDeployments(r.Context(), c, r.PathValue("name"))
 	if err != nil {
 		return err
 	}

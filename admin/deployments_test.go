@@ -289,10 +289,7 @@ func TestBlueGreenSwitch(t *testing.T) {
 func TestRestartReappliesDeployments(t *testing.T) {
 	e := newEnv(t)
 	alice := e.user("alice", 0)
-	e.ufop(alice, "grepd", dora.ModePrivate)
-	e.release(alice, "grepd", "v1")
-	var d dora.Deployment
-	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 2}, &d)
+	d := e.deployGrepd(alice, 2)
 
 	// A build that was running when the server stopped.
 	stale := dora.Build{Ufop: "grepd", Number: 1, Status: dora.BuildRunning, Image: "grepd.v1", Created: time.Now()}
@@ -306,15 +303,7 @@ func TestRestartReappliesDeployments(t *testing.T) {
 	e.rt = newFakeRuntime()
 	e.rt.applyCh = make(chan string, 4)
 	e.start()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	defer e.runLoops()()
 	select {
 	case id := <-e.rt.applyCh:
 		if id != d.ID {
@@ -346,10 +335,7 @@ func TestRestartReappliesDeployments(t *testing.T) {
 func TestReconcileReappliesLostDeployment(t *testing.T) {
 	e := newEnv(t)
 	alice := e.user("alice", 0)
-	e.ufop(alice, "grepd", dora.ModePrivate)
-	e.release(alice, "grepd", "v1")
-	var d dora.Deployment
-	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1}, &d)
+	d := e.deployGrepd(alice, 1)
 	if err := e.rt.Remove(context.Background(), d.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
-	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 	"github.com/doraproject/dora/router/origin/local"
 )
 
@@ -45,15 +45,27 @@ type env struct {
 
 type envOption func(*Config)
 
+// runLoops runs the server's background loops (Server.Run) until the
+// returned stop is called; stop waits for Run to return and fails the test
+// on its error.
+func (e *env) runLoops() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Error(err)
+		}
+	}
+}
+
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := bolttest.Open(t, dir)
 	e := &env{t: t, dir: dir, st: st, rt: newFakeRuntime(), imgs: map[string][]Image{}}
+	var err error
 	e.objs, err = local.New(filepath.Join(dir, "objects"))
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +232,18 @@ func (e *env) release(acct dora.Account, ufop, ver string) dora.Release {
 }
 
 // push records a pushed OCI image of acct.
+// deployGrepd registers acct's private ufop grepd, releases v1 and
+// deploys it with expect instances: the starting point of the tests about
+// what happens to a running deployment.
+func (e *env) deployGrepd(acct dora.Account, expect int) dora.Deployment {
+	e.t.Helper()
+	e.ufop(acct, "grepd", dora.ModePrivate)
+	e.release(acct, "grepd", "v1")
+	var d dora.Deployment
+	e.must(http.StatusAccepted, acct, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": expect}, &d)
+	return d
+}
+
 func (e *env) push(acct dora.Account, img string) {
 	e.imgMu.Lock()
 	defer e.imgMu.Unlock()

@@ -377,7 +377,14 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, u
 	if signed {
 		c.body = body
 	}
-	acct, err := s.accountByAK(r.Context(), ak)
+	return s.bindAccount(r.Context(), c, ak, rl)
+}
+
+// bindAccount puts the enabled account of ak in c once the caller is
+// authenticated (by signature or by console session), refusing a
+// non-root account where rl asks for root.
+func (s *Server) bindAccount(ctx context.Context, c *call, ak string, rl role) error {
+	acct, err := s.accountByAK(ctx, ak)
 	if err != nil {
 		if errors.Is(err, errNoAccount) {
 			return errf(http.StatusUnauthorized, "unknown or disabled access key")

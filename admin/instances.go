@@ -48,11 +48,7 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, c *call) 
 	if err != nil {
 		return err
 	}
-	u, _, err := s.ownedUfop(r.Context(), c, r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	deps, err := s.deployments(r.Context(), u.Name)
+	u, _, deps, err := s.ownedDeployments(r.Context(), c, r.PathValue("name"))
 	if err != nil {
 		return err
 	}

@@ -106,10 +106,7 @@ func TestBackgroundWorkOnlyWhileLeading(t *testing.T) {
 		c.BuildHeartbeat = 50 * time.Millisecond
 	})
 	alice := e.user("alice", 0)
-	e.ufop(alice, "grepd", dora.ModePrivate)
-	e.release(alice, "grepd", "v1")
-	var d dora.Deployment
-	e.must(202, alice, "POST", "/v1/ufops/grepd/deployments", map[string]any{"version": "v1", "expect": 1}, &d)
+	d := e.deployGrepd(alice, 1)
 
 	now := time.Now().UTC()
 	putBuild(t, e.st, dora.Build{Ufop: "grepd", Number: 1, Status: dora.BuildRunning, Created: now.Add(-time.Hour),
@@ -134,15 +131,7 @@ func TestBackgroundWorkOnlyWhileLeading(t *testing.T) {
 	}()
 	defer func() { stopBeat(); <-beating }()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	defer e.runLoops()()
 	waitUntil(t, "Run to campaign", el.ready)
 
 	// Not leading: nothing moves.

@@ -10,6 +10,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/tick"
 )
 
 // Run is the server's background work until ctx ends. The part that must
@@ -104,21 +105,14 @@ func (s *Server) lead(ctx context.Context) {
 // not lead, the deployments whose apply this admin deferred; the leader's
 // Reconcile does it for its own.
 func (s *Server) retryDeferredLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, s.cfg.PollInterval, func() {
 		if s.leading.Load() {
-			continue
+			return
 		}
 		if err := s.retryDeferred(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("admin: retry deferred applies", "err", err)
 		}
-	}
+	})
 }
 
 // retryDeferred re-applies the deployments whose apply met runtime.ErrBusy

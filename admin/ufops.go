@@ -124,6 +124,20 @@ func (s *Server) getUfop(ctx context.Context, name string) (dora.Ufop, uint64, e
 	return u, ver, err
 }
 
+// ownedDeployments is ownedUfop (the ufop and its record version) with
+// the ufop's deployments, oldest first.
+func (s *Server) ownedDeployments(ctx context.Context, c *call, name string) (dora.Ufop, uint64, []dora.Deployment, error) {
+	u, ver, err := s.ownedUfop(ctx, c, name)
+	if err != nil {
+		return u, 0, nil, err
+	}
+	deps, err := s.deployments(ctx, u.Name)
+	if err != nil {
+		return u, 0, nil, err
+	}
+	return u, ver, deps, nil
+}
+
 // ownedUfop returns the caller's ufop: 404 when missing, 403 when another
 // account owns it.
 func (s *Server) ownedUfop(ctx context.Context, c *call, name string) (dora.Ufop, uint64, error) {
@@ -238,11 +252,7 @@ func (s *Server) getUfopInfo(w http.ResponseWriter, r *http.Request, c *call) er
 
 func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) error {
 	ctx := r.Context()
-	u, ver, err := s.ownedUfop(ctx, c, r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	deps, err := s.deployments(ctx, u.Name)
+	u, ver, deps, err := s.ownedDeployments(ctx, c, r.PathValue("name"))
 	if err != nil {
 		return err
 	}

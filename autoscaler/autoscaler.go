@@ -100,9 +100,11 @@ type entry struct {
 	state    State
 	lastEval time.Time
 	// pending: the store holds a Desired the target has not applied yet
-	// (the Scale call failed or the target was busy); retried every tick.
-	pending bool
-	invalid string // last policy problem logged, to log it once
+	// (the Scale call failed or the target was busy); retried every tick
+	// with pendingReason, the reason that change was decided for.
+	pending       bool
+	pendingReason string
+	invalid       string // last policy problem logged, to log it once
 }
 
 // New returns an autoscaler; Run starts it.
@@ -177,31 +179,18 @@ func (a *Autoscaler) Wake(ctx context.Context, key load.Key) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.cfg.Now()
-	kvs, err := a.cfg.Store.List(ctx, store.PrefixDeployments)
+	deps, running, err := a.liveDeployments(ctx)
 	if err != nil {
-		return fmt.Errorf("list deployments: %w", err)
+		return err
 	}
 	limits := map[string]int{}
-	running := map[string]int{} // per ufop, as in Tick: the owner's limit is shared
-	var woken []store.KV
-	var deps []dora.Deployment
-	for _, kv := range kvs {
-		var d dora.Deployment
-		if err := json.Unmarshal(kv.Value, &d); err != nil || d.ID == "" || strings.Contains(d.ID, "/") {
+	for _, ld := range deps {
+		d := ld.d
+		if d.Ufop != key.Ufop || d.Version != key.Version || d.Region != key.Region || d.Desired != 0 {
 			continue
 		}
-		if d.Status != dora.DeployRunning && d.Status != dora.DeployPending {
-			continue
-		}
-		running[d.Ufop] += d.Desired
-		if d.Ufop == key.Ufop && d.Version == key.Version && d.Region == key.Region && d.Desired == 0 {
-			woken = append(woken, kv)
-			deps = append(deps, d)
-		}
-	}
-	for i, d := range deps {
 		others := running[d.Ufop] - d.Desired
-		running[d.Ufop] = others + a.evaluate(ctx, woken[i], d, now, limits, others, true)
+		running[d.Ufop] = others + a.evaluate(ctx, ld.kv, d, now, limits, others, true)
 	}
 	return nil
 }
@@ -214,33 +203,12 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.cfg.Now()
-	kvs, err := a.cfg.Store.List(ctx, store.PrefixDeployments)
+	deps, running, err := a.liveDeployments(ctx)
 	if err != nil {
-		return fmt.Errorf("list deployments: %w", err)
+		return err
 	}
 	limits := map[string]int{} // ufop name → owner's instance limit, for this tick
 	live := map[string]bool{}
-	type liveDep struct {
-		kv store.KV
-		d  dora.Deployment
-	}
-	var deps []liveDep
-	// running sums, per ufop, the counts its live deployments are asked to
-	// run: the owner's limit is per ufop, so one deployment may grow only
-	// into what the others leave.
-	running := map[string]int{}
-	for _, kv := range kvs {
-		var d dora.Deployment
-		if err := json.Unmarshal(kv.Value, &d); err != nil || d.ID == "" || strings.Contains(d.ID, "/") {
-			a.log.Warn("skipping unreadable deployment", "key", kv.Key, "id", d.ID, "err", err)
-			continue
-		}
-		if d.Status != dora.DeployRunning && d.Status != dora.DeployPending {
-			continue
-		}
-		deps = append(deps, liveDep{kv, d})
-		running[d.Ufop] += d.Desired
-	}
 	for _, ld := range deps {
 		if ctx.Err() != nil {
 			return nil
@@ -257,6 +225,39 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// liveDep is a live deployment with the store record it was read from
+// (whose version guards the write of a new count).
+type liveDep struct {
+	kv store.KV
+	d  dora.Deployment
+}
+
+// liveDeployments lists the running and pending deployments, and running:
+// per ufop, the counts they are asked to run. The owner's limit is per
+// ufop, so one deployment may grow only into what the others leave. An
+// unreadable record is logged and skipped.
+func (a *Autoscaler) liveDeployments(ctx context.Context) ([]liveDep, map[string]int, error) {
+	kvs, err := a.cfg.Store.List(ctx, store.PrefixDeployments)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list deployments: %w", err)
+	}
+	var deps []liveDep
+	running := map[string]int{}
+	for _, kv := range kvs {
+		var d dora.Deployment
+		if err := json.Unmarshal(kv.Value, &d); err != nil || d.ID == "" || strings.Contains(d.ID, "/") {
+			a.log.Warn("skipping unreadable deployment", "key", kv.Key, "id", d.ID, "err", err)
+			continue
+		}
+		if d.Status != dora.DeployRunning && d.Status != dora.DeployPending {
+			continue
+		}
+		deps = append(deps, liveDep{kv, d})
+		running[d.Ufop] += d.Desired
+	}
+	return deps, running, nil
 }
 
 // evaluate decides one deployment and applies a change; others is what
@@ -280,7 +281,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 			e.state.LastScaleDown = now
 		}
 		e.state.Desired = d.Desired
-		e.pending = false
+		e.pending, e.pendingReason = false, ""
 	}
 
 	p := PolicyFrom(d, a.release(ctx, d, log)).WithLimit(ShareOfLimit(a.limit(ctx, d.Ufop, limits, log), others, d.Expect))
@@ -324,6 +325,12 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		return d.Desired
 	}
 	nd := d
+	reason := dec.Reason
+	if dec.Desired == d.Desired && e.pending {
+		// A retry of the change still pending: Nomad records the reason
+		// as the scaling event's message, so keep the one it was made for.
+		reason = e.pendingReason
+	}
 	if dec.Desired != d.Desired {
 		nd.Desired = dec.Desired
 		nd.Updated = now
@@ -348,8 +355,8 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		a.recordEvent(ctx, d.ID, Event{Time: now, From: d.Desired, To: dec.Desired, Reason: dec.Reason}, log)
 	}
 	e.state = dec.State
-	e.pending = true
-	if err := a.cfg.Target.Scale(ctx, nd, dec.Desired, dec.Reason); err != nil {
+	e.pending, e.pendingReason = true, reason
+	if err := a.cfg.Target.Scale(ctx, nd, dec.Desired, reason); err != nil {
 		if errors.Is(err, ErrTargetBusy) {
 			// Nothing happened: no cooldown for it.
 			e.state.LastScaleUp, e.state.LastScaleDown = prev.LastScaleUp, prev.LastScaleDown
@@ -360,7 +367,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		log.Warn("scaling failed; retrying at the next evaluation", "count", dec.Desired, "err", err)
 		return dec.Desired
 	}
-	e.pending = false
+	e.pending, e.pendingReason = false, ""
 	return dec.Desired
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +17,7 @@ import (
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/autoscaler/load/memory"
 	"github.com/doraproject/dora/internal/store"
-	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 )
 
 // clock is a fake clock moved by the test.
@@ -106,11 +105,7 @@ type harness struct {
 
 func newHarness(t *testing.T, mod ...func(*Config)) *harness {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := bolttest.Open(t, t.TempDir())
 	h := &harness{t: t, ctx: context.Background(), st: st, load: memory.New(time.Hour), target: &fakeTarget{},
 		clock: &clock{now: t0}, reg: prometheus.NewRegistry(), filled: map[load.Key]time.Time{}}
 	cfg := Config{Store: st, Load: h.load, Target: h.target, Now: h.clock.Now, Metrics: h.reg,
@@ -378,8 +373,17 @@ func TestLoopRetriesFailedAndBusyScales(t *testing.T) {
 			h.target.set(func(f *fakeTarget) { f.scaleErr = nil })
 			h.step(d, 30)
 			h.step(d, 30)
-			if got := h.target.Calls(); len(got) != 3 || got[2].Count != 3 {
+			got = h.target.Calls()
+			if len(got) != 3 || got[2].Count != 3 {
 				t.Fatalf("calls after recovery = %+v", got)
+			}
+			// A retry is the same change: it carries the reason the change
+			// was decided for, not what a later evaluation says of the new
+			// count (Nomad shows it as the scaling event's message).
+			for _, c := range got {
+				if c.Reason != ReasonScaleUp {
+					t.Fatalf("retried scale with reason %q, want %q: calls = %+v", c.Reason, ReasonScaleUp, got)
+				}
 			}
 			// A busy target started no cooldown: the next rise scales at
 			// once; a failed scale did start it.

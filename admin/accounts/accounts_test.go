@@ -4,21 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
 	"github.com/doraproject/dora/internal/store"
-	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 )
 
 func TestByAK(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := bolttest.Open(t, t.TempDir())
 	ctx := context.Background()
 	put := func(key string, v []byte) {
 		t.Helper()

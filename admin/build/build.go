@@ -178,7 +178,12 @@ type Builder struct {
 	goCache string
 	// owner marks the build lines' processes (internal/procsweep).
 	owner string
-	mu    sync.Mutex
+	// watchOnce starts watchErr's watchdog at the first build: it kills
+	// the build lines' processes (and removes the half builds) when this
+	// process dies.
+	watchOnce sync.Once
+	watchErr  error
+	mu        sync.Mutex
 	// busy holds the (ufop, n) pairs being unpacked or built.
 	busy map[string]bool
 	// doomed holds the busy pairs Remove could not delete: their
@@ -688,6 +693,9 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 			return fmt.Errorf("build %s.v%d: give %s to %s: %w", ufop, n, filepath.Base(d), b.runAs, err)
 		}
 	}
+	if err := b.watch(); err != nil {
+		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
+	}
 	env := b.buildEnv(res, work, home)
 	for i, line := range u.BuildScript {
 		fmt.Fprintf(out, "$ %s\n", line)
@@ -715,6 +723,18 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 	// $RESOURCE is not kept for run time (seed 001).
 	os.RemoveAll(res)
 	return nil
+}
+
+// watch starts, once, the watchdog that makes build lines die with this
+// process: when it ends (kill -9 included) every process carrying the
+// builder's marker is killed, grandchildren and setsid escapes included,
+// and the working directories of the builds it was running are removed.
+// It lives as long as this process.
+func (b *Builder) watch() error {
+	b.watchOnce.Do(func() {
+		_, b.watchErr = procsweep.Watch(b.owner, "/bin/sh", "-c", `rm -rf -- "$0"/*/*/*.tmp-*`, b.root)
+	})
+	return b.watchErr
 }
 
 // buildEnv is what a build_script line sees: the allowlisted variables of

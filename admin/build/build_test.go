@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/doraproject/dora/admin/client"
 )
 
 // entry is one tar member for the hand-made archives of these tests.
@@ -58,46 +60,14 @@ func tarGz(t *testing.T, entries ...entry) *bytes.Buffer {
 	return &buf
 }
 
-// packDir packs a directory's contents as qdoractl build does.
+// packDir packs a directory's contents as qdoractl build does (its own
+// function).
 func packDir(t *testing.T, dir string) *bytes.Buffer {
 	t.Helper()
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == "." {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		hdr, err := tar.FileInfoHeader(fi, "")
-		if err != nil {
-			return err
-		}
-		hdr.Name = "./" + filepath.ToSlash(rel)
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			tw.Write(b)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := client.WriteTarGz(context.Background(), &buf, dir); err != nil {
 		t.Fatal(err)
 	}
-	tw.Close()
-	zw.Close()
 	return &buf
 }
 

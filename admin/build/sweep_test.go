@@ -96,13 +96,13 @@ func TestRunLineChild(t *testing.T) {
 
 const compoundChildEnv = "DORA_BUILD_COMPOUND_CHILD"
 
-// A compound build line's whole tree is gone once the Builder starts again
-// after its dorad was killed with SIGKILL: the child test process (a
-// dorad) runs a line with a pipeline in the background and a process that
-// leaves the session (setsid), is killed; whatever of the tree survived
-// that (the shell dies by its parent-death signal, the rest does not) is
-// killed by the next NewWithConfig on the same root.
-func TestCompoundBuildLineSweptAfterDoradKilled(t *testing.T) {
+// A compound build line's whole tree dies with its dorad: the child test
+// process (a dorad) builds with a line running a job and a pipeline in the
+// background and a process that leaves the session (setsid), and is killed
+// with SIGKILL. Nothing else runs after that, yet every process of the
+// line goes (the shell by its parent-death signal, the rest by the
+// Builder's watchdog) and so does the half build's working directory.
+func TestCompoundBuildLineDiesWithDorad(t *testing.T) {
 	root := t.TempDir()
 	pidFile := filepath.Join(t.TempDir(), "pids")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCompoundLineChild$")
@@ -131,23 +131,36 @@ func TestCompoundBuildLineSweptAfterDoradKilled(t *testing.T) {
 		}
 		procsweep.Sweep(procsweep.Owner("build", root)) // also the pipeline's first end
 	})
+	half, _ := filepath.Glob(filepath.Join(root, "testufop", "1", "*.tmp-*"))
+	if len(half) == 0 {
+		t.Fatal("no working directory of the running build")
+	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	survivors := 0
-	for _, p := range pids[:3] { // a background job, a background pipeline's last end, the setsid sleep
-		if alive(p) {
-			survivors++
+	// Bounded polls: they catch a watchdog that never acts, not a speed.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var left []int
+		for _, p := range pids {
+			if alive(p) {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes %v of the killed dorad's build line still run 60s later", left)
 		}
 	}
-	t.Logf("%d of 3 background processes outlived the killed dorad", survivors)
-	if _, err := NewWithConfig(Config{Root: root}); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pids {
-		if alive(p) {
-			t.Fatalf("process %d of the killed dorad's build line still runs after the Builder started again", p)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		left, _ := filepath.Glob(filepath.Join(root, "testufop", "1", "*.tmp-*"))
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("half build directories %v still there 60s after the kill", left)
 		}
 	}
 }
@@ -155,16 +168,14 @@ func TestCompoundBuildLineSweptAfterDoradKilled(t *testing.T) {
 func TestCompoundLineChild(t *testing.T) {
 	v := os.Getenv(compoundChildEnv)
 	if v == "" {
-		t.Skip("helper process of TestCompoundBuildLineSweptAfterDoradKilled")
+		t.Skip("helper process of TestCompoundBuildLineDiesWithDorad")
 	}
 	root, pidFile, _ := strings.Cut(v, "|")
 	b, err := NewWithConfig(Config{Root: root})
 	if err != nil {
 		t.Fatal(err)
 	}
-	home, work := t.TempDir(), t.TempDir()
-	env := b.buildEnv(t.TempDir(), work, home)
-	_ = runLine(context.Background(), work, env, nil,
-		"sleep 300 & echo $! >> "+pidFile+"; sleep 301 | sleep 303 & echo $! >> "+pidFile+"; "+
-			"setsid sleep 302 & echo $! >> "+pidFile+"; echo $$ >> "+pidFile+"; wait", os.Stderr)
+	unpackScript(t, b, 1, "sleep 300 & echo $! >> "+pidFile+"; sleep 301 | sleep 303 & echo $! >> "+pidFile+"; "+
+		"setsid sleep 302 & echo $! >> "+pidFile+"; echo $$ >> "+pidFile+"; wait")
+	_ = b.Build(context.Background(), "testufop", 1, "", os.Stderr)
 }

@@ -151,13 +151,27 @@ type Jobs struct {
 	Store store.Store
 }
 
-// Create stores a new job; it fails when the id exists.
+// prefixOpen indexes the unfinished jobs: pfop/open/<id> → the job's
+// pipeline (raw bytes). Written with the job in one transaction when it is
+// created, deleted in the one that makes it final, so the recovery of lost
+// jobs lists only these, not every job ever run (see RecoverLost,
+// PruneJobs).
+const prefixOpen = "pfop/open/"
+
+func openKey(id string) string { return prefixOpen + id }
+
+// Create stores a new job (and, unless it is already final, its entry in
+// the index of unfinished jobs); it fails when the id exists.
 func (js Jobs) Create(ctx context.Context, j Job) error {
 	b, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("pfop: encode job %s: %w", j.ID, err)
 	}
-	if _, err := js.Store.CAS(ctx, store.JobKey(j.ID), b, 0); err != nil {
+	ops := []store.Op{{Kind: store.OpPut, Key: store.JobKey(j.ID), Value: b, CreateOnly: true}}
+	if !j.Final() {
+		ops = append(ops, store.Op{Kind: store.OpPut, Key: openKey(j.ID), Value: []byte(j.Pipeline)})
+	}
+	if err := js.Store.Txn(ctx, ops); err != nil {
 		return fmt.Errorf("pfop: create job %s: %w", j.ID, err)
 	}
 	return nil
@@ -190,6 +204,7 @@ func (js Jobs) Update(ctx context.Context, id string, fn func(*Job) error) (Job,
 		if err != nil {
 			return Job{}, err
 		}
+		wasFinal := j.Final()
 		if err := fn(&j); err != nil {
 			return Job{}, err
 		}
@@ -197,7 +212,16 @@ func (js Jobs) Update(ctx context.Context, id string, fn func(*Job) error) (Job,
 		if err != nil {
 			return Job{}, fmt.Errorf("pfop: encode job %s: %w", id, err)
 		}
-		_, err = js.Store.CAS(ctx, store.JobKey(id), b, ver)
+		// The index of unfinished jobs changes only when the job ends (or,
+		// never in practice, starts again): the same transaction.
+		ops := []store.Op{{Kind: store.OpPut, Key: store.JobKey(id), Value: b, Version: ver}}
+		switch {
+		case j.Final() && !wasFinal:
+			ops = append(ops, store.Op{Kind: store.OpDelete, Key: openKey(id)})
+		case !j.Final() && wasFinal:
+			ops = append(ops, store.Op{Kind: store.OpPut, Key: openKey(id), Value: []byte(j.Pipeline)})
+		}
+		err = js.Store.Txn(ctx, ops)
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}

@@ -50,3 +50,42 @@ func TestLostJobs(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneDecision is the retention's decision table: what PruneJobs does
+// with one job record at now.
+func TestPruneDecision(t *testing.T) {
+	now := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	const keep = 7 * 24 * time.Hour
+	job := func(code int, writtenAgo time.Duration) Job {
+		return Job{ID: "a", Code: code, Pipeline: "p", Created: now.Add(-writtenAgo - time.Hour), Updated: now.Add(-writtenAgo)}
+	}
+	cases := []struct {
+		name      string
+		retention time.Duration
+		job       Job
+		indexed   string
+		hasIndex  bool
+		want      pruneAction
+	}{
+		{"succeeded past retention", keep, job(CodeSuccess, keep+time.Hour), "", false, deleteJob},
+		{"failed exactly at retention", keep, job(CodeFailed, keep), "", false, deleteJob},
+		{"notify failed past retention, still indexed", keep, job(CodeNotifyFailed, 2*keep), "p", true, deleteJob},
+		{"succeeded within retention", keep, job(CodeSuccess, keep-time.Second), "", false, keepJob},
+		{"succeeded within retention, still indexed", keep, job(CodeSuccess, time.Hour), "p", true, unindexJob},
+		{"written in the future (another machine's clock)", keep, job(CodeSuccess, -time.Hour), "", false, keepJob},
+		{"no Updated: Created counts", keep, Job{Code: CodeSuccess, Created: now.Add(-2 * keep)}, "", false, deleteJob},
+		{"retention 0 keeps forever", 0, job(CodeSuccess, 100*keep), "", false, keepJob},
+		{"negative retention keeps forever", -1, job(CodeSuccess, 100*keep), "", false, keepJob},
+		{"waiting, ancient, indexed: never pruned", keep, job(CodeWaiting, 100*keep), "p", true, keepJob},
+		{"processing, indexed", keep, job(CodeProcessing, time.Minute), "p", true, keepJob},
+		{"waiting without an index entry (older record)", keep, job(CodeWaiting, 100*keep), "", false, indexJob},
+		{"processing indexed under another pipeline", keep, job(CodeProcessing, time.Minute), "q", true, indexJob},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := pruneDecision(now, c.retention, c.job, c.indexed, c.hasIndex); got != c.want {
+				t.Fatalf("pruneDecision = %d, want %d", got, c.want)
+			}
+		})
+	}
+}

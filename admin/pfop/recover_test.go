@@ -2,7 +2,11 @@ package pfop_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/pfop/redisq"
 	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // TestLostEnqueueRecoveredRedis reproduces the job lost by a Redis that
@@ -177,5 +182,167 @@ func TestRecoverLostIsIdempotent(t *testing.T) {
 	}
 	if !j.Updated.Equal(t0.Add(lease)) || j.Code != pfop.CodeWaiting {
 		t.Fatalf("recovered job: code %d updated %v, want waiting, updated at the sweep", j.Code, j.Updated)
+	}
+}
+
+// readLog is a store recording the lists and gets made through it.
+type readLog struct {
+	store.Store
+	mu    sync.Mutex
+	lists []string
+	gets  []string
+}
+
+func (s *readLog) List(ctx context.Context, prefix string) ([]store.KV, error) {
+	s.mu.Lock()
+	s.lists = append(s.lists, prefix)
+	s.mu.Unlock()
+	return s.Store.List(ctx, prefix)
+}
+
+func (s *readLog) Get(ctx context.Context, key string) (store.KV, error) {
+	s.mu.Lock()
+	s.gets = append(s.gets, key)
+	s.mu.Unlock()
+	return s.Store.Get(ctx, key)
+}
+
+// TestJobRetentionAndOpenIndex: finished job records expire after the
+// retention and PruneJobs deletes them (unfinished ones never); the
+// recovery reads only the unfinished jobs (the index), never a finished
+// job's record; an unfinished job stored before the index existed is
+// indexed by PruneJobs and then recovered.
+func TestJobRetentionAndOpenIndex(t *testing.T) {
+	e := newEnv(t)
+	q, err := boltq.Open(filepath.Join(t.TempDir(), "q.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	const retention = 7 * 24 * time.Hour
+	var mu sync.Mutex
+	now := t0
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	setNow := func(d time.Duration) { mu.Lock(); now = t0.Add(d); mu.Unlock() }
+	st := &readLog{Store: e.st}
+	w, err := pfop.NewWorker(pfop.WorkerConfig{Store: st, Queue: q, Processor: e.r, Objects: e.objs, Now: clock,
+		JobRetention: retention, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newJob := func(code int) pfop.Job {
+		id, err := pfop.NewID("z0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pfop.Job{ID: id, Code: code, Bucket: "photos", Key: "a.txt", Pipeline: "p",
+			Created: t0, Updated: t0, Items: []pfop.Item{{Cmd: "upper/x", Code: code}}}
+	}
+	create := func(code int) string {
+		j := newJob(code)
+		if err := e.jobs.Create(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+	open := func() map[string]bool {
+		kvs, err := e.st.List(ctx, "pfop/open/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, kv := range kvs {
+			m[strings.TrimPrefix(kv.Key, "pfop/open/")] = true
+		}
+		return m
+	}
+	exists := func(id string) bool {
+		_, _, err := e.jobs.Get(ctx, id)
+		if err != nil && !errors.Is(err, pfop.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+
+	done := create(pfop.CodeSuccess)
+	failed := create(pfop.CodeFailed)
+	waiting := create(pfop.CodeWaiting)
+	if err := q.Enqueue(ctx, "p", waiting, false); err != nil {
+		t.Fatal(err)
+	}
+	ending := create(pfop.CodeProcessing)
+	if err := q.Enqueue(ctx, "p", ending, false); err != nil {
+		t.Fatal(err)
+	}
+	// Stored before the index existed: no entry, in no queue.
+	legacy := newJob(pfop.CodeWaiting)
+	b, _ := json.Marshal(legacy)
+	if _, err := e.st.CAS(ctx, store.JobKey(legacy.ID), b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := open(); len(got) != 2 || !got[waiting] || !got[ending] {
+		t.Fatalf("index of unfinished jobs %v, want exactly %s and %s", got, waiting, ending)
+	}
+	// Ending a job takes it out of the index, in the same write.
+	if _, err := e.jobs.Update(ctx, ending, func(j *pfop.Job) error { j.Code = pfop.CodeSuccess; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := open(); len(got) != 1 || !got[waiting] {
+		t.Fatalf("index after %s ended: %v, want only %s", ending, got, waiting)
+	}
+
+	// The recovery reads the index and the unfinished jobs only.
+	setNow(time.Hour)
+	if n, err := w.RecoverLost(ctx, time.Minute); err != nil || n != 0 {
+		t.Fatalf("RecoverLost = %d, %v; want 0 (the legacy job is not indexed yet)", n, err)
+	}
+	for _, p := range st.lists {
+		if p == store.PrefixJobs {
+			t.Fatal("RecoverLost listed every job record")
+		}
+	}
+	for _, k := range st.gets {
+		if k == store.JobKey(done) || k == store.JobKey(failed) || k == store.JobKey(ending) {
+			t.Fatalf("RecoverLost read the finished job %s", k)
+		}
+	}
+
+	// Within the retention nothing is deleted; the legacy job gets its entry.
+	setNow(retention - time.Second)
+	if n, err := w.PruneJobs(ctx, retention); err != nil || n != 0 {
+		t.Fatalf("PruneJobs within the retention = %d, %v; want 0", n, err)
+	}
+	if got := open(); len(got) != 2 || !got[legacy.ID] {
+		t.Fatalf("index after PruneJobs %v, want %s and %s", got, waiting, legacy.ID)
+	}
+	if n, err := w.RecoverLost(ctx, time.Minute); err != nil || n != 1 {
+		t.Fatalf("RecoverLost after the repair = %d, %v; want the legacy job", n, err)
+	}
+	ids, err := q.JobIDs(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(ids, legacy.ID) {
+		t.Fatalf("queue %v lacks the recovered legacy job", ids)
+	}
+
+	// A retention after their last write, the finished records go; the
+	// unfinished ones stay however old. A negative retention keeps all.
+	setNow(2 * retention)
+	if n, err := w.PruneJobs(ctx, -1); err != nil || n != 0 {
+		t.Fatalf("PruneJobs with a negative retention = %d, %v; want 0", n, err)
+	}
+	if n, err := w.PruneJobs(ctx, retention); err != nil || n != 3 {
+		t.Fatalf("PruneJobs past the retention = %d, %v; want 3", n, err)
+	}
+	for id, want := range map[string]bool{done: false, failed: false, ending: false, waiting: true, legacy.ID: true} {
+		if exists(id) != want {
+			t.Errorf("job %s exists = %v, want %v", id, !want, want)
+		}
+	}
+	if n, err := w.PruneJobs(ctx, retention); err != nil || n != 0 {
+		t.Fatalf("PruneJobs again = %d, %v; want 0", n, err)
 	}
 }

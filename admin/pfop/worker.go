@@ -66,6 +66,10 @@ type WorkerConfig struct {
 	// every ReclaimAfter/4. It is also the period and the lease of the
 	// recovery of jobs no queue holds (RecoverLost).
 	ReclaimAfter time.Duration
+	// JobRetention is how long a finished job's record is kept after it
+	// was last written (prefop answers for it), default
+	// DefaultJobRetention; negative keeps records forever.
+	JobRetention time.Duration
 	// Grace is how long Run lets running jobs finish once its context
 	// ends; jobs still running then are handed back to the queue.
 	Grace  time.Duration
@@ -127,6 +131,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = DefaultGrace
+	}
+	if cfg.JobRetention == 0 {
+		cfg.JobRetention = DefaultJobRetention
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -285,11 +292,21 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // recoverLoop runs RecoverLost at start and every ReclaimAfter until ctx
 // ends, with a lease of ReclaimAfter: a job lost by its queue waits at most
-// about two of them.
+// about two of them. Before it, at start and then hourly, PruneJobs
+// deletes expired job records and repairs the index RecoverLost reads.
 func (w *Worker) recoverLoop(ctx context.Context) {
 	t := time.NewTicker(w.cfg.ReclaimAfter)
 	defer t.Stop()
+	var lastPrune time.Time
 	for {
+		if now := w.cfg.Now(); lastPrune.IsZero() || now.Sub(lastPrune) >= pruneEvery || now.Before(lastPrune) {
+			lastPrune = now
+			if n, err := w.PruneJobs(ctx, w.cfg.JobRetention); err != nil && ctx.Err() == nil {
+				w.log.Warn("pfop: prune job records", "err", err, "deleted", n)
+			} else if n > 0 {
+				w.log.Info("pfop: deleted expired job records", "count", n)
+			}
+		}
 		if n, err := w.RecoverLost(ctx, w.cfg.ReclaimAfter); err != nil && ctx.Err() == nil {
 			w.log.Warn("pfop: recover lost jobs", "err", err, "enqueued", n)
 		}

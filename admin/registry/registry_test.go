@@ -24,7 +24,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
-	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 )
 
 // accounts: AK → (SK, id)
@@ -56,11 +56,7 @@ type env struct {
 func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := bolttest.Open(t, dir)
 	e := &env{dir: dir, st: st}
 	var current http.Handler
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { current.ServeHTTP(w, r) }))

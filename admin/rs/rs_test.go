@@ -20,7 +20,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/store"
-	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
 )
@@ -40,11 +40,7 @@ type env struct {
 func newEnv(t testing.TB, mod func(*rs.Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := bolttest.Open(t, dir)
 	ld, err := local.New(filepath.Join(dir, "objects"))
 	if err != nil {
 		t.Fatal(err)

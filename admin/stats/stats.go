@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/doraproject/dora/internal/tick"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -88,17 +89,10 @@ func (s *Sampler) Interval() time.Duration { return s.cfg.Interval }
 
 // Run samples every Interval until ctx ends.
 func (s *Sampler) Run(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.Interval)
-	defer t.Stop()
 	_ = s.Sample(time.Now())
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			_ = s.Sample(now) // a failed gather leaves a gap, never stops sampling
-		}
-	}
+	// A failed gather leaves a gap, never stops sampling.
+	tick.Every(ctx, s.cfg.Interval, func() { _ = s.Sample(time.Now()) })
+	return nil
 }
 
 // Sample gathers once and appends a Point per ufop seen (rates are over

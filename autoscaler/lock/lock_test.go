@@ -181,14 +181,7 @@ func TestFnReturningReleasesTheLock(t *testing.T) {
 			}
 		})
 	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run = %v", err)
-		}
-	case <-time.After(failover):
-		t.Fatal("Run did not return after its context ended")
-	}
+	waitReturn(t, done, "Run")
 	if n := terms.Load(); n != 2 {
 		t.Errorf("fn ran %d times, want 2", n)
 	}
@@ -214,13 +207,21 @@ func TestCancelWhileWaiting(t *testing.T) {
 		done <- RunWith(ctx, cl, "dora/wait", Options{Logger: quiet()}, func(context.Context) { t.Error("second contender led") })
 	}()
 	cancel()
+	waitReturn(t, done, "a waiting Run")
+}
+
+// waitReturn fails the test unless a Run whose context has ended sends a
+// nil error on done within failover (a hang detector, not a timing
+// assertion).
+func waitReturn(t *testing.T, done <-chan error, what string) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("Run = %v", err)
+			t.Fatalf("%s = %v", what, err)
 		}
 	case <-time.After(failover):
-		t.Fatal("a waiting Run did not return after its context ended")
+		t.Fatalf("%s did not return after its context ended", what)
 	}
 }
 

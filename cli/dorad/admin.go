@@ -66,11 +66,7 @@ of the --config file. The config file may also list instance flavors
   dorad admin --config /etc/dora/admin.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(v)
-			if err != nil {
-				return err
-			}
-			regions, err := regionsFrom(v)
+			log, regions, err := loggerAndRegions(v)
 			if err != nil {
 				return err
 			}
@@ -128,8 +124,7 @@ of the --config file. The config file may also list instance flavors
 	f.StringSlice("stats-from", nil, "/metrics URLs of the routers and the autoscaler, sampled for the web console's charts (e.g. http://router-1:8080/metrics)")
 	f.String("domain-suffix", "localhost", "the routers' domain suffix (buckets answer at <bucket>.<suffix>); no bucket may bind a domain under it")
 	f.String("data-dir", "./.dora", "directory for builds, registry blobs and local-runtime instances")
-	f.String("region", "z0", "the single region offered when --regions is not given")
-	f.StringSlice("regions", nil, regionsHelp)
+	addRegionFlags(f, "the single region offered when --regions is not given")
 	f.String("public-url", "", "URL runtimes on other hosts reach this admin at (default http://<listen address>)")
 	f.String("run-as", "", `user build scripts and local:// instances run as: a name, uid or uid:gid; "self" for dorad's own user (default: nobody when dorad runs as root, else dorad's own user with a warning)`)
 	f.String("go-cache", "", "Go build cache shared by every build of every account (owned by the run-as user; default: a fresh cache per build, slower but one account's build cannot poison another's)")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	neturl "net/url"
 	"os"
@@ -11,16 +10,15 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/doraproject/dora/admin/client"
-	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 )
 
 // TestAdminCommand runs `dorad admin` on a bolt store and the local
 // runtime: it prints generated root keys once, and they work.
 func TestAdminCommand(t *testing.T) {
-	dir := reachableTempDir(t)
+	dir := platformtest.ReachableTempDir(t)
 	cfg := filepath.Join(dir, "admin.yaml")
 	if err := os.WriteFile(cfg, []byte("flavors:\n  - {name: tiny, cpu: 100, memoryMB: 64}\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -61,7 +59,7 @@ func TestAdminCommand(t *testing.T) {
 	if _, err := c.PutObject(ctx, "photos", "in.txt", strings.NewReader("hello"), 5, "text/plain"); err != nil {
 		t.Fatal(err)
 	}
-	status, body := signedPfop(t, url, m[1], m[2], neturl.Values{"bucket": {"photos"}, "key": {"in.txt"}, "fops": {"qhash/md5"}})
+	status, body := platformtest.SignedPfop(t, url, m[1], m[2], neturl.Values{"bucket": {"photos"}, "key": {"in.txt"}, "fops": {"qhash/md5"}})
 	var sub struct{ PersistentID string }
 	if status != http.StatusOK || json.Unmarshal(body, &sub) != nil || sub.PersistentID == "" {
 		t.Fatalf("pfop = %d %s", status, body)
@@ -73,7 +71,7 @@ func TestAdminCommand(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "pfop.db")); err != nil {
 		t.Fatalf("default queue file: %v", err)
 	}
-	status, body = signedPfop(t, url, m[1], m[2], neturl.Values{"bucket": {"photos"}, "key": {"in.txt"}, "fops": {"qhash/md5"},
+	status, body = platformtest.SignedPfop(t, url, m[1], m[2], neturl.Values{"bucket": {"photos"}, "key": {"in.txt"}, "fops": {"qhash/md5"},
 		"notifyURL": {"http://127.0.0.1:1/done"}})
 	if status != http.StatusBadRequest || !strings.Contains(string(body), "notifyURL") {
 		t.Fatalf("pfop with a loopback notifyURL = %d %s", status, body)
@@ -81,42 +79,6 @@ func TestAdminCommand(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatalf("admin stopped with %v", err)
 	}
-}
-
-// signedPfop POSTs a pfop form signed as Qiniu's SDK does (Qiniu
-// signature with X-Qiniu-Date) and returns the status and body.
-func signedPfop(t *testing.T, base, ak, sk string, form neturl.Values) (int, []byte) {
-	t.Helper()
-	body := form.Encode()
-	req, err := http.NewRequest(http.MethodPost, base+"/pfop/", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	auth.SignRequest(req, ak, sk, []byte(body), time.Now())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.Header.Get("X-Reqid") == "" {
-		t.Fatalf("pfop reply without X-Reqid: %d %s", resp.StatusCode, b)
-	}
-	return resp.StatusCode, b
-}
-
-// reachableTempDir is a temporary directory the run-as user (nobody, when
-// the tests run as root) can traverse to: t.TempDir's parent is 0700.
-func reachableTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 // TestAdminCommandRunAs: as root, a data directory nobody cannot reach is
@@ -139,7 +101,7 @@ func TestAdminCommandRunAs(t *testing.T) {
 }
 
 func TestAdminCommandErrors(t *testing.T) {
-	dir := reachableTempDir(t)
+	dir := platformtest.ReachableTempDir(t)
 	for _, c := range []struct {
 		args []string
 		want string

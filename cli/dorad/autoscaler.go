@@ -36,11 +36,7 @@ of the --config file.`,
   dorad autoscaler --config /etc/dora/autoscaler.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(v)
-			if err != nil {
-				return err
-			}
-			regions, err := regionsFrom(v)
+			log, regions, err := loggerAndRegions(v)
 			if err != nil {
 				return err
 			}
@@ -70,8 +66,7 @@ of the --config file.`,
 	addBackendFlag(f, "store", platform.DefaultStoreURL, storeHelp)
 	addBackendFlag(f, "runtime", "", runtimeHelp+" (required)")
 	addBackendFlag(f, "load", platform.DefaultLoadURL, loadHelp)
-	f.String("region", "z0", "the single region when --regions is not given (jobs of other regions carry a suffix)")
-	f.StringSlice("regions", nil, regionsHelp)
+	addRegionFlags(f, "the single region when --regions is not given (jobs of other regions carry a suffix)")
 	f.Duration("interval", 2*time.Second, "evaluation interval")
 	f.Duration("lock-ttl", 10*time.Second, "leader lock session TTL (10s..24h): a dead leader is replaced after about this long")
 	return cmd

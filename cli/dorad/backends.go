@@ -49,6 +49,29 @@ func addRootKeyFlags(f *pflag.FlagSet) {
 	f.String("root-sk", "", "root secret key (prefer DORA_ROOT_SK: flags show in ps)")
 }
 
+// addRegionFlags adds --region (the single region when --regions is not
+// given, described by help) and --regions, the pair regionsFrom and the
+// platform read: the roles that serve several regions (admin, autoscaler)
+// take both.
+func addRegionFlags(f *pflag.FlagSet, help string) {
+	f.String("region", dora.DefaultRegion, help)
+	f.StringSlice("regions", nil, regionsHelp)
+}
+
+// loggerAndRegions reads what a role serving several regions needs before
+// it starts: its logger (newLogger) and its regions (regionsFrom).
+func loggerAndRegions(v *viper.Viper) (*slog.Logger, []platform.RegionSpec, error) {
+	log, err := newLogger(v)
+	if err != nil {
+		return nil, nil, err
+	}
+	regions, err := regionsFrom(v)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, regions, nil
+}
+
 // regionsFrom reads --regions: a flag or env list of NAME[=NOMAD_REGION[/DC+DC]]
 // strings, or, from a config file, a list mixing such strings and maps.
 func regionsFrom(v *viper.Viper) ([]platform.RegionSpec, error) {

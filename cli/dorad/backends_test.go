@@ -11,7 +11,6 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 func TestRegionsFrom(t *testing.T) {
@@ -78,27 +78,9 @@ func TestRegionsFrom(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the command goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // running is a dorad command started in the background.
 type running struct {
-	out    *syncBuffer
+	out    *agenttest.SyncBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -107,7 +89,7 @@ type running struct {
 func startDorad(t *testing.T, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	r := &running{out: &agenttest.SyncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	root := newRootCommand()
 	root.SetArgs(append(args, "--log-level", "error"))
 	root.SetOut(r.out)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/doraproject/dora/cli/platform/platformtest"
 )
 
 func runMain(t *testing.T, args ...string) (int, string, string) {
@@ -70,7 +72,7 @@ var devURLRE = regexp.MustCompile(`admin API: (http://\S+)`)
 
 func TestDevCtrlCExitsZero(t *testing.T) {
 	for i := 0; i < 3; i++ {
-		dir := reachableTempDir(t)
+		dir := platformtest.ReachableTempDir(t)
 		r := startDorad(t, "dev", "--data-dir", dir, "--admin-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0", "--run-as", "self")
 		var url string
 		for deadline := time.Now().Add(60 * time.Second); url == ""; time.Sleep(20 * time.Millisecond) {

@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,7 +31,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signalContext(cmd)
 			defer stop()
 			dev, err := platform.StartDev(ctx, platform.DevConfig{
 				DataDir:             v.GetString("data-dir"),

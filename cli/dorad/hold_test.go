@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/cli/platform"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router"
@@ -39,29 +40,41 @@ func TestRouterHoldFlags(t *testing.T) {
 		{name: "negative max held", args: []string{"--max-held", "-3"}, err: "--max-held -3 must be at least 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := viper.New()
-			cmd := newRouterCommand(v)
-			if err := cmd.ParseFlags(tc.args); err != nil {
-				t.Fatal(err)
-			}
-			if err := loadConfig(v, cmd); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := routerConfig(v)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error %v, want %q", err, tc.err)
-				}
+			cfg, ok := parseRouterFlags(t, tc.args, tc.err)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if cfg.HoldTimeout != tc.hold || cfg.MaxHeld != tc.maxHeld {
 				t.Fatalf("HoldTimeout %v MaxHeld %d, want %v %d", cfg.HoldTimeout, cfg.MaxHeld, tc.hold, tc.maxHeld)
 			}
 		})
 	}
+}
+
+// parseRouterFlags parses args as `dorad router` flags into the role's
+// config. With wantErr set the config must be refused with an error
+// containing it (ok is false then); without, it must be accepted.
+func parseRouterFlags(t *testing.T, args []string, wantErr string) (cfg platform.RouterConfig, ok bool) {
+	t.Helper()
+	v := viper.New()
+	cmd := newRouterCommand(v)
+	if err := cmd.ParseFlags(args); err != nil {
+		t.Fatal(err)
+	}
+	if err := loadConfig(v, cmd); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := routerConfig(v)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("error %v, want %q", err, wantErr)
+		}
+		return cfg, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, true
 }
 
 // seedHoldStore writes a bucket "photos" with object in.txt and a ufop

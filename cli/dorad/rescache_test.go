@@ -1,10 +1,7 @@
 package main
 
 import (
-	"strings"
 	"testing"
-
-	"github.com/spf13/viper"
 
 	"github.com/doraproject/dora/router"
 )
@@ -28,23 +25,9 @@ func TestRouterResultCacheFlags(t *testing.T) {
 		{name: "no disk bytes", args: []string{"--result-cache-dir", "/x", "--result-cache-disk-bytes", "0"}, err: "--result-cache-disk-bytes 0 must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := viper.New()
-			cmd := newRouterCommand(v)
-			if err := cmd.ParseFlags(tc.args); err != nil {
-				t.Fatal(err)
-			}
-			if err := loadConfig(v, cmd); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := routerConfig(v)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error %v, want %q", err, tc.err)
-				}
+			cfg, ok := parseRouterFlags(t, tc.args, tc.err)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if cfg.ResultCacheBytes != tc.mem || cfg.ResultCacheDir != tc.dir || cfg.ResultCacheDiskBytes != tc.disk {
 				t.Fatalf("ResultCacheBytes %d Dir %q DiskBytes %d, want %d %q %d",

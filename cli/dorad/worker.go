@@ -64,6 +64,7 @@ of the --config file.`,
 				Concurrency:        v.GetInt("concurrency"),
 				Consumer:           v.GetString("consumer"),
 				ReclaimAfter:       v.GetDuration("reclaim-after"),
+				JobRetention:       v.GetDuration("job-retention"),
 				Grace:              v.GetDuration("grace"),
 				AllowPrivateNotify: v.GetBool("allow-private-notify"),
 				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
@@ -99,6 +100,7 @@ of the --config file.`,
 	f.Int("default-limit", pfop.DefaultLimit, "concurrency limit of a pipeline not named in --limits")
 	f.Int("concurrency", pfop.DefaultConcurrency, "jobs this worker runs at once")
 	f.Duration("reclaim-after", pfop.DefaultReclaimAfter, "take over a job whose worker has been silent this long")
+	f.Duration("job-retention", pfop.DefaultJobRetention, "keep a finished job's record (prefop answers for it) this long; negative: forever")
 	f.Duration("grace", pfop.DefaultGrace, "on shutdown, how long running jobs may finish before they are handed back")
 	f.String("consumer", "", "this worker's name in the queue (default <host>-<pid>-<random>)")
 	f.Bool("allow-private-notify", false, "let notifyURLs reach loopback and private addresses (development only)")

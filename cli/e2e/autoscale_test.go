@@ -20,6 +20,7 @@ import (
 	"github.com/doraproject/dora/admin"
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 )
 
 // newTunedHarness is newHarness with the platform's config adjusted (a fast
@@ -76,7 +77,7 @@ func setupSlowpoke(h *harness, autoscale string, deployArgs ...string) string {
 	h.q("bucket", "create", "load")
 	h.q("put", "load", "in.txt", in)
 	h.q("reg", "slowpoke", "-mode", "2")
-	if out := h.q("build", "slowpoke", "-dir", filepath.Join(repoRoot(t), "examples", "slowpoke")); !strings.Contains(out, "SUCCESS") {
+	if out := h.q("build", "slowpoke", "-dir", filepath.Join(platformtest.RepoRoot(t), "examples", "slowpoke")); !strings.Contains(out, "SUCCESS") {
 		t.Fatalf("build slowpoke:\n%s", out)
 	}
 	rel := filepath.Join(work, "release")

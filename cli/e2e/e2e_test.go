@@ -16,12 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/cli/qdoractl/cmd"
 )
 
@@ -155,12 +155,14 @@ func (h *harness) eventually(what string, cond func() (bool, string)) {
 	h.t.Fatalf("timed out waiting for %s; last state:\n%s", what, last)
 }
 
-func repoRoot(t *testing.T) string {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("no caller info")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
+// putDemo creates bucket and uploads demoText into it as demo.txt with
+// qdoractl, as a user would.
+func (h *harness) putDemo(bucket string) {
+	h.t.Helper()
+	demo := filepath.Join(h.t.TempDir(), "demo.txt")
+	writeFile(h.t, demo, demoText)
+	h.q("bucket", "create", bucket)
+	h.q("put", bucket, "demo.txt", demo)
 }
 
 const demoText = "hello dora\nnothing here\nhello again\n"
@@ -178,20 +180,13 @@ var healthyRow = regexp.MustCompile(`(?m)^\d+\s+\S+\s+RUNNING\s+true\b`)
 // RUNNING); then a restart that must keep metadata, objects and instances.
 func TestQuickStart(t *testing.T) {
 	h := newHarness(t)
-	work := t.TempDir()
-	demo := filepath.Join(work, "demo.txt")
-	if err := os.WriteFile(demo, []byte(demoText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 	if code, body := h.get("demo.localhost", "/demo.txt"); code != 200 || string(body) != demoText {
 		t.Fatalf("plain GET: %d %q", code, body)
 	}
 
 	h.q("reg", "grepd", "-mode", "1", "-desc", "demo ufop")
-	out := h.q("build", "grepd", "-dir", filepath.Join(repoRoot(t), "examples", "grepd"))
+	out := h.q("build", "grepd", "-dir", filepath.Join(platformtest.RepoRoot(t), "examples", "grepd"))
 	if !strings.Contains(out, "SUCCESS") {
 		t.Fatalf("build output does not report success:\n%s", out)
 	}
@@ -225,7 +220,7 @@ func TestQuickStart(t *testing.T) {
 	}
 
 	// The Dora flow: a release naming the built package, deployed with --expect.
-	relDir := filepath.Join(work, "release")
+	relDir := filepath.Join(t.TempDir(), "release")
 	if err := os.MkdirAll(relDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -372,11 +367,5 @@ func TestMain(m *testing.M) {
 // when the tests run as root) can traverse to: t.TempDir's parent is 0700.
 func reachableDataDir(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return filepath.Join(dir, "data")
+	return filepath.Join(platformtest.ReachableTempDir(t), "data")
 }

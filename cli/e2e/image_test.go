@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -17,14 +14,13 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 // demoOnce builds testdata/ufopdemo (Qiniu's demo shape: /handler,
@@ -54,70 +50,6 @@ func demoBinary(t *testing.T) string {
 		t.Fatal(demoOnce.err)
 	}
 	return demoOnce.bin
-}
-
-// imageOpts shape a test image.
-type imageOpts struct {
-	arch       string   // default: this host's
-	entrypoint []string // default: /app; empty slice (non-nil) for none
-	env        []string
-	salt       bool // an extra random file, so the image's layer is new to podman
-}
-
-// packImage packs bin as /app into a one-layer image and writes it as a
-// docker-save tarball (as `docker save` would), returning the image.
-func packImage(t *testing.T, bin, path, tag string, o imageOpts) v1.Image {
-	t.Helper()
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	files := map[string][]byte{"app": data}
-	if o.salt {
-		files["salt"] = []byte(rand.Text())
-	}
-	for n, b := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o755, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(b)
-	}
-	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", goruntime.GOARCH
-	if o.arch != "" {
-		cf.Architecture = o.arch
-	}
-	cf.Config.Entrypoint = []string{"/app"}
-	if o.entrypoint != nil {
-		cf.Config.Entrypoint = o.entrypoint
-	}
-	cf.Config.Env = o.env
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewTag(tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tarball.WriteToFile(path, ref, img); err != nil {
-		t.Fatal(err)
-	}
-	return img
 }
 
 // podman runs the podman CLI the way the runtime does.
@@ -176,15 +108,12 @@ func TestImageQuickStart(t *testing.T) {
 	h := newHarness(t)
 	work := t.TempDir()
 	tarPath := filepath.Join(work, "ufopdemo.tar")
-	packImage(t, demoBinary(t), tarPath, "ufopdemo:v1", imageOpts{})
+	agenttest.PackImage(t, demoBinary(t), tarPath, "ufopdemo:v1", agenttest.ImageOptions{})
 
 	if out := h.q("push", "ufopdemo:v1", "--from", tarPath); !strings.Contains(out, "Push success") {
 		t.Fatalf("push:\n%s", out)
 	}
-	demo := filepath.Join(work, "demo.txt")
-	writeFile(t, demo, demoText)
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 
 	t0 := time.Now()
 	id := h.releaseImage("doraufoptest", "ufopdemo:v1", "/health", 2)
@@ -302,14 +231,11 @@ func TestImageBadInputs(t *testing.T) {
 	})
 	work := t.TempDir()
 	bin := demoBinary(t)
-	demo := filepath.Join(work, "demo.txt")
-	writeFile(t, demo, demoText)
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 
 	// A corrupt tarball: refused, nothing listed.
 	good := filepath.Join(work, "good.tar")
-	packImage(t, bin, good, "good:v1", imageOpts{salt: true})
+	agenttest.PackImage(t, bin, good, "good:v1", agenttest.ImageOptions{Salt: true})
 	b, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)
@@ -327,7 +253,7 @@ func TestImageBadInputs(t *testing.T) {
 	}
 
 	missing := filepath.Join(work, "missing.tar")
-	img := packImage(t, bin, missing, "missing:v1", imageOpts{salt: true})
+	img := agenttest.PackImage(t, bin, missing, "missing:v1", agenttest.ImageOptions{Salt: true})
 	h.q("push", "missing:v1", "--from", missing)
 	layers, err := img.Layers()
 	if err != nil {
@@ -344,19 +270,19 @@ func TestImageBadInputs(t *testing.T) {
 
 	cases := []struct {
 		ufop, image, health, why string
-		o                        imageOpts
+		o                        agenttest.ImageOptions
 	}{
-		{"noentry", "noentry:v1", "/health", "no entrypoint", imageOpts{entrypoint: []string{}}},
-		{"otherarch", "otherarch:v1", "/health", "architecture " + otherArch(), imageOpts{arch: otherArch()}},
-		{"exits", "exits:v1", "/health", "crashed 5 times", imageOpts{env: []string{"UFOPDEMO_EXIT=3"}}},
-		{"unhealthy", "unhealthy:v1", "/nope", "health check never passed", imageOpts{}},
-		{"missing", "missing:v1", "/health", "pull", imageOpts{}},
+		{"noentry", "noentry:v1", "/health", "no entrypoint", agenttest.ImageOptions{Entrypoint: []string{}}},
+		{"otherarch", "otherarch:v1", "/health", "architecture " + otherArch(), agenttest.ImageOptions{Arch: otherArch()}},
+		{"exits", "exits:v1", "/health", "crashed 5 times", agenttest.ImageOptions{Env: []string{"UFOPDEMO_EXIT=3"}}},
+		{"unhealthy", "unhealthy:v1", "/nope", "health check never passed", agenttest.ImageOptions{}},
+		{"missing", "missing:v1", "/health", "pull", agenttest.ImageOptions{}},
 	}
 	ids := map[string]string{}
 	for _, c := range cases {
 		if c.ufop != "missing" {
 			p := filepath.Join(work, c.ufop+".tar")
-			packImage(t, bin, p, c.image, c.o)
+			agenttest.PackImage(t, bin, p, c.image, c.o)
 			h.q("push", c.image, "--from", p)
 		}
 		ids[c.ufop] = h.releaseImage(c.ufop, c.image, c.health, 2)
@@ -468,11 +394,7 @@ func TestFixedPortPackage(t *testing.T) {
 	// The demo speaks POST /handler: a package switched to with ufopver
 	// speaks /uop unless ufop.yaml says otherwise.
 	writeFile(t, filepath.Join(src, "ufop.yaml"), "image: ubuntu\nbuild_script:\n  - cp -r $RESOURCE/. .\nrun: ./ufopdemo\nprotocol: dora\n")
-	work := t.TempDir()
-	demo := filepath.Join(work, "demo.txt")
-	writeFile(t, demo, demoText)
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 
 	h.q("reg", "fixedport", "-mode", "1", "-desc", "listens on 9100")
 	if out := h.q("build", "fixedport", "-dir", src); !strings.Contains(out, "SUCCESS") {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/cli/qdoractl/cmd"
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/auth"
@@ -53,13 +53,7 @@ func TestDevOnS3(t *testing.T) {
 	}
 
 	// qdoractl put: the object is in S3 at dev/demo/demo.txt.
-	work := t.TempDir()
-	demo := filepath.Join(work, "demo.txt")
-	if err := os.WriteFile(demo, []byte(demoText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.q("bucket", "create", "demo")
-	h.q("put", "demo", "demo.txt", demo)
+	h.putDemo("demo")
 	if got, err := s3get("dev/demo/demo.txt"); err != nil || got != demoText {
 		t.Fatalf("uploaded object in S3: %q, %v", got, err)
 	}
@@ -98,7 +92,7 @@ func TestDevOnS3(t *testing.T) {
 	// it longer than qcode's three minutes on a loaded machine.
 	var bout, berr bytes.Buffer
 	bctx, bcancel := context.WithTimeout(ctx, 10*time.Minute)
-	code := cmd.Run(bctx, []string{"build", "grepd", "-dir", filepath.Join(repoRoot(t), "examples", "grepd")}, strings.NewReader(""), &bout, &berr)
+	code := cmd.Run(bctx, []string{"build", "grepd", "-dir", filepath.Join(platformtest.RepoRoot(t), "examples", "grepd")}, strings.NewReader(""), &bout, &berr)
 	bcancel()
 	if code != 0 || !strings.Contains(bout.String(), "SUCCESS") {
 		t.Fatalf("build grepd: exit %d\n%s\n%s", code, bout.String(), berr.String())

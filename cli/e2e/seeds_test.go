@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/auth"
 )
 
@@ -46,16 +47,11 @@ func TestSeedFlows(t *testing.T) {
 	h := newHarness(t)
 	ak, sk := h.loginAs("seeduser")
 	work := t.TempDir()
-	demo := filepath.Join(work, "demo.txt")
-	if err := os.WriteFile(demo, []byte(demoText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.q("bucket", "create", "seeds")
-	h.q("put", "seeds", "demo.txt", demo)
+	h.putDemo("seeds")
 
 	// Seed 001.
 	h.q("reg", "wordcount", "-mode", "1", "-desc", "demo ufop")
-	h.build("wordcount", filepath.Join(repoRoot(t), "examples", "wordcount"))
+	h.build("wordcount", filepath.Join(platformtest.RepoRoot(t), "examples", "wordcount"))
 	h.q("ufopver", "wordcount", "-c", "1")
 	h.q("resize", "wordcount", "-num", "1")
 	h.eventually("wordcount (a /uop program) answering through the router", func() (bool, string) {
@@ -74,7 +70,7 @@ func TestSeedFlows(t *testing.T) {
 
 	// Seed 000: v1, then v2 beside it with the defaults, then the switch.
 	h.q("reg", "grepd", "-mode", "1")
-	h.build("grepd", filepath.Join(repoRoot(t), "examples", "grepd"))
+	h.build("grepd", filepath.Join(platformtest.RepoRoot(t), "examples", "grepd"))
 	relDir := filepath.Join(work, "release")
 	if err := os.MkdirAll(relDir, 0o755); err != nil {
 		t.Fatal(err)

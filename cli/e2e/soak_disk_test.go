@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/auth"
 )
 
@@ -34,11 +35,7 @@ func TestSoakDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("mounting the small tmpfs needs root")
 	}
-	root := repoRoot(t)
-	bin := filepath.Join(t.TempDir(), "dorad")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cli", "dorad")).CombinedOutput(); err != nil {
-		t.Fatalf("build dorad: %v\n%s", err, out)
-	}
+	bin := platformtest.BuildDorad(t)
 	mnt := t.TempDir()
 	os.Chmod(filepath.Dir(mnt), 0o711) // the run-as user (nobody) must reach the data dir
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m,mode=0711", "tmpfs", mnt).CombinedOutput(); err != nil {
@@ -46,7 +43,7 @@ func TestSoakDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
 	dataDir := filepath.Join(mnt, "data")
-	adminAddr, routerAddr := freeAddr(t), freeAddr(t)
+	adminAddr, routerAddr := platformtest.FreeAddr(t), platformtest.FreeAddr(t)
 	var logBuf lockedLog
 	cmd := exec.Command(bin, "dev", "--data-dir", dataDir, "--admin-addr", adminAddr, "--router-addr", routerAddr)
 	cmd.Env = append(os.Environ(), "DORA_ROOT_AK="+rootAK, "DORA_ROOT_SK="+rootSK)
@@ -191,20 +188,13 @@ func TestSoakDiskFull(t *testing.T) {
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nSOAK DISK FULL (dorad dev data dir on a 64 MiB tmpfs, 1 MiB uploads)\n")
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "uploads sent", n)
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged before full", fullAt)
-	rs := make([]string, 0, len(refused))
-	for k := range refused {
-		rs = append(rs, k)
-	}
-	sort.Strings(rs)
-	for _, k := range rs {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "refused: "+k, refused[k])
-	}
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "refusals other than 507 with a JSON error", len(badErrors))
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged uploads lost", lost)
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "refused uploads visible afterwards", halfVisible)
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "upload temp files left in objects/.tmp while full", len(tmpLeft))
+	soakRow(&out, "uploads sent", n)
+	soakRow(&out, "acknowledged before full", fullAt)
+	soakRows(&out, "refused: ", refused)
+	soakRow(&out, "refusals other than 507 with a JSON error", len(badErrors))
+	soakRow(&out, "acknowledged uploads lost", lost)
+	soakRow(&out, "refused uploads visible afterwards", halfVisible)
+	soakRow(&out, "upload temp files left in objects/.tmp while full", len(tmpLeft))
 	fmt.Fprintf(&out, "| %-72s | %7d KiB |\n", "free space left while full", freeFull>>10)
 	fmt.Fprintf(&out, "| %-72s | %10s |\n", "space freed (half deleted): next upload acknowledged after", orNot(recovered))
 	fmt.Print(out.String())

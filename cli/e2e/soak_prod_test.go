@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,16 +31,16 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/auth"
 )
 
 type role struct {
+	*platformtest.Process
 	name      string
-	cmd       *exec.Cmd
 	log       *lockedLog
 	recovered atomic.Int64 // log lines of the worker's lost-job recovery
-	done      chan error
 }
 
 // recoveryCounter counts the worker's "enqueued again" log lines (the
@@ -59,17 +58,9 @@ func TestSoakProd(t *testing.T) {
 		phase = d
 	}
 	const outage = 10 * time.Second
-	root := repoRoot(t)
-	bin := filepath.Join(t.TempDir(), "dorad")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cli", "dorad")).CombinedOutput(); err != nil {
-		t.Fatalf("build dorad: %v\n%s", err, out)
-	}
-	os.Chmod(filepath.Dir(bin), 0o755)
-	cacheRoot := filepath.Join(os.TempDir(), "dora-soak-gocache")
-	if err := os.MkdirAll(cacheRoot, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(cacheRoot, 0o711)
+	root := platformtest.RepoRoot(t)
+	bin := soakBuild(t)
+	goCache := soakGoCache(t)
 
 	consul := agenttest.StartConsul(t)
 	nomad := agenttest.StartNomad(t, consul)
@@ -78,36 +69,24 @@ func TestSoakProd(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	adminAddr, routerAddr, workerAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	adminAddr, routerAddr, workerAddr := platformtest.FreeAddr(t), platformtest.FreeAddr(t), platformtest.FreeAddr(t)
 	store := "consul://" + consul.Addr + "/dora-soak"
 	objects := "file://" + filepath.Join(dir, "objects")
 	queue := "redis://" + redis.Addr + "/0"
 	var roles []*role
 	startRole := func(name string, args ...string) *role {
-		r := &role{name: name, log: &lockedLog{}, done: make(chan error, 1)}
-		r.cmd = exec.Command(bin, append([]string{name}, args...)...)
-		r.cmd.Env = append(os.Environ(), "DORA_ROOT_AK="+rootAK, "DORA_ROOT_SK="+rootSK)
+		r := &role{name: name, log: &lockedLog{}}
+		cmd := exec.Command(bin, append([]string{name}, args...)...)
+		cmd.Env = append(os.Environ(), "DORA_ROOT_AK="+rootAK, "DORA_ROOT_SK="+rootSK)
 		w := io.MultiWriter(r.log, recoveryCounter{r})
-		r.cmd.Stdout, r.cmd.Stderr = w, w
-		if err := r.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { r.done <- r.cmd.Wait() }()
+		cmd.Stdout, cmd.Stderr = w, w
+		r.Process = platformtest.StartProcess(t, cmd)
 		roles = append(roles, r)
-		t.Cleanup(func() {
-			r.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-r.done:
-			case <-time.After(20 * time.Second):
-				r.cmd.Process.Kill()
-				<-r.done
-			}
-		})
 		return r
 	}
 	startRole("admin", "--listen", adminAddr, "--store", store, "--runtime", "nomad://"+nomad.Addr,
 		"--objects", objects, "--queue", queue, "--data-dir", filepath.Join(dir, "admin"),
-		"--regions", "z0=global/dc1", "--go-cache", filepath.Join(cacheRoot, "go-build"))
+		"--regions", "z0=global/dc1", "--go-cache", goCache)
 	startRole("router", "--listen", routerAddr, "--store", store, "--discovery", "consul://"+consul.Addr,
 		"--load", queue, "--objects", objects, "--region", "z0")
 	// --reclaim-after is also the period and lease of the worker's recovery
@@ -118,9 +97,8 @@ func TestSoakProd(t *testing.T) {
 		t.Helper()
 		for _, r := range roles {
 			select {
-			case err := <-r.done:
-				r.done <- err
-				t.Fatalf("dorad %s exited: %v\n%s", r.name, err, r.log.tail())
+			case <-r.Done():
+				t.Fatalf("dorad %s exited: %v\n%s", r.name, r.Err(), r.log.tail())
 			default:
 			}
 		}
@@ -184,17 +162,7 @@ func TestSoakProd(t *testing.T) {
 	})
 	wantPipe := bytes.Repeat([]byte("hello dora soak line\n"), 3000)
 	hc := &http.Client{Timeout: 30 * time.Second}
-	get := func(pathQuery string) (int, []byte, error) {
-		req, _ := http.NewRequest("GET", "http://"+routerAddr+pathQuery, nil)
-		req.Host = "soak.localhost"
-		res, err := hc.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		return res.StatusCode, b, err
-	}
+	get := soakGet(hc, routerAddr)
 	pipeOK := func() bool {
 		code, body, err := get("/obj.txt?grepd/hello")
 		return err == nil && code == 200 && bytes.Equal(body, wantPipe)
@@ -213,21 +181,7 @@ func TestSoakProd(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var seq atomic.Int64
-	loop := func(pause time.Duration, fn func() bool) {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if !fn() {
-					time.Sleep(50 * time.Millisecond)
-				}
-				time.Sleep(pause)
-			}
-		})
-	}
+	loop := func(pause time.Duration, fn func() bool) { soakLoop(&wg, stop, pause, fn) }
 	loop(0, func() bool {
 		code, body, err := get("/obj.txt")
 		if err == nil && code == 200 && !bytes.Equal(body, objData) {
@@ -249,25 +203,7 @@ func TestSoakProd(t *testing.T) {
 		})
 	}
 	loop(20*time.Millisecond, func() bool {
-		n := seq.Add(1)
-		key := fmt.Sprintf("w/%d", n)
-		body := bytes.Repeat([]byte(key+"\n"), 200+int(n%50)*100)
-		req, _ := http.NewRequest("PUT", "http://"+adminAddr+"/v1/objects/soak/"+key, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/octet-stream")
-		auth.SignRequest(req, rootAK, rootSK, nil, time.Now())
-		res, err := hc.Do(req)
-		code := 0
-		if err == nil {
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			code = res.StatusCode
-		}
-		if err == nil && code == 200 {
-			st.mu.Lock()
-			st.acked[key] = md5.Sum(body)
-			st.mu.Unlock()
-		}
-		c := cause(err, code)
+		c := st.upload(hc, "http://"+adminAddr, seq.Add(1))
 		record("upload PUT", c)
 		return c == ""
 	})
@@ -308,7 +244,7 @@ func TestSoakProd(t *testing.T) {
 	stats := func(when string) {
 		var parts []string
 		for _, r := range roles {
-			fds, rss := procStat(r.cmd.Process.Pid)
+			fds, rss := procStat(r.Cmd.Process.Pid)
 			parts = append(parts, fmt.Sprintf("%s %d/%d MiB", r.name, fds, rss/1024))
 		}
 		note("fds/RSS "+when, strings.Join(parts, ", "))
@@ -422,34 +358,13 @@ func TestSoakProd(t *testing.T) {
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nSOAK PROD (phase %s, outages %s)\n", phase, outage)
-	kinds := make([]string, 0, len(st.sent))
-	for k := range st.sent {
-		kinds = append(kinds, k)
-	}
-	sort.Strings(kinds)
-	for _, k := range kinds {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "sent: "+k, st.sent[k])
-	}
-	causes := make([]string, 0, len(st.failed))
-	for k := range st.failed {
-		causes = append(causes, k)
-	}
-	sort.Strings(causes)
-	for _, k := range causes {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "failed: "+k, st.failed[k])
-	}
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged uploads", len(st.acked))
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged uploads lost", lost)
-	codes := make([]string, 0, len(jobCodes))
-	for k := range jobCodes {
-		codes = append(codes, k)
-	}
-	sort.Strings(codes)
-	for _, k := range codes {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "pfop jobs acknowledged before the Consul stop: "+k, jobCodes[k])
-	}
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged pfop jobs lost or not succeeded", jobsLost)
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "pfop jobs no queue held, enqueued again by the worker", worker.recovered.Load())
+	soakRows(&out, "sent: ", st.sent)
+	soakRows(&out, "failed: ", st.failed)
+	soakRow(&out, "acknowledged uploads", len(st.acked))
+	soakRow(&out, "acknowledged uploads lost", lost)
+	soakRows(&out, "pfop jobs acknowledged before the Consul stop: ", jobCodes)
+	soakRow(&out, "acknowledged pfop jobs lost or not succeeded", jobsLost)
+	soakRow(&out, "pfop jobs no queue held, enqueued again by the worker", worker.recovered.Load())
 	for _, r := range rows {
 		fmt.Fprintf(&out, "| %-72s | %s |\n", r.name, r.value)
 	}

@@ -22,11 +22,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +38,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/cli/qdoractl/cmd"
 	"github.com/doraproject/dora/internal/auth"
 )
@@ -78,6 +81,90 @@ func cause(err error, status int) string {
 	return "other: " + err.Error()
 }
 
+// soakRow writes one row of a soak report's table.
+func soakRow[N int | int64](out *strings.Builder, name string, n N) {
+	fmt.Fprintf(out, "| %-72s | %10d |\n", name, n)
+}
+
+// soakRows writes one row per key of m, in key order, named prefix+key.
+func soakRows(out *strings.Builder, prefix string, m map[string]int) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		soakRow(out, prefix+k, m[k])
+	}
+}
+
+// soakBuild builds dorad for a soak run, in a directory the run-as user
+// (nobody) may enter, and returns its path.
+func soakBuild(t *testing.T) string {
+	t.Helper()
+	bin := platformtest.BuildDorad(t)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	return bin
+}
+
+// soakGoCache is a Go build cache kept across soak runs: the first build
+// compiles the standard library as the run-as user, minutes on a busy
+// machine.
+func soakGoCache(t *testing.T) string {
+	t.Helper()
+	cacheRoot := filepath.Join(os.TempDir(), "dora-soak-gocache")
+	if err := os.MkdirAll(cacheRoot, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(cacheRoot, 0o711)
+	return filepath.Join(cacheRoot, "go-build")
+}
+
+// soakLoop runs fn again and again in a goroutine of wg until stop is
+// closed, pausing after each call; a call that failed (false: dorad down)
+// is retried after a further 50 ms, as a client would, not in a tight loop.
+func soakLoop(wg *sync.WaitGroup, stop <-chan struct{}, pause time.Duration, fn func() bool) {
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !fn() {
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(pause)
+		}
+	})
+}
+
+// soakGet returns a GET through the router at addr with bucket soak's Host.
+func soakGet(hc *http.Client, addr string) func(pathQuery string) (int, []byte, error) {
+	return func(pathQuery string) (int, []byte, error) {
+		return platformtest.Get(hc, "http://"+addr, "soak", pathQuery)
+	}
+}
+
+// upload PUTs object w/<n> of bucket soak through the admin, signed as
+// root, records its MD5 in st when it is acknowledged, and returns the
+// failure's cause ("" for none).
+func (st *soakStats) upload(hc *http.Client, adminURL string, n int64) string {
+	key := fmt.Sprintf("w/%d", n)
+	body := bytes.Repeat([]byte(key+"\n"), 200+int(n%50)*100)
+	req, _ := http.NewRequest("PUT", adminURL+"/v1/objects/soak/"+key, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	auth.SignRequest(req, rootAK, rootSK, nil, time.Now())
+	res, err := hc.Do(req)
+	code := 0
+	if err == nil {
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		code = res.StatusCode
+	}
+	if err == nil && code == 200 {
+		st.mu.Lock()
+		st.acked[key] = md5.Sum(body)
+		st.mu.Unlock()
+	}
+	return cause(err, code)
+}
+
 type dorad struct {
 	cmd      *exec.Cmd
 	exited   chan error
@@ -98,36 +185,16 @@ func procStat(pid int) (fds int, rssKiB int) {
 	return fds, rssKiB
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func TestSoak(t *testing.T) {
 	duration := 20 * time.Second // per phase
 	if d, err := time.ParseDuration(os.Getenv("SOAK_PHASE")); err == nil {
 		duration = d
 	}
-	root := repoRoot(t)
-	bin := filepath.Join(t.TempDir(), "dorad")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cli", "dorad")).CombinedOutput(); err != nil {
-		t.Fatalf("build dorad: %v\n%s", err, out)
-	}
-	os.Chmod(filepath.Dir(bin), 0o755)
-	// A Go build cache kept across soak runs: the first build compiles
-	// the standard library as the run-as user, minutes on a busy machine.
-	cacheRoot := filepath.Join(os.TempDir(), "dora-soak-gocache")
-	if err := os.MkdirAll(cacheRoot, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(cacheRoot, 0o711)
-	goCache := filepath.Join(cacheRoot, "go-build")
+	root := platformtest.RepoRoot(t)
+	bin := soakBuild(t)
+	goCache := soakGoCache(t)
 	dataDir := reachableDataDir(t)
-	adminAddr, routerAddr := freeAddr(t), freeAddr(t)
+	adminAddr, routerAddr := platformtest.FreeAddr(t), platformtest.FreeAddr(t)
 	var logBuf lockedLog
 	start := func() *dorad {
 		t.Helper()
@@ -208,17 +275,7 @@ func TestSoak(t *testing.T) {
 	h.q("resize", "grepd", "-num", "2")
 	wantPipe := bytes.Repeat([]byte("hello dora soak line\n"), 3000)
 	client := &http.Client{Timeout: 30 * time.Second}
-	get := func(pathQuery string) (int, []byte, error) {
-		req, _ := http.NewRequest("GET", "http://"+d.router+pathQuery, nil)
-		req.Host = "soak.localhost"
-		res, err := client.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		return res.StatusCode, b, err
-	}
+	get := soakGet(client, d.router)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		code, body, err := get("/obj.txt?grepd/hello")
@@ -236,22 +293,7 @@ func TestSoak(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var seq atomic.Int64
-	loop := func(fn func() bool) {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if !fn() {
-					// A failed request (dorad down) is retried after a
-					// pause, as a client would, not in a tight loop.
-					time.Sleep(50 * time.Millisecond)
-				}
-			}
-		})
-	}
+	loop := func(fn func() bool) { soakLoop(&wg, stop, 0, fn) }
 	for range 2 {
 		loop(func() bool {
 			code, body, err := get("/obj.txt")
@@ -283,25 +325,7 @@ func TestSoak(t *testing.T) {
 		})
 	}
 	loop(func() bool {
-		n := seq.Add(1)
-		key := fmt.Sprintf("w/%d", n)
-		body := bytes.Repeat([]byte(key+"\n"), 200+int(n%50)*100)
-		req, _ := http.NewRequest("PUT", d.adminURL+"/v1/objects/soak/"+key, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/octet-stream")
-		auth.SignRequest(req, rootAK, rootSK, nil, time.Now())
-		res, err := client.Do(req)
-		code := 0
-		if err == nil {
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			code = res.StatusCode
-		}
-		if err == nil && code == 200 {
-			st.mu.Lock()
-			st.acked[key] = md5.Sum(body)
-			st.mu.Unlock()
-		}
-		c := cause(err, code)
+		c := st.upload(client, d.adminURL, seq.Add(1))
 		st.record("upload PUT", c)
 		time.Sleep(20 * time.Millisecond)
 		return c == ""
@@ -458,30 +482,14 @@ func TestSoak(t *testing.T) {
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nSOAK (phase %s, dorad RLIMIT_NOFILE %d)\n", duration, soakNoFile)
-	kinds := make([]string, 0, len(st.sent))
-	for k := range st.sent {
-		kinds = append(kinds, k)
+	soakRows(&out, "requests sent: ", st.sent)
+	soakRows(&out, "failed: ", st.failed)
+	if len(st.failed) == 0 {
+		soakRow(&out, "failed", 0)
 	}
-	sort.Strings(kinds)
-	total := 0
-	for _, k := range kinds {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "requests sent: "+k, st.sent[k])
-		total += st.sent[k]
-	}
-	causes := make([]string, 0, len(st.failed))
-	for k := range st.failed {
-		causes = append(causes, k)
-	}
-	sort.Strings(causes)
-	for _, k := range causes {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "failed: "+k, st.failed[k])
-	}
-	if len(causes) == 0 {
-		fmt.Fprintf(&out, "| %-72s | %10d |\n", "failed", 0)
-	}
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged uploads", len(st.acked))
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "acknowledged uploads lost", lost)
-	fmt.Fprintf(&out, "| %-72s | %10d |\n", "upload temp files left in objects/.tmp", len(tmpLeft))
+	soakRow(&out, "acknowledged uploads", len(st.acked))
+	soakRow(&out, "acknowledged uploads lost", lost)
+	soakRow(&out, "upload temp files left in objects/.tmp", len(tmpLeft))
 	for _, r := range rows {
 		fmt.Fprintf(&out, "| %-72s | %10s |\n", r.name, r.value)
 	}

@@ -20,9 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,10 +27,9 @@ import (
 	"testing"
 	"time"
 
-	nomadapi "github.com/hashicorp/nomad/api"
-
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/auth"
 )
@@ -49,11 +45,9 @@ const (
 
 // proc is one dorad process.
 type proc struct {
+	*platformtest.Process
 	name, addr string
-	cmd        *exec.Cmd
 	out        *tailBuffer
-	done       chan struct{}
-	err        error
 	killed     atomic.Bool
 }
 
@@ -85,83 +79,17 @@ func (w *tailBuffer) tail() string {
 
 func (p *proc) url() string { return "http://" + p.addr }
 
-func (p *proc) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
 // kill9 sends SIGKILL: no shutdown code runs, as when a host dies.
 func (p *proc) kill9(t *testing.T) {
 	t.Helper()
 	p.killed.Store(true)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %s: %v", p.name, err)
 	}
-	<-p.done
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return "127.0.0.1:" + strconv.Itoa(agenttest.FreePort(t))
-}
-
-func repoRoot(t *testing.T) string {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("no caller info")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-// reachableDir is a directory the admins' run-as user (nobody, when the
-// tests run as root) can traverse to: t.TempDir's parent is 0700.
-func reachableDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-func eventually(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, wait, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	<-p.Done()
 }
 
 var hc = &http.Client{Timeout: 30 * time.Second}
-
-// get sends GET pathQuery to a router with bucket demo's Host.
-func get(routerURL, pathQuery string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodGet, routerURL+pathQuery, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Host = "demo.localhost"
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
 
 func md5hex(s string) string {
 	sum := md5.Sum([]byte(s))
@@ -170,7 +98,7 @@ func md5hex(s string) string {
 
 // checkObject reads demo.txt whole; checkPipeline runs grepd then qhash.
 func checkObject(routerURL string) error {
-	code, b, err := get(routerURL, "/demo.txt")
+	code, b, err := platformtest.Get(hc, routerURL, "demo", "/demo.txt")
 	if err != nil {
 		return err
 	}
@@ -181,7 +109,7 @@ func checkObject(routerURL string) error {
 }
 
 func checkPipeline(routerURL string) error {
-	code, b, err := get(routerURL, "/demo.txt?grepd/hello|qhash/md5")
+	code, b, err := platformtest.Get(hc, routerURL, "demo", "/demo.txt?grepd/hello|qhash/md5")
 	if err != nil {
 		return err
 	}
@@ -250,25 +178,8 @@ func load(n int, c *tally, stop <-chan struct{}, wg *sync.WaitGroup, check func(
 	}
 }
 
-func metric(u, name string) (float64, error) {
-	resp, err := hc.Get(u + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
-	if m == nil {
-		return 0, fmt.Errorf("%s/metrics has no %s", u, name)
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
-}
-
 func adminLeads(p *proc) bool {
-	v, err := metric(p.url(), "dora_admin_leader")
+	v, err := platformtest.Metric(hc, p.url(), "dora_admin_leader")
 	return err == nil && v == 1
 }
 
@@ -284,38 +195,11 @@ func scalerLeads(p *proc) bool {
 	return json.NewDecoder(resp.Body).Decode(&h) == nil && h.Leader
 }
 
-func healthy(p *proc) error {
-	resp, err := hc.Get(p.url() + "/healthz")
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s /healthz: %s", p.name, resp.Status)
-	}
-	return nil
-}
-
-// oneOf waits until exactly one of a and b satisfies leads and returns it
-// and the other; both at once fails the test.
+// oneOf waits until exactly one of a and b is alive and satisfies leads
+// and returns it and the other; both at once fails the test.
 func oneOf(t *testing.T, what string, a, b *proc, leads func(*proc) bool) (*proc, *proc) {
 	t.Helper()
-	var l, o *proc
-	eventually(t, what, func() error {
-		la, lb := a.alive() && leads(a), b.alive() && leads(b)
-		switch {
-		case la && lb:
-			t.Fatalf("%s: %s and %s both lead", what, a.name, b.name)
-		case la:
-			l, o = a, b
-		case lb:
-			l, o = b, a
-		default:
-			return fmt.Errorf("no leader")
-		}
-		return nil
-	})
-	return l, o
+	return platformtest.OneLeads(t, wait, what, a, b, func(p *proc) (bool, error) { return p.Alive() && leads(p), nil })
 }
 
 // pfopSubmit posts a pfop to an admin, signed as Qiniu's SDKs sign.
@@ -361,7 +245,7 @@ func pfopCode(adminURL, id string) (int, error) {
 
 func waitPfop(t *testing.T, adminURL, id string) {
 	t.Helper()
-	eventually(t, "pfop "+id+" done", func() error {
+	platformtest.Eventually(t, wait, "pfop "+id+" done", func() error {
 		code, err := pfopCode(adminURL, id)
 		if err != nil {
 			return err
@@ -375,35 +259,6 @@ func waitPfop(t *testing.T, adminURL, id string) {
 		t.Fatalf("pfop %s ended with code %d", id, code)
 		return nil
 	})
-}
-
-// purgeJobs deregisters every Nomad job and waits (bounded) for their
-// allocations to stop, so that no instance outlives the test.
-func purgeJobs(t *testing.T, nc *nomadapi.Client) {
-	jobs, _, err := nc.Jobs().List(nil)
-	if err != nil {
-		return
-	}
-	for _, j := range jobs {
-		nc.Jobs().Deregister(j.ID, true, nil)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		allocs, _, err := nc.Allocations().List(nil)
-		if err != nil {
-			return
-		}
-		running := 0
-		for _, a := range allocs {
-			if a.ClientStatus == nomadapi.AllocClientStatusRunning || a.ClientStatus == nomadapi.AllocClientStatusPending {
-				running++
-			}
-		}
-		if running == 0 {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // TestTwoOfEveryRole: two admins, routers, workers and autoscalers as
@@ -423,26 +278,17 @@ func TestTwoOfEveryRole(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, Nomad, Redis, SeaweedFS and eight dorad processes")
 	}
-	root := repoRoot(t)
-	bin := filepath.Join(t.TempDir(), "dorad")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cli", "dorad")).CombinedOutput(); err != nil {
-		t.Fatalf("build dorad: %v\n%s", err, out)
-	}
+	root := platformtest.RepoRoot(t)
+	bin := platformtest.BuildDorad(t)
 
 	consul := agenttest.StartConsul(t)
 	nomad := agenttest.StartNomad(t, consul)
 	redis := agenttest.StartRedis(t)
 	weed := agenttest.StartSeaweedFS(t)
 	weed.CreateBucket(t, "dora-mh")
-	ncfg := nomadapi.DefaultConfig()
-	ncfg.Address = nomad.URL()
-	nc, err := nomadapi.NewClient(ncfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { purgeJobs(t, nc) }) // runs after the roles stopped
+	nc := platformtest.NomadClient(t, nomad) // purges the jobs after the roles stopped
 
-	dir := reachableDir(t)
+	dir := platformtest.ReachableTempDir(t)
 	goCache := filepath.Join(dir, "gocache")
 	if err := os.MkdirAll(goCache, 0o711); err != nil {
 		t.Fatal(err)
@@ -457,33 +303,18 @@ func TestTwoOfEveryRole(t *testing.T) {
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_PROFILE=")
 	var procs []*proc
 	start := func(role, name string, args ...string) *proc {
-		p := &proc{name: name, addr: freeAddr(t), out: &tailBuffer{}, done: make(chan struct{})}
-		p.cmd = exec.Command(bin, append([]string{role, "--listen", p.addr, "--log-level", "debug"}, args...)...)
-		p.cmd.Env = env
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { p.err = p.cmd.Wait(); close(p.done) }()
+		p := &proc{name: name, addr: platformtest.FreeAddr(t), out: &tailBuffer{}}
+		cmd := exec.Command(bin, append([]string{role, "--listen", p.addr, "--log-level", "debug"}, args...)...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = p.out, p.out
+		p.Process = platformtest.StartProcess(t, cmd)
 		procs = append(procs, p)
-		t.Cleanup(func() {
-			if !p.alive() {
-				return
-			}
-			p.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-p.done:
-			case <-time.After(20 * time.Second):
-				p.cmd.Process.Kill()
-				<-p.done
-			}
-		})
 		return p
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range procs {
-				t.Logf("--- %s (alive %v, killed %v): %v\n%s", p.name, p.alive(), p.killed.Load(), p.err, p.out.tail())
+				t.Logf("--- %s (alive %v, killed %v): %v\n%s", p.name, p.Alive(), p.killed.Load(), p.Err(), p.out.tail())
 			}
 		}
 	})
@@ -510,11 +341,11 @@ func TestTwoOfEveryRole(t *testing.T) {
 	scaler1 := start("autoscaler", "autoscaler-1", scalerArgs...)
 	scaler2 := start("autoscaler", "autoscaler-2", scalerArgs...)
 	for _, p := range procs {
-		eventually(t, p.name+" healthy", func() error {
-			if !p.alive() {
-				t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.tail())
+		platformtest.Eventually(t, wait, p.name+" healthy", func() error {
+			if !p.Alive() {
+				t.Fatalf("%s exited: %v\n%s", p.name, p.Err(), p.out.tail())
 			}
-			return healthy(p)
+			return platformtest.Healthy(hc, p.url())
 		})
 	}
 	adminLeader, adminOther := oneOf(t, "one admin leads", admin1, admin2, adminLeads)
@@ -541,28 +372,14 @@ func TestTwoOfEveryRole(t *testing.T) {
 	if _, err := co.RegisterUfop(ctx, "grepd", "multihost test", dora.ModePrivate); err != nil {
 		t.Fatal(err)
 	}
-	b, err := co.Build(ctx, "grepd", filepath.Join(root, "examples", "grepd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err = co.WaitBuild(ctx, "grepd", b.Number, 500*time.Millisecond, nil); err != nil || b.Status != dora.BuildSuccess {
-		t.Fatalf("build: %+v %v", b, err)
-	}
-	if _, err := co.CreateRelease(ctx, client.ReleaseConfig{
-		UfopName: "grepd", VerStr: "v1", Image: dora.BuildImageName("grepd", b.Number), Flavor: "default",
-		HealthCheck: &client.HealthCheckConfig{Path: "/health", Timeout: 1},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	b := platformtest.Build(ctx, t, co, "grepd", filepath.Join(root, "examples", "grepd"))
 	// Two instances, at most two: the autoscaler never needs to place a
 	// new allocation (which fetches the artifact from the building admin).
-	if _, err := co.Deploy(ctx, "grepd", client.DeployRequest{Version: "v1", Region: "z0", Expect: 2, Max: 2}); err != nil {
-		t.Fatal(err)
-	}
+	platformtest.ReleaseBuild(ctx, t, co, "grepd", b, "", client.DeployRequest{Region: "z0", Expect: 2, Max: 2})
 
 	// Any request through either router works.
 	for _, r := range []*proc{router1, router2} {
-		eventually(t, "grepd|qhash through "+r.name, func() error { return checkPipeline(r.url()) })
+		platformtest.Eventually(t, wait, "grepd|qhash through "+r.name, func() error { return checkPipeline(r.url()) })
 		if err := checkObject(r.url()); err != nil {
 			t.Fatalf("%s: %v", r.name, err)
 		}
@@ -573,19 +390,19 @@ func TestTwoOfEveryRole(t *testing.T) {
 		t.Helper()
 		q := "grepd/hello|saveas/" + auth.EncodedEntryURI("demo", key)
 		sign := auth.SaveAsSign(rootSK, "demo.localhost/demo.txt?"+q)
-		code, body, err := get(via.url(), "/demo.txt?"+q+"/sign/"+rootAK+":"+sign)
+		code, body, err := platformtest.Get(hc, via.url(), "demo", "/demo.txt?"+q+"/sign/"+rootAK+":"+sign)
 		if err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
 			t.Fatalf("saveas %s through %s: %d %q %v", key, via.name, code, body, err)
 		}
 	}
 	saveas(router1, "out/saved-1.txt")
-	if code, body, err := get(router2.url(), "/out/saved-1.txt"); err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
+	if code, body, err := platformtest.Get(hc, router2.url(), "demo", "/out/saved-1.txt"); err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
 		t.Fatalf("saveas result through router-2: %d %q %v", code, body, err)
 	}
 
 	// A pfop run by worker 2 (worker 1 is paused, so it cannot claim it) is
 	// readable through router 1.
-	if err := worker1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := worker1.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	id, err := pfopSubmit(adminOther.url(), "demo.txt", "grepd/hello|saveas/"+auth.EncodedEntryURI("demo", "out/pfop-2.txt"))
@@ -594,16 +411,16 @@ func TestTwoOfEveryRole(t *testing.T) {
 	}
 	waitPfop(t, adminLeader.url(), id)
 	const jobsDone = `dora_pfop_jobs_total{outcome="success",pipeline="multihost"}`
-	if n, err := metric(worker2.url(), jobsDone); err != nil || n != 1 {
+	if n, err := platformtest.Metric(hc, worker2.url(), jobsDone); err != nil || n != 1 {
 		t.Fatalf("worker-2 %s = %v, %v; want 1", jobsDone, n, err)
 	}
-	if err := worker1.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := worker1.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := metric(worker1.url(), jobsDone); err == nil && n != 0 {
+	if n, err := platformtest.Metric(hc, worker1.url(), jobsDone); err == nil && n != 0 {
 		t.Fatalf("worker-1, paused, ran %v jobs", n)
 	}
-	if code, body, err := get(router1.url(), "/out/pfop-2.txt"); err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
+	if code, body, err := platformtest.Get(hc, router1.url(), "demo", "/out/pfop-2.txt"); err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
 		t.Fatalf("pfop result through router-1: %d %q %v", code, body, err)
 	}
 
@@ -658,13 +475,13 @@ func TestTwoOfEveryRole(t *testing.T) {
 	if scalerLeader == scaler1 {
 		scalerSurvivor = scaler2
 	}
-	eventually(t, adminOther.name+" leads", func() error {
+	platformtest.Eventually(t, wait, adminOther.name+" leads", func() error {
 		if !adminLeads(adminOther) {
 			return fmt.Errorf("not leading")
 		}
 		return nil
 	})
-	eventually(t, scalerSurvivor.name+" leads", func() error {
+	platformtest.Eventually(t, wait, scalerSurvivor.name+" leads", func() error {
 		if !scalerLeads(scalerSurvivor) {
 			return fmt.Errorf("not leading")
 		}
@@ -673,12 +490,12 @@ func TestTwoOfEveryRole(t *testing.T) {
 	t.Logf("leads taken over %v after the kills", time.Since(killAt).Round(time.Millisecond))
 	// The new leader admin deploys nothing twice: wait for a few of its
 	// reconcile passes, then the Nomad job is the version it was.
-	p0, err := metric(adminOther.url(), "dora_admin_reconcile_passes_total")
+	p0, err := platformtest.Metric(hc, adminOther.url(), "dora_admin_reconcile_passes_total")
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "reconcile passes of the new leader", func() error {
-		p, err := metric(adminOther.url(), "dora_admin_reconcile_passes_total")
+	platformtest.Eventually(t, wait, "reconcile passes of the new leader", func() error {
+		p, err := platformtest.Metric(hc, adminOther.url(), "dora_admin_reconcile_passes_total")
 		if err == nil && p < p0+3 {
 			err = fmt.Errorf("%v passes", p)
 		}
@@ -702,7 +519,7 @@ func TestTwoOfEveryRole(t *testing.T) {
 	}
 	for i := range jobs {
 		key := fmt.Sprintf("/out/job-%d.txt", i)
-		if code, body, err := get(router1.url(), key); err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
+		if code, body, err := platformtest.Get(hc, router1.url(), "demo", key); err != nil || code != 200 || string(body) != "hello dora\nhello again\n" {
 			t.Fatalf("%s through router-1: %d %q %v", key, code, body, err)
 		}
 	}
@@ -717,8 +534,8 @@ func TestTwoOfEveryRole(t *testing.T) {
 	wg.Wait()
 
 	for _, p := range procs {
-		if !p.killed.Load() && !p.alive() {
-			t.Errorf("%s exited: %v", p.name, p.err)
+		if !p.killed.Load() && !p.Alive() {
+			t.Errorf("%s exited: %v", p.name, p.Err())
 		}
 	}
 	for _, p := range []*proc{router1, router2, admin1, admin2} {

@@ -117,11 +117,7 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	log := quietLogger(cfg.Logger).With("role", "admin")
 	a := &Admin{Service: newService("admin")}
 	ok := false
-	defer func() {
-		if !ok {
-			a.closeAll()
-		}
-	}()
+	defer a.closeUnless(&ok)
 	dataDir := orDefault(cfg.DataDir, "./.dora")
 	regions, err := regionsOrDefault(cfg.Regions, cfg.Region)
 	if err != nil {

@@ -3,35 +3,15 @@ package platform
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/doraproject/dora/autoscaler/lock"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 )
-
-// scrape reads one unlabelled metric from url's /metrics.
-func scrape(url, name string) (float64, error) {
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
-	if m == nil {
-		return 0, fmt.Errorf("%s/metrics has no %s", url, name)
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
-}
 
 // TestAdminsElectOneLeader runs two admins on one Consul store: exactly
 // one leads and only its reconcile passes count; when the leader's Consul
@@ -47,7 +27,7 @@ func TestAdminsElectOneLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := reachableTempDir(t)
+	dir := platformtest.ReachableTempDir(t)
 	start := func(name string) *Admin {
 		a, err := StartAdmin(context.Background(), AdminConfig{
 			Listen:  "127.0.0.1:0",
@@ -57,7 +37,7 @@ func TestAdminsElectOneLeader(t *testing.T) {
 			Objects: "file://" + filepath.Join(dir, name, "objects"),
 			DataDir: filepath.Join(dir, name),
 			RootAK:  prodRootAK, RootSK: prodRootSK,
-			Logger: prodLogger().With("admin", name),
+			Logger: platformtest.Logger().With("admin", name),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -67,33 +47,19 @@ func TestAdminsElectOneLeader(t *testing.T) {
 	}
 	a, b := start("a"), start("b")
 	leading := func(x *Admin) bool {
-		v, err := scrape(x.URL, "dora_admin_leader")
+		v, err := platformtest.Metric(http.DefaultClient, x.URL, "dora_admin_leader")
 		return err == nil && v == 1
 	}
 	passes := func(x *Admin) float64 {
-		v, err := scrape(x.URL, "dora_admin_reconcile_passes_total")
+		v, err := platformtest.Metric(http.DefaultClient, x.URL, "dora_admin_reconcile_passes_total")
 		if err != nil {
 			t.Fatal(err)
 		}
 		return v
 	}
-	var leader, standby *Admin
-	prodEventually(t, "one leader", func() error {
-		la, lb := leading(a), leading(b)
-		switch {
-		case la && lb:
-			t.Fatal("two admins lead at once")
-		case la:
-			leader, standby = a, b
-		case lb:
-			leader, standby = b, a
-		default:
-			return fmt.Errorf("no leader yet")
-		}
-		return nil
-	})
+	leader, standby := platformtest.OneLeads(t, prodWait, "one admin leads", a, b, func(x *Admin) (bool, error) { return leading(x), nil })
 	p0 := passes(leader)
-	prodEventually(t, "the leader's reconcile passes", func() error {
+	platformtest.Eventually(t, prodWait, "the leader's reconcile passes", func() error {
 		if p := passes(leader); p < p0+3 {
 			return fmt.Errorf("%v passes", p)
 		}
@@ -136,7 +102,7 @@ func TestAdminsElectOneLeader(t *testing.T) {
 	if err := leader.Close(); err != nil {
 		t.Fatal(err)
 	}
-	prodEventually(t, "the standby takes over", func() error {
+	platformtest.Eventually(t, prodWait, "the standby takes over", func() error {
 		if !leading(standby) {
 			return fmt.Errorf("not leading")
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -21,6 +20,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/autoscaler"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/router/rescache"
 )
 
@@ -30,23 +30,6 @@ func TestStartRouterRefusesNegativeMaxHeld(t *testing.T) {
 	_, err := StartRouter(context.Background(), RouterConfig{Listen: "127.0.0.1:0", MaxHeld: -1, Store: "bolt://" + filepath.Join(t.TempDir(), "m.db")})
 	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "-1") {
 		t.Fatalf("StartRouter with MaxHeld -1: %v, want ErrConfig naming the value", err)
-	}
-}
-
-// within polls check every 200 ms until it returns nil, failing the test
-// after limit (a bound for failures: a healthy run is much quicker).
-func within(t *testing.T, limit time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, limit, err)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -72,21 +55,8 @@ func nomadJob(nc *nomadapi.Client, prefix string) (string, int, error) {
 
 // gauge reads a per-deployment series of an autoscaler's /metrics.
 func gauge(url, name, deploymentID string) (float64, error) {
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{[^}]*deployment="` + regexp.QuoteMeta(deploymentID) + `"[^}]*\} (\S+)$`)
-	m := re.FindSubmatch(b)
-	if m == nil {
-		return 0, fmt.Errorf("%s/metrics has no %s for %s", url, name, deploymentID)
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	return platformtest.MetricMatching(http.DefaultClient, url, name+" for "+deploymentID, re)
 }
 
 // knownReasons are the reasons a scaling change may carry.
@@ -112,8 +82,8 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	dir := reachableTempDir(t)
-	log := prodLogger()
+	dir := platformtest.ReachableTempDir(t)
+	log := platformtest.Logger()
 	storeURL := "consul://" + consul.Addr + "/dora-autoscale-test"
 	objectsURL := "file://" + filepath.Join(dir, "objects")
 	loadURL := "redis://" + redis.Addr + "/0"
@@ -144,7 +114,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 		t.Fatalf("StartAutoscaler: %v", err)
 	}
 	t.Cleanup(func() { scaler.Close() })
-	within(t, time.Minute, "autoscaler leading", func() error {
+	platformtest.Eventually(t, time.Minute, "autoscaler leading", func() error {
 		if l, err := leaderOf(scaler.URL); err != nil || !l {
 			return fmt.Errorf("leader=%v %v", l, err)
 		}
@@ -164,7 +134,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 	if _, err := c.RegisterUfop(ctx, "slowpoke", "autoscaling test", dora.ModePrivate); err != nil {
 		t.Fatal(err)
 	}
-	b, err := c.Build(ctx, "slowpoke", filepath.Join(repoRoot(t), "examples", "slowpoke"))
+	b, err := c.Build(ctx, "slowpoke", filepath.Join(platformtest.RepoRoot(t), "examples", "slowpoke"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +168,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 		return d, healthy, err
 	}
 	var jobID string
-	within(t, 2*time.Minute, "one healthy slowpoke instance, Nomad count 1", func() error {
+	platformtest.Eventually(t, 2*time.Minute, "one healthy slowpoke instance, Nomad count 1", func() error {
 		id, count, err := nomadJob(nc, "ufop-slowpoke")
 		if err != nil {
 			return err
@@ -211,25 +181,15 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 		return nil
 	})
 	get := func(hc *http.Client, ctx context.Context, ms int) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, rtr.URL+"/in.txt?slowpoke/"+strconv.Itoa(ms), nil)
-		if err != nil {
-			return err
-		}
-		req.Host = "load.localhost"
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil || resp.StatusCode != http.StatusOK || string(body) != input {
-			return fmt.Errorf("%s %q %v", resp.Status, body, err)
+		code, body, err := platformtest.GetContext(ctx, hc, rtr.URL, "load", "/in.txt?slowpoke/"+strconv.Itoa(ms))
+		if err != nil || code != http.StatusOK || string(body) != input {
+			return fmt.Errorf("%d %q %v", code, body, err)
 		}
 		return nil
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	defer hc.CloseIdleConnections()
-	within(t, time.Minute, "slowpoke answering through the router", func() error { return get(hc, ctx, 1) })
+	platformtest.Eventually(t, time.Minute, "slowpoke answering through the router", func() error { return get(hc, ctx, 1) })
 
 	// Nomad's count, sampled all along.
 	var maxCount atomic.Int64
@@ -272,7 +232,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 	endLoad := func() { stopLoad(); loaders.Wait() }
 	defer endLoad()
 
-	within(t, 90*time.Second, "Nomad count at the ceiling with every instance healthy, under load", func() error {
+	platformtest.Eventually(t, 90*time.Second, "Nomad count at the ceiling with every instance healthy, under load", func() error {
 		_, count, err := nomadJob(nc, jobID)
 		if err != nil {
 			return err
@@ -287,7 +247,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 	// The load goes on until its stable average asks for more than the
 	// ceiling (target 1 in flight per instance): the count stays at 3
 	// (the sampler checks every value Nomad had).
-	within(t, time.Minute, "the stable average asking for more than the ceiling", func() error {
+	platformtest.Eventually(t, time.Minute, "the stable average asking for more than the ceiling", func() error {
 		v, err := gauge(scaler.URL, "dora_autoscaler_stable_concurrency", dep.ID)
 		if err != nil || v <= ceiling {
 			return fmt.Errorf("stable concurrency %v %v", v, err)
@@ -300,7 +260,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 	}
 	t.Logf("load stopped after %d requests", served.Load())
 
-	within(t, time.Minute, "back to 1 after the load", func() error {
+	platformtest.Eventually(t, time.Minute, "back to 1 after the load", func() error {
 		_, count, err := nomadJob(nc, jobID)
 		if err != nil {
 			return err

@@ -48,11 +48,7 @@ func StartAutoscaler(ctx context.Context, cfg AutoscalerConfig) (*Service, error
 	log := quietLogger(cfg.Logger).With("role", "autoscaler")
 	s := newService("autoscaler")
 	ok := false
-	defer func() {
-		if !ok {
-			s.closeAll()
-		}
-	}()
+	defer s.closeUnless(&ok)
 	if cfg.Runtime == "" {
 		return nil, fmt.Errorf("autoscaler: %w: --runtime is required (e.g. nomad://127.0.0.1:4646)", ErrConfig)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"github.com/doraproject/dora/autoscaler/load"
 	loadmemory "github.com/doraproject/dora/autoscaler/load/memory"
 	loadredis "github.com/doraproject/dora/autoscaler/load/redis"
+	"github.com/doraproject/dora/internal/redisconn"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/internal/store/consulkv"
@@ -158,11 +160,7 @@ func (b backendURL) errf(what, format string, args ...any) error {
 // checkQuery refuses query parameters other than allowed.
 func (b backendURL) checkQuery(what string, allowed ...string) error {
 	for k := range b.u.Query() {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || a == k
-		}
-		if !ok {
+		if !slices.Contains(allowed, k) {
 			if len(allowed) == 0 {
 				return b.errf(what, "unknown query parameter %q (none are accepted)", k)
 			}
@@ -173,6 +171,34 @@ func (b backendURL) checkQuery(what string, allowed ...string) error {
 		return b.errf(what, "unexpected fragment #%s", b.u.Fragment)
 	}
 	return nil
+}
+
+// bare refuses anything after "<scheme>://": a memory:// backend names no
+// place.
+func (b backendURL) bare(what string) error {
+	if b.rest != "" {
+		return b.errf(what, "%s:// takes nothing after the scheme", b.scheme)
+	}
+	return nil
+}
+
+// noPath refuses a path after the host: a URL naming a server (consul://,
+// nomad://) has nothing to say there, so a path is likely a typo.
+func (b backendURL) noPath(what string) error {
+	if p := strings.Trim(b.u.Path, "/"); p != "" {
+		return b.errf(what, "a %s:// URL takes no path (got %q)", b.scheme, b.u.Path)
+	}
+	return nil
+}
+
+// queryOneOf returns query parameter key, which must be empty or one of
+// allowed.
+func (b backendURL) queryOneOf(what, key string, allowed ...string) (string, error) {
+	v := b.u.Query().Get(key)
+	if v != "" && !slices.Contains(allowed, v) {
+		return "", b.errf(what, "%s %q must be %s", key, v, strings.Join(allowed, " or "))
+	}
+	return v, nil
 }
 
 // hostPort requires a host:port (the port may be omitted when def is set).
@@ -277,8 +303,8 @@ func OpenStore(ctx context.Context, rawURL string) (store.Store, error) {
 	}
 	switch b.scheme {
 	case "memory":
-		if b.rest != "" {
-			return nil, b.errf(what, "memory:// takes nothing after the scheme")
+		if err := b.bare(what); err != nil {
+			return nil, err
 		}
 		return storememory.New(), nil
 	case "bolt":
@@ -335,8 +361,8 @@ func OpenLoadWith(rawURL string, log *slog.Logger) (load.Store, error) {
 	}
 	switch b.scheme {
 	case "memory":
-		if b.rest != "" {
-			return nil, b.errf(what, "memory:// takes nothing after the scheme")
+		if err := b.bare(what); err != nil {
+			return nil, err
 		}
 		return loadmemory.New(DefaultLoadRetention), nil
 	default: // redis, rediss
@@ -346,7 +372,7 @@ func OpenLoadWith(rawURL string, log *slog.Logger) (load.Store, error) {
 		if log != nil {
 			SetRedisLogger(log)
 		}
-		st, err := loadredis.New(loadredis.Config{URL: rawURL})
+		st, err := loadredis.New(loadredis.Config{Server: redisconn.Config{URL: rawURL}})
 		if err != nil {
 			return nil, fmt.Errorf("load URL %q: %w: %w", redact(rawURL), ErrBadURL, err)
 		}
@@ -452,18 +478,15 @@ func NewDiscovery(rawURL string, opts DiscoveryOptions) (pool.Discovery, error) 
 	if err != nil {
 		return nil, err
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	switch b.scheme {
 	case "memory":
-		if b.rest != "" {
-			return nil, b.errf(what, "memory:// takes nothing after the scheme")
+		if err := b.bare(what); err != nil {
+			return nil, err
 		}
 		return poolmemory.New(), nil
 	default: // consul
-		if p := strings.Trim(b.u.Path, "/"); p != "" {
-			return nil, b.errf(what, "a consul:// discovery URL takes no path (got %q)", b.u.Path)
+		if err := b.noPath(what); err != nil {
+			return nil, err
 		}
 		cfg, err := b.consulConfig(what)
 		if err != nil {
@@ -697,9 +720,6 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	switch b.scheme {
 	case "local":
 		dir, err := b.verbatimPath(what, false, "")
@@ -728,20 +748,20 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 		if err := b.checkQuery(what, "driver", "network"); err != nil {
 			return nil, err
 		}
-		if p := strings.Trim(b.u.Path, "/"); p != "" {
-			return nil, b.errf(what, "a nomad:// URL takes no path (got %q)", b.u.Path)
+		if err := b.noPath(what); err != nil {
+			return nil, err
 		}
 		addr, err := b.hostPort(what, "4646")
 		if err != nil {
 			return nil, err
 		}
-		driver := b.u.Query().Get("driver")
-		if driver != "" && driver != nomadjobs.DriverRawExec && driver != nomadjobs.DriverExec {
-			return nil, b.errf(what, "driver %q must be %s or %s", driver, nomadjobs.DriverRawExec, nomadjobs.DriverExec)
+		driver, err := b.queryOneOf(what, "driver", nomadjobs.DriverRawExec, nomadjobs.DriverExec)
+		if err != nil {
+			return nil, err
 		}
-		network := b.u.Query().Get("network")
-		if network != "" && network != nomadruntime.NetworkHost && network != nomadruntime.NetworkBridge {
-			return nil, b.errf(what, "network %q must be %s or %s", network, nomadruntime.NetworkHost, nomadruntime.NetworkBridge)
+		network, err := b.queryOneOf(what, "network", nomadruntime.NetworkHost, nomadruntime.NetworkBridge)
+		if err != nil {
+			return nil, err
 		}
 		regions := map[string]nomadruntime.RegionConfig{}
 		for _, r := range opts.Regions {

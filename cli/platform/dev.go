@@ -168,11 +168,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	log := cfg.Logger
 	d := &Dev{parts: newParts("")}
 	ok := false
-	defer func() {
-		if !ok {
-			d.closeAll()
-		}
-	}()
+	defer d.closeUnless(&ok)
 	regions := make([]RegionSpec, len(cfg.Regions))
 	for i, r := range cfg.Regions {
 		regions[i] = RegionSpec{Name: r.Name, Desc: r.Desc}

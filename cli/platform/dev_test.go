@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -71,30 +70,7 @@ func TestDevDataDirModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-	want := map[string]struct {
-		mode os.FileMode
-		uid  uint32
-	}{
-		"":               {0o711, 0},
-		CredentialsFile:  {0o600, 0},
-		"meta.db":        {0o600, 0},
-		"pfop.db":        {0o600, 0},
-		"objects":        {0o700, 0},
-		"registry":       {0o700, 0},
-		"builds":         {0o711, 0},
-		"instances":      {0o711, 0},
-		"cache/go-build": {0o700, 65534},
-	}
-	for name, w := range want {
-		fi, err := os.Stat(filepath.Join(data, name))
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-			continue
-		}
-		if fi.Mode().Perm() != w.mode || fi.Sys().(*syscall.Stat_t).Uid != w.uid {
-			t.Errorf("%s: mode %04o owner %d, want %04o owner %d", name, fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Uid, w.mode, w.uid)
-		}
-	}
+	checkModes(t, data, dataDirModes(nil))
 
 	// A data dir below a 0700 directory: nobody could not reach its builds.
 	closed := t.TempDir()

@@ -80,3 +80,12 @@ func (p *parts) closeAll() error {
 	p.closers = nil
 	return errors.Join(errs...)
 }
+
+// closeUnless closes every part opened so far unless *started: the Start
+// functions defer it so that a start failing half-way leaves nothing
+// running or open.
+func (p *parts) closeUnless(started *bool) {
+	if !*started {
+		_ = p.closeAll()
+	}
+}

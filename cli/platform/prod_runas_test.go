@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,27 +18,32 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 )
-
-// reachableTempDir is a temporary directory the run-as user (nobody, when
-// the tests run as root) can traverse to: t.TempDir and its parent are
-// 0700.
-func reachableTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
 
 // modeOwner is a data directory entry's expected mode and owner.
 type modeOwner struct {
 	mode os.FileMode
 	uid  uint32
+}
+
+// dataDirModes is what an admin's data dir holds after it ran as root
+// with the run-as user nobody (uid 65534), plus extra entries.
+func dataDirModes(extra map[string]modeOwner) map[string]modeOwner {
+	m := map[string]modeOwner{
+		"":               {0o711, 0},
+		CredentialsFile:  {0o600, 0},
+		"meta.db":        {0o600, 0},
+		"pfop.db":        {0o600, 0},
+		"objects":        {0o700, 0},
+		"registry":       {0o700, 0},
+		"builds":         {0o711, 0},
+		"instances":      {0o711, 0},
+		"cache/go-build": {0o700, 65534},
+	}
+	maps.Copy(m, extra)
+	return m
 }
 
 // checkModes compares the modes and owners of the entries below dir with
@@ -90,7 +96,7 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	data := filepath.Join(reachableTempDir(t), "data")
+	data := filepath.Join(platformtest.ReachableTempDir(t), "data")
 	cfg := AdminConfig{
 		Listen:  "127.0.0.1:0",
 		Store:   "bolt://" + filepath.Join(data, "meta.db"),
@@ -98,7 +104,7 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 		Runtime: "local://",
 		DataDir: data,
 		GoCache: filepath.Join(data, "cache", "go-build"),
-		Logger:  prodLogger(),
+		Logger:  platformtest.Logger(),
 	}
 	adm, err := StartAdmin(ctx, cfg)
 	if err != nil {
@@ -108,7 +114,7 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 
 	// grepd's package with one more line that prints who runs it.
 	pkg := t.TempDir()
-	src := filepath.Join(repoRoot(t), "examples", "grepd")
+	src := filepath.Join(platformtest.RepoRoot(t), "examples", "grepd")
 	if err := build.CopyDir(pkg, src); err != nil {
 		t.Fatal(err)
 	}
@@ -174,19 +180,10 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 		t.Fatalf("admin close: %v", err)
 	}
 
-	checkModes(t, data, map[string]modeOwner{
-		"":                      {0o711, 0},
-		CredentialsFile:         {0o600, 0},
-		"meta.db":               {0o600, 0},
-		"pfop.db":               {0o600, 0},
-		"objects":               {0o700, 0},
-		"registry":              {0o700, 0},
-		"builds":                {0o711, 0},
+	checkModes(t, data, dataDirModes(map[string]modeOwner{
 		"builds/grepd/1":        {0o711, 0},
 		"builds/grepd/1/result": {0o700, 0},
-		"instances":             {0o711, 0},
-		"cache/go-build":        {0o700, 65534},
-	})
+	}))
 
 	// A data dir below a 0700 directory: nobody could not reach its
 	// builds, so the admin refuses to start; as "self" it starts.
@@ -214,14 +211,14 @@ func TestAdminRunsUserCodeAsNobody(t *testing.T) {
 
 // TestAdminRunAsErrors: a bad run-as user is a configuration error.
 func TestAdminRunAsErrors(t *testing.T) {
-	dir := reachableTempDir(t)
+	dir := platformtest.ReachableTempDir(t)
 	_, err := StartAdmin(context.Background(), AdminConfig{
 		Listen:  "127.0.0.1:0",
 		Store:   "bolt://" + filepath.Join(dir, "meta.db"),
 		Objects: "file://" + filepath.Join(dir, "objects"),
 		DataDir: dir,
 		RunAs:   "no-such-user-here",
-		Logger:  prodLogger(),
+		Logger:  platformtest.Logger(),
 	})
 	if !errors.Is(err, ErrConfig) || !errors.Is(err, build.ErrBadUser) {
 		t.Fatalf("StartAdmin with an unknown run-as user = %v, want ErrConfig and build.ErrBadUser", err)

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,8 +30,8 @@ import (
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/pfop"
 	doraruntime "github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
-	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 )
 
@@ -47,36 +46,6 @@ const (
 // healthy run takes a fraction of it.
 const prodWait = 3 * time.Minute
 
-func prodEventually(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(prodWait)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, prodWait, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func prodLogger() *slog.Logger {
-	if os.Getenv("PROD_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-func repoRoot(t *testing.T) string {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("no caller info")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
 // wantHash is qhash/md5's answer for grepd/hello of prodText.
 func wantHash() string {
 	sum := md5.Sum([]byte("hello dora\nhello again\n"))
@@ -86,26 +55,16 @@ func wantHash() string {
 // routerGet sends one pipeline request through the router with the bucket's
 // Host and checks the answer; it returns an error describing any mismatch.
 func routerGet(hc *http.Client, routerURL string) error {
-	req, err := http.NewRequest(http.MethodGet, routerURL+prodQuery, nil)
+	code, body, err := platformtest.Get(hc, routerURL, "demo", prodQuery)
 	if err != nil {
 		return err
-	}
-	req.Host = "demo.localhost"
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("read body: %w", err)
 	}
 	var h struct {
 		Hash  string `json:"hash"`
 		Fsize int64  `json:"fsize"`
 	}
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Hash != wantHash() || h.Fsize != 23 {
-		return fmt.Errorf("%s: %q", resp.Status, body)
+	if code != http.StatusOK || json.Unmarshal(body, &h) != nil || h.Hash != wantHash() || h.Fsize != 23 {
+		return fmt.Errorf("%d: %q", code, body)
 	}
 	return nil
 }
@@ -158,7 +117,7 @@ func passingAllocs(cc *consulapi.Client, q *consulapi.QueryOptions) ([]string, u
 func healthyInstances(t *testing.T, ctx context.Context, c *client.Client, cc *consulapi.Client, n int) []doraruntime.InstanceStatus {
 	t.Helper()
 	var ins []doraruntime.InstanceStatus
-	prodEventually(t, fmt.Sprintf("%d healthy grepd instances in the admin and in Consul", n), func() error {
+	platformtest.Eventually(t, prodWait, fmt.Sprintf("%d healthy grepd instances in the admin and in Consul", n), func() error {
 		var err error
 		ins, err = c.Instances(ctx, "grepd", "", false)
 		if err != nil {
@@ -187,58 +146,6 @@ func healthyInstances(t *testing.T, ctx context.Context, c *client.Client, cc *c
 	return ins
 }
 
-// purgeJobs deregisters every Nomad job and waits (bounded) for their
-// allocations to stop, so that no instance outlives the test.
-func purgeJobs(t *testing.T, nc *nomadapi.Client) {
-	jobs, _, err := nc.Jobs().List(nil)
-	if err != nil {
-		t.Logf("cleanup: list nomad jobs: %v", err)
-		return
-	}
-	for _, j := range jobs {
-		if _, _, err := nc.Jobs().Deregister(j.ID, true, nil); err != nil {
-			t.Logf("cleanup: deregister %s: %v", j.ID, err)
-		}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		allocs, _, err := nc.Allocations().List(nil)
-		if err != nil {
-			return
-		}
-		running := 0
-		for _, a := range allocs {
-			if a.ClientStatus == nomadapi.AllocClientStatusRunning || a.ClientStatus == nomadapi.AllocClientStatusPending {
-				running++
-			}
-		}
-		if running == 0 {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Logf("cleanup: allocations still running after purge")
-}
-
-func metricValue(t *testing.T, url, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
-	if m == nil {
-		t.Fatalf("%s/metrics has no %s", url, name)
-	}
-	v, err := strconv.ParseFloat(string(m[1]), 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 func getBody(t *testing.T, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -253,6 +160,17 @@ func getBody(t *testing.T, url string) string {
 	return string(b)
 }
 
+// metricValue reads one unlabelled series of url's /metrics; not finding
+// it fails the test.
+func metricValue(t *testing.T, url, name string) float64 {
+	t.Helper()
+	v, err := platformtest.Metric(http.DefaultClient, url, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // startProdAgents starts real Consul, Nomad and Redis agents for a
 // production-roles test and a Nomad client whose jobs are purged after
 // the roles closed and before Nomad stops (cleanups run last-in first-out).
@@ -261,14 +179,7 @@ func startProdAgents(t *testing.T) (*agenttest.Consul, *agenttest.Nomad, *agentt
 	consul := agenttest.StartConsul(t)
 	nomad := agenttest.StartNomad(t, consul)
 	redis := agenttest.StartRedis(t)
-	ncfg := nomadapi.DefaultConfig()
-	ncfg.Address = nomad.URL()
-	nc, err := nomadapi.NewClient(ncfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { purgeJobs(t, nc) })
-	return consul, nomad, redis, nc
+	return consul, nomad, redis, platformtest.NomadClient(t, nomad)
 }
 
 // TestProductionRolesOnRealAgents runs dorad admin (Consul KV store, Nomad
@@ -293,8 +204,8 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	dir := reachableTempDir(t)
-	log := prodLogger()
+	dir := platformtest.ReachableTempDir(t)
+	log := platformtest.Logger()
 	storeURL := "consul://" + consul.Addr + "/dora-prod-test"
 	objectsURL := "file://" + filepath.Join(dir, "objects")
 	regions := []RegionSpec{{Name: "z0", NomadRegion: "global", Datacenters: []string{"dc1"}}}
@@ -315,11 +226,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("StartAdmin: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := adm.Close(); err != nil {
-			t.Errorf("admin close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "admin", adm)
 	rtr, err := StartRouter(ctx, RouterConfig{
 		Listen:    "127.0.0.1:0",
 		Store:     storeURL,
@@ -334,11 +241,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("StartRouter: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := rtr.Close(); err != nil {
-			t.Errorf("router close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "router", rtr)
 	scaler, err := StartAutoscaler(ctx, AutoscalerConfig{
 		Listen:  "127.0.0.1:0",
 		Store:   storeURL,
@@ -350,11 +253,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("StartAutoscaler: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := scaler.Close(); err != nil {
-			t.Errorf("autoscaler close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "autoscaler", scaler)
 	for _, s := range []*Service{adm.Service, rtr, scaler} {
 		select {
 		case <-s.Done():
@@ -365,18 +264,8 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 
 	// Health and metrics on each role; the lone autoscaler takes the lock.
 	getBody(t, adm.URL+"/healthz")
-	prodEventually(t, "router metadata loaded", func() error {
-		resp, err := http.Get(rtr.URL + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("router /healthz: %s", resp.Status)
-		}
-		return nil
-	})
-	prodEventually(t, "autoscaler leading", func() error {
+	platformtest.Eventually(t, prodWait, "router metadata loaded", func() error { return platformtest.Healthy(http.DefaultClient, rtr.URL) })
+	platformtest.Eventually(t, prodWait, "autoscaler leading", func() error {
 		resp, err := http.Get(scaler.URL + "/healthz")
 		if err != nil {
 			return err
@@ -388,8 +277,8 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 		}
 		return nil
 	})
-	if v := metricValue(t, scaler.URL, "dora_autoscaler_leader"); v != 1 {
-		t.Fatalf("dora_autoscaler_leader = %v", v)
+	if v, err := platformtest.Metric(http.DefaultClient, scaler.URL, "dora_autoscaler_leader"); err != nil || v != 1 {
+		t.Fatalf("dora_autoscaler_leader = %v (%v)", v, err)
 	}
 	holder, _, err := cc.KV().Get("dora-prod-test/"+LockKey, nil)
 	if err != nil || holder == nil || holder.Session == "" {
@@ -409,30 +298,10 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	if _, err := c.RegisterUfop(ctx, "grepd", "production test", dora.ModePrivate); err != nil {
 		t.Fatal(err)
 	}
-	b, err := c.Build(ctx, "grepd", filepath.Join(repoRoot(t), "examples", "grepd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err = c.WaitBuild(ctx, "grepd", b.Number, 200*time.Millisecond, nil); err != nil || b.Status != dora.BuildSuccess {
-		rc, _ := c.BuildLog(ctx, "grepd", b.Number)
-		var blog []byte
-		if rc != nil {
-			blog, _ = io.ReadAll(rc)
-			rc.Close()
-		}
-		t.Fatalf("build: %+v %v\n%s", b, err, blog)
-	}
+	b := platformtest.Build(ctx, t, c, "grepd", filepath.Join(platformtest.RepoRoot(t), "examples", "grepd"))
 	// Seed 000's flow: a release (dora.yaml) naming the built package,
 	// then deploy --expect 2; the first deployed version becomes active.
-	if _, err := c.CreateRelease(ctx, client.ReleaseConfig{
-		UfopName: "grepd", VerStr: "v1", Image: dora.BuildImageName("grepd", b.Number), Flavor: "default",
-		HealthCheck: &client.HealthCheckConfig{Path: "/health", Timeout: 1},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Deploy(ctx, "grepd", client.DeployRequest{Version: "v1", Region: "z0", Expect: 2}); err != nil {
-		t.Fatal(err)
-	}
+	platformtest.ReleaseBuild(ctx, t, c, "grepd", b, "", client.DeployRequest{Region: "z0", Expect: 2})
 	ins := healthyInstances(t, ctx, c, cc, 2)
 	job, _, err := nc.Jobs().Info("ufop-grepd-v1", nil)
 	if err != nil {
@@ -446,7 +315,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	}
 
 	hc := &http.Client{Timeout: 30 * time.Second}
-	prodEventually(t, "grepd answering through the router", func() error { return routerGet(hc, rtr.URL) })
+	platformtest.Eventually(t, prodWait, "grepd answering through the router", func() error { return routerGet(hc, rtr.URL) })
 
 	// Resize to three: three healthy, listed by their allocation ids.
 	if _, err := c.Resize(ctx, "grepd", 3, ""); err != nil {
@@ -480,7 +349,7 @@ func TestProductionRolesOnRealAgents(t *testing.T) {
 	}
 	// Blocking queries see every change, so the critical window (until
 	// Nomad restarts the task) cannot be missed.
-	prodEventually(t, "killed instance critical in Consul", func() error {
+	platformtest.Eventually(t, prodWait, "killed instance critical in Consul", func() error {
 		entries, meta, err := cc.Health().Service("ufop-grepd", "", false,
 			(&consulapi.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx))
 		if err != nil {
@@ -583,7 +452,7 @@ func TestAutoscalersElectOneLeader(t *testing.T) {
 			Listen:  "127.0.0.1:0",
 			Store:   "consul://" + consul.Addr + "/dora-ha-test",
 			Runtime: "nomad://127.0.0.1:1", // no deployment: never called
-			Logger:  prodLogger(),
+			Logger:  platformtest.Logger(),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -592,28 +461,11 @@ func TestAutoscalersElectOneLeader(t *testing.T) {
 		return s
 	}
 	a, b := start(), start()
-	var leader, standby *Service
-	prodEventually(t, "one leader", func() error {
-		la, errA := leaderOf(a.URL)
-		lb, errB := leaderOf(b.URL)
-		switch {
-		case errA != nil || errB != nil:
-			return fmt.Errorf("%v %v", errA, errB)
-		case la && lb:
-			t.Fatal("two leaders")
-		case la:
-			leader, standby = a, b
-		case lb:
-			leader, standby = b, a
-		default:
-			return fmt.Errorf("no leader yet")
-		}
-		return nil
-	})
+	leader, standby := platformtest.OneLeads(t, prodWait, "one autoscaler leads", a, b, func(s *Service) (bool, error) { return leaderOf(s.URL) })
 	if err := leader.Close(); err != nil {
 		t.Fatal(err)
 	}
-	prodEventually(t, "the standby takes over", func() error {
+	platformtest.Eventually(t, prodWait, "the standby takes over", func() error {
 		l, err := leaderOf(standby.URL)
 		if err != nil || !l {
 			return fmt.Errorf("leader=%v %v", l, err)
@@ -622,35 +474,12 @@ func TestAutoscalersElectOneLeader(t *testing.T) {
 	})
 }
 
-// pfopForm POSTs a pfop form to base+"/pfop/" signed as Qiniu's SDK signs
-// (Authorization: Qiniu with X-Qiniu-Date) and returns the status and body.
-func pfopForm(t *testing.T, base, ak, sk string, form url.Values) (int, []byte) {
-	t.Helper()
-	body := form.Encode()
-	req, err := http.NewRequest(http.MethodPost, base+"/pfop/", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	auth.SignRequest(req, ak, sk, []byte(body), time.Now())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.Header.Get("X-Reqid") == "" {
-		t.Fatalf("pfop reply without X-Reqid: %s %s", resp.Status, b)
-	}
-	return resp.StatusCode, b
-}
-
 // TestAdminPfopNotifyPolicy: the admin refuses notifyURLs on loopback and
 // private addresses unless AllowPrivateNotify is set.
 func TestAdminPfopNotifyPolicy(t *testing.T) {
 	for _, allow := range []bool{false, true} {
 		t.Run(fmt.Sprintf("allow=%v", allow), func(t *testing.T) {
-			dir := reachableTempDir(t)
+			dir := platformtest.ReachableTempDir(t)
 			ctx := context.Background()
 			adm, err := StartAdmin(ctx, AdminConfig{
 				Listen:             "127.0.0.1:0",
@@ -660,7 +489,7 @@ func TestAdminPfopNotifyPolicy(t *testing.T) {
 				RootAK:             prodRootAK,
 				RootSK:             prodRootSK,
 				AllowPrivateNotify: allow,
-				Logger:             prodLogger(),
+				Logger:             platformtest.Logger(),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -673,7 +502,7 @@ func TestAdminPfopNotifyPolicy(t *testing.T) {
 			if _, err := c.PutObject(ctx, "demo", "a.txt", strings.NewReader("a"), 1, "text/plain"); err != nil {
 				t.Fatal(err)
 			}
-			status, body := pfopForm(t, adm.URL, prodRootAK, prodRootSK, url.Values{
+			status, body := platformtest.SignedPfop(t, adm.URL, prodRootAK, prodRootSK, url.Values{
 				"bucket": {"demo"}, "key": {"a.txt"}, "fops": {"qhash/md5"}, "notifyURL": {"http://127.0.0.1:9/done"},
 			})
 			want := http.StatusBadRequest
@@ -718,7 +547,7 @@ func (e pfopEnv) prefop(id string) (pfop.Status, error) {
 func (e pfopEnv) waitFinal(t *testing.T, id string) pfop.Status {
 	t.Helper()
 	var st pfop.Status
-	prodEventually(t, "pfop job "+id+" ended", func() error {
+	platformtest.Eventually(t, prodWait, "pfop job "+id+" ended", func() error {
 		var err error
 		if st, err = e.prefop(id); err != nil {
 			return err
@@ -734,7 +563,7 @@ func (e pfopEnv) waitFinal(t *testing.T, id string) pfop.Status {
 // submit sends a pfop signed as Qiniu's SDK does and returns the job id.
 func (e pfopEnv) submit(t *testing.T, bucket, key, fops string) string {
 	t.Helper()
-	status, body := pfopForm(t, e.admin.URL, prodRootAK, prodRootSK, url.Values{
+	status, body := platformtest.SignedPfop(t, e.admin.URL, prodRootAK, prodRootSK, url.Values{
 		"bucket": {bucket}, "key": {key}, "fops": {fops}, "pipeline": {"prodtest"},
 	})
 	var sub struct {
@@ -786,17 +615,7 @@ func (e pfopEnv) startWorker(t *testing.T, ctx context.Context, name string, gra
 	if w.Consumer != name {
 		t.Fatalf("worker consumer %q, want %q", w.Consumer, name)
 	}
-	prodEventually(t, "worker "+name+" metadata loaded", func() error {
-		resp, err := http.Get(w.URL + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/healthz: %s", resp.Status)
-		}
-		return nil
-	})
+	platformtest.Eventually(t, prodWait, "worker "+name+" metadata loaded", func() error { return platformtest.Healthy(http.DefaultClient, w.URL) })
 	return w
 }
 
@@ -858,7 +677,7 @@ func checkPfop(t *testing.T, ctx context.Context, e pfopEnv) {
 	if _, err := e.client.CreateBucket(ctx, client.BucketSpec{Name: "mirrored", Mirror: mirror.URL + "/"}); err != nil {
 		t.Fatal(err)
 	}
-	prodEventually(t, "worker-a sees the mirrored bucket", func() error {
+	platformtest.Eventually(t, prodWait, "worker-a sees the mirrored bucket", func() error {
 		req, _ := http.NewRequest(http.MethodHead, wA.URL+"/slow.txt", nil)
 		req.Host = "mirrored.localhost"
 		resp, err := http.DefaultClient.Do(req)

@@ -62,11 +62,7 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	log := quietLogger(cfg.Logger).With("role", "router")
 	s := newService("router")
 	ok := false
-	defer func() {
-		if !ok {
-			s.closeAll()
-		}
-	}()
+	defer s.closeUnless(&ok)
 	if cfg.MaxHeld < 0 {
 		return nil, fmt.Errorf("router: %w: the bound of held requests %d must not be negative", ErrConfig, cfg.MaxHeld)
 	}

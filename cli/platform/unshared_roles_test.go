@@ -1,32 +1,15 @@
 package platform
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/doraproject/dora/cli/platform/platformtest"
+	"github.com/doraproject/dora/internal/agenttest"
 )
-
-// syncBuffer is a log sink shared by a role's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRolesWarnUnsharedOnce starts each production role on embedded
 // backends (bolt store and queue, file:// objects, memory:// discovery and
@@ -51,68 +34,62 @@ func TestRolesWarnUnsharedOnce(t *testing.T) {
 			}
 		}
 	}
-	t.Run("router", func(t *testing.T) {
-		var buf syncBuffer
-		r, err := StartRouter(context.Background(), RouterConfig{
-			Listen:    "127.0.0.1:0",
-			Store:     "bolt://" + filepath.Join(dir, "router.db"),
-			Objects:   "file://" + filepath.Join(dir, "objects"),
-			Discovery: "memory://",
-			Load:      "memory://",
-			Logger:    slog.New(slog.NewTextHandler(&buf, nil)),
+	ctx := context.Background()
+	type role interface{ Close() error }
+	for _, c := range []struct {
+		name  string
+		start func(t *testing.T, log *slog.Logger) (role, error)
+		want  []string
+	}{
+		{"router", func(t *testing.T, log *slog.Logger) (role, error) {
+			return StartRouter(ctx, RouterConfig{
+				Listen:    "127.0.0.1:0",
+				Store:     "bolt://" + filepath.Join(dir, "router.db"),
+				Objects:   "file://" + filepath.Join(dir, "objects"),
+				Discovery: "memory://",
+				Load:      "memory://",
+				Logger:    log,
+			})
+		}, []string{"--store=bolt://", "--objects=file://", "--discovery=memory://", "--load=memory://"}},
+		{"worker", func(t *testing.T, log *slog.Logger) (role, error) {
+			return StartWorker(ctx, WorkerConfig{
+				Listen:    "127.0.0.1:0",
+				Store:     "bolt://" + filepath.Join(dir, "worker.db"),
+				Queue:     "bolt://" + filepath.Join(dir, "queue.db"),
+				Objects:   "file://" + filepath.Join(dir, "objects"),
+				Discovery: "memory://",
+				Logger:    log,
+			})
+		}, []string{"--store=bolt://", "--queue=bolt://", "--objects=file://", "--discovery=memory://"}},
+		{"autoscaler", func(t *testing.T, log *slog.Logger) (role, error) {
+			return StartAutoscaler(ctx, AutoscalerConfig{
+				Listen:  "127.0.0.1:0",
+				Store:   "bolt://" + filepath.Join(dir, "autoscaler.db"),
+				Runtime: "nomad://127.0.0.1:1", // not called within the test
+				Load:    "memory://",
+				Logger:  log,
+			})
+		}, []string{"--store=bolt://", "--load=memory://"}},
+		{"admin", func(t *testing.T, log *slog.Logger) (role, error) {
+			adir := platformtest.ReachableTempDir(t)
+			return StartAdmin(ctx, AdminConfig{
+				Listen:  "127.0.0.1:0",
+				Store:   "bolt://" + filepath.Join(adir, "meta.db"),
+				Runtime: "nomad://127.0.0.1:1", // no deployment: never called
+				Objects: "file://" + filepath.Join(adir, "objects"),
+				DataDir: adir,
+				Logger:  log,
+			})
+		}, []string{"--store=bolt://", "--queue=bolt://", "--objects=file://"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var buf agenttest.SyncBuffer
+			r, err := c.start(t, slog.New(slog.NewTextHandler(&buf, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			oneLine(t, c.name, buf.String(), c.want...)
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Close()
-		oneLine(t, "router", buf.String(), "--store=bolt://", "--objects=file://", "--discovery=memory://", "--load=memory://")
-	})
-	t.Run("worker", func(t *testing.T) {
-		var buf syncBuffer
-		w, err := StartWorker(context.Background(), WorkerConfig{
-			Listen:    "127.0.0.1:0",
-			Store:     "bolt://" + filepath.Join(dir, "worker.db"),
-			Queue:     "bolt://" + filepath.Join(dir, "queue.db"),
-			Objects:   "file://" + filepath.Join(dir, "objects"),
-			Discovery: "memory://",
-			Logger:    slog.New(slog.NewTextHandler(&buf, nil)),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Close()
-		oneLine(t, "worker", buf.String(), "--store=bolt://", "--queue=bolt://", "--objects=file://", "--discovery=memory://")
-	})
-	t.Run("autoscaler", func(t *testing.T) {
-		var buf syncBuffer
-		a, err := StartAutoscaler(context.Background(), AutoscalerConfig{
-			Listen:  "127.0.0.1:0",
-			Store:   "bolt://" + filepath.Join(dir, "autoscaler.db"),
-			Runtime: "nomad://127.0.0.1:1", // not called within the test
-			Load:    "memory://",
-			Logger:  slog.New(slog.NewTextHandler(&buf, nil)),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Close()
-		oneLine(t, "autoscaler", buf.String(), "--store=bolt://", "--load=memory://")
-	})
-	t.Run("admin", func(t *testing.T) {
-		var buf syncBuffer
-		adir := reachableTempDir(t)
-		a, err := StartAdmin(context.Background(), AdminConfig{
-			Listen:  "127.0.0.1:0",
-			Store:   "bolt://" + filepath.Join(adir, "meta.db"),
-			Runtime: "nomad://127.0.0.1:1", // no deployment: never called
-			Objects: "file://" + filepath.Join(adir, "objects"),
-			DataDir: adir,
-			Logger:  slog.New(slog.NewTextHandler(&buf, nil)),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Close()
-		oneLine(t, "admin", buf.String(), "--store=bolt://", "--queue=bolt://", "--objects=file://")
-	})
+	}
 }

@@ -43,6 +43,9 @@ type WorkerConfig struct {
 	// ReclaimAfter is how long a job's worker may stay silent before
 	// another takes the job over (pfop.DefaultReclaimAfter when 0).
 	ReclaimAfter time.Duration
+	// JobRetention is how long finished jobs' records are kept
+	// (pfop.DefaultJobRetention when 0; negative: forever).
+	JobRetention time.Duration
 	// Grace is how long Close lets running jobs finish before handing
 	// them back to the queue (pfop.DefaultGrace when 0).
 	Grace time.Duration
@@ -71,11 +74,7 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 	log := quietLogger(cfg.Logger).With("role", "worker")
 	w := &Worker{Service: newService("worker")}
 	ok := false
-	defer func() {
-		if !ok {
-			w.closeAll()
-		}
-	}()
+	defer w.closeUnless(&ok)
 	region := orDefault(cfg.Region, dora.DefaultRegion)
 	urls := BackendURLs{
 		Store:     orDefault(cfg.Store, DefaultStoreURL),
@@ -153,6 +152,7 @@ func (w *Worker) build(cfg WorkerConfig, be Backends, ln net.Listener, env worke
 		Concurrency:  cfg.Concurrency,
 		Consumer:     cfg.Consumer,
 		ReclaimAfter: cfg.ReclaimAfter,
+		JobRetention: cfg.JobRetention,
 		Grace:        cfg.Grace,
 		Logger:       log,
 	})

@@ -275,6 +275,26 @@ func (p *process) register() {
 	p.start()
 }
 
+// outage is embedded in each agent type (Consul, Nomad, Redis, SeaweedFS)
+// to give it Stop, Start and Running, for tests of how the platform
+// behaves while the agent is down. What an agent keeps across Stop and
+// Start is said on its type.
+type outage struct{ p *process }
+
+// Stop stops the agent (an outage) and waits until its process exited.
+// Stopping a stopped agent does nothing.
+func (o outage) Stop() { o.p.stop() }
+
+// Start starts the agent again on the same ports and waits until it is
+// ready.
+func (o outage) Start() {
+	o.p.t.Helper()
+	o.p.start()
+}
+
+// Running reports whether the agent's process is up.
+func (o outage) Running() bool { return o.p.running() }
+
 // errNotReady is returned by readiness probes that got an answer which is
 // not yet the expected one.
 var errNotReady = errors.New("not ready yet")

@@ -34,7 +34,7 @@ type Consul struct {
 	// LogPath is the file holding the agent's output across restarts.
 	LogPath string
 
-	p *process
+	outage
 }
 
 // StartConsul starts a Consul dev agent and waits until it has elected
@@ -82,19 +82,6 @@ func StartConsul(t testing.TB) *Consul {
 
 // URL returns the HTTP API base URL, "http://127.0.0.1:<port>".
 func (c *Consul) URL() string { return "http://" + c.Addr }
-
-// Stop stops the agent (an outage). Its state is lost (see Consul).
-func (c *Consul) Stop() { c.p.stop() }
-
-// Start starts the agent again on the same ports and waits until it is
-// ready.
-func (c *Consul) Start() {
-	c.p.t.Helper()
-	c.p.start()
-}
-
-// Running reports whether the agent process is up.
-func (c *Consul) Running() bool { return c.p.running() }
 
 // consulReady: the agent answers and knows a Raft leader.
 func consulReady(ctx context.Context, addr string) error {

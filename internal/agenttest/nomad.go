@@ -32,7 +32,7 @@ type Nomad struct {
 	// Consul is the agent Nomad registers services with (nil: none).
 	Consul *Consul
 
-	p *process
+	outage
 }
 
 // NomadOptions configure StartNomadWith.
@@ -182,19 +182,6 @@ plugin "raw_exec" {
 
 // URL returns the HTTP API base URL, "http://127.0.0.1:<port>".
 func (n *Nomad) URL() string { return "http://" + n.Addr }
-
-// Stop stops the agent; its jobs and allocations are gone (see Nomad).
-func (n *Nomad) Stop() { n.p.stop() }
-
-// Start starts the agent again on the same ports and waits until it is
-// ready.
-func (n *Nomad) Start() {
-	n.p.t.Helper()
-	n.p.start()
-}
-
-// Running reports whether the agent process is up.
-func (n *Nomad) Running() bool { return n.p.running() }
 
 // nomadReady: a leader exists and a client node is ready with healthy
 // drivers (raw_exec, and docker when configured).

@@ -23,7 +23,7 @@ type Redis struct {
 	// LogPath is the file holding the server's output across restarts.
 	LogPath string
 
-	p *process
+	outage
 }
 
 // StartRedis starts redis-server and waits until it answers PING. It is
@@ -51,19 +51,6 @@ func StartRedis(t testing.TB) *Redis {
 	r.p.register()
 	return r
 }
-
-// Stop stops the server (an outage). Its data is lost.
-func (r *Redis) Stop() { r.p.stop() }
-
-// Start starts the server again on the same port and waits until it
-// answers.
-func (r *Redis) Start() {
-	r.p.t.Helper()
-	r.p.start()
-}
-
-// Running reports whether the server process is up.
-func (r *Redis) Running() bool { return r.p.running() }
 
 // redisReady sends PING in RESP and expects +PONG.
 func redisReady(ctx context.Context, addr string) error {

@@ -25,7 +25,8 @@ const SeaweedFSReadyTimeout = 90 * time.Second
 // SeaweedFS is a running `weed server -s3` on loopback: master, volume
 // server, filer and the S3 gateway in one process, with authentication on
 // (one identity, AccessKey/SecretKey, allowed everything), so requests
-// without valid signatures are refused as on a real store.
+// without valid signatures are refused as on a real store. Its data stays
+// in Dir across Stop and Start.
 type SeaweedFS struct {
 	// Endpoint is the S3 gateway's base URL, "http://127.0.0.1:<port>".
 	Endpoint string
@@ -36,7 +37,7 @@ type SeaweedFS struct {
 	// Dir holds the data; LogPath the process output across restarts.
 	Dir, LogPath string
 
-	p *process
+	outage
 }
 
 // StartSeaweedFS starts weed (found in $DORA_WEED, ~/.cache/dora-deps/bin,
@@ -141,16 +142,6 @@ func (w *SeaweedFS) CreateBucket(t testing.TB, name string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("agenttest: S3 bucket %s not writable within %v: %v\n%s", name, SeaweedFSReadyTimeout, last, w.p.tail())
-}
-
-// Stop stops the server (an outage); its data stays in Dir.
-func (w *SeaweedFS) Stop() { w.p.stop() }
-
-// Start starts the server again on the same ports and waits until it
-// answers.
-func (w *SeaweedFS) Start() {
-	w.p.t.Helper()
-	w.p.start()
 }
 
 func randHex(n int) string {

@@ -196,24 +196,20 @@ func SignQiniu(ak, sk string, method, pathQuery, host, contentType string, qiniu
 	return "Qiniu " + ak + ":" + HMACSHA1(sk, qiniuData(method, pathQuery, host, contentType, qiniuHeaders, body))
 }
 
-func pathQueryOf(req *http.Request) string {
-	p := req.URL.Path
-	if p == "" {
-		p = "/"
-	}
-	if req.URL.RawQuery != "" {
-		return p + "?" + req.URL.RawQuery
-	}
-	return p
-}
+func pathQueryOf(req *http.Request) string { return joinPathQuery(req.URL.Path, req.URL.RawQuery) }
 
 func escapedPathQueryOf(req *http.Request) string {
-	p := req.URL.EscapedPath()
+	return joinPathQuery(req.URL.EscapedPath(), req.URL.RawQuery)
+}
+
+// joinPathQuery is the "<path>[?<query>]" a signature covers, "/" for an
+// empty path.
+func joinPathQuery(p, rawQuery string) string {
 	if p == "" {
 		p = "/"
 	}
-	if req.URL.RawQuery != "" {
-		return p + "?" + req.URL.RawQuery
+	if rawQuery != "" {
+		return p + "?" + rawQuery
 	}
 	return p
 }

@@ -12,6 +12,10 @@
 // whose environment holds its entry is killed (SIGKILL, repeated until
 // none is left, so that one forking meanwhile is caught too).
 //
+// While the owner runs, a Watchdog (Watch) does the same sweep the moment
+// the owner's process ends, however it ends: the processes die with it
+// instead of at its next start.
+//
 // A process that clears its environment (env -i) escapes the sweep. Reading
 // another user's /proc/<pid>/environ needs root, which is how dorad runs
 // user code as another user in the first place. Linux only (/proc); on

@@ -1,8 +1,6 @@
 package consul
 
 import (
-	"bytes"
-	"sync"
 	"testing"
 
 	"github.com/doraproject/dora/internal/agenttest"
@@ -40,24 +38,5 @@ func setTTL(t *testing.T, c *api.Client, id, status string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers (logs).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Count(sub string) int {
-	return bytes.Count([]byte(s.String()), []byte(sub))
-}
+// syncBuffer is the shared concurrent-safe log sink.
+type syncBuffer = agenttest.SyncBuffer

@@ -24,10 +24,14 @@
 // (keys, metadata, objects, other instances' files). Deployment and Dir
 // directories are 0711 (traverse only), logs 0700, working dirs 0700.
 //
-// Instances are started with Setpgid and Pdeathsig=SIGKILL: when dorad dies
-// they die too (a run command that is a single simple command is exec'ed by
-// the shell so the signal reaches the program itself; compound commands'
-// children are killed through the process group on every stop).
+// Instances are started with Setpgid and Pdeathsig=SIGKILL (a run command
+// that is a single simple command is exec'ed by the shell so the signal
+// reaches the program itself; compound commands' children are killed
+// through the process group on every stop). What the signal does not reach
+// (a compound command's other processes, anything that left the group) is
+// killed by a watchdog (internal/procsweep) when dorad dies, kill -9
+// included; it also removes the containers, whose conmon does not die with
+// dorad, and the working directories.
 package local
 
 import (
@@ -125,6 +129,9 @@ type Runtime struct {
 	client *http.Client
 	// owner marks the instances' processes (internal/procsweep).
 	owner string
+	// watchdog kills them, the containers and the working directories
+	// when this process dies without Close.
+	watchdog *procsweep.Watchdog
 
 	mu     sync.Mutex
 	deps   map[string]*deployment
@@ -250,8 +257,25 @@ func New(cfg Config) (*Runtime, error) {
 			}
 		}
 	}
+	if r.watchdog, err = procsweep.Watch(r.owner, r.onDeath()...); err != nil {
+		return nil, fmt.Errorf("local runtime: %w", err)
+	}
 	go r.publishLoop()
 	return r, nil
+}
+
+// onDeath is what the watchdog runs once it has killed the instances'
+// processes because this process died: remove the containers (podman run
+// died with it, but conmon keeps a container running) and the instances'
+// working directories, as the next New would.
+func (r *Runtime) onDeath() []string {
+	script := `[ -n "$1" ] && "$1" --runtime "$2" rm --force --ignore -t 0 --filter "label=$3" >/dev/null 2>&1
+rm -rf -- "$0"/*/[0-9]*`
+	argv := []string{"/bin/sh", "-c", script, r.cfg.Dir}
+	if p := r.cfg.Podman; p != nil {
+		argv = append(argv, p.Bin, p.OCIRuntime, ownerLabel+"="+ownerValue(r.cfg.Dir))
+	}
+	return argv
 }
 
 // removeLeftovers deletes the instance working directories
@@ -675,6 +699,9 @@ func (r *Runtime) Close() error {
 			r.log.Warn("remove containers", "err", err)
 		}
 		cancel()
+	}
+	if err := r.watchdog.Close(); err != nil {
+		r.log.Warn("stop the watchdog", "err", err)
 	}
 	close(r.quit)
 	<-r.pubDone

@@ -107,11 +107,7 @@ func pushGrepdImageWith(t *testing.T, files func(*tar.Writer), config func(*v1.C
 
 func labelled(t *testing.T, deployment string) []string {
 	t.Helper()
-	out, err := exec.Command("podman", "ps", "--all", "--quiet", "--filter", "label=dora.deployment="+deployment).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Fields(string(out))
+	return containersLabelled(t, "dora.deployment="+deployment)
 }
 
 // TestContainerImage: an OCI image is pulled and runs as containers, each
@@ -147,14 +143,17 @@ func TestContainerImage(t *testing.T) {
 			t.Fatalf("%s answered %q", in.Addr, b)
 		}
 	}
-	rc, err := r.Logs(context.Background(), "deploy-img", runtime.LogQuery{Index: 1, Stream: "stderr"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs, _ := io.ReadAll(rc)
-	if !strings.Contains(string(logs), ":9100") {
-		t.Errorf("grepd did not listen on 9100 (PORT): %s", logs)
-	}
+	// The container's stderr reaches the runtime through podman's attach
+	// stream, which may lag behind the health check under load: wait for
+	// the line rather than expect it at once.
+	eventually(t, "grepd listening on 9100 (PORT) in its log", func() bool {
+		rc, err := r.Logs(context.Background(), "deploy-img", runtime.LogQuery{Index: 1, Stream: "stderr"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs, _ := io.ReadAll(rc)
+		return strings.Contains(string(logs), ":9100")
+	})
 	if err := exec.Command("podman", "kill", "dora-deploy-img-1").Run(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,10 @@
 package local
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -21,6 +18,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/procsweep"
 )
@@ -40,12 +38,23 @@ func runHelper(dir string) {
 		}
 		runAs = u
 	}
-	r, err := New(Config{Dir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: 100 * time.Millisecond, RunAs: runAs})
+	cfg := Config{Dir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: 100 * time.Millisecond, RunAs: runAs}
+	if os.Getenv(helperEnv+"_PODMAN") != "" {
+		pod, err := DetectPodman(context.Background())
+		if err != nil {
+			os.Exit(5)
+		}
+		cfg.Podman, cfg.PackagesInContainers = pod, true
+	}
+	r, err := New(cfg)
 	if err != nil {
 		os.Exit(2)
 	}
 	spec := grepdSpec("deploy-orphan", 1)
 	spec.Package.Dir = os.Getenv(helperEnv + "_PKG")
+	if run := os.Getenv(helperEnv + "_RUN"); run != "" {
+		spec.Package.Run = run
+	}
 	if err := r.Apply(context.Background(), spec); err != nil {
 		os.Exit(3)
 	}
@@ -59,19 +68,39 @@ func runHelper(dir string) {
 	}
 }
 
-// TestInstancesDieWithParent kills -9 a process running the runtime and
-// checks its instance does not outlive it (Pdeathsig), also when the
-// instance runs as another user.
+// TestInstancesDieWithParent kills -9 a process running the runtime (this
+// test binary re-executed) and checks that nothing of its instance outlives
+// it: the instance (Pdeathsig), also when it runs as another user; the
+// background and setsid children of a compound run command (the runtime's
+// watchdog); an instance's container, which conmon keeps running after
+// `podman run` died (the watchdog removes it). Nothing else runs after the
+// kill: no New sweeps.
 func TestInstancesDieWithParent(t *testing.T) {
-	for _, runAs := range []string{"", "65534"} {
-		t.Run("runas="+runAs, func(t *testing.T) {
+	for _, c := range []struct {
+		name, runAs string
+		compound    bool
+		podman      bool
+	}{
+		{name: "process"},
+		{name: "runas", runAs: "65534"},
+		{name: "compound", compound: true},
+		{name: "container", podman: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if runAs != "" {
+			if c.runAs != "" {
 				nobodyUser(t)
 				dir = reachableDir(t)
 			}
+			pidFile := filepath.Join(t.TempDir(), "pids")
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"="+dir, helperEnv+"_PKG="+grepdDir, helperEnv+"_RUNAS="+runAs)
+			cmd.Env = append(os.Environ(), helperEnv+"="+dir, helperEnv+"_PKG="+grepdDir, helperEnv+"_RUNAS="+c.runAs)
+			if c.compound {
+				cmd.Env = append(cmd.Env, helperEnv+"_RUN=sleep 300 & echo $! >> "+pidFile+"; setsid sleep 301 & echo $! >> "+pidFile+"; exec ./grepd")
+			}
+			if c.podman {
+				cmd.Env = append(cmd.Env, helperEnv+"_PODMAN=1")
+			}
 			out, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -88,25 +117,89 @@ func TestInstancesDieWithParent(t *testing.T) {
 			if err != nil || !alive(pid) {
 				t.Fatalf("helper printed %q", line)
 			}
-			if runAs != "" {
-				if uid := procUid(t, pid); uid != runAs {
-					t.Fatalf("instance runs as uid %s, want %s", uid, runAs)
+			pids := []int{pid}
+			if c.compound {
+				for _, f := range strings.Fields(readFile(t, pidFile)) {
+					p, err := strconv.Atoi(f)
+					if err != nil || !alive(p) {
+						t.Fatalf("pid file holds %q", f)
+					}
+					pids = append(pids, p)
+				}
+				if len(pids) != 3 {
+					t.Fatalf("pids %v, want the instance and its 2 children", pids)
+				}
+				t.Cleanup(func() {
+					for _, p := range pids {
+						syscall.Kill(p, syscall.SIGKILL)
+					}
+				})
+			}
+			label := ownerLabel + "=" + ownerValue(dir)
+			if c.podman {
+				t.Cleanup(func() {
+					exec.Command("podman", "rm", "--force", "--ignore", "-t", "0", "--filter", "label="+label).Run()
+				})
+				if n := len(containersLabelled(t, label)); n != 1 {
+					t.Fatalf("%d containers of the runtime, want 1", n)
 				}
 			}
-			// The instance carries its runtime's owner marker, which every
-			// process it starts inherits: what the next New sweeps.
-			env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-			if err != nil {
-				t.Fatal(err)
+			if c.runAs != "" {
+				if uid := procUid(t, pid); uid != c.runAs {
+					t.Fatalf("instance runs as uid %s, want %s", uid, c.runAs)
+				}
 			}
-			if mark := procsweep.Env(procsweep.Owner("local", dir)); !bytes.Contains(append(append([]byte{0}, env...), 0), []byte("\x00"+mark+"\x00")) {
-				t.Fatalf("the instance's environment lacks %s", mark)
+			if !c.podman {
+				// The instance carries its runtime's owner marker, which
+				// every process it starts inherits: what the watchdog
+				// and the next New sweep.
+				env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if mark := procsweep.Env(procsweep.Owner("local", dir)); !bytes.Contains(append(append([]byte{0}, env...), 0), []byte("\x00"+mark+"\x00")) {
+					t.Fatalf("the instance's environment lacks %s", mark)
+				}
 			}
 			cmd.Process.Kill()
 			cmd.Wait()
-			eventually(t, "the orphaned instance to die", func() bool { return !alive(pid) })
+			eventually(t, "the orphaned instance's processes to die", func() bool {
+				for _, p := range pids {
+					if alive(p) {
+						return false
+					}
+				}
+				return true
+			})
+			if c.podman {
+				eventually(t, "the orphaned instance's container to go", func() bool { return len(containersLabelled(t, label)) == 0 })
+			}
+			eventually(t, "the working directory to go", func() bool {
+				_, err := os.Stat(filepath.Join(dir, "deploy-orphan", "1"))
+				return os.IsNotExist(err)
+			})
 		})
 	}
+}
+
+// readFile returns file's contents ("" when missing).
+func readFile(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// containersLabelled lists the containers, running or not, labelled label.
+func containersLabelled(t *testing.T, label string) []string {
+	t.Helper()
+	out, err := exec.Command("podman", "ps", "--all", "--quiet", "--filter", "label="+label).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(out))
 }
 
 // TestBuiltPackageRuns builds examples/passthru and examples/grepd with
@@ -204,45 +297,13 @@ func TestBuiltPackageRuns(t *testing.T) {
 	}
 }
 
-// packDir packs a directory as qdoractl build does.
+// packDir packs a directory's contents as qdoractl build does (its own
+// function).
 func packDir(t *testing.T, dir string) io.Reader {
 	t.Helper()
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == "." {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		hdr, err := tar.FileInfoHeader(fi, "")
-		if err != nil {
-			return err
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			tw.Write(b)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := client.WriteTarGz(context.Background(), &buf, dir); err != nil {
 		t.Fatal(err)
 	}
-	tw.Close()
-	zw.Close()
 	return &buf
 }

@@ -284,16 +284,17 @@ func (r *Runtime) probe(ctx context.Context, hc dora.HealthCheck, port int, out 
 	}
 }
 
+// check probes the instance at addr once. With a health path p it wants
+// 200 from GET p. Without one it asks GET / and any HTTP response counts
+// (the program answers): a bare TCP connect is not enough, since podman's
+// rootlessport accepts connections on a container's published port before
+// (and after) anything listens inside, then closes them without a byte.
 func (r *Runtime) check(ctx context.Context, addr, p string) error {
-	if p == "" {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		return c.Close()
+	path := p
+	if path == "" {
+		path = "/"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+p, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return err
 	}
@@ -303,7 +304,7 @@ func (r *Runtime) check(ctx context.Context, addr, p string) error {
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if p != "" && resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: status %d", p, resp.StatusCode)
 	}
 	return nil

@@ -55,22 +55,17 @@ var ErrInvalid = errors.New("redis load store: invalid configuration")
 
 var _ load.Store = (*Store)(nil)
 
-// Config configures a Store. Either URL or Addr is required.
+// Config configures a Store. Server.URL or Server.Addr is required.
 type Config struct {
-	// URL is a redis:// or rediss:// URL (redis://user:pass@host:6379/0);
-	// it overrides Addr, Password and DB.
-	URL string
-	// Addr is host:port.
-	Addr     string
-	Password string
-	DB       int
+	// Server is where Redis is (a redis:// or rediss:// URL, or an
+	// address with password and DB) and how long each network step may
+	// take; a timeout left unset is DefaultTimeout. It is the same
+	// setting the pfop queue reads, so both parse it alike.
+	Server redisconn.Config
 	// Prefix of every key. Default DefaultPrefix.
 	Prefix string
 	// Retention is how long each second is kept. Default DefaultRetention.
 	Retention time.Duration
-	// DialTimeout, ReadTimeout and WriteTimeout bound each network step.
-	// Default DefaultTimeout each.
-	DialTimeout, ReadTimeout, WriteTimeout time.Duration
 }
 
 // Store is a load.Store on Redis. Safe for concurrent use.
@@ -83,10 +78,7 @@ type Store struct {
 // New returns a Store. It does not contact Redis: the server may come up
 // later, and Record fails until it does.
 func New(cfg Config) (*Store, error) {
-	opts, err := redisconn.Options(redisconn.Config{
-		URL: cfg.URL, Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB,
-		DialTimeout: cfg.DialTimeout, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
-	}, DefaultTimeout)
+	opts, err := redisconn.Options(cfg.Server, DefaultTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("redis load store: %w: %w", ErrInvalid, err)
 	}

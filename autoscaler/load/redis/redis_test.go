@@ -13,13 +13,14 @@ import (
 	"github.com/doraproject/dora/autoscaler/load/loadtest"
 	"github.com/doraproject/dora/autoscaler/load/redis"
 	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/redisconn"
 )
 
 var seq atomic.Int64
 
 func open(t *testing.T, addr string, retention time.Duration) *redis.Store {
 	t.Helper()
-	s, err := redis.New(redis.Config{Addr: addr, Prefix: fmt.Sprintf("test%d:", seq.Add(1)), Retention: retention})
+	s, err := redis.New(redis.Config{Server: redisconn.Config{Addr: addr}, Prefix: fmt.Sprintf("test%d:", seq.Add(1)), Retention: retention})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,15 +38,15 @@ func TestContract(t *testing.T) {
 func TestConfig(t *testing.T) {
 	bad := []redis.Config{
 		{},
-		{URL: "http://not-redis"},
-		{Addr: "127.0.0.1:6379", Retention: time.Millisecond},
+		{Server: redisconn.Config{URL: "http://not-redis"}},
+		{Server: redisconn.Config{Addr: "127.0.0.1:6379"}, Retention: time.Millisecond},
 	}
 	for _, cfg := range bad {
 		if _, err := redis.New(cfg); !errors.Is(err, redis.ErrInvalid) {
 			t.Errorf("New(%+v) = %v, want ErrInvalid", cfg, err)
 		}
 	}
-	s, err := redis.New(redis.Config{URL: "redis://127.0.0.1:6379/2"})
+	s, err := redis.New(redis.Config{Server: redisconn.Config{URL: "redis://127.0.0.1:6379/2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,13 +119,21 @@ func TestOutage(t *testing.T) {
 	}
 }
 
-func BenchmarkRecord(b *testing.B) {
+// openBench starts a Redis for benchmark b and opens a Store on it with
+// the default settings, closed when b ends.
+func openBench(b *testing.B) *redis.Store {
+	b.Helper()
 	r := agenttest.StartRedis(b)
-	s, err := redis.New(redis.Config{Addr: r.Addr})
+	s, err := redis.New(redis.Config{Server: redisconn.Config{Addr: r.Addr}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func BenchmarkRecord(b *testing.B) {
+	s := openBench(b)
 	ctx := context.Background()
 	samples := make([]load.Sample, 50)
 	for i := range samples {
@@ -138,12 +147,7 @@ func BenchmarkRecord(b *testing.B) {
 }
 
 func BenchmarkAverages(b *testing.B) {
-	r := agenttest.StartRedis(b)
-	s, err := redis.New(redis.Config{Addr: r.Addr})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := openBench(b)
 	ctx := context.Background()
 	k := load.Key{Ufop: "u", Version: "1", Region: "z0"}
 	now := time.Now()
@@ -186,7 +190,7 @@ func TestUnresponsiveServer(t *testing.T) {
 			c.Close()
 		}
 	})
-	s, err := redis.New(redis.Config{Addr: ln.Addr().String(), ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	s, err := redis.New(redis.Config{Server: redisconn.Config{Addr: ln.Addr().String(), ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +211,7 @@ func TestWake(t *testing.T) {
 	prefix := fmt.Sprintf("wake%d:", seq.Add(1))
 	two := make([]*redis.Store, 2)
 	for i := range two {
-		s, err := redis.New(redis.Config{Addr: r.Addr, Prefix: prefix})
+		s, err := redis.New(redis.Config{Server: redisconn.Config{Addr: r.Addr}, Prefix: prefix})
 		if err != nil {
 			t.Fatal(err)
 		}

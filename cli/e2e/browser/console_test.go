@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 )
 
 // chromiumPath finds Debian's chromium (scripts/install-deps.sh installs
@@ -48,15 +48,6 @@ func artifactDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("no caller info")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
 // routerGet fetches a processing URL through the router with the bucket's
@@ -101,7 +92,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := client.WriteTarGz(context.Background(), f, filepath.Join(repoRoot(t), "examples", "grepd")); err != nil {
+	if err := client.WriteTarGz(context.Background(), f, filepath.Join(platformtest.RepoRoot(t), "examples", "grepd")); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()

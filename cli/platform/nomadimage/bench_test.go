@@ -13,6 +13,8 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/cli/platform/platformtest"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 // BenchmarkPassthruOnNomad: 4 KiB one-step requests through the router to
@@ -28,7 +30,8 @@ func BenchmarkPassthruOnNomad(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	bin := buildStatic(b, e.work, "./examples/passthru", "passthru")
-	tarPath := imageTar(b, bin, filepath.Join(e.work, "passthru.tar"), "passthru:v1")
+	tarPath := filepath.Join(e.work, "passthru.tar")
+	agenttest.PackImage(b, bin, tarPath, "passthru:v1", agenttest.ImageOptions{})
 	if out := qdoractl(b, "push", "passthru:v1", "--from", tarPath); !strings.Contains(out, "Push success") {
 		b.Fatalf("push:\n%s", out)
 	}
@@ -59,7 +62,7 @@ func BenchmarkPassthruOnNomad(b *testing.B) {
 	ok := func(got []byte) bool { return bytes.Equal(got, data) }
 	for _, u := range []string{"passimg", "passpkg"} {
 		twoHealthy(b, ctx, c, e.nc, e.cc, u, "ufop-"+u+"-v1")
-		eventually(b, u+" answering", func() error { return expect(hc, e.routerURL, "/4k.bin?"+u, ok) })
+		platformtest.Eventually(b, wait, u+" answering", func() error { return expect(hc, e.routerURL, "/4k.bin?"+u, ok) })
 	}
 	for _, u := range []string{"passimg", "passpkg"} {
 		b.Run(u, func(b *testing.B) {

@@ -1,31 +1,23 @@
 package nomadimage_test
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
@@ -33,6 +25,7 @@ import (
 	"github.com/doraproject/dora/admin/registry"
 	doraruntime "github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/cli/qdoractl/cmd"
 	"github.com/doraproject/dora/internal/agenttest"
 )
@@ -46,36 +39,6 @@ const (
 // converge; a healthy run takes a fraction of it.
 const wait = 3 * time.Minute
 
-func eventually(t testing.TB, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, wait, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func logger() *slog.Logger {
-	if os.Getenv("PROD_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-func repoRoot(t testing.TB) string {
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		t.Fatal("no caller info")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..", "..")
-}
-
 // demoBinary builds cli/e2e/testdata/ufopdemo (Qiniu's demo shape:
 // /handler, /health, port 9100 unless PORT_HTTP) static into dir.
 func demoBinary(t testing.TB, dir string) string {
@@ -88,7 +51,7 @@ func buildStatic(t testing.TB, dir, pkg, name string) string {
 	t.Helper()
 	bin := filepath.Join(dir, name)
 	build := exec.Command("go", "build", "-o", bin, pkg)
-	build.Dir = repoRoot(t)
+	build.Dir = platformtest.RepoRoot(t)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", pkg, err, out)
@@ -99,49 +62,8 @@ func buildStatic(t testing.TB, dir, pkg, name string) string {
 // demoTar packs the demo as an image written as a docker-save tarball.
 func demoTar(t testing.TB, dir string) string {
 	t.Helper()
-	return imageTar(t, demoBinary(t, dir), filepath.Join(dir, "ufopdemo.tar"), "ufopdemo:v1")
-}
-
-// imageTar packs bin as /app (the entrypoint) into a one-layer image and
-// writes it to path as a docker-save tarball tagged tag.
-func imageTar(t testing.TB, bin, path, tag string) string {
-	t.Helper()
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "app", Mode: 0o755, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	tw.Write(data)
-	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", goruntime.GOARCH
-	cf.Config.Entrypoint = []string{"/app"}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewTag(tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tarball.WriteToFile(path, ref, img); err != nil {
-		t.Fatal(err)
-	}
+	path := filepath.Join(dir, "ufopdemo.tar")
+	agenttest.PackImage(t, demoBinary(t, dir), path, "ufopdemo:v1", agenttest.ImageOptions{})
 	return path
 }
 
@@ -186,25 +108,9 @@ func qdoractl(t testing.TB, args ...string) string {
 	return stdout.String()
 }
 
-// get sends GET path to the router with the bucket's Host.
-func get(hc *http.Client, routerURL, path string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodGet, routerURL+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Host = "demo.localhost"
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
 // expect checks one request through the router.
 func expect(hc *http.Client, routerURL, path string, ok func([]byte) bool) error {
-	code, body, err := get(hc, routerURL, path)
+	code, body, err := platformtest.Get(hc, routerURL, "demo", path)
 	if err != nil {
 		return err
 	}
@@ -268,7 +174,7 @@ func runningAllocs(nc *nomadapi.Client, jobID string) ([]*nomadapi.AllocationLis
 func twoHealthy(t testing.TB, ctx context.Context, c *client.Client, nc *nomadapi.Client, cc *consulapi.Client, ufop, jobID string) []string {
 	t.Helper()
 	var ids []string
-	eventually(t, "two Nomad allocations, two passing Consul checks, two healthy instances", func() error {
+	platformtest.Eventually(t, wait, "two Nomad allocations, two passing Consul checks, two healthy instances", func() error {
 		allocs, err := runningAllocs(nc, jobID)
 		if err != nil {
 			return err
@@ -357,7 +263,7 @@ func startPlatform(t testing.TB, runtimeQuery string) *env {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
-	log := logger()
+	log := platformtest.Logger()
 	storeURL := "consul://" + consul.Addr + "/dora-nomad-image"
 	objectsURL := "file://" + filepath.Join(e.work, "objects")
 	regions := []platform.RegionSpec{{Name: "z0", NomadRegion: "global", Datacenters: []string{"dc1"}}}
@@ -378,11 +284,7 @@ func startPlatform(t testing.TB, runtimeQuery string) *env {
 	if err != nil {
 		t.Fatalf("StartAdmin: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := e.adm.Close(); err != nil {
-			t.Errorf("admin close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "admin", e.adm)
 	// The router listens on an address the instances reach from their own
 	// network namespaces: its one-shot input URLs name it.
 	rtr, err := platform.StartRouter(ctx, platform.RouterConfig{
@@ -397,11 +299,7 @@ func startPlatform(t testing.TB, runtimeQuery string) *env {
 	if err != nil {
 		t.Fatalf("StartRouter: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := rtr.Close(); err != nil {
-			t.Errorf("router close: %v", err)
-		}
-	})
+	platformtest.CloseAtEnd(t, "router", rtr)
 	e.routerURL = rtr.URL
 	e.client = client.New(e.adm.URL, rootAK, rootSK)
 
@@ -528,7 +426,7 @@ func TestImageOnNomadWithPodman(t *testing.T) {
 	routerURL := e.routerURL
 	wantSmall := strings.ToUpper(small)
 	var first time.Duration
-	eventually(t, "first 200 through the router", func() error {
+	platformtest.Eventually(t, wait, "first 200 through the router", func() error {
 		err := expect(hc, routerURL, "/small.txt?"+ufop, func(b []byte) bool { return string(b) == wantSmall })
 		if err == nil {
 			first = time.Since(t0)
@@ -579,7 +477,7 @@ func TestImageOnNomadWithPodman(t *testing.T) {
 		}
 	}
 	// Its logs (Nomad's, through the admin) show it listening on 9100.
-	eventually(t, "logtail shows :9100", func() error {
+	platformtest.Eventually(t, wait, "logtail shows :9100", func() error {
 		out := qdoractl(t, "logtail", ufop, "-index", "1")
 		if !strings.Contains(out, "ufopdemo listening on :9100") {
 			return fmt.Errorf("logtail: %q", out)
@@ -623,7 +521,7 @@ func TestImageOnNomadWithPodman(t *testing.T) {
 			t.Fatalf("request %d after the kill: %v", i, err)
 		}
 	}
-	eventually(t, "the killed task restarted", func() error {
+	platformtest.Eventually(t, wait, "the killed task restarted", func() error {
 		a, _, err := nc.Allocations().Info(allocs[0], nil)
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/client"
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 )
 
@@ -36,7 +37,7 @@ func TestFixedPortPackageOnNomad(t *testing.T) {
 	hc := &http.Client{Timeout: 30 * time.Second}
 	wantSmall, wantBig := strings.ToUpper(small), strings.ToUpper(big)
 	var first time.Duration
-	eventually(t, "first 200 through the router", func() error {
+	platformtest.Eventually(t, wait, "first 200 through the router", func() error {
 		err := expect(hc, e.routerURL, "/small.txt?"+ufop, func(b []byte) bool { return string(b) == wantSmall })
 		if err == nil {
 			first = time.Since(t0)
@@ -114,13 +115,7 @@ func (e *env) deployPackage(t testing.TB, ctx context.Context, ufop, bin, run st
 	if _, err := c.RegisterUfop(ctx, ufop, "a prebuilt program", dora.ModePrivate); err != nil {
 		t.Fatal(err)
 	}
-	b, err := c.Build(ctx, ufop, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err = c.WaitBuild(ctx, ufop, b.Number, 200*time.Millisecond, nil); err != nil || b.Status != dora.BuildSuccess {
-		t.Fatalf("build: %+v %v", b, err)
-	}
+	b := platformtest.Build(ctx, t, c, ufop, src)
 	if _, err := c.CreateRelease(ctx, client.ReleaseConfig{
 		UfopName: ufop, VerStr: "v1", Image: dora.BuildImageName(ufop, b.Number), Flavor: "default",
 		HealthCheck: &client.HealthCheckConfig{Path: "/health", Timeout: 1}, Protocol: "dora",

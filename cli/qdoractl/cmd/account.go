@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/client"
 )
 
 func (a *app) accountCmd() *cobra.Command {
@@ -23,11 +24,7 @@ func (a *app) accountCmd() *cobra.Command {
 		Short:   "Create an account and print its keys",
 		Example: `  qdoractl account create alice --limit 5`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			acct, err := cl.CreateAccount(cmd.Context(), args[0], limit)
 			if err != nil {
 				return err
@@ -37,7 +34,7 @@ func (a *app) accountCmd() *cobra.Command {
 					acct.ID, acct.Name, acct.AccessKey, acct.SecretKey, acct.Limit())
 				return nil
 			})
-		},
+		}),
 	}
 	create.Flags().IntVar(&limit, "limit", 0, "instances per ufop (0: the platform default)")
 	list := &cobra.Command{
@@ -45,11 +42,7 @@ func (a *app) accountCmd() *cobra.Command {
 		Short:   "List accounts",
 		Example: `  qdoractl account list`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			as, err := cl.ListAccounts(cmd.Context())
 			if err != nil {
 				return err
@@ -62,18 +55,14 @@ func (a *app) accountCmd() *cobra.Command {
 				}
 				return a.table([]string{"Id", "Name", "AccessKey", "Root", "Disabled", "InstanceLimit", "Created"}, rows)
 			})
-		},
+		}),
 	}
 	disable := &cobra.Command{
 		Use:     "disable <id>",
 		Short:   "Disable an account: its keys stop working",
 		Example: `  qdoractl account disable 1366779853`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			acct, err := cl.DisableAccount(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -82,7 +71,7 @@ func (a *app) accountCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "Account %s disabled\n", acct.ID)
 				return nil
 			})
-		},
+		}),
 	}
 	c.AddCommand(create, list, disable)
 	return c
@@ -94,11 +83,7 @@ func (a *app) regionCmd() *cobra.Command {
 		Short:   "List the regions deployments can run in",
 		Example: `  qdoractl region`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			rs, err := cl.Regions(cmd.Context())
 			if err != nil {
 				return err
@@ -110,7 +95,7 @@ func (a *app) regionCmd() *cobra.Command {
 				}
 				return a.table([]string{"Name", "Desc"}, rows)
 			})
-		},
+		}),
 	}
 }
 
@@ -120,11 +105,7 @@ func (a *app) flavorCmd() *cobra.Command {
 		Short:   "List the instance sizes a release can ask for",
 		Example: `  qdoractl flavor`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			fs, err := cl.Flavors(cmd.Context())
 			if err != nil {
 				return err
@@ -132,7 +113,7 @@ func (a *app) flavorCmd() *cobra.Command {
 			return a.show(fs, func() error {
 				return a.table([]string{"Name", "CPU(MHz)", "Memory(MiB)", "Desc"}, flavorRows(fs))
 			})
-		},
+		}),
 	}
 }
 

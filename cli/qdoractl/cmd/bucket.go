@@ -36,11 +36,7 @@ func (a *app) bucketCmd() *cobra.Command {
   qdoractl bucket create secret --private
   qdoractl bucket create mirrored --mirror https://origin.example.com/`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			spec.Name = args[0]
 			b, err := cl.CreateBucket(cmd.Context(), spec)
 			if err != nil {
@@ -51,7 +47,7 @@ func (a *app) bucketCmd() *cobra.Command {
 					b.Name, b.Private, orDash(strings.Join(b.Domains, " ")), orDash(b.Mirror))
 				return nil
 			})
-		},
+		}),
 	}
 	create.Flags().BoolVar(&spec.Private, "private", false, "downloads need a token")
 	create.Flags().StringArrayVar(&spec.Domains, "domain", nil, "extra host name bound to the bucket (repeatable)")
@@ -61,11 +57,7 @@ func (a *app) bucketCmd() *cobra.Command {
 		Short:   "List your buckets",
 		Example: `  qdoractl bucket list`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			bs, err := cl.ListBuckets(cmd.Context())
 			if err != nil {
 				return err
@@ -78,18 +70,14 @@ func (a *app) bucketCmd() *cobra.Command {
 				}
 				return a.table([]string{"Name", "Private", "Domains", "Mirror", "Created"}, rows)
 			})
-		},
+		}),
 	}
 	domain := &cobra.Command{
 		Use:     "domain <name> <domain>",
 		Short:   "Bind a host name to a bucket",
 		Example: `  qdoractl bucket domain photos img.example.com`,
 		Args:    cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			b, err := cl.AddDomain(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
@@ -98,24 +86,20 @@ func (a *app) bucketCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "Bucket %s domains: %s\n", b.Name, strings.Join(b.Domains, " "))
 				return nil
 			})
-		},
+		}),
 	}
 	rm := &cobra.Command{
 		Use:     "rm <name>",
 		Short:   "Delete an empty bucket",
 		Example: `  qdoractl bucket rm photos`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			if err := cl.DeleteBucket(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "Bucket %s deleted\n", args[0])
 			return nil
-		},
+		}),
 	}
 	c.AddCommand(create, list, domain, rm)
 	return c
@@ -137,11 +121,7 @@ func (a *app) putCmd() *cobra.Command {
   qdoractl put logs 2026/01/app.log ./app.log --mime text/plain
   tar c . | qdoractl put backups site.tar -`,
 		Args: cobra.ExactArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			bucket, key, file := args[0], args[1], args[2]
 			var r io.Reader
 			size := int64(-1)
@@ -184,7 +164,7 @@ func (a *app) putCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "Put %s/%s: %d bytes, hash %s, %s\n", obj.Bucket, obj.Key, obj.Size, obj.ETag, obj.MimeType)
 				return nil
 			})
-		},
+		}),
 	}
 	c.Flags().StringVar(&mime, "mime", "", "content type (detected when absent)")
 	c.Flags().BoolVar(&insertOnly, "insert-only", false, "fail if the key exists")
@@ -199,11 +179,7 @@ func (a *app) lsCmd() *cobra.Command {
 		Example: `  qdoractl ls photos
   qdoractl ls photos 2026/ --limit 100`,
 		Args: cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			prefix := ""
 			if len(args) == 2 {
 				prefix = args[1]
@@ -219,7 +195,7 @@ func (a *app) lsCmd() *cobra.Command {
 				}
 				return a.table([]string{"Key", "Size", "Hash", "MimeType", "PutTime"}, rows)
 			})
-		},
+		}),
 	}
 	c.Flags().IntVar(&limit, "limit", 0, "at most this many objects (0: server default)")
 	return c
@@ -235,11 +211,7 @@ func (a *app) statCmd() *cobra.Command {
 		Short:   "Describe an object",
 		Example: `  qdoractl stat photos cat.jpg`,
 		Args:    cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			o, err := cl.StatObject(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
@@ -249,7 +221,7 @@ func (a *app) statCmd() *cobra.Command {
 					o.Bucket, o.Key, o.Size, o.ETag, o.MimeType, fmtTime(o.Modified))
 				return nil
 			})
-		},
+		}),
 	}
 }
 
@@ -261,11 +233,7 @@ func (a *app) getCmd() *cobra.Command {
 		Example: `  qdoractl get photos cat.jpg -o cat.jpg
   qdoractl get logs app.log | less`,
 		Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			rc, _, err := cl.GetObject(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
@@ -276,7 +244,7 @@ func (a *app) getCmd() *cobra.Command {
 				return err
 			}
 			return writeFileAtomic(out, rc)
-		},
+		}),
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "file to write (default: standard output)")
 	return c
@@ -309,16 +277,12 @@ func (a *app) rmCmd() *cobra.Command {
 		Short:   "Delete an object",
 		Example: `  qdoractl rm photos cat.jpg`,
 		Args:    cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			if err := cl.DeleteObject(cmd.Context(), args[0], args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "Deleted %s/%s\n", args[0], args[1])
 			return nil
-		},
+		}),
 	}
 }

@@ -32,11 +32,7 @@ run "qdoractl ufopver <ufop> -c N" for that.`,
   qdoractl build grepd -dir ./examples/grepd
   qdoractl build grepd --no-wait`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ufop := args[0]
 			b, err := cl.Build(cmd.Context(), ufop, dir)
 			if err != nil {
@@ -72,7 +68,7 @@ run "qdoractl ufopver <ufop> -c N" for that.`,
 					ufop, b.Number, b.Image, ufop, b.Number)
 			}
 			return nil
-		},
+		}),
 	}
 	c.Flags().StringVar(&dir, "dir", ".", "directory holding ufop.yaml")
 	c.Flags().BoolVar(&noWait, "no-wait", false, "return once the upload is accepted")
@@ -85,11 +81,7 @@ func (a *app) imageinfoCmd() *cobra.Command {
 		Short:   "List a ufop's builds (versions, images, statuses)",
 		Example: `  qdoractl imageinfo grepd`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			bs, err := cl.Builds(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -102,7 +94,7 @@ func (a *app) imageinfoCmd() *cobra.Command {
 				}
 				return a.table([]string{"Version", "Image", "Status", "Base", "Created", "Finished", "Error"}, rows)
 			})
-		},
+		}),
 	}
 }
 
@@ -116,11 +108,7 @@ func (a *app) buildlogCmd() *cobra.Command {
   qdoractl buildlog grepd
   qdoractl buildlog grepd -f`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ufop := args[0]
 			if n <= 0 {
 				bs, err := cl.Builds(cmd.Context(), ufop)
@@ -146,7 +134,7 @@ func (a *app) buildlogCmd() *cobra.Command {
 			defer rc.Close()
 			_, err = io.Copy(a.stdout, rc)
 			return err
-		},
+		}),
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing the log while the build runs")
 	c.Flags().IntVarP(&n, "version", "v", 0, "build number")

@@ -1,37 +1,18 @@
 package cmd
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/agenttest"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestLogtailFollowEndsCleanlyOnInterrupt: -f asks the server to follow,
 // prints lines as they arrive, and Ctrl-C (the context ending) is a clean
@@ -54,7 +35,7 @@ func TestLogtailFollowEndsCleanlyOnInterrupt(t *testing.T) {
 	t.Setenv("DORA_API", srv.URL)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb agenttest.SyncBuffer
 	code := make(chan int, 1)
 	go func() {
 		code <- Run(ctx, []string{"logtail", "grepd", "-index", "1", "-f"}, strings.NewReader(""), &out, &errb)

@@ -49,11 +49,7 @@ func (a *app) imageCmd() *cobra.Command {
 		Short:   "List your images: pushed OCI images and successful builds",
 		Example: `  qdoractl image`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			is, err := cl.Images(cmd.Context())
 			if err != nil {
 				return err
@@ -65,7 +61,7 @@ func (a *app) imageCmd() *cobra.Command {
 				}
 				return a.table([]string{"Name", "Ctime", "Kind"}, rows)
 			})
-		},
+		}),
 	}
 }
 

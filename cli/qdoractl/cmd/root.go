@@ -280,6 +280,19 @@ func (a *app) client() (*client.Client, error) {
 	return c, nil
 }
 
+// withClient is a command's RunE for commands that need the admin API
+// first thing: it opens the client (failing with ErrNotLoggedIn or a bad
+// endpoint before run is called) and passes it to run.
+func (a *app) withClient(run func(cmd *cobra.Command, args []string, cl *client.Client) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cl, err := a.client()
+		if err != nil {
+			return err
+		}
+		return run(cmd, args, cl)
+	}
+}
+
 // fileConfig is the config file's content.
 type fileConfig struct {
 	Endpoint string `yaml:"endpoint,omitempty"`

@@ -85,17 +85,13 @@ func (a *app) unregisterCmd() *cobra.Command {
 		Short:   "Remove a ufop: stops its deployments, drops its releases and builds",
 		Example: `  qdoractl unregister grepd`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			if err := cl.DeleteUfop(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "Unregister success: %s\n", args[0])
 			return nil
-		},
+		}),
 	}
 }
 
@@ -131,17 +127,13 @@ func (a *app) infoCmd() *cobra.Command {
 		Short:   "Show a ufop (owner, active version, mode, instances, access list)",
 		Example: `  qdoractl info grepd`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			u, err := cl.GetUfop(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return a.show(u, func() error { a.printInfo(u); return nil })
-		},
+		}),
 	}
 }
 
@@ -151,11 +143,7 @@ func (a *app) listCmd() *cobra.Command {
 		Short:   "List your ufops and the ones you may use",
 		Example: `  qdoractl list`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			us, err := cl.ListUfops(cmd.Context())
 			if err != nil {
 				return err
@@ -168,7 +156,7 @@ func (a *app) listCmd() *cobra.Command {
 				}
 				return a.table([]string{"Name", "Owner", "Mode", "Version", "Instances", "Desc"}, rows)
 			})
-		},
+		}),
 	}
 }
 
@@ -178,11 +166,7 @@ func (a *app) applyCmd() *cobra.Command {
 		Short:   "Add a protected ufop to the ones your buckets may use",
 		Example: `  qdoractl apply grepd`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			acct, err := cl.ApplyUfop(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -191,7 +175,7 @@ func (a *app) applyCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "Apply success: %s\nApplied: %s\n", args[0], strings.Join(acct.Applied, " "))
 				return nil
 			})
-		},
+		}),
 	}
 }
 
@@ -201,11 +185,7 @@ func (a *app) unapplyCmd() *cobra.Command {
 		Short:   "Remove a ufop from the ones your buckets may use",
 		Example: `  qdoractl unapply grepd`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			acct, err := cl.UnapplyUfop(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -214,6 +194,6 @@ func (a *app) unapplyCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "Unapply success: %s\nApplied: %s\n", args[0], orDash(strings.Join(acct.Applied, " ")))
 				return nil
 			})
-		},
+		}),
 	}
 }

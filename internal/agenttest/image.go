@@ -1,0 +1,98 @@
+package agenttest
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/rand"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// ImageOptions shape a test image made by PackImage.
+type ImageOptions struct {
+	// Arch is the image's architecture; empty: this host's.
+	Arch string
+	// Entrypoint is the image's entrypoint; nil: /app; an empty non-nil
+	// slice: none.
+	Entrypoint []string
+	// Env is the image's environment.
+	Env []string
+	// Salt adds a file of random bytes, so that the image's layer is new
+	// to a container engine that has seen the same binary before.
+	Salt bool
+}
+
+// PackImage packs the program bin as /app into a one-layer linux image,
+// writes it to path as a docker-save tarball tagged tag (as `docker save`
+// would) and returns the image. Images to push or pull in tests come from
+// here instead of a registry.
+func PackImage(t testing.TB, bin, path, tag string, o ImageOptions) v1.Image {
+	t.Helper()
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	files := []struct {
+		name string
+		data []byte
+	}{{"app", data}}
+	if o.Salt {
+		files = append(files, struct {
+			name string
+			data []byte
+		}{"salt", []byte(rand.Text())})
+	}
+	for _, f := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o755, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	if o.Arch != "" {
+		cf.Architecture = o.Arch
+	}
+	cf.Config.Entrypoint = []string{"/app"}
+	if o.Entrypoint != nil {
+		cf.Config.Entrypoint = o.Entrypoint
+	}
+	cf.Config.Env = o.Env
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.WriteToFile(path, ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
