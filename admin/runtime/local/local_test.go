@@ -20,6 +20,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 	"github.com/doraproject/dora/pool"
 )
 
@@ -137,20 +138,6 @@ func inst(st runtime.DeploymentStatus, index int) runtime.InstanceStatus {
 	return runtime.InstanceStatus{}
 }
 
-// alive reports whether pid runs; a zombie (exited, not yet reaped by
-// whoever inherited it) counts as dead.
-func alive(pid int) bool {
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	_, rest, _ := strings.Cut(string(stat), ") ")
-	return !strings.HasPrefix(rest, "Z")
-}
-
 func TestLifecycle(t *testing.T) {
 	ctx := context.Background()
 	pub := &recorder{}
@@ -214,7 +201,7 @@ func TestLifecycle(t *testing.T) {
 	if err := r.StopInstances(ctx, id, []int{1}); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid1) {
+	if proctest.Alive(pid1) {
 		t.Fatalf("stopped instance's process %d still alive", pid1)
 	}
 	i1 := inst(status(t, r, id), 1)
@@ -275,7 +262,7 @@ func TestLifecycle(t *testing.T) {
 	if err := r.Scale(ctx, id, 1, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid4) {
+	if proctest.Alive(pid4) {
 		t.Fatal("instance 4 survived scale down")
 	}
 	eventually(t, "only instance 1 published", func() bool { return strings.Join(pub.ids(), ",") == id+"-1" })
@@ -288,7 +275,7 @@ func TestLifecycle(t *testing.T) {
 	if err := r.Remove(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid1) {
+	if proctest.Alive(pid1) {
 		t.Fatal("instance 1 survived Remove")
 	}
 	eventually(t, "nothing published", func() bool { return len(pub.ids()) == 0 })
@@ -323,7 +310,7 @@ func TestCloseStopsAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range st.Instances {
-		if alive(i.PID) {
+		if proctest.Alive(i.PID) {
 			t.Fatalf("pid %d survived Close", i.PID)
 		}
 	}

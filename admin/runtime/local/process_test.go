@@ -21,6 +21,7 @@ import (
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/procsweep"
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 )
 
 // helperEnv makes the test binary act as a stand-in dorad (see
@@ -114,18 +115,12 @@ func TestInstancesDieWithParent(t *testing.T) {
 				t.Fatalf("helper: %v", err)
 			}
 			pid, err := strconv.Atoi(strings.TrimSpace(line))
-			if err != nil || !alive(pid) {
+			if err != nil || !proctest.Alive(pid) {
 				t.Fatalf("helper printed %q", line)
 			}
 			pids := []int{pid}
 			if c.compound {
-				for _, f := range strings.Fields(readFile(t, pidFile)) {
-					p, err := strconv.Atoi(f)
-					if err != nil || !alive(p) {
-						t.Fatalf("pid file holds %q", f)
-					}
-					pids = append(pids, p)
-				}
+				pids = append(pids, proctest.ReadPids(t, pidFile, 2)...)
 				if len(pids) != 3 {
 					t.Fatalf("pids %v, want the instance and its 2 children", pids)
 				}
@@ -163,14 +158,7 @@ func TestInstancesDieWithParent(t *testing.T) {
 			}
 			cmd.Process.Kill()
 			cmd.Wait()
-			eventually(t, "the orphaned instance's processes to die", func() bool {
-				for _, p := range pids {
-					if alive(p) {
-						return false
-					}
-				}
-				return true
-			})
+			proctest.WaitGone(t, "processes of the killed parent's instance", pids)
 			if c.podman {
 				eventually(t, "the orphaned instance's container to go", func() bool { return len(containersLabelled(t, label)) == 0 })
 			}
@@ -180,16 +168,6 @@ func TestInstancesDieWithParent(t *testing.T) {
 			})
 		})
 	}
-}
-
-// readFile returns file's contents ("" when missing).
-func readFile(t *testing.T, file string) string {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // containersLabelled lists the containers, running or not, labelled label.
