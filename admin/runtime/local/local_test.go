@@ -99,12 +99,19 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func newRuntime(t *testing.T, pub Publisher) *Runtime {
 	t.Helper()
-	r, err := New(Config{
-		Dir: t.TempDir(), Region: "z0", Publisher: pub,
-		HealthInterval: 200 * time.Millisecond, RestartBackoff: 20 * time.Millisecond,
-		StopTimeout: 3 * time.Second, MaxLogBytes: 64 << 10,
-		Logger: slog.New(slog.DiscardHandler),
-	})
+	return newRuntimeWith(t, Config{Dir: t.TempDir(), Publisher: pub})
+}
+
+// newRuntimeWith is New(cfg) with the tests' settings (region z0, fast
+// probes and restarts, short stops, small logs, no log output), closed
+// when the test ends.
+func newRuntimeWith(t *testing.T, cfg Config) *Runtime {
+	t.Helper()
+	cfg.Region = "z0"
+	cfg.HealthInterval, cfg.RestartBackoff = 200*time.Millisecond, 20*time.Millisecond
+	cfg.StopTimeout, cfg.MaxLogBytes = 3*time.Second, 64<<10
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

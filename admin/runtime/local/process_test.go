@@ -91,7 +91,7 @@ func TestInstancesDieWithParent(t *testing.T) {
 			dir := t.TempDir()
 			if c.runAs != "" {
 				nobodyUser(t)
-				dir = reachableDir(t)
+				dir = proctest.ReachableDir(t)
 			}
 			pidFile := filepath.Join(t.TempDir(), "pids")
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -189,7 +189,7 @@ func TestBuiltPackageRuns(t *testing.T) {
 	data := t.TempDir()
 	if os.Geteuid() == 0 {
 		runAs = nobodyUser(t)
-		data = reachableDir(t)
+		data = proctest.ReachableDir(t)
 	}
 	_, file, _, _ := goruntime.Caller(0)
 	examples := filepath.Join(filepath.Dir(file), "..", "..", "..", "examples")
@@ -209,15 +209,7 @@ func TestBuiltPackageRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	pub := &recorder{}
-	r, err := New(Config{
-		Dir: filepath.Join(data, "instances"), Region: "z0", Publisher: pub, RunAs: runAs,
-		HealthInterval: 200 * time.Millisecond, RestartBackoff: 20 * time.Millisecond,
-		StopTimeout: 3 * time.Second, MaxLogBytes: 64 << 10, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r := newRuntimeWith(t, Config{Dir: filepath.Join(data, "instances"), Publisher: pub, RunAs: runAs})
 	for _, name := range []string{"passthru", "grepd"} {
 		u, err := b.Unpack(ctx, name, 1, packDir(t, filepath.Join(examples, name)), 0)
 		if err != nil {

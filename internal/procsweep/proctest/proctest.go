@@ -1,7 +1,7 @@
 // Package proctest holds the process helpers shared by the tests of
 // internal/procsweep and of its users (admin/build, admin/runtime/local):
 // is a pid running, wait for a helper to write the pids it started, wait
-// for pids to be gone. The waits are bounded to catch a hang, never to
+// for pids to be gone, a directory a process of another user can reach. The waits are bounded to catch a hang, never to
 // assert on speed.
 package proctest
 
@@ -76,4 +76,20 @@ func WaitGone(t testing.TB, what string, pids []int) {
 			t.Fatalf("%s %v still run %v later", what, left, Bound)
 		}
 	}
+}
+
+// ReachableDir is a temporary directory (removed when the test ends) that
+// a process running as another user can traverse: t.TempDir's parent is
+// 0700.
+func ReachableDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "dora-reachable-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
