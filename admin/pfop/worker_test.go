@@ -18,6 +18,7 @@ import (
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
 )
@@ -182,11 +183,7 @@ func TestPipelineLimits(t *testing.T) {
 	}
 	for name, open := range queues {
 		t.Run(name, func(t *testing.T) {
-			st, err := bolt.Open(filepath.Join(t.TempDir(), "meta.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
+			st := bolttest.Open(t, t.TempDir())
 			q1, q2 := open(t)
 			ctx := context.Background()
 			jobs := pfop.Jobs{Store: st}
