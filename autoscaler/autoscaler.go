@@ -100,9 +100,11 @@ type entry struct {
 	state    State
 	lastEval time.Time
 	// pending: the store holds a Desired the target has not applied yet
-	// (the Scale call failed or the target was busy); retried every tick.
-	pending bool
-	invalid string // last policy problem logged, to log it once
+	// (the Scale call failed or the target was busy); retried every tick
+	// with pendingReason, the reason that change was decided for.
+	pending       bool
+	pendingReason string
+	invalid       string // last policy problem logged, to log it once
 }
 
 // New returns an autoscaler; Run starts it.
@@ -279,7 +281,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 			e.state.LastScaleDown = now
 		}
 		e.state.Desired = d.Desired
-		e.pending = false
+		e.pending, e.pendingReason = false, ""
 	}
 
 	p := PolicyFrom(d, a.release(ctx, d, log)).WithLimit(ShareOfLimit(a.limit(ctx, d.Ufop, limits, log), others, d.Expect))
@@ -323,6 +325,12 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		return d.Desired
 	}
 	nd := d
+	reason := dec.Reason
+	if dec.Desired == d.Desired && e.pending {
+		// A retry of the change still pending: Nomad records the reason
+		// as the scaling event's message, so keep the one it was made for.
+		reason = e.pendingReason
+	}
 	if dec.Desired != d.Desired {
 		nd.Desired = dec.Desired
 		nd.Updated = now
@@ -347,8 +355,8 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		a.recordEvent(ctx, d.ID, Event{Time: now, From: d.Desired, To: dec.Desired, Reason: dec.Reason}, log)
 	}
 	e.state = dec.State
-	e.pending = true
-	if err := a.cfg.Target.Scale(ctx, nd, dec.Desired, dec.Reason); err != nil {
+	e.pending, e.pendingReason = true, reason
+	if err := a.cfg.Target.Scale(ctx, nd, dec.Desired, reason); err != nil {
 		if errors.Is(err, ErrTargetBusy) {
 			// Nothing happened: no cooldown for it.
 			e.state.LastScaleUp, e.state.LastScaleDown = prev.LastScaleUp, prev.LastScaleDown
@@ -359,7 +367,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		log.Warn("scaling failed; retrying at the next evaluation", "count", dec.Desired, "err", err)
 		return dec.Desired
 	}
-	e.pending = false
+	e.pending, e.pendingReason = false, ""
 	return dec.Desired
 }
 

@@ -373,8 +373,17 @@ func TestLoopRetriesFailedAndBusyScales(t *testing.T) {
 			h.target.set(func(f *fakeTarget) { f.scaleErr = nil })
 			h.step(d, 30)
 			h.step(d, 30)
-			if got := h.target.Calls(); len(got) != 3 || got[2].Count != 3 {
+			got = h.target.Calls()
+			if len(got) != 3 || got[2].Count != 3 {
 				t.Fatalf("calls after recovery = %+v", got)
+			}
+			// A retry is the same change: it carries the reason the change
+			// was decided for, not what a later evaluation says of the new
+			// count (Nomad shows it as the scaling event's message).
+			for _, c := range got {
+				if c.Reason != ReasonScaleUp {
+					t.Fatalf("retried scale with reason %q, want %q: calls = %+v", c.Reason, ReasonScaleUp, got)
+				}
 			}
 			// A busy target started no cooldown: the next rise scales at
 			// once; a failed scale did start it.

@@ -99,9 +99,18 @@ func TestHealth(t *testing.T) {
 // (Go's default client keeps 2 idle per host and would dial again). The
 // input server answers a round's fetches only once all of them have
 // arrived, so each round holds exactly `workers` connections at once; and a
-// round starts once the previous one's connections are back in the idle
-// pool (httptrace PutIdleConn). The dial count then depends on the pool
-// size only, not on when goroutines run.
+// round starts once each of the previous one's connections is back in the
+// idle pool (httptrace PutIdleConn) or closed.
+//
+// The transport does not promise to pool every connection: it recycles one
+// only once its write goroutine has reported the request written, and
+// waits 50 ms for that (net/http maxWriteWaitBeforeConnReuse); on a loaded
+// machine that can miss and the connection is closed instead. So the test
+// counts on behaviour, not on that race: the idle pool refuses none
+// (PutIdleConn reports no error; the default client's would, 6 a round),
+// every dial after the first round replaces a closed connection, and
+// closing stays the exception (a handler that did not read its input to
+// the end would lose all of them).
 func TestInputConnectionsReused(t *testing.T) {
 	const workers, rounds = 8, 10
 	type barrier struct {
@@ -109,7 +118,7 @@ func TestInputConnectionsReused(t *testing.T) {
 		release chan struct{}
 	}
 	var cur atomic.Pointer[barrier]
-	var dials atomic.Int64
+	var dials, closed atomic.Int64
 	src := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b := cur.Load()
 		if b.n.Add(1) == workers {
@@ -117,14 +126,17 @@ func TestInputConnectionsReused(t *testing.T) {
 		}
 		select {
 		case <-b.release:
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Error("a round's fetches never all arrived")
 		}
 		io.WriteString(w, "input")
 	}))
 	src.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			dials.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
 		}
 	}
 	src.Start()
@@ -132,10 +144,12 @@ func TestInputConnectionsReused(t *testing.T) {
 	client := inputClient()
 	defer client.CloseIdleConnections()
 	h := newHandler(client)
-	var pooled atomic.Int64
+	var pooled, refused atomic.Int64
 	trace := &httptrace.ClientTrace{PutIdleConn: func(err error) {
 		if err == nil {
 			pooled.Add(1)
+		} else {
+			refused.Add(1)
 		}
 	}}
 	for round := range rounds {
@@ -154,14 +168,24 @@ func TestInputConnectionsReused(t *testing.T) {
 		}
 		wg.Wait()
 		want := int64((round + 1) * workers)
-		for deadline := time.Now().Add(10 * time.Second); pooled.Load() < want; {
+		for deadline := time.Now().Add(30 * time.Second); pooled.Load()+refused.Load()+closed.Load() < want; {
 			if time.Now().After(deadline) {
-				t.Fatalf("round %d: %d of %d connections returned to the idle pool", round, pooled.Load(), want)
+				t.Fatalf("round %d: of %d connections, %d returned to the idle pool, %d refused, %d closed", round, want, pooled.Load(), refused.Load(), closed.Load())
 			}
 			time.Sleep(time.Millisecond)
 		}
 	}
-	if n := dials.Load(); n != workers {
-		t.Fatalf("%d connections for %d concurrent fetchers over %d rounds, want %d: not reused", n, workers, rounds, workers)
+	n, c := dials.Load(), closed.Load()
+	if r := refused.Load(); r != 0 {
+		t.Fatalf("the idle pool refused %d connections (%d dials for %d concurrent fetchers over %d rounds): not reused", r, n, workers, rounds)
+	}
+	if n != workers+c {
+		t.Fatalf("%d connections for %d concurrent fetchers over %d rounds with %d closed, want %d: not reused", n, workers, rounds, c, workers+c)
+	}
+	if c > rounds {
+		t.Fatalf("%d of %d connections closed instead of reused", c, workers*rounds)
+	}
+	if c > 0 {
+		t.Logf("%d of %d connections closed by the transport instead of pooled", c, workers*rounds)
 	}
 }
