@@ -64,7 +64,7 @@ func TestRunLineChild(t *testing.T) {
 	if pidFile == "" {
 		t.Skip("helper process of TestBuildLineDiesWithDorad")
 	}
-	_ = runLine(context.Background(), t.TempDir(), os.Environ(), nil,
+	_ = runLine(context.Background(), procsweep.NewSpawner().Start, t.TempDir(), os.Environ(), nil,
 		"echo $$ > "+pidFile+"; exec sleep 300", os.Stderr)
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,10 @@ import (
 const helperEnv = "PROCSWEEP_TEST_HELPER"
 
 func TestMain(m *testing.M) {
+	// The main goroutine keeps the main thread: Go ends the thread of a
+	// goroutine that returns locked, but wedges the main thread instead,
+	// and TestSpawnerThreadOutlivesLockedGoroutines needs threads to end.
+	runtime.LockOSThread()
 	if spec := os.Getenv(helperEnv); spec != "" {
 		runHelper(spec)
 	}
