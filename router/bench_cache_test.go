@@ -1,18 +1,14 @@
 package router
 
 import (
-	"context"
+	"fmt"
 	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
-	"github.com/doraproject/dora/pool"
-	"github.com/doraproject/dora/router/meta"
 )
 
 // BenchmarkCacheHit measures a result-cache hit (the pipeline's 4 KiB
@@ -23,22 +19,7 @@ import (
 func BenchmarkCacheHit(b *testing.B) {
 	objs := newMemOrigin()
 	objs.add("photos", "small", "application/octet-stream", make([]byte, 4<<10))
-	instAddr := benchInstance(b)
-	p := pool.New(pool.Options{})
-	p.Update([]pool.Instance{{ID: "p0", Ufop: "passthru", Version: "v1", Region: dora.DefaultRegion, Addr: instAddr}})
-	r, err := New(Config{
-		Meta: staticMeta{meta.NewSnapshot(meta.Data{
-			Accounts: []dora.Account{alice},
-			Buckets:  []dora.Bucket{{Name: "photos", Owner: alice.ID}},
-			Ufops:    []dora.Ufop{{Name: "passthru", Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"}},
-			Releases: []dora.Release{{Ufop: "passthru", Version: "v1", Protocol: dora.ProtocolDora,
-				Cache: &dora.CachePolicy{Enabled: true, TTL: time.Hour}}},
-		})},
-		Objects: objs, Pool: p,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	r := benchRouter(b, objs, dora.Release{Cache: &dora.CachePolicy{Enabled: true, TTL: time.Hour}})
 	h := r.Handler()
 	get := func(ctx *fasthttp.RequestCtx) string {
 		ctx.Request.Reset()
@@ -72,36 +53,17 @@ func BenchmarkCacheHit(b *testing.B) {
 		}
 	})
 	b.Run("loopback", func(b *testing.B) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Go(func() { r.Serve(ctx, ln) })
-		defer func() { b.StopTimer(); cancel(); wg.Wait() }()
-		hc := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64, ReadTimeout: 10 * time.Second}
+		hc := benchServe(b, r)
 		b.SetBytes(4 << 10)
 		b.ReportAllocs()
-		b.SetParallelism(8)
-		b.ResetTimer()
-		defer cpuClock(b)()
-		b.RunParallel(func(pb *testing.PB) {
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			for pb.Next() {
-				req.SetRequestURI("/small?passthru")
-				req.Header.SetHost("photos.localhost")
-				if err := hc.Do(req, resp); err != nil {
-					b.Error(err)
-					return
-				}
-				if resp.StatusCode() != 200 || len(resp.Body()) != 4<<10 || string(resp.Header.Peek("X-Dora-Cache")) != "hit" {
-					b.Errorf("status %d, %d bytes, %q", resp.StatusCode(), len(resp.Body()), resp.Header.Peek("X-Dora-Cache"))
-					return
-				}
+		benchGets(b, hc, "/small?passthru", func(resp *fasthttp.Response) error {
+			if err := checkBody(resp, 4<<10); err != nil {
+				return err
 			}
+			if c := resp.Header.Peek("X-Dora-Cache"); string(c) != "hit" {
+				return fmt.Errorf("X-Dora-Cache %q", c)
+			}
+			return nil
 		})
 	})
 }

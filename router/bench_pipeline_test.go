@@ -14,6 +14,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/meta"
+	"github.com/doraproject/dora/router/origin"
 )
 
 // BenchmarkPipeline measures one ufop step end to end over loopback: a
@@ -33,33 +34,7 @@ func BenchmarkPipeline(b *testing.B) {
 func benchPipeline(b *testing.B, size int, bodyLimit int64) {
 	objs := newMemOrigin()
 	objs.add("photos", "small", "application/octet-stream", make([]byte, size))
-	instAddr := benchInstance(b)
-	p := pool.New(pool.Options{})
-	p.Update([]pool.Instance{{ID: "p0", Ufop: "passthru", Version: "v1", Region: dora.DefaultRegion, Addr: instAddr}})
-	r, err := New(Config{
-		Meta: staticMeta{meta.NewSnapshot(meta.Data{
-			Accounts: []dora.Account{alice},
-			Buckets:  []dora.Bucket{{Name: "photos", Owner: alice.ID}},
-			Ufops:    []dora.Ufop{{Name: "passthru", Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"}},
-			Releases: []dora.Release{{Ufop: "passthru", Version: "v1", Protocol: dora.ProtocolDora, BodyLimit: bodyLimit}},
-		})},
-		Objects: objs, Pool: p,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { r.Serve(ctx, ln) })
-	// The server's graceful shutdown (about a second) is not the
-	// benchmark's: stop the clock first.
-	defer func() { b.StopTimer(); cancel(); wg.Wait() }()
-
-	hc := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64, ReadTimeout: 10 * time.Second}
+	hc := benchServe(b, benchRouter(b, objs, dora.Release{BodyLimit: bodyLimit}))
 	// One request first: the connections' setup is not per request.
 	warm := fasthttp.AcquireRequest()
 	warm.SetRequestURI("/small?passthru")
@@ -70,7 +45,52 @@ func benchPipeline(b *testing.B, size int, bodyLimit int64) {
 	fasthttp.ReleaseRequest(warm)
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
-	b.SetParallelism(8) // 8 × GOMAXPROCS concurrent requests
+	benchGets(b, hc, "/small?passthru", func(resp *fasthttp.Response) error { return checkBody(resp, size) })
+}
+
+// benchRouter builds a router on objs whose bucket "photos" (alice's) may
+// use the ufop passthru, served by an in-process instance (benchInstance);
+// rel is its release v1 (Dora protocol).
+func benchRouter(b *testing.B, objs origin.Reader, rel dora.Release) *Router {
+	instAddr := benchInstance(b)
+	p := pool.New(pool.Options{})
+	p.Update([]pool.Instance{{ID: "p0", Ufop: "passthru", Version: "v1", Region: dora.DefaultRegion, Addr: instAddr}})
+	rel.Ufop, rel.Version, rel.Protocol = "passthru", "v1", dora.ProtocolDora
+	r, err := New(Config{
+		Meta: staticMeta{meta.NewSnapshot(meta.Data{
+			Accounts: []dora.Account{alice},
+			Buckets:  []dora.Bucket{{Name: "photos", Owner: alice.ID}},
+			Ufops:    []dora.Ufop{{Name: "passthru", Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"}},
+			Releases: []dora.Release{rel},
+		})},
+		Objects: objs, Pool: p,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+// benchServe serves r on loopback until the benchmark function returns
+// (the server's graceful shutdown, about a second, runs after the clock
+// has stopped) and returns a keep-alive client of it.
+func benchServe(b *testing.B, r *Router) *fasthttp.HostClient {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.Serve(ctx, ln) })
+	b.Cleanup(func() { cancel(); wg.Wait() })
+	return &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64, ReadTimeout: 10 * time.Second}
+}
+
+// benchGets times b.N GETs of path (Host photos.localhost) sent over hc by
+// 8 × GOMAXPROCS goroutines, each response checked by check, and reports
+// the process's CPU time per request (cpuClock).
+func benchGets(b *testing.B, hc *fasthttp.HostClient, path string, check func(*fasthttp.Response) error) {
+	b.SetParallelism(8)
 	b.ResetTimer()
 	defer cpuClock(b)()
 	b.RunParallel(func(pb *testing.PB) {
@@ -78,18 +98,26 @@ func benchPipeline(b *testing.B, size int, bodyLimit int64) {
 		defer fasthttp.ReleaseRequest(req)
 		defer fasthttp.ReleaseResponse(resp)
 		for pb.Next() {
-			req.SetRequestURI("/small?passthru")
+			req.SetRequestURI(path)
 			req.Header.SetHost("photos.localhost")
 			if err := hc.Do(req, resp); err != nil {
 				b.Error(err)
 				return
 			}
-			if resp.StatusCode() != 200 || len(resp.Body()) != size {
-				b.Errorf("status %d, %d bytes", resp.StatusCode(), len(resp.Body()))
+			if err := check(resp); err != nil {
+				b.Error(err)
 				return
 			}
 		}
 	})
+}
+
+// checkBody checks a 200 answer of size bytes.
+func checkBody(resp *fasthttp.Response, size int) error {
+	if resp.StatusCode() != 200 || len(resp.Body()) != size {
+		return fmt.Errorf("status %d, %d bytes: %.200s", resp.StatusCode(), len(resp.Body()), resp.Body())
+	}
+	return nil
 }
 
 // benchInstance serves the Dora protocol in-process as passthru does: it

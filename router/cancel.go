@@ -1,7 +1,6 @@
 package router
 
 import (
-	"context"
 	"net"
 	"sync"
 	"time"
@@ -33,10 +32,11 @@ type connWatch struct {
 	scratch []*watchEntry // the loop's copy of m, reused
 }
 
-// watchEntry is one watched pipeline.
+// watchEntry is one watched pipeline: ctx is cancelled when conn's peer
+// has closed it.
 type watchEntry struct {
-	conn   net.Conn
-	cancel context.CancelFunc
+	conn net.Conn
+	ctx  interface{ cancel() }
 }
 
 func newConnWatch(poll time.Duration) *connWatch {
@@ -93,7 +93,7 @@ func (w *connWatch) loop() {
 		for i, e := range es {
 			if connClosed(e.conn) {
 				w.remove(e)
-				e.cancel()
+				e.ctx.cancel()
 			}
 			es[i] = nil
 		}

@@ -105,22 +105,34 @@ var (
 
 // stepConn is a call's hold on one keep-alive connection, from writing the
 // request until its response body is done with. While it is held, the
-// call's context watches it: when the context ends (the client left, the
-// deadline passed, the router shuts down, Process was cancelled) the
-// connection is closed, which aborts any read or write in progress and
-// tells the instance its request is cancelled.
+// call's watcher (its pipeline) watches it: when the pipeline's context
+// ends (the client left, the deadline passed, the router shuts down,
+// Process was cancelled) the connection is closed, which aborts any read
+// or write in progress and tells the instance its request is cancelled.
 type stepConn struct {
-	ic   *instClient
-	conn net.Conn
-	br   *bufio.Reader
-	cc   any         // fasthttp's *clientConn (unexported: see putConn)
-	stop func() bool // unregisters the context watch; false once it fired
-	done bool
+	ic      *instClient
+	conn    net.Conn
+	br      *bufio.Reader
+	cc      any // fasthttp's *clientConn (unexported: see putConn)
+	w       connWatcher
+	watched bool
+	done    bool
+}
+
+// connWatcher closes the connections it watches once its context ends
+// (pipeline.watchConn: one context registration per pipeline rather than
+// one per call).
+type connWatcher interface {
+	// watchConn watches s until unwatchConn; false when the context has
+	// already ended (s is then not watched).
+	watchConn(s *stepConn) bool
+	// unwatchConn stops watching s; false when the watch has closed it.
+	unwatchConn(s *stepConn) bool
 }
 
 // finish releases the connection: back to the pool when reuse is asked and
-// the context watch did not close it, else closed. Calls after the first
-// do nothing.
+// the watch did not close it, else closed. Calls after the first do
+// nothing.
 func (s *stepConn) finish(reuse bool) {
 	if s.done {
 		return
@@ -130,7 +142,7 @@ func (s *stepConn) finish(reuse bool) {
 		s.ic.hc.ReleaseReader(s.br)
 		s.br = nil
 	}
-	if !s.stop() {
+	if s.watched && !s.w.unwatchConn(s) {
 		reuse = false // the watch fired: the connection is (being) closed
 	}
 	putConn(s.ic.hc, s.cc, reuse)
@@ -161,8 +173,11 @@ func connOf[C any](_ func(*fasthttp.HostClient, C), v any) C { return v.(C) }
 // DefaultBufferedBodyMax is read at once, a larger or chunked one streams
 // from the connection). It returns the connection, which the caller must
 // finish once it is done with the body (a body read at once has already
-// released it). Every wait ends when ctx does, with ctx's error.
-func (c *instClient) roundTrip(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response) (*stepConn, error) {
+// released it). Every wait ends when ctx does, with ctx's error: w (the
+// pipeline whose context ctx is) closes the connection then. sc is the
+// caller's room for the connection's state (no allocation of its own);
+// it is returned on success.
+func (c *instClient) roundTrip(ctx context.Context, w connWatcher, sc *stepConn, req *fasthttp.Request, resp *fasthttp.Response) (*stepConn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -185,8 +200,12 @@ func (c *instClient) roundTrip(ctx context.Context, req *fasthttp.Request, resp 
 	}
 	hc := c.hc
 	conn := cc.Conn()
-	sc := &stepConn{ic: c, conn: conn, cc: cc}
-	sc.stop = context.AfterFunc(ctx, func() { conn.Close() })
+	*sc = stepConn{ic: c, conn: conn, cc: cc, w: w}
+	if !w.watchConn(sc) {
+		sc.finish(false)
+		return nil, ctx.Err()
+	}
+	sc.watched = true
 
 	fail := func(err error) (*stepConn, error) {
 		sc.finish(false)

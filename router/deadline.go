@@ -28,6 +28,67 @@ type sharedDeadline struct {
 	// is kept so that the context's resources are owned somewhere; the
 	// context ends by itself at its deadline (or with the parent).
 	cancel context.CancelFunc
+
+	// The pipelines' contexts hanging on this one (pipeCtx.initShared),
+	// ended by endAll when it ends: an intrusive list, so that a
+	// request's registration allocates nothing (a context.AfterFunc per
+	// pipeline costs three allocations).
+	mu    sync.Mutex
+	head  *pipeCtx
+	ended bool
+}
+
+// add registers c, to be ended with the shared context; false when that
+// has already ended (c is not registered).
+func (s *sharedDeadline) add(c *pipeCtx) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return false
+	}
+	c.next, c.prev, c.listed = s.head, nil, true
+	if s.head != nil {
+		s.head.prev = c
+	}
+	s.head = c
+	return true
+}
+
+// remove unregisters c (nothing when endAll has taken it already).
+func (s *sharedDeadline) remove(c *pipeCtx) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !c.listed {
+		return
+	}
+	c.listed = false
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		s.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.next, c.prev = nil, nil
+}
+
+// endAll ends every registered context with the shared one's error.
+func (s *sharedDeadline) endAll() {
+	s.mu.Lock()
+	s.ended = true
+	first := s.head
+	s.head = nil
+	for c := first; c != nil; c = c.next {
+		c.listed = false // remove leaves the detached list alone
+	}
+	s.mu.Unlock()
+	err := s.ctx.Err()
+	for c := first; c != nil; {
+		next := c.next
+		c.end(err)
+		c = next
+	}
 }
 
 func newDeadlines(parent context.Context, d time.Duration) *deadlines {
@@ -36,18 +97,23 @@ func newDeadlines(parent context.Context, d time.Duration) *deadlines {
 
 // get returns a context that ends between d and d + granule after now
 // (the real clock: timers are real), or when the parent does.
-func (s *deadlines) get(now time.Time) context.Context {
+func (s *deadlines) get(now time.Time) context.Context { return s.shared(now).ctx }
+
+// shared returns the shared deadline get's context belongs to.
+func (s *deadlines) shared(now time.Time) *sharedDeadline {
 	want := now.Add(s.d)
 	if c := s.cur.Load(); c != nil && !c.deadline.Before(want) && c.deadline.Sub(want) <= s.granule {
-		return c.ctx
+		return c
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.cur.Load(); c != nil && !c.deadline.Before(want) && c.deadline.Sub(want) <= s.granule {
-		return c.ctx
+		return c
 	}
 	dl := want.Add(s.granule)
 	ctx, cancel := context.WithDeadline(s.parent, dl)
-	s.cur.Store(&sharedDeadline{ctx: ctx, deadline: dl, cancel: cancel})
-	return ctx
+	sd := &sharedDeadline{ctx: ctx, deadline: dl, cancel: cancel}
+	context.AfterFunc(ctx, sd.endAll)
+	s.cur.Store(sd)
+	return sd
 }

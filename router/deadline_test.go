@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 )
@@ -36,5 +37,54 @@ func TestDeadlines(t *testing.T) {
 	<-c.Done()
 	if c.Err() != context.Canceled {
 		t.Fatalf("after the parent's end: %v", c.Err())
+	}
+}
+
+// TestPipeCtx: a pipeline's context ends with its shared deadline (and is
+// then unlisted), with its own cancel (unlisted at once), and passes its
+// end on to children (WithCancel, context.AfterFunc) and to the instance
+// connections it watches; one started on an ended deadline is ended.
+func TestPipeCtx(t *testing.T) {
+	s := newDeadlines(context.Background(), 80*time.Millisecond)
+	sd := s.shared(time.Now())
+	var a, b pipeCtx
+	a.initShared(sd)
+	b.initShared(sd)
+	child, stopChild := context.WithCancel(&a)
+	defer stopChild()
+	fired := make(chan struct{})
+	context.AfterFunc(&a, func() { close(fired) })
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	sc := &stepConn{conn: c1}
+	if !a.watchConn(sc) {
+		t.Fatal("a live context refused to watch a connection")
+	}
+	b.cancel()
+	if b.Err() != context.Canceled || a.Err() != nil {
+		t.Fatalf("after b.cancel: a %v, b %v", a.Err(), b.Err())
+	}
+	sd.mu.Lock()
+	listed := sd.head == &a && a.next == nil && !b.listed
+	sd.mu.Unlock()
+	if !listed {
+		t.Fatal("the cancelled context is still listed, or the live one is not")
+	}
+	<-a.Done()
+	<-child.Done()
+	<-fired
+	if a.Err() != context.DeadlineExceeded || child.Err() != context.DeadlineExceeded {
+		t.Fatalf("at the deadline: %v, child %v", a.Err(), child.Err())
+	}
+	if _, err := c1.Write([]byte("x")); err == nil {
+		t.Fatal("the watched connection was not closed at the context's end")
+	}
+	if a.unwatchConn(sc) || a.watchConn(&stepConn{conn: c2}) {
+		t.Fatal("an ended context still watches connections")
+	}
+	var late pipeCtx
+	late.initShared(sd)
+	if late.Err() != context.DeadlineExceeded {
+		t.Fatalf("started on an ended deadline: %v", late.Err())
 	}
 }

@@ -66,8 +66,7 @@ func (f flow) contentType() string {
 type pipeline struct {
 	r      *Router
 	reqid  string
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx    context.Context // &pc
 	bucket dora.Bucket
 	key    string
 
@@ -86,6 +85,28 @@ type pipeline struct {
 	out     countingBody
 	rq      *request
 	size    int64
+
+	// pc is ctx: the pipeline's own context (pipectx.go), which also
+	// watches its steps' instance connections.
+	pc pipeCtx
+}
+
+// newPipeline makes a pipeline whose context ends with parent (and
+// release is called at its teardown, when set).
+func newPipeline(r *Router, parent context.Context, release context.CancelFunc, reqid string, b dora.Bucket, key string) *pipeline {
+	p := &pipeline{r: r, reqid: reqid, bucket: b, key: key}
+	p.pc.init(parent, release)
+	p.ctx = &p.pc
+	return p
+}
+
+// newSharedPipeline makes a pipeline of the HTTP path, whose context ends
+// with the shared deadline sd.
+func newSharedPipeline(r *Router, sd *sharedDeadline, reqid string, b dora.Bucket, key string) *pipeline {
+	p := &pipeline{r: r, reqid: reqid, bucket: b, key: key}
+	p.pc.initShared(sd)
+	p.ctx = &p.pc
+	return p
 }
 
 type tokenFlow struct {
@@ -108,7 +129,7 @@ func (p *pipeline) teardown() {
 	if p.watched {
 		p.r.watch.remove(&p.we)
 	}
-	p.cancel()
+	p.pc.cancel()
 	for _, t := range toks {
 		if p.r.src.drop(t.tok) {
 			t.in.body.Close()
@@ -120,11 +141,11 @@ func (p *pipeline) teardown() {
 // stage's output to the client (saving it too with saveas).
 func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (bool, *httpError) {
 	// The deadline is shared (deadline.go); the cancel is the pipeline's.
-	pctx, cancel := context.WithCancel(r.deadline.get(time.Now()))
-	p := &pipeline{r: r, reqid: rq.reqid, ctx: pctx, cancel: cancel, bucket: b, key: key, rq: rq}
+	p := newSharedPipeline(r, r.deadline.shared(time.Now()), rq.reqid, b, key)
+	p.rq = rq
 	// The client's hang-up cancels the pipeline (cancel.go), a held one
 	// included, until the pipeline is torn down.
-	p.we = watchEntry{conn: rq.ctx.Conn(), cancel: cancel}
+	p.we = watchEntry{conn: rq.ctx.Conn(), ctx: &p.pc}
 	p.watched = true
 	r.watch.add(&p.we)
 	cur, _, herr := r.startPipeline(p, stages, sa)
@@ -574,8 +595,11 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	req.Header.SetMethod(fasthttp.MethodPost)
+	// The request line is set as it is sent (origin form) and the Host
+	// header apart: fasthttp then writes both without parsing a URI.
+	req.Header.SetHost(inst.Addr)
 	if rel.Protocol == dora.ProtocolUfop {
-		req.SetRequestURI("http://" + inst.Addr + "/uop")
+		req.Header.SetRequestURI("/uop")
 		req.Header.SetContentType("application/json")
 		body, err := json.Marshal(uopRequest{Cmd: st.step.Raw, Src: uopSrc{
 			URL: srcURL, MimeType: in.contentType(), Fsize: max(in.size, 0), Bucket: p.bucket.Name, Key: path.Base(p.key),
@@ -586,15 +610,14 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 		req.SetBodyRaw(body)
 	} else if body != nil {
 		var buf [512]byte
-		req.SetRequestURIBytes(handlerBodyURI(buf[:0], inst.Addr, st.step.Raw))
+		req.Header.SetRequestURIBytes(handlerBodyURI(buf[:0], st.step.Raw))
 		req.Header.SetContentType(in.contentType())
 		req.SetBodyRaw(body)
 	} else {
 		var buf [512]byte
-		req.SetRequestURIBytes(handlerURI(buf[:0], inst.Addr, st.step.Raw, srcURL))
+		req.Header.SetRequestURIBytes(handlerURI(buf[:0], st.step.Raw, srcURL))
 		req.Header.SetContentLength(0)
 	}
-	req.URI().DisablePathNormalizing = true
 	req.Header.SetUserAgent("dora-router")
 	req.Header.Set("X-Reqid", p.reqid)
 	// The response goes back to fasthttp's pool once its body is closed
@@ -605,7 +628,8 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	h.Begin()
 	lc := r.load.begin(lk, r.now())
 	start := time.Now()
-	sc, err := ic.roundTrip(p.ctx, req, resp)
+	sb := &stepBody{ctx: p.ctx, r: r, host: h, lc: lc, step: i}
+	sc, err := ic.roundTrip(p.ctx, &p.pc, &sb.conn, req, resp)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		h.End()
@@ -639,7 +663,7 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	if size < 0 {
 		size = -1
 	}
-	sb := &stepBody{rc: resp.BodyStream(), resp: resp, sc: sc, size: size, ctx: p.ctx, r: r, host: h, lc: lc, step: i}
+	sb.rc, sb.resp, sb.sc, sb.size = resp.BodyStream(), resp, sc, size
 	status := resp.StatusCode()
 	if status < 200 || status > 299 {
 		// The program's error is its own: status, type and body reach the
@@ -672,22 +696,17 @@ func closedUnanswered(err error) bool {
 // metrics show and no client sees.
 const StatusClientClosedRequest = 499
 
-// handlerURI appends the Dora protocol's request URI to dst:
-// http://<addr>/handler?cmd=<step>&url=<src>, both query-escaped.
-func handlerURI(dst []byte, addr, cmd, src string) []byte {
-	dst = append(dst, "http://"...)
-	dst = append(dst, addr...)
-	dst = append(dst, "/handler?cmd="...)
-	dst = appendQueryEscape(dst, cmd)
+// handlerURI appends the Dora protocol's request URI (origin form) to dst:
+// /handler?cmd=<step>&url=<src>, both query-escaped.
+func handlerURI(dst []byte, cmd, src string) []byte {
+	dst = handlerBodyURI(dst, cmd)
 	dst = append(dst, "&url="...)
 	return appendQueryEscape(dst, src)
 }
 
 // handlerBodyURI appends the Dora protocol's request URI of the body mode:
-// http://<addr>/handler?cmd=<step>, the input being the request body.
-func handlerBodyURI(dst []byte, addr, cmd string) []byte {
-	dst = append(dst, "http://"...)
-	dst = append(dst, addr...)
+// /handler?cmd=<step>, the input being the request body.
+func handlerBodyURI(dst []byte, cmd string) []byte {
 	dst = append(dst, "/handler?cmd="...)
 	return appendQueryEscape(dst, cmd)
 }
@@ -732,7 +751,8 @@ type uopSrc struct {
 type stepBody struct {
 	rc     io.Reader // resp.BodyStream(); nil: empty body
 	resp   *fasthttp.Response
-	sc     *stepConn // the connection while the body streams from it
+	sc     *stepConn // the connection while the body streams from it (&conn)
+	conn   stepConn  // room for sc
 	size   int64     // Content-Length, -1 unknown
 	n      int64
 	ctx    context.Context

@@ -103,7 +103,7 @@ func (r *Router) Process(ctx context.Context, bucket, key, fops string, w io.Wri
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.Deadline)
-	p := &pipeline{r: r, reqid: res.Reqid, ctx: pctx, cancel: cancel, bucket: b, key: key}
+	p := newPipeline(r, pctx, cancel, res.Reqid, b, key)
 	cur, tee, herr := r.startPipeline(p, stages, req.SaveAs)
 	if herr != nil {
 		return res, processError(herr)

@@ -46,18 +46,30 @@ var cacheTiers = []struct {
 // reaches no instance, with ETag, Cache-Control, Age and X-Dora-Cache;
 // If-None-Match answers 304; an overwritten object, a new active version
 // and a deleted ufop are never answered from the cache. On each tier.
-func TestResultCache(t *testing.T) {
+func TestResultCache(t *testing.T) { eachTier(t, testResultCache) }
+
+// eachTier runs test on each of the result cache's set-ups (cacheTiers).
+func eachTier(t *testing.T, test func(t *testing.T, mod func(*Config))) {
 	for _, tier := range cacheTiers {
-		t.Run(tier.name, func(t *testing.T) { testResultCache(t, tier.mod(t)) })
+		t.Run(tier.name, func(t *testing.T) { test(t, tier.mod(t)) })
 	}
 }
 
-func testResultCache(t *testing.T, mod func(*Config)) {
-	e := newEnv(t, mod)
-	upAddr, ups := countingInstance(t, strings.ToUpper)
+// upCacheEnv is a router (newEnv with mod) whose ufop "up" (alice's, its
+// results cached for an hour) is served by a countingInstance
+// upper-casing its input, at addr, and whose bucket's object "k" holds
+// "abc".
+func upCacheEnv(t *testing.T, mod func(*Config), bucket string) (e *env, addr string, calls *atomic.Int64) {
+	e = newEnv(t, mod)
+	addr, calls = countingInstance(t, strings.ToUpper)
 	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
-	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", upAddr)})
-	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
+	e.objs.add(bucket, "k", "text/plain", []byte("abc"))
+	return e, addr, calls
+}
+
+func testResultCache(t *testing.T, mod func(*Config)) {
+	e, upAddr, ups := upCacheEnv(t, mod, "photos")
 
 	resp, body := e.get("photos.localhost", "/k?up/x")
 	etag := resp.Header.Get("ETag")
@@ -117,18 +129,10 @@ func testResultCache(t *testing.T, mod func(*Config)) {
 
 // TestResultCachePrivate: a private bucket's cached result still needs a
 // valid token, and is marked private for shared caches. On each tier.
-func TestResultCachePrivate(t *testing.T) {
-	for _, tier := range cacheTiers {
-		t.Run(tier.name, func(t *testing.T) { testResultCachePrivate(t, tier.mod(t)) })
-	}
-}
+func TestResultCachePrivate(t *testing.T) { eachTier(t, testResultCachePrivate) }
 
 func testResultCachePrivate(t *testing.T, mod func(*Config)) {
-	e := newEnv(t, mod)
-	addr, n := countingInstance(t, strings.ToUpper)
-	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
-	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
-	e.objs.add("secret", "k", "text/plain", []byte("abc"))
+	e, _, n := upCacheEnv(t, mod, "secret")
 	signed := strings.TrimPrefix(auth.DownloadURL("http://secret.localhost/k?up/x", alice.AccessKey, alice.SecretKey, time.Now().Unix()+3600), "http://secret.localhost")
 	for i, want := range []string{"miss", "hit"} {
 		resp, body := e.get("secret.localhost", signed)

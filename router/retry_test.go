@@ -13,37 +13,35 @@ import (
 	"github.com/doraproject/dora/pool"
 )
 
-// dyingOrUpperInstance is a Dora-protocol instance on loopback: it reads its input
-// from url= (or its body) and answers it upper-cased or, when die is set, drops the
-// connection after reading the input (a process killed mid-request).
-func dyingOrUpperInstance(t *testing.T, die bool, hits *atomic.Int64) string {
+// upperOrDropInstance is a Dora-protocol instance on loopback that reads its
+// input (url= or the body) and answers it upper-cased or, when drop (asked
+// once per request) says so, closes the connection after reading the
+// input, without a byte of answer (a process killed mid-request, a
+// keep-alive connection closed by its peer).
+func upperOrDropInstance(t *testing.T, drop func() bool) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/handler" {
-			http.NotFound(w, r)
+	return fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in io.Reader) {
+		dropIt := drop()
+		b, err := io.ReadAll(in)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		hits.Add(1)
-		in, ok := readStepInput(w, r)
-		if !ok {
-			return
-		}
-		if die {
-			conn, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
+		if dropIt {
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 				conn.Close()
 			}
 			return
 		}
-		_, _ = w.Write(bytes.ToUpper(in))
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+		_, _ = w.Write(bytes.ToUpper(b))
+	})
+}
+
+// dyingOrUpperInstance is upperOrDropInstance dropping every request when
+// die is set; hits counts its requests.
+func dyingOrUpperInstance(t *testing.T, die bool, hits *atomic.Int64) string {
+	t.Helper()
+	return upperOrDropInstance(t, func() bool { hits.Add(1); return die })
 }
 
 // A request whose instance dies after taking its input is replayed on
@@ -77,13 +75,10 @@ func TestDeadInstanceRequestRetried(t *testing.T) {
 // programs' output is once it passes their server's buffer.
 func chunkyInstance(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, ok := readStepInput(w, r)
-		if !ok {
+	return fakeInstance(t, func(w http.ResponseWriter, r *http.Request, src io.Reader) {
+		in, err := io.ReadAll(src)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		for len(in) > 0 {
@@ -92,10 +87,7 @@ func chunkyInstance(t *testing.T) string {
 			w.(http.Flusher).Flush()
 			in = in[n:]
 		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	})
 }
 
 // A later step whose input is a previous step's small output (under the
@@ -134,34 +126,19 @@ func TestDeadInstanceRequestRetriedLaterStep(t *testing.T) {
 	}
 }
 
-// flakyConnInstance is a Dora-protocol instance that drops the connection
-// of every other request after reading it (as a keep-alive connection
-// closed by its peer, or a program restarting, looks to the router) and
-// answers the others upper-cased.
+// flakyConnInstance is upperOrDropInstance dropping every other request (as a
+// keep-alive connection closed by its peer, or a program restarting, looks
+// to the router); drops counts the dropped ones.
 func flakyConnInstance(t *testing.T, drops *atomic.Int64) string {
 	t.Helper()
 	var n atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in, ok := readStepInput(w, r)
-		if !ok {
-			return
-		}
+	return upperOrDropInstance(t, func() bool {
 		if n.Add(1)%2 == 1 {
 			drops.Add(1)
-			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-				conn.Close()
-			}
-			return
+			return true
 		}
-		_, _ = w.Write(bytes.ToUpper(in))
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+		return false
+	})
 }
 
 // A step whose only instance drops a connection before answering is tried
@@ -271,26 +248,4 @@ func TestClosedUnansweredRetried(t *testing.T) {
 			})
 		}
 	}
-}
-
-// readStepInput reads a test instance's input in either form a step may
-// send it (PROTOCOLS.md): the one-shot url= to fetch, or the request body.
-// On failure it has answered 502 and reports false.
-func readStepInput(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	src := r.Body
-	if u := r.URL.Query().Get("url"); u != "" {
-		res, err := http.Get(u)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return nil, false
-		}
-		defer res.Body.Close()
-		src = res.Body
-	}
-	in, err := io.ReadAll(src)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return nil, false
-	}
-	return in, true
 }

@@ -6,9 +6,7 @@ import (
 	"crypto/md5"
 	"fmt"
 	"io"
-	"net"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,8 +15,6 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/agenttest"
-	"github.com/doraproject/dora/pool"
-	"github.com/doraproject/dora/router/meta"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
 	s3origin "github.com/doraproject/dora/router/origin/s3"
@@ -97,52 +93,10 @@ func BenchmarkOneStepOrigins(b *testing.B) {
 }
 
 func benchOneStep(b *testing.B, objs origin.Reader, size int) {
-	instAddr := benchInstance(b)
-	p := pool.New(pool.Options{})
-	p.Update([]pool.Instance{{ID: "p0", Ufop: "passthru", Version: "v1", Region: dora.DefaultRegion, Addr: instAddr}})
-	r, err := New(Config{
-		Meta: staticMeta{meta.NewSnapshot(meta.Data{
-			Accounts: []dora.Account{alice},
-			Buckets:  []dora.Bucket{{Name: "photos", Owner: alice.ID}},
-			Ufops:    []dora.Ufop{{Name: "passthru", Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"}},
-			Releases: []dora.Release{{Ufop: "passthru", Version: "v1", Protocol: dora.ProtocolDora}},
-		})},
-		Objects: objs, Pool: p,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { r.Serve(ctx, ln) })
-	defer func() { cancel(); wg.Wait() }()
-
-	hc := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64, ReadTimeout: 10 * time.Second}
+	hc := benchServe(b, benchRouter(b, objs, dora.Release{}))
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
-	b.SetParallelism(8)
-	b.ResetTimer()
 	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		defer fasthttp.ReleaseRequest(req)
-		defer fasthttp.ReleaseResponse(resp)
-		for pb.Next() {
-			req.SetRequestURI("/small?passthru")
-			req.Header.SetHost("photos.localhost")
-			if err := hc.Do(req, resp); err != nil {
-				b.Error(err)
-				return
-			}
-			if resp.StatusCode() != 200 || len(resp.Body()) != size {
-				b.Errorf("status %d, %d bytes: %s", resp.StatusCode(), len(resp.Body()), resp.Body())
-				return
-			}
-		}
-	})
+	benchGets(b, hc, "/small?passthru", func(resp *fasthttp.Response) error { return checkBody(resp, size) })
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 }

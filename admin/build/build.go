@@ -183,7 +183,10 @@ type Builder struct {
 	// process dies.
 	watchOnce sync.Once
 	watchErr  error
-	mu        sync.Mutex
+	// spawner starts build lines from a thread that never ends
+	// (Pdeathsig follows the forking thread); made with the watchdog.
+	spawner *procsweep.Spawner
+	mu      sync.Mutex
 	// busy holds the (ufop, n) pairs being unpacked or built.
 	busy map[string]bool
 	// doomed holds the busy pairs Remove could not delete: their
@@ -699,7 +702,7 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 	env := b.buildEnv(res, work, home)
 	for i, line := range u.BuildScript {
 		fmt.Fprintf(out, "$ %s\n", line)
-		if err := runLine(ctx, work, env, b.runAs, line, out); err != nil {
+		if err := runLine(ctx, b.spawner.Start, work, env, b.runAs, line, out); err != nil {
 			return fmt.Errorf("build %s.v%d: build_script line %d %q: %w", ufop, n, i+1, line, err)
 		}
 	}
@@ -733,6 +736,7 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 func (b *Builder) watch() error {
 	b.watchOnce.Do(func() {
 		_, b.watchErr = procsweep.Watch(b.owner, "/bin/sh", "-c", `rm -rf -- "$0"/*/*/*.tmp-*`, b.root)
+		b.spawner = procsweep.NewSpawner()
 	})
 	return b.watchErr
 }
@@ -789,9 +793,9 @@ func (b *Builder) buildEnv(resource, work, home string) []string {
 // when non-nil; the group is killed when ctx ends and after the line exits
 // (no stray background jobs), and the shell gets SIGKILL when dorad dies
 // (Pdeathsig; Go sets it after the credentials change, which would reset
-// it, and the forking thread is never ended by the runtime since no
-// goroutine here locks its thread).
-func runLine(ctx context.Context, dir string, env []string, runAs *User, line string, out io.Writer) error {
+// it). start starts the shell: the Builder's Spawner, whose thread never
+// ends, since the signal follows the forking thread.
+func runLine(ctx context.Context, start func(*exec.Cmd) error, dir string, env []string, runAs *User, line string, out io.Writer) error {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
 	cmd.Dir = dir
 	cmd.Env = env
@@ -803,7 +807,7 @@ func runLine(ctx context.Context, dir string, env []string, runAs *User, line st
 	}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
+	if err := start(cmd); err != nil {
 		return err
 	}
 	err := cmd.Wait()

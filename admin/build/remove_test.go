@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 )
 
 // outsideTree is a directory outside the builder's root that planted links
@@ -117,7 +119,7 @@ func TestRemove(t *testing.T) {
 // files are removed by the root platform without following the links.
 func TestRemoveRunAs(t *testing.T) {
 	u := nobody(t)
-	data := reachableDir(t)
+	data := proctest.ReachableDir(t)
 	root := filepath.Join(data, "builds")
 	b, err := NewWithConfig(Config{Root: root, RunAs: u})
 	if err != nil {

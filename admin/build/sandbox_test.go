@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 )
 
 // secretEnv are variables of the platform's environment no user code may
@@ -20,21 +22,6 @@ var secretEnv = map[string]string{
 	"AWS_SECRET_ACCESS_KEY": "aws-s3cret",
 	"REDIS_PASSWORD":        "redis-s3cret",
 	"DORA_ROOT_SK":          "dora-root-s3cret",
-}
-
-// reachableDir is a temporary directory another user can traverse
-// (t.TempDir's parent is 0700).
-func reachableDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "build-sandbox-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // nobody is the run-as user of these tests; they need root to switch to it.
@@ -84,7 +71,7 @@ func TestLookupUser(t *testing.T) {
 }
 
 func TestCheckReachable(t *testing.T) {
-	dir := reachableDir(t)
+	dir := proctest.ReachableDir(t)
 	closed := filepath.Join(dir, "closed")
 	open := filepath.Join(dir, "open")
 	for d, mode := range map[string]os.FileMode{closed: 0o700, open: 0o711} {
@@ -135,7 +122,7 @@ func TestBuildEnvAllowlist(t *testing.T) {
 	for _, m := range []mode{{"self", func(*testing.T) *User { return nil }}, {"nobody", nobody}} {
 		t.Run(m.name, func(t *testing.T) {
 			u := m.runAs(t)
-			b, err := NewWithConfig(Config{Root: reachableDir(t), RunAs: u})
+			b, err := NewWithConfig(Config{Root: proctest.ReachableDir(t), RunAs: u})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,7 +160,7 @@ func TestBuildEnvAllowlist(t *testing.T) {
 // platform, writable by nobody else.
 func TestBuildRunAs(t *testing.T) {
 	u := nobody(t)
-	data := reachableDir(t)
+	data := proctest.ReachableDir(t)
 	const secret = "root-secret-key-0123456789"
 	creds := filepath.Join(data, "root.credentials")
 	if err := os.WriteFile(creds, []byte(secret+"\n"), 0o600); err != nil {

@@ -5,13 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/doraproject/dora/internal/procsweep"
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 )
 
 // Working directories of builds interrupted by a crash are removed when a
@@ -49,40 +49,14 @@ func TestBuildLineDiesWithDorad(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var pid int
-	for deadline := time.Now().Add(30 * time.Second); pid == 0; {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatal("the line never started")
-		}
-		b, _ := os.ReadFile(pidFile)
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-		time.Sleep(20 * time.Millisecond)
-	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := proctest.ReadPids(t, pidFile, 1)[0]
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if !alive(pid) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("build line %d still running after its parent was killed", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// alive reports whether pid runs (a zombie counts as gone).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
+	proctest.WaitGone(t, "the build line of the killed parent", []int{pid})
 }
 
 func TestRunLineChild(t *testing.T) {
@@ -90,7 +64,7 @@ func TestRunLineChild(t *testing.T) {
 	if pidFile == "" {
 		t.Skip("helper process of TestBuildLineDiesWithDorad")
 	}
-	_ = runLine(context.Background(), t.TempDir(), os.Environ(), nil,
+	_ = runLine(context.Background(), procsweep.NewSpawner().Start, t.TempDir(), os.Environ(), nil,
 		"echo $$ > "+pidFile+"; exec sleep 300", os.Stderr)
 }
 
@@ -110,21 +84,8 @@ func TestCompoundBuildLineDiesWithDorad(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var pids []int
-	for deadline := time.Now().Add(60 * time.Second); len(pids) < 4; {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("the line wrote %d pids, want 4", len(pids))
-		}
-		time.Sleep(20 * time.Millisecond)
-		b, _ := os.ReadFile(pidFile)
-		pids = pids[:0]
-		for _, f := range strings.Fields(string(b)) {
-			if p, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, p)
-			}
-		}
-	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pids := proctest.ReadPids(t, pidFile, 4)
 	t.Cleanup(func() {
 		for _, p := range pids {
 			syscall.Kill(p, syscall.SIGKILL)
@@ -139,21 +100,8 @@ func TestCompoundBuildLineDiesWithDorad(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	// Bounded polls: they catch a watchdog that never acts, not a speed.
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes %v of the killed dorad's build line still run 60s later", left)
-		}
-	}
+	proctest.WaitGone(t, "processes of the killed dorad's build line", pids)
+	// Bounded: it catches a watchdog that never acts, not a speed.
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		left, _ := filepath.Glob(filepath.Join(root, "testufop", "1", "*.tmp-*"))
 		if len(left) == 0 {

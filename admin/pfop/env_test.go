@@ -26,6 +26,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
@@ -119,11 +120,7 @@ func fakeInstance(t *testing.T, serve func(w http.ResponseWriter, r *http.Reques
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := bolttest.Open(t, dir)
 	ld, err := local.New(filepath.Join(dir, "objects"))
 	if err != nil {
 		t.Fatal(err)

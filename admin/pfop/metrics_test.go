@@ -14,7 +14,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/internal/api"
-	"github.com/doraproject/dora/internal/store/bolt"
+	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 	"github.com/doraproject/dora/router"
 )
 
@@ -35,11 +35,7 @@ func (noStat) Stat(context.Context, string, string) (api.Object, error) {
 func TestWorkerMetrics(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := bolttest.Open(t, dir)
 	q, err := boltq.Open(filepath.Join(dir, "q.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -64,20 +64,62 @@ func TestLostEnqueueRecoveredRedis(t *testing.T) {
 	e.startWorker(newQ(), func(c *pfop.WorkerConfig) {
 		c.Now = func() time.Time { return time.Now().Add(2 * pfop.DefaultReclaimAfter) }
 	})
-	s, _ := e.waitFinal(j.ID)
-	if s.Code != pfop.CodeSuccess || s.Items[0].Code != pfop.CodeSuccess {
-		t.Fatalf("recovered job ended %+v", s)
-	}
-	if got, ok := e.read("photos", s.Items[0].Key); !ok || got != "ABC" {
-		t.Fatalf("result %q %v", got, ok)
-	}
-	stored, _, err := e.jobs.Get(context.Background(), j.ID)
+	checkRan(t, e, j.ID, 1)
+}
+
+// sweepRig is what the recovery and retention tests drive: an env, a bolt
+// queue of their own, and a clock that stays at t0 until set.
+type sweepRig struct {
+	*env
+	t  *testing.T
+	q  *boltq.Queue
+	t0 time.Time
+	mu sync.Mutex
+	d  time.Duration // now is t0 + d
+}
+
+func newSweepRig(t *testing.T) *sweepRig {
+	q, err := boltq.Open(filepath.Join(t.TempDir(), "q.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stored.Attempts != 1 {
-		t.Fatalf("job attempted %d times, want 1", stored.Attempts)
+	t.Cleanup(func() { q.Close() })
+	return &sweepRig{env: newEnv(t), t: t, q: q, t0: time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)}
+}
+
+func (r *sweepRig) now() time.Time { r.mu.Lock(); defer r.mu.Unlock(); return r.t0.Add(r.d) }
+
+// setNow moves the clock to t0 + d.
+func (r *sweepRig) setNow(d time.Duration) { r.mu.Lock(); r.d = d; r.mu.Unlock() }
+
+// worker is a worker on st (the env's store, or one wrapping it) with the
+// rig's queue and clock.
+func (r *sweepRig) worker(st store.Store, retention time.Duration) *pfop.Worker {
+	w, err := pfop.NewWorker(pfop.WorkerConfig{Store: st, Queue: r.q, Processor: r.env.r, Objects: r.objs, Now: r.now,
+		JobRetention: retention, Logger: testLogger()})
+	if err != nil {
+		r.t.Fatal(err)
 	}
+	return w
+}
+
+// job is a new job with code on pipeline p, written at t0 (not stored).
+func (r *sweepRig) job(code int) pfop.Job {
+	id, err := pfop.NewID("z0")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return pfop.Job{ID: id, Code: code, Bucket: "photos", Key: "a.txt", Pipeline: "p",
+		Created: r.t0, Updated: r.t0, Items: []pfop.Item{{Cmd: "upper/x", Code: code}}}
+}
+
+// create stores a new job with code and returns its id.
+func (r *sweepRig) create(code int) string {
+	j := r.job(code)
+	if err := r.jobs.Create(context.Background(), j); err != nil {
+		r.t.Fatal(err)
+	}
+	return j.ID
 }
 
 // TestRecoverLostIsIdempotent drives RecoverLost with a clock of its own:
@@ -85,38 +127,11 @@ func TestLostEnqueueRecoveredRedis(t *testing.T) {
 // by two workers sweeping at the same moment; a job the queue holds (waiting
 // or in flight) and a finished job are left alone.
 func TestRecoverLostIsIdempotent(t *testing.T) {
-	e := newEnv(t)
-	q, err := boltq.Open(filepath.Join(t.TempDir(), "q.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
+	r := newSweepRig(t)
+	e, q, t0, setNow, create := r.env, r.q, r.t0, r.setNow, r.create
 	ctx := context.Background()
-	t0 := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
 	const lease = time.Minute
-	var mu sync.Mutex
-	now := t0
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	setNow := func(d time.Duration) { mu.Lock(); now = t0.Add(d); mu.Unlock() }
-	newWorker := func() *pfop.Worker {
-		w, err := pfop.NewWorker(pfop.WorkerConfig{Store: e.st, Queue: q, Processor: e.r, Objects: e.objs, Now: clock, Logger: testLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return w
-	}
-	w1, w2 := newWorker(), newWorker()
-	create := func(code int) string {
-		id, err := pfop.NewID("z0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.jobs.Create(ctx, pfop.Job{ID: id, Code: code, Bucket: "photos", Key: "a.txt", Pipeline: "p",
-			Created: t0, Updated: t0, Items: []pfop.Item{{Cmd: "upper/x", Code: code}}}); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
+	w1, w2 := r.worker(e.st, 0), r.worker(e.st, 0)
 	queued := func() map[string]int {
 		ids, err := q.JobIDs(ctx, "p")
 		if err != nil {
@@ -213,40 +228,12 @@ func (s *readLog) Get(ctx context.Context, key string) (store.KV, error) {
 // job's record; an unfinished job stored before the index existed is
 // indexed by PruneJobs and then recovered.
 func TestJobRetentionAndOpenIndex(t *testing.T) {
-	e := newEnv(t)
-	q, err := boltq.Open(filepath.Join(t.TempDir(), "q.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
+	r := newSweepRig(t)
+	e, q, setNow, newJob, create := r.env, r.q, r.setNow, r.job, r.create
 	ctx := context.Background()
-	t0 := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
 	const retention = 7 * 24 * time.Hour
-	var mu sync.Mutex
-	now := t0
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	setNow := func(d time.Duration) { mu.Lock(); now = t0.Add(d); mu.Unlock() }
 	st := &readLog{Store: e.st}
-	w, err := pfop.NewWorker(pfop.WorkerConfig{Store: st, Queue: q, Processor: e.r, Objects: e.objs, Now: clock,
-		JobRetention: retention, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	newJob := func(code int) pfop.Job {
-		id, err := pfop.NewID("z0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pfop.Job{ID: id, Code: code, Bucket: "photos", Key: "a.txt", Pipeline: "p",
-			Created: t0, Updated: t0, Items: []pfop.Item{{Cmd: "upper/x", Code: code}}}
-	}
-	create := func(code int) string {
-		j := newJob(code)
-		if err := e.jobs.Create(ctx, j); err != nil {
-			t.Fatal(err)
-		}
-		return j.ID
-	}
+	w := r.worker(st, retention)
 	open := func() map[string]bool {
 		kvs, err := e.st.List(ctx, "pfop/open/")
 		if err != nil {

@@ -4,22 +4,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
-)
 
-// Alive reports whether pid runs (a zombie counts as gone).
-func Alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
-}
+	"github.com/doraproject/dora/internal/procsweep/proctest"
+)
 
 // startTree starts `sh -c` with env and waits for the pids its script
 // writes (one a line) to pidFile.
@@ -32,20 +22,7 @@ func startTree(t *testing.T, env []string, script string, want int) (*exec.Cmd, 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var pids []int
-	for deadline := time.Now().Add(30 * time.Second); len(pids) < want; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the script wrote %d pids, want %d", len(pids), want)
-		}
-		time.Sleep(10 * time.Millisecond)
-		b, _ := os.ReadFile(pidFile)
-		pids = pids[:0]
-		for _, f := range strings.Fields(string(b)) {
-			if p, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, p)
-			}
-		}
-	}
+	pids := proctest.ReadPids(t, pidFile, want)
 	t.Cleanup(func() {
 		for _, p := range pids {
 			syscall.Kill(p, syscall.SIGKILL)
@@ -75,12 +52,12 @@ func TestSweepKillsMarkedTree(t *testing.T) {
 		t.Fatalf("swept %d processes, want at least 5", n)
 	}
 	for _, p := range ours {
-		if Alive(p) {
+		if proctest.Alive(p) {
 			t.Fatalf("process %d of the swept owner still runs", p)
 		}
 	}
 	for _, p := range append(theirs, plain...) {
-		if !Alive(p) {
+		if !proctest.Alive(p) {
 			t.Fatalf("process %d of another owner (or none) was killed", p)
 		}
 	}

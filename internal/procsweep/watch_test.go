@@ -5,11 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 )
 
 // helperEnv makes the test binary a dorad-like parent (TestMain): it
@@ -18,6 +20,10 @@ import (
 const helperEnv = "PROCSWEEP_TEST_HELPER"
 
 func TestMain(m *testing.M) {
+	// The main goroutine keeps the main thread: Go ends the thread of a
+	// goroutine that returns locked, but wedges the main thread instead,
+	// and TestSpawnerThreadOutlivesLockedGoroutines needs threads to end.
+	runtime.LockOSThread()
 	if spec := os.Getenv(helperEnv); spec != "" {
 		runHelper(spec)
 	}
@@ -43,50 +49,6 @@ func runHelper(spec string) {
 	select {} // until killed
 }
 
-// readPids waits (bounded) until file holds want pids.
-func readPids(t *testing.T, file string, want int) []int {
-	t.Helper()
-	var pids []int
-	for deadline := time.Now().Add(30 * time.Second); len(pids) < want; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s holds %d pids, want %d", file, len(pids), want)
-		}
-		time.Sleep(10 * time.Millisecond)
-		b, _ := os.ReadFile(file)
-		pids = pids[:0]
-		for _, s := range strings.Fields(string(b)) {
-			if p, err := strconv.Atoi(s); err == nil {
-				pids = append(pids, p)
-			}
-		}
-	}
-	return pids
-}
-
-// waitGone polls /proc until none of pids runs; the bound catches a
-// watchdog that never acts, it is not a timing assertion.
-func waitGone(t *testing.T, pids []int) {
-	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		var left []int
-		for _, p := range pids {
-			if Alive(p) {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			for _, p := range left {
-				syscall.Kill(p, syscall.SIGKILL)
-			}
-			t.Fatalf("processes %v outlived their parent's kill -9 by 60s", left)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestWatchdogKillsTreeWhenParentKilled: a dorad-like parent (this test
 // binary, re-executed) starts a watchdog and a marked tree (a pipeline,
 // an orphaned background job, a setsid escape); kill -9 of the parent
@@ -102,9 +64,9 @@ func TestWatchdogKillsTreeWhenParentKilled(t *testing.T) {
 	if err := parent.Start(); err != nil {
 		t.Fatal(err)
 	}
-	pids := readPids(t, pidFile, 4)
+	pids := proctest.ReadPids(t, pidFile, 4)
 	for _, p := range pids {
-		if !Alive(p) {
+		if !proctest.Alive(p) {
 			t.Fatalf("tree process %d not running before the kill", p)
 		}
 	}
@@ -112,7 +74,7 @@ func TestWatchdogKillsTreeWhenParentKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	parent.Wait()
-	waitGone(t, pids)
+	proctest.WaitGone(t, "processes of the killed parent", pids)
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		if b, _ := os.ReadFile(deathFile); strings.TrimSpace(string(b)) == "swept" {
 			break
@@ -138,10 +100,10 @@ func TestWatchdogCloseDisarms(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if Alive(wpid) {
+	if proctest.Alive(wpid) {
 		t.Fatal("watchdog still runs after Close")
 	}
-	if !Alive(pids[0]) {
+	if !proctest.Alive(pids[0]) {
 		t.Fatal("a disarmed watchdog killed a marked process")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "death")); err == nil {

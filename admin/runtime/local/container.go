@@ -110,7 +110,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 	cmd.Stdin = nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	t0 := time.Now()
-	pid, exited, drain, err := startLogged(in, cmd)
+	pid, exited, drain, err := startLogged(in, cmd, r.spawner.Start)
 	if err != nil {
 		return true, false, fmt.Sprintf("podman run: %v", err)
 	}

@@ -132,6 +132,9 @@ type Runtime struct {
 	// watchdog kills them, the containers and the working directories
 	// when this process dies without Close.
 	watchdog *procsweep.Watchdog
+	// spawner starts instance processes from a thread of its own, which
+	// ends only at Close (Pdeathsig follows the forking thread).
+	spawner *procsweep.Spawner
 
 	mu     sync.Mutex
 	deps   map[string]*deployment
@@ -260,6 +263,7 @@ func New(cfg Config) (*Runtime, error) {
 	if r.watchdog, err = procsweep.Watch(r.owner, r.onDeath()...); err != nil {
 		return nil, fmt.Errorf("local runtime: %w", err)
 	}
+	r.spawner = procsweep.NewSpawner()
 	go r.publishLoop()
 	return r, nil
 }
@@ -700,6 +704,7 @@ func (r *Runtime) Close() error {
 		}
 		cancel()
 	}
+	r.spawner.Close()
 	if err := r.watchdog.Close(); err != nil {
 		r.log.Warn("stop the watchdog", "err", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 	"github.com/doraproject/dora/pool"
 )
 
@@ -98,12 +99,19 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func newRuntime(t *testing.T, pub Publisher) *Runtime {
 	t.Helper()
-	r, err := New(Config{
-		Dir: t.TempDir(), Region: "z0", Publisher: pub,
-		HealthInterval: 200 * time.Millisecond, RestartBackoff: 20 * time.Millisecond,
-		StopTimeout: 3 * time.Second, MaxLogBytes: 64 << 10,
-		Logger: slog.New(slog.DiscardHandler),
-	})
+	return newRuntimeWith(t, Config{Dir: t.TempDir(), Publisher: pub})
+}
+
+// newRuntimeWith is New(cfg) with the tests' settings (region z0, fast
+// probes and restarts, short stops, small logs, no log output), closed
+// when the test ends.
+func newRuntimeWith(t *testing.T, cfg Config) *Runtime {
+	t.Helper()
+	cfg.Region = "z0"
+	cfg.HealthInterval, cfg.RestartBackoff = 200*time.Millisecond, 20*time.Millisecond
+	cfg.StopTimeout, cfg.MaxLogBytes = 3*time.Second, 64<<10
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,20 +143,6 @@ func inst(st runtime.DeploymentStatus, index int) runtime.InstanceStatus {
 		}
 	}
 	return runtime.InstanceStatus{}
-}
-
-// alive reports whether pid runs; a zombie (exited, not yet reaped by
-// whoever inherited it) counts as dead.
-func alive(pid int) bool {
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	_, rest, _ := strings.Cut(string(stat), ") ")
-	return !strings.HasPrefix(rest, "Z")
 }
 
 func TestLifecycle(t *testing.T) {
@@ -214,7 +208,7 @@ func TestLifecycle(t *testing.T) {
 	if err := r.StopInstances(ctx, id, []int{1}); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid1) {
+	if proctest.Alive(pid1) {
 		t.Fatalf("stopped instance's process %d still alive", pid1)
 	}
 	i1 := inst(status(t, r, id), 1)
@@ -275,7 +269,7 @@ func TestLifecycle(t *testing.T) {
 	if err := r.Scale(ctx, id, 1, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid4) {
+	if proctest.Alive(pid4) {
 		t.Fatal("instance 4 survived scale down")
 	}
 	eventually(t, "only instance 1 published", func() bool { return strings.Join(pub.ids(), ",") == id+"-1" })
@@ -288,7 +282,7 @@ func TestLifecycle(t *testing.T) {
 	if err := r.Remove(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid1) {
+	if proctest.Alive(pid1) {
 		t.Fatal("instance 1 survived Remove")
 	}
 	eventually(t, "nothing published", func() bool { return len(pub.ids()) == 0 })
@@ -323,7 +317,7 @@ func TestCloseStopsAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range st.Instances {
-		if alive(i.PID) {
+		if proctest.Alive(i.PID) {
 			t.Fatalf("pid %d survived Close", i.PID)
 		}
 	}

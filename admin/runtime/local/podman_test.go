@@ -6,7 +6,6 @@ import (
 	"context"
 	"io"
 	"log"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,7 +14,6 @@ import (
 	goruntime "runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
@@ -37,17 +35,7 @@ func podmanRuntime(t *testing.T, pub Publisher, packages bool) *Runtime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{
-		Dir: t.TempDir(), Region: "z0", Publisher: pub,
-		HealthInterval: 200 * time.Millisecond, RestartBackoff: 20 * time.Millisecond,
-		StopTimeout: 3 * time.Second, MaxLogBytes: 64 << 10,
-		Logger: slog.New(slog.DiscardHandler), Podman: pod, PackagesInContainers: packages,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
+	return newRuntimeWith(t, Config{Dir: t.TempDir(), Publisher: pub, Podman: pod, PackagesInContainers: packages})
 }
 
 // pushGrepdImage packs the grepd example (built by TestMain, reading

@@ -21,6 +21,7 @@ import (
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/procsweep"
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 )
 
 // helperEnv makes the test binary act as a stand-in dorad (see
@@ -90,7 +91,7 @@ func TestInstancesDieWithParent(t *testing.T) {
 			dir := t.TempDir()
 			if c.runAs != "" {
 				nobodyUser(t)
-				dir = reachableDir(t)
+				dir = proctest.ReachableDir(t)
 			}
 			pidFile := filepath.Join(t.TempDir(), "pids")
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -114,18 +115,12 @@ func TestInstancesDieWithParent(t *testing.T) {
 				t.Fatalf("helper: %v", err)
 			}
 			pid, err := strconv.Atoi(strings.TrimSpace(line))
-			if err != nil || !alive(pid) {
+			if err != nil || !proctest.Alive(pid) {
 				t.Fatalf("helper printed %q", line)
 			}
 			pids := []int{pid}
 			if c.compound {
-				for _, f := range strings.Fields(readFile(t, pidFile)) {
-					p, err := strconv.Atoi(f)
-					if err != nil || !alive(p) {
-						t.Fatalf("pid file holds %q", f)
-					}
-					pids = append(pids, p)
-				}
+				pids = append(pids, proctest.ReadPids(t, pidFile, 2)...)
 				if len(pids) != 3 {
 					t.Fatalf("pids %v, want the instance and its 2 children", pids)
 				}
@@ -163,14 +158,7 @@ func TestInstancesDieWithParent(t *testing.T) {
 			}
 			cmd.Process.Kill()
 			cmd.Wait()
-			eventually(t, "the orphaned instance's processes to die", func() bool {
-				for _, p := range pids {
-					if alive(p) {
-						return false
-					}
-				}
-				return true
-			})
+			proctest.WaitGone(t, "processes of the killed parent's instance", pids)
 			if c.podman {
 				eventually(t, "the orphaned instance's container to go", func() bool { return len(containersLabelled(t, label)) == 0 })
 			}
@@ -180,16 +168,6 @@ func TestInstancesDieWithParent(t *testing.T) {
 			})
 		})
 	}
-}
-
-// readFile returns file's contents ("" when missing).
-func readFile(t *testing.T, file string) string {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // containersLabelled lists the containers, running or not, labelled label.
@@ -211,7 +189,7 @@ func TestBuiltPackageRuns(t *testing.T) {
 	data := t.TempDir()
 	if os.Geteuid() == 0 {
 		runAs = nobodyUser(t)
-		data = reachableDir(t)
+		data = proctest.ReachableDir(t)
 	}
 	_, file, _, _ := goruntime.Caller(0)
 	examples := filepath.Join(filepath.Dir(file), "..", "..", "..", "examples")
@@ -231,15 +209,7 @@ func TestBuiltPackageRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	pub := &recorder{}
-	r, err := New(Config{
-		Dir: filepath.Join(data, "instances"), Region: "z0", Publisher: pub, RunAs: runAs,
-		HealthInterval: 200 * time.Millisecond, RestartBackoff: 20 * time.Millisecond,
-		StopTimeout: 3 * time.Second, MaxLogBytes: 64 << 10, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r := newRuntimeWith(t, Config{Dir: filepath.Join(data, "instances"), Publisher: pub, RunAs: runAs})
 	for _, name := range []string{"passthru", "grepd"} {
 		u, err := b.Unpack(ctx, name, 1, packDir(t, filepath.Join(examples, name)), 0)
 		if err != nil {

@@ -4,17 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 )
 
 // nobodyUser is the run-as user of these tests; switching to it needs root.
@@ -28,21 +27,6 @@ func nobodyUser(t *testing.T) *build.User {
 		t.Fatal(err)
 	}
 	return u
-}
-
-// reachableDir is a temporary directory another user can traverse
-// (t.TempDir's parent is 0700).
-func reachableDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "local-runtime-runas-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // procUid is the real uid of a running process.
@@ -82,22 +66,14 @@ func TestInstanceSandbox(t *testing.T) {
 			data := t.TempDir()
 			if mode == "nobody" {
 				runAs = nobodyUser(t)
-				data = reachableDir(t)
+				data = proctest.ReachableDir(t)
 			}
 			creds := filepath.Join(data, "root.credentials")
 			if err := os.WriteFile(creds, []byte(secret+"\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			pub := &recorder{}
-			r, err := New(Config{
-				Dir: filepath.Join(data, "instances"), Region: "z0", Publisher: pub, RunAs: runAs,
-				HealthInterval: 200 * time.Millisecond, RestartBackoff: 20 * time.Millisecond,
-				StopTimeout: 3 * time.Second, MaxLogBytes: 64 << 10, Logger: slog.New(slog.DiscardHandler),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { r.Close() })
+			r := newRuntimeWith(t, Config{Dir: filepath.Join(data, "instances"), Publisher: pub, RunAs: runAs})
 			// A neighbour deployment whose files nobody must not list.
 			if err := r.Apply(context.Background(), grepdSpec("deploy-other", 1)); err != nil {
 				t.Fatal(err)

@@ -138,7 +138,7 @@ func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed boo
 	if r.cfg.RunAs != nil {
 		cmd.SysProcAttr.Credential = r.cfg.RunAs.Credential()
 	}
-	pid, exited, drain, err := startLogged(in, cmd)
+	pid, exited, drain, err := startLogged(in, cmd, r.spawner.Start)
 	if err != nil {
 		return true, fmt.Sprintf("start: %v", err)
 	}
@@ -589,8 +589,9 @@ func tailFile(root *os.Root, p string, max int64, runAs *build.User) ([]string, 
 // through pipes, and waits for it in the background: exited gets Wait's
 // result. drain, once the process is reaped, waits for the copies (a
 // daemonised grandchild holding the pipes gets 2 s before they are
-// closed) and flushes the logs. The caller sets cmd's process attributes.
-func startLogged(in *instance, cmd *exec.Cmd) (pid int, exited <-chan error, drain func(), err error) {
+// closed) and flushes the logs. The caller sets cmd's process attributes;
+// start starts it (the runtime's Spawner, so that Pdeathsig holds).
+func startLogged(in *instance, cmd *exec.Cmd, start func(*exec.Cmd) error) (pid int, exited <-chan error, drain func(), err error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("pipe: %w", err)
@@ -602,7 +603,7 @@ func startLogged(in *instance, cmd *exec.Cmd) (pid int, exited <-chan error, dra
 		return 0, nil, nil, fmt.Errorf("pipe: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	err = cmd.Start()
+	err = start(cmd)
 	outW.Close()
 	errW.Close()
 	if err != nil {

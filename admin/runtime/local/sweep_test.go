@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/doraproject/dora/internal/procsweep"
+	"github.com/doraproject/dora/internal/procsweep/proctest"
 )
 
 // Instance working directories left by a process that died are removed
@@ -69,10 +70,10 @@ func TestNewKillsStaleInstanceProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if alive(stale) {
+	if proctest.Alive(stale) {
 		t.Fatal("a stale instance process of this directory still runs")
 	}
-	if !alive(other) {
+	if !proctest.Alive(other) {
 		t.Fatal("another directory's process was killed")
 	}
 }

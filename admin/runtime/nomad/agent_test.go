@@ -1,14 +1,11 @@
 package nomad
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +17,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/agenttest"
 	consulapi "github.com/hashicorp/consul/api"
@@ -58,34 +56,7 @@ func buildGrepdArtifact(t *testing.T) []byte {
 		t.Fatalf("build grepd: %v\n%s", err, out)
 	}
 	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		st, err := d.Info()
-		if err != nil {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: int64(st.Mode().Perm()), Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err = tw.Write(b)
-		return err
-	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err == nil {
-		err = gz.Close()
-	}
-	if err != nil {
+	if err := client.WriteTarGz(context.Background(), &buf, dir); err != nil { // as qdoractl build packs
 		t.Fatal(err)
 	}
 	return buf.Bytes()

@@ -51,6 +51,20 @@ func parseSelection(index int, rng string) ([]int, error) {
 	return out, nil
 }
 
+// selectionClient is how the commands acting on some instances start: the
+// parsed -index/-range (usage errors come first), then the API client.
+func (a *app) selectionClient(index int, rng string) ([]int, *client.Client, error) {
+	sel, err := parseSelection(index, rng)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := a.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	return sel, cl, nil
+}
+
 // selectionFlags adds -index, -range and --region to c.
 func selectionFlags(c *cobra.Command, index *int, rng, region *string) {
 	c.Flags().IntVar(index, "index", 0, "one instance, 1-based")
@@ -69,11 +83,7 @@ func (a *app) instanceCmd(verb string) *cobra.Command {
   qdoractl %[1]s grepd`, verb),
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sel, err := parseSelection(index, rng)
-			if err != nil {
-				return err
-			}
-			cl, err := a.client()
+			sel, cl, err := a.selectionClient(index, rng)
 			if err != nil {
 				return err
 			}
@@ -116,11 +126,7 @@ func (a *app) stateCmd() *cobra.Command {
   qdoractl state grepd -range 1:3 --region z0`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sel, err := parseSelection(index, rng)
-			if err != nil {
-				return err
-			}
-			cl, err := a.client()
+			sel, cl, err := a.selectionClient(index, rng)
 			if err != nil {
 				return err
 			}

@@ -155,6 +155,12 @@ func (d *Dir) openBucket(base, bucket string) (*os.Root, error) {
 
 // Stat returns an object's metadata.
 func (d *Dir) Stat(ctx context.Context, bucket, key string) (origin.Object, error) {
+	if err := ctx.Err(); err != nil {
+		return origin.Object{}, err
+	}
+	if h := d.warmLookup(bucket, key); h != nil {
+		return h.obj, nil
+	}
 	rc, obj, err := d.Open(ctx, bucket, key, 0, 0)
 	if err != nil {
 		return origin.Object{}, err
@@ -166,20 +172,14 @@ func (d *Dir) Stat(ctx context.Context, bucket, key string) (origin.Object, erro
 // Open returns the bytes [offset, offset+length) of an object (length < 0:
 // to the end) and its metadata. The caller closes the stream.
 func (d *Dir) Open(ctx context.Context, bucket, key string, offset, length int64) (io.ReadCloser, origin.Object, error) {
-	if err := validate(bucket, key); err != nil {
-		return nil, origin.Object{}, err
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, origin.Object{}, err
 	}
-	h, missing := d.warm.lookup(d, bucket, key)
-	if h != nil {
+	if h := d.warmLookup(bucket, key); h != nil {
 		return h.open(offset, length)
 	}
-	if missing {
-		// Perhaps the bucket's directory was replaced under its kept
-		// handle: the cold path opens it afresh.
-		d.warm.forgetBucket(bucket)
+	if err := validate(bucket, key); err != nil {
+		return nil, origin.Object{}, err
 	}
 	l := d.lock(bucket, key)
 	l.RLock()
@@ -207,6 +207,20 @@ func (d *Dir) Open(ctx context.Context, bucket, key string, offset, length int64
 		r = io.LimitReader(f, length)
 	}
 	return readCloser{r, f}, obj, nil
+}
+
+// warmLookup is the warm path of Open and Stat: the kept object, still
+// the file at bucket/key, or nil (the cold path then opens the file). A
+// kept object's names passed validate when it was first opened, so they
+// are not checked again here.
+func (d *Dir) warmLookup(bucket, key string) *hotObject {
+	h, missing := d.warm.lookup(d, bucket, key)
+	if missing {
+		// Perhaps the bucket's directory was replaced under its kept
+		// handle: the cold path opens it afresh.
+		d.warm.forgetBucket(bucket)
+	}
+	return h
 }
 
 type readCloser struct {

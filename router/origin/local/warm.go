@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/doraproject/dora/router/origin"
@@ -44,7 +45,7 @@ type warm struct {
 	maxBytes  int64
 
 	bmu     sync.RWMutex
-	buckets map[string]*os.Root
+	buckets map[string]*bucketDir
 
 	hmu   sync.RWMutex
 	hot   map[objectName]*hotObject
@@ -57,40 +58,65 @@ func (d *Dir) SetHotCache(maxObject, maxBytes int64) {
 	d.warm.maxObject, d.warm.maxBytes = maxObject, maxBytes
 }
 
-// bucketRoot returns the kept handle on a bucket's directory, opening it
+// bucketDir is a kept handle on a bucket's directory: the root through
+// which every access goes, and (Linux) its descriptor, on which a kept
+// object whose key is a single path element is revalidated with one
+// fstatat and nothing else (os.Root's own walk costs about as much again
+// in user space).
+type bucketDir struct {
+	root *os.Root
+	dir  *os.File // nil: no descriptor fast path
+	fd   int
+}
+
+func (b *bucketDir) close() {
+	if b.dir != nil {
+		b.dir.Close()
+	}
+	b.root.Close()
+}
+
+// bucketDir returns the kept handle on a bucket's directory, opening it
 // on first use.
-func (w *warm) bucketRoot(d *Dir, bucket string) (*os.Root, bool) {
+func (w *warm) bucketDir(d *Dir, bucket string) (*bucketDir, bool) {
 	w.bmu.RLock()
-	r := w.buckets[bucket]
+	b := w.buckets[bucket]
 	w.bmu.RUnlock()
-	if r != nil {
-		return r, true
+	if b != nil {
+		return b, true
 	}
 	r, err := d.openBucket("", bucket)
 	if err != nil {
 		return nil, false
 	}
+	b = &bucketDir{root: r, fd: -1}
+	if statAtSupported {
+		if f, err := r.Open("."); err == nil {
+			b.dir, b.fd = f, int(f.Fd())
+		}
+	}
 	w.bmu.Lock()
 	defer w.bmu.Unlock()
 	if old := w.buckets[bucket]; old != nil {
-		r.Close()
+		b.close()
 		return old, true
 	}
 	if w.buckets == nil {
-		w.buckets = map[string]*os.Root{}
+		w.buckets = map[string]*bucketDir{}
 	}
-	w.buckets[bucket] = r
-	return r, true
+	w.buckets[bucket] = b
+	return b, true
 }
 
 // forgetBucket drops the kept handle (the directory was replaced).
 func (w *warm) forgetBucket(bucket string) {
 	w.bmu.Lock()
-	r := w.buckets[bucket]
+	b := w.buckets[bucket]
 	delete(w.buckets, bucket)
 	w.bmu.Unlock()
-	if r != nil {
-		r.Close()
+	// No reader holds the descriptor now: they use it under bmu.
+	if b != nil {
+		b.close()
 	}
 }
 
@@ -98,10 +124,45 @@ func (w *warm) forgetBucket(bucket string) {
 func (w *warm) closeAll() {
 	w.bmu.Lock()
 	defer w.bmu.Unlock()
-	for b, r := range w.buckets {
-		r.Close()
-		delete(w.buckets, b)
+	for name, b := range w.buckets {
+		b.close()
+		delete(w.buckets, name)
 	}
+}
+
+// errNoBucket: the bucket's directory could not be opened.
+var errNoBucket = errors.New("no bucket directory")
+
+// stat identifies the file at bucket/key without following a symbolic
+// link: its identity, and whether it is a regular file.
+func (w *warm) stat(d *Dir, bucket, key string) (fileIdent, bool, error) {
+	if statAtSupported && strings.IndexByte(key, '/') < 0 {
+		w.bmu.RLock()
+		if b := w.buckets[bucket]; b != nil && b.dir != nil {
+			// Under the read lock: forgetBucket and closeAll close the
+			// descriptor only under the write lock.
+			id, regular, err := statAt(b.fd, key)
+			w.bmu.RUnlock()
+			return id, regular, err
+		}
+		w.bmu.RUnlock()
+	}
+	b, ok := w.bucketDir(d, bucket)
+	if !ok {
+		return fileIdent{}, false, errNoBucket
+	}
+	fi, err := b.root.Lstat(key)
+	if err != nil {
+		return fileIdent{}, false, err
+	}
+	if !fi.Mode().IsRegular() {
+		return fileIdent{}, false, nil
+	}
+	id, ok := fileID(fi)
+	if !ok {
+		return fileIdent{}, false, errors.New("no file identity on this platform")
+	}
+	return id, true, nil
 }
 
 // lookup serves a small object from memory when the file at bucket/key is
@@ -118,16 +179,14 @@ func (w *warm) lookup(d *Dir, bucket, key string) (h *hotObject, missing bool) {
 	if h == nil {
 		return nil, false
 	}
-	br, ok := w.bucketRoot(d, bucket)
-	if !ok {
+	id, regular, err := w.stat(d, bucket, key)
+	switch {
+	case err == errNoBucket:
 		return nil, true
-	}
-	fi, err := br.Lstat(key)
-	if err != nil || !fi.Mode().IsRegular() {
+	case err != nil || !regular:
 		w.drop(bucket, key)
 		return nil, err != nil && errors.Is(err, fs.ErrNotExist)
-	}
-	if id, ok := fileID(fi); !ok || id != h.id {
+	case id != h.id:
 		w.drop(bucket, key)
 		return nil, false
 	}

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package local
+
+import "errors"
+
+// statAtSupported: no descriptor fast path here (warm.stat goes through
+// os.Root).
+const statAtSupported = false
+
+func statAt(int, string) (fileIdent, bool, error) {
+	return fileIdent{}, false, errors.ErrUnsupported
+}
