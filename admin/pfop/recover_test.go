@@ -15,6 +15,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/pfop/redisq"
 	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/redisconn"
 	"github.com/doraproject/dora/internal/store"
 )
 
@@ -27,7 +28,7 @@ func TestLostEnqueueRecoveredRedis(t *testing.T) {
 	e := newEnv(t)
 	rs := agenttest.StartRedis(t)
 	newQ := func() *redisq.Queue {
-		q, err := redisq.New(redisq.Config{Addr: rs.Addr})
+		q, err := redisq.New(redisq.Config{Server: redisconn.Config{Addr: rs.Addr}})
 		if err != nil {
 			t.Fatal(err)
 		}

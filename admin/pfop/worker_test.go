@@ -16,6 +16,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/pfop/redisq"
 	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/redisconn"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/internal/store/bolt/bolttest"
@@ -99,7 +100,7 @@ func TestWorkerCrashRedis(t *testing.T) {
 	e := newEnv(t)
 	rs := agenttest.StartRedis(t)
 	newQ := func() *redisq.Queue {
-		q, err := redisq.New(redisq.Config{Addr: rs.Addr})
+		q, err := redisq.New(redisq.Config{Server: redisconn.Config{Addr: rs.Addr}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +172,7 @@ func TestPipelineLimits(t *testing.T) {
 			rs := agenttest.StartRedis(t)
 			var qs [2]pfop.Queue
 			for i := range qs {
-				q, err := redisq.New(redisq.Config{Addr: rs.Addr})
+				q, err := redisq.New(redisq.Config{Server: redisconn.Config{Addr: rs.Addr}})
 				if err != nil {
 					t.Fatal(err)
 				}
