@@ -98,30 +98,15 @@ func TestWorkerCrashBolt(t *testing.T) {
 // XAUTOCLAIM and completes it; the result is written once.
 func TestWorkerCrashRedis(t *testing.T) {
 	e := newEnv(t)
-	rs := agenttest.StartRedis(t)
-	newQ := func() *redisq.Queue {
-		q, err := redisq.New(redisq.Config{Server: redisconn.Config{Addr: rs.Addr}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { q.Close() })
-		return q
-	}
+	_, newQ := redisQueues(t)
 	qA, qB, qSubmit := newQ(), newQ(), newQ()
-	h, err := pfop.NewHandler(pfop.HandlerConfig{Store: e.st, Queue: qSubmit, Objects: e.objs})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.object("photos", "a.txt", "abc")
 	const reclaim = 300 * time.Millisecond
 	hang := hangingProc{started: make(chan struct{}, 1)}
 	stopA := e.startWorker(qA, func(c *pfop.WorkerConfig) {
 		c.Consumer, c.ReclaimAfter, c.Grace, c.Processor = "A", reclaim, time.Millisecond, hang
 	})
-	j, err := h.Submit(context.Background(), pfop.Submission{Bucket: "photos", Key: "a.txt", Fops: "upper/x", Owner: alice.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := e.submitUpper(qSubmit)
 	waitStarted(t, hang.started)
 	qA.Close() // worker A is cut off from Redis: it can neither touch, ack nor hand back
 	stopA()
