@@ -78,7 +78,8 @@ func newHostClient(addr string, t dora.StepTimeouts) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &dialError{err: err}
 			}
-			return &idleConn{Conn: conn, idle: t.Idle}, nil
+			return &idleConn{Conn: conn, idle: t.Idle,
+				rslack: deadlineSlack(min(t.FirstByte, t.Idle)), wslack: deadlineSlack(t.Idle)}, nil
 		},
 		ReadTimeout:               t.FirstByte,
 		WriteTimeout:              t.Idle,
@@ -297,6 +298,12 @@ func isDialError(err error) bool {
 // (now + the first-byte timeout) and never again, even while a streamed
 // body is read for minutes. After the first byte has arrived, every read
 // pushes the deadline to now + idle instead.
+//
+// Deadlines are coarse: one asked for is kept when the deadline already
+// set is not earlier and at most a sixteenth of the timeout (≤ 1 s) later,
+// so that a connection busy with steps, or streaming, updates the
+// runtime's timer about once per slack instead of at every call or read.
+// A timeout fires no earlier than asked, and at most the slack later.
 type idleConn struct {
 	net.Conn
 	idle      time.Duration
@@ -304,6 +311,40 @@ type idleConn struct {
 	// eof is set once a read hit the peer's close: a chunked body that
 	// "ends" then was cut, not terminated (see stepBody.Read).
 	eof atomic.Bool
+	// The deadlines set on Conn and the slack each may have. The
+	// connection has one user at a time (the call holding it), whose
+	// hand-over goes through the pool's lock.
+	rd, wd         time.Time
+	rslack, wslack time.Duration
+}
+
+// deadlineSlack is how much later than asked a deadline of a timeout d
+// may be (idleConn).
+func deadlineSlack(d time.Duration) time.Duration { return min(d/16, time.Second) }
+
+// coarseDeadline reports whether cur, the deadline set, must be replaced
+// to honour want, and updates it (want + slack) when so. A zero want
+// clears the deadline.
+func coarseDeadline(cur *time.Time, want time.Time, slack time.Duration) bool {
+	if want.IsZero() {
+		if cur.IsZero() {
+			return false
+		}
+		*cur = time.Time{}
+		return true
+	}
+	if !cur.IsZero() && !cur.Before(want) && cur.Sub(want) <= slack {
+		return false
+	}
+	*cur = want.Add(slack)
+	return true
+}
+
+func (c *idleConn) setRead(t time.Time) error {
+	if !coarseDeadline(&c.rd, t, c.rslack) {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(c.rd)
 }
 
 // peerClosed reports whether a read on c (an instance connection) has
@@ -315,17 +356,25 @@ func peerClosed(c net.Conn) bool {
 
 func (c *idleConn) SetReadDeadline(t time.Time) error {
 	c.streaming.Store(false)
-	return c.Conn.SetReadDeadline(t)
+	return c.setRead(t)
+}
+
+func (c *idleConn) SetWriteDeadline(t time.Time) error {
+	if !coarseDeadline(&c.wd, t, c.wslack) {
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(c.wd)
 }
 
 func (c *idleConn) SetDeadline(t time.Time) error {
 	c.streaming.Store(false)
+	c.rd, c.wd = t, t
 	return c.Conn.SetDeadline(t)
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	if c.streaming.Load() {
-		if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+		if err := c.setRead(time.Now().Add(c.idle)); err != nil {
 			return 0, err
 		}
 	}

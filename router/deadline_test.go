@@ -88,3 +88,27 @@ func TestPipeCtx(t *testing.T) {
 		t.Fatalf("started on an ended deadline: %v", late.Err())
 	}
 }
+
+// TestCoarseDeadline: a deadline asked for is honoured by the one set
+// when that is not earlier and at most the slack later; otherwise it is
+// replaced (by the asked one plus the slack); zero clears it.
+func TestCoarseDeadline(t *testing.T) {
+	const slack = time.Second
+	now := time.Now()
+	var cur time.Time
+	if !coarseDeadline(&cur, now.Add(30*time.Second), slack) || !cur.Equal(now.Add(31*time.Second)) {
+		t.Fatalf("first deadline: set %v", cur.Sub(now))
+	}
+	if coarseDeadline(&cur, now.Add(30*time.Second+500*time.Millisecond), slack) {
+		t.Fatal("a deadline half a slack later replaced one that covers it")
+	}
+	if !coarseDeadline(&cur, now.Add(32*time.Second), slack) || !cur.Equal(now.Add(33*time.Second)) {
+		t.Fatalf("a later deadline than the one set: %v", cur.Sub(now))
+	}
+	if !coarseDeadline(&cur, now.Add(10*time.Second), slack) || !cur.Equal(now.Add(11*time.Second)) {
+		t.Fatalf("an earlier deadline (a shorter timeout) must replace it: %v", cur.Sub(now))
+	}
+	if !coarseDeadline(&cur, time.Time{}, slack) || !cur.IsZero() || coarseDeadline(&cur, time.Time{}, slack) {
+		t.Fatal("clearing the deadline")
+	}
+}

@@ -324,8 +324,11 @@ func TestSoak(t *testing.T) {
 			return c == ""
 		})
 	}
+	// The loops read the addresses once: d is replaced when dorad restarts
+	// (same addresses), and reading it from the loops would race with that.
+	adminURL := d.adminURL
 	loop(func() bool {
-		c := st.upload(client, d.adminURL, seq.Add(1))
+		c := st.upload(client, adminURL, seq.Add(1))
 		st.record("upload PUT", c)
 		time.Sleep(20 * time.Millisecond)
 		return c == ""
