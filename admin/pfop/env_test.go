@@ -3,8 +3,6 @@ package pfop_test
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -15,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +21,10 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
+	"github.com/doraproject/dora/admin/pfop/redisq"
+	"github.com/doraproject/dora/internal/accountstest"
+	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/redisconn"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/internal/store/bolt/bolttest"
@@ -34,9 +35,12 @@ import (
 )
 
 var (
-	alice = dora.Account{ID: "1001", Name: "alice", AccessKey: "AK-alice", SecretKey: "SK-alice"}
-	bob   = dora.Account{ID: "1002", Name: "bob", AccessKey: "AK-bob", SecretKey: "SK-bob"}
+	alice   = accountstest.Alice
+	bob     = accountstest.Bob
+	signers = accountstest.Signers()
 )
+
+type signer = accountstest.Signer
 
 // countingObjects counts the Puts of every key (the "written once" checks).
 type countingObjects struct {
@@ -128,13 +132,7 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { ld.Close() })
 	e := &env{t: t, st: st, objs: &countingObjects{Dir: ld, puts: map[string]int{}}, jobs: pfop.Jobs{Store: st}}
 
-	for _, a := range []dora.Account{alice, bob} {
-		e.putJSON(store.AccountKey(a.ID), a)
-		e.putRaw(store.AccessKeyKey(a.AccessKey), a.ID)
-	}
-	for _, b := range []dora.Bucket{{Name: "photos", Owner: alice.ID}, {Name: "results", Owner: alice.ID}, {Name: "bobs", Owner: bob.ID}} {
-		e.putJSON(store.BucketKey(b.Name), b)
-	}
+	accountstest.Seed(t, st, dora.Bucket{Name: "photos", Owner: alice.ID}, dora.Bucket{Name: "results", Owner: alice.ID}, dora.Bucket{Name: "bobs", Owner: bob.ID})
 	upper := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in []byte) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write(bytes.ToUpper(in))
@@ -242,6 +240,37 @@ func (e *env) read(bucket, key string) (string, bool) {
 	return string(b), true
 }
 
+// redisQueues starts a redis-server and returns it with an opener of
+// redisq.Queues on it, each closed when the test ends.
+func redisQueues(t *testing.T) (*agenttest.Redis, func() *redisq.Queue) {
+	t.Helper()
+	rs := agenttest.StartRedis(t)
+	return rs, func() *redisq.Queue {
+		t.Helper()
+		q, err := redisq.New(redisq.Config{Server: redisconn.Config{Addr: rs.Addr}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { q.Close() })
+		return q
+	}
+}
+
+// submitUpper submits upper/x on photos/a.txt for alice through a Handler
+// on q, without HTTP, and returns the job.
+func (e *env) submitUpper(q pfop.Queue) pfop.Job {
+	e.t.Helper()
+	h, err := pfop.NewHandler(pfop.HandlerConfig{Store: e.st, Queue: q, Objects: e.objs})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	j, err := h.Submit(context.Background(), pfop.Submission{Bucket: "photos", Key: "a.txt", Fops: "upper/x", Owner: alice.ID})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return j
+}
+
 // startWorker runs a worker on q until the test ends or stop is called.
 func (e *env) startWorker(q pfop.Queue, mod func(*pfop.WorkerConfig)) (stop func()) {
 	e.t.Helper()
@@ -266,53 +295,7 @@ func (e *env) startWorker(q pfop.Queue, mod func(*pfop.WorkerConfig)) (stop func
 	return stop
 }
 
-// --- requests as the Qiniu Go SDK sends them, signed per PROTOCOLS.md §5 ---
-
-func hmacB64(sk, data string) string {
-	m := hmac.New(sha1.New, []byte(sk))
-	m.Write([]byte(data))
-	return base64.URLEncoding.EncodeToString(m.Sum(nil))
-}
-
-// signQiniu sets X-Qiniu-Date and "Authorization: Qiniu AK:sign" over
-// "<METHOD> <path>[?<query>]\nHost: <host>\nContent-Type: <type>\n" + the
-// X-Qiniu-* headers sorted + "\n" + the form body.
-func signQiniu(req *http.Request, a dora.Account, body string, date time.Time) {
-	req.Header.Set("X-Qiniu-Date", date.UTC().Format("20060102T150405Z"))
-	pq := req.URL.Path
-	if req.URL.RawQuery != "" {
-		pq += "?" + req.URL.RawQuery
-	}
-	s := req.Method + " " + pq + "\nHost: " + req.URL.Host + "\nContent-Type: " + req.Header.Get("Content-Type") + "\n"
-	var names []string
-	for k := range req.Header {
-		if strings.HasPrefix(k, "X-Qiniu-") {
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		s += k + ": " + req.Header.Get(k) + "\n"
-	}
-	s += "\n" + body
-	req.Header.Set("Authorization", "Qiniu "+a.AccessKey+":"+hmacB64(a.SecretKey, s))
-}
-
-// signQBox sets "Authorization: QBox AK:sign" over "<path>[?<query>]\n" + form body.
-func signQBox(req *http.Request, a dora.Account, body string) {
-	pq := req.URL.Path
-	if req.URL.RawQuery != "" {
-		pq += "?" + req.URL.RawQuery
-	}
-	req.Header.Set("Authorization", "QBox "+a.AccessKey+":"+hmacB64(a.SecretKey, pq+"\n"+body))
-}
-
-type signer func(req *http.Request, a dora.Account, body string)
-
-var signers = map[string]signer{
-	"qiniu": func(req *http.Request, a dora.Account, body string) { signQiniu(req, a, body, time.Now()) },
-	"qbox":  signQBox,
-}
+// --- requests as the Qiniu Go SDK sends them, signed by accountstest (PROTOCOLS.md §5) ---
 
 // pfopCall POSTs the form to path (/pfop or /pfop/) signed by a.
 func (e *env) pfopCall(path string, a dora.Account, sign signer, form url.Values) (int, map[string]any, http.Header) {

@@ -13,6 +13,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/internal/accountstest"
 )
 
 // TestPfopEndToEnd: both signature forms and both paths; prefop goes from
@@ -210,8 +211,10 @@ func TestPfopErrors(t *testing.T) {
 		{"no bucket", with("bucket", "nobucket"), signers["qiniu"], 631},
 		{"someone else's bucket", with("bucket", "bobs"), signers["qiniu"], 403},
 		{"unsigned", good, func(*http.Request, dora.Account, string) {}, 401},
-		{"wrong key", good, func(r *http.Request, _ dora.Account, body string) { signQBox(r, bob, body+"x") }, 401},
-		{"stale date", good, func(r *http.Request, a dora.Account, body string) { signQiniu(r, a, body, time.Now().Add(-time.Hour)) }, 401},
+		{"wrong key", good, func(r *http.Request, _ dora.Account, body string) { accountstest.SignQBox(r, bob, body+"x") }, 401},
+		{"stale date", good, func(r *http.Request, a dora.Account, body string) {
+			accountstest.SignQiniu(r, a, body, time.Now().Add(-time.Hour))
+		}, 401},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -252,10 +255,10 @@ func TestPfopBodyMustBeASignedForm(t *testing.T) {
 		{"qbox form", "application/x-www-form-urlencoded", signers["qbox"], 200},
 		{"qbox form with charset", "application/x-www-form-urlencoded; charset=utf-8", signers["qbox"], 200},
 		// QBox does not sign a JSON or text body.
-		{"qbox json", "application/json", func(r *http.Request, a dora.Account, _ string) { signQBox(r, a, "") }, 401},
-		{"qbox text", "text/plain", func(r *http.Request, a dora.Account, _ string) { signQBox(r, a, "") }, 401},
+		{"qbox json", "application/json", func(r *http.Request, a dora.Account, _ string) { accountstest.SignQBox(r, a, "") }, 401},
+		{"qbox text", "text/plain", func(r *http.Request, a dora.Account, _ string) { accountstest.SignQBox(r, a, "") }, 401},
 		// Qiniu does not sign a text body; a JSON body is signed but is no form.
-		{"qiniu text", "text/plain", func(r *http.Request, a dora.Account, _ string) { signQiniu(r, a, "", time.Now()) }, 400},
+		{"qiniu text", "text/plain", func(r *http.Request, a dora.Account, _ string) { accountstest.SignQiniu(r, a, "", time.Now()) }, 400},
 		{"qiniu json", "application/json", signers["qiniu"], 400},
 	}
 	for _, c := range cases {

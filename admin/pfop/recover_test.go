@@ -13,8 +13,6 @@ import (
 
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/boltq"
-	"github.com/doraproject/dora/admin/pfop/redisq"
-	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/store"
 )
 
@@ -25,25 +23,10 @@ import (
 // run it to the end, once.
 func TestLostEnqueueRecoveredRedis(t *testing.T) {
 	e := newEnv(t)
-	rs := agenttest.StartRedis(t)
-	newQ := func() *redisq.Queue {
-		q, err := redisq.New(redisq.Config{Addr: rs.Addr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { q.Close() })
-		return q
-	}
+	rs, newQ := redisQueues(t)
 	qSubmit := newQ()
-	h, err := pfop.NewHandler(pfop.HandlerConfig{Store: e.st, Queue: qSubmit, Objects: e.objs})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.object("photos", "a.txt", "abc")
-	j, err := h.Submit(context.Background(), pfop.Submission{Bucket: "photos", Key: "a.txt", Fops: "upper/x", Owner: alice.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := e.submitUpper(qSubmit)
 	ids, err := qSubmit.JobIDs(context.Background(), j.Pipeline)
 	if err != nil || len(ids) != 1 || ids[0] != j.ID {
 		t.Fatalf("queued before the outage: %v %v, want [%s]", ids, err, j.ID)

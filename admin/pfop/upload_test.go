@@ -13,6 +13,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/internal/accountstest"
 )
 
 // uploadToken builds "<AK>:<sign>:<urlsafe_base64(policy)>" from the
@@ -20,7 +21,7 @@ import (
 func uploadToken(a dora.Account, policy map[string]any) string {
 	b, _ := json.Marshal(policy)
 	enc := base64.URLEncoding.EncodeToString(b)
-	return a.AccessKey + ":" + hmacB64(a.SecretKey, enc) + ":" + enc
+	return a.AccessKey + ":" + accountstest.HMACB64(a.SecretKey, enc) + ":" + enc
 }
 
 // formUpload POSTs a multipart form as the Go SDK's form uploader does:

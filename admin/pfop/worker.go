@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/tick"
 	"github.com/doraproject/dora/router"
 	"github.com/doraproject/dora/router/origin"
 )
@@ -295,10 +296,8 @@ func (w *Worker) Run(ctx context.Context) error {
 // about two of them. Before it, at start and then hourly, PruneJobs
 // deletes expired job records and repairs the index RecoverLost reads.
 func (w *Worker) recoverLoop(ctx context.Context) {
-	t := time.NewTicker(w.cfg.ReclaimAfter)
-	defer t.Stop()
 	var lastPrune time.Time
-	for {
+	pass := func() {
 		if now := w.cfg.Now(); lastPrune.IsZero() || now.Sub(lastPrune) >= pruneEvery || now.Before(lastPrune) {
 			lastPrune = now
 			if n, err := w.PruneJobs(ctx, w.cfg.JobRetention); err != nil && ctx.Err() == nil {
@@ -310,12 +309,9 @@ func (w *Worker) recoverLoop(ctx context.Context) {
 		if n, err := w.RecoverLost(ctx, w.cfg.ReclaimAfter); err != nil && ctx.Err() == nil {
 			w.log.Warn("pfop: recover lost jobs", "err", err, "enqueued", n)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
+	pass()
+	tick.Every(ctx, w.cfg.ReclaimAfter, pass)
 }
 
 // release hands a message back, on a context of its own (Run's may be over).
@@ -346,23 +342,16 @@ func (w *Worker) handle(ctx context.Context, m Message) {
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
-		t := time.NewTicker(max(w.cfg.ReclaimAfter/4, time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-hctx.Done():
-				return
-			case <-t.C:
-				if err := w.cfg.Queue.Touch(hctx, m, w.cfg.Consumer); errors.Is(err, ErrLost) {
-					w.log.Warn("pfop: job taken over by another worker", "job", m.JobID)
-					lost.Do(func() { close(lostc) })
-					cancel()
-					return
-				} else if err != nil && hctx.Err() == nil {
-					w.log.Warn("pfop: heartbeat", "job", m.JobID, "err", err)
-				}
+		// On ErrLost, cancel ends hctx and so the loop.
+		tick.Every(hctx, max(w.cfg.ReclaimAfter/4, time.Millisecond), func() {
+			if err := w.cfg.Queue.Touch(hctx, m, w.cfg.Consumer); errors.Is(err, ErrLost) {
+				w.log.Warn("pfop: job taken over by another worker", "job", m.JobID)
+				lost.Do(func() { close(lostc) })
+				cancel()
+			} else if err != nil && hctx.Err() == nil {
+				w.log.Warn("pfop: heartbeat", "job", m.JobID, "err", err)
 			}
-		}
+		})
 	}()
 	out := w.runJob(hctx, m)
 	cancel()

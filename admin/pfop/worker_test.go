@@ -16,6 +16,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop/boltq"
 	"github.com/doraproject/dora/admin/pfop/redisq"
 	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/redisconn"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/internal/store/bolt/bolttest"
@@ -97,30 +98,15 @@ func TestWorkerCrashBolt(t *testing.T) {
 // XAUTOCLAIM and completes it; the result is written once.
 func TestWorkerCrashRedis(t *testing.T) {
 	e := newEnv(t)
-	rs := agenttest.StartRedis(t)
-	newQ := func() *redisq.Queue {
-		q, err := redisq.New(redisq.Config{Addr: rs.Addr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { q.Close() })
-		return q
-	}
+	_, newQ := redisQueues(t)
 	qA, qB, qSubmit := newQ(), newQ(), newQ()
-	h, err := pfop.NewHandler(pfop.HandlerConfig{Store: e.st, Queue: qSubmit, Objects: e.objs})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.object("photos", "a.txt", "abc")
 	const reclaim = 300 * time.Millisecond
 	hang := hangingProc{started: make(chan struct{}, 1)}
 	stopA := e.startWorker(qA, func(c *pfop.WorkerConfig) {
 		c.Consumer, c.ReclaimAfter, c.Grace, c.Processor = "A", reclaim, time.Millisecond, hang
 	})
-	j, err := h.Submit(context.Background(), pfop.Submission{Bucket: "photos", Key: "a.txt", Fops: "upper/x", Owner: alice.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := e.submitUpper(qSubmit)
 	waitStarted(t, hang.started)
 	qA.Close() // worker A is cut off from Redis: it can neither touch, ack nor hand back
 	stopA()
@@ -171,7 +157,7 @@ func TestPipelineLimits(t *testing.T) {
 			rs := agenttest.StartRedis(t)
 			var qs [2]pfop.Queue
 			for i := range qs {
-				q, err := redisq.New(redisq.Config{Addr: rs.Addr})
+				q, err := redisq.New(redisq.Config{Server: redisconn.Config{Addr: rs.Addr}})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -2,8 +2,6 @@ package rs_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -12,23 +10,25 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/rs"
-	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/internal/accountstest"
 	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
 )
 
 var (
-	alice = dora.Account{ID: "1001", Name: "alice", AccessKey: "AK-alice", SecretKey: "SK-alice"}
-	bob   = dora.Account{ID: "1002", Name: "bob", AccessKey: "AK-bob", SecretKey: "SK-bob"}
+	alice   = accountstest.Alice
+	bob     = accountstest.Bob
+	signers = accountstest.Signers()
 )
+
+type signer = accountstest.Signer
 
 type env struct {
 	t    testing.TB
@@ -46,21 +46,7 @@ func newEnv(t testing.TB, mod func(*rs.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ld.Close() })
-	ctx := context.Background()
-	put := func(k string, v []byte) {
-		if _, err := st.Put(ctx, k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, a := range []dora.Account{alice, bob} {
-		b, _ := json.Marshal(a)
-		put(store.AccountKey(a.ID), b)
-		put(store.AccessKeyKey(a.AccessKey), []byte(a.ID))
-	}
-	for _, b := range []dora.Bucket{{Name: "photos", Owner: alice.ID}, {Name: "backup", Owner: alice.ID}, {Name: "bobs", Owner: bob.ID}} {
-		v, _ := json.Marshal(b)
-		put(store.BucketKey(b.Name), v)
-	}
+	accountstest.Seed(t, st, dora.Bucket{Name: "photos", Owner: alice.ID}, dora.Bucket{Name: "backup", Owner: alice.ID}, dora.Bucket{Name: "bobs", Owner: bob.ID})
 	cfg := rs.Config{Store: st, Objects: ld, IOHost: "io.test:8080"}
 	if mod != nil {
 		mod(&cfg)
@@ -95,51 +81,7 @@ func (e *env) read(bucket, key string) (string, bool) {
 	return string(b), true
 }
 
-// --- requests as the SDKs sign them (PROTOCOLS.md §5), written out here ---
-
-func hmacB64(sk, data string) string {
-	m := hmac.New(sha1.New, []byte(sk))
-	m.Write([]byte(data))
-	return base64.URLEncoding.EncodeToString(m.Sum(nil))
-}
-
-func pathQuery(req *http.Request) string {
-	pq := req.URL.Path
-	if req.URL.RawQuery != "" {
-		pq += "?" + req.URL.RawQuery
-	}
-	return pq
-}
-
-// signQBox: "QBox AK:urlsafe_b64(hmac_sha1(SK, "<path>[?<query>]\n" + form body))".
-func signQBox(req *http.Request, a dora.Account, body string) {
-	if req.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
-		body = ""
-	}
-	req.Header.Set("Authorization", "QBox "+a.AccessKey+":"+hmacB64(a.SecretKey, pathQuery(req)+"\n"+body))
-}
-
-// signQiniu: "Qiniu AK:sign" over "<METHOD> <path>[?<query>]\nHost: ..\n
-// Content-Type: ..\n" + X-Qiniu-* headers sorted + "\n" + body.
-func signQiniu(req *http.Request, a dora.Account, body string) {
-	req.Header.Set("X-Qiniu-Date", time.Now().UTC().Format("20060102T150405Z"))
-	s := req.Method + " " + pathQuery(req) + "\nHost: " + req.URL.Host + "\nContent-Type: " + req.Header.Get("Content-Type") + "\n"
-	var names []string
-	for k := range req.Header {
-		if strings.HasPrefix(k, "X-Qiniu-") {
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		s += k + ": " + req.Header.Get(k) + "\n"
-	}
-	req.Header.Set("Authorization", "Qiniu "+a.AccessKey+":"+hmacB64(a.SecretKey, s+"\n"+body))
-}
-
-type signer func(*http.Request, dora.Account, string)
-
-var signers = map[string]signer{"qbox": signQBox, "qiniu": signQiniu}
+// --- requests signed as the SDKs sign them: accountstest ---
 
 // call POSTs pathQuery with a form body, signed, and decodes the JSON reply.
 func (e *env) call(sign signer, a dora.Account, method, pathQuery, body string) (int, any) {
@@ -344,7 +286,7 @@ func TestBatchMixed(t *testing.T) {
 	// A QBox signature covers the form body: a changed body is refused.
 	req, _ := http.NewRequest("POST", e.api.URL+"/batch", strings.NewReader("op=/delete/"+entry("photos", "a.txt")))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	signQBox(req, alice, "op=/stat/"+entry("photos", "a.txt"))
+	accountstest.SignQBox(req, alice, "op=/stat/"+entry("photos", "a.txt"))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/redisq"
 	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/redisconn"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router/origin"
@@ -78,7 +79,7 @@ func TestWorkerCommand(t *testing.T) {
 	if _, err := objs.Put(ctx, "photos", "in.txt", strings.NewReader("hello"), origin.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	q, err := redisq.New(redisq.Config{Addr: rs.Addr})
+	q, err := redisq.New(redisq.Config{Server: redisconn.Config{Addr: rs.Addr}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -414,7 +414,7 @@ func OpenQueue(rawURL string) (pfop.Queue, io.Closer, error) {
 		if b.u.Fragment != "" {
 			return nil, nil, b.errf(what, "unexpected fragment #%s", b.u.Fragment)
 		}
-		q, err := redisq.New(redisq.Config{URL: rawURL})
+		q, err := redisq.New(redisq.Config{Server: redisconn.Config{URL: rawURL}})
 		if err != nil {
 			return nil, nil, fmt.Errorf("queue URL %q: %w: %w", redact(rawURL), ErrBadURL, stripURLError(err))
 		}

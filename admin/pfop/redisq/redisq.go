@@ -46,17 +46,15 @@ const (
 // ErrInvalid is wrapped by configuration errors.
 var ErrInvalid = errors.New("redis pfop queue: invalid configuration")
 
-// Config configures a Queue. Either URL or Addr is required.
+// Config configures a Queue. Server.URL or Server.Addr is required.
 type Config struct {
-	// URL is a redis:// or rediss:// URL; it overrides Addr, Password, DB.
-	URL      string
-	Addr     string
-	Password string
-	DB       int
+	// Server is where Redis is (a redis:// or rediss:// URL, or an
+	// address with password and DB) and how long each network step may
+	// take; a timeout left unset is DefaultTimeout. It is the same
+	// setting the autoscaler's load store reads, so both parse it alike.
+	Server redisconn.Config
 	// Prefix of every key; default DefaultPrefix.
 	Prefix string
-	// DialTimeout, ReadTimeout, WriteTimeout; default DefaultTimeout each.
-	DialTimeout, ReadTimeout, WriteTimeout time.Duration
 }
 
 // Queue is a pfop.Queue on Redis Streams. Safe for concurrent use.
@@ -67,10 +65,7 @@ type Queue struct {
 
 // New returns a Queue. It does not contact Redis.
 func New(cfg Config) (*Queue, error) {
-	opts, err := redisconn.Options(redisconn.Config{
-		URL: cfg.URL, Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB,
-		DialTimeout: cfg.DialTimeout, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
-	}, DefaultTimeout)
+	opts, err := redisconn.Options(cfg.Server, DefaultTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("redis pfop queue: %w: %w", ErrInvalid, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/pfop/queuetest"
 	"github.com/doraproject/dora/internal/agenttest"
+	"github.com/doraproject/dora/internal/redisconn"
 )
 
 // TestContract runs the queue contract suite against a real redis-server;
@@ -16,7 +17,7 @@ func TestContract(t *testing.T) {
 	r := agenttest.StartRedis(t)
 	var n atomic.Int64
 	queuetest.Run(t, func(t *testing.T) pfop.Queue {
-		q, err := New(Config{Addr: r.Addr, Prefix: fmt.Sprintf("test%d:", n.Add(1))})
+		q, err := New(Config{Server: redisconn.Config{Addr: r.Addr}, Prefix: fmt.Sprintf("test%d:", n.Add(1))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -26,12 +27,12 @@ func TestContract(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	for _, c := range []Config{{}, {URL: "http://x"}} {
+	for _, c := range []Config{{}, {Server: redisconn.Config{URL: "http://x"}}} {
 		if _, err := New(c); err == nil {
 			t.Fatalf("New(%+v) accepted", c)
 		}
 	}
-	if _, err := New(Config{URL: "redis://127.0.0.1:1/0"}); err != nil {
+	if _, err := New(Config{Server: redisconn.Config{URL: "redis://127.0.0.1:1/0"}}); err != nil {
 		t.Fatal(err)
 	}
 }
