@@ -514,44 +514,49 @@ func gaussianBlur(ctx context.Context, img image.Image, r int, sigma float64) (i
 		k[i] /= sum
 	}
 	tmp := make([]float32, w*h*4)
+	if err := blurPass(ctx, tmp, src.Pix, src.Stride, w, h, k, false); err != nil {
+		return nil, err
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, w, h))
+	if err := blurPass(ctx, dst.Pix, tmp, w*4, w, h, k, true); err != nil {
+		return nil, err
+	}
+	return dst, nil
+}
+
+// blurPass convolves the w×h RGBA pixels of src (stride elements a row)
+// with the kernel k along rows, or along columns when vertical, into dst
+// (w*4 elements a row); pixels past an edge repeat the edge's. The
+// vertical pass, the second, rounds and clamps its results to bytes. It
+// stops when ctx ends.
+func blurPass[S, D uint8 | float32](ctx context.Context, dst []D, src []S, stride, w, h int, k []float64, vertical bool) error {
+	r := len(k) / 2
 	for y := 0; y < h; y++ {
 		if y%64 == 0 && ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 		for x := 0; x < w; x++ {
 			var acc [4]float64
 			for i := -r; i <= r; i++ {
-				sx := min(max(x+i, 0), w-1)
-				o := src.PixOffset(sx, y)
+				var o int
+				if vertical {
+					o = min(max(y+i, 0), h-1)*stride + x*4
+				} else {
+					o = y*stride + min(max(x+i, 0), w-1)*4
+				}
 				for c := 0; c < 4; c++ {
-					acc[c] += k[i+r] * float64(src.Pix[o+c])
+					acc[c] += k[i+r] * float64(src[o+c])
 				}
 			}
 			o := (y*w + x) * 4
 			for c := 0; c < 4; c++ {
-				tmp[o+c] = float32(acc[c])
-			}
-		}
-	}
-	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	for y := 0; y < h; y++ {
-		if y%64 == 0 && ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		for x := 0; x < w; x++ {
-			var acc [4]float64
-			for i := -r; i <= r; i++ {
-				sy := min(max(y+i, 0), h-1)
-				o := (sy*w + x) * 4
-				for c := 0; c < 4; c++ {
-					acc[c] += k[i+r] * float64(tmp[o+c])
+				v := acc[c]
+				if vertical {
+					v = min(255, max(0, math.Floor(v+0.5)))
 				}
-			}
-			o := dst.PixOffset(x, y)
-			for c := 0; c < 4; c++ {
-				dst.Pix[o+c] = uint8(min(255, max(0, math.Floor(acc[c]+0.5))))
+				dst[o+c] = D(v)
 			}
 		}
 	}
-	return dst, nil
+	return nil
 }
