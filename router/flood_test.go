@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
 )
@@ -205,22 +206,7 @@ func TestOversizedRequestGets414Or431(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			conn, err := net.Dial("tcp", e.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-			br := bufio.NewReader(conn)
-			for range c.before {
-				io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-A: 1\r\n\r\n")
-				res, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-			}
+			conn, br := agenttest.KeepAliveConn(t, e.addr, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-A: 1\r\n\r\n", c.before)
 			wrote := make(chan struct{})
 			go func() { _, _ = io.WriteString(conn, c.req); close(wrote) }()
 			// Read only once the whole request is sent (or refused), as a

@@ -309,15 +309,11 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	var avoid *pool.Host
 	var last *httpError
 	for range stepAttempts {
-		h := r.pickRetry(key, avoid)
-		if h == nil {
-			// Nothing runs (scale from zero) or every instance is
-			// ejected (the ones that failed this request included):
-			// wait for one, bounded (hold.go).
-			var herr *httpError
-			if h, herr = r.holdForInstance(p.ctx, key, i); herr != nil {
-				return flow{}, herr
-			}
+		h, waited, herr := p.nextHost(i, key, avoid)
+		if herr != nil {
+			return flow{}, herr
+		}
+		if waited {
 			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
 		}
 		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), nil, in)
@@ -387,6 +383,20 @@ func (r *Router) pickRetry(key pool.Key, avoid *pool.Host) *pool.Host {
 	return h
 }
 
+// nextHost is the host of step i's next attempt on key (pickRetry). When
+// nothing runs (scale from zero) or every instance is ejected (the ones
+// that failed this request included), it waits for one, bounded (hold.go),
+// and reports that it waited.
+func (p *pipeline) nextHost(i int, key pool.Key, avoid *pool.Host) (h *pool.Host, waited bool, herr *httpError) {
+	if h = p.r.pickRetry(key, avoid); h != nil {
+		return h, false, nil
+	}
+	if h, herr = p.r.holdForInstance(p.ctx, key, i); herr != nil {
+		return nil, false, herr
+	}
+	return h, true, nil
+}
+
 // runUfopBody calls a Dora-protocol step whose input is small and of known
 // size: the input, read whole into memory (at most the release's body
 // limit), is the POST body and no url= is given. The request is written
@@ -406,12 +416,9 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 	var avoid *pool.Host
 	var last *httpError
 	for range stepAttempts {
-		h := r.pickRetry(key, avoid)
-		if h == nil {
-			var herr *httpError
-			if h, herr = r.holdForInstance(p.ctx, key, i); herr != nil {
-				return flow{}, herr
-			}
+		h, _, herr := p.nextHost(i, key, avoid)
+		if herr != nil {
+			return flow{}, herr
 		}
 		out, retry, herr := p.call(i, st, h, key, rel, "", body, in)
 		if herr == nil {

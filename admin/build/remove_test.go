@@ -81,14 +81,7 @@ func TestRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := b.Remove("testufop"); err != nil {
-		t.Fatalf("Remove: %v", err)
-	}
-	if _, err := os.Lstat(filepath.Join(root, "testufop")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("testufop's directory after Remove: %v", err)
-	}
-	checkOutside(t, out)
-	checkNoTrash(t, root)
+	removeTestufop(t, b, root, out)
 	if _, err := os.Stat(b.Dir("otherufop", 1)); err != nil {
 		t.Fatalf("another ufop's build: %v", err)
 	}
@@ -151,14 +144,7 @@ func TestRemoveRunAs(t *testing.T) {
 	if err := os.Chmod(filepath.Join(base, "result.tmp-1", "sub"), 0o500); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Remove("testufop"); err != nil {
-		t.Fatalf("Remove: %v", err)
-	}
-	if _, err := os.Lstat(filepath.Join(root, "testufop")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("testufop's directory after Remove: %v", err)
-	}
-	checkOutside(t, out)
-	checkNoTrash(t, root)
+	removeTestufop(t, b, root, out)
 }
 
 // TestRemoveWhileBuilding: a build running when its ufop is removed keeps
@@ -228,4 +214,19 @@ func TestNewRemovesLeftoverTrash(t *testing.T) {
 	}
 	checkNoTrash(t, root)
 	checkOutside(t, out)
+}
+
+// removeTestufop removes testufop's builds from b (rooted at root) and
+// checks that its directory is gone, the tree out (linked from the builds)
+// is intact and no trash is left.
+func removeTestufop(t *testing.T, b *Builder, root, out string) {
+	t.Helper()
+	if err := b.Remove("testufop"); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "testufop")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("testufop's directory after Remove: %v", err)
+	}
+	checkOutside(t, out)
+	checkNoTrash(t, root)
 }

@@ -27,13 +27,34 @@ type ImageOptions struct {
 	// Salt adds a file of random bytes, so that the image's layer is new
 	// to a container engine that has seen the same binary before.
 	Salt bool
+	// WorkingDir is the image's working directory; empty: none.
+	WorkingDir string
+	// Layer, if set, writes more entries into the image's layer after
+	// /app (and the salt), for tests that need files in the image.
+	Layer func(*tar.Writer)
 }
 
-// PackImage packs the program bin as /app into a one-layer linux image,
-// writes it to path as a docker-save tarball tagged tag (as `docker save`
-// would) and returns the image. Images to push or pull in tests come from
-// here instead of a registry.
+// PackImage packs the program bin as /app into a one-layer linux image
+// (see Image), writes it to path as a docker-save tarball tagged tag (as
+// `docker save` would) and returns the image. Images to push or pull in
+// tests come from here instead of a registry.
 func PackImage(t testing.TB, bin, path, tag string, o ImageOptions) v1.Image {
+	t.Helper()
+	img := Image(t, bin, o)
+	ref, err := name.NewTag(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.WriteToFile(path, ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// Image packs the program bin as /app into a one-layer linux image shaped
+// by o and returns it, for tests that write it somewhere themselves (a
+// registry on loopback, say); PackImage writes it to a tarball.
+func Image(t testing.TB, bin string, o ImageOptions) v1.Image {
 	t.Helper()
 	data, err := os.ReadFile(bin)
 	if err != nil {
@@ -58,6 +79,9 @@ func PackImage(t testing.TB, bin, path, tag string, o ImageOptions) v1.Image {
 		if _, err := tw.Write(f.data); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if o.Layer != nil {
+		o.Layer(tw)
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
@@ -84,14 +108,8 @@ func PackImage(t testing.TB, bin, path, tag string, o ImageOptions) v1.Image {
 		cf.Config.Entrypoint = o.Entrypoint
 	}
 	cf.Config.Env = o.Env
+	cf.Config.WorkingDir = o.WorkingDir
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewTag(tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tarball.WriteToFile(path, ref, img); err != nil {
 		t.Fatal(err)
 	}
 	return img

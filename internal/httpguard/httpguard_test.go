@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 // serve runs h behind Server(cfg) on loopback and returns its address.
@@ -162,22 +164,7 @@ func TestOversizedHeadIs414Or431(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			conn, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-			br := bufio.NewReader(conn)
-			for range c.before {
-				io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B: 2\r\n\r\n")
-				res, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-			}
+			conn, br := agenttest.KeepAliveConn(t, addr, "GET /x HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B: 2\r\n\r\n", c.before)
 			go io.WriteString(conn, c.req)
 			res, err := http.ReadResponse(br, nil)
 			if err != nil {

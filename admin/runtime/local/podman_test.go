@@ -2,29 +2,23 @@ package local
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/agenttest"
 )
 
 // podmanRuntime is a Runtime with podman; a missing podman fails the test
@@ -39,49 +33,20 @@ func podmanRuntime(t *testing.T, pub Publisher, packages bool) *Runtime {
 }
 
 // pushGrepdImage packs the grepd example (built by TestMain, reading
-// $PORT) as an image with entrypoint /grepd into a registry on loopback
-// and returns its reference.
+// $PORT) as an image with entrypoint /app into a registry on loopback and
+// returns its reference.
 func pushGrepdImage(t *testing.T) string {
 	t.Helper()
-	return pushGrepdImageWith(t, nil, nil)
+	return pushGrepdImageWith(t, agenttest.ImageOptions{})
 }
 
-// pushGrepdImageWith is pushGrepdImage with more entries in the layer
-// (written by files) and a changed config (by config); either may be nil.
-func pushGrepdImageWith(t *testing.T, files func(*tar.Writer), config func(*v1.ConfigFile)) string {
+// pushGrepdImageWith is pushGrepdImage with the image shaped by o (more
+// entries in its layer, a working directory).
+func pushGrepdImageWith(t *testing.T, o agenttest.ImageOptions) string {
 	t.Helper()
 	srv := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
-	bin, err := os.ReadFile(filepath.Join(grepdDir, "grepd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	tw.WriteHeader(&tar.Header{Name: "grepd", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg})
-	tw.Write(bin)
-	if files != nil {
-		files(tw)
-	}
-	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, _ := img.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", goruntime.GOARCH
-	cf.Config.Entrypoint = []string{"/grepd"}
-	if config != nil {
-		config(cf)
-	}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
+	img := agenttest.Image(t, filepath.Join(grepdDir, "grepd"), o)
 	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/grepd:v1"
 	tag, err := name.NewTag(ref, name.Insecure)
 	if err != nil {
@@ -167,14 +132,14 @@ func TestContainerCollectedLogs(t *testing.T) {
 		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(text)), Typeflag: tar.TypeReg})
 		tw.Write([]byte(text))
 	}
-	ref := pushGrepdImageWith(t, func(tw *tar.Writer) {
+	ref := pushGrepdImageWith(t, agenttest.ImageOptions{WorkingDir: "/work", Layer: func(tw *tar.Writer) {
 		tw.WriteHeader(&tar.Header{Name: "var/log/", Mode: 0o755, Typeflag: tar.TypeDir})
 		file(tw, "var/log/app.log", "in the image\n")
 		tw.WriteHeader(&tar.Header{Name: "var/log/escape.log", Typeflag: tar.TypeSymlink, Linkname: "/etc/hostname"})
 		tw.WriteHeader(&tar.Header{Name: "work/", Mode: 0o755, Typeflag: tar.TypeDir})
 		tw.WriteHeader(&tar.Header{Name: "work/logs/", Mode: 0o755, Typeflag: tar.TypeDir})
 		file(tw, "work/logs/b.log", "relative one\nrelative two\n")
-	}, func(cf *v1.ConfigFile) { cf.Config.WorkingDir = "/work" })
+	}})
 	spec := grepdSpec("deploy-clogs", 1)
 	spec.Package = nil
 	spec.OCIImage = ref

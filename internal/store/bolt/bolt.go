@@ -412,13 +412,9 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan []store.KV, er
 
 // Close ends every watch and closes the file. Closing twice is harmless.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !store.MarkClosed(&s.mu, &s.closed) {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
 	s.watchers.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close bolt store: %w", err)

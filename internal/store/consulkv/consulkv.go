@@ -526,13 +526,9 @@ func equal(a, b []store.KV) bool {
 
 // Close ends every watch. Closing twice is harmless.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !store.MarkClosed(&s.mu, &s.closed) {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 	return nil

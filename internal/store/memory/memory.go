@@ -235,13 +235,9 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan []store.KV, er
 // Close ends every watch; later calls fail with store.ErrClosed. Closing
 // twice is harmless.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !store.MarkClosed(&s.mu, &s.closed) {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
 	s.watchers.Close()
 	return nil
 }
