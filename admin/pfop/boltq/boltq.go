@@ -16,14 +16,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
 
 	"github.com/doraproject/dora/admin/pfop"
+	"github.com/doraproject/dora/internal/store/bolt"
 )
 
 var _ pfop.Queue = (*Queue)(nil)
@@ -35,8 +34,9 @@ var (
 	bucketFlight    = []byte("f")
 )
 
-// LockTimeout is how long Open waits for another process to release the file.
-const LockTimeout = 5 * time.Second
+// LockTimeout is how long Open waits for another process to release the
+// file: the same as the bolt store's, both open through bolt.OpenDB.
+const LockTimeout = bolt.LockTimeout
 
 // Queue is a pfop.Queue on a bbolt file. Safe for concurrent use.
 type Queue struct {
@@ -66,10 +66,7 @@ func Open(path string) (*Queue, error) {
 	if path == "" {
 		return nil, errors.New("open pfop queue: empty path")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("open pfop queue %s: %w", path, err)
-	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: LockTimeout})
+	db, err := bolt.OpenDB(path)
 	if err != nil {
 		return nil, fmt.Errorf("open pfop queue %s: %w", path, err)
 	}

@@ -64,16 +64,24 @@ type Store struct {
 	watchers *store.Watchers
 }
 
+// OpenDB makes path's directory (0700) and opens the bbolt file at path
+// (0600), waiting at most LockTimeout for another process's lock. Every
+// bbolt file of Dora opens through it (this store, the pfop queue), so
+// they share one permission and locking rule.
+func OpenDB(path string) (*bbolt.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return bbolt.Open(path, 0o600, &bbolt.Options{Timeout: LockTimeout})
+}
+
 // Open opens (creating if needed) the database file at path. The parent
 // directory is created too.
 func Open(path string) (*Store, error) {
 	if path == "" {
 		return nil, fmt.Errorf("open bolt store: %w: empty path", ErrInvalid)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("open bolt store %s: %w", path, err)
-	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: LockTimeout})
+	db, err := OpenDB(path)
 	if err != nil {
 		return nil, fmt.Errorf("open bolt store %s: %w", path, err)
 	}
