@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/tick"
 )
 
 // clientKey names one instance client: an instance address with the step
@@ -258,14 +259,7 @@ func (c *instClient) roundTrip(ctx context.Context, w connWatcher, sc *stepConn,
 
 // sweep drops clients unused for two minutes (instances come and go).
 func (c *clients) sweep(ctx context.Context, now func() time.Time) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, time.Minute, func() {
 		cutoff := now().Add(-2 * time.Minute)
 		c.mu.Lock()
 		for k, ic := range c.m {
@@ -275,7 +269,7 @@ func (c *clients) sweep(ctx context.Context, now func() time.Time) {
 			}
 		}
 		c.mu.Unlock()
-	}
+	})
 }
 
 // dialError marks a failure to connect to an instance.
