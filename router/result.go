@@ -93,11 +93,13 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 
 // Canonical header names and fixed values of cached answers (and the
 // request id every answer carries), set with SetCanonical: no normalising
-// copy per response.
+// copy per response. The names are in fasthttp's normal form (what Set,
+// Peek and Del turn any spelling into), so that the other calls find
+// them.
 var (
 	hdrXReqid       = []byte("X-Reqid")
 	hdrXDoraCache   = []byte("X-Dora-Cache")
-	hdrETag         = []byte("ETag")
+	hdrETag         = []byte("Etag") // fasthttp's form: Del("ETag") (writeError) finds it
 	hdrCacheControl = []byte("Cache-Control")
 	hdrAge          = []byte("Age")
 	hdrIfNoneMatch  = []byte("If-None-Match")

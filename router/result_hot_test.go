@@ -1,14 +1,20 @@
 package router
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/pool"
 )
 
 // TestHotRoute: a cached result asked for again by a remembered route
@@ -123,4 +129,52 @@ func hotRemembered(e *env, host, pathQuery string) bool {
 		}
 	}
 	return false
+}
+
+// TestResultCacheFailedMiss: a cacheable pipeline whose step fails
+// answers the error without the result's validators (no ETag, no
+// Cache-Control: an error is never a cacheable result), and the next
+// request is a miss again, not the error from the cache. On each tier.
+func TestResultCacheFailedMiss(t *testing.T) { eachTier(t, testResultCacheFailedMiss) }
+
+func testResultCacheFailedMiss(t *testing.T, mod func(*Config)) {
+	e := newEnv(t, mod)
+	var fail atomic.Bool
+	fail.Store(true)
+	addr := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in io.Reader) {
+		b, _ := io.ReadAll(in)
+		if fail.Load() {
+			http.Error(w, "no", http.StatusInternalServerError)
+			return
+		}
+		w.Write(bytes.ToUpper(b))
+	})
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	resp, body := e.get("photos.localhost", "/k?up/x")
+	if resp.StatusCode < 400 || resp.Header.Get("ETag") != "" || resp.Header.Get("Cache-Control") != "" {
+		t.Fatalf("failed step: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	fail.Store(false)
+	for i, want := range []string{"miss", "hit"} {
+		resp, body := e.get("photos.localhost", "/k?up/x")
+		if resp.StatusCode != 200 || string(body) != "ABC" || resp.Header.Get("X-Dora-Cache") != want || resp.Header.Get("ETag") == "" {
+			t.Fatalf("request %d after the failure: %d %q %v", i, resp.StatusCode, body, resp.Header)
+		}
+	}
+}
+
+// TestCanonicalHeaderNames: the names set with SetCanonical are in
+// fasthttp's normal form, so that Peek and Del (writeError) find them.
+func TestCanonicalHeaderNames(t *testing.T) {
+	for _, k := range [][]byte{hdrXReqid, hdrXDoraCache, hdrETag, hdrCacheControl, hdrAge} {
+		var h fasthttp.ResponseHeader
+		h.Set(strings.ToLower(string(k)), "v")
+		var got []byte
+		h.VisitAll(func(key, _ []byte) { got = append(got[:0], key...) })
+		if !bytes.Equal(got, k) {
+			t.Errorf("%q is stored by Set as %q", k, got)
+		}
+	}
 }
