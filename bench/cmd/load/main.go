@@ -56,7 +56,7 @@ func main() {
 	flag.Float64Var(&o.rate, "rate", 0, "fixed total request rate per second (0: as fast as possible)")
 	flag.BoolVar(&o.kv, "kv", false, "print a last machine-readable kv line")
 	flag.BoolVar(&o.hist, "hist", false, "print a histogram of the latencies")
-	flag.StringVar(&o.sched, "sched", "shared", "with -rate: \"shared\" (one pacer; the next due request goes to any free connection) or \"worker\" (each connection has its own fixed schedule and sleeps with time.Sleep)")
+	flag.StringVar(&o.sched, "sched", "shared", "with -rate: \"shared\" (one precise clock; the next due request goes to any free connection) or \"worker\" (each connection has its own fixed schedule and sleeps with time.Sleep)")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -119,8 +119,15 @@ func run(o options, out io.Writer) error {
 	start := time.Now()
 	var due chan time.Time
 	if o.rate > 0 && o.sched != "worker" {
+		interval := time.Duration(float64(time.Second) / o.rate)
+		t0, wait, stop, err := newTicker(interval)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		start, deadline = t0, t0.Add(o.dur)
 		due = make(chan time.Time, 1<<16)
-		go pace(start, o.rate, deadline, due)
+		go pace(start, interval, wait, deadline, due)
 	}
 	for w := range o.conc {
 		wg.Go(func() {
@@ -219,27 +226,28 @@ func run(o options, out io.Writer) error {
 	return nil
 }
 
-// pace sends the due time of every request, start + i/rate for i = 0, 1,
-// …, on due at that time, from a goroutine sleeping precisely (an idle Go
-// program's time.Sleep wakes up to a millisecond late, which would send
-// the requests in bursts), and closes due at the deadline. A free worker
-// takes the next due time: a slow response delays no other request unless
-// every connection is busy, and then the requests wait in due and that
-// wait counts in their latency (measured from the due time). If due is
-// full the pacer blocks, and the due times it sends afterwards are still
-// those of the schedule.
-func pace(start time.Time, rate float64, deadline time.Time, due chan<- time.Time) {
+// pace sends the due time of every request, start + i×interval for i =
+// 1, 2, …, on due at that time (one tick of a precise clock, newTicker,
+// per request), and closes due once the deadline has passed. A free
+// worker takes the next due time: a slow response delays no other request
+// unless every connection is busy, and then the requests wait in due and
+// that wait counts in their latency (measured from the due time). If due
+// is full the pacer blocks, and the due times it sends afterwards are
+// still those of the schedule.
+func pace(start time.Time, interval time.Duration, wait func() (int64, error), deadline time.Time, due chan<- time.Time) {
 	defer close(due)
-	sleep := preciseSleep()
-	for i := 0; ; i++ {
-		t := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
-		if t.After(deadline) {
+	for i := int64(1); ; {
+		n, err := wait()
+		if err != nil {
 			return
 		}
-		if d := time.Until(t); d > 0 {
-			sleep(d)
+		for end := i + n; i < end; i++ {
+			t := start.Add(time.Duration(i) * interval)
+			if t.After(deadline) {
+				return
+			}
+			due <- t
 		}
-		due <- t
 	}
 }
 

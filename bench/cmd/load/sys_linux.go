@@ -1,30 +1,44 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// preciseSleep returns a sleep for the calling goroutine that wakes within
-// microseconds of the time asked, where time.Sleep wakes an idle Go
-// program up to a millisecond late (the runtime's netpoller waits in whole
-// milliseconds): the goroutine is locked to its thread for good (the
-// thread ends with it), the thread's timer slack is set to 1 ns and it
-// sleeps in nanosleep(2).
-func preciseSleep() func(time.Duration) {
-	runtime.LockOSThread()
-	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0) // best effort: the default slack is 50 µs
-	return func(d time.Duration) {
-		ts := unix.NsecToTimespec(int64(d))
-		for unix.Nanosleep(&ts, &ts) == unix.EINTR {
-		}
+// newTicker starts a clock that ticks every interval from start (the
+// time it returns) and returns wait, which blocks until the next tick and
+// says how many ticks passed since its last call. It is a timerfd read
+// through Go's network poller: the wake-up comes within microseconds of
+// the tick with no thread of its own, where time.Sleep wakes an idle Go
+// program up to a millisecond late (the poller waits in whole
+// milliseconds) and would send the requests in bursts.
+func newTicker(interval time.Duration) (start time.Time, wait func() (int64, error), stop func(), err error) {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return time.Time{}, nil, nil, fmt.Errorf("timerfd: %w", err)
 	}
+	f := os.NewFile(uintptr(fd), "timerfd") // non-blocking: read through the poller
+	ts := unix.NsecToTimespec(int64(interval))
+	start = time.Now() // before arming: a tick is never earlier than its due time
+	if err := unix.TimerfdSettime(fd, 0, &unix.ItimerSpec{Interval: ts, Value: ts}, nil); err != nil {
+		f.Close()
+		return time.Time{}, nil, nil, fmt.Errorf("timerfd: %w", err)
+	}
+	var b [8]byte
+	wait = func() (int64, error) {
+		if _, err := io.ReadFull(f, b[:]); err != nil {
+			return 0, err
+		}
+		return int64(binary.NativeEndian.Uint64(b[:])), nil
+	}
+	return start, wait, func() { f.Close() }, nil
 }
 
 // cpuTime is the user and system CPU time this process used so far.
