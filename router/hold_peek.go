@@ -22,7 +22,11 @@ func connClosed(c net.Conn) bool {
 	}
 	closed := false
 	var b [1]byte
-	cerr := raw.Read(func(fd uintptr) bool {
+	// Control, not Read: RawConn.Read fails at once when the connection's
+	// read deadline has passed (the server's ReadTimeout, armed for the
+	// request head, passes while a long step runs), and that failure must
+	// not pass for a hang-up. The peek never waits, so it needs no poller.
+	cerr := raw.Control(func(fd uintptr) {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
 		case err == nil && n == 0:
@@ -30,7 +34,6 @@ func connClosed(c net.Conn) bool {
 		case err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR):
 			closed = true
 		}
-		return true // never wait for readiness
 	})
 	return closed || cerr != nil
 }
