@@ -21,7 +21,8 @@
 # (4096 bytes), BENCH_BIG_MIB (1024; 0 skips), BENCH_UFOP (passthru),
 # BENCH_STEP (the step text, default $BENCH_UFOP), BENCH_ROUNDS (3),
 # BENCH_RATE_DURATION (5s) and BENCH_RATE_ROUNDS ($BENCH_ROUNDS) for the
-# fixed-rate runs, BENCH_INSTANCE_BIN (a prebuilt instance program instead
+# fixed-rate runs, BENCH_ROUTER_ENV (environment for the router alone, as
+# "GOGC=400"), BENCH_INSTANCE_BIN (a prebuilt instance program instead
 # of examples/$BENCH_UFOP).
 set -euo pipefail
 
@@ -111,6 +112,15 @@ run_load() {
 	fi
 }
 
+# gc_since n: the router's GC cycles after the first n lines of its
+# gctrace, their longest stop-the-world phase and longest concurrent mark
+# (wall clock)
+gc_lines() { awk '/^gc / {n++} END {print n + 0}' "$TMP/harness.log"; }
+gc_since() {
+	awk -v skip="$1" '/^gc / {if (++k <= skip) next; split($5, c, "+"); s = c[1] > c[3] ? c[1] : c[3]; if (s > stw) stw = s; if (c[2] > mark) mark = c[2]; n++}
+		END {if (n == 0) print "no GC cycle"; else printf "%d GC cycles, longest stop-the-world %.2f ms, longest mark %.1f ms\n", n, stw, mark}' "$TMP/harness.log"
+}
+
 # busy "cpu line of /proc/stat before" "after" → share of the machine's
 # CPU time not idle in between (other tenants' work included)
 busy() { awk -v a="$1" -v b="$2" 'BEGIN {n = split(a, x); split(b, y); t = 0; for (i = 2; i <= 9; i++) t += y[i] - x[i]; if (t <= 0) print "?"; else printf "%.0f %%", 100 * (1 - (y[5] - x[5] + y[6] - x[6]) / t)}'; }
@@ -137,7 +147,11 @@ wait_port "$PI"
 
 PR=$(free_port)
 echo "creating objects (small ${SMALL} B, big ${BIG} MiB)..."
-"$TMP/harness" -listen "127.0.0.1:$PR" -dir "$TMP/data" -instances "127.0.0.1:$PI" \
+# gctrace: one line per GC cycle of the router on its stderr (harness.log),
+# summed up after each fixed-rate run. BENCH_ROUTER_ENV adds environment
+# for the router alone (say GOGC=400, to compare a GC setting in one run).
+env GODEBUG="${GODEBUG:+$GODEBUG,}gctrace=1" ${BENCH_ROUTER_ENV:-} \
+	"$TMP/harness" -listen "127.0.0.1:$PR" -dir "$TMP/data" -instances "127.0.0.1:$PI" \
 	-ufop "$UFOP" -small "$SMALL" -big-mib "$BIG" >"$TMP/harness.out" 2>"$TMP/harness.log" &
 HPID=$!
 PIDS+=($HPID)
@@ -225,8 +239,10 @@ for ((round = 1; round <= RATE_ROUNDS; round++)); do
 	echo "-- round $round"
 	run_load "(a) direct, fixed rate" -- -url "http://127.0.0.1:$PI/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$((4 * CONC))" -d "$RATE_DUR" -rate "$RATE"
 	D_P99=$P99
+	G0=$(gc_lines)
 	run_load "(b) router, fixed rate" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP" -host bench.localhost -c "$((4 * CONC))" -d "$RATE_DUR" -rate "$RATE"
 	B_P99=$P99
+	printf '%-28s router: %s\n' "" "$(gc_since "$G0")"
 	run_load "(c) nginx, fixed rate" "${NPIDS[@]}" -- -url "http://127.0.0.1:$PN/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$((4 * CONC))" -d "$RATE_DUR" -rate "$RATE"
 	R_ADD+=("$(awk -v a="$B_P99" -v b="$D_P99" 'BEGIN {printf "%.2f", (a - b) / 1000}')")
 	R_NADD+=("$(awk -v a="$P99" -v b="$D_P99" 'BEGIN {printf "%.2f", (a - b) / 1000}')")
