@@ -85,6 +85,9 @@ func run(o options, out io.Writer) error {
 			return err
 		}
 	}
+	if o.sched != "shared" && o.sched != "worker" {
+		return fmt.Errorf("bad -sched %q: shared or worker", o.sched)
+	}
 	if o.conc < 1 {
 		o.conc = 1
 	}
