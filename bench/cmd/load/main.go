@@ -35,7 +35,7 @@ import (
 
 type options struct {
 	url, host, method, bodyFile, label string
-	conc, n                            int
+	conc, n, procs                     int
 	dur                                time.Duration
 	stream, kv, hist                   bool
 	rate                               float64
@@ -56,6 +56,7 @@ func main() {
 	flag.Float64Var(&o.rate, "rate", 0, "fixed total request rate per second (0: as fast as possible)")
 	flag.BoolVar(&o.kv, "kv", false, "print a last machine-readable kv line")
 	flag.BoolVar(&o.hist, "hist", false, "print a histogram of the latencies")
+	flag.IntVar(&o.procs, "procs", 0, "GOMAXPROCS of the tool (0: 1 with -rate, Go's default otherwise)")
 	flag.StringVar(&o.sched, "sched", "shared", "with -rate: \"shared\" (one precise clock; the next due request goes to any free connection) or \"worker\" (each connection has its own fixed schedule and sleeps with time.Sleep)")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
@@ -84,6 +85,16 @@ func run(o options, out io.Writer) error {
 		if body, err = os.ReadFile(o.bodyFile); err != nil {
 			return err
 		}
+	}
+	// At a fixed rate the tool needs a fraction of a core, and with one P
+	// the Go runtime does not wake a second thread to look for work at
+	// every request: the tool takes less of the CPU the measured
+	// processes share with it (8–37 % less CPU in five interleaved pairs).
+	if o.procs == 0 && o.rate > 0 {
+		o.procs = 1
+	}
+	if o.procs > 0 {
+		runtime.GOMAXPROCS(o.procs)
 	}
 	if o.sched != "shared" && o.sched != "worker" {
 		return fmt.Errorf("bad -sched %q: shared or worker", o.sched)
