@@ -150,8 +150,11 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 	rq := &request{r: r, ctx: ctx, start: r.nowAt(start)}
 	rq.reqid = r.appendReqid(rq.idBuf[:0])
 	ctx.Response.Header.Set("X-Reqid", rq.reqid)
-	host := string(ctx.Host())
 	snap := r.meta.Snapshot()
+	if r.serveHot(rq, snap) { // a cached result of a known route (result.go)
+		return
+	}
+	host := string(ctx.Host())
 	// The router's own host names are never a bucket's, whatever the
 	// store binds: the one-shot input URLs, /healthz and /metrics must
 	// not be shadowed (the admin refuses such bindings; this does not
@@ -253,7 +256,7 @@ func (r *Router) serveParsed(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 		return r.serveObject(rq, bucket, key)
 	}
 	if req.SaveAs == nil {
-		if done, streaming, herr := r.serveCached(rq, snap, bucket, key, stages); done || herr != nil {
+		if done, streaming, herr := r.serveCached(rq, snap, bucket, key, stages, !req.HasAttName); done || herr != nil {
 			return streaming, herr
 		}
 	}

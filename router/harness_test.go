@@ -21,6 +21,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/internal/accountstest"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
@@ -131,10 +132,11 @@ func (l *recLoad) all() []load.Sample {
 	return append([]load.Sample(nil), l.samples...)
 }
 
-// Test accounts: alice owns the buckets and the private ufop; bob applied
-// for the protected one; carol is nobody.
+// Test accounts: alice (the shared fixture, internal/accountstest) owns
+// the buckets and the private ufop; bob applied for the protected one;
+// carol is nobody.
 var (
-	alice = dora.Account{ID: "1001", Name: "alice", AccessKey: "AK-alice", SecretKey: "SK-alice"}
+	alice = accountstest.Alice
 	bob   = dora.Account{ID: "1002", Name: "bob", AccessKey: "AK-bob", SecretKey: "SK-bob", Applied: []string{"protufop"}}
 	carol = dora.Account{ID: "1003", Name: "carol", AccessKey: "AK-carol", SecretKey: "SK-carol"}
 )

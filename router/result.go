@@ -3,9 +3,13 @@ package router
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"hash/maphash"
 	"io"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
@@ -47,13 +51,18 @@ type cacheFill struct {
 // the request so that runPipeline stores its result. Not cacheable, or a
 // miss: done is false and the pipeline runs. streaming is true when the
 // answer streams from the disk tier (its Close finishes the request).
-func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, key string, stages []stage) (done, streaming bool, _ *httpError) {
+// hot tells that nothing else of the request shapes its answer (no
+// attname=): the route is then remembered for serveHot.
+func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, key string, stages []stage, hot bool) (done, streaming bool, _ *httpError) {
 	if r.results == nil {
 		return false, false, nil
 	}
 	ttl, ok := cachePolicy(snap, stages)
 	if !ok {
 		return false, false, nil
+	}
+	if hot && !b.Private {
+		r.hot.remember(rq, snap, r.public.Load(), b.Name, key, stages, ttl, r.cacheControl(false, ttl))
 	}
 	// Only objects of the local origin: a mirror's would cost a remote
 	// stat on every request (and the pipeline answers its 404s).
@@ -64,49 +73,223 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	// The key is built on the stack and a memory hit allocates nothing.
 	var kb [512]byte
 	ck := appendCacheKey(kb[:0], b.Name, key, obj.ETag, rq.pipeline, stages)
+	now := rq.start
+	if e, ok := r.results.GetBytes(ck, now); ok {
+		cc := headerValue(r.cacheControl(b.Private, e.Expires.Sub(e.Created)))
+		return true, r.writeHit(rq, e, cc, now), nil
+	}
 	ctx := rq.ctx
 	h := &ctx.Response.Header
-	now := r.now()
-	if e, ok := r.results.GetBytes(ck, now); ok {
-		h.Set("X-Dora-Cache", "hit")
-		h.Set("ETag", e.ETag)
-		h.Set("Cache-Control", r.cacheControl(b.Private, e.Expires.Sub(e.Created)))
-		h.SetBytesV("Age", strconv.AppendInt(rq.ageBuf[:0], int64(now.Sub(e.Created)/time.Second), 10))
-		if notModified(&ctx.Request.Header, e.ETag, time.Time{}) {
-			closeHit(e)
-			ctx.SetStatusCode(fasthttp.StatusNotModified)
-			return true, false, nil
-		}
-		ctx.SetStatusCode(fasthttp.StatusOK)
-		ctx.SetContentType(e.MimeType)
-		if ctx.IsHead() {
-			closeHit(e)
-			h.SetContentLength(int(e.Size))
-			return true, false, nil
-		}
-		if e.Body == nil {
-			ctx.Response.SetBodyRaw(e.Data)
-			return true, false, nil
-		}
-		// A result of the disk tier streams from its file.
-		size := e.Size
-		ctx.Response.SetBodyStream(&countingBody{rc: e.Body, r: r, onClose: func(n int64, err error) {
-			if err == nil && n != size {
-				err = io.ErrUnexpectedEOF
-			}
-			rq.finish(fasthttp.StatusOK, n, err)
-		}}, int(size))
-		return true, true, nil
-	}
 	cks := string(ck)
 	etag := resultETag(cks)
-	h.Set("X-Dora-Cache", "miss")
-	h.Set("ETag", etag)
-	h.Set("Cache-Control", r.cacheControl(b.Private, ttl))
+	h.SetCanonical(hdrXDoraCache, valMiss)
+	h.SetCanonical(hdrETag, headerValue(etag))
+	h.SetCanonical(hdrCacheControl, headerValue(r.cacheControl(b.Private, ttl)))
 	if !ctx.IsHead() {
 		rq.fill = &cacheFill{key: cks, etag: etag, ttl: ttl, created: now}
 	}
 	return false, false, nil
+}
+
+// Canonical header names and fixed values of cached answers, set with
+// SetCanonical: no normalising copy per response.
+var (
+	hdrXDoraCache   = []byte("X-Dora-Cache")
+	hdrETag         = []byte("ETag")
+	hdrCacheControl = []byte("Cache-Control")
+	hdrAge          = []byte("Age")
+	hdrIfNoneMatch  = []byte("If-None-Match")
+	valHit          = []byte("hit")
+	valMiss         = []byte("miss")
+)
+
+// headerValue is s's bytes for a header setter, which copies them (they
+// must not be written: a string's bytes are immutable).
+func headerValue(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// writeHit answers rq with the cache's entry e found at now: its
+// validators, cc (its Cache-Control) and age, 304 to a matching If-None-Match, the bytes (a memory
+// entry's without a copy) or, from the disk tier, a stream; streaming is
+// true then (its Close finishes the request).
+func (r *Router) writeHit(rq *request, e rescache.Hit, cc []byte, now time.Time) (streaming bool) {
+	ctx := rq.ctx
+	h := &ctx.Response.Header
+	h.SetCanonical(hdrXDoraCache, valHit)
+	h.SetCanonical(hdrETag, headerValue(e.ETag))
+	h.SetCanonical(hdrCacheControl, cc)
+	h.SetCanonical(hdrAge, strconv.AppendInt(rq.ageBuf[:0], int64(now.Sub(e.Created)/time.Second), 10))
+	if ifNoneMatch(&ctx.Request.Header, e.ETag) {
+		closeHit(e)
+		ctx.SetStatusCode(fasthttp.StatusNotModified)
+		return false
+	}
+	ctx.SetContentType(e.MimeType)
+	if ctx.IsHead() {
+		closeHit(e)
+		h.SetContentLength(int(e.Size))
+		return false
+	}
+	if e.Body == nil {
+		ctx.Response.SetBodyRaw(e.Data)
+		return false
+	}
+	// A result of the disk tier streams from its file.
+	size := e.Size
+	ctx.Response.SetBodyStream(&countingBody{rc: e.Body, r: r, onClose: func(n int64, err error) {
+		if err == nil && n != size {
+			err = io.ErrUnexpectedEOF
+		}
+		rq.finish(fasthttp.StatusOK, n, err)
+	}}, int(size))
+	return true
+}
+
+// ifNoneMatch tells whether the request's If-None-Match names etag (or
+// is "*"): the cached result's 304. A result has no Last-Modified, so
+// If-Modified-Since is not looked at.
+func ifNoneMatch(h *fasthttp.RequestHeader, etag string) bool {
+	inm := h.PeekBytes(hdrIfNoneMatch)
+	if len(inm) == 0 {
+		return false
+	}
+	return notModified(h, etag, time.Time{})
+}
+
+// serveHot answers a request for a route remembered from this snapshot
+// (hotRoutes) when its result is in the cache: the host, bucket, query
+// parse, plan and cache policy are not worked out again. The object is
+// still revalidated (its etag is in the key) on every request. It reports
+// false, having answered nothing, for anything else (not a remembered
+// route, another snapshot, a miss), which then takes the full path.
+func (r *Router) serveHot(rq *request, snap *meta.Snapshot) bool {
+	if r.results == nil {
+		return false
+	}
+	ctx := rq.ctx
+	if !ctx.IsGet() && !ctx.IsHead() {
+		return false
+	}
+	rt := r.hot.lookup(ctx, snap, r.public.Load())
+	if rt == nil {
+		return false
+	}
+	obj, err := r.cfg.Objects.Stat(r.deadline.get(time.Now()), rt.bucket, rt.key)
+	if err != nil || obj.ETag == "" {
+		return false
+	}
+	var kb [512]byte
+	ck := append(appendKeyHead(kb[:0], rt.bucket, rt.key, obj.ETag), rt.tail...)
+	e, ok := r.results.GetBytes(ck, rq.start)
+	if !ok {
+		return false
+	}
+	rq.bucket, rq.key, rq.pipeline, rq.names = rt.bucket, rt.key, rt.pipeline, rt.names
+	cc := rt.cc
+	if ttl := e.Expires.Sub(e.Created); ttl != rt.ttl { // stored under another TTL
+		cc = headerValue(r.cacheControl(false, ttl))
+	}
+	if !r.writeHit(rq, e, cc, rq.start) {
+		rq.finish(ctx.Response.StatusCode(), int64(len(ctx.Response.Body())), nil)
+	}
+	return true
+}
+
+// hotSlots is how many routes serveHot remembers (a power of two); a
+// route is the resolution of one host and request URI of a public bucket
+// to a cacheable pipeline.
+const hotSlots = 1024
+
+// hotIDMax bounds the host and request URI of a remembered route, so that
+// the table's memory is bounded (about hotSlots × 2 hotIDMax bytes).
+const hotIDMax = 512
+
+// hotRoutes remembers, for the current metadata snapshot only, how the
+// requests last answered through the result cache were resolved: bucket,
+// key, pipeline text, step names and the cache key's part after the
+// object's etag. A route is a function of the Host header, the request
+// URI, the snapshot and the router's public address, all of which its
+// lookup compares, so using it answers what the full path would; anything
+// else the answer depends on is read per request (the object's etag, the
+// cache entry, If-None-Match, the method). Private buckets (tokens) and
+// attname= requests are never remembered. A new snapshot starts an empty
+// table, so no old snapshot is kept alive; a slot holds one route, the
+// last remembered there.
+type hotRoutes struct{ t atomic.Pointer[hotTable] }
+
+type hotTable struct {
+	snap   *meta.Snapshot
+	public *string
+	seed   maphash.Seed
+	slots  [hotSlots]atomic.Pointer[hotRoute]
+}
+
+// hotRoute is immutable once stored.
+type hotRoute struct {
+	id       string // host, NUL, request URI
+	bucket   string
+	key      string
+	pipeline string
+	names    []string // metric labels (request.names)
+	tail     string   // appendKeyTail of the pipeline
+	ttl      time.Duration
+	cc       []byte // Cache-Control of a result stored for ttl
+}
+
+// appendHotID appends a request's route id: its Host header and raw
+// request URI. ok is false when it would pass hotIDMax.
+func appendHotID(dst []byte, ctx *fasthttp.RequestCtx) ([]byte, bool) {
+	host, uri := ctx.Request.Header.Host(), ctx.Request.Header.RequestURI()
+	if len(host)+1+len(uri) > hotIDMax {
+		return dst, false
+	}
+	dst = append(dst, host...)
+	dst = append(dst, 0)
+	return append(dst, uri...), true
+}
+
+// lookup returns the route of ctx's request remembered for snap and
+// public, or nil.
+func (h *hotRoutes) lookup(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, public *string) *hotRoute {
+	t := h.t.Load()
+	if t == nil || t.snap != snap || t.public != public {
+		return nil
+	}
+	var ib [hotIDMax]byte
+	id, ok := appendHotID(ib[:0], ctx)
+	if !ok {
+		return nil
+	}
+	rt := t.slots[maphash.Bytes(t.seed, id)&(hotSlots-1)].Load()
+	if rt == nil || rt.id != string(id) {
+		return nil
+	}
+	return rt
+}
+
+// remember stores rq's route (resolved against snap and public to
+// bucket, key and stages; its results cached for ttl, served with cc),
+// replacing the table when it is of another
+// snapshot.
+func (h *hotRoutes) remember(rq *request, snap *meta.Snapshot, public *string, bucket, key string, stages []stage, ttl time.Duration, cc string) {
+	var ib [hotIDMax]byte
+	id, ok := appendHotID(ib[:0], rq.ctx)
+	if !ok {
+		return
+	}
+	t := h.t.Load()
+	if t == nil || t.snap != snap || t.public != public {
+		nt := &hotTable{snap: snap, public: public, seed: maphash.MakeSeed()}
+		if !h.t.CompareAndSwap(t, nt) {
+			return // another request replaced it: remembered next time
+		}
+		t = nt
+	}
+	slot := &t.slots[maphash.Bytes(t.seed, id)&(hotSlots-1)]
+	if rt := slot.Load(); rt != nil && rt.id == string(id) {
+		return
+	}
+	slot.Store(&hotRoute{id: string(id), bucket: bucket, key: key, pipeline: rq.pipeline,
+		names: slices.Clone(rq.names), tail: string(appendKeyTail(nil, rq.pipeline, stages)), ttl: ttl, cc: []byte(cc)})
 }
 
 // closeHit closes a hit's stream when it is not sent.
@@ -147,10 +330,23 @@ func cachePolicy(snap *meta.Snapshot, stages []stage) (time.Duration, bool) {
 // on: bucket, key, the object's etag, the pipeline's text and each ufop
 // step's active version.
 func appendCacheKey(dst []byte, bucket, key, etag, pipeline string, stages []stage) []byte {
-	for _, s := range [...]string{bucket, key, etag, pipeline} {
+	return appendKeyTail(appendKeyHead(dst, bucket, key, etag), pipeline, stages)
+}
+
+// appendKeyHead appends the object's part of a cache key.
+func appendKeyHead(dst []byte, bucket, key, etag string) []byte {
+	for _, s := range [...]string{bucket, key, etag} {
 		dst = append(dst, s...)
 		dst = append(dst, 0)
 	}
+	return dst
+}
+
+// appendKeyTail appends the pipeline's part of a cache key: its text and
+// each ufop step's active version.
+func appendKeyTail(dst []byte, pipeline string, stages []stage) []byte {
+	dst = append(dst, pipeline...)
+	dst = append(dst, 0)
 	for i := range stages {
 		if st := &stages[i]; !st.builtin {
 			dst = append(dst, st.ufop.Name...)

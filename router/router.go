@@ -199,6 +199,7 @@ type Router struct {
 	// (children of stopped, Config.Deadline): deadline.go.
 	deadline *deadlines
 	results  *rescache.Cache // nil: no result cache
+	hot      hotRoutes       // routes of cached results (result.go serveHot)
 	ccMu     sync.RWMutex
 	cc       map[ccKey]string // Cache-Control values (result.go)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/cli/platform"
+	"github.com/doraproject/dora/internal/accountstest"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/router"
@@ -86,7 +87,7 @@ func seedHoldStore(t *testing.T, dir string) (storeURL, objectsURL string) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	acct := dora.Account{ID: "1001", Name: "alice", AccessKey: "AK-alice", SecretKey: "SK-alice"}
+	acct := accountstest.Alice
 	put := func(key string, v any) {
 		b, err := json.Marshal(v)
 		if err != nil {
@@ -96,11 +97,7 @@ func seedHoldStore(t *testing.T, dir string) (storeURL, objectsURL string) {
 			t.Fatal(err)
 		}
 	}
-	put(store.AccountKey(acct.ID), acct)
-	if _, err := st.Put(ctx, store.AccessKeyKey(acct.AccessKey), []byte(acct.ID)); err != nil {
-		t.Fatal(err)
-	}
-	put(store.BucketKey("photos"), dora.Bucket{Name: "photos", Owner: acct.ID})
+	accountstest.Seed(t, st, dora.Bucket{Name: "photos", Owner: acct.ID})
 	put(store.ReleaseKey("slow", "v1"), dora.Release{Ufop: "slow", Version: "v1", Image: "slow.v1", Protocol: dora.ProtocolDora})
 	put(store.UfopKey("slow"), dora.Ufop{Name: "slow", Owner: acct.ID, Mode: dora.ModePrivate, ActiveVersion: "v1"})
 	if err := st.Close(); err != nil {

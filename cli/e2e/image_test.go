@@ -169,7 +169,11 @@ func TestImageQuickStart(t *testing.T) {
 
 	// Kill one container: it is restarted, and requests keep succeeding
 	// meanwhile (the router retries a refused connection on the other).
-	podman(t, "kill", "dora-"+id+"-1")
+	one := strings.Fields(podman(t, "ps", "--format", "{{.Names}}", "--filter", "label=dora.deployment="+id, "--filter", "label=dora.instance=1"))
+	if len(one) != 1 {
+		t.Fatalf("containers of instance 1 of %s: %v", id, one)
+	}
+	podman(t, "kill", one[0])
 	for i := 0; i < 20; i++ {
 		if code, body := h.get("demo.localhost", "/demo.txt?doraufoptest"); code != 200 || string(body) != want {
 			t.Fatalf("request %d after the kill: %d %s", i, code, body)

@@ -15,8 +15,15 @@ import (
 	"github.com/doraproject/dora/admin/runtime"
 )
 
-// containerName is the podman name of instance id ("<deployment>-<n>").
-func containerName(id string) string { return "dora-" + id }
+// containerName is the podman name of instance id ("<deployment>-<n>"):
+// "dora-<id>-<digest of the runtime's directory>". Container names are
+// one namespace for the whole host and `podman run --replace` removes a
+// container of the same name, so the name carries the runtime's own part:
+// two runtimes on one host (two dorad dev, or two test processes using
+// the same deployment id) cannot replace each other's containers.
+func (r *Runtime) containerName(id string) string {
+	return "dora-" + id + "-" + ownerValue(r.cfg.Dir)[:8]
+}
 
 // containerEnv is the environment file of a container instance: PORT and
 // PORT_HTTP are ContainerPort, then the release's variables (DORA_* and
@@ -66,7 +73,7 @@ func packageEnv(base []string, rel []dora.EnvVar, dir string, runAs *build.User)
 // stopped and not restarted).
 func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtime.Spec, image string) (crashed, fatal bool, why string) {
 	pod := r.cfg.Podman
-	name := containerName(in.id)
+	name := r.containerName(in.id)
 	port, err := freePort()
 	if err != nil {
 		return true, false, fmt.Sprintf("pick a port: %v", err)
@@ -161,7 +168,8 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 	defer cancel()
 	var watch *oomWatch // set before wdone is closed
 	wdone := make(chan struct{})
-	go func() { defer close(wdone); watch = r.watchContainerOOM(ctx, name) }()
+	running := make(chan struct{}) // closed once the container runs on port
+	go func() { defer close(wdone); watch = r.watchContainer(ctx, name, port, running) }()
 	defer func() {
 		cancel()
 		<-wdone
@@ -175,8 +183,19 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 			return false
 		}
 	}
+	// The port was free when picked; until podman has bound it (which it
+	// does before it starts the container, and fails the start if it
+	// cannot) another listener may hold it, and an answer from there
+	// must not make this instance healthy: probing starts once the
+	// container runs.
 	probes := make(chan error)
-	go r.probe(ctx, spec.Release.HealthCheck, port, probes)
+	go func() {
+		select {
+		case <-running:
+			r.probe(ctx, spec.Release.HealthCheck, port, probes)
+		case <-ctx.Done():
+		}
+	}()
 	deadline := time.NewTimer(r.cfg.HealthyDeadline)
 	defer deadline.Stop()
 	fails, everHealthy := 0, false
@@ -229,13 +248,16 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 	}
 }
 
-// watchContainerOOM waits for the container to run and watches its memory
-// cgroup; nil when that is not possible (cgroup v2: podman's own
-// State.OOMKilled then applies) or ctx ends first.
-func (r *Runtime) watchContainerOOM(ctx context.Context, name string) *oomWatch {
-	for i := 0; i < 200; i++ {
-		pid, err := r.cfg.Podman.Pid(ctx, name)
+// watchContainer waits for the container to run with port published,
+// closes running, and watches its memory cgroup; nil when that is not
+// possible (cgroup v2: podman's own State.OOMKilled then applies) or ctx
+// ends first. It asks podman every 50 ms for the first 10 s, then every
+// 500 ms (a loaded host can take longer to start a container).
+func (r *Runtime) watchContainer(ctx context.Context, name string, port int, running chan<- struct{}) *oomWatch {
+	for i := 0; ; i++ {
+		pid, err := r.cfg.Podman.Running(ctx, name, port)
 		if err == nil && pid > 0 {
+			close(running)
 			w, err := watchOOM(pid)
 			if err != nil {
 				r.log.Debug("oom watch", "container", name, "err", err)
@@ -243,11 +265,14 @@ func (r *Runtime) watchContainerOOM(ctx context.Context, name string) *oomWatch 
 			}
 			return w
 		}
+		wait := 50 * time.Millisecond
+		if i >= 200 {
+			wait = 500 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
-	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/procsweep/proctest"
 	"github.com/doraproject/dora/pool"
 )
@@ -110,7 +111,16 @@ func newRuntimeWith(t *testing.T, cfg Config) *Runtime {
 	cfg.Region = "z0"
 	cfg.HealthInterval, cfg.RestartBackoff = 200*time.Millisecond, 20*time.Millisecond
 	cfg.StopTimeout, cfg.MaxLogBytes = 3*time.Second, 64<<10
-	cfg.Logger = slog.New(slog.DiscardHandler)
+	// The runtime's log is shown when the test fails (after Close, so
+	// nothing writes to it any more): what started, became healthy,
+	// exited and why, for a failure seen once under load.
+	logs := &agenttest.SyncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("runtime log:\n%s", logs)
+		}
+	})
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -136,12 +136,29 @@ func (w *oomWatch) Close() {
 	w.ofd.Close()
 }
 
-// Pid returns the main process id of a running container (0 when it is not
-// running yet).
-func (p *Podman) Pid(ctx context.Context, name string) (int, error) {
-	out, err := p.output(ctx, "container", "inspect", "--format", "{{.State.Pid}}", name)
+// Running returns the main process id of container name once it runs
+// with hostPort published (0 before: being created, or created but not
+// started). podman binds a published port (rootlessport) before it starts
+// the container and fails the start when the bind fails, so while the
+// container runs that port is its own.
+func (p *Podman) Running(ctx context.Context, name string, hostPort int) (int, error) {
+	out, err := p.output(ctx, "container", "inspect", "--format",
+		"{{.State.Running}} {{.State.Pid}}{{range $p, $b := .NetworkSettings.Ports}}{{range $b}} {{.HostPort}}{{end}}{{end}}", name)
 	if err != nil {
 		return 0, err
 	}
-	return strconv.Atoi(strings.TrimSpace(string(out)))
+	f := strings.Fields(string(out))
+	if len(f) < 2 || f[0] != "true" {
+		return 0, nil
+	}
+	pid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return 0, fmt.Errorf("podman inspect %s: pid %q: %w", name, f[1], err)
+	}
+	for _, hp := range f[2:] {
+		if hp == strconv.Itoa(hostPort) {
+			return pid, nil
+		}
+	}
+	return 0, nil
 }

@@ -5,12 +5,15 @@ import (
 	"context"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
@@ -58,9 +61,12 @@ func pushGrepdImageWith(t *testing.T, o agenttest.ImageOptions) string {
 	return ref
 }
 
-func labelled(t *testing.T, deployment string) []string {
+// labelled lists r's containers of deployment, in any state (those of
+// another runtime on the host, such as a second run of these tests, with
+// the same deployment id are not r's).
+func labelled(t *testing.T, r *Runtime, deployment string) []string {
 	t.Helper()
-	return containersLabelled(t, "dora.deployment="+deployment)
+	return containersLabelled(t, "dora.deployment="+deployment, ownerLabel+"="+ownerValue(r.cfg.Dir))
 }
 
 // TestContainerImage: an OCI image is pulled and runs as containers, each
@@ -107,7 +113,7 @@ func TestContainerImage(t *testing.T) {
 		logs, _ := io.ReadAll(rc)
 		return strings.Contains(string(logs), ":9100")
 	})
-	if err := exec.Command("podman", "kill", "dora-deploy-img-1").Run(); err != nil {
+	if err := exec.Command("podman", "kill", r.containerName("deploy-img-1")).Run(); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "instance 1 restarted", func() bool {
@@ -117,7 +123,7 @@ func TestContainerImage(t *testing.T) {
 	if err := r.Remove(context.Background(), "deploy-img"); err != nil {
 		t.Fatal(err)
 	}
-	if left := labelled(t, "deploy-img"); len(left) != 0 {
+	if left := labelled(t, r, "deploy-img"); len(left) != 0 {
 		t.Fatalf("containers left after Remove: %v", left)
 	}
 }
@@ -216,7 +222,7 @@ func TestPackageInContainer(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if left := labelled(t, "deploy-pkg"); len(left) != 0 {
+	if left := labelled(t, r, "deploy-pkg"); len(left) != 0 {
 		t.Fatalf("containers left after Close: %v", left)
 	}
 }
@@ -248,5 +254,80 @@ func TestInsecureHostAndOOMKills(t *testing.T) {
 	}
 	if n := oomKills("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"); n != 3 {
 		t.Errorf("oomKills = %d", n)
+	}
+}
+
+// TestContainerHealthIsTheContainers: the loopback port an image instance
+// is published on is picked free, then bound by podman (rootlessport) a
+// moment later, while the container starts. If another listener takes it
+// in between, podman run fails ("address already in use") and the
+// instance is restarted on a new port; the health check must not count an
+// answer from that other listener meanwhile (the instance would be
+// reported healthy and published at an address where something else
+// answers, then refuses once that goes). Here the test itself is the
+// other listener: it takes the port as soon as the runtime reports it and
+// answers 200 to everything.
+func TestContainerHealthIsTheContainers(t *testing.T) {
+	r := podmanRuntime(t, nil, false)
+	spec := grepdSpec("deploy-thief", 1)
+	spec.Package = nil
+	spec.OCIImage = pushGrepdImage(t)
+	spec.Flavor = dora.Flavor{Name: "C1M1", CPU: 1000, MemoryMB: 256}
+	var asked atomic.Int64
+	thief := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		asked.Add(1)
+		io.WriteString(w, "not the container\n")
+	})}
+	t.Cleanup(func() { thief.Close() })
+	applied := make(chan error, 1)
+	go func() { applied <- r.Apply(context.Background(), spec) }()
+	// Take the port the runtime picked before podman binds it (podman
+	// needs a good fraction of a second to create the container first).
+	var stolen string
+	for deadline := time.Now().Add(30 * time.Second); stolen == ""; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the runtime never reported the instance's address")
+		}
+		st, err := r.Status(context.Background(), "deploy-thief")
+		if err != nil || len(st.Instances) != 1 || st.Instances[0].Addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", st.Instances[0].Addr)
+		if err != nil {
+			t.Fatalf("podman bound %s before the test could take it (%v): nothing to check", st.Instances[0].Addr, err)
+		}
+		stolen = st.Instances[0].Addr
+		go thief.Serve(ln)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	// Until the instance is healthy on a port of its own, it must never be
+	// healthy at the stolen address.
+	var addr string
+	eventually(t, "a healthy instance", func() bool {
+		st := status(t, r, "deploy-thief")
+		in := st.Instances[0]
+		if in.Healthy && in.Addr == stolen {
+			t.Fatalf("reported healthy at %s, where the test's listener answers, not the container (restarts %d)", stolen, in.Restarts)
+		}
+		addr = in.Addr
+		return in.Healthy
+	})
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the health check asked the listener that took the port %d times", n)
+	}
+	st := status(t, r, "deploy-thief")
+	if st.Instances[0].Restarts == 0 {
+		t.Errorf("instance healthy without a restart after its port was taken: %+v", st.Instances[0])
+	}
+	resp, err := http.Post("http://"+addr+"/handler?cmd=grepd/dora", "text/plain", strings.NewReader("hello dora\nno\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "hello dora\n" {
+		t.Fatalf("%s answered %q", addr, b)
 	}
 }

@@ -171,9 +171,13 @@ func TestInstancesDieWithParent(t *testing.T) {
 }
 
 // containersLabelled lists the containers, running or not, labelled label.
-func containersLabelled(t *testing.T, label string) []string {
+func containersLabelled(t *testing.T, labels ...string) []string {
 	t.Helper()
-	out, err := exec.Command("podman", "ps", "--all", "--quiet", "--filter", "label="+label).Output()
+	args := []string{"ps", "--all", "--quiet"}
+	for _, l := range labels {
+		args = append(args, "--filter", "label="+l) // all must match
+	}
+	out, err := exec.Command("podman", args...).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

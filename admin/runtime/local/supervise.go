@@ -429,7 +429,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 	dir := in.dir
 	image := d.spec.Package == nil && d.spec.OCIImage != ""
 	running := in.run != nil && in.pid != 0
-	name := containerName(in.id)
+	name := r.containerName(in.id)
 	r.mu.Unlock()
 
 	if image {

@@ -21,8 +21,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -35,8 +38,9 @@ type options struct {
 	url, host, method, bodyFile, label string
 	conc, n                            int
 	dur                                time.Duration
-	stream, kv                         bool
+	stream, kv, hist                   bool
 	rate                               float64
+	sched                              string
 }
 
 func main() {
@@ -52,6 +56,8 @@ func main() {
 	flag.BoolVar(&o.stream, "stream", false, "stream response bodies and report MB/s")
 	flag.Float64Var(&o.rate, "rate", 0, "fixed total request rate per second (0: as fast as possible)")
 	flag.BoolVar(&o.kv, "kv", false, "print a last machine-readable kv line")
+	flag.BoolVar(&o.hist, "hist", false, "print a histogram of the latencies")
+	flag.StringVar(&o.sched, "sched", "worker", "with -rate: \"shared\" (the next due request goes to any free connection) or \"worker\" (each connection has its own fixed schedule)")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -65,6 +71,7 @@ type result struct {
 	bytes      int64
 	elapsed    time.Duration
 	lat        []time.Duration
+	late       []time.Duration // with -rate: how late each request left the tool
 	firstErr   string
 }
 
@@ -107,6 +114,7 @@ func run(o options, out io.Writer) error {
 		mu       sync.Mutex
 		res      result
 		issued   atomic.Int64
+		ticket   atomic.Int64
 		deadline = time.Now().Add(o.dur)
 		wg       sync.WaitGroup
 	)
@@ -118,14 +126,28 @@ func run(o options, out io.Writer) error {
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
 			lat := make([]time.Duration, 0, 1<<14)
+			var late []time.Duration
+			if o.rate > 0 {
+				late = make([]time.Duration, 0, 1<<14)
+			}
 			var ok, failed, nbytes int64
 			var firstErr string
 			buf := make([]byte, 256<<10)
 			for k := 0; ; k++ {
 				var sched time.Time
 				if o.rate > 0 {
-					// Request k of worker w is due at (k*conc+w)/rate.
-					sched = start.Add(time.Duration(float64(k*o.conc+w) / o.rate * float64(time.Second)))
+					// Request i is due at i/rate. "shared": a worker
+					// takes the next ticket when it is free, so a slow
+					// response delays no other request unless every
+					// connection is busy (then the requests wait here
+					// and that wait counts). "worker": request k of
+					// worker w is i = k*conc+w, whatever w's previous
+					// response took.
+					i := int64(k*o.conc + w)
+					if o.sched == "shared" {
+						i = ticket.Add(1) - 1
+					}
+					sched = start.Add(time.Duration(float64(i) / o.rate * float64(time.Second)))
 					if d := time.Until(sched); d > 0 {
 						time.Sleep(d)
 					}
@@ -147,6 +169,7 @@ func run(o options, out io.Writer) error {
 				}
 				t0 := time.Now()
 				if o.rate > 0 {
+					late = append(late, t0.Sub(sched))
 					t0 = sched
 				}
 				err := hc.Do(req, resp)
@@ -174,6 +197,7 @@ func run(o options, out io.Writer) error {
 			res.failed += failed
 			res.bytes += nbytes
 			res.lat = append(res.lat, lat...)
+			res.late = append(res.late, late...)
 			if res.firstErr == "" {
 				res.firstErr = firstErr
 			}
@@ -221,23 +245,83 @@ func report(w io.Writer, o options, r result) {
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
 	slices.Sort(r.lat)
+	slices.Sort(r.late)
 	secs := r.elapsed.Seconds()
 	label := o.label
 	if label == "" {
 		label = o.url
 	}
+	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
 	if o.stream {
 		fmt.Fprintf(bw, "%-28s %8d ok %4d failed  %10.1f MB  %8.1f MB/s  in %.2fs\n",
 			label, r.ok, r.failed, float64(r.bytes)/1e6, float64(r.bytes)/1e6/secs, secs)
 	} else {
 		fmt.Fprintf(bw, "%-28s %8d ok %4d failed  %9.0f req/s  p50 %8s  p99 %8s\n",
-			label, r.ok, r.failed, float64(r.ok)/secs, pct(r.lat, 0.50).Round(time.Microsecond), pct(r.lat, 0.99).Round(time.Microsecond))
+			label, r.ok, r.failed, float64(r.ok)/secs, us(pct(r.lat, 0.50)), us(pct(r.lat, 0.99)))
+	}
+	if o.rate > 0 && len(r.lat) > 0 {
+		fmt.Fprintf(bw, "%-28s latency p90 %s  p99.9 %s  max %s;  left the tool late: p50 %s  p99 %s  max %s\n", "",
+			us(pct(r.lat, 0.90)), us(pct(r.lat, 0.999)), us(r.lat[len(r.lat)-1]),
+			us(pct(r.late, 0.50)), us(pct(r.late, 0.99)), us(r.late[len(r.late)-1]))
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		var maxPause uint64
+		for _, p := range ms.PauseNs {
+			maxPause = max(maxPause, p)
+		}
+		fmt.Fprintf(bw, "%-28s the tool's own GC: %d cycles, longest pause %s; its threads waited %s for a CPU\n", "",
+			ms.NumGC, us(time.Duration(maxPause)), runDelay(os.Getpid()).Round(time.Millisecond))
+	}
+	if o.hist {
+		histogram(bw, r.lat)
 	}
 	if r.failed > 0 {
 		fmt.Fprintf(bw, "%-28s first error: %s\n", "", r.firstErr)
 	}
 	if o.kv {
-		fmt.Fprintf(bw, "kv rps=%.1f p50us=%d p99us=%d mbps=%.1f ok=%d failed=%d\n", float64(r.ok)/secs,
-			pct(r.lat, 0.50).Microseconds(), pct(r.lat, 0.99).Microseconds(), float64(r.bytes)/1e6/secs, r.ok, r.failed)
+		fmt.Fprintf(bw, "kv rps=%.1f p50us=%d p90us=%d p99us=%d p999us=%d maxus=%d lateus99=%d mbps=%.1f ok=%d failed=%d\n",
+			float64(r.ok)/secs, pct(r.lat, 0.50).Microseconds(), pct(r.lat, 0.90).Microseconds(),
+			pct(r.lat, 0.99).Microseconds(), pct(r.lat, 0.999).Microseconds(), pct(r.lat, 1).Microseconds(),
+			pct(r.late, 0.99).Microseconds(), float64(r.bytes)/1e6/secs, r.ok, r.failed)
 	}
+}
+
+// histogram prints the count of sorted latencies lat in buckets of a
+// quarter power of two (…, 1 ms, 1.19 ms, 1.41 ms, 1.68 ms, 2 ms, …), with
+// the cumulative share, skipping empty buckets.
+func histogram(w io.Writer, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	i := 0
+	for k := 0; i < len(lat); k++ {
+		hi := time.Duration(float64(16*time.Microsecond) * math.Pow(2, float64(k)/4))
+		n := 0
+		for i < len(lat) && lat[i] < hi {
+			i++
+			n++
+		}
+		if n > 0 {
+			fmt.Fprintf(w, "  < %9s %8d  %7.3f %%\n", hi.Round(time.Microsecond), n, 100*float64(i)/float64(len(lat)))
+		}
+	}
+}
+
+// runDelay is the time the threads of process pid spent runnable but
+// waiting for a CPU (Linux schedstat; 0 where that is not available): on a
+// shared machine, the part of a latency that is nobody's code.
+func runDelay(pid int) time.Duration {
+	dirs, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var total time.Duration
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var run, wait int64
+		if _, err := fmt.Sscan(string(b), &run, &wait); err == nil {
+			total += time.Duration(wait)
+		}
+	}
+	return total
 }

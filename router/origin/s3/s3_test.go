@@ -385,14 +385,22 @@ func testSilent(t *testing.T, e *env) {
 		"List":   func() error { _, err := s.List(t.Context(), "sil", "", 0); return err },
 		"Delete": func() error { return s.Delete(t.Context(), "sil", "k") },
 	} {
-		start := time.Now()
-		err := call()
-		took := time.Since(start)
+		// The configured bound must be what ends the call (its error says
+		// so), not a default or the caller giving up; how long it took
+		// is not asserted (a loaded machine stretches it), only a hang.
+		done := make(chan error, 1)
+		go func() { done <- call() }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%s against a silent store hung (bound %v)", name, cfg.Timeout)
+		}
 		if !errors.Is(err, origin.ErrUnavailable) {
 			t.Errorf("%s against a silent store = %v, want ErrUnavailable", name, err)
 		}
-		if took > 3*cfg.Timeout {
-			t.Errorf("%s against a silent store took %v, bound %v", name, took, cfg.Timeout)
+		if err != nil && !strings.Contains(err.Error(), "within "+cfg.Timeout.String()) {
+			t.Errorf("%s against a silent store = %v, want the configured bound (%v) to have fired", name, err, cfg.Timeout)
 		}
 	}
 }
