@@ -91,9 +91,11 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	return false, false, nil
 }
 
-// Canonical header names and fixed values of cached answers, set with
-// SetCanonical: no normalising copy per response.
+// Canonical header names and fixed values of cached answers (and the
+// request id every answer carries), set with SetCanonical: no normalising
+// copy per response.
 var (
+	hdrXReqid       = []byte("X-Reqid")
 	hdrXDoraCache   = []byte("X-Dora-Cache")
 	hdrETag         = []byte("ETag")
 	hdrCacheControl = []byte("Cache-Control")
