@@ -178,20 +178,20 @@ func connOf[C any](_ func(*fasthttp.HostClient, C), v any) C { return v.(C) }
 // released it). Every wait ends when ctx does, with ctx's error: w (the
 // pipeline whose context ctx is) closes the connection then. sc is the
 // caller's room for the connection's state (no allocation of its own);
-// it is returned on success.
-func (c *instClient) roundTrip(ctx context.Context, w connWatcher, sc *stepConn, req *fasthttp.Request, resp *fasthttp.Response) (*stepConn, error) {
+// it is returned on success. now is the real clock's time at the call.
+func (c *instClient) roundTrip(ctx context.Context, w connWatcher, sc *stepConn, req *fasthttp.Request, resp *fasthttp.Response, now time.Time) (*stepConn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	deadline, hasDeadline := ctx.Deadline()
 	timeout := time.Duration(0)
 	if hasDeadline {
-		if timeout = time.Until(deadline); timeout <= 0 {
+		if timeout = deadline.Sub(now); timeout <= 0 {
 			return nil, context.DeadlineExceeded
 		}
 	}
 	c.pending.Add(1)
-	c.lastUse.Store(time.Now().Unix())
+	c.lastUse.Store(now.Unix())
 	cc, err := c.hc.AcquireConn(timeout, false)
 	if err != nil {
 		c.pending.Add(-1)
@@ -220,7 +220,8 @@ func (c *instClient) roundTrip(ctx context.Context, w connWatcher, sc *stepConn,
 		}
 		return nil, err
 	}
-	now := time.Now()
+	// Read again: AcquireConn may have waited for a free connection.
+	now = time.Now()
 	wd := now.Add(c.t.Idle)
 	if hasDeadline && deadline.Before(wd) {
 		wd = deadline

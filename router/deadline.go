@@ -2,8 +2,13 @@ package router
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -116,4 +121,227 @@ func (s *deadlines) shared(now time.Time) *sharedDeadline {
 	context.AfterFunc(ctx, sd.endAll)
 	s.cur.Store(sd)
 	return sd
+}
+
+// Server connections keep their own deadlines (srvConn): fasthttp's
+// server, given ReadTimeout, IdleTimeout and WriteTimeout, re-arms the
+// connection's deadline three times per request (idle wait, request head,
+// response), each a clock read plus a runtime timer update, which on a
+// two-core VM was a measurable share of a small request. Serve runs the
+// server without those timeouts and wraps every accepted connection in a
+// srvConn that enforces the same three bounds from its own reads and
+// writes, arming the descriptor's deadline lazily.
+
+// srvTimeouts are the bounds a srvConn enforces: read bounds a request
+// (from its first byte, or from the accept for a connection's first
+// request), idle the wait for the first byte of a keep-alive connection's
+// next request, write the writing of one response.
+type srvTimeouts struct {
+	read, idle, write                time.Duration
+	readSlack, idleSlack, writeSlack time.Duration
+}
+
+func newSrvTimeouts(read, idle, write time.Duration) *srvTimeouts {
+	return &srvTimeouts{read: read, idle: idle, write: write,
+		readSlack: deadlineSlack(read), idleSlack: deadlineSlack(idle), writeSlack: deadlineSlack(write)}
+}
+
+// srvListener wraps the accepted connections in srvConns.
+type srvListener struct {
+	net.Listener
+	t *srvTimeouts
+}
+
+func (l *srvListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &srvConn{Conn: c, t: l.t}, nil
+}
+
+// Phases of a server connection, told apart by the order of its reads
+// and writes: HTTP/1 answers a request after reading it, and reads the
+// next one after writing the answer.
+const (
+	phaseNew   uint8 = iota // accepted, nothing read yet
+	phaseIdle               // the previous answer written; waiting for the next request
+	phaseRead               // reading a request (its first bytes have arrived)
+	phaseWrite              // writing the answer
+)
+
+// srvConn is a server connection that bounds its reads and writes as
+// fasthttp's ReadTimeout, IdleTimeout and WriteTimeout would, with at most
+// two clock reads per request and almost no deadline updates:
+//
+//   - a connection's first request must arrive within read of its first
+//     read; a keep-alive connection's next request must start within idle
+//     of the previous answer's end, and must then arrive within read of
+//     the first read that saw it (fasthttp: from the peek of its first
+//     byte);
+//   - an answer must be written within write of its first write.
+//
+// The deadline armed on the descriptor is only moved when it is later
+// than the bound plus a slack (a sixteenth of the timeout, at most a
+// second); when it is earlier, it stays, and a read or write it cuts short
+// before the bound is retried with the deadline moved to the bound. So a
+// timeout fires no earlier than the bound and at most the slack later, and
+// a busy connection arms its timer about once per timeout.
+//
+// A connection has one user at a time (the server goroutine serving it);
+// the hang-up peek (connClosed) only uses SyscallConn. An explicit
+// Set*Deadline call (a hijacker) hands the deadlines back to the caller
+// for good.
+type srvConn struct {
+	net.Conn
+	t      *srvTimeouts
+	phase  uint8
+	manual bool
+	// rwant, wwant: the bound of the current read or write phase (zero in
+	// phaseRead: not computed yet, see Read). rset, wset: the deadlines
+	// armed on Conn.
+	rwant, wwant time.Time
+	rset, wset   time.Time
+}
+
+// Unwrap returns the wrapped connection (headsize.LineTooLong looks
+// through it).
+func (c *srvConn) Unwrap() net.Conn { return c.Conn }
+
+// SyscallConn exposes the descriptor (connClosed peeks at it).
+func (c *srvConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
+}
+
+func (c *srvConn) SetDeadline(t time.Time) error {
+	c.manual = true
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *srvConn) SetReadDeadline(t time.Time) error {
+	c.manual = true
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *srvConn) SetWriteDeadline(t time.Time) error {
+	c.manual = true
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// armed reports whether set, the deadline armed, honours want within
+// slack: not later than want + slack (earlier is fine: a read or write cut
+// short before want is retried).
+func armed(set, want time.Time, slack time.Duration) bool {
+	return !set.IsZero() && !set.After(want.Add(slack))
+}
+
+// cutShort reports whether err is a timeout of the armed deadline that
+// came before the bound want (now: the clock).
+func cutShort(err error, want time.Time) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(want)
+}
+
+func (c *srvConn) Read(p []byte) (int, error) {
+	if c.manual {
+		return c.Conn.Read(p)
+	}
+	switch {
+	case c.phase == phaseWrite:
+		c.phase = phaseIdle
+		c.rwant = time.Now().Add(c.t.idle)
+	case c.phase == phaseNew, c.phase == phaseRead && c.rwant.IsZero():
+		// A request's bytes: bounded from the first read that saw them
+		// (this one for a new connection; for a keep-alive one, the read
+		// that ended the idle wait returned just before this one was
+		// called, the request being incomplete).
+		c.phase = phaseRead
+		c.rwant = time.Now().Add(c.t.read)
+	}
+	slack := c.t.readSlack
+	if c.phase == phaseIdle {
+		slack = c.t.idleSlack
+	}
+	for {
+		if !armed(c.rset, c.rwant, slack) {
+			c.rset = c.rwant.Add(slack / 2)
+			if err := c.Conn.SetReadDeadline(c.rset); err != nil {
+				return 0, err
+			}
+		}
+		n, err := c.Conn.Read(p)
+		if n == 0 && err != nil && cutShort(err, c.rwant) {
+			c.rset = time.Time{} // re-armed at the bound
+			continue
+		}
+		if n > 0 && c.phase == phaseIdle {
+			c.phase = phaseRead
+			c.rwant = time.Time{}
+		}
+		return n, err
+	}
+}
+
+// startWrite enters the write phase and arms its deadline when needed.
+func (c *srvConn) startWrite() error {
+	if c.phase != phaseWrite {
+		c.phase = phaseWrite
+		c.wwant = time.Now().Add(c.t.write)
+	}
+	if armed(c.wset, c.wwant, c.t.writeSlack) {
+		return nil
+	}
+	c.wset = c.wwant.Add(c.t.writeSlack / 2)
+	return c.Conn.SetWriteDeadline(c.wset)
+}
+
+func (c *srvConn) Write(p []byte) (int, error) {
+	if c.manual {
+		return c.Conn.Write(p)
+	}
+	done := 0
+	for {
+		if err := c.startWrite(); err != nil {
+			return done, err
+		}
+		n, err := c.Conn.Write(p[done:])
+		done += n
+		if err != nil && cutShort(err, c.wwant) {
+			c.wset = time.Time{}
+			continue
+		}
+		return done, err
+	}
+}
+
+// ReadFrom keeps the wrapped connection's fast path (sendfile, splice)
+// under the write bound. A copy cut short cannot be resumed (bytes read
+// from r may be lost with the failed write), so here the deadline armed is
+// never earlier than the bound.
+func (c *srvConn) ReadFrom(r io.Reader) (int64, error) {
+	if c.manual {
+		return io.Copy(c.Conn, r)
+	}
+	if c.phase != phaseWrite {
+		c.phase = phaseWrite
+		c.wwant = time.Now().Add(c.t.write)
+	}
+	if c.wset.Before(c.wwant) || !armed(c.wset, c.wwant, c.t.writeSlack) {
+		c.wset = c.wwant.Add(c.t.writeSlack / 2)
+		if err := c.Conn.SetWriteDeadline(c.wset); err != nil {
+			return 0, err
+		}
+	}
+	return io.Copy(c.Conn, r)
+}
+
+// CloseWrite half-closes the wrapped connection when it can.
+func (c *srvConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }

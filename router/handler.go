@@ -93,6 +93,15 @@ type request struct {
 	ageBuf   [20]byte // a cache hit's Age digits
 }
 
+// realStart is the request's start on the real clock (deadlines run on
+// real timers): start itself unless Config.Now is a test clock.
+func (rq *request) realStart() time.Time {
+	if rq.r.realClock {
+		return rq.start
+	}
+	return time.Now()
+}
+
 // fail answers with e (and the step header when e is a step's failure).
 func (rq *request) fail(e *httpError) {
 	if e.body != nil {
@@ -133,7 +142,12 @@ func (rq *request) finish(status int, bytes int64, err error) {
 func (r *Router) Handler() fasthttp.RequestHandler { return r.handle }
 
 func (r *Router) handle(ctx *fasthttp.RequestCtx) {
-	rq := &request{r: r, ctx: ctx, start: r.now()}
+	// fasthttp read the clock just before calling the handler.
+	start := ctx.Time()
+	if start.IsZero() { // a RequestCtx not from fasthttp's server
+		start = time.Now()
+	}
+	rq := &request{r: r, ctx: ctx, start: r.nowAt(start)}
 	rq.reqid = r.appendReqid(rq.idBuf[:0])
 	ctx.Response.Header.SetCanonical(hdrXReqid, headerValue(rq.reqid))
 	snap := r.meta.Snapshot()

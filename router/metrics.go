@@ -2,6 +2,8 @@ package router
 
 import (
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +26,58 @@ type metrics struct {
 	loadDropped prometheus.Counter
 	loadFailed  prometheus.Counter
 	handler     fasthttp.RequestHandler
+
+	// The children of requests and steps used so far, looked up without
+	// the vectors' label validation, hashing and lock (about a third of a
+	// microsecond per request): copy-on-write maps, written only the
+	// first time a label set is seen (their number is that of the
+	// vectors' children: bounded by the registered ufops and statuses).
+	reqs   cowMap[reqLabels, prometheus.Counter]
+	stepOb cowMap[string, prometheus.Observer]
+}
+
+// reqLabels are the labels of a requests child.
+type reqLabels struct {
+	ufop   string
+	status int
+}
+
+// cowMap is a copy-on-write map: lock-free reads, a copy per new key.
+type cowMap[K comparable, V any] struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[K]V]
+}
+
+// get returns the value of k, made by mk and kept the first time.
+func (c *cowMap[K, V]) get(k K, mk func(K) V) V {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old != nil {
+		if v, ok := (*old)[k]; ok {
+			return v
+		}
+	}
+	n := make(map[K]V, 1+len(mapOrNil(old)))
+	for k, v := range mapOrNil(old) {
+		n[k] = v
+	}
+	v := mk(k)
+	n[k] = v
+	c.m.Store(&n)
+	return v
+}
+
+func mapOrNil[K comparable, V any](p *map[K]V) map[K]V {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
 
 func newMetrics(reg prometheus.Registerer, r *Router) (*metrics, error) {
@@ -88,10 +142,17 @@ func statusLabel(status int) string {
 	return strconv.Itoa(status)
 }
 
+func (m *metrics) reqCounter(l reqLabels) prometheus.Counter {
+	return m.requests.WithLabelValues(l.ufop, statusLabel(l.status))
+}
+
+func (m *metrics) stepObserver(name string) prometheus.Observer {
+	return m.steps.WithLabelValues(name)
+}
+
 func (m *metrics) request(names []string, status int, d time.Duration, _ int64) {
-	code := statusLabel(status)
 	if len(names) == 0 {
-		m.requests.WithLabelValues("-", code).Inc()
+		m.reqs.get(reqLabels{"-", status}, m.reqCounter).Inc()
 	}
 	for i, n := range names {
 		dup := false
@@ -99,14 +160,14 @@ func (m *metrics) request(names []string, status int, d time.Duration, _ int64) 
 			dup = dup || p == n
 		}
 		if !dup {
-			m.requests.WithLabelValues(n, code).Inc()
+			m.reqs.get(reqLabels{n, status}, m.reqCounter).Inc()
 		}
 	}
 	m.duration.Observe(d.Seconds())
 }
 
 func (m *metrics) step(name string, d time.Duration) {
-	m.steps.WithLabelValues(name).Observe(d.Seconds())
+	m.stepOb.get(name, m.stepObserver).Observe(d.Seconds())
 }
 
 // gauges reads in-flight calls (the load counters), healthy instances (the

@@ -141,7 +141,7 @@ func (p *pipeline) teardown() {
 // stage's output to the client (saving it too with saveas).
 func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []stage, sa *fop.SaveAs) (bool, *httpError) {
 	// The deadline is shared (deadline.go); the cancel is the pipeline's.
-	p := newSharedPipeline(r, r.deadline.shared(time.Now()), rq.reqid, b, key)
+	p := newSharedPipeline(r, r.deadline.shared(rq.realStart()), rq.reqid, b, key)
 	p.rq = rq
 	// The client's hang-up cancels the pipeline (cancel.go), a held one
 	// included, until the pipeline is torn down.
@@ -633,10 +633,10 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 
 	lk := loadKey(key)
 	h.Begin()
-	lc := r.load.begin(lk, r.now())
 	start := time.Now()
+	lc := r.load.begin(lk, r.nowAt(start))
 	sb := &stepBody{ctx: p.ctx, r: r, host: h, lc: lc, step: i}
-	sc, err := ic.roundTrip(p.ctx, &p.pc, &sb.conn, req, resp)
+	sc, err := ic.roundTrip(p.ctx, &p.pc, &sb.conn, req, resp, start)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		h.End()

@@ -222,7 +222,7 @@ type hotRoutes struct{ t atomic.Pointer[hotTable] }
 
 type hotTable struct {
 	snap   *meta.Snapshot
-	public *string
+	public *publicAddr
 	seed   maphash.Seed
 	slots  [hotSlots]atomic.Pointer[hotRoute]
 }
@@ -253,7 +253,7 @@ func appendHotID(dst []byte, ctx *fasthttp.RequestCtx) ([]byte, bool) {
 
 // lookup returns the route of ctx's request remembered for snap and
 // public, or nil.
-func (h *hotRoutes) lookup(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, public *string) *hotRoute {
+func (h *hotRoutes) lookup(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, public *publicAddr) *hotRoute {
 	t := h.t.Load()
 	if t == nil || t.snap != snap || t.public != public {
 		return nil
@@ -274,7 +274,7 @@ func (h *hotRoutes) lookup(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, public
 // bucket, key and stages; its results cached for ttl, served with cc),
 // replacing the table when it is of another
 // snapshot.
-func (h *hotRoutes) remember(rq *request, snap *meta.Snapshot, public *string, bucket, key string, stages []stage, ttl time.Duration, cc string) {
+func (h *hotRoutes) remember(rq *request, snap *meta.Snapshot, public *publicAddr, bucket, key string, stages []stage, ttl time.Duration, cc string) {
 	var ib [hotIDMax]byte
 	id, ok := appendHotID(ib[:0], rq.ctx)
 	if !ok {
