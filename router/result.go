@@ -66,7 +66,7 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	}
 	// Only objects of the local origin: a mirror's would cost a remote
 	// stat on every request (and the pipeline answers its 404s).
-	obj, err := r.cfg.Objects.Stat(r.deadline.get(time.Now()), b.Name, key)
+	obj, err := r.cfg.Objects.Stat(r.deadline.get(rq.realStart()), b.Name, key)
 	if err != nil || obj.ETag == "" {
 		return false, false, nil
 	}
@@ -177,7 +177,7 @@ func (r *Router) serveHot(rq *request, snap *meta.Snapshot) bool {
 	if rt == nil {
 		return false
 	}
-	obj, err := r.cfg.Objects.Stat(r.deadline.get(time.Now()), rt.bucket, rt.key)
+	obj, err := r.cfg.Objects.Stat(r.deadline.get(rq.realStart()), rt.bucket, rt.key)
 	if err != nil || obj.ETag == "" {
 		return false
 	}
