@@ -61,14 +61,16 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	if !ok {
 		return false, false, nil
 	}
-	if hot && !b.Private {
-		r.hot.remember(rq, snap, r.public.Load(), b.Name, key, stages, ttl, r.cacheControl(false, ttl))
-	}
 	// Only objects of the local origin: a mirror's would cost a remote
 	// stat on every request (and the pipeline answers its 404s).
 	obj, err := r.cfg.Objects.Stat(r.deadline.get(rq.realStart()), b.Name, key)
 	if err != nil || obj.ETag == "" {
 		return false, false, nil
+	}
+	// Remembered once its object is there: a route whose stat fails would
+	// cost each request a second stat on the full path.
+	if hot && !b.Private {
+		r.hot.remember(rq, snap, r.public.Load(), b.Name, key, stages, ttl, r.cacheControl(false, ttl))
 	}
 	// The key is built on the stack and a memory hit allocates nothing.
 	var kb [512]byte

@@ -21,7 +21,8 @@ import (
 // (serveHot: no host, query or plan work) is answered exactly as the full
 // path answers it — same status, body and headers for GET, HEAD and a
 // conditional GET — while the snapshot changes under concurrent hits; a
-// request with attname= or one too long to remember takes the full path;
+// request with attname=, one too long to remember or one of a missing
+// object takes the full path;
 // once the bucket turns private the remembered route is not used (401
 // without a token). On each tier.
 func TestHotRoute(t *testing.T) { eachTier(t, testHotRoute) }
@@ -62,6 +63,11 @@ func testHotRoute(t *testing.T, mod func(*Config)) {
 	}
 	if hotRemembered(e, host, long) {
 		t.Fatal("a request longer than hotIDMax was remembered")
+	}
+	// A missing object: its route is not remembered (each request would
+	// pay a second stat on the full path).
+	if resp, _ := e.get(host, "/nope?up/x"); resp.StatusCode != 404 || hotRemembered(e, host, "/nope?up/x") {
+		t.Fatalf("a missing object: %d, remembered %v", resp.StatusCode, hotRemembered(e, host, "/nope?up/x"))
 	}
 	att := pq + "&attname=a.txt"
 	for i, want := range []string{"hit", "hit"} {
