@@ -175,12 +175,15 @@ func (r *Router) serveHot(rq *request, snap *meta.Snapshot) bool {
 	if !ctx.IsGet() && !ctx.IsHead() {
 		return false
 	}
-	rt := r.hot.lookup(ctx, snap, r.public.Load())
+	rt, slot := r.hot.lookup(ctx, snap, r.public.Load())
 	if rt == nil {
 		return false
 	}
 	obj, err := r.cfg.Objects.Stat(r.deadline.get(rq.realStart()), rt.bucket, rt.key)
 	if err != nil || obj.ETag == "" {
+		// Forgotten until the full path finds the object again, so that
+		// a gone object's requests do not stat twice.
+		slot.CompareAndSwap(rt, nil)
 		return false
 	}
 	var kb [512]byte
@@ -254,22 +257,23 @@ func appendHotID(dst []byte, ctx *fasthttp.RequestCtx) ([]byte, bool) {
 }
 
 // lookup returns the route of ctx's request remembered for snap and
-// public, or nil.
-func (h *hotRoutes) lookup(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, public *publicAddr) *hotRoute {
+// public and the slot holding it, or nil.
+func (h *hotRoutes) lookup(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, public *publicAddr) (*hotRoute, *atomic.Pointer[hotRoute]) {
 	t := h.t.Load()
 	if t == nil || t.snap != snap || t.public != public {
-		return nil
+		return nil, nil
 	}
 	var ib [hotIDMax]byte
 	id, ok := appendHotID(ib[:0], ctx)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	rt := t.slots[maphash.Bytes(t.seed, id)&(hotSlots-1)].Load()
+	slot := &t.slots[maphash.Bytes(t.seed, id)&(hotSlots-1)]
+	rt := slot.Load()
 	if rt == nil || rt.id != string(id) {
-		return nil
+		return nil, nil
 	}
-	return rt
+	return rt, slot
 }
 
 // remember stores rq's route (resolved against snap and public to

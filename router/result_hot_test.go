@@ -107,6 +107,19 @@ func testHotRoute(t *testing.T, mod func(*Config)) {
 		t.Fatalf("the instance was called %d times, want 1", n)
 	}
 
+	// The object deleted: 404, and its route forgotten; put back, the
+	// next answer is the new object's.
+	if err := e.objs.Delete(t.Context(), "photos", "k"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := e.get(host, pq); resp.StatusCode != 404 || hotRemembered(e, host, pq) {
+		t.Fatalf("after deleting the object: %d %q, remembered %v", resp.StatusCode, body, hotRemembered(e, host, pq))
+	}
+	e.objs.add("photos", "k", "text/plain", []byte("xyz"))
+	if resp, body := e.get(host, pq); resp.StatusCode != 200 || string(body) != "XYZ" || !hotRemembered(e, host, pq) {
+		t.Fatalf("after putting the object back: %d %q, remembered %v", resp.StatusCode, body, hotRemembered(e, host, pq))
+	}
+
 	// The bucket turns private: the remembered route is of an older
 	// snapshot, the token is asked for.
 	e.put(store.BucketKey("photos"), dora.Bucket{Name: "photos", Owner: alice.ID, Private: true})
