@@ -38,6 +38,10 @@ import (
 // (public or private after the bucket, max-age the TTL), Age on a hit, and
 // X-Dora-Cache: hit or miss; If-None-Match against a cached result answers
 // 304.
+//
+// A hit of a URL already answered this way skips the request's
+// resolution (serveHot, hotRoutes): only the object's stat, the lookup and
+// the response run per request.
 
 // cacheFill is a miss whose result is to be stored once complete.
 type cacheFill struct {
