@@ -149,7 +149,7 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 	}
 	rq := &request{r: r, ctx: ctx, start: r.nowAt(start)}
 	rq.reqid = r.appendReqid(rq.idBuf[:0])
-	ctx.Response.Header.Set("X-Reqid", rq.reqid)
+	ctx.Response.Header.SetCanonical(hdrXReqid, headerValue(rq.reqid))
 	snap := r.meta.Snapshot()
 	if r.serveHot(rq, snap) { // a cached result of a known route (result.go)
 		return

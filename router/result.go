@@ -91,9 +91,11 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	return false, false, nil
 }
 
-// Canonical header names and fixed values of cached answers, set with
-// SetCanonical: no normalising copy per response.
+// Canonical header names and fixed values of cached answers (and the
+// request id every answer carries), set with SetCanonical: no normalising
+// copy per response.
 var (
+	hdrXReqid       = []byte("X-Reqid")
 	hdrXDoraCache   = []byte("X-Dora-Cache")
 	hdrETag         = []byte("ETag")
 	hdrCacheControl = []byte("Cache-Control")
@@ -218,7 +220,7 @@ type hotRoutes struct{ t atomic.Pointer[hotTable] }
 
 type hotTable struct {
 	snap   *meta.Snapshot
-	public *string
+	public *publicAddr
 	seed   maphash.Seed
 	slots  [hotSlots]atomic.Pointer[hotRoute]
 }
@@ -249,7 +251,7 @@ func appendHotID(dst []byte, ctx *fasthttp.RequestCtx) ([]byte, bool) {
 
 // lookup returns the route of ctx's request remembered for snap and
 // public, or nil.
-func (h *hotRoutes) lookup(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, public *string) *hotRoute {
+func (h *hotRoutes) lookup(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, public *publicAddr) *hotRoute {
 	t := h.t.Load()
 	if t == nil || t.snap != snap || t.public != public {
 		return nil
@@ -270,7 +272,7 @@ func (h *hotRoutes) lookup(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, public
 // bucket, key and stages; its results cached for ttl, served with cc),
 // replacing the table when it is of another
 // snapshot.
-func (h *hotRoutes) remember(rq *request, snap *meta.Snapshot, public *string, bucket, key string, stages []stage, ttl time.Duration, cc string) {
+func (h *hotRoutes) remember(rq *request, snap *meta.Snapshot, public *publicAddr, bucket, key string, stages []stage, ttl time.Duration, cc string) {
 	var ib [hotIDMax]byte
 	id, ok := appendHotID(ib[:0], rq.ctx)
 	if !ok {

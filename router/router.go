@@ -188,12 +188,9 @@ type Router struct {
 	reqPfx    string
 	reqSeq    atomic.Uint64
 	addrOnce  sync.Once
-	public    atomic.Pointer[string]
-	// publicHost is meta.HostName of *public, computed once rather than
-	// per request (isOwnHost); stored before public.
-	publicHost atomic.Pointer[string]
-	held       atomic.Int64 // requests waiting for an instance (hold.go)
-	watch      *connWatch   // cancels the pipelines of clients that left (cancel.go)
+	public    atomic.Pointer[publicAddr]
+	held      atomic.Int64 // requests waiting for an instance (hold.go)
+	watch     *connWatch   // cancels the pipelines of clients that left (cancel.go)
 	// stopped ends when Serve's shutdown grace is over: the parent of the
 	// HTTP path's pipelines.
 	stopped context.Context
@@ -328,10 +325,13 @@ func setDefault[T int | int64 | time.Duration](p *T, d T) {
 	}
 }
 
+// publicAddr is Config.PublicAddr (or the listener's address) and its
+// host name as meta.HostName gives it, computed once rather than per
+// request (isOwnHost).
+type publicAddr struct{ addr, host string }
+
 func (r *Router) setPublicAddr(addr string) {
-	h := meta.HostName(addr)
-	r.publicHost.Store(&h)
-	r.public.Store(&addr)
+	r.public.Store(&publicAddr{addr: addr, host: meta.HostName(addr)})
 }
 
 // nowAt is the router's clock at t, a time the caller has just read from
@@ -352,14 +352,14 @@ func (r *Router) isOwnHost(host string) bool {
 	if r.own[h] {
 		return true
 	}
-	p := r.publicHost.Load()
-	return p != nil && *p == h
+	p := r.public.Load()
+	return p != nil && p.host == h
 }
 
 // publicAddr is the host:port of the one-shot URLs.
 func (r *Router) publicAddr() string {
 	if p := r.public.Load(); p != nil {
-		return *p
+		return p.addr
 	}
 	return "127.0.0.1:8080"
 }

@@ -34,12 +34,9 @@ var demoOnce struct {
 func demoBinary(t *testing.T) string {
 	t.Helper()
 	demoOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ufopdemo-")
-		if err != nil {
-			demoOnce.err = err
-			return
-		}
-		demoOnce.bin = filepath.Join(dir, "ufopdemo")
+		// Beside the package's Go cache, in the directory TestMain
+		// removes (a directory of its own was left in /tmp every run).
+		demoOnce.bin = filepath.Join(filepath.Dir(goCache), "ufopdemo")
 		cmd := exec.Command("go", "build", "-o", demoOnce.bin, "./testdata/ufopdemo/main.go")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -168,7 +168,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 		return d, healthy, err
 	}
 	var jobID string
-	platformtest.Eventually(t, 2*time.Minute, "one healthy slowpoke instance, Nomad count 1", func() error {
+	platformtest.Eventually(t, prodWait, "one healthy slowpoke instance, Nomad count 1", func() error {
 		id, count, err := nomadJob(nc, "ufop-slowpoke")
 		if err != nil {
 			return err
@@ -232,7 +232,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 	endLoad := func() { stopLoad(); loaders.Wait() }
 	defer endLoad()
 
-	platformtest.Eventually(t, 90*time.Second, "Nomad count at the ceiling with every instance healthy, under load", func() error {
+	platformtest.Eventually(t, prodWait, "Nomad count at the ceiling with every instance healthy, under load", func() error {
 		_, count, err := nomadJob(nc, jobID)
 		if err != nil {
 			return err
@@ -247,7 +247,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 	// The load goes on until its stable average asks for more than the
 	// ceiling (target 1 in flight per instance): the count stays at 3
 	// (the sampler checks every value Nomad had).
-	platformtest.Eventually(t, time.Minute, "the stable average asking for more than the ceiling", func() error {
+	platformtest.Eventually(t, prodWait, "the stable average asking for more than the ceiling", func() error {
 		v, err := gauge(scaler.URL, "dora_autoscaler_stable_concurrency", dep.ID)
 		if err != nil || v <= ceiling {
 			return fmt.Errorf("stable concurrency %v %v", v, err)
@@ -260,7 +260,7 @@ func TestProductionAutoscalingOnRealAgents(t *testing.T) {
 	}
 	t.Logf("load stopped after %d requests", served.Load())
 
-	platformtest.Eventually(t, time.Minute, "back to 1 after the load", func() error {
+	platformtest.Eventually(t, prodWait, "back to 1 after the load", func() error {
 		_, count, err := nomadJob(nc, jobID)
 		if err != nil {
 			return err

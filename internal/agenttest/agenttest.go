@@ -21,11 +21,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -89,37 +91,90 @@ func isExecutable(p string) bool {
 	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a port on 127.0.0.1 that was free (TCP and UDP) a
+// moment ago, for an agent, role or process the test starts and that
+// binds it itself. See freePorts for where it comes from.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("agenttest: find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return freePorts(t, 1)[0]
 }
 
-// freePorts returns n distinct free ports (all listeners held until the
-// end, so the kernel cannot hand the same port out twice).
+// Where ports for agents are picked: [agentPortLow, agentPortHigh), below
+// Linux's ephemeral range (ip_local_port_range, 32768-60999 by default)
+// and below Nomad's dynamic ports (20000-32000). A port the kernel picked
+// (bind to port 0, as every httptest server does, or the source port of
+// an outgoing connection, TCP or UDP) can be handed to anyone on the host
+// again as soon as it is closed, and on a busy machine one was: Consul
+// failed with "listen tcp 127.0.0.1:35499: bind: address already in use"
+// for the gRPC port agenttest had picked a moment earlier. A port from this
+// range is only ever taken by a process that asks for it by number.
+const (
+	agentPortLow  = 10000
+	agentPortHigh = 20000
+)
+
+// freePorts returns n distinct ports on 127.0.0.1, free for TCP and UDP
+// (serf listens on both) when checked (all listeners held until the end,
+// so none is returned twice), picked at random in [agentPortLow,
+// agentPortHigh) (or by the kernel on a host whose ephemeral range
+// reaches below agentPortHigh).
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var lns []net.Listener
+	var closers []io.Closer
 	defer func() {
-		for _, ln := range lns {
-			ln.Close()
+		for _, c := range closers {
+			c.Close()
 		}
 	}()
 	ports := make([]int, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("agenttest: find a free port: %v", err)
+	if ephemeralLow() < agentPortHigh {
+		for range n {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatalf("agenttest: find a free port: %v", err)
+			}
+			closers = append(closers, ln)
+			ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		return ports
+	}
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 10000 {
+			t.Fatalf("agenttest: no free port in %d-%d after %d tries", agentPortLow, agentPortHigh-1, tries)
+		}
+		port := agentPortLow + mrand.IntN(agentPortHigh-agentPortLow)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			ln.Close()
+			continue
+		}
+		closers = append(closers, ln, pc)
+		ports = append(ports, port)
 	}
 	return ports
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return low
 }
 
 // process is one agent's OS process, restartable with the same arguments.

@@ -3,10 +3,12 @@ package agenttest
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +213,33 @@ func TestNomadDockerOnPodman(t *testing.T) {
 	m := StartNomad(t, nil)
 	if err := nomadReady(context.Background(), m.Addr, []string{"docker"}); err == nil {
 		t.Fatal("docker driver ready without a Docker API")
+	}
+}
+
+// TestFreePortsBelowEphemeralRange: agents' ports come from below the
+// kernel's ephemeral range (where no bind to port 0 or outgoing
+// connection can take them), distinct, and free for TCP and UDP.
+func TestFreePortsBelowEphemeralRange(t *testing.T) {
+	// (A host whose ephemeral range reaches below agentPortHigh gets the
+	// kernel's ports: only their being distinct and free is checked.)
+	inRange := ephemeralLow() >= agentPortHigh
+	ports := freePorts(t, 16)
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if inRange && (p < agentPortLow || p >= agentPortHigh) || seen[p] {
+			t.Fatalf("ports %v: want distinct ports in %d-%d", ports, agentPortLow, agentPortHigh-1)
+		}
+		seen[p] = true
+		addr := "127.0.0.1:" + strconv.Itoa(p)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("port %d is not free for TCP: %v", p, err)
+		}
+		ln.Close()
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			t.Fatalf("port %d is not free for UDP: %v", p, err)
+		}
+		pc.Close()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/rand"
+	"io"
 	"os"
 	"runtime"
 	"testing"
@@ -86,7 +87,10 @@ func Image(t testing.TB, bin string, o ImageOptions) v1.Image {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	// From memory: tarball.LayerFromReader would buffer the layer in a
+	// temporary file it never removes (10 MB in /tmp per image, every run).
+	b := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package local
 import (
 	"archive/tar"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -329,5 +330,60 @@ func TestContainerHealthIsTheContainers(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "hello dora\n" {
 		t.Fatalf("%s answered %q", addr, b)
+	}
+}
+
+// TestTwoRuntimesOneDeploymentID: two runtimes on one host (two dorad
+// dev, or two runs of these tests) may run the same deployment id; their
+// containers are not one another's: neither replaces (`podman run
+// --replace`) nor sees the other's, and removing one leaves the other
+// serving.
+func TestTwoRuntimesOneDeploymentID(t *testing.T) {
+	ref := pushGrepdImage(t)
+	var rs [2]*Runtime
+	for i := range rs {
+		rs[i] = podmanRuntime(t, nil, false)
+		spec := grepdSpec("deploy-twin", 1)
+		spec.Package = nil
+		spec.OCIImage = ref
+		spec.Flavor = dora.Flavor{Name: "C1M1", CPU: 1000, MemoryMB: 256}
+		if err := rs[i].Apply(context.Background(), spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range rs {
+		eventually(t, fmt.Sprintf("runtime %d's instance healthy", i), func() bool { return status(t, r, "deploy-twin").Healthy == 1 })
+	}
+	serves := func(r *Runtime) error {
+		in := status(t, r, "deploy-twin").Instances[0]
+		resp, err := http.Post("http://"+in.Addr+"/handler?cmd=grepd/dora", "text/plain", strings.NewReader("hello dora\nno\n"))
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "hello dora\n" {
+			return fmt.Errorf("%s answered %q", in.Addr, b)
+		}
+		return nil
+	}
+	for i, r := range rs {
+		if err := serves(r); err != nil {
+			t.Fatalf("runtime %d: %v", i, err)
+		}
+		if n := len(labelled(t, r, "deploy-twin")); n != 1 {
+			t.Fatalf("runtime %d has %d containers of deploy-twin, want 1", i, n)
+		}
+	}
+	restarts := status(t, rs[1], "deploy-twin").Instances[0].Restarts
+	if err := rs[0].Remove(context.Background(), "deploy-twin"); err != nil {
+		t.Fatal(err)
+	}
+	st := status(t, rs[1], "deploy-twin")
+	if st.Healthy != 1 || st.Instances[0].Restarts != restarts {
+		t.Fatalf("the other runtime's instance after Remove: %+v", st.Instances[0])
+	}
+	if err := serves(rs[1]); err != nil {
+		t.Fatalf("the other runtime after Remove: %v", err)
 	}
 }
