@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -29,15 +30,23 @@ func BenchmarkPipeline(b *testing.B) {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) { benchPipeline(b, size, 0) })
 	}
 	b.Run("4KiB-url", func(b *testing.B) { benchPipeline(b, 4<<10, -1) })
+	b.Run("4KiB-3steps", func(b *testing.B) { benchPipelineSteps(b, 4<<10, 0, 3) })
 }
 
 func benchPipeline(b *testing.B, size int, bodyLimit int64) {
+	benchPipelineSteps(b, size, bodyLimit, 1)
+}
+
+// benchPipelineSteps runs benchPipeline's request with steps passthru
+// steps in a row.
+func benchPipelineSteps(b *testing.B, size int, bodyLimit int64, steps int) {
+	path := "/small?passthru" + strings.Repeat("|passthru", steps-1)
 	objs := newMemOrigin()
 	objs.add("photos", "small", "application/octet-stream", make([]byte, size))
 	hc := benchServe(b, benchRouter(b, objs, dora.Release{BodyLimit: bodyLimit}))
 	// One request first: the connections' setup is not per request.
 	warm := fasthttp.AcquireRequest()
-	warm.SetRequestURI("/small?passthru")
+	warm.SetRequestURI(path)
 	warm.Header.SetHost("photos.localhost")
 	if err := hc.Do(warm, &fasthttp.Response{}); err != nil {
 		b.Fatal(err)
@@ -45,7 +54,7 @@ func benchPipeline(b *testing.B, size int, bodyLimit int64) {
 	fasthttp.ReleaseRequest(warm)
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
-	benchGets(b, hc, "/small?passthru", func(resp *fasthttp.Response) error { return checkBody(resp, size) })
+	benchGets(b, hc, path, func(resp *fasthttp.Response) error { return checkBody(resp, size) })
 }
 
 // benchRouter builds a router on objs whose bucket "photos" (alice's) may

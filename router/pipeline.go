@@ -686,7 +686,12 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 		}
 		return flow{}, false, &httpError{status: status, msg: m, step: i, body: body, contentType: ct, ufop: st.step.Name}
 	}
-	return flow{body: sb, size: size, mime: string(resp.Header.ContentType())}, false, nil
+	// A step that keeps its input's type (most do) reuses its string.
+	mime := in.mime
+	if ct := resp.Header.ContentType(); string(ct) != mime {
+		mime = string(ct)
+	}
+	return flow{body: sb, size: size, mime: mime}, false, nil
 }
 
 // closedUnanswered reports whether a round trip's error is the instance
@@ -790,6 +795,18 @@ func (b *stepBody) Read(p []byte) (int, error) {
 	if err := b.ctx.Err(); err != nil {
 		b.err = err
 		return 0, err
+	}
+	if b.size >= 0 {
+		// Bounded by what is left here, not by fasthttp's count of the
+		// body: sendDirect may have relayed a part past it.
+		left := b.size - b.n
+		if left <= 0 {
+			b.eof = true
+			return 0, io.EOF
+		}
+		if int64(len(p)) > left {
+			p = p[:left]
+		}
 	}
 	n, err := b.rc.Read(p)
 	b.n += int64(n)

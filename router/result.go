@@ -61,14 +61,16 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	if !ok {
 		return false, false, nil
 	}
-	if hot && !b.Private {
-		r.hot.remember(rq, snap, r.public.Load(), b.Name, key, stages, ttl, r.cacheControl(false, ttl))
-	}
 	// Only objects of the local origin: a mirror's would cost a remote
 	// stat on every request (and the pipeline answers its 404s).
-	obj, err := r.cfg.Objects.Stat(r.deadline.get(time.Now()), b.Name, key)
+	obj, err := r.cfg.Objects.Stat(r.deadline.get(rq.realStart()), b.Name, key)
 	if err != nil || obj.ETag == "" {
 		return false, false, nil
+	}
+	// Remembered once its object is there: a route whose stat fails would
+	// cost each request a second stat on the full path.
+	if hot && !b.Private {
+		r.hot.remember(rq, snap, r.public.Load(), b.Name, key, stages, ttl, r.cacheControl(false, ttl))
 	}
 	// The key is built on the stack and a memory hit allocates nothing.
 	var kb [512]byte
@@ -93,11 +95,13 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 
 // Canonical header names and fixed values of cached answers (and the
 // request id every answer carries), set with SetCanonical: no normalising
-// copy per response.
+// copy per response. The names are in fasthttp's normal form (what Set,
+// Peek and Del turn any spelling into), so that the other calls find
+// them.
 var (
 	hdrXReqid       = []byte("X-Reqid")
 	hdrXDoraCache   = []byte("X-Dora-Cache")
-	hdrETag         = []byte("ETag")
+	hdrETag         = []byte("Etag") // fasthttp's form: Del("ETag") (writeError) finds it
 	hdrCacheControl = []byte("Cache-Control")
 	hdrAge          = []byte("Age")
 	hdrIfNoneMatch  = []byte("If-None-Match")
@@ -175,7 +179,7 @@ func (r *Router) serveHot(rq *request, snap *meta.Snapshot) bool {
 	if rt == nil {
 		return false
 	}
-	obj, err := r.cfg.Objects.Stat(r.deadline.get(time.Now()), rt.bucket, rt.key)
+	obj, err := r.cfg.Objects.Stat(r.deadline.get(rq.realStart()), rt.bucket, rt.key)
 	if err != nil || obj.ETag == "" {
 		return false
 	}

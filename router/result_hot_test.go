@@ -1,21 +1,28 @@
 package router
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/pool"
 )
 
 // TestHotRoute: a cached result asked for again by a remembered route
 // (serveHot: no host, query or plan work) is answered exactly as the full
 // path answers it — same status, body and headers for GET, HEAD and a
 // conditional GET — while the snapshot changes under concurrent hits; a
-// request with attname= or one too long to remember takes the full path;
+// request with attname=, one too long to remember or one of a missing
+// object takes the full path;
 // once the bucket turns private the remembered route is not used (401
 // without a token). On each tier.
 func TestHotRoute(t *testing.T) { eachTier(t, testHotRoute) }
@@ -56,6 +63,11 @@ func testHotRoute(t *testing.T, mod func(*Config)) {
 	}
 	if hotRemembered(e, host, long) {
 		t.Fatal("a request longer than hotIDMax was remembered")
+	}
+	// A missing object: its route is not remembered (each request would
+	// pay a second stat on the full path).
+	if resp, _ := e.get(host, "/nope?up/x"); resp.StatusCode != 404 || hotRemembered(e, host, "/nope?up/x") {
+		t.Fatalf("a missing object: %d, remembered %v", resp.StatusCode, hotRemembered(e, host, "/nope?up/x"))
 	}
 	att := pq + "&attname=a.txt"
 	for i, want := range []string{"hit", "hit"} {
@@ -123,4 +135,52 @@ func hotRemembered(e *env, host, pathQuery string) bool {
 		}
 	}
 	return false
+}
+
+// TestResultCacheFailedMiss: a cacheable pipeline whose step fails
+// answers the error without the result's validators (no ETag, no
+// Cache-Control: an error is never a cacheable result), and the next
+// request is a miss again, not the error from the cache. On each tier.
+func TestResultCacheFailedMiss(t *testing.T) { eachTier(t, testResultCacheFailedMiss) }
+
+func testResultCacheFailedMiss(t *testing.T, mod func(*Config)) {
+	e := newEnv(t, mod)
+	var fail atomic.Bool
+	fail.Store(true)
+	addr := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in io.Reader) {
+		b, _ := io.ReadAll(in)
+		if fail.Load() {
+			http.Error(w, "no", http.StatusInternalServerError)
+			return
+		}
+		w.Write(bytes.ToUpper(b))
+	})
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	resp, body := e.get("photos.localhost", "/k?up/x")
+	if resp.StatusCode < 400 || resp.Header.Get("ETag") != "" || resp.Header.Get("Cache-Control") != "" {
+		t.Fatalf("failed step: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	fail.Store(false)
+	for i, want := range []string{"miss", "hit"} {
+		resp, body := e.get("photos.localhost", "/k?up/x")
+		if resp.StatusCode != 200 || string(body) != "ABC" || resp.Header.Get("X-Dora-Cache") != want || resp.Header.Get("ETag") == "" {
+			t.Fatalf("request %d after the failure: %d %q %v", i, resp.StatusCode, body, resp.Header)
+		}
+	}
+}
+
+// TestCanonicalHeaderNames: the names set with SetCanonical are in
+// fasthttp's normal form, so that Peek and Del (writeError) find them.
+func TestCanonicalHeaderNames(t *testing.T) {
+	for _, k := range [][]byte{hdrXReqid, hdrXDoraCache, hdrETag, hdrCacheControl, hdrAge} {
+		var h fasthttp.ResponseHeader
+		h.Set(strings.ToLower(string(k)), "v")
+		var got []byte
+		h.VisitAll(func(key, _ []byte) { got = append(got[:0], key...) })
+		if !bytes.Equal(got, k) {
+			t.Errorf("%q is stored by Set as %q", k, got)
+		}
+	}
 }

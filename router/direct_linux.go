@@ -1,0 +1,4 @@
+package router
+
+// directIO: *net.TCPConn.ReadFrom splices from another TCP connection.
+const directIO = true
