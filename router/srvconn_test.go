@@ -174,6 +174,7 @@ func TestSlowReaderCutOff(t *testing.T) {
 // (the first request's read bound) that fires during a later, longer one
 // (the idle wait) does not cut the read short: the read is retried with
 // the deadline moved, and returns the bytes that arrive before the bound.
+// (Without the retry the read fails at ~100 ms, NEXT coming at 1 s.)
 func TestSrvConnRetriesEarlyDeadline(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
@@ -187,19 +188,17 @@ func TestSrvConnRetriesEarlyDeadline(t *testing.T) {
 	go func() {
 		buf := make([]byte, 8)
 		b.Read(buf)
-		time.Sleep(400 * time.Millisecond) // well past the first read bound
+		time.Sleep(time.Second) // well past the first read bound
 		b.Write([]byte("NEXT"))
 	}()
 	if _, err := c.Write([]byte("answer")); err != nil {
 		t.Fatal(err)
 	}
-	armedAt := c.rset
+	// The deadline armed for the first read (~100 ms) is still the one
+	// set: it fires long before NEXT arrives, and must not end the read.
 	n, err := c.Read(p)
 	if err != nil || string(p[:n]) != "NEXT" {
 		t.Fatalf("idle wait cut short by the earlier deadline: %q %v", p[:n], err)
-	}
-	if !c.rset.After(armedAt) {
-		t.Fatalf("the deadline was not moved after firing early: %v then %v", armedAt, c.rset)
 	}
 	// A request that does not complete is cut off at its read bound.
 	n, err = c.Read(p)
