@@ -9,10 +9,14 @@
 //	load -url 'http://127.0.0.1:8080/big?passthru|passthru|passthru' -host b.localhost -n 1 -stream
 //	load -url 'http://127.0.0.1:8080/k?passthru' -host photos.localhost -c 32 -d 10s -rate 5000
 //
-// With -rate the workers send at a fixed total rate (open loop: each
-// request has a scheduled start, and its latency counts from that time, so
-// a stall is not hidden by the requests it delays). With -kv a last line
-// "kv rps=… p50us=… p99us=… mbps=… ok=… failed=…" is printed for scripts.
+// With -rate the tool sends at a fixed total rate (open loop: request i is
+// due at i/rate, a precise clock releases it, whichever of the -c
+// connections is free sends it, and its latency counts from its due time,
+// so a stall is not hidden by the requests it delays; every request due
+// before the end is sent and counted). It then also prints p90, p99.9,
+// max, how late requests left the tool, and its own CPU time and wait for
+// a CPU; -hist adds a histogram. With -kv a last line "kv rps=… p50us=…
+// p99us=… mbps=… ok=… failed=…" (and more) is printed for scripts.
 package main
 
 import (
