@@ -52,10 +52,10 @@ const directChunk = 256 << 10
 // buffer, then the rest by splice, directChunk bytes at a time. Between
 // chunks the pipeline's context is checked and the read deadline moved to
 // now + the idle timeout + its slack; a chunk slower than the slack hands
-// the rest back to Read (which moves the deadline at every read), so a
-// stalled instance still times out between idle and idle + slack after
-// its last byte — unless its rate fell within the chunk in progress, when
-// the deadline fires idle + slack after that chunk began.
+// the rest back to Read (the deadline then now + idle, moved at every
+// read), so a stalled instance still times out between idle and idle +
+// slack after its last byte — unless its rate fell within the chunk in
+// progress, when the deadline fires idle + slack after that chunk began.
 func (b *stepBody) sendDirect(w io.Writer) (total int64, done bool, err error) {
 	if b.rc == nil || b.sc == nil || b.size < 0 || b.eof || b.err != nil || b.closed {
 		return 0, false, nil
@@ -137,8 +137,12 @@ func (b *stepBody) sendDirect(w io.Writer) (total int64, done bool, err error) {
 			ic.eof.Store(true)
 			return fail(io.ErrUnexpectedEOF)
 		}
-		if idle > 0 && time.Since(start) > slack && b.n < b.size {
-			// A slow stream: Read keeps its idle timeout exact.
+		if now := time.Now(); idle > 0 && now.Sub(start) > slack && b.n < b.size {
+			// A slow stream: Read keeps its idle timeout exact, from
+			// the last byte on.
+			if err := ic.SetReadDeadline(now.Add(idle)); err != nil {
+				return fail(err)
+			}
 			return total, false, nil
 		}
 	}
