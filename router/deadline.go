@@ -152,6 +152,7 @@ type srvListener struct {
 	t *srvTimeouts
 }
 
+// Accept waits for the next connection and wraps it in a srvConn.
 func (l *srvListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
@@ -217,16 +218,22 @@ func (c *srvConn) SyscallConn() (syscall.RawConn, error) {
 	return sc.SyscallConn()
 }
 
+// SetDeadline sets both deadlines of the wrapped connection and hands
+// them to the caller for good: srvConn no longer arms its own.
 func (c *srvConn) SetDeadline(t time.Time) error {
 	c.manual = true
 	return c.Conn.SetDeadline(t)
 }
 
+// SetReadDeadline sets the wrapped connection's read deadline and, as
+// SetDeadline, hands the deadlines to the caller for good.
 func (c *srvConn) SetReadDeadline(t time.Time) error {
 	c.manual = true
 	return c.Conn.SetReadDeadline(t)
 }
 
+// SetWriteDeadline sets the wrapped connection's write deadline and, as
+// SetDeadline, hands the deadlines to the caller for good.
 func (c *srvConn) SetWriteDeadline(t time.Time) error {
 	c.manual = true
 	return c.Conn.SetWriteDeadline(t)
@@ -245,6 +252,9 @@ func cutShort(err error, want time.Time) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(want)
 }
 
+// Read reads from the wrapped connection within the bound of the
+// current phase (a request's read bound or a keep-alive idle wait),
+// retrying a read that an earlier deadline cut short before that bound.
 func (c *srvConn) Read(p []byte) (int, error) {
 	if c.manual {
 		return c.Conn.Read(p)
@@ -298,6 +308,9 @@ func (c *srvConn) startWrite() error {
 	return c.Conn.SetWriteDeadline(c.wset)
 }
 
+// Write writes to the wrapped connection within the write bound of the
+// answer it belongs to, resuming a write that an earlier deadline cut
+// short before that bound.
 func (c *srvConn) Write(p []byte) (int, error) {
 	if c.manual {
 		return c.Conn.Write(p)
