@@ -386,8 +386,10 @@ func writeTo(w io.Writer, r io.Reader) (int64, error) {
 // (directSource, direct.go), then the rest through Read (writeTo).
 func (c *countingBody) WriteTo(w io.Writer) (int64, error) {
 	n, done, err := sendDirectFrom(w, c.rc)
-	c.n += n
-	c.r.metrics.bytesOut.Add(float64(n))
+	if n > 0 {
+		c.n += n
+		c.r.metrics.bytesOut.Add(float64(n))
+	}
 	if err != nil {
 		c.err = err
 	}
