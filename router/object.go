@@ -382,20 +382,5 @@ func writeTo(w io.Writer, r io.Reader) (int64, error) {
 	}
 }
 
-// WriteTo implements io.WriterTo: what the stream can send directly
-// (directSource, direct.go), then the rest through Read (writeTo).
-func (c *countingBody) WriteTo(w io.Writer) (int64, error) {
-	n, done, err := sendDirectFrom(w, c.rc)
-	if n > 0 {
-		c.n += n
-		c.r.metrics.bytesOut.Add(float64(n))
-	}
-	if err != nil {
-		c.err = err
-	}
-	if done || err != nil {
-		return n, err
-	}
-	m, err := writeTo(w, c)
-	return n + m, err
-}
+// WriteTo implements io.WriterTo (see writeTo).
+func (c *countingBody) WriteTo(w io.Writer) (int64, error) { return writeTo(w, c) }

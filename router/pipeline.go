@@ -796,18 +796,6 @@ func (b *stepBody) Read(p []byte) (int, error) {
 		b.err = err
 		return 0, err
 	}
-	if b.size >= 0 {
-		// Bounded by what is left here, not by fasthttp's count of the
-		// body: sendDirect may have relayed a part past it.
-		left := b.size - b.n
-		if left <= 0 {
-			b.eof = true
-			return 0, io.EOF
-		}
-		if int64(len(p)) > left {
-			p = p[:left]
-		}
-	}
 	n, err := b.rc.Read(p)
 	b.n += int64(n)
 	b.r.metrics.bytesIn.Add(float64(n))

@@ -192,22 +192,5 @@ func (b *srcBody) Close() error {
 	return err
 }
 
-// WriteTo implements io.WriterTo: what the input can send directly
-// (directSource: a step's response spliced from its connection), then the
-// rest through Read (writeTo).
-func (b *srcBody) WriteTo(w io.Writer) (int64, error) {
-	if err := b.e.ctx.Err(); err != nil {
-		b.err = err
-		return 0, err
-	}
-	n, done, err := sendDirectFrom(w, b.e.in.body)
-	b.n += n
-	if err != nil {
-		b.err = err
-	}
-	if done || err != nil {
-		return n, err
-	}
-	m, err := writeTo(w, b)
-	return n + m, err
-}
+// WriteTo implements io.WriterTo (see writeTo).
+func (b *srcBody) WriteTo(w io.Writer) (int64, error) { return writeTo(w, b) }
