@@ -276,11 +276,24 @@ func parseAuthorization(h string) (scheme, ak string, sign []byte, err error) {
 	case strings.ContainsAny(ak, " \t\r\n:"):
 		return "", "", nil, unauthorized("malformed Authorization header: bad AK")
 	}
-	sign, err = base64.URLEncoding.Strict().DecodeString(s)
+	sign, err = decodeSign(s)
 	if err != nil || len(sign) != sha1.Size {
 		return "", "", nil, unauthorized("malformed Authorization header: sign is not a URL-safe base64 HMAC-SHA1")
 	}
 	return scheme, ak, sign, nil
+}
+
+// errSignNewline is decodeSign's error for a sign holding CR or LF.
+var errSignNewline = errors.New("sign holds a line break")
+
+// decodeSign decodes a URL-safe base64 sign. Go's decoder skips CR and LF
+// even in strict mode, so "ab\ncd" would pass as the sign "abcd": a sign
+// is accepted in its one canonical spelling only.
+func decodeSign(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errSignNewline
+	}
+	return base64.URLEncoding.Strict().DecodeString(s)
 }
 
 func truncate(s string) string {
@@ -406,7 +419,7 @@ func splitToken(token string) (string, []byte, error) {
 	if !ok || ak == "" || s == "" {
 		return "", nil, unauthorized("malformed token: want <AK>:<sign>")
 	}
-	sign, err := base64.URLEncoding.Strict().DecodeString(s)
+	sign, err := decodeSign(s)
 	if err != nil || len(sign) != sha1.Size {
 		return "", nil, unauthorized("malformed token: sign is not a URL-safe base64 HMAC-SHA1")
 	}
@@ -449,7 +462,7 @@ func VerifySaveAs(ctx context.Context, lookup KeyLookup, hostPathQuery, ak, sign
 	if ak == "" || sign == "" {
 		return unauthorized("saveas: missing sign")
 	}
-	got, err := base64.URLEncoding.Strict().DecodeString(sign)
+	got, err := decodeSign(sign)
 	if err != nil || len(got) != sha1.Size {
 		return unauthorized("saveas: sign is not a URL-safe base64 HMAC-SHA1")
 	}

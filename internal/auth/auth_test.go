@@ -260,6 +260,7 @@ func TestVerifyDownloadToken(t *testing.T) {
 		{"unknown AK", upToE, "nobody" + token[len(testAK):], 1700000000, now, "no such key"},
 		{"malformed", upToE, "AK", 1700000000, now, "malformed token"},
 		{"bad sign", upToE, "AK:xyz", 1700000000, now, "malformed token"},
+		{"line break in the sign", upToE, token[:len(token)-8] + "\n" + token[len(token)-8:], 1700000000, now, "malformed token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -289,6 +290,7 @@ func TestVerifySaveAs(t *testing.T) {
 		"unknown AK": {hpq, "nobody", sign},
 		"empty sign": {hpq, testAK, ""},
 		"bad sign":   {hpq, testAK, "!!"},
+		"line break": {hpq, testAK, sign[:8] + "\r\n" + sign[8:]},
 	} {
 		if err := VerifySaveAs(ctx, lookup, c[0], c[1], c[2]); !errors.Is(err, ErrUnauthorized) {
 			t.Errorf("%s: error %v, want ErrUnauthorized", name, err)
