@@ -176,6 +176,7 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 // holds one): scale from zero without waiting for the next tick. A
 // deployment with instances asked for already is left to the ticks.
 func (a *Autoscaler) Wake(ctx context.Context, key load.Key) error {
+	a.log.Debug("autoscaler woken", "ufop", key.Ufop, "version", key.Version, "region", key.Region)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.cfg.Now()

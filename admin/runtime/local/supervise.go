@@ -229,9 +229,13 @@ func (r *Runtime) setHealth(in *instance, rn *run, perr error, fails int) {
 	case !in.healthy:
 		in.message = "health check: " + perr.Error()
 	}
+	started := in.started
 	r.mu.Unlock()
 	if changed {
 		r.markDirty()
+		if perr == nil {
+			r.log.Info("instance healthy", "instance", in.id, "after", time.Since(started))
+		}
 	}
 }
 
