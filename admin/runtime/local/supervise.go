@@ -28,9 +28,26 @@ import (
 // instance out of the published set.
 const unhealthyAfter = 2
 
-// startupProbe is the probe interval until an instance is first healthy,
-// so it joins the pool quickly; afterwards the release's interval applies.
-const startupProbe = 100 * time.Millisecond
+// Until an instance is first healthy it is probed on a schedule of its
+// own, so that it joins the pool (and a request held for it goes on) as
+// soon as it answers, the way Knative's activator probes a new revision:
+// the first probe firstProbe after the start, then each wait a quarter of
+// the time since the start, at most startupProbe (or the release's
+// interval when shorter). An instance that answers t after its start is
+// found by about 1.25 t + firstProbe, with about 20 probes before the
+// waits reach startupProbe (a refused connection costs microseconds).
+// Once healthy, the release's interval applies.
+const (
+	firstProbe   = 2 * time.Millisecond
+	startupProbe = 100 * time.Millisecond
+)
+
+// startupWait is the wait before the next probe of an instance not yet
+// healthy, elapsed after probing began, when the release's interval is
+// interval.
+func startupWait(elapsed, interval time.Duration) time.Duration {
+	return min(max(elapsed/4, firstProbe), startupProbe, interval)
+}
 
 // supervise runs in until rn is stopped, restarting it with exponential
 // backoff when it exits.
@@ -259,10 +276,11 @@ func (r *Runtime) probe(ctx context.Context, hc dora.HealthCheck, port int, out 
 		p = "/" + p
 	}
 	healthy := false
+	begun := time.Now()
 	for {
 		wait := interval
-		if !healthy && startupProbe < wait {
-			wait = startupProbe
+		if !healthy {
+			wait = startupWait(time.Since(begun), interval)
 		}
 		t := time.NewTimer(wait)
 		select {
