@@ -60,7 +60,7 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 		var crashed, fatal bool
 		var why string
 		if spec.Package != nil && !r.containers() {
-			crashed, why = r.runOnce(in, rn, spec)
+			crashed, why = r.runOnce(d, in, rn, spec)
 		} else {
 			crashed, fatal, why = r.runContainer(d, in, rn, spec, image)
 		}
@@ -137,11 +137,11 @@ func backoff(base time.Duration, crashes int) time.Duration {
 
 // runOnce starts the process and watches it until it exits (crashed, with
 // the reason) or rn is stopped (not crashed; the process is terminated).
-func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed bool, why string) {
+func (r *Runtime) runOnce(d *deployment, in *instance, rn *run, spec runtime.Spec) (crashed bool, why string) {
 	if err := os.RemoveAll(in.dir); err != nil {
 		return true, fmt.Sprintf("prepare working dir: %v", err)
 	}
-	if err := r.prepareDir(in.dir, spec.Package.Dir); err != nil {
+	if err := r.prepareDir(d, in.dir, spec.Package.Dir); err != nil {
 		return true, fmt.Sprintf("prepare working dir: %v", err)
 	}
 	port, err := freePort()
@@ -352,11 +352,23 @@ func shellCommand(run string) string {
 	return "exec " + run
 }
 
-// prepareDir makes dir a fresh copy of the package with a private .tmp,
-// owned by the run-as user and closed to everyone else.
-func (r *Runtime) prepareDir(dir, pkg string) error {
-	if err := build.CopyDir(dir, pkg); err != nil {
-		return err
+// prepareDir makes dir, which must not exist, a fresh copy of d's package
+// pkg with a private .tmp, owned by the run-as user and closed to everyone
+// else: the copy made ahead when one is ready (spare.go), else one made
+// now.
+func (r *Runtime) prepareDir(d *deployment, dir, pkg string) error {
+	spare := r.takeSpare(d, pkg)
+	if spare != "" {
+		if err := os.Rename(spare, dir); err != nil {
+			r.log.Warn("using the package copied ahead", "dir", dir, "err", err)
+			os.RemoveAll(spare)
+			spare = ""
+		}
+	}
+	if spare == "" {
+		if err := build.CopyDir(dir, pkg); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(filepath.Join(dir, tmpDirName), 0o700); err != nil {
 		return err
