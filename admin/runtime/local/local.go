@@ -13,6 +13,8 @@
 // Files under Config.Dir:
 //
 //	<Dir>/<deployment>/<index>/             instance working dir (recreated at every start)
+//	<Dir>/<deployment>/spare-<n>/           the package copied ahead of the next start
+//	                                        (0700, the platform's; spare.go)
 //	<Dir>/<deployment>/logs/<index>.stdout  captured output, "RFC3339 text" lines,
 //	<Dir>/<deployment>/logs/<index>.stderr  rotated to .1 at MaxLogBytes
 //
