@@ -271,7 +271,7 @@ fi
 WAKES=${BENCH_WAKES:-7} WAKE=- WAKE_MAX=- WAKE_KV=-
 if [ "$WAKES" -gt 0 ]; then
 	echo
-	echo "== first request after scale to zero, host process: BenchmarkWakeFromZero (cli/platform), $WAKES wake-ups, autoscaler tick 10 s"
+	echo "== first request after scale to zero, host process: BenchmarkWakeFromZero (cli/platform), $WAKES wake-ups, autoscaler tick 1 h"
 	if ! (cd "$ROOT" && go test -run '^$' -bench '^BenchmarkWakeFromZero$' -benchtime "${WAKES}x" ./cli/platform/) >"$TMP/wake.out" 2>&1; then
 		cat "$TMP/wake.out" >&2
 		exit 1

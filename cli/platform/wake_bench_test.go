@@ -27,8 +27,10 @@ var wakeStages = []string{"autoscaler woken", "scaling", "scale", "instance star
 // BenchmarkWakeFromZero measures issue 11's row "first request after scale
 // to zero, host process": the embedded platform (`dorad dev`: bolt store,
 // local runtime running program packages as host processes, memory load
-// store, an autoscaler whose tick is 10 s so that only the router's
-// wake-up can start the instance), a floor-0 deployment of
+// store, an autoscaler whose tick is an hour away, so that only the
+// router's wake-up can start the instance: a tick within the run would
+// also scale up from zero on the load of the earlier iterations), a
+// floor-0 deployment of
 // examples/passthru at zero instances, then the time from sending GET
 // /<key>?passthru through the router until its response is read in full.
 // Between iterations the deployment is resized to 0 and each iteration
@@ -50,7 +52,7 @@ func BenchmarkWakeFromZero(b *testing.B) {
 		RouterAddr:          "127.0.0.1:0",
 		Logger:              slog.New(rec),
 		GoCache:             cache,
-		AutoscaleInterval:   10 * time.Second,
+		AutoscaleInterval:   time.Hour,
 		HoldTimeout:         30 * time.Second,
 		PackagesAsProcesses: true,
 	})
