@@ -16,9 +16,9 @@ import (
 // ahead, <Dir>/<deployment>/spare-<n>: owned by the platform and closed to
 // everyone (0700) until a start renames it into the instance's place and
 // gives it to the run-as user, as prepareDir does with a copy made then.
-// Each start (the first included, when none was ready) makes the next
-// one in the background; a deployment applied at zero instances makes one
-// at once, for its first wake-up. The working directory an instance gets
+// An instance healthy after a start (the first included, when none was
+// ready) has the next one made in the background; a deployment applied at
+// zero instances makes one at once, for its first wake-up. The working directory an instance gets
 // is the same either way: a fresh copy of the package, nothing of an
 // earlier run.
 
@@ -83,7 +83,8 @@ func copySpare(dir, src string) error {
 }
 
 // takeSpare returns d's spare copy of the package src ("" when none is
-// ready) and starts making the next one.
+// ready). The next one is made once the instance is healthy (setHealth):
+// a copy made now would compete with the start for the disk and the CPU.
 func (r *Runtime) takeSpare(d *deployment, src string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -92,7 +93,6 @@ func (r *Runtime) takeSpare(d *deployment, src string) string {
 		dir = d.spare.dir
 		d.spare.dir = ""
 	}
-	r.fillSpareLocked(d)
 	return dir
 }
 
