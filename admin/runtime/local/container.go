@@ -243,7 +243,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 				fails++
 				lastProbe = perr
 			}
-			r.setHealth(d, in, rn, perr, fails)
+			r.setHealth(in, rn, perr, fails)
 		}
 	}
 }

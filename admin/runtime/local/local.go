@@ -401,9 +401,7 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 	d.failure = ""
 	p := r.scaleLocked(d, spec.Deployment.Desired)
 	if spec.Deployment.Desired == 0 {
-		// At zero: its first start will be a wake-up (spare.go). A
-		// start makes one itself.
-		r.fillSpareLocked(d)
+		r.fillSpareLocked(d) // for the wake-up from zero (spare.go)
 	}
 	r.mu.Unlock()
 	if stale != "" {
@@ -489,6 +487,9 @@ func (r *Runtime) Scale(ctx context.Context, deploymentID string, count int, rea
 	from := d.desired
 	p := r.scaleLocked(d, count)
 	d.spec.Deployment.Desired = count
+	if count == 0 {
+		r.fillSpareLocked(d) // for the wake-up from zero (spare.go)
+	}
 	r.mu.Unlock()
 	if from != count {
 		r.log.Info("scale", "deployment", deploymentID, "from", from, "to", count, "reason", reason)

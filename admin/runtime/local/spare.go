@@ -12,15 +12,16 @@ import (
 // Spare copies. Copying a program package into an instance's fresh working
 // directory is most of what starting a host process costs (a 10 MB Go
 // binary: about 6 ms on ext4), and a start from zero has a request waiting
-// for it. So a package deployment keeps one copy of its package made
-// ahead, <Dir>/<deployment>/spare-<n>: owned by the platform and closed to
+// for it. So a package deployment at zero instances (applied so, or scaled
+// to 0) has one copy of its package made ahead in the background,
+// <Dir>/<deployment>/spare-<n>: owned by the platform and closed to
 // everyone (0700) until a start renames it into the instance's place and
 // gives it to the run-as user, as prepareDir does with a copy made then.
-// An instance healthy after a start (the first included, when none was
-// ready) has the next one made in the background; a deployment applied at
-// zero instances makes one at once, for its first wake-up. The working directory an instance gets
-// is the same either way: a fresh copy of the package, nothing of an
-// earlier run.
+// Other starts (scale-ups, restarts) copy then, as before: a copy made
+// during a start or while the first request is served competed with them
+// for the disk and the CPU (measured: BenchmarkWakeFromZero). The working
+// directory an instance gets is the same either way: a fresh copy of the
+// package, nothing of an earlier run.
 
 // sparePrefix begins the name of a spare copy's directory.
 const sparePrefix = "spare-"
@@ -83,8 +84,7 @@ func copySpare(dir, src string) error {
 }
 
 // takeSpare returns d's spare copy of the package src ("" when none is
-// ready). The next one is made once the instance is healthy (setHealth):
-// a copy made now would compete with the start for the disk and the CPU.
+// ready); the next one is made when d is back at zero.
 func (r *Runtime) takeSpare(d *deployment, src string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

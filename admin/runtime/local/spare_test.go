@@ -11,10 +11,11 @@ import (
 
 // TestSpareCopy: a package deployment applied at zero instances gets a
 // copy of its package made ahead, closed to everyone but the platform; its
-// first start takes that copy (renamed into the instance's place) and the
-// next one is made. The working directory is still fresh at every start:
-// a file an instance's run left is gone at the next. Remove leaves nothing
-// of the deployment; Close removes the copy of another.
+// first start takes that copy (renamed into the instance's place), and the
+// next one is made once it is scaled back to zero. The working directory
+// is still fresh at every start: a file an instance's run left is gone at
+// the next. Remove leaves nothing of the deployment; Close removes the
+// copy of another.
 func TestSpareCopy(t *testing.T) {
 	ctx := context.Background()
 	pub := &recorder{}
@@ -67,9 +68,8 @@ func TestSpareCopy(t *testing.T) {
 	if _, err := os.Stat(first); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the copy made ahead is still there after a start: %v", err)
 	}
-	eventually(t, "the next copy", func() bool { return ready(id) != "" && ready(id) != first })
-	if s := spares(id); len(s) != 1 {
-		t.Fatalf("copies %v, want one", s)
+	if s := spares(id); len(s) != 0 {
+		t.Fatalf("copies %v while an instance runs, want none", s)
 	}
 	wd := filepath.Join(dir, id, "1")
 	for _, f := range []string{"grepd", tmpDirName} {
@@ -87,7 +87,15 @@ func TestSpareCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "nothing published at zero", func() bool { return len(pub.ids()) == 0 })
+	eventually(t, "the next copy, at zero", func() bool { return ready(id) != "" && ready(id) != first })
+	second := ready(id)
+	if s := spares(id); len(s) != 1 {
+		t.Fatalf("copies %v, want one", s)
+	}
 	start("second start healthy")
+	if _, err := os.Stat(second); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the second copy made ahead is still there after a start: %v", err)
+	}
 	if _, err := os.Stat(filepath.Join(wd, "left-by-run-1")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("a file of the previous run is in the new working dir: %v", err)
 	}

@@ -204,7 +204,7 @@ func (r *Runtime) runOnce(d *deployment, in *instance, rn *run, spec runtime.Spe
 			} else {
 				fails++
 			}
-			r.setHealth(d, in, rn, perr, fails)
+			r.setHealth(in, rn, perr, fails)
 		}
 	}
 }
@@ -223,10 +223,8 @@ func (r *Runtime) terminate(pid int, exited <-chan error) {
 	}
 }
 
-// setHealth records a probe result of rn's process, an instance of d. An
-// instance healthy for the first time since its start has d make its next
-// copy of the package ahead (spare.go), off the start's path.
-func (r *Runtime) setHealth(d *deployment, in *instance, rn *run, perr error, fails int) {
+// setHealth records a probe result of rn's process.
+func (r *Runtime) setHealth(in *instance, rn *run, perr error, fails int) {
 	r.mu.Lock()
 	if in.run != rn {
 		r.mu.Unlock()
@@ -236,9 +234,6 @@ func (r *Runtime) setHealth(d *deployment, in *instance, rn *run, perr error, fa
 	switch {
 	case perr == nil:
 		changed = !in.healthy
-		if changed {
-			r.fillSpareLocked(d)
-		}
 		in.healthy = true
 		in.state = runtime.StateRunning
 		in.crashes = 0
