@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/rawio"
 	"github.com/doraproject/dora/internal/tick"
 )
 
@@ -79,7 +80,7 @@ func newHostClient(addr string, t dora.StepTimeouts) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &dialError{err: err}
 			}
-			return &idleConn{Conn: conn, idle: t.Idle,
+			return &idleConn{Conn: rawio.Wrap(conn), idle: t.Idle,
 				rslack: deadlineSlack(min(t.FirstByte, t.Idle)), wslack: deadlineSlack(t.Idle)}, nil
 		},
 		ReadTimeout:               t.FirstByte,

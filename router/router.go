@@ -32,6 +32,7 @@ import (
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/internal/connlimit"
 	"github.com/doraproject/dora/internal/headsize"
+	"github.com/doraproject/dora/internal/rawio"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/builtin"
@@ -448,7 +449,7 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 		r.setPublicAddr(ln.Addr().String())
 	}
 	srv := r.server()
-	ln = &srvListener{Listener: headsize.Listen(r.cfg.Conns.Listen(ln), 0),
+	ln = &srvListener{Listener: headsize.Listen(r.cfg.Conns.Listen(rawio.Listen(ln)), 0),
 		t: newSrvTimeouts(r.cfg.ReadTimeout, r.cfg.IdleTimeout, r.cfg.Deadline)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -18,6 +18,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // the -debug listener's /debug/pprof/ (profiles, runtime traces)
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -44,7 +46,16 @@ func main() {
 	bigMiB := flag.Int("big-mib", 0, "size of object \"big\" in MiB (0: none)")
 	verbose := flag.Bool("v", false, "access log to stderr")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	debug := flag.String("debug", "", "serve /debug/pprof/ on this address (a runtime trace of a run: /debug/pprof/trace?seconds=N)")
 	flag.Parse()
+	if *debug != "" {
+		ln, err := net.Listen("tcp", *debug)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "harness:", err)
+			os.Exit(1)
+		}
+		go func() { _ = http.Serve(ln, nil) }()
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil {

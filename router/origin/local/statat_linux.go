@@ -14,7 +14,7 @@ const statAtSupported = true
 // and reports whether it is a regular file.
 func statAt(dirfd int, name string) (fileIdent, bool, error) {
 	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := fstatat(dirfd, name, &st); err != nil {
 		return fileIdent{}, false, &fs.PathError{Op: "fstatat", Path: name, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {

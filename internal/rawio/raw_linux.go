@@ -1,0 +1,52 @@
+//go:build linux
+
+package rawio
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+const supported = true
+
+// doRead is the RawConn read callback: one read(2), retried on EINTR;
+// false on EAGAIN asks the poller to wait until the socket is readable.
+func (c *Conn) doRead(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		switch e {
+		case 0:
+			c.rn = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.rerr = e
+			return true
+		}
+	}
+}
+
+// doWrite is the RawConn write callback: send(2) with MSG_NOSIGNAL (a
+// peer that hung up gives EPIPE, never SIGPIPE) until the whole buffer is
+// written; false on EAGAIN asks the poller to wait until it is writable,
+// and the next call resumes where this one stopped.
+func (c *Conn) doWrite(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		rest := c.wbuf[c.wn:]
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			c.wn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
+}

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package rawio
+
+const supported = false
+
+func (c *Conn) doRead(uintptr) bool  { return true }
+func (c *Conn) doWrite(uintptr) bool { return true }
