@@ -71,10 +71,14 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 	// The held request is demand: in flight for the concurrency figures,
 	// and Waiting for scale from zero.
 	c := r.load.counter(lk)
-	// The first request held for key starts a wait: it wakes the
-	// autoscaler even if a wake-up went out less than wakeEvery ago (an
-	// earlier wait's, answered since: the deployment may have been scaled
-	// back to zero meanwhile, and that wake-up is no news of this one).
+	// The first request held for key starts a wait: when an earlier
+	// wait was answered (an instance came) since the last wake-up, it
+	// wakes the autoscaler even if that wake-up went out less than
+	// wakeEvery ago: the deployment may have been scaled back to zero
+	// meanwhile, and that wake-up is no news of this one. Waits that end
+	// without an instance (clients giving up, the hold timing out) do not
+	// count, so a stream of requests abandoned while held cannot turn
+	// into a stream of wake-ups: those keep the wakeEvery bound.
 	starts := c.held.Add(1) == 1
 	lc := r.load.begin(lk, r.now())
 	defer func() {
@@ -96,6 +100,7 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		changed := r.cfg.Pool.Changed() // before the Pick: no Update is missed
 		now := r.now()
 		if h := r.cfg.Pool.Pick(key, nil, now); h != nil {
+			c.answered.Store(true)
 			return h, nil
 		}
 		eject.Reset(r.untilEjectionEnds(key, now))
@@ -126,15 +131,15 @@ func (r *Router) untilEjectionEnds(key pool.Key, now time.Time) time.Duration {
 
 // wake tells the autoscaler at once that a request waits for an instance of
 // key, when the load store carries wake-ups, off the request's path: at
-// most once per wakeEvery per key, or, for a wait that starts (starts),
-// once per wakeAgain.
+// most once per wakeEvery per key, or, for a wait that starts (starts)
+// after an earlier wait was answered (c.answered), once per wakeAgain.
 func (r *Router) wake(c *loadCounter, k load.Key, starts bool) {
 	w, ok := r.cfg.Load.(load.Waker)
 	if !ok {
 		return
 	}
 	every := int64(wakeEvery)
-	if starts {
+	if starts && c.answered.Load() {
 		every = int64(wakeAgain)
 	}
 	now := r.now().UnixNano()
@@ -142,6 +147,7 @@ func (r *Router) wake(c *loadCounter, k load.Key, starts bool) {
 	if now-last < every || !c.lastWake.CompareAndSwap(last, now) {
 		return
 	}
+	c.answered.Store(false)
 	go func() {
 		ctx, cancel := context.WithTimeout(r.stopped, wakeTimeout)
 		defer cancel()

@@ -34,6 +34,9 @@ type loadCounter struct {
 	held      atomic.Int64 // requests waiting for an instance now (hold.go)
 	active    atomic.Int64 // unix seconds of the last begin or waiting
 	lastWake  atomic.Int64 // unix nanoseconds of the last wake-up sent (hold.go)
+	// answered: a wait of key ended with an instance since the last
+	// wake-up sent, so the next wait that starts may wake at once (hold.go).
+	answered atomic.Bool
 
 	// flush loop state
 	prevA         int64

@@ -156,3 +156,41 @@ func TestWakeEachWait(t *testing.T) {
 		}
 	}
 }
+
+// TestWakeNotPerAbandonedWait: waits that end without an instance (the
+// hold timing out here; a client giving up is the same) do not wake the
+// autoscaler each: only a wait answered by an instance lets the next one
+// wake within wakeEvery. Otherwise a stream of requests abandoned while
+// held, on many keys, would be a stream of load-store writes (a Redis
+// PUBLISH each) and of autoscaler evaluations. The router's clock moves
+// only as the test moves it; the decision to wake is taken before the
+// request waits, so the last wake-up's time is known once it answers.
+func TestWakeNotPerAbandonedWait(t *testing.T) {
+	wr := &wakeRecorder{wakes: make(chan load.Key, 16)}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	e := newEnv(t, func(c *Config) {
+		c.Load = wr
+		c.HoldTimeout = 20 * time.Millisecond
+		c.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	})
+	e.ufop(dora.Ufop{Name: "sleeper", Owner: alice.ID}, dora.ProtocolDora)
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	c := e.r.load.counter(loadKey(sleeperKey))
+	first := clock.Load()
+	for i := range 5 {
+		if r := <-e.getAsync("/k?sleeper/x"); r.status != 503 {
+			t.Fatalf("request %d: %+v, want 503 after the hold", i, r)
+		}
+		if got := c.lastWake.Load(); got != first {
+			t.Fatalf("request %d: a wake-up %v after the first request's (at %v), want none", i,
+				time.Unix(0, got).Sub(time.Unix(0, first)), time.Unix(0, first))
+		}
+		clock.Add(int64(100 * time.Millisecond))
+	}
+	select {
+	case <-wr.wakes:
+	case <-time.After(30 * time.Second): // a hang bound
+		t.Fatal("the first wait sent no wake-up")
+	}
+}
