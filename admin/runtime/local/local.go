@@ -143,7 +143,11 @@ type Runtime struct {
 	closed   bool
 	spareSeq int // names spare copies (spare.go)
 
-	fills sync.WaitGroup // spare copies being made
+	fills      sync.WaitGroup // spare copies being made
+	spareSlots chan struct{}  // one token per spare copy being made (spareCopies)
+	// copySpare makes a spare copy (spare.go; a test replaces it to
+	// watch the copies made at once).
+	copySpare func(dir, src string) (os.FileInfo, error)
 
 	hostRoot hostRoot // with PackagesInContainers
 
@@ -234,6 +238,9 @@ func New(cfg Config) (*Runtime, error) {
 		dirty:   make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		pubDone: make(chan struct{}),
+
+		spareSlots: make(chan struct{}, spareCopies),
+		copySpare:  copySpare,
 	}
 	// Instance processes an earlier process left running (it was killed:
 	// the shells died with it, their background children and anything

@@ -6,7 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/doraproject/dora/admin/build"
 )
 
 // TestSpareCopy: a package deployment applied at zero instances gets a
@@ -130,5 +134,135 @@ func TestSpareCopy(t *testing.T) {
 	}
 	if s := spares(other); len(s) != 0 {
 		t.Fatalf("copies left after Close: %v", s)
+	}
+}
+
+// TestSpareCopyStalePackage: a start never runs a copy made ahead of a
+// package that changed since: the package directory removed and made
+// again at the same path (a ufop deleted and built again gets the same
+// build number, hence the same directory) holds another program, and the
+// instance gets a fresh copy of that one.
+func TestSpareCopyStalePackage(t *testing.T) {
+	ctx := context.Background()
+	pub := &recorder{}
+	dir := t.TempDir()
+	r := newRuntimeWith(t, Config{Dir: dir, Publisher: pub})
+	pkg := filepath.Join(t.TempDir(), "result")
+	makePkg := func(version string) {
+		t.Helper()
+		if err := os.RemoveAll(pkg); err != nil {
+			t.Fatal(err)
+		}
+		if err := build.CopyDir(pkg, grepdDir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(pkg, "version"), []byte(version), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	makePkg("v1")
+	const id = "deploy-stale"
+	spec := grepdSpec(id, 0)
+	spec.Package.Dir = pkg
+	if err := r.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a copy made ahead", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.deps[id].spare.dir != ""
+	})
+	makePkg("v2")
+	if err := r.Scale(ctx, id, 1, "test"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "healthy", func() bool { return len(pub.ids()) == 1 && status(t, r, id).Healthy == 1 })
+	b, err := os.ReadFile(filepath.Join(dir, id, "1", "version"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != "v2" {
+		t.Fatalf("the instance runs package %q, want the current v2", b)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, id, sparePrefix+"*")); len(m) != 0 {
+		t.Fatalf("the stale copy is left: %v", m)
+	}
+}
+
+// TestSpareCopiesBounded: deployments applied at zero all at once (a
+// restart of the platform re-applies every one) get their copies made
+// one at a time, not all at once; and a deployment removed while its copy
+// waits for its turn is removed at once, without waiting for the others'.
+func TestSpareCopiesBounded(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	r := newRuntimeWith(t, Config{Dir: dir, Publisher: &recorder{}})
+	var (
+		mu             sync.Mutex
+		inflight, most int
+	)
+	entered := make(chan string, 16)
+	release := make(chan struct{})
+	releaseAll := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseAll) // before Close, which waits for the copies
+	real := r.copySpare
+	r.mu.Lock()
+	r.copySpare = func(d, src string) (os.FileInfo, error) {
+		mu.Lock()
+		inflight++
+		most = max(most, inflight)
+		mu.Unlock()
+		entered <- d
+		<-release
+		defer func() {
+			mu.Lock()
+			inflight--
+			mu.Unlock()
+		}()
+		return real(d, src)
+	}
+	r.mu.Unlock()
+	ids := []string{"deploy-b0", "deploy-b1", "deploy-b2", "deploy-b3"}
+	for _, id := range ids {
+		if err := r.Apply(ctx, grepdSpec(id, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := <-entered
+	// Whatever the scheduling, no other copy may begin while this one
+	// runs; give them the chance to (this wait decides nothing by itself).
+	time.Sleep(200 * time.Millisecond)
+	// One waiting for its turn is removed without waiting for the copy
+	// in progress (which is not released until after).
+	var queued string
+	for _, id := range ids {
+		if filepath.Join(dir, id) != filepath.Dir(first) {
+			queued = id
+			break
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a hang bound
+	defer cancel()
+	if err := r.Remove(rctx, queued); err != nil {
+		t.Fatalf("removing a deployment whose copy waits its turn: %v", err)
+	}
+	releaseAll()
+	for _, id := range ids {
+		if id == queued {
+			continue
+		}
+		eventually(t, "copy of "+id, func() bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.deps[id].spare.dir != ""
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most != spareCopies {
+		t.Fatalf("%d copies made at once, want at most %d", most, spareCopies)
+	}
+	if _, err := os.Stat(filepath.Join(dir, queued)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("removed deployment's dir: %v", err)
 	}
 }
