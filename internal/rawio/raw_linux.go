@@ -39,6 +39,12 @@ func (c *Conn) doWrite(fd uintptr) bool {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
+			if n == 0 {
+				// Never for a TCP socket; TCPConn's answer to it
+				// rather than a loop that keeps the P.
+				c.wshort = true
+				return true
+			}
 			c.wn += int(n)
 		case syscall.EINTR:
 		case syscall.EAGAIN:

@@ -47,6 +47,7 @@ type Conn struct {
 	wbuf    []byte
 	wn      int
 	werr    syscall.Errno
+	wshort  bool // send(2) wrote nothing and reported no error
 	writeFn func(fd uintptr) bool
 }
 
@@ -73,6 +74,11 @@ const maxRW = 1 << 30
 // Read reads from the socket like net.Conn's Read.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
+		// As TCPConn: no call and no wait (a deadline that passed does
+		// not count), but a closed connection says so.
+		if err := c.raw.Control(noop); err != nil {
+			return 0, c.opError("read", unwrapOp(err))
+		}
 		return 0, nil
 	}
 	if len(p) > maxRW {
@@ -97,13 +103,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // Write writes all of p to the socket like net.Conn's Write.
 func (c *Conn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
+	// An empty p goes through RawConn.Write too (doWrite then writes
+	// nothing): as TCPConn, it fails on a closed connection or a write
+	// deadline that passed.
 	c.wmu.Lock()
-	c.wbuf, c.wn, c.werr = p, 0, 0
+	c.wbuf, c.wn, c.werr, c.wshort = p, 0, 0, false
 	err := c.raw.Write(c.writeFn)
-	n, errno := c.wn, c.werr
+	n, errno, short := c.wn, c.werr, c.wshort
 	c.wbuf = nil
 	c.wmu.Unlock()
 	switch {
@@ -111,6 +117,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return n, c.opError("write", unwrapOp(err))
 	case errno != 0:
 		return n, c.opError("write", os.NewSyscallError("write", errno))
+	case short:
+		return n, c.opError("write", io.ErrUnexpectedEOF)
 	}
 	return n, nil
 }
@@ -120,6 +128,10 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) { return c.TCPConn.ReadFrom(
 
 // WriteTo keeps the TCP connection's fast path (splice).
 func (c *Conn) WriteTo(w io.Writer) (int64, error) { return c.TCPConn.WriteTo(w) }
+
+// noop is the Control callback of an empty Read: only the check that the
+// descriptor is open counts.
+func noop(uintptr) {}
 
 // opError is the error net.TCPConn would return for the same failure.
 func (c *Conn) opError(op string, err error) error {
