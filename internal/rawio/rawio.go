@@ -95,7 +95,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, c.opError("read", unwrapOp(err))
 	case errno != 0:
 		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	}
+	raceAfterRead(p[:n])
+	if n == 0 {
 		return 0, io.EOF
 	}
 	return n, nil
@@ -106,12 +108,14 @@ func (c *Conn) Write(p []byte) (int, error) {
 	// An empty p goes through RawConn.Write too (doWrite then writes
 	// nothing): as TCPConn, it fails on a closed connection or a write
 	// deadline that passed.
+	raceBeforeWrite()
 	c.wmu.Lock()
 	c.wbuf, c.wn, c.werr, c.wshort = p, 0, 0, false
 	err := c.raw.Write(c.writeFn)
 	n, errno, short := c.wn, c.werr, c.wshort
 	c.wbuf = nil
 	c.wmu.Unlock()
+	raceAfterWrite(p[:n])
 	switch {
 	case err != nil:
 		return n, c.opError("write", unwrapOp(err))
