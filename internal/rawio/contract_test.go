@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -224,5 +225,61 @@ func TestSameOutcomesAsTCPConn(t *testing.T) {
 				t.Errorf("raw connection differs from *net.TCPConn:\n tcp: %s\n raw: %s", got[0], got[1])
 			}
 		})
+	}
+}
+
+// TestBlockingModeDescriptor: a raw call never waits in the kernel, even
+// when the descriptor's file was switched to blocking mode (a dup of it
+// made by TCPConn.File and then asked for its Fd, or a process it was
+// passed to, can do that: O_NONBLOCK belongs to the open file, shared by
+// every dup). A raw call that waited there would keep its P and hold up
+// every stop-the-world; here, a read deadline and Close would not end it.
+func TestBlockingModeDescriptor(t *testing.T) {
+	if !supported {
+		t.Skip("no raw calls on " + runtime.GOOS)
+	}
+	// No GC while a read may be stuck in the kernel with its P (the fixed
+	// code never is): its stop-the-world would wait for the read.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	c, peer, stop, err := tcpPair(true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	sc, err := c.(*Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := sc.Control(func(fd uintptr) { serr = syscall.SetNonblock(int(fd), false) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+
+	// read waits for a read on c to end: false when it is still blocked
+	// after a while; the peer's bytes then release it.
+	read := func(what string) error {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Read(make([]byte, 10))
+			errc <- err
+		}()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(5 * time.Second):
+			peer.Write([]byte("release"))
+			<-errc
+			t.Fatalf("%s did not end a read on a descriptor in blocking mode", what)
+			return nil
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if err := read("the read deadline"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	go func() { time.Sleep(50 * time.Millisecond); c.Close() }()
+	if err := read("Close"); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read ended by Close: %v", err)
 	}
 }

@@ -1,5 +1,5 @@
 // Package rawio gives a TCP connection reads and writes that keep their
-// goroutine's P: the non-blocking read(2) and send(2) on the socket are
+// goroutine's P: recv(2) and send(2) with MSG_DONTWAIT on the socket are
 // issued as raw system calls inside the descriptor's RawConn, so the
 // netpoller still parks the goroutine when the socket is not ready and
 // deadlines still apply, but the runtime never marks the P as "in a
@@ -15,7 +15,8 @@
 // non-blocking socket call cannot block, so there is nothing to hand off;
 // nginx issues the same calls from its one thread.
 //
-// Only Linux gets raw calls; elsewhere Wrap returns the connection as it is.
+// Only Linux (but 386, whose socket calls go through socketcall) gets raw
+// calls; elsewhere Wrap returns the connection as it is.
 package rawio
 
 import (
