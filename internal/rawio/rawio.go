@@ -27,8 +27,8 @@ import (
 	"syscall"
 )
 
-// Conn is a *net.TCPConn whose Read and Write are raw non-blocking
-// system calls. Everything else (deadlines, Close, addresses, the
+// Conn is a *net.TCPConn whose Read and Write are raw system calls that
+// never wait in the kernel. Everything else (deadlines, Close, addresses, the
 // sendfile/splice fast paths of ReadFrom and WriteTo) is the TCPConn's.
 type Conn struct {
 	*net.TCPConn
@@ -51,6 +51,19 @@ type Conn struct {
 	wshort  bool // send(2) wrote nothing and reported no error
 	writeFn func(fd uintptr) bool
 }
+
+// What the connection wrappers above a Conn look for on the connection
+// under them stays reachable, as it was on the bare *net.TCPConn: the
+// half-closes (connlimit's lingering close), the descriptor (the
+// router's hang-up peek) and the copy fast paths.
+var _ interface {
+	net.Conn
+	CloseWrite() error
+	CloseRead() error
+	syscall.Conn
+	io.ReaderFrom
+	io.WriterTo
+} = (*Conn)(nil)
 
 // Wrap returns c with raw reads and writes when it is a TCP connection on
 // a platform that supports them, and c unchanged otherwise.
