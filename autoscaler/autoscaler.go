@@ -176,6 +176,7 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 // holds one): scale from zero without waiting for the next tick. A
 // deployment with instances asked for already is left to the ticks.
 func (a *Autoscaler) Wake(ctx context.Context, key load.Key) error {
+	a.log.Debug("autoscaler woken", "ufop", key.Ufop, "version", key.Version, "region", key.Region)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.cfg.Now()
@@ -352,7 +353,14 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		log.Info("scaling", "from", d.Desired, "to", dec.Desired, "reason", dec.Reason,
 			"ready", ready, "stable", av.Stable, "panic", av.Panic, "inPanic", dec.State.InPanic())
 		a.metrics.events.WithLabelValues(dec.Reason).Inc()
-		a.recordEvent(ctx, d.ID, Event{Time: now, From: d.Desired, To: dec.Desired, Reason: dec.Reason}, log)
+		// The event is written while the target scales: a scale from
+		// zero does not wait for one more store write (a bolt fsync, a
+		// Consul round trip) before the runtime starts the instance.
+		// evaluate returns once both are done.
+		ev := Event{Time: now, From: d.Desired, To: dec.Desired, Reason: dec.Reason}
+		var recording sync.WaitGroup
+		recording.Go(func() { a.recordEvent(ctx, d.ID, ev, log) })
+		defer recording.Wait()
 	}
 	e.state = dec.State
 	e.pending, e.pendingReason = true, reason

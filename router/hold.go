@@ -26,6 +26,11 @@ const (
 	DefaultMaxHeld     = 1000
 	// wakeEvery bounds the wake-ups one key sends while requests wait.
 	wakeEvery = time.Second
+	// wakeAgain bounds the wake-ups of waits that start one after the
+	// other (a pool flapping between empty and not): a wait that starts
+	// wakes the autoscaler at once unless one of key's was sent this
+	// recently.
+	wakeAgain = 10 * time.Millisecond
 	// wakeTimeout bounds one wake-up's call to the load store.
 	wakeTimeout = 2 * time.Second
 )
@@ -66,14 +71,18 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 	// The held request is demand: in flight for the concurrency figures,
 	// and Waiting for scale from zero.
 	c := r.load.counter(lk)
-	c.held.Add(1)
+	// The first request held for key starts a wait: it wakes the
+	// autoscaler even if a wake-up went out less than wakeEvery ago (an
+	// earlier wait's, answered since: the deployment may have been scaled
+	// back to zero meanwhile, and that wake-up is no news of this one).
+	starts := c.held.Add(1) == 1
 	lc := r.load.begin(lk, r.now())
 	defer func() {
 		r.load.end(lc, r.now())
 		c.held.Add(-1)
 	}()
 
-	r.wake(c, lk)
+	r.wake(c, lk, starts)
 
 	timer := time.NewTimer(r.cfg.HoldTimeout)
 	defer timer.Stop()
@@ -98,7 +107,7 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		case <-changed:
 		case <-eject.C:
 		case <-rewake.C:
-			r.wake(c, lk)
+			r.wake(c, lk, false)
 		}
 	}
 }
@@ -116,16 +125,21 @@ func (r *Router) untilEjectionEnds(key pool.Key, now time.Time) time.Duration {
 }
 
 // wake tells the autoscaler at once that a request waits for an instance of
-// key, when the load store carries wake-ups: at most once per wakeEvery per
-// key, off the request's path.
-func (r *Router) wake(c *loadCounter, k load.Key) {
+// key, when the load store carries wake-ups, off the request's path: at
+// most once per wakeEvery per key, or, for a wait that starts (starts),
+// once per wakeAgain.
+func (r *Router) wake(c *loadCounter, k load.Key, starts bool) {
 	w, ok := r.cfg.Load.(load.Waker)
 	if !ok {
 		return
 	}
+	every := int64(wakeEvery)
+	if starts {
+		every = int64(wakeAgain)
+	}
 	now := r.now().UnixNano()
 	last := c.lastWake.Load()
-	if now-last < int64(wakeEvery) || !c.lastWake.CompareAndSwap(last, now) {
+	if now-last < every || !c.lastWake.CompareAndSwap(last, now) {
 		return
 	}
 	go func() {

@@ -3,11 +3,13 @@ package router
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler"
+	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/autoscaler/load/memory"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
@@ -88,5 +90,69 @@ func TestWakeFromZero(t *testing.T) {
 	defer target.mu.Unlock()
 	if len(target.scaleTo) != 1 || target.scaleTo[0] != 1 {
 		t.Fatalf("scale calls %v, want one to 1", target.scaleTo)
+	}
+}
+
+// wakeRecorder is a load store that carries wake-ups (load.Waker) and
+// hands each one to the test.
+type wakeRecorder struct {
+	recLoad
+	wakes chan load.Key
+}
+
+func (w *wakeRecorder) Wake(_ context.Context, k load.Key) error {
+	w.wakes <- k
+	return nil
+}
+
+func (w *wakeRecorder) Wakes(context.Context) <-chan load.Key { return w.wakes }
+
+// TestWakeEachWait: a wait for an instance that starts shortly after an
+// earlier one was answered (the deployment went back to zero meanwhile)
+// wakes the autoscaler again at once; the once-per-second bound of
+// wake-ups applies within a wait. The router's clock stands still but for
+// the 100 ms the test moves it, so only a wake-up sent because the second
+// wait started can arrive (the repeats within a wait are a second apart
+// on that clock).
+func TestWakeEachWait(t *testing.T) {
+	wr := &wakeRecorder{wakes: make(chan load.Key, 16)}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	e := newEnv(t, func(c *Config) {
+		c.Load = wr
+		c.HoldTimeout = time.Minute
+		c.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	})
+	e.ufop(dora.Ufop{Name: "sleeper", Owner: alice.ID}, dora.ProtocolDora)
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	inst := capsInstance(t)
+	awaitWake := func(what string) {
+		t.Helper()
+		select {
+		case k := <-wr.wakes:
+			if k.Ufop != "sleeper" || k.Version != "v1" || k.Region != "z0" {
+				t.Fatalf("%s: woke %+v", what, k)
+			}
+		case <-time.After(30 * time.Second): // a hang bound, not a timing assertion
+			t.Fatalf("%s: no wake-up", what)
+		}
+	}
+	for i, what := range []string{"first wait", "second wait"} {
+		res := e.getAsync("/k?sleeper/x")
+		awaitWake(what)
+		e.pool.Update([]pool.Instance{poolInst("s0", "sleeper", "v1", inst)})
+		if r := <-res; r.status != 200 || r.body != "ABC" {
+			t.Fatalf("%s: %+v", what, r)
+		}
+		// Scaled back to zero, 100 ms later.
+		e.pool.Update([]pool.Instance{})
+		clock.Add(int64(100 * time.Millisecond))
+		if i == 0 {
+			select {
+			case k := <-wr.wakes:
+				t.Fatalf("a wake-up %+v with nothing held", k)
+			default:
+			}
+		}
 	}
 }

@@ -281,14 +281,16 @@ func TestAutoscaleToCeilingAndBack(t *testing.T) {
 }
 
 // TestScaleFromZero: a deployment with floor 0 runs nothing; the first
-// request is held by the router until the autoscaler, seeing the waiting
-// demand, has started an instance, and then succeeds. With the deployment's
-// instances stopped, nothing can come: the request gets 503 with
-// Retry-After once the router's hold bound has passed.
+// request is held by the router until the autoscaler, woken by the router
+// (issue 11's instant wake-up), has started an instance, and then
+// succeeds. The autoscaler's tick is an hour away, so the answer cannot
+// come from it. With the deployment's instances stopped, nothing can come:
+// the request gets 503 with Retry-After once the router's hold bound has
+// passed.
 func TestScaleFromZero(t *testing.T) {
 	const hold = 12 * time.Second
 	h := newTunedHarness(t, func(c *platform.DevConfig) {
-		c.AutoscaleInterval = 200 * time.Millisecond
+		c.AutoscaleInterval = time.Hour
 		c.HoldTimeout = hold
 	})
 	// A long stable window: no scale-down back to zero during the test.

@@ -84,7 +84,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		if err := os.RemoveAll(in.dir); err != nil {
 			return true, false, fmt.Sprintf("prepare working dir: %v", err)
 		}
-		if err := r.prepareDir(in.dir, spec.Package.Dir); err != nil {
+		if err := r.prepareDir(d, in.dir, spec.Package.Dir); err != nil {
 			return true, false, fmt.Sprintf("prepare working dir: %v", err)
 		}
 		env = packageEnv(r.cfg.Env, spec.Release.Env, in.dir, r.cfg.RunAs)

@@ -13,6 +13,8 @@
 // Files under Config.Dir:
 //
 //	<Dir>/<deployment>/<index>/             instance working dir (recreated at every start)
+//	<Dir>/<deployment>/spare-<n>/           the package copied ahead of the next start
+//	                                        (0700, the platform's; spare.go)
 //	<Dir>/<deployment>/logs/<index>.stdout  captured output, "RFC3339 text" lines,
 //	<Dir>/<deployment>/logs/<index>.stderr  rotated to .1 at MaxLogBytes
 //
@@ -136,9 +138,12 @@ type Runtime struct {
 	// ends only at Close (Pdeathsig follows the forking thread).
 	spawner *procsweep.Spawner
 
-	mu     sync.Mutex
-	deps   map[string]*deployment
-	closed bool
+	mu       sync.Mutex
+	deps     map[string]*deployment
+	closed   bool
+	spareSeq int // names spare copies (spare.go)
+
+	fills sync.WaitGroup // spare copies being made
 
 	hostRoot hostRoot // with PackagesInContainers
 
@@ -156,6 +161,7 @@ type deployment struct {
 	insts   map[int]*instance
 	image   string // podman image id of an OCI deployment
 	failure string // why the deployment cannot run (image pull or check), "" when it can
+	spare   spareCopy
 }
 
 type instance struct {
@@ -274,7 +280,7 @@ func New(cfg Config) (*Runtime, error) {
 // working directories, as the next New would.
 func (r *Runtime) onDeath() []string {
 	script := `[ -n "$1" ] && "$1" --runtime "$2" rm --force --ignore -t 0 --filter "label=$3" >/dev/null 2>&1
-rm -rf -- "$0"/*/[0-9]*`
+rm -rf -- "$0"/*/[0-9]* "$0"/*/` + sparePrefix + `*`
 	argv := []string{"/bin/sh", "-c", script, r.cfg.Dir}
 	if p := r.cfg.Podman; p != nil {
 		argv = append(argv, p.Bin, p.OCIRuntime, ownerLabel+"="+ownerValue(r.cfg.Dir))
@@ -301,7 +307,7 @@ func (r *Runtime) removeLeftovers() {
 			continue
 		}
 		for _, e := range ents {
-			if _, err := strconv.Atoi(e.Name()); err == nil && e.IsDir() {
+			if _, err := strconv.Atoi(e.Name()); (err == nil || isSpareDir(e.Name())) && e.IsDir() {
 				if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
 					r.log.Warn("removing a leftover instance directory", "dir", filepath.Join(dir, e.Name()), "err", err)
 				}
@@ -377,6 +383,10 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 		r.deps[id] = d
 	}
 	d.spec = spec
+	var stale string
+	if d.spare.dir != "" && (spec.Package == nil || d.spare.src != spec.Package.Dir) {
+		stale, _ = dropSpareLocked(d)
+	}
 	var oldImage string
 	if spec.Package == nil && failure == "" && d.image != image {
 		oldImage, d.image = d.image, image
@@ -390,7 +400,13 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 	}
 	d.failure = ""
 	p := r.scaleLocked(d, spec.Deployment.Desired)
+	if spec.Deployment.Desired == 0 {
+		r.fillSpareLocked(d) // for the wake-up from zero (spare.go)
+	}
 	r.mu.Unlock()
+	if stale != "" {
+		os.RemoveAll(stale)
+	}
 	r.markDirty()
 	err := p.wait(ctx)
 	if oldImage != "" {
@@ -471,6 +487,9 @@ func (r *Runtime) Scale(ctx context.Context, deploymentID string, count int, rea
 	from := d.desired
 	p := r.scaleLocked(d, count)
 	d.spec.Deployment.Desired = count
+	if count == 0 {
+		r.fillSpareLocked(d) // for the wake-up from zero (spare.go)
+	}
 	r.mu.Unlock()
 	if from != count {
 		r.log.Info("scale", "deployment", deploymentID, "from", from, "to", count, "reason", reason)
@@ -659,10 +678,19 @@ func (r *Runtime) Remove(ctx context.Context, deploymentID string) error {
 	}
 	p := r.scaleLocked(d, 0)
 	delete(r.deps, deploymentID)
+	_, filling := dropSpareLocked(d)
 	r.mu.Unlock()
 	r.markDirty()
 	if err := p.wait(ctx); err != nil {
 		return fmt.Errorf("remove %s: %w", deploymentID, err)
+	}
+	if filling != nil {
+		// It sees the deployment gone and removes its copy.
+		select {
+		case <-filling:
+		case <-ctx.Done():
+			return fmt.Errorf("remove %s: %w", deploymentID, ctx.Err())
+		}
 	}
 	r.releaseImage(d.image)
 	if err := os.RemoveAll(d.dir); err != nil {
@@ -681,15 +709,24 @@ func (r *Runtime) Close() error {
 	}
 	r.closed = true
 	var all pending
+	var spares []string
 	for _, d := range r.deps {
 		p := r.scaleLocked(d, 0)
 		all.runs = append(all.runs, p.runs...)
 		all.freed = append(all.freed, p.freed...)
+		if dir, _ := dropSpareLocked(d); dir != "" {
+			spares = append(spares, dir)
+		}
 	}
 	r.deps = map[string]*deployment{}
 	r.mu.Unlock()
 	for _, rn := range all.runs {
 		<-rn.done
+	}
+	// Copies being made see the runtime closed and remove themselves.
+	r.fills.Wait()
+	for _, dir := range spares {
+		os.RemoveAll(dir)
 	}
 	for _, in := range all.freed {
 		in.stdout.Close()

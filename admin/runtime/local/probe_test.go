@@ -75,3 +75,35 @@ func TestProbeWantsAnAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestStartupWait: until an instance is first healthy it is probed a few
+// milliseconds after its start, then at a quarter of the time elapsed,
+// never less often than every startupProbe nor than the release asks.
+func TestStartupWait(t *testing.T) {
+	for _, tt := range []struct {
+		elapsed, interval, want time.Duration
+	}{
+		{0, 10 * time.Second, firstProbe},
+		{4 * time.Millisecond, 10 * time.Second, firstProbe},
+		{40 * time.Millisecond, 10 * time.Second, 10 * time.Millisecond},
+		{time.Second, 10 * time.Second, startupProbe},
+		{time.Minute, 10 * time.Second, startupProbe},
+		{time.Second, 50 * time.Millisecond, 50 * time.Millisecond},
+		{0, time.Millisecond, time.Millisecond},
+	} {
+		if got := startupWait(tt.elapsed, tt.interval); got != tt.want {
+			t.Errorf("startupWait(%v, %v) = %v, want %v", tt.elapsed, tt.interval, got, tt.want)
+		}
+	}
+	// The number of probes before the waits reach startupProbe stays
+	// small: a program that never answers is not flooded.
+	n, elapsed := 0, time.Duration(0)
+	for w := startupWait(0, time.Hour); w < startupProbe; w = startupWait(elapsed, time.Hour) {
+		elapsed += w
+		n++
+	}
+	if n > 30 {
+		t.Errorf("%d probes in the first %v before the waits reach %v", n, elapsed, startupProbe)
+	}
+	t.Logf("%d probes in the first %v before the waits reach %v", n, elapsed, startupProbe)
+}

@@ -135,6 +135,9 @@ func TestInstanceSandbox(t *testing.T) {
 			if err != nil || fi.Sys().(*syscall.Stat_t).Uid != 65534 || fi.Mode().Perm() != 0o700 {
 				t.Fatalf("working dir %v %v: want 0700 owned by nobody", fi.Mode(), err)
 			}
+			// Published by the runtime's publisher loop just after the
+			// status says healthy.
+			eventually(t, "published", func() bool { _, ok := pub.get("deploy-sandbox-1"); return ok })
 			i, _ := pub.get("deploy-sandbox-1")
 			resp, err := http.Post("http://"+i.Addr+"/handler?cmd=grepd/yes", "text/plain", strings.NewReader("yes\nno\n"))
 			if err != nil {

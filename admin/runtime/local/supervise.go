@@ -28,9 +28,26 @@ import (
 // instance out of the published set.
 const unhealthyAfter = 2
 
-// startupProbe is the probe interval until an instance is first healthy,
-// so it joins the pool quickly; afterwards the release's interval applies.
-const startupProbe = 100 * time.Millisecond
+// Until an instance is first healthy it is probed on a schedule of its
+// own, so that it joins the pool (and a request held for it goes on) as
+// soon as it answers, the way Knative's activator probes a new revision:
+// the first probe firstProbe after the start, then each wait a quarter of
+// the time since the start, at most startupProbe (or the release's
+// interval when shorter). An instance that answers t after its start is
+// found by about 1.25 t + firstProbe, with about 20 probes before the
+// waits reach startupProbe (a refused connection costs microseconds).
+// Once healthy, the release's interval applies.
+const (
+	firstProbe   = 2 * time.Millisecond
+	startupProbe = 100 * time.Millisecond
+)
+
+// startupWait is the wait before the next probe of an instance not yet
+// healthy, elapsed after probing began, when the release's interval is
+// interval.
+func startupWait(elapsed, interval time.Duration) time.Duration {
+	return min(max(elapsed/4, firstProbe), startupProbe, interval)
+}
 
 // supervise runs in until rn is stopped, restarting it with exponential
 // backoff when it exits.
@@ -43,7 +60,7 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 		var crashed, fatal bool
 		var why string
 		if spec.Package != nil && !r.containers() {
-			crashed, why = r.runOnce(in, rn, spec)
+			crashed, why = r.runOnce(d, in, rn, spec)
 		} else {
 			crashed, fatal, why = r.runContainer(d, in, rn, spec, image)
 		}
@@ -120,11 +137,11 @@ func backoff(base time.Duration, crashes int) time.Duration {
 
 // runOnce starts the process and watches it until it exits (crashed, with
 // the reason) or rn is stopped (not crashed; the process is terminated).
-func (r *Runtime) runOnce(in *instance, rn *run, spec runtime.Spec) (crashed bool, why string) {
+func (r *Runtime) runOnce(d *deployment, in *instance, rn *run, spec runtime.Spec) (crashed bool, why string) {
 	if err := os.RemoveAll(in.dir); err != nil {
 		return true, fmt.Sprintf("prepare working dir: %v", err)
 	}
-	if err := r.prepareDir(in.dir, spec.Package.Dir); err != nil {
+	if err := r.prepareDir(d, in.dir, spec.Package.Dir); err != nil {
 		return true, fmt.Sprintf("prepare working dir: %v", err)
 	}
 	port, err := freePort()
@@ -229,9 +246,13 @@ func (r *Runtime) setHealth(in *instance, rn *run, perr error, fails int) {
 	case !in.healthy:
 		in.message = "health check: " + perr.Error()
 	}
+	started := in.started
 	r.mu.Unlock()
 	if changed {
 		r.markDirty()
+		if perr == nil {
+			r.log.Info("instance healthy", "instance", in.id, "after", time.Since(started))
+		}
 	}
 }
 
@@ -255,10 +276,11 @@ func (r *Runtime) probe(ctx context.Context, hc dora.HealthCheck, port int, out 
 		p = "/" + p
 	}
 	healthy := false
+	begun := time.Now()
 	for {
 		wait := interval
-		if !healthy && startupProbe < wait {
-			wait = startupProbe
+		if !healthy {
+			wait = startupWait(time.Since(begun), interval)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -330,11 +352,23 @@ func shellCommand(run string) string {
 	return "exec " + run
 }
 
-// prepareDir makes dir a fresh copy of the package with a private .tmp,
-// owned by the run-as user and closed to everyone else.
-func (r *Runtime) prepareDir(dir, pkg string) error {
-	if err := build.CopyDir(dir, pkg); err != nil {
-		return err
+// prepareDir makes dir, which must not exist, a fresh copy of d's package
+// pkg with a private .tmp, owned by the run-as user and closed to everyone
+// else: the copy made ahead when one is ready (spare.go), else one made
+// now.
+func (r *Runtime) prepareDir(d *deployment, dir, pkg string) error {
+	spare := r.takeSpare(d, pkg)
+	if spare != "" {
+		if err := os.Rename(spare, dir); err != nil {
+			r.log.Warn("using the package copied ahead", "dir", dir, "err", err)
+			os.RemoveAll(spare)
+			spare = ""
+		}
+	}
+	if spare == "" {
+		if err := build.CopyDir(dir, pkg); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(filepath.Join(dir, tmpDirName), 0o700); err != nil {
 		return err
