@@ -1,5 +1,5 @@
 // Package rawio gives a TCP connection reads and writes that keep their
-// goroutine's P: the non-blocking read(2) and send(2) on the socket are
+// goroutine's P: recv(2) and send(2) with MSG_DONTWAIT on the socket are
 // issued as raw system calls inside the descriptor's RawConn, so the
 // netpoller still parks the goroutine when the socket is not ready and
 // deadlines still apply, but the runtime never marks the P as "in a
@@ -15,7 +15,8 @@
 // non-blocking socket call cannot block, so there is nothing to hand off;
 // nginx issues the same calls from its one thread.
 //
-// Only Linux gets raw calls; elsewhere Wrap returns the connection as it is.
+// Only Linux (but 386, whose socket calls go through socketcall) gets raw
+// calls; elsewhere Wrap returns the connection as it is.
 package rawio
 
 import (
@@ -26,8 +27,8 @@ import (
 	"syscall"
 )
 
-// Conn is a *net.TCPConn whose Read and Write are raw non-blocking
-// system calls. Everything else (deadlines, Close, addresses, the
+// Conn is a *net.TCPConn whose Read and Write are raw system calls that
+// never wait in the kernel. Everything else (deadlines, Close, addresses, the
 // sendfile/splice fast paths of ReadFrom and WriteTo) is the TCPConn's.
 type Conn struct {
 	*net.TCPConn
@@ -47,8 +48,22 @@ type Conn struct {
 	wbuf    []byte
 	wn      int
 	werr    syscall.Errno
+	wshort  bool // send(2) wrote nothing and reported no error
 	writeFn func(fd uintptr) bool
 }
+
+// What the connection wrappers above a Conn look for on the connection
+// under them stays reachable, as it was on the bare *net.TCPConn: the
+// half-closes (connlimit's lingering close), the descriptor (the
+// router's hang-up peek) and the copy fast paths.
+var _ interface {
+	net.Conn
+	CloseWrite() error
+	CloseRead() error
+	syscall.Conn
+	io.ReaderFrom
+	io.WriterTo
+} = (*Conn)(nil)
 
 // Wrap returns c with raw reads and writes when it is a TCP connection on
 // a platform that supports them, and c unchanged otherwise.
@@ -73,6 +88,11 @@ const maxRW = 1 << 30
 // Read reads from the socket like net.Conn's Read.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
+		// As TCPConn: no call and no wait (a deadline that passed does
+		// not count), but a closed connection says so.
+		if err := c.raw.Control(noop); err != nil {
+			return 0, c.opError("read", unwrapOp(err))
+		}
 		return 0, nil
 	}
 	if len(p) > maxRW {
@@ -89,7 +109,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, c.opError("read", unwrapOp(err))
 	case errno != 0:
 		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	}
+	raceAfterRead(p[:n])
+	if n == 0 {
 		return 0, io.EOF
 	}
 	return n, nil
@@ -97,20 +119,24 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // Write writes all of p to the socket like net.Conn's Write.
 func (c *Conn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
+	// An empty p goes through RawConn.Write too (doWrite then writes
+	// nothing): as TCPConn, it fails on a closed connection or a write
+	// deadline that passed.
+	raceBeforeWrite()
 	c.wmu.Lock()
-	c.wbuf, c.wn, c.werr = p, 0, 0
+	c.wbuf, c.wn, c.werr, c.wshort = p, 0, 0, false
 	err := c.raw.Write(c.writeFn)
-	n, errno := c.wn, c.werr
+	n, errno, short := c.wn, c.werr, c.wshort
 	c.wbuf = nil
 	c.wmu.Unlock()
+	raceAfterWrite(p[:n])
 	switch {
 	case err != nil:
 		return n, c.opError("write", unwrapOp(err))
 	case errno != 0:
 		return n, c.opError("write", os.NewSyscallError("write", errno))
+	case short:
+		return n, c.opError("write", io.ErrUnexpectedEOF)
 	}
 	return n, nil
 }
@@ -120,6 +146,10 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) { return c.TCPConn.ReadFrom(
 
 // WriteTo keeps the TCP connection's fast path (splice).
 func (c *Conn) WriteTo(w io.Writer) (int64, error) { return c.TCPConn.WriteTo(w) }
+
+// noop is the Control callback of an empty Read: only the check that the
+// descriptor is open counts.
+func noop(uintptr) {}
 
 // opError is the error net.TCPConn would return for the same failure.
 func (c *Conn) opError(op string, err error) error {

@@ -8,6 +8,8 @@ import "errors"
 // os.Root).
 const statAtSupported = false
 
-func statAt(int, string) (fileIdent, bool, error) {
+func statAt(int, string, bool) (fileIdent, bool, error) {
 	return fileIdent{}, false, errors.ErrUnsupported
 }
+
+func rawStatSafe(int) bool { return false }

@@ -67,6 +67,7 @@ type bucketDir struct {
 	root *os.Root
 	dir  *os.File // nil: no descriptor fast path
 	fd   int
+	raw  bool // the fstatat may be a raw system call (rawStatSafe)
 }
 
 func (b *bucketDir) close() {
@@ -93,6 +94,7 @@ func (w *warm) bucketDir(d *Dir, bucket string) (*bucketDir, bool) {
 	if statAtSupported {
 		if f, err := r.Open("."); err == nil {
 			b.dir, b.fd = f, int(f.Fd())
+			b.raw = rawStatSafe(b.fd)
 		}
 	}
 	w.bmu.Lock()
@@ -141,7 +143,7 @@ func (w *warm) stat(d *Dir, bucket, key string) (fileIdent, bool, error) {
 		if b := w.buckets[bucket]; b != nil && b.dir != nil {
 			// Under the read lock: forgetBucket and closeAll close the
 			// descriptor only under the write lock.
-			id, regular, err := statAt(b.fd, key)
+			id, regular, err := statAt(b.fd, key, b.raw)
 			w.bmu.RUnlock()
 			return id, regular, err
 		}
