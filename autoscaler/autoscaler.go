@@ -164,7 +164,24 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 				wakes = nil
 				continue
 			}
-			if err := a.Wake(ctx, k); err != nil && ctx.Err() == nil {
+			// The wake-ups that queued meanwhile (many keys held at once:
+			// a burst after a quiet night) are handled together: one
+			// listing of the deployments for all of them, not one each.
+			keys := map[load.Key]bool{k: true}
+		drain:
+			for {
+				select {
+				case k, ok := <-wakes:
+					if !ok {
+						wakes = nil
+						break drain
+					}
+					keys[k] = true
+				default:
+					break drain
+				}
+			}
+			if err := a.wake(ctx, keys); err != nil && ctx.Err() == nil {
 				a.log.Warn("autoscaler wake-up", "err", err)
 			}
 		}
@@ -176,7 +193,14 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 // holds one): scale from zero without waiting for the next tick. A
 // deployment with instances asked for already is left to the ticks.
 func (a *Autoscaler) Wake(ctx context.Context, key load.Key) error {
-	a.log.Debug("autoscaler woken", "ufop", key.Ufop, "version", key.Version, "region", key.Region)
+	return a.wake(ctx, map[load.Key]bool{key: true})
+}
+
+// wake is Wake for the set keys, with one listing of the deployments.
+func (a *Autoscaler) wake(ctx context.Context, keys map[load.Key]bool) error {
+	for key := range keys {
+		a.log.Debug("autoscaler woken", "ufop", key.Ufop, "version", key.Version, "region", key.Region)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.cfg.Now()
@@ -187,7 +211,7 @@ func (a *Autoscaler) Wake(ctx context.Context, key load.Key) error {
 	limits := map[string]int{}
 	for _, ld := range deps {
 		d := ld.d
-		if d.Ufop != key.Ufop || d.Version != key.Version || d.Region != key.Region || d.Desired != 0 {
+		if !keys[load.Key{Ufop: d.Ufop, Version: d.Version, Region: d.Region}] || d.Desired != 0 {
 			continue
 		}
 		others := running[d.Ufop] - d.Desired
