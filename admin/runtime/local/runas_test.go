@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -149,5 +150,74 @@ func TestInstanceSandbox(t *testing.T) {
 				t.Fatalf("grepd as nobody answered %q", got)
 			}
 		})
+	}
+}
+
+// TestSpareCopyRunAs: with RunAs, the copy made ahead for a deployment at
+// zero is the platform's and closed to the run-as user until a start
+// renames it into place; then the working dir and everything in it belong
+// to the run-as user, as a copy made at the start would, and the instance
+// runs from it as that user.
+func TestSpareCopyRunAs(t *testing.T) {
+	runAs := nobodyUser(t)
+	ctx := context.Background()
+	data := proctest.ReachableDir(t)
+	pub := &recorder{}
+	r := newRuntimeWith(t, Config{Dir: filepath.Join(data, "instances"), Publisher: pub, RunAs: runAs})
+	const id = "deploy-spare-runas"
+	if err := r.Apply(ctx, grepdSpec(id, 0)); err != nil {
+		t.Fatal(err)
+	}
+	var spare string
+	eventually(t, "a copy made ahead", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		spare = r.deps[id].spare.dir
+		return spare != ""
+	})
+	fi, err := os.Stat(spare)
+	if err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("copy made ahead %v %v: want 0700 owned by the platform", fi.Mode(), err)
+	}
+	if err := r.Scale(ctx, id, 1, "test"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "published", func() bool { _, ok := pub.get(id + "-1"); return ok })
+	if _, err := os.Stat(spare); err == nil {
+		t.Fatalf("the copy made ahead is still there after the start")
+	}
+	wd := filepath.Join(data, "instances", id, "1")
+	err = filepath.WalkDir(wd, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 65534 {
+			t.Errorf("%s owned by uid %d, want nobody", p, uid)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(wd); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("working dir %v %v: want 0700", fi, err)
+	}
+	st := status(t, r, id)
+	if uid := procUid(t, st.Instances[0].PID); uid != "65534" {
+		t.Fatalf("instance runs as uid %s", uid)
+	}
+	i, _ := pub.get(id + "-1")
+	resp, err := http.Post("http://"+i.Addr+"/handler?cmd=grepd/yes", "text/plain", strings.NewReader("yes\nno\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "yes\n" {
+		t.Fatalf("grepd as nobody answered %q", got)
 	}
 }
