@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -265,4 +266,61 @@ func TestSpareCopiesBounded(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, queued)); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("removed deployment's dir: %v", err)
 	}
+}
+
+// TestSpareCopyFailures: a copy made ahead that failed (disk full) or
+// that went missing before the start (removed behind the runtime's back)
+// never fails a start: the instance gets a copy made then.
+func TestSpareCopyFailures(t *testing.T) {
+	ctx := context.Background()
+	pub := &recorder{}
+	dir := t.TempDir()
+	r := newRuntimeWith(t, Config{Dir: dir, Publisher: pub})
+	var failed atomic.Int64
+	real := r.copySpare
+	r.mu.Lock()
+	r.copySpare = func(d, src string) (os.FileInfo, error) {
+		if failed.Add(1) == 1 {
+			os.Mkdir(d, 0o700)
+			os.WriteFile(filepath.Join(d, "partial"), []byte("x"), 0o600)
+			return nil, errors.New("no space left on device (test)")
+		}
+		return real(d, src)
+	}
+	r.mu.Unlock()
+	const id = "deploy-spare-fail"
+	if err := r.Apply(ctx, grepdSpec(id, 0)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the failed copy removed", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		m, _ := filepath.Glob(filepath.Join(dir, id, sparePrefix+"*"))
+		return failed.Load() == 1 && r.deps[id].spare.filling == nil && len(m) == 0
+	})
+	start := func(what string) {
+		t.Helper()
+		if err := r.Scale(ctx, id, 1, "test"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, what, func() bool { return len(pub.ids()) == 1 && status(t, r, id).Healthy == 1 })
+		if _, err := os.Stat(filepath.Join(dir, id, "1", "grepd")); err != nil {
+			t.Fatalf("%s: working dir lacks the package: %v", what, err)
+		}
+	}
+	start("started after the copy ahead failed")
+	if err := r.Scale(ctx, id, 0, "test"); err != nil {
+		t.Fatal(err)
+	}
+	var spare string
+	eventually(t, "a copy made ahead", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		spare = r.deps[id].spare.dir
+		return spare != "" && len(pub.ids()) == 0
+	})
+	if err := os.RemoveAll(spare); err != nil {
+		t.Fatal(err)
+	}
+	start("started after the copy ahead went missing")
 }
