@@ -145,10 +145,13 @@ func devBackends(dataDir, objects string) BackendURLs {
 	}
 }
 
+// routerReadyLimit bounds StartDev's wait for its routers' metadata.
+const routerReadyLimit = time.Minute
+
 // StartDev opens the data directory and the embedded backends, builds the
 // admin, router, pfop worker and autoscaler roles on them with the
 // production constructors and returns once every listener accepts
-// connections. Close stops everything.
+// connections and its routers serve. Close stops everything.
 func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -311,6 +314,13 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	d.cancel = cancel
 	for _, s := range []*Service{adm.Service, rtr, wrk.Service, scl} {
 		d.watch(runCtx, s)
+	}
+	// The routers answer 503 until their metadata is loaded (from the
+	// local store: milliseconds); the platform is started once they serve.
+	for _, s := range []*Service{rtr, wrk.Service} {
+		if err := s.waitRouterReady(ctx, routerReadyLimit); err != nil {
+			return nil, err
+		}
 	}
 	log.Info("dora dev platform started", "admin", d.AdminURL, "router", d.RouterURL, "worker", d.WorkerURL,
 		"data_dir", cfg.DataDir, "domain_suffix", cfg.DomainSuffix, "region", cfg.Region,

@@ -54,6 +54,30 @@ type Service struct {
 	parts
 	// conns is the connection budget of the role's listeners.
 	conns *connlimit.Limiter
+	// routerReady is closed once the role's router (the router role's,
+	// or a worker's embedded one) has loaded its metadata; nil without one.
+	routerReady <-chan struct{}
+}
+
+// errRouterNotReady: a router did not load its metadata in time.
+var errRouterNotReady = errors.New("router metadata not loaded")
+
+// waitRouterReady waits until the role's router has loaded its metadata
+// (before that it answers 503), for at most limit.
+func (s *Service) waitRouterReady(ctx context.Context, limit time.Duration) error {
+	if s.routerReady == nil {
+		return nil
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-s.routerReady:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s: waiting for its router: %w", s.Name, ctx.Err())
+	case <-t.C:
+		return fmt.Errorf("%s: %w after %v", s.Name, errRouterNotReady, limit)
+	}
 }
 
 func newService(name string) *Service {

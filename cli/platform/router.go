@@ -155,5 +155,6 @@ func (s *Service) newRouter(be Backends, reg prometheus.Registerer, publicAddr s
 		return nil, nil, err
 	}
 	s.onClose(rtr.Close) // the result cache's directory, once Serve has returned
+	s.routerReady = rtr.Ready()
 	return p, rtr, nil
 }
