@@ -94,6 +94,9 @@ func TestHighAvailability(t *testing.T) {
 	if got := h.deployment("deploy-a"); got.Desired != 3 {
 		t.Errorf("stored desired %d", got.Desired)
 	}
+	// The scale event is written while the target scales (evaluate
+	// waits for both), so it may land just after the call seen above.
+	wait("the two scale events", func() bool { return len(h.events("deploy-a")) >= 2 })
 	if evs := h.events("deploy-a"); len(evs) != 2 || evs[0].To != 2 || evs[1].To != 3 {
 		t.Errorf("events = %+v", evs)
 	}
