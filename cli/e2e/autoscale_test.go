@@ -309,8 +309,15 @@ func TestScaleFromZero(t *testing.T) {
 	if code != 200 || string(body) != "slow and steady\n" {
 		t.Fatalf("first request from zero: %d %q", code, body)
 	}
-	evs, out := h.events(id)
-	if len(evs) == 0 || evs[0].from != 0 || evs[0].to != 1 || evs[0].reason != "scale from zero" {
+	// The autoscaler writes the event while the runtime scales: it may
+	// land just after the answer.
+	var evs []scaleEvent
+	var out string
+	h.eventually("a scale event", func() (bool, string) {
+		evs, out = h.events(id)
+		return len(evs) > 0, out
+	})
+	if evs[0].from != 0 || evs[0].to != 1 || evs[0].reason != "scale from zero" {
 		t.Fatalf("events do not start with a scale from zero:\n%s", out)
 	}
 

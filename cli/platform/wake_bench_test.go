@@ -112,7 +112,13 @@ func BenchmarkWakeFromZero(b *testing.B) {
 		if err != nil || code != 200 || string(got) != body {
 			b.Fatalf("first request from zero: %d %v (%d bytes)", code, err, len(got))
 		}
+		// The autoscaler writes the event while the runtime scales: it
+		// may land just after the answer.
 		after, err := c.DeploymentEvents(ctx, "passthru", dep.ID)
+		for deadline := time.Now().Add(10 * time.Second); err == nil && len(after) == len(evs) && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+			after, err = c.DeploymentEvents(ctx, "passthru", dep.ID)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
