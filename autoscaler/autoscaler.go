@@ -377,14 +377,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		log.Info("scaling", "from", d.Desired, "to", dec.Desired, "reason", dec.Reason,
 			"ready", ready, "stable", av.Stable, "panic", av.Panic, "inPanic", dec.State.InPanic())
 		a.metrics.events.WithLabelValues(dec.Reason).Inc()
-		// The event is written while the target scales: a scale from
-		// zero does not wait for one more store write (a bolt fsync, a
-		// Consul round trip) before the runtime starts the instance.
-		// evaluate returns once both are done.
-		ev := Event{Time: now, From: d.Desired, To: dec.Desired, Reason: dec.Reason}
-		var recording sync.WaitGroup
-		recording.Go(func() { a.recordEvent(ctx, d.ID, ev, log) })
-		defer recording.Wait()
+		a.recordEvent(ctx, d.ID, Event{Time: now, From: d.Desired, To: dec.Desired, Reason: dec.Reason}, log)
 	}
 	e.state = dec.State
 	e.pending, e.pendingReason = true, reason
