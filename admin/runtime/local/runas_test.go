@@ -140,15 +140,7 @@ func TestInstanceSandbox(t *testing.T) {
 			// status says healthy.
 			eventually(t, "published", func() bool { _, ok := pub.get("deploy-sandbox-1"); return ok })
 			i, _ := pub.get("deploy-sandbox-1")
-			resp, err := http.Post("http://"+i.Addr+"/handler?cmd=grepd/yes", "text/plain", strings.NewReader("yes\nno\n"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if string(got) != "yes\n" {
-				t.Fatalf("grepd as nobody answered %q", got)
-			}
+			grepdAnswersYes(t, i.Addr)
 		})
 	}
 }
@@ -169,12 +161,7 @@ func TestSpareCopyRunAs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var spare string
-	eventually(t, "a copy made ahead", func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		spare = r.deps[id].spare.dir
-		return spare != ""
-	})
+	eventually(t, "a copy made ahead", func() bool { spare = spareDir(r, id); return spare != "" })
 	fi, err := os.Stat(spare)
 	if err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("copy made ahead %v %v: want 0700 owned by the platform", fi.Mode(), err)
@@ -211,13 +198,20 @@ func TestSpareCopyRunAs(t *testing.T) {
 		t.Fatalf("instance runs as uid %s", uid)
 	}
 	i, _ := pub.get(id + "-1")
-	resp, err := http.Post("http://"+i.Addr+"/handler?cmd=grepd/yes", "text/plain", strings.NewReader("yes\nno\n"))
+	grepdAnswersYes(t, i.Addr)
+}
+
+// grepdAnswersYes asks the grepd instance at addr for the lines holding
+// "yes" and fails unless it answers exactly them.
+func grepdAnswersYes(t *testing.T, addr string) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/handler?cmd=grepd/yes", "text/plain", strings.NewReader("yes\nno\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if string(got) != "yes\n" {
-		t.Fatalf("grepd as nobody answered %q", got)
+		t.Fatalf("grepd answered %q", got)
 	}
 }

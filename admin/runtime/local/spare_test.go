@@ -33,15 +33,7 @@ func TestSpareCopy(t *testing.T) {
 		}
 		return m
 	}
-	// ready is the deployment's copy made ahead once it is complete.
-	ready := func(id string) string {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if d := r.deps[id]; d != nil {
-			return d.spare.dir
-		}
-		return ""
-	}
+	ready := func(id string) string { return spareDir(r, id) }
 	const id = "deploy-spare"
 	if err := r.Apply(ctx, grepdSpec(id, 0)); err != nil {
 		t.Fatal(err)
@@ -168,11 +160,7 @@ func TestSpareCopyStalePackage(t *testing.T) {
 	if err := r.Apply(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a copy made ahead", func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.deps[id].spare.dir != ""
-	})
+	eventually(t, "a copy made ahead", func() bool { return spareDir(r, id) != "" })
 	makePkg("v2")
 	if err := r.Scale(ctx, id, 1, "test"); err != nil {
 		t.Fatal(err)
@@ -314,13 +302,22 @@ func TestSpareCopyFailures(t *testing.T) {
 	}
 	var spare string
 	eventually(t, "a copy made ahead", func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		spare = r.deps[id].spare.dir
+		spare = spareDir(r, id)
 		return spare != "" && len(pub.ids()) == 0
 	})
 	if err := os.RemoveAll(spare); err != nil {
 		t.Fatal(err)
 	}
 	start("started after the copy ahead went missing")
+}
+
+// spareDir is deployment id's copy made ahead once it is complete ("" when
+// there is none or no such deployment).
+func spareDir(r *Runtime, id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d := r.deps[id]; d != nil {
+		return d.spare.dir
+	}
+	return ""
 }
