@@ -60,7 +60,7 @@ func benchPipelineSteps(b *testing.B, size int, bodyLimit int64, steps int) {
 // benchRouter builds a router on objs whose bucket "photos" (alice's) may
 // use the ufop passthru, served by an in-process instance (benchInstance);
 // rel is its release v1 (Dora protocol).
-func benchRouter(b *testing.B, objs origin.Reader, rel dora.Release) *Router {
+func benchRouter(b testing.TB, objs origin.Reader, rel dora.Release) *Router {
 	instAddr := benchInstance(b)
 	p := pool.New(pool.Options{})
 	p.Update([]pool.Instance{{ID: "p0", Ufop: "passthru", Version: "v1", Region: dora.DefaultRegion, Addr: instAddr}})
@@ -83,7 +83,7 @@ func benchRouter(b *testing.B, objs origin.Reader, rel dora.Release) *Router {
 // benchServe serves r on loopback until the benchmark function returns
 // (the server's graceful shutdown, about a second, runs after the clock
 // has stopped) and returns a keep-alive client of it.
-func benchServe(b *testing.B, r *Router) *fasthttp.HostClient {
+func benchServe(b testing.TB, r *Router) *fasthttp.HostClient {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -132,7 +132,7 @@ func checkBody(resp *fasthttp.Response, size int) error {
 // benchInstance serves the Dora protocol in-process as passthru does: it
 // fetches url= (keep-alive client), or takes the body without one, and
 // answers with the input.
-func benchInstance(b *testing.B) string {
+func benchInstance(b testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

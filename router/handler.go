@@ -10,6 +10,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,15 @@ func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 // request is one client request's bookkeeping, for the access log and the
 // metrics, finished exactly once (at the handler's end, or when the
 // streamed body is closed).
+//
+// Requests are recycled (requestPool): a request holds two references,
+// the handler's (dropped when handle returns) and finish's (dropped once
+// finish has run), and goes back to the pool when both are gone, that is
+// when the handler has returned and the response, streamed or not, is
+// over. Nothing may keep a *request, or a string pointing into its
+// buffers (reqid), past finish: the access log gets a copy of reqid, and
+// a pipeline reads it only while its steps are called (before handle
+// returns).
 type request struct {
 	r        *Router
 	ctx      *fasthttp.RequestCtx
@@ -82,6 +92,7 @@ type request struct {
 	names    []string   // checked step names (or unknownSteps), for the per-ufop request counter
 	fill     *cacheFill // set when the pipeline's result is to be cached (result.go)
 	done     atomic.Bool
+	refs     atomic.Int32 // the handler's and finish's (release)
 
 	// Room for the usual request's parts, so that they take no
 	// allocation of their own: the request id's bytes (reqid points
@@ -91,6 +102,28 @@ type request struct {
 	stageBuf [2]stage
 	nameBuf  [3]string
 	ageBuf   [20]byte // a cache hit's Age digits
+}
+
+// requestPool recycles requests (request: the lifetime rules).
+var requestPool = sync.Pool{New: func() any { return new(request) }}
+
+// newRequest takes a request from the pool for ctx, started at start,
+// holding its two references.
+func (r *Router) newRequest(ctx *fasthttp.RequestCtx, start time.Time) *request {
+	rq := requestPool.Get().(*request)
+	rq.r, rq.ctx, rq.start = r, ctx, start
+	rq.refs.Store(2)
+	return rq
+}
+
+// release drops one of rq's two references; the last one clears it and
+// puts it back in the pool.
+func (rq *request) release() {
+	if rq.refs.Add(-1) != 0 {
+		return // still held; or a request not from newRequest (tests)
+	}
+	*rq = request{}
+	requestPool.Put(rq)
 }
 
 // realStart is the request's start on the real clock (deadlines run on
@@ -125,12 +158,15 @@ func (rq *request) finish(status int, bytes int64, err error) {
 	if !rq.done.CompareAndSwap(false, true) {
 		return
 	}
+	defer rq.release()
 	d := rq.r.now().Sub(rq.start)
 	rq.r.metrics.request(rq.names, status, d, bytes)
 	if !rq.r.log.Enabled(context.Background(), slog.LevelInfo) {
 		return // building the line costs a dozen allocations
 	}
-	attrs := []any{"reqid", rq.reqid, "method", string(rq.ctx.Method()), "bucket", rq.bucket, "key", rq.key,
+	// reqid's bytes are the request's, reused once it is released: the
+	// log (whose handler may keep the record) gets a copy.
+	attrs := []any{"reqid", strings.Clone(rq.reqid), "method", string(rq.ctx.Method()), "bucket", rq.bucket, "key", rq.key,
 		"pipeline", rq.pipeline, "status", status, "bytes", bytes, "duration", d}
 	if err != nil {
 		attrs = append(attrs, "err", err)
@@ -147,7 +183,8 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 	if start.IsZero() { // a RequestCtx not from fasthttp's server
 		start = time.Now()
 	}
-	rq := &request{r: r, ctx: ctx, start: r.nowAt(start)}
+	rq := r.newRequest(ctx, r.nowAt(start))
+	defer rq.release()
 	rq.reqid = r.appendReqid(rq.idBuf[:0])
 	ctx.Response.Header.SetCanonical(hdrXReqid, headerValue(rq.reqid))
 	snap := r.meta.Snapshot()

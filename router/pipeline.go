@@ -182,7 +182,9 @@ func (p *pipeline) bodyClosed(n int64, err error) {
 	if err == nil && p.size >= 0 && n != p.size {
 		err = io.ErrUnexpectedEOF
 	}
-	p.rq.finish(fasthttp.StatusOK, n, err)
+	rq := p.rq
+	p.rq = nil // recycled once finished (request)
+	rq.finish(fasthttp.StatusOK, n, err)
 }
 
 // startPipeline opens the object and starts every stage in order (and the

@@ -1,0 +1,317 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router/meta"
+)
+
+// hotPaths are the router's usual requests, for the allocation checks:
+// a plain object GET, one Dora step in the body mode, the same with the
+// input fetched from its one-shot URL, three steps, and a result-cache
+// hit. maxAllocs bounds the allocations of one request through the
+// handler (the in-process instance and the one-shot URL's serving
+// included), set just above what the router reaches: a regression fails
+// TestHotPathAllocs.
+var hotPaths = []struct {
+	name, uri string
+	maxAllocs float64
+}{
+	{"object", "/small", 12.5},
+	{"body", "/small?passthru", 11.5},
+	{"url", "/small?passurl", 19.5},
+	{"3steps", "/small?passthru|passthru|passthru", 19.5},
+	{"hit", "/small?cached", 0.5},
+}
+
+// hotRouter serves bucket photos (alice's) holding the 4 KiB object
+// "small", with three ufops answered by one in-process passthru instance:
+// passthru (the body mode), passurl (url=, its body limit -1) and cached
+// (body mode, results cached). It serves on loopback (the one-shot URLs).
+func hotRouter(tb testing.TB) *Router {
+	r, _ := hotRouterWith(tb, nil)
+	return r
+}
+
+// hotRouterWith is hotRouter with its Config modified by mod (when not
+// nil); it returns the router's origin too.
+func hotRouterWith(tb testing.TB, mod func(*Config)) (*Router, *memOrigin) {
+	objs := newMemOrigin()
+	objs.add("photos", "small", "application/octet-stream", make([]byte, 4<<10))
+	addr := benchInstance(tb)
+	p := pool.New(pool.Options{})
+	var insts []pool.Instance
+	var ufops []dora.Ufop
+	var rels []dora.Release
+	for _, u := range []struct {
+		name  string
+		limit int64
+		cache *dora.CachePolicy
+	}{{"passthru", 0, nil}, {"passurl", -1, nil}, {"cached", 0, &dora.CachePolicy{Enabled: true, TTL: time.Hour}}} {
+		insts = append(insts, pool.Instance{ID: u.name + "0", Ufop: u.name, Version: "v1", Region: dora.DefaultRegion, Addr: addr})
+		ufops = append(ufops, dora.Ufop{Name: u.name, Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"})
+		rels = append(rels, dora.Release{Ufop: u.name, Version: "v1", Protocol: dora.ProtocolDora, BodyLimit: u.limit, Cache: u.cache})
+	}
+	p.Update(insts)
+	cfg := Config{
+		Meta: staticMeta{meta.NewSnapshot(meta.Data{
+			Accounts: []dora.Account{alice},
+			Buckets:  []dora.Bucket{{Name: "photos", Owner: alice.ID}},
+			Ufops:    ufops,
+			Releases: rels,
+		})},
+		Objects: objs, Pool: p,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	benchServe(tb, r)
+	return r, objs
+}
+
+// byteCounter counts what is written to it.
+type byteCounter struct{ n int }
+
+func (c *byteCounter) Write(p []byte) (int, error) { c.n += len(p); return len(p), nil }
+
+// hotGet sends one GET of uri to h on ctx and reads the answer whole (as
+// fasthttp's server would, closing its stream); it fails on anything but
+// a 200 of the 4 KiB object.
+func hotGet(h fasthttp.RequestHandler, ctx *fasthttp.RequestCtx, w *byteCounter, uri string) error {
+	ctx.Request.Reset()
+	ctx.Response.Reset()
+	ctx.Request.SetRequestURI(uri)
+	ctx.Request.Header.SetHost("photos.localhost")
+	h(ctx)
+	w.n = 0
+	err := ctx.Response.BodyWriteTo(w)
+	ctx.Response.CloseBodyStream()
+	switch {
+	case err != nil:
+		return err
+	case ctx.Response.StatusCode() != 200 || w.n != 4<<10:
+		return fmt.Errorf("%s: status %d, %d bytes: %.200s", uri, ctx.Response.StatusCode(), w.n, ctx.Response.Body())
+	}
+	return nil
+}
+
+// BenchmarkHotPaths measures the allocations of the hot paths through
+// the handler (no client connection): run with -benchmem. The in-process
+// instance's and the one-shot URL's share is included.
+func BenchmarkHotPaths(b *testing.B) {
+	h := hotRouter(b).Handler()
+	for _, hp := range hotPaths {
+		b.Run(hp.name, func(b *testing.B) {
+			var ctx fasthttp.RequestCtx
+			var w byteCounter
+			for range 3 { // the cache's fill, the connections
+				if err := hotGet(h, &ctx, &w, hp.uri); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := hotGet(h, &ctx, &w, hp.uri); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestHotPathAllocs bounds the allocations per request of every hot path
+// (hotPaths), with the collector off so that the pools keep what they
+// hold (a collection empties them: the next requests then allocate).
+func TestHotPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocation counts")
+	}
+	h := hotRouter(t).Handler()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	for _, hp := range hotPaths {
+		var ctx fasthttp.RequestCtx
+		var w byteCounter
+		for range 3 {
+			if err := hotGet(h, &ctx, &w, hp.uri); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var failed error
+		n := testing.AllocsPerRun(200, func() {
+			if err := hotGet(h, &ctx, &w, hp.uri); err != nil && failed == nil {
+				failed = err
+			}
+		})
+		if failed != nil {
+			t.Fatal(failed)
+		}
+		t.Logf("%s: %.1f allocations per request", hp.name, n)
+		if n > hp.maxAllocs {
+			t.Errorf("%s (%s): %.1f allocations per request, want at most %.1f", hp.name, hp.uri, n, hp.maxAllocs)
+		}
+	}
+}
+
+// accessRecorder is a slog.Handler keeping the access log's lines by
+// request id, as a handler that keeps records (a buffer, a shipper)
+// would: the values must stay valid after the request.
+type accessRecorder struct {
+	mu    sync.Mutex
+	lines map[string]accessLine
+}
+
+type accessLine struct {
+	key, pipeline string
+	status        int64
+	bytes         int64
+}
+
+func (a *accessRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (a *accessRecorder) WithAttrs([]slog.Attr) slog.Handler       { return a }
+func (a *accessRecorder) WithGroup(string) slog.Handler            { return a }
+
+func (a *accessRecorder) Handle(_ context.Context, rec slog.Record) error {
+	if rec.Message != "access" {
+		return nil
+	}
+	var id string
+	var l accessLine
+	rec.Attrs(func(at slog.Attr) bool {
+		switch at.Key {
+		case "reqid":
+			id = at.Value.String()
+		case "key":
+			l.key = at.Value.String()
+		case "pipeline":
+			l.pipeline = at.Value.String()
+		case "status":
+			l.status = at.Value.Int64()
+		case "bytes":
+			l.bytes = at.Value.Int64()
+		}
+		return true
+	})
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, dup := a.lines[id]; dup {
+		return fmt.Errorf("reqid %s logged twice", id)
+	}
+	a.lines[id] = l
+	return nil
+}
+
+// line returns the access line of reqid once it is logged.
+func (a *accessRecorder) line(t *testing.T, reqid string) accessLine {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.mu.Lock()
+		l, ok := a.lines[reqid]
+		a.mu.Unlock()
+		if ok {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no access line for reqid %s", reqid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRecycledRequestOutlivesHandler holds streamed responses (an object,
+// a step's output) half read while many other requests run, so that the
+// recycled request state (requestPool) would be reused under them if it
+// were given back before the stream's end: each request's access line
+// must still carry its own request id, key, pipeline and byte count.
+// Under -race, a reuse while the stream is read is also a data race.
+func TestRecycledRequestOutlivesHandler(t *testing.T) {
+	logs := &accessRecorder{lines: map[string]accessLine{}}
+	r, objs := hotRouterWith(t, func(c *Config) { c.Logger = slog.New(logs) })
+	const bigSize = 16 << 20 // far more than the socket buffers hold
+	objs.add("photos", "big", "application/octet-stream", make([]byte, bigSize))
+	base := "http://" + r.publicAddr()
+	get := func(uri string) *http.Response {
+		req, err := http.NewRequest(http.MethodGet, base+uri, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "photos.localhost"
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d", uri, resp.StatusCode)
+		}
+		return resp
+	}
+	type slow struct {
+		uri  string
+		resp *http.Response
+	}
+	var held []slow
+	for _, uri := range []string{"/big", "/big?passthru", "/big?passurl"} {
+		resp := get(uri)
+		if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, slow{uri, resp})
+	}
+	// Many requests while the streams are held: they take (and give
+	// back) pooled requests.
+	type fast struct{ reqid, uri string }
+	var fasts []fast
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range 64 {
+		uri := hotPaths[i%len(hotPaths)].uri
+		wg.Go(func() {
+			resp := get(uri)
+			n, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil || n != 4<<10 {
+				t.Errorf("%s: %d bytes, %v", uri, n, err)
+			}
+			mu.Lock()
+			fasts = append(fasts, fast{resp.Header.Get("X-Reqid"), uri})
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for _, s := range held {
+		n, err := io.Copy(io.Discard, s.resp.Body)
+		s.resp.Body.Close()
+		if err != nil || n != bigSize-64<<10 {
+			t.Fatalf("%s: %d more bytes, %v", s.uri, n, err)
+		}
+		l := logs.line(t, s.resp.Header.Get("X-Reqid"))
+		_, pipeline, _ := strings.Cut(s.uri, "?")
+		if l.key != "big" || l.pipeline != pipeline || l.status != 200 || l.bytes != bigSize {
+			t.Errorf("%s (reqid %s): access line %+v", s.uri, s.resp.Header.Get("X-Reqid"), l)
+		}
+	}
+	for _, f := range fasts {
+		l := logs.line(t, f.reqid)
+		_, pipeline, _ := strings.Cut(f.uri, "?")
+		if l.key != "small" || l.pipeline != pipeline || l.status != 200 || l.bytes != 4<<10 {
+			t.Errorf("%s (reqid %s): access line %+v", f.uri, f.reqid, l)
+		}
+	}
+}
