@@ -66,8 +66,7 @@ func (f flow) contentType() string {
 type pipeline struct {
 	r      *Router
 	reqid  string
-	ctx    context.Context // &pc
-	bucket dora.Bucket
+	bucket bucketRef
 	key    string
 
 	mu     sync.Mutex
@@ -86,26 +85,44 @@ type pipeline struct {
 	rq      *request
 	size    int64
 
-	// pc is ctx: the pipeline's own context (pipectx.go), which also
-	// watches its steps' instance connections.
+	// pc is the pipeline's own context (pipectx.go), which also watches
+	// its steps' instance connections.
 	pc pipeCtx
+
+	// Room for the first opening of the object's stream and the first
+	// step call's response body (a later one, a retry's included, takes
+	// its own allocation: the first may still be referenced), so that a
+	// one-step pipeline is one allocation.
+	in0     inBody
+	sb0     stepBody
+	in0Used bool
+	sb0Used bool
+}
+
+// bucketRef is what a pipeline needs of its bucket (dora.Bucket is twice
+// its size): its name, owner and mirror.
+type bucketRef struct{ name, owner, mirror string }
+
+func refBucket(b dora.Bucket) bucketRef { return bucketRef{b.Name, b.Owner, b.Mirror} }
+
+// value is the bucket as the origin helpers take it.
+func (b bucketRef) value() dora.Bucket {
+	return dora.Bucket{Name: b.name, Owner: b.owner, Mirror: b.mirror}
 }
 
 // newPipeline makes a pipeline whose context ends with parent (and
 // release is called at its teardown, when set).
 func newPipeline(r *Router, parent context.Context, release context.CancelFunc, reqid string, b dora.Bucket, key string) *pipeline {
-	p := &pipeline{r: r, reqid: reqid, bucket: b, key: key}
+	p := &pipeline{r: r, reqid: reqid, bucket: refBucket(b), key: key}
 	p.pc.init(parent, release)
-	p.ctx = &p.pc
 	return p
 }
 
 // newSharedPipeline makes a pipeline of the HTTP path, whose context ends
 // with the shared deadline sd.
 func newSharedPipeline(r *Router, sd *sharedDeadline, reqid string, b dora.Bucket, key string) *pipeline {
-	p := &pipeline{r: r, reqid: reqid, bucket: b, key: key}
+	p := &pipeline{r: r, reqid: reqid, bucket: refBucket(b), key: key}
 	p.pc.initShared(sd)
-	p.ctx = &p.pc
 	return p
 }
 
@@ -220,18 +237,26 @@ func (r *Router) startPipeline(p *pipeline, stages []stage, sa *fop.SaveAs) (_ f
 
 // openObject opens the pipeline's object: the first stage's input.
 func (p *pipeline) openObject() (flow, *httpError) {
-	rc, obj, herr := p.r.openObject(p.ctx, p.bucket, p.key)
+	rc, obj, herr := p.r.openObject(&p.pc, p.bucket.value(), p.key)
 	if herr != nil {
 		return flow{}, herr
 	}
-	return flow{body: &inBody{rc: rc, r: p.r, ctx: p.ctx}, size: obj.Size, mime: obj.MimeType, object: true}, nil
+	var b *inBody
+	if p.in0Used { // the first one may still be read (a replay)
+		b = &inBody{rc: rc, r: p.r, ctx: &p.pc}
+	} else {
+		p.in0Used = true
+		b = &p.in0
+		*b = inBody{rc: rc, r: p.r, ctx: &p.pc}
+	}
+	return flow{body: b, size: obj.Size, mime: obj.MimeType, object: true}, nil
 }
 
 // runBuiltin runs a built-in fop on the stream. The result owns its input:
 // closing the result closes the input too.
 func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
 	start := time.Now()
-	res, err := builtin.Run(p.ctx, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime, Env: p.builtinEnv()})
+	res, err := builtin.Run(&p.pc, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime, Env: p.builtinEnv()})
 	p.r.metrics.step(st.step.Name, time.Since(start))
 	if err != nil {
 		in.body.Close()
@@ -299,7 +324,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		}
 		in = held
 	}
-	tok, entry, err := r.src.register(p.ctx, in, now.Add(r.cfg.SrcTTL))
+	tok, entry, err := r.src.register(&p.pc, in, now.Add(r.cfg.SrcTTL))
 	if err != nil {
 		in.body.Close()
 		return flow{}, &httpError{status: fasthttp.StatusInternalServerError, msg: "input url: " + err.Error(), step: i}
@@ -323,7 +348,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 			return out, nil
 		}
 		last = herr
-		if !retry || p.ctx.Err() != nil {
+		if !retry || p.pc.Err() != nil {
 			break
 		}
 		avoid = h
@@ -347,7 +372,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		if rerr != nil {
 			break
 		}
-		tok, entry, err = r.src.register(p.ctx, fresh, r.now().Add(r.cfg.SrcTTL))
+		tok, entry, err = r.src.register(&p.pc, fresh, r.now().Add(r.cfg.SrcTTL))
 		if err != nil {
 			fresh.body.Close()
 			break
@@ -393,7 +418,7 @@ func (p *pipeline) nextHost(i int, key pool.Key, avoid *pool.Host) (h *pool.Host
 	if h = p.r.pickRetry(key, avoid); h != nil {
 		return h, false, nil
 	}
-	if h, herr = p.r.holdForInstance(p.ctx, key, i); herr != nil {
+	if h, herr = p.r.holdForInstance(&p.pc, key, i); herr != nil {
 		return nil, false, herr
 	}
 	return h, true, nil
@@ -427,7 +452,7 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 			return out, nil
 		}
 		last = herr
-		if !retry || p.ctx.Err() != nil {
+		if !retry || p.pc.Err() != nil {
 			break
 		}
 		if unanswered(herr) {
@@ -448,7 +473,7 @@ func unanswered(e *httpError) bool { return e.cause != nil && closedUnanswered(e
 
 // inputError is the error of step i whose input could not be read.
 func (p *pipeline) inputError(i int, err error) *httpError {
-	if cerr := p.ctx.Err(); cerr != nil {
+	if cerr := p.pc.Err(); cerr != nil {
 		err = cerr
 	}
 	e := &httpError{status: fasthttp.StatusBadGateway, msg: "input: " + err.Error(), step: i}
@@ -527,7 +552,9 @@ type memBody interface {
 }
 
 // inputBufs are the buffers small inputs are read into for the body mode.
-var inputBufs = sync.Pool{New: func() any { b := make([]byte, 0, dora.DefaultBodyLimit); return &b }}
+// (One byte more than the default limit: inputBytes reads the byte past
+// the input into it.)
+var inputBufs = sync.Pool{New: func() any { b := make([]byte, 0, dora.DefaultBodyLimit+1); return &b }}
 
 // inputBytes returns in's whole content (in.size bytes), and the pooled
 // buffer holding them (nil: they are the input's own): releaseInput frees
@@ -540,16 +567,17 @@ func inputBytes(in flow) ([]byte, *[]byte, error) {
 		}
 	}
 	bp := inputBufs.Get().(*[]byte)
-	if int64(cap(*bp)) < in.size {
-		b := make([]byte, 0, in.size)
+	if int64(cap(*bp)) <= in.size { // one more byte: the end's check
+		b := make([]byte, 0, in.size+1)
 		bp = &b
 	}
 	buf := (*bp)[:in.size]
 	n, err := io.ReadFull(in.body, buf)
 	if err == nil {
-		// The stream must end here: a longer one is not what its size said.
-		var one [1]byte
-		if m, _ := in.body.Read(one[:]); m > 0 {
+		// The stream must end here: a longer one is not what its size
+		// said. (The byte past the input in the buffer takes the read: a
+		// local one would escape.)
+		if m, _ := in.body.Read((*bp)[in.size : in.size+1]); m > 0 {
 			err = errors.New("input longer than its size")
 		}
 	} else if err == io.ErrUnexpectedEOF || err == io.EOF {
@@ -574,7 +602,7 @@ func releaseInput(in flow, bp *[]byte) {
 }
 
 func freeInput(bp *[]byte) {
-	if cap(*bp) <= dora.MaxBodyLimit {
+	if cap(*bp) <= dora.MaxBodyLimit+1 {
 		*bp = (*bp)[:0]
 		inputBufs.Put(bp)
 	}
@@ -611,7 +639,7 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 		req.Header.SetRequestURI("/uop")
 		req.Header.SetContentType("application/json")
 		body, err := json.Marshal(uopRequest{Cmd: st.step.Raw, Src: uopSrc{
-			URL: srcURL, MimeType: in.contentType(), Fsize: max(in.size, 0), Bucket: p.bucket.Name, Key: path.Base(p.key),
+			URL: srcURL, MimeType: in.contentType(), Fsize: max(in.size, 0), Bucket: p.bucket.name, Key: path.Base(p.key),
 		}})
 		if err != nil {
 			return flow{}, false, &httpError{status: fasthttp.StatusInternalServerError, msg: err.Error(), step: i}
@@ -637,8 +665,15 @@ func (p *pipeline) call(i int, st stage, h *pool.Host, key pool.Key, rel dora.Re
 	h.Begin()
 	start := time.Now()
 	lc := r.load.begin(lk, r.nowAt(start))
-	sb := &stepBody{ctx: p.ctx, r: r, host: h, lc: lc, step: i}
-	sc, err := ic.roundTrip(p.ctx, &p.pc, &sb.conn, req, resp, start)
+	var sb *stepBody
+	if p.sb0Used { // the first one may still be in use (a previous step's)
+		sb = &stepBody{ctx: &p.pc, r: r, host: h, lc: lc, step: i}
+	} else {
+		p.sb0Used = true
+		sb = &p.sb0
+		*sb = stepBody{ctx: &p.pc, r: r, host: h, lc: lc, step: i}
+	}
+	sc, err := ic.roundTrip(&p.pc, &p.pc, &sb.conn, req, resp, start)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		h.End()
@@ -910,7 +945,7 @@ func (p *pipeline) saveAs(sa *fop.SaveAs, in flow) (flow, *teeBody) {
 	pr, pw := io.Pipe()
 	done := make(chan putResult, 1)
 	go func() {
-		obj, err := p.r.cfg.Writer.Put(p.ctx, sa.Bucket, sa.Key, pr, origin.PutOptions{MimeType: in.mime})
+		obj, err := p.r.cfg.Writer.Put(&p.pc, sa.Bucket, sa.Key, pr, origin.PutOptions{MimeType: in.mime})
 		pr.CloseWithError(err) // unblock the writer side if Put stopped early
 		done <- putResult{obj, err}
 	}()

@@ -16,7 +16,7 @@ import (
 func (p *pipeline) builtinEnv() *builtin.Env {
 	env := p.r.cfg.Builtins
 	env.Fetch = func(ctx context.Context, raw string) (io.ReadCloser, error) {
-		return p.r.openWatermark(ctx, p.bucket, raw)
+		return p.r.openWatermark(ctx, p.bucket.value(), raw)
 	}
 	return &env
 }
