@@ -274,11 +274,15 @@ func (w *warm) hotBytes() int64 {
 // bytes it reads (not to be modified), so that a caller can send them
 // without a copy.
 type MemReader struct {
-	*bytes.Reader
-	b []byte
+	bytes.Reader // by value: one allocation per stream
+	b            []byte
 }
 
-func newMemReader(b []byte) *MemReader { return &MemReader{Reader: bytes.NewReader(b), b: b} }
+func newMemReader(b []byte) *MemReader {
+	m := &MemReader{b: b}
+	m.Reset(b)
+	return m
+}
 
 // Bytes returns the whole content of the stream.
 func (m *MemReader) Bytes() []byte { return m.b }
