@@ -30,10 +30,10 @@ var hotPaths = []struct {
 	name, uri string
 	maxAllocs float64
 }{
-	{"object", "/small", 12.5},
-	{"body", "/small?passthru", 11.5},
-	{"url", "/small?passurl", 19.5},
-	{"3steps", "/small?passthru|passthru|passthru", 19.5},
+	{"object", "/small", 3.5},
+	{"body", "/small?passthru", 6.5},
+	{"url", "/small?passurl", 11.5},
+	{"3steps", "/small?passthru|passthru|passthru", 15.5},
 	{"hit", "/small?cached", 0.5},
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
@@ -96,12 +97,24 @@ type request struct {
 
 	// Room for the usual request's parts, so that they take no
 	// allocation of their own: the request id's bytes (reqid points
-	// into them; never written after), the planned stages and the metric
-	// names of a short pipeline.
+	// into them; never written after), the parsed steps, the planned
+	// stages and the metric names of a short pipeline. None of them is
+	// kept past the request (the stages are copied by value into the
+	// calls, the hot routes copy what they keep).
 	idBuf    [32]byte
+	stepBuf  [2]fop.Step
 	stageBuf [2]stage
 	nameBuf  [3]string
 	ageBuf   [20]byte // a cache hit's Age digits
+	etagBuf  [64]byte // an object's quoted ETag (objectHeaders)
+	lmBuf    [32]byte // an object's Last-Modified (objectHeaders)
+
+	// A streamed answer's body and what finishes the request when it
+	// is closed (stream).
+	body   countingBody
+	src    srcBody
+	status int
+	want   int64
 }
 
 // requestPool recycles requests (request: the lifetime rules).
@@ -174,6 +187,10 @@ func (rq *request) finish(status int, bytes int64, err error) {
 	rq.r.log.Info("access", attrs...)
 }
 
+// b2s is b's bytes as a string, without a copy: valid only while b is
+// neither written nor reused.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
 // Handler returns the router's request handler.
 func (r *Router) Handler() fasthttp.RequestHandler { return r.handle }
 
@@ -191,7 +208,10 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 	if r.serveHot(rq, snap) { // a cached result of a known route (result.go)
 		return
 	}
-	host := string(ctx.Host())
+	// The Host header's bytes, not copied: they stay valid until the
+	// handler returns (fasthttp's contract), and nothing keeps host
+	// longer (ignoreOwnDomain keeps a copy).
+	host := b2s(ctx.Host())
 	// The router's own host names are never a bucket's, whatever the
 	// store binds: the one-shot input URLs, /healthz and /metrics must
 	// not be shadowed (the admin refuses such bindings; this does not
@@ -247,7 +267,7 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 	if len(rawQuery) > fop.MaxQueryBytes {
 		return false, errf(fasthttp.StatusRequestURITooLong, "query longer than %d bytes", fop.MaxQueryBytes)
 	}
-	req, err := fop.Parse(rawQuery)
+	req, err := fop.ParseAppend(rawQuery, rq.stepBuf[:0])
 	if err != nil {
 		return false, errf(fasthttp.StatusBadRequest, "%s", err.Error())
 	}
@@ -490,7 +510,7 @@ func (r *Router) plan(snap *meta.Snapshot, b dora.Bucket, steps []fop.Step, out 
 // names only, so they cannot shadow a bucket's keys), else 404.
 func (r *Router) serveOwn(rq *request, host string) {
 	ctx := rq.ctx
-	path := string(ctx.Path())
+	path := b2s(ctx.Path()) // not kept past the handler
 	switch {
 	case strings.HasPrefix(path, srcPrefix):
 		r.serveSrc(rq, strings.TrimPrefix(path, srcPrefix))
@@ -517,6 +537,7 @@ func (r *Router) ignoreOwnDomain(snap *meta.Snapshot, host string) {
 	if prev, ok := r.ownWarned.Load(h); ok && prev.(*meta.Snapshot) == snap {
 		return
 	}
+	h = strings.Clone(h) // host is the request's bytes (handle)
 	r.ownWarned.Store(h, snap)
 	r.log.Warn("router: ignoring a domain binding of the router's own host name", "host", h, "bucket", name)
 }

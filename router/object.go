@@ -66,15 +66,17 @@ func originError(err error) *httpError {
 	return errf(fasthttp.StatusBadGateway, "origin: %v", err)
 }
 
-// objectHeaders sets the validators and type of an object.
-func objectHeaders(h *fasthttp.ResponseHeader, obj origin.Object) string {
+// objectHeaders sets the validators of an object and returns its quoted
+// ETag, which points into rq's buffer when it fits (valid while rq is).
+func (rq *request) objectHeaders(h *fasthttp.ResponseHeader, obj origin.Object) string {
 	etag := ""
 	if obj.ETag != "" {
-		etag = `"` + obj.ETag + `"`
-		h.Set("ETag", etag)
+		b := append(append(append(rq.etagBuf[:0], '"'), obj.ETag...), '"')
+		etag = b2s(b)
+		h.SetCanonical(hdrETag, b)
 	}
 	if !obj.Modified.IsZero() {
-		h.Set("Last-Modified", obj.Modified.UTC().Format(http.TimeFormat))
+		h.SetCanonical(hdrLastModified, obj.Modified.UTC().AppendFormat(rq.lmBuf[:0], http.TimeFormat))
 	}
 	return etag
 }
@@ -116,22 +118,21 @@ func openPinned(ctx context.Context, src origin.Reader, obj origin.Object, off, 
 
 func (r *Router) serveObjectOnce(rq *request, b dora.Bucket, key string) (bool, *httpError) {
 	ctx := rq.ctx
-	octx, cancel := context.WithTimeout(context.Background(), r.cfg.Deadline)
+	// The request's deadline is the shared one (deadline.go), as a
+	// pipeline's: no timer of its own.
+	octx := r.deadline.get(rq.realStart())
 	src, obj, herr := r.statObject(octx, b, key)
 	if herr != nil {
-		cancel()
 		return false, herr
 	}
 	h := &ctx.Response.Header
-	etag := objectHeaders(h, obj)
+	etag := rq.objectHeaders(h, obj)
 	h.Set("Accept-Ranges", "bytes")
 	if preconditionFailed(&ctx.Request.Header, etag, obj.Modified) {
-		cancel()
 		writeErrorKeep(rq, errf(fasthttp.StatusPreconditionFailed, "precondition failed: the object does not match If-Match or was modified after If-Unmodified-Since"))
 		return false, nil
 	}
 	if notModified(&ctx.Request.Header, etag, obj.Modified) {
-		cancel()
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		return false, nil
 	}
@@ -146,7 +147,6 @@ func (r *Router) serveObjectOnce(rq *request, b dora.Bucket, key string) (bool, 
 		start, length, ok, unsat := parseRange(rng, obj.Size)
 		switch {
 		case unsat:
-			cancel()
 			e := errf(fasthttp.StatusRequestedRangeNotSatisfiable, "range %q not satisfiable for %d bytes", rng, obj.Size)
 			writeErrorKeep(rq, e)
 			h.Set("Content-Range", "bytes */"+strconv.FormatInt(obj.Size, 10))
@@ -158,7 +158,6 @@ func (r *Router) serveObjectOnce(rq *request, b dora.Bucket, key string) (bool, 
 		}
 	}
 	if ctx.IsHead() {
-		cancel()
 		if n >= 0 {
 			h.SetContentLength(int(n))
 		}
@@ -167,18 +166,9 @@ func (r *Router) serveObjectOnce(rq *request, b dora.Bucket, key string) (bool, 
 	obj.Bucket, obj.Key = b.Name, key
 	rc, err := openPinned(octx, src, obj, off, n)
 	if err != nil {
-		cancel()
 		return false, originError(err)
 	}
-	status := ctx.Response.StatusCode()
-	body := &countingBody{rc: rc, r: r, onClose: func(read int64, err error) {
-		cancel()
-		if err == nil && n >= 0 && read != n {
-			err = io.ErrUnexpectedEOF
-		}
-		rq.finish(status, read, err)
-	}}
-	ctx.Response.SetBodyStream(body, int(n))
+	ctx.Response.SetBodyStream(rq.stream(rc, ctx.Response.StatusCode(), n), int(n))
 	return true, nil
 }
 
@@ -309,18 +299,38 @@ func parseRange(s string, size int64) (start, length int64, ok, unsat bool) {
 	return st, end - st + 1, true, false
 }
 
+// stream makes rc the response body of rq, answered with status: it
+// finishes rq once closed (bodyClosed), a stream of want bytes (-1:
+// unknown) read short being an error. The countingBody is rq's own (no
+// allocation); fasthttp lets go of it in Close, before finish recycles
+// rq.
+func (rq *request) stream(rc io.ReadCloser, status int, want int64) *countingBody {
+	rq.status, rq.want = status, want
+	rq.body = countingBody{rc: rc, r: rq.r, done: rq}
+	return &rq.body
+}
+
+// bodyClosed finishes a request whose answer streamed (stream).
+func (rq *request) bodyClosed(read int64, err error) {
+	if err == nil && rq.want >= 0 && read != rq.want {
+		err = io.ErrUnexpectedEOF
+	}
+	rq.finish(rq.status, read, err)
+}
+
 // countingBody wraps a stream the router hands to fasthttp: it counts the
 // bytes and reports once when fasthttp closes it (end of response, client
 // gone or write error).
 type countingBody struct {
-	rc      io.ReadCloser
-	r       *Router
-	n       int64
-	err     error
-	closed  bool
-	onClose func(n int64, err error)
-	// done, when set instead of onClose, is told (without a closure to
-	// allocate per request).
+	rc     io.ReadCloser
+	r      *Router
+	n      int64
+	err    error
+	closed bool
+	// done is told once, when the stream is closed (an interface
+	// rather than a closure: nothing to allocate per request). It may
+	// recycle the countingBody (request.stream): nothing of c is touched
+	// after it.
 	done interface{ bodyClosed(n int64, err error) }
 }
 
@@ -340,10 +350,7 @@ func (c *countingBody) Close() error {
 	}
 	c.closed = true
 	err := c.rc.Close()
-	switch {
-	case c.onClose != nil:
-		c.onClose(c.n, c.err)
-	case c.done != nil:
+	if c.done != nil {
 		c.done.bodyClosed(c.n, c.err)
 	}
 	return err

@@ -108,6 +108,7 @@ var (
 	hdrETag         = []byte("Etag") // fasthttp's form: Del("ETag") (writeError) finds it
 	hdrCacheControl = []byte("Cache-Control")
 	hdrAge          = []byte("Age")
+	hdrLastModified = []byte("Last-Modified")
 	hdrIfNoneMatch  = []byte("If-None-Match")
 	valHit          = []byte("hit")
 	valMiss         = []byte("miss")
@@ -144,13 +145,7 @@ func (r *Router) writeHit(rq *request, e rescache.Hit, cc []byte, now time.Time)
 		return false
 	}
 	// A result of the disk tier streams from its file.
-	size := e.Size
-	ctx.Response.SetBodyStream(&countingBody{rc: e.Body, r: r, onClose: func(n int64, err error) {
-		if err == nil && n != size {
-			err = io.ErrUnexpectedEOF
-		}
-		rq.finish(fasthttp.StatusOK, n, err)
-	}}, int(size))
+	ctx.Response.SetBodyStream(rq.stream(e.Body, fasthttp.StatusOK, e.Size), int(e.Size))
 	return true
 }
 

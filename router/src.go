@@ -156,17 +156,21 @@ func (r *Router) serveSrc(rq *request, tok string) {
 	if size < 0 {
 		size = -1
 	}
-	ctx.Response.SetBodyStream(&srcBody{e: e, onClose: func(n int64, err error) { rq.finish(fasthttp.StatusOK, n, err) }}, int(size))
+	// The body is rq's own: fasthttp lets go of it in Close, before
+	// finish recycles rq.
+	rq.src = srcBody{e: e, rq: rq}
+	ctx.Response.SetBodyStream(&rq.src, int(size))
 }
 
 // srcBody is a claimed input as a response body: reads stop once the
-// pipeline has ended, and Close closes the input stream (its owner now).
+// pipeline has ended, and Close closes the input stream (its owner now)
+// and finishes the serving request.
 type srcBody struct {
-	e       *srcEntry
-	n       int64
-	err     error
-	closed  bool
-	onClose func(int64, error)
+	e      *srcEntry
+	n      int64
+	err    error
+	closed bool
+	rq     *request
 }
 
 func (b *srcBody) Read(p []byte) (int, error) {
@@ -188,7 +192,7 @@ func (b *srcBody) Close() error {
 	}
 	b.closed = true
 	err := b.e.in.body.Close()
-	b.onClose(b.n, b.err)
+	b.rq.finish(fasthttp.StatusOK, b.n, b.err) // may recycle b: not touched after
 	return err
 }
 

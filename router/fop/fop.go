@@ -217,7 +217,14 @@ func malformed(format string, args ...any) error {
 
 // Parse reads the raw (not percent-decoded) query of a processing URL.
 // An empty query is a plain download: the zero Request.
-func Parse(rawQuery string) (Request, error) {
+func Parse(rawQuery string) (Request, error) { return ParseAppend(rawQuery, nil) }
+
+// ParseAppend is Parse with the steps appended to steps[:0] when they fit
+// in its capacity (a caller's buffer, so that a short pipeline takes no
+// allocation of its own), else to a new slice. The result's Steps then
+// share steps' array: the caller must not reuse it while the result is in
+// use.
+func ParseAppend(rawQuery string, steps []Step) (Request, error) {
 	var r Request
 	if len(rawQuery) > MaxQueryBytes {
 		return r, malformed("query is %d bytes, more than %d", len(rawQuery), MaxQueryBytes)
@@ -256,7 +263,7 @@ func Parse(rawQuery string) (Request, error) {
 		if pre != "" {
 			dec, pos = pre+dec, nil // no saveas after p/1/: pos is not needed
 		}
-		if err := r.parseFops(dec, fops, pos); err != nil {
+		if err := r.parseFops(dec, fops, pos, steps); err != nil {
 			return Request{}, err
 		}
 	}
@@ -385,18 +392,18 @@ func checkDecoded(s string) error {
 
 // parseFops reads the decoded fops text; raw and pos (nil: identity) give
 // the raw text a saveas sign covers.
-func (r *Request) parseFops(fops, raw string, pos []int) error {
+func (r *Request) parseFops(fops, raw string, pos []int, buf []Step) error {
 	if rest, ok := strings.CutPrefix(fops, persistedPrefix); ok {
 		if rest == "" {
 			return malformed("p/1/: empty persisted fop")
 		}
-		if _, err := parseSteps(rest, false); err != nil {
+		if _, err := parseSteps(rest, false, buf); err != nil {
 			return fmt.Errorf("p/1/: %w", err)
 		}
 		r.Persisted = rest
 		return nil
 	}
-	steps, err := parseSteps(fops, true)
+	steps, err := parseSteps(fops, true, buf)
 	if err != nil {
 		return err
 	}
@@ -421,14 +428,18 @@ func (r *Request) parseFops(fops, raw string, pos []int) error {
 	return nil
 }
 
-// parseSteps splits a pipeline. When saveasOK, a "saveas" step is allowed
-// as the last one (the caller decodes it).
-func parseSteps(p string, saveasOK bool) ([]Step, error) {
+// parseSteps splits a pipeline, into buf[:0] when n steps fit in it.
+// When saveasOK, a "saveas" step is allowed as the last one (the caller
+// decodes it).
+func parseSteps(p string, saveasOK bool, buf []Step) ([]Step, error) {
 	n := strings.Count(p, "|") + 1
 	if n > MaxSteps {
 		return nil, malformed("%d steps, more than %d", n, MaxSteps)
 	}
-	steps := make([]Step, 0, n)
+	steps := buf[:0]
+	if cap(buf) < n {
+		steps = make([]Step, 0, n)
+	}
 	for i := 1; ; i++ {
 		text, rest, more := strings.Cut(p, "|")
 		s, err := parseStep(text, i)

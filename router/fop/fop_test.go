@@ -283,6 +283,30 @@ func TestPipeline(t *testing.T) {
 	}
 }
 
+// TestParseAppend checks that the steps go into the caller's buffer when
+// they fit, and into a new array when they do not.
+func TestParseAppend(t *testing.T) {
+	var buf [2]Step
+	r, err := ParseAppend("grepd/x|qhash/md5", buf[:0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Steps) != 2 || &r.Steps[0] != &buf[0] || buf[1].Name != "qhash" {
+		t.Fatalf("steps %#v not in the buffer %#v", r.Steps, buf)
+	}
+	r, err = ParseAppend("a|b|c", buf[:0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Steps) != 3 || &r.Steps[0] == &buf[0] || buf[0].Name != "grepd" {
+		t.Fatalf("3 steps %#v written to the 2-step buffer %#v", r.Steps, buf)
+	}
+	want, _ := Parse("a|b|c")
+	if !reflect.DeepEqual(r, want) {
+		t.Fatalf("ParseAppend %#v, Parse %#v", r, want)
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"", "qhash/md5", "grepd/x|imageView2/2/w/200/h/200", "grepd/x|saveas/Yjpr/sign/AK:c2ln",
@@ -295,6 +319,11 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, q string) {
 		r, err := Parse(q)
+		// ParseAppend into a caller's buffer reads the same.
+		ra, erra := ParseAppend(q, make([]Step, 0, 2))
+		if (err == nil) != (erra == nil) || !reflect.DeepEqual(r, ra) {
+			t.Fatalf("ParseAppend(%q) = %#v, %v; Parse: %#v, %v", q, ra, erra, r, err)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("Parse(%q): error %v does not wrap ErrMalformed", q, err)
