@@ -281,6 +281,7 @@ done
 ADDED_P99=$(median "${R_ADD[@]}") NGINX_ADDED=$(median "${R_NADD[@]}")
 
 R_GB=() GIB_MBPS=() BASE_MBPS=() RSS_ROUNDS=()
+RSS_BEFORE=$(peak_rss "$HPID") # the peak over everything before the streams (the resets below lose it)
 if [ "$BIG" -gt 0 ]; then
 	echo
 	echo "== ${BIG} MiB object through three steps ($STEP|$STEP|$STEP), against $BIG MiB through seven loopback sockets, $ROUNDS interleaved rounds"
@@ -329,7 +330,9 @@ echo "| instance CPU per request behind the router ÷ direct | $RINST (rounds: $
 echo "| 4 KiB three steps ÷ one step req/s (the same round's), median of $ROUNDS | $THREE (rounds: ${R_THREE[*]}; three steps ${THREE_RPS[*]} req/s) | ≥ 0.5 |"
 echo "| p99 added by the router at half its peak rate ($RATE/s), median of $RATE_ROUNDS | $ADDED_P99 ms (rounds: ${R_ADD[*]}; p99 router ${R_BP99[*]} / direct ${R_DP99[*]} ms); nginx adds $NGINX_ADDED ms (p99 ${R_NP99[*]} ms) | ≤ 1 ms |"
 if [ "$BIG" -gt 0 ]; then
-	echo "| $BIG MiB through three steps ÷ 7-hop loopback chain, median of $ROUNDS | $GB (rounds: ${R_GB[*]}; router ${GIB_MBPS[*]} / chain ${BASE_MBPS[*]} MB/s), router peak RSS $(printf '%s\n' "${RSS_ROUNDS[@]}" | sort -g | tail -1) MiB (rounds: ${RSS_ROUNDS[*]}) | ≥ 0.9, RSS ≤ 64 MiB |"
+	RSS_MAX=$(printf '%s\n' "${RSS_ROUNDS[@]}" | sort -g | tail -1)
+	RSS_RUN=$(printf '%s\n' "$RSS_MAX" "${RSS_BEFORE% MiB}" | sort -g | tail -1)
+	echo "| $BIG MiB through three steps ÷ 7-hop loopback chain, median of $ROUNDS | $GB (rounds: ${R_GB[*]}; router ${GIB_MBPS[*]} / chain ${BASE_MBPS[*]} MB/s), router peak RSS during the streams $RSS_MAX MiB (rounds: ${RSS_ROUNDS[*]}; whole run $RSS_RUN MiB) | ≥ 0.9, RSS ≤ 64 MiB |"
 else
 	echo "| big object through three steps ÷ 7-hop loopback chain | skipped (BENCH_BIG_MIB=0) | ≥ 0.9 |"
 fi
