@@ -5,19 +5,23 @@
 # (the line issue 11 asks for, unchanged; the wake-up row, a time rather
 # than a ratio, is in the table above it).
 #
-# Runs, on one machine (compare ratios within a run, never across runs):
-#   three interleaved rounds of a small object through a one-step pipeline:
+# Runs, on one machine (compare ratios within a run, never across runs);
+# every ratio of the table is the median of BENCH_ROUNDS (3) interleaved
+# rounds, each round's ratio taken between runs of that round:
+#   a small object through a one-step pipeline:
 #     (a) direct:  POST /handler?cmd=<step> with the object as body, to the instance
 #     (b) router:  GET /small?<step> through a Dora router (bench/cmd/harness)
 #     (c) nginx:   the (a) request through nginx as a reverse proxy to the same instance
-#   with requests/s, p50, p99 and the CPU per request of instance and proxy;
-#   the same object through three steps (<step>|<step>|<step>) via the router;
-#   a result-cache hit (ufop "cached", the same program with cache: on) against
-#   nginx serving the same bytes as a static file;
+#   with requests/s, p50, p99 and the CPU per request of instance and proxy,
+#   and in the same round the object through three steps
+#   (<step>|<step>|<step>) via the router, divided by that round's (b);
+#   a result-cache hit (ufop "cached", the same program with cache: on)
+#   alternating with nginx serving the same bytes as a static file;
 #   p99 at a fixed rate, half the router's peak, direct, router and nginx
 #   interleaved (-rate, open loop);
-#   a big object through three steps against a same-run chain of seven
-#   loopback socket copies (bench/cmd/chain), with the router's peak RSS;
+#   a big object through three steps alternating with a chain of seven
+#   loopback socket copies (bench/cmd/chain), with the router's peak RSS
+#   during each stream (the row shows the largest);
 #   the first request after scale to zero to a host process: the Go
 #   benchmark BenchmarkWakeFromZero (cli/platform) on the embedded platform,
 #   BENCH_WAKES wake-ups, each from zero instances.
@@ -25,10 +29,12 @@
 # Knobs (env): BENCH_DURATION (10s), BENCH_CONCURRENCY (32), BENCH_SMALL
 # (4096 bytes), BENCH_BIG_MIB (1024; 0 skips), BENCH_UFOP (passthru),
 # BENCH_STEP (the step text, default $BENCH_UFOP), BENCH_ROUNDS (3),
-# BENCH_RATE_DURATION (5s) and BENCH_RATE_ROUNDS ($BENCH_ROUNDS) for the
-# fixed-rate runs, BENCH_ROUTER_ENV (environment for the router alone, as
-# "GOGC=400"), BENCH_INSTANCE_BIN (a prebuilt instance program instead
-# of examples/$BENCH_UFOP), BENCH_WAKES (7 wake-ups from zero; 0 skips).
+# BENCH_SIDE_DURATION ($BENCH_DURATION) for each three-step, cache-hit
+# and static-file run, BENCH_RATE_DURATION (5s) and BENCH_RATE_ROUNDS
+# ($BENCH_ROUNDS) for the fixed-rate runs, BENCH_ROUTER_ENV (environment
+# for the router alone, as "GOGC=400"), BENCH_INSTANCE_BIN (a prebuilt
+# instance program instead of examples/$BENCH_UFOP), BENCH_WAKES (7
+# wake-ups from zero; 0 skips).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +47,7 @@ STEP=${BENCH_STEP:-$UFOP}
 ROUNDS=${BENCH_ROUNDS:-3}
 RATE_DUR=${BENCH_RATE_DURATION:-5s}
 RATE_ROUNDS=${BENCH_RATE_ROUNDS:-$ROUNDS}
+SIDE_DUR=${BENCH_SIDE_DURATION:-$DUR}
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/dora-bench.XXXXXX")
 PIDS=()
@@ -74,6 +81,9 @@ wait_port() { # port [seconds]
 
 peak_rss() { # pid → peak RSS (VmHWM)
 	awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"
+}
+rss() { # pid → RSS now (VmRSS)
+	awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"
 }
 
 TCK=$(getconf CLK_TCK)
@@ -130,8 +140,14 @@ gc_since() {
 # CPU time not idle in between (other tenants' work included)
 busy() { awk -v a="$1" -v b="$2" 'BEGIN {n = split(a, x); split(b, y); t = 0; for (i = 2; i <= 9; i++) t += y[i] - x[i]; if (t <= 0) print "?"; else printf "%.0f %%", 100 * (1 - (y[5] - x[5] + y[6] - x[6]) / t)}'; }
 
-# median of the arguments (numbers)
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+# median of the arguments (numbers; 0 when there are none)
+median() {
+	if [ $# -eq 0 ]; then
+		echo 0
+		return
+	fi
+	printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
 # ratio a b → a/b with two decimals (0 when b is 0)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print 0; else printf "%.2f", a / b}'; }
 
@@ -147,7 +163,7 @@ fi
 PI=$(free_port)
 PORT=$PI PORT_HTTP=$PI HOST=127.0.0.1 "$TMP/$UFOP" >"$TMP/instance.log" 2>&1 &
 IPID=$!
-PIDS+=($IPID)
+PIDS+=("$IPID")
 wait_port "$PI"
 
 PR=$(free_port)
@@ -155,11 +171,12 @@ echo "creating objects (small ${SMALL} B, big ${BIG} MiB)..."
 # gctrace: one line per GC cycle of the router on its stderr (harness.log),
 # summed up after each fixed-rate run. BENCH_ROUTER_ENV adds environment
 # for the router alone (say GOGC=400, to compare a GC setting in one run).
+# shellcheck disable=SC2086 # BENCH_ROUTER_ENV is split into NAME=value words on purpose
 env GODEBUG="${GODEBUG:+$GODEBUG,}gctrace=1" ${BENCH_ROUTER_ENV:-} \
 	"$TMP/harness" -listen "127.0.0.1:$PR" -dir "$TMP/data" -instances "127.0.0.1:$PI" \
 	-ufop "$UFOP" -small "$SMALL" -big-mib "$BIG" >"$TMP/harness.out" 2>"$TMP/harness.log" &
 HPID=$!
-PIDS+=($HPID)
+PIDS+=("$HPID")
 wait_port "$PR" 600
 
 PN=$(free_port)
@@ -194,39 +211,46 @@ http {
 CONF
 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" &
 NPID=$!
-PIDS+=($NPID)
+PIDS+=("$NPID")
 wait_port "$PN"
-NPIDS=("$NPID" $(pgrep -P "$NPID" || true))
+mapfile -t NPIDS < <(echo "$NPID"; pgrep -P "$NPID" || true)
 
 head -c "$SMALL" /dev/urandom >"$TMP/small.bin"
 CMD=$(printf '%s' "$STEP" | sed 's|/|%2F|g')
 
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(go version | awk '{print $3}'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== ${SMALL}-byte object, one step ($STEP), $CONC connections, $DUR each, $ROUNDS interleaved rounds ($(nproc) cores shared by client, proxy and instance)"
-R_RN=() R_CPU=() R_INST=() ROUTER_RPS=()
+echo "== ${SMALL}-byte object, one step ($STEP) direct, through the router and through nginx, then three steps ($STEP|$STEP|$STEP) through the router; $CONC connections, $DUR each (three steps $SIDE_DUR), $ROUNDS interleaved rounds ($(nproc) cores shared by client, proxy and instance)"
+R_RN=() R_CPU=() R_INST=() ROUTER_RPS=() R_THREE=() THREE_RPS=()
 for ((round = 1; round <= ROUNDS; round++)); do
 	echo "-- round $round"
 	run_load "(a) direct to instance" -- -url "http://127.0.0.1:$PI/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
-	D_RPS=$RPS D_ICPU=$ICPU
+	D_ICPU=$ICPU
 	run_load "(b) through the router" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP" -host bench.localhost -c "$CONC" -d "$DUR"
 	B_RPS=$RPS B_ICPU=$ICPU B_PCPU=$PCPU
 	run_load "(c) through nginx" "${NPIDS[@]}" -- -url "http://127.0.0.1:$PN/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
 	C_PCPU=$PCPU
 	R_RN+=("$(ratio "$B_RPS" "$RPS")") R_CPU+=("$(ratio "$B_PCPU" "$C_PCPU")") R_INST+=("$(ratio "$B_ICPU" "$D_ICPU")") ROUTER_RPS+=("$B_RPS")
+	# Three steps ÷ the one step (b) of the same round, like the ratios
+	# above: what else the machine runs changes over minutes, so figures
+	# 10 s apart share more of it than figures from different rounds.
+	run_load "(b) three steps, router" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP|$STEP|$STEP" -host bench.localhost -c "$CONC" -d "$SIDE_DUR"
+	R_THREE+=("$(ratio "$RPS" "$B_RPS")") THREE_RPS+=("$(printf '%.0f' "$RPS")")
 done
 echo "router peak RSS after the small runs: $(peak_rss $HPID)"
 
 echo
-echo "== three steps ($STEP|$STEP|$STEP), then a result-cache hit against nginx serving the same bytes as a static file"
-run_load "(b) three steps, router" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP|$STEP|$STEP" -host bench.localhost -c "$CONC" -d "$DUR"
-THREE_RPS=$RPS
+echo "== a result-cache hit against nginx serving the same bytes as a static file, $CONC connections, $SIDE_DUR each, $ROUNDS interleaved rounds"
 curl -sf -o "$TMP/static/small.bin" --create-dirs -H "Host: bench.localhost" "http://127.0.0.1:$PR/small?cached" # warms the cache
 chmod o+x "$TMP" "$TMP/static" && chmod o+r "$TMP/static/small.bin" # nginx's workers run as another user
-run_load "(b) cache hit, router" "$HPID" -- -url "http://127.0.0.1:$PR/small?cached" -host bench.localhost -c "$CONC" -d "$DUR"
-HIT_RPS=$RPS
-run_load "(c) static file, nginx" "${NPIDS[@]}" -- -url "http://127.0.0.1:$PN/static/small.bin" -c "$CONC" -d "$DUR"
-STATIC_RPS=$RPS
+R_HIT=() HIT_RPS=() STATIC_RPS=()
+for ((round = 1; round <= ROUNDS; round++)); do
+	echo "-- round $round"
+	run_load "(b) cache hit, router" "$HPID" -- -url "http://127.0.0.1:$PR/small?cached" -host bench.localhost -c "$CONC" -d "$SIDE_DUR"
+	H_RPS=$RPS
+	run_load "(c) static file, nginx" "${NPIDS[@]}" -- -url "http://127.0.0.1:$PN/static/small.bin" -c "$CONC" -d "$SIDE_DUR"
+	R_HIT+=("$(ratio "$H_RPS" "$RPS")") HIT_RPS+=("$(printf '%.0f' "$H_RPS")") STATIC_RPS+=("$(printf '%.0f' "$RPS")")
+done
 
 ROUTER_MED=$(median "${ROUTER_RPS[@]}")
 RATE=$(awk -v r="$ROUTER_MED" 'BEGIN {printf "%d", r / 2}')
@@ -256,16 +280,28 @@ for ((round = 1; round <= RATE_ROUNDS; round++)); do
 done
 ADDED_P99=$(median "${R_ADD[@]}") NGINX_ADDED=$(median "${R_NADD[@]}")
 
-GIB=0 BASE=0
+R_GB=() GIB_MBPS=() BASE_MBPS=() RSS_ROUNDS=()
+RSS_BEFORE=$(peak_rss "$HPID") # the peak over everything before the streams (the resets below lose it)
 if [ "$BIG" -gt 0 ]; then
 	echo
-	echo "== ${BIG} MiB object through three steps ($STEP|$STEP|$STEP), against $BIG MiB through seven loopback sockets"
-	"$TMP/chain" -hops 7 -mib "$BIG" -kv >"$TMP/chain.out"
-	grep -v '^kv ' "$TMP/chain.out"
-	BASE=$(awk '/^kv / {split($2, a, "="); print a[2]}' "$TMP/chain.out")
-	run_load "(b) big through the router" "$HPID" -- -url "http://127.0.0.1:$PR/big?$STEP|$STEP|$STEP" -host bench.localhost -n 1 -c 1 -stream
-	GIB=$MBPS
-	echo "router peak RSS (object creation included): $(peak_rss $HPID)"
+	echo "== ${BIG} MiB object through three steps ($STEP|$STEP|$STEP), against $BIG MiB through seven loopback sockets, $ROUNDS interleaved rounds"
+	for ((round = 1; round <= ROUNDS; round++)); do
+		echo "-- round $round"
+		"$TMP/chain" -hops 7 -mib "$BIG" -kv >"$TMP/chain.out"
+		grep -v '^kv ' "$TMP/chain.out"
+		BASE=$(awk '/^kv / {split($2, a, "="); print a[2]}' "$TMP/chain.out")
+		# The router's peak RSS is reset (clear_refs 5: to its RSS now)
+		# before each stream, so each round's figure is that stream's peak,
+		# not the big object's creation at start; the row shows the max.
+		if ! echo 5 2>/dev/null >"/proc/$HPID/clear_refs"; then
+			echo "could not reset the router's peak RSS: the figure includes what came before" >&2
+		fi
+		RSS0=$(rss "$HPID")
+		run_load "(b) big through the router" "$HPID" -- -url "http://127.0.0.1:$PR/big?$STEP|$STEP|$STEP" -host bench.localhost -n 1 -c 1 -stream
+		RSS=$(peak_rss "$HPID")
+		printf '%-28s router RSS %s before the stream, peak %s during it\n' "" "$RSS0" "$RSS"
+		R_GB+=("$(ratio "$MBPS" "$BASE")") GIB_MBPS+=("$MBPS") BASE_MBPS+=("$BASE") RSS_ROUNDS+=("${RSS% MiB}")
+	done
 fi
 
 WAKES=${BENCH_WAKES:-7} WAKE=- WAKE_MAX=-
@@ -284,21 +320,23 @@ fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 RN=$(median "${R_RN[@]}") RCPU=$(median "${R_CPU[@]}") RINST=$(median "${R_INST[@]}")
-THREE=$(ratio "$THREE_RPS" "$ROUTER_MED") HIT=$(ratio "$HIT_RPS" "$STATIC_RPS") GB=$(ratio "$GIB" "$BASE")
+THREE=$(median "${R_THREE[@]}") HIT=$(median "${R_HIT[@]}") GB=$(median "${R_GB[@]}")
 echo
 echo "| measure, same run | this run | goal |"
 echo "|---|---|---|"
 echo "| 4 KiB one step, router ÷ nginx req/s, median of $ROUNDS | $RN (rounds: ${R_RN[*]}) | ≥ 1.0 |"
 echo "| router CPU per request ÷ nginx's | $RCPU (rounds: ${R_CPU[*]}) | ≤ 1.0 |"
 echo "| instance CPU per request behind the router ÷ direct | $RINST (rounds: ${R_INST[*]}) | ≤ 1.1 |"
-echo "| 4 KiB three steps ÷ one step req/s | $THREE | ≥ 0.5 |"
+echo "| 4 KiB three steps ÷ one step req/s (the same round's), median of $ROUNDS | $THREE (rounds: ${R_THREE[*]}; three steps ${THREE_RPS[*]} req/s) | ≥ 0.5 |"
 echo "| p99 added by the router at half its peak rate ($RATE/s), median of $RATE_ROUNDS | $ADDED_P99 ms (rounds: ${R_ADD[*]}; p99 router ${R_BP99[*]} / direct ${R_DP99[*]} ms); nginx adds $NGINX_ADDED ms (p99 ${R_NP99[*]} ms) | ≤ 1 ms |"
 if [ "$BIG" -gt 0 ]; then
-	echo "| $BIG MiB through three steps ÷ 7-hop loopback chain | $GB ($GIB / $BASE MB/s) | ≥ 0.9 |"
+	RSS_MAX=$(printf '%s\n' "${RSS_ROUNDS[@]}" | sort -g | tail -1)
+	RSS_RUN=$(printf '%s\n' "$RSS_MAX" "${RSS_BEFORE% MiB}" | sort -g | tail -1)
+	echo "| $BIG MiB through three steps ÷ 7-hop loopback chain, median of $ROUNDS | $GB (rounds: ${R_GB[*]}; router ${GIB_MBPS[*]} / chain ${BASE_MBPS[*]} MB/s), router peak RSS during the streams $RSS_MAX MiB (rounds: ${RSS_ROUNDS[*]}; whole run $RSS_RUN MiB) | ≥ 0.9, RSS ≤ 64 MiB |"
 else
 	echo "| big object through three steps ÷ 7-hop loopback chain | skipped (BENCH_BIG_MIB=0) | ≥ 0.9 |"
 fi
-echo "| result-cache hit req/s ÷ nginx static file | $HIT | ≥ 1.0 |"
+echo "| result-cache hit req/s ÷ nginx static file, median of $ROUNDS | $HIT (rounds: ${R_HIT[*]}; hit ${HIT_RPS[*]} / static ${STATIC_RPS[*]} req/s) | ≥ 1.0 |"
 if [ "$WAKES" -gt 0 ]; then
 	echo "| first request after scale to zero, host process | $WAKE s (max $WAKE_MAX) | ≤ 0.3 s |"
 else

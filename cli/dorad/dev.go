@@ -31,6 +31,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 			if err != nil {
 				return err
 			}
+			defer startGCFloor(v)()
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			dev, err := platform.StartDev(ctx, platform.DevConfig{
@@ -93,6 +94,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 	f.Bool("packages-as-processes", false, "run program packages as plain processes on a free port ($PORT) even with podman (default: each instance a container with port 9100 in its own network namespace)")
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")
 	f.Bool("allow-private-mirror", false, "let buckets mirror loopback and private addresses (link-local and cloud metadata addresses stay refused)")
+	addGCFloorFlag(f)
 	return cmd
 }
 

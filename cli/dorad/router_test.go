@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"testing"
 )
@@ -56,4 +58,42 @@ func TestConfigSources(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "load URL") || !strings.Contains(err.Error(), "missing host") {
 		t.Fatalf("env load: %v", err)
 	}
+}
+
+// TestRouterGCFloor: `dorad router` raises the GC percent while its heap is
+// small (--gc-floor, on by default), puts Go's default back when it stops,
+// and leaves the percent alone with --gc-floor 0.
+func TestRouterGCFloor(t *testing.T) {
+	t.Setenv("GOGC", "") // restored at the end; an operator's GOGC turns the floor off
+	os.Unsetenv("GOGC")
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	dir := t.TempDir()
+	for _, c := range []struct {
+		floor  string
+		raised bool
+	}{{"", true}, {"0", false}} {
+		args := []string{"router", "--listen", "127.0.0.1:0",
+			"--store", "bolt://" + filepath.Join(dir, "meta.db"),
+			"--objects", "file://" + filepath.Join(dir, "objects")}
+		if c.floor != "" {
+			args = append(args, "--gc-floor", c.floor)
+		}
+		r := startDorad(t, args...)
+		waitOK(t, r.waitURL(t)+"/healthz")
+		if p := gcPercent(); (p > 100) != c.raised {
+			t.Errorf("--gc-floor %q: GC percent %d while serving, want raised above 100: %v", c.floor, p, c.raised)
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatalf("router stopped with %v", err)
+		}
+		if p := gcPercent(); p != 100 {
+			t.Errorf("--gc-floor %q: GC percent %d after the router stopped, want Go's default 100", c.floor, p)
+		}
+	}
+}
+
+func gcPercent() uint64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }

@@ -278,6 +278,17 @@ func (c *conn) Close() error {
 // for servers that copy bodies with io.Copy.
 func (c *conn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
 
+// CloseWrite half-closes the underlying connection when it can: a server
+// that has answered and still reads what the client sends needs it through
+// the wrapper.
+func (c *conn) CloseWrite() error {
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	return cw.CloseWrite()
+}
+
 // SyscallConn exposes the underlying descriptor (a server peeking whether
 // the client hung up needs it).
 func (c *conn) SyscallConn() (syscall.RawConn, error) {

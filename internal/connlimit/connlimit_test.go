@@ -182,3 +182,50 @@ func TestTemporary(t *testing.T) {
 }
 
 func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(os.Stderr, nil)) }
+
+// TestCloseWrite: a limited connection half-closes like the TCP connection
+// under it: the client reads the answer and then EOF, and can still send.
+func TestCloseWrite(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := New(Config{Max: 3}).Listen(inner)
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "answer")
+		cw, ok := c.(interface{ CloseWrite() error })
+		if !ok {
+			got <- "no CloseWrite"
+			return
+		}
+		if err := cw.CloseWrite(); err != nil {
+			got <- "CloseWrite: " + err.Error()
+			return
+		}
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	}()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c) // ends at the server's half-close, not at a timeout
+	if err != nil || string(b) != "answer" {
+		t.Fatalf("client read %q, %v; want the answer then EOF", b, err)
+	}
+	_, _ = io.WriteString(c, "rest")
+	c.(*net.TCPConn).CloseWrite()
+	if s := <-got; s != "rest" {
+		t.Fatalf("server side: %s", s)
+	}
+}

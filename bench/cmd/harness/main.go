@@ -29,6 +29,7 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/gcfloor"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
 	"github.com/doraproject/dora/pool"
@@ -47,7 +48,9 @@ func main() {
 	verbose := flag.Bool("v", false, "access log to stderr")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	debug := flag.String("debug", "", "serve /debug/pprof/ on this address (a runtime trace of a run: /debug/pprof/trace?seconds=N)")
+	gcFloor := flag.Uint64("gc-floor", gcfloor.RouterMin, "floor under the GC's heap goal in bytes, as dorad router's --gc-floor (0: Go's default pacing; GOGC in the environment also turns it off)")
 	flag.Parse()
+	defer gcfloor.Start(*gcFloor)()
 	if *debug != "" {
 		ln, err := net.Listen("tcp", *debug)
 		if err != nil {
