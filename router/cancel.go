@@ -33,10 +33,15 @@ type connWatch struct {
 }
 
 // watchEntry is one watched pipeline: ctx is cancelled when conn's peer
-// has closed it.
+// has closed it. Once remove has returned, the loop no longer touches the
+// entry (the pipeline holding it may be recycled): the loop looks at an
+// entry and cancels it under mu, and remove marks it removed under mu.
 type watchEntry struct {
 	conn net.Conn
 	ctx  interface{ cancel() }
+
+	mu      sync.Mutex
+	removed bool
 }
 
 func newConnWatch(poll time.Duration) *connWatch {
@@ -49,6 +54,7 @@ func (w *connWatch) add(e *watchEntry) {
 	if e.conn == nil {
 		return
 	}
+	e.removed = false // e is not in the map: nobody else looks at it
 	w.mu.Lock()
 	w.m[e] = struct{}{}
 	start := !w.running
@@ -59,11 +65,15 @@ func (w *connWatch) add(e *watchEntry) {
 	}
 }
 
-// remove stops watching e.
+// remove stops watching e: when it returns, the loop has finished with e
+// (a cancel it started has returned) and will not look at it again.
 func (w *connWatch) remove(e *watchEntry) {
 	w.mu.Lock()
 	delete(w.m, e)
 	w.mu.Unlock()
+	e.mu.Lock()
+	e.removed = true
+	e.mu.Unlock()
 }
 
 func (w *connWatch) len() int {
@@ -91,11 +101,23 @@ func (w *connWatch) loop() {
 		w.scratch = es
 		w.mu.Unlock()
 		for i, e := range es {
-			if connClosed(e.conn) {
-				w.remove(e)
-				e.ctx.cancel()
-			}
+			w.check(e)
 			es[i] = nil
 		}
 	}
+}
+
+// check cancels e's pipeline when its client connection has closed,
+// unless e was removed meanwhile.
+func (w *connWatch) check(e *watchEntry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removed || !connClosed(e.conn) {
+		return
+	}
+	e.removed = true
+	w.mu.Lock()
+	delete(w.m, e)
+	w.mu.Unlock()
+	e.ctx.cancel()
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,5 +247,55 @@ func TestShutdownCancelsSteps(t *testing.T) {
 	e.settled(t, pool.Key{Ufop: "blocker", Version: "v1", Region: "z0"})
 	if !strings.Contains(logs.String(), "status=499") {
 		t.Fatalf("access log has no 499 for the cancelled request:\n%s", logs.String())
+	}
+}
+
+// blockingCancel is a watched pipeline whose cancel waits for release.
+type blockingCancel struct {
+	entered, release chan struct{}
+	done             atomic.Bool
+}
+
+func (b *blockingCancel) cancel() {
+	close(b.entered)
+	<-b.release
+	b.done.Store(true)
+}
+
+// TestWatchRemoveWaitsForCancel: once remove has returned, the watch's
+// loop is done with the entry, a cancel it had started included, so that
+// the pipeline holding the entry can be recycled (pipelinePool). (The
+// pause before the release only gives a remove that would not wait the
+// time to return early; it decides nothing.)
+func TestWatchRemoveWaitsForCancel(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	client.Close() // the peer has gone: the loop cancels
+	w := newConnWatch(time.Millisecond)
+	bc := &blockingCancel{entered: make(chan struct{}), release: make(chan struct{})}
+	e := &watchEntry{conn: srv, ctx: bc}
+	w.add(e)
+	<-bc.entered
+	removed := make(chan bool)
+	go func() {
+		w.remove(e)
+		removed <- bc.done.Load()
+	}()
+	time.Sleep(20 * time.Millisecond)
+	close(bc.release)
+	if !<-removed {
+		t.Fatal("remove returned while the loop's cancel of the entry was running")
 	}
 }

@@ -59,7 +59,8 @@ func (s *sharedDeadline) add(c *pipeCtx) bool {
 	return true
 }
 
-// remove unregisters c (nothing when endAll has taken it already).
+// remove unregisters c (nothing when endAll has ended it already; when
+// endAll is running, remove waits for it).
 func (s *sharedDeadline) remove(c *pipeCtx) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -78,22 +79,22 @@ func (s *sharedDeadline) remove(c *pipeCtx) {
 	c.next, c.prev = nil, nil
 }
 
-// endAll ends every registered context with the shared one's error.
+// endAll ends every registered context with the shared one's error. It
+// holds mu throughout, so that a remove that returns has seen the end of
+// its context finished (its pipeline may be recycled then: pipelinePool).
+// (end takes only the context's own lock, and nothing it runs takes mu.)
 func (s *sharedDeadline) endAll() {
-	s.mu.Lock()
-	s.ended = true
-	first := s.head
-	s.head = nil
-	for c := first; c != nil; c = c.next {
-		c.listed = false // remove leaves the detached list alone
-	}
-	s.mu.Unlock()
 	err := s.ctx.Err()
-	for c := first; c != nil; {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended = true
+	for c := s.head; c != nil; {
 		next := c.next
+		c.next, c.prev, c.listed = nil, nil, false
 		c.end(err)
 		c = next
 	}
+	s.head = nil
 }
 
 func newDeadlines(parent context.Context, d time.Duration) *deadlines {

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -110,5 +111,37 @@ func TestCoarseDeadline(t *testing.T) {
 	}
 	if !coarseDeadline(&cur, time.Time{}, slack) || !cur.IsZero() || coarseDeadline(&cur, time.Time{}, slack) {
 		t.Fatal("clearing the deadline")
+	}
+}
+
+// TestSharedDeadlineRemoveWaitsForEnd: a pipeline's remove from its
+// shared deadline returns only once an endAll in progress has finished
+// ending its context, so that the pipeline can be recycled
+// (pipelinePool). (The pause before the release only gives a remove that
+// would not wait the time to return early; it decides nothing.)
+func TestSharedDeadlineRemoveWaitsForEnd(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sd := &sharedDeadline{ctx: ctx, cancel: cancel}
+	var c pipeCtx
+	c.initShared(sd)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var ended atomic.Bool
+	c.AfterFunc(func() { // runs inside c.end
+		close(entered)
+		<-release
+		ended.Store(true)
+	})
+	cancel()
+	go sd.endAll()
+	<-entered
+	removed := make(chan bool)
+	go func() {
+		sd.remove(&c)
+		removed <- ended.Load()
+	}()
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	if !<-removed {
+		t.Fatal("remove returned while endAll was still ending the context")
 	}
 }
