@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/pool"
 	"github.com/doraproject/dora/router/meta"
+	"github.com/doraproject/dora/router/origin"
 )
 
 // hotPaths are the router's usual requests, for the allocation checks:
@@ -31,16 +33,17 @@ var hotPaths = []struct {
 	maxAllocs float64
 }{
 	{"object", "/small", 3.5},
-	{"body", "/small?passthru", 6.5},
+	{"body", "/small?passthru", 5.5},
 	{"url", "/small?passurl", 11.5},
-	{"3steps", "/small?passthru|passthru|passthru", 15.5},
+	{"3steps", "/small?passthru|passthru|passthru", 12.5},
 	{"hit", "/small?cached", 0.5},
 }
 
 // hotRouter serves bucket photos (alice's) holding the 4 KiB object
-// "small", with three ufops answered by one in-process passthru instance:
-// passthru (the body mode), passurl (url=, its body limit -1) and cached
-// (body mode, results cached). It serves on loopback (the one-shot URLs).
+// "small", with four ufops answered by one in-process instance
+// (benchInstance): passthru (the body mode), passurl (url=, its body limit
+// -1), cached (body mode, results cached) and grow (body mode, a 16 MiB
+// answer). It serves on loopback (the one-shot URLs).
 func hotRouter(tb testing.TB) *Router {
 	r, _ := hotRouterWith(tb, nil)
 	return r
@@ -60,7 +63,7 @@ func hotRouterWith(tb testing.TB, mod func(*Config)) (*Router, *memOrigin) {
 		name  string
 		limit int64
 		cache *dora.CachePolicy
-	}{{"passthru", 0, nil}, {"passurl", -1, nil}, {"cached", 0, &dora.CachePolicy{Enabled: true, TTL: time.Hour}}} {
+	}{{"passthru", 0, nil}, {"passurl", -1, nil}, {"cached", 0, &dora.CachePolicy{Enabled: true, TTL: time.Hour}}, {"grow", 0, nil}} {
 		insts = append(insts, pool.Instance{ID: u.name + "0", Ufop: u.name, Version: "v1", Region: dora.DefaultRegion, Addr: addr})
 		ufops = append(ufops, dora.Ufop{Name: u.name, Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"})
 		rels = append(rels, dora.Release{Ufop: u.name, Version: "v1", Protocol: dora.ProtocolDora, BodyLimit: u.limit, Cache: u.cache})
@@ -78,11 +81,19 @@ func hotRouterWith(tb testing.TB, mod func(*Config)) (*Router, *memOrigin) {
 	if mod != nil {
 		mod(&cfg)
 	}
-	r, err := New(cfg)
+	// The listener first: the one-shot URLs name it from the first
+	// request on (Serve would fill PublicAddr only once it runs).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	benchServe(tb, r)
+	cfg.PublicAddr = ln.Addr().String()
+	r, err := New(cfg)
+	if err != nil {
+		ln.Close()
+		tb.Fatal(err)
+	}
+	serveOn(tb, r, ln)
 	return r, objs
 }
 
@@ -236,15 +247,17 @@ func (a *accessRecorder) line(t *testing.T, reqid string) accessLine {
 }
 
 // TestRecycledRequestOutlivesHandler holds streamed responses (an object,
-// a step's output) half read while many other requests run, so that the
-// recycled request state (requestPool) would be reused under them if it
-// were given back before the stream's end: each request's access line
-// must still carry its own request id, key, pipeline and byte count.
-// Under -race, a reuse while the stream is read is also a data race.
+// a step's output in the url= and in the body mode) half read while many
+// other requests run, so that the recycled request and pipeline state
+// (requestPool, pipelinePool) would be reused under them if it were given
+// back before the stream's end: each held stream must arrive whole and
+// each request's access line must still carry its own request id, key,
+// pipeline and byte count. Under -race, a reuse while the stream is read
+// is also a data race.
 func TestRecycledRequestOutlivesHandler(t *testing.T) {
 	logs := &accessRecorder{lines: map[string]accessLine{}}
 	r, objs := hotRouterWith(t, func(c *Config) { c.Logger = slog.New(logs) })
-	const bigSize = 16 << 20 // far more than the socket buffers hold
+	const bigSize = 16 << 20 // far more than the socket buffers hold (growBody's size too)
 	objs.add("photos", "big", "application/octet-stream", make([]byte, bigSize))
 	base := "http://" + r.publicAddr()
 	get := func(uri string) *http.Response {
@@ -267,7 +280,7 @@ func TestRecycledRequestOutlivesHandler(t *testing.T) {
 		resp *http.Response
 	}
 	var held []slow
-	for _, uri := range []string{"/big", "/big?passthru", "/big?passurl"} {
+	for _, uri := range []string{"/big", "/big?passthru", "/big?passurl", "/small?grow"} {
 		resp := get(uri)
 		if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
 			t.Fatal(err)
@@ -302,8 +315,8 @@ func TestRecycledRequestOutlivesHandler(t *testing.T) {
 			t.Fatalf("%s: %d more bytes, %v", s.uri, n, err)
 		}
 		l := logs.line(t, s.resp.Header.Get("X-Reqid"))
-		_, pipeline, _ := strings.Cut(s.uri, "?")
-		if l.key != "big" || l.pipeline != pipeline || l.status != 200 || l.bytes != bigSize {
+		key, pipeline, _ := strings.Cut(s.uri[1:], "?")
+		if l.key != key || l.pipeline != pipeline || l.status != 200 || l.bytes != bigSize {
 			t.Errorf("%s (reqid %s): access line %+v", s.uri, s.resp.Header.Get("X-Reqid"), l)
 		}
 	}
@@ -315,3 +328,48 @@ func TestRecycledRequestOutlivesHandler(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelineRecycleGuards: a pipeline goes back to pipelinePool only
+// when nothing can still reach its context: not after an AfterFunc
+// registration on it (a derived context), not when its bucket has a
+// mirror (whose Open may keep the context), not when the origin does not
+// say it keeps none (noContextKeeper).
+func TestPipelineRecycleGuards(t *testing.T) {
+	r := hotRouter(t)
+	b := dora.Bucket{Name: "photos", Owner: alice.ID}
+	pipe := func(r *Router, b dora.Bucket) *pipeline {
+		return newSharedPipeline(r, r.deadline.shared(time.Now()), "reqid", b, "small")
+	}
+	p := pipe(r, b)
+	if !p.reusable {
+		t.Fatal("a pipeline on a noContextKeeper origin is not reusable")
+	}
+	p.teardown()
+	p.recycle()
+	if p.r != nil {
+		t.Fatal("a reusable pipeline was not recycled")
+	}
+
+	p = pipe(r, b)
+	stop := context.AfterFunc(&p.pc, func() {})
+	p.teardown()
+	stop()
+	p.recycle()
+	if p.r == nil {
+		t.Fatal("recycled although its context had an AfterFunc registration")
+	}
+
+	mr, _ := hotRouterWith(t, func(c *Config) { c.Mirror = noMirror{} })
+	if p := pipe(mr, dora.Bucket{Name: "photos", Owner: alice.ID, Mirror: "http://127.0.0.1:1/"}); p.reusable {
+		t.Fatal("a pipeline of a mirrored bucket is reusable")
+	}
+	nr, _ := hotRouterWith(t, func(c *Config) { c.Objects = struct{ origin.Reader }{c.Objects} })
+	if p := pipe(nr, b); p.reusable {
+		t.Fatal("a pipeline on an origin that may keep the context is reusable")
+	}
+}
+
+// noMirror is a MirrorSource that is never reached.
+type noMirror struct{}
+
+func (noMirror) At(string) origin.Reader { return nil }

@@ -88,6 +88,11 @@ func benchServe(b testing.TB, r *Router) *fasthttp.HostClient {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return serveOn(b, r, ln)
+}
+
+// serveOn is benchServe on the listener ln.
+func serveOn(b testing.TB, r *Router, ln net.Listener) *fasthttp.HostClient {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { r.Serve(ctx, ln) })
@@ -131,7 +136,8 @@ func checkBody(resp *fasthttp.Response, size int) error {
 
 // benchInstance serves the Dora protocol in-process as passthru does: it
 // fetches url= (keep-alive client), or takes the body without one, and
-// answers with the input.
+// answers with the input; to cmd=grow it answers growBody whatever the
+// input.
 func benchInstance(b testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -139,6 +145,12 @@ func benchInstance(b testing.TB) string {
 	}
 	client := &fasthttp.Client{MaxConnsPerHost: 256, ReadTimeout: 10 * time.Second}
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.QueryArgs().Peek("cmd")) == "grow" {
+			// A large answer, streamed by the router from the connection.
+			ctx.SetContentType("application/octet-stream")
+			ctx.SetBody(growBody())
+			return
+		}
 		u := ctx.QueryArgs().Peek("url")
 		if len(u) == 0 {
 			ctx.SetContentType("application/octet-stream")
@@ -180,3 +192,7 @@ func processCPU(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// growBody is the benchmark instance's answer to cmd=grow: far more than
+// the socket buffers hold (made once, when first asked for).
+var growBody = sync.OnceValue(func() []byte { return make([]byte, 16<<20) })

@@ -102,9 +102,9 @@ type request struct {
 	// kept past the request (the stages are copied by value into the
 	// calls, the hot routes copy what they keep).
 	idBuf    [32]byte
-	stepBuf  [2]fop.Step
-	stageBuf [2]stage
-	nameBuf  [3]string
+	stepBuf  [4]fop.Step // (the request is recycled: room costs no allocation)
+	stageBuf [4]stage
+	nameBuf  [5]string
 	ageBuf   [20]byte // a cache hit's Age digits
 	etagBuf  [64]byte // an object's quoted ETag (objectHeaders)
 	lmBuf    [32]byte // an object's Last-Modified (objectHeaders)

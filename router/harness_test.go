@@ -69,6 +69,9 @@ func (m *memOrigin) Stat(_ context.Context, bucket, key string) (origin.Object, 
 	return o.obj, nil
 }
 
+// OpenKeepsNoContext: Open keeps nothing of its context (noContextKeeper).
+func (m *memOrigin) OpenKeepsNoContext() {}
+
 func (m *memOrigin) Open(ctx context.Context, bucket, key string, off, n int64) (io.ReadCloser, origin.Object, error) {
 	o, err := m.Stat(ctx, bucket, key)
 	if err != nil {

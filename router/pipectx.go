@@ -168,14 +168,14 @@ func (c *pipeCtx) Err() error {
 // before f was started. The context package registers children this way.
 func (c *pipeCtx) AfterFunc(f func()) (stop func() bool) {
 	c.mu.Lock()
+	id := c.nextFn
+	c.nextFn++ // also when ended: tells recycle that f may still run
 	if c.state.Load() != ctxLive {
 		c.mu.Unlock()
 		// The caller may hold locks f takes (the context package does).
 		go f()
 		return func() bool { return false }
 	}
-	id := c.nextFn
-	c.nextFn++
 	c.fns = append(c.fns, afterFn{id, f})
 	c.mu.Unlock()
 	return func() bool {

@@ -89,6 +89,12 @@ type pipeline struct {
 	// its steps' instance connections.
 	pc pipeCtx
 
+	// reusable: recycle may put the pipeline back in pipelinePool
+	// (cleared by whatever hands it to a party that may outlive the
+	// response); fnStart is pc.nextFn when it was taken from the pool.
+	reusable bool
+	fnStart  uint64
+
 	// Room for the first opening of the object's stream and the first
 	// step call's response body (a later one, a retry's included, takes
 	// its own allocation: the first may still be referenced), so that a
@@ -119,11 +125,51 @@ func newPipeline(r *Router, parent context.Context, release context.CancelFunc, 
 }
 
 // newSharedPipeline makes a pipeline of the HTTP path, whose context ends
-// with the shared deadline sd.
+// with the shared deadline sd, from pipelinePool.
 func newSharedPipeline(r *Router, sd *sharedDeadline, reqid string, b dora.Bucket, key string) *pipeline {
-	p := &pipeline{r: r, reqid: reqid, bucket: refBucket(b), key: key}
+	p := pipelinePool.Get().(*pipeline)
+	p.r, p.reqid, p.bucket, p.key = r, reqid, refBucket(b), key
+	// A mirror's Open may keep the context (an HTTP request's).
+	p.reusable = r.objectsKeepNoContext && (b.Mirror == "" || r.cfg.Mirror == nil)
+	p.fnStart = p.pc.nextFn // nobody else has p: no lock needed
 	p.pc.initShared(sd)
 	return p
+}
+
+// pipelinePool recycles the HTTP path's pipelines (newSharedPipeline)
+// whose lifetime is provably over once their response is (recycle).
+var pipelinePool = sync.Pool{New: func() any { return new(pipeline) }}
+
+// noContextKeeper is an origin whose Open does not keep its context past
+// the call (its streams never look at it): a pipeline whose object it
+// opens may be recycled (origin/local's Dir is one).
+type noContextKeeper interface{ OpenKeepsNoContext() }
+
+// recycle puts a pipeline whose response is over (bodyClosed: torn down,
+// every stream closed, the request finished) back in pipelinePool, when
+// nothing else can still reach it. Its context (&p.pc) and streams went
+// only to parties that are done with them once the response is over: the
+// origin's Open (noContextKeeper), the instance calls of the body mode
+// (roundTrip, stepBody: closed), the client connection's watch (removed
+// by teardown: connWatch.remove waits for a cancel in progress) and the
+// shared deadline (pipeCtx.cancel's remove waits for endAll). Anything
+// else clears reusable when it gets p: a one-shot input URL (the instance
+// serving it may still read after the response), a built-in, saveas, a
+// wait for an instance, and any AfterFunc registration on the context
+// (a derived context may outlive the call: nextFn moved).
+func (p *pipeline) recycle() {
+	p.pc.mu.Lock()
+	next := p.pc.nextFn
+	p.pc.mu.Unlock()
+	if !p.reusable || next != p.fnStart {
+		return
+	}
+	*p = pipeline{}
+	// Registration ids stay unique across uses: a stale stop function
+	// (there is none when nextFn did not move) could not remove another
+	// use's registration.
+	p.pc.nextFn = next
+	pipelinePool.Put(p)
 }
 
 type tokenFlow struct {
@@ -202,6 +248,7 @@ func (p *pipeline) bodyClosed(n int64, err error) {
 	rq := p.rq
 	p.rq = nil // recycled once finished (request)
 	rq.finish(fasthttp.StatusOK, n, err)
+	p.recycle() // p is not touched after this
 }
 
 // startPipeline opens the object and starts every stage in order (and the
@@ -255,6 +302,7 @@ func (p *pipeline) openObject() (flow, *httpError) {
 // runBuiltin runs a built-in fop on the stream. The result owns its input:
 // closing the result closes the input too.
 func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
+	p.reusable = false // builtin.Run gets the context and may keep it
 	start := time.Now()
 	res, err := builtin.Run(&p.pc, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime, Env: p.builtinEnv()})
 	p.r.metrics.step(st.step.Name, time.Since(start))
@@ -324,6 +372,9 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		}
 		in = held
 	}
+	// The instance serving the input may read it (checking the
+	// context) after the response is over.
+	p.reusable = false
 	tok, entry, err := r.src.register(&p.pc, in, now.Add(r.cfg.SrcTTL))
 	if err != nil {
 		in.body.Close()
@@ -418,6 +469,7 @@ func (p *pipeline) nextHost(i int, key pool.Key, avoid *pool.Host) (h *pool.Host
 	if h = p.r.pickRetry(key, avoid); h != nil {
 		return h, false, nil
 	}
+	p.reusable = false // the rare path: not worth proving what keeps the context
 	if h, herr = p.r.holdForInstance(&p.pc, key, i); herr != nil {
 		return nil, false, herr
 	}
@@ -942,6 +994,7 @@ func (c *chainBody) Close() error {
 // stream's, the client's going away) aborts the Put's input with an error,
 // and the Writer's temp-then-rename keeps the key untouched.
 func (p *pipeline) saveAs(sa *fop.SaveAs, in flow) (flow, *teeBody) {
+	p.reusable = false // the Put's goroutine has the context
 	pr, pw := io.Pipe()
 	done := make(chan putResult, 1)
 	go func() {

@@ -174,14 +174,17 @@ type Router struct {
 	// just read from the real clock then serves as the router's now too
 	// (nowAt), saving a clock read, which costs ~0.1-0.3 µs on a VM.
 	realClock bool
-	meta      MetaSource
-	cache     *meta.Cache // nil when cfg.Meta was given
-	now       func() time.Time
-	src       *srcRegistry
-	clients   *clients
-	load      *loadCounters
-	metrics   *metrics
-	own       map[string]bool
+	// objectsKeepNoContext: Config.Objects is a noContextKeeper
+	// (pipelinePool).
+	objectsKeepNoContext bool
+	meta                 MetaSource
+	cache                *meta.Cache // nil when cfg.Meta was given
+	now                  func() time.Time
+	src                  *srcRegistry
+	clients              *clients
+	load                 *loadCounters
+	metrics              *metrics
+	own                  map[string]bool
 	// ownWarned maps an own host name bound to a bucket in the store to
 	// the snapshot last logged about (handler.go ignoreOwnDomain); only
 	// own host names are keys, so it stays small.
@@ -264,6 +267,7 @@ func New(cfg Config) (*Router, error) {
 		watch:     newConnWatch(watchPoll),
 		cc:        map[ccKey]string{},
 	}
+	_, r.objectsKeepNoContext = cfg.Objects.(noContextKeeper)
 	r.stopped, r.stop = context.WithCancel(context.Background())
 	r.deadline = newDeadlines(r.stopped, cfg.Deadline)
 	if cfg.Meta != nil {

@@ -169,6 +169,11 @@ func (d *Dir) Stat(ctx context.Context, bucket, key string) (origin.Object, erro
 	return obj, nil
 }
 
+// OpenKeepsNoContext tells that Open looks at its context only before it
+// returns, and its streams never: the router may recycle a context it
+// passed once the stream is closed.
+func (d *Dir) OpenKeepsNoContext() {}
+
 // Open returns the bytes [offset, offset+length) of an object (length < 0:
 // to the end) and its metadata. The caller closes the stream.
 func (d *Dir) Open(ctx context.Context, bucket, key string, offset, length int64) (io.ReadCloser, origin.Object, error) {
