@@ -34,8 +34,9 @@ type connWatch struct {
 
 // watchEntry is one watched pipeline: ctx is cancelled when conn's peer
 // has closed it. Once remove has returned, the loop no longer touches the
-// entry (the pipeline holding it may be recycled): the loop looks at an
-// entry and cancels it under mu, and remove marks it removed under mu.
+// entry (the pipeline holding it may be recycled): the loop takes mu
+// while the entry is in the map, looks at it and cancels it under mu, and
+// remove marks it removed under mu.
 type watchEntry struct {
 	conn net.Conn
 	ctx  interface{ cancel() }
@@ -108,9 +109,18 @@ func (w *connWatch) loop() {
 }
 
 // check cancels e's pipeline when its client connection has closed,
-// unless e was removed meanwhile.
+// unless e was removed meanwhile. e is the loop's copy of a key of m: its
+// memory is only touched while it is still watched (in m, under mu), as
+// it may since have been removed and reused for another pipeline, whose
+// add wrote it before putting it in m.
 func (w *connWatch) check(e *watchEntry) {
-	e.mu.Lock()
+	w.mu.Lock()
+	if _, ok := w.m[e]; !ok { // hashes the pointer: reads nothing of e
+		w.mu.Unlock()
+		return
+	}
+	e.mu.Lock() // before w.mu is let go: remove waits for it
+	w.mu.Unlock()
 	defer e.mu.Unlock()
 	if e.removed || !connClosed(e.conn) {
 		return
