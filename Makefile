@@ -37,10 +37,12 @@ vet:
 unit:
 	PATH="$(DEPS_BIN):$$PATH" $(GO) test -race -count=1 -timeout 60m ./...
 
-# Tests too slow under the race detector (they skip themselves there) run
-# here without it: a 1 GiB object through three streaming steps.
+# Tests too slow under the race detector, or whose figures it changes
+# (they skip themselves there), run here without it: a 1 GiB object
+# through three streaming steps; the allocations per request of the hot
+# paths.
 large:
-	$(GO) test -count=1 -run '^TestGiBThroughThreeSteps(FromS3)?$$' -v ./router/
+	$(GO) test -count=1 -run '^(TestGiBThroughThreeSteps(FromS3)?|TestHotPathAllocs)$$' -v ./router/
 
 ## browser: only the web console test in Debian's chromium (chromedp;
 ## screenshots in $DORA_ARTIFACTS/console); make test runs it too

@@ -257,7 +257,7 @@ func (a *accessRecorder) line(t *testing.T, reqid string) accessLine {
 func TestRecycledRequestOutlivesHandler(t *testing.T) {
 	logs := &accessRecorder{lines: map[string]accessLine{}}
 	r, objs := hotRouterWith(t, func(c *Config) { c.Logger = slog.New(logs) })
-	const bigSize = 16 << 20 // far more than the socket buffers hold (growBody's size too)
+	const bigSize = growSize // far more than the socket buffers hold; the grow answer too
 	objs.add("photos", "big", "application/octet-stream", make([]byte, bigSize))
 	base := "http://" + r.publicAddr()
 	get := func(uri string) *http.Response {

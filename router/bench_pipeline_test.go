@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -136,8 +137,8 @@ func checkBody(resp *fasthttp.Response, size int) error {
 
 // benchInstance serves the Dora protocol in-process as passthru does: it
 // fetches url= (keep-alive client), or takes the body without one, and
-// answers with the input; to cmd=grow it answers growBody whatever the
-// input.
+// answers with the input; to cmd=grow it answers growSize zeros whatever
+// the input.
 func benchInstance(b testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -148,7 +149,7 @@ func benchInstance(b testing.TB) string {
 		if string(ctx.QueryArgs().Peek("cmd")) == "grow" {
 			// A large answer, streamed by the router from the connection.
 			ctx.SetContentType("application/octet-stream")
-			ctx.SetBody(growBody())
+			ctx.SetBodyStream(io.LimitReader(zeros{}, growSize), growSize)
 			return
 		}
 		u := ctx.QueryArgs().Peek("url")
@@ -193,6 +194,14 @@ func processCPU(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// growBody is the benchmark instance's answer to cmd=grow: far more than
-// the socket buffers hold (made once, when first asked for).
-var growBody = sync.OnceValue(func() []byte { return make([]byte, 16<<20) })
+// growSize is the size of the benchmark instance's answer to cmd=grow
+// (zeros): far more than the socket buffers hold.
+const growSize = 16 << 20
+
+// zeros reads zero bytes forever.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
