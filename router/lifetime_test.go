@@ -34,6 +34,8 @@ import (
 type lifetimeLog struct {
 	mu    sync.Mutex
 	lines map[string][]lifeLine
+	// other counts the other records by message and host attribute.
+	other map[string]int
 }
 
 type lifeLine struct {
@@ -41,7 +43,9 @@ type lifeLine struct {
 	status, bytes              int64
 }
 
-func newLifetimeLog() *lifetimeLog { return &lifetimeLog{lines: map[string][]lifeLine{}} }
+func newLifetimeLog() *lifetimeLog {
+	return &lifetimeLog{lines: map[string][]lifeLine{}, other: map[string]int{}}
+}
 
 func (a *lifetimeLog) Enabled(context.Context, slog.Level) bool { return true }
 func (a *lifetimeLog) WithAttrs([]slog.Attr) slog.Handler       { return a }
@@ -49,6 +53,16 @@ func (a *lifetimeLog) WithGroup(string) slog.Handler            { return a }
 
 func (a *lifetimeLog) Handle(_ context.Context, rec slog.Record) error {
 	if rec.Message != "access" {
+		host := ""
+		rec.Attrs(func(at slog.Attr) bool {
+			if at.Key == "host" {
+				host = at.Value.String()
+			}
+			return true
+		})
+		a.mu.Lock()
+		a.other[rec.Message+" "+host]++
+		a.mu.Unlock()
 		return nil
 	}
 	var id string
@@ -521,4 +535,59 @@ func listenLoopback(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+// TestOwnHostWarningKeyKept binds the router's own host name as a bucket's
+// domain: the router ignores the binding and warns once per snapshot,
+// remembering the host read without a copy from the request. After
+// same-length other hosts on the same connection (the Host bytes
+// overwritten in place), the own host must still be known as warned.
+func TestOwnHostWarningKeyKept(t *testing.T) {
+	log := newLifetimeLog()
+	objs := newMemOrigin()
+	objs.add("photos", "small", "text/plain", []byte("x"))
+	r, err := New(Config{
+		Meta: staticMeta{meta.NewSnapshot(meta.Data{
+			Accounts: []dora.Account{alice},
+			Buckets:  []dora.Bucket{{Name: "photos", Owner: alice.ID, Domains: []string{"127.0.0.1"}}},
+		})},
+		Objects: objs, Pool: pool.New(pool.Options{}),
+		Logger: slog.New(log),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	benchServe(t, r)
+	tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	get := func(host, uri string) int {
+		resp := lifeGet(t, tr, r, host, uri)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	own := r.publicAddr()                                 // 127.0.0.1:port
+	get(strings.Repeat("h", 64)+".localhost", "/healthz") // sizes the buffers
+	if st := get(own, "/healthz"); st != 200 {
+		t.Fatalf("/healthz on the own host: status %d", st)
+	}
+	for i := range 20 {
+		get("127.0.0."+string(rune('2'+i%8))+own[len("127.0.0.1"):], "/healthz")
+	}
+	r.ownWarned.Range(func(k, _ any) bool {
+		if k.(string) != "127.0.0.1" {
+			t.Errorf("ownWarned keeps host %q", k)
+		}
+		return true
+	})
+	// Again, on another connection (whose buffers hold nothing of the
+	// first one's): no second warning.
+	tr.CloseIdleConnections()
+	get(own, "/healthz")
+	const msg = "router: ignoring a domain binding of the router's own host name 127.0.0.1"
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if n := log.other[msg]; n != 1 {
+		t.Errorf("%d warnings of the own host's binding, want 1: %v", n, log.other)
+	}
 }
