@@ -175,7 +175,10 @@ func lifetimeRouter(t *testing.T, log *lifetimeLog, src *slowSrc) (*Router, *mem
 	} {
 		insts = append(insts, pool.Instance{ID: u.name + "0", Ufop: u.name, Version: "v1", Region: dora.DefaultRegion, Addr: u.addr})
 		ufops = append(ufops, dora.Ufop{Name: u.name, Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"})
-		rels = append(rels, dora.Release{Ufop: u.name, Version: "v1", Protocol: dora.ProtocolDora, BodyLimit: u.limit, Cache: u.cache})
+		// The streams are held while the other requests run (slowly
+		// under -race): no step timeout may end them meanwhile.
+		rels = append(rels, dora.Release{Ufop: u.name, Version: "v1", Protocol: dora.ProtocolDora, BodyLimit: u.limit, Cache: u.cache,
+			Timeouts: dora.StepTimeouts{FirstByte: 5 * time.Minute, Idle: 5 * time.Minute}})
 	}
 	p.Update(insts)
 	r, err := New(Config{
@@ -589,5 +592,38 @@ func TestOwnHostWarningKeyKept(t *testing.T) {
 	defer log.mu.Unlock()
 	if n := log.other[msg]; n != 1 {
 		t.Errorf("%d warnings of the own host's binding, want 1: %v", n, log.other)
+	}
+}
+
+// TestSrcBodyEndsAtItsSize: fasthttp reads a one-shot URL's answer on
+// until EOF after its last byte, by which time the pipeline may have
+// ended (its instance answered once it had the whole input). That read
+// is the answer's end, not a failure; a read before the end still fails
+// with the pipeline's end, and so does one of an input of unknown size.
+func TestSrcBodyEndsAtItsSize(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	in := func(size int64) flow { return flow{body: io.NopCloser(strings.NewReader("abc")), size: size} }
+	full := &srcBody{e: &srcEntry{in: in(3), ctx: ctx}}
+	short := &srcBody{e: &srcEntry{in: in(3), ctx: ctx}}
+	unknown := &srcBody{e: &srcEntry{in: in(-1), ctx: ctx}}
+	buf := make([]byte, 3)
+	if n, err := io.ReadFull(full, buf); n != 3 || err != nil {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	if n, err := short.Read(buf[:1]); n != 1 || err != nil {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	if n, err := io.ReadFull(unknown, buf); n != 3 || err != nil {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	cancel()
+	if n, err := full.Read(buf); n != 0 || err != io.EOF || full.err != nil {
+		t.Errorf("after the whole input: read %d, %v (recorded %v), want EOF", n, err, full.err)
+	}
+	if _, err := short.Read(buf); err != context.Canceled || short.err != context.Canceled {
+		t.Errorf("before the input's end: %v (recorded %v), want the pipeline's end", err, short.err)
+	}
+	if _, err := unknown.Read(buf); err != context.Canceled {
+		t.Errorf("input of unknown size: %v, want the pipeline's end", err)
 	}
 }
