@@ -98,6 +98,11 @@ func serveOn(b testing.TB, r *Router, ln net.Listener) *fasthttp.HostClient {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.Serve(ctx, ln) })
 	b.Cleanup(func() { cancel(); wg.Wait() })
+	// Serve sets the one-shot URLs' address (publicAddr) from ln: callers
+	// that dial r.publicAddr() must not see the default before it.
+	for r.public.Load() == nil {
+		time.Sleep(time.Millisecond)
+	}
 	return &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64, ReadTimeout: 10 * time.Second}
 }
 

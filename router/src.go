@@ -174,6 +174,12 @@ type srcBody struct {
 }
 
 func (b *srcBody) Read(p []byte) (int, error) {
+	if size := b.e.in.size; size >= 0 && b.n >= size {
+		// All of it is sent (fasthttp reads on until EOF): the
+		// pipeline may have ended since (its instance answered once it
+		// had the input), which is no failure of this answer.
+		return 0, io.EOF
+	}
 	if err := b.e.ctx.Err(); err != nil {
 		b.err = err
 		return 0, err
