@@ -264,7 +264,7 @@ func (b *blockingCancel) cancel() {
 
 // TestWatchRemoveWaitsForCancel: once remove has returned, the watch's
 // loop is done with the entry, a cancel it had started included, so that
-// the pipeline holding the entry can be recycled (pipelinePool). (The
+// the pipeline holding the entry can be recycled (Router.pipelines). (The
 // pause before the release only gives a remove that would not wait the
 // time to return early; it decides nothing.)
 func TestWatchRemoveWaitsForCancel(t *testing.T) {

@@ -81,7 +81,7 @@ func (s *sharedDeadline) remove(c *pipeCtx) {
 
 // endAll ends every registered context with the shared one's error. It
 // holds mu throughout, so that a remove that returns has seen the end of
-// its context finished (its pipeline may be recycled then: pipelinePool).
+// its context finished (its pipeline may be recycled then: Router.pipelines).
 // (end takes only the context's own lock, and nothing it runs takes mu.)
 func (s *sharedDeadline) endAll() {
 	err := s.ctx.Err()

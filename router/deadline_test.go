@@ -117,7 +117,7 @@ func TestCoarseDeadline(t *testing.T) {
 // TestSharedDeadlineRemoveWaitsForEnd: a pipeline's remove from its
 // shared deadline returns only once an endAll in progress has finished
 // ending its context, so that the pipeline can be recycled
-// (pipelinePool). (The pause before the release only gives a remove that
+// (Router.pipelines). (The pause before the release only gives a remove that
 // would not wait the time to return early; it decides nothing.)
 func TestSharedDeadlineRemoveWaitsForEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())

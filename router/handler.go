@@ -10,7 +10,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -74,7 +73,7 @@ func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 // metrics, finished exactly once (at the handler's end, or when the
 // streamed body is closed).
 //
-// Requests are recycled (requestPool): a request holds two references,
+// Requests are recycled (Router.requests): a request holds two references,
 // the handler's (dropped when handle returns) and finish's (dropped once
 // finish has run), and goes back to the pool when both are gone, that is
 // when the handler has returned and the response, streamed or not, is
@@ -117,13 +116,13 @@ type request struct {
 	want   int64
 }
 
-// requestPool recycles requests (request: the lifetime rules).
-var requestPool = sync.Pool{New: func() any { return new(request) }}
-
 // newRequest takes a request from the pool for ctx, started at start,
 // holding its two references.
 func (r *Router) newRequest(ctx *fasthttp.RequestCtx, start time.Time) *request {
-	rq := requestPool.Get().(*request)
+	rq, _ := r.requests.Get().(*request)
+	if rq == nil {
+		rq = new(request)
+	}
 	rq.r, rq.ctx, rq.start = r, ctx, start
 	rq.refs.Store(2)
 	return rq
@@ -135,8 +134,9 @@ func (rq *request) release() {
 	if rq.refs.Add(-1) != 0 {
 		return // still held; or a request not from newRequest (tests)
 	}
+	r := rq.r
 	*rq = request{}
-	requestPool.Put(rq)
+	r.requests.Put(rq)
 }
 
 // realStart is the request's start on the real clock (deadlines run on

@@ -20,7 +20,7 @@ import (
 )
 
 // The tests here look for use-after-release and aliasing bugs of the
-// recycled request state (requestPool: a request's buffers, its embedded
+// recycled request state (Router.requests: a request's buffers, its embedded
 // response streams) and of the strings read without a copy from
 // fasthttp's buffers (the Host header, the /_dora/src/ path, the ETag):
 // anything kept past the request (a map key, a log record, a metric

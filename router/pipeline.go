@@ -89,7 +89,7 @@ type pipeline struct {
 	// its steps' instance connections.
 	pc pipeCtx
 
-	// reusable: recycle may put the pipeline back in pipelinePool
+	// reusable: recycle may put the pipeline back in Router.pipelines
 	// (cleared by whatever hands it to a party that may outlive the
 	// response); fnStart is pc.nextFn when it was taken from the pool.
 	reusable bool
@@ -125,9 +125,12 @@ func newPipeline(r *Router, parent context.Context, release context.CancelFunc, 
 }
 
 // newSharedPipeline makes a pipeline of the HTTP path, whose context ends
-// with the shared deadline sd, from pipelinePool.
+// with the shared deadline sd, from r.pipelines (recycle).
 func newSharedPipeline(r *Router, sd *sharedDeadline, reqid string, b dora.Bucket, key string) *pipeline {
-	p := pipelinePool.Get().(*pipeline)
+	p, _ := r.pipelines.Get().(*pipeline)
+	if p == nil {
+		p = new(pipeline)
+	}
 	p.r, p.reqid, p.bucket, p.key = r, reqid, refBucket(b), key
 	// A mirror's Open may keep the context (an HTTP request's).
 	p.reusable = r.objectsKeepNoContext && (b.Mirror == "" || r.cfg.Mirror == nil)
@@ -136,17 +139,16 @@ func newSharedPipeline(r *Router, sd *sharedDeadline, reqid string, b dora.Bucke
 	return p
 }
 
-// pipelinePool recycles the HTTP path's pipelines (newSharedPipeline)
-// whose lifetime is provably over once their response is (recycle).
-var pipelinePool = sync.Pool{New: func() any { return new(pipeline) }}
-
 // noContextKeeper is an origin whose Open does not keep its context past
 // the call (its streams never look at it): a pipeline whose object it
-// opens may be recycled (origin/local's Dir is one).
+// opens may be recycled (origin/local's Dir is one). Go promotes the
+// method through embedding: a type that embeds a keeper and overrides
+// Open with one that keeps its context must not keep the marker (hide it
+// with a field or method of the same name).
 type noContextKeeper interface{ OpenKeepsNoContext() }
 
 // recycle puts a pipeline whose response is over (bodyClosed: torn down,
-// every stream closed, the request finished) back in pipelinePool, when
+// every stream closed, the request finished) back in r.pipelines, when
 // nothing else can still reach it. Its context (&p.pc) and streams went
 // only to parties that are done with them once the response is over: the
 // origin's Open (noContextKeeper), the instance calls of the body mode
@@ -164,12 +166,13 @@ func (p *pipeline) recycle() {
 	if !p.reusable || next != p.fnStart {
 		return
 	}
+	r := p.r
 	*p = pipeline{}
 	// Registration ids stay unique across uses: a stale stop function
 	// (there is none when nextFn did not move) could not remove another
 	// use's registration.
 	p.pc.nextFn = next
-	pipelinePool.Put(p)
+	r.pipelines.Put(p)
 }
 
 type tokenFlow struct {

@@ -175,16 +175,24 @@ type Router struct {
 	// (nowAt), saving a clock read, which costs ~0.1-0.3 µs on a VM.
 	realClock bool
 	// objectsKeepNoContext: Config.Objects is a noContextKeeper
-	// (pipelinePool).
+	// (pipelines).
 	objectsKeepNoContext bool
-	meta                 MetaSource
-	cache                *meta.Cache // nil when cfg.Meta was given
-	now                  func() time.Time
-	src                  *srcRegistry
-	clients              *clients
-	load                 *loadCounters
-	metrics              *metrics
-	own                  map[string]bool
+	// pipelines recycles the HTTP path's pipelines whose lifetime is
+	// provably over once their response is (pipeline.recycle); the
+	// router's own, not a package variable, so that no pipeline moves
+	// between routers (tests run many in one process).
+	pipelines sync.Pool
+	// requests recycles the requests' bookkeeping (handler.go request:
+	// the lifetime rules).
+	requests sync.Pool
+	meta     MetaSource
+	cache    *meta.Cache // nil when cfg.Meta was given
+	now      func() time.Time
+	src      *srcRegistry
+	clients  *clients
+	load     *loadCounters
+	metrics  *metrics
+	own      map[string]bool
 	// ownWarned maps an own host name bound to a bucket in the store to
 	// the snapshot last logged about (handler.go ignoreOwnDomain); only
 	// own host names are keys, so it stays small.
