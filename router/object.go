@@ -302,8 +302,8 @@ func parseRange(s string, size int64) (start, length int64, ok, unsat bool) {
 // stream makes rc the response body of rq, answered with status: it
 // finishes rq once closed (bodyClosed), a stream of want bytes (-1:
 // unknown) read short being an error. The countingBody is rq's own (no
-// allocation); fasthttp lets go of it in Close, before finish recycles
-// rq.
+// allocation); fasthttp lets go of it in CloseWithError, before finish
+// recycles rq.
 func (rq *request) stream(rc io.ReadCloser, status int, want int64) *countingBody {
 	rq.status, rq.want = status, want
 	rq.body = countingBody{rc: rc, r: rq.r, done: rq}
@@ -320,7 +320,7 @@ func (rq *request) bodyClosed(read int64, err error) {
 
 // countingBody wraps a stream the router hands to fasthttp: it counts the
 // bytes and reports once when fasthttp closes it (end of response, client
-// gone or write error).
+// gone or write error: CloseWithError).
 type countingBody struct {
 	rc     io.ReadCloser
 	r      *Router
@@ -344,11 +344,22 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *countingBody) Close() error {
+// CloseWithError is how fasthttp closes the stream (its closeBodyStream:
+// at the answer's end, at the connection's reset, or when a write failed,
+// with werr that write's error): werr, when set, is why the answer did
+// not reach the client whole (it hung up, the write timed out), the only
+// word of it an answer of unknown size (chunked) gets; it is reported
+// unless a read error already is. countingBody has no Close: fasthttp
+// calls Close and then CloseWithError on a stream that has both, and the
+// first may recycle it (done).
+func (c *countingBody) CloseWithError(werr error) error {
 	if c.closed {
 		return nil
 	}
 	c.closed = true
+	if c.err == nil {
+		c.err = werr
+	}
 	err := c.rc.Close()
 	if c.done != nil {
 		c.done.bodyClosed(c.n, c.err)

@@ -156,14 +156,14 @@ func (r *Router) serveSrc(rq *request, tok string) {
 	if size < 0 {
 		size = -1
 	}
-	// The body is rq's own: fasthttp lets go of it in Close, before
-	// finish recycles rq.
+	// The body is rq's own: fasthttp lets go of it in CloseWithError,
+	// before finish recycles rq.
 	rq.src = srcBody{e: e, rq: rq}
 	ctx.Response.SetBodyStream(&rq.src, int(size))
 }
 
 // srcBody is a claimed input as a response body: reads stop once the
-// pipeline has ended, and Close closes the input stream (its owner now)
+// pipeline has ended, and CloseWithError closes the input stream (its owner now)
 // and finishes the serving request.
 type srcBody struct {
 	e      *srcEntry
@@ -192,11 +192,18 @@ func (b *srcBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *srcBody) Close() error {
+// CloseWithError is fasthttp's close of the answer (see
+// countingBody.CloseWithError, and why there is no Close): werr, the
+// failed write's error (the instance hung up), is reported unless a read
+// error already is.
+func (b *srcBody) CloseWithError(werr error) error {
 	if b.closed {
 		return nil
 	}
 	b.closed = true
+	if b.err == nil {
+		b.err = werr
+	}
 	err := b.e.in.body.Close()
 	b.rq.finish(fasthttp.StatusOK, b.n, b.err) // may recycle b: not touched after
 	return err
