@@ -42,8 +42,9 @@ var hotPaths = []struct {
 // hotRouter serves bucket photos (alice's) holding the 4 KiB object
 // "small", with four ufops answered by one in-process instance
 // (benchInstance): passthru (the body mode), passurl (url=, its body limit
-// -1), cached (body mode, results cached) and grow (body mode, a 16 MiB
-// answer). It serves on loopback (the one-shot URLs).
+// -1), cached (body mode, results cached), grow (body mode, a 16 MiB
+// answer) and stall (64 KiB, then a byte every stallEvery). It serves on
+// loopback (the one-shot URLs).
 func hotRouter(tb testing.TB) *Router {
 	r, _ := hotRouterWith(tb, nil)
 	return r
@@ -52,6 +53,12 @@ func hotRouter(tb testing.TB) *Router {
 // hotRouterWith is hotRouter with its Config modified by mod (when not
 // nil); it returns the router's origin too.
 func hotRouterWith(tb testing.TB, mod func(*Config)) (*Router, *memOrigin) {
+	return hotRouterOpts(tb, mod, nil)
+}
+
+// hotRouterOpts is hotRouterWith whose router is also modified by modR
+// (when not nil) before it serves.
+func hotRouterOpts(tb testing.TB, mod func(*Config), modR func(*Router)) (*Router, *memOrigin) {
 	objs := newMemOrigin()
 	objs.add("photos", "small", "application/octet-stream", make([]byte, 4<<10))
 	addr := benchInstance(tb)
@@ -63,7 +70,7 @@ func hotRouterWith(tb testing.TB, mod func(*Config)) (*Router, *memOrigin) {
 		name  string
 		limit int64
 		cache *dora.CachePolicy
-	}{{"passthru", 0, nil}, {"passurl", -1, nil}, {"cached", 0, &dora.CachePolicy{Enabled: true, TTL: time.Hour}}, {"grow", 0, nil}} {
+	}{{"passthru", 0, nil}, {"passurl", -1, nil}, {"cached", 0, &dora.CachePolicy{Enabled: true, TTL: time.Hour}}, {"grow", 0, nil}, {"stall", 0, nil}} {
 		insts = append(insts, pool.Instance{ID: u.name + "0", Ufop: u.name, Version: "v1", Region: dora.DefaultRegion, Addr: addr})
 		ufops = append(ufops, dora.Ufop{Name: u.name, Owner: alice.ID, Mode: dora.ModePublic, ActiveVersion: "v1"})
 		rels = append(rels, dora.Release{Ufop: u.name, Version: "v1", Protocol: dora.ProtocolDora, BodyLimit: u.limit, Cache: u.cache})
@@ -92,6 +99,9 @@ func hotRouterWith(tb testing.TB, mod func(*Config)) (*Router, *memOrigin) {
 	if err != nil {
 		ln.Close()
 		tb.Fatal(err)
+	}
+	if modR != nil {
+		modR(r)
 	}
 	serveOn(tb, r, ln)
 	return r, objs
@@ -249,7 +259,7 @@ func (a *accessRecorder) line(t *testing.T, reqid string) accessLine {
 // TestRecycledRequestOutlivesHandler holds streamed responses (an object,
 // a step's output in the url= and in the body mode) half read while many
 // other requests run, so that the recycled request and pipeline state
-// (requestPool, pipelinePool) would be reused under them if it were given
+// (Router.requests, Router.pipelines) would be reused under them if it were given
 // back before the stream's end: each held stream must arrive whole and
 // each request's access line must still carry its own request id, key,
 // pipeline and byte count. Under -race, a reuse while the stream is read
@@ -329,7 +339,7 @@ func TestRecycledRequestOutlivesHandler(t *testing.T) {
 	}
 }
 
-// TestPipelineRecycleGuards: a pipeline goes back to pipelinePool only
+// TestPipelineRecycleGuards: a pipeline goes back to Router.pipelines only
 // when nothing can still reach its context: not after an AfterFunc
 // registration on it (a derived context), not when its bucket has a
 // mirror (whose Open may keep the context), not when the origin does not

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -143,7 +144,8 @@ func checkBody(resp *fasthttp.Response, size int) error {
 // benchInstance serves the Dora protocol in-process as passthru does: it
 // fetches url= (keep-alive client), or takes the body without one, and
 // answers with the input; to cmd=grow it answers growSize zeros whatever
-// the input.
+// the input, to cmd=stall 64 KiB and then a byte every stallEvery
+// (chunked).
 func benchInstance(b testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -151,10 +153,29 @@ func benchInstance(b testing.TB) string {
 	}
 	client := &fasthttp.Client{MaxConnsPerHost: 256, ReadTimeout: 10 * time.Second}
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if string(ctx.QueryArgs().Peek("cmd")) == "grow" {
+		switch string(ctx.QueryArgs().Peek("cmd")) {
+		case "grow":
 			// A large answer, streamed by the router from the connection.
 			ctx.SetContentType("application/octet-stream")
 			ctx.SetBodyStream(io.LimitReader(zeros{}, growSize), growSize)
+			return
+		case "stall":
+			// 64 KiB, then a byte every stallEvery (chunked) until
+			// growSize bytes or a failed write: the router waits for
+			// the instance most of the time.
+			ctx.SetContentType("application/octet-stream")
+			ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+				if _, err := w.Write(make([]byte, 64<<10)); err != nil {
+					return
+				}
+				for n := 64 << 10; n < growSize; n++ {
+					if w.Flush() != nil {
+						return
+					}
+					time.Sleep(stallEvery)
+					w.WriteByte(0)
+				}
+			})
 			return
 		}
 		u := ctx.QueryArgs().Peek("url")
@@ -202,6 +223,10 @@ func processCPU(b *testing.B) time.Duration {
 // growSize is the size of the benchmark instance's answer to cmd=grow
 // (zeros): far more than the socket buffers hold.
 const growSize = 16 << 20
+
+// stallEvery is how often the benchmark instance's answer to cmd=stall
+// sends a byte after its first 64 KiB.
+const stallEvery = 500 * time.Millisecond
 
 // zeros reads zero bytes forever.
 type zeros struct{}
