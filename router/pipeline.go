@@ -69,40 +69,45 @@ type pipeline struct {
 	bucket bucketRef
 	key    string
 
-	mu     sync.Mutex
+	mu     sync.Mutex // guards tokens and torn
 	tokens []tokenFlow
-	torn   bool
-	// fellBack: a step ran on its ufop's previous version (blue/green),
-	// so the result is not the active versions' (result.go).
-	fellBack bool
 
 	// The HTTP path's parts, kept here to spare allocations per request:
-	// the client connection's watch (cancel.go), the response stream and
-	// the request it finishes.
-	we      watchEntry
-	watched bool
-	out     countingBody
-	rq      *request
-	size    int64
+	// the client connection's watch (cancel.go; watched: added), the
+	// response stream and the request it finishes.
+	we   watchEntry
+	out  countingBody
+	rq   *request
+	size int64
 
 	// pc is the pipeline's own context (pipectx.go), which also watches
 	// its steps' instance connections.
 	pc pipeCtx
 
-	// reusable: recycle may put the pipeline back in Router.pipelines
-	// (cleared by whatever hands it to a party that may outlive the
-	// response); fnStart is pc.nextFn when it was taken from the pool.
-	reusable bool
-	fnStart  uint64
+	// fnStart is pc.nextFn when the pipeline was taken from the pool
+	// (recycle).
+	fnStart uint64
 
 	// Room for the first opening of the object's stream and the first
 	// step call's response body (a later one, a retry's included, takes
 	// its own allocation: the first may still be referenced), so that a
-	// one-step pipeline is one allocation.
-	in0     inBody
-	sb0     stepBody
-	in0Used bool
-	sb0Used bool
+	// one-step pipeline is one allocation; in0Used and sb0Used tell they
+	// are taken.
+	in0 inBody
+	sb0 stepBody
+
+	// The flags, side by side (no padding between them: the pipeline
+	// stays in the 704-byte size class).
+	torn bool
+	// fellBack: a step ran on its ufop's previous version (blue/green),
+	// so the result is not the active versions' (result.go).
+	fellBack bool
+	watched  bool
+	// reusable: recycle may put the pipeline back in Router.pipelines
+	// (cleared by whatever hands it to a party that may outlive the
+	// response).
+	reusable         bool
+	in0Used, sb0Used bool
 }
 
 // bucketRef is what a pipeline needs of its bucket (dora.Bucket is twice
