@@ -341,7 +341,8 @@ func TestRecycledRequestOutlivesHandler(t *testing.T) {
 
 // TestPipelineRecycleGuards: a pipeline goes back to Router.pipelines only
 // when nothing can still reach its context: not after an AfterFunc
-// registration on it (a derived context), not when its bucket has a
+// registration on it (a derived context), a context derived from it after
+// its end, or a call of its Done; not when its bucket has a
 // mirror (whose Open may keep the context), not when the origin does not
 // say it keeps none (noContextKeeper).
 func TestPipelineRecycleGuards(t *testing.T) {
@@ -367,6 +368,23 @@ func TestPipelineRecycleGuards(t *testing.T) {
 	p.recycle()
 	if p.r == nil {
 		t.Fatal("recycled although its context had an AfterFunc registration")
+	}
+
+	// A context derived once the pipeline's has ended registers nothing
+	// (the context package cancels it at once) but keeps its parent, and
+	// a party waiting on Done may still hold the context: neither is
+	// recycled either.
+	for name, use := range map[string]func(*pipeCtx){
+		"a child made after the end": func(c *pipeCtx) { _, cancel := context.WithCancel(c); cancel() },
+		"a wait on Done":             func(c *pipeCtx) { <-c.Done() },
+	} {
+		p = pipe(r, b)
+		p.teardown()
+		use(&p.pc)
+		p.recycle()
+		if p.r == nil {
+			t.Fatalf("recycled after %s", name)
+		}
 	}
 
 	mr, _ := hotRouterWith(t, func(c *Config) { c.Mirror = noMirror{} })

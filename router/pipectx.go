@@ -45,6 +45,12 @@ type pipeCtx struct {
 	conns       []*stepConn
 	connBuf     [3]*stepConn
 	connsClosed bool
+	// exposed: Done or AfterFunc was called, so something (a goroutine
+	// waiting on Done, a derived context, f) may look at the context
+	// past its pipeline's end: the pipeline is not recycled
+	// (pipeline.recycle). A context derived after the end registers
+	// nothing, but asks for Done first.
+	exposed bool
 }
 
 // States of a pipeCtx.
@@ -142,6 +148,7 @@ func (c *pipeCtx) Value(key any) any { return c.parent.Value(key) }
 func (c *pipeCtx) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.exposed = true
 	if c.done == nil {
 		c.done = make(chan struct{})
 	}
@@ -169,7 +176,8 @@ func (c *pipeCtx) Err() error {
 func (c *pipeCtx) AfterFunc(f func()) (stop func() bool) {
 	c.mu.Lock()
 	id := c.nextFn
-	c.nextFn++ // also when ended: tells recycle that f may still run
+	c.nextFn++
+	c.exposed = true // also when ended: f may still run
 	if c.state.Load() != ctxLive {
 		c.mu.Unlock()
 		// The caller may hold locks f takes (the context package does).

@@ -84,10 +84,6 @@ type pipeline struct {
 	// its steps' instance connections.
 	pc pipeCtx
 
-	// fnStart is pc.nextFn when the pipeline was taken from the pool
-	// (recycle).
-	fnStart uint64
-
 	// Room for the first opening of the object's stream and the first
 	// step call's response body (a later one, a retry's included, takes
 	// its own allocation: the first may still be referenced), so that a
@@ -139,7 +135,6 @@ func newSharedPipeline(r *Router, sd *sharedDeadline, reqid string, b dora.Bucke
 	p.r, p.reqid, p.bucket, p.key = r, reqid, refBucket(b), key
 	// A mirror's Open may keep the context (an HTTP request's).
 	p.reusable = r.objectsKeepNoContext && (b.Mirror == "" || r.cfg.Mirror == nil)
-	p.fnStart = p.pc.nextFn // nobody else has p: no lock needed
 	p.pc.initShared(sd)
 	return p
 }
@@ -162,20 +157,21 @@ type noContextKeeper interface{ OpenKeepsNoContext() }
 // shared deadline (pipeCtx.cancel's remove waits for endAll). Anything
 // else clears reusable when it gets p: a one-shot input URL (the instance
 // serving it may still read after the response), a built-in, saveas, a
-// wait for an instance, and any AfterFunc registration on the context
-// (a derived context may outlive the call: nextFn moved).
+// wait for an instance; and any call of the context's Done or AfterFunc
+// (a goroutine waiting on it, a derived context: pc.exposed) keeps it out
+// of the pool.
 func (p *pipeline) recycle() {
 	p.pc.mu.Lock()
-	next := p.pc.nextFn
+	next, exposed := p.pc.nextFn, p.pc.exposed
 	p.pc.mu.Unlock()
-	if !p.reusable || next != p.fnStart {
+	if !p.reusable || exposed {
 		return
 	}
 	r := p.r
 	*p = pipeline{}
-	// Registration ids stay unique across uses: a stale stop function
-	// (there is none when nextFn did not move) could not remove another
-	// use's registration.
+	// Registration ids stay unique across uses (belt and braces: a
+	// pipeline whose AfterFunc was called is never recycled, so no stop
+	// function of an earlier use exists).
 	p.pc.nextFn = next
 	r.pipelines.Put(p)
 }
