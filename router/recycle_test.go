@@ -27,7 +27,9 @@ import (
 // and under -race a touch of its memory is a race. Every answer must be
 // its own object's bytes, every request logged once with its own key,
 // pipeline, status and bytes; the held and hung-up streams end short
-// with an error.
+// with an error. (A churn request that fails once its own deadline has
+// passed, on a machine too loaded, is counted apart, not failed: that end
+// is its due.)
 //
 // The interleavings are not forced: this is the assembled check behind
 // the deterministic TestWatchRemoveWaitsForCancel and
@@ -62,7 +64,7 @@ func TestRecycledPipelineEnds(t *testing.T) {
 		resp, err := tr.RoundTrip(req)
 		if err == nil && resp.StatusCode != 200 {
 			resp.Body.Close()
-			err = fmt.Errorf("%s: status %d", uri, resp.StatusCode)
+			err = &statusError{uri, resp.StatusCode}
 		}
 		return resp, err
 	}
@@ -123,6 +125,7 @@ func TestRecycledPipelineEnds(t *testing.T) {
 	// Churn until the held streams are over (the deadline and a half).
 	type done struct{ reqid, key, pipeline string }
 	var dones []done
+	late := 0
 	stop := time.Now().Add(deadline * 3 / 2)
 	var cw sync.WaitGroup
 	for g := range 8 {
@@ -134,13 +137,23 @@ func TestRecycledPipelineEnds(t *testing.T) {
 					pipeline = "passthru|passthru"
 				}
 				key := fmt.Sprintf("k%d", k)
+				start := time.Now()
 				resp, err := get("/" + key + "?" + pipeline)
-				if err != nil {
-					errs <- err
-					return
+				var b []byte
+				if err == nil {
+					b, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
 				}
-				b, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
+				var se *statusError
+				if err != nil && time.Since(start) >= deadline && (!errors.As(err, &se) || se.status == http.StatusGatewayTimeout) {
+					// Its own deadline passed (a machine too loaded):
+					// its end is its due. (A client that stays never
+					// gets 499.)
+					mu.Lock()
+					late++
+					mu.Unlock()
+					continue
+				}
 				if err != nil || !bytes.Equal(b, datas[k]) {
 					errs <- fmt.Errorf("/%s?%s: %d bytes (%d wanted), %v", key, pipeline, len(b), len(datas[k]), err)
 					return
@@ -159,6 +172,9 @@ func TestRecycledPipelineEnds(t *testing.T) {
 	}
 	if t.Failed() {
 		return
+	}
+	if len(dones) == 0 {
+		t.Fatalf("no churn request answered within its deadline (%d late)", late)
 	}
 	for _, d := range dones {
 		l := log.line(t, d.reqid)
@@ -179,5 +195,13 @@ func TestRecycledPipelineEnds(t *testing.T) {
 			why[l.err]++
 		}
 	}
-	t.Logf("%d churn requests, %d streams ended early; the held ones' errors: %v", len(dones), len(ends), why)
+	t.Logf("%d churn requests (%d more past their own deadline), %d streams ended early; the held ones' errors: %v", len(dones), late, len(ends), why)
 }
+
+// statusError is an answer other than 200.
+type statusError struct {
+	uri    string
+	status int
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("%s: status %d", e.uri, e.status) }
