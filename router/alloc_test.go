@@ -190,72 +190,6 @@ func TestHotPathAllocs(t *testing.T) {
 	}
 }
 
-// accessRecorder is a slog.Handler keeping the access log's lines by
-// request id, as a handler that keeps records (a buffer, a shipper)
-// would: the values must stay valid after the request.
-type accessRecorder struct {
-	mu    sync.Mutex
-	lines map[string]accessLine
-}
-
-type accessLine struct {
-	key, pipeline string
-	status        int64
-	bytes         int64
-}
-
-func (a *accessRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (a *accessRecorder) WithAttrs([]slog.Attr) slog.Handler       { return a }
-func (a *accessRecorder) WithGroup(string) slog.Handler            { return a }
-
-func (a *accessRecorder) Handle(_ context.Context, rec slog.Record) error {
-	if rec.Message != "access" {
-		return nil
-	}
-	var id string
-	var l accessLine
-	rec.Attrs(func(at slog.Attr) bool {
-		switch at.Key {
-		case "reqid":
-			id = at.Value.String()
-		case "key":
-			l.key = at.Value.String()
-		case "pipeline":
-			l.pipeline = at.Value.String()
-		case "status":
-			l.status = at.Value.Int64()
-		case "bytes":
-			l.bytes = at.Value.Int64()
-		}
-		return true
-	})
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if _, dup := a.lines[id]; dup {
-		return fmt.Errorf("reqid %s logged twice", id)
-	}
-	a.lines[id] = l
-	return nil
-}
-
-// line returns the access line of reqid once it is logged.
-func (a *accessRecorder) line(t *testing.T, reqid string) accessLine {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		a.mu.Lock()
-		l, ok := a.lines[reqid]
-		a.mu.Unlock()
-		if ok {
-			return l
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no access line for reqid %s", reqid)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestRecycledRequestOutlivesHandler holds streamed responses (an object,
 // a step's output in the url= and in the body mode) half read while many
 // other requests run, so that the recycled request and pipeline state
@@ -265,7 +199,7 @@ func (a *accessRecorder) line(t *testing.T, reqid string) accessLine {
 // pipeline and byte count. Under -race, a reuse while the stream is read
 // is also a data race.
 func TestRecycledRequestOutlivesHandler(t *testing.T) {
-	logs := &accessRecorder{lines: map[string]accessLine{}}
+	logs := newLifetimeLog()
 	r, objs := hotRouterWith(t, func(c *Config) { c.Logger = slog.New(logs) })
 	const bigSize = growSize // far more than the socket buffers hold; the grow answer too
 	objs.add("photos", "big", "application/octet-stream", make([]byte, bigSize))
