@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/doraproject/dora/router/origin"
 )
@@ -21,7 +22,10 @@ import (
 // Open revalidates them with one lstat through a kept handle on the
 // bucket's directory. A Put renames a new file into place (a new inode), a
 // Delete removes it (the lstat fails), an edit in place changes the size
-// or the time: none of them can be served stale.
+// or the time: none of them can be served stale. Where the bucket's
+// directory is watched (Linux, a local file system: dirWatch), an object
+// that one such lstat matched is then served with no lookup of its name
+// until an event says it or its directory changed.
 
 // Defaults of the warm cache.
 const (
@@ -37,6 +41,11 @@ type hotObject struct {
 	id   fileIdent
 	obj  origin.Object
 	data []byte
+	// blessed: a stat through dir's kept descriptor matched id while dir
+	// was watched, so until an event drops it (clearing the flag) the
+	// object is served without a stat.
+	blessed atomic.Bool
+	dir     atomic.Pointer[bucketDir]
 }
 
 // warm is the handle and object cache of a Dir.
@@ -50,6 +59,8 @@ type warm struct {
 	hmu   sync.RWMutex
 	hot   map[objectName]*hotObject
 	bytes int64
+
+	watch dirWatch
 }
 
 // SetHotCache sets the largest object kept in memory and the bound of all
@@ -64,13 +75,22 @@ func (d *Dir) SetHotCache(maxObject, maxBytes int64) {
 // fstatat and nothing else (os.Root's own walk costs about as much again
 // in user space).
 type bucketDir struct {
+	name string
 	root *os.Root
 	dir  *os.File // nil: no descriptor fast path
 	fd   int
 	raw  bool // the fstatat may be a raw system call (rawStatSafe)
+
+	// watched: dirWatch watches this directory (wd); gone: the directory
+	// moved or was removed since it was opened, so the handle no longer
+	// names the bucket.
+	wd      int32
+	watched atomic.Bool
+	gone    atomic.Bool
 }
 
-func (b *bucketDir) close() {
+func (w *warm) closeBucket(b *bucketDir) {
+	w.watch.remove(b)
 	if b.dir != nil {
 		b.dir.Close()
 	}
@@ -90,7 +110,7 @@ func (w *warm) bucketDir(d *Dir, bucket string) (*bucketDir, bool) {
 	if err != nil {
 		return nil, false
 	}
-	b = &bucketDir{root: r, fd: -1}
+	b = &bucketDir{name: bucket, root: r, fd: -1}
 	if statAtSupported {
 		if f, err := r.Open("."); err == nil {
 			b.dir, b.fd = f, int(f.Fd())
@@ -100,9 +120,10 @@ func (w *warm) bucketDir(d *Dir, bucket string) (*bucketDir, bool) {
 	w.bmu.Lock()
 	defer w.bmu.Unlock()
 	if old := w.buckets[bucket]; old != nil {
-		b.close()
+		w.closeBucket(b)
 		return old, true
 	}
+	w.watch.add(b)
 	if w.buckets == nil {
 		w.buckets = map[string]*bucketDir{}
 	}
@@ -118,7 +139,7 @@ func (w *warm) forgetBucket(bucket string) {
 	w.bmu.Unlock()
 	// No reader holds the descriptor now: they use it under bmu.
 	if b != nil {
-		b.close()
+		w.closeBucket(b)
 	}
 }
 
@@ -127,44 +148,54 @@ func (w *warm) closeAll() {
 	w.bmu.Lock()
 	defer w.bmu.Unlock()
 	for name, b := range w.buckets {
-		b.close()
+		w.closeBucket(b)
 		delete(w.buckets, name)
 	}
+	w.watch.close()
 }
 
 // errNoBucket: the bucket's directory could not be opened.
 var errNoBucket = errors.New("no bucket directory")
 
 // stat identifies the file at bucket/key without following a symbolic
-// link: its identity, and whether it is a regular file.
-func (w *warm) stat(d *Dir, bucket, key string) (fileIdent, bool, error) {
+// link: its identity, and whether it is a regular file. watched is the
+// kept directory the stat went through when that directory was watched
+// before the stat began (an object it matched may be blessed), else nil.
+func (w *warm) stat(d *Dir, bucket, key string) (id fileIdent, regular bool, watched *bucketDir, err error) {
 	if statAtSupported && strings.IndexByte(key, '/') < 0 {
 		w.bmu.RLock()
 		if b := w.buckets[bucket]; b != nil && b.dir != nil {
+			if b.gone.Load() {
+				w.bmu.RUnlock()
+				return fileIdent{}, false, nil, errNoBucket
+			}
+			if b.watched.Load() {
+				watched = b
+			}
 			// Under the read lock: forgetBucket and closeAll close the
 			// descriptor only under the write lock.
 			id, regular, err := statAt(b.fd, key, b.raw)
 			w.bmu.RUnlock()
-			return id, regular, err
+			return id, regular, watched, err
 		}
 		w.bmu.RUnlock()
 	}
 	b, ok := w.bucketDir(d, bucket)
 	if !ok {
-		return fileIdent{}, false, errNoBucket
+		return fileIdent{}, false, nil, errNoBucket
 	}
 	fi, err := b.root.Lstat(key)
 	if err != nil {
-		return fileIdent{}, false, err
+		return fileIdent{}, false, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return fileIdent{}, false, nil
+		return fileIdent{}, false, nil, nil
 	}
-	id, ok := fileID(fi)
+	id, ok = fileID(fi)
 	if !ok {
-		return fileIdent{}, false, errors.New("no file identity on this platform")
+		return fileIdent{}, false, nil, errors.New("no file identity on this platform")
 	}
-	return id, true, nil
+	return id, true, nil, nil
 }
 
 // lookup serves a small object from memory when the file at bucket/key is
@@ -175,13 +206,21 @@ func (w *warm) lookup(d *Dir, bucket, key string) (h *hotObject, missing bool) {
 	if w.maxObject <= 0 {
 		return nil, false
 	}
+	// Every change whose system call returned before this Open began is
+	// applied first: what it changed is no longer kept.
+	if w.watch.active() && w.watch.pending() {
+		w.watch.drain(w)
+	}
 	w.hmu.RLock()
 	h = w.hot[objectName{bucket, key}]
 	w.hmu.RUnlock()
 	if h == nil {
 		return nil, false
 	}
-	id, regular, err := w.stat(d, bucket, key)
+	if h.blessed.Load() && h.dir.Load().watched.Load() {
+		return h, false
+	}
+	id, regular, watched, err := w.stat(d, bucket, key)
 	switch {
 	case err == errNoBucket:
 		return nil, true
@@ -192,7 +231,21 @@ func (w *warm) lookup(d *Dir, bucket, key string) (h *hotObject, missing bool) {
 		w.drop(bucket, key)
 		return nil, false
 	}
+	if watched != nil {
+		w.bless(h, watched)
+	}
 	return h, false
+}
+
+// bless marks h, just matched by a stat through the watched directory b,
+// as served without a stat from now on, unless it was dropped meanwhile.
+func (w *warm) bless(h *hotObject, b *bucketDir) {
+	w.hmu.Lock()
+	defer w.hmu.Unlock()
+	if w.hot[objectName{h.obj.Bucket, h.obj.Key}] == h {
+		h.dir.Store(b)
+		h.blessed.Store(true)
+	}
 }
 
 // keep reads a small object just opened cold (f at offset 0) into memory.
@@ -221,15 +274,14 @@ func (w *warm) keep(f *os.File, obj origin.Object) []byte {
 		w.hot = map[objectName]*hotObject{}
 	}
 	if old := w.hot[name]; old != nil {
-		w.bytes -= int64(len(old.data))
+		w.forget(name, old)
 	}
 	// Over the bound: evict arbitrary entries (map order) until it fits.
 	for k, v := range w.hot {
 		if w.bytes+obj.Size <= w.maxBytes {
 			break
 		}
-		delete(w.hot, k)
-		w.bytes -= int64(len(v.data))
+		w.forget(k, v)
 	}
 	if w.bytes+obj.Size > w.maxBytes {
 		return data
@@ -252,15 +304,41 @@ func (h *hotObject) open(offset, length int64) (io.ReadCloser, origin.Object, er
 	return newMemReader(h.data[offset:end:end]), h.obj, nil
 }
 
-// drop forgets an object (Put, Delete, failed revalidation).
+// drop forgets an object (Put, Delete, failed revalidation, an event).
 func (w *warm) drop(bucket, key string) {
 	name := objectName{bucket, key}
 	w.hmu.Lock()
 	defer w.hmu.Unlock()
 	if old := w.hot[name]; old != nil {
-		w.bytes -= int64(len(old.data))
-		delete(w.hot, name)
+		w.forget(name, old)
 	}
+}
+
+// dropBucket forgets every object of a bucket (its directory changed).
+func (w *warm) dropBucket(bucket string) {
+	w.hmu.Lock()
+	defer w.hmu.Unlock()
+	for name, h := range w.hot {
+		if name.bucket == bucket {
+			w.forget(name, h)
+		}
+	}
+}
+
+// dropAll forgets every object (events were lost).
+func (w *warm) dropAll() {
+	w.hmu.Lock()
+	defer w.hmu.Unlock()
+	for name, h := range w.hot {
+		w.forget(name, h)
+	}
+}
+
+// forget removes h, kept as name; under hmu.
+func (w *warm) forget(name objectName, h *hotObject) {
+	h.blessed.Store(false)
+	w.bytes -= int64(len(h.data))
+	delete(w.hot, name)
 }
 
 // hotBytes is the memory the kept objects use (tests).
