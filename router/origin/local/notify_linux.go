@@ -186,13 +186,17 @@ func (dw *dirWatch) apply(w *warm, buf []byte) {
 		}
 		if ev.Mask&(unix.IN_IGNORED|unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_UNMOUNT) != 0 {
 			// The directory moved or went: its handle no longer names the
-			// bucket; the next lookup opens it afresh.
+			// bucket; the next lookup opens it afresh. Its watch goes now
+			// (remove, when the handle is closed, sees it unwatched): a
+			// directory moved away may live on, and its events would
+			// drop the objects of the bucket now at its name.
 			b.watched.Store(false)
 			b.gone.Store(true)
 			w.dropBucket(b.name)
-			if ev.Mask&unix.IN_IGNORED != 0 {
-				delete(dw.byWD, ev.Wd)
-				dw.watches.Store(int32(len(dw.byWD)))
+			delete(dw.byWD, ev.Wd)
+			dw.watches.Store(int32(len(dw.byWD)))
+			if ev.Mask&unix.IN_IGNORED == 0 {
+				_, _ = unix.InotifyRmWatch(dw.fd, uint32(ev.Wd))
 			}
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -263,5 +264,55 @@ func TestUnwatchedRevalidates(t *testing.T) {
 	}
 	if got, _, _ := openMem(t, d, "bkt", "k", 0, -1); got != "bbbb" {
 		t.Fatalf("after an edit in place: %q", got)
+	}
+}
+
+// kernelWatches counts the watches the kernel holds on d's inotify
+// descriptor.
+func kernelWatches(t *testing.T, d *Dir) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", d.warm.watch.fd))
+	if err != nil {
+		t.Skipf("no fdinfo: %v", err)
+	}
+	return strings.Count(string(b), "inotify wd:")
+}
+
+// TestMovedBucketWatchReleased: the watch on a bucket directory moved
+// away is released once its handle is forgotten (no watch leaked for
+// as long as the moved directory lives), and a change in the moved
+// directory drops nothing of the bucket now at its name.
+func TestMovedBucketWatchReleased(t *testing.T) {
+	d, root := newDir(t)
+	put(t, d, "bkt", "x", "dddd")
+	warmUp(t, d, "bkt", "x")
+	old := filepath.Join(root, "old-bkt")
+	if err := os.Rename(filepath.Join(root, "bkt"), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(root, "bkt"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bkt", "x"), []byte("eeee"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := openMem(t, d, "bkt", "x", 0, -1); got != "eeee" {
+		t.Fatalf("after the bucket directory was replaced: %q", got)
+	}
+	warmUp(t, d, "bkt", "x")
+	if n := kernelWatches(t, d); n != 1 {
+		t.Errorf("%d watches in the kernel, want 1 (the moved directory's is leaked)", n)
+	}
+	d.warm.watch.mu.Lock()
+	n := len(d.warm.watch.byWD)
+	d.warm.watch.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d watched directories, want 1", n)
+	}
+	if err := os.WriteFile(filepath.Join(old, "x"), []byte("zzzz"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, mem := openMem(t, d, "bkt", "x", 0, -1); got != "eeee" || !mem || !blessed(d, "bkt", "x") {
+		t.Errorf("after a write in the moved directory: %q, from memory %v, blessed %v", got, mem, blessed(d, "bkt", "x"))
 	}
 }
