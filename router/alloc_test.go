@@ -1,7 +1,9 @@
 package router
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -335,3 +337,44 @@ func TestPipelineRecycleGuards(t *testing.T) {
 type noMirror struct{}
 
 func (noMirror) At(string) origin.Reader { return nil }
+
+// panicReader panics on its first Read.
+type panicReader struct{}
+
+func (panicReader) Read([]byte) (int, error) { panic("a bug in a stream") }
+func (panicReader) Close() error             { return nil }
+
+// TestPanickedStreamNotRecycled: fasthttp recovers a panic in a Read of
+// the answer's stream and closes the stream afterwards (at the
+// response's reset); the pipeline behind it, in whatever state the Read
+// left it, is not recycled, and the access line says why the answer
+// ended. Written through fasthttp's own Response.Write, as its server
+// does.
+func TestPanickedStreamNotRecycled(t *testing.T) {
+	log := newLifetimeLog()
+	r, _ := hotRouterWith(t, func(c *Config) { c.Logger = slog.New(log) })
+	p := newSharedPipeline(r, r.deadline.shared(time.Now()), "reqid", dora.Bucket{Name: "photos", Owner: alice.ID}, "small")
+	if !p.reusable {
+		t.Fatal("the pipeline is not reusable to begin with: the test tells nothing")
+	}
+	var fctx fasthttp.RequestCtx
+	fctx.Request.Header.SetMethod(fasthttp.MethodGet)
+	rq := r.newRequest(&fctx, time.Now())
+	rq.reqid = "panicked"
+	p.rq = rq
+	p.out = countingBody{rc: panicReader{}, r: r, done: p}
+	fctx.Response.SetBodyStream(&p.out, 4096)
+	rq.release() // the handler's reference: it has returned
+	werr := fctx.Response.Write(bufio.NewWriter(io.Discard))
+	var pe *fasthttp.ErrBodyStreamWritePanic
+	if !errors.As(werr, &pe) {
+		t.Fatalf("the write returned %v, not fasthttp's recovered panic", werr)
+	}
+	fctx.Response.Reset()
+	if p.r == nil {
+		t.Fatal("the pipeline whose stream panicked was recycled")
+	}
+	if l := log.line(t, "panicked"); l.err != errStreamPanicked.Error() {
+		t.Fatalf("access line %+v: not the panic", l)
+	}
+}

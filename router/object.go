@@ -318,6 +318,12 @@ func (rq *request) bodyClosed(read int64, err error) {
 	rq.finish(rq.status, read, err)
 }
 
+// errStreamPanicked: a Read of an answer's stream panicked. fasthttp
+// recovered the panic and closed the stream afterwards; whatever that
+// Read was doing (a step's connection, the pipeline's streams) is in an
+// unknown state, so its owner is never reused.
+var errStreamPanicked = errors.New("a read of the answer's stream panicked")
+
 // countingBody wraps a stream the router hands to fasthttp: it counts the
 // bytes and reports once when fasthttp closes it (end of response, client
 // gone or write error: CloseWithError).
@@ -327,6 +333,10 @@ type countingBody struct {
 	n      int64
 	err    error
 	closed bool
+	// reading is set while a Read of rc runs: set when fasthttp closes
+	// the stream, that Read panicked (fasthttp recovers a panic of the
+	// body stream and closes it later).
+	reading bool
 	// done is told once, when the stream is closed (an interface
 	// rather than a closure: nothing to allocate per request). It may
 	// recycle the countingBody (request.stream): nothing of c is touched
@@ -335,7 +345,9 @@ type countingBody struct {
 }
 
 func (c *countingBody) Read(p []byte) (int, error) {
+	c.reading = true
 	n, err := c.rc.Read(p)
+	c.reading = false
 	c.n += int64(n)
 	c.r.metrics.bytesOut.Add(float64(n))
 	if err != nil && err != io.EOF {
@@ -357,7 +369,10 @@ func (c *countingBody) CloseWithError(werr error) error {
 		return nil
 	}
 	c.closed = true
-	if c.err == nil {
+	switch {
+	case c.reading:
+		c.err = errStreamPanicked
+	case c.err == nil:
 		c.err = werr
 	}
 	err := c.rc.Close()

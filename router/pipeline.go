@@ -245,6 +245,9 @@ func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []st
 // bodyClosed ends the HTTP path's pipeline once fasthttp closed the
 // response stream (countingBody).
 func (p *pipeline) bodyClosed(n int64, err error) {
+	if err == errStreamPanicked {
+		p.reusable = false
+	}
 	p.teardown()
 	if err == nil && p.size >= 0 && n != p.size {
 		err = io.ErrUnexpectedEOF
