@@ -26,6 +26,15 @@ import (
 // watch was alive (bless). A change after that stat queues an event that
 // the next lookup sees.
 //
+// What inotify does not see is left to the stat, or not covered: a change
+// made through another name of the file (a hard link in another
+// directory) is reported to that name's directory only, so a file with
+// more than one link is never blessed (warm.stat); a link added after
+// the blessing is not seen (the link count changes on the file alone).
+// Nor does inotify report writes through a shared mapping (mmap): a
+// blessed object changed that way stays stale until another event names
+// it, where a stat would have seen the modification time move.
+//
 // Only directories on a local file system are watched (rawStatSafe):
 // inotify sees no change made by another NFS client. Where a watch cannot
 // be added (no inotify, the per-user watch limit reached, no /proc), the

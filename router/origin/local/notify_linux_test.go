@@ -316,3 +316,30 @@ func TestMovedBucketWatchReleased(t *testing.T) {
 		t.Errorf("after a write in the moved directory: %q, from memory %v, blessed %v", got, mem, blessed(d, "bkt", "x"))
 	}
 }
+
+// TestHardLinkedObjectRevalidated: an object file with another name
+// outside the bucket's directory (a hard link) is changed through that
+// name with no event in the watched directory (inotify reports a change
+// to the parent of the name it went through): it is never served
+// without a stat, so the next Open sees the change, as before the watch.
+func TestHardLinkedObjectRevalidated(t *testing.T) {
+	d, root := newDir(t)
+	put(t, d, "bkt", "k", "aaaa")
+	other := filepath.Join(t.TempDir(), "k")
+	if err := os.Link(filepath.Join(root, "bkt", "k"), other); err != nil {
+		t.Skipf("no hard link: %v", err)
+	}
+	for range 4 {
+		openMem(t, d, "bkt", "k", 0, -1)
+	}
+	if blessed(d, "bkt", "k") {
+		t.Error("a file with two links is served without a stat")
+	}
+	time.Sleep(10 * time.Millisecond) // a distinct mtime even on coarse clocks
+	if err := os.WriteFile(other, []byte("bbbb"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := openMem(t, d, "bkt", "k", 0, -1); got != "bbbb" {
+		t.Fatalf("after an edit through the other link: %q", got)
+	}
+}

@@ -11,17 +11,18 @@ const statAtSupported = true
 
 // statAt identifies the file name (one path element) in the directory dirfd
 // without following a symbolic link, as fileID would from its FileInfo,
-// and reports whether it is a regular file. raw (see rawStatSafe) lets
-// the call be a raw system call where one is implemented.
-func statAt(dirfd int, name string, raw bool) (fileIdent, bool, error) {
+// and reports whether it is a regular file and how many names (hard
+// links) it has. raw (see rawStatSafe) lets the call be a raw system call
+// where one is implemented.
+func statAt(dirfd int, name string, raw bool) (id fileIdent, regular bool, links uint64, err error) {
 	var st unix.Stat_t
 	if err := fstatat(dirfd, name, &st, raw); err != nil {
-		return fileIdent{}, false, &fs.PathError{Op: "fstatat", Path: name, Err: err}
+		return fileIdent{}, false, 0, &fs.PathError{Op: "fstatat", Path: name, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fileIdent{}, false, nil
+		return fileIdent{}, false, 0, nil
 	}
-	return fileIdent{dev: uint64(st.Dev), ino: uint64(st.Ino), size: int64(st.Size), mtime: st.Mtim.Nano()}, true, nil //nolint:unconvert // field types vary by architecture
+	return fileIdent{dev: uint64(st.Dev), ino: uint64(st.Ino), size: int64(st.Size), mtime: st.Mtim.Nano()}, true, uint64(st.Nlink), nil //nolint:unconvert // field types vary by architecture
 }
 
 // rawStatSafe reports whether the directory dirfd is on a file system

@@ -76,13 +76,13 @@ func TestRawStatOnlyOnLocalFS(t *testing.T) {
 
 	// Both calls identify the same file, and fail alike on a missing one.
 	for _, raw := range []bool{false, true} {
-		id, regular, err := statAt(b.fd, "k", raw)
+		id, regular, links, err := statAt(b.fd, "k", raw)
 		fi, ferr := os.Lstat(filepath.Join(root, "bkt", "k"))
 		want, _ := fileID(fi)
-		if err != nil || ferr != nil || !regular || id != want {
-			t.Errorf("statAt(raw %v): %+v %v %v, want %+v (%v)", raw, id, regular, err, want, ferr)
+		if err != nil || ferr != nil || !regular || links != 1 || id != want {
+			t.Errorf("statAt(raw %v): %+v %v %d links %v, want %+v (%v)", raw, id, regular, links, err, want, ferr)
 		}
-		if _, _, err := statAt(b.fd, "missing", raw); !errors.Is(err, fs.ErrNotExist) {
+		if _, _, _, err := statAt(b.fd, "missing", raw); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("statAt(raw %v) of a missing file: %v", raw, err)
 		}
 	}

@@ -8,8 +8,8 @@ import "errors"
 // os.Root).
 const statAtSupported = false
 
-func statAt(int, string, bool) (fileIdent, bool, error) {
-	return fileIdent{}, false, errors.ErrUnsupported
+func statAt(int, string, bool) (fileIdent, bool, uint64, error) {
+	return fileIdent{}, false, 0, errors.ErrUnsupported
 }
 
 func rawStatSafe(int) bool { return false }

@@ -160,7 +160,9 @@ var errNoBucket = errors.New("no bucket directory")
 // stat identifies the file at bucket/key without following a symbolic
 // link: its identity, and whether it is a regular file. watched is the
 // kept directory the stat went through when that directory was watched
-// before the stat began (an object it matched may be blessed), else nil.
+// before the stat began and the file has no other name (an object it
+// matched may be blessed), else nil: a change made through a hard link
+// elsewhere is reported to that link's directory, not to this one.
 func (w *warm) stat(d *Dir, bucket, key string) (id fileIdent, regular bool, watched *bucketDir, err error) {
 	if statAtSupported && strings.IndexByte(key, '/') < 0 {
 		w.bmu.RLock()
@@ -174,8 +176,11 @@ func (w *warm) stat(d *Dir, bucket, key string) (id fileIdent, regular bool, wat
 			}
 			// Under the read lock: forgetBucket and closeAll close the
 			// descriptor only under the write lock.
-			id, regular, err := statAt(b.fd, key, b.raw)
+			id, regular, links, err := statAt(b.fd, key, b.raw)
 			w.bmu.RUnlock()
+			if links != 1 {
+				watched = nil
+			}
 			return id, regular, watched, err
 		}
 		w.bmu.RUnlock()
