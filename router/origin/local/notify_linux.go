@@ -181,6 +181,7 @@ func (dw *dirWatch) drain(w *warm) {
 
 // apply drops what the events in buf name.
 func (dw *dirWatch) apply(w *warm, buf []byte) {
+	w.applied.Add(1) // before any drop: see insert
 	for off := 0; off+unix.SizeofInotifyEvent <= len(buf); {
 		ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
 		nameAt := off + unix.SizeofInotifyEvent

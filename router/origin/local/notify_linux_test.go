@@ -343,3 +343,55 @@ func TestHardLinkedObjectRevalidated(t *testing.T) {
 		t.Fatalf("after an edit through the other link: %q", got)
 	}
 }
+
+// TestKeepAfterDrainNotStale: a cold Open reads the object's bytes, an
+// edit in place that no stat can tell (same size, the modification time
+// put back) lands, and another Open takes its event in, all before the
+// first Open keeps what it read: what it kept must not then be blessed
+// (served with no stat) by a stat that matches.
+func TestKeepAfterDrainNotStale(t *testing.T) {
+	d, root := newDir(t)
+	p := filepath.Join(root, "bkt", "k")
+	put(t, d, "bkt", "k", "aaaa")
+	warmUp(t, d, "bkt", "k") // the bucket's directory is watched
+	d.warm.drop("bkt", "k")
+
+	f, obj, err := d.openLocked("bkt", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, since := d.warm.readHot(f, obj)
+	f.Close()
+	if h == nil || string(h.data) != "aaaa" {
+		t.Fatalf("read %v", h)
+	}
+
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("cc"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if !d.warm.watch.pending() {
+		t.Fatal("no event queued for the edit")
+	}
+	d.warm.watch.drain(&d.warm) // another Open's lookup
+	d.warm.insert(h, since)
+
+	for range 3 {
+		if got, _, _ := openMem(t, d, "bkt", "k", 0, -1); got != "ccaa" {
+			t.Fatalf("after an edit in place taken in before the keep: %q", got)
+		}
+	}
+}

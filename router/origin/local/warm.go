@@ -61,6 +61,9 @@ type warm struct {
 	bytes int64
 
 	watch dirWatch
+	// applied counts the batches of events the watch applied: an object
+	// read while one was applied may have missed its drop (insert).
+	applied atomic.Uint64
 }
 
 // SetHotCache sets the largest object kept in memory and the bound of all
@@ -256,25 +259,48 @@ func (w *warm) bless(h *hotObject, b *bucketDir) {
 // keep reads a small object just opened cold (f at offset 0) into memory.
 // It returns the object's bytes, or nil when it is not kept.
 func (w *warm) keep(f *os.File, obj origin.Object) []byte {
-	if w.maxObject <= 0 || obj.Size > w.maxObject {
+	h, since := w.readHot(f, obj)
+	if h == nil {
 		return nil
 	}
+	w.insert(h, since)
+	return h.data
+}
+
+// readHot reads a small object just opened cold (f at offset 0), or nil
+// when it is not to be kept; since is taken before the read, for insert.
+func (w *warm) readHot(f *os.File, obj origin.Object) (h *hotObject, since uint64) {
+	if w.maxObject <= 0 || obj.Size > w.maxObject {
+		return nil, 0
+	}
+	since = w.applied.Load()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil
+		return nil, 0
 	}
 	id, ok := fileID(fi)
 	if !ok || id.size != obj.Size {
-		return nil
+		return nil, 0
 	}
 	data := make([]byte, obj.Size)
 	if n, err := f.ReadAt(data, 0); int64(n) != obj.Size || (err != nil && err != io.EOF) {
-		return nil
+		return nil, 0
 	}
-	h := &hotObject{id: id, obj: obj, data: data}
-	name := objectName{obj.Bucket, obj.Key}
+	return &hotObject{id: id, obj: obj, data: data}, since
+}
+
+// insert keeps h, read by readHot, unless events were applied since the
+// read began: one may have named the file, changed in place after the
+// read in a way no stat tells (the same size and time), and dropped it
+// before it was kept; the next cold Open keeps it instead. An event
+// applied after this check drops h (under hmu, as here).
+func (w *warm) insert(h *hotObject, since uint64) {
+	name := objectName{h.obj.Bucket, h.obj.Key}
 	w.hmu.Lock()
 	defer w.hmu.Unlock()
+	if w.applied.Load() != since {
+		return
+	}
 	if w.hot == nil {
 		w.hot = map[objectName]*hotObject{}
 	}
@@ -282,18 +308,18 @@ func (w *warm) keep(f *os.File, obj origin.Object) []byte {
 		w.forget(name, old)
 	}
 	// Over the bound: evict arbitrary entries (map order) until it fits.
+	size := int64(len(h.data))
 	for k, v := range w.hot {
-		if w.bytes+obj.Size <= w.maxBytes {
+		if w.bytes+size <= w.maxBytes {
 			break
 		}
 		w.forget(k, v)
 	}
-	if w.bytes+obj.Size > w.maxBytes {
-		return data
+	if w.bytes+size > w.maxBytes {
+		return
 	}
 	w.hot[name] = h
-	w.bytes += obj.Size
-	return data
+	w.bytes += size
 }
 
 // open serves the bytes [offset, offset+length) (length < 0: to the end).
