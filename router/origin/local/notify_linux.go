@@ -70,10 +70,19 @@ func (dw *dirWatch) init() {
 	})
 }
 
+// fsCasefoldFL is FS_CASEFOLD_FL, a case-insensitive directory's flag
+// (not in x/sys/unix).
+const fsCasefoldFL = 0x40000000
+
 // add watches b's directory (through its descriptor, so that the watch
 // is on the directory b holds even if its name now points elsewhere).
+// A case-insensitive directory is not watched: an event names the entry
+// as it is spelt, which a key spelt otherwise may open.
 func (dw *dirWatch) add(b *bucketDir) {
 	if !b.raw || b.dir == nil {
+		return
+	}
+	if fl, err := unix.IoctlGetUint32(b.fd, unix.FS_IOC_GETFLAGS); err == nil && fl&fsCasefoldFL != 0 {
 		return
 	}
 	dw.init()

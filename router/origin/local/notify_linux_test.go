@@ -395,3 +395,47 @@ func TestKeepAfterDrainNotStale(t *testing.T) {
 		}
 	}
 }
+
+// TestCasefoldedBucketNotWatched: in a case-insensitive directory (ext4,
+// f2fs or tmpfs casefolding) a key may name a file whose entry is spelt
+// otherwise, and an event names the entry, not the key: such a directory
+// is not watched, its objects are revalidated with a stat per Open.
+// Skipped where no directory can be made case-insensitive.
+func TestCasefoldedBucketNotWatched(t *testing.T) {
+	d, root := newDir(t)
+	dir := filepath.Join(root, "bkt")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags|fsCasefoldFL))
+	}
+	f.Close()
+	if err != nil {
+		t.Skipf("no case-insensitive directory here: %v", err)
+	}
+	put(t, d, "bkt", "k", "aaaa")
+	for range 4 {
+		if got, _, _ := openMem(t, d, "bkt", "K", 0, -1); got != "aaaa" {
+			t.Fatalf("K: %q", got)
+		}
+	}
+	if blessed(d, "bkt", "K") {
+		t.Error("an object of a case-insensitive directory is served without a stat")
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.WriteFile(tmp, []byte("bbbb"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "k")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := openMem(t, d, "bkt", "K", 0, -1); got != "bbbb" {
+		t.Fatalf("K after a rename over k: %q", got)
+	}
+}
