@@ -109,7 +109,9 @@ func (dw *dirWatch) add(b *bucketDir) {
 	b.watched.Store(true)
 }
 
-// remove stops watching b's directory (its handle is being closed).
+// remove stops watching b's directory (its handle is being closed). b
+// stays in byWD until the kernel's IN_IGNORED for the watch is applied:
+// the events queued before it still drop what they name.
 func (dw *dirWatch) remove(b *bucketDir) {
 	if !b.watched.Load() {
 		return
@@ -118,9 +120,10 @@ func (dw *dirWatch) remove(b *bucketDir) {
 	defer dw.mu.Unlock()
 	b.watched.Store(false)
 	if dw.byWD[b.wd] == b {
-		delete(dw.byWD, b.wd)
-		dw.watches.Store(int32(len(dw.byWD)))
-		_, _ = unix.InotifyRmWatch(dw.fd, uint32(b.wd))
+		if _, err := unix.InotifyRmWatch(dw.fd, uint32(b.wd)); err != nil {
+			delete(dw.byWD, b.wd) // no IN_IGNORED will come
+			dw.watches.Store(int32(len(dw.byWD)))
+		}
 	}
 }
 
@@ -197,11 +200,24 @@ func (dw *dirWatch) apply(w *warm, buf []byte) {
 		off = nameAt + int(ev.Len)
 		if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
 			w.dropAll()
+			// The IN_IGNORED of a watch removed may be among the events lost.
+			for wd, b := range dw.byWD {
+				if !b.watched.Load() {
+					delete(dw.byWD, wd)
+				}
+			}
+			dw.watches.Store(int32(len(dw.byWD)))
 			continue
 		}
 		b := dw.byWD[ev.Wd]
 		if b == nil {
 			continue // a watch already removed
+		}
+		if ev.Mask&unix.IN_IGNORED != 0 && !b.watched.Load() {
+			// The end of a watch remove took away: nothing changed.
+			delete(dw.byWD, ev.Wd)
+			dw.watches.Store(int32(len(dw.byWD)))
+			continue
 		}
 		if ev.Mask&(unix.IN_IGNORED|unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_UNMOUNT) != 0 {
 			// The directory moved or went: its handle no longer names the
