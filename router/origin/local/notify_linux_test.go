@@ -475,3 +475,31 @@ func TestForgottenBucketEventsApplied(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherSpellingNotBlessed: where another spelling of a key (its
+// case swapped) names the same file, as in a case-insensitive directory
+// that carries no flag saying so (a ZFS dataset with
+// casesensitivity=insensitive, XFS ascii-ci), the object is never served
+// without a stat: an event names the entry as it is spelt. The other
+// spelling is made here with a bind mount of the file (skipped where
+// mounts are not permitted).
+func TestOtherSpellingNotBlessed(t *testing.T) {
+	d, root := newDir(t)
+	put(t, d, "bkt", "k", "aaaa")
+	other := filepath.Join(root, "bkt", "K")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(filepath.Join(root, "bkt", "k"), other, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("no bind mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(other, unix.MNT_DETACH) })
+	for range 4 {
+		if got, _, _ := openMem(t, d, "bkt", "k", 0, -1); got != "aaaa" {
+			t.Fatalf("k: %q", got)
+		}
+	}
+	if blessed(d, "bkt", "k") {
+		t.Error("an object another spelling of whose key names the same file is served without a stat")
+	}
+}

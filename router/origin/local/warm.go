@@ -90,6 +90,7 @@ type bucketDir struct {
 	wd      int32
 	watched atomic.Bool
 	gone    atomic.Bool
+	folds   atomic.Bool // another spelling of a key named its file (otherSpelling)
 }
 
 func (w *warm) closeBucket(b *bucketDir) {
@@ -180,10 +181,10 @@ func (w *warm) stat(d *Dir, bucket, key string) (id fileIdent, regular bool, wat
 			// Under the read lock: forgetBucket and closeAll close the
 			// descriptor only under the write lock.
 			id, regular, links, err := statAt(b.fd, key, b.raw)
-			w.bmu.RUnlock()
-			if links != 1 {
+			if watched != nil && (links != 1 || b.folds.Load() || otherSpelling(b, key, id)) {
 				watched = nil
 			}
+			w.bmu.RUnlock()
 			return id, regular, watched, err
 		}
 		w.bmu.RUnlock()
@@ -204,6 +205,28 @@ func (w *warm) stat(d *Dir, bucket, key string) (id fileIdent, regular bool, wat
 		return fileIdent{}, false, nil, errors.New("no file identity on this platform")
 	}
 	return id, true, nil, nil
+}
+
+// otherSpelling reports whether key with its case swapped names the same
+// file (id) in b, as in a case-insensitive directory that no flag marks
+// (a ZFS dataset with casesensitivity=insensitive, XFS ascii-ci; see
+// dirWatch.add for those that are): there an event names the entry as it
+// is spelt, not as a key that opens it is, so b's objects are not
+// blessed. One more fstatat, only on the way to a blessing.
+func otherSpelling(b *bucketDir, key string, id fileIdent) bool {
+	alt := strings.ToUpper(key)
+	if alt == key {
+		alt = strings.ToLower(key)
+	}
+	if alt == key {
+		return false
+	}
+	aid, _, _, err := statAt(b.fd, alt, b.raw)
+	if err != nil || aid.dev != id.dev || aid.ino != id.ino {
+		return false
+	}
+	b.folds.Store(true)
+	return true
 }
 
 // lookup serves a small object from memory when the file at bucket/key is
