@@ -121,7 +121,9 @@ func (dw *dirWatch) remove(b *bucketDir) {
 	b.watched.Store(false)
 	if dw.byWD[b.wd] == b {
 		if _, err := unix.InotifyRmWatch(dw.fd, uint32(b.wd)); err != nil {
-			delete(dw.byWD, b.wd) // no IN_IGNORED will come
+			// Gone already (its IN_IGNORED, if still queued, finds no
+			// entry: the directory was removed, its entries with it).
+			delete(dw.byWD, b.wd)
 			dw.watches.Store(int32(len(dw.byWD)))
 		}
 	}
