@@ -43,6 +43,30 @@ func warmUp(t *testing.T, d *Dir, bucket, key string) {
 	t.Fatalf("%s/%s: not served from the watch after six reads", bucket, key)
 }
 
+// editKeepingTime writes b at the start of the file p in place and puts
+// its modification time back: an edit no stat can tell (the same inode,
+// size and time).
+func editKeepingTime(t *testing.T, p, b string) {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte(b), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWatchedNeverStale: an object served without a stat (its directory
 // watched) is dropped by every change made behind the origin's back, and
 // the next Open, right after the change returned, sees it: a file renamed
@@ -57,13 +81,7 @@ func TestWatchedNeverStale(t *testing.T) {
 		t.Fatalf("watched read: %q from memory %v", got, mem)
 	}
 
-	tmp := filepath.Join(root, "bkt", "tmp")
-	if err := os.WriteFile(tmp, []byte("bbbb"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		t.Fatal(err)
-	}
+	renameOver(t, filepath.Join(root, "bkt"), filepath.Base(p), "bbbb")
 	if got, _, _ := openMem(t, d, "bkt", "k", 0, -1); got != "bbbb" {
 		t.Fatalf("after a rename over it: %q", got)
 	}
@@ -71,23 +89,7 @@ func TestWatchedNeverStale(t *testing.T) {
 	// In place, same size, the modification time put back: no stat could
 	// tell; the event does.
 	warmUp(t, d, "bkt", "k")
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("cc"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
-		t.Fatal(err)
-	}
+	editKeepingTime(t, p, "cc")
 	if got, _, _ := openMem(t, d, "bkt", "k", 0, -1); got != "ccbb" {
 		t.Fatalf("after an edit in place: %q", got)
 	}
@@ -112,15 +114,7 @@ func TestWatchedNeverStale(t *testing.T) {
 	// its place: the old handle's stat would still match.
 	put(t, d, "bkt", "x", "dddd")
 	warmUp(t, d, "bkt", "x")
-	if err := os.Rename(filepath.Join(root, "bkt"), filepath.Join(root, "old-bkt")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(filepath.Join(root, "bkt"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "bkt", "x"), []byte("eeee"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	replaceBucketDir(t, root, "bkt", "x", "eeee")
 	if got, _, _ := openMem(t, d, "bkt", "x", 0, -1); got != "eeee" {
 		t.Fatalf("after the bucket directory was replaced: %q", got)
 	}
@@ -366,23 +360,7 @@ func TestKeepAfterDrainNotStale(t *testing.T) {
 		t.Fatalf("read %v", h)
 	}
 
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := os.OpenFile(p, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteAt([]byte("cc"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
-		t.Fatal(err)
-	}
+	editKeepingTime(t, p, "cc")
 	if !d.warm.watch.pending() {
 		t.Fatal("no event queued for the edit")
 	}
@@ -428,13 +406,7 @@ func TestCasefoldedBucketNotWatched(t *testing.T) {
 	if blessed(d, "bkt", "K") {
 		t.Error("an object of a case-insensitive directory is served without a stat")
 	}
-	tmp := filepath.Join(dir, "tmp")
-	if err := os.WriteFile(tmp, []byte("bbbb"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "k")); err != nil {
-		t.Fatal(err)
-	}
+	renameOver(t, dir, "k", "bbbb")
 	if got, _, _ := openMem(t, d, "bkt", "K", 0, -1); got != "bbbb" {
 		t.Fatalf("K after a rename over k: %q", got)
 	}
@@ -449,23 +421,7 @@ func TestForgottenBucketEventsApplied(t *testing.T) {
 	p := filepath.Join(root, "bkt", "k")
 	put(t, d, "bkt", "k", "aaaa")
 	warmUp(t, d, "bkt", "k")
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("cc"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
-		t.Fatal(err)
-	}
+	editKeepingTime(t, p, "cc")
 	// Another Open, its lookup's drain done just before the edit, found
 	// some object of the bucket missing.
 	d.warm.forgetBucket("bkt")

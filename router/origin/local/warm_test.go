@@ -30,6 +30,35 @@ func openMem(t *testing.T, d *Dir, bucket, key string, off, n int64) (string, or
 	return string(b), obj, mem
 }
 
+// renameOver writes data to a new file in dir and renames it over name,
+// behind the origin's back (as an editor or a deploy script would).
+func renameOver(t *testing.T, dir, name, data string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replaceBucketDir renames root/bucket away (to old-<bucket>, its files
+// still in it) and makes a new directory in its place holding key with
+// data, behind the origin's back.
+func replaceBucketDir(t *testing.T, root, bucket, key, data string) {
+	t.Helper()
+	if err := os.Rename(filepath.Join(root, bucket), filepath.Join(root, "old-"+bucket)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(root, bucket), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, bucket, key), []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWarmServesFreshBytes: a small object is served from memory once
 // read, with its range, and never stale: an overwrite through Put, a file
 // renamed over it, an edit in place, a delete and a replaced bucket
@@ -53,13 +82,7 @@ func TestWarmServesFreshBytes(t *testing.T) {
 
 	// Renamed over it behind the origin's back (same size).
 	p := filepath.Join(root, "bkt", "k.txt")
-	tmp := filepath.Join(root, "bkt", "tmp")
-	if err := os.WriteFile(tmp, []byte("cccc"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		t.Fatal(err)
-	}
+	renameOver(t, filepath.Join(root, "bkt"), filepath.Base(p), "cccc")
 	if got, _, _ := openMem(t, d, "bkt", "k.txt", 0, -1); got != "cccc" {
 		t.Fatalf("after a rename over it: %q", got)
 	}
@@ -94,15 +117,7 @@ func TestWarmServesFreshBytes(t *testing.T) {
 	// The bucket's directory replaced: the kept handle is not trusted.
 	put(t, d, "bkt", "x", "ffff")
 	openMem(t, d, "bkt", "x", 0, -1)
-	if err := os.Rename(filepath.Join(root, "bkt"), filepath.Join(root, "old-bkt")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(filepath.Join(root, "bkt"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "bkt", "x"), []byte("gggg"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	replaceBucketDir(t, root, "bkt", "x", "gggg")
 	if got, _, _ := openMem(t, d, "bkt", "x", 0, -1); got != "gggg" {
 		t.Fatalf("after the bucket directory was replaced: %q", got)
 	}
