@@ -53,10 +53,11 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		return e
 	}
 	// A version whose deployments all FAILED gets no instance by waiting:
-	// 503 at once, with the reason.
-	if msg, failed := r.meta.Snapshot().DeploymentFailed(key.Ufop, key.Version, key.Region); failed {
-		e := errf(fasthttp.StatusServiceUnavailable, "ufop %s %s in %s: deployment FAILED: %s", key.Ufop, key.Version, key.Region, msg)
-		e.step, e.retryAfter = i, true
+	// 503 at once, with the reason; and so does a held request when
+	// they fail while it waits (the metadata's change notification,
+	// taken before the snapshot is read: no change is missed).
+	metaChanged := r.metaChanged()
+	if e := r.deploymentFailed(key, i); e != nil {
 		return nil, e
 	}
 	if r.cfg.HoldTimeout < 0 {
@@ -110,11 +111,43 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		case <-timer.C:
 			return nil, unavailable("no healthy instance of %s %s in %s within %v", key.Ufop, key.Version, key.Region, r.cfg.HoldTimeout)
 		case <-changed:
+		case <-metaChanged:
+			metaChanged = r.metaChanged()
+			if e := r.deploymentFailed(key, i); e != nil {
+				return nil, e
+			}
 		case <-eject.C:
 		case <-rewake.C:
 			r.wake(c, lk, false)
 		}
 	}
+}
+
+// deploymentFailed is the 503 for step i when every deployment of key's
+// version in its region FAILED, with the reason; nil otherwise.
+func (r *Router) deploymentFailed(key pool.Key, i int) *httpError {
+	msg, failed := r.meta.Snapshot().DeploymentFailed(key.Ufop, key.Version, key.Region)
+	if !failed {
+		return nil
+	}
+	e := errf(fasthttp.StatusServiceUnavailable, "ufop %s %s in %s: deployment FAILED: %s", key.Ufop, key.Version, key.Region, msg)
+	e.step, e.retryAfter = i, true
+	return e
+}
+
+// metaNotifier is a MetaSource that says when its snapshot changes
+// (*meta.Cache).
+type metaNotifier interface {
+	Changed() <-chan struct{}
+}
+
+// metaChanged is closed when the metadata snapshot changes; nil (never
+// ready) when the MetaSource cannot say.
+func (r *Router) metaChanged() <-chan struct{} {
+	if n, ok := r.meta.(metaNotifier); ok {
+		return n.Changed()
+	}
+	return nil
 }
 
 // untilEjectionEnds is how long until the first ejected host of key is

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
 )
 
@@ -78,6 +79,30 @@ func TestHoldUntilInstance(t *testing.T) {
 	r := <-res
 	if r.status != 200 || r.body != "ABC" {
 		t.Fatalf("after the instance came: %+v", r)
+	}
+	if n := e.r.Held(); n != 0 {
+		t.Fatalf("held = %d after the answer", n)
+	}
+}
+
+// TestHoldEndsWhenDeploymentFails: a request held for an instance gets
+// the 503 naming the failure as soon as the version's deployment is
+// FAILED, not after the (here ten-minute) hold bound.
+func TestHoldEndsWhenDeploymentFails(t *testing.T) {
+	e := holdEnv(t, 10*time.Minute, 10)
+	res := e.getAsync("/k?sleeper/x")
+	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
+	e.put(store.DeploymentKey("sleeper", "d1"), dora.Deployment{
+		ID: "d1", Ufop: "sleeper", Version: "v1", Region: sleeperKey.Region,
+		Status: dora.DeployFailed, Message: "image has no entrypoint",
+	})
+	select {
+	case r := <-res:
+		if r.status != 503 || r.retry == "" || !strings.Contains(r.body, "deployment FAILED: image has no entrypoint") {
+			t.Fatalf("held request after the deployment failed: %+v", r)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the held request was not answered after its deployment failed")
 	}
 	if n := e.r.Held(); n != 0 {
 		t.Fatalf("held = %d after the answer", n)

@@ -242,6 +242,9 @@ type Cache struct {
 	nseen  int
 	errs   atomic.Int64
 	loaded atomic.Int64 // unix nanos of the last rebuild
+	// changed is closed when the next snapshot is published, and
+	// replaced (Changed).
+	changed atomic.Pointer[chan struct{}]
 }
 
 // NewCache returns a cache over st; call Run to start watching. Until the
@@ -253,11 +256,19 @@ func NewCache(st store.Store, log *slog.Logger) *Cache {
 	}
 	c := &Cache{st: st, log: log, ready: make(chan struct{})}
 	c.snap.Store(NewSnapshot(Data{}))
+	ch := make(chan struct{})
+	c.changed.Store(&ch)
 	return c
 }
 
 // Snapshot returns the current snapshot; never nil.
 func (c *Cache) Snapshot() *Snapshot { return c.snap.Load() }
+
+// Changed returns a channel closed when a snapshot newer than the one
+// Snapshot returns after this call is published: a wait that depends on
+// the metadata (a request held for a deployment that may fail) takes it
+// before reading the snapshot, so that no change is missed.
+func (c *Cache) Changed() <-chan struct{} { return *c.changed.Load() }
 
 // Ready is closed once every watched prefix has been loaded.
 func (c *Cache) Ready() <-chan struct{} { return c.ready }
@@ -317,6 +328,8 @@ func (c *Cache) update(i int, kvs []store.KV) {
 		c.nseen++
 	}
 	c.snap.Store(c.build())
+	next := make(chan struct{})
+	close(*c.changed.Swap(&next)) // after the Store: a waiter woken reads the new snapshot
 	c.loaded.Store(time.Now().UnixNano())
 	if c.nseen == len(prefixes) {
 		select {

@@ -137,6 +137,37 @@ func TestCacheFollowsStore(t *testing.T) {
 	}
 }
 
+// TestChangedOnPublish: the channel Changed returns is closed once a newer
+// snapshot is published, and that snapshot is the one Snapshot returns
+// then.
+func TestChangedOnPublish(t *testing.T) {
+	st := memory.New()
+	c := NewCache(st, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.Run(ctx)
+	select {
+	case <-c.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("cache never ready")
+	}
+	ch := c.Changed()
+	select {
+	case <-ch:
+		t.Fatal("closed before any change")
+	default:
+	}
+	put(t, st, store.BucketKey("photos"), dora.Bucket{Name: "photos", Owner: "1"})
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not closed after a change")
+	}
+	if _, ok := c.Snapshot().Bucket("photos"); !ok {
+		t.Fatal("closed before the new snapshot was published")
+	}
+}
+
 // TestDeploymentFailed: a version is failed in a region only when every
 // one of its live deployments there FAILED; a replaced one does not count.
 func TestDeploymentFailed(t *testing.T) {
