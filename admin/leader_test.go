@@ -103,7 +103,10 @@ func TestBackgroundWorkOnlyWhileLeading(t *testing.T) {
 	el := &switchElector{}
 	e := newEnv(t, func(c *Config) {
 		c.Leader = el
-		c.BuildHeartbeat = 50 * time.Millisecond
+		// A build is stale after BuildStaleAfter (6) heartbeats: 3 s,
+		// which the beating goroutine's fsynced writes keep up with on a
+		// loaded disk (50 ms, a 300 ms bound, did not always).
+		c.BuildHeartbeat = 500 * time.Millisecond
 	})
 	alice := e.user("alice", 0)
 	d := e.deployGrepd(alice, 1)
@@ -136,7 +139,7 @@ func TestBackgroundWorkOnlyWhileLeading(t *testing.T) {
 
 	// Not leading: nothing moves.
 	e.rt.setRunning(d.ID, 1)
-	time.Sleep(300 * time.Millisecond) // several poll intervals and heartbeats
+	time.Sleep(300 * time.Millisecond) // several poll intervals; a leader fails build 1 in its first pass
 	if e.srv.Leading() || counterValue(t, e.srv.passes) != 0 {
 		t.Fatalf("a follower ran background work: leading=%v passes=%v", e.srv.Leading(), counterValue(t, e.srv.passes))
 	}

@@ -411,9 +411,14 @@ func TestTwoOfEveryRole(t *testing.T) {
 	}
 	waitPfop(t, adminLeader.url(), id)
 	const jobsDone = `dora_pfop_jobs_total{outcome="success",pipeline="multihost"}`
-	if n, err := platformtest.Metric(hc, worker2.url(), jobsDone); err != nil || n != 1 {
-		t.Fatalf("worker-2 %s = %v, %v; want 1", jobsDone, n, err)
-	}
+	// The worker counts a job after it has stored the job's code, which
+	// the test has just read: the count follows.
+	platformtest.Eventually(t, wait, "worker-2 counts the job", func() error {
+		if n, err := platformtest.Metric(hc, worker2.url(), jobsDone); err != nil || n != 1 {
+			return fmt.Errorf("worker-2 %s = %v, %v; want 1", jobsDone, n, err)
+		}
+		return nil
+	})
 	if err := worker1.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}

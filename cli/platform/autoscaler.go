@@ -117,8 +117,8 @@ func (s *Service) buildAutoscaler(cfg AutoscalerConfig, be Backends, ln net.List
 	})
 	reg.MustRegister(leaderGauge)
 	lead := func(ctx context.Context) error {
+		leaderGauge.Set(1) // first: /healthz (leading) never runs ahead of the gauge
 		leading.Store(true)
-		leaderGauge.Set(1)
 		defer func() { leading.Store(false); leaderGauge.Set(0) }()
 		return scaler.Run(ctx)
 	}

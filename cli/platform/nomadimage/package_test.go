@@ -83,10 +83,14 @@ func TestFixedPortPackageOnNomad(t *testing.T) {
 		}
 		seen[ns] = true
 	}
+	// Nomad ships the task's logs on its own schedule.
 	for i := 1; i <= 2; i++ {
-		if out := qdoractl(t, "logtail", ufop, "-index", fmt.Sprint(i)); !strings.Contains(out, "ufopdemo listening on :9100") {
-			t.Errorf("instance %d does not listen on 9100:\n%s", i, out)
-		}
+		platformtest.Eventually(t, wait, fmt.Sprintf("logtail of instance %d shows :9100", i), func() error {
+			if out := qdoractl(t, "logtail", ufop, "-index", fmt.Sprint(i)); !strings.Contains(out, "ufopdemo listening on :9100") {
+				return fmt.Errorf("instance %d does not listen on 9100:\n%s", i, out)
+			}
+			return nil
+		})
 	}
 }
 
