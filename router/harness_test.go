@@ -22,6 +22,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/internal/accountstest"
+	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt"
@@ -361,14 +362,11 @@ type instance struct {
 	done chan struct{}
 }
 
+// freePort is a loopback port free a moment ago, for a process the test
+// starts (or a "dead" instance address).
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return agenttest.FreePort(t) // below the ephemeral range: no one else is handed it
 }
 
 // startExample runs examples/<name> on a free loopback port and waits
