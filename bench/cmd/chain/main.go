@@ -4,6 +4,12 @@
 // object through three steps crosses seven sockets (router → step → router,
 // three times, then router → client), so `chain -hops 7` on the same
 // machine in the same run is what the router's figure is measured against.
+//
+// The relays copy with io.Copy, which Go turns into splice(2) between two
+// TCP connections: no byte crosses into user space. -copy user makes
+// each relay read into and write from a 32 KiB buffer instead, the way a
+// program that handles the bytes (a ufop instance, the router) must: the
+// second figure says how much of the gap to the first is that copy.
 package main
 
 import (
@@ -19,19 +25,34 @@ func main() {
 	hops := flag.Int("hops", 7, "loopback connections in a row")
 	mib := flag.Int64("mib", 1024, "MiB to push through")
 	kv := flag.Bool("kv", false, "print a last machine-readable kv line")
+	copyMode := flag.String("copy", "splice", "how relays copy: splice (io.Copy between the sockets) or user (through a buffer in user space)")
 	flag.Parse()
-	mbps, err := run(*hops, *mib<<20)
+	label := "(d) loopback chain"
+	switch *copyMode {
+	case "splice":
+	case "user":
+		label = "(d) chain, user-space copies"
+	default:
+		fmt.Fprintf(os.Stderr, "chain: -copy %q: splice or user\n", *copyMode)
+		os.Exit(2)
+	}
+	mbps, err := run(*hops, *mib<<20, *copyMode == "user")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chain:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("%-28s %d hops, %d MiB  %8.1f MB/s\n", "(d) loopback chain", *hops, *mib, mbps)
+	fmt.Printf("%-28s %d hops, %d MiB  %8.1f MB/s\n", label, *hops, *mib, mbps)
 	if *kv {
 		fmt.Printf("kv mbps=%.1f\n", mbps)
 	}
 }
 
-func run(hops int, n int64) (float64, error) {
+// onlyReader and onlyWriter hide a connection's ReadFrom and WriteTo, so
+// that io.CopyBuffer copies through its buffer.
+type onlyReader struct{ io.Reader }
+type onlyWriter struct{ io.Writer }
+
+func run(hops int, n int64, user bool) (float64, error) {
 	if hops < 1 {
 		return 0, fmt.Errorf("hops %d: at least 1", hops)
 	}
@@ -69,7 +90,11 @@ func run(hops int, n int64) (float64, error) {
 			if err != nil {
 				return
 			}
-			io.Copy(out, in)
+			if user {
+				io.CopyBuffer(onlyWriter{out}, onlyReader{in}, make([]byte, 32<<10))
+			} else {
+				io.Copy(out, in)
+			}
 			out.Close()
 		}()
 		next = ln.Addr().String()
