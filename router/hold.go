@@ -53,11 +53,12 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		return e
 	}
 	// A version whose deployments all FAILED gets no instance by waiting:
-	// 503 at once, with the reason; and so does a held request when
-	// they fail while it waits (the metadata's change notification,
-	// taken before the snapshot is read: no change is missed).
+	// 503 at once, with the reason; and a held request gets it when they
+	// fail while it waits, or a 404 when the ufop is deleted (the
+	// metadata's change notification, taken before the snapshot is
+	// read: no change is missed).
 	metaChanged := r.metaChanged()
-	if e := r.deploymentFailed(key, i); e != nil {
+	if e := r.waitInVain(key, i); e != nil {
 		return nil, e
 	}
 	if r.cfg.HoldTimeout < 0 {
@@ -113,7 +114,7 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		case <-changed:
 		case <-metaChanged:
 			metaChanged = r.metaChanged()
-			if e := r.deploymentFailed(key, i); e != nil {
+			if e := r.waitInVain(key, i); e != nil {
 				return nil, e
 			}
 		case <-eject.C:
@@ -123,10 +124,18 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 	}
 }
 
-// deploymentFailed is the 503 for step i when every deployment of key's
-// version in its region FAILED, with the reason; nil otherwise.
-func (r *Router) deploymentFailed(key pool.Key, i int) *httpError {
-	msg, failed := r.meta.Snapshot().DeploymentFailed(key.Ufop, key.Version, key.Region)
+// waitInVain is the answer for step i when waiting cannot bring an
+// instance of key: 404 when the ufop no longer exists, 503 with the
+// reason when every deployment of its version in the region FAILED; nil
+// otherwise.
+func (r *Router) waitInVain(key pool.Key, i int) *httpError {
+	snap := r.meta.Snapshot()
+	if _, ok := snap.Ufop(key.Ufop); !ok {
+		e := errf(fasthttp.StatusNotFound, "no such ufop %q", key.Ufop)
+		e.step = i
+		return e
+	}
+	msg, failed := snap.DeploymentFailed(key.Ufop, key.Version, key.Region)
 	if !failed {
 		return nil
 	}

@@ -109,6 +109,26 @@ func TestHoldEndsWhenDeploymentFails(t *testing.T) {
 	}
 }
 
+// TestHoldEndsWhenUfopDeleted: a request held for an instance of a ufop
+// that is then deleted gets the 404 at once, not the 503 of the hold
+// bound.
+func TestHoldEndsWhenUfopDeleted(t *testing.T) {
+	e := holdEnv(t, 10*time.Minute, 10)
+	res := e.getAsync("/k?sleeper/x")
+	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
+	if err := e.st.Delete(t.Context(), store.UfopKey("sleeper")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-res:
+		if r.status != 404 || !strings.Contains(r.body, `no such ufop \"sleeper\"`) {
+			t.Fatalf("held request after the ufop was deleted: %+v", r)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the held request was not answered after its ufop was deleted")
+	}
+}
+
 // TestHoldBounds: past HoldTimeout, 503 with Retry-After; beyond MaxHeld,
 // 503 at once; a negative HoldTimeout disables holding.
 func TestHoldBounds(t *testing.T) {
