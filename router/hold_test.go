@@ -85,47 +85,47 @@ func TestHoldUntilInstance(t *testing.T) {
 	}
 }
 
-// TestHoldEndsWhenDeploymentFails: a request held for an instance gets
-// the 503 naming the failure as soon as the version's deployment is
-// FAILED, not after the (here ten-minute) hold bound.
-func TestHoldEndsWhenDeploymentFails(t *testing.T) {
-	e := holdEnv(t, 10*time.Minute, 10)
-	res := e.getAsync("/k?sleeper/x")
-	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
-	e.put(store.DeploymentKey("sleeper", "d1"), dora.Deployment{
-		ID: "d1", Ufop: "sleeper", Version: "v1", Region: sleeperKey.Region,
-		Status: dora.DeployFailed, Message: "image has no entrypoint",
-	})
-	select {
-	case r := <-res:
-		if r.status != 503 || r.retry == "" || !strings.Contains(r.body, "deployment FAILED: image has no entrypoint") {
-			t.Fatalf("held request after the deployment failed: %+v", r)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("the held request was not answered after its deployment failed")
+// TestHoldEndsInVain: a request held for an instance (with a ten-minute
+// hold bound) is answered as soon as waiting cannot bring one: the 503
+// naming the failure once the version's deployment is FAILED, the 404
+// once the ufop is deleted.
+func TestHoldEndsInVain(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(t *testing.T, e *env)
+		status int
+		says   string
+	}{
+		{"deployment FAILED", func(_ *testing.T, e *env) {
+			e.put(store.DeploymentKey("sleeper", "d1"), dora.Deployment{
+				ID: "d1", Ufop: "sleeper", Version: "v1", Region: sleeperKey.Region,
+				Status: dora.DeployFailed, Message: "image has no entrypoint",
+			})
+		}, 503, "deployment FAILED: image has no entrypoint"},
+		{"ufop deleted", func(t *testing.T, e *env) {
+			if err := e.st.Delete(t.Context(), store.UfopKey("sleeper")); err != nil {
+				t.Fatal(err)
+			}
+		}, 404, `no such ufop \"sleeper\"`},
 	}
-	if n := e.r.Held(); n != 0 {
-		t.Fatalf("held = %d after the answer", n)
-	}
-}
-
-// TestHoldEndsWhenUfopDeleted: a request held for an instance of a ufop
-// that is then deleted gets the 404 at once, not the 503 of the hold
-// bound.
-func TestHoldEndsWhenUfopDeleted(t *testing.T) {
-	e := holdEnv(t, 10*time.Minute, 10)
-	res := e.getAsync("/k?sleeper/x")
-	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
-	if err := e.st.Delete(t.Context(), store.UfopKey("sleeper")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case r := <-res:
-		if r.status != 404 || !strings.Contains(r.body, `no such ufop \"sleeper\"`) {
-			t.Fatalf("held request after the ufop was deleted: %+v", r)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("the held request was not answered after its ufop was deleted")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := holdEnv(t, 10*time.Minute, 10)
+			res := e.getAsync("/k?sleeper/x")
+			waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
+			c.change(t, e)
+			select {
+			case r := <-res:
+				if r.status != c.status || (c.status == 503) != (r.retry != "") || !strings.Contains(r.body, c.says) {
+					t.Fatalf("held request: %+v, want %d saying %s", r, c.status, c.says)
+				}
+			case <-time.After(time.Minute):
+				t.Fatal("the held request was not answered")
+			}
+			if n := e.r.Held(); n != 0 {
+				t.Fatalf("held = %d after the answer", n)
+			}
+		})
 	}
 }
 
