@@ -263,15 +263,17 @@ func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, error) {
 			return f, obj, nil
 		}
 	}
-	if sc, ok := d.readSidecar(bucket, key); ok && sc.Size == fi.Size() {
+	if sc, written, ok := d.readSidecar(bucket, key); ok && sc.Size == fi.Size() && !written.Before(fi.ModTime()) {
 		if idOK {
 			d.cacheSidecar(bucket, key, id, sc)
 		}
 		obj.ETag, obj.MimeType, obj.Modified = sc.ETag, sc.MimeType, sc.Modified
 		return f, obj, nil
 	}
-	// No (or a stale) sidecar, e.g. a file copied into the tree by hand:
-	// compute what it would hold.
+	// No (or a stale) sidecar, e.g. a file copied into the tree by hand,
+	// or one written before the data file was (another process's Put
+	// between its two renames, or cut short there by a crash; an edit by
+	// hand): compute what it would hold.
 	etag, _, err := ETag(f)
 	if err != nil {
 		f.Close()
@@ -337,21 +339,38 @@ func (d *Dir) forgetSidecar(bucket, key string) {
 	delete(d.sidecars, objectName{bucket, key})
 }
 
-func (d *Dir) readSidecar(bucket, key string) (sidecar, bool) {
+// maxSidecar bounds what readSidecar reads: a sidecar is a small JSON
+// object.
+const maxSidecar = 64 << 10
+
+// readSidecar reads the sidecar of bucket/key and when its file was
+// written. Put writes the sidecar after the data file and renames it into
+// place after it, so a sidecar older than the data file describes an
+// earlier version of the object.
+func (d *Dir) readSidecar(bucket, key string) (sidecar, time.Time, bool) {
 	mr, err := d.openBucket(metaDir, bucket)
 	if err != nil {
-		return sidecar{}, false
+		return sidecar{}, time.Time{}, false
 	}
 	defer mr.Close()
-	b, err := mr.ReadFile(key)
+	f, err := mr.Open(key)
 	if err != nil {
-		return sidecar{}, false
+		return sidecar{}, time.Time{}, false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return sidecar{}, time.Time{}, false
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSidecar))
+	if err != nil {
+		return sidecar{}, time.Time{}, false
 	}
 	var sc sidecar
 	if json.Unmarshal(b, &sc) != nil {
-		return sidecar{}, false
+		return sidecar{}, time.Time{}, false
 	}
-	return sc, true
+	return sc, fi.ModTime(), true
 }
 
 func detectMime(key string, head []byte) string {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/doraproject/dora/router/origin"
 )
@@ -234,5 +235,49 @@ func TestSidecarCacheFollowsTheFile(t *testing.T) {
 	}
 	if _, _, err := d.Open(context.Background(), "bkt", "k.txt", 0, -1); !errors.Is(err, origin.ErrNotFound) {
 		t.Fatalf("after delete: %v", err)
+	}
+}
+
+// TestSidecarOlderThanDataNotTrusted: another process's Put between its
+// two renames (or one cut short there by a crash) leaves the new data
+// beside the old sidecar, of the same size here (a fixed-size result such
+// as a hash): the old etag must not describe the new bytes, neither in a
+// process that never read the object nor in one that kept its sidecar.
+func TestSidecarOlderThanDataNotTrusted(t *testing.T) {
+	d, root := newDir(t)
+	put(t, d, "bkt", "h.txt", "aaaa")
+	if _, obj := read(t, d, "bkt", "h.txt", 0, -1); obj.Size != 4 { // d keeps the sidecar
+		t.Fatalf("first read: %+v", obj)
+	}
+	meta, err := os.Stat(filepath.Join(root, metaDir, "bkt", "h.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other process's data file, renamed into place after the
+	// sidecar was written; its sidecar not yet.
+	tmp := filepath.Join(root, tmpDir, "other")
+	if err := os.WriteFile(tmp, []byte("bbbb"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	later := meta.ModTime().Add(time.Second)
+	if err := os.Chtimes(tmp, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(root, "bkt", "h.txt")); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := ETag(strings.NewReader("bbbb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for name, dir := range map[string]*Dir{"the process that kept the sidecar": d, "a fresh process": other} {
+		if got, obj := read(t, dir, "bkt", "h.txt", 0, -1); got != "bbbb" || obj.ETag != want {
+			t.Errorf("%s: %q %+v, want etag %s", name, got, obj, want)
+		}
 	}
 }
