@@ -135,6 +135,27 @@ type sidecar struct {
 	ETag     string    `json:"hash"`
 	MimeType string    `json:"mimeType"`
 	Modified time.Time `json:"putTime"`
+	// DataIno and DataMtime name the data file the sidecar was written
+	// for (a rename keeps both): a sidecar left beside another data file
+	// (two processes' Puts of one key interleaving their renames, a crash
+	// between them, a file replaced by hand) is known for what it is.
+	// Zero in sidecars written before they were recorded.
+	DataIno   uint64 `json:"dataIno,omitempty"`
+	DataMtime int64  `json:"dataMtime,omitempty"`
+}
+
+// describes tells whether sc was written for the data file fi (whose
+// identity is id when idOK): the same size and, when sc records it, the
+// same inode and modification time; a sidecar that records neither is
+// believed unless it is older than the data file.
+func (sc sidecar) describes(fi fs.FileInfo, id fileIdent, idOK bool, written time.Time) bool {
+	if sc.Size != fi.Size() {
+		return false
+	}
+	if sc.DataIno != 0 && idOK {
+		return sc.DataIno == id.ino && sc.DataMtime == id.mtime
+	}
+	return !written.Before(fi.ModTime())
 }
 
 // openBucket opens a root confined to one bucket's (or its sidecars') directory.
@@ -188,14 +209,19 @@ func (d *Dir) Open(ctx context.Context, bucket, key string, offset, length int64
 	}
 	l := d.lock(bucket, key)
 	l.RLock()
-	f, obj, err := d.openLocked(bucket, key)
+	f, obj, settled, err := d.openLocked(bucket, key)
 	l.RUnlock()
 	if err != nil {
 		return nil, origin.Object{}, fmt.Errorf("open %s/%s: %w", bucket, truncate(key), err)
 	}
-	if data := d.warm.keep(f, obj); data != nil {
-		f.Close()
-		return (&hotObject{obj: obj, data: data}).open(offset, length)
+	// Metadata computed beside a sidecar of other bytes may be that of
+	// a Put between its renames: such an object is not kept, so that
+	// the sidecar to come (which no watch sees) is read.
+	if settled {
+		if data := d.warm.keep(f, obj); data != nil {
+			f.Close()
+			return (&hotObject{obj: obj, data: data}).open(offset, length)
+		}
 	}
 	if offset < 0 || offset > obj.Size {
 		f.Close()
@@ -233,60 +259,81 @@ type readCloser struct {
 	io.Closer
 }
 
-func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, error) {
+// openLocked opens bucket/key and describes it: from its sidecar when
+// that was written for the file, else computed from the bytes. The bool
+// (settled) is false when the metadata was computed beside a sidecar of
+// other bytes, which may yet be replaced by the file's own. The caller
+// holds the key's lock.
+func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, bool, error) {
 	br, err := d.openBucket("", bucket)
 	if err != nil {
-		return nil, origin.Object{}, err
+		return nil, origin.Object{}, false, err
 	}
 	defer br.Close()
 	f, err := br.Open(key)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) || isNotDir(err) {
-			return nil, origin.Object{}, origin.ErrNotFound
+			return nil, origin.Object{}, false, origin.ErrNotFound
 		}
-		return nil, origin.Object{}, err
+		return nil, origin.Object{}, false, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, origin.Object{}, err
+		return nil, origin.Object{}, false, err
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, origin.Object{}, origin.ErrNotFound
+		return nil, origin.Object{}, false, origin.ErrNotFound
 	}
 	obj := origin.Object{Bucket: bucket, Key: key, Size: fi.Size(), Modified: fi.ModTime().UTC()}
 	id, idOK := fileID(fi)
 	if idOK {
-		if sc, ok := d.cachedSidecar(bucket, key, id); ok {
-			obj.ETag, obj.MimeType, obj.Modified = sc.ETag, sc.MimeType, sc.Modified
-			return f, obj, nil
+		if c, ok := d.cachedSidecar(bucket, key, id); ok && (c.besideOther.IsZero() || d.sidecarWritten(bucket, key).Equal(c.besideOther)) {
+			obj.ETag, obj.MimeType, obj.Modified = c.sc.ETag, c.sc.MimeType, c.sc.Modified
+			return f, obj, c.besideOther.IsZero(), nil
 		}
 	}
-	if sc, written, ok := d.readSidecar(bucket, key); ok && sc.Size == fi.Size() && !written.Before(fi.ModTime()) {
+	sc, written, found := d.readSidecar(bucket, key)
+	if found && sc.describes(fi, id, idOK, written) {
 		if idOK {
-			d.cacheSidecar(bucket, key, id, sc)
+			d.cacheSidecar(bucket, key, id, sc, time.Time{})
 		}
 		obj.ETag, obj.MimeType, obj.Modified = sc.ETag, sc.MimeType, sc.Modified
-		return f, obj, nil
+		return f, obj, true, nil
 	}
-	// No (or a stale) sidecar, e.g. a file copied into the tree by hand,
-	// or one written before the data file was (another process's Put
-	// between its two renames, or cut short there by a crash; an edit by
-	// hand): compute what it would hold.
+	// No sidecar (a file put in the tree by hand), or one that may
+	// describe other bytes: compute what it would hold, once per data
+	// file (kept like a sidecar under the file's identity).
 	etag, _, err := ETag(f)
 	if err != nil {
 		f.Close()
-		return nil, origin.Object{}, err
+		return nil, origin.Object{}, false, err
 	}
 	head := make([]byte, 512)
 	n, _ := f.ReadAt(head, 0)
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
-		return nil, origin.Object{}, err
+		return nil, origin.Object{}, false, err
 	}
-	obj.ETag, obj.MimeType = etag, detectMime(key, head[:n])
-	return f, obj, nil
+	computed := sidecar{Size: fi.Size(), ETag: etag, MimeType: detectMime(key, head[:n]), Modified: obj.Modified}
+	var besideOther time.Time
+	switch {
+	case found && sc.Size == computed.Size && sc.ETag == computed.ETag:
+		// The same bytes (a tree copied with new inodes or times, a
+		// touch): the sidecar's MIME type and upload time still hold.
+		computed = sc
+	case found:
+		// Other bytes' sidecar, perhaps of a Put still between its
+		// renames: the computed metadata is kept only until the
+		// sidecar changes.
+		besideOther = written
+	}
+	if idOK {
+		d.cacheSidecar(bucket, key, id, computed, besideOther)
+	}
+	obj.ETag, obj.MimeType, obj.Modified = computed.ETag, computed.MimeType, computed.Modified
+	return f, obj, besideOther.IsZero(), nil
 }
 
 func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }
@@ -302,6 +349,11 @@ type objectName struct{ bucket, key string }
 type cachedSidecar struct {
 	id fileIdent
 	sc sidecar
+	// besideOther, when set, is the modification time of the sidecar
+	// found beside the file that described other bytes (sc was
+	// computed): the entry holds while that sidecar is still the one
+	// there.
+	besideOther time.Time
 }
 
 // fileIdent tells one data file from another: a Put renames a new file
@@ -312,23 +364,38 @@ type fileIdent struct {
 	mtime    int64
 }
 
-func (d *Dir) cachedSidecar(bucket, key string, id fileIdent) (sidecar, bool) {
+func (d *Dir) cachedSidecar(bucket, key string, id fileIdent) (cachedSidecar, bool) {
 	d.scMu.Lock()
 	defer d.scMu.Unlock()
 	c, ok := d.sidecars[objectName{bucket, key}]
 	if !ok || c.id != id {
-		return sidecar{}, false
+		return cachedSidecar{}, false
 	}
-	return c.sc, true
+	return c, true
 }
 
-func (d *Dir) cacheSidecar(bucket, key string, id fileIdent, sc sidecar) {
+func (d *Dir) cacheSidecar(bucket, key string, id fileIdent, sc sidecar, besideOther time.Time) {
 	d.scMu.Lock()
 	defer d.scMu.Unlock()
 	if d.sidecars == nil || len(d.sidecars) >= maxCachedSidecars {
 		d.sidecars = make(map[objectName]cachedSidecar)
 	}
-	d.sidecars[objectName{bucket, key}] = cachedSidecar{id: id, sc: sc}
+	d.sidecars[objectName{bucket, key}] = cachedSidecar{id: id, sc: sc, besideOther: besideOther}
+}
+
+// sidecarWritten is the modification time of bucket/key's sidecar; zero
+// when there is none.
+func (d *Dir) sidecarWritten(bucket, key string) time.Time {
+	mr, err := d.openBucket(metaDir, bucket)
+	if err != nil {
+		return time.Time{}
+	}
+	defer mr.Close()
+	fi, err := mr.Lstat(key)
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
 }
 
 // forgetSidecar drops an object's cached sidecar (Put, Delete).
@@ -353,7 +420,9 @@ func (d *Dir) readSidecar(bucket, key string) (sidecar, time.Time, bool) {
 		return sidecar{}, time.Time{}, false
 	}
 	defer mr.Close()
-	f, err := mr.Open(key)
+	// Non-blocking: a FIFO in its place must not hang the reader (for a
+	// regular file the flag does nothing).
+	f, err := mr.OpenFile(key, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return sidecar{}, time.Time{}, false
 	}
@@ -485,6 +554,11 @@ func (d *Dir) Put(ctx context.Context, bucket, key string, r io.Reader, opts ori
 		mt = detectMime(key, head.b)
 	}
 	sc := sidecar{Size: eh.n, ETag: eh.ETag(), MimeType: mt, Modified: time.Now().UTC()}
+	if fi, err := d.root.Stat(dataTmp); err == nil {
+		if id, ok := fileID(fi); ok {
+			sc.DataIno, sc.DataMtime = id.ino, id.mtime
+		}
+	}
 	scb, err := json.Marshal(sc)
 	if err != nil {
 		return fail(err)

@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -238,30 +239,24 @@ func TestSidecarCacheFollowsTheFile(t *testing.T) {
 	}
 }
 
-// TestSidecarOlderThanDataNotTrusted: another process's Put between its
-// two renames (or one cut short there by a crash) leaves the new data
-// beside the old sidecar, of the same size here (a fixed-size result such
-// as a hash): the old etag must not describe the new bytes, neither in a
-// process that never read the object nor in one that kept its sidecar.
-func TestSidecarOlderThanDataNotTrusted(t *testing.T) {
+// TestSidecarOfOtherBytesNotTrusted: two processes' Puts of one key can
+// interleave their renames (data 1, data 2, sidecar 2, sidecar 1) and leave
+// the second's data beside the first's sidecar, of the same size here (a
+// fixed-size result such as a hash) and not older than the data. The old
+// etag must not describe the new bytes, neither in a process that never
+// read the object nor in one that kept the first sidecar; once a sidecar
+// for the data is in place, its metadata (a MIME type of its own) is
+// served.
+func TestSidecarOfOtherBytesNotTrusted(t *testing.T) {
 	d, root := newDir(t)
-	put(t, d, "bkt", "h.txt", "aaaa")
-	if _, obj := read(t, d, "bkt", "h.txt", 0, -1); obj.Size != 4 { // d keeps the sidecar
-		t.Fatalf("first read: %+v", obj)
-	}
-	meta, err := os.Stat(filepath.Join(root, metaDir, "bkt", "h.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The other process's data file, renamed into place after the
-	// sidecar was written; its sidecar not yet.
-	tmp := filepath.Join(root, tmpDir, "other")
+	// The second Put's data, written before the first Put's sidecar.
+	tmp := filepath.Join(root, tmpDir, "second")
 	if err := os.WriteFile(tmp, []byte("bbbb"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	later := meta.ModTime().Add(time.Second)
-	if err := os.Chtimes(tmp, later, later); err != nil {
-		t.Fatal(err)
+	first := put(t, d, "bkt", "h.txt", "aaaa")
+	if _, obj := read(t, d, "bkt", "h.txt", 0, -1); obj.ETag != first.ETag { // d keeps the sidecar
+		t.Fatalf("first read: %+v", obj)
 	}
 	if err := os.Rename(tmp, filepath.Join(root, "bkt", "h.txt")); err != nil {
 		t.Fatal(err)
@@ -275,9 +270,39 @@ func TestSidecarOlderThanDataNotTrusted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	for name, dir := range map[string]*Dir{"the process that kept the sidecar": d, "a fresh process": other} {
-		if got, obj := read(t, dir, "bkt", "h.txt", 0, -1); got != "bbbb" || obj.ETag != want {
-			t.Errorf("%s: %q %+v, want etag %s", name, got, obj, want)
+	dirs := map[string]*Dir{"the process that kept the first sidecar": d, "a fresh process": other}
+	for name, dir := range dirs {
+		for range 2 { // computed, then from the cache
+			if got, obj := read(t, dir, "bkt", "h.txt", 0, -1); got != "bbbb" || obj.ETag != want {
+				t.Errorf("%s: %q %+v, want etag %s", name, got, obj, want)
+			}
+		}
+	}
+
+	// The data's own sidecar is renamed into place.
+	fi, err := os.Stat(filepath.Join(root, "bkt", "h.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := fileID(fi)
+	if !ok {
+		t.Skip("no file identities on this system")
+	}
+	time.Sleep(20 * time.Millisecond) // a sidecar time of its own, even on a coarse clock
+	scb, err := json.Marshal(sidecar{Size: 4, ETag: want, MimeType: "application/x-other", Modified: time.Now().UTC(),
+		DataIno: id.ino, DataMtime: id.mtime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, scb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(root, metaDir, "bkt", "h.txt")); err != nil {
+		t.Fatal(err)
+	}
+	for name, dir := range dirs {
+		if got, obj := read(t, dir, "bkt", "h.txt", 0, -1); got != "bbbb" || obj.ETag != want || obj.MimeType != "application/x-other" {
+			t.Errorf("%s, once its sidecar is in place: %q %+v", name, got, obj)
 		}
 	}
 }
