@@ -491,6 +491,11 @@ func (r *Router) plan(snap *meta.Snapshot, b dora.Bucket, steps []fop.Step, out 
 		}
 		u, ok := snap.Ufop(s.Name)
 		if !ok {
+			if !r.isReady() {
+				// The ufops may not be loaded yet (the bucket was):
+				// not a 404 the client would take for an answer.
+				return nil, &httpError{status: fasthttp.StatusServiceUnavailable, msg: "metadata not loaded yet", step: i, retryAfter: true}
+			}
 			e := errf(fasthttp.StatusNotFound, "no such ufop %q", s.Name)
 			e.step = i
 			return nil, e

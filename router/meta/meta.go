@@ -264,10 +264,10 @@ func NewCache(st store.Store, log *slog.Logger) *Cache {
 // Snapshot returns the current snapshot; never nil.
 func (c *Cache) Snapshot() *Snapshot { return c.snap.Load() }
 
-// Changed returns a channel closed when a snapshot newer than the one
-// Snapshot returns after this call is published: a wait that depends on
-// the metadata (a request held for a deployment that may fail) takes it
-// before reading the snapshot, so that no change is missed.
+// Changed returns a channel closed when the next snapshot is published:
+// a wait that depends on the metadata (a request held for a deployment
+// that may fail) takes it before reading the snapshot, so that no change
+// is missed (it may wake for a snapshot it had already read).
 func (c *Cache) Changed() <-chan struct{} { return *c.changed.Load() }
 
 // Ready is closed once every watched prefix has been loaded.
