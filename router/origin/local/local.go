@@ -135,25 +135,25 @@ type sidecar struct {
 	ETag     string    `json:"hash"`
 	MimeType string    `json:"mimeType"`
 	Modified time.Time `json:"putTime"`
-	// DataIno and DataMtime name the data file the sidecar was written
-	// for (a rename keeps both): a sidecar left beside another data file
-	// (two processes' Puts of one key interleaving their renames, a crash
+	// DataMtime names the data file the sidecar was written for: Put
+	// gives each data file a modification time of its own, to the
+	// nanosecond, which a rename and a copy that keeps times (cp -a,
+	// rsync -a) keep. A sidecar left beside another data file (two
+	// processes' Puts of one key interleaving their renames, a crash
 	// between them, a file replaced by hand) is known for what it is.
-	// Zero in sidecars written before they were recorded.
-	DataIno   uint64 `json:"dataIno,omitempty"`
-	DataMtime int64  `json:"dataMtime,omitempty"`
+	// Zero in sidecars written before it was recorded.
+	DataMtime int64 `json:"dataMtime,omitempty"`
 }
 
-// describes tells whether sc was written for the data file fi (whose
-// identity is id when idOK): the same size and, when sc records it, the
-// same inode and modification time; a sidecar that records neither is
-// believed unless it is older than the data file.
-func (sc sidecar) describes(fi fs.FileInfo, id fileIdent, idOK bool, written time.Time) bool {
+// describes tells whether sc was written for the data file fi: the same
+// size and, when sc records it, the same modification time; a sidecar
+// that does not record it is believed unless it is older than the file.
+func (sc sidecar) describes(fi fs.FileInfo, written time.Time) bool {
 	if sc.Size != fi.Size() {
 		return false
 	}
-	if sc.DataIno != 0 && idOK {
-		return sc.DataIno == id.ino && sc.DataMtime == id.mtime
+	if sc.DataMtime != 0 {
+		return sc.DataMtime == fi.ModTime().UnixNano()
 	}
 	return !written.Before(fi.ModTime())
 }
@@ -270,7 +270,9 @@ func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, bool, err
 		return nil, origin.Object{}, false, err
 	}
 	defer br.Close()
-	f, err := br.Open(key)
+	// Non-blocking: a FIFO at the key must not hang the request (for a
+	// regular file the flag does nothing).
+	f, err := br.OpenFile(key, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) || isNotDir(err) {
 			return nil, origin.Object{}, false, origin.ErrNotFound
@@ -289,22 +291,22 @@ func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, bool, err
 	obj := origin.Object{Bucket: bucket, Key: key, Size: fi.Size(), Modified: fi.ModTime().UTC()}
 	id, idOK := fileID(fi)
 	if idOK {
-		if c, ok := d.cachedSidecar(bucket, key, id); ok && (c.besideOther.IsZero() || d.sidecarWritten(bucket, key).Equal(c.besideOther)) {
+		if c, ok := d.cachedSidecar(bucket, key, id); ok && (!c.besideOther || d.sidecarID(bucket, key) == c.other) {
 			obj.ETag, obj.MimeType, obj.Modified = c.sc.ETag, c.sc.MimeType, c.sc.Modified
-			return f, obj, c.besideOther.IsZero(), nil
+			return f, obj, !c.besideOther, nil
 		}
 	}
-	sc, written, found := d.readSidecar(bucket, key)
-	if found && sc.describes(fi, id, idOK, written) {
+	sc, scf, found := d.readSidecar(bucket, key)
+	if found && sc.describes(fi, scf.written) {
 		if idOK {
-			d.cacheSidecar(bucket, key, id, sc, time.Time{})
+			d.cacheSidecar(bucket, key, cachedSidecar{id: id, sc: sc})
 		}
 		obj.ETag, obj.MimeType, obj.Modified = sc.ETag, sc.MimeType, sc.Modified
 		return f, obj, true, nil
 	}
-	// No sidecar (a file put in the tree by hand), or one that may
-	// describe other bytes: compute what it would hold, once per data
-	// file (kept like a sidecar under the file's identity).
+	// No sidecar (a file put in the tree by hand: computed on every
+	// open, as an edit in place may keep its size and time), or one that
+	// may describe other bytes: compute what it would hold.
 	etag, _, err := ETag(f)
 	if err != nil {
 		f.Close()
@@ -317,23 +319,26 @@ func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, bool, err
 		return nil, origin.Object{}, false, err
 	}
 	computed := sidecar{Size: fi.Size(), ETag: etag, MimeType: detectMime(key, head[:n]), Modified: obj.Modified}
-	var besideOther time.Time
+	besideOther := false
 	switch {
 	case found && sc.Size == computed.Size && sc.ETag == computed.ETag:
-		// The same bytes (a tree copied with new inodes or times, a
-		// touch): the sidecar's MIME type and upload time still hold.
+		// The same bytes (a tree copied without its times, a touch):
+		// the sidecar's MIME type and upload time still hold.
 		computed = sc
+		if idOK {
+			d.cacheSidecar(bucket, key, cachedSidecar{id: id, sc: sc})
+		}
 	case found:
 		// Other bytes' sidecar, perhaps of a Put still between its
-		// renames: the computed metadata is kept only until the
-		// sidecar changes.
-		besideOther = written
-	}
-	if idOK {
-		d.cacheSidecar(bucket, key, id, computed, besideOther)
+		// renames: the computed metadata holds until the sidecar
+		// changes.
+		besideOther = true
+		if idOK {
+			d.cacheSidecar(bucket, key, cachedSidecar{id: id, sc: computed, besideOther: true, other: scf.id})
+		}
 	}
 	obj.ETag, obj.MimeType, obj.Modified = computed.ETag, computed.MimeType, computed.Modified
-	return f, obj, besideOther.IsZero(), nil
+	return f, obj, !besideOther, nil
 }
 
 func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }
@@ -349,11 +354,11 @@ type objectName struct{ bucket, key string }
 type cachedSidecar struct {
 	id fileIdent
 	sc sidecar
-	// besideOther, when set, is the modification time of the sidecar
-	// found beside the file that described other bytes (sc was
-	// computed): the entry holds while that sidecar is still the one
-	// there.
-	besideOther time.Time
+	// besideOther: sc was computed beside a sidecar of other bytes,
+	// whose identity is other; the entry holds while that sidecar is
+	// still the one there.
+	besideOther bool
+	other       fileIdent
 }
 
 // fileIdent tells one data file from another: a Put renames a new file
@@ -374,28 +379,29 @@ func (d *Dir) cachedSidecar(bucket, key string, id fileIdent) (cachedSidecar, bo
 	return c, true
 }
 
-func (d *Dir) cacheSidecar(bucket, key string, id fileIdent, sc sidecar, besideOther time.Time) {
+func (d *Dir) cacheSidecar(bucket, key string, c cachedSidecar) {
 	d.scMu.Lock()
 	defer d.scMu.Unlock()
 	if d.sidecars == nil || len(d.sidecars) >= maxCachedSidecars {
 		d.sidecars = make(map[objectName]cachedSidecar)
 	}
-	d.sidecars[objectName{bucket, key}] = cachedSidecar{id: id, sc: sc, besideOther: besideOther}
+	d.sidecars[objectName{bucket, key}] = c
 }
 
-// sidecarWritten is the modification time of bucket/key's sidecar; zero
-// when there is none.
-func (d *Dir) sidecarWritten(bucket, key string) time.Time {
+// sidecarID identifies bucket/key's sidecar (following a link, as
+// readSidecar does); zero when there is none.
+func (d *Dir) sidecarID(bucket, key string) fileIdent {
 	mr, err := d.openBucket(metaDir, bucket)
 	if err != nil {
-		return time.Time{}
+		return fileIdent{}
 	}
 	defer mr.Close()
-	fi, err := mr.Lstat(key)
+	fi, err := mr.Stat(key)
 	if err != nil {
-		return time.Time{}
+		return fileIdent{}
 	}
-	return fi.ModTime()
+	id, _ := fileID(fi)
+	return id
 }
 
 // forgetSidecar drops an object's cached sidecar (Put, Delete).
@@ -410,36 +416,43 @@ func (d *Dir) forgetSidecar(bucket, key string) {
 // object.
 const maxSidecar = 64 << 10
 
-// readSidecar reads the sidecar of bucket/key and when its file was
-// written. Put writes the sidecar after the data file and renames it into
+// scFile is what readSidecar saw of a sidecar's file: when it was
+// written (Put writes the sidecar after the data file and renames it into
 // place after it, so a sidecar older than the data file describes an
-// earlier version of the object.
-func (d *Dir) readSidecar(bucket, key string) (sidecar, time.Time, bool) {
+// earlier version of the object) and its identity.
+type scFile struct {
+	written time.Time
+	id      fileIdent
+}
+
+// readSidecar reads the sidecar of bucket/key.
+func (d *Dir) readSidecar(bucket, key string) (sidecar, scFile, bool) {
 	mr, err := d.openBucket(metaDir, bucket)
 	if err != nil {
-		return sidecar{}, time.Time{}, false
+		return sidecar{}, scFile{}, false
 	}
 	defer mr.Close()
 	// Non-blocking: a FIFO in its place must not hang the reader (for a
 	// regular file the flag does nothing).
 	f, err := mr.OpenFile(key, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return sidecar{}, time.Time{}, false
+		return sidecar{}, scFile{}, false
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
-		return sidecar{}, time.Time{}, false
+		return sidecar{}, scFile{}, false
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSidecar))
 	if err != nil {
-		return sidecar{}, time.Time{}, false
+		return sidecar{}, scFile{}, false
 	}
 	var sc sidecar
 	if json.Unmarshal(b, &sc) != nil {
-		return sidecar{}, time.Time{}, false
+		return sidecar{}, scFile{}, false
 	}
-	return sc, fi.ModTime(), true
+	id, _ := fileID(fi)
+	return sc, scFile{written: fi.ModTime(), id: id}, true
 }
 
 func detectMime(key string, head []byte) string {
@@ -553,10 +566,14 @@ func (d *Dir) Put(ctx context.Context, bucket, key string, r io.Reader, opts ori
 	if mt == "" {
 		mt = detectMime(key, head.b)
 	}
-	sc := sidecar{Size: eh.n, ETag: eh.ETag(), MimeType: mt, Modified: time.Now().UTC()}
-	if fi, err := d.root.Stat(dataTmp); err == nil {
-		if id, ok := fileID(fi); ok {
-			sc.DataIno, sc.DataMtime = id.ino, id.mtime
+	now := time.Now()
+	sc := sidecar{Size: eh.n, ETag: eh.ETag(), MimeType: mt, Modified: now.UTC()}
+	// The data file's own time, to the nanosecond (the file system's
+	// clock ticks in milliseconds: two processes' writes in one tick
+	// would share it), read back as the file system keeps it.
+	if err := d.root.Chtimes(dataTmp, now, now); err == nil {
+		if fi, err := d.root.Stat(dataTmp); err == nil {
+			sc.DataMtime = fi.ModTime().UnixNano()
 		}
 	}
 	scb, err := json.Marshal(sc)

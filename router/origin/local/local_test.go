@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -279,18 +280,14 @@ func TestSidecarOfOtherBytesNotTrusted(t *testing.T) {
 		}
 	}
 
-	// The data's own sidecar is renamed into place.
+	// The data's own sidecar is renamed into place (in the same clock
+	// tick, maybe: a new file all the same).
 	fi, err := os.Stat(filepath.Join(root, "bkt", "h.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, ok := fileID(fi)
-	if !ok {
-		t.Skip("no file identities on this system")
-	}
-	time.Sleep(20 * time.Millisecond) // a sidecar time of its own, even on a coarse clock
 	scb, err := json.Marshal(sidecar{Size: 4, ETag: want, MimeType: "application/x-other", Modified: time.Now().UTC(),
-		DataIno: id.ino, DataMtime: id.mtime})
+		DataMtime: fi.ModTime().UnixNano()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,5 +301,99 @@ func TestSidecarOfOtherBytesNotTrusted(t *testing.T) {
 		if got, obj := read(t, dir, "bkt", "h.txt", 0, -1); got != "bbbb" || obj.ETag != want || obj.MimeType != "application/x-other" {
 			t.Errorf("%s, once its sidecar is in place: %q %+v", name, got, obj)
 		}
+	}
+}
+
+// TestPutSidecarDescribesItsFile: the sidecar a Put writes names its data
+// file, also after a copy of the tree that keeps modification times (new
+// inodes), and no longer once the file is replaced by another of the same
+// size written in the same instant's clock tick.
+func TestPutSidecarDescribesItsFile(t *testing.T) {
+	d, root := newDir(t)
+	put(t, d, "bkt", "k", "aaaa")
+	describes := func(dir string) bool {
+		t.Helper()
+		other, err := New(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		sc, scf, ok := other.readSidecar("bkt", "k")
+		if !ok || sc.DataMtime == 0 {
+			t.Fatalf("sidecar %+v, %v: no data file named", sc, ok)
+		}
+		fi, err := os.Stat(filepath.Join(dir, "bkt", "k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc.describes(fi, scf.written)
+	}
+	if !describes(root) {
+		t.Fatal("a Put's sidecar does not describe its own data file")
+	}
+	// A copy keeping the times (cp -a): new inodes, the same times.
+	cp := t.TempDir()
+	for _, rel := range []string{"bkt/k", metaDir + "/bkt/k"} {
+		fi, err := os.Stat(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(cp, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(dst, fi.ModTime(), fi.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !describes(cp) {
+		t.Fatal("after a copy that keeps times, the sidecar no longer describes its data file")
+	}
+	// Replaced by hand with other bytes of the same size, its time
+	// truncated to the file system's tick: not the file the sidecar names.
+	if err := os.WriteFile(filepath.Join(root, "bkt", "k"), []byte("bbbb"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if describes(root) {
+		t.Fatal("the sidecar describes a file written after it")
+	}
+}
+
+// TestFIFOsDoNotHang: a FIFO where an object's data file or its sidecar
+// should be is no object (or no sidecar), at once: an open for reading
+// would wait for a writer for ever.
+func TestFIFOsDoNotHang(t *testing.T) {
+	d, root := newDir(t)
+	put(t, d, "bkt", "meta", "aaaa")
+	if err := syscall.Mkfifo(filepath.Join(root, metaDir, "bkt", "meta.new"), 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	if err := os.Rename(filepath.Join(root, metaDir, "bkt", "meta.new"), filepath.Join(root, metaDir, "bkt", "meta")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(root, "bkt", "data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if got, obj := read(t, d, "bkt", "meta", 0, -1); got != "aaaa" || obj.Size != 4 {
+			t.Errorf("object whose sidecar is a FIFO: %q %+v", got, obj)
+		}
+		if _, _, err := d.Open(context.Background(), "bkt", "data", 0, -1); !errors.Is(err, origin.ErrNotFound) {
+			t.Errorf("a FIFO as data file: %v, want ErrNotFound", err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("an open of a FIFO hangs")
 	}
 }
