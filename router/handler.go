@@ -226,7 +226,7 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		if !r.isReady() && !strings.HasPrefix(string(ctx.Path()), srcPrefix) {
 			// An empty snapshot would answer 404 for every bucket.
-			rq.fail(&httpError{status: fasthttp.StatusServiceUnavailable, msg: "metadata not loaded yet", step: -1, retryAfter: true})
+			rq.fail(errNotLoaded(-1))
 			rq.finish(ctx.Response.StatusCode(), 0, nil)
 			return
 		}
@@ -494,7 +494,7 @@ func (r *Router) plan(snap *meta.Snapshot, b dora.Bucket, steps []fop.Step, out 
 			if !r.isReady() {
 				// The ufops may not be loaded yet (the bucket was):
 				// not a 404 the client would take for an answer.
-				return nil, &httpError{status: fasthttp.StatusServiceUnavailable, msg: "metadata not loaded yet", step: i, retryAfter: true}
+				return nil, errNotLoaded(i)
 			}
 			e := errf(fasthttp.StatusNotFound, "no such ufop %q", s.Name)
 			e.step = i
@@ -508,6 +508,12 @@ func (r *Router) plan(snap *meta.Snapshot, b dora.Bucket, steps []fop.Step, out 
 		out = append(out, stage{step: s, ufop: u})
 	}
 	return out, nil
+}
+
+// errNotLoaded is the 503 (with Retry-After) of a request that needs
+// metadata the router has not loaded yet, at step (-1: none).
+func errNotLoaded(step int) *httpError {
+	return &httpError{status: fasthttp.StatusServiceUnavailable, msg: "metadata not loaded yet", step: step, retryAfter: true}
 }
 
 // serveOwn answers requests whose Host is not a bucket: the one-shot input
