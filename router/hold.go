@@ -35,13 +35,40 @@ const (
 	wakeTimeout = 2 * time.Second
 )
 
+// errVersionMoved is holdForInstance's answer when a step of the ufop
+// would now take another version than the one waited for: the caller
+// starts the step over (runUfop) or answers movedError. A sentinel, never
+// sent as it is.
+var errVersionMoved = &httpError{status: fasthttp.StatusServiceUnavailable, msg: "the ufop's version moved", retryAfter: true}
+
+// movedError is the answer of step i when the ufop's version moved away
+// from key's while the step waited and it cannot start over.
+func (r *Router) movedError(key pool.Key, i int) *httpError {
+	e := errf(fasthttp.StatusServiceUnavailable, "ufop %s moved away from version %s while the request waited", key.Ufop, key.Version)
+	e.step, e.retryAfter = i, true
+	return e
+}
+
+// versionMoved reports whether a step of key's ufop would now take
+// another version than key's (versionFor): waiting for key is then for
+// nothing. A ufop that is gone is waitInVain's.
+func (r *Router) versionMoved(key pool.Key, now time.Time) bool {
+	u, ok := r.meta.Snapshot().Ufop(key.Ufop)
+	if !ok {
+		return false
+	}
+	v := r.versionFor(u, now)
+	return v != "" && v != key.Version
+}
+
 // Held returns the number of requests waiting for an instance right now.
 func (r *Router) Held() int { return int(r.held.Load()) }
 
 // holdForInstance waits for a host of key for step i: until one is in the
 // pool (returned), HoldTimeout passes or the bound of held requests is
-// reached (503 with Retry-After), or ctx ends (the client going away
-// cancels it: cancel.go).
+// reached (503 with Retry-After), ctx ends (the client going away cancels
+// it: cancel.go), or the step would now take another version of the ufop
+// (errVersionMoved).
 func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*pool.Host, *httpError) {
 	lk := loadKey(key)
 	unavailable := func(format string, args ...any) *httpError {
@@ -104,6 +131,9 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		if h := r.cfg.Pool.Pick(key, nil, now); h != nil {
 			c.answered.Store(true)
 			return h, nil
+		}
+		if r.versionMoved(key, now) {
+			return nil, errVersionMoved
 		}
 		eject.Reset(r.untilEjectionEnds(key, now))
 		select {

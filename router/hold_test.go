@@ -129,6 +129,57 @@ func TestHoldEndsInVain(t *testing.T) {
 	}
 }
 
+// TestHoldFollowsVersion: a request held for an instance of the active
+// version (a ten-minute hold bound) goes to the version a request would
+// take now as soon as the ufop's versions move: a new active version that
+// has an instance, in either input mode (the POST body, url=), or the
+// previous version healthy again while the active one still has none.
+func TestHoldFollowsVersion(t *testing.T) {
+	cases := []struct {
+		name   string
+		before func(t *testing.T, e *env) // before the request
+		move   func(t *testing.T, e *env)
+	}{
+		{"new active version, body", nil, func(t *testing.T, e *env) {
+			e.pool.Update([]pool.Instance{poolInst("s2", "sleeper", "v2", capsInstance(t))})
+			e.ufopRelease(dora.Ufop{Name: "sleeper", Owner: alice.ID, ActiveVersion: "v2", PreviousVersion: "v1"}, dora.Release{Protocol: dora.ProtocolDora})
+		}},
+		{"new active version, url=", nil, func(t *testing.T, e *env) {
+			e.pool.Update([]pool.Instance{poolInst("s2", "sleeper", "v2", capsInstance(t))})
+			e.ufopRelease(dora.Ufop{Name: "sleeper", Owner: alice.ID, ActiveVersion: "v2", PreviousVersion: "v1"}, dora.Release{Protocol: dora.ProtocolDora, BodyLimit: -1})
+		}},
+		{"previous version healthy", func(t *testing.T, e *env) {
+			// v2 is active, and neither it nor v1 has an instance: the
+			// request waits for v2.
+			e.ufopRelease(dora.Ufop{Name: "sleeper", Owner: alice.ID, ActiveVersion: "v2", PreviousVersion: "v1"}, dora.Release{Protocol: dora.ProtocolDora})
+		}, func(t *testing.T, e *env) {
+			e.pool.Update([]pool.Instance{poolInst("s1", "sleeper", "v1", capsInstance(t))})
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := holdEnv(t, 10*time.Minute, 10)
+			if c.before != nil {
+				c.before(t, e)
+			}
+			res := e.getAsync("/k?sleeper/x")
+			waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
+			c.move(t, e)
+			select {
+			case r := <-res:
+				if r.status != 200 || r.body != "ABC" {
+					t.Fatalf("held request: %+v", r)
+				}
+			case <-time.After(time.Minute):
+				t.Fatal("the held request was not answered")
+			}
+			if n := e.r.Held(); n != 0 {
+				t.Fatalf("held = %d after the answer", n)
+			}
+		})
+	}
+}
+
 // TestHoldBounds: past HoldTimeout, 503 with Retry-After; beyond MaxHeld,
 // 503 at once; a negative HoldTimeout disables holding.
 func TestHoldBounds(t *testing.T) {

@@ -332,12 +332,7 @@ func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
 // one while the active has no healthy instance (blue/green).
 func (p *pipeline) pickVersion(u dora.Ufop, now time.Time) (string, dora.Release, bool) {
 	snap := p.r.meta.Snapshot()
-	v := u.ActiveVersion
-	if u.PreviousVersion != "" && (v == "" || p.r.cfg.Pool.HealthyAt(pool.Key{Ufop: u.Name, Version: v, Region: p.r.cfg.Region}, now) == 0) {
-		if p.r.cfg.Pool.HealthyAt(pool.Key{Ufop: u.Name, Version: u.PreviousVersion, Region: p.r.cfg.Region}, now) > 0 {
-			v = u.PreviousVersion
-		}
-	}
+	v := p.r.versionFor(u, now)
 	if v == "" {
 		return "", dora.Release{}, false
 	}
@@ -352,23 +347,68 @@ func (p *pipeline) pickVersion(u dora.Ufop, now time.Time) (string, dora.Release
 	return v, rel, true
 }
 
-// runUfop calls one instance of the step's ufop with in as its input.
+// versionFor is the version a step of u takes now: the active one, or
+// the previous one while the active one has no healthy instance and the
+// previous one has; "" when u has neither.
+func (r *Router) versionFor(u dora.Ufop, now time.Time) string {
+	v := u.ActiveVersion
+	if u.PreviousVersion != "" && (v == "" || r.cfg.Pool.HealthyAt(pool.Key{Ufop: u.Name, Version: v, Region: r.cfg.Region}, now) == 0) {
+		if r.cfg.Pool.HealthyAt(pool.Key{Ufop: u.Name, Version: u.PreviousVersion, Region: r.cfg.Region}, now) > 0 {
+			v = u.PreviousVersion
+		}
+	}
+	return v
+}
+
+// versionMoves bounds how often one step starts over with another version
+// (errVersionMoved) while it waits for an instance.
+const versionMoves = 3
+
+// runUfop calls one instance of the step's ufop with in as its input. The
+// first attempt's host comes first: when the step has to wait for one
+// (scale from zero) and the ufop's version moves meanwhile (a new active
+// version, or the previous one healthy again), it starts over with the
+// version it takes now, its input untouched.
 func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	r := p.r
-	now := r.now()
-	version, rel, ok := p.pickVersion(st.ufop, now)
-	if !ok {
-		in.body.Close()
-		e := errf(fasthttp.StatusServiceUnavailable, "ufop %q has no active version", st.ufop.Name)
-		e.step, e.retryAfter = i, true
-		return flow{}, e
+	var (
+		version string
+		rel     dora.Release
+		key     pool.Key
+		first   *pool.Host
+	)
+	for moves := 0; ; moves++ {
+		var ok bool
+		version, rel, ok = p.pickVersion(st.ufop, r.now())
+		if !ok {
+			in.body.Close()
+			e := errf(fasthttp.StatusServiceUnavailable, "ufop %q has no active version", st.ufop.Name)
+			e.step, e.retryAfter = i, true
+			return flow{}, e
+		}
+		key = pool.Key{Ufop: st.ufop.Name, Version: version, Region: r.cfg.Region}
+		var herr *httpError
+		first, _, herr = p.nextHost(i, key, nil)
+		if herr == errVersionMoved && moves < versionMoves {
+			if u, ok := r.meta.Snapshot().Ufop(st.ufop.Name); ok {
+				st.ufop = u
+			}
+			continue
+		}
+		if herr == errVersionMoved {
+			herr = r.movedError(key, i)
+		}
+		if herr != nil {
+			in.body.Close()
+			return flow{}, herr
+		}
+		break
 	}
 	if version != st.ufop.ActiveVersion {
 		p.fellBack = true
 	}
-	key := pool.Key{Ufop: st.ufop.Name, Version: version, Region: r.cfg.Region}
 	if lim := rel.EffectiveBodyLimit(); rel.Protocol != dora.ProtocolUfop && in.size >= 0 && in.size <= lim {
-		return p.runUfopBody(i, st, key, rel, in)
+		return p.runUfopBody(i, st, key, rel, in, first)
 	}
 	if !in.replayable() {
 		// A previous step's output: hold it when it is small, so that it
@@ -382,7 +422,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 	// The instance serving the input may read it (checking the
 	// context) after the response is over.
 	p.reusable = false
-	tok, entry, err := r.src.register(&p.pc, in, now.Add(r.cfg.SrcTTL))
+	tok, entry, err := r.src.register(&p.pc, in, r.now().Add(r.cfg.SrcTTL))
 	if err != nil {
 		in.body.Close()
 		return flow{}, &httpError{status: fasthttp.StatusInternalServerError, msg: "input url: " + err.Error(), step: i}
@@ -393,13 +433,17 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 
 	var avoid *pool.Host
 	var last *httpError
-	for range stepAttempts {
-		h, waited, herr := p.nextHost(i, key, avoid)
-		if herr != nil {
-			return flow{}, herr
-		}
-		if waited {
-			r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
+	h := first
+	for attempt := range stepAttempts {
+		if attempt > 0 {
+			var waited bool
+			var herr *httpError
+			if h, waited, herr = p.nextHost(i, key, avoid); herr != nil {
+				return flow{}, herr
+			}
+			if waited {
+				r.src.extend(entry, r.now().Add(r.cfg.SrcTTL))
+			}
 		}
 		out, retry, herr := p.call(i, st, h, key, rel, r.srcURL(h.Instance(), tok), nil, in)
 		if herr == nil {
@@ -471,13 +515,17 @@ func (r *Router) pickRetry(key pool.Key, avoid *pool.Host) *pool.Host {
 // nextHost is the host of step i's next attempt on key (pickRetry). When
 // nothing runs (scale from zero) or every instance is ejected (the ones
 // that failed this request included), it waits for one, bounded (hold.go),
-// and reports that it waited.
+// and reports that it waited. For a first attempt (avoid nil) the wait can
+// end in errVersionMoved; a retry gets the 503 of that instead.
 func (p *pipeline) nextHost(i int, key pool.Key, avoid *pool.Host) (h *pool.Host, waited bool, herr *httpError) {
 	if h = p.r.pickRetry(key, avoid); h != nil {
 		return h, false, nil
 	}
 	p.reusable = false // the rare path: not worth proving what keeps the context
 	if h, herr = p.r.holdForInstance(&p.pc, key, i); herr != nil {
+		if herr == errVersionMoved && avoid != nil {
+			herr = p.r.movedError(key, i)
+		}
 		return nil, false, herr
 	}
 	return h, true, nil
@@ -492,7 +540,7 @@ func (p *pipeline) nextHost(i int, key pool.Key, avoid *pool.Host) (h *pool.Host
 // when the first failed before any response (unreachable, connection
 // lost): the program is stateless by contract and the bytes are still
 // here.
-func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, in flow) (flow, *httpError) {
+func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, in flow, first *pool.Host) (flow, *httpError) {
 	r := p.r
 	body, bp, err := inputBytes(in)
 	if err != nil {
@@ -501,10 +549,13 @@ func (p *pipeline) runUfopBody(i int, st stage, key pool.Key, rel dora.Release, 
 	defer releaseInput(in, bp)
 	var avoid *pool.Host
 	var last *httpError
-	for range stepAttempts {
-		h, _, herr := p.nextHost(i, key, avoid)
-		if herr != nil {
-			return flow{}, herr
+	h := first
+	for attempt := range stepAttempts {
+		if attempt > 0 {
+			var herr *httpError
+			if h, _, herr = p.nextHost(i, key, avoid); herr != nil {
+				return flow{}, herr
+			}
 		}
 		out, retry, herr := p.call(i, st, h, key, rel, "", body, in)
 		if herr == nil {
