@@ -76,6 +76,7 @@ type result struct {
 	elapsed    time.Duration
 	lat        []time.Duration
 	late       []time.Duration // with -rate: how late each request left the tool
+	sent       []time.Duration // with -rate: each latency counted from when the request left the tool
 	firstErr   string
 }
 
@@ -154,9 +155,10 @@ func run(o options, out io.Writer) error {
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
 			lat := make([]time.Duration, 0, 1<<14)
-			var late []time.Duration
+			var late, sent []time.Duration
 			if o.rate > 0 {
 				late = make([]time.Duration, 0, 1<<14)
+				sent = make([]time.Duration, 0, 1<<14)
 			}
 			var ok, failed, nbytes int64
 			var firstErr string
@@ -199,8 +201,10 @@ func run(o options, out io.Writer) error {
 					req.SetBodyRaw(body)
 				}
 				t0 := time.Now()
+				var lateBy time.Duration
 				if o.rate > 0 {
-					late = append(late, t0.Sub(sched))
+					lateBy = t0.Sub(sched)
+					late = append(late, lateBy)
 					t0 = sched
 				}
 				err := hc.Do(req, resp)
@@ -222,6 +226,9 @@ func run(o options, out io.Writer) error {
 				ok++
 				nbytes += n
 				lat = append(lat, d)
+				if o.rate > 0 {
+					sent = append(sent, d-lateBy)
+				}
 			}
 			mu.Lock()
 			res.ok += ok
@@ -229,6 +236,7 @@ func run(o options, out io.Writer) error {
 			res.bytes += nbytes
 			res.lat = append(res.lat, lat...)
 			res.late = append(res.late, late...)
+			res.sent = append(res.sent, sent...)
 			if res.firstErr == "" {
 				res.firstErr = firstErr
 			}
@@ -302,6 +310,7 @@ func report(w io.Writer, o options, r result) {
 	defer bw.Flush()
 	slices.Sort(r.lat)
 	slices.Sort(r.late)
+	slices.Sort(r.sent)
 	secs := r.elapsed.Seconds()
 	label := o.label
 	if label == "" {
@@ -316,9 +325,10 @@ func report(w io.Writer, o options, r result) {
 			label, r.ok, r.failed, float64(r.ok)/secs, us(pct(r.lat, 0.50)), us(pct(r.lat, 0.99)))
 	}
 	if o.rate > 0 && len(r.lat) > 0 {
-		fmt.Fprintf(bw, "%-28s latency p90 %s  p99.9 %s  max %s;  left the tool late: p50 %s  p99 %s  max %s\n", "",
+		fmt.Fprintf(bw, "%-28s latency p90 %s  p99.9 %s  max %s;  left the tool late: p50 %s  p99 %s  max %s;  from leaving the tool: p50 %s  p99 %s\n", "",
 			us(pct(r.lat, 0.90)), us(pct(r.lat, 0.999)), us(r.lat[len(r.lat)-1]),
-			us(pct(r.late, 0.50)), us(pct(r.late, 0.99)), us(r.late[len(r.late)-1]))
+			us(pct(r.late, 0.50)), us(pct(r.late, 0.99)), us(r.late[len(r.late)-1]),
+			us(pct(r.sent, 0.50)), us(pct(r.sent, 0.99)))
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		var maxPause uint64
@@ -335,10 +345,10 @@ func report(w io.Writer, o options, r result) {
 		fmt.Fprintf(bw, "%-28s first error: %s\n", "", r.firstErr)
 	}
 	if o.kv {
-		fmt.Fprintf(bw, "kv rps=%.1f p50us=%d p90us=%d p99us=%d p999us=%d maxus=%d lateus99=%d mbps=%.1f ok=%d failed=%d\n",
+		fmt.Fprintf(bw, "kv rps=%.1f p50us=%d p90us=%d p99us=%d p999us=%d maxus=%d lateus99=%d sentp99us=%d mbps=%.1f ok=%d failed=%d\n",
 			float64(r.ok)/secs, pct(r.lat, 0.50).Microseconds(), pct(r.lat, 0.90).Microseconds(),
 			pct(r.lat, 0.99).Microseconds(), pct(r.lat, 0.999).Microseconds(), pct(r.lat, 1).Microseconds(),
-			pct(r.late, 0.99).Microseconds(), float64(r.bytes)/1e6/secs, r.ok, r.failed)
+			pct(r.late, 0.99).Microseconds(), pct(r.sent, 0.99).Microseconds(), float64(r.bytes)/1e6/secs, r.ok, r.failed)
 	}
 }
 
