@@ -259,20 +259,23 @@ func notModified(h *fasthttp.RequestHeader, etag string, modified time.Time) boo
 // parseRange reads a Range header against an object of size bytes. ok is
 // true for one satisfiable range; unsat is true for a well-formed single
 // range that lies outside the object. Anything else (another unit, several
-// ranges, garbage) is ignored: ok and unsat both false, serve the whole.
+// ranges, a position that is not all ASCII digits, such as "+5", or past
+// int64, garbage) is ignored: ok and unsat both false, serve the whole.
+// Whitespace around the range and its positions is SP or HTAB (RFC 9110
+// OWS).
 func parseRange(s string, size int64) (start, length int64, ok, unsat bool) {
-	spec, found := strings.CutPrefix(strings.TrimSpace(s), "bytes=")
+	spec, found := strings.CutPrefix(trimOWS(s), "bytes=")
 	if !found || strings.Contains(spec, ",") {
 		return 0, 0, false, false
 	}
-	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	a, b, found := strings.Cut(spec, "-")
 	if !found {
 		return 0, 0, false, false
 	}
-	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+	a, b = trimOWS(a), trimOWS(b)
 	if a == "" { // suffix: the last b bytes
-		n, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || n < 0 {
+		n, valid := rangePos(b)
+		if !valid {
 			return 0, 0, false, false
 		}
 		if n == 0 || size == 0 {
@@ -281,14 +284,14 @@ func parseRange(s string, size int64) (start, length int64, ok, unsat bool) {
 		n = min(n, size)
 		return size - n, n, true, false
 	}
-	st, err := strconv.ParseInt(a, 10, 64)
-	if err != nil || st < 0 {
+	st, valid := rangePos(a)
+	if !valid {
 		return 0, 0, false, false
 	}
 	end := size - 1
 	if b != "" {
-		e, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || e < st {
+		e, valid := rangePos(b)
+		if !valid || e < st {
 			return 0, 0, false, false
 		}
 		end = min(e, size-1)
@@ -297,6 +300,24 @@ func parseRange(s string, size int64) (start, length int64, ok, unsat bool) {
 		return 0, 0, false, true
 	}
 	return st, end - st + 1, true, false
+}
+
+// trimOWS trims the optional whitespace of RFC 9110 (SP, HTAB).
+func trimOWS(s string) string { return strings.Trim(s, " \t") }
+
+// rangePos reads a position of a byte range: 1*DIGIT (RFC 9110 14.1.1),
+// which strconv.ParseInt alone would widen with a sign, within int64.
+func rangePos(s string) (int64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // stream makes rc the response body of rq, answered with status: it
