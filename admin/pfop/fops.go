@@ -32,6 +32,23 @@ func ParseFops(fops string) ([]string, error) {
 	return parts, nil
 }
 
+// planFops is ParseFops for a job on bucket:key: each pipeline must also
+// run as the worker runs it, with the saveas of its result appended
+// (planItem), so that a job is refused when submitted rather than failed
+// when run.
+func planFops(bucket, key, fops string) ([]string, error) {
+	cmds, err := ParseFops(fops)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range cmds {
+		if _, err := planItem(bucket, key, c); err != nil {
+			return nil, fmt.Errorf("%w: fop %d: %w", ErrInvalid, i+1, err)
+		}
+	}
+	return cmds, nil
+}
+
 func parseItem(cmd string) (fop.Request, error) {
 	if cmd == "" {
 		return fop.Request{}, errors.New("empty fop")
@@ -47,6 +64,8 @@ func parseItem(cmd string) (fop.Request, error) {
 		return r, errors.New("parameters (e=, token=, attname=, ...) have no place in a pfop")
 	case len(r.Steps) == 0 && r.SaveAs == nil:
 		return r, errors.New("empty fop")
+	case r.SaveAs == nil && len(r.Steps) >= fop.MaxSteps:
+		return r, fmt.Errorf("%d steps: a pfop without saveas takes at most %d, the saveas of its result being a step too", len(r.Steps), fop.MaxSteps-1)
 	}
 	return r, nil
 }
@@ -90,6 +109,11 @@ func planItem(bucket, key, cmd string) (itemPlan, error) {
 		p.run = sa
 	} else {
 		p.run = p.pipeline + "|" + sa
+	}
+	// The run is a query the router reads: the saveas may take it past
+	// fop.MaxQueryBytes (a long pipeline, a long default result key).
+	if _, err := fop.Parse(p.run); err != nil {
+		return itemPlan{}, fmt.Errorf("with the saveas of its result (bucket %q, a %d-byte key): %w", p.bucket, len(p.key), err)
 	}
 	return p, nil
 }

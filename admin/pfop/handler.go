@@ -208,7 +208,7 @@ type Submission struct {
 
 // Submit validates a submission, stores the job (waiting) and queues it.
 func (h *Handler) Submit(ctx context.Context, s Submission) (Job, error) {
-	cmds, err := ParseFops(s.Fops)
+	cmds, err := planFops(s.Bucket, s.Key, s.Fops)
 	if err != nil {
 		return Job{}, err
 	}

@@ -306,7 +306,11 @@ func (h *Handler) checkUpload(ctx context.Context, token, key string, keyGiven b
 		return uploadTarget{}, uerr(http.StatusForbidden, "bucket %q is not the token owner's", bucket)
 	}
 	if pol.PersistentOps != "" { // refuse before storing anything
-		if _, err := ParseFops(pol.PersistentOps); err != nil {
+		check := ParseFops
+		if key != "" { // the job's input is known: plan its pipelines
+			check = func(fops string) ([]string, error) { return planFops(bucket, key, fops) }
+		}
+		if _, err := check(pol.PersistentOps); err != nil {
 			return uploadTarget{}, uerr(http.StatusBadRequest, "persistentOps: %v", err)
 		}
 		if pol.PersistentPipeline != "" {
