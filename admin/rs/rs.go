@@ -90,8 +90,12 @@ type Config struct {
 	AllowPrivateFetch bool
 	// MaxFetchBytes bounds a fetched file; DefaultMaxFetch when 0.
 	MaxFetchBytes int64
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// FetchTransport makes fetch's requests; nil: one that dials through
+	// router/netguard (AllowPrivateFetch). Tests that must not reach the
+	// network set their own.
+	FetchTransport http.RoundTripper
+	Logger         *slog.Logger
+	Now            func() time.Time
 }
 
 // Handler serves the rs/rsf/uc paths and passes everything else on.
@@ -134,12 +138,15 @@ func New(cfg Config) (*Handler, error) {
 		a, err := accounts.ByAK(ctx, cfg.Store, ak)
 		return a.SecretKey, err
 	}, MaxSkew: cfg.MaxSkew, Now: cfg.Now}
-	tr := &http.Transport{
-		Proxy:                 nil, // the guard, not a proxy, resolves the name
-		DialContext:           netguard.Dialer(30*time.Second, cfg.AllowPrivateFetch).DialContext,
-		TLSHandshakeTimeout:   30 * time.Second,
-		ResponseHeaderTimeout: time.Minute,
-		MaxIdleConnsPerHost:   4,
+	tr := cfg.FetchTransport
+	if tr == nil {
+		tr = &http.Transport{
+			Proxy:                 nil, // the guard, not a proxy, resolves the name
+			DialContext:           netguard.Dialer(30*time.Second, cfg.AllowPrivateFetch).DialContext,
+			TLSHandshakeTimeout:   30 * time.Second,
+			ResponseHeaderTimeout: time.Minute,
+			MaxIdleConnsPerHost:   4,
+		}
 	}
 	h.fetch = &http.Client{Transport: tr, Timeout: fetchTimeout}
 	return h, nil
