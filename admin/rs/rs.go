@@ -190,7 +190,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 		}
 		return h.serveQuery(w, r, p == "/v4/query")
 	}
-	if r.Method != http.MethodPost && !(r.Method == http.MethodGet && (p == "/list" || p == "/buckets")) {
+	// The reads also answer GET: list, buckets, and stat (the Go SDK's
+	// storagev2 StatObject, which BucketManager.Stat calls, sends GET).
+	if r.Method != http.MethodPost && !(r.Method == http.MethodGet && (p == "/list" || p == "/buckets" || strings.HasPrefix(p, "/stat/"))) {
 		return writeError(w, http.StatusMethodNotAllowed, "use POST")
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxFormBytes+1))

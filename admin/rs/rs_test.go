@@ -463,3 +463,27 @@ func TestRegionQuery(t *testing.T) {
 		t.Fatalf("v2: %v", v)
 	}
 }
+
+// Qiniu's Go SDK (v7.27, storagev2 StatObject) stats with GET, not POST:
+// the read-only stat answers either method, the other ops POST only.
+func TestStatByGet(t *testing.T) {
+	e := newEnv(t, nil)
+	e.object("photos", "g.txt", "hello")
+	for name, sign := range signers {
+		t.Run(name, func(t *testing.T) {
+			status, v := e.call(sign, alice, "GET", "/stat/"+entry("photos", "g.txt"), "")
+			if status != 200 || field(v, "fsize") != float64(5) {
+				t.Fatalf("GET stat: %d %v", status, v)
+			}
+			if status, v := e.call(sign, alice, "GET", "/stat/"+entry("photos", "none"), ""); status != rs.StatusNoEntry {
+				t.Fatalf("GET stat of a missing key: %d %v", status, v)
+			}
+			if status, v := e.call(sign, alice, "GET", "/delete/"+entry("photos", "g.txt"), ""); status != http.StatusMethodNotAllowed {
+				t.Fatalf("GET delete: %d %v", status, v)
+			}
+			if _, ok := e.read("photos", "g.txt"); !ok {
+				t.Fatal("a GET deleted the object")
+			}
+		})
+	}
+}
