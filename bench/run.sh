@@ -12,6 +12,8 @@
 #     (a) direct:  POST /handler?cmd=<step> with the object as body, to the instance
 #     (b) router:  GET /small?<step> through a Dora router (bench/cmd/harness)
 #     (c) nginx:   the (a) request through nginx as a reverse proxy to the same instance
+#     (d) the Go floor: the (b) request through bench/cmd/floor, the least
+#         a Go proxy does for it (no HTTP library), to the same instance
 #   with requests/s, p50, p99 and the CPU per request of instance and proxy,
 #   and in the same round the object through three steps
 #   (<step>|<step>|<step>) via the router, divided by that round's (b);
@@ -159,7 +161,8 @@ else
 	(cd "$ROOT" && go build -o "$TMP/$UFOP" "./examples/$UFOP")
 fi
 (cd "$ROOT" && go build -o "$TMP/harness" ./bench/cmd/harness &&
-	go build -o "$TMP/load" ./bench/cmd/load && go build -o "$TMP/chain" ./bench/cmd/chain)
+	go build -o "$TMP/load" ./bench/cmd/load && go build -o "$TMP/chain" ./bench/cmd/chain &&
+	go build -o "$TMP/floor" ./bench/cmd/floor)
 
 PI=$(free_port)
 PORT=$PI PORT_HTTP=$PI HOST=127.0.0.1 "$TMP/$UFOP" >"$TMP/instance.log" 2>&1 &
@@ -219,10 +222,20 @@ mapfile -t NPIDS < <(echo "$NPID"; pgrep -P "$NPID" || true)
 head -c "$SMALL" /dev/urandom >"$TMP/small.bin"
 CMD=$(printf '%s' "$STEP" | sed 's|/|%2F|g')
 
+# The Go floor (bench/cmd/floor): the (b) request served by the least a Go
+# program does for it (no HTTP library, no checks) through the same
+# instance. Its CPU per request beside the router's and nginx's shows how
+# much of the router's is its own work and how much any Go proxy pays.
+PF=$(free_port)
+"$TMP/floor" -listen "127.0.0.1:$PF" -instance "127.0.0.1:$PI" -object "$TMP/small.bin" -step "$STEP" >"$TMP/floor.log" 2>&1 &
+FPID=$!
+PIDS+=("$FPID")
+wait_port "$PF"
+
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(go version | awk '{print $3}'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== ${SMALL}-byte object, one step ($STEP) direct, through the router and through nginx, then three steps ($STEP|$STEP|$STEP) through the router; $CONC connections, $DUR each (three steps $SIDE_DUR), $ROUNDS interleaved rounds ($(nproc) cores shared by client, proxy and instance)"
-R_RN=() R_CPU=() R_INST=() ROUTER_RPS=() R_THREE=() THREE_RPS=()
+echo "== ${SMALL}-byte object, one step ($STEP) direct, through the router and through nginx, then three steps ($STEP|$STEP|$STEP) through the router, then the Go floor (bench/cmd/floor); $CONC connections, $DUR each (three steps $SIDE_DUR), $ROUNDS interleaved rounds ($(nproc) cores shared by client, proxy and instance)"
+R_RN=() R_CPU=() R_INST=() ROUTER_RPS=() R_THREE=() THREE_RPS=() R_FLOOR=() R_RFLOOR=()
 for ((round = 1; round <= ROUNDS; round++)); do
 	echo "-- round $round"
 	run_load "(a) direct to instance" -- -url "http://127.0.0.1:$PI/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
@@ -237,6 +250,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	# 10 s apart share more of it than figures from different rounds.
 	run_load "(b) three steps, router" "$HPID" -- -url "http://127.0.0.1:$PR/small?$STEP|$STEP|$STEP" -host bench.localhost -c "$CONC" -d "$SIDE_DUR"
 	R_THREE+=("$(ratio "$RPS" "$B_RPS")") THREE_RPS+=("$(printf '%.0f' "$RPS")")
+	run_load "(d) the Go floor" "$FPID" -- -url "http://127.0.0.1:$PF/small" -c "$CONC" -d "$DUR"
+	R_FLOOR+=("$(ratio "$PCPU" "$C_PCPU")") R_RFLOOR+=("$(ratio "$B_PCPU" "$PCPU")")
 done
 echo "router peak RSS after the small runs: $(peak_rss $HPID)"
 
@@ -333,7 +348,7 @@ echo
 echo "| measure, same run | this run | goal |"
 echo "|---|---|---|"
 echo "| 4 KiB one step, router ÷ nginx req/s, median of $ROUNDS | $RN (rounds: ${R_RN[*]}) | ≥ 1.0 |"
-echo "| router CPU per request ÷ nginx's | $RCPU (rounds: ${R_CPU[*]}) | ≤ 1.0 |"
+echo "| router CPU per request ÷ nginx's | $RCPU (rounds: ${R_CPU[*]}); the Go floor ÷ nginx's $(median "${R_FLOOR[@]}") (rounds: ${R_FLOOR[*]}), the router ÷ the Go floor $(median "${R_RFLOOR[@]}") (rounds: ${R_RFLOOR[*]}) | ≤ 1.0 |"
 echo "| instance CPU per request behind the router ÷ direct | $RINST (rounds: ${R_INST[*]}) | ≤ 1.1 |"
 echo "| 4 KiB three steps ÷ one step req/s (the same round's), median of $ROUNDS | $THREE (rounds: ${R_THREE[*]}; three steps ${THREE_RPS[*]} req/s) | ≥ 0.5 |"
 echo "| p99 added by the router at half its peak rate ($RATE/s), median of $RATE_ROUNDS | $ADDED_P99 ms (rounds: ${R_ADD[*]}; p99 router ${R_BP99[*]} / direct ${R_DP99[*]} ms); nginx adds $NGINX_ADDED ms (p99 ${R_NP99[*]} ms) | ≤ 1 ms |"
