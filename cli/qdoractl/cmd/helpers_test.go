@@ -58,7 +58,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Reqid", "reqid-42")
 	body, _ := io.ReadAll(r.Body)
 	var signed []byte
-	if r.Header.Get("Content-Type") == "application/json" {
+	if ct := r.Header.Get("Content-Type"); ct == "application/json" || ct == auth.ContentTypeForm {
 		signed = body
 	}
 	v := auth.Verifier{Lookup: func(ctx context.Context, ak string) (string, error) {

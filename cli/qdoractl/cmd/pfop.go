@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 )
@@ -150,27 +152,35 @@ func (a *app) showStatus(st api.PfopStatus) error {
 }
 
 // pfopCall sends a pfop API request signed with the configured keys (the
-// Qiniu form, as the SDK does) and decodes the JSON answer into out.
+// Qiniu form, as the SDK does) and decodes the JSON answer into out. The
+// endpoint, the HTTP client (its timeouts) and the errors are the API
+// client's: "host:port" means http, and a refusal is a *client.APIError
+// with the API's message, status and request id.
 func (a *app) pfopCall(ctx context.Context, method, pathQuery string, form url.Values, out any) error {
-	ak, sk := a.v.GetString(keyAK), a.v.GetString(keySK)
-	if ak == "" || sk == "" {
-		return ErrNotLoggedIn
+	cl, err := a.client()
+	if err != nil {
+		return err
 	}
 	var body []byte
 	if form != nil {
 		body = []byte(form.Encode())
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(a.endpoint(), "/")+pathQuery, strings.NewReader(string(body)))
+	req, err := http.NewRequestWithContext(ctx, method, cl.Endpoint()+pathQuery, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("endpoint %q: %w", a.endpoint(), err)
+		return fmt.Errorf("%s %s: %w", method, pathQuery, err)
 	}
 	if form != nil {
 		req.Header.Set("Content-Type", auth.ContentTypeForm)
 	}
-	auth.SignRequest(req, ak, sk, body, time.Now())
-	resp, err := http.DefaultClient.Do(req)
+	req.Header.Set("User-Agent", "qdoractl")
+	auth.SignRequest(req, cl.AccessKey(), a.v.GetString(keySK), body, time.Now())
+	hc := cl.HTTP
+	if hc == nil {
+		hc = client.NewHTTPClient(client.DialTimeout, client.ResponseHeaderTimeout)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s %s: %w", method, pathQuery, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxPfopReplyBytes))
@@ -178,13 +188,16 @@ func (a *app) pfopCall(ctx context.Context, method, pathQuery string, form url.V
 		return fmt.Errorf("read the answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		ae := &client.APIError{Status: resp.StatusCode, Reqid: resp.Header.Get("X-Reqid")}
 		var e struct {
 			Error string `json:"error"`
 		}
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			ae.Message = e.Error
+		} else if t := strings.TrimSpace(string(b)); !strings.HasPrefix(t, "{") {
+			ae.Message = t
 		}
-		return fmt.Errorf("%s %s: %d %s (reqid %s)", method, pathQuery, resp.StatusCode, e.Error, resp.Header.Get("X-Reqid"))
+		return ae
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("decode the answer: %w", err)

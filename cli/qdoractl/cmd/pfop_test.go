@@ -121,3 +121,30 @@ func TestPfopCommands(t *testing.T) {
 		t.Fatalf("pfop with a wrong key: %v", err)
 	}
 }
+
+// TestPfopLikeTheOtherCommands: pfop and prefop take the endpoint as
+// every other command does (a host:port without scheme means http) and
+// report an API error as every other command does: its message, status
+// and request id (in --json's error object too).
+func TestPfopLikeTheOtherCommands(t *testing.T) {
+	f := newFakeAPI(t, map[string]route{
+		"POST /pfop/":            reply(200, map[string]string{"persistentId": "z0.0123456789abcdef01234567"}),
+		"GET /status/get/prefop": reply(612, map[string]string{"error": "no such job"}),
+	})
+	hostPort := strings.TrimPrefix(f.srv.URL, "http://")
+	r := mustOK(t, runCLI(t, f, "", "--api", hostPort, "pfop", "photos", "doc.txt", "qhash/md5"))
+	if strings.TrimSpace(r.stdout) != "z0.0123456789abcdef01234567" {
+		t.Fatalf("pfop printed %q", r.stdout)
+	}
+	if c := f.last(t, "POST /pfop/"); string(c.Body) != "bucket=photos&fops=qhash%2Fmd5&key=doc.txt" {
+		t.Fatalf("pfop sent %q", c.Body)
+	}
+	r = runCLI(t, f, "", "--api", hostPort, "--json", "prefop", "z0.nosuch")
+	var je JSONError
+	if r.code != ExitError || json.Unmarshal([]byte(r.stderr), &je) != nil {
+		t.Fatalf("prefop of an unknown job: %v", r)
+	}
+	if je.Error != "no such job" || je.Status != 612 || je.Reqid != "reqid-42" {
+		t.Fatalf("prefop error %+v, want the API's message, status and reqid", je)
+	}
+}
