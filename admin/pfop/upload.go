@@ -24,6 +24,7 @@ import (
 	"github.com/doraproject/dora/internal/qhttp"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/router/origin/local"
 )
 
 // PutPolicy is the upload policy of a Qiniu upload token (the fields Dora
@@ -366,7 +367,18 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 		_, _ = rand.Read(rnd[:])
 		target = uploadTmpPrefix + hex.EncodeToString(rnd[:])
 	}
-	obj, err := h.cfg.Objects.Put(ctx, t.bucket, target, lr, origin.PutOptions{MimeType: mt, InsertOnly: t.insertOnly})
+	var body io.Reader = lr
+	var sent *local.Hasher // insert-only: the etag of what was sent
+	if t.insertOnly && key != "" {
+		sent = local.NewHasher()
+		body = io.TeeReader(lr, sent)
+	}
+	obj, err := h.cfg.Objects.Put(ctx, t.bucket, target, body, origin.PutOptions{MimeType: mt, InsertOnly: t.insertOnly})
+	if errors.Is(err, origin.ErrExists) && sent != nil {
+		// Qiniu's insert-only mode fails only on other content: the same
+		// bytes again (a retry whose first reply was lost) succeed.
+		obj, err = h.sameContent(ctx, t.bucket, key, body, sent, err)
+	}
 	switch {
 	case errors.Is(err, errTooLarge):
 		return nil, uerr(http.StatusRequestEntityTooLarge, "exceed FsizeLimit of %d bytes", limit)
@@ -384,6 +396,22 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 		}
 	}
 	return &uploaded{bucket: t.bucket, key: key, etag: obj.ETag, fsize: obj.Size, mimeType: mt, fname: fname}, nil
+}
+
+// sameContent is the existing object when the upload refused with
+// exists (the insert-only Put's error) holds the same bytes: it reads the
+// rest of the upload (body, which tees into sent; Put may have stopped
+// early) and compares etags. Otherwise it returns exists, or the error
+// met on the way (errTooLarge past the cap).
+func (h *Handler) sameContent(ctx context.Context, bucket, key string, body io.Reader, sent *local.Hasher, exists error) (origin.Object, error) {
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		return origin.Object{}, err
+	}
+	cur, err := h.cfg.Objects.Stat(ctx, bucket, key)
+	if err != nil || cur.ETag != sent.ETag() {
+		return origin.Object{}, exists
+	}
+	return cur, nil
 }
 
 // uploadLimit is the most bytes a file may have under pol.

@@ -99,8 +99,9 @@ func TestFormUpload(t *testing.T) {
 		{"outside the prefix", uploadToken(alice, map[string]any{"scope": "photos:dir/", "isPrefixalScope": 1, "deadline": future}), strp("other/x.txt"), text, 403, ""},
 		{"someone else's bucket", uploadToken(alice, map[string]any{"scope": "bobs", "deadline": future}), strp("x.txt"), text, 403, ""},
 		{"no such bucket", uploadToken(alice, map[string]any{"scope": "nobucket", "deadline": future}), strp("x.txt"), text, 631, ""},
-		{"insertOnly on an existing key", uploadToken(alice, map[string]any{"scope": "photos:exists.txt", "insertOnly": 1, "deadline": future}), strp("exists.txt"), text, 614, ""},
-		{"scope bucket on an existing key", uploadToken(alice, map[string]any{"scope": "photos", "deadline": future}), strp("exists.txt"), text, 614, ""},
+		// exists.txt holds text by now: other content (png) is refused.
+		{"insertOnly on an existing key", uploadToken(alice, map[string]any{"scope": "photos:exists.txt", "insertOnly": 1, "deadline": future}), strp("exists.txt"), png, 614, ""},
+		{"scope bucket on an existing key", uploadToken(alice, map[string]any{"scope": "photos", "deadline": future}), strp("exists.txt"), png, 614, ""},
 		{"too large", uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "fsizeLimit": 5}), strp("big.txt"), text, 413, ""},
 		{"mime not allowed", uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "mimeLimit": "image/*"}), strp("t1.txt"), text, 403, ""},
 		{"mime refused", uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "mimeLimit": "!text/plain"}), strp("t2.txt"), text, 403, ""},
@@ -198,5 +199,32 @@ func TestFormUpload(t *testing.T) {
 	tok := pfop.UploadToken(alice.AccessKey, alice.SecretKey, pfop.PutPolicy{Scope: "photos:sdk.txt", Deadline: future})
 	if status, v := e.formUpload(tok, strp("sdk.txt"), nil, "sdk.txt", text); status != 200 {
 		t.Fatalf("UploadToken: %d %v", status, v)
+	}
+}
+
+// Qiniu's insert-only mode (scope "<bucket>", or insertOnly): a key that
+// exists with other content is 614, but the same content again is a
+// success (an SDK's retry of an upload whose reply was lost must not fail).
+func TestInsertOnlySameContent(t *testing.T) {
+	e := newEnv(t)
+	e.object("photos", "same.txt", "the content")
+	future := time.Now().Add(time.Hour).Unix()
+	for name, pol := range map[string]map[string]any{
+		"scope bucket": {"scope": "photos", "deadline": future},
+		"insertOnly":   {"scope": "photos:same.txt", "insertOnly": 1, "deadline": future},
+	} {
+		t.Run(name, func(t *testing.T) {
+			status, v := e.formUpload(uploadToken(alice, pol), strp("same.txt"), nil, "f.txt", []byte("the content"))
+			if status != 200 || v["key"] != "same.txt" || v["hash"] != etagOf(t, "the content") {
+				t.Fatalf("the same content again: %d %v", status, v)
+			}
+			status, v = e.formUpload(uploadToken(alice, pol), strp("same.txt"), nil, "f.txt", []byte("other content"))
+			if status != pfop.StatusFileExists {
+				t.Fatalf("other content: %d %v, want 614", status, v)
+			}
+			if got, _ := e.read("photos", "same.txt"); got != "the content" {
+				t.Fatalf("the object now holds %q", got)
+			}
+		})
 	}
 }
