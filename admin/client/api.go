@@ -168,8 +168,14 @@ func (p *progressReader) Read(b []byte) (int, error) {
 }
 
 // PutObject streams r (size bytes, -1 when unknown) to bucket/key. An empty
-// contentType lets the server detect it.
+// contentType lets the server detect it. A key the platform's rule refuses
+// (dora.ValidateKey: an empty, "." or ".." segment, a leading "/"...) is
+// refused, wrapping dora.ErrBadKey, before anything is sent; so are the
+// keys of GetObject, DeleteObject and StatObject.
 func (c *Client) PutObject(ctx context.Context, bucket, key string, r io.Reader, size int64, contentType string, opts ...PutOption) (api.Object, error) {
+	if err := dora.ValidateKey(key); err != nil {
+		return api.Object{}, fmt.Errorf("put %s/%s: %w", bucket, key, err)
+	}
 	var o putOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -196,6 +202,9 @@ func (c *Client) PutObject(ctx context.Context, bucket, key string, r io.Reader,
 // GetObject opens an object. The returned Object carries what the headers
 // say (size, type, etag); the caller closes the body.
 func (c *Client) GetObject(ctx context.Context, bucket, key string) (io.ReadCloser, api.Object, error) {
+	if err := dora.ValidateKey(key); err != nil {
+		return nil, api.Object{}, fmt.Errorf("get %s/%s: %w", bucket, key, err)
+	}
 	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/objects/" + seg(bucket) + "/" + keyPath(key)})
 	if err != nil {
 		return nil, api.Object{}, fmt.Errorf("get %s/%s: %w", bucket, key, err)
@@ -217,6 +226,9 @@ func trimQuotes(s string) string {
 
 // DeleteObject removes an object.
 func (c *Client) DeleteObject(ctx context.Context, bucket, key string) error {
+	if err := dora.ValidateKey(key); err != nil {
+		return fmt.Errorf("delete %s/%s: %w", bucket, key, err)
+	}
 	err := c.call(ctx, request{method: http.MethodDelete, path: "/v1/objects/" + seg(bucket) + "/" + keyPath(key)}, nil)
 	if err != nil {
 		return fmt.Errorf("delete %s/%s: %w", bucket, key, err)
@@ -226,6 +238,9 @@ func (c *Client) DeleteObject(ctx context.Context, bucket, key string) error {
 
 // StatObject describes an object.
 func (c *Client) StatObject(ctx context.Context, bucket, key string) (api.Object, error) {
+	if err := dora.ValidateKey(key); err != nil {
+		return api.Object{}, fmt.Errorf("stat %s/%s: %w", bucket, key, err)
+	}
 	var obj api.Object
 	err := c.call(ctx, request{method: http.MethodGet, path: "/v1/stat/" + seg(bucket) + "/" + keyPath(key)}, &obj)
 	if err != nil {

@@ -178,6 +178,9 @@ func (c *Client) newRequest(ctx context.Context, r request) (*http.Request, erro
 	if err != nil {
 		return nil, fmt.Errorf("bad path %q: %w", full, err)
 	}
+	if unroutable(p) {
+		return nil, errUnroutable
+	}
 	u.Path = p
 	if len(r.query) > 0 {
 		u.RawQuery = r.query.Encode()
@@ -216,6 +219,22 @@ func (c *Client) newRequest(ctx context.Context, r request) (*http.Request, erro
 	req.Header.Set("User-Agent", "qdoractl")
 	auth.SignRequest(req, c.ak, c.sk, signed, c.now())
 	return req, nil
+}
+
+// errUnroutable refuses a path the API's mux would answer with a redirect
+// to its cleaned form, which the signature, made over the path sent, never
+// verifies on.
+var errUnroutable = errors.New(`an empty, "." or ".." name or path segment cannot be sent (the API would route it elsewhere)`)
+
+// unroutable reports whether the unescaped path p has an empty, "." or ".."
+// segment.
+func unroutable(p string) bool {
+	for _, s := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
+		if s == "" || s == "." || s == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // do sends the request; on a 2xx it returns the response (the caller closes

@@ -565,3 +565,56 @@ func TestUnresponsiveServerDoesNotHang(t *testing.T) {
 		t.Fatal("Whoami hung on a silent server")
 	}
 }
+
+// TestUnroutablePaths: the admin API's mux answers a path with an empty,
+// "." or ".." segment with a redirect to the cleaned path, which the
+// signature (over the path sent) never verifies on: such a key or name is
+// refused before anything is sent, with the platform's key rule for
+// object keys, instead of surfacing as "signature mismatch" (401) or a
+// bare 307.
+func TestUnroutablePaths(t *testing.T) {
+	f := &fakeAPI{t: t, reply: func(recorded) (int, any) { return 200, map[string]any{} }}
+	mux := http.NewServeMux()
+	mux.Handle("/", f)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c := New(srv.URL, testAK, testSK)
+	ctx := context.Background()
+	for _, key := range []string{"x/../y", "a//b", "./z", "q/.", "/lead"} {
+		_, err := c.PutObject(ctx, "photos", key, strings.NewReader("hi"), 2, "")
+		if !errors.Is(err, dora.ErrBadKey) {
+			t.Errorf("put %q: %v, want dora.ErrBadKey", key, err)
+		}
+		if _, _, err := c.GetObject(ctx, "photos", key); !errors.Is(err, dora.ErrBadKey) {
+			t.Errorf("get %q: %v, want dora.ErrBadKey", key, err)
+		}
+		if _, err := c.StatObject(ctx, "photos", key); !errors.Is(err, dora.ErrBadKey) {
+			t.Errorf("stat %q: %v, want dora.ErrBadKey", key, err)
+		}
+		if err := c.DeleteObject(ctx, "photos", key); !errors.Is(err, dora.ErrBadKey) {
+			t.Errorf("delete %q: %v, want dora.ErrBadKey", key, err)
+		}
+	}
+	for _, name := range []string{"..", ".", ""} {
+		_, err := c.GetUfop(ctx, name)
+		if err == nil || StatusOf(err) != 0 || !strings.Contains(err.Error(), "segment") {
+			t.Errorf("GetUfop(%q) = %v, want a refusal before sending", name, err)
+		}
+		if _, err := c.ListObjects(ctx, name, "", 0); err == nil || StatusOf(err) != 0 {
+			t.Errorf("ListObjects(%q) = %v, want a refusal before sending", name, err)
+		}
+	}
+	f.mu.Lock()
+	seen := len(f.seen)
+	f.mu.Unlock()
+	if seen != 0 {
+		t.Fatalf("%d requests reached the API", seen)
+	}
+	// Names that only look odd still go, escaped.
+	if _, err := c.GetUfop(ctx, "a..b"); err != nil {
+		t.Fatalf("GetUfop(a..b): %v", err)
+	}
+	if _, err := c.StatObject(ctx, "photos", "dir/.hidden/x..y"); err != nil {
+		t.Fatalf("stat dir/.hidden/x..y: %v", err)
+	}
+}
