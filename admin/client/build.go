@@ -50,6 +50,12 @@ func WriteTarGz(ctx context.Context, w io.Writer, dir string) error {
 	if err != nil {
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}
+	// The directory itself may be reached through a symlink (-dir
+	// ./current): walk what it points to, since WalkDir does not follow a
+	// symlinked root and would pack nothing.
+	if root, err = filepath.EvalSymlinks(root); err != nil {
+		return fmt.Errorf("pack %s: %w", dir, err)
+	}
 	gz := gzip.NewWriter(w)
 	tw := tar.NewWriter(gz)
 	var total int64

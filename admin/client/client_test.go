@@ -618,3 +618,32 @@ func TestUnroutablePaths(t *testing.T) {
 		t.Fatalf("stat dir/.hidden/x..y: %v", err)
 	}
 }
+
+// TestBuildThroughSymlinkedDirectory: a package directory given as a
+// symlink to it (-dir ./current) is packed with its files, where walking
+// the link itself sent an empty tarball that the server's build then
+// failed for want of ufop.yaml.
+func TestBuildThroughSymlinkedDirectory(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "grepd-1.2")
+	writeFiles(t, dir, map[string]string{"ufop.yaml": "image: ubuntu\nrun: ./grepd\n", "dir/grepd.conf": "x=1\n"})
+	link := filepath.Join(base, "current")
+	if err := os.Symlink("grepd-1.2", link); err != nil {
+		t.Fatal(err)
+	}
+	f, c := newFake(t, func(r recorded) (int, any) {
+		return 202, dora.Build{Ufop: "grepd", Number: 1, Status: dora.BuildRunning}
+	})
+	if _, err := c.Build(context.Background(), "grepd", link); err != nil {
+		t.Fatal(err)
+	}
+	got := untar(t, f.last().Body)
+	want := map[string]string{
+		"ufop.yaml":      "644 image: ubuntu\nrun: ./grepd\n",
+		"dir/":           "dir",
+		"dir/grepd.conf": "644 x=1\n",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("tar = %v\nwant %v", got, want)
+	}
+}
