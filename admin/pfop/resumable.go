@@ -349,8 +349,33 @@ func (h *Handler) serveBput(w http.ResponseWriter, r *http.Request, token, rest 
 }
 
 // writeChunk appends the request body to block id at offset (a retried
-// chunk rewrites from its offset) and answers the block's state.
+// chunk rewrites from its offset) and answers the block's state. The chunk
+// is spooled before the block's lock is taken, so that a client whose
+// chunk trickles in, or stops, holds up no other block sharing the lock's
+// stripe, nor a retry of its own chunk.
 func (h *Handler) writeChunk(w http.ResponseWriter, r *http.Request, id string, blockSize, offset int64) int {
+	if offset > blockSize {
+		return writeError(w, http.StatusBadRequest, fmt.Sprintf("offset %d is past the block's declared %d bytes", offset, blockSize))
+	}
+	tmp, err := os.CreateTemp(h.sessionDir(id), "chunk.tmp-*")
+	if err != nil {
+		return writeError(w, StatusBadCtx, "invalid or expired ctx")
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	crc := crc32.NewIEEE()
+	room := blockSize - offset
+	n, err := io.Copy(io.MultiWriter(tmp, crc), io.LimitReader(r.Body, room+1))
+	if err == nil && n > room {
+		return writeError(w, http.StatusBadRequest, fmt.Sprintf("chunk overflows the block's declared %d bytes", blockSize))
+	}
+	if err != nil {
+		return writeError(w, http.StatusBadRequest, "read chunk: "+err.Error())
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return writeError(w, http.StatusServiceUnavailable, "spool: "+err.Error())
+	}
+
 	l := h.rs.lock(id)
 	l.Lock()
 	defer l.Unlock()
@@ -373,16 +398,9 @@ func (h *Handler) writeChunk(w http.ResponseWriter, r *http.Request, id string, 
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return writeError(w, http.StatusServiceUnavailable, "spool: "+err.Error())
 	}
-	crc := crc32.NewIEEE()
-	room := blockSize - offset
-	n, err := io.Copy(io.MultiWriter(f, crc), io.LimitReader(r.Body, room+1))
-	if err == nil && n > room {
+	if _, err := io.Copy(f, tmp); err != nil {
 		f.Truncate(offset)
-		return writeError(w, http.StatusBadRequest, fmt.Sprintf("chunk overflows the block's declared %d bytes", blockSize))
-	}
-	if err != nil {
-		f.Truncate(offset)
-		return writeError(w, http.StatusBadRequest, "read chunk: "+err.Error())
+		return writeError(w, http.StatusServiceUnavailable, "spool: "+err.Error())
 	}
 	s, _ := h.loadSession(id, kindBlock)
 	return writeJSON(w, http.StatusOK, blkputRet{
