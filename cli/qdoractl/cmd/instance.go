@@ -52,8 +52,16 @@ func parseSelection(index int, rng string) ([]int, error) {
 }
 
 // selectionClient is how the commands acting on some instances start: the
-// parsed -index/-range (usage errors come first), then the API client.
-func (a *app) selectionClient(index int, rng string) ([]int, *client.Client, error) {
+// parsed -index/-range (usage errors come first), then the API client. An
+// -index or -range given on the command line must name instances: "-index
+// 0" or an empty "-range" is refused, not read as "all".
+func (a *app) selectionClient(cmd *cobra.Command, index int, rng string) ([]int, *client.Client, error) {
+	if cmd.Flags().Changed("index") && index < 1 {
+		return nil, nil, usagef("-index %d: instance indexes start at 1 (leave out -index and -range for all)", index)
+	}
+	if cmd.Flags().Changed("range") && strings.TrimSpace(rng) == "" {
+		return nil, nil, usagef("-range needs <start>:<end>, e.g. 1:5 (leave out -index and -range for all)")
+	}
 	sel, err := parseSelection(index, rng)
 	if err != nil {
 		return nil, nil, err
@@ -83,7 +91,7 @@ func (a *app) instanceCmd(verb string) *cobra.Command {
   qdoractl %[1]s grepd`, verb),
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sel, cl, err := a.selectionClient(index, rng)
+			sel, cl, err := a.selectionClient(cmd, index, rng)
 			if err != nil {
 				return err
 			}
@@ -126,7 +134,7 @@ func (a *app) stateCmd() *cobra.Command {
   qdoractl state grepd -range 1:3 --region z0`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sel, cl, err := a.selectionClient(index, rng)
+			sel, cl, err := a.selectionClient(cmd, index, rng)
 			if err != nil {
 				return err
 			}

@@ -140,3 +140,30 @@ func TestParseTimeArg(t *testing.T) {
 		}
 	}
 }
+
+// TestExplicitSelectionNeverMeansAll: "-index 0" or an empty "-range"
+// given on the command line is a usage error, not the "every instance"
+// that leaving both out means: `stop grepd -index 0` stopped them all.
+func TestExplicitSelectionNeverMeansAll(t *testing.T) {
+	f := newFakeAPI(t, map[string]route{
+		"POST /v1/ufops/grepd/instances/stop":  reply(204, nil),
+		"POST /v1/ufops/grepd/instances/start": reply(204, nil),
+		"GET /v1/ufops/grepd/instances":        reply(200, []api.InstanceStatus{{Index: 1}, {Index: 2}}),
+	})
+	for _, args := range [][]string{
+		{"stop", "grepd", "-index", "0"},
+		{"start", "grepd", "--index=0"},
+		{"state", "grepd", "-index", "0"},
+		{"stop", "grepd", "-range", ""},
+	} {
+		if r := runCLI(t, f, "", args...); r.code != ExitUsage {
+			t.Errorf("%q: %v, want exit %d", args, r, ExitUsage)
+		}
+	}
+	f.mu.Lock()
+	n := len(f.calls)
+	f.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d calls reached the API: %+v", n, f.calls)
+	}
+}
