@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -91,6 +92,13 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	h.SetCanonical(hdrXDoraCache, valMiss)
 	h.SetCanonical(hdrETag, headerValue(etag))
 	h.SetCanonical(hdrCacheControl, headerValue(r.cacheControl(b.Private, ttl)))
+	if listsTag(&ctx.Request.Header, etag) {
+		// The tag names the key, not an entry: the client holds this
+		// very result (an entry since expired or evicted, or another
+		// router's), so it is not computed again (RFC 9110 13.1.2).
+		ctx.SetStatusCode(fasthttp.StatusNotModified)
+		return true, false, nil
+	}
 	if !ctx.IsHead() {
 		rq.fill = &cacheFill{key: cks, etag: etag, ttl: ttl, created: now}
 	}
@@ -158,6 +166,22 @@ func ifNoneMatch(h *fasthttp.RequestHeader, etag string) bool {
 		return false
 	}
 	return notModified(h, etag, time.Time{})
+}
+
+// listsTag tells whether the request's If-None-Match lists etag itself
+// (weakly compared), "*" not counting: on a miss no result is known to
+// exist until the pipeline has run.
+func listsTag(h *fasthttp.RequestHeader, etag string) bool {
+	inm := h.PeekBytes(hdrIfNoneMatch)
+	if len(inm) == 0 {
+		return false
+	}
+	for c := range strings.SplitSeq(b2s(inm), ",") {
+		if strings.TrimPrefix(strings.TrimSpace(c), "W/") == etag {
+			return true
+		}
+	}
+	return false
 }
 
 // serveHot answers a request for a route remembered from this snapshot

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -269,5 +270,53 @@ func TestResultCacheDisk(t *testing.T) {
 		if s := e2.r.results.Stats(); s.DiskBytes > diskBound || s.DiskEntries == 0 {
 			t.Fatalf("after %d results: %+v (bound %d)", i+1, s, diskBound)
 		}
+	}
+}
+
+// TestResultCacheRevalidateMiss: a result's ETag names its cache key, not
+// an entry, so a client (or a CDN) revalidating with If-None-Match once the
+// entry has expired, been evicted or lives on another router gets 304
+// without the pipeline running again (RFC 9110 13.1.2: evaluated before
+// the method is performed). "*" on a miss runs the pipeline (no result is
+// known to exist yet), and a private bucket still wants its token first.
+func TestResultCacheRevalidateMiss(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e, _, calls := upCacheEnv(t, func(c *Config) { c.Now = clock }, "photos")
+	e.objs.add("secret", "k", "text/plain", []byte("abc"))
+	resp, body := e.get("photos.localhost", "/k?up/x")
+	etag := resp.Header.Get("ETag")
+	if resp.StatusCode != 200 || string(body) != "ABC" || etag == "" {
+		t.Fatalf("first: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	mu.Lock()
+	now = now.Add(time.Hour + time.Second) // the entry (an hour's TTL) expired
+	mu.Unlock()
+	resp, body = e.do(http.MethodGet, "photos.localhost", "/k?up/x", map[string]string{"If-None-Match": `"other", ` + etag})
+	if resp.StatusCode != 304 || len(body) != 0 || resp.Header.Get("ETag") != etag || resp.Header.Get("Cache-Control") != "public, max-age=3600" {
+		t.Fatalf("revalidated after the entry expired: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("the instance was called %d times, want 1 (the revalidation ran the pipeline)", n)
+	}
+	for _, inm := range []string{`"other"`, "*"} {
+		resp, body = e.do(http.MethodGet, "photos.localhost", "/k?up/x", map[string]string{"If-None-Match": inm})
+		if resp.StatusCode != 200 || string(body) != "ABC" || resp.Header.Get("ETag") != etag {
+			t.Fatalf("If-None-Match %s: %d %q %v", inm, resp.StatusCode, body, resp.Header)
+		}
+		mu.Lock()
+		now = now.Add(time.Hour + time.Second)
+		mu.Unlock()
+	}
+	// The private bucket's result's tag does not open it without a token.
+	signed := strings.TrimPrefix(auth.DownloadURL("http://secret.localhost/k?up/x", alice.AccessKey, alice.SecretKey, clock().Unix()+60), "http://secret.localhost")
+	resp, _ = e.get("secret.localhost", signed)
+	petag := resp.Header.Get("ETag")
+	if resp.StatusCode != 200 || petag == "" {
+		t.Fatalf("private: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, body = e.do(http.MethodGet, "secret.localhost", "/k?up/x", map[string]string{"If-None-Match": petag}); resp.StatusCode != 401 {
+		t.Fatalf("private, revalidated without a token: %d %q %v", resp.StatusCode, body, resp.Header)
 	}
 }
