@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -255,12 +257,22 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	return resp, nil
 }
 
+// ErrorFromResponse reads a non-2xx reply (at most 64 KiB of its body) as
+// the *APIError every call of the client returns: the JSON error's
+// message, else a proxy's HTML page's title, else the text of the body,
+// else the status text. Callers making requests of their own (qdoractl's
+// pfop) use it to report errors alike.
+func ErrorFromResponse(resp *http.Response) *APIError { return decodeError(resp) }
+
 func decodeError(resp *http.Response) *APIError {
 	e := &APIError{Status: resp.StatusCode, Reqid: resp.Header.Get("X-Reqid")}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
 	var body api.ErrorBody
 	if json.Unmarshal(b, &body) == nil && body.Error != "" {
 		e.Message = body.Error
+	} else if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "text/html" {
+		// A reverse proxy's error page: its title, never its markup.
+		e.Message = htmlTitle(string(b))
 	} else if t := strings.TrimSpace(string(b)); t != "" && !strings.HasPrefix(t, "{") {
 		e.Message = t
 	}
@@ -268,6 +280,22 @@ func decodeError(resp *http.Response) *APIError {
 		e.Message = http.StatusText(resp.StatusCode)
 	}
 	return e
+}
+
+// htmlTitle returns the text of page's <title> on one line, "" when it
+// has none.
+func htmlTitle(page string) string {
+	lower := strings.ToLower(page)
+	i := strings.Index(lower, "<title>")
+	if i < 0 {
+		return ""
+	}
+	rest := page[i+len("<title>"):]
+	j := strings.Index(strings.ToLower(rest), "</title>")
+	if j < 0 {
+		return ""
+	}
+	return html.UnescapeString(strings.Join(strings.Fields(rest[:j]), " "))
 }
 
 // call sends r and decodes a JSON reply into out (when non-nil).

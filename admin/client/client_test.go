@@ -647,3 +647,31 @@ func TestBuildThroughSymlinkedDirectory(t *testing.T) {
 		t.Fatalf("tar = %v\nwant %v", got, want)
 	}
 }
+
+// TestHTMLErrorPage: the error page of a reverse proxy in front of the
+// admin (a 502 while it restarts, a 413 on a large upload) is reported by
+// its title or status on one line, not as the page's HTML.
+func TestHTMLErrorPage(t *testing.T) {
+	page := "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n" +
+		"<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+	for _, tt := range []struct {
+		status            int
+		ctype, body, want string
+	}{
+		{413, "text/html", page, "413 Request Entity Too Large"},
+		{502, "text/html; charset=utf-8", "<!DOCTYPE html><html><body><p>upstream gone</p></body></html>", "Bad Gateway"},
+		{503, "text/plain", "backend down\n", "backend down"},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", tt.ctype)
+			w.WriteHeader(tt.status)
+			io.WriteString(w, tt.body)
+		}))
+		_, err := New(srv.URL, testAK, testSK).Whoami(context.Background())
+		srv.Close()
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != tt.status || ae.Message != tt.want {
+			t.Errorf("%d %s: err = %v, want message %q", tt.status, tt.ctype, err, tt.want)
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -183,21 +182,12 @@ func (a *app) pfopCall(ctx context.Context, method, pathQuery string, form url.V
 		return fmt.Errorf("%s %s: %w", method, pathQuery, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return client.ErrorFromResponse(resp)
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxPfopReplyBytes))
 	if err != nil {
 		return fmt.Errorf("read the answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		ae := &client.APIError{Status: resp.StatusCode, Reqid: resp.Header.Get("X-Reqid")}
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			ae.Message = e.Error
-		} else if t := strings.TrimSpace(string(b)); !strings.HasPrefix(t, "{") {
-			ae.Message = t
-		}
-		return ae
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("decode the answer: %w", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -146,5 +147,25 @@ func TestPfopLikeTheOtherCommands(t *testing.T) {
 	}
 	if je.Error != "no such job" || je.Status != 612 || je.Reqid != "reqid-42" {
 		t.Fatalf("prefop error %+v, want the API's message, status and reqid", je)
+	}
+}
+
+// TestPfopProxyErrorPage: a proxy's HTML error page in front of the API
+// is reported by its title, as for every other command.
+func TestPfopProxyErrorPage(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadGateway)
+		io.WriteString(w, "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body><h1>502 Bad Gateway</h1></body>\r\n</html>\r\n")
+	}))
+	defer srv.Close()
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("QDORACTL_CONFIG", "")
+	t.Setenv("DORA_AK", testAK)
+	t.Setenv("DORA_SK", testSK)
+	t.Setenv("DORA_API", srv.URL)
+	r := runRaw(t, "", "prefop", "z0.x")
+	if r.code != ExitError || strings.Contains(r.stderr, "<") || !strings.Contains(r.stderr, "502 Bad Gateway (status 502") {
+		t.Fatalf("prefop through a failing proxy: %v", r)
 	}
 }
