@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -336,8 +338,37 @@ func (h *Handler) receiveFile(ctx context.Context, part *multipart.Part, fields 
 	if ue != nil {
 		return t, nil, ue
 	}
-	up, ue := h.storeUpload(ctx, t, part, part.Header.Get("Content-Type"), part.FileName())
+	var src io.Reader = part
+	if v := fields["crc32"]; v != "" { // the SDKs send the file's CRC32 (IEEE, decimal)
+		want, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return t, nil, uerr(http.StatusBadRequest, "crc32: %q is not a decimal CRC32", v)
+		}
+		src = &crcReader{r: part, h: crc32.NewIEEE(), want: uint32(want)}
+	}
+	up, ue := h.storeUpload(ctx, t, src, part.Header.Get("Content-Type"), part.FileName())
 	return t, up, ue
+}
+
+// errCRC32 ends a file whose content does not match the form's crc32.
+var errCRC32 = errors.New("crc32 not match")
+
+// crcReader passes r through and, at its end, fails with errCRC32 in
+// place of io.EOF when the content's CRC32 is not want: the object store
+// then keeps nothing.
+type crcReader struct {
+	r    io.Reader
+	h    hash.Hash32
+	want uint32
+}
+
+func (c *crcReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	if err == io.EOF && c.h.Sum32() != c.want {
+		err = errCRC32
+	}
+	return n, err
 }
 
 // storeUpload streams src into the target under the policy's mimeLimit
@@ -382,6 +413,8 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 	switch {
 	case errors.Is(err, errTooLarge):
 		return nil, uerr(http.StatusRequestEntityTooLarge, "exceed FsizeLimit of %d bytes", limit)
+	case errors.Is(err, errCRC32):
+		return nil, uerr(http.StatusNotAcceptable, "crc32 not match")
 	case errors.Is(err, origin.ErrExists):
 		return nil, uerr(StatusFileExists, "file exists")
 	case errors.Is(err, origin.ErrBadKey):

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"hash/crc32"
 	"io"
 	"mime/multipart"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,6 +226,34 @@ func TestInsertOnlySameContent(t *testing.T) {
 			}
 			if got, _ := e.read("photos", "same.txt"); got != "the content" {
 				t.Fatalf("the object now holds %q", got)
+			}
+		})
+	}
+}
+
+// The form's crc32 field (Qiniu's SDKs send the file's CRC32, IEEE, in
+// decimal, before the file) is checked: a file that does not match is
+// refused with 406 and nothing is stored.
+func TestFormUploadCRC32(t *testing.T) {
+	e := newEnv(t)
+	tok := uploadToken(alice, map[string]any{"scope": "photos", "deadline": time.Now().Add(time.Hour).Unix()})
+	data := []byte("checked content")
+	sum := crc32.ChecksumIEEE(data)
+	for _, c := range []struct {
+		name, key, crc string
+		want           int
+	}{
+		{"matching", "crc-ok.txt", strconv.FormatUint(uint64(sum), 10), 200},
+		{"not matching", "crc-bad.txt", strconv.FormatUint(uint64(sum^1), 10), 406},
+		{"not a number", "crc-nan.txt", "abc", 400},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			status, v := e.formUpload(tok, strp(c.key), map[string]string{"crc32": c.crc}, "f.txt", data)
+			if status != c.want {
+				t.Fatalf("crc32 %s: %d %v, want %d", c.crc, status, v, c.want)
+			}
+			if _, stored := e.read("photos", c.key); stored != (c.want == 200) {
+				t.Fatalf("stored %v after %d", stored, status)
 			}
 		})
 	}
