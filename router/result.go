@@ -136,7 +136,10 @@ func (r *Router) writeHit(rq *request, e rescache.Hit, cc []byte, now time.Time)
 	h.SetCanonical(hdrXDoraCache, valHit)
 	h.SetCanonical(hdrETag, headerValue(e.ETag))
 	h.SetCanonical(hdrCacheControl, cc)
-	h.SetCanonical(hdrAge, strconv.AppendInt(rq.ageBuf[:0], int64(now.Sub(e.Created)/time.Second), 10))
+	// Never negative: a request may have started before the entry was
+	// made (another request filled it meanwhile), or the wall clock may
+	// have stepped back since a disk entry was written.
+	h.SetCanonical(hdrAge, strconv.AppendInt(rq.ageBuf[:0], int64(max(now.Sub(e.Created), 0)/time.Second), 10))
 	if ifNoneMatch(&ctx.Request.Header, e.ETag) {
 		closeHit(e)
 		ctx.SetStatusCode(fasthttp.StatusNotModified)

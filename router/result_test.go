@@ -320,3 +320,25 @@ func TestResultCacheRevalidateMiss(t *testing.T) {
 		t.Fatalf("private, revalidated without a token: %d %q %v", resp.StatusCode, body, resp.Header)
 	}
 }
+
+// TestResultCacheAgeNotNegative: Age is a count of seconds, never
+// negative (RFC 9111 5.1), also for a request whose start precedes the
+// entry's creation: one that started before another filled the entry
+// and reached the lookup after it (a slow stat), or a disk tier's entry
+// read after the wall clock stepped back.
+func TestResultCacheAgeNotNegative(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e, _, _ := upCacheEnv(t, func(c *Config) { c.Now = clock }, "photos")
+	if resp, body := e.get("photos.localhost", "/k?up/x"); resp.StatusCode != 200 || resp.Header.Get("X-Dora-Cache") != "miss" {
+		t.Fatalf("first: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	mu.Lock()
+	now = now.Add(-10 * time.Second)
+	mu.Unlock()
+	resp, body := e.get("photos.localhost", "/k?up/x")
+	if resp.StatusCode != 200 || string(body) != "ABC" || resp.Header.Get("X-Dora-Cache") != "hit" || resp.Header.Get("Age") != "0" {
+		t.Fatalf("a hit started before the entry's creation: %d %q, Age %q (%v)", resp.StatusCode, body, resp.Header.Get("Age"), resp.Header)
+	}
+}
