@@ -488,8 +488,9 @@ func (h *Handler) opCopy(ctx context.Context, acct dora.Account, args []string) 
 }
 
 // opChgm changes the MIME type: /chgm/<entry>/mime/<EncodedMime> (other
-// pairs, x-qn-meta-* and cond, are accepted and ignored). The object is
-// rewritten through the store's writer with the new type.
+// pairs, x-qn-meta-* and cond, are accepted and ignored, with or without
+// mime: the Go SDK's ChangeMeta sends no mime). The object is rewritten
+// through the store's writer with the new type.
 func (h *Handler) opChgm(ctx context.Context, acct dora.Account, args []string) (int, any) {
 	e, code, v := h.entryArg(ctx, acct, args)
 	if code != 0 {
@@ -509,8 +510,14 @@ func (h *Handler) opChgm(ctx context.Context, acct dora.Account, args []string) 
 			mt = m
 		}
 	}
-	if mt == "" {
+	if len(rest) == 0 {
 		return http.StatusBadRequest, errBody("want /chgm/<EncodedEntryURI>/mime/<EncodedMimeType>")
+	}
+	if mt == "" { // x-qn-meta-* (or cond) only: accepted, not stored
+		if _, err := h.cfg.Objects.Stat(ctx, e.bucket, e.key); err != nil {
+			return originCode(err)
+		}
+		return http.StatusOK, nil
 	}
 	rc, _, err := h.cfg.Objects.Open(ctx, e.bucket, e.key, 0, -1)
 	if err != nil {

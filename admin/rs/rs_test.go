@@ -487,3 +487,27 @@ func TestStatByGet(t *testing.T) {
 		})
 	}
 }
+
+// chgm with x-qn-meta-* pairs and no mime (the Go SDK's ChangeMeta,
+// URIChangeMeta) is a valid call: the metadata is accepted and not stored
+// (docs/api.md), the object and its type stay; a missing object is 612.
+func TestChgmMetaOnly(t *testing.T) {
+	e := newEnv(t, nil)
+	e.object("photos", "m.txt", "meta")
+	sign := signers["qiniu"]
+	_, before := e.call(sign, alice, "POST", "/stat/"+entry("photos", "m.txt"), "")
+	path := "/chgm/" + entry("photos", "m.txt") + "/x-qn-meta-color/" + enc("blue")
+	if status, v := e.call(sign, alice, "POST", path, ""); status != 200 {
+		t.Fatalf("chgm meta only: %d %v", status, v)
+	}
+	if _, after := e.call(sign, alice, "POST", "/stat/"+entry("photos", "m.txt"), ""); str(after, "mimeType") != str(before, "mimeType") || str(after, "hash") != str(before, "hash") {
+		t.Fatalf("stat before %v, after %v", before, after)
+	}
+	if status, v := e.call(sign, alice, "POST", "/chgm/"+entry("photos", "none.txt")+"/x-qn-meta-color/"+enc("blue"), ""); status != rs.StatusNoEntry {
+		t.Fatalf("chgm meta of a missing object: %d %v", status, v)
+	}
+	ops := url.Values{"op": {path}}
+	if status, v := e.call(sign, alice, "POST", "/batch", ops.Encode()); status != 200 {
+		t.Fatalf("batch chgm meta only: %d %v", status, v)
+	}
+}
