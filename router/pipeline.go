@@ -315,6 +315,12 @@ func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
 	p.r.metrics.step(st.step.Name, time.Since(start))
 	if err != nil {
 		in.body.Close()
+		if se := (*streamError)(nil); errors.As(err, &se) {
+			// The input broke (an earlier step's stream was cut): that
+			// step failed, as when a ufop step reads it (inputError),
+			// not this one.
+			return flow{}, p.inputError(i, se)
+		}
 		return flow{}, builtinError(i, st.step.Name, err)
 	}
 	body := res.Body

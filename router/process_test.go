@@ -241,3 +241,40 @@ func TestPersistedResults(t *testing.T) {
 		t.Fatalf("collision record: status %d (%s)", resp.StatusCode, body)
 	}
 }
+
+// TestBrokenStreamReadByBuiltin: a step whose output is cut after its
+// response started fails as that step (502, its index: X-Dora-Step, and
+// pfop's errorIndex through Process) also when a built-in reads it, as
+// when a ufop step does; the built-in did nothing wrong.
+func TestBrokenStreamReadByBuiltin(t *testing.T) {
+	e := newEnv(t, nil)
+	up := &upperInstance{}
+	upAddr := fakeInstance(t, up.serve)
+	// More than the headers' round trip reads: the cut comes while the
+	// next stage reads the stream.
+	breakAddr := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in io.Reader) {
+		io.Copy(io.Discard, in)
+		w.Header().Set("Content-Length", "10000000")
+		w.Write(bytes.Repeat([]byte("partial "), 100_000))
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	})
+	e.ufop(dora.Ufop{Name: "upper", Owner: alice.ID}, dora.ProtocolDora)
+	e.ufop(dora.Ufop{Name: "breaker", Owner: alice.ID}, dora.ProtocolDora)
+	e.pool.Update([]pool.Instance{poolInst("u0", "upper", "v1", upAddr), poolInst("b0", "breaker", "v1", breakAddr)})
+	e.objs.add("photos", "in.txt", "text/plain", []byte("hello world"))
+	for _, fops := range []string{"upper/a|breaker/b|qhash/md5", "upper/a|breaker/b|imageInfo"} {
+		_, err := e.r.Process(context.Background(), "photos", "in.txt", fops, io.Discard)
+		var pe *ProcessError
+		if !errors.As(err, &pe) || pe.Step != 1 || pe.Status != http.StatusBadGateway || !strings.Contains(pe.Msg, "unexpected EOF") {
+			t.Fatalf("Process %s: %#v, want step 1, 502, unexpected EOF", fops, err)
+		}
+		resp, body := e.get("photos.localhost", "/in.txt?"+fops)
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Dora-Step") != "1" {
+			t.Fatalf("GET ?%s: %d, X-Dora-Step %q (%s), want 502 at step 1", fops, resp.StatusCode, resp.Header.Get("X-Dora-Step"), body)
+		}
+		jsonError(t, body)
+	}
+}
