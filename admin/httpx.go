@@ -112,7 +112,6 @@ func (w *jsonErrorWriter) WriteHeader(code int) {
 		msg = "no such endpoint"
 	}
 	h := w.ResponseWriter.Header()
-	h.Del("X-Content-Type-Options")
 	h.Set("Content-Type", "application/json")
 	w.ResponseWriter.WriteHeader(code)
 	_ = json.NewEncoder(w.ResponseWriter).Encode(map[string]string{"error": msg})
@@ -131,13 +130,23 @@ func newReqid() string {
 	return hex.EncodeToString(b[:])
 }
 
-// outer adds X-Reqid, the access log, metrics, panic recovery and JSON
-// replies for unknown routes.
+// InertCSP is the Content-Security-Policy of every reply but the console's
+// own files: nothing the API sends is a page, and stored bytes sent back
+// on the console's origin (an object stored as text/html or SVG, a log)
+// must not run there, where a script could read the session's CSRF token.
+const InertCSP = "default-src 'none'; sandbox"
+
+// outer adds X-Reqid, the access log, metrics, panic recovery, JSON
+// replies for unknown routes and the headers that keep replies inert
+// (nosniff, InertCSP; the console's files set a CSP of their own).
 func (s *Server) outer(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		reqid := newReqid()
-		rw.Header().Set("X-Reqid", reqid)
+		h := rw.Header()
+		h.Set("X-Reqid", reqid)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Content-Security-Policy", InertCSP)
 		w := &statusWriter{ResponseWriter: rw}
 		info := &accessInfo{reqid: reqid}
 		r = r.WithContext(context.WithValue(r.Context(), accessKey{}, info))

@@ -3,12 +3,13 @@ package admin
 import (
 	"errors"
 	"fmt"
-	"github.com/doraproject/dora"
 	"io"
 	"mime"
 	"net/http"
+	"path"
 	"strconv"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -90,6 +91,11 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, c *call) erro
 		ct = "application/octet-stream"
 	}
 	h.Set("Content-Type", ct)
+	// Always a download, whatever the stored type: opened in a tab, an
+	// object must not render on the console's origin (InertCSP and
+	// nosniff are set by outer). The console's <img> previews and fetches
+	// ignore the disposition.
+	h.Set("Content-Disposition", attachment(path.Base(key)))
 	if obj.Size >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(obj.Size, 10))
 	}
@@ -108,6 +114,15 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, c *call) erro
 		s.log.Warn("admin: object download cut", "bucket", bucket, "key", key, "err", err)
 	}
 	return nil
+}
+
+// attachment is a Content-Disposition that downloads as name (RFC 6266;
+// RFC 2231 encoding when the name is not plain ASCII).
+func attachment(name string) string {
+	if v := mime.FormatMediaType("attachment", map[string]string{"filename": name}); v != "" {
+		return v
+	}
+	return "attachment"
 }
 
 func (s *Server) deleteObject(w http.ResponseWriter, r *http.Request, c *call) error {
