@@ -145,3 +145,38 @@ func TestAvinfoOverHTTP(t *testing.T) {
 		t.Fatalf("avinfo body %s (%v)", body, err)
 	}
 }
+
+// TestWatermarkImageNotCached: the result of a watermark with an image
+// depends on another object than the one processed, which the result
+// cache's key does not name: it is not cached, so a mark overwritten is
+// the one the next answer carries. A text watermark depends on nothing
+// else and is cached like other built-ins.
+func TestWatermarkImageNotCached(t *testing.T) {
+	e := newEnv(t, nil)
+	e.objs.add("photos", "p.png", "image/png", testPNG(t, 20, 20, color.RGBA{0, 0, 0, 255}))
+	mark := func(c color.RGBA) { e.objs.add("photos", "mark.png", "image/png", testPNG(t, 5, 5, c)) }
+	pq := "/p.png?watermark/1/image/" + base64.URLEncoding.EncodeToString([]byte("http://photos.localhost/mark.png")) + "/gravity/NorthWest/dx/0/dy/0"
+	for _, want := range []color.RGBA{{0, 255, 0, 255}, {255, 0, 0, 255}} {
+		mark(want)
+		resp, body := e.get("photos.localhost", pq)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d (%s)", resp.StatusCode, body)
+		}
+		img, err := png.Decode(bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := color.RGBAModel.Convert(img.At(1, 1)).(color.RGBA); got != want {
+			t.Fatalf("mark pixel %v, want %v (the mark's object as it is now; X-Dora-Cache %q)", got, want, resp.Header.Get("X-Dora-Cache"))
+		}
+	}
+	if resp, _ := e.get("photos.localhost", pq); resp.Header.Get("X-Dora-Cache") != "" || resp.Header.Get("Cache-Control") != "" {
+		t.Fatalf("an image watermark's result with cache headers: %v", resp.Header)
+	}
+	text := "/p.png?watermark/2/text/" + base64.URLEncoding.EncodeToString([]byte("hi"))
+	for _, want := range []string{"miss", "hit"} {
+		if resp, body := e.get("photos.localhost", text); resp.StatusCode != 200 || resp.Header.Get("X-Dora-Cache") != want {
+			t.Fatalf("text watermark: %d, X-Dora-Cache %q, want %q (%.100s)", resp.StatusCode, resp.Header.Get("X-Dora-Cache"), want, body)
+		}
+	}
+}

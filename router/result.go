@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/router/fop"
 	"github.com/doraproject/dora/router/meta"
 	"github.com/doraproject/dora/router/rescache"
 )
@@ -30,10 +31,11 @@ import (
 //
 // Only pipelines whose every ufop's active release opts in (cache: in
 // dora.yaml) are cached, for the shortest TTL among them; built-ins are
-// cacheable by default. A pipeline with saveas is never cached (it writes),
-// nor one where a step ran on its previous version (blue/green), nor a
-// result larger than Config.ResultCacheEntry, nor one of an object only a
-// mirror has.
+// cacheable by default, but for an image watermark (its result depends on
+// another object: readsOtherObject). A pipeline with saveas is never
+// cached (it writes), nor one where a step ran on its previous version
+// (blue/green), nor a result larger than Config.ResultCacheEntry, nor one
+// of an object only a mirror has.
 //
 // Cacheable responses carry ETag (a digest of the cache key), Cache-Control
 // (public or private after the bucket, max-age the TTL), Age on a hit, and
@@ -342,6 +344,9 @@ func cachePolicy(snap *meta.Snapshot, stages []stage) (time.Duration, bool) {
 	var ttl time.Duration
 	for _, st := range stages {
 		t := dora.DefaultCacheTTL
+		if st.builtin && readsOtherObject(st.step) {
+			return 0, false
+		}
 		if !st.builtin {
 			u := &st.ufop
 			if u.ActiveVersion == "" {
@@ -360,6 +365,14 @@ func cachePolicy(snap *meta.Snapshot, stages []stage) (time.Duration, bool) {
 		}
 	}
 	return ttl, ttl > 0
+}
+
+// readsOtherObject reports whether a built-in step's result depends on
+// an object besides its input, which the cache key does not name: a
+// watermark's image (watermark/1/image/<URL>). Only a text watermark
+// (watermark/2, its mode written plainly) is known not to.
+func readsOtherObject(s fop.Step) bool {
+	return s.Name == "watermark" && (len(s.Args) == 0 || s.Args[0] != "2")
 }
 
 // appendCacheKey appends the name of a result by everything it depends
