@@ -180,12 +180,39 @@ func (s *Server) outer(mux *http.ServeMux) http.Handler {
 			s.log.Info("admin", "reqid", reqid, "method", r.Method, "path", r.URL.Path,
 				"status", code, "bytes", w.bytes, "duration", d, "ak", info.ak, "remote", r.RemoteAddr)
 		}()
+		if err := cleanPathError(r.URL.Path); err != nil {
+			writeError(w, err)
+			return
+		}
 		if pattern == "" {
 			mux.ServeHTTP(&jsonErrorWriter{ResponseWriter: w}, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// cleanPathError refuses a path with an empty, "." or ".." segment (a
+// trailing slash aside), decoded as the mux sees it. The mux would answer
+// it with a redirect to the cleaned path, which a browser follows with the
+// same method and body (307): a console upload to "x/../y" would overwrite
+// "y". Nothing of the API has such a path, so it is a 400 for every method.
+func cleanPathError(p string) error {
+	if !strings.HasPrefix(p, "/") || p == "/" {
+		return nil // "*" and the like: the server's and the mux's business
+	}
+	for i, seg := range strings.Split(strings.TrimSuffix(p[1:], "/"), "/") {
+		name := strconv.Quote(seg)
+		switch seg {
+		case "":
+			name = "empty"
+		case ".", "..":
+		default:
+			continue
+		}
+		return errf(http.StatusBadRequest, "path %q: segment %d is %s: empty, \".\" and \"..\" segments are refused, not cleaned (send the path meant)", p, i+1, name)
+	}
+	return nil
 }
 
 // routes registers every endpoint of docs/api.md.
