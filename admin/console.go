@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/accounts"
 	"github.com/doraproject/dora/admin/console"
 	"github.com/doraproject/dora/internal/store"
 )
@@ -35,11 +36,58 @@ const (
 	DefaultSessionTTL = 12 * time.Hour
 )
 
-// session is what the cookie says once its signature checks.
+// session is what the cookie says once its signature checks. The cookie
+// is stateless but for gen: the account's session generation when it was
+// signed (sessionGenKey). Sign-out moves the generation on, which ends
+// every session of the account on every admin sharing the store; the
+// signature also covers the account's SK (never sent), so a new SK ends
+// them too.
 type session struct {
 	ak   string
 	exp  time.Time
 	csrf string
+	gen  uint64
+}
+
+// sessionGenKey is console/sessions/<account id> → the account's session
+// generation (decimal; 0 when absent), beside store.ConsoleSessionKey.
+func sessionGenKey(accountID string) string { return "console/sessions/" + accountID }
+
+// sessionGen reads the account's session generation and the key's version
+// (0 when it has none yet). A store failure wraps accounts.ErrLookup (503).
+func (s *Server) sessionGen(ctx context.Context, accountID string) (uint64, uint64, error) {
+	kv, err := s.st.Get(ctx, sessionGenKey(accountID))
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: console session generation: %w", accounts.ErrLookup, err)
+	}
+	gen, err := strconv.ParseUint(string(kv.Value), 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("console session generation of %s: %w", accountID, err)
+	}
+	return gen, kv.Version, nil
+}
+
+// endSessions moves the account's session generation on: every session
+// signed before is refused from now on, by every admin.
+func (s *Server) endSessions(ctx context.Context, accountID string) error {
+	for i := 0; i < casRetries; i++ {
+		gen, ver, err := s.sessionGen(ctx, accountID)
+		if err != nil {
+			return err
+		}
+		_, err = s.st.CAS(ctx, sessionGenKey(accountID), []byte(strconv.FormatUint(gen+1, 10)), ver)
+		if errors.Is(err, store.ErrConflict) {
+			continue // another sign-out moved it on: move it again, harmless
+		}
+		if err != nil {
+			return fmt.Errorf("end console sessions of %s: %w", accountID, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("end console sessions of %s: %w", accountID, store.ErrConflict)
 }
 
 // sessionKey returns the key sessions are signed with: Config.ConsoleKey
@@ -80,58 +128,86 @@ func (s *Server) sessionKey(ctx context.Context) ([]byte, error) {
 	return kv.Value, nil
 }
 
-func (s *Server) signSession(ctx context.Context, ss session) (string, error) {
+// sessionMAC signs a cookie's payload together with the account's SK.
+func sessionMAC(key, payload []byte, sk string) []byte {
+	mac := hmac.New(sha256.New, key)
+	mac.Write(payload)
+	mac.Write([]byte{0})
+	mac.Write([]byte(sk))
+	return mac.Sum(nil)
+}
+
+func (s *Server) signSession(ctx context.Context, ss session, sk string) (string, error) {
 	key, err := s.sessionKey(ctx)
 	if err != nil {
 		return "", err
 	}
-	payload := ss.ak + "|" + strconv.FormatInt(ss.exp.Unix(), 10) + "|" + ss.csrf
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(payload))
-	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), nil
+	payload := []byte(ss.ak + "|" + strconv.FormatInt(ss.exp.Unix(), 10) + "|" + ss.csrf + "|" + strconv.FormatUint(ss.gen, 10))
+	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(sessionMAC(key, payload, sk)), nil
 }
 
-// errBadSession is any cookie that does not check: forged, altered, expired.
+// errBadSession is any cookie that does not check: forged, altered,
+// expired, signed out, of an SK since changed, of an unknown or disabled
+// account.
 var errBadSession = errors.New("console session invalid or expired: sign in again")
 
-// parseSession checks a cookie's signature and expiry. A failure to read
-// the signing key is returned as it is (not errBadSession): the store is
-// down, the cookie may well be good.
-func (s *Server) parseSession(ctx context.Context, v string) (session, error) {
+// parseSession checks a cookie's signature (with the account's current
+// SK), expiry and generation, and returns the session and its enabled
+// account. A failure to read the store is returned as it is (not
+// errBadSession): the store is down, the cookie may well be good.
+func (s *Server) parseSession(ctx context.Context, v string) (session, dora.Account, error) {
 	key, err := s.sessionKey(ctx)
 	if err != nil {
-		return session{}, err
+		return session{}, dora.Account{}, err
 	}
 	p64, m64, ok := strings.Cut(v, ".")
 	if !ok {
-		return session{}, errBadSession
+		return session{}, dora.Account{}, errBadSession
 	}
 	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
 	sum, err2 := base64.RawURLEncoding.DecodeString(m64)
 	if err1 != nil || err2 != nil {
-		return session{}, errBadSession
-	}
-	mac := hmac.New(sha256.New, key)
-	mac.Write(payload)
-	if !hmac.Equal(sum, mac.Sum(nil)) {
-		return session{}, errBadSession
+		return session{}, dora.Account{}, errBadSession
 	}
 	parts := strings.Split(string(payload), "|")
-	if len(parts) != 3 {
-		return session{}, errBadSession
+	if len(parts) != 4 {
+		return session{}, dora.Account{}, errBadSession
 	}
 	exp, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil || !s.now().Before(time.Unix(exp, 0)) {
-		return session{}, errBadSession
+		return session{}, dora.Account{}, errBadSession
 	}
-	return session{ak: parts[0], exp: time.Unix(exp, 0), csrf: parts[2]}, nil
+	gen, err := strconv.ParseUint(parts[3], 10, 64)
+	if err != nil {
+		return session{}, dora.Account{}, errBadSession
+	}
+	// The account is looked up before the signature is checked (the SK
+	// is part of it); an unknown AK says no more than a bad signature.
+	acct, err := s.accountByAK(ctx, parts[0])
+	if errors.Is(err, errNoAccount) {
+		return session{}, dora.Account{}, errBadSession
+	}
+	if err != nil {
+		return session{}, dora.Account{}, err
+	}
+	if !hmac.Equal(sum, sessionMAC(key, payload, acct.SecretKey)) {
+		return session{}, dora.Account{}, errBadSession
+	}
+	cur, _, err := s.sessionGen(ctx, acct.ID)
+	if err != nil {
+		return session{}, dora.Account{}, err
+	}
+	if gen != cur {
+		return session{}, dora.Account{}, errBadSession
+	}
+	return session{ak: parts[0], exp: time.Unix(exp, 0), csrf: parts[2], gen: gen}, acct, nil
 }
 
 // authenticateSession is authenticate for a request that carries the
 // console's cookie instead of a signature: the same account checks follow
 // (enabled account, role); writes must carry the CSRF token.
 func (s *Server) authenticateSession(w http.ResponseWriter, r *http.Request, ck *http.Cookie, rl role, upload bool, c *call) error {
-	ss, err := s.parseSession(r.Context(), ck.Value)
+	ss, acct, err := s.parseSession(r.Context(), ck.Value)
 	if errors.Is(err, errBadSession) {
 		return errf(http.StatusUnauthorized, "%v", err)
 	}
@@ -160,7 +236,11 @@ func (s *Server) authenticateSession(w http.ResponseWriter, r *http.Request, ck 
 	if info, ok := r.Context().Value(accessKey{}).(*accessInfo); ok {
 		info.ak = ss.ak
 	}
-	return s.bindAccount(r.Context(), c, ss.ak, rl)
+	if rl == roleRoot && !acct.Root {
+		return errf(http.StatusForbidden, "only the root account may do this")
+	}
+	c.acct = acct
+	return nil
 }
 
 // consoleInfo is GET /console/session and the reply of a sign-in.
@@ -202,28 +282,20 @@ func (s *Server) consoleRoutes() {
 		files.ServeHTTP(w, r)
 	})
 	m.HandleFunc("POST /console/login", s.consoleLogin)
-	m.HandleFunc("POST /console/logout", func(w http.ResponseWriter, r *http.Request) {
-		http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
-		writeJSON(w, http.StatusOK, map[string]string{})
-	})
+	m.HandleFunc("POST /console/logout", s.consoleLogout)
 	m.HandleFunc("GET /console/session", func(w http.ResponseWriter, r *http.Request) {
 		ck, err := r.Cookie(SessionCookie)
 		if err != nil {
 			writeError(w, errf(http.StatusUnauthorized, "not signed in"))
 			return
 		}
-		ss, err := s.parseSession(r.Context(), ck.Value)
+		ss, acct, err := s.parseSession(r.Context(), ck.Value)
 		if errors.Is(err, errBadSession) {
 			writeError(w, errf(http.StatusUnauthorized, "%v", err))
 			return
 		}
 		if err != nil {
 			writeError(w, err)
-			return
-		}
-		acct, err := s.accountByAK(r.Context(), ss.ak)
-		if err != nil {
-			writeError(w, errf(http.StatusUnauthorized, "unknown or disabled access key"))
 			return
 		}
 		writeJSON(w, http.StatusOK, s.consoleInfo(acct, ss))
@@ -255,8 +327,13 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	var nonce [18]byte
 	_, _ = rand.Read(nonce[:])
-	ss := session{ak: ak, exp: s.now().Add(s.sessionTTL), csrf: base64.RawURLEncoding.EncodeToString(nonce[:])}
-	signed, err := s.signSession(r.Context(), ss)
+	gen, _, err := s.sessionGen(r.Context(), acct.ID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ss := session{ak: ak, exp: s.now().Add(s.sessionTTL), csrf: base64.RawURLEncoding.EncodeToString(nonce[:]), gen: gen}
+	signed, err := s.signSession(r.Context(), ss, acct.SecretKey)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -264,6 +341,27 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: signed, Path: "/", Expires: ss.exp,
 		MaxAge: int(s.sessionTTL / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, s.consoleInfo(acct, ss))
+}
+
+// consoleLogout ends the session on the server as well as in the browser:
+// a valid cookie moves its account's session generation on, which signs
+// the account out of every browser and every admin (a copied cookie stops
+// working). The cookie is cleared whatever it holds; a store failure is
+// reported (503), so the user knows the session may still be alive.
+func (s *Server) consoleLogout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	if ck, err := r.Cookie(SessionCookie); err == nil {
+		_, acct, err := s.parseSession(r.Context(), ck.Value)
+		if err == nil {
+			err = s.endSessions(r.Context(), acct.ID)
+		}
+		if err != nil && !errors.Is(err, errBadSession) {
+			s.logError(r, err)
+			writeError(w, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{})
 }
 
 // statsReply is GET /v1/stats: per ufop the caller may see, the samples
