@@ -220,6 +220,12 @@ func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []st
 		return false, herr
 	}
 	ctx := rq.ctx
+	if p.fellBack {
+		// Not the active versions' result (serveCached named it): no
+		// cache may keep it under that result's validator.
+		ctx.Response.Header.Del("ETag")
+		ctx.Response.Header.Del("Cache-Control")
+	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType(cur.contentType())
 	if ctx.IsHead() {

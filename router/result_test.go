@@ -342,3 +342,34 @@ func TestResultCacheAgeNotNegative(t *testing.T) {
 		t.Fatalf("a hit started before the entry's creation: %d %q, Age %q (%v)", resp.StatusCode, body, resp.Header.Get("Age"), resp.Header)
 	}
 }
+
+// TestResultCacheFallbackNoValidators: while the active version has no
+// healthy instance and the previous one answers (blue/green), the answer
+// is not the active versions' result: it is not cached, and it carries
+// neither that result's ETag nor a Cache-Control, so that no cache keeps
+// the previous version's bytes under the active one's validator (a later
+// revalidation would be answered 304 and keep them).
+func TestResultCacheFallbackNoValidators(t *testing.T) {
+	e := newEnv(t, nil)
+	v1Addr, _ := countingInstance(t, func(s string) string { return "v1:" + s })
+	v2Addr, _ := countingInstance(t, func(s string) string { return "v2:" + s })
+	e.put(store.ReleaseKey("up", "v1"), dora.Release{Ufop: "up", Version: "v1", Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID, ActiveVersion: "v2", PreviousVersion: "v1"}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", v1Addr)})
+	resp, body := e.get("photos.localhost", "/k?up/x")
+	if resp.StatusCode != 200 || string(body) != "v1:abc" {
+		t.Fatalf("during the switch: %d %q", resp.StatusCode, body)
+	}
+	if resp.Header.Get("ETag") != "" || resp.Header.Get("Cache-Control") != "" {
+		t.Fatalf("the previous version's answer carries the active result's validators: ETag %q, Cache-Control %q",
+			resp.Header.Get("ETag"), resp.Header.Get("Cache-Control"))
+	}
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", v1Addr), poolInst("u2", "up", "v2", v2Addr)})
+	for _, want := range []string{"miss", "hit"} {
+		resp, body = e.get("photos.localhost", "/k?up/x")
+		if resp.StatusCode != 200 || string(body) != "v2:abc" || resp.Header.Get("X-Dora-Cache") != want || resp.Header.Get("ETag") == "" {
+			t.Fatalf("after the switch: %d %q %v", resp.StatusCode, body, resp.Header)
+		}
+	}
+}
