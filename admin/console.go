@@ -302,6 +302,15 @@ func (s *Server) consoleRoutes() {
 	})
 }
 
+// secureCookie says whether the session cookie is Secure: when this admin
+// terminates TLS itself, or when its PublicURL is https, i.e. browsers
+// reach it through a TLS-terminating proxy (docs/production.md) while the
+// proxy talks plain HTTP to it. Request headers (X-Forwarded-Proto) are
+// not consulted: any client can send them.
+func (s *Server) secureCookie(r *http.Request) bool {
+	return r.TLS != nil || s.public.Scheme == "https"
+}
+
 // consoleLogin checks an AK/SK pair (form fields ak and sk) against the
 // accounts and sets the session cookie. The SK never leaves this request:
 // the browser keeps only the signed cookie, which scripts cannot read.
@@ -339,7 +348,7 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: signed, Path: "/", Expires: ss.exp,
-		MaxAge: int(s.sessionTTL / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		MaxAge: int(s.sessionTTL / time.Second), HttpOnly: true, Secure: s.secureCookie(r), SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, s.consoleInfo(acct, ss))
 }
 
@@ -349,7 +358,8 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 // working). The cookie is cleared whatever it holds; a store failure is
 // reported (503), so the user knows the session may still be alive.
 func (s *Server) consoleLogout(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: s.secureCookie(r), SameSite: http.SameSiteStrictMode})
 	if ck, err := r.Cookie(SessionCookie); err == nil {
 		_, acct, err := s.parseSession(r.Context(), ck.Value)
 		if err == nil {
