@@ -2,6 +2,7 @@ package pfop
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -189,56 +190,123 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, reqid stri
 	if r.Method != http.MethodPost {
 		return writeError(w, http.StatusMethodNotAllowed, "use POST")
 	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" {
 		return writeError(w, http.StatusBadRequest, "want a multipart/form-data body")
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxUploadBytes+1<<20)
-	mr, err := r.MultipartReader()
-	if err != nil {
-		return writeError(w, http.StatusBadRequest, "multipart: "+err.Error())
+	boundary := params["boundary"]
+	if boundary == "" {
+		return writeError(w, http.StatusBadRequest, "multipart: no multipart boundary param in Content-Type")
 	}
-	fields := map[string]string{}
-	var up *uploaded
-	var t uploadTarget
-	for n := 0; ; n++ {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
+	body := &closeWatch{r: http.MaxBytesReader(w, r.Body, h.cfg.MaxUploadBytes+1<<20), delim: []byte("\n--" + boundary + "--")}
+	form := &uploadForm{mr: multipart.NewReader(body, boundary), body: body, fields: map[string]string{}}
+	for {
+		part, ue := form.next()
+		if ue != nil {
+			return writeError(w, ue.status, ue.msg)
 		}
-		if err != nil {
-			return writeError(w, http.StatusBadRequest, "multipart: "+err.Error())
+		if part == nil {
+			return writeError(w, http.StatusBadRequest, "no file field")
 		}
-		if n > maxFields {
-			return writeError(w, http.StatusBadRequest, "too many form fields")
-		}
-		name := part.FormName()
-		if name == "file" {
-			if up != nil {
-				return writeError(w, http.StatusBadRequest, "more than one file")
-			}
-			var ue *uploadError
-			t, up, ue = h.receiveFile(r.Context(), part, fields)
-			part.Close()
+		if part.FormName() == "file" {
+			t, up, ue := h.receiveFile(r.Context(), form, part)
 			if ue != nil {
 				return writeError(w, ue.status, ue.msg)
 			}
-			continue
+			return h.replyUpload(w, r, reqid, t, up, form.fields)
 		}
-		b, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
+		if ue := form.field(part); ue != nil {
+			return writeError(w, ue.status, ue.msg)
+		}
+	}
+}
+
+// uploadForm is the multipart body of a form upload, read part by part:
+// the fields read so far (the last of a repeated name wins) and how many
+// parts.
+type uploadForm struct {
+	mr     *multipart.Reader
+	body   *closeWatch
+	fields map[string]string
+	parts  int
+}
+
+// next is the form's next part, nil at its end: the close delimiter, else
+// the body stopped before the form was complete (400).
+func (f *uploadForm) next() (*multipart.Part, *uploadError) {
+	part, err := f.mr.NextPart()
+	if err == io.EOF {
+		if !f.body.seen {
+			return nil, uerr(http.StatusBadRequest, "multipart: the body ends before the form's closing delimiter")
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, bodyErr(err)
+	}
+	f.parts++
+	if f.parts > maxFields+1 {
 		part.Close()
-		if err != nil {
-			return writeError(w, http.StatusBadRequest, "multipart: "+err.Error())
-		}
-		if len(b) > maxFieldBytes {
-			return writeError(w, http.StatusBadRequest, fmt.Sprintf("field %q over %d bytes", name, maxFieldBytes))
-		}
-		fields[name] = string(b)
+		return nil, uerr(http.StatusBadRequest, "too many form fields")
 	}
-	if up == nil {
-		return writeError(w, http.StatusBadRequest, "no file field")
+	return part, nil
+}
+
+// field reads a part that is not the file into fields.
+func (f *uploadForm) field(part *multipart.Part) *uploadError {
+	defer part.Close()
+	name := part.FormName()
+	b, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
+	if err != nil {
+		return bodyErr(err)
 	}
-	return h.replyUpload(w, r, reqid, t, up, fields)
+	if len(b) > maxFieldBytes {
+		return uerr(http.StatusBadRequest, "field %q over %d bytes", name, maxFieldBytes)
+	}
+	f.fields[name] = string(b)
+	return nil
+}
+
+// bodyErr is the answer to a form whose body could not be read: 413 past
+// the body's cap, else 400 (broken multipart, the body stopped).
+func bodyErr(err error) *uploadError {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return uerr(http.StatusRequestEntityTooLarge, "request body too large")
+	}
+	return uerr(http.StatusBadRequest, "multipart: %v", err)
+}
+
+// closeWatch passes a multipart body through and notes whether its close
+// delimiter ("--<boundary>--" at a line's start) went by: Go's
+// multipart.Reader answers io.EOF, as at the form's end, when the body
+// stops right after a delimiter line or inside a part's headers, so its
+// io.EOF alone does not say the form was complete. (The delimiter cannot
+// occur inside a part: the reader would end the part there.)
+type closeWatch struct {
+	r     io.Reader
+	delim []byte // "\n--<boundary>--"
+	tail  []byte // the last len(delim)-1 bytes read, "\n" at first
+	join  []byte // scratch: tail + the start of a read
+	seen  bool
+}
+
+func (c *closeWatch) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.seen || n == 0 {
+		return n, err
+	}
+	if c.tail == nil {
+		c.tail = []byte{'\n'} // a delimiter opening the body
+	}
+	k := len(c.delim) - 1
+	c.join = append(append(c.join[:0], c.tail...), p[:min(n, k)]...)
+	if bytes.Contains(c.join, c.delim) || bytes.Contains(p[:n], c.delim) {
+		c.seen = true
+		return n, err
+	}
+	c.join = append(append(c.join[:0], c.tail...), p[max(0, n-k):n]...)
+	c.tail = append(c.tail[:0], c.join[max(0, len(c.join)-k):]...)
+	return n, err
 }
 
 // replyUpload finishes a stored upload, whichever way it arrived (form,
@@ -331,44 +399,110 @@ func (h *Handler) checkUpload(ctx context.Context, token, key string, keyGiven b
 }
 
 // receiveFile checks the token and policy (fields before the file carry
-// them) and streams the file into the bucket.
-func (h *Handler) receiveFile(ctx context.Context, part *multipart.Part, fields map[string]string) (uploadTarget, *uploaded, *uploadError) {
-	key, keyGiven := fields["key"]
-	t, ue := h.checkUpload(ctx, fields["token"], key, keyGiven)
+// them) and streams the file into the bucket. The parts after the file
+// are read before the store commits it (formFile): a form that turns out
+// bad there stores nothing.
+func (h *Handler) receiveFile(ctx context.Context, form *uploadForm, part *multipart.Part) (uploadTarget, *uploaded, *uploadError) {
+	key, keyGiven := form.fields["key"]
+	t, ue := h.checkUpload(ctx, form.fields["token"], key, keyGiven)
 	if ue != nil {
 		return t, nil, ue
 	}
-	var src io.Reader = part
-	if v := fields["crc32"]; v != "" { // the SDKs send the file's CRC32 (IEEE, decimal)
-		want, err := strconv.ParseUint(v, 10, 32)
-		if err != nil {
-			return t, nil, uerr(http.StatusBadRequest, "crc32: %q is not a decimal CRC32", v)
+	f := &formFile{part: part, form: form, crc: crc32.NewIEEE(), token: form.fields["token"], key: key, keyGiven: keyGiven}
+	if v := form.fields["crc32"]; v != "" { // the SDKs send the file's CRC32 (IEEE, decimal)
+		want, ue := parseCRC32(v)
+		if ue != nil {
+			return t, nil, ue
 		}
-		src = &crcReader{r: part, h: crc32.NewIEEE(), want: uint32(want)}
+		f.crcBefore, f.crcWanted = want, true
 	}
-	up, ue := h.storeUpload(ctx, t, src, part.Header.Get("Content-Type"), part.FileName())
+	up, ue := h.storeUpload(ctx, t, f, part.Header.Get("Content-Type"), part.FileName())
+	if f.failed != nil { // the form's own fault, whatever the store made of it
+		return t, nil, f.failed
+	}
 	return t, up, ue
 }
 
-// errCRC32 ends a file whose content does not match the form's crc32.
-var errCRC32 = errors.New("crc32 not match")
-
-// crcReader passes r through and, at its end, fails with errCRC32 in
-// place of io.EOF when the content's CRC32 is not want: the object store
-// then keeps nothing.
-type crcReader struct {
-	r    io.Reader
-	h    hash.Hash32
-	want uint32
+func parseCRC32(v string) (uint32, *uploadError) {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return 0, uerr(http.StatusBadRequest, "crc32: %q is not a decimal CRC32", v)
+	}
+	return uint32(n), nil
 }
 
-func (c *crcReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.h.Write(p[:n])
-	if err == io.EOF && c.h.Sum32() != c.want {
-		err = errCRC32
+// formFile is the file part of a form upload as the store reads it. At
+// the file's end it checks the file's CRC32 against the crc32 field
+// before it and reads the rest of the form (fields only, up to the close
+// delimiter); only then does it answer io.EOF, which lets the
+// store commit the object (origin.Writer.Put makes an object visible only
+// once r is read to its end). Any fault, in the file or after it, ends the
+// file with that error instead, and the store keeps nothing. A token or
+// key after the file must repeat the one the file was checked against.
+type formFile struct {
+	part      *multipart.Part
+	form      *uploadForm
+	crc       hash.Hash32
+	crcBefore uint32 // the crc32 field before the file, when crcWanted
+	crcWanted bool
+	token     string // the token and key the upload was checked with
+	key       string
+	keyGiven  bool
+	end       error        // what every Read answers once set
+	failed    *uploadError // the fault, when end is not io.EOF
+}
+
+func (f *formFile) Read(p []byte) (int, error) {
+	if f.end != nil {
+		return 0, f.end
 	}
-	return n, err
+	n, err := f.part.Read(p)
+	f.crc.Write(p[:n])
+	switch {
+	case err == io.EOF:
+		f.failed = f.finish()
+	case err != nil:
+		f.failed = bodyErr(err)
+	default:
+		return n, nil
+	}
+	if f.failed != nil {
+		f.end = f.failed
+	} else {
+		f.end = io.EOF
+	}
+	return n, f.end
+}
+
+// finish checks the form once the file has ended.
+func (f *formFile) finish() *uploadError {
+	if f.crcWanted && f.crc.Sum32() != f.crcBefore {
+		return uerr(http.StatusNotAcceptable, "crc32 not match")
+	}
+	for {
+		part, ue := f.form.next()
+		if ue != nil {
+			return ue
+		}
+		if part == nil {
+			break
+		}
+		if part.FormName() == "file" {
+			part.Close()
+			return uerr(http.StatusBadRequest, "more than one file")
+		}
+		if ue := f.form.field(part); ue != nil {
+			return ue
+		}
+	}
+	fields := f.form.fields
+	if fields["token"] != f.token {
+		return uerr(http.StatusBadRequest, "the token must come before the file")
+	}
+	if key, given := fields["key"]; given != f.keyGiven || key != f.key {
+		return uerr(http.StatusBadRequest, "the key must come before the file")
+	}
+	return nil
 }
 
 // storeUpload streams src into the target under the policy's mimeLimit
@@ -413,8 +547,6 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 	switch {
 	case errors.Is(err, errTooLarge):
 		return nil, uerr(http.StatusRequestEntityTooLarge, "exceed FsizeLimit of %d bytes", limit)
-	case errors.Is(err, errCRC32):
-		return nil, uerr(http.StatusNotAcceptable, "crc32 not match")
 	case errors.Is(err, origin.ErrExists):
 		return nil, uerr(StatusFileExists, "file exists")
 	case errors.Is(err, origin.ErrBadKey):
