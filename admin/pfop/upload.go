@@ -432,9 +432,9 @@ func parseCRC32(v string) (uint32, *uploadError) {
 }
 
 // formFile is the file part of a form upload as the store reads it. At
-// the file's end it checks the file's CRC32 against the crc32 field
-// before it and reads the rest of the form (fields only, up to the close
-// delimiter); only then does it answer io.EOF, which lets the
+// the file's end it reads the rest of the form (fields only, up to the
+// close delimiter) and checks the file's CRC32 against the crc32 fields
+// before and after it; only then does it answer io.EOF, which lets the
 // store commit the object (origin.Writer.Put makes an object visible only
 // once r is read to its end). Any fault, in the file or after it, ends the
 // file with that error instead, and the store keeps nothing. A token or
@@ -476,7 +476,8 @@ func (f *formFile) Read(p []byte) (int, error) {
 
 // finish checks the form once the file has ended.
 func (f *formFile) finish() *uploadError {
-	if f.crcWanted && f.crc.Sum32() != f.crcBefore {
+	sum := f.crc.Sum32()
+	if f.crcWanted && sum != f.crcBefore {
 		return uerr(http.StatusNotAcceptable, "crc32 not match")
 	}
 	for {
@@ -501,6 +502,15 @@ func (f *formFile) finish() *uploadError {
 	}
 	if key, given := fields["key"]; given != f.keyGiven || key != f.key {
 		return uerr(http.StatusBadRequest, "the key must come before the file")
+	}
+	if v := fields["crc32"]; v != "" {
+		want, ue := parseCRC32(v)
+		if ue != nil {
+			return ue
+		}
+		if sum != want {
+			return uerr(http.StatusNotAcceptable, "crc32 not match")
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package pfop_test
 
 import (
+	"context"
 	"fmt"
 	"hash/crc32"
 	"net/http"
@@ -67,6 +68,7 @@ func TestFormUploadBadPartAfterFile(t *testing.T) {
 		{"too many fields", many + tailEnd},
 		{"a broken part header", "--" + tailBoundary + "\r\nnot a header line\r\n\r\nx\r\n" + tailEnd},
 		{"a second file", rawForm(formPart{name: "file", filename: "g.txt", value: "other"}) + tailEnd},
+		{"a crc32 that is not a number", rawForm(formPart{name: "crc32", value: "abc"}) + tailEnd},
 		{"another key", rawForm(formPart{name: "key", value: "other.txt"}) + tailEnd},
 		{"another token", rawForm(formPart{name: "token", value: "AK:sign:policy"}) + tailEnd},
 	} {
@@ -120,6 +122,63 @@ func TestFormUploadBodyStopsAfterFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestFormUploadCRC32AfterFile(t *testing.T) {
+	e := newEnv(t)
+	future := time.Now().Add(time.Hour).Unix()
+	data := "checked after the file"
+	for _, c := range []struct {
+		name, key, crc string
+		want           int
+	}{
+		{"not matching, new key", "crc-after-new.txt", crcOf(data + "x"), 406},
+		{"not matching, existing key", "crc-after-old.txt", crcOf(data + "x"), 406},
+		{"matching", "crc-after-ok.txt", crcOf(data), 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e.object("photos", "crc-after-old.txt", "old")
+			tok := uploadToken(alice, map[string]any{"scope": "photos:" + c.key, "deadline": future})
+			status, v := e.postRaw(rawForm(formPart{name: "token", value: tok}, formPart{name: "key", value: c.key},
+				formPart{name: "file", filename: "f.txt", value: data}, formPart{name: "crc32", value: c.crc},
+				formPart{name: "accept", value: "text/plain"}) + tailEnd)
+			if status != c.want {
+				t.Fatalf("%d %v, want %d", status, v, c.want)
+			}
+			got, stored := e.read("photos", c.key)
+			switch {
+			case c.want == 200 && got != data:
+				t.Fatalf("stored %q", got)
+			case c.want != 200 && c.key == "crc-after-old.txt" && got != "old":
+				t.Fatalf("the existing object now holds %q", got)
+			case c.want != 200 && c.key == "crc-after-new.txt" && stored:
+				t.Fatalf("stored %q", got)
+			}
+		})
+	}
+	t.Run("keyless, not matching", func(t *testing.T) {
+		tok := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future})
+		status, v := e.postRaw(rawForm(formPart{name: "token", value: tok},
+			formPart{name: "file", filename: "f.txt", value: "keyless " + data}, formPart{name: "crc32", value: "1"}) + tailEnd)
+		if status != 406 {
+			t.Fatalf("%d %v, want 406", status, v)
+		}
+		if _, stored := e.read("photos", etagOf(t, "keyless "+data)); stored {
+			t.Fatal("stored under its etag")
+		}
+		if objs, err := e.objs.List(context.Background(), "photos", ".dora-upload/", 0); err != nil || len(objs) != 0 {
+			t.Fatalf("temporary objects left: %v %v", objs, err)
+		}
+	})
+	t.Run("insert-only, the same content, not matching", func(t *testing.T) {
+		e.object("photos", "crc-same.txt", data)
+		tok := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future})
+		status, v := e.postRaw(rawForm(formPart{name: "token", value: tok}, formPart{name: "key", value: "crc-same.txt"},
+			formPart{name: "file", filename: "f.txt", value: data}, formPart{name: "crc32", value: crcOf("other")}) + tailEnd)
+		if status != 406 {
+			t.Fatalf("%d %v, want 406", status, v)
+		}
+	})
 }
 
 // A valid form with fields after the file stores the file, queues the
