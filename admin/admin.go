@@ -91,6 +91,8 @@ type Config struct {
 	MaxSkew time.Duration
 	// PublicURL is how runtimes on other hosts reach this server, for
 	// artifact URLs and registry references; default http://127.0.0.1:8090.
+	// An https URL (a TLS-terminating proxy in front) also marks the
+	// console's session cookie Secure.
 	PublicURL string
 	// RootAK and RootSK sign artifact download URLs.
 	RootAK, RootSK string
