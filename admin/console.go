@@ -38,9 +38,9 @@ const (
 
 // session is what the cookie says once its signature checks. The cookie
 // is stateless but for gen: the account's session generation when it was
-// signed (sessionGenKey). Sign-out moves the generation on, which ends
-// every session of the account on every admin sharing the store; the
-// signature also covers the account's SK (never sent), so a new SK ends
+// signed (store.ConsoleSessionGenKey). Sign-out moves the generation on,
+// which ends every session of the account on every admin sharing the store;
+// the signature also covers the account's SK (never sent), so a new SK ends
 // them too.
 type session struct {
 	ak   string
@@ -49,14 +49,10 @@ type session struct {
 	gen  uint64
 }
 
-// sessionGenKey is console/sessions/<account id> → the account's session
-// generation (decimal; 0 when absent), beside store.ConsoleSessionKey.
-func sessionGenKey(accountID string) string { return "console/sessions/" + accountID }
-
 // sessionGen reads the account's session generation and the key's version
 // (0 when it has none yet). A store failure wraps accounts.ErrLookup (503).
 func (s *Server) sessionGen(ctx context.Context, accountID string) (uint64, uint64, error) {
-	kv, err := s.st.Get(ctx, sessionGenKey(accountID))
+	kv, err := s.st.Get(ctx, store.ConsoleSessionGenKey(accountID))
 	if errors.Is(err, store.ErrNotFound) {
 		return 0, 0, nil
 	}
@@ -78,7 +74,7 @@ func (s *Server) endSessions(ctx context.Context, accountID string) error {
 		if err != nil {
 			return err
 		}
-		_, err = s.st.CAS(ctx, sessionGenKey(accountID), []byte(strconv.FormatUint(gen+1, 10)), ver)
+		_, err = s.st.CAS(ctx, store.ConsoleSessionGenKey(accountID), []byte(strconv.FormatUint(gen+1, 10)), ver)
 		if errors.Is(err, store.ErrConflict) {
 			continue // another sign-out moved it on: move it again, harmless
 		}

@@ -101,3 +101,9 @@ func ParseReleaseKey(key string) (ufop, version string, ok bool) {
 // console sessions with when they are given none, so that every admin of a
 // platform accepts the sessions of the others.
 const ConsoleSessionKey = "console/session-key"
+
+// ConsoleSessionGenKey is console/sessions/<account id> → the account's web
+// console session generation (decimal; 0 when absent). Every session cookie
+// carries the generation it was made in; signing out moves it on, which ends
+// the account's sessions on every admin sharing the store.
+func ConsoleSessionGenKey(accountID string) string { return "console/sessions/" + accountID }
