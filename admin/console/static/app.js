@@ -188,11 +188,15 @@ async function bucketsPage(v) {
   await guard(box, load)();
 }
 
+// routerBase is the bucket's address on the routers: its host under the
+// domain suffix, with the scheme and port of the configured router URL
+// (an https console must link to an https router: a browser blocks http
+// frames in an https page).
 function routerBase(bucket) {
   const s = state.session;
-  let port = "";
-  try { if (s.routerURL) port = new URL(s.routerURL).port; } catch (e) { /* none */ }
-  return "http://" + bucket + "." + (s.domainSuffix || "localhost") + (port ? ":" + port : "") + "/";
+  let scheme = "http:", port = "";
+  try { if (s.routerURL) { const u = new URL(s.routerURL); scheme = u.protocol; port = u.port; } } catch (e) { /* none */ }
+  return scheme + "//" + bucket + "." + (s.domainSuffix || "localhost") + (port ? ":" + port : "") + "/";
 }
 
 async function bucketPage(v, bucket) {

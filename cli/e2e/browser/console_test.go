@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,22 +18,6 @@ import (
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/cli/platform/platformtest"
 )
-
-// chromiumPath finds Debian's chromium (scripts/install-deps.sh installs
-// it); DORA_CHROMIUM overrides. A missing browser fails the test.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("DORA_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatal("no chromium on PATH: run scripts/install-deps.sh (apt-get install chromium) or set DORA_CHROMIUM")
-	return ""
-}
 
 // artifactDir is where screenshots go: $DORA_ARTIFACTS/console when set
 // (CI keeps it), else a directory of the test.
@@ -80,7 +63,6 @@ func routerGet(ctx context.Context, host, pathQuery string) (int, string, error)
 // machine the build (a Go build as nobody into a fresh cache) alone can
 // take minutes, and nothing here asserts how long a step takes.
 func TestConsoleInBrowser(t *testing.T) {
-	browser := chromiumPath(t)
 	shots := artifactDir(t)
 	work := t.TempDir()
 	txt := filepath.Join(work, "hello.txt")
@@ -103,31 +85,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	if d, ok := t.Deadline(); ok {
 		deadline = d.Add(-time.Minute)
 	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(browser),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		// A page in a background or occluded window is throttled; on a
-		// loaded machine chromium can otherwise delay timers and loads.
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1366, 900),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	bctx, cancelCtx := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
-	defer cancelCtx()
-	// Start the browser and its tab on bctx itself: a bounded context
-	// must not own (and, ending, close) them.
-	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	// bctx is the test's tab; ctx bounds the steps on it.
+	bctx := newTab(t)
 	ctx, cancel := context.WithDeadline(bctx, deadline)
 	defer cancel()
 
