@@ -136,6 +136,22 @@ func newReqid() string {
 // must not run there, where a script could read the session's CSRF token.
 const InertCSP = "default-src 'none'; sandbox"
 
+// Inert sets on every reply of h the headers that keep it inert on the
+// console's origin (nosniff, InertCSP), for the handlers that share the
+// admin's address but answer before the admin's own (the Qiniu upload and
+// rs/rsf APIs, whose returnBody and errors the caller shapes).
+func Inert(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setInert(w.Header())
+		h.ServeHTTP(w, r)
+	})
+}
+
+func setInert(h http.Header) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", InertCSP)
+}
+
 // outer adds X-Reqid, the access log, metrics, panic recovery, JSON
 // replies for unknown routes and the headers that keep replies inert
 // (nosniff, InertCSP; the console's files set a CSP of their own).
@@ -145,8 +161,7 @@ func (s *Server) outer(mux *http.ServeMux) http.Handler {
 		reqid := newReqid()
 		h := rw.Header()
 		h.Set("X-Reqid", reqid)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Content-Security-Policy", InertCSP)
+		setInert(h)
 		w := &statusWriter{ResponseWriter: rw}
 		info := &accessInfo{reqid: reqid}
 		r = r.WithContext(context.WithValue(r.Context(), accessKey{}, info))

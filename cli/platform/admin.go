@@ -295,7 +295,7 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 	a.cancel = cancel
 	// Qiniu's bucket APIs (rs/rsf/uc) and the pfop/upload paths sit in
 	// front of the admin API on its listener, where the SDKs expect them.
-	a.serveHTTP(runCtx, ln, rsHandler.Wrap(pfopHandler.Wrap(srv.Handler())))
+	a.serveHTTP(runCtx, ln, admin.Inert(rsHandler.Wrap(pfopHandler.Wrap(srv.Handler()))))
 	a.goRun("background", func() error { return srv.Run(runCtx) })
 	return nil
 }

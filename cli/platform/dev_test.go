@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/doraproject/dora/admin"
 )
 
 func TestResolveRunAs(t *testing.T) {
@@ -121,6 +123,23 @@ func TestDevBuildsEveryRole(t *testing.T) {
 		}
 		if _, body := get(u + "/metrics"); !strings.Contains(body, "dora_router_") {
 			t.Fatalf("%s/metrics has no router figures:\n%s", u, body)
+		}
+	}
+	// The upload and rs/rsf APIs answer on the admin's address before the
+	// admin's own handler: their replies are inert there too.
+	for _, req := range [][2]string{{http.MethodPost, "/"}, {http.MethodPost, "/stat/Yjpr"}} {
+		r, err := http.NewRequest(req[0], d.AdminURL+req[1], strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 400 || resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Content-Security-Policy") != admin.InertCSP {
+			t.Fatalf("%s %s: %d, nosniff %q, CSP %q", req[0], req[1], resp.StatusCode,
+				resp.Header.Get("X-Content-Type-Options"), resp.Header.Get("Content-Security-Policy"))
 		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
