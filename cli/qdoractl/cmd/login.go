@@ -22,11 +22,13 @@ func (a *app) loginCmd() *cobra.Command {
 		Short: "Check a key pair against the platform and remember it",
 		Long: `login checks the keys with the admin API (whoami) and stores the endpoint and
 the keys in ~/.qdoractl/config.yaml (mode 0600). Without -u/-p it prompts for
-them on standard input.`,
+them on standard input. A config file that cannot be parsed is ignored and,
+once the keys are checked, replaced.`,
 		Example: `  qdoractl login -u <access key> -p <secret key>
   qdoractl login --api http://127.0.0.1:8090 -u AK -p SK
   qdoractl login        # prompts for the keys`,
-		Args: cobra.NoArgs,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{replacesConfig: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ak == "" || sk == "" {
 				if err := a.prompt(cmd.InOrStdin(), &ak, &sk); err != nil {
@@ -44,6 +46,9 @@ them on standard input.`,
 			}
 			if err := a.saveConfig(fileConfig{Endpoint: c.Endpoint(), AK: ak, SK: sk}); err != nil {
 				return err
+			}
+			if a.badConfig != nil {
+				fmt.Fprintf(a.stderr, "qdoractl: replaced %s, which could not be read: %v\n", a.configPath, a.badConfig)
 			}
 			return a.show(acct, func() error {
 				name := acct.Name

@@ -62,7 +62,15 @@ type app struct {
 	newClient func(endpoint, ak, sk string) *client.Client
 	// pollInterval paces the waits (build).
 	pollInterval time.Duration
+	// badConfig is why the config file could not be parsed, for a
+	// command that replaces the file (login) and so runs without it.
+	badConfig error
 }
+
+// replacesConfig is the annotation of a command that writes a whole new
+// config file (login): a config file that cannot be parsed does not stop
+// it.
+const replacesConfig = "qdoractl/replaces-config"
 
 // NewRootCommand returns qdoractl's command tree writing to stdout and
 // stderr. Run it with Run (which also accepts the seeds' single-dash long
@@ -251,7 +259,12 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 	a.v.SetConfigType("yaml")
 	if err := a.v.ReadInConfig(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		var nf viper.ConfigFileNotFoundError
-		if !errors.As(err, &nf) {
+		var pe viper.ConfigParseError
+		switch {
+		case errors.As(err, &nf):
+		case errors.As(err, &pe) && cmd.Annotations[replacesConfig] != "":
+			a.badConfig = err // nothing of it was read: env, flags, defaults
+		default:
 			return fmt.Errorf("read %s: %w", a.configPath, err)
 		}
 	}
