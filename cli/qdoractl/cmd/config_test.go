@@ -67,3 +67,71 @@ func TestLoginReplacesCorruptConfig(t *testing.T) {
 		t.Fatalf("login over a good config says %q", r.stderr)
 	}
 }
+
+// TestSaveConfigThroughSymlink: a config file that is a symlink (to a
+// dotfiles checkout, say) is written through: its target gets the new
+// content, atomically, and keeps its mode; the link stays a link. The
+// rename replaced the link with a regular file.
+func TestSaveConfigThroughSymlink(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		existing bool // the target exists (else the link dangles)
+	}{{"target", true}, {"dangling", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, cfgPath := loginEnv(t)
+			home := filepath.Dir(filepath.Dir(cfgPath))
+			dots := filepath.Join(home, "dotfiles")
+			if err := os.MkdirAll(dots, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Dir(cfgPath), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(dots, "qdoractl.yaml")
+			// two hops, the first relative: config.yaml -> ../mid.yaml -> dotfiles/qdoractl.yaml
+			mid := filepath.Join(home, "mid.yaml")
+			if err := os.Symlink(target, mid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("../mid.yaml", cfgPath); err != nil {
+				t.Fatal(err)
+			}
+			wantMode := os.FileMode(0o600)
+			if tc.existing {
+				if err := os.WriteFile(target, []byte("endpoint: http://old.example\n"), 0o640); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(target, 0o640); err != nil {
+					t.Fatal(err)
+				}
+				wantMode = 0o640
+			}
+
+			mustOK(t, runRaw(t, "", "login", "-u", testAK, "-p", testSK, "--api", f.srv.URL))
+			for _, link := range []struct{ path, to string }{{cfgPath, "../mid.yaml"}, {mid, target}} {
+				if got, err := os.Readlink(link.path); err != nil || got != link.to {
+					t.Fatalf("after login, %s links to %q (%v); want %q", link.path, got, err, link.to)
+				}
+			}
+			b, err := os.ReadFile(target)
+			if err != nil || !strings.Contains(string(b), "sk: "+testSK) || !strings.Contains(string(b), "endpoint: "+f.srv.URL) {
+				t.Fatalf("the link's target holds %q, %v", b, err)
+			}
+			st, err := os.Stat(target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != wantMode {
+				t.Fatalf("the target's mode is %v, want %v", st.Mode().Perm(), wantMode)
+			}
+			left, _ := filepath.Glob(filepath.Join(dots, ".config-*"))
+			if len(left) != 0 {
+				t.Fatalf("temporary files left: %q", left)
+			}
+			mustOK(t, runRaw(t, "", "logout"))
+			if b, _ := os.ReadFile(target); strings.Contains(string(b), testSK) {
+				t.Fatalf("after logout the target holds %q", b)
+			}
+		})
+	}
+}

@@ -314,7 +314,8 @@ type fileConfig struct {
 }
 
 // saveConfig writes the config file with mode 0600 in a 0700 directory,
-// atomically.
+// atomically. A config file that is a symlink stays one: its target is
+// replaced, keeping its mode.
 func (a *app) saveConfig(fc fileConfig) error {
 	dir := filepath.Dir(a.configPath)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -329,12 +330,22 @@ func (a *app) saveConfig(fc fileConfig) error {
 	if err != nil {
 		return fmt.Errorf("save config: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".config-*.yaml")
+	path, err := linkTarget(a.configPath)
+	if err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	mode := os.FileMode(0o600)
+	if path != a.configPath {
+		if st, err := os.Stat(path); err == nil {
+			mode = st.Mode().Perm()
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".config-*.yaml")
 	if err != nil {
 		return fmt.Errorf("save config: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return fmt.Errorf("save config: %w", err)
 	}
@@ -345,10 +356,46 @@ func (a *app) saveConfig(fc fileConfig) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("save config: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), a.configPath); err != nil {
+	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("save config: %w", err)
 	}
 	return nil
+}
+
+// maxLinks bounds the symlinks linkTarget follows (a loop).
+const maxLinks = 40
+
+// linkTarget follows path while it is a symlink and returns the file it
+// ends at, which may not exist yet (a dangling link); path itself when it
+// is not a link or does not exist.
+func linkTarget(path string) (string, error) {
+	for range maxLinks {
+		st, err := os.Lstat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return path, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if st.Mode()&os.ModeSymlink == 0 {
+			return path, nil
+		}
+		to, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(to) {
+			// relative to the link's directory as the system resolves
+			// it: "../x" in a symlinked directory leaves its target
+			dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+			if err != nil {
+				return "", err
+			}
+			to = filepath.Join(dir, to)
+		}
+		path = to
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
 // readFileConfig reads the config file only (no env, no flags).
