@@ -248,8 +248,20 @@ func (c *instClient) roundTrip(ctx context.Context, w connWatcher, sc *stepConn,
 	}
 	sc.br = hc.AcquireReader(conn)
 	resp.StreamBody = true
-	if err := resp.ReadLimitBody(sc.br, DefaultBufferedBodyMax); err != nil {
-		return fail(err)
+	for interim := 0; ; interim++ {
+		if err := resp.ReadLimitBody(sc.br, DefaultBufferedBodyMax); err != nil {
+			return fail(err)
+		}
+		// An informational answer (102 Processing, 103 Early Hints;
+		// fasthttp skips only 100) comes before the final one, which
+		// follows on the connection: read on (RFC 9110 15.2), a bounded
+		// number of times. 101 is final (never asked for: an error).
+		if st := resp.StatusCode(); st >= 200 || st < 100 || st == fasthttp.StatusSwitchingProtocols {
+			break
+		}
+		if interim == maxInterim {
+			return fail(errTooManyInterim)
+		}
 	}
 	switch resp.BodyStream().(type) {
 	case nil, *bytes.Reader:
@@ -258,6 +270,12 @@ func (c *instClient) roundTrip(ctx context.Context, w connWatcher, sc *stepConn,
 	}
 	return sc, nil
 }
+
+// maxInterim bounds the informational (1xx) answers an instance may send
+// before its final one.
+const maxInterim = 8
+
+var errTooManyInterim = errors.New("more than 8 informational (1xx) answers before the final one")
 
 // sweep drops clients unused for two minutes (instances come and go).
 func (c *clients) sweep(ctx context.Context, now func() time.Time) {

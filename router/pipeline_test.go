@@ -414,3 +414,39 @@ func TestSaveAsBadKeyRefusedUpFront(t *testing.T) {
 	}
 	waitUntil(t, "the good key saved", func() bool { _, ok := e.objs.get("photos", "out/ok.txt"); return ok })
 }
+
+// TestInterimResponsesSkipped: an instance's informational answers (103
+// Early Hints, 102 Processing) come before its final one: the router reads
+// on to the final answer (RFC 9110 15.2), in the body and the url= mode.
+// It used to take the 1xx for the program's error and answer it to the
+// client as final (a client then waits for another answer that never
+// comes), the real answer left on the instance's connection.
+func TestInterimResponsesSkipped(t *testing.T) {
+	e := newEnv(t, nil)
+	addr := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in io.Reader) {
+		b, _ := io.ReadAll(in)
+		w.WriteHeader(http.StatusProcessing)
+		w.Header().Set("Link", "</x.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Write([]byte(strings.ToUpper(string(b))))
+	})
+	e.ufop(dora.Ufop{Name: "hints", Owner: alice.ID}, dora.ProtocolDora)
+	e.ufopRelease(dora.Ufop{Name: "hintsurl", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, BodyLimit: -1})
+	e.pool.Update([]pool.Instance{poolInst("h", "hints", "v1", addr), poolInst("hu", "hintsurl", "v1", addr)})
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	for _, pq := range []string{"/k?hints/x", "/k?hintsurl/x", "/k?hints/x|hintsurl/y"} {
+		for range 2 { // the second over the connection the first used
+			c, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second)) // a failure's bound, not a timing
+			io.WriteString(c, "GET "+pq+" HTTP/1.1\r\nHost: photos.localhost\r\nConnection: close\r\n\r\n")
+			raw, err := io.ReadAll(c)
+			c.Close()
+			if err != nil || !strings.HasPrefix(string(raw), "HTTP/1.1 200 ") || !strings.HasSuffix(string(raw), "\r\n\r\nABC") {
+				t.Fatalf("%s: %q, %v; want the instance's final 200 ABC", pq, raw, err)
+			}
+		}
+	}
+}
