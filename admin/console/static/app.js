@@ -45,7 +45,13 @@ async function api(method, path, body, opts = {}) {
     headers["Content-Type"] = opts.type || body.type || "application/octet-stream";
     payload = body;
   }
-  const resp = await fetch(path, { method, headers, body: payload, credentials: "same-origin", signal: opts.signal });
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: payload, credentials: "same-origin", signal: opts.signal });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new APIError(0, "cannot reach the admin API: " + e.message);
+  }
   if (resp.status === 401 && !opts.noRedirect) { showLogin(); throw new APIError(401, "signed out"); }
   if (!resp.ok) {
     let msg = resp.statusText;
@@ -134,15 +140,25 @@ async function boot() {
     const box = document.getElementById("login-error");
     box.textContent = "";
     const form = new URLSearchParams(new FormData(ev.target));
-    const resp = await fetch("/console/login", { method: "POST", body: form, credentials: "same-origin" });
+    let resp, info;
+    try {
+      resp = await fetch("/console/login", { method: "POST", body: form, credentials: "same-origin" });
+    } catch (e) {
+      box.textContent = "cannot reach the console's server: " + e.message;
+      return;
+    }
     if (!resp.ok) {
       let msg = resp.statusText;
-      try { msg = (await resp.json()).error; } catch (e) { /* keep */ }
+      try { msg = (await resp.json()).error || msg; } catch (e) { /* keep */ }
       box.textContent = msg;
       return;
     }
+    try { info = await resp.json(); } catch (e) {
+      box.textContent = "sign-in failed: the server's answer is not the console's: " + e.message;
+      return;
+    }
     document.getElementById("sk").value = "";
-    signedIn(await resp.json());
+    signedIn(info);
   });
   document.getElementById("logout").addEventListener("click", async () => {
     await fetch("/console/logout", { method: "POST", credentials: "same-origin" });
@@ -155,7 +171,19 @@ async function boot() {
 
 function route() {
   if (!state.session) return;
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  let parts;
+  try {
+    parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  } catch (e) {
+    // Not valid percent-encoding (a link cut short): say so, not a
+    // page of a name that the address does not hold.
+    for (const a of document.querySelectorAll("#nav a")) a.classList.remove("active");
+    const v = clearView();
+    v.append(el("h1", { text: "Not a console address" }),
+      el("p", { class: "error", role: "alert", text: "The address " + location.hash + " is not valid: " + e.message }),
+      el("p", {}, el("a", { href: "#/buckets" }, "Go to the buckets")));
+    return;
+  }
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("active", a.getAttribute("href") === "#/" + parts[0] || (parts[0] === "bucket" && a.getAttribute("href") === "#/buckets") || (parts[0] === "ufop" && a.getAttribute("href") === "#/ufops"));
   }
@@ -418,11 +446,24 @@ async function ufopPage(v, name) {
     if (logCtl) logCtl.abort();
     instLog.textContent = "";
     logCtl = follow();
-    stream(base + "/instances/" + index + "/logs?follow=1&tail=100&type=" + logStream.value + "&region=" + seg(reg), instLog, logCtl).catch(() => {});
+    const ctl = logCtl;
+    box.textContent = "";
+    stream(base + "/instances/" + index + "/logs?follow=1&tail=100&type=" + logStream.value + "&region=" + seg(reg), instLog, ctl).catch((e) => {
+      // Stopped on purpose (another follow, another page) or signed out:
+      // nothing to say.
+      if (ctl.signal.aborted || e.name === "AbortError" || e.status === 401) return;
+      box.textContent = "instance log of #" + index + " in " + reg + ": " + e.message;
+    });
   }
-  const rs = await api("GET", "/v1/regions");
-  region.replaceChildren(...rs.map(r => el("option", { value: r.name }, r.name)));
-  await guard(box, async () => { await Promise.all([loadInfo(), loadBuilds(), loadReleases()]); })();
+  async function loadRegions() {
+    let rs;
+    try { rs = await api("GET", "/v1/regions"); } catch (e) {
+      if (e.status === 401) throw e;
+      throw new Error("cannot load the regions: " + e.message);
+    }
+    region.replaceChildren(...rs.map(r => el("option", { value: r.name }, r.name)));
+  }
+  await guard(box, async () => { await Promise.all([loadRegions(), loadInfo(), loadBuilds(), loadReleases()]); })();
   // Every 2 s: deployments and instance states, the ufop's summary, and
   // the builds while one is still going (a build log stream that broke
   // off must not leave its status stale).

@@ -180,6 +180,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	shot("running")
 	do("follow the instance's log", chromedp.SetValue(css("#log-stream"), "stderr"), chromedp.Click(xp(`//button[text()="Follow log"]`)))
 	wait("the instance's log", `document.querySelector('#instance-log').textContent.includes('listening')`)
+	// A follow that fails (here its request) says so in the page's error
+	// line; it was dropped silently, leaving the log pane empty.
+	blockURLs(t, ctx, "*://*:*/v1/ufops/*/instances/*/logs?*")
+	do("follow a log that cannot be read", chromedp.Click(xp(`//button[text()="Follow log"]`)))
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`[...document.querySelectorAll('#view .error')].some(e => e.textContent.includes('instance log'))`, chromedp.WithPollingTimeout(time.Minute))); err != nil {
+		fail("the instance log's error", err)
+	}
+	blockURLs(t, ctx)
 
 	// Run a processing URL from the bucket page; the result shows in the
 	// page, in an iframe on the bucket's host on the router.
