@@ -95,8 +95,10 @@ type pipeline struct {
 	// The flags, side by side (no padding between them: the pipeline
 	// stays in the 704-byte size class).
 	torn bool
-	// fellBack: a step ran on its ufop's previous version (blue/green),
-	// so the result is not the active versions' (result.go).
+	// fellBack: a step ran on another version than the active one the
+	// request was planned with (its ufop's previous version: blue/green;
+	// or one that became active while the step waited), so the result is
+	// not the one its cache key names (result.go).
 	fellBack bool
 	watched  bool
 	// reusable: recycle may put the pipeline back in Router.pipelines
@@ -221,8 +223,8 @@ func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []st
 	}
 	ctx := rq.ctx
 	if p.fellBack {
-		// Not the active versions' result (serveCached named it): no
-		// cache may keep it under that result's validator.
+		// Not the result serveCached named (the planned active
+		// versions'): no cache may keep it under that one's validator.
 		ctx.Response.Header.Del("ETag")
 		ctx.Response.Header.Del("Cache-Control")
 	}
@@ -389,6 +391,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		key     pool.Key
 		first   *pool.Host
 	)
+	planned := st.ufop.ActiveVersion // the version the cache key names
 	for moves := 0; ; moves++ {
 		var ok bool
 		version, rel, ok = p.pickVersion(st.ufop, r.now())
@@ -416,7 +419,7 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		}
 		break
 	}
-	if version != st.ufop.ActiveVersion {
+	if version != planned {
 		p.fellBack = true
 	}
 	if lim := rel.EffectiveBodyLimit(); rel.Protocol != dora.ProtocolUfop && in.size >= 0 && in.size <= lim {

@@ -373,3 +373,37 @@ func TestResultCacheFallbackNoValidators(t *testing.T) {
 		}
 	}
 }
+
+// TestResultCacheVersionMovedWhileHeld: a request held for an instance
+// whose ufop's active version moves meanwhile runs on the new version
+// (TestHoldFollowsVersion); its result is not the one its cache key (the
+// old version's) names, so it is neither stored under that key nor sent
+// with its validators: once the old version is active again (a
+// rollback), its own result is answered, not the other version's.
+func TestResultCacheVersionMovedWhileHeld(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.HoldTimeout = 10 * time.Minute })
+	v1Addr, _ := countingInstance(t, func(s string) string { return "v1:" + s })
+	v2Addr, _ := countingInstance(t, func(s string) string { return "v2:" + s })
+	rel := dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn}
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, rel)
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	res := e.getAsync("/k?up/x")
+	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })
+	e.pool.Update([]pool.Instance{poolInst("u2", "up", "v2", v2Addr)})
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID, ActiveVersion: "v2", PreviousVersion: "v1"}, rel)
+	select {
+	case r := <-res:
+		if r.status != 200 || r.body != "v2:abc" {
+			t.Fatalf("held request: %+v", r)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the held request was not answered")
+	}
+	// Rolled back to v1.
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", v1Addr), poolInst("u2", "up", "v2", v2Addr)})
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID, ActiveVersion: "v1", PreviousVersion: "v2"}, rel)
+	resp, body := e.get("photos.localhost", "/k?up/x")
+	if resp.StatusCode != 200 || string(body) != "v1:abc" {
+		t.Fatalf("after the rollback to v1: %d %q (X-Dora-Cache %q), want v1's result", resp.StatusCode, body, resp.Header.Get("X-Dora-Cache"))
+	}
+}
