@@ -114,6 +114,11 @@ type request struct {
 	src    srcBody
 	status int
 	want   int64
+
+	// keyETag is the object's etag a cacheable miss's key and ETag name
+	// (serveCached): the pipeline reading another version of the object
+	// is not that result.
+	keyETag string
 }
 
 // newRequest takes a request from the pool for ctx, started at start,

@@ -97,8 +97,9 @@ type pipeline struct {
 	torn bool
 	// fellBack: a step ran on another version than the active one the
 	// request was planned with (its ufop's previous version: blue/green;
-	// or one that became active while the step waited), so the result is
-	// not the one its cache key names (result.go).
+	// or one that became active while the step waited), or the object
+	// read is another version than the one stat'ed for the key, so the
+	// result is not the one its cache key names (result.go).
 	fellBack bool
 	watched  bool
 	// reusable: recycle may put the pipeline back in Router.pipelines
@@ -302,6 +303,11 @@ func (p *pipeline) openObject() (flow, *httpError) {
 	rc, obj, herr := p.r.openObject(&p.pc, p.bucket.value(), p.key)
 	if herr != nil {
 		return flow{}, herr
+	}
+	if p.rq != nil && p.rq.keyETag != "" && obj.ETag != p.rq.keyETag {
+		// Overwritten since the stat that named the result's cache
+		// key: the result is of other bytes than the key's.
+		p.fellBack = true
 	}
 	var b *inBody
 	if p.in0Used { // the first one may still be read (a replay)

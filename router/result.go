@@ -91,6 +91,7 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	h := &ctx.Response.Header
 	cks := string(ck)
 	etag := resultETag(cks)
+	rq.keyETag = obj.ETag
 	h.SetCanonical(hdrXDoraCache, valMiss)
 	h.SetCanonical(hdrETag, headerValue(etag))
 	h.SetCanonical(hdrCacheControl, headerValue(r.cacheControl(b.Private, ttl)))

@@ -407,3 +407,31 @@ func TestResultCacheVersionMovedWhileHeld(t *testing.T) {
 		t.Fatalf("after the rollback to v1: %d %q (X-Dora-Cache %q), want v1's result", resp.StatusCode, body, resp.Header.Get("X-Dora-Cache"))
 	}
 }
+
+// TestResultCacheObjectOverwrittenBeforeRead: an object overwritten
+// between the stat that named the cache key and the pipeline's read gives
+// a result of the new bytes, which is not the result that key (the old
+// etag) names: it is not stored under it nor sent with its validators, so
+// once the old bytes are back (a revert: the same etag), their own result
+// is answered.
+func TestResultCacheObjectOverwrittenBeforeRead(t *testing.T) {
+	ro := &rewritingOrigin{memOrigin: newMemOrigin()}
+	e := newEnv(t, func(c *Config) { c.Objects = ro })
+	addr, _ := countingInstance(t, strings.ToUpper)
+	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.pool.Update([]pool.Instance{poolInst("u1", "up", "v1", addr)})
+	ro.add("photos", "k", "text/plain", []byte("abc"))
+	ro.rewrites.Store(1) // the next stat's object is overwritten right after it
+	resp, body := e.get("photos.localhost", "/k?up/x")
+	if resp.StatusCode != 200 || string(body) != strings.Repeat("B", 20) {
+		t.Fatalf("overwritten after the stat: %d %q", resp.StatusCode, body)
+	}
+	if resp.Header.Get("ETag") != "" || resp.Header.Get("Cache-Control") != "" {
+		t.Fatalf("the new bytes' result sent with the old etag's validators: %v", resp.Header)
+	}
+	ro.add("photos", "k", "text/plain", []byte("abc")) // reverted: the first etag again
+	resp, body = e.get("photos.localhost", "/k?up/x")
+	if resp.StatusCode != 200 || string(body) != "ABC" {
+		t.Fatalf("after the revert: %d %q (X-Dora-Cache %q), want the result of abc", resp.StatusCode, body, resp.Header.Get("X-Dora-Cache"))
+	}
+}
