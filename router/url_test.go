@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/pool"
 )
 
 // TestURLConventions: Qiniu's URL habits (issue 12): attname, ignored
@@ -146,5 +148,29 @@ func TestURLConventionsSigned(t *testing.T) {
 	}
 	if _, ok := e.objs.get("photos", "enc/h2.json"); ok {
 		t.Fatal("saved under a sign that does not cover the bytes sent")
+	}
+}
+
+// TestUfopNamesOfTheNameRule: every name the platform lets a ufop have
+// (dora.ValidateUfopName, PROTOCOLS.md §4: 5 to 20 of a-z 0-9 - _, so a
+// digit, '-' or '_' may come first) can be called from a processing URL.
+func TestUfopNamesOfTheNameRule(t *testing.T) {
+	e := newEnv(t, nil)
+	addr, _ := countingInstance(t, strings.ToUpper)
+	var insts []pool.Instance
+	names := []string{"3dview", "_priv-x", "-dash1", "12345"}
+	for _, n := range names {
+		if err := dora.ValidateUfopName(n); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		e.ufop(dora.Ufop{Name: n, Owner: alice.ID}, dora.ProtocolDora)
+		insts = append(insts, poolInst(n+"-0", n, "v1", addr))
+	}
+	e.pool.Update(insts)
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	for _, pq := range []string{"/k?3dview/x", "/k?_priv-x", "/k?-dash1/a|12345/b", "/k?3dview%2Fx%7C12345"} {
+		if resp, body := e.get("photos.localhost", pq); resp.StatusCode != 200 || string(body) != "ABC" {
+			t.Fatalf("%s: %d %q", pq, resp.StatusCode, body)
+		}
 	}
 }

@@ -10,7 +10,7 @@
 //	fops     = "p/1/" pipeline | pipeline [ "|" saveas ] | saveas
 //	pipeline = step *( "|" step )
 //	step     = name *( "/" arg )
-//	name     = [A-Za-z] *[A-Za-z0-9_-]
+//	name     = 1*[A-Za-z0-9_-]
 //	arg      = 1*( any printable byte or UTF-8 except "/" "|" )
 //	saveas   = "saveas/" EncodedEntryURI [ "/sign/" AK ":" sign ]
 //	params   = param *( "&" param ), "token" last when present
@@ -469,7 +469,7 @@ func parseStep(text string, i int) (Step, error) {
 		return Step{}, malformed("step %d: empty name", i)
 	}
 	if !validName(name) {
-		return Step{}, malformed("step %d: invalid name %q (want [A-Za-z][A-Za-z0-9_-]*)", i, name)
+		return Step{}, malformed("step %d: invalid name %q (want [A-Za-z0-9_-]+)", i, name)
 	}
 	s := Step{Name: name, Raw: text}
 	if hasArgs { // a step without arguments takes no allocation
@@ -486,10 +486,9 @@ func parseStep(text string, i int) (Step, error) {
 func validName(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z':
-		case i > 0 && (c >= '0' && c <= '9' || c == '_' || c == '-'):
-		default:
+		// Any of them first: a ufop name may start with a digit, '-' or
+		// '_' (dora.ValidateUfopName).
+		if !isAlnum(c) && c != '_' && c != '-' {
 			return false
 		}
 	}

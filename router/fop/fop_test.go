@@ -22,6 +22,12 @@ func TestParseValid(t *testing.T) {
 			{Name: "imageView2", Args: []string{"2", "w", "200", "h", "200"}, Raw: "imageView2/2/w/200/h/200"},
 		}}},
 		{"grepd/日本", Request{Steps: []Step{{Name: "grepd", Args: []string{"日本"}, Raw: "grepd/日本"}}}},
+		// Ufop names may start with a digit, '-' or '_' (dora.ValidateUfopName).
+		{"3dview/x|_priv-x|-dash1", Request{Steps: []Step{
+			{Name: "3dview", Args: []string{"x"}, Raw: "3dview/x"},
+			{Name: "_priv-x", Raw: "_priv-x"},
+			{Name: "-dash1", Raw: "-dash1"},
+		}}},
 		{"e=1700000000&token=AK:" + sig, Request{
 			Deadline: 1700000000, Token: "AK:" + sig, TokenAK: "AK", TokenSign: sig,
 			SignedQuery: "e=1700000000",
@@ -188,7 +194,6 @@ func TestParseInvalid(t *testing.T) {
 		{"a|", "step 2: empty step"},
 		{"|a", "step 1: empty step"},
 		{"a|b|/x", "step 3: empty name"},
-		{"1abc", `step 1: invalid name "1abc"`},
 		{"a.b/x", `step 1: invalid name "a.b"`},
 		{"grepd/", "step 1 (grepd): empty argument 1"},
 		{"grepd/a//b", "step 1 (grepd): empty argument 2"},
