@@ -2,6 +2,8 @@ package router
 
 import (
 	"fmt"
+	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +147,50 @@ func TestSaveAs(t *testing.T) {
 	_, hash := e.get(host, "/in.txt?qhash/md5")
 	if want := fmt.Sprintf(`"hash":"%s"`, "900150983cd24fb0d6963f7d28e17f72"); !strings.Contains(string(hash), want) {
 		t.Fatalf("qhash body %s", hash)
+	}
+}
+
+// TestTrustedProxyScheme: behind a TLS-terminating proxy the router sees
+// plain HTTP; X-Forwarded-Proto: https makes a token signed for https
+// valid only when the connection comes from a trusted proxy, so that a
+// client cannot pick the scheme its token is checked against.
+func TestTrustedProxyScheme(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	future := now.Unix() + 3600
+	signed := func(scheme string) string {
+		u := auth.DownloadURL(scheme+"://secret.localhost/a/k.txt", alice.AccessKey, alice.SecretKey, future)
+		return strings.TrimPrefix(u, scheme+"://secret.localhost")
+	}
+	for _, c := range []struct {
+		name    string
+		trusted []netip.Prefix
+		proto   string // X-Forwarded-Proto; "" sends none
+		scheme  string // the token's
+		status  int
+	}{
+		{"untrusted peer, https token", nil, "https", "https", 401},
+		{"untrusted peer, http token", nil, "https", "http", 200},
+		{"another network trusted", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "https", "https", 401},
+		{"trusted proxy, https token", []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, "https", "https", 200},
+		{"trusted proxy, client-facing element first", []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, "HTTPS, http", "https", 200},
+		{"trusted proxy says https, http token", []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, "https", "http", 401},
+		{"trusted proxy says http", []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, "http", "https", 401},
+		{"trusted proxy, no header", []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, "", "http", 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, func(cfg *Config) {
+				cfg.Now = func() time.Time { return now }
+				cfg.TrustedProxies = c.trusted
+			})
+			e.objs.add("secret", "a/k.txt", "text/plain", []byte("secret data"))
+			var hdr map[string]string
+			if c.proto != "" {
+				hdr = map[string]string{"X-Forwarded-Proto": c.proto}
+			}
+			resp, body := e.do(http.MethodGet, "secret.localhost", signed(c.scheme), hdr)
+			if resp.StatusCode != c.status {
+				t.Fatalf("status %d want %d (%s)", resp.StatusCode, c.status, body)
+			}
+		})
 	}
 }

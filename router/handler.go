@@ -1,11 +1,13 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"path"
 	"strconv"
@@ -389,12 +391,43 @@ func checkKey(key string) *httpError {
 	return nil
 }
 
-// scheme is the scheme the client used, which the download token signs.
-func scheme(ctx *fasthttp.RequestCtx) string {
+// scheme is the scheme the client used, which the download token signs:
+// https over a TLS connection to the router, or when a trusted proxy
+// (Config.TrustedProxies) says so in X-Forwarded-Proto.
+func (r *Router) scheme(ctx *fasthttp.RequestCtx) string {
 	if ctx.IsTLS() {
 		return "https"
 	}
+	if len(r.cfg.TrustedProxies) > 0 && forwardedHTTPS(ctx.Request.Header.Peek("X-Forwarded-Proto")) && r.fromTrustedProxy(ctx) {
+		return "https"
+	}
 	return "http"
+}
+
+// forwardedHTTPS reports whether an X-Forwarded-Proto value names https
+// as the scheme the client used: its first element, the one the proxy
+// facing the client set.
+func forwardedHTTPS(v []byte) bool {
+	if i := bytes.IndexByte(v, ','); i >= 0 {
+		v = v[:i]
+	}
+	return strings.EqualFold(strings.TrimSpace(string(v)), "https")
+}
+
+// fromTrustedProxy reports whether the request's connection comes from
+// one of Config.TrustedProxies.
+func (r *Router) fromTrustedProxy(ctx *fasthttp.RequestCtx) bool {
+	ip, ok := netip.AddrFromSlice(ctx.RemoteIP())
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range r.cfg.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkDownloadToken verifies a private bucket's download token: present,
@@ -404,7 +437,7 @@ func (r *Router) checkDownloadToken(ctx *fasthttp.RequestCtx, snap *meta.Snapsho
 	if req.Token == "" {
 		return errf(fasthttp.StatusUnauthorized, "private bucket: download token required (e= and token=)")
 	}
-	full := scheme(ctx) + "://" + host + rawPath + "?" + req.SignedQuery
+	full := r.scheme(ctx) + "://" + host + rawPath + "?" + req.SignedQuery
 	vctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	ak, err := auth.VerifyDownloadToken(vctx, snap.SecretKey, full, req.Token, req.Deadline, r.now())

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,6 +104,14 @@ type Config struct {
 	// answer, and a domain binding of the store naming one is ignored
 	// (logged), so that no bucket can shadow them.
 	OwnHosts []string
+	// TrustedProxies are the addresses of the TLS-terminating proxies or
+	// load balancers in front of the router. A request whose connection
+	// comes from one of them and says X-Forwarded-Proto: https counts as
+	// https where the scheme matters (a private bucket's download token
+	// signs it); from any other address the header is ignored, so that a
+	// client cannot choose the scheme. Empty: only a TLS connection to the
+	// router itself is https.
+	TrustedProxies []netip.Prefix
 
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer // may be nil: metrics are then kept private

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -88,8 +90,36 @@ of the --config file.`,
 	f.String("result-cache-dir", "", "directory of the result cache's disk tier, one per router (default: memory only)")
 	f.Int64("result-cache-disk-bytes", router.DefaultResultCacheDiskBytes, "bytes the result cache may keep in --result-cache-dir")
 	f.Bool("allow-private-mirror", false, "let buckets' mirrors be fetched from loopback and private addresses (development only)")
+	f.StringSlice("trusted-proxies", nil, "addresses or CIDRs of the TLS-terminating proxies in front of the router, whose X-Forwarded-Proto: https makes a request https for private buckets' download tokens (default: none, the header is ignored)")
 	addGCFloorFlag(f)
 	return cmd
+}
+
+// parseTrustedProxies reads --trusted-proxies: each an address (one host)
+// or a CIDR prefix.
+func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("--trusted-proxies: %q is not an address or a CIDR prefix: %w", s, err)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-proxies: %q is not an address or a CIDR prefix: %w", s, err)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // addGCFloorFlag adds --gc-floor to the commands whose process serves the
@@ -129,6 +159,10 @@ func routerConfig(v *viper.Viper) (platform.RouterConfig, error) {
 	if resDisk <= 0 {
 		return platform.RouterConfig{}, fmt.Errorf("--result-cache-disk-bytes %d must be positive (leave --result-cache-dir empty for no disk tier)", resDisk)
 	}
+	trusted, err := parseTrustedProxies(v.GetStringSlice("trusted-proxies"))
+	if err != nil {
+		return platform.RouterConfig{}, err
+	}
 	return platform.RouterConfig{
 		Listen:       v.GetString("listen"),
 		Store:        v.GetString("store"),
@@ -146,5 +180,6 @@ func routerConfig(v *viper.Viper) (platform.RouterConfig, error) {
 		ResultCacheDiskBytes: resDisk,
 
 		AllowPrivateMirror: v.GetBool("allow-private-mirror"),
+		TrustedProxies:     trusted,
 	}, nil
 }

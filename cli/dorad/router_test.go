@@ -97,3 +97,23 @@ func gcPercent() uint64 {
 	metrics.Read(s)
 	return s[0].Value.Uint64()
 }
+
+func TestTrustedProxiesFlag(t *testing.T) {
+	cfg, ok := parseRouterFlags(t, []string{"--trusted-proxies", "10.0.0.0/8,192.168.1.7", "--trusted-proxies", "::ffff:172.16.0.1,fd00::1/64"}, "")
+	if !ok {
+		t.Fatal("refused")
+	}
+	var got []string
+	for _, p := range cfg.TrustedProxies {
+		got = append(got, p.String())
+	}
+	want := "10.0.0.0/8 192.168.1.7/32 172.16.0.1/32 fd00::/64"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("TrustedProxies %v, want %s", got, want)
+	}
+	if cfg, _ := parseRouterFlags(t, nil, ""); len(cfg.TrustedProxies) != 0 {
+		t.Fatalf("default TrustedProxies %v, want none", cfg.TrustedProxies)
+	}
+	parseRouterFlags(t, []string{"--trusted-proxies", "10.0.0.0/33"}, `--trusted-proxies: "10.0.0.0/33" is not an address or a CIDR prefix`)
+	parseRouterFlags(t, []string{"--trusted-proxies", "proxy.internal"}, `--trusted-proxies: "proxy.internal" is not an address or a CIDR prefix`)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,7 +52,11 @@ type RouterConfig struct {
 	// and private addresses (development only; the admin refuses such
 	// mirrors unless it allows them too).
 	AllowPrivateMirror bool
-	Logger             *slog.Logger
+	// TrustedProxies are the TLS-terminating proxies in front of the
+	// router (router.Config.TrustedProxies): from them X-Forwarded-Proto:
+	// https makes a request https for download tokens.
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 }
 
 // StartRouter opens the backends and serves the data plane until Close.
@@ -113,6 +118,7 @@ func (s *Service) buildRouter(cfg RouterConfig, be Backends, ln net.Listener, ow
 		ResultCacheBytes:     cfg.ResultCacheBytes,
 		ResultCacheDir:       cfg.ResultCacheDir,
 		ResultCacheDiskBytes: cfg.ResultCacheDiskBytes,
+		TrustedProxies:       cfg.TrustedProxies,
 	})
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
