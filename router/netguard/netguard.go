@@ -53,9 +53,10 @@ var sensitive = []netip.Prefix{
 }
 
 // Sensitive reports whether a is link-local or a cloud instance-metadata
-// address (also in an IPv4-mapped form): never dialled for user input, not
-// even where loopback and private addresses are allowed (dorad dev's
-// --allow-private-mirror), since it hands out the host's credentials.
+// address (also in an IPv4-mapped, IPv4-compatible, NAT64 or 6to4 form):
+// never dialled for user input, not even where loopback and private
+// addresses are allowed (dorad dev's --allow-private-mirror), since it
+// hands out the host's credentials.
 func Sensitive(a netip.Addr) bool {
 	a = a.WithZone("").Unmap()
 	if a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() {
@@ -66,7 +67,28 @@ func Sensitive(a netip.Addr) bool {
 			return true
 		}
 	}
+	if v4, ok := embedded4(a); ok {
+		return Sensitive(v4)
+	}
 	return false
+}
+
+// embedded4 returns the IPv4 address an IPv4-compatible, NAT64 or 6to4
+// address a carries.
+func embedded4(a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	for _, p := range embeds4 {
+		if p.Contains(a) {
+			return netip.AddrFrom4([4]byte(b[12:16])), true
+		}
+	}
+	if sixToFour.Contains(a) {
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // CheckNotSensitive refuses a dialled "ip:port" whose IP is Sensitive; the
@@ -104,14 +126,8 @@ func Public(a netip.Addr) bool {
 	if blocked6.Contains(a) || discard6.Contains(a) {
 		return false
 	}
-	b := a.As16()
-	for _, p := range embeds4 {
-		if p.Contains(a) {
-			return Public(netip.AddrFrom4([4]byte(b[12:16])))
-		}
-	}
-	if sixToFour.Contains(a) {
-		return Public(netip.AddrFrom4([4]byte(b[2:6])))
+	if v4, ok := embedded4(a); ok {
+		return Public(v4)
 	}
 	return true
 }

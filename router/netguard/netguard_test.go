@@ -133,3 +133,29 @@ func TestSensitiveRefusedEvenWhenPrivateAllowed(t *testing.T) {
 		t.Errorf("dial 169.254.169.254 with private allowed: %v, want ErrNotPublic", err)
 	}
 }
+
+// The IPv6 forms that carry an IPv4 address (IPv4-compatible, NAT64,
+// 6to4) of a link-local or metadata address are as sensitive as the
+// address itself: the guard allowing private addresses refuses them too.
+func TestSensitiveEmbeddedIPv4(t *testing.T) {
+	for _, a := range []string{
+		"::a9fe:a9fe",              // IPv4-compatible 169.254.169.254
+		"64:ff9b::a9fe:a9fe",       // NAT64
+		"64:ff9b::6464:64c8",       // NAT64 100.100.100.200
+		"64:ff9b::a83f:8110",       // NAT64 168.63.129.16
+		"2002:a9fe:a9fe::1",        // 6to4
+		"2002:a9fe:1::",            // 6to4 169.254.0.1
+		"::ffff:100.100.100.200",   // IPv4-mapped
+		"64:ff9b::a9fe:a9fe%eth0",  // with a zone
+		"2002:a83f:8110:1:2:3:4:5", // 6to4 168.63.129.16
+	} {
+		if !Sensitive(netip.MustParseAddr(a)) {
+			t.Errorf("Sensitive(%s) = false", a)
+		}
+	}
+	for _, a := range []string{"64:ff9b::a00:1", "2002:a00:1::1", "::a00:1", "64:ff9b::808:808", "2002:808:808::1", "2001:4860::8888"} {
+		if Sensitive(netip.MustParseAddr(a)) {
+			t.Errorf("Sensitive(%s) = true", a)
+		}
+	}
+}
