@@ -309,7 +309,22 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		e.pending, e.pendingReason = false, ""
 	}
 
-	p := PolicyFrom(d, a.release(ctx, d, log)).WithLimit(ShareOfLimit(a.limit(ctx, d.Ufop, limits, log), others, d.Expect))
+	// A release or account the store cannot read right now is not a
+	// missing one: deciding on the default policy or without the limit
+	// would move the count for no reason. The count holds until they read.
+	rel, err := a.release(ctx, d, log)
+	if err != nil {
+		a.metrics.errors.WithLabelValues("store").Inc()
+		log.Warn("reading release; holding the count", "err", err)
+		return d.Desired
+	}
+	limit, err := a.limit(ctx, d.Ufop, limits)
+	if err != nil {
+		a.metrics.errors.WithLabelValues("store").Inc()
+		log.Warn("reading the ufop owner's instance limit; holding the count", "err", err)
+		return d.Desired
+	}
+	p := PolicyFrom(d, rel).WithLimit(ShareOfLimit(limit, others, d.Expect))
 	if err := p.Validate(); err != nil {
 		if msg := err.Error(); msg != e.invalid {
 			e.invalid = msg
@@ -409,27 +424,30 @@ func ShareOfLimit(limit, others, floor int) int {
 }
 
 // release reads the deployment's release; a missing one means defaults.
-func (a *Autoscaler) release(ctx context.Context, d dora.Deployment, log *slog.Logger) dora.Release {
+// An error means the store could not be read.
+func (a *Autoscaler) release(ctx context.Context, d dora.Deployment, log *slog.Logger) (dora.Release, error) {
 	var r dora.Release
 	kv, err := a.cfg.Store.Get(ctx, store.ReleaseKey(d.Ufop, d.Version))
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
-			log.Warn("reading release", "err", err)
+			return r, fmt.Errorf("release %s/%s: %w", d.Ufop, d.Version, err)
 		}
-		return r
+		return r, nil
 	}
 	if err := json.Unmarshal(kv.Value, &r); err != nil {
 		log.Warn("unreadable release; using default policy", "key", kv.Key, "err", err)
-		return dora.Release{}
+		return dora.Release{}, nil
 	}
-	return r
+	return r, nil
 }
 
-// limit is the instance limit of the account owning the ufop (0: unknown),
-// cached in limits for one tick.
-func (a *Autoscaler) limit(ctx context.Context, ufop string, limits map[string]int, log *slog.Logger) int {
+// limit is the instance limit of the account owning the ufop (0: unknown:
+// no ufop, owner or account record, or one that does not parse), cached in
+// limits for one tick. An error means the store could not be read (not
+// cached: the next deployment of the ufop tries again).
+func (a *Autoscaler) limit(ctx context.Context, ufop string, limits map[string]int) (int, error) {
 	if l, ok := limits[ufop]; ok {
-		return l
+		return l, nil
 	}
 	l := 0
 	var u dora.Ufop
@@ -438,13 +456,13 @@ func (a *Autoscaler) limit(ctx context.Context, ufop string, limits map[string]i
 		if kv, err := a.cfg.Store.Get(ctx, store.AccountKey(u.Owner)); err == nil && json.Unmarshal(kv.Value, &acct) == nil {
 			l = acct.Limit()
 		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
-			log.Warn("reading the ufop owner's account", "err", err)
+			return 0, fmt.Errorf("account %s: %w", u.Owner, err)
 		}
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
-		log.Warn("reading ufop", "err", err)
+		return 0, fmt.Errorf("ufop %s: %w", ufop, err)
 	}
 	limits[ufop] = l
-	return l
+	return l, nil
 }
 
 // recordEvent keeps the event and drops the oldest beyond MaxEvents. Event

@@ -1,0 +1,72 @@
+package autoscaler
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/internal/store"
+)
+
+// flakyStore fails Get of one key with an error other than ErrNotFound
+// (Consul KV unreachable) while failing is set.
+type flakyStore struct {
+	store.Store
+	key     string
+	failing atomic.Bool
+}
+
+func (f *flakyStore) Get(ctx context.Context, key string) (store.KV, error) {
+	if f.failing.Load() && key == f.key {
+		return store.KV{}, errors.New("consul: connection refused")
+	}
+	return f.Store.Get(ctx, key)
+}
+
+// A release that cannot be read (the store fails, the key exists) is no
+// reason to decide on the default policy: the count holds. Deciding with
+// the default target of 10 instead of the release's 1 scaled the
+// deployment down from what its load needs.
+func TestLoopReleaseUnreadableHoldsTheCount(t *testing.T) {
+	var fs *flakyStore
+	h := newHarness(t, func(c *Config) {
+		fs = &flakyStore{Store: c.Store, key: store.ReleaseKey("grepd", "v1")}
+		c.Store = fs
+	})
+	h.put(store.ReleaseKey("grepd", "v1"), dora.Release{Ufop: "grepd", Version: "v1", Autoscale: &dora.AutoscalePolicy{Target: 1}})
+	d := dep("deploy-a", 1, 20, 8, dora.DeployRunning)
+	h.put(depKey(d), d)
+	h.clock.Add(2 * DefaultStableWindow) // past warming up
+	h.concurrency(d, 8)                  // target 1: wants 8, as it runs
+	h.tick()
+	fs.failing.Store(true)
+	for range 40 {
+		h.step(d, 8)
+	}
+	if got := h.target.Calls(); len(got) != 0 {
+		t.Fatalf("scaled on the default policy while the release was unreadable: %+v", got)
+	}
+}
+
+// An account that cannot be read is not an account without a limit: the
+// deployment does not grow past the limit to its own --max.
+func TestLoopAccountUnreadableHoldsTheCount(t *testing.T) {
+	var fs *flakyStore
+	h := newHarness(t, func(c *Config) {
+		fs = &flakyStore{Store: c.Store, key: store.AccountKey("1001")}
+		c.Store = fs
+	})
+	h.put(store.AccountKey("1001"), dora.Account{ID: "1001", InstanceLimit: 4})
+	h.put(store.UfopKey("grepd"), dora.Ufop{Name: "grepd", Owner: "1001"})
+	d := dep("deploy-a", 1, 10, 4, dora.DeployRunning)
+	h.put(depKey(d), d)
+	fs.failing.Store(true)
+	for range 5 {
+		h.step(d, 200)
+	}
+	if got := h.deployment("deploy-a").Desired; got != 4 {
+		t.Fatalf("desired %d while the account was unreadable, over its limit of 4; calls %+v", got, h.target.Calls())
+	}
+}
