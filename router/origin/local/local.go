@@ -274,7 +274,7 @@ func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, bool, err
 	// regular file the flag does nothing).
 	f, err := br.OpenFile(key, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) || isNotDir(err) {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) || isNotDir(err) || isNameTooLong(err) {
 			return nil, origin.Object{}, false, origin.ErrNotFound
 		}
 		return nil, origin.Object{}, false, err
@@ -342,6 +342,25 @@ func (d *Dir) openLocked(bucket, key string) (*os.File, origin.Object, bool, err
 }
 
 func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }
+
+// isNameTooLong: a path segment is longer than the file system names a
+// file (a valid key it cannot hold, so no object).
+func isNameTooLong(err error) bool { return errors.Is(err, syscall.ENAMETOOLONG) }
+
+// maxSegment is the longest file name (NAME_MAX) of the usual file
+// systems: a key with a longer segment cannot be stored here.
+const maxSegment = 255
+
+// segmentsFit refuses, as a bad key for this store, a key with a segment
+// no file can be named.
+func segmentsFit(key string) error {
+	for seg := range strings.SplitSeq(key, "/") {
+		if len(seg) > maxSegment {
+			return fmt.Errorf("key %q: a path segment over %d bytes, longer than a file name may be: %w", truncate(key), maxSegment, origin.ErrBadKey)
+		}
+	}
+	return nil
+}
 
 // maxCachedSidecars bounds the sidecar cache; when full it starts over.
 const maxCachedSidecars = 4096
@@ -553,7 +572,13 @@ func (d *Dir) Put(ctx context.Context, bucket, key string, r io.Reader, opts ori
 		return origin.Object{}, err
 	}
 	fail := func(err error) (origin.Object, error) {
+		if isNameTooLong(err) {
+			err = fmt.Errorf("%v: %w", err, origin.ErrBadKey)
+		}
 		return origin.Object{}, fmt.Errorf("put %s/%s: %w", bucket, truncate(key), err)
+	}
+	if err := segmentsFit(key); err != nil {
+		return fail(err)
 	}
 	eh := newEtagHasher()
 	head := &headWriter{}
@@ -762,7 +787,7 @@ func (d *Dir) Keys(ctx context.Context, bucket, prefix string) ([]string, error)
 	var keys []string
 	err = fs.WalkDir(br.FS(), start, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			if errors.Is(err, fs.ErrNotExist) || isNameTooLong(err) {
 				return nil
 			}
 			return err

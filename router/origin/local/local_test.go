@@ -397,3 +397,36 @@ func TestFIFOsDoNotHang(t *testing.T) {
 		t.Fatal("an open of a FIFO hangs")
 	}
 }
+
+// A valid key with a path segment longer than a file name may be (255
+// bytes here) names no object: Stat and Open say not found (so a bucket's
+// mirror is asked) and a listing under it is empty, where they failed
+// with "file name too long"; a Put of it is a bad key for this store.
+func TestSegmentTooLongForTheFileSystem(t *testing.T) {
+	d, _ := newDir(t)
+	ctx := context.Background()
+	put(t, d, "bkt", "a", "x")
+	long := strings.Repeat("n", 300)
+	for _, k := range []string{long, long + "/b", "a2/" + long} {
+		if _, err := d.Stat(ctx, "bkt", k); !errors.Is(err, origin.ErrNotFound) {
+			t.Errorf("Stat(%.12s…) = %v, want ErrNotFound", k, err)
+		}
+		if _, _, err := d.Open(ctx, "bkt", k, 0, -1); !errors.Is(err, origin.ErrNotFound) {
+			t.Errorf("Open(%.12s…) = %v, want ErrNotFound", k, err)
+		}
+		if err := d.Delete(ctx, "bkt", k); !errors.Is(err, origin.ErrNotFound) {
+			t.Errorf("Delete(%.12s…) = %v, want ErrNotFound", k, err)
+		}
+		if _, err := d.Put(ctx, "bkt", k, strings.NewReader("x"), origin.PutOptions{}); !errors.Is(err, origin.ErrBadKey) {
+			t.Errorf("Put(%.12s…) = %v, want ErrBadKey", k, err)
+		}
+	}
+	if keys, err := d.Keys(ctx, "bkt", long+"/"); err != nil || len(keys) != 0 {
+		t.Errorf("Keys under a too long segment = %q, %v", keys, err)
+	}
+	if got, _ := read(t, d, "bkt", "a", 0, -1); got != "x" {
+		t.Errorf("a = %q", got)
+	}
+	// The refused Put left no directory behind to block a key.
+	put(t, d, "bkt", "a2", "y")
+}
