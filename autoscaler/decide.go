@@ -71,6 +71,7 @@ type Decision struct {
 // panic-window want reaches PanicThreshold × ready instances: then the
 // larger of both wants is used, only upwards, without the scale-up
 // cooldown, and it ends a full stable window after the last crossing.
+// Waiting requests keep at least one instance (and scale from zero).
 // Scale-downs wait for the scale-down cooldown and, after a restart, a full
 // stable window of history. No data holds the count. Finally the count is
 // clamped to [Floor, Ceiling], which wins over everything (a floor the user
@@ -123,7 +124,10 @@ func Decide(p Policy, in Input, prev State, now time.Time) Decision {
 		case w < cur:
 			desired = max(w, min(cur, maxDown))
 		}
-		if fromZero {
+		if fromZero || av.Waiting > 0 {
+			// Requests wait for an instance: never down to zero, or
+			// the instance they wait for (still starting, not ready,
+			// so no concurrency) is stopped and started again.
 			desired = max(desired, 1)
 		}
 

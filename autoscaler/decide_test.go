@@ -92,6 +92,8 @@ func TestDecide(t *testing.T) {
 		{name: "scale from zero with waiting requests", p: pol(0, 5), in: Input{0, load.Averages{Waiting: 3}}, prev: old(0), want: 1, reason: ReasonScaleFromZero},
 		{name: "scale from zero follows the load", p: pol(0, 20), in: Input{0, load.Averages{Stable: 5, Panic: 50, StableSeconds: 3, PanicSeconds: 3, Waiting: 3}}, prev: old(0), want: 5, reason: ReasonScaleFromZero, wantPanic: true},
 		{name: "scale from zero skips the scale-up cooldown", p: pol(0, 5, upCooldown), in: Input{0, load.Averages{Waiting: 1, PanicSeconds: 1, StableSeconds: 1}}, prev: with(old(0), func(s *State) { s.LastScaleUp = t0 }), want: 1, reason: ReasonScaleFromZero},
+		{name: "waiting requests keep a starting instance", p: pol(0, 5), in: Input{0, load.Averages{StableSeconds: 60, PanicSeconds: 6, Waiting: 2}}, prev: old(1), want: 1, reason: ReasonHold},
+		{name: "waiting requests keep one of several", p: pol(0, 5), in: Input{0, load.Averages{StableSeconds: 60, PanicSeconds: 6, Waiting: 2}}, prev: old(2), want: 1, reason: ReasonScaleDown},
 		{name: "zero without waiting requests stays at zero", p: pol(0, 5), in: Input{0, avg(0, 0)}, prev: old(0), want: 0, reason: ReasonHold},
 		{name: "only panic-window data counts for both", p: pol(1, 20), in: Input{2, load.Averages{Panic: 30, PanicSeconds: 2}}, prev: old(2), want: 3, reason: ReasonScaleUp},
 		{name: "negative and NaN load is no load", p: pol(1, 20), in: Input{2, avg(-5, nan())}, prev: old(2), want: 1, reason: ReasonScaleDown},
