@@ -352,8 +352,8 @@ func (h *hotObject) open(offset, length int64) (io.ReadCloser, origin.Object, er
 		return nil, origin.Object{}, fmt.Errorf("open %s/%s: offset %d outside [0, %d]", h.obj.Bucket, truncate(h.obj.Key), offset, size)
 	}
 	end := size
-	if length >= 0 {
-		end = min(size, offset+length)
+	if length >= 0 && length < size-offset { // not offset+length: it may overflow
+		end = offset + length
 	}
 	return newMemReader(h.data[offset:end:end]), h.obj, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,6 +147,28 @@ func TestWarmBounded(t *testing.T) {
 		}
 		if n := d.warm.hotBytes(); n > 10_000 || n <= 0 {
 			t.Fatalf("after %d objects the warm cache holds %d bytes (bound 10000)", i+1, n)
+		}
+	}
+}
+
+// A length past the end reads to the end from memory as from the file:
+// offset+length overflowing int64 made the kept object's slice bounds
+// negative (a panic) where the cold path read to the end.
+func TestWarmLengthPastTheEnd(t *testing.T) {
+	d, _ := newDir(t)
+	put(t, d, "bkt", "a", "hello")
+	for i := range 2 { // cold, then from memory
+		for _, c := range []struct {
+			off, n int64
+			want   string
+		}{{1, math.MaxInt64, "ello"}, {0, math.MaxInt64, "hello"}, {5, math.MaxInt64, ""}, {2, 100, "llo"}, {4, math.MaxInt64 - 3, "o"}} {
+			got, _, mem := openMem(t, d, "bkt", "a", c.off, c.n)
+			if got != c.want {
+				t.Errorf("pass %d: Open(%d, %d) = %q, want %q", i, c.off, c.n, got, c.want)
+			}
+			if i > 0 && !mem {
+				t.Errorf("pass %d: Open(%d, %d) not from memory", i, c.off, c.n)
+			}
 		}
 	}
 }
