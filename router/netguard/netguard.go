@@ -37,9 +37,14 @@ var (
 		netip.MustParsePrefix("::/96"),        // IPv4-compatible (deprecated)
 		netip.MustParsePrefix("64:ff9b::/96"), // NAT64
 	}
-	sixToFour = netip.MustParsePrefix("2002::/16")      // 6to4: IPv4 in bits 16..47
-	blocked6  = netip.MustParsePrefix("64:ff9b:1::/48") // local-use NAT64
-	discard6  = netip.MustParsePrefix("100::/64")       // discard-only
+	sixToFour = netip.MustParsePrefix("2002::/16") // 6to4: IPv4 in bits 16..47
+	// Non-public IPv6 ranges beyond what net/netip's predicates name.
+	blocked6 = []netip.Prefix{
+		netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
+		netip.MustParsePrefix("100::/64"),       // discard-only
+		netip.MustParsePrefix("fec0::/10"),      // site-local: the deprecated private range, global unicast to net/netip
+		netip.MustParsePrefix("2001:2::/48"),    // benchmarking, as 198.18.0.0/15
+	}
 )
 
 // Link-local and cloud instance-metadata addresses: refused even where
@@ -106,10 +111,10 @@ func CheckNotSensitive(address string) error {
 
 // Public reports whether a is a public unicast address: not loopback,
 // private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, multicast,
-// unspecified, CGNAT (100.64/10), 0/8 or reserved ranges (documentation
-// ranges pass: they route nowhere). IPv4-mapped (::ffff:a.b.c.d),
-// IPv4-compatible, NAT64 and 6to4 forms are judged by the IPv4 address
-// they carry.
+// unspecified, CGNAT (100.64/10), 0/8, site-local (fec0::/10) or reserved
+// ranges (documentation ranges pass: they route nowhere). IPv4-mapped
+// (::ffff:a.b.c.d), IPv4-compatible, NAT64 and 6to4 forms are judged by
+// the IPv4 address they carry.
 func Public(a netip.Addr) bool {
 	a = a.WithZone("").Unmap()
 	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() {
@@ -123,8 +128,10 @@ func Public(a netip.Addr) bool {
 		}
 		return true
 	}
-	if blocked6.Contains(a) || discard6.Contains(a) {
-		return false
+	for _, p := range blocked6 {
+		if p.Contains(a) {
+			return false
+		}
 	}
 	if v4, ok := embedded4(a); ok {
 		return Public(v4)

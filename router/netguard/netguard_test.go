@@ -48,6 +48,11 @@ func TestPublic(t *testing.T) {
 		{"64:ff9b::a00:1", false},
 		{"64:ff9b:1::1", false},
 		{"2002:7f00:1::1", false},
+		{"fec0::1", false},        // site-local (deprecated private range)
+		{"feff:ffff::1", false},   // site-local
+		{"2001:2::1", false},      // benchmarking, as 198.18.0.0/15
+		{"2001:4:112::1", true},   // AS112, globally reachable
+		{"2a00:1450::200e", true}, // public
 	} {
 		if got := Public(netip.MustParseAddr(c.addr)); got != c.want {
 			t.Errorf("Public(%s) = %v, want %v", c.addr, got, c.want)
