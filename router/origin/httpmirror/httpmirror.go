@@ -293,7 +293,16 @@ func (m *Mirror) open(ctx context.Context, base, bucket, key string, offset, len
 		obj.Size = resp.ContentLength
 		skip = offset
 	case http.StatusPartialContent:
-		obj.Size = totalOf(resp.Header.Get("Content-Range"))
+		cr := resp.Header.Get("Content-Range")
+		obj.Size = totalOf(cr)
+		// The range sent may start before the one asked for (not
+		// after: those bytes are missing).
+		first, ok := firstOf(cr)
+		if !ok || first > offset {
+			closeAll()
+			return fail(fmt.Errorf("asked for bytes from %d, answered range %q", offset, cr))
+		}
+		skip = offset - first
 	case http.StatusNotFound, http.StatusGone:
 		closeAll()
 		return fail(origin.ErrNotFound)
@@ -336,6 +345,23 @@ func totalOf(cr string) int64 {
 		return -1
 	}
 	return n
+}
+
+// firstOf reads the first byte of "bytes a-b/total".
+func firstOf(cr string) (int64, bool) {
+	unit, rest, ok := strings.Cut(strings.TrimSpace(cr), " ")
+	if !ok || !strings.EqualFold(unit, "bytes") {
+		return 0, false
+	}
+	a, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(a), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 // capReader fails with ErrTooLarge once more than left bytes arrive.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -275,3 +276,34 @@ func TestPrivateMirrorRefusedAtConnect(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A mirror answering a Range request with 206 for another range than the
+// one asked (here always from byte 0) is read from the offset asked for,
+// or refused when it starts past it: its bytes were served as the range
+// asked for.
+func TestPartialContentOfAnotherRange(t *testing.T) {
+	const data = "0123456789"
+	var startAt atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := int(startAt.Load())
+		w.Header().Set("Content-Range", "bytes "+strconv.Itoa(start)+"-9/10")
+		w.Header().Set("Content-Length", strconv.Itoa(10-start))
+		w.WriteHeader(http.StatusPartialContent)
+		io.WriteString(w, data[start:])
+	}))
+	defer srv.Close()
+	m := New(Config{AllowPrivate: true}).At(srv.URL)
+	for _, c := range []struct {
+		off, n int64
+		want   string
+	}{{3, 4, "3456"}, {3, -1, "3456789"}, {0, 2, "01"}} {
+		got, obj, err := readAll(t, m, "k", c.off, c.n)
+		if err != nil || got != c.want || obj.Size != 10 {
+			t.Errorf("Open(%d, %d) = %q (size %d), %v; want %q", c.off, c.n, got, obj.Size, err, c.want)
+		}
+	}
+	startAt.Store(5)
+	if got, _, err := readAll(t, m, "k", 3, 4); err == nil {
+		t.Errorf("a 206 from byte 5 for offset 3 read as %q", got)
+	}
+}
