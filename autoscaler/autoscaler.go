@@ -352,6 +352,11 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		a.metrics.errors.WithLabelValues("load").Inc()
 		log.Warn("reading load averages", "err", err)
 		av = load.Averages{}
+		// The routers could not record meanwhile either: the windows
+		// hold a hole until a full stable window has passed, and a
+		// steady load would read as a drop. No scale-down before, as
+		// after a restart.
+		e.state.StartedAt = now
 	}
 	if woken {
 		av.Waiting = max(av.Waiting, 1)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/internal/store"
 )
 
@@ -68,5 +70,48 @@ func TestLoopAccountUnreadableHoldsTheCount(t *testing.T) {
 	}
 	if got := h.deployment("deploy-a").Desired; got != 4 {
 		t.Fatalf("desired %d while the account was unreadable, over its limit of 4; calls %+v", got, h.target.Calls())
+	}
+}
+
+// flakyLoad fails Averages while failing is set (Redis unreachable).
+type flakyLoad struct {
+	load.Reader
+	failing atomic.Bool
+}
+
+func (f *flakyLoad) Averages(ctx context.Context, key load.Key, now time.Time, stable, panic time.Duration) (load.Averages, error) {
+	if f.failing.Load() {
+		return load.Averages{}, errors.New("redis: connection refused")
+	}
+	return f.Reader.Averages(ctx, key, now, stable, panic)
+}
+
+// A load store outage leaves a hole in the windows: the routers could not
+// record either. Once it answers again, the few seconds recorded since are
+// no full stable window, and a steady load must not read as a drop (a
+// scale-down, and up again once the window fills).
+func TestLoopLoadOutageDoesNotScaleDownOnThePartialWindow(t *testing.T) {
+	var fl *flakyLoad
+	h := newHarness(t, func(c *Config) {
+		fl = &flakyLoad{Reader: c.Load}
+		c.Load = fl
+	})
+	d := dep("deploy-a", 1, 20, 8, dora.DeployRunning)
+	h.put(depKey(d), d)
+	h.clock.Add(2 * DefaultStableWindow) // past warming up
+	h.concurrency(d, 80)                 // target 10: wants 8, as it runs
+	h.tick()
+	fl.failing.Store(true)
+	h.clock.Add(50 * time.Second) // nothing recorded meanwhile
+	h.tick()
+	fl.failing.Store(false)
+	key := load.Key{Ufop: d.Ufop, Version: d.Version, Region: d.Region}
+	back := h.clock.Now()
+	h.filled[key] = back.Truncate(time.Second).Add(-time.Second)
+	for range 40 { // the same load, recorded again
+		h.step(d, 80)
+		if got := h.target.Calls(); len(got) != 0 {
+			t.Fatalf("%v after the outage: scaled on a partial window: %+v", h.clock.Now().Sub(back), got)
+		}
 	}
 }
