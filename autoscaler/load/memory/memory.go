@@ -19,9 +19,10 @@
 //     panic window that has a sample.
 //   - A second s is dropped once s+retention <= now: Averages ignores it
 //     (with its now argument), and Record frees the seconds past retention
-//     relative to the newest second recorded so far. The store never reads
-//     the wall clock, so tests may drive it with a fake one; in one process
-//     all samples come from one clock, so the newest second is "now".
+//     relative to the newest second of the samples it is given. The store
+//     never reads the wall clock, so tests may drive it with a fake one; in
+//     one process all samples come from one clock, so the newest second of
+//     a Record is "now" (also after that clock stepped back).
 //   - Invalid samples (empty Key.Ufop, zero Time, NaN, infinite or negative
 //     figures) make Record fail without recording anything; windows shorter
 //     than a second or longer than MaxWindow make Averages fail.
@@ -59,8 +60,7 @@ type Store struct {
 
 	mu        sync.Mutex
 	keys      map[load.Key]map[int64]*bucket // key → unix second → figures
-	newest    int64                          // newest second recorded
-	lastPrune int64                          // newest second at the last pruning pass
+	lastPrune int64                          // newest second of the Record that pruned last
 
 	wake wakers // Wake/Wakes listeners (wake.go)
 }
@@ -112,17 +112,21 @@ func (s *Store) Record(ctx context.Context, samples []load.Sample) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
+	if len(samples) == 0 {
+		return nil
+	}
+	// Retention counts from the newest second of this call, not of all
+	// calls so far: after the clock stepped back, the seconds recorded
+	// while it ran ahead would make every new one look expired.
+	newest := samples[0].Time.Unix()
+	for _, smp := range samples {
+		newest = max(newest, smp.Time.Unix())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, smp := range samples {
 		sec := smp.Time.Unix()
-		if sec > s.newest {
-			s.newest = sec
-		}
-	}
-	for _, smp := range samples {
-		sec := smp.Time.Unix()
-		if s.expired(sec, time.Unix(s.newest, 0)) {
+		if s.expired(sec, time.Unix(newest, 0)) {
 			continue
 		}
 		secs := s.keys[smp.Key]
@@ -139,9 +143,9 @@ func (s *Store) Record(ctx context.Context, samples []load.Sample) error {
 		b.completed += smp.Completed
 		b.waiting += smp.Waiting
 	}
-	if s.newest != s.lastPrune { // at most one pass per new second
-		s.lastPrune = s.newest
-		s.pruneLocked()
+	if newest != s.lastPrune { // at most one pass per new second
+		s.lastPrune = newest
+		s.pruneLocked(newest)
 	}
 	return nil
 }
@@ -151,12 +155,14 @@ func (s *Store) expired(sec int64, now time.Time) bool {
 	return !time.Unix(sec, 0).Add(s.retention).After(now)
 }
 
-// pruneLocked frees the seconds past retention relative to the newest one.
-func (s *Store) pruneLocked() {
-	newest := time.Unix(s.newest, 0)
+// pruneLocked frees the seconds past retention relative to second newest.
+// Seconds after it (recorded before the clock stepped back) stay until
+// they expire in turn.
+func (s *Store) pruneLocked(newest int64) {
+	at := time.Unix(newest, 0)
 	for k, secs := range s.keys {
 		for sec := range secs {
-			if s.expired(sec, newest) {
+			if s.expired(sec, at) {
 				delete(secs, sec)
 			}
 		}
