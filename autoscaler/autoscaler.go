@@ -105,6 +105,10 @@ type entry struct {
 	pending       bool
 	pendingReason string
 	invalid       string // last policy problem logged, to log it once
+	// stableSeconds is the StableSeconds of the last load read, at
+	// readAt (zero: none yet), to notice the load store losing data.
+	stableSeconds int
+	readAt        time.Time
 }
 
 // New returns an autoscaler; Run starts it.
@@ -357,6 +361,18 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 		// steady load would read as a drop. No scale-down before, as
 		// after a restart.
 		e.state.StartedAt = now
+		e.readAt = time.Time{}
+	} else {
+		// The window slides by one second a second: seconds of data
+		// that vanish faster were lost by the store (a Redis without
+		// persistence restarted). What is left is no full window
+		// either: no scale-down before a full one has passed.
+		if !e.readAt.IsZero() && e.stableSeconds-av.StableSeconds > int(now.Sub(e.readAt)/time.Second)+1 {
+			log.Warn("the load store lost its figures; no scale-down before a full stable window",
+				"stableSeconds", av.StableSeconds, "before", e.stableSeconds)
+			e.state.StartedAt = now
+		}
+		e.stableSeconds, e.readAt = av.StableSeconds, now
 	}
 	if woken {
 		av.Waiting = max(av.Waiting, 1)

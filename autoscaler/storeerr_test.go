@@ -3,12 +3,14 @@ package autoscaler
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/autoscaler/load"
+	"github.com/doraproject/dora/autoscaler/load/memory"
 	"github.com/doraproject/dora/internal/store"
 )
 
@@ -112,6 +114,64 @@ func TestLoopLoadOutageDoesNotScaleDownOnThePartialWindow(t *testing.T) {
 		h.step(d, 80)
 		if got := h.target.Calls(); len(got) != 0 {
 			t.Fatalf("%v after the outage: scaled on a partial window: %+v", h.clock.Now().Sub(back), got)
+		}
+	}
+}
+
+// swapLoad reads from whichever store it holds (a Redis restarted
+// without its data is a new, empty store).
+type swapLoad struct {
+	mu sync.Mutex
+	r  load.Reader
+}
+
+func (s *swapLoad) Averages(ctx context.Context, key load.Key, now time.Time, stable, panic time.Duration) (load.Averages, error) {
+	s.mu.Lock()
+	r := s.r
+	s.mu.Unlock()
+	return r.Averages(ctx, key, now, stable, panic)
+}
+
+// The load store lost its data between two ticks (a Redis without
+// persistence restarted): the seconds recorded since are no full stable
+// window, and a steady load must not read as a drop.
+func TestLoopLoadStoreLostItsDataDoesNotScaleDown(t *testing.T) {
+	var sl *swapLoad
+	h := newHarness(t, func(c *Config) {
+		sl = &swapLoad{r: c.Load}
+		c.Load = sl
+	})
+	d := dep("deploy-a", 1, 20, 8, dora.DeployRunning)
+	h.put(depKey(d), d)
+	for range 35 { // past warming up
+		h.step(d, 80) // target 10: wants 8, as it runs
+	}
+	if got := h.target.Calls(); len(got) != 0 {
+		t.Fatalf("steady load: %+v", got)
+	}
+	fresh := memory.New(time.Hour)
+	sl.mu.Lock()
+	sl.r = fresh
+	sl.mu.Unlock()
+	key := load.Key{Ufop: d.Ufop, Version: d.Version, Region: d.Region}
+	back := h.clock.Now()
+	for i := range 40 { // the same load, recorded in the new store
+		h.clock.Add(2 * time.Second)
+		now := h.clock.Now().Truncate(time.Second)
+		var ss []load.Sample
+		from := now.Add(-2 * time.Second)
+		if from.Before(back) {
+			from = back.Truncate(time.Second)
+		}
+		for s := from; s.Before(now); s = s.Add(time.Second) {
+			ss = append(ss, load.Sample{Key: key, Time: s, Concurrency: 80})
+		}
+		if err := fresh.Record(h.ctx, ss); err != nil {
+			t.Fatal(err)
+		}
+		h.tick()
+		if got := h.target.Calls(); len(got) != 0 {
+			t.Fatalf("tick %d after the data was lost: scaled on a partial window: %+v", i, got)
 		}
 	}
 }
