@@ -194,3 +194,39 @@ func TestTrustedProxyScheme(t *testing.T) {
 		})
 	}
 }
+
+// TestPrivateBucketNotForSharedCaches: what a private bucket's token
+// opens says Cache-Control: private, so that no CDN or proxy keeps it past
+// the token's deadline for whoever asks the same URL; a cached result keeps
+// its "private, max-age"; a public bucket's object carries no such word.
+func TestPrivateBucketNotForSharedCaches(t *testing.T) {
+	e := newEnv(t, nil)
+	e.objs.add("secret", "k.txt", "text/plain", []byte("secret data"))
+	e.objs.add("photos", "k.txt", "text/plain", []byte("public data"))
+	deadline := time.Now().Unix() + 3600
+	signed := func(pathQuery string) string {
+		return strings.TrimPrefix(auth.DownloadURL("http://secret.localhost"+pathQuery, alice.AccessKey, alice.SecretKey, deadline), "http://secret.localhost")
+	}
+	for _, c := range []struct {
+		name, method, host, pathQuery string
+		hdr                           map[string]string
+		status                        int
+		cc                            string
+	}{
+		{"object", http.MethodGet, "secret.localhost", signed("/k.txt"), nil, 200, "private"},
+		{"object, HEAD", http.MethodHead, "secret.localhost", signed("/k.txt"), nil, 200, "private"},
+		{"object, range", http.MethodGet, "secret.localhost", signed("/k.txt"), map[string]string{"Range": "bytes=0-3"}, 206, "private"},
+		{"cached result", http.MethodGet, "secret.localhost", signed("/k.txt?qhash/md5"), nil, 200, "private, max-age="},
+		{"no token", http.MethodGet, "secret.localhost", "/k.txt", nil, 401, ""},
+		{"public bucket", http.MethodGet, "photos.localhost", "/k.txt", nil, 200, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := e.do(c.method, c.host, c.pathQuery, c.hdr)
+			cc := resp.Header.Get("Cache-Control")
+			if resp.StatusCode != c.status || (c.cc == "" && cc != "") || !strings.HasPrefix(cc, c.cc) ||
+				(c.cc == "private" && cc != "private") {
+				t.Fatalf("%d, Cache-Control %q; want %d and %q (%s)", resp.StatusCode, cc, c.status, c.cc, body)
+			}
+		})
+	}
+}

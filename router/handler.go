@@ -293,8 +293,19 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 	if herr == nil && req.HasAttName && ctx.Response.StatusCode() < 300 {
 		ctx.Response.Header.Set("Content-Disposition", contentDisposition(req.AttName, key))
 	}
+	if herr == nil && bucket.Private && len(ctx.Response.Header.PeekBytes(hdrCacheControl)) == 0 {
+		// What a token opened is the token holder's: no shared cache
+		// (a CDN, a proxy) may keep it past the token's deadline and
+		// serve it to whoever asks the same URL. A cached result already
+		// says private with its max-age.
+		ctx.Response.Header.SetCanonical(hdrCacheControl, ccPrivate)
+	}
 	return streaming, herr
 }
+
+// ccPrivate is the Cache-Control of what a private bucket's token opened
+// (an object, a result that is not cached).
+var ccPrivate = []byte("private")
 
 // serveParsed serves a parsed, authorised request: a persisted result, the
 // object, or the pipeline's output.
