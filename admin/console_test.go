@@ -88,16 +88,7 @@ func TestConsoleSession(t *testing.T) {
 func TestConsoleSessionAcrossAdmins(t *testing.T) {
 	e := newEnv(t)
 	first := e.ts.URL
-	r, err := http.PostForm(first+"/console/login", url.Values{"ak": {testRootAK}, "sk": {testRootSK}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, r.Body)
-	r.Body.Close()
-	ck := sessionCookie(r)
-	if r.StatusCode != http.StatusOK || ck == nil {
-		t.Fatalf("sign-in on the first admin: %d, cookie %v", r.StatusCode, ck)
-	}
+	ck := consoleLogin(t, first, testRootAK, testRootSK)
 	session := func(base string) int {
 		return cookieCall(t, http.MethodGet, base+"/console/session", ck, "", "")
 	}

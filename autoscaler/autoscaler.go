@@ -316,16 +316,14 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 	// A release or account the store cannot read right now is not a
 	// missing one: deciding on the default policy or without the limit
 	// would move the count for no reason. The count holds until they read.
+	var limit int
 	rel, err := a.release(ctx, d, log)
-	if err != nil {
-		a.metrics.errors.WithLabelValues("store").Inc()
-		log.Warn("reading release; holding the count", "err", err)
-		return d.Desired
+	if err == nil {
+		limit, err = a.limit(ctx, d.Ufop, limits)
 	}
-	limit, err := a.limit(ctx, d.Ufop, limits)
 	if err != nil {
 		a.metrics.errors.WithLabelValues("store").Inc()
-		log.Warn("reading the ufop owner's instance limit; holding the count", "err", err)
+		log.Warn("reading the policy; holding the count", "err", err)
 		return d.Desired
 	}
 	p := PolicyFrom(d, rel).WithLimit(ShareOfLimit(limit, others, d.Expect))
