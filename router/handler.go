@@ -117,10 +117,10 @@ type request struct {
 	status int
 	want   int64
 
-	// keyETag is the object's etag a cacheable miss's key and ETag name
-	// (serveCached): the pipeline reading another version of the object
-	// is not that result.
-	keyETag string
+	// keyETag and keyMime are the object's etag and MIME type a
+	// cacheable miss's key and ETag name (serveCached): the pipeline
+	// reading another version of the object is not that result.
+	keyETag, keyMime string
 }
 
 // newRequest takes a request from the pool for ctx, started at start,

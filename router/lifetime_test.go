@@ -516,7 +516,7 @@ func TestNoCopyStringsNotKept(t *testing.T) {
 		len(found.names) != 1 || found.names[0] != "cached" {
 		t.Errorf("hot route %+v", found)
 	}
-	ck := append(appendKeyHead(nil, "photos", "small", obj.ETag), found.tail...)
+	ck := append(appendKeyHead(nil, "photos", "small", &obj), found.tail...)
 	if h, ok := r.results.GetBytes(ck, r.now()); !ok {
 		t.Errorf("result cache: no entry under %q", ck)
 	} else {

@@ -304,9 +304,9 @@ func (p *pipeline) openObject() (flow, *httpError) {
 	if herr != nil {
 		return flow{}, herr
 	}
-	if p.rq != nil && p.rq.keyETag != "" && obj.ETag != p.rq.keyETag {
-		// Overwritten since the stat that named the result's cache
-		// key: the result is of other bytes than the key's.
+	if p.rq != nil && p.rq.keyETag != "" && (obj.ETag != p.rq.keyETag || obj.MimeType != p.rq.keyMime) {
+		// Overwritten (or its type changed) since the stat that named
+		// the result's cache key: the result is not the key's.
 		p.fellBack = true
 	}
 	var b *inBody

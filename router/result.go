@@ -17,6 +17,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/router/fop"
 	"github.com/doraproject/dora/router/meta"
+	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/rescache"
 )
 
@@ -81,7 +82,7 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	}
 	// The key is built on the stack and a memory hit allocates nothing.
 	var kb [512]byte
-	ck := appendCacheKey(kb[:0], b.Name, key, obj.ETag, rq.pipeline, stages)
+	ck := appendCacheKey(kb[:0], b.Name, key, &obj, rq.pipeline, stages)
 	now := rq.start
 	if e, ok := r.results.GetBytes(ck, now); ok {
 		cc := headerValue(r.cacheControl(b.Private, e.Expires.Sub(e.Created)))
@@ -91,7 +92,7 @@ func (r *Router) serveCached(rq *request, snap *meta.Snapshot, b dora.Bucket, ke
 	h := &ctx.Response.Header
 	cks := string(ck)
 	etag := resultETag(cks)
-	rq.keyETag = obj.ETag
+	rq.keyETag, rq.keyMime = obj.ETag, obj.MimeType
 	h.SetCanonical(hdrXDoraCache, valMiss)
 	h.SetCanonical(hdrETag, headerValue(etag))
 	h.SetCanonical(hdrCacheControl, headerValue(r.cacheControl(b.Private, ttl)))
@@ -216,7 +217,7 @@ func (r *Router) serveHot(rq *request, snap *meta.Snapshot) bool {
 		return false
 	}
 	var kb [512]byte
-	ck := append(appendKeyHead(kb[:0], rt.bucket, rt.key, obj.ETag), rt.tail...)
+	ck := append(appendKeyHead(kb[:0], rt.bucket, rt.key, &obj), rt.tail...)
 	e, ok := r.results.GetBytes(ck, rq.start)
 	if !ok {
 		return false
@@ -377,15 +378,18 @@ func readsOtherObject(s fop.Step) bool {
 }
 
 // appendCacheKey appends the name of a result by everything it depends
-// on: bucket, key, the object's etag, the pipeline's text and each ufop
-// step's active version.
-func appendCacheKey(dst []byte, bucket, key, etag, pipeline string, stages []stage) []byte {
-	return appendKeyTail(appendKeyHead(dst, bucket, key, etag), pipeline, stages)
+// on: bucket, key, the object's etag and MIME type, the pipeline's text
+// and each ufop step's active version.
+func appendCacheKey(dst []byte, bucket, key string, obj *origin.Object, pipeline string, stages []stage) []byte {
+	return appendKeyTail(appendKeyHead(dst, bucket, key, obj), pipeline, stages)
 }
 
-// appendKeyHead appends the object's part of a cache key.
-func appendKeyHead(dst []byte, bucket, key, etag string) []byte {
-	for _, s := range [...]string{bucket, key, etag} {
+// appendKeyHead appends the object's part of a cache key. The MIME type
+// is in it because the etag names the bytes alone (a chgm keeps it) while
+// steps see the type (the body's Content-Type, /uop's src.mimetype) and a
+// step that sets none passes it on as its result's.
+func appendKeyHead(dst []byte, bucket, key string, obj *origin.Object) []byte {
+	for _, s := range [...]string{bucket, key, obj.ETag, obj.MimeType} {
 		dst = append(dst, s...)
 		dst = append(dst, 0)
 	}

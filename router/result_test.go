@@ -435,3 +435,36 @@ func TestResultCacheObjectOverwrittenBeforeRead(t *testing.T) {
 		t.Fatalf("after the revert: %d %q (X-Dora-Cache %q), want the result of abc", resp.StatusCode, body, resp.Header.Get("X-Dora-Cache"))
 	}
 }
+
+// TestResultCacheMimeChanged: an object whose MIME type changed (chgm:
+// the same bytes, the same etag) is not answered the result of its old
+// type, which the step saw and which a step setting no Content-Type
+// passes on. On each tier.
+func TestResultCacheMimeChanged(t *testing.T) { eachTier(t, testResultCacheMimeChanged) }
+
+func testResultCacheMimeChanged(t *testing.T, mod func(*Config)) {
+	e := newEnv(t, mod)
+	addr := fakeInstance(t, func(w http.ResponseWriter, r *http.Request, in io.Reader) {
+		b, _ := io.ReadAll(in)
+		w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
+		fmt.Fprintf(w, "%s:%s", r.Header.Get("Content-Type"), b)
+	})
+	e.ufopRelease(dora.Ufop{Name: "mime", Owner: alice.ID}, dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn})
+	e.pool.Update([]pool.Instance{poolInst("m1", "mime", "v1", addr)})
+	before := e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	for _, want := range []string{"miss", "hit"} {
+		resp, body := e.get("photos.localhost", "/k?mime")
+		if resp.StatusCode != 200 || string(body) != "text/plain:abc" || resp.Header.Get("X-Dora-Cache") != want {
+			t.Fatalf("text/plain, %s: %d %q %v", want, resp.StatusCode, body, resp.Header)
+		}
+	}
+	after := e.objs.add("photos", "k", "text/csv", []byte("abc"))
+	if after.ETag != before.ETag {
+		t.Fatalf("the test's origin changed the etag with the type: %q %q", before.ETag, after.ETag)
+	}
+	resp, body := e.get("photos.localhost", "/k?mime")
+	if resp.StatusCode != 200 || string(body) != "text/csv:abc" || resp.Header.Get("Content-Type") != "text/csv" ||
+		resp.Header.Get("X-Dora-Cache") != "miss" {
+		t.Fatalf("after the type changed: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+}
