@@ -38,6 +38,10 @@ var (
 		netip.MustParsePrefix("64:ff9b::/96"), // NAT64
 	}
 	sixToFour = netip.MustParsePrefix("2002::/16") // 6to4: IPv4 in bits 16..47
+	// Teredo (RFC 4380): the server's IPv4 address in bits 32..63, the
+	// client's, inverted, in the last 32 bits. A host with a Teredo
+	// interface sends to the client address over UDP, so both are judged.
+	teredo = netip.MustParsePrefix("2001::/32")
 	// Non-public IPv6 ranges beyond what net/netip's predicates name.
 	blocked6 = []netip.Prefix{
 		netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
@@ -58,7 +62,8 @@ var sensitive = []netip.Prefix{
 }
 
 // Sensitive reports whether a is link-local or a cloud instance-metadata
-// address (also in an IPv4-mapped, IPv4-compatible, NAT64 or 6to4 form):
+// address (also in an IPv4-mapped, IPv4-compatible, NAT64, 6to4 or Teredo
+// form, Teredo's server or client):
 // never dialled for user input, not even where loopback and private
 // addresses are allowed (dorad dev's --allow-private-mirror), since it
 // hands out the host's credentials.
@@ -72,28 +77,38 @@ func Sensitive(a netip.Addr) bool {
 			return true
 		}
 	}
-	if v4, ok := embedded4(a); ok {
-		return Sensitive(v4)
+	for _, v4 := range embedded4(a) {
+		if Sensitive(v4) {
+			return true
+		}
 	}
 	return false
 }
 
-// embedded4 returns the IPv4 address an IPv4-compatible, NAT64 or 6to4
-// address a carries.
-func embedded4(a netip.Addr) (netip.Addr, bool) {
+// embedded4 returns the IPv4 addresses an IPv4-compatible, NAT64, 6to4 or
+// Teredo address a carries (none for other addresses; two for Teredo: its
+// server and its client).
+func embedded4(a netip.Addr) []netip.Addr {
 	if !a.Is6() {
-		return netip.Addr{}, false
+		return nil
 	}
 	b := a.As16()
 	for _, p := range embeds4 {
 		if p.Contains(a) {
-			return netip.AddrFrom4([4]byte(b[12:16])), true
+			return []netip.Addr{netip.AddrFrom4([4]byte(b[12:16]))}
 		}
 	}
 	if sixToFour.Contains(a) {
-		return netip.AddrFrom4([4]byte(b[2:6])), true
+		return []netip.Addr{netip.AddrFrom4([4]byte(b[2:6]))}
 	}
-	return netip.Addr{}, false
+	if teredo.Contains(a) {
+		client := [4]byte(b[12:16])
+		for i := range client {
+			client[i] ^= 0xff
+		}
+		return []netip.Addr{netip.AddrFrom4([4]byte(b[4:8])), netip.AddrFrom4(client)}
+	}
+	return nil
 }
 
 // CheckNotSensitive refuses a dialled "ip:port" whose IP is Sensitive; the
@@ -114,7 +129,8 @@ func CheckNotSensitive(address string) error {
 // unspecified, CGNAT (100.64/10), 0/8, site-local (fec0::/10) or reserved
 // ranges (documentation ranges pass: they route nowhere). IPv4-mapped
 // (::ffff:a.b.c.d), IPv4-compatible, NAT64 and 6to4 forms are judged by
-// the IPv4 address they carry.
+// the IPv4 address they carry, Teredo (2001::/32) by both of its: the
+// server's and the client's.
 func Public(a netip.Addr) bool {
 	a = a.WithZone("").Unmap()
 	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() {
@@ -133,8 +149,10 @@ func Public(a netip.Addr) bool {
 			return false
 		}
 	}
-	if v4, ok := embedded4(a); ok {
-		return Public(v4)
+	for _, v4 := range embedded4(a) {
+		if !Public(v4) {
+			return false
+		}
 	}
 	return true
 }

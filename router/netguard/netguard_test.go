@@ -164,3 +164,40 @@ func TestSensitiveEmbeddedIPv4(t *testing.T) {
 		}
 	}
 }
+
+// Teredo (2001::/32) carries its server's IPv4 address in bits 32..63 and
+// its client's, inverted, in the last 32 bits: both must be public, and a
+// link-local or metadata one makes the address sensitive.
+func TestTeredo(t *testing.T) {
+	for _, c := range []struct {
+		addr            string
+		public, sensitv bool
+	}{
+		{"2001:0:4136:e378:8000:63bf:f7f7:f7f7", true, false},  // server 65.54.227.120, client 8.8.8.8
+		{"2001:0:4136:e378:8000:63bf:80ff:fffe", false, false}, // client 127.0.0.1
+		{"2001:0:4136:e378::f5ff:fffe", false, false},          // client 10.0.0.1
+		{"2001:0:4136:e378::3f57:fefe", false, false},          // client 192.168.1.1
+		{"2001:0:4136:e378::9bbf:fffe", false, false},          // client 100.64.0.1
+		{"2001:0:7f00:1::f7f7:f7f7", false, false},             // server 127.0.0.1
+		{"2001:0:a00:1::f7f7:f7f7", false, false},              // server 10.0.0.1
+		{"2001:0:4136:e378::5601:5601", false, true},           // client 169.254.169.254
+		{"2001:0:4136:e378::9b9b:9b37", false, true},           // client 100.100.100.200
+		{"2001:0:a9fe:a9fe::f7f7:f7f7", false, true},           // server 169.254.169.254
+		{"2001:0:a83f:8110::f7f7:f7f7", true, true},            // server 168.63.129.16: public, but Azure's wire server
+	} {
+		a := netip.MustParseAddr(c.addr)
+		if got := Public(a); got != c.public {
+			t.Errorf("Public(%s) = %v, want %v", c.addr, got, c.public)
+		}
+		if got := Sensitive(a); got != c.sensitv {
+			t.Errorf("Sensitive(%s) = %v, want %v", c.addr, got, c.sensitv)
+		}
+		ap := netip.AddrPortFrom(a, 80).String()
+		if err := Check(ap); (err == nil) != (c.public && !c.sensitv) {
+			t.Errorf("Check(%s) = %v", ap, err)
+		}
+		if err := CheckNotSensitive(ap); (err == nil) == c.sensitv {
+			t.Errorf("CheckNotSensitive(%s) = %v", ap, err)
+		}
+	}
+}
