@@ -74,6 +74,7 @@ of the --config file. The config file may also list instance flavors
 			if err != nil {
 				return err
 			}
+			rootAK, rootSK := rootKeys(v)
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			a, err := platform.StartAdmin(ctx, platform.AdminConfig{
@@ -87,8 +88,8 @@ of the --config file. The config file may also list instance flavors
 				Region:    v.GetString("region"),
 				Flavors:   flavors,
 				PublicURL: v.GetString("public-url"),
-				RootAK:    v.GetString("root-ak"),
-				RootSK:    v.GetString("root-sk"),
+				RootAK:    rootAK,
+				RootSK:    rootSK,
 				RunAs:     v.GetString("run-as"),
 				GoCache:   v.GetString("go-cache"),
 				Logger:    log,

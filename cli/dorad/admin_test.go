@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/cli/platform/platformtest"
@@ -120,5 +121,54 @@ func TestAdminCommandErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("dorad %v = %v, want an error with %q", c.args, err, c.want)
 		}
+	}
+}
+
+// TestRootKeysFromConfigFile: the root keys given in the config file, under
+// either spelling the file accepts (root-ak, root_ak), are the keys dorad
+// admin and dorad dev run with: none are generated or printed.
+func TestRootKeysFromConfigFile(t *testing.T) {
+	for _, c := range []struct{ cmd, akKey, skKey string }{
+		{"admin", "root_ak", "root_sk"},
+		{"admin", "root-ak", "root-sk"},
+		{"dev", "root-ak", "root-sk"},
+		{"dev", "root_ak", "root_sk"},
+	} {
+		t.Run(c.cmd+" "+c.akKey, func(t *testing.T) {
+			dir := platformtest.ReachableTempDir(t)
+			const ak, sk = "AKfromTheConfigFile", "SKfromTheConfigFile0123456789"
+			cfg := writeFile(t, dir, "dorad.yaml", c.akKey+": "+ak+"\n"+c.skKey+": "+sk+"\n")
+			args := []string{c.cmd, "--config", cfg, "--data-dir", dir, "--run-as", "self"}
+			if c.cmd == "admin" {
+				args = append(args, "--listen", "127.0.0.1:0", "--store", "bolt://"+filepath.Join(dir, "meta.db"),
+					"--objects", "file://"+filepath.Join(dir, "objects"))
+			} else {
+				args = append(args, "--admin-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0", "--container-runtime", "none")
+			}
+			r := startDorad(t, args...)
+			var url string
+			if c.cmd == "admin" {
+				url = r.waitURL(t)
+			} else {
+				for deadline := time.Now().Add(60 * time.Second); url == ""; time.Sleep(20 * time.Millisecond) {
+					if m := devURLRE.FindStringSubmatch(r.out.String()); m != nil {
+						url = m[1]
+					} else if time.Now().After(deadline) {
+						t.Fatalf("dorad dev never said it runs:\n%s", r.out)
+					}
+				}
+			}
+			waitOK(t, url+"/healthz")
+			if strings.Contains(r.out.String(), "Root keys") {
+				t.Errorf("root keys generated despite %s/%s in the config file:\n%s", c.akKey, c.skKey, r.out)
+			}
+			acct, err := client.New(url, ak, sk).Whoami(context.Background())
+			if err != nil || !acct.Root {
+				t.Errorf("whoami with the config file's keys = %+v, %v", acct, err)
+			}
+			if err := r.stop(t); err != nil {
+				t.Fatalf("stopped with %v", err)
+			}
+		})
 	}
 }

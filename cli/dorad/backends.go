@@ -49,6 +49,21 @@ func addRootKeyFlags(f *pflag.FlagSet) {
 	f.String("root-sk", "", "root secret key (prefer DORA_ROOT_SK: flags show in ps)")
 }
 
+// rootKeys reads the root keys: --root-ak/--root-sk, DORA_ROOT_AK and
+// DORA_ROOT_SK, or the config file's root-ak/root-sk or root_ak/root_sk
+// (the file accepts both spellings, so both are read, the flag's first).
+func rootKeys(v *viper.Viper) (ak, sk string) {
+	first := func(keys ...string) string {
+		for _, k := range keys {
+			if s := v.GetString(k); s != "" {
+				return s
+			}
+		}
+		return ""
+	}
+	return first("root-ak", "root_ak"), first("root-sk", "root_sk")
+}
+
 // addRegionFlags adds --region (the single region when --regions is not
 // given, described by help) and --regions, the pair regionsFrom and the
 // platform read: the roles that serve several regions (admin, autoscaler)

@@ -32,6 +32,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 				return err
 			}
 			defer startGCFloor(v)()
+			rootAK, rootSK := rootKeys(v)
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			dev, err := platform.StartDev(ctx, platform.DevConfig{
@@ -40,8 +41,8 @@ they are generated on first start, written to <data-dir>/root.credentials
 				RouterAddr:          v.GetString("router-addr"),
 				DomainSuffix:        v.GetString("domain-suffix"),
 				Region:              v.GetString("region"),
-				RootAK:              v.GetString("root_ak"),
-				RootSK:              v.GetString("root_sk"),
+				RootAK:              rootAK,
+				RootSK:              rootSK,
 				AutoscaleInterval:   v.GetDuration("autoscale-interval"),
 				RunAs:               v.GetString("run-as"),
 				GoCache:             v.GetString("go-cache"),
