@@ -436,7 +436,7 @@ func cleanName(name string) (string, error) {
 func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error {
 	zr, err := gzip.NewReader(r)
 	if err != nil {
-		return fmt.Errorf("%w: not gzip: %v", ErrBadPackage, err)
+		return readError("not gzip", err)
 	}
 	defer zr.Close()
 	tr := tar.NewReader(zr)
@@ -454,7 +454,7 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("%w: tar: %v", ErrBadPackage, err)
+			return readError("tar", err)
 		}
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
 			continue
@@ -503,7 +503,7 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 				err = cerr
 			}
 			if err != nil {
-				return fmt.Errorf("%w: %s: %v", ErrBadPackage, name, err)
+				return readError(name, err)
 			}
 			if n != hdr.Size {
 				return fmt.Errorf("%w: %s: truncated", ErrBadPackage, name)
@@ -566,6 +566,16 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 		}
 	}
 	return nil
+}
+
+// readError reports a failed read of the upload at what: a bad package,
+// except when the context ended; the cause stays wrapped either way, so a
+// caller's body limit (http.MaxBytesError) or cancellation is recognised.
+func readError(what string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrBadPackage, what, err)
 }
 
 // checkLinkTarget rejects a symlink whose target is absolute or climbs out

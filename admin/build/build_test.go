@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/doraproject/dora/admin/client"
@@ -472,3 +473,65 @@ func TestBuildGrepdEndToEnd(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// failingReader returns data, then err.
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if len(f.data) == 0 {
+		return 0, f.err
+	}
+	n := copy(p, f.data)
+	f.data = f.data[n:]
+	return n, nil
+}
+
+// TestUnpackKeepsReadErrors checks that an upload cut by the caller (the
+// admin's http.MaxBytesReader: 413, not 400) or by its context is not
+// reported as a bad package only: the cause stays visible to errors.As and
+// errors.Is, wherever in the archive the read failed.
+func TestUnpackKeepsReadErrors(t *testing.T) {
+	arch := tarGz(t, entry{name: "ufop.yaml", body: okYAML}, entry{name: "big", body: strings.Repeat("x", 1<<20)}).Bytes()
+	tooLarge := &http.MaxBytesError{Limit: 100}
+	for _, cut := range []int{5, 30, len(arch) / 2} {
+		for _, cause := range []error{tooLarge, context.Canceled} {
+			b, err := New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = b.Unpack(context.Background(), "testufop", 1, &failingReader{data: arch[:cut], err: cause}, 0)
+			if !errors.Is(err, cause) || (cause == context.Canceled && errors.Is(err, ErrBadPackage)) {
+				t.Errorf("cut at %d by %v: err = %v, want it to wrap the reader's error", cut, cause, err)
+			}
+		}
+	}
+	// Cancelling the context mid-file is a cancellation too.
+	b, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &cancelAfter{r: iotest.OneByteReader(bytes.NewReader(arch)), n: len(arch) / 2, cancel: cancel}
+	if _, err := b.Unpack(ctx, "testufop", 1, r, 0); !errors.Is(err, context.Canceled) || errors.Is(err, ErrBadPackage) {
+		t.Errorf("cancelled mid-file: err = %v, want context.Canceled", err)
+	}
+}
+
+// cancelAfter cancels once n bytes have been read.
+type cancelAfter struct {
+	r      io.Reader
+	n      int
+	cancel func()
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n -= n
+	if c.n <= 0 {
+		c.cancel()
+	}
+	return n, err
+}
