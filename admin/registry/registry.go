@@ -717,11 +717,22 @@ func (r *Registry) persist(ctx context.Context, rt route, contentType, digest st
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, recBytes, 0o600); err != nil {
+	// The temporary name starts with a dot, which no tag or digest does:
+	// it never overwrites another reference's record (tag "v1.tmp" while
+	// "v1" is written), and concurrent PUTs of one tag do not share it.
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, p); err != nil {
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(recBytes); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
 		return err
 	}
 	if strings.HasPrefix(rt.target, "sha256:") {
@@ -755,7 +766,7 @@ func (r *Registry) replay() error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() || filepath.Base(filepath.Dir(p)) != "_refs" || strings.HasSuffix(p, ".tmp") {
+		if d.IsDir() || filepath.Base(filepath.Dir(p)) != "_refs" || strings.HasPrefix(d.Name(), ".") {
 			return nil
 		}
 		rel, err := filepath.Rel(root, filepath.Dir(filepath.Dir(p)))

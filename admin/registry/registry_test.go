@@ -478,3 +478,38 @@ func TestDerivedPullCredentials(t *testing.T) {
 		t.Fatalf("passwords %q %q", p1, p3)
 	}
 }
+
+// TestTmpTagSurvivesRestart pushes tags whose names end in ".tmp" (valid
+// tags): they are kept across a restart like any other, and writing tag
+// "v1" does not disturb tag "v1.tmp".
+func TestTmpTagSurvivesRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	img1, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img2, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpRef, plainRef := e.ref(t, "1001/demo:v1.tmp"), e.ref(t, "1001/demo:v1")
+	if err := remote.Write(tmpRef, img1, basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(plainRef, img2, basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	for ref, img := range map[name.Tag]v1.Image{tmpRef: img1, plainRef: img2} {
+		got, err := remote.Image(ref, basic("AKalice"))
+		if err != nil {
+			t.Errorf("%s after restart: %v", ref, err)
+			continue
+		}
+		gd, _ := got.Digest()
+		wd, _ := img.Digest()
+		if gd != wd {
+			t.Errorf("%s after restart is %s, pushed %s", ref, gd, wd)
+		}
+	}
+}
