@@ -151,6 +151,12 @@ type Runtime struct {
 
 	hostRoot hostRoot // with PackagesInContainers
 
+	// leaving holds, by working directory, the instances scaled away or
+	// removed whose files are not freed yet: a new instance at the same
+	// index (same working dir, log files and container name) starts only
+	// once they are. Guarded by mu.
+	leaving map[string]*instance
+
 	dirty   chan struct{} // cap 1: the healthy set may have changed
 	quit    chan struct{}
 	pubDone chan struct{}
@@ -173,6 +179,12 @@ type instance struct {
 	id             string
 	dir            string
 	stdout, stderr *stream
+	// gone is closed once the instance has exited and its files are
+	// freed; after, when non-nil, is the gone of the instance that had
+	// the same working dir before, which this one waits for before its
+	// first start.
+	gone  chan struct{}
+	after <-chan struct{}
 
 	// Guarded by Runtime.mu.
 	run      *run // nil when not running
@@ -235,6 +247,7 @@ func New(cfg Config) (*Runtime, error) {
 		log:     cfg.Logger.With("component", "runtime/local"),
 		client:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}},
 		deps:    map[string]*deployment{},
+		leaving: map[string]*instance{},
 		dirty:   make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		pubDone: make(chan struct{}),
@@ -524,6 +537,7 @@ func (p pending) wait(ctx context.Context) error {
 			in.stdout.Close()
 			in.stderr.Close()
 			os.RemoveAll(in.dir)
+			close(in.gone)
 		}
 		close(all)
 	}()
@@ -559,21 +573,36 @@ func (r *Runtime) scaleLocked(d *deployment, count int) pending {
 			}
 			delete(d.insts, i)
 			p.freed = append(p.freed, in)
+			r.leaving[in.dir] = in
 		}
 	}
 	return p
 }
 
-// newInstance returns instance i of d, stopped.
+// newInstance returns instance i of d, stopped; it will start only once
+// the instance that had its working dir before is gone. Callers hold r.mu.
 func (r *Runtime) newInstance(d *deployment, i int) *instance {
-	return &instance{
+	in := &instance{
 		index:  i,
 		id:     fmt.Sprintf("%s-%d", d.id, i),
 		dir:    filepath.Join(d.dir, strconv.Itoa(i)),
 		stdout: newStream(filepath.Join(d.dir, "logs", strconv.Itoa(i)+".stdout"), r.cfg.MaxLogBytes, time.Now),
 		stderr: newStream(filepath.Join(d.dir, "logs", strconv.Itoa(i)+".stderr"), r.cfg.MaxLogBytes, time.Now),
 		state:  runtime.StateStopped,
+		gone:   make(chan struct{}),
 	}
+	for dir, old := range r.leaving {
+		select {
+		case <-old.gone:
+			delete(r.leaving, dir)
+		default:
+		}
+	}
+	if old := r.leaving[in.dir]; old != nil {
+		in.after = old.gone
+		delete(r.leaving, in.dir)
+	}
+	return in
 }
 
 // startLocked begins a supervised run of in. Callers hold r.mu.

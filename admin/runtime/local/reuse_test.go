@@ -1,0 +1,49 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/doraproject/dora/internal/procsweep/proctest"
+)
+
+// TestScaleUpWhileOldInstanceStops scales 2 -> 1 with a caller that gives
+// up waiting (the instance takes seconds to stop), then back to 2 at once.
+// The new instance 2 must not share its working directory with the old
+// one: when the old one is finally gone and its files freed, the new one
+// keeps its working directory.
+func TestScaleUpWhileOldInstanceStops(t *testing.T) {
+	ctx := context.Background()
+	r := newRuntime(t, &recorder{})
+	const id = "deploy-reuse"
+	spec := grepdSpec(id, 2)
+	// The shell takes 1.5s to exit after SIGTERM (grepd itself stops at once).
+	spec.Package.Run = `trap 'sleep 1.5; exit 0' TERM; ./grepd & wait`
+	if err := r.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "2 healthy", func() bool { return status(t, r, id).Healthy == 2 })
+	oldPID := inst(status(t, r, id), 2).PID
+
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	err := r.Scale(sctx, id, 1, "test")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("scale to 1 with a short deadline: %v", err)
+	}
+	if err := r.Scale(ctx, id, 2, "test"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "2 healthy again", func() bool { return status(t, r, id).Healthy == 2 })
+	eventually(t, "the old instance 2 gone", func() bool { return !proctest.Alive(oldPID) })
+	bin := filepath.Join(r.cfg.Dir, id, "2", "grepd")
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("the running instance 2 lost its working dir: %v", err)
+		}
+	}
+}
