@@ -205,6 +205,9 @@ type Server struct {
 	consoleKey []byte
 	sessionTTL time.Duration
 	stats      *stats.Sampler
+	// secretEqual compares the SK of a sign-in (the package's
+	// secretEqual; tests count its calls).
+	secretEqual func(given, want string) bool
 
 	retryMu   sync.Mutex
 	retry     map[string]bool // deployments whose Apply met runtime.ErrBusy
@@ -291,7 +294,7 @@ func New(cfg Config) (*Server, error) {
 		retry:   map[string]bool{},
 		id:      newOwnerID(),
 	}
-	s.consoleKey, s.sessionTTL = cfg.ConsoleKey, cfg.SessionTTL
+	s.consoleKey, s.sessionTTL, s.secretEqual = cfg.ConsoleKey, cfg.SessionTTL, secretEqual
 	if s.sessionTTL <= 0 {
 		s.sessionTTL = DefaultSessionTTL
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -321,13 +322,9 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errf(http.StatusBadRequest, "access key and secret key are both required"))
 		return
 	}
-	acct, err := s.accountByAK(r.Context(), ak)
-	if err != nil && !errors.Is(err, errNoAccount) {
+	acct, err := s.signInAccount(r.Context(), ak, sk)
+	if err != nil {
 		writeError(w, err)
-		return
-	}
-	if err != nil || subtle.ConstantTimeCompare([]byte(sk), []byte(acct.SecretKey)) != 1 {
-		writeError(w, errf(http.StatusUnauthorized, "unknown access key, wrong secret key or disabled account"))
 		return
 	}
 	var nonce [18]byte
@@ -346,6 +343,63 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: signed, Path: "/", Expires: ss.exp,
 		MaxAge: int(s.sessionTTL / time.Second), HttpOnly: true, Secure: s.secureCookie(r), SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, s.consoleInfo(acct, ss))
+}
+
+// errSignIn answers every refused AK/SK pair, whatever was wrong with it.
+var errSignIn = &apiError{Status: http.StatusUnauthorized, Msg: "unknown access key, wrong secret key or disabled account"}
+
+// noAccountID names no account (account ids are longer): an unknown AK
+// reads accounts/<noAccountID> where a known one reads its account.
+const noAccountID = "-"
+
+// signInAccount checks an AK/SK pair (errSignIn when it does not sign in)
+// with the same work whatever is wrong with it: an unknown AK reads the
+// store as often as a known one (accounts/<noAccountID> in place of its
+// account) and its SK is compared too (against ""), so the time of the
+// answer does not tell whether the AK exists. A pair that checks is then
+// looked up again as every request's AK is (accounts.ByAK), on the
+// success path only, where the time no longer tells an attacker anything.
+func (s *Server) signInAccount(ctx context.Context, ak, sk string) (dora.Account, error) {
+	id, found := noAccountID, true
+	kv, err := s.st.Get(ctx, store.AccessKeyKey(ak))
+	switch {
+	case err == nil:
+		id = string(kv.Value)
+	case errors.Is(err, store.ErrNotFound):
+		found = false
+	default:
+		return dora.Account{}, fmt.Errorf("%w: %w", accounts.ErrLookup, err)
+	}
+	var acct dora.Account
+	kv, err = s.st.Get(ctx, store.AccountKey(id))
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(kv.Value, &acct); err != nil {
+			return dora.Account{}, fmt.Errorf("decode %s: %w", store.AccountKey(id), err)
+		}
+	case errors.Is(err, store.ErrNotFound):
+		found = false
+	default:
+		return dora.Account{}, fmt.Errorf("%w: %w", accounts.ErrLookup, err)
+	}
+	if !s.secretEqual(sk, acct.SecretKey) || !found || acct.Disabled || acct.AccessKey != ak {
+		return dora.Account{}, errSignIn
+	}
+	acct, err = s.accountByAK(ctx, ak)
+	if errors.Is(err, errNoAccount) {
+		return dora.Account{}, errSignIn
+	}
+	return acct, err
+}
+
+// secretEqual compares a secret key given at sign-in with the account's
+// in constant time, and in a time that does not depend on the account's
+// SK length either (both are hashed first: subtle.ConstantTimeCompare
+// answers at once on different lengths). It is Server.secretEqual unless
+// a test replaced it.
+func secretEqual(given, want string) bool {
+	g, w := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
 // consoleLogout ends the session on the server as well as in the browser:

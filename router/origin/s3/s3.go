@@ -396,6 +396,14 @@ func metaValue(meta map[string]string, k string) string {
 	return ""
 }
 
+// ErrStreamBroken is wrapped by the error of a read of an object's stream
+// that failed after Open succeeded: the store's connection broke, the body
+// ended before its announced length, or the store stopped sending. It
+// names the object and how far the read got; it is never a cancellation
+// (the caller's own cancellation is reported as that), so callers answer
+// it as the origin failing (502), not as the client having gone.
+var ErrStreamBroken = errors.New("s3 origin: the object's stream broke")
+
 // errHeaderTimeout cancels a GET whose headers did not come in time.
 var errHeaderTimeout = errors.New("s3: no response headers in time")
 
@@ -506,7 +514,7 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 	if length > 0 {
 		r = io.LimitReader(out.Body, length)
 	}
-	return &body{Reader: r, c: out.Body, cancel: func() { cancel(nil) }}, obj, nil
+	return &body{Reader: r, c: out.Body, cancel: func() { cancel(nil) }, ctx: ctx, bucket: bucket, key: key}, obj, nil
 }
 
 // changed reports whether got is not the object want described (another
@@ -515,12 +523,39 @@ func changed(want, got origin.Object) bool {
 	return want.ETag != "" && got.ETag != want.ETag
 }
 
-// body is a GET's stream; Close ends the request.
+// body is a GET's stream; Close ends the request. A read error is wrapped
+// (broken) with the object's name.
 type body struct {
 	io.Reader
 	c      io.Closer
 	cancel func()
 	once   sync.Once
+	// ctx is the caller's context; bucket and key name the object; n
+	// counts the bytes read.
+	ctx         context.Context
+	bucket, key string
+	n           int64
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	b.n += int64(n)
+	if err != nil && err != io.EOF {
+		err = b.broken(err)
+	}
+	return n, err
+}
+
+// broken explains a read error: the caller's cancellation or deadline as
+// itself; anything else, the store failing mid-stream (ErrStreamBroken),
+// whose cause is kept as text only, so that a cancellation of the
+// request's own context (its Close, its header timer) never reads as the
+// caller's.
+func (b *body) broken(err error) error {
+	if cerr := b.ctx.Err(); cerr != nil {
+		return fmt.Errorf("read %s/%s after %d bytes: %w (%v)", b.bucket, truncate(b.key), b.n, cerr, err)
+	}
+	return fmt.Errorf("%w: %s/%s: the store failed mid-stream after %d bytes: %v", ErrStreamBroken, b.bucket, truncate(b.key), b.n, err)
 }
 
 // Close closes the response body and releases the request's context.

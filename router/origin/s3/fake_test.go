@@ -1,0 +1,133 @@
+package s3_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/doraproject/dora/router/origin"
+	s3origin "github.com/doraproject/dora/router/origin/s3"
+)
+
+// fakeStore is an S3 endpoint answering the bucket's HEAD (New's check)
+// with 200 and every other request with get: a store answering oddly.
+func fakeStore(t *testing.T, get http.HandlerFunc) *s3origin.Store {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/"+testBucket || r.URL.Path == "/"+testBucket+"/" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		get(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s, err := s3origin.New(t.Context(), s3origin.Config{
+		Bucket:      testBucket,
+		Endpoint:    srv.URL,
+		PathStyle:   true,
+		Timeout:     5 * time.Second,
+		MaxAttempts: 1,
+		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+// objectHeaders sets what S3 answers about a 100-byte object.
+func objectHeaders(w http.ResponseWriter) {
+	w.Header().Set("ETag", `"0123456789abcdef0123456789abcdef"`)
+	w.Header().Set("Last-Modified", "Mon, 02 Jan 2006 15:04:05 GMT")
+	w.Header().Set("Content-Type", "application/octet-stream")
+}
+
+// hundred is the fake object: byte i is '0'+i%10.
+var hundred = func() string {
+	var b strings.Builder
+	for i := range 100 {
+		b.WriteByte('0' + byte(i%10))
+	}
+	return b.String()
+}()
+
+// TestMidStreamErrorNamesTheObject: a store whose connection breaks in
+// the middle of a body fails the read with an error that says so and
+// names the object (ErrStreamBroken), not with the transport's bare
+// error, and never as a cancellation (which callers report as the client
+// having gone).
+func TestMidStreamErrorNamesTheObject(t *testing.T) {
+	s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+		objectHeaders(w)
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, hundred[:10])
+		w.(http.Flusher).Flush()
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	rc, _, err := s.Open(t.Context(), "bkt", "dir/obj", 0, -1)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if string(b) != hundred[:10] {
+		t.Errorf("read %q before the break", b)
+	}
+	if err == nil {
+		t.Fatal("a body cut after 10 of 100 bytes read without error")
+	}
+	t.Logf("cut body: %v", err)
+	if !errors.Is(err, s3origin.ErrStreamBroken) {
+		t.Errorf("error %v does not wrap ErrStreamBroken", err)
+	}
+	if !strings.Contains(err.Error(), "bkt/dir/obj") {
+		t.Errorf("error %q does not name the object", err)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, origin.ErrNotFound) {
+		t.Errorf("error %v reads as a cancellation or a missing object", err)
+	}
+}
+
+// TestMidStreamCancelStaysCancel: the caller cancelling its context while
+// the body streams is reported as the caller's cancellation.
+func TestMidStreamCancelStaysCancel(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+		objectHeaders(w)
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, hundred[:10])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	rc, _, err := s.Open(ctx, "bkt", "k", 0, -1)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer rc.Close()
+	buf := make([]byte, 10)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	_, err = io.ReadAll(rc)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("read after the caller cancelled = %v, want context.Canceled", err)
+	}
+}
