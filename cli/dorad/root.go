@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -147,6 +150,76 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command) error {
 		if err := v.ReadInConfig(); err != nil {
 			return fmt.Errorf("config file %s: %w", path, err)
 		}
+	}
+	return checkValues(v, cmd)
+}
+
+// checkValues refuses a DORA_* variable or a config file value that the
+// flag's type cannot read, as pflag refuses it on the command line: viper
+// reads it as zero without a word (DORA_HOLD_TIMEOUT=30, a duration
+// without a unit, would hold nothing; a map where a string goes is "").
+func checkValues(v *viper.Viper, cmd *cobra.Command) error {
+	var bad error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if bad != nil || f.Changed {
+			return
+		}
+		env := "DORA_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		raw, source := any(nil), ""
+		if s := os.Getenv(env); s != "" {
+			raw, source = s, env
+		} else if v.InConfig(f.Name) {
+			raw, source = v.Get(f.Name), "config file "+v.ConfigFileUsed()+": "+f.Name
+		} else {
+			return
+		}
+		if err := checkValue(f.Value.Type(), raw); err != nil {
+			if s, ok := raw.(string); ok && source == env {
+				bad = usageError{fmt.Errorf("%s=%q: %w", env, s, err)}
+			} else {
+				bad = usageError{fmt.Errorf("%s: %v: %w", source, raw, err)}
+			}
+		}
+	})
+	return bad
+}
+
+// checkValue reports whether raw (a string from the environment, or what
+// the config file holds) reads as a value of the pflag type typ.
+func checkValue(typ string, raw any) error {
+	var s string
+	switch x := raw.(type) {
+	case map[string]any, map[any]any:
+		return fmt.Errorf("want a %s, not a map", typ)
+	case []any:
+		if typ == "stringSlice" {
+			return nil // a list; its items are read where it is used
+		}
+		return fmt.Errorf("want a %s, not a list", typ)
+	case float64: // JSON numbers
+		if x == math.Trunc(x) && math.Abs(x) < 1<<63 {
+			s = strconv.FormatInt(int64(x), 10)
+		} else {
+			s = strconv.FormatFloat(x, 'g', -1, 64)
+		}
+	default:
+		s = fmt.Sprint(raw)
+	}
+	var err error
+	switch typ {
+	case "duration":
+		if _, err = time.ParseDuration(s); err != nil {
+			return fmt.Errorf("want a duration with a unit, e.g. 30s or 2m: %w", err)
+		}
+	case "bool":
+		_, err = strconv.ParseBool(s)
+	case "int", "int64":
+		_, err = strconv.ParseInt(s, 0, 64)
+	case "uint64":
+		_, err = strconv.ParseUint(s, 0, 64)
+	}
+	if err != nil {
+		return fmt.Errorf("want a %s: %w", typ, err)
 	}
 	return nil
 }
