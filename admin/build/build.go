@@ -385,7 +385,7 @@ func (b *Builder) Unpack(ctx context.Context, ufop string, n int, tarGz io.Reade
 		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
 	}
 	dst := b.resourceDir(ufop, n)
-	if err := os.RemoveAll(dst); err != nil {
+	if err := removeTree(dst); err != nil {
 		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
@@ -686,7 +686,7 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 	if err != nil {
 		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
 	}
-	defer os.RemoveAll(work) // a no-op once renamed into place
+	defer removeTree(work) // a no-op once renamed into place
 	if baseDir != "" {
 		fmt.Fprintf(out, "# base image %s\n", u.Image)
 		if err := CopyDir(work, baseDir); err != nil {
@@ -697,7 +697,7 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 	if err != nil {
 		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
 	}
-	defer os.RemoveAll(home)
+	defer removeTree(home)
 	if err := os.Mkdir(filepath.Join(home, "tmp"), 0o700); err != nil {
 		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
 	}
@@ -727,14 +727,14 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
 	}
 	dst := b.Dir(ufop, n)
-	if err := os.RemoveAll(dst); err != nil {
+	if err := removeTree(dst); err != nil {
 		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
 	}
 	if err := os.Rename(work, dst); err != nil {
 		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
 	}
 	// $RESOURCE is not kept for run time (seed 001).
-	os.RemoveAll(res)
+	_ = removeTree(res)
 	return nil
 }
 

@@ -535,3 +535,37 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// TestBuildRemovesReadOnlyDirs checks that directories user code left
+// without write permission (chmod, or a Go module cache, which is made
+// read-only) do not keep a build's working directory, HOME or $RESOURCE
+// on disk after the build, failed or not. Root removes them anyway: the
+// case is a platform running as an ordinary user (dorad dev).
+func TestBuildRemovesReadOnlyDirs(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root removes read-only directories anyway")
+	}
+	b, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := `mkdir -p "$1/ro" && touch "$1/ro/f" && chmod 555 "$1/ro"`
+	unpackScript(t, b, 1, "sh -c '"+ro+"' - \"$HOME\"", "sh -c '"+ro+"' - \"$RESOURCE\"")
+	if err := b.Build(context.Background(), "testufop", 1, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	unpackScript(t, b, 2, "sh -c '"+ro+"' - .", "sh -c '"+ro+"' - \"$HOME\"", "false")
+	if err := b.Build(context.Background(), "testufop", 2, "", nil); err == nil {
+		t.Fatal("build 2 succeeded")
+	}
+	for n, want := range map[int][]string{1: {"build.log", "result"}, 2: {"build.log", "resource"}} {
+		ents, _ := os.ReadDir(filepath.Dir(b.Dir("testufop", n)))
+		var got []string
+		for _, e := range ents {
+			got = append(got, e.Name())
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("build %d left %v, want %v", n, got, want)
+		}
+	}
+}
