@@ -3,9 +3,11 @@ package s3_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,11 +51,12 @@ func objectHeaders(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 }
 
-// hundred is the fake object: byte i is '0'+i%10.
+// hundred is the fake object: "00", "01", ... "49" (no two of its 10-byte
+// windows at different offsets alike).
 var hundred = func() string {
 	var b strings.Builder
-	for i := range 100 {
-		b.WriteByte('0' + byte(i%10))
+	for i := range 50 {
+		fmt.Fprintf(&b, "%02d", i)
 	}
 	return b.String()
 }()
@@ -130,4 +133,79 @@ func TestMidStreamCancelStaysCancel(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("read after the caller cancelled = %v, want context.Canceled", err)
 	}
+}
+
+// rangeAnswer answers a Range request with the bytes from first (not the
+// ones asked for), as 206 with a matching Content-Range.
+func rangeAnswer(first int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		objectHeaders(w)
+		end := len(hundred) - 1
+		w.Header().Set("Content-Range", "bytes "+itoa(first)+"-"+itoa(end)+"/100")
+		w.Header().Set("Content-Length", itoa(end-first+1))
+		w.WriteHeader(http.StatusPartialContent)
+		io.WriteString(w, hundred[first:])
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestRangeAnswerChecked: a 206 whose Content-Range starts after the
+// offset asked for is refused (those bytes are missing); one starting
+// before it is skipped to the offset, as router/origin/httpmirror does.
+func TestRangeAnswerChecked(t *testing.T) {
+	t.Run("after", func(t *testing.T) {
+		s := fakeStore(t, rangeAnswer(50))
+		rc, _, err := s.Open(t.Context(), "bkt", "k", 20, 10)
+		if err == nil {
+			b, _ := io.ReadAll(rc)
+			rc.Close()
+			t.Fatalf("asked for bytes 20-29, answered from 50: read %q without error", b)
+		}
+		if !strings.Contains(err.Error(), "bytes 50-99/100") {
+			t.Errorf("error %q does not show the answered range", err)
+		}
+	})
+	t.Run("before", func(t *testing.T) {
+		s := fakeStore(t, rangeAnswer(0))
+		rc, obj, err := s.Open(t.Context(), "bkt", "k", 20, 10)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil || string(b) != hundred[20:30] {
+			t.Errorf("asked for 20-29, answered from 0: read %q, %v; want %q", b, err, hundred[20:30])
+		}
+		if obj.Size != 100 {
+			t.Errorf("size %d, want 100", obj.Size)
+		}
+	})
+	t.Run("ends early", func(t *testing.T) {
+		s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+			objectHeaders(w)
+			w.Header().Set("Content-Range", "bytes 20-24/100")
+			w.Header().Set("Content-Length", "5")
+			w.WriteHeader(http.StatusPartialContent)
+			io.WriteString(w, hundred[20:25])
+		})
+		if rc, _, err := s.Open(t.Context(), "bkt", "k", 20, 10); err == nil {
+			b, _ := io.ReadAll(rc)
+			rc.Close()
+			t.Errorf("asked for bytes 20-29 of 100, answered 20-24: read %q without error", b)
+		}
+	})
+	t.Run("garbage", func(t *testing.T) {
+		s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+			objectHeaders(w)
+			w.Header().Set("Content-Range", "pages 1-2/3")
+			w.Header().Set("Content-Length", "10")
+			w.WriteHeader(http.StatusPartialContent)
+			io.WriteString(w, hundred[:10])
+		})
+		if rc, _, err := s.Open(t.Context(), "bkt", "k", 20, 10); err == nil {
+			rc.Close()
+			t.Error("an unreadable Content-Range was accepted")
+		}
+	})
 }

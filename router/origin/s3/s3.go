@@ -489,16 +489,31 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 		return fail(s.mapErr(ctx, err))
 	}
 	size := aws.ToInt64(out.ContentLength)
+	skip := int64(0)
 	if cr := aws.ToString(out.ContentRange); cr != "" {
-		if _, total, ok := strings.Cut(cr, "/"); ok {
-			if n, err := strconv.ParseInt(total, 10, 64); err == nil {
-				size = n
+		// The range sent may start before the one asked for (skipped
+		// here, as router/origin/httpmirror does), not after (those
+		// bytes are missing), nor end before it unless at the object's
+		// end.
+		first, last, total, ok := parseContentRange(cr)
+		short := length > 0 && last < offset+length-1 && (total < 0 || last < total-1)
+		if !ok || first > offset || short {
+			out.Body.Close()
+			cancel(nil)
+			asked := "the whole object"
+			if in.Range != nil {
+				asked = "bytes " + strings.TrimPrefix(*in.Range, "bytes=")
 			}
+			return fail(fmt.Errorf("asked for %s, the store answered range %q", asked, cr))
 		}
+		size, skip = total, offset-first
 	} else if in.Range != nil {
 		// A store that ignored the Range sent the whole object: skip to
 		// the offset and cut the length here.
-		if _, err := io.CopyN(io.Discard, out.Body, offset); err != nil {
+		skip = offset
+	}
+	if skip > 0 {
+		if _, err := io.CopyN(io.Discard, out.Body, skip); err != nil {
 			out.Body.Close()
 			cancel(nil)
 			return fail(fmt.Errorf("%w: %v", origin.ErrUnavailable, err))
@@ -515,6 +530,36 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 		r = io.LimitReader(out.Body, length)
 	}
 	return &body{Reader: r, c: out.Body, cancel: func() { cancel(nil) }, ctx: ctx, bucket: bucket, key: key}, obj, nil
+}
+
+// parseContentRange reads "bytes first-last/total" (total -1 for "*").
+func parseContentRange(cr string) (first, last, total int64, ok bool) {
+	unit, rest, ok := strings.Cut(strings.TrimSpace(cr), " ")
+	if !ok || !strings.EqualFold(unit, "bytes") {
+		return 0, 0, 0, false
+	}
+	rng, tot, ok := strings.Cut(strings.TrimSpace(rest), "/")
+	if !ok {
+		return 0, 0, 0, false
+	}
+	a, b, ok := strings.Cut(rng, "-")
+	if !ok {
+		return 0, 0, 0, false
+	}
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || first < 0 || last < first {
+		return 0, 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		n, err := strconv.ParseInt(tot, 10, 64)
+		if err != nil || n <= last {
+			return 0, 0, 0, false
+		}
+		total = n
+	}
+	return first, last, total, true
 }
 
 // changed reports whether got is not the object want described (another
