@@ -315,21 +315,21 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 
 // register has the agent parse the HCL, then validates and registers it.
 func (r *Runtime) register(ctx context.Context, jobID, hcl string, wq *api.WriteOptions) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	job, err := r.client.Jobs().ParseHCL(hcl, true)
-	if err != nil {
+	// Jobs().ParseHCL takes no options, so no context: a hung agent
+	// would hold Apply for ever. The same request, with ctx.
+	var job api.Job
+	req := &api.JobsParseRequest{JobHCL: hcl, Canonicalize: true}
+	if _, err := r.client.Raw().Write("/v1/jobs/parse", req, &job, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("parse job %s: %w", jobID, err)
 	}
-	vr, _, err := r.client.Jobs().Validate(job, wq)
+	vr, _, err := r.client.Jobs().Validate(&job, wq)
 	if err != nil {
 		return fmt.Errorf("validate job %s: %w", jobID, err)
 	}
 	if vr.Error != "" {
 		return fmt.Errorf("job %s is invalid: %s", jobID, vr.Error)
 	}
-	if _, _, err := r.client.Jobs().Register(job, wq); err != nil {
+	if _, _, err := r.client.Jobs().Register(&job, wq); err != nil {
 		return fmt.Errorf("register job %s: %w", jobID, err)
 	}
 	return nil
