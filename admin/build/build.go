@@ -799,29 +799,59 @@ func (b *Builder) buildEnv(resource, work, home string) []string {
 	return env.Environ()
 }
 
+// outputDrain bounds how long runLine waits, once a line's process group
+// is killed, for the rest of its output: only a process that left the
+// group (setsid) can still hold the pipe then.
+const outputDrain = 5 * time.Second
+
 // runLine runs one build_script line in its own process group, as runAs
 // when non-nil; the group is killed when ctx ends and after the line exits
 // (no stray background jobs), and the shell gets SIGKILL when dorad dies
 // (Pdeathsig; Go sets it after the credentials change, which would reset
 // it). start starts the shell: the Builder's Spawner, whose thread never
-// ends, since the signal follows the forking thread.
+// ends, since the signal follows the forking thread. The line's status is
+// its shell's: a background job it left holding the output does not fail
+// it (the job is killed, and its output up to then is logged).
 func runLine(ctx context.Context, start func(*exec.Cmd) error, dir string, env []string, runAs *User, line string, out io.Writer) error {
+	// The output goes through a pipe of ours rather than exec's copying
+	// goroutines, which Wait would wait for until every background job
+	// closed it.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", line)
 	cmd.Dir = dir
 	cmd.Env = env
-	cmd.Stdout = out
-	cmd.Stderr = out
+	cmd.Stdout = pw
+	cmd.Stderr = pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if runAs != nil {
 		cmd.SysProcAttr.Credential = runAs.Credential()
 	}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	if err := start(cmd); err != nil {
+	err = start(cmd)
+	pw.Close() // the children hold the write end now
+	if err != nil {
 		return err
 	}
-	err := cmd.Wait()
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = io.Copy(out, pr)
+	}()
+	err = cmd.Wait()
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	drain := time.NewTimer(outputDrain)
+	select {
+	case <-copied:
+	case <-drain.C:
+		pr.Close() // ends the copy
+		<-copied
+	}
+	drain.Stop()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

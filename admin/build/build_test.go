@@ -569,3 +569,38 @@ func TestBuildRemovesReadOnlyDirs(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildLineLeavesBackgroundJob runs a line that succeeds but leaves a
+// background job holding its output: the line counts as succeeded (its
+// shell's status), the job is killed, and the build goes on.
+func TestBuildLineLeavesBackgroundJob(t *testing.T) {
+	b, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpackScript(t, b, 1, "echo hi; sleep 600 & echo $! > bg.pid", "echo next")
+	var log bytes.Buffer
+	if err := b.Build(context.Background(), "testufop", 1, "", &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if !strings.Contains(log.String(), "hi\n$ echo next\nnext\n") {
+		t.Errorf("log:\n%s", log.String())
+	}
+	raw, err := os.ReadFile(filepath.Join(b.Dir("testufop", 1), "bg.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(string(raw))
+	// SIGKILL is asynchronous: allow the job a moment to die. A zombie
+	// (no reaper in a container) is dead.
+	for i := 0; ; i++ {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil || strings.Contains(string(stat), ") Z ") {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("background job %s still runs: %s", pid, stat)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
