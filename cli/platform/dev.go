@@ -26,8 +26,8 @@ import (
 // DevConfig configures the embedded platform.
 type DevConfig struct {
 	DataDir      string // everything durable lives here
-	AdminAddr    string // admin API listen address, e.g. 127.0.0.1:8090 (":0" style picks a free port)
-	RouterAddr   string // router listen address, e.g. 127.0.0.1:8080
+	AdminAddr    string // admin API listen address, DefaultAdminListen when empty (":0" style picks a free port)
+	RouterAddr   string // router listen address, DefaultRouterListen when empty
 	DomainSuffix string // buckets answer at <bucket>.<suffix>
 	Region       string // the single region this platform runs
 	Regions      []admin.Region
@@ -162,6 +162,10 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	if cfg.DomainSuffix == "" {
 		cfg.DomainSuffix = "localhost"
 	}
+	// Empty is loopback, as for the production roles: net.Listen would
+	// take "" as every interface.
+	cfg.AdminAddr = orDefault(cfg.AdminAddr, DefaultAdminListen)
+	cfg.RouterAddr = orDefault(cfg.RouterAddr, DefaultRouterListen)
 	if len(cfg.Regions) == 0 {
 		cfg.Regions = []admin.Region{{Name: cfg.Region, Desc: "embedded region"}}
 	}

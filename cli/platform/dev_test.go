@@ -199,3 +199,27 @@ func TestDevBuildsEveryRole(t *testing.T) {
 	}
 	again.Close()
 }
+
+// TestDevEmptyAddrsListenOnLoopback: an empty admin or router address
+// (admin-addr: "" in a config file, or a DevConfig left zero) listens on
+// the default loopback addresses, never on every interface.
+func TestDevEmptyAddrsListenOnLoopback(t *testing.T) {
+	cfg := DevConfig{DataDir: t.TempDir(), RunAs: RunAsSelf, ContainerRuntime: "none",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d, err := StartDev(context.Background(), cfg)
+	if err != nil {
+		// The default ports may be taken on this machine: the error then
+		// names the loopback default it tried.
+		if strings.Contains(err.Error(), "address already in use") &&
+			(strings.Contains(err.Error(), DefaultAdminListen) || strings.Contains(err.Error(), DefaultRouterListen)) {
+			return
+		}
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, u := range []string{d.AdminURL, d.RouterURL} {
+		if !strings.HasPrefix(u, "http://127.0.0.1:") {
+			t.Errorf("listener %s: want the loopback default", u)
+		}
+	}
+}
