@@ -208,6 +208,8 @@ type Server struct {
 	// secretEqual compares the SK of a sign-in (the package's
 	// secretEqual; tests count its calls).
 	secretEqual func(given, want string) bool
+	// logins throttles failed console sign-ins (loginlimit.go).
+	logins *loginLimiter
 
 	retryMu   sync.Mutex
 	retry     map[string]bool // deployments whose Apply met runtime.ErrBusy
@@ -295,6 +297,7 @@ func New(cfg Config) (*Server, error) {
 		id:      newOwnerID(),
 	}
 	s.consoleKey, s.sessionTTL, s.secretEqual = cfg.ConsoleKey, cfg.SessionTTL, secretEqual
+	s.logins = newLoginLimiter(loginTable)
 	if s.sessionTTL <= 0 {
 		s.sessionTTL = DefaultSessionTTL
 	}

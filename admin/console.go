@@ -311,6 +311,8 @@ func (s *Server) secureCookie(r *http.Request) bool {
 // consoleLogin checks an AK/SK pair (form fields ak and sk) against the
 // accounts and sets the session cookie. The SK never leaves this request:
 // the browser keeps only the signed cookie, which scripts cannot read.
+// Failed sign-ins are throttled per access key and client address
+// (loginLimiter): past loginBurst in loginWindow, 429 with Retry-After.
 func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
@@ -322,11 +324,22 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errf(http.StatusBadRequest, "access key and secret key are both required"))
 		return
 	}
+	// Every attempt counts as a failure until its key checks (a store
+	// failure too: it says nothing either way, and the count is what
+	// bounds an attacker's guesses).
+	lk := loginKeyOf(ak, r.RemoteAddr)
+	if wait, ok := s.logins.begin(lk, s.now()); !ok {
+		secs := int64((wait + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		writeError(w, errf(http.StatusTooManyRequests, "too many failed sign-ins with this access key from this address: retry in %d s", secs))
+		return
+	}
 	acct, err := s.signInAccount(r.Context(), ak, sk)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	s.logins.succeed(lk)
 	var nonce [18]byte
 	_, _ = rand.Read(nonce[:])
 	gen, _, err := s.sessionGen(r.Context(), acct.ID)
