@@ -301,9 +301,61 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.handleUpload(w, req, rt)
 	case "manifest":
 		r.handleManifest(w, req, rt)
+	case "tags":
+		r.handleTags(w, req)
 	default:
 		r.inner.ServeHTTP(w, req)
 	}
+}
+
+// handleTags serves tags/list: pkg/registry lists every tag and the page
+// the query asks for (n, last) is cut here, since pkg/registry panics on a
+// negative n and answers the first page again for a last past every tag.
+func (r *Registry) handleTags(w http.ResponseWriter, req *http.Request) {
+	if req.Method != http.MethodGet {
+		r.inner.ServeHTTP(w, req)
+		return
+	}
+	q := req.URL.Query()
+	n := -1
+	if ns := q.Get("n"); ns != "" {
+		v, err := strconv.Atoi(ns)
+		if err != nil || v < 0 {
+			ociError(w, http.StatusBadRequest, "PAGINATION_NUMBER_INVALID", fmt.Sprintf("n=%q: want a number of tags, 0 or more", ns))
+			return
+		}
+		n = v
+	}
+	in := req.Clone(req.Context())
+	in.URL.RawQuery = ""
+	rec := httptest.NewRecorder()
+	r.inner.ServeHTTP(rec, in)
+	if rec.Code != http.StatusOK {
+		copyRecorded(w, rec)
+		return
+	}
+	var list struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil {
+		ociError(w, http.StatusInternalServerError, "UNKNOWN", fmt.Sprintf("listing tags: %v", err))
+		return
+	}
+	tags := list.Tags
+	sort.Strings(tags)
+	if last := q.Get("last"); last != "" {
+		tags = tags[sort.Search(len(tags), func(i int) bool { return tags[i] > last }):]
+	}
+	if n >= 0 && n < len(tags) {
+		tags = tags[:n]
+	}
+	if tags == nil {
+		tags = []string{}
+	}
+	list.Tags = tags
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(list)
 }
 
 // PullUserName is the user name of the pull credentials PullCredentials

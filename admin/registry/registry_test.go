@@ -513,3 +513,50 @@ func TestTmpTagSurvivesRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestTagsListPagination checks tags/list's n and last parameters: a
+// negative or malformed n is a 400 (it used to panic in pkg/registry), and
+// last past every tag gives an empty page (not the first page again, on
+// which a paginating client would loop).
+func TestTagsListPagination(t *testing.T) {
+	e := newEnv(t, nil)
+	img, _ := random.Image(512, 1)
+	for _, r := range []string{"1001/a:v1", "1001/a:v2", "1001/a:v3"} {
+		if err := remote.Write(e.ref(t, r), img, basic("AKalice")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		query  string
+		status int
+		tags   string
+	}{
+		{"", 200, `["v1","v2","v3"]`},
+		{"?n=2", 200, `["v1","v2"]`},
+		{"?n=0", 200, `[]`},
+		{"?last=v1", 200, `["v2","v3"]`},
+		{"?last=v1&n=1", 200, `["v2"]`},
+		{"?last=v3", 200, `[]`},
+		{"?last=zzz", 200, `[]`},
+		{"?n=-1", 400, ""},
+		{"?n=x", 400, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.query, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", e.srv.URL+"/v2/1001/a/tags/list"+tt.query, nil)
+			req.SetBasicAuth("AKalice", "SKalice")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, b)
+			}
+			if tt.status == 200 && !strings.Contains(string(b), `"tags":`+tt.tags) {
+				t.Fatalf("body %s, want tags %s", b, tt.tags)
+			}
+		})
+	}
+}
