@@ -16,10 +16,19 @@
 // idle time); Reclaim is XAUTOCLAIM of entries idle longer than minIdle,
 // which is how a live worker takes over the jobs of a dead one. Ack is
 // XACK+XDEL; Release acknowledges and re-adds the job at the stream's end.
+//
+// The client retries a command whose connection broke after it was sent
+// (the reply lost to a reset or a Redis that died right after answering),
+// so every script must be safe to run twice. Ack, Release and Touch are by
+// their nature; Enqueue and Claim carry a token of the call and record,
+// for a minute, under <prefix>{<pipeline>}:r:<token>, that it ran (and
+// what Claim handed out): a second run answers as the first did instead of
+// adding the job twice or claiming a second entry the caller never hears of.
 package redisq
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -41,6 +50,9 @@ const (
 	Group = "workers"
 	// reclaimBatch is the XAUTOCLAIM COUNT.
 	reclaimBatch = 100
+	// doneTTL is how long the record that an Enqueue or a Claim ran is
+	// kept: far longer than the client's retries of one call take.
+	doneTTL = time.Minute
 )
 
 // ErrInvalid is wrapped by configuration errors.
@@ -91,6 +103,12 @@ func (q *Queue) stream(m pfop.Message) string {
 	return n
 }
 
+// doneKey returns a fresh key recording that one call on pipeline ran
+// (see the package comment), in the pipeline's slot.
+func (q *Queue) doneKey(pipeline string) string {
+	return q.prefix + "{" + pipeline + "}:r:" + rand.Text()
+}
+
 func mapErr(err error) error {
 	if errors.Is(err, goredis.ErrClosed) {
 		return fmt.Errorf("%w: %w", pfop.ErrQueueClosed, err)
@@ -99,8 +117,12 @@ func mapErr(err error) error {
 }
 
 // enqueueScript creates both streams and the group on first use, then
-// adds the job. KEYS: normal, idle, target; ARGV: group, job.
+// adds the job, once per done key. KEYS: normal, idle, target, done;
+// ARGV: group, job, done TTL in ms.
 var enqueueScript = goredis.NewScript(`
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[3]) then
+  return false -- a retry of a call that ran
+end
 for i = 1, 2 do
   if redis.call('EXISTS', KEYS[i]) == 0 then
     redis.call('XGROUP', 'CREATE', KEYS[i], ARGV[1], '0', 'MKSTREAM')
@@ -125,7 +147,8 @@ func (q *Queue) Enqueue(ctx context.Context, pipeline, jobID string, idle bool) 
 	if err := q.client.SAdd(ctx, q.prefix+"pipelines", pipeline).Err(); err != nil {
 		return fmt.Errorf("redis pfop queue: enqueue %s on %s: %w", jobID, pipeline, mapErr(err))
 	}
-	if err := enqueueScript.Run(ctx, q.client, []string{n, i, target}, Group, jobID).Err(); err != nil {
+	err := enqueueScript.Run(ctx, q.client, []string{n, i, target, q.doneKey(pipeline)}, Group, jobID, doneTTL.Milliseconds()).Err()
+	if err != nil && !errors.Is(err, goredis.Nil) {
 		return fmt.Errorf("redis pfop queue: enqueue %s on %s: %w", jobID, pipeline, mapErr(err))
 	}
 	return nil
@@ -133,10 +156,19 @@ func (q *Queue) Enqueue(ctx context.Context, pipeline, jobID string, idle bool) 
 
 // claimScript counts the pipeline's pending entries and reads one new
 // entry when under the limit: a normal one, else an idle one when nothing
-// is in flight. KEYS: normal, idle; ARGV: group, consumer, limit.
+// is in flight. What it hands out is kept under the done key, and a
+// retry with that key answers the same. KEYS: normal, idle, done;
+// ARGV: group, consumer, limit, done TTL in ms.
 // Returns false or {kind (1 normal, 2 idle), id, job}.
 var claimScript = goredis.NewScript(`
 local g, c, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local done = redis.call('HMGET', KEYS[3], 'kind', 'id', 'job')
+if done[1] then return {tonumber(done[1]), done[2], done[3]} end
+local function handout(kind, e)
+  redis.call('HSET', KEYS[3], 'kind', kind, 'id', e[1], 'job', e[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  return {kind, e[1], e[2]}
+end
 local inflight = 0
 for i = 1, 2 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
@@ -157,10 +189,10 @@ local function take(s)
   return {e[1], job}
 end
 local e = take(KEYS[1])
-if e then return {1, e[1], e[2]} end
+if e then return handout(1, e) end
 if inflight == 0 then
   e = take(KEYS[2])
-  if e then return {2, e[1], e[2]} end
+  if e then return handout(2, e) end
 end
 return false
 `)
@@ -171,7 +203,7 @@ func (q *Queue) Claim(ctx context.Context, pipeline, consumer string, limit int)
 		return pfop.Message{}, false, nil // nothing was ever enqueued there
 	}
 	n, i := q.streams(pipeline)
-	res, err := claimScript.Run(ctx, q.client, []string{n, i}, Group, consumer, limit).Result()
+	res, err := claimScript.Run(ctx, q.client, []string{n, i, q.doneKey(pipeline)}, Group, consumer, limit, doneTTL.Milliseconds()).Result()
 	if errors.Is(err, goredis.Nil) {
 		return pfop.Message{}, false, nil
 	}
