@@ -209,3 +209,27 @@ func TestRangeAnswerChecked(t *testing.T) {
 		}
 	})
 }
+
+// TestChunkedAnswer: a GET answered without Content-Length (chunked) has
+// an unknown size, not 0, and is read whole.
+func TestChunkedAnswer(t *testing.T) {
+	s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+		objectHeaders(w)
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, hundred[:50])
+		w.(http.Flusher).Flush()
+		io.WriteString(w, hundred[50:])
+	})
+	rc, obj, err := s.Open(t.Context(), "bkt", "k", 0, -1)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil || string(b) != hundred {
+		t.Errorf("chunked read: %q, %v", b, err)
+	}
+	if obj.Size != -1 && obj.Size != 100 {
+		t.Errorf("chunked answer: size %d, want -1 (unknown) or 100", obj.Size)
+	}
+}

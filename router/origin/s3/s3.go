@@ -410,7 +410,8 @@ var errHeaderTimeout = errors.New("s3: no response headers in time")
 // Open streams the bytes [offset, offset+length) of an object (length < 0:
 // to the end) with one GET, a Range request unless the whole object is
 // asked for; the caller closes the stream. Offset equal to the size gives
-// an empty stream; beyond it, an error.
+// an empty stream; beyond it, an error. The Object's Size is -1 when the
+// store tells no length (a chunked answer to a whole-object GET).
 func (s *Store) Open(ctx context.Context, bucket, key string, offset, length int64) (io.ReadCloser, origin.Object, error) {
 	return s.open(ctx, bucket, key, offset, length, nil)
 }
@@ -488,7 +489,10 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 		}
 		return fail(s.mapErr(ctx, err))
 	}
-	size := aws.ToInt64(out.ContentLength)
+	size := int64(-1) // unknown: a chunked answer has no Content-Length
+	if out.ContentLength != nil {
+		size = *out.ContentLength
+	}
 	skip := int64(0)
 	if cr := aws.ToString(out.ContentRange); cr != "" {
 		// The range sent may start before the one asked for (skipped
