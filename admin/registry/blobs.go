@@ -103,6 +103,12 @@ func (b *diskBlobs) Stat(_ context.Context, repo string, h v1.Hash) (int64, erro
 
 // Get opens a blob repo's owner may read.
 func (b *diskBlobs) Get(_ context.Context, repo string, h v1.Hash) (io.ReadCloser, error) {
+	return b.open(repo, h)
+}
+
+// open opens a blob repo's owner may read; ggcr.ErrNotFound when there is
+// none.
+func (b *diskBlobs) open(repo string, h v1.Hash) (*os.File, error) {
 	if _, err := b.visible(repo, h); err != nil {
 		return nil, err
 	}

@@ -303,9 +303,43 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.handleManifest(w, req, rt)
 	case "tags":
 		r.handleTags(w, req)
+	case "blob":
+		r.serveBlob(w, req, rt)
 	default:
 		r.inner.ServeHTTP(w, req)
 	}
+}
+
+// serveBlob answers GET and HEAD of a blob with http.ServeContent, which
+// honours byte ranges as RFC 9110 has them: pkg/registry served other
+// bytes than asked for a reversed range, a cut body for a negative start,
+// and refused the open-ended range ("bytes=<offset>-") a client resuming a
+// pull sends. Other methods go to pkg/registry.
+func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request, rt route) {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		r.inner.ServeHTTP(w, req)
+		return
+	}
+	h, err := v1.NewHash(rt.target)
+	if err != nil {
+		ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("digest %q: %v", rt.target, err))
+		return
+	}
+	f, err := r.blobs.open(rt.repo, h)
+	if errors.Is(err, ggcr.ErrNotFound) {
+		ociError(w, http.StatusNotFound, "BLOB_UNKNOWN", "blob unknown to registry")
+		return
+	}
+	if err != nil {
+		r.log.Error("open blob", "repo", rt.repo, "digest", h.String(), "err", err)
+		ociError(w, http.StatusInternalServerError, "UNKNOWN", "reading the blob failed")
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Docker-Content-Digest", h.String())
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Etag", `"`+h.String()+`"`)
+	http.ServeContent(w, req, "", time.Time{}, f)
 }
 
 // handleTags serves tags/list: pkg/registry lists every tag and the page
@@ -403,7 +437,7 @@ func (r *Registry) servePuller(w http.ResponseWriter, req *http.Request, rt rout
 			r.handleManifest(w, req, rt)
 			return
 		}
-		r.inner.ServeHTTP(w, req)
+		r.serveBlob(w, req, rt)
 	default:
 		ociError(w, http.StatusForbidden, "DENIED", "the platform's pull credentials only read manifests and blobs")
 	}

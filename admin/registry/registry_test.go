@@ -560,3 +560,58 @@ func TestTagsListPagination(t *testing.T) {
 		})
 	}
 }
+
+// TestBlobRanges reads a blob by byte ranges, as a client resuming a pull
+// does ("bytes=<offset>-"): a valid range gets exactly its bytes, a range
+// that cannot be satisfied a 416, never other bytes or a cut body.
+func TestBlobRanges(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.PullUser, c.PullPassword = "puller", "pull-secret" })
+	data := []byte("0123456789")
+	if resp := do(t, "POST", e.srv.URL+"/v2/1001/r/blobs/uploads/?digest="+digestOf(data), data, nil); resp.StatusCode != 201 {
+		t.Fatalf("upload: %d", resp.StatusCode)
+	}
+	tests := []struct {
+		rng    string
+		status int
+		body   string
+		cr     string
+	}{
+		{"", 200, "0123456789", ""},
+		{"bytes=2-4", 206, "234", "bytes 2-4/10"},
+		{"bytes=3-", 206, "3456789", "bytes 3-9/10"},
+		{"bytes=-3", 206, "789", "bytes 7-9/10"},
+		{"bytes=8-20", 206, "89", "bytes 8-9/10"},
+		{"bytes=5-2", 416, "", ""},
+		{"bytes=-3-4", 416, "", ""},
+		{"bytes=20-30", 416, "", ""},
+	}
+	for _, user := range [][2]string{{"AKalice", "SKalice"}, {"puller", "pull-secret"}} {
+		for _, tt := range tests {
+			t.Run(user[0]+" "+tt.rng, func(t *testing.T) {
+				req, _ := http.NewRequest("GET", e.srv.URL+"/v2/1001/r/blobs/"+digestOf(data), nil)
+				req.SetBasicAuth(user[0], user[1])
+				if tt.rng != "" {
+					req.Header.Set("Range", tt.rng)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				if err != nil {
+					t.Fatalf("status %d, body cut: %v", resp.StatusCode, err)
+				}
+				if resp.StatusCode != tt.status {
+					t.Fatalf("status %d, want %d (Content-Range %q, body %q)", resp.StatusCode, tt.status, resp.Header.Get("Content-Range"), b)
+				}
+				if tt.status >= 400 {
+					return
+				}
+				if string(b) != tt.body || resp.Header.Get("Content-Range") != tt.cr || resp.Header.Get("Docker-Content-Digest") != digestOf(data) {
+					t.Fatalf("body %q Content-Range %q digest %q; want %q %q", b, resp.Header.Get("Content-Range"), resp.Header.Get("Docker-Content-Digest"), tt.body, tt.cr)
+				}
+			})
+		}
+	}
+}
