@@ -32,8 +32,8 @@
 // through the process group on every stop). What the signal does not reach
 // (a compound command's other processes, anything that left the group) is
 // killed by a watchdog (internal/procsweep) when dorad dies, kill -9
-// included; it also removes the containers, whose conmon does not die with
-// dorad, and the working directories.
+// included (by Close on a clean shutdown); it also removes the containers,
+// whose conmon does not die with dorad, and the working directories.
 package local
 
 import (
@@ -778,6 +778,14 @@ func (r *Runtime) Close() error {
 		cancel()
 	}
 	r.spawner.Close()
+	// What the instances started outside their process group (a daemon
+	// in a session of its own) survived their stops; the watchdog kills
+	// it only when this process dies, and is disarmed now.
+	if n, err := procsweep.Sweep(r.owner); err != nil {
+		r.log.Warn("kill instance processes left running", "err", err, "killed", n)
+	} else if n > 0 {
+		r.log.Info("killed instance processes left running", "count", n)
+	}
 	if err := r.watchdog.Close(); err != nil {
 		r.log.Warn("stop the watchdog", "err", err)
 	}

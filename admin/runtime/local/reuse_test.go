@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +45,36 @@ func TestScaleUpWhileOldInstanceStops(t *testing.T) {
 	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(bin); err != nil {
 			t.Fatalf("the running instance 2 lost its working dir: %v", err)
+		}
+	}
+}
+
+// TestCloseKillsEscapedProcesses: a process an instance started in a
+// session of its own (a daemon) is not in the instance's process group;
+// a clean Close must not leave it running (only a kill of the platform
+// had the watchdog for it).
+func TestCloseKillsEscapedProcesses(t *testing.T) {
+	ctx := context.Background()
+	r := newRuntime(t, &recorder{})
+	const id = "deploy-escape"
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	if err := os.Chmod(filepath.Dir(pidFile), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	spec := grepdSpec(id, 1)
+	spec.Package.Run = "setsid sleep 301 & echo $! >> " + pidFile + "; exec ./grepd"
+	if err := r.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	pids := proctest.ReadPids(t, pidFile, 1)
+	eventually(t, "healthy", func() bool { return status(t, r, id).Healthy == 1 })
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pids {
+		if proctest.Alive(p) {
+			syscall.Kill(p, syscall.SIGKILL)
+			t.Fatalf("the instance's setsid child %d outlived Close", p)
 		}
 	}
 }
