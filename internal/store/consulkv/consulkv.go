@@ -28,6 +28,9 @@
 // whole wait time. Errors are
 // retried with exponential backoff and full jitter, capped at
 // Config.MaxBackoff; cancelling the context aborts the blocking request.
+// A blocking query not answered within its wait time, Consul's jitter
+// (1/16 of it) and Config.RequestTimeout counts as failed: a hung agent or
+// a connection the network dropped silently cannot stall the watch.
 package consulkv
 
 import (
@@ -87,7 +90,8 @@ type Config struct {
 	// Datacenter to use (empty: the agent's).
 	Datacenter string
 	// RequestTimeout bounds each non-blocking request when the caller's
-	// context has no earlier deadline. Default DefaultRequestTimeout.
+	// context has no earlier deadline, and a watch's blocking query past
+	// its wait time (and Consul's jitter). Default DefaultRequestTimeout.
 	RequestTimeout time.Duration
 	// WatchWait is the wait time of each blocking query. Default
 	// DefaultWatchWait.
@@ -452,8 +456,13 @@ func (s *Store) watch(ctx context.Context, prefix string, out chan []store.KV) {
 		failures int
 	)
 	for ctx.Err() == nil {
-		opts := (&api.QueryOptions{WaitIndex: index, WaitTime: s.cfg.WatchWait}).WithContext(ctx)
+		// Consul answers within the wait time plus up to 1/16 of it;
+		// past that (and a request's margin) the connection is dead or
+		// the agent hung, and only a new request can get an answer.
+		qctx, qcancel := context.WithTimeout(ctx, s.cfg.WatchWait+s.cfg.WatchWait/16+s.cfg.RequestTimeout)
+		opts := (&api.QueryOptions{WaitIndex: index, WaitTime: s.cfg.WatchWait}).WithContext(qctx)
 		pairs, meta, err := s.kv.List(s.root+prefix, opts)
+		qcancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
