@@ -233,3 +233,27 @@ func TestChunkedAnswer(t *testing.T) {
 		t.Errorf("chunked answer: size %d, want -1 (unknown) or 100", obj.Size)
 	}
 }
+
+// TestShortBodyIsAnError: a body that ends cleanly before its announced
+// length (a chunked answer cut short, an answer to a range shorter than
+// asked) is an error, not a silent short read.
+func TestShortBodyIsAnError(t *testing.T) {
+	s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+		objectHeaders(w)
+		w.Header().Set("Content-Range", "bytes 10-19/100")
+		w.Header().Set("Content-Length", "5")
+		w.WriteHeader(http.StatusPartialContent)
+		io.WriteString(w, hundred[10:15])
+	})
+	rc, _, err := s.Open(t.Context(), "bkt", "k", 10, 10)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err == nil {
+		t.Errorf("a range of 10 bytes answered with %q read without error", b)
+	} else if !errors.Is(err, s3origin.ErrStreamBroken) {
+		t.Errorf("short range: %v, want ErrStreamBroken", err)
+	}
+}

@@ -493,7 +493,11 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 	if out.ContentLength != nil {
 		size = *out.ContentLength
 	}
-	skip := int64(0)
+	// sent: the bytes the answer carries from offset on, -1 if unknown.
+	skip, sent := int64(0), size-offset
+	if size < 0 {
+		sent = -1
+	}
 	if cr := aws.ToString(out.ContentRange); cr != "" {
 		// The range sent may start before the one asked for (skipped
 		// here, as router/origin/httpmirror does), not after (those
@@ -510,7 +514,7 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 			}
 			return fail(fmt.Errorf("asked for %s, the store answered range %q", asked, cr))
 		}
-		size, skip = total, offset-first
+		size, skip, sent = total, offset-first, last-offset+1
 	} else if in.Range != nil {
 		// A store that ignored the Range sent the whole object: skip to
 		// the offset and cut the length here.
@@ -532,8 +536,11 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 	var r io.Reader = out.Body
 	if length > 0 {
 		r = io.LimitReader(out.Body, length)
+		if sent < 0 || length < sent {
+			sent = length
+		}
 	}
-	return &body{Reader: r, c: out.Body, cancel: func() { cancel(nil) }, ctx: ctx, bucket: bucket, key: key}, obj, nil
+	return &body{Reader: r, c: out.Body, cancel: func() { cancel(nil) }, ctx: ctx, bucket: bucket, key: key, want: sent}, obj, nil
 }
 
 // parseContentRange reads "bytes first-last/total" (total -1 for "*").
@@ -580,16 +587,20 @@ type body struct {
 	cancel func()
 	once   sync.Once
 	// ctx is the caller's context; bucket and key name the object; n
-	// counts the bytes read.
+	// counts the bytes read, want those the answer announced (-1:
+	// unknown), which an end before them fails.
 	ctx         context.Context
 	bucket, key string
-	n           int64
+	n, want     int64
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	n, err := b.Reader.Read(p)
 	b.n += int64(n)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF && b.want >= 0 && b.n < b.want:
+		err = b.broken(fmt.Errorf("the body ended before the %d bytes announced: %w", b.want, io.ErrUnexpectedEOF))
+	case err != nil && err != io.EOF:
 		err = b.broken(err)
 	}
 	return n, err
