@@ -333,7 +333,8 @@ func (b *Builder) claim(ufop string, n int) (release func(), err error) {
 
 // Unpack validates and extracts a tar.gz upload into build n's staging
 // directory ($RESOURCE), replacing any earlier one, and returns its parsed
-// ufop.yaml. Absolute paths, ".." components, links leaving the tree, device
+// ufop.yaml. Absolute paths, ".." components, links leaving the tree, a hard
+// link to itself, names too long for the file system, device
 // files and FIFOs, more than maxBytes of file content (DefaultMaxBytes when
 // maxBytes <= 0), more than MaxEntries entries and a missing or invalid
 // ufop.yaml at the root are rejected with errors wrapping ErrBadPackage;
@@ -470,6 +471,9 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 			return fmt.Errorf("%w: entry %q names the root", ErrBadPackage, hdr.Name)
 		}
 		target := filepath.Join(dir, filepath.FromSlash(name))
+		if err := checkLength(name, target); err != nil {
+			return err
+		}
 		if err := safeParent(dir, name); err != nil {
 			return err
 		}
@@ -528,6 +532,9 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 			if err != nil || src == "" {
 				return fmt.Errorf("%w: hard link %q -> %q leaves the tree", ErrBadPackage, name, hdr.Linkname)
 			}
+			if src == name {
+				return fmt.Errorf("%w: hard link %q to itself", ErrBadPackage, name)
+			}
 			if err := safeParent(dir, src); err != nil {
 				return err
 			}
@@ -578,11 +585,40 @@ func readError(what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrBadPackage, what, err)
 }
 
+// Linux's limits on a name (NAME_MAX) and on a path or a symlink's target
+// (PATH_MAX, with its NUL).
+const (
+	maxName = 255
+	maxPath = 4096
+)
+
+// checkLength refuses an entry whose name the file system would refuse
+// (ENAMETOOLONG): a component longer than maxName bytes, or a path under
+// the unpacking directory (target) of maxPath bytes or more.
+func checkLength(name, target string) error {
+	short := name
+	if len(short) > 64 {
+		short = short[:64] + "..."
+	}
+	if len(target) >= maxPath {
+		return fmt.Errorf("%w: %q: path too long", ErrBadPackage, short)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if len(part) > maxName {
+			return fmt.Errorf("%w: %q: name too long (over %d bytes)", ErrBadPackage, short, maxName)
+		}
+	}
+	return nil
+}
+
 // checkLinkTarget rejects a symlink whose target is absolute or climbs out
 // of the tree, judged lexically from the link's directory.
 func checkLinkTarget(name, target string) error {
 	if target == "" || strings.ContainsRune(target, 0) || path.IsAbs(target) {
 		return fmt.Errorf("%w: symlink %q -> %q leaves the tree", ErrBadPackage, name, target)
+	}
+	if len(target) >= maxPath {
+		return fmt.Errorf("%w: symlink %q: target too long", ErrBadPackage, name)
 	}
 	joined := path.Join(path.Dir(name), target)
 	if joined == ".." || strings.HasPrefix(joined, "../") {

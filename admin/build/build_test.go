@@ -168,6 +168,18 @@ func TestUnpackRejects(t *testing.T) {
 		{"hardlink absolute", func(t *testing.T) io.Reader {
 			return tarGz(t, yaml, entry{name: "h", typ: tar.TypeLink, link: "/etc/passwd"})
 		}, 0, "leaves the tree"},
+		{"hardlink to itself", func(t *testing.T) io.Reader {
+			return tarGz(t, yaml, entry{name: "h", body: "x"}, entry{name: "h", typ: tar.TypeLink, link: "h"})
+		}, 0, "itself"},
+		{"name too long", func(t *testing.T) io.Reader {
+			return tarGz(t, yaml, entry{name: strings.Repeat("a", 300), body: "x"})
+		}, 0, "too long"},
+		{"path too long", func(t *testing.T) io.Reader {
+			return tarGz(t, yaml, entry{name: strings.Repeat("a/", 3000) + "b", body: "x"})
+		}, 0, "too long"},
+		{"symlink target too long", func(t *testing.T) io.Reader {
+			return tarGz(t, yaml, entry{name: "l", typ: tar.TypeSymlink, link: strings.Repeat("a/", 3000) + "b"})
+		}, 0, "too long"},
 		{"device", func(t *testing.T) io.Reader { return tarGz(t, yaml, entry{name: "dev", typ: tar.TypeChar}) }, 0, "unsupported entry type"},
 		{"fifo", func(t *testing.T) io.Reader { return tarGz(t, yaml, entry{name: "p", typ: tar.TypeFifo}) }, 0, "unsupported entry type"},
 		{"too large", func(t *testing.T) io.Reader {
