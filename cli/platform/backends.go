@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -118,6 +119,13 @@ func parseBackendURL(what, raw string, schemes []string, pathSchemes ...string) 
 	u, err := url.Parse(raw)
 	if err != nil {
 		return backendURL{}, fmt.Errorf("%s URL %q: %w: %v", what, redact(raw), ErrBadURL, stripURLError(err))
+	}
+	// url.Parse checks a port's digits, not its range: 0 or 85000 would
+	// fail every request later with a dial error.
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return backendURL{}, fmt.Errorf("%s URL %q: %w: port %s is not between 1 and 65535", what, redact(raw), ErrBadURL, p)
+		}
 	}
 	b.u = u
 	return b, nil

@@ -369,3 +369,37 @@ func TestParseRegions(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendURLPortRange: a port outside 1..65535 is refused at start
+// with the URL named, by every opener of a host:port URL, rather than
+// accepted and failing every request later with a dial error.
+func TestBackendURLPortRange(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		open func(string) error
+		url  string
+	}{
+		{"OpenStore", func(u string) error { _, err := OpenStore(ctx, u); return err }, "consul://127.0.0.1:85000/dora"},
+		{"OpenStore", func(u string) error { _, err := OpenStore(ctx, u); return err }, "consul://127.0.0.1:0/dora"},
+		{"NewDiscovery", func(u string) error { _, err := NewDiscovery(u, DiscoveryOptions{}); return err }, "consul://127.0.0.1:85000"},
+		{"ConsulClient", func(u string) error { _, err := ConsulClient(u); return err }, "consul://127.0.0.1:85000"},
+		{"OpenRuntime", func(u string) error { _, err := OpenRuntime(u, RuntimeOptions{}); return err }, "nomad://127.0.0.1:464600"},
+		{"OpenLoad", func(u string) error {
+			st, err := OpenLoad(u)
+			if err == nil {
+				CloseLoad(st)
+			}
+			return err
+		}, "redis://:s3cret@127.0.0.1:637900/0"},
+		{"OpenQueue", func(u string) error {
+			_, c, err := OpenQueue(u)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}, "redis://127.0.0.1:99999/0"},
+	} {
+		checkBad(t, c.name, c.open, []badURLCase{{c.url, "port"}})
+	}
+}
