@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ import (
 func fakeStore(t *testing.T, get http.HandlerFunc) *s3origin.Store {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/"+testBucket || r.URL.Path == "/"+testBucket+"/" {
+		if r.Method == http.MethodHead && (r.URL.Path == "/"+testBucket || r.URL.Path == "/"+testBucket+"/") {
 			w.WriteHeader(http.StatusOK)
 			return
 		}
@@ -255,5 +256,45 @@ func TestShortBodyIsAnError(t *testing.T) {
 		t.Errorf("a range of 10 bytes answered with %q read without error", b)
 	} else if !errors.Is(err, s3origin.ErrStreamBroken) {
 		t.Errorf("short range: %v, want ErrStreamBroken", err)
+	}
+}
+
+// TestListTruncatedWithoutToken: a store answering a listing page as
+// truncated but with no continuation token (or the one it was sent) fails
+// the listing instead of asking for the same page forever.
+func TestListTruncatedWithoutToken(t *testing.T) {
+	for name, token := range map[string]string{"none": "", "same": "tok"} {
+		t.Run(name, func(t *testing.T) {
+			var pages atomic.Int64
+			s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Query().Get("list-type") != "2" {
+					http.Error(w, "unexpected", http.StatusBadRequest)
+					return
+				}
+				pages.Add(1)
+				next := ""
+				if token != "" {
+					next = "<NextContinuationToken>" + token + "</NextContinuationToken>"
+				}
+				w.Header().Set("Content-Type", "application/xml")
+				fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>%s</Name><Prefix>bkt/</Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>%s<Contents><Key>bkt/k%d</Key><Size>1</Size></Contents></ListBucketResult>`,
+					testBucket, next, pages.Load())
+			})
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.Keys(t.Context(), "bkt", "")
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Error("an endless listing ended without error")
+				}
+				t.Logf("pages asked: %d; err: %v", pages.Load(), err)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("listing still running after %d pages", pages.Load())
+			}
+		})
 	}
 }

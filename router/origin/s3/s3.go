@@ -914,7 +914,13 @@ func (s *Store) listKeys(ctx context.Context, bucket string, opts ListOptions) (
 		if full() || !aws.ToBool(out.IsTruncated) {
 			break
 		}
-		token = out.NextContinuationToken
+		// A truncated page without a new token would be asked for
+		// again and again, forever.
+		next := aws.ToString(out.NextContinuationToken)
+		if next == "" || next == aws.ToString(token) {
+			return nil, Page{}, fmt.Errorf("list %s: %s answered a truncated listing page without a new continuation token", bucket, s.where())
+		}
+		token = &next
 	}
 	if more && full() {
 		page.NextMarker = last
