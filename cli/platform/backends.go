@@ -167,7 +167,10 @@ func (b backendURL) errf(what, format string, args ...any) error {
 
 // checkQuery refuses query parameters other than allowed.
 func (b backendURL) checkQuery(what string, allowed ...string) error {
-	for k := range b.u.Query() {
+	for k, vs := range b.u.Query() {
+		if len(vs) > 1 && slices.Contains(allowed, k) {
+			return b.errf(what, "query parameter %q given twice (only one is read)", k)
+		}
 		if !slices.Contains(allowed, k) {
 			if len(allowed) == 0 {
 				return b.errf(what, "unknown query parameter %q (none are accepted)", k)
@@ -376,6 +379,9 @@ func OpenLoadWith(rawURL string, log *slog.Logger) (load.Store, error) {
 	default: // redis, rediss
 		if b.u.Host == "" {
 			return nil, b.errf(what, "missing host (e.g. redis://127.0.0.1:6379/0)")
+		}
+		if b.u.Fragment != "" {
+			return nil, b.errf(what, "unexpected fragment #%s", b.u.Fragment)
 		}
 		if log != nil {
 			SetRedisLogger(log)

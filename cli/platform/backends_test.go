@@ -403,3 +403,25 @@ func TestBackendURLPortRange(t *testing.T) {
 		checkBad(t, c.name, c.open, []badURLCase{{c.url, "port"}})
 	}
 }
+
+// TestBackendURLNothingIgnored: a query parameter given twice (only the
+// first was read) and a load URL's fragment (dropped) are refused, as the
+// queue's fragment already was.
+func TestBackendURLNothingIgnored(t *testing.T) {
+	ctx := context.Background()
+	checkBad(t, "OpenStore", func(u string) error { _, err := OpenStore(ctx, u); return err }, []badURLCase{
+		{"consul://127.0.0.1:8500/dora?dc=dc1&dc=dc2", `"dc" given twice`},
+	})
+	checkBad(t, "OpenRuntime", func(u string) error { _, err := OpenRuntime(u, RuntimeOptions{}); return err }, []badURLCase{
+		{"nomad://127.0.0.1:4646?driver=exec&driver=raw_exec", `"driver" given twice`},
+	})
+	checkBad(t, "OpenLoad", func(u string) error {
+		st, err := OpenLoad(u)
+		if err == nil {
+			CloseLoad(st)
+		}
+		return err
+	}, []badURLCase{
+		{"redis://127.0.0.1:6379/0#frag", "unexpected fragment"},
+	})
+}
