@@ -278,8 +278,29 @@ func (s *Server) consoleRoutes() {
 		h.Set("Cache-Control", "no-cache")
 		files.ServeHTTP(w, r)
 	})
-	m.HandleFunc("POST /console/login", s.consoleLogin)
-	m.HandleFunc("POST /console/logout", s.consoleLogout)
+	// Sign-in and sign-out come from the console's own pages only: a
+	// page of another origin, a bucket's on a sibling domain included
+	// (same-site, so SameSite=Strict does not stop it), must not sign the
+	// browser into another account (login CSRF) nor out. Browsers say
+	// where a request comes from (Sec-Fetch-Site, else Origin); clients
+	// that say neither (curl, scripts) are not browsers and pass. The
+	// public URL is trusted as an origin too, for proxies that rewrite
+	// Host.
+	cop := http.NewCrossOriginProtection()
+	if err := cop.AddTrustedOrigin(s.public.Scheme + "://" + s.public.Host); err != nil {
+		panic(fmt.Sprintf("admin: trusted origin: %v", err)) // New checked PublicURL
+	}
+	sameOrigin := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if err := cop.Check(r); err != nil {
+				writeError(w, errf(http.StatusForbidden, "the console signs in and out from its own pages only (%v)", err))
+				return
+			}
+			h(w, r)
+		}
+	}
+	m.HandleFunc("POST /console/login", sameOrigin(s.consoleLogin))
+	m.HandleFunc("POST /console/logout", sameOrigin(s.consoleLogout))
 	m.HandleFunc("GET /console/session", func(w http.ResponseWriter, r *http.Request) {
 		ck, err := r.Cookie(SessionCookie)
 		if err != nil {

@@ -1,0 +1,71 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// TestConsoleSignInCrossSite: another site's page cannot sign the browser
+// in (login CSRF: a form posting the attacker's keys would leave the
+// victim working, and uploading, in the attacker's account) nor out: a
+// cross-site POST /console/login or /console/logout is refused with 403
+// and a JSON error, and sets no cookie. The console's own fetch
+// (same-origin), a request through the public URL and clients that send
+// neither Sec-Fetch-Site nor Origin (curl, scripts) still sign in.
+func TestConsoleSignInCrossSite(t *testing.T) {
+	e := newEnv(t) // PublicURL http://admin.test:8090
+	h := e.srv.Handler()
+	post := func(path string, hdr map[string]string, ck *http.Cookie) *httptest.ResponseRecorder {
+		t.Helper()
+		r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8090"+path,
+			strings.NewReader(url.Values{"ak": {testRootAK}, "sk": {testRootSK}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range hdr {
+			r.Header.Set(k, v)
+		}
+		if ck != nil {
+			r.AddCookie(ck)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	crossSite := []map[string]string{
+		{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+		{"Sec-Fetch-Site": "same-site", "Origin": "http://other.127.0.0.1:8090"},
+		{"Origin": "https://evil.example"}, // an older browser: Origin only
+	}
+	for _, hdr := range crossSite {
+		w := post("/console/login", hdr, nil)
+		var body struct{ Error string }
+		if json.Unmarshal(w.Body.Bytes(), &body); w.Code != http.StatusForbidden || body.Error == "" {
+			t.Errorf("cross-site sign-in %v: %d %q", hdr, w.Code, w.Body)
+		}
+		if c := w.Result().Cookies(); len(c) != 0 {
+			t.Errorf("cross-site sign-in %v set cookies %v", hdr, c)
+		}
+	}
+	var ck *http.Cookie
+	for _, hdr := range []map[string]string{
+		{"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:8090"},
+		{"Origin": "http://127.0.0.1:8090"},
+		{"Origin": "http://admin.test:8090"}, // the public URL, whatever Host the proxy sends
+		nil,
+	} {
+		w := post("/console/login", hdr, nil)
+		if w.Code != http.StatusOK {
+			t.Fatalf("sign-in %v: %d %s", hdr, w.Code, w.Body)
+		}
+		ck = sessionCookie(w.Result())
+	}
+	if w := post("/console/logout", crossSite[0], ck); w.Code != http.StatusForbidden {
+		t.Fatalf("cross-site sign-out: %d %s", w.Code, w.Body)
+	}
+	if s := cookieCall(t, "GET", e.ts.URL+"/console/session", ck, "", ""); s != http.StatusOK {
+		t.Fatalf("the session after a cross-site sign-out: %d", s)
+	}
+}
