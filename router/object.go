@@ -327,7 +327,7 @@ func rangePos(s string) (int64, bool) {
 // recycles rq.
 func (rq *request) stream(rc io.ReadCloser, status int, want int64) *countingBody {
 	rq.status, rq.want = status, want
-	rq.body = countingBody{rc: rc, r: rq.r, done: rq}
+	rq.body = countingBody{rc: rc, r: rq.r, done: rq, size: want}
 	return &rq.body
 }
 
@@ -349,8 +349,11 @@ var errStreamPanicked = errors.New("a read of the answer's stream panicked")
 // bytes and reports once when fasthttp closes it (end of response, client
 // gone or write error: CloseWithError).
 type countingBody struct {
-	rc     io.ReadCloser
-	r      *Router
+	rc io.ReadCloser
+	r  *Router
+	// size is the stream's length as the answer's Content-Length says
+	// (-1: unknown).
+	size   int64
 	n      int64
 	err    error
 	closed bool
@@ -436,5 +439,19 @@ func writeTo(w io.Writer, r io.Reader) (int64, error) {
 	}
 }
 
-// WriteTo implements io.WriterTo (see writeTo).
-func (c *countingBody) WriteTo(w io.Writer) (int64, error) { return writeTo(w, c) }
+// WriteTo implements io.WriterTo (see writeTo). A stream whose whole
+// bytes are in memory (memBody: a step's answer read at once, a warm
+// object) and not yet read goes to w in one Write, without the copy
+// through a pooled buffer. A failed Write is not the stream's error:
+// fasthttp passes it on to CloseWithError.
+func (c *countingBody) WriteTo(w io.Writer) (int64, error) {
+	if mb, ok := c.rc.(memBody); ok && c.n == 0 && c.size > 0 {
+		if b := mb.Bytes(); int64(len(b)) == c.size {
+			n, err := w.Write(b)
+			c.n = int64(n)
+			c.r.metrics.bytesOut.Add(float64(n))
+			return c.n, err
+		}
+	}
+	return writeTo(w, c)
+}

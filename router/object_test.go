@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -276,5 +277,72 @@ func TestOwnHostsBeatBoundDomains(t *testing.T) {
 		if want := `"host":"` + h + `","bucket":"shadow"`; !strings.Contains(logs.String(), want) {
 			t.Errorf("no log line with %s", want)
 		}
+	}
+}
+
+// memStream is a stream whose bytes are in memory (memBody); a Read of it
+// counts (the copy the one-Write path saves).
+type memStream struct {
+	b     []byte
+	reads int
+	off   int
+}
+
+func (m *memStream) Bytes() []byte { return m.b }
+func (m *memStream) Close() error  { return nil }
+func (m *memStream) Read(p []byte) (int, error) {
+	m.reads++
+	if m.off == len(m.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[m.off:])
+	m.off += n
+	return n, nil
+}
+
+// failWriter fails every Write.
+type failWriter struct{ err error }
+
+func (w failWriter) Write([]byte) (int, error) { return 0, w.err }
+
+// TestCountingBodyWritesMemoryAtOnce: an answer whose bytes are in memory
+// and of the answer's length goes to fasthttp's writer in one Write with
+// no Read (no copy through a buffer); one of another length is read as a
+// stream; a failed Write is returned and is not the stream's error.
+func TestCountingBodyWritesMemoryAtOnce(t *testing.T) {
+	r, _ := hotRouterWith(t, nil)
+	data := []byte("hello, world")
+
+	m := &memStream{b: data}
+	c := countingBody{rc: m, r: r, size: int64(len(data))}
+	var out bytes.Buffer
+	if n, err := c.WriteTo(&out); err != nil || n != int64(len(data)) || out.String() != string(data) {
+		t.Fatalf("in memory: %d %v %q", n, err, out.String())
+	}
+	if m.reads != 0 || c.n != int64(len(data)) {
+		t.Fatalf("in memory: %d reads, %d counted; want 0 and %d", m.reads, c.n, len(data))
+	}
+
+	// Bytes longer than the answer's length: read as a stream, which
+	// then fails for its length (bodyClosed), not sent whole.
+	m = &memStream{b: data}
+	c = countingBody{rc: m, r: r, size: 5}
+	out.Reset()
+	if n, err := c.WriteTo(&out); err != nil || n != int64(len(data)) || m.reads == 0 {
+		t.Fatalf("another length: %d %v, %d reads", n, err, m.reads)
+	}
+
+	m = &memStream{b: data}
+	c = countingBody{rc: m, r: r, size: -1}
+	out.Reset()
+	if n, err := c.WriteTo(&out); err != nil || n != int64(len(data)) || m.reads == 0 {
+		t.Fatalf("unknown length: %d %v, %d reads", n, err, m.reads)
+	}
+
+	gone := errors.New("client gone")
+	m = &memStream{b: data}
+	c = countingBody{rc: m, r: r, size: int64(len(data))}
+	if n, err := c.WriteTo(failWriter{gone}); !errors.Is(err, gone) || n != 0 || c.err != nil {
+		t.Fatalf("failed write: %d %v, stream error %v", n, err, c.err)
 	}
 }

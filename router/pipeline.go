@@ -246,7 +246,7 @@ func (r *Router) runPipeline(rq *request, b dora.Bucket, key string, stages []st
 	if rq.fill != nil {
 		cur.body = rq.fill.capture(r, p, cur)
 	}
-	p.out = countingBody{rc: cur.body, r: r, done: p}
+	p.out = countingBody{rc: cur.body, r: r, done: p, size: p.size}
 	ctx.Response.SetBodyStream(&p.out, int(p.size))
 	return true, nil
 }
