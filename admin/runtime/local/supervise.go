@@ -553,8 +553,7 @@ func (r *Runtime) collectFiles(root string, rels []string, runAs *build.User) []
 		return []string{}
 	}
 	defer wd.Close()
-	var lines []string
-	var total int64
+	var found []string // below root, each once
 	seen := map[string]bool{}
 	for _, f := range files {
 		real, err := filepath.EvalSymlinks(f)
@@ -566,12 +565,24 @@ func (r *Runtime) collectFiles(root string, rels []string, runAs *build.User) []
 		if err != nil {
 			continue
 		}
-		fl, n, err := tailFile(wd, rel, maxCollected, runAs)
+		found = append(found, rel)
+	}
+	// Only the last MaxLogBytes are kept: the files are read from the
+	// last one back, each no further than the room left, so that what is
+	// read stays within that however many files the instance writes.
+	var parts [][]string
+	var total int64
+	for i := len(found) - 1; i >= 0 && total < r.cfg.MaxLogBytes; i-- {
+		fl, n, err := tailFile(wd, found[i], min(maxCollected, r.cfg.MaxLogBytes-total), runAs)
 		if err != nil {
 			continue
 		}
-		lines = append(lines, fl...)
+		parts = append(parts, fl)
 		total += n
+	}
+	var lines []string
+	for i := len(parts) - 1; i >= 0; i-- {
+		lines = append(lines, parts[i]...)
 	}
 	for total > r.cfg.MaxLogBytes && len(lines) > 0 {
 		total -= int64(len(lines[0])) + 1
@@ -611,7 +622,7 @@ func tailFile(root *os.Root, p string, max int64, runAs *build.User) ([]string, 
 		skipFirst = true
 	}
 	sc := bufio.NewScanner(io.LimitReader(f, max))
-	sc.Buffer(make([]byte, 64<<10), int(max)+1)
+	sc.Buffer(make([]byte, min(64<<10, int(max)+1)), int(max)+1)
 	var lines []string
 	var n int64
 	for sc.Scan() {
