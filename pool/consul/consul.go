@@ -29,7 +29,10 @@
 // Config.MaxBackoff, 10s by default) and restarts from index 0 once Consul
 // answers again. An outage is logged once ("consul unreachable, serving last
 // known instances"), its end once; the gauge dora_discovery_consul_up says
-// 0/1 and dora_discovery_consul_errors_total counts failed queries.
+// 0/1 and dora_discovery_consul_errors_total counts failed queries. A
+// blocking query not answered within its wait time, Consul's jitter (1/16
+// of it) and 10s counts as failed: a hung agent or a connection the
+// network dropped silently cannot freeze the set.
 package consul
 
 import (
@@ -66,7 +69,8 @@ type Config struct {
 	// DefaultRegion is the region of an instance that names none (default
 	// dora.DefaultRegion).
 	DefaultRegion string
-	// WaitTime bounds one blocking query (default: Consul's, 5 minutes).
+	// WaitTime is the wait time of one blocking query (default: Consul's,
+	// 5 minutes); a query unanswered 1/16 of it and 10s later has failed.
 	WaitTime time.Duration
 	// MinBackoff and MaxBackoff bound the retry delay after an error
 	// (defaults 250ms and 10s).
@@ -83,6 +87,15 @@ const (
 	DefaultMinBackoff    = 250 * time.Millisecond
 	DefaultMaxBackoff    = 10 * time.Second
 	DefaultMinInterval   = 50 * time.Millisecond
+)
+
+const (
+	// consulDefaultWait is the wait time Consul applies to a blocking
+	// query that names none.
+	consulDefaultWait = 5 * time.Minute
+	// queryMargin is how long past its wait time and Consul's jitter a
+	// blocking query may take before it counts as failed.
+	queryMargin = 10 * time.Second
 )
 
 // Discovery watches Consul health for ufop instances. One Discovery may
@@ -382,8 +395,14 @@ func (d *Discovery) loop(ctx context.Context, what string, query func(q *api.Que
 	attempt := 0
 	for ctx.Err() == nil {
 		start := time.Now()
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: d.cfg.WaitTime}).WithContext(ctx)
+		// Consul answers within the wait time plus up to 1/16 of it;
+		// past that (and a margin) the connection is dead or the agent
+		// hung, and only a new request can get an answer.
+		wait := cmp.Or(d.cfg.WaitTime, consulDefaultWait)
+		qctx, qcancel := context.WithTimeout(ctx, wait+wait/16+queryMargin)
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: d.cfg.WaitTime}).WithContext(qctx)
 		newIndex, err := query(q, start)
+		qcancel()
 		if ctx.Err() != nil {
 			return
 		}
