@@ -34,14 +34,19 @@ var (
 	// IPv6 prefixes that carry an IPv4 address in their last 32 bits:
 	// the embedded address must be public too.
 	embeds4 = []netip.Prefix{
-		netip.MustParsePrefix("::/96"),        // IPv4-compatible (deprecated)
-		netip.MustParsePrefix("64:ff9b::/96"), // NAT64
+		netip.MustParsePrefix("::/96"),           // IPv4-compatible (deprecated)
+		netip.MustParsePrefix("64:ff9b::/96"),    // NAT64
+		netip.MustParsePrefix("::ffff:0:0:0/96"), // IPv4-translated (RFC 2765 SIIT)
 	}
 	sixToFour = netip.MustParsePrefix("2002::/16") // 6to4: IPv4 in bits 16..47
 	// Teredo (RFC 4380): the server's IPv4 address in bits 32..63, the
 	// client's, inverted, in the last 32 bits. A host with a Teredo
 	// interface sends to the client address over UDP, so both are judged.
 	teredo = netip.MustParsePrefix("2001::/32")
+	// IANA's global unicast space: an IPv6 address outside it (the
+	// reserved ::/8, 5f00::/16 SRv6 SIDs, unassigned space) is not public
+	// unless it carries a public IPv4 address (embeds4).
+	global6 = netip.MustParsePrefix("2000::/3")
 	// Non-public IPv6 ranges beyond what net/netip's predicates name.
 	blocked6 = []netip.Prefix{
 		netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
@@ -62,8 +67,8 @@ var sensitive = []netip.Prefix{
 }
 
 // Sensitive reports whether a is link-local or a cloud instance-metadata
-// address (also in an IPv4-mapped, IPv4-compatible, NAT64, 6to4 or Teredo
-// form, Teredo's server or client):
+// address (also in an IPv4-mapped, IPv4-compatible, IPv4-translated,
+// NAT64, 6to4 or Teredo form, Teredo's server or client):
 // never dialled for user input, not even where loopback and private
 // addresses are allowed (dorad dev's --allow-private-mirror), since it
 // hands out the host's credentials.
@@ -85,9 +90,9 @@ func Sensitive(a netip.Addr) bool {
 	return false
 }
 
-// embedded4 returns the IPv4 addresses an IPv4-compatible, NAT64, 6to4 or
-// Teredo address a carries (none for other addresses; two for Teredo: its
-// server and its client).
+// embedded4 returns the IPv4 addresses an IPv4-compatible,
+// IPv4-translated, NAT64, 6to4 or Teredo address a carries (none for other
+// addresses; two for Teredo: its server and its client).
 func embedded4(a netip.Addr) []netip.Addr {
 	if !a.Is6() {
 		return nil
@@ -127,10 +132,11 @@ func CheckNotSensitive(address string) error {
 // Public reports whether a is a public unicast address: not loopback,
 // private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, multicast,
 // unspecified, CGNAT (100.64/10), 0/8, site-local (fec0::/10) or reserved
-// ranges (documentation ranges pass: they route nowhere). IPv4-mapped
-// (::ffff:a.b.c.d), IPv4-compatible, NAT64 and 6to4 forms are judged by
-// the IPv4 address they carry, Teredo (2001::/32) by both of its: the
-// server's and the client's.
+// ranges (documentation ranges pass: they route nowhere); an IPv6 address
+// must be in 2000::/3, the global unicast space. IPv4-mapped
+// (::ffff:a.b.c.d), IPv4-compatible, IPv4-translated (::ffff:0:a.b.c.d),
+// NAT64 and 6to4 forms are judged by the IPv4 address they carry, Teredo
+// (2001::/32) by both of its: the server's and the client's.
 func Public(a netip.Addr) bool {
 	a = a.WithZone("").Unmap()
 	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() {
@@ -149,12 +155,13 @@ func Public(a netip.Addr) bool {
 			return false
 		}
 	}
-	for _, v4 := range embedded4(a) {
+	v4s := embedded4(a)
+	for _, v4 := range v4s {
 		if !Public(v4) {
 			return false
 		}
 	}
-	return true
+	return len(v4s) > 0 || global6.Contains(a)
 }
 
 // Check refuses a dialled "ip:port" whose IP is not Public; the error

@@ -153,6 +153,7 @@ func TestSensitiveEmbeddedIPv4(t *testing.T) {
 		"::ffff:100.100.100.200",   // IPv4-mapped
 		"64:ff9b::a9fe:a9fe%eth0",  // with a zone
 		"2002:a83f:8110:1:2:3:4:5", // 6to4 168.63.129.16
+		"::ffff:0:a9fe:a9fe",       // IPv4-translated
 	} {
 		if !Sensitive(netip.MustParseAddr(a)) {
 			t.Errorf("Sensitive(%s) = false", a)
@@ -198,6 +199,34 @@ func TestTeredo(t *testing.T) {
 		}
 		if err := CheckNotSensitive(ap); (err == nil) == c.sensitv {
 			t.Errorf("CheckNotSensitive(%s) = %v", ap, err)
+		}
+	}
+}
+
+// Outside 2000::/3, IANA's global unicast space, an IPv6 address is not
+// public (other than the forms carrying a public IPv4 address): the
+// reserved ::/8 (RFC 2765's IPv4-translated ::ffff:0:a.b.c.d, which a
+// stateless translator maps to the IPv4 address), SRv6 SIDs (5f00::/16),
+// unassigned space.
+func TestOutsideGlobalUnicastSpace(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		want bool
+	}{
+		{"::ffff:0:a00:1", false},     // IPv4-translated 10.0.0.1
+		{"::ffff:0:7f00:1", false},    // IPv4-translated 127.0.0.1
+		{"::ffff:0:a9fe:a9fe", false}, // IPv4-translated 169.254.169.254
+		{"::1:0:0:1", false},
+		{"5f00::1", false},
+		{"4000::1", false},
+		{"e000::1", false},
+		{"::808:808", true}, // IPv4-compatible 8.8.8.8
+		{"64:ff9b::808:808", true},
+		{"2a00:1450::200e", true},
+		{"3fff::1", true}, // documentation: passes, as 2001:db8::/32
+	} {
+		if got := Public(netip.MustParseAddr(c.addr)); got != c.want {
+			t.Errorf("Public(%s) = %v, want %v", c.addr, got, c.want)
 		}
 	}
 }
