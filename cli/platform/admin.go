@@ -130,7 +130,7 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 		Queue:   orDefault(cfg.Queue, "bolt://"+filepath.Join(dataDir, "pfop.db")),
 	}
 	if IsConsulURL(urls.Store) && (cfg.RootAK == "" || cfg.RootSK == "") {
-		return nil, fmt.Errorf("admin: %w: a shared store (%s) needs the root keys from DORA_ROOT_AK and DORA_ROOT_SK (or --root-ak/--root-sk), the same on every admin", ErrConfig, urls.Store)
+		return nil, fmt.Errorf("admin: %w: a shared store (%s) needs the root keys from DORA_ROOT_AK and DORA_ROOT_SK (or --root-ak/--root-sk), the same on every admin", ErrConfig, redact(urls.Store))
 	}
 	runAs, creds, err := prepareDataDir(dataDir, cfg.RunAs, cfg.RootAK, cfg.RootSK, log)
 	if err != nil {

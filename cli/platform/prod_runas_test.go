@@ -224,3 +224,19 @@ func TestAdminRunAsErrors(t *testing.T) {
 		t.Fatalf("StartAdmin with an unknown run-as user = %v, want ErrConfig and build.ErrBadUser", err)
 	}
 }
+
+// TestAdminSharedStoreErrorHidesPassword: the error asking for the root
+// keys of a consul:// store does not print a password given in its URL.
+func TestAdminSharedStoreErrorHidesPassword(t *testing.T) {
+	dir := platformtest.ReachableTempDir(t)
+	_, err := StartAdmin(context.Background(), AdminConfig{
+		Listen:  "127.0.0.1:0",
+		Store:   "consul://ops:s3cret@127.0.0.1:8500/dora",
+		Objects: "file://" + filepath.Join(dir, "objects"),
+		DataDir: dir,
+		Logger:  platformtest.Logger(),
+	})
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "root keys") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("StartAdmin on a consul:// store without root keys = %v, want ErrConfig asking for them, no password", err)
+	}
+}
