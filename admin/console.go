@@ -337,6 +337,10 @@ func (s *Server) secureCookie(r *http.Request) bool {
 func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeError(w, err) // 413
+			return
+		}
 		writeError(w, errf(http.StatusBadRequest, "bad sign-in form: %v", err))
 		return
 	}

@@ -69,3 +69,18 @@ func TestConsoleSignInCrossSite(t *testing.T) {
 		t.Fatalf("the session after a cross-site sign-out: %d", s)
 	}
 }
+
+// TestConsoleLoginBodyTooLarge: a sign-in form over its 64 KiB is 413, as
+// every other body over its cap (docs/api.md), not 400.
+func TestConsoleLoginBodyTooLarge(t *testing.T) {
+	e := newEnv(t)
+	form := url.Values{"ak": {testRootAK}, "sk": {testRootSK}, "pad": {strings.Repeat("x", 64<<10)}}.Encode()
+	r := httptest.NewRequest(http.MethodPost, "/console/login", strings.NewReader(form))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	e.srv.Handler().ServeHTTP(w, r)
+	var body struct{ Error string }
+	if json.Unmarshal(w.Body.Bytes(), &body); w.Code != http.StatusRequestEntityTooLarge || body.Error == "" {
+		t.Fatalf("a 64 KiB+ sign-in form: %d %q", w.Code, w.Body)
+	}
+}
