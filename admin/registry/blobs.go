@@ -30,6 +30,11 @@ var hexRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
 type diskBlobs struct {
 	dir     string
 	maxSize int64
+	// syncFile and syncDir make a blob durable before a manifest can name
+	// it: the content is synced before it is renamed to its address, and
+	// the directory after (tests replace them to watch the order).
+	syncFile func(*os.File) error
+	syncDir  func(dir string) error
 }
 
 var (
@@ -49,7 +54,18 @@ func newDiskBlobs(dir string, maxSize int64) (*diskBlobs, error) {
 	for _, p := range tmp {
 		os.Remove(p)
 	}
-	return &diskBlobs{dir: dir, maxSize: maxSize}, nil
+	return &diskBlobs{dir: dir, maxSize: maxSize, syncFile: (*os.File).Sync, syncDir: syncDir}, nil
+}
+
+// syncDir fsyncs a directory, making the renames and creations in it
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func checkHash(h v1.Hash) error {
@@ -139,10 +155,7 @@ func (b *diskBlobs) Put(_ context.Context, repo string, h v1.Hash, rc io.ReadClo
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return b.commit(repo, h, f.Name())
+	return b.commit(repo, h, f)
 }
 
 // newUpload creates a temporary file in the uploads directory.
@@ -152,9 +165,21 @@ func (b *diskBlobs) newUpload() (*os.File, error) {
 	return os.OpenFile(filepath.Join(b.dir, "uploads", hex.EncodeToString(rnd[:])), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 }
 
-// commit moves a verified temporary file to its content address (keeping
-// an existing copy) and links the blob to repo's owner.
-func (b *diskBlobs) commit(repo string, h v1.Hash, tmp string) error {
+// commit syncs and closes a verified temporary file, moves it to its
+// content address (keeping an existing copy), syncs that directory, and
+// links the blob to repo's owner. The content is on disk before its name
+// is: after a power loss a blob HEAD reports present is never empty or
+// cut (a client would not push it again, and a manifest saved after it
+// would name broken content).
+func (b *diskBlobs) commit(repo string, h v1.Hash, f *os.File) error {
+	tmp := f.Name()
+	err := b.syncFile(f)
+	if cerr := f.Close(); err == nil && !errors.Is(cerr, os.ErrClosed) {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("store blob %s: %w", h, err)
+	}
 	owner := ownerOf(repo)
 	if !validOwner(owner) {
 		return fmt.Errorf("repository %q has no owner", repo)
@@ -165,15 +190,36 @@ func (b *diskBlobs) commit(repo string, h v1.Hash, tmp string) error {
 			return fmt.Errorf("store blob %s: %w", h, err)
 		}
 	}
+	// Synced even when another upload stored the blob first: it may not
+	// have synced the directory yet.
+	if err := b.syncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("store blob %s: %w", h, err)
+	}
 	link := b.linkPath(owner, h)
+	if _, err := os.Stat(link); err == nil {
+		return nil
+	}
 	if err := os.MkdirAll(filepath.Dir(link), 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(link, os.O_CREATE|os.O_WRONLY, 0o600)
+	lf, err := os.OpenFile(link, os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("link blob %s: %w", h, err)
 	}
-	return f.Close()
+	if err := lf.Close(); err != nil {
+		return fmt.Errorf("link blob %s: %w", h, err)
+	}
+	// links/<owner>/sha256/<hex>: the link, and the directories MkdirAll
+	// may have just made.
+	for d := filepath.Dir(link); d != filepath.Dir(b.dir); d = filepath.Dir(d) {
+		if err := b.syncDir(d); err != nil {
+			return fmt.Errorf("link blob %s: %w", h, err)
+		}
+		if d == filepath.Join(b.dir, "links") {
+			break
+		}
+	}
+	return nil
 }
 
 // readBlob reads a whole (small) blob, for manifests.

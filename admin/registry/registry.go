@@ -579,11 +579,7 @@ func (r *Registry) commitUpload(w http.ResponseWriter, repo string, h v1.Hash, u
 		ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("uploaded content has digest %s, not %s", got, h))
 		return
 	}
-	if err := u.f.Close(); err != nil {
-		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
-		return
-	}
-	if err := r.blobs.commit(repo, h, u.path); err != nil {
+	if err := r.blobs.commit(repo, h, u.f); err != nil {
 		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
 		return
 	}
@@ -788,14 +784,7 @@ func (r *Registry) persist(ctx context.Context, rt route, contentType, digest st
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := r.blobs.commit(rt.repo, h, f.Name()); err != nil {
+	if err := r.blobs.commit(rt.repo, h, f); err != nil {
 		return err
 	}
 	recBytes, _ := json.Marshal(manifestRecord{ContentType: contentType, Digest: digest})
@@ -815,10 +804,17 @@ func (r *Registry) persist(ctx context.Context, rt route, contentType, digest st
 		tmp.Close()
 		return err
 	}
+	if err := r.blobs.syncFile(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp.Name(), p); err != nil {
+		return err
+	}
+	if err := r.blobs.syncDir(filepath.Dir(p)); err != nil {
 		return err
 	}
 	if strings.HasPrefix(rt.target, "sha256:") {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,6 +50,7 @@ type env struct {
 	swap  func(h http.Handler)
 	cfg   Config
 	start func(t *testing.T)
+	reg   *Registry // the running registry
 }
 
 // newEnv starts the registry over a temp dir and a bolt store; start()
@@ -73,6 +75,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 			t.Fatal(err)
 		}
 		current = h
+		e.reg = h.(*Registry)
 	}
 	e.start(t)
 	return e
@@ -613,5 +616,61 @@ func TestBlobRanges(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestBlobSyncedBeforeRename: an uploaded blob's content is synced to disk
+// before it is renamed to its content address, and the directory after,
+// so that a power loss cannot leave an empty or cut blob that HEAD reports
+// present (both the monolithic and the chunked upload).
+func TestBlobSyncedBeforeRename(t *testing.T) {
+	e := newEnv(t, nil)
+	var events []string
+	e.reg.blobs.syncFile = func(f *os.File) error {
+		st, err := f.Stat()
+		if err != nil {
+			t.Errorf("stat %s: %v", f.Name(), err)
+			return err
+		}
+		events = append(events, fmt.Sprintf("file %d bytes", st.Size()))
+		return f.Sync()
+	}
+	e.reg.blobs.syncDir = func(dir string) error {
+		if dir == filepath.Join(e.cfg.Dir, "blobs", "sha256") {
+			events = append(events, "blob dir")
+		}
+		return syncDir(dir)
+	}
+	for _, data := range [][]byte{[]byte("monolithic"), []byte("chunked upload")} {
+		events = nil
+		d := digestOf(data)
+		dst := filepath.Join(e.cfg.Dir, "blobs", "sha256", strings.TrimPrefix(d, "sha256:"))
+		inner := e.reg.blobs.syncFile
+		e.reg.blobs.syncFile = func(f *os.File) error {
+			if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: blob already at its address when its content is synced (%v)", data, err)
+			}
+			return inner(f)
+		}
+		base := e.srv.URL + "/v2/1001/sync/blobs/uploads/"
+		if string(data) == "monolithic" {
+			if resp := do(t, "POST", base+"?digest="+d, data, nil); resp.StatusCode != 201 {
+				t.Fatalf("monolithic: %d", resp.StatusCode)
+			}
+		} else {
+			resp := do(t, "POST", base, nil, nil)
+			loc := e.srv.URL + resp.Header.Get("Location")
+			if resp := do(t, "PATCH", loc, data, nil); resp.StatusCode != 202 {
+				t.Fatalf("PATCH: %d", resp.StatusCode)
+			}
+			if resp := do(t, "PUT", loc+"?digest="+d, nil, nil); resp.StatusCode != 201 {
+				t.Fatalf("PUT: %d", resp.StatusCode)
+			}
+		}
+		want := fmt.Sprintf("file %d bytes,blob dir", len(data))
+		if got := strings.Join(events, ","); got != want {
+			t.Errorf("%s: syncs %q, want %q", data, got, want)
+		}
+		e.reg.blobs.syncFile = inner
 	}
 }
