@@ -404,6 +404,12 @@ func metaValue(meta map[string]string, k string) string {
 // it as the origin failing (502), not as the client having gone.
 var ErrStreamBroken = errors.New("s3 origin: the object's stream broke")
 
+// stopper is a timer's Stop; afterFunc is time.AfterFunc (tests replace
+// it).
+type stopper interface{ Stop() bool }
+
+var afterFunc = func(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
+
 // errHeaderTimeout cancels a GET whose headers did not come in time.
 var errHeaderTimeout = errors.New("s3: no response headers in time")
 
@@ -461,11 +467,32 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 		in.Range = aws.String(rng)
 	}
 	// The body is read under gctx, so it cannot carry a deadline; a timer
-	// bounds the wait for the headers instead.
+	// bounds the wait for the headers instead. Once they are in, the
+	// timer no longer cancels (it may fire before it is stopped): only a
+	// GET it did cancel counts as timed out.
 	gctx, cancel := context.WithCancelCause(ctx)
-	timer := time.AfterFunc(s.cfg.Timeout, func() { cancel(errHeaderTimeout) })
+	var (
+		mu       sync.Mutex
+		answered bool
+	)
+	timer := afterFunc(s.cfg.Timeout, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !answered {
+			cancel(errHeaderTimeout)
+		}
+	})
 	out, err := s.c.GetObject(gctx, in)
-	timedOut := !timer.Stop()
+	mu.Lock()
+	answered = true
+	mu.Unlock()
+	timer.Stop()
+	timedOut := context.Cause(gctx) == errHeaderTimeout
+	if err == nil && timedOut {
+		// Cancelled just as the headers came: the body is cut off.
+		out.Body.Close()
+		err = errHeaderTimeout
+	}
 	if err != nil {
 		cancel(nil)
 		if timedOut && ctx.Err() == nil {
