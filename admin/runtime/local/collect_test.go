@@ -8,6 +8,7 @@ import (
 	goruntime "runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCollectedLogsReadsWithinBound: an instance with many large log
@@ -55,5 +56,23 @@ func TestCollectedLogsReadsWithinBound(t *testing.T) {
 	// 100 files of 256 KiB are 25 MiB; MaxLogBytes is 64 KiB.
 	if got := after.TotalAlloc - before.TotalAlloc; got > 8<<20 {
 		t.Fatalf("collecting %d bytes of logs allocated %d MiB", total, got>>20)
+	}
+}
+
+// TestStreamBoundsLineCount: the ring is bounded by MaxLogBytes of text,
+// but each line also costs its record; a program printing empty lines
+// must not make it hold millions of them (about 100 bytes of memory
+// each) when Logs can show no more than maxTail.
+func TestStreamBoundsLineCount(t *testing.T) {
+	s := newStream("", 1<<20, time.Now)
+	chunk := []byte(strings.Repeat("\n", 64<<10))
+	for range 32 {
+		s.Write(chunk)
+	}
+	if n := len(s.lines); n > 3*maxTail {
+		t.Fatalf("the ring holds %d line records, want at most about maxTail (%d)", n, maxTail)
+	}
+	if n := len(s.Tail(maxTail)); n != maxTail {
+		t.Fatalf("tail of %d lines gives %d", maxTail, n)
 	}
 }

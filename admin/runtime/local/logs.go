@@ -21,9 +21,9 @@ type logLine struct {
 }
 
 // stream captures one output stream of an instance: complete lines go to a
-// ring bounded by max bytes (for Logs) and to a file rotated at max bytes
-// into "<file>.1" (kept for post-mortem `logtail` after a restart of the
-// process). It is an io.Writer for exec.Cmd.
+// ring bounded by max bytes and maxTail lines (for Logs) and to a file
+// rotated at max bytes into "<file>.1" (kept for post-mortem `logtail`
+// after a restart of the process). It is an io.Writer for exec.Cmd.
 type stream struct {
 	mu      sync.Mutex
 	max     int64
@@ -93,7 +93,10 @@ func (s *stream) emit() {
 	l := logLine{t: s.now(), text: text}
 	s.lines = append(s.lines, l)
 	s.size += int64(len(text)) + 1
-	for s.size > s.max && s.head < len(s.lines)-1 {
+	// Bounded by bytes of text, and by count: each line costs its record
+	// too (a program printing empty lines), and Logs shows at most
+	// maxTail of them.
+	for (s.size > s.max || len(s.lines)-s.head > maxTail) && s.head < len(s.lines)-1 {
 		s.size -= int64(len(s.lines[s.head].text)) + 1
 		s.lines[s.head] = logLine{}
 		s.head++
