@@ -229,6 +229,10 @@ func runUntilStopped(ctx context.Context, log *slog.Logger, name string, svc ser
 }
 
 // signalContext is the command's context, cancelled by SIGINT or SIGTERM.
+// Once it is cancelled the signals get their default action back: a
+// second Ctrl-C during a slow shutdown ends the process at once.
 func signalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }
