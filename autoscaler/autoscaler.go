@@ -28,6 +28,20 @@ type Target interface {
 	Ready(ctx context.Context, d dora.Deployment) (int, error)
 }
 
+// AppliedReader is a Target that also tells the count it is set to run
+// (not how many instances are ready). The first time an autoscaler sees a
+// deployment (at its start, after a change of leader) it re-applies the
+// stored count when the target runs another: an autoscaler that died
+// between writing a new count and applying it left the store ahead of the
+// target, and nothing else would apply it until the load moved.
+type AppliedReader interface {
+	Applied(ctx context.Context, d dora.Deployment) (int, error)
+}
+
+// ReasonReapply is the reason of a Scale that re-applies a stored count
+// the target does not run (AppliedReader).
+const ReasonReapply = "re-apply the stored count"
+
 // ErrTargetBusy is returned (wrapped) by a Target that cannot scale right
 // now without anything being wrong, e.g. while a Nomad deployment is in
 // progress: the autoscaler retries at the next evaluation and does not start
@@ -299,6 +313,7 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 	if e == nil {
 		e = &entry{state: State{Desired: d.Desired, StartedAt: now}}
 		a.entries[d.ID] = e
+		a.checkApplied(ctx, e, d, log)
 	}
 	if d.Desired != e.state.Desired {
 		// Someone else (resize, deploy --expect) changed the count: adopt
@@ -428,6 +443,25 @@ func (a *Autoscaler) evaluate(ctx context.Context, kv store.KV, d dora.Deploymen
 	}
 	e.pending, e.pendingReason = false, ""
 	return dec.Desired
+}
+
+// checkApplied marks e's stored count pending when the target (an
+// AppliedReader) runs another one, so that evaluate applies it. A target
+// that cannot tell is trusted to run the stored count.
+func (a *Autoscaler) checkApplied(ctx context.Context, e *entry, d dora.Deployment, log *slog.Logger) {
+	ar, ok := a.cfg.Target.(AppliedReader)
+	if !ok || d.Status != dora.DeployRunning { // a pending one is being applied
+		return
+	}
+	n, err := ar.Applied(ctx, d)
+	if err != nil {
+		log.Warn("reading the count the target runs; not re-applying", "err", err)
+		return
+	}
+	if n != d.Desired {
+		log.Info("the target runs another count than the stored one; re-applying", "target", n, "stored", d.Desired)
+		e.pending, e.pendingReason = true, ReasonReapply
+	}
 }
 
 // ShareOfLimit is the ceiling a deployment may grow to under the owner's

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -576,5 +577,66 @@ func TestLoopDeploymentsOfAUfopShareTheLimit(t *testing.T) {
 	da, db := h.deployment("deploy-a"), h.deployment("deploy-b")
 	if da.Desired+db.Desired != 5 || db.Desired < b.Expect {
 		t.Fatalf("desired a=%d b=%d, want 5 in all and b at least its floor", da.Desired, db.Desired)
+	}
+}
+
+// appliedTarget is a fakeTarget that tells the count it runs
+// (AppliedReader): the last one scaled to, else applied's, else the
+// stored one; appliedErr fails the question.
+type appliedTarget struct {
+	*fakeTarget
+	applied    map[string]int
+	appliedErr error
+}
+
+func (f *appliedTarget) Applied(_ context.Context, d dora.Deployment) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.appliedErr != nil {
+		return 0, f.appliedErr
+	}
+	if n, ok := f.count[d.ID]; ok {
+		return n, nil
+	}
+	if n, ok := f.applied[d.ID]; ok {
+		return n, nil
+	}
+	return d.Desired, nil
+}
+
+// TestLoopReappliesAStoredCountTheTargetDoesNotRun: an autoscaler that
+// died between storing a new count and applying it left the target on
+// the old one; the next autoscaler applies the stored count at its first
+// look, once, even when its own decision is to hold. A target that runs
+// the stored count, or cannot tell, gets no call.
+func TestLoopReappliesAStoredCountTheTargetDoesNotRun(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		applied   int
+		err       error
+		wantCalls []scaleCall
+	}{
+		{"behind", 2, nil, []scaleCall{{"deploy-a", 3, ReasonReapply}}},
+		{"in step", 3, nil, nil},
+		{"cannot tell", 2, errors.New("nomad unreachable"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			at := &appliedTarget{fakeTarget: &fakeTarget{}, applied: map[string]int{"deploy-a": tc.applied}, appliedErr: tc.err}
+			h := newHarness(t, func(c *Config) { c.Target = at })
+			h.target = at.fakeTarget
+			d := dep("deploy-a", 1, 5, 3, dora.DeployRunning)
+			h.put(depKey(d), d)
+			h.concurrency(d, 30) // wants 3: the stored count holds
+			h.tick()
+			for range 3 {
+				h.step(d, 30)
+			}
+			if got := h.target.Calls(); !slices.Equal(got, tc.wantCalls) {
+				t.Fatalf("calls = %+v, want %+v", got, tc.wantCalls)
+			}
+			if got := h.deployment("deploy-a"); got.Desired != 3 {
+				t.Errorf("stored count %d, want 3", got.Desired)
+			}
+		})
 	}
 }
