@@ -44,6 +44,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
@@ -59,7 +60,16 @@ const (
 	DefaultMaxManifestBytes = 4 << 20
 	// uploadTTL: an upload session idle longer than this is dropped.
 	uploadTTL = time.Hour
+	// maxUploadsPerAccount bounds the upload sessions an account has open
+	// at once (each holds a file descriptor and a temporary file); one
+	// more is answered 429 TOOMANYREQUESTS.
+	maxUploadsPerAccount = 16
+	// defaultSweepEvery: how often idle uploads are looked for.
+	defaultSweepEvery = 5 * time.Minute
 )
+
+// errTooManyUploads: the account has maxUploadsPerAccount uploads open.
+var errTooManyUploads = errors.New("too many uploads in progress")
 
 // Config configures the registry.
 type Config struct {
@@ -83,6 +93,14 @@ type Config struct {
 	// (podman, Nomad's docker driver) may GET and HEAD manifests and blobs
 	// of every repository with them, and do nothing else.
 	PullUser, PullPassword string
+	// Context bounds the registry's background work, the periodic sweep
+	// of upload sessions idle longer than an hour: it stops when Context
+	// is done. context.Background() (for the life of the process) when
+	// nil.
+	Context context.Context
+
+	// sweepEvery is the period of that sweep (defaultSweepEvery when 0).
+	sweepEvery time.Duration
 }
 
 // ImageRecord is the value stored under images/<owner>/<name:tag>.
@@ -145,17 +163,23 @@ type Registry struct {
 
 	mu      sync.Mutex
 	uploads map[string]*upload
+	// sweepDone is closed when the sweep of idle uploads has stopped.
+	sweepDone chan struct{}
 }
 
 // upload is a blob upload session.
 type upload struct {
 	mu      sync.Mutex
 	repo    string
+	account string // the repository's owner, whose bound it counts in
 	path    string
 	f       *os.File
 	h       hash.Hash
 	size    int64
 	touched time.Time
+	// gone is set when the session has been dropped: a request that
+	// found it before then answers BLOB_UPLOAD_UNKNOWN.
+	gone atomic.Bool
 }
 
 // New builds the registry handler over cfg.Dir and replays the persisted
@@ -176,6 +200,12 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Context == nil {
+		cfg.Context = context.Background()
+	}
+	if cfg.sweepEvery <= 0 {
+		cfg.sweepEvery = defaultSweepEvery
+	}
 	blobs, err := newDiskBlobs(cfg.Dir, cfg.MaxBlobBytes)
 	if err != nil {
 		return nil, err
@@ -190,7 +220,28 @@ func New(cfg Config) (http.Handler, error) {
 	if err := r.replay(); err != nil {
 		return nil, err
 	}
+	r.sweepDone = make(chan struct{})
+	go r.sweepUploads(cfg.Context, cfg.sweepEvery)
 	return r, nil
+}
+
+// sweepUploads drops, every period until ctx is done, the upload sessions
+// idle longer than uploadTTL, whether or not another upload starts.
+func (r *Registry) sweepUploads(ctx context.Context, every time.Duration) {
+	defer close(r.sweepDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.mu.Lock()
+			stale := r.expiredLocked(r.cfg.Now())
+			r.mu.Unlock()
+			closeUploads(stale)
+		}
+	}
 }
 
 // ociError writes the distribution spec's error body.
@@ -473,18 +524,17 @@ func (r *Registry) handleUpload(w http.ResponseWriter, req *http.Request, rt rou
 		}
 		_, id, err := r.newSession(rt.repo)
 		if err != nil {
-			ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			sessionFailed(w, err)
 			return
 		}
 		r.uploadAccepted(w, rt.repo, id, 0, http.StatusAccepted)
 	case rt.target == "":
 		ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "start an upload with POST")
 	case req.Method == http.MethodPatch:
-		u, ok := r.openSession(w, rt)
+		u, ok := r.lockSession(w, rt)
 		if !ok {
 			return
 		}
-		u.mu.Lock()
 		defer u.mu.Unlock()
 		if cr := req.Header.Get("Content-Range"); cr != "" {
 			start, _, _ := strings.Cut(cr, "-")
@@ -499,11 +549,10 @@ func (r *Registry) handleUpload(w http.ResponseWriter, req *http.Request, rt rou
 		}
 		r.uploadAccepted(w, rt.repo, rt.target, u.size, http.StatusAccepted)
 	case req.Method == http.MethodPut:
-		u, ok := r.openSession(w, rt)
+		u, ok := r.lockSession(w, rt)
 		if !ok {
 			return
 		}
-		u.mu.Lock()
 		defer u.mu.Unlock()
 		h, err := v1.NewHash(req.URL.Query().Get("digest"))
 		if err != nil || checkHash(h) != nil {
@@ -519,11 +568,10 @@ func (r *Registry) handleUpload(w http.ResponseWriter, req *http.Request, rt rou
 		defer r.dropSession(rt.target)
 		r.commitUpload(w, rt.repo, h, u)
 	case req.Method == http.MethodGet:
-		u, ok := r.openSession(w, rt)
+		u, ok := r.lockSession(w, rt)
 		if !ok {
 			return
 		}
-		u.mu.Lock()
 		size := u.size
 		u.mu.Unlock()
 		r.uploadAccepted(w, rt.repo, rt.target, size, http.StatusNoContent)
@@ -547,7 +595,7 @@ func (r *Registry) monolithic(w http.ResponseWriter, req *http.Request, rt route
 	}
 	u, id, err := r.newSession(rt.repo)
 	if err != nil {
-		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		sessionFailed(w, err)
 		return
 	}
 	defer r.dropSession(id)
@@ -560,6 +608,17 @@ func (r *Registry) monolithic(w http.ResponseWriter, req *http.Request, rt route
 	r.commitUpload(w, rt.repo, h, u)
 }
 
+// sessionFailed answers a POST that could not start an upload.
+func sessionFailed(w http.ResponseWriter, err error) {
+	if errors.Is(err, errTooManyUploads) {
+		w.Header().Set("Retry-After", "60")
+		ociError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS",
+			fmt.Sprintf("%d blob uploads of this account are in progress; finish or cancel (DELETE) one, or wait: an upload idle for %s is dropped", maxUploadsPerAccount, uploadTTL))
+		return
+	}
+	ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+}
+
 // openSession is the upload session rt names; when there is none it
 // answers 404 BLOB_UPLOAD_UNKNOWN and returns false.
 func (r *Registry) openSession(w http.ResponseWriter, rt route) (*upload, bool) {
@@ -568,6 +627,22 @@ func (r *Registry) openSession(w http.ResponseWriter, rt route) (*upload, bool) 
 		ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
 	}
 	return u, ok
+}
+
+// lockSession is openSession, returning the session locked; a session
+// dropped while this request waited for it is unknown too.
+func (r *Registry) lockSession(w http.ResponseWriter, rt route) (*upload, bool) {
+	u, ok := r.openSession(w, rt)
+	if !ok {
+		return nil, false
+	}
+	u.mu.Lock()
+	if u.gone.Load() {
+		u.mu.Unlock()
+		ociError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no such upload")
+		return nil, false
+	}
+	return u, true
 }
 
 // commitUpload ends an upload whose bytes have all been appended to u: the
@@ -616,7 +691,9 @@ func (r *Registry) uploadFailed(w http.ResponseWriter, id string, err error) {
 
 // appendTo streams body to the session's file, hashing it, within the cap.
 func (r *Registry) appendTo(u *upload, body io.Reader) error {
-	u.touched = r.cfg.Now()
+	// Idle time counts from the end of a request: a chunk that took long
+	// to arrive does not leave its session already expired.
+	defer func() { u.touched = r.cfg.Now() }()
 	remaining := r.cfg.MaxBlobBytes - u.size
 	n, err := io.Copy(io.MultiWriter(u.f, u.h), io.LimitReader(body, remaining+1))
 	u.size += n
@@ -629,30 +706,64 @@ func (r *Registry) appendTo(u *upload, body io.Reader) error {
 	return nil
 }
 
+// newSession starts an upload to repo, within its owner's bound of
+// maxUploadsPerAccount sessions (sessions idle longer than uploadTTL are
+// dropped first); errTooManyUploads over it.
 func (r *Registry) newSession(repo string) (*upload, string, error) {
+	account := ownerOf(repo)
+	now := r.cfg.Now()
+	r.mu.Lock()
+	stale := r.expiredLocked(now)
+	n := 0
+	for _, s := range r.uploads {
+		if s.account == account {
+			n++
+		}
+	}
+	if n >= maxUploadsPerAccount {
+		r.mu.Unlock()
+		closeUploads(stale)
+		return nil, "", errTooManyUploads
+	}
 	f, err := r.blobs.newUpload()
 	if err != nil {
+		r.mu.Unlock()
+		closeUploads(stale)
 		return nil, "", fmt.Errorf("upload: %w", err)
 	}
 	id := filepath.Base(f.Name())
-	u := &upload{repo: repo, path: f.Name(), f: f, h: sha256.New(), touched: r.cfg.Now()}
-	r.mu.Lock()
-	now := r.cfg.Now()
-	var stale []string
-	for sid, s := range r.uploads {
-		if s.mu.TryLock() {
-			if now.Sub(s.touched) > uploadTTL {
-				stale = append(stale, sid)
-			}
-			s.mu.Unlock()
-		}
-	}
+	u := &upload{repo: repo, account: account, path: f.Name(), f: f, h: sha256.New(), touched: now}
 	r.uploads[id] = u
 	r.mu.Unlock()
-	for _, sid := range stale {
-		r.dropSession(sid)
-	}
+	closeUploads(stale)
 	return u, id, nil
+}
+
+// expiredLocked takes out of r.uploads, and returns, the sessions idle
+// longer than uploadTTL at now; a session a request holds is in use, not
+// idle. r.mu is held.
+func (r *Registry) expiredLocked(now time.Time) []*upload {
+	var stale []*upload
+	for id, u := range r.uploads {
+		if !u.mu.TryLock() {
+			continue
+		}
+		if now.Sub(u.touched) > uploadTTL {
+			u.gone.Store(true)
+			delete(r.uploads, id)
+			stale = append(stale, u)
+		}
+		u.mu.Unlock()
+	}
+	return stale
+}
+
+// closeUploads closes and removes the files of dropped sessions.
+func closeUploads(us []*upload) {
+	for _, u := range us {
+		u.f.Close()
+		os.Remove(u.path)
+	}
 }
 
 func (r *Registry) session(repo, id string) (*upload, bool) {
@@ -673,8 +784,8 @@ func (r *Registry) dropSession(id string) {
 	delete(r.uploads, id)
 	r.mu.Unlock()
 	if ok {
-		u.f.Close()
-		os.Remove(u.path)
+		u.gone.Store(true)
+		closeUploads([]*upload{u})
 	}
 }
 

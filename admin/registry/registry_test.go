@@ -14,7 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -65,7 +67,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Cleanup(e.srv.Close)
 	e.host = strings.TrimPrefix(e.srv.URL, "http://")
 	e.cfg = Config{Dir: filepath.Join(dir, "registry"), Store: st, Authenticate: authenticate,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Context: t.Context()}
 	if mod != nil {
 		mod(&e.cfg)
 	}
@@ -672,5 +674,137 @@ func TestBlobSyncedBeforeRename(t *testing.T) {
 			t.Errorf("%s: syncs %q, want %q", data, got, want)
 		}
 		e.reg.blobs.syncFile = inner
+	}
+}
+
+// clock is a settable Config.Now.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func doAs(t *testing.T, ak, method, url string, body []byte) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	req.SetBasicAuth(ak, accounts[ak][0])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func uploadFiles(t *testing.T, e *env) int {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(e.cfg.Dir, "uploads", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(files)
+}
+
+// TestUploadSessionsBounded: an account may hold maxUploadsPerAccount
+// upload sessions (each an open file and a temporary file); one more is
+// 429 TOOMANYREQUESTS, other accounts are not affected, and once sessions
+// have been idle longer than uploadTTL they are dropped to make room.
+func TestUploadSessionsBounded(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	e := newEnv(t, func(c *Config) { c.Now = clk.Now })
+	base := e.srv.URL + "/v2/1001/many/blobs/uploads/"
+	var locs []string
+	for i := 0; i < maxUploadsPerAccount; i++ {
+		resp := doAs(t, "AKalice", "POST", base, nil)
+		if resp.StatusCode != 202 {
+			t.Fatalf("upload %d: %d", i, resp.StatusCode)
+		}
+		locs = append(locs, e.srv.URL+resp.Header.Get("Location"))
+		clk.add(time.Minute)
+	}
+	resp := doAs(t, "AKalice", "POST", base, nil)
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(b), `"TOOMANYREQUESTS"`) {
+		t.Fatalf("upload over the bound: %d %s", resp.StatusCode, b)
+	}
+	if resp := doAs(t, "AKalice", "POST", base+"?digest="+digestOf([]byte("x")), []byte("x")); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("monolithic upload over the bound: %d", resp.StatusCode)
+	}
+	if n := uploadFiles(t, e); n != maxUploadsPerAccount {
+		t.Fatalf("%d upload files, want %d", n, maxUploadsPerAccount)
+	}
+	// bob has his own bound
+	if resp := doAs(t, "AKbob", "POST", e.srv.URL+"/v2/2002/x/blobs/uploads/", nil); resp.StatusCode != 202 {
+		t.Fatalf("bob: %d", resp.StatusCode)
+	}
+	// a cancelled upload frees its place
+	if resp := doAs(t, "AKalice", "DELETE", locs[0], nil); resp.StatusCode != 204 {
+		t.Fatalf("DELETE: %d", resp.StatusCode)
+	}
+	if resp := doAs(t, "AKalice", "POST", base, nil); resp.StatusCode != 202 {
+		t.Fatalf("after a DELETE: %d", resp.StatusCode)
+	}
+	// the oldest session gets a chunk now; after an hour the others have
+	// expired and are dropped to make room, it has not
+	clk.add(uploadTTL - 2*time.Minute)
+	if resp := doAs(t, "AKalice", "PATCH", locs[1], []byte("abc")); resp.StatusCode != 202 {
+		t.Fatalf("PATCH: %d", resp.StatusCode)
+	}
+	clk.add(15 * time.Minute)
+	if resp := doAs(t, "AKalice", "POST", base, nil); resp.StatusCode != 202 {
+		t.Fatalf("after the others expired: %d", resp.StatusCode)
+	}
+	if resp := doAs(t, "AKalice", "PATCH", locs[2], []byte("abc")); resp.StatusCode != 404 {
+		t.Fatalf("PATCH of an expired upload: %d", resp.StatusCode)
+	}
+	if resp := doAs(t, "AKalice", "GET", locs[1], nil); resp.StatusCode != 204 || resp.Header.Get("Range") != "0-2" {
+		t.Fatalf("the recently used upload: %d %q", resp.StatusCode, resp.Header.Get("Range"))
+	}
+}
+
+// TestIdleUploadsSwept: upload sessions idle longer than uploadTTL are
+// dropped (their files removed) by the periodic sweep, with no other
+// upload starting; the sweep stops with Config.Context.
+func TestIdleUploadsSwept(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := newEnv(t, func(c *Config) { c.Now = clk.Now; c.Context = ctx; c.sweepEvery = 5 * time.Millisecond })
+	resp := doAs(t, "AKalice", "POST", e.srv.URL+"/v2/1001/idle/blobs/uploads/", nil)
+	if resp.StatusCode != 202 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	loc := e.srv.URL + resp.Header.Get("Location")
+	time.Sleep(50 * time.Millisecond)
+	if n := uploadFiles(t, e); n != 1 {
+		t.Fatalf("%d upload files before an hour passed, want 1", n)
+	}
+	clk.add(uploadTTL + time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for uploadFiles(t, e) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("an upload idle for over an hour was not swept")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if resp := doAs(t, "AKalice", "GET", loc, nil); resp.StatusCode != 404 {
+		t.Fatalf("swept upload: %d", resp.StatusCode)
+	}
+	cancel()
+	select {
+	case <-e.reg.sweepDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sweep did not stop with its context")
 	}
 }
