@@ -178,13 +178,41 @@ func validEndpoint(v string) (string, error) {
 	return eu.Scheme + "://" + eu.Host, nil
 }
 
-// redact hides a user:password in raw, for error messages.
+// redact hides a user:password in raw, and the values of query
+// parameters other than the accepted ones (a secret_key=... is one), for
+// error messages.
 func redact(raw string) string {
 	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		return u.Redacted()
+		return redactQuery(u.Redacted())
 	}
 	if i := strings.LastIndex(raw, "@"); i >= 0 {
 		return "(URL with credentials, redacted)"
 	}
-	return raw
+	return redactQuery(raw)
+}
+
+// redactQuery replaces the values of unknown query parameters in raw, and
+// any fragment, with "xxxxx".
+func redactQuery(raw string) string {
+	base, query, ok := strings.Cut(raw, "?")
+	if !ok {
+		return raw
+	}
+	query, _, frag := strings.Cut(query, "#")
+	params := strings.Split(query, "&")
+	for i, kv := range params {
+		k, _, hasValue := strings.Cut(kv, "=")
+		switch k {
+		case "endpoint", "region", "path-style", "timeout":
+			continue
+		}
+		if hasValue {
+			params[i] = k + "=xxxxx"
+		}
+	}
+	out := base + "?" + strings.Join(params, "&")
+	if frag {
+		out += "#xxxxx"
+	}
+	return out
 }

@@ -57,13 +57,19 @@ func TestParseURL(t *testing.T) {
 		{"s3://bucket#frag", "fragment"},
 		{"s3:bucket", ""},
 		{"s3://" + strings.Repeat("a", 5000), "longer"},
+		// Credentials in query parameters are refused as unknown and
+		// never echoed.
+		{"s3://bucket?endpoint=http://h:1&password=SEKRET", "unknown query parameter"},
+		{"s3://bucket?access_key=AKID&sk=SEKRET&sk=SEKRET", ""},
+		{"s3://AKID:secret@bucket?token=SEKRET", "credentials"},
+		{"s3://bucket/p?region=r&session_token=SEKRET#x", ""},
 	}
 	for _, tt := range bad {
 		_, err := ParseURL(tt.raw)
 		if !errors.Is(err, ErrBadURL) || !strings.Contains(err.Error(), tt.why) {
 			t.Errorf("ParseURL(%q) = %v; want ErrBadURL mentioning %q", tt.raw, err, tt.why)
 		}
-		if err != nil && (strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "u:p@")) {
+		if err != nil && (strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "SEKRET") || strings.Contains(err.Error(), "u:p@")) {
 			t.Errorf("ParseURL(%q) leaks a credential: %v", tt.raw, err)
 		}
 	}
