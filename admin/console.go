@@ -179,15 +179,14 @@ func (s *Server) parseSession(ctx context.Context, v string) (session, dora.Acco
 		return session{}, dora.Account{}, errBadSession
 	}
 	// The account is looked up before the signature is checked (the SK
-	// is part of it); an unknown AK says no more than a bad signature.
-	acct, err := s.accountByAK(ctx, parts[0])
-	if errors.Is(err, errNoAccount) {
-		return session{}, dora.Account{}, errBadSession
-	}
+	// is part of it); an unknown AK says no more than a bad signature,
+	// and costs the same reads and MAC (candidateAccount), so that its
+	// time does not say it either.
+	acct, found, err := s.candidateAccount(ctx, parts[0])
 	if err != nil {
 		return session{}, dora.Account{}, err
 	}
-	if !hmac.Equal(sum, sessionMAC(key, payload, acct.SecretKey)) {
+	if !hmac.Equal(sum, sessionMAC(key, payload, acct.SecretKey)) || !found {
 		return session{}, dora.Account{}, errBadSession
 	}
 	cur, _, err := s.sessionGen(ctx, acct.ID)
@@ -391,13 +390,27 @@ var errSignIn = &apiError{Status: http.StatusUnauthorized, Msg: "unknown access 
 const noAccountID = "-"
 
 // signInAccount checks an AK/SK pair (errSignIn when it does not sign in)
-// with the same work whatever is wrong with it: an unknown AK reads the
-// store as often as a known one (accounts/<noAccountID> in place of its
-// account) and its SK is compared too (against ""), so the time of the
-// answer does not tell whether the AK exists. A pair that checks is then
-// looked up again as every request's AK is (accounts.ByAK), on the
-// success path only, where the time no longer tells an attacker anything.
+// with the same work whatever is wrong with it (candidateAccount), the SK
+// compared in every case, so the time of the answer does not tell whether
+// the AK exists.
 func (s *Server) signInAccount(ctx context.Context, ak, sk string) (dora.Account, error) {
+	acct, found, err := s.candidateAccount(ctx, ak)
+	if err != nil {
+		return dora.Account{}, err
+	}
+	if !s.secretEqual(sk, acct.SecretKey) || !found {
+		return dora.Account{}, errSignIn
+	}
+	return acct, nil
+}
+
+// candidateAccount is accounts.ByAK (the enabled account of ak; found
+// false when there is none) with the same store reads whether or not
+// there is: an unknown AK reads accounts/<noAccountID> where a known one
+// reads its account. The caller checks a secret against the account's SK
+// ("" when not found) in every case. TestCandidateAccountIsByAK keeps the
+// two in step. Store failures wrap accounts.ErrLookup.
+func (s *Server) candidateAccount(ctx context.Context, ak string) (dora.Account, bool, error) {
 	id, found := noAccountID, true
 	kv, err := s.st.Get(ctx, store.AccessKeyKey(ak))
 	switch {
@@ -406,28 +419,21 @@ func (s *Server) signInAccount(ctx context.Context, ak, sk string) (dora.Account
 	case errors.Is(err, store.ErrNotFound):
 		found = false
 	default:
-		return dora.Account{}, fmt.Errorf("%w: %w", accounts.ErrLookup, err)
+		return dora.Account{}, false, fmt.Errorf("%w: %w", accounts.ErrLookup, err)
 	}
 	var acct dora.Account
 	kv, err = s.st.Get(ctx, store.AccountKey(id))
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(kv.Value, &acct); err != nil {
-			return dora.Account{}, fmt.Errorf("decode %s: %w", store.AccountKey(id), err)
+			return dora.Account{}, false, fmt.Errorf("decode %s: %w", store.AccountKey(id), err)
 		}
 	case errors.Is(err, store.ErrNotFound):
 		found = false
 	default:
-		return dora.Account{}, fmt.Errorf("%w: %w", accounts.ErrLookup, err)
+		return dora.Account{}, false, fmt.Errorf("%w: %w", accounts.ErrLookup, err)
 	}
-	if !s.secretEqual(sk, acct.SecretKey) || !found || acct.Disabled || acct.AccessKey != ak {
-		return dora.Account{}, errSignIn
-	}
-	acct, err = s.accountByAK(ctx, ak)
-	if errors.Is(err, errNoAccount) {
-		return dora.Account{}, errSignIn
-	}
-	return acct, err
+	return acct, found && !acct.Disabled && acct.AccessKey == ak, nil
 }
 
 // secretEqual compares a secret key given at sign-in with the account's

@@ -2,13 +2,17 @@ package admin
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
@@ -94,5 +98,68 @@ func TestSignInSameWork(t *testing.T) {
 	}
 	if got := signIn(testRootAK, testRootSK); got.status != http.StatusOK {
 		t.Fatalf("the right SK: %+v", got)
+	}
+}
+
+// TestSessionCookieSameWork: a forged session cookie naming an unknown AK
+// costs the same reads of the account records as one naming a known AK
+// (its MAC is checked either way) and gets the same answer, so that
+// GET /console/session does not tell which AKs exist either.
+func TestSessionCookieSameWork(t *testing.T) {
+	gets := &getCounter{}
+	e := newEnv(t, func(c *Config) { gets.Store = c.Store; c.Store = gets })
+	type answer struct {
+		status, gets int
+		body         string
+	}
+	probe := func(ak string) answer {
+		t.Helper()
+		payload := base64.RawURLEncoding.EncodeToString([]byte(ak + "|" + strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10) + "|csrf|0"))
+		forged := payload + "." + base64.RawURLEncoding.EncodeToString(make([]byte, 32))
+		req, _ := http.NewRequest(http.MethodGet, e.ts.URL+"/console/session", nil)
+		req.AddCookie(&http.Cookie{Name: SessionCookie, Value: forged})
+		gets.take()
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		return answer{r.StatusCode, gets.take(), string(body)}
+	}
+	known, unknown := probe(testRootAK), probe("unknownAccessKey01234")
+	if known.status != http.StatusUnauthorized || known != unknown {
+		t.Fatalf("a forged cookie of a known AK: %+v; of an unknown AK: %+v", known, unknown)
+	}
+}
+
+// TestCandidateAccountIsByAK: the console's equal-work lookup accepts and
+// refuses the same AKs as accounts.ByAK, which every signed request uses.
+func TestCandidateAccountIsByAK(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	put := func(key string, v []byte) {
+		if _, err := e.st.Put(ctx, key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range []dora.Account{
+		{ID: "4242", AccessKey: "disabledAccessKey0123", SecretKey: "s1s1s1s1s1s1s1s1", Disabled: true},
+		{ID: "4343", AccessKey: "enabledAccessKey01234", SecretKey: "s2s2s2s2s2s2s2s2"},
+		{ID: "4444", AccessKey: "movedAccessKeyNow0123", SecretKey: "s3s3s3s3s3s3s3s3"},
+	} {
+		b, _ := json.Marshal(a)
+		put(store.AccountKey(a.ID), b)
+		put(store.AccessKeyKey(a.AccessKey), []byte(a.ID))
+	}
+	put(store.AccessKeyKey("movedAccessKeyOld0123"), []byte("4444")) // its account moved to another AK
+	put(store.AccessKeyKey("danglingAccessKey0123"), []byte("999"))
+	for _, ak := range []string{testRootAK, "enabledAccessKey01234", "disabledAccessKey0123", "movedAccessKeyNow0123",
+		"movedAccessKeyOld0123", "danglingAccessKey0123", "unknownAccessKey01234", noAccountID} {
+		want, werr := e.srv.accountByAK(ctx, ak)
+		got, found, err := e.srv.candidateAccount(ctx, ak)
+		if err != nil || found != (werr == nil) || (found && !reflect.DeepEqual(got, want)) {
+			t.Errorf("%s: candidateAccount %+v, %v, %v; accounts.ByAK %+v, %v", ak, got, found, err, want, werr)
+		}
 	}
 }
