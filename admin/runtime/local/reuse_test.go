@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/procsweep/proctest"
 )
 
@@ -76,5 +77,22 @@ func TestCloseKillsEscapedProcesses(t *testing.T) {
 			syscall.Kill(p, syscall.SIGKILL)
 			t.Fatalf("the instance's setsid child %d outlived Close", p)
 		}
+	}
+}
+
+// TestCrashedInstanceHasNoAddr: between a crash and the restart the
+// instance listens nowhere; its state must not show the dead address.
+func TestCrashedInstanceHasNoAddr(t *testing.T) {
+	r := newRuntime(t, nil)
+	r.cfg.RestartBackoff = time.Minute // stays CRASHED while the test looks
+	const id = "deploy-crashaddr"
+	spec := grepdSpec(id, 1)
+	spec.Package.Run = "./grepd & sleep 0.5; kill $!; exit 3"
+	if err := r.Apply(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "crashed", func() bool { return inst(status(t, r, id), 1).State == runtime.StateCrashed })
+	if in := inst(status(t, r, id), 1); in.Addr != "" || in.PID != 0 {
+		t.Fatalf("crashed instance shows addr %q pid %d", in.Addr, in.PID)
 	}
 }

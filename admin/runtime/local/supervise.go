@@ -82,7 +82,7 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 			return
 		}
 		in.healthy = false
-		in.pid = 0
+		in.pid, in.port = 0, 0 // nothing listens there any more
 		if fatal {
 			// Stopped for good (an image whose health check never
 			// passes); it stays FAILED until started again.
