@@ -298,3 +298,33 @@ func TestListTruncatedWithoutToken(t *testing.T) {
 		})
 	}
 }
+
+// TestIgnoredRangeBeyondEnd: a store ignoring the Range of a read past
+// the object's end (sending the whole, shorter object) fails the Open as
+// the offset being outside the object, not as the store being unavailable
+// (a 503 inviting retries that fail alike); at the very end it is empty.
+func TestIgnoredRangeBeyondEnd(t *testing.T) {
+	s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+		objectHeaders(w)
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, hundred)
+	})
+	rc, _, err := s.Open(t.Context(), "bkt", "k", 150, 10)
+	if err == nil {
+		rc.Close()
+		t.Fatal("offset 150 of a 100-byte object opened")
+	}
+	if errors.Is(err, origin.ErrUnavailable) || !strings.Contains(err.Error(), "outside") {
+		t.Errorf("offset 150 of 100 bytes: %v, want the offset outside the object", err)
+	}
+	rc, obj, err := s.Open(t.Context(), "bkt", "k", 100, -1)
+	if err != nil {
+		t.Fatalf("offset at the end: %v", err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if len(b) != 0 || err != nil || obj.Size != 100 {
+		t.Errorf("offset at the end: %q, %v, size %d", b, err, obj.Size)
+	}
+}

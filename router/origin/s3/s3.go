@@ -548,9 +548,13 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 		skip = offset
 	}
 	if skip > 0 {
-		if _, err := io.CopyN(io.Discard, out.Body, skip); err != nil {
+		if n, err := io.CopyN(io.Discard, out.Body, skip); err != nil {
 			out.Body.Close()
 			cancel(nil)
+			if err == io.EOF && aws.ToString(out.ContentRange) == "" {
+				// The whole object, which ends before the offset.
+				return fail(fmt.Errorf("offset %d outside [0, %d]", offset, n))
+			}
 			return fail(fmt.Errorf("%w: %v", origin.ErrUnavailable, err))
 		}
 	}
