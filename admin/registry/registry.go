@@ -163,6 +163,9 @@ type Registry struct {
 
 	mu      sync.Mutex
 	uploads map[string]*upload
+	// manifestMu serialises manifest PUTs and DELETEs: each changes
+	// pkg/registry's memory and the records on disk together.
+	manifestMu sync.Mutex
 	// sweepDone is closed when the sweep of idle uploads has stopped.
 	sweepDone chan struct{}
 }
@@ -830,6 +833,8 @@ func (r *Registry) handleManifest(w http.ResponseWriter, req *http.Request, rt r
 			ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("manifest has digest %s, not %s", digest, rt.target))
 			return
 		}
+		r.manifestMu.Lock()
+		defer r.manifestMu.Unlock()
 		rec := r.forward(req, body)
 		if rec.Code == http.StatusCreated {
 			if err := r.persist(req.Context(), rt, ct, digest, body); err != nil {
@@ -841,21 +846,127 @@ func (r *Registry) handleManifest(w http.ResponseWriter, req *http.Request, rt r
 		}
 		copyRecorded(w, rec)
 	case http.MethodDelete:
-		rec := r.forward(req, nil)
-		if rec.Code == http.StatusAccepted {
-			if err := os.Remove(r.refPath(rt.repo, rt.target)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				r.log.Error("delete manifest record", "err", err)
-			}
-			if !isDigest {
-				if err := r.cfg.Store.Delete(req.Context(), imageKey(rt.repo, rt.target)); err != nil {
-					r.log.Error("delete image record", "err", err)
-				}
-			}
+		r.manifestMu.Lock()
+		defer r.manifestMu.Unlock()
+		head := r.innerDo(http.MethodHead, "/v2/"+rt.repo+"/manifests/"+rt.target)
+		if head.Code != http.StatusOK {
+			copyRecorded(w, r.forward(req, nil)) // pkg/registry's 404
+			return
 		}
-		copyRecorded(w, rec)
+		digest := head.Header().Get("Docker-Content-Digest")
+		var err error
+		if isDigest {
+			err = r.deleteDigest(req.Context(), rt.repo, digest)
+		} else {
+			err = r.untag(req.Context(), rt.repo, rt.target, digest, head.Header().Get("Content-Type"))
+		}
+		if err != nil {
+			r.log.Error("delete manifest", "repo", rt.repo, "ref", rt.target, "err", err)
+			ociError(w, http.StatusInternalServerError, "UNKNOWN", "deleting the manifest failed; delete again")
+			return
+		}
+		r.log.Info("manifest deleted", "repo", rt.repo, "ref", rt.target, "digest", digest)
+		w.WriteHeader(http.StatusAccepted)
 	default:
 		r.inner.ServeHTTP(w, req)
 	}
+}
+
+// deleteDigest deletes the manifest digest of repo and, as the
+// distribution spec has it, every tag that points to it: their records on
+// disk and in the store first (the digest's last, so that a crash between
+// leaves no tag to recreate it at the next start), then pkg/registry's.
+// On an error pkg/registry still has them all, and a DELETE again finds
+// them.
+func (r *Registry) deleteDigest(ctx context.Context, repo, digest string) error {
+	tags, err := r.tagsOf(repo, digest)
+	if err != nil {
+		return err
+	}
+	for _, tag := range tags {
+		if err := r.removeRef(repo, tag); err != nil {
+			return err
+		}
+		if err := r.cfg.Store.Delete(ctx, imageKey(repo, tag)); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("delete image record %s:%s: %w", repo, tag, err)
+		}
+	}
+	if err := r.removeRef(repo, digest); err != nil {
+		return err
+	}
+	for _, ref := range append(tags, digest) {
+		r.innerDo(http.MethodDelete, "/v2/"+repo+"/manifests/"+ref)
+	}
+	return nil
+}
+
+// untag deletes tag of repo; the manifest it pointed to stays, by digest,
+// as the distribution spec has it (a deployment may pull it by digest).
+// A manifest pushed by tag only has no record of its digest, from which
+// the next start would bring it back: one is written before the tag's is
+// removed.
+func (r *Registry) untag(ctx context.Context, repo, tag, digest, contentType string) error {
+	if _, err := os.Stat(r.refPath(repo, digest)); errors.Is(err, os.ErrNotExist) {
+		if err := r.writeRef(repo, digest, manifestRecord{ContentType: contentType, Digest: digest}); err != nil {
+			return err
+		}
+	}
+	if err := r.removeRef(repo, tag); err != nil {
+		return err
+	}
+	if err := r.cfg.Store.Delete(ctx, imageKey(repo, tag)); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("delete image record %s:%s: %w", repo, tag, err)
+	}
+	r.innerDo(http.MethodDelete, "/v2/"+repo+"/manifests/"+tag)
+	return nil
+}
+
+// tagsOf lists the tags of repo that point to digest, as pkg/registry has
+// them.
+func (r *Registry) tagsOf(repo, digest string) ([]string, error) {
+	rec := r.innerDo(http.MethodGet, "/v2/"+repo+"/tags/list")
+	if rec.Code == http.StatusNotFound {
+		return nil, nil
+	}
+	var list struct {
+		Tags []string `json:"tags"`
+	}
+	if rec.Code != http.StatusOK {
+		return nil, fmt.Errorf("list tags of %s: status %d", repo, rec.Code)
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil {
+		return nil, fmt.Errorf("list tags of %s: %w", repo, err)
+	}
+	var out []string
+	for _, tag := range list.Tags {
+		if h := r.innerDo(http.MethodHead, "/v2/"+repo+"/manifests/"+tag); h.Code == http.StatusOK && h.Header().Get("Docker-Content-Digest") == digest {
+			out = append(out, tag)
+		}
+	}
+	return out, nil
+}
+
+// removeRef removes the record of a reference (durably: the directory is
+// synced).
+func (r *Registry) removeRef(repo, ref string) error {
+	p := r.refPath(repo, ref)
+	if err := os.Remove(p); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("delete manifest record: %w", err)
+	}
+	if err := r.blobs.syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("delete manifest record: %w", err)
+	}
+	return nil
+}
+
+// innerDo sends pkg/registry a request of the registry's own, without a
+// body, and records its (small) reply.
+func (r *Registry) innerDo(method, path string) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	r.inner.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	return rec
 }
 
 // forward sends a request with the given body to pkg/registry and records
@@ -898,8 +1009,27 @@ func (r *Registry) persist(ctx context.Context, rt route, contentType, digest st
 	if err := r.blobs.commit(rt.repo, h, f); err != nil {
 		return err
 	}
-	recBytes, _ := json.Marshal(manifestRecord{ContentType: contentType, Digest: digest})
-	p := r.refPath(rt.repo, rt.target)
+	if err := r.writeRef(rt.repo, rt.target, manifestRecord{ContentType: contentType, Digest: digest}); err != nil {
+		return err
+	}
+	if strings.HasPrefix(rt.target, "sha256:") {
+		return nil
+	}
+	_, name, _ := strings.Cut(rt.repo, "/")
+	img := ImageRecord{Name: name + ":" + rt.target, Repository: rt.repo, Tag: rt.target, Digest: digest,
+		MediaType: contentType, Size: int64(len(body)), Created: r.cfg.Now().UTC()}
+	val, _ := json.Marshal(img)
+	if _, err := r.cfg.Store.Put(ctx, imageKey(rt.repo, rt.target), val); err != nil {
+		return fmt.Errorf("record image %s: %w", img.Name, err)
+	}
+	return nil
+}
+
+// writeRef writes, durably, the record of reference ref (a tag or a
+// digest) of repo.
+func (r *Registry) writeRef(repo, ref string, rec manifestRecord) error {
+	recBytes, _ := json.Marshal(rec)
+	p := r.refPath(repo, ref)
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
@@ -925,20 +1055,7 @@ func (r *Registry) persist(ctx context.Context, rt route, contentType, digest st
 	if err := os.Rename(tmp.Name(), p); err != nil {
 		return err
 	}
-	if err := r.blobs.syncDir(filepath.Dir(p)); err != nil {
-		return err
-	}
-	if strings.HasPrefix(rt.target, "sha256:") {
-		return nil
-	}
-	_, name, _ := strings.Cut(rt.repo, "/")
-	img := ImageRecord{Name: name + ":" + rt.target, Repository: rt.repo, Tag: rt.target, Digest: digest,
-		MediaType: contentType, Size: int64(len(body)), Created: r.cfg.Now().UTC()}
-	val, _ := json.Marshal(img)
-	if _, err := r.cfg.Store.Put(ctx, imageKey(rt.repo, rt.target), val); err != nil {
-		return fmt.Errorf("record image %s: %w", img.Name, err)
-	}
-	return nil
+	return r.blobs.syncDir(filepath.Dir(p))
 }
 
 // replay feeds the persisted manifests back into pkg/registry: digest

@@ -808,3 +808,86 @@ func TestIdleUploadsSwept(t *testing.T) {
 		t.Fatal("the sweep did not stop with its context")
 	}
 }
+
+// manifestStatus is the status of a GET of repo's manifest ref, as alice.
+func manifestStatus(t *testing.T, e *env, repo, ref string) int {
+	t.Helper()
+	return doAs(t, "AKalice", "GET", e.srv.URL+"/v2/"+repo+"/manifests/"+ref, nil).StatusCode
+}
+
+// TestDeleteByDigestSurvivesRestart: deleting a manifest by digest
+// removes it and every tag pointing to it (distribution spec), and a
+// restart does not bring any of them back; another image's tag stays.
+func TestDeleteByDigestSurvivesRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	img, _ := random.Image(512, 1)
+	other, _ := random.Image(512, 1)
+	for _, r := range []string{"1001/a:v1", "1001/a:v2"} {
+		if err := remote.Write(e.ref(t, r), img, basic("AKalice")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := remote.Write(e.ref(t, "1001/a:v3"), other, basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	if resp := doAs(t, "AKalice", "DELETE", e.srv.URL+"/v2/1001/a/manifests/"+d.String(), nil); resp.StatusCode != 202 {
+		t.Fatalf("DELETE by digest: %d", resp.StatusCode)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, ref := range []string{d.String(), "v1", "v2"} {
+			if s := manifestStatus(t, e, "1001/a", ref); s != 404 {
+				t.Errorf("%s: %s is %d, want 404", when, ref, s)
+			}
+		}
+		if s := manifestStatus(t, e, "1001/a", "v3"); s != 200 {
+			t.Errorf("%s: v3 is %d", when, s)
+		}
+		tags, err := remote.List(e.ref(t, "1001/a:v3").Context(), basic("AKalice"))
+		if err != nil || strings.Join(tags, ",") != "v3" {
+			t.Errorf("%s: tags %v, %v", when, tags, err)
+		}
+		imgs, _ := ListImages(context.Background(), e.st, "1001")
+		if len(imgs) != 1 || imgs[0].Name != "a:v3" {
+			t.Errorf("%s: images %+v", when, imgs)
+		}
+	}
+	check("before a restart")
+	e.start(t)
+	check("after a restart")
+	if resp := doAs(t, "AKalice", "DELETE", e.srv.URL+"/v2/1001/a/manifests/"+d.String(), nil); resp.StatusCode != 404 {
+		t.Fatalf("DELETE by digest again: %d", resp.StatusCode)
+	}
+}
+
+// TestDeleteTagKeepsDigestAcrossRestart: deleting a tag removes the tag;
+// the manifest stays pullable by digest, before and after a restart (it
+// used to be there until a restart only), until it is deleted by digest.
+func TestDeleteTagKeepsDigestAcrossRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	img, _ := random.Image(512, 1)
+	if err := remote.Write(e.ref(t, "1001/b:v1"), img, basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	if resp := doAs(t, "AKalice", "DELETE", e.srv.URL+"/v2/1001/b/manifests/v1", nil); resp.StatusCode != 202 {
+		t.Fatalf("DELETE by tag: %d", resp.StatusCode)
+	}
+	for _, when := range []string{"before a restart", "after a restart"} {
+		if s := manifestStatus(t, e, "1001/b", "v1"); s != 404 {
+			t.Errorf("%s: deleted tag is %d", when, s)
+		}
+		if s := manifestStatus(t, e, "1001/b", d.String()); s != 200 {
+			t.Errorf("%s: digest of the deleted tag is %d, want 200", when, s)
+		}
+		e.start(t)
+	}
+	if resp := doAs(t, "AKalice", "DELETE", e.srv.URL+"/v2/1001/b/manifests/"+d.String(), nil); resp.StatusCode != 202 {
+		t.Fatalf("DELETE by digest: %d", resp.StatusCode)
+	}
+	e.start(t)
+	if s := manifestStatus(t, e, "1001/b", d.String()); s != 404 {
+		t.Errorf("deleted digest after a restart: %d", s)
+	}
+}
