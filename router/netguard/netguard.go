@@ -63,7 +63,11 @@ var sensitive = []netip.Prefix{
 	netip.MustParsePrefix("fe80::/10"),          // IPv6 link-local
 	netip.MustParsePrefix("100.100.100.200/32"), // Alibaba Cloud metadata
 	netip.MustParsePrefix("fd00:ec2::254/128"),  // AWS metadata over IPv6
+	netip.MustParsePrefix("fd00:ec2::23/128"),   // AWS EKS Pod Identity Agent over IPv6 (credentials)
+	netip.MustParsePrefix("fd20:ce::254/128"),   // GCP metadata over IPv6
+	netip.MustParsePrefix("fd00:42::42/128"),    // Scaleway metadata over IPv6
 	netip.MustParsePrefix("168.63.129.16/32"),   // Azure wire server
+	netip.MustParsePrefix("192.0.0.192/32"),     // Oracle Cloud (Classic) metadata
 }
 
 // Sensitive reports whether a is link-local or a cloud instance-metadata

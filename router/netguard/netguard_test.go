@@ -230,3 +230,28 @@ func TestOutsideGlobalUnicastSpace(t *testing.T) {
 		}
 	}
 }
+
+// The IPv6 metadata addresses of other clouds, and the credential agents
+// beside them, are as sensitive as AWS's fd00:ec2::254: private
+// addresses (which the guard for dorad dev allows) that hand out the
+// host's credentials.
+func TestSensitiveMetadataIPv6(t *testing.T) {
+	for _, a := range []string{
+		"[fd20:ce::254]:80", // GCP metadata over IPv6
+		"[fd00:ec2::23]:80", // AWS EKS Pod Identity Agent over IPv6
+		"[fd00:42::42]:80",  // Scaleway metadata over IPv6
+		"192.0.0.192:80",    // Oracle Cloud (Classic) metadata
+	} {
+		if err := CheckNotSensitive(a); !errors.Is(err, ErrNotPublic) {
+			t.Errorf("CheckNotSensitive(%s) = %v, want ErrNotPublic", a, err)
+		}
+		if err := Check(a); !errors.Is(err, ErrNotPublic) {
+			t.Errorf("Check(%s) = %v, want ErrNotPublic", a, err)
+		}
+	}
+	for _, a := range []string{"[fd20:ce::253]:80", "[fd00:ec2::22]:80", "192.0.0.191:80"} {
+		if err := CheckNotSensitive(a); err != nil {
+			t.Errorf("CheckNotSensitive(%s) = %v, want nil", a, err)
+		}
+	}
+}
