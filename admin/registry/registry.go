@@ -1059,8 +1059,8 @@ func (r *Registry) writeRef(repo, ref string, rec manifestRecord) error {
 }
 
 // replay feeds the persisted manifests back into pkg/registry: digest
-// references before tags, plain manifests before indexes (an index needs
-// its children present).
+// references before tags, plain manifests before indexes, and an index
+// again after the indexes it names (an index needs its children present).
 func (r *Registry) replay() error {
 	root := filepath.Join(r.cfg.Dir, "manifests")
 	type entry struct {
@@ -1106,24 +1106,45 @@ func (r *Registry) replay() error {
 		}
 		return !a.index && b.index
 	})
-	for _, e := range entries {
-		h, err := v1.NewHash(e.rec.Digest)
-		if err != nil {
-			r.log.Warn("skipping manifest record", "repo", e.repo, "ref", e.ref, "err", err)
-			continue
+	// pkg/registry refuses an index before its children: one whose child
+	// is an index replayed later in this order (an index of indexes) is
+	// replayed again once that child is in, in rounds until none is.
+	type failed struct {
+		e    entry
+		code int
+		body string
+	}
+	pending := entries
+	for len(pending) > 0 {
+		var retry []entry
+		var fails []failed
+		for _, e := range pending {
+			h, err := v1.NewHash(e.rec.Digest)
+			if err != nil {
+				r.log.Warn("skipping manifest record", "repo", e.repo, "ref", e.ref, "err", err)
+				continue
+			}
+			body, err := r.blobs.readBlob(h, r.cfg.MaxManifestBytes)
+			if err != nil {
+				r.log.Warn("manifest bytes missing", "repo", e.repo, "ref", e.ref, "err", err)
+				continue
+			}
+			req := httptest.NewRequest(http.MethodPut, "/v2/"+e.repo+"/manifests/"+e.ref, bytes.NewReader(body))
+			req.Header.Set("Content-Type", e.rec.ContentType)
+			rec := httptest.NewRecorder()
+			r.inner.ServeHTTP(rec, req)
+			if rec.Code != http.StatusCreated {
+				retry = append(retry, e)
+				fails = append(fails, failed{e, rec.Code, rec.Body.String()})
+			}
 		}
-		body, err := r.blobs.readBlob(h, r.cfg.MaxManifestBytes)
-		if err != nil {
-			r.log.Warn("manifest bytes missing", "repo", e.repo, "ref", e.ref, "err", err)
-			continue
+		if len(retry) == len(pending) {
+			for _, f := range fails {
+				r.log.Warn("replaying manifest failed", "repo", f.e.repo, "ref", f.e.ref, "status", f.code, "body", f.body)
+			}
+			break
 		}
-		req := httptest.NewRequest(http.MethodPut, "/v2/"+e.repo+"/manifests/"+e.ref, bytes.NewReader(body))
-		req.Header.Set("Content-Type", e.rec.ContentType)
-		rec := httptest.NewRecorder()
-		r.inner.ServeHTTP(rec, req)
-		if rec.Code != http.StatusCreated {
-			r.log.Warn("replaying manifest failed", "repo", e.repo, "ref", e.ref, "status", rec.Code, "body", rec.Body.String())
-		}
+		pending = retry
 	}
 	return nil
 }

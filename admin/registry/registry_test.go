@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -890,4 +892,65 @@ func TestDeleteTagKeepsDigestAcrossRestart(t *testing.T) {
 	if s := manifestStatus(t, e, "1001/b", d.String()); s != 404 {
 		t.Errorf("deleted digest after a restart: %d", s)
 	}
+}
+
+// TestNestedIndexSurvivesRestart: an index of indexes of indexes is kept
+// across a restart whatever the order of their digests (replay used to
+// put indexes back in the order of their names: a middle index named
+// before its child was refused for the missing child, and lost, and the
+// tagged top index with it).
+func TestNestedIndexSurvivesRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	// The top index is pushed by tag, the others by digest; the middle
+	// one's digest sorts before its child's.
+	var top, inner v1.ImageIndex
+	for i := 0; i < 100 && top == nil; i++ {
+		in, err := random.Index(256, 1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mid := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: in})
+		id, _ := in.Digest()
+		md, err := mid.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if md.String() < id.String() {
+			top, inner = mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: mid}), in
+		}
+	}
+	if top == nil {
+		t.Fatal("no middle index sorting before its child")
+	}
+	ref := e.ref(t, "1001/nested:v1")
+	if err := remote.WriteIndex(ref, top, basic("AKalice")); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	got, err := remote.Index(ref, basic("AKalice"))
+	if err != nil {
+		t.Fatalf("top index after a restart: %v", err)
+	}
+	tm, err := got.IndexManifest()
+	if err != nil || len(tm.Manifests) != 1 {
+		t.Fatalf("top index: %v, %v", tm, err)
+	}
+	mid, err := got.ImageIndex(tm.Manifests[0].Digest)
+	if err != nil {
+		t.Fatalf("middle index after a restart: %v", err)
+	}
+	id, _ := inner.Digest()
+	child, err := mid.ImageIndex(id)
+	if err != nil {
+		t.Fatalf("inner index after a restart: %v", err)
+	}
+	im, err := child.IndexManifest()
+	if err != nil || len(im.Manifests) != 1 {
+		t.Fatalf("inner index: %v, %v", im, err)
+	}
+	img, err := child.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLayers(t, img)
 }
