@@ -161,8 +161,25 @@ async function boot() {
     signedIn(info);
   });
   document.getElementById("logout").addEventListener("click", async () => {
-    await fetch("/console/logout", { method: "POST", credentials: "same-origin" });
+    // The cookie is cleared whatever the answer; a failure means the
+    // session may still be alive elsewhere (a copied cookie, another
+    // browser): say so on the sign-in screen.
+    let warn = "";
+    try {
+      const resp = await fetch("/console/logout", { method: "POST", credentials: "same-origin" });
+      if (!resp.ok) {
+        let msg = resp.statusText;
+        try { msg = (await resp.json()).error || msg; } catch (e) { /* keep */ }
+        warn = msg;
+      }
+    } catch (e) {
+      warn = "cannot reach the console's server: " + e.message;
+    }
     showLogin();
+    if (warn) {
+      document.getElementById("login-error").textContent =
+        "signed out in this browser, but the server could not end the session everywhere (" + warn + "): sign in and out again";
+    }
   });
   window.addEventListener("hashchange", route);
   const resp = await fetch("/console/session", { credentials: "same-origin" });

@@ -79,3 +79,16 @@ func TestConsoleBadAddress(t *testing.T) {
 	eval[chromedp.Void](t, ctx, `location.hash = "#/ufops"`)
 	waitFor(t, ctx, "the ufops page", `document.querySelector('#ufop-name') !== null`)
 }
+
+// TestConsoleSignOutNetworkError: a sign-out whose request fails (the
+// admin unreachable, or its store: the session may still be alive
+// elsewhere) shows the sign-in screen with a warning saying so; it showed
+// the sign-in screen as if all went well.
+func TestConsoleSignOutNetworkError(t *testing.T) {
+	ctx := newTab(t)
+	signIn(t, ctx)
+	blockURLs(t, ctx, "*://*:*/console/logout")
+	do(t, ctx, "sign out", chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#ak")))
+	waitFor(t, ctx, "the sign-out's warning", `document.querySelector('#login-error').textContent.includes('could not end the session')`)
+	blockURLs(t, ctx)
+}
