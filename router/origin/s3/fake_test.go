@@ -328,3 +328,53 @@ func TestIgnoredRangeBeyondEnd(t *testing.T) {
 		t.Errorf("offset at the end: %q, %v, size %d", b, err, obj.Size)
 	}
 }
+
+// TestListOutsidePrefixIgnored: a store ignoring a listing's prefix (or
+// start-after) answers keys of other Dora buckets; they are not this
+// bucket's keys (before, "other/secret.txt" was listed as bucket bkt's
+// key "other/secret.txt").
+func TestListOutsidePrefixIgnored(t *testing.T) {
+	s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			objectHeaders(w)
+			w.Header().Set("Content-Length", "1")
+			return
+		}
+		if r.URL.Query().Get("list-type") != "2" {
+			http.Error(w, "unexpected", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>%s</Name><KeyCount>4</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>
+<Contents><Key>a/x</Key><Size>1</Size></Contents>
+<Contents><Key>bkt/a</Key><Size>1</Size></Contents>
+<Contents><Key>bkt/b/c</Key><Size>1</Size></Contents>
+<Contents><Key>bktz/d</Key><Size>1</Size></Contents>
+<Contents><Key>other/secret.txt</Key><Size>1</Size></Contents>
+<CommonPrefixes><Prefix>other/dir/</Prefix></CommonPrefixes>
+</ListBucketResult>`, testBucket)
+	})
+	keys, err := s.Keys(t.Context(), "bkt", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(keys, ","); got != "a,b/c" {
+		t.Errorf("Keys of bkt = %q, want a,b/c", got)
+	}
+	keys, err = s.Keys(t.Context(), "bkt", "b/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(keys, ","); got != "b/c" {
+		t.Errorf("Keys of bkt under b/ = %q, want b/c", got)
+	}
+	// A store ignoring start-after repeats the previous page's keys.
+	p, err := s.ListPage(t.Context(), "bkt", s3origin.ListOptions{Marker: "a", Delimiter: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Objects) != 1 || p.Objects[0].Key != "b/c" || len(p.Prefixes) != 0 {
+		t.Errorf("ListPage of bkt after a = %+v, want b/c alone", p)
+	}
+}

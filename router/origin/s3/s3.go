@@ -908,6 +908,13 @@ func (s *Store) listKeys(ctx context.Context, bucket string, opts ListOptions) (
 		token *string
 	)
 	full := func() bool { return opts.Limit > 0 && len(keys)+len(page.Prefixes) >= opts.Limit }
+	// asked reports whether an S3 key (or common prefix) of an answer is
+	// one the listing asked for: a store ignoring the prefix or the
+	// marker must not list another Dora bucket's keys as this one's, nor
+	// the keys of a previous page again.
+	asked := func(raw string) bool {
+		return strings.HasPrefix(raw, aws.ToString(in.Prefix)) && (in.StartAfter == nil || raw > *in.StartAfter)
+	}
 	for {
 		in.ContinuationToken = token
 		if opts.Limit > 0 {
@@ -929,6 +936,9 @@ func (s *Store) listKeys(ctx context.Context, bucket string, opts ListOptions) (
 			if len(cps) == 0 || (len(objs) > 0 && aws.ToString(objs[0].Key) < aws.ToString(cps[0].Prefix)) {
 				o := objs[0]
 				objs = objs[1:]
+				if !asked(aws.ToString(o.Key)) {
+					continue
+				}
 				k := strings.TrimPrefix(aws.ToString(o.Key), base)
 				last = k
 				if dora.ValidateKey(k) == nil {
@@ -936,8 +946,12 @@ func (s *Store) listKeys(ctx context.Context, bucket string, opts ListOptions) (
 				}
 				continue
 			}
-			p := strings.TrimPrefix(aws.ToString(cps[0].Prefix), base)
+			raw := aws.ToString(cps[0].Prefix)
 			cps = cps[1:]
+			if !asked(raw) {
+				continue
+			}
+			p := strings.TrimPrefix(raw, base)
 			last = p
 			page.Prefixes = append(page.Prefixes, p)
 		}
