@@ -52,6 +52,12 @@ import (
 // tar.gz, unsafe paths or links, no ufop.yaml, a bad ufop.yaml, too large.
 var ErrBadPackage = errors.New("bad package")
 
+// ErrStorage is wrapped by every error of the server's own disk while
+// unpacking (a full disk or quota, an I/O error: ENOSPC, EDQUOT, EIO stay
+// wrapped too): the package is not to blame, and such an error never
+// wraps ErrBadPackage.
+var ErrStorage = errors.New("server storage error")
+
 // ErrNoBuild is returned when a build's result directory does not exist.
 var ErrNoBuild = errors.New("no such successful build")
 
@@ -192,6 +198,14 @@ type Builder struct {
 	// doomed holds the busy pairs Remove could not delete: their
 	// directories go when they are released.
 	doomed map[string]bool
+	// create creates an unpacked file (createFile; tests make it fail as
+	// a full disk does).
+	create func(path string, perm os.FileMode) (io.WriteCloser, error)
+}
+
+// createFile creates a new file for writing, failing if it exists.
+func createFile(path string, perm os.FileMode) (io.WriteCloser, error) {
+	return os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
 }
 
 // Config configures a Builder made by NewWithConfig.
@@ -239,7 +253,7 @@ func NewWithConfig(cfg Config) (*Builder, error) {
 		return nil, fmt.Errorf("build: %w", err)
 	}
 	b := &Builder{root: abs, Env: cfg.Env, runAs: cfg.RunAs, busy: map[string]bool{}, doomed: map[string]bool{},
-		owner: procsweep.Owner("build", abs)}
+		owner: procsweep.Owner("build", abs), create: createFile}
 	// Processes of build lines an earlier process started and did not
 	// outlive (a kill -9): the lines' shells died with it, but their
 	// background children and anything that left the process group did
@@ -338,7 +352,9 @@ func (b *Builder) claim(ufop string, n int) (release func(), err error) {
 // files and FIFOs, more than maxBytes of file content (DefaultMaxBytes when
 // maxBytes <= 0), more than MaxEntries entries and a missing or invalid
 // ufop.yaml at the root are rejected with errors wrapping ErrBadPackage;
-// nothing is left behind then.
+// nothing is left behind then. A failure of the server's own disk (full,
+// over quota, an I/O error) wraps ErrStorage instead, and a cancelled ctx
+// its error.
 func (b *Builder) Unpack(ctx context.Context, ufop string, n int, tarGz io.Reader, maxBytes int64) (UfopYAML, error) {
 	if err := checkName(ufop, n); err != nil {
 		return UfopYAML{}, err
@@ -351,18 +367,37 @@ func (b *Builder) Unpack(ctx context.Context, ufop string, n int, tarGz io.Reade
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
+	u, err := b.unpack(ctx, ufop, n, tarGz, maxBytes)
+	if err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, storageError(err))
+	}
+	return u, nil
+}
+
+// storageError marks err as the server's: any error of an unpack but the
+// package's own (ErrBadPackage, which also carries the upload's read
+// errors) and a cancellation is a failure of the disk being written.
+func storageError(err error) error {
+	if errors.Is(err, ErrBadPackage) || errors.Is(err, ErrStorage) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrStorage, err)
+}
+
+func (b *Builder) unpack(ctx context.Context, ufop string, n int, tarGz io.Reader, maxBytes int64) (UfopYAML, error) {
 	base := b.base(ufop, n)
 	if err := os.MkdirAll(filepath.Dir(base), 0o711); err != nil {
-		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+		return UfopYAML{}, err
 	}
 	// Traverse only: user code reaches its own working dir and $RESOURCE
 	// by name, never lists or writes the build's own files (build.log).
 	if err := os.MkdirAll(base, 0o711); err != nil {
-		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+		return UfopYAML{}, err
 	}
 	tmp, err := os.MkdirTemp(base, "resource.tmp-")
 	if err != nil {
-		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+		return UfopYAML{}, err
 	}
 	ok := false
 	defer func() {
@@ -370,27 +405,30 @@ func (b *Builder) Unpack(ctx context.Context, ufop string, n int, tarGz io.Reade
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := extract(ctx, tarGz, tmp, maxBytes); err != nil {
-		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+	if err := extract(ctx, tarGz, tmp, maxBytes, b.create); err != nil {
+		return UfopYAML{}, err
 	}
 	fi, err := os.Lstat(filepath.Join(tmp, "ufop.yaml"))
-	if err != nil || !fi.Mode().IsRegular() {
-		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w: no ufop.yaml file at the root of the package", ufop, n, ErrBadPackage)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && !fi.Mode().IsRegular() {
+		return UfopYAML{}, fmt.Errorf("%w: no ufop.yaml file at the root of the package", ErrBadPackage)
+	}
+	if err != nil {
+		return UfopYAML{}, err
 	}
 	raw, err := readCapped(filepath.Join(tmp, "ufop.yaml"), MaxUfopYAML)
 	if err != nil {
-		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+		return UfopYAML{}, err
 	}
 	u, err := ParseUfopYAML(raw)
 	if err != nil {
-		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+		return UfopYAML{}, err
 	}
 	dst := b.resourceDir(ufop, n)
 	if err := removeTree(dst); err != nil {
-		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+		return UfopYAML{}, err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
-		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, err)
+		return UfopYAML{}, err
 	}
 	ok = true
 	return u, nil
@@ -433,8 +471,10 @@ func cleanName(name string) (string, error) {
 	return c, nil
 }
 
-// extract unpacks a gzip'ed tar into dir (which exists and is empty).
-func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error {
+// extract unpacks a gzip'ed tar into dir (which exists and is empty),
+// creating files with create. Errors reading r wrap ErrBadPackage (or are
+// ctx's); a file's failed write or close wraps ErrStorage.
+func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64, create func(string, os.FileMode) (io.WriteCloser, error)) error {
 	zr, err := gzip.NewReader(r)
 	if err != nil {
 		return readError("not gzip", err)
@@ -498,16 +538,22 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 				return err
 			}
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fileMode(hdr.Mode))
+			f, err := create(target, fileMode(hdr.Mode))
 			if err != nil {
 				return err
 			}
-			n, err := io.Copy(f, io.LimitReader(ctxio.Reader(ctx, tr), hdr.Size))
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
+			// A failed write is the disk's (ENOSPC, EDQUOT, EIO), a failed
+			// read the upload's.
+			fw := &errWriter{w: f}
+			n, err := io.Copy(fw, io.LimitReader(ctxio.Reader(ctx, tr), hdr.Size))
+			cerr := f.Close()
+			switch {
+			case fw.err != nil:
+				return fmt.Errorf("%w: writing %s: %w", ErrStorage, name, fw.err)
+			case err != nil:
 				return readError(name, err)
+			case cerr != nil:
+				return fmt.Errorf("%w: writing %s: %w", ErrStorage, name, cerr)
 			}
 			if n != hdr.Size {
 				return fmt.Errorf("%w: %s: truncated", ErrBadPackage, name)
@@ -540,6 +586,9 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 			}
 			srcPath := filepath.Join(dir, filepath.FromSlash(src))
 			fi, err := os.Lstat(srcPath)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
 			if err != nil || !fi.Mode().IsRegular() {
 				return fmt.Errorf("%w: hard link %q -> %q: target is not an earlier regular file", ErrBadPackage, name, hdr.Linkname)
 			}
@@ -573,6 +622,20 @@ func extract(ctx context.Context, r io.Reader, dir string, maxBytes int64) error
 		}
 	}
 	return nil
+}
+
+// errWriter keeps the first error of its writer.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // readError reports a failed read of the upload at what: a bad package,

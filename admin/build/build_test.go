@@ -616,3 +616,71 @@ func TestBuildLineLeavesBackgroundJob(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// failingFile is an unpacked file whose writes fail with err once after
+// bytes have been written (or whose Close fails with it, closeErr).
+type failingFile struct {
+	f        *os.File
+	after    int
+	err      error
+	closeErr bool
+}
+
+func (f *failingFile) Write(p []byte) (int, error) {
+	if !f.closeErr && len(p) > f.after {
+		n, _ := f.f.Write(p[:f.after])
+		f.after = 0
+		return n, f.err
+	}
+	f.after -= len(p)
+	return f.f.Write(p)
+}
+
+func (f *failingFile) Close() error {
+	err := f.f.Close()
+	if f.closeErr {
+		return f.err
+	}
+	return err
+}
+
+// TestUnpackDiskErrorsAreServers: a full disk, a quota or an I/O error
+// while a package is unpacked (a write or a close failing) is the
+// server's: the error wraps ErrStorage and the errno, never ErrBadPackage
+// (which the admin answers 400, "your package is bad"), and nothing is
+// left behind.
+func TestUnpackDiskErrorsAreServers(t *testing.T) {
+	arch := tarGz(t, entry{name: "ufop.yaml", body: okYAML}, entry{name: "big", body: strings.Repeat("x", 1<<20)}).Bytes()
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EIO} {
+		for _, onClose := range []bool{false, true} {
+			root := t.TempDir()
+			b, err := New(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.create = func(p string, perm os.FileMode) (io.WriteCloser, error) {
+				f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
+				if err != nil || filepath.Base(p) != "big" {
+					return f, err
+				}
+				return &failingFile{f: f, after: 4096, err: &os.PathError{Op: "write", Path: p, Err: errno}, closeErr: onClose}, nil
+			}
+			_, err = b.Unpack(context.Background(), "testufop", 1, bytes.NewReader(arch), 0)
+			if !errors.Is(err, ErrStorage) || !errors.Is(err, errno) || errors.Is(err, ErrBadPackage) {
+				t.Errorf("%v (on close: %v): err = %v, want ErrStorage and the errno, not ErrBadPackage", errno, onClose, err)
+			}
+			left, _ := filepath.Glob(filepath.Join(root, "testufop", "1", "*"))
+			if len(left) != 0 {
+				t.Errorf("%v: left behind %v", errno, left)
+			}
+		}
+	}
+	// A package that is bad is still bad, not the server's.
+	b, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Unpack(context.Background(), "testufop", 1, tarGz(t, entry{name: "x", body: "y"}), 0); !errors.Is(err, ErrBadPackage) || errors.Is(err, ErrStorage) {
+		t.Errorf("no ufop.yaml: err = %v", err)
+	}
+}
