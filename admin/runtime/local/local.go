@@ -203,6 +203,9 @@ type instance struct {
 type run struct {
 	stop chan struct{}
 	done chan struct{}
+	// after, when non-nil, is the done of the instance's previous run,
+	// still ending when this one began: this one waits for it.
+	after <-chan struct{}
 }
 
 // New returns a Runtime; Close it to stop every instance.
@@ -607,10 +610,16 @@ func (r *Runtime) newInstance(d *deployment, i int) *instance {
 
 // startLocked begins a supervised run of in. Callers hold r.mu.
 func (r *Runtime) startLocked(d *deployment, in *instance) {
+	r.startAfterLocked(d, in, nil)
+}
+
+// startAfterLocked is startLocked with the run waiting for after (when
+// non-nil) to be closed before it starts anything. Callers hold r.mu.
+func (r *Runtime) startAfterLocked(d *deployment, in *instance, after <-chan struct{}) {
 	if in.run != nil || d.failure != "" {
 		return
 	}
-	rn := &run{stop: make(chan struct{}), done: make(chan struct{})}
+	rn := &run{stop: make(chan struct{}), done: make(chan struct{}), after: after}
 	in.run = rn
 	in.state = runtime.StateStarting
 	in.healthy = false
@@ -699,7 +708,15 @@ func (r *Runtime) StartInstances(ctx context.Context, deploymentID string, index
 	}
 	for _, in := range ins {
 		delete(d.stopped, in.index)
-		r.startLocked(d, in)
+		var after <-chan struct{}
+		if in.run != nil && in.state == runtime.StateFailed && in.pid == 0 {
+			// Given up on (a container that never became healthy or
+			// kept exiting) or waiting for its next try: "stays
+			// FAILED until started again", so a new run, once the old
+			// one has ended.
+			after = r.stopLocked(in).done
+		}
+		r.startAfterLocked(d, in, after)
 	}
 	return nil
 }

@@ -53,6 +53,13 @@ func startupWait(elapsed, interval time.Duration) time.Duration {
 // backoff when it exits.
 func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 	defer close(rn.done)
+	if rn.after != nil {
+		select {
+		case <-rn.after:
+		case <-rn.stop:
+			return
+		}
+	}
 	if in.after != nil {
 		// The instance that had this index before is still stopping:
 		// its working dir, log files and container name are still its.
