@@ -378,3 +378,25 @@ func TestListOutsidePrefixIgnored(t *testing.T) {
 		t.Errorf("ListPage of bkt after a = %+v, want b/c alone", p)
 	}
 }
+
+// TestHeadWithoutLength: a HEAD answered without Content-Length describes
+// an object of unknown size (-1), not an empty one, which readers served
+// as 0 bytes.
+func TestHeadWithoutLength(t *testing.T) {
+	s := fakeStore(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf.WriteString("HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
+		buf.Flush()
+	})
+	obj, err := s.Stat(t.Context(), "bkt", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obj.Size != -1 {
+		t.Errorf("HEAD without Content-Length: size %d, want -1", obj.Size)
+	}
+}

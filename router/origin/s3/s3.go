@@ -335,7 +335,8 @@ func (s *Store) bounded(ctx context.Context, f func(ctx context.Context) error) 
 	return s.mapErr(ctx, err)
 }
 
-// Stat returns an object's metadata (one HEAD).
+// Stat returns an object's metadata (one HEAD); Size is -1 when the store
+// tells no length.
 func (s *Store) Stat(ctx context.Context, bucket, key string) (origin.Object, error) {
 	if err := validate(bucket, key); err != nil {
 		return origin.Object{}, err
@@ -357,7 +358,11 @@ func (s *Store) head(ctx context.Context, bucket, key string) (origin.Object, er
 	if err != nil {
 		return origin.Object{}, err
 	}
-	return toObject(bucket, key, aws.ToInt64(out.ContentLength), out.ETag, out.Metadata, out.ContentType, out.LastModified), nil
+	size := int64(-1) // unknown: a store that sent no Content-Length
+	if out.ContentLength != nil {
+		size = *out.ContentLength
+	}
+	return toObject(bucket, key, size, out.ETag, out.Metadata, out.ContentType, out.LastModified), nil
 }
 
 // toObject maps S3's fields to Dora's.
@@ -450,7 +455,7 @@ func (s *Store) open(ctx context.Context, bucket, key string, offset, length int
 		if want != nil && changed(*want, obj) {
 			return fail(origin.ErrChanged)
 		}
-		if offset > obj.Size {
+		if obj.Size >= 0 && offset > obj.Size {
 			return fail(fmt.Errorf("offset %d outside [0, %d]", offset, obj.Size))
 		}
 		return io.NopCloser(strings.NewReader("")), obj, nil
@@ -996,6 +1001,9 @@ func (s *Store) headAll(ctx context.Context, bucket string, keys []listedKey, pa
 			defer mu.Unlock()
 			switch {
 			case err == nil:
+				if obj.Size < 0 { // the HEAD told none; the listing did
+					obj.Size = e.size
+				}
 				page.Objects[i], found[i] = obj, true
 			case errors.Is(err, origin.ErrNotFound): // deleted meanwhile
 			case ferr == nil:
