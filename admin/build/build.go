@@ -788,7 +788,7 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 	defer removeTree(work) // a no-op once renamed into place
 	if baseDir != "" {
 		fmt.Fprintf(out, "# base image %s\n", u.Image)
-		if err := CopyDir(work, baseDir); err != nil {
+		if err := CopyDirContext(ctx, work, baseDir); err != nil {
 			return fmt.Errorf("build %s.v%d: copy base %s: %w", ufop, n, u.Image, err)
 		}
 	}
@@ -801,7 +801,7 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 		return fmt.Errorf("build %s.v%d: %w", ufop, n, err)
 	}
 	for _, d := range []string{res, work, home} {
-		if err := ChownTree(d, b.runAs); err != nil {
+		if err := ChownTreeContext(ctx, d, b.runAs); err != nil {
 			return fmt.Errorf("build %s.v%d: give %s to %s: %w", ufop, n, filepath.Base(d), b.runAs, err)
 		}
 	}
@@ -816,7 +816,7 @@ func (b *Builder) Build(ctx context.Context, ufop string, n int, baseDir string,
 		}
 	}
 	if b.runAs != nil {
-		if err := SealTree(work, b.runAs); err != nil {
+		if err := SealTreeContext(ctx, work, b.runAs); err != nil {
 			return fmt.Errorf("build %s.v%d: seal result: %w", ufop, n, err)
 		}
 	}
@@ -1072,7 +1072,16 @@ func (b *Builder) WriteTarGz(ufop string, n int, w io.Writer) error {
 // CopyDir copies the tree at src into dst (created if missing): directories,
 // regular files with their permission bits, and symlinks as symlinks (never
 // followed). Other file types are skipped.
-func CopyDir(dst, src string) error {
+func CopyDir(dst, src string) error { return CopyDirContext(context.Background(), dst, src) }
+
+// copyChunk is how much of a file CopyDirContext copies between two looks
+// at its context.
+const copyChunk = 8 << 20
+
+// CopyDirContext is CopyDir, stopping with ctx's error once ctx is done
+// (between entries, and every copyChunk bytes of a file); what it copied
+// until then stays in dst.
+func CopyDirContext(ctx context.Context, dst, src string) error {
 	src = filepath.Clean(src)
 	fi, err := os.Stat(src)
 	if err != nil {
@@ -1086,6 +1095,9 @@ func CopyDir(dst, src string) error {
 	}
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		rel, err := filepath.Rel(src, p)
@@ -1107,13 +1119,13 @@ func CopyDir(dst, src string) error {
 			}
 			return os.Symlink(l, target)
 		case info.Mode().IsRegular():
-			return copyFile(target, p, info.Mode().Perm())
+			return copyFile(ctx, target, p, info.Mode().Perm())
 		}
 		return nil
 	})
 }
 
-func copyFile(dst, src string, perm os.FileMode) error {
+func copyFile(ctx context.Context, dst, src string, perm os.FileMode) error {
 	in, err := openRegular(src)
 	if err != nil {
 		return err
@@ -1123,9 +1135,21 @@ func copyFile(dst, src string, perm os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
+	// In chunks, each still copied in the kernel (copy_file_range) where
+	// it can be.
+	for {
+		if err := ctx.Err(); err != nil {
+			out.Close()
+			return err
+		}
+		_, err := io.CopyN(out, in, copyChunk)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			out.Close()
+			return err
+		}
 	}
 	return out.Close()
 }

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/iotest"
@@ -682,5 +683,121 @@ func TestUnpackDiskErrorsAreServers(t *testing.T) {
 	}
 	if _, err := b.Unpack(context.Background(), "testufop", 1, tarGz(t, entry{name: "x", body: "y"}), 0); !errors.Is(err, ErrBadPackage) || errors.Is(err, ErrStorage) {
 		t.Errorf("no ufop.yaml: err = %v", err)
+	}
+}
+
+// countdown is a context that ends (Err is context.Canceled) after left
+// looks at it: a cancellation in the middle of a long walk.
+type countdown struct {
+	context.Context
+	left atomic.Int64
+}
+
+func newCountdown(n int64) *countdown {
+	c := &countdown{Context: context.Background()}
+	c.left.Store(n)
+	return c
+}
+
+func (c *countdown) Err() error {
+	if c.left.Add(-1) < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// manyFiles makes a tree of n small files in two directories.
+func manyFiles(t *testing.T, n int) string {
+	t.Helper()
+	dir := t.TempDir()
+	for i := 0; i < n; i++ {
+		p := filepath.Join(dir, "d"+itoa(i%2), "f"+itoa(i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func countFiles(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// TestCopyDirHonoursContext: copying a base build stops, with the
+// context's error, once the context ends, rather than copying the whole
+// tree first.
+func TestCopyDirHonoursContext(t *testing.T) {
+	src := manyFiles(t, 40)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	dst := filepath.Join(t.TempDir(), "copy")
+	if err := CopyDirContext(ctx, dst, src); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled copy: %v", err)
+	}
+	if n := countFiles(t, dst); n != 0 {
+		t.Fatalf("cancelled copy copied %d files", n)
+	}
+	dst = filepath.Join(t.TempDir(), "copy")
+	if err := CopyDirContext(newCountdown(10), dst, src); !errors.Is(err, context.Canceled) {
+		t.Fatalf("copy cancelled midway: %v", err)
+	}
+	if n := countFiles(t, dst); n >= 40 {
+		t.Fatalf("copy cancelled midway copied all %d files", n)
+	}
+	dst = filepath.Join(t.TempDir(), "copy")
+	if err := CopyDirContext(context.Background(), dst, src); err != nil || countFiles(t, dst) != 40 {
+		t.Fatalf("whole copy: %v, %d files", err, countFiles(t, dst))
+	}
+}
+
+// TestBuildCancelledWhileCopyingBase: a build cancelled while its base is
+// copied stops there, failing with the cancellation.
+func TestBuildCancelledWhileCopyingBase(t *testing.T) {
+	b, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpackScript(t, b, 1, "true")
+	base := manyFiles(t, 40)
+	err = b.Build(newCountdown(5), "testufop", 1, base, nil)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "copy base") {
+		t.Fatalf("err = %v, want a cancellation while copying the base", err)
+	}
+	if b.Has("testufop", 1) {
+		t.Fatal("a cancelled build became a result")
+	}
+}
+
+// TestChownTreeHonoursContext: giving a tree to the run-as user stops,
+// with the context's error, once the context ends.
+func TestChownTreeHonoursContext(t *testing.T) {
+	u := nobody(t)
+	tree := manyFiles(t, 40)
+	if err := ChownTreeContext(newCountdown(10), tree, u); !errors.Is(err, context.Canceled) {
+		t.Fatalf("chown cancelled midway: %v", err)
+	}
+	given := 0
+	filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
+		if fi, err := os.Lstat(p); err == nil && fi.Sys().(*syscall.Stat_t).Uid == u.Uid {
+			given++
+		}
+		return nil
+	})
+	if given >= 43 {
+		t.Fatalf("cancelled chown gave all %d entries", given)
+	}
+	if err := ChownTreeContext(context.Background(), tree, u); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,11 +15,15 @@ const maxTreeDepth = 256
 // symbolic link, also when user code still running as u swaps entries
 // while it works: every step opens relative to its parent's descriptor with
 // O_NOFOLLOW, so it can never reach outside dir.
-func ChownTree(dir string, u *User) error {
+func ChownTree(dir string, u *User) error { return ChownTreeContext(context.Background(), dir, u) }
+
+// ChownTreeContext is ChownTree, stopping with ctx's error (between
+// entries) once ctx is done.
+func ChownTreeContext(ctx context.Context, dir string, u *User) error {
 	if u == nil {
 		return nil
 	}
-	return fixTree(dir, int(u.Uid), int(u.Gid), false, -1)
+	return fixTree(ctx, dir, int(u.Uid), int(u.Gid), false, -1)
 }
 
 // SealTree gives dir and everything below it, which must all belong to u,
@@ -28,24 +33,28 @@ func ChownTree(dir string, u *User) error {
 // only have hard-linked it there (a platform file, where hard links are
 // not restricted), and sealing would publish it. Like ChownTree it never
 // follows symbolic links.
-func SealTree(dir string, u *User) error {
+func SealTree(dir string, u *User) error { return SealTreeContext(context.Background(), dir, u) }
+
+// SealTreeContext is SealTree, stopping with ctx's error (between entries)
+// once ctx is done; the tree is not sealed then.
+func SealTreeContext(ctx context.Context, dir string, u *User) error {
 	owner := -1
 	if u != nil {
 		owner = int(u.Uid)
 	}
-	return fixTree(dir, os.Getuid(), os.Getgid(), true, owner)
+	return fixTree(ctx, dir, os.Getuid(), os.Getgid(), true, owner)
 }
 
 // ErrForeignFile is returned by SealTree for an entry the run-as user does
 // not own.
 var ErrForeignFile = errors.New("file not owned by the run-as user")
 
-func fixTree(dir string, uid, gid int, seal bool, owner int) error {
+func fixTree(ctx context.Context, dir string, uid, gid int, seal bool, owner int) error {
 	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", dir, err)
 	}
-	if err := fixFd(fd, dir, uid, gid, seal, owner, 0); err != nil {
+	if err := fixFd(ctx, fd, dir, uid, gid, seal, owner, 0); err != nil {
 		return err
 	}
 	return nil
@@ -53,9 +62,12 @@ func fixTree(dir string, uid, gid int, seal bool, owner int) error {
 
 // fixFd fixes the open file fd (closing it) and, for a directory, its
 // entries.
-func fixFd(fd int, name string, uid, gid int, seal bool, owner, depth int) error {
+func fixFd(ctx context.Context, fd int, name string, uid, gid int, seal bool, owner, depth int) error {
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("stat %s: %w", name, err)
@@ -72,7 +84,7 @@ func fixFd(fd int, name string, uid, gid int, seal bool, owner, depth int) error
 			return fmt.Errorf("read %s: %w", name, err)
 		}
 		for _, n := range names {
-			if err := fixEntry(fd, name, n, uid, gid, seal, owner, depth); err != nil {
+			if err := fixEntry(ctx, fd, name, n, uid, gid, seal, owner, depth); err != nil {
 				return err
 			}
 		}
@@ -91,12 +103,12 @@ func fixFd(fd int, name string, uid, gid int, seal bool, owner, depth int) error
 	return nil
 }
 
-func fixEntry(dirfd int, dirName, n string, uid, gid int, seal bool, owner, depth int) error {
+func fixEntry(ctx context.Context, dirfd int, dirName, n string, uid, gid int, seal bool, owner, depth int) error {
 	p := dirName + "/" + n
 	fd, err := syscall.Openat(dirfd, n, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
 	switch {
 	case err == nil:
-		return fixFd(fd, p, uid, gid, seal, owner, depth+1)
+		return fixFd(ctx, fd, p, uid, gid, seal, owner, depth+1)
 	case errors.Is(err, syscall.ENOENT):
 		return nil // removed meanwhile
 	}

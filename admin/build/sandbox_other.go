@@ -2,7 +2,10 @@
 
 package build
 
-import "errors"
+import (
+	"context"
+	"errors"
+)
 
 // errNoSandbox is returned where running user code as another user is not
 // implemented.
@@ -10,7 +13,10 @@ var errNoSandbox = errors.New("running user code as another user is supported on
 
 // ChownTree gives dir and everything below it to u (Linux only; a nil u is
 // a no-op everywhere).
-func ChownTree(dir string, u *User) error {
+func ChownTree(dir string, u *User) error { return ChownTreeContext(context.Background(), dir, u) }
+
+// ChownTreeContext is ChownTree with a context (Linux only).
+func ChownTreeContext(ctx context.Context, dir string, u *User) error {
 	if u == nil {
 		return nil
 	}
@@ -20,3 +26,6 @@ func ChownTree(dir string, u *User) error {
 // SealTree gives a finished build back to the platform's user (Linux only;
 // elsewhere builds never run as another user, so there is nothing to do).
 func SealTree(dir string, u *User) error { return nil }
+
+// SealTreeContext is SealTree with a context (nothing to do either).
+func SealTreeContext(ctx context.Context, dir string, u *User) error { return nil }
