@@ -47,6 +47,18 @@ var (
 	// reserved ::/8, 5f00::/16 SRv6 SIDs, unassigned space) is not public
 	// unless it carries a public IPv4 address (embeds4).
 	global6 = netip.MustParsePrefix("2000::/3")
+	// IETF protocol assignments: not globally reachable (RFC 6890) but
+	// for the sub-blocks of ietfGlobal and Teredo (judged by embedded4).
+	ietf6      = netip.MustParsePrefix("2001::/23")
+	ietfGlobal = []netip.Prefix{
+		netip.MustParsePrefix("2001:1::1/128"),   // Port Control Protocol anycast
+		netip.MustParsePrefix("2001:1::2/128"),   // TURN anycast
+		netip.MustParsePrefix("2001:1::3/128"),   // DNS-SD Service Registration Protocol anycast
+		netip.MustParsePrefix("2001:3::/32"),     // AMT
+		netip.MustParsePrefix("2001:4:112::/48"), // AS112-v6
+		netip.MustParsePrefix("2001:20::/28"),    // ORCHIDv2
+		netip.MustParsePrefix("2001:30::/28"),    // DRIP entity tags
+	}
 	// Non-public IPv6 ranges beyond what net/netip's predicates name.
 	blocked6 = []netip.Prefix{
 		netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
@@ -137,7 +149,8 @@ func CheckNotSensitive(address string) error {
 // private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, multicast,
 // unspecified, CGNAT (100.64/10), 0/8, site-local (fec0::/10) or reserved
 // ranges (documentation ranges pass: they route nowhere); an IPv6 address
-// must be in 2000::/3, the global unicast space. IPv4-mapped
+// must be in 2000::/3, the global unicast space, and not in 2001::/23 but
+// for its globally reachable sub-blocks (RFC 6890, IANA's registry). IPv4-mapped
 // (::ffff:a.b.c.d), IPv4-compatible, IPv4-translated (::ffff:0:a.b.c.d),
 // NAT64 and 6to4 forms are judged by the IPv4 address they carry, Teredo
 // (2001::/32) by both of its: the server's and the client's.
@@ -159,6 +172,9 @@ func Public(a netip.Addr) bool {
 			return false
 		}
 	}
+	if ietf6.Contains(a) && !teredo.Contains(a) && !containedIn(ietfGlobal, a) {
+		return false
+	}
 	v4s := embedded4(a)
 	for _, v4 := range v4s {
 		if !Public(v4) {
@@ -166,6 +182,15 @@ func Public(a netip.Addr) bool {
 		}
 	}
 	return len(v4s) > 0 || global6.Contains(a)
+}
+
+func containedIn(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Check refuses a dialled "ip:port" whose IP is not Public; the error

@@ -255,3 +255,34 @@ func TestSensitiveMetadataIPv6(t *testing.T) {
 		}
 	}
 }
+
+// 2001::/23 (IETF protocol assignments) is not globally reachable (RFC
+// 6890) except the sub-blocks IANA's registry lists as such: Teredo
+// (judged by its IPv4 addresses), the PCP and TURN anycast addresses, AMT,
+// AS112, ORCHIDv2 and DRIP.
+func TestIETFProtocolAssignments(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		want bool
+	}{
+		{"2001:1::1", true},                            // PCP anycast
+		{"2001:1::2", true},                            // TURN anycast
+		{"2001:1::3", true},                            // DNS-SD SRP anycast
+		{"2001:3::1", true},                            // AMT
+		{"2001:4:112::1", true},                        // AS112
+		{"2001:20::1", true},                           // ORCHIDv2
+		{"2001:30::1", true},                           // DRIP
+		{"2001:0:4136:e378:8000:63bf:f7f7:f7f7", true}, // Teredo, public server and client
+		{"2001:1::4", false},
+		{"2001:2::1", false},  // benchmarking
+		{"2001:4::1", false},  // unassigned
+		{"2001:10::1", false}, // ORCHID (deprecated)
+		{"2001:100::1", false},
+		{"2001:1ff::1", false},
+		{"2001:200::1", true}, // past 2001::/23: WIDE, public
+	} {
+		if got := Public(netip.MustParseAddr(c.addr)); got != c.want {
+			t.Errorf("Public(%s) = %v, want %v", c.addr, got, c.want)
+		}
+	}
+}
