@@ -172,6 +172,7 @@ type freezer struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	pairs   []*frozenPair
+	closed  bool // the test ended: no more connections
 }
 
 type frozenPair struct {
@@ -190,6 +191,7 @@ func newFreezer(t *testing.T, backend string) *freezer {
 	t.Cleanup(func() {
 		ln.Close()
 		f.mu.Lock()
+		f.closed = true
 		for _, p := range f.pairs {
 			p.client.Close()
 			p.server.Close()
@@ -224,6 +226,12 @@ func (f *freezer) accept() {
 		}
 		p := &frozenPair{client: c, server: s}
 		f.mu.Lock()
+		if f.closed { // accepted as the test ended
+			f.mu.Unlock()
+			c.Close()
+			s.Close()
+			return
+		}
 		f.pairs = append(f.pairs, p)
 		f.mu.Unlock()
 		pump := func(dst, src net.Conn) {
