@@ -24,6 +24,7 @@ type replyDropper struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   []net.Conn
+	closed  bool // the test ended: no more connections
 }
 
 func newReplyDropper(t *testing.T, backend string) *replyDropper {
@@ -37,6 +38,7 @@ func newReplyDropper(t *testing.T, backend string) *replyDropper {
 	t.Cleanup(func() {
 		ln.Close()
 		p.mu.Lock()
+		p.closed = true
 		for _, c := range p.conns {
 			c.Close()
 		}
@@ -63,6 +65,12 @@ func (p *replyDropper) accept() {
 			continue
 		}
 		p.mu.Lock()
+		if p.closed { // accepted as the test ended
+			p.mu.Unlock()
+			c.Close()
+			s.Close()
+			return
+		}
 		p.conns = append(p.conns, c, s)
 		p.mu.Unlock()
 		var drop atomic.Bool
