@@ -40,6 +40,14 @@ of the --config file.`,
 			if err != nil {
 				return err
 			}
+			// The platform takes 0 for its defaults: refuse it here, where
+			// it can only be the operator's.
+			if d := v.GetDuration("interval"); d <= 0 {
+				return fmt.Errorf("--interval %v must be positive", d)
+			}
+			if d := v.GetDuration("lock-ttl"); d < 10*time.Second || d > 24*time.Hour {
+				return fmt.Errorf("--lock-ttl %v must be between 10s and 24h (Consul's bounds on a session TTL)", d)
+			}
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			s, err := platform.StartAutoscaler(ctx, platform.AutoscalerConfig{

@@ -44,3 +44,21 @@ func TestAutoscalerCommandErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestAutoscalerCommandRefusesValuesItWouldIgnore: --interval 0 or
+// negative and --lock-ttl 0 were replaced by the defaults without a word;
+// they are refused, naming the flag.
+func TestAutoscalerCommandRefusesValuesItWouldIgnore(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range [][]string{
+		{"--interval", "0"},
+		{"--interval", "-2s"},
+		{"--lock-ttl", "0"},
+	} {
+		args := append([]string{"autoscaler", "--listen", "127.0.0.1:0", "--runtime", "nomad://127.0.0.1:4646",
+			"--store", "bolt://" + filepath.Join(dir, "meta.db")}, c...)
+		if err := runDorad(t, args...); err == nil || !strings.Contains(err.Error(), c[0]) {
+			t.Errorf("dorad autoscaler %v = %v, want an error naming %s", c, err, c[0])
+		}
+	}
+}

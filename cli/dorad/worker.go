@@ -49,6 +49,9 @@ of the --config file.`,
 			if err != nil {
 				return err
 			}
+			if err := checkWorkerValues(v); err != nil {
+				return err
+			}
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			w, err := platform.StartWorker(ctx, platform.WorkerConfig{
@@ -106,6 +109,25 @@ of the --config file.`,
 	f.Bool("allow-private-notify", false, "let notifyURLs reach loopback and private addresses (development only)")
 	f.Bool("allow-private-mirror", false, "let buckets' mirrors be fetched from loopback and private addresses (development only)")
 	return cmd
+}
+
+// checkWorkerValues refuses the values pfop.NewWorker would replace by
+// its defaults without a word (a --grace 0 would wait the default 30 s).
+func checkWorkerValues(v *viper.Viper) error {
+	for _, name := range []string{"concurrency", "default-limit"} {
+		if n := v.GetInt(name); n < 1 {
+			return fmt.Errorf("--%s %d must be at least 1", name, n)
+		}
+	}
+	for _, name := range []string{"reclaim-after", "grace"} {
+		if d := v.GetDuration(name); d <= 0 {
+			return fmt.Errorf("--%s %v must be positive", name, d)
+		}
+	}
+	if v.GetDuration("job-retention") == 0 {
+		return fmt.Errorf("--job-retention 0: give a positive duration, or a negative one to keep finished jobs forever")
+	}
+	return nil
 }
 
 // parseLimits reads "name=n,name=n".

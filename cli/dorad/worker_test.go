@@ -142,3 +142,26 @@ func TestWorkerCommandErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerCommandRefusesValuesItWouldIgnore: a zero or negative
+// --concurrency, --default-limit, --reclaim-after or --grace, and a zero
+// --job-retention, were replaced by the defaults without a word (a
+// --grace 0 meant for "hand jobs back at once" waited 30 s); they are
+// refused, naming the flag.
+func TestWorkerCommandRefusesValuesItWouldIgnore(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range [][]string{
+		{"--concurrency", "0"},
+		{"--concurrency", "-2"},
+		{"--default-limit", "0"},
+		{"--reclaim-after", "-1s"},
+		{"--grace", "0"},
+		{"--job-retention", "0"},
+	} {
+		args := append([]string{"worker", "--listen", "127.0.0.1:0", "--queue", "bolt://" + filepath.Join(dir, "pfop.db"),
+			"--store", "bolt://" + filepath.Join(dir, "meta.db"), "--objects", "file://" + filepath.Join(dir, "objects")}, c...)
+		if err := runDorad(t, args...); err == nil || !strings.Contains(err.Error(), c[0]) {
+			t.Errorf("dorad worker %v = %v, want an error naming %s", c, err, c[0])
+		}
+	}
+}
