@@ -1,15 +1,20 @@
 package nomad
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	goruntime "runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/runtime"
+	"github.com/hashicorp/nomad/api"
 )
 
 // TestApplyHonoursContext: a Nomad agent that accepts the job but never
@@ -48,5 +53,46 @@ func TestApplyHonoursContext(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Apply against a hung agent did not return when its context ended")
+	}
+}
+
+// TestFollowLogsLeavesNoGoroutine: closing a followed log (`logtail -f`
+// ended, the console's pane closed) must not leave a goroutine behind:
+// Nomad's reader ends with an error, not by closing its frames, when the
+// follow is cancelled while it waits for more output.
+func TestFollowLogsLeavesNoGoroutine(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !strings.HasPrefix(req.URL.Path, "/v1/client/fs/logs/") {
+			http.NotFound(w, req)
+			return
+		}
+		json.NewEncoder(w).Encode(api.StreamFrame{Data: []byte("hello\n"), File: "stdout", Offset: 6})
+		w.(http.Flusher).Flush()
+		<-req.Context().Done() // no more output yet
+	}))
+	defer srv.Close()
+	r, err := New(Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := func() int {
+		buf := make([]byte, 1<<20)
+		buf = buf[:goruntime.Stack(buf, true)]
+		return strings.Count(string(buf), "admin/runtime/nomad.followLogs")
+	}
+	for range 3 {
+		rc := followLogs(context.Background(), r.client, &api.Allocation{ID: "a1"}, "t", "stdout", nil, &api.QueryOptions{})
+		line, err := bufio.NewReader(rc).ReadString('\n')
+		if err != nil || !strings.HasSuffix(line, " hello\n") {
+			t.Fatalf("followed %q, %v", line, err)
+		}
+		rc.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ours() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines of followLogs left after the follows were closed", ours())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

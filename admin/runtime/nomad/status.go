@@ -384,11 +384,11 @@ func followLogs(ctx context.Context, c *api.Client, alloc *api.Allocation, task,
 			pw.CloseWithError(<-errc)
 			return
 		}
+		ended := false // Nomad's reader has sent its error
 		defer func() {
-			go func() {
-				for range frames {
-				}
-			}()
+			if !ended {
+				drainFrames(frames, errc)
+			}
 		}()
 		var partial []byte
 		for {
@@ -412,6 +412,7 @@ func followLogs(ctx context.Context, c *api.Client, alloc *api.Allocation, task,
 					return
 				}
 			case err := <-errc:
+				ended = true
 				pw.CloseWithError(err)
 				return
 			case <-ctx.Done():
@@ -443,11 +444,11 @@ func readLogTail(ctx context.Context, c *api.Client, alloc *api.Allocation, task
 	if frames == nil {
 		return nil, <-errc
 	}
+	ended := false // Nomad's reader has sent its error
 	defer func() {
-		go func() { // let Nomad's reader goroutine finish if we stop early
-			for range frames {
-			}
-		}()
+		if !ended {
+			drainFrames(frames, errc)
+		}
 	}()
 	var buf bytes.Buffer
 	for {
@@ -456,6 +457,7 @@ func readLogTail(ctx context.Context, c *api.Client, alloc *api.Allocation, task
 			if !ok {
 				select {
 				case err := <-errc:
+					ended = true
 					return nil, err
 				default:
 				}
@@ -466,11 +468,33 @@ func readLogTail(ctx context.Context, c *api.Client, alloc *api.Allocation, task
 			}
 			buf.Write(f.Data)
 		case err := <-errc:
+			ended = true
 			return nil, err
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// drainFrames lets Nomad's log reader goroutine finish after its reader
+// stopped early (it may be blocked sending a frame). That goroutine ends
+// either closing frames or, when the request was cancelled while it
+// waited for data, sending an error on errc and leaving frames open: the
+// drain stops at whichever comes, so it does not wait for ever. Call it
+// only when errc has not been received from.
+func drainFrames(frames <-chan *api.StreamFrame, errc <-chan error) {
+	go func() {
+		for {
+			select {
+			case _, ok := <-frames:
+				if !ok {
+					return
+				}
+			case <-errc:
+				return
+			}
+		}
+	}()
 }
 
 // stampLines keeps the last tail lines of data and prefixes each with now
