@@ -3,11 +3,13 @@ package redisq
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/redisconn"
 )
@@ -185,5 +187,50 @@ func TestClaimLostReplyStrandsNothing(t *testing.T) {
 	}
 	if inFlight != held {
 		t.Fatalf("%d entries in flight, the caller holds %d (claim = %+v, %v, %v)", inFlight, held, m, ok, err)
+	}
+}
+
+// TestTouchAfterRedisLostItsData: Redis restarted without its data (no
+// persistence, a replica promoted before it had the stream) while a job
+// ran. Its claim is gone, and the worker's recovery will queue the job
+// again; Touch must say ErrLost so that the worker stops, rather than a
+// plain error it only logs while another worker runs the job again.
+func TestTouchAfterRedisLostItsData(t *testing.T) {
+	r := agenttest.StartRedis(t)
+	q, err := New(Config{Server: redisconn.Config{Addr: r.Addr}, Prefix: "touch-lost:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	ctx := context.Background()
+	if err := q.Enqueue(ctx, "p", "job-1", false); err != nil {
+		t.Fatal(err)
+	}
+	m, ok, err := q.Claim(ctx, "p", "w1", 1)
+	if err != nil || !ok {
+		t.Fatalf("Claim = %v, %v", ok, err)
+	}
+	if err := q.Touch(ctx, m, "w1"); err != nil {
+		t.Fatalf("Touch before the restart: %v", err)
+	}
+	r.Stop()
+	r.Start() // comes back empty
+	if err := q.Touch(ctx, m, "w1"); !errors.Is(err, pfop.ErrLost) {
+		t.Fatalf("Touch after Redis lost the stream: %v, want ErrLost", err)
+	}
+	// The stream is back (another job) but the group's record of the
+	// claim is not.
+	if err := q.Enqueue(ctx, "p", "job-2", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Touch(ctx, m, "w1"); !errors.Is(err, pfop.ErrLost) {
+		t.Fatalf("Touch of a claim the new stream never had: %v, want ErrLost", err)
+	}
+	n, _ := q.streams("p")
+	if err := q.client.XGroupDestroy(ctx, n, Group).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Touch(ctx, m, "w1"); !errors.Is(err, pfop.ErrLost) {
+		t.Fatalf("Touch on a stream without the group: %v, want ErrLost", err)
 	}
 }

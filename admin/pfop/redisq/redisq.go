@@ -253,10 +253,17 @@ func (q *Queue) Release(ctx context.Context, m pfop.Message) error {
 	return nil
 }
 
-// touchScript resets the idle time of an entry the consumer holds.
+// touchScript resets the idle time of an entry the consumer holds; 0
+// when it holds none, also when the stream or the group is gone (a Redis
+// that restarted without its data: the claim is no more).
 // KEYS: stream; ARGV: group, id, consumer.
 var touchScript = goredis.NewScript(`
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if type(p) == 'table' and p.err then
+  if string.sub(p.err, 1, 7) == 'NOGROUP' then return 0 end
+  return redis.error_reply(p.err)
+end
 if #p == 0 then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 1
