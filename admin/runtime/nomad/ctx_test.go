@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	goruntime "runtime"
@@ -94,5 +95,33 @@ func TestFollowLogsLeavesNoGoroutine(t *testing.T) {
 			t.Fatalf("%d goroutines of followLogs left after the follows were closed", ours())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFollowLogsKeepsTheLastLine: when Nomad ends the follow (the task
+// is gone), output after the last newline (a program's last words
+// without one) is a line too.
+func TestFollowLogsKeepsTheLastLine(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !strings.HasPrefix(req.URL.Path, "/v1/client/fs/logs/") {
+			http.NotFound(w, req)
+			return
+		}
+		json.NewEncoder(w).Encode(api.StreamFrame{Data: []byte("one\ntwo"), File: "stdout", Offset: 7})
+	}))
+	defer srv.Close()
+	r, err := New(Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := followLogs(context.Background(), r.client, &api.Allocation{ID: "a1"}, "t", "stdout", nil, &api.QueryOptions{})
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(lines[0], " one") || !strings.HasSuffix(lines[1], " two") {
+		t.Fatalf("followed %q", b)
 	}
 }

@@ -395,6 +395,11 @@ func followLogs(ctx context.Context, c *api.Client, alloc *api.Allocation, task,
 			select {
 			case f, ok := <-frames:
 				if !ok {
+					// Nomad ended the follow (the task is gone): what
+					// came after the last newline is the last line.
+					if len(partial) > 0 {
+						pw.Write(stampLines(partial, maxLogBytes, false, time.Now()))
+					}
 					pw.Close()
 					return
 				}
