@@ -38,7 +38,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -160,12 +162,43 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Datacenter != "" {
 		ac.Datacenter = cfg.Datacenter
 	}
+	hc, err := api.NewHttpClient(ac.Transport, ac.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consulkv: http client for %s: %w", cfg.Address, err)
+	}
+	hc.Transport = capErrorBodies{next: hc.Transport}
+	ac.HttpClient = hc
 	client, err := api.NewClient(ac)
 	if err != nil {
 		return nil, fmt.Errorf("consulkv: client for %s: %w", cfg.Address, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Store{kv: client.KV(), txn: client.Txn(), root: cfg.Prefix, cfg: cfg, ctx: ctx, cancel: cancel}, nil
+}
+
+// capErrorBodies cuts the body of an answer that is not a success to
+// MaxErrorBodyBytes: the API client reads such a body whole into its error,
+// so a proxy's error page or a broken agent could fill the memory (and
+// every log line that error reaches).
+type capErrorBodies struct{ next http.RoundTripper }
+
+// MaxErrorBodyBytes is how much of a failed answer's body is read; a
+// transaction's list of failed operations (409) fits many times over.
+const MaxErrorBodyBytes = 64 << 10
+
+// RoundTrip implements http.RoundTripper.
+func (c capErrorBodies) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(req)
+	if err != nil || resp.StatusCode/100 == 2 {
+		return resp, err
+	}
+	resp.Body = cappedBody{Reader: io.LimitReader(resp.Body, MaxErrorBodyBytes), Closer: resp.Body}
+	return resp, nil
+}
+
+type cappedBody struct {
+	io.Reader
+	io.Closer
 }
 
 // Prefix returns the root prefix keys live under (with its trailing slash).

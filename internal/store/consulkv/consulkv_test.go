@@ -1,10 +1,13 @@
 package consulkv_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -291,4 +294,40 @@ func TestWatchSurvivesSilentConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLen(t, ch, 2)
+}
+
+// An error answer with a huge body (a proxy's error page, a broken
+// agent) must not be read whole into the error: the store's error (and
+// so the log line and the memory behind it) stays small.
+func TestHugeErrorBodyIsCapped(t *testing.T) {
+	const huge = 32 << 20
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for sent := 0; sent < huge; sent += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	s, err := consulkv.New(consulkv.Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	_, err = s.Get(context.Background(), "k")
+	if err == nil {
+		t.Fatal("Get from a failing server succeeded")
+	}
+	if n := len(err.Error()); n > 1<<20 {
+		t.Fatalf("Get's error is %d bytes: the server's error body was read whole", n)
+	}
+	_, err = s.Put(context.Background(), "k", []byte("v"))
+	if err == nil {
+		t.Fatal("Put to a failing server succeeded")
+	}
+	if n := len(err.Error()); n > 1<<20 {
+		t.Fatalf("Put's error is %d bytes: the server's error body was read whole", n)
+	}
 }
