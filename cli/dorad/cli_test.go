@@ -88,3 +88,16 @@ func TestDevCtrlCExitsZero(t *testing.T) {
 		}
 	}
 }
+
+// TestDevRefusesZeroAutoscaleInterval: --autoscale-interval 0 or negative
+// was replaced by the default 2 s without a word; it is refused.
+func TestDevRefusesZeroAutoscaleInterval(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"0", "-1s"} {
+		err := runDorad(t, "dev", "--data-dir", dir, "--admin-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0",
+			"--run-as", "self", "--container-runtime", "none", "--autoscale-interval", d)
+		if err == nil || !strings.Contains(err.Error(), "--autoscale-interval") {
+			t.Errorf("dorad dev --autoscale-interval %s = %v, want an error naming the flag", d, err)
+		}
+	}
+}

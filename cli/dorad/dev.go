@@ -31,6 +31,10 @@ they are generated on first start, written to <data-dir>/root.credentials
 			if err != nil {
 				return err
 			}
+			// The platform takes 0 for its default: refuse it here.
+			if d := v.GetDuration("autoscale-interval"); d <= 0 {
+				return fmt.Errorf("--autoscale-interval %v must be positive", d)
+			}
 			defer startGCFloor(v)()
 			rootAK, rootSK := rootKeys(v)
 			ctx, stop := signalContext(cmd)
