@@ -132,6 +132,21 @@ func (s *Service) listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// warnWildcardPublic logs, for a role whose instances read their input
+// from one-shot URLs on ln (router, worker), when those URLs would name
+// ln's unspecified address (0.0.0.0, [::]) because publicAddr is empty:
+// an instance on another host dials itself there.
+func warnWildcardPublic(log *slog.Logger, role, publicAddr string, ln net.Listener) {
+	if publicAddr != "" {
+		return
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsUnspecified() {
+		log.Warn("this "+role+" listens on every interface without --public-addr: instances' one-shot input URLs name "+
+			ln.Addr().String()+", which an instance on another host cannot reach; set --public-addr to the host:port they reach this "+role+" at",
+			"listen", ln.Addr().String())
+	}
+}
+
 // newRegistry is a role's metrics registry, with the Go runtime's and the
 // process's collectors.
 func newRegistry() *prometheus.Registry {

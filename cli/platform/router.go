@@ -89,6 +89,7 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	warnWildcardPublic(log, "router", cfg.PublicAddr, ln)
 	if err := s.buildRouter(cfg, be, ln, nil, log); err != nil {
 		return nil, err
 	}

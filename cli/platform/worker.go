@@ -93,6 +93,7 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	warnWildcardPublic(log, "worker", cfg.PublicAddr, ln)
 	if err := w.build(cfg, be, ln, workerEnv{log: log}); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,57 @@
+package platform
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/doraproject/dora/internal/agenttest"
+)
+
+// TestWildcardListenWithoutPublicAddrWarns: a router or worker listening
+// on every interface without a public address handed instances one-shot
+// input URLs at 0.0.0.0 (or [::]), which an instance on another host
+// dials as itself: pipelines with large inputs failed with nothing said at
+// start. The start now says so, naming --public-addr; with a public
+// address, or on loopback, it says nothing.
+func TestWildcardListenWithoutPublicAddrWarns(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	type role interface{ Close() error }
+	startRouter := func(log *slog.Logger, listen, public string) (role, error) {
+		return StartRouter(ctx, RouterConfig{Listen: listen, PublicAddr: public,
+			Store: "bolt://" + filepath.Join(dir, "router.db"), Objects: "file://" + filepath.Join(dir, "objects"), Logger: log})
+	}
+	startWorker := func(log *slog.Logger, listen, public string) (role, error) {
+		return StartWorker(ctx, WorkerConfig{Listen: listen, PublicAddr: public,
+			Store: "bolt://" + filepath.Join(dir, "worker.db"), Queue: "bolt://" + filepath.Join(dir, "queue.db"),
+			Objects: "file://" + filepath.Join(dir, "objects"), Logger: log})
+	}
+	for _, c := range []struct {
+		name           string
+		start          func(*slog.Logger, string, string) (role, error)
+		listen, public string
+		warn           bool
+	}{
+		{"router wildcard", startRouter, "0.0.0.0:0", "", true},
+		{"router wildcard with public addr", startRouter, "0.0.0.0:0", "10.0.0.7:8080", false},
+		{"router loopback", startRouter, "127.0.0.1:0", "", false},
+		{"worker wildcard", startWorker, ":0", "", true},
+		{"worker wildcard with public addr", startWorker, ":0", "10.0.0.8:8092", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var buf agenttest.SyncBuffer
+			r, err := c.start(slog.New(slog.NewTextHandler(&buf, nil)), c.listen, c.public)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			warned := strings.Contains(buf.String(), "--public-addr")
+			if warned != c.warn {
+				t.Fatalf("warned about --public-addr: %v, want %v; logs:\n%s", warned, c.warn, buf.String())
+			}
+		})
+	}
+}
