@@ -537,6 +537,11 @@ func (p pending) wait(ctx context.Context) error {
 			<-rn.done
 		}
 		for _, in := range p.freed {
+			if in.after != nil {
+				// It never ran if stopped while waiting: the dir may
+				// still be its predecessor's.
+				<-in.after
+			}
 			in.stdout.Close()
 			in.stderr.Close()
 			os.RemoveAll(in.dir)

@@ -96,3 +96,35 @@ func TestCrashedInstanceHasNoAddr(t *testing.T) {
 		t.Fatalf("crashed instance shows addr %q pid %d", in.Addr, in.PID)
 	}
 }
+
+// TestScaleFlapWhileOldInstanceStops: 2 -> 1 -> 2 -> 1 -> 2 while the
+// first instance 2 is still stopping; the instance 2 in between never
+// started, and the last one must still wait for the first.
+func TestScaleFlapWhileOldInstanceStops(t *testing.T) {
+	ctx := context.Background()
+	r := newRuntime(t, &recorder{})
+	const id = "deploy-flap"
+	spec := grepdSpec(id, 2)
+	spec.Package.Run = `trap 'sleep 1.5; exit 0' TERM; ./grepd & wait`
+	if err := r.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "2 healthy", func() bool { return status(t, r, id).Healthy == 2 })
+	oldPID := inst(status(t, r, id), 2).PID
+	for range 2 {
+		sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		r.Scale(sctx, id, 1, "test")
+		cancel()
+		if err := r.Scale(ctx, id, 2, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "2 healthy again", func() bool { return status(t, r, id).Healthy == 2 })
+	eventually(t, "the first instance 2 gone", func() bool { return !proctest.Alive(oldPID) })
+	bin := filepath.Join(r.cfg.Dir, id, "2", "grepd")
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("the running instance 2 lost its working dir: %v", err)
+		}
+	}
+}
