@@ -28,7 +28,9 @@ type Config struct {
 }
 
 // Options returns client options for c: from the URL when set, else from
-// the address; each timeout c leaves unset is defaultTimeout; ctx deadlines
+// the address; each timeout c leaves unset is the URL's (dial_timeout,
+// read_timeout, write_timeout) when positive, else defaultTimeout (no
+// timeout at all is never taken: every wait is bounded); ctx deadlines
 // bound commands and the client sends no CLIENT SETINFO. A bad URL is an
 // error starting "url: ", a missing address ErrNoAddress; callers wrap
 // both in their own invalid-configuration error.
@@ -46,9 +48,9 @@ func Options(c Config, defaultTimeout time.Duration) (*goredis.Options, error) {
 	default:
 		return nil, ErrNoAddress
 	}
-	opts.DialTimeout = orDefault(c.DialTimeout, defaultTimeout)
-	opts.ReadTimeout = orDefault(c.ReadTimeout, defaultTimeout)
-	opts.WriteTimeout = orDefault(c.WriteTimeout, defaultTimeout)
+	opts.DialTimeout = orDefault(c.DialTimeout, orDefault(opts.DialTimeout, defaultTimeout))
+	opts.ReadTimeout = orDefault(c.ReadTimeout, orDefault(opts.ReadTimeout, defaultTimeout))
+	opts.WriteTimeout = orDefault(c.WriteTimeout, orDefault(opts.WriteTimeout, defaultTimeout))
 	opts.ContextTimeoutEnabled = true
 	opts.DisableIdentity = true // no CLIENT SETINFO round trips
 	return opts, nil

@@ -21,6 +21,12 @@ func TestOptions(t *testing.T) {
 			wantAddr: "h1:6380", wantDB: 3, wantRead: time.Second},
 		{name: "addr", cfg: Config{Addr: "h2:6379", DB: 2, ReadTimeout: time.Minute},
 			wantAddr: "h2:6379", wantDB: 2, wantRead: time.Minute},
+		{name: "url's timeouts kept", cfg: Config{URL: "redis://h1:6380/0?read_timeout=7s&dial_timeout=1s"},
+			wantAddr: "h1:6380", wantRead: 7 * time.Second},
+		{name: "no timeout in the url is the default", cfg: Config{URL: "redis://h1:6380/0?read_timeout=-1"},
+			wantAddr: "h1:6380", wantRead: time.Second},
+		{name: "config's timeouts before the url's", cfg: Config{URL: "redis://h1:6380/0?read_timeout=7s", ReadTimeout: time.Minute},
+			wantAddr: "h1:6380", wantRead: time.Minute},
 		{name: "bad url", cfg: Config{URL: "http://h1"}, wantErrStart: "url: "},
 		{name: "nothing", cfg: Config{}, wantErr: ErrNoAddress},
 	}
