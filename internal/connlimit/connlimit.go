@@ -258,20 +258,55 @@ func lingerClose(c net.Conn) {
 
 type conn struct {
 	net.Conn
-	lim  *Limiter
-	once sync.Once
+	lim    *Limiter
+	once   sync.Once
+	closed atomic.Bool
 }
 
 // Close returns at once; the connection is drained and closed in the
-// background and its slot released then.
+// background and its slot released then. A Read blocked in another
+// goroutine ends at the drain's deadline, which can no longer be moved
+// through the conn (see SetDeadline).
 func (c *conn) Close() error {
 	c.once.Do(func() {
+		c.closed.Store(true)
 		go func() {
 			defer c.lim.release()
 			lingerClose(c.Conn)
 		}()
 	})
 	return nil
+}
+
+// SetDeadline, SetReadDeadline and SetWriteDeadline fail with
+// net.ErrClosed once Close was called, as on a closed connection: a
+// wrapper above that retries a read the drain's deadline cut short (the
+// router's srvConn re-arms its own, later one) must not keep the
+// connection, its goroutine and its slot past the drain.
+func (c *conn) SetDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return c.closedError()
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *conn) SetReadDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return c.closedError()
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return c.closedError()
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// closedError is what a closed *net.TCPConn's Set*Deadline returns.
+func (c *conn) closedError() error {
+	return &net.OpError{Op: "set", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: net.ErrClosed}
 }
 
 // ReadFrom keeps the underlying connection's fast path (sendfile, splice)

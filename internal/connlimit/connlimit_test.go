@@ -3,6 +3,7 @@ package connlimit
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -227,5 +228,65 @@ func TestCloseWrite(t *testing.T) {
 	c.(*net.TCPConn).CloseWrite()
 	if s := <-got; s != "rest" {
 		t.Fatalf("server side: %s", s)
+	}
+}
+
+// TestCloseEndsBlockedRead: Close ends a Read blocked in another goroutine
+// (a server closing its idle keep-alive connections at shutdown) even
+// under a wrapper that, like the router's srvConn, re-arms its own later
+// deadline after a timeout that came before it, and even when the client
+// ignores the half-close: the drain's short deadline must not be undone.
+func TestCloseEndsBlockedRead(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := New(Config{Max: 3})
+	ln := lim.Listen(inner)
+	defer ln.Close()
+	cl, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close() // the client never reads, writes or closes before this
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := time.Now().Add(10 * time.Minute)
+	done := make(chan error, 1)
+	blocked := make(chan struct{})
+	go func() {
+		buf := make([]byte, 10)
+		for first := true; ; first = false {
+			if err := s.SetReadDeadline(bound); err != nil {
+				done <- err
+				return
+			}
+			if first {
+				close(blocked)
+			}
+			_, err := s.Read(buf)
+			if errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(bound) {
+				continue // cut short before the bound: retry
+			}
+			done <- err
+			return
+		}
+	}()
+	<-blocked
+	s.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a read after Close succeeded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not end a blocked read (the drain deadline was re-armed)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := lim.WaitIdle(ctx); err != nil {
+		t.Fatalf("%d slots still held after Close", lim.Open())
 	}
 }
