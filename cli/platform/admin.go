@@ -164,6 +164,14 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Without a public URL, Nomad clients are handed the loopback URL
+	// (loopbackURL) unless the listener has an address of its own.
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && isScheme(urls.Runtime, "nomad") && cfg.PublicURL == "" &&
+		(a.IP.IsLoopback() || a.IP.IsUnspecified()) {
+		log.Warn("no --public-url: Nomad clients are told to fetch build artifacts and pull images at "+loopbackURL(a)+
+			", which a client on another host cannot reach; set --public-url to the URL they reach this admin at",
+			"listen", a.String())
+	}
 	err = a.build(ctx, cfg, be, ln, adminEnv{
 		dataDir: dataDir, regions: regions, runAs: runAs, creds: creds, storeURL: urls.Store,
 		consul: consul, pullUser: pullUser, pullPassword: pullPass, log: log,

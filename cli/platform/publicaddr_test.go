@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 )
 
@@ -51,6 +52,45 @@ func TestWildcardListenWithoutPublicAddrWarns(t *testing.T) {
 			warned := strings.Contains(buf.String(), "--public-addr")
 			if warned != c.warn {
 				t.Fatalf("warned about --public-addr: %v, want %v; logs:\n%s", warned, c.warn, buf.String())
+			}
+		})
+	}
+}
+
+// TestNomadAdminWithoutPublicURLWarns: an admin driving Nomad without a
+// public URL handed Nomad clients artifact URLs and image references at
+// its loopback address, which a client on another host cannot reach:
+// deployments failed there with nothing said at start. The start now
+// says so, naming --public-url; with one, or the local runtime, it says
+// nothing.
+func TestNomadAdminWithoutPublicURLWarns(t *testing.T) {
+	for _, c := range []struct {
+		name, runtime, public string
+		warn                  bool
+	}{
+		{"nomad without public url", "nomad://127.0.0.1:1", "", true},
+		{"nomad with public url", "nomad://127.0.0.1:1", "http://10.0.0.5:8090", false},
+		{"local runtime", "local://", "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := platformtest.ReachableTempDir(t)
+			var buf agenttest.SyncBuffer
+			a, err := StartAdmin(context.Background(), AdminConfig{
+				Listen:    "127.0.0.1:0",
+				Store:     "bolt://" + filepath.Join(dir, "meta.db"),
+				Runtime:   c.runtime,
+				Objects:   "file://" + filepath.Join(dir, "objects"),
+				DataDir:   dir,
+				PublicURL: c.public,
+				RunAs:     RunAsSelf,
+				Logger:    slog.New(slog.NewTextHandler(&buf, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+			if warned := strings.Contains(buf.String(), "--public-url"); warned != c.warn {
+				t.Fatalf("warned about --public-url: %v, want %v; logs:\n%s", warned, c.warn, buf.String())
 			}
 		})
 	}
