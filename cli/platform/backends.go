@@ -257,7 +257,8 @@ const consulDefaultPort = "8500"
 
 // consulConfig is the consul/api configuration of a consul:// URL: its
 // host:port and the optional ?dc= datacenter. The ACL token comes from
-// CONSUL_HTTP_TOKEN, never from the URL.
+// CONSUL_HTTP_TOKEN, never from the URL; TLS from CONSUL_HTTP_SSL and
+// CONSUL_CACERT (consul/api's environment), as for the consul:// store.
 func (b backendURL) consulConfig(what string) (*consulapi.Config, error) {
 	if err := b.checkQuery(what, "dc"); err != nil {
 		return nil, err
@@ -268,7 +269,6 @@ func (b backendURL) consulConfig(what string) (*consulapi.Config, error) {
 	}
 	cfg := consulapi.DefaultConfig()
 	cfg.Address = addr
-	cfg.Scheme = "http"
 	if dc := b.u.Query().Get("dc"); dc != "" {
 		cfg.Datacenter = dc
 	}
