@@ -384,7 +384,15 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 	if spec.Package == nil {
 		var err error
 		if image, err = r.prepareImage(ctx, spec.OCIImage); err != nil {
-			failure = err.Error()
+			if cur := r.imageInUse(id, spec.OCIImage); cur != "" {
+				// Applied again (a resize) with the registry out of
+				// reach: the image the deployment runs is here, and
+				// failing would stop every instance.
+				r.log.Warn("pull failed; keeping the image the deployment runs", "deployment", id, "ref", spec.OCIImage, "image", cur, "err", err)
+				image = cur
+			} else {
+				failure = err.Error()
+			}
 		}
 	}
 	r.mu.Lock()
@@ -436,6 +444,18 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 		r.releaseImage(oldImage)
 	}
 	return err
+}
+
+// imageInUse returns the image id deployment id runs for the reference
+// ref, "" when it runs no image of that reference.
+func (r *Runtime) imageInUse(id, ref string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.deps[id]
+	if d == nil || d.failure != "" || d.spec.Package != nil || d.spec.OCIImage != ref {
+		return ""
+	}
+	return d.image
 }
 
 // prepareImage pulls ref and checks that this host can run it; it returns
