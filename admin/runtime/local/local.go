@@ -23,8 +23,11 @@
 // the working dir, TMPDIR <working dir>/.tmp), never the platform's tokens,
 // and with Config.RunAs they run as another user (e.g. nobody) owning only
 // their working dir, so they cannot read the platform's data directory
-// (keys, metadata, objects, other instances' files). Deployment and Dir
-// directories are 0711 (traverse only), logs 0700, working dirs 0700.
+// (keys, metadata, objects, logs). Every instance runs as that one user,
+// so instances are not isolated from each other: one that knows another's
+// path or pid can read its files and environment (docs/security.md).
+// Deployment and Dir directories are 0711 (traverse only), logs 0700,
+// working dirs 0700.
 //
 // Instances are started with Setpgid and Pdeathsig=SIGKILL (a run command
 // that is a single simple command is exec'ed by the shell so the signal
