@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,6 +131,31 @@ func (s *Service) listen(addr string) (net.Listener, error) {
 	})
 	s.URL = "http://" + ln.Addr().String()
 	return ln, nil
+}
+
+// checkPublicAddr refuses a public address (RouterConfig.PublicAddr,
+// WorkerConfig.PublicAddr) that is not host:port: the one-shot input URLs
+// are http://<addr>/..., so a URL or a missing port would break each one.
+func checkPublicAddr(role, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err == nil && host == "" {
+		err = errors.New("missing host")
+	}
+	if err == nil && strings.ContainsAny(addr, "/?#@") {
+		err = errors.New("a host:port, not a URL")
+	}
+	if err == nil {
+		if n, perr := strconv.Atoi(port); perr != nil || n < 1 || n > 65535 {
+			err = fmt.Errorf("port %q is not a number between 1 and 65535", port)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w: public address %q: want host:port (e.g. 10.0.0.7:8080): %v", role, ErrConfig, addr, err)
+	}
+	return nil
 }
 
 // warnWildcardPublic logs, for a role whose instances read their input

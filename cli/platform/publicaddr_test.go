@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -93,5 +94,33 @@ func TestNomadAdminWithoutPublicURLWarns(t *testing.T) {
 				t.Fatalf("warned about --public-url: %v, want %v; logs:\n%s", warned, c.warn, buf.String())
 			}
 		})
+	}
+}
+
+// TestBadPublicAddrRefused: a public address that is not host:port (a URL,
+// a missing or bad port) was taken as is, and every one-shot input URL
+// built on it ("http://http://10.0.0.7:8080/...") failed the pipelines
+// whose inputs go by URL; the router and the worker now refuse it at start.
+func TestBadPublicAddrRefused(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	for _, addr := range []string{"http://10.0.0.7:8080", "10.0.0.7:8080/", "10.0.0.7", "10.0.0.7:http", ":8080", "10.0.0.7:70000"} {
+		r, err := StartRouter(ctx, RouterConfig{Listen: "127.0.0.1:0", PublicAddr: addr,
+			Store: "bolt://" + filepath.Join(dir, "router.db"), Objects: "file://" + filepath.Join(dir, "objects")})
+		if err == nil {
+			r.Close()
+		}
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "public") {
+			t.Errorf("StartRouter with PublicAddr %q = %v, want ErrConfig naming it", addr, err)
+		}
+		w, err := StartWorker(ctx, WorkerConfig{Listen: "127.0.0.1:0", PublicAddr: addr,
+			Store: "bolt://" + filepath.Join(dir, "worker.db"), Queue: "bolt://" + filepath.Join(dir, "queue.db"),
+			Objects: "file://" + filepath.Join(dir, "objects")})
+		if err == nil {
+			w.Close()
+		}
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "public") {
+			t.Errorf("StartWorker with PublicAddr %q = %v, want ErrConfig naming it", addr, err)
+		}
 	}
 }

@@ -68,6 +68,9 @@ func StartRouter(ctx context.Context, cfg RouterConfig) (*Service, error) {
 	s := newService("router")
 	ok := false
 	defer s.closeUnless(&ok)
+	if err := checkPublicAddr("router", cfg.PublicAddr); err != nil {
+		return nil, err
+	}
 	if cfg.MaxHeld < 0 {
 		return nil, fmt.Errorf("router: %w: the bound of held requests %d must not be negative", ErrConfig, cfg.MaxHeld)
 	}

@@ -75,6 +75,9 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 	w := &Worker{Service: newService("worker")}
 	ok := false
 	defer w.closeUnless(&ok)
+	if err := checkPublicAddr("worker", cfg.PublicAddr); err != nil {
+		return nil, err
+	}
 	region := orDefault(cfg.Region, dora.DefaultRegion)
 	urls := BackendURLs{
 		Store:     orDefault(cfg.Store, DefaultStoreURL),
