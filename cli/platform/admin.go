@@ -2,10 +2,13 @@ package platform
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -121,6 +124,9 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	dataDir := orDefault(cfg.DataDir, "./.dora")
 	regions, err := regionsOrDefault(cfg.Regions, cfg.Region)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkRouterHost(cfg.RouterHost); err != nil {
 		return nil, err
 	}
 	urls := BackendURLs{
@@ -305,6 +311,35 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 	// front of the admin API on its listener, where the SDKs expect them.
 	a.serveHTTP(runCtx, ln, admin.Inert(rsHandler.Wrap(pfopHandler.Wrap(srv.Handler()))))
 	a.goRun("background", func() error { return srv.Run(runCtx) })
+	return nil
+}
+
+// checkRouterHost refuses a RouterHost that is not host[:port]: it is
+// answered to the SDKs as the download host and prefixed with http:// for
+// the console, so a URL there ("http://router:8080") breaks both.
+func checkRouterHost(h string) error {
+	if h == "" {
+		return nil
+	}
+	var err error
+	switch {
+	case strings.ContainsAny(h, "/?#@ "):
+		err = errors.New("a host[:port], not a URL")
+	case strings.Contains(h, ":") && !(strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]")):
+		host, port, serr := net.SplitHostPort(h)
+		n, perr := strconv.Atoi(port)
+		switch {
+		case serr != nil:
+			err = serr
+		case host == "":
+			err = errors.New("missing host")
+		case perr != nil || n < 1 || n > 65535:
+			err = fmt.Errorf("port %q is not a number between 1 and 65535", port)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("admin: %w: router host %q: want host[:port] (e.g. dora.example.com:8080): %v", ErrConfig, h, err)
+	}
 	return nil
 }
 

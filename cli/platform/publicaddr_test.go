@@ -124,3 +124,22 @@ func TestBadPublicAddrRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBadRouterHostRefused: an admin's --router-host given as a URL
+// ("http://router:8080") was answered to the SDKs as the download host and
+// linked from the console as "http://http://router:8080"; it is refused.
+func TestBadRouterHostRefused(t *testing.T) {
+	for _, host := range []string{"http://router.example:8080", "router.example:8080/", "router.example:0"} {
+		dir := platformtest.ReachableTempDir(t)
+		a, err := StartAdmin(context.Background(), AdminConfig{
+			Listen: "127.0.0.1:0", Store: "bolt://" + filepath.Join(dir, "meta.db"),
+			Objects: "file://" + filepath.Join(dir, "objects"), DataDir: dir, RunAs: RunAsSelf, RouterHost: host,
+		})
+		if err == nil {
+			a.Close()
+		}
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "router host") {
+			t.Errorf("StartAdmin with RouterHost %q = %v, want ErrConfig naming it", host, err)
+		}
+	}
+}
