@@ -19,7 +19,16 @@ type ScaleTarget struct {
 	Runtime Runtime
 }
 
-var _ autoscaler.Target = ScaleTarget{}
+var (
+	_ autoscaler.Target        = ScaleTarget{}
+	_ autoscaler.AppliedReader = ScaleTarget{}
+)
+
+// appliedCounter is a Runtime that tells the count a deployment is set to
+// run, instances stopped by index included (the local runtime, Nomad).
+type appliedCounter interface {
+	Applied(ctx context.Context, deploymentID string) (int, error)
+}
 
 // Scale asks the runtime for count instances.
 func (t ScaleTarget) Scale(ctx context.Context, d dora.Deployment, count int, reason string) error {
@@ -39,4 +48,19 @@ func (t ScaleTarget) Ready(ctx context.Context, d dora.Deployment) (int, error) 
 		return 0, fmt.Errorf("status of %s: %w", d.ID, err)
 	}
 	return st.Healthy, nil
+}
+
+// Applied returns the count the runtime is set to run for d, so that the
+// autoscaler re-applies a stored count it never applied; a runtime that
+// cannot tell answers d's stored count (nothing to re-apply).
+func (t ScaleTarget) Applied(ctx context.Context, d dora.Deployment) (int, error) {
+	ac, ok := t.Runtime.(appliedCounter)
+	if !ok {
+		return d.Desired, nil
+	}
+	n, err := ac.Applied(ctx, d.ID)
+	if err != nil {
+		return 0, fmt.Errorf("applied count of %s: %w", d.ID, err)
+	}
+	return n, nil
 }

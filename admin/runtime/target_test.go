@@ -74,3 +74,36 @@ func TestScaleTarget(t *testing.T) {
 		t.Errorf("Ready of a missing deployment = %v", err)
 	}
 }
+
+// appliedRuntime is a fakeRuntime that tells its applied counts.
+type appliedRuntime struct {
+	fakeRuntime
+	applied map[string]int
+}
+
+func (f appliedRuntime) Applied(_ context.Context, id string) (int, error) {
+	n, ok := f.applied[id]
+	if !ok {
+		return 0, ErrNotFound
+	}
+	return n, nil
+}
+
+// TestScaleTargetApplied: the target answers the count the runtime is
+// set to run, its error wrapped; a runtime that cannot tell answers the
+// stored count.
+func TestScaleTargetApplied(t *testing.T) {
+	ctx := context.Background()
+	d := dep("deploy-a")
+	d.Desired = 3
+	tg := ScaleTarget{Runtime: appliedRuntime{applied: map[string]int{"deploy-a": 2}}}
+	if n, err := tg.Applied(ctx, d); err != nil || n != 2 {
+		t.Fatalf("applied = %d, %v; want 2", n, err)
+	}
+	if _, err := tg.Applied(ctx, dep("deploy-b")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown deployment: %v, want ErrNotFound", err)
+	}
+	if n, err := (ScaleTarget{Runtime: fakeRuntime{}}).Applied(ctx, d); err != nil || n != 3 {
+		t.Fatalf("a runtime that cannot tell: %d, %v; want the stored 3", n, err)
+	}
+}

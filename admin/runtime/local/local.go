@@ -544,6 +544,18 @@ func (r *Runtime) Scale(ctx context.Context, deploymentID string, count int, rea
 	return p.wait(ctx)
 }
 
+// Applied returns the count the deployment is set to run (the last Scale
+// or Apply), instances stopped by index included.
+func (r *Runtime) Applied(_ context.Context, deploymentID string) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.deps[deploymentID]
+	if d == nil {
+		return 0, fmt.Errorf("applied count of %s: %w", deploymentID, runtime.ErrNotFound)
+	}
+	return d.desired, nil
+}
+
 // pending is work left after the lock is released: runs to wait for and
 // instances to free once they have exited.
 type pending struct {

@@ -199,6 +199,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "3 published", func() bool { return len(pub.ids()) == 3 })
+	applied(t, r, id, 3)
 
 	// kill -9 instance 2: restarted once, healthy again with a new pid;
 	// instance 1 untouched. Counted from before the kill: an instance
@@ -231,10 +232,12 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("instance 1 after stop: %+v", i1)
 	}
 	eventually(t, "instance 1 unpublished", func() bool { _, ok := pub.get(id + "-1"); return !ok && len(pub.ids()) == 2 })
+	applied(t, r, id, 3) // the stopped instance still counts
 	if err := r.Scale(ctx, id, 4, "test"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "instance 4 published", func() bool { _, ok := pub.get(id + "-4"); return ok })
+	applied(t, r, id, 4)
 	st = status(t, r, id)
 	if inst(st, 1).State != runtime.StateStopped || st.Status != dora.DeployRunning || st.Healthy != 3 {
 		t.Fatalf("after scale to 4: %+v", st)
@@ -554,5 +557,13 @@ func TestStream(t *testing.T) {
 		if err != nil || fi.Size() > 40 {
 			t.Fatalf("%s: %v %v", f, fi, err)
 		}
+	}
+}
+
+// applied checks the count r is set to run for deployment id.
+func applied(t *testing.T, r *Runtime, id string, want int) {
+	t.Helper()
+	if n, err := r.Applied(context.Background(), id); err != nil || n != want {
+		t.Fatalf("applied count of %s = %d, %v; want %d", id, n, err, want)
 	}
 }

@@ -250,6 +250,7 @@ func TestGrepdOnNomad(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, pass = waitHealthy(t, ctx, rt, cc, id, 3)
+	applied(t, rt, id, 3)
 	for i, in := range st.Instances {
 		if in.Index != i+1 || in.ID == "" || pass[in.ID] == "" {
 			t.Errorf("after scale, instance %d: %+v", i+1, in)
@@ -331,6 +332,7 @@ func TestGrepdOnNomad(t *testing.T) {
 		}
 		return nil
 	})
+	applied(t, rt, id, 3) // the stopped instance still counts
 	if err := rt.StopInstances(ctx, id, []int{4}); !errors.Is(err, runtime.ErrNotFound) {
 		t.Errorf("stop instance 4: %v, want ErrNotFound", err)
 	}
@@ -353,6 +355,7 @@ func TestGrepdOnNomad(t *testing.T) {
 	if st, err := rt.Status(ctx, id); err != nil || st.Status != dora.DeployStopped {
 		t.Fatalf("after scaling a stopped job: %+v %v", st, err)
 	}
+	applied(t, rt, id, 2)
 	if err := rt.StartInstances(ctx, id, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -367,6 +370,9 @@ func TestGrepdOnNomad(t *testing.T) {
 	}
 	if _, err := rt.Status(ctx, id); !errors.Is(err, runtime.ErrNotFound) {
 		t.Fatalf("status after Remove: %v", err)
+	}
+	if _, err := rt.Applied(ctx, id); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("applied count after Remove: %v, want ErrNotFound", err)
 	}
 	eventually(t, "consul forgets the instances", func() error {
 		entries, _, err := cc.Health().Service("ufop-grepd", "", false, nil)
@@ -418,5 +424,13 @@ func TestOCIImageWithoutDocker(t *testing.T) {
 	_, _, err = rt.Client().Jobs().Info("ufop-grepd-v1-z1", nil)
 	if !errors.As(err, &ure) || ure.StatusCode() != http.StatusNotFound {
 		t.Fatalf("after remove: %v", err)
+	}
+}
+
+// applied checks the count rt's job is set to run for deployment id.
+func applied(t *testing.T, rt *Runtime, id string, want int) {
+	t.Helper()
+	if n, err := rt.Applied(context.Background(), id); err != nil || n != want {
+		t.Fatalf("applied count of %s = %d, %v; want %d", id, n, err, want)
 	}
 }

@@ -462,6 +462,19 @@ func (r *Runtime) Scale(ctx context.Context, id string, count int, reason string
 	return nil
 }
 
+// Applied returns the count the deployment's job is set to run, the
+// instances stopped by index included (they lowered the group's count):
+// what the last Scale or Apply asked for, whether the job runs or is
+// stopped.
+func (r *Runtime) Applied(ctx context.Context, id string) (int, error) {
+	_, job, err := r.find(ctx, id)
+	if err != nil {
+		return 0, fmt.Errorf("nomad applied count: %w", err)
+	}
+	cur, stopped := counts(job)
+	return cur + stopped, nil
+}
+
 // StopInstances stops the whole job (no indexes) or lowers the group count
 // by the number of running instances named (Nomad stops the
 // highest-numbered ones; see the package comment).
