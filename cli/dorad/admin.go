@@ -98,7 +98,7 @@ of the --config file. The config file may also list instance flavors
 				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 				DomainSuffix:       v.GetString("domain-suffix"),
 				RouterHost:         v.GetString("router-host"),
-				StatsFrom:          v.GetStringSlice("stats-from"),
+				StatsFrom:          stringList(v, "stats-from"),
 			})
 			if err != nil {
 				return err

@@ -87,6 +87,30 @@ func loggerAndRegions(v *viper.Viper) (*slog.Logger, []platform.RegionSpec, erro
 	return log, regions, nil
 }
 
+// stringList reads a list flag as the flag takes it: items separated by
+// commas, from the flag, DORA_* (where viper would split on spaces only)
+// or a config file string; spaces separate items too, and a config file
+// list is taken item by item.
+func stringList(v *viper.Viper, key string) []string {
+	var out []string
+	split := func(s string) {
+		out = append(out, strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })...)
+	}
+	switch x := v.Get(key).(type) {
+	case string:
+		split(x)
+	case []string:
+		for _, s := range x {
+			split(s)
+		}
+	case []any:
+		for _, item := range x {
+			split(fmt.Sprint(item))
+		}
+	}
+	return out
+}
+
 // regionsFrom reads --regions: a flag or env list of NAME[=NOMAD_REGION[/DC+DC]]
 // strings, or, from a config file, a list mixing such strings and maps.
 func regionsFrom(v *viper.Viper) ([]platform.RegionSpec, error) {

@@ -159,7 +159,7 @@ func routerConfig(v *viper.Viper) (platform.RouterConfig, error) {
 	if resDisk <= 0 {
 		return platform.RouterConfig{}, fmt.Errorf("--result-cache-disk-bytes %d must be positive (leave --result-cache-dir empty for no disk tier)", resDisk)
 	}
-	trusted, err := parseTrustedProxies(v.GetStringSlice("trusted-proxies"))
+	trusted, err := parseTrustedProxies(stringList(v, "trusted-proxies"))
 	if err != nil {
 		return platform.RouterConfig{}, err
 	}

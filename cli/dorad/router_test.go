@@ -7,6 +7,8 @@ import (
 	"runtime/metrics"
 	"strings"
 	"testing"
+
+	"github.com/spf13/viper"
 )
 
 // TestRouterCommand runs `dorad router` on embedded backends: it serves
@@ -116,4 +118,36 @@ func TestTrustedProxiesFlag(t *testing.T) {
 	}
 	parseRouterFlags(t, []string{"--trusted-proxies", "10.0.0.0/33"}, `--trusted-proxies: "10.0.0.0/33" is not an address or a CIDR prefix`)
 	parseRouterFlags(t, []string{"--trusted-proxies", "proxy.internal"}, `--trusted-proxies: "proxy.internal" is not an address or a CIDR prefix`)
+}
+
+// TestListsFromEnvSplitOnCommas: DORA_TRUSTED_PROXIES and DORA_STATS_FROM
+// written as the flags take them (comma-separated) were read as one item,
+// since viper splits an environment list on spaces only: the router
+// refused "10.0.0.1,10.0.0.0/8" as one bad address and the admin scraped
+// one URL made of two. Commas and spaces now both separate items.
+func TestListsFromEnvSplitOnCommas(t *testing.T) {
+	t.Setenv("DORA_TRUSTED_PROXIES", "10.0.0.1,10.0.0.0/8 192.168.0.0/16")
+	cfg, ok := parseRouterFlags(t, nil, "")
+	if !ok {
+		t.Fatal("refused")
+	}
+	var got []string
+	for _, p := range cfg.TrustedProxies {
+		got = append(got, p.String())
+	}
+	if want := "10.0.0.1/32 10.0.0.0/8 192.168.0.0/16"; strings.Join(got, " ") != want {
+		t.Fatalf("TrustedProxies from DORA_TRUSTED_PROXIES = %v, want %s", got, want)
+	}
+	t.Setenv("DORA_STATS_FROM", "http://r1:8080/metrics,http://r2:8080/metrics")
+	v := viper.New()
+	cmd := newAdminCommand(v)
+	if err := cmd.ParseFlags(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := loadConfig(v, cmd); err != nil {
+		t.Fatal(err)
+	}
+	if got := stringList(v, "stats-from"); len(got) != 2 || got[1] != "http://r2:8080/metrics" {
+		t.Fatalf("stats-from from DORA_STATS_FROM = %q, want two URLs", got)
+	}
 }
