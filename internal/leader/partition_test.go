@@ -1,12 +1,10 @@
 package leader
 
 import (
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -137,33 +135,4 @@ func TestConsulPartitionedLeaderStepsDown(t *testing.T) {
 	}
 	waitFor(t, "b to lead", b.leading.Load)
 	waitFor(t, "a to stop leading", func() bool { return !a.leading.Load() })
-}
-
-func TestJudge(t *testing.T) {
-	t0 := time.Unix(1000, 0)
-	budget := 5 * time.Second
-	failed := errors.New("read timed out")
-	cases := []struct {
-		name             string
-		now, start, conf time.Time
-		session, holder  string
-		err              error
-		wantSession      string
-		wantConf         time.Time
-		want             verdict
-	}{
-		{"first read learns the session", t0.Add(2 * time.Second), t0.Add(time.Second), t0, "", "s1", nil, "s1", t0.Add(time.Second), held},
-		{"still ours", t0.Add(3 * time.Second), t0.Add(2 * time.Second), t0, "s1", "s1", nil, "s1", t0.Add(2 * time.Second), held},
-		{"another session", t0.Add(time.Second), t0, t0, "s1", "s2", nil, "s1", t0, lost},
-		{"no holder", t0.Add(time.Second), t0, t0, "s1", "", nil, "s1", t0, lost},
-		{"no holder at the first read", t0.Add(time.Second), t0, t0, "", "", nil, "", t0, lost},
-		{"error within the budget", t0.Add(4 * time.Second), t0, t0, "s1", "", failed, "s1", t0, held},
-		{"error past the budget", t0.Add(5 * time.Second), t0, t0, "s1", "", failed, "s1", t0, unconfirmed},
-	}
-	for _, c := range cases {
-		s, conf, v := judge(c.now, c.start, c.conf, budget, c.session, c.holder, c.err)
-		if s != c.wantSession || !conf.Equal(c.wantConf) || v != c.want {
-			t.Errorf("%s: judge = %q, %v, %v; want %q, %v, %v", c.name, s, conf, v, c.wantSession, c.wantConf, c.want)
-		}
-	}
 }
