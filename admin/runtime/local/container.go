@@ -25,29 +25,37 @@ func (r *Runtime) containerName(id string) string {
 	return "dora-" + id + "-" + ownerValue(r.cfg.Dir)[:8]
 }
 
-// containerEnv is the environment file of a container instance: PORT and
-// PORT_HTTP are ContainerPort, then the release's variables (DORA_* and
-// values podman's env-file format cannot carry are left out). Nothing of
-// the platform's own environment is passed: the image brings its own.
-func containerEnv(rel []dora.EnvVar) string {
+// containerEnv is the environment of a container instance: the lines of
+// its environment file (PORT and PORT_HTTP are ContainerPort, then the
+// release's variables, DORA_* left out) and, apart, the "KEY=VALUE" pairs
+// of values on several lines, which that file cannot carry: podman takes
+// them from its own environment (`--env KEY`; see multiLineEnvError).
+// Nothing of the platform's own environment is passed: the image brings
+// its own.
+func containerEnv(rel []dora.EnvVar) (file string, pass []string) {
 	var b strings.Builder
 	for _, e := range rel {
 		if e.Key == "" || strings.ContainsAny(e.Key, "=\x00\n# \t") || strings.HasPrefix(e.Key, "DORA_") ||
-			e.Key == "PORT" || e.Key == "PORT_HTTP" || strings.ContainsAny(e.Value, "\x00\n\r") {
+			e.Key == "PORT" || e.Key == "PORT_HTTP" || strings.ContainsRune(e.Value, 0) {
+			continue
+		}
+		if strings.ContainsAny(e.Value, "\n\r") {
+			pass = append(pass, e.Key+"="+e.Value)
 			continue
 		}
 		b.WriteString(e.Key + "=" + e.Value + "\n")
 	}
 	b.WriteString("PORT=" + strconv.Itoa(ContainerPort) + "\n")
 	b.WriteString("PORT_HTTP=" + strconv.Itoa(ContainerPort) + "\n")
-	return b.String()
+	return b.String(), pass
 }
 
-// packageEnv is the environment of a program package in a container: as
-// for a process (instanceEnv) with PORT and PORT_HTTP 9100 and HOST
-// 0.0.0.0 unless the release sets it (loopback inside the container's
-// namespace is not where its published port arrives).
-func packageEnv(base []string, rel []dora.EnvVar, dir string, runAs *build.User) string {
+// packageEnv is the environment of a program package in a container, as
+// containerEnv splits it: as for a process (instanceEnv) with PORT and
+// PORT_HTTP 9100 and HOST 0.0.0.0 unless the release sets it (loopback
+// inside the container's namespace is not where its published port
+// arrives).
+func packageEnv(base []string, rel []dora.EnvVar, dir string, runAs *build.User) (file string, pass []string) {
 	hostSet := false
 	for _, e := range rel {
 		hostSet = hostSet || e.Key == "HOST"
@@ -55,6 +63,7 @@ func packageEnv(base []string, rel []dora.EnvVar, dir string, runAs *build.User)
 	var b strings.Builder
 	for _, kv := range instanceEnv(base, rel, ContainerPort, dir, runAs) {
 		if strings.ContainsAny(kv, "\n\r") {
+			pass = append(pass, kv)
 			continue
 		}
 		if !hostSet && strings.HasPrefix(kv, "HOST=") {
@@ -62,7 +71,33 @@ func packageEnv(base []string, rel []dora.EnvVar, dir string, runAs *build.User)
 		}
 		b.WriteString(kv + "\n")
 	}
-	return b.String()
+	return b.String(), pass
+}
+
+// multiLineEnvError refuses a release variable whose value spans several
+// lines and whose name podman (or the Go runtime, or the C library it
+// runs on) reads from its own environment: such a value can only reach a
+// container through podman's environment, where it would change how
+// podman itself runs. Other names are passed that way (containerEnv).
+func multiLineEnvError(rel []dora.EnvVar) error {
+	for _, e := range rel {
+		if !strings.ContainsAny(e.Value, "\n\r") {
+			continue
+		}
+		k := strings.ToUpper(e.Key)
+		read := strings.HasSuffix(k, "_PROXY")
+		switch k {
+		case "HOME", "PATH", "TMPDIR", "TZ", "LANG", "LANGUAGE", "USER", "LOGNAME", "SHELL", "TERM", "NOTIFY_SOCKET":
+			read = true
+		}
+		for _, p := range []string{"CONTAINER", "STORAGE_", "BUILDAH_", "PODMAN_", "REGISTRY_", "DOCKER_", "XDG_", "GO", "LC_", "SSL_", "DBUS_", "LD_", "MALLOC_"} {
+			read = read || strings.HasPrefix(k, p)
+		}
+		if read {
+			return fmt.Errorf("env %s: a value of several lines cannot reach a container under a name podman reads itself; rename the variable or keep its value on one line", e.Key)
+		}
+	}
+	return nil
 }
 
 // runContainer runs one life of a container instance with `podman run` in
@@ -79,7 +114,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		return true, false, fmt.Sprintf("pick a port: %v", err)
 	}
 	envFile := filepath.Join(d.dir, "logs", strconv.Itoa(in.index)+".env")
-	env := containerEnv(spec.Release.Env)
+	env, pass := containerEnv(spec.Release.Env)
 	if spec.Package != nil {
 		if err := os.RemoveAll(in.dir); err != nil {
 			return true, false, fmt.Sprintf("prepare working dir: %v", err)
@@ -87,13 +122,13 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		if err := r.prepareDir(d, in.dir, spec.Package.Dir); err != nil {
 			return true, false, fmt.Sprintf("prepare working dir: %v", err)
 		}
-		env = packageEnv(r.cfg.Env, spec.Release.Env, in.dir, r.cfg.RunAs)
+		env, pass = packageEnv(r.cfg.Env, spec.Release.Env, in.dir, r.cfg.RunAs)
 	}
 	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
 		return true, false, fmt.Sprintf("environment file: %v", err)
 	}
 	cs := containerSpec{
-		Name: name, Image: image, EnvFile: envFile, HostPort: port,
+		Name: name, Image: image, EnvFile: envFile, PassEnv: pass, HostPort: port,
 		Labels: map[string]string{
 			ownerLabel:        ownerValue(r.cfg.Dir),
 			"dora.deployment": d.id,
@@ -114,6 +149,9 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		}
 	}
 	cmd := pod.command(nil, pod.runArgs(cs)...)
+	if len(pass) > 0 {
+		cmd.Env = append(os.Environ(), pass...)
+	}
 	cmd.Stdin = nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	t0 := time.Now()

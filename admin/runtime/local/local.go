@@ -384,7 +384,12 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 		return fmt.Errorf("apply %s: desired %d is negative", id, spec.Deployment.Desired)
 	}
 	image, failure := "", ""
-	if spec.Package == nil {
+	if spec.Package == nil || r.containers() {
+		if err := multiLineEnvError(spec.Release.Env); err != nil {
+			failure = err.Error()
+		}
+	}
+	if spec.Package == nil && failure == "" {
 		var err error
 		if image, err = r.prepareImage(ctx, spec.OCIImage); err != nil {
 			if cur := r.imageInUse(id, spec.OCIImage); cur != "" {

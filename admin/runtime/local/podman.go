@@ -220,10 +220,13 @@ func (p *Podman) RemoveImage(ctx context.Context, id string) error {
 
 // containerSpec is one container to run.
 type containerSpec struct {
-	Name     string
-	Image    string
-	Labels   map[string]string
-	EnvFile  string
+	Name    string
+	Image   string
+	Labels  map[string]string
+	EnvFile string
+	// PassEnv are "KEY=VALUE" pairs the container gets from podman's own
+	// environment (`--env KEY`): values an env file cannot carry.
+	PassEnv  []string
 	HostPort int
 	CPUs     float64 // 0: unlimited
 	MemoryMB int     // 0: unlimited
@@ -252,6 +255,10 @@ func (p *Podman) runArgs(c containerSpec) []string {
 	}
 	if c.EnvFile != "" {
 		args = append(args, "--env-file", c.EnvFile)
+	}
+	for _, kv := range c.PassEnv {
+		k, _, _ := strings.Cut(kv, "=")
+		args = append(args, "--env", k)
 	}
 	if c.CPUs > 0 {
 		args = append(args, "--cpus", strconv.FormatFloat(c.CPUs, 'f', -1, 64))
