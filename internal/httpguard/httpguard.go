@@ -68,12 +68,16 @@ func (c *Config) defaults() {
 }
 
 // Server returns an http.Server serving h with cfg's deadlines.
+// WriteTimeout is WriteStall: net/http arms it as each request head is
+// read, which bounds the answers it writes itself (400, 431) to a client
+// that stopped reading; the handler's writes get their own (Wrap).
 func Server(h http.Handler, cfg Config) *http.Server {
 	cfg.defaults()
 	return &http.Server{
 		Handler:           Wrap(h, cfg),
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
+		WriteTimeout:      cfg.WriteStall,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -183,5 +184,94 @@ func TestOversizedHeadIs414Or431(t *testing.T) {
 				t.Fatalf("body %q (%s), want a JSON error saying %q", body, ct, c.errorHas)
 			}
 		})
+	}
+}
+
+// fillListener's connections fill their socket's send buffer (the client
+// never reads) just before net/http writes its own 400 Bad Request, so
+// that write has to wait for the client, as it would on a pipelining
+// client that stopped reading its answers; wrote gets the write's error.
+type fillListener struct {
+	net.Listener
+	wrote chan error
+}
+
+func (l fillListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &fillConn{Conn: c, wrote: l.wrote}, nil
+}
+
+type fillConn struct {
+	net.Conn
+	wrote chan error
+}
+
+func (c *fillConn) Write(p []byte) (int, error) {
+	if !strings.HasPrefix(string(p), "HTTP/1.1 400 ") {
+		return c.Conn.Write(p)
+	}
+	raw, err := c.Conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	junk := make([]byte, 64<<10)
+	// Fill until the socket stays full (the client's receive window
+	// closed too: a round after a pause writes nothing), down to single
+	// bytes (a small write can still join the last queued segment).
+	for range 500 {
+		wrote := 0
+		_ = raw.Write(func(fd uintptr) bool {
+			for size := len(junk); size > 0; size /= 2 {
+				for {
+					n, err := syscall.Write(int(fd), junk[:size])
+					if err != nil {
+						break // EAGAIN: full for writes of this size
+					}
+					wrote += n
+				}
+			}
+			return true
+		})
+		if wrote == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n, err := c.Conn.Write(p)
+	c.wrote <- err
+	return n, err
+}
+
+// TestErrorWriteToStalledClientIsBounded: the answers net/http writes
+// itself (here a 400 for a malformed request on a keep-alive connection)
+// to a client that stopped reading are bounded by WriteStall like a
+// handler's writes, instead of holding the connection, its goroutine and
+// its descriptor for as long as the client keeps the window shut.
+func TestErrorWriteToStalledClientIsBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := Server(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), Config{WriteStall: 200 * time.Millisecond})
+	wrote := make(chan error, 1)
+	go srv.Serve(Listen(fillListener{Listener: ln, wrote: wrote}, srv))
+	defer srv.Close()
+	conn, _ := agenttest.KeepAliveConn(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if _, err := io.WriteString(conn, "GARBAGE\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-wrote:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("the 400 to a client that stopped reading: %v, want a timeout", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("net/http's 400 to a client that stopped reading waited with no write deadline")
 	}
 }
