@@ -14,10 +14,14 @@ type Message struct {
 	JobID    string
 	Pipeline string
 	Idle     bool // a type=1 job
+	// Consumer is who the message was handed to (by Claim or Reclaim):
+	// Release acts only while that consumer still holds it.
+	Consumer string
 }
 
-// ErrLost is returned by Touch (and may be by Ack) when the message is no
-// longer claimed by this consumer: Reclaim gave it to another one.
+// ErrLost is returned by Touch and Release (and may be by Ack) when the
+// message is no longer claimed by this consumer: Reclaim gave it to
+// another one, or it is no longer in flight.
 var ErrLost = errors.New("pfop queue: message no longer claimed by this consumer")
 
 // ErrQueueClosed is returned by every call on a closed queue.
@@ -39,7 +43,10 @@ type Queue interface {
 	// Ack removes a finished message.
 	Ack(ctx context.Context, m Message) error
 	// Release hands a claimed message back unfinished (a worker shutting
-	// down): it waits again and may be claimed by anyone.
+	// down): it waits again and may be claimed by anyone. When m.Consumer
+	// no longer holds it (another consumer reclaimed it, or it is no
+	// longer in flight) Release leaves it be and returns ErrLost: the
+	// holder runs it, and handing it back would run it twice.
 	Release(ctx context.Context, m Message) error
 	// Touch renews consumer's claim (a heartbeat), so that Reclaim leaves
 	// the message alone; ErrLost when another consumer has it now.

@@ -318,7 +318,9 @@ func (w *Worker) recoverLoop(ctx context.Context) {
 func (w *Worker) release(m Message) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeWriteTimeout)
 	defer cancel()
-	if err := w.cfg.Queue.Release(ctx, m); err != nil {
+	if err := w.cfg.Queue.Release(ctx, m); errors.Is(err, ErrLost) {
+		w.log.Info("pfop: not handed back: another worker has the job now", "job", m.JobID)
+	} else if err != nil {
 		w.log.Warn("pfop: hand back", "job", m.JobID, "err", err)
 	}
 }

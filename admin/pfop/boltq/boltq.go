@@ -263,7 +263,7 @@ func (q *Queue) Claim(ctx context.Context, pipeline, consumer string, limit int)
 		if err := src.Delete(k); err != nil {
 			return err
 		}
-		m, ok = pfop.Message{ID: msgID(k), JobID: w.Job, Pipeline: pipeline, Idle: idle}, true
+		m, ok = pfop.Message{ID: msgID(k), JobID: w.Job, Pipeline: pipeline, Idle: idle, Consumer: consumer}, true
 		return nil
 	})
 	if err != nil {
@@ -310,11 +310,12 @@ func (q *Queue) Ack(ctx context.Context, m pfop.Message) error {
 	return nil
 }
 
-// Release implements pfop.Queue: the message goes back to the front.
+// Release implements pfop.Queue: the message goes back to the front,
+// unless m.Consumer no longer holds it (ErrLost).
 func (q *Queue) Release(ctx context.Context, m pfop.Message) error {
 	err := q.inFlight(ctx, m, func(p *bbolt.Bucket, k []byte, fl *flight) error {
-		if fl == nil {
-			return nil
+		if fl == nil || fl.Consumer != m.Consumer {
+			return pfop.ErrLost
 		}
 		return putBack(p, k, *fl)
 	})
@@ -372,7 +373,7 @@ func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle 
 				return err
 			}
 			ups = append(ups, upd{append([]byte(nil), k...), b})
-			out = append(out, pfop.Message{ID: msgID(k), JobID: fl.Job, Pipeline: pipeline, Idle: fl.Idle})
+			out = append(out, pfop.Message{ID: msgID(k), JobID: fl.Job, Pipeline: pipeline, Idle: fl.Idle, Consumer: consumer})
 			return nil
 		})
 		if err != nil {

@@ -22,6 +22,7 @@ func Run(t *testing.T, open func(t *testing.T) pfop.Queue) {
 	t.Run("IdleJobs", func(t *testing.T) { testIdle(t, open(t)) })
 	t.Run("Release", func(t *testing.T) { testRelease(t, open(t)) })
 	t.Run("TouchAndReclaim", func(t *testing.T) { testReclaim(t, open(t)) })
+	t.Run("ReleaseByFormerHolder", func(t *testing.T) { testReleaseLost(t, open(t)) })
 	t.Run("Pipelines", func(t *testing.T) { testPipelines(t, open(t)) })
 	t.Run("JobIDs", func(t *testing.T) { testJobIDs(t, open(t)) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, open(t)) })
@@ -193,6 +194,51 @@ func testReclaim(t *testing.T, q pfop.Queue) {
 	if got, err := q.Reclaim(ctx, "never-used", "alive", time.Millisecond); err != nil || len(got) != 0 {
 		t.Fatalf("reclaim on an unknown pipeline: %v %v", got, err)
 	}
+}
+
+// reclaimAll reclaims pipeline's messages for consumer until it gets
+// some (a claim must have been idle for a millisecond).
+func reclaimAll(t *testing.T, q pfop.Queue, pipeline, consumer string) []pfop.Message {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := q.Reclaim(context.Background(), pipeline, consumer, time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > 0 {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing was ever reclaimed")
+		}
+	}
+}
+
+// testReleaseLost: a worker that hands back a message another has
+// reclaimed since (it shuts down just after the takeover) must not put it
+// back in the queue, where a third would claim and run it again while the
+// new holder runs it; nor one that is no longer in flight.
+func testReleaseLost(t *testing.T, q pfop.Queue) {
+	ctx := context.Background()
+	enqueue(t, q, "p", "a", false)
+	m := mustClaim(t, q, "p", "slow", 2, "a")
+	got := reclaimAll(t, q, "p", "alive")
+	if len(got) != 1 || got[0].ID != m.ID {
+		t.Fatalf("reclaimed %+v, want the message of a", got)
+	}
+	if err := q.Release(ctx, m); !errors.Is(err, pfop.ErrLost) {
+		t.Fatalf("release by the former holder: %v, want ErrLost", err)
+	}
+	mustNotClaim(t, q, "p", 2, "the former holder's release must leave a with its new holder")
+	if err := q.Touch(ctx, got[0], "alive"); err != nil {
+		t.Fatalf("touch by the new holder after the former's release: %v", err)
+	}
+	ack(t, q, got[0])
+	if err := q.Release(ctx, got[0]); !errors.Is(err, pfop.ErrLost) {
+		t.Fatalf("release of an acknowledged message: %v, want ErrLost", err)
+	}
+	mustNotClaim(t, q, "p", 2, "drained")
 }
 
 func testPipelines(t *testing.T, q pfop.Queue) {

@@ -15,7 +15,8 @@
 // renews its claims with Touch (XCLAIM of its own entry, resetting the
 // idle time); Reclaim is XAUTOCLAIM of entries idle longer than minIdle,
 // which is how a live worker takes over the jobs of a dead one. Ack is
-// XACK+XDEL; Release acknowledges and re-adds the job at the stream's end.
+// XACK+XDEL; Release, if the releasing consumer still holds the entry,
+// acknowledges it and re-adds the job at the stream's end.
 //
 // The client retries a command whose connection broke after it was sent
 // (the reply lost to a reset or a Redis that died right after answering),
@@ -217,7 +218,7 @@ func (q *Queue) Claim(ctx context.Context, pipeline, consumer string, limit int)
 	kind, _ := arr[0].(int64)
 	id, _ := arr[1].(string)
 	job, _ := arr[2].(string)
-	return pfop.Message{ID: id, JobID: job, Pipeline: pipeline, Idle: kind == 2}, true, nil
+	return pfop.Message{ID: id, JobID: job, Pipeline: pipeline, Idle: kind == 2, Consumer: consumer}, true, nil
 }
 
 // ackScript: KEYS: stream; ARGV: group, id.
@@ -234,10 +235,17 @@ func (q *Queue) Ack(ctx context.Context, m pfop.Message) error {
 	return nil
 }
 
-// releaseScript re-adds a pending entry's job at the end and drops the
-// entry. KEYS: stream; ARGV: group, id, job.
+// releaseScript re-adds the job of an entry pending with the consumer at
+// the end and drops the entry; 0 when the consumer holds no such entry
+// (also when the stream or the group is gone).
+// KEYS: stream; ARGV: group, id, job, consumer.
 var releaseScript = goredis.NewScript(`
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[4])
+if type(p) == 'table' and p.err then
+  if string.sub(p.err, 1, 7) == 'NOGROUP' then return 0 end
+  return redis.error_reply(p.err)
+end
 if #p == 0 then return 0 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -245,10 +253,17 @@ redis.call('XADD', KEYS[1], '*', 'job', ARGV[3])
 return 1
 `)
 
-// Release implements pfop.Queue; the job waits again at the stream's end.
+// Release implements pfop.Queue; the job waits again at the stream's end,
+// unless m.Consumer no longer holds the entry (ErrLost). A retry of a
+// Release whose reply was lost finds the entry gone and returns ErrLost
+// too: the job waits again all the same.
 func (q *Queue) Release(ctx context.Context, m pfop.Message) error {
-	if err := releaseScript.Run(ctx, q.client, []string{q.stream(m)}, Group, m.ID, m.JobID).Err(); err != nil {
+	n, err := releaseScript.Run(ctx, q.client, []string{q.stream(m)}, Group, m.ID, m.JobID, m.Consumer).Int()
+	if err != nil {
 		return fmt.Errorf("redis pfop queue: release %s: %w", m.ID, mapErr(err))
+	}
+	if n == 0 {
+		return fmt.Errorf("redis pfop queue: release %s: %w", m.ID, pfop.ErrLost)
 	}
 	return nil
 }
@@ -305,7 +320,7 @@ func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle 
 			}
 			for _, m := range msgs {
 				job, _ := m.Values["job"].(string)
-				out = append(out, pfop.Message{ID: m.ID, JobID: job, Pipeline: pipeline, Idle: s.idle})
+				out = append(out, pfop.Message{ID: m.ID, JobID: job, Pipeline: pipeline, Idle: s.idle, Consumer: consumer})
 			}
 			if next == "0-0" || next == "" {
 				break
