@@ -51,9 +51,12 @@ type Queue interface {
 	// Touch renews consumer's claim (a heartbeat), so that Reclaim leaves
 	// the message alone; ErrLost when another consumer has it now.
 	Touch(ctx context.Context, m Message, consumer string) error
-	// Reclaim gives consumer every in-flight message of pipeline that its
-	// holder has not touched for minIdle (the holder died).
-	Reclaim(ctx context.Context, pipeline, consumer string, minIdle time.Duration) ([]Message, error)
+	// Reclaim gives consumer up to max in-flight messages of pipeline
+	// that their holder has not touched for minIdle (the holder died),
+	// oldest first; none when max <= 0. A consumer asks for no more than
+	// it can start (and so heartbeat) at once: a message it took but left
+	// waiting would be reclaimed again by another and run twice.
+	Reclaim(ctx context.Context, pipeline, consumer string, minIdle time.Duration, max int) ([]Message, error)
 	// Pipelines lists every pipeline that has had a job.
 	Pipelines(ctx context.Context) ([]string, error)
 	// JobIDs lists the job id of every message pipeline holds, waiting

@@ -227,22 +227,42 @@ func (w *Worker) Run(ctx context.Context) error {
 		if now := w.cfg.Now(); now.Sub(lastReclaim) >= w.cfg.ReclaimAfter/2 {
 			lastReclaim = now
 			for _, p := range pipelines {
-				msgs, err := w.cfg.Queue.Reclaim(ctx, p, w.cfg.Consumer, w.cfg.ReclaimAfter)
-				if err != nil {
-					w.log.Warn("pfop: reclaim", "pipeline", p, "err", err)
+				// Take over no more than there are free slots for: a
+				// message taken but not started is not heartbeated, so
+				// another worker would reclaim it and both would run it.
+				// Only this loop fills slots, so those reserved stay free.
+				free := 0
+			reserve:
+				for {
+					select {
+					case sem <- struct{}{}:
+						free++
+					default:
+						break reserve
+					}
+				}
+				var msgs []Message
+				if free > 0 {
+					msgs, err = w.cfg.Queue.Reclaim(ctx, p, w.cfg.Consumer, w.cfg.ReclaimAfter, free)
+					if err != nil {
+						w.log.Warn("pfop: reclaim", "pipeline", p, "err", err)
+					}
 				}
 				for _, m := range msgs {
 					if isRunning(m) {
 						continue // ours already, still running: the claim is renewed
 					}
-					w.log.Info("pfop: reclaimed a job of a silent worker", "job", m.JobID, "pipeline", p)
-					select {
-					case sem <- struct{}{}:
-						start(m)
-						started = true
-					case <-ctx.Done():
+					if free == 0 || ctx.Err() != nil { // more than asked for, or shutting down
 						w.release(m)
+						continue
 					}
+					w.log.Info("pfop: reclaimed a job of a silent worker", "job", m.JobID, "pipeline", p)
+					free--
+					start(m)
+					started = true
+				}
+				for ; free > 0; free-- {
+					<-sem
 				}
 			}
 		}

@@ -239,3 +239,43 @@ func TestPipelineLimits(t *testing.T) {
 }
 
 var _ store.Store = (*bolt.Store)(nil)
+
+// TestReclaimTakesNoMoreThanFreeSlots: a worker with one free slot that
+// finds two jobs of a dead worker takes over only the one it can start.
+// The other, left with the dead worker, stays reclaimable by a worker with
+// room; taken but not started (so never heartbeated) it would be
+// reclaimed again by another worker while this one still meant to start
+// it, and run twice.
+func TestReclaimTakesNoMoreThanFreeSlots(t *testing.T) {
+	e := newEnv(t)
+	e.object("photos", "a.txt", "abc")
+	ctx := context.Background()
+	j1, j2 := e.submitUpper(e.q), e.submitUpper(e.q)
+	var dead []pfop.Message
+	for range 2 {
+		m, ok, err := e.q.Claim(ctx, j1.Pipeline, "dead", 10)
+		if err != nil || !ok {
+			t.Fatalf("claim: %v %v", ok, err)
+		}
+		dead = append(dead, m)
+	}
+	if j2.Pipeline != j1.Pipeline {
+		t.Fatalf("pipelines %s and %s", j1.Pipeline, j2.Pipeline)
+	}
+	hang := hangingProc{started: make(chan struct{}, 2)}
+	e.startWorker(e.q, func(c *pfop.WorkerConfig) {
+		c.Consumer, c.Concurrency, c.ReclaimAfter, c.Grace, c.Processor = "B", 1, 100*time.Millisecond, time.Millisecond, hang
+	})
+	waitStarted(t, hang.started) // B took over one job and runs it: no slot left
+	// Touch the dead worker's claims as the dead worker: ErrLost for the
+	// one B took over, nil for the one it could not start.
+	held := 0
+	for _, m := range dead {
+		if err := e.q.Touch(ctx, m, "dead"); err == nil {
+			held++
+		}
+	}
+	if held != 1 {
+		t.Fatalf("the worker with one slot took over %d of the dead worker's 2 jobs, want 1", 2-held)
+	}
+}

@@ -345,7 +345,10 @@ func (q *Queue) Touch(ctx context.Context, m pfop.Message, consumer string) erro
 }
 
 // Reclaim implements pfop.Queue.
-func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle time.Duration) ([]pfop.Message, error) {
+func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle time.Duration, max int) ([]pfop.Message, error) {
+	if max <= 0 {
+		return nil, nil
+	}
 	var out []pfop.Message
 	now := q.now()
 	err := q.update(ctx, func(tx *bbolt.Tx) error {
@@ -359,13 +362,14 @@ func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle 
 			v []byte
 		}
 		var ups []upd
-		err := f.ForEach(func(k, v []byte) error {
+		c := f.Cursor()
+		for k, v := c.First(); k != nil && len(ups) < max; k, v = c.Next() {
 			var fl flight
 			if err := json.Unmarshal(v, &fl); err != nil {
 				return fmt.Errorf("message %x: %w", k, err)
 			}
 			if fl.Consumer == consumer || now.Sub(time.Unix(0, fl.Touched)) < minIdle {
-				return nil
+				continue
 			}
 			fl.Consumer, fl.Touched = consumer, now.UnixNano()
 			b, err := json.Marshal(fl)
@@ -374,10 +378,6 @@ func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle 
 			}
 			ups = append(ups, upd{append([]byte(nil), k...), b})
 			out = append(out, pfop.Message{ID: msgID(k), JobID: fl.Job, Pipeline: pipeline, Idle: fl.Idle, Consumer: consumer})
-			return nil
-		})
-		if err != nil {
-			return err
 		}
 		for _, u := range ups {
 			if err := f.Put(u.k, u.v); err != nil {

@@ -23,6 +23,7 @@ func Run(t *testing.T, open func(t *testing.T) pfop.Queue) {
 	t.Run("Release", func(t *testing.T) { testRelease(t, open(t)) })
 	t.Run("TouchAndReclaim", func(t *testing.T) { testReclaim(t, open(t)) })
 	t.Run("ReleaseByFormerHolder", func(t *testing.T) { testReleaseLost(t, open(t)) })
+	t.Run("ReclaimAtMost", func(t *testing.T) { testReclaimMax(t, open(t)) })
 	t.Run("Pipelines", func(t *testing.T) { testPipelines(t, open(t)) })
 	t.Run("JobIDs", func(t *testing.T) { testJobIDs(t, open(t)) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, open(t)) })
@@ -155,7 +156,7 @@ func testReclaim(t *testing.T, q pfop.Queue) {
 	ctx := context.Background()
 	enqueue(t, q, "p", "a", false)
 	m := mustClaim(t, q, "p", "dead", 1, "a")
-	if got, err := q.Reclaim(ctx, "p", "alive", time.Hour); err != nil || len(got) != 0 {
+	if got, err := q.Reclaim(ctx, "p", "alive", time.Hour, 10); err != nil || len(got) != 0 {
 		t.Fatalf("reclaim of a fresh claim: %v %v", got, err)
 	}
 	if err := q.Touch(ctx, m, "dead"); err != nil {
@@ -171,7 +172,7 @@ func testReclaim(t *testing.T, q pfop.Queue) {
 			t.Fatal("the message was never reclaimed")
 		}
 		var err error
-		got, err = q.Reclaim(ctx, "p", "alive", time.Millisecond)
+		got, err = q.Reclaim(ctx, "p", "alive", time.Millisecond, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,10 +189,10 @@ func testReclaim(t *testing.T, q pfop.Queue) {
 	mustNotClaim(t, q, "p", 1, "the reclaimed message still counts against the limit")
 	ack(t, q, got[0])
 	mustNotClaim(t, q, "p", 1, "drained")
-	if got, err := q.Reclaim(ctx, "p", "alive", time.Millisecond); err != nil || len(got) != 0 {
+	if got, err := q.Reclaim(ctx, "p", "alive", time.Millisecond, 10); err != nil || len(got) != 0 {
 		t.Fatalf("reclaim after ack: %v %v", got, err)
 	}
-	if got, err := q.Reclaim(ctx, "never-used", "alive", time.Millisecond); err != nil || len(got) != 0 {
+	if got, err := q.Reclaim(ctx, "never-used", "alive", time.Millisecond, 10); err != nil || len(got) != 0 {
 		t.Fatalf("reclaim on an unknown pipeline: %v %v", got, err)
 	}
 }
@@ -202,7 +203,7 @@ func reclaimAll(t *testing.T, q pfop.Queue, pipeline, consumer string) []pfop.Me
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got, err := q.Reclaim(context.Background(), pipeline, consumer, time.Millisecond)
+		got, err := q.Reclaim(context.Background(), pipeline, consumer, time.Millisecond, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,6 +240,35 @@ func testReleaseLost(t *testing.T, q pfop.Queue) {
 		t.Fatalf("release of an acknowledged message: %v, want ErrLost", err)
 	}
 	mustNotClaim(t, q, "p", 2, "drained")
+}
+
+// testReclaimMax: Reclaim takes no more than max messages (what the
+// consumer can start), oldest first; the others stay with their holder.
+func testReclaimMax(t *testing.T, q pfop.Queue) {
+	ctx := context.Background()
+	var dead []pfop.Message
+	for _, j := range []string{"a", "b", "c"} {
+		enqueue(t, q, "p", j, false)
+		dead = append(dead, mustClaim(t, q, "p", "dead", 10, j))
+	}
+	time.Sleep(5 * time.Millisecond) // idle for longer than minIdle below
+	if got, err := q.Reclaim(ctx, "p", "alive", time.Millisecond, 0); err != nil || len(got) != 0 {
+		t.Fatalf("reclaim of at most 0: %v %v", got, err)
+	}
+	got, err := q.Reclaim(ctx, "p", "alive", time.Millisecond, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].JobID != "a" || got[1].JobID != "b" {
+		t.Fatalf("reclaim of at most 2: %+v, want a and b", got)
+	}
+	if err := q.Touch(ctx, dead[2], "dead"); err != nil {
+		t.Fatalf("touch of c by its holder after the others were reclaimed: %v", err)
+	}
+	if err := q.Touch(ctx, dead[0], "dead"); !errors.Is(err, pfop.ErrLost) {
+		t.Fatalf("touch of a by its former holder: %v, want ErrLost", err)
+	}
+	mustNotClaim(t, q, "p", 3, "all three still in flight")
 }
 
 func testPipelines(t *testing.T, q pfop.Queue) {

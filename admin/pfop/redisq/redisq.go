@@ -296,9 +296,10 @@ func (q *Queue) Touch(ctx context.Context, m pfop.Message, consumer string) erro
 	return nil
 }
 
-// Reclaim implements pfop.Queue with XAUTOCLAIM on both streams.
-func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle time.Duration) ([]pfop.Message, error) {
-	if pfop.ValidatePipeline(pipeline) != nil {
+// Reclaim implements pfop.Queue with XAUTOCLAIM on both streams, normal
+// jobs first, up to max entries in all.
+func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle time.Duration, max int) ([]pfop.Message, error) {
+	if pfop.ValidatePipeline(pipeline) != nil || max <= 0 {
 		return nil, nil
 	}
 	n, i := q.streams(pipeline)
@@ -308,9 +309,10 @@ func (q *Queue) Reclaim(ctx context.Context, pipeline, consumer string, minIdle 
 		idle bool
 	}{{n, false}, {i, true}} {
 		start := "0-0"
-		for {
+		for len(out) < max {
 			msgs, next, err := q.client.XAutoClaim(ctx, &goredis.XAutoClaimArgs{
-				Stream: s.key, Group: Group, Consumer: consumer, MinIdle: minIdle, Start: start, Count: reclaimBatch,
+				Stream: s.key, Group: Group, Consumer: consumer, MinIdle: minIdle, Start: start,
+				Count: int64(min(reclaimBatch, max-len(out))),
 			}).Result()
 			if err != nil {
 				if isNoGroup(err) { // nothing was ever enqueued there
