@@ -337,6 +337,14 @@ func OpenStore(ctx context.Context, rawURL string) (store.Store, error) {
 		if strings.Contains(prefix, "//") {
 			return nil, b.errf(what, "empty segment in prefix %q", prefix)
 		}
+		// Consul's HTTP paths are cleaned on some requests and not on
+		// others: under a "." or ".." segment a Put lands where a Get
+		// never finds it.
+		for _, seg := range strings.Split(prefix, "/") {
+			if seg == "." || seg == ".." {
+				return nil, b.errf(what, "a \".\" or \"..\" segment in prefix %q", prefix)
+			}
+		}
 		st, err := consulkv.New(consulkv.Config{Address: cfg.Address, Prefix: prefix, Datacenter: cfg.Datacenter})
 		if err != nil {
 			return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)

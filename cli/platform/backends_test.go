@@ -425,3 +425,23 @@ func TestBackendURLNothingIgnored(t *testing.T) {
 		{"redis://127.0.0.1:6379/0#frag", "unexpected fragment"},
 	})
 }
+
+// TestConsulStorePrefixDotSegments: a consul:// store prefix with a "." or
+// ".." segment was accepted, and on a real agent every Put succeeded while
+// every Get of the same key answered "not found" (the HTTP paths are
+// cleaned differently): metadata written and lost. It is refused.
+func TestConsulStorePrefixDotSegments(t *testing.T) {
+	checkBad(t, "OpenStore", func(u string) error {
+		st, err := OpenStore(context.Background(), u)
+		if err == nil {
+			st.Close()
+		}
+		return err
+	}, []badURLCase{
+		{"consul://127.0.0.1:8500/..", `"." or ".." segment`},
+		{"consul://127.0.0.1:8500/a/../b", `"." or ".." segment`},
+		{"consul://127.0.0.1:8500/./dora", `"." or ".." segment`},
+		{"consul://127.0.0.1:8500/a/./b", `"." or ".." segment`},
+		{"consul://127.0.0.1:8500/%2e%2e/dora", `"." or ".." segment`},
+	})
+}
