@@ -413,6 +413,12 @@ func OpenLoadWith(rawURL string, log *slog.Logger) (load.Store, error) {
 // another process to let go of it); Redis is not contacted here. The
 // caller closes the queue with the returned Closer.
 func OpenQueue(rawURL string) (pfop.Queue, io.Closer, error) {
+	return OpenQueueWith(rawURL, nil)
+}
+
+// OpenQueueWith is OpenQueue with a logger for the Redis client's own
+// messages (see SetRedisLogger); nil keeps the client's default logger.
+func OpenQueueWith(rawURL string, log *slog.Logger) (pfop.Queue, io.Closer, error) {
 	const what = "queue"
 	b, err := parseBackendURL(what, rawURL, []string{"bolt", "redis", "rediss"}, "bolt")
 	if err != nil {
@@ -435,6 +441,9 @@ func OpenQueue(rawURL string) (pfop.Queue, io.Closer, error) {
 		}
 		if b.u.Fragment != "" {
 			return nil, nil, b.errf(what, "unexpected fragment #%s", b.u.Fragment)
+		}
+		if log != nil {
+			SetRedisLogger(log)
 		}
 		q, err := redisq.New(redisq.Config{Server: redisconn.Config{URL: rawURL}})
 		if err != nil {

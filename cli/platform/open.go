@@ -102,7 +102,7 @@ func (p *parts) openBackends(ctx context.Context, u BackendURLs, o openOptions) 
 		p.onClose(func() error { return CloseLoad(loads) })
 	}
 	if u.Queue != "" {
-		q, closer, err := OpenQueue(u.Queue)
+		q, closer, err := OpenQueueWith(u.Queue, log)
 		if err != nil {
 			return Backends{}, err
 		}
