@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/cli/platform/platformtest"
 )
 
@@ -99,5 +101,35 @@ func TestDevRefusesZeroAutoscaleInterval(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "--autoscale-interval") {
 			t.Errorf("dorad dev --autoscale-interval %s = %v, want an error naming the flag", d, err)
 		}
+	}
+}
+
+// TestDevFlavorsFromConfigFile: the flavors list of the config file, which
+// dorad dev accepts, was ignored by it (the defaults were offered); dorad
+// dev now offers the listed flavors, as dorad admin does.
+func TestDevFlavorsFromConfigFile(t *testing.T) {
+	dir := platformtest.ReachableTempDir(t)
+	cfg := writeFile(t, dir, "dev.yaml", "flavors:\n  - {name: tiny, cpu: 100, memoryMB: 64}\n")
+	r := startDorad(t, "dev", "--config", cfg, "--data-dir", dir, "--admin-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0",
+		"--run-as", "self", "--container-runtime", "none")
+	var url string
+	for deadline := time.Now().Add(60 * time.Second); url == ""; time.Sleep(20 * time.Millisecond) {
+		if m := devURLRE.FindStringSubmatch(r.out.String()); m != nil {
+			url = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("dorad dev never said it runs:\n%s", r.out)
+		}
+	}
+	waitOK(t, url+"/healthz")
+	m := regexp.MustCompile(`AK: (\S+)\n\s+SK: (\S+)`).FindStringSubmatch(r.out.String())
+	if m == nil {
+		t.Fatalf("no root keys printed:\n%s", r.out)
+	}
+	flavors, err := client.New(url, m[1], m[2]).Flavors(context.Background())
+	if err != nil || len(flavors) != 1 || flavors[0].Name != "tiny" {
+		t.Fatalf("flavors = %+v, %v; want the config file's tiny", flavors, err)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stopped with %v", err)
 	}
 }

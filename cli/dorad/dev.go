@@ -21,7 +21,8 @@ deployments, and brings deployed instances back.
 
 The root account's keys come from DORA_ROOT_AK/DORA_ROOT_SK when set; otherwise
 they are generated on first start, written to <data-dir>/root.credentials
-(mode 0600) and printed once.`,
+(mode 0600) and printed once. The --config file may list instance flavors as
+for dorad admin (flavors: [{name, cpu, memoryMB, desc}]).`,
 		Example: `  dorad dev
   dorad dev --data-dir /var/lib/dora --router-addr 127.0.0.1:80
   DORA_ROOT_AK=... DORA_ROOT_SK=... dorad dev`,
@@ -35,6 +36,10 @@ they are generated on first start, written to <data-dir>/root.credentials
 			if d := v.GetDuration("autoscale-interval"); d <= 0 {
 				return fmt.Errorf("--autoscale-interval %v must be positive", d)
 			}
+			flavors, err := flavorsFrom(v)
+			if err != nil {
+				return err
+			}
 			defer startGCFloor(v)()
 			rootAK, rootSK := rootKeys(v)
 			ctx, stop := signalContext(cmd)
@@ -45,6 +50,7 @@ they are generated on first start, written to <data-dir>/root.credentials
 				RouterAddr:          v.GetString("router-addr"),
 				DomainSuffix:        v.GetString("domain-suffix"),
 				Region:              v.GetString("region"),
+				Flavors:             flavors,
 				RootAK:              rootAK,
 				RootSK:              rootSK,
 				AutoscaleInterval:   v.GetDuration("autoscale-interval"),
