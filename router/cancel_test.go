@@ -299,3 +299,71 @@ func TestWatchRemoveWaitsForCancel(t *testing.T) {
 		t.Fatal("remove returned while the loop's cancel of the entry was running")
 	}
 }
+
+// holdAccess is a log handler that holds the first access line until
+// release is closed (entered tells it is held).
+type holdAccess struct {
+	slog.Handler
+	s *holdState
+}
+
+type holdState struct {
+	once             sync.Once
+	entered, release chan struct{}
+}
+
+func (h holdAccess) Handle(ctx context.Context, rec slog.Record) error {
+	if rec.Message == "access" {
+		h.s.once.Do(func() { close(h.s.entered); <-h.s.release })
+	}
+	return h.Handler.Handle(ctx, rec)
+}
+
+func (h holdAccess) WithAttrs(as []slog.Attr) slog.Handler {
+	return holdAccess{Handler: h.Handler.WithAttrs(as), s: h.s}
+}
+
+func (h holdAccess) WithGroup(name string) slog.Handler {
+	return holdAccess{Handler: h.Handler.WithGroup(name), s: h.s}
+}
+
+// TestShutdownWaitsForCancelledRequests: once the shutdown grace is over
+// and the steps are cancelled, Serve returns only after their requests
+// have finished (here: their access line written). It returned at once:
+// fasthttp's second ShutdownWithContext, which was to wait, returns
+// right away once the listeners are closed, so a process exiting after
+// Serve lost the lines and metrics of the requests it cancelled.
+func TestShutdownWaitsForCancelledRequests(t *testing.T) {
+	var logs syncBuffer
+	hold := &holdState{entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, func(c *Config) {
+		c.ShutdownGrace = 200 * time.Millisecond
+		c.Logger = slog.New(holdAccess{Handler: slog.NewTextHandler(&logs, nil), s: hold})
+	})
+	addr, called, _ := blockingInstance(t)
+	e.ufop(dora.Ufop{Name: "blocker", Owner: alice.ID}, dora.ProtocolDora)
+	e.pool.Update([]pool.Instance{poolInst("b0", "blocker", "v1", addr)})
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+e.addr+"/k?blocker/x", nil)
+		req.Host = "photos.localhost"
+		if resp, err := e.client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-called
+	stopped := make(chan struct{})
+	go func() { e.stop(); close(stopped) }()
+	closedWithin(t, "the cancelled request's access line", hold.entered)
+	select {
+	case <-stopped:
+		close(hold.release)
+		t.Fatal("Serve returned before the cancelled request finished")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(hold.release)
+	closedWithin(t, "Serve's return", stopped)
+	if !strings.Contains(logs.String(), "status=499") {
+		t.Fatalf("access log has no 499 for the cancelled request:\n%s", logs.String())
+	}
+}

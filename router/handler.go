@@ -132,6 +132,7 @@ func (r *Router) newRequest(ctx *fasthttp.RequestCtx, start time.Time) *request 
 	}
 	rq.r, rq.ctx, rq.start = r, ctx, start
 	rq.refs.Store(2)
+	r.unfinished.Add(1)
 	return rq
 }
 
@@ -144,6 +145,7 @@ func (rq *request) release() {
 	r := rq.r
 	*rq = request{}
 	r.requests.Put(rq)
+	r.unfinished.Add(-1)
 }
 
 // realStart is the request's start on the real clock (deadlines run on

@@ -194,14 +194,17 @@ type Router struct {
 	// requests recycles the requests' bookkeeping (handler.go request:
 	// the lifetime rules).
 	requests sync.Pool
-	meta     MetaSource
-	cache    *meta.Cache // nil when cfg.Meta was given
-	now      func() time.Time
-	src      *srcRegistry
-	clients  *clients
-	load     *loadCounters
-	metrics  *metrics
-	own      map[string]bool
+	// unfinished counts the requests taken from requests and not yet
+	// released: Serve's shutdown waits for it to reach zero.
+	unfinished atomic.Int64
+	meta       MetaSource
+	cache      *meta.Cache // nil when cfg.Meta was given
+	now        func() time.Time
+	src        *srcRegistry
+	clients    *clients
+	load       *loadCounters
+	metrics    *metrics
+	own        map[string]bool
 	// ownWarned maps an own host name bound to a bucket in the store to
 	// the snapshot last logged about (handler.go ignoreOwnDomain); only
 	// own host names are keys, so it stays small.
@@ -356,6 +359,18 @@ func (r *Router) setPublicAddr(addr string) {
 	r.public.Store(&publicAddr{addr: addr, host: meta.HostName(addr)})
 }
 
+// waitFinished waits until every request the server handed to the
+// router has finished (its answer written or abandoned, its access line
+// logged), for at most limit.
+func (r *Router) waitFinished(limit time.Duration) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	end := time.Now().Add(limit)
+	for r.unfinished.Load() > 0 && time.Now().Before(end) {
+		<-t.C
+	}
+}
+
 // nowAt is the router's clock at t, a time the caller has just read from
 // the real clock: t itself when the router's clock is the real one, else
 // Config.Now().
@@ -490,10 +505,10 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 	r.stop()
 	if errors.Is(err, context.DeadlineExceeded) {
 		// The cancelled pipelines end their handlers promptly; wait for
-		// them (bounded) so that no instance call outlives Serve.
-		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer wcancel()
-		err = srv.ShutdownWithContext(wctx)
+		// them (bounded) so that no instance call, access log line or
+		// metric outlives Serve. (A second ShutdownWithContext would
+		// not: it returns at once once the listeners are closed.)
+		r.waitFinished(5 * time.Second)
 	}
 	// fasthttp's shutdown closes the listener; one its owner closed
 	// already ("use of closed network connection") is no failure.
