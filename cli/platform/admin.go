@@ -142,6 +142,7 @@ func StartAdmin(ctx context.Context, cfg AdminConfig) (*Admin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
+	defer forgetUnshown(dataDir, creds, &ok)
 	consul, err := consulFor(urls.Store)
 	if err != nil {
 		return nil, err

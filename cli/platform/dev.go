@@ -187,6 +187,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer forgetUnshown(cfg.DataDir, creds, &ok)
 
 	// The roles are closed before the backends they share (last
 	// registered, first closed), and the worker before the router and the
