@@ -25,7 +25,7 @@ import (
 
 // DevConfig configures the embedded platform.
 type DevConfig struct {
-	DataDir      string // everything durable lives here
+	DataDir      string // everything durable lives here; "./.dora" when empty
 	AdminAddr    string // admin API listen address, DefaultAdminListen when empty (":0" style picks a free port)
 	RouterAddr   string // router listen address, DefaultRouterListen when empty
 	DomainSuffix string // buckets answer at <bucket>.<suffix>
@@ -162,6 +162,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 	if cfg.DomainSuffix == "" {
 		cfg.DomainSuffix = "localhost"
 	}
+	cfg.DataDir = orDefault(cfg.DataDir, "./.dora")
 	// Empty is loopback, as for the production roles: net.Listen would
 	// take "" as every interface.
 	cfg.AdminAddr = orDefault(cfg.AdminAddr, DefaultAdminListen)

@@ -223,3 +223,20 @@ func TestDevEmptyAddrsListenOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestDevEmptyDataDirIsTheDefault: an empty data directory (data-dir: ""
+// in a config file, a zero DevConfig) failed with "data dir: mkdir : no
+// such file or directory"; it is now ./.dora, as for dorad admin.
+func TestDevEmptyDataDirIsTheDefault(t *testing.T) {
+	t.Chdir(t.TempDir())
+	cfg := DevConfig{AdminAddr: "127.0.0.1:0", RouterAddr: "127.0.0.1:0", RunAs: RunAsSelf, ContainerRuntime: "none",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d, err := StartDev(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := os.Stat(filepath.Join(".dora", "meta.db")); err != nil {
+		t.Fatalf("no ./.dora/meta.db: %v", err)
+	}
+}
