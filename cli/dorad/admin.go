@@ -83,7 +83,7 @@ of the --config file. The config file may also list instance flavors
 				Runtime:   v.GetString("runtime"),
 				Objects:   v.GetString("objects"),
 				Queue:     v.GetString("queue"),
-				DataDir:   v.GetString("data-dir"),
+				DataDir:   dataDirOf(v),
 				Regions:   regions,
 				Region:    v.GetString("region"),
 				Flavors:   flavors,
@@ -107,7 +107,7 @@ of the --config file. The config file may also list instance flavors
 			fmt.Fprintf(out, "Dora admin API is running at %s\n", a.URL)
 			if a.NewRoot {
 				fmt.Fprintf(out, "\nRoot keys (shown once; kept in %s/%s):\n  AK: %s\n  SK: %s\n\n",
-					v.GetString("data-dir"), platform.CredentialsFile, a.RootAK, a.RootSK)
+					dataDirOf(v), platform.CredentialsFile, a.RootAK, a.RootSK)
 			}
 			return runUntilStopped(ctx, log, "admin", a)
 		},

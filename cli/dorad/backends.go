@@ -49,6 +49,16 @@ func addRootKeyFlags(f *pflag.FlagSet) {
 	f.String("root-sk", "", "root secret key (prefer DORA_ROOT_SK: flags show in ps)")
 }
 
+// dataDirOf is --data-dir, or the platform's default ./.dora when it is
+// empty (as StartDev and StartAdmin take it), for messages naming files
+// in it.
+func dataDirOf(v *viper.Viper) string {
+	if d := v.GetString("data-dir"); d != "" {
+		return d
+	}
+	return "./.dora"
+}
+
 // rootKeys reads the root keys: --root-ak/--root-sk, DORA_ROOT_AK and
 // DORA_ROOT_SK, or the config file's root-ak/root-sk or root_ak/root_sk
 // (the file accepts both spellings, so both are read, the flag's first).

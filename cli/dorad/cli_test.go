@@ -133,3 +133,25 @@ func TestDevFlavorsFromConfigFile(t *testing.T) {
 		t.Fatalf("stopped with %v", err)
 	}
 }
+
+// TestDevEmptyDataDirNamedInKeysMessage: with an empty data-dir (the
+// platform's ./.dora), the root keys message named "/root.credentials"
+// as where they are kept; it names the file the keys are in.
+func TestDevEmptyDataDirNamedInKeysMessage(t *testing.T) {
+	dir := platformtest.ReachableTempDir(t)
+	t.Chdir(dir)
+	cfg := writeFile(t, dir, "dev.yaml", "data-dir: \"\"\n")
+	r := startDorad(t, "dev", "--config", cfg, "--admin-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0",
+		"--run-as", "self", "--container-runtime", "none")
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(r.out.String(), "SK:"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no root keys printed:\n%s", r.out)
+		}
+	}
+	if !strings.Contains(r.out.String(), "kept in ./.dora/root.credentials") {
+		t.Fatalf("the keys message names another file than ./.dora/root.credentials:\n%s", r.out)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stopped with %v", err)
+	}
+}

@@ -45,7 +45,7 @@ for dorad admin (flavors: [{name, cpu, memoryMB, desc}]).`,
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			dev, err := platform.StartDev(ctx, platform.DevConfig{
-				DataDir:             v.GetString("data-dir"),
+				DataDir:             dataDirOf(v),
 				AdminAddr:           v.GetString("admin-addr"),
 				RouterAddr:          v.GetString("router-addr"),
 				DomainSuffix:        v.GetString("domain-suffix"),
@@ -71,7 +71,7 @@ for dorad admin (flavors: [{name, cpu, memoryMB, desc}]).`,
 				dev.AdminURL, dev.RouterURL, v.GetString("domain-suffix"), portOf(dev.RouterURL))
 			if dev.NewRoot {
 				fmt.Fprintf(out, "\nRoot keys (shown once; kept in %s/%s):\n  AK: %s\n  SK: %s\n\nLog in with:\n  qdoractl login -u %s -p %s --api %s\n\n",
-					v.GetString("data-dir"), platform.CredentialsFile, dev.RootAK, dev.RootSK, dev.RootAK, dev.RootSK, dev.AdminURL)
+					dataDirOf(v), platform.CredentialsFile, dev.RootAK, dev.RootSK, dev.RootAK, dev.RootSK, dev.AdminURL)
 			}
 			select {
 			case <-ctx.Done():
