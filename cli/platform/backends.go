@@ -155,9 +155,36 @@ func redact(raw string) string {
 		if i := strings.LastIndex(raw, "@"); i >= 0 && strings.Contains(raw[:i], ":") {
 			return "(URL with credentials, redacted)"
 		}
+		return redactQuery(raw)
+	}
+	return redactQuery(u.Redacted())
+}
+
+// redactQuery hides the values of query parameters whose names say they
+// hold a secret (password=, secret_key=, token=, ...): the backends take
+// none, but a URL that carries one is echoed in errors and logs.
+func redactQuery(raw string) string {
+	base, query, ok := strings.Cut(raw, "?")
+	if !ok {
 		return raw
 	}
-	return u.Redacted()
+	query, frag, hasFrag := strings.Cut(query, "#")
+	params := strings.Split(query, "&")
+	for i, kv := range params {
+		k, _, hasValue := strings.Cut(kv, "=")
+		lk := strings.ToLower(k)
+		for _, w := range []string{"pass", "secret", "token", "key", "auth", "cred", "sig"} {
+			if hasValue && strings.Contains(lk, w) {
+				params[i] = k + "=xxxxx"
+				break
+			}
+		}
+	}
+	out := base + "?" + strings.Join(params, "&")
+	if hasFrag {
+		out += "#" + frag
+	}
+	return out
 }
 
 // errf formats an ErrBadURL error about b.

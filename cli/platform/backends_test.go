@@ -293,10 +293,14 @@ func TestConsulClient(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
-		"redis://:s3cret@h:1/0":  "redis://:xxxxx@h:1/0",
-		"redis://u:s3cret@h:1/0": "redis://u:xxxxx@h:1/0",
-		"bolt://./x.db":          "bolt://./x.db",
-		"redis://u:s3cret@h:bad": "(URL with credentials, redacted)",
+		"redis://:s3cret@h:1/0":                          "redis://:xxxxx@h:1/0",
+		"redis://u:s3cret@h:1/0":                         "redis://u:xxxxx@h:1/0",
+		"bolt://./x.db":                                  "bolt://./x.db",
+		"redis://u:s3cret@h:bad":                         "(URL with credentials, redacted)",
+		"consul://h:99999?dc=a&token=s3cret":             "consul://h:99999?dc=a&token=xxxxx",
+		"redis://h:1/0?password=s3cret&read_timeout=1s":  "redis://h:1/0?password=xxxxx&read_timeout=1s",
+		"s3://b?endpoint=http://h:1&secret_key=s3cret#f": "s3://b?endpoint=http://h:1&secret_key=xxxxx#f",
+		"redis://u:pw@h:1/0?AUTH=s3cret":                 "redis://u:xxxxx@h:1/0?AUTH=xxxxx",
 	} {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
