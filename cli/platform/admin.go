@@ -257,7 +257,12 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
+	// The parts' lifetime, ended by Close; the registry's sweep of idle
+	// upload sessions runs until then.
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
 	reg, err := registry.New(registry.Config{
+		Context:      runCtx,
 		Dir:          filepath.Join(env.dataDir, "registry"),
 		Store:        be.Store,
 		Authenticate: registry.ByAccount(admin.BasicAuthenticator(be.Store)),
@@ -306,8 +311,6 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 		return fmt.Errorf("admin: %w", err)
 	}
 
-	runCtx, cancel := context.WithCancel(context.Background())
-	a.cancel = cancel
 	// Qiniu's bucket APIs (rs/rsf/uc) and the pfop/upload paths sit in
 	// front of the admin API on its listener, where the SDKs expect them.
 	a.serveHTTP(runCtx, ln, admin.Inert(rsHandler.Wrap(pfopHandler.Wrap(srv.Handler()))))

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -238,5 +239,40 @@ func TestAdminSharedStoreErrorHidesPassword(t *testing.T) {
 	})
 	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "root keys") || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("StartAdmin on a consul:// store without root keys = %v, want ErrConfig asking for them, no password", err)
+	}
+}
+
+// TestAdminCloseEndsRegistrySweep: Close ends the registry's sweep of idle
+// upload sessions; it ran for the life of the process (a goroutine per
+// admin ever started).
+func TestAdminCloseEndsRegistrySweep(t *testing.T) {
+	dir := platformtest.ReachableTempDir(t)
+	a, err := StartAdmin(context.Background(), AdminConfig{
+		Listen:  "127.0.0.1:0",
+		Store:   "bolt://" + filepath.Join(dir, "meta.db"),
+		Objects: "file://" + filepath.Join(dir, "objects"),
+		DataDir: dir,
+		RunAs:   RunAsSelf,
+		Logger:  platformtest.Logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sweeping := func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Contains(string(buf[:goruntime.Stack(buf, true)]), "registry.(*Registry).sweepUploads")
+	}
+	if !sweeping() {
+		t.Fatal("no registry sweep while the admin runs: the test tells nothing")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for sweeping() {
+		if time.Now().After(deadline) {
+			t.Fatal("the registry's sweep still runs after Close")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
