@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -768,7 +769,9 @@ type RuntimeOptions struct {
 //	nomad://<host:port>          Nomad jobs; ?driver=raw_exec (default) or exec;
 //	                             ?network=host (default) or bridge (packages in their own
 //	                             network namespace, listening on 9100; needs CNI plugins); the
-//	                             ACL token comes from NOMAD_TOKEN, never from the URL
+//	                             ACL token comes from NOMAD_TOKEN, never from the URL;
+//	                             HTTPS when NOMAD_ADDR is https:// or NOMAD_CACERT,
+//	                             NOMAD_CAPATH or NOMAD_CLIENT_CERT is set (nomadScheme)
 //
 // Nomad is not contacted here. The local runtime must be closed (it has a
 // Close method) to stop its instances.
@@ -826,7 +829,7 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 			regions[r.Name] = nomadruntime.RegionConfig{NomadRegion: r.NomadRegion, Datacenters: r.Datacenters}
 		}
 		rt, err := nomadruntime.New(nomadruntime.Config{
-			Address:       "http://" + addr,
+			Address:       nomadScheme(os.Getenv) + "://" + addr,
 			Regions:       regions,
 			DefaultRegion: opts.Region,
 			Driver:        driver,
@@ -841,4 +844,20 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 		}
 		return rt, nil
 	}
+}
+
+// nomadScheme is the scheme of the Nomad API: https when the environment
+// says TLS as Nomad's own CLI reads it (NOMAD_ADDR with https://, or a CA
+// or client certificate in NOMAD_CACERT, NOMAD_CAPATH, NOMAD_CLIENT_CERT,
+// whose files the API client then uses), else http.
+func nomadScheme(getenv func(string) string) string {
+	if strings.HasPrefix(strings.ToLower(getenv("NOMAD_ADDR")), "https://") {
+		return "https"
+	}
+	for _, k := range []string{"NOMAD_CACERT", "NOMAD_CAPATH", "NOMAD_CLIENT_CERT"} {
+		if getenv(k) != "" {
+			return "https"
+		}
+	}
+	return "http"
 }
