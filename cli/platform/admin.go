@@ -21,6 +21,7 @@ import (
 	"github.com/doraproject/dora/admin/registry"
 	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/admin/stats"
+	"github.com/doraproject/dora/internal/store"
 )
 
 // AdminConfig configures `dorad admin`. Zero fields take the defaults
@@ -221,8 +222,18 @@ type adminEnv struct {
 func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.Listener, env adminEnv) error {
 	log := env.log
 	a.RootAK, a.RootSK, a.NewRoot = env.creds.AccessKey, env.creds.SecretKey, env.creds.Generated
+	rootLater := false
 	if _, err := admin.EnsureRoot(ctx, be.Store, env.creds.AccessKey, env.creds.SecretKey); err != nil {
-		return fmt.Errorf("admin: root account in %s: %w", redact(env.storeURL), err)
+		if !unreachable(err) {
+			return fmt.Errorf("admin: root account in %s: %w", redact(env.storeURL), err)
+		}
+		// A store that cannot be reached now (Consul restarting, a
+		// partition) is waited for as the other roles do: the admin
+		// serves (its calls answer the store's errors) and makes sure of
+		// the root account once the store answers.
+		log.Warn("the store cannot be reached; serving, and making sure of the root account once it can",
+			"store", redact(env.storeURL), "err", err)
+		rootLater = true
 	}
 	bcfg := build.Config{Root: filepath.Join(env.dataDir, "builds"), RunAs: env.runAs}
 	if env.runAs != nil {
@@ -261,6 +272,11 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 	// upload sessions runs until then.
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	if rootLater {
+		a.goRun("root account", func() error {
+			return ensureRootUntil(runCtx, be.Store, env.creds.AccessKey, env.creds.SecretKey, log)
+		})
+	}
 	reg, err := registry.New(registry.Config{
 		Context:      runCtx,
 		Dir:          filepath.Join(env.dataDir, "registry"),
@@ -316,6 +332,36 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 	a.serveHTTP(runCtx, ln, admin.Inert(rsHandler.Wrap(pfopHandler.Wrap(srv.Handler()))))
 	a.goRun("background", func() error { return srv.Run(runCtx) })
 	return nil
+}
+
+// unreachable reports whether err is the store's network failing (a
+// refused or reset connection, a timeout) rather than an answer.
+func unreachable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// ensureRootUntil makes sure of the root account, retrying (1 s, doubling
+// to 30 s) until it succeeds or ctx ends.
+func ensureRootUntil(ctx context.Context, st store.Store, ak, sk string, log *slog.Logger) error {
+	wait := time.Second
+	for {
+		_, err := admin.EnsureRoot(ctx, st, ak, sk)
+		if err == nil {
+			log.Info("root account ready; the store answers again")
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn("making sure of the root account; retrying", "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 // checkRouterHost refuses a RouterHost that is not host[:port]: it is

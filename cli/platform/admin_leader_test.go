@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/cli/platform/platformtest"
 	"github.com/doraproject/dora/internal/agenttest"
 )
@@ -112,5 +113,47 @@ func TestAdminsElectOneLeader(t *testing.T) {
 			return fmt.Errorf("%v passes", p)
 		}
 		return nil
+	})
+}
+
+// TestAdminStartsWhileItsStoreIsDown: an admin whose Consul store cannot
+// be reached at start serves (it exited: "root account in consul://...:
+// connection refused", where the other roles wait for their backends) and
+// makes sure of the root account once Consul is back: the root keys then
+// work.
+func TestAdminStartsWhileItsStoreIsDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Consul")
+	}
+	consul := agenttest.StartConsul(t)
+	consul.Stop()
+	dir := platformtest.ReachableTempDir(t)
+	a, err := StartAdmin(context.Background(), AdminConfig{
+		Listen:  "127.0.0.1:0",
+		Store:   "consul://" + consul.Addr + "/dora-down",
+		Runtime: "nomad://127.0.0.1:1", // no deployment: never called
+		Queue:   "bolt://" + filepath.Join(dir, "pfop.db"),
+		Objects: "file://" + filepath.Join(dir, "objects"),
+		DataDir: dir,
+		RootAK:  prodRootAK, RootSK: prodRootSK,
+		Logger: platformtest.Logger(),
+	})
+	if err != nil {
+		t.Fatalf("an admin whose store is down did not start: %v", err)
+	}
+	t.Cleanup(func() { a.Close() })
+	resp, err := http.Get(a.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	consul.Start()
+	c := client.New(a.URL, prodRootAK, prodRootSK)
+	platformtest.Eventually(t, prodWait, "the root keys work once Consul is back", func() error {
+		acct, err := c.Whoami(context.Background())
+		if err == nil && !acct.Root {
+			return fmt.Errorf("whoami: %+v, not root", acct)
+		}
+		return err
 	})
 }
