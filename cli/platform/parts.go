@@ -83,9 +83,13 @@ func (p *parts) closeAll() error {
 
 // closeUnless closes every part opened so far unless *started: the Start
 // functions defer it so that a start failing half-way leaves nothing
-// running or open.
+// running or open (the parts' goroutines, such as dorad dev's watches of
+// its roles, included: their context is cancelled and they are waited
+// for).
 func (p *parts) closeUnless(started *bool) {
 	if !*started {
+		p.stop()
 		_ = p.closeAll()
+		p.wg.Wait()
 	}
 }
