@@ -48,6 +48,13 @@ func Options(c Config, defaultTimeout time.Duration) (*goredis.Options, error) {
 	default:
 		return nil, ErrNoAddress
 	}
+	if opts.DB < 0 {
+		// go-redis never selects a negative database: it would use 0.
+		if c.URL != "" {
+			return nil, fmt.Errorf("url: database %d is negative", opts.DB)
+		}
+		return nil, fmt.Errorf("database %d is negative", opts.DB)
+	}
 	opts.DialTimeout = orDefault(c.DialTimeout, orDefault(opts.DialTimeout, defaultTimeout))
 	opts.ReadTimeout = orDefault(c.ReadTimeout, orDefault(opts.ReadTimeout, defaultTimeout))
 	opts.WriteTimeout = orDefault(c.WriteTimeout, orDefault(opts.WriteTimeout, defaultTimeout))

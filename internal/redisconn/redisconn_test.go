@@ -28,6 +28,8 @@ func TestOptions(t *testing.T) {
 		{name: "config's timeouts before the url's", cfg: Config{URL: "redis://h1:6380/0?read_timeout=7s", ReadTimeout: time.Minute},
 			wantAddr: "h1:6380", wantRead: time.Minute},
 		{name: "bad url", cfg: Config{URL: "http://h1"}, wantErrStart: "url: "},
+		{name: "negative database in the url", cfg: Config{URL: "redis://h1:6380/-1"}, wantErrStart: "url: "},
+		{name: "negative database", cfg: Config{Addr: "h1:6380", DB: -2}, wantErrStart: "database -2 is negative"},
 		{name: "nothing", cfg: Config{}, wantErr: ErrNoAddress},
 	}
 	for _, tt := range tests {
