@@ -292,13 +292,29 @@ func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) err
 	} else if err != nil {
 		return fmt.Errorf("delete ufop %s: %w", u.Name, err)
 	}
-	// Records a concurrent call added meanwhile (a build, a scale event)
-	// would otherwise outlive the ufop; best effort.
-	if deps, err := s.deployments(ctx, u.Name); err == nil {
-		if err := s.deleteChildren(ctx, u.Name, deps); err != nil {
+	// Records a concurrent call added meanwhile (a build, a scale event,
+	// a deployment) would otherwise outlive the ufop; best effort.
+	if late, err := s.deployments(ctx, u.Name); err == nil {
+		if err := s.deleteChildren(ctx, u.Name, late); err != nil {
 			s.log.Warn("admin: delete ufop: late records", "ufop", u.Name, "err", err)
 		}
+		deps = append(deps, late...)
 	}
+	// Stop every deployment again now that no record names them: the
+	// leader's Reconcile applies again a deployment the runtime lost, so
+	// it may have restarted one stopped above before its record went, and
+	// a deploy may have added one; nothing would ever stop those. Best
+	// effort: the ufop is gone either way.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
+	for _, d := range deps {
+		if _, err := s.rt.Status(rctx, d.ID); errors.Is(err, runtime.ErrNotFound) {
+			continue
+		}
+		if err := s.rt.Remove(rctx, d.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			s.log.Warn("admin: delete ufop: stop deployment", "ufop", u.Name, "deployment", d.ID, "err", err)
+		}
+	}
+	cancel()
 	// The build directories go last, with no record left to name them;
 	// best effort: the ufop is gone either way.
 	if s.cfg.Builder != nil {
