@@ -335,7 +335,31 @@ func decodedPathUnambiguous(rawPath string) bool {
 	return !strings.Contains(l, "%3f") && !strings.Contains(l, "%23") && !strings.Contains(l, "%2f")
 }
 
-var errBadSign = fmt.Errorf("%w: signature mismatch", ErrUnauthorized)
+// errBadSign is the answer to a management signature that does not verify.
+// An unknown or disabled access key gets the same one (keyRefused): Qiniu
+// answers 401 "bad token" to both, and a different text would tell an
+// attacker which access keys exist.
+var errBadSign = fmt.Errorf("%w: bad token: signature mismatch "+
+	"(unknown or disabled access key, wrong secret key, or a request changed after it was signed)", ErrUnauthorized)
+
+// Download token and saveas sign refusals, alike for an unknown access key.
+var (
+	errBadDownloadToken = fmt.Errorf("%w: bad download token "+
+		"(unknown or disabled access key, wrong secret key, or a URL changed after it was signed)", ErrUnauthorized)
+	errBadSaveAsSign = fmt.Errorf("%w: saveas: bad sign "+
+		"(unknown or disabled access key, wrong secret key, or a URL changed after it was signed)", ErrUnauthorized)
+)
+
+// refusedKey is a KeyLookup failure shown as the sign's refusal (shown),
+// so that an unknown key reads like a wrong secret key. It wraps the
+// lookup's error as well, for callers that answer a store outage
+// (accounts.ErrLookup) with 503 rather than 401.
+type refusedKey struct{ shown, lookup error }
+
+func (e *refusedKey) Error() string   { return e.shown.Error() }
+func (e *refusedKey) Unwrap() []error { return []error{e.shown, e.lookup} }
+
+func keyRefused(shown, lookup error) error { return &refusedKey{shown: shown, lookup: lookup} }
 
 // Verify is the transport-neutral form of VerifyHTTP (used by the fasthttp
 // router): it checks authorization against the request's parts and returns
@@ -364,7 +388,7 @@ func (v Verifier) Verify(ctx context.Context, authorization, method, pathQuery, 
 	}
 	sk, err := v.Lookup(ctx, ak)
 	if err != nil {
-		return "", fmt.Errorf("%w: access key %q: %w", ErrUnauthorized, ak, err)
+		return "", keyRefused(errBadSign, err)
 	}
 	var data []byte
 	if scheme == SchemeQBox {
@@ -445,10 +469,10 @@ func VerifyDownloadToken(ctx context.Context, lookup KeyLookup, fullURLUpToE, to
 	}
 	sk, err := lookup(ctx, ak)
 	if err != nil {
-		return ak, fmt.Errorf("%w: access key %q: %w", ErrUnauthorized, ak, err)
+		return ak, keyRefused(errBadDownloadToken, err)
 	}
 	if !hmac.Equal(mac(sk, []byte(fullURLUpToE)), sign) {
-		return ak, unauthorized("bad download token")
+		return ak, errBadDownloadToken
 	}
 	return ak, nil
 }
@@ -471,10 +495,10 @@ func VerifySaveAs(ctx context.Context, lookup KeyLookup, hostPathQuery, ak, sign
 	}
 	sk, err := lookup(ctx, ak)
 	if err != nil {
-		return fmt.Errorf("%w: saveas: access key %q: %w", ErrUnauthorized, ak, err)
+		return keyRefused(errBadSaveAsSign, err)
 	}
 	if !hmac.Equal(mac(sk, []byte(hostPathQuery)), got) {
-		return unauthorized("saveas: bad sign")
+		return errBadSaveAsSign
 	}
 	return nil
 }

@@ -160,7 +160,7 @@ func TestVerifyHTTP(t *testing.T) {
 			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
 			SignRequest(r, "nobody", testSK, nil, testDate)
 			return r, nil
-		}, "no such key"},
+		}, "signature mismatch"},
 		{"wrong SK", func() (*http.Request, []byte) {
 			r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
 			SignRequest(r, testAK, "other", nil, testDate)
@@ -257,7 +257,7 @@ func TestVerifyDownloadToken(t *testing.T) {
 		{"scheme is signed", strings.Replace(upToE, "http:", "https:", 1), token, 1700000000, now, "bad download token"},
 		{"other deadline", strings.Replace(upToE, "e=1700000000", "e=1700000001", 1), token, 1700000001, now, "bad download token"},
 		{"url and deadline disagree", upToE, token, 1800000000, now, "does not end with"},
-		{"unknown AK", upToE, "nobody" + token[len(testAK):], 1700000000, now, "no such key"},
+		{"unknown AK", upToE, "nobody" + token[len(testAK):], 1700000000, now, "bad download token"},
 		{"malformed", upToE, "AK", 1700000000, now, "malformed token"},
 		{"bad sign", upToE, "AK:xyz", 1700000000, now, "malformed token"},
 		{"line break in the sign", upToE, token[:len(token)-8] + "\n" + token[len(token)-8:], 1700000000, now, "malformed token"},
@@ -406,5 +406,46 @@ func TestBodySignedByBareMediaType(t *testing.T) {
 	form := []byte("a=1")
 	if SignQBox(testAK, testSK, "/p", ContentTypeForm+"; charset=utf-8", form) != SignQBox(testAK, testSK, "/p", ContentTypeForm, form) {
 		t.Fatal("QBox: a form with a charset is signed differently from a bare form")
+	}
+}
+
+// An unknown access key must get the answer a wrong secret key gets (Qiniu
+// answers 401 "bad token" to both): a different text tells an attacker
+// which keys exist. The lookup's error stays reachable with errors.Is, so
+// that a caller can still answer a store outage with 503.
+func TestUnknownKeyAnswersLikeBadSign(t *testing.T) {
+	ctx := context.Background()
+	v := verifier()
+	mgmt := func(ak, sk string) error {
+		r := newReq(t, "GET", "http://api.local:8090/v1/whoami", "", nil)
+		SignRequest(r, ak, sk, nil, testDate)
+		_, err := v.VerifyHTTP(ctx, r, nil)
+		return err
+	}
+	dl := func(ak, sk string) error {
+		full := DownloadURL("http://photos.localhost:8080/a.jpg", ak, sk, 1700000000)
+		upToE, token, _ := strings.Cut(full, "&token=")
+		_, err := VerifyDownloadToken(ctx, lookup, upToE, token, 1700000000, time.Unix(1700000000, 0))
+		return err
+	}
+	hpq := "photos.localhost:8080/a.jpg?grepd/x|saveas/Yjpr"
+	sa := func(ak, sk string) error { return VerifySaveAs(ctx, lookup, hpq, ak, SaveAsSign(sk, hpq)) }
+	for name, f := range map[string]func(ak, sk string) error{"management": mgmt, "download token": dl, "saveas": sa} {
+		unknown, wrongSK := f("nobody", testSK), f(testAK, "other")
+		if unknown == nil || wrongSK == nil {
+			t.Fatalf("%s: unknown AK %v, wrong SK %v: want both refused", name, unknown, wrongSK)
+		}
+		if unknown.Error() != wrongSK.Error() {
+			t.Errorf("%s: unknown AK answers %q, wrong SK %q: the answer tells which keys exist", name, unknown, wrongSK)
+		}
+		if !strings.Contains(unknown.Error(), "bad") {
+			t.Errorf("%s: %q does not say bad token/sign", name, unknown)
+		}
+		if !errors.Is(unknown, ErrUnauthorized) || !errors.Is(unknown, errNoKey) {
+			t.Errorf("%s: %v does not wrap ErrUnauthorized and the lookup's error", name, unknown)
+		}
+		if strings.Contains(unknown.Error(), "nobody") {
+			t.Errorf("%s: %q echoes the access key", name, unknown)
+		}
 	}
 }
