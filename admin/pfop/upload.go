@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	dora "github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/accounts"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/qhttp"
 	"github.com/doraproject/dora/internal/store"
@@ -90,6 +91,10 @@ const (
 	StatusNoBucket   = 631
 )
 
+// badUploadToken answers a token whose sign does not verify, or whose
+// access key is unknown or disabled: the same text for both.
+const badUploadToken = "bad token: signature mismatch (unknown or disabled access key, wrong secret key, or a policy changed after it was signed)"
+
 // verifyUploadToken checks the token's sign and deadline and returns the
 // account's id with the decoded policy.
 func (h *Handler) verifyUploadToken(ctx context.Context, token string) (ownerID string, p PutPolicy, _ *uploadError) {
@@ -104,13 +109,19 @@ func (h *Handler) verifyUploadToken(ctx context.Context, token string) (ownerID 
 		return "", p, uerr(http.StatusUnauthorized, "bad token: want <AK>:<sign>:<policy>")
 	}
 	ak, sign, enc := parts[0], parts[1], parts[2]
+	// An unknown or disabled AK is answered like a wrong sign (Qiniu: 401
+	// "bad token" to both), so that the answer does not tell which access
+	// keys exist; a store outage is a 503.
 	acct, err := h.accountByAK(ctx, ak)
+	if errors.Is(err, accounts.ErrLookup) {
+		return "", p, uerr(http.StatusServiceUnavailable, "metadata store unavailable, retry later")
+	}
 	if err != nil {
-		return "", p, uerr(http.StatusUnauthorized, "bad token: %v", err)
+		return "", p, uerr(http.StatusUnauthorized, badUploadToken)
 	}
 	want := auth.HMACSHA1(acct.SecretKey, []byte(enc))
 	if !hmac.Equal([]byte(want), []byte(sign)) {
-		return "", p, uerr(http.StatusUnauthorized, "bad token: signature mismatch")
+		return "", p, uerr(http.StatusUnauthorized, badUploadToken)
 	}
 	raw, err := base64.URLEncoding.DecodeString(enc)
 	if err != nil {
