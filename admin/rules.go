@@ -56,6 +56,10 @@ func checkDeployRequest(req api.DeployRequest, limit int) error {
 	switch {
 	case req.Version == "":
 		return refuse(ErrInvalid, "version: required")
+	case !versionRE.MatchString(req.Version):
+		// The version names a release key of the caller's ufop: nothing
+		// but a version name may reach the store ("../<ufop>/v1").
+		return refuse(ErrInvalid, "version %q: not a version name (1 to 32 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)", req.Version)
 	case req.Expect < 0 || req.Max < 0:
 		return refuse(ErrInvalid, "expect and max: must not be negative")
 	case req.Target < 0 || req.Target > 1e6:
