@@ -309,9 +309,11 @@ func truncate(s string) string {
 // act on a non-empty body. The signature covers the path exactly as sent
 // (escaped, as SignRequest and most SDKs sign it). The decoded path (as the
 // Go SDK signs it) is accepted too, but only where decoding is unambiguous:
-// when the path as sent escapes no '?', '#' or '/', since a signature over
-// "DELETE /v1/objects/b/victim?x=1" made for the key "victim?x=1" must not
-// delete the key "victim" when replayed unescaped.
+// when the path as sent escapes no '?', '#', '/' or '%', since a signature
+// over "DELETE /v1/objects/b/victim?x=1" made for the key "victim?x=1" must
+// not delete the key "victim" when replayed unescaped, nor one over
+// "/v1/objects/b/a%20b" (the key "a b", escaped) the key "a%20b" when
+// replayed as "/v1/objects/b/a%2520b".
 func (v Verifier) VerifyHTTP(ctx context.Context, req *http.Request, body []byte) (string, error) {
 	authz := req.Header.Get("Authorization")
 	esc := escapedPathQueryOf(req)
@@ -329,10 +331,12 @@ func (v Verifier) VerifyHTTP(ctx context.Context, req *http.Request, body []byte
 
 // decodedPathUnambiguous reports whether the decoded form of the escaped
 // path rawPath names the same request: it escapes none of the delimiters
-// '?' (path/query), '#' and '/' (segments).
+// '?' (path/query), '#' and '/' (segments), nor '%' (a decoded path holding
+// one reads as another, escaped, path).
 func decodedPathUnambiguous(rawPath string) bool {
 	l := strings.ToLower(rawPath)
-	return !strings.Contains(l, "%3f") && !strings.Contains(l, "%23") && !strings.Contains(l, "%2f")
+	return !strings.Contains(l, "%3f") && !strings.Contains(l, "%23") && !strings.Contains(l, "%2f") &&
+		!strings.Contains(l, "%25")
 }
 
 // errBadSign is the answer to a management signature that does not verify.

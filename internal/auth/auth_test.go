@@ -449,3 +449,34 @@ func TestUnknownKeyAnswersLikeBadSign(t *testing.T) {
 		}
 	}
 }
+
+// A signature over a path with an escape ("/v1/objects/b/a%20b": the key
+// "a b", as SignRequest signs it) must not verify for the request whose
+// decoded path is that string ("/v1/objects/b/a%2520b": the key "a%20b"):
+// the decoded form is accepted only where it cannot name another request.
+func TestDecodedPathWithPercentNotReplayable(t *testing.T) {
+	ctx := context.Background()
+	for _, method := range []string{"DELETE", "GET"} {
+		signed := newReq(t, method, "http://api.local:8090/v1/objects/b/a%20b", "", nil)
+		SignRequest(signed, testAK, testSK, nil, testDate)
+		if _, err := verifier().VerifyHTTP(ctx, signed, nil); err != nil {
+			t.Fatalf("%s: the signed request itself: %v", method, err)
+		}
+		replay := newReq(t, method, "http://api.local:8090/v1/objects/b/a%2520b", "", nil)
+		replay.Header = signed.Header.Clone()
+		if replay.URL.Path != "/v1/objects/b/a%20b" {
+			t.Fatalf("replay path %q", replay.URL.Path)
+		}
+		if _, err := verifier().VerifyHTTP(ctx, replay, nil); !errors.Is(err, ErrUnauthorized) {
+			t.Errorf("%s: signature for key %q accepted for key %q (err %v)", method, "a b", "a%20b", err)
+		}
+		// Also QBox (GET only).
+		if method == "GET" {
+			q := newReq(t, method, "http://api.local:8090/v1/objects/b/a%2520b", "", nil)
+			q.Header.Set("Authorization", SignQBox(testAK, testSK, "/v1/objects/b/a%20b", "", nil))
+			if _, err := verifier().VerifyHTTP(ctx, q, nil); !errors.Is(err, ErrUnauthorized) {
+				t.Errorf("QBox: signature over the escaped path of %q accepted for %q", "a b", "a%20b")
+			}
+		}
+	}
+}
