@@ -306,6 +306,8 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 			// The first deployment makes its version the active one.
 			u.ActiveVersion = req.Version
 			ops = append(ops, store.Op{Kind: store.OpPut, Key: store.UfopKey(u.Name), Value: mustJSON(u), Version: uver})
+		} else {
+			ops = append(ops, ufopCheck(u.Name, uver))
 		}
 		if err := s.st.Txn(ctx, ops); errors.Is(err, store.ErrConflict) {
 			continue
@@ -322,6 +324,13 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 		return nil
 	}
 	return fmt.Errorf("deploy: %w", store.ErrConflict)
+}
+
+// ufopCheck is the condition that ufop name is still at version ver: a
+// deployment written with it cannot outlive a concurrent DELETE of the
+// ufop (nor land in a new ufop of the same name).
+func ufopCheck(name string, ver uint64) store.Op {
+	return store.Op{Kind: store.OpCheck, Key: store.UfopKey(name), Version: ver}
 }
 
 // changeOp is the store operation writing ch: a CAS on the record it
@@ -355,7 +364,7 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 	limit := c.acct.Limit()
 	ctx := r.Context()
 	for i := 0; i < casRetries; i++ {
-		u, _, err := s.ownedUfop(ctx, c, r.PathValue("name"))
+		u, uver, err := s.ownedUfop(ctx, c, r.PathValue("name"))
 		if err != nil {
 			return err
 		}
@@ -383,7 +392,7 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 		if err != nil {
 			return err
 		}
-		if err := s.st.Txn(ctx, []store.Op{changeOp(u.Name, ch, vers)}); errors.Is(err, store.ErrConflict) {
+		if err := s.st.Txn(ctx, []store.Op{changeOp(u.Name, ch, vers), ufopCheck(u.Name, uver)}); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
 			return fmt.Errorf("resize %s: %w", u.Name, err)
