@@ -173,6 +173,9 @@ func exifInfo(ctx context.Context, step fop.Step, in Input, lim limits) (res Res
 		return Result{}, err
 	}
 	x, err := decodeExif(b)
+	if errors.Is(err, errExifStructure) {
+		return Result{}, errorf(http.StatusBadRequest, "no exif data: %v", err)
+	}
 	if err != nil || x == nil {
 		return Result{}, errorf(http.StatusBadRequest, "no exif data")
 	}
@@ -197,15 +200,24 @@ func exifInfo(ctx context.Context, step fop.Step, in Input, lim limits) (res Res
 	return bytesResult(out, "application/json"), nil
 }
 
-// decodeExif shields the router from panics of the exif decoder on
-// corrupt input.
+// decodeExif decodes the EXIF data of b (a JPEG's APP1 segment, or a
+// TIFF). The decoder gets only the TIFF block checkTIFF has walked, so
+// that corrupt input can make it neither loop nor allocate far beyond its
+// size, and its panics on corrupt input are recovered.
 func decodeExif(b []byte) (x *exif.Exif, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			x, err = nil, fmt.Errorf("corrupt exif: %v", r)
 		}
 	}()
-	x, err = exif.Decode(bytes.NewReader(b))
+	t, ok := exifTIFF(b)
+	if !ok {
+		return nil, errors.New("no EXIF data")
+	}
+	if err := checkTIFF(t); err != nil {
+		return nil, err
+	}
+	x, err = exif.Decode(bytes.NewReader(t))
 	if err != nil && x != nil && !exif.IsCriticalError(err) {
 		return x, nil
 	}
