@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"image"
 	"image/color"
+	"image/gif"
 	"image/png"
 	"io"
 	"net/http"
@@ -603,4 +604,60 @@ func TestAvinfo(t *testing.T) {
 	// A missing ffprobe is the server's fault, said plainly.
 	_, err = Run(context.Background(), step(t, "avinfo"), Input{Body: strings.NewReader("x"), Size: 1, Env: &Env{FFprobe: filepath.Join(dir, "no-ffprobe")}})
 	wantStatus(t, err, http.StatusInternalServerError, "ffprobe")
+}
+
+// TestGIFFrameOnScreen: a GIF's first frame may cover only part of its
+// logical screen (the size imageInfo reports); the image operations see
+// the frame where it lies on that screen, transparent around it, as a
+// viewer shows it.
+func TestGIFFrameOnScreen(t *testing.T) {
+	pal := color.Palette{color.RGBA{255, 0, 0, 255}, color.RGBA{0, 0, 255, 255}}
+	frame := image.NewPaletted(image.Rect(50, 50, 60, 60), pal)
+	for i := range frame.Pix {
+		frame.Pix[i] = 1 // blue
+	}
+	var in bytes.Buffer
+	g := &gif.GIF{Image: []*image.Paletted{frame}, Delay: []int{0}, Config: image.Config{Width: 100, Height: 100, ColorModel: pal}}
+	if err := gif.EncodeAll(&in, g); err != nil {
+		t.Fatal(err)
+	}
+	transparent := func(what string, img image.Image, x, y int) {
+		t.Helper()
+		if _, _, _, a := img.At(img.Bounds().Min.X+x, img.Bounds().Min.Y+y).RGBA(); a != 0 {
+			t.Fatalf("%s: pixel (%d,%d) has alpha %d, want transparent", what, x, y, a>>8)
+		}
+	}
+	for _, c := range []struct {
+		fop            string
+		w, h           int
+		blueX, blueY   int // inside the frame
+		clearX, clearY int // outside it
+	}{
+		{"imageView2/2/w/50/format/png", 50, 50, 27, 27, 5, 5},
+		{"imageView2/1/w/50/h/40/format/png", 50, 40, 27, 22, 1, 1},
+		{"imageMogr2/thumbnail/50x/format/png", 50, 50, 27, 27, 5, 5},
+		{"imageMogr2/gravity/Center/crop/20x20/format/png", 20, 20, 15, 15, 1, 1},
+		{"imageMogr2/format/png", 100, 100, 55, 55, 5, 95},
+	} {
+		out, _, err := runBytes(t, c.fop, in.Bytes())
+		if err != nil {
+			t.Fatalf("%s: %v", c.fop, err)
+		}
+		img, _, err := image.Decode(bytes.NewReader(out))
+		if err != nil {
+			t.Fatalf("%s: %v", c.fop, err)
+		}
+		wantSize(t, c.fop, img, c.w, c.h)
+		wantPixel(t, c.fop, img, c.blueX, c.blueY, 0, 0, 255, 8)
+		transparent(c.fop, img, c.clearX, c.clearY)
+	}
+	out, _, err := runBytes(t, "watermark/2/text/eA", in.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _, err := image.Decode(bytes.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSize(t, "watermark", img, 100, 100)
 }

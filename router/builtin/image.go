@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"image/draw"
 	_ "image/gif" // decoders for image.Decode
 	_ "image/jpeg"
 	_ "image/png"
@@ -276,15 +277,16 @@ type srcImage struct {
 // decodeImage reads the input (capped), checks the header's pixel count
 // against the limit, and only then decodes it.
 func decodeImage(ctx context.Context, name string, in Input, lim limits) (srcImage, error) {
-	b, _, format, err := readImage(ctx, name, in, lim)
+	b, cfg, format, err := readImage(ctx, name, in, lim)
 	if err != nil {
 		return srcImage{}, err
 	}
-	return decodeBytes(ctx, name, b, format)
+	return decodeBytes(ctx, name, b, cfg, format)
 }
 
-// decodeBytes decodes an image readImage has checked.
-func decodeBytes(ctx context.Context, name string, b []byte, format string) (srcImage, error) {
+// decodeBytes decodes an image readImage has checked (cfg is its header):
+// an image of cfg's size at the origin.
+func decodeBytes(ctx context.Context, name string, b []byte, cfg image.Config, format string) (srcImage, error) {
 	var err error
 	var img image.Image
 	if format == "webp" {
@@ -298,7 +300,51 @@ func decodeBytes(ctx context.Context, name string, b []byte, format string) (src
 	if err := ctx.Err(); err != nil {
 		return srcImage{}, err
 	}
-	return srcImage{raw: b, format: format, img: img}, nil
+	return srcImage{raw: b, format: format, img: onScreen(img, cfg.Width, cfg.Height)}, nil
+}
+
+// onScreen places img on a w x h canvas at the origin, transparent where
+// img does not cover it. image/gif decodes a GIF's first frame alone, with
+// the frame's bounds, which may be a part of the logical screen (w x h,
+// what the header and imageInfo say); a viewer shows it there. Any other
+// image is returned as is. A paletted frame stays paletted, with a
+// transparent entry added to its palette when it has none and there is
+// room (a GIF output keeps its colours).
+func onScreen(img image.Image, w, h int) image.Image {
+	screen := image.Rect(0, 0, w, h)
+	r := img.Bounds()
+	if r == screen || !r.In(screen) {
+		return img
+	}
+	if p, ok := img.(*image.Paletted); ok {
+		clearIdx := -1
+		for i, c := range p.Palette {
+			if _, _, _, a := c.RGBA(); a == 0 {
+				clearIdx = i
+				break
+			}
+		}
+		pal := p.Palette
+		if clearIdx < 0 && len(pal) < 256 {
+			pal = append(pal[:len(pal):len(pal)], color.RGBA{})
+			clearIdx = len(pal) - 1
+		}
+		if clearIdx >= 0 {
+			c := image.NewPaletted(screen, pal)
+			if clearIdx != 0 {
+				for i := range c.Pix {
+					c.Pix[i] = uint8(clearIdx)
+				}
+			}
+			for y := r.Min.Y; y < r.Max.Y; y++ {
+				copy(c.Pix[c.PixOffset(r.Min.X, y):], p.Pix[p.PixOffset(r.Min.X, y):p.PixOffset(r.Min.X, y)+r.Dx()])
+			}
+			return c
+		}
+	}
+	c := image.NewNRGBA(screen)
+	draw.Draw(c, r, img, r.Min, draw.Src)
+	return c
 }
 
 // checkOutput refuses an output over the edge or pixel limits (400).

@@ -359,7 +359,7 @@ func imageMogr2(ctx context.Context, step fop.Step, in Input, lim limits) (Resul
 	if perr != nil && !ignore {
 		return Result{}, errorf(http.StatusBadRequest, "imageMogr2: %v", perr)
 	}
-	b, _, format, err := readImage(ctx, "imageMogr2", in, lim)
+	b, cfg, format, err := readImage(ctx, "imageMogr2", in, lim)
 	fail := func(err error) (Result, error) {
 		if ignore && b != nil && ctx.Err() == nil {
 			return originalResult(b, in), nil
@@ -372,7 +372,7 @@ func imageMogr2(ctx context.Context, step fop.Step, in Input, lim limits) (Resul
 	if perr != nil {
 		return fail(errorf(http.StatusBadRequest, "imageMogr2: %v", perr))
 	}
-	src, err := decodeBytes(ctx, "imageMogr2", b, format)
+	src, err := decodeBytes(ctx, "imageMogr2", b, cfg, format)
 	if err != nil {
 		return fail(err)
 	}

@@ -205,7 +205,7 @@ func imageView2Run(ctx context.Context, step fop.Step, in Input, lim limits) (Re
 	if err := checkOutput("imageView2", dw, dh, lim); err != nil {
 		return Result{}, b, err
 	}
-	src, err := decodeBytes(ctx, "imageView2", b, format)
+	src, err := decodeBytes(ctx, "imageView2", b, cfg, format)
 	if err != nil {
 		return Result{}, b, err
 	}
