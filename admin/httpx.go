@@ -394,6 +394,10 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, u
 	if upload && scheme == auth.SchemeQBox {
 		return errf(http.StatusUnauthorized, "uploads must be signed with the Qiniu form (Authorization: Qiniu <AK>:<sign>), not QBox")
 	}
+	if scheme == auth.SchemeQBox && s.hasGetTwin(r) {
+		return errf(http.StatusUnauthorized, "a QBox signature covers neither the method nor an empty body, so one made for GET %s would pass for this %s: "+
+			"sign it with the Qiniu form (Authorization: Qiniu <AK>:<sign>)", r.URL.Path, r.Method)
+	}
 	signed := !upload && auth.BodySigned(authz, ctype)
 	var body []byte
 	if !upload {
@@ -429,6 +433,22 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rl role, u
 		c.body = body
 	}
 	return s.bindAccount(r.Context(), c, ak, rl)
+}
+
+// hasGetTwin reports whether r, neither a GET nor a HEAD, has a path a GET
+// route serves too (POST /v1/accounts: GET /v1/accounts). A QBox
+// signature signs "<path>[?<query>]\n" and a form body only, so a signed
+// GET of that path, read anywhere, would otherwise pass for the write with
+// an empty form body (POST /v1/accounts creates an account and answers
+// its keys).
+func (s *Server) hasGetTwin(r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return false
+	}
+	g := r.Clone(r.Context())
+	g.Method = http.MethodGet
+	_, pattern := s.mux.Handler(g)
+	return pattern != ""
 }
 
 // bindAccount puts the enabled account of ak in c once the caller is
