@@ -50,7 +50,7 @@ func (c *capReader) Read(p []byte) (int, error) {
 	if c.n < 0 {
 		return 0, ErrTooLarge
 	}
-	if int64(len(p)) > c.n+1 {
+	if int64(len(p))-1 > c.n { // not len(p) > c.n+1: n may be math.MaxInt64
 		p = p[:c.n+1]
 	}
 	n, err := c.r.Read(p)

@@ -3,6 +3,7 @@ package qhttp
 import (
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,13 +22,14 @@ func TestCap(t *testing.T) {
 		{"abcd", 3, true},
 		{"a", 0, true},
 		{"", -1, true},
+		{"abc", math.MaxInt64, false}, // no bound: n+1 must not overflow
 	} {
 		got, err := io.ReadAll(Cap(strings.NewReader(c.body), c.n))
 		if c.tooMuch {
 			if !errors.Is(err, ErrTooLarge) {
 				t.Errorf("Cap(%q, %d): %q, %v; want ErrTooLarge", c.body, c.n, got, err)
 			}
-			if int64(len(got)) > c.n+1 {
+			if int64(len(got))-1 > c.n {
 				t.Errorf("Cap(%q, %d) read %d bytes, more than one beyond the bound", c.body, c.n, len(got))
 			}
 			continue
