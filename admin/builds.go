@@ -54,7 +54,7 @@ func (k *keyedMutex) lock(key string) func() {
 
 func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) error {
 	ctx := r.Context()
-	u, _, err := s.ownedUfop(ctx, c, r.PathValue("name"))
+	u, uver, err := s.ownedUfop(ctx, c, r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -100,7 +100,17 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 		baseDir = s.cfg.Builder.Dir(base.Ufop, base.Number)
 	}
 	b := newBuild(u.Name, n, y, s.id, s.nowUTC())
-	if _, err := s.st.CAS(ctx, store.BuildKey(u.Name, n), mustJSON(b), 0); errors.Is(err, store.ErrConflict) {
+	// Recorded only while the ufop is unchanged: a build must not outlive
+	// a concurrent DELETE of its ufop (a later ufop of the same name,
+	// another account's, would take it for its own).
+	err = s.st.Txn(ctx, []store.Op{
+		{Kind: store.OpPut, Key: store.BuildKey(u.Name, n), Value: mustJSON(b), CreateOnly: true},
+		ufopCheck(u.Name, uver),
+	})
+	if errors.Is(err, store.ErrConflict) {
+		if _, _, gerr := s.ownedUfop(ctx, c, u.Name); gerr != nil {
+			return gerr
+		}
 		return errf(http.StatusConflict, "build %d of %s was recorded concurrently; retry", n, u.Name)
 	} else if err != nil {
 		return fmt.Errorf("record build %s #%d: %w", u.Name, n, err)
@@ -317,29 +327,45 @@ func (s *Server) switchVersion(w http.ResponseWriter, r *http.Request, c *call) 
 		return err
 	}
 	ctx := r.Context()
-	u, _, err := s.ownedUfop(ctx, c, r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	b, _, err := store.Get[dora.Build](ctx, s.st, store.BuildKey(u.Name, req.Build))
-	if errors.Is(err, store.ErrNotFound) {
-		return errf(http.StatusNotFound, "build %d of %s not found", req.Build, u.Name)
-	} else if err != nil {
-		return err
-	}
-	rel, err := releaseFromBuild(u.Name, b, proto, s.flavors, s.nowUTC())
-	if err != nil {
-		return err
-	}
-	version := rel.Version
-	if _, _, err := store.Get[dora.Release](ctx, s.st, store.ReleaseKey(u.Name, version)); errors.Is(err, store.ErrNotFound) {
-		if _, err := s.st.CAS(ctx, store.ReleaseKey(u.Name, version), mustJSON(rel), 0); err != nil && !errors.Is(err, store.ErrConflict) {
-			return fmt.Errorf("create release %s %s: %w", u.Name, version, err)
+	version := ""
+	for i := 0; version == ""; i++ {
+		if i == casRetries {
+			return fmt.Errorf("switch version: %w", store.ErrConflict)
 		}
-	} else if err != nil {
-		return err
+		u, uver, err := s.ownedUfop(ctx, c, r.PathValue("name"))
+		if err != nil {
+			return err
+		}
+		b, _, err := store.Get[dora.Build](ctx, s.st, store.BuildKey(u.Name, req.Build))
+		if errors.Is(err, store.ErrNotFound) {
+			return errf(http.StatusNotFound, "build %d of %s not found", req.Build, u.Name)
+		} else if err != nil {
+			return err
+		}
+		rel, err := releaseFromBuild(u.Name, b, proto, s.flavors, s.nowUTC())
+		if err != nil {
+			return err
+		}
+		key := store.ReleaseKey(u.Name, rel.Version)
+		if _, err := s.st.Get(ctx, key); err == nil {
+			version = rel.Version
+			break
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		// Created only while the ufop is unchanged: a release must not
+		// outlive a concurrent DELETE of its ufop.
+		err = s.st.Txn(ctx, []store.Op{
+			{Kind: store.OpPut, Key: key, Value: mustJSON(rel), CreateOnly: true},
+			ufopCheck(u.Name, uver),
+		})
+		if err == nil {
+			version = rel.Version
+		} else if !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("create release %s %s: %w", u.Name, rel.Version, err)
+		}
 	}
-	nu, err := s.activate(ctx, u.Name, version)
+	nu, err := s.activate(ctx, r.PathValue("name"), version)
 	if err != nil {
 		return err
 	}

@@ -6,11 +6,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
 )
 
-// beforeTxnStore runs hook once, before the first transaction that writes
-// a key under prefix: a concurrent call that lands between a handler's
+// beforeTxnStore runs hook once, before the first transaction or CAS that
+// writes a key under prefix: a concurrent call that lands between a handler's
 // reads and its write.
 type beforeTxnStore struct {
 	store.Store
@@ -21,12 +22,23 @@ type beforeTxnStore struct {
 
 func (s *beforeTxnStore) Txn(ctx context.Context, ops []store.Op) error {
 	for _, op := range ops {
-		if op.Kind == store.OpPut && len(op.Key) > len(s.prefix) && op.Key[:len(s.prefix)] == s.prefix && s.hook != nil {
+		if op.Kind == store.OpPut && s.under(op.Key) {
 			s.once.Do(s.hook)
 			break
 		}
 	}
 	return s.Store.Txn(ctx, ops)
+}
+
+func (s *beforeTxnStore) CAS(ctx context.Context, key string, value []byte, version uint64) (uint64, error) {
+	if s.under(key) {
+		s.once.Do(s.hook)
+	}
+	return s.Store.CAS(ctx, key, value, version)
+}
+
+func (s *beforeTxnStore) under(key string) bool {
+	return s.hook != nil && len(key) > len(s.prefix) && key[:len(s.prefix)] == s.prefix
 }
 
 // A deploy or resize racing with the ufop's DELETE wrote its deployment
@@ -67,5 +79,86 @@ func TestDeployRacingDeleteUfop(t *testing.T) {
 				t.Errorf("%d deployments still run", n)
 			}
 		})
+	}
+}
+
+// A release created while the ufop was being deleted outlived it, and
+// passed to the next ufop of that name, another account's: bob saw
+// alice's release (its image, its env) and could deploy it.
+func TestCreateReleaseRacingDeleteUfop(t *testing.T) {
+	bs := &beforeTxnStore{prefix: store.ReleasesOf("grepd")}
+	e := newEnv(t, func(c *Config) {
+		bs.Store = c.Store
+		c.Store = bs
+	})
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	e.push(alice, "grepd:v1")
+	bs.hook = func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) }
+	r := e.req(alice, "POST", "/v1/releases", map[string]any{
+		"ufopname": "grepd", "verstr": "v1", "image": "grepd:v1", "flavor": "C1M1",
+		"env": map[string]any{"global": []map[string]string{{"key": "TOKEN", "value": "alice-secret"}}},
+	})
+	if r.Status != http.StatusNotFound {
+		t.Errorf("release after the ufop was deleted: %d %s, want 404", r.Status, r.Body)
+	}
+	e.ufop(bob, "grepd", dora.ModePrivate)
+	var got struct {
+		Releases []dora.Release `json:"releases"`
+	}
+	e.must(http.StatusOK, bob, "GET", "/v1/ufops/grepd/releases", nil, &got)
+	if len(got.Releases) != 0 {
+		t.Fatalf("bob's new ufop holds alice's releases: %+v", got.Releases)
+	}
+}
+
+// The same through POST /version, which makes release v<n> of build n.
+func TestSwitchVersionRacingDeleteUfop(t *testing.T) {
+	bs := &beforeTxnStore{prefix: store.ReleasesOf("grepd")}
+	e := newEnv(t, func(c *Config) {
+		bs.Store = c.Store
+		c.Store = bs
+	})
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "true"))}, nil)
+	if b := e.waitBuild(alice, "grepd", 1); b.Status != dora.BuildSuccess {
+		t.Fatalf("build: %+v", b)
+	}
+	bs.hook = func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) }
+	if r := e.req(alice, "POST", "/v1/ufops/grepd/version", map[string]any{"build": 1}); r.Status != http.StatusNotFound {
+		t.Errorf("switch after the ufop was deleted: %d %s, want 404", r.Status, r.Body)
+	}
+	e.ufop(bob, "grepd", dora.ModePrivate)
+	var got struct {
+		Releases []dora.Release `json:"releases"`
+	}
+	e.must(http.StatusOK, bob, "GET", "/v1/ufops/grepd/releases", nil, &got)
+	if len(got.Releases) != 0 {
+		t.Fatalf("bob's new ufop holds alice's releases: %+v", got.Releases)
+	}
+}
+
+// A build started while its ufop was being deleted: its record outlived
+// the ufop, and the next ufop of that name (bob's) had alice's build 1.
+func TestCreateBuildRacingDeleteUfop(t *testing.T) {
+	bs := &beforeTxnStore{prefix: store.BuildsOf("grepd")}
+	e := newEnv(t, func(c *Config) {
+		bs.Store = c.Store
+		c.Store = bs
+	})
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	bs.hook = func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) }
+	r := e.req(alice, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "true"))})
+	if r.Status != http.StatusNotFound {
+		t.Errorf("build after the ufop was deleted: %d %s, want 404", r.Status, r.Body)
+	}
+	e.srv.Close() // wait for a build that started anyway
+	e.ufop(bob, "grepd", dora.ModePrivate)
+	var got []dora.Build
+	e.must(http.StatusOK, bob, "GET", "/v1/ufops/grepd/builds", nil, &got)
+	if len(got) != 0 {
+		t.Fatalf("bob's new ufop holds alice's builds: %+v", got)
 	}
 }

@@ -193,22 +193,37 @@ func (s *Server) createRelease(w http.ResponseWriter, r *http.Request, c *call) 
 		return err
 	}
 	ctx := r.Context()
-	if _, _, err := s.ownedUfop(ctx, c, rel.Ufop); err != nil {
-		return err
+	for i := 0; i < casRetries; i++ {
+		_, uver, err := s.ownedUfop(ctx, c, rel.Ufop)
+		if err != nil {
+			return err
+		}
+		if _, ok := s.flavor(rel.Flavor); !ok {
+			return errf(http.StatusUnprocessableEntity, "flavor %q: unknown (see GET /v1/flavors)", rel.Flavor)
+		}
+		if _, err := s.resolveImage(ctx, c.acct.ID, rel.Image); err != nil {
+			return err
+		}
+		// Written only while the ufop is unchanged: a release must not
+		// outlive a concurrent DELETE of its ufop, whose name another
+		// account may register next.
+		key := store.ReleaseKey(rel.Ufop, rel.Version)
+		err = s.st.Txn(ctx, []store.Op{
+			{Kind: store.OpPut, Key: key, Value: mustJSON(rel), CreateOnly: true},
+			ufopCheck(rel.Ufop, uver),
+		})
+		if errors.Is(err, store.ErrConflict) {
+			if _, gerr := s.st.Get(ctx, key); gerr == nil {
+				return errf(http.StatusConflict, "release %s %s already exists", rel.Ufop, rel.Version)
+			}
+			continue // the ufop changed: read it again
+		} else if err != nil {
+			return fmt.Errorf("create release %s %s: %w", rel.Ufop, rel.Version, err)
+		}
+		writeJSON(w, http.StatusCreated, rel)
+		return nil
 	}
-	if _, ok := s.flavor(rel.Flavor); !ok {
-		return errf(http.StatusUnprocessableEntity, "flavor %q: unknown (see GET /v1/flavors)", rel.Flavor)
-	}
-	if _, err := s.resolveImage(ctx, c.acct.ID, rel.Image); err != nil {
-		return err
-	}
-	if _, err := s.st.CAS(ctx, store.ReleaseKey(rel.Ufop, rel.Version), mustJSON(rel), 0); errors.Is(err, store.ErrConflict) {
-		return errf(http.StatusConflict, "release %s %s already exists", rel.Ufop, rel.Version)
-	} else if err != nil {
-		return fmt.Errorf("create release %s %s: %w", rel.Ufop, rel.Version, err)
-	}
-	writeJSON(w, http.StatusCreated, rel)
-	return nil
+	return fmt.Errorf("create release %s %s: %w", rel.Ufop, rel.Version, store.ErrConflict)
 }
 
 func (s *Server) listReleases(w http.ResponseWriter, r *http.Request, c *call) error {
