@@ -661,3 +661,25 @@ func TestGIFFrameOnScreen(t *testing.T) {
 	}
 	wantSize(t, "watermark", img, 100, 100)
 }
+
+// TestBlurMemory: a blur keeps only the rows its vertical pass needs
+// (2*radius+1) of the horizontal pass, not a float copy of the whole
+// image (16 bytes a pixel: 800 MB for a 50-megapixel input).
+func TestBlurMemory(t *testing.T) {
+	src := quadrants(1000, 1000)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	img, err := gaussianBlur(context.Background(), src, 50, 20)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSize(t, "blur", img, 1000, 1000)
+	// The result (4 MB) and the rows (101 x 16 kB): under 8 MB.
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 2*uint64(len(src.Pix)) {
+		t.Fatalf("blur of a 1000x1000 image allocated %d MiB", grew>>20)
+	}
+	wantPixel(t, "blur far from edges", img, 100, 100, 255, 0, 0, 1)
+	wantPixel(t, "blur across the NW/SE corner", img, 500, 500, 128, 128, 128, 64)
+}

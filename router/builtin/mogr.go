@@ -500,7 +500,9 @@ func rotate(img image.Image, deg int, lim limits) (image.Image, error) {
 }
 
 // gaussianBlur blurs img with a (2r+1)-tap Gaussian of the given sigma,
-// horizontally then vertically, on premultiplied RGBA.
+// horizontally then vertically, on premultiplied RGBA. Of the horizontal
+// pass it keeps only the rows the vertical one needs, 2r+1 of them in a
+// ring, not the whole image in floats. It stops when ctx ends.
 func gaussianBlur(ctx context.Context, img image.Image, r int, sigma float64) (image.Image, error) {
 	src := toRGBA(img)
 	w, h := src.Bounds().Dx(), src.Bounds().Dy()
@@ -513,50 +515,43 @@ func gaussianBlur(ctx context.Context, img image.Image, r int, sigma float64) (i
 	for i := range k {
 		k[i] /= sum
 	}
-	tmp := make([]float32, w*h*4)
-	if err := blurPass(ctx, tmp, src.Pix, src.Stride, w, h, k, false); err != nil {
-		return nil, err
-	}
+	n := min(2*r+1, h)             // rows in the ring: row j is at j%n
+	ring := make([]float32, n*w*4) // horizontally blurred rows
 	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	if err := blurPass(ctx, dst.Pix, tmp, w*4, w, h, k, true); err != nil {
-		return nil, err
-	}
-	return dst, nil
-}
-
-// blurPass convolves the w×h RGBA pixels of src (stride elements a row)
-// with the kernel k along rows, or along columns when vertical, into dst
-// (w*4 elements a row); pixels past an edge repeat the edge's. The
-// vertical pass, the second, rounds and clamps its results to bytes. It
-// stops when ctx ends.
-func blurPass[S, D uint8 | float32](ctx context.Context, dst []D, src []S, stride, w, h int, k []float64, vertical bool) error {
-	r := len(k) / 2
+	next := 0 // the next source row to blur horizontally
 	for y := 0; y < h; y++ {
 		if y%64 == 0 && ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
+		for ; next <= min(y+r, h-1); next++ {
+			row := ring[next%n*w*4:][:w*4]
+			in := src.Pix[next*src.Stride:][:w*4]
+			for x := 0; x < w; x++ {
+				var acc [4]float64
+				for i := -r; i <= r; i++ {
+					o := min(max(x+i, 0), w-1) * 4
+					for c := 0; c < 4; c++ {
+						acc[c] += k[i+r] * float64(in[o+c])
+					}
+				}
+				for c := 0; c < 4; c++ {
+					row[x*4+c] = float32(acc[c])
+				}
+			}
+		}
+		out := dst.Pix[y*dst.Stride:][:w*4]
 		for x := 0; x < w; x++ {
 			var acc [4]float64
 			for i := -r; i <= r; i++ {
-				var o int
-				if vertical {
-					o = min(max(y+i, 0), h-1)*stride + x*4
-				} else {
-					o = y*stride + min(max(x+i, 0), w-1)*4
-				}
+				o := min(max(y+i, 0), h-1)%n*w*4 + x*4
 				for c := 0; c < 4; c++ {
-					acc[c] += k[i+r] * float64(src[o+c])
+					acc[c] += k[i+r] * float64(ring[o+c])
 				}
 			}
-			o := (y*w + x) * 4
 			for c := 0; c < 4; c++ {
-				v := acc[c]
-				if vertical {
-					v = min(255, max(0, math.Floor(v+0.5)))
-				}
-				dst[o+c] = D(v)
+				out[x*4+c] = uint8(min(255, max(0, math.Floor(acc[c]+0.5))))
 			}
 		}
 	}
-	return nil
+	return dst, nil
 }
