@@ -63,3 +63,39 @@ func FuzzImageArgs(f *testing.F) {
 		}
 	})
 }
+
+// FuzzImageInput feeds arbitrary bytes, as the object, to the built-ins
+// that read an image or its EXIF: no panic, no hang, and every failure is
+// an *Error with a 4xx/5xx status.
+func FuzzImageInput(f *testing.F) {
+	seeds := [][]byte{
+		encPNG(f, quadrants(9, 7)),
+		[]byte("GIF89a\x02\x00\x02\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff,\x00\x00\x00\x00\x02\x00\x02\x00\x00\x02\x02D\x01\x00;"),
+		webpClaiming(3, 3),
+		[]byte("II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00"),
+		[]byte("BM"),
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	fops := []string{"imageInfo", "exif", "imageAve", "imageView2/2/w/5", "imageMogr2/auto-orient/rotate/33", "watermark/2/text/eA"}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		for _, text := range fops {
+			parts := strings.Split(text, "/")
+			st := step(t, "x")
+			st.Name, st.Args, st.Raw = parts[0], parts[1:], text
+			if len(st.Args) == 0 {
+				st.Args = nil
+			}
+			res, err := run(context.Background(), st, Input{Body: bytes.NewReader(in), Size: int64(len(in))}, limits{bytes: 1 << 20, pixels: 40_000})
+			if err != nil {
+				var e *Error
+				if !errors.As(err, &e) || e.Status < 400 {
+					t.Fatalf("%s: error %v (%T) is not an *Error with a 4xx/5xx status", text, err, err)
+				}
+				continue
+			}
+			res.Body.Close()
+		}
+	})
+}
