@@ -19,6 +19,18 @@ func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) e
 	if err != nil {
 		return err
 	}
+	// Objects left under the name by a deleted bucket (an upload that
+	// finished after the delete, through any API) are another account's:
+	// the name is not given out while they are there.
+	if s.cfg.Objects != nil {
+		objs, err := s.cfg.Objects.List(r.Context(), b.Name, "", 1)
+		if err != nil {
+			return fmt.Errorf("create bucket %s: list objects: %w", b.Name, err)
+		}
+		if len(objs) > 0 {
+			return errf(http.StatusConflict, "bucket name %q still holds objects of a deleted bucket; choose another name", b.Name)
+		}
+	}
 	domains := b.Domains
 	ops := []store.Op{{Kind: store.OpPut, Key: store.BucketKey(b.Name), Value: mustJSON(b), CreateOnly: true}}
 	for _, d := range domains {

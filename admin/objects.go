@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +71,19 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, c *call) erro
 	obj, err := s.cfg.Objects.Put(r.Context(), bucket, key, body, opts)
 	if err != nil {
 		return originError("put", bucket, key, err)
+	}
+	// The bucket may have been deleted while the body streamed (the
+	// delete saw no object yet): the object must not stay for the next
+	// account that creates a bucket of that name.
+	if _, _, err := s.ownedBucket(r.Context(), c, bucket); err != nil {
+		if derr := s.cfg.Objects.Delete(context.WithoutCancel(r.Context()), bucket, key); derr != nil && !errors.Is(derr, origin.ErrNotFound) {
+			s.log.Error("admin: put object: remove the object of a bucket deleted during the upload", "bucket", bucket, "key", key, "err", derr)
+		}
+		var ae *apiError
+		if errors.As(err, &ae) {
+			return errf(http.StatusNotFound, "bucket %q was deleted during the upload; the object is not kept", bucket)
+		}
+		return err
 	}
 	writeJSON(w, http.StatusOK, obj)
 	return nil
