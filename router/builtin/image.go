@@ -77,7 +77,8 @@ func colorModelName(m color.Model) string {
 	return "unknown"
 }
 
-// imageInfo answers {"format","width","height","colorModel"} (+frameNumber for gif).
+// imageInfo answers Qiniu's {"size","format","width","height","colorModel"}
+// (+frameNumber for gif).
 func imageInfo(ctx context.Context, step fop.Step, in Input, lim limits) (Result, error) {
 	if len(step.Args) != 0 {
 		return Result{}, errorf(http.StatusBadRequest, "imageInfo: takes no arguments")
@@ -87,12 +88,13 @@ func imageInfo(ctx context.Context, step fop.Step, in Input, lim limits) (Result
 		return Result{}, err
 	}
 	info := struct {
+		Size        int    `json:"size"` // bytes of the file, first as in Qiniu's answer
 		Format      string `json:"format"`
 		Width       int    `json:"width"`
 		Height      int    `json:"height"`
 		ColorModel  string `json:"colorModel"`
 		FrameNumber int    `json:"frameNumber,omitempty"`
-	}{format, cfg.Width, cfg.Height, colorModelName(cfg.ColorModel), 0}
+	}{len(b), format, cfg.Width, cfg.Height, colorModelName(cfg.ColorModel), 0}
 	if format == "gif" {
 		n, err := gifFrames(b)
 		if err != nil {
