@@ -496,13 +496,23 @@ func (s *Server) getStats(w http.ResponseWriter, r *http.Request, c *call) error
 		if want != "" && name != want {
 			continue
 		}
+		ps := s.stats.Series(name)
 		if !c.acct.Root {
 			u, _, err := store.Get[dora.Ufop](r.Context(), s.st, store.UfopKey(name))
 			if err != nil || u.Owner != c.acct.ID {
 				continue
 			}
+			// Samples are kept by name: those from before this ufop was
+			// registered are of a deleted ufop of the same name, maybe
+			// another account's.
+			kept := ps[:0]
+			for _, p := range ps {
+				if !p.Time.Before(u.Created) {
+					kept = append(kept, p)
+				}
+			}
+			ps = kept
 		}
-		ps := s.stats.Series(name)
 		conv := make([]statsPoint, len(ps))
 		for i, p := range ps {
 			conv[i] = statsPoint{T: p.Time, RPS: p.RPS, ErrorsPS: p.ErrorsPS, LatencyMS: p.LatencyMS, Ready: p.Ready, Desired: p.Desired}
