@@ -75,14 +75,15 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, c *call) erro
 	// The bucket may have been deleted while the body streamed (the
 	// delete saw no object yet): the object must not stay for the next
 	// account that creates a bucket of that name.
-	if _, _, err := s.ownedBucket(r.Context(), c, bucket); err != nil {
+	// (A store that does not answer keeps the object: createBucket
+	// refuses a name that still holds objects.)
+	var ae *apiError
+	if _, _, err := s.ownedBucket(r.Context(), c, bucket); errors.As(err, &ae) {
 		if derr := s.cfg.Objects.Delete(context.WithoutCancel(r.Context()), bucket, key); derr != nil && !errors.Is(derr, origin.ErrNotFound) {
 			s.log.Error("admin: put object: remove the object of a bucket deleted during the upload", "bucket", bucket, "key", key, "err", derr)
 		}
-		var ae *apiError
-		if errors.As(err, &ae) {
-			return errf(http.StatusNotFound, "bucket %q was deleted during the upload; the object is not kept", bucket)
-		}
+		return errf(http.StatusNotFound, "bucket %q was deleted during the upload; the object is not kept", bucket)
+	} else if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, obj)
