@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"image"
+	"image/color/palette"
 	"image/draw"
 	"image/gif"
 	"image/jpeg"
@@ -96,7 +97,11 @@ func encodeImage(ctx context.Context, name string, env *Env, img image.Image, o 
 	case "png":
 		err, ct = png.Encode(&buf, img), "image/png"
 	case "gif":
-		err, ct = gif.Encode(&buf, img, nil), "image/gif"
+		var pm *image.Paletted
+		if pm, err = paletted(ctx, img); err != nil {
+			return Result{}, err
+		}
+		err, ct = gif.Encode(&buf, pm, nil), "image/gif"
 	case "webp":
 		err, ct = webp.Encode(&buf, img, webp.Options{Quality: q}), "image/webp"
 	case "bmp":
@@ -111,6 +116,28 @@ func encodeImage(ctx context.Context, name string, env *Env, img image.Image, o 
 		return Result{}, fmt.Errorf("%s: encode %s: %w", name, o.format, err)
 	}
 	return bytesResult(buf.Bytes(), ct), nil
+}
+
+// paletted returns img in at most 256 colours, as gif.Encode would make
+// it (Plan 9 palette, Floyd-Steinberg), but in bands of rows with the
+// context checked between them: the nearest-colour search costs about a
+// second for a few megapixels, and would run on after the request ends.
+// The error diffusion restarts at each band.
+func paletted(ctx context.Context, img image.Image) (*image.Paletted, error) {
+	if p, ok := img.(*image.Paletted); ok && len(p.Palette) <= 256 {
+		return p, nil
+	}
+	const band = 64 // rows
+	b := img.Bounds()
+	pm := image.NewPaletted(b, palette.Plan9)
+	for y := b.Min.Y; y < b.Max.Y; y += band {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r := image.Rect(b.Min.X, y, b.Max.X, min(y+band, b.Max.Y))
+		draw.FloydSteinberg.Draw(pm, r, img, r.Min)
+	}
+	return pm, nil
 }
 
 // progressive rewrites a baseline JPEG as a progressive one with jpegtran

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	xwebp "golang.org/x/image/webp"
 )
@@ -682,4 +683,21 @@ func TestBlurMemory(t *testing.T) {
 	}
 	wantPixel(t, "blur far from edges", img, 100, 100, 255, 0, 0, 1)
 	wantPixel(t, "blur across the NW/SE corner", img, 500, 500, 128, 128, 128, 64)
+}
+
+// TestGIFEncodeStopsWithContext: writing a GIF quantizes every pixel to a
+// 256-colour palette (about a second a few megapixels); it stops when the
+// request's context ends instead of running on after the answer.
+func TestGIFEncodeStopsWithContext(t *testing.T) {
+	img := image.NewRGBA(image.Rect(0, 0, 3000, 3000))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i*7919 + i/13)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := encodeImage(ctx, "imageView2", nil, img, outOpts{format: "gif"})
+	if took := time.Since(start); err != context.Canceled || took > 2*time.Second {
+		t.Fatalf("gif of 9 megapixels, context canceled after 50ms: %v after %v, want context.Canceled at once", err, took)
+	}
 }
