@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testPNG(t *testing.T, w, h int, c color.RGBA) []byte {
@@ -178,5 +179,37 @@ func TestWatermarkImageNotCached(t *testing.T) {
 		if resp, body := e.get("photos.localhost", text); resp.StatusCode != 200 || resp.Header.Get("X-Dora-Cache") != want {
 			t.Fatalf("text watermark: %d, X-Dora-Cache %q, want %q (%.100s)", resp.StatusCode, resp.Header.Get("X-Dora-Cache"), want, body)
 		}
+	}
+}
+
+// TestImageJobsBounded: image and media built-ins that decode whole images
+// (each up to hundreds of MB and seconds of CPU) run at most
+// Config.MaxImageJobs at once: one beyond waits for a slot, then answers
+// 503 with Retry-After, naming its step; lighter built-ins (imageInfo) do
+// not wait; a freed slot serves the next. Without the bound a burst of
+// large images ran all at once, as many as requests arrived.
+func TestImageJobsBounded(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxImageJobs = 1 })
+	e.r.imageWait = 50 * time.Millisecond
+	e.objs.add("photos", "p.png", "image/png", testPNG(t, 20, 20, color.RGBA{0, 0, 0, 255}))
+	e.r.imageJobs <- struct{}{} // the one slot, taken
+
+	resp, body := e.get("photos.localhost", "/p.png?imageView2/2/w/10")
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || resp.Header.Get("X-Dora-Step") != "0" ||
+		!strings.Contains(string(body), "busy") {
+		t.Fatalf("a heavy step with no slot free: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	if resp, body := e.get("photos.localhost", "/p.png?imageInfo"); resp.StatusCode != 200 {
+		t.Fatalf("imageInfo waited for an image slot: %d %s", resp.StatusCode, body)
+	}
+
+	<-e.r.imageJobs                          // freed
+	for _, w := range []string{"10", "11"} { // one slot serves one after the other
+		if resp, body := e.get("photos.localhost", "/p.png?imageView2/2/w/"+w); resp.StatusCode != 200 {
+			t.Fatalf("w/%s with the slot free: %d %s", w, resp.StatusCode, body)
+		}
+	}
+	if n := len(e.r.imageJobs); n != 0 {
+		t.Fatalf("%d slots still taken after the steps ended", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"path"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -320,10 +321,53 @@ func (p *pipeline) openObject() (flow, *httpError) {
 	return flow{body: b, size: obj.Size, mime: obj.MimeType, object: true}, nil
 }
 
+// heavySteps are the built-ins that decode a whole image or start a
+// process (ffprobe): Config.MaxImageJobs of them run at once.
+var heavySteps = map[string]bool{"imageView2": true, "imageMogr2": true, "watermark": true, "imageAve": true, "avinfo": true}
+
+// DefaultMaxImageJobs is Config.MaxImageJobs' default: one per CPU the Go
+// runtime uses, at least 2.
+func DefaultMaxImageJobs() int { return max(2, goruntime.GOMAXPROCS(0)) }
+
+// defaultImageWait bounds how long a heavy built-in step waits for a
+// slot (Router.imageWait).
+const defaultImageWait = 10 * time.Second
+
+// takeImageJob takes a slot for step i, a heavy built-in (name), waiting
+// up to r.imageWait or until ctx ends: 503 (Retry-After) when none frees.
+func (r *Router) takeImageJob(ctx context.Context, i int, name string) *httpError {
+	select {
+	case r.imageJobs <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(r.imageWait)
+	defer t.Stop()
+	select {
+	case r.imageJobs <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return &httpError{status: StatusClientClosedRequest, msg: fmt.Sprintf("%s: cancelled", name), step: i}
+		}
+		return builtinError(i, name, ctx.Err())
+	case <-t.C:
+	}
+	return &httpError{status: fasthttp.StatusServiceUnavailable, step: i, retryAfter: true,
+		msg: fmt.Sprintf("%s: busy: the router's %d image and media operations are all in use", name, cap(r.imageJobs))}
+}
+
 // runBuiltin runs a built-in fop on the stream. The result owns its input:
 // closing the result closes the input too.
 func (p *pipeline) runBuiltin(i int, st stage, in flow) (flow, *httpError) {
 	p.reusable = false // builtin.Run gets the context and may keep it
+	if heavySteps[st.step.Name] {
+		if herr := p.r.takeImageJob(&p.pc, i, st.step.Name); herr != nil {
+			in.body.Close()
+			return flow{}, herr
+		}
+		defer func() { <-p.r.imageJobs }()
+	}
 	start := time.Now()
 	res, err := builtin.Run(&p.pc, st.step, builtin.Input{Body: in.body, Size: in.size, MimeType: in.mime, Env: p.builtinEnv()})
 	p.r.metrics.step(st.step.Name, time.Since(start))

@@ -152,6 +152,14 @@ type Config struct {
 	HoldTimeout time.Duration
 	MaxHeld     int
 
+	// MaxImageJobs bounds the built-in steps that decode whole images or
+	// start a process (heavySteps: imageView2, imageMogr2, watermark,
+	// imageAve, avinfo) running at once in this router, each up to
+	// hundreds of MB and seconds of CPU (DefaultMaxImageJobs when 0). A
+	// step beyond it waits for a slot up to 10 s (or its deadline), then
+	// answers 503.
+	MaxImageJobs int
+
 	// ResultCacheBytes bounds the memory of the result cache
 	// (DefaultResultCacheBytes when 0; negative disables the cache);
 	// ResultCacheEntry is the largest result kept (DefaultResultCacheEntry
@@ -194,6 +202,10 @@ type Router struct {
 	// requests recycles the requests' bookkeeping (handler.go request:
 	// the lifetime rules).
 	requests sync.Pool
+	// imageJobs holds a token per heavy built-in step running
+	// (Config.MaxImageJobs); a step waits imageWait at most for one.
+	imageJobs chan struct{}
+	imageWait time.Duration
 	// unfinished counts the requests taken from requests and not yet
 	// released: Serve's shutdown waits for it to reach zero.
 	unfinished atomic.Int64
@@ -263,6 +275,7 @@ func New(cfg Config) (*Router, error) {
 	setDefault(&cfg.MaxRequestBody, DefaultMaxRequestBody)
 	setDefault(&cfg.Concurrency, DefaultConcurrency)
 	setDefault(&cfg.MaxHeld, DefaultMaxHeld)
+	setDefault(&cfg.MaxImageJobs, DefaultMaxImageJobs())
 	setDefault(&cfg.ShutdownGrace, DefaultShutdownGrace)
 	if cfg.HoldTimeout == 0 {
 		cfg.HoldTimeout = DefaultHoldTimeout
@@ -286,6 +299,8 @@ func New(cfg Config) (*Router, error) {
 		own:       map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true},
 		watch:     newConnWatch(watchPoll),
 		cc:        map[ccKey]string{},
+		imageJobs: make(chan struct{}, cfg.MaxImageJobs),
+		imageWait: defaultImageWait,
 	}
 	_, r.objectsKeepNoContext = cfg.Objects.(noContextKeeper)
 	r.stopped, r.stop = context.WithCancel(context.Background())
