@@ -1,119 +1,14 @@
 package redisq
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/internal/agenttest"
 	"github.com/doraproject/dora/internal/redisconn"
 )
-
-// replyDropper is a TCP proxy in front of a real Redis that, once armed
-// with a marker, lets the first request holding it through to Redis and
-// then closes the client's connection instead of passing Redis's reply
-// on: the command ran, but the client cannot know (a connection reset or
-// a Redis killed right after it answered).
-type replyDropper struct {
-	ln      net.Listener
-	backend string
-	marker  atomic.Pointer[[]byte]
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   []net.Conn
-	closed  bool // the test ended: no more connections
-}
-
-func newReplyDropper(t *testing.T, backend string) *replyDropper {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &replyDropper{ln: ln, backend: backend}
-	p.wg.Go(p.accept)
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		p.closed = true
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *replyDropper) addr() string { return p.ln.Addr().String() }
-
-// arm makes the next request holding marker lose its reply.
-func (p *replyDropper) arm(marker string) { b := []byte(marker); p.marker.Store(&b) }
-
-func (p *replyDropper) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.backend)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.closed { // accepted as the test ended
-			p.mu.Unlock()
-			c.Close()
-			s.Close()
-			return
-		}
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		var drop atomic.Bool
-		p.wg.Go(func() { // client → Redis
-			defer s.Close()
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					if m := p.marker.Load(); m != nil && bytes.Contains(buf[:n], *m) && p.marker.CompareAndSwap(m, nil) {
-						drop.Store(true)
-					}
-					if _, werr := s.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-		p.wg.Go(func() { // Redis → client
-			defer c.Close()
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := s.Read(buf)
-				if n > 0 {
-					if drop.Load() {
-						return // the command ran; its reply is lost
-					}
-					if _, werr := c.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-	}
-}
 
 // count returns how many of ids are id.
 func count(ids []string, id string) int {
@@ -131,8 +26,8 @@ func count(ids []string, id string) int {
 // is run twice, possibly by two workers at once).
 func TestEnqueueLostReplyQueuesOnce(t *testing.T) {
 	r := agenttest.StartRedis(t)
-	p := newReplyDropper(t, r.Addr)
-	q, err := New(Config{Server: redisconn.Config{Addr: p.addr()}, Prefix: "lost-enqueue:"})
+	p := agenttest.StartFaultProxy(t, r.Addr)
+	q, err := New(Config{Server: redisconn.Config{Addr: p.Addr()}, Prefix: "lost-enqueue:"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,9 +36,12 @@ func TestEnqueueLostReplyQueuesOnce(t *testing.T) {
 	if err := q.Enqueue(ctx, "p", "job-warm", false); err != nil { // loads the script
 		t.Fatal(err)
 	}
-	p.arm("job-once")
+	p.DropReplyTo("job-once")
 	err = q.Enqueue(ctx, "p", "job-once", false)
 	t.Logf("Enqueue with its reply lost: %v", err)
+	if p.Dropped() == 0 {
+		t.Fatal("no reply was lost: the test tells nothing")
+	}
 	ids, jerr := q.JobIDs(ctx, "p")
 	if jerr != nil {
 		t.Fatal(jerr)
@@ -159,8 +57,8 @@ func TestEnqueueLostReplyQueuesOnce(t *testing.T) {
 // reclaimed) while it is handed another.
 func TestClaimLostReplyStrandsNothing(t *testing.T) {
 	r := agenttest.StartRedis(t)
-	p := newReplyDropper(t, r.Addr)
-	q, err := New(Config{Server: redisconn.Config{Addr: p.addr()}, Prefix: "lost-claim:"})
+	p := agenttest.StartFaultProxy(t, r.Addr)
+	q, err := New(Config{Server: redisconn.Config{Addr: p.Addr()}, Prefix: "lost-claim:"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,9 +72,12 @@ func TestClaimLostReplyStrandsNothing(t *testing.T) {
 	if _, _, err := q.Claim(ctx, "other", "warm", 1); err != nil { // loads the script
 		t.Fatal(err)
 	}
-	p.arm("worker-lost")
+	p.DropReplyTo("worker-lost")
 	m, ok, err := q.Claim(ctx, "p", "worker-lost", 10)
 	t.Logf("Claim with its reply lost: %+v, %v, %v", m, ok, err)
+	if p.Dropped() == 0 {
+		t.Fatal("no reply was lost: the test tells nothing")
+	}
 	_, inFlight, derr := q.Depth(ctx, "p")
 	if derr != nil {
 		t.Fatal(derr)

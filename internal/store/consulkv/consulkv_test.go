@@ -5,11 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,108 +163,16 @@ func waitLen(t *testing.T, ch <-chan []store.KV, n int) {
 	}
 }
 
-// freezer is a TCP proxy in front of a Consul agent whose freeze makes
-// every connection open at that moment go silent (what is sent either way
-// is dropped, the connection stays open: a partition, a hung agent, a
-// NAT that forgot the flow), while new connections work.
-type freezer struct {
-	ln      net.Listener
-	backend string
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	pairs   []*frozenPair
-	closed  bool // the test ended: no more connections
-}
-
-type frozenPair struct {
-	client, server net.Conn
-	frozen         atomic.Bool
-}
-
-func newFreezer(t *testing.T, backend string) *freezer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &freezer{ln: ln, backend: backend}
-	f.wg.Go(f.accept)
-	t.Cleanup(func() {
-		ln.Close()
-		f.mu.Lock()
-		f.closed = true
-		for _, p := range f.pairs {
-			p.client.Close()
-			p.server.Close()
-		}
-		f.mu.Unlock()
-		f.wg.Wait()
-	})
-	return f
-}
-
-func (f *freezer) addr() string { return f.ln.Addr().String() }
-
-// freeze silences every connection open now.
-func (f *freezer) freeze() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, p := range f.pairs {
-		p.frozen.Store(true)
-	}
-}
-
-func (f *freezer) accept() {
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", f.backend)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p := &frozenPair{client: c, server: s}
-		f.mu.Lock()
-		if f.closed { // accepted as the test ended
-			f.mu.Unlock()
-			c.Close()
-			s.Close()
-			return
-		}
-		f.pairs = append(f.pairs, p)
-		f.mu.Unlock()
-		pump := func(dst, src net.Conn) {
-			defer dst.Close()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := src.Read(buf)
-				if n > 0 && !p.frozen.Load() {
-					if _, err := dst.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		}
-		f.wg.Go(func() { pump(s, c) })
-		f.wg.Go(func() { pump(c, s) })
-	}
-}
-
 // A blocking query whose connection goes silent (the agent hangs, the
 // network drops the flow) must not stall the watch for good: each query
 // is bounded by its wait time plus Consul's jitter and a margin, then
 // retried on a new connection, so a change made meanwhile arrives.
 func TestWatchSurvivesSilentConnection(t *testing.T) {
 	c := agenttest.StartConsul(t)
-	f := newFreezer(t, c.Addr)
+	f := agenttest.StartFaultProxy(t, c.Addr)
 	prefix := fmt.Sprintf("test-%d", seq.Add(1))
 	s, err := consulkv.New(consulkv.Config{
-		Address: f.addr(), Prefix: prefix,
+		Address: f.Addr(), Prefix: prefix,
 		WatchWait: time.Second, RequestTimeout: 2 * time.Second,
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 	})
@@ -289,7 +195,7 @@ func TestWatchSurvivesSilentConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLen(t, ch, 1)
-	f.freeze()
+	f.Freeze()
 	if _, err := direct.Put(ctx, "w/b", []byte("b")); err != nil {
 		t.Fatal(err)
 	}
