@@ -307,7 +307,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 			u.ActiveVersion = req.Version
 			ops = append(ops, store.Op{Kind: store.OpPut, Key: store.UfopKey(u.Name), Value: mustJSON(u), Version: uver})
 		} else {
-			ops = append(ops, ufopCheck(u.Name, uver))
+			ops = append(ops, ufopGuard(u, uver, ch))
 		}
 		if err := s.st.Txn(ctx, ops); errors.Is(err, store.ErrConflict) {
 			continue
@@ -331,6 +331,19 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 // ufop (nor land in a new ufop of the same name).
 func ufopCheck(name string, ver uint64) store.Op {
 	return store.Op{Kind: store.OpCheck, Key: store.UfopKey(name), Version: ver}
+}
+
+// ufopGuard is the ufop operation of the transaction writing ch: the
+// check of ufopCheck when ch updates a deployment (whose own version
+// serializes it), a rewrite of the unchanged ufop at its version when ch
+// creates one, so that two calls each finding no deployment of a version
+// in a region cannot both create one: the second conflicts, reads again
+// and updates the first's.
+func ufopGuard(u dora.Ufop, ver uint64, ch deploymentChange) store.Op {
+	if ch.Index >= 0 {
+		return ufopCheck(u.Name, ver)
+	}
+	return store.Op{Kind: store.OpPut, Key: store.UfopKey(u.Name), Value: mustJSON(u), Version: ver}
 }
 
 // changeOp is the store operation writing ch: a CAS on the record it
@@ -392,7 +405,7 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 		if err != nil {
 			return err
 		}
-		if err := s.st.Txn(ctx, []store.Op{changeOp(u.Name, ch, vers), ufopCheck(u.Name, uver)}); errors.Is(err, store.ErrConflict) {
+		if err := s.st.Txn(ctx, []store.Op{changeOp(u.Name, ch, vers), ufopGuard(u, uver, ch)}); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
 			return fmt.Errorf("resize %s: %w", u.Name, err)

@@ -23,7 +23,7 @@ type beforeTxnStore struct {
 func (s *beforeTxnStore) Txn(ctx context.Context, ops []store.Op) error {
 	for _, op := range ops {
 		if op.Kind == store.OpPut && s.under(op.Key) {
-			s.once.Do(s.hook)
+			s.run()
 			break
 		}
 	}
@@ -32,13 +32,23 @@ func (s *beforeTxnStore) Txn(ctx context.Context, ops []store.Op) error {
 
 func (s *beforeTxnStore) CAS(ctx context.Context, key string, value []byte, version uint64) (uint64, error) {
 	if s.under(key) {
-		s.once.Do(s.hook)
+		s.run()
 	}
 	return s.Store.CAS(ctx, key, value, version)
 }
 
 func (s *beforeTxnStore) under(key string) bool {
-	return s.hook != nil && len(key) > len(s.prefix) && key[:len(s.prefix)] == s.prefix
+	return len(key) > len(s.prefix) && key[:len(s.prefix)] == s.prefix
+}
+
+// run calls the hook the first time only; the hook's own writes (a
+// concurrent call of the same kind) do not call it again.
+func (s *beforeTxnStore) run() {
+	var hook func()
+	s.once.Do(func() { hook = s.hook })
+	if hook != nil {
+		hook()
+	}
 }
 
 // A deploy or resize racing with the ufop's DELETE wrote its deployment
@@ -160,5 +170,44 @@ func TestCreateBuildRacingDeleteUfop(t *testing.T) {
 	e.must(http.StatusOK, bob, "GET", "/v1/ufops/grepd/builds", nil, &got)
 	if len(got) != 0 {
 		t.Fatalf("bob's new ufop holds alice's builds: %+v", got)
+	}
+}
+
+// Two deploys of the same version to the same region at once (two
+// admins, a retried click) each found no deployment there and each
+// created one: two live deployments of v1 in z1, both running instances,
+// only one of which the API ever showed or changed again.
+func TestConcurrentDeploysMakeOneDeployment(t *testing.T) {
+	for _, call := range []struct {
+		name, path string
+		status     int
+		body       map[string]any
+	}{
+		{"deploy", "/v1/ufops/grepd/deployments", http.StatusAccepted, map[string]any{"version": "v1", "expect": 1, "region": "z1"}},
+		{"resize", "/v1/ufops/grepd/resize", http.StatusOK, map[string]any{"num": 1, "region": "z1"}},
+	} {
+		t.Run(call.name, func(t *testing.T) {
+			bs := &beforeTxnStore{prefix: store.DeploymentsOf("grepd")}
+			e := newEnv(t, func(c *Config) {
+				bs.Store = c.Store
+				c.Store = bs
+			})
+			alice := e.user("alice", 0)
+			e.deployGrepd(alice, 1)
+			bs.once = sync.Once{}
+			bs.hook = func() { e.must(call.status, alice, "POST", call.path, call.body, nil) }
+			e.must(call.status, alice, "POST", call.path, call.body, nil)
+			var deps []dora.Deployment
+			e.must(http.StatusOK, alice, "GET", "/v1/ufops/grepd/deployments", nil, &deps)
+			n := 0
+			for _, d := range deps {
+				if d.Region == "z1" && d.Version == "v1" && liveDeployment(d) {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("%d live deployments of v1 in z1, want 1: %+v", n, deps)
+			}
+		})
 	}
 }
