@@ -307,7 +307,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, c *call) error {
 			u.ActiveVersion = req.Version
 			ops = append(ops, store.Op{Kind: store.OpPut, Key: store.UfopKey(u.Name), Value: mustJSON(u), Version: uver})
 		} else {
-			ops = append(ops, ufopGuard(u, uver, ch))
+			ops = append(ops, ufopGuard(u, uver))
 		}
 		if err := s.st.Txn(ctx, ops); errors.Is(err, store.ErrConflict) {
 			continue
@@ -333,16 +333,14 @@ func ufopCheck(name string, ver uint64) store.Op {
 	return store.Op{Kind: store.OpCheck, Key: store.UfopKey(name), Version: ver}
 }
 
-// ufopGuard is the ufop operation of the transaction writing ch: the
-// check of ufopCheck when ch updates a deployment (whose own version
-// serializes it), a rewrite of the unchanged ufop at its version when ch
-// creates one, so that two calls each finding no deployment of a version
-// in a region cannot both create one: the second conflicts, reads again
-// and updates the first's.
-func ufopGuard(u dora.Ufop, ver uint64, ch deploymentChange) store.Op {
-	if ch.Index >= 0 {
-		return ufopCheck(u.Name, ver)
-	}
+// ufopGuard is the ufop operation of a transaction writing a deployment: a
+// rewrite of the unchanged ufop at its version, which serializes the
+// deploys and resizes of a ufop. Two calls each finding no deployment of
+// a version in a region cannot both create one, nor can two calls each
+// counting the other's old floor both pass the instance limit: the second
+// conflicts and reads again. Like ufopCheck, it fails once the ufop is
+// deleted.
+func ufopGuard(u dora.Ufop, ver uint64) store.Op {
 	return store.Op{Kind: store.OpPut, Key: store.UfopKey(u.Name), Value: mustJSON(u), Version: ver}
 }
 
@@ -405,7 +403,7 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 		if err != nil {
 			return err
 		}
-		if err := s.st.Txn(ctx, []store.Op{changeOp(u.Name, ch, vers), ufopGuard(u, uver, ch)}); errors.Is(err, store.ErrConflict) {
+		if err := s.st.Txn(ctx, []store.Op{changeOp(u.Name, ch, vers), ufopGuard(u, uver)}); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
 			return fmt.Errorf("resize %s: %w", u.Name, err)

@@ -211,3 +211,36 @@ func TestConcurrentDeploysMakeOneDeployment(t *testing.T) {
 		})
 	}
 }
+
+// Two resizes of the ufop's deployments in two regions at once each
+// counted the other's old floor: together they ran over the account's
+// per-ufop instance limit.
+func TestConcurrentResizesKeepTheLimit(t *testing.T) {
+	bs := &beforeTxnStore{prefix: store.DeploymentsOf("grepd")}
+	e := newEnv(t, func(c *Config) {
+		bs.Store = c.Store
+		c.Store = bs
+	})
+	alice := e.user("alice", 5)
+	e.deployGrepd(alice, 1)
+	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1, "region": "z1"}, nil)
+	bs.once = sync.Once{}
+	bs.hook = func() {
+		e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 4, "region": "z1"}, nil)
+	}
+	r := e.req(alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 4, "region": "z0"})
+	if r.Status != http.StatusForbidden {
+		t.Errorf("second resize: %d %s, want 403 over the limit", r.Status, r.Body)
+	}
+	var deps []dora.Deployment
+	e.must(http.StatusOK, alice, "GET", "/v1/ufops/grepd/deployments", nil, &deps)
+	total := 0
+	for _, d := range deps {
+		if liveDeployment(d) {
+			total += d.Desired
+		}
+	}
+	if total > 5 {
+		t.Fatalf("%d instances asked for, over the limit of 5: %+v", total, deps)
+	}
+}
