@@ -3,21 +3,21 @@ package admin
 import (
 	"context"
 	"net/http"
-	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
 )
 
-// beforeTxnStore runs hook once, before the first transaction or CAS that
-// writes a key under prefix: a concurrent call that lands between a handler's
-// reads and its write.
+// beforeTxnStore runs the hook it was armed with once, before the next
+// transaction or CAS that writes a key under prefix: a concurrent call
+// that lands between a handler's reads and its write. (Armed, not reset:
+// the store's background writers may be inside run meanwhile.)
 type beforeTxnStore struct {
 	store.Store
 	prefix string
-	once   sync.Once
-	hook   func()
+	hook   atomic.Pointer[func()]
 }
 
 func (s *beforeTxnStore) Txn(ctx context.Context, ops []store.Op) error {
@@ -41,13 +41,14 @@ func (s *beforeTxnStore) under(key string) bool {
 	return len(key) > len(s.prefix) && key[:len(s.prefix)] == s.prefix
 }
 
-// run calls the hook the first time only; the hook's own writes (a
-// concurrent call of the same kind) do not call it again.
+// arm makes the next write under prefix run f first.
+func (s *beforeTxnStore) arm(f func()) { s.hook.Store(&f) }
+
+// run calls the armed hook, once; the hook's own writes (a concurrent
+// call of the same kind) do not call it again.
 func (s *beforeTxnStore) run() {
-	var hook func()
-	s.once.Do(func() { hook = s.hook })
-	if hook != nil {
-		hook()
+	if h := s.hook.Swap(nil); h != nil {
+		(*h)()
 	}
 }
 
@@ -72,8 +73,7 @@ func TestDeployRacingDeleteUfop(t *testing.T) {
 			})
 			alice := e.user("alice", 0)
 			e.deployGrepd(alice, 1)
-			bs.once = sync.Once{}
-			bs.hook = func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) }
+			bs.arm(func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) })
 			r := e.req(alice, "POST", call.path, call.body)
 			if r.Status != http.StatusNotFound {
 				t.Errorf("%s after the ufop was deleted: %d %s, want 404", call.name, r.Status, r.Body)
@@ -104,7 +104,7 @@ func TestCreateReleaseRacingDeleteUfop(t *testing.T) {
 	alice, bob := e.user("alice", 0), e.user("bob", 0)
 	e.ufop(alice, "grepd", dora.ModePrivate)
 	e.push(alice, "grepd:v1")
-	bs.hook = func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) }
+	bs.arm(func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) })
 	r := e.req(alice, "POST", "/v1/releases", map[string]any{
 		"ufopname": "grepd", "verstr": "v1", "image": "grepd:v1", "flavor": "C1M1",
 		"env": map[string]any{"global": []map[string]string{{"key": "TOKEN", "value": "alice-secret"}}},
@@ -135,7 +135,7 @@ func TestSwitchVersionRacingDeleteUfop(t *testing.T) {
 	if b := e.waitBuild(alice, "grepd", 1); b.Status != dora.BuildSuccess {
 		t.Fatalf("build: %+v", b)
 	}
-	bs.hook = func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) }
+	bs.arm(func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) })
 	if r := e.req(alice, "POST", "/v1/ufops/grepd/version", map[string]any{"build": 1}); r.Status != http.StatusNotFound {
 		t.Errorf("switch after the ufop was deleted: %d %s, want 404", r.Status, r.Body)
 	}
@@ -159,7 +159,7 @@ func TestCreateBuildRacingDeleteUfop(t *testing.T) {
 	})
 	alice, bob := e.user("alice", 0), e.user("bob", 0)
 	e.ufop(alice, "grepd", dora.ModePrivate)
-	bs.hook = func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) }
+	bs.arm(func() { e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil) })
 	r := e.req(alice, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "true"))})
 	if r.Status != http.StatusNotFound {
 		t.Errorf("build after the ufop was deleted: %d %s, want 404", r.Status, r.Body)
@@ -194,8 +194,7 @@ func TestConcurrentDeploysMakeOneDeployment(t *testing.T) {
 			})
 			alice := e.user("alice", 0)
 			e.deployGrepd(alice, 1)
-			bs.once = sync.Once{}
-			bs.hook = func() { e.must(call.status, alice, "POST", call.path, call.body, nil) }
+			bs.arm(func() { e.must(call.status, alice, "POST", call.path, call.body, nil) })
 			e.must(call.status, alice, "POST", call.path, call.body, nil)
 			var deps []dora.Deployment
 			e.must(http.StatusOK, alice, "GET", "/v1/ufops/grepd/deployments", nil, &deps)
@@ -224,10 +223,9 @@ func TestConcurrentResizesKeepTheLimit(t *testing.T) {
 	alice := e.user("alice", 5)
 	e.deployGrepd(alice, 1)
 	e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1, "region": "z1"}, nil)
-	bs.once = sync.Once{}
-	bs.hook = func() {
+	bs.arm(func() {
 		e.must(http.StatusOK, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 4, "region": "z1"}, nil)
-	}
+	})
 	r := e.req(alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 4, "region": "z0"})
 	if r.Status != http.StatusForbidden {
 		t.Errorf("second resize: %d %s, want 403 over the limit", r.Status, r.Body)
