@@ -28,7 +28,9 @@ var ErrLookup = errors.New("access key lookup failed")
 // ErrLookup when the store did not answer.
 func ByAK(ctx context.Context, st store.Store, ak string) (dora.Account, error) {
 	kv, err := st.Get(ctx, store.AccessKeyKey(ak))
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
+		// An AK that cannot even be a store key (a byte no key may
+		// hold) names no account: not an outage.
 		return dora.Account{}, ErrNoAccount
 	}
 	if err != nil {
