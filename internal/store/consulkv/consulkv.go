@@ -247,6 +247,9 @@ func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 		return store.KV{}, fmt.Errorf("get %s: %w", key, err)
 	}
 	defer cancel()
+	if cleanable(key) {
+		return s.getExact(ctx, key)
+	}
 	p, _, err := s.kv.Get(s.root+key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
 		return store.KV{}, fmt.Errorf("get %s: %w", key, ctxErr(ctx, err))
@@ -267,11 +270,72 @@ func (s *Store) List(ctx context.Context, prefix string) ([]store.KV, error) {
 		return nil, fmt.Errorf("list %q: %w", prefix, err)
 	}
 	defer cancel()
+	if cleanable(prefix) {
+		pairs, err := s.readTree(ctx, prefix)
+		if err != nil {
+			return nil, fmt.Errorf("list %q: %w", prefix, err)
+		}
+		return s.fromPairs(pairs), nil
+	}
 	pairs, _, err := s.kv.List(s.root+prefix, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("list %q: %w", prefix, ctxErr(ctx, err))
 	}
 	return s.fromPairs(pairs), nil
+}
+
+// cleanable reports whether key has a segment Consul's HTTP server would
+// clean out of a /v1/kv/<key> path (empty, "." or ".."), answering for
+// another key: "objmeta/b/x/../y" would read "objmeta/b/y". Such keys are
+// read through a transaction, whose keys travel in the JSON body as they are.
+func cleanable(key string) bool {
+	for seg := range strings.SplitSeq(key, "/") {
+		switch seg {
+		case ".", "..":
+			return true
+		}
+	}
+	return strings.Contains(key, "//")
+}
+
+// getExact reads key through a transaction (see cleanable).
+func (s *Store) getExact(ctx context.Context, key string) (store.KV, error) {
+	pairs, err := s.readTree(ctx, key)
+	if err != nil {
+		return store.KV{}, fmt.Errorf("get %s: %w", key, err)
+	}
+	for _, p := range pairs {
+		if p.Key == s.root+key {
+			return s.fromPair(p), nil
+		}
+	}
+	return store.KV{}, fmt.Errorf("get %s: %w", key, store.ErrNotFound)
+}
+
+// readTree returns every pair under prefix, read consistently in a
+// transaction (see cleanable); a get-tree of nothing is no error.
+func (s *Store) readTree(ctx context.Context, prefix string) (api.KVPairs, error) {
+	ok, resp, _, err := s.txn.Txn(api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVGetTree, Key: s.root + prefix}}},
+		(&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	if !ok {
+		var msgs []string
+		if resp != nil {
+			for _, e := range resp.Errors {
+				msgs = append(msgs, e.What)
+			}
+		}
+		return nil, fmt.Errorf("consul refused the read: %s", strings.Join(msgs, "; "))
+	}
+	pairs := make(api.KVPairs, 0, len(resp.Results))
+	for _, r := range resp.Results {
+		if r.KV != nil {
+			pairs = append(pairs, r.KV)
+		}
+	}
+	return pairs, nil
 }
 
 func (s *Store) fromPairs(pairs api.KVPairs) []store.KV {
@@ -455,10 +519,15 @@ func (s *Store) runTxn(ctx context.Context, kops []*api.KVTxnOp) (api.TxnResults
 // Watch sends the listing under prefix at once, then again whenever it
 // changes, until ctx ends or the store is closed (then the channel is
 // closed). While Consul is unreachable nothing is sent; the watch keeps
-// retrying and sends the current listing once Consul answers again.
+// retrying and sends the current listing once Consul answers again. A
+// prefix with an empty, "." or ".." segment is refused (store.ErrInvalid):
+// blocking queries go by URL path, which Consul cleans (see cleanable).
 func (s *Store) Watch(ctx context.Context, prefix string) (<-chan []store.KV, error) {
 	if err := store.ValidatePrefix(prefix); err != nil {
 		return nil, fmt.Errorf("watch: %w", err)
+	}
+	if cleanable(prefix) {
+		return nil, fmt.Errorf("watch %q: %w: an empty, \".\" or \"..\" segment cannot be watched on Consul", prefix, store.ErrInvalid)
 	}
 	s.mu.Lock()
 	if s.closed {
