@@ -27,7 +27,15 @@ const (
 	MaxImageBytes  = 64 << 20   // bytes of an image read into memory (413 over it)
 	MaxImagePixels = 50_000_000 // width*height of an image (and of an output): 400 over it
 	MaxEdge        = 9999       // width or height of an output image, as Qiniu's
+	// MaxMogrPixels bounds the pixels one imageMogr2 request's operations
+	// process, summed (each counts the larger of its input and output):
+	// every heavy operation (auto-orient, thumbnail, crop, rotate, blur)
+	// once on an image at MaxImagePixels, and three more. 400 over it.
+	MaxMogrPixels = mogrBudgetImages * MaxImagePixels
 )
+
+// mogrBudgetImages is MaxMogrPixels in images at the pixel limit.
+const mogrBudgetImages = 8
 
 // DefaultFontDir is where Debian's fonts-dejavu-core puts the fonts text
 // watermarks use.

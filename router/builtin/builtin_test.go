@@ -439,3 +439,50 @@ func TestLimits(t *testing.T) {
 		limits{bytes: MaxImageBytes, pixels: 1000})
 	wantStatus(t, err, http.StatusBadRequest, "output")
 }
+
+// TestMogrWorkBudget: each imageMogr2 operation is bounded by the pixel
+// limit, but a chain of them is bounded by their sum: a request may process
+// MaxMogrPixels (8 images at the pixel limit), so repeating thumbnail or
+// rotate many times is a 400 before the work, while every operation once
+// on an image at the limit still runs.
+func TestMogrWorkBudget(t *testing.T) {
+	ctx := context.Background()
+	lim := limits{bytes: MaxImageBytes, pixels: 10_000} // budget: 80 000 pixels
+	in := encPNG(t, twoColour(100, 100))                // 10 000 pixels
+	mogr := func(chain string) (Result, error) {
+		return run(ctx, step(t, "imageMogr2/"+chain), Input{Body: bytes.NewReader(in), Size: int64(len(in))}, lim)
+	}
+	ok := func(chain string) {
+		t.Helper()
+		res, err := mogr(chain)
+		if err != nil {
+			t.Fatalf("%s: %v", chain, err)
+		}
+		res.Body.Close()
+	}
+	ok("auto-orient/thumbnail/99x99!/gravity/Center/crop/98x98/rotate/90/blur/1x1/format/png/quality/80/strip")
+	ok(strings.Repeat("rotate/90/", 8) + "format/png")
+	ok(strings.Repeat("thumbnail/100x100/", 50) + "rotate/360") // no pixel changes: no work
+	_, err := mogr(strings.Repeat("rotate/90/", 9) + "format/png")
+	wantStatus(t, err, http.StatusBadRequest, "imageMogr2: rotate 90 of a 100x100 image would bring the pixels this request processes to 90000, over the 80000-pixel budget of one request")
+	_, err = mogr(strings.Repeat("thumbnail/50x50!/thumbnail/100x100!/", 5) + "strip")
+	wantStatus(t, err, http.StatusBadRequest, "imageMogr2: thumbnail 50x50! of a 100x100 image would bring the pixels this request processes to 90000, over the 80000-pixel budget")
+	_, err = mogr(strings.Repeat("blur/1x1/", 9) + "strip")
+	wantStatus(t, err, http.StatusBadRequest, "over the 80000-pixel budget")
+	// ignore-error/1 answers the original, as for any failure.
+	b, _, err := runBytesLim(t, "imageMogr2/"+strings.Repeat("rotate/90/", 9)+"ignore-error/1", in, lim)
+	if err != nil || !bytes.Equal(b, in) {
+		t.Fatalf("over the budget with ignore-error/1: %d bytes, %v; want the original", len(b), err)
+	}
+}
+
+func runBytesLim(t *testing.T, text string, in []byte, lim limits) ([]byte, Result, error) {
+	t.Helper()
+	res, err := run(context.Background(), step(t, text), Input{Body: bytes.NewReader(in), Size: int64(len(in))}, lim)
+	if err != nil {
+		return nil, res, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return b, res, err
+}

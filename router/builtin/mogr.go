@@ -32,6 +32,23 @@ type mogrState struct {
 	format  string
 	gravity string
 	lim     limits
+	work    int64 // pixels processed so far (spend)
+}
+
+// spend charges the work of operation op (key and value, for the error)
+// turning the current image into a w x h one: the larger of the two pixel
+// counts. Over the request's budget, mogrBudgetImages times the pixel
+// limit (MaxMogrPixels), it is a 400 and the work is not done.
+func (st *mogrState) spend(op string, w, h int) error {
+	b := st.img.Bounds()
+	n := max(int64(b.Dx())*int64(b.Dy()), int64(w)*int64(h))
+	budget := mogrBudgetImages * st.lim.pixels
+	if st.work+n > budget {
+		return errorf(http.StatusBadRequest, "imageMogr2: %s of a %dx%d image would bring the pixels this request processes to %d, over the %d-pixel budget of one request",
+			op, b.Dx(), b.Dy(), st.work+n, budget)
+	}
+	st.work += n
+	return nil
 }
 
 // gravities are Qiniu's anchor names.
@@ -267,6 +284,9 @@ func parseMogr(args []string) ([]mogrOp, outOpts, error) {
 				if w == b.Dx() && h == b.Dy() {
 					return nil
 				}
+				if err := st.spend("thumbnail "+v, w, h); err != nil {
+					return err
+				}
 				dst := image.NewRGBA(image.Rect(0, 0, w, h))
 				xdraw.CatmullRom.Scale(dst, dst.Bounds(), st.img, b, xdraw.Src, nil)
 				st.img = dst
@@ -291,6 +311,9 @@ func parseMogr(args []string) ([]mogrOp, outOpts, error) {
 				if r.Empty() {
 					return errorf(http.StatusBadRequest, "imageMogr2: crop %q leaves nothing of a %dx%d image", v, b.Dx(), b.Dy())
 				}
+				if err := st.spend("crop "+v, r.Dx(), r.Dy()); err != nil {
+					return err
+				}
 				dst := image.NewRGBA(image.Rect(0, 0, r.Dx(), r.Dy()))
 				draw.Draw(dst, dst.Bounds(), st.img, r.Min.Add(b.Min), draw.Src)
 				st.img = dst
@@ -302,9 +325,19 @@ func parseMogr(args []string) ([]mogrOp, outOpts, error) {
 				return nil, out, err
 			}
 			ops = append(ops, mogrOp{key: k, val: v, apply: func(_ context.Context, st *mogrState) error {
-				img, err := rotate(st.img, deg, st.lim)
-				st.img = img
-				return err
+				if deg == 360 {
+					return nil
+				}
+				b := st.img.Bounds()
+				w, h := rotatedSize(b.Dx(), b.Dy(), deg)
+				if err := checkOutput("imageMogr2", w, h, st.lim); err != nil {
+					return err
+				}
+				if err := st.spend("rotate "+v, w, h); err != nil {
+					return err
+				}
+				st.img = rotate(st.img, deg)
+				return nil
 			}})
 		case "blur":
 			m := reBlur.FindStringSubmatch(v)
@@ -320,6 +353,10 @@ func parseMogr(args []string) ([]mogrOp, outOpts, error) {
 				return nil, out, err
 			}
 			ops = append(ops, mogrOp{key: k, val: v, apply: func(ctx context.Context, st *mogrState) error {
+				b := st.img.Bounds()
+				if err := st.spend("blur "+v, b.Dx(), b.Dy()); err != nil {
+					return err
+				}
 				img, err := gaussianBlur(ctx, st.img, r, float64(sigma))
 				st.img = img
 				return err
@@ -412,6 +449,10 @@ func autoOrient(_ context.Context, st *mogrState) error {
 	if err != nil || o < 2 || o > 8 {
 		return nil
 	}
+	b := st.img.Bounds()
+	if err := st.spend("auto-orient", b.Dy(), b.Dx()); err != nil {
+		return err
+	}
 	st.img = orient(st.img, o)
 	return nil
 }
@@ -463,29 +504,40 @@ func toRGBA(img image.Image) *image.RGBA {
 	return dst
 }
 
+// rotatedSize is the canvas rotate turns a w x h image onto.
+func rotatedSize(w, h, deg int) (int, int) {
+	switch deg {
+	case 90, 270:
+		return h, w
+	case 180, 360:
+		return w, h
+	}
+	rad := float64(deg) * math.Pi / 180
+	sin, cos := math.Abs(math.Sin(rad)), math.Abs(math.Cos(rad))
+	fw, fh := float64(w), float64(h)
+	return int(math.Ceil(fw*cos + fh*sin)), int(math.Ceil(fw*sin + fh*cos))
+}
+
 // rotate turns img clockwise by deg degrees; other than right angles the
-// canvas grows to hold the turned image and the corners are transparent
-// (white once written as JPEG).
-func rotate(img image.Image, deg int, lim limits) (image.Image, error) {
+// canvas grows to hold the turned image (rotatedSize, which the caller
+// has checked against the limits) and the corners are transparent (white
+// once written as JPEG).
+func rotate(img image.Image, deg int) image.Image {
 	switch deg {
 	case 360:
-		return img, nil
+		return img
 	case 90:
-		return orient(img, 6), nil
+		return orient(img, 6)
 	case 180:
-		return orient(img, 3), nil
+		return orient(img, 3)
 	case 270:
-		return orient(img, 8), nil
+		return orient(img, 8)
 	}
 	b := img.Bounds()
 	rad := float64(deg) * math.Pi / 180
 	sin, cos := math.Sin(rad), math.Cos(rad)
 	fw, fh := float64(b.Dx()), float64(b.Dy())
-	dw := int(math.Ceil(math.Abs(fw*cos) + math.Abs(fh*sin)))
-	dh := int(math.Ceil(math.Abs(fw*sin) + math.Abs(fh*cos)))
-	if err := checkOutput("imageMogr2", dw, dh, lim); err != nil {
-		return nil, err
-	}
+	dw, dh := rotatedSize(b.Dx(), b.Dy(), deg)
 	dst := image.NewRGBA(image.Rect(0, 0, dw, dh))
 	// Source point p maps to centre_d + R(p - centre_s), R clockwise in
 	// image coordinates (y down).
@@ -496,7 +548,7 @@ func rotate(img image.Image, deg int, lim limits) (image.Image, error) {
 		sin, cos, dy - sin*cx - cos*cy,
 	}
 	xdraw.BiLinear.Transform(dst, m, img, b, xdraw.Over, nil)
-	return dst, nil
+	return dst
 }
 
 // gaussianBlur blurs img with a (2r+1)-tap Gaussian of the given sigma,
