@@ -469,8 +469,18 @@ func TestMogrWorkBudget(t *testing.T) {
 	wantStatus(t, err, http.StatusBadRequest, "imageMogr2: thumbnail 50x50! of a 100x100 image would bring the pixels this request processes to 90000, over the 80000-pixel budget")
 	_, err = mogr(strings.Repeat("blur/1x1/", 9) + "strip")
 	wantStatus(t, err, http.StatusBadRequest, "over the 80000-pixel budget")
+	// A right angle is not an output over the edge limit: it keeps an
+	// input's long edge (inputs are bounded by pixels, not edges).
+	wide := encPNG(t, twoColour(MaxEdge+1, 1))
+	b, _, err := runBytes(t, "imageMogr2/rotate/90/format/png", wide)
+	if err != nil {
+		t.Fatalf("rotate/90 of a %dx1 image: %v", MaxEdge+1, err)
+	}
+	if c, _, err := image.DecodeConfig(bytes.NewReader(b)); err != nil || c.Width != 1 || c.Height != MaxEdge+1 {
+		t.Fatalf("rotate/90 of a %dx1 image: %+v, %v", MaxEdge+1, c, err)
+	}
 	// ignore-error/1 answers the original, as for any failure.
-	b, _, err := runBytesLim(t, "imageMogr2/"+strings.Repeat("rotate/90/", 9)+"ignore-error/1", in, lim)
+	b, _, err = runBytesLim(t, "imageMogr2/"+strings.Repeat("rotate/90/", 9)+"ignore-error/1", in, lim)
 	if err != nil || !bytes.Equal(b, in) {
 		t.Fatalf("over the budget with ignore-error/1: %d bytes, %v; want the original", len(b), err)
 	}

@@ -330,8 +330,10 @@ func parseMogr(args []string) ([]mogrOp, outOpts, error) {
 				}
 				b := st.img.Bounds()
 				w, h := rotatedSize(b.Dx(), b.Dy(), deg)
-				if err := checkOutput("imageMogr2", w, h, st.lim); err != nil {
-					return err
+				if deg%90 != 0 { // a right angle keeps the pixels (and an input's long edge)
+					if err := checkOutput("imageMogr2", w, h, st.lim); err != nil {
+						return err
+					}
 				}
 				if err := st.spend("rotate "+v, w, h); err != nil {
 					return err
