@@ -200,6 +200,10 @@ type Server struct {
 	bgWG     sync.WaitGroup
 
 	buildLocks keyedMutex // serializes build numbering per ufop
+	// runningMu guards running: the builds this process runs, by ufop and
+	// number, with what cancels each (DELETE of the ufop does).
+	runningMu sync.Mutex
+	running   map[string]map[int]context.CancelCauseFunc
 
 	keyMu      sync.Mutex // guards consoleKey, read from the store on first use
 	consoleKey []byte
@@ -316,7 +320,7 @@ func New(cfg Config) (*Server, error) {
 	}, []string{"route"})
 	s.buildSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "dora_admin_build_duration_seconds",
-		Help:    "Program package builds by outcome (success, failed, interrupted): their duration; _count counts them.",
+		Help:    "Program package builds by outcome (success, failed, interrupted, canceled: its ufop was deleted): their duration; _count counts them.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1s .. ~8.5min
 	}, []string{"outcome"})
 	s.leaderGauge = prometheus.NewGauge(prometheus.GaugeOpts{

@@ -115,26 +115,92 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 	} else if err != nil {
 		return fmt.Errorf("record build %s #%d: %w", u.Name, n, err)
 	}
+	run := buildRun{build: b, ufopOwner: u.Owner, ufopCreated: u.Created}
+	ctx, cancel := s.trackBuild(s.bgCtx, u.Name, n)
 	s.bgWG.Add(1)
 	go func() {
 		defer s.bgWG.Done()
-		s.runBuild(s.bgCtx, b, baseDir)
+		defer s.untrackBuild(u.Name, n, cancel)
+		s.runBuild(ctx, cancel, run, baseDir)
 	}()
 	writeJSON(w, http.StatusAccepted, b)
 	return nil
 }
 
+// errBuildGone cancels a build whose record or ufop is no longer the one
+// it was started for: the ufop was deleted (and perhaps registered again,
+// by another account whose builds count from 1 again).
+var errBuildGone = errors.New("its ufop was deleted during the build")
+
+// buildRun is one run of a build by this process: the record it created
+// and the ufop it was created for, known by its owner and registration
+// time, which a ufop deleted and registered again does not match.
+type buildRun struct {
+	build       dora.Build
+	ufopOwner   string
+	ufopCreated time.Time
+}
+
+// trackBuild returns the context build n of ufop runs under, which
+// cancelBuilds cancels; untrackBuild forgets it.
+func (s *Server) trackBuild(parent context.Context, ufop string, n int) (context.Context, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	s.runningMu.Lock()
+	defer s.runningMu.Unlock()
+	if s.running == nil {
+		s.running = map[string]map[int]context.CancelCauseFunc{}
+	}
+	if s.running[ufop] == nil {
+		s.running[ufop] = map[int]context.CancelCauseFunc{}
+	}
+	s.running[ufop][n] = cancel
+	return ctx, cancel
+}
+
+// untrackBuild forgets build n of ufop, once it ended, and releases its
+// context.
+func (s *Server) untrackBuild(ufop string, n int, cancel context.CancelCauseFunc) {
+	cancel(nil)
+	s.runningMu.Lock()
+	defer s.runningMu.Unlock()
+	delete(s.running[ufop], n)
+	if len(s.running[ufop]) == 0 {
+		delete(s.running, ufop)
+	}
+}
+
+// cancelBuilds stops the builds of ufop this process runs (its ufop is
+// deleted); those of other admins stop at their next heartbeat.
+func (s *Server) cancelBuilds(ufop string) {
+	s.runningMu.Lock()
+	defer s.runningMu.Unlock()
+	for _, cancel := range s.running[ufop] {
+		cancel(errBuildGone)
+	}
+}
+
 // runBuild runs the build script (the builder writes LogPath itself) and
-// records how it ended.
-func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
+// records how it ended, on its own record only: once its ufop is deleted
+// the build stops (cancel stops it) and records nothing.
+func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, run buildRun, baseDir string) {
+	b := run.build
 	start := time.Now()
 	beatCtx, stopBeat := context.WithCancel(ctx)
 	beaten := make(chan struct{})
 	go func() {
 		defer close(beaten)
-		s.beatBuild(beatCtx, b.Ufop, b.Number)
+		s.beatBuild(beatCtx, run, func() { cancel(errBuildGone) })
 	}()
 	err := s.cfg.Builder.Build(ctx, b.Ufop, b.Number, baseDir, nil)
+	if err == nil {
+		// The shared copy is named by ufop and number only: a build of
+		// a ufop since deleted must not write the next one's.
+		if gone, gerr := s.updateOwnBuild(ctx, run, func(*dora.Build) bool { return false }); gerr != nil {
+			err = fmt.Errorf("built, but its record could not be read: %w", gerr)
+		} else if gone {
+			err = errBuildGone
+		}
+	}
 	if err == nil {
 		// Other admins serve the artifact from the shared copy.
 		if serr := s.shareArtifact(ctx, b.Ufop, b.Number); serr != nil {
@@ -147,41 +213,41 @@ func (s *Server) runBuild(ctx context.Context, b dora.Build, baseDir string) {
 	outcome := "success"
 	if err != nil {
 		status, msg, outcome = dora.BuildFailed, err.Error(), "failed"
-		if ctx.Err() != nil {
+		switch {
+		case errors.Is(err, errBuildGone) || errors.Is(context.Cause(ctx), errBuildGone):
+			msg, outcome = "canceled: "+errBuildGone.Error(), "canceled"
+		case ctx.Err() != nil:
 			msg, outcome = "interrupted: the server stopped during the build", "interrupted"
 		}
 	}
 	s.buildSeconds.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 	s.log.Info("admin: build finished", "ufop", b.Ufop, "number", b.Number, "status", status, "err", msg)
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := s.finishBuild(wctx, b.Ufop, b.Number, status, msg); err != nil {
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer wcancel()
+	if _, err := s.updateOwnBuild(wctx, run, func(b *dora.Build) bool {
+		b.Status, b.Error, b.Finished = status, msg, s.nowUTC()
+		return true
+	}); err != nil {
 		s.log.Error("admin: record build end", "ufop", b.Ufop, "number", b.Number, "err", err)
 	}
 }
 
 // beatBuild records every BuildHeartbeat, until ctx ends, that this
-// process still runs build n of ufop, so that the leader does not take it
-// for the build of a dead admin.
-func (s *Server) beatBuild(ctx context.Context, ufop string, n int) {
+// process still runs run's build, so that the leader does not take it for
+// the build of a dead admin. It stops the build once its record or ufop
+// is gone: deleted through another admin.
+func (s *Server) beatBuild(ctx context.Context, run buildRun, stop func()) {
 	tick.Every(ctx, s.cfg.BuildHeartbeat, func() {
-		if err := s.updateRunningBuild(ctx, ufop, n, func(b *dora.Build) bool {
-			if b.Owner != s.id {
-				return false
-			}
+		gone, err := s.updateOwnBuild(ctx, run, func(b *dora.Build) bool {
 			b.Heartbeat = s.nowUTC()
 			return true
-		}); err != nil && ctx.Err() == nil {
-			s.log.Warn("admin: build heartbeat", "ufop", ufop, "number", n, "err", err)
+		})
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("admin: build heartbeat", "ufop", run.build.Ufop, "number", run.build.Number, "err", err)
 		}
-	})
-}
-
-// finishBuild records a RUNNING build's end; a deleted build stays deleted.
-func (s *Server) finishBuild(ctx context.Context, ufop string, n int, status, msg string) error {
-	return s.updateRunningBuild(ctx, ufop, n, func(b *dora.Build) bool {
-		b.Status, b.Error, b.Finished = status, msg, s.nowUTC()
-		return true
+		if gone {
+			stop()
+		}
 	})
 }
 
@@ -199,6 +265,53 @@ func (s *Server) failStaleBuild(ctx context.Context, ufop string, n int, owner s
 		return true
 	})
 	return failed && err == nil, err
+}
+
+// updateOwnBuild applies change to run's build record while it is
+// RUNNING and still run's: the record this process created (same owner
+// and creation time), of the ufop it was created for (same owner and
+// registration time), the ufop checked unchanged in the transaction that
+// writes the build. It reports gone, writing nothing, once the record or
+// the ufop is not run's any more: deleted, perhaps registered again by
+// another account whose build 1 has the same key. A finished build is
+// left alone, as is one change returns false for.
+func (s *Server) updateOwnBuild(ctx context.Context, run buildRun, change func(*dora.Build) bool) (gone bool, err error) {
+	name, n := run.build.Ufop, run.build.Number
+	key := store.BuildKey(name, n)
+	for i := 0; i < casRetries; i++ {
+		b, bver, err := store.Get[dora.Build](ctx, s.st, key)
+		if errors.Is(err, store.ErrNotFound) {
+			return true, nil
+		} else if err != nil {
+			return false, fmt.Errorf("read build %s #%d: %w", name, n, err)
+		}
+		if b.Owner != run.build.Owner || !b.Created.Equal(run.build.Created) {
+			return true, nil
+		}
+		u, uver, err := store.Get[dora.Ufop](ctx, s.st, store.UfopKey(name))
+		if errors.Is(err, store.ErrNotFound) {
+			return true, nil
+		} else if err != nil {
+			return false, fmt.Errorf("read ufop %s of build #%d: %w", name, n, err)
+		}
+		if u.Owner != run.ufopOwner || !u.Created.Equal(run.ufopCreated) {
+			return true, nil
+		}
+		if b.Status != dora.BuildRunning || !change(&b) {
+			return false, nil
+		}
+		err = s.st.Txn(ctx, []store.Op{
+			{Kind: store.OpPut, Key: key, Value: mustJSON(b), Version: bver},
+			ufopCheck(name, uver),
+		})
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			return false, fmt.Errorf("update build %s #%d: %w", name, n, err)
+		}
+		return false, nil
+	}
+	return false, fmt.Errorf("update build %s #%d: %w", name, n, store.ErrConflict)
 }
 
 // updateRunningBuild applies change to build n of ufop while it is

@@ -292,6 +292,10 @@ func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) err
 	} else if err != nil {
 		return fmt.Errorf("delete ufop %s: %w", u.Name, err)
 	}
+	// Its builds running here stop (those on other admins at their next
+	// heartbeat): a build of the next ufop of this name, perhaps another
+	// account's, would otherwise share their numbers.
+	s.cancelBuilds(u.Name)
 	// Records a concurrent call added meanwhile (a build, a scale event,
 	// a deployment) would otherwise outlive the ufop; best effort.
 	if late, err := s.deployments(ctx, u.Name); err == nil {
