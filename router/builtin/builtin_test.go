@@ -496,3 +496,37 @@ func runBytesLim(t *testing.T, text string, in []byte, lim limits) ([]byte, Resu
 	b, err := io.ReadAll(res.Body)
 	return b, res, err
 }
+
+// TestCropSizeLimit: Qiniu's crop sizes are 1-9999 (MaxEdge), as the
+// thumbnail's; a larger one is a 400 naming it, even on an image it would
+// not have cut. Offsets may go further: an input may be wider than 9999.
+func TestCropSizeLimit(t *testing.T) {
+	in := encPNG(t, twoColour(30, 20))
+	for _, c := range []struct{ geom, msg string }{
+		{"10000x", `width: "10000" is not an integer in [1, 9999]`},
+		{"x10000", `height: "10000" is not an integer in [1, 9999]`},
+		{"99999x99999", `width: "99999" is not an integer in [1, 9999]`},
+		{"!10x10000a0a0", `height: "10000" is not an integer in [1, 9999]`},
+		{"!10x10a100000a0", `x offset: "100000" is not an integer in [0, 99999]`},
+	} {
+		_, _, err := runBytes(t, "imageMogr2/crop/"+c.geom, in)
+		wantStatus(t, err, http.StatusBadRequest, "imageMogr2: crop: "+c.msg)
+	}
+	for _, geom := range []string{"9999x9999", "9999x", "x9999", "!9999x9999a0a0"} {
+		b, _, err := runBytes(t, "imageMogr2/crop/"+geom+"/format/png", in)
+		if err != nil {
+			t.Fatalf("crop/%s: %v", geom, err)
+		}
+		if c, _, err := image.DecodeConfig(bytes.NewReader(b)); err != nil || c.Width != 30 || c.Height != 20 {
+			t.Fatalf("crop/%s of a 30x20 image: %+v, %v; want all of it", geom, c, err)
+		}
+	}
+	wide := encPNG(t, twoColour(MaxEdge+2, 1))
+	b, _, err := runBytes(t, "imageMogr2/crop/!1x1a10000a0/format/png", wide)
+	if err != nil {
+		t.Fatalf("crop at offset 10000 of a %dx1 image: %v", MaxEdge+2, err)
+	}
+	if c, _, err := image.DecodeConfig(bytes.NewReader(b)); err != nil || c.Width != 1 || c.Height != 1 {
+		t.Fatalf("crop at offset 10000: %+v, %v", c, err)
+	}
+}

@@ -16,7 +16,7 @@ func FuzzImageArgs(f *testing.F) {
 	for _, s := range []string{
 		"imageView2/1/w/10/h/5", "imageView2/0/w/3/format/webp/q/50!", "imageView2/5/h/7/interlace/1/ignore-error/1",
 		"imageMogr2/auto-orient/thumbnail/!50p/gravity/SouthEast/crop/!3x3a1a1/rotate/33/blur/2x1/format/gif",
-		"imageMogr2/thumbnail/10x10%3E", "imageMogr2/thumbnail/100@/strip/quality/9", "imageMogr2/crop/x3",
+		"imageMogr2/thumbnail/10x10%3E", "imageMogr2/thumbnail/100@/strip/quality/9", "imageMogr2/crop/x3", "imageMogr2/crop/!9999x10000a99999-0", "imageMogr2/crop/10000x",
 		"watermark/2/text/eA/fontsize/100/fill/I0ZGMDAwMA/gravity/Center/dx/-3", "watermark/1/image/eA",
 		"imageAve", "imageInfo",
 	} {

@@ -192,9 +192,14 @@ func parseThumb(g string) (thumbSize, error) {
 	return nil, fmt.Errorf("unsupported geometry %q", g)
 }
 
+// maxCropOffset bounds a crop's offsets. They are not output sizes: an
+// input may be wider or taller than MaxEdge (it is bounded by pixels).
+const maxCropOffset = 99999
+
 // parseCrop reads <W>x<H>, <W>x, x<H> and !<W>x<H>{a|-}<dx>{a|-}<dy>
 // ('a' moves right/down, '-' left/up): the box for a source, placed at
-// the gravity then moved.
+// the gravity then moved. W and H are 1-MaxEdge, as Qiniu's; dx and dy
+// 0-maxCropOffset.
 func parseCrop(g string) (func(sw, sh int, grav string) image.Rectangle, error) {
 	var ws, hs string
 	dx, dy := 0, 0
@@ -203,10 +208,10 @@ func parseCrop(g string) (func(sw, sh int, grav string) image.Rectangle, error) 
 	} else if m := reCropOff.FindStringSubmatch(g); m != nil {
 		ws, hs = m[1], m[2]
 		var err error
-		if dx, err = num(m[4], 0, 99999); err != nil {
+		if dx, err = parseInt("x offset", m[4], 0, maxCropOffset); err != nil {
 			return nil, err
 		}
-		if dy, err = num(m[6], 0, 99999); err != nil {
+		if dy, err = parseInt("y offset", m[6], 0, maxCropOffset); err != nil {
 			return nil, err
 		}
 		if m[3] == "-" {
@@ -224,12 +229,12 @@ func parseCrop(g string) (func(sw, sh int, grav string) image.Rectangle, error) 
 	w, h := 0, 0
 	var err error
 	if ws != "" {
-		if w, err = num(ws, 1, 99999); err != nil {
+		if w, err = parseInt("width", ws, 1, MaxEdge); err != nil {
 			return nil, err
 		}
 	}
 	if hs != "" {
-		if h, err = num(hs, 1, 99999); err != nil {
+		if h, err = parseInt("height", hs, 1, MaxEdge); err != nil {
 			return nil, err
 		}
 	}
