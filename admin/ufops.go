@@ -104,11 +104,40 @@ func (s *Server) setUfopMode(w http.ResponseWriter, r *http.Request, c *call) er
 	if err != nil {
 		return err
 	}
+	// Leaving protected revokes the applications: made protected again,
+	// the ufop is open to none of those who applied before until they
+	// apply again. Done on every change to another mode, so a call that
+	// failed here is finished by the next.
+	if mode != dora.ModeProtected {
+		if err := s.forgetApplications(r.Context(), u.Name); err != nil {
+			return fmt.Errorf("set mode of ufop %s: %w", u.Name, err)
+		}
+	}
 	info, err := s.ufopInfo(r.Context(), u, c.acct)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
+// forgetApplications removes ufop name from every account's applications.
+func (s *Server) forgetApplications(ctx context.Context, name string) error {
+	accts, _, err := store.List[dora.Account](ctx, s.st, store.PrefixAccounts)
+	if err != nil {
+		return fmt.Errorf("list accounts: %w", err)
+	}
+	for _, a := range accts {
+		if !a.HasApplied(name) {
+			continue
+		}
+		if _, err := s.updateAccount(ctx, a.ID, func(a *dora.Account) error {
+			a.Applied = removeName(a.Applied, name)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("forget application of %s: %w", a.ID, err)
+		}
+	}
 	return nil
 }
 
@@ -272,20 +301,8 @@ func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) err
 	}
 	// Forget the applications too, so that a later ufop of the same name
 	// does not inherit them.
-	accts, _, err := store.List[dora.Account](ctx, s.st, store.PrefixAccounts)
-	if err != nil {
-		return err
-	}
-	for _, a := range accts {
-		if !a.HasApplied(u.Name) {
-			continue
-		}
-		if _, err := s.updateAccount(ctx, a.ID, func(a *dora.Account) error {
-			a.Applied = removeName(a.Applied, u.Name)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("delete ufop %s: forget application of %s: %w", u.Name, a.ID, err)
-		}
+	if err := s.forgetApplications(ctx, u.Name); err != nil {
+		return fmt.Errorf("delete ufop %s: %w", u.Name, err)
 	}
 	if err := s.st.Txn(ctx, []store.Op{{Kind: store.OpDelete, Key: store.UfopKey(u.Name), Version: ver}}); errors.Is(err, store.ErrConflict) {
 		return errf(http.StatusConflict, "ufop %q changed while being deleted; retry", u.Name)
@@ -338,26 +355,43 @@ func (s *Server) deleteUfop(w http.ResponseWriter, r *http.Request, c *call) err
 	return nil
 }
 
+// applyUfop adds a protected ufop to the caller's applications, written
+// only while the ufop record is unchanged: an application must not
+// survive a concurrent change of mode (which revokes the applications)
+// or DELETE of the ufop.
 func (s *Server) applyUfop(w http.ResponseWriter, r *http.Request, c *call) error {
-	u, _, err := s.getUfop(r.Context(), r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	if u.Mode != dora.ModeProtected {
-		return errf(http.StatusBadRequest, "ufop %q is %s; only protected ufops are applied for", u.Name, u.Mode)
-	}
-	acct, err := s.updateAccount(r.Context(), c.acct.ID, func(a *dora.Account) error {
-		if !a.HasApplied(u.Name) {
-			a.Applied = append(a.Applied, u.Name)
-			sort.Strings(a.Applied)
+	ctx := r.Context()
+	for i := 0; i < casRetries; i++ {
+		u, uver, err := s.getUfop(ctx, r.PathValue("name"))
+		if err != nil {
+			return err
 		}
+		if u.Mode != dora.ModeProtected {
+			return errf(http.StatusBadRequest, "ufop %q is %s; only protected ufops are applied for", u.Name, u.Mode)
+		}
+		acct, aver, err := store.Get[dora.Account](ctx, s.st, store.AccountKey(c.acct.ID))
+		if errors.Is(err, store.ErrNotFound) {
+			return errf(http.StatusNotFound, "account %q not found", c.acct.ID)
+		} else if err != nil {
+			return fmt.Errorf("apply for ufop %s: read account %s: %w", u.Name, c.acct.ID, err)
+		}
+		if !acct.HasApplied(u.Name) {
+			acct.Applied = append(acct.Applied, u.Name)
+			sort.Strings(acct.Applied)
+			err = s.st.Txn(ctx, []store.Op{
+				{Kind: store.OpPut, Key: store.AccountKey(acct.ID), Value: mustJSON(acct), Version: aver},
+				ufopCheck(u.Name, uver),
+			})
+			if errors.Is(err, store.ErrConflict) {
+				continue
+			} else if err != nil {
+				return fmt.Errorf("apply for ufop %s: update account %s: %w", u.Name, acct.ID, err)
+			}
+		}
+		writeJSON(w, http.StatusOK, publicAccount(acct))
 		return nil
-	})
-	if err != nil {
-		return err
 	}
-	writeJSON(w, http.StatusOK, publicAccount(acct))
-	return nil
+	return fmt.Errorf("apply for ufop %s: %w", r.PathValue("name"), store.ErrConflict)
 }
 
 func (s *Server) unapplyUfop(w http.ResponseWriter, r *http.Request, c *call) error {
