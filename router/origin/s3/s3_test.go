@@ -94,6 +94,7 @@ func TestAgainstSeaweedFS(t *testing.T) {
 	t.Run("SlowDownRetried", func(t *testing.T) { testSlowDown(t, e) })
 	t.Run("SilentStoreBounded", func(t *testing.T) { testSilent(t, e) })
 	t.Run("RangeReadsOnlyTheRange", func(t *testing.T) { testRangeBytes(t, e) })
+	t.Run("ExactKeys", func(t *testing.T) { testExactKeys(t, e) })
 }
 
 // testLayout: bucket b, key k is the S3 object <prefix>/b/k, with the
