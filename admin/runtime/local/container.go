@@ -25,6 +25,25 @@ func (r *Runtime) containerName(id string) string {
 	return "dora-" + id + "-" + ownerValue(r.cfg.Dir)[:8]
 }
 
+// packageUser is the user instances run as under cfg, for a platform
+// running as euid: cfg.RunAs; or, when root runs program packages in
+// containers without one, nobody (the host's, else 65534:65534). Root in
+// such a container (rootful podman, no user namespace) is the host's root
+// with podman's default capabilities: it could read whatever is mounted,
+// and change what is mounted read-write. A package never needs that, so a
+// platform run as its own user ("self") still runs its containers as
+// nobody; rootless podman maps the container's root to the platform's own
+// user, which is what "self" asks for.
+func packageUser(cfg Config, euid int) *build.User {
+	if cfg.RunAs != nil || cfg.Podman == nil || !cfg.PackagesInContainers || euid != 0 {
+		return cfg.RunAs
+	}
+	if u, err := build.LookupUser("nobody"); err == nil && u.Uid != 0 {
+		return u
+	}
+	return &build.User{Name: "nobody", Uid: 65534, Gid: 65534}
+}
+
 // containerEnv is the environment of a container instance: the lines of
 // its environment file (PORT and PORT_HTTP are ContainerPort, then the
 // release's variables, DORA_* left out) and, apart, the "KEY=VALUE" pairs
@@ -122,7 +141,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		if err := r.prepareDir(d, in.dir, spec.Package.Dir); err != nil {
 			return true, false, fmt.Sprintf("prepare working dir: %v", err)
 		}
-		env, pass = packageEnv(r.cfg.Env, spec.Release.Env, in.dir, r.cfg.RunAs)
+		env, pass = packageEnv(r.cfg.Env, spec.Release.Env, in.dir, r.runAs)
 	}
 	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
 		return true, false, fmt.Sprintf("environment file: %v", err)
@@ -144,7 +163,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		cs.Mounts = append(append([]string(nil), r.hostRoot.Mounts...), in.dir+":"+in.dir)
 		cs.Workdir = in.dir
 		cs.Command = []string{"/bin/sh", "-c", shellCommand(spec.Package.Run)}
-		if u := r.cfg.RunAs; u != nil {
+		if u := r.runAs; u != nil {
 			cs.User = fmt.Sprintf("%d:%d", u.Uid, u.Gid)
 		}
 	}

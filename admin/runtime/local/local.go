@@ -23,9 +23,13 @@
 // the working dir, TMPDIR <working dir>/.tmp), never the platform's tokens,
 // and with Config.RunAs they run as another user (e.g. nobody) owning only
 // their working dir, so they cannot read the platform's data directory
-// (keys, metadata, objects, logs). Every instance runs as that one user,
-// so instances are not isolated from each other: one that knows another's
-// path or pid can read its files and environment (docs/security.md).
+// (keys, metadata, objects, logs). Every process instance runs as that one
+// user, so instances are not isolated from each other: one that knows
+// another's path or pid can read its files and environment
+// (docs/security.md). Program packages in containers see only their own
+// working dir and processes, and never run as root: without Config.RunAs,
+// a platform run as root runs them as nobody (packageUser); of the host's
+// /etc they see only what programs read (hostEtc), not its secrets.
 // Deployment and Dir directories are 0711 (traverse only), logs 0700,
 // working dirs 0700.
 //
@@ -112,10 +116,12 @@ type Config struct {
 	// PackagesInContainers (with Podman) runs program packages in
 	// containers too: each instance in its own network namespace, so a
 	// program listening on the fixed port 9100 runs as many instances as
-	// asked, in a minimal root filesystem (the host's /usr and /etc
-	// read-only, its working directory read-write; see hostRoot), with
-	// its flavor's limits. Off: packages run as plain processes on a free
-	// loopback port given in PORT.
+	// asked, in a minimal root filesystem (the host's /usr and what
+	// programs read of its /etc read-only, its working directory
+	// read-write; see hostRoot), with its flavor's limits, as RunAs or,
+	// without one, nobody when the platform is root (packageUser). Off:
+	// packages run as plain processes on a free loopback port given in
+	// PORT.
 	PackagesInContainers bool
 }
 
@@ -153,6 +159,9 @@ type Runtime struct {
 	copySpare func(dir, src string) (os.FileInfo, error)
 
 	hostRoot hostRoot // with PackagesInContainers
+	// runAs is the user instances run as: Config.RunAs, or, for packages
+	// in containers started by root without one, nobody (packageUser).
+	runAs *build.User
 
 	// leaving holds, by working directory, the instances scaled away or
 	// removed whose files are not freed yet: a new instance at the same
@@ -250,6 +259,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	r := &Runtime{
 		cfg:     cfg,
+		runAs:   packageUser(cfg, os.Geteuid()),
 		log:     cfg.Logger.With("component", "runtime/local"),
 		client:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}},
 		deps:    map[string]*deployment{},
@@ -271,6 +281,9 @@ func New(cfg Config) (*Runtime, error) {
 		r.log.Info("killed stale instance processes", "count", n)
 	}
 	r.removeLeftovers()
+	if r.runAs != cfg.RunAs {
+		r.log.Info("no run-as user: program packages in containers run as nobody, not root", "user", r.runAs.String())
+	}
 	if cfg.Podman != nil {
 		// Containers a previous run left behind (it was killed before it
 		// could stop them) are removed before anything starts.

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
@@ -366,15 +367,16 @@ func sortedKeys(m map[string]string) []string {
 
 // hostRoot is the minimal root filesystem program packages run in: an
 // image holding only the top-level directories and the host's top-level
-// symlinks (bin -> usr/bin on merged-/usr systems), with the host's /usr
-// and /etc (and any top-level program directory that is not a symlink)
-// bind-mounted read-only at run time and the instance's working directory
-// read-write. A program package is built on this host against this host's
-// libraries, so it needs them; it does not need the platform's data
-// directory, other instances' files or the rest of the host, which it does
-// not see. A scratch image rather than `podman run --rootfs`: podman 4.3
-// ignores --ulimit with --rootfs and asks runc for nofile=1048576, which a
-// host without CAP_SYS_RESOURCE refuses.
+// symlinks (bin -> usr/bin on merged-/usr systems), with the host's /usr,
+// the parts of its /etc that programs read (hostEtc) and any top-level
+// program directory that is not a symlink bind-mounted read-only at run
+// time and the instance's working directory read-write. A program package
+// is built on this host against this host's libraries, so it needs them;
+// it does not need the platform's data directory, other instances' files,
+// the host's secrets (/etc/shadow, ssh and TLS keys, services' configs) or
+// the rest of the host, which it does not see. A scratch image rather than
+// `podman run --rootfs`: podman 4.3 ignores --ulimit with --rootfs and asks
+// runc for nofile=1048576, which a host without CAP_SYS_RESOURCE refuses.
 type hostRoot struct {
 	Image  string
 	Mounts []string // read-only binds, "src:dst:ro"
@@ -385,7 +387,7 @@ type hostRoot struct {
 func (p *Podman) EnsureHostRoot(ctx context.Context) (hostRoot, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	hr := hostRoot{Mounts: []string{"/usr:/usr:ro", "/etc:/etc:ro"}}
+	hr := hostRoot{Mounts: append([]string{"/usr:/usr:ro"}, etcMounts("/etc")...)}
 	dir := func(name string, mode int64) error {
 		return tw.WriteHeader(&tar.Header{Name: name + "/", Mode: mode, Typeflag: tar.TypeDir, ModTime: time.Unix(0, 0)})
 	}
@@ -433,4 +435,48 @@ func (p *Podman) EnsureHostRoot(ctx context.Context) (hostRoot, error) {
 		return hr, fmt.Errorf("podman import %s: %v: %s", hr.Image, err, strings.TrimSpace(stderr.String()))
 	}
 	return hr, nil
+}
+
+// hostEtc are the entries of the host's /etc (shell patterns) a program
+// built on this host may read, bound read-only into its container when
+// they exist: account and group names (no passwords: those are in shadow
+// and gshadow, never bound), the dynamic linker's cache, the alternatives
+// /usr/bin's commands link to, CA certificates (not private keys), time
+// zone, name service and protocol tables, MIME and magic databases, fonts
+// and the configuration directories of language runtimes whose files in
+// /usr link there. podman itself provides resolv.conf, hosts and hostname.
+// Anything else of /etc (services' configs and credentials, ssh keys,
+// the platform's own files) is not there.
+var hostEtc = []string{
+	"passwd", "group",
+	"ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+	"alternatives",
+	"ssl/certs", "ssl/openssl.cnf", "ca-certificates", "ca-certificates.conf",
+	"pki/ca-trust", "pki/tls/certs", "pki/tls/cert.pem", "pki/tls/openssl.cnf", "crypto-policies",
+	"localtime", "timezone", "locale.alias", "locale.conf",
+	"nsswitch.conf", "host.conf", "gai.conf", "services", "protocols", "networks", "rpc",
+	"mime.types", "mailcap", "magic", "magic.mime",
+	"fonts", "ImageMagick-*",
+	"os-release", "debian_version", "lsb-release",
+	"java-*", "python3*", "perl",
+}
+
+// etcMounts returns the read-only binds ("src:/etc/...:ro") of the entries
+// of hostEtc that exist below etc (the host's /etc), in hostEtc's order.
+func etcMounts(etc string) []string {
+	var mounts []string
+	for _, pat := range hostEtc {
+		matches, _ := filepath.Glob(filepath.Join(etc, pat))
+		for _, m := range matches {
+			if _, err := os.Stat(m); err != nil || strings.ContainsAny(m, ":,") {
+				continue // a dangling link, or a name --volume cannot carry
+			}
+			rel, err := filepath.Rel(etc, m)
+			if err != nil {
+				continue
+			}
+			mounts = append(mounts, m+":"+path.Join("/etc", filepath.ToSlash(rel))+":ro")
+		}
+	}
+	return mounts
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/build"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/agenttest"
 )
@@ -420,5 +422,98 @@ func TestContainerMultiLineEnv(t *testing.T) {
 	}
 	if st := status(t, r, "deploy-badenv"); st.Status != dora.DeployFailed || !strings.Contains(st.Message, "HTTPS_PROXY") {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestPackageInContainerSeesNoHostSecrets: a program package in a
+// container, with no run-as user configured, ran as root with the host's
+// /etc mounted read-only and read /etc/shadow. It runs as an unprivileged
+// user, its working dir its own, and sees only the parts of /etc programs
+// need (libraries' cache, certificates, alternatives): no shadow, no
+// gshadow, no ssh keys. (The tests run as root, as CI does: rootful
+// podman, whose containers' root is the host's.)
+func TestPackageInContainerSeesNoHostSecrets(t *testing.T) {
+	r := podmanRuntime(t, nil, true)
+	if r.cfg.RunAs != nil {
+		t.Fatalf("the test needs a runtime without a run-as user, got %v", r.cfg.RunAs)
+	}
+	spec := grepdSpec("deploy-secrets", 1)
+	spec.Package.Run = `printf 'uid<%s>\n' "$(id -u)" >&2
+for f in /etc/shadow /etc/gshadow /etc/ssh; do
+  if [ -e "$f" ]; then echo "present<$f>" >&2; fi
+  if cat "$f" >/dev/null 2>&1; then echo "read<$f>" >&2; fi
+done
+echo written >"$HOME/w" && echo 'wrote<home>' >&2
+if [ -d /etc/ssl/certs ]; then echo 'certs<yes>' >&2; fi
+echo 'done<>' >&2
+exec ./grepd`
+	if err := r.Apply(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a healthy package container", func() bool { return status(t, r, "deploy-secrets").Healthy == 1 })
+	var logs string
+	eventually(t, "the checks' lines in the instance's log", func() bool {
+		rc, err := r.Logs(context.Background(), "deploy-secrets", runtime.LogQuery{Index: 1, Stream: "stderr"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		logs = string(b)
+		return strings.Contains(logs, " done<>")
+	})
+	if !strings.Contains(logs, " uid<") || strings.Contains(logs, " uid<0>") {
+		t.Errorf("the package ran as root in its container:\n%s", logs)
+	}
+	if strings.Contains(logs, " read<") || strings.Contains(logs, " present<") {
+		t.Errorf("the package saw the host's secrets:\n%s", logs)
+	}
+	if !strings.Contains(logs, " wrote<home>") {
+		t.Errorf("the package could not write its working dir:\n%s", logs)
+	}
+	if _, err := os.Stat("/etc/ssl/certs"); err == nil && !strings.Contains(logs, " certs<yes>") {
+		t.Errorf("the host's /etc/ssl/certs is missing in the container:\n%s", logs)
+	}
+	if err := r.Remove(context.Background(), "deploy-secrets"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPackageUser(t *testing.T) {
+	pod := &Podman{}
+	if u := packageUser(Config{Podman: pod, PackagesInContainers: true}, 0); u == nil || u.Uid == 0 || u.Gid == 0 {
+		t.Errorf("root without a run-as user runs package containers as %v", u)
+	}
+	given := &build.User{Name: "x", Uid: 1234, Gid: 1234}
+	if u := packageUser(Config{Podman: pod, PackagesInContainers: true, RunAs: given}, 0); u != given {
+		t.Errorf("the configured run-as user was replaced by %v", u)
+	}
+	for _, c := range []struct {
+		cfg  Config
+		euid int
+	}{
+		{Config{Podman: pod}, 0},                                // packages are processes: "self" is the platform's user
+		{Config{PackagesInContainers: true}, 0},                 // no podman
+		{Config{Podman: pod, PackagesInContainers: true}, 1000}, // rootless: the container's root is the platform's user
+	} {
+		if u := packageUser(c.cfg, c.euid); u != nil {
+			t.Errorf("packageUser(%+v, %d) = %v, want the platform's own user", c.cfg, c.euid, u)
+		}
+	}
+}
+
+func TestEtcMounts(t *testing.T) {
+	etc := t.TempDir()
+	for _, f := range []string{"passwd", "shadow", "gshadow", "python3.11", "ssl/certs", "ssl/private"} {
+		if err := os.MkdirAll(filepath.Join(etc, f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("nowhere", filepath.Join(etc, "localtime")); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(etcMounts(etc), " ")
+	want := etc + "/passwd:/etc/passwd:ro " + etc + "/ssl/certs:/etc/ssl/certs:ro " + etc + "/python3.11:/etc/python3.11:ro"
+	if got != want {
+		t.Errorf("etcMounts = %s\nwant %s", got, want)
 	}
 }

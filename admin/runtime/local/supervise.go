@@ -166,10 +166,10 @@ func (r *Runtime) runOnce(d *deployment, in *instance, rn *run, spec runtime.Spe
 	}
 	cmd := exec.Command("/bin/sh", "-c", shellCommand(spec.Package.Run))
 	cmd.Dir = in.dir
-	cmd.Env = append(instanceEnv(r.cfg.Env, spec.Release.Env, port, in.dir, r.cfg.RunAs), procsweep.Env(r.owner))
+	cmd.Env = append(instanceEnv(r.cfg.Env, spec.Release.Env, port, in.dir, r.runAs), procsweep.Env(r.owner))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if r.cfg.RunAs != nil {
-		cmd.SysProcAttr.Credential = r.cfg.RunAs.Credential()
+	if r.runAs != nil {
+		cmd.SysProcAttr.Credential = r.runAs.Credential()
 	}
 	pid, exited, drain, err := startLogged(in, cmd, r.spawner.Start)
 	if err != nil {
@@ -392,7 +392,7 @@ func (r *Runtime) prepareDir(d *deployment, dir, pkg string) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}
-	return build.ChownTree(dir, r.cfg.RunAs)
+	return build.ChownTree(dir, r.runAs)
 }
 
 // tmpDirName is the instance's TMPDIR inside its working dir.
@@ -530,7 +530,7 @@ func (r *Runtime) CollectedLogs(deploymentID string, index int) ([]string, error
 	if err != nil {
 		return []string{}, nil // not started yet
 	}
-	return r.collectFiles(root, rels, r.cfg.RunAs), nil
+	return r.collectFiles(root, rels, r.runAs), nil
 }
 
 // collectFiles reads the files matching rels (slash-separated globs or
