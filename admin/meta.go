@@ -267,6 +267,9 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request, c *call) 
 	if len(req.Name) > 64 {
 		return errf(http.StatusBadRequest, "name: at most 64 bytes")
 	}
+	if msg := badText(req.Name); msg != "" {
+		return errf(http.StatusBadRequest, "name: %s", msg)
+	}
 	if req.InstanceLimit < 0 || req.InstanceLimit > MaxInstanceLimit {
 		return errf(http.StatusBadRequest, "instanceLimit: must be 0 to %d", MaxInstanceLimit)
 	}

@@ -45,6 +45,9 @@ func checkRelease(rc ReleaseConfig, now time.Time) (dora.Release, error) {
 	if len(rc.Desc) > 1024 {
 		return bad("desc: at most 1024 bytes")
 	}
+	if msg := badText(rc.Desc); msg != "" {
+		return bad("desc: %s", msg)
+	}
 	var hc dora.HealthCheck
 	if rc.HealthCheck != nil {
 		hc = dora.HealthCheck{Path: rc.HealthCheck.Path, Timeout: rc.HealthCheck.Timeout}

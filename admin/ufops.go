@@ -57,6 +57,9 @@ func (s *Server) createUfop(w http.ResponseWriter, r *http.Request, c *call) err
 	if len(req.Desc) > 1024 {
 		return errf(http.StatusBadRequest, "desc: at most 1024 bytes")
 	}
+	if msg := badText(req.Desc); msg != "" {
+		return errf(http.StatusBadRequest, "desc: %s", msg)
+	}
 	if mode == dora.ModePublic && !c.acct.Root {
 		return errf(http.StatusForbidden, "mode: only the root account may create public ufops; use protected or private")
 	}
