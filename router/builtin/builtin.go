@@ -32,6 +32,12 @@ const (
 	// every heavy operation (auto-orient, thumbnail, crop, rotate, blur)
 	// once on an image at MaxImagePixels, and three more. 400 over it.
 	MaxMogrPixels = mogrBudgetImages * MaxImagePixels
+	// MaxWebPPixels bounds a WebP output (400 over it), as Qiniu bounds
+	// one (25 000 000 pixels): its encoder (libwebp in WebAssembly) cannot
+	// be interrupted when the request ends, and takes up to about half a
+	// second a megapixel. The other encoders write as they go and stop
+	// with the request's context.
+	MaxWebPPixels = 25_000_000
 )
 
 // mogrBudgetImages is MaxMogrPixels in images at the pixel limit.
@@ -124,9 +130,10 @@ func IsBuiltin(name string) bool {
 // limits lets tests exercise the caps with small inputs.
 type limits struct {
 	bytes, pixels int64
+	webpPixels    int64 // of a WebP output
 }
 
-var defaultLimits = limits{bytes: MaxImageBytes, pixels: MaxImagePixels}
+var defaultLimits = limits{bytes: MaxImageBytes, pixels: MaxImagePixels, webpPixels: MaxWebPPixels}
 
 // Run executes one built-in step on in. Errors are *Error (with the status
 // to answer), ErrUnknown, or the context's error.

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/doraproject/dora/router/fop"
 )
@@ -528,5 +529,69 @@ func TestCropSizeLimit(t *testing.T) {
 	}
 	if c, _, err := image.DecodeConfig(bytes.NewReader(b)); err != nil || c.Width != 1 || c.Height != 1 {
 		t.Fatalf("crop at offset 10000: %+v, %v", c, err)
+	}
+}
+
+// sizedImage is a uniform image of the given bounds, allocating nothing:
+// for the checks made before any pixel is read.
+type sizedImage struct {
+	*image.Uniform
+	r image.Rectangle
+}
+
+func (s sizedImage) Bounds() image.Rectangle { return s.r }
+
+// TestWebPOutputLimit: the WebP encoder (libwebp in WebAssembly) cannot be
+// interrupted, about half a second a megapixel: a WebP output over
+// MaxWebPPixels (Qiniu's own limit for one, 25 000 000) is a 400 before
+// encoding, from every built-in that writes one; other formats, whose
+// encoders stop with the context, keep MaxImagePixels.
+func TestWebPOutputLimit(t *testing.T) {
+	ctx := context.Background()
+	big := sizedImage{Uniform: image.NewUniform(color.White), r: image.Rect(0, 0, 5001, 5000)}
+	_, err := encodeImage(ctx, "imageMogr2", nil, big, outOpts{format: "webp"}, defaultLimits)
+	wantStatus(t, err, http.StatusBadRequest, "imageMogr2: a webp output of 5001x5000 is over the 25000000-pixel limit of webp outputs")
+
+	lim := limits{bytes: MaxImageBytes, pixels: MaxImagePixels, webpPixels: 1000}
+	in := encPNG(t, twoColour(40, 30)) // 1200 pixels
+	for _, c := range []struct{ fop, msg string }{
+		{"imageMogr2/format/webp", "imageMogr2: a webp output of 40x30 is over the 1000-pixel limit of webp outputs"},
+		{"imageView2/2/w/40/format/webp", "imageView2: a webp output of 40x30 is over the 1000-pixel limit of webp outputs"},
+	} {
+		_, _, err := runBytesLim(t, c.fop, in, lim)
+		wantStatus(t, err, http.StatusBadRequest, c.msg)
+	}
+	for _, f := range []string{"imageMogr2/thumbnail/30x/format/webp", "imageView2/2/w/40/format/png", "imageMogr2/format/webp/ignore-error/1"} {
+		b, res, err := runBytesLim(t, f, in, lim)
+		if err != nil || len(b) == 0 {
+			t.Fatalf("%s: %d bytes (%s), %v", f, len(b), res.ContentType, err)
+		}
+	}
+}
+
+// TestEncodeStopsWithContext: PNG (several seconds for a noisy image at
+// the pixel limit), BMP and GIF write as they go and stop when the
+// request's context ends, rather than running on after the answer.
+func TestEncodeStopsWithContext(t *testing.T) {
+	img := image.NewRGBA(image.Rect(0, 0, 3000, 3000))
+	x := uint32(1)
+	for i := range img.Pix { // noise (xorshift): deflate finds nothing to shorten
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		img.Pix[i] = uint8(x)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := encodeImage(ctx, "imageView2", nil, img, outOpts{format: "png"}, defaultLimits)
+	if took := time.Since(start); err != context.Canceled || took > time.Second {
+		t.Fatalf("png of 9 megapixels, context canceled after 50ms: %v after %v, want context.Canceled at once", err, took)
+	}
+	for _, f := range []string{"png", "bmp", "gif", "webp", "jpg"} {
+		_, err := encodeImage(ctx, "imageView2", nil, img, outOpts{format: f}, defaultLimits)
+		if err != context.Canceled {
+			t.Fatalf("%s, context canceled before: %v, want context.Canceled", f, err)
+		}
 	}
 }

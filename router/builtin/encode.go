@@ -10,6 +10,7 @@ import (
 	"image/gif"
 	"image/jpeg"
 	"image/png"
+	"io"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -71,22 +72,33 @@ func atoiStrict(v string) (int, error) {
 	return n, nil
 }
 
-// encodeImage writes img in o's format.
-func encodeImage(ctx context.Context, name string, env *Env, img image.Image, o outOpts) (Result, error) {
+// encodeImage writes img in o's format. The encoders write into a writer
+// that fails once ctx ends, so PNG, GIF and BMP stop there (JPEG's stops
+// writing, not computing: about a second at the pixel limit); WebP's
+// cannot be stopped, so a WebP over lim.webpPixels is refused (400).
+func encodeImage(ctx context.Context, name string, env *Env, img image.Image, o outOpts, lim limits) (Result, error) {
 	q := o.quality
 	if q == 0 {
 		q = 75
 	}
+	b := img.Bounds()
+	if o.format == "webp" && int64(b.Dx())*int64(b.Dy()) > lim.webpPixels {
+		return Result{}, errorf(http.StatusBadRequest, "%s: a webp output of %dx%d is over the %d-pixel limit of webp outputs", name, b.Dx(), b.Dy(), lim.webpPixels)
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
 	var buf bytes.Buffer
+	w := ctxWriter{ctx: ctx, w: &buf}
 	var ct string
 	var err error
 	switch o.format {
 	case "jpg":
 		// JPEG has no alpha: flatten onto white rather than black.
-		flat := image.NewRGBA(img.Bounds())
+		flat := image.NewRGBA(b)
 		draw.Draw(flat, flat.Bounds(), image.White, image.Point{}, draw.Src)
-		draw.Draw(flat, flat.Bounds(), img, img.Bounds().Min, draw.Over)
-		err, ct = jpeg.Encode(&buf, flat, &jpeg.Options{Quality: q}), "image/jpeg"
+		draw.Draw(flat, flat.Bounds(), img, b.Min, draw.Over)
+		err, ct = jpeg.Encode(w, flat, &jpeg.Options{Quality: q}), "image/jpeg"
 		if err == nil && o.interlace {
 			var p []byte
 			if p, err = progressive(ctx, env, buf.Bytes()); err == nil {
@@ -95,19 +107,22 @@ func encodeImage(ctx context.Context, name string, env *Env, img image.Image, o 
 			}
 		}
 	case "png":
-		err, ct = png.Encode(&buf, img), "image/png"
+		err, ct = png.Encode(w, img), "image/png"
 	case "gif":
 		var pm *image.Paletted
 		if pm, err = paletted(ctx, img); err != nil {
 			return Result{}, err
 		}
-		err, ct = gif.Encode(&buf, pm, nil), "image/gif"
+		err, ct = gif.Encode(w, pm, nil), "image/gif"
 	case "webp":
 		err, ct = webp.Encode(&buf, img, webp.Options{Quality: q}), "image/webp"
 	case "bmp":
-		err, ct = bmp.Encode(&buf, img), "image/bmp"
+		err, ct = bmp.Encode(w, img), "image/bmp"
 	default:
 		return Result{}, errorf(http.StatusBadRequest, "%s: cannot write format %q", name, o.format)
+	}
+	if ctx.Err() != nil {
+		return Result{}, ctx.Err()
 	}
 	if err != nil {
 		if e, ok := err.(*Error); ok {
@@ -116,6 +131,20 @@ func encodeImage(ctx context.Context, name string, env *Env, img image.Image, o 
 		return Result{}, fmt.Errorf("%s: encode %s: %w", name, o.format, err)
 	}
 	return bytesResult(buf.Bytes(), ct), nil
+}
+
+// ctxWriter fails every write once ctx ends, which stops an encoder that
+// returns on a write error.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
 }
 
 // paletted returns img in at most 256 colours, as gif.Encode would make

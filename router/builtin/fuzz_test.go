@@ -42,7 +42,7 @@ func FuzzImageArgs(f *testing.F) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		res, err := run(ctx, st, Input{Body: bytes.NewReader(img), Size: int64(len(img))}, limits{bytes: 1 << 20, pixels: 40_000})
+		res, err := run(ctx, st, Input{Body: bytes.NewReader(img), Size: int64(len(img))}, limits{bytes: 1 << 20, pixels: 40_000, webpPixels: 40_000})
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) || e.Status < 400 {
@@ -87,7 +87,7 @@ func FuzzImageInput(f *testing.F) {
 			if len(st.Args) == 0 {
 				st.Args = nil
 			}
-			res, err := run(context.Background(), st, Input{Body: bytes.NewReader(in), Size: int64(len(in))}, limits{bytes: 1 << 20, pixels: 40_000})
+			res, err := run(context.Background(), st, Input{Body: bytes.NewReader(in), Size: int64(len(in))}, limits{bytes: 1 << 20, pixels: 40_000, webpPixels: 40_000})
 			if err != nil {
 				var e *Error
 				if !errors.As(err, &e) || e.Status < 400 {

@@ -696,7 +696,7 @@ func TestGIFEncodeStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	start := time.Now()
-	_, err := encodeImage(ctx, "imageView2", nil, img, outOpts{format: "gif"})
+	_, err := encodeImage(ctx, "imageView2", nil, img, outOpts{format: "gif"}, defaultLimits)
 	if took := time.Since(start); err != context.Canceled || took > 2*time.Second {
 		t.Fatalf("gif of 9 megapixels, context canceled after 50ms: %v after %v, want context.Canceled at once", err, took)
 	}

@@ -432,7 +432,7 @@ func imageMogr2(ctx context.Context, step fop.Step, in Input, lim limits) (Resul
 	if out.format == "" {
 		out.format = outName(format)
 	}
-	res, err := encodeImage(ctx, "imageMogr2", in.Env, st.img, out)
+	res, err := encodeImage(ctx, "imageMogr2", in.Env, st.img, out, lim)
 	if err != nil {
 		return fail(err)
 	}

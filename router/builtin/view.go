@@ -215,6 +215,6 @@ func imageView2Run(ctx context.Context, step fop.Step, in Input, lim limits) (Re
 	if o.out.format == "" {
 		o.out.format = outName(format)
 	}
-	res, err := encodeImage(ctx, "imageView2", in.Env, dst, o.out)
+	res, err := encodeImage(ctx, "imageView2", in.Env, dst, o.out, lim)
 	return res, b, err
 }

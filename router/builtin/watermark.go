@@ -164,7 +164,7 @@ func watermark(ctx context.Context, step fop.Step, in Input, lim limits) (Result
 	at := anchor(o.gravity, base.Bounds().Dx(), base.Bounds().Dy(), mb.Dx(), mb.Dy(), o.dx, o.dy)
 	mask := image.NewUniform(color.Alpha{uint8(math.Floor(float64(o.dissolve)*255/100 + 0.5))})
 	draw.DrawMask(base, image.Rectangle{Min: at, Max: at.Add(mb.Size())}, mark, mb.Min, mask, image.Point{}, draw.Over)
-	return encodeImage(ctx, "watermark", in.Env, base, outOpts{format: outName(src.format)})
+	return encodeImage(ctx, "watermark", in.Env, base, outOpts{format: outName(src.format)}, lim)
 }
 
 // watermarkImage fetches, decodes (bounded) and scales the mark.
