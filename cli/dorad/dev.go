@@ -40,6 +40,10 @@ for dorad admin (flavors: [{name, cpu, memoryMB, desc}]).`,
 			if err != nil {
 				return err
 			}
+			imageJobs, err := maxImageJobs(v)
+			if err != nil {
+				return err
+			}
 			defer startGCFloor(v)()
 			rootAK, rootSK := rootKeys(v)
 			ctx, stop := signalContext(cmd)
@@ -59,6 +63,7 @@ for dorad admin (flavors: [{name, cpu, memoryMB, desc}]).`,
 				Objects:             v.GetString("objects"),
 				ContainerRuntime:    v.GetString("container-runtime"),
 				PackagesAsProcesses: v.GetBool("packages-as-processes"),
+				MaxImageJobs:        imageJobs,
 				Logger:              log,
 
 				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
@@ -106,6 +111,7 @@ for dorad admin (flavors: [{name, cpu, memoryMB, desc}]).`,
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")
 	f.Bool("allow-private-mirror", false, "let buckets mirror loopback and private addresses (link-local and cloud metadata addresses stay refused)")
 	addGCFloorFlag(f)
+	addMaxImageJobsFlag(f)
 	return cmd
 }
 

@@ -92,6 +92,7 @@ of the --config file.`,
 	f.Bool("allow-private-mirror", false, "let buckets' mirrors be fetched from loopback and private addresses (development only)")
 	f.StringSlice("trusted-proxies", nil, "addresses or CIDRs of the TLS-terminating proxies in front of the router, whose X-Forwarded-Proto: https makes a request https for private buckets' download tokens (default: none, the header is ignored)")
 	addGCFloorFlag(f)
+	addMaxImageJobsFlag(f)
 	return cmd
 }
 
@@ -120,6 +121,21 @@ func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out, nil
+}
+
+// addMaxImageJobsFlag adds --max-image-jobs to the commands whose process
+// runs built-in steps (router, worker, dev).
+func addMaxImageJobsFlag(f *pflag.FlagSet) {
+	f.Int("max-image-jobs", 0, fmt.Sprintf("built-in image and media steps (imageMogr2, imageView2, watermark, imageAve, avinfo) running at once; more wait up to 10 s, then 503 (default 0: one per CPU, at least 2, here %d)", router.DefaultMaxImageJobs()))
+}
+
+// maxImageJobs reads --max-image-jobs: 0 is the default, negative refused.
+func maxImageJobs(v *viper.Viper) (int, error) {
+	n := v.GetInt("max-image-jobs")
+	if n < 0 {
+		return 0, fmt.Errorf("--max-image-jobs %d must not be negative (0: one per CPU)", n)
+	}
+	return n, nil
 }
 
 // addGCFloorFlag adds --gc-floor to the commands whose process serves the
@@ -163,6 +179,10 @@ func routerConfig(v *viper.Viper) (platform.RouterConfig, error) {
 	if err != nil {
 		return platform.RouterConfig{}, err
 	}
+	imageJobs, err := maxImageJobs(v)
+	if err != nil {
+		return platform.RouterConfig{}, err
+	}
 	return platform.RouterConfig{
 		Listen:       v.GetString("listen"),
 		Store:        v.GetString("store"),
@@ -181,5 +201,6 @@ func routerConfig(v *viper.Viper) (platform.RouterConfig, error) {
 
 		AllowPrivateMirror: v.GetBool("allow-private-mirror"),
 		TrustedProxies:     trusted,
+		MaxImageJobs:       imageJobs,
 	}, nil
 }

@@ -52,6 +52,10 @@ of the --config file.`,
 			if err := checkWorkerValues(v); err != nil {
 				return err
 			}
+			imageJobs, err := maxImageJobs(v)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			w, err := platform.StartWorker(ctx, platform.WorkerConfig{
@@ -71,6 +75,7 @@ of the --config file.`,
 				Grace:              v.GetDuration("grace"),
 				AllowPrivateNotify: v.GetBool("allow-private-notify"),
 				AllowPrivateMirror: v.GetBool("allow-private-mirror"),
+				MaxImageJobs:       imageJobs,
 				Logger:             log,
 			})
 			if err != nil {
@@ -108,6 +113,7 @@ of the --config file.`,
 	f.String("consumer", "", "this worker's name in the queue (default <host>-<pid>-<random>)")
 	f.Bool("allow-private-notify", false, "let notifyURLs reach loopback and private addresses (development only)")
 	f.Bool("allow-private-mirror", false, "let buckets' mirrors be fetched from loopback and private addresses (development only)")
+	addMaxImageJobsFlag(f)
 	return cmd
 }
 

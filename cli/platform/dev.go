@@ -45,7 +45,11 @@ type DevConfig struct {
 	// defaults (30 s, 1000).
 	HoldTimeout time.Duration
 	MaxHeld     int
-	Logger      *slog.Logger
+	// MaxImageJobs bounds the built-in image and media steps running at
+	// once, in the router and in the pfop worker each
+	// (router.DefaultMaxImageJobs when 0).
+	MaxImageJobs int
+	Logger       *slog.Logger
 	// RunAs is the operating-system user build scripts and instances (user
 	// code) run as: "" (default) is nobody when dorad runs as root, else the
 	// platform's own user with a warning; "self" is the platform's own user
@@ -294,6 +298,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		HoldTimeout:        cfg.HoldTimeout,
 		MaxHeld:            cfg.MaxHeld,
 		AllowPrivateMirror: cfg.AllowPrivateMirror,
+		MaxImageJobs:       cfg.MaxImageJobs,
 	}, routerBe, routerLn, ownHosts, log.With("role", "router"))
 	if err != nil {
 		return nil, err
@@ -303,6 +308,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		PublicAddr:         workerLn.Addr().String(),
 		AllowPrivateNotify: true,
 		AllowPrivateMirror: cfg.AllowPrivateMirror,
+		MaxImageJobs:       cfg.MaxImageJobs,
 	}, workerBe, workerLn, workerEnv{
 		jobMetrics: adminReg,
 		// Labelled apart from the router's figures, so that the console

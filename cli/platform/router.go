@@ -56,7 +56,10 @@ type RouterConfig struct {
 	// router (router.Config.TrustedProxies): from them X-Forwarded-Proto:
 	// https makes a request https for download tokens.
 	TrustedProxies []netip.Prefix
-	Logger         *slog.Logger
+	// MaxImageJobs bounds the built-in image and media steps running at
+	// once (router.Config.MaxImageJobs; router.DefaultMaxImageJobs when 0).
+	MaxImageJobs int
+	Logger       *slog.Logger
 }
 
 // StartRouter opens the backends and serves the data plane until Close.
@@ -123,6 +126,7 @@ func (s *Service) buildRouter(cfg RouterConfig, be Backends, ln net.Listener, ow
 		ResultCacheDir:       cfg.ResultCacheDir,
 		ResultCacheDiskBytes: cfg.ResultCacheDiskBytes,
 		TrustedProxies:       cfg.TrustedProxies,
+		MaxImageJobs:         cfg.MaxImageJobs,
 	})
 	if err != nil {
 		return fmt.Errorf("router: %w", err)

@@ -54,7 +54,9 @@ type WorkerConfig struct {
 	AllowPrivateNotify bool
 	// AllowPrivateMirror: as RouterConfig's.
 	AllowPrivateMirror bool
-	Logger             *slog.Logger
+	// MaxImageJobs: as RouterConfig's, for the steps this worker runs.
+	MaxImageJobs int
+	Logger       *slog.Logger
 }
 
 // Worker is a running `dorad worker`.
@@ -136,9 +138,10 @@ func (w *Worker) build(cfg WorkerConfig, be Backends, ln net.Listener, env worke
 		routerMetrics = be.Metrics
 	}
 	p, rtr, err := w.newRouter(be, routerMetrics, cfg.PublicAddr, env.ownHosts, cfg.AllowPrivateMirror, router.Config{
-		Region: orDefault(cfg.Region, dora.DefaultRegion),
-		Load:   be.Load,
-		Logger: log.With("part", "router"),
+		Region:       orDefault(cfg.Region, dora.DefaultRegion),
+		Load:         be.Load,
+		Logger:       log.With("part", "router"),
+		MaxImageJobs: cfg.MaxImageJobs,
 	})
 	if err != nil {
 		return fmt.Errorf("worker: router: %w", err)
