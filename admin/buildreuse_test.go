@@ -79,3 +79,33 @@ func TestBuildOfADeletedUfopLeavesTheNextOwnersBuildAlone(t *testing.T) {
 		t.Fatalf("bob's build 1 = %+v", b)
 	}
 }
+
+// A ufop deleted through another admin than the one running its build:
+// the building admin's next heartbeat finds the build's record gone and
+// stops the build.
+func TestBuildStopsWhenItsUfopIsDeletedThroughAnotherAdmin(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.BuildHeartbeat = 20 * time.Millisecond })
+	alice := e.user("alice", 0)
+	gate := filepath.Join(t.TempDir(), "gate")
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/builds",
+		typed{"application/gzip", string(pkg(t, "ubuntu", "while [ ! -e "+gate+" ]; do sleep 0.01; done"))}, nil)
+
+	bld2, err := build.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2 := &env{t: t, dir: e.dir, st: e.st, rt: newFakeRuntime(), objs: e.objs, bld: bld2, root: e.root, imgs: map[string][]Image{}}
+	e2.start()
+	e2.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil)
+
+	canceled := `dora_admin_build_duration_seconds_count{outcome="canceled"} 1`
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m := e.req(dora.Account{}, "GET", "/metrics", nil); strings.Contains(string(m.Body), canceled) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the build still runs on its admin 10 s after its ufop was deleted through another (no %s)", canceled)
+		}
+	}
+}
