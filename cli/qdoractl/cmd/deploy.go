@@ -102,7 +102,7 @@ blue/green.`,
 	f := c.Flags()
 	f.StringVarP(&req.Region, "region", "r", "", "region (qdoractl region lists them)")
 	f.IntVarP(&req.Expect, "expect", "e", 0, "instance floor")
-	f.IntVar(&req.Max, "max", 0, "instance ceiling for the autoscaler (default: 5, or what your per-ufop instance limit leaves after the ceilings of the ufop's other deployments if less, but at least --expect; recomputed when redeploying without --max)")
+	f.IntVar(&req.Max, "max", 0, "instance ceiling for the autoscaler (default: 5, or your per-ufop instance limit if less, but at least --expect; recomputed when redeploying without --max)")
 	f.Float64Var(&req.Target, "target", 0, "in-flight requests per instance the autoscaler aims at (default 10)")
 	f.BoolVar(&req.Activate, "activate", false, "make this version the active one (blue/green)")
 	f.StringVarP(&id, "id", "i", "", "show the deployment with this id")
@@ -138,8 +138,7 @@ func (a *app) resizeCmd() *cobra.Command {
 		Long: `resize <ufop> -num <n> sets the floor and the desired instance count of the
 active version's deployment in the region to n, raising its ceiling to n if it
 is lower. Without a deployment there it creates one, whose ceiling is 5, or
-what your per-ufop instance limit leaves after the ceilings of the ufop's other
-deployments if less, but at least n (as deploy without --max).`,
+your per-ufop instance limit if less, but at least n (as deploy without --max).`,
 		Example: `  qdoractl resize grepd -num 1
   qdoractl resize grepd --num 3 --region z0`,
 		Args: cobra.ExactArgs(1),

@@ -94,7 +94,7 @@ func TestDeployHelpDefaults(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"deploy", "--help"}, []string{"--max int", "default: 5, or what your per-ufop instance limit leaves after the ceilings of the ufop's other deployments if less, but at least --expect"}},
+		{[]string{"deploy", "--help"}, []string{"--max int", "default: 5, or your per-ufop instance limit if less, but at least --expect"}},
 		{[]string{"resize", "--help"}, []string{"raising its ceiling to n", "at least n (as deploy without --max)", "the ceiling rises to it if lower"}},
 	} {
 		r := mustOK(t, runCLI(t, nil, "", c.args...))
