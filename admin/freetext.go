@@ -20,7 +20,11 @@ func badText(s string) string {
 			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
 				return fmt.Sprintf("byte %d is not UTF-8", i)
 			}
-		case unicode.IsControl(r), unicode.In(r, unicode.Zl, unicode.Zp), bidiControl(r):
+		case r == '\n' || r == '\r' || unicode.In(r, unicode.Zl, unicode.Zp):
+			return fmt.Sprintf("U+%04X at byte %d is a line break: one line of text, please", r, i)
+		case r == '\t':
+			return fmt.Sprintf("U+0009 at byte %d is a tab: use spaces", i)
+		case unicode.IsControl(r), bidiControl(r):
 			return fmt.Sprintf("U+%04X at byte %d: control and bidirectional formatting characters are not allowed", r, i)
 		}
 	}

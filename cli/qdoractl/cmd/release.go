@@ -187,6 +187,9 @@ func ReadDoraYAML(path string) (client.ReleaseConfig, error) {
 	if cfg.LogFilePaths == nil {
 		cfg.LogFilePaths = []string{}
 	}
+	// "desc: |" ends the text with a line break YAML adds, not the
+	// user; the server takes one line.
+	cfg.Desc = strings.TrimRight(cfg.Desc, "\r\n")
 	if t := cfg.Timeouts; t != nil {
 		t.Connect, t.FirstByte, t.Idle = seconds(t.Connect), seconds(t.FirstByte), seconds(t.Idle)
 	}

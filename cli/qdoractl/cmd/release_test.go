@@ -163,3 +163,21 @@ func TestExampleDoraYAMLs(t *testing.T) {
 		}
 	}
 }
+
+// TestDoraYAMLBlockDescIsOneLine: "desc: |" ends the text with a line
+// break YAML adds; the release's desc is the line without it (the server
+// refuses line breaks in descriptions).
+func TestDoraYAMLBlockDescIsOneLine(t *testing.T) {
+	dir := t.TempDir()
+	yml := "ufopname: grepd\nverstr: v1\nimage: grepd.v1\nflavor: C1M1\ndesc: |\n  a demo\n"
+	if err := os.WriteFile(filepath.Join(dir, "dora.yaml"), []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ReadDoraYAML(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Desc != "a demo" {
+		t.Errorf("desc %q, want %q", cfg.Desc, "a demo")
+	}
+}
