@@ -511,3 +511,47 @@ func TestChgmMetaOnly(t *testing.T) {
 		t.Fatalf("batch chgm meta only: %d %v", status, v)
 	}
 }
+
+// Qiniu's Go SDK (v7.11 BucketManager.Fetch and FetchWithoutKey) signs
+// fetch with QBox and POSTs it with neither a body nor a Content-Type: the
+// signature then covers everything the request carries, so it is served.
+// A body without a Content-Type is still refused: QBox does not sign it.
+func TestFetchQBoxWithoutContentType(t *testing.T) {
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "fetched body")
+	}))
+	defer src.Close()
+	e := newEnv(t, func(c *rs.Config) { c.AllowPrivateFetch = true })
+	send := func(path, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("POST", e.api.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body == "" {
+			req.Body = nil
+			req.ContentLength = 0
+		}
+		accountstest.SignQBox(req, alice, "")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	path := "/fetch/" + enc(src.URL+"/f.txt") + "/to/" + entry("photos", "f.txt")
+	if status, body := send(path, ""); status != 200 || !strings.Contains(body, `"key":"f.txt"`) {
+		t.Fatalf("QBox fetch without Content-Type: %d %s", status, body)
+	}
+	if got, _ := e.read("photos", "f.txt"); got != "fetched body" {
+		t.Fatalf("fetched %q", got)
+	}
+	if status, body := send("/delete/"+entry("photos", "f.txt"), "x=1"); status == 200 {
+		t.Fatalf("QBox POST with an unsigned body and no Content-Type: %d %s", status, body)
+	}
+	if _, ok := e.read("photos", "f.txt"); !ok {
+		t.Fatal("a request with an unsigned body deleted f.txt")
+	}
+}
