@@ -894,6 +894,16 @@ func (b *Builder) buildEnv(resource, work, home string) []string {
 	env.Set("TMPDIR", filepath.Join(home, "tmp"))
 	env.Set("RESOURCE", resource)
 	env.Set("PWD", work)
+	// The platform's data directory is often inside a checkout (make run
+	// in a clone) owned by another user than RunAs: git refuses it there
+	// ("dubious ownership"), and go build, which finds the checkout by
+	// itself and stamps its VCS state into binaries, failed every build.
+	// A build is of the package alone: git stops at work, and go build
+	// stamps no VCS state unless the script's GOFLAGS or flags ask.
+	env.Set("GIT_CEILING_DIRECTORIES", filepath.Dir(work))
+	if flags, _ := env.Get("GOFLAGS"); !strings.Contains(flags, "-buildvcs") {
+		env.Set("GOFLAGS", strings.TrimSpace(flags+" -buildvcs=false"))
+	}
 	env.Set(procsweep.EnvKey, b.owner)
 	return env.Environ()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -130,7 +131,7 @@ func TestBuildEnvAllowlist(t *testing.T) {
 				"env",
 				`test "$HOME" != "$PWD" && test -d "$HOME" && test -w "$HOME"`,
 				`test -d "$TMPDIR" && test -w "$TMPDIR" && touch "$TMPDIR/x" && mktemp`,
-				`test "$LANG" = C.UTF-8 && test "$GOFLAGS" = -count=1 && test -n "$PATH" && test -n "$GOCACHE"`,
+				`test "$LANG" = C.UTF-8 && test "$GOFLAGS" = "-count=1 -buildvcs=false" && test -n "$PATH" && test -n "$GOCACHE"`,
 				`case "$TMPDIR" in "$PWD"*) exit 1;; esac`,
 			)
 			var log bytes.Buffer
@@ -288,5 +289,51 @@ func TestSealTreeForeignFile(t *testing.T) {
 	fi, _ := os.Stat(filepath.Join(tree, "d", "mine"))
 	if fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Getuid()) {
 		t.Fatal("sealed file still belongs to the run-as user")
+	}
+}
+
+// TestBuildInsideACheckout: the data directory inside a git checkout owned
+// by the platform's user (make run from a clone, as root) is no repository
+// to a build running as nobody: git there refused it as "dubious
+// ownership", and every go build failed obtaining its VCS status.
+func TestBuildInsideACheckout(t *testing.T) {
+	for _, tool := range []string{"git", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatal(tool, "is needed (make test installs it):", err)
+		}
+	}
+	u := nobody(t)
+	repo := proctest.ReachableDir(t)
+	if out, err := exec.Command("git", "init", "-q", repo).CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v\n%s", err, out)
+	}
+	// A Go build cache kept across runs (content-addressed): a fresh one
+	// compiles the standard library as nobody every time.
+	cacheRoot := filepath.Join(os.TempDir(), "dora-test-build-gocache")
+	if err := os.MkdirAll(cacheRoot, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(cacheRoot, 0o711)
+	b, err := NewWithConfig(Config{Root: filepath.Join(repo, ".dora", "builds"), RunAs: u,
+		GoCache: filepath.Join(cacheRoot, "go-build")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := "image: ubuntu\nrun: ./prog\nbuild_script:\n" +
+		"  - git rev-parse --show-toplevel 2>&1 | grep -q 'not a git repository'\n" +
+		"  - cp -r $RESOURCE/. .\n" +
+		"  - go build -o prog .\n"
+	if _, err := b.Unpack(context.Background(), "testufop", 1, tarGz(t,
+		entry{name: "ufop.yaml", body: y},
+		entry{name: "go.mod", body: "module prog\n\ngo 1.21\n"},
+		entry{name: "main.go", body: "package main\n\nfunc main() {}\n"}), 0); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	if err := b.Build(context.Background(), "testufop", 1, "", &log); err != nil {
+		t.Fatalf("a build inside a checkout failed: %v\n%s", err, log.String())
+	}
+	if _, err := os.Stat(filepath.Join(b.Dir("testufop", 1), "prog")); err != nil {
+		t.Fatal(err)
 	}
 }
