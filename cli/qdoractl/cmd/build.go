@@ -158,9 +158,23 @@ func (a *app) ufopverCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// --protocol only shapes the release the switch creates: an
+			// existing release v<n> keeps its own, so say so rather than
+			// ignore the flag silently.
+			existing := ""
+			if protocol != "" {
+				existing = a.releaseProtocol(cmd.Context(), cl, args[0], fmt.Sprintf("v%d", n))
+			}
 			u, err := cl.SetVersion(cmd.Context(), args[0], n, protocol)
 			if err != nil {
 				return err
+			}
+			if existing != "" && existing != protocol {
+				fmt.Fprintf(a.stderr, "warning: --protocol %s was not applied: release v%d of %s already exists and keeps its protocol, %s "+
+					"(a release's protocol is set when it is created)\n"+
+					"To run as %s, make a new release: build again (qdoractl build %s) and run qdoractl ufopver %s -c <new build> --protocol %s, "+
+					"or give image %s.v%d a new verstr with protocol: %s in a dora.yaml (qdoractl release --config <dir>)\n",
+					protocol, n, args[0], existing, protocol, args[0], args[0], protocol, args[0], n, protocol)
 			}
 			return a.show(u, func() error {
 				fmt.Fprintf(a.stdout, "Ufop %s version switched to %s\n", u.Name, u.ActiveVersion)
@@ -174,6 +188,29 @@ func (a *app) ufopverCmd() *cobra.Command {
 	c.Flags().IntVarP(&n, "current", "c", 0, "build number to switch to")
 	c.Flags().StringVar(&protocol, "protocol", "", "instance protocol of a new release: dora (POST /handler) or ufop (POST /uop); default: ufop.yaml's protocol, else ufop")
 	return c
+}
+
+// releaseProtocol is the protocol of release version of ufop, "" when it
+// does not exist or cannot be read (the warning it feeds is best effort).
+func (a *app) releaseProtocol(ctx context.Context, cl *client.Client, ufop, version string) string {
+	rs, err := cl.Releases(ctx, ufop)
+	if err != nil {
+		return ""
+	}
+	for _, r := range rs.Releases {
+		if r.Version == version {
+			return protocolName(r.Protocol)
+		}
+	}
+	return ""
+}
+
+// protocolName is a release's protocol as shown: an unset one is dora.
+func protocolName(p dora.Protocol) string {
+	if p == "" {
+		return string(dora.ProtocolDora)
+	}
+	return string(p)
 }
 
 // followBuild streams build b's log to the user while it runs (stdout, or

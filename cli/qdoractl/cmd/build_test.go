@@ -124,3 +124,31 @@ func TestImageinfoBuildlogUfopver(t *testing.T) {
 		t.Fatalf("ufopver without -c: %v", r)
 	}
 }
+
+// TestUfopverProtocolOfExistingRelease: --protocol shapes only the release
+// a switch creates; when release v<n> exists with another protocol the
+// switch says on stderr that the flag was not applied and how to get it.
+func TestUfopverProtocolOfExistingRelease(t *testing.T) {
+	f := buildAPI(t, dora.Build{})
+	f.routes["GET /v1/ufops/grepd/releases"] = reply(200, client.Releases{Mode: "private", Releases: []dora.Release{
+		{Ufop: "grepd", Version: "v1", Image: "grepd.v1"}, // no protocol: dora
+		{Ufop: "grepd", Version: "v3", Image: "grepd.v3", Protocol: dora.ProtocolUfop},
+	}})
+	r := mustOK(t, runCLI(t, f, "", "ufopver", "grepd", "-c", "1", "--protocol", "ufop"))
+	jsonEq(t, f.last(t, "POST /v1/ufops/grepd/version").Body, `{"build":1,"protocol":"ufop"}`)
+	for _, w := range []string{"warning: --protocol ufop was not applied: release v1 of grepd already exists and keeps its protocol, dora",
+		"qdoractl ufopver grepd -c <new build> --protocol ufop", "qdoractl release --config"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Fatalf("stderr lacks %q:\n%s", w, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout, "warning") || !strings.Contains(r.stdout, "version switched to") {
+		t.Fatalf("stdout %q", r.stdout)
+	}
+	// The same protocol, or a release the switch creates: nothing to say.
+	for _, args := range [][]string{{"-c", "3", "--protocol", "ufop"}, {"-c", "4", "--protocol", "dora"}, {"-c", "1"}} {
+		if r := mustOK(t, runCLI(t, f, "", append([]string{"ufopver", "grepd"}, args...)...)); r.stderr != "" {
+			t.Fatalf("ufopver %v: stderr %q", args, r.stderr)
+		}
+	}
+}
