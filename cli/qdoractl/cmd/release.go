@@ -264,9 +264,10 @@ func (a *app) showReleases(cmd *cobra.Command, ufop, version string) error {
 		for _, r := range rs.Releases {
 			paths := "[" + strings.Join(r.LogFilePaths, " ") + "]"
 			rows = append(rows, []string{r.Version, r.Image, r.Flavor, orDash(r.Desc), orDash(r.HealthCheck.Path),
-				strconv.Itoa(r.HealthCheck.Timeout), paths})
+				strconv.Itoa(r.HealthCheck.Timeout), paths, protocolName(r.Protocol)})
 		}
-		if err := a.table([]string{"Version", "Image", "Flavor", "Desc", "Health Check Path", "Health Check Timeout", "LogFilePaths"}, rows); err != nil {
+		// The seeds' columns, in their order; Protocol is ours, last.
+		if err := a.table([]string{"Version", "Image", "Flavor", "Desc", "Health Check Path", "Health Check Timeout", "LogFilePaths", "Protocol"}, rows); err != nil {
 			return err
 		}
 		fmt.Fprintln(a.stdout, "Deploys:")

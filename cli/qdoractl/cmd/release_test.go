@@ -115,7 +115,7 @@ func TestReleaseDetail(t *testing.T) {
 		"GET /v1/ufops/doraufoptest/releases": reply(200, client.Releases{Mode: "private",
 			Releases: []dora.Release{
 				{Version: "v1", Image: "ufopdemo:v1", Flavor: "C1M1", Desc: "a demo", HealthCheck: dora.HealthCheck{Path: "/health", Timeout: 3}},
-				{Version: "v2", Image: "ufopdemo:v2", Flavor: "C1M1"},
+				{Version: "v2", Image: "ufopdemo:v2", Flavor: "C1M1", Protocol: dora.ProtocolUfop},
 			},
 			Deployments: []dora.Deployment{{ID: "deploy-1", Version: "v1", Region: "z0", Expect: 2, Desired: 2, Max: 5, Status: "RUNNING"}}}),
 		"GET /v1/images": reply(200, []client.Image{{Name: "ufopdemo:v1", Kind: "oci", Created: time.Date(2016, 11, 28, 12, 19, 5, 0, time.UTC)}}),
@@ -126,8 +126,9 @@ func TestReleaseDetail(t *testing.T) {
 		t.Fatalf("release -d:\n%s", r.stdout)
 	}
 	for _, w := range []string{
-		"Version  Image        Flavor  Desc    Health Check Path  Health Check Timeout  LogFilePaths",
-		"v1       ufopdemo:v1  C1M1    a demo  /health            3                     []",
+		"Version  Image        Flavor  Desc    Health Check Path  Health Check Timeout  LogFilePaths  Protocol",
+		"v1       ufopdemo:v1  C1M1    a demo  /health            3                     []            dora",
+		"v2       ufopdemo:v2  C1M1    -       -                  0                     []            ufop",
 		"Deploys:\nVersion  Region  Expect  Actual  Max  Status   Id",
 		"v1       z0      2       2       5    RUNNING  deploy-1",
 	} {
