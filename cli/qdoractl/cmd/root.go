@@ -181,6 +181,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return ExitOK
 	}
+	err = tidyAuthRefusal(err)
 	code := ExitError
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
@@ -196,6 +197,42 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	return code
 }
+
+// tidyAuthRefusal rewrites the message of a 401 the admin API gave a
+// signature it could not verify: the server chains its layers' prefixes
+// ("bad signature: unauthorized: bad token: signature mismatch (...)"),
+// which reads as three errors; the user gets one sentence instead.
+func tidyAuthRefusal(err error) error {
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != 401 {
+		return err
+	}
+	msg := ae.Message
+	for _, p := range []string{"bad signature: ", "unauthorized: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	if msg == ae.Message {
+		return err
+	}
+	if strings.HasPrefix(msg, "bad token: signature mismatch") {
+		msg = "the platform refused the keys: the access key is unknown or disabled, or the secret key is wrong"
+	} else {
+		msg = "the platform refused the request's signature: " + msg
+	}
+	before := ae.Error()
+	ae.Message = msg
+	// The wrappers (login to <endpoint>: ...) hold the old text.
+	return retold{err, strings.Replace(err.Error(), before, ae.Error(), 1)}
+}
+
+// retold is an error told in other words; it unwraps to the original.
+type retold struct {
+	err error
+	msg string
+}
+
+func (e retold) Error() string { return e.msg }
+func (e retold) Unwrap() error { return e.err }
 
 // jsonRequested reports whether --json was given, parsed or (when parsing
 // failed before reaching it) present among the arguments.

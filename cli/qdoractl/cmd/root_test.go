@@ -1,6 +1,8 @@
 package cmd
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/client"
 )
 
 func TestNormalizeArgs(t *testing.T) {
@@ -126,7 +129,9 @@ func TestLoginStoresKeysAndPrecedence(t *testing.T) {
 
 	// wrong keys: nothing stored, the API's message is shown
 	r := runRaw(t, "", "login", "-u", testAK, "-p", "wrong", "--api", f.srv.URL)
-	if r.code != ExitError || !strings.Contains(r.stderr, "status 401") {
+	if r.code != ExitError || !strings.Contains(r.stderr, "status 401") ||
+		!strings.Contains(r.stderr, "qdoractl: login to "+f.srv.URL+": the platform refused the keys: the access key is unknown or disabled, or the secret key is wrong (status 401") ||
+		strings.Contains(r.stderr, "unauthorized:") {
 		t.Fatalf("login with a wrong SK: %v", r)
 	}
 	cfgPath := filepath.Join(home, ".qdoractl", "config.yaml")
@@ -219,5 +224,28 @@ func TestJSONOutput(t *testing.T) {
 	r = mustOK(t, runCLI(t, f, "", "flavor"))
 	if !strings.Contains(r.stdout, "Name  CPU(MHz)  Memory(MiB)  Desc") || !strings.Contains(r.stdout, "C1M1  1000      1024         1 core") {
 		t.Fatalf("table:\n%s", r.stdout)
+	}
+}
+
+// TestTidyAuthRefusal: the admin API's 401 for a bad signature chains its
+// layers' prefixes; qdoractl shows one sentence, and leaves other errors be.
+func TestTidyAuthRefusal(t *testing.T) {
+	for _, c := range []struct {
+		status   int
+		in, want string
+	}{
+		{401, "bad signature: unauthorized: bad token: signature mismatch (unknown or disabled access key, wrong secret key, or a request changed after it was signed)",
+			"the platform refused the keys: the access key is unknown or disabled, or the secret key is wrong"},
+		{401, "bad signature: unauthorized: X-Qiniu-Date 20260101T000000Z is more than 15m0s from the server's clock",
+			"the platform refused the request's signature: X-Qiniu-Date 20260101T000000Z is more than 15m0s from the server's clock"},
+		{401, "token expired", "token expired"},
+		{403, "bad signature: unauthorized: x", "bad signature: unauthorized: x"},
+	} {
+		ae := &client.APIError{Status: c.status, Message: c.in, Reqid: "r1"}
+		err := tidyAuthRefusal(fmt.Errorf("login to x: %w", ae))
+		want := fmt.Sprintf("login to x: %s (status %d, reqid r1)", c.want, c.status)
+		if ae.Message != c.want || err.Error() != want || !errors.Is(err, ae) {
+			t.Errorf("%d %q: got %q (%q), want %q", c.status, c.in, ae.Message, err, want)
+		}
 	}
 }
