@@ -1,8 +1,10 @@
 package cmd
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -128,8 +130,12 @@ func (a *app) putCmd() *cobra.Command {
 			if file == "-" {
 				r = cmd.InOrStdin()
 			} else {
+				// A file that is missing or not a file is a runtime error
+				// (the command line was right): no usage.
 				f, err := os.Open(file)
-				if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("%s does not exist", file)
+				} else if err != nil {
 					return err
 				}
 				defer f.Close()
@@ -137,8 +143,11 @@ func (a *app) putCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if st.IsDir() {
+					return fmt.Errorf("%s is a directory: put uploads one file", file)
+				}
 				if !st.Mode().IsRegular() {
-					return usagef("%s is not a regular file", file)
+					return fmt.Errorf("%s is not a regular file (use - to upload standard input)", file)
 				}
 				r, size = f, st.Size()
 			}

@@ -87,8 +87,13 @@ func TestObjectCommands(t *testing.T) {
 	mustOK(t, runCLI(t, f, "", "rm", "photos", "dir/a b.txt"))
 
 	// a missing file is an error before any request
-	if r := runCLI(t, f, "", "put", "photos", "k", filepath.Join(dir, "nope")); r.code != ExitError {
+	// and a runtime error, not a usage one: its message, without usage
+	nope := filepath.Join(dir, "nope")
+	if r := runCLI(t, f, "", "put", "photos", "k", nope); r.code != ExitError || r.stderr != "qdoractl: "+nope+" does not exist\n" {
 		t.Fatalf("put of a missing file: %v", r)
+	}
+	if r := runCLI(t, f, "", "put", "photos", "k", dir); r.code != ExitError || r.stderr != "qdoractl: "+dir+" is a directory: put uploads one file\n" {
+		t.Fatalf("put of a directory: %v", r)
 	}
 	// a failed get leaves no file behind
 	bad := filepath.Join(dir, "bad.txt")
