@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -34,6 +36,12 @@ run "qdoractl ufopver <ufop> -c N" for that.`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.withClient(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ufop := args[0]
+			// The client would say a missing directory "has no ufop.yaml".
+			if st, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("build %s: directory %s does not exist", ufop, dir)
+			} else if err == nil && !st.IsDir() {
+				return fmt.Errorf("build %s: %s is not a directory (-dir names the program package's directory, the one holding ufop.yaml)", ufop, dir)
+			}
 			b, err := cl.Build(cmd.Context(), ufop, dir)
 			if err != nil {
 				return err

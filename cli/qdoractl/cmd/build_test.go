@@ -99,6 +99,14 @@ func TestBuildNoWaitAndMissingYAML(t *testing.T) {
 	if r := runCLI(t, f, "", "build", "grepd", "-dir", t.TempDir()); r.code != ExitError || !strings.Contains(r.stderr, "no ufop.yaml") {
 		t.Fatalf("build without ufop.yaml: %v", r)
 	}
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir")
+	if r := runCLI(t, f, "", "build", "grepd", "-dir", missing); r.code != ExitError || r.stderr != "qdoractl: build grepd: directory "+missing+" does not exist\n" {
+		t.Fatalf("build -dir of a missing directory: %v", r)
+	}
+	file := filepath.Join(pkgDir(t), "ufop.yaml")
+	if r := runCLI(t, f, "", "build", "grepd", "-dir", file); r.code != ExitError || !strings.Contains(r.stderr, file+" is not a directory") {
+		t.Fatalf("build -dir of a file: %v", r)
+	}
 }
 
 func TestImageinfoBuildlogUfopver(t *testing.T) {
