@@ -259,7 +259,7 @@ func (s *Server) regionParam(region string) (string, error) {
 		return s.defaultRegion(), nil
 	}
 	if !s.hasRegion(region) {
-		return "", errf(http.StatusUnprocessableEntity, "region %q: unknown (see GET /v1/regions)", region)
+		return "", errf(http.StatusUnprocessableEntity, "region %q: unknown (qdoractl region lists the regions; GET /v1/regions)", region)
 	}
 	return region, nil
 }
@@ -380,7 +380,9 @@ func (s *Server) resize(w http.ResponseWriter, r *http.Request, c *call) error {
 			return err
 		}
 		if u.ActiveVersion == "" {
-			return errf(http.StatusConflict, "ufop %s has no active version yet: switch to a build (POST /version) or deploy a release", u.Name)
+			return errf(http.StatusConflict, "ufop %s has no active version yet: activate a version first "+
+				"(qdoractl ufopver %s -c <build>, or qdoractl deploy %s <version> --region <region> --expect <n> --activate; "+
+				"in the console, a build's \"Use as active version\" or Deploy)", u.Name, u.Name, u.Name)
 		}
 		deps, vers, err := s.deploymentsKV(ctx, u.Name)
 		if err != nil {

@@ -124,7 +124,12 @@ func TestResizeInstancesLogsEvents(t *testing.T) {
 	e.ufop(alice, "grepd", dora.ModePrivate)
 	e.release(alice, "grepd", "v1")
 
-	e.must(http.StatusConflict, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1}, nil)
+	// Its answer names how to activate a version, for the CLI and the console.
+	if r := e.req(alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1}); r.Status != http.StatusConflict ||
+		!strings.Contains(r.errMsg(), "activate a version first (qdoractl ufopver grepd -c <build>, or qdoractl deploy grepd <version>") ||
+		!strings.Contains(r.errMsg(), `"Use as active version"`) || strings.Contains(r.errMsg(), "POST /version") {
+		t.Fatalf("resize without an active version: %d %s", r.Status, r.Body)
+	}
 	e.must(http.StatusBadRequest, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{}, nil)
 	e.must(http.StatusBadRequest, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": -1}, nil)
 
@@ -139,7 +144,10 @@ func TestResizeInstancesLogsEvents(t *testing.T) {
 		t.Errorf("runtime desired = %d", spec.Deployment.Desired)
 	}
 	e.must(http.StatusForbidden, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 5}, nil)
-	e.must(http.StatusUnprocessableEntity, alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1, "region": "mars"}, nil)
+	if r := e.req(alice, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1, "region": "mars"}); r.Status != http.StatusUnprocessableEntity ||
+		r.errMsg() != `region "mars": unknown (qdoractl region lists the regions; GET /v1/regions)` {
+		t.Fatalf("resize in an unknown region: %d %s", r.Status, r.Body)
+	}
 	e.must(http.StatusForbidden, bob, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1}, nil)
 	// Resize in a region without a deployment creates one, within what the
 	// limit leaves (it is per ufop: z0 already runs 3 of 4).
