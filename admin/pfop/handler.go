@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	dora "github.com/doraproject/dora"
@@ -114,7 +115,7 @@ func (h *Handler) Match(r *http.Request) bool {
 	case PathUpload:
 		return r.Method == http.MethodPost
 	}
-	return matchResumable(r.URL.Path)
+	return matchResumable(r.URL.Path) || strings.HasPrefix(r.URL.Path, pathPutb64)
 }
 
 // Wrap serves Handler's paths and passes every other request to next
@@ -135,6 +136,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathUpload:
 		status = h.serveUpload(w, r, reqid)
 	default:
+		if strings.HasPrefix(r.URL.Path, pathPutb64) {
+			status = h.servePutb64(w, r, reqid)
+			break
+		}
 		if matchResumable(r.URL.Path) {
 			status = h.serveResumable(w, r, reqid)
 			break

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -218,4 +219,20 @@ func TestRegionQuery(t *testing.T) {
 		t.Fatalf("ResumeUploaderV2.Put through the region query: %v", err)
 	}
 	mustRead(t, pubBucket, "query/a.txt", big)
+}
+
+// TestBase64Upload: storage.Base64Uploader (POST /putb64/<fsize>/key/...).
+func TestBase64Upload(t *testing.T) {
+	data := []byte("uploaded as base64\n")
+	var ret struct{ Key, Hash, Who string }
+	tok := upToken(storage.PutPolicy{Scope: pubBucket, ReturnBody: `{"key":"$(key)","hash":"$(etag)","who":"$(x:who)"}`})
+	b64 := []byte(base64.StdEncoding.EncodeToString(data))
+	extra := &storage.Base64PutExtra{Params: map[string]string{"x:who": "dave"}, MimeType: "text/plain"}
+	if err := storage.NewBase64Uploader(&env.cfg).Put(context.Background(), &ret, tok, "b64/a.txt", b64, extra); err != nil {
+		t.Fatalf("Base64Uploader.Put: %v", err)
+	}
+	if ret.Key != "b64/a.txt" || ret.Hash != etag(data) || ret.Who != "dave" {
+		t.Fatalf("reply %+v", ret)
+	}
+	mustRead(t, pubBucket, "b64/a.txt", data)
 }
