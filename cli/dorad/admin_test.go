@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -93,6 +94,12 @@ func TestAdminCommandRunAs(t *testing.T) {
 		"--store", "bolt://" + filepath.Join(dir, "meta.db"), "--objects", "file://" + filepath.Join(dir, "objects")}
 	if err := runDorad(t, args...); err == nil || !strings.Contains(err.Error(), "nobody") || !strings.Contains(err.Error(), "run-as") {
 		t.Fatalf("dorad admin on a data dir nobody cannot reach = %v", err)
+	}
+	// As the user sees it, with the README's way out for a laptop.
+	var stdout, stderr bytes.Buffer
+	if code := run(append(args, "--log-level", "error"), &stdout, &stderr); code != exitError ||
+		!strings.Contains(stderr.String(), "cannot reach") || !strings.Contains(stderr.String(), `--run-as self (make run RUN_ARGS="--run-as self")`) {
+		t.Fatalf("dorad admin on a data dir nobody cannot reach: exit %d, stderr %q", code, stderr.String())
 	}
 	r := startDorad(t, append(args, "--run-as", "self")...)
 	waitOK(t, r.waitURL(t)+"/healthz")

@@ -3,9 +3,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
+
+	"github.com/doraproject/dora/cli/platform"
 )
 
 func main() {
@@ -20,9 +24,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.Execute()
+	err := withRunAsHint(root.Execute())
 	if err != nil {
 		fmt.Fprintln(stderr, "dorad:", err)
 	}
 	return exitCode(err)
+}
+
+// withRunAsHint adds to the refusal of a data directory the run-as user
+// cannot reach (a checkout under a 0700 home such as /root, run as root)
+// the way out the README gives for a single-user machine: --run-as self.
+func withRunAsHint(err error) error {
+	if err == nil || !errors.Is(err, platform.ErrConfig) || !strings.Contains(err.Error(), "cannot reach") ||
+		!strings.Contains(err.Error(), "(run-as)") {
+		return err
+	}
+	return fmt.Errorf("%w; or, on a single-user machine, run user code as dorad's own user: --run-as %s "+
+		"(make run RUN_ARGS=\"--run-as %s\"), which gives it dorad's privileges (docs/security.md)",
+		err, platform.RunAsSelf, platform.RunAsSelf)
 }
