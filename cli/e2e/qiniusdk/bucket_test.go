@@ -44,6 +44,12 @@ func TestBucketManager(t *testing.T) {
 		if _, err := bm.Stat(pubBucket, "bm/none.txt"); codeOf(err) != 612 {
 			t.Fatalf("Stat of a missing key: %v (code %d), want 612", err, codeOf(err))
 		}
+		if _, err := bm.Stat(foreignBucket, "x"); codeOf(err) != http.StatusForbidden {
+			t.Fatalf("Stat in another account's bucket: %v (code %d), want 403", err, codeOf(err))
+		}
+		if err := bm.Copy(pubBucket, "bm/stat.txt", foreignBucket, "stolen.txt", false); codeOf(err) != http.StatusForbidden {
+			t.Fatalf("Copy into another account's bucket: %v (code %d), want 403", err, codeOf(err))
+		}
 		if _, err := bm.Stat("nosuchbucket", "x"); codeOf(err) != 631 {
 			t.Fatalf("Stat in a missing bucket: %v (code %d), want 631", err, codeOf(err))
 		}

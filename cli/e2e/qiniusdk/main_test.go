@@ -38,6 +38,8 @@ const (
 	pubBucket   = "sdkpub"   // public
 	privBucket  = "sdkpriv"  // private
 	otherBucket = "sdkother" // public, the target of cross-bucket copies
+
+	foreignBucket = "sdkforeign" // another account's
 )
 
 // env is the one platform of this package and the SDK's view of it.
@@ -104,6 +106,14 @@ func setup(dev *platform.Dev, cacheDir string) error {
 		if _, err := user.CreateBucket(ctx, b); err != nil {
 			return fmt.Errorf("bucket %s: %w", b.Name, err)
 		}
+	}
+	// Someone else's bucket, which the SDK's account may not touch.
+	other, err := root.CreateAccount(ctx, "sdkother", 0)
+	if err != nil {
+		return err
+	}
+	if _, err := doraclient.New(dev.AdminURL, other.AccessKey, other.SecretKey).CreateBucket(ctx, doraclient.BucketSpec{Name: foreignBucket}); err != nil {
+		return fmt.Errorf("bucket %s: %w", foreignBucket, err)
 	}
 	env.dev = dev
 	env.adminHost = hostOf(dev.AdminURL)

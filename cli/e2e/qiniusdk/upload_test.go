@@ -62,14 +62,16 @@ func TestFormUpload(t *testing.T) {
 		second := filepath.Join(dir, "v2.txt")
 		os.WriteFile(first, []byte("version one\n"), 0o644)
 		os.WriteFile(second, []byte("version two\n"), 0o644)
-		tok := upToken(storage.PutPolicy{Scope: pubBucket + ":form/file.txt"})
-		var ret storage.PutRet
-		if err := up.PutFile(ctx, &ret, tok, "form/file.txt", first, nil); err != nil {
+		rb := upToken(storage.PutPolicy{Scope: pubBucket + ":form/file.txt", ReturnBody: `{"key":"$(key)","hash":"$(etag)","fname":"$(fname)"}`})
+		var named struct{ Key, Hash, Fname string }
+		if err := up.PutFile(ctx, &named, rb, "form/file.txt", first, nil); err != nil {
 			t.Fatalf("PutFile: %v", err)
 		}
-		if ret.Key != "form/file.txt" || ret.Hash != etag([]byte("version one\n")) {
-			t.Fatalf("PutFile reply: %+v", ret)
+		if named.Key != "form/file.txt" || named.Hash != etag([]byte("version one\n")) || named.Fname != "v1.txt" {
+			t.Fatalf("PutFile reply: %+v", named)
 		}
+		tok := upToken(storage.PutPolicy{Scope: pubBucket + ":form/file.txt"})
+		var ret storage.PutRet
 		// bucket:key overwrites.
 		if err := up.PutFile(ctx, &ret, tok, "form/file.txt", second, nil); err != nil {
 			t.Fatalf("PutFile over it (bucket:key scope): %v", err)
@@ -79,6 +81,10 @@ func TestFormUpload(t *testing.T) {
 		err := up.PutFile(ctx, &ret, tok, "form/elsewhere.txt", first, nil)
 		if codeOf(err) != http.StatusForbidden {
 			t.Fatalf("PutFile outside the scope: %v (code %d), want 403", err, codeOf(err))
+		}
+		// Another account's bucket: 403.
+		if err := up.PutFile(ctx, &ret, upToken(storage.PutPolicy{Scope: foreignBucket}), "x.txt", first, nil); codeOf(err) != http.StatusForbidden {
+			t.Fatalf("PutFile into another account's bucket: %v (code %d), want 403", err, codeOf(err))
 		}
 		// insertOnly with a bucket:key scope: 614.
 		ins := upToken(storage.PutPolicy{Scope: pubBucket + ":form/file.txt", InsertOnly: 1})
