@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qiniu/go-sdk/v7/auth"
 	"github.com/qiniu/go-sdk/v7/storage"
 )
 
@@ -106,6 +107,15 @@ func TestBucketManager(t *testing.T) {
 		fi, err := bm.Stat(pubBucket, "bm/meta.json")
 		if err != nil || fi.MimeType != "application/json" || fi.Type != 1 || fi.Hash != etag(data) {
 			t.Fatalf("Stat after ChangeMime/ChangeType: %v %+v", err, fi)
+		}
+		// v7.11's FileInfo has no expiration: read stat's reply whole,
+		// with the SDK's own client and signature.
+		var raw map[string]any
+		err = bm.Client.CredentialedCall(context.Background(), env.mac, auth.TokenQiniu, &raw, "POST",
+			"http://"+env.adminHost+storage.URIStat(pubBucket, "bm/meta.json"), nil)
+		exp, _ := raw["expiration"].(float64)
+		if days := time.Until(time.Unix(int64(exp), 0)).Hours() / 24; err != nil || days < 6.9 || days > 7.1 {
+			t.Fatalf("stat after DeleteAfterDays(7): %v %v", err, raw)
 		}
 		code, got, h := download(t, storage.MakePublicURL(domain(pubBucket), "bm/meta.json"))
 		if code != http.StatusOK || !bytes.Equal(got, data) || h.Get("Content-Type") != "application/json" {

@@ -1,6 +1,10 @@
 package qiniusdk
 
 import (
+	"bytes"
+	"encoding/json"
+	"image"
+	pngpkg "image/png"
 	"net/http"
 	"strings"
 	"testing"
@@ -97,6 +101,29 @@ func TestPfop(t *testing.T) {
 	code, body, _ := download(t, storage.MakePublicURL(domain(pubBucket), "pfop/in.txt")+"?p/1/qhash/md5")
 	if code != http.StatusOK || !strings.Contains(string(body), `"fsize":28`) {
 		t.Fatalf("?p/1/qhash/md5: %d %q", code, body)
+	}
+
+	// imageInfo on an image.
+	var png bytes.Buffer
+	if err := pngpkg.Encode(&png, image.NewRGBA(image.Rect(0, 0, 4, 3))); err != nil {
+		t.Fatal(err)
+	}
+	put(t, pubBucket, "pfop/img.png", png.Bytes(), "image/png")
+	id, err = om.Pfop(pubBucket, "pfop/img.png", "imageInfo", "", "", true)
+	if err != nil {
+		t.Fatalf("Pfop imageInfo: %v", err)
+	}
+	st = waitPfop(t, id)
+	if st.Code != 0 || len(st.Items) != 1 || st.Items[0].Key == "" {
+		t.Fatalf("Prefop of imageInfo: %+v", st)
+	}
+	code, body, _ = download(t, storage.MakePublicURL(domain(pubBucket), st.Items[0].Key))
+	var info struct {
+		Format        string
+		Width, Height int
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &info) != nil || info.Format != "png" || info.Width != 4 || info.Height != 3 {
+		t.Fatalf("imageInfo result: %d %q", code, body)
 	}
 
 	// An unknown id: 612.
