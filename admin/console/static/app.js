@@ -506,6 +506,7 @@ function pfopPage(v, given) {
   v.append(el("h1", { text: "Pfop jobs" }),
     el("h2", { text: "Submit a job" }),
     el("form", { class: "inline", onsubmit: guard(box, async () => {
+      forget();
       const r = await api("POST", "/v1/pfop", { bucket: bucket.value, key: key.value, fops: fops.value, pipeline: pipeline.value, force: force.checked });
       toast("job " + r.persistentId + " submitted");
       id.value = r.persistentId;
@@ -513,18 +514,33 @@ function pfopPage(v, given) {
     }) }, el("label", {}, "Bucket", bucket), el("label", {}, "Key", key), el("label", {}, "Fops", fops),
       el("label", {}, "Pipeline", pipeline), el("label", {}, "Force", force), el("button", { type: "submit", id: "pfop-submit" }, "Submit")),
     el("h2", { text: "Follow a job" }),
-    el("p", { class: "muted", text: "Jobs submitted with `qdoractl pfop` or a Qiniu SDK too: look one up by its persistentId." }),
+    el("p", { class: "muted", id: "pfop-follow-help" }, "Jobs submitted with ", el("code", { text: "qdoractl pfop" }), " or a Qiniu SDK too: look one up by its persistentId."),
     el("form", { class: "inline", onsubmit: guard(box, async () => { watch(id.value); }) },
       el("label", {}, "persistentId", id), el("button", { type: "submit", id: "pfop-lookup" }, "Follow")), box, out);
 
+  // forget stops following the job shown and clears it, so that an error
+  // (a failed submit or lookup) is not shown above another job's table;
+  // a poll answered after its job was forgotten is dropped (current).
+  let timer = null, current = null;
+  function forget() {
+    if (timer) { clearInterval(timer); state.timers = state.timers.filter(t => t !== timer); timer = null; }
+    current = null;
+    out.replaceChildren();
+  }
   // watch shows the job and polls it every second until it ends (codes
   // 0 success, 3 failed, 4 callback failed are final).
-  let timer = null;
   function watch(jobID) {
-    if (timer) { clearInterval(timer); state.timers = state.timers.filter(t => t !== timer); }
+    forget();
+    const mine = current = {};
     const show = async () => {
       let st;
-      try { st = await api("GET", "/status/get/prefop?id=" + encodeURIComponent(jobID)); } catch (e) { if (e.status !== 401) box.textContent = e.message; clearInterval(timer); return; }
+      try { st = await api("GET", "/status/get/prefop?id=" + encodeURIComponent(jobID)); } catch (e) {
+        if (current !== mine) return;
+        if (e.status !== 401) box.textContent = e.message;
+        forget();
+        return;
+      }
+      if (current !== mine) return;
       box.textContent = "";
       out.replaceChildren(el("p", {}, "Job ", el("code", { id: "pfop-job-id", text: st.id }), ": ",
         el("span", { id: "pfop-job-status", class: "state-" + (st.code === 0 ? "RUNNING" : st.code === 3 || st.code === 4 ? "FAILED" : "PENDING"), "data-code": String(st.code), text: st.desc + " (code " + st.code + ")" }),

@@ -222,6 +222,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		fail("the pfop job", fmt.Errorf("code %s, the page shows:\n%s", code, job))
 	}
 	shot("pfop")
+	// The help names the command as code, not between literal backticks.
+	if help, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#pfop-follow-help').innerHTML`)); err != nil ||
+		!strings.Contains(help, "<code>qdoractl pfop</code>") || strings.Contains(help, "`") {
+		fail("the pfop page's help", fmt.Errorf("%q, %v", help, err))
+	}
+	// A failed lookup shows its error alone: the previous job's table goes.
+	do("pfop lookup of an unknown job", chromedp.SetValue(css("#pfop-id"), "no-such-job"), chromedp.Click(css("#pfop-lookup")))
+	wait("the unknown job's error without the previous job",
+		`document.querySelector('#pfop-job').childElementCount === 0 && [...document.querySelectorAll('.error[role=alert]')].some(e => e.textContent !== '')`)
 
 	// Some traffic, then the chart of grepd's requests/s must show it.
 	for i := 0; i < 20; i++ {
