@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -334,8 +335,28 @@ func (s *Server) secureCookie(r *http.Request) bool {
 // Failed sign-ins are throttled per access key and client address
 // (loginLimiter): past loginBurst in loginWindow, 429 with Retry-After.
 func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	if err := r.ParseForm(); err != nil {
+	const maxForm = 64 << 10
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	// The fields come as a form, URL-encoded (the console) or multipart
+	// (a FormData posted as is, curl -F); another body is not read as one
+	// and gets a message saying so, not "both required".
+	var err error
+	ct := r.Header.Get("Content-Type")
+	mt, _, _ := mime.ParseMediaType(ct)
+	switch mt {
+	case "application/x-www-form-urlencoded":
+		err = r.ParseForm()
+	case "multipart/form-data":
+		err = r.ParseMultipartForm(maxForm)
+		if r.MultipartForm != nil {
+			defer r.MultipartForm.RemoveAll()
+		}
+	default:
+		writeError(w, errf(http.StatusUnsupportedMediaType, "sign-in: Content-Type %q: send the fields ak and sk as "+
+			"application/x-www-form-urlencoded or multipart/form-data", ct))
+		return
+	}
+	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			writeError(w, err) // 413
 			return

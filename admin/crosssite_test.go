@@ -1,7 +1,10 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -82,5 +85,44 @@ func TestConsoleLoginBodyTooLarge(t *testing.T) {
 	var body struct{ Error string }
 	if json.Unmarshal(w.Body.Bytes(), &body); w.Code != http.StatusRequestEntityTooLarge || body.Error == "" {
 		t.Fatalf("a 64 KiB+ sign-in form: %d %q", w.Code, w.Body)
+	}
+}
+
+// TestConsoleLoginFormTypes: the sign-in fields are read from a URL-encoded
+// or a multipart form (curl -F, a FormData posted as is); any other body
+// is 415 naming the types, not "access key and secret key are both
+// required" when both were sent.
+func TestConsoleLoginFormTypes(t *testing.T) {
+	e := newEnv(t)
+	h := e.srv.Handler()
+	post := func(ct string, body io.Reader) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/console/login", body)
+		if ct != "" {
+			r.Header.Set("Content-Type", ct)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	var mp bytes.Buffer
+	mw := multipart.NewWriter(&mp)
+	mw.WriteField("ak", testRootAK)
+	mw.WriteField("sk", testRootSK)
+	mw.Close()
+	if w := post(mw.FormDataContentType(), &mp); w.Code != http.StatusOK || sessionCookie(w.Result()) == nil {
+		t.Fatalf("multipart sign-in: %d %s", w.Code, w.Body)
+	}
+	big := strings.NewReader("--b\r\nContent-Disposition: form-data; name=\"pad\"\r\n\r\n" + strings.Repeat("x", 64<<10) + "\r\n--b--\r\n")
+	if w := post("multipart/form-data; boundary=b", big); w.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a 64 KiB+ multipart sign-in: %d %s", w.Code, w.Body)
+	}
+	for _, ct := range []string{"application/json", ""} {
+		w := post(ct, strings.NewReader(`{"ak":"`+testRootAK+`","sk":"`+testRootSK+`"}`))
+		var body struct{ Error string }
+		json.Unmarshal(w.Body.Bytes(), &body)
+		if w.Code != http.StatusUnsupportedMediaType || !strings.Contains(body.Error, "application/x-www-form-urlencoded or multipart/form-data") ||
+			strings.Contains(body.Error, "both required") {
+			t.Fatalf("sign-in as %q: %d %q", ct, w.Code, body.Error)
+		}
 	}
 }
