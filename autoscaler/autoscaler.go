@@ -48,6 +48,12 @@ const ReasonReapply = "re-apply the stored count"
 // a cooldown for the change it could not make.
 var ErrTargetBusy = errors.New("autoscaler: target busy")
 
+// ErrUnknownToTarget is returned (wrapped) by an AppliedReader that does
+// not know the deployment: at start, before its runtime restored the
+// deployments, that is expected (the restore applies the stored count
+// itself), so the autoscaler does not warn about it.
+var ErrUnknownToTarget = errors.New("the target does not know the deployment")
+
 // Defaults of Config.
 const (
 	DefaultInterval  = 2 * time.Second
@@ -454,7 +460,10 @@ func (a *Autoscaler) checkApplied(ctx context.Context, e *entry, d dora.Deployme
 		return
 	}
 	n, err := ar.Applied(ctx, d)
-	if err != nil {
+	if errors.Is(err, ErrUnknownToTarget) {
+		log.Debug("the target does not know the deployment (yet: its runtime restores them at start); not re-applying", "err", err)
+		return
+	} else if err != nil {
 		log.Warn("reading the count the target runs; not re-applying", "err", err)
 		return
 	}

@@ -1,6 +1,7 @@
 package autoscaler
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -608,21 +610,29 @@ func (f *appliedTarget) Applied(_ context.Context, d dora.Deployment) (int, erro
 // died between storing a new count and applying it left the target on
 // the old one; the next autoscaler applies the stored count at its first
 // look, once, even when its own decision is to hold. A target that runs
-// the stored count, or cannot tell, gets no call.
+// the stored count, or cannot tell, gets no call; one that cannot tell is
+// a warning, unless it does not know the deployment yet (a runtime that
+// restores its deployments after the autoscaler started): a debug line.
 func TestLoopReappliesAStoredCountTheTargetDoesNotRun(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		applied   int
 		err       error
 		wantCalls []scaleCall
+		wantLog   string // the level of the line about err
 	}{
-		{"behind", 2, nil, []scaleCall{{"deploy-a", 3, ReasonReapply}}},
-		{"in step", 3, nil, nil},
-		{"cannot tell", 2, errors.New("nomad unreachable"), nil},
+		{"behind", 2, nil, []scaleCall{{"deploy-a", 3, ReasonReapply}}, ""},
+		{"in step", 3, nil, nil, ""},
+		{"cannot tell", 2, errors.New("nomad unreachable"), nil, "level=WARN"},
+		{"not restored yet", 2, fmt.Errorf("applied count of deploy-a: %w: runtime: not found", ErrUnknownToTarget), nil, "level=DEBUG"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			at := &appliedTarget{fakeTarget: &fakeTarget{}, applied: map[string]int{"deploy-a": tc.applied}, appliedErr: tc.err}
-			h := newHarness(t, func(c *Config) { c.Target = at })
+			var logs bytes.Buffer
+			h := newHarness(t, func(c *Config) {
+				c.Target = at
+				c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			})
 			h.target = at.fakeTarget
 			d := dep("deploy-a", 1, 5, 3, dora.DeployRunning)
 			h.put(depKey(d), d)
@@ -636,6 +646,20 @@ func TestLoopReappliesAStoredCountTheTargetDoesNotRun(t *testing.T) {
 			}
 			if got := h.deployment("deploy-a"); got.Desired != 3 {
 				t.Errorf("stored count %d, want 3", got.Desired)
+			}
+			if tc.err != nil {
+				var lines []string
+				for _, l := range strings.Split(logs.String(), "\n") {
+					if strings.Contains(l, "not re-applying") {
+						lines = append(lines, l)
+					}
+				}
+				if len(lines) != 1 || !strings.HasPrefix(strings.SplitN(lines[0], " ", 2)[1], tc.wantLog+" ") {
+					t.Errorf("log about %v: %q, want one line at %s", tc.err, lines, tc.wantLog)
+				}
+			}
+			if strings.Contains(logs.String(), "level=WARN") != (tc.wantLog == "level=WARN") {
+				t.Errorf("warnings:\n%s", logs.String())
 			}
 		})
 	}

@@ -52,14 +52,18 @@ func (t ScaleTarget) Ready(ctx context.Context, d dora.Deployment) (int, error) 
 
 // Applied returns the count the runtime is set to run for d, so that the
 // autoscaler re-applies a stored count it never applied; a runtime that
-// cannot tell answers d's stored count (nothing to re-apply).
+// cannot tell answers d's stored count (nothing to re-apply), one that does
+// not know d an error wrapping autoscaler.ErrUnknownToTarget.
 func (t ScaleTarget) Applied(ctx context.Context, d dora.Deployment) (int, error) {
 	ac, ok := t.Runtime.(appliedCounter)
 	if !ok {
 		return d.Desired, nil
 	}
 	n, err := ac.Applied(ctx, d.ID)
-	if err != nil {
+	if errors.Is(err, ErrNotFound) {
+		// Not restored yet (the autoscaler starts before the runtime).
+		return 0, fmt.Errorf("applied count of %s: %w: %w", d.ID, autoscaler.ErrUnknownToTarget, err)
+	} else if err != nil {
 		return 0, fmt.Errorf("applied count of %s: %w", d.ID, err)
 	}
 	return n, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/doraproject/dora"
@@ -89,6 +90,13 @@ func (f appliedRuntime) Applied(_ context.Context, id string) (int, error) {
 	return n, nil
 }
 
+// failingApplied is a fakeRuntime that cannot tell its applied counts.
+type failingApplied struct{ fakeRuntime }
+
+func (failingApplied) Applied(context.Context, string) (int, error) {
+	return 0, errors.New("nomad unreachable")
+}
+
 // TestScaleTargetApplied: the target answers the count the runtime is
 // set to run, its error wrapped; a runtime that cannot tell answers the
 // stored count.
@@ -100,8 +108,15 @@ func TestScaleTargetApplied(t *testing.T) {
 	if n, err := tg.Applied(ctx, d); err != nil || n != 2 {
 		t.Fatalf("applied = %d, %v; want 2", n, err)
 	}
-	if _, err := tg.Applied(ctx, dep("deploy-b")); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("unknown deployment: %v, want ErrNotFound", err)
+	// An unknown one (not restored yet at start) is ErrUnknownToTarget, for
+	// the autoscaler not to warn, named once.
+	if _, err := tg.Applied(ctx, dep("deploy-b")); !errors.Is(err, ErrNotFound) || !errors.Is(err, autoscaler.ErrUnknownToTarget) ||
+		strings.Count(err.Error(), "deploy-b") != 1 {
+		t.Fatalf("unknown deployment: %v, want ErrNotFound and autoscaler.ErrUnknownToTarget", err)
+	}
+	other := ScaleTarget{Runtime: failingApplied{}}
+	if _, err := other.Applied(ctx, d); err == nil || errors.Is(err, autoscaler.ErrUnknownToTarget) {
+		t.Fatalf("a failing runtime: %v, want its error only", err)
 	}
 	if n, err := (ScaleTarget{Runtime: fakeRuntime{}}).Applied(ctx, d); err != nil || n != 3 {
 		t.Fatalf("a runtime that cannot tell: %d, %v; want the stored 3", n, err)

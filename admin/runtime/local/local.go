@@ -569,7 +569,7 @@ func (r *Runtime) Applied(_ context.Context, deploymentID string) (int, error) {
 	defer r.mu.Unlock()
 	d := r.deps[deploymentID]
 	if d == nil {
-		return 0, fmt.Errorf("applied count of %s: %w", deploymentID, runtime.ErrNotFound)
+		return 0, runtime.ErrNotFound // the caller names the deployment
 	}
 	return d.desired, nil
 }

@@ -567,3 +567,18 @@ func applied(t *testing.T, r *Runtime, id string, want int) {
 		t.Fatalf("applied count of %s = %d, %v; want %d", id, n, err, want)
 	}
 }
+
+// TestAppliedUnknownNamedOnce: a deployment the runtime does not know (at
+// start, before the restore) is runtime.ErrNotFound; through the
+// autoscaler's ScaleTarget the message names the deployment once (it
+// read "applied count of X: applied count of X: runtime: not found").
+func TestAppliedUnknownNamedOnce(t *testing.T) {
+	r := newRuntime(t, nil)
+	if _, err := r.Applied(context.Background(), "deploy-x"); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("applied count of an unknown deployment: %v, want runtime.ErrNotFound", err)
+	}
+	_, err := runtime.ScaleTarget{Runtime: r}.Applied(context.Background(), dora.Deployment{ID: "deploy-x"})
+	if err == nil || strings.Count(err.Error(), "applied count of deploy-x") != 1 || !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("through ScaleTarget: %v", err)
+	}
+}
