@@ -123,6 +123,7 @@ func (a *app) deploy(cmd *cobra.Command, ufop, version string, req client.Deploy
 	}
 	return a.show(d, func() error {
 		fmt.Fprintf(a.stdout, "Deploy success\n")
+		// The seed's text (the quick start's deploy), "you" included.
 		fmt.Fprintf(a.stdout, "Please run `qdoractl deploy %s --id %s` to view you deploy\n", ufop, d.ID)
 		fmt.Fprintf(a.stdout, "Please run `qdoractl release %s %s -d` to view you release\n", ufop, version)
 		return nil
@@ -158,7 +159,7 @@ your per-ufop instance limit if less, but at least n (as deploy without --max).`
 				return err
 			}
 			return a.show(d, func() error {
-				fmt.Fprintf(a.stdout, "Resize success: %s %s in %s expects %d instance(s)\nPlease run `qdoractl deploy %s --id %s` to view you deploy\n",
+				fmt.Fprintf(a.stdout, "Resize success: %s %s in %s expects %d instance(s)\nPlease run `qdoractl deploy %s --id %s` to view the deployment\n",
 					args[0], d.Version, d.Region, d.Expect, args[0], d.ID)
 				return nil
 			})

@@ -75,7 +75,8 @@ func TestDeployCommands(t *testing.T) {
 
 	r = mustOK(t, runCLI(t, f, "", "resize", "doraufoptest", "-num", "3", "--region", "z0"))
 	jsonEq(t, f.last(t, "POST /v1/ufops/doraufoptest/resize").Body, `{"num":3,"region":"z0"}`)
-	if !strings.Contains(r.stdout, "Resize success") {
+	// The seeds give resize no output: not deploy's "to view you deploy".
+	if !strings.Contains(r.stdout, "Resize success") || !strings.Contains(r.stdout, "` to view the deployment\n") || strings.Contains(r.stdout, "view you") {
 		t.Fatalf("resize: %q", r.stdout)
 	}
 }
