@@ -469,7 +469,7 @@ func (r *Runtime) Scale(ctx context.Context, id string, count int, reason string
 func (r *Runtime) Applied(ctx context.Context, id string) (int, error) {
 	_, job, err := r.find(ctx, id)
 	if err != nil {
-		return 0, fmt.Errorf("nomad applied count: %w", err)
+		return 0, fmt.Errorf("nomad: %w", err)
 	}
 	cur, stopped := counts(job)
 	return cur + stopped, nil
