@@ -357,17 +357,36 @@ func (h *Handler) meta(ctx context.Context, e entry) (ObjectMeta, error) {
 }
 
 func (h *Handler) putMeta(ctx context.Context, e entry, m ObjectMeta) error {
+	return SetObjectMeta(ctx, h.cfg.Store, e.bucket, e.key, m, h.cfg.Now())
+}
+
+// SetObjectMeta records m as the object's ObjectMeta (Set = now), or
+// drops the record when m sets nothing: what chtype and deleteAfterDays
+// change, and what an upload whose policy has fileType or
+// deleteAfterDays sets (admin/pfop). An object whose record key would be
+// over store.MaxKeyBytes (ObjectMetaKeyOK) has no record to drop.
+func SetObjectMeta(ctx context.Context, st store.Store, bucket, key string, m ObjectMeta, now time.Time) error {
+	mk := store.ObjectMetaKey(bucket, key)
 	if m.Type == 0 && m.DeleteAfterDays == 0 {
-		err := h.cfg.Store.Delete(ctx, metaKey(e))
+		if !ObjectMetaKeyOK(bucket, key) {
+			return nil
+		}
+		err := st.Delete(ctx, mk)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
 		return err
 	}
-	m.Set = h.cfg.Now().UTC()
+	m.Set = now.UTC()
 	b, _ := json.Marshal(m)
-	_, err := h.cfg.Store.Put(ctx, metaKey(e), b)
+	_, err := st.Put(ctx, mk, b)
 	return err
+}
+
+// ObjectMetaKeyOK says whether the object can have an ObjectMeta: its
+// record's key (store.ObjectMetaKey) is a valid store key.
+func ObjectMetaKeyOK(bucket, key string) bool {
+	return store.ValidateKey(store.ObjectMetaKey(bucket, key)) == nil
 }
 
 // statReply is Qiniu's stat answer (putTime in units of 100 ns).
