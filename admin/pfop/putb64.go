@@ -70,7 +70,7 @@ func (h *Handler) servePutb64(w http.ResponseWriter, r *http.Request, reqid stri
 		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("exceed FsizeLimit of %d bytes", limit))
 	}
 	f.dec = base64.NewDecoder(base64.StdEncoding, urlSafeToStd{r.Body})
-	up, ue := h.storeUpload(r.Context(), t, f, mt, fname)
+	up, ue := h.storeUpload(r.Context(), t, f, mt, fname, vars)
 	if f.failed != nil { // the body's own fault, whatever the store made of it
 		ue = f.failed
 	}

@@ -485,7 +485,7 @@ func (h *Handler) serveMkfile(w http.ResponseWriter, r *http.Request, reqid, tok
 	}
 	src := &spoolReader{files: files}
 	defer src.Close()
-	up, ue := h.storeUpload(r.Context(), t, src, mt, fname)
+	up, ue := h.storeUpload(r.Context(), t, src, mt, fname, vars)
 	if ue != nil {
 		return writeError(w, ue.status, ue.msg)
 	}
@@ -819,16 +819,16 @@ func (h *Handler) completeV2(w http.ResponseWriter, r *http.Request, reqid, toke
 	}
 	src := &spoolReader{files: files}
 	defer src.Close()
-	up, ue := h.storeUpload(r.Context(), t, src, body.MimeType, body.Fname)
-	if ue != nil {
-		return writeError(w, ue.status, ue.msg)
-	}
-	os.RemoveAll(h.sessionDir(id))
 	vars := map[string]string{}
 	for k, v := range body.CustomVars {
 		if strings.HasPrefix(k, "x:") {
 			vars[k] = v
 		}
 	}
+	up, ue := h.storeUpload(r.Context(), t, src, body.MimeType, body.Fname, vars)
+	if ue != nil {
+		return writeError(w, ue.status, ue.msg)
+	}
+	os.RemoveAll(h.sessionDir(id))
 	return h.replyUpload(w, r, reqid, t, up, vars)
 }

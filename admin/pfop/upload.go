@@ -24,6 +24,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/qhttp"
 	"github.com/doraproject/dora/internal/store"
@@ -55,6 +56,33 @@ type PutPolicy struct {
 	PersistentPipeline  string `json:"persistentPipeline,omitempty"`
 	PersistentType      int    `json:"persistentType,omitempty"`
 	CallbackURL         string `json:"callbackUrl,omitempty"`
+	// SaveKey names the object when the upload names none (the scope's
+	// key counts as named), or always with ForceSaveKey: a template of
+	// magic variables (saveKey), expanded once the file is stored.
+	SaveKey      string   `json:"saveKey,omitempty"`
+	ForceSaveKey flexBool `json:"forceSaveKey,omitempty"`
+	// EndUser is $(endUser) in saveKey.
+	EndUser string `json:"endUser,omitempty"`
+	// DeleteAfterDays and FileType are the stored object's lifecycle and
+	// storage class, as rs's deleteAfterDays and chtype set them.
+	DeleteAfterDays int `json:"deleteAfterDays,omitempty"`
+	FileType        int `json:"fileType,omitempty"`
+}
+
+// flexBool is a JSON boolean that also reads 0 and 1 (the put policy's
+// other flags, insertOnly and isPrefixalScope, are numbers).
+type flexBool bool
+
+func (b *flexBool) UnmarshalJSON(data []byte) error {
+	switch string(data) {
+	case "true", "1":
+		*b = true
+	case "false", "0", "null":
+		*b = false
+	default:
+		return fmt.Errorf("want true or false, not %s", data)
+	}
+	return nil
 }
 
 // UploadToken makes "<AK>:<sign>:<urlsafe_base64(policy JSON)>", sign =
@@ -143,6 +171,18 @@ func (h *Handler) verifyUploadToken(ctx context.Context, token string) (ownerID 
 		return "", p, uerr(http.StatusBadRequest, "callbackUrl is not supported")
 	}
 	return acct.ID, p, nil
+}
+
+// keyInScope says whether the policy's scope admits key.
+func keyInScope(p PutPolicy, key string) bool {
+	_, sk, hasKey := strings.Cut(p.Scope, ":")
+	switch {
+	case !hasKey:
+		return true
+	case p.IsPrefixalScope != 0:
+		return strings.HasPrefix(key, sk)
+	}
+	return key == sk
 }
 
 // scopeKey checks key against the policy's scope and returns the bucket,
@@ -347,14 +387,52 @@ func (h *Handler) replyUpload(w http.ResponseWriter, r *http.Request, reqid stri
 }
 
 // uploadTarget is where an upload token lets a file go: the token's
-// account and policy, the bucket, the key ("" when the key is to be the
-// file's etag) and whether only a new key may be written.
+// account and policy, the bucket, the key ("" when it is known only once
+// the file is stored: the saveKey's expansion, else the file's etag) and
+// whether only a new key may be written.
 type uploadTarget struct {
 	owner      string
 	policy     PutPolicy
 	bucket     string
 	key        string
+	saveKey    saveKey // the key's template, when key is ""
 	insertOnly bool
+}
+
+// Bounds of the policy's deleteAfterDays (rs's) and fileType.
+const (
+	maxDeleteAfterDays = 100000
+	maxFileType        = 3
+)
+
+// policyKey applies saveKey and forceSaveKey to the key the client names
+// (Qiniu's rule: the client's key, else the scope's, else saveKey's, else
+// the etag; forceSaveKey: saveKey's whatever the client names). It
+// returns the parsed template when the key is saveKey's and has
+// variables; a saveKey of literal text only is returned as the key, given.
+func policyKey(pol PutPolicy, key string, keyGiven bool) (saveKey, string, bool, *uploadError) {
+	if pol.SaveKey == "" {
+		if pol.ForceSaveKey {
+			return nil, "", false, uerr(http.StatusBadRequest, "forceSaveKey: the policy has no saveKey")
+		}
+		return nil, key, keyGiven, nil
+	}
+	tmpl, err := parseSaveKey(pol.SaveKey)
+	if err != nil {
+		return nil, "", false, uerr(http.StatusBadRequest, "saveKey: %v", err)
+	}
+	_, _, exact := strings.Cut(pol.Scope, ":")
+	exact = exact && pol.IsPrefixalScope == 0
+	if !bool(pol.ForceSaveKey) && (keyGiven || exact) {
+		return nil, key, keyGiven, nil
+	}
+	if lit, ok := tmpl.static(); ok {
+		if err := dora.ValidateKey(lit); err != nil {
+			return nil, "", false, uerr(http.StatusBadRequest, "saveKey: invalid key: %v", err)
+		}
+		return nil, lit, true, nil
+	}
+	return tmpl, "", false, nil
 }
 
 // checkUpload verifies the token and applies its policy to the key the
@@ -366,8 +444,25 @@ func (h *Handler) checkUpload(ctx context.Context, token, key string, keyGiven b
 	if ue != nil {
 		return uploadTarget{}, ue
 	}
-	bucket, key, insertOnly, ue := scopeKey(pol, key, keyGiven)
+	if pol.FileType < 0 || pol.FileType > maxFileType {
+		return uploadTarget{}, uerr(http.StatusBadRequest, "fileType: 0 (standard), 1 (infrequent), 2 (archive) or 3 (deep archive), not %d", pol.FileType)
+	}
+	if pol.DeleteAfterDays < 0 || pol.DeleteAfterDays > maxDeleteAfterDays {
+		return uploadTarget{}, uerr(http.StatusBadRequest, "deleteAfterDays: 0 (none) to %d, not %d", maxDeleteAfterDays, pol.DeleteAfterDays)
+	}
+	tmpl, key, keyGiven, ue := policyKey(pol, key, keyGiven)
 	if ue != nil {
+		return uploadTarget{}, ue
+	}
+	var bucket string
+	var insertOnly bool
+	if tmpl != nil { // the scope is checked against the expanded key
+		bucket, _, _ = strings.Cut(pol.Scope, ":")
+		if bucket == "" {
+			return uploadTarget{}, uerr(http.StatusUnauthorized, "bad token: empty scope")
+		}
+		insertOnly = pol.InsertOnly != 0 || !strings.Contains(pol.Scope, ":")
+	} else if bucket, key, insertOnly, ue = scopeKey(pol, key, keyGiven); ue != nil {
 		return uploadTarget{}, ue
 	}
 	if keyGiven || key != "" {
@@ -406,7 +501,7 @@ func (h *Handler) checkUpload(ctx context.Context, token, key string, keyGiven b
 			}
 		}
 	}
-	return uploadTarget{owner: owner, policy: pol, bucket: bucket, key: key, insertOnly: insertOnly}, nil
+	return uploadTarget{owner: owner, policy: pol, bucket: bucket, key: key, saveKey: tmpl, insertOnly: insertOnly}, nil
 }
 
 // receiveFile checks the token and policy (fields before the file carry
@@ -427,7 +522,7 @@ func (h *Handler) receiveFile(ctx context.Context, form *uploadForm, part *multi
 		}
 		f.crcBefore, f.crcWanted = want, true
 	}
-	up, ue := h.storeUpload(ctx, t, f, part.Header.Get("Content-Type"), part.FileName())
+	up, ue := h.storeUpload(ctx, t, f, part.Header.Get("Content-Type"), part.FileName(), form.fields)
 	if f.failed != nil { // the form's own fault, whatever the store made of it
 		return t, nil, f.failed
 	}
@@ -528,9 +623,12 @@ func (f *formFile) finish() *uploadError {
 
 // storeUpload streams src into the target under the policy's mimeLimit
 // and fsizeLimit: declared is the client's MIME type (sniffed from the
-// content and fname when empty or application/octet-stream). A keyless
-// target is stored under the file's etag.
-func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader, declared, fname string) (*uploaded, *uploadError) {
+// content and fname when empty or application/octet-stream), vars the
+// upload's x: variables (read once src has ended). A keyless target is
+// written to a temporary object, then stored under its saveKey's
+// expansion, else its etag; the stored object gets the policy's fileType
+// and deleteAfterDays (an overwritten object's are replaced).
+func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader, declared, fname string, vars map[string]string) (*uploaded, *uploadError) {
 	pol := t.policy
 	br := bufio.NewReaderSize(src, 512)
 	head, _ := br.Peek(512)
@@ -547,8 +645,13 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 	limit := h.uploadLimit(pol)
 	lr := qhttp.Cap(br, limit)
 	key := t.key
+	if key != "" {
+		if ue := metaFits(pol, t.bucket, key); ue != nil {
+			return nil, ue
+		}
+	}
 	target := key
-	if target == "" { // no key: the key is the etag, known only once stored
+	if target == "" { // the key (saveKey's, else the etag) is known only once stored
 		var rnd [12]byte
 		_, _ = rand.Read(rnd[:])
 		target = uploadTmpPrefix + hex.EncodeToString(rnd[:])
@@ -576,12 +679,53 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 		return nil, uerr(http.StatusServiceUnavailable, "store the file: %v", err)
 	}
 	if key == "" {
+		defer h.cfg.Objects.Delete(context.WithoutCancel(ctx), t.bucket, target)
 		key = obj.ETag
-		if ue := h.moveTemp(ctx, t.bucket, target, key, mt); ue != nil {
+		if t.saveKey != nil {
+			var ue *uploadError
+			if key, ue = h.expandSaveKey(t, obj, mt, fname, vars); ue != nil {
+				return nil, ue
+			}
+		}
+		if ue := h.moveTemp(ctx, t.bucket, target, key, obj.ETag, mt, t.insertOnly); ue != nil {
 			return nil, ue
 		}
 	}
+	meta := rs.ObjectMeta{Type: pol.FileType, DeleteAfterDays: pol.DeleteAfterDays}
+	if err := rs.SetObjectMeta(ctx, h.cfg.Store, t.bucket, key, meta, h.cfg.Now()); err != nil {
+		return nil, uerr(http.StatusServiceUnavailable, "file stored as %q, but its fileType and deleteAfterDays could not be recorded: %v", key, err)
+	}
 	return &uploaded{bucket: t.bucket, key: key, etag: obj.ETag, fsize: obj.Size, mimeType: mt, fname: fname}, nil
+}
+
+// expandSaveKey is the key of a stored upload whose target has a
+// saveKey template: 400 when it expands to an invalid key, 403 when the
+// scope does not admit it.
+func (h *Handler) expandSaveKey(t uploadTarget, obj origin.Object, mt, fname string, vars map[string]string) (string, *uploadError) {
+	key := t.saveKey.expand(saveKeyValues{
+		bucket: t.bucket, etag: obj.ETag, fname: fname, mimeType: mediaType(mt), endUser: t.policy.EndUser,
+		fsize: obj.Size, now: h.cfg.Now(), vars: vars,
+	})
+	if err := dora.ValidateKey(key); err != nil {
+		return "", uerr(http.StatusBadRequest, "saveKey: invalid key: %v", err)
+	}
+	if !keyInScope(t.policy, key) {
+		return "", uerr(http.StatusForbidden, "key doesn't match with scope: saveKey gives %q", key)
+	}
+	if ue := metaFits(t.policy, t.bucket, key); ue != nil {
+		return "", ue
+	}
+	return key, nil
+}
+
+// metaFits refuses a fileType or deleteAfterDays for a key too long for
+// its record (rs.ObjectMetaKeyOK): 400, before the object is stored.
+func metaFits(pol PutPolicy, bucket, key string) *uploadError {
+	if (pol.FileType != 0 || pol.DeleteAfterDays != 0) && !rs.ObjectMetaKeyOK(bucket, key) {
+		return uerr(http.StatusBadRequest, "fileType, deleteAfterDays: the key is too long for its metadata record (%d bytes with the bucket name; the most is %d)",
+			len(store.ObjectMetaKey(bucket, key)), store.MaxKeyBytes)
+	}
+	return nil
 }
 
 // sameContent is the existing object when the upload refused with
@@ -609,17 +753,27 @@ func (h *Handler) uploadLimit(pol PutPolicy) int64 {
 	return limit
 }
 
-// moveTemp stores a keyless upload under its etag (insert-only, as scope
-// "bucket" wants; the same content already there is success).
-func (h *Handler) moveTemp(ctx context.Context, bucket, tmp, key, mt string) *uploadError {
-	defer h.cfg.Objects.Delete(context.WithoutCancel(ctx), bucket, tmp)
+// moveTemp copies a keyless upload (the temporary object tmp, of etag
+// etag) to its key, its etag or its saveKey's: insert-only when
+// insertOnly (scope "bucket" wants it), where the same content already
+// there is success, as Qiniu's. The caller deletes tmp.
+func (h *Handler) moveTemp(ctx context.Context, bucket, tmp, key, etag, mt string, insertOnly bool) *uploadError {
 	rc, _, err := h.cfg.Objects.Open(ctx, bucket, tmp, 0, -1)
 	if err != nil {
 		return uerr(http.StatusServiceUnavailable, "store the file: %v", err)
 	}
 	defer rc.Close()
-	_, err = h.cfg.Objects.Put(ctx, bucket, key, rc, origin.PutOptions{MimeType: mt, InsertOnly: true})
-	if err != nil && !errors.Is(err, origin.ErrExists) { // same etag: the same content
+	_, err = h.cfg.Objects.Put(ctx, bucket, key, rc, origin.PutOptions{MimeType: mt, InsertOnly: insertOnly})
+	if errors.Is(err, origin.ErrExists) {
+		if cur, serr := h.cfg.Objects.Stat(ctx, bucket, key); serr == nil && cur.ETag == etag {
+			return nil
+		}
+		return uerr(StatusFileExists, "file exists")
+	}
+	if errors.Is(err, origin.ErrBadKey) {
+		return uerr(http.StatusBadRequest, "invalid key: %v", err)
+	}
+	if err != nil {
 		return uerr(http.StatusServiceUnavailable, "store the file: %v", err)
 	}
 	return nil
