@@ -8,6 +8,7 @@ import (
 
 	"github.com/doraproject/dora/autoscaler/load"
 	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router/meta"
 )
 
 // Scale from zero: when a ufop step finds no healthy instance, the router
@@ -18,7 +19,11 @@ import (
 // of the held request at once instead of at its next tick. The request
 // goes on as soon as an instance is in the pool (the pool's change
 // notification, no polling); past Config.HoldTimeout it gets 503 with
-// Retry-After.
+// Retry-After. A request is not held when waiting cannot bring an
+// instance (waitInVain): the ufop was deleted, every deployment of the
+// version in the region FAILED, or it has none there or only ones its
+// owner stopped; a deployment the autoscaler scaled to zero stays RUNNING
+// and is waited for.
 
 // Defaults of the hold (Config.HoldTimeout, Config.MaxHeld).
 const (
@@ -79,13 +84,14 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		e.step, e.retryAfter = i, true
 		return e
 	}
-	// A version whose deployments all FAILED gets no instance by waiting:
-	// 503 at once, with the reason; and a held request gets it when they
-	// fail while it waits, or a 404 when the ufop is deleted (the
+	// A version whose deployments all FAILED, that has none or only
+	// stopped ones gets no instance by waiting: 503 at once, with the
+	// reason; and a held request gets it when that happens while it
+	// waits, or a 404 when the ufop is deleted (the
 	// metadata's change notification, taken before the snapshot is
 	// read: no change is missed).
 	metaChanged := r.metaChanged()
-	if e := r.waitInVain(key, i); e != nil {
+	if e := r.waitInVain(ctx, key, i); e != nil {
 		return nil, e
 	}
 	if r.cfg.HoldTimeout < 0 {
@@ -144,7 +150,7 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 		case <-changed:
 		case <-metaChanged:
 			metaChanged = r.metaChanged()
-			if e := r.waitInVain(key, i); e != nil {
+			if e := r.waitInVain(ctx, key, i); e != nil {
 				return nil, e
 			}
 		case <-eject.C:
@@ -155,23 +161,74 @@ func (r *Router) holdForInstance(ctx context.Context, key pool.Key, i int) (*poo
 }
 
 // waitInVain is the answer for step i when waiting cannot bring an
-// instance of key: 404 when the ufop no longer exists, 503 with the
-// reason when every deployment of its version in the region FAILED; nil
-// otherwise.
-func (r *Router) waitInVain(key pool.Key, i int) *httpError {
+// instance of key: 404 when the ufop no longer exists; 503 with the reason
+// when every deployment of its version in the region FAILED, and 503 with
+// what to run when it has none there or its owner stopped it (only the
+// owner can change that, so no Retry-After invites clients to retry in a
+// loop); nil otherwise. Its cost is the held request's, never an answered
+// one's: it runs only when no instance of key is eligible.
+func (r *Router) waitInVain(ctx context.Context, key pool.Key, i int) *httpError {
 	snap := r.meta.Snapshot()
 	if _, ok := snap.Ufop(key.Ufop); !ok {
 		e := errf(fasthttp.StatusNotFound, "no such ufop %q", key.Ufop)
 		e.step = i
 		return e
 	}
-	msg, failed := snap.DeploymentFailed(key.Ufop, key.Version, key.Region)
-	if !failed {
+	state, msg := snap.Deployments(key.Ufop, key.Version, key.Region)
+	if state == meta.NoDeployment || state == meta.DeploymentsStopped {
+		state, msg = r.confirmDeployments(ctx, key, state, msg)
+	}
+	var e *httpError
+	switch state {
+	case meta.DeploymentsFailed:
+		e = errf(fasthttp.StatusServiceUnavailable, "ufop %s %s in %s: deployment FAILED: %s", key.Ufop, key.Version, key.Region, msg)
+		e.retryAfter = true
+	case meta.NoDeployment:
+		e = errf(fasthttp.StatusServiceUnavailable, "no deployment of %s %s in %s, so no instance will start: make one with `qdoractl resize %s -num 1 --region %s` (or `qdoractl deploy %s %s --region %s`)",
+			key.Ufop, key.Version, key.Region, key.Ufop, key.Region, key.Ufop, key.Version, key.Region)
+	case meta.DeploymentsStopped:
+		if msg != "" {
+			msg = " (" + msg + ")"
+		}
+		e = errf(fasthttp.StatusServiceUnavailable, "the deployment of %s %s in %s was stopped by its owner%s, so no instance will start: `qdoractl start %s --region %s` runs it again",
+			key.Ufop, key.Version, key.Region, msg, key.Ufop, key.Region)
+	default:
 		return nil
 	}
-	e := errf(fasthttp.StatusServiceUnavailable, "ufop %s %s in %s: deployment FAILED: %s", key.Ufop, key.Version, key.Region, msg)
-	e.step, e.retryAfter = i, true
+	e.step = i
 	return e
+}
+
+// deploymentReader is a MetaSource that can read the deployments from the
+// store rather than from its last snapshot (*meta.Cache).
+type deploymentReader interface {
+	ReadDeployments(ctx context.Context, ufop, version, region string) (meta.DeploymentState, string, error)
+}
+
+// confirmDeployments checks a snapshot's word that key has no deployment,
+// or only stopped ones (state, msg), before the request is refused for it:
+// the snapshot follows the store's watch, which may not have brought a
+// deployment made just before the request (`qdoractl resize` then a
+// request at once). The word stands when no instance of key is known to
+// the pool (an ejected one may come back) and a read of the store begun
+// now says the same (a MetaSource that cannot read has no store behind
+// it, and its snapshot is the truth); otherwise the state is
+// DeploymentsLive, so that the request is held as before, with what the
+// read said when it says more.
+func (r *Router) confirmDeployments(ctx context.Context, key pool.Key, state meta.DeploymentState, msg string) (meta.DeploymentState, string) {
+	if len(r.cfg.Pool.Hosts(key)) > 0 {
+		return meta.DeploymentsLive, ""
+	}
+	rd, ok := r.meta.(deploymentReader)
+	if !ok {
+		return state, msg
+	}
+	state, msg, err := rd.ReadDeployments(ctx, key.Ufop, key.Version, key.Region)
+	if err != nil {
+		// Cannot tell: hold, as for a deployment that may start.
+		return meta.DeploymentsLive, ""
+	}
+	return state, msg
 }
 
 // metaNotifier is a MetaSource that says when its snapshot changes

@@ -13,9 +13,11 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/pool"
+	"github.com/doraproject/dora/router/meta"
 )
 
-// holdEnv is a router with one ufop "sleeper" (v1) and no instance.
+// holdEnv is a router with one ufop "sleeper" (v1) whose deployment "d1"
+// in z0 was scaled to zero: no instance.
 func holdEnv(t *testing.T, timeout time.Duration, maxHeld int) *env {
 	t.Helper()
 	e := newEnv(t, func(c *Config) {
@@ -23,8 +25,31 @@ func holdEnv(t *testing.T, timeout time.Duration, maxHeld int) *env {
 		c.MaxHeld = maxHeld
 	})
 	e.ufop(dora.Ufop{Name: "sleeper", Owner: alice.ID}, dora.ProtocolDora)
+	e.scaledToZero("d1", "sleeper", "v1")
 	e.objs.add("photos", "k", "text/plain", []byte("abc"))
 	return e
+}
+
+// scaledToZero records deployment id of ufop's version in z0 as the admin
+// records one with floor 0 that the autoscaler scaled to zero (RUNNING, no
+// instance), and waits until the router's snapshot has it.
+func (e *env) scaledToZero(id, ufop, version string) {
+	e.t.Helper()
+	e.deployment(dora.Deployment{ID: id, Ufop: ufop, Version: version, Region: "z0", Max: 2,
+		Status: dora.DeployRunning, Message: "scaled to zero: the next request starts an instance"})
+}
+
+// deployment records d and waits until the router's snapshot sums up its
+// key's deployments as d's status alone would.
+func (e *env) deployment(d dora.Deployment) {
+	e.t.Helper()
+	e.put(store.DeploymentKey(d.Ufop, d.ID), d)
+	want := meta.NewSnapshot(meta.Data{Deployments: []dora.Deployment{d}})
+	waitUntil(e.t, "deployment "+d.ID+" in the snapshot", func() bool {
+		gs, gm := e.r.meta.Snapshot().Deployments(d.Ufop, d.Version, d.Region)
+		ws, wm := want.Deployments(d.Ufop, d.Version, d.Region)
+		return gs == ws && gm == wm
+	})
 }
 
 type result struct {
@@ -151,6 +176,7 @@ func TestHoldFollowsVersion(t *testing.T) {
 		{"previous version healthy", func(t *testing.T, e *env) {
 			// v2 is active, and neither it nor v1 has an instance: the
 			// request waits for v2.
+			e.scaledToZero("d2", "sleeper", "v2")
 			e.ufopRelease(dora.Ufop{Name: "sleeper", Owner: alice.ID, ActiveVersion: "v2", PreviousVersion: "v1"}, dora.Release{Protocol: dora.ProtocolDora})
 		}, func(t *testing.T, e *env) {
 			e.pool.Update([]pool.Instance{poolInst("s1", "sleeper", "v1", capsInstance(t))})

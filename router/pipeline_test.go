@@ -161,6 +161,7 @@ func wordcountAvailable() bool { return exampleExists("wordcount") }
 func TestNoInstance(t *testing.T) {
 	e := newEnv(t, nil)
 	e.ufop(dora.Ufop{Name: "lonely", Owner: alice.ID}, dora.ProtocolDora)
+	e.scaledToZero("d1", "lonely", "v1")
 	e.objs.add("photos", "k", "text/plain", []byte("x"))
 	resp, body := e.get("photos.localhost", "/k?lonely/a")
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" {

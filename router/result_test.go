@@ -386,6 +386,7 @@ func TestResultCacheVersionMovedWhileHeld(t *testing.T) {
 	v2Addr, _ := countingInstance(t, func(s string) string { return "v2:" + s })
 	rel := dora.Release{Protocol: dora.ProtocolDora, Cache: cacheOn}
 	e.ufopRelease(dora.Ufop{Name: "up", Owner: alice.ID}, rel)
+	e.scaledToZero("d1", "up", "v1")
 	e.objs.add("photos", "k", "text/plain", []byte("abc"))
 	res := e.getAsync("/k?up/x")
 	waitUntil(t, "request held", func() bool { return e.r.Held() == 1 })

@@ -124,6 +124,7 @@ func TestWakeEachWait(t *testing.T) {
 		c.Now = func() time.Time { return time.Unix(0, clock.Load()) }
 	})
 	e.ufop(dora.Ufop{Name: "sleeper", Owner: alice.ID}, dora.ProtocolDora)
+	e.scaledToZero("d1", "sleeper", "v1")
 	e.objs.add("photos", "k", "text/plain", []byte("abc"))
 	inst := capsInstance(t)
 	awaitWake := func(what string) {
@@ -175,6 +176,7 @@ func TestWakeNotPerAbandonedWait(t *testing.T) {
 		c.Now = func() time.Time { return time.Unix(0, clock.Load()) }
 	})
 	e.ufop(dora.Ufop{Name: "sleeper", Owner: alice.ID}, dora.ProtocolDora)
+	e.scaledToZero("d1", "sleeper", "v1")
 	e.objs.add("photos", "k", "text/plain", []byte("abc"))
 	c := e.r.load.counter(loadKey(sleeperKey))
 	first := clock.Load()

@@ -39,7 +39,7 @@ type Snapshot struct {
 	domains  map[string]string                  // host → bucket name
 	ufops    map[string]dora.Ufop               // name → ufop
 	releases map[string]map[string]dora.Release // ufop → version → release
-	failed   map[deploymentKey]string           // every deployment FAILED → a message
+	deps     map[deploymentKey]deploymentSum    // a version's deployments in a region, summed up
 }
 
 // Data is the plain content of a snapshot, used to build one directly
@@ -51,8 +51,9 @@ type Data struct {
 	Domains  map[string]string
 	Ufops    []dora.Ufop
 	Releases []dora.Release
-	// Deployments let the router answer 503 at once for a version whose
-	// every deployment in a region FAILED, rather than hold requests.
+	// Deployments let the router answer 503 at once, rather than hold
+	// requests, for a version whose every deployment in a region FAILED,
+	// that has none there, or whose owner stopped it (Deployments).
 	Deployments []dora.Deployment
 }
 
@@ -66,23 +67,7 @@ func NewSnapshot(d Data) *Snapshot {
 		domains:  map[string]string{},
 		ufops:    map[string]dora.Ufop{},
 		releases: map[string]map[string]dora.Release{},
-		failed:   map[deploymentKey]string{},
-	}
-	working := map[deploymentKey]bool{}
-	for _, dep := range d.Deployments {
-		k := deploymentKey{dep.Ufop, dep.Version, dep.Region}
-		switch dep.Status {
-		case dora.DeployFailed:
-			if _, seen := s.failed[k]; !seen {
-				s.failed[k] = dep.Message
-			}
-		case dora.DeployReplaced:
-		default:
-			working[k] = true
-		}
-	}
-	for k := range working {
-		delete(s.failed, k)
+		deps:     sumDeployments(d.Deployments),
 	}
 	for _, a := range d.Accounts {
 		s.accounts[a.ID] = a
@@ -210,11 +195,72 @@ func (s *Snapshot) Ufop(name string) (dora.Ufop, bool) {
 // deploymentKey names the deployments of one version of a ufop in a region.
 type deploymentKey struct{ ufop, version, region string }
 
+// DeploymentState sums up the deployments of one version of a ufop in a
+// region: whether waiting for an instance of it can bring one.
+type DeploymentState int
+
+// The states of a version's deployments in a region, from the one that
+// says least to the one that says most: a live deployment outweighs a
+// stopped one, which outweighs a failed one.
+const (
+	// NoDeployment: none, or only REPLACED ones (a blue/green switch
+	// left them): nothing starts an instance but the owner deploying it.
+	NoDeployment DeploymentState = iota
+	// DeploymentsFailed: every one (REPLACED ones aside) FAILED.
+	DeploymentsFailed
+	// DeploymentsStopped: none is PENDING or RUNNING and one at least
+	// was STOPPED (its owner stopped its instances; one the autoscaler
+	// scaled to zero stays RUNNING).
+	DeploymentsStopped
+	// DeploymentsLive: one at least is PENDING or RUNNING (scaled to
+	// zero included), or in a status this package does not know: an
+	// instance may come.
+	DeploymentsLive
+)
+
+// deploymentSum is the state of one key's deployments, with the message of
+// the first deployment that made it so (FAILED, STOPPED).
+type deploymentSum struct {
+	state DeploymentState
+	msg   string
+}
+
+// sumDeployments sums up deps per version and region.
+func sumDeployments(deps []dora.Deployment) map[deploymentKey]deploymentSum {
+	out := map[deploymentKey]deploymentSum{}
+	for _, dep := range deps {
+		var st DeploymentState
+		switch dep.Status {
+		case dora.DeployReplaced:
+			continue
+		case dora.DeployFailed:
+			st = DeploymentsFailed
+		case dora.DeployStopped:
+			st = DeploymentsStopped
+		default:
+			st = DeploymentsLive
+		}
+		k := deploymentKey{dep.Ufop, dep.Version, dep.Region}
+		if cur, seen := out[k]; !seen || st > cur.state {
+			out[k] = deploymentSum{st, dep.Message}
+		}
+	}
+	return out
+}
+
+// Deployments sums up the deployments of ufop's version in region, with
+// the message of the first one that made the state (a FAILED one's
+// reason, a STOPPED one's).
+func (s *Snapshot) Deployments(ufop, version, region string) (DeploymentState, string) {
+	d := s.deps[deploymentKey{ufop, version, region}]
+	return d.state, d.msg
+}
+
 // DeploymentFailed reports whether the version of ufop has deployments in
 // region and every one of them FAILED, with the first one's message.
 func (s *Snapshot) DeploymentFailed(ufop, version, region string) (string, bool) {
-	msg, ok := s.failed[deploymentKey{ufop, version, region}]
-	return msg, ok
+	st, msg := s.Deployments(ufop, version, region)
+	return msg, st == DeploymentsFailed
 }
 
 // Release returns one release of a ufop.
@@ -245,6 +291,9 @@ type Cache struct {
 	// changed is closed when the next snapshot is published, and
 	// replaced (Changed).
 	changed atomic.Pointer[chan struct{}]
+
+	readMu sync.Mutex
+	reads  map[string]*readQueue // ufop → its reads of the store (ReadDeployments)
 }
 
 // NewCache returns a cache over st; call Run to start watching. Until the
@@ -337,6 +386,90 @@ func (c *Cache) update(i int, kvs []store.KV) {
 		default:
 			close(c.ready)
 		}
+	}
+}
+
+// readTimeout bounds one read of a ufop's deployments (ReadDeployments).
+const readTimeout = 5 * time.Second
+
+// deploymentRead is one read of a ufop's deployments from the store, shared
+// by the callers that joined it: done is closed once deps and err are set.
+type deploymentRead struct {
+	done chan struct{}
+	deps []dora.Deployment
+	err  error
+}
+
+// readQueue is a ufop's read in progress and the one that starts after it,
+// which the callers arriving meanwhile join.
+type readQueue struct{ running, next *deploymentRead }
+
+// ReadDeployments is Snapshot().Deployments as the store says now rather
+// than as the watch last said: a read of ufop's deployments that starts
+// after the call (a deployment written before it is seen, even if its
+// watch event has not arrived yet). Calls are coalesced per ufop: one
+// read at a time, and the calls arriving while it runs share the next
+// one, so that a flood of requests makes no flood of reads. ctx bounds the
+// wait, not the shared read.
+func (c *Cache) ReadDeployments(ctx context.Context, ufop, version, region string) (DeploymentState, string, error) {
+	rd := c.joinRead(ufop)
+	select {
+	case <-rd.done:
+	case <-ctx.Done():
+		return NoDeployment, "", ctx.Err()
+	}
+	if rd.err != nil {
+		return NoDeployment, "", rd.err
+	}
+	d := sumDeployments(rd.deps)[deploymentKey{ufop, version, region}]
+	return d.state, d.msg, nil
+}
+
+// joinRead returns the read of ufop's deployments that starts after the
+// call: a new one when none runs, else the one queued after it.
+func (c *Cache) joinRead(ufop string) *deploymentRead {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.reads == nil {
+		c.reads = map[string]*readQueue{}
+	}
+	q := c.reads[ufop]
+	if q == nil {
+		rd := &deploymentRead{done: make(chan struct{})}
+		c.reads[ufop] = &readQueue{running: rd}
+		go c.runReads(ufop, rd)
+		return rd
+	}
+	if q.next == nil {
+		q.next = &deploymentRead{done: make(chan struct{})}
+	}
+	return q.next
+}
+
+// runReads runs rd, then the reads queued after it, one at a time.
+func (c *Cache) runReads(ufop string, rd *deploymentRead) {
+	for rd != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+		kvs, err := c.st.List(ctx, store.DeploymentsOf(ufop))
+		cancel()
+		rd.err = err
+		for _, kv := range kvs {
+			var d dora.Deployment
+			if json.Unmarshal(kv.Value, &d) == nil {
+				if d.Ufop == "" {
+					d.Ufop = ufop
+				}
+				rd.deps = append(rd.deps, d)
+			}
+		}
+		close(rd.done)
+		c.readMu.Lock()
+		q := c.reads[ufop]
+		rd, q.running, q.next = q.next, q.next, nil
+		if rd == nil {
+			delete(c.reads, ufop)
+		}
+		c.readMu.Unlock()
 	}
 }
 

@@ -191,3 +191,66 @@ func TestDeploymentFailed(t *testing.T) {
 		t.Error("v3 has no deployment")
 	}
 }
+
+// TestDeployments: a version's deployments in a region sum up to the state
+// that says most: live over stopped over failed over none (REPLACED ones
+// do not count), with the message of the first one of that state.
+func TestDeployments(t *testing.T) {
+	s := NewSnapshot(Data{Deployments: []dora.Deployment{
+		{ID: "a", Ufop: "u", Version: "v1", Region: "z0", Status: dora.DeployStopped, Message: "all instances stopped"},
+		{ID: "b", Ufop: "u", Version: "v1", Region: "z0", Status: dora.DeployFailed, Message: "x"},
+		{ID: "c", Ufop: "u", Version: "v1", Region: "z1", Status: dora.DeployStopped},
+		{ID: "d", Ufop: "u", Version: "v1", Region: "z1", Status: dora.DeployRunning, Message: "scaled to zero"},
+		{ID: "e", Ufop: "u", Version: "v2", Region: "z0", Status: dora.DeployReplaced},
+		{ID: "f", Ufop: "u", Version: "v3", Region: "z0", Status: dora.DeployPending},
+	}})
+	for _, c := range []struct {
+		version, region string
+		state           DeploymentState
+		msg             string
+	}{
+		{"v1", "z0", DeploymentsStopped, "all instances stopped"},
+		{"v1", "z1", DeploymentsLive, "scaled to zero"},
+		{"v2", "z0", NoDeployment, ""},
+		{"v3", "z0", DeploymentsLive, ""},
+		{"v4", "z0", NoDeployment, ""},
+	} {
+		if st, msg := s.Deployments("u", c.version, c.region); st != c.state || msg != c.msg {
+			t.Errorf("%s %s: %d %q, want %d %q", c.version, c.region, st, msg, c.state, c.msg)
+		}
+	}
+}
+
+// TestReadDeployments: ReadDeployments says what the store holds when
+// called, even before the watch brings it (the cache does not run here),
+// and concurrent calls all get an answer.
+func TestReadDeployments(t *testing.T) {
+	st := memory.New()
+	c := NewCache(st, nil)
+	ctx := t.Context()
+	if s, _, err := c.ReadDeployments(ctx, "u", "v1", "z0"); err != nil || s != NoDeployment {
+		t.Fatalf("empty store: %d %v", s, err)
+	}
+	b, _ := json.Marshal(dora.Deployment{ID: "d1", Ufop: "u", Version: "v1", Region: "z0", Status: dora.DeployStopped, Message: "job stopped"})
+	if _, err := st.Put(ctx, store.DeploymentKey("u", "d1"), b); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 20)
+	for range cap(errs) {
+		go func() {
+			s, msg, err := c.ReadDeployments(ctx, "u", "v1", "z0")
+			if err == nil && (s != DeploymentsStopped || msg != "job stopped") {
+				err = errors.New("wrong state")
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s, _ := c.Snapshot().Deployments("u", "v1", "z0"); s != NoDeployment {
+		t.Fatal("the read changed the snapshot")
+	}
+}
