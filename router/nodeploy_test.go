@@ -164,3 +164,24 @@ func TestHoldDeploymentNotYetWatched(t *testing.T) {
 		t.Fatalf("held request: %+v", r)
 	}
 }
+
+// TestNoActiveVersion: a ufop with no active version is answered 503
+// without Retry-After (only its owner activating one changes that), naming
+// the command.
+func TestNoActiveVersion(t *testing.T) {
+	e := newEnv(t, nil)
+	u := dora.Ufop{Name: "idle", Owner: alice.ID}
+	e.put(store.UfopKey(u.Name), u)
+	waitUntil(t, "ufop in the snapshot", func() bool {
+		_, ok := e.r.meta.Snapshot().Ufop(u.Name)
+		return ok
+	})
+	e.objs.add("photos", "k", "text/plain", []byte("abc"))
+	resp, body := e.get("photos.localhost", "/k?idle/x")
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("status %d Retry-After %q (%s)", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if msg := jsonError(t, body); !strings.Contains(msg, "has no active version") || !strings.Contains(msg, "qdoractl ufopver idle -c") {
+		t.Fatalf("error %q", msg)
+	}
+}

@@ -447,8 +447,10 @@ func (p *pipeline) runUfop(i int, st stage, in flow) (flow, *httpError) {
 		version, rel, ok = p.pickVersion(st.ufop, r.now())
 		if !ok {
 			in.body.Close()
-			e := errf(fasthttp.StatusServiceUnavailable, "ufop %q has no active version", st.ufop.Name)
-			e.step, e.retryAfter = i, true
+			// Only its owner activating a version changes that: no
+			// Retry-After inviting clients to retry in a loop.
+			e := errf(fasthttp.StatusServiceUnavailable, "ufop %q has no active version: its owner makes one active with `qdoractl ufopver %s -c <version>`", st.ufop.Name, st.ufop.Name)
+			e.step = i
 			return flow{}, e
 		}
 		key = pool.Key{Ufop: st.ufop.Name, Version: version, Region: r.cfg.Region}
