@@ -323,3 +323,40 @@ func TestResumableSaveKey(t *testing.T) {
 		}
 	}
 }
+
+// An insert-only upload of content the key already holds succeeds
+// without writing (Qiniu's retry rule), so it must not touch the existing
+// object's storage class or lifecycle either: an insert-only token with
+// deleteAfterDays would otherwise put an expiry on an object it could not
+// overwrite (keyed, etag-keyed and saveKey uploads alike).
+func TestInsertOnlySameContentKeepsMeta(t *testing.T) {
+	e := newEnv(t)
+	future := time.Now().Add(time.Hour).Unix()
+	e.object("photos", "keep.txt", "permanent")
+	etagged := "stored under its etag"
+	e.object("photos", etagOf(t, etagged), etagged)
+	e.object("photos", "sk/a.txt", "saved")
+	for _, c := range []struct {
+		name, saveKey, data, key string
+		clientKey                *string
+	}{
+		{"keyed", "", "permanent", "keep.txt", strp("keep.txt")},
+		{"etag", "", etagged, etagOf(t, etagged), nil},
+		{"saveKey", "sk/$(fname)", "saved", "sk/a.txt", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e.t = t
+			p := map[string]any{"scope": "photos", "deadline": future, "deleteAfterDays": 1, "fileType": 2}
+			if c.saveKey != "" {
+				p["saveKey"] = c.saveKey
+			}
+			status, v := e.formUpload(uploadToken(alice, p), c.clientKey, nil, "a.txt", []byte(c.data))
+			if status != 200 || v["key"] != c.key {
+				t.Fatalf("same content: %d %v, want 200 %q", status, v, c.key)
+			}
+			if status, st := e.stat("photos", c.key); status != 200 || st["type"] != float64(0) || st["expiration"] != nil {
+				t.Fatalf("stat %d %v: the existing object's class or lifecycle changed", status, st)
+			}
+		})
+	}
+}

@@ -663,10 +663,12 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 		body = io.TeeReader(lr, sent)
 	}
 	obj, err := h.cfg.Objects.Put(ctx, t.bucket, target, body, origin.PutOptions{MimeType: mt, InsertOnly: t.insertOnly})
+	unchanged := false // an insert-only upload of what the key holds: nothing written
 	if errors.Is(err, origin.ErrExists) && sent != nil {
 		// Qiniu's insert-only mode fails only on other content: the same
 		// bytes again (a retry whose first reply was lost) succeed.
 		obj, err = h.sameContent(ctx, t.bucket, key, body, sent, err)
+		unchanged = err == nil
 	}
 	switch {
 	case errors.Is(err, errTooLarge):
@@ -687,13 +689,18 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 				return nil, ue
 			}
 		}
-		if ue := h.moveTemp(ctx, t.bucket, target, key, obj.ETag, mt, t.insertOnly); ue != nil {
+		var ue *uploadError
+		if unchanged, ue = h.moveTemp(ctx, t.bucket, target, key, obj.ETag, mt, t.insertOnly); ue != nil {
 			return nil, ue
 		}
 	}
-	meta := rs.ObjectMeta{Type: pol.FileType, DeleteAfterDays: pol.DeleteAfterDays}
-	if err := rs.SetObjectMeta(ctx, h.cfg.Store, t.bucket, key, meta, h.cfg.Now()); err != nil {
-		return nil, uerr(http.StatusServiceUnavailable, "file stored as %q, but its fileType and deleteAfterDays could not be recorded: %v", key, err)
+	// The object an insert-only upload left as it was keeps its own
+	// storage class and lifecycle.
+	if !unchanged {
+		meta := rs.ObjectMeta{Type: pol.FileType, DeleteAfterDays: pol.DeleteAfterDays}
+		if err := rs.SetObjectMeta(ctx, h.cfg.Store, t.bucket, key, meta, h.cfg.Now()); err != nil {
+			return nil, uerr(http.StatusServiceUnavailable, "file stored as %q, but its fileType and deleteAfterDays could not be recorded: %v", key, err)
+		}
 	}
 	return &uploaded{bucket: t.bucket, key: key, etag: obj.ETag, fsize: obj.Size, mimeType: mt, fname: fname}, nil
 }
@@ -756,27 +763,28 @@ func (h *Handler) uploadLimit(pol PutPolicy) int64 {
 // moveTemp copies a keyless upload (the temporary object tmp, of etag
 // etag) to its key, its etag or its saveKey's: insert-only when
 // insertOnly (scope "bucket" wants it), where the same content already
-// there is success, as Qiniu's. The caller deletes tmp.
-func (h *Handler) moveTemp(ctx context.Context, bucket, tmp, key, etag, mt string, insertOnly bool) *uploadError {
+// there is success, as Qiniu's (unchanged: nothing was written). The
+// caller deletes tmp.
+func (h *Handler) moveTemp(ctx context.Context, bucket, tmp, key, etag, mt string, insertOnly bool) (unchanged bool, _ *uploadError) {
 	rc, _, err := h.cfg.Objects.Open(ctx, bucket, tmp, 0, -1)
 	if err != nil {
-		return uerr(http.StatusServiceUnavailable, "store the file: %v", err)
+		return false, uerr(http.StatusServiceUnavailable, "store the file: %v", err)
 	}
 	defer rc.Close()
 	_, err = h.cfg.Objects.Put(ctx, bucket, key, rc, origin.PutOptions{MimeType: mt, InsertOnly: insertOnly})
 	if errors.Is(err, origin.ErrExists) {
 		if cur, serr := h.cfg.Objects.Stat(ctx, bucket, key); serr == nil && cur.ETag == etag {
-			return nil
+			return true, nil
 		}
-		return uerr(StatusFileExists, "file exists")
+		return false, uerr(StatusFileExists, "file exists")
 	}
 	if errors.Is(err, origin.ErrBadKey) {
-		return uerr(http.StatusBadRequest, "invalid key: %v", err)
+		return false, uerr(http.StatusBadRequest, "invalid key: %v", err)
 	}
 	if err != nil {
-		return uerr(http.StatusServiceUnavailable, "store the file: %v", err)
+		return false, uerr(http.StatusServiceUnavailable, "store the file: %v", err)
 	}
-	return nil
+	return false, nil
 }
 
 func mediaType(mt string) string {
