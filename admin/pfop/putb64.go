@@ -20,7 +20,9 @@ import (
 // fsize is the decoded size, -1 when not given. The token's policy applies
 // exactly as to form uploads (checkUpload, storeUpload, replyUpload). The
 // body is decoded as it streams into the store; a size or crc32 that does
-// not match, or a body that is not base64, stores nothing.
+// not match, or a body that is not base64, stores nothing. The text may
+// be at most what a file of the declared fsize (else of the policy's
+// limit) encodes to, with line breaks (b64TextMax): 413 beyond.
 const pathPutb64 = "/putb64/"
 
 func (h *Handler) servePutb64(w http.ResponseWriter, r *http.Request, reqid string) int {
@@ -66,10 +68,17 @@ func (h *Handler) servePutb64(w http.ResponseWriter, r *http.Request, reqid stri
 	if ue != nil {
 		return writeError(w, ue.status, ue.msg)
 	}
-	if limit := h.uploadLimit(t.policy); f.fsize > limit {
+	limit := h.uploadLimit(t.policy)
+	if f.fsize > limit {
 		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("exceed FsizeLimit of %d bytes", limit))
 	}
-	f.dec = base64.NewDecoder(base64.StdEncoding, urlSafeToStd{r.Body})
+	if f.fsize >= 0 {
+		limit = f.fsize
+	}
+	// The decoder skips line breaks: without a bound on the text, a body
+	// of them alone would be read without end.
+	body := http.MaxBytesReader(w, r.Body, b64TextMax(limit))
+	f.dec = base64.NewDecoder(base64.StdEncoding, urlSafeToStd{body})
 	up, ue := h.storeUpload(r.Context(), t, f, mt, fname, vars)
 	if f.failed != nil { // the body's own fault, whatever the store made of it
 		ue = f.failed
@@ -78,6 +87,14 @@ func (h *Handler) servePutb64(w http.ResponseWriter, r *http.Request, reqid stri
 		return writeError(w, ue.status, ue.msg)
 	}
 	return h.replyUpload(w, r, reqid, t, up, vars)
+}
+
+// b64TextMax bounds the base64 text of a file of at most n bytes: its
+// encoding, padded, with a line break (CRLF) every 64 characters (PEM's
+// lines; MIME's are 76), and some slack.
+func b64TextMax(n int64) int64 {
+	enc := (n + 2) / 3 * 4
+	return enc + enc/32 + 4<<10
 }
 
 // urlSafeToStd maps the URL-safe base64 alphabet's '-' and '_' to the
@@ -121,6 +138,8 @@ func (f *b64File) Read(p []byte) (int, error) {
 	f.n += int64(n)
 	var corrupt base64.CorruptInputError
 	switch {
+	case f.fsize >= 0 && f.n > f.fsize: // no need to read on
+		f.failed = uerr(http.StatusBadRequest, "putb64: fsize %d, but the body decodes to more", f.fsize)
 	case err == nil:
 		return n, nil
 	case err == io.EOF:
