@@ -37,11 +37,17 @@ type ObjectMeta struct {
 	// Type is the storage class: 0 standard, 1 infrequent, 2 archive,
 	// 3 deep archive. Accepted and reported, with no effect on storage.
 	Type int `json:"type,omitempty"`
-	// DeleteAfterDays is the lifecycle set by deleteAfterDays (0: none).
-	// Accepted, stored and reported as "expiration"; nothing deletes the
-	// object when it falls due (docs/api.md).
+	// DeleteAfterDays is the lifecycle set by deleteAfterDays (0: none):
+	// stat reports it as "expiration" (Expiration) and the admin's leader
+	// deletes the object once it falls due (Expirer).
 	DeleteAfterDays int       `json:"deleteAfterDays,omitempty"`
 	Set             time.Time `json:"set"`
+	// ETag is the etag of the object the record was set on; empty in
+	// records written before it was kept (and by callers that do not know
+	// it), which are taken to describe an object put no later than Set.
+	// An object overwritten with other content since is not the one the
+	// lifecycle was set on: stat shows no expiration and Expirer keeps it.
+	ETag string `json:"etag,omitempty"`
 }
 
 // Objects is what the APIs need of the object store.
@@ -416,8 +422,8 @@ func (h *Handler) opStat(ctx context.Context, acct dora.Account, args []string) 
 		return http.StatusServiceUnavailable, errBody("metadata store: %v", err)
 	}
 	rep := statReply{Fsize: obj.Size, Hash: obj.ETag, MimeType: obj.MimeType, PutTime: putTime(obj.Modified), Type: m.Type}
-	if m.DeleteAfterDays > 0 {
-		rep.Expiration = obj.Modified.Add(time.Duration(m.DeleteAfterDays) * 24 * time.Hour).Unix()
+	if exp, ok := Expiration(m, obj); ok {
+		rep.Expiration = exp.Unix()
 	}
 	return http.StatusOK, rep
 }
@@ -427,13 +433,35 @@ func (h *Handler) opDelete(ctx context.Context, acct dora.Account, args []string
 	if code != 0 {
 		return code, v
 	}
-	if err := h.cfg.Objects.Delete(ctx, e.bucket, e.key); err != nil {
+	if err := deleteObject(ctx, h.cfg.Store, h.cfg.Objects, h.log, e.bucket, e.key, 0); err != nil {
 		return originCode(err)
 	}
-	if err := h.putMeta(ctx, e, ObjectMeta{}); err != nil {
-		h.log.Warn("rs: dropping object metadata", "bucket", e.bucket, "key", e.key, "err", err)
-	}
 	return http.StatusOK, nil
+}
+
+// deleteObject is rs delete's (and Expirer's) removal of an object: the
+// object from the object store, then its ObjectMeta record. With
+// recVersion > 0 the record goes only if it is still at that version (the
+// one the caller decided on): a record an upload wrote meanwhile stays.
+// A record that cannot be dropped is logged, not an error: the object is
+// gone.
+func deleteObject(ctx context.Context, st store.Store, objs origin.Writer, log *slog.Logger, bucket, key string, recVersion uint64) error {
+	if err := objs.Delete(ctx, bucket, key); err != nil {
+		return err
+	}
+	var err error
+	if recVersion == 0 {
+		err = SetObjectMeta(ctx, st, bucket, key, ObjectMeta{}, time.Time{})
+	} else {
+		err = st.Txn(ctx, []store.Op{{Kind: store.OpDelete, Key: store.ObjectMetaKey(bucket, key), Version: recVersion}})
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			err = nil
+		}
+	}
+	if err != nil {
+		log.Warn("rs: dropping object metadata", "bucket", bucket, "key", key, "err", err)
+	}
+	return nil
 }
 
 // forceArg reads the trailing "/force/<true|false>" of move and copy.
@@ -492,6 +520,9 @@ func (h *Handler) transfer(ctx context.Context, acct dora.Account, args []string
 	}
 	m, err := h.meta(ctx, src)
 	if err == nil {
+		if m.ETag == "" { // an older record: it follows the content copied
+			m.ETag = obj.ETag
+		}
 		err = h.putMeta(ctx, dst, m)
 	}
 	if err != nil {
@@ -548,13 +579,22 @@ func (h *Handler) opChgm(ctx context.Context, acct dora.Account, args []string) 
 		}
 		return http.StatusOK, nil
 	}
-	rc, _, err := h.cfg.Objects.Open(ctx, e.bucket, e.key, 0, -1)
+	rc, obj, err := h.cfg.Objects.Open(ctx, e.bucket, e.key, 0, -1)
 	if err != nil {
 		return originCode(err)
 	}
 	defer rc.Close()
 	if _, err := h.cfg.Objects.Put(ctx, e.bucket, e.key, rc, origin.PutOptions{MimeType: mt}); err != nil {
 		return originCode(err)
+	}
+	// The rewrite gets a new put time: an older record without an etag,
+	// taken to describe an object put before it was set, would no longer
+	// describe this one. Its lifecycle stays with the content.
+	if m, err := h.meta(ctx, e); err == nil && m.ETag == "" && (m.Type != 0 || m.DeleteAfterDays != 0) {
+		m.ETag = obj.ETag
+		if err := h.putMeta(ctx, e, m); err != nil {
+			h.log.Warn("rs: keeping object metadata across chgm", "bucket", e.bucket, "key", e.key, "err", err)
+		}
 	}
 	return http.StatusOK, nil
 }
@@ -589,15 +629,23 @@ func (h *Handler) opDeleteAfterDays(ctx context.Context, acct dora.Account, args
 	return h.updateMeta(ctx, e, func(m *ObjectMeta) { m.DeleteAfterDays = days })
 }
 
-// updateMeta applies fn to the stored metadata of an existing object.
+// updateMeta applies fn to the stored metadata of an existing object and
+// records the object's etag with it (the object the lifecycle is set on).
+// A record set on other content (the object was overwritten since) is
+// not carried over.
 func (h *Handler) updateMeta(ctx context.Context, e entry, fn func(*ObjectMeta)) (int, any) {
-	if _, err := h.cfg.Objects.Stat(ctx, e.bucket, e.key); err != nil {
+	obj, err := h.cfg.Objects.Stat(ctx, e.bucket, e.key)
+	if err != nil {
 		return originCode(err)
 	}
 	m, err := h.meta(ctx, e)
 	if err != nil {
 		return http.StatusServiceUnavailable, errBody("metadata store: %v", err)
 	}
+	if m.ETag != "" && m.ETag != obj.ETag {
+		m = ObjectMeta{}
+	}
+	m.ETag = obj.ETag
 	fn(&m)
 	if err := h.putMeta(ctx, e, m); err != nil {
 		return http.StatusServiceUnavailable, errBody("metadata store: %v", err)
