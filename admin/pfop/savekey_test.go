@@ -360,3 +360,28 @@ func TestInsertOnlySameContentKeepsMeta(t *testing.T) {
 		})
 	}
 }
+
+// The temporaries of keyless and saveKey uploads live under .dora-upload/
+// in the bucket: a client's key (or a saveKey's expansion) there is
+// refused, or an object named .dora-upload, which any bucket-scoped token
+// could upload, made every later keyless upload to the bucket fail.
+func TestUploadTempNamespaceReserved(t *testing.T) {
+	e := newEnv(t)
+	future := time.Now().Add(time.Hour).Unix()
+	tok := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future})
+	for _, k := range []string{".dora-upload", ".dora-upload/x"} {
+		if status, v := e.formUpload(tok, strp(k), nil, "f", []byte("squat")); status != 400 {
+			t.Fatalf("key %q: %d %v, want 400", k, status, v)
+		}
+	}
+	sk := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "saveKey": "$(x:d)/$(etag)"})
+	if status, v := e.formUpload(sk, nil, map[string]string{"x:d": ".dora-upload"}, "f", []byte("squat")); status != 400 {
+		t.Fatalf("saveKey into .dora-upload/: %d %v, want 400", status, v)
+	}
+	if ks := e.keys("photos"); len(ks) != 0 {
+		t.Fatalf("stored %q", ks)
+	}
+	if status, v := e.formUpload(tok, nil, nil, "f", []byte("keyless")); status != 200 {
+		t.Fatalf("keyless upload: %d %v", status, v)
+	}
+}

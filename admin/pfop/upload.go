@@ -469,6 +469,9 @@ func (h *Handler) checkUpload(ctx context.Context, token, key string, keyGiven b
 		if key == "" || len(key) > MaxJobKeyByte {
 			return uploadTarget{}, uerr(http.StatusBadRequest, "key must be 1 to %d bytes", MaxJobKeyByte)
 		}
+		if ue := reservedKey(key); ue != nil {
+			return uploadTarget{}, ue
+		}
 	}
 	if err := dora.ValidateBucketName(bucket); err != nil {
 		return uploadTarget{}, uerr(StatusNoBucket, "no such bucket")
@@ -716,6 +719,9 @@ func (h *Handler) expandSaveKey(t uploadTarget, obj origin.Object, mt, fname str
 	if err := dora.ValidateKey(key); err != nil {
 		return "", uerr(http.StatusBadRequest, "saveKey: invalid key: %v", err)
 	}
+	if ue := reservedKey(key); ue != nil {
+		return "", ue
+	}
 	if !keyInScope(t.policy, key) {
 		return "", uerr(http.StatusForbidden, "key doesn't match with scope: saveKey gives %q", key)
 	}
@@ -723,6 +729,16 @@ func (h *Handler) expandSaveKey(t uploadTarget, obj origin.Object, mt, fname str
 		return "", ue
 	}
 	return key, nil
+}
+
+// reservedKey refuses a key in the namespace of the upload temporaries
+// (uploadTmpPrefix): an object there could take a temporary's place, or,
+// named as the prefix's directory, make every keyless upload fail.
+func reservedKey(key string) *uploadError {
+	if key == strings.TrimSuffix(uploadTmpPrefix, "/") || strings.HasPrefix(key, uploadTmpPrefix) {
+		return uerr(http.StatusBadRequest, "invalid key: %q: keys under %s are reserved for uploads in progress", key, uploadTmpPrefix)
+	}
+	return nil
 }
 
 // metaFits refuses a fileType or deleteAfterDays for a key too long for
