@@ -24,6 +24,7 @@ import (
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/admin/stats"
 	"github.com/doraproject/dora/internal/api"
@@ -150,6 +151,12 @@ type Config struct {
 	// is alive; the leader fails a RUNNING build whose admin has not done
 	// so for BuildStaleAfter × BuildHeartbeat. DefaultBuildHeartbeat when 0.
 	BuildHeartbeat time.Duration
+	// ExpiryInterval is how often the leader deletes the objects whose
+	// lifecycle (deleteAfterDays, admin/rs) fell due: a sweep at the start
+	// of each term, then one every ExpiryInterval (sooner while a sweep
+	// stops at its bound with records left). DefaultExpiryInterval when 0;
+	// negative: never. Needs Objects.
+	ExpiryInterval time.Duration
 }
 
 // Elector runs fn while this process leads the admins sharing the store and
@@ -168,6 +175,7 @@ const (
 	DefaultMaxBuildBytes  = 1 << 30
 	DefaultDomainSuffix   = "localhost"
 	DefaultBuildHeartbeat = 5 * time.Second
+	DefaultExpiryInterval = time.Hour
 	// BuildStaleAfter heartbeats missed fail a RUNNING build of another
 	// admin (its admin died or lost the store).
 	BuildStaleAfter = 6
@@ -228,6 +236,11 @@ type Server struct {
 	leaderGauge prometheus.Gauge
 	passes      prometheus.Counter
 	terms       prometheus.Counter
+
+	// expirer deletes the objects whose deleteAfterDays fell due (nil
+	// without Objects); expired counts them.
+	expirer *rs.Expirer
+	expired prometheus.Counter
 }
 
 // New checks the configuration, fills defaults and registers the routes.
@@ -253,6 +266,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.BuildHeartbeat <= 0 {
 		cfg.BuildHeartbeat = DefaultBuildHeartbeat
+	}
+	if cfg.ExpiryInterval == 0 {
+		cfg.ExpiryInterval = DefaultExpiryInterval
 	}
 	if cfg.MaxUploadBytes <= 0 {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
@@ -335,7 +351,14 @@ func New(cfg Config) (*Server, error) {
 		Name: "dora_admin_leader_terms_total",
 		Help: "Times this admin became the leader.",
 	})
-	for _, c := range []prometheus.Collector{s.reqs, s.latency, s.buildSeconds, s.leaderGauge, s.passes, s.terms} {
+	s.expired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dora_admin_objects_expired_total",
+		Help: "Objects this admin deleted as leader because their lifecycle (deleteAfterDays) fell due.",
+	})
+	if cfg.Objects != nil {
+		s.expirer = &rs.Expirer{Store: cfg.Store, Objects: cfg.Objects, Logger: cfg.Logger}
+	}
+	for _, c := range []prometheus.Collector{s.reqs, s.latency, s.buildSeconds, s.leaderGauge, s.passes, s.terms, s.expired} {
 		if err := s.metrics.Register(c); err != nil {
 			return nil, fmt.Errorf("admin: register metrics: %w", err)
 		}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/tick"
@@ -71,6 +73,13 @@ func (s *Server) lead(ctx context.Context) {
 		s.leaderGauge.Set(0)
 	}()
 	s.log.Info("admin: leading the background work")
+	// The objects whose deleteAfterDays fell due, alongside; the term
+	// ends only once its sweep has.
+	var expiry sync.WaitGroup
+	defer expiry.Wait()
+	if s.expirer != nil && s.cfg.ExpiryInterval > 0 {
+		expiry.Go(func() { s.expireLoop(ctx) })
+	}
 	if err := s.recoverBuilds(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("admin: recover builds", "err", err)
 	}
@@ -330,4 +339,49 @@ func (s *Server) finishSwitch(ctx context.Context, u dora.Ufop, deps []dora.Depl
 		return nil // deleted meanwhile
 	}
 	return err
+}
+
+// expiryResume is how soon the next sweep comes when one stopped at its
+// bound (rs.Expirer.Limit) with records left.
+const expiryResume = time.Minute
+
+// expireLoop sweeps the expired objects (sweepExpired) now, then every
+// ExpiryInterval until ctx ends; a failed sweep (the store or the object
+// store unreachable) is logged and retried at the next one.
+func (s *Server) expireLoop(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := s.sweepExpired(ctx)
+		wait := s.cfg.ExpiryInterval
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			s.log.Warn("admin: expire objects (deleteAfterDays); retrying at the next sweep", "err", err, "expired", res.Expired, "next", wait)
+		case res.More:
+			wait = min(wait, expiryResume)
+		}
+		t.Reset(wait)
+	}
+}
+
+// sweepExpired runs one sweep of rs.Expirer at the admin's clock: the
+// objects whose deleteAfterDays fell due are deleted, as rs delete does,
+// and counted (dora_admin_objects_expired_total). Run calls it only while
+// this admin leads.
+func (s *Server) sweepExpired(ctx context.Context) (rs.SweepResult, error) {
+	if s.expirer == nil {
+		return rs.SweepResult{}, nil
+	}
+	res, err := s.expirer.Sweep(ctx, s.now(), func(bucket, key string) { s.expired.Inc() })
+	if res.Expired > 0 {
+		s.log.Info("admin: expired objects (deleteAfterDays)", "expired", res.Expired, "examined", res.Examined, "more", res.More)
+	}
+	return res, err
 }
