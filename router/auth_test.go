@@ -93,9 +93,13 @@ func TestModeMatrix(t *testing.T) {
 					t.Fatalf("body %q", body)
 				}
 				if status == 403 {
-					jsonError(t, body)
+					msg := jsonError(t, body)
 					if resp.Header.Get("X-Dora-Step") != "0" {
 						t.Errorf("X-Dora-Step = %q", resp.Header.Get("X-Dora-Step"))
+					}
+					// A protected ufop says how to get access.
+					if hint := "qdoractl apply " + u; (u == "protufop") != strings.Contains(msg, hint) {
+						t.Errorf("error %q: hint %q only for a protected ufop", msg, hint)
 					}
 				}
 			})

@@ -553,6 +553,9 @@ func (r *Router) plan(snap *meta.Snapshot, b dora.Bucket, steps []fop.Step, out 
 		}
 		if !u.CanBeUsedBy(owner) {
 			e := errf(fasthttp.StatusForbidden, "ufop %q (%s) may not be used by this bucket's owner", s.Name, u.Mode)
+			if u.Mode == dora.ModeProtected {
+				e = errf(fasthttp.StatusForbidden, "ufop %q is protected and this bucket's owner has not applied for it: qdoractl apply %s", s.Name, s.Name)
+			}
 			e.step = i
 			return nil, e
 		}
