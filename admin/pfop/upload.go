@@ -48,6 +48,8 @@ type PutPolicy struct {
 	ReturnBody string `json:"returnBody,omitempty"`
 	// FsizeLimit bounds the file's size in bytes (413 beyond it).
 	FsizeLimit int64 `json:"fsizeLimit,omitempty"`
+	// FsizeMin is the least size of the file in bytes (403 under it).
+	FsizeMin int64 `json:"fsizeMin,omitempty"`
 	// MimeLimit is "a/b;c/*" (allowed types) or "!a/b;!c/*" (refused types).
 	MimeLimit string `json:"mimeLimit,omitempty"`
 	// PersistentOps queues a pfop on the uploaded object.
@@ -624,8 +626,8 @@ func (f *formFile) finish() *uploadError {
 	return nil
 }
 
-// storeUpload streams src into the target under the policy's mimeLimit
-// and fsizeLimit: declared is the client's MIME type (sniffed from the
+// storeUpload streams src into the target under the policy's mimeLimit,
+// fsizeLimit and fsizeMin: declared is the client's MIME type (sniffed from the
 // content and fname when empty or application/octet-stream), vars the
 // upload's x: variables (read once src has ended). A keyless target is
 // written to a temporary object, then stored under its saveKey's
@@ -660,10 +662,13 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 		target = uploadTmpPrefix + hex.EncodeToString(rnd[:])
 	}
 	var body io.Reader = lr
+	if pol.FsizeMin > 0 {
+		body = &minSizeReader{r: lr, min: pol.FsizeMin}
+	}
 	var sent *local.Hasher // insert-only: the etag of what was sent
 	if t.insertOnly && key != "" {
 		sent = local.NewHasher()
-		body = io.TeeReader(lr, sent)
+		body = io.TeeReader(body, sent)
 	}
 	obj, err := h.cfg.Objects.Put(ctx, t.bucket, target, body, origin.PutOptions{MimeType: mt, InsertOnly: t.insertOnly})
 	unchanged := false // an insert-only upload of what the key holds: nothing written
@@ -676,6 +681,8 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 	switch {
 	case errors.Is(err, errTooLarge):
 		return nil, uerr(http.StatusRequestEntityTooLarge, "exceed FsizeLimit of %d bytes", limit)
+	case errors.Is(err, errTooSmall):
+		return nil, uerr(http.StatusForbidden, "fsize too small: fsizeMin is %d bytes", pol.FsizeMin)
 	case errors.Is(err, origin.ErrExists):
 		return nil, uerr(StatusFileExists, "file exists")
 	case errors.Is(err, origin.ErrBadKey):
@@ -749,6 +756,26 @@ func metaFits(pol PutPolicy, bucket, key string) *uploadError {
 			len(store.ObjectMetaKey(bucket, key)), store.MaxKeyBytes)
 	}
 	return nil
+}
+
+// errTooSmall is what a file under the policy's fsizeMin ends with.
+var errTooSmall = errors.New("fsize too small")
+
+// minSizeReader passes r through and, at its end, answers errTooSmall
+// instead of io.EOF when fewer than min bytes went by: the store then
+// keeps nothing.
+type minSizeReader struct {
+	r      io.Reader
+	min, n int64
+}
+
+func (m *minSizeReader) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	m.n += int64(n)
+	if err == io.EOF && m.n < m.min {
+		err = errTooSmall
+	}
+	return n, err
 }
 
 // sameContent is the existing object when the upload refused with
