@@ -114,6 +114,20 @@ func (s *Server) startStop(w http.ResponseWriter, r *http.Request, c *call, star
 	if err != nil {
 		return errf(http.StatusServiceUnavailable, "runtime: %v", err)
 	}
+	if start && len(req.Indexes) == 0 && d.Status == dora.DeployStopped {
+		// The record says PENDING at once, not at the next status
+		// check: until then routers answer the deployment's requests
+		// "stopped by its owner" instead of holding them.
+		if _, err := s.updateDeployment(r.Context(), d.Ufop, d.ID, func(nd *dora.Deployment) bool {
+			if nd.Status != dora.DeployStopped {
+				return false
+			}
+			nd.Status, nd.Message, nd.Updated = dora.DeployPending, "started by its owner", s.nowUTC()
+			return true
+		}); err != nil {
+			s.log.Warn("admin: record a started deployment", "deployment", d.ID, "err", err)
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
