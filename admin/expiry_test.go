@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/router/origin"
 )
 
 // offsetClock is an admin clock that tests move forward.
@@ -180,5 +182,59 @@ func TestOnlyTheLeaderExpires(t *testing.T) {
 	}
 	if got := counterValue(t, srv2.expired); got != 1 {
 		t.Fatalf("the former leader expired %v objects after its term, want 1 in all", got)
+	}
+}
+
+// failingStat is the objects store of an admin whose object store does
+// not answer stats while down is set; it counts the stats asked.
+type failingStat struct {
+	ObjectStore
+	down  atomic.Bool
+	stats atomic.Int64
+}
+
+func (f *failingStat) Stat(ctx context.Context, bucket, key string) (origin.Object, error) {
+	f.stats.Add(1)
+	if f.down.Load() {
+		return origin.Object{}, fmt.Errorf("stat %s/%s: %w", bucket, key, origin.ErrUnavailable)
+	}
+	return f.ObjectStore.Stat(ctx, bucket, key)
+}
+
+// TestExpiryWaitsOutAnUnreachableStore: while the object store does not
+// answer, the leader's sweep stops at the first failure and the next one
+// comes an ExpiryInterval later (no busy loop); once it answers, the due
+// object is deleted.
+func TestExpiryWaitsOutAnUnreachableStore(t *testing.T) {
+	clock := &offsetClock{}
+	objs := &failingStat{}
+	e := newEnv(t, withClock(clock), withExpiry(100*time.Millisecond), func(c *Config) {
+		objs.ObjectStore = c.Objects
+		c.Objects = objs
+	})
+	alice := e.user("alice", 0)
+	e.must(http.StatusCreated, alice, "POST", "/v1/buckets", map[string]any{"name": "photos"}, nil)
+	ts := e.rsServer()
+	for _, k := range []string{"a.txt", "b.txt", "c.txt"} {
+		e.putObject(alice, "photos", k, "content "+k)
+		mustRS(t, ts, alice, "/deleteAfterDays/"+rsEntry("photos", k)+"/1")
+	}
+	clock.advance(25 * time.Hour)
+	objs.down.Store(true)
+	objs.stats.Store(0)
+	defer e.runLoops()()
+	time.Sleep(550 * time.Millisecond)
+	if n := objs.stats.Load(); n < 1 || n > 7 {
+		t.Fatalf("%d stats in 550ms with a 100ms interval while the store is down, want one a sweep", n)
+	}
+	if got := counterValue(t, e.srv.expired); got != 0 {
+		t.Fatalf("expired %v while the store is down", got)
+	}
+	objs.down.Store(false)
+	waitUntil(t, "the objects to expire once the store answers", func() bool { return counterValue(t, e.srv.expired) == 3 })
+	for _, k := range []string{"a.txt", "b.txt", "c.txt"} {
+		if status, v := rsCall(t, ts, alice, "/stat/"+rsEntry("photos", k)); status != rs.StatusNoEntry {
+			t.Fatalf("stat %s: %d %v", k, status, v)
+		}
 	}
 }
