@@ -39,3 +39,63 @@ func TestUploadFsizeMin(t *testing.T) {
 		t.Fatalf("10 bytes: %d %v", status, v)
 	}
 }
+
+// detectMime 1: the stored type is detected from the content (the first
+// 512 bytes), whatever the client declares, and mimeLimit applies to it;
+// the file name's extension counts only when the content says nothing
+// (application/octet-stream). 0 or absent: the declared type stands.
+// -1: the declared type stands even when it is application/octet-stream.
+func TestUploadDetectMime(t *testing.T) {
+	e := newEnv(t)
+	future := time.Now().Add(time.Hour).Unix()
+	png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 2000)...)
+	text := []byte(strings.Repeat("plain text ", 100))
+	binary := []byte{0, 1, 2, 3, 0xfe, 0xff}
+	tok := func(p map[string]any) string {
+		p["scope"], p["deadline"] = "photos", future
+		p["returnBody"] = `{"key":"$(key)","mimeType":"$(mimeType)"}`
+		return uploadToken(alice, p)
+	}
+	b64up := func(tok, key, declared string, data []byte) (int, map[string]any) {
+		return e.upCall("POST", putb64Path(len(data), &key, declared, nil, nil), tok, "application/octet-stream", []byte(base64.StdEncoding.EncodeToString(data)), nil)
+	}
+	for _, c := range []struct {
+		name, token, declared string
+		data                  []byte
+		want                  string
+	}{
+		{"detect png", tok(map[string]any{"detectMime": 1}), "text/plain", png, "image/png"},
+		{"detect text", tok(map[string]any{"detectMime": 1}), "image/jpeg", text, "text/plain; charset=utf-8"},
+		{"declared stands", tok(map[string]any{}), "text/plain", png, "text/plain"},
+		{"detectMime 0", tok(map[string]any{"detectMime": 0}), "application/x-mine", text, "application/x-mine"},
+		{"-1 keeps octet-stream", tok(map[string]any{"detectMime": -1}), "application/octet-stream", png, "application/octet-stream"},
+	} {
+		status, v := b64up(c.token, c.name, c.declared, c.data)
+		if status != 200 || v["mimeType"] != c.want {
+			t.Fatalf("%s: %d %v, want %q", c.name, status, v, c.want)
+		}
+		if status, st := e.stat("photos", c.name); status != 200 || st["mimeType"] != c.want {
+			t.Fatalf("%s: stat %d %v, want %q", c.name, status, st, c.want)
+		}
+	}
+	// mimeLimit judges the detected type: a text declared image/png is
+	// refused by image/*, a PNG declared text/plain admitted.
+	lim := tok(map[string]any{"detectMime": 1, "mimeLimit": "image/*"})
+	if status, v := b64up(lim, "fake.png", "image/png", text); status != http.StatusForbidden {
+		t.Fatalf("text declared image/png under image/*: %d %v, want 403", status, v)
+	}
+	if status, v := b64up(lim, "real.png", "text/plain", png); status != 200 {
+		t.Fatalf("png declared text/plain under image/*: %d %v", status, v)
+	}
+	// Content that says nothing: the file name's extension.
+	if status, v := e.formUpload(tok(map[string]any{"detectMime": 1}), strp("bin.pdf"), nil, "doc.pdf", binary); status != 200 || v["mimeType"] != "application/pdf" {
+		t.Fatalf("binary named doc.pdf: %d %v", status, v)
+	}
+	if _, ok := e.read("photos", "fake.png"); ok {
+		t.Fatal("stored fake.png")
+	}
+	// Qiniu's older text: any value but 0 detects.
+	if status, v := b64up(tok(map[string]any{"detectMime": 2}), "two", "image/gif", text); status != 200 || v["mimeType"] != "text/plain; charset=utf-8" {
+		t.Fatalf("detectMime 2: %d %v", status, v)
+	}
+}

@@ -52,6 +52,11 @@ type PutPolicy struct {
 	FsizeMin int64 `json:"fsizeMin,omitempty"`
 	// MimeLimit is "a/b;c/*" (allowed types) or "!a/b;!c/*" (refused types).
 	MimeLimit string `json:"mimeLimit,omitempty"`
+	// DetectMime: above 0 the file's type is detected from its content
+	// (then its name), whatever the client declares; 0 the declared type
+	// unless it is absent or application/octet-stream; below 0 the
+	// declared type as it is (detected only when absent).
+	DetectMime int `json:"detectMime,omitempty"`
 	// PersistentOps queues a pfop on the uploaded object.
 	PersistentOps       string `json:"persistentOps,omitempty"`
 	PersistentNotifyURL string `json:"persistentNotifyUrl,omitempty"`
@@ -627,8 +632,9 @@ func (f *formFile) finish() *uploadError {
 }
 
 // storeUpload streams src into the target under the policy's mimeLimit,
-// fsizeLimit and fsizeMin: declared is the client's MIME type (sniffed from the
-// content and fname when empty or application/octet-stream), vars the
+// fsizeLimit and fsizeMin: declared is the client's MIME type (sniffed
+// from the first 512 bytes of content, then fname, when empty or
+// application/octet-stream, or always under detectMime), vars the
 // upload's x: variables (read once src has ended). A keyless target is
 // written to a temporary object, then stored under its saveKey's
 // expansion, else its etag; the stored object gets the policy's fileType
@@ -638,7 +644,9 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 	br := bufio.NewReaderSize(src, 512)
 	head, _ := br.Peek(512)
 	mt := declared
-	if base, _, err := mime.ParseMediaType(mt); err != nil || base == "" || base == "application/octet-stream" {
+	base, _, err := mime.ParseMediaType(mt)
+	unknown := err != nil || base == "" || base == "application/octet-stream"
+	if pol.DetectMime > 0 || (pol.DetectMime == 0 && unknown) || strings.TrimSpace(declared) == "" {
 		mt = http.DetectContentType(head)
 		if byExt := mime.TypeByExtension(path.Ext(fname)); byExt != "" && strings.HasPrefix(mt, "application/octet-stream") {
 			mt = byExt
