@@ -99,3 +99,34 @@ func TestUploadDetectMime(t *testing.T) {
 		t.Fatalf("detectMime 2: %d %v", status, v)
 	}
 }
+
+// returnBody takes the magic variables saveKey does: $(endUser),
+// $(ext), $(fprefix), $(uuid) (the saveKey's own when it has one) and the
+// date variables, besides $(key), $(etag), ...
+func TestReturnBodyMagicVariables(t *testing.T) {
+	e := newEnv(t)
+	e.withClock()
+	future := time.Now().Add(time.Hour).Unix()
+	tok := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "endUser": "eu\"1",
+		"saveKey":    "rb/$(uuid)$(ext)",
+		"returnBody": `{"key":"$(key)","endUser":"$(endUser)","ext":"$(ext)","fprefix":"$(fprefix)","uuid":"$(uuid)","date":"$(year)-$(mon)-$(day)T$(hour):$(min):$(sec)","fname":"$(fname)","x":"$(x:a)"}`})
+	status, v := e.formUpload(tok, nil, map[string]string{"x:a": "A"}, "photo.v2.jpg", []byte("jpeg-ish"))
+	if status != 200 {
+		t.Fatalf("upload: %d %v", status, v)
+	}
+	want := map[string]any{"endUser": "eu\"1", "ext": ".jpg", "fprefix": "photo.v2", "date": "2026-03-04T05:06:07", "fname": "photo.v2.jpg", "x": "A"}
+	for k, w := range want {
+		if v[k] != w {
+			t.Errorf("%s: %v, want %q (reply %v)", k, v[k], w, v)
+		}
+	}
+	if u, _ := v["uuid"].(string); len(u) != 36 || v["key"] != "rb/"+u+".jpg" {
+		t.Errorf("uuid %v, key %v: want the saveKey's uuid", v["uuid"], v["key"])
+	}
+	// $(ext) from the type when the name has none.
+	tok2 := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "returnBody": `{"ext":"$(ext)","fprefix":"$(fprefix)"}`})
+	png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 64)...)
+	if status, v := e.formUpload(tok2, strp("p"), nil, "noext", png); status != 200 || v["ext"] != ".png" || v["fprefix"] != "noext" {
+		t.Fatalf("ext by type: %d %v", status, v)
+	}
+}

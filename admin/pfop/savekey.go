@@ -88,21 +88,23 @@ func (t saveKey) static() (string, bool) {
 	return b.String(), true
 }
 
-// saveKeyValues is what one upload's variables expand to.
+// saveKeyValues is what one upload's magic variables expand to, in a
+// saveKey and in a returnBody alike (value).
 type saveKeyValues struct {
 	bucket, etag, fname, mimeType, endUser string
 	fsize                                  int64
 	now                                    time.Time         // upload time; the date variables are UTC
 	vars                                   map[string]string // x:<name>
+	uuid                                   string            // $(uuid): made on first use, the same after
 }
 
 // expand is the key t names for the upload v. It stops once the key is
 // past dora.MaxKeyBytes (the key is then refused, however long).
-func (t saveKey) expand(v saveKeyValues) string {
+func (t saveKey) expand(v saveKeyValues) string { return t.expandValues(&v) }
+
+// expandValues is expand, keeping the $(uuid) it made in v.
+func (t saveKey) expandValues(v *saveKeyValues) string {
 	var b strings.Builder
-	uuid := ""
-	now := v.now.UTC()
-	ext := fileExt(v.fname, v.mimeType)
 	for _, p := range t {
 		if b.Len() > dora.MaxKeyBytes {
 			break
@@ -111,45 +113,51 @@ func (t saveKey) expand(v saveKeyValues) string {
 			b.WriteString(p.lit)
 			continue
 		}
-		switch p.name {
-		case "bucket":
-			b.WriteString(v.bucket)
-		case "etag":
-			b.WriteString(v.etag)
-		case "fname":
-			b.WriteString(v.fname)
-		case "fprefix":
-			b.WriteString(strings.TrimSuffix(v.fname, path.Ext(v.fname)))
-		case "ext":
-			b.WriteString(ext)
-		case "fsize":
-			b.WriteString(strconv.FormatInt(v.fsize, 10))
-		case "mimeType":
-			b.WriteString(v.mimeType)
-		case "endUser":
-			b.WriteString(v.endUser)
-		case "uuid":
-			if uuid == "" { // one per key
-				uuid = newUUID()
-			}
-			b.WriteString(uuid)
-		case "year":
-			fmt.Fprintf(&b, "%04d", now.Year())
-		case "mon":
-			fmt.Fprintf(&b, "%02d", int(now.Month()))
-		case "day":
-			fmt.Fprintf(&b, "%02d", now.Day())
-		case "hour":
-			fmt.Fprintf(&b, "%02d", now.Hour())
-		case "min":
-			fmt.Fprintf(&b, "%02d", now.Minute())
-		case "sec":
-			fmt.Fprintf(&b, "%02d", now.Second())
-		default: // x:<name>; an absent one is empty
-			b.WriteString(v.vars[p.name])
-		}
+		b.WriteString(v.value(p.name))
 	}
 	return b.String()
+}
+
+// value is the magic variable name (one of saveKeyVars, or x:<name>,
+// empty when the upload has none) of the upload v.
+func (v *saveKeyValues) value(name string) string {
+	now := v.now.UTC()
+	switch name {
+	case "bucket":
+		return v.bucket
+	case "etag":
+		return v.etag
+	case "fname":
+		return v.fname
+	case "fprefix":
+		return strings.TrimSuffix(v.fname, path.Ext(v.fname))
+	case "ext":
+		return fileExt(v.fname, v.mimeType)
+	case "fsize":
+		return strconv.FormatInt(v.fsize, 10)
+	case "mimeType":
+		return v.mimeType
+	case "endUser":
+		return v.endUser
+	case "uuid":
+		if v.uuid == "" { // one per upload
+			v.uuid = newUUID()
+		}
+		return v.uuid
+	case "year":
+		return fmt.Sprintf("%04d", now.Year())
+	case "mon":
+		return fmt.Sprintf("%02d", int(now.Month()))
+	case "day":
+		return fmt.Sprintf("%02d", now.Day())
+	case "hour":
+		return fmt.Sprintf("%02d", now.Hour())
+	case "min":
+		return fmt.Sprintf("%02d", now.Minute())
+	case "sec":
+		return fmt.Sprintf("%02d", now.Second())
+	}
+	return v.vars[name] // x:<name>; an absent one is empty
 }
 
 // newUUID is a random (version 4) UUID.

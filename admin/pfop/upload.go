@@ -43,8 +43,9 @@ type PutPolicy struct {
 	// Deadline is the unix second after which the token is refused.
 	Deadline   int64 `json:"deadline"`
 	InsertOnly int   `json:"insertOnly,omitempty"`
-	// ReturnBody is the reply template: $(key) $(etag) $(fsize)
-	// $(mimeType) $(bucket) $(fname) $(persistentId) $(x:<name>).
+	// ReturnBody is the reply template: $(key) $(etag) $(persistentId)
+	// and saveKey's magic variables ($(fsize) $(mimeType) $(bucket)
+	// $(fname) $(fprefix) $(ext) $(endUser) $(uuid) $(year).. $(x:<name>)).
 	ReturnBody string `json:"returnBody,omitempty"`
 	// FsizeLimit bounds the file's size in bytes (413 beyond it).
 	FsizeLimit int64 `json:"fsizeLimit,omitempty"`
@@ -68,7 +69,7 @@ type PutPolicy struct {
 	// magic variables (saveKey), expanded once the file is stored.
 	SaveKey      string   `json:"saveKey,omitempty"`
 	ForceSaveKey flexBool `json:"forceSaveKey,omitempty"`
-	// EndUser is $(endUser) in saveKey.
+	// EndUser is $(endUser) in saveKey and returnBody.
 	EndUser string `json:"endUser,omitempty"`
 	// DeleteAfterDays and FileType are the stored object's lifecycle and
 	// storage class, as rs's deleteAfterDays and chtype set them.
@@ -238,10 +239,12 @@ func mimeAllowed(limit, mt string) bool {
 // errTooLarge is what a capped upload body fails with.
 var errTooLarge = qhttp.ErrTooLarge
 
-// uploaded is what the reply template can name.
+// uploaded is what the reply template can name: magic holds the values
+// of the variables it shares with saveKey (the saveKey's own $(uuid)).
 type uploaded struct {
 	bucket, key, etag, mimeType, fname, persistentID string
 	fsize                                            int64
+	magic                                            saveKeyValues
 }
 
 func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, reqid string) int {
@@ -698,12 +701,16 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 	case err != nil:
 		return nil, uerr(http.StatusServiceUnavailable, "store the file: %v", err)
 	}
+	magic := saveKeyValues{
+		bucket: t.bucket, etag: obj.ETag, fname: fname, mimeType: mediaType(mt), endUser: pol.EndUser,
+		fsize: obj.Size, now: h.cfg.Now(), vars: vars,
+	}
 	if key == "" {
 		defer h.cfg.Objects.Delete(context.WithoutCancel(ctx), t.bucket, target)
 		key = obj.ETag
 		if t.saveKey != nil {
 			var ue *uploadError
-			if key, ue = h.expandSaveKey(t, obj, mt, fname, vars); ue != nil {
+			if key, ue = h.expandSaveKey(t, &magic); ue != nil {
 				return nil, ue
 			}
 		}
@@ -720,17 +727,14 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 			return nil, uerr(http.StatusServiceUnavailable, "file stored as %q, but its fileType and deleteAfterDays could not be recorded: %v", key, err)
 		}
 	}
-	return &uploaded{bucket: t.bucket, key: key, etag: obj.ETag, fsize: obj.Size, mimeType: mt, fname: fname}, nil
+	return &uploaded{bucket: t.bucket, key: key, etag: obj.ETag, fsize: obj.Size, mimeType: mt, fname: fname, magic: magic}, nil
 }
 
 // expandSaveKey is the key of a stored upload whose target has a
 // saveKey template: 400 when it expands to an invalid key, 403 when the
 // scope does not admit it.
-func (h *Handler) expandSaveKey(t uploadTarget, obj origin.Object, mt, fname string, vars map[string]string) (string, *uploadError) {
-	key := t.saveKey.expand(saveKeyValues{
-		bucket: t.bucket, etag: obj.ETag, fname: fname, mimeType: mediaType(mt), endUser: t.policy.EndUser,
-		fsize: obj.Size, now: h.cfg.Now(), vars: vars,
-	})
+func (h *Handler) expandSaveKey(t uploadTarget, v *saveKeyValues) (string, *uploadError) {
+	key := t.saveKey.expandValues(v)
 	if err := dora.ValidateKey(key); err != nil {
 		return "", uerr(http.StatusBadRequest, "saveKey: invalid key: %v", err)
 	}
@@ -848,7 +852,8 @@ func mediaType(mt string) string {
 var returnVarRE = regexp.MustCompile(`\$\(([A-Za-z0-9_:.-]+)\)`)
 
 // expandReturnBody substitutes the template's variables with JSON-escaped
-// values (the template quotes strings itself, as in Qiniu).
+// values (the template quotes strings itself, as in Qiniu): $(key),
+// $(hash), $(persistentId) and those saveKey takes (saveKeyValues.value).
 func expandReturnBody(tmpl string, up *uploaded, fields map[string]string) string {
 	return returnVarRE.ReplaceAllStringFunc(tmpl, func(m string) string {
 		name := m[2 : len(m)-1]
@@ -869,7 +874,9 @@ func expandReturnBody(tmpl string, up *uploaded, fields map[string]string) strin
 		case "persistentId":
 			v = up.persistentID
 		default:
-			if strings.HasPrefix(name, "x:") {
+			if saveKeyVars[name] {
+				v = up.magic.value(name)
+			} else if strings.HasPrefix(name, "x:") {
 				v = fields[name]
 			}
 		}
