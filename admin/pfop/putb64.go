@@ -86,7 +86,7 @@ func (h *Handler) servePutb64(w http.ResponseWriter, r *http.Request, reqid stri
 	if ue != nil {
 		return writeError(w, ue.status, ue.msg)
 	}
-	return h.replyUpload(w, r, reqid, t, up, vars)
+	return h.replyUpload(w, r, reqid, t, up, vars, "")
 }
 
 // b64TextMax bounds the base64 text of a file of at most n bytes: its

@@ -1,7 +1,11 @@
 package pfop_test
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
+	"io"
+	"mime/multipart"
 	"net/http"
 	"strings"
 	"testing"
@@ -128,5 +132,83 @@ func TestReturnBodyMagicVariables(t *testing.T) {
 	png := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 64)...)
 	if status, v := e.formUpload(tok2, strp("p"), nil, "noext", png); status != 200 || v["ext"] != ".png" || v["fprefix"] != "noext" {
 		t.Fatalf("ext by type: %d %v", status, v)
+	}
+}
+
+// formNoFollow posts a form upload as a browser's form would and returns
+// the response as it is (redirects not followed) and its body.
+func (e *env) formNoFollow(token, key string, data []byte) (*http.Response, []byte) {
+	e.t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	mw.WriteField("token", token)
+	mw.WriteField("key", key)
+	mw.WriteField("x:n", "N")
+	fw, _ := mw.CreateFormFile("file", "f.txt")
+	fw.Write(data)
+	mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, e.api.URL+"/", &buf)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+// returnUrl: a form upload's success is a 303 See Other to
+// <returnUrl>?upload_ret=<urlsafe base64 of the reply JSON> (returnBody's
+// expansion, else {"hash","key"}), as Qiniu's; a failure is answered as
+// without it; other uploads ignore it; a returnUrl that is not an http(s)
+// URL is 400 before anything is stored.
+func TestUploadReturnURL(t *testing.T) {
+	e := newEnv(t)
+	future := time.Now().Add(time.Hour).Unix()
+	data := []byte("browser upload")
+	tok := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "returnUrl": "https://app.example/done",
+		"returnBody": `{"key":"$(key)","n":"$(x:n)"}`})
+	resp, _ := e.formNoFollow(tok, "r1.txt", data)
+	loc := resp.Header.Get("Location")
+	want := "https://app.example/done?upload_ret=" + base64.URLEncoding.EncodeToString([]byte(`{"key":"r1.txt","n":"N"}`))
+	if resp.StatusCode != http.StatusSeeOther || loc != want {
+		t.Fatalf("returnUrl: %d Location %q, want 303 %q", resp.StatusCode, loc, want)
+	}
+	if got, ok := e.read("photos", "r1.txt"); !ok || got != string(data) {
+		t.Fatal("r1.txt not stored")
+	}
+	// No returnBody: the default reply; a returnUrl with a query gets &.
+	tok2 := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "returnUrl": "http://app.example/done?from=up"})
+	resp, _ = e.formNoFollow(tok2, "r2.txt", data)
+	loc = resp.Header.Get("Location")
+	prefix := "http://app.example/done?from=up&upload_ret="
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, prefix) {
+		t.Fatalf("returnUrl with a query: %d Location %q", resp.StatusCode, loc)
+	}
+	raw, err := base64.URLEncoding.DecodeString(strings.TrimPrefix(loc, prefix))
+	var ret map[string]any
+	if err != nil || json.Unmarshal(raw, &ret) != nil || ret["key"] != "r2.txt" || ret["hash"] != qiniuETag(data) {
+		t.Fatalf("upload_ret %q: %v", raw, err)
+	}
+	// A failure (the key exists with other content) is not redirected.
+	resp, body := e.formNoFollow(tok, "r1.txt", []byte("other"))
+	if resp.StatusCode != 614 || resp.Header.Get("Location") != "" {
+		t.Fatalf("failure: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	// putb64 ignores returnUrl.
+	status, v := e.upCall("POST", putb64Path(len(data), strp("r3.txt"), "", nil, nil), tok, "application/octet-stream", []byte(base64.StdEncoding.EncodeToString(data)), nil)
+	if status != 200 || v["key"] != "r3.txt" {
+		t.Fatalf("putb64 with returnUrl: %d %v", status, v)
+	}
+	for _, bad := range []string{"javascript:alert(1)", "/relative", "ftp://x/y", "http://"} {
+		tb := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "returnUrl": bad})
+		if resp, body := e.formNoFollow(tb, "bad.txt", data); resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("returnUrl %q: %d %s", bad, resp.StatusCode, body)
+		}
+	}
+	if _, ok := e.read("photos", "bad.txt"); ok {
+		t.Fatal("stored bad.txt")
 	}
 }

@@ -492,7 +492,7 @@ func (h *Handler) serveMkfile(w http.ResponseWriter, r *http.Request, reqid, tok
 	for _, id := range ids {
 		os.RemoveAll(h.sessionDir(id))
 	}
-	return h.replyUpload(w, r, reqid, t, up, vars)
+	return h.replyUpload(w, r, reqid, t, up, vars, "")
 }
 
 // spoolReader reads files one after the other, one open at a time.
@@ -830,5 +830,5 @@ func (h *Handler) completeV2(w http.ResponseWriter, r *http.Request, reqid, toke
 		return writeError(w, ue.status, ue.msg)
 	}
 	os.RemoveAll(h.sessionDir(id))
-	return h.replyUpload(w, r, reqid, t, up, vars)
+	return h.replyUpload(w, r, reqid, t, up, vars, "")
 }

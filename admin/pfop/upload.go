@@ -17,6 +17,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"path"
 	"regexp"
 	"strconv"
@@ -47,6 +48,9 @@ type PutPolicy struct {
 	// and saveKey's magic variables ($(fsize) $(mimeType) $(bucket)
 	// $(fname) $(fprefix) $(ext) $(endUser) $(uuid) $(year).. $(x:<name>)).
 	ReturnBody string `json:"returnBody,omitempty"`
+	// ReturnURL turns a form upload's success into a 303 See Other to
+	// <returnUrl>?upload_ret=<urlsafe base64 of the reply> (browsers).
+	ReturnURL string `json:"returnUrl,omitempty"`
 	// FsizeLimit bounds the file's size in bytes (413 beyond it).
 	FsizeLimit int64 `json:"fsizeLimit,omitempty"`
 	// FsizeMin is the least size of the file in bytes (403 under it).
@@ -274,7 +278,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, reqid stri
 			if ue != nil {
 				return writeError(w, ue.status, ue.msg)
 			}
-			return h.replyUpload(w, r, reqid, t, up, form.fields)
+			return h.replyUpload(w, r, reqid, t, up, form.fields, t.policy.ReturnURL)
 		}
 		if ue := form.field(part); ue != nil {
 			return writeError(w, ue.status, ue.msg)
@@ -372,8 +376,10 @@ func (c *closeWatch) Read(p []byte) (int, error) {
 
 // replyUpload finishes a stored upload, whichever way it arrived (form,
 // resumable v1 or v2): queues the policy's persistentOps and answers with
-// the returnBody template, else {"hash","key"[,"persistentId"]}.
-func (h *Handler) replyUpload(w http.ResponseWriter, r *http.Request, reqid string, t uploadTarget, up *uploaded, vars map[string]string) int {
+// the returnBody template, else {"hash","key"[,"persistentId"]}; with a
+// returnURL (the form upload's returnUrl) that reply goes, in URL-safe
+// base64, as upload_ret in a 303 See Other there.
+func (h *Handler) replyUpload(w http.ResponseWriter, r *http.Request, reqid string, t uploadTarget, up *uploaded, vars map[string]string, returnURL string) int {
 	pol := t.policy
 	reply := map[string]any{"hash": up.etag, "key": up.key}
 	if pol.PersistentOps != "" {
@@ -386,6 +392,21 @@ func (h *Handler) replyUpload(w http.ResponseWriter, r *http.Request, reqid stri
 		}
 		up.persistentID = j.ID
 		reply["persistentId"] = j.ID
+	}
+	if returnURL != "" {
+		var ret []byte
+		if pol.ReturnBody != "" {
+			ret = []byte(expandReturnBody(pol.ReturnBody, up, vars))
+		} else {
+			ret, _ = json.Marshal(reply)
+		}
+		sep := "?"
+		if strings.Contains(returnURL, "?") {
+			sep = "&"
+		}
+		w.Header().Set("Location", returnURL+sep+"upload_ret="+base64.URLEncoding.EncodeToString(ret))
+		w.WriteHeader(http.StatusSeeOther)
+		return http.StatusSeeOther
 	}
 	if pol.ReturnBody != "" {
 		w.Header().Set("Content-Type", "application/json")
@@ -526,6 +547,11 @@ func (h *Handler) receiveFile(ctx context.Context, form *uploadForm, part *multi
 	t, ue := h.checkUpload(ctx, form.fields["token"], key, keyGiven)
 	if ue != nil {
 		return t, nil, ue
+	}
+	if ru := t.policy.ReturnURL; ru != "" {
+		if u, err := url.Parse(ru); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Fragment != "" {
+			return t, nil, uerr(http.StatusBadRequest, "returnUrl: want an http or https URL without a fragment, not %q", ru)
+		}
 	}
 	f := &formFile{part: part, form: form, crc: crc32.NewIEEE(), token: form.fields["token"], key: key, keyGiven: keyGiven}
 	if v := form.fields["crc32"]; v != "" { // the SDKs send the file's CRC32 (IEEE, decimal)
