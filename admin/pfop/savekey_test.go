@@ -1,9 +1,12 @@
 package pfop_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -16,6 +19,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/accountstest"
+	"github.com/doraproject/dora/router/origin"
 )
 
 // uploadClock is the time the handlers of withClock see.
@@ -383,5 +387,70 @@ func TestUploadTempNamespaceReserved(t *testing.T) {
 	}
 	if status, v := e.formUpload(tok, nil, nil, "f", []byte("keyless")); status != 200 {
 		t.Fatalf("keyless upload: %d %v", status, v)
+	}
+}
+
+// cancelOnPut cancels the request once the object store has committed an
+// object under a final key (not a temporary): the client went away then.
+type cancelOnPut struct {
+	*countingObjects
+	cancel context.CancelFunc
+}
+
+func (c cancelOnPut) Put(ctx context.Context, bucket, key string, r io.Reader, opts origin.PutOptions) (origin.Object, error) {
+	o, err := c.countingObjects.Put(ctx, bucket, key, r, opts)
+	if err == nil && !strings.HasPrefix(key, ".dora-upload/") {
+		c.cancel()
+	}
+	return o, err
+}
+
+// Once the file is stored, a client that goes away (its request's
+// context canceled) does not leave it stored without what the policy
+// adds: its fileType and deleteAfterDays are recorded, its persistentOps
+// queued.
+func TestUploadStoredSurvivesClientGone(t *testing.T) {
+	e := newEnv(t)
+	future := time.Now().Add(time.Hour).Unix()
+	for _, c := range []struct{ name, key, saveKey string }{{"keyed", "gone.txt", ""}, {"saveKey", "", "gone/$(fname)"}} {
+		t.Run(c.name, func(t *testing.T) {
+			e.t = t
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			h, err := pfop.NewHandler(pfop.HandlerConfig{Store: e.st, Queue: e.q, Logger: testLogger(),
+				Objects: cancelOnPut{e.objs, cancel}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := map[string]any{"scope": "photos", "deadline": future, "deleteAfterDays": 2, "fileType": 1, "persistentOps": "upper/p"}
+			if c.saveKey != "" {
+				p["saveKey"] = c.saveKey
+			}
+			var buf bytes.Buffer
+			mw := multipart.NewWriter(&buf)
+			mw.WriteField("token", uploadToken(alice, p))
+			if c.key != "" {
+				mw.WriteField("key", c.key)
+			}
+			fw, _ := mw.CreateFormFile("file", "g.txt")
+			fw.Write([]byte("client gone"))
+			mw.Close()
+			req := httptest.NewRequest(http.MethodPost, "/", &buf).WithContext(ctx)
+			req.Header.Set("Content-Type", mw.FormDataContentType())
+			w := httptest.NewRecorder()
+			h.Wrap(http.NotFoundHandler()).ServeHTTP(w, req)
+			var v map[string]any
+			json.Unmarshal(w.Body.Bytes(), &v)
+			key := c.key
+			if key == "" {
+				key = "gone/g.txt"
+			}
+			if w.Code != 200 || v["key"] != key || v["persistentId"] == nil {
+				t.Fatalf("upload: %d %v", w.Code, v)
+			}
+			if status, st := e.stat("photos", key); status != 200 || st["type"] != float64(1) || st["expiration"] == nil {
+				t.Fatalf("stat %d %v: stored without the policy's fileType and deleteAfterDays", status, st)
+			}
+		})
 	}
 }

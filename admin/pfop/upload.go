@@ -383,7 +383,8 @@ func (h *Handler) replyUpload(w http.ResponseWriter, r *http.Request, reqid stri
 	pol := t.policy
 	reply := map[string]any{"hash": up.etag, "key": up.key}
 	if pol.PersistentOps != "" {
-		j, err := h.Submit(r.Context(), Submission{
+		// The file is stored: its job is queued even if the client has gone.
+		j, err := h.Submit(context.WithoutCancel(r.Context()), Submission{
 			Bucket: up.bucket, Key: up.key, Fops: pol.PersistentOps, NotifyURL: pol.PersistentNotifyURL,
 			Pipeline: pol.PersistentPipeline, Type: pol.PersistentType, Owner: t.owner, Reqid: reqid,
 		})
@@ -746,10 +747,11 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 		}
 	}
 	// The object an insert-only upload left as it was keeps its own
-	// storage class and lifecycle.
+	// storage class and lifecycle. The object is stored: its record is
+	// written even if the client has gone meanwhile.
 	if !unchanged {
 		meta := rs.ObjectMeta{Type: pol.FileType, DeleteAfterDays: pol.DeleteAfterDays}
-		if err := rs.SetObjectMeta(ctx, h.cfg.Store, t.bucket, key, meta, h.cfg.Now()); err != nil {
+		if err := rs.SetObjectMeta(context.WithoutCancel(ctx), h.cfg.Store, t.bucket, key, meta, h.cfg.Now()); err != nil {
 			return nil, uerr(http.StatusServiceUnavailable, "file stored as %q, but its fileType and deleteAfterDays could not be recorded: %v", key, err)
 		}
 	}
