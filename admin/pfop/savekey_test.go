@@ -454,3 +454,30 @@ func TestUploadStoredSurvivesClientGone(t *testing.T) {
 		})
 	}
 }
+
+// persistentOps are planned against the key before anything is stored:
+// a client's key when it names one, and a saveKey's expansion before the
+// temporary is moved there, so that a job that cannot run on that key
+// (its saveas query too long) is 400 with nothing stored, not a 503 after
+// the file was stored.
+func TestUploadSaveKeyPersistentOpsPlanned(t *testing.T) {
+	e := newEnv(t)
+	future := time.Now().Add(time.Hour).Unix()
+	// 990 bytes: its default result key (key_<hash>) stays under 1024
+	// bytes, and its saveas with a 700-byte fop is past the 2048 of a query.
+	long := strings.Repeat(strings.Repeat("k", 197)+"/", 4) + strings.Repeat("k", 198)
+	ops := "upper/" + strings.Repeat("a", 700)
+	keyed := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "persistentOps": ops})
+	if status, v := e.formUpload(keyed, &long, nil, "f", []byte("data")); status != 400 {
+		t.Fatalf("client key: %d %v, want 400", status, v)
+
+	}
+	sk := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "persistentOps": ops, "saveKey": "$(x:k)"})
+	if status, v := e.formUpload(sk, nil, map[string]string{"x:k": long}, "f", []byte("data")); status != 400 {
+		t.Fatalf("saveKey: %d %v, want 400", status, v)
+
+	}
+	if ks := e.keys("photos"); len(ks) != 0 {
+		t.Fatalf("stored %q", ks)
+	}
+}

@@ -759,8 +759,9 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 }
 
 // expandSaveKey is the key of a stored upload whose target has a
-// saveKey template: 400 when it expands to an invalid key, 403 when the
-// scope does not admit it.
+// saveKey template: 400 when it expands to an invalid key (or one the
+// policy's persistentOps cannot be planned on), 403 when the scope does
+// not admit it.
 func (h *Handler) expandSaveKey(t uploadTarget, v *saveKeyValues) (string, *uploadError) {
 	key := t.saveKey.expandValues(v)
 	if err := dora.ValidateKey(key); err != nil {
@@ -774,6 +775,11 @@ func (h *Handler) expandSaveKey(t uploadTarget, v *saveKeyValues) (string, *uplo
 	}
 	if ue := metaFits(t.policy, t.bucket, key); ue != nil {
 		return "", ue
+	}
+	if ops := t.policy.PersistentOps; ops != "" { // as checkUpload does for a key known there
+		if _, err := planFops(t.bucket, key, ops); err != nil {
+			return "", uerr(http.StatusBadRequest, "persistentOps: %v", err)
+		}
 	}
 	return key, nil
 }
