@@ -19,6 +19,7 @@ import (
 	"github.com/doraproject/dora/admin/pfop"
 	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/accountstest"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -208,6 +209,12 @@ func TestUploadFileTypeDeleteAfterDays(t *testing.T) {
 	wantExp := time.Unix(0, put).Add(3 * 24 * time.Hour).Unix()
 	if status != 200 || st["type"] != float64(1) || int64(st["expiration"].(float64)) != wantExp {
 		t.Fatalf("stat %d %v, want type 1 and expiration %d", status, st, wantExp)
+	}
+	// The record names the object it was set on, so that the expiry
+	// never deletes another object put over it (rs.Decide).
+	meta, _, err := store.Get[rs.ObjectMeta](context.Background(), e.st, store.ObjectMetaKey("photos", "life.txt"))
+	if err != nil || meta.ETag != st["hash"] {
+		t.Fatalf("lifecycle record %+v, %v; want the etag %v", meta, err, st["hash"])
 	}
 	// Keyless, through the saveKey path: the meta is the final key's.
 	tok2 := uploadToken(alice, map[string]any{"scope": "photos", "deadline": future, "fileType": 3, "saveKey": "cold/$(etag)"})

@@ -750,7 +750,7 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 	// storage class and lifecycle. The object is stored: its record is
 	// written even if the client has gone meanwhile.
 	if !unchanged {
-		meta := rs.ObjectMeta{Type: pol.FileType, DeleteAfterDays: pol.DeleteAfterDays}
+		meta := rs.ObjectMeta{Type: pol.FileType, DeleteAfterDays: pol.DeleteAfterDays, ETag: obj.ETag}
 		if err := rs.SetObjectMeta(context.WithoutCancel(ctx), h.cfg.Store, t.bucket, key, meta, h.cfg.Now()); err != nil {
 			return nil, uerr(http.StatusServiceUnavailable, "file stored as %q, but its fileType and deleteAfterDays could not be recorded: %v", key, err)
 		}
