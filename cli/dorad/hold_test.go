@@ -79,7 +79,9 @@ func parseRouterFlags(t *testing.T, args []string, wantErr string) (cfg platform
 }
 
 // seedHoldStore writes a bucket "photos" with object in.txt and a ufop
-// "slow" with an active release but no instance, so that ?slow/1 is held.
+// "slow" with an active release and a deployment scaled to zero (RUNNING,
+// no instance), so that ?slow/1 is held: without a deployment the router
+// answers at once that none will start.
 func seedHoldStore(t *testing.T, dir string) (storeURL, objectsURL string) {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(dir, "meta.db"))
@@ -100,6 +102,8 @@ func seedHoldStore(t *testing.T, dir string) (storeURL, objectsURL string) {
 	accountstest.Seed(t, st, dora.Bucket{Name: "photos", Owner: acct.ID})
 	put(store.ReleaseKey("slow", "v1"), dora.Release{Ufop: "slow", Version: "v1", Image: "slow.v1", Protocol: dora.ProtocolDora})
 	put(store.UfopKey("slow"), dora.Ufop{Name: "slow", Owner: acct.ID, Mode: dora.ModePrivate, ActiveVersion: "v1"})
+	put(store.DeploymentKey("slow", "deploy-slow"), dora.Deployment{ID: "deploy-slow", Ufop: "slow", Version: "v1",
+		Region: dora.DefaultRegion, Max: 1, Status: dora.DeployRunning, Message: "scaled to zero"})
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/doraproject/dora/router/fop"
 )
@@ -581,13 +580,16 @@ func TestEncodeStopsWithContext(t *testing.T) {
 		x ^= x << 5
 		img.Pix[i] = uint8(x)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(50*time.Millisecond, cancel)
-	start := time.Now()
-	_, err := encodeImage(ctx, "imageView2", nil, img, outOpts{format: "png"}, defaultLimits)
-	if took := time.Since(start); err != context.Canceled || took > time.Second {
-		t.Fatalf("png of 9 megapixels, context canceled after 50ms: %v after %v, want context.Canceled at once", err, took)
+	// The context ends at its 4th check: the first writes (each a
+	// check) go through, the next fails and the encoder stops there,
+	// not after the ~27 MB of the whole image.
+	counted := &endsAfter{Context: context.Background(), checks: 3}
+	_, err := encodeImage(counted, "imageView2", nil, img, outOpts{format: "png"}, defaultLimits)
+	if err != context.Canceled || counted.calls > 8 {
+		t.Fatalf("png of 9 megapixels, the context ending at its 4th check: %v after %d checks, want context.Canceled at the first write after", err, counted.calls)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
 	for _, f := range []string{"png", "bmp", "gif", "webp", "jpg"} {
 		_, err := encodeImage(ctx, "imageView2", nil, img, outOpts{format: f}, defaultLimits)
 		if err != context.Canceled {

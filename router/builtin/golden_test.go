@@ -21,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	xwebp "golang.org/x/image/webp"
 )
@@ -687,17 +686,34 @@ func TestBlurMemory(t *testing.T) {
 
 // TestGIFEncodeStopsWithContext: writing a GIF quantizes every pixel to a
 // 256-colour palette (about a second a few megapixels); it stops when the
-// request's context ends instead of running on after the answer.
+// request's context ends instead of running on after the answer: at the
+// first band after the context says so, not after the whole image.
 func TestGIFEncodeStopsWithContext(t *testing.T) {
 	img := image.NewRGBA(image.Rect(0, 0, 3000, 3000))
 	for i := range img.Pix {
 		img.Pix[i] = uint8(i*7919 + i/13)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(50*time.Millisecond, cancel)
-	start := time.Now()
-	_, err := encodeImage(ctx, "imageView2", nil, img, outOpts{format: "gif"}, defaultLimits)
-	if took := time.Since(start); err != context.Canceled || took > 2*time.Second {
-		t.Fatalf("gif of 9 megapixels, context canceled after 50ms: %v after %v, want context.Canceled at once", err, took)
+	ctx := &endsAfter{Context: context.Background(), checks: 3}
+	if _, err := paletted(ctx, img); err != context.Canceled || ctx.calls != 4 {
+		t.Fatalf("quantizing 47 bands, the context ending at its 4th check: %v after %d checks, want context.Canceled after 4", err, ctx.calls)
 	}
+	ctx = &endsAfter{Context: context.Background(), checks: 5}
+	if _, err := encodeImage(ctx, "imageView2", nil, img, outOpts{format: "gif"}, defaultLimits); err != context.Canceled || ctx.calls > 8 {
+		t.Fatalf("gif of 9 megapixels, the context ending at its 6th check: %v after %d checks, want context.Canceled within a band or two", err, ctx.calls)
+	}
+}
+
+// endsAfter is a context that reports itself cancelled from its
+// checks+1st Err call on: where a loop checks it is counted, not timed.
+type endsAfter struct {
+	context.Context
+	checks, calls int
+}
+
+func (c *endsAfter) Err() error {
+	c.calls++
+	if c.calls > c.checks {
+		return context.Canceled
+	}
+	return nil
 }
