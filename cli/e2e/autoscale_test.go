@@ -284,9 +284,9 @@ func TestAutoscaleToCeilingAndBack(t *testing.T) {
 // request is held by the router until the autoscaler, woken by the router
 // (issue 11's instant wake-up), has started an instance, and then
 // succeeds. The autoscaler's tick is an hour away, so the answer cannot
-// come from it. With the deployment's instances stopped, nothing can come:
-// the request gets 503 with Retry-After once the router's hold bound has
-// passed.
+// come from it. With the deployment stopped by its owner, nothing can
+// come: the request gets 503 at once (no hold, no Retry-After), naming
+// qdoractl start.
 func TestScaleFromZero(t *testing.T) {
 	// The router's default hold: on a loaded host the wake-up, two
 	// fsynced store writes and a container's start took close to the 12 s
@@ -349,12 +349,13 @@ func TestScaleFromZero(t *testing.T) {
 			}
 			continue // the pool had not dropped the stopped instance yet
 		}
-		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "slowpoke") {
-			t.Fatalf("no instance possible: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "" || !strings.Contains(string(b), "stopped by its owner") ||
+			!strings.Contains(string(b), "qdoractl start slowpoke") {
+			t.Fatalf("no instance possible: %d Retry-After %q %s; want 503 naming qdoractl start, no Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), b)
 		}
 		break
 	}
-	if waited := time.Since(start); waited < hold {
-		t.Fatalf("503 after %v, before the hold bound %v", waited, hold)
+	if waited := time.Since(start); waited >= hold {
+		t.Fatalf("503 after %v: held for the bound %v though nothing could start", waited, hold)
 	}
 }
