@@ -14,6 +14,10 @@
 #     (c) nginx:   the (a) request through nginx as a reverse proxy to the same instance
 #     (d) the Go floor: the (b) request through bench/cmd/floor, the least
 #         a Go proxy does for it (no HTTP library), to the same instance
+#     (e) the Go floor, three steps: (d) through the instance three times,
+#         each answer the next input (floor -steps 3), divided by that
+#         round's (d): the most the three/one row can reach on this
+#         machine for a proxy that does nothing else
 #   with requests/s, p50, p99 and the CPU per request of instance and proxy,
 #   and in the same round the object through three steps
 #   (<step>|<step>|<step>) via the router, divided by that round's (b);
@@ -231,11 +235,16 @@ PF=$(free_port)
 FPID=$!
 PIDS+=("$FPID")
 wait_port "$PF"
+PF3=$(free_port)
+"$TMP/floor" -listen "127.0.0.1:$PF3" -instance "127.0.0.1:$PI" -object "$TMP/small.bin" -step "$STEP" -steps 3 >"$TMP/floor3.log" 2>&1 &
+F3PID=$!
+PIDS+=("$F3PID")
+wait_port "$PF3"
 
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(go version | awk '{print $3}'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== ${SMALL}-byte object, one step ($STEP) direct, through the router and through nginx, then three steps ($STEP|$STEP|$STEP) through the router, then the Go floor (bench/cmd/floor); $CONC connections, $DUR each (three steps $SIDE_DUR), $ROUNDS interleaved rounds ($(nproc) cores shared by client, proxy and instance)"
-R_RN=() R_CPU=() R_INST=() ROUTER_RPS=() R_THREE=() THREE_RPS=() R_FLOOR=() R_RFLOOR=()
+echo "== ${SMALL}-byte object, one step ($STEP) direct, through the router and through nginx, then three steps ($STEP|$STEP|$STEP) through the router, then the Go floor (bench/cmd/floor) with one and three steps; $CONC connections, $DUR each (three steps $SIDE_DUR), $ROUNDS interleaved rounds ($(nproc) cores shared by client, proxy and instance)"
+R_RN=() R_CPU=() R_INST=() ROUTER_RPS=() R_THREE=() THREE_RPS=() R_FLOOR=() R_RFLOOR=() R_FTHREE=()
 for ((round = 1; round <= ROUNDS; round++)); do
 	echo "-- round $round"
 	run_load "(a) direct to instance" -- -url "http://127.0.0.1:$PI/handler?cmd=$CMD" -method POST -body "$TMP/small.bin" -c "$CONC" -d "$DUR"
@@ -252,6 +261,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	R_THREE+=("$(ratio "$RPS" "$B_RPS")") THREE_RPS+=("$(printf '%.0f' "$RPS")")
 	run_load "(d) the Go floor" "$FPID" -- -url "http://127.0.0.1:$PF/small" -c "$CONC" -d "$DUR"
 	R_FLOOR+=("$(ratio "$PCPU" "$C_PCPU")") R_RFLOOR+=("$(ratio "$B_PCPU" "$PCPU")")
+	D_RPS=$RPS
+	run_load "(e) the Go floor, 3 steps" "$F3PID" -- -url "http://127.0.0.1:$PF3/small" -c "$CONC" -d "$SIDE_DUR"
+	R_FTHREE+=("$(ratio "$RPS" "$D_RPS")")
 done
 echo "router peak RSS after the small runs: $(peak_rss $HPID)"
 
@@ -350,7 +362,7 @@ echo "|---|---|---|"
 echo "| 4 KiB one step, router ÷ nginx req/s, median of $ROUNDS | $RN (rounds: ${R_RN[*]}) | ≥ 1.0 |"
 echo "| router CPU per request ÷ nginx's | $RCPU (rounds: ${R_CPU[*]}); the Go floor ÷ nginx's $(median "${R_FLOOR[@]}") (rounds: ${R_FLOOR[*]}), the router ÷ the Go floor $(median "${R_RFLOOR[@]}") (rounds: ${R_RFLOOR[*]}) | ≤ 1.0 |"
 echo "| instance CPU per request behind the router ÷ direct | $RINST (rounds: ${R_INST[*]}) | ≤ 1.1 |"
-echo "| 4 KiB three steps ÷ one step req/s (the same round's), median of $ROUNDS | $THREE (rounds: ${R_THREE[*]}; three steps ${THREE_RPS[*]} req/s) | ≥ 0.5 |"
+echo "| 4 KiB three steps ÷ one step req/s (the same round's), median of $ROUNDS | $THREE (rounds: ${R_THREE[*]}; three steps ${THREE_RPS[*]} req/s); the Go floor's three ÷ one $(median "${R_FTHREE[@]}") (rounds: ${R_FTHREE[*]}) | ≥ 0.5 |"
 echo "| p99 added by the router at half its peak rate ($RATE/s), median of $RATE_ROUNDS | $ADDED_P99 ms (rounds: ${R_ADD[*]}; p99 router ${R_BP99[*]} / direct ${R_DP99[*]} ms); nginx adds $NGINX_ADDED ms (p99 ${R_NP99[*]} ms) | ≤ 1 ms |"
 if [ "$BIG" -gt 0 ]; then
 	RSS_MAX=$(printf '%s\n' "${RSS_ROUNDS[@]}" | sort -g | tail -1)

@@ -12,6 +12,12 @@
 // -mode fasthttp it does the same through fasthttp's server and HostClient,
 // the libraries the router is built on.
 //
+// With -steps N (raw mode) each request goes through the instance N times,
+// every answer's body the next step's input, as the router runs an N-step
+// pipeline: its three-step rate ÷ its one-step rate is the most the three/one
+// row of issue 11 can reach on this machine for a proxy that does nothing
+// else.
+//
 // It prints "READY <addr>" when it listens and serves until killed.
 package main
 
@@ -35,16 +41,20 @@ func main() {
 	object := flag.String("object", "", "file whose bytes are the input of every request")
 	step := flag.String("step", "passthru", "the instance's cmd")
 	mode := flag.String("mode", "raw", "raw (no HTTP library) or fasthttp")
+	steps := flag.Int("steps", 1, "times each request goes through the instance (raw mode), each answer the next input")
 	flag.Parse()
-	if err := run(*listen, *instance, *object, *step, *mode); err != nil {
+	if err := run(*listen, *instance, *object, *step, *mode, *steps); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, instance, object, step, mode string) error {
+func run(listen, instance, object, step, mode string, steps int) error {
 	if instance == "" || object == "" {
 		return errors.New("-instance and -object are required")
+	}
+	if steps < 1 || steps > 1 && mode != "raw" {
+		return fmt.Errorf("-steps %d: at least 1, and more only with -mode raw", steps)
 	}
 	input, err := os.ReadFile(object)
 	if err != nil {
@@ -58,7 +68,7 @@ func run(listen, instance, object, step, mode string) error {
 	path := "/handler?cmd=" + url.QueryEscape(step)
 	switch mode {
 	case "raw":
-		return serveRaw(ln, instance, rawRequest(instance, path, input))
+		return serveRaw(ln, instance, rawRequest(instance, path, input), steps)
 	case "fasthttp":
 		return serveFasthttp(ln, instance, path, input)
 	}
@@ -67,12 +77,19 @@ func run(listen, instance, object, step, mode string) error {
 
 // rawRequest is the whole request sent to the instance for every request.
 func rawRequest(instance, path string, input []byte) []byte {
-	head := "POST " + path + " HTTP/1.1\r\nHost: " + instance +
-		"\r\nContent-Type: application/octet-stream\r\nContent-Length: " + strconv.Itoa(len(input)) + "\r\n\r\n"
-	return append([]byte(head), input...)
+	return appendRequest(nil, instance, path, input)
 }
 
-func serveRaw(ln net.Listener, instance string, req []byte) error {
+// appendRequest appends the request that sends input to the instance.
+func appendRequest(dst []byte, instance, path string, input []byte) []byte {
+	dst = append(dst, "POST "+path+" HTTP/1.1\r\nHost: "+instance+
+		"\r\nContent-Type: application/octet-stream\r\nContent-Length: "...)
+	dst = strconv.AppendInt(dst, int64(len(input)), 10)
+	dst = append(dst, "\r\n\r\n"...)
+	return append(dst, input...)
+}
+
+func serveRaw(ln net.Listener, instance string, req []byte, steps int) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -85,7 +102,7 @@ func serveRaw(ln net.Listener, instance string, req []byte) error {
 				return
 			}
 			defer u.Close()
-			_ = relayRaw(c, u, req)
+			_ = relayRaw(c, u, req, steps, instance)
 		}()
 	}
 }
@@ -96,10 +113,17 @@ var (
 	errNoLength   = errors.New("instance answer without Content-Length")
 )
 
-// relayRaw serves client c's requests, one at a time, through instance u.
-func relayRaw(c, u io.ReadWriter, req []byte) error {
+// relayRaw serves client c's requests, one at a time, through instance u,
+// steps times each: the first step sends req, every later one the body of the
+// answer before it, as a request to the path req names.
+func relayRaw(c, u io.ReadWriter, req []byte, steps int, instance string) error {
 	in := make([]byte, 8<<10)
 	out := make([]byte, 64<<10)
+	var path string
+	if steps > 1 {
+		path = string(req[len("POST "):bytes.Index(req, []byte(" HTTP/1.1\r\n"))])
+	}
+	next := make([]byte, 0, 64<<10)
 	n := 0
 	for {
 		end := bytes.Index(in[:n], headEnd)
@@ -115,12 +139,21 @@ func relayRaw(c, u io.ReadWriter, req []byte) error {
 			end = bytes.Index(in[:n], headEnd)
 		}
 		n = copy(in, in[end+4:n])
-		if _, err := u.Write(req); err != nil {
-			return err
-		}
-		answer, err := readAnswer(u, out)
-		if err != nil {
-			return err
+		send := req
+		var answer []byte
+		for step := 0; step < steps; step++ {
+			if step > 0 {
+				body := answer[bytes.Index(answer, headEnd)+len(headEnd):]
+				next = appendRequest(next[:0], instance, path, body)
+				send = next
+			}
+			if _, err := u.Write(send); err != nil {
+				return err
+			}
+			var err error
+			if answer, err = readAnswer(u, out); err != nil {
+				return err
+			}
 		}
 		if _, err := c.Write(answer); err != nil {
 			return err

@@ -12,7 +12,8 @@ import (
 )
 
 // upper is an instance that answers POST /handler?cmd=upper with its body in
-// upper case, so an answer shows it went through the instance.
+// upper case and a dot added, so an answer shows how many times it went
+// through the instance.
 func upper(t *testing.T) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -21,16 +22,21 @@ func upper(t *testing.T) string {
 			return
 		}
 		b, _ := io.ReadAll(r.Body)
+		b = append(bytes.ToUpper(b), '.')
 		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-		_, _ = w.Write(bytes.ToUpper(b))
+		_, _ = w.Write(b)
 	}))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 func TestRelaysThroughTheInstance(t *testing.T) {
-	for _, mode := range []string{"raw", "fasthttp"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range []struct {
+		mode  string
+		steps int
+	}{{"raw", 1}, {"fasthttp", 1}, {"raw", 3}} {
+		mode := tc.mode
+		t.Run(mode+"-"+strconv.Itoa(tc.steps), func(t *testing.T) {
 			instance := upper(t)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -40,7 +46,7 @@ func TestRelaysThroughTheInstance(t *testing.T) {
 			input := []byte(strings.Repeat("floor ", 700))
 			path := "/handler?cmd=upper"
 			if mode == "raw" {
-				go func() { _ = serveRaw(ln, instance, rawRequest(instance, path, input)) }()
+				go func() { _ = serveRaw(ln, instance, rawRequest(instance, path, input), tc.steps) }()
 			} else {
 				go func() { _ = serveFasthttp(ln, instance, path, input) }()
 			}
@@ -55,8 +61,9 @@ func TestRelaysThroughTheInstance(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if resp.StatusCode != http.StatusOK || !bytes.Equal(got, bytes.ToUpper(input)) {
-					t.Fatalf("request %d: %d, %d bytes %.20q…; want 200 and the input in upper case", i, resp.StatusCode, len(got), got)
+				want := append(bytes.ToUpper(input), strings.Repeat(".", tc.steps)...)
+				if resp.StatusCode != http.StatusOK || !bytes.Equal(got, want) {
+					t.Fatalf("request %d: %d, %d bytes …%q; want 200 and the input in upper case with %d dots", i, resp.StatusCode, len(got), got[max(0, len(got)-8):], tc.steps)
 				}
 			}
 		})
