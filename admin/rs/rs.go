@@ -325,10 +325,19 @@ func (h *Handler) entryArg(ctx context.Context, acct dora.Account, args []string
 	if err != nil {
 		return e, http.StatusBadRequest, errBody("%v", err)
 	}
+	if ReservedKey(e.key) {
+		return e, http.StatusBadRequest, reservedBody(e.key)
+	}
 	if code, v := h.ownBucket(ctx, acct, e.bucket); code != 0 {
 		return e, code, v
 	}
 	return e, 0, nil
+}
+
+// reservedBody is the error of an operation on a key under
+// UploadTempPrefix (ReservedKey), as uploads word it.
+func reservedBody(key string) map[string]string {
+	return errBody("invalid key: %q: keys under %s are reserved for uploads in progress", key, UploadTempPrefix)
 }
 
 // originCode maps object-store errors to Qiniu's codes.
@@ -797,17 +806,34 @@ func (h *Handler) serveList(w http.ResponseWriter, ctx context.Context, acct dor
 	return writeJSON(w, http.StatusOK, rep)
 }
 
-// keys lists the sorted keys under prefix.
+// keys lists the sorted keys under prefix that users see: those under
+// UploadTempPrefix left out (before a page is cut, so that a page is
+// never made of them alone and no common prefix stands for them).
 func (h *Handler) keys(ctx context.Context, bucket, prefix string) ([]string, error) {
-	if kl, ok := h.cfg.Objects.(keyLister); ok {
-		return kl.Keys(ctx, bucket, prefix)
-	}
-	objs, err := h.cfg.Objects.List(ctx, bucket, prefix, 0)
+	keys, err := listKeys(ctx, h.cfg.Objects, bucket, prefix)
 	if err != nil {
 		return nil, err
 	}
-	keys := make([]string, len(objs))
-	for i, o := range objs {
+	out := keys[:0]
+	for _, k := range keys {
+		if !ReservedKey(k) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// listKeys lists the sorted keys of bucket under prefix, all of them.
+func listKeys(ctx context.Context, objs Objects, bucket, prefix string) ([]string, error) {
+	if kl, ok := objs.(keyLister); ok {
+		return kl.Keys(ctx, bucket, prefix)
+	}
+	list, err := objs.List(ctx, bucket, prefix, 0)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, len(list))
+	for i, o := range list {
 		keys[i] = o.Key
 	}
 	return keys, nil
@@ -846,6 +872,9 @@ func (h *Handler) opFetch(ctx context.Context, acct dora.Account, rest string) (
 	if err != nil {
 		return http.StatusBadRequest, errBody("%v", err)
 	}
+	if ReservedKey(e.key) {
+		return http.StatusBadRequest, reservedBody(e.key)
+	}
 	if code, v := h.ownBucket(ctx, acct, e.bucket); code != 0 {
 		return code, v
 	}
@@ -877,7 +906,7 @@ func (h *Handler) opFetch(ctx context.Context, acct dora.Account, rest string) (
 	body := qhttp.Cap(resp.Body, h.cfg.MaxFetchBytes)
 	target := e.key
 	if target == "" {
-		target = ".dora-fetch/" + newReqid()
+		target = TempKey()
 	}
 	obj, err := h.cfg.Objects.Put(ctx, e.bucket, target, body, origin.PutOptions{MimeType: mt})
 	if errors.Is(err, errTooLarge) {
