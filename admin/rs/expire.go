@@ -90,19 +90,39 @@ type Expirer struct {
 	Logger  *slog.Logger
 	// Limit bounds the records a Sweep examines; DefaultExpiryLimit when 0.
 	Limit int
+	// TempAge is how long a temporary under UploadTempPrefix must have
+	// been there before a Sweep removes it (DecideTemp); DefaultTempAge
+	// when 0.
+	TempAge time.Duration
+	// TempLimit bounds the temporaries a Sweep looks at; DefaultTempLimit
+	// when 0.
+	TempLimit int
+	// OnTempRemoved, when set, is called after each temporary a Sweep
+	// removes (a metric counter).
+	OnTempRemoved func(bucket, key string)
 
-	mu sync.Mutex // one Sweep at a time; guards next
+	mu sync.Mutex // one Sweep at a time; guards next, tempNext and temps
 	// next is where the previous sweep stopped (bucket, then the key
-	// after which to go on); zero: from the start.
-	next struct{ bucket, key string }
+	// after which to go on); zero: from the start. tempNext is the same
+	// for the temporaries.
+	next, tempNext cursor
+	// temps remembers when the temporaries were first listed.
+	temps tempTracker
 }
+
+// cursor is where a sweep goes on: a bucket, then the key after which.
+type cursor struct{ bucket, key string }
 
 // SweepResult says what a Sweep did.
 type SweepResult struct {
 	Examined int // records whose object was looked at
 	Expired  int // objects deleted
-	// More: the sweep stopped at its Limit (or an error) before the end
-	// of the records; the next one goes on from there.
+	// TempsExamined: temporaries (UploadTempPrefix) looked at, old
+	// enough to be candidates; TempsRemoved: those deleted.
+	TempsExamined, TempsRemoved int
+	// More: the sweep stopped at its Limit or TempLimit (or an error)
+	// before the end of the records or of the temporaries; the next one
+	// goes on from there.
 	More bool
 }
 
@@ -112,6 +132,13 @@ type SweepResult struct {
 // It stops after Limit records, when ctx ends, or at the first error of
 // the store or the object store (returned; the next sweep retries from
 // that record). onExpired, when set, is called after each deletion.
+//
+// Then, whatever became of the records, it removes the temporaries under
+// UploadTempPrefix that writes cut short (a crash between storing one and
+// deleting it) left behind: those DecideTemp finds left over at now,
+// at most TempLimit looked at, from where the previous sweep stopped.
+// A temporary's first sighting is remembered by this Expirer: one that
+// has just taken over the sweeps waits TempAge before removing any.
 func (x *Expirer) Sweep(ctx context.Context, now time.Time, onExpired func(bucket, key string)) (SweepResult, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -123,19 +150,38 @@ func (x *Expirer) Sweep(ctx context.Context, now time.Time, onExpired func(bucke
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	limit := x.Limit
-	if limit <= 0 {
-		limit = DefaultExpiryLimit
-	}
-	buckets, err := x.Store.List(ctx, store.PrefixBuckets)
+	kvs, err := x.Store.List(ctx, store.PrefixBuckets)
 	if err != nil {
 		res.More = true
 		return res, fmt.Errorf("list buckets: %w", err)
 	}
+	var buckets []string
+	for _, kv := range kvs {
+		if b := store.Name(store.PrefixBuckets, kv.Key); b != "" {
+			buckets = append(buckets, b)
+		}
+	}
+	errRecords := x.sweepRecords(ctx, log, buckets, now, onExpired, &res)
+	if ctx.Err() != nil {
+		return res, errRecords
+	}
+	errTemps := x.sweepTemps(ctx, log, buckets, now, &res)
+	if errTemps != nil {
+		errTemps = fmt.Errorf("upload temporaries: %w", errTemps)
+	}
+	return res, errors.Join(errRecords, errTemps)
+}
+
+// sweepRecords is Sweep's part for the lifecycle: the ObjectMeta records
+// of buckets (in order) from x.next on.
+func (x *Expirer) sweepRecords(ctx context.Context, log *slog.Logger, buckets []string, now time.Time, onExpired func(bucket, key string), res *SweepResult) error {
+	limit := x.Limit
+	if limit <= 0 {
+		limit = DefaultExpiryLimit
+	}
 	from := x.next
-	for _, b := range buckets {
-		bucket := store.Name(store.PrefixBuckets, b.Key)
-		if bucket == "" || bucket < from.bucket {
+	for _, bucket := range buckets {
+		if bucket < from.bucket {
 			continue
 		}
 		after := ""
@@ -144,13 +190,13 @@ func (x *Expirer) Sweep(ctx context.Context, now time.Time, onExpired func(bucke
 		}
 		if err := ctx.Err(); err != nil {
 			res.More = true
-			return res, err
+			return err
 		}
 		recs, err := x.Store.List(ctx, store.ObjectMetaKey(bucket, ""))
 		if err != nil {
 			x.next.bucket, x.next.key = bucket, after
 			res.More = true
-			return res, fmt.Errorf("list %s: %w", store.ObjectMetaKey(bucket, ""), err)
+			return fmt.Errorf("list %s: %w", store.ObjectMetaKey(bucket, ""), err)
 		}
 		for _, kv := range recs {
 			key := store.Name(store.ObjectMetaKey(bucket, ""), kv.Key)
@@ -160,14 +206,14 @@ func (x *Expirer) Sweep(ctx context.Context, now time.Time, onExpired func(bucke
 			if res.Examined == limit || ctx.Err() != nil {
 				x.next.bucket, x.next.key = bucket, after
 				res.More = true
-				return res, ctx.Err()
+				return ctx.Err()
 			}
 			res.Examined++
 			expired, err := x.expire(ctx, log, bucket, key, kv, now)
 			if err != nil {
 				x.next.bucket, x.next.key = bucket, after
 				res.More = true
-				return res, fmt.Errorf("%s/%s: %w", bucket, key, err)
+				return fmt.Errorf("%s/%s: %w", bucket, key, err)
 			}
 			if expired {
 				res.Expired++
@@ -179,7 +225,7 @@ func (x *Expirer) Sweep(ctx context.Context, now time.Time, onExpired func(bucke
 		}
 	}
 	x.next.bucket, x.next.key = "", ""
-	return res, nil
+	return nil
 }
 
 // expire deletes the object of one record when it is due.

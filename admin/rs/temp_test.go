@@ -2,13 +2,18 @@ package rs_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/doraproject/dora/admin/rs"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/router/origin"
+	"github.com/doraproject/dora/router/origin/local"
 )
 
 // temps puts n temporaries in bucket, as an upload does, and returns
@@ -144,5 +149,155 @@ func TestReservedKeysRefused(t *testing.T) {
 	keys, err := e.objs.Keys(context.Background(), "photos", rs.UploadTempPrefix)
 	if err != nil || !slices.Equal(keys, []string{tmp}) {
 		t.Fatalf("temporaries: %v %v", keys, err)
+	}
+}
+
+func TestDecideTemp(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	age := 24 * time.Hour
+	obj := func(put time.Time) origin.Object { return origin.Object{Key: ".dora-upload/x", Modified: put} }
+	for _, c := range []struct {
+		name           string
+		put, seen, now time.Time
+		want           bool
+	}{
+		{"never listed", t0.Add(-100 * age), time.Time{}, t0, false},
+		{"put long ago, first listed just now (a write that began long ago, visible since)", t0.Add(-100 * age), t0, t0, false},
+		{"put long ago, listed for less than the age", t0.Add(-100 * age), t0.Add(-age + time.Nanosecond), t0, false},
+		{"put long ago, listed for the age", t0.Add(-100 * age), t0.Add(-age), t0, true},
+		{"put and listed at the age", t0.Add(-age), t0.Add(-age), t0, true},
+		{"listed for the age, put just under it (the store's clock ahead)", t0.Add(-age + time.Second), t0.Add(-age), t0, false},
+		{"put in the future", t0.Add(time.Hour), t0.Add(-2 * age), t0, false},
+		{"no put time: the sighting decides", time.Time{}, t0.Add(-age), t0, true},
+	} {
+		if got := rs.DecideTemp(obj(c.put), c.seen, c.now, age); got != c.want {
+			t.Errorf("%s: DecideTemp = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// agedObjects reports every object as put long ago: an object store that
+// dates an object by the start of its write (S3), which for a slow upload
+// is long before the temporary became visible.
+type agedObjects struct {
+	*local.Dir
+	by time.Duration
+}
+
+func (a agedObjects) Stat(ctx context.Context, bucket, key string) (origin.Object, error) {
+	o, err := a.Dir.Stat(ctx, bucket, key)
+	o.Modified = o.Modified.Add(-a.by)
+	return o, err
+}
+
+// TestExpirerRemovesLeftoverTemporaries: the sweep removes a temporary
+// once it has been there a day (TempAge) by both the object store's put
+// time and the sweeps' first sighting; a young one, and one first seen
+// recently however old its put time, stay; objects beside them are never
+// touched; TempLimit pages through them.
+func TestExpirerRemovesLeftoverTemporaries(t *testing.T) {
+	var st store.Store
+	e := newEnv(t, func(c *rs.Config) { st = c.Store })
+	ctx := context.Background()
+	old := append(e.temps("photos", 3), e.temps("backup", 1)...)
+	for _, k := range []string{".dora-uploaded", "a", "z"} {
+		e.object("photos", k, "kept")
+	}
+	var removed []string
+	x := &rs.Expirer{Store: st, Objects: e.objs, TempLimit: 1, OnTempRemoved: func(b, k string) { removed = append(removed, b+"/"+k) }}
+	t0 := time.Now()
+	sweepAll := func(now time.Time) (n int) {
+		t.Helper()
+		for i := 0; ; i++ {
+			res, err := x.Sweep(ctx, now, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.TempsExamined > 1 {
+				t.Fatalf("a sweep looked at %d temporaries, limit 1", res.TempsExamined)
+			}
+			n += res.TempsRemoved
+			if !res.More {
+				return n
+			}
+			if i > 20 {
+				t.Fatal("sweeps do not end")
+			}
+		}
+	}
+	if n := sweepAll(t0); n != 0 {
+		t.Fatalf("first sighting: %d removed", n)
+	}
+	if n := sweepAll(t0.Add(23 * time.Hour)); n != 0 {
+		t.Fatalf("23 hours on: %d removed", n)
+	}
+	young := e.temps("photos", 1)[0] // a write that has just stored its file
+	if n := sweepAll(t0.Add(24 * time.Hour)); n != 4 {
+		t.Fatalf("a day on: %d removed, want 4 (%v)", n, removed)
+	}
+	var want []string
+	for i, k := range old {
+		want = append(want, map[bool]string{true: "backup/", false: "photos/"}[i == 3]+k)
+	}
+	slices.Sort(want)
+	if !slices.Equal(removed, want) {
+		t.Fatalf("removed %v, want %v", removed, want)
+	}
+	for _, k := range []string{".dora-uploaded", "a", "z", young} {
+		if _, ok := e.read("photos", k); !ok {
+			t.Fatalf("%s was removed", k)
+		}
+	}
+	if n := sweepAll(t0.Add(48*time.Hour - time.Second)); n != 0 {
+		t.Fatalf("the young temporary removed before its day: %d", n)
+	}
+	if n := sweepAll(t0.Add(48 * time.Hour)); n != 1 {
+		t.Fatalf("the young temporary a day after it was first seen: %d removed", n)
+	}
+	if _, ok := e.read("photos", young); ok {
+		t.Fatal("the young temporary is still there")
+	}
+
+	// A store that dates objects by the start of their write: a
+	// temporary put "100 days ago" that has just appeared stays until it
+	// has been seen for a day. So does every temporary for an Expirer
+	// that has just taken over the sweeps (a new leader).
+	slow := e.temps("photos", 1)[0]
+	x2 := &rs.Expirer{Store: st, Objects: agedObjects{e.objs, 100 * 24 * time.Hour}}
+	for _, now := range []time.Time{t0.Add(100 * time.Hour), t0.Add(123 * time.Hour)} {
+		if res, err := x2.Sweep(ctx, now, nil); err != nil || res.TempsRemoved != 0 {
+			t.Fatalf("sweep at %v: %+v %v", now, res, err)
+		}
+	}
+	if _, ok := e.read("photos", slow); !ok {
+		t.Fatal("a temporary seen for less than a day was removed")
+	}
+	if res, err := x2.Sweep(ctx, t0.Add(124*time.Hour), nil); err != nil || res.TempsRemoved != 1 {
+		t.Fatalf("a day after its first sighting: %+v %v", res, err)
+	}
+}
+
+// A temporary that vanished (its write finished) is forgotten; a sweep
+// that fails to list goes on from there the next time.
+func TestExpirerTempsStore(t *testing.T) {
+	var st store.Store
+	e := newEnv(t, func(c *rs.Config) { st = c.Store })
+	ctx := context.Background()
+	tmp := e.temps("photos", 1)[0]
+	x := &rs.Expirer{Store: st, Objects: e.objs}
+	t0 := time.Now()
+	if _, err := x.Sweep(ctx, t0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.objs.Delete(ctx, "photos", tmp); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := x.Sweep(ctx, t0.Add(48*time.Hour), nil); err != nil || res.TempsExamined != 0 || res.TempsRemoved != 0 {
+		t.Fatalf("sweep after the temporary went: %+v %v", res, err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if res, err := x.Sweep(cctx, t0, nil); !errors.Is(err, context.Canceled) || !res.More {
+		t.Fatalf("canceled sweep: %+v %v", res, err)
 	}
 }
