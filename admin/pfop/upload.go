@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -107,10 +105,9 @@ func UploadToken(ak, sk string, p PutPolicy) string {
 
 // Upload limits.
 const (
-	maxFieldBytes   = 64 << 10
-	maxFields       = 256
-	maxTokenBytes   = 16 << 10
-	uploadTmpPrefix = ".dora-upload/"
+	maxFieldBytes = 64 << 10
+	maxFields     = 256
+	maxTokenBytes = 16 << 10
 )
 
 // uploadError is a refused upload: status and message.
@@ -695,9 +692,9 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 	}
 	target := key
 	if target == "" { // the key (saveKey's, else the etag) is known only once stored
-		var rnd [12]byte
-		_, _ = rand.Read(rnd[:])
-		target = uploadTmpPrefix + hex.EncodeToString(rnd[:])
+		// Hidden from listings; one a crash leaves behind is removed by
+		// the leader's rs.Expirer (rs.DecideTemp).
+		target = rs.TempKey()
 	}
 	var body io.Reader = lr
 	if pol.FsizeMin > 0 {
@@ -785,11 +782,11 @@ func (h *Handler) expandSaveKey(t uploadTarget, v *saveKeyValues) (string, *uplo
 }
 
 // reservedKey refuses a key in the namespace of the upload temporaries
-// (uploadTmpPrefix): an object there could take a temporary's place, or,
-// named as the prefix's directory, make every keyless upload fail.
+// (rs.UploadTempPrefix): an object there could take a temporary's place,
+// or, named as the prefix's directory, make every keyless upload fail.
 func reservedKey(key string) *uploadError {
-	if key == strings.TrimSuffix(uploadTmpPrefix, "/") || strings.HasPrefix(key, uploadTmpPrefix) {
-		return uerr(http.StatusBadRequest, "invalid key: %q: keys under %s are reserved for uploads in progress", key, uploadTmpPrefix)
+	if rs.ReservedKey(key) {
+		return uerr(http.StatusBadRequest, "invalid key: %q: keys under %s are reserved for uploads in progress", key, rs.UploadTempPrefix)
 	}
 	return nil
 }
