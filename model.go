@@ -278,6 +278,13 @@ type Build struct {
 	// (the process died) rather than leaving it RUNNING for ever.
 	Owner     string    `json:"owner,omitempty"`
 	Heartbeat time.Time `json:"heartbeat,omitempty"`
+	// ArtifactID, random, tells this build's copy in the shared objects
+	// store apart from that of any other build numbered the same: a ufop
+	// deleted and registered again numbers its builds from 1 again. The
+	// copy is artifacts/<ufop>/<n>-<ArtifactID>.tar.gz; a record written
+	// before the field existed has none, and its copy is
+	// artifacts/<ufop>/<n>.tar.gz.
+	ArtifactID string `json:"artifactId,omitempty"`
 }
 
 // BuildImageName is the image name a build produces: "<ufop>.v<n>".

@@ -83,7 +83,7 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Objects == nil {
 		return errf(http.StatusNotFound, "build %d of %s is not on this admin and no objects store is configured", n, ufop)
 	}
-	rc, obj, err := s.cfg.Objects.Open(r.Context(), dora.SystemBucket, artifactKey(ufop, n), 0, -1)
+	rc, obj, err := s.cfg.Objects.Open(r.Context(), dora.SystemBucket, artifactKey(b), 0, -1)
 	if errors.Is(err, origin.ErrNotFound) {
 		return errf(http.StatusNotFound, "build %d of %s: not on this admin nor in the objects store", n, ufop)
 	}
@@ -100,26 +100,44 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// artifactKey is where build n of ufop's result is kept in
-// dora.SystemBucket.
-func artifactKey(ufop string, n int) string {
-	return "artifacts/" + ufop + "/" + strconv.Itoa(n) + ".tar.gz"
+// artifactKey is where build b's result is kept in dora.SystemBucket:
+// named by its record's ArtifactID, so that the build numbered the same
+// of the same ufop name deleted and registered again (numbered from 1
+// again) has a key of its own, and an upload of the earlier one that
+// completes late overwrites nothing of the later's. A record written
+// before ArtifactID existed names the key of that time.
+func artifactKey(b dora.Build) string {
+	if b.ArtifactID == "" {
+		return "artifacts/" + b.Ufop + "/" + strconv.Itoa(b.Number) + ".tar.gz"
+	}
+	return "artifacts/" + b.Ufop + "/" + strconv.Itoa(b.Number) + "-" + b.ArtifactID + ".tar.gz"
 }
 
-// shareArtifact streams build n of ufop's result (tar.gz) into the shared
-// objects store (with Config.ShareBuilds), so that an admin on another host can serve it to the
+// shareArtifact streams build b's result (tar.gz) into the shared
+// objects store (with Config.ShareBuilds) at artifactKey(b), so that an admin on another host can serve it to the
 // runtime's clients (the artifact URL names whichever admin applies the
-// deployment, or a load balancer in front of them all).
-func (s *Server) shareArtifact(ctx context.Context, ufop string, n int) error {
+// deployment, or a load balancer in front of them all). It reports
+// whether it stored anything.
+func (s *Server) shareArtifact(ctx context.Context, b dora.Build) (bool, error) {
 	if !s.cfg.ShareBuilds || s.cfg.Objects == nil || s.cfg.Builder == nil {
-		return nil
+		return false, nil
 	}
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(s.cfg.Builder.WriteTarGz(ufop, n, pw)) }()
-	_, err := s.cfg.Objects.Put(ctx, dora.SystemBucket, artifactKey(ufop, n), pr, origin.PutOptions{MimeType: "application/gzip"})
+	go func() { pw.CloseWithError(s.cfg.Builder.WriteTarGz(b.Ufop, b.Number, pw)) }()
+	_, err := s.cfg.Objects.Put(ctx, dora.SystemBucket, artifactKey(b), pr, origin.PutOptions{MimeType: "application/gzip"})
 	pr.CloseWithError(err) // stops the writer if Put gave up early
 	if err != nil {
-		return fmt.Errorf("store build %s #%d in the objects store: %w", ufop, n, err)
+		return false, fmt.Errorf("store build %s #%d in the objects store: %w", b.Ufop, b.Number, err)
+	}
+	return true, nil
+}
+
+// unshareArtifact deletes build b's shared copy: b's ufop was deleted
+// while it was being stored, perhaps after the deletion looked for it.
+// The key is b's own, so no other build's copy goes with it.
+func (s *Server) unshareArtifact(ctx context.Context, b dora.Build) error {
+	if err := s.cfg.Objects.Delete(ctx, dora.SystemBucket, artifactKey(b)); err != nil && !errors.Is(err, origin.ErrNotFound) {
+		return fmt.Errorf("delete the shared copy of build %s #%d: %w", b.Ufop, b.Number, err)
 	}
 	return nil
 }

@@ -31,7 +31,7 @@ func TestArtifactServedByEveryAdmin(t *testing.T) {
 		t.Fatalf("build = %+v", b)
 	}
 	ctx := context.Background()
-	key := artifactKey("grepd", b.Number)
+	key := artifactKey(b)
 	if _, err := e.objs.Stat(ctx, dora.SystemBucket, key); err != nil {
 		t.Fatalf("no shared copy of the build at %s/%s: %v", dora.SystemBucket, key, err)
 	}

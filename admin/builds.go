@@ -100,6 +100,9 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 		baseDir = s.cfg.Builder.Dir(base.Ufop, base.Number)
 	}
 	b := newBuild(u.Name, n, y, s.id, s.nowUTC())
+	// Its shared copy's key is its own: the same ufop name deleted and
+	// registered again numbers its builds from 1 again (artifactKey).
+	b.ArtifactID = randomKey(16)
 	// Recorded only while the ufop is unchanged: a build must not outlive
 	// a concurrent DELETE of its ufop (a later ufop of the same name,
 	// another account's, would take it for its own).
@@ -193,8 +196,8 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, r
 	}()
 	err := s.cfg.Builder.Build(ctx, b.Ufop, b.Number, baseDir, nil)
 	if err == nil {
-		// The shared copy is named by ufop and number only: a build of
-		// a ufop since deleted must not write the next one's.
+		// A build of a ufop since deleted stores no shared copy
+		// nobody would read.
 		if gone, gerr := s.updateOwnBuild(ctx, run, func(*dora.Build) bool { return false }); gerr != nil {
 			err = fmt.Errorf("built, but its record could not be read: %w", gerr)
 		} else if gone {
@@ -203,8 +206,10 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, r
 	}
 	if err == nil {
 		// Other admins serve the artifact from the shared copy.
-		if serr := s.shareArtifact(ctx, b.Ufop, b.Number); serr != nil {
+		if shared, serr := s.shareArtifact(ctx, b); serr != nil {
 			err = fmt.Errorf("built, but the result could not be kept where the other admins find it: %w", serr)
+		} else if shared {
+			err = s.unshareIfGone(ctx, run)
 		}
 	}
 	stopBeat()
@@ -230,6 +235,30 @@ func (s *Server) runBuild(ctx context.Context, cancel context.CancelCauseFunc, r
 	}); err != nil {
 		s.log.Error("admin: record build end", "ufop", b.Ufop, "number", b.Number, "err", err)
 	}
+}
+
+// unshareIfGone deletes the shared copy of run's build, just stored, and
+// returns errBuildGone when its ufop was deleted meanwhile: the deletion
+// may have looked for the ufop's copies before this one was complete,
+// and would leave it behind. The copy's key is the build's own
+// (artifactKey), so the next ufop of the same name keeps its builds'. It
+// runs whether or not ctx was canceled (a deletion through this admin
+// cancels it), for at most 10 s; when the record cannot be read the copy
+// is kept and the error returned.
+func (s *Server) unshareIfGone(ctx context.Context, run buildRun) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	gone, err := s.updateOwnBuild(wctx, run, func(*dora.Build) bool { return false })
+	if err != nil {
+		return fmt.Errorf("built and stored, but its record could not be read: %w", err)
+	}
+	if !gone {
+		return nil
+	}
+	if err := s.unshareArtifact(wctx, run.build); err != nil {
+		s.log.Warn("admin: build of a deleted ufop: shared copy", "ufop", run.build.Ufop, "number", run.build.Number, "err", err)
+	}
+	return errBuildGone
 }
 
 // beatBuild records every BuildHeartbeat, until ctx ends, that this

@@ -1,0 +1,235 @@
+package admin
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/build"
+	"github.com/doraproject/dora/internal/auth"
+	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/router/origin"
+)
+
+// heldUploads is an ObjectStore whose artifact uploads, once armed, are
+// read whole and then held until released; the held upload then completes
+// whatever became of its caller's context, as an upload already sent to
+// the store does.
+type heldUploads struct {
+	ObjectStore
+	mu       sync.Mutex
+	armed    bool
+	entered  chan struct{} // closed when an armed upload is held
+	release  chan struct{} // closed by the test to let it complete
+	finished chan error    // the held upload's result
+}
+
+func newHeldUploads() *heldUploads {
+	return &heldUploads{entered: make(chan struct{}), release: make(chan struct{}), finished: make(chan error, 1)}
+}
+
+func (h *heldUploads) Put(ctx context.Context, bucket, key string, r io.Reader, opts origin.PutOptions) (origin.Object, error) {
+	h.mu.Lock()
+	hold := h.armed && bucket == dora.SystemBucket && strings.HasPrefix(key, "artifacts/")
+	if hold {
+		h.armed = false
+	}
+	h.mu.Unlock()
+	if !hold {
+		return h.ObjectStore.Put(ctx, bucket, key, r, opts)
+	}
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return origin.Object{}, fmt.Errorf("held upload %s: %w", key, err)
+	}
+	close(h.entered)
+	<-h.release
+	obj, err := h.ObjectStore.Put(context.WithoutCancel(ctx), bucket, key, bytes.NewReader(body), opts)
+	h.finished <- err
+	return obj, err
+}
+
+// filesOf reads a tar.gz into name → content.
+func filesOf(t *testing.T, tarGz []byte) map[string]string {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(tarGz))
+	if err != nil {
+		t.Fatalf("artifact is not gzip: %v", err)
+	}
+	tr := tar.NewReader(zr)
+	files := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return files
+		}
+		if err != nil {
+			t.Fatalf("artifact is not a tar: %v", err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[h.Name] = string(b)
+	}
+}
+
+// TestArtifactOfADeletedUfopLeavesTheNextOwnersAlone: alice's build 1 of
+// grepd, on a first admin, is uploading its result to the shared objects
+// store when alice deletes grepd through a second admin; bob registers
+// grepd there and builds it (his build 1, also shared); then alice's
+// upload completes. What bob's deployment fetches from any admin that
+// does not hold the build itself is bob's result, and once alice's build
+// has ended no shared copy of hers is left.
+func TestArtifactOfADeletedUfopLeavesTheNextOwnersAlone(t *testing.T) {
+	held := newHeldUploads()
+	held.armed = true
+	e := newEnv(t, func(c *Config) {
+		c.ShareBuilds = true
+		held.ObjectStore = c.Objects
+		c.Objects = held
+	})
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	var alices dora.Build
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "echo alice > who"))}, &alices)
+	select {
+	case <-held.entered:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("alice's build never uploaded its result")
+	}
+
+	// A second admin on the same store and objects, its own build
+	// directory (another host).
+	other := func() *env {
+		bld, err := build.New(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := &env{t: t, dir: e.dir, st: e.st, rt: newFakeRuntime(), objs: e.objs, bld: bld, root: e.root, imgs: map[string][]Image{}}
+		o.start(func(c *Config) { c.ShareBuilds = true })
+		return o
+	}
+	e2 := other()
+	e2.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil)
+	e2.ufop(bob, "grepd", dora.ModePrivate)
+	var bobs dora.Build
+	e2.must(http.StatusAccepted, bob, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "echo bob > who"))}, &bobs)
+	if bobs.Number != alices.Number {
+		t.Fatalf("bob's first build is number %d, alice's was %d", bobs.Number, alices.Number)
+	}
+	if b := e2.waitBuild(bob, "grepd", bobs.Number); b.Status != dora.BuildSuccess {
+		t.Fatalf("bob's build = %+v", b)
+	}
+
+	// Alice's upload completes; her build ends.
+	close(held.release)
+	if err := <-held.finished; err != nil {
+		t.Fatalf("alice's held upload: %v", err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		e.srv.runningMu.Lock()
+		n := len(e.srv.running)
+		e.srv.runningMu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("alice's build still runs a minute after its upload completed")
+		}
+	}
+
+	// Bob's deployment fetches the artifact URL from an admin that holds
+	// no build of its own: the one reading the shared copy.
+	e3 := other()
+	signed, err := url.Parse(auth.DownloadURL(fmt.Sprintf("http://admin.test:8090/v1/artifacts/grepd/%d.tar.gz", bobs.Number),
+		testRootAK, testRootSK, time.Now().Add(time.Hour).Unix()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.Get(e3.ts.URL + signed.RequestURI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("bob's artifact: %d %s %v", res.StatusCode, body, err)
+	}
+	if got := filesOf(t, body)["who"]; got != "bob\n" {
+		t.Fatalf("bob's deployment would fetch a build whose who is %q, not bob's", got)
+	}
+
+	// Nothing of alice's is left in the shared store: only bob's build.
+	ctx := context.Background()
+	objs, err := e.objs.List(ctx, dora.SystemBucket, "artifacts/grepd/", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := store.Get[dora.Build](ctx, e.st, store.BuildKey("grepd", bobs.Number))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := artifactKey(b)
+	if len(objs) != 1 || objs[0].Key != want {
+		var keys []string
+		for _, o := range objs {
+			keys = append(keys, o.Key)
+		}
+		t.Fatalf("shared copies of grepd: %q, want only bob's %s", keys, want)
+	}
+}
+
+// TestArtifactRecordedBeforeArtifactIDs: a build recorded before builds
+// had an ArtifactID (its record names none) keeps its shared copy at the
+// key of that time, artifacts/<ufop>/<n>.tar.gz, from which an admin that
+// does not hold the build serves it; the ufop's deletion removes it.
+func TestArtifactRecordedBeforeArtifactIDs(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.ShareBuilds = true })
+	alice := e.user("alice", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	ctx := context.Background()
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	old := `{"ufop":"grepd","number":1,"status":"SUCCESS","image":"grepd.v1","base":"ubuntu","run":"./run.sh","created":"` + now + `","finished":"` + now + `"}`
+	if _, err := e.st.Put(ctx, store.BuildKey("grepd", 1), []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	const key = "artifacts/grepd/1.tar.gz"
+	if _, err := e.objs.Put(ctx, dora.SystemBucket, key, bytes.NewReader(tarGz(t, map[string]string{"who": "alice\n"})), origin.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _, err := store.Get[dora.Build](ctx, e.st, store.BuildKey("grepd", 1)); err != nil || artifactKey(b) != key {
+		t.Fatalf("the record written before ArtifactIDs names %q (%v), want %s", artifactKey(b), err, key)
+	}
+	signed, err := url.Parse(auth.DownloadURL("http://admin.test:8090/v1/artifacts/grepd/1.tar.gz", testRootAK, testRootSK, time.Now().Add(time.Hour).Unix()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.Get(e.ts.URL + signed.RequestURI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("artifact of a build recorded before ArtifactIDs: %d %s %v", res.StatusCode, body, err)
+	}
+	if got := filesOf(t, body)["who"]; got != "alice\n" {
+		t.Fatalf("artifact of a build recorded before ArtifactIDs: who is %q", got)
+	}
+	e.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil)
+	if _, err := e.objs.Stat(ctx, dora.SystemBucket, key); !errors.Is(err, origin.ErrNotFound) {
+		t.Fatalf("shared copy after the ufop's deletion: %v", err)
+	}
+}
