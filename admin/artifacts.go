@@ -142,18 +142,38 @@ func (s *Server) unshareArtifact(ctx context.Context, b dora.Build) error {
 	return nil
 }
 
-// removeSharedArtifacts deletes the shared copies of ufop's builds.
+// removeSharedArtifacts deletes the shared copies of the builds of ufop,
+// whose records are deleted, except those a build recorded now names: a
+// ufop of the same name registered again since (perhaps by another
+// account) whose builds' copies have keys of their own (artifactKey).
+// Those records are read after the copies are listed, and a build is
+// recorded before its copy is stored, so every copy listed of a build of
+// the new ufop is kept.
 func (s *Server) removeSharedArtifacts(ctx context.Context, ufop string) error {
 	if s.cfg.Objects == nil {
 		return nil
 	}
 	objs, err := s.cfg.Objects.List(ctx, dora.SystemBucket, "artifacts/"+ufop+"/", 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("list the shared copies of %s's builds: %w", ufop, err)
+	}
+	if len(objs) == 0 {
+		return nil
+	}
+	builds, _, err := store.List[dora.Build](ctx, s.st, store.BuildsOf(ufop))
+	if err != nil {
+		return fmt.Errorf("read the builds of %s recorded since: %w", ufop, err)
+	}
+	live := make(map[string]bool, len(builds))
+	for _, b := range builds {
+		live[artifactKey(b)] = true
 	}
 	for _, o := range objs {
+		if live[o.Key] {
+			continue
+		}
 		if err := s.cfg.Objects.Delete(ctx, dora.SystemBucket, o.Key); err != nil && !errors.Is(err, origin.ErrNotFound) {
-			return err
+			return fmt.Errorf("delete %s: %w", o.Key, err)
 		}
 	}
 	return nil

@@ -191,6 +191,82 @@ func TestArtifactOfADeletedUfopLeavesTheNextOwnersAlone(t *testing.T) {
 	}
 }
 
+// heldList is an ObjectStore whose first listing of the shared copies,
+// once armed, waits to be released before it lists.
+type heldList struct {
+	ObjectStore
+	mu      sync.Mutex
+	armed   bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *heldList) List(ctx context.Context, bucket, prefix string, limit int) ([]origin.Object, error) {
+	h.mu.Lock()
+	hold := h.armed && bucket == dora.SystemBucket && strings.HasPrefix(prefix, "artifacts/")
+	if hold {
+		h.armed = false
+	}
+	h.mu.Unlock()
+	if hold {
+		close(h.entered)
+		<-h.release
+	}
+	return h.ObjectStore.List(ctx, bucket, prefix, limit)
+}
+
+// TestUfopDeletionLeavesTheNextOwnersArtifacts: alice's DELETE of grepd
+// has deleted its records and is about to remove its builds' shared
+// copies when bob registers grepd and builds it; the deletion then
+// removes alice's copy and leaves bob's, which every admin still serves.
+func TestUfopDeletionLeavesTheNextOwnersArtifacts(t *testing.T) {
+	held := &heldList{entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, func(c *Config) {
+		c.ShareBuilds = true
+		held.ObjectStore = c.Objects
+		c.Objects = held
+	})
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	var alices dora.Build
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "echo alice > who"))}, &alices)
+	if alices = e.waitBuild(alice, "grepd", alices.Number); alices.Status != dora.BuildSuccess {
+		t.Fatalf("alice's build = %+v", alices)
+	}
+	ctx := context.Background()
+	if _, err := e.objs.Stat(ctx, dora.SystemBucket, artifactKey(alices)); err != nil {
+		t.Fatalf("alice's shared copy: %v", err)
+	}
+
+	held.mu.Lock()
+	held.armed = true
+	held.mu.Unlock()
+	deleted := make(chan resp, 1)
+	go func() { deleted <- e.req(alice, "DELETE", "/v1/ufops/grepd", nil) }()
+	select {
+	case <-held.entered:
+	case r := <-deleted:
+		t.Fatalf("DELETE ended (%d %s) without removing the shared copies", r.Status, r.Body)
+	}
+	e.ufop(bob, "grepd", dora.ModePrivate)
+	var bobs dora.Build
+	e.must(http.StatusAccepted, bob, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "echo bob > who"))}, &bobs)
+	if bobs = e.waitBuild(bob, "grepd", bobs.Number); bobs.Status != dora.BuildSuccess || bobs.Number != alices.Number {
+		t.Fatalf("bob's build = %+v, alice's was number %d", bobs, alices.Number)
+	}
+	close(held.release)
+	if r := <-deleted; r.Status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", r.Status, r.Body)
+	}
+
+	if _, err := e.objs.Stat(ctx, dora.SystemBucket, artifactKey(alices)); !errors.Is(err, origin.ErrNotFound) {
+		t.Fatalf("alice's shared copy after her ufop's deletion: %v", err)
+	}
+	if _, err := e.objs.Stat(ctx, dora.SystemBucket, artifactKey(bobs)); err != nil {
+		t.Fatalf("bob's shared copy after the deletion of alice's ufop of the same name: %v", err)
+	}
+}
+
 // TestArtifactRecordedBeforeArtifactIDs: a build recorded before builds
 // had an ArtifactID (its record names none) keeps its shared copy at the
 // key of that time, artifacts/<ufop>/<n>.tar.gz, from which an admin that
