@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/router/fop"
 )
@@ -103,6 +104,9 @@ func planItem(bucket, key, cmd string) (itemPlan, error) {
 		p.bucket, p.key = r.SaveAs.Bucket, r.SaveAs.Key
 	} else {
 		p.bucket, p.key = bucket, DefaultResultKey(key, p.pipeline)
+	}
+	if rs.ReservedKey(p.key) {
+		return itemPlan{}, fmt.Errorf("saveas: key %q: keys under %s are reserved for uploads in progress", p.key, rs.UploadTempPrefix)
 	}
 	sa := "saveas/" + auth.EncodedEntryURI(p.bucket, p.key)
 	if p.pipeline == "" {

@@ -15,6 +15,7 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/qhttp"
@@ -211,8 +212,17 @@ type Submission struct {
 	Reqid       string
 }
 
+// reservedJobKey refuses a job on a key under rs.UploadTempPrefix: an
+// upload's temporary is no user's input.
+func reservedJobKey(key string) error {
+	return fmt.Errorf("%w: key %q: keys under %s are reserved for uploads in progress", ErrInvalid, key, rs.UploadTempPrefix)
+}
+
 // Submit validates a submission, stores the job (waiting) and queues it.
 func (h *Handler) Submit(ctx context.Context, s Submission) (Job, error) {
+	if rs.ReservedKey(s.Key) {
+		return Job{}, reservedJobKey(s.Key)
+	}
 	cmds, err := planFops(s.Bucket, s.Key, s.Fops)
 	if err != nil {
 		return Job{}, err
@@ -331,6 +341,9 @@ func (h *Handler) servePfop(w http.ResponseWriter, r *http.Request, reqid string
 func (h *Handler) SubmitFor(ctx context.Context, acct dora.Account, req api.PfopRequest, reqid string) (string, int, error) {
 	if req.Bucket == "" || req.Key == "" {
 		return "", http.StatusBadRequest, errors.New("bucket and key are required")
+	}
+	if rs.ReservedKey(req.Key) { // before the stat: as if it were absent would tell less
+		return "", http.StatusBadRequest, reservedJobKey(req.Key)
 	}
 	b, status, msg := h.bucketOf(ctx, acct, req.Bucket)
 	if status != 0 {

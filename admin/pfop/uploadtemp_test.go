@@ -8,6 +8,8 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +91,23 @@ func TestUploadTemporarySurvivesSweeps(t *testing.T) {
 	}
 	if objs, err := e.objs.List(ctx, "photos", rs.UploadTempPrefix, 0); err != nil || len(objs) != 0 {
 		t.Fatalf("left under %s: %v %v", rs.UploadTempPrefix, objs, err)
+	}
+}
+
+// A persistent job cannot read a temporary nor save a result among them.
+func TestPfopReservedKeys(t *testing.T) {
+	e := newEnv(t)
+	e.object("photos", "in.txt", "x")
+	e.object("photos", ".dora-upload/0123456789abcdef01234567", "an upload's temporary")
+	for _, form := range []url.Values{
+		{"bucket": {"photos"}, "key": {".dora-upload/0123456789abcdef01234567"}, "fops": {"upper/x"}},
+		{"bucket": {"photos"}, "key": {".dora-upload"}, "fops": {"upper/x"}},
+		{"bucket": {"photos"}, "key": {"in.txt"}, "fops": {"upper/x|saveas/" + entry("photos", ".dora-upload/planted")}},
+		{"bucket": {"photos"}, "key": {"in.txt"}, "fops": {"saveas/" + entry("photos", ".dora-upload")}},
+	} {
+		status, v, _ := e.pfopCall("/pfop/", alice, signers["qiniu"], form)
+		if status != http.StatusBadRequest || !strings.Contains(v["error"].(string), "reserved") {
+			t.Errorf("pfop %v: %d %v, want 400 reserved", form, status, v)
+		}
 	}
 }
