@@ -35,6 +35,31 @@ func TempKey() string {
 	return UploadTempPrefix + hex.EncodeToString(rnd[:])
 }
 
+// VisibleObjects is l.List without the temporaries (ReservedKey): at
+// most limit (<= 0: all) of the objects of bucket under prefix, sorted by
+// key, none of them under UploadTempPrefix. It asks l again for as many
+// more as it left out, until it has limit or l has no more: the
+// temporaries, which sort together, never shorten a page.
+func VisibleObjects(ctx context.Context, l origin.Lister, bucket, prefix string, limit int) ([]origin.Object, error) {
+	want := limit
+	for {
+		objs, err := l.List(ctx, bucket, prefix, want)
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", bucket, err)
+		}
+		visible := make([]origin.Object, 0, len(objs))
+		for _, o := range objs {
+			if !ReservedKey(o.Key) {
+				visible = append(visible, o)
+			}
+		}
+		if limit <= 0 || len(visible) >= limit || len(objs) < want {
+			return visible, nil
+		}
+		want = limit + len(objs) - len(visible)
+	}
+}
+
 // Defaults of Expirer's sweep of the temporaries.
 const (
 	// DefaultTempAge is how long a temporary must have been there before

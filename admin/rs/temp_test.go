@@ -301,3 +301,37 @@ func TestExpirerTempsStore(t *testing.T) {
 		t.Fatalf("canceled sweep: %+v %v", res, err)
 	}
 }
+
+// VisibleObjects (the admin API's listing) leaves the temporaries out and
+// still fills a page.
+func TestVisibleObjects(t *testing.T) {
+	e := newEnv(t, nil)
+	e.temps("photos", 5)
+	for _, k := range []string{".dora-uploaded", "a", "b/1"} {
+		e.object("photos", k, "x")
+	}
+	ctx := context.Background()
+	for _, c := range []struct {
+		prefix string
+		limit  int
+		want   string
+	}{
+		{"", 0, ".dora-uploaded,a,b/1"},
+		{"", 1, ".dora-uploaded"},
+		{"", 2, ".dora-uploaded,a"},
+		{"", 3, ".dora-uploaded,a,b/1"},
+		{"", 1000, ".dora-uploaded,a,b/1"},
+		{".dora-upload/", 10, ""},
+		{".dora-upload", 1, ".dora-uploaded"},
+		{"b/", 1, "b/1"},
+	} {
+		objs, err := rs.VisibleObjects(ctx, e.objs, "photos", c.prefix, c.limit)
+		var keys []string
+		for _, o := range objs {
+			keys = append(keys, o.Key)
+		}
+		if err != nil || strings.Join(keys, ",") != c.want {
+			t.Errorf("prefix %q limit %d: %v %v, want %s", c.prefix, c.limit, keys, err, c.want)
+		}
+	}
+}
