@@ -17,6 +17,9 @@
 //	                                        (0700, the platform's; spare.go)
 //	<Dir>/<deployment>/logs/<index>.stdout  captured output, "RFC3339 text" lines,
 //	<Dir>/<deployment>/logs/<index>.stderr  rotated to .1 at MaxLogBytes
+//	<Dir>/.images.json                      the image names the runtime pulled into
+//	                                        podman's storage, removed ImageGCDelay
+//	                                        after no deployment uses them (images.go)
 //
 // Instances are user code: they see only an allowlisted environment (PATH,
 // locale, time zone, the release's variables, HOST, PORT, PORT_HTTP; HOME is
@@ -123,6 +126,14 @@ type Config struct {
 	// packages run as plain processes on a free loopback port given in
 	// PORT.
 	PackagesInContainers bool
+	// ImageGCDelay (with Podman) is how long an image the runtime pulled
+	// stays in podman's storage once no deployment of the runtime uses
+	// it (default DefaultImageGCDelay, as Nomad's docker driver's
+	// image_delay), so that a deployment removed and deployed again, or
+	// a restart that applies the deployments again, does not pull it
+	// again; negative keeps every image. Images the runtime did not pull
+	// (a name podman had before) are never removed (images.go).
+	ImageGCDelay time.Duration
 }
 
 // MaxRestartBackoff caps the restart delay.
@@ -172,6 +183,17 @@ type Runtime struct {
 	dirty   chan struct{} // cap 1: the healthy set may have changed
 	quit    chan struct{}
 	pubDone chan struct{}
+
+	// Image collection (images.go). imgMu is held shared by a pull
+	// until its deployment names the image, and by the collector alone
+	// while it decides and removes; imgRecMu guards images, the names
+	// the runtime pulled (<Dir>/.images.json).
+	imgMu     sync.RWMutex
+	imgRecMu  sync.Mutex
+	images    []*imageRecord
+	imgKick   chan struct{} // cap 1
+	imgDone   chan struct{} // closed when the collector has stopped
+	imgCancel context.CancelFunc
 }
 
 type deployment struct {
@@ -209,6 +231,7 @@ type instance struct {
 	message  string
 	crashes  int    // consecutive crashes without becoming healthy
 	lastExit string // containers: how the last run ended, shown while running again
+	image    string // containers: the image id of the current run
 }
 
 // run is one supervised life of an instance, from start to stop.
@@ -257,6 +280,9 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.HealthyDeadline <= 0 {
 		cfg.HealthyDeadline = time.Minute
 	}
+	if cfg.ImageGCDelay == 0 {
+		cfg.ImageGCDelay = DefaultImageGCDelay
+	}
 	r := &Runtime{
 		cfg:     cfg,
 		runAs:   packageUser(cfg, os.Geteuid()),
@@ -270,6 +296,9 @@ func New(cfg Config) (*Runtime, error) {
 
 		spareSlots: make(chan struct{}, spareCopies),
 		copySpare:  copySpare,
+
+		imgKick: make(chan struct{}, 1),
+		imgDone: make(chan struct{}),
 	}
 	// Instance processes an earlier process left running (it was killed:
 	// the shells died with it, their background children and anything
@@ -310,6 +339,16 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	r.spawner = procsweep.NewSpawner()
 	go r.publishLoop()
+	if cfg.Podman != nil {
+		r.loadImages()
+	}
+	if cfg.Podman != nil && cfg.ImageGCDelay > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		r.imgCancel = cancel
+		go r.imageLoop(ctx)
+	} else {
+		close(r.imgDone)
+	}
 	return r, nil
 }
 
@@ -402,7 +441,13 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 			failure = err.Error()
 		}
 	}
+	// pulled ends the hold a pull has on the image collector, once the
+	// deployment names the image (or failed).
+	pulled := func() {}
+	defer func() { pulled() }()
 	if spec.Package == nil && failure == "" {
+		r.imgMu.RLock()
+		pulled = sync.OnceFunc(r.imgMu.RUnlock)
 		var err error
 		if image, err = r.prepareImage(ctx, spec.OCIImage); err != nil {
 			if cur := r.imageInUse(id, spec.OCIImage); cur != "" {
@@ -439,13 +484,15 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 	if d.spare.dir != "" && (spec.Package == nil || d.spare.src != spec.Package.Dir) {
 		stale, _ = dropSpareLocked(d)
 	}
-	var oldImage string
+	imageChanged := false
 	if spec.Package == nil && failure == "" && d.image != image {
-		oldImage, d.image = d.image, image
+		d.image, imageChanged = image, true
 	}
 	if failure != "" {
 		p := r.failLocked(d, spec.Deployment.Desired, failure)
 		r.mu.Unlock()
+		pulled()
+		r.kickImages() // a pulled image that failed its check is not used
 		r.markDirty()
 		p.wait(ctx)
 		return fmt.Errorf("apply %s: %s", id, failure)
@@ -456,15 +503,15 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 		r.fillSpareLocked(d) // for the wake-up from zero (spare.go)
 	}
 	r.mu.Unlock()
+	pulled()
+	if imageChanged {
+		r.kickImages()
+	}
 	if stale != "" {
 		os.RemoveAll(stale)
 	}
 	r.markDirty()
-	err := p.wait(ctx)
-	if oldImage != "" {
-		r.releaseImage(oldImage)
-	}
-	return err
+	return p.wait(ctx)
 }
 
 // imageInUse returns the image id deployment id runs for the reference
@@ -483,9 +530,20 @@ func (r *Runtime) imageInUse(id, ref string) string {
 // the image id instances run.
 func (r *Runtime) prepareImage(ctx context.Context, ref string) (string, error) {
 	t0 := time.Now()
+	// A name podman has before the pull is not the runtime's to remove
+	// later, unless the runtime pulled it (an earlier run did).
+	had, err := r.cfg.Podman.ImageExists(ctx, ref)
+	if err != nil {
+		had = true // not known: not claimed
+		r.log.Warn("cannot tell whether podman has the image already; it will be kept", "ref", ref, "err", err)
+	}
+	mine := !had || r.ownsRef(ref)
 	id, err := r.cfg.Podman.Pull(ctx, ref)
 	if err != nil {
 		return "", fmt.Errorf("image %s: %v", ref, err)
+	}
+	if mine {
+		r.recordPull(ref, id, time.Now())
 	}
 	if err := r.cfg.Podman.CheckImage(ctx, id); err != nil {
 		return "", fmt.Errorf("image %s: %v", ref, err)
@@ -508,28 +566,6 @@ func (r *Runtime) failLocked(d *deployment, count int, why string) pending {
 		d.insts[i] = in
 	}
 	return p
-}
-
-// releaseImage removes an image no deployment runs any more.
-func (r *Runtime) releaseImage(image string) {
-	if r.cfg.Podman == nil || image == "" {
-		return
-	}
-	r.mu.Lock()
-	for _, d := range r.deps {
-		if d.image == image {
-			r.mu.Unlock()
-			return
-		}
-	}
-	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := r.cfg.Podman.RemoveImage(ctx, image); err != nil {
-		r.log.Warn("remove unused image", "image", image, "err", err)
-		return
-	}
-	r.log.Info("removed unused image", "image", image)
 }
 
 // Scale sets the instance count: new indexes start (unless the user stopped
@@ -803,7 +839,7 @@ func (r *Runtime) Remove(ctx context.Context, deploymentID string) error {
 			return fmt.Errorf("remove %s: %w", deploymentID, ctx.Err())
 		}
 	}
-	r.releaseImage(d.image)
+	r.kickImages() // its image may be unused now: removed after ImageGCDelay
 	if err := os.RemoveAll(d.dir); err != nil {
 		return fmt.Errorf("remove %s: %w", deploymentID, err)
 	}
@@ -819,6 +855,9 @@ func (r *Runtime) Close() error {
 		return nil
 	}
 	r.closed = true
+	if r.imgCancel != nil {
+		r.imgCancel()
+	}
 	var all pending
 	var spares []string
 	for _, d := range r.deps {
@@ -852,6 +891,7 @@ func (r *Runtime) Close() error {
 		}
 		cancel()
 	}
+	<-r.imgDone // images stay: the next run applies its deployments again
 	r.spawner.Close()
 	// What the instances started outside their process group (a daemon
 	// in a session of its own) survived their stops; the watchdog kills

@@ -212,13 +212,6 @@ func (p *Podman) CheckImage(ctx context.Context, id string) error {
 	return nil
 }
 
-// RemoveImage removes an image no deployment uses any more; an image still
-// used by another container stays (podman refuses).
-func (p *Podman) RemoveImage(ctx context.Context, id string) error {
-	_, err := p.output(ctx, "rmi", id)
-	return err
-}
-
 // containerSpec is one container to run.
 type containerSpec struct {
 	Name    string

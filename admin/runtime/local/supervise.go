@@ -72,6 +72,7 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 	for {
 		r.mu.Lock()
 		spec, image := d.spec, d.image
+		in.image = image // in use while this run lasts (images.go)
 		r.mu.Unlock()
 		var crashed, fatal bool
 		var why string

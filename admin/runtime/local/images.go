@@ -1,0 +1,349 @@
+package local
+
+// Image garbage collection: the images this runtime pulls into podman's
+// storage for OCI deployments are removed once no deployment of the
+// runtime uses them, after Config.ImageGCDelay (Nomad's docker driver
+// `gc { image = true, image_delay = "3m" }`): a deployment removed and
+// deployed again, or a platform restart that applies its deployments
+// again, finds its image still there.
+//
+// Only what the runtime brought in is removed: a name it pulled that
+// podman did not have before (a name an operator had pulled or tagged
+// himself is never claimed), recorded with the image id in
+// <Dir>/.images.json, so that a later run of the runtime on the same
+// directory (dorad dev restarted) knows them too; those nothing applies
+// again within the delay after it starts are removed. Removing is
+// untagging that name (`podman rmi <name>`): podman deletes the image
+// only when no other name is left on it, and never while a container,
+// Dora's or not, uses it (no --force). A removal that fails is logged and
+// tried again later, with a growing wait.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// DefaultImageGCDelay is how long an image no deployment uses stays in
+// podman's storage when Config.ImageGCDelay is zero.
+const DefaultImageGCDelay = 3 * time.Minute
+
+// maxImageRetry caps the wait between attempts to remove an image.
+const maxImageRetry = time.Hour
+
+// maxImageLook is the longest the collector goes without looking at the
+// images it knows (instances still running an image the deployment no
+// longer names end without telling it).
+const maxImageLook = time.Minute
+
+// imagesFile holds the runtime's image records, under Config.Dir; its
+// leading dot keeps it apart from deployment directories (deployment ids
+// start with a letter or digit).
+const imagesFile = ".images.json"
+
+// imageRecord is a name this runtime pulled into podman's storage, with
+// the image it named then.
+type imageRecord struct {
+	Ref string `json:"ref"`
+	ID  string `json:"id"`
+
+	// unused is when the collector first saw no deployment use the
+	// image; zero while one does (or before it has looked).
+	unused time.Time
+	// retry is when a failed removal may be tried again; failures
+	// counts the consecutive ones.
+	retry    time.Time
+	failures int
+}
+
+// dueImages is the collector's decision at now: for each record whose
+// image is in use (inUse) the unused clock is reset, for the others it
+// starts now if it had not; a record unused for delay and not waiting to
+// retry a failed removal is due. next is when the next record falls due
+// (zero: none will by itself).
+func dueImages(recs []*imageRecord, inUse map[string]bool, now time.Time, delay time.Duration) (due []*imageRecord, next time.Time) {
+	for _, rec := range recs {
+		if inUse[rec.ID] {
+			rec.unused, rec.retry, rec.failures = time.Time{}, time.Time{}, 0
+			continue
+		}
+		if rec.unused.IsZero() {
+			rec.unused = now
+		}
+		at := rec.unused.Add(delay)
+		if rec.retry.After(at) {
+			at = rec.retry
+		}
+		if !now.Before(at) {
+			due = append(due, rec)
+			continue
+		}
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return due, next
+}
+
+// retryWait is how long to wait before trying again to remove an image
+// after failures consecutive failures: delay, doubled per failure, at
+// least a second and at most maxImageRetry.
+func retryWait(delay time.Duration, failures int) time.Duration {
+	w := max(delay, time.Second)
+	for i := 1; i < failures && w < maxImageRetry; i++ {
+		w *= 2
+	}
+	return min(w, maxImageRetry)
+}
+
+// loadImages reads the records a previous run left in dir; a missing
+// file is no records, an unreadable one is logged and ignored (its images
+// stay in podman's storage).
+func (r *Runtime) loadImages() {
+	path := filepath.Join(r.cfg.Dir, imagesFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var recs []*imageRecord
+	if err == nil {
+		err = json.Unmarshal(b, &recs)
+	}
+	if err != nil {
+		r.log.Warn("image records unreadable; the images they named are left in podman's storage", "file", path, "err", err)
+		return
+	}
+	for _, rec := range recs {
+		if rec != nil && rec.Ref != "" && rec.ID != "" {
+			r.images = append(r.images, rec)
+		}
+	}
+}
+
+// saveImagesLocked writes the records to <Dir>/.images.json (replacing
+// it whole). Callers hold r.imgRecMu.
+func (r *Runtime) saveImagesLocked() error {
+	b, err := json.Marshal(r.images)
+	if err != nil {
+		return fmt.Errorf("image records: %w", err)
+	}
+	path := filepath.Join(r.cfg.Dir, imagesFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("image records: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("image records: %w", err)
+	}
+	return nil
+}
+
+// ownsRef reports whether ref is a name this runtime pulled.
+func (r *Runtime) ownsRef(ref string) bool {
+	r.imgRecMu.Lock()
+	defer r.imgRecMu.Unlock()
+	for _, rec := range r.images {
+		if rec.Ref == ref {
+			return true
+		}
+	}
+	return false
+}
+
+// recordPull records that the runtime pulled ref as image id at now (its
+// unused clock starts then: the deployment that asked for it takes it
+// up at once). The record is written before the image is used.
+func (r *Runtime) recordPull(ref, id string, now time.Time) {
+	r.imgRecMu.Lock()
+	defer r.imgRecMu.Unlock()
+	for _, rec := range r.images {
+		if rec.Ref == ref && rec.ID == id {
+			if rec.unused.IsZero() {
+				rec.unused = now
+			}
+			return
+		}
+	}
+	r.images = append(r.images, &imageRecord{Ref: ref, ID: id, unused: now})
+	if err := r.saveImagesLocked(); err != nil {
+		r.log.Warn("record a pulled image", "ref", ref, "image", id, "err", err)
+	}
+}
+
+// imagesInUse returns the ids of the images the runtime's deployments
+// name and their running instances run.
+func (r *Runtime) imagesInUse() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	used := map[string]bool{}
+	for _, d := range r.deps {
+		if d.image != "" {
+			used[d.image] = true
+		}
+		for _, in := range d.insts {
+			if in.run != nil && in.image != "" {
+				used[in.image] = true
+			}
+		}
+	}
+	return used
+}
+
+// collectImages removes the images due at now and returns when to look
+// again (zero: when kicked). When ctx ends it stops before the next
+// removal; one under way is not interrupted (podman is not killed in
+// the middle of changing its storage).
+func (r *Runtime) collectImages(ctx context.Context, now time.Time) time.Time {
+	// A pull holds imgMu shared until its deployment names the image:
+	// an image pulled but not yet in use is not seen unused, nor is one
+	// removed while it is being pulled again.
+	if !r.imgMu.TryLock() {
+		return now.Add(time.Second)
+	}
+	defer r.imgMu.Unlock()
+	inUse := r.imagesInUse()
+	r.imgRecMu.Lock()
+	due, next := dueImages(r.images, inUse, now, r.cfg.ImageGCDelay)
+	r.imgRecMu.Unlock()
+	removed := map[*imageRecord]bool{}
+	for _, rec := range due {
+		if ctx.Err() != nil {
+			break // closing
+		}
+		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := r.cfg.Podman.RemoveImageName(rctx, rec.Ref, rec.ID)
+		cancel()
+		r.imgRecMu.Lock()
+		if err != nil {
+			rec.failures++
+			rec.retry = now.Add(retryWait(r.cfg.ImageGCDelay, rec.failures))
+			if next.IsZero() || rec.retry.Before(next) {
+				next = rec.retry
+			}
+			r.log.Warn("remove an unused image; trying again later", "ref", rec.Ref, "image", rec.ID, "failures", rec.failures, "retry", rec.retry.Sub(now), "err", err)
+		} else {
+			removed[rec] = true
+			r.log.Info("removed an unused image", "ref", rec.Ref, "image", rec.ID, "unused", now.Sub(rec.unused))
+		}
+		r.imgRecMu.Unlock()
+	}
+	r.imgRecMu.Lock()
+	if len(removed) > 0 {
+		kept := r.images[:0]
+		for _, rec := range r.images {
+			if !removed[rec] {
+				kept = append(kept, rec)
+			}
+		}
+		clear(r.images[len(kept):])
+		r.images = kept
+		if err := r.saveImagesLocked(); err != nil {
+			r.log.Warn("record removed images", "err", err)
+		}
+	}
+	if len(r.images) > 0 {
+		if look := now.Add(min(max(r.cfg.ImageGCDelay, time.Second), maxImageLook)); next.IsZero() || look.Before(next) {
+			next = look
+		}
+	}
+	r.imgRecMu.Unlock()
+	return next
+}
+
+// kickImages asks the collector to look at the images now (a deployment
+// was removed or changed its image).
+func (r *Runtime) kickImages() {
+	select {
+	case r.imgKick <- struct{}{}:
+	default:
+	}
+}
+
+// imageLoop runs the collector until ctx ends: at start (records a
+// previous run left start their unused clock), when kicked and when the
+// next record falls due.
+func (r *Runtime) imageLoop(ctx context.Context) {
+	defer close(r.imgDone)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.imgKick:
+		case <-timer.C:
+		}
+		next := r.collectImages(ctx, time.Now())
+		timer.Stop()
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
+		}
+	}
+}
+
+// ImageExists reports whether podman's storage has an image named ref
+// (a name or an id).
+func (p *Podman) ImageExists(ctx context.Context, ref string) (bool, error) {
+	err := p.command(ctx, "image", "exists", ref).Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &ee) && ee.ExitCode() == 1:
+		return false, nil
+	default:
+		return false, fmt.Errorf("podman image exists %s: %w", ref, err)
+	}
+}
+
+// RemoveImageName removes the name ref from image id: `podman rmi ref`,
+// which deletes the image when no other name is left on it and refuses
+// while a container uses it. When ref names another image now (pulled
+// again after the tag moved), id is removed only if it has no name left
+// at all; an image that is gone already is not an error.
+func (p *Podman) RemoveImageName(ctx context.Context, ref, id string) error {
+	cur, err := p.output(ctx, "image", "inspect", "--format", "{{.Id}}", ref)
+	if err == nil && sameImage(strings.TrimSpace(string(cur)), id) {
+		if _, err := p.output(ctx, "rmi", ref); err != nil {
+			return fmt.Errorf("remove image %s (%s): %w", ref, id, err)
+		}
+		return nil
+	}
+	exists, err := p.ImageExists(ctx, id)
+	if err != nil || !exists {
+		return err
+	}
+	out, err := p.output(ctx, "image", "inspect", "--format", "{{json .RepoTags}}", id)
+	if err != nil {
+		return fmt.Errorf("remove image %s (%s): %w", ref, id, err)
+	}
+	var names []string
+	if err := json.Unmarshal(out, &names); err != nil {
+		return fmt.Errorf("remove image %s: podman image inspect: %w", id, err)
+	}
+	if len(names) > 0 {
+		return nil // named by someone else now: theirs
+	}
+	if _, err := p.output(ctx, "rmi", id); err != nil {
+		return fmt.Errorf("remove image %s (once %s): %w", id, ref, err)
+	}
+	return nil
+}
+
+// sameImage reports whether the image ids a and b (full, or one a prefix
+// of the other of at least 12 hex digits, as podman abbreviates them)
+// name the same image.
+func sameImage(a, b string) bool {
+	a, b = strings.TrimPrefix(a, "sha256:"), strings.TrimPrefix(b, "sha256:")
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	return len(a) >= 12 && strings.HasPrefix(b, a)
+}
