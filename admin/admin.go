@@ -157,6 +157,11 @@ type Config struct {
 	// stops at its bound with records left). DefaultExpiryInterval when 0;
 	// negative: never. Needs Objects.
 	ExpiryInterval time.Duration
+	// UploadTempAge is how long a temporary under rs.UploadTempPrefix (an
+	// upload's, left by an admin stopped mid-upload) must have been there
+	// before those sweeps remove it (rs.DecideTemp); rs.DefaultTempAge
+	// when 0.
+	UploadTempAge time.Duration
 }
 
 // Elector runs fn while this process leads the admins sharing the store and
@@ -241,6 +246,8 @@ type Server struct {
 	// without Objects); expired counts them.
 	expirer *rs.Expirer
 	expired prometheus.Counter
+	// tempsRemoved counts the upload temporaries the expirer removed.
+	tempsRemoved prometheus.Counter
 }
 
 // New checks the configuration, fills defaults and registers the routes.
@@ -355,10 +362,15 @@ func New(cfg Config) (*Server, error) {
 		Name: "dora_admin_objects_expired_total",
 		Help: "Objects this admin deleted as leader because their lifecycle (deleteAfterDays) fell due.",
 	})
+	s.tempsRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dora_admin_upload_temporaries_removed_total",
+		Help: "Upload temporaries (.dora-upload/) this admin removed as leader: left by an admin stopped between storing and moving them.",
+	})
 	if cfg.Objects != nil {
-		s.expirer = &rs.Expirer{Store: cfg.Store, Objects: cfg.Objects, Logger: cfg.Logger}
+		s.expirer = &rs.Expirer{Store: cfg.Store, Objects: cfg.Objects, Logger: cfg.Logger,
+			TempAge: cfg.UploadTempAge, OnTempRemoved: func(bucket, key string) { s.tempsRemoved.Inc() }}
 	}
-	for _, c := range []prometheus.Collector{s.reqs, s.latency, s.buildSeconds, s.leaderGauge, s.passes, s.terms, s.expired} {
+	for _, c := range []prometheus.Collector{s.reqs, s.latency, s.buildSeconds, s.leaderGauge, s.passes, s.terms, s.expired, s.tempsRemoved} {
 		if err := s.metrics.Register(c); err != nil {
 			return nil, fmt.Errorf("admin: register metrics: %w", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/router/origin"
 )
 
@@ -20,6 +21,9 @@ func (s *Server) objectTarget(r *http.Request, c *call) (bucket, key string, err
 	bucket, key = r.PathValue("bucket"), r.PathValue("key")
 	if err := dora.ValidateKey(key); err != nil {
 		return "", "", errf(http.StatusBadRequest, "key: %v", err)
+	}
+	if rs.ReservedKey(key) {
+		return "", "", errf(http.StatusBadRequest, "key %q: keys under %s are reserved for uploads in progress", key, rs.UploadTempPrefix)
 	}
 	if _, _, err := s.ownedBucket(r.Context(), c, bucket); err != nil {
 		return "", "", err
@@ -189,7 +193,7 @@ func (s *Server) listObjects(w http.ResponseWriter, r *http.Request, c *call) er
 	if s.cfg.Objects == nil {
 		return errf(http.StatusServiceUnavailable, "no object storage configured")
 	}
-	objs, err := s.cfg.Objects.List(r.Context(), bucket, prefix, limit)
+	objs, err := rs.VisibleObjects(r.Context(), s.cfg.Objects, bucket, prefix, limit)
 	if err != nil {
 		return originError("list", bucket, prefix, err)
 	}
