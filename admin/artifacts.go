@@ -70,7 +70,9 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.Builder != nil && s.cfg.Builder.Has(ufop, n) {
+	// This host's files of build n are b's only if b was unpacked here
+	// (Owns): others are those of an earlier ufop of the same name.
+	if s.cfg.Builder != nil && s.cfg.Builder.Owns(ufop, n, b.ArtifactID) && s.cfg.Builder.Has(ufop, n) {
 		w.Header().Set("Content-Type", "application/gzip")
 		w.WriteHeader(http.StatusOK)
 		if err := s.cfg.Builder.WriteTarGz(ufop, n, w); err != nil {

@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -308,4 +311,101 @@ func TestArtifactRecordedBeforeArtifactIDs(t *testing.T) {
 	if _, err := e.objs.Stat(ctx, dora.SystemBucket, key); !errors.Is(err, origin.ErrNotFound) {
 		t.Fatalf("shared copy after the ufop's deletion: %v", err)
 	}
+}
+
+// leftBehind: alice's build 1 of grepd succeeded on a first admin (e),
+// which keeps its files; alice deleted grepd through a second admin
+// (which removes only its own files), and bob registered grepd and built
+// it there: his build 1 (bobs), whose shared copy every admin can serve.
+func leftBehind(t *testing.T) (e *env, bob dora.Account, bobs dora.Build) {
+	t.Helper()
+	e = newEnv(t, func(c *Config) { c.ShareBuilds = true })
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.ufop(alice, "grepd", dora.ModePrivate)
+	var alices dora.Build
+	e.must(http.StatusAccepted, alice, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "echo alice > who"))}, &alices)
+	if alices = e.waitBuild(alice, "grepd", alices.Number); alices.Status != dora.BuildSuccess {
+		t.Fatalf("alice's build = %+v", alices)
+	}
+	bld2, err := build.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2 := &env{t: t, dir: e.dir, st: e.st, rt: newFakeRuntime(), objs: e.objs, bld: bld2, root: e.root, imgs: map[string][]Image{}}
+	e2.start(func(c *Config) { c.ShareBuilds = true })
+	e2.must(http.StatusNoContent, alice, "DELETE", "/v1/ufops/grepd", nil, nil)
+	e2.ufop(bob, "grepd", dora.ModePrivate)
+	e2.must(http.StatusAccepted, bob, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, "ubuntu", "echo bob > who"))}, &bobs)
+	if bobs = e2.waitBuild(bob, "grepd", bobs.Number); bobs.Status != dora.BuildSuccess || bobs.Number != alices.Number {
+		t.Fatalf("bob's build = %+v, alice's was number %d", bobs, alices.Number)
+	}
+	return e, bob, bobs
+}
+
+// TestLocalBuildOfADeletedUfopIsNotTheNextOwners: an admin that keeps
+// the files of alice's build 1 of grepd, deleted through another admin,
+// takes none of them for bob's build 1 of the grepd he registered since:
+// it serves bob's artifact (from the shared copy), gives its runtime no
+// directory holding alice's result for bob's deployment, shows no line of
+// alice's log as bob's, and builds nothing of bob's on top of alice's
+// result.
+func TestLocalBuildOfADeletedUfopIsNotTheNextOwners(t *testing.T) {
+	t.Run("artifact", func(t *testing.T) {
+		e, _, bobs := leftBehind(t)
+		signed, err := url.Parse(auth.DownloadURL(fmt.Sprintf("http://admin.test:8090/v1/artifacts/grepd/%d.tar.gz", bobs.Number),
+			testRootAK, testRootSK, time.Now().Add(time.Hour).Unix()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.Get(e.ts.URL + signed.RequestURI())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("bob's artifact from the first admin: %d %s %v", res.StatusCode, body, err)
+		}
+		if got := filesOf(t, body)["who"]; got != "bob\n" {
+			t.Fatalf("the first admin serves for bob's build a result whose who is %q", got)
+		}
+	})
+	t.Run("deployment", func(t *testing.T) {
+		e, bob, bobs := leftBehind(t)
+		e.must(http.StatusOK, bob, "POST", "/v1/ufops/grepd/version", map[string]any{"build": bobs.Number}, nil)
+		var d dora.Deployment
+		e.must(http.StatusOK, bob, "POST", "/v1/ufops/grepd/resize", map[string]any{"num": 1}, &d)
+		spec, ok := e.rt.lastSpec(d.ID)
+		if !ok || spec.Package == nil {
+			t.Fatalf("spec = %+v", spec)
+		}
+		if who, err := os.ReadFile(filepath.Join(spec.Package.Dir, "who")); err == nil && string(who) != "bob\n" {
+			t.Fatalf("bob's deployment through the first admin runs %s, whose who is %q", spec.Package.Dir, who)
+		}
+	})
+	t.Run("log", func(t *testing.T) {
+		e, bob, bobs := leftBehind(t)
+		if r := e.req(bob, "GET", fmt.Sprintf("/v1/ufops/grepd/builds/%d/log", bobs.Number), nil); r.Status != http.StatusOK || strings.Contains(string(r.Body), "alice") {
+			t.Fatalf("bob's build log from the first admin: %d %q", r.Status, r.Body)
+		}
+	})
+	t.Run("base", func(t *testing.T) {
+		e, bob, bobs := leftBehind(t)
+		r := e.req(bob, "POST", "/v1/ufops/grepd/builds", typed{"application/gzip", string(pkg(t, fmt.Sprintf("grepd.v%d", bobs.Number), "cat who > was"))})
+		if r.Status != http.StatusAccepted {
+			if r.Status != http.StatusConflict {
+				t.Fatalf("bob's build on top of his build %d through the first admin: %d %s", bobs.Number, r.Status, r.Body)
+			}
+			return
+		}
+		var b dora.Build
+		if err := json.Unmarshal(r.Body, &b); err != nil {
+			t.Fatal(err)
+		}
+		if b = e.waitBuild(bob, "grepd", b.Number); b.Status == dora.BuildSuccess {
+			if was, err := os.ReadFile(filepath.Join(e.bld.Dir("grepd", b.Number), "was")); err == nil && string(was) != "bob\n" {
+				t.Fatalf("bob's build on top of his build %d ran on a base whose who is %q", bobs.Number, was)
+			}
+		}
+	})
 }

@@ -71,8 +71,12 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 		return err
 	}
 	n := nextBuildNumber(builds)
+	// Its shared copy's key and this host's files are its own: the same
+	// ufop name deleted and registered again numbers its builds from 1
+	// again (artifactKey, build.Builder.Owns).
+	artifactID := randomKey(16)
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBuildBytes)
-	y, err := s.cfg.Builder.Unpack(ctx, u.Name, n, body, s.cfg.MaxBuildBytes)
+	y, err := s.cfg.Builder.UnpackAs(ctx, u.Name, n, artifactID, body, s.cfg.MaxBuildBytes)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {
@@ -93,16 +97,14 @@ func (s *Server) createBuild(w http.ResponseWriter, r *http.Request, c *call) er
 			return errf(http.StatusUnprocessableEntity,
 				"ufop.yaml image %q: not a successful build of yours (use a base such as ubuntu or <ufop>.v<n>)", y.Image)
 		}
-		if !s.cfg.Builder.Has(base.Ufop, base.Number) {
+		if !s.cfg.Builder.Owns(base.Ufop, base.Number, base.ArtifactID) || !s.cfg.Builder.Has(base.Ufop, base.Number) {
 			return errf(http.StatusConflict,
 				"ufop.yaml image %q: built by another admin, whose host holds its files; build on top of it there, or build %s again here", y.Image, base.Ufop)
 		}
 		baseDir = s.cfg.Builder.Dir(base.Ufop, base.Number)
 	}
 	b := newBuild(u.Name, n, y, s.id, s.nowUTC())
-	// Its shared copy's key is its own: the same ufop name deleted and
-	// registered again numbers its builds from 1 again (artifactKey).
-	b.ArtifactID = randomKey(16)
+	b.ArtifactID = artifactID
 	// Recorded only while the ufop is unchanged: a build must not outlive
 	// a concurrent DELETE of its ufop (a later ufop of the same name,
 	// another account's, would take it for its own).
@@ -428,7 +430,14 @@ func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, c *call) error
 		return errf(http.StatusServiceUnavailable, "no builder configured")
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	path := s.cfg.Builder.LogPath(b.Ufop, b.Number)
+	// This host's log of build n is b's only if b's upload was unpacked
+	// here: another's is that of an earlier ufop of the same name
+	// (deleted through another admin), and is not shown: the path ""
+	// names no file, as for a build of another host.
+	path := ""
+	if s.cfg.Builder.Owns(b.Ufop, b.Number, b.ArtifactID) {
+		path = s.cfg.Builder.LogPath(b.Ufop, b.Number)
+	}
 	if wantFollow(r) {
 		key := store.BuildKey(b.Ufop, b.Number)
 		finished := func(ctx context.Context) bool {

@@ -119,6 +119,11 @@ func (s *Server) spec(ctx context.Context, u dora.Ufop, d dora.Deployment) (runt
 			return runtime.Spec{}, errors.New("no builder configured to run program packages")
 		}
 		b := img.build
+		// This host's files of build n that are not b's, an earlier
+		// ufop's of the same name (deleted through another admin), are
+		// removed (Owns): the local runtime then finds none, as for a
+		// build of another host, rather than run them.
+		s.cfg.Builder.Owns(b.Ufop, b.Number, b.ArtifactID)
 		spec.Package = &runtime.Package{
 			Dir:         s.cfg.Builder.Dir(b.Ufop, b.Number),
 			Run:         b.Run,

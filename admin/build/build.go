@@ -10,6 +10,7 @@
 //	<root>/<ufop>/<n>/resource/   the unpacked upload ($RESOURCE); removed after Build
 //	<root>/<ufop>/<n>/result/     the working directory of a successful build (Dir)
 //	<root>/<ufop>/<n>/build.log   every line's output (LogPath), capped at MaxLogBytes
+//	<root>/<ufop>/<n>/build.id    the id UnpackAs was given (none for Unpack): whose files these are (Owns)
 //
 // build_script lines are the package owner's code, not the platform's: they
 // see only an allowlisted environment (PATH, locale, time zone, the Go
@@ -356,7 +357,22 @@ func (b *Builder) claim(ufop string, n int) (release func(), err error) {
 // over quota, an I/O error) wraps ErrStorage instead, and a cancelled ctx
 // its error.
 func (b *Builder) Unpack(ctx context.Context, ufop string, n int, tarGz io.Reader, maxBytes int64) (UfopYAML, error) {
+	return b.UnpackAs(ctx, ufop, n, "", tarGz, maxBytes)
+}
+
+// idFile, in a build's directory, holds the id UnpackAs was given.
+const idFile = "build.id"
+
+// UnpackAs is Unpack for the build named id (unique to it, e.g. its
+// record's): this host's files of build n of ufop become id's (Owns), and
+// those of another build numbered the same, an earlier ufop of that name
+// (its log, result and id), are removed first. Unpack is UnpackAs with
+// the id "". id is at most 64 URL-safe characters.
+func (b *Builder) UnpackAs(ctx context.Context, ufop string, n int, id string, tarGz io.Reader, maxBytes int64) (UfopYAML, error) {
 	if err := checkName(ufop, n); err != nil {
+		return UfopYAML{}, err
+	}
+	if err := checkID(id); err != nil {
 		return UfopYAML{}, err
 	}
 	release, err := b.claim(ufop, n)
@@ -367,11 +383,111 @@ func (b *Builder) Unpack(ctx context.Context, ufop string, n int, tarGz io.Reade
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
+	if err := b.disown(ufop, n, id); err != nil {
+		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w: remove the files of another build: %w", ufop, n, ErrStorage, err)
+	}
 	u, err := b.unpack(ctx, ufop, n, tarGz, maxBytes)
+	if err == nil && id != "" {
+		err = writeID(filepath.Join(b.base(ufop, n), idFile), id)
+	}
 	if err != nil {
 		return UfopYAML{}, fmt.Errorf("unpack %s.v%d: %w", ufop, n, storageError(err))
 	}
 	return u, nil
+}
+
+// checkID refuses an id that could not be a file's content on one line.
+func checkID(id string) error {
+	if len(id) > 64 {
+		return fmt.Errorf("build: id of %d bytes, over 64", len(id))
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("build: id %q: only letters, digits, - and _", id)
+		}
+	}
+	return nil
+}
+
+// disown removes the log, result and id of build n of ufop when they are
+// not id's (the caller claimed the build), so that no file of another
+// build is taken for id's.
+func (b *Builder) disown(ufop string, n int, id string) error {
+	got, err := b.readID(ufop, n)
+	if err != nil {
+		return err
+	}
+	if got == id {
+		return nil
+	}
+	// The id goes first: whatever is left after a failure is nobody's.
+	for _, p := range []string{filepath.Join(b.base(ufop, n), idFile), b.LogPath(ufop, n)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return removeTree(b.Dir(ufop, n))
+}
+
+// readID is the id build n of ufop was unpacked as: "" when it has none
+// (Unpack, or nothing on this host).
+func (b *Builder) readID(ufop string, n int) (string, error) {
+	raw, err := readCapped(filepath.Join(b.base(ufop, n), idFile), 64)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return string(raw), nil
+}
+
+// writeID writes id to path through a temporary file renamed into place.
+func writeID(path, id string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), idFile+".tmp-")
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(id)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// Owns reports whether this host's files of build n of ufop (its log and
+// result) are those of the build named id: unpacked by UnpackAs with id
+// (Unpack: ""). With several admins, a ufop deleted through another one
+// leaves this host's files of its builds, which a later ufop of the same
+// name, numbering its builds from 1 again, must not take for its own:
+// when they are another build's, and no build of (ufop, n) is being
+// unpacked or run here, Owns removes them, so that Has, Dir and LogPath
+// then name nothing, as for a build of another host.
+func (b *Builder) Owns(ufop string, n int, id string) bool {
+	if checkName(ufop, n) != nil || checkID(id) != nil {
+		return false
+	}
+	b.mu.Lock()
+	got, err := b.readID(ufop, n)
+	if err != nil || got == id {
+		b.mu.Unlock()
+		return err == nil
+	}
+	var trash string
+	if _, serr := os.Lstat(b.base(ufop, n)); serr == nil && !b.busy[ufop+"/"+strconv.Itoa(n)] {
+		trash, _ = b.moveToTrash(filepath.Join(b.root, ufop), []string{strconv.Itoa(n)})
+	}
+	b.mu.Unlock()
+	if trash != "" {
+		_ = removeTree(trash) // best effort: NewWithConfig retries leftovers
+	}
+	return false
 }
 
 // storageError marks err as the server's: any error of an unpack but the
