@@ -311,3 +311,25 @@ func TestSameImage(t *testing.T) {
 		}
 	}
 }
+
+// TestTestsLeaveNoImages: a test's runtime (newRuntimeWith) removes the
+// images it pulled when the test ends, as it does its containers: the
+// package's tests do not fill podman's storage run after run.
+func TestTestsLeaveNoImages(t *testing.T) {
+	var ref string
+	t.Run("deploy", func(t *testing.T) {
+		r := podmanRuntime(t, nil, false)
+		ref = pushGrepdImageWith(t, agenttest.ImageOptions{Salt: true})
+		spec := grepdSpec("deploy-leaves", 1)
+		spec.Package = nil
+		spec.OCIImage = ref
+		if err := r.Apply(context.Background(), spec); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "healthy", func() bool { return status(t, r, "deploy-leaves").Healthy == 1 })
+	})
+	if ref != "" && imageExists(t, ref) {
+		exec.Command("podman", "rmi", ref).Run()
+		t.Fatalf("the test left image %s in podman's storage", ref)
+	}
+}

@@ -125,8 +125,33 @@ func newRuntimeWith(t *testing.T, cfg Config) *Runtime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.Close() })
+	t.Cleanup(func() {
+		r.Close()
+		removePulled(t, r)
+	})
 	return r
+}
+
+// removePulled removes from podman's storage the image names r pulled
+// (the tests' images, each from a registry of its own on a port of its
+// own), as its collector would once they are unused: a closed runtime
+// keeps them for its next run, which a test never has. Names r did not
+// pull itself stay.
+func removePulled(t *testing.T, r *Runtime) {
+	t.Helper()
+	if r.cfg.Podman == nil {
+		return
+	}
+	r.imgRecMu.Lock()
+	recs := append([]*imageRecord(nil), r.images...)
+	r.imgRecMu.Unlock()
+	for _, rec := range recs {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := r.cfg.Podman.RemoveImageName(ctx, rec.Ref, rec.ID); err != nil {
+			t.Logf("left in podman's storage: %v", err)
+		}
+		cancel()
+	}
 }
 
 func grepdSpec(id string, n int) runtime.Spec {
