@@ -108,8 +108,8 @@ func TestBucketManager(t *testing.T) {
 		if err != nil || fi.MimeType != "application/json" || fi.Type != 1 || fi.Hash != etag(data) {
 			t.Fatalf("Stat after ChangeMime/ChangeType: %v %+v", err, fi)
 		}
-		// v7.11's FileInfo has no expiration: read stat's reply whole,
-		// with the SDK's own client and signature.
+		// Stat's reply read whole, with the SDK's own client and
+		// signature (v7.11's FileInfo had no expiration).
 		var raw map[string]any
 		err = bm.Client.CredentialedCall(context.Background(), env.mac, auth.TokenQiniu, &raw, "POST",
 			"http://"+env.adminHost+storage.URIStat(pubBucket, "bm/meta.json"), nil)

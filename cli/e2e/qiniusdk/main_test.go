@@ -1,9 +1,11 @@
 // Package qiniusdk drives the embedded platform (`dorad dev`) with Qiniu's own
-// Go SDK (github.com/qiniu/go-sdk/v7 at v7.11.0), pointed at it through a
-// custom storage.Region, the way a user brings an existing program: form and
-// resumable uploads, BucketManager, download URLs through the router and
-// persistent processing. Every test checks what comes back: the bytes read
-// through the router, stat fields, list contents.
+// Go SDK (github.com/qiniu/go-sdk/v7 at v7.27.0), the way a user brings an
+// existing program: pointed at it through a custom storage.Region (most
+// tests) or through the uc host alone, trusting the region query for every
+// other host (TestTrustedRegionQuery): form and resumable uploads,
+// BucketManager, fetch, download URLs through the router, BucketManager.Get
+// and persistent processing. Every test checks what comes back: the bytes
+// read through the router, stat fields, list contents.
 package qiniusdk
 
 import (
@@ -20,12 +22,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	qauth "github.com/qiniu/go-sdk/v7/auth"
 	"github.com/qiniu/go-sdk/v7/client"
 	"github.com/qiniu/go-sdk/v7/storage"
+	"github.com/qiniu/go-sdk/v7/storagev2/uplog"
 
 	doraclient "github.com/doraproject/dora/admin/client"
 	"github.com/doraproject/dora/cli/platform"
@@ -127,10 +131,13 @@ func setup(dev *platform.Dev, cacheDir string) error {
 		ApiHost:    env.adminHost,
 		IovipHost:  env.adminHost,
 	}
-	// v7.11 reads Zone (Region is its newer name); Batch goes to
-	// CentralRsHost and Buckets to the uc host.
+	// v7.11 read Zone (Region is its newer name) and sent Batch to
+	// CentralRsHost; Buckets goes to the uc host.
 	env.cfg = storage.Config{Zone: region, Region: region, UseHTTPS: false, CentralRsHost: env.adminHost}
 	storage.SetUcHost(env.adminHost, false)
+	// Later SDKs log each upload request and send the logs to Qiniu's own
+	// uplog server: not here (and their log hooks race with the request).
+	uplog.DisableUplog()
 	// The region query's cache file, under this run's directory.
 	storage.SetRegionCachePath(filepath.Join(cacheDir, "query.cache.json"))
 	routerAddr := env.routerHost
@@ -140,7 +147,32 @@ func setup(dev *platform.Dev, cacheDir string) error {
 			return d.DialContext(ctx, network, routerAddr)
 		},
 	}}
+	// The SDK's own client (client.DefaultClient; its downloads always use
+	// it) reaches <bucket>.localhost, the router's bucket domains that the
+	// region query names as io_src, at the loopback address, as curl and
+	// many systems' resolvers do (Go's does not).
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = dialLocalhost
+	client.DefaultClient.Client = &http.Client{Transport: tr}
+	// The SDK's caches of region queries (storagev2), under this run's
+	// directory; the run-as user (nobody, as root) may use it too.
+	tmp := filepath.Join(cacheDir, "tmp")
+	if err := os.Mkdir(tmp, 0o1777); err != nil {
+		return err
+	}
+	os.Chmod(tmp, 0o1777)
+	os.Setenv("TMPDIR", tmp)
 	return nil
+}
+
+// dialLocalhost dials localhost and *.localhost at 127.0.0.1 and every
+// other address as it is.
+func dialLocalhost(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if host, port, err := net.SplitHostPort(addr); err == nil && (host == "localhost" || strings.HasSuffix(host, ".localhost")) {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	return d.DialContext(ctx, network, addr)
 }
 
 func hostOf(u string) string {

@@ -3,6 +3,8 @@ package qiniusdk
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,15 +13,15 @@ import (
 )
 
 // TestPutPolicySaveKey: storage.PutPolicy's SaveKey, ForceSaveKey,
-// DeleteAfterDays and FileType through FormUploader.Put (the client's key
-// overridden) and ResumeUploaderV2.PutWithoutKey; the key, content, type
+// DeleteAfterDays and FileType through FormUploader.PutFile (the client's
+// key overridden) and ResumeUploaderV2.PutWithoutKey; the key, content, type
 // and expiration read back.
 func TestPutPolicySaveKey(t *testing.T) {
 	ctx := context.Background()
 	bm := storage.NewBucketManager(env.mac, &env.cfg)
 	statRaw := func(key string) map[string]any {
 		t.Helper()
-		// v7.11's FileInfo has no expiration: read stat's reply whole.
+		// Stat's reply read whole (v7.11's FileInfo had no expiration).
 		var raw map[string]any
 		if err := bm.Client.CredentialedCall(ctx, env.mac, auth.TokenQiniu, &raw, "POST",
 			"http://"+env.adminHost+storage.URIStat(pubBucket, key), nil); err != nil {
@@ -33,9 +35,15 @@ func TestPutPolicySaveKey(t *testing.T) {
 		tok := upToken(storage.PutPolicy{Scope: pubBucket, SaveKey: "sk/$(fprefix)-$(etag)$(ext)", ForceSaveKey: true,
 			DeleteAfterDays: 1, FileType: 1})
 		var ret storage.PutRet
-		// Put sends path.Base(key) as the file name: $(fprefix) "orig", $(ext) ".txt".
-		if err := storage.NewFormUploader(&env.cfg).Put(ctx, &ret, tok, "client/orig.txt", bytes.NewReader(data), int64(len(data)), nil); err != nil {
-			t.Fatalf("Put: %v", err)
+		// PutFile sends the local file's base name as the file name:
+		// $(fprefix) "orig", $(ext) ".txt". (Put sends path.Base(key) up
+		// to v7.11, "Untitled" in later SDKs.)
+		local := filepath.Join(t.TempDir(), "orig.txt")
+		if err := os.WriteFile(local, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.NewFormUploader(&env.cfg).PutFile(ctx, &ret, tok, "client/orig.txt", local, nil); err != nil {
+			t.Fatalf("PutFile: %v", err)
 		}
 		want := "sk/orig-" + etag(data) + ".txt"
 		if ret.Key != want || ret.Hash != etag(data) {

@@ -203,7 +203,8 @@ func TestResumeUpload(t *testing.T) {
 }
 
 // TestRegionQuery: a Config without a region finds the upload hosts with
-// the SDK's region query (uc /v2/query at the admin address).
+// the SDK's region query at the admin address (storage.GetRegion asks uc
+// /v2/query; the uploaders of v7.27 ask /v4/query, v7.11's /v2/query).
 func TestRegionQuery(t *testing.T) {
 	r, err := storage.GetRegion(env.mac.AccessKey, pubBucket)
 	if err != nil {
