@@ -1,11 +1,13 @@
-// Package rs serves the bucket APIs Qiniu's SDKs call on their rs, rsf and
-// uc hosts (BucketManager: stat, delete, move, copy, chgm, chtype,
-// deleteAfterDays, batch, list, fetch; the region query made before the
-// first call), on the admin API's address: a user points the SDK's hosts
-// (or its uc host, whose region query then names this server for every
-// service) at the admin API. Every call but the region query is signed as
-// the SDKs sign it, QBox or Qiniu form (admin/auth); the caller must own
-// the buckets it names. Wire formats and codes: docs/api.md.
+// Package rs serves the bucket APIs Qiniu's SDKs call on their rs, rsf,
+// io and uc hosts (BucketManager: stat, delete, move, copy, chgm, chtype,
+// deleteAfterDays, batch, list, fetch, buckets; the region query made
+// before the first call and uc /regions), on the admin API's address: a
+// user points the SDK's hosts (or its uc host, whose region query then
+// names this server for every service and the router for downloads) at
+// the admin API. Every call but the region query is signed as the SDKs
+// sign it, QBox or Qiniu form (admin/auth); the caller must own the
+// buckets it names. Qiniu's calls that Dora does not serve are answered
+// 501 naming the call. Wire formats and codes: docs/api.md.
 package rs
 
 import (
@@ -86,9 +88,14 @@ type Config struct {
 	Objects Objects
 	// MaxSkew is the X-Qiniu-Date tolerance; auth.DefaultMaxSkew when 0.
 	MaxSkew time.Duration
-	// IOHost is the router's host:port, answered as the io (download)
-	// host of the region query; the request's own host when empty.
+	// IOHost is the router's host:port. The region query's io_src (the
+	// host SDKs download from) is the bucket's domain at the router,
+	// <bucket>.<DomainSuffix>, with IOHost's port; its io (the host of
+	// fetch and prefetch) is the admin API like every other service.
 	IOHost string
+	// DomainSuffix is the router's: buckets answer at <bucket>.<suffix>
+	// (DefaultDomainSuffix when empty).
+	DomainSuffix string
 	// Region names the region in the query's answer (dora.DefaultRegion).
 	Region string
 	// AllowPrivateFetch lets fetch reach loopback and private addresses
@@ -126,6 +133,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Region == "" {
 		cfg.Region = dora.DefaultRegion
+	}
+	if cfg.DomainSuffix == "" {
+		cfg.DomainSuffix = DefaultDomainSuffix
 	}
 	if cfg.MaxFetchBytes <= 0 {
 		cfg.MaxFetchBytes = DefaultMaxFetch
@@ -165,7 +175,10 @@ type opFunc func(ctx context.Context, acct dora.Account, args []string) (int, an
 func (h *Handler) Match(r *http.Request) bool {
 	p := r.URL.Path
 	switch p {
-	case "/batch", "/list", "/v2/query", "/v4/query", "/buckets":
+	case "/batch", "/list", "/buckets", "/regions":
+		return true
+	}
+	if queryVersion(p) != 0 || unservedAPI(p) != "" {
 		return true
 	}
 	if strings.HasPrefix(p, "/fetch/") {
@@ -190,15 +203,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 	p := r.URL.Path
-	if p == "/v2/query" || p == "/v4/query" {
+	if v := queryVersion(p); v != 0 {
 		if r.Method != http.MethodGet && r.Method != http.MethodPost {
 			return writeError(w, http.StatusMethodNotAllowed, "use GET")
 		}
-		return h.serveQuery(w, r, p == "/v4/query")
+		return h.serveQuery(w, r, v)
 	}
-	// The reads also answer GET: list, buckets, and stat (the Go SDK's
-	// storagev2 StatObject, which BucketManager.Stat calls, sends GET).
-	if r.Method != http.MethodPost && !(r.Method == http.MethodGet && (p == "/list" || p == "/buckets" || strings.HasPrefix(p, "/stat/"))) {
+	if call := unservedAPI(p); call != "" {
+		return serveUnserved(w, r, call)
+	}
+	// The reads also answer GET: list, buckets, regions, and stat (the Go
+	// SDK's storagev2 StatObject, which BucketManager.Stat calls, sends GET).
+	if r.Method != http.MethodPost && !(r.Method == http.MethodGet && (p == "/list" || p == "/buckets" || p == "/regions" || strings.HasPrefix(p, "/stat/"))) {
 		return writeError(w, http.StatusMethodNotAllowed, "use POST")
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxFormBytes+1))
@@ -244,8 +260,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) int {
 		return h.serveBatch(w, ctx, acct, body)
 	case p == "/list":
 		return h.serveList(w, ctx, acct, r, body)
+	case p == "/buckets" && r.URL.Query().Get("apiVersion") == "v4":
+		return h.serveBucketsV4(w, ctx, acct, r.URL.Query())
 	case p == "/buckets":
 		return h.serveBuckets(w, ctx, acct)
+	case p == "/regions":
+		return h.serveRegions(w, r)
 	case strings.HasPrefix(p, "/fetch/"):
 		code, v := h.opFetch(ctx, acct, strings.TrimPrefix(p, "/fetch/"))
 		return writeJSON(w, code, v)
@@ -932,38 +952,6 @@ func (h *Handler) opFetch(ctx context.Context, acct dora.Account, rest string) (
 }
 
 var errTooLarge = qhttp.ErrTooLarge
-
-// serveQuery answers the SDKs' region query (uc /v2/query and /v4/query,
-// ?ak=&bucket=, unsigned) with this platform's own addresses: every
-// service at the host the client reached, downloads (io) at IOHost.
-func (h *Handler) serveQuery(w http.ResponseWriter, r *http.Request, v4 bool) int {
-	self := r.Host
-	ioHost := h.cfg.IOHost
-	if ioHost == "" {
-		ioHost = self
-	}
-	const ttl = 86400
-	if v4 {
-		dom := func(host string) map[string]any { return map[string]any{"domains": []string{host}, "old": []string{}} }
-		return writeJSON(w, http.StatusOK, map[string]any{"hosts": []map[string]any{{
-			"region": h.cfg.Region, "ttl": ttl,
-			"io": dom(ioHost), "io_src": dom(ioHost), "up": dom(self), "uc": dom(self),
-			"rs": dom(self), "rsf": dom(self), "api": dom(self),
-		}}})
-	}
-	acc := func(host string) map[string]any {
-		return map[string]any{"acc": map[string]any{"main": []string{host}, "backup": []string{}}}
-	}
-	return writeJSON(w, http.StatusOK, map[string]any{
-		"region": h.cfg.Region, "ttl": ttl,
-		"io": map[string]any{"src": map[string]any{"main": []string{ioHost}}},
-		"up": map[string]any{
-			"acc": map[string]any{"main": []string{self}, "backup": []string{}},
-			"src": map[string]any{"main": []string{self}, "backup": []string{}},
-		},
-		"uc": acc(self), "rs": acc(self), "rsf": acc(self), "api": acc(self),
-	})
-}
 
 // parseForm parses a form body; repeated keys keep their order.
 func parseForm(body []byte) (map[string][]string, error) {

@@ -427,7 +427,9 @@ func TestFetchThroughGuard(t *testing.T) {
 }
 
 // The region query answers this platform's addresses, as both SDK
-// generations read them.
+// generations read them: every service, io (fetch, prefetch) included,
+// at the host the client reached; io_src (downloads) at the bucket's
+// domain at the router.
 func TestRegionQuery(t *testing.T) {
 	e := newEnv(t, nil)
 	host := strings.TrimPrefix(e.api.URL, "http://")
@@ -443,13 +445,13 @@ func TestRegionQuery(t *testing.T) {
 		}
 		return d[0].(string)
 	}
-	for _, svc := range []string{"up", "rs", "rsf", "api", "uc"} {
+	for _, svc := range []string{"up", "rs", "rsf", "api", "uc", "io"} {
 		if got := first(hosts[0], svc); got != host {
 			t.Errorf("v4 %s = %q, want %q", svc, got, host)
 		}
 	}
-	if first(hosts[0], "io") != "io.test:8080" || field(hosts[0], "ttl") == nil {
-		t.Errorf("v4 io/ttl: %v", hosts[0])
+	if first(hosts[0], "io_src") != "photos.localhost:8080" || field(hosts[0], "ttl") == nil {
+		t.Errorf("v4 io_src/ttl: %v", hosts[0])
 	}
 	_, v = e.call(nil, alice, "GET", "/v2/query?ak="+alice.AccessKey+"&bucket=photos", "")
 	main := func(v any, svc, kind string) string {
@@ -459,7 +461,7 @@ func TestRegionQuery(t *testing.T) {
 		}
 		return m[0].(string)
 	}
-	if main(v, "up", "acc") != host || main(v, "rs", "acc") != host || main(v, "rsf", "acc") != host || main(v, "io", "src") != "io.test:8080" {
+	if main(v, "up", "acc") != host || main(v, "rs", "acc") != host || main(v, "rsf", "acc") != host || main(v, "io", "src") != host {
 		t.Fatalf("v2: %v", v)
 	}
 }
