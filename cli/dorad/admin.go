@@ -121,7 +121,7 @@ of the --config file. The config file may also list instance flavors
 	addBackendFlag(f, "queue", "", queueHelp+" (default bolt://<data-dir>/pfop.db)")
 	f.Bool("allow-private-notify", false, "let pfop notifyURLs reach loopback and private addresses (development only)")
 	f.Bool("allow-private-mirror", false, "let buckets mirror (and rs fetch) loopback and private addresses (development only)")
-	f.String("router-host", "", "the routers' public host:port, named as the download (io) host in the SDKs' region query (default: this admin's host)")
+	f.String("router-host", "", "the routers' public host:port: the SDKs' region query names <bucket>.<domain-suffix> at its port as the download host (default: this admin's host)")
 	f.StringSlice("stats-from", nil, "/metrics URLs of the routers and the autoscaler, sampled for the web console's charts (e.g. http://router-1:8080/metrics)")
 	f.String("domain-suffix", "localhost", "the routers' domain suffix (buckets answer at <bucket>.<suffix>); no bucket may bind a domain under it")
 	f.String("data-dir", "./.dora", "directory for builds, registry blobs and local-runtime instances")

@@ -46,9 +46,9 @@ type AdminConfig struct {
 	// DomainSuffix is the routers' (buckets answer at <bucket>.<suffix>);
 	// no bucket may bind a domain under it. Default "localhost".
 	DomainSuffix string
-	// RouterHost is the routers' public host:port, which the SDKs' region
-	// query (uc /v4/query) is answered with as the download (io) host;
-	// the admin's own host when empty.
+	// RouterHost is the routers' public host:port: the SDKs' region query
+	// (uc /v4/query) names <bucket>.<DomainSuffix> at its port as the
+	// download host (io_src); the admin's own host when empty.
 	RouterHost string
 	// StatsFrom are the /metrics URLs of the routers and the autoscaler
 	// (e.g. http://router-1:8080/metrics): the web console's charts are
@@ -262,7 +262,7 @@ func (a *Admin) build(ctx context.Context, cfg AdminConfig, be Backends, ln net.
 		return fmt.Errorf("admin: %w", err)
 	}
 	rsHandler, err := rs.New(rs.Config{
-		Store: be.Store, Objects: be.Objects, IOHost: cfg.RouterHost, Region: region,
+		Store: be.Store, Objects: be.Objects, IOHost: cfg.RouterHost, DomainSuffix: cfg.DomainSuffix, Region: region,
 		AllowPrivateFetch: cfg.AllowPrivateMirror || cfg.AllowPrivateFetch, Logger: log.With("part", "rs"),
 	})
 	if err != nil {
