@@ -20,7 +20,7 @@ import (
 	"github.com/doraproject/dora"
 )
 
-// Policy defaults (DESIGN.md "Autoscaling").
+// Policy defaults (docs/api.md, "Autoscale policy").
 const (
 	DefaultTarget             = 10.0 // in-flight requests per instance
 	DefaultStableWindow       = 60 * time.Second

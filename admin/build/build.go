@@ -3,7 +3,7 @@
 // the upload into a staging directory ($RESOURCE), Build runs the
 // build_script lines in a fresh working directory and, only when every line
 // succeeds, makes it the result directory that runtimes copy for each
-// instance (PROTOCOLS.md §3, seed 001).
+// instance (`ufop.yaml`, docs/first-ufop.md; seed 001).
 //
 // Layout under the builder's root, per ufop and build number n:
 //

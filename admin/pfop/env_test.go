@@ -295,7 +295,7 @@ func (e *env) startWorker(q pfop.Queue, mod func(*pfop.WorkerConfig)) (stop func
 	return stop
 }
 
-// --- requests as the Qiniu Go SDK sends them, signed by accountstest (PROTOCOLS.md §5) ---
+// --- requests as the Qiniu Go SDK sends them, signed by accountstest (docs/api.md, Conventions) ---
 
 // pfopCall POSTs the form to path (/pfop or /pfop/) signed by a.
 func (e *env) pfopCall(path string, a dora.Account, sign signer, form url.Values) (int, map[string]any, http.Header) {

@@ -1,4 +1,4 @@
-// Package pfop is Dora's persistent processing (PROTOCOLS.md §6): jobs that
+// Package pfop is Dora's persistent processing (Qiniu's pfop; docs/api.md): jobs that
 // run fop pipelines on stored objects in the background and save their
 // results, submitted with `POST /pfop` or by a form upload's persistentOps,
 // followed with `GET /status/get/prefop`, announced to a notifyURL.
@@ -37,7 +37,7 @@ import (
 	"github.com/doraproject/dora/internal/store"
 )
 
-// Job and item codes (PROTOCOLS.md §6; defined with the wire types in
+// Job and item codes (Qiniu's, docs/api.md; defined with the wire types in
 // internal/api).
 const (
 	CodeSuccess      = api.PfopSuccess

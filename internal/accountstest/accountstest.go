@@ -1,6 +1,6 @@
 // Package accountstest is the account fixture of the HTTP API tests: two
 // accounts (Alice and Bob), Seed to write them and their buckets into a
-// store, and requests signed as the Qiniu SDKs sign them (PROTOCOLS.md §5),
+// store, and requests signed as the Qiniu SDKs sign them (docs/api.md, Conventions),
 // written out here rather than through internal/auth so that a test checks
 // the server's verifier against an independent signer.
 //

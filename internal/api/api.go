@@ -165,7 +165,7 @@ type TimeoutsConfig struct {
 	Idle      Duration `json:"idle,omitempty" yaml:"idle,omitempty"`
 }
 
-// ReleaseConfig is dora.yaml (PROTOCOLS.md §3), read from YAML by qdoractl
+// ReleaseConfig is dora.yaml (docs/api.md, "Images and releases"), read from YAML by qdoractl
 // and sent as JSON in the body of POST /v1/releases.
 type ReleaseConfig struct {
 	UfopName     string             `json:"ufopname" yaml:"ufopname"`

@@ -2,7 +2,7 @@ package api
 
 import "fmt"
 
-// Persistent processing paths (PROTOCOLS.md §6), served at the admin API's
+// Persistent processing paths (Qiniu's pfop; docs/api.md), served at the admin API's
 // root like Qiniu's api host.
 const (
 	PathPfop      = "/pfop"
@@ -11,7 +11,7 @@ const (
 	PathUpload    = "/"
 )
 
-// Pfop job and item codes (PROTOCOLS.md §6).
+// Pfop job and item codes (Qiniu's; docs/api.md).
 const (
 	PfopSuccess      = 0
 	PfopWaiting      = 1

@@ -1,5 +1,5 @@
 // Package auth signs and verifies requests the way Qiniu's SDKs do
-// (PROTOCOLS.md §1 and §5): the QBox and Qiniu management signatures, the
+// (docs/api.md's Conventions, docs/builtins.md): the QBox and Qiniu management signatures, the
 // download token of private URLs, and the saveas sign.
 //
 // Every signature is urlsafe_base64(hmac_sha1(SK, data)); only what data

@@ -12,7 +12,7 @@ import (
 )
 
 // The expected signatures below were computed independently in the shell
-// from the PROTOCOLS.md text, with python3:
+// from the rules in docs/api.md (Conventions) and docs/builtins.md, with python3:
 //
 //	base64.urlsafe_b64encode(hmac.new(b"SK-secret", data, hashlib.sha1).digest())
 //
