@@ -443,6 +443,21 @@ func ValidateKey(key string) error {
 	return nil
 }
 
+// UploadTempPrefix is the key namespace reserved in every bucket for the
+// temporaries of writes in progress (an upload that names no key, a
+// fetch to a bare bucket: stored there under a random name, then copied
+// to their key and deleted). It is the one definition of the namespace
+// for the data plane, which may not import admin/rs (whose
+// rs.UploadTempPrefix must equal it).
+const UploadTempPrefix = ".dora-upload/"
+
+// ReservedKey reports whether key is UploadTempPrefix's directory or
+// lies under it: a key no user may read, write, list or delete, through
+// any API.
+func ReservedKey(key string) bool {
+	return strings.HasPrefix(key, UploadTempPrefix) || key == UploadTempPrefix[:len(UploadTempPrefix)-1]
+}
+
 // truncateKey shortens a key for an error message.
 func truncateKey(s string) string {
 	if len(s) > 64 {

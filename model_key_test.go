@@ -41,3 +41,14 @@ func FuzzValidateKey(f *testing.F) {
 		}
 	})
 }
+
+func TestReservedKey(t *testing.T) {
+	for key, want := range map[string]bool{
+		".dora-upload": true, ".dora-upload/": true, ".dora-upload/0123abcd": true, ".dora-upload/a/b": true,
+		".dora-uploads": false, ".dora-upload.txt": false, "a/.dora-upload/x": false, "dora-upload/x": false, "": false,
+	} {
+		if got := ReservedKey(key); got != want {
+			t.Errorf("ReservedKey(%q) = %v, want %v", key, got, want)
+		}
+	}
+}

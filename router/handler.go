@@ -291,6 +291,12 @@ func (r *Router) serveBucket(rq *request, snap *meta.Snapshot, bucket dora.Bucke
 			return false, herr
 		}
 	}
+	if dora.ReservedKey(key) {
+		// An upload's temporary is no object of the bucket's (listings
+		// hide it): answered as a key that holds none, after the token
+		// as for any missing object.
+		return false, errNoSuchObject()
+	}
 	streaming, herr = r.serveParsed(rq, snap, bucket, key, host, string(rawPath), req)
 	if herr == nil && req.HasAttName && ctx.Response.StatusCode() < 300 {
 		ctx.Response.Header.Set("Content-Disposition", contentDisposition(req.AttName, key))
@@ -404,6 +410,25 @@ func checkKey(key string) *httpError {
 	return nil
 }
 
+// errNoSuchObject is the answer for a key that holds no object.
+func errNoSuchObject() *httpError { return errf(fasthttp.StatusNotFound, "no such object") }
+
+// checkSaveKey checks a saveas target key: the platform's key rule
+// (checkKey), and not in the namespace of the upload temporaries
+// (dora.ReservedKey), where a saved result could take a temporary's
+// place or, named as its directory, make every keyless upload to the
+// bucket fail. 400 when it refuses.
+func checkSaveKey(key string) *httpError {
+	if herr := checkKey(key); herr != nil {
+		herr.msg = "saveas: " + herr.msg
+		return herr
+	}
+	if dora.ReservedKey(key) {
+		return errf(fasthttp.StatusBadRequest, "saveas: invalid key %q: keys under %s are reserved for uploads in progress", key, dora.UploadTempPrefix)
+	}
+	return nil
+}
+
 // scheme is the scheme the client used, which the download token signs:
 // https over a TLS connection to the router, or when a trusted proxy
 // (Config.TrustedProxies) says so in X-Forwarded-Proto.
@@ -473,8 +498,7 @@ func (r *Router) checkSaveAs(ctx *fasthttp.RequestCtx, snap *meta.Snapshot, host
 	}
 	// Checked before anything streams: a key the origin would refuse must
 	// not fail only after the client got the output.
-	if herr := checkKey(sa.Key); herr != nil {
-		herr.msg = "saveas: " + herr.msg
+	if herr := checkSaveKey(sa.Key); herr != nil {
 		return herr
 	}
 	vctx, cancel := context.WithTimeout(context.Background(), time.Second)

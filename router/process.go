@@ -81,6 +81,9 @@ func (r *Router) Process(ctx context.Context, bucket, key, fops string, w io.Wri
 	if herr := checkKey(key); herr != nil {
 		return res, processError(herr)
 	}
+	if dora.ReservedKey(key) { // as a download of it: no object of the bucket's
+		return res, processError(errNoSuchObject())
+	}
 	if r.cache != nil {
 		select {
 		case <-r.Ready():
@@ -158,8 +161,7 @@ func (r *Router) checkSaveTarget(snap *meta.Snapshot, src dora.Bucket, sa *fop.S
 	if tb.Owner != src.Owner {
 		return errf(fasthttp.StatusForbidden, "saveas: bucket %q does not belong to the owner of %q", sa.Bucket, src.Name)
 	}
-	if herr := checkKey(sa.Key); herr != nil {
-		herr.msg = "saveas: " + herr.msg
+	if herr := checkSaveKey(sa.Key); herr != nil {
 		return herr
 	}
 	if r.cfg.Writer == nil {
@@ -204,7 +206,7 @@ func (r *Router) servePersisted(rq *request, snap *meta.Snapshot, b dora.Bucket,
 	if !found || tb.Owner != b.Owner {
 		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", fopText)
 	}
-	if herr := checkKey(sk); herr != nil {
+	if herr := checkKey(sk); herr != nil || dora.ReservedKey(sk) {
 		return false, errf(fasthttp.StatusNotFound, "no persisted result for %q", fopText)
 	}
 	if tb.Private && !b.Private {

@@ -49,6 +49,9 @@ func (r *Router) openWatermark(ctx context.Context, b dora.Bucket, raw string) (
 	if herr != nil {
 		return nil, bad("%q: %s", raw, herr.msg)
 	}
+	if dora.ReservedKey(key) { // an upload's temporary: no object, as for a download
+		return nil, bad("%q: %s", raw, errNoSuchObject().msg)
+	}
 	rc, _, herr := r.openObject(ctx, tb, key)
 	if herr != nil {
 		return nil, bad("%q: %s", raw, herr.msg)
