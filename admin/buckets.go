@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/store"
+	"github.com/doraproject/dora/router/origin"
 )
 
 func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -21,14 +24,33 @@ func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) e
 	}
 	// Objects left under the name by a deleted bucket (an upload that
 	// finished after the delete, through any API) are another account's:
-	// the name is not given out while they are there.
+	// the name is not given out while they are there. Upload temporaries
+	// left there (an upload that stored one after the delete and stopped
+	// before moving it; the leader's sweep walks existing buckets only)
+	// are nobody's: they are removed, so that the new bucket starts clean.
 	if s.cfg.Objects != nil {
-		objs, err := s.cfg.Objects.List(r.Context(), b.Name, "", 1)
-		if err != nil {
-			return fmt.Errorf("create bucket %s: list objects: %w", b.Name, err)
+		// Never the temporaries of a bucket that exists: its uploads'.
+		// (A bucket of this name created by someone else from here to the
+		// Txn below, and an upload to it started meanwhile, would lose its
+		// temporary and fail; this create then fails with 409 anyway.)
+		if _, err := s.st.Get(r.Context(), store.BucketKey(b.Name)); err == nil {
+			return errf(http.StatusConflict, "bucket %q already exists", b.Name)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("create bucket %s: %w", b.Name, err)
 		}
-		if len(objs) > 0 {
+		held, err := holdsObjects(r.Context(), s.cfg.Objects, b.Name)
+		if err != nil {
+			return fmt.Errorf("create bucket %s: %w", b.Name, err)
+		}
+		if held {
 			return errf(http.StatusConflict, "bucket name %q still holds objects of a deleted bucket; choose another name", b.Name)
+		}
+		n, err := removeUploadTemps(r.Context(), s.cfg.Objects, b.Name)
+		if err != nil {
+			return fmt.Errorf("create bucket %s: remove the upload temporaries of a deleted bucket of that name: %w", b.Name, err)
+		}
+		if n > 0 {
+			s.log.Info("admin: create bucket: removed the upload temporaries of a deleted bucket of that name", "bucket", b.Name, "count", n)
 		}
 	}
 	domains := b.Domains
@@ -148,12 +170,15 @@ func (s *Server) deleteBucket(w http.ResponseWriter, r *http.Request, c *call) e
 	if err != nil {
 		return err
 	}
+	// Only the objects its owner can see and delete count: the upload
+	// temporaries (rs.ReservedKey), hidden from every listing and refused
+	// as keys, go with the bucket.
 	if s.cfg.Objects != nil {
-		objs, err := s.cfg.Objects.List(r.Context(), name, "", 1)
+		held, err := holdsObjects(r.Context(), s.cfg.Objects, name)
 		if err != nil {
-			return fmt.Errorf("delete bucket %s: list objects: %w", name, err)
+			return fmt.Errorf("delete bucket %s: %w", name, err)
 		}
-		if len(objs) > 0 {
+		if held {
 			return errf(http.StatusConflict, "bucket %q still holds objects; delete them first", name)
 		}
 	}
@@ -164,6 +189,64 @@ func (s *Server) deleteBucket(w http.ResponseWriter, r *http.Request, c *call) e
 	if err := s.st.Txn(r.Context(), ops); err != nil {
 		return fmt.Errorf("delete bucket %s: %w", name, err)
 	}
+	// Removed once the bucket is gone, not before: a delete that fails
+	// leaves its uploads alone. An upload still under way finds its
+	// temporary gone at its move step and fails without storing anything;
+	// one that stores its temporary after this and then stops leaves it
+	// to the next create of the name (createBucket removes it).
+	if s.cfg.Objects != nil {
+		n, err := removeUploadTemps(context.WithoutCancel(r.Context()), s.cfg.Objects, name)
+		if err != nil {
+			// The bucket is deleted: answering an error would only make
+			// the client retry into a 404.
+			s.log.Warn("admin: delete bucket: upload temporaries left for the next create of the name", "bucket", name, "removed", n, "err", err)
+		} else if n > 0 {
+			s.log.Info("admin: delete bucket: removed its upload temporaries", "bucket", name, "count", n)
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// holdsObjects reports whether bucket holds an object a user put there:
+// one that is not an upload temporary (rs.ReservedKey). The temporaries
+// sort together, so it lists pages 4 times larger until one holds
+// another key or the listing ends (a store's List may cost a walk of the
+// whole bucket whatever its limit: few of them, however many temporaries).
+func holdsObjects(ctx context.Context, l origin.Lister, bucket string) (bool, error) {
+	for want := 16; ; want *= 4 {
+		objs, err := l.List(ctx, bucket, "", want)
+		if err != nil {
+			return false, fmt.Errorf("list objects of %s: %w", bucket, err)
+		}
+		for _, o := range objs {
+			if !rs.ReservedKey(o.Key) {
+				return true, nil
+			}
+		}
+		if len(objs) < want {
+			return false, nil
+		}
+	}
+}
+
+// removeUploadTemps deletes every key of bucket in the namespace of the
+// upload temporaries (rs.ReservedKey: under rs.UploadTempPrefix, and
+// its directory's name) and returns how many it deleted. No other key.
+func removeUploadTemps(ctx context.Context, objs ObjectStore, bucket string) (int, error) {
+	list, err := objs.List(ctx, bucket, strings.TrimSuffix(rs.UploadTempPrefix, "/"), 0)
+	if err != nil {
+		return 0, fmt.Errorf("list %s/%s: %w", bucket, rs.UploadTempPrefix, err)
+	}
+	n := 0
+	for _, o := range list {
+		if !rs.ReservedKey(o.Key) {
+			continue
+		}
+		if err := objs.Delete(ctx, bucket, o.Key); err != nil && !errors.Is(err, origin.ErrNotFound) {
+			return n, fmt.Errorf("delete %s/%s: %w", bucket, o.Key, err)
+		}
+		n++
+	}
+	return n, nil
 }
