@@ -10,22 +10,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/router/origin"
 )
 
 // UploadTempPrefix is the key namespace reserved for the temporaries of
-// writes in progress: an upload that names no key (admin/pfop: keyless
-// and saveKey uploads) and a fetch to a bare bucket store the file there
-// under a random name (TempKey), then copy it to its key and delete it.
-// Keys there are left out of listings, refused by every rs operation and
-// upload, and those a crash left behind are removed by Expirer (DecideTemp).
-const UploadTempPrefix = ".dora-upload/"
+// writes in progress (dora.UploadTempPrefix, which the router refuses
+// too): an upload that names no key (admin/pfop: keyless and saveKey
+// uploads) and a fetch to a bare bucket store the file there under a
+// random name (TempKey), then copy it to its key and delete it. Keys there
+// are left out of listings, refused by every rs operation and upload, and
+// those a crash left behind are removed by Expirer (DecideTemp).
+const UploadTempPrefix = dora.UploadTempPrefix
 
 // ReservedKey reports whether key is UploadTempPrefix's directory or lies
 // under it: a key no user may read, write, list or delete.
-func ReservedKey(key string) bool {
-	return key == strings.TrimSuffix(UploadTempPrefix, "/") || strings.HasPrefix(key, UploadTempPrefix)
-}
+func ReservedKey(key string) bool { return dora.ReservedKey(key) }
 
 // TempKey returns a new key under UploadTempPrefix: 96 random bits, so
 // that no two writes share one and nobody can guess one.
