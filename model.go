@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 )
 
-// Mode says which accounts' buckets may use a ufop (PROTOCOLS.md §4).
+// Mode says which accounts' buckets may use a ufop (docs/api.md, Ufops).
 type Mode int
 
 // The three ufop access modes, numbered as the older qufopctl spells them.
@@ -48,7 +48,7 @@ func ParseMode(s string) (Mode, error) {
 	return 0, fmt.Errorf("%q: %w", s, ErrBadMode)
 }
 
-// Protocol is the instance protocol a release's program speaks (PROTOCOLS.md §2).
+// Protocol is the instance protocol a release's program speaks (docs/instance-protocols.md).
 type Protocol string
 
 // The two instance protocols.
@@ -369,7 +369,7 @@ var (
 	ErrReservedName = errors.New("name is reserved for a built-in fop")
 )
 
-// ValidateUfopName applies PROTOCOLS.md §4's name rules.
+// ValidateUfopName applies the ufop name rules (docs/api.md, Ufops).
 func ValidateUfopName(name string) error {
 	if IsBuiltin(name) {
 		return fmt.Errorf("%q: %w", name, ErrReservedName)

@@ -152,7 +152,7 @@ func TestURLConventionsSigned(t *testing.T) {
 }
 
 // TestUfopNamesOfTheNameRule: every name the platform lets a ufop have
-// (dora.ValidateUfopName, PROTOCOLS.md §4: 5 to 20 of a-z 0-9 - _, so a
+// (dora.ValidateUfopName, 5 to 20 of a-z 0-9 - _, so a
 // digit, '-' or '_' may come first) can be called from a processing URL.
 func TestUfopNamesOfTheNameRule(t *testing.T) {
 	e := newEnv(t, nil)

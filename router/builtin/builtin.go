@@ -1,5 +1,5 @@
 // Package builtin runs the fops the router implements natively
-// (PROTOCOLS.md §7, docs/builtins.md): qhash, imageInfo, exif, imageView2,
+// (docs/builtins.md): qhash, imageInfo, exif, imageView2,
 // imageMogr2, watermark, imageAve and avinfo, with Qiniu's parameters and
 // output shapes. saveas is the router's own business and is not handled here.
 //

@@ -1,4 +1,4 @@
-// Package fop parses the query of a processing URL (PROTOCOLS.md §1): a
+// Package fop parses the query of a processing URL (docs/builtins.md): a
 // pipeline of fop steps, an optional trailing saveas step, the p/1/ prefix
 // that reads back a persisted result, a download token, attname= and the
 // parameters Qiniu ignores (cache-busters such as v=123).
