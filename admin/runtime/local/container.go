@@ -124,27 +124,30 @@ func multiLineEnvError(rel []dora.EnvVar) error {
 // the container's. It returns crashed when the container exited on its
 // own (why says how: exit status, or OOM from `podman inspect`), fatal
 // when it never passed its health check within HealthyDeadline (it is
-// stopped and not restarted).
-func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtime.Spec, image string) (crashed, fatal bool, why string) {
+// stopped and not restarted), and missing too when an OCI image
+// deployment's container could not be created because its image is no
+// longer in podman's storage (asked only then: a start whose image is
+// there costs nothing more).
+func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtime.Spec, image string) (crashed, fatal, missing bool, why string) {
 	pod := r.cfg.Podman
 	name := r.containerName(in.id)
 	port, err := freePort()
 	if err != nil {
-		return true, false, fmt.Sprintf("pick a port: %v", err)
+		return true, false, false, fmt.Sprintf("pick a port: %v", err)
 	}
 	envFile := filepath.Join(d.dir, "logs", strconv.Itoa(in.index)+".env")
 	env, pass := containerEnv(spec.Release.Env)
 	if spec.Package != nil {
 		if err := os.RemoveAll(in.dir); err != nil {
-			return true, false, fmt.Sprintf("prepare working dir: %v", err)
+			return true, false, false, fmt.Sprintf("prepare working dir: %v", err)
 		}
 		if err := r.prepareDir(d, in.dir, spec.Package.Dir); err != nil {
-			return true, false, fmt.Sprintf("prepare working dir: %v", err)
+			return true, false, false, fmt.Sprintf("prepare working dir: %v", err)
 		}
 		env, pass = packageEnv(r.cfg.Env, spec.Release.Env, in.dir, r.runAs)
 	}
 	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
-		return true, false, fmt.Sprintf("environment file: %v", err)
+		return true, false, false, fmt.Sprintf("environment file: %v", err)
 	}
 	cs := containerSpec{
 		Name: name, Image: image, EnvFile: envFile, PassEnv: pass, HostPort: port,
@@ -176,7 +179,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 	t0 := time.Now()
 	pid, exited, drain, err := startLogged(in, cmd, r.spawner.Start)
 	if err != nil {
-		return true, false, fmt.Sprintf("podman run: %v", err)
+		return true, false, false, fmt.Sprintf("podman run: %v", err)
 	}
 	bg := context.Background()
 	// stop asks podman to stop the container (SIGTERM, SIGKILL after
@@ -211,7 +214,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		r.mu.Unlock()
 		stop()
 		finish()
-		return false, false, ""
+		return false, false, false, ""
 	}
 	in.pid, in.port, in.started = pid, port, time.Now()
 	if in.crashes < r.cfg.MaxCrashes {
@@ -261,6 +264,13 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 		select {
 		case err := <-exited:
 			info, ierr := finish()
+			if ierr != nil && spec.Package == nil && r.imageMissing(ctx, image) {
+				// No container to inspect: podman run found no
+				// image (--pull never), removed behind the runtime's back.
+				why = fmt.Sprintf("image %s (%s) is no longer in podman's storage", spec.OCIImage, shortID(image))
+				in.stderr.Write([]byte("dora: " + why + "\n"))
+				return true, false, true, why
+			}
 			oom := oomKilled()
 			switch {
 			case info.OOMKilled || oom:
@@ -273,11 +283,11 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 				why = fmt.Sprintf("exited with status %d", info.ExitCode)
 			}
 			in.stderr.Write([]byte("dora: container " + why + "\n"))
-			return true, false, why
+			return true, false, false, why
 		case <-rn.stop:
 			stop()
 			finish()
-			return false, false, ""
+			return false, false, false, ""
 		case <-deadline.C:
 			if everHealthy {
 				continue
@@ -289,7 +299,7 @@ func (r *Runtime) runContainer(d *deployment, in *instance, rn *run, spec runtim
 			in.stderr.Write([]byte("dora: " + why + "; container stopped\n"))
 			stop()
 			finish()
-			return false, true, why
+			return false, true, false, why
 		case perr := <-probes:
 			if perr == nil {
 				if !everHealthy {

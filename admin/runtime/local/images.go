@@ -17,6 +17,16 @@ package local
 // only when no other name is left on it, and never while a container,
 // Dora's or not, uses it (no --force). A removal that fails is logged and
 // tried again later, with a growing wait.
+//
+// Instances start from the image id, never pulling (--pull never). One
+// whose image is gone from podman's storage all the same (an operator's
+// `podman rmi` or `podman image prune -a`, another runtime on the host
+// removing a name both pulled) finds it out when `podman run` fails, and
+// only then: the reference the deployment named is pulled again, with the
+// same access as Apply's pull, claimed for the collector, and the start
+// goes on, provided the reference still names the image the deployment
+// was deployed with; otherwise the instance fails saying so
+// (restoreImage).
 
 import (
 	"context"
@@ -286,6 +296,103 @@ func (r *Runtime) imageLoop(ctx context.Context) {
 			timer.Reset(time.Until(next))
 		}
 	}
+}
+
+// imageRestore is one pull of a deployment's image that went missing
+// from podman's storage (restoreImage); the instances that find it
+// missing while it runs wait for it and share its outcome.
+type imageRestore struct {
+	done  chan struct{}
+	fatal bool
+	err   error
+}
+
+// imageMissing reports whether podman's storage lacks image id. An error
+// asking podman is logged and taken as not missing (the start failed for
+// another reason, as far as anyone can tell).
+func (r *Runtime) imageMissing(ctx context.Context, id string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ok, err := r.cfg.Podman.ImageExists(ctx, id)
+	if err != nil {
+		r.log.Warn("cannot tell whether an instance's image is still there", "image", id, "err", err)
+		return false
+	}
+	return !ok
+}
+
+// restoreImage brings back image id, which a deployment deployed from
+// ref runs and which is no longer in podman's storage (an operator's
+// `podman rmi` or `podman image prune -a`, or another runtime on the
+// host removing a name they both pulled): it pulls ref again, as Apply
+// did (same registry access and credentials), and claims the name for
+// the collector when podman did not have it (or the runtime had pulled
+// it before). When ref names another image now, it fails with fatal set:
+// the deployment does not silently run code it was not deployed with;
+// deploying it again runs the new image. Instances finding the same
+// image missing at once share one pull.
+func (r *Runtime) restoreImage(ctx context.Context, ref, id string) (fatal bool, err error) {
+	r.mu.Lock()
+	rs := r.restores[id]
+	owner := rs == nil
+	if owner {
+		rs = &imageRestore{done: make(chan struct{})}
+		r.restores[id] = rs
+	}
+	r.mu.Unlock()
+	if !owner {
+		select {
+		case <-rs.done:
+			return rs.fatal, rs.err
+		case <-ctx.Done():
+			return false, fmt.Errorf("image %s missing from podman's storage: waiting for its pull: %w", ref, ctx.Err())
+		}
+	}
+	rs.fatal, rs.err = r.pullAgain(ctx, ref, id)
+	r.mu.Lock()
+	delete(r.restores, id)
+	r.mu.Unlock()
+	close(rs.done)
+	return rs.fatal, rs.err
+}
+
+// pullAgain is restoreImage's pull.
+func (r *Runtime) pullAgain(ctx context.Context, ref, id string) (fatal bool, err error) {
+	// Held shared as by Apply's pull: the collector does not remove the
+	// name while it is pulled and claimed again.
+	r.imgMu.RLock()
+	defer r.imgMu.RUnlock()
+	t0 := time.Now()
+	r.log.Warn("an instance's image is no longer in podman's storage; pulling it again", "ref", ref, "image", id)
+	had, err := r.cfg.Podman.ImageExists(ctx, ref)
+	if err != nil {
+		had = true // not known: not claimed
+		r.log.Warn("cannot tell whether podman has the image name already; it will be kept", "ref", ref, "err", err)
+	}
+	mine := !had || r.ownsRef(ref)
+	got, err := r.cfg.Podman.Pull(ctx, ref)
+	if err != nil {
+		return false, fmt.Errorf("image %s (%s) is no longer in podman's storage and pulling it again failed: %w", ref, shortID(id), err)
+	}
+	if mine {
+		// The collector removes it once nothing uses it, the image
+		// the deployment runs or, when ref moved, the one it names now.
+		r.recordPull(ref, got, time.Now())
+	}
+	if !sameImage(got, id) {
+		return true, fmt.Errorf("image %s (%s) is no longer in podman's storage, and %s names another image now (%s): not run in its place; deploy again to run it", ref, shortID(id), ref, shortID(got))
+	}
+	r.log.Info("image pulled again", "ref", ref, "image", id, "took", time.Since(t0))
+	return false, nil
+}
+
+// shortID is image id as podman shows it: its first 12 hex digits.
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }
 
 // ImageExists reports whether podman's storage has an image named ref

@@ -17,6 +17,8 @@ import (
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/doraproject/dora"
+	"github.com/doraproject/dora/admin/runtime"
 	"github.com/doraproject/dora/internal/agenttest"
 )
 
@@ -331,5 +333,111 @@ func TestTestsLeaveNoImages(t *testing.T) {
 	if ref != "" && imageExists(t, ref) {
 		exec.Command("podman", "rmi", ref).Run()
 		t.Fatalf("the test left image %s in podman's storage", ref)
+	}
+}
+
+// rmiBehind removes ref from podman's storage behind the runtime's back,
+// as an operator's `podman rmi` would, and checks that image id is gone.
+func rmiBehind(t *testing.T, ref, id string) {
+	t.Helper()
+	if out, err := exec.Command("podman", "rmi", ref).CombinedOutput(); err != nil {
+		t.Fatalf("podman rmi %s: %v: %s", ref, err, out)
+	}
+	if imageExists(t, id) {
+		t.Fatalf("image %s still there after podman rmi %s", id, ref)
+	}
+}
+
+// TestMissingImagePulledAgain: an instance whose image was removed from
+// podman's storage behind the runtime's back (the deployment at zero or
+// its instance stopped) pulls it again from the deployment's reference
+// when it starts, runs it, and the name is the runtime's to collect now
+// (an operator had pulled it first); when the reference names another
+// image by then, the instance fails saying so instead of running it.
+func TestMissingImagePulledAgain(t *testing.T) {
+	pod, err := DetectPodman(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRuntimeWith(t, Config{Dir: t.TempDir(), Podman: pod})
+	ctx := context.Background()
+	ref := pushSaltedImage(t, "test/restore:v1")
+	if out, err := exec.Command("podman", "pull", "--quiet", "--tls-verify=false", ref).CombinedOutput(); err != nil {
+		t.Fatalf("the operator's pull: %v: %s", err, out)
+	}
+	spec := grepdSpec("deploy-restore", 1)
+	spec.Package = nil
+	spec.OCIImage = ref
+	if err := r.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "healthy", func() bool { return status(t, r, "deploy-restore").Healthy == 1 })
+	if r.ownsRef(ref) {
+		t.Fatal("a name the operator pulled was claimed")
+	}
+	r.mu.Lock()
+	id := r.deps["deploy-restore"].image
+	r.mu.Unlock()
+
+	// Scaled to zero, the image removed: the wake-up (two instances,
+	// one pull) pulls it again.
+	if err := r.Scale(ctx, "deploy-restore", 0, "test"); err != nil {
+		t.Fatal(err)
+	}
+	rmiBehind(t, ref, id)
+	if err := r.Scale(ctx, "deploy-restore", 2, "test"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "healthy again after the pull", func() bool { return status(t, r, "deploy-restore").Healthy == 2 })
+	for _, in := range status(t, r, "deploy-restore").Instances {
+		if in.Restarts != 0 {
+			t.Errorf("the missing image counted as a crash: %+v", in)
+		}
+	}
+	if !imageExists(t, id) || !r.ownsRef(ref) {
+		t.Fatalf("after the pull: image %s there %v, name claimed %v", id, imageExists(t, id), r.ownsRef(ref))
+	}
+	logs, err := r.Logs(ctx, "deploy-restore", runtime.LogQuery{Index: 1, Stream: "stderr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(logs)
+	logs.Close()
+	if !strings.Contains(string(b), "no longer in podman's storage") || !strings.Contains(string(b), "pulled again") {
+		t.Errorf("stderr does not say the image was pulled again:\n%s", b)
+	}
+
+	// The instance stopped, the image removed, the instance started.
+	if err := r.StopInstances(ctx, "deploy-restore", nil); err != nil {
+		t.Fatal(err)
+	}
+	rmiBehind(t, ref, id)
+	if err := r.StartInstances(ctx, "deploy-restore", nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "healthy again after start", func() bool { return status(t, r, "deploy-restore").Healthy == 2 })
+
+	// The tag moved in the registry meanwhile: the instance fails and
+	// does not run the other image.
+	tag, err := name.NewTag(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, agenttest.Image(t, filepath.Join(grepdDir, "grepd"), agenttest.ImageOptions{Salt: true})); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.StopInstances(ctx, "deploy-restore", nil); err != nil {
+		t.Fatal(err)
+	}
+	rmiBehind(t, ref, id)
+	if err := r.StartInstances(ctx, "deploy-restore", nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "FAILED saying the reference names another image", func() bool {
+		st := status(t, r, "deploy-restore")
+		return st.Status == dora.DeployFailed && strings.Contains(st.Message, "names another image now") && strings.Contains(st.Message, "deploy again")
+	})
+	if running := labelled(t, r, "deploy-restore"); len(running) != 0 {
+		t.Fatalf("containers of the deployment: %v", running)
 	}
 }

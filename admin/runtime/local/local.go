@@ -194,6 +194,9 @@ type Runtime struct {
 	imgKick   chan struct{} // cap 1
 	imgDone   chan struct{} // closed when the collector has stopped
 	imgCancel context.CancelFunc
+	// restores are the pulls of missing images under way, by image id
+	// (restoreImage). Guarded by mu.
+	restores map[string]*imageRestore
 }
 
 type deployment struct {
@@ -297,8 +300,9 @@ func New(cfg Config) (*Runtime, error) {
 		spareSlots: make(chan struct{}, spareCopies),
 		copySpare:  copySpare,
 
-		imgKick: make(chan struct{}, 1),
-		imgDone: make(chan struct{}),
+		imgKick:  make(chan struct{}, 1),
+		imgDone:  make(chan struct{}),
+		restores: map[string]*imageRestore{},
 	}
 	// Instance processes an earlier process left running (it was killed:
 	// the shells died with it, their background children and anything

@@ -69,18 +69,48 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 			return
 		}
 	}
+	// restored: the image was pulled again for this start; missing
+	// again at once, it is not pulled again before the backoff.
+	restored := false
 	for {
 		r.mu.Lock()
 		spec, image := d.spec, d.image
 		in.image = image // in use while this run lasts (images.go)
 		r.mu.Unlock()
-		var crashed, fatal bool
+		var crashed, fatal, missing bool
 		var why string
 		if spec.Package != nil && !r.containers() {
 			crashed, why = r.runOnce(d, in, rn, spec)
 		} else {
-			crashed, fatal, why = r.runContainer(d, in, rn, spec, image)
+			crashed, fatal, missing, why = r.runContainer(d, in, rn, spec, image)
 		}
+		if missing && !restored {
+			// Removed from podman's storage since the deployment
+			// pulled it (it starts from the image id, never pulling):
+			// pulled again from the deployment's reference, the start
+			// goes on; not a crash.
+			r.mu.Lock()
+			if in.run == rn {
+				in.pid, in.port = 0, 0
+				in.message = why + "; pulling it again"
+			}
+			r.mu.Unlock()
+			var err error
+			fatal, err = r.restoreImage(stopContext(rn), spec.OCIImage, image)
+			if err == nil {
+				in.stderr.Write([]byte("dora: image " + spec.OCIImage + " pulled again\n"))
+				restored = true
+				continue
+			}
+			select {
+			case <-rn.stop:
+				return // stopped during the pull
+			default:
+			}
+			why = err.Error()
+			in.stderr.Write([]byte("dora: " + why + "\n"))
+		}
+		restored = false
 		if !crashed && !fatal {
 			return
 		}
@@ -138,6 +168,20 @@ func (r *Runtime) supervise(d *deployment, in *instance, rn *run) {
 		case <-t.C:
 		}
 	}
+}
+
+// stopContext returns a context that ends when rn is stopped (or has
+// ended).
+func stopContext(rn *run) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		defer cancel()
+		select {
+		case <-rn.stop:
+		case <-rn.done:
+		}
+	}()
+	return ctx
 }
 
 // backoff is base doubled per consecutive crash after the first, capped.
