@@ -50,7 +50,7 @@ func (h *Handler) serveQuery(w http.ResponseWriter, r *http.Request, version int
 		dom := func(host string) map[string]any { return map[string]any{"domains": []string{host}, "old": []string{}} }
 		return writeJSON(w, http.StatusOK, map[string]any{"hosts": []map[string]any{{
 			"region": h.cfg.Region, "ttl": queryTTL,
-			"io": dom(self), "io_src": dom(h.downloadHost(r.URL.Query().Get("bucket"))),
+			"io": dom(self), "io_src": dom(h.downloadHost(r.URL.Query().Get("bucket"), self)),
 			"up": dom(self), "uc": dom(self), "rs": dom(self), "rsf": dom(self), "api": dom(self),
 		}}})
 	}
@@ -69,10 +69,16 @@ func (h *Handler) serveQuery(w http.ResponseWriter, r *http.Request, version int
 }
 
 // downloadHost is the host[:port] where the router serves bucket:
-// <bucket>.<DomainSuffix>, with IOHost's port when IOHost names one. A
-// name that is no bucket name (so no DNS label) gets IOHost itself.
-func (h *Handler) downloadHost(bucket string) string {
+// <bucket>.<DomainSuffix>, with IOHost's port when IOHost names one (none:
+// the routers answer bucket domains on port 80, as behind a production
+// load balancer). A name that is no bucket name (so no DNS label) gets
+// IOHost itself, or self, the host the client reached, without one: never
+// an empty domain, which an SDK would make URLs of.
+func (h *Handler) downloadHost(bucket, self string) string {
 	if dora.ValidateBucketName(bucket) != nil {
+		if h.cfg.IOHost == "" {
+			return self
+		}
 		return h.cfg.IOHost
 	}
 	host := bucket + "." + strings.TrimSuffix(h.cfg.DomainSuffix, ".")

@@ -36,10 +36,17 @@ func TestRegionQueryDownloadHost(t *testing.T) {
 		"router without port": {func(c *rs.Config) { c.IOHost = "cdn.example.com" }, "/v4/query?ak=x&bucket=photos", "photos.localhost"},
 		"no bucket":           {nil, "/v4/query?ak=x", "io.test:8080"},
 		"not a bucket name":   {nil, "/v4/query?ak=x&bucket=a.b", "io.test:8080"},
+		// Without a router host: the bucket's domain on port 80, and for no
+		// bucket the host the client reached ("self"), never an empty domain.
+		"no router host":            {func(c *rs.Config) { c.IOHost = "" }, "/v4/query?ak=x&bucket=photos", "photos.localhost"},
+		"no router host, no bucket": {func(c *rs.Config) { c.IOHost = "" }, "/v4/query?ak=x", "self"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, c.mod)
 			host := strings.TrimPrefix(e.api.URL, "http://")
+			if c.want == "self" {
+				c.want = host
+			}
 			status, v := e.call(nil, alice, "GET", c.query, "")
 			if status != http.StatusOK || queryHost(v, "io_src") != c.want || queryHost(v, "io") != host || queryHost(v, "rs") != host {
 				t.Fatalf("%s: %d %v, want io_src %s and io, rs %s", c.query, status, v, c.want, host)

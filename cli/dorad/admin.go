@@ -28,8 +28,8 @@ notifyURLs may not reach loopback or private addresses unless
 Qiniu's SDKs also find here the resumable uploads (mkblk/bput/mkfile, and
 /buckets/<b>/objects/<k>/uploads; parts wait under <data-dir>/uploads) and
 the bucket APIs (stat, delete, move, copy, chgm, chtype, deleteAfterDays,
-batch, list, fetch) with the region query, which names --router-host as the
-download host.
+batch, list, fetch) with the region query, which names each bucket's domain
+(<bucket>.<domain-suffix>, at --router-host's port) as its download host.
 
 Backends are URLs, chosen by scheme:
   --store    bolt://./.dora/meta.db | consul://127.0.0.1:8500/dora
@@ -121,7 +121,7 @@ of the --config file. The config file may also list instance flavors
 	addBackendFlag(f, "queue", "", queueHelp+" (default bolt://<data-dir>/pfop.db)")
 	f.Bool("allow-private-notify", false, "let pfop notifyURLs reach loopback and private addresses (development only)")
 	f.Bool("allow-private-mirror", false, "let buckets mirror (and rs fetch) loopback and private addresses (development only)")
-	f.String("router-host", "", "the routers' public host:port: the SDKs' region query names <bucket>.<domain-suffix> at its port as the download host (default: this admin's host)")
+	f.String("router-host", "", "the routers' public host:port: the SDKs' region query names <bucket>.<domain-suffix> at its port as the download host (default: no port, the routers answering bucket domains on 80)")
 	f.StringSlice("stats-from", nil, "/metrics URLs of the routers and the autoscaler, sampled for the web console's charts (e.g. http://router-1:8080/metrics)")
 	f.String("domain-suffix", "localhost", "the routers' domain suffix (buckets answer at <bucket>.<suffix>); no bucket may bind a domain under it")
 	f.String("data-dir", "./.dora", "directory for builds, registry blobs and local-runtime instances")

@@ -48,7 +48,8 @@ type AdminConfig struct {
 	DomainSuffix string
 	// RouterHost is the routers' public host:port: the SDKs' region query
 	// (uc /v4/query) names <bucket>.<DomainSuffix> at its port as the
-	// download host (io_src); the admin's own host when empty.
+	// download host (io_src); no port when empty (routers answering bucket
+	// domains on 80).
 	RouterHost string
 	// StatsFrom are the /metrics URLs of the routers and the autoscaler
 	// (e.g. http://router-1:8080/metrics): the web console's charts are
