@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/rs"
@@ -45,7 +44,7 @@ func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, c *call) e
 		if held {
 			return errf(http.StatusConflict, "bucket name %q still holds objects of a deleted bucket; choose another name", b.Name)
 		}
-		n, err := removeUploadTemps(r.Context(), s.cfg.Objects, b.Name)
+		n, err := rs.RemoveTemps(r.Context(), s.cfg.Objects, b.Name)
 		if err != nil {
 			return fmt.Errorf("create bucket %s: remove the upload temporaries of a deleted bucket of that name: %w", b.Name, err)
 		}
@@ -195,7 +194,7 @@ func (s *Server) deleteBucket(w http.ResponseWriter, r *http.Request, c *call) e
 	// one that stores its temporary after this and then stops leaves it
 	// to the next create of the name (createBucket removes it).
 	if s.cfg.Objects != nil {
-		n, err := removeUploadTemps(context.WithoutCancel(r.Context()), s.cfg.Objects, name)
+		n, err := rs.RemoveTemps(context.WithoutCancel(r.Context()), s.cfg.Objects, name)
 		if err != nil {
 			// The bucket is deleted: answering an error would only make
 			// the client retry into a 404.
@@ -209,44 +208,11 @@ func (s *Server) deleteBucket(w http.ResponseWriter, r *http.Request, c *call) e
 }
 
 // holdsObjects reports whether bucket holds an object a user put there:
-// one that is not an upload temporary (rs.ReservedKey). The temporaries
-// sort together, so it lists pages 4 times larger until one holds
-// another key or the listing ends (a store's List may cost a walk of the
-// whole bucket whatever its limit: few of them, however many temporaries).
+// one that is not an upload temporary (rs.ReservedKey).
 func holdsObjects(ctx context.Context, l origin.Lister, bucket string) (bool, error) {
-	for want := 16; ; want *= 4 {
-		objs, err := l.List(ctx, bucket, "", want)
-		if err != nil {
-			return false, fmt.Errorf("list objects of %s: %w", bucket, err)
-		}
-		for _, o := range objs {
-			if !rs.ReservedKey(o.Key) {
-				return true, nil
-			}
-		}
-		if len(objs) < want {
-			return false, nil
-		}
-	}
-}
-
-// removeUploadTemps deletes every key of bucket in the namespace of the
-// upload temporaries (rs.ReservedKey: under rs.UploadTempPrefix, and
-// its directory's name) and returns how many it deleted. No other key.
-func removeUploadTemps(ctx context.Context, objs ObjectStore, bucket string) (int, error) {
-	list, err := objs.List(ctx, bucket, strings.TrimSuffix(rs.UploadTempPrefix, "/"), 0)
+	objs, err := rs.VisibleObjects(ctx, l, bucket, "", 1)
 	if err != nil {
-		return 0, fmt.Errorf("list %s/%s: %w", bucket, rs.UploadTempPrefix, err)
+		return false, fmt.Errorf("list objects of %s: %w", bucket, err)
 	}
-	n := 0
-	for _, o := range list {
-		if !rs.ReservedKey(o.Key) {
-			continue
-		}
-		if err := objs.Delete(ctx, bucket, o.Key); err != nil && !errors.Is(err, origin.ErrNotFound) {
-			return n, fmt.Errorf("delete %s/%s: %w", bucket, o.Key, err)
-		}
-		n++
-	}
-	return n, nil
+	return len(objs) > 0, nil
 }

@@ -35,11 +35,33 @@ func TempKey() string {
 	return UploadTempPrefix + hex.EncodeToString(rnd[:])
 }
 
+// tempKeyLen is the length of a key TempKey makes: the prefix and 24 hex
+// digits.
+const tempKeyLen = len(UploadTempPrefix) + 24
+
+// IsTempKey reports whether key has the shape of a key TempKey makes: the
+// only keys under UploadTempPrefix the sweep removes (a key of another
+// shape there was written by an older version that let users write there:
+// hidden, never swept; it goes with its bucket).
+func IsTempKey(key string) bool {
+	if len(key) != tempKeyLen || !strings.HasPrefix(key, UploadTempPrefix) {
+		return false
+	}
+	for _, c := range key[len(UploadTempPrefix):] {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // VisibleObjects is l.List without the temporaries (ReservedKey): at
 // most limit (<= 0: all) of the objects of bucket under prefix, sorted by
-// key, none of them under UploadTempPrefix. It asks l again for as many
-// more as it left out, until it has limit or l has no more: the
-// temporaries, which sort together, never shorten a page.
+// key, none of them under UploadTempPrefix. It asks l again for more,
+// four times as many each time (at least as many more as it left out),
+// until it has limit or l has no more: the temporaries, which sort
+// together, never shorten a page, and however many there are, few
+// listings pass them.
 func VisibleObjects(ctx context.Context, l origin.Lister, bucket, prefix string, limit int) ([]origin.Object, error) {
 	want := limit
 	for {
@@ -54,10 +76,35 @@ func VisibleObjects(ctx context.Context, l origin.Lister, bucket, prefix string,
 			}
 		}
 		if limit <= 0 || len(visible) >= limit || len(objs) < want {
+			if limit > 0 && len(visible) > limit {
+				visible = visible[:limit]
+			}
 			return visible, nil
 		}
-		want = limit + len(objs) - len(visible)
+		want = max(4*want, limit+len(objs)-len(visible))
 	}
+}
+
+// RemoveTemps deletes every key of bucket under UploadTempPrefix (and the
+// key of its directory's name: every ReservedKey), whatever its age or
+// shape, and returns how many it deleted: for a bucket being deleted,
+// whose temporaries no upload will move any more.
+func RemoveTemps(ctx context.Context, objs Objects, bucket string) (int, error) {
+	keys, err := listKeys(ctx, objs, bucket, strings.TrimSuffix(UploadTempPrefix, "/"))
+	if err != nil {
+		return 0, fmt.Errorf("list %s/%s: %w", bucket, UploadTempPrefix, err)
+	}
+	n := 0
+	for _, k := range keys {
+		if !ReservedKey(k) {
+			continue
+		}
+		if err := objs.Delete(ctx, bucket, k); err != nil && !errors.Is(err, origin.ErrNotFound) {
+			return n, fmt.Errorf("delete %s/%s: %w", bucket, k, err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // Defaults of Expirer's sweep of the temporaries.
@@ -145,7 +192,7 @@ func (t *tempTracker) keep(buckets map[string]bool) {
 	}
 }
 
-// tempKeys lists bucket's temporaries, sorted.
+// tempKeys lists bucket's temporaries (IsTempKey), sorted.
 func tempKeys(ctx context.Context, objs Objects, bucket string) ([]string, error) {
 	keys, err := listKeys(ctx, objs, bucket, UploadTempPrefix)
 	if err != nil {
@@ -153,7 +200,7 @@ func tempKeys(ctx context.Context, objs Objects, bucket string) ([]string, error
 	}
 	out := keys[:0]
 	for _, k := range keys {
-		if strings.HasPrefix(k, UploadTempPrefix) {
+		if IsTempKey(k) {
 			out = append(out, k)
 		}
 	}

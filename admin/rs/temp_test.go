@@ -335,3 +335,64 @@ func TestVisibleObjects(t *testing.T) {
 		}
 	}
 }
+
+// countingLister counts the listings VisibleObjects asks for.
+type countingLister struct {
+	origin.Lister
+	calls int
+}
+
+func (c *countingLister) List(ctx context.Context, bucket, prefix string, limit int) ([]origin.Object, error) {
+	c.calls++
+	return c.Lister.List(ctx, bucket, prefix, limit)
+}
+
+// VisibleObjects grew its page by limit per listing, so a page of one past
+// 200 temporaries took 201 listings (on S3 each lists and stats).
+func TestVisibleObjectsPassesTemporariesInFewListings(t *testing.T) {
+	e := newEnv(t, nil)
+	e.temps("photos", 200)
+	e.object("photos", "z.txt", "x")
+	cl := &countingLister{Lister: e.objs}
+	objs, err := rs.VisibleObjects(context.Background(), cl, "photos", "", 1)
+	if err != nil || len(objs) != 1 || objs[0].Key != "z.txt" {
+		t.Fatalf("VisibleObjects: %v %v, want z.txt", objs, err)
+	}
+	if cl.calls > 6 {
+		t.Fatalf("a page of one past 200 temporaries took %d listings", cl.calls)
+	}
+}
+
+// The sweep removed every key under .dora-upload/ once a day old, also
+// ones an older version let a user write there (rs copy or move, PUT
+// /v1/objects): user data deleted without a trace. It removes only keys
+// of TempKey's shape; the others stay (hidden) until their bucket goes.
+func TestSweepRemovesOnlyTempKeys(t *testing.T) {
+	var st store.Store
+	e := newEnv(t, func(c *rs.Config) { st = c.Store })
+	temp := e.temps("photos", 1)[0]
+	users := []string{".dora-upload/holiday.jpg", ".dora-upload/" + strings.Repeat("A", 24), ".dora-upload/" + strings.Repeat("a", 25)}
+	for _, k := range users {
+		e.object("photos", k, "a user's")
+	}
+	x := &rs.Expirer{Store: st, Objects: e.objs}
+	t0 := time.Now()
+	for _, at := range []time.Duration{0, 48 * time.Hour, 96 * time.Hour} {
+		if _, err := x.Sweep(context.Background(), t0.Add(at), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := e.read("photos", temp); ok {
+		t.Fatalf("the temporary %s is still there", temp)
+	}
+	for _, k := range users {
+		if _, ok := e.read("photos", k); !ok {
+			t.Fatalf("%s, not of TempKey's shape, was removed", k)
+		}
+	}
+	for k, want := range map[string]bool{temp: true, rs.TempKey(): true, users[0]: false, users[1]: false, users[2]: false, ".dora-upload/": false, "x" + temp[1:]: false} {
+		if rs.IsTempKey(k) != want {
+			t.Errorf("IsTempKey(%q) = %v, want %v", k, !want, want)
+		}
+	}
+}
