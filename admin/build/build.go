@@ -468,16 +468,19 @@ func writeID(path, id string) error {
 // name, numbering its builds from 1 again, must not take for its own:
 // when they are another build's, and no build of (ufop, n) is being
 // unpacked or run here, Owns removes them, so that Has, Dir and LogPath
-// then name nothing, as for a build of another host.
+// then name nothing, as for a build of another host. It removes nothing
+// when id is "" (a record written before builds had ids, or rewritten by
+// an admin of that version while this one ran it): such a record names
+// no build that proves the files another's, so they are only not its.
 func (b *Builder) Owns(ufop string, n int, id string) bool {
 	if checkName(ufop, n) != nil || checkID(id) != nil {
 		return false
 	}
 	b.mu.Lock()
 	got, err := b.readID(ufop, n)
-	if err != nil || got == id {
+	if err != nil || got == id || id == "" {
 		b.mu.Unlock()
-		return err == nil
+		return err == nil && got == id
 	}
 	var trash string
 	if _, serr := os.Lstat(b.base(ufop, n)); serr == nil && !b.busy[ufop+"/"+strconv.Itoa(n)] {

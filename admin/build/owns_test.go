@@ -51,6 +51,16 @@ func TestOwns(t *testing.T) {
 		t.Fatal("build 2, never unpacked, is not the id-less build's")
 	}
 
+	// A record without an id (written before builds had ids, or rewritten
+	// by an admin of that version): alice's files are not its, but nothing
+	// proves them another's: they stay.
+	if b.Owns("testufop", 1, "") {
+		t.Fatal("alice's build is the id-less build's")
+	}
+	if !b.Has("testufop", 1) {
+		t.Fatal("Owns of an id-less record removed alice's build")
+	}
+
 	// Bob's build 1 of the same name, built on another host: alice's files
 	// here are not his, and go.
 	if b.Owns("testufop", 1, "bob-1") {
