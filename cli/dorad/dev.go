@@ -1,12 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	localruntime "github.com/doraproject/dora/admin/runtime/local"
 	"github.com/doraproject/dora/cli/platform"
 )
 
@@ -36,6 +38,9 @@ for dorad admin (flavors: [{name, cpu, memoryMB, desc}]).`,
 			if d := v.GetDuration("autoscale-interval"); d <= 0 {
 				return fmt.Errorf("--autoscale-interval %v must be positive", d)
 			}
+			if v.GetDuration("image-gc-delay") == 0 {
+				return errors.New("--image-gc-delay 0: give a positive delay, or a negative one to keep every image")
+			}
 			flavors, err := flavorsFrom(v)
 			if err != nil {
 				return err
@@ -63,6 +68,7 @@ for dorad admin (flavors: [{name, cpu, memoryMB, desc}]).`,
 				Objects:             v.GetString("objects"),
 				ContainerRuntime:    v.GetString("container-runtime"),
 				PackagesAsProcesses: v.GetBool("packages-as-processes"),
+				ImageGCDelay:        v.GetDuration("image-gc-delay"),
 				MaxImageJobs:        imageJobs,
 				Logger:              log,
 
@@ -107,6 +113,7 @@ for dorad admin (flavors: [{name, cpu, memoryMB, desc}]).`,
 	f.String("run-as", "", `user build scripts and instances run as: a name, uid or uid:gid; "self" for dorad's own user (default: nobody when dorad runs as root, else dorad's own user with a warning)`)
 	f.String("objects", "", "object origin URL: empty for <data-dir>/objects, file://<dir>, or s3://<s3-bucket>[/<prefix>]?endpoint=http(s)://host:port[&region=r][&path-style=true] (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
 	f.String("container-runtime", "", `runs OCI images: "podman" (required), "none" (image deployments refused); default: podman when podman and runc are installed`)
+	f.Duration("image-gc-delay", localruntime.DefaultImageGCDelay, "how long an image pulled into podman's storage for image deployments stays there once no deployment names it (a deployment at zero keeps its image); negative: keep every image")
 	f.Bool("packages-as-processes", false, "run program packages as plain processes on a free port ($PORT) even with podman (default: each instance a container with port 9100 in its own network namespace)")
 	f.String("go-cache", "", "Go build cache shared by builds (default <data-dir>/cache/go-build, owned by the run-as user)")
 	f.Bool("allow-private-mirror", false, "let buckets mirror loopback and private addresses (link-local and cloud metadata addresses stay refused)")

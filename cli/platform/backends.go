@@ -757,6 +757,11 @@ type RuntimeOptions struct {
 	Podman               *localruntime.Podman
 	HealthyDeadline      time.Duration
 	PackagesInContainers bool
+	// ImageGCDelay is how long an image the local runtime pulled stays
+	// in podman's storage once no deployment names it (zero:
+	// localruntime.DefaultImageGCDelay; negative: kept). Nomad ignores
+	// it: there each client's docker driver collects its images.
+	ImageGCDelay time.Duration
 	// RegistryUser and RegistryPassword are the registry's pull
 	// credentials, put in Nomad docker jobs' auth block.
 	RegistryUser, RegistryPassword string
@@ -800,6 +805,7 @@ func OpenRuntime(rawURL string, opts RuntimeOptions) (runtime.Runtime, error) {
 			Podman:               opts.Podman,
 			HealthyDeadline:      opts.HealthyDeadline,
 			PackagesInContainers: opts.PackagesInContainers,
+			ImageGCDelay:         opts.ImageGCDelay,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("runtime %s: %w", rawURL, err)

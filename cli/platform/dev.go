@@ -86,6 +86,11 @@ type DevConfig struct {
 	// network namespace, so programs listening on the fixed port 9100 run
 	// as many instances as asked.
 	PackagesAsProcesses bool
+	// ImageGCDelay is how long an image the runtime pulled for image
+	// deployments stays in podman's storage once no deployment names it
+	// (local.Config.ImageGCDelay): zero is local.DefaultImageGCDelay (3
+	// minutes), negative keeps every image.
+	ImageGCDelay time.Duration
 }
 
 // RunAsSelf is the DevConfig.RunAs value that runs user code as the
@@ -237,6 +242,7 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		RunAs:           runAs,
 		Podman:          pod,
 		HealthyDeadline: cfg.HealthyDeadline,
+		ImageGCDelay:    cfg.ImageGCDelay,
 		// With podman, packages run in containers too (fixed port 9100).
 		PackagesInContainers: pod != nil && !cfg.PackagesAsProcesses,
 	}})
