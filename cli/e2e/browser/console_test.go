@@ -171,7 +171,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		fail("build 1 to succeed", err)
 	}
 	shot("built")
-	do("use build 1", chromedp.Click(css("#use-build-1")))
+	// The builds table is drawn again when the build's log ends and by the
+	// page's 2 s refresh while a build was going, so the button can be
+	// replaced right after it appears: a click through a node id found
+	// before then fails ("Could not find node with given id", seen in CI);
+	// the page finds and clicks it in one step.
+	do("use build 1", chromedp.Evaluate[chromedp.Void](`document.querySelector('#use-build-1').click()`))
 	wait("release v1", `[...document.querySelectorAll('#deploy-version option')].some(o => o.value === 'v1')`)
 	do("deploy", chromedp.SetValue(css("#deploy-version"), "v1"), chromedp.Click(css("#deploy")))
 	// The instance must be RUNNING and pass its health check: only then
