@@ -447,9 +447,22 @@ func ValidateKey(key string) error {
 // temporaries of writes in progress (an upload that names no key, a
 // fetch to a bare bucket: stored there under a random name, then copied
 // to their key and deleted). It is the one definition of the namespace
-// for the data plane, which may not import admin/rs (whose
-// rs.UploadTempPrefix must equal it).
+// (admin/rs.UploadTempPrefix is this one).
 const UploadTempPrefix = ".dora-upload/"
+
+// ErrReservedKey is wrapped by CheckUserKey's refusal of a key under
+// UploadTempPrefix, so that every API words it the same.
+var ErrReservedKey = errors.New("keys under " + UploadTempPrefix + " are reserved for uploads in progress")
+
+// CheckUserKey refuses (ErrReservedKey) a key a user may not name as the
+// object of an operation or the target of a write: one in the namespace
+// of the upload temporaries (ReservedKey).
+func CheckUserKey(key string) error {
+	if ReservedKey(key) {
+		return fmt.Errorf("invalid key %q: %w", truncateKey(key), ErrReservedKey)
+	}
+	return nil
+}
 
 // ReservedKey reports whether key is UploadTempPrefix's directory or
 // lies under it: a key no user may read, write, list or delete, through

@@ -52,3 +52,19 @@ func TestReservedKey(t *testing.T) {
 		}
 	}
 }
+
+// CheckUserKey is the one wording of the refusal of a key under the
+// upload temporaries' namespace, which every API branches on.
+func TestCheckUserKey(t *testing.T) {
+	for _, k := range []string{".dora-upload", ".dora-upload/", ".dora-upload/" + strings.Repeat("x", 100)} {
+		err := CheckUserKey(k)
+		if !errors.Is(err, ErrReservedKey) || len(err.Error()) > 200 {
+			t.Errorf("CheckUserKey(%.20q…) = %v, want ErrReservedKey, briefly", k, err)
+		}
+	}
+	for _, k := range []string{"a", ".dora-uploads/x", "a/.dora-upload/x"} {
+		if err := CheckUserKey(k); err != nil {
+			t.Errorf("CheckUserKey(%q) = %v, want nil", k, err)
+		}
+	}
+}

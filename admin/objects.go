@@ -22,8 +22,8 @@ func (s *Server) objectTarget(r *http.Request, c *call) (bucket, key string, err
 	if err := dora.ValidateKey(key); err != nil {
 		return "", "", errf(http.StatusBadRequest, "key: %v", err)
 	}
-	if rs.ReservedKey(key) {
-		return "", "", errf(http.StatusBadRequest, "key %q: keys under %s are reserved for uploads in progress", key, rs.UploadTempPrefix)
+	if err := dora.CheckUserKey(key); err != nil {
+		return "", "", errf(http.StatusBadRequest, "%v", err)
 	}
 	if _, _, err := s.ownedBucket(r.Context(), c, bucket); err != nil {
 		return "", "", err

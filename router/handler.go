@@ -423,8 +423,8 @@ func checkSaveKey(key string) *httpError {
 		herr.msg = "saveas: " + herr.msg
 		return herr
 	}
-	if dora.ReservedKey(key) {
-		return errf(fasthttp.StatusBadRequest, "saveas: invalid key %q: keys under %s are reserved for uploads in progress", key, dora.UploadTempPrefix)
+	if err := dora.CheckUserKey(key); err != nil {
+		return errf(fasthttp.StatusBadRequest, "saveas: %v", err)
 	}
 	return nil
 }

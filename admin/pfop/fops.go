@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/doraproject/dora/admin/rs"
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/router/fop"
 )
@@ -105,8 +105,8 @@ func planItem(bucket, key, cmd string) (itemPlan, error) {
 	} else {
 		p.bucket, p.key = bucket, DefaultResultKey(key, p.pipeline)
 	}
-	if rs.ReservedKey(p.key) {
-		return itemPlan{}, fmt.Errorf("saveas: key %q: keys under %s are reserved for uploads in progress", p.key, rs.UploadTempPrefix)
+	if err := dora.CheckUserKey(p.key); err != nil {
+		return itemPlan{}, fmt.Errorf("saveas: %w", err)
 	}
 	sa := "saveas/" + auth.EncodedEntryURI(p.bucket, p.key)
 	if p.pipeline == "" {

@@ -15,7 +15,6 @@ import (
 
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/accounts"
-	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/api"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/internal/qhttp"
@@ -212,16 +211,19 @@ type Submission struct {
 	Reqid       string
 }
 
-// reservedJobKey refuses a job on a key under rs.UploadTempPrefix: an
+// reservedJobKey refuses a job on a key under dora.UploadTempPrefix: an
 // upload's temporary is no user's input.
 func reservedJobKey(key string) error {
-	return fmt.Errorf("%w: key %q: keys under %s are reserved for uploads in progress", ErrInvalid, key, rs.UploadTempPrefix)
+	if err := dora.CheckUserKey(key); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
 }
 
 // Submit validates a submission, stores the job (waiting) and queues it.
 func (h *Handler) Submit(ctx context.Context, s Submission) (Job, error) {
-	if rs.ReservedKey(s.Key) {
-		return Job{}, reservedJobKey(s.Key)
+	if err := reservedJobKey(s.Key); err != nil {
+		return Job{}, err
 	}
 	cmds, err := planFops(s.Bucket, s.Key, s.Fops)
 	if err != nil {
@@ -342,8 +344,8 @@ func (h *Handler) SubmitFor(ctx context.Context, acct dora.Account, req api.Pfop
 	if req.Bucket == "" || req.Key == "" {
 		return "", http.StatusBadRequest, errors.New("bucket and key are required")
 	}
-	if rs.ReservedKey(req.Key) { // before the stat: as if it were absent would tell less
-		return "", http.StatusBadRequest, reservedJobKey(req.Key)
+	if err := reservedJobKey(req.Key); err != nil { // before the stat: as if it were absent would tell less
+		return "", http.StatusBadRequest, err
 	}
 	b, status, msg := h.bucketOf(ctx, acct, req.Bucket)
 	if status != 0 {

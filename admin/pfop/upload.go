@@ -906,8 +906,8 @@ func (h *Handler) expandSaveKey(t uploadTarget, v *saveKeyValues) (string, *uplo
 // (rs.UploadTempPrefix): an object there could take a temporary's place,
 // or, named as the prefix's directory, make every keyless upload fail.
 func reservedKey(key string) *uploadError {
-	if rs.ReservedKey(key) {
-		return uerr(http.StatusBadRequest, "invalid key: %q: keys under %s are reserved for uploads in progress", key, rs.UploadTempPrefix)
+	if err := dora.CheckUserKey(key); err != nil {
+		return uerr(http.StatusBadRequest, "%v", err)
 	}
 	return nil
 }

@@ -345,19 +345,13 @@ func (h *Handler) entryArg(ctx context.Context, acct dora.Account, args []string
 	if err != nil {
 		return e, http.StatusBadRequest, errBody("%v", err)
 	}
-	if ReservedKey(e.key) {
-		return e, http.StatusBadRequest, reservedBody(e.key)
+	if err := dora.CheckUserKey(e.key); err != nil {
+		return e, http.StatusBadRequest, errBody("%v", err)
 	}
 	if code, v := h.ownBucket(ctx, acct, e.bucket); code != 0 {
 		return e, code, v
 	}
 	return e, 0, nil
-}
-
-// reservedBody is the error of an operation on a key under
-// UploadTempPrefix (ReservedKey), as uploads word it.
-func reservedBody(key string) map[string]string {
-	return errBody("invalid key: %q: keys under %s are reserved for uploads in progress", key, UploadTempPrefix)
 }
 
 // originCode maps object-store errors to Qiniu's codes.
@@ -892,8 +886,8 @@ func (h *Handler) opFetch(ctx context.Context, acct dora.Account, rest string) (
 	if err != nil {
 		return http.StatusBadRequest, errBody("%v", err)
 	}
-	if ReservedKey(e.key) {
-		return http.StatusBadRequest, reservedBody(e.key)
+	if err := dora.CheckUserKey(e.key); err != nil {
+		return http.StatusBadRequest, errBody("%v", err)
 	}
 	if code, v := h.ownBucket(ctx, acct, e.bucket); code != 0 {
 		return code, v
