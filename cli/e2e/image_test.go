@@ -84,6 +84,46 @@ func (h *harness) releaseImage(ufop, image, healthPath string, n int) string {
 	return id
 }
 
+// removeImagesAtEnd makes h's test remove, once it ends, every image
+// name podman has from h's registry: the admin's address, a loopback port
+// of this platform's own, so the names the runtime pulled for the test's
+// deployments and no one else's. A closed runtime keeps them for its next
+// run (which a test never has): run after run they filled podman's
+// storage. The platform is closed first, so that no container holds
+// them; the test fails when a name is left.
+func (h *harness) removeImagesAtEnd() {
+	t := h.t
+	t.Helper()
+	prefix := strings.TrimPrefix(h.dev.AdminURL, "http://") + "/"
+	t.Cleanup(func() {
+		if h.dev != nil {
+			if err := h.dev.Close(); err != nil {
+				t.Errorf("stop dorad dev: %v", err)
+			}
+			h.dev = nil
+		}
+		if names := imagesFrom(t, prefix); len(names) > 0 {
+			podman(t, append([]string{"rmi"}, names...)...)
+		}
+		if left := imagesFrom(t, prefix); len(left) > 0 {
+			t.Errorf("image names left in podman's storage: %v", left)
+		}
+	})
+}
+
+// imagesFrom lists the image names podman has whose reference starts
+// with prefix ("host:port/").
+func imagesFrom(t *testing.T, prefix string) []string {
+	t.Helper()
+	var names []string
+	for _, n := range strings.Fields(podman(t, "images", "--format", "{{.Repository}}:{{.Tag}}")) {
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
 func requirePodman(t *testing.T) {
 	t.Helper()
 	for _, b := range []string{"podman", "runc"} {
@@ -103,6 +143,7 @@ func requirePodman(t *testing.T) {
 func TestImageQuickStart(t *testing.T) {
 	requirePodman(t)
 	h := newHarness(t)
+	h.removeImagesAtEnd()
 	work := t.TempDir()
 	tarPath := filepath.Join(work, "ufopdemo.tar")
 	agenttest.PackImage(t, demoBinary(t), tarPath, "ufopdemo:v1", agenttest.ImageOptions{})
@@ -230,6 +271,7 @@ func TestImageBadInputs(t *testing.T) {
 		c.HealthyDeadline = 5 * time.Second
 		c.HoldTimeout = 10 * time.Minute // a hold would outlast the test
 	})
+	h.removeImagesAtEnd()
 	work := t.TempDir()
 	bin := demoBinary(t)
 	h.putDemo("demo")
@@ -385,6 +427,7 @@ func writeFile(t *testing.T, path, text string) {
 func TestFixedPortPackage(t *testing.T) {
 	requirePodman(t)
 	h := newHarness(t)
+	h.removeImagesAtEnd()
 	// The package carries the program already built (a build compiling
 	// it is what TestQuickStart covers), so the build only copies it.
 	src := t.TempDir()
@@ -423,5 +466,31 @@ func TestFixedPortPackage(t *testing.T) {
 			out := h.q("logtail", "fixedport", "-index", fmt.Sprint(i))
 			return strings.Contains(out, "listening on :9100"), out
 		})
+	}
+}
+
+// TestImageTestsLeaveNoImages: a test that deploys an image removes, when
+// it ends (removeImagesAtEnd), the names the platform pulled into
+// podman's storage: the image tests left about 150 of them (ufopdemo,
+// exits, otherarch, noentry, unhealthy...) run after run.
+func TestImageTestsLeaveNoImages(t *testing.T) {
+	requirePodman(t)
+	var prefix string
+	t.Run("deploy", func(t *testing.T) {
+		h := newHarness(t)
+		h.removeImagesAtEnd()
+		prefix = strings.TrimPrefix(h.dev.AdminURL, "http://") + "/"
+		tarPath := filepath.Join(t.TempDir(), "leaves.tar")
+		agenttest.PackImage(t, demoBinary(t), tarPath, "leaves:v1", agenttest.ImageOptions{Salt: true})
+		h.q("push", "leaves:v1", "--from", tarPath)
+		h.releaseImage("leaves", "leaves:v1", "/health", 1)
+		h.eventually("the image pulled", func() (bool, string) {
+			names := imagesFrom(t, prefix)
+			return len(names) == 1, strings.Join(names, "\n")
+		})
+	})
+	if left := imagesFrom(t, prefix); prefix != "" && len(left) > 0 {
+		podman(t, append([]string{"rmi"}, left...)...)
+		t.Fatalf("the test left image names in podman's storage: %v", left)
 	}
 }
