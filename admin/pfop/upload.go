@@ -418,7 +418,7 @@ func (h *Handler) replyUpload(w http.ResponseWriter, r *http.Request, reqid stri
 
 // uploadTarget is where an upload token lets a file go: the token's
 // account and policy, the bucket (and when its record was created: the
-// bucket the upload was admitted to, see bucketStill), the key ("" when
+// bucket the upload was admitted to, see rs.Target), the key ("" when
 // it is known only once the file is stored: the saveKey's expansion, else
 // the file's etag) and whether only a new key may be written.
 type uploadTarget struct {
@@ -539,94 +539,30 @@ func (h *Handler) checkUpload(ctx context.Context, token, key string, keyGiven b
 	return uploadTarget{owner: owner, policy: pol, bucket: bucket, created: b.Created, key: key, saveKey: tmpl, insertOnly: insertOnly}, nil
 }
 
-// msgBucketGone is the message of the 631 an upload gets when its bucket
-// was deleted (and maybe created again) while the file was being stored.
-const msgBucketGone = "no such bucket: it was deleted while the file was being stored; nothing was kept"
+// target is the bucket t's upload was admitted to (rs.Target): the
+// guards of rs check it again before and after the object appears.
+func (t uploadTarget) target() rs.Target {
+	return rs.Target{Bucket: t.bucket, Owner: t.owner, Created: t.created}
+}
 
-// bucketStill checks that the upload's bucket is still the one
-// checkUpload admitted it to: a record of that name, of the same owner,
-// created at the same time. 631 when it was deleted meanwhile, or deleted
-// and created again (by another account, or by the same one: a new
-// bucket, whose name a delete's cleanup has already passed), 503 when the
-// metadata store cannot say.
-func (h *Handler) bucketStill(ctx context.Context, t uploadTarget) *uploadError {
-	b, _, err := store.Get[dora.Bucket](ctx, h.cfg.Store, store.BucketKey(t.bucket))
+// bucketErr is the answer to an error of rs's bucket guards (rs.Guard,
+// rs.Target, rs.MoveTemp): 631 when the bucket went (rs.ErrBucketGone),
+// 500 when a keyless upload's temporary went missing from a bucket still
+// there (rs.ErrTempLost), 614 and 400 for an insert-only key holding
+// other content and a bad key, else 503 (the metadata or object store
+// failed; err says how).
+func bucketErr(err error) *uploadError {
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return uerr(StatusNoBucket, msgBucketGone)
-	case err != nil:
-		return uerr(http.StatusServiceUnavailable, "metadata store: %v", err)
-	case b.Owner != t.owner || !b.Created.Equal(t.created):
-		return uerr(StatusNoBucket, msgBucketGone)
+	case errors.Is(err, rs.ErrBucketGone):
+		return uerr(StatusNoBucket, "%v", err)
+	case errors.Is(err, rs.ErrTempLost):
+		return uerr(http.StatusInternalServerError, "%v: upload it again", err)
+	case errors.Is(err, origin.ErrExists):
+		return uerr(StatusFileExists, "file exists")
+	case errors.Is(err, origin.ErrBadKey):
+		return uerr(http.StatusBadRequest, "invalid key: %v", err)
 	}
-	return nil
-}
-
-// bucketGuard passes an upload's file to the object store's Put and, at
-// the file's end, checks that the upload's bucket is still the one it
-// was admitted to (check, bucketStill) before answering io.EOF, which
-// lets the store commit the object (origin.Writer.Put makes an object
-// visible only once its reader is read to its end): when it is not, it
-// answers the check's error instead and the store keeps nothing. The
-// last check is then as close to the object's appearance as the caller
-// can put it.
-type bucketGuard struct {
-	r       io.Reader
-	check   func() *uploadError
-	checked bool
-	end     error        // what every Read answers once set
-	failed  *uploadError // the check's refusal, when end is not io.EOF
-}
-
-func (g *bucketGuard) Read(p []byte) (int, error) {
-	if g.end != nil {
-		return 0, g.end
-	}
-	n, err := g.r.Read(p)
-	if err != io.EOF {
-		return n, err
-	}
-	if ue := g.verify(); ue != nil {
-		g.end = ue
-	} else {
-		g.end = io.EOF
-	}
-	return n, g.end
-}
-
-// verify runs the check once (at the file's end, or when the store did
-// not read that far) and returns its refusal.
-func (g *bucketGuard) verify() *uploadError {
-	if !g.checked {
-		g.checked = true
-		g.failed = g.check()
-	}
-	return g.failed
-}
-
-// guard wraps r in a bucketGuard of t's bucket.
-func (h *Handler) guard(ctx context.Context, t uploadTarget, r io.Reader) *bucketGuard {
-	return &bucketGuard{r: r, check: func() *uploadError { return h.bucketStill(ctx, t) }}
-}
-
-// unstore removes what an upload stored at bucket/key (the object of
-// etag etag) once its bucket turned out to be gone or another: after its
-// last check, the bucket was deleted, and maybe created again, before
-// the object appeared. An object there of another etag (written since
-// by the bucket's new owner) is left alone.
-func (h *Handler) unstore(ctx context.Context, bucket, key, etag string) {
-	cur, err := h.cfg.Objects.Stat(ctx, bucket, key)
-	if err != nil || cur.ETag != etag {
-		if err != nil && !errors.Is(err, origin.ErrNotFound) {
-			h.log.Warn("upload: its bucket went while it was stored; the object it stored could not be checked, left", "bucket", bucket, "key", key, "err", err)
-		}
-		return
-	}
-	if err := h.cfg.Objects.Delete(ctx, bucket, key); err != nil && !errors.Is(err, origin.ErrNotFound) {
-		h.log.Warn("upload: its bucket went while it was stored; the object it stored could not be removed", "bucket", bucket, "key", key, "err", err)
-		return
-	}
-	h.log.Info("upload: its bucket went while it was stored; removed the object it stored", "bucket", bucket, "key", key)
+	return uerr(http.StatusServiceUnavailable, "%v", err)
 }
 
 // receiveFile checks the token and policy (fields before the file carry
@@ -798,9 +734,9 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 		sent = local.NewHasher()
 		body = io.TeeReader(body, sent)
 	}
-	var g *bucketGuard // a keyed upload writes its key: checked at the file's end
+	var g *rs.Guard // a keyed upload writes its key: checked at the file's end
 	if key != "" {
-		g = h.guard(ctx, t, body)
+		g = rs.NewGuard(ctx, h.cfg.Store, t.target(), body)
 		body = g
 	}
 	obj, err := h.cfg.Objects.Put(ctx, t.bucket, target, body, origin.PutOptions{MimeType: mt, InsertOnly: t.insertOnly})
@@ -811,14 +747,14 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 		obj, err = h.sameContent(ctx, t.bucket, key, body, sent, err)
 		unchanged = err == nil
 		if unchanged {
-			if ue := g.verify(); ue != nil { // read to its end: checked already
-				return nil, ue
+			if err := g.Verify(); err != nil { // read to its end: checked already
+				return nil, bucketErr(err)
 			}
 		}
 	}
 	switch {
-	case g != nil && g.failed != nil:
-		return nil, g.failed
+	case g != nil && g.Failed() != nil:
+		return nil, bucketErr(g.Failed())
 	case errors.Is(err, errTooLarge):
 		return nil, uerr(http.StatusRequestEntityTooLarge, "exceed FsizeLimit of %d bytes", limit)
 	case errors.Is(err, errTooSmall):
@@ -843,25 +779,25 @@ func (h *Handler) storeUpload(ctx context.Context, t uploadTarget, src io.Reader
 				return nil, ue
 			}
 		}
-		var ue *uploadError
-		if unchanged, ue = h.moveTemp(ctx, t, target, key, obj.ETag, mt); ue != nil {
-			return nil, ue
+		// Copied through a guard: the bucket is checked at the copy's
+		// end, before the key can appear. A temporary gone before it is
+		// copied is 631 when the bucket went with it (a bucket's delete
+		// removes its temporaries), else 500: nothing is stored.
+		if unchanged, err = rs.MoveTemp(ctx, h.cfg.Store, h.cfg.Objects, t.target(), target, key, obj.ETag, mt, t.insertOnly); err != nil {
+			if errors.Is(err, rs.ErrTempLost) {
+				h.log.Warn("upload: its temporary went missing before it was stored under its key", "bucket", t.bucket, "err", err)
+			}
+			return nil, bucketErr(err)
 		}
 	}
 	// The bucket was checked at the file's end, before the object could
-	// appear (bucketGuard); one deleted (and created again) between that
+	// appear (rs.Guard); one deleted (and created again) between that
 	// check and the store's commit has the object now: it is removed, and
-	// the upload fails as though it had been deleted before. (An error of
-	// the store is no answer: the check before the commit passed.) Once
-	// the object is there and this check passes, a delete of the bucket
-	// that starts later is refused while the object is there; one whose
-	// emptiness check came before the commit and whose removal of the
-	// record comes after this check leaves the object under the deleted
-	// name (admin/buckets.go: the name is then refused, 409).
+	// the upload fails as though it had been deleted before
+	// (rs.Target.CheckStored).
 	if !unchanged {
-		if ue := h.bucketStill(context.WithoutCancel(ctx), t); ue != nil && ue.status == StatusNoBucket {
-			h.unstore(context.WithoutCancel(ctx), t.bucket, key, obj.ETag)
-			return nil, ue
+		if err := t.target().CheckStored(context.WithoutCancel(ctx), h.cfg.Store, h.cfg.Objects, h.log, key, obj.ETag); err != nil {
+			return nil, bucketErr(err)
 		}
 	}
 	// The object an insert-only upload left as it was keeps its own
@@ -965,59 +901,6 @@ func (h *Handler) uploadLimit(pol PutPolicy) int64 {
 		limit = pol.FsizeLimit
 	}
 	return limit
-}
-
-// moveTemp copies a keyless upload (the temporary object tmp of t's
-// bucket, of etag etag) to its key, its etag or its saveKey's:
-// insert-only when t is (scope "bucket" wants it), where the same content
-// already there is success, as Qiniu's (unchanged: nothing was written).
-// The bucket is checked at the copy's end, before the key can appear
-// (bucketGuard). A temporary gone before it is copied is 631 when the
-// bucket went with it (a bucket's delete removes its temporaries), else
-// 500: nothing is stored. The caller deletes tmp.
-func (h *Handler) moveTemp(ctx context.Context, t uploadTarget, tmp, key, etag, mt string) (unchanged bool, _ *uploadError) {
-	rc, _, err := h.cfg.Objects.Open(ctx, t.bucket, tmp, 0, -1)
-	if err != nil {
-		return false, h.tempLost(ctx, t, err)
-	}
-	defer rc.Close()
-	g := h.guard(ctx, t, rc)
-	_, err = h.cfg.Objects.Put(ctx, t.bucket, key, g, origin.PutOptions{MimeType: mt, InsertOnly: t.insertOnly})
-	if g.failed != nil {
-		return false, g.failed
-	}
-	if errors.Is(err, origin.ErrExists) {
-		if cur, serr := h.cfg.Objects.Stat(ctx, t.bucket, key); serr == nil && cur.ETag == etag {
-			if ue := g.verify(); ue != nil { // a store that refused before reading it all
-				return false, ue
-			}
-			return true, nil
-		}
-		return false, uerr(StatusFileExists, "file exists")
-	}
-	if errors.Is(err, origin.ErrBadKey) {
-		return false, uerr(http.StatusBadRequest, "invalid key: %v", err)
-	}
-	if err != nil {
-		return false, h.tempLost(ctx, t, err)
-	}
-	return false, nil
-}
-
-// tempLost is the answer to a move whose temporary could not be read
-// (err): 631 when it is missing because its bucket is gone, 500 when it
-// is missing from a bucket that is still there (removed by something
-// else: nothing was stored, the upload may be sent again), else 503 (the
-// object store failed; err says how).
-func (h *Handler) tempLost(ctx context.Context, t uploadTarget, err error) *uploadError {
-	if !errors.Is(err, origin.ErrNotFound) {
-		return uerr(http.StatusServiceUnavailable, "store the file: %v", err)
-	}
-	if ue := h.bucketStill(context.WithoutCancel(ctx), t); ue != nil {
-		return ue
-	}
-	h.log.Warn("upload: its temporary went missing before it was stored under its key", "bucket", t.bucket, "err", err)
-	return uerr(http.StatusInternalServerError, "the file was received, but removed from the server before it could be stored under its key; nothing was stored: upload it again")
 }
 
 func mediaType(mt string) string {
