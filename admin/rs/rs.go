@@ -316,24 +316,30 @@ func decodeB64(s string) (string, error) {
 // ownBucket checks acct owns bucket: 631 when it does not exist, 403 when
 // someone else's.
 func (h *Handler) ownBucket(ctx context.Context, acct dora.Account, bucket string) (int, any) {
+	_, code, v := h.ownedBucket(ctx, acct, bucket)
+	return code, v
+}
+
+// ownedBucket is ownBucket that also returns the bucket's record.
+func (h *Handler) ownedBucket(ctx context.Context, acct dora.Account, bucket string) (dora.Bucket, int, any) {
+	var b dora.Bucket
 	if dora.ValidateBucketName(bucket) != nil {
-		return StatusNoBucket, errBody("no such bucket")
+		return b, StatusNoBucket, errBody("no such bucket")
 	}
 	kv, err := h.cfg.Store.Get(ctx, store.BucketKey(bucket))
 	if errors.Is(err, store.ErrNotFound) {
-		return StatusNoBucket, errBody("no such bucket")
+		return b, StatusNoBucket, errBody("no such bucket")
 	}
 	if err != nil {
-		return http.StatusServiceUnavailable, errBody("metadata store: %v", err)
+		return b, http.StatusServiceUnavailable, errBody("metadata store: %v", err)
 	}
-	var b dora.Bucket
 	if err := json.Unmarshal(kv.Value, &b); err != nil {
-		return http.StatusInternalServerError, errBody("bucket record: %v", err)
+		return b, http.StatusInternalServerError, errBody("bucket record: %v", err)
 	}
 	if b.Owner != acct.ID {
-		return http.StatusForbidden, errBody("bucket %q is not yours", bucket)
+		return b, http.StatusForbidden, errBody("bucket %q is not yours", bucket)
 	}
-	return 0, nil
+	return b, 0, nil
 }
 
 // entryArg decodes args[0] as an entry of one of acct's buckets.
@@ -872,7 +878,12 @@ func (h *Handler) serveBuckets(w http.ResponseWriter, ctx context.Context, acct 
 // opFetch is /fetch/<EncodedURL>/to/<EncodedEntryURI>: the URL is fetched
 // through router/netguard (no loopback, private or link-local address,
 // after DNS, unless AllowPrivateFetch) and streamed into the bucket; a bare
-// bucket entry stores the file under its etag.
+// bucket entry stores the file under its etag (through a temporary,
+// TempKey, copied to it: MoveTemp). Like an upload's (admin/pfop), the
+// file is checked at its end, before its object can appear, to still go
+// to the bucket the fetch was admitted to (Guard, Target.CheckStored): a
+// bucket deleted meanwhile, or deleted and created again by anyone, gets
+// nothing, and the fetch 631.
 func (h *Handler) opFetch(ctx context.Context, acct dora.Account, rest string) (int, any) {
 	encURL, encEntry, ok := strings.Cut(rest, "/to/")
 	if !ok {
@@ -889,9 +900,11 @@ func (h *Handler) opFetch(ctx context.Context, acct dora.Account, rest string) (
 	if err := dora.CheckUserKey(e.key); err != nil {
 		return http.StatusBadRequest, errBody("%v", err)
 	}
-	if code, v := h.ownBucket(ctx, acct, e.bucket); code != 0 {
+	b, code, v := h.ownedBucket(ctx, acct, e.bucket)
+	if code != 0 {
 		return code, v
 	}
+	t := TargetOf(b)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
 	if err != nil {
 		return http.StatusBadRequest, errBody("fetch: %v", err)
@@ -917,32 +930,56 @@ func (h *Handler) opFetch(ctx context.Context, acct dora.Account, rest string) (
 	if mt == "application/octet-stream" {
 		mt = ""
 	}
-	body := qhttp.Cap(resp.Body, h.cfg.MaxFetchBytes)
+	var body io.Reader = qhttp.Cap(resp.Body, h.cfg.MaxFetchBytes)
 	target := e.key
+	var g *Guard // a keyed fetch writes its key: checked at the file's end
 	if target == "" {
+		// Hidden from listings; the bucket's delete removes it, the
+		// leader's sweep one a crash leaves behind.
 		target = TempKey()
+	} else {
+		g = NewGuard(ctx, h.cfg.Store, t, body)
+		body = g
 	}
 	obj, err := h.cfg.Objects.Put(ctx, e.bucket, target, body, origin.PutOptions{MimeType: mt})
-	if errors.Is(err, errTooLarge) {
+	switch {
+	case g != nil && g.Failed() != nil:
+		return guardCode(g.Failed())
+	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge, errBody("fetch: over %d bytes", h.cfg.MaxFetchBytes)
-	}
-	if err != nil {
+	case err != nil:
 		return originCode(err)
 	}
 	if e.key == "" {
 		defer h.cfg.Objects.Delete(context.WithoutCancel(ctx), e.bucket, target)
-		rc, _, err := h.cfg.Objects.Open(ctx, e.bucket, target, 0, -1)
-		if err != nil {
-			return originCode(err)
+		if _, err := MoveTemp(ctx, h.cfg.Store, h.cfg.Objects, t, target, obj.ETag, obj.ETag, obj.MimeType, false); err != nil {
+			if errors.Is(err, ErrTempLost) {
+				h.log.Warn("rs: fetch: its temporary went missing before it was stored under its key", "bucket", e.bucket, "err", err)
+			}
+			return guardCode(err)
 		}
-		defer rc.Close()
-		o2, err := h.cfg.Objects.Put(ctx, e.bucket, obj.ETag, rc, origin.PutOptions{MimeType: obj.MimeType})
-		if err != nil {
-			return originCode(err)
-		}
-		obj = o2
+		obj.Key = obj.ETag
+	}
+	if err := t.CheckStored(context.WithoutCancel(ctx), h.cfg.Store, h.cfg.Objects, h.log, obj.Key, obj.ETag); err != nil {
+		return guardCode(err)
 	}
 	return http.StatusOK, map[string]any{"fsize": obj.Size, "hash": obj.ETag, "key": obj.Key, "mimeType": obj.MimeType}
+}
+
+// guardCode maps the errors of a guarded write (Guard, MoveTemp,
+// Target.CheckStored) to Qiniu's codes: 631 when the bucket went, 500
+// when a temporary went missing from a bucket still there, 503 when the
+// metadata store could not say, else the object store's (originCode).
+func guardCode(err error) (int, any) {
+	switch {
+	case errors.Is(err, ErrBucketGone):
+		return StatusNoBucket, errBody("%v", err)
+	case errors.Is(err, ErrTempLost):
+		return http.StatusInternalServerError, errBody("fetch: %v: fetch it again", err)
+	case errors.Is(err, ErrBucketUnchecked):
+		return http.StatusServiceUnavailable, errBody("%v", err)
+	}
+	return originCode(err)
 }
 
 var errTooLarge = qhttp.ErrTooLarge

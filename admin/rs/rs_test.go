@@ -17,6 +17,7 @@ import (
 	dora "github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/rs"
 	"github.com/doraproject/dora/internal/accountstest"
+	"github.com/doraproject/dora/internal/store"
 	"github.com/doraproject/dora/internal/store/bolt/bolttest"
 	"github.com/doraproject/dora/router/origin"
 	"github.com/doraproject/dora/router/origin/local"
@@ -32,6 +33,7 @@ type signer = accountstest.Signer
 
 type env struct {
 	t    testing.TB
+	st   store.Store
 	objs *local.Dir
 	api  *httptest.Server
 	h    *rs.Handler
@@ -55,7 +57,7 @@ func newEnv(t testing.TB, mod func(*rs.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, objs: ld, h: h}
+	e := &env{t: t, st: st, objs: ld, h: h}
 	e.api = httptest.NewServer(h.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Reqid", "next")
 		http.Error(w, `{"error":"next handler"}`, http.StatusTeapot)
