@@ -344,20 +344,25 @@ func (h *Handler) ownedBucket(ctx context.Context, acct dora.Account, bucket str
 
 // entryArg decodes args[0] as an entry of one of acct's buckets.
 func (h *Handler) entryArg(ctx context.Context, acct dora.Account, args []string) (entry, int, any) {
+	e, _, code, v := h.ownedEntryArg(ctx, acct, args)
+	return e, code, v
+}
+
+// ownedEntryArg is entryArg that also returns the bucket's record: the
+// Target of a write into it.
+func (h *Handler) ownedEntryArg(ctx context.Context, acct dora.Account, args []string) (entry, dora.Bucket, int, any) {
 	if len(args) < 1 {
-		return entry{}, http.StatusBadRequest, errBody("missing EncodedEntryURI")
+		return entry{}, dora.Bucket{}, http.StatusBadRequest, errBody("missing EncodedEntryURI")
 	}
 	e, err := decodeEntry(args[0], false)
 	if err != nil {
-		return e, http.StatusBadRequest, errBody("%v", err)
+		return e, dora.Bucket{}, http.StatusBadRequest, errBody("%v", err)
 	}
 	if err := dora.CheckUserKey(e.key); err != nil {
-		return e, http.StatusBadRequest, errBody("%v", err)
+		return e, dora.Bucket{}, http.StatusBadRequest, errBody("%v", err)
 	}
-	if code, v := h.ownBucket(ctx, acct, e.bucket); code != 0 {
-		return e, code, v
-	}
-	return e, 0, nil
+	b, code, v := h.ownedBucket(ctx, acct, e.bucket)
+	return e, b, code, v
 }
 
 // originCode maps object-store errors to Qiniu's codes.
@@ -521,7 +526,7 @@ func (h *Handler) transfer(ctx context.Context, acct dora.Account, args []string
 	if code != 0 {
 		return code, v
 	}
-	dst, code, v := h.entryArg(ctx, acct, args[1:2])
+	dst, dstBucket, code, v := h.ownedEntryArg(ctx, acct, args[1:2])
 	if code != 0 {
 		return code, v
 	}
@@ -542,10 +547,20 @@ func (h *Handler) transfer(ctx context.Context, acct dora.Account, args []string
 	if err != nil {
 		return originCode(err)
 	}
-	_, err = h.cfg.Objects.Put(ctx, dst.bucket, dst.key, rc, origin.PutOptions{MimeType: obj.MimeType, InsertOnly: !force})
+	// The copy streams the whole object: the destination bucket may be
+	// deleted (and created again) meanwhile, as under an upload.
+	target := TargetOf(dstBucket)
+	g := NewGuard(ctx, h.cfg.Store, target, rc)
+	put, err := h.cfg.Objects.Put(ctx, dst.bucket, dst.key, g, origin.PutOptions{MimeType: obj.MimeType, InsertOnly: !force})
 	rc.Close()
+	if g.Failed() != nil {
+		return guardCode(g.Failed())
+	}
 	if err != nil {
 		return originCode(err)
+	}
+	if err := target.CheckStored(context.WithoutCancel(ctx), h.cfg.Store, h.cfg.Objects, h.log, dst.key, put.ETag); err != nil {
+		return guardCode(err)
 	}
 	m, err := h.meta(ctx, src)
 	if err == nil {
