@@ -101,21 +101,6 @@ type Bucket struct {
 	// from (back-to-source); set by the owner, never taken from a request.
 	Mirror  string    `json:"mirror,omitempty"`
 	Created time.Time `json:"created"`
-	// Deleting is when a delete of the bucket began to check that it is
-	// empty (zero: none is): a write into the bucket that ends within
-	// BucketDeleteWindow of it stores nothing, so that no object appears
-	// between that check and the record's removal. A delete that stops
-	// half-way (its admin dies) holds writes off for that long at most.
-	Deleting time.Time `json:"deleting,omitzero"`
-}
-
-// BucketDeleteWindow bounds how long a bucket's Deleting mark holds its
-// writes off: longer than a delete's emptiness check takes.
-const BucketDeleteWindow = time.Minute
-
-// DeletingAt reports whether a delete of b is under way at now (Deleting).
-func (b Bucket) DeletingAt(now time.Time) bool {
-	return !b.Deleting.IsZero() && now.Sub(b.Deleting) < BucketDeleteWindow
 }
 
 // Ufop is a registered user-defined file operation.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/admin/rs"
@@ -172,26 +171,9 @@ func (s *Server) deleteBucket(w http.ResponseWriter, r *http.Request, c *call) e
 	}
 	// Only the objects its owner can see and delete count: the upload
 	// temporaries (rs.ReservedKey), hidden from every listing and refused
-	// as keys, go with the bucket. The bucket is marked first (Deleting):
-	// a write that ends from then on stores nothing (rs.Target.Still), so
-	// none can add an object between this check and the removal below.
+	// as keys, go with the bucket.
 	if s.cfg.Objects != nil {
-		b.Deleting = s.nowUTC()
-		nver, err := s.st.CAS(r.Context(), store.BucketKey(name), mustJSON(b), ver)
-		if errors.Is(err, store.ErrConflict) {
-			return errf(http.StatusConflict, "bucket %q changed meanwhile; try again", name)
-		}
-		if err != nil {
-			return fmt.Errorf("delete bucket %s: %w", name, err)
-		}
-		ver = nver
 		held, err := holdsObjects(r.Context(), s.cfg.Objects, name)
-		if err != nil || held {
-			b.Deleting = time.Time{}
-			if _, uerr := s.st.CAS(context.WithoutCancel(r.Context()), store.BucketKey(name), mustJSON(b), ver); uerr != nil {
-				s.log.Warn("admin: delete bucket: its writes stay held off until the mark expires", "bucket", name, "err", uerr)
-			}
-		}
 		if err != nil {
 			return fmt.Errorf("delete bucket %s: %w", name, err)
 		}
@@ -203,9 +185,7 @@ func (s *Server) deleteBucket(w http.ResponseWriter, r *http.Request, c *call) e
 	for _, d := range b.Domains {
 		ops = append(ops, store.Op{Kind: store.OpDelete, Key: store.DomainKey(d)})
 	}
-	if err := s.st.Txn(r.Context(), ops); errors.Is(err, store.ErrConflict) {
-		return errf(http.StatusConflict, "bucket %q changed meanwhile; try again", name)
-	} else if err != nil {
+	if err := s.st.Txn(r.Context(), ops); err != nil {
 		return fmt.Errorf("delete bucket %s: %w", name, err)
 	}
 	// Removed once the bucket is gone, not before: a delete that fails

@@ -65,9 +65,7 @@ func TargetOf(b dora.Bucket) Target {
 // time. ErrBucketGone when it was deleted meanwhile, or deleted and
 // created again; ErrBucketUnchecked, with the store's error, when the
 // metadata store cannot say. A bucket only updated meanwhile (private, domains) keeps
-// its Created: it is still the one. A bucket whose delete is checking it
-// is empty (dora.Bucket.DeletingAt) counts as gone: the write must not
-// add an object behind that check.
+// its Created: it is still the one.
 func (t Target) Still(ctx context.Context, st store.Store) error {
 	b, _, err := store.Get[dora.Bucket](ctx, st, store.BucketKey(t.Bucket))
 	switch {
@@ -75,7 +73,7 @@ func (t Target) Still(ctx context.Context, st store.Store) error {
 		return ErrBucketGone
 	case err != nil:
 		return fmt.Errorf("%w: %s: %w", ErrBucketUnchecked, t.Bucket, err)
-	case b.Owner != t.Owner || !b.Created.Equal(t.Created) || b.DeletingAt(time.Now()):
+	case b.Owner != t.Owner || !b.Created.Equal(t.Created):
 		return ErrBucketGone
 	}
 	return nil
@@ -145,9 +143,10 @@ func (g *Guard) Failed() error { return g.failed }
 // there either way).
 //
 // Once the object is there and this check passes, a delete of the bucket
-// that starts later is refused while the object is there: a delete marks
-// the bucket (dora.Bucket.Deleting) before it checks that it is empty, so
-// this check, after that mark, finds the bucket gone.
+// that starts later is refused while the object is there; one whose
+// emptiness check came before the commit and whose removal of the record
+// comes after this check leaves the object under the deleted name
+// (admin/buckets.go: the name is then refused, 409).
 func (t Target) CheckStored(ctx context.Context, st store.Store, objs ObjectStore, log *slog.Logger, key, etag string) error {
 	if err := t.Still(ctx, st); errors.Is(err, ErrBucketGone) {
 		Unstore(ctx, objs, log, t.Bucket, key, etag)
