@@ -64,3 +64,49 @@ func TestDeletedBucketObjectsDoNotPassToItsNextOwner(t *testing.T) {
 		t.Fatalf("bucket over a deleted bucket's objects: %d %s, want 409", r.Status, r.Body)
 	}
 }
+
+// PUT /v1/objects checked its bucket only after the store had committed,
+// and then deleted whatever was at the key: with the bucket deleted and
+// created again by bob meanwhile, alice's upload overwrote the object bob
+// had just stored there, then removed it. It now passes the body through
+// the same guard as every other write (admin/rs): the bucket is checked
+// before the store commits, and bob's object is left as he wrote it.
+func TestPutObjectLeavesTheNextOwnersObject(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.user("alice", 0), e.user("bob", 0)
+	e.must(http.StatusCreated, alice, "POST", "/v1/buckets", map[string]any{"name": "photos"}, nil)
+
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest("PUT", e.ts.URL+"/v1/objects/photos/note.txt", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth.SignRequest(req, alice.AccessKey, alice.SecretKey, nil, time.Now())
+	done := make(chan int, 1)
+	go func() {
+		res, err := e.ts.Client().Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		res.Body.Close()
+		done <- res.StatusCode
+	}()
+	if _, err := io.WriteString(pw, "alice's "); err != nil {
+		t.Fatal(err)
+	}
+	e.must(http.StatusNoContent, alice, "DELETE", "/v1/buckets/photos", nil, nil)
+	e.must(http.StatusCreated, bob, "POST", "/v1/buckets", map[string]any{"name": "photos"}, nil)
+	if _, err := e.objs.Put(context.Background(), "photos", "note.txt", strings.NewReader("bob's note"), origin.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(pw, "note")
+	pw.Close()
+	if upload := <-done; upload != http.StatusNotFound {
+		t.Errorf("upload to a bucket deleted and created again meanwhile: %d, want 404", upload)
+	}
+	got := e.req(bob, "GET", "/v1/objects/photos/note.txt", nil)
+	if got.Status != http.StatusOK || string(got.Body) != "bob's note" {
+		t.Fatalf("bob's note after alice's upload: %d %q, want 200 \"bob's note\"", got.Status, got.Body)
+	}
+}

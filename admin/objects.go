@@ -71,27 +71,39 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, c *call) erro
 			opts.MimeType = ct
 		}
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
+	b, _, err := s.ownedBucket(r.Context(), c, bucket)
+	if err != nil {
+		return err
+	}
+	// The bucket may be deleted (and created again, maybe by another
+	// account) while the body streams: the object must then be stored
+	// neither under the deleted name nor in the new bucket. The guard
+	// checks the bucket at the body's end, before the store commits, and
+	// CheckStored once more after, as for every other write (admin/rs).
+	target := rs.TargetOf(b)
+	body := rs.NewGuard(r.Context(), s.st, target, http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes))
 	obj, err := s.cfg.Objects.Put(r.Context(), bucket, key, body, opts)
+	if gerr := body.Failed(); gerr != nil {
+		return bucketGoneError(bucket, gerr)
+	}
 	if err != nil {
 		return originError("put", bucket, key, err)
 	}
-	// The bucket may have been deleted while the body streamed (the
-	// delete saw no object yet): the object must not stay for the next
-	// account that creates a bucket of that name.
-	// (A store that does not answer keeps the object: createBucket
-	// refuses a name that still holds objects.)
-	var ae *apiError
-	if _, _, err := s.ownedBucket(r.Context(), c, bucket); errors.As(err, &ae) {
-		if derr := s.cfg.Objects.Delete(context.WithoutCancel(r.Context()), bucket, key); derr != nil && !errors.Is(derr, origin.ErrNotFound) {
-			s.log.Error("admin: put object: remove the object of a bucket deleted during the upload", "bucket", bucket, "key", key, "err", derr)
-		}
-		return errf(http.StatusNotFound, "bucket %q was deleted during the upload; the object is not kept", bucket)
-	} else if err != nil {
-		return err
+	if gerr := target.CheckStored(context.WithoutCancel(r.Context()), s.st, s.cfg.Objects, s.log, key, obj.ETag); gerr != nil {
+		return bucketGoneError(bucket, gerr)
 	}
 	writeJSON(w, http.StatusOK, obj)
 	return nil
+}
+
+// bucketGoneError is the answer to a write refused by its bucket guard:
+// 404 when the bucket went during the write, 503 when the metadata store
+// could not say.
+func bucketGoneError(bucket string, err error) error {
+	if errors.Is(err, rs.ErrBucketGone) {
+		return errf(http.StatusNotFound, "bucket %q was deleted during the upload; the object is not kept", bucket)
+	}
+	return errf(http.StatusServiceUnavailable, "%v", err)
 }
 
 func (s *Server) getObject(w http.ResponseWriter, r *http.Request, c *call) error {
