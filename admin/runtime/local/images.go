@@ -37,6 +37,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -210,61 +211,103 @@ func (r *Runtime) imagesInUse() map[string]bool {
 // again (zero: when kicked). When ctx ends it stops before the next
 // removal; one under way is not interrupted (podman is not killed in
 // the middle of changing its storage).
+//
+// A pull holds imgMu shared until its deployment names the image, so
+// the collector takes it for each removal alone, and there looks again
+// at the images in use: an image pulled but not yet named is not seen
+// unused, nor is one removed while it is being pulled again. A pull
+// waits for at most one removal; a record whose removal finds a pull
+// under way is tried again a second later.
 func (r *Runtime) collectImages(ctx context.Context, now time.Time) time.Time {
-	// A pull holds imgMu shared until its deployment names the image:
-	// an image pulled but not yet in use is not seen unused, nor is one
-	// removed while it is being pulled again.
-	if !r.imgMu.TryLock() {
-		return now.Add(time.Second)
-	}
-	defer r.imgMu.Unlock()
 	inUse := r.imagesInUse()
 	r.imgRecMu.Lock()
 	due, next := dueImages(r.images, inUse, now, r.cfg.ImageGCDelay)
 	r.imgRecMu.Unlock()
-	removed := map[*imageRecord]bool{}
+	later := func(at time.Time) {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
 	for _, rec := range due {
 		if ctx.Err() != nil {
 			break // closing
 		}
-		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err := r.cfg.Podman.RemoveImageName(rctx, rec.Ref, rec.ID)
-		cancel()
-		r.imgRecMu.Lock()
-		if err != nil {
-			rec.failures++
-			rec.retry = now.Add(retryWait(r.cfg.ImageGCDelay, rec.failures))
-			if next.IsZero() || rec.retry.Before(next) {
-				next = rec.retry
-			}
-			r.log.Warn("remove an unused image; trying again later", "ref", rec.Ref, "image", rec.ID, "failures", rec.failures, "retry", rec.retry.Sub(now), "err", err)
-		} else {
-			removed[rec] = true
-			r.log.Info("removed an unused image", "ref", rec.Ref, "image", rec.ID, "unused", now.Sub(rec.unused))
+		if !r.imgMu.TryLock() {
+			later(now.Add(time.Second)) // a pull is under way
+			continue
 		}
-		r.imgRecMu.Unlock()
+		r.removeImage(rec, now, later)
+		r.imgMu.Unlock()
 	}
 	r.imgRecMu.Lock()
-	if len(removed) > 0 {
-		kept := r.images[:0]
-		for _, rec := range r.images {
-			if !removed[rec] {
-				kept = append(kept, rec)
-			}
-		}
-		clear(r.images[len(kept):])
-		r.images = kept
-		if err := r.saveImagesLocked(); err != nil {
-			r.log.Warn("record removed images", "err", err)
-		}
-	}
 	if len(r.images) > 0 {
-		if look := now.Add(min(max(r.cfg.ImageGCDelay, time.Second), maxImageLook)); next.IsZero() || look.Before(next) {
-			next = look
-		}
+		later(now.Add(min(max(r.cfg.ImageGCDelay, time.Second), maxImageLook)))
 	}
 	r.imgRecMu.Unlock()
 	return next
+}
+
+// removeImage removes rec's name from podman's storage, unless a
+// deployment uses its image now, and drops the record once it is gone;
+// a failed removal is given its retry time at now, passed to later.
+// Callers hold imgMu exclusively.
+func (r *Runtime) removeImage(rec *imageRecord, now time.Time, later func(time.Time)) {
+	if r.imagesInUse()[rec.ID] {
+		r.imgRecMu.Lock()
+		rec.unused, rec.retry, rec.failures = time.Time{}, time.Time{}, 0
+		r.imgRecMu.Unlock()
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	err := r.cfg.Podman.RemoveImageName(rctx, rec.Ref, rec.ID)
+	cancel()
+	r.imgRecMu.Lock()
+	defer r.imgRecMu.Unlock()
+	if err != nil {
+		rec.failures++
+		rec.retry = now.Add(retryWait(r.cfg.ImageGCDelay, rec.failures))
+		later(rec.retry)
+		r.log.Warn("remove an unused image; trying again later", "ref", rec.Ref, "image", rec.ID, "failures", rec.failures, "retry", rec.retry.Sub(now), "err", err)
+		return
+	}
+	r.log.Info("removed an unused image", "ref", rec.Ref, "image", rec.ID, "unused", now.Sub(rec.unused))
+	// Dropped before imgMu is let go: a pull of the same name that
+	// follows records it anew (recordPull).
+	kept := r.images[:0]
+	for _, o := range r.images {
+		if o != rec {
+			kept = append(kept, o)
+		}
+	}
+	clear(r.images[len(kept):])
+	r.images = kept
+	if err := r.saveImagesLocked(); err != nil {
+		r.log.Warn("record removed images", "err", err)
+	}
+}
+
+// holdImages holds imgMu shared for a pull, waiting while the collector
+// removes an image (one removal at most), and returns what lets it go;
+// it gives up with ctx's error when ctx ends first.
+func (r *Runtime) holdImages(ctx context.Context) (release func(), err error) {
+	if r.imgMu.TryRLock() {
+		return sync.OnceFunc(r.imgMu.RUnlock), nil
+	}
+	got := make(chan struct{})
+	go func() {
+		r.imgMu.RLock()
+		close(got)
+	}()
+	select {
+	case <-got:
+		return sync.OnceFunc(r.imgMu.RUnlock), nil
+	case <-ctx.Done():
+		go func() {
+			<-got
+			r.imgMu.RUnlock()
+		}()
+		return nil, fmt.Errorf("waiting for the image collector: %w", ctx.Err())
+	}
 }
 
 // kickImages asks the collector to look at the images now (a deployment
@@ -360,8 +403,11 @@ func (r *Runtime) restoreImage(ctx context.Context, ref, id string) (fatal bool,
 func (r *Runtime) pullAgain(ctx context.Context, ref, id string) (fatal bool, err error) {
 	// Held shared as by Apply's pull: the collector does not remove the
 	// name while it is pulled and claimed again.
-	r.imgMu.RLock()
-	defer r.imgMu.RUnlock()
+	release, err := r.holdImages(ctx)
+	if err != nil {
+		return false, fmt.Errorf("image %s missing from podman's storage: %w", ref, err)
+	}
+	defer release()
 	t0 := time.Now()
 	r.log.Warn("an instance's image is no longer in podman's storage; pulling it again", "ref", ref, "image", id)
 	had, err := r.cfg.Podman.ImageExists(ctx, ref)

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
@@ -9,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -439,5 +442,157 @@ func TestMissingImagePulledAgain(t *testing.T) {
 	})
 	if running := labelled(t, r, "deploy-restore"); len(running) != 0 {
 		t.Fatalf("containers of the deployment: %v", running)
+	}
+}
+
+// fakePodman writes a podman stand-in into dir: `image exists` says no,
+// a pull prints the id of localhost/b:1, `image inspect` answers for
+// localhost/a:1, b:1 and c:1, and every call that changes something is
+// logged to dir/log. `rmi localhost/a:1` opens the fifo dir/started for
+// writing and then waits until the fifo dir/release is written.
+func fakePodman(t *testing.T, dir string) *Podman {
+	t.Helper()
+	for _, f := range []string{"started", "release"} {
+		if err := syscall.Mkfifo(filepath.Join(dir, f), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := `#!/bin/sh
+dir='` + dir + `'
+shift 2 # --runtime <oci runtime>
+for a; do last=$a; done
+case "$1" in
+rmi)
+	echo "rmi $last" >>"$dir/log"
+	if [ "$last" = localhost/a:1 ]; then
+		echo >"$dir/started"
+		cat "$dir/release" >/dev/null
+	fi ;;
+pull)
+	echo "pull $last" >>"$dir/log"
+	echo ` + fakeID("b") + ` ;;
+image)
+	case "$2" in
+	exists) exit 1 ;;
+	inspect)
+		case "$4" in
+		json) echo '[{"Config":{"Cmd":["x"]}}]' ;;
+		*)
+			case "$last" in
+			localhost/a:1) echo ` + fakeID("a") + ` ;;
+			localhost/b:1) echo ` + fakeID("b") + ` ;;
+			localhost/c:1) echo ` + fakeID("c") + ` ;;
+			*) exit 1 ;;
+			esac ;;
+		esac ;;
+	esac ;;
+esac
+exit 0
+`
+	bin := filepath.Join(dir, "podman")
+	if err := os.WriteFile(bin, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return &Podman{Bin: bin, OCIRuntime: "runc"}
+}
+
+// fakeID is a 64-hex-digit image id made of c.
+func fakeID(c string) string { return strings.Repeat(c, 64) }
+
+// waitBlockedIn returns once a goroutine whose stack names fn waits to
+// take an RWMutex shared.
+func waitBlockedIn(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for {
+		n := goruntime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, fn) && strings.Contains(g, "SemacquireRWMutexR") {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPullWaitsForOneRemoval: a deploy whose pull comes while the
+// collector removes an image waits for that removal only, not for the
+// collector's whole pass: the next due image is removed after the pull
+// (or later), never before it.
+func TestPullWaitsForOneRemoval(t *testing.T) {
+	fake := t.TempDir()
+	r := newRuntimeWith(t, Config{Dir: t.TempDir(), Podman: fakePodman(t, fake), ImageGCDelay: -1})
+	now := time.Now()
+	r.recordPull("localhost/a:1", fakeID("a"), now.Add(-time.Hour))
+	r.recordPull("localhost/c:1", fakeID("c"), now.Add(-time.Hour))
+
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		r.collectImages(context.Background(), now)
+	}()
+	if _, err := os.ReadFile(filepath.Join(fake, "started")); err != nil { // a's removal is under way
+		t.Fatal(err)
+	}
+	applied := make(chan error, 1)
+	go func() {
+		applied <- r.Apply(context.Background(), runtime.Spec{
+			Deployment: dora.Deployment{ID: "b", Ufop: "b", Version: "v1", Region: "z0"},
+			Release:    dora.Release{Ufop: "b", Version: "v1"},
+			OCIImage:   "localhost/b:1",
+		})
+	}()
+	waitBlockedIn(t, "holdImages") // the deploy waits for a's removal
+	if err := os.WriteFile(filepath.Join(fake, "release"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	<-collected
+
+	b, err := os.ReadFile(filepath.Join(fake, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := strings.Split(strings.TrimSpace(string(b)), "\n")
+	at := map[string]int{}
+	for i, l := range log {
+		at[l] = i + 1
+	}
+	pull, rmC := at["pull localhost/b:1"], at["rmi localhost/c:1"]
+	if at["rmi localhost/a:1"] != 1 || pull == 0 || (rmC != 0 && rmC < pull) {
+		t.Fatalf("podman calls %q: want a's removal, then the deploy's pull, then c's removal if any", log)
+	}
+	if !r.ownsRef("localhost/b:1") || r.ownsRef("localhost/a:1") {
+		t.Errorf("records after the pass: b pulled and a removed expected")
+	}
+}
+
+// TestPullGivesUpWaitingForCollector: a deploy waiting for the collector
+// to finish a removal gives up when its context ends, and lets the
+// collector have the lock once it would have got it.
+func TestPullGivesUpWaitingForCollector(t *testing.T) {
+	r := newRuntimeWith(t, Config{Dir: t.TempDir(), Podman: fakePodman(t, t.TempDir()), ImageGCDelay: -1})
+	r.imgMu.Lock() // a removal under way
+	ctx, cancel := context.WithCancel(context.Background())
+	applied := make(chan error, 1)
+	go func() {
+		applied <- r.Apply(ctx, runtime.Spec{
+			Deployment: dora.Deployment{ID: "b", Ufop: "b", Version: "v1", Region: "z0"},
+			Release:    dora.Release{Ufop: "b", Version: "v1"},
+			OCIImage:   "localhost/b:1",
+		})
+	}()
+	waitBlockedIn(t, "holdImages")
+	cancel()
+	if err := <-applied; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Apply = %v, want context.Canceled", err)
+	}
+	r.imgMu.Unlock()
+	r.imgMu.Lock() // the abandoned wait let it go again
+	r.imgMu.Unlock()
+	if r.ownsRef("localhost/b:1") {
+		t.Error("an abandoned deploy pulled its image")
 	}
 }

@@ -185,8 +185,8 @@ type Runtime struct {
 	pubDone chan struct{}
 
 	// Image collection (images.go). imgMu is held shared by a pull
-	// until its deployment names the image, and by the collector alone
-	// while it decides and removes; imgRecMu guards images, the names
+	// until its deployment names the image (holdImages), and by the
+	// collector alone for each removal; imgRecMu guards images, the names
 	// the runtime pulled (<Dir>/.images.json).
 	imgMu     sync.RWMutex
 	imgRecMu  sync.Mutex
@@ -450,9 +450,11 @@ func (r *Runtime) Apply(ctx context.Context, spec runtime.Spec) error {
 	pulled := func() {}
 	defer func() { pulled() }()
 	if spec.Package == nil && failure == "" {
-		r.imgMu.RLock()
-		pulled = sync.OnceFunc(r.imgMu.RUnlock)
-		var err error
+		release, err := r.holdImages(ctx)
+		if err != nil {
+			return fmt.Errorf("apply %s: image %s: %w", id, spec.OCIImage, err)
+		}
+		pulled = release
 		if image, err = r.prepareImage(ctx, spec.OCIImage); err != nil {
 			if cur := r.imageInUse(id, spec.OCIImage); cur != "" {
 				// Applied again (a resize) with the registry out of
