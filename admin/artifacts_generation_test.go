@@ -64,6 +64,27 @@ func (h *heldUploads) Put(ctx context.Context, bucket, key string, r io.Reader, 
 }
 
 // filesOf reads a tar.gz into name → content.
+// grepdArtifact fetches build n of grepd's artifact from this admin with a
+// root-signed URL, as a runtime does, and returns the status and body.
+func (e *env) grepdArtifact(n int) (int, []byte) {
+	e.t.Helper()
+	signed, err := url.Parse(auth.DownloadURL(fmt.Sprintf("http://admin.test:8090/v1/artifacts/grepd/%d.tar.gz", n),
+		testRootAK, testRootSK, time.Now().Add(time.Hour).Unix()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	res, err := http.Get(e.ts.URL + signed.RequestURI())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return res.StatusCode, body
+}
+
 func filesOf(t *testing.T, tarGz []byte) map[string]string {
 	t.Helper()
 	zr, err := gzip.NewReader(bytes.NewReader(tarGz))
@@ -156,19 +177,9 @@ func TestArtifactOfADeletedUfopLeavesTheNextOwnersAlone(t *testing.T) {
 	// Bob's deployment fetches the artifact URL from an admin that holds
 	// no build of its own: the one reading the shared copy.
 	e3 := other()
-	signed, err := url.Parse(auth.DownloadURL(fmt.Sprintf("http://admin.test:8090/v1/artifacts/grepd/%d.tar.gz", bobs.Number),
-		testRootAK, testRootSK, time.Now().Add(time.Hour).Unix()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.Get(e3.ts.URL + signed.RequestURI())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(res.Body)
-	res.Body.Close()
-	if err != nil || res.StatusCode != http.StatusOK {
-		t.Fatalf("bob's artifact: %d %s %v", res.StatusCode, body, err)
+	status, body := e3.grepdArtifact(bobs.Number)
+	if status != http.StatusOK {
+		t.Fatalf("bob's artifact: %d %s", status, body)
 	}
 	if got := filesOf(t, body)["who"]; got != "bob\n" {
 		t.Fatalf("bob's deployment would fetch a build whose who is %q, not bob's", got)
@@ -352,19 +363,9 @@ func leftBehind(t *testing.T) (e *env, bob dora.Account, bobs dora.Build) {
 func TestLocalBuildOfADeletedUfopIsNotTheNextOwners(t *testing.T) {
 	t.Run("artifact", func(t *testing.T) {
 		e, _, bobs := leftBehind(t)
-		signed, err := url.Parse(auth.DownloadURL(fmt.Sprintf("http://admin.test:8090/v1/artifacts/grepd/%d.tar.gz", bobs.Number),
-			testRootAK, testRootSK, time.Now().Add(time.Hour).Unix()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := http.Get(e.ts.URL + signed.RequestURI())
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(res.Body)
-		res.Body.Close()
-		if err != nil || res.StatusCode != http.StatusOK {
-			t.Fatalf("bob's artifact from the first admin: %d %s %v", res.StatusCode, body, err)
+		status, body := e.grepdArtifact(bobs.Number)
+		if status != http.StatusOK {
+			t.Fatalf("bob's artifact from the first admin: %d %s", status, body)
 		}
 		if got := filesOf(t, body)["who"]; got != "bob\n" {
 			t.Fatalf("the first admin serves for bob's build a result whose who is %q", got)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doraproject/dora"
 	"github.com/doraproject/dora/internal/auth"
 	"github.com/doraproject/dora/router/origin"
 )
@@ -26,17 +27,7 @@ func TestDeletedBucketObjectsDoNotPassToItsNextOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "text/plain")
-	auth.SignRequest(req, alice.AccessKey, alice.SecretKey, nil, time.Now())
-	done := make(chan int, 1)
-	go func() {
-		res, err := e.ts.Client().Do(req)
-		if err != nil {
-			done <- 0
-			return
-		}
-		res.Body.Close()
-		done <- res.StatusCode
-	}()
+	done := e.sendAsync(alice, req)
 	if _, err := io.WriteString(pw, "alice's "); err != nil { // the upload is under way
 		t.Fatal(err)
 	}
@@ -81,17 +72,7 @@ func TestPutObjectLeavesTheNextOwnersObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth.SignRequest(req, alice.AccessKey, alice.SecretKey, nil, time.Now())
-	done := make(chan int, 1)
-	go func() {
-		res, err := e.ts.Client().Do(req)
-		if err != nil {
-			done <- 0
-			return
-		}
-		res.Body.Close()
-		done <- res.StatusCode
-	}()
+	done := e.sendAsync(alice, req)
 	if _, err := io.WriteString(pw, "alice's "); err != nil {
 		t.Fatal(err)
 	}
@@ -109,4 +90,21 @@ func TestPutObjectLeavesTheNextOwnersObject(t *testing.T) {
 	if got.Status != http.StatusOK || string(got.Body) != "bob's note" {
 		t.Fatalf("bob's note after alice's upload: %d %q, want 200 \"bob's note\"", got.Status, got.Body)
 	}
+}
+
+// sendAsync signs req as acct and sends it in the background; the channel
+// gets its status (0 when it could not be sent).
+func (e *env) sendAsync(acct dora.Account, req *http.Request) <-chan int {
+	auth.SignRequest(req, acct.AccessKey, acct.SecretKey, nil, time.Now())
+	done := make(chan int, 1)
+	go func() {
+		res, err := e.ts.Client().Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		res.Body.Close()
+		done <- res.StatusCode
+	}()
+	return done
 }
